@@ -1,0 +1,1 @@
+"""Storage and file formats: models, engine, layer I/O, import/export, CRS, demo data."""

@@ -1,0 +1,83 @@
+"""The database engine: SpatiaLite file by default, PostGIS when ``DATABASE_URL`` says so.
+
+Every other module reaches the database through :func:`get_engine`, so both databases sit
+behind one code path. What differs between them lives in :mod:`geodata.dialect`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# pyogrio and pyproj must be imported before the first SpatiaLite connection: Debian's
+# mod_spatialite links the system PROJ, which otherwise clashes with the copy inside the
+# wheels (segfaults on GPKG writes, "double free" at exit).
+import pyogrio  # noqa: F401
+import pyproj  # noqa: F401
+from geoalchemy2.admin.dialects.sqlite import load_spatialite
+from sqlalchemy import Engine, create_engine, event
+
+# Debian installs the extension on the loader path as mod_spatialite.so.
+os.environ.setdefault("SPATIALITE_LIBRARY_PATH", "mod_spatialite")
+
+DEFAULT_INSTANCE = Path(__file__).resolve().parent.parent / "instance"
+
+
+def default_url() -> str:
+    """The SpatiaLite file under ``instance/`` used when ``DATABASE_URL`` is not set."""
+    return f"sqlite:///{DEFAULT_INSTANCE / 'gridplan.sqlite'}"
+
+
+def database_url() -> str:
+    """``DATABASE_URL`` from the environment, or the embedded default."""
+    return os.environ.get("DATABASE_URL") or default_url()
+
+
+def _on_sqlite_connect(dbapi_conn, _record) -> None:
+    # Full SRID init (0.07 s, once per new file) so CGCS2000 and Gauss–Krüger codes exist.
+    load_spatialite(dbapi_conn, transaction=True)
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the one writer
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+_engines: dict[str, Engine] = {}
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """An engine for ``url`` (default :func:`database_url`), created once per process.
+
+    SQLite URLs get SpatiaLite loaded on every connection; the folder of the file is created
+    when missing.
+    """
+    url = url or database_url()
+    if url in _engines:
+        return _engines[url]
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _on_sqlite_connect)
+        # pysqlite's own transaction handling defers BEGIN; let SQLAlchemy emit it so that
+        # a whole import is one transaction, including its DDL-free deletes.
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+
+        @event.listens_for(engine, "connect")
+        def _no_autobegin(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None
+    elif url.startswith("postgresql"):
+        engine = create_engine(url, pool_pre_ping=True)
+    else:
+        raise ValueError(f"unsupported DATABASE_URL {url!r}: use sqlite:///… or postgresql+psycopg://…")
+    _engines[url] = engine
+    return engine
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (tests and forked workers call this)."""
+    for engine in _engines.values():
+        engine.dispose()
+    _engines.clear()

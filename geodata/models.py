@@ -1,0 +1,280 @@
+"""SQLAlchemy 2 / GeoAlchemy2 models of every gridplan layer (design.md §3).
+
+Geometries are stored in EPSG:4326. Layers refer to each other by their official codes
+(``street_code``, ``community_code``, ``grid_code``) rather than row ids, so a layer can be
+replaced by a fresh import without breaking the others. Every large table carries
+``district_code`` so that it can later be distributed by district (design.md §5).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from geoalchemy2 import Geometry
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SRID = 4326
+
+
+def _geom(kind: str):
+    return mapped_column(Geometry(kind, srid=SRID, spatial_index=True), nullable=False)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class District(Base):
+    """District or county (区 / 县), 6-digit GB/T 2260 code."""
+
+    __tablename__ = "districts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(6), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    geom = _geom("MULTIPOLYGON")
+
+
+class Street(Base):
+    """Street, town or township (街道 / 镇 / 乡), 9-digit code."""
+
+    __tablename__ = "streets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(9), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    district_code: Mapped[str] = mapped_column(String(6), index=True)
+    geom = _geom("MULTIPOLYGON")
+
+
+class Community(Base):
+    """Community (社区居委会 / 村委会), 12-digit 统计用区划代码."""
+
+    __tablename__ = "communities"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(12), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    street_code: Mapped[str] = mapped_column(String(9), index=True)
+    district_code: Mapped[str] = mapped_column(String(6), index=True)
+    valid_from: Mapped[date | None] = mapped_column(Date)
+    geom = _geom("MULTIPOLYGON")
+
+
+class CommunityHistory(Base):
+    """A past boundary of a community, kept when a plan is adopted or a layer replaced."""
+
+    __tablename__ = "community_history"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(12), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    street_code: Mapped[str] = mapped_column(String(9))
+    district_code: Mapped[str] = mapped_column(String(6), index=True)
+    valid_from: Mapped[date | None] = mapped_column(Date)
+    valid_to: Mapped[date] = mapped_column(Date)
+    plan_id: Mapped[int | None] = mapped_column(Integer)
+    geom = _geom("MULTIPOLYGON")
+
+
+class Unit(Base):
+    """Planning unit (街坊 block or 小区 compound); units tile each street."""
+
+    __tablename__ = "units"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(20), unique=True)
+    households: Mapped[int] = mapped_column(Integer, default=0)
+    population: Mapped[int] = mapped_column(Integer, default=0)
+    street_code: Mapped[str] = mapped_column(String(9), index=True)
+    community_code: Mapped[str | None] = mapped_column(String(12), index=True)
+    district_code: Mapped[str] = mapped_column(String(6), index=True)
+    built_year: Mapped[int | None] = mapped_column(Integer)
+    land_use: Mapped[str] = mapped_column(String(20), default="residential")
+    geom = _geom("MULTIPOLYGON")
+
+
+class UnitAdjacency(Base):
+    """Two units that share an edge of positive length (rook neighbours), computed at import.
+
+    Each pair is stored once with ``unit_a < unit_b``.
+    """
+
+    __tablename__ = "unit_adjacency"
+    unit_a: Mapped[str] = mapped_column(String(20), primary_key=True)
+    unit_b: Mapped[str] = mapped_column(String(20), primary_key=True, index=True)
+    shared_m: Mapped[float] = mapped_column(Float)
+    district_code: Mapped[str] = mapped_column(String(6), index=True)
+
+
+class Building(Base):
+    """Residential building (optional detail below a unit)."""
+
+    __tablename__ = "buildings"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(24), unique=True)
+    households: Mapped[int] = mapped_column(Integer, default=0)
+    population: Mapped[int] = mapped_column(Integer, default=0)
+    unit_code: Mapped[str | None] = mapped_column(String(20), index=True)
+    district_code: Mapped[str] = mapped_column(String(6), index=True)
+    geom = _geom("GEOMETRY")
+
+
+class Facility(Base):
+    """Public service facility (service centre, station, health station, elderly care …)."""
+
+    __tablename__ = "facilities"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(24), unique=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    floor_area_m2: Mapped[float | None] = mapped_column(Float)
+    community_code: Mapped[str | None] = mapped_column(String(12), index=True)
+    district_code: Mapped[str] = mapped_column(String(6), index=True)
+    geom = _geom("POINT")
+
+
+class Road(Base):
+    """Road centre-line, by class (for walking distance and for cutting units)."""
+
+    __tablename__ = "roads"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(24), unique=True)
+    name: Mapped[str | None] = mapped_column(String(100))
+    road_class: Mapped[str] = mapped_column(String(20))
+    district_code: Mapped[str] = mapped_column(String(6), index=True)
+    geom = _geom("MULTILINESTRING")
+
+
+class GridCell(Base):
+    """Grid cell (网格), 15-digit code; every cell belongs to exactly one community."""
+
+    __tablename__ = "grid_cells"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(15), unique=True)
+    community_code: Mapped[str] = mapped_column(String(12), index=True)
+    district_code: Mapped[str] = mapped_column(String(6), index=True)
+    supervisor: Mapped[str | None] = mapped_column(String(50))
+    geom = _geom("MULTIPOLYGON")
+
+
+class Incident(Base):
+    """A case in the closed loop of digital urban management (数字城管, GB/T 30428).
+
+    The step times are those of 信息采集 (reported), 案卷建立 (filed), 任务派遣 (dispatched,
+    the clock starts), 任务处理 (handled), 处理反馈 (feedback) and 核查结案 (closed).
+    """
+
+    __tablename__ = "incidents"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(24), unique=True)
+    category: Mapped[str] = mapped_column(String(16), index=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    reported_at: Mapped[datetime] = mapped_column(DateTime)
+    filed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime)
+    handled_at: Mapped[datetime | None] = mapped_column(DateTime)
+    feedback_at: Mapped[datetime | None] = mapped_column(DateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    due_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    grid_code: Mapped[str | None] = mapped_column(String(15), index=True)
+    district_code: Mapped[str] = mapped_column(String(6), index=True)
+    geom = _geom("POINT")
+
+
+class IncidentStep(Base):
+    """One step of an incident's history."""
+
+    __tablename__ = "incident_steps"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    step: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(DateTime)
+    actor: Mapped[str | None] = mapped_column(String(50))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class Plan(Base):
+    """A redistricting plan: draft → submitted → approved / rejected → adopted."""
+
+    __tablename__ = "plans"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    author: Mapped[str] = mapped_column(String(50))
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    district_code: Mapped[str | None] = mapped_column(String(6), index=True)
+    params: Mapped[dict | None] = mapped_column(JSON)
+    scores: Mapped[dict | None] = mapped_column(JSON)
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class PlanAssignment(Base):
+    """The community a plan gives one unit."""
+
+    __tablename__ = "plan_assignments"
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"), primary_key=True)
+    unit_code: Mapped[str] = mapped_column(String(20), primary_key=True)
+    community_code: Mapped[str] = mapped_column(String(12))
+
+
+class User(Base):
+    """An account: admin, planner, supervisor (scoped to a code) or viewer."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    scope_code: Mapped[str | None] = mapped_column(String(15))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Setting(Base):
+    """A per-city number or standard (household bounds, floor-area standards …) with its source."""
+
+    __tablename__ = "settings"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[object] = mapped_column(JSON)
+    description: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(Text)
+
+
+class Job(Base):
+    """Background work (a city-wide plan, a gap report) with its progress."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str | None] = mapped_column(Text)
+    params: Mapped[dict | None] = mapped_column(JSON)
+    result: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class AuditLog(Base):
+    """Who changed what, when."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(50))
+    action: Mapped[str] = mapped_column(String(32))
+    layer: Mapped[str | None] = mapped_column(String(32))
+    object_code: Mapped[str | None] = mapped_column(String(24))
+    detail: Mapped[dict | None] = mapped_column(JSON)
+
+
+__all__ = [name for name, obj in globals().items() if isinstance(obj, type) and issubclass(obj, Base)]
