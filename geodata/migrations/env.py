@@ -13,7 +13,7 @@ _SPATIALITE_TABLES = {
     "geometry_columns_time", "views_geometry_columns", "virts_geometry_columns",
     "views_geometry_columns_auth", "virts_geometry_columns_auth", "SE_external_graphics",
     "SE_raster_styles", "SE_vector_styles", "rl2map_configurations", "spatial_ref_sys_all",
-    "spatial_ref_sys_aux", "vector_layers", "topologies", "networks", "raster_coverages",
+    "vector_layers", "topologies", "networks", "raster_coverages",
     "wms_getcapabilities", "stored_procedures", "stored_variables", "iso_metadata",
 }
 

@@ -1,0 +1,181 @@
+"""Load layers as GeoDataFrames and save them back, in one transaction.
+
+This is the way in and out of the database for ``layers/`` and for import/export. Geometries
+travel as WKB and are decoded with shapely's vectorised functions, never row by row.
+
+>>> units = read_layer(engine, "units", street="420103001")
+>>> with engine.begin() as conn:
+...     write_layer(conn, "units", units, mode="update")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+
+from geodata import dialect
+from geodata.catalog import LAYERS, LayerSpec, get_layer
+from geodata.models import SRID
+
+Progress = Callable[[int], None]
+
+BATCH = 2000
+
+_MULTI = {"polygon": (shapely.GeometryType.MULTIPOLYGON, shapely.multipolygons),
+          "line": (shapely.GeometryType.MULTILINESTRING, shapely.multilinestrings)}
+
+
+def as_stored_type(geoms: np.ndarray, family: str) -> np.ndarray:
+    """Promote polygons and lines to their multi types, as the columns are declared."""
+    if family not in _MULTI:
+        return geoms
+    multi_type, build = _MULTI[family]
+    parts, index = shapely.get_parts(geoms, return_index=True)
+    out = np.empty(len(geoms), dtype=object)
+    out[:] = build(parts, indices=index) if len(parts) else []
+    already = shapely.get_type_id(geoms) == multi_type
+    out[already] = geoms[already]
+    return out
+
+
+def _select(spec: LayerSpec, conn: Connection):
+    table = spec.table
+    columns = [table.c.id] + [table.c[name] for name in spec.field_names]
+    return select(*columns, dialect.as_wkb(table.c.geom).label("wkb"))
+
+
+def _scope(conn: Connection, spec: LayerSpec, stmt, street: str | None, community: str | None):
+    """Restrict ``stmt`` to one street or community, through codes where the layer has them."""
+    table = spec.table
+    for code, level in ((community, "community_code"), (street, "street_code")):
+        if code is None:
+            continue
+        if level in table.c and (level != "street_code" or spec.name != "streets"):
+            stmt = stmt.where(table.c[level] == code)
+        elif spec.code_digits and spec.code_digits >= len(code):
+            stmt = stmt.where(table.c.code.like(f"{code}%"))  # codes nest: prefix = parent
+        elif "community_code" in table.c:
+            stmt = stmt.where(table.c.community_code.like(f"{code}%"))
+        elif "grid_code" in table.c:
+            stmt = stmt.where(table.c.grid_code.like(f"{code}%"))
+        else:  # roads, buildings: by location inside the parent's polygon
+            parent = get_layer("communities" if level == "community_code" else "streets").table
+            area = select(parent.c.geom).where(parent.c.code == code).scalar_subquery()
+            stmt = stmt.where(func.ST_Intersects(table.c.geom, area))
+    return stmt
+
+
+def read_layer(
+    engine: Engine | Connection,
+    layer: str,
+    *,
+    street: str | None = None,
+    community: str | None = None,
+    bbox: dialect.BBox | None = None,
+    where: dict | None = None,
+) -> gpd.GeoDataFrame:
+    """Layer ``layer`` (or one street's or community's part of it) as a GeoDataFrame in EPSG:4326.
+
+    ``bbox`` (minx, miny, maxx, maxy in degrees) filters through the spatial index on both
+    databases; ``where`` filters by equal field values.
+    """
+    spec = get_layer(layer)
+    conn_cm = engine.connect() if isinstance(engine, Engine) else nullcontext(engine)
+    with conn_cm as conn:
+        stmt = _select(spec, conn)
+        stmt = _scope(conn, spec, stmt, street, community)
+        if bbox is not None:
+            stmt = stmt.where(dialect.bbox_filter(conn, spec.table, bbox))
+        for key, value in (where or {}).items():
+            stmt = stmt.where(spec.table.c[key] == value)
+        result = conn.execute(stmt.order_by(spec.table.c.id))
+        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    geoms = shapely.from_wkb(frame.pop("wkb").to_numpy())
+    return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geoms, crs=SRID, index=frame.index),
+                            crs=SRID)
+
+
+def _records(spec: LayerSpec, gdf: gpd.GeoDataFrame, columns: Iterable[str]) -> list[dict]:
+    geoms = as_stored_type(np.asarray(gdf.geometry.values, dtype=object), spec.geometry)
+    wkb = shapely.to_wkb(geoms, output_dimension=2)
+    frame = gdf[list(columns)].astype(object)
+    frame = frame.where(pd.notna(frame), None)
+    records = frame.to_dict("records")
+    for record, blob in zip(records, wkb, strict=True):
+        record["geom_wkb"] = blob
+    return records
+
+
+def write_layer(
+    conn: Connection,
+    layer: str,
+    gdf: gpd.GeoDataFrame,
+    *,
+    mode: str = "append",
+    progress: Progress | None = None,
+) -> int:
+    """Write ``gdf`` (fields named as the catalogue says, geometry in EPSG:4326) into ``layer``.
+
+    ``mode`` is ``append`` (insert), ``replace`` (delete the whole layer first) or ``update``
+    (rows matched by ``code`` are updated). Runs on the caller's connection so that the caller
+    decides the transaction: one import is one transaction. Returns the number of rows written.
+    """
+    spec = get_layer(layer)
+    table = spec.table
+    columns = [c for c in spec.field_names if c in gdf.columns]
+    if mode == "replace":
+        conn.execute(delete(table))
+    geom = {"geom": dialect.geom_from_wkb()}
+    if mode == "update":
+        stmt = (
+            update(table)
+            .where(table.c.code == bindparam("match_code"))
+            .values({c: bindparam(c) for c in columns if c != "code"} | geom)
+        )
+    else:
+        stmt = insert(table).values({c: bindparam(c) for c in columns} | geom)
+    written = 0
+    for start in range(0, len(gdf), BATCH):
+        records = _records(spec, gdf.iloc[start:start + BATCH], columns)
+        if mode == "update":
+            for record in records:
+                record["match_code"] = record.pop("code")
+        conn.execute(stmt, records)
+        written += len(records)
+        if progress:
+            progress(len(records))
+    return written
+
+
+def delete_codes(conn: Connection, layer: str, codes: Iterable[str]) -> None:
+    """Delete the features of ``layer`` with these codes."""
+    table = get_layer(layer).table
+    codes = list(codes)
+    for start in range(0, len(codes), BATCH):
+        conn.execute(delete(table).where(table.c.code.in_(codes[start:start + BATCH])))
+
+
+def existing_codes(conn: Connection, layer: str, codes: Iterable[str] | None = None) -> set[str]:
+    """The codes of ``layer`` already stored (only among ``codes`` when given)."""
+    table = get_layer(layer).table
+    if codes is None:
+        return set(conn.execute(select(table.c.code)).scalars())
+    codes = list(codes)
+    found: set[str] = set()
+    for start in range(0, len(codes), BATCH):
+        chunk = codes[start:start + BATCH]
+        found.update(conn.execute(select(table.c.code).where(table.c.code.in_(chunk))).scalars())
+    return found
+
+
+def layer_counts(engine: Engine) -> dict[str, int]:
+    """Number of features in every layer of the catalogue."""
+    with engine.connect() as conn:
+        return {name: conn.execute(select(func.count()).select_from(spec.table)).scalar_one()
+                for name, spec in LAYERS.items()}

@@ -1,0 +1,68 @@
+"""Topology of polygon layers: rook neighbours, gaps and overlaps.
+
+Two polygons are **neighbours** when they share an edge of positive length; touching at a
+corner does not count (design.md §3). Lengths are measured in a metric CRS chosen from the
+data's centre.
+"""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import shapely
+
+from geodata.crs import metric_crs_for
+
+#: Shared boundary shorter than this (metres) is a corner touch, not an edge.
+MIN_SHARED_M = 0.01
+
+
+def rook_pairs(gdf: gpd.GeoDataFrame, min_shared_m: float = MIN_SHARED_M) -> dict[str, np.ndarray]:
+    """Pairs of positions ``i < j`` in ``gdf`` whose polygons share an edge, with its length.
+
+    Returns ``{"i": …, "j": …, "shared_m": …}`` as arrays. Vectorised: an STRtree finds the
+    candidate pairs, and the length of the intersection of their boundaries decides.
+    """
+    empty = {"i": np.empty(0, dtype=int), "j": np.empty(0, dtype=int), "shared_m": np.empty(0)}
+    if len(gdf) < 2:
+        return empty
+    geoms = np.asarray(gdf.to_crs(metric_crs_for(gdf)).geometry.values, dtype=object)
+    tree = shapely.STRtree(geoms)
+    i, j = tree.query(geoms, predicate="intersects")
+    keep = i < j
+    i, j = i[keep], j[keep]
+    boundaries = shapely.boundary(geoms)
+    shared = shapely.length(shapely.intersection(boundaries[i], boundaries[j]))
+    edge = shared > min_shared_m
+    return {"i": i[edge], "j": j[edge], "shared_m": shared[edge]}
+
+
+def gaps_and_overlaps(gdf: gpd.GeoDataFrame, frame: shapely.Geometry | None = None,
+                      min_area_m2: float = 1.0) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """Holes between polygons (inside ``frame``, default their union's outline) and overlaps.
+
+    Returns two GeoDataFrames in EPSG:4326: ``gaps`` and ``overlaps`` (with the positions
+    ``i``, ``j`` of the two overlapping polygons), each with ``area_m2``.
+    """
+    metric = metric_crs_for(gdf)
+    geoms = np.asarray(gdf.to_crs(metric).geometry.values, dtype=object)
+    tree = shapely.STRtree(geoms)
+    i, j = tree.query(geoms, predicate="overlaps")
+    keep = i < j
+    i, j = i[keep], j[keep]
+    inter = shapely.intersection(geoms[i], geoms[j])
+    area = shapely.area(inter)
+    big = area >= min_area_m2
+    overlaps = gpd.GeoDataFrame({"i": i[big], "j": j[big], "area_m2": area[big]},
+                                geometry=inter[big], crs=metric).to_crs(4326)
+    union = shapely.union_all(geoms)
+    if frame is None:
+        outline = shapely.polygons(shapely.get_exterior_ring(shapely.get_parts(union)))
+        frame_m = shapely.union_all(outline)
+    else:
+        frame_m = gpd.GeoSeries([frame], crs=4326).to_crs(metric).iloc[0]
+    holes = shapely.get_parts(shapely.difference(frame_m, union))
+    hole_area = shapely.area(holes)
+    gaps = gpd.GeoDataFrame({"area_m2": hole_area[hole_area >= min_area_m2]},
+                            geometry=holes[hole_area >= min_area_m2], crs=metric).to_crs(4326)
+    return gaps, overlaps
