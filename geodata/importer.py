@@ -503,7 +503,7 @@ def import_layer(
     mapping: dict[str, str] | None = None,
     actor: str = "cli",
     max_unzipped_bytes: int = MAX_UNZIPPED_BYTES,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ImportReport:
     """Import ``path`` into ``layer``; one transaction, all or nothing.
 
@@ -511,6 +511,7 @@ def import_layer(
     layer; ``update`` updates the features matched by code and refuses unknown codes.
     ``crs`` declares the source CRS (``EPSG:4490``, ``GCJ02`` …) over the file's own.
     ``mapping`` renames source fields to layer fields (``{"HH": "households"}``).
+    ``progress(written, total)`` is called after every batch of inserts.
     """
     spec = get_layer(layer)
     if mode not in MODES:
@@ -541,7 +542,14 @@ def import_layer(
                                     f"nothing to update: {', '.join(unknown[:20])}")
         elif mode == "replace":
             report.deleted = conn.execute(select(func.count()).select_from(spec.table)).scalar_one()
-        report.written = write_layer(conn, layer, gdf, mode=mode, progress=progress)
+        done = [0]
+
+        def tick(k: int) -> None:
+            done[0] += k
+            if progress:
+                progress(done[0], len(gdf))
+
+        report.written = write_layer(conn, layer, gdf, mode=mode, progress=tick)
         if layer == "units":
             report.adjacency_pairs = _store_adjacency(conn, gdf, full=mode == "replace")
         conn.execute(insert(AuditLog.__table__).values(

@@ -1,0 +1,208 @@
+"""Export a layer (or a street's or community's part of it) for other departments' systems.
+
+Formats:
+
+- ``shp``: a zip of ``.shp .shx .dbf .prj .cpg`` plus ``<layer>_fields.csv``, the alias table
+  mapping the ASCII field names (at most 10 bytes, so ArcGIS and QGIS read them) to the full
+  names and their Chinese labels. UTF-8 by default, GBK (code page 936) on request; text cut at
+  254 bytes on a character boundary, never inside one. ``.prj`` in WGS 84 or CGCS2000.
+- ``gpkg``: GeoPackage in WGS 84, CGCS2000 or any projected CRS asked for.
+- ``geojson``: RFC 7946, always WGS 84.
+- ``csv``: attributes plus WKT (and lon/lat for points), UTF-8 with a byte-order mark so that
+  Excel opens it, or GBK.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import shapely
+from pyproj import CRS
+from sqlalchemy import Engine
+
+from geodata.catalog import Field, get_layer
+from geodata.crs import CGCS2000, WGS84, parse_crs
+from geodata.store import read_layer
+
+FORMATS = ("shp", "gpkg", "geojson", "csv")
+ENCODINGS = {"utf-8": ("UTF-8", "UTF-8"), "gbk": ("CP936", "936")}  # GDAL name, .cpg text
+DBF_TEXT_BYTES = 254
+
+
+class ExportError(ValueError):
+    """The export cannot be made as asked (wrong format, CRS, encoding …)."""
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote."""
+
+    path: Path
+    features: int
+    truncated: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        text = f"{self.features} features written to {self.path}"
+        if self.truncated:
+            text += f"\n  {len(self.truncated)} values cut at {DBF_TEXT_BYTES} bytes: " + "; ".join(
+                self.truncated[:10])
+        return text
+
+
+def _normalise_encoding(encoding: str) -> str:
+    key = encoding.lower().replace("_", "-")
+    key = {"utf8": "utf-8", "cp936": "gbk", "936": "gbk", "gb2312": "gbk"}.get(key, key)
+    if key not in ENCODINGS:
+        raise ExportError(f"unknown encoding {encoding!r}: use utf-8 or gbk")
+    return key
+
+
+def _target_crs(fmt: str, crs) -> CRS:
+    if crs in (None, ""):
+        return CRS.from_epsg(WGS84)
+    parsed = parse_crs(crs)
+    if isinstance(parsed, str):
+        raise ExportError("GCJ-02 is not an export CRS: data leave gridplan in WGS 84 or CGCS2000")
+    if fmt == "geojson" and parsed.to_epsg() != WGS84:
+        raise ExportError("GeoJSON is always WGS 84 (RFC 7946): leave out --crs")
+    if fmt == "shp" and parsed.to_epsg() not in (WGS84, CGCS2000) and not parsed.is_projected:
+        raise ExportError("a shapefile is exported in WGS 84 (EPSG:4326), CGCS2000 (EPSG:4490) "
+                          "or a projected CRS")
+    return parsed
+
+
+def _reproject(gdf: gpd.GeoDataFrame, target: CRS) -> gpd.GeoDataFrame:
+    if target.to_epsg() == CGCS2000:  # same coordinates within a metre: relabel, do not shift
+        return gdf.set_crs(target, allow_override=True)
+    return gdf.to_crs(target)
+
+
+def _cut_utf(value: str, limit: int, encoding: str) -> str:
+    data = value.encode(encoding)
+    if len(data) <= limit:
+        return value
+    return data[:limit].decode(encoding, errors="ignore")  # drop a split last character
+
+
+def _text_columns(frame: pd.DataFrame, fields: list[Field]) -> pd.DataFrame:
+    """Dates and times as ISO text (shapefiles have no time type; GDAL would warn)."""
+    out = frame.copy()
+    for f in fields:
+        if f.name not in out.columns:
+            continue
+        if f.dtype == "datetime":
+            values = pd.to_datetime(out[f.name])
+            out[f.name] = values.dt.strftime("%Y-%m-%d %H:%M:%S").where(values.notna(), None)
+        elif f.dtype == "date":
+            values = pd.to_datetime(out[f.name])
+            out[f.name] = values.dt.strftime("%Y-%m-%d").where(values.notna(), None)
+    return out
+
+
+def _write_shapefile(gdf: gpd.GeoDataFrame, fields: list[Field], layer: str, out: Path,
+                     encoding: str, report: ExportReport) -> None:
+    gdal_encoding, cpg = ENCODINGS[encoding]
+    py_encoding = "utf-8" if encoding == "utf-8" else "gbk"
+    frame = _text_columns(gdf, fields)
+    for f in fields:
+        if f.dtype not in ("str", "datetime", "date") or f.name not in frame.columns:
+            continue
+        col = frame[f.name]
+        for i, value in enumerate(col):
+            if not isinstance(value, str):
+                continue
+            try:
+                cut = _cut_utf(value, DBF_TEXT_BYTES, py_encoding)
+            except UnicodeEncodeError:
+                raise ExportError(f"row {i + 1}: {f.name} {value[:40]!r} has characters GBK cannot "
+                                  "hold: export in UTF-8") from None
+            if cut != value:
+                report.truncated.append(f"row {i + 1} {f.name}")
+                frame.iat[i, frame.columns.get_loc(f.name)] = cut
+    frame = frame.rename(columns={f.name: f.short for f in fields})
+    with tempfile.TemporaryDirectory(prefix="gridplan-export-") as tmp:
+        shp = Path(tmp) / f"{layer}.shp"
+        kwargs = {"encoding": gdal_encoding}
+        if any(frame.geometry.geom_type.isin(["Polygon", "MultiPolygon"])):
+            kwargs["geometry_type"] = "MultiPolygon" if frame.geometry.geom_type.eq(
+                "MultiPolygon").any() else "Polygon"
+        pyogrio.write_dataframe(frame, shp, driver="ESRI Shapefile", **kwargs)
+        (Path(tmp) / f"{layer}.cpg").write_text(cpg, encoding="ascii")
+        aliases = io.StringIO()
+        writer = csv.writer(aliases)
+        writer.writerow(["field", "name", "label"])
+        for f in fields:
+            writer.writerow([f.short, f.name, f.label])
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+            for suffix in (".shp", ".shx", ".dbf", ".prj", ".cpg"):
+                zf.write(Path(tmp) / f"{layer}{suffix}", f"{layer}{suffix}")
+            zf.writestr(f"{layer}_fields.csv", aliases.getvalue().encode("utf-8-sig"))
+
+
+def _write_csv(gdf: gpd.GeoDataFrame, fields: list[Field], out: Path, encoding: str) -> None:
+    frame = pd.DataFrame(_text_columns(gdf, fields).drop(columns=gdf.geometry.name))
+    geoms = np.asarray(gdf.geometry.values, dtype=object)
+    if len(geoms) and (shapely.get_type_id(geoms) == shapely.GeometryType.POINT).all():
+        frame["lon"] = shapely.get_x(geoms)
+        frame["lat"] = shapely.get_y(geoms)
+    else:
+        frame["wkt"] = shapely.to_wkt(geoms, rounding_precision=8, trim=True)
+    frame.to_csv(out, index=False, encoding="utf-8-sig" if encoding == "utf-8" else "gbk")
+
+
+def write_frame(gdf: gpd.GeoDataFrame, fields: list[Field], name: str, fmt: str, out: str | Path,
+                *, encoding: str = "utf-8", crs=None) -> ExportReport:
+    """Write a GeoDataFrame in EPSG:4326 whose columns are ``fields`` to ``out``.
+
+    Shared by layer and plan exports, so both follow the same rules.
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
+    encoding = _normalise_encoding(encoding)
+    target = _target_crs(fmt, crs)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    gdf = _reproject(gdf[[f.name for f in fields if f.name in gdf.columns] + [gdf.geometry.name]],
+                     target)
+    for f in fields:  # whole numbers stay whole even with empty values (not Real in a .dbf)
+        if f.dtype == "int" and f.name in gdf.columns:
+            gdf[f.name] = pd.array(gdf[f.name], dtype="Int64")
+    report = ExportReport(out, len(gdf))
+    partial = out.with_name(f".{out.stem}.partial{out.suffix}")  # never a half-written ``out``
+    try:
+        if fmt == "shp":
+            _write_shapefile(gdf, fields, name, partial, encoding, report)
+        elif fmt == "gpkg":
+            # GeoPackage 1.2: the version every reader (ArcGIS, QGIS, older GDAL) opens without a warning
+            pyogrio.write_dataframe(gdf, partial, layer=name, driver="GPKG",
+                                    dataset_options={"VERSION": "1.2"})
+        elif fmt == "geojson":
+            pyogrio.write_dataframe(_text_columns(gdf, fields), partial, driver="GeoJSON",
+                                    layer_options={"RFC7946": "YES", "WRITE_NAME": "NO"})
+        else:
+            _write_csv(gdf, fields, partial, encoding)
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return report
+
+
+def export_layer(engine: Engine, layer: str, fmt: str, out: str | Path, *, encoding: str = "utf-8",
+                 crs=None, street: str | None = None, community: str | None = None) -> ExportReport:
+    """Export ``layer`` (optionally one street's or community's part) as ``fmt`` to ``out``."""
+    spec = get_layer(layer)
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
+    _normalise_encoding(encoding)
+    _target_crs(fmt, crs)
+    gdf = read_layer(engine, layer, street=street, community=community)
+    return write_frame(gdf, list(spec.fields), layer, fmt, out, encoding=encoding, crs=crs)
