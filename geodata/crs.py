@@ -118,3 +118,10 @@ def metric_crs_for(gdf: gpd.GeoDataFrame) -> CRS:
     """:func:`metric_crs` at the centre of ``gdf``'s bounds (``gdf`` in EPSG:4326)."""
     minx, miny, maxx, maxy = gdf.total_bounds
     return metric_crs((minx + maxx) / 2, (miny + maxy) / 2)
+
+
+def to_metric(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """``gdf`` in metres: as it is when already projected, else in :func:`metric_crs_for` it."""
+    if gdf.crs is not None and CRS.from_user_input(gdf.crs).is_projected:
+        return gdf
+    return gdf.to_crs(metric_crs_for(gdf))

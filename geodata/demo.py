@@ -373,7 +373,9 @@ def generate(units: int = 4000, seed: int = 1, reference: date | None = None,
               "incidents": incidents}
     # the generator works around (0, 0); move it onto the district's place in EPSG:4547
     x0, y0 = Transformer.from_crs(4326, METRIC, always_xy=True).transform(*CENTRE)
-    layers = {k: v.set_geometry(v.geometry.translate(x0, y0)).to_crs(4326) for k, v in layers.items()}
+    layers = {k: v.set_geometry(gpd.GeoSeries(shapely.transform(v.geometry.values, lambda c: c + (x0, y0)),
+                                              index=v.index, crs=METRIC)).to_crs(4326)
+              for k, v in layers.items()}
     facts = {"blind_spot_units": list(unit_codes[blind]), "river_units": int(is_water.sum()),
              "size": size.__dict__}
     return Demo(layers, adjacency, steps, facts)

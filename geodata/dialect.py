@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Table, bindparam, func, literal_column, select, text
+from sqlalchemy import Connection, String, Table, bindparam, func, literal_column, select, text
 from sqlalchemy.sql.elements import ColumnElement
 
 from geodata.models import SRID
@@ -28,8 +28,8 @@ def bbox_filter(conn: Connection, table: Table, bbox: BBox) -> ColumnElement[boo
         index = (
             select(literal_column("rowid"))
             .select_from(text("SpatialIndex"))
-            .where(literal_column("f_table_name") == table.name)
-            .where(literal_column("f_geometry_column") == "geom")
+            .where(literal_column("f_table_name", String) == table.name)
+            .where(literal_column("f_geometry_column", String) == "geom")
             .where(literal_column("search_frame") == func.BuildMbr(minx, miny, maxx, maxy, SRID))
         )
         return literal_column(f"{table.name}.rowid").in_(index)

@@ -11,7 +11,7 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
-from geodata.crs import metric_crs_for
+from geodata.crs import to_metric
 
 #: Shared boundary shorter than this (metres) is a corner touch, not an edge.
 MIN_SHARED_M = 0.01
@@ -26,7 +26,7 @@ def rook_pairs(gdf: gpd.GeoDataFrame, min_shared_m: float = MIN_SHARED_M) -> dic
     empty = {"i": np.empty(0, dtype=int), "j": np.empty(0, dtype=int), "shared_m": np.empty(0)}
     if len(gdf) < 2:
         return empty
-    geoms = np.asarray(gdf.to_crs(metric_crs_for(gdf)).geometry.values, dtype=object)
+    geoms = np.asarray(to_metric(gdf).geometry.values, dtype=object)
     tree = shapely.STRtree(geoms)
     i, j = tree.query(geoms, predicate="intersects")
     keep = i < j
@@ -41,11 +41,12 @@ def gaps_and_overlaps(gdf: gpd.GeoDataFrame, frame: shapely.Geometry | None = No
                       min_area_m2: float = 1.0) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     """Holes between polygons (inside ``frame``, default their union's outline) and overlaps.
 
-    Returns two GeoDataFrames in EPSG:4326: ``gaps`` and ``overlaps`` (with the positions
+    ``frame`` is in ``gdf``'s CRS. Returns two GeoDataFrames in EPSG:4326: ``gaps`` and ``overlaps`` (with the positions
     ``i``, ``j`` of the two overlapping polygons), each with ``area_m2``.
     """
-    metric = metric_crs_for(gdf)
-    geoms = np.asarray(gdf.to_crs(metric).geometry.values, dtype=object)
+    projected = to_metric(gdf)
+    metric = projected.crs
+    geoms = np.asarray(projected.geometry.values, dtype=object)
     tree = shapely.STRtree(geoms)
     i, j = tree.query(geoms, predicate="overlaps")
     keep = i < j
@@ -60,7 +61,7 @@ def gaps_and_overlaps(gdf: gpd.GeoDataFrame, frame: shapely.Geometry | None = No
         outline = shapely.polygons(shapely.get_exterior_ring(shapely.get_parts(union)))
         frame_m = shapely.union_all(outline)
     else:
-        frame_m = gpd.GeoSeries([frame], crs=4326).to_crs(metric).iloc[0]
+        frame_m = gpd.GeoSeries([frame], crs=gdf.crs).to_crs(metric).iloc[0]
     holes = shapely.get_parts(shapely.difference(frame_m, union))
     hole_area = shapely.area(holes)
     gaps = gpd.GeoDataFrame({"area_m2": hole_area[hole_area >= min_area_m2]},

@@ -1,0 +1,132 @@
+"""Shared fixtures: both databases, the demo district, real data.
+
+Storage tests take the ``engine`` fixture, which runs each test on SpatiaLite and on PostGIS
+(a throwaway PostgreSQL 15 cluster started once per session). With ``CI=true`` a missing
+PostGIS, Chromium or ``../shared/data`` fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import pgcluster  # noqa: E402
+
+from geodata.db import dispose_engines, get_engine  # noqa: E402
+from geodata.migrate import upgrade  # noqa: E402
+from geodata.standards import seed_settings  # noqa: E402
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+SHARED_DATA = ROOT.parent / "shared" / "data"
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def require(condition: bool, what: str) -> None:
+    """Skip when ``what`` is missing here — but fail in CI, where nothing may be skipped."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is missing, and CI=true does not allow skipping", pytrace=False)
+    pytest.skip(f"{what} is missing")
+
+
+@pytest.fixture(scope="session")
+def postgis_server():
+    require(pgcluster.available(), "PostgreSQL 15 with PostGIS (postgresql-15-postgis-3)")
+    cluster = pgcluster.PostgisCluster(dbname="template_gridplan")
+    cluster.start()
+    engine = get_engine(cluster.url)
+    upgrade(engine)
+    with engine.begin() as conn:
+        seed_settings(conn)
+    engine.dispose()
+    dispose_engines()
+    yield cluster
+    dispose_engines()
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def spatialite_template(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.sqlite"
+    engine = get_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    with engine.begin() as conn:
+        seed_settings(conn)
+    engine.dispose()
+    return path
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def spatialite_url(spatialite_template, tmp_path) -> str:
+    path = tmp_path / "gridplan.sqlite"
+    shutil.copy(spatialite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def postgis_url(postgis_server) -> str:
+    name = f"test_{next(_counter)}"
+    admin = get_engine(postgis_server.url.rsplit("/", 1)[0] + "/postgres")
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE template_gridplan")
+    return postgis_server.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(params=["spatialite", "postgis"])
+def db_url(request) -> str:
+    """A fresh, migrated database of each kind."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture
+def engine(db_url):
+    eng = get_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def small_demo():
+    """A small generated district (about 800 units) shared by the tests that only read it."""
+    from geodata.demo import generate
+
+    return generate(units=800, seed=7)
+
+
+@pytest.fixture(scope="session")
+def district_demo():
+    """The default demo district (4,000 units), as ``make run`` builds it."""
+    from geodata.demo import generate
+
+    return generate(units=4000, seed=1)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    require(SHARED_DATA.is_dir(), f"real data folder {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def providence_zip(shared_data) -> Path:
+    path = shared_data / "providence" / "Providence_blocks.zip"
+    require(path.exists(), str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    require(CHROMIUM.exists(), "Chromium (Debian package chromium)")
+    return str(CHROMIUM)
