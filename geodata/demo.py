@@ -402,19 +402,16 @@ def _community_table(community, street, street_codes, xy, households, rng) -> pd
     frame = frame[frame["label"] >= 0]
     centre = frame.groupby("label").agg(street=("street", "first"), x=("x", "mean"), y=("y", "mean"))
     rows = []
-    used: set[str] = set()
-    prefixes = ["", "东", "西", "南", "北", "新", "中"]
     stems = list(rng.permutation(COMMUNITY_STEMS))
+    variants = ["", "东", "西", "南", "北", "新", "中"] + [f"{n}" for n in "二三四五六七八九十"]
     i = 0
     for s, group in centre.groupby("street"):
         order = _row_order(group[["x", "y"]].to_numpy(), 500.0)
         for rank, label in enumerate(group.index.to_numpy()[order]):
-            while True:
-                name = prefixes[(i // len(stems)) % len(prefixes)] + stems[i % len(stems)] + "社区"
-                i += 1
-                if name not in used:
-                    break
-            used.add(name)
+            variant, stem = divmod(i, len(stems))
+            prefix = variants[variant % len(variants)] + ("" if variant < len(variants) else str(variant))
+            name = (stems[stem] + prefix if variant >= 7 else prefix + stems[stem]) + "社区"
+            i += 1
             rows.append({"label": label, "code": f"{street_codes[s]}{rank + 1:03d}", "name": name})
     return pd.DataFrame(rows)
 

@@ -261,8 +261,10 @@ def _mapped_columns(spec: LayerSpec, gdf: gpd.GeoDataFrame, mapping: dict[str, s
         raise ImportRefused(problems)
     rename = dict(mapping)
     by_alias = {}
-    for f in spec.fields:  # exact name, any case, or the shapefile short name of our exports
-        for alias in (f.name, f.name.lower(), f.short.lower()):
+    # exact name, any case, the short name of our own shapefiles, or the name cut at 10 bytes
+    # as GDAL and ArcGIS cut it when they write a shapefile
+    for f in spec.fields:
+        for alias in (f.name, f.name.lower(), f.short.lower(), f.name[:10].lower()):
             by_alias.setdefault(alias, f.name)
     taken = set(rename.values())
     for col in gdf.columns:
@@ -277,13 +279,18 @@ def _mapped_columns(spec: LayerSpec, gdf: gpd.GeoDataFrame, mapping: dict[str, s
 
 
 def _as_text(series: pd.Series) -> pd.Series:
-    """Text values; integral floats (codes stored as numbers in a .dbf) lose their '.0'."""
-    if pd.api.types.is_float_dtype(series):
-        return series.map(lambda v: None if pd.isna(v) else
-                          (str(int(v)) if float(v).is_integer() else str(v)))
-    out = series.astype(object).where(series.notna(), None)
-    return out.map(lambda v: None if v is None or (isinstance(v, str) and v.strip() == "")
-                   else str(v).strip())
+    """Text values (None when empty); integral floats (codes stored as numbers in a .dbf) lose
+    their '.0'."""
+
+    def text(v) -> str | None:
+        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
+            return None
+        if isinstance(v, float) and v.is_integer():
+            return str(int(v))
+        v = str(v).strip()
+        return v or None
+
+    return pd.Series([text(v) for v in series.to_numpy(dtype=object)], index=series.index, dtype=object)
 
 
 def _coerce(spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> pd.DataFrame:
@@ -342,8 +349,8 @@ def _check_values(spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> 
         col = frame[f.name]
         if f.required or (f.name == "district_code"):
             for r in rows[col.isna().to_numpy()][:20]:
-                what = "no district: give district_code" if f.name == "district_code" else "empty"
-                problems.append(f"row {r}: {f.name} is {what}")
+                problems.append(f"row {r}: no district_code, and no other code to take it from"
+                                if f.name == "district_code" else f"row {r}: {f.name} is empty")
         digits = spec.code_digits if f.name == "code" else f.digits
         if digits:
             ok = col.map(lambda v, d=digits: v is None or is_code(v, d))
