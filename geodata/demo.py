@@ -280,10 +280,11 @@ def generate(units: int = 4000, seed: int = 1, reference: date | None = None,
     start = next(i for i in east if not is_water[i])
     blind = {start}
     frontier = [start]
-    nbrs = pd.DataFrame(np.vstack([edges, edges[:, ::-1]]), columns=["a", "b"]).groupby("a")["b"].apply(list)
+    both = np.vstack([edges, edges[:, ::-1]])
+    nbrs = coo_matrix((np.ones(len(both)), (both[:, 0], both[:, 1])), shape=(n, n)).tocsr()
     while frontier and len(blind) < max(6, size.units // 600):
         u = frontier.pop(0)
-        for v in nbrs.get(u, []):
+        for v in nbrs.indices[nbrs.indptr[u]:nbrs.indptr[u + 1]]:
             if len(blind) < max(6, size.units // 600) and not is_water[v] and street[v] == street[start]:
                 if v not in blind:
                     blind.add(v)

@@ -189,9 +189,12 @@ def _read_csv(path: Path) -> gpd.GeoDataFrame:
     if lon and lat:
         x = pd.to_numeric(frame[lon], errors="coerce")
         y = pd.to_numeric(frame[lat], errors="coerce")
-        bad = np.flatnonzero(x.isna() | y.isna())
-        if len(bad):
-            raise ImportRefused([f"row {i + 1}: {lon}/{lat} is not a number" for i in bad])
+        empty = (frame[lon].isna() | frame[lat].isna()).to_numpy()
+        bad = (x.isna() | y.isna()).to_numpy()
+        if bad.any():
+            raise ImportRefused([f"row {i + 1}: " + (f"no {lon}/{lat}" if empty[i] else
+                                                     f"{lon}/{lat} is not a number")
+                                 for i in np.flatnonzero(bad)])
         geoms = shapely.points(x.to_numpy(), y.to_numpy())
         frame = frame.drop(columns=[lon, lat])
     elif wkt:

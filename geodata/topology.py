@@ -41,8 +41,9 @@ def gaps_and_overlaps(gdf: gpd.GeoDataFrame, frame: shapely.Geometry | None = No
                       min_area_m2: float = 1.0) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     """Holes between polygons (inside ``frame``, default their union's outline) and overlaps.
 
-    ``frame`` is in ``gdf``'s CRS. Returns two GeoDataFrames in EPSG:4326: ``gaps`` and ``overlaps`` (with the positions
-    ``i``, ``j`` of the two overlapping polygons), each with ``area_m2``.
+    ``frame`` is in ``gdf``'s CRS. Returns two GeoDataFrames in EPSG:4326: ``gaps`` and
+    ``overlaps`` (with the positions ``i``, ``j`` of the two overlapping polygons), each with
+    ``area_m2``.
     """
     projected = to_metric(gdf)
     metric = projected.crs

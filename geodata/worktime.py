@@ -31,9 +31,10 @@ def from_working_hours(w) -> np.ndarray:
     """The moment at which ``w`` working hours (as :func:`working_hours` counts them) are reached."""
     w = np.asarray(w, dtype=float)
     per_week = 5 * HOURS_PER_DAY
-    weeks = np.floor(w / per_week)
+    # a limit that uses up a working day ends at 17:00 that day, not at 09:00 the next one
+    weeks = np.floor(np.maximum(w - 1e-9, 0.0) / per_week)
     rest = w - weeks * per_week
-    dow = np.minimum(np.floor(rest / HOURS_PER_DAY), 4)
+    dow = np.clip(np.ceil(rest / HOURS_PER_DAY) - 1, 0, 4)
     hour = rest - dow * HOURS_PER_DAY
     secs = ((weeks * 7 + dow) * _DAY + (DAY_START_H + hour) * 3600.0).round().astype(np.int64)
     return _EPOCH + secs.astype("timedelta64[s]")
@@ -41,7 +42,8 @@ def from_working_hours(w) -> np.ndarray:
 
 def add_working_hours(start, hours) -> np.ndarray:
     """``start`` plus ``hours`` of working time (a start outside working time counts from the next)."""
-    return from_working_hours(working_hours(start) + np.asarray(hours, dtype=float))
+    start = np.asarray(start, dtype="datetime64[s]")
+    return np.maximum(from_working_hours(working_hours(start) + np.asarray(hours, dtype=float)), start)
 
 
 def working_hours_between(start, end) -> np.ndarray:

@@ -108,7 +108,8 @@ def test_gpkg_in_a_projected_crs(filled, tmp_path):
 
 def test_csv_opens_in_excel_and_keeps_codes_as_text(filled, tmp_path):
     out = tmp_path / "facilities.csv"
-    export_layer(filled, "facilities", "csv", out, community=read_layer(filled, "communities")["code"].iloc[0])
+    community = read_layer(filled, "communities")["code"].iloc[0]
+    export_layer(filled, "facilities", "csv", out, community=community)
     raw = out.read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf")  # BOM: Excel reads UTF-8
     frame = pd.read_csv(out, dtype=str, encoding="utf-8-sig")

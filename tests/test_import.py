@@ -268,7 +268,8 @@ def test_append_refuses_stored_and_repeated_codes_update_refuses_unknown(engine,
     with pytest.raises(ImportRefused, match="not stored in units"):
         import_layer(engine, "units", other, mode="update")
     report = import_layer(engine, "units", other, mode="replace")
-    assert report.deleted == 10 and stored_codes(engine, "units") == set(units_sample(small_demo, 12)["code"][10:])
+    assert report.deleted == 10
+    assert stored_codes(engine, "units") == set(units_sample(small_demo, 12)["code"][10:])
 
 
 def test_failure_halfway_through_the_inserts_leaves_the_database_as_it_was(engine, small_demo, tmp_path,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 from flask import Flask
+from flask.cli import with_appcontext
 from sqlalchemy import func, select
 
 from geodata.catalog import LAYERS
@@ -35,6 +36,7 @@ def _ready():
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db() -> None:
     """Create or upgrade the database schema and seed the default settings."""
     _ready()
@@ -42,6 +44,7 @@ def init_db() -> None:
 
 
 @click.command("demo")
+@with_appcontext
 @click.option("--units", default=4000, show_default=True, help="planning units (200000 ≈ a city)")
 @click.option("--seed", default=1, show_default=True, help="random seed")
 @click.option("--reference", type=click.DateTime(["%Y-%m-%d"]), default="2026-11-01",
@@ -84,6 +87,7 @@ def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 @click.command("import")
+@with_appcontext
 @click.argument("layer", type=LAYER)
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--mode", type=click.Choice(MODES), default="append", show_default=True)
@@ -107,6 +111,7 @@ def import_command(layer: str, path: Path, mode: str, crs: str | None, mapping: 
 
 
 @click.command("export")
+@with_appcontext
 @click.argument("layer", type=LAYER)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
 @click.option("--encoding", type=click.Choice(list(ENCODINGS)), default="utf-8", show_default=True,

@@ -1,0 +1,82 @@
+"""The command line, as a user types it: exit codes and what it prints."""
+
+from __future__ import annotations
+
+import zipfile
+
+import pyogrio
+import pytest
+
+from geodata.store import layer_counts, read_layer
+from webmap import create_app
+
+
+@pytest.fixture
+def run(db_url):
+    app = create_app({"DATABASE_URL": db_url, "TESTING": True})
+    runner = app.test_cli_runner()
+
+    def invoke(*args: str):
+        return runner.invoke(args=list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def test_init_demo_export_import(run, engine, tmp_path):
+    assert run("init-db").exit_code == 0
+    result = run("demo", "--units", "300", "--seed", "5")
+    assert result.exit_code == 0, result.output
+    assert "demo written" in result.output
+    counts = layer_counts(engine)
+    assert counts["units"] > 250 and counts["communities"] > 0 and counts["incidents"] > 0
+    again = run("demo", "--if-empty")
+    assert "already present" in again.output and layer_counts(engine) == counts
+
+    street = read_layer(engine, "streets")["code"].iloc[0]
+    out = tmp_path / "units.zip"
+    result = run("export", "units", "--format", "shp", "--street", street, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    exported = pyogrio.read_dataframe(f"/vsizip/{out}/units.shp")
+    assert (exported["strt_code"] == street).all()
+    with zipfile.ZipFile(out) as zf:
+        assert "units.cpg" in zf.namelist()
+
+    result = run("import", "units", str(out), "--mode", "update")
+    assert result.exit_code == 0, result.output
+    assert f"{len(exported)} features written (update)" in result.output
+
+
+def test_bad_input_exits_non_zero_with_a_message(run, engine, tmp_path):
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"not a zip")
+    result = run("import", "units", str(broken))
+    assert result.exit_code != 0
+    assert "import refused, nothing written" in result.output and "broken.zip" in result.output
+
+    result = run("import", "parcels", str(broken))
+    assert result.exit_code == 2 and "parcels" in result.output
+
+    result = run("import", "units", str(broken), "--map", "households")
+    assert result.exit_code == 2 and "is not src=dst" in result.output
+
+    result = run("import", "units", str(tmp_path / "missing.gpkg"))
+    assert result.exit_code == 1 and "does not exist" in result.output
+
+    result = run("import", "units", str(broken), "--crs", "EPSG:nonsense")
+    assert result.exit_code == 1 and "unknown CRS" in result.output
+
+    result = run("export", "units", "--format", "geojson", "--crs", "EPSG:4547",
+                 "-o", str(tmp_path / "u.json"))
+    assert result.exit_code == 1 and "GeoJSON is always WGS 84" in result.output
+    assert layer_counts(engine)["units"] == 0
+
+
+def test_import_with_mapping_and_declared_crs(run, engine, small_demo, tmp_path):
+    facilities = small_demo.layers["facilities"].iloc[:12].rename(columns={"kind": "TYPE", "name": "MC"})
+    path = tmp_path / "facilities.gpkg"
+    pyogrio.write_dataframe(facilities.to_crs(4490).set_crs(None, allow_override=True), path)
+    result = run("import", "facilities", str(path), "--map", "TYPE=kind", "--map", "MC=name",
+                 "--crs", "EPSG:4490")
+    assert result.exit_code == 0, result.output
+    stored = read_layer(engine, "facilities")
+    assert sorted(stored["name"]) == sorted(facilities["MC"])
