@@ -116,10 +116,17 @@ def _write_shapefile(gdf: gpd.GeoDataFrame, fields: list[Field], layer: str, out
     for f in fields:
         if f.dtype not in ("str", "datetime", "date") or f.name not in frame.columns:
             continue
-        col = frame[f.name]
-        for i, value in enumerate(col):
-            if not isinstance(value, str):
-                continue
+        values = frame[f.name].to_numpy(dtype=object)
+        text = np.array([isinstance(v, str) for v in values], dtype=bool)
+        if not text.any():
+            continue
+        # a character takes at most 3 bytes in UTF-8 and 2 in GBK: only long values need a look
+        candidates = np.flatnonzero(text & (frame[f.name].str.len().fillna(0).to_numpy()
+                                            > DBF_TEXT_BYTES // 3))
+        if encoding != "utf-8":
+            candidates = np.flatnonzero(text)  # every value must be checked for GBK
+        for i in candidates:
+            value = values[i]
             try:
                 cut = _cut_utf(value, DBF_TEXT_BYTES, py_encoding)
             except UnicodeEncodeError:
@@ -127,7 +134,8 @@ def _write_shapefile(gdf: gpd.GeoDataFrame, fields: list[Field], layer: str, out
                                   "hold: export in UTF-8") from None
             if cut != value:
                 report.truncated.append(f"row {i + 1} {f.name}")
-                frame.iat[i, frame.columns.get_loc(f.name)] = cut
+                values[i] = cut
+        frame[f.name] = values
     frame = frame.rename(columns={f.name: f.short for f in fields})
     with tempfile.TemporaryDirectory(prefix="gridplan-export-") as tmp:
         shp = Path(tmp) / f"{layer}.shp"
@@ -142,7 +150,7 @@ def _write_shapefile(gdf: gpd.GeoDataFrame, fields: list[Field], layer: str, out
         writer.writerow(["field", "name", "label"])
         for f in fields:
             writer.writerow([f.short, f.name, f.label])
-        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=2) as zf:
             for suffix in (".shp", ".shx", ".dbf", ".prj", ".cpg"):
                 zf.write(Path(tmp) / f"{layer}{suffix}", f"{layer}{suffix}")
             zf.writestr(f"{layer}_fields.csv", aliases.getvalue().encode("utf-8-sig"))
