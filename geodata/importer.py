@@ -15,7 +15,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from io import StringIO
 from pathlib import Path, PurePosixPath
 
@@ -24,12 +24,12 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import shapely
-from sqlalchemy import Connection, Engine, delete, func, insert, or_, select
+from sqlalchemy import Connection, Engine, delete, func, insert, literal, or_, select
 
 from geodata import crs as crs_mod
 from geodata import topology
 from geodata.catalog import LayerSpec, get_layer, is_code
-from geodata.models import AuditLog, UnitAdjacency
+from geodata.models import AuditLog, Community, CommunityHistory, UnitAdjacency
 from geodata.store import existing_codes, read_layer, write_layer
 
 #: An archive may not expand past this (zip bombs); callers may lower it.
@@ -473,6 +473,19 @@ def _store_adjacency(conn: Connection, units: gpd.GeoDataFrame, full: bool) -> i
     return len(records)
 
 
+def _keep_history(conn: Connection, codes: list[str] | None) -> None:
+    """Copy the boundaries about to be replaced into ``community_history``, ending today."""
+    current = Community.__table__
+    history = CommunityHistory.__table__
+    columns = ["code", "name", "street_code", "district_code", "valid_from", "geom"]
+    chunks = [None] if codes is None else [codes[i:i + 2000] for i in range(0, len(codes), 2000)]
+    for chunk in chunks:
+        source = select(*[current.c[c] for c in columns], literal(date.today()).label("valid_to"))
+        if chunk is not None:
+            source = source.where(current.c.code.in_(chunk))
+        conn.execute(insert(history).from_select([*columns, "valid_to"], source))
+
+
 def prepare(spec: LayerSpec, gdf: gpd.GeoDataFrame, *, declared_crs=None,
             mapping: dict[str, str] | None = None) -> tuple[gpd.GeoDataFrame, ImportReport]:
     """Check and convert a read file into the layer's fields in EPSG:4326 (no database access).
@@ -559,6 +572,8 @@ def import_layer(
             if progress:
                 progress(done[0], len(gdf))
 
+        if layer == "communities" and mode in ("replace", "update"):
+            _keep_history(conn, None if mode == "replace" else codes)
         report.written = write_layer(conn, layer, gdf, mode=mode, progress=tick)
         if layer == "units":
             report.adjacency_pairs = _store_adjacency(conn, gdf, full=mode == "replace")

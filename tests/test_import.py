@@ -311,3 +311,37 @@ def test_failure_halfway_through_the_inserts_leaves_the_database_as_it_was(engin
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(UnitAdjacency)).scalar_one() == pairs_before
         assert conn.execute(select(func.count()).select_from(AuditLog)).scalar_one() == 1
+
+
+def test_replacing_communities_keeps_their_past_boundaries(engine, small_demo, tmp_path):
+    from datetime import date
+
+    from geodata.models import CommunityHistory
+
+    communities = small_demo.layers["communities"]
+    path = tmp_path / "communities.gpkg"
+    pyogrio.write_dataframe(communities, path)
+    import_layer(engine, "communities", path)
+    moved = communities.iloc[:3].copy()
+    moved["geometry"] = moved.geometry.translate(0.001, 0)
+    moved_path = tmp_path / "moved.gpkg"
+    pyogrio.write_dataframe(moved, moved_path)
+    import_layer(engine, "communities", moved_path, mode="update")
+    history = read_layer_history(engine)
+    assert sorted(history["code"]) == sorted(moved["code"])
+    assert (history["valid_to"] == date.today()).all()
+    old = history.set_index("code").geometry[moved["code"].iloc[0]]
+    assert old.equals(communities.geometry.iloc[0])  # the boundary before the move
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(CommunityHistory)).scalar_one() == 3
+
+
+def read_layer_history(engine) -> pd.DataFrame:
+    from geodata import dialect
+    from geodata.models import CommunityHistory
+
+    table = CommunityHistory.__table__
+    with engine.connect() as conn:
+        rows = conn.execute(select(table.c.code, table.c.valid_to, dialect.as_wkb(table.c.geom))).all()
+    frame = pd.DataFrame(rows, columns=["code", "valid_to", "wkb"])
+    return gpd.GeoDataFrame(frame, geometry=shapely.from_wkb(frame.pop("wkb")), crs=4326)
