@@ -12,12 +12,17 @@ PORT ?= 5000
 RUN_PACKAGES := python3 python3-venv libsqlite3-mod-spatialite
 TEST_PACKAGES := $(RUN_PACKAGES) gdal-bin postgresql-15-postgis-3 chromium
 
-.PHONY: run test setup setup-test lint bench clean
+.PHONY: run dev test setup setup-test lint bench clean
 
 run: setup
 	$(FLASK) init-db
 	$(FLASK) demo --if-empty
-	$(FLASK) run --host $(HOST) --port $(PORT)
+	$(FLASK) demo-accounts
+	@echo "gridplan on http://$(HOST):$(PORT)/"
+	$(BIN)/gunicorn --workers 2 --bind $(HOST):$(PORT) --access-logfile - 'webmap:create_app()'
+
+dev: setup  # Flask's reloading development server
+	$(FLASK) run --debug --host $(HOST) --port $(PORT)
 
 test: setup-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -238,6 +238,18 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
 
+class ApiToken(Base):
+    """A bearer token for another department's system; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50), unique=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    scope_code: Mapped[str | None] = mapped_column(String(15))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class Setting(Base):
     """A per-city number or standard (household bounds, floor-area standards …) with its source."""
 

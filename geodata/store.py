@@ -71,6 +71,28 @@ def _scope(conn: Connection, spec: LayerSpec, stmt, street: str | None, communit
     return stmt
 
 
+def _filtered(conn: Connection, spec: LayerSpec, stmt, *, street=None, community=None, bbox=None,
+              where=None, prefix=None, ranges=None, empty=None, isin=None):
+    table = spec.table
+    for key, values in (isin or {}).items():
+        stmt = stmt.where(table.c[key].in_(list(values)))
+    stmt = _scope(conn, spec, stmt, street, community)
+    if bbox is not None:
+        stmt = stmt.where(dialect.bbox_filter(conn, table, bbox))
+    for key, value in (where or {}).items():
+        stmt = stmt.where(table.c[key] == value)
+    for key, value in (prefix or {}).items():  # codes nest, so a prefix is a parent
+        stmt = stmt.where(table.c[key].like(f"{value}%"))
+    for key, (low, high) in (ranges or {}).items():
+        if low is not None:
+            stmt = stmt.where(table.c[key] >= low)
+        if high is not None:
+            stmt = stmt.where(table.c[key] <= high)
+    for key in empty or ():
+        stmt = stmt.where(table.c[key].is_(None))
+    return stmt
+
+
 def read_layer(
     engine: Engine | Connection,
     layer: str,
@@ -79,22 +101,29 @@ def read_layer(
     community: str | None = None,
     bbox: dialect.BBox | None = None,
     where: dict | None = None,
+    prefix: dict[str, str] | None = None,
+    ranges: dict[str, tuple] | None = None,
+    empty: Iterable[str] | None = None,
+    isin: dict[str, Iterable] | None = None,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> gpd.GeoDataFrame:
     """Layer ``layer`` (or one street's or community's part of it) as a GeoDataFrame in EPSG:4326.
 
-    ``bbox`` (minx, miny, maxx, maxy in degrees) filters through the spatial index on both
-    databases; ``where`` filters by equal field values.
+    Filters: ``bbox`` (minx, miny, maxx, maxy in degrees, through the spatial index on both
+    databases), ``where`` (equal values), ``prefix`` (codes under a parent code), ``ranges``
+    (``{field: (low, high)}``, either end ``None``), ``empty`` (fields that are NULL), ``isin``
+    (``{field: values}``).
+    ``limit``/``offset`` page through the rows in a stable order.
     """
     spec = get_layer(layer)
     conn_cm = engine.connect() if isinstance(engine, Engine) else nullcontext(engine)
     with conn_cm as conn:
-        stmt = _select(spec, conn)
-        stmt = _scope(conn, spec, stmt, street, community)
-        if bbox is not None:
-            stmt = stmt.where(dialect.bbox_filter(conn, spec.table, bbox))
-        for key, value in (where or {}).items():
-            stmt = stmt.where(spec.table.c[key] == value)
-        result = conn.execute(stmt.order_by(spec.table.c.id))
+        stmt = _filtered(conn, spec, _select(spec, conn), street=street, community=community,
+                         bbox=bbox, where=where, prefix=prefix, ranges=ranges, empty=empty,
+                         isin=isin)
+        stmt = stmt.order_by(spec.table.c.id).offset(offset or None).limit(limit)
+        result = conn.execute(stmt)
         keys = list(result.keys())
         rows = result.fetchall()
     # column by column: building a frame from Row objects costs 4× more
@@ -104,6 +133,38 @@ def read_layer(
     geoms = shapely.from_wkb(frame.pop("wkb").to_numpy())
     return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geoms, crs=SRID, index=frame.index),
                             crs=SRID)
+
+
+def count_layer(engine: Engine | Connection, layer: str, **filters) -> int:
+    """How many features of ``layer`` match the filters :func:`read_layer` takes."""
+    spec = get_layer(layer)
+    conn_cm = engine.connect() if isinstance(engine, Engine) else nullcontext(engine)
+    with conn_cm as conn:
+        stmt = _filtered(conn, spec, select(func.count()).select_from(spec.table), **filters)
+        return conn.execute(stmt).scalar_one()
+
+
+def layer_extent(engine: Engine, layer: str) -> tuple[float, float, float, float] | None:
+    """The bounding box of ``layer`` in degrees, or None when it is empty."""
+    table = get_layer(layer).table
+    with engine.connect() as conn:
+        geom = table.c.geom
+        row = conn.execute(select(func.min(func.ST_MinX(geom)), func.min(func.ST_MinY(geom)),
+                                  func.max(func.ST_MaxX(geom)), func.max(func.ST_MaxY(geom)))).one()
+    return None if row[0] is None else tuple(float(v) for v in row)
+
+
+def unit_totals(engine: Engine | Connection, by: str = "community_code", **filters) -> pd.DataFrame:
+    """Households, population and unit count of the units grouped by ``by`` (a code field)."""
+    table = get_layer("units").table
+    conn_cm = engine.connect() if isinstance(engine, Engine) else nullcontext(engine)
+    with conn_cm as conn:
+        stmt = select(table.c[by], func.sum(table.c.households), func.sum(table.c.population),
+                      func.count()).group_by(table.c[by])
+        stmt = _filtered(conn, get_layer("units"), stmt, **filters)
+        rows = conn.execute(stmt).all()
+    frame = pd.DataFrame(rows, columns=[by, "households", "population", "units"])
+    return frame.astype({"households": "int64", "population": "int64", "units": "int64"})
 
 
 def _records(spec: LayerSpec, gdf: gpd.GeoDataFrame, columns: Iterable[str]) -> list[dict]:

@@ -10,10 +10,14 @@ import os
 import secrets
 from pathlib import Path
 
-from flask import Flask, current_app
+from flask import Flask, current_app, render_template
+from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from geodata.db import database_url, get_engine
+
+csrf = CSRFProtect()
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -23,14 +27,34 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.from_mapping(
         DATABASE_URL=database_url(),
         SECRET_KEY=os.environ.get("SECRET_KEY") or _instance_secret(app.instance_path),
+        # base map: osm | tianditu (with TIANDITU_KEY) | gaode | local | none
+        BASEMAP=os.environ.get("GRIDPLAN_BASEMAP", "osm"),
+        TIANDITU_KEY=os.environ.get("GRIDPLAN_TIANDITU_KEY"),
+        LOCAL_TILES_URL=os.environ.get("GRIDPLAN_LOCAL_TILES_URL"),
     )
     if test_config:
         app.config.from_mapping(test_config)
 
-    from webmap import cli, pages
+    from webmap import api, auth, cli, maps
 
-    app.register_blueprint(pages.bp)
+    csrf.init_app(app)
+    auth.init_app(app)
+    app.register_blueprint(maps.bp)
+    app.register_blueprint(api.bp)
     cli.register(app)
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(ProgrammingError)
+    def _no_schema(exc):
+        app.logger.error("database error: %s", exc)
+        return render_template("error.html", title="database", message=(
+            "The database is not ready: run `flask --app webmap init-db`.")), 503
+
+    @app.errorhandler(403)
+    def _forbidden(_exc):
+        return render_template("error.html", title="403", message=(
+            "您没有权限 — your role may not open this page.")), 403
+
     return app
 
 

@@ -6,14 +6,16 @@ naming the problem when it fails.
 
 from __future__ import annotations
 
+import secrets
 from datetime import date
 from pathlib import Path
 
 import click
-from flask import Flask
-from flask.cli import with_appcontext
+from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import func, select
 
+from geodata.accounts import ROLES, find_user
 from geodata.catalog import LAYERS
 from geodata.demo import generate, write_demo
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
@@ -21,7 +23,9 @@ from geodata.importer import MODES, ImportRefused, import_layer
 from geodata.migrate import upgrade
 from geodata.models import Unit
 from geodata.standards import seed_settings
+from geodata.store import read_layer
 from webmap import engine
+from webmap.auth import add_token, add_user
 
 LAYER = click.Choice(list(LAYERS))
 
@@ -132,6 +136,68 @@ def export_command(layer: str, fmt: str, encoding: str, crs: str | None, street:
     click.echo(report.summary())
 
 
+user = AppGroup("user", help="Accounts: admin, planner, supervisor (scoped), viewer.")
+token = AppGroup("token", help="API tokens for other departments' systems.")
+ROLE = click.Choice(ROLES)
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--role", type=ROLE, required=True)
+@click.option("--scope", help="supervisors: their grid cell, community or street code")
+@click.option("--password", help="asked for when not given")
+def user_add(name: str, role: str, scope: str | None, password: str | None) -> None:
+    """Add the account NAME, or change its role, scope and password."""
+    _ready()
+    if password is None:
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 8:
+        raise click.ClickException("a password needs at least 8 characters")
+    try:
+        account = add_user(name, role, password, scope)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"account {account.name}: {account.role}" + (f", scope {scope}" if scope else ""))
+
+
+@token.command("add")
+@click.argument("name")
+@click.option("--role", type=ROLE, default="viewer", show_default=True)
+@click.option("--scope", help="limit the token to this grid cell, community or street")
+def token_add(name: str, role: str, scope: str | None) -> None:
+    """Create an API token NAME and print it (it is shown only this once)."""
+    _ready()
+    try:
+        click.echo(add_token(name, role, scope))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command("demo-accounts")
+@with_appcontext
+def demo_accounts() -> None:
+    """Create one demo account per role (once) and print their logins."""
+    eng = _ready()
+    logins = Path(current_app.instance_path) / "demo_accounts.txt"
+    names = ("admin", "planner", "supervisor", "viewer")
+    if not logins.exists() or any(find_user(eng, name=n) is None for n in names):
+        cells = read_layer(eng, "grid_cells", limit=1)
+        scope = cells["code"].iloc[0][:12] if len(cells) else None
+        lines = []
+        for name, role in (("admin", "admin"), ("planner", "planner"), ("supervisor", "supervisor"),
+                           ("viewer", "viewer")):
+            if role == "supervisor" and scope is None:
+                continue
+            password = secrets.token_urlsafe(9)
+            own = scope if role == "supervisor" else None
+            add_user(name, role, password, own)
+            lines.append(f"{name:<11} {password}  ({role}{', community ' + own if own else ''})")
+        logins.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        logins.chmod(0o600)
+    click.echo("demo accounts (name, password):")
+    click.echo(logins.read_text(encoding="utf-8"), nl=False)
+
+
 def register(app: Flask) -> None:
-    for command in (init_db, demo, import_command, export_command):
+    for command in (init_db, demo, import_command, export_command, user, token, demo_accounts):
         app.cli.add_command(command)

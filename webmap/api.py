@@ -1,0 +1,122 @@
+"""The HTTP adapter of :mod:`webmap.features` (OGC API – Features shaped), plus the small
+JSON endpoints the map pages use: search, household statistics, incident history.
+
+Responses are gzip-compressed when the client accepts it and carry an ETag, so an unchanged
+layer costs a 304.
+"""
+
+from __future__ import annotations
+
+import gzip
+
+from flask import Blueprint, Response, jsonify, request
+from sqlalchemy import select
+
+from geodata.models import Incident, IncidentStep
+from geodata.store import read_layer, unit_totals
+from layers.communities import bounds
+from webmap import engine, features
+from webmap.auth import current_account, require
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+GZIP_MIN_BYTES = 1024
+
+
+def _respond(result) -> Response:
+    status, headers, body = result
+    response = Response(body, status=status, headers=headers)
+    response.headers["Cache-Control"] = "private, no-cache"
+    response.vary.add("Authorization")
+    if status == 200:
+        response.add_etag()
+        response.make_conditional(request)
+    if (response.status_code == 200 and len(body) >= GZIP_MIN_BYTES
+            and "gzip" in request.headers.get("Accept-Encoding", "")):
+        response.set_data(gzip.compress(body, compresslevel=5))
+        response.headers["Content-Encoding"] = "gzip"
+        response.vary.add("Accept-Encoding")
+    return response
+
+
+def _call(fn, *args, **kwargs) -> Response:
+    try:
+        return _respond(fn(*args, **kwargs))
+    except features.ApiError as exc:
+        return _respond(features.error(exc))
+
+
+def _base() -> str:
+    return request.host_url.rstrip("/") + "/api"
+
+
+@bp.get("/collections")
+@require(api=True)
+def collections():
+    return _call(features.collections, engine(), _base(), current_account())
+
+
+@bp.get("/collections/<name>")
+@require(api=True)
+def collection(name: str):
+    return _call(features.collection, engine(), name, _base(), current_account())
+
+
+@bp.get("/collections/<name>/items")
+@require(api=True)
+def items(name: str):
+    return _call(features.items, engine(), name, request.args.to_dict(), _base(), current_account())
+
+
+@bp.get("/collections/<name>/items/<code>")
+@require(api=True)
+def item(name: str, code: str):
+    return _call(features.item, engine(), name, code, _base(), current_account(),
+                 request.args.get("coords", "wgs84"))
+
+
+@bp.get("/search")
+@require("admin", "planner", "viewer", api=True)
+def search():
+    """Communities and streets whose name contains ``q`` or whose code starts with it."""
+    q = request.args.get("q", "").strip()
+    if not q:
+        return jsonify(code="InvalidParameterValue", description="q is empty"), 400
+    found = []
+    for layer in ("streets", "communities"):
+        gdf = read_layer(engine(), layer)
+        hit = gdf[gdf["name"].str.contains(q, regex=False) | gdf["code"].str.startswith(q)]
+        for row, bounds_ in zip(hit.itertuples(), hit.geometry.bounds.to_numpy(), strict=True):
+            found.append({"layer": layer, "code": row.code, "name": row.name,
+                          "bbox": [float(v) for v in bounds_]})
+    return jsonify(results=found[:20])
+
+
+@bp.get("/stats/households")
+@require("admin", "planner", "viewer", api=True)
+def household_stats():
+    """Households per community, for one street (``street=``) or the whole district."""
+    street = request.args.get("street") or None
+    if street and not (street.isdigit() and len(street) == 9):
+        return jsonify(code="InvalidParameterValue", description="street is a 9-digit code"), 400
+    totals = unit_totals(engine(), **({"prefix": {"community_code": street}} if street else {}))
+    totals = totals[totals["community_code"].notna()]
+    limits = bounds(engine())
+    return jsonify(street=street, minimum=limits.minimum, maximum=limits.maximum,
+                   communities=[{"code": c, "households": int(h)} for c, h in
+                                zip(totals["community_code"], totals["households"], strict=True)])
+
+
+@bp.get("/incidents/<code>/history")
+@require(api=True)
+def incident_history(code: str):
+    account = current_account()
+    with engine().connect() as conn:
+        row = conn.execute(select(Incident.id, Incident.grid_code).where(Incident.code == code)).one_or_none()
+        if row is None or (account.role == "supervisor"
+                           and not (row.grid_code or "").startswith(account.scope_code)):
+            return jsonify(code="NotFound", description=f"no incident {code!r}"), 404
+        steps = conn.execute(select(IncidentStep.step, IncidentStep.at, IncidentStep.actor, IncidentStep.note)
+                             .where(IncidentStep.incident_id == row.id).order_by(IncidentStep.at)).all()
+    return jsonify(code=code, steps=[{"step": s.step, "at": s.at.isoformat(timespec="minutes"),
+                                      "actor": s.actor, "note": s.note} for s in steps])

@@ -1,0 +1,140 @@
+"""Sign-in, roles and scopes.
+
+Browser users sign in with a password (hashed with scrypt by Werkzeug) and get a session that
+expires; every form and state-changing request carries a CSRF token (Flask-WTF). Other
+departments' systems send ``Authorization: Bearer <token>``; only the token's SHA-256 is stored.
+
+Roles: ``admin`` (users, approvals), ``planner`` (plans, layers), ``supervisor`` (scoped to a grid
+cell, community or street code), ``viewer`` (read-only). A scope is a code prefix: codes nest, so
+a street code covers its communities and cells.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from functools import wraps
+
+from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, session, url_for
+from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from geodata.accounts import Account, find_token, find_user, save_token, save_user
+from webmap import engine
+
+bp = Blueprint("auth", __name__)
+login_manager = LoginManager()
+login_manager.login_view = "auth.login"
+login_manager.login_message = "请先登录 — please sign in"
+
+SESSION_LIFETIME = timedelta(hours=8)
+
+
+class SignedIn(UserMixin):
+    """The Flask-Login wrapper of an :class:`Account`."""
+
+    def __init__(self, account: Account) -> None:
+        self.account = account
+
+    def get_id(self) -> str:
+        return str(self.account.id)
+
+
+@login_manager.user_loader
+def _load(user_id: str):
+    account = find_user(engine(), user_id=int(user_id))
+    return SignedIn(account) if account else None
+
+
+def init_app(app) -> None:
+    app.config.setdefault("PERMANENT_SESSION_LIFETIME", SESSION_LIFETIME)
+    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    login_manager.init_app(app)
+    app.register_blueprint(bp)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def add_user(name: str, role: str, password: str, scope: str | None = None) -> Account:
+    return save_user(engine(), name, role, generate_password_hash(password), scope)
+
+
+def add_token(name: str, role: str, scope: str | None = None) -> str:
+    """Create a token and return it; it is shown once and never stored in clear."""
+    token = secrets.token_urlsafe(32)
+    save_token(engine(), name, role, hash_token(token), scope)
+    return token
+
+
+def current_account() -> Account | None:
+    """The account behind this request: a bearer token, or the signed-in session."""
+    if "account" in g:
+        return g.account
+    account = None
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        account = find_token(engine(), hash_token(header[7:].strip()))
+    elif current_user.is_authenticated:
+        account = current_user.account
+    g.account = account
+    return account
+
+
+def bearer_request() -> bool:
+    """Whether the request authenticates with a token (no cookie, so no CSRF risk)."""
+    return request.headers.get("Authorization", "").startswith("Bearer ")
+
+
+def require(*roles: str, api: bool = False):
+    """Allow only these roles (any role when none are named); 401 or redirect when nobody is
+    signed in, 403 for the wrong role."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapped(*args, **kwargs):
+            account = current_account()
+            if account is None:
+                if api or bearer_request():
+                    response = jsonify(code="Unauthorized",
+                                       description="sign in, or send Authorization: Bearer <token>")
+                    return response, 401
+                return login_manager.unauthorized()
+            if roles and account.role not in roles:
+                if api:
+                    return jsonify(code="Forbidden",
+                                   description=f"role {account.role} may not do this"), 403
+                abort(403)
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if request.method == "POST":
+        name = request.form.get("name", "").strip()
+        account = find_user(engine(), name=name)
+        if account and account.password_hash and check_password_hash(account.password_hash,
+                                                                     request.form.get("password", "")):
+            session.permanent = True  # expires after PERMANENT_SESSION_LIFETIME
+            login_user(SignedIn(account))
+            target = request.args.get("next", "")
+            if not target.startswith("/") or target.startswith("//"):
+                target = url_for("maps.home")
+            return redirect(target)
+        flash("用户名或密码错误 — wrong name or password")
+        return render_template("login.html"), 401
+    return render_template("login.html")
+
+
+@bp.post("/logout")
+def logout():
+    logout_user()
+    session.clear()
+    return redirect(url_for("auth.login"))

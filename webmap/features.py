@@ -1,0 +1,313 @@
+"""The layer API, shaped like OGC API – Features, as plain functions (no Flask here).
+
+As in pygeoapi, each function takes parsed arguments and returns ``(status, headers, body)``;
+:mod:`webmap.api` only adapts them to Flask. Collections are the layers of the catalogue plus
+``blind_spots`` (units with households in no community, a derived, read-only collection).
+
+Items: ``bbox``, ``limit`` (1–10,000, default 1,000), ``offset``, ``next``/``prev`` links,
+property filters (``?status=closed``), ``datetime`` on incidents (RFC 3339 interval on
+``reported_at``), ``zoom`` (simplify polygons for that zoom, neighbours together so no slivers
+open), ``coords=gcj02`` (shift coordinates to match Gaode tiles), ``f=geojson|json|csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from datetime import date, datetime
+from urllib.parse import urlencode
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from sqlalchemy import Engine
+
+from geodata.accounts import Account
+from geodata.catalog import LAYERS, get_layer
+from geodata.crs import wgs84_to_gcj02
+from geodata.store import count_layer, layer_extent, read_layer
+from layers.communities import with_numbers
+from layers.coverage import BLIND_SPOT
+
+MAX_LIMIT = 10_000
+DEFAULT_LIMIT = 1_000
+FORMATS = {"geojson": "application/geo+json", "json": "application/json", "csv": "text/csv; charset=utf-8"}
+RESERVED = {"bbox", "limit", "offset", "f", "zoom", "coords", "datetime"}
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A collection of the API: a stored layer, possibly with fixed filters."""
+
+    name: str
+    layer: str
+    title: str
+    filters: dict
+
+
+COLLECTIONS: dict[str, Collection] = {
+    name: Collection(name, name, spec.label, {}) for name, spec in LAYERS.items()
+} | {"blind_spots": Collection("blind_spots", "units", "社区盲点 blind spots", BLIND_SPOT)}
+
+#: What a supervisor's scope code limits in each collection: (field, digits of that level).
+SCOPED = {"grid_cells": ("code", 15), "incidents": ("grid_code", 15), "communities": ("code", 12),
+          "units": ("community_code", 12), "facilities": ("community_code", 12)}
+
+
+class ApiError(Exception):
+    """An error answered as JSON with an HTTP status."""
+
+    def __init__(self, status: int, code: str, description: str) -> None:
+        super().__init__(description)
+        self.status, self.code, self.description = status, code, description
+
+
+def _json(data, status: int = 200, content_type: str = "application/json"):
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+    return status, {"Content-Type": content_type}, body
+
+
+def error(exc: ApiError):
+    return _json({"code": exc.code, "description": exc.description}, exc.status)
+
+
+def _collection(name: str) -> Collection:
+    if name not in COLLECTIONS:
+        raise ApiError(404, "NotFound", f"no collection {name!r}; see /api/collections")
+    return COLLECTIONS[name]
+
+
+def scope_filter(collection: Collection, account: Account) -> dict[str, str]:
+    """The code prefix a supervisor is limited to in ``collection`` (403 where none applies)."""
+    if account.role != "supervisor":
+        return {}
+    if collection.name not in SCOPED:
+        raise ApiError(403, "Forbidden", f"a supervisor's scope does not cover {collection.name}")
+    field, digits = SCOPED[collection.name]
+    return {field: account.scope_code[:digits]}
+
+
+def collections(engine: Engine, base: str, account: Account):
+    items = []
+    for name in COLLECTIONS:
+        if account.role == "supervisor" and name not in SCOPED:
+            continue
+        items.append(_describe(engine, COLLECTIONS[name], base))
+    return _json({"collections": items, "links": [{"rel": "self", "href": f"{base}/collections"}]})
+
+
+def _describe(engine: Engine, collection: Collection, base: str) -> dict:
+    spec = get_layer(collection.layer)
+    extent = layer_extent(engine, collection.layer)
+    href = f"{base}/collections/{collection.name}"
+    return {
+        "id": collection.name, "title": collection.title, "itemType": "feature",
+        "extent": {"spatial": {"bbox": [list(extent)] if extent else [],
+                               "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}},
+        "properties": {f.name: {"type": f.dtype, "title": f.label} for f in spec.fields},
+        "links": [{"rel": "self", "href": href},
+                  {"rel": "items", "type": "application/geo+json", "href": f"{href}/items"}],
+    }
+
+
+def collection(engine: Engine, name: str, base: str, account: Account):
+    coll = _collection(name)
+    scope_filter(coll, account)
+    return _json(_describe(engine, coll, base))
+
+
+# --- items ---------------------------------------------------------------------------------
+
+
+def _parse_bbox(text: str) -> tuple[float, float, float, float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ApiError(400, "InvalidParameterValue", f"bbox {text!r} is not four numbers") from None
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise ApiError(400, "InvalidParameterValue", "bbox takes four numbers: minx,miny,maxx,maxy")
+    minx, miny, maxx, maxy = values
+    if not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
+        raise ApiError(400, "InvalidParameterValue",
+                       "bbox must be minx,miny,maxx,maxy in degrees with min ≤ max")
+    return minx, miny, maxx, maxy
+
+
+def _parse_int(args: dict, key: str, default: int, low: int, high: int) -> int:
+    text = args.get(key)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ApiError(400, "InvalidParameterValue", f"{key} {text!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ApiError(400, "InvalidParameterValue", f"{key} must be between {low} and {high}")
+    return value
+
+
+def _parse_datetime(text: str) -> tuple[datetime | None, datetime | None]:
+    parts = text.split("/")
+    if len(parts) > 2:
+        raise ApiError(400, "InvalidParameterValue", "datetime is one instant or start/end")
+
+    def one(value: str) -> datetime | None:
+        if value in ("", ".."):
+            return None
+        try:
+            stamp = pd.Timestamp(value)
+        except ValueError:
+            raise ApiError(400, "InvalidParameterValue", f"datetime {value!r} is not RFC 3339") from None
+        if stamp.tzinfo is not None:  # stored times are local (China Standard Time)
+            stamp = stamp.tz_convert("Asia/Shanghai").tz_localize(None)
+        return stamp.to_pydatetime()
+
+    if len(parts) == 1:
+        instant = one(parts[0])
+        return instant, instant
+    return one(parts[0]), one(parts[1])
+
+
+def parse_query(collection: Collection, args: dict, account: Account) -> dict:
+    """Read the items parameters into ``read_layer`` filters (400 on anything malformed)."""
+    spec = get_layer(collection.layer)
+    fmt = args.get("f", "geojson")
+    if fmt not in FORMATS:
+        raise ApiError(400, "InvalidParameterValue", f"f={fmt!r}: use geojson, json or csv")
+    query = {
+        "limit": _parse_int(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
+        "offset": _parse_int(args, "offset", 0, 0, 10**9),
+        "zoom": _parse_int(args, "zoom", -1, 0, 24) if args.get("zoom") else None,
+        "f": fmt,
+        "coords": args.get("coords", "wgs84"),
+        "filters": {k: dict(v) if isinstance(v, dict) else list(v) for k, v in collection.filters.items()},
+    }
+    if query["coords"] not in ("wgs84", "gcj02"):
+        raise ApiError(400, "InvalidParameterValue", "coords is wgs84 (default) or gcj02")
+    filters = query["filters"]
+    if "bbox" in args:
+        filters["bbox"] = _parse_bbox(args["bbox"])
+    if "datetime" in args:
+        if "reported_at" not in spec.field_names:
+            raise ApiError(400, "InvalidParameter", f"{collection.name} has no time to filter on")
+        filters.setdefault("ranges", {})["reported_at"] = _parse_datetime(args["datetime"])
+    where = {}
+    for key, value in args.items():
+        if key in RESERVED:
+            continue
+        if key not in spec.field_names:
+            raise ApiError(400, "InvalidParameter", f"unknown parameter {key!r}; filters are "
+                           f"{', '.join(spec.field_names)}")
+        dtype = spec.field(key).dtype
+        try:
+            where[key] = int(value) if dtype == "int" else float(value) if dtype == "float" else value
+        except ValueError:
+            raise ApiError(400, "InvalidParameterValue", f"{key} {value!r} is not a number") from None
+    if where:
+        filters["where"] = where
+    scope = scope_filter(collection, account)
+    if scope:
+        filters.setdefault("prefix", {}).update(scope)
+    return query
+
+
+def simplify_for_zoom(gdf: gpd.GeoDataFrame, zoom: int) -> gpd.GeoDataFrame:
+    """Polygons simplified to about a third of a pixel at ``zoom``, neighbours together
+    (``coverage_simplify``), so that no slivers open between them; lines and points as they are."""
+    if zoom >= 17 or gdf.empty or not gdf.geom_type.isin(["Polygon", "MultiPolygon"]).all():
+        return gdf
+    tolerance = 360.0 / (256 * 2**zoom) / 3
+    geoms = np.asarray(gdf.geometry.values, dtype=object)
+    try:
+        simplified = shapely.coverage_simplify(geoms, tolerance)
+    except shapely.errors.GEOSException:  # not a clean coverage (e.g. overlapping cells)
+        simplified = shapely.simplify(geoms, tolerance, preserve_topology=True)
+    return gdf.set_geometry(gpd.GeoSeries(simplified, index=gdf.index, crs=gdf.crs))
+
+
+def _properties(gdf: gpd.GeoDataFrame) -> list[dict]:
+    frame = pd.DataFrame(gdf.drop(columns=[gdf.geometry.name, "id"], errors="ignore"))
+    for column in frame.columns:
+        if pd.api.types.is_datetime64_any_dtype(frame[column]):
+            frame[column] = frame[column].dt.strftime("%Y-%m-%dT%H:%M:%S")
+    frame = frame.astype(object).where(pd.notna(frame), None)
+    records = frame.to_dict("records")
+    for record in records:
+        for key, value in record.items():
+            if isinstance(value, (np.integer,)):
+                record[key] = int(value)
+            elif isinstance(value, (np.floating,)):
+                record[key] = float(value)
+            elif isinstance(value, (date, datetime)):
+                record[key] = value.isoformat()
+    return records
+
+
+def _geometries(gdf: gpd.GeoDataFrame, coords: str) -> list:
+    geoms = np.asarray(gdf.geometry.values, dtype=object)
+    if coords == "gcj02" and len(geoms):
+        xy = shapely.get_coordinates(geoms)
+        lon, lat = wgs84_to_gcj02(xy[:, 0], xy[:, 1])
+        geoms = shapely.set_coordinates(geoms.copy(), np.column_stack([lon, lat]))
+    geoms = shapely.set_precision(geoms, 1e-7)  # ~1 cm: enough for a map, a third of the bytes
+    return [json.loads(text) for text in shapely.to_geojson(geoms)]
+
+
+def items(engine: Engine, name: str, args: dict, base: str, account: Account):
+    coll = _collection(name)
+    query = parse_query(coll, args, account)
+    filters = query["filters"]
+    matched = count_layer(engine, coll.layer, **filters)
+    gdf = read_layer(engine, coll.layer, limit=query["limit"], offset=query["offset"], **filters)
+    if coll.layer == "communities":
+        gdf = with_numbers(engine, gdf)
+    if query["zoom"] is not None:
+        gdf = simplify_for_zoom(gdf, query["zoom"])
+    props = _properties(gdf)
+    fmt = query["f"]
+    if fmt == "json":
+        return _json({"numberMatched": matched, "numberReturned": len(props), "items": props})
+    if fmt == "csv":
+        out = io.StringIO()
+        fields = list(props[0]) if props else [f.name for f in get_layer(coll.layer).fields]
+        writer = csv.DictWriter(out, fieldnames=[*fields, "wkt"])
+        writer.writeheader()
+        for record, wkt in zip(props, shapely.to_wkt(np.asarray(gdf.geometry.values, dtype=object),
+                                                     rounding_precision=7), strict=True):
+            writer.writerow({**record, "wkt": wkt})
+        return 200, {"Content-Type": FORMATS["csv"]}, out.getvalue().encode("utf-8-sig")
+    features = [{"type": "Feature", "id": p.get("code"), "geometry": g, "properties": p}
+                for p, g in zip(props, _geometries(gdf, query["coords"]), strict=True)]
+    href = f"{base}/collections/{name}/items"
+    plain = {k: v for k, v in args.items() if k != "offset"}
+    links = [{"rel": "self", "type": FORMATS["geojson"], "href": f"{href}?{urlencode(args)}"}]
+    offset, limit = query["offset"], query["limit"]
+    if offset + len(features) < matched:
+        links.append({"rel": "next", "type": FORMATS["geojson"],
+                      "href": f"{href}?{urlencode(plain | {'offset': offset + limit})}"})
+    if offset > 0:
+        links.append({"rel": "prev", "type": FORMATS["geojson"],
+                      "href": f"{href}?{urlencode(plain | {'offset': max(0, offset - limit)})}"})
+    return _json({"type": "FeatureCollection", "features": features, "numberMatched": matched,
+                  "numberReturned": len(features), "timeStamp": datetime.now().isoformat(timespec="seconds"),
+                  "links": links}, content_type=FORMATS["geojson"])
+
+
+def item(engine: Engine, name: str, code: str, base: str, account: Account, coords: str = "wgs84"):
+    coll = _collection(name)
+    filters = parse_query(coll, {}, account)["filters"]
+    gdf = read_layer(engine, coll.layer, **(filters | {"where": {"code": code}}))
+    if gdf.empty:
+        raise ApiError(404, "NotFound", f"no feature {code!r} in {name}")
+    if coll.layer == "communities":
+        gdf = with_numbers(engine, gdf)
+    props = _properties(gdf)[0]
+    feature = {"type": "Feature", "id": code, "geometry": _geometries(gdf, coords)[0],
+               "properties": props,
+               "links": [{"rel": "self", "href": f"{base}/collections/{name}/items/{code}"},
+                         {"rel": "collection", "href": f"{base}/collections/{name}"}]}
+    return _json(feature, content_type=FORMATS["geojson"])

@@ -1,0 +1,111 @@
+"""The map pages: the planner's map and the supervisor's map (folium scaffolds, data from the API).
+
+folium builds the Leaflet map (centre, zoom, base map, scale); the page's own script, served
+from ``static/js``, then loads every layer from ``/api`` by bounding box, so the HTML stays a few
+kilobytes whatever the size of the city. Leaflet and its plugins come from ``static/vendor``,
+never from a CDN, so the page works on an intranet; a base map that cannot load leaves a plain
+grey background and nothing else breaks.
+"""
+
+from __future__ import annotations
+
+import folium
+from flask import Blueprint, current_app, redirect, render_template, url_for
+from markupsafe import Markup
+
+from geodata.catalog import LAYERS
+from geodata.standards import FACILITY_KINDS, INCIDENT_CATEGORIES
+from geodata.store import layer_counts, layer_extent
+from layers.communities import bounds
+from webmap import engine
+from webmap.auth import current_account, require
+
+bp = Blueprint("maps", __name__)
+
+#: Base maps: name → (tile URL template, attribution, coordinates the tiles expect).
+BASEMAPS = {
+    "osm": ("https://tile.openstreetmap.org/{z}/{x}/{y}.png", "© OpenStreetMap contributors", "wgs84"),
+    "tianditu": ("https://t{s}.tianditu.gov.cn/vec_w/wmts?SERVICE=WMTS&REQUEST=GetTile&VERSION=1.0.0"
+                 "&LAYER=vec&STYLE=default&TILEMATRIXSET=w&FORMAT=tiles&TILEMATRIX={z}&TILEROW={y}"
+                 "&TILECOL={x}&tk={key}", "© 天地图 Tianditu", "wgs84"),
+    "gaode": ("https://webrd0{s}.is.autonavi.com/appmaptile?lang=zh_cn&size=1&scale=1&style=8"
+              "&x={x}&y={y}&z={z}", "© 高德地图 AutoNavi", "gcj02"),
+    "local": ("{static}/tiles/{z}/{x}/{y}.png", "local tiles", "wgs84"),
+    "none": (None, "", "wgs84"),
+}
+DEFAULT_CENTRE = (30.59, 114.27)
+
+
+def _basemap() -> tuple[str, str | None, str, str]:
+    """(name, tile URL or None, attribution, coordinates) from the ``BASEMAP`` setting."""
+    name = current_app.config.get("BASEMAP", "osm")
+    if name not in BASEMAPS:
+        current_app.logger.warning("unknown BASEMAP %r; showing no base map", name)
+        name = "none"
+    url, attribution, coords = BASEMAPS[name]
+    if name == "tianditu":
+        key = current_app.config.get("TIANDITU_KEY")
+        url = url.replace("{key}", key) if key else None
+    if name == "local":
+        url = current_app.config.get("LOCAL_TILES_URL") or url.replace(
+            "{static}", url_for("static", filename="").rstrip("/"))
+    return name, url, attribution, coords
+
+
+def build_map(extent) -> folium.Map:
+    """A folium map on ``extent`` with the configured base map and vendored Leaflet only."""
+    m = folium.Map(location=DEFAULT_CENTRE, zoom_start=13, tiles=None, prefer_canvas=True,
+                   control_scale=True, max_zoom=19)
+    m.default_js = [("leaflet", url_for("static", filename="vendor/leaflet/leaflet.js"))]
+    m.default_css = [("leaflet_css", url_for("static", filename="vendor/leaflet/leaflet.css"))]
+    name, url, attribution, _ = _basemap()
+    if url:
+        folium.TileLayer(url, attr=attribution, name=name, max_zoom=19, subdomains="1234"
+                         if name in ("gaode", "tianditu") else "abc").add_to(m)
+    if extent:
+        minx, miny, maxx, maxy = extent
+        m.fit_bounds([[miny, minx], [maxy, maxx]])
+    return m
+
+
+def _render(template: str, m: folium.Map, config: dict, **context):
+    root = m.get_root()
+    root.render()
+    return render_template(template, map_header=Markup(root.header.render()),
+                           map_html=Markup(root.html.render()), map_script=Markup(root.script.render()),
+                           config=config | {"map": m.get_name(), "coords": _basemap()[3]}, **context)
+
+
+@bp.get("/")
+@require()
+def home():
+    account = current_account()
+    return redirect(url_for("maps.supervisor" if account.role == "supervisor" else "maps.planner"))
+
+
+@bp.get("/map")
+@require("admin", "planner", "viewer")
+def planner():
+    limits = bounds(engine())
+    kinds = {k: v[0] for k, v in FACILITY_KINDS.items()}
+    m = build_map(layer_extent(engine(), "communities") or layer_extent(engine(), "units"))
+    return _render("planner.html", m, {"bounds": [limits.minimum, limits.maximum],
+                                       "facilityKinds": kinds}, title="规划 planner's map")
+
+
+@bp.get("/supervisor")
+@require("supervisor", "admin")
+def supervisor():
+    account = current_account()
+    categories = {k: v[1] for k, v in INCIDENT_CATEGORIES.items()}
+    m = build_map(layer_extent(engine(), "grid_cells"))
+    return _render("supervisor.html", m, {"scope": account.scope_code, "categories": categories},
+                   title="网格 supervisor's map")
+
+
+@bp.get("/layers")
+@require("admin", "planner", "viewer")
+def layer_list():
+    counts = layer_counts(engine())
+    layers = [(name, spec.label, counts.get(name)) for name, spec in LAYERS.items()]
+    return render_template("layers.html", layers=layers, title="图层 layers")

@@ -1,0 +1,202 @@
+/* The planner's map: communities coloured by households (those outside the bounds flagged),
+   streets, planning units (loaded by bounding box when zoomed in), facilities, grid cells and
+   blind spots; search; a side panel with the selected community and a histogram. */
+"use strict";
+(function () {
+  const { config, map, el, figures, number, features, bboxParam, status } = window.gp;
+  const [MIN, MAX] = config.bounds;
+  const RAMP = ["#f7fbff", "#c6dbef", "#6baed6", "#2171b5", "#08306b"];
+  const BREAKS = [MIN * 0.5, MIN, (MIN + MAX) / 2, MAX];
+  const KIND_LETTER = { service_centre: "中", service_station: "站", health_centre: "医", health_station: "卫",
+    kindergarten: "幼", elderly_care: "老", police_post: "警" };
+  const state = { communities: new Map(), streets: new Map(), selected: null, unitsLoaded: 0 };
+  const layers = {};
+  window.gridplan = { map, layers, state, ready: false };
+
+  function colour(households) {
+    let i = 0;
+    while (i < BREAKS.length && households > BREAKS[i]) i++;
+    return RAMP[i];
+  }
+
+  function tooltip(rows) {
+    const box = el("div");
+    for (const [label, value] of rows) box.append(el("div", `${label}: ${value}`));
+    return box;
+  }
+
+  function communityRows(p) {
+    return [["名称 name", p.name], ["代码 code", p.code], ["户数 households", number(p.households)],
+      ["人口 population", number(p.population)], ["面积 area", `${(p.area_m2 / 1e6).toFixed(3)} km²`]];
+  }
+
+  const flagged = (p) => p.bounds_status !== "within";
+
+  layers.communities = L.geoJSON(null, {
+    style: (f) => ({
+      color: flagged(f.properties) ? "#d7191c" : "#4d4d4d", weight: flagged(f.properties) ? 3 : 1,
+      dashArray: flagged(f.properties) ? "6 4" : null, fillColor: colour(f.properties.households), fillOpacity: 0.6,
+    }),
+    onEachFeature: (f, layer) => {
+      state.communities.set(f.properties.code, { feature: f, layer });
+      layer.bindTooltip(() => tooltip(communityRows(f.properties)), { sticky: true });
+      layer.bindPopup(() => tooltip(communityRows(f.properties).concat([
+        ["街道 street", f.properties.street_code], ["单元 units", number(f.properties.units)]])));
+      layer.on("click", () => select(f.properties.code));
+    },
+  });
+  layers.streets = L.geoJSON(null, {
+    style: { color: "#111", weight: 2.5, fill: false, interactive: false },
+    onEachFeature: (f) => state.streets.set(f.properties.code, f),
+  });
+  layers.units = L.geoJSON(null, {
+    style: (f) => ({ color: "#777", weight: 0.5, fillOpacity: f.properties.land_use === "water" ? 0.5 : 0.05,
+      fillColor: f.properties.land_use === "water" ? "#74a9cf" : "#fff" }),
+    onEachFeature: (f, layer) => layer.bindTooltip(() => tooltip([["单元 unit", f.properties.code],
+      ["户数 households", number(f.properties.households)], ["社区 community", f.properties.community_code || "—"]])),
+  });
+  layers.grid_cells = L.geoJSON(null, {
+    style: { color: "#e6550d", weight: 1, fill: false },
+    onEachFeature: (f, layer) => layer.bindTooltip(() => tooltip([["网格 cell", f.properties.code],
+      ["网格员 supervisor", f.properties.supervisor || "—"]])),
+  });
+  layers.blind_spots = L.geoJSON(null, {
+    style: { color: "#d7191c", weight: 2, fillColor: "#d7191c", fillOpacity: 0.55 },
+    onEachFeature: (f, layer) => layer.bindTooltip(() => tooltip([["盲点 blind spot", f.properties.code],
+      ["户数 households", number(f.properties.households)], ["建成 built", f.properties.built_year]])),
+  });
+  layers.facilities = L.geoJSON(null, {
+    pointToLayer: (f, latlng) => L.marker(latlng, { icon: L.divIcon({
+      className: `fac fac-${f.properties.kind}`, html: el("span", KIND_LETTER[f.properties.kind] || "?"),
+      iconSize: [16, 16] }) }),
+    onEachFeature: (f, layer) => layer.bindTooltip(() => tooltip([["设施 facility", f.properties.name],
+      ["类型 kind", config.facilityKinds[f.properties.kind] || f.properties.kind],
+      ["面积 floor area", `${number(f.properties.floor_area_m2)} m²`]])),
+  });
+
+  L.control.layers(null, {
+    "社区 communities": layers.communities, "街道 streets": layers.streets,
+    "规划单元 units (zoom ≥ 15)": layers.units, "设施 facilities": layers.facilities,
+    "网格 grid cells": layers.grid_cells, "盲点 blind spots": layers.blind_spots,
+  }, { collapsed: false }).addTo(map);
+  for (const name of ["communities", "streets", "units", "facilities", "blind_spots"]) layers[name].addTo(map);
+
+  const legend = L.control({ position: "bottomleft" });
+  legend.onAdd = () => {
+    const box = el("div", null, { class: "legend" });
+    box.append(el("strong", "户数 households"));
+    const labels = [`< ${BREAKS[0]}`, `${BREAKS[0]}–${BREAKS[1]}`, `${BREAKS[1]}–${BREAKS[2]}`,
+      `${BREAKS[2]}–${BREAKS[3]}`, `> ${BREAKS[3]}`];
+    RAMP.forEach((c, i) => { const row = el("div"); const sw = el("i"); sw.style.background = c;
+      row.append(sw, labels[i]); box.append(row); });
+    const out = el("div"); const sw = el("i"); sw.style.border = "2px dashed #d7191c"; out.append(sw,
+      `超出 outside ${MIN}–${MAX}`); box.append(out);
+    const blind = el("div"); const sb = el("i"); sb.style.background = "#d7191c"; blind.append(sb, "盲点 blind spot");
+    box.append(blind);
+    for (const [kind, letter] of Object.entries(KIND_LETTER)) {
+      const row = el("div"); const icon = el("span", letter, { class: `fac fac-${kind}` });
+      icon.style.cssText = "display:inline-block;width:18px;height:18px;line-height:18px;margin-right:4px";
+      row.append(icon, config.facilityKinds[kind] || kind); box.append(row);
+    }
+    return box;
+  };
+  legend.addTo(map);
+
+  function select(code) {
+    const entry = state.communities.get(code);
+    if (!entry) return;
+    const p = entry.feature.properties;
+    state.selected = code;
+    document.getElementById("selected").hidden = false;
+    document.getElementById("selected-name").textContent = p.name;
+    const flag = p.bounds_status === "within" ? "符合 within bounds" :
+      (p.bounds_status === "above" ? `超过上限 above ${MAX}` : `低于下限 below ${MIN}`);
+    figures(document.getElementById("selected-figures"), [
+      ["代码 code", p.code], ["街道 street", p.street_code],
+      ["户数 households", number(p.households), p.bounds_status === "within" ? "" : `flag-${p.bounds_status}`],
+      ["人口 population", number(p.population)], ["面积 area", `${(p.area_m2 / 1e6).toFixed(3)} km²`],
+      ["单元 units", number(p.units)], ["规模 bounds", flag],
+    ]);
+    const street = document.getElementById("show-street");
+    street.disabled = false;
+    street.dataset.street = p.street_code;
+    histogram(p.street_code);
+  }
+
+  let chart = null;
+  async function histogram(street) {
+    const data = await window.gp.getJSON(`/api/stats/households${street ? `?street=${street}` : ""}`);
+    const values = data.communities.map((c) => c.households);
+    const width = 250;
+    const top = Math.max(MAX + width, ...values);
+    const bins = [];
+    for (let lo = 0; lo < top; lo += width) bins.push({ lo, hi: lo + width, n: 0 });
+    for (const v of values) bins[Math.min(bins.length - 1, Math.floor(v / width))].n += 1;
+    const name = street ? (state.streets.get(street)?.properties.name || street) : "全区 district";
+    document.getElementById("histogram-scope").textContent = name;
+    const chartData = {
+      labels: bins.map((b) => `${b.lo}–${b.hi}`),
+      datasets: [{ label: "社区数 communities", data: bins.map((b) => b.n),
+        backgroundColor: bins.map((b) => (b.hi <= MIN || b.lo >= MAX ? "#d7191c" : "#2171b5")) }],
+    };
+    if (chart) { chart.data = chartData; chart.update(); } else {
+      chart = new Chart(document.getElementById("histogram"), { type: "bar", data: chartData,
+        options: { animation: false, plugins: { legend: { display: false } },
+          scales: { x: { title: { display: true, text: "户数 households" } },
+            y: { beginAtZero: true, ticks: { precision: 0 }, title: { display: true, text: "社区 communities" } } } } });
+    }
+    window.gridplan.histogram = { scope: street || null, bins: bins.map((b) => b.n) };
+  }
+  document.getElementById("show-district").addEventListener("click", () => histogram(null));
+  document.getElementById("show-street").addEventListener("click", (e) => histogram(e.target.dataset.street));
+
+  document.getElementById("search").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const q = document.getElementById("search-q").value.trim();
+    const list = document.getElementById("search-results");
+    list.replaceChildren();
+    if (!q) return;
+    const data = await window.gp.getJSON(`/api/search?q=${encodeURIComponent(q)}`);
+    if (!data.results.length) list.append(el("li", "没有结果 nothing found"));
+    for (const r of data.results) {
+      const item = el("li", `${r.name} (${r.code})`, { "data-code": r.code });
+      item.addEventListener("click", () => {
+        map.flyToBounds([[r.bbox[1], r.bbox[0]], [r.bbox[3], r.bbox[2]]], { duration: 0.5 });
+        if (r.layer === "communities") select(r.code);
+      });
+      list.append(item);
+    }
+  });
+
+  let unitsRequest = 0;
+  async function loadUnits() {
+    const ticket = ++unitsRequest;
+    if (map.getZoom() < 15) { layers.units.clearLayers(); state.unitsLoaded = 0; return; }
+    const found = await features("units", { bbox: bboxParam(), limit: "5000" });
+    if (ticket !== unitsRequest) return;  // a newer view asked since
+    layers.units.clearLayers();
+    layers.units.addData(found);
+    state.unitsLoaded = found.length;
+  }
+  map.on("moveend", loadUnits);
+
+  async function start() {
+    const zoom = String(map.getZoom());
+    const [communities, streets, facilities, cells, blind] = await Promise.all([
+      features("communities", { zoom }), features("streets", { zoom }), features("facilities"),
+      features("grid_cells", { zoom }), features("blind_spots"),
+    ]);
+    layers.communities.addData(communities);
+    layers.streets.addData(streets);
+    layers.facilities.addData(facilities);
+    layers.grid_cells.addData(cells);
+    layers.blind_spots.addData(blind);
+    const outside = communities.filter((f) => flagged(f.properties)).length;
+    status(`${communities.length} 个社区 communities, ${outside} 个超出户数范围 outside ${MIN}–${MAX}; ` +
+      `${blind.length} 个盲点单元 blind-spot units`);
+    await histogram(null);
+    await loadUnits();
+    window.gridplan.ready = true;
+  }
+  start().catch((err) => { status(`加载失败 failed to load: ${err.message}`); });
+})();
