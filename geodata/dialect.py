@@ -4,6 +4,7 @@
   ``SpatialIndex`` virtual table explicitly (3.1 ms vs 0.1 ms per query on 10,000 polygons).
 - ``ST_MakeEnvelope`` is ``BuildMbr`` in SpatiaLite.
 - Query plans are read with ``EXPLAIN QUERY PLAN`` vs ``EXPLAIN``.
+- A geometry's bounds are ``ST_MinX``… in SpatiaLite and ``ST_XMin``… in PostGIS.
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ def geom_from_wkb(param: str = "geom_wkb") -> ColumnElement:
 def as_wkb(column) -> ColumnElement:
     """Plain WKB of a stored geometry (SpatiaLite's own blob is not WKB)."""
     return func.ST_AsBinary(column, type_=None)
+
+
+def bounds_columns(conn: Connection, column) -> list[ColumnElement]:
+    """minx, miny, maxx, maxy of each geometry (``ST_MinX`` in SpatiaLite, ``ST_XMin`` in PostGIS)."""
+    names = ("ST_MinX", "ST_MinY", "ST_MaxX", "ST_MaxY") if name(conn) == "sqlite" else (
+        "ST_XMin", "ST_YMin", "ST_XMax", "ST_YMax")
+    return [getattr(func, n)(column) for n in names]
 
 
 def query_plan(conn: Connection, statement) -> str:

@@ -148,9 +148,8 @@ def layer_extent(engine: Engine, layer: str) -> tuple[float, float, float, float
     """The bounding box of ``layer`` in degrees, or None when it is empty."""
     table = get_layer(layer).table
     with engine.connect() as conn:
-        geom = table.c.geom
-        row = conn.execute(select(func.min(func.ST_MinX(geom)), func.min(func.ST_MinY(geom)),
-                                  func.max(func.ST_MaxX(geom)), func.max(func.ST_MaxY(geom)))).one()
+        minx, miny, maxx, maxy = dialect.bounds_columns(conn, table.c.geom)
+        row = conn.execute(select(func.min(minx), func.min(miny), func.max(maxx), func.max(maxy))).one()
     return None if row[0] is None else tuple(float(v) for v in row)
 
 
