@@ -167,7 +167,8 @@ def test_formats_gzip_etag_and_single_items(site, small_demo):
     zipped = client.get("/api/collections/communities/items", headers=auth | {"Accept-Encoding": "gzip"})
     assert zipped.headers["Content-Encoding"] == "gzip"
     body = json.loads(gzip.decompress(zipped.get_data()))
-    assert body["type"] == "FeatureCollection" and body["numberMatched"] == len(small_demo.layers["communities"])
+    assert body["type"] == "FeatureCollection"
+    assert body["numberMatched"] == len(small_demo.layers["communities"])
     again = client.get("/api/collections/communities/items",
                        headers=auth | {"If-None-Match": zipped.headers["ETag"].strip('"')})
     assert again.status_code == 304
