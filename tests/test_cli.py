@@ -80,3 +80,35 @@ def test_import_with_mapping_and_declared_crs(run, engine, small_demo, tmp_path)
     assert result.exit_code == 0, result.output
     stored = read_layer(engine, "facilities")
     assert sorted(stored["name"]) == sorted(facilities["MC"])
+
+
+def test_accounts_and_tokens_from_the_command_line(run, engine, db_url, tmp_path):
+    from geodata.accounts import find_token, find_user
+    from webmap.auth import hash_token
+
+    result = run("user", "add", "li", "--role", "supervisor", "--scope", "420103001001",
+                 "--password", "a long password")
+    assert result.exit_code == 0, result.output
+    account = find_user(engine, name="li")
+    assert account.role == "supervisor" and account.scope_code == "420103001001"
+    assert account.password_hash and "a long password" not in account.password_hash
+
+    assert run("user", "add", "wang", "--role", "supervisor", "--password", "a long password").exit_code == 1
+    assert run("user", "add", "wang", "--role", "king", "--password", "a long password").exit_code == 2
+    assert run("user", "add", "wang", "--role", "viewer", "--password", "short").exit_code == 1
+
+    result = run("token", "add", "police", "--role", "viewer")
+    token = result.output.strip()
+    assert result.exit_code == 0 and len(token) > 30
+    assert find_token(engine, hash_token(token)).name == "police"
+    assert run("token", "add", "police").exit_code == 1  # names are unique
+
+    app = create_app({"DATABASE_URL": db_url, "TESTING": True})
+    app.instance_path = str(tmp_path)
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["demo-accounts"])
+    assert result.exit_code == 0
+    logins = dict(line.split()[:2] for line in result.output.splitlines()[1:])
+    assert set(logins) == {"admin", "planner", "viewer"}  # no grid cells yet: no supervisor
+    again = runner.invoke(args=["demo-accounts"])
+    assert again.output == result.output  # created once, then only shown

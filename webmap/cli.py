@@ -179,8 +179,9 @@ def demo_accounts() -> None:
     """Create one demo account per role (once) and print their logins."""
     eng = _ready()
     logins = Path(current_app.instance_path) / "demo_accounts.txt"
-    names = ("admin", "planner", "supervisor", "viewer")
-    if not logins.exists() or any(find_user(eng, name=n) is None for n in names):
+    listed = [line.split()[0] for line in logins.read_text(encoding="utf-8").splitlines()] \
+        if logins.exists() else []
+    if not listed or any(find_user(eng, name=n) is None for n in listed):
         cells = read_layer(eng, "grid_cells", limit=1)
         scope = cells["code"].iloc[0][:12] if len(cells) else None
         lines = []

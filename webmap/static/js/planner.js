@@ -52,8 +52,12 @@
   layers.units = L.geoJSON(null, {
     style: (f) => ({ color: "#777", weight: 0.5, fillOpacity: f.properties.land_use === "water" ? 0.5 : 0.05,
       fillColor: f.properties.land_use === "water" ? "#74a9cf" : "#fff" }),
-    onEachFeature: (f, layer) => layer.bindTooltip(() => tooltip([["单元 unit", f.properties.code],
-      ["户数 households", number(f.properties.households)], ["社区 community", f.properties.community_code || "—"]])),
+    onEachFeature: (f, layer) => {
+      layer.bindTooltip(() => tooltip([["单元 unit", f.properties.code],
+        ["户数 households", number(f.properties.households)], ["社区 community", f.properties.community_code || "—"]]));
+      // units lie on top of their community: a click on one selects the community it belongs to
+      layer.on("click", () => select(f.properties.community_code));
+    },
   });
   layers.grid_cells = L.geoJSON(null, {
     style: { color: "#e6550d", weight: 1, fill: false },

@@ -1,0 +1,176 @@
+"""The map pages in real headless Chromium (Debian's, driven by Playwright; no browser download)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import shapely
+from sqlalchemy import text
+from werkzeug.serving import make_server
+
+from geodata.db import get_engine
+from geodata.demo import write_demo
+from tests.webhelpers import PASSWORD, make_accounts
+from webmap import create_app
+
+EVIL = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
+    import shutil
+
+    path = tmp_path_factory.mktemp("browser") / "gridplan.sqlite"
+    shutil.copy(spatialite_template, path)
+    url = f"sqlite:///{path}"
+    engine = get_engine(url)
+    write_demo(engine, small_demo)
+    # a community whose name is an attack: it must show as text everywhere
+    evil_code = small_demo.layers["communities"]["code"].iloc[0]
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE communities SET name = :n WHERE code = :c"), {"n": EVIL, "c": evil_code})
+    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "osm"})
+    secrets = make_accounts(app, small_demo)
+    srv = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield {"base": f"http://127.0.0.1:{srv.server_port}", "evil": evil_code, **secrets}
+    srv.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.dialogs = []
+    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    # no network beyond this machine: every tile request fails, as on an intranet
+    page.route("**/tile.openstreetmap.org/**", lambda route: route.abort())
+    yield page
+    context.close()
+
+
+def sign_in(page, base: str, name: str) -> None:
+    page.goto(f"{base}/login")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form.login button[type=submit]")
+    page.wait_for_url(lambda url: "/login" not in url)
+
+
+def open_map(page, base: str, path: str) -> None:
+    page.goto(f"{base}{path}")
+    page.wait_for_function("window.gridplan && window.gridplan.ready", timeout=30_000)
+
+
+def click_at(page, lon: float, lat: float) -> None:
+    point = page.evaluate("([lat, lon]) => { const m = window.gridplan.map;"
+                          " const p = m.latLngToContainerPoint([lat, lon]);"
+                          " const r = m.getContainer().getBoundingClientRect();"
+                          " return [r.left + p.x, r.top + p.y]; }", [lat, lon])
+    page.mouse.click(*point)
+
+
+def test_planner_map_shows_every_community_and_a_click_shows_its_households(page, server, small_demo):
+    sign_in(page, server["base"], "planner")
+    open_map(page, server["base"], "/map")
+    communities = small_demo.layers["communities"]
+    assert page.evaluate("window.gridplan.layers.communities.getLayers().length") == len(communities)
+    page.get_by_label("设施 facilities").uncheck()  # markers would sit on top of the spot we click
+    target = communities.iloc[5]
+    households = small_demo.layers["units"].query("community_code == @target.code")["households"].sum()
+    page.evaluate("(b) => { window.gridplan.map.fitBounds(b, {animate: false}); }",
+                  [[target.geometry.bounds[1], target.geometry.bounds[0]],
+                   [target.geometry.bounds[3], target.geometry.bounds[2]]])
+    inside = shapely.point_on_surface(target.geometry)
+    click_at(page, inside.x, inside.y)
+    page.wait_for_selector("#selected:not([hidden])")
+    assert page.inner_text("#selected-name") == target["name"]
+    assert f"{households:,}" in page.inner_text("#selected-figures")
+    assert page.evaluate("window.gridplan.histogram.scope") == target["street_code"]
+    assert page.errors == []
+
+
+def test_toggling_a_layer_hides_it(page, server):
+    sign_in(page, server["base"], "viewer")
+    open_map(page, server["base"], "/map")
+    assert page.evaluate("window.gridplan.map.hasLayer(window.gridplan.layers.facilities)")
+    page.get_by_label("设施 facilities").uncheck()
+    assert not page.evaluate("window.gridplan.map.hasLayer(window.gridplan.layers.facilities)")
+    page.get_by_label("网格 grid cells").check()
+    assert page.evaluate("window.gridplan.map.hasLayer(window.gridplan.layers.grid_cells)")
+
+
+def test_text_from_the_database_is_shown_as_text(page, server, small_demo):
+    sign_in(page, server["base"], "planner")
+    open_map(page, server["base"], "/map")
+    page.get_by_label("设施 facilities").uncheck()
+    evil = small_demo.layers["communities"].set_index("code").loc[server["evil"]]
+    # the side panel
+    page.evaluate("(b) => { window.gridplan.map.fitBounds(b, {animate: false}); }",
+                  [[evil.geometry.bounds[1], evil.geometry.bounds[0]],
+                   [evil.geometry.bounds[3], evil.geometry.bounds[2]]])
+    inside = shapely.point_on_surface(evil.geometry)
+    click_at(page, inside.x, inside.y)
+    page.wait_for_selector("#selected:not([hidden])")
+    assert page.inner_text("#selected-name") == EVIL
+    # the popup and the tooltip of the community
+    popup = page.evaluate("""(code) => { const l = window.gridplan.state.communities.get(code).layer;
+        l.openPopup(); return l.getPopup().getElement().textContent; }""", server["evil"])
+    assert EVIL in popup
+    # search
+    page.fill("#search-q", "onerror")
+    page.click("#search button")
+    page.wait_for_selector("#search-results li")
+    assert EVIL in page.inner_text("#search-results")
+    tooltip = page.evaluate("""(code) => { const l = window.gridplan.state.communities.get(code).layer;
+        l.openTooltip(); return l.getTooltip().getElement().textContent; }""", server["evil"])
+    assert EVIL in tooltip
+    assert page.locator("img[src=x]").count() == 0
+    assert page.dialogs == []
+
+
+def test_supervisor_sees_only_the_incidents_of_their_cells(page, server, small_demo):
+    sign_in(page, server["base"], "supervisor")
+    open_map(page, server["base"], "/supervisor")
+    scope = server["scope"]
+    incidents = small_demo.layers["incidents"]
+    mine = incidents[incidents["grid_code"].str.startswith(scope)]
+    codes = page.evaluate("window.gridplan.state.incidents.map(f => f.properties.grid_code)")
+    assert len(codes) == len(mine) > 0 and all(c.startswith(scope) for c in codes)
+    cells = small_demo.layers["grid_cells"]["code"].str.startswith(scope).sum()
+    assert page.evaluate("window.gridplan.state.cells") == cells
+    page.select_option("#filters select[name=status]", "closed")
+    page.click("#filters button")
+    page.wait_for_function(f"window.gridplan.state.shown === {(mine['status'] == 'closed').sum()}")
+    first = page.evaluate("window.gridplan.state.incidents[0].properties.code")
+    history = page.evaluate(f"fetch('/api/incidents/{first}/history').then(r => r.json())")
+    assert history["steps"][0]["step"] == "reported"
+
+
+def test_the_map_works_with_tiles_cut_off(page, server):
+    failed = []
+    page.on("requestfailed", lambda r: failed.append(r.url))
+    sign_in(page, server["base"], "planner")  # a planner lands on the map
+    page.wait_for_function("window.gridplan && window.gridplan.ready", timeout=30_000)
+    assert page.url.endswith("/map")
+    assert any("tile.openstreetmap.org" in url for url in failed)  # the base map did fail …
+    assert page.evaluate("window.gridplan.layers.communities.getLayers().length") > 0  # … and nothing else
+    assert page.errors == []
+    external = [u for u in failed if "tile.openstreetmap.org" not in u]
+    assert external == []
