@@ -116,16 +116,8 @@ def read_layer(
     (``{field: values}``).
     ``limit``/``offset`` page through the rows in a stable order.
     """
-    spec = get_layer(layer)
-    conn_cm = engine.connect() if isinstance(engine, Engine) else nullcontext(engine)
-    with conn_cm as conn:
-        stmt = _filtered(conn, spec, _select(spec, conn), street=street, community=community,
-                         bbox=bbox, where=where, prefix=prefix, ranges=ranges, empty=empty,
-                         isin=isin)
-        stmt = stmt.order_by(spec.table.c.id).offset(offset or None).limit(limit)
-        result = conn.execute(stmt)
-        keys = list(result.keys())
-        rows = result.fetchall()
+    keys, rows = _rows(engine, layer, limit=limit, offset=offset, street=street, community=community,
+                       bbox=bbox, where=where, prefix=prefix, ranges=ranges, empty=empty, isin=isin)
     # column by column: building a frame from Row objects costs 4× more
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(keys)
     frame = pd.DataFrame({k: pd.Series(c, dtype=object) for k, c in zip(keys, columns, strict=True)})
@@ -133,6 +125,26 @@ def read_layer(
     geoms = shapely.from_wkb(frame.pop("wkb").to_numpy())
     return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geoms, crs=SRID, index=frame.index),
                             crs=SRID)
+
+
+def _rows(engine: Engine | Connection, layer: str, *, limit: int | None = None, offset: int = 0,
+          **filters) -> tuple[list[str], list]:
+    spec = get_layer(layer)
+    conn_cm = engine.connect() if isinstance(engine, Engine) else nullcontext(engine)
+    with conn_cm as conn:
+        stmt = _filtered(conn, spec, _select(spec, conn), **filters)
+        stmt = stmt.order_by(spec.table.c.id).offset(offset or None).limit(limit)
+        result = conn.execute(stmt)
+        return list(result.keys()), result.fetchall()
+
+
+def read_records(engine: Engine | Connection, layer: str, **query) -> tuple[list[dict], np.ndarray]:
+    """Like :func:`read_layer`, as plain dicts and a geometry array: no DataFrame, for the many
+    small reads of a web API where pandas' overhead would be most of the time."""
+    keys, rows = _rows(engine, layer, **query)
+    names = keys[1:-1]  # without id and wkb
+    records = [dict(zip(names, row[1:-1], strict=True)) for row in rows]
+    return records, shapely.from_wkb([row[-1] for row in rows])
 
 
 def count_layer(engine: Engine | Connection, layer: str, **filters) -> int:

@@ -39,15 +39,21 @@ def bounds(engine: Engine) -> Bounds:
         return Bounds(int(get_setting(conn, "households_min")), int(get_setting(conn, "households_max")))
 
 
-def with_numbers(engine: Engine, communities: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """``communities`` with ``households``, ``population``, ``units``, ``area_m2`` and
-    ``bounds_status`` (below / within / above the household bounds)."""
-    out = communities.copy()
-    codes = list(out["code"])
+def numbers(engine: Engine, codes: list[str], geoms: np.ndarray) -> pd.DataFrame:
+    """``households``, ``population``, ``units``, ``area_m2`` and ``bounds_status`` (below /
+    within / above the household bounds) of the communities ``codes`` with polygons ``geoms``."""
+    out = pd.DataFrame({"code": codes})
     totals = unit_totals(engine, isin={"community_code": codes}).set_index("community_code") if codes \
         else pd.DataFrame(columns=["households", "population", "units"])
     for column in ("households", "population", "units"):
         out[column] = out["code"].map(totals[column]).fillna(0).astype("int64")
-    out["area_m2"] = to_metric(out).area.round(1).to_numpy() if len(out) else []
+    area = to_metric(gpd.GeoDataFrame(geometry=list(geoms), crs=4326)).area if len(codes) else []
+    out["area_m2"] = np.round(np.asarray(area, dtype=float), 1)
     out["bounds_status"] = bounds(engine).status(out["households"].to_numpy())
     return out
+
+
+def with_numbers(engine: Engine, communities: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """``communities`` with the columns of :func:`numbers`."""
+    extra = numbers(engine, list(communities["code"]), np.asarray(communities.geometry.values))
+    return communities.assign(**{c: extra[c].to_numpy() for c in extra.columns if c != "code"})

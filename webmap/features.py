@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from urllib.parse import urlencode
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
@@ -29,8 +28,8 @@ from sqlalchemy import Engine
 from geodata.accounts import Account
 from geodata.catalog import LAYERS, get_layer
 from geodata.crs import wgs84_to_gcj02
-from geodata.store import count_layer, layer_extent, read_layer
-from layers.communities import with_numbers
+from geodata.store import count_layer, layer_extent, read_records
+from layers.communities import numbers
 from layers.coverage import BLIND_SPOT
 
 MAX_LIMIT = 10_000
@@ -215,99 +214,100 @@ def parse_query(collection: Collection, args: dict, account: Account) -> dict:
     return query
 
 
-def simplify_for_zoom(gdf: gpd.GeoDataFrame, zoom: int) -> gpd.GeoDataFrame:
+def simplify_for_zoom(geoms: np.ndarray, zoom: int) -> np.ndarray:
     """Polygons simplified to about a third of a pixel at ``zoom``, neighbours together
     (``coverage_simplify``), so that no slivers open between them; lines and points as they are."""
-    if zoom >= 17 or gdf.empty or not gdf.geom_type.isin(["Polygon", "MultiPolygon"]).all():
-        return gdf
+    kinds = shapely.get_type_id(geoms)
+    polygonal = np.isin(kinds, [shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON])
+    if zoom >= 17 or len(geoms) == 0 or not polygonal.all():
+        return geoms
     tolerance = 360.0 / (256 * 2**zoom) / 3
-    geoms = np.asarray(gdf.geometry.values, dtype=object)
     try:
-        simplified = shapely.coverage_simplify(geoms, tolerance)
+        return shapely.coverage_simplify(geoms, tolerance)
     except shapely.errors.GEOSException:  # not a clean coverage (e.g. overlapping cells)
-        simplified = shapely.simplify(geoms, tolerance, preserve_topology=True)
-    return gdf.set_geometry(gpd.GeoSeries(simplified, index=gdf.index, crs=gdf.crs))
+        return shapely.simplify(geoms, tolerance, preserve_topology=True)
 
 
-def _properties(gdf: gpd.GeoDataFrame) -> list[dict]:
-    frame = pd.DataFrame(gdf.drop(columns=[gdf.geometry.name, "id"], errors="ignore"))
-    for column in frame.columns:
-        if pd.api.types.is_datetime64_any_dtype(frame[column]):
-            frame[column] = frame[column].dt.strftime("%Y-%m-%dT%H:%M:%S")
-    frame = frame.astype(object).where(pd.notna(frame), None)
-    records = frame.to_dict("records")
-    for record in records:
-        for key, value in record.items():
-            if isinstance(value, (np.integer,)):
-                record[key] = int(value)
-            elif isinstance(value, (np.floating,)):
-                record[key] = float(value)
-            elif isinstance(value, (date, datetime)):
-                record[key] = value.isoformat()
-    return records
+def _plain(value):
+    """A JSON value: dates and times as ISO text, numpy numbers as Python numbers."""
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
-def _geometries(gdf: gpd.GeoDataFrame, coords: str) -> list:
-    geoms = np.asarray(gdf.geometry.values, dtype=object)
+def _records(engine: Engine, coll: Collection, query: dict) -> tuple[list[dict], np.ndarray]:
+    records, geoms = read_records(engine, coll.layer, limit=query["limit"], offset=query["offset"],
+                                  **query["filters"])
+    if coll.layer == "communities" and records:
+        extra = numbers(engine, [r["code"] for r in records], geoms).drop(columns="code")
+        for record, more in zip(records, extra.to_dict("records"), strict=True):
+            record.update(more)
+    records = [{k: _plain(v) for k, v in r.items()} for r in records]
+    if query["zoom"] is not None:
+        geoms = simplify_for_zoom(geoms, query["zoom"])
+    return records, geoms
+
+
+def _geojson(geoms: np.ndarray, coords: str) -> np.ndarray:
+    """GeoJSON text of each geometry, shifted to GCJ-02 when asked, to 7 decimals (~1 cm)."""
     if coords == "gcj02" and len(geoms):
         xy = shapely.get_coordinates(geoms)
         lon, lat = wgs84_to_gcj02(xy[:, 0], xy[:, 1])
         geoms = shapely.set_coordinates(geoms.copy(), np.column_stack([lon, lat]))
-    geoms = shapely.set_precision(geoms, 1e-7)  # ~1 cm: enough for a map, a third of the bytes
-    return [json.loads(text) for text in shapely.to_geojson(geoms)]
+    return shapely.to_geojson(shapely.transform(geoms, lambda xy: np.round(xy, 7)))
+
+
+def _dumps(value) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def items(engine: Engine, name: str, args: dict, base: str, account: Account):
     coll = _collection(name)
     query = parse_query(coll, args, account)
-    filters = query["filters"]
-    matched = count_layer(engine, coll.layer, **filters)
-    gdf = read_layer(engine, coll.layer, limit=query["limit"], offset=query["offset"], **filters)
-    if coll.layer == "communities":
-        gdf = with_numbers(engine, gdf)
-    if query["zoom"] is not None:
-        gdf = simplify_for_zoom(gdf, query["zoom"])
-    props = _properties(gdf)
+    matched = count_layer(engine, coll.layer, **query["filters"])
+    records, geoms = _records(engine, coll, query)
     fmt = query["f"]
     if fmt == "json":
-        return _json({"numberMatched": matched, "numberReturned": len(props), "items": props})
+        return _json({"numberMatched": matched, "numberReturned": len(records), "items": records})
     if fmt == "csv":
         out = io.StringIO()
-        fields = list(props[0]) if props else [f.name for f in get_layer(coll.layer).fields]
+        fields = list(records[0]) if records else [f.name for f in get_layer(coll.layer).fields]
         writer = csv.DictWriter(out, fieldnames=[*fields, "wkt"])
         writer.writeheader()
-        for record, wkt in zip(props, shapely.to_wkt(np.asarray(gdf.geometry.values, dtype=object),
-                                                     rounding_precision=7), strict=True):
+        for record, wkt in zip(records, shapely.to_wkt(geoms, rounding_precision=7), strict=True):
             writer.writerow({**record, "wkt": wkt})
         return 200, {"Content-Type": FORMATS["csv"]}, out.getvalue().encode("utf-8-sig")
-    features = [{"type": "Feature", "id": p.get("code"), "geometry": g, "properties": p}
-                for p, g in zip(props, _geometries(gdf, query["coords"]), strict=True)]
     href = f"{base}/collections/{name}/items"
     plain = {k: v for k, v in args.items() if k != "offset"}
     links = [{"rel": "self", "type": FORMATS["geojson"], "href": f"{href}?{urlencode(args)}"}]
     offset, limit = query["offset"], query["limit"]
-    if offset + len(features) < matched:
+    if offset + len(records) < matched:
         links.append({"rel": "next", "type": FORMATS["geojson"],
                       "href": f"{href}?{urlencode(plain | {'offset': offset + limit})}"})
     if offset > 0:
         links.append({"rel": "prev", "type": FORMATS["geojson"],
                       "href": f"{href}?{urlencode(plain | {'offset': max(0, offset - limit)})}"})
-    return _json({"type": "FeatureCollection", "features": features, "numberMatched": matched,
-                  "numberReturned": len(features), "timeStamp": datetime.now().isoformat(timespec="seconds"),
-                  "links": links}, content_type=FORMATS["geojson"])
+    # features are assembled as text: the geometry's GeoJSON comes ready-made from GEOS
+    texts = _geojson(geoms, query["coords"])
+    features = ",".join(f'{{"type":"Feature","id":{_dumps(r.get("code"))},"geometry":{g},'
+                        f'"properties":{_dumps(r)}}}' for r, g in zip(records, texts, strict=True))
+    head = {"numberMatched": matched, "numberReturned": len(records),
+            "timeStamp": datetime.now().isoformat(timespec="seconds"), "links": links}
+    body = f'{{"type":"FeatureCollection","features":[{features}],{_dumps(head)[1:]}'
+    return 200, {"Content-Type": FORMATS["geojson"]}, body.encode("utf-8")
 
 
 def item(engine: Engine, name: str, code: str, base: str, account: Account, coords: str = "wgs84"):
     coll = _collection(name)
-    filters = parse_query(coll, {}, account)["filters"]
-    gdf = read_layer(engine, coll.layer, **(filters | {"where": {"code": code}}))
-    if gdf.empty:
+    query = parse_query(coll, {}, account)
+    query["filters"]["where"] = {"code": code}
+    records, geoms = _records(engine, coll, query)
+    if not records:
         raise ApiError(404, "NotFound", f"no feature {code!r} in {name}")
-    if coll.layer == "communities":
-        gdf = with_numbers(engine, gdf)
-    props = _properties(gdf)[0]
-    feature = {"type": "Feature", "id": code, "geometry": _geometries(gdf, coords)[0],
-               "properties": props,
+    feature = {"type": "Feature", "id": code, "geometry": json.loads(_geojson(geoms, coords)[0]),
+               "properties": records[0],
                "links": [{"rel": "self", "href": f"{base}/collections/{name}/items/{code}"},
                          {"rel": "collection", "href": f"{base}/collections/{name}"}]}
     return _json(feature, content_type=FORMATS["geojson"])

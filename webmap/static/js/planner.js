@@ -186,15 +186,12 @@
 
   async function start() {
     const zoom = String(map.getZoom());
-    const [communities, streets, facilities, cells, blind] = await Promise.all([
-      features("communities", { zoom }), features("streets", { zoom }), features("facilities"),
-      features("grid_cells", { zoom }), features("blind_spots"),
-    ]);
-    layers.communities.addData(communities);
-    layers.streets.addData(streets);
-    layers.facilities.addData(facilities);
-    layers.grid_cells.addData(cells);
-    layers.blind_spots.addData(blind);
+    // each layer is drawn as soon as it arrives; communities first, since planners look there first
+    const drawn = (name, params) => features(name, params).then((found) => { layers[name].addData(found); return found; });
+    const communities = await drawn("communities", { zoom });
+    window.gridplan.communitiesDrawnAt = performance.now();
+    const [, , , blind] = await Promise.all([drawn("streets", { zoom }), drawn("facilities"),
+      drawn("grid_cells", { zoom }), drawn("blind_spots")]);
     const outside = communities.filter((f) => flagged(f.properties)).length;
     status(`${communities.length} 个社区 communities, ${outside} 个超出户数范围 outside ${MIN}–${MAX}; ` +
       `${blind.length} 个盲点单元 blind-spot units`);
