@@ -241,3 +241,42 @@ def test_database_without_a_schema_says_what_to_run(tmp_path):
     response = sign_in(app.test_client(), "planner")
     assert response.status_code == 503
     assert "flask --app webmap init-db" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("basemap, expected", [
+    ("osm", "tile.openstreetmap.org"), ("gaode", "autonavi.com"), ("local", "/tiles/{z}/{x}/{y}.png"),
+    ("none", None), ("tianditu", None),  # Tianditu without a key: no base map rather than a broken one
+])
+def test_base_maps_are_configurable(site, basemap, expected):
+    app, _ = site
+    app.config["BASEMAP"] = basemap
+    page = client_as(app, "planner").get("/map").get_data(as_text=True)
+    if expected:
+        assert expected in page
+    else:
+        assert "L.tileLayer" not in page
+    assert ('"coords":"gcj02"' in page.replace(" ", "")) == (basemap == "gaode")
+
+
+def test_gcj02_coordinates_for_gaode_tiles(site, small_demo):
+    app, secrets = site
+    auth = {"Authorization": f"Bearer {secrets['token']}"}
+    client = app.test_client()
+    code = small_demo.layers["facilities"]["code"].iloc[0]
+    plain = client.get(f"/api/collections/facilities/items/{code}", headers=auth).json
+    shifted = client.get(f"/api/collections/facilities/items/{code}?coords=gcj02", headers=auth).json
+    from geodata.crs import wgs84_to_gcj02
+
+    lon, lat = plain["geometry"]["coordinates"]
+    assert shifted["geometry"]["coordinates"] == pytest.approx([float(v) for v in wgs84_to_gcj02(lon, lat)],
+                                                               abs=1e-6)
+
+
+def test_local_tiles_are_served_and_missing_ones_fail_soft(site, tmp_path):
+    app, _ = site
+    app.config["LOCAL_TILES_DIR"] = str(tmp_path)
+    (tmp_path / "12" / "3337").mkdir(parents=True)
+    (tmp_path / "12" / "3337" / "1681.png").write_bytes(b"\x89PNG fake")
+    client = client_as(app, "viewer")
+    assert client.get("/tiles/12/3337/1681.png").data == b"\x89PNG fake"
+    assert client.get("/tiles/12/3337/9999.png").status_code == 404

@@ -31,6 +31,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         BASEMAP=os.environ.get("GRIDPLAN_BASEMAP", "osm"),
         TIANDITU_KEY=os.environ.get("GRIDPLAN_TIANDITU_KEY"),
         LOCAL_TILES_URL=os.environ.get("GRIDPLAN_LOCAL_TILES_URL"),
+        LOCAL_TILES_DIR=os.environ.get("GRIDPLAN_LOCAL_TILES_DIR"),
     )
     if test_config:
         app.config.from_mapping(test_config)

@@ -10,7 +10,9 @@ grey background and nothing else breaks.
 from __future__ import annotations
 
 import folium
-from flask import Blueprint, current_app, redirect, render_template, url_for
+from pathlib import Path
+
+from flask import Blueprint, current_app, redirect, render_template, send_from_directory, url_for
 from markupsafe import Markup
 
 from geodata.catalog import LAYERS
@@ -30,7 +32,7 @@ BASEMAPS = {
                  "&TILECOL={x}&tk={key}", "© 天地图 Tianditu", "wgs84"),
     "gaode": ("https://webrd0{s}.is.autonavi.com/appmaptile?lang=zh_cn&size=1&scale=1&style=8"
               "&x={x}&y={y}&z={z}", "© 高德地图 AutoNavi", "gcj02"),
-    "local": ("{static}/tiles/{z}/{x}/{y}.png", "local tiles", "wgs84"),
+    "local": ("/tiles/{z}/{x}/{y}.png", "local tiles", "wgs84"),
     "none": (None, "", "wgs84"),
 }
 DEFAULT_CENTRE = (30.59, 114.27)
@@ -47,8 +49,7 @@ def _basemap() -> tuple[str, str | None, str, str]:
         key = current_app.config.get("TIANDITU_KEY")
         url = url.replace("{key}", key) if key else None
     if name == "local":
-        url = current_app.config.get("LOCAL_TILES_URL") or url.replace(
-            "{static}", url_for("static", filename="").rstrip("/"))
+        url = current_app.config.get("LOCAL_TILES_URL") or url
     return name, url, attribution, coords
 
 
@@ -101,6 +102,15 @@ def supervisor():
     m = build_map(layer_extent(engine(), "grid_cells"))
     return _render("supervisor.html", m, {"scope": account.scope_code, "categories": categories},
                    title="网格 supervisor's map")
+
+
+@bp.get("/tiles/<int:z>/<int:x>/<int:y>.png")
+@require()
+def local_tile(z: int, x: int, y: int):
+    """A tile from the local tile folder (``LOCAL_TILES_DIR``, default ``instance/tiles``),
+    for intranets with a base map of their own; a missing tile is a plain 404."""
+    folder = Path(current_app.config.get("LOCAL_TILES_DIR") or Path(current_app.instance_path) / "tiles")
+    return send_from_directory(folder, f"{z}/{x}/{y}.png", max_age=86400)
 
 
 @bp.get("/layers")

@@ -48,9 +48,14 @@
       const marker = L.marker([lat, lon], { icon: L.divIcon({ className: `inc ${kind(f.properties)}`, iconSize: [12, 12] }),
         title: f.properties.code });
       marker.bindPopup(() => {
-        const box = el("div");
+        const box = el("div", null, { class: "case-popup" });
         box.append(el("strong", f.properties.code), el("div", config.categories[f.properties.category] || ""),
           el("div", `状态 ${f.properties.status}${overdue(f.properties) ? " · 逾期 overdue" : ""}`));
+        const steps = el("ol");
+        box.append(steps);
+        getJSON(`/api/incidents/${encodeURIComponent(f.properties.code)}/history`).then((h) => {
+          for (const s of h.steps) steps.append(el("li", `${s.at} ${s.step}`));
+        });
         return box;
       });
       marker.on("click", () => showCase(f.properties));
