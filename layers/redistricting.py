@@ -1,0 +1,491 @@
+"""Automatic redistricting (社区划分): communities within the household bounds, moving as few
+households as possible.
+
+Street by street (so communities never cross a street boundary), on the graph of land units
+(a river is a barrier: communities do not reach across it):
+
+1. every current community is made contiguous — its heaviest connected piece keeps the code,
+   stray pieces become unassigned;
+2. a community above the maximum is split with METIS (balanced, contiguous, cutting as little
+   boundary as it can, so the parts are compact); the part with the most of its households
+   keeps the code;
+3. unassigned units (blind spots, stray pieces) join a neighbouring community with room, or
+   become new communities when they hold enough households;
+4. a community below the minimum merges with a neighbour when the sum fits, and otherwise a
+   local search moves single boundary units (never cutting a community in two) until the
+   bounds hold;
+5. what cannot be satisfied is explained (a unit above the maximum, a piece of the street cut off
+   with too few households, a street too small) instead of silently breaking a rule.
+
+Communities that already satisfy the rules are left alone unless ``keep_valid=False``. New
+communities take the next free codes of their street; a retired code is never reused. Streets
+without a 9-digit code get provisional codes (``STREET-001``). Deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import pymetis
+
+from geodata.catalog import is_code
+from layers.partition import Partition, UnitGraph, is_contiguous
+
+NEW = "new:"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What a plan must satisfy: household bounds (社区户数上下限) and an optional target size."""
+
+    minimum: int = 1000
+    maximum: int = 3000
+    target: int | None = None
+    keep_valid: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.minimum <= self.maximum:
+            raise ValueError(f"bounds {self.minimum}–{self.maximum} are not 0 < minimum ≤ maximum")
+
+    @property
+    def aim(self) -> int:
+        return self.target or (self.minimum + self.maximum) // 2
+
+    def violation(self, households: int) -> int:
+        return max(0, self.minimum - households) + max(0, households - self.maximum)
+
+    def parts(self, households: int) -> int | None:
+        """How many communities ``households`` should make; None when no count fits the bounds."""
+        low, high = -(-households // self.maximum), households // self.minimum
+        if low > high:
+            return None
+        return int(min(max(round(households / self.aim), low), high))
+
+
+@dataclass(frozen=True)
+class Infeasible:
+    """A rule that cannot be met, and why."""
+
+    street: str
+    kind: str  # unit_above_maximum | cut_off | street_too_small | indivisible | unresolved
+    units: list[str]
+    households: int
+    reason: str
+
+
+@dataclass
+class PlanResult:
+    """An assignment of every unit to a community, with its scores and what could not be met."""
+
+    graph: UnitGraph
+    partition: Partition
+    rules: Rules
+    infeasible: list[Infeasible] = field(default_factory=list)
+    provisional: set[str] = field(default_factory=set)
+
+    @property
+    def assignment(self) -> pd.Series:
+        return pd.Series(self.partition.labels, index=self.graph.codes, name="community_code")
+
+    def community_table(self) -> pd.DataFrame:
+        """Per community: households, population, area, Polsby–Popper, contiguity, moves, status."""
+        p, g = self.partition, self.graph
+        rows = []
+        had = np.array([c is not None for c in g.current])
+        for label in sorted(p.households):
+            members = p.members(label)
+            moved_in = members[had[members] & (g.current[members] != label)]
+            left = np.flatnonzero((g.current == label) & (p.labels != label))
+            rows.append({
+                "community_code": label, "street_code": g.street[members[0]],
+                "households": int(p.households[label]), "population": int(p.population[label]),
+                "units": len(members), "area_m2": round(float(p.area[label]), 1),
+                "polsby_popper": round(p.polsby_popper(label), 4),
+                "contiguous": is_contiguous(p, label),
+                "within_bounds": self.rules.minimum <= p.households[label] <= self.rules.maximum,
+                "moved_in": int(g.households[moved_in].sum()), "moved_out": int(g.households[left].sum()),
+                "provisional": label in self.provisional,
+            })
+        return pd.DataFrame(rows)
+
+    def scores(self) -> dict:
+        """The plan's scores: bounds, sizes, households moved, compactness, cut edges, reasons."""
+        table = self.community_table()
+        moved, moved_units = self.partition.moved()
+        total = int(self.graph.households.sum())
+        hh = table["households"] if len(table) else pd.Series([0])
+        return {
+            "communities": len(table), "units": len(self.graph),
+            "households": total,
+            "outside_bounds": int((~table["within_bounds"]).sum()),
+            "non_contiguous": int((~table["contiguous"]).sum()),
+            "crossing_street": int(sum(len(set(self.graph.street[self.partition.members(c)])) > 1
+                                       for c in table["community_code"])),
+            "households_min": int(hh.min()), "households_median": float(hh.median()),
+            "households_max": int(hh.max()),
+            "households_moved": moved, "units_moved": moved_units,
+            "households_moved_share": round(moved / total, 4) if total else 0.0,
+            "pp_mean": round(float(table["polsby_popper"].mean()), 4) if len(table) else 0.0,
+            "pp_min": round(float(table["polsby_popper"].min()), 4) if len(table) else 0.0,
+            "cut_edges": self.partition.cut_edges,
+            "new_communities": int(sum(c not in set(self.graph.current) for c in table["community_code"])),
+            "bounds": [self.rules.minimum, self.rules.maximum],
+            "infeasible": [asdict(i) for i in self.infeasible],
+        }
+
+
+# --- one street ------------------------------------------------------------------------------
+
+
+class _Street:
+    """The working state of one street: local labels over its units."""
+
+    def __init__(self, graph: UnitGraph, units: np.ndarray, rules: Rules, rng: np.random.Generator) -> None:
+        self.g, self.units, self.rules, self.rng = graph, units, rules, rng
+        self.code = graph.street[units[0]]
+        self.local = {u: i for i, u in enumerate(units)}
+        self.hh = graph.households[units]
+        self.land = ~graph.barrier[units]
+        # neighbours inside the street, land to land (the river is a barrier)
+        self.nbrs: list[np.ndarray] = []
+        self.any_nbrs: list[tuple[np.ndarray, np.ndarray]] = []
+        for i, u in enumerate(units):
+            nb, sh = graph.neighbours(u), graph.shared_with(u)
+            keep = np.array([v in self.local for v in nb], dtype=bool)
+            loc = np.array([self.local[v] for v in nb[keep]], dtype=np.int64)
+            self.any_nbrs.append((loc, sh[keep]))
+            self.nbrs.append(loc[self.land[loc]] if self.land[i] else np.empty(0, dtype=np.int64))
+        self.labels = np.array(graph.current[units], dtype=object)
+        self.counter = 0
+        self.problems: list[Infeasible] = []
+
+    def new_label(self) -> str:
+        self.counter += 1
+        return f"{NEW}{self.code}:{self.counter}"
+
+    def codes_of(self, idx) -> list[str]:
+        return [str(self.g.codes[self.units[i]]) for i in np.atleast_1d(idx)]
+
+    def problem(self, kind: str, idx, reason: str) -> None:
+        idx = np.atleast_1d(idx)
+        self.problems.append(Infeasible(self.code, kind, self.codes_of(idx), int(self.hh[idx].sum()), reason))
+
+    # -- graph helpers ------------------------------------------------------------------------
+
+    def components(self, members: np.ndarray) -> list[np.ndarray]:
+        """Connected pieces of ``members`` (local land indices)."""
+        inside = set(int(m) for m in members)
+        seen: set[int] = set()
+        pieces = []
+        for start in members:
+            start = int(start)
+            if start in seen:
+                continue
+            piece, queue = [start], deque([start])
+            seen.add(start)
+            while queue:
+                u = queue.popleft()
+                for v in self.nbrs[u]:
+                    v = int(v)
+                    if v in inside and v not in seen:
+                        seen.add(v)
+                        piece.append(v)
+                        queue.append(v)
+            pieces.append(np.array(sorted(piece), dtype=np.int64))
+        return pieces
+
+    def land_members(self, label: str) -> np.ndarray:
+        return np.flatnonzero((self.labels == label) & self.land)
+
+    def totals(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for label, h in zip(self.labels, self.hh, strict=True):
+            if label is not None:
+                out[label] = out.get(label, 0) + int(h)
+        return out
+
+    def stays_connected(self, label: str, without: int) -> bool:
+        members = [int(m) for m in self.land_members(label) if m != without]
+        return len(members) <= 1 or len(self.components(np.array(members))) == 1
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def make_contiguous(self) -> None:
+        for label in sorted({lab for lab in self.labels if lab is not None}):
+            pieces = self.components(self.land_members(label))
+            if len(pieces) <= 1:
+                continue
+            pieces.sort(key=lambda p: (-int(self.hh[p].sum()), -len(p), int(p[0])))
+            for piece in pieces[1:]:
+                self.labels[piece] = None
+
+    def split(self, members: np.ndarray, k: int) -> list[np.ndarray]:
+        """``members`` (connected, local land indices) in ``k`` balanced, compact, contiguous parts."""
+        if k <= 1 or len(members) <= 1:
+            return [members]
+        k = min(k, len(members))
+        pos = {int(m): i for i, m in enumerate(members)}
+        xadj, adjncy, eweights = [0], [], []
+        for m in members:
+            loc, sh = self.any_nbrs[m]
+            for v, s in zip(loc, sh, strict=True):
+                if int(v) in pos and self.land[v]:
+                    adjncy.append(pos[int(v)])
+                    eweights.append(max(1, int(round(s))))
+            xadj.append(len(adjncy))
+        options = pymetis.Options(seed=int(self.rng.integers(1 << 30)), contig=1, ufactor=50)
+        try:
+            _, parts = pymetis.part_graph(k, xadj=xadj, adjncy=adjncy, eweights=eweights,
+                                          vweights=[int(h) + 1 for h in self.hh[members]],
+                                          options=options)
+        except Exception:  # METIS refuses contig on a disconnected graph: split without it
+            options = pymetis.Options(seed=int(self.rng.integers(1 << 30)), ufactor=50)
+            _, parts = pymetis.part_graph(k, xadj=xadj, adjncy=adjncy, eweights=eweights,
+                                          vweights=[int(h) + 1 for h in self.hh[members]], options=options)
+        parts = np.asarray(parts)
+        out = []
+        for p in range(k):
+            chosen = members[parts == p]
+            out.extend(self.components(chosen) if len(chosen) else [])
+        return out
+
+    def split_label(self, label: str, k: int) -> None:
+        members = self.land_members(label)
+        parts = self.split(members, k)
+        parts.sort(key=lambda p: -int(self.hh[p].sum()))
+        for part in parts[1:]:  # the part with the most of its households keeps the code
+            self.labels[part] = self.new_label()
+
+    def resolve_over(self) -> None:
+        for label, total in sorted(self.totals().items()):
+            if total > self.rules.maximum:
+                members = self.land_members(label)
+                k = self.rules.parts(total) or -(-total // self.rules.maximum)
+                if len(members) > 1:
+                    self.split_label(label, k)
+
+    def place_unassigned(self) -> None:
+        """Blind spots and stray pieces: a new community when big enough, else a neighbour."""
+        loose = np.flatnonzero((self.labels == None) & self.land)  # noqa: E711
+        for cluster in self.components(loose):
+            total = int(self.hh[cluster].sum())
+            if total >= self.rules.minimum:
+                k = self.rules.parts(total) or max(1, total // self.rules.aim)
+                for part in self.split(cluster, k):
+                    self.labels[part] = self.new_label()
+                continue
+            neighbour = self.best_neighbour(cluster, total)
+            self.labels[cluster] = neighbour if neighbour is not None else self.new_label()
+
+    def neighbour_labels(self, members: np.ndarray) -> dict[str, float]:
+        """Labels next to ``members`` (land edges), with the length of boundary shared."""
+        inside = set(int(m) for m in members)
+        out: dict[str, float] = {}
+        for m in members:
+            loc, sh = self.any_nbrs[m]
+            for v, s in zip(loc, sh, strict=True):
+                if int(v) in inside or not self.land[v] or self.labels[v] is None:
+                    continue
+                out[self.labels[v]] = out.get(self.labels[v], 0.0) + float(s)
+        return out
+
+    def best_neighbour(self, members: np.ndarray, households: int) -> str | None:
+        totals = self.totals()
+        options = self.neighbour_labels(members)
+        if not options:
+            return None
+        fits = {lab: s for lab, s in options.items() if totals.get(lab, 0) + households <= self.rules.maximum}
+        pool = fits or options
+        return min(pool, key=lambda lab: (totals.get(lab, 0) if not fits else -pool[lab], lab))
+
+    def merge_small(self) -> None:
+        changed = True
+        while changed:
+            changed = False
+            totals = self.totals()
+            for label in sorted(totals, key=lambda lab: (totals[lab], lab)):
+                if totals[label] >= self.rules.minimum or label not in self.totals():
+                    continue
+                options = self.neighbour_labels(self.land_members(label))
+                fits = [m for m in options if totals[m] + totals[label] <= self.rules.maximum]
+                if not fits:
+                    continue
+                other = min(fits, key=lambda m: (totals[m] + totals[label], m))
+                keep, drop = (other, label) if totals[other] >= totals[label] else (label, other)
+                self.labels[self.labels == drop] = keep
+                changed = True
+                break
+
+    def local_search(self, budget: int) -> None:
+        """Move single boundary units toward the bounds, never cutting a community in two."""
+        r = self.rules
+        for _ in range(budget):
+            totals = self.totals()
+            bad = [lab for lab, t in totals.items() if r.violation(t)]
+            if not bad:
+                return
+            best = None
+            for label in sorted(bad, key=lambda lab: (-r.violation(totals[lab]), lab)):
+                over = totals[label] > r.maximum
+                candidates = self.boundary_moves(label, over)
+                for u, src, dst in candidates:
+                    h = int(self.hh[u])
+                    before = r.violation(totals[src]) + r.violation(totals[dst])
+                    after = r.violation(totals[src] - h) + r.violation(totals[dst] + h)
+                    gain = before - after
+                    if gain <= 0:
+                        continue
+                    key = (gain, -h, u)
+                    if (best is None or key > best[0]) and self.stays_connected(src, u):
+                        best = (key, u, dst)
+                if best is not None:
+                    break
+            if best is None:
+                return
+            _, u, dst = best
+            self.labels[u] = dst
+
+    def boundary_moves(self, label: str, over: bool) -> list[tuple[int, str, str]]:
+        """(unit, from, to) moves across ``label``'s boundary: out of it when it is over the
+        maximum, into it when it is under the minimum."""
+        moves = []
+        for m in self.land_members(label):
+            for v in self.nbrs[m]:
+                other = self.labels[v]
+                if other is None or other == label:
+                    continue
+                moves.append((int(m), label, other) if over else (int(v), other, label))
+        return sorted(set(moves))
+
+    def attach_rest(self) -> None:
+        """Barrier (water) and other unlabelled units join the neighbour they share most with."""
+        pending = [i for i in range(len(self.units)) if self.labels[i] is None]
+        while pending:
+            progress = False
+            for i in list(pending):
+                loc, sh = self.any_nbrs[i]
+                scores: dict[str, float] = {}
+                for v, s in zip(loc, sh, strict=True):
+                    if self.labels[v] is not None:
+                        scores[self.labels[v]] = scores.get(self.labels[v], 0.0) + float(s)
+                if scores:
+                    self.labels[i] = max(sorted(scores), key=lambda lab: scores[lab])
+                    pending.remove(i)
+                    progress = True
+            if not progress:
+                for i in pending:
+                    self.labels[i] = self.new_label()
+                break
+
+    def explain(self) -> None:
+        r = self.rules
+        for i in np.flatnonzero(self.hh > r.maximum):
+            self.problem("unit_above_maximum", i, f"unit {self.codes_of(i)[0]} alone holds {self.hh[i]} "
+                         f"households, above the maximum of {r.maximum}")
+        total = int(self.hh.sum())
+        if 0 < total < r.minimum:
+            self.problem("street_too_small", np.arange(len(self.units)),
+                         f"street {self.code} holds {total} households, below the minimum of {r.minimum}")
+            return
+        for piece in self.components(np.flatnonzero(self.land)):
+            h = int(self.hh[piece].sum())
+            if 0 < h < r.minimum and len(piece) < self.land.sum():
+                self.problem("cut_off", piece, f"{len(piece)} units with {h} households are cut off from the "
+                             f"rest of street {self.code} (by the river or the street's edge), fewer than "
+                             f"the minimum of {r.minimum}")
+            elif h >= r.minimum and r.parts(h) is None:
+                self.problem("indivisible", piece, f"{h} households cannot be divided into communities of "
+                             f"{r.minimum}–{r.maximum}")
+
+    def run(self) -> None:
+        r = self.rules
+        if not r.keep_valid:
+            self.labels[:] = None
+        self.make_contiguous()
+        # a community found in other streets too stays with the street holding most of it
+        self.resolve_over()
+        self.place_unassigned()
+        self.merge_small()
+        self.local_search(budget=4 * len(self.units) + 50)
+        self.resolve_over()
+        self.merge_small()
+        self.local_search(budget=4 * len(self.units) + 50)
+        self.attach_rest()
+        self.explain()
+        explained = {c for p in self.problems for c in p.units}
+        for label, total in sorted(self.totals().items()):
+            members = np.flatnonzero(self.labels == label)
+            if r.violation(total) and not explained.intersection(self.codes_of(members)):
+                self.problem("unresolved", members, f"community {label} keeps {total} households: no "
+                             "move found that meets the bounds without cutting a community in two")
+
+
+# --- the plan --------------------------------------------------------------------------------
+
+
+def _foreign_parts(graph: UnitGraph) -> np.ndarray:
+    """Current codes as labels, but a code spread over several streets keeps only the street
+    holding most of its households; elsewhere its units start unassigned."""
+    current = graph.current.copy()
+    frame = pd.DataFrame({"code": current, "street": graph.street, "hh": graph.households})
+    frame = frame[frame["code"].notna()]
+    home = frame.groupby(["code", "street"])["hh"].sum().reset_index().sort_values(
+        ["code", "hh", "street"], ascending=[True, False, True]).drop_duplicates("code")
+    home = dict(zip(home["code"], home["street"], strict=True))
+    for i, (code, street) in enumerate(zip(current, graph.street, strict=True)):
+        if code is not None and home.get(code) != street:
+            current[i] = None
+    return current
+
+
+def _assign_codes(labels: np.ndarray, streets: np.ndarray, taken: set[str]) -> tuple[np.ndarray, set[str]]:
+    """Real codes for the new labels: the next free numbers of each street (never a code that was
+    ever used), provisional ``STREET-NNN`` codes where the street has no 9-digit code."""
+    out = labels.copy()
+    provisional: set[str] = set()
+    by_street: dict[str, list[str]] = {}
+    for label, street in zip(labels, streets, strict=True):
+        if label.startswith(NEW) and label not in by_street.setdefault(street, []):
+            by_street[street].append(label)
+    mapping = {}
+    for street, new in by_street.items():
+        official = is_code(street, 9)
+        used = [int(c[-3:]) for c in taken if c.startswith(street) and c[-3:].isdigit()]
+        number = max(used, default=0)
+        for label in new:
+            number += 1
+            code = f"{street}{number:03d}" if official else f"{street}-{number:03d}"
+            mapping[label] = code
+            if not official:
+                provisional.add(code)
+    for i, label in enumerate(out):
+        out[i] = mapping.get(label, label)
+    return out, provisional
+
+
+def make_plan(graph: UnitGraph, rules: Rules = Rules(), *, retired: set[str] | frozenset = frozenset(),
+              streets: list[str] | None = None,
+              progress: Callable[[int, int], None] | None = None) -> PlanResult:
+    """Plan every street of ``graph`` (or only ``streets``); ``retired`` are codes used before."""
+    rng = np.random.default_rng(rules.seed)
+    graph_current = _foreign_parts(graph)
+    labels = graph_current.copy()
+    problems: list[Infeasible] = []
+    todo = sorted(set(graph.street)) if streets is None else list(streets)
+    for done, street in enumerate(todo):
+        units = np.flatnonzero(graph.street == street)
+        work = _Street(graph, units, rules, np.random.default_rng(rng.integers(1 << 32)))
+        work.labels = labels[units].copy()
+        work.run()
+        labels[units] = work.labels
+        problems.extend(work.problems)
+        if progress:
+            progress(done + 1, len(todo))
+    taken = {c for c in graph.current if c is not None} | set(retired)
+    codes, provisional = _assign_codes(labels.astype(object), graph.street, taken)
+    return PlanResult(graph, Partition(graph, codes), rules, problems, provisional)
