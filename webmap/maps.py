@@ -9,9 +9,9 @@ grey background and nothing else breaks.
 
 from __future__ import annotations
 
-import folium
 from pathlib import Path
 
+import folium
 from flask import Blueprint, current_app, redirect, render_template, send_from_directory, url_for
 from markupsafe import Markup
 
