@@ -6,14 +6,14 @@ Street by street (so communities never cross a street boundary), on the graph of
 
 1. every current community is made contiguous — its heaviest connected piece keeps the code,
    stray pieces become unassigned;
-2. a community above the maximum is split with METIS (balanced, contiguous, cutting as little
-   boundary as it can, so the parts are compact); the part with the most of its households
-   keeps the code;
-3. unassigned units (blind spots, stray pieces) join a neighbouring community with room, or
+2. unassigned units (blind spots, stray pieces) join a neighbouring community with room, or
    become new communities when they hold enough households;
-4. a community below the minimum merges with a neighbour when the sum fits, and otherwise a
-   local search moves single boundary units (never cutting a community in two) until the
-   bounds hold;
+3. a local search moves single boundary units (never cutting a community in two) from
+   communities above the maximum, or into those below the minimum, toward neighbours with room:
+   the fewest households moved for a small excess;
+4. what that cannot fix is split with METIS (balanced, contiguous, cutting as little boundary as
+   it can, so the parts are compact; the part with the most of its households keeps the code)
+   or merged with a neighbour when the sum fits; then the local search runs again;
 5. what cannot be satisfied is explained (a unit above the maximum, a piece of the street cut off
    with too few households, a street too small) instead of silently breaking a rule.
 
@@ -248,11 +248,33 @@ class _Street:
             _, parts = pymetis.part_graph(k, xadj=xadj, adjncy=adjncy, eweights=eweights,
                                           vweights=[int(h) + 1 for h in self.hh[members]], options=options)
         parts = np.asarray(parts)
-        out = []
+        # METIS may leave a part in pieces: each part keeps its biggest piece, the other pieces
+        # join the neighbouring part they share most boundary with
+        owner = {}
+        orphans = []
         for p in range(k):
-            chosen = members[parts == p]
-            out.extend(self.components(chosen) if len(chosen) else [])
-        return out
+            pieces = sorted(self.components(members[parts == p]), key=lambda c: -int(self.hh[c].sum()) - len(c))
+            for u in pieces[0] if pieces else []:
+                owner[int(u)] = p
+            orphans.extend(pieces[1:])
+        while orphans:
+            piece = orphans.pop(0)
+            shared: dict[int, float] = {}
+            for m in piece:
+                loc, sh = self.any_nbrs[m]
+                for v, s in zip(loc, sh, strict=True):
+                    if int(v) in owner:
+                        shared[owner[int(v)]] = shared.get(owner[int(v)], 0.0) + float(s)
+            if not shared and orphans:
+                orphans.append(piece)  # try again once its neighbours are placed
+                if all(not any(int(v) in owner for m in o for v in self.any_nbrs[m][0]) for o in orphans):
+                    break
+                continue
+            target = max(sorted(shared), key=lambda p: shared[p]) if shared else k
+            for u in piece:
+                owner[int(u)] = target
+        return [np.array(sorted(u for u, p in owner.items() if p == q), dtype=np.int64)
+                for q in sorted(set(owner.values()))]
 
     def split_label(self, label: str, k: int) -> None:
         members = self.land_members(label)
@@ -335,9 +357,12 @@ class _Street:
                 candidates = self.boundary_moves(label, over)
                 for u, src, dst in candidates:
                     h = int(self.hh[u])
-                    before = r.violation(totals[src]) + r.violation(totals[dst])
-                    after = r.violation(totals[src] - h) + r.violation(totals[dst] + h)
-                    gain = before - after
+                    # neither side may get worse: a community within the bounds stays within them
+                    if (r.violation(totals[src] - h) > r.violation(totals[src])
+                            or r.violation(totals[dst] + h) > r.violation(totals[dst])):
+                        continue
+                    gain = r.violation(totals[src]) + r.violation(totals[dst]) \
+                        - r.violation(totals[src] - h) - r.violation(totals[dst] + h)
                     if gain <= 0:
                         continue
                     key = (gain, -h, u)
@@ -406,15 +431,15 @@ class _Street:
         r = self.rules
         if not r.keep_valid:
             self.labels[:] = None
+        budget = 4 * len(self.units) + 50
         self.make_contiguous()
-        # a community found in other streets too stays with the street holding most of it
-        self.resolve_over()
         self.place_unassigned()
-        self.merge_small()
-        self.local_search(budget=4 * len(self.units) + 50)
+        # fewest households moved first: single boundary units across to neighbours with room;
+        # only what that cannot fix is split (too big) or merged (too small)
+        self.local_search(budget)
         self.resolve_over()
         self.merge_small()
-        self.local_search(budget=4 * len(self.units) + 50)
+        self.local_search(budget)
         self.attach_rest()
         self.explain()
         explained = {c for p in self.problems for c in p.units}
