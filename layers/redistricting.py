@@ -17,7 +17,9 @@ Street by street (so communities never cross a street boundary), on the graph of
 5. what cannot be satisfied is explained (a unit above the maximum, a piece of the street cut off
    with too few households, a street too small) instead of silently breaking a rule.
 
-Communities that already satisfy the rules are left alone unless ``keep_valid=False``. New
+Communities that already satisfy the rules are left alone unless ``keep_valid=False`` — they
+may receive units, and give some only when nothing else meets the bounds, keeping at least 95 %
+of their households. New
 communities take the next free codes of their street; a retired code is never reused. Streets
 without a 9-digit code get provisional codes (``STREET-001``). Deterministic for a given seed.
 """
@@ -161,6 +163,7 @@ class _Street:
             self.any_nbrs.append((loc, sh[keep]))
             self.nbrs.append(loc[self.land[loc]] if self.land[i] else np.empty(0, dtype=np.int64))
         self.labels = np.array(graph.current[units], dtype=object)
+        self.protected: dict[str, int] = {}  # communities that met the rules: code → households
         self.counter = 0
         self.problems: list[Infeasible] = []
 
@@ -238,22 +241,23 @@ class _Street:
                     adjncy.append(pos[int(v)])
                     eweights.append(max(1, int(round(s))))
             xadj.append(len(adjncy))
-        options = pymetis.Options(seed=int(self.rng.integers(1 << 30)), contig=1, ufactor=50)
+        graph = pymetis.CSRAdjacency(xadj, adjncy)
+        weights = [int(h) + 1 for h in self.hh[members]]
+        seed = int(self.rng.integers(1 << 30))
         try:
-            _, parts = pymetis.part_graph(k, xadj=xadj, adjncy=adjncy, eweights=eweights,
-                                          vweights=[int(h) + 1 for h in self.hh[members]],
-                                          options=options)
+            _, parts = pymetis.part_graph(k, graph, eweights=eweights, vweights=weights,
+                                          options=pymetis.Options(seed=seed, contig=1, ufactor=50))
         except Exception:  # METIS refuses contig on a disconnected graph: split without it
-            options = pymetis.Options(seed=int(self.rng.integers(1 << 30)), ufactor=50)
-            _, parts = pymetis.part_graph(k, xadj=xadj, adjncy=adjncy, eweights=eweights,
-                                          vweights=[int(h) + 1 for h in self.hh[members]], options=options)
+            _, parts = pymetis.part_graph(k, graph, eweights=eweights, vweights=weights,
+                                          options=pymetis.Options(seed=seed, ufactor=50))
         parts = np.asarray(parts)
         # METIS may leave a part in pieces: each part keeps its biggest piece, the other pieces
         # join the neighbouring part they share most boundary with
         owner = {}
         orphans = []
         for p in range(k):
-            pieces = sorted(self.components(members[parts == p]), key=lambda c: -int(self.hh[c].sum()) - len(c))
+            pieces = sorted(self.components(members[parts == p]),
+                            key=lambda c: (-int(self.hh[c].sum()), -len(c)))
             for u in pieces[0] if pieces else []:
                 owner[int(u)] = p
             orphans.extend(pieces[1:])
@@ -322,8 +326,9 @@ class _Street:
         if not options:
             return None
         fits = {lab: s for lab, s in options.items() if totals.get(lab, 0) + households <= self.rules.maximum}
-        pool = fits or options
-        return min(pool, key=lambda lab: (totals.get(lab, 0) if not fits else -pool[lab], lab))
+        if not fits:
+            return None  # no room next door: a small community of its own, for the search to grow
+        return max(sorted(fits), key=lambda lab: fits[lab])
 
     def merge_small(self) -> None:
         changed = True
@@ -343,7 +348,23 @@ class _Street:
                 changed = True
                 break
 
-    def local_search(self, budget: int) -> None:
+    def protect_valid(self) -> None:
+        """Remember the communities that already meet every rule, to leave them alone."""
+        for label, total in self.totals().items():
+            if not self.rules.violation(total) and not label.startswith(NEW):
+                self.protected[label] = total
+
+    def may_give(self, label: str, unit: int, relaxed: bool) -> bool:
+        """A community that met the rules gives no unit — or, when nothing else helps, keeps at
+        least 95 % of its households."""
+        if label not in self.protected:
+            return True
+        if not relaxed:
+            return False
+        own = (self.labels == label) & (self.g.current[self.units] == label)
+        return self.hh[own].sum() - self.hh[unit] >= 0.95 * self.protected[label]
+
+    def local_search(self, budget: int, relaxed: bool = False) -> None:
         """Move single boundary units toward the bounds, never cutting a community in two."""
         r = self.rules
         for _ in range(budget):
@@ -366,7 +387,8 @@ class _Street:
                     if gain <= 0:
                         continue
                     key = (gain, -h, u)
-                    if (best is None or key > best[0]) and self.stays_connected(src, u):
+                    if (best is None or key > best[0]) and self.may_give(src, u, relaxed) \
+                            and self.stays_connected(src, u):
                         best = (key, u, dst)
                 if best is not None:
                     break
@@ -433,6 +455,8 @@ class _Street:
             self.labels[:] = None
         budget = 4 * len(self.units) + 50
         self.make_contiguous()
+        if r.keep_valid:
+            self.protect_valid()
         self.place_unassigned()
         # fewest households moved first: single boundary units across to neighbours with room;
         # only what that cannot fix is split (too big) or merged (too small)
@@ -440,6 +464,7 @@ class _Street:
         self.resolve_over()
         self.merge_small()
         self.local_search(budget)
+        self.local_search(budget, relaxed=True)
         self.attach_rest()
         self.explain()
         explained = {c for p in self.problems for c in p.units}
