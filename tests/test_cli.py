@@ -112,3 +112,55 @@ def test_accounts_and_tokens_from_the_command_line(run, engine, db_url, tmp_path
     assert set(logins) == {"admin", "planner", "viewer"}  # no grid cells yet: no supervisor
     again = runner.invoke(args=["demo-accounts"])
     assert again.output == result.output  # created once, then only shown
+
+
+def test_plan_from_the_database_and_from_a_file(run, engine, small_demo, tmp_path):
+    import json
+
+    from geodata.demo import write_demo
+
+    write_demo(engine, small_demo)
+    out = tmp_path / "plan.gpkg"
+    result = run("plan", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output.strip().splitlines()[-1])
+    assert scores["non_contiguous"] == 0 and scores["crossing_street"] == 0
+    # the demo's river cuts small pieces off some streets: each is explained
+    assert scores["outside_bounds"] == len(scores["infeasible"])
+    assert all(p["kind"] == "cut_off" and "cut off" in p["reason"] for p in scores["infeasible"])
+    communities = pyogrio.read_dataframe(out, layer="communities")
+    assignment = pyogrio.read_dataframe(out, layer="assignment")
+    assert len(communities) == scores["communities"]
+    assert len(assignment) == len(small_demo.layers["units"])
+    fine = communities["within_bounds"] == "yes"
+    assert communities.loc[fine, "households"].between(1000, 3000).all()
+    assert (~fine).sum() == scores["outside_bounds"]
+    # dissolved from their units: no gaps and no overlaps inside a street
+    import shapely
+
+    for _street, group in communities.groupby("street_code"):
+        assert shapely.coverage_is_valid(group.geometry.values)
+    streets = small_demo.layers["streets"].set_index("code")
+    for street, group in communities.groupby("street_code"):
+        assert abs(shapely.union_all(group.geometry.values).area - streets.geometry[street].area) < 1e-9
+
+    units = small_demo.layers["units"][["code", "households", "street_code", "geometry"]].rename(
+        columns={"households": "HH", "street_code": "JD", "code": "ID"})
+    path = tmp_path / "units.gpkg"
+    pyogrio.write_dataframe(units, path)
+    zipped = tmp_path / "plan.zip"
+    result = run("plan", "--units", str(path), "--map", "HH=households", "--map", "JD=street",
+                 "--map", "ID=code", "--min", "800", "--max", "2500", "-o", str(zipped))
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output.strip().splitlines()[-1])
+    assert scores["bounds"] == [800, 2500] and scores["outside_bounds"] == len(scores["infeasible"])
+    with zipfile.ZipFile(zipped) as zf:
+        assert {"communities.shp", "communities.cpg", "assignment.dbf", "scores.json"} <= set(zf.namelist())
+
+
+def test_plan_refuses_bad_input(run, tmp_path):
+    result = run("plan", "--units", str(tmp_path / "nothing.gpkg"), "-o", str(tmp_path / "p.gpkg"))
+    assert result.exit_code == 1 and "does not exist" in result.output
+    result = run("plan", "--min", "3000", "--max", "1000", "--units", str(tmp_path / "x.gpkg"),
+                 "-o", str(tmp_path / "p.gpkg"))
+    assert result.exit_code == 1

@@ -6,7 +6,9 @@ naming the problem when it fails.
 
 from __future__ import annotations
 
+import json
 import secrets
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -24,6 +26,10 @@ from geodata.migrate import upgrade
 from geodata.models import Unit
 from geodata.standards import seed_settings
 from geodata.store import read_layer
+from layers.communities import Bounds, bounds
+from layers.partition import UnitGraph
+from layers.plans import export_plan, retired_codes, units_from_database, units_from_file
+from layers.redistricting import Rules, make_plan
 from webmap import engine
 from webmap.auth import add_token, add_user
 
@@ -199,6 +205,54 @@ def demo_accounts() -> None:
     click.echo(logins.read_text(encoding="utf-8"), nl=False)
 
 
+@click.command("plan")
+@click.option("--min", "minimum", type=int, default=None, help="households, at least (default: settings)")
+@click.option("--max", "maximum", type=int, default=None, help="households, at most (default: settings)")
+@click.option("--target", type=int, help="preferred households per community")
+@click.option("--street", help="only this street (9-digit code)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--fresh", is_flag=True, help="redraw every community, not only those breaking the rules")
+@click.option("--units", "units_path", type=click.Path(path_type=Path),
+              help="plan units from this file instead of the database")
+@click.option("--map", "mapping", multiple=True, metavar="SRC=DST", help="rename a column of --units")
+@click.option("--crs", help="CRS of --units when its file does not say")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help=".gpkg or .zip (shapefiles)")
+@with_appcontext
+def plan_command(minimum, maximum, target, street, seed, fresh, units_path, mapping, crs, output) -> None:
+    """Make an automatic plan; print its scores as one JSON object on stdout."""
+    retired: set[str] = set()
+    if units_path is None:
+        eng = _ready()
+        limits = bounds(eng)
+        units, adjacency = units_from_database(eng, street)
+        retired = retired_codes(eng)
+    else:
+        limits = Bounds()
+        try:
+            units = units_from_file(units_path, _mapping(mapping), crs)
+        except ImportRefused as exc:
+            raise click.ClickException(f"cannot read the units: {exc}") from None
+        if street:
+            units = units[units["street_code"] == street]
+        adjacency = None
+    if units.empty:
+        raise click.ClickException("no units to plan" + (f" in street {street}" if street else ""))
+    if output.suffix.lower() not in (".gpkg", ".zip"):
+        raise click.ClickException(f"{output.name}: write the plan to a .gpkg or a .zip")
+    try:
+        rules = Rules(minimum or limits.minimum, maximum or limits.maximum, target, not fresh, seed)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    graph = UnitGraph.from_units(units, adjacency)
+    streets = sorted(set(graph.street))
+    with click.progressbar(length=len(streets), label="planning", file=sys.stderr) as bar:
+        result = make_plan(graph, rules, retired=retired, progress=lambda done, _total: bar.update(1))
+    export_plan(result, units, output)
+    click.echo(json.dumps(result.scores(), ensure_ascii=False))
+
+
 def register(app: Flask) -> None:
-    for command in (init_db, demo, import_command, export_command, user, token, demo_accounts):
+    for command in (init_db, demo, import_command, export_command, user, token, demo_accounts,
+                    plan_command):
         app.cli.add_command(command)

@@ -1,0 +1,169 @@
+"""Plans as files: the units a plan is made from, its community polygons, and its export.
+
+A plan's communities are dissolved from their units (so there are no gaps or overlaps inside a
+street); the export carries the polygons with their scores, the unit-to-community table, and the
+plan's scores, as a GeoPackage or a shapefile zip under the same rules as the layer exports.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import zipfile
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import shapely
+from sqlalchemy import Engine, select
+
+from geodata.catalog import Field
+from geodata.crs import parse_crs, to_wgs84
+from geodata.exporter import write_frame
+from geodata.importer import ImportRefused, read_source
+from geodata.models import Community, CommunityHistory, UnitAdjacency
+from geodata.store import read_layer
+from layers.redistricting import PlanResult
+
+COMMUNITY_FIELDS = [
+    Field("community_code", "str", "comm_code", "社区代码"),
+    Field("street_code", "str", "strt_code", "街道代码"),
+    Field("households", "int", "households", "户数"), Field("population", "int", "population", "人口"),
+    Field("units", "int", "units", "单元数"), Field("area_m2", "float", "area_m2", "面积"),
+    Field("polsby_popper", "float", "pp", "紧凑度"), Field("contiguous", "str", "contiguous", "连通"),
+    Field("within_bounds", "str", "in_bounds", "户数达标"), Field("moved_in", "int", "moved_in", "迁入户数"),
+    Field("moved_out", "int", "moved_out", "迁出户数"), Field("provisional", "str", "provis", "临时代码"),
+]
+ASSIGNMENT_FIELDS = [
+    Field("code", "str", "unit_code", "单元代码"), Field("street_code", "str", "strt_code", "街道代码"),
+    Field("previous_code", "str", "prev_code", "原社区代码"),
+    Field("community_code", "str", "comm_code", "社区代码"),
+    Field("households", "int", "households", "户数"),
+]
+
+
+def units_from_file(path: str | Path, mapping: dict[str, str] | None = None, crs=None) -> gpd.GeoDataFrame:
+    """Units from any vector file with ``households``, ``street`` and (optional; empty = blind
+    spot) ``community`` columns — or ``street_code``/``community_code`` — renamed by ``mapping``.
+    Without a ``code`` column, units are numbered in file order."""
+    try:
+        declared = parse_crs(crs)
+    except ValueError as exc:
+        raise ImportRefused(str(exc)) from None
+    with tempfile.TemporaryDirectory(prefix="gridplan-plan-") as tmp:
+        gdf = read_source(path, declared_crs=declared, workdir=Path(tmp))
+    try:
+        gdf = to_wgs84(gdf.rename(columns=mapping or {}), declared)
+    except ValueError as exc:
+        raise ImportRefused(str(exc)) from None
+    gdf = gdf.rename(columns={"street": "street_code", "community": "community_code"})
+    missing = [c for c in ("households", "street_code") if c not in gdf.columns]
+    if missing:
+        raise ImportRefused(f"{Path(path).name} has no {' or '.join(missing)} column: name it with "
+                            f"--map (columns: {', '.join(map(str, gdf.columns.drop('geometry')))})")
+    households = pd.to_numeric(gdf["households"], errors="coerce")
+    if households.isna().any() or (households < 0).any():
+        rows = np.flatnonzero((households.isna() | (households < 0)).to_numpy())[:10] + 1
+        raise ImportRefused(f"households is not a whole number ≥ 0 in rows {', '.join(map(str, rows))}")
+    gdf["households"] = households.round().astype(int)
+    gdf["street_code"] = gdf["street_code"].map(_text)
+    gdf["community_code"] = gdf["community_code"].map(_text) if "community_code" in gdf else None
+    gdf["code"] = gdf["code"].map(_text) if "code" in gdf else [f"U{i + 1:06d}" for i in range(len(gdf))]
+    if gdf["code"].duplicated().any():
+        raise ImportRefused("unit codes repeat in the file")
+    if not gdf.geometry.geom_type.isin(["Polygon", "MultiPolygon"]).all():
+        raise ImportRefused("units must be polygons")
+    return gdf
+
+
+def _text(value) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text or None
+
+
+def units_from_database(engine: Engine, street: str | None = None) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """The stored units (one street or all) and their stored adjacency."""
+    units = read_layer(engine, "units", street=street)
+    table = UnitAdjacency.__table__
+    with engine.connect() as conn:
+        stmt = select(table.c.unit_a, table.c.unit_b, table.c.shared_m)
+        if street:
+            stmt = stmt.where(table.c.unit_a.like(f"{street}%") | table.c.unit_b.like(f"{street}%"))
+        adjacency = pd.DataFrame(conn.execute(stmt).all(), columns=["unit_a", "unit_b", "shared_m"])
+    return units, adjacency
+
+
+def retired_codes(engine: Engine) -> set[str]:
+    """Every community code ever used: the current ones and those kept in history."""
+    with engine.connect() as conn:
+        current = set(conn.execute(select(Community.code)).scalars())
+        past = set(conn.execute(select(CommunityHistory.code)).scalars())
+    return current | past
+
+
+def community_polygons(result: PlanResult, units: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """The plan's communities, dissolved from their units, with the community scores."""
+    labels = result.assignment.reindex(units["code"].astype(str)).to_numpy()
+    geoms = np.asarray(units.geometry.values, dtype=object)
+    table = result.community_table()
+    polygons = []
+    for code in table["community_code"]:
+        parts = geoms[labels == code]
+        try:
+            polygons.append(shapely.coverage_union_all(parts))
+        except shapely.errors.GEOSException:
+            polygons.append(shapely.union_all(parts))
+    out = gpd.GeoDataFrame(table, geometry=polygons, crs=units.crs)
+    for column in ("contiguous", "within_bounds", "provisional"):
+        out[column] = out[column].map({True: "yes", False: "no"})
+    return out
+
+
+def assignment_table(result: PlanResult, units: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    out = units[["code", "street_code", "households", "geometry"]].copy()
+    out["previous_code"] = units["community_code"].to_numpy() if "community_code" in units else None
+    out["community_code"] = result.assignment.reindex(units["code"].astype(str)).to_numpy()
+    return out
+
+
+def export_plan(result: PlanResult, units: gpd.GeoDataFrame, out: str | Path,
+                encoding: str = "utf-8") -> Path:
+    """Write the plan to ``out``: ``.gpkg`` (layers communities, assignment, scores) or ``.zip``
+    (shapefiles communities and assignment, with scores.json)."""
+    out = Path(out)
+    communities = community_polygons(result, units)
+    assignment = assignment_table(result, units)
+    scores = result.scores()
+    if out.suffix.lower() == ".gpkg":
+        partial = out.with_name(f".{out.stem}.partial.gpkg")
+        partial.unlink(missing_ok=True)
+        pyogrio.write_dataframe(communities, partial, layer="communities", driver="GPKG",
+                                dataset_options={"VERSION": "1.2"})
+        pyogrio.write_dataframe(assignment, partial, layer="assignment", driver="GPKG", append=True)
+        flat = pd.DataFrame([{"key": k, "value": json.dumps(v, ensure_ascii=False)}
+                             for k, v in scores.items()])
+        pyogrio.write_dataframe(flat, partial, layer="scores", driver="GPKG", append=True)
+        partial.replace(out)
+        return out
+    if out.suffix.lower() != ".zip":
+        raise ValueError(f"{out.name}: write a plan to .gpkg or .zip (shapefiles)")
+    with tempfile.TemporaryDirectory(prefix="gridplan-plan-") as tmp:
+        parts = {"communities": (communities, COMMUNITY_FIELDS),
+                 "assignment": (assignment, ASSIGNMENT_FIELDS)}
+        partial = out.with_name(f".{out.stem}.partial.zip")
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as bundle:
+            for name, (gdf, fields) in parts.items():
+                piece = Path(tmp) / f"{name}.zip"
+                write_frame(gdf, fields, name, "shp", piece, encoding=encoding)
+                with zipfile.ZipFile(piece) as zf:
+                    for member in zf.namelist():
+                        bundle.writestr(member, zf.read(member))
+            bundle.writestr("scores.json", json.dumps(scores, ensure_ascii=False, indent=2))
+        partial.replace(out)
+    return out
