@@ -493,7 +493,7 @@ def _foreign_parts(graph: UnitGraph) -> np.ndarray:
     return current
 
 
-def _assign_codes(labels: np.ndarray, streets: np.ndarray, taken: set[str]) -> tuple[np.ndarray, set[str]]:
+def assign_codes(labels: np.ndarray, streets: np.ndarray, taken: set[str]) -> tuple[np.ndarray, set[str]]:
     """Real codes for the new labels: the next free numbers of each street (never a code that was
     ever used), provisional ``STREET-NNN`` codes where the street has no 9-digit code."""
     out = labels.copy()
@@ -537,5 +537,18 @@ def make_plan(graph: UnitGraph, rules: Rules = Rules(), *, retired: set[str] | f
         if progress:
             progress(done + 1, len(todo))
     taken = {c for c in graph.current if c is not None} | set(retired)
-    codes, provisional = _assign_codes(labels.astype(object), graph.street, taken)
+    codes, provisional = assign_codes(labels.astype(object), graph.street, taken)
     return PlanResult(graph, Partition(graph, codes), rules, problems, provisional)
+
+
+def split_in_two(graph: UnitGraph, labels: np.ndarray, code: str, rules: Rules, seed: int = 0) -> list[str]:
+    """The unit codes of the smaller of two balanced, compact, contiguous parts of ``code``."""
+    members = np.flatnonzero(labels == code)
+    street_units = np.flatnonzero(graph.street == graph.street[members[0]])
+    work = _Street(graph, street_units, rules, np.random.default_rng(seed))
+    work.labels = labels[street_units].copy()
+    local = work.land_members(code)
+    if len(local) < 2:
+        raise ValueError(f"community {code} has fewer than two land units")
+    parts = sorted(work.split(local, 2), key=lambda part: -int(work.hh[part].sum()))
+    return [str(graph.codes[street_units[i]]) for i in parts[-1]]

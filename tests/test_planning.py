@@ -1,0 +1,134 @@
+"""Stored plans: automatic plans, hand edits, version conflicts, approval, adoption, comparison."""
+
+from __future__ import annotations
+
+import pytest
+import shapely
+from sqlalchemy import func, select
+
+from geodata import plan_store
+from geodata.demo import write_demo
+from geodata.models import AuditLog, CommunityHistory
+from geodata.store import read_layer
+from layers import planning
+
+
+@pytest.fixture
+def stored(engine, small_demo):
+    write_demo(engine, small_demo)
+    planning.forget_units(engine)
+    return engine
+
+
+def first_street(demo) -> str:
+    return demo.layers["streets"]["code"].iloc[0]
+
+
+def test_auto_plan_of_a_street_is_stored_as_a_draft(stored, small_demo):
+    street = first_street(small_demo)
+    plan_id, result = planning.auto_plan(stored, "第一版", "planner", street=street)
+    plan = plan_store.get_plan(stored, plan_id)
+    assert plan["status"] == "draft" and plan["version"] == 1 and plan["author"] == "planner"
+    assignment = plan_store.plan_assignment(stored, plan_id)
+    assert len(assignment) == (small_demo.layers["units"]["street_code"] == street).sum()
+    assert (assignment == result.assignment.reindex(assignment.index)).all()
+    assert plan["scores"]["outside_bounds"] == result.scores()["outside_bounds"]
+
+
+def test_hand_edits_report_live_scores_and_violations(stored, small_demo):
+    street = first_street(small_demo)
+    plan_id, _ = planning.auto_plan(stored, "edit", "planner", street=street)
+    s = planning.session(stored, plan_id)
+    code = sorted(s.partition.households)[0]
+    members = s.partition.members(code)
+    unit = str(s.graph.codes[members[0]])
+    neighbour = next(s.partition.labels[v] for m in members for v in s.graph.neighbours(m)
+                     if s.partition.labels[v] != code)
+    before = {c: s.partition.households[c] for c in (code, neighbour)}
+    moved = int(s.graph.households[members[0]])
+    answer = planning.move_units(stored, plan_id, [unit], neighbour, 1, "planner")
+    assert answer["version"] == 2
+    figures = {c["community_code"]: c for c in answer["communities"]}
+    assert figures[code]["households"] == before[code] - moved
+    assert figures[neighbour]["households"] == before[neighbour] + moved
+    assert plan_store.plan_assignment(stored, plan_id)[unit] == neighbour
+    # moving every unit out leaves the community empty; a rule break is reported, not refused
+    rest = [str(s.graph.codes[i]) for i in s.partition.members(code)]
+    answer = planning.move_units(stored, plan_id, rest[:1], "new", 2, "planner")
+    new = answer["to"]
+    assert new.startswith(street) and len(new) == 12 and new not in set(s.graph.current)
+    assert any("below the minimum" in v for c in answer["communities"] if c["community_code"] == new
+               for v in c["violations"])
+
+
+def test_two_planners_saving_the_same_version_conflict(stored, small_demo):
+    plan_id, _ = planning.auto_plan(stored, "race", "planner", street=first_street(small_demo))
+    s = planning.session(stored, plan_id)
+    a, b = (str(c) for c in s.graph.codes[:2])
+    target = s.partition.labels[0]
+    planning.move_units(stored, plan_id, [b], target, 1, "planner-a")
+    with pytest.raises(plan_store.VersionConflict, match="nothing was overwritten"):
+        planning.move_units(stored, plan_id, [a], "new", 1, "planner-b")
+    assert plan_store.get_plan(stored, plan_id)["version"] == 2
+
+
+def test_split_and_merge(stored, small_demo):
+    plan_id, _ = planning.auto_plan(stored, "split", "planner", street=first_street(small_demo))
+    s = planning.session(stored, plan_id)
+    code = max(s.partition.households, key=s.partition.households.get)
+    total = s.partition.households[code]
+    answer = planning.split_community(stored, plan_id, code, 1, "planner")
+    parts = {c["community_code"]: c["households"] for c in answer["communities"]}
+    assert sum(parts.values()) == total and len(parts) == 2
+    assert all(not any("contiguous" in v for v in c["violations"]) for c in answer["communities"])
+    answer = planning.merge_communities(stored, plan_id, code, answer["to"], answer["version"], "planner")
+    assert {c["community_code"]: c["households"] for c in answer["communities"]}[code] == total
+
+
+def test_workflow_roles_and_adoption(stored, small_demo):
+    street = first_street(small_demo)
+    plan_id, result = planning.auto_plan(stored, "adopt me", "planner", street=street)
+    with pytest.raises(planning.WorkflowError, match="approved"):
+        planning.change_status(stored, plan_id, "adopt", 1, "admin", "admin")
+    with pytest.raises(planning.WorkflowError, match="a planner may not approve"):
+        planning.change_status(stored, plan_id, "approve", 1, "planner", "planner")
+    v = planning.change_status(stored, plan_id, "submit", 1, "planner", "planner")["version"]
+    with pytest.raises(planning.WorkflowError, match="needs a comment"):
+        planning.change_status(stored, plan_id, "reject", v, "admin", "admin")
+    v = planning.change_status(stored, plan_id, "reject", v, "admin", "admin", "太大了")["version"]
+    assert plan_store.get_plan(stored, plan_id)["status"] == "rejected"
+    v = planning.change_status(stored, plan_id, "submit", v, "planner", "planner")["version"]
+    v = planning.change_status(stored, plan_id, "approve", v, "admin", "admin")["version"]
+    with pytest.raises(planning.WorkflowError, match="only drafts"):
+        planning.move_units(stored, plan_id, [str(result.graph.codes[0])], "new", v, "planner")
+
+    before = read_layer(stored, "communities", street=street)
+    report = planning.change_status(stored, plan_id, "adopt", v, "admin", "admin")
+    assert report["status"] == "adopted"
+    after = read_layer(stored, "communities", street=street)
+    assert set(after["code"]) == set(result.assignment.unique())
+    # dissolved from the units: no gaps and no overlaps, the street covered exactly
+    assert shapely.coverage_is_valid(after.geometry.values)
+    outline = small_demo.layers["streets"].set_index("code").geometry[street]
+    assert abs(shapely.union_all(after.geometry.values).area - outline.area) < 1e-9
+    units = read_layer(stored, "units", street=street).set_index("code")["community_code"]
+    assert (units == result.assignment.reindex(units.index)).all()
+    with stored.connect() as conn:
+        kept = conn.execute(select(func.count()).select_from(CommunityHistory)).scalar_one()
+        audit = conn.execute(select(AuditLog.action)).scalars().all()
+    assert kept == len(before) and "plan:adopt" in audit
+    facilities = read_layer(stored, "facilities")
+    inside = facilities[facilities["community_code"].fillna("").str.startswith(street)]
+    polygons = after.set_index("code").geometry
+    assert all(polygons[c].covers(p) for c, p in zip(inside["community_code"], inside.geometry, strict=True))
+    assert isinstance(report["straddling_cells"], list)
+
+
+def test_compare_with_the_current_boundaries(stored, small_demo):
+    plan_id, result = planning.auto_plan(stored, "compare", "planner", street=first_street(small_demo))
+    diff = planning.compare(stored, plan_id)
+    current = result.graph.current
+    changed = {(str(u), c) for u, c, was in zip(result.graph.codes, result.partition.labels, current, strict=True)
+               if c != was}
+    assert {(d["unit"], d["to"]) for d in diff["changed_units"]} == changed
+    assert diff["scores"]["outside_bounds"]["plan"] <= diff["scores"]["outside_bounds"]["other"]
