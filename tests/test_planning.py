@@ -128,7 +128,7 @@ def test_compare_with_the_current_boundaries(stored, small_demo):
     plan_id, result = planning.auto_plan(stored, "compare", "planner", street=first_street(small_demo))
     diff = planning.compare(stored, plan_id)
     current = result.graph.current
-    changed = {(str(u), c) for u, c, was in zip(result.graph.codes, result.partition.labels, current, strict=True)
-               if c != was}
+    pairs = zip(result.graph.codes, result.partition.labels, current, strict=True)
+    changed = {(str(u), c) for u, c, was in pairs if c != was}
     assert {(d["unit"], d["to"]) for d in diff["changed_units"]} == changed
     assert diff["scores"]["outside_bounds"]["plan"] <= diff["scores"]["outside_bounds"]["other"]
