@@ -171,8 +171,8 @@ def move_units(engine: Engine, plan_id: int, unit_codes: list[str], to: str, ver
                                         scores=plan_scores(s),
                                         status="draft" if plan["status"] == "rejected" else None)
     s.version = new_version
-    return {"version": new_version, "to": to, "communities": community_scores(s, touched),
-            "plan": plan_scores(s)}
+    return {"version": new_version, "to": to, "units": list(unit_codes),
+            "communities": community_scores(s, touched), "plan": plan_scores(s)}
 
 
 def plan_scores(s: Session) -> dict:

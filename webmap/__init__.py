@@ -36,12 +36,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.from_mapping(test_config)
 
-    from webmap import api, auth, cli, maps
+    from webmap import api, auth, cli, maps, plans
 
     csrf.init_app(app)
     auth.init_app(app)
     app.register_blueprint(maps.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(plans.bp)
     cli.register(app)
 
     @app.errorhandler(OperationalError)

@@ -252,7 +252,19 @@ def plan_command(minimum, maximum, target, street, seed, fresh, units_path, mapp
     click.echo(json.dumps(result.scores(), ensure_ascii=False))
 
 
+@click.command("worker")
+@click.option("--once", is_flag=True, help="run the queued jobs, then stop")
+@with_appcontext
+def worker_command(once: bool) -> None:
+    """Run background jobs (city-wide plans) as they are queued."""
+    from layers.worker import work
+
+    eng = _ready()
+    click.echo("worker: waiting for jobs" if not once else "worker: running queued jobs")
+    work(eng, once=once)
+
+
 def register(app: Flask) -> None:
     for command in (init_db, demo, import_command, export_command, user, token, demo_accounts,
-                    plan_command):
+                    plan_command, worker_command):
         app.cli.add_command(command)

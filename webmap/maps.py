@@ -69,7 +69,7 @@ def build_map(extent) -> folium.Map:
     return m
 
 
-def _render(template: str, m: folium.Map, config: dict, **context):
+def render_map(template: str, m: folium.Map, config: dict, **context):
     root = m.get_root()
     root.render()
     return render_template(template, map_header=Markup(root.header.render()),
@@ -90,7 +90,7 @@ def planner():
     limits = bounds(engine())
     kinds = {k: v[0] for k, v in FACILITY_KINDS.items()}
     m = build_map(layer_extent(engine(), "communities") or layer_extent(engine(), "units"))
-    return _render("planner.html", m, {"bounds": [limits.minimum, limits.maximum],
+    return render_map("planner.html", m, {"bounds": [limits.minimum, limits.maximum],
                                        "facilityKinds": kinds}, title="规划 planner's map")
 
 
@@ -100,7 +100,7 @@ def supervisor():
     account = current_account()
     categories = {k: v[1] for k, v in INCIDENT_CATEGORIES.items()}
     m = build_map(layer_extent(engine(), "grid_cells"))
-    return _render("supervisor.html", m, {"scope": account.scope_code, "categories": categories},
+    return render_map("supervisor.html", m, {"scope": account.scope_code, "categories": categories},
                    title="网格 supervisor's map")
 
 

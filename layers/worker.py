@@ -1,0 +1,52 @@
+"""The background worker: runs stored jobs (a city-wide plan) outside any web request.
+
+``flask --app webmap worker`` runs it; pages follow a job's progress through ``/api/jobs/<id>``.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+
+from sqlalchemy import Engine
+
+from geodata import jobs
+from layers import planning
+
+
+def _auto_plan(engine: Engine, job: dict) -> dict:
+    params = dict(job["params"])
+    name, author = params.pop("name"), params.pop("author")
+
+    def progress(done: int, total: int) -> None:
+        jobs.report(engine, job["id"], done / max(total, 1), f"{done}/{total} streets")
+
+    plan_id, result = planning.auto_plan(engine, name, author, progress=progress, **params)
+    return {"plan_id": plan_id, "scores": {k: v for k, v in result.scores().items() if k != "infeasible"}}
+
+
+RUNNERS: dict[str, Callable[[Engine, dict], dict]] = {"auto_plan": _auto_plan}
+
+
+def run_one(engine: Engine) -> dict | None:
+    """Run the oldest queued job, if any; returns it."""
+    job = jobs.claim_next(engine)
+    if job is None:
+        return None
+    try:
+        jobs.finish(engine, job["id"], RUNNERS[job["kind"]](engine, job))
+    except Exception as exc:  # a failed job is recorded, the worker goes on
+        jobs.fail(engine, job["id"], f"{type(exc).__name__}: {exc}")
+        traceback.print_exc()
+    return jobs.get_job(engine, job["id"])
+
+
+def work(engine: Engine, *, once: bool = False, poll: float = 1.0) -> None:
+    """Run jobs as they come (until there are none, with ``once``)."""
+    while True:
+        job = run_one(engine)
+        if job is None:
+            if once:
+                return
+            time.sleep(poll)

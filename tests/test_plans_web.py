@@ -1,0 +1,145 @@
+"""Plans over HTTP: automatic plans (a street at once, the district as a background job), hand
+edits, conflicts, approval by role, comparison and export; and the plan page in Chromium."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+
+from geodata.demo import write_demo
+from layers import planning
+from layers.worker import run_one
+from tests.webhelpers import csrf_token, make_accounts, sign_in
+from webmap import create_app
+
+
+@pytest.fixture
+def site(db_url, engine, small_demo):
+    write_demo(engine, small_demo)
+    planning.forget_units(engine)
+    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
+    make_accounts(app, small_demo)
+    return app
+
+
+def browser_client(app, role):
+    client = app.test_client()
+    assert sign_in(client, role).status_code == 302
+    token = csrf_token(client.get("/plans").get_data(as_text=True))
+    return client, {"X-CSRFToken": token}
+
+
+def test_a_street_plan_at_once_and_a_district_plan_in_the_background(site, engine, small_demo):
+    client, headers = browser_client(site, "planner")
+    street = small_demo.layers["streets"]["code"].iloc[0]
+    answer = client.post("/api/plans", json={"name": "街道方案", "street": street}, headers=headers)
+    assert answer.status_code == 201 and answer.json["scores"]["non_contiguous"] == 0
+    answer = client.post("/api/plans", json={"name": "全区方案"}, headers=headers)
+    assert answer.status_code == 202
+    job = client.get(answer.json["url"]).json
+    assert job["status"] == "queued"
+    done = run_one(engine)  # the worker process's loop, once
+    assert done["status"] == "done" and done["progress"] == 1.0
+    job = client.get(answer.json["url"]).json
+    plan = client.get(f"/api/plans/{job['result']['plan_id']}").json
+    assert plan["status"] == "draft" and plan["scores"]["units"] == len(small_demo.layers["units"])
+    names = [p["name"] for p in client.get("/api/plans").json["plans"]]
+    assert names == ["全区方案", "街道方案"]
+    assert "街道方案" in client.get("/plans").get_data(as_text=True)
+
+
+def test_edits_conflicts_and_bad_requests(site, small_demo):
+    client, headers = browser_client(site, "planner")
+    street = small_demo.layers["streets"]["code"].iloc[0]
+    plan_id = client.post("/api/plans", json={"name": "p", "street": street}, headers=headers).json["plan_id"]
+    units = client.get(f"/api/plans/{plan_id}/units").json["features"]
+    unit = units[0]["properties"]["code"]
+    moved = client.post(f"/api/plans/{plan_id}/moves", json={"units": [unit], "to": "new", "version": 1},
+                        headers=headers)
+    assert moved.status_code == 200 and moved.json["version"] == 2
+    assert moved.json["units"] == [unit]
+    stale = client.post(f"/api/plans/{plan_id}/moves", json={"units": [unit], "to": "new", "version": 1},
+                        headers=headers)
+    assert stale.status_code == 409 and "nothing was overwritten" in stale.json["description"]
+    assert client.post(f"/api/plans/{plan_id}/moves", json={"units": [unit], "to": "new"},
+                       headers=headers).status_code == 400
+    assert client.post(f"/api/plans/{plan_id}/moves", json={"units": ["nope"], "to": "new", "version": 2},
+                       headers=headers).status_code == 400
+    assert client.post(f"/api/plans/{plan_id}/moves", json={"units": [unit], "to": "new", "version": 2}
+                       ).status_code == 400  # no CSRF token
+    assert client.post("/api/plans/999/moves", json={"units": [unit], "to": "new", "version": 1},
+                       headers=headers).status_code == 404
+    viewer, viewer_headers = browser_client(site, "viewer")
+    assert viewer.post(f"/api/plans/{plan_id}/moves", json={"units": [unit], "to": "new", "version": 2},
+                       headers=viewer_headers).status_code == 403
+
+
+def test_approval_by_role_comparison_and_export(site, small_demo):
+    planner, ph = browser_client(site, "planner")
+    admin, ah = browser_client(site, "admin")
+    street = small_demo.layers["streets"]["code"].iloc[0]
+    plan_id = planner.post("/api/plans", json={"name": "p", "street": street}, headers=ph).json["plan_id"]
+    assert planner.post(f"/api/plans/{plan_id}/status", json={"action": "approve", "version": 1},
+                        headers=ph).status_code == 403
+    v = planner.post(f"/api/plans/{plan_id}/status", json={"action": "submit", "version": 1},
+                     headers=ph).json["version"]
+    v = admin.post(f"/api/plans/{plan_id}/status", json={"action": "approve", "version": v},
+                   headers=ah).json["version"]
+    diff = admin.get(f"/api/plans/{plan_id}/compare").json
+    assert diff["changed_units"] and diff["scores"]["outside_bounds"]["difference"] < 0
+    export = admin.get(f"/api/plans/{plan_id}/export?format=shp")
+    assert export.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(export.data)) as zf:
+        assert {"communities.shp", "communities.prj", "communities.cpg", "scores.json"} <= set(zf.namelist())
+    adopted = admin.post(f"/api/plans/{plan_id}/status", json={"action": "adopt", "version": v}, headers=ah)
+    assert adopted.status_code == 200 and adopted.json["status"] == "adopted"
+    assert "straddling_cells" in adopted.json
+
+
+def test_plan_page_select_move_and_undo(spatialite_url, chromium_path, small_demo):
+    import threading
+
+    from playwright.sync_api import sync_playwright
+    from werkzeug.serving import make_server
+
+    from geodata.db import get_engine
+
+    write_demo(get_engine(spatialite_url), small_demo)
+    site = create_app({"DATABASE_URL": spatialite_url, "TESTING": True, "BASEMAP": "none"})
+    make_accounts(site, small_demo)
+    client, headers = browser_client(site, "planner")
+    street = small_demo.layers["streets"]["code"].iloc[0]
+    answer = client.post("/api/plans", json={"name": "浏览器", "street": street}, headers=headers)
+    plan_id = answer.json["plan_id"]
+    server = make_server("127.0.0.1", 0, site, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium_path, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{base}/login")
+            page.fill("input[name=name]", "planner")
+            page.fill("input[name=password]", "correct horse 42")
+            page.click("form.login button[type=submit]")
+            page.goto(f"{base}/plans/{plan_id}")
+            page.wait_for_function("window.gridplan && window.gridplan.ready", timeout=30_000)
+            code = page.evaluate("[...window.gridplan.state.units.keys()][0]")
+            community = f"window.gridplan.state.units.get('{code}').feature.properties.community_code"
+            before = page.evaluate(community)
+            page.evaluate(f"() => {{ window.gridplan.state.units.get('{code}').layer.fire('click'); }}")
+            assert "1" in page.inner_text("#selection")
+            page.select_option("#move-to", "new")
+            page.click("#move")
+            page.wait_for_function("window.gridplan.state.version === 2")
+            after = page.evaluate(community)
+            assert after != before and after.startswith(street)
+            assert "below the minimum" in page.inner_text("#violations")
+            page.click("#undo")
+            page.wait_for_function("window.gridplan.state.version === 3")
+            assert page.evaluate(community) == before
+            browser.close()
+    finally:
+        server.shutdown()

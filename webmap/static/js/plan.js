@@ -1,0 +1,191 @@
+/* A plan on the map: units coloured by their community in the plan; click to select units and
+   move them (to a neighbouring or a new community), split, merge, undo and redo, with the
+   touched communities' figures and broken rules shown at once; the approval actions. */
+"use strict";
+(function () {
+  const { config, map, el, figures, number, getJSON, status } = window.gp;
+  const planId = config.plan.id;
+  const token = document.querySelector("meta[name=csrf-token]").content;
+  const state = { version: config.plan.version, units: new Map(), communities: new Map(), selected: new Set(),
+    undo: [], redo: [], community: null, compare: false };
+  window.gridplan = { map, state, ready: false };
+
+  function colour(code) {
+    // codes of one street differ in their last digits: spread those round the colour wheel
+    const n = parseInt((code || "0").replace(/\D/g, "").slice(-4), 10) || 0;
+    return `hsl(${(n * 137.508) % 360}, 60%, ${55 + (n % 3) * 8}%)`;
+  }
+  const broken = (code) => (state.communities.get(code)?.violations || []).length > 0;
+
+  function style(f) {
+    const p = f.properties;
+    const changed = state.compare && p.community_code !== p.current_code;
+    return {
+      color: state.selected.has(p.code) ? "#000" : changed ? "#d7191c" : broken(p.community_code) ? "#d7191c" : "#666",
+      weight: state.selected.has(p.code) ? 3 : changed ? 2.5 : 0.6, dashArray: changed ? "4 3" : null,
+      fillColor: p.land_use === "water" ? "#74a9cf" : colour(p.community_code), fillOpacity: 0.7,
+    };
+  }
+  const layer = L.geoJSON(null, {
+    style,
+    onEachFeature: (f, l) => {
+      state.units.set(f.properties.code, { feature: f, layer: l });
+      l.bindTooltip(() => el("div", `${f.properties.code} · ${number(f.properties.households)} 户 · ${f.properties.community_code}`));
+      l.on("click", () => click(f.properties.code));
+    },
+  }).addTo(map);
+  window.gridplan.layer = layer;
+
+  function restyle() { layer.eachLayer((l) => l.setStyle(style(l.feature))); }
+
+  function showPlan(scores) {
+    document.getElementById("plan-title").textContent = `${config.plan.name} · ${config.plan.status} · v${state.version}`;
+    figures(document.getElementById("plan-figures"), [
+      ["社区 communities", number(scores.communities)],
+      ["超出户数范围 outside the bounds", number(scores.outside_bounds), scores.outside_bounds ? "flag-above" : ""],
+      ["不连通 not contiguous", number(scores.non_contiguous), scores.non_contiguous ? "flag-above" : ""],
+      ["迁移户数 households moved", `${number(scores.households_moved)} (${(100 * scores.households_moved_share).toFixed(1)}%)`],
+      ["户数 min / median / max", `${number(scores.households_min)} / ${number(scores.households_median)} / ${number(scores.households_max)}`],
+      ["紧凑度 Polsby–Popper mean", scores.pp_mean],
+    ]);
+    window.gridplan.scores = scores;
+  }
+
+  function showCommunity(code) {
+    state.community = code;
+    const c = state.communities.get(code);
+    if (!c) return;
+    document.getElementById("selected").hidden = false;
+    document.getElementById("selected-name").textContent = code;
+    figures(document.getElementById("selected-figures"), [
+      ["户数 households", number(c.households)], ["人口 population", number(c.population)],
+      ["面积 area", `${((c.area_m2 || 0) / 1e6).toFixed(3)} km²`], ["紧凑度 Polsby–Popper", c.polsby_popper]]);
+    const list = document.getElementById("violations");
+    list.replaceChildren(...(c.violations || []).map((v) => el("li", v)));
+    document.getElementById("split").disabled = !config.editable;
+    const merge = document.getElementById("merge-with");
+    merge.replaceChildren(...[...state.communities.keys()].filter((k) => k !== code).map((k) => el("option", k, { value: k })));
+    document.getElementById("merge").disabled = !config.editable;
+  }
+
+  function click(code) {
+    const unit = state.units.get(code).feature.properties;
+    if (config.editable) {
+      if (state.selected.has(code)) state.selected.delete(code); else state.selected.add(code);
+      document.getElementById("selection").textContent = state.selected.size
+        ? `${state.selected.size} 个单元 units selected` : "未选择 nothing selected";
+      restyle();
+    }
+    showCommunity(unit.community_code);
+  }
+
+  function fillMoveTargets() {
+    const select = document.getElementById("move-to");
+    const options = [...state.communities.keys()].sort().map((k) => el("option", k, { value: k }));
+    select.replaceChildren(el("option", "新社区 new community", { value: "new" }), ...options);
+  }
+
+  async function post(path, body) {
+    const response = await fetch(`/api/plans/${planId}/${path}`, { method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": token }, body: JSON.stringify({ ...body, version: state.version }) });
+    const answer = await response.json();
+    if (!response.ok) { status(`${response.status}: ${answer.description}`); throw new Error(answer.description); }
+    return answer;
+  }
+
+  function apply(answer, moved) {
+    state.version = answer.version;
+    for (const code of moved) state.units.get(code).feature.properties.community_code = answer.to;
+    for (const c of answer.communities) {
+      if (c.removed) state.communities.delete(c.community_code); else state.communities.set(c.community_code, c);
+    }
+    showPlan(answer.plan);
+    fillMoveTargets();
+    restyle();
+    showCommunity(answer.to);
+    status(`v${state.version}: ${moved.length} 个单元移到 units moved to ${answer.to}`);
+  }
+
+  async function move(units, to, record = true) {
+    const before = new Map(units.map((u) => [u, state.units.get(u).feature.properties.community_code]));
+    const answer = await post("moves", { units, to });
+    apply(answer, units);
+    if (record) { state.undo.push({ before, to: answer.to }); state.redo = []; }
+    document.getElementById("undo").disabled = !state.undo.length;
+    document.getElementById("redo").disabled = !state.redo.length;
+    return answer;
+  }
+
+  async function undo() {
+    const step = state.undo.pop();
+    if (!step) return;
+    const groups = new Map();
+    for (const [u, c] of step.before) groups.set(c, [...(groups.get(c) || []), u]);
+    for (const [c, units] of groups) await move(units, c, false);
+    state.redo.push(step);
+    document.getElementById("undo").disabled = !state.undo.length;
+    document.getElementById("redo").disabled = !state.redo.length;
+  }
+
+  async function redo() {
+    const step = state.redo.pop();
+    if (!step) return;
+    await move([...step.before.keys()], step.to, false);
+    state.undo.push(step);
+    document.getElementById("undo").disabled = !state.undo.length;
+    document.getElementById("redo").disabled = !state.redo.length;
+  }
+
+  document.getElementById("move").addEventListener("click", () => {
+    if (state.selected.size) move([...state.selected], document.getElementById("move-to").value).then(() => {
+      state.selected.clear(); restyle(); document.getElementById("selection").textContent = "未选择 nothing selected";
+    });
+  });
+  document.getElementById("clear").addEventListener("click", () => { state.selected.clear(); restyle(); });
+  document.getElementById("undo").addEventListener("click", undo);
+  document.getElementById("redo").addEventListener("click", redo);
+  document.getElementById("split").addEventListener("click", async () => {
+    const code = state.community;
+    const answer = await post("split", { community: code });
+    apply(answer, answer.units);
+    state.undo.push({ before: new Map(answer.units.map((u) => [u, code])), to: answer.to });
+    state.redo = [];
+    document.getElementById("undo").disabled = false;
+  });
+  document.getElementById("merge").addEventListener("click", async () => {
+    const merge = document.getElementById("merge-with").value;
+    const units = [...state.units.values()].filter((u) => u.feature.properties.community_code === merge)
+      .map((u) => u.feature.properties.code);
+    await move(units, state.community);
+  });
+  document.getElementById("compare").addEventListener("change", (e) => { state.compare = e.target.checked; restyle(); });
+  document.getElementById("export-gpkg").href = `/api/plans/${planId}/export?format=gpkg`;
+  document.getElementById("export-shp").href = `/api/plans/${planId}/export?format=shp`;
+
+  const ACTIONS = { draft: ["submit"], rejected: ["submit"], submitted: ["approve", "reject"], approved: ["adopt"] };
+  const LABELS = { submit: "提交 submit", approve: "批准 approve", reject: "驳回 reject", adopt: "采用 adopt" };
+  const box = document.getElementById("actions");
+  for (const action of ACTIONS[config.plan.status] || []) {
+    const button = el("button", LABELS[action], { type: "button", "data-action": action });
+    button.addEventListener("click", async () => {
+      const answer = await post("status", { action, comment: document.getElementById("comment").value });
+      status(`${answer.status}${answer.straddling_cells ? `; 跨社区网格 cells to regenerate: ${answer.straddling_cells.length}` : ""}`);
+      setTimeout(() => window.location.reload(), 800);
+    });
+    box.append(button);
+  }
+
+  async function start() {
+    const [plan, units] = await Promise.all([getJSON(`/api/plans/${planId}`), getJSON(`/api/plans/${planId}/units`)]);
+    for (const c of plan.communities) state.communities.set(c.community_code, c);
+    state.version = plan.version;
+    layer.addData(units);
+    if (units.features.length) map.fitBounds(layer.getBounds(), { animate: false });
+    showPlan(plan.scores);
+    fillMoveTargets();
+    document.getElementById("edit-tools").hidden = !config.editable;
+    status(config.editable ? "点击单元选择 click units to select them" : `${config.plan.status}: 只读 read-only`);
+    window.gridplan.ready = true;
+  }
+  start().catch((err) => status(`加载失败 failed to load: ${err.message}`));
+})();
