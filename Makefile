@@ -18,8 +18,9 @@ run: setup
 	$(FLASK) init-db
 	$(FLASK) demo --if-empty
 	$(FLASK) demo-accounts
-	@echo "gridplan on http://$(HOST):$(PORT)/"
-	$(BIN)/gunicorn --workers 2 --bind $(HOST):$(PORT) --access-logfile - 'webmap:create_app()'
+	@echo "gridplan on http://$(HOST):$(PORT)/ (background jobs run in a worker beside it)"
+	$(FLASK) worker & worker=$$!; trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+	  $(BIN)/gunicorn --workers 2 --bind $(HOST):$(PORT) --access-logfile - 'webmap:create_app()'
 
 dev: setup  # Flask's reloading development server
 	$(FLASK) run --debug --host $(HOST) --port $(PORT)
