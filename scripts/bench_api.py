@@ -2,7 +2,7 @@
 
 With the city-size demo (200,000 units) in SpatiaLite and in PostGIS, it serves gridplan with
 gunicorn and, in the same run, pygeoapi (in a virtualenv of its own, from
-requirements-bench.txt) on the same PostGIS table. ``wrk`` (Debian) sends bounding-box item
+requirements-bench-api.txt) on the same PostGIS table. ``wrk`` (Debian) sends bounding-box item
 queries (about 600 m × 600 m, 100 features at most) from 10 and 50 connections on loopback and
 reports requests per second with p50/p95 latency. Then headless Chromium opens the planner's
 map: HTML weight and the time until the communities are drawn.
@@ -98,7 +98,7 @@ def pygeoapi_venv() -> Path:
     if not (VENV / "bin" / "gunicorn").exists():
         subprocess.run(["/usr/bin/python3", "-m", "venv", str(VENV)], check=True)
         subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "-r",
-                        str(ROOT / "requirements-bench.txt")], check=True)
+                        str(ROOT / "requirements-bench-api.txt")], check=True)
     return VENV
 
 
