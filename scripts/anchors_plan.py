@@ -21,28 +21,31 @@ def maxp(units, adjacency, params):
     from libpysal.weights import W
     from spopt.region import MaxPHeuristic
 
-    neighbours = {c: [] for c in units["code"]}
-    for a, b in zip(adjacency["unit_a"], adjacency["unit_b"], strict=False):
+    units = units.reset_index(drop=True)  # spopt indexes the frame by position
+    position = {c: i for i, c in enumerate(units["code"])}
+    neighbours = {i: [] for i in range(len(units))}
+    for a, b in zip(adjacency["unit_a"].map(position), adjacency["unit_b"].map(position), strict=True):
         neighbours[a].append(b)
         neighbours[b].append(a)
-    units = units.set_index("code", drop=False)
-    w = W(neighbours, ids=list(units.index), silence_warnings=True)
+    w = W(neighbours, silence_warnings=True)
     model = MaxPHeuristic(units, w, ["households"], "households", params["minimum"], top_n=2)
     model.solve()
-    return dict(zip(units.index, (f"maxp-{label}" for label in model.labels_), strict=False))
+    return dict(zip(units["code"], (f"maxp-{label}" for label in model.labels_), strict=True))
 
 
 def tree(units, adjacency, params):
     import networkx as nx
+    from gerrychain import Graph
     from gerrychain.tree import recursive_tree_part
 
     graph = nx.Graph()
-    for code, households in zip(units["code"], units["households"], strict=False):
+    for code, households in zip(units["code"], units["households"], strict=True):
         graph.add_node(code, households=int(households))
-    graph.add_edges_from(zip(adjacency["unit_a"], adjacency["unit_b"], strict=False))
+    graph.add_edges_from(zip(adjacency["unit_a"], adjacency["unit_b"], strict=True))
     parts = params["parts"]
     target = units["households"].sum() / parts
     epsilon = min((params["maximum"] - target) / target, (target - params["minimum"]) / target)
+    graph = Graph.from_networkx(graph)
     assignment = recursive_tree_part(graph, range(parts), target, "households", max(epsilon, 0.01))
     return {c: f"tree-{p}" for c, p in assignment.items()}
 
@@ -50,10 +53,10 @@ def tree(units, adjacency, params):
 def bound(units, adjacency, params):
     import pulp
 
-    current = dict(zip(units["code"], units["community_code"], strict=False))
-    households = dict(zip(units["code"], units["households"], strict=False))
+    current = dict(zip(units["code"], units["community_code"], strict=True))
+    households = dict(zip(units["code"], units["households"], strict=True))
     touching = {}
-    for a, b in zip(adjacency["unit_a"], adjacency["unit_b"], strict=False):
+    for a, b in zip(adjacency["unit_a"], adjacency["unit_b"], strict=True):
         ca, cb = current.get(a), current.get(b)
         if ca and cb and ca != cb:
             touching.setdefault(ca, set()).add(cb)

@@ -154,16 +154,17 @@ def main() -> None:
     streets = sorted({c[:9] for c in grown})
     touched = units[units["street_code"].isin(streets)]
     with tempfile.TemporaryDirectory() as tmp:
-        lb = anchor("bound", touched, demo.adjacency[demo.adjacency["unit_a"].isin(touched["code"])
-                                                    & demo.adjacency["unit_b"].isin(touched["code"])],
-                    {"minimum": rules.minimum, "maximum": rules.maximum, "time_limit": 60}, args.cap, Path(tmp))
+        inside = demo.adjacency["unit_a"].isin(touched["code"]) & demo.adjacency["unit_b"].isin(touched["code"])
+        params = {"minimum": rules.minimum, "maximum": rules.maximum, "time_limit": 60}
+        lb = anchor("bound", touched, demo.adjacency[inside], params, args.cap, Path(tmp))
     totals = units.groupby("community_code")["households"].sum()
     valid = [c for c in totals.index if rules.minimum <= totals[c] <= rules.maximum]
     labels = replan.partition.labels
     kept = min(graph.households[(graph.current == c) & (labels == c)].sum() / totals[c] for c in valid)
     bound = (lb.get("result") or {}).get("lower_bound")
     results["disruption"] = {"grown": list(grown), "replan_s": round(seconds, 3), "households_moved": moved,
-                             "lower_bound": lb.get("result") or lb, "ratio": round(moved / bound, 2) if bound else None,
+                             "lower_bound": lb.get("result") or lb,
+                             "ratio": round(moved / bound, 2) if bound else None,
                              "valid_kept_min_share": round(float(kept), 4),
                              "valid_kept_code": all(c in set(labels) for c in valid)}
     print("disruption", json.dumps(results["disruption"]), flush=True)
