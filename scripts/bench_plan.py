@@ -154,9 +154,10 @@ def main() -> None:
     streets = sorted({c[:9] for c in grown})
     touched = units[units["street_code"].isin(streets)]
     with tempfile.TemporaryDirectory() as tmp:
-        inside = demo.adjacency["unit_a"].isin(touched["code"]) & demo.adjacency["unit_b"].isin(touched["code"])
+        pairs = demo.adjacency
+        inside = pairs["unit_a"].isin(touched["code"]) & pairs["unit_b"].isin(touched["code"])
         params = {"minimum": rules.minimum, "maximum": rules.maximum, "time_limit": 60}
-        lb = anchor("bound", touched, demo.adjacency[inside], params, args.cap, Path(tmp))
+        lb = anchor("bound", touched, pairs[inside], params, args.cap, Path(tmp))
     totals = units.groupby("community_code")["households"].sum()
     valid = [c for c in totals.index if rules.minimum <= totals[c] <= rules.maximum]
     labels = replan.partition.labels
