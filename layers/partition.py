@@ -41,7 +41,7 @@ class UnitGraph:
     area: np.ndarray  # m²
     perimeter: np.ndarray  # m
     barrier: np.ndarray
-    indptr: np.ndarray
+    indptr: np.ndarray  # CSR of the adjacency; bridges over the river are links of 1 mm
     indices: np.ndarray
     shared: np.ndarray  # m, aligned with indices
     position: dict = field(default_factory=dict)

@@ -20,7 +20,7 @@ import shapely
 from sqlalchemy import Engine, select
 
 from geodata.catalog import Field
-from geodata.crs import parse_crs, to_wgs84
+from geodata.crs import parse_crs, to_metric, to_wgs84
 from geodata.exporter import write_frame
 from geodata.importer import ImportRefused, read_source
 from geodata.models import Community, CommunityHistory, UnitAdjacency
@@ -87,8 +87,25 @@ def _text(value) -> str | None:
     return text or None
 
 
+def bridge_links(units: gpd.GeoDataFrame, bridges: gpd.GeoDataFrame) -> pd.DataFrame:
+    """Pairs of land units of one street joined by a bridge over the river: a community may
+    reach across the river there (``shared_m`` of a millimetre: a link, not a shared edge)."""
+    land = units[units.get("land_use", pd.Series("", index=units.index)) != "water"]
+    if bridges.empty or land.empty:
+        return pd.DataFrame(columns=["unit_a", "unit_b", "shared_m"])
+    land = to_metric(land)
+    # a bridge runs along block edges: a few metres either side find the blocks at its ends
+    ends = bridges[["code", "geometry"]].rename(columns={"code": "bridge"}).to_crs(land.crs)
+    ends["geometry"] = ends.buffer(5.0)
+    hits = gpd.sjoin(ends, land[["code", "street_code", "geometry"]], predicate="intersects")
+    pairs = hits.merge(hits, on="bridge")
+    pairs = pairs[(pairs["code_x"] < pairs["code_y"]) & (pairs["street_code_x"] == pairs["street_code_y"])]
+    return pd.DataFrame({"unit_a": pairs["code_x"].to_numpy(), "unit_b": pairs["code_y"].to_numpy(),
+                         "shared_m": 0.001}).drop_duplicates(["unit_a", "unit_b"])
+
+
 def units_from_database(engine: Engine, street: str | None = None) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
-    """The stored units (one street or all) and their stored adjacency."""
+    """The stored units (one street or all) and their stored adjacency, with bridge links."""
     units = read_layer(engine, "units", street=street)
     table = UnitAdjacency.__table__
     with engine.connect() as conn:
@@ -96,7 +113,9 @@ def units_from_database(engine: Engine, street: str | None = None) -> tuple[gpd.
         if street:
             stmt = stmt.where(table.c.unit_a.like(f"{street}%") | table.c.unit_b.like(f"{street}%"))
         adjacency = pd.DataFrame(conn.execute(stmt).all(), columns=["unit_a", "unit_b", "shared_m"])
-    return units, adjacency
+    bridges = read_layer(engine, "roads", where={"road_class": "bridge"})
+    links = bridge_links(units, bridges)
+    return units, pd.concat([adjacency, links], ignore_index=True) if len(links) else adjacency
 
 
 def retired_codes(engine: Engine) -> set[str]:
