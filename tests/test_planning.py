@@ -132,3 +132,18 @@ def test_compare_with_the_current_boundaries(stored, small_demo):
     changed = {(str(u), c) for u, c, was in pairs if c != was}
     assert {(d["unit"], d["to"]) for d in diff["changed_units"]} == changed
     assert diff["scores"]["outside_bounds"]["plan"] <= diff["scores"]["outside_bounds"]["other"]
+
+
+def test_bridges_link_the_banks_of_the_river(stored, small_demo):
+    from layers.plans import units_from_database
+
+    units, adjacency = units_from_database(stored)
+    links = adjacency[adjacency["shared_m"] < 0.01]
+    assert len(links) > 0
+    info = units.set_index("code")
+    assert (info.loc[links["unit_a"], "land_use"].to_numpy() != "water").all()
+    assert (info.loc[links["unit_a"], "street_code"].to_numpy()
+            == info.loc[links["unit_b"], "street_code"].to_numpy()).all()
+    # the linked units do not share an edge: they face each other across the water
+    rook = set(zip(small_demo.adjacency["unit_a"], small_demo.adjacency["unit_b"], strict=True))
+    assert any((a, b) not in rook for a, b in zip(links["unit_a"], links["unit_b"], strict=True))
