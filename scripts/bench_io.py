@@ -54,13 +54,15 @@ def ogr_source(url: str) -> str:
     return f"PG:host={host} port={port} dbname={db} user={user}"
 
 
-def bench_database(name: str, url: str, demo, layer: str, out: Path) -> list[dict]:
+def bench_database(name: str, url: str, demo, layer: str, out: Path, formats: list[str],
+                   imports: bool = True) -> list[dict]:
     engine = get_engine(url)
     upgrade(engine)
     seconds, _ = timed(write_demo, engine, demo)
     rows = [{"database": name, "step": "write demo (all layers)", "format": "-", "seconds": seconds}]
     print(f"{name}: demo written in {seconds:.1f} s", flush=True)
-    for fmt, (driver, suffix) in FORMATS.items():
+    for fmt in formats:
+        driver, suffix = FORMATS[fmt]
         ours = out / f"{name}-{layer}-ours.{'zip' if fmt == 'shp' else fmt}"
         t_ours, report = timed(export_layer, engine, layer, fmt, ours)
         theirs = out / f"{name}-{layer}-ogr.{suffix}"
@@ -70,7 +72,7 @@ def bench_database(name: str, url: str, demo, layer: str, out: Path) -> list[dic
                      "ogr2ogr_seconds": t_ogr, "ratio": t_ours / t_ogr, "features": report.features})
         print(f"{name}: export {fmt:8s} ours {t_ours:7.2f} s   ogr2ogr {t_ogr:7.2f} s   "
               f"ratio {t_ours / t_ogr:5.2f}", flush=True)
-    for fmt in FORMATS:
+    for fmt in formats if imports else []:
         source = out / f"{name}-{layer}-ours.{'zip' if fmt == 'shp' else fmt}"
         t_in, report = timed(import_layer, engine, layer, source, mode="replace")
         rows.append({"database": name, "step": f"import {layer} (replace)", "format": fmt,
@@ -88,8 +90,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--layer", default="units")
     parser.add_argument("--databases", default="spatialite,postgis")
+    parser.add_argument("--formats", default=",".join(FORMATS), help="comma-separated: shp,gpkg,geojson,csv")
+    parser.add_argument("--no-import", action="store_true", help="time the exports only")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    formats = args.formats.split(",")
 
     seconds, demo = timed(generate, args.units, args.seed)
     print(f"demo of {len(demo.layers['units'])} units generated in {seconds:.1f} s", flush=True)
@@ -98,10 +103,11 @@ def main() -> None:
         out = Path(tmp)
         for name in args.databases.split(","):
             if name == "spatialite":
-                rows += bench_database(name, f"sqlite:///{out / 'bench.sqlite'}", demo, args.layer, out)
+                rows += bench_database(name, f"sqlite:///{out / 'bench.sqlite'}", demo, args.layer, out,
+                                       formats, not args.no_import)
             else:
                 with PostgisCluster() as url:
-                    rows += bench_database(name, url, demo, args.layer, out)
+                    rows += bench_database(name, url, demo, args.layer, out, formats, not args.no_import)
     machine = {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
                "processor": platform.processor() or platform.machine()}
     result = {"units": len(demo.layers["units"]), "machine": machine, "rows": rows}
