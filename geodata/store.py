@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, sele
 
 from geodata import dialect
 from geodata.catalog import LAYERS, LayerSpec, get_layer
-from geodata.models import SRID
+from geodata.models import SRID, Community, CommunityHistory, Incident, IncidentStep, UnitAdjacency
 
 Progress = Callable[[int], None]
 
@@ -256,3 +256,33 @@ def layer_counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         return {name: conn.execute(select(func.count()).select_from(spec.table)).scalar_one()
                 for name, spec in LAYERS.items()}
+
+
+def read_adjacency(engine: Engine, prefix: str | None = None) -> pd.DataFrame:
+    """Stored unit adjacency (``unit_a unit_b shared_m``), where either unit's code starts with
+    ``prefix`` (unit codes start with their street's code)."""
+    table = UnitAdjacency.__table__
+    stmt = select(table.c.unit_a, table.c.unit_b, table.c.shared_m)
+    if prefix:
+        stmt = stmt.where(table.c.unit_a.like(f"{prefix}%") | table.c.unit_b.like(f"{prefix}%"))
+    with engine.connect() as conn:
+        return pd.DataFrame(conn.execute(stmt).all(), columns=["unit_a", "unit_b", "shared_m"])
+
+
+def community_codes_ever(engine: Engine) -> set[str]:
+    """Every community code in use or kept in history (a retired code is never given again)."""
+    with engine.connect() as conn:
+        current = set(conn.execute(select(Community.code)).scalars())
+        past = set(conn.execute(select(CommunityHistory.code)).scalars())
+    return current | past
+
+
+def incident_steps(engine: Engine, code: str) -> tuple[str | None, list[dict]] | None:
+    """An incident's grid cell and the steps of its history, oldest first (None when unknown)."""
+    with engine.connect() as conn:
+        row = conn.execute(select(Incident.id, Incident.grid_code).where(Incident.code == code)).one_or_none()
+        if row is None:
+            return None
+        steps = conn.execute(select(IncidentStep.step, IncidentStep.at, IncidentStep.actor, IncidentStep.note)
+                             .where(IncidentStep.incident_id == row.id).order_by(IncidentStep.at)).mappings()
+        return row.grid_code, [dict(s) for s in steps]

@@ -17,14 +17,13 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import shapely
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from geodata.catalog import Field
 from geodata.crs import parse_crs, to_metric, to_wgs84
 from geodata.exporter import write_frame
 from geodata.importer import ImportRefused, read_source
-from geodata.models import Community, CommunityHistory, UnitAdjacency
-from geodata.store import read_layer
+from geodata.store import community_codes_ever, read_adjacency, read_layer
 from layers.redistricting import PlanResult
 
 COMMUNITY_FIELDS = [
@@ -107,12 +106,7 @@ def bridge_links(units: gpd.GeoDataFrame, bridges: gpd.GeoDataFrame) -> pd.DataF
 def units_from_database(engine: Engine, street: str | None = None) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     """The stored units (one street or all) and their stored adjacency, with bridge links."""
     units = read_layer(engine, "units", street=street)
-    table = UnitAdjacency.__table__
-    with engine.connect() as conn:
-        stmt = select(table.c.unit_a, table.c.unit_b, table.c.shared_m)
-        if street:
-            stmt = stmt.where(table.c.unit_a.like(f"{street}%") | table.c.unit_b.like(f"{street}%"))
-        adjacency = pd.DataFrame(conn.execute(stmt).all(), columns=["unit_a", "unit_b", "shared_m"])
+    adjacency = read_adjacency(engine, street)
     bridges = read_layer(engine, "roads", where={"road_class": "bridge"})
     links = bridge_links(units, bridges)
     return units, pd.concat([adjacency, links], ignore_index=True) if len(links) else adjacency
@@ -120,10 +114,7 @@ def units_from_database(engine: Engine, street: str | None = None) -> tuple[gpd.
 
 def retired_codes(engine: Engine) -> set[str]:
     """Every community code ever used: the current ones and those kept in history."""
-    with engine.connect() as conn:
-        current = set(conn.execute(select(Community.code)).scalars())
-        past = set(conn.execute(select(CommunityHistory.code)).scalars())
-    return current | past
+    return community_codes_ever(engine)
 
 
 def community_polygons(result: PlanResult, units: gpd.GeoDataFrame) -> gpd.GeoDataFrame:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import gzip
 
 from flask import Blueprint, Response, jsonify, request
-from sqlalchemy import select
 
-from geodata.models import Incident, IncidentStep
-from geodata.store import read_layer, unit_totals
+from geodata.store import incident_steps, read_layer, unit_totals
 from layers.communities import bounds
 from webmap import engine, features
 from webmap.auth import current_account, require
@@ -111,12 +109,8 @@ def household_stats():
 @require(api=True)
 def incident_history(code: str):
     account = current_account()
-    with engine().connect() as conn:
-        row = conn.execute(select(Incident.id, Incident.grid_code).where(Incident.code == code)).one_or_none()
-        if row is None or (account.role == "supervisor"
-                           and not (row.grid_code or "").startswith(account.scope_code)):
-            return jsonify(code="NotFound", description=f"no incident {code!r}"), 404
-        steps = conn.execute(select(IncidentStep.step, IncidentStep.at, IncidentStep.actor, IncidentStep.note)
-                             .where(IncidentStep.incident_id == row.id).order_by(IncidentStep.at)).all()
-    return jsonify(code=code, steps=[{"step": s.step, "at": s.at.isoformat(timespec="minutes"),
-                                      "actor": s.actor, "note": s.note} for s in steps])
+    found = incident_steps(engine(), code)
+    outside = account.role == "supervisor" and not (found and (found[0] or "").startswith(account.scope_code))
+    if found is None or outside:
+        return jsonify(code="NotFound", description=f"no incident {code!r}"), 404
+    return jsonify(code=code, steps=[{**s, "at": s["at"].isoformat(timespec="minutes")} for s in found[1]])

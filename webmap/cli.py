@@ -15,7 +15,6 @@ from pathlib import Path
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
-from sqlalchemy import func, select
 
 from geodata.accounts import ROLES, find_user
 from geodata.catalog import LAYERS
@@ -23,9 +22,8 @@ from geodata.demo import generate, write_demo
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
 from geodata.importer import MODES, ImportRefused, import_layer
 from geodata.migrate import upgrade
-from geodata.models import Unit
 from geodata.standards import seed_settings
-from geodata.store import read_layer
+from geodata.store import count_layer, read_layer
 from layers.communities import Bounds, bounds
 from layers.partition import UnitGraph
 from layers.plans import export_plan, retired_codes, units_from_database, units_from_file
@@ -64,10 +62,9 @@ def demo(units: int, seed: int, reference, if_empty: bool) -> None:
     """Replace every layer with a generated demo district."""
     eng = _ready()
     if if_empty:
-        with eng.connect() as conn:
-            if conn.execute(select(func.count()).select_from(Unit)).scalar_one():
-                click.echo("demo data already present")
-                return
+        if count_layer(eng, "units"):
+            click.echo("demo data already present")
+            return
     steps = ["road network and blocks", "river", "households", "blind spot", "communities",
              "streets, communities, district", "facilities", "grid cells", "roads", "incidents"]
     with click.progressbar(length=len(steps), label="generating") as bar:
