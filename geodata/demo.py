@@ -510,16 +510,7 @@ def _grid_cells(units: gpd.GeoDataFrame, edges: np.ndarray, rng) -> tuple[gpd.Ge
 
 def _roads(cells, river, street_of_cell, street_codes, rng) -> gpd.GeoDataFrame:
     """Road centre-lines: the block edges (arterials where they part two streets) and bridges."""
-    boundaries = shapely.boundary(cells)
-    tree = shapely.STRtree(cells)
-    i, j = tree.query(cells, predicate="intersects")
-    keep = i < j
-    i, j = i[keep], j[keep]
-    shared = shapely.intersection(boundaries[i], boundaries[j])
-    shared = shapely.line_merge(shared)
-    length = shapely.length(shared)
-    ok = length > 1.0
-    i, j, shared = i[ok], j[ok], shared[ok]
+    i, j, shared = topology.shared_edges(cells, min_length=1.0)
     arterial = street_of_cell[i] != street_of_cell[j]
     on_land = shapely.difference(shared, river)
     crossing = shapely.intersects(shared, river)

@@ -17,6 +17,24 @@ from geodata.crs import to_metric
 MIN_SHARED_M = 0.01
 
 
+def _pairs(geoms: np.ndarray, predicate: str) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ``i < j`` of the geometries that meet by ``predicate`` (an STRtree query)."""
+    i, j = shapely.STRtree(geoms).query(geoms, predicate=predicate)
+    keep = i < j
+    return i[keep], j[keep]
+
+
+def shared_edges(geoms: np.ndarray, min_length: float = MIN_SHARED_M
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``i < j`` and the boundary the polygons ``geoms[i]`` and ``geoms[j]`` share (lines longer
+    than ``min_length`` in the geometries' units)."""
+    i, j = _pairs(geoms, "intersects")
+    boundaries = shapely.boundary(geoms)
+    shared = shapely.line_merge(shapely.intersection(boundaries[i], boundaries[j]))
+    edge = shapely.length(shared) > min_length
+    return i[edge], j[edge], shared[edge]
+
+
 def rook_pairs(gdf: gpd.GeoDataFrame, min_shared_m: float = MIN_SHARED_M) -> dict[str, np.ndarray]:
     """Pairs of positions ``i < j`` in ``gdf`` whose polygons share an edge, with its length.
 
@@ -27,14 +45,8 @@ def rook_pairs(gdf: gpd.GeoDataFrame, min_shared_m: float = MIN_SHARED_M) -> dic
     if len(gdf) < 2:
         return empty
     geoms = np.asarray(to_metric(gdf).geometry.values, dtype=object)
-    tree = shapely.STRtree(geoms)
-    i, j = tree.query(geoms, predicate="intersects")
-    keep = i < j
-    i, j = i[keep], j[keep]
-    boundaries = shapely.boundary(geoms)
-    shared = shapely.length(shapely.intersection(boundaries[i], boundaries[j]))
-    edge = shared > min_shared_m
-    return {"i": i[edge], "j": j[edge], "shared_m": shared[edge]}
+    i, j, shared = shared_edges(geoms, min_shared_m)
+    return {"i": i, "j": j, "shared_m": shapely.length(shared)}
 
 
 def gaps_and_overlaps(gdf: gpd.GeoDataFrame, frame: shapely.Geometry | None = None,
@@ -48,10 +60,7 @@ def gaps_and_overlaps(gdf: gpd.GeoDataFrame, frame: shapely.Geometry | None = No
     projected = to_metric(gdf)
     metric = projected.crs
     geoms = np.asarray(projected.geometry.values, dtype=object)
-    tree = shapely.STRtree(geoms)
-    i, j = tree.query(geoms, predicate="overlaps")
-    keep = i < j
-    i, j = i[keep], j[keep]
+    i, j = _pairs(geoms, "overlaps")
     inter = shapely.intersection(geoms[i], geoms[j])
     area = shapely.area(inter)
     big = area >= min_area_m2
