@@ -78,6 +78,14 @@ def open_map(page, base: str, path: str) -> None:
     page.wait_for_function("window.gridplan && window.gridplan.ready", timeout=30_000)
 
 
+def show(page, geometry) -> None:
+    """Fit the map to ``geometry`` and wait until the planning units of that view are drawn."""
+    minx, miny, maxx, maxy = geometry.bounds
+    page.evaluate("(b) => { window.gridplan.map.fitBounds(b, {animate: false}); }",
+                  [[miny, minx], [maxy, maxx]])
+    page.wait_for_function("!window.gridplan.state.unitsPending")
+
+
 def click_at(page, lon: float, lat: float) -> None:
     point = page.evaluate("([lat, lon]) => { const m = window.gridplan.map;"
                           " const p = m.latLngToContainerPoint([lat, lon]);"
@@ -94,9 +102,7 @@ def test_planner_map_shows_every_community_and_a_click_shows_its_households(page
     page.get_by_label("设施 facilities").uncheck()  # markers would sit on top of the spot we click
     target = communities.iloc[5]
     households = small_demo.layers["units"].query("community_code == @target.code")["households"].sum()
-    page.evaluate("(b) => { window.gridplan.map.fitBounds(b, {animate: false}); }",
-                  [[target.geometry.bounds[1], target.geometry.bounds[0]],
-                   [target.geometry.bounds[3], target.geometry.bounds[2]]])
+    show(page, target.geometry)
     inside = shapely.point_on_surface(target.geometry)
     click_at(page, inside.x, inside.y)
     page.wait_for_selector("#selected:not([hidden])")
@@ -122,9 +128,7 @@ def test_text_from_the_database_is_shown_as_text(page, server, small_demo):
     page.get_by_label("设施 facilities").uncheck()
     evil = small_demo.layers["communities"].set_index("code").loc[server["evil"]]
     # the side panel
-    page.evaluate("(b) => { window.gridplan.map.fitBounds(b, {animate: false}); }",
-                  [[evil.geometry.bounds[1], evil.geometry.bounds[0]],
-                   [evil.geometry.bounds[3], evil.geometry.bounds[2]]])
+    show(page, evil.geometry)
     inside = shapely.point_on_surface(evil.geometry)
     click_at(page, inside.x, inside.y)
     page.wait_for_selector("#selected:not([hidden])")

@@ -176,11 +176,13 @@
   async function loadUnits() {
     const ticket = ++unitsRequest;
     if (map.getZoom() < 15) { layers.units.clearLayers(); state.unitsLoaded = 0; return; }
+    state.unitsPending = true;
     const found = await features("units", { bbox: bboxParam(), limit: "5000" });
     if (ticket !== unitsRequest) return;  // a newer view asked since
     layers.units.clearLayers();
     layers.units.addData(found);
     state.unitsLoaded = found.length;
+    state.unitsPending = false;
   }
   map.on("moveend", loadUnits);
 
