@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 from scipy.sparse import csr_matrix
 
 from geodata.crs import to_metric
@@ -30,7 +31,8 @@ class UnitGraph:
     """Planning units as a graph: attributes by position, rook adjacency as CSR.
 
     ``barrier`` marks units that communities must not be connected through (water: a river is
-    not crossed); they are assigned to a community but take no part in contiguity.
+    not crossed) and unpopulated islands (no households, no land neighbour in their street); they
+    are assigned to a community but take no part in contiguity.
     """
 
     codes: np.ndarray
@@ -44,6 +46,7 @@ class UnitGraph:
     indptr: np.ndarray  # CSR of the adjacency; bridges over the river are links of 1 mm
     indices: np.ndarray
     shared: np.ndarray  # m, aligned with indices
+    xy: np.ndarray  # a point inside each unit, metres
     position: dict = field(default_factory=dict)
 
     @classmethod
@@ -73,16 +76,27 @@ class UnitGraph:
         current = np.array([c if isinstance(c, str) and c else None for c in current], dtype=object)
         land_use = units["land_use"].to_numpy(dtype=object) if "land_use" in units else np.full(n, "")
         population = units["population"] if "population" in units else units["households"]
+        households = units["households"].fillna(0).to_numpy(dtype=np.int64)
+        street = units["street_code"].astype(str).to_numpy()
+        barrier = np.array([lu == "water" for lu in land_use])
+        # unpopulated land with no land neighbour in its street (an island park) joins a community
+        # but cannot make it non-contiguous
+        rows = np.repeat(np.arange(n), np.diff(matrix.indptr))
+        land_link = (street[rows] == street[matrix.indices]) & ~barrier[matrix.indices]
+        has_land_neighbour = np.bincount(rows[land_link], minlength=n) > 0
+        barrier |= (households == 0) & ~has_land_neighbour & ~barrier
         return cls(
             codes=codes,
-            households=units["households"].fillna(0).to_numpy(dtype=np.int64),
+            households=households,
             population=pd.to_numeric(population, errors="coerce").fillna(0).to_numpy(dtype=np.int64),
-            street=units["street_code"].astype(str).to_numpy(),
+            street=street,
             current=current,
             area=metric.area.to_numpy(),
             perimeter=metric.length.to_numpy(),
-            barrier=np.array([lu == "water" for lu in land_use]),
-            indptr=matrix.indptr, indices=matrix.indices, shared=matrix.data, position=position,
+            barrier=barrier,
+            indptr=matrix.indptr, indices=matrix.indices, shared=matrix.data,
+            xy=shapely.get_coordinates(shapely.point_on_surface(metric.geometry.values)),
+            position=position,
         )
 
     def __len__(self) -> int:

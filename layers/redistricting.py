@@ -424,9 +424,15 @@ class _Street:
                     self.labels[i] = max(sorted(scores), key=lambda lab: scores[lab])
                     pending.remove(i)
                     progress = True
-            if not progress:
+            if not progress:  # nothing next to them in the street: the nearest community takes them
+                labelled = np.flatnonzero(self.labels != None)  # noqa: E711
                 for i in pending:
-                    self.labels[i] = self.new_label()
+                    if len(labelled):
+                        xy = self.g.xy[self.units]
+                        nearest = labelled[np.argmin(((xy[labelled] - xy[i]) ** 2).sum(axis=1))]
+                        self.labels[i] = self.labels[nearest]
+                    else:
+                        self.labels[i] = self.new_label()
                 break
 
     def explain(self) -> None:
@@ -538,6 +544,10 @@ def make_plan(graph: UnitGraph, rules: Rules = Rules(), *, retired: set[str] | f
             progress(done + 1, len(todo))
     taken = {c for c in graph.current if c is not None} | set(retired)
     codes, provisional = assign_codes(labels.astype(object), graph.street, taken)
+    final = dict(zip(labels, codes, strict=True))
+    problems = [Infeasible(p.street, p.kind, p.units, p.households,
+                           " ".join(final.get(word, word) for word in p.reason.split(" ")))
+                for p in problems]
     return PlanResult(graph, Partition(graph, codes), rules, problems, provisional)
 
 
