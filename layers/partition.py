@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import shapely
 from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 from geodata.crs import to_metric
 from geodata.topology import rook_pairs
@@ -131,6 +132,13 @@ class Partition:
         self.perimeter = dict(zip(names, np.bincount(inverse, g.perimeter, k) - internal, strict=True))
         self.cut_length = float(g.shared[~inside].sum() / 2)
         self.cut_edges = int((~inside).sum() // 2)
+        order = np.argsort(inverse, kind="stable")
+        bounds_ = np.searchsorted(inverse[order], np.arange(k + 1))
+        self._members = {name: set(order[bounds_[i]:bounds_[i + 1]].tolist()) for i, name in enumerate(names)}
+        self._had = np.array([c is not None for c in g.current])
+        changed = self._had & (self.labels != g.current)
+        self.moved_households = int(g.households[changed].sum())
+        self.moved_units = int(changed.sum())
 
     # --- updaters ------------------------------------------------------------------------
 
@@ -152,13 +160,21 @@ class Partition:
             self.perimeter[label] = self.perimeter.get(label, 0.0) + g.perimeter[u] - 2 * with_new
             self.cut_length += with_old - with_new
             self.cut_edges += int((nb_labels == old).sum() - (nb_labels == label).sum())
+            if self._had[u]:
+                was_moved, now_moved = old != g.current[u], label != g.current[u]
+                self.moved_households += int(g.households[u]) * (int(now_moved) - int(was_moved))
+                self.moved_units += int(now_moved) - int(was_moved)
             self.labels[u] = label
+            self._members[old].discard(int(u))
+            self._members.setdefault(label, set()).add(int(u))
             if self.households[old] == 0 and self.area[old] <= 1e-9:
-                for key in (self.households, self.population, self.area, self.perimeter):
+                for key in (self.households, self.population, self.area, self.perimeter, self._members):
                     key.pop(old, None)
 
     def members(self, label: str) -> np.ndarray:
-        return np.flatnonzero(self.labels == label)
+        """Positions of the units of ``label``, in order (kept as a set per label, so this does
+        not scan the whole partition)."""
+        return np.array(sorted(self._members.get(label, ())), dtype=np.int64)
 
     def polsby_popper(self, label: str) -> float:
         p = self.perimeter[label]
@@ -166,10 +182,20 @@ class Partition:
 
     def moved(self) -> tuple[int, int]:
         """Households (and units) whose community is not their current one (blind spots excluded)."""
+        return self.moved_households, self.moved_units
+
+    def non_contiguous(self) -> set[str]:
+        """Every label whose non-barrier units are not connected (one sparse-graph pass)."""
         g = self.graph
-        had = np.array([c is not None for c in g.current])
-        changed = had & (self.labels != g.current)
-        return int(g.households[changed].sum()), int(changed.sum())
+        rows = np.repeat(np.arange(len(g)), np.diff(g.indptr))
+        keep = (self.labels[rows] == self.labels[g.indices]) & ~g.barrier[rows] & ~g.barrier[g.indices]
+        n = len(g)
+        graph = csr_matrix((np.ones(int(keep.sum())), (rows[keep], g.indices[keep])), shape=(n, n))
+        _, component = connected_components(graph, directed=False)
+        land = ~g.barrier
+        pieces = pd.DataFrame({"label": self.labels[land], "component": component[land]})
+        counts = pieces.drop_duplicates().groupby("label").size()
+        return set(counts[counts > 1].index)
 
 
 # --- constraints ------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ class Session:
     graph: UnitGraph
     partition: Partition
     rules: Rules
+    contiguous: dict  # label → contiguity, kept current for the labels an edit touches
 
 
 _sessions: OrderedDict[tuple, Session] = OrderedDict()
@@ -106,7 +107,10 @@ def session(engine: Engine, plan_id: int) -> Session:
     labels = assignment.reindex(graph.codes).to_numpy(dtype=object)
     labels = np.where(pd.isna(labels), graph.current, labels)
     rules = Rules(params.get("minimum", 1000), params.get("maximum", 3000), params.get("target"))
-    found = Session(plan_id, plan["version"], units, graph, Partition(graph, labels), rules)
+    partition = Partition(graph, labels)
+    broken = partition.non_contiguous()
+    found = Session(plan_id, plan["version"], units, graph, partition, rules,
+                    {label: label not in broken for label in partition.households})
     _sessions[key] = found
     while len(_sessions) > CACHE:
         _sessions.popitem(last=False)
@@ -167,19 +171,39 @@ def move_units(engine: Engine, plan_id: int, unit_codes: list[str], to: str, ver
         raise ValueError(f"no community {to!r} in this plan")
     touched = sorted({p.labels[i] for i in positions} | {to})
     p.move(positions, to)
+    scores = plan_scores(s, touched)
     new_version = plan_store.save_moves(engine, plan_id, {u: to for u in unit_codes}, version, actor,
-                                        scores=plan_scores(s),
+                                        scores=scores,
                                         status="draft" if plan["status"] == "rejected" else None)
     s.version = new_version
     return {"version": new_version, "to": to, "units": list(unit_codes),
-            "communities": community_scores(s, touched), "plan": plan_scores(s)}
+            "communities": community_scores(s, touched), "plan": scores}
 
 
-def plan_scores(s: Session) -> dict:
-    result = PlanResult(s.graph, s.partition, s.rules)
-    scores = result.scores()
-    scores.pop("infeasible", None)
-    return scores
+def plan_scores(s: Session, touched: list[str] | None = None) -> dict:
+    """The plan's scores from the partition's running sums — an edit re-checks the contiguity of
+    the communities it touched only, so it costs the same in a street and in a city."""
+    p, r = s.partition, s.rules
+    for label in touched or []:
+        if label in p.households:
+            s.contiguous[label] = is_contiguous(p, label)
+        else:
+            s.contiguous.pop(label, None)
+    labels = list(p.households)
+    households = np.array([p.households[c] for c in labels])
+    pp = np.array([p.polsby_popper(c) for c in labels])
+    moved, moved_units = p.moved()
+    total = int(s.graph.households.sum())
+    return {
+        "communities": len(labels), "units": len(s.graph), "households": total,
+        "outside_bounds": int(((households < r.minimum) | (households > r.maximum)).sum()),
+        "non_contiguous": int(sum(not v for v in s.contiguous.values())),
+        "households_min": int(households.min()), "households_median": float(np.median(households)),
+        "households_max": int(households.max()), "households_moved": moved, "units_moved": moved_units,
+        "households_moved_share": round(moved / total, 4) if total else 0.0,
+        "pp_mean": round(float(pp.mean()), 4), "pp_min": round(float(pp.min()), 4),
+        "cut_edges": p.cut_edges, "bounds": [r.minimum, r.maximum],
+    }
 
 
 def split_community(engine: Engine, plan_id: int, code: str, version: int, actor: str) -> dict:

@@ -103,6 +103,35 @@ def anchor(method: str, units, adjacency, params: dict, cap: int, tmp: Path) -> 
     return answer
 
 
+def edit_latency(demo, tmp: Path, edits: int = 300) -> dict:
+    """p50/p95 milliseconds of a hand edit (one unit to a neighbouring community), stored plan on
+    SpatiaLite, in-process (the HTTP layer adds a few milliseconds)."""
+    from geodata.db import get_engine
+    from geodata.demo import write_demo
+    from geodata.migrate import upgrade
+    from layers import planning
+
+    engine = get_engine(f"sqlite:///{tmp / 'edits.sqlite'}")
+    upgrade(engine)
+    write_demo(engine, demo)
+    plan_id, _ = planning.auto_plan(engine, "bench", "bench")
+    s = planning.session(engine, plan_id)
+    rng = np.random.default_rng(1)
+    version, times = s.version, []
+    while len(times) < edits:
+        u = int(rng.integers(len(s.graph.codes)))
+        labels = s.partition.labels
+        others = [labels[v] for v in s.graph.neighbours(u) if labels[v] != labels[u]]
+        if not others:
+            continue
+        start = time.perf_counter()
+        answer = planning.move_units(engine, plan_id, [str(s.graph.codes[u])], others[0], version, "bench")
+        version = answer["version"]
+        times.append((time.perf_counter() - start) * 1000)
+    return {"edits": edits, "p50_ms": round(float(np.percentile(times, 50)), 1),
+            "p95_ms": round(float(np.percentile(times, 95)), 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--city", action="store_true", help="also plan the city-size demo (200,000 units)")
@@ -169,6 +198,9 @@ def main() -> None:
                              "valid_kept_min_share": round(float(kept), 4),
                              "valid_kept_code": all(c in set(labels) for c in valid)}
     print("disruption", json.dumps(results["disruption"]), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        results["hand_edit"] = edit_latency(generate(200_000, 1) if args.city else demo, Path(tmp))
+    print("hand edit", json.dumps(results["hand_edit"]), flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2, default=str))
