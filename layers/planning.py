@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
+import shapely.ops
 from sqlalchemy import Engine
 
 from geodata import plan_store
@@ -206,12 +208,28 @@ def plan_scores(s: Session, touched: list[str] | None = None) -> dict:
     }
 
 
-def split_community(engine: Engine, plan_id: int, code: str, version: int, actor: str) -> dict:
-    """Split a community of the plan in two balanced, compact, contiguous parts."""
+def split_community(engine: Engine, plan_id: int, code: str, version: int, actor: str,
+                    line: shapely.LineString | None = None) -> dict:
+    """Split a community of the plan in two: balanced, compact and contiguous parts, or along
+    a line drawn across it (EPSG:4326); the part with fewer households becomes a new community."""
     s = session(engine, plan_id)
     if code not in s.partition.households:
         raise ValueError(f"no community {code!r} in this plan")
-    moving = split_in_two(s.graph, s.partition.labels, code, s.rules, seed=version)
+    if line is None:
+        moving = split_in_two(s.graph, s.partition.labels, code, s.rules, seed=version)
+        return move_units(engine, plan_id, moving, "new", version, actor)
+    members = s.units[s.units["code"].isin(s.graph.codes[s.partition.members(code)])]
+    outline = shapely.union_all(members.geometry.values)
+    pieces = shapely.get_parts(shapely.ops.split(outline, line)) if outline.intersects(line) else []
+    if len(pieces) < 2:
+        raise ValueError(f"the line does not cut community {code} in two")
+    points = members.geometry.representative_point()
+    side = np.array([int(np.argmax([piece.contains(p) for piece in pieces])) for p in points])
+    households = np.bincount(side, weights=members["households"].to_numpy(), minlength=len(pieces))
+    keep = int(np.argmax(households))
+    moving = [str(c) for c, k in zip(members["code"], side, strict=True) if k != keep]
+    if not moving:
+        raise ValueError(f"the line leaves every unit of {code} on one side")
     return move_units(engine, plan_id, moving, "new", version, actor)
 
 

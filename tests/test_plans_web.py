@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import zipfile
 
+import numpy as np
 import pytest
+import shapely
 
 from geodata.demo import write_demo
 from layers import planning
@@ -140,6 +142,49 @@ def test_plan_page_select_move_and_undo(spatialite_url, chromium_path, small_dem
             page.click("#undo")
             page.wait_for_function("window.gridplan.state.version === 3")
             assert page.evaluate(community) == before
+            # lasso: a loop round part of the street selects the units whose inside point it holds
+            units = small_demo.layers["units"].query("street_code == @street")
+            minx, miny, maxx, maxy = units.total_bounds
+            ring = [[minx, miny], [(minx + maxx) / 2, miny], [(minx + maxx) / 2, (miny + maxy) / 2],
+                    [minx, (miny + maxy) / 2]]
+            page.click("#clear")
+            page.evaluate("(ring) => window.gridplan.selectWithin(ring)", ring)
+            expected = shapely.contains_xy(shapely.Polygon(ring), *np.array(
+                [(p.x, p.y) for p in units.geometry.representative_point()]).T).sum()
+            assert page.evaluate("window.gridplan.state.selected.size") == expected > 0
+            # comparison with the current boundaries: a table of scores, changed units counted
+            page.click("#compare")
+            page.wait_for_selector("#compare-table:not([hidden])")
+            assert "outside_bounds" in page.inner_text("#compare-table")
+            assert "units change community" in page.inner_text("#compare-summary")
             browser.close()
     finally:
         server.shutdown()
+
+
+def test_split_along_a_drawn_line(site, small_demo):
+    client, headers = browser_client(site, "planner")
+    street = small_demo.layers["streets"]["code"].iloc[0]
+    created = client.post("/api/plans", json={"name": "line", "street": street}, headers=headers)
+    plan_id = created.json["plan_id"]
+    plan = client.get(f"/api/plans/{plan_id}").json
+    code = max(plan["communities"], key=lambda c: c["households"])["community_code"]
+    units = client.get(f"/api/plans/{plan_id}/units").json["features"]
+    mine = [shapely.geometry.shape(f["geometry"]) for f in units if f["properties"]["community_code"] == code]
+    minx, miny, maxx, maxy = shapely.union_all(mine).bounds
+    middle = (minx + maxx) / 2
+    line = [[middle, miny - 0.01], [middle, maxy + 0.01]]  # north to south through the middle
+    answer = client.post(f"/api/plans/{plan_id}/split", json={"community": code, "line": line, "version": 1},
+                         headers=headers)
+    assert answer.status_code == 200, answer.json
+    moving = set(answer.json["units"])
+    moved = {f["properties"]["code"]: f for f in units if f["properties"]["code"] in moving}
+    xs = [shapely.geometry.shape(f["geometry"]).representative_point().x for f in moved.values()]
+    assert xs and (all(x > middle for x in xs) or all(x < middle for x in xs))  # one side of the line
+    far = [[minx - 1, miny - 1], [minx - 0.9, miny - 1]]
+    miss = client.post(f"/api/plans/{plan_id}/split", json={"community": code, "line": far, "version": 2},
+                       headers=headers)
+    assert miss.status_code == 400 and "does not cut" in miss.json["description"]
+    bad = client.post(f"/api/plans/{plan_id}/split", json={"community": code, "line": "x", "version": 2},
+                      headers=headers)
+    assert bad.status_code == 400

@@ -7,6 +7,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import shapely
 from flask import Blueprint, abort, after_this_request, jsonify, render_template, request, send_file, url_for
 from flask_wtf.csrf import CSRFError
 
@@ -166,6 +167,8 @@ def api_units(plan_id: int):
     units = s.units[["code", "households", "street_code", "land_use", "geometry"]].copy()
     units["community_code"] = s.partition.labels[[s.graph.position[c] for c in units["code"]]]
     units["current_code"] = s.graph.current[[s.graph.position[c] for c in units["code"]]]
+    inside = units.geometry.representative_point()  # for lasso selection in the browser
+    units["lon"], units["lat"] = inside.x.round(7), inside.y.round(7)
     return units.to_json(drop_id=True, to_wgs84=True), 200, {"Content-Type": "application/geo+json"}
 
 
@@ -183,8 +186,14 @@ def api_moves(plan_id: int):
 @require(*EDITORS, api=True)
 def api_split(plan_id: int):
     data = _body()
+    line = data.get("line")
+    if line is not None:
+        try:
+            line = shapely.LineString([(float(x), float(y)) for x, y in line])
+        except (TypeError, ValueError, shapely.errors.GEOSException):
+            abort(400, description="line is a list of at least two [lon, lat] points")
     return _answer(planning.split_community, engine(), plan_id, str(data.get("community", "")),
-                   _version(data), current_account().name)
+                   _version(data), current_account().name, line)
 
 
 @bp.post("/api/plans/<int:plan_id>/merge")

@@ -7,7 +7,7 @@
   const planId = config.plan.id;
   const token = document.querySelector("meta[name=csrf-token]").content;
   const state = { version: config.plan.version, units: new Map(), communities: new Map(), selected: new Set(),
-    undo: [], redo: [], community: null, compare: false };
+    undo: [], redo: [], community: null, changed: new Set() };
   window.gridplan = { map, state, ready: false };
 
   function colour(code) {
@@ -19,7 +19,7 @@
 
   function style(f) {
     const p = f.properties;
-    const changed = state.compare && p.community_code !== p.current_code;
+    const changed = state.changed.has(p.code);
     return {
       color: state.selected.has(p.code) ? "#000" : changed ? "#d7191c" : broken(p.community_code) ? "#d7191c" : "#666",
       weight: state.selected.has(p.code) ? 3 : changed ? 2.5 : 0.6, dashArray: changed ? "4 3" : null,
@@ -63,12 +63,14 @@
     const list = document.getElementById("violations");
     list.replaceChildren(...(c.violations || []).map((v) => el("li", v)));
     document.getElementById("split").disabled = !config.editable;
+    document.getElementById("split-line").disabled = !config.editable;
     const merge = document.getElementById("merge-with");
     merge.replaceChildren(...[...state.communities.keys()].filter((k) => k !== code).map((k) => el("option", k, { value: k })));
     document.getElementById("merge").disabled = !config.editable;
   }
 
   function click(code) {
+    if (state.mode) return;  // drawing a lasso or a line
     const unit = state.units.get(code).feature.properties;
     if (config.editable) {
       if (state.selected.has(code)) state.selected.delete(code); else state.selected.add(code);
@@ -158,7 +160,83 @@
       .map((u) => u.feature.properties.code);
     await move(units, state.community);
   });
-  document.getElementById("compare").addEventListener("change", (e) => { state.compare = e.target.checked; restyle(); });
+  // compare with the current boundaries or another plan: changed units dashed, a table of scores
+  getJSON("/api/plans").then((data) => {
+    const select = document.getElementById("compare-with");
+    for (const p of data.plans) if (p.id !== planId) select.append(el("option", `#${p.id} ${p.name}`, { value: p.id }));
+  });
+  document.getElementById("compare").addEventListener("click", async () => {
+    const other = document.getElementById("compare-with").value;
+    const diff = await getJSON(`/api/plans/${planId}/compare?with=${other}`);
+    state.changed = new Set(diff.changed_units.map((d) => d.unit));
+    restyle();
+    const table = document.getElementById("compare-table");
+    table.hidden = false;
+    table.tBodies[0].replaceChildren(...Object.entries(diff.scores).map(([key, v]) => {
+      const row = el("tr");
+      row.append(el("td", key), el("td", v.plan), el("td", v.other), el("td", v.difference));
+      return row;
+    }));
+    const households = diff.changed_units.reduce((n, d) => n + (state.units.get(d.unit)?.feature.properties.households || 0), 0);
+    document.getElementById("compare-summary").textContent =
+      `${diff.changed_units.length} 个单元改变社区 units change community (${number(households)} 户 households)`;
+    window.gridplan.comparison = diff;
+  });
+
+  // lasso: drag a loop round units to select them (the map does not pan meanwhile)
+  function inside(point, ring) {
+    let hit = false;
+    for (let i = 0, j = ring.length - 1; i < ring.length; j = i++) {
+      const [xi, yi] = ring[i], [xj, yj] = ring[j];
+      if ((yi > point[1]) !== (yj > point[1]) && point[0] < ((xj - xi) * (point[1] - yi)) / (yj - yi) + xi) hit = !hit;
+    }
+    return hit;
+  }
+  function selectWithin(ring) {
+    for (const [code, u] of state.units) {
+      if (inside([u.feature.properties.lon, u.feature.properties.lat], ring)) state.selected.add(code);
+    }
+    document.getElementById("selection").textContent = `${state.selected.size} 个单元 units selected`;
+    restyle();
+  }
+  window.gridplan.selectWithin = selectWithin;
+  document.getElementById("lasso").addEventListener("click", () => {
+    map.dragging.disable();
+    state.mode = "lasso";
+    status("按住鼠标圈选单元 drag a loop round the units");
+    let ring = null, line = null;
+    const down = (e) => { ring = [[e.latlng.lng, e.latlng.lat]]; line = L.polyline([e.latlng], { color: "#000", dashArray: "4 4" }).addTo(map); };
+    const move = (e) => { if (ring) { ring.push([e.latlng.lng, e.latlng.lat]); line.addLatLng(e.latlng); } };
+    const up = () => {
+      if (ring && ring.length > 2) selectWithin(ring);
+      if (line) line.remove();
+      map.off("mousedown", down); map.off("mousemove", move); map.off("mouseup", up);
+      map.dragging.enable();
+      state.mode = null;
+    };
+    map.on("mousedown", down); map.on("mousemove", move); map.on("mouseup", up);
+  });
+
+  // split along a line: click points across the selected community, double-click to finish
+  document.getElementById("split-line").addEventListener("click", () => {
+    const code = state.community;
+    const points = [];
+    const line = L.polyline([], { color: "#000", weight: 3 }).addTo(map);
+    map.doubleClickZoom.disable();
+    state.mode = "line";
+    status(`点击画线穿过 ${code}，双击结束 click a line across ${code}, double-click to finish`);
+    const add = (e) => { points.push([e.latlng.lng, e.latlng.lat]); line.addLatLng(e.latlng); };
+    const finish = async () => {
+      map.off("click", add); map.off("dblclick", finish); map.doubleClickZoom.enable(); line.remove();
+      state.mode = null;
+      const answer = await post("split", { community: code, line: points });
+      apply(answer, answer.units);
+      state.undo.push({ before: new Map(answer.units.map((u) => [u, code])), to: answer.to });
+      state.redo = [];
+      document.getElementById("undo").disabled = false;
+    };
+    map.on("click", add); map.on("dblclick", finish);
+  });
   document.getElementById("export-gpkg").href = `/api/plans/${planId}/export?format=gpkg`;
   document.getElementById("export-shp").href = `/api/plans/${planId}/export?format=shp`;
 
