@@ -230,14 +230,6 @@ def write_layer(
     return written
 
 
-def delete_codes(conn: Connection, layer: str, codes: Iterable[str]) -> None:
-    """Delete the features of ``layer`` with these codes."""
-    table = get_layer(layer).table
-    codes = list(codes)
-    for start in range(0, len(codes), BATCH):
-        conn.execute(delete(table).where(table.c.code.in_(codes[start:start + BATCH])))
-
-
 def existing_codes(conn: Connection, layer: str, codes: Iterable[str] | None = None) -> set[str]:
     """The codes of ``layer`` already stored (only among ``codes`` when given)."""
     table = get_layer(layer).table

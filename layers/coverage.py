@@ -7,7 +7,7 @@ from __future__ import annotations
 import geopandas as gpd
 from sqlalchemy import Engine
 
-from geodata.store import count_layer, read_layer
+from geodata.store import read_layer
 
 #: The filter that selects blind spots among the units: households, and no community code.
 BLIND_SPOT = {"empty": ["community_code"], "ranges": {"households": (1, None)}}
@@ -16,7 +16,3 @@ BLIND_SPOT = {"empty": ["community_code"], "ranges": {"households": (1, None)}}
 def blind_spots(engine: Engine, **filters) -> gpd.GeoDataFrame:
     """Units with households and no community (read with the filters of ``read_layer``)."""
     return read_layer(engine, "units", **BLIND_SPOT, **filters)
-
-
-def count_blind_spots(engine: Engine, **filters) -> int:
-    return count_layer(engine, "units", **BLIND_SPOT, **filters)

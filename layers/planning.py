@@ -320,15 +320,3 @@ def compare(engine: Engine, plan_id: int, other: int | None = None) -> dict:
         {"unit": u, "from": theirs[u], "to": c} for u, c in changed.items()],
         "scores": {k: {"plan": my_scores[k], "other": other_scores[k],
                        "difference": round(my_scores[k] - other_scores[k], 4)} for k in keys}}
-
-
-def changed_geometry(engine: Engine, plan_id: int, other: int | None = None) -> gpd.GeoDataFrame:
-    """The units that change community, as polygons (for the comparison map)."""
-    s = session(engine, plan_id)
-    diff = compare(engine, plan_id, other)["changed_units"]
-    codes = {d["unit"]: d for d in diff}
-    units = s.units[s.units["code"].isin(codes)].copy()
-    units["from"] = [codes[c]["from"] for c in units["code"]]
-    units["to"] = [codes[c]["to"] for c in units["code"]]
-    return units[["code", "households", "from", "to", "geometry"]]
-
