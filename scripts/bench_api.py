@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from benchvenv import anchor_venv  # noqa: E402
 from pgcluster import PostgisCluster, _free_port  # noqa: E402
 
 from geodata.db import get_engine  # noqa: E402
@@ -92,14 +93,6 @@ def run_wrk(base: str, paths: list[str], connections: int, seconds: int, headers
 
 def serve(cmd: list[str], env: dict) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=os.environ | env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def pygeoapi_venv() -> Path:
-    if not (VENV / "bin" / "gunicorn").exists():
-        subprocess.run(["/usr/bin/python3", "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "-r",
-                        str(ROOT / "requirements-bench-api.txt")], check=True)
-    return VENV
 
 
 def pygeoapi_config(pg_url: str, port: int, extent, tmp: Path) -> tuple[Path, Path]:
@@ -182,7 +175,7 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is missing: apt-get install wrk")
-    pygeoapi_venv()
+    anchor_venv("pygeoapi", "requirements-bench-api.txt")
     demo = generate(args.units, 1)
     print(f"demo: {len(demo.layers['units'])} units", flush=True)
     results = {"units": len(demo.layers["units"]), "workers": WORKERS, "rows": [], "pages": {},

@@ -31,6 +31,9 @@ import pyogrio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "scripts"))
+from benchvenv import anchor_venv  # noqa: E402
+
 from geodata.demo import generate  # noqa: E402
 from geodata.importer import read_source  # noqa: E402
 from geodata.topology import rook_pairs  # noqa: E402
@@ -39,14 +42,6 @@ from layers.redistricting import PlanResult, Rules, make_plan  # noqa: E402
 
 VENV = ROOT / "bench-out" / "venv-anchors"
 SHARED = ROOT.parent / "shared" / "data"
-
-
-def anchors_venv() -> Path:
-    if not (VENV / "bin" / "python").exists():
-        subprocess.run(["/usr/bin/python3", "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "-r",
-                        str(ROOT / "requirements-bench-plan.txt")], check=True)
-    return VENV
 
 
 def providence():
@@ -138,7 +133,7 @@ def main() -> None:
     parser.add_argument("--cap", type=int, default=600, help="seconds each anchor may take")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    anchors_venv()
+    anchor_venv("anchors", "requirements-bench-plan.txt")
     rules = Rules()
     results = {"machine": {"cpus": os.cpu_count(), "machine": platform.machine(),
                            "python": platform.python_version()}, "inputs": {}}
