@@ -360,22 +360,15 @@ def _check_values(spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> 
             for r in rows[~ok.to_numpy()][:20]:
                 problems.append(f"row {r}: {f.name} {col.iloc[r - 1]!r} is not a "
                                 f"{digits}-digit code")
-    if spec.parent_field and spec.parent_field in frame.columns and "code" in frame.columns:
-        parent = frame[spec.parent_field]
-        code = frame["code"]
-        bad = code.notna() & parent.notna() & ~np.array(
-            [c.startswith(p) for c, p in zip(code.fillna(""), parent.fillna(""), strict=True)])
-        for r in rows[bad.to_numpy()][:20]:
-            problems.append(f"row {r}: code {code.iloc[r - 1]} does not lie under "
-                            f"{spec.parent_field} {parent.iloc[r - 1]}")
-    for f, level in (("community_code", "street_code"),):
-        if f in frame.columns and level in frame.columns:
-            child, parent = frame[f], frame[level]
-            bad = child.notna() & parent.notna() & ~np.array(
-                [c.startswith(p) for c, p in zip(child.fillna(""), parent.fillna(""), strict=True)])
+    # codes nest: a code starts with its parent's code
+    for child, parent in (("code", spec.parent_field), ("community_code", "street_code")):
+        if parent and child in frame.columns and parent in frame.columns:
+            below, above = frame[child], frame[parent]
+            bad = below.notna() & above.notna() & ~np.array(
+                [c.startswith(p) for c, p in zip(below.fillna(""), above.fillna(""), strict=True)])
             for r in rows[bad.to_numpy()][:20]:
-                problems.append(f"row {r}: community_code {child.iloc[r - 1]} does not lie "
-                                f"under street_code {parent.iloc[r - 1]}")
+                problems.append(f"row {r}: {child} {below.iloc[r - 1]} does not lie under "
+                                f"{parent} {above.iloc[r - 1]}")
     if "households" in frame.columns:
         negative = frame["households"].map(lambda v: v is not None and v < 0)
         for r in rows[negative.to_numpy()][:20]:
