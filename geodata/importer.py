@@ -44,6 +44,9 @@ _GEOM_FAMILIES = {
     "point": {"Point"},
     "line": {"LineString", "MultiLineString"},
 }
+#: Geometry type names by shapely's type id; id -1 (missing) indexes the last, empty name.
+_TYPE_NAMES = np.array(["Point", "LineString", "LinearRing", "Polygon", "MultiPoint", "MultiLineString",
+                        "MultiPolygon", "GeometryCollection", ""], dtype=object)
 _LON_NAMES = ("lon", "lng", "longitude", "x", "经度")
 _LAT_NAMES = ("lat", "latitude", "y", "纬度")
 _WKT_NAMES = ("wkt", "geometry", "geom", "the_geom")
@@ -388,7 +391,7 @@ def _check_geometry(spec: LayerSpec, gdf: gpd.GeoDataFrame, problems: list[str],
     for r in rows[missing][:20]:
         problems.append(f"row {r}: no geometry")
     geoms = shapely.force_2d(np.where(missing, None, geoms))
-    names = np.asarray(pd.Series(geoms).map(lambda g: g.geom_type if g is not None else ""))
+    names = _TYPE_NAMES[shapely.get_type_id(geoms)]
     allowed = _GEOM_FAMILIES.get(spec.geometry)
     if allowed is not None:
         single_multipoint = (names == "MultiPoint") & (shapely.get_num_geometries(geoms) == 1)

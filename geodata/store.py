@@ -278,3 +278,16 @@ def incident_steps(engine: Engine, code: str) -> tuple[str | None, list[dict]] |
         steps = conn.execute(select(IncidentStep.step, IncidentStep.at, IncidentStep.actor, IncidentStep.note)
                              .where(IncidentStep.incident_id == row.id).order_by(IncidentStep.at)).mappings()
         return row.grid_code, [dict(s) for s in steps]
+
+
+def search_layer(engine: Engine, layer: str, text: str, limit: int = 20) -> list[dict]:
+    """Features of ``layer`` whose name contains ``text`` or whose code starts with it, with
+    their bounding boxes — answered by the database, without reading any geometry out."""
+    table = get_layer(layer).table
+    with engine.connect() as conn:
+        stmt = (select(table.c.code, table.c.name, *dialect.bounds_columns(conn, table.c.geom))
+                .where(table.c.name.contains(text, autoescape=True)
+                       | table.c.code.startswith(text, autoescape=True))
+                .order_by(table.c.code).limit(limit))
+        rows = conn.execute(stmt).all()
+    return [{"layer": layer, "code": r[0], "name": r[1], "bbox": [float(v) for v in r[2:]]} for r in rows]

@@ -28,7 +28,7 @@ from geodata.store import read_layer
 from layers.communities import bounds
 from layers.partition import Partition, UnitGraph, is_contiguous
 from layers.plans import community_polygons, retired_codes, units_from_database
-from layers.redistricting import PlanResult, Rules, assign_codes, make_plan, split_in_two
+from layers.redistricting import PlanResult, Rules, assign_codes, make_plan, split_in_two, summary
 
 #: action → (statuses it starts from, status it leads to, roles allowed)
 TRANSITIONS = {
@@ -95,9 +95,10 @@ def auto_plan(engine: Engine, name: str, author: str, *, street: str | None = No
     return plan_id, result
 
 
-def session(engine: Engine, plan_id: int) -> Session:
-    """The plan in memory at its stored version (rebuilt when someone else saved since)."""
-    plan = plan_store.get_plan(engine, plan_id)
+def session(engine: Engine, plan_id: int, plan: dict | None = None) -> Session:
+    """The plan in memory at its stored version (rebuilt when someone else saved since);
+    ``plan`` is its stored row when the caller has read it already."""
+    plan = plan or plan_store.get_plan(engine, plan_id)
     key = (str(engine.url), plan_id)
     cached = _sessions.get(key)
     if cached is not None and cached.version == plan["version"]:
@@ -155,7 +156,7 @@ def move_units(engine: Engine, plan_id: int, unit_codes: list[str], to: str, ver
     if plan["version"] != version:
         raise plan_store.VersionConflict(f"plan {plan_id} is at version {plan['version']}, not {version}: "
                                          "reload it; nothing was overwritten")
-    s = session(engine, plan_id)
+    s = session(engine, plan_id, plan)
     g, p = s.graph, s.partition
     try:
         positions = [g.position[u] for u in unit_codes]
@@ -191,21 +192,7 @@ def plan_scores(s: Session, touched: list[str] | None = None) -> dict:
             s.contiguous[label] = is_contiguous(p, label)
         else:
             s.contiguous.pop(label, None)
-    labels = list(p.households)
-    households = np.array([p.households[c] for c in labels])
-    pp = np.array([p.polsby_popper(c) for c in labels])
-    moved, moved_units = p.moved()
-    total = int(s.graph.households.sum())
-    return {
-        "communities": len(labels), "units": len(s.graph), "households": total,
-        "outside_bounds": int(((households < r.minimum) | (households > r.maximum)).sum()),
-        "non_contiguous": int(sum(not v for v in s.contiguous.values())),
-        "households_min": int(households.min()), "households_median": float(np.median(households)),
-        "households_max": int(households.max()), "households_moved": moved, "units_moved": moved_units,
-        "households_moved_share": round(moved / total, 4) if total else 0.0,
-        "pp_mean": round(float(pp.mean()), 4), "pp_min": round(float(pp.min()), 4),
-        "cut_edges": p.cut_edges, "bounds": [r.minimum, r.maximum],
-    }
+    return summary(p, r, {label for label, whole in s.contiguous.items() if not whole})
 
 
 def split_community(engine: Engine, plan_id: int, code: str, version: int, actor: str,

@@ -35,7 +35,7 @@ import pandas as pd
 import pymetis
 
 from geodata.catalog import is_code
-from layers.partition import Partition, UnitGraph, is_contiguous
+from layers.partition import Partition, UnitGraph
 
 NEW = "new:"
 
@@ -97,48 +97,62 @@ class PlanResult:
     def community_table(self) -> pd.DataFrame:
         """Per community: households, population, area, Polsby–Popper, contiguity, moves, status."""
         p, g = self.partition, self.graph
-        rows = []
-        had = np.array([c is not None for c in g.current])
-        for label in sorted(p.households):
-            members = p.members(label)
-            moved_in = members[had[members] & (g.current[members] != label)]
-            left = np.flatnonzero((g.current == label) & (p.labels != label))
-            rows.append({
-                "community_code": label, "street_code": g.street[members[0]],
-                "households": int(p.households[label]), "population": int(p.population[label]),
-                "units": len(members), "area_m2": round(float(p.area[label]), 1),
-                "polsby_popper": round(p.polsby_popper(label), 4),
-                "contiguous": is_contiguous(p, label),
-                "within_bounds": self.rules.minimum <= p.households[label] <= self.rules.maximum,
-                "moved_in": int(g.households[moved_in].sum()), "moved_out": int(g.households[left].sum()),
-                "provisional": label in self.provisional,
-            })
-        return pd.DataFrame(rows)
+        frame = pd.DataFrame({"label": p.labels, "street": g.street, "households": g.households,
+                              "current": g.current})
+        moves = frame[frame["current"].notna() & (frame["current"] != frame["label"])]
+        by_label = frame.groupby("label")
+        labels = sorted(p.households)
+        broken = p.non_contiguous()
+
+        def moved(by: str) -> np.ndarray:
+            return moves.groupby(by)["households"].sum().reindex(labels, fill_value=0).to_numpy()
+
+        table = pd.DataFrame({
+            "community_code": labels,
+            "street_code": by_label["street"].first().reindex(labels).to_numpy(),
+            "households": [int(p.households[c]) for c in labels],
+            "population": [int(p.population[c]) for c in labels],
+            "units": by_label.size().reindex(labels).to_numpy(),
+            "area_m2": [round(float(p.area[c]), 1) for c in labels],
+            "polsby_popper": [round(p.polsby_popper(c), 4) for c in labels],
+            "contiguous": [c not in broken for c in labels],
+            "moved_in": moved("label"), "moved_out": moved("current"),
+            "provisional": [c in self.provisional for c in labels],
+        })
+        table["within_bounds"] = table["households"].between(self.rules.minimum, self.rules.maximum)
+        return table
 
     def scores(self) -> dict:
         """The plan's scores: bounds, sizes, households moved, compactness, cut edges, reasons."""
-        table = self.community_table()
-        moved, moved_units = self.partition.moved()
-        total = int(self.graph.households.sum())
-        hh = table["households"] if len(table) else pd.Series([0])
-        return {
-            "communities": len(table), "units": len(self.graph),
-            "households": total,
-            "outside_bounds": int((~table["within_bounds"]).sum()),
-            "non_contiguous": int((~table["contiguous"]).sum()),
-            "crossing_street": int(sum(len(set(self.graph.street[self.partition.members(c)])) > 1
-                                       for c in table["community_code"])),
-            "households_min": int(hh.min()), "households_median": float(hh.median()),
-            "households_max": int(hh.max()),
-            "households_moved": moved, "units_moved": moved_units,
-            "households_moved_share": round(moved / total, 4) if total else 0.0,
-            "pp_mean": round(float(table["polsby_popper"].mean()), 4) if len(table) else 0.0,
-            "pp_min": round(float(table["polsby_popper"].min()), 4) if len(table) else 0.0,
-            "cut_edges": self.partition.cut_edges,
-            "new_communities": int(sum(c not in set(self.graph.current) for c in table["community_code"])),
-            "bounds": [self.rules.minimum, self.rules.maximum],
+        p, g = self.partition, self.graph
+        streets = pd.Series(g.street).groupby(p.labels).nunique()
+        current = set(g.current)
+        return summary(p, self.rules, p.non_contiguous()) | {
+            "crossing_street": int((streets > 1).sum()),
+            "new_communities": int(sum(c not in current for c in p.households)),
             "infeasible": [asdict(i) for i in self.infeasible],
         }
+
+
+def summary(partition: Partition, rules: Rules, broken: set[str]) -> dict:
+    """A partition's plan-level scores from its running sums; ``broken`` are the labels known to be
+    non-contiguous (a hand edit re-checks only the communities it touched)."""
+    p = partition
+    labels = list(p.households)
+    households = np.array([p.households[c] for c in labels]) if labels else np.zeros(1, dtype=int)
+    pp = np.array([p.polsby_popper(c) for c in labels]) if labels else np.zeros(1)
+    moved, moved_units = p.moved()
+    total = int(p.graph.households.sum())
+    return {
+        "communities": len(labels), "units": len(p.graph), "households": total,
+        "outside_bounds": int(sum(rules.violation(p.households[c]) > 0 for c in labels)),
+        "non_contiguous": len(broken & set(labels)),
+        "households_min": int(households.min()), "households_median": float(np.median(households)),
+        "households_max": int(households.max()), "households_moved": moved, "units_moved": moved_units,
+        "households_moved_share": round(moved / total, 4) if total else 0.0,
+        "pp_mean": round(float(pp.mean()), 4), "pp_min": round(float(pp.min()), 4),
+        "cut_edges": p.cut_edges, "bounds": [rules.minimum, rules.maximum],
+    }
 
 
 # --- one street ------------------------------------------------------------------------------

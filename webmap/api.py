@@ -11,7 +11,7 @@ import gzip
 
 from flask import Blueprint, Response, jsonify, request
 
-from geodata.store import incident_steps, read_layer, unit_totals
+from geodata.store import incident_steps, search_layer, unit_totals
 from layers.communities import bounds
 from webmap import engine, features
 from webmap.auth import current_account, require
@@ -80,13 +80,7 @@ def search():
     q = request.args.get("q", "").strip()
     if not q:
         return jsonify(code="InvalidParameterValue", description="q is empty"), 400
-    found = []
-    for layer in ("streets", "communities"):
-        gdf = read_layer(engine(), layer)
-        hit = gdf[gdf["name"].str.contains(q, regex=False) | gdf["code"].str.startswith(q)]
-        for row, bounds_ in zip(hit.itertuples(), hit.geometry.bounds.to_numpy(), strict=True):
-            found.append({"layer": layer, "code": row.code, "name": row.name,
-                          "bbox": [float(v) for v in bounds_]})
+    found = search_layer(engine(), "streets", q) + search_layer(engine(), "communities", q)
     return jsonify(results=found[:20])
 
 
