@@ -13,6 +13,7 @@ from datetime import date, datetime
 from geoalchemy2 import Geometry
 from sqlalchemy import (
     JSON,
+    Boolean,
     Date,
     DateTime,
     Float,
@@ -215,6 +216,9 @@ class Plan(Base):
     comment: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+    #: the boundary revision the plan was made from, and the streets it covers
+    base_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    streets: Mapped[list | None] = mapped_column(JSON)
 
 
 class PlanAssignment(Base):
@@ -224,6 +228,31 @@ class PlanAssignment(Base):
     plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"), primary_key=True)
     unit_code: Mapped[str] = mapped_column(String(20), primary_key=True)
     community_code: Mapped[str] = mapped_column(String(12))
+    #: set by a hand edit, so that a rebase keeps it
+    edited: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+
+
+class Revision(Base):
+    """A counter kept in the database. ``boundaries`` rises with every change of units or
+    communities (an import, an adoption, a code table): what a process holds in memory about
+    them is valid only at the revision it was built from."""
+
+    __tablename__ = "revisions"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer)
+
+
+class BoundaryChange(Base):
+    """What one boundary revision changed: which streets (``None``: possibly all) and communities."""
+
+    __tablename__ = "boundary_changes"
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(DateTime)
+    actor: Mapped[str | None] = mapped_column(String(50))
+    action: Mapped[str] = mapped_column(String(32))
+    streets: Mapped[list | None] = mapped_column(JSON)
+    communities: Mapped[list | None] = mapped_column(JSON)
+    plan_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class User(Base):

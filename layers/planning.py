@@ -22,12 +22,12 @@ import shapely
 import shapely.ops
 from sqlalchemy import Engine
 
-from geodata import plan_store
+from geodata import plan_rows
 from geodata.crs import to_metric
 from geodata.store import read_layer
 from layers.communities import bounds
 from layers.partition import Partition, UnitGraph, is_contiguous
-from layers.plans import community_polygons, retired_codes, units_from_database
+from layers.plan_io import community_polygons, retired_codes, units_from_database
 from layers.redistricting import PlanResult, Rules, assign_codes, make_plan, split_in_two, summary
 
 #: action → (statuses it starts from, status it leads to, roles allowed)
@@ -90,7 +90,7 @@ def auto_plan(engine: Engine, name: str, author: str, *, street: str | None = No
     result = make_plan(graph, rules, retired=retired_codes(engine), progress=progress)
     params = {"street": street, "minimum": rules.minimum, "maximum": rules.maximum, "target": target,
               "fresh": fresh, "seed": seed}
-    plan_id = plan_store.create_plan(engine, name, author, result.assignment, params=params,
+    plan_id = plan_rows.create_plan(engine, name, author, result.assignment, params=params,
                                      scores=result.scores(), district_code=units["district_code"].iloc[0])
     return plan_id, result
 
@@ -98,7 +98,7 @@ def auto_plan(engine: Engine, name: str, author: str, *, street: str | None = No
 def session(engine: Engine, plan_id: int, plan: dict | None = None) -> Session:
     """The plan in memory at its stored version (rebuilt when someone else saved since);
     ``plan`` is its stored row when the caller has read it already."""
-    plan = plan or plan_store.get_plan(engine, plan_id)
+    plan = plan or plan_rows.get_plan(engine, plan_id)
     key = (str(engine.url), plan_id)
     cached = _sessions.get(key)
     if cached is not None and cached.version == plan["version"]:
@@ -106,7 +106,7 @@ def session(engine: Engine, plan_id: int, plan: dict | None = None) -> Session:
         return cached
     params = plan["params"] or {}
     units, graph = _graph(engine, params.get("street"))
-    assignment = plan_store.plan_assignment(engine, plan_id)
+    assignment = plan_rows.plan_assignment(engine, plan_id)
     labels = assignment.reindex(graph.codes).to_numpy(dtype=object)
     labels = np.where(pd.isna(labels), graph.current, labels)
     rules = Rules(params.get("minimum", 1000), params.get("maximum", 3000), params.get("target"))
@@ -150,11 +150,11 @@ def move_units(engine: Engine, plan_id: int, unit_codes: list[str], to: str, ver
 
     The edit is allowed even when it breaks a rule: the answer names the violations.
     """
-    plan = plan_store.get_plan(engine, plan_id)
+    plan = plan_rows.get_plan(engine, plan_id)
     if plan["status"] not in EDITABLE:
         raise WorkflowError(f"plan {plan_id} is {plan['status']}: only drafts can be edited")
     if plan["version"] != version:
-        raise plan_store.VersionConflict(f"plan {plan_id} is at version {plan['version']}, not {version}: "
+        raise plan_rows.VersionConflict(f"plan {plan_id} is at version {plan['version']}, not {version}: "
                                          "reload it; nothing was overwritten")
     s = session(engine, plan_id, plan)
     g, p = s.graph, s.partition
@@ -175,7 +175,7 @@ def move_units(engine: Engine, plan_id: int, unit_codes: list[str], to: str, ver
     touched = sorted({p.labels[i] for i in positions} | {to})
     p.move(positions, to)
     scores = plan_scores(s, touched)
-    new_version = plan_store.save_moves(engine, plan_id, {u: to for u in unit_codes}, version, actor,
+    new_version = plan_rows.save_moves(engine, plan_id, {u: to for u in unit_codes}, version, actor,
                                         scores=scores,
                                         status="draft" if plan["status"] == "rejected" else None)
     s.version = new_version
@@ -234,7 +234,7 @@ def change_status(engine: Engine, plan_id: int, action: str, version: int, actor
     if action not in TRANSITIONS:
         raise WorkflowError(f"unknown action {action!r}: use {', '.join(TRANSITIONS)}")
     sources, target, roles = TRANSITIONS[action]
-    plan = plan_store.get_plan(engine, plan_id)
+    plan = plan_rows.get_plan(engine, plan_id)
     if role not in roles:
         raise WorkflowError(f"a {role} may not {action} a plan")
     if plan["status"] not in sources:
@@ -245,7 +245,7 @@ def change_status(engine: Engine, plan_id: int, action: str, version: int, actor
     if action == "adopt":
         report = adopt_plan(engine, plan_id, version, actor)
         return {"status": "adopted", **report}
-    new_version = plan_store.set_status(engine, plan_id, target, version, actor, comment)
+    new_version = plan_rows.set_status(engine, plan_id, target, version, actor, comment)
     return {"status": target, "version": new_version}
 
 
@@ -279,7 +279,7 @@ def adopt_plan(engine: Engine, plan_id: int, version: int, actor: str) -> dict:
     share = pieces.groupby("code")["area"].max() / pieces.groupby("code")["area"].sum()
     straddling = sorted(share[share < 0.99].index)
     renumber = sorted(c for c, comm in cell_communities.items() if not c.startswith(comm))
-    new_version = plan_store.adopt(engine, plan_id, version, actor, polygons, result.assignment,
+    new_version = plan_rows.adopt(engine, plan_id, version, actor, polygons, result.assignment,
                                    facility_communities, cell_communities)
     forget_units(engine)
     return {"version": new_version, "streets": streets, "communities": len(polygons),

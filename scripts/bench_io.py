@@ -27,10 +27,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from pgcluster import PostgisCluster  # noqa: E402
 
 from geodata.db import get_engine  # noqa: E402
-from geodata.demo import generate, write_demo  # noqa: E402
 from geodata.exporter import export_layer  # noqa: E402
 from geodata.importer import import_layer  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
+from layers.demo import generate, write_demo  # noqa: E402
 
 FORMATS = {"shp": ("ESRI Shapefile", "shp.zip"), "gpkg": ("GPKG", "gpkg"),
            "geojson": ("GeoJSON", "geojson"), "csv": ("CSV", "csv")}

@@ -34,19 +34,20 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 from benchvenv import anchor_venv  # noqa: E402
 
-from geodata.demo import generate  # noqa: E402
 from geodata.importer import read_source  # noqa: E402
 from geodata.topology import rook_pairs  # noqa: E402
+from layers.demo import generate  # noqa: E402
 from layers.partition import Partition, UnitGraph  # noqa: E402
 from layers.redistricting import PlanResult, Rules, make_plan  # noqa: E402
 
 VENV = ROOT / "bench-out" / "venv-anchors"
-SHARED = ROOT.parent / "shared" / "data"
+TEST_DATA = ROOT / "tests" / "data"
 
 
 def providence():
     with tempfile.TemporaryDirectory() as tmp:
-        blocks = read_source(SHARED / "providence" / "Providence_blocks.zip", workdir=Path(tmp)).to_crs(4326)
+        zipped = TEST_DATA / "providence" / "Providence_blocks.zip"
+        blocks = read_source(zipped, workdir=Path(tmp)).to_crs(4326)
     units = blocks[["GEOID10", "geometry"]].rename(columns={"GEOID10": "code"})
     units["households"] = np.round(blocks["TOTPOP"] / 2.62).astype(int)
     units["street_code"] = [f"999000{int(w):03d}" for w in blocks["WARD"]]
@@ -102,9 +103,9 @@ def edit_latency(demo, tmp: Path, edits: int = 300) -> dict:
     """p50/p95 milliseconds of a hand edit (one unit to a neighbouring community), stored plan on
     SpatiaLite, in-process (the HTTP layer adds a few milliseconds)."""
     from geodata.db import get_engine
-    from geodata.demo import write_demo
     from geodata.migrate import upgrade
     from layers import planning
+    from layers.demo import write_demo
 
     engine = get_engine(f"sqlite:///{tmp / 'edits.sqlite'}")
     upgrade(engine)

@@ -2,7 +2,7 @@
 
 Storage tests take the ``engine`` fixture, which runs each test on SpatiaLite and on PostGIS
 (a throwaway PostgreSQL 15 cluster started once per session). With ``CI=true`` a missing
-PostGIS, Chromium or ``../shared/data`` fails the run instead of skipping.
+PostGIS, Chromium or ``tests/data`` fails the run instead of skipping.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from geodata.migrate import upgrade  # noqa: E402
 from geodata.standards import seed_settings  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-SHARED_DATA = ROOT.parent / "shared" / "data"
+TEST_DATA = ROOT / "tests" / "data"
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -100,7 +100,7 @@ def engine(db_url):
 @pytest.fixture(scope="session")
 def small_demo():
     """A small generated district (about 800 units) shared by the tests that only read it."""
-    from geodata.demo import generate
+    from layers.demo import generate
 
     return generate(units=800, seed=7)
 
@@ -108,20 +108,20 @@ def small_demo():
 @pytest.fixture(scope="session")
 def district_demo():
     """The default demo district (4,000 units), as ``make run`` builds it."""
-    from geodata.demo import generate
+    from layers.demo import generate
 
     return generate(units=4000, seed=1)
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    require(SHARED_DATA.is_dir(), f"real data folder {SHARED_DATA}")
-    return SHARED_DATA
+def test_data() -> Path:
+    require(TEST_DATA.is_dir(), f"real data folder {TEST_DATA}")
+    return TEST_DATA
 
 
 @pytest.fixture(scope="session")
-def providence_zip(shared_data) -> Path:
-    path = shared_data / "providence" / "Providence_blocks.zip"
+def providence_zip(test_data) -> Path:
+    path = test_data / "providence" / "Providence_blocks.zip"
     require(path.exists(), str(path))
     return path
 

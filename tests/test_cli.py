@@ -117,7 +117,7 @@ def test_accounts_and_tokens_from_the_command_line(run, engine, db_url, tmp_path
 def test_plan_from_the_database_and_from_a_file(run, engine, small_demo, tmp_path):
     import json
 
-    from geodata.demo import write_demo
+    from layers.demo import write_demo
 
     write_demo(engine, small_demo)
     out = tmp_path / "plan.gpkg"

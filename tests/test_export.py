@@ -11,9 +11,9 @@ import pyogrio
 import pytest
 import shapely
 
-from geodata.demo import write_demo
 from geodata.exporter import ExportError, export_layer
 from geodata.store import read_layer
+from layers.demo import write_demo
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ import pytest
 import shapely
 from sqlalchemy import func, select
 
-from geodata import plan_store
-from geodata.demo import write_demo
+from geodata import plan_rows
 from geodata.models import AuditLog, CommunityHistory
 from geodata.store import read_layer
 from layers import planning
+from layers.demo import write_demo
 
 
 @pytest.fixture
@@ -27,9 +27,9 @@ def first_street(demo) -> str:
 def test_auto_plan_of_a_street_is_stored_as_a_draft(stored, small_demo):
     street = first_street(small_demo)
     plan_id, result = planning.auto_plan(stored, "第一版", "planner", street=street)
-    plan = plan_store.get_plan(stored, plan_id)
+    plan = plan_rows.get_plan(stored, plan_id)
     assert plan["status"] == "draft" and plan["version"] == 1 and plan["author"] == "planner"
-    assignment = plan_store.plan_assignment(stored, plan_id)
+    assignment = plan_rows.plan_assignment(stored, plan_id)
     assert len(assignment) == (small_demo.layers["units"]["street_code"] == street).sum()
     assert (assignment == result.assignment.reindex(assignment.index)).all()
     assert plan["scores"]["outside_bounds"] == result.scores()["outside_bounds"]
@@ -51,7 +51,7 @@ def test_hand_edits_report_live_scores_and_violations(stored, small_demo):
     figures = {c["community_code"]: c for c in answer["communities"]}
     assert figures[code]["households"] == before[code] - moved
     assert figures[neighbour]["households"] == before[neighbour] + moved
-    assert plan_store.plan_assignment(stored, plan_id)[unit] == neighbour
+    assert plan_rows.plan_assignment(stored, plan_id)[unit] == neighbour
     # moving every unit out leaves the community empty; a rule break is reported, not refused
     rest = [str(s.graph.codes[i]) for i in s.partition.members(code)]
     answer = planning.move_units(stored, plan_id, rest[:1], "new", 2, "planner")
@@ -67,9 +67,9 @@ def test_two_planners_saving_the_same_version_conflict(stored, small_demo):
     a, b = (str(c) for c in s.graph.codes[:2])
     target = s.partition.labels[0]
     planning.move_units(stored, plan_id, [b], target, 1, "planner-a")
-    with pytest.raises(plan_store.VersionConflict, match="nothing was overwritten"):
+    with pytest.raises(plan_rows.VersionConflict, match="nothing was overwritten"):
         planning.move_units(stored, plan_id, [a], "new", 1, "planner-b")
-    assert plan_store.get_plan(stored, plan_id)["version"] == 2
+    assert plan_rows.get_plan(stored, plan_id)["version"] == 2
 
 
 def test_split_and_merge(stored, small_demo):
@@ -96,7 +96,7 @@ def test_workflow_roles_and_adoption(stored, small_demo):
     with pytest.raises(planning.WorkflowError, match="needs a comment"):
         planning.change_status(stored, plan_id, "reject", v, "admin", "admin")
     v = planning.change_status(stored, plan_id, "reject", v, "admin", "admin", "太大了")["version"]
-    assert plan_store.get_plan(stored, plan_id)["status"] == "rejected"
+    assert plan_rows.get_plan(stored, plan_id)["status"] == "rejected"
     v = planning.change_status(stored, plan_id, "submit", v, "planner", "planner")["version"]
     v = planning.change_status(stored, plan_id, "approve", v, "admin", "admin")["version"]
     with pytest.raises(planning.WorkflowError, match="only drafts"):
@@ -135,7 +135,7 @@ def test_compare_with_the_current_boundaries(stored, small_demo):
 
 
 def test_bridges_link_the_banks_of_the_river(stored, small_demo):
-    from layers.plans import units_from_database
+    from layers.plan_io import units_from_database
 
     units, adjacency = units_from_database(stored)
     links = adjacency[adjacency["shared_m"] < 0.01]

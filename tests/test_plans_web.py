@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import shapely
 
-from geodata.demo import write_demo
 from layers import planning
+from layers.demo import write_demo
 from layers.worker import run_one
 from tests.webhelpers import csrf_token, make_accounts, sign_in
 from webmap import create_app

@@ -1,4 +1,4 @@
-"""Real data from ../shared/data: Providence census blocks as planning units, 311 requests."""
+"""Real data from tests/data: Providence census blocks as planning units, 311 requests."""
 
 from __future__ import annotations
 
@@ -60,12 +60,12 @@ def test_import_blocks_as_units(engine, providence_units):
         assert conn.execute(select(func.count()).select_from(UnitAdjacency)).scalar_one() == 7438
 
 
-def test_311_requests_read_as_points_and_rows_without_a_place_are_named(shared_data, tmp_path):
-    boston = read_source(shared_data / "us311" / "boston311-100.csv", workdir=tmp_path)
+def test_311_requests_read_as_points_and_rows_without_a_place_are_named(test_data, tmp_path):
+    boston = read_source(test_data / "us311" / "boston311-100.csv", workdir=tmp_path)
     assert len(boston) == 100 and boston.geometry.geom_type.eq("Point").all()
     assert boston.crs.to_epsg() == 4326 and boston.geometry.x.between(-71.3, -70.9).all()
-    nyc = pd.read_csv(shared_data / "us311" / "nyc311-100.csv")
+    nyc = pd.read_csv(test_data / "us311" / "nyc311-100.csv")
     missing = np.flatnonzero(nyc["Longitude"].isna().to_numpy()) + 1
     with pytest.raises(ImportRefused) as refused:
-        read_source(shared_data / "us311" / "nyc311-100.csv", workdir=tmp_path)
+        read_source(test_data / "us311" / "nyc311-100.csv", workdir=tmp_path)
     assert refused.value.problems == [f"row {r}: no Longitude/Latitude" for r in missing]

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from geodata.demo import generate
 from geodata.importer import read_source
+from layers.demo import generate
 from layers.partition import Partition, UnitGraph, is_contiguous
 from layers.redistricting import Rules, make_plan
 

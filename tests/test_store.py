@@ -9,9 +9,9 @@ from sqlalchemy import func, select
 
 from geodata import dialect
 from geodata.catalog import LAYERS
-from geodata.demo import write_demo
 from geodata.models import IncidentStep, UnitAdjacency
 from geodata.store import as_stored_type, layer_counts, read_layer, write_layer
+from layers.demo import write_demo
 
 
 def test_demo_round_trips_through_the_database(engine, small_demo):

@@ -10,14 +10,11 @@ import os
 import secrets
 from pathlib import Path
 
-from flask import Flask, current_app, render_template
-from flask_wtf.csrf import CSRFProtect
-from sqlalchemy import Engine
+from flask import Flask, render_template
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from geodata.db import database_url, get_engine
-
-csrf = CSRFProtect()
+from geodata.db import database_url
+from webmap.extensions import csrf
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -36,13 +33,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.from_mapping(test_config)
 
-    from webmap import api, auth, cli, maps, plans
+    from webmap import api, auth, cli, maps, plan_views
 
     csrf.init_app(app)
     auth.init_app(app)
     app.register_blueprint(maps.bp)
     app.register_blueprint(api.bp)
-    app.register_blueprint(plans.bp)
+    app.register_blueprint(plan_views.bp)
     cli.register(app)
 
     @app.errorhandler(OperationalError)
@@ -58,11 +55,6 @@ def create_app(test_config: dict | None = None) -> Flask:
             "您没有权限 — your role may not open this page.")), 403
 
     return app
-
-
-def engine() -> Engine:
-    """The engine of the current app's database."""
-    return get_engine(current_app.config["DATABASE_URL"])
 
 
 def _instance_secret(instance: str) -> str:

@@ -13,8 +13,9 @@ from flask import Blueprint, Response, jsonify, request
 
 from geodata.store import incident_steps, search_layer, unit_totals
 from layers.communities import bounds
-from webmap import engine, features
+from webmap import features
 from webmap.auth import current_account, require
+from webmap.extensions import engine
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 

@@ -21,7 +21,7 @@ from flask_login import LoginManager, UserMixin, current_user, login_user, logou
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from geodata.accounts import Account, find_token, find_user, save_token, save_user
-from webmap import engine
+from webmap.extensions import engine
 
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()

@@ -18,18 +18,18 @@ from flask.cli import AppGroup, with_appcontext
 
 from geodata.accounts import ROLES, find_user
 from geodata.catalog import LAYERS
-from geodata.demo import generate, write_demo
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
 from geodata.importer import MODES, ImportRefused, import_layer
 from geodata.migrate import upgrade
 from geodata.standards import seed_settings
 from geodata.store import count_layer, read_layer
 from layers.communities import Bounds, bounds
+from layers.demo import generate, write_demo
 from layers.partition import UnitGraph
-from layers.plans import export_plan, retired_codes, units_from_database, units_from_file
+from layers.plan_io import export_plan, retired_codes, units_from_database, units_from_file
 from layers.redistricting import Rules, make_plan
-from webmap import engine
 from webmap.auth import add_token, add_user
+from webmap.extensions import engine
 
 LAYER = click.Choice(list(LAYERS))
 

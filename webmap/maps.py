@@ -19,8 +19,8 @@ from geodata.catalog import LAYERS
 from geodata.standards import FACILITY_KINDS, INCIDENT_CATEGORIES
 from geodata.store import layer_counts, layer_extent
 from layers.communities import bounds
-from webmap import engine
 from webmap.auth import current_account, require
+from webmap.extensions import engine
 
 bp = Blueprint("maps", __name__)
 

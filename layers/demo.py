@@ -38,7 +38,7 @@ from geodata.catalog import LAYERS
 from geodata.models import IncidentStep, UnitAdjacency
 from geodata.standards import FACILITY_KINDS, INCIDENT_CATEGORIES, seed_settings
 from geodata.store import write_layer
-from geodata.worktime import add_working_hours
+from layers.working_time import add_working_hours
 
 CENTRE = (114.27, 30.59)  # 江汉区, Wuhan
 METRIC = CRS.from_epsg(4547)  # CGCS2000 / 3-degree Gauss–Krüger CM 114E

@@ -11,13 +11,13 @@ import shapely
 from flask import Blueprint, abort, after_this_request, jsonify, render_template, request, send_file, url_for
 from flask_wtf.csrf import CSRFError
 
-from geodata import jobs, plan_store
+from geodata import jobs, plan_rows
 from geodata.store import read_layer
 from layers import planning
-from layers.plans import export_plan
+from layers.plan_io import export_plan
 from layers.redistricting import PlanResult
-from webmap import csrf, engine
 from webmap.auth import bearer_request, current_account, require
+from webmap.extensions import csrf, engine
 from webmap.maps import build_map, render_map
 
 bp = Blueprint("plans", __name__)
@@ -61,9 +61,9 @@ def _answer(fn, *args, **kwargs):
     """Run a planning call; map its refusals to HTTP answers."""
     try:
         return jsonify(fn(*args, **kwargs))
-    except plan_store.PlanNotFound as exc:
+    except plan_rows.PlanNotFound as exc:
         return jsonify(code="NotFound", description=str(exc)), 404
-    except plan_store.VersionConflict as exc:
+    except plan_rows.VersionConflict as exc:
         return jsonify(code="Conflict", description=str(exc)), 409
     except planning.WorkflowError as exc:
         return jsonify(code="Forbidden", description=str(exc)), 403
@@ -78,7 +78,7 @@ def _answer(fn, *args, **kwargs):
 @require(*READERS)
 def plan_list():
     streets = read_layer(engine(), "streets")[["code", "name"]].sort_values("code")
-    return render_template("plans.html", plans=plan_store.list_plans(engine()),
+    return render_template("plans.html", plans=plan_rows.list_plans(engine()),
                            streets=list(streets.itertuples(index=False)), title="方案 plans")
 
 
@@ -86,8 +86,8 @@ def plan_list():
 @require(*READERS)
 def plan_page(plan_id: int):
     try:
-        plan = plan_store.get_plan(engine(), plan_id)
-    except plan_store.PlanNotFound:
+        plan = plan_rows.get_plan(engine(), plan_id)
+    except plan_rows.PlanNotFound:
         abort(404)
     street = (plan["params"] or {}).get("street")
     outline = read_layer(engine(), "streets", where={"code": street} if street else None)
@@ -106,7 +106,7 @@ def plan_page(plan_id: int):
 @require(*READERS, api=True)
 def api_list():
     return jsonify(plans=[{**p, "updated_at": p["updated_at"].isoformat(timespec="seconds")}
-                          for p in plan_store.list_plans(engine())])
+                          for p in plan_rows.list_plans(engine())])
 
 
 @bp.post("/api/plans")
@@ -147,7 +147,7 @@ def api_job(job_id: int):
 @require(*READERS, api=True)
 def api_plan(plan_id: int):
     def describe():
-        plan = plan_store.get_plan(engine(), plan_id)
+        plan = plan_rows.get_plan(engine(), plan_id)
         s = planning.session(engine(), plan_id)
         return {**{k: v for k, v in plan.items() if k not in ("created_at", "updated_at")},
                 "updated_at": plan["updated_at"].isoformat(timespec="seconds"),
@@ -162,7 +162,7 @@ def api_units(plan_id: int):
     """The plan's units as GeoJSON, each with its community in the plan and the current one."""
     try:
         s = planning.session(engine(), plan_id)
-    except plan_store.PlanNotFound as exc:
+    except plan_rows.PlanNotFound as exc:
         return jsonify(code="NotFound", description=str(exc)), 404
     units = s.units[["code", "households", "street_code", "land_use", "geometry"]].copy()
     units["community_code"] = s.partition.labels[[s.graph.position[c] for c in units["code"]]]
@@ -230,7 +230,7 @@ def api_export(plan_id: int):
         abort(400, description="format is gpkg or shp")
     try:
         s = planning.session(engine(), plan_id)
-    except plan_store.PlanNotFound as exc:
+    except plan_rows.PlanNotFound as exc:
         return jsonify(code="NotFound", description=str(exc)), 404
     folder = Path(tempfile.mkdtemp(prefix="gridplan-plan-"))
     out = export_plan(PlanResult(s.graph, s.partition, s.rules), s.units,

@@ -1,0 +1,57 @@
+"""The boundary revision: one number in the database that every change of units or communities
+raises, with a log of what each revision changed.
+
+Whatever a process keeps in memory about units and communities (a plan's graph, its partition)
+is keyed to the revision it was built from and rebuilt when the stored one has moved, so two
+gunicorn workers and the job worker never answer from different boundaries. The counter is
+raised by ``UPDATE … SET value = value + 1`` inside the writer's own transaction: the row lock
+serialises writers, a rolled-back change gives its number back, and no revision is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from geodata.models import BoundaryChange, Revision
+
+BOUNDARIES = "boundaries"
+
+
+def current_revision(engine: Engine | Connection) -> int:
+    """The stored boundary revision (0 on a database no change has touched)."""
+    stmt = select(Revision.value).where(Revision.name == BOUNDARIES)
+    if isinstance(engine, Engine):
+        with engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one_or_none() or 0)
+    return int(engine.execute(stmt).scalar_one_or_none() or 0)
+
+
+def raise_revision(conn: Connection, action: str, *, actor: str | None = None,
+                   streets: Iterable[str] | None = None, communities: Iterable[str] | None = None,
+                   plan_id: int | None = None) -> int:
+    """Raise the boundary revision on the caller's transaction and log what changed;
+    ``streets=None`` means any street may have changed. Returns the new revision."""
+    table = Revision.__table__
+    raised = conn.execute(update(table).where(table.c.name == BOUNDARIES)
+                          .values(value=table.c.value + 1).returning(table.c.value)).scalar_one_or_none()
+    if raised is None:  # a database made before the counter existed
+        conn.execute(insert(table).values(name=BOUNDARIES, value=1))
+        raised = 1
+    conn.execute(insert(BoundaryChange).values(
+        revision=raised, at=datetime.now(), actor=actor, action=action,
+        streets=sorted(set(streets)) if streets is not None else None,
+        communities=sorted(set(communities)) if communities is not None else None, plan_id=plan_id))
+    return int(raised)
+
+
+def changes_since(engine: Engine | Connection, revision: int) -> list[dict]:
+    """The logged changes after ``revision``, oldest first."""
+    stmt = select(BoundaryChange.__table__).where(BoundaryChange.revision > revision) \
+        .order_by(BoundaryChange.revision)
+    if isinstance(engine, Engine):
+        with engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+    return [dict(r) for r in engine.execute(stmt).mappings()]
