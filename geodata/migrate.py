@@ -22,8 +22,9 @@ def _config(connection) -> Config:
     return config
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Create or upgrade the schema to ``revision`` in one transaction."""
+def upgrade(engine: Engine, revision: str = "heads") -> None:
+    """Create or upgrade the schema to ``revision`` (every head: work on separate branches of
+    the migrations needs no merge revision) in one transaction."""
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS postgis")
