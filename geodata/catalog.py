@@ -11,6 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
+import pandas as pd
+
 from geodata import models
 
 #: Digits of each level's code, by the name of the field that holds it.
@@ -140,3 +143,19 @@ def get_layer(name: str) -> LayerSpec:
         return LAYERS[name]
     except KeyError:
         raise ValueError(f"unknown layer {name!r}; layers are: {', '.join(LAYERS)}") from None
+
+
+def clean_text(value) -> str | None:
+    """A text value as stored: None when empty; an integral float (a code stored as a number in a
+    .dbf) loses its '.0'."""
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    value = str(value).strip()
+    return value or None
+
+
+def as_text(series: pd.Series) -> pd.Series:
+    """:func:`clean_text` over a column."""
+    return pd.Series([clean_text(v) for v in series.to_numpy(dtype=object)], index=series.index, dtype=object)

@@ -22,6 +22,10 @@ os.environ.setdefault("SPATIALITE_LIBRARY_PATH", "mod_spatialite")
 
 DEFAULT_INSTANCE = Path(__file__).resolve().parent.parent / "instance"
 
+#: rows per INSERT/UPDATE statement and per IN (…) list: small enough for SQLite's variable limit,
+#: large enough that a city-size write is a few hundred statements
+BATCH = 2000
+
 
 def default_url() -> str:
     """The SpatiaLite file under ``instance/`` used when ``DATABASE_URL`` is not set."""

@@ -15,7 +15,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from io import StringIO
 from pathlib import Path, PurePosixPath
 
@@ -24,13 +24,16 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import shapely
-from sqlalchemy import Connection, Engine, delete, func, insert, literal, or_, select
+from sqlalchemy import Connection, Engine, delete, func, insert, or_, select
 
 from geodata import crs as crs_mod
 from geodata import topology
-from geodata.catalog import LayerSpec, get_layer, is_code
-from geodata.models import AuditLog, Community, CommunityHistory, UnitAdjacency
-from geodata.store import existing_codes, read_layer, write_layer
+from geodata.catalog import LayerSpec, as_text, get_layer, is_code
+from geodata.db import BATCH
+from geodata.errors import Refused
+from geodata.models import AuditLog, UnitAdjacency
+from geodata.revisions import raise_revision
+from geodata.store import existing_codes, keep_community_history, read_layer, write_layer
 
 #: An archive may not expand past this (zip bombs); callers may lower it.
 MAX_UNZIPPED_BYTES = 4 * 1024**3
@@ -52,7 +55,7 @@ _LAT_NAMES = ("lat", "latitude", "y", "纬度")
 _WKT_NAMES = ("wkt", "geometry", "geom", "the_geom")
 
 
-class ImportRefused(ValueError):
+class ImportRefused(Refused):
     """The file cannot be imported; ``problems`` lists every reason found."""
 
     def __init__(self, problems: list[str] | str) -> None:
@@ -75,6 +78,7 @@ class ImportReport:
     repaired: list[str] = field(default_factory=list)
     ignored_fields: list[str] = field(default_factory=list)
     adjacency_pairs: int | None = None
+    revision: int | None = None  # the boundary revision the import raised (units, communities)
 
     def summary(self) -> str:
         lines = [f"{self.layer}: {self.written} features written ({self.mode}) from {self.source}"]
@@ -284,21 +288,6 @@ def _mapped_columns(spec: LayerSpec, gdf: gpd.GeoDataFrame, mapping: dict[str, s
     return rename, ignored
 
 
-def _as_text(series: pd.Series) -> pd.Series:
-    """Text values (None when empty); integral floats (codes stored as numbers in a .dbf) lose
-    their '.0'."""
-
-    def text(v) -> str | None:
-        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
-            return None
-        if isinstance(v, float) and v.is_integer():
-            return str(int(v))
-        v = str(v).strip()
-        return v or None
-
-    return pd.Series([text(v) for v in series.to_numpy(dtype=object)], index=series.index, dtype=object)
-
-
 def _coerce(spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> pd.DataFrame:
     out = pd.DataFrame(index=frame.index)
     rows = np.arange(1, len(frame) + 1)
@@ -307,7 +296,7 @@ def _coerce(spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> pd.Dat
             continue
         col = frame[f.name]
         if f.dtype == "str":
-            out[f.name] = _as_text(col)
+            out[f.name] = as_text(col)
             continue
         present = col.notna() & ~(col.astype(str).str.strip() == "")
         if f.dtype in ("int", "float"):
@@ -446,8 +435,8 @@ def _store_adjacency(conn: Connection, units: gpd.GeoDataFrame, full: bool) -> i
         conn.execute(delete(table))
         pool = read_layer(conn, "units")
     else:
-        for start in range(0, len(codes), 2000):
-            chunk = codes[start:start + 2000]
+        for start in range(0, len(codes), BATCH):
+            chunk = codes[start:start + BATCH]
             conn.execute(delete(table).where(or_(table.c.unit_a.in_(chunk), table.c.unit_b.in_(chunk))))
         minx, miny, maxx, maxy = units.total_bounds
         pad = 0.001
@@ -464,22 +453,9 @@ def _store_adjacency(conn: Connection, units: gpd.GeoDataFrame, full: bool) -> i
     district = pool.set_index("code")["district_code"].reindex(lo).to_numpy()
     records = [{"unit_a": x, "unit_b": y, "shared_m": float(s), "district_code": d}
                for x, y, s, d in zip(lo, hi, shared, district, strict=True)]
-    for start in range(0, len(records), 5000):
-        conn.execute(insert(table), records[start:start + 5000])
+    for start in range(0, len(records), BATCH):
+        conn.execute(insert(table), records[start:start + BATCH])
     return len(records)
-
-
-def _keep_history(conn: Connection, codes: list[str] | None) -> None:
-    """Copy the boundaries about to be replaced into ``community_history``, ending today."""
-    current = Community.__table__
-    history = CommunityHistory.__table__
-    columns = ["code", "name", "street_code", "district_code", "valid_from", "geom"]
-    chunks = [None] if codes is None else [codes[i:i + 2000] for i in range(0, len(codes), 2000)]
-    for chunk in chunks:
-        source = select(*[current.c[c] for c in columns], literal(date.today()).label("valid_to"))
-        if chunk is not None:
-            source = source.where(current.c.code.in_(chunk))
-        conn.execute(insert(history).from_select([*columns, "valid_to"], source))
 
 
 def prepare(spec: LayerSpec, gdf: gpd.GeoDataFrame, *, declared_crs=None,
@@ -569,10 +545,15 @@ def import_layer(
                 progress(done[0], len(gdf))
 
         if layer == "communities" and mode in ("replace", "update"):
-            _keep_history(conn, None if mode == "replace" else codes)
+            keep_community_history(conn, codes=None if mode == "replace" else codes)
         report.written = write_layer(conn, layer, gdf, mode=mode, progress=tick)
         if layer == "units":
             report.adjacency_pairs = _store_adjacency(conn, gdf, full=mode == "replace")
+        if layer in ("units", "communities"):  # what processes hold in memory about them is stale now
+            report.revision = raise_revision(
+                conn, f"import:{layer}", actor=actor,
+                streets=None if mode == "replace" else set(gdf["street_code"].dropna()),
+                communities=set(codes) if layer == "communities" and mode != "replace" else None)
         conn.execute(insert(AuditLog.__table__).values(
             at=datetime.now(), actor=actor, action=f"import:{mode}", layer=layer,
             detail={"source": report.source, "written": report.written,

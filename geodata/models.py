@@ -219,6 +219,8 @@ class Plan(Base):
     #: the boundary revision the plan was made from, and the streets it covers
     base_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     streets: Mapped[list | None] = mapped_column(JSON)
+    #: what adopting it did: communities created, retired, changed; cells to look at
+    adoption: Mapped[dict | None] = mapped_column(JSON)
 
 
 class PlanAssignment(Base):

@@ -2,8 +2,9 @@
 
 Saving is optimistic: every change names the version it started from, and a change made from an
 older version is refused with :class:`VersionConflict`, so two planners never overwrite each
-other. Adoption replaces the current communities in one transaction and keeps the previous
-boundaries in ``community_history``.
+other. A plan records the boundary revision (:mod:`geodata.revisions`) it was made from.
+Adoption replaces the current communities in one transaction, keeps the previous boundaries in
+``community_history``, raises the boundary revision and refuses to revive a retired code.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, literal, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 
+from geodata import dialect
+from geodata.db import BATCH
+from geodata.errors import Conflict, NotFound
 from geodata.models import (
     AuditLog,
     Community,
@@ -26,33 +30,40 @@ from geodata.models import (
     PlanAssignment,
     Unit,
 )
-from geodata.store import as_stored_type
+from geodata.revisions import raise_revision
+from geodata.store import as_stored_type, keep_community_history
 
-BATCH = 5000
 
-
-class VersionConflict(Exception):
+class VersionConflict(Conflict):
     """The plan changed since the version the change started from."""
 
 
-class PlanNotFound(LookupError):
-    pass
+class PlanNotFound(NotFound):
+    """No plan with that id."""
 
 
 def create_plan(engine: Engine, name: str, author: str, assignment: pd.Series, *, params: dict | None = None,
-                scores: dict | None = None, district_code: str | None = None) -> int:
-    """Store a new draft plan with ``assignment`` (unit code → community code); returns its id."""
+                scores: dict | None = None, district_code: str | None = None, base_revision: int = 0,
+                streets: list[str] | None = None) -> int:
+    """Store a new draft plan with ``assignment`` (unit code → community code), made from the
+    boundaries at ``base_revision`` and covering ``streets``; returns its id."""
     now = datetime.now()
     with engine.begin() as conn:
         plan_id = conn.execute(insert(Plan).values(
             name=name, author=author, status="draft", version=1, district_code=district_code,
-            params=params, scores=scores, created_at=now, updated_at=now).returning(Plan.id)).scalar_one()
-        rows = [{"plan_id": plan_id, "unit_code": u, "community_code": c}
-                for u, c in zip(assignment.index, assignment.to_numpy(), strict=True)]
-        for start in range(0, len(rows), BATCH):
-            conn.execute(insert(PlanAssignment), rows[start:start + BATCH])
-        _audit(conn, author, "plan:create", str(plan_id), {"name": name, "units": len(rows)})
+            params=params, scores=scores, created_at=now, updated_at=now, base_revision=base_revision,
+            streets=sorted(streets) if streets is not None else None).returning(Plan.id)).scalar_one()
+        _insert_assignment(conn, plan_id, assignment)
+        _audit(conn, author, "plan:create", str(plan_id), {"name": name, "units": len(assignment)})
     return plan_id
+
+
+def _insert_assignment(conn: Connection, plan_id: int, assignment: pd.Series,
+                       edited: set[str] = frozenset()) -> None:
+    rows = [{"plan_id": plan_id, "unit_code": u, "community_code": c, "edited": u in edited}
+            for u, c in zip(assignment.index, assignment.to_numpy(), strict=True)]
+    for start in range(0, len(rows), BATCH):
+        conn.execute(insert(PlanAssignment), rows[start:start + BATCH])
 
 
 def get_plan(engine: Engine | Connection, plan_id: int) -> dict:
@@ -75,13 +86,17 @@ def list_plans(engine: Engine) -> list[dict]:
         return [dict(r) for r in rows]
 
 
-def plan_assignment(engine: Engine, plan_id: int) -> pd.Series:
+def plan_assignment(engine: Engine, plan_id: int, *, edited: bool = False) -> pd.Series:
+    """The plan's unit code → community code (only the units changed by hand when ``edited``)."""
+    stmt = select(PlanAssignment.unit_code, PlanAssignment.community_code).where(
+        PlanAssignment.plan_id == plan_id)
+    if edited:
+        stmt = stmt.where(PlanAssignment.edited.is_(True))
     with engine.connect() as conn:
-        rows = conn.execute(select(PlanAssignment.unit_code, PlanAssignment.community_code)
-                            .where(PlanAssignment.plan_id == plan_id)).all()
-    if not rows:
+        rows = conn.execute(stmt).all()
+    if not rows and not edited:
         get_plan(engine, plan_id)  # raises when the plan does not exist
-    return pd.Series([r[1] for r in rows], index=[r[0] for r in rows], name="community_code")
+    return pd.Series([r[1] for r in rows], index=[r[0] for r in rows], name="community_code", dtype=object)
 
 
 def _bump(conn: Connection, plan_id: int, expected: int, **values) -> int:
@@ -89,15 +104,16 @@ def _bump(conn: Connection, plan_id: int, expected: int, **values) -> int:
     result = conn.execute(update(Plan).where(Plan.id == plan_id, Plan.version == expected)
                           .values(version=Plan.version + 1, updated_at=datetime.now(), **values))
     if result.rowcount != 1:
-        current = get_plan(conn, plan_id)["version"]
-        raise VersionConflict(f"plan {plan_id} is at version {current}, not {expected}: reload it; "
-                              "nothing was overwritten")
+        current = get_plan(conn, plan_id)
+        raise VersionConflict(f"plan {plan_id} is at version {current['version']}, not {expected}: "
+                              "reload it; nothing was overwritten",
+                              version=current["version"], status=current["status"])
     return expected + 1
 
 
 def save_moves(engine: Engine, plan_id: int, moves: dict[str, str], expected_version: int, actor: str,
                *, scores: dict | None = None, status: str | None = None) -> int:
-    """Give the units in ``moves`` their new community; returns the new version."""
+    """Give the units in ``moves`` their new community (a hand edit); returns the new version."""
     with engine.begin() as conn:
         values = {"scores": scores} if scores is not None else {}
         if status:
@@ -105,11 +121,25 @@ def save_moves(engine: Engine, plan_id: int, moves: dict[str, str], expected_ver
         version = _bump(conn, plan_id, expected_version, **values)
         stmt = (update(PlanAssignment)
                 .where(PlanAssignment.plan_id == plan_id, PlanAssignment.unit_code == bindparam("unit"))
-                .values(community_code=bindparam("community")))
+                .values(community_code=bindparam("community"), edited=True))
         rows = [{"unit": u, "community": c} for u, c in moves.items()]
         for start in range(0, len(rows), BATCH):
             conn.execute(stmt, rows[start:start + BATCH])
         _audit(conn, actor, "plan:edit", str(plan_id), {"units": len(rows), "version": version})
+    return version
+
+
+def replace_assignment(engine: Engine, plan_id: int, assignment: pd.Series, edited: set[str],
+                       expected_version: int, actor: str, *, base_revision: int, scores: dict,
+                       detail: dict) -> int:
+    """Give the plan a whole new assignment made from the boundaries at ``base_revision`` (a
+    rebase): it becomes a draft again; returns the new version."""
+    with engine.begin() as conn:
+        version = _bump(conn, plan_id, expected_version, status="draft", base_revision=base_revision,
+                        scores=scores, comment=None)
+        conn.execute(delete(PlanAssignment).where(PlanAssignment.plan_id == plan_id))
+        _insert_assignment(conn, plan_id, assignment, edited)
+        _audit(conn, actor, "plan:rebase", str(plan_id), {**detail, "version": version})
     return version
 
 
@@ -121,27 +151,49 @@ def set_status(engine: Engine, plan_id: int, status: str, expected_version: int,
     return version
 
 
+def rename_plan(engine: Engine, plan_id: int, name: str, expected_version: int, actor: str) -> int:
+    with engine.begin() as conn:
+        version = _bump(conn, plan_id, expected_version, name=name)
+        _audit(conn, actor, "plan:rename", str(plan_id), {"name": name, "version": version})
+    return version
+
+
+def revived_codes(conn: Connection, codes: set[str], streets: list[str]) -> set[str]:
+    """Of ``codes``, those that would bring back a retired community (in history, not current in
+    ``streets``) or take a code that is current in another street."""
+    history = set(conn.execute(select(CommunityHistory.code).where(CommunityHistory.code.in_(codes)))
+                  .scalars()) if codes else set()
+    current = conn.execute(select(Community.code, Community.street_code)
+                           .where(Community.code.in_(codes))).all() if codes else []
+    live_here = {c for c, s in current if s in streets}
+    elsewhere = {c for c, s in current if s not in streets}
+    return (history - live_here) | elsewhere
+
+
 def adopt(engine: Engine, plan_id: int, expected_version: int, actor: str, communities: gpd.GeoDataFrame,
-          assignment: pd.Series, facility_communities: pd.Series, cell_communities: pd.Series) -> int:
+          assignment: pd.Series, facility_communities: pd.Series, cell_communities: pd.Series,
+          summary: dict) -> tuple[int, int]:
     """Make the plan's communities the current ones, in one transaction.
 
     ``communities``: code, name, street_code, district_code, geometry (EPSG:4326) of every
     community of the streets the plan covers; ``assignment``: unit code → community code;
     ``facility_communities`` and ``cell_communities``: code → community code, re-derived by
-    location. The communities they replace go to ``community_history`` with today's date.
+    location; ``summary``: what the adoption changes, kept with the plan. The communities they
+    replace go to ``community_history`` with today's date. Refuses (:class:`~geodata.errors.Conflict`)
+    to bring back a retired code. Returns the plan's new version and the new boundary revision.
     """
     today = date.today()
     streets = sorted(set(communities["street_code"]))
+    codes = set(communities["code"])
     with engine.begin() as conn:
-        version = _bump(conn, plan_id, expected_version, status="adopted")
+        version = _bump(conn, plan_id, expected_version, status="adopted", adoption=summary)
+        revived = revived_codes(conn, codes, streets)
+        if revived:
+            raise Conflict(f"adopting plan {plan_id} would bring back retired or foreign community codes "
+                           f"{', '.join(sorted(revived))}: rebase the plan; nothing was changed")
         current = Community.__table__
-        history = CommunityHistory.__table__
-        columns = ["code", "name", "street_code", "district_code", "valid_from", "geom"]
-        in_plan = current.c.street_code.in_(streets)
-        conn.execute(insert(history).from_select(
-            [*columns, "valid_to", "plan_id"],
-            select(*[current.c[c] for c in columns], literal(today), literal(plan_id)).where(in_plan)))
-        conn.execute(delete(current).where(in_plan))
+        keep_community_history(conn, streets=streets, plan_id=plan_id)
+        conn.execute(delete(current).where(current.c.street_code.in_(streets)))
         geoms = as_stored_type(np.asarray(communities.geometry.values, dtype=object), "polygon")
         rows = [{"code": c, "name": n, "street_code": s, "district_code": d, "valid_from": today,
                  "geom_wkb": w}
@@ -149,7 +201,7 @@ def adopt(engine: Engine, plan_id: int, expected_version: int, actor: str, commu
                                          communities["district_code"], shapely.to_wkb(geoms), strict=True)]
         stmt = insert(current).values({c: bindparam(c) for c in ("code", "name", "street_code",
                                                                   "district_code", "valid_from")}
-                                      | {"geom": func.ST_GeomFromWKB(bindparam("geom_wkb"), 4326)})
+                                      | {"geom": dialect.geom_from_wkb()})
         conn.execute(stmt, rows)
         for table, mapping in ((Unit.__table__, assignment), (Facility.__table__, facility_communities),
                                (GridCell.__table__, cell_communities)):
@@ -158,9 +210,12 @@ def adopt(engine: Engine, plan_id: int, expected_version: int, actor: str, commu
             pairs = [{"match": k, "community": v} for k, v in mapping.items()]
             for start in range(0, len(pairs), BATCH):
                 conn.execute(stmt, pairs[start:start + BATCH])
+        changed = {c for key in ("created", "retired", "changed") for c in summary.get(key, [])}
+        revision = raise_revision(conn, "adopt", actor=actor, streets=streets, communities=changed,
+                                  plan_id=plan_id)
         _audit(conn, actor, "plan:adopt", str(plan_id), {"streets": streets, "communities": len(rows),
-                                                          "version": version})
-    return version
+                                                          "version": version, "revision": revision})
+    return version, revision
 
 
 def _audit(conn: Connection, actor: str, action: str, code: str, detail: dict) -> None:

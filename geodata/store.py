@@ -12,20 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
+from datetime import date
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Integer, bindparam, delete, func, insert, literal, select, update
 
 from geodata import dialect
 from geodata.catalog import LAYERS, LayerSpec, get_layer
+from geodata.db import BATCH
 from geodata.models import SRID, Community, CommunityHistory, Incident, IncidentStep, UnitAdjacency
 
 Progress = Callable[[int], None]
 
-BATCH = 2000
 
 _MULTI = {"polygon": (shapely.GeometryType.MULTIPOLYGON, shapely.multipolygons),
           "line": (shapely.GeometryType.MULTILINESTRING, shapely.multilinestrings)}
@@ -267,6 +268,27 @@ def community_codes_ever(engine: Engine) -> set[str]:
         current = set(conn.execute(select(Community.code)).scalars())
         past = set(conn.execute(select(CommunityHistory.code)).scalars())
     return current | past
+
+
+def keep_community_history(conn: Connection, *, codes: list[str] | None = None,
+                           streets: list[str] | None = None, plan_id: int | None = None) -> None:
+    """Copy the current boundaries of ``codes`` (or of the communities of ``streets``, or of every
+    community) into ``community_history``, ending today — before they are replaced."""
+    current = Community.__table__
+    history = CommunityHistory.__table__
+    columns = ["code", "name", "street_code", "district_code", "valid_from", "geom"]
+    if codes is not None:
+        keys, values = current.c.code, list(codes)
+    elif streets is not None:
+        keys, values = current.c.street_code, list(streets)
+    else:
+        keys, values = None, [None]
+    for start in range(0, len(values), BATCH):
+        source = select(*[current.c[c] for c in columns], literal(date.today()).label("valid_to"),
+                        literal(plan_id, Integer).label("plan_id"))
+        if keys is not None:
+            source = source.where(keys.in_(values[start:start + BATCH]))
+        conn.execute(insert(history).from_select([*columns, "valid_to", "plan_id"], source))
 
 
 def incident_steps(engine: Engine, code: str) -> tuple[str | None, list[dict]] | None:

@@ -35,7 +35,9 @@ from sqlalchemy import Engine, insert, select
 
 from geodata import topology
 from geodata.catalog import LAYERS
+from geodata.db import BATCH
 from geodata.models import IncidentStep, UnitAdjacency
+from geodata.revisions import raise_revision
 from geodata.standards import FACILITY_KINDS, INCIDENT_CATEGORIES, seed_settings
 from geodata.store import write_layer
 from layers.working_time import add_working_hours
@@ -636,6 +638,7 @@ def write_demo(engine: Engine, demo: Demo, progress: Callable[[str, int, int], N
     """Replace every layer with the demo's, in one transaction."""
     with engine.begin() as conn:
         seed_settings(conn)
+        raise_revision(conn, "demo", actor="demo")  # every unit and community is new
         for name in WRITE_ORDER:
             gdf = demo.layers[name]
             counter = {"done": 0}
@@ -649,13 +652,13 @@ def write_demo(engine: Engine, demo: Demo, progress: Callable[[str, int, int], N
         adj = UnitAdjacency.__table__
         conn.execute(adj.delete())
         records = demo.adjacency.to_dict("records")
-        for start in range(0, len(records), 5000):
-            conn.execute(insert(adj), records[start:start + 5000])
+        for start in range(0, len(records), BATCH):
+            conn.execute(insert(adj), records[start:start + BATCH])
         inc = LAYERS["incidents"].table
         ids = dict(conn.execute(select(inc.c.code, inc.c.id)).all())
         steps = demo.steps.assign(incident_id=demo.steps["code"].map(ids))
         steps["at"] = steps["at"].dt.to_pydatetime()
         records = steps[["incident_id", "step", "at", "actor"]].to_dict("records")
         conn.execute(IncidentStep.__table__.delete())
-        for start in range(0, len(records), 5000):
-            conn.execute(insert(IncidentStep.__table__), records[start:start + 5000])
+        for start in range(0, len(records), BATCH):
+            conn.execute(insert(IncidentStep.__table__), records[start:start + BATCH])

@@ -2,19 +2,25 @@
 
 In the spirit of GerryChain: a :class:`UnitGraph` (units, their households and rook adjacency),
 a :class:`Partition` (an assignment of every unit to a community label) whose *updaters* —
-households, population, area and perimeter per community, households moved — change
+households, population, area and perimeter per community, members, households moved — change
 incrementally on every :meth:`Partition.move`, so that a hand edit on a city-size plan costs
-only the units it touches. Constraints are plain functions of a partition
-(:func:`within_bounds`, :func:`is_contiguous`).
+only the units it touches, and *constraints* that are plain functions of a partition and a
+label (:func:`is_contiguous`, :func:`within_bounds`, :func:`single_street`,
+:func:`single_parent`). The redistricting engine, hand edits and the scores all use these; the
+grid-cell generator uses the same pieces with other rules.
 
 Perimeters come from the units' own perimeters less twice the edges they share inside the same
-community, so Polsby–Popper (4πA/P²) needs no polygon union.
+community, so Polsby–Popper (4πA/P²) needs no polygon union. Connectivity is one sparse-graph
+pass (scipy ``connected_components``) over the units in question, never a Python search.
+
+A unit may be *unassigned* (label :data:`UNASSIGNED`, the empty string) while a plan is being
+made; unassigned units belong to no community and are left out of :attr:`Partition.communities`.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import geopandas as gpd
 import numpy as np
@@ -25,6 +31,8 @@ from scipy.sparse.csgraph import connected_components
 
 from geodata.crs import to_metric
 from geodata.topology import rook_pairs
+
+UNASSIGNED = ""
 
 
 @dataclass
@@ -57,16 +65,16 @@ class UnitGraph:
         metric = to_metric(units)
         codes = units["code"].astype(str).to_numpy()
         n = len(units)
-        position = {c: i for i, c in enumerate(codes)}
+        position = dict(zip(codes.tolist(), range(n), strict=True))
         if adjacency is None:
             pairs = rook_pairs(units)
             a, b, shared = pairs["i"], pairs["j"], pairs["shared_m"]
         else:
-            known = adjacency["unit_a"].isin(position) & adjacency["unit_b"].isin(position)
-            adjacency = adjacency[known]
-            a = adjacency["unit_a"].map(position).to_numpy()
-            b = adjacency["unit_b"].map(position).to_numpy()
-            shared = adjacency["shared_m"].to_numpy(dtype=float)
+            a = pd.Series(adjacency["unit_a"].to_numpy()).map(position)
+            b = pd.Series(adjacency["unit_b"].to_numpy()).map(position)
+            known = (a.notna() & b.notna()).to_numpy()
+            a, b = a[known].to_numpy(dtype=np.int64), b[known].to_numpy(dtype=np.int64)
+            shared = adjacency["shared_m"].to_numpy(dtype=float)[known]
         rows = np.concatenate([a, b]).astype(np.int64)
         cols = np.concatenate([b, a]).astype(np.int64)
         matrix = csr_matrix((np.concatenate([shared, shared]), (rows, cols)), shape=(n, n))
@@ -74,12 +82,13 @@ class UnitGraph:
         matrix.sort_indices()
         current = units["community_code"].to_numpy(dtype=object) if "community_code" in units else \
             np.full(n, None, dtype=object)
-        current = np.array([c if isinstance(c, str) and c else None for c in current], dtype=object)
-        land_use = units["land_use"].to_numpy(dtype=object) if "land_use" in units else np.full(n, "")
+        current = np.where(pd.Series(current).map(lambda c: isinstance(c, str) and c != ""), current, None)
+        land_use = units["land_use"].fillna("").to_numpy(dtype=object) if "land_use" in units \
+            else np.full(n, "", dtype=object)
         population = units["population"] if "population" in units else units["households"]
         households = units["households"].fillna(0).to_numpy(dtype=np.int64)
         street = units["street_code"].astype(str).to_numpy()
-        barrier = np.array([lu == "water" for lu in land_use])
+        barrier = land_use == "water"
         # unpopulated land with no land neighbour in its street (an island park) joins a community
         # but cannot make it non-contiguous
         rows = np.repeat(np.arange(n), np.diff(matrix.indptr))
@@ -91,10 +100,10 @@ class UnitGraph:
             households=households,
             population=pd.to_numeric(population, errors="coerce").fillna(0).to_numpy(dtype=np.int64),
             street=street,
-            current=current,
+            current=current.astype(object),
             area=metric.area.to_numpy(),
             perimeter=metric.length.to_numpy(),
-            barrier=barrier,
+            barrier=np.asarray(barrier, dtype=bool),
             indptr=matrix.indptr, indices=matrix.indices, shared=matrix.data,
             xy=shapely.get_coordinates(shapely.point_on_surface(metric.geometry.values)),
             position=position,
@@ -103,11 +112,57 @@ class UnitGraph:
     def __len__(self) -> int:
         return len(self.codes)
 
+    @cached_property
+    def matrix(self) -> csr_matrix:
+        """The adjacency as a sparse matrix of shared edge lengths (metres)."""
+        n = len(self)
+        return csr_matrix((self.shared, self.indices, self.indptr), shape=(n, n))
+
+    @cached_property
+    def land_matrix(self) -> csr_matrix:
+        """The adjacency between land units only (what contiguity is measured on)."""
+        land = (~self.barrier).astype(float)
+        matrix = csr_matrix(self.matrix.multiply(land[:, None]).multiply(land[None, :]))
+        matrix.eliminate_zeros()
+        return matrix
+
     def neighbours(self, u: int) -> np.ndarray:
         return self.indices[self.indptr[u]:self.indptr[u + 1]]
 
     def shared_with(self, u: int) -> np.ndarray:
         return self.shared[self.indptr[u]:self.indptr[u + 1]]
+
+    def subgraph(self, positions: np.ndarray) -> UnitGraph:
+        """The graph of ``positions`` alone (in that order), keeping only edges between them —
+        a street, for the engine, or a community, for its grid cells."""
+        positions = np.asarray(positions, dtype=np.int64)
+        sub = self.matrix[positions][:, positions].tocsr()
+        sub.sort_indices()
+        codes = self.codes[positions]
+        return UnitGraph(
+            codes=codes, households=self.households[positions], population=self.population[positions],
+            street=self.street[positions], current=self.current[positions], area=self.area[positions],
+            perimeter=self.perimeter[positions], barrier=self.barrier[positions],
+            indptr=sub.indptr, indices=sub.indices, shared=sub.data, xy=self.xy[positions],
+            position=dict(zip(codes.tolist(), range(len(codes)), strict=True)))
+
+    def pieces(self, members: np.ndarray) -> list[np.ndarray]:
+        """The connected pieces of ``members`` (land positions), through land edges among them."""
+        members = np.asarray(members, dtype=np.int64)
+        if len(members) <= 1:
+            return [members] if len(members) else []
+        _, component = connected_components(self.land_matrix[members][:, members], directed=False)
+        order = np.argsort(component, kind="stable")
+        cuts = np.flatnonzero(np.diff(component[order])) + 1
+        return [np.sort(members[chunk]) for chunk in np.split(order, cuts)]
+
+    def edges_leaving(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The edges from ``members`` to units outside them: (from, to, shared metres)."""
+        members = np.asarray(members, dtype=np.int64)
+        rows = self.matrix[members]
+        source = np.repeat(members, np.diff(rows.indptr))
+        outside = ~np.isin(rows.indices, members)
+        return source[outside], rows.indices[outside], rows.data[outside]
 
 
 class Partition:
@@ -115,27 +170,31 @@ class Partition:
 
     def __init__(self, graph: UnitGraph, labels: np.ndarray) -> None:
         self.graph = graph
-        self.labels = np.asarray(labels, dtype=object).copy()
+        labels = np.asarray(labels, dtype=object).copy()
+        labels[pd.isna(labels)] = UNASSIGNED
+        self.labels = labels
         names, inverse = np.unique(self.labels.astype(str), return_inverse=True)
         k = len(names)
         g = graph
+
         def by_label(values) -> dict:
-            return dict(zip(names, np.bincount(inverse, values, k), strict=True))
+            return dict(zip(names.tolist(), np.bincount(inverse, values, k).tolist(), strict=True))
 
         self.households = {c: int(v) for c, v in by_label(g.households).items()}
         self.population = {c: int(v) for c, v in by_label(g.population).items()}
         self.area = by_label(g.area)
         # perimeter = Σ unit perimeters − 2 × edges shared inside the community
         rows = np.repeat(np.arange(len(g)), np.diff(g.indptr))
-        inside = self.labels[rows].astype(str) == self.labels[g.indices].astype(str)
+        inside = inverse[rows] == inverse[g.indices]
         internal = np.bincount(inverse[rows[inside]], g.shared[inside], k)  # each edge counted twice
-        self.perimeter = dict(zip(names, np.bincount(inverse, g.perimeter, k) - internal, strict=True))
+        self.perimeter = dict(zip(names.tolist(), (np.bincount(inverse, g.perimeter, k) - internal).tolist(),
+                                  strict=True))
         self.cut_length = float(g.shared[~inside].sum() / 2)
         self.cut_edges = int((~inside).sum() // 2)
         order = np.argsort(inverse, kind="stable")
         bounds_ = np.searchsorted(inverse[order], np.arange(k + 1))
         self._members = {name: set(order[bounds_[i]:bounds_[i + 1]].tolist()) for i, name in enumerate(names)}
-        self._had = np.array([c is not None for c in g.current])
+        self._had = np.array([c is not None for c in g.current], dtype=bool)
         changed = self._had & (self.labels != g.current)
         self.moved_households = int(g.households[changed].sum())
         self.moved_units = int(changed.sum())
@@ -146,6 +205,7 @@ class Partition:
         """Assign ``units`` (positions) to ``label``, updating every score incrementally."""
         g = self.graph
         for u in np.atleast_1d(units):
+            u = int(u)
             old = self.labels[u]
             if old == label:
                 continue
@@ -155,26 +215,59 @@ class Partition:
                 key[label] = key.get(label, 0) + value
             nb, sh = g.neighbours(u), g.shared_with(u)
             nb_labels = self.labels[nb]
-            with_old, with_new = sh[nb_labels == old].sum(), sh[nb_labels == label].sum()
+            to_old, to_new = nb_labels == old, nb_labels == label
+            with_old, with_new = sh[to_old].sum(), sh[to_new].sum()
             self.perimeter[old] = self.perimeter[old] - g.perimeter[u] + 2 * with_old
             self.perimeter[label] = self.perimeter.get(label, 0.0) + g.perimeter[u] - 2 * with_new
             self.cut_length += with_old - with_new
-            self.cut_edges += int((nb_labels == old).sum() - (nb_labels == label).sum())
+            self.cut_edges += int(to_old.sum() - to_new.sum())
             if self._had[u]:
                 was_moved, now_moved = old != g.current[u], label != g.current[u]
                 self.moved_households += int(g.households[u]) * (int(now_moved) - int(was_moved))
                 self.moved_units += int(now_moved) - int(was_moved)
             self.labels[u] = label
-            self._members[old].discard(int(u))
-            self._members.setdefault(label, set()).add(int(u))
-            if self.households[old] == 0 and self.area[old] <= 1e-9:
+            self._members[old].discard(u)
+            self._members.setdefault(label, set()).add(u)
+            if not self._members[old]:
                 for key in (self.households, self.population, self.area, self.perimeter, self._members):
                     key.pop(old, None)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    @property
+    def communities(self) -> list[str]:
+        """The labels that have units, in order (unassigned units are no community)."""
+        return sorted(label for label in self._members if label != UNASSIGNED)
+
+    def __contains__(self, label: str) -> bool:
+        return label != UNASSIGNED and label in self._members
 
     def members(self, label: str) -> np.ndarray:
         """Positions of the units of ``label``, in order (kept as a set per label, so this does
         not scan the whole partition)."""
         return np.array(sorted(self._members.get(label, ())), dtype=np.int64)
+
+    def land_members(self, label: str) -> np.ndarray:
+        """The members of ``label`` that count for contiguity (not water, not islands)."""
+        members = self.members(label)
+        return members[~self.graph.barrier[members]]
+
+    def pieces(self, label: str) -> list[np.ndarray]:
+        """The connected pieces of ``label``'s land units."""
+        return self.graph.pieces(self.land_members(label))
+
+    def neighbours_of(self, members: np.ndarray, *, land: bool = True) -> dict[str, float]:
+        """The communities next to ``members`` (through land edges, unless ``land=False``), with
+        the length of boundary shared with each."""
+        g = self.graph
+        source, target, shared = g.edges_leaving(members)
+        keep = self.labels[target] != UNASSIGNED
+        if land:
+            keep &= ~g.barrier[target] & ~g.barrier[source]
+        out: dict[str, float] = {}
+        for label, length in zip(self.labels[target[keep]], shared[keep], strict=True):
+            out[label] = out.get(label, 0.0) + float(length)
+        return out
 
     def polsby_popper(self, label: str) -> float:
         p = self.perimeter[label]
@@ -185,43 +278,44 @@ class Partition:
         return self.moved_households, self.moved_units
 
     def non_contiguous(self) -> set[str]:
-        """Every label whose non-barrier units are not connected (one sparse-graph pass)."""
+        """Every label whose land units are not connected (one sparse-graph pass)."""
         g = self.graph
-        rows = np.repeat(np.arange(len(g)), np.diff(g.indptr))
-        keep = (self.labels[rows] == self.labels[g.indices]) & ~g.barrier[rows] & ~g.barrier[g.indices]
+        m = g.land_matrix.tocoo()
+        keep = self.labels[m.row] == self.labels[m.col]
         n = len(g)
-        graph = csr_matrix((np.ones(int(keep.sum())), (rows[keep], g.indices[keep])), shape=(n, n))
+        graph = csr_matrix((np.ones(int(keep.sum())), (m.row[keep], m.col[keep])), shape=(n, n))
         _, component = connected_components(graph, directed=False)
-        land = ~g.barrier
+        land = ~g.barrier & (self.labels != UNASSIGNED)
         pieces = pd.DataFrame({"label": self.labels[land], "component": component[land]})
         counts = pieces.drop_duplicates().groupby("label").size()
         return set(counts[counts > 1].index)
 
 
-# --- constraints ------------------------------------------------------------------------------
+# --- constraints: plain functions of a partition and a label -----------------------------------
 
 
 def is_contiguous(partition: Partition, label: str) -> bool:
-    """Whether the non-barrier units of ``label`` are connected through shared edges."""
-    g = partition.graph
-    members = [u for u in partition.members(label) if not g.barrier[u]]
-    if len(members) <= 1:
-        return True
-    inside = set(members)
-    seen = {members[0]}
-    queue = deque([members[0]])
-    while queue:
-        u = queue.popleft()
-        for v in g.neighbours(u):
-            if v in inside and v not in seen:
-                seen.add(v)
-                queue.append(v)
-    return len(seen) == len(inside)
+    """Whether the land units of ``label`` are connected through shared edges."""
+    return len(partition.pieces(label)) <= 1
+
+
+def stays_contiguous(partition: Partition, label: str, without: int) -> bool:
+    """Whether ``label`` stays connected when unit ``without`` leaves it."""
+    members = partition.land_members(label)
+    members = members[members != without]
+    return len(partition.graph.pieces(members)) <= 1
 
 
 def within_bounds(partition: Partition, label: str, minimum: int, maximum: int) -> bool:
-    return minimum <= partition.households[label] <= maximum
+    """Whether ``label`` holds between ``minimum`` and ``maximum`` households."""
+    return minimum <= partition.households.get(label, 0) <= maximum
 
 
 def single_street(partition: Partition, label: str) -> bool:
-    return len(set(partition.graph.street[partition.members(label)])) == 1
+    """Whether ``label``'s units all lie in one street (communities nest in streets)."""
+    return len(set(partition.graph.street[partition.members(label)])) <= 1
+
+
+def single_parent(partition: Partition, label: str, parent: np.ndarray) -> bool:
+    """Whether ``label``'s units all lie in one parent (grid cells nest in communities)."""
+    return len(set(parent[partition.members(label)])) <= 1

@@ -19,11 +19,11 @@ import pyogrio
 import shapely
 from sqlalchemy import Engine
 
-from geodata.catalog import Field
+from geodata.catalog import Field, as_text
 from geodata.crs import parse_crs, to_metric, to_wgs84
 from geodata.exporter import write_frame
 from geodata.importer import ImportRefused, read_source
-from geodata.store import community_codes_ever, read_adjacency, read_layer
+from geodata.store import read_adjacency, read_layer
 from layers.redistricting import PlanResult
 
 COMMUNITY_FIELDS = [
@@ -67,23 +67,14 @@ def units_from_file(path: str | Path, mapping: dict[str, str] | None = None, crs
         rows = np.flatnonzero((households.isna() | (households < 0)).to_numpy())[:10] + 1
         raise ImportRefused(f"households is not a whole number ≥ 0 in rows {', '.join(map(str, rows))}")
     gdf["households"] = households.round().astype(int)
-    gdf["street_code"] = gdf["street_code"].map(_text)
-    gdf["community_code"] = gdf["community_code"].map(_text) if "community_code" in gdf else None
-    gdf["code"] = gdf["code"].map(_text) if "code" in gdf else [f"U{i + 1:06d}" for i in range(len(gdf))]
+    gdf["street_code"] = as_text(gdf["street_code"])
+    gdf["community_code"] = as_text(gdf["community_code"]) if "community_code" in gdf else None
+    gdf["code"] = as_text(gdf["code"]) if "code" in gdf else [f"U{i + 1:06d}" for i in range(len(gdf))]
     if gdf["code"].duplicated().any():
         raise ImportRefused("unit codes repeat in the file")
     if not gdf.geometry.geom_type.isin(["Polygon", "MultiPolygon"]).all():
         raise ImportRefused("units must be polygons")
     return gdf
-
-
-def _text(value) -> str | None:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    text = str(value).strip()
-    return text or None
 
 
 def bridge_links(units: gpd.GeoDataFrame, bridges: gpd.GeoDataFrame) -> pd.DataFrame:
@@ -110,11 +101,6 @@ def units_from_database(engine: Engine, street: str | None = None) -> tuple[gpd.
     bridges = read_layer(engine, "roads", where={"road_class": "bridge"})
     links = bridge_links(units, bridges)
     return units, pd.concat([adjacency, links], ignore_index=True) if len(links) else adjacency
-
-
-def retired_codes(engine: Engine) -> set[str]:
-    """Every community code ever used: the current ones and those kept in history."""
-    return community_codes_ever(engine)
 
 
 def community_polygons(result: PlanResult, units: gpd.GeoDataFrame) -> gpd.GeoDataFrame:

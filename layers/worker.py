@@ -12,7 +12,8 @@ from collections.abc import Callable
 from sqlalchemy import Engine
 
 from geodata import jobs
-from layers import planning
+from layers.plan_memory import PlanMemory
+from layers.plan_workflow import auto_plan
 
 
 def _auto_plan(engine: Engine, job: dict) -> dict:
@@ -22,7 +23,8 @@ def _auto_plan(engine: Engine, job: dict) -> dict:
     def progress(done: int, total: int) -> None:
         jobs.report(engine, job["id"], done / max(total, 1), f"{done}/{total} streets")
 
-    plan_id, result = planning.auto_plan(engine, name, author, progress=progress, **params)
+    # a job's own memory of units: the worker process reads the boundaries as they are now
+    plan_id, result = auto_plan(PlanMemory(engine), name, author, progress=progress, **params)
     return {"plan_id": plan_id, "scores": {k: v for k, v in result.scores().items() if k != "infeasible"}}
 
 

@@ -9,24 +9,30 @@ from sqlalchemy import func, select
 from geodata import plan_rows
 from geodata.models import AuditLog, CommunityHistory
 from geodata.store import read_layer
-from layers import planning
+from layers import plan_edits, plan_workflow
+from layers.plan_memory import PlanMemory
 from layers.demo import write_demo
 
 
 @pytest.fixture
 def stored(engine, small_demo):
     write_demo(engine, small_demo)
-    planning.forget_units(engine)
     return engine
+
+
+@pytest.fixture
+def memory(stored) -> PlanMemory:
+    """What one process (the app, the worker) keeps in memory about plans."""
+    return PlanMemory(stored)
 
 
 def first_street(demo) -> str:
     return demo.layers["streets"]["code"].iloc[0]
 
 
-def test_auto_plan_of_a_street_is_stored_as_a_draft(stored, small_demo):
+def test_auto_plan_of_a_street_is_stored_as_a_draft(stored, memory, small_demo):
     street = first_street(small_demo)
-    plan_id, result = planning.auto_plan(stored, "第一版", "planner", street=street)
+    plan_id, result = plan_workflow.auto_plan(memory, "第一版", "planner", street=street)
     plan = plan_rows.get_plan(stored, plan_id)
     assert plan["status"] == "draft" and plan["version"] == 1 and plan["author"] == "planner"
     assignment = plan_rows.plan_assignment(stored, plan_id)
@@ -35,10 +41,10 @@ def test_auto_plan_of_a_street_is_stored_as_a_draft(stored, small_demo):
     assert plan["scores"]["outside_bounds"] == result.scores()["outside_bounds"]
 
 
-def test_hand_edits_report_live_scores_and_violations(stored, small_demo):
+def test_hand_edits_report_live_scores_and_violations(stored, memory, small_demo):
     street = first_street(small_demo)
-    plan_id, _ = planning.auto_plan(stored, "edit", "planner", street=street)
-    s = planning.session(stored, plan_id)
+    plan_id, _ = plan_workflow.auto_plan(memory, "edit", "planner", street=street)
+    s = memory.plan(plan_id)
     code = sorted(s.partition.households)[0]
     members = s.partition.members(code)
     unit = str(s.graph.codes[members[0]])
@@ -46,7 +52,7 @@ def test_hand_edits_report_live_scores_and_violations(stored, small_demo):
                      if s.partition.labels[v] != code)
     before = {c: s.partition.households[c] for c in (code, neighbour)}
     moved = int(s.graph.households[members[0]])
-    answer = planning.move_units(stored, plan_id, [unit], neighbour, 1, "planner")
+    answer = plan_edits.move_units(memory, plan_id, [unit], neighbour, 1, "planner")
     assert answer["version"] == 2
     figures = {c["community_code"]: c for c in answer["communities"]}
     assert figures[code]["households"] == before[code] - moved
@@ -54,56 +60,56 @@ def test_hand_edits_report_live_scores_and_violations(stored, small_demo):
     assert plan_rows.plan_assignment(stored, plan_id)[unit] == neighbour
     # moving every unit out leaves the community empty; a rule break is reported, not refused
     rest = [str(s.graph.codes[i]) for i in s.partition.members(code)]
-    answer = planning.move_units(stored, plan_id, rest[:1], "new", 2, "planner")
+    answer = plan_edits.move_units(memory, plan_id, rest[:1], "new", 2, "planner")
     new = answer["to"]
     assert new.startswith(street) and len(new) == 12 and new not in set(s.graph.current)
     assert any("below the minimum" in v for c in answer["communities"] if c["community_code"] == new
                for v in c["violations"])
 
 
-def test_two_planners_saving_the_same_version_conflict(stored, small_demo):
-    plan_id, _ = planning.auto_plan(stored, "race", "planner", street=first_street(small_demo))
-    s = planning.session(stored, plan_id)
+def test_two_planners_saving_the_same_version_conflict(stored, memory, small_demo):
+    plan_id, _ = plan_workflow.auto_plan(memory, "race", "planner", street=first_street(small_demo))
+    s = memory.plan(plan_id)
     a, b = (str(c) for c in s.graph.codes[:2])
     target = s.partition.labels[0]
-    planning.move_units(stored, plan_id, [b], target, 1, "planner-a")
+    plan_edits.move_units(memory, plan_id, [b], target, 1, "planner-a")
     with pytest.raises(plan_rows.VersionConflict, match="nothing was overwritten"):
-        planning.move_units(stored, plan_id, [a], "new", 1, "planner-b")
+        plan_edits.move_units(memory, plan_id, [a], "new", 1, "planner-b")
     assert plan_rows.get_plan(stored, plan_id)["version"] == 2
 
 
-def test_split_and_merge(stored, small_demo):
-    plan_id, _ = planning.auto_plan(stored, "split", "planner", street=first_street(small_demo))
-    s = planning.session(stored, plan_id)
+def test_split_and_merge(stored, memory, small_demo):
+    plan_id, _ = plan_workflow.auto_plan(memory, "split", "planner", street=first_street(small_demo))
+    s = memory.plan(plan_id)
     code = max(s.partition.households, key=s.partition.households.get)
     total = s.partition.households[code]
-    answer = planning.split_community(stored, plan_id, code, 1, "planner")
+    answer = plan_edits.split_community(memory, plan_id, code, 1, "planner")
     parts = {c["community_code"]: c["households"] for c in answer["communities"]}
     assert sum(parts.values()) == total and len(parts) == 2
     assert all(not any("contiguous" in v for v in c["violations"]) for c in answer["communities"])
-    answer = planning.merge_communities(stored, plan_id, code, answer["to"], answer["version"], "planner")
+    answer = plan_edits.merge_communities(memory, plan_id, code, answer["to"], answer["version"], "planner")
     assert {c["community_code"]: c["households"] for c in answer["communities"]}[code] == total
 
 
-def test_workflow_roles_and_adoption(stored, small_demo):
+def test_workflow_roles_and_adoption(stored, memory, small_demo):
     street = first_street(small_demo)
-    plan_id, result = planning.auto_plan(stored, "adopt me", "planner", street=street)
-    with pytest.raises(planning.WorkflowError, match="approved"):
-        planning.change_status(stored, plan_id, "adopt", 1, "admin", "admin")
-    with pytest.raises(planning.WorkflowError, match="a planner may not approve"):
-        planning.change_status(stored, plan_id, "approve", 1, "planner", "planner")
-    v = planning.change_status(stored, plan_id, "submit", 1, "planner", "planner")["version"]
-    with pytest.raises(planning.WorkflowError, match="needs a comment"):
-        planning.change_status(stored, plan_id, "reject", v, "admin", "admin")
-    v = planning.change_status(stored, plan_id, "reject", v, "admin", "admin", "太大了")["version"]
+    plan_id, result = plan_workflow.auto_plan(memory, "adopt me", "planner", street=street)
+    with pytest.raises(plan_workflow.WorkflowError, match="approved"):
+        plan_workflow.change_status(memory, plan_id, "adopt", 1, "admin", "admin")
+    with pytest.raises(plan_workflow.WorkflowError, match="a planner may not approve"):
+        plan_workflow.change_status(memory, plan_id, "approve", 1, "planner", "planner")
+    v = plan_workflow.change_status(memory, plan_id, "submit", 1, "planner", "planner")["version"]
+    with pytest.raises(plan_workflow.WorkflowError, match="needs a comment"):
+        plan_workflow.change_status(memory, plan_id, "reject", v, "admin", "admin")
+    v = plan_workflow.change_status(memory, plan_id, "reject", v, "admin", "admin", "太大了")["version"]
     assert plan_rows.get_plan(stored, plan_id)["status"] == "rejected"
-    v = planning.change_status(stored, plan_id, "submit", v, "planner", "planner")["version"]
-    v = planning.change_status(stored, plan_id, "approve", v, "admin", "admin")["version"]
-    with pytest.raises(planning.WorkflowError, match="only drafts"):
-        planning.move_units(stored, plan_id, [str(result.graph.codes[0])], "new", v, "planner")
+    v = plan_workflow.change_status(memory, plan_id, "submit", v, "planner", "planner")["version"]
+    v = plan_workflow.change_status(memory, plan_id, "approve", v, "admin", "admin")["version"]
+    with pytest.raises(plan_workflow.WorkflowError, match="only drafts"):
+        plan_edits.move_units(memory, plan_id, [str(result.graph.codes[0])], "new", v, "planner")
 
     before = read_layer(stored, "communities", street=street)
-    report = planning.change_status(stored, plan_id, "adopt", v, "admin", "admin")
+    report = plan_workflow.change_status(memory, plan_id, "adopt", v, "admin", "admin")
     assert report["status"] == "adopted"
     after = read_layer(stored, "communities", street=street)
     assert set(after["code"]) == set(result.assignment.unique())
@@ -124,9 +130,9 @@ def test_workflow_roles_and_adoption(stored, small_demo):
     assert isinstance(report["straddling_cells"], list)
 
 
-def test_compare_with_the_current_boundaries(stored, small_demo):
-    plan_id, result = planning.auto_plan(stored, "compare", "planner", street=first_street(small_demo))
-    diff = planning.compare(stored, plan_id)
+def test_compare_with_the_current_boundaries(stored, memory, small_demo):
+    plan_id, result = plan_workflow.auto_plan(memory, "compare", "planner", street=first_street(small_demo))
+    diff = plan_edits.compare(memory, plan_id)
     current = result.graph.current
     pairs = zip(result.graph.codes, result.partition.labels, current, strict=True)
     changed = {(str(u), c) for u, c, was in pairs if c != was}
@@ -134,7 +140,7 @@ def test_compare_with_the_current_boundaries(stored, small_demo):
     assert diff["scores"]["outside_bounds"]["plan"] <= diff["scores"]["outside_bounds"]["other"]
 
 
-def test_bridges_link_the_banks_of_the_river(stored, small_demo):
+def test_bridges_link_the_banks_of_the_river(stored, memory, small_demo):
     from layers.plan_io import units_from_database
 
     units, adjacency = units_from_database(stored)

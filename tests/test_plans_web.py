@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import shapely
 
-from layers import planning
 from layers.demo import write_demo
 from layers.worker import run_one
 from tests.webhelpers import csrf_token, make_accounts, sign_in
@@ -20,7 +19,6 @@ from webmap import create_app
 @pytest.fixture
 def site(db_url, engine, small_demo):
     write_demo(engine, small_demo)
-    planning.forget_units(engine)
     app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
     make_accounts(app, small_demo)
     return app
@@ -64,7 +62,7 @@ def test_edits_conflicts_and_bad_requests(site, small_demo):
     assert moved.json["units"] == [unit]
     stale = client.post(f"/api/plans/{plan_id}/moves", json={"units": [unit], "to": "new", "version": 1},
                         headers=headers)
-    assert stale.status_code == 409 and "nothing was overwritten" in stale.json["description"]
+    assert stale.status_code == 409 and "nothing was overwritten" in stale.json["detail"]
     assert client.post(f"/api/plans/{plan_id}/moves", json={"units": [unit], "to": "new"},
                        headers=headers).status_code == 400
     assert client.post(f"/api/plans/{plan_id}/moves", json={"units": ["nope"], "to": "new", "version": 2},
@@ -184,7 +182,7 @@ def test_split_along_a_drawn_line(site, small_demo):
     far = [[minx - 1, miny - 1], [minx - 0.9, miny - 1]]
     miss = client.post(f"/api/plans/{plan_id}/split", json={"community": code, "line": far, "version": 2},
                        headers=headers)
-    assert miss.status_code == 400 and "does not cut" in miss.json["description"]
+    assert miss.status_code == 400 and "does not cut" in miss.json["detail"]
     bad = client.post(f"/api/plans/{plan_id}/split", json={"community": code, "line": "x", "version": 2},
                       headers=headers)
     assert bad.status_code == 400

@@ -10,10 +10,10 @@ import os
 import secrets
 from pathlib import Path
 
-from flask import Flask, render_template
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from flask import Flask
 
-from geodata.db import database_url
+from geodata.db import database_url, get_engine
+from layers.plan_memory import PlanMemory
 from webmap.extensions import csrf
 
 
@@ -33,26 +33,17 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.from_mapping(test_config)
 
-    from webmap import api, auth, cli, maps, plan_views
+    from webmap import api, auth, cli, errors, maps, plan_views
 
+    # what this process keeps in memory about plans, keyed to the stored boundary revision
+    app.extensions["gridplan.plans"] = PlanMemory(get_engine(app.config["DATABASE_URL"]))
     csrf.init_app(app)
+    errors.register(app)
     auth.init_app(app)
     app.register_blueprint(maps.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(plan_views.bp)
     cli.register(app)
-
-    @app.errorhandler(OperationalError)
-    @app.errorhandler(ProgrammingError)
-    def _no_schema(exc):
-        app.logger.error("database error: %s", exc)
-        return render_template("error.html", title="database", message=(
-            "The database is not ready: run `flask --app webmap init-db`.")), 503
-
-    @app.errorhandler(403)
-    def _forbidden(_exc):
-        return render_template("error.html", title="403", message=(
-            "您没有权限 — your role may not open this page.")), 403
 
     return app
 

@@ -22,11 +22,11 @@ from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
 from geodata.importer import MODES, ImportRefused, import_layer
 from geodata.migrate import upgrade
 from geodata.standards import seed_settings
-from geodata.store import count_layer, read_layer
+from geodata.store import community_codes_ever, count_layer, read_layer
 from layers.communities import Bounds, bounds
 from layers.demo import generate, write_demo
 from layers.partition import UnitGraph
-from layers.plan_io import export_plan, retired_codes, units_from_database, units_from_file
+from layers.plan_io import export_plan, units_from_database, units_from_file
 from layers.redistricting import Rules, make_plan
 from webmap.auth import add_token, add_user
 from webmap.extensions import engine
@@ -223,7 +223,7 @@ def plan_command(minimum, maximum, target, street, seed, fresh, units_path, mapp
         eng = _ready()
         limits = bounds(eng)
         units, adjacency = units_from_database(eng, street)
-        retired = retired_codes(eng)
+        retired = community_codes_ever(eng)
     else:
         limits = Bounds()
         try:
@@ -238,7 +238,8 @@ def plan_command(minimum, maximum, target, street, seed, fresh, units_path, mapp
     if output.suffix.lower() not in (".gpkg", ".zip"):
         raise click.ClickException(f"{output.name}: write the plan to a .gpkg or a .zip")
     try:
-        rules = Rules(minimum or limits.minimum, maximum or limits.maximum, target, not fresh, seed)
+        rules = Rules.from_params({"minimum": minimum, "maximum": maximum, "target": target, "fresh": fresh,
+                                   "seed": seed}, limits.minimum, limits.maximum)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     graph = UnitGraph.from_units(units, adjacency)

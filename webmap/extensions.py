@@ -1,5 +1,5 @@
-"""What the blueprints share, without importing the app package: the CSRF guard and the
-database engine of the current app.
+"""What the blueprints share, without importing the app package: the CSRF guard, the
+database engine of the current app and the app's memory of plans.
 
 ``create_app`` initialises these; blueprints import from here, never from ``webmap`` itself,
 so that nothing imports upward.
@@ -12,6 +12,7 @@ from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import Engine
 
 from geodata.db import get_engine
+from layers.plan_memory import PlanMemory
 
 csrf = CSRFProtect()
 
@@ -19,3 +20,8 @@ csrf = CSRFProtect()
 def engine() -> Engine:
     """The engine of the current app's database."""
     return get_engine(current_app.config["DATABASE_URL"])
+
+
+def plans() -> PlanMemory:
+    """The app's :class:`~layers.plan_memory.PlanMemory` (made by ``create_app``)."""
+    return current_app.extensions["gridplan.plans"]

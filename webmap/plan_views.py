@@ -1,23 +1,23 @@
 """Plans in the web app: the plan list, the plan map with hand edits, comparison, approval,
-export — pages and their JSON API. Everything here parses a request and calls
-:mod:`layers.planning`."""
+rebase, export — pages and their JSON API. Each view parses the request and asks
+:mod:`layers.plan_edits` or :mod:`layers.plan_workflow` in domain terms; refusals are raised and
+answered by :mod:`webmap.errors`."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
 import shapely
-from flask import Blueprint, abort, after_this_request, jsonify, render_template, request, send_file, url_for
-from flask_wtf.csrf import CSRFError
+from flask import Blueprint, after_this_request, jsonify, render_template, request, send_file, url_for
 
 from geodata import jobs, plan_rows
+from geodata.errors import NotFound, Refused
 from geodata.store import read_layer
-from layers import planning
-from layers.plan_io import export_plan
-from layers.redistricting import PlanResult
+from layers import plan_edits, plan_workflow
 from webmap.auth import bearer_request, current_account, require
-from webmap.extensions import csrf, engine
+from webmap.extensions import csrf, engine, plans
 from webmap.maps import build_map, render_map
 
 bp = Blueprint("plans", __name__)
@@ -25,6 +25,8 @@ csrf.exempt(bp)  # checked below, except for bearer-token requests (no cookie, n
 
 EDITORS = ("admin", "planner")
 READERS = ("admin", "planner", "viewer")
+LABELS = {"submit": "提交 submit", "approve": "批准 approve", "reject": "驳回 reject", "adopt": "采用 adopt",
+          "rebase": "按现状重算 rebase"}
 
 
 @bp.before_request
@@ -33,42 +35,18 @@ def _check_csrf():
         csrf.protect()
 
 
-@bp.errorhandler(CSRFError)
-def _csrf_failed(exc):
-    return jsonify(code="CSRF", description=exc.description), 400
-
-
 def _body() -> dict:
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
-        abort(400, description="send a JSON object")
+        raise Refused("send a JSON object")
     return data
 
 
 def _version(data: dict) -> int:
     version = data.get("version")
-    if not isinstance(version, int):
-        abort(400, description="version (the plan version the change starts from) is required")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise Refused("version (the plan version the change starts from) is required")
     return version
-
-
-@bp.errorhandler(400)
-def _bad(exc):
-    return jsonify(code="BadRequest", description=exc.description), 400
-
-
-def _answer(fn, *args, **kwargs):
-    """Run a planning call; map its refusals to HTTP answers."""
-    try:
-        return jsonify(fn(*args, **kwargs))
-    except plan_rows.PlanNotFound as exc:
-        return jsonify(code="NotFound", description=str(exc)), 404
-    except plan_rows.VersionConflict as exc:
-        return jsonify(code="Conflict", description=str(exc)), 409
-    except planning.WorkflowError as exc:
-        return jsonify(code="Forbidden", description=str(exc)), 403
-    except ValueError as exc:
-        return jsonify(code="InvalidParameterValue", description=str(exc)), 400
 
 
 # --- pages ------------------------------------------------------------------------------------
@@ -85,17 +63,18 @@ def plan_list():
 @bp.get("/plans/<int:plan_id>")
 @require(*READERS)
 def plan_page(plan_id: int):
-    try:
-        plan = plan_rows.get_plan(engine(), plan_id)
-    except plan_rows.PlanNotFound:
-        abort(404)
+    plan = plan_rows.get_plan(engine(), plan_id)
     street = (plan["params"] or {}).get("street")
     outline = read_layer(engine(), "streets", where={"code": street} if street else None)
     m = build_map(tuple(outline.total_bounds) if len(outline) else None)
     account = current_account()
-    editable = account.role in EDITORS and plan["status"] in planning.EDITABLE
+    actions = plan_workflow.allowed_actions(plan, account.role)
     config = {"plan": {k: plan[k] for k in ("id", "name", "status", "version", "author")},
-              "role": account.role, "editable": editable}
+              "role": account.role, "editable": "edit" in actions,
+              "actions": [{"action": a, "label": LABELS[a], "confirm": a == "adopt"}
+                          for a in actions if a in LABELS],
+              "stale": plan_workflow.stale_changes(plans(), plan) if plan["status"] != "adopted" else None,
+              "adoption": plan.get("adoption")}
     return render_map("plan.html", m, config, plan=plan, title=f"方案 {plan['name']}")
 
 
@@ -116,17 +95,14 @@ def api_create():
     data = _body()
     name = str(data.get("name") or "").strip()
     if not name:
-        abort(400, description="name is required")
+        raise Refused("name is required")
     params = {k: data[k] for k in ("street", "minimum", "maximum", "target", "fresh", "seed") if data.get(k)}
     for key in ("minimum", "maximum", "target", "seed"):
         if key in params and not isinstance(params[key], int):
-            abort(400, description=f"{key} must be a whole number")
+            raise Refused(f"{key} must be a whole number")
     author = current_account().name
     if params.get("street"):
-        try:
-            plan_id, result = planning.auto_plan(engine(), name, author, **params)
-        except ValueError as exc:
-            return jsonify(code="InvalidParameterValue", description=str(exc)), 400
+        plan_id, result = plan_workflow.auto_plan(plans(), name, author, **params)
         return jsonify(plan_id=plan_id, scores=result.scores(),
                        url=url_for("plans.plan_page", plan_id=plan_id)), 201
     job_id = jobs.create_job(engine(), "auto_plan", {"name": name, "author": author, **params})
@@ -138,7 +114,7 @@ def api_create():
 def api_job(job_id: int):
     job = jobs.get_job(engine(), job_id)
     if job is None:
-        return jsonify(code="NotFound", description=f"no job {job_id}"), 404
+        raise NotFound(f"no job {job_id}")
     return jsonify({k: (v.isoformat(timespec="seconds") if hasattr(v, "isoformat") else v)
                     for k, v in job.items()})
 
@@ -146,30 +122,16 @@ def api_job(job_id: int):
 @bp.get("/api/plans/<int:plan_id>")
 @require(*READERS, api=True)
 def api_plan(plan_id: int):
-    def describe():
-        plan = plan_rows.get_plan(engine(), plan_id)
-        s = planning.session(engine(), plan_id)
-        return {**{k: v for k, v in plan.items() if k not in ("created_at", "updated_at")},
-                "updated_at": plan["updated_at"].isoformat(timespec="seconds"),
-                "communities": planning.community_scores(s, sorted(s.partition.households)),
-                "scores": planning.plan_scores(s)}
-    return _answer(describe)
+    described = plan_edits.describe(plans(), plan_id)
+    described["actions"] = plan_workflow.allowed_actions(described, current_account().role)
+    return jsonify(described)
 
 
 @bp.get("/api/plans/<int:plan_id>/units")
 @require(*READERS, api=True)
 def api_units(plan_id: int):
     """The plan's units as GeoJSON, each with its community in the plan and the current one."""
-    try:
-        s = planning.session(engine(), plan_id)
-    except plan_rows.PlanNotFound as exc:
-        return jsonify(code="NotFound", description=str(exc)), 404
-    units = s.units[["code", "households", "street_code", "land_use", "geometry"]].copy()
-    units["community_code"] = s.partition.labels[[s.graph.position[c] for c in units["code"]]]
-    units["current_code"] = s.graph.current[[s.graph.position[c] for c in units["code"]]]
-    inside = units.geometry.representative_point()  # for lasso selection in the browser
-    units["lon"], units["lat"] = inside.x.round(7), inside.y.round(7)
-    return units.to_json(drop_id=True, to_wgs84=True), 200, {"Content-Type": "application/geo+json"}
+    return plan_edits.units_geojson(plans(), plan_id), 200, {"Content-Type": "application/geo+json"}
 
 
 @bp.post("/api/plans/<int:plan_id>/moves")
@@ -178,8 +140,8 @@ def api_moves(plan_id: int):
     data = _body()
     units, to = data.get("units"), data.get("to")
     if not isinstance(units, list) or not all(isinstance(u, str) for u in units) or not isinstance(to, str):
-        abort(400, description="send units (a list of unit codes) and to (a community code or \"new\")")
-    return _answer(planning.move_units, engine(), plan_id, units, to, _version(data), current_account().name)
+        raise Refused("send units (a list of unit codes) and to (a community code or \"new\")")
+    return jsonify(plan_edits.move_units(plans(), plan_id, units, to, _version(data), current_account().name))
 
 
 @bp.post("/api/plans/<int:plan_id>/split")
@@ -191,17 +153,18 @@ def api_split(plan_id: int):
         try:
             line = shapely.LineString([(float(x), float(y)) for x, y in line])
         except (TypeError, ValueError, shapely.errors.GEOSException):
-            abort(400, description="line is a list of at least two [lon, lat] points")
-    return _answer(planning.split_community, engine(), plan_id, str(data.get("community", "")),
-                   _version(data), current_account().name, line)
+            raise Refused("line is a list of at least two [lon, lat] points") from None
+    return jsonify(plan_edits.split_community(plans(), plan_id, str(data.get("community", "")),
+                                              _version(data), current_account().name, line))
 
 
 @bp.post("/api/plans/<int:plan_id>/merge")
 @require(*EDITORS, api=True)
 def api_merge(plan_id: int):
     data = _body()
-    return _answer(planning.merge_communities, engine(), plan_id, str(data.get("keep", "")),
-                   str(data.get("merge", "")), _version(data), current_account().name)
+    return jsonify(plan_edits.merge_communities(plans(), plan_id, str(data.get("keep", "")),
+                                                str(data.get("merge", "")), _version(data),
+                                                current_account().name))
 
 
 @bp.post("/api/plans/<int:plan_id>/status")
@@ -209,8 +172,15 @@ def api_merge(plan_id: int):
 def api_status(plan_id: int):
     data = _body()
     account = current_account()
-    return _answer(planning.change_status, engine(), plan_id, str(data.get("action", "")), _version(data),
-                   account.name, account.role, data.get("comment"))
+    return jsonify(plan_workflow.change_status(plans(), plan_id, str(data.get("action", "")), _version(data),
+                                               account.name, account.role, data.get("comment")))
+
+
+@bp.post("/api/plans/<int:plan_id>/rebase")
+@require(*EDITORS, api=True)
+def api_rebase(plan_id: int):
+    data = _body()
+    return jsonify(plan_workflow.rebase(plans(), plan_id, _version(data), current_account().name))
 
 
 @bp.get("/api/plans/<int:plan_id>/compare")
@@ -218,29 +188,23 @@ def api_status(plan_id: int):
 def api_compare(plan_id: int):
     other = request.args.get("with", "current")
     if other != "current" and not other.isdigit():
-        abort(400, description="with is current or another plan's id")
-    return _answer(planning.compare, engine(), plan_id, None if other == "current" else int(other))
+        raise Refused("with is current or another plan's id")
+    return jsonify(plan_edits.compare(plans(), plan_id, None if other == "current" else int(other)))
 
 
 @bp.get("/api/plans/<int:plan_id>/export")
 @require(*READERS, api=True)
 def api_export(plan_id: int):
-    fmt = request.args.get("format", "gpkg")
-    if fmt not in ("gpkg", "shp"):
-        abort(400, description="format is gpkg or shp")
-    try:
-        s = planning.session(engine(), plan_id)
-    except plan_rows.PlanNotFound as exc:
-        return jsonify(code="NotFound", description=str(exc)), 404
     folder = Path(tempfile.mkdtemp(prefix="gridplan-plan-"))
-    out = export_plan(PlanResult(s.graph, s.partition, s.rules), s.units,
-                      folder / f"plan-{plan_id}.{'zip' if fmt == 'shp' else 'gpkg'}")
+    try:
+        out = plan_edits.export(plans(), plan_id, request.args.get("format", "gpkg"), folder)
+    except Exception:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
     @after_this_request
     def _clean(response):
-        out.unlink(missing_ok=True)
-        folder.rmdir()
+        shutil.rmtree(folder, ignore_errors=True)
         return response
 
     return send_file(out, as_attachment=True, download_name=out.name)
-

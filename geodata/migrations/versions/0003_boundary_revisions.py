@@ -36,6 +36,7 @@ def upgrade() -> None:
     with op.batch_alter_table('plans', schema=None) as batch_op:
         batch_op.add_column(sa.Column('base_revision', sa.Integer(), nullable=False, server_default='0'))
         batch_op.add_column(sa.Column('streets', sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column('adoption', sa.JSON(), nullable=True))
     with op.batch_alter_table('plan_assignments', schema=None) as batch_op:
         batch_op.add_column(sa.Column('edited', sa.Boolean(), nullable=False, server_default=sa.false()))
 
@@ -44,6 +45,7 @@ def downgrade() -> None:
     with op.batch_alter_table('plan_assignments', schema=None) as batch_op:
         batch_op.drop_column('edited')
     with op.batch_alter_table('plans', schema=None) as batch_op:
+        batch_op.drop_column('adoption')
         batch_op.drop_column('streets')
         batch_op.drop_column('base_revision')
     op.drop_table('boundary_changes')

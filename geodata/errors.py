@@ -1,0 +1,42 @@
+"""The refusals every part of gridplan speaks in, so the web app turns each into one HTTP answer
+(RFC 9457 problem details for the API, the error page for HTML) and the CLI into one exit code.
+
+``NotFound`` → 404, ``Refused`` (bad input: a wrong code, a broken file, an unknown unit) → 400,
+``Forbidden`` (what the user's role or the object's status does not allow) → 403, ``Conflict``
+(someone changed it first: a plan version, stale boundaries) → 409.
+"""
+
+from __future__ import annotations
+
+
+class GridplanError(Exception):
+    """A refusal with an HTTP status and a short title; the message says what and why."""
+
+    status = 400
+    title = "Refused"
+
+    def __init__(self, message: str = "", **details) -> None:
+        super().__init__(message)
+        self.details = details  # extra members of the problem details (e.g. the current state)
+
+
+class Refused(GridplanError, ValueError):
+    """Input that cannot be used (a ValueError, so callers that catch those still do)."""
+
+    status = 400
+    title = "Refused"
+
+
+class NotFound(GridplanError, LookupError):
+    status = 404
+    title = "Not found"
+
+
+class Forbidden(GridplanError):
+    status = 403
+    title = "Forbidden"
+
+
+class Conflict(GridplanError):
+    status = 409
+    title = "Conflict"

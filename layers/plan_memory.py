@@ -1,0 +1,145 @@
+"""What one process keeps in memory about plans, and who owns it.
+
+Building the unit graph of a city and a plan's partition takes seconds; a hand edit must take
+milliseconds. So each process keeps recent unit graphs and loaded plans in a :class:`PlanMemory`
+— one object, made by ``create_app`` (``app.extensions["gridplan.plans"]``) or by the job
+worker, never a module global. Everything in it is keyed to the boundary revision stored in the
+database (:mod:`geodata.revisions`): on every use the stored revision is read (one small query),
+and a graph or plan built from another revision is rebuilt, so a process never answers from
+boundaries another process has since replaced. A loaded plan is also keyed to the plan's stored
+version, so an edit saved by another process is picked up.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine
+
+from geodata import plan_rows
+from geodata.revisions import current_revision
+from layers.communities import bounds
+from layers.partition import Partition, UnitGraph, is_contiguous
+from layers.plan_io import units_from_database
+from layers.redistricting import Rules
+
+
+@dataclass
+class UnitSet:
+    """The stored units of one street (or all), their graph, and the revision they were read at."""
+
+    revision: int
+    street: str | None
+    units: gpd.GeoDataFrame
+    graph: UnitGraph
+
+
+@dataclass
+class LoadedPlan:
+    """A stored plan in memory: its row, its units and graph, its partition and rules.
+
+    ``contiguous`` is kept current for the communities an edit touches, so the plan's scores never
+    need a whole-partition pass after an edit. ``lock`` serialises edits within the process.
+    """
+
+    plan: dict
+    revision: int
+    units: gpd.GeoDataFrame
+    graph: UnitGraph
+    partition: Partition
+    rules: Rules
+    contiguous: dict[str, bool]
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def plan_id(self) -> int:
+        return self.plan["id"]
+
+    @property
+    def version(self) -> int:
+        return self.plan["version"]
+
+
+class PlanMemory:
+    """The owner of a process's unit graphs and loaded plans (a few of each, least recent dropped)."""
+
+    def __init__(self, engine: Engine, capacity: int = 4) -> None:
+        self.engine = engine
+        self.capacity = capacity
+        self._units: OrderedDict[str | None, UnitSet] = OrderedDict()
+        self._plans: OrderedDict[int, LoadedPlan] = OrderedDict()
+        self._lock = threading.RLock()
+
+    def revision(self) -> int:
+        """The boundary revision stored now."""
+        return current_revision(self.engine)
+
+    def units(self, street: str | None = None, revision: int | None = None) -> UnitSet:
+        """The stored units of ``street`` (or all) with their graph, as of the stored revision."""
+        revision = self.revision() if revision is None else revision
+        with self._lock:
+            found = self._units.get(street)
+            if found is None or found.revision != revision:
+                units, adjacency = units_from_database(self.engine, street)
+                found = UnitSet(revision, street, units, UnitGraph.from_units(units, adjacency))
+                self._units[street] = found
+            self._units.move_to_end(street)
+            while len(self._units) > self.capacity:
+                self._units.popitem(last=False)
+            return found
+
+    def plan(self, plan_id: int, row: dict | None = None) -> LoadedPlan:
+        """Plan ``plan_id`` at its stored version on the stored boundaries (rebuilt when either
+        moved); ``row`` is its stored row when the caller has just read it."""
+        row = row or plan_rows.get_plan(self.engine, plan_id)
+        revision = self.revision()
+        with self._lock:
+            found = self._plans.get(plan_id)
+            if found is None or found.version != row["version"] or found.revision != revision:
+                found = self._load(row, revision)
+                self._plans[plan_id] = found
+            self._plans.move_to_end(plan_id)
+            while len(self._plans) > self.capacity:
+                self._plans.popitem(last=False)
+            return found
+
+    def _load(self, row: dict, revision: int) -> LoadedPlan:
+        params = row["params"] or {}
+        unit_set = self.units(params.get("street"), revision)
+        graph = unit_set.graph
+        assignment = plan_rows.plan_assignment(self.engine, row["id"])
+        labels = assignment.reindex(graph.codes).to_numpy(dtype=object)
+        labels = np.where(pd.isna(labels), graph.current, labels)  # units the plan never saw keep theirs
+        partition = Partition(graph, labels)
+        broken = partition.non_contiguous()
+        return LoadedPlan(row, revision, unit_set.units, graph, partition, plan_rules(self.engine, params),
+                          {label: label not in broken for label in partition.communities})
+
+    def saved(self, loaded: LoadedPlan, version: int) -> None:
+        """Record that ``loaded``'s change was committed as ``version``."""
+        loaded.plan = {**loaded.plan, "version": version}
+
+    def forget(self, plan_id: int) -> None:
+        with self._lock:
+            self._plans.pop(plan_id, None)
+
+
+def plan_rules(engine: Engine, params: dict | None) -> Rules:
+    """The rules of a plan's parameters, the city's household bounds where they say nothing."""
+    limits = bounds(engine)
+    return Rules.from_params(params, limits.minimum, limits.maximum)
+
+
+def recheck(loaded: LoadedPlan, labels) -> None:
+    """Re-check the contiguity of the communities ``labels`` after an edit touched them."""
+    p = loaded.partition
+    for label in labels:
+        if label in p:
+            loaded.contiguous[label] = is_contiguous(p, label)
+        else:
+            loaded.contiguous.pop(label, None)

@@ -1,0 +1,241 @@
+"""A plan's life (审批): made automatically as a draft, submitted, approved or rejected, adopted —
+and refused when the boundaries it was made from have changed since.
+
+``draft → submitted → approved | rejected → adopted``. Planners edit drafts (a rejected plan is
+edited back into a draft) and submit them; an admin approves or rejects (with a comment) and
+adopts. A plan records the boundary revision it was made from and the streets it covers; when a
+later change (another plan's adoption, an import) touched one of those streets, submitting,
+approving or adopting it is refused with what changed (:class:`StalePlan`), and the planner
+rebases it: the changed streets are planned again on the current boundaries, keeping the hand
+edits whose units and communities still exist. Retired community codes are never given again.
+"""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from geodata import plan_rows
+from geodata.crs import to_metric
+from geodata.errors import Conflict, Forbidden, Refused
+from geodata.revisions import changes_since
+from geodata.store import community_codes_ever, read_layer
+from layers.plan_io import community_polygons
+from layers.plan_memory import PlanMemory, plan_rules
+from layers.redistricting import PlanResult, current_labels, make_plan
+
+#: action → (statuses it starts from, status it leads to, roles allowed)
+TRANSITIONS = {
+    "submit": ({"draft", "rejected"}, "submitted", {"planner", "admin"}),
+    "approve": ({"submitted"}, "approved", {"admin"}),
+    "reject": ({"submitted"}, "rejected", {"admin"}),
+    "adopt": ({"approved"}, "adopted", {"admin"}),
+}
+EDITABLE = {"draft", "rejected"}
+EDITORS = {"planner", "admin"}
+#: the actions refused on a plan whose boundaries changed since it was made
+CHECKED = {"submit", "approve", "adopt"}
+
+
+class WorkflowError(Forbidden):
+    """An action the plan's status or the user's role does not allow."""
+
+
+class StalePlan(Conflict):
+    """The boundaries of the plan's streets changed since it was made."""
+
+
+def allowed_actions(plan: dict, role: str) -> list[str]:
+    """What ``role`` may do with ``plan`` now: workflow actions, ``edit`` and ``rebase`` — what the
+    page offers as buttons."""
+    actions = [a for a, (sources, _, roles) in TRANSITIONS.items()
+               if plan["status"] in sources and role in roles]
+    if role in EDITORS and plan["status"] in EDITABLE:
+        actions.append("edit")
+    if role in EDITORS and plan["status"] != "adopted":
+        actions.append("rebase")
+    return actions
+
+
+def auto_plan(memory: PlanMemory, name: str, author: str, *, street: str | None = None,
+              minimum: int | None = None, maximum: int | None = None, target: int | None = None,
+              fresh: bool = False, seed: int = 0, progress=None) -> tuple[int, PlanResult]:
+    """Make an automatic plan of one street (or every street) and store it as a draft, with the
+    boundary revision it was made from."""
+    params = {"street": street, "minimum": minimum, "maximum": maximum, "target": target,
+              "fresh": fresh, "seed": seed}
+    rules = plan_rules(memory.engine, params)
+    revision = memory.revision()
+    unit_set = memory.units(street, revision)
+    if not len(unit_set.units):
+        raise Refused("no units to plan" + (f" in street {street}" if street else ""))
+    result = make_plan(unit_set.graph, rules, retired=community_codes_ever(memory.engine), progress=progress)
+    params |= {"minimum": rules.minimum, "maximum": rules.maximum}
+    plan_id = plan_rows.create_plan(memory.engine, name, author, result.assignment, params=params,
+                                    scores=result.scores(),
+                                    district_code=unit_set.units["district_code"].iloc[0],
+                                    base_revision=revision, streets=sorted(set(unit_set.graph.street)))
+    return plan_id, result
+
+
+def stale_changes(memory: PlanMemory, plan: dict) -> dict | None:
+    """What changed in the plan's streets since it was made (None when nothing did): the streets,
+    the communities, and each change (revision, action, plan)."""
+    streets = set(plan.get("streets") or [])
+    relevant = [c for c in changes_since(memory.engine, plan.get("base_revision") or 0)
+                if c["plan_id"] != plan["id"]
+                and (c["streets"] is None or not streets or streets & set(c["streets"]))]
+    if not relevant:
+        return None
+    touched = set().union(*[set(c["streets"]) if c["streets"] is not None else streets for c in relevant])
+    return {"streets": sorted(touched & streets if streets else touched),
+            "communities": sorted({x for c in relevant for x in c["communities"] or []}),
+            "changes": [{"revision": c["revision"], "action": c["action"], "plan_id": c["plan_id"],
+                         "at": c["at"].isoformat(timespec="seconds")} for c in relevant]}
+
+
+def _refuse_if_stale(memory: PlanMemory, plan: dict, action: str) -> None:
+    stale = stale_changes(memory, plan)
+    if stale is None:
+        return
+    what = ", ".join(f"{c['action']}" + (f" of plan {c['plan_id']}" if c["plan_id"] else "")
+                     for c in stale["changes"])
+    communities = f" (communities {', '.join(stale['communities'][:20])})" if stale["communities"] else ""
+    raise StalePlan(f"plan {plan['id']} cannot be {TRANSITIONS[action][1]}: the boundaries of "
+                    f"{'streets ' + ', '.join(stale['streets']) if stale['streets'] else 'its streets'} "
+                    f"changed since it was made ({what}){communities}; rebase it on the current "
+                    "boundaries first", stale=stale)
+
+
+def change_status(memory: PlanMemory, plan_id: int, action: str, version: int, actor: str, role: str,
+                  comment: str | None = None) -> dict:
+    """Apply a workflow action (submit, approve, reject, adopt) after checking status, role and
+    that the plan's boundaries have not changed since it was made."""
+    if action not in TRANSITIONS:
+        raise WorkflowError(f"unknown action {action!r}: use {', '.join(TRANSITIONS)}")
+    sources, target, roles = TRANSITIONS[action]
+    plan = plan_rows.get_plan(memory.engine, plan_id)
+    if role not in roles:
+        raise WorkflowError(f"a {role} may not {action} a plan")
+    if plan["status"] not in sources:
+        raise WorkflowError(f"plan {plan_id} is {plan['status']}: only a plan that is "
+                            f"{' or '.join(sorted(sources))} can be {target}")
+    if action == "reject" and not (comment or "").strip():
+        raise WorkflowError("a rejection needs a comment saying why")
+    if plan["version"] != version:
+        raise plan_rows.VersionConflict(f"plan {plan_id} is at version {plan['version']}, not {version}: "
+                                        "reload it; nothing was overwritten", version=plan["version"])
+    if action in CHECKED:
+        _refuse_if_stale(memory, plan, action)
+    if action == "adopt":
+        return {"status": "adopted", **adopt_plan(memory, plan_id, version, actor)}
+    new_version = plan_rows.set_status(memory.engine, plan_id, target, version, actor, comment)
+    return {"status": target, "version": new_version}
+
+
+def adopt_plan(memory: PlanMemory, plan_id: int, version: int, actor: str) -> dict:
+    """Replace the current communities by the plan's, re-deriving facilities' and cells'
+    communities by location. Returns (and keeps with the plan) what changed: communities created,
+    retired and changed, cells that now straddle two communities or carry a retired code."""
+    loaded = memory.plan(plan_id)
+    engine = memory.engine
+    result = PlanResult(loaded.graph, loaded.partition, loaded.rules)
+    polygons = community_polygons(result, loaded.units)
+    streets = sorted(set(polygons["street_code"]))
+    current = read_layer(engine, "communities")
+    names = dict(zip(current["code"], current["name"], strict=True))
+    polygons["code"] = polygons["community_code"]
+    polygons["name"] = [names.get(c, f"新社区{c[-3:]}") for c in polygons["code"]]
+    polygons["district_code"] = [c[:6] for c in polygons["code"]]
+    before = set(current.loc[current["street_code"].isin(streets), "code"])
+    after = set(polygons["code"])
+    moved = loaded.graph.current != loaded.partition.labels
+    touched = set(loaded.partition.labels[moved]) | {c for c in loaded.graph.current[moved] if c}
+    facilities = read_layer(engine, "facilities")
+    cells = read_layer(engine, "grid_cells")
+    area = polygons[["code", "geometry"]]
+    # facilities: the community their point lies in (those outside every polygon keep theirs)
+    joined = gpd.sjoin(facilities[["code", "geometry"]], area.rename(columns={"code": "community"}),
+                       how="inner", predicate="within")
+    facility_communities = joined.drop_duplicates("code").set_index("code")["community"]
+    # cells: the community holding most of their area; straddling cells listed
+    metric_cells = to_metric(cells)[["code", "geometry"]]
+    metric_area = area.to_crs(metric_cells.crs).rename(columns={"code": "community"})
+    pieces = gpd.overlay(metric_cells, metric_area, how="intersection", keep_geom_type=True)
+    pieces["area"] = pieces.area
+    pieces = pieces[pieces["area"] > 1.0]
+    cell_communities = pieces.sort_values("area", ascending=False).drop_duplicates("code").set_index(
+        "code")["community"]
+    share = pieces.groupby("code")["area"].max() / pieces.groupby("code")["area"].sum()
+    retired = sorted(before - after)
+    summary = {
+        "streets": streets, "communities": len(polygons),
+        "created": sorted(after - before), "retired": retired,
+        "changed": sorted((before & after) & touched),
+        "straddling_cells": sorted(share[share < 0.99].index),
+        "cells_to_renumber": sorted(c for c, comm in cell_communities.items() if not c.startswith(comm)),
+        "cells_with_retired_code": sorted(c for c in cells["code"] if c[:12] in set(retired)),
+        "facilities_rederived": int(len(facility_communities)),
+    }
+    new_version, revision = plan_rows.adopt(engine, plan_id, version, actor, polygons, result.assignment,
+                                            facility_communities, cell_communities, summary)
+    return {"version": new_version, "revision": revision, **summary}
+
+
+def rebase(memory: PlanMemory, plan_id: int, version: int, actor: str) -> dict:
+    """Plan the streets that changed since the plan was made again on the current boundaries,
+    keep the plan's other streets as they are, and re-apply the hand edits whose units and
+    communities still exist. The plan becomes a draft at the current revision."""
+    engine = memory.engine
+    plan = plan_rows.get_plan(engine, plan_id)
+    if plan["status"] == "adopted":
+        raise WorkflowError(f"plan {plan_id} is adopted: there is nothing to rebase")
+    if plan["version"] != version:
+        raise plan_rows.VersionConflict(f"plan {plan_id} is at version {plan['version']}, not {version}: "
+                                        "reload it; nothing was overwritten", version=plan["version"])
+    stale = stale_changes(memory, plan)
+    if stale is None:
+        raise Refused(f"plan {plan_id} is up to date with the current boundaries: nothing to rebase")
+    params = plan["params"] or {}
+    revision = memory.revision()
+    graph = memory.units(params.get("street"), revision).graph
+    old = plan_rows.plan_assignment(engine, plan_id)
+    edited = plan_rows.plan_assignment(engine, plan_id, edited=True)
+    changed = sorted(set(stale["streets"]) & set(graph.street))
+    again = np.isin(graph.street, changed)
+    kept = old.reindex(graph.codes).to_numpy(dtype=object)
+    start = np.where(again | pd.isna(kept), current_labels(graph), kept)
+    ever = community_codes_ever(engine)
+    result = make_plan(graph, plan_rules(engine, params), retired=ever, streets=changed, start=start)
+    p = result.partition
+    kept_edits, dropped = [], []
+    for unit, code in edited.items():
+        u = graph.position.get(unit)
+        if u is None:
+            dropped.append(unit)
+            continue
+        if not again[u]:
+            kept_edits.append(unit)  # its street did not change: the plan's assignment stands
+            continue
+        street = graph.street[u]
+        exists = code in p and single_street_of(p, code) == street
+        free = code not in p and code not in ever and code.startswith(street)
+        if exists or free:
+            p.move(u, code)
+            kept_edits.append(unit)
+        else:
+            dropped.append(unit)
+    detail = {"streets_replanned": changed, "edits_kept": len(kept_edits), "edits_dropped": dropped[:100]}
+    new_version = plan_rows.replace_assignment(
+        engine, plan_id, result.assignment, set(kept_edits), version, actor, base_revision=revision,
+        scores=result.scores(), detail=detail)
+    memory.forget(plan_id)
+    return {"version": new_version, "status": "draft", "base_revision": revision, **detail,
+            "scores": {k: v for k, v in result.scores().items() if k != "infeasible"}}
+
+
+def single_street_of(partition, code: str) -> str | None:
+    """The street of community ``code`` in ``partition`` (communities nest in one street)."""
+    members = partition.members(code)
+    return str(partition.graph.street[members[0]]) if len(members) else None
