@@ -267,6 +267,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     scope_code: Mapped[str | None] = mapped_column(String(15))
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    #: a disabled account cannot sign in, and its open sessions stop working (migration 0005)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class ApiToken(Base):
@@ -279,6 +281,8 @@ class ApiToken(Base):
     role: Mapped[str] = mapped_column(String(16))
     scope_code: Mapped[str | None] = mapped_column(String(15))
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    #: when the token was revoked; a revoked token stops working at once (migration 0005)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class Setting(Base):
