@@ -45,6 +45,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(plan_views.bp)
     cli.register(app)
 
+    if os.environ.get("GRIDPLAN_EXPOSE_PROCESS"):  # tests: which gunicorn worker answered
+        app.after_request(lambda response: response.headers.update(
+            {"X-Gridplan-Process": str(os.getpid())}) or response)
     return app
 
 
