@@ -107,7 +107,8 @@ def test_a_stale_plan_is_refused_at_submit_approve_and_adopt_then_rebased(stored
     adopted_units = read_layer(stored, "units", street=street).set_index("code")["community_code"]
     assert (after.reindex(adopted_units.index) == adopted_units).all()
     assert plan_workflow.stale_changes(memory, plan_rows.get_plan(stored, draft)) is None
-    v = plan_workflow.change_status(memory, draft, "submit", rebased["version"], "planner", "planner")["version"]
+    v = plan_workflow.change_status(memory, draft, "submit", rebased["version"], "planner",
+                                    "planner")["version"]
     assert v == rebased["version"] + 1
     with pytest.raises(ValueError, match="up to date"):
         plan_workflow.rebase(memory, draft, v, "planner")

@@ -92,14 +92,16 @@ def test_every_process_plans_from_the_adopted_boundaries(served, small_demo):
     memory = PlanMemory(engine)
     street = next(s for s in sorted(small_demo.layers["streets"]["code"])
                   if auto_plan(memory, "probe", "planner", street=s)[1].scores()["households_moved"] > 0)
-    plan_id = call(base, planner, "POST", "/api/plans", json={"name": "街道", "street": street}).json()["plan_id"]
+    created = call(base, planner, "POST", "/api/plans", json={"name": "街道", "street": street})
+    plan_id = created.json()["plan_id"]
     # every process loads the street's units and the plan before the adoption
-    every_process(lambda: (r := call(base, planner, "GET", f"/api/plans/{plan_id}/units"), None))
+    every_process(lambda: (call(base, planner, "GET", f"/api/plans/{plan_id}/units"), None))
     v = call(base, planner, "POST", f"/api/plans/{plan_id}/status",
              json={"action": "submit", "version": 1}).json()["version"]
     v = call(base, admin, "POST", f"/api/plans/{plan_id}/status", json={"action": "approve", "version": v}
              ).json()["version"]
-    adopted = call(base, admin, "POST", f"/api/plans/{plan_id}/status", json={"action": "adopt", "version": v})
+    adopted = call(base, admin, "POST", f"/api/plans/{plan_id}/status",
+                   json={"action": "adopt", "version": v})
     assert adopted.json()["status"] == "adopted"
 
     def fresh_plan():
@@ -159,8 +161,9 @@ def test_every_process_sees_units_replaced_from_the_command_line(served, small_d
             feature["properties"]["households"] += 10
     units.write_text(json.dumps(data))
     added = 10 * sum(f["properties"]["street_code"] == street for f in data["features"])
-    subprocess.run([str(BIN / "flask"), "--app", "webmap", "import", "units", str(units), "--mode", "replace"],
-                   cwd=ROOT, env=env, check=True, capture_output=True)
+    command = ["import", "units", str(units), "--mode", "replace"]
+    subprocess.run([str(BIN / "flask"), "--app", "webmap", *command], cwd=ROOT, env=env, check=True,
+                   capture_output=True)
     after = every_process(street_plan)
     assert set(before.values()) == {next(iter(before.values()))}
     assert set(after.values()) == {next(iter(before.values())) + added}
