@@ -46,15 +46,17 @@ class StalePlan(Conflict):
     """The boundaries of the plan's streets changed since it was made."""
 
 
-def allowed_actions(plan: dict, role: str) -> list[str]:
-    """What ``role`` may do with ``plan`` now: workflow actions, ``edit`` and ``rebase`` — what the
-    page offers as buttons."""
+def allowed_actions(plan: dict, role: str, stale: bool = False) -> list[str]:
+    """What ``role`` may do with ``plan`` now: workflow actions, ``edit``, and ``rebase`` when its
+    boundaries changed since it was made — what the page offers as buttons."""
     actions = [a for a, (sources, _, roles) in TRANSITIONS.items()
                if plan["status"] in sources and role in roles]
     if role in EDITORS and plan["status"] in EDITABLE:
         actions.append("edit")
-    if role in EDITORS and plan["status"] != "adopted":
-        actions.append("rebase")
+    if stale:  # refused until rebased
+        actions = [a for a in actions if a not in CHECKED]
+        if role in EDITORS and plan["status"] != "adopted":
+            actions.append("rebase")
     return actions
 
 

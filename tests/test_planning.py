@@ -10,8 +10,8 @@ from geodata import plan_rows
 from geodata.models import AuditLog, CommunityHistory
 from geodata.store import read_layer
 from layers import plan_edits, plan_workflow
-from layers.plan_memory import PlanMemory
 from layers.demo import write_demo
+from layers.plan_memory import PlanMemory
 
 
 @pytest.fixture

@@ -186,3 +186,42 @@ def test_split_along_a_drawn_line(site, small_demo):
     bad = client.post(f"/api/plans/{plan_id}/split", json={"community": code, "line": "x", "version": 2},
                       headers=headers)
     assert bad.status_code == 400
+
+
+def test_redo_after_undoing_a_split_recreates_the_community(site, small_demo):
+    client, headers = browser_client(site, "planner")
+    street = small_demo.layers["streets"]["code"].iloc[0]
+    plan_id = client.post("/api/plans", json={"name": "redo", "street": street}, headers=headers).json["plan_id"]
+    plan = client.get(f"/api/plans/{plan_id}").json
+    code = max(plan["communities"], key=lambda c: c["households"])["community_code"]
+    split = client.post(f"/api/plans/{plan_id}/split", json={"community": code, "version": 1}, headers=headers)
+    assert split.status_code == 200
+    new, units = split.json["to"], split.json["units"]
+    undo = client.post(f"/api/plans/{plan_id}/moves", json={"units": units, "to": code, "version": 2},
+                       headers=headers)
+    assert undo.status_code == 200 and new not in {c["community_code"] for c in undo.json["communities"]
+                                                  if not c.get("removed")}
+    redo = client.post(f"/api/plans/{plan_id}/moves", json={"units": units, "to": new, "version": 3},
+                       headers=headers)
+    assert redo.status_code == 200, redo.json
+    assert redo.json["to"] == new
+    # a code used before (a current community of another street, or a retired one) is refused
+    other = next(c for c in small_demo.layers["communities"]["code"] if not c.startswith(street))
+    taken = client.post(f"/api/plans/{plan_id}/moves", json={"units": units, "to": other, "version": 4},
+                        headers=headers)
+    assert taken.status_code == 400 and taken.headers["Content-Type"] == "application/problem+json"
+
+
+def test_buttons_are_the_actions_the_role_and_status_allow(site, small_demo):
+    planner, ph = browser_client(site, "planner")
+    street = small_demo.layers["streets"]["code"].iloc[0]
+    plan_id = planner.post("/api/plans", json={"name": "roles", "street": street}, headers=ph).json["plan_id"]
+    assert planner.get(f"/api/plans/{plan_id}").json["actions"] == ["submit", "edit"]
+    viewer, _ = browser_client(site, "viewer")
+    assert viewer.get(f"/api/plans/{plan_id}").json["actions"] == []
+    page = viewer.get(f"/plans/{plan_id}").get_data(as_text=True)
+    assert '"actions": []' in page and '"editable": false' in page
+    planner.post(f"/api/plans/{plan_id}/status", json={"action": "submit", "version": 1}, headers=ph)
+    admin, _ = browser_client(site, "admin")
+    assert admin.get(f"/api/plans/{plan_id}").json["actions"] == ["approve", "reject"]
+    assert planner.get(f"/api/plans/{plan_id}").json["actions"] == []

@@ -68,12 +68,13 @@ def plan_page(plan_id: int):
     outline = read_layer(engine(), "streets", where={"code": street} if street else None)
     m = build_map(tuple(outline.total_bounds) if len(outline) else None)
     account = current_account()
-    actions = plan_workflow.allowed_actions(plan, account.role)
+    stale = plan_workflow.stale_changes(plans(), plan) if plan["status"] != "adopted" else None
+    actions = plan_workflow.allowed_actions(plan, account.role, stale is not None)
     config = {"plan": {k: plan[k] for k in ("id", "name", "status", "version", "author")},
               "role": account.role, "editable": "edit" in actions,
               "actions": [{"action": a, "label": LABELS[a], "confirm": a == "adopt"}
                           for a in actions if a in LABELS],
-              "stale": plan_workflow.stale_changes(plans(), plan) if plan["status"] != "adopted" else None,
+              "stale": stale,
               "adoption": plan.get("adoption")}
     return render_map("plan.html", m, config, plan=plan, title=f"方案 {plan['name']}")
 
@@ -123,7 +124,9 @@ def api_job(job_id: int):
 @require(*READERS, api=True)
 def api_plan(plan_id: int):
     described = plan_edits.describe(plans(), plan_id)
-    described["actions"] = plan_workflow.allowed_actions(described, current_account().role)
+    stale = plan_workflow.stale_changes(plans(), described) if described["status"] != "adopted" else None
+    described["stale"] = stale
+    described["actions"] = plan_workflow.allowed_actions(described, current_account().role, stale is not None)
     return jsonify(described)
 
 

@@ -91,7 +91,11 @@
     const response = await fetch(`/api/plans/${planId}/${path}`, { method: "POST", credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRFToken": token }, body: JSON.stringify({ ...body, version: state.version }) });
     const answer = await response.json();
-    if (!response.ok) { status(`${response.status}: ${answer.description}`); throw new Error(answer.description); }
+    if (!response.ok) {
+      const message = answer.detail || answer.description || response.statusText;
+      status(`${response.status}: ${message}`);
+      throw new Error(message);
+    }
     return answer;
   }
 
@@ -108,40 +112,47 @@
     status(`v${state.version}: ${moved.length} 个单元移到 units moved to ${answer.to}`);
   }
 
+  // undo and redo: one history of steps (units with the community each came from, and where they went)
+  const history = {
+    undo: state.undo, redo: state.redo,
+    record(before, to) { this.undo.push({ before, to }); this.redo.length = 0; this.show(); },
+    show() {
+      document.getElementById("undo").disabled = !this.undo.length;
+      document.getElementById("redo").disabled = !this.redo.length;
+    },
+    async back() {
+      const step = this.undo.pop();
+      if (!step) return;
+      const groups = new Map();
+      for (const [u, c] of step.before) groups.set(c, [...(groups.get(c) || []), u]);
+      try { for (const [c, units] of groups) await move(units, c, false); } catch (err) { this.undo.push(step); this.show(); return; }
+      this.redo.push(step);
+      this.show();
+    },
+    async forward() {
+      const step = this.redo.pop();
+      if (!step) return;
+      try { await move([...step.before.keys()], step.to, false); } catch (err) { this.redo.push(step); this.show(); return; }
+      this.undo.push(step);
+      this.show();
+    },
+  };
+
   async function move(units, to, record = true) {
     const before = new Map(units.map((u) => [u, state.units.get(u).feature.properties.community_code]));
     const answer = await post("moves", { units, to });
     apply(answer, units);
-    if (record) { state.undo.push({ before, to: answer.to }); state.redo = []; }
-    document.getElementById("undo").disabled = !state.undo.length;
-    document.getElementById("redo").disabled = !state.redo.length;
+    if (record) history.record(before, answer.to);
     return answer;
   }
 
-  async function undo() {
-    const step = state.undo.pop();
-    if (!step) return;
-    const groups = new Map();
-    for (const [u, c] of step.before) groups.set(c, [...(groups.get(c) || []), u]);
-    for (const [c, units] of groups) await move(units, c, false);
-    state.redo.push(step);
-    document.getElementById("undo").disabled = !state.undo.length;
-    document.getElementById("redo").disabled = !state.redo.length;
-  }
-
-  async function redo() {
-    const step = state.redo.pop();
-    if (!step) return;
-    await move([...step.before.keys()], step.to, false);
-    state.undo.push(step);
-    document.getElementById("undo").disabled = !state.undo.length;
-    document.getElementById("redo").disabled = !state.redo.length;
-  }
+  async function undo() { await history.back(); }
+  async function redo() { await history.forward(); }
 
   document.getElementById("move").addEventListener("click", () => {
     if (state.selected.size) move([...state.selected], document.getElementById("move-to").value).then(() => {
       state.selected.clear(); restyle(); document.getElementById("selection").textContent = "未选择 nothing selected";
-    });
+    }).catch(() => {});  // the refusal is shown by post()
   });
   document.getElementById("clear").addEventListener("click", () => { state.selected.clear(); restyle(); });
   document.getElementById("undo").addEventListener("click", undo);
@@ -150,9 +161,7 @@
     const code = state.community;
     const answer = await post("split", { community: code });
     apply(answer, answer.units);
-    state.undo.push({ before: new Map(answer.units.map((u) => [u, code])), to: answer.to });
-    state.redo = [];
-    document.getElementById("undo").disabled = false;
+    history.record(new Map(answer.units.map((u) => [u, code])), answer.to);
   });
   document.getElementById("merge").addEventListener("click", async () => {
     const merge = document.getElementById("merge-with").value;
@@ -231,26 +240,45 @@
       state.mode = null;
       const answer = await post("split", { community: code, line: points });
       apply(answer, answer.units);
-      state.undo.push({ before: new Map(answer.units.map((u) => [u, code])), to: answer.to });
-      state.redo = [];
-      document.getElementById("undo").disabled = false;
+      history.record(new Map(answer.units.map((u) => [u, code])), answer.to);
     };
     map.on("click", add); map.on("dblclick", finish);
   });
   document.getElementById("export-gpkg").href = `/api/plans/${planId}/export?format=gpkg`;
   document.getElementById("export-shp").href = `/api/plans/${planId}/export?format=shp`;
 
-  const ACTIONS = { draft: ["submit"], rejected: ["submit"], submitted: ["approve", "reject"], approved: ["adopt"] };
-  const LABELS = { submit: "提交 submit", approve: "批准 approve", reject: "驳回 reject", adopt: "采用 adopt" };
+  // the workflow actions this user may take on this plan now: the server's transitions decide
   const box = document.getElementById("actions");
-  for (const action of ACTIONS[config.plan.status] || []) {
-    const button = el("button", LABELS[action], { type: "button", "data-action": action });
+  for (const { action, label, confirm: ask } of config.actions) {
+    const button = el("button", label, { type: "button", "data-action": action });
     button.addEventListener("click", async () => {
-      const answer = await post("status", { action, comment: document.getElementById("comment").value });
-      status(`${answer.status}${answer.straddling_cells ? `; 跨社区网格 cells to regenerate: ${answer.straddling_cells.length}` : ""}`);
-      setTimeout(() => window.location.reload(), 800);
+      if (ask && !window.confirm("采用后将替换这些街道的现状社区边界。确定采用？ Adopting replaces the current boundaries of the plan's streets. Adopt?")) return;
+      try {
+        const answer = action === "rebase" ? await post("rebase", {})
+          : await post("status", { action, comment: document.getElementById("comment").value });
+        status(`${answer.status || action}: v${answer.version}`);
+        setTimeout(() => window.location.reload(), 800);
+      } catch (err) { /* shown by post() */ }
     });
     box.append(button);
+  }
+  document.getElementById("workflow").hidden = !config.actions.length && !config.stale && !config.adoption;
+  if (config.stale) {
+    const stale = document.getElementById("stale");
+    stale.hidden = false;
+    stale.textContent = `现状边界已变化 the boundaries of streets ${config.stale.streets.join(", ")} changed since this plan was made`
+      + (config.stale.communities.length ? ` (communities ${config.stale.communities.join(", ")})` : "")
+      + ": 请按现状重算 rebase it before submitting.";
+  }
+  if (config.adoption) {
+    const a = config.adoption;
+    const list = document.getElementById("adoption");
+    list.hidden = false;
+    list.replaceChildren(...[
+      ["新建社区 created", a.created], ["撤销社区 retired", a.retired], ["调整社区 changed", a.changed],
+      ["跨社区网格 cells straddling two communities", a.straddling_cells],
+      ["带撤销代码的网格 cells carrying a retired code", a.cells_with_retired_code],
+    ].map(([label, codes]) => el("li", `${label}: ${(codes || []).length ? codes.join(", ") : "—"}`)));
   }
 
   async function start() {
@@ -266,4 +294,5 @@
     window.gridplan.ready = true;
   }
   start().catch((err) => status(`加载失败 failed to load: ${err.message}`));
+  window.addEventListener("unhandledrejection", (event) => { event.preventDefault(); });
 })();
