@@ -11,6 +11,7 @@ import gzip
 
 from flask import Blueprint, Response, jsonify, request
 
+from geodata.errors import Refused
 from geodata.store import incident_steps, search_layer, unit_totals
 from layers.communities import bounds
 from webmap import features
@@ -80,7 +81,7 @@ def search():
     """Communities and streets whose name contains ``q`` or whose code starts with it."""
     q = request.args.get("q", "").strip()
     if not q:
-        return jsonify(code="InvalidParameterValue", description="q is empty"), 400
+        raise Refused("q is empty")
     found = search_layer(engine(), "streets", q) + search_layer(engine(), "communities", q)
     return jsonify(results=found[:20])
 
@@ -91,7 +92,7 @@ def household_stats():
     """Households per community, for one street (``street=``) or the whole district."""
     street = request.args.get("street") or None
     if street and not (street.isdigit() and len(street) == 9):
-        return jsonify(code="InvalidParameterValue", description="street is a 9-digit code"), 400
+        raise Refused("street is a 9-digit code")
     totals = unit_totals(engine(), **({"prefix": {"community_code": street}} if street else {}))
     totals = totals[totals["community_code"].notna()]
     limits = bounds(engine())

@@ -16,8 +16,9 @@ import secrets
 from datetime import timedelta
 from functools import wraps
 
-from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
+from werkzeug.exceptions import Forbidden, Unauthorized
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from geodata.accounts import Account, find_token, find_user, save_token, save_user
@@ -44,7 +45,8 @@ class SignedIn(UserMixin):
 @login_manager.user_loader
 def _load(user_id: str):
     account = find_user(engine(), user_id=int(user_id))
-    return SignedIn(account) if account else None
+    # reloaded on every request: a disabled account's sessions stop working at once
+    return SignedIn(account) if account and not account.disabled else None
 
 
 def init_app(app) -> None:
@@ -59,14 +61,15 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def add_user(name: str, role: str, password: str, scope: str | None = None) -> Account:
-    return save_user(engine(), name, role, generate_password_hash(password), scope)
+def add_user(name: str, role: str, password: str, scope: str | None = None, *, actor: str = "cli") -> Account:
+    return save_user(engine(), name, role, generate_password_hash(password), scope, actor=actor)
 
 
-def add_token(name: str, role: str, scope: str | None = None) -> str:
-    """Create a token and return it; it is shown once and never stored in clear."""
+def add_token(name: str, role: str, scope: str | None = None, *, actor: str = "cli") -> str:
+    """Create a token and return it; it is shown once and never stored in clear (a revoked
+    token stops working at once: only tokens not revoked are found)."""
     token = secrets.token_urlsafe(32)
-    save_token(engine(), name, role, hash_token(token), scope)
+    save_token(engine(), name, role, hash_token(token), scope, actor=actor)
     return token
 
 
@@ -99,14 +102,11 @@ def require(*roles: str, api: bool = False):
             account = current_account()
             if account is None:
                 if api or bearer_request():
-                    response = jsonify(code="Unauthorized",
-                                       description="sign in, or send Authorization: Bearer <token>")
-                    return response, 401
+                    raise Unauthorized("sign in, or send Authorization: Bearer <token>")
                 return login_manager.unauthorized()
             if roles and account.role not in roles:
                 if api:
-                    return jsonify(code="Forbidden",
-                                   description=f"role {account.role} may not do this"), 403
+                    raise Forbidden(f"role {account.role} may not do this")
                 abort(403)
             return view(*args, **kwargs)
 
@@ -122,6 +122,9 @@ def login():
         account = find_user(engine(), name=name)
         if account and account.password_hash and check_password_hash(account.password_hash,
                                                                      request.form.get("password", "")):
+            if account.disabled:
+                flash("此账户已停用 — this account is disabled; ask an administrator")
+                return render_template("login.html"), 403
             session.permanent = True  # expires after PERMANENT_SESSION_LIFETIME
             login_user(SignedIn(account))
             target = request.args.get("next", "")

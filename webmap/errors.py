@@ -25,9 +25,11 @@ def wants_json() -> bool:
     return best == "application/json"
 
 
-def problem(status: int, title: str, detail: str, **extra) -> Response:
-    """An RFC 9457 problem details answer."""
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+def problem(status: int, title: str, detail: str, code: str | None = None, **extra) -> Response:
+    """An RFC 9457 problem details answer; ``code`` (an extension member) names the refusal for
+    programs (``VersionConflict``, ``StalePlan``, ``Unauthorized`` …)."""
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail,
+            "code": code or title.replace(" ", ""), **extra}
     return Response(json.dumps(body, ensure_ascii=False), status=status,
                     mimetype="application/problem+json")
 
@@ -42,7 +44,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(GridplanError)
     def _domain(exc: GridplanError):
         if wants_json():
-            return problem(exc.status, exc.title, str(exc), **exc.details)
+            return problem(exc.status, exc.title, str(exc), type(exc).__name__, **exc.details)
         return _page(exc.status, exc.title, str(exc))
 
     @app.errorhandler(HTTPException)
