@@ -54,13 +54,13 @@ def served(db_url, small_demo, tmp_path):
     worker = subprocess.Popen([str(BIN / "flask"), "--app", "webmap", "worker"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=(tmp_path / "worker.log").open("w"))
     base = f"http://127.0.0.1:{port}"
-    for _ in range(150):
-        try:
-            requests.get(f"{base}/login", timeout=10)
-            break
-        except (requests.ConnectionError, requests.Timeout):
-            time.sleep(0.2)
     try:
+        for _ in range(150):
+            try:
+                requests.get(f"{base}/login", timeout=10)
+                break
+            except (requests.ConnectionError, requests.Timeout):
+                time.sleep(0.2)
         yield base, tokens, env, engine
     finally:
         for process in (web, worker):
