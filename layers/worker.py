@@ -12,6 +12,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine
 
 from geodata import jobs
+from layers import layer_import
 from layers.plan_memory import PlanMemory
 from layers.plan_workflow import auto_plan
 
@@ -28,7 +29,8 @@ def _auto_plan(engine: Engine, job: dict) -> dict:
     return {"plan_id": plan_id, "scores": {k: v for k, v in result.scores().items() if k != "infeasible"}}
 
 
-RUNNERS: dict[str, Callable[[Engine, dict], dict]] = {"auto_plan": _auto_plan}
+RUNNERS: dict[str, Callable[[Engine, dict], dict]] = {"auto_plan": _auto_plan,
+                                                     layer_import.KIND: layer_import.run_import}
 
 
 def run_one(engine: Engine) -> dict | None:

@@ -24,16 +24,19 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.from_mapping(
         DATABASE_URL=database_url(),
         SECRET_KEY=os.environ.get("SECRET_KEY") or _instance_secret(app.instance_path),
-        # base map: osm | tianditu (with TIANDITU_KEY) | gaode | local | none
-        BASEMAP=os.environ.get("GRIDPLAN_BASEMAP", "osm"),
+        # base map: the administrator's setting ``basemap`` (none on a fresh install); the
+        # environment's osm | tianditu (with TIANDITU_KEY) | gaode | local | none overrides it
+        BASEMAP=os.environ.get("GRIDPLAN_BASEMAP") or None,
         TIANDITU_KEY=os.environ.get("GRIDPLAN_TIANDITU_KEY"),
         LOCAL_TILES_URL=os.environ.get("GRIDPLAN_LOCAL_TILES_URL"),
         LOCAL_TILES_DIR=os.environ.get("GRIDPLAN_LOCAL_TILES_DIR"),
+        # uploads (imports from the browser) larger than this are refused with a 413
+        MAX_CONTENT_LENGTH=int(os.environ.get("GRIDPLAN_MAX_UPLOAD_MB", "512")) * 1024 * 1024,
     )
     if test_config:
         app.config.from_mapping(test_config)
 
-    from webmap import api, auth, cli, errors, maps, plan_views
+    from webmap import admin_views, api, auth, cli, errors, layer_views, maps, plan_views
 
     # what this process keeps in memory about plans, keyed to the stored boundary revision
     app.extensions["gridplan.plans"] = PlanMemory(get_engine(app.config["DATABASE_URL"]))
@@ -43,6 +46,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(maps.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(plan_views.bp)
+    app.register_blueprint(layer_views.bp)
+    app.register_blueprint(admin_views.bp)
     cli.register(app)
 
     if os.environ.get("GRIDPLAN_EXPOSE_PROCESS"):  # tests: which gunicorn worker answered

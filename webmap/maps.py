@@ -15,9 +15,9 @@ import folium
 from flask import Blueprint, current_app, redirect, render_template, send_from_directory, url_for
 from markupsafe import Markup
 
-from geodata.catalog import LAYERS
+from geodata.settings import get_value
 from geodata.standards import FACILITY_KINDS, INCIDENT_CATEGORIES
-from geodata.store import layer_counts, layer_extent
+from geodata.store import layer_extent
 from layers.communities import bounds
 from webmap.auth import current_account, require
 from webmap.extensions import engine
@@ -38,9 +38,15 @@ BASEMAPS = {
 DEFAULT_CENTRE = (30.59, 114.27)
 
 
+def basemap_name() -> str:
+    """The base map: ``BASEMAP`` (the ``GRIDPLAN_BASEMAP`` environment variable) when set, else
+    the administrator's setting ``basemap`` (none until one is chosen)."""
+    return current_app.config.get("BASEMAP") or get_value(engine(), "basemap", "none")
+
+
 def _basemap() -> tuple[str, str | None, str, str]:
-    """(name, tile URL or None, attribution, coordinates) from the ``BASEMAP`` setting."""
-    name = current_app.config.get("BASEMAP", "osm")
+    """(name, tile URL or None, attribution, coordinates) of the base map in use."""
+    name = basemap_name()
     if name not in BASEMAPS:
         current_app.logger.warning("unknown BASEMAP %r; showing no base map", name)
         name = "none"
@@ -111,11 +117,3 @@ def local_tile(z: int, x: int, y: int):
     for intranets with a base map of their own; a missing tile is a plain 404."""
     folder = Path(current_app.config.get("LOCAL_TILES_DIR") or Path(current_app.instance_path) / "tiles")
     return send_from_directory(folder, f"{z}/{x}/{y}.png", max_age=86400)
-
-
-@bp.get("/layers")
-@require("admin", "planner", "viewer")
-def layer_list():
-    counts = layer_counts(engine())
-    layers = [(name, spec.label, counts.get(name)) for name, spec in LAYERS.items()]
-    return render_template("layers.html", layers=layers, title="图层 layers")

@@ -1,0 +1,259 @@
+"""Reading and changing the ``settings`` table: per-city numbers and standards, each with its
+description and source (household bounds, facility reach, incident categories and limits, the
+working calendar, the base map …).
+
+A change must keep the value's shape — a number stays a number (a whole number stays whole, a
+number that was not negative stays so), text stays text, a pair of bounds stays a pair with
+min ≤ max, a record keeps its fields, a table's entries keep the shape of the others (new
+entries may be added; only entries a city added itself may be removed, since stored data and
+code refer to the standard ones), dates stay dates — and ``X_min`` ≤ ``X_max`` across rows.
+Every change is recorded in the audit log with the value before and after.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import date
+
+from sqlalchemy import Connection, Engine, select, update
+
+from geodata.audit import record
+from geodata.errors import NotFound, Refused
+from geodata.models import Setting
+from geodata.standards import DEFAULT_SETTINGS
+
+#: Settings whose value is one of a few names.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "basemap": ("none", "osm", "tianditu", "gaode", "local"),
+}
+#: Defaults of settings that have no row (databases made before the row was added).
+FALLBACKS: dict[str, object] = {"basemap": "none"}
+SOURCE_LENGTH = 2000
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+def list_settings(engine: Engine) -> list[dict]:
+    """Every row (``key value description source``), by key."""
+    table = Setting.__table__
+    with engine.connect() as conn:
+        rows = conn.execute(select(table).order_by(table.c.key)).all()
+    return [{"key": r.key, "value": r.value, "description": r.description, "source": r.source} for r in rows]
+
+
+def get_value(engine: Engine | Connection, key: str, default=None):
+    """The stored value of ``key``; ``default`` (or the known fallback) when there is no row."""
+    stmt = select(Setting.value).where(Setting.key == key)
+    if isinstance(engine, Engine):
+        with engine.connect() as conn:
+            value = conn.execute(stmt).scalar_one_or_none()
+    else:
+        value = engine.execute(stmt).scalar_one_or_none()
+    return FALLBACKS.get(key, default) if value is None else value
+
+
+# --- shapes -------------------------------------------------------------------------------------
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _signature(v) -> str:
+    """A value's shape, to tell a table (entries alike) from a record (fields of their own)."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "bool"
+    if _is_number(v):
+        return "number"
+    if isinstance(v, str):
+        return "text"
+    if isinstance(v, list):
+        return "list[" + (_signature(v[0]) if v else "") + "]"
+    return "{" + ",".join(f"{k}:{_signature(x)}" for k, x in sorted(v.items())) + "}"
+
+
+def is_table(v: dict) -> bool:
+    """Whether a mapping is a table (entries shaped alike: categories, reach by kind) rather
+    than a record (fields of different shapes)."""
+    values = list(v.values())
+    if not values:
+        return False
+    if len(values) == 1:
+        return isinstance(values[0], dict)
+    return len({_signature(x) for x in values}) == 1
+
+
+def _is_pair(v) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(_is_number(x) for x in v)
+
+
+def _check(old, new, where: str, problems: list[str], fixed_keys=None):
+    """Problems of ``new`` against the shape of ``old``; returns ``new`` normalised (whole
+    numbers as int)."""
+    if old is None:
+        if new is None or isinstance(new, str | bool) or _is_number(new):
+            return _check_number(new, where, problems) if _is_number(new) else new
+        problems.append(f"{where}: expected a single value, not a list or table")
+        return new
+    if new is None:
+        problems.append(f"{where}: a value is required")
+        return new
+    if isinstance(old, bool):
+        if not isinstance(new, bool):
+            problems.append(f"{where}: expected yes/no (true or false), got {new!r}")
+        return new
+    if _is_number(old):
+        if not _is_number(new):
+            problems.append(f"{where}: expected a number, got {_describe(new)}")
+            return new
+        new = _check_number(new, where, problems)
+        if isinstance(old, int) and isinstance(new, float):
+            problems.append(f"{where}: expected a whole number, got {new}")
+        if old >= 0 and new < 0:
+            problems.append(f"{where}: cannot be negative ({new})")
+        return new
+    if isinstance(old, str):
+        if not isinstance(new, str):
+            problems.append(f"{where}: expected text, got {_describe(new)}")
+            return new
+        if old.strip() and not new.strip():
+            problems.append(f"{where}: cannot be empty")
+        elif _DATE.match(old) and not _is_date(new):
+            problems.append(f"{where}: {new!r} is not a date (YYYY-MM-DD)")
+        elif _CLOCK.match(old) and not _CLOCK.match(new):
+            problems.append(f"{where}: {new!r} is not a time of day (HH:MM)")
+        return new
+    if isinstance(old, list):
+        if not isinstance(new, list):
+            problems.append(f"{where}: expected a list, got {_describe(new)}")
+            return new
+        if _is_pair(old):
+            if len(new) != 2:
+                problems.append(f"{where}: expected two numbers (min, max), got {len(new)} values")
+                return new
+            new = [_check(old[i], new[i], f"{where}[{i + 1}]", problems) for i in range(2)]
+            if _is_pair(new) and old[0] <= old[1] and new[0] > new[1]:
+                problems.append(f"{where}: the minimum {new[0]} is above the maximum {new[1]}")
+            return new
+        template = old[0] if old else None
+        return [_check(template, item, f"{where}[{i + 1}]", problems) for i, item in enumerate(new)]
+    if isinstance(old, dict):
+        if not isinstance(new, dict):
+            problems.append(f"{where}: expected a table of named values, got {_describe(new)}")
+            return new
+        if is_table(old):
+            return _check_table(old, new, where, problems, fixed_keys)
+        missing = [k for k in old if k not in new]
+        extra = [k for k in new if k not in old]
+        if missing:
+            problems.append(f"{where}: missing {', '.join(missing)}")
+        if extra:
+            problems.append(f"{where}: unknown {', '.join(map(str, extra))} (fields: {', '.join(old)})")
+        out = {k: _check(old[k], new[k], f"{where}.{k}", problems) for k in old if k in new}
+        _check_min_max(out, where, problems)
+        return out
+    problems.append(f"{where}: cannot be changed here")
+    return new
+
+
+def _check_table(old: dict, new: dict, where: str, problems: list[str], fixed_keys) -> dict:
+    template = next(iter(old.values()))
+    if not new:
+        problems.append(f"{where}: the table cannot be empty")
+    removed = [k for k in old if k not in new and (fixed_keys is None or k in fixed_keys)]
+    if removed:
+        problems.append(f"{where}: standard entries cannot be removed ({', '.join(removed)}): stored "
+                        "data and the application refer to them")
+    out = {}
+    for key, value in new.items():
+        if not isinstance(key, str) or not key.strip() or key != key.strip():
+            problems.append(f"{where}: entry name {key!r} is empty or has spaces at either end")
+            continue
+        out[key] = _check(old.get(key, template), value, f"{where}.{key}", problems)
+    _check_min_max(out, where, problems)
+    return out
+
+
+def _check_min_max(values: dict, where: str, problems: list[str]) -> None:
+    for low, high in _bound_pairs(values):
+        if _is_number(values[low]) and _is_number(values[high]) and values[low] > values[high]:
+            problems.append(f"{where}: {low} {values[low]} is above {high} {values[high]}")
+
+
+def _bound_pairs(keys) -> list[tuple[str, str]]:
+    pairs = [("min", "max"), ("minimum", "maximum")]
+    pairs += [(k, k[:-4] + "_max") for k in keys if isinstance(k, str) and k.endswith("_min")]
+    return [(a, b) for a, b in pairs if a in keys and b in keys]
+
+
+def _check_number(v, where: str, problems: list[str]):
+    if not math.isfinite(v):
+        problems.append(f"{where}: {v} is not a number")
+        return v
+    return int(v) if isinstance(v, float) and v.is_integer() and abs(v) < 2**53 else v
+
+
+def _is_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+        return bool(_DATE.match(text))
+    except ValueError:
+        return False
+
+
+def _describe(v) -> str:
+    return {dict: "a table", list: "a list", str: "text", bool: "yes/no"}.get(type(v), repr(v)) \
+        if not _is_number(v) else f"the number {v}"
+
+
+def check_value(key: str, old, new):
+    """``new`` normalised, or :class:`Refused` naming every way it breaks ``old``'s shape."""
+    problems: list[str] = []
+    defaults = next((row["value"] for row in DEFAULT_SETTINGS if row["key"] == key), None)
+    value = _check(old, new, key, problems, set(defaults) if isinstance(defaults, dict) else None)
+    if key in CHOICES and value not in CHOICES[key]:
+        problems.append(f"{key}: {value!r} is not one of {', '.join(CHOICES[key])}")
+    if problems:
+        raise Refused("; ".join(problems), problems=problems)
+    return value
+
+
+def save_setting(engine: Engine, key: str, value, *, actor: str, source: str | None = None) -> dict:
+    """Change setting ``key`` (and its source, when given) after checking the value keeps its
+    shape; ``X_min`` must stay ≤ ``X_max``. Recorded in the audit log."""
+    table = Setting.__table__
+    if source is not None and (not isinstance(source, str) or len(source) > SOURCE_LENGTH):
+        raise Refused(f"source is text of at most {SOURCE_LENGTH} characters")
+    with engine.begin() as conn:
+        row = conn.execute(select(table).where(table.c.key == key)).one_or_none()
+        if row is None:
+            raise NotFound(f"no setting {key!r}")
+        value = check_value(key, row.value, value)
+        partner = key[:-4] + ("_max" if key.endswith("_min") else "_min") if key.endswith(("_min", "_max")) \
+            else None
+        if partner is not None and _is_number(value):
+            other = conn.execute(select(table.c.value).where(table.c.key == partner)).scalar_one_or_none()
+            if _is_number(other):
+                low, high = (value, other) if key.endswith("_min") else (other, value)
+                if low > high:
+                    raise Refused(f"{key}: the minimum {low} would be above the maximum {high} "
+                                  f"({partner} is {other})")
+        changes = {"value": value}
+        if source is not None and source.strip() != (row.source or ""):
+            changes["source"] = source.strip() or None
+        if value == row.value and "source" not in changes:
+            return {"key": key, "value": row.value, "description": row.description, "source": row.source}
+        conn.execute(update(table).where(table.c.key == key).values(**changes))
+        detail = {"key": key, "before": row.value, "after": value}
+        if "source" in changes:
+            detail["source"] = changes["source"]
+        record(conn, actor, "setting:update", layer="settings", object_code=key, detail=detail)
+        return {"key": key, "value": value, "description": row.description,
+                "source": changes.get("source", row.source)}
+
+
+__all__ = ["CHOICES", "check_value", "get_value", "is_table", "list_settings", "save_setting"]

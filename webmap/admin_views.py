@@ -1,0 +1,308 @@
+"""The administrator's desk: users, API tokens, settings and standards, the audit log — pages
+and their JSON API, for role admin only (403 for everyone else).
+
+Administration needs a signed-in administrator: API tokens are for other departments' systems
+and are refused here whatever their role. Every change goes through :mod:`geodata.accounts` or
+:mod:`geodata.settings`, which record it in the audit log on the same transaction; refusals are
+raised and answered as problem details by :mod:`webmap.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import date, datetime
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from werkzeug.security import generate_password_hash
+
+from geodata import accounts
+from geodata import settings as settings_rows
+from geodata.audit import AuditFilter, csv_lines, iter_rows, known_values, search
+from geodata.errors import Forbidden, Refused
+from geodata.standards import DEFAULT_SETTINGS
+from webmap.auth import current_account, hash_token, require
+from webmap.extensions import engine
+from webmap.maps import BASEMAPS
+
+bp = Blueprint("admin", __name__)
+
+MIN_PASSWORD = 8
+AUDIT_PAGE = 100
+BASEMAP_LABELS = {"none": "无底图 none", "osm": "OpenStreetMap", "tianditu": "天地图 Tianditu",
+                  "gaode": "高德 Gaode (GCJ-02)", "local": "本地瓦片 local tiles"}
+
+
+@bp.before_request
+def _signed_in_admin_only():
+    """Tokens never administer, whatever their role (``require`` checks the role itself)."""
+    account = current_account()
+    if account is not None and account.via_token:
+        raise Forbidden("administration needs a signed-in administrator, not an API token")
+
+
+def _json(body, status: int = 200) -> Response:
+    """Strict JSON (no NaN, no Infinity), dates as ISO 8601 text."""
+    return Response(json.dumps(body, ensure_ascii=False, allow_nan=False, default=_default), status=status,
+                    mimetype="application/json")
+
+
+def _default(v):
+    if isinstance(v, datetime):
+        return v.isoformat(timespec="seconds")
+    if isinstance(v, date):
+        return v.isoformat()
+    raise TypeError(f"{type(v).__name__} is not JSON")
+
+
+def _reject_constant(name: str):
+    raise Refused(f"{name} is not a number JSON allows")
+
+
+def _body() -> dict:
+    """The request's JSON object, parsed strictly (NaN and Infinity are refused)."""
+    try:
+        data = json.loads(request.get_data(as_text=True) or "null", parse_constant=_reject_constant)
+    except ValueError as exc:
+        if isinstance(exc, Refused):
+            raise
+        raise Refused(f"the request is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise Refused("send a JSON object")
+    return data
+
+
+def _text(data: dict, key: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise Refused(f"{key} is text")
+    return value.strip()
+
+
+def _password(data: dict) -> str | None:
+    password = data.get("password")
+    if password in (None, ""):
+        return None
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
+        raise Refused(f"密码至少 {MIN_PASSWORD} 个字符 — a password needs at least {MIN_PASSWORD} characters")
+    return generate_password_hash(password)
+
+
+def _actor() -> str:
+    return current_account().name
+
+
+# --- pages --------------------------------------------------------------------------------------
+
+
+def _page(template: str, tab: str, title: str, **context):
+    return render_template(template, tab=tab, title=title, roles=accounts.ROLES, **context)
+
+
+@bp.get("/admin")
+@require("admin")
+def home():
+    return redirect(url_for("admin.users"))
+
+
+@bp.get("/admin/users")
+@require("admin")
+def users():
+    return _page("admin/users.html", "users", "用户 users")
+
+
+@bp.get("/admin/tokens")
+@require("admin")
+def tokens():
+    return _page("admin/tokens.html", "tokens", "令牌 API tokens")
+
+
+@bp.get("/admin/settings")
+@require("admin")
+def settings():
+    return _page("admin/settings.html", "settings", "设置与标准 settings and standards")
+
+
+@bp.get("/admin/audit")
+@require("admin")
+def audit_page():
+    error = None
+    try:
+        f = AuditFilter.parse(request.args)
+    except Refused as exc:
+        error, f = str(exc), AuditFilter()
+    offset = _offset(request.args.get("offset"))
+    rows, total = search(engine(), f, limit=AUDIT_PAGE, offset=offset)
+    query = f.query_string()
+    pages = {"prev": max(0, offset - AUDIT_PAGE) if offset > 0 else None,
+             "next": offset + AUDIT_PAGE if offset + AUDIT_PAGE < total else None}
+    page = _page("admin/audit.html", "audit", "审计日志 audit log", rows=rows, total=total, offset=offset,
+                 filters=f, query=query, pages=pages, error=error, known=known_values(engine()),
+                 show=lambda d: json.dumps(d, ensure_ascii=False) if d is not None else "")
+    return page, 400 if error else 200
+
+
+def _offset(text: str | None) -> int:
+    try:
+        return max(0, int(text or 0))
+    except ValueError:
+        return 0
+
+
+@bp.get("/admin/audit.csv")
+@require("admin")
+def audit_csv():
+    """The matching rows as CSV (UTF-8 with a byte-order mark, so Excel reads the Chinese)."""
+    f = AuditFilter.parse(request.args)
+    eng = engine()
+    body = stream_with_context(line.encode("utf-8") for line in csv_lines(iter_rows(eng, f)))
+    stamp = datetime.now().strftime("%Y%m%d-%H%M")
+    return Response(body, mimetype="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="audit-{stamp}.csv"'})
+
+
+# --- users --------------------------------------------------------------------------------------
+
+
+@bp.get("/api/admin/users")
+@require("admin", api=True)
+def api_users():
+    return _json({"users": accounts.list_users(engine()), "roles": list(accounts.ROLES), "me": _actor()})
+
+
+@bp.post("/api/admin/users")
+@require("admin", api=True)
+def api_create_user():
+    """``{name, role, scope_code, password}`` → 201 and the new account."""
+    data = _body()
+    password = _password(data)
+    if password is None:
+        raise Refused("请设置初始密码 — set a first password for the account")
+    user = accounts.create_user(engine(), _text(data, "name") or "", _text(data, "role") or "",
+                                password, _text(data, "scope_code") or None, actor=_actor())
+    return _json(user, 201)
+
+
+@bp.patch("/api/admin/users/<int:user_id>")
+@require("admin", api=True)
+def api_update_user(user_id: int):
+    """Any of ``role scope_code disabled password``; the rest stays."""
+    data = _body()
+    changes: dict = {}
+    if "role" in data:
+        changes["role"] = _text(data, "role")
+    if "scope_code" in data:
+        changes["scope_code"] = _text(data, "scope_code") or None
+    if "disabled" in data:
+        if not isinstance(data["disabled"], bool):
+            raise Refused("disabled is true or false")
+        changes["disabled"] = data["disabled"]
+    password = _password(data)
+    if password:
+        changes["password_hash"] = password
+    return _json(accounts.update_user(engine(), actor=_actor(), user_id=user_id, **changes))
+
+
+# --- tokens -------------------------------------------------------------------------------------
+
+
+@bp.get("/api/admin/tokens")
+@require("admin", api=True)
+def api_tokens():
+    return _json({"tokens": accounts.list_tokens(engine()), "roles": list(accounts.ROLES)})
+
+
+@bp.post("/api/admin/tokens")
+@require("admin", api=True)
+def api_create_token():
+    """``{name, role, scope_code}`` → 201 with ``token``: shown this once, stored only as a hash."""
+    data = _body()
+    token = secrets.token_urlsafe(32)
+    row = accounts.save_token(engine(), _text(data, "name") or "", _text(data, "role") or "viewer",
+                              hash_token(token), _text(data, "scope_code") or None, actor=_actor())
+    response = _json({**row, "token": token}, 201)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.patch("/api/admin/tokens/<int:token_id>")
+@require("admin", api=True)
+def api_update_token(token_id: int):
+    data = _body()
+    changes: dict = {}
+    if "role" in data:
+        changes["role"] = _text(data, "role")
+    if "scope_code" in data:
+        changes["scope_code"] = _text(data, "scope_code") or None
+    return _json(accounts.update_token(engine(), actor=_actor(), token_id=token_id, **changes))
+
+
+@bp.post("/api/admin/tokens/<int:token_id>/revoke")
+@require("admin", api=True)
+def api_revoke_token(token_id: int):
+    return _json(accounts.revoke_token(engine(), actor=_actor(), token_id=token_id))
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+def _fixed_keys() -> dict[str, list[str]]:
+    """The standard entries of each table-valued default (they cannot be removed)."""
+    return {row["key"]: list(row["value"]) for row in DEFAULT_SETTINGS if isinstance(row["value"], dict)}
+
+
+@bp.get("/api/admin/settings")
+@require("admin", api=True)
+def api_settings():
+    override = current_app.config.get("BASEMAP")
+    return _json({
+        "settings": settings_rows.list_settings(engine()),
+        "choices": {k: list(v) for k, v in settings_rows.CHOICES.items()},
+        "labels": {"basemap": {k: BASEMAP_LABELS.get(k, k) for k in BASEMAPS}},
+        "fixed": _fixed_keys(),
+        "notes": {"basemap": " · ".join(n for n in (
+            f"环境变量 GRIDPLAN_BASEMAP={override} 优先 — the environment variable overrides this setting"
+            if override else "",
+            "天地图需要 GRIDPLAN_TIANDITU_KEY — Tianditu needs a key in GRIDPLAN_TIANDITU_KEY"
+            if not current_app.config.get("TIANDITU_KEY") else "") if n)},
+    })
+
+
+@bp.put("/api/admin/settings/<key>")
+@require("admin", api=True)
+def api_save_setting(key: str):
+    """``{value, source}``: the value must keep its shape (see :mod:`geodata.settings`)."""
+    data = _body()
+    if "value" not in data:
+        raise Refused("send the new value")
+    source = data.get("source")
+    if source is not None and not isinstance(source, str):
+        raise Refused("source is text")
+    return _json(settings_rows.save_setting(engine(), key, data["value"], actor=_actor(), source=source))
+
+
+# --- audit log ----------------------------------------------------------------------------------
+
+
+@bp.get("/api/admin/audit")
+@require("admin", api=True)
+def api_audit():
+    """Search the log: ``actor action layer since until limit offset``; newest first."""
+    f = AuditFilter.parse(request.args)
+    try:
+        limit = int(request.args.get("limit") or AUDIT_PAGE)
+    except ValueError:
+        raise Refused("limit is a whole number") from None
+    rows, total = search(engine(), f, limit=limit, offset=_offset(request.args.get("offset")))
+    return _json({"total": total, "rows": rows})

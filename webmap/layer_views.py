@@ -1,0 +1,425 @@
+"""The layers page: every layer's count, extent, last change and who made it; import from the
+browser with a preview, and export with the command line's options — pages and their JSON API.
+
+Import runs in two steps. ``preview`` saves the upload in a folder of its own under the
+instance folder, reads it with :func:`geodata.importer.read_source` and checks it with
+:func:`geodata.importer.prepare` — the command line's own checks and messages, nothing written —
+and answers with the first rows, the source columns, the field mapping the importer will use and
+every problem found. ``import`` then queues a background job that runs
+:func:`geodata.importer.import_layer` on that folder (one transaction, all or nothing, recorded
+in the audit log under the user's name) and deletes it; the page follows the job's progress.
+A job rather than the request, because a city's layer takes longer to import than a web worker
+may spend on one request (gunicorn stops it after 30 s); small files finish within a second or
+two of polling all the same.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import time
+import uuid
+from datetime import date, datetime
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+from flask import Blueprint, Response, after_this_request, current_app, render_template, request, send_file
+
+from geodata import audit, jobs
+from geodata import crs as crs_mod
+from geodata.catalog import LAYERS, get_layer
+from geodata.errors import Conflict, NotFound, Refused
+from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
+from geodata.importer import MODES, ImportRefused, prepare, read_source
+from geodata.importer import _mapped_columns as importer_mapping
+from geodata.layer_info import code_exists, code_names, count_stored, layer_overview
+from layers.layer_import import KIND, read_progress
+from webmap.auth import current_account, require
+from webmap.errors import problem
+from webmap.extensions import engine
+
+bp = Blueprint("layers", __name__)
+
+EDITORS = ("admin", "planner")
+READERS = ("admin", "planner", "viewer")
+UPLOAD_SUFFIXES = (".zip", ".gpkg", ".geojson", ".json", ".csv")
+PREVIEW_ROWS = 10
+UPLOAD_MAX_AGE_S = 12 * 3600
+META = "upload.json"
+EXTENSIONS = {"shp": "zip", "gpkg": "gpkg", "geojson": "geojson", "csv": "csv"}
+FORMAT_LABELS = {"shp": "Shapefile (zip)", "gpkg": "GeoPackage", "geojson": "GeoJSON", "csv": "CSV (Excel)"}
+MODE_LABELS = {"append": "追加 append — add new features; codes already stored are refused",
+               "replace": "替换 replace — the file replaces the whole layer",
+               "update": "更新 update — change the features with these codes; unknown codes are refused"}
+
+
+def _json(body, status: int = 200) -> Response:
+    """A JSON answer that is strict JSON: no NaN or Infinity ever leaves."""
+    return Response(json.dumps(body, ensure_ascii=False, allow_nan=False, default=_default), status=status,
+                    mimetype="application/json")
+
+
+def _default(v):
+    if isinstance(v, datetime | date):
+        return v.isoformat(timespec="seconds") if isinstance(v, datetime) else v.isoformat()
+    raise TypeError(f"{type(v).__name__} is not JSON")
+
+
+@bp.errorhandler(413)
+def _too_big(_exc):
+    limit = current_app.config.get("MAX_CONTENT_LENGTH") or 0
+    return problem(413, "Payload Too Large",
+                   f"文件太大 — the file is larger than the upload limit of {_megabytes(limit)}; "
+                   "split it, or import it with the command line")
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1024 / 1024:,.0f} MB" if n >= 1024 * 1024 else f"{n / 1024:,.0f} KB"
+
+
+# --- the page -----------------------------------------------------------------------------------
+
+
+@bp.get("/layers")
+@require(*READERS)
+def layer_list():
+    account = current_account()
+    overview = layer_overview(engine())
+    config = {
+        "canImport": account.role in EDITORS,
+        "maxUpload": current_app.config.get("MAX_CONTENT_LENGTH"),
+        "maxUploadText": _megabytes(current_app.config.get("MAX_CONTENT_LENGTH") or 0),
+        "layers": {row["name"]: {"label": row["label"], "fields": row["fields"]} for row in overview},
+    }
+    return render_template("layers.html", layers=overview, config=config, modes=MODE_LABELS,
+                           formats=FORMAT_LABELS, encodings=list(ENCODINGS), title="图层 layers")
+
+
+@bp.get("/api/layers")
+@require(*READERS, api=True)
+def api_layers():
+    """Every layer's count, extent (degrees) and last change (``at actor action``)."""
+    rows = layer_overview(engine())
+    return _json({"layers": [{k: v for k, v in row.items() if k != "fields"} for row in rows]})
+
+
+@bp.get("/api/layers/places")
+@require(*READERS, api=True)
+def api_places():
+    """Streets and communities (code and name) to export a part of a layer."""
+    return _json({"streets": code_names(engine(), "streets"),
+                  "communities": code_names(engine(), "communities")})
+
+
+# --- uploads ------------------------------------------------------------------------------------
+
+
+def _upload_root() -> Path:
+    root = Path(current_app.config.get("UPLOAD_FOLDER") or Path(current_app.instance_path) / "uploads")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _safe_name(filename: str) -> str:
+    """The uploaded file's own name (Chinese names kept, for the audit log), without any path."""
+    name = PurePosixPath((filename or "").replace("\\", "/")).name
+    name = "".join(c for c in name if c.isprintable() and c not in ':*?"<>|').strip(" .")
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix == ".shp":
+        raise Refused("a shapefile comes as a zip holding its .shp, .shx, .dbf and .prj together: zip them "
+                      "and upload the zip")
+    if suffix not in UPLOAD_SUFFIXES:
+        raise Refused(f"{name or 'the file'}: unknown format {suffix or '(no extension)'}; use a shapefile "
+                      "zip, .gpkg, .geojson or .csv")
+    stem = PurePosixPath(name).stem[:100] or "upload"
+    return stem + suffix
+
+
+def _sweep(root: Path) -> None:
+    """Delete uploads nobody imported (previewed, then left) after UPLOAD_MAX_AGE_S."""
+    now = time.time()
+    for folder in root.iterdir():
+        try:
+            if folder.is_dir() and now - folder.stat().st_mtime > UPLOAD_MAX_AGE_S:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def _save_upload(file, actor: str) -> tuple[str, Path, dict]:
+    name = _safe_name(file.filename)
+    root = _upload_root()
+    _sweep(root)
+    upload = uuid.uuid4().hex
+    folder = root / upload
+    folder.mkdir()
+    path = folder / name
+    file.save(path)
+    if path.stat().st_size == 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise Refused(f"{name} is empty")
+    meta = {"actor": actor, "file": name, "size": path.stat().st_size}
+    (folder / META).write_text(json.dumps(meta), encoding="utf-8")
+    return upload, folder, meta
+
+
+def _open_upload(upload: str, actor: str) -> tuple[Path, dict]:
+    if not (isinstance(upload, str) and len(upload) == 32 and all(c in "0123456789abcdef" for c in upload)):
+        raise Refused("upload is the id a preview answered with")
+    folder = _upload_root() / upload
+    try:
+        meta = json.loads((folder / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise NotFound("这个上传已不存在 — the uploaded file is gone (imported, or older than 12 hours): "
+                       "choose the file again") from None
+    if meta.get("actor") != actor:
+        raise NotFound("这个上传已不存在 — the uploaded file is gone: choose the file again")
+    return folder, meta
+
+
+def _mapping(raw) -> dict[str, str]:
+    """A field mapping from the form: ``{source column: layer field}``; empty choices dropped."""
+    if raw in (None, ""):
+        return {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise Refused("mapping is a JSON object {source column: layer field}") from None
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str | None)
+                                            for k, v in raw.items()):
+        raise Refused("mapping is a JSON object {source column: layer field}")
+    return {k: v for k, v in raw.items() if v}
+
+
+def _declared_crs(text: str | None):
+    text = (text or "").strip()
+    if not text:
+        return None, None
+    try:
+        return text, crs_mod.parse_crs(text)
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
+
+
+def _cell(v):
+    """A preview value as plain JSON (no NaN: empty cells are null)."""
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, bool | np.bool_):
+        return bool(v)
+    if isinstance(v, int | np.integer):
+        return int(v)
+    if isinstance(v, float | np.floating):
+        return float(v) if math.isfinite(v) else None
+    if isinstance(v, pd.Timestamp | datetime | date):
+        return None if pd.isna(v) else v.isoformat()
+    if isinstance(v, bytes):
+        return f"({len(v)} bytes)"
+    try:
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(v)
+
+
+@bp.post("/api/layers/<layer>/preview")
+@require(*EDITORS, api=True)
+def api_preview(layer: str):
+    """Read and check an uploaded file for ``layer`` without writing anything.
+
+    Form fields: ``file`` (a new upload) or ``upload`` (the id of one already previewed),
+    ``crs`` (declared source CRS), ``mapping`` (JSON ``{source column: layer field}``), ``mode``.
+    A file that cannot be read is refused (400, every problem named) and deleted; a readable
+    one is kept for the import and described, with the checks' problems if any.
+    """
+    spec = _spec(layer)
+    actor = current_account().name
+    crs_text, declared = _declared_crs(request.form.get("crs"))
+    mapping = _mapping(request.form.get("mapping"))
+    mode = request.form.get("mode") or "append"
+    if mode not in MODES:
+        raise Refused(f"unknown mode {mode!r}: use {', '.join(MODES)}")
+    if "file" in request.files and request.files["file"].filename:
+        upload, folder, meta = _save_upload(request.files["file"], actor)
+        fresh = True
+    elif request.form.get("upload"):
+        upload = request.form["upload"]
+        folder, meta = _open_upload(upload, actor)
+        fresh = False
+    else:
+        raise Refused("choose a file: a shapefile zip, .gpkg, .geojson or .csv")
+    path = folder / meta["file"]
+    try:
+        with tempfile.TemporaryDirectory(dir=folder, prefix="read-") as tmp:
+            raw = read_source(path, declared_crs=declared, workdir=Path(tmp))
+        if raw.empty:
+            raise ImportRefused(f"{meta['file']} holds no features")
+    except ImportRefused as exc:
+        if fresh:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:  # keep it: a declared CRS may make it readable
+            (folder / META).touch()
+        raise Refused(str(exc), problems=exc.problems, file=meta["file"]) from None
+    (folder / META).touch()  # keeps it from the sweep while the user works on it
+    columns = [str(c) for c in raw.columns if c != raw.geometry.name]
+    problems: list[str] = []
+    try:
+        effective, ignored = importer_mapping(spec, raw, mapping)
+    except ImportRefused as exc:
+        problems.extend(exc.problems)
+        effective, ignored = importer_mapping(spec, raw, {})
+    repaired: list[str] = []
+    stored = None
+    if not problems:
+        try:
+            checked, report = prepare(spec, raw, declared_crs=declared, mapping=mapping)
+            repaired = report.repaired
+            codes = [c for c in checked["code"].tolist() if c]
+            stored = {"already": count_stored(engine(), layer, codes), "in_file": len(codes)}
+        except ImportRefused as exc:
+            problems.extend(exc.problems)
+    head = raw.head(PREVIEW_ROWS)
+    geoms = head.geometry.values
+    rows = [[_cell(v) for v in record] + [None if g is None else g.geom_type]
+            for record, g in zip(head[columns].itertuples(index=False, name=None), geoms, strict=True)]
+    types = raw.geometry.geom_type.fillna("(none)").value_counts()
+    return _json({
+        "upload": upload, "file": meta["file"], "size": meta["size"], "layer": layer,
+        "features": len(raw), "columns": columns, "rows": rows,
+        "geometry_types": {str(k): int(v) for k, v in types.items()},
+        "crs": raw.crs.to_string() if raw.crs is not None else None, "declared_crs": crs_text,
+        "mapping": {c: effective.get(c) for c in columns}, "ignored": ignored,
+        "fields": [{"name": f.name, "label": f.label, "dtype": f.dtype, "required": f.required}
+                   for f in spec.fields],
+        "ok": not problems, "problems": problems[:500], "problem_count": len(problems),
+        "repaired": repaired[:100], "repaired_count": len(repaired), "stored": stored, "mode": mode,
+    })
+
+
+@bp.delete("/api/layers/uploads/<upload>")
+@require(*EDITORS, api=True)
+def api_forget_upload(upload: str):
+    """Delete an upload that will not be imported (another file was chosen)."""
+    folder, meta = _open_upload(upload, current_account().name)
+    if meta.get("job"):
+        raise Conflict(f"the file is being imported (job {meta['job']})")
+    shutil.rmtree(folder, ignore_errors=True)
+    return _json({"deleted": upload})
+
+
+@bp.post("/api/layers/<layer>/import")
+@require(*EDITORS, api=True)
+def api_import(layer: str):
+    """Queue the import of a previewed upload: JSON ``{upload, mode, crs, mapping}`` → 202 and
+    the address where its progress is followed."""
+    _spec(layer)
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise Refused("send a JSON object {upload, mode, crs, mapping}")
+    actor = current_account().name
+    folder, meta = _open_upload(data.get("upload"), actor)
+    mode = data.get("mode") or "append"
+    if mode not in MODES:
+        raise Refused(f"unknown mode {mode!r}: use {', '.join(MODES)}")
+    crs_text, _ = _declared_crs(data.get("crs"))
+    mapping = _mapping(data.get("mapping"))
+    if meta.get("job"):
+        raise Conflict(f"这个文件已在导入 — this file is being imported already (job {meta['job']})")
+    params = {"layer": layer, "folder": str(folder), "file": meta["file"], "mode": mode, "crs": crs_text,
+              "mapping": mapping, "actor": actor}
+    job_id = jobs.create_job(engine(), KIND, params)
+    meta["job"] = job_id
+    (folder / META).write_text(json.dumps(meta), encoding="utf-8")
+    return _json({"job_id": job_id, "status": "queued", "url": f"/api/layers/imports/{job_id}"}, 202)
+
+
+@bp.get("/api/layers/imports/<int:job_id>")
+@require(*EDITORS, api=True)
+def api_import_status(job_id: int):
+    """An import's state: ``queued running done failed``, progress 0–1, the phase (checking,
+    writing ``done``/``total``) and, when done, the report or (``refused``) every problem."""
+    job = jobs.get_job(engine(), job_id)
+    account = current_account()
+    mine = job is not None and (job["params"].get("actor") == account.name or account.role == "admin")
+    if job is None or job["kind"] != KIND or not mine:
+        raise NotFound(f"no import {job_id}")
+    state = {"id": job_id, "status": job["status"], "layer": job["params"]["layer"],
+             "file": job["params"]["file"], "mode": job["params"]["mode"], "progress": 0.0, "phase": "queued",
+             "message": job["message"], "result": job["result"]}
+    if job["status"] == "running":
+        seen = read_progress(Path(job["params"]["folder"])) or {"phase": "checking"}
+        state["phase"] = seen.get("phase", "checking")
+        if state["phase"] == "writing" and seen.get("total"):
+            state["done"], state["total"] = int(seen["done"]), int(seen["total"])
+            state["progress"] = 0.1 + 0.85 * state["done"] / state["total"]
+        else:
+            state["progress"] = 0.05
+    elif job["status"] in ("done", "failed"):
+        state["phase"] = job["status"]
+        state["progress"] = 1.0
+    return _json(state)
+
+
+# --- export -------------------------------------------------------------------------------------
+
+
+def _spec(layer: str):
+    if layer not in LAYERS:
+        raise NotFound(f"no layer {layer!r}; layers are: {', '.join(LAYERS)}")
+    return get_layer(layer)
+
+
+def _place(args, key: str, layer: str, digits: int) -> str | None:
+    code = (args.get(key) or "").strip()
+    if not code:
+        return None
+    if not (code.isdigit() and len(code) == digits):
+        raise Refused(f"{key} is a {digits}-digit code, not {code!r}")
+    if not code_exists(engine(), layer, code):
+        raise Refused(f"no {key} {code} is stored")
+    return code
+
+
+@bp.get("/api/layers/<layer>/export")
+@require(*READERS, api=True)
+def api_export(layer: str):
+    """The layer (or a street's or community's part) as a file: ``format`` shp|gpkg|geojson|csv,
+    ``encoding`` utf-8|gbk (shapefile, CSV), ``crs`` (EPSG:4326 default, EPSG:4490, a projected
+    EPSG code), ``street``, ``community``. Recorded in the audit log."""
+    _spec(layer)
+    args = request.args
+    fmt = args.get("format") or "gpkg"
+    if fmt not in FORMATS:
+        raise Refused(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
+    encoding = args.get("encoding") or "utf-8"
+    crs = (args.get("crs") or "").strip() or None
+    street = _place(args, "street", "streets", 9)
+    community = _place(args, "community", "communities", 12)
+    part = community or street
+    out_dir = Path(tempfile.mkdtemp(prefix="export-", dir=_upload_root()))
+    name = f"{layer}{'-' + part if part else ''}.{EXTENSIONS[fmt]}"
+    try:
+        report = export_layer(engine(), layer, fmt, out_dir / name, encoding=encoding, crs=crs,
+                              street=street, community=community)
+    except (ExportError, ValueError) as exc:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise Refused(f"导出失败 — export failed: {exc}") from None
+    audit.log(engine(), current_account().name, "export", layer=layer, object_code=part,
+              detail={"format": fmt, "encoding": encoding, "crs": crs, "street": street,
+                      "community": community, "features": report.features})
+
+    @after_this_request
+    def _clean(response):
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return response
+
+    response = send_file(out_dir / name, as_attachment=True, download_name=name)
+    response.headers["X-Gridplan-Features"] = str(report.features)
+    if report.truncated:
+        response.headers["X-Gridplan-Truncated"] = str(len(report.truncated))
+    return response

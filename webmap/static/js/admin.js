@@ -1,0 +1,437 @@
+/* The administrator's pages: users, API tokens, settings and standards. Text from the database
+   is only ever inserted with textContent, never as HTML; every change carries the CSRF token and
+   its outcome is shown next to what was changed. */
+"use strict";
+window.gridplanAdmin = (function () {
+  const csrf = document.querySelector("meta[name=csrf-token]").content;
+  const tab = document.getElementById("admin").dataset.tab;
+
+  function el(tag, text, attrs) {
+    const node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+    return node;
+  }
+
+  function say(node, text, kind) {
+    node.textContent = text || "";
+    node.className = "message" + (kind ? " " + kind : "");
+  }
+
+  async function call(method, url, body) {
+    const options = { method, credentials: "same-origin",
+                      headers: { Accept: "application/json", "X-CSRFToken": csrf } };
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(url, options);
+    } catch (err) {
+      return { ok: false, status: 0, body: { detail: "连接中断 — the connection failed; try again" } };
+    }
+    let data = null;
+    try { data = await response.json(); } catch (err) { data = null; }
+    return { ok: response.ok, status: response.status, body: data || { detail: `HTTP ${response.status}` } };
+  }
+
+  function detail(body) {
+    if (Array.isArray(body.problems) && body.problems.length > 1) return body.problems.join("；");
+    return body.detail || "出错了 — something went wrong";
+  }
+
+  function when(text) { return text ? text.replace("T", " ").slice(0, 16) : ""; }
+
+  function roleSelect(roles, value, label) {
+    const select = el("select", null, { "aria-label": label });
+    for (const r of roles) select.append(el("option", r, { value: r }));
+    select.value = value;
+    return select;
+  }
+
+  function cell(child) { const td = el("td"); td.append(child); return td; }
+
+  // --- users ---------------------------------------------------------------------------------
+
+  async function users() {
+    const table = document.querySelector("#users tbody");
+    const answer = await call("GET", "/api/admin/users");
+    if (!answer.ok) { say(document.getElementById("users-message"), detail(answer.body), "bad"); return; }
+    const { roles, me } = answer.body;
+    table.replaceChildren(...answer.body.users.map((u) => userRow(u, roles, me)));
+
+    const form = document.getElementById("new-user");
+    const message = document.getElementById("new-user-message");
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const f = form.elements;
+      const result = await call("POST", "/api/admin/users", { name: f.name.value.trim(), role: f.role.value,
+        scope_code: f.scope_code.value.trim(), password: f.password.value });
+      if (result.status !== 201) { say(message, detail(result.body), "bad"); return; }
+      say(message, `已创建 created: ${result.body.name} (${result.body.role})`, "ok");
+      table.append(userRow(result.body, roles, me));
+      form.reset();
+    });
+  }
+
+  function userRow(u, roles, me) {
+    const tr = el("tr", null, { "data-user": u.name });
+    const role = roleSelect(roles, u.role, `${u.name} 角色 role`);
+    const scope = el("input", null, { value: u.scope_code || "", size: "15", maxlength: "15",
+                                      "aria-label": `${u.name} 范围 scope` });
+    const password = el("input", null, { type: "password", autocomplete: "new-password", size: "12",
+                                         placeholder: "不改 unchanged", "aria-label": `${u.name} 新密码 new password` });
+    const state = el("td", u.disabled ? "已停用 disabled" : "启用 active", { class: "state" });
+    const save = el("button", "保存 save", { type: "button", class: "save" });
+    const toggle = el("button", u.disabled ? "启用 enable" : "停用 disable", { type: "button", class: "toggle" });
+    const message = el("td", null, { class: "message", role: "status" });
+    if (u.name === me) {
+      toggle.disabled = true;
+      toggle.title = "不能停用自己 — you cannot disable your own account";
+    }
+    tr.className = u.disabled ? "disabled" : "";
+    tr.append(el("td", u.name), cell(role), cell(scope), cell(password), state, el("td", when(u.created_at)),
+              cell(save), cell(toggle), message);
+
+    async function change(body, done) {
+      save.disabled = toggle.disabled = true;
+      const result = await call("PATCH", `/api/admin/users/${u.id}`, body);
+      save.disabled = false;
+      toggle.disabled = u.name === me;
+      if (!result.ok) { say(message, detail(result.body), "bad"); return; }
+      const fresh = userRow(result.body, roles, me);
+      tr.replaceWith(fresh);
+      say(fresh.querySelector("td.message"), done, "ok");
+    }
+
+    save.addEventListener("click", () => {
+      const body = { role: role.value, scope_code: scope.value.trim() };
+      if (password.value) body.password = password.value;
+      change(body, "已保存 saved" + (password.value ? "，密码已更改 password changed" : ""));
+    });
+    toggle.addEventListener("click", () => change({ disabled: !u.disabled },
+                                                  u.disabled ? "已启用 enabled" : "已停用 disabled"));
+    return tr;
+  }
+
+  // --- tokens --------------------------------------------------------------------------------
+
+  async function tokens() {
+    const table = document.querySelector("#tokens tbody");
+    const answer = await call("GET", "/api/admin/tokens");
+    const form = document.getElementById("new-token");
+    const message = document.getElementById("new-token-message");
+    if (!answer.ok) { say(message, detail(answer.body), "bad"); return; }
+    const { roles } = answer.body;
+    table.replaceChildren(...answer.body.tokens.map((t) => tokenRow(t, roles)));
+    const once = document.getElementById("token-once");
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const f = form.elements;
+      once.hidden = true;
+      const result = await call("POST", "/api/admin/tokens", { name: f.name.value.trim(), role: f.role.value,
+        scope_code: f.scope_code.value.trim() });
+      if (result.status !== 201) { say(message, detail(result.body), "bad"); return; }
+      say(message, `已创建 created: ${result.body.name} (${result.body.role})`, "ok");
+      document.getElementById("token-once-name").textContent = result.body.name;
+      document.getElementById("token-once-value").textContent = result.body.token;
+      once.hidden = false;
+      table.append(tokenRow(result.body, roles));
+      form.reset();
+    });
+    document.getElementById("token-copy").addEventListener("click", async () => {
+      const text = document.getElementById("token-once-value").textContent;
+      try {
+        await navigator.clipboard.writeText(text);
+        say(message, "已复制 copied", "ok");
+      } catch (err) {
+        const range = document.createRange();
+        range.selectNodeContents(document.getElementById("token-once-value"));
+        window.getSelection().removeAllRanges();
+        window.getSelection().addRange(range);
+        say(message, "已选中，请按 Ctrl+C — selected: press Ctrl+C to copy");
+      }
+    });
+  }
+
+  function tokenRow(t, roles) {
+    const revoked = Boolean(t.revoked_at);
+    const tr = el("tr", null, { "data-token": t.name, class: revoked ? "revoked" : "" });
+    const role = roleSelect(roles, t.role, `${t.name} 角色 role`);
+    const scope = el("input", null, { value: t.scope_code || "", size: "15", maxlength: "15",
+                                      "aria-label": `${t.name} 范围 scope` });
+    const save = el("button", "保存 save", { type: "button", class: "save" });
+    const revoke = el("button", "吊销 revoke", { type: "button", class: "revoke" });
+    const message = el("td", null, { class: "message", role: "status" });
+    role.disabled = scope.disabled = save.disabled = revoke.disabled = revoked;
+    tr.append(el("td", t.name), cell(role), cell(scope),
+              el("td", revoked ? `已吊销 revoked ${when(t.revoked_at)}` : "有效 active", { class: "state" }),
+              el("td", when(t.created_at)), cell(save), cell(revoke), message);
+
+    async function change(method, url, body, done) {
+      const result = await call(method, url, body);
+      if (!result.ok) { say(message, detail(result.body), "bad"); return; }
+      const fresh = tokenRow(result.body, roles);
+      tr.replaceWith(fresh);
+      say(fresh.querySelector("td.message"), done, "ok");
+    }
+
+    save.addEventListener("click", () => change("PATCH", `/api/admin/tokens/${t.id}`,
+      { role: role.value, scope_code: scope.value.trim() }, "已保存 saved"));
+    let armed = null;
+    revoke.addEventListener("click", () => {
+      if (!armed) {  // a second click confirms: no native dialog
+        revoke.textContent = "确认吊销？ confirm revoke";
+        say(message, "再点一次以吊销 — click again to revoke; it stops working at once");
+        armed = setTimeout(() => { armed = null; revoke.textContent = "吊销 revoke"; say(message, ""); }, 6000);
+        return;
+      }
+      clearTimeout(armed);
+      armed = null;
+      change("POST", `/api/admin/tokens/${t.id}/revoke`, undefined, "已吊销 revoked");
+    });
+    return tr;
+  }
+
+  // --- settings ------------------------------------------------------------------------------
+
+  const isNumber = (v) => typeof v === "number";
+  const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+
+  /* A value's shape, as geodata.settings._signature has it. */
+  function signature(v) {
+    if (v === null) return "null";
+    if (typeof v === "boolean") return "bool";
+    if (isNumber(v)) return "number";
+    if (typeof v === "string") return "text";
+    if (Array.isArray(v)) return "list[" + (v.length ? signature(v[0]) : "") + "]";
+    return "{" + Object.keys(v).sort().map((k) => `${k}:${signature(v[k])}`).join(",") + "}";
+  }
+
+  function isTable(v) {
+    const values = Object.values(v);
+    if (!values.length) return false;
+    if (values.length === 1) return isObject(values[0]);
+    return new Set(values.map(signature)).size === 1;
+  }
+
+  const isPair = (v) => Array.isArray(v) && v.length === 2 && v.every(isNumber);
+  const isRecords = (items) => items.length > 0 && items.every(isObject)
+    && new Set(items.map((x) => Object.keys(x).sort().join("\u0000"))).size === 1;
+
+  function fail(path, text) { throw new Error(`${path}: ${text}`); }
+
+  /* An editor for ``value``: {node, read(path)} where read returns the edited value or throws
+     an Error naming what is wrong. ``blank`` makes the inputs empty (a new entry). */
+  function editor(value, opts) {
+    const { blank, choices, labels, label } = opts || {};
+    if (choices) {
+      const select = el("select", null, { "aria-label": label || "value" });
+      for (const c of choices) select.append(el("option", (labels && labels[c]) || c, { value: c }));
+      select.value = value;
+      return { node: select, read: () => select.value };
+    }
+    if (typeof value === "boolean") {
+      const box = el("input", null, { type: "checkbox", "aria-label": label || "value" });
+      box.checked = blank ? false : value;
+      return { node: box, read: () => box.checked };
+    }
+    if (isNumber(value)) {
+      const input = el("input", null, { type: "number", step: "any", "aria-label": label || "value" });
+      input.value = blank ? "" : String(value);
+      return { node: input, read: (path) => {
+        if (input.value.trim() === "") fail(path, "请填写数字 — enter a number");
+        const n = Number(input.value);
+        if (!Number.isFinite(n)) fail(path, `${input.value} 不是数字 — is not a number`);
+        return n;
+      } };
+    }
+    if (value === null || typeof value === "string") {
+      const long = typeof value === "string" && value.length > 60;
+      const input = el(long ? "textarea" : "input", null, { "aria-label": label || "value" });
+      if (long) input.rows = 2; else input.size = Math.min(40, Math.max(10, (value || "").length + 2));
+      input.value = blank || value === null ? "" : value;
+      return { node: input, read: () => (value === null && input.value.trim() === "" ? null : input.value) };
+    }
+    if (isPair(value)) {
+      const low = editor(value[0], { blank, label: `${label || ""} 下限 min` });
+      const high = editor(value[1], { blank, label: `${label || ""} 上限 max` });
+      const span = el("span");
+      span.append(el("span", "下限 min "), low.node, el("span", " – 上限 max "), high.node);
+      return { node: span, read: (path) => {
+        const pair = [low.read(`${path} 下限 min`), high.read(`${path} 上限 max`)];
+        if (pair[0] > pair[1]) fail(path, `下限 ${pair[0]} 大于上限 ${pair[1]} — the minimum is above the maximum`);
+        return pair;
+      } };
+    }
+    if (Array.isArray(value)) return listEditor(value, opts);
+    if (isObject(value)) return isTable(value) ? tableEditor(value, opts) : recordEditor(value, opts);
+    return jsonEditor(value);
+  }
+
+  function recordEditor(value, opts) {
+    const dl = el("dl", null, { class: "record" });
+    const parts = {};
+    for (const [k, v] of Object.entries(value)) {
+      dl.append(el("dt", k));
+      const dd = el("dd");
+      parts[k] = editor(v, { blank: opts && opts.blank, label: k });
+      dd.append(parts[k].node);
+      dl.append(dd);
+    }
+    return { node: dl, read: (path) => {
+      const out = {};
+      for (const [k, part] of Object.entries(parts)) out[k] = part.read(`${path}.${k}`);
+      return out;
+    } };
+  }
+
+  /* Rows of a table (``{entry: value}``) or a list: existing rows, removable unless fixed, and
+     an "add" button making a blank row shaped like the first. */
+  function rowsEditor(entries, template, keyed, fixed) {
+    const records = isRecords(entries.map(([, v]) => v)) ? Object.keys(template) : null;
+    const table = el("table", null, { class: "rows" });
+    const head = el("tr");
+    if (keyed) head.append(el("th", "名称 entry"));
+    if (records) for (const k of records) head.append(el("th", k)); else head.append(el("th", "值 value"));
+    head.append(el("th"));
+    table.append(head);
+    const rows = [];
+
+    function addRow(key, value, isNew) {
+      const tr = el("tr");
+      const row = { tr, key, isNew, parts: null, keyInput: null };
+      if (keyed) {
+        if (isNew) {
+          row.keyInput = el("input", null, { size: "10", "aria-label": "名称 entry", placeholder: "新名称 new entry" });
+          tr.append(cell(row.keyInput));
+        } else {
+          tr.append(el("td", key));
+        }
+      }
+      if (records) {
+        row.parts = records.map((k) => editor(value[k], { blank: isNew, label: `${key || "new"} ${k}` }));
+        for (const part of row.parts) tr.append(cell(part.node));
+      } else {
+        row.parts = [editor(value, { blank: isNew, label: key || "value" })];
+        tr.append(cell(row.parts[0].node));
+      }
+      const remove = el("button", "删除 remove", { type: "button" });
+      if (keyed && !isNew && fixed && fixed.has(key)) {
+        remove.disabled = true;
+        remove.title = "标准条目不可删除 — standard entries cannot be removed";
+      }
+      remove.addEventListener("click", () => { tr.remove(); rows.splice(rows.indexOf(row), 1); });
+      tr.append(cell(remove));
+      table.append(tr);
+      rows.push(row);
+    }
+
+    for (const [k, v] of entries) addRow(k, v, false);
+    const add = el("button", "添加 add", { type: "button", class: "add" });
+    add.addEventListener("click", () => addRow(null, template, true));
+    const box = el("div");
+    box.append(table, add);
+    return { node: box, rows, records, keyed };
+  }
+
+  function readRow(row, records, path) {
+    if (!records) return row.parts[0].read(path);
+    const out = {};
+    records.forEach((k, i) => { out[k] = row.parts[i].read(`${path}.${k}`); });
+    return out;
+  }
+
+  function tableEditor(value, opts) {
+    const fixed = new Set((opts && opts.fixed) || []);
+    const entries = Object.entries(value);
+    const ed = rowsEditor(entries, entries[0][1], true, fixed);
+    return { node: ed.node, read: (path) => {
+      const out = {};
+      for (const row of ed.rows) {
+        const key = row.isNew ? row.keyInput.value.trim() : row.key;
+        if (!key) fail(path, "新条目需要名称 — a new entry needs a name");
+        if (row.isNew && key in out) fail(path, `名称重复 — the entry ${key} is there twice`);
+        out[key] = readRow(row, ed.records, `${path}.${key}`);
+      }
+      return out;
+    } };
+  }
+
+  function listEditor(value, opts) {
+    if (!value.length) return jsonEditor(value);
+    const ed = rowsEditor(value.map((v, i) => [String(i + 1), v]), value[0], false, null);
+    return { node: ed.node, read: (path) => ed.rows.map((row, i) => readRow(row, ed.records, `${path}[${i + 1}]`)) };
+  }
+
+  function jsonEditor(value) {
+    const area = el("textarea", null, { rows: "4", "aria-label": "JSON" });
+    area.value = JSON.stringify(value, null, 1);
+    return { node: area, read: (path) => {
+      try { return JSON.parse(area.value); } catch (err) { return fail(path, `不是有效的 JSON — not valid JSON (${err.message})`); }
+    } };
+  }
+
+  async function settings() {
+    const box = document.getElementById("settings");
+    const answer = await call("GET", "/api/admin/settings");
+    if (!answer.ok) { box.replaceChildren(el("p", detail(answer.body), { class: "error" })); return; }
+    const meta = answer.body;
+    // the base map first: it is what a fresh install asks the administrator for
+    const order = meta.settings.slice().sort((a, b) => (a.key === "basemap" ? -1 : b.key === "basemap" ? 1 : 0));
+    box.replaceChildren(...order.map((s) => settingCard(s, meta)));
+  }
+
+  function settingCard(s, meta) {
+    const card = el("section", null, { class: "setting", "data-key": s.key });
+    card.append(el("h3", s.key));
+    if (s.description) card.append(el("p", s.description));
+    if (meta.notes[s.key]) card.append(el("p", meta.notes[s.key], { class: "muted" }));
+    const holder = el("div", null, { class: "editor" });
+    let ed = editor(s.value, { choices: meta.choices[s.key], labels: meta.labels[s.key],
+                               fixed: meta.fixed[s.key], label: s.key });
+    holder.append(ed.node);
+    const asJson = el("input", null, { type: "checkbox" });
+    const jsonLabel = el("label", null, { class: "muted" });
+    jsonLabel.append(asJson, el("span", " 以 JSON 编辑 edit as JSON"));
+    asJson.addEventListener("change", () => {
+      let current = s.value;
+      try { current = ed.read(s.key); } catch (err) { /* keep the stored value */ }
+      ed = asJson.checked ? jsonEditor(current)
+        : editor(current, { choices: meta.choices[s.key], labels: meta.labels[s.key], fixed: meta.fixed[s.key],
+                            label: s.key });
+      holder.replaceChildren(ed.node);
+    });
+    const source = el("input", null, { class: "source", "aria-label": `${s.key} 来源 source` });
+    source.value = s.source || "";
+    const sourceLabel = el("label", "来源 source ");
+    sourceLabel.append(source);
+    const save = el("button", "保存 save", { type: "button" });
+    const message = el("p", null, { class: "message", role: "status" });
+    save.addEventListener("click", async () => {
+      let value;
+      try {
+        value = ed.read(s.key);
+      } catch (err) {
+        say(message, err.message, "bad");
+        return;
+      }
+      save.disabled = true;
+      const result = await call("PUT", `/api/admin/settings/${encodeURIComponent(s.key)}`,
+                                { value, source: source.value });
+      save.disabled = false;
+      if (!result.ok) { say(message, detail(result.body), "bad"); return; }
+      const fresh = settingCard(result.body, meta);
+      card.replaceWith(fresh);
+      say(fresh.querySelector(".message"), "已保存 saved", "ok");
+    });
+    card.append(holder, jsonLabel, el("br"), sourceLabel, save, message);
+    return card;
+  }
+
+  const ready = { users, tokens, settings }[tab];
+  const loaded = ready ? ready() : Promise.resolve();
+  loaded.then(() => { document.getElementById("admin").dataset.ready = "1"; });
+  return { loaded };
+})();

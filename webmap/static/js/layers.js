@@ -1,0 +1,399 @@
+/* The layers page: import with a preview and field mapping, export with options, each layer's
+   count, extent and last change. Text from files and the database is only ever inserted with
+   textContent, never as HTML; every state-changing request carries the CSRF token. */
+"use strict";
+window.gridplanLayers = (function () {
+  const config = JSON.parse(document.getElementById("layers-config").textContent);
+  const csrf = document.querySelector("meta[name=csrf-token]").content;
+  const state = { upload: null, preview: null, job: null, busy: false };
+
+  function el(tag, text, attrs) {
+    const node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+    return node;
+  }
+
+  function say(node, text, kind) {
+    node.textContent = text || "";
+    node.className = "message" + (kind ? " " + kind : "");
+  }
+
+  function number(n) { return n === null || n === undefined ? "—" : Number(n).toLocaleString("zh-CN"); }
+
+  /* A fetch whose failures become one sentence a planner understands. */
+  async function call(url, options) {
+    let response;
+    try {
+      response = await fetch(url, { credentials: "same-origin", ...options,
+        headers: { Accept: "application/json", "X-CSRFToken": csrf, ...((options || {}).headers || {}) } });
+    } catch (err) {
+      return { ok: false, status: 0, body: { detail: "连接中断 — the connection failed (is the server running, " +
+        "or was the file larger than the limit of " + config.maxUploadText + "?)" } };
+    }
+    let body = null;
+    const type = response.headers.get("Content-Type") || "";
+    if (type.includes("json")) {
+      try { body = await response.json(); } catch (err) { body = null; }
+    }
+    if (!body) body = { detail: `HTTP ${response.status}` };
+    return { ok: response.ok, status: response.status, body, response };
+  }
+
+  function problemsOf(body) {
+    if (Array.isArray(body.problems) && body.problems.length) return body.problems;
+    return [body.detail || body.description || "出错了 — something went wrong"];
+  }
+
+  function showProblems(list, problems, total) {
+    list.replaceChildren();
+    for (const p of problems) list.append(el("li", p));
+    if (total && total > problems.length) list.append(el("li", `… 另有 and ${total - problems.length} more`));
+    list.hidden = problems.length === 0;
+  }
+
+  // --- the table -----------------------------------------------------------------------------
+
+  function changeText(change) {
+    if (!change) return "—";
+    return `${change.at.replace("T", " ").slice(0, 16)} · ${change.actor} · ${change.action}`;
+  }
+
+  async function refreshTable() {
+    const answer = await call("/api/layers");
+    if (!answer.ok) return;
+    for (const row of answer.body.layers) {
+      const tr = document.querySelector(`#layers tr[data-layer="${row.name}"]`);
+      if (!tr) continue;
+      tr.querySelector(".count").textContent = number(row.count);
+      tr.querySelector(".extent").textContent = row.extent
+        ? `${row.extent[0].toFixed(4)}, ${row.extent[1].toFixed(4)} – ${row.extent[2].toFixed(4)}, ${row.extent[3].toFixed(4)}`
+        : "—";
+      tr.querySelector(".change").textContent = changeText(row.last_change);
+    }
+  }
+
+  for (const button of document.querySelectorAll(".pick-export")) {
+    button.addEventListener("click", () => {
+      const form = document.getElementById("export-form");
+      form.elements.layer.value = button.dataset.layer;
+      form.scrollIntoView({ behavior: "smooth" });
+      form.elements.format.focus();
+    });
+  }
+  for (const button of document.querySelectorAll(".pick-import")) {
+    button.addEventListener("click", () => {
+      const form = document.getElementById("import-form");
+      form.elements.layer.value = button.dataset.layer;
+      form.elements.layer.dispatchEvent(new Event("change"));
+      form.scrollIntoView({ behavior: "smooth" });
+      form.elements.file.focus();
+    });
+  }
+
+  // --- import --------------------------------------------------------------------------------
+
+  const importForm = document.getElementById("import-form");
+  if (importForm) {
+    const message = document.getElementById("import-message");
+    const problems = document.getElementById("import-problems");
+    const preview = document.getElementById("preview");
+    const startButton = document.getElementById("import-start");
+    const result = document.getElementById("import-result");
+    const bar = document.getElementById("import-progress");
+    const confirmBox = document.getElementById("replace-confirm");
+
+    function mode() { return importForm.elements.mode.value; }
+
+    function forget() {
+      if (state.upload && !state.job) {
+        call(`/api/layers/uploads/${state.upload}`, { method: "DELETE" });  // best effort
+      }
+      state.upload = null;
+      state.preview = null;
+      state.job = null;
+      preview.hidden = true;
+      showProblems(problems, []);
+      say(message, "");
+      say(result, "");
+    }
+
+    function currentMapping() {
+      const mapping = {};
+      for (const select of document.querySelectorAll("#mapping select")) {
+        if (select.value) mapping[select.dataset.column] = select.value;
+      }
+      return mapping;
+    }
+
+    async function runPreview(withMapping) {
+      const file = importForm.elements.file.files[0];
+      if (!state.upload && !file) { say(message, "请选择文件 — choose a file first", "bad"); return; }
+      if (!state.upload && config.maxUpload && file.size > config.maxUpload) {
+        say(message, `文件太大 — ${file.name} is ${(file.size / 1048576).toFixed(1)} MB, over the upload ` +
+          `limit of ${config.maxUploadText}; split it, or import it with the command line`, "bad");
+        return;
+      }
+      const data = new FormData();
+      if (state.upload) data.append("upload", state.upload); else data.append("file", file);
+      data.append("crs", importForm.elements.crs.value.trim());
+      data.append("mode", mode());
+      if (withMapping) data.append("mapping", JSON.stringify(currentMapping()));
+      state.busy = true;
+      startButton.disabled = true;
+      say(message, state.upload ? "检查中 checking…" : "上传并检查中 uploading and checking…");
+      showProblems(problems, []);
+      const answer = await call(`/api/layers/${importForm.elements.layer.value}/preview`,
+                                { method: "POST", body: data });
+      state.busy = false;
+      if (!answer.ok) {
+        if (answer.status === 404) state.upload = null;  // gone: the next preview sends the file again
+        if (answer.status === 400 && !state.upload) preview.hidden = true;
+        say(message, answer.status === 413 ? "" : "无法导入此文件，未写入任何内容 — this file cannot be imported; nothing was written:",
+            "bad");
+        showProblems(problems, problemsOf(answer.body));
+        return;
+      }
+      state.upload = answer.body.upload;
+      state.preview = answer.body;
+      render(answer.body);
+    }
+
+    function render(p) {
+      preview.hidden = false;
+      const types = Object.entries(p.geometry_types).map(([k, v]) => `${k} ${number(v)}`).join(", ");
+      document.getElementById("preview-summary").textContent =
+        `${p.file}: ${number(p.features)} 个要素 features (${types}) · 坐标系 CRS ` +
+        `${p.declared_crs || p.crs || "未声明 not declared"}`;
+      const stored = document.getElementById("preview-stored");
+      if (p.stored) {
+        const clash = p.stored.already;
+        stored.textContent = clash
+          ? `${number(clash)} 个代码已在库中 codes of the file are stored already: ` +
+            (p.mode === "append" ? "追加会被拒绝，请选更新或替换 — append will refuse them; choose update or replace"
+                                 : "将被更新或替换 — they will be updated or replaced")
+          : `文件中的代码都不在库中 — none of the file's codes is stored yet` +
+            (p.mode === "update" ? ": 更新会被拒绝 — update will refuse them" : "");
+      } else {
+        stored.textContent = "";
+      }
+      // mapping: one row per source column, a select of the layer's fields
+      const body = document.querySelector("#mapping tbody");
+      body.replaceChildren();
+      p.columns.forEach((column, i) => {
+        const tr = el("tr");
+        tr.append(el("td", column));
+        const select = el("select", null, { "data-column": column, "aria-label": `${column} →` });
+        select.append(el("option", "— 不导入 not imported", { value: "" }));
+        for (const f of p.fields) {
+          select.append(el("option", `${f.label} ${f.name}${f.required ? " *" : ""}`, { value: f.name }));
+        }
+        select.value = p.mapping[column] || "";
+        select.addEventListener("change", () => runPreview(true));
+        const td = el("td");
+        td.append(select);
+        tr.append(td);
+        const sample = p.rows.map((r) => r[i]).filter((v) => v !== null && v !== "").slice(0, 3).join(" · ");
+        tr.append(el("td", sample, { class: "muted" }));
+        body.append(tr);
+      });
+      const mapped = new Set(Object.values(p.mapping).filter(Boolean));
+      const missing = p.fields.filter((f) => f.required && !mapped.has(f.name) && f.name !== "district_code");
+      document.getElementById("missing-fields").textContent = missing.length
+        ? "缺少必填字段 — required fields no column fills: " + missing.map((f) => `${f.label} ${f.name}`).join(", ")
+        : "";
+      // first rows
+      const head = document.querySelector("#preview-rows thead");
+      const rows = document.querySelector("#preview-rows tbody");
+      head.replaceChildren();
+      rows.replaceChildren();
+      const tr = el("tr");
+      for (const c of [...p.columns, "geometry"]) tr.append(el("th", c));
+      head.append(tr);
+      for (const r of p.rows) {
+        const row = el("tr");
+        for (const v of r) row.append(el("td", v === null ? "" : v, { title: v === null ? "" : String(v) }));
+        rows.append(row);
+      }
+      if (p.ok) {
+        const repaired = p.repaired_count ? ` ${number(p.repaired_count)} 个几何将被修复 invalid geometries will be repaired.` : "";
+        say(message, `检查通过 — the file passes the checks.${repaired}`, "ok");
+        showProblems(problems, []);
+      } else {
+        say(message, "文件未通过检查，不能导入 — the file does not pass the checks; fix these first:", "bad");
+        showProblems(problems, p.problems, p.problem_count);
+      }
+      updateStart();
+    }
+
+    function updateStart() {
+      const p = state.preview;
+      const replacing = mode() === "replace";
+      confirmBox.hidden = !replacing;
+      if (replacing) {
+        const tr = document.querySelector(`#layers tr[data-layer="${importForm.elements.layer.value}"] .count`);
+        document.getElementById("replace-count").textContent = tr ? tr.textContent : "?";
+      }
+      const confirmed = !replacing || confirmBox.querySelector("input").checked;
+      startButton.disabled = !(p && p.ok && confirmed && !state.busy && !state.job);
+    }
+
+    importForm.addEventListener("submit", (event) => { event.preventDefault(); runPreview(false); });
+    importForm.elements.file.addEventListener("change", () => { forget(); if (importForm.elements.file.files[0]) runPreview(false); });
+    importForm.elements.layer.addEventListener("change", () => { if (state.upload || importForm.elements.file.files[0]) runPreview(false); });
+    importForm.elements.crs.addEventListener("change", () => { if (state.upload || importForm.elements.file.files[0]) runPreview(true); });
+    for (const radio of importForm.elements.mode) {
+      radio.addEventListener("change", () => { if (state.preview) runPreview(true); else updateStart(); });
+    }
+    confirmBox.querySelector("input").addEventListener("change", updateStart);
+
+    startButton.addEventListener("click", async () => {
+      startButton.disabled = true;
+      say(result, "排队中 queued…");
+      const answer = await call(`/api/layers/${importForm.elements.layer.value}/import`, {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ upload: state.upload, mode: mode(), crs: importForm.elements.crs.value.trim(),
+                               mapping: currentMapping() }) });
+      if (answer.status !== 202) {
+        say(result, answer.body.detail || `HTTP ${answer.status}`, "bad");
+        if (answer.status === 404) { state.upload = null; }
+        updateStart();
+        return;
+      }
+      state.job = answer.body.job_id;
+      bar.hidden = false;
+      bar.value = 0;
+      follow(answer.body.url, Date.now());
+    });
+
+    async function follow(url, started) {
+      const answer = await call(url);
+      if (!answer.ok) { say(result, answer.body.detail, "bad"); return; }
+      const job = answer.body;
+      bar.value = job.progress;
+      if (job.status === "queued") {
+        const waited = (Date.now() - started) / 1000;
+        say(result, waited > 10 ? "排队中 — queued: waiting for the background worker (flask --app webmap worker)"
+                                : "排队中 queued…");
+      } else if (job.status === "running") {
+        say(result, job.phase === "writing"
+          ? `写入中 writing ${number(job.done)} / ${number(job.total)}`
+          : "读取并检查中 reading and checking…");
+      } else if (job.status === "failed") {
+        say(result, `导入失败，未写入任何内容 — the import failed; nothing was written: ${job.message}`, "bad");
+        finish();
+        return;
+      } else if (job.status === "done") {
+        const r = job.result;
+        if (r.refused) {
+          say(result, "导入被拒绝，未写入任何内容 — the import was refused; nothing was written:", "bad");
+          showProblems(problems, r.problems, r.count);
+        } else {
+          say(result, `已导入 imported: ${number(r.written)} 个要素 features written (${r.mode})` +
+            (r.deleted ? `, ${number(r.deleted)} replaced` : "") +
+            (r.repaired.length ? `, ${number(r.repaired.length)} repaired` : "") +
+            (r.ignored_fields.length ? ` · 未导入字段 not imported: ${r.ignored_fields.join(", ")}` : ""), "ok");
+          bar.value = 1;
+          refreshTable();
+        }
+        finish();
+        return;
+      }
+      setTimeout(() => follow(url, started), 500);
+    }
+
+    function finish() {
+      // the upload is gone after an import: a new import starts from a file again
+      state.upload = null;
+      state.preview = null;
+      state.job = null;
+      startButton.disabled = true;
+      importForm.elements.file.value = "";
+    }
+  }
+
+  // --- export --------------------------------------------------------------------------------
+
+  const exportForm = document.getElementById("export-form");
+  const exportMessage = document.getElementById("export-message");
+  let places = { streets: [], communities: [] };
+
+  function fillCommunities() {
+    const street = exportForm.elements.street.value;
+    const select = exportForm.elements.community;
+    const keep = select.value;
+    select.replaceChildren(el("option", "全部 all", { value: "" }));
+    for (const c of places.communities) {
+      if (!street || c.code.startsWith(street)) select.append(el("option", `${c.name} ${c.code}`, { value: c.code }));
+    }
+    select.value = [...select.options].some((o) => o.value === keep) ? keep : "";
+  }
+
+  function fitOptions() {
+    const fmt = exportForm.elements.format.value;
+    exportForm.elements.encoding.disabled = !(fmt === "shp" || fmt === "csv");
+    exportForm.elements.crs.disabled = fmt === "geojson";
+    if (fmt === "geojson") exportForm.elements.crs.value = "";
+  }
+
+  (async function loadPlaces() {
+    const answer = await call("/api/layers/places");
+    if (!answer.ok) return;
+    places = answer.body;
+    for (const s of places.streets) exportForm.elements.street.append(el("option", `${s.name} ${s.code}`, { value: s.code }));
+    fillCommunities();
+    exportForm.dataset.ready = "1";
+  })();
+  exportForm.elements.street.addEventListener("change", fillCommunities);
+  exportForm.elements.format.addEventListener("change", fitOptions);
+  fitOptions();
+
+  function filename(response, fallback) {
+    const header = response.headers.get("Content-Disposition") || "";
+    const star = header.match(/filename\*=UTF-8''([^;]+)/i);
+    if (star) return decodeURIComponent(star[1]);
+    const plain = header.match(/filename="?([^";]+)"?/i);
+    return plain ? plain[1] : fallback;
+  }
+
+  exportForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const f = exportForm.elements;
+    const query = new URLSearchParams({ format: f.format.value });
+    if (!f.encoding.disabled) query.set("encoding", f.encoding.value);
+    if (!f.crs.disabled && f.crs.value.trim()) query.set("crs", f.crs.value.trim());
+    if (f.street.value) query.set("street", f.street.value);
+    if (f.community.value) query.set("community", f.community.value);
+    say(exportMessage, "导出中 exporting…");
+    const button = exportForm.querySelector("button[type=submit]");
+    button.disabled = true;
+    let response;
+    try {
+      response = await fetch(`/api/layers/${f.layer.value}/export?${query}`, { credentials: "same-origin" });
+    } catch (err) {
+      say(exportMessage, "连接中断 — the connection failed; try again", "bad");
+      button.disabled = false;
+      return;
+    }
+    button.disabled = false;
+    if (!response.ok) {
+      let detail = `HTTP ${response.status}`;
+      try { detail = (await response.json()).detail || detail; } catch (err) { /* not JSON */ }
+      say(exportMessage, detail, "bad");
+      return;
+    }
+    const blob = await response.blob();
+    const name = filename(response, `${f.layer.value}.${f.format.value === "shp" ? "zip" : f.format.value}`);
+    const link = el("a", null, { href: URL.createObjectURL(blob), download: name });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
+    const features = response.headers.get("X-Gridplan-Features");
+    const cut = response.headers.get("X-Gridplan-Truncated");
+    say(exportMessage, `已导出 exported ${name}: ${number(features)} 个要素 features` +
+      (cut ? ` · ${cut} 个文本值截断到 254 字节 text values cut at 254 bytes` : ""), "ok");
+  });
+
+  return { state, config };
+})();
