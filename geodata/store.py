@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, Integer, bindparam, delete, func, ins
 from geodata import dialect
 from geodata.catalog import LAYERS, LayerSpec, get_layer
 from geodata.db import BATCH
+from geodata.errors import Conflict
 from geodata.models import SRID, Community, CommunityHistory, Incident, IncidentStep, UnitAdjacency
 
 Progress = Callable[[int], None]
@@ -289,6 +290,26 @@ def keep_community_history(conn: Connection, *, codes: list[str] | None = None,
         if keys is not None:
             source = source.where(keys.in_(values[start:start + BATCH]))
         conn.execute(insert(history).from_select([*columns, "valid_to", "plan_id"], source))
+
+
+def replace_cells(conn: Connection, communities: list[str], cells: gpd.GeoDataFrame) -> int:
+    """Replace the grid cells of ``communities`` by ``cells`` (code, community_code,
+    district_code, geometry) on the caller's transaction; a cell whose code stays keeps its
+    supervisor. Returns the number of cells written."""
+    table = get_layer("grid_cells").table
+    supervisors: dict[str, str] = {}
+    for start in range(0, len(communities), BATCH):
+        chunk = communities[start:start + BATCH]
+        scope = table.c.community_code.in_(chunk)
+        supervisors.update(conn.execute(select(table.c.code, table.c.supervisor).where(scope)).all())
+        conn.execute(delete(table).where(scope))
+    cells = cells.assign(supervisor=[supervisors.get(c) for c in cells["code"]])
+    # a stored cell of another community that carries one of the new codes would clash: refuse
+    clash = existing_codes(conn, "grid_cells", cells["code"])
+    if clash:
+        raise Conflict(f"cell codes {', '.join(sorted(clash)[:10])} belong to cells of other communities: "
+                       "regenerate those communities too")
+    return write_layer(conn, "grid_cells", cells, mode="append")
 
 
 def incident_steps(engine: Engine, code: str) -> tuple[str | None, list[dict]] | None:

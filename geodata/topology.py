@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 
 from geodata.crs import to_metric
@@ -77,3 +78,21 @@ def gaps_and_overlaps(gdf: gpd.GeoDataFrame, frame: shapely.Geometry | None = No
     gaps = gpd.GeoDataFrame({"area_m2": hole_area[hole_area >= min_area_m2]},
                             geometry=holes[hole_area >= min_area_m2], crs=metric).to_crs(4326)
     return gaps, overlaps
+
+
+def dissolve(geoms: np.ndarray, labels: np.ndarray, order: np.ndarray, coverage: bool = True) -> np.ndarray:
+    """One polygon per label of ``order``, the union of the ``geoms`` carrying it — by coverage
+    union (fast, exact for polygons that tile without overlaps: ``coverage=True``, falling back to a
+    full union where it fails), or by a full union (polygons that may overlap)."""
+    by_label = pd.Series(np.arange(len(labels))).groupby(np.asarray(labels, dtype=object)).indices
+    out = np.empty(len(order), dtype=object)
+    for i, label in enumerate(order):
+        parts = geoms[by_label.get(label, [])]
+        if not coverage:
+            out[i] = shapely.union_all(shapely.make_valid(parts))
+            continue
+        try:
+            out[i] = shapely.coverage_union_all(parts)
+        except shapely.errors.GEOSException:
+            out[i] = shapely.union_all(parts)
+    return out

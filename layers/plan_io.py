@@ -16,7 +16,6 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyogrio
-import shapely
 from sqlalchemy import Engine
 
 from geodata.catalog import Field, as_text
@@ -24,6 +23,7 @@ from geodata.crs import parse_crs, to_metric, to_wgs84
 from geodata.exporter import write_frame
 from geodata.importer import ImportRefused, read_source
 from geodata.store import read_adjacency, read_layer
+from geodata.topology import dissolve
 from layers.redistricting import PlanResult
 
 COMMUNITY_FIELDS = [
@@ -106,15 +106,9 @@ def units_from_database(engine: Engine, street: str | None = None) -> tuple[gpd.
 def community_polygons(result: PlanResult, units: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     """The plan's communities, dissolved from their units, with the community scores."""
     labels = result.assignment.reindex(units["code"].astype(str)).to_numpy()
-    geoms = np.asarray(units.geometry.values, dtype=object)
     table = result.community_table()
-    polygons = []
-    for code in table["community_code"]:
-        parts = geoms[labels == code]
-        try:
-            polygons.append(shapely.coverage_union_all(parts))
-        except shapely.errors.GEOSException:
-            polygons.append(shapely.union_all(parts))
+    polygons = dissolve(np.asarray(units.geometry.values, dtype=object), labels,
+                        table["community_code"].to_numpy())
     out = gpd.GeoDataFrame(table, geometry=polygons, crs=units.crs)
     for column in ("contiguous", "within_bounds", "provisional"):
         out[column] = out[column].map({True: "yes", False: "no"})

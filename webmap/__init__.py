@@ -36,7 +36,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.from_mapping(test_config)
 
-    from webmap import admin_views, api, auth, cli, errors, layer_views, maps, plan_views
+    from webmap import admin_views, api, auth, cli, errors, grid_views, layer_views, maps, plan_views
 
     # what this process keeps in memory about plans, keyed to the stored boundary revision
     app.extensions["gridplan.plans"] = PlanMemory(get_engine(app.config["DATABASE_URL"]))
@@ -46,6 +46,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(maps.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(plan_views.bp)
+    app.register_blueprint(grid_views.bp)
     app.register_blueprint(layer_views.bp)
     app.register_blueprint(admin_views.bp)
     cli.register(app)

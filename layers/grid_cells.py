@@ -1,0 +1,275 @@
+"""Grid cells (网格): every community divided into cells of whole planning units.
+
+The generator is the redistricting engine with other rules: each community's units form their
+own :class:`~layers.partition.UnitGraph` (``UnitGraph.subgraph``) and are planned by
+:func:`layers.redistricting.plan_street` — contiguous, compact (METIS), each cell within a
+household range (social-governance grids, 300–500 households with one 网格员) or close to a
+target area (urban-management unit grids, about 10,000 m²: the weights are the units' areas).
+Cells nest in their community (``single_parent``): a community's cells are made of its units
+only, so they tile it exactly, with no gaps and no overlaps.
+
+Codes: the community's 12-digit code and a 3-digit sequence numbered west to east, north to south
+(Beijing DB11/T 2157-2023). Regenerating starts from the stored cells, so a cell that still meets
+the rules keeps its units and its code; new cells take free numbers in spatial order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from sqlalchemy import Engine
+
+from geodata.crs import to_metric
+from geodata.errors import NotFound, Refused
+from geodata.standards import get_setting
+from geodata.store import read_layer, replace_cells
+from geodata.topology import dissolve
+from layers.partition import UnitGraph
+from layers.plan_io import units_from_database
+from layers.redistricting import NEW, Rules, plan_street
+
+
+@dataclass(frozen=True)
+class CellRules:
+    """What a cell must satisfy: a household range, or (``area_m2``) a target area within ±50 %."""
+
+    minimum: int = 300
+    maximum: int = 500
+    area_m2: float | None = None
+    seed: int = 0
+
+    def engine_rules(self) -> Rules:
+        """The redistricting rules that say the same (weights: households, or m² in area mode)."""
+        if self.area_m2:
+            target = int(round(self.area_m2))
+            return Rules(max(1, target // 2), target * 3 // 2, target, True, self.seed)
+        return Rules(self.minimum, self.maximum, None, True, self.seed)
+
+
+COLUMNS = ["code", "community_code", "households", "area_m2", "units", "in_range"]
+
+
+@dataclass
+class CellPlan:
+    """Cells of some communities: every unit's cell code and the cells' figures."""
+
+    cell_of_unit: pd.Series  # unit code → cell code
+    cells: pd.DataFrame  # code, community_code, households, area_m2, units, in_range
+    kept: list[str] = field(default_factory=list)  # codes of stored cells that stay
+
+    @property
+    def in_range_share(self) -> float:
+        return float(self.cells["in_range"].mean()) if len(self.cells) else 1.0
+
+
+def _spatial_order(xy: np.ndarray, area: np.ndarray) -> np.ndarray:
+    """Order of cells west to east within rows running north to south (row height: the typical
+    cell's side)."""
+    if len(xy) == 0:
+        return np.zeros(0, dtype=np.int64)
+    band = max(float(np.sqrt(np.median(area))), 1.0)
+    row = np.floor((xy[:, 1].max() - xy[:, 1]) / band)
+    return np.lexsort((xy[:, 0], row))
+
+
+def plan_cells(graph: UnitGraph, rules: CellRules, *, communities: list[str] | None = None,
+               current: pd.Series | None = None) -> CellPlan:
+    """Divide ``communities`` (default: every community of ``graph``) into cells.
+
+    ``graph.current`` holds each unit's community; ``current`` maps unit codes to their stored
+    cell codes (a stored cell counts only where it lies in the unit's community). Units outside
+    every community (blind spots) get no cell.
+    """
+    engine_rules = rules.engine_rules()
+    stored = (current.reindex(graph.codes) if current is not None else pd.Series(None, index=graph.codes))
+    stored = stored.to_numpy(dtype=object)
+    community = graph.current
+    todo = sorted({c for c in community if c}) if communities is None else list(communities)
+    rng = np.random.default_rng(rules.seed)
+    labels = np.full(len(graph), None, dtype=object)
+    rows: list[pd.DataFrame] = []
+    kept: list[str] = []
+    for code in todo:
+        positions = np.flatnonzero(community == code)
+        if not len(positions):
+            continue
+        start = np.array([s if isinstance(s, str) and s.startswith(code) and len(s) == len(code) + 3 else None
+                          for s in stored[positions]], dtype=object)
+        # a stored cell is a starting point only while it meets the rules; the units of the others
+        # are divided afresh
+        weight = graph.area[positions] if rules.area_m2 else graph.households[positions]
+        before = start.copy()
+        totals = pd.Series(weight).groupby(start).transform("sum").to_numpy() if pd.notna(start).any() \
+            else np.zeros(len(start))
+        start[(totals < engine_rules.minimum) | (totals > engine_rules.maximum)] = None
+        sub = replace(graph.subgraph(positions), street=np.full(len(positions), code, dtype=object),
+                      current=start)
+        if rules.area_m2:
+            sub = replace(sub, households=np.round(sub.area).astype(np.int64))
+        cells, _ = plan_street(sub, start, engine_rules, np.random.default_rng(rng.integers(1 << 32)))
+        xy = graph.xy[positions]
+        area = graph.area[positions]
+        figures = pd.DataFrame({"cell": cells, "households": graph.households[positions], "area_m2": area,
+                                "x": xy[:, 0] * area, "y": xy[:, 1] * area}).groupby("cell").sum()
+        figures["units"] = pd.Series(cells).value_counts()
+        fresh = figures.index[figures.index.str.startswith(NEW)]
+        # a re-divided cell takes back the stored code it shares most units with, when free
+        rename: dict[str, str] = {}
+        taken = {n for n in figures.index if not n.startswith(NEW)}
+        shared = pd.DataFrame({"cell": cells, "stored": before}).dropna().value_counts()
+        for (cell, old), _ in shared.items():
+            if cell.startswith(NEW) and cell not in rename and old not in taken:
+                rename[cell] = old
+                taken.add(old)
+        kept.extend(taken)
+        fresh = fresh[~fresh.isin(list(rename))]
+        used = {int(n[-3:]) for n in taken}
+        # new cells: free numbers, west to east and north to south
+        new = figures.loc[fresh]
+        centre = (new[["x", "y"]].to_numpy() / np.maximum(new[["area_m2"]].to_numpy(), 1e-9)).reshape(-1, 2)
+        free = (n for n in range(1, 1000) if n not in used)
+        order = _spatial_order(centre, new["area_m2"].to_numpy())
+        rename |= {fresh[i]: f"{code}{next(free):03d}" for i in order}
+        labels[positions] = [rename.get(c, c) for c in cells]
+        figures = figures.rename(index=rename).reset_index(names="code")
+        weight = figures["area_m2"] if rules.area_m2 else figures["households"]
+        figures["in_range"] = weight.between(engine_rules.minimum, engine_rules.maximum)
+        figures["community_code"] = code
+        figures["area_m2"] = figures["area_m2"].round(1)
+        rows.append(figures[COLUMNS])
+    assigned = labels != None  # noqa: E711
+    frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=COLUMNS)
+    return CellPlan(pd.Series(labels[assigned], index=graph.codes[assigned], name="grid_code"),
+                    frame.sort_values("code", ignore_index=True), sorted(kept))
+
+
+def cell_polygons(plan: CellPlan, units: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """The cells as polygons, dissolved from their units (so they tile their community)."""
+    codes = plan.cell_of_unit.reindex(units["code"].astype(str)).to_numpy(dtype=object)
+    inside = pd.notna(codes)
+    geoms = dissolve(np.asarray(units.geometry.values, dtype=object)[inside], codes[inside],
+                     plan.cells["code"].to_numpy())
+    return gpd.GeoDataFrame(plan.cells.assign(district_code=plan.cells["community_code"].str[:6]),
+                            geometry=geoms, crs=units.crs)
+
+
+def cell_of_units(units: gpd.GeoDataFrame, cells: gpd.GeoDataFrame) -> pd.Series:
+    """Unit code → the stored cell holding the unit's inside point (units in no cell left out)."""
+    if cells.empty or units.empty:
+        return pd.Series(dtype=object)
+    points = gpd.GeoDataFrame({"unit": units["code"].to_numpy()},
+                              geometry=shapely.point_on_surface(units.geometry.values), crs=units.crs)
+    hits = gpd.sjoin(points, cells[["code", "geometry"]], predicate="within", how="inner")
+    hits = hits.drop_duplicates("unit")
+    return pd.Series(hits["code"].to_numpy(), index=hits["unit"].to_numpy(), dtype=object)
+
+
+def validate_cells(communities: gpd.GeoDataFrame, cells: gpd.GeoDataFrame,
+                   units: gpd.GeoDataFrame) -> dict:
+    """What breaks "every household in exactly one cell, cells tiling their community": gaps
+    between a community's cells (its land covered by none of them), overlaps between cells,
+    cells reaching outside their community, households in no cell or in two. Areas in m², each
+    finding with a point (``lon``, ``lat``) the map can fly to."""
+    findings: list[dict] = []
+    tolerance = 1.0  # m²: below this, a difference is drawing noise
+    metric_cells = to_metric(cells)
+    crs = metric_cells.crs
+    metric_communities = communities.to_crs(crs) if len(communities) else communities
+    # overlaps: pairs of cells sharing area
+    geoms = np.asarray(metric_cells.geometry.values, dtype=object)
+    left, right = shapely.STRtree(geoms).query(geoms, predicate="overlaps")
+    pairs = left < right
+    left, right = left[pairs], right[pairs]
+    shared = shapely.intersection(geoms[left], geoms[right])
+    big = shapely.area(shared) > tolerance
+    for i, j, piece in zip(left[big], right[big], shared[big], strict=True):
+        findings.append(_finding("overlap", [cells["code"].iloc[i], cells["code"].iloc[j]], piece, crs))
+    # gaps and cells outside their community
+    gaps = outside = 0
+    if len(metric_communities):
+        covered = dissolve(geoms, metric_cells["community_code"].to_numpy(dtype=object),
+                           metric_communities["code"].to_numpy(), coverage=False)
+        covered = np.array([g if g is not None else shapely.Polygon() for g in covered], dtype=object)
+        holes = shapely.difference(np.asarray(metric_communities.geometry.values, dtype=object), covered)
+        for code, hole in zip(metric_communities["code"], holes, strict=True):
+            if shapely.area(hole) > tolerance:
+                gaps += 1
+                findings.append(_finding("gap", [code], hole, crs))
+        area_of = pd.Series(np.asarray(metric_communities.geometry.values, dtype=object),
+                            index=metric_communities["code"].to_numpy())
+        home = area_of.reindex(metric_cells["community_code"].to_numpy()).to_numpy(dtype=object)
+        known = pd.notna(home)
+        beyond = np.full(len(geoms), None, dtype=object)
+        beyond[known] = shapely.difference(geoms[known], home[known])
+        for code, piece in zip(cells["code"], beyond, strict=True):
+            if piece is not None and shapely.area(piece) > tolerance:
+                outside += 1
+                findings.append(_finding("outside_community", [code], piece, crs))
+    # households: each unit's inside point in how many cells
+    lived = units[units["households"] > 0]
+    points = gpd.GeoDataFrame({"unit": lived["code"].to_numpy(),
+                               "households": lived["households"].to_numpy()},
+                              geometry=shapely.point_on_surface(lived.geometry.values), crs=units.crs)
+    hits = gpd.sjoin(points, cells[["code", "geometry"]], predicate="within", how="left")
+    count = hits.groupby("unit")["code"].count()
+    households = points.set_index("unit")["households"]
+    none, two = count[count == 0].index, count[count > 1].index
+    for unit in none[:500]:
+        findings.append(_point_finding("household_in_no_cell", [unit], points, unit))
+    return {"cells": len(cells), "gaps": gaps, "overlaps": int(big.sum()), "outside_community": outside,
+            "households_in_no_cell": int(households.reindex(none).sum()),
+            "households_in_two_cells": int(households.reindex(two).sum()), "findings": findings}
+
+
+def _finding(kind: str, codes: list[str], geometry, crs) -> dict:
+    point = gpd.GeoSeries([shapely.point_on_surface(geometry)], crs=crs).to_crs(4326).iloc[0]
+    return {"kind": kind, "codes": codes, "area_m2": round(float(shapely.area(geometry)), 1),
+            "lon": round(point.x, 7), "lat": round(point.y, 7)}
+
+
+def _point_finding(kind: str, codes: list[str], points: gpd.GeoDataFrame, unit: str) -> dict:
+    point = points.geometry[points["unit"] == unit].iloc[0]
+    return {"kind": kind, "codes": codes, "area_m2": 0.0, "lon": round(point.x, 7), "lat": round(point.y, 7)}
+
+
+def grid_rules(engine: Engine, minimum: int | None = None, maximum: int | None = None,
+               area_m2: float | None = None, seed: int = 0) -> CellRules:
+    """The cell rules the city's settings say (``grid_households``), overridden where given."""
+    with engine.connect() as conn:
+        low, high = get_setting(conn, "grid_households")
+    return CellRules(int(minimum or low), int(maximum or high), area_m2, seed)
+
+
+def generate_grid(engine: Engine, rules: CellRules, *, community: str | None = None,
+                  street: str | None = None) -> dict:
+    """Generate and store the cells of one community, one street or the whole district, starting
+    from the stored cells (a cell that still meets the rules keeps its units and code). Returns
+    the cells' figures and the validation of the result."""
+    if rules.minimum > rules.maximum or rules.minimum <= 0:
+        raise Refused(f"household range {rules.minimum}–{rules.maximum} is not 0 < minimum ≤ maximum")
+    scope = {"community": community} if community else {"street": street} if street else {}
+    units, adjacency = units_from_database(engine, street or (community[:9] if community else None))
+    if community:
+        units = units[units["community_code"] == community].reset_index(drop=True)
+    if units.empty:
+        raise NotFound(f"no units in {'community ' + community if community else 'street ' + street}"
+                       if scope else "no units: import or generate units first")
+    graph = UnitGraph.from_units(units, adjacency)
+    communities = sorted({c for c in graph.current if c})
+    stored = read_layer(engine, "grid_cells", **scope)
+    plan = plan_cells(graph, rules, communities=communities, current=cell_of_units(units, stored))
+    polygons = cell_polygons(plan, units)
+    with engine.begin() as conn:
+        replace_cells(conn, communities, polygons[["code", "community_code", "district_code", "geometry"]])
+    report = validate_cells(read_layer(engine, "communities", **scope),
+                            read_layer(engine, "grid_cells", **scope), units)
+    return {"cells": len(plan.cells), "communities": len(communities),
+            "in_range_share": round(plan.in_range_share, 4), "kept": len(plan.kept),
+            "gaps": report["gaps"], "overlaps": report["overlaps"],
+            "outside_community": report["outside_community"],
+            "households_in_no_cell": report["households_in_no_cell"],
+            "rules": {"minimum": rules.minimum, "maximum": rules.maximum, "area_m2": rules.area_m2}}

@@ -1,0 +1,181 @@
+"""Grid cells: generated from whole units on the partition core, tiling their community, within
+the household range, coded west to east and north to south, stable when regenerated; and the
+validation that finds gaps, overlaps and households in no cell."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from geodata.catalog import is_code
+from geodata.importer import read_source
+from geodata.store import read_layer
+from layers.demo import generate, write_demo
+from layers.grid_cells import CellRules, cell_polygons, generate_grid, grid_rules, plan_cells, validate_cells
+from layers.partition import Partition, UnitGraph, is_contiguous, single_parent
+from layers.redistricting import Rules, make_plan
+from tests.webhelpers import csrf_token, make_accounts, sign_in
+from webmap import create_app
+
+
+def check_cells(graph: UnitGraph, units, plan, rules: CellRules) -> None:
+    """Cells nest in their community, are contiguous, tile it exactly, and carry valid codes."""
+    labels = plan.cell_of_unit.reindex(graph.codes).to_numpy(dtype=object)
+    placed = pd.notna(labels)
+    assert (placed == pd.notna(graph.current)).all()  # every unit of a community, and no other
+    partition = Partition(graph, labels)
+    for cell in plan.cells["code"]:
+        assert is_code(cell, 15) and single_parent(partition, cell, graph.current)
+        assert cell.startswith(graph.current[partition.members(cell)[0]])
+        assert is_contiguous(partition, cell), f"{cell} is not contiguous"
+    polygons = cell_polygons(plan, units)
+    assert shapely.coverage_is_valid(polygons.geometry.values)  # no overlaps
+    communities = units[pd.notna(units["community_code"])].dissolve("community_code").geometry
+    cells = polygons.dissolve("community_code").geometry
+    for code, outline in communities.items():
+        assert abs(cells[code].area - outline.area) < 1e-9 * max(outline.area, 1)  # no gaps
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000))
+def test_generated_grids_tile_their_communities_within_the_range(seed):
+    demo = generate(units=600, seed=seed)
+    units = demo.layers["units"]
+    graph = UnitGraph.from_units(units, demo.adjacency)
+    rules = CellRules()
+    plan = plan_cells(graph, rules)
+    check_cells(graph, units, plan, rules)
+    # a community whose households can make cells of 300–500 gets only such cells
+    totals = units.groupby("community_code")["households"].sum()
+    divisible = [c for c, h in totals.items() if Rules(300, 500).parts(int(h)) is not None and h >= 600]
+    fine = plan.cells[plan.cells["community_code"].isin(divisible)]
+    assert fine["in_range"].mean() >= 0.9
+
+
+def test_grid_on_the_providence_blocks(providence_zip):
+    with tempfile.TemporaryDirectory() as tmp:
+        blocks = read_source(providence_zip, workdir=Path(tmp)).to_crs(4326)
+    units = blocks[["GEOID10", "geometry"]].rename(columns={"GEOID10": "code"})
+    units["households"] = np.round(blocks["TOTPOP"] / 2.62).astype(int)
+    units["street_code"] = [f"999000{int(w):03d}" for w in blocks["WARD"]]
+    plan = make_plan(UnitGraph.from_units(units), Rules())
+    units["community_code"] = plan.assignment.reindex(units["code"]).to_numpy()
+    graph = UnitGraph.from_units(units)
+    cells = plan_cells(graph, CellRules())
+    check_cells(graph, units, cells, CellRules())
+    assert cells.in_range_share >= 0.9
+    assert cells.cells.groupby("community_code")["households"].sum().sum() == units["households"].sum()
+
+
+def test_cells_are_numbered_west_to_east_then_north_to_south(small_demo):
+    units = small_demo.layers["units"]
+    graph = UnitGraph.from_units(units, small_demo.adjacency)
+    plan = plan_cells(graph, CellRules(100, 200))
+    polygons = cell_polygons(plan, units).to_crs(3857)
+    community = polygons["community_code"].value_counts().index[0]  # the one with most cells
+    mine = polygons[polygons["community_code"] == community].sort_values("code")
+    assert [c[-3:] for c in mine["code"]] == [f"{i:03d}" for i in range(1, len(mine) + 1)]
+    points = mine.geometry.centroid
+    first, last = points.iloc[0], points.iloc[-1]
+    assert first.y > last.y  # the first row is the northernmost
+    assert mine["code"].iloc[0] == mine.loc[points.y.sort_values(ascending=False).index[:3], "code"].min()
+
+
+def test_validation_finds_gaps_overlaps_and_households_in_no_cell(small_demo):
+    units = small_demo.layers["units"]
+    communities = small_demo.layers["communities"]
+    graph = UnitGraph.from_units(units, small_demo.adjacency)
+    cells = cell_polygons(plan_cells(graph, CellRules()), units)
+    clean = validate_cells(communities, cells, units)
+    blind = units[units["community_code"].isna()]["households"].sum()
+    assert clean["overlaps"] == 0 and clean["outside_community"] == 0
+    assert clean["households_in_no_cell"] == blind  # only the blind spots
+    # take one cell out (a gap, its households in no cell) and repeat another, shifted (an overlap)
+    gone = cells.iloc[0]
+    shifted = cells.iloc[[5]].copy()
+    shifted["code"] = shifted["code"].str[:-3] + "999"
+    shifted["geometry"] = shifted.geometry.translate(0.0003, 0)
+    broken = pd.concat([cells.iloc[1:], shifted], ignore_index=True)
+    found = validate_cells(communities, broken, units)
+    assert found["gaps"] >= 1 and found["overlaps"] >= 1
+    assert found["households_in_no_cell"] >= blind + 0.9 * gone["households"]
+    kinds = {f["kind"] for f in found["findings"]}
+    assert {"gap", "overlap", "household_in_no_cell"} <= kinds
+    assert all(-180 <= f["lon"] <= 180 and -90 <= f["lat"] <= 90 for f in found["findings"])
+
+
+def test_stored_grid_regenerates_keeping_codes(engine, small_demo):
+    write_demo(engine, small_demo)
+    first = generate_grid(engine, grid_rules(engine))
+    assert first["gaps"] == 0 and first["overlaps"] == 0 and first["outside_community"] == 0
+    stored = read_layer(engine, "grid_cells")
+    assert len(stored) == first["cells"] and stored["code"].map(lambda c: is_code(c, 15)).all()
+    assert (stored["code"].str[:12] == stored["community_code"]).all()
+    again = generate_grid(engine, grid_rules(engine))
+    assert again["kept"] == again["cells"] == first["cells"]
+    assert set(read_layer(engine, "grid_cells")["code"]) == set(stored["code"])
+    # one community with another range: only its cells change
+    community = stored["community_code"].value_counts().index[0]
+    others = stored[stored["community_code"] != community].set_index("code").geometry
+    generate_grid(engine, grid_rules(engine, 150, 250), community=community)
+    after = read_layer(engine, "grid_cells")
+    kept = after[after["community_code"] != community].set_index("code").geometry
+    assert set(kept.index) == set(others.index)
+    smaller = after[after["community_code"] == community]["code"].nunique()
+    assert smaller > (stored["community_code"] == community).sum()
+
+
+def test_grid_command_and_api(db_url, engine, small_demo, tmp_path):
+    write_demo(engine, small_demo)
+    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
+    make_accounts(app, small_demo)
+    runner = app.test_cli_runner()
+    street = small_demo.layers["streets"]["code"].iloc[0]
+    result = runner.invoke(args=["grid", "--street", street, "--min", "300", "--max", "500"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    assert {"cells", "in_range_share", "gaps", "overlaps", "households_in_no_cell"} <= set(answer)
+    assert answer["gaps"] == 0 and answer["overlaps"] == 0
+    bad = runner.invoke(args=["grid", "--street", "12"])
+    assert bad.exit_code != 0 and "9-digit" in bad.output
+    bad = runner.invoke(args=["grid", "--min", "600", "--max", "500"])
+    assert bad.exit_code != 0 and "minimum" in bad.output
+
+    planner = app.test_client()
+    sign_in(planner, "planner")
+    headers = {"X-CSRFToken": csrf_token(planner.get("/plans").get_data(as_text=True))}
+    community = small_demo.layers["communities"]["code"].iloc[0]
+    made = planner.post("/api/grid", json={"community": community}, headers=headers)
+    assert made.status_code == 200 and made.json["communities"] == 1
+    assert planner.post("/api/grid", json={"community": "420103999999"}, headers=headers).status_code == 404
+    assert planner.post("/api/grid", json={"minimum": "many"}, headers=headers).status_code == 400
+    assert planner.post("/api/grid", json={"community": community}).status_code == 400  # no CSRF token
+    problems = planner.get(f"/api/grid/problems?street={street}")
+    assert problems.status_code == 200 and problems.json["gaps"] == 0
+    viewer = app.test_client()
+    sign_in(viewer, "viewer")
+    headers = {"X-CSRFToken": csrf_token(viewer.get("/plans").get_data(as_text=True))}
+    assert viewer.post("/api/grid", json={"community": community}, headers=headers).status_code == 403
+
+
+def test_area_grids_aim_at_the_target_area(small_demo):
+    units = small_demo.layers["units"]
+    graph = UnitGraph.from_units(units, small_demo.adjacency)
+    plan = plan_cells(graph, CellRules(area_m2=60_000))
+    check_cells(graph, units, plan, CellRules(area_m2=60_000))
+    assert plan.in_range_share >= 0.8
+    assert 30_000 <= plan.cells["area_m2"].median() <= 90_000
+
+
+@pytest.mark.parametrize("minimum,maximum", [(0, 500), (600, 500)])
+def test_impossible_ranges_are_refused(engine, small_demo, minimum, maximum):
+    with pytest.raises(ValueError):
+        generate_grid(engine, CellRules(minimum, maximum))

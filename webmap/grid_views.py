@@ -1,0 +1,86 @@
+"""Grid cells in the web app and on the command line: generate the cells of a community, a
+street or the district, and validate them (gaps, overlaps, cells outside their community,
+households in no cell). Views parse the request and call :mod:`layers.grid_cells`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from flask import Blueprint, jsonify, request
+
+from geodata.errors import GridplanError, Refused
+from geodata.store import read_layer
+from layers.grid_cells import generate_grid, grid_rules, validate_cells
+from webmap.auth import bearer_request, current_account, require
+from webmap.extensions import csrf, engine
+
+bp = Blueprint("grid", __name__, cli_group=None)
+csrf.exempt(bp)  # checked below, except for bearer-token requests
+
+
+@bp.before_request
+def _check_csrf():
+    if request.method not in ("GET", "HEAD", "OPTIONS") and not bearer_request():
+        csrf.protect()
+
+
+def _scope(values) -> dict:
+    community, street = values.get("community") or None, values.get("street") or None
+    if community and street:
+        raise Refused("give a community or a street, not both")
+    if community and not (str(community).isdigit() and len(str(community)) == 12):
+        raise Refused(f"community {community!r} is not a 12-digit code")
+    if street and not (str(street).isdigit() and len(str(street)) == 9):
+        raise Refused(f"street {street!r} is not a 9-digit code")
+    return {"community": community, "street": street}
+
+
+def _whole(values: dict, key: str) -> int | None:
+    value = values.get(key)
+    if value in (None, ""):
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise Refused(f"{key} must be a whole number above 0")
+    return value
+
+
+@bp.post("/api/grid")
+@require("admin", "planner", api=True)
+def api_generate():
+    """Generate and store the cells of a community, a street or the district."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise Refused("send a JSON object")
+    rules = grid_rules(engine(), _whole(data, "minimum"), _whole(data, "maximum"), _whole(data, "area_m2"))
+    answer = generate_grid(engine(), rules, **_scope(data))
+    return jsonify(answer | {"by": current_account().name})
+
+
+@bp.get("/api/grid/problems")
+@require("admin", "planner", "viewer", api=True)
+def api_problems():
+    """The validation of the stored cells of a community, a street or the district."""
+    scope = {k: v for k, v in _scope(request.args).items() if v}
+    return jsonify(validate_cells(read_layer(engine(), "communities", **scope),
+                                  read_layer(engine(), "grid_cells", **scope),
+                                  read_layer(engine(), "units", **scope)))
+
+
+@bp.cli.command("grid")
+@click.option("--community", help="only this community (12-digit code)")
+@click.option("--street", help="only this street (9-digit code)")
+@click.option("--min", "minimum", type=int, help="households per cell, at least (default: settings)")
+@click.option("--max", "maximum", type=int, help="households per cell, at most (default: settings)")
+@click.option("--area", "area_m2", type=float, help="aim at cells of this area (m²) instead")
+def grid_command(community, street, minimum, maximum, area_m2) -> None:
+    """Generate and store grid cells (网格); print one JSON object of what was made."""
+    try:
+        scope = _scope({"community": community, "street": street})
+        for name, value in (("--min", minimum), ("--max", maximum), ("--area", area_m2)):
+            if value is not None and value <= 0:
+                raise Refused(f"{name} must be above 0")
+        answer = generate_grid(engine(), grid_rules(engine(), minimum, maximum, area_m2), **scope)
+    except GridplanError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(answer, ensure_ascii=False))
