@@ -111,7 +111,11 @@ def _check(old, new, where: str, problems: list[str], fixed_keys=None):
             problems.append(f"{where}: expected a number, got {_describe(new)}")
             return new
         new = _check_number(new, where, problems)
-        if isinstance(old, int) and isinstance(new, float):
+        if isinstance(old, float):
+            return float(new)  # 8 typed where 8.0 was stays a float: a later 8.5 is still welcome
+        if isinstance(new, float) and new.is_integer():
+            new = int(new)
+        if isinstance(new, float):
             problems.append(f"{where}: expected a whole number, got {new}")
         if old >= 0 and new < 0:
             problems.append(f"{where}: cannot be negative ({new})")
@@ -193,8 +197,7 @@ def _bound_pairs(keys) -> list[tuple[str, str]]:
 def _check_number(v, where: str, problems: list[str]):
     if not math.isfinite(v):
         problems.append(f"{where}: {v} is not a number")
-        return v
-    return int(v) if isinstance(v, float) and v.is_integer() and abs(v) < 2**53 else v
+    return v
 
 
 def _is_date(text: str) -> bool:
@@ -208,6 +211,15 @@ def _is_date(text: str) -> bool:
 def _describe(v) -> str:
     return {dict: "a table", list: "a list", str: "text", bool: "yes/no"}.get(type(v), repr(v)) \
         if not _is_number(v) else f"the number {v}"
+
+
+def _difference(before, after) -> dict:
+    """What changed, for the audit log: the changed entries of a table or record, else both."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        keys = [k for k in {**before, **after} if before.get(k) != after.get(k)]
+        return {"before": {k: before[k] for k in keys if k in before},
+                "after": {k: after[k] for k in keys if k in after}}
+    return {"before": before, "after": after}
 
 
 def check_value(key: str, old, new):
@@ -248,7 +260,7 @@ def save_setting(engine: Engine, key: str, value, *, actor: str, source: str | N
         if value == row.value and "source" not in changes:
             return {"key": key, "value": row.value, "description": row.description, "source": row.source}
         conn.execute(update(table).where(table.c.key == key).values(**changes))
-        detail = {"key": key, "before": row.value, "after": value}
+        detail = {"key": key, **_difference(row.value, value)}
         if "source" in changes:
             detail["source"] = changes["source"]
         record(conn, actor, "setting:update", layer="settings", object_code=key, detail=detail)

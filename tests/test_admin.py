@@ -1,0 +1,444 @@
+"""Administration: users, API tokens, settings and standards, the audit log, the base map —
+through Flask's test client on both databases, and the user and token pages in Chromium."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+from datetime import date, timedelta
+
+import pytest
+
+from geodata.audit import AuditFilter, search
+from geodata.settings import get_value
+from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
+from webmap import create_app
+
+
+def strict(response) -> dict:
+    """The body parsed as strict JSON: NaN or Infinity would fail the test."""
+
+    def refuse(name):
+        raise AssertionError(f"{name} in a JSON answer")
+
+    return json.loads(response.get_data(as_text=True), parse_constant=refuse)
+
+
+@pytest.fixture
+def site(db_url, engine, small_demo):
+    app = create_app({"DATABASE_URL": db_url, "TESTING": True})
+    secrets = make_accounts(app, small_demo)
+    return app, secrets
+
+
+def client_as(app, role: str, password: str = PASSWORD):
+    client = app.test_client()
+    assert sign_in(client, role, password).status_code == 302
+    page = client.get("/admin/users" if role == "admin" else "/login")
+    return client, {"X-CSRFToken": csrf_token(page.get_data(as_text=True))}
+
+
+PAGES = ["/admin/users", "/admin/tokens", "/admin/settings", "/admin/audit", "/admin/audit.csv"]
+APIS = ["/api/admin/users", "/api/admin/tokens", "/api/admin/settings", "/api/admin/audit"]
+
+
+def test_only_administrators_see_the_admin_pages(site):
+    app, secrets = site
+    admin, _ = client_as(app, "admin")
+    for path in PAGES + APIS:
+        assert admin.get(path).status_code == 200, path
+    assert "管理 administration" in admin.get("/layers").get_data(as_text=True)
+    for role in ("planner", "viewer", "supervisor"):
+        client, headers = client_as(app, role)
+        for path in PAGES:
+            assert client.get(path).status_code == 403, (role, path)
+        for path in APIS:
+            answer = client.get(path)
+            assert answer.status_code == 403 and strict(answer)["status"] == 403, (role, path)
+        assert client.post("/api/admin/users", headers=headers, json={}).status_code == 403
+        assert "管理 administration" not in client.get("/login").get_data(as_text=True)
+    assert app.test_client().get("/admin/users").status_code == 302  # nobody: sign in first
+    assert app.test_client().get("/api/admin/users").status_code == 401
+    # an API token, even an administrator's, never administers
+    with app.app_context():
+        from webmap.auth import add_token
+
+        token = add_token("robot", "admin")
+    answer = app.test_client().get("/api/admin/users", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 403 and "signed-in administrator" in strict(answer)["detail"]
+
+
+def test_create_users_and_refuse_bad_input(site, engine):
+    app, _ = site
+    admin, headers = client_as(app, "admin")
+    made = admin.post("/api/admin/users", headers=headers, json={
+        "name": "王芳", "role": "supervisor", "scope_code": "420103001001", "password": "long enough"})
+    assert made.status_code == 201 and strict(made)["scope_code"] == "420103001001"
+    assert "password_hash" not in made.get_data(as_text=True)
+    client = app.test_client()
+    assert sign_in(client, "王芳", "long enough").status_code == 302
+    for body, status, message in [
+        ({"name": "王芳", "role": "viewer", "password": "long enough"}, 409, "exists already"),
+        ({"name": "li", "role": "king", "password": "long enough"}, 400, "unknown role 'king'"),
+        ({"name": "li", "role": "supervisor", "password": "long enough"}, 400, "a supervisor needs a scope"),
+        ({"name": "li", "role": "viewer", "scope_code": "12", "password": "long enough"}, 400,
+         "is not a 6/9/12/15"),
+        ({"name": "li", "role": "viewer", "password": "short"}, 400, "at least 8 characters"),
+        ({"name": "li", "role": "viewer"}, 400, "set a first password"),
+        ({"name": "l\u0007i", "role": "viewer", "password": "long enough"}, 400, "control characters"),
+        ({"name": "l" * 51, "role": "viewer", "password": "long enough"}, 400, "at most 50"),
+        ({"name": "", "role": "viewer", "password": "long enough"}, 400, "is required"),
+        ({"name": ["li"], "role": "viewer", "password": "long enough"}, 400, "name is text"),
+    ]:
+        answer = admin.post("/api/admin/users", headers=headers, json=body)
+        assert answer.status_code == status and message in strict(answer)["detail"], body
+    assert admin.post("/api/admin/users", headers=headers, data="[1,", content_type="application/json"
+                      ).status_code == 400
+    assert admin.post("/api/admin/users", json={"name": "x"}).status_code == 400  # no CSRF token
+    names = [u["name"] for u in strict(admin.get("/api/admin/users"))["users"]]
+    assert names.count("王芳") == 1 and "li" not in names
+    rows, _ = search(engine, AuditFilter(action="user:create", actor="admin"))
+    assert [r["detail"]["name"] for r in rows] == ["王芳"]
+
+
+def test_disable_change_role_and_scope(site, engine):
+    app, _ = site
+    admin, headers = client_as(app, "admin")
+    users = {u["name"]: u for u in strict(admin.get("/api/admin/users"))["users"]}
+    planner, _ = client_as(app, "planner")
+    assert planner.get("/map").status_code == 200
+
+    planner_url = f"/api/admin/users/{users['planner']['id']}"
+    answer = admin.patch(planner_url, headers=headers, json={"disabled": True})
+    assert answer.status_code == 200 and strict(answer)["disabled"] is True
+    assert planner.get("/map").status_code == 302  # the open session stops at once
+    refused = sign_in(app.test_client(), "planner")
+    assert refused.status_code == 403 and "disabled" in refused.get_data(as_text=True)
+    assert admin.patch(f"/api/admin/users/{users['planner']['id']}", headers=headers,
+                       json={"disabled": False}).status_code == 200
+    planner, _ = client_as(app, "planner")
+
+    answer = admin.patch(planner_url, headers=headers, json={"role": "viewer"})
+    assert strict(answer)["role"] == "viewer"
+    assert planner.get("/layers").status_code == 200 and 'id="import-panel"' not in planner.get(
+        "/layers").get_data(as_text=True)  # a viewer now, on the next request
+    answer = admin.patch(f"/api/admin/users/{users['supervisor']['id']}", headers=headers,
+                         json={"scope_code": ""})
+    assert answer.status_code == 400 and "needs a scope" in strict(answer)["detail"]
+    answer = admin.patch(f"/api/admin/users/{users['supervisor']['id']}", headers=headers,
+                         json={"scope_code": users["supervisor"]["scope_code"][:9]})
+    assert strict(answer)["scope_code"] == users["supervisor"]["scope_code"][:9]
+    answer = admin.patch(f"/api/admin/users/{users['viewer']['id']}", headers=headers,
+                         json={"password": "a new password"})
+    assert answer.status_code == 200
+    assert sign_in(app.test_client(), "viewer", "a new password").status_code == 302
+
+    # nobody locks the door behind them
+    me = users["admin"]["id"]
+    for body in ({"disabled": True}, {"role": "planner"}):
+        answer = admin.patch(f"/api/admin/users/{me}", headers=headers, json=body)
+        assert answer.status_code == 400 and "your own account" in strict(answer)["detail"]
+    assert admin.patch("/api/admin/users/9999", headers=headers, json={"role": "viewer"}).status_code == 404
+    assert admin.patch(f"/api/admin/users/{me}", headers=headers, json={"disabled": "yes"}).status_code == 400
+
+    actions = [r["action"] for r in search(engine, AuditFilter(layer="users", actor="admin"))[0]]
+    assert actions.count("user:disable") == 1 and actions.count("user:enable") == 1
+    assert actions.count("user:update") == 3
+
+
+def test_the_last_enabled_administrator_stays(engine, db_url, small_demo):
+    from geodata.accounts import create_user, update_user
+    from geodata.errors import Refused
+
+    boss = create_user(engine, "boss", "admin", "x", actor="cli")
+    deputy = create_user(engine, "deputy", "admin", "x", actor="cli")
+    update_user(engine, actor="boss", user_id=deputy["id"], disabled=True)
+    with pytest.raises(Refused, match="at least one enabled administrator"):
+        update_user(engine, actor="deputy", user_id=boss["id"], role="planner")
+    assert update_user(engine, actor="boss", user_id=deputy["id"], disabled=False)["disabled"] is False
+    assert update_user(engine, actor="deputy", user_id=boss["id"], role="planner")["role"] == "planner"
+
+
+def test_tokens_shown_once_changed_and_revoked(site, engine):
+    app, secrets = site
+    admin, headers = client_as(app, "admin")
+    made = admin.post("/api/admin/tokens", headers=headers, json={"name": "民政局", "role": "viewer"})
+    assert made.status_code == 201 and made.headers["Cache-Control"] == "no-store"
+    token = strict(made)["token"]
+    listed = admin.get("/api/admin/tokens").get_data(as_text=True)
+    assert token not in listed and "token_sha256" not in listed  # shown once, never again
+    auth = {"Authorization": f"Bearer {token}"}
+    api = app.test_client()
+    assert api.get("/api/collections", headers=auth).status_code == 200
+    again = admin.post("/api/admin/tokens", headers=headers, json={"name": "民政局", "role": "viewer"})
+    assert again.status_code == 409 and "exists already" in strict(again)["detail"]
+
+    token_id = strict(made)["id"]
+    scope = secrets["scope"]
+    changed = admin.patch(f"/api/admin/tokens/{token_id}", headers=headers,
+                          json={"role": "supervisor", "scope_code": scope})
+    assert strict(changed)["role"] == "supervisor"
+    cells = strict(api.get("/api/collections/grid_cells/items", headers=auth))
+    assert all(f["id"].startswith(scope) for f in cells["features"])
+
+    revoked = admin.post(f"/api/admin/tokens/{token_id}/revoke", headers=headers)
+    assert revoked.status_code == 200 and strict(revoked)["revoked_at"]
+    assert api.get("/api/collections", headers=auth).status_code == 401  # at once
+    assert admin.post(f"/api/admin/tokens/{token_id}/revoke", headers=headers).status_code == 400
+    assert admin.patch(f"/api/admin/tokens/{token_id}", headers=headers,
+                       json={"role": "viewer"}).status_code == 400
+    assert admin.post("/api/admin/tokens/9999/revoke", headers=headers).status_code == 404
+    bad = admin.post("/api/admin/tokens", headers=headers, json={"name": "x", "role": "supervisor"})
+    assert bad.status_code == 400 and "needs a scope" in strict(bad)["detail"]
+    actions = [r["action"] for r in search(engine, AuditFilter(layer="api_tokens", actor="admin"))[0]]
+    assert actions == ["token:revoke", "token:update", "token:create"]
+
+
+def test_settings_keep_their_shape(site, engine):
+    app, _ = site
+    admin, headers = client_as(app, "admin")
+    listed = strict(admin.get("/api/admin/settings"))
+    keys = {s["key"] for s in listed["settings"]}
+    assert {"households_min", "households_max", "facility_reach_m", "incident_categories", "basemap"} <= keys
+    assert all(s["source"] for s in listed["settings"])
+
+    def put(key, value, **extra):
+        return admin.put(f"/api/admin/settings/{key}", headers=headers, json={"value": value, **extra})
+
+    ok = put("households_max", 3500, source="本市民政局 2026 年 12 号文")
+    assert ok.status_code == 200 and strict(ok)["source"].startswith("本市")
+    from layers.communities import bounds
+
+    assert bounds(engine).maximum == 3500  # the map and the planner use it at once
+    for key, value, message in [
+        ("households_max", "lots", "expected a number"),
+        ("households_max", 2500.5, "expected a whole number"),
+        ("households_max", -1, "cannot be negative"),
+        ("households_max", None, "a value is required"),
+        ("households_min", 4000, "would be above the maximum"),
+        ("grid_households", [600, 500], "the minimum 600 is above the maximum 500"),
+        ("grid_households", [300], "expected two numbers"),
+        ("facility_reach_m", {"kindergarten": 300}, "standard entries cannot be removed"),
+        ("rate_targets", {"closed": "high", "closed_on_time": 0.7}, "rate_targets.closed: expected a number"),
+        ("basemap", "google", "is not one of none, osm"),
+        ("basemap", 3, "expected text"),
+    ]:
+        answer = put(key, value)
+        assert answer.status_code == 400 and message in strict(answer)["detail"], (key, value)
+    assert put("nonexistent", 1).status_code == 404
+    nan = admin.put("/api/admin/settings/households_max", headers=headers, data='{"value": NaN}',
+                    content_type="application/json")
+    assert nan.status_code == 400 and "NaN" in strict(nan)["detail"]
+    assert get_value(engine, "households_max") == 3500
+
+    categories = get_value(engine, "incident_categories")
+    added = {**categories, "E06-01": {"kind": "event", "name": "噪音扰民 (noise)", "limit_hours": 8}}
+    assert put("incident_categories", added).status_code == 200
+    missing_field = {**categories, "E06-02": {"kind": "event", "name": "x"}}
+    answer = put("incident_categories", missing_field)
+    assert answer.status_code == 400
+    assert "incident_categories.E06-02: missing limit_hours" in strict(answer)["detail"]
+    del added["E06-01"]  # an entry the city added may go again
+    assert put("incident_categories", added).status_code == 200
+    rows, _ = search(engine, AuditFilter(action="setting:update"))
+    assert [r["object_code"] for r in rows] == ["incident_categories", "incident_categories",
+                                                "households_max"]
+    assert rows[-1]["detail"]["before"] == 3000 and rows[-1]["detail"]["after"] == 3500
+
+
+def test_the_base_map_is_the_administrators_choice(site, engine, monkeypatch):
+    app, _ = site
+    admin, headers = client_as(app, "admin")
+    assert get_value(engine, "basemap") == "none"  # a fresh install: no tiles that cannot load
+    assert "L.tileLayer" not in admin.get("/map").get_data(as_text=True)
+    assert admin.put("/api/admin/settings/basemap", headers=headers, json={"value": "osm"}).status_code == 200
+    assert "tile.openstreetmap.org" in admin.get("/map").get_data(as_text=True)
+    monkeypatch.setenv("GRIDPLAN_BASEMAP", "gaode")  # the environment still wins when set
+    overridden = create_app({"DATABASE_URL": app.config["DATABASE_URL"], "TESTING": True})
+    client = overridden.test_client()
+    sign_in(client, "admin")
+    assert "autonavi.com" in client.get("/map").get_data(as_text=True)
+    assert "GRIDPLAN_BASEMAP=gaode" in strict(client.get("/api/admin/settings"))["notes"]["basemap"]
+
+
+def test_audit_log_search_and_csv(site, engine):
+    app, _ = site
+    admin, headers = client_as(app, "admin")
+    admin.post("/api/admin/tokens", headers=headers, json={"name": "police2", "role": "viewer"})
+    admin.put("/api/admin/settings/households_min", headers=headers, json={"value": 900})
+    page = admin.get("/admin/audit?actor=adm&action=token").get_data(as_text=True)
+    assert "police2" in page and "households_min" not in page
+    assert "households_min" in admin.get("/admin/audit?layer=settings").get_data(as_text=True)
+    today = date.today()
+    assert "police2" in admin.get(f"/admin/audit?since={today}&until={today}").get_data(as_text=True)
+    tomorrow = today + timedelta(days=1)
+    assert "police2" not in admin.get(f"/admin/audit?since={tomorrow}").get_data(as_text=True)
+    bad = admin.get("/admin/audit?since=yesterday")
+    assert bad.status_code == 400 and "is not a date" in bad.get_data(as_text=True)
+    assert admin.get(f"/admin/audit?since={tomorrow}&until={today}").status_code == 400
+
+    answer = admin.get("/api/admin/audit?action=token&limit=5")
+    body = strict(answer)
+    assert body["total"] >= 3 and all(r["action"].startswith("token") for r in body["rows"])
+    assert admin.get("/api/admin/audit?since=2026-13-01").status_code == 400
+
+    exported = admin.get("/admin/audit.csv?actor=admin")
+    assert exported.status_code == 200 and exported.data.startswith(b"\xef\xbb\xbf")
+    assert "attachment" in exported.headers["Content-Disposition"]
+    rows = list(csv.reader(io.StringIO(exported.data.decode("utf-8-sig"))))
+    assert rows[0] == ["at", "actor", "action", "layer", "object_code", "detail"]
+    assert {r[2] for r in rows[1:]} == {"token:create", "setting:update"}
+    assert json.loads(next(r for r in rows[1:] if r[2] == "setting:update")[5])["after"] == 900
+
+
+# --- in Chromium ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, spatialite_template, small_demo, chromium_path):
+    import shutil
+
+    from werkzeug.serving import make_server
+
+    folder = tmp_path_factory.mktemp("admin_pages")
+    shutil.copy(spatialite_template, folder / "gridplan.sqlite")
+    app = create_app({"DATABASE_URL": f"sqlite:///{folder / 'gridplan.sqlite'}", "TESTING": True})
+    secrets = make_accounts(app, small_demo)
+    srv = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield {"base": f"http://127.0.0.1:{srv.server_port}", "folder": folder, **secrets}
+    srv.shutdown()
+
+
+@pytest.fixture
+def page(served, chromium_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.errors = []
+        page.on("pageerror", lambda e: page.errors.append(str(e)))
+        page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+        yield page
+        browser.close()
+
+
+def browser_sign_in(page, base: str, name: str, password: str = PASSWORD) -> None:
+    page.goto(f"{base}/login")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", password)
+    page.click("form.login button[type=submit]")
+    page.wait_for_url(lambda url: "/login" not in url)
+
+
+def test_users_page_in_chromium(page, served):
+    browser_sign_in(page, served["base"], "admin")
+    page.click("text=管理 administration")
+    page.wait_for_selector("#admin[data-ready]")
+    assert page.locator("#users tbody tr").count() == 4
+    # a new account; then the same name again is refused next to the form
+    page.fill("#new-user input[name=name]", "<b>赵</b>")
+    page.select_option("#new-user select[name=role]", "viewer")
+    page.fill("#new-user input[name=password]", "long enough")
+    page.click("#new-user button[type=submit]")
+    page.wait_for_selector('#users tr[data-user="<b>赵</b>"]')
+    assert page.locator("#users b").count() == 0  # names are text, never HTML
+    page.fill("#new-user input[name=name]", "<b>赵</b>")
+    page.fill("#new-user input[name=password]", "long enough")
+    page.click("#new-user button[type=submit]")
+    page.wait_for_function("document.querySelector('#new-user-message').classList.contains('bad')")
+    assert "exists already" in page.inner_text("#new-user-message")
+    # disable the planner; the row says so
+    row = '#users tr[data-user="planner"]'
+    page.click(f"{row} button.toggle")
+    page.wait_for_selector(f"{row}.disabled")
+    assert "disabled" in page.inner_text(f"{row} td.state")
+    # a supervisor without a scope is refused in the row
+    page.fill('#users tr[data-user="supervisor"] input[aria-label$="scope"]', "")
+    page.click('#users tr[data-user="supervisor"] button.save')
+    page.wait_for_function(
+        "document.querySelector('#users tr[data-user=\"supervisor\"] td.message').classList.contains('bad')")
+    assert "needs a scope" in page.inner_text('#users tr[data-user="supervisor"] td.message')
+    assert page.is_disabled('#users tr[data-user="admin"] button.toggle')  # not one's own account
+    page.screenshot(path=str(served["folder"] / "admin-users.png"), full_page=True)
+    assert [e for e in page.errors if "409" not in e and "400" not in e] == []
+
+    other = page.context.browser.new_page()
+    other.goto(f"{served['base']}/login")
+    other.fill("input[name=name]", "planner")
+    other.fill("input[name=password]", PASSWORD)
+    other.click("form.login button[type=submit]")
+    assert "disabled" in other.inner_text("p.flash")
+
+
+def test_tokens_page_in_chromium(page, served):
+    import urllib.request
+
+    browser_sign_in(page, served["base"], "admin")
+    page.goto(f"{served['base']}/admin/tokens")
+    page.wait_for_selector("#admin[data-ready]")
+    page.fill("#new-token input[name=name]", "公安分局")
+    page.click("#new-token button[type=submit]")
+    page.wait_for_selector("#token-once:not([hidden])")
+    token = page.inner_text("#token-once-value")
+    assert len(token) > 30
+
+    def api(tok):
+        request = urllib.request.Request(f"{served['base']}/api/collections",
+                                         headers={"Authorization": f"Bearer {tok}"})
+        try:
+            return urllib.request.urlopen(request).status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert api(token) == 200
+    page.screenshot(path=str(served["folder"] / "admin-tokens.png"), full_page=True)
+    page.reload()
+    page.wait_for_selector("#admin[data-ready]")
+    assert token not in page.content()  # shown once
+    row = '#tokens tr[data-token="公安分局"]'
+    page.click(f"{row} button.revoke")
+    assert "click again" in page.inner_text(f"{row} td.message")
+    page.click(f"{row} button.revoke")
+    page.wait_for_selector(f"{row}.revoked")
+    assert api(token) == 401
+    assert page.errors == []
+
+
+def test_settings_page_in_chromium(page, served):
+    browser_sign_in(page, served["base"], "admin")
+    page.goto(f"{served['base']}/admin/settings")
+    page.wait_for_selector("#admin[data-ready]")
+    card = '#settings section[data-key="households_max"]'
+    page.fill(f"{card} input[type=number]", "2800")
+    page.fill(f"{card} input.source", "本市 2026 年规定")
+    page.click(f"{card} button")
+    page.wait_for_function(f"document.querySelector('{card} .message').classList.contains('ok')")
+    assert page.input_value(f"{card} input.source") == "本市 2026 年规定"
+    pair = '#settings section[data-key="grid_households"]'
+    page.fill(f"{pair} input[aria-label$='min']", "900")
+    page.click(f"{pair} button")
+    assert "minimum is above the maximum" in page.inner_text(f"{pair} .message")
+    base = '#settings section[data-key="basemap"]'
+    assert page.locator("#settings section").first.get_attribute("data-key") == "basemap"
+    page.select_option(f"{base} select", "osm")
+    page.click(f"{base} button")
+    page.wait_for_function(f"document.querySelector('{base} .message').classList.contains('ok')")
+    table = '#settings section[data-key="incident_categories"]'
+    assert page.is_disabled(f"{table} tr:nth-child(2) button")  # standard entries stay
+    page.click(f"{table} button.add")
+    page.fill(f"{table} tr:last-child input[placeholder]", "E06-01")
+    page.fill(f"{table} tr:last-child input[aria-label$='kind']", "event")
+    page.fill(f"{table} tr:last-child input[aria-label$='name']", "噪音扰民 noise")
+    page.fill(f"{table} tr:last-child input[aria-label$='limit_hours']", "8")
+    page.click(f"{table} > button")
+    page.wait_for_function(f"document.querySelector('{table} .message').classList.contains('ok')")
+    assert "E06-01" in page.inner_text(table)
+    page.screenshot(path=str(served["folder"] / "admin-settings.png"), full_page=True)
+    page.goto(f"{served['base']}/admin/audit?layer=settings")
+    assert page.locator("#audit tbody tr").count() == 3
+    page.screenshot(path=str(served["folder"] / "admin-audit.png"), full_page=True)
+    assert [e for e in page.errors if "400" not in e] == []
