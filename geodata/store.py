@@ -137,7 +137,11 @@ def _rows(engine: Engine | Connection, layer: str, *, limit: int | None = None, 
         stmt = _filtered(conn, spec, _select(spec, conn), **filters)
         stmt = stmt.order_by(spec.table.c.id).offset(offset or None).limit(limit)
         result = conn.execute(stmt)
-        return list(result.keys()), result.fetchall()
+        if any(f.dtype in ("date", "datetime", "bool") for f in spec.fields):
+            return list(result.keys()), result.fetchall()
+        # no value needs converting: take the driver's rows as they are (a city's units are
+        # 200,000 rows, and SQLAlchemy's Row objects would cost more than the query)
+        return list(result.keys()), result.cursor.fetchall()
 
 
 def read_records(engine: Engine | Connection, layer: str, **query) -> tuple[list[dict], np.ndarray]:
@@ -260,7 +264,11 @@ def read_adjacency(engine: Engine, prefix: str | None = None) -> pd.DataFrame:
     if prefix:
         stmt = stmt.where(table.c.unit_a.like(f"{prefix}%") | table.c.unit_b.like(f"{prefix}%"))
     with engine.connect() as conn:
-        return pd.DataFrame(conn.execute(stmt).all(), columns=["unit_a", "unit_b", "shared_m"])
+        # straight from the driver's cursor: a city's 600,000 pairs need no Row objects
+        rows = conn.execute(stmt).cursor.fetchall()
+    a, b, shared = zip(*rows, strict=True) if rows else ((), (), ())
+    return pd.DataFrame({"unit_a": np.array(a, dtype=object), "unit_b": np.array(b, dtype=object),
+                         "shared_m": np.array(shared, dtype=float)})
 
 
 def community_codes_ever(engine: Engine) -> set[str]:

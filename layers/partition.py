@@ -70,10 +70,11 @@ class UnitGraph:
             pairs = rook_pairs(units)
             a, b, shared = pairs["i"], pairs["j"], pairs["shared_m"]
         else:
-            a = pd.Series(adjacency["unit_a"].to_numpy()).map(position)
-            b = pd.Series(adjacency["unit_b"].to_numpy()).map(position)
-            known = (a.notna() & b.notna()).to_numpy()
-            a, b = a[known].to_numpy(dtype=np.int64), b[known].to_numpy(dtype=np.int64)
+            index = pd.Index(codes)
+            a = index.get_indexer(adjacency["unit_a"].astype(str))
+            b = index.get_indexer(adjacency["unit_b"].astype(str))
+            known = (a >= 0) & (b >= 0)
+            a, b = a[known].astype(np.int64), b[known].astype(np.int64)
             shared = adjacency["shared_m"].to_numpy(dtype=float)[known]
         rows = np.concatenate([a, b]).astype(np.int64)
         cols = np.concatenate([b, a]).astype(np.int64)
@@ -82,7 +83,7 @@ class UnitGraph:
         matrix.sort_indices()
         current = units["community_code"].to_numpy(dtype=object) if "community_code" in units else \
             np.full(n, None, dtype=object)
-        current = np.where(pd.Series(current).map(lambda c: isinstance(c, str) and c != ""), current, None)
+        current = np.array([c if isinstance(c, str) and c else None for c in current.tolist()], dtype=object)
         land_use = units["land_use"].fillna("").to_numpy(dtype=object) if "land_use" in units \
             else np.full(n, "", dtype=object)
         population = units["population"] if "population" in units else units["households"]

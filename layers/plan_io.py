@@ -16,6 +16,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyogrio
+import shapely
 from sqlalchemy import Engine
 
 from geodata.catalog import Field, as_text
@@ -83,7 +84,9 @@ def bridge_links(units: gpd.GeoDataFrame, bridges: gpd.GeoDataFrame) -> pd.DataF
     land = units[units.get("land_use", pd.Series("", index=units.index)) != "water"]
     if bridges.empty or land.empty:
         return pd.DataFrame(columns=["unit_a", "unit_b", "shared_m"])
-    land = to_metric(land)
+    # only the units near a bridge need measuring (a city has few bridges and many units)
+    near = shapely.STRtree(land.geometry.values).query(shapely.buffer(bridges.geometry.values, 0.001))[1]
+    land = to_metric(land.iloc[np.unique(near)])
     # a bridge runs along block edges: a few metres either side find the blocks at its ends
     ends = bridges[["code", "geometry"]].rename(columns={"code": "bridge"}).to_crs(land.crs)
     ends["geometry"] = ends.buffer(5.0)

@@ -459,25 +459,22 @@ def current_labels(graph: UnitGraph) -> np.ndarray:
 def assign_codes(labels: np.ndarray, streets: np.ndarray, taken: set[str]) -> tuple[np.ndarray, set[str]]:
     """Real codes for the new labels: the next free numbers of each street (never a code that was
     ever used), provisional ``STREET-NNN`` codes where the street has no 9-digit code."""
-    out = labels.copy()
     provisional: set[str] = set()
-    by_street: dict[str, list[str]] = {}
-    for label, street in zip(labels, streets, strict=True):
-        if isinstance(label, str) and label.startswith(NEW) and label not in by_street.setdefault(street, []):
-            by_street[street].append(label)
+    frame = pd.DataFrame({"label": labels, "street": streets})
+    new = frame[frame["label"].astype(str).str.startswith(NEW)].drop_duplicates("label")
     mapping = {}
-    for street, new in by_street.items():
+    for street, group in new.groupby("street", sort=False):
         official = is_code(street, 9)
         used = [int(c[-3:]) for c in taken if c.startswith(street) and c[-3:].isdigit()]
         number = max(used, default=0)
-        for label in new:
+        for label in group["label"]:
             number += 1
             code = f"{street}{number:03d}" if official else f"{street}-{number:03d}"
             mapping[label] = code
             if not official:
                 provisional.add(code)
-    for i, label in enumerate(out):
-        out[i] = mapping.get(label, label)
+    out = frame["label"].map(mapping).fillna(frame["label"]).to_numpy(dtype=object) if mapping \
+        else np.asarray(labels, dtype=object).copy()
     return out, provisional
 
 
@@ -489,9 +486,12 @@ def make_plan(graph: UnitGraph, rules: Rules = Rules(), *, retired: set[str] | f
     rng = np.random.default_rng(rules.seed)
     labels = current_labels(graph) if start is None else np.asarray(start, dtype=object).copy()
     problems: list[Infeasible] = []
-    todo = sorted(set(graph.street)) if streets is None else list(streets)
+    by_street = pd.Series(np.arange(len(graph))).groupby(graph.street).indices
+    todo = sorted(by_street) if streets is None else list(streets)
     for done, street in enumerate(todo):
-        units = np.flatnonzero(graph.street == street)
+        units = by_street.get(street, np.zeros(0, dtype=np.int64))
+        if not len(units):
+            continue
         street_labels, found = plan_street(graph.subgraph(units), labels[units], rules,
                                            np.random.default_rng(rng.integers(1 << 32)))
         labels[units] = street_labels
