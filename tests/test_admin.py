@@ -442,3 +442,26 @@ def test_settings_page_in_chromium(page, served):
     assert page.locator("#audit tbody tr").count() == 3
     page.screenshot(path=str(served["folder"] / "admin-audit.png"), full_page=True)
     assert [e for e in page.errors if "400" not in e] == []
+
+
+def test_disable_and_revoke_from_the_command_line(site, engine):
+    from geodata.accounts import find_user
+
+    app, secrets = site
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["user", "disable", "planner"])
+    assert result.exit_code == 0 and "disabled" in result.output
+    assert find_user(engine, name="planner").disabled
+    assert sign_in(app.test_client(), "planner").status_code == 403
+    assert runner.invoke(args=["user", "enable", "planner"]).exit_code == 0
+    assert sign_in(app.test_client(), "planner").status_code == 302
+    assert runner.invoke(args=["user", "disable", "nobody"]).exit_code == 1
+    auth = {"Authorization": f"Bearer {secrets['token']}"}
+    assert app.test_client().get("/api/collections", headers=auth).status_code == 200
+    result = runner.invoke(args=["token", "revoke", "police"])
+    assert result.exit_code == 0 and "revoked" in result.output
+    assert app.test_client().get("/api/collections", headers=auth).status_code == 401
+    again = runner.invoke(args=["token", "revoke", "police"])
+    assert again.exit_code == 1 and "revoked already" in again.output
+    actions = [r["action"] for r in search(engine, AuditFilter(actor="cli"))[0]]
+    assert actions[:3] == ["token:revoke", "user:enable", "user:disable"]

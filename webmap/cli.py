@@ -16,8 +16,9 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from geodata.accounts import ROLES, find_user
+from geodata.accounts import ROLES, find_user, revoke_token, update_user
 from geodata.catalog import LAYERS
+from geodata.errors import NotFound
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
 from geodata.importer import MODES, ImportRefused, import_layer
 from geodata.migrate import upgrade
@@ -174,6 +175,41 @@ def token_add(name: str, role: str, scope: str | None) -> None:
         click.echo(add_token(name, role, scope))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _set_disabled(name: str, disabled: bool) -> None:
+    _ready()
+    try:
+        account = update_user(engine(), actor="cli", name=name, disabled=disabled)
+    except (ValueError, NotFound) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"account {account['name']}: {'disabled' if account['disabled'] else 'enabled'}")
+
+
+@user.command("disable")
+@click.argument("name")
+def user_disable(name: str) -> None:
+    """Disable the account NAME: it cannot sign in, and its sessions stop working."""
+    _set_disabled(name, True)
+
+
+@user.command("enable")
+@click.argument("name")
+def user_enable(name: str) -> None:
+    """Enable the account NAME again."""
+    _set_disabled(name, False)
+
+
+@token.command("revoke")
+@click.argument("name")
+def token_revoke(name: str) -> None:
+    """Revoke the API token NAME: it stops working at once."""
+    _ready()
+    try:
+        revoked = revoke_token(engine(), actor="cli", name=name)
+    except (ValueError, NotFound) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"token {revoked['name']} revoked")
 
 
 @click.command("demo-accounts")
