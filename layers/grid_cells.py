@@ -15,6 +15,7 @@ the rules keeps its units and its code; new cells take free numbers in spatial o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import geopandas as gpd
@@ -28,9 +29,9 @@ from geodata.errors import NotFound, Refused
 from geodata.standards import get_setting
 from geodata.store import read_layer, replace_cells
 from geodata.topology import dissolve
-from layers.partition import UnitGraph
+from layers.partition import Partition, UnitGraph, is_contiguous
 from layers.plan_io import units_from_database
-from layers.redistricting import NEW, Rules, plan_street
+from layers.redistricting import NEW, Rules, plan_street, split_in_two
 
 
 @dataclass(frozen=True)
@@ -273,3 +274,88 @@ def generate_grid(engine: Engine, rules: CellRules, *, community: str | None = N
             "outside_community": report["outside_community"],
             "households_in_no_cell": report["households_in_no_cell"],
             "rules": {"minimum": rules.minimum, "maximum": rules.maximum, "area_m2": rules.area_m2}}
+
+
+def _community_cells(engine: Engine, community: str) -> tuple[gpd.GeoDataFrame, UnitGraph, np.ndarray]:
+    """A community's units, their graph, and each unit's stored cell (None where it has none)."""
+    units, adjacency = units_from_database(engine, community[:9])
+    units = units[units["community_code"] == community].reset_index(drop=True)
+    if units.empty:
+        raise NotFound(f"no units in community {community}")
+    graph = UnitGraph.from_units(units, adjacency)
+    cells = cell_of_units(units, read_layer(engine, "grid_cells", community=community))
+    return units, graph, cells.reindex(graph.codes).to_numpy(dtype=object)
+
+
+def edit_cells(engine: Engine, community: str, labels_of: Callable[[UnitGraph, Partition], dict[str, str]],
+               rules: CellRules) -> dict:
+    """Apply a hand edit to the stored cells of ``community``: ``labels_of(graph, partition)``
+    says which units go to which cell (a stored code, or ``new``); the touched cells are dissolved
+    again and stored. Returns every cell's figures with the rules each breaks."""
+    units, graph, labels = _community_cells(engine, community)
+    partition = Partition(graph, labels)
+    moves = labels_of(graph, partition)
+    unknown = [u for u in moves if u not in graph.position]
+    if unknown:
+        raise Refused(f"unit {unknown[0]} is not in community {community}")
+    for target in set(moves.values()):
+        if target == "new":
+            used = {int(c[-3:]) for c in partition.communities if c.startswith(community)}
+            code = f"{community}{min(set(range(1, 1000)) - used):03d}"
+            moves = {u: code if t == "new" else t for u, t in moves.items()}
+        elif target not in partition:
+            raise Refused(f"no cell {target!r} in community {community}")
+    for unit, target in moves.items():
+        partition.move(graph.position[unit], target)
+    engine_rules = rules.engine_rules()
+    names = np.array(partition.communities, dtype=object)
+    frame = pd.DataFrame({"code": names, "community_code": community,
+                          "households": [partition.households[c] for c in names],
+                          "area_m2": [round(partition.area[c], 1) for c in names],
+                          "units": [len(partition.members(c)) for c in names]})
+    weight = frame["area_m2"] if rules.area_m2 else frame["households"]
+    frame["in_range"] = weight.between(engine_rules.minimum, engine_rules.maximum)
+    plan = CellPlan(pd.Series(partition.labels, index=graph.codes, name="grid_code"), frame)
+    polygons = cell_polygons(plan, units)
+    with engine.begin() as conn:
+        replace_cells(conn, [community], polygons[["code", "community_code", "district_code", "geometry"]])
+    contiguous = {c: is_contiguous(partition, c) for c in names}
+    return {"community": community, "moved": len(moves), "cells": [
+        {**row, "contiguous": contiguous[row["code"]],
+         "violations": ([] if row["in_range"] else ["outside the range"])
+         + ([] if contiguous[row["code"]] else ["not contiguous"])}
+        for row in frame.to_dict("records")]}
+
+
+def move_to_cell(engine: Engine, unit_codes: list[str], to: str, rules: CellRules) -> dict:
+    """Move units (of one community) to another of its cells, or to a new one (``to="new"``)."""
+    if not unit_codes:
+        raise Refused("no units to move")
+    communities = set(read_layer(engine, "units", isin={"code": unit_codes})["community_code"])
+    if len(communities) != 1 or None in communities:
+        raise Refused("choose units of one community: cells nest in their community")
+    return edit_cells(engine, communities.pop(), lambda g, p: dict.fromkeys(unit_codes, to), rules)
+
+
+def split_cell(engine: Engine, cell: str, rules: CellRules) -> dict:
+    """Split a cell in two balanced, compact, contiguous parts; the smaller becomes a new cell."""
+    return edit_cells(engine, cell[:12], lambda g, p: dict.fromkeys(_halves(p, cell), "new"), rules)
+
+
+def merge_cells(engine: Engine, keep: str, merge: str, rules: CellRules) -> dict:
+    """Merge cell ``merge`` into ``keep`` (same community; ``keep`` keeps its code)."""
+    if keep[:12] != merge[:12]:
+        raise Refused("cells of two communities cannot be merged")
+    return edit_cells(engine, keep[:12], lambda g, p: _all_of(g, p, merge, keep), rules)
+
+
+def _halves(partition: Partition, cell: str) -> list[str]:
+    if cell not in partition:
+        raise NotFound(f"no cell {cell}")
+    return split_in_two(partition, cell)
+
+
+def _all_of(graph: UnitGraph, partition: Partition, cell: str, to: str) -> dict[str, str]:
+    if cell not in partition or to not in partition:
+        raise NotFound(f"no cell {cell if cell not in partition else to}")
+    return dict.fromkeys(graph.codes[partition.members(cell)].tolist(), to)

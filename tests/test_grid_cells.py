@@ -19,7 +19,17 @@ from geodata.catalog import is_code
 from geodata.importer import read_source
 from geodata.store import read_layer
 from layers.demo import generate, write_demo
-from layers.grid_cells import CellRules, cell_polygons, generate_grid, grid_rules, plan_cells, validate_cells
+from layers.grid_cells import (
+    CellRules,
+    cell_polygons,
+    generate_grid,
+    grid_rules,
+    merge_cells,
+    move_to_cell,
+    plan_cells,
+    split_cell,
+    validate_cells,
+)
 from layers.partition import Partition, UnitGraph, is_contiguous, single_parent
 from layers.redistricting import Rules, make_plan
 from tests.webhelpers import csrf_token, make_accounts, sign_in
@@ -179,3 +189,33 @@ def test_area_grids_aim_at_the_target_area(small_demo):
 def test_impossible_ranges_are_refused(engine, small_demo, minimum, maximum):
     with pytest.raises(ValueError):
         generate_grid(engine, CellRules(minimum, maximum))
+
+
+def test_cells_edited_by_hand(engine, small_demo):
+    write_demo(engine, small_demo)
+    generate_grid(engine, grid_rules(engine))
+    cells = read_layer(engine, "grid_cells")
+    community = cells["community_code"].value_counts().index[0]
+    mine = cells[cells["community_code"] == community].sort_values("code")
+    keep, merge = mine["code"].iloc[0], mine["code"].iloc[1]
+    merged = merge_cells(engine, keep, merge, grid_rules(engine))
+    codes = {c["code"]: c for c in merged["cells"]}
+    assert merge not in codes and keep in codes
+    after = read_layer(engine, "grid_cells", community=community)
+    assert set(after["code"]) == set(codes) and shapely.coverage_is_valid(after.geometry.values)
+    split = split_cell(engine, keep, grid_rules(engine))
+    new = set(c["code"] for c in split["cells"]) - set(codes)
+    assert len(new) == 1 and all(is_code(c, 15) and c.startswith(community) for c in new)
+    assert all(c["contiguous"] for c in split["cells"])
+    units = read_layer(engine, "units", community=community)
+    unit = units["code"].iloc[0]
+    moved = move_to_cell(engine, [unit], "new", grid_rules(engine))
+    assert any("outside the range" in c["violations"] for c in moved["cells"])
+    other = small_demo.layers["units"].query("community_code != @community and community_code.notna()")
+    with pytest.raises(ValueError, match="one community"):
+        move_to_cell(engine, [unit, other["code"].iloc[0]], keep, grid_rules(engine))
+    with pytest.raises(ValueError, match="no cell"):
+        move_to_cell(engine, [unit], f"{community}998", grid_rules(engine))
+    total = read_layer(engine, "grid_cells", community=community)
+    report = validate_cells(read_layer(engine, "communities", community=community), total, units)
+    assert report["gaps"] == 0 and report["overlaps"] == 0 and report["households_in_no_cell"] == 0

@@ -11,7 +11,7 @@ from flask import Blueprint, jsonify, request
 
 from geodata.errors import GridplanError, Refused
 from geodata.store import read_layer
-from layers.grid_cells import generate_grid, grid_rules, validate_cells
+from layers.grid_cells import generate_grid, grid_rules, merge_cells, move_to_cell, split_cell, validate_cells
 from webmap.auth import bearer_request, current_account, require
 from webmap.extensions import csrf, engine
 
@@ -55,6 +55,44 @@ def api_generate():
     rules = grid_rules(engine(), _whole(data, "minimum"), _whole(data, "maximum"), _whole(data, "area_m2"))
     answer = generate_grid(engine(), rules, **_scope(data))
     return jsonify(answer | {"by": current_account().name})
+
+
+def _body() -> dict:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise Refused("send a JSON object")
+    return data
+
+
+def _cell(value) -> str:
+    if not (isinstance(value, str) and value.isdigit() and len(value) == 15):
+        raise Refused(f"{value!r} is not a 15-digit cell code")
+    return value
+
+
+@bp.post("/api/grid/moves")
+@require("admin", "planner", api=True)
+def api_move():
+    """Move units to another cell of their community, or to a new one (``"to": "new"``)."""
+    data = _body()
+    units, to = data.get("units"), data.get("to")
+    if not isinstance(units, list) or not all(isinstance(u, str) for u in units) or not isinstance(to, str):
+        raise Refused("send units (a list of unit codes) and to (a cell code or \"new\")")
+    return jsonify(move_to_cell(engine(), units, to if to == "new" else _cell(to), grid_rules(engine())))
+
+
+@bp.post("/api/grid/split")
+@require("admin", "planner", api=True)
+def api_split():
+    return jsonify(split_cell(engine(), _cell(_body().get("cell")), grid_rules(engine())))
+
+
+@bp.post("/api/grid/merge")
+@require("admin", "planner", api=True)
+def api_merge():
+    data = _body()
+    keep, merge = _cell(data.get("keep")), _cell(data.get("merge"))
+    return jsonify(merge_cells(engine(), keep, merge, grid_rules(engine())))
 
 
 @bp.get("/api/grid/problems")
