@@ -29,7 +29,7 @@ CODE_DIGITS = {
 class Field:
     """One attribute of a layer.
 
-    ``dtype`` is one of ``str int float date datetime``; ``short`` is the shapefile name
+    ``dtype`` is one of ``str int float bool date datetime``; ``short`` is the shapefile name
     (ASCII, at most 10 bytes); ``label`` the Chinese name shown in the alias table.
     """
 
@@ -81,21 +81,29 @@ NAME = _f("name", "str", "name", "名称", True)
 DISTRICT = _f("district_code", "str", "dist_code", "区县代码")
 STREET = _f("street_code", "str", "strt_code", "街道代码", True)
 COMMUNITY = _f("community_code", "str", "comm_code", "社区代码")
+#: a provisional code (临时代码), given to a street or community imported by name without one
+PROVISIONAL = _f("provisional", "bool", "provis", "临时代码")
+#: ``approximate``: geocoded to a community or street, not an address (定位精度)
+PRECISION = _f("location_precision", "str", "loc_prec", "定位精度")
+#: values :data:`PRECISION` takes
+LOCATION_PRECISIONS = ("exact", "approximate")
 
 LAYERS: dict[str, LayerSpec] = {
     spec.name: spec
     for spec in [
         LayerSpec("districts", "区县", models.District, "polygon", (CODE, NAME), 6),
-        LayerSpec("streets", "街道", models.Street, "polygon", (CODE, NAME, DISTRICT), 9,
+        LayerSpec("streets", "街道", models.Street, "polygon", (CODE, NAME, DISTRICT, PROVISIONAL), 9,
                   "district_code"),
         LayerSpec("communities", "社区", models.Community, "polygon",
-                  (CODE, NAME, STREET, DISTRICT, _f("valid_from", "date", "valid_from", "生效日期")),
+                  (CODE, NAME, STREET, DISTRICT, _f("valid_from", "date", "valid_from", "生效日期"),
+                   PROVISIONAL),
                   12, "street_code"),
         LayerSpec("units", "规划单元", models.Unit, "polygon", (
             CODE, _f("households", "int", "households", "户数", True),
             _f("population", "int", "population", "人口"), STREET, COMMUNITY, DISTRICT,
             _f("built_year", "int", "built_year", "建成年份"),
             _f("land_use", "str", "land_use", "用地性质"),
+            _f("households_source", "str", "hh_source", "户数来源"),
         )),
         LayerSpec("buildings", "楼栋", models.Building, "any", (
             CODE, _f("households", "int", "households", "户数", True),
@@ -104,7 +112,7 @@ LAYERS: dict[str, LayerSpec] = {
         )),
         LayerSpec("facilities", "设施", models.Facility, "point", (
             CODE, _f("kind", "str", "kind", "设施类型", True), NAME,
-            _f("floor_area_m2", "float", "floor_area", "建筑面积"), COMMUNITY, DISTRICT,
+            _f("floor_area_m2", "float", "floor_area", "建筑面积"), COMMUNITY, DISTRICT, PRECISION,
         )),
         LayerSpec("grid_cells", "网格", models.GridCell, "polygon", (
             CODE, Field("community_code", "str", "comm_code", "社区代码", True, 12), DISTRICT,
@@ -120,7 +128,7 @@ LAYERS: dict[str, LayerSpec] = {
             _f("feedback_at", "datetime", "feedback", "反馈时间"),
             _f("closed_at", "datetime", "closed", "结案时间"),
             _f("due_at", "datetime", "due", "时限"), _f("grid_code", "str", "grid_code", "网格代码"),
-            DISTRICT,
+            DISTRICT, PRECISION, COMMUNITY,
         )),
         LayerSpec("roads", "道路", models.Road, "line", (
             CODE, _f("name", "str", "name", "名称"), _f("road_class", "str", "road_class", "等级", True),

@@ -5,7 +5,15 @@ mapping, types, codes, geometry — and refuses it with every problem named (row
 features from 1) before anything is written. The write is one transaction: a refused or failed
 import leaves the database exactly as it was.
 
+Data as cities hold it: streets and communities may come with names and no codes (``--district``
+names the district; a community's ``street`` field holds its street's *name*, matched with
+:mod:`geodata.naming`; missing codes become provisional codes), and categories written by other
+departments are translated by a value mapping (``values``), with the values no mapping covers
+listed with their counts and refused or, on request, left out (``unmapped="skip"``).
+
 >>> report = import_layer(engine, "units", "units.zip", mode="append", crs="EPSG:4490")
+>>> import_layer(engine, "communities", "sq.shp", district="420503",
+...              mapping={"SQMC": "name", "SSJD": "street"})
 """
 
 from __future__ import annotations
@@ -27,12 +35,13 @@ import shapely
 from sqlalchemy import Connection, Engine, delete, func, insert, or_, select
 
 from geodata import crs as crs_mod
-from geodata import topology
-from geodata.catalog import LayerSpec, as_text, get_layer, is_code
+from geodata import naming, topology
+from geodata.catalog import LOCATION_PRECISIONS, LayerSpec, as_text, get_layer, is_code
 from geodata.db import BATCH
 from geodata.errors import Refused
-from geodata.models import AuditLog, UnitAdjacency
+from geodata.models import AuditLog, CommunityHistory, UnitAdjacency
 from geodata.revisions import raise_revision
+from geodata.standards import FACILITY_KINDS, INCIDENT_CATEGORIES
 from geodata.store import existing_codes, keep_community_history, read_layer, write_layer
 
 #: An archive may not expand past this (zip bombs); callers may lower it.
@@ -40,6 +49,14 @@ MAX_UNZIPPED_BYTES = 4 * 1024**3
 #: A repaired polygon may change its area by less than this share.
 MAX_REPAIR_AREA_CHANGE = 0.01
 MODES = ("append", "replace", "update")
+#: What an import does with rows whose value has no mapping: refuse the file, or leave them out.
+UNMAPPED = ("refuse", "skip")
+#: Fields a file may carry beyond the layer's own, resolved into codes before the checks:
+#: a community's ``street`` is its street's name.
+NAME_FIELDS = {"communities": {"street": ("street", "street_name", "jdmc", "街道", "所属街道", "街道名称")}}
+#: The values a mapped field may take, where gridplan has a fixed list.
+KNOWN_VALUES = {("facilities", "kind"): tuple(FACILITY_KINDS),
+                ("incidents", "category"): tuple(INCIDENT_CATEGORIES)}
 VECTOR_SUFFIXES = (".shp", ".gpkg", ".geojson", ".json", ".csv")
 
 _GEOM_FAMILIES = {
@@ -79,6 +96,11 @@ class ImportReport:
     ignored_fields: list[str] = field(default_factory=list)
     adjacency_pairs: int | None = None
     revision: int | None = None  # the boundary revision the import raised (units, communities)
+    provisional: list[str] = field(default_factory=list)  # codes given provisionally
+    matched_by_stem: dict[str, str] = field(default_factory=dict)  # names matched without suffix
+    placed_by_area: int = 0  # communities placed in the street holding most of their area
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)  # field → unmapped value → rows
+    approximate: int = 0  # points whose location is only approximate
 
     def summary(self) -> str:
         lines = [f"{self.layer}: {self.written} features written ({self.mode}) from {self.source}"]
@@ -91,6 +113,21 @@ class ImportReport:
                          + "; ".join(self.repaired[:10]))
         if self.ignored_fields:
             lines.append("  fields not in the layer, ignored: " + ", ".join(self.ignored_fields))
+        if self.provisional:
+            lines.append(f"  {len(self.provisional)} provisional codes given (临时代码, replaced by "
+                         "`codes apply`): " + ", ".join(self.provisional[:10])
+                         + (" …" if len(self.provisional) > 10 else ""))
+        if self.matched_by_stem:
+            lines.append("  names matched without their suffix: " + ", ".join(
+                f"{k} → {v}" for k, v in list(self.matched_by_stem.items())[:10]))
+        if self.placed_by_area:
+            lines.append(f"  {self.placed_by_area} features placed in the street holding most of their area")
+        for name, counts in self.skipped.items():
+            lines.append(f"  rows left out, {name} has no mapping: " + ", ".join(
+                f"{v} ({n})" for v, n in counts.items()))
+        if self.approximate:
+            lines.append(f"  {self.approximate} approximate locations (counted in their community, "
+                         "placed in no cell)")
         return "\n".join(lines)
 
 
@@ -260,11 +297,12 @@ def read_source(path: str | Path, *, declared_crs=None, workdir: Path,
 def _mapped_columns(spec: LayerSpec, gdf: gpd.GeoDataFrame, mapping: dict[str, str]) -> tuple[dict, list]:
     """Source column → layer field, and the source columns left over."""
     problems = []
+    extra = NAME_FIELDS.get(spec.name, {})
     for src, dst in mapping.items():
         if src not in gdf.columns:
             problems.append(f"field {src!r} named in --map is not in the file "
                             f"(fields: {', '.join(map(str, gdf.columns.drop('geometry')))})")
-        if dst not in spec.field_names:
+        if dst not in spec.field_names and dst not in extra:
             problems.append(f"layer {spec.name} has no field {dst!r} "
                             f"(fields: {', '.join(spec.field_names)})")
     if problems:
@@ -276,6 +314,9 @@ def _mapped_columns(spec: LayerSpec, gdf: gpd.GeoDataFrame, mapping: dict[str, s
     for f in spec.fields:
         for alias in (f.name, f.name.lower(), f.short.lower(), f.name[:10].lower()):
             by_alias.setdefault(alias, f.name)
+    for name, aliases in extra.items():
+        for alias in aliases:
+            by_alias.setdefault(alias, name)
     taken = set(rename.values())
     for col in gdf.columns:
         if col == gdf.geometry.name or col in rename:
@@ -299,6 +340,14 @@ def _coerce(spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> pd.Dat
             out[f.name] = as_text(col)
             continue
         present = col.notna() & ~(col.astype(str).str.strip() == "")
+        if f.dtype == "bool":
+            text = col.where(present).map(lambda v: None if v is None or v is pd.NA or v != v
+                                          else str(v).strip().lower())
+            values = text.map(_BOOLEAN.get)
+            for r in rows[(present & values.isna()).to_numpy()][:20]:
+                problems.append(f"row {r}: {f.name} = {col.iloc[r - 1]!r} is not yes or no")
+            out[f.name] = values.fillna(False).astype(bool)
+            continue
         if f.dtype in ("int", "float"):
             values = pd.to_numeric(col.where(present), errors="coerce")
             bad = present & values.isna()
@@ -319,6 +368,99 @@ def _coerce(spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> pd.Dat
         if f.dtype == "int":
             out[f.name] = out[f.name].astype(object).where(out[f.name].notna(), None)
     return out
+
+
+_BOOLEAN = {"1": True, "true": True, "yes": True, "y": True, "t": True, "是": True, "1.0": True,
+            "0": False, "false": False, "no": False, "n": False, "f": False, "否": False, "0.0": False}
+
+
+def parse_values(specs: list[str] | tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """Value mappings as the command line gives them: ``FIELD:SRC=DST,SRC=DST`` inline, or
+    ``FIELD=TABLE.csv`` (two columns: the source's value, gridplan's value; an empty gridplan
+    value leaves those rows out on purpose). Raises :class:`ImportRefused` on a malformed one."""
+    out: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        colon, equals = spec.find(":"), spec.find("=")
+        if colon > 0 and (equals < 0 or colon < equals):
+            name, pairs = spec[:colon].strip(), spec[colon + 1:]
+            table = out.setdefault(name, {})
+            for pair in pairs.split(","):
+                src, sep, dst = pair.partition("=")
+                if not sep or not src.strip():
+                    raise ImportRefused(f"--values {spec!r}: {pair!r} is not SOURCE=KIND")
+                table[src.strip()] = dst.strip()
+        elif equals > 0:
+            name, path = spec[:equals].strip(), Path(spec[equals + 1:].strip())
+            out.setdefault(name, {}).update(_read_value_table(path))
+        else:
+            raise ImportRefused(f"--values {spec!r}: use FIELD:SOURCE=KIND,… or FIELD=TABLE.csv")
+    return out
+
+
+def _read_value_table(path: Path) -> dict[str, str]:
+    if not path.exists():
+        raise ImportRefused(f"value table {path} does not exist")
+    raw = path.read_bytes()
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            text = raw.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        raise ImportRefused(f"value table {path.name} is neither UTF-8 nor GBK text")
+    try:
+        frame = pd.read_csv(StringIO(text), dtype=str, keep_default_na=False, header=None)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ImportRefused(f"value table {path.name} is not a readable CSV file ({exc})") from None
+    if frame.shape[1] < 2:
+        raise ImportRefused(f"value table {path.name} needs two columns: the source's value and "
+                            "gridplan's value")
+    pairs = [(str(a).strip(), str(b).strip()) for a, b in frame.iloc[:, :2].itertuples(index=False)]
+    if pairs and pairs[0][0].lower() in ("value", "source", "from", "原值", "类别", "category"):
+        pairs = pairs[1:]  # a header row
+    return {a: b for a, b in pairs if a}
+
+
+def _apply_values(spec: LayerSpec, frame: pd.DataFrame, values: dict[str, dict[str, str]],
+                  rename: dict[str, str], unmapped: str, problems: list[str],
+                  skipped: dict[str, dict[str, int]]) -> np.ndarray:
+    """Translate the mapped fields' values in place; returns the rows to keep."""
+    keep = np.ones(len(frame), dtype=bool)
+    for name, table in values.items():
+        target = rename.get(name, name)
+        if target not in frame.columns:
+            problems.append(f"--values names field {name!r}, which is neither in the file nor "
+                            f"a field of {spec.name} ({', '.join(spec.field_names)})")
+            continue
+        col = frame[target].astype(object)
+        known = KNOWN_VALUES.get((spec.name, target)) or (
+            LOCATION_PRECISIONS if target == "location_precision" else None)
+        wrong = sorted({v for v in table.values() if v and known and v not in known})
+        if wrong:
+            problems.append(f"--values {name}: {', '.join(wrong)} is not a {target} gridplan knows "
+                            f"({', '.join(known)})")
+        present = col.notna().to_numpy()
+        text = col.map(lambda v: None if v is None else str(v).strip())
+        mapped = text.map(table)
+        missing = present & ~text.isin(list(table)).to_numpy()
+        left_out = present & text.isin([k for k, v in table.items() if not v]).to_numpy()
+        if missing.any():
+            counts = text[missing].value_counts()
+            listed = {str(k): int(n) for k, n in counts.items()}
+            if unmapped == "skip":
+                skipped[target] = listed
+                keep &= ~missing
+            else:
+                problems.append(f"{len(listed)} values of {name} have no mapping ({int(missing.sum())} rows; "
+                                "map them with --values, or leave those rows out with --unmapped skip): "
+                                + ", ".join(f"{k} ({n})" for k, n in listed.items()))
+        if left_out.any():
+            counts = text[left_out].value_counts()
+            skipped.setdefault(target, {}).update({str(k): int(n) for k, n in counts.items()})
+            keep &= ~left_out
+        frame[target] = mapped.where(~missing, col).astype(object)
+    return keep
 
 
 def _derive_district(frame: pd.DataFrame, spec: LayerSpec) -> None:
@@ -427,7 +569,7 @@ def _check_geometry(spec: LayerSpec, gdf: gpd.GeoDataFrame, problems: list[str],
 # --- writing -------------------------------------------------------------------------------
 
 
-def _store_adjacency(conn: Connection, units: gpd.GeoDataFrame, full: bool) -> int:
+def store_adjacency(conn: Connection, units: gpd.GeoDataFrame, full: bool) -> int:
     """Store the rook neighbours of ``units`` (the imported ones) among all stored units."""
     table = UnitAdjacency.__table__
     codes = list(units["code"])
@@ -458,23 +600,56 @@ def _store_adjacency(conn: Connection, units: gpd.GeoDataFrame, full: bool) -> i
     return len(records)
 
 
-def prepare(spec: LayerSpec, gdf: gpd.GeoDataFrame, *, declared_crs=None,
-            mapping: dict[str, str] | None = None) -> tuple[gpd.GeoDataFrame, ImportReport]:
-    """Check and convert a read file into the layer's fields in EPSG:4326 (no database access).
+Resolver = Callable[[pd.DataFrame, np.ndarray, list[str], "ImportReport"], None]
 
+
+def prepare(spec: LayerSpec, gdf: gpd.GeoDataFrame, *, declared_crs=None,
+            mapping: dict[str, str] | None = None, values: dict[str, dict[str, str]] | None = None,
+            unmapped: str = "refuse", district: str | None = None,
+            resolve: Resolver | None = None) -> tuple[gpd.GeoDataFrame, ImportReport]:
+    """Check and convert a read file into the layer's fields in EPSG:4326.
+
+    ``values`` translates the values of fields (``{"kind": {"幼儿园": "kindergarten"}}``);
+    ``unmapped`` says what to do with values no mapping covers (``refuse`` or ``skip``).
+    ``district`` fills an empty ``district_code``. ``resolve(frame, geometries, problems, report)``
+    may fill codes from names before the checks (the only step that reads the database).
     Raises :class:`ImportRefused` naming every problem found.
     """
     report = ImportReport(spec.name, "", "")
+    if unmapped not in UNMAPPED:
+        raise ImportRefused(f"unknown --unmapped {unmapped!r}: use {' or '.join(UNMAPPED)}")
     rename, report.ignored_fields = _mapped_columns(spec, gdf, mapping or {})
     try:
         gdf = crs_mod.to_wgs84(gdf, declared_crs)
     except ValueError as exc:
         raise ImportRefused(str(exc)) from None
     frame = pd.DataFrame(gdf.drop(columns=gdf.geometry.name)).rename(columns=rename)
-    frame = frame[[c for c in frame.columns if c in spec.field_names]]
+    extra = [c for c in NAME_FIELDS.get(spec.name, {}) if c in frame.columns]
+    frame = frame[[c for c in frame.columns if c in spec.field_names or c in extra]]
     problems: list[str] = []
+    names = {c: as_text(frame[c]) for c in extra}
     frame = _coerce(spec, frame, problems)
+    for c, col in names.items():
+        frame[c] = col
+    if values:
+        keep = _apply_values(spec, frame, values, rename, unmapped, problems, report.skipped)
+        if not keep.all():
+            frame = frame[keep]
+            gdf = gdf[keep]
+            if frame.empty and not problems:
+                problems.append("every row was left out: no value of the file has a mapping")
+    if "location_precision" in frame.columns:
+        bad = frame["location_precision"].notna() & ~frame["location_precision"].isin(LOCATION_PRECISIONS)
+        for r in np.flatnonzero(bad.to_numpy())[:20] + 1:
+            problems.append(f"row {r}: location_precision {frame['location_precision'].iloc[r - 1]!r} is not "
+                            f"{' or '.join(LOCATION_PRECISIONS)} (map it with --values)")
+        report.approximate = int((frame["location_precision"] == "approximate").sum())
+    if resolve is not None and not problems:
+        resolve(frame, np.asarray(gdf.geometry.values, dtype=object), problems, report)
+    frame = frame.drop(columns=[c for c in extra if c in frame.columns])
     _derive_district(frame, spec)
+    if district and "district_code" in frame.columns:
+        frame["district_code"] = frame["district_code"].fillna(district)
     _check_values(spec, frame, problems)
     geoms = _check_geometry(spec, gdf, problems, report.repaired)
     if problems:
@@ -482,10 +657,206 @@ def prepare(spec: LayerSpec, gdf: gpd.GeoDataFrame, *, declared_crs=None,
     if "households" in frame.columns and "population" in spec.field_names:
         if "population" not in frame.columns:
             frame["population"] = None
+    if "provisional" in spec.field_names and "provisional" in frame.columns:
+        frame["provisional"] = frame["provisional"].fillna(False).astype(bool)
     out = gpd.GeoDataFrame(frame.reset_index(drop=True),
                            geometry=gpd.GeoSeries(geoms, crs=crs_mod.WGS84), crs=crs_mod.WGS84)
     report.rows = len(out)
     return out, report
+
+
+# --- names without codes ----------------------------------------------------------------
+
+
+def check_district(engine: Engine | Connection, district: str | None) -> None:
+    """Refuse a ``--district`` that is not a 6-digit code, or not one of the stored districts
+    (when any are stored)."""
+    if district is None:
+        return
+    if not is_code(str(district), 6):
+        raise ImportRefused(f"--district {district!r} is not a 6-digit district code (e.g. 420503)")
+    stored = read_layer(engine, "districts")
+    if len(stored) and district not in set(stored["code"]):
+        listed = ", ".join(f"{c} {n}" for c, n in zip(stored["code"], stored["name"], strict=True))
+        raise ImportRefused(f"unknown district {district}: the stored districts are {listed}")
+
+
+def _ensure(frame: pd.DataFrame, *columns: str) -> None:
+    for c in columns:
+        if c not in frame.columns:
+            frame[c] = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+
+
+def _resolve_streets(engine: Engine, district: str | None, frame: pd.DataFrame, geoms: np.ndarray,
+                     problems: list[str], report: ImportReport) -> None:
+    """Streets given by name: the stored code of the same name in the same district, or the next
+    free provisional code under the district."""
+    _ensure(frame, "code", "district_code", "provisional")
+    missing = frame["code"].isna().to_numpy()
+    if not missing.any() or "name" not in frame.columns:
+        return
+    parent = frame["district_code"].fillna(district) if district else frame["district_code"]
+    rows = np.arange(1, len(frame) + 1)
+    orphan = missing & parent.isna().to_numpy()
+    if orphan.any():
+        problems.append(f"{int(orphan.sum())} streets have no code and no district to give them a "
+                        "provisional code under: name the district with --district (e.g. --district 420503)")
+        return
+    stored = read_layer(engine, "streets")
+    taken = set(stored["code"]) | set(frame["code"].dropna())
+    known = {(d, naming.normalise(n)): (c, bool(p)) for c, n, d, p in zip(
+        stored["code"], stored["name"], stored["district_code"], stored["provisional"], strict=True)}
+    codes, flags = frame["code"].to_numpy(dtype=object).copy(), frame["provisional"].to_numpy(dtype=object)
+    for i in np.flatnonzero(missing):
+        name = naming.normalise(frame["name"].iloc[i])
+        if name is None:
+            continue  # the required-field check names it
+        hit = known.get((parent.iloc[i], name))
+        if hit and hit[0] not in codes:
+            codes[i], flags[i] = hit
+            continue
+        try:
+            (code,) = naming.next_codes(parent.iloc[i], taken, 1)
+        except ValueError as exc:
+            problems.append(f"row {rows[i]}: {exc}")
+            continue
+        taken.add(code)
+        codes[i], flags[i] = code, True
+        report.provisional.append(code)
+    frame["code"], frame["provisional"] = codes, flags
+    frame["district_code"] = frame["district_code"].fillna(parent)
+
+
+def street_by_area(geoms: np.ndarray, streets: gpd.GeoDataFrame) -> np.ndarray:
+    """The code of the street holding most of each polygon's area (None: in no street)."""
+    out = np.full(len(geoms), None, dtype=object)
+    if len(geoms) == 0 or streets.empty:
+        return out
+    metric = crs_mod.metric_crs_for(streets)
+    street_m = np.asarray(streets.to_crs(metric).geometry.values, dtype=object)
+    mine = np.asarray(gpd.GeoSeries(geoms, crs=crs_mod.WGS84).to_crs(metric).values, dtype=object)
+    i, j = shapely.STRtree(street_m).query(mine, predicate="intersects")
+    if len(i) == 0:
+        return out
+    area = shapely.area(shapely.intersection(mine[i], street_m[j]))
+    order = np.lexsort((-area, i))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = i[order][1:] != i[order][:-1]
+    best = order[first & (area[order] > 0)]
+    out[i[best]] = streets["code"].to_numpy(dtype=object)[j[best]]
+    return out
+
+
+def _resolve_communities(engine: Engine, district: str | None, frame: pd.DataFrame, geoms: np.ndarray,
+                         problems: list[str], report: ImportReport) -> None:
+    """Communities given by name: their street by code, by name (matched with and without its
+    suffix) or by area; then the stored code of the same name in that street, or a provisional
+    code under it."""
+    _ensure(frame, "code", "street_code", "provisional")
+    rows = np.arange(1, len(frame) + 1)
+    valid_code = frame["code"].map(lambda v: v is not None and is_code(v, 12))
+    from_code = frame["street_code"].isna() & valid_code
+    frame.loc[from_code, "street_code"] = frame.loc[from_code, "code"].str[:9]  # codes nest
+    need = frame["street_code"].isna().to_numpy()
+    if need.any():
+        streets = read_layer(engine, "streets", prefix={"code": district} if district else None)
+        if streets.empty:
+            problems.append("the communities name no street code and no streets are stored"
+                            + (f" in district {district}" if district else "")
+                            + ": import the streets first")
+            return
+        names = frame["street"] if "street" in frame.columns else pd.Series(None, index=frame.index)
+        by_name = need & names.notna().to_numpy()
+        if by_name.any():
+            found = naming.match_names(names[by_name], streets[["code", "name"]], naming.STREET_SUFFIXES)
+            label = dict(zip(streets["code"], streets["name"], strict=True))
+            for name, codes in found.ambiguous.items():
+                problems.append(f"street name {name!r} is ambiguous: it matches "
+                                + ", ".join(f"{c} {label[c]}" for c in codes))
+            for name in found.unmatched:
+                problems.append(f"street name {name!r} matches no stored street (streets: "
+                                + ", ".join(sorted(set(streets["name"])))[:300] + ")")
+            frame.loc[by_name, "street_code"] = found.codes
+            report.matched_by_stem.update(found.by_stem)
+        by_area = need & ~by_name
+        if by_area.any():
+            placed = street_by_area(geoms[by_area], streets)
+            for r in rows[by_area][pd.isna(placed)][:20]:
+                problems.append(f"row {r}: names no street and lies in no stored street")
+            frame.loc[by_area, "street_code"] = placed
+            report.placed_by_area = int(pd.notna(placed).sum())
+    missing = (frame["code"].isna() & frame["street_code"].notna()).to_numpy()
+    if problems or not missing.any() or "name" not in frame.columns:
+        return
+    parents = sorted(set(frame.loc[missing, "street_code"]))
+    stored = read_layer(engine, "communities", isin={"street_code": parents})
+    history = CommunityHistory.__table__
+    with engine.connect() as conn:
+        retired = set(conn.execute(select(history.c.code).where(
+            or_(*[history.c.code.like(f"{p}%") for p in parents]))).scalars())
+    taken = set(stored["code"]) | retired | set(frame["code"].dropna())
+    known = {(s, naming.normalise(n)): (c, bool(p)) for c, n, s, p in zip(
+        stored["code"], stored["name"], stored["street_code"], stored["provisional"], strict=True)}
+    codes, flags = frame["code"].to_numpy(dtype=object).copy(), frame["provisional"].to_numpy(dtype=object)
+    for i in np.flatnonzero(missing):
+        street, name = frame["street_code"].iloc[i], naming.normalise(frame["name"].iloc[i])
+        if name is None:
+            continue
+        hit = known.get((street, name))
+        if hit and hit[0] not in codes:
+            codes[i], flags[i] = hit
+            continue
+        try:
+            (code,) = naming.next_codes(street, taken, 1)
+        except ValueError as exc:
+            problems.append(f"row {rows[i]}: {exc}")
+            continue
+        taken.add(code)
+        codes[i], flags[i] = code, True
+        report.provisional.append(code)
+    frame["code"], frame["provisional"] = codes, flags
+
+
+def community_at(engine: Engine | Connection, points: np.ndarray) -> np.ndarray:
+    """The code of the stored community each point lies in (None: in none)."""
+    out = np.full(len(points), None, dtype=object)
+    present = ~(shapely.is_missing(points) | shapely.is_empty(points)) if len(points) else np.zeros(0, bool)
+    if not present.any():
+        return out
+    minx, miny, maxx, maxy = shapely.total_bounds(points[present])
+    communities = read_layer(engine, "communities", bbox=(minx, miny, maxx, maxy))
+    if communities.empty:
+        return out
+    i, j = shapely.STRtree(np.asarray(communities.geometry.values)).query(points, predicate="within")
+    _, first = np.unique(i, return_index=True)
+    out[i[first]] = communities["code"].to_numpy(dtype=object)[j[first]]
+    return out
+
+
+def _resolve_points(engine: Engine, district: str | None, frame: pd.DataFrame, geoms: np.ndarray,
+                    problems: list[str], report: ImportReport) -> None:
+    """Facilities and incidents: the community of those without one, by location; approximate
+    incidents are placed in no cell."""
+    if "community_code" not in get_layer(report.layer).field_names:
+        return
+    _ensure(frame, "community_code")
+    approximate = (frame["location_precision"] == "approximate").to_numpy() \
+        if "location_precision" in frame.columns else np.zeros(len(frame), dtype=bool)
+    if "grid_code" in frame.columns:
+        frame.loc[approximate, "grid_code"] = None
+        from_cell = frame["community_code"].isna() & frame["grid_code"].notna()
+        frame.loc[from_cell, "community_code"] = frame.loc[from_cell, "grid_code"].str[:12]
+    need = frame["community_code"].isna().to_numpy()
+    if need.any():
+        frame.loc[need, "community_code"] = community_at(engine, geoms[need])
+
+
+def _resolver(engine: Engine, layer: str, district: str | None) -> Resolver | None:
+    step = {"streets": _resolve_streets, "communities": _resolve_communities,
+            "facilities": _resolve_points, "incidents": _resolve_points}.get(layer)
+    if step is None:
+        return None
+    return lambda frame, geoms, problems, report: step(engine, district, frame, geoms, problems, report)
 
 
 def import_layer(
@@ -499,13 +870,21 @@ def import_layer(
     actor: str = "cli",
     max_unzipped_bytes: int = MAX_UNZIPPED_BYTES,
     progress: Callable[[int, int], None] | None = None,
+    district: str | None = None,
+    values: dict[str, dict[str, str]] | None = None,
+    unmapped: str = "refuse",
 ) -> ImportReport:
     """Import ``path`` into ``layer``; one transaction, all or nothing.
 
     ``mode``: ``append`` refuses codes already stored or repeated; ``replace`` swaps the whole
     layer; ``update`` updates the features matched by code and refuses unknown codes.
     ``crs`` declares the source CRS (``EPSG:4490``, ``GCJ02`` …) over the file's own.
-    ``mapping`` renames source fields to layer fields (``{"HH": "households"}``).
+    ``mapping`` renames source fields to layer fields (``{"HH": "households"}``; a community's
+    ``street`` field holds its street's name).
+    ``district`` is the district streets and communities without codes lie in: they get
+    provisional codes under it. ``values`` maps the source's values of a field to gridplan's
+    (``{"kind": {"幼儿园": "kindergarten"}}``); rows whose value has no mapping are refused, or
+    left out with ``unmapped="skip"``.
     ``progress(written, total)`` is called after every batch of inserts.
     """
     spec = get_layer(layer)
@@ -515,12 +894,14 @@ def import_layer(
         declared = crs_mod.parse_crs(crs)
     except ValueError as exc:
         raise ImportRefused(str(exc)) from None
+    check_district(engine, district)
     with tempfile.TemporaryDirectory(prefix="gridplan-import-") as tmp:
         raw = read_source(path, declared_crs=declared, workdir=Path(tmp),
                           max_unzipped_bytes=max_unzipped_bytes)
     if raw.empty:
         raise ImportRefused(f"{Path(path).name} holds no features")
-    gdf, report = prepare(spec, raw, declared_crs=declared, mapping=mapping)
+    gdf, report = prepare(spec, raw, declared_crs=declared, mapping=mapping, values=values,
+                          unmapped=unmapped, district=district, resolve=_resolver(engine, layer, district))
     report.mode, report.source = mode, Path(path).name
     codes = gdf["code"].tolist()
     with engine.begin() as conn:
@@ -548,7 +929,7 @@ def import_layer(
             keep_community_history(conn, codes=None if mode == "replace" else codes)
         report.written = write_layer(conn, layer, gdf, mode=mode, progress=tick)
         if layer == "units":
-            report.adjacency_pairs = _store_adjacency(conn, gdf, full=mode == "replace")
+            report.adjacency_pairs = store_adjacency(conn, gdf, full=mode == "replace")
         if layer in ("units", "communities"):  # what processes hold in memory about them is stale now
             report.revision = raise_revision(
                 conn, f"import:{layer}", actor=actor,
@@ -561,4 +942,5 @@ def import_layer(
     return report
 
 
-__all__ = ["ImportRefused", "ImportReport", "import_layer", "prepare", "read_source"]
+__all__ = ["ImportRefused", "ImportReport", "check_district", "community_at", "import_layer", "parse_values",
+           "prepare", "read_source", "store_adjacency", "street_by_area"]

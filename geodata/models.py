@@ -53,6 +53,9 @@ class Street(Base):
     code: Mapped[str] = mapped_column(String(9), unique=True)
     name: Mapped[str] = mapped_column(String(100))
     district_code: Mapped[str] = mapped_column(String(6), index=True)
+    #: a provisional code (临时代码, sequence 9xx) given to a street imported by name; the official
+    #: code table replaces it (migration 0006)
+    provisional: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     geom = _geom("MULTIPOLYGON")
 
 
@@ -66,6 +69,8 @@ class Community(Base):
     street_code: Mapped[str] = mapped_column(String(9), index=True)
     district_code: Mapped[str] = mapped_column(String(6), index=True)
     valid_from: Mapped[date | None] = mapped_column(Date)
+    #: a provisional code given to a community imported by name (migration 0006)
+    provisional: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     geom = _geom("MULTIPOLYGON")
 
 
@@ -97,6 +102,9 @@ class Unit(Base):
     district_code: Mapped[str] = mapped_column(String(6), index=True)
     built_year: Mapped[int | None] = mapped_column(Integer)
     land_use: Mapped[str] = mapped_column(String(20), default="residential")
+    #: how the households were estimated when the unit was built from roads (migration 0006):
+    #: buildings, poi, raster or area, ``+table`` when scaled to the community's total
+    households_source: Mapped[str | None] = mapped_column(String(32))
     geom = _geom("MULTIPOLYGON")
 
 
@@ -137,6 +145,8 @@ class Facility(Base):
     floor_area_m2: Mapped[float | None] = mapped_column(Float)
     community_code: Mapped[str | None] = mapped_column(String(12), index=True)
     district_code: Mapped[str] = mapped_column(String(6), index=True)
+    #: ``approximate`` when geocoded to a community or street, not an address (migration 0006)
+    location_precision: Mapped[str | None] = mapped_column(String(16))
     geom = _geom("POINT")
 
 
@@ -177,15 +187,33 @@ class Incident(Base):
     category: Mapped[str] = mapped_column(String(16), index=True)
     description: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), index=True)
-    reported_at: Mapped[datetime] = mapped_column(DateTime)
+    reported_at: Mapped[datetime] = mapped_column(DateTime, index=True)
     filed_at: Mapped[datetime | None] = mapped_column(DateTime)
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime)
     handled_at: Mapped[datetime | None] = mapped_column(DateTime)
     feedback_at: Mapped[datetime | None] = mapped_column(DateTime)
-    closed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
     due_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
     grid_code: Mapped[str | None] = mapped_column(String(15), index=True)
     district_code: Mapped[str] = mapped_column(String(6), index=True)
+    #: ``approximate`` cases (geocoded to a community or street) are counted in their community
+    #: and placed in no cell (migration 0006)
+    location_precision: Mapped[str | None] = mapped_column(String(16))
+    community_code: Mapped[str | None] = mapped_column(String(12), index=True)
+    #: the loop (migration 0004): a version raised by every step (two supervisors acting on the
+    #: same version: one wins), the street found from the location, who reported it, how often
+    #: it was returned for rework (返工), its evaluation (综合评价), and the working hours each
+    #: step took on the calendar in force then (filed, dispatched, handled, verified)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    street_code: Mapped[str | None] = mapped_column(String(9))
+    reporter: Mapped[str | None] = mapped_column(String(50))
+    rework_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    evaluated_at: Mapped[datetime | None] = mapped_column(DateTime)
+    evaluation: Mapped[str | None] = mapped_column(String(16))
+    filing_wh: Mapped[float | None] = mapped_column(Float)
+    dispatch_wh: Mapped[float | None] = mapped_column(Float)
+    handling_wh: Mapped[float | None] = mapped_column(Float)
+    verify_wh: Mapped[float | None] = mapped_column(Float)
     geom = _geom("POINT")
 
 
@@ -199,6 +227,32 @@ class IncidentStep(Base):
     at: Mapped[datetime] = mapped_column(DateTime)
     actor: Mapped[str | None] = mapped_column(String(50))
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class GridAssignment(Base):
+    """A supervisor (网格员) assigned to a grid cell; a user may hold several cells, a cell
+    several users (migration 0004)."""
+
+    __tablename__ = "grid_assignments"
+    user_name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    cell_code: Mapped[str] = mapped_column(String(15), primary_key=True, index=True)
+    assigned_at: Mapped[datetime] = mapped_column(DateTime)
+    assigned_by: Mapped[str | None] = mapped_column(String(50))
+
+
+class IncidentPhoto(Base):
+    """A photo of a case: its metadata here, the file under the photo folder (migration 0004)."""
+
+    __tablename__ = "incident_photos"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    stored_name: Mapped[str] = mapped_column(String(64), unique=True)
+    content_type: Mapped[str] = mapped_column(String(32))
+    size: Mapped[int] = mapped_column(Integer)
+    original_name: Mapped[str | None] = mapped_column(String(200))
+    step: Mapped[str | None] = mapped_column(String(16))
+    uploaded_by: Mapped[str | None] = mapped_column(String(50))
+    uploaded_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class Plan(Base):
