@@ -38,6 +38,61 @@ FACILITY_KINDS: dict[str, tuple[str, float]] = {
     "police_post": ("警务室", 500.0),
 }
 
+#: The facility standards table (设施配置标准): one row per facility kind and life-circle level,
+#: each with its source. ``reach_m`` is the walking distance (GB 50180-2018: 5-minute ≈ 300 m,
+#: 10-minute ≈ 500 m, 15-minute 800–1,000 m); ``required`` says every community must have one;
+#: ``min_floor_area_m2`` and ``floor_area_per_100_households_m2`` are the floor-area standards (0:
+#: none); ``households_per_facility`` is the most households one facility serves where a standard
+#: gives one (0: none) — the upper end of its life circle's households. A kind may appear on
+#: several rows (one per level or distance); its first row holds its floor-area and load standards.
+FACILITY_STANDARDS: list[dict] = [
+    {"kind": "service_centre", "level": "15-minute", "reach_m": 1000, "required": False,
+     "min_floor_area_m2": 0, "floor_area_per_100_households_m2": 0, "households_per_facility": 32000,
+     "source": "GB 50180-2018 15-minute life circle: 800–1,000 m walk, 17,000–32,000 households"},
+    {"kind": "health_centre", "level": "10-minute", "reach_m": 500, "required": False,
+     "min_floor_area_m2": 0, "floor_area_per_100_households_m2": 0, "households_per_facility": 8000,
+     "source": "GB 50180-2018 10-minute life circle: ~500 m walk, 5,000–8,000 households"},
+    {"kind": "service_station", "level": "5-minute", "reach_m": 300, "required": True,
+     "min_floor_area_m2": 300, "floor_area_per_100_households_m2": 30, "households_per_facility": 4000,
+     "source": "GB 50180-2018 5-minute life circle (~300 m, 1,500–4,000 households); office and activity "
+               "rooms ≥ 300 m² (Inner Mongolia standard); ≥ 30 m² service space per 100 households "
+               "(NDRC 2022); every community its own rooms"},
+    {"kind": "health_station", "level": "5-minute", "reach_m": 300, "required": False,
+     "min_floor_area_m2": 0, "floor_area_per_100_households_m2": 0, "households_per_facility": 4000,
+     "source": "GB 50180-2018 5-minute life circle: ~300 m walk, 1,500–4,000 households"},
+    {"kind": "kindergarten", "level": "5-minute", "reach_m": 300, "required": False,
+     "min_floor_area_m2": 0, "floor_area_per_100_households_m2": 0, "households_per_facility": 4000,
+     "source": "GB 50180-2018 5-minute life circle: ~300 m walk, 1,500–4,000 households"},
+    {"kind": "elderly_care", "level": "5-minute", "reach_m": 300, "required": False,
+     "min_floor_area_m2": 0, "floor_area_per_100_households_m2": 0, "households_per_facility": 4000,
+     "source": "GB 50180-2018 5-minute life circle: ~300 m walk, 1,500–4,000 households"},
+    {"kind": "police_post", "level": "10-minute", "reach_m": 500, "required": False,
+     "min_floor_area_m2": 0, "floor_area_per_100_households_m2": 0, "households_per_facility": 0,
+     "source": "city practice (not a GB 50180-2018 facility): reach as the 10-minute circle"},
+]
+
+#: The working calendar incident limits run on (工作日历): working periods of a day, working
+#: weekdays (ISO, 1 = Monday), public holidays and make-up working days (调休上班).
+WORKING_CALENDAR: dict = {
+    "hours": [["09:00", "17:00"]],
+    "weekdays": [1, 2, 3, 4, 5],
+    "holidays": [
+        "2025-01-01", "2025-01-28", "2025-01-29", "2025-01-30", "2025-01-31", "2025-02-01",
+        "2025-02-02", "2025-02-03", "2025-02-04", "2025-04-04", "2025-04-05", "2025-04-06",
+        "2025-05-01", "2025-05-02", "2025-05-03", "2025-05-04", "2025-05-05", "2025-05-31",
+        "2025-06-01", "2025-06-02", "2025-10-01", "2025-10-02", "2025-10-03", "2025-10-04",
+        "2025-10-05", "2025-10-06", "2025-10-07", "2025-10-08",
+        "2026-01-01", "2026-01-02", "2026-01-03", "2026-02-15", "2026-02-16", "2026-02-17",
+        "2026-02-18", "2026-02-19", "2026-02-20", "2026-02-21", "2026-02-22", "2026-02-23",
+        "2026-04-04", "2026-04-05", "2026-04-06", "2026-05-01", "2026-05-02", "2026-05-03",
+        "2026-05-04", "2026-05-05", "2026-06-19", "2026-06-20", "2026-06-21", "2026-09-25",
+        "2026-09-26", "2026-09-27", "2026-10-01", "2026-10-02", "2026-10-03", "2026-10-04",
+        "2026-10-05", "2026-10-06", "2026-10-07",
+    ],
+    "workdays": ["2025-01-26", "2025-02-08", "2025-04-27", "2025-09-28", "2025-10-11",
+                 "2026-01-04", "2026-02-14", "2026-02-28", "2026-05-09", "2026-09-20", "2026-10-10"],
+}
+
 DEFAULT_SETTINGS: list[dict] = [
     {"key": "households_min", "value": 1000, "description": "社区户数下限 minimum households per community",
      "source": "临沂 临发[2001]26号 (1,000–3,000 户); 城市居民委员会组织法 §6 says 100–700"},
@@ -58,12 +113,30 @@ DEFAULT_SETTINGS: list[dict] = [
     {"key": "facility_reach_m", "value": {k: v[1] for k, v in FACILITY_KINDS.items()},
      "description": "walking reach of each facility kind (5-minute ≈ 300 m, 10-minute ≈ 500 m, "
                     "15-minute 800–1,000 m)", "source": "GB 50180-2018 life circles"},
+    {"key": "facility_standards", "value": FACILITY_STANDARDS,
+     "description": "设施配置标准 facility standards: kind, life-circle level, walking reach (m), "
+                    "required in every community, minimum floor area (m²), floor area per 100 "
+                    "households (m²), households per facility (0 = no standard); each row with its source",
+     "source": "GB 50180-2018; Inner Mongolia (300 m²); NDRC 2022 (30 m² per 100 households)"},
     {"key": "incident_categories",
      "value": {k: {"kind": v[0], "name": v[1], "limit_hours": v[2]} for k, v in INCIDENT_CATEGORIES.items()},
      "description": "incident categories and their time limits in working hours",
      "source": "GB/T 30428, CJ/T 214 (limits vary by city; these are examples)"},
     {"key": "rate_targets", "value": {"closed": 0.9, "closed_on_time": 0.7},
      "description": "结案率 and 按期结案率 targets", "source": "common city targets"},
+    {"key": "working_calendar", "value": WORKING_CALENDAR,
+     "description": "工作日历 working calendar of incident time limits: working hours of a day, "
+                    "working weekdays (1 = Monday), public holidays (法定节假日) and make-up working "
+                    "days (调休上班); a limit in working days is that many working days of these hours",
+     "source": "国务院办公厅 holiday notices for 2025 (国办发明电〔2024〕12号) and 2026 "
+               "(国办发明电〔2025〕7号); a city adds each year's notice and its own office hours"},
+    {"key": "duplicate_distance_m", "value": 50.0,
+     "description": "疑似重复 a report this close (metres) to an open case of the same category is "
+                    "offered as a likely duplicate",
+     "source": "local practice; choose per city"},
+    {"key": "photo_max_mb", "value": 8.0,
+     "description": "案件照片 largest photo accepted with a case (MB); JPEG, PNG or WebP",
+     "source": "a phone camera's photo is 2–6 MB"},
 ]
 
 

@@ -1,18 +1,488 @@
-"""Coverage gaps (覆盖盲区). For now: blind spots (社区盲点), planning units with households that
-lie in no community ("wherever the city grows, a community follows").
+"""Coverage gaps (覆盖缺口): what the service standards ask and where the city falls short.
+
+The gap report answers, for a street or the whole database:
+
+- **reach** — households (户) within walking distance of each facility kind, for every kind ×
+  distance of the standards table (设施配置标准, the ``facility_standards`` setting), by
+  community (社区), street (街道) and district (区), straight-line or along the roads
+  (:mod:`layers.reach`);
+- **missing** — communities without a kind every community must have (e.g. its 社区服务站, the
+  office and activity rooms);
+- **facilities** — facilities under their floor-area standard (at least ``min_floor_area_m2``, and
+  ``floor_area_per_100_households_m2`` for every 100 households they serve) or overloaded (serving
+  more households than ``households_per_facility``); a facility serves the households within its
+  kind's reach whose nearest facility of that kind it is;
+- **blind spots** (社区盲点) — units with households outside every community, and land of a
+  street that no community covers ("wherever the city grows, a community follows");
+- **cell problems** (网格问题) — gaps between a community's grid cells, overlaps, cells reaching
+  outside their community, households in no cell or in two (every household in exactly one cell).
+
+Every finding carries ``lon``/``lat``, a point the map can fly to. The JSON shape of
+:func:`gap_report` is what other systems read: keep its keys.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import asdict, dataclass, field
+
 import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from pyproj import CRS
 from sqlalchemy import Engine
 
-from geodata.store import read_layer
+from geodata.errors import NotFound, Refused
+from geodata.standards import FACILITY_KINDS, get_setting
+from geodata.store import count_layer, read_layer
+from layers.grid_cells import validate_cells
+from layers.reach import (
+    METHODS,
+    Facilities,
+    Households,
+    Nearest,
+    RoadGraph,
+    households_from_layers,
+    metric_of,
+    nearest_by_kind,
+    road_graph,
+    to_lonlat,
+)
 
 #: The filter that selects blind spots among the units: households, and no community code.
 BLIND_SPOT = {"empty": ["community_code"], "ranges": {"households": (1, None)}}
+#: Uncovered land smaller than this (m²) is drawing noise, not a gap.
+MIN_LAND_M2 = 1.0
 
 
 def blind_spots(engine: Engine, **filters) -> gpd.GeoDataFrame:
     """Units with households and no community (read with the filters of ``read_layer``)."""
     return read_layer(engine, "units", **BLIND_SPOT, **filters)
+
+
+# --- the standards table ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Standard:
+    """One row of the facility standards table (see ``geodata.standards.FACILITY_STANDARDS``)."""
+
+    kind: str
+    level: str
+    reach_m: float
+    required: bool = False
+    min_floor_area_m2: float = 0.0
+    floor_area_per_100_households_m2: float = 0.0
+    households_per_facility: int = 0
+    source: str = ""
+
+    @property
+    def name(self) -> str:
+        """The kind's Chinese name (设施名称), or the kind itself for a city's own kinds."""
+        return FACILITY_KINDS.get(self.kind, (self.kind,))[0]
+
+
+def standards_from_rows(rows: list[dict]) -> list[Standard]:
+    """The table's rows as :class:`Standard` (a :class:`Refused` naming every bad row)."""
+    if not isinstance(rows, list) or not rows:
+        raise Refused("facility_standards must be a non-empty list of rows")
+    out, problems = [], []
+    names = set(Standard.__dataclass_fields__)
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or not isinstance(row.get("kind"), str) or not row["kind"].strip():
+            problems.append(f"row {i}: a kind is required")
+            continue
+        reach = row.get("reach_m")
+        if not isinstance(reach, int | float) or isinstance(reach, bool) or not 0 < reach <= 20_000:
+            problems.append(f"row {i} ({row['kind']}): reach_m must be a distance in metres, 0 < d ≤ 20,000")
+            continue
+        out.append(Standard(**{k: v for k, v in row.items() if k in names}))
+    if problems:
+        raise Refused("; ".join(problems), problems=problems)
+    return out
+
+
+def load_standards(engine: Engine) -> list[Standard]:
+    """The city's standards table (the ``facility_standards`` setting, or the shipped default)."""
+    with engine.connect() as conn:
+        return standards_from_rows(get_setting(conn, "facility_standards"))
+
+
+def primary_standards(standards: list[Standard]) -> dict[str, Standard]:
+    """Each kind's first row: the one holding its floor-area and load standards."""
+    out: dict[str, Standard] = {}
+    for row in standards:
+        out.setdefault(row.kind, row)
+    return out
+
+
+def reach_limits(standards: list[Standard]) -> dict[str, float]:
+    """Kind → the largest distance the table asks of it (one nearest-facility search per kind)."""
+    limits: dict[str, float] = {}
+    for row in standards:
+        limits[row.kind] = max(limits.get(row.kind, 0.0), float(row.reach_m))
+    return limits
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+
+@dataclass
+class CoverageInputs:
+    """The layers a gap report reads (EPSG:4326), for one street or the whole database."""
+
+    units: gpd.GeoDataFrame
+    facilities: gpd.GeoDataFrame
+    communities: gpd.GeoDataFrame
+    streets: gpd.GeoDataFrame
+    grid_cells: gpd.GeoDataFrame
+    roads: gpd.GeoDataFrame
+    buildings: gpd.GeoDataFrame | None = None
+    street: str | None = None
+
+    @property
+    def crs(self) -> CRS:
+        return metric_of(self.units if len(self.units) else self.streets)
+
+
+def _widen(bounds, metres: float) -> tuple[float, float, float, float]:
+    minx, miny, maxx, maxy = bounds
+    dlat = metres / 111_320.0
+    dlon = metres / (111_320.0 * max(math.cos(math.radians((miny + maxy) / 2)), 0.1))
+    return (minx - dlon, miny - dlat, maxx + dlon, maxy + dlat)
+
+
+def check_street(engine: Engine, street: str | None) -> None:
+    """Refuse a street that is not a 9-digit code, or that is not stored (404)."""
+    if street is None:
+        return
+    if not (isinstance(street, str) and street.isdigit() and len(street) == 9):
+        raise Refused(f"street {street!r} is not a 9-digit code")
+    if not count_layer(engine, "streets", where={"code": street}):
+        raise NotFound(f"no street {street}")
+
+
+def load_inputs(engine: Engine, street: str | None = None, standards: list[Standard] | None = None,
+                ) -> CoverageInputs:
+    """Read what a gap report needs. With ``street``, its units, communities and cells, and the
+    facilities and roads within the largest reach of it (households near a street's edge are
+    served across it)."""
+    check_street(engine, street)
+    scope = {"street": street} if street else {}
+    units = read_layer(engine, "units", **scope)
+    streets = read_layer(engine, "streets", **({"where": {"code": street}} if street else {}))
+    area = {}
+    if street and len(units):
+        reach = max(reach_limits(standards or load_standards(engine)).values(), default=1000.0)
+        area = {"bbox": _widen(units.total_bounds, 1.2 * reach + 100.0)}
+    buildings = read_layer(engine, "buildings", **area) if count_layer(engine, "buildings") else None
+    return CoverageInputs(
+        units=units, facilities=read_layer(engine, "facilities", **area),
+        communities=read_layer(engine, "communities", **scope), streets=streets,
+        grid_cells=read_layer(engine, "grid_cells", **scope), roads=read_layer(engine, "roads", **area),
+        buildings=buildings, street=street)
+
+
+# --- reach --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReachRun:
+    """Every household's nearest facility of every kind the standards name, by one method."""
+
+    households: Households
+    facilities: Facilities
+    facility_frame: gpd.GeoDataFrame
+    standards: list[Standard]
+    method: str
+    nearest: dict[str, Nearest]
+    graph: RoadGraph | None = None
+
+    def covered(self, kind: str, radius_m: float) -> np.ndarray:
+        """Which household points have a facility of ``kind`` within ``radius_m``."""
+        if kind not in self.nearest:
+            raise Refused(f"unknown facility kind {kind!r}; kinds: {', '.join(self.nearest)}")
+        return self.nearest[kind].within(radius_m)
+
+
+def choose_method(method: str | None, roads: gpd.GeoDataFrame) -> str:
+    """``straight`` or ``roads``; ``auto`` (None) walks the roads when a roads layer is loaded."""
+    if method in (None, "", "auto"):
+        return "roads" if len(roads) else "straight"
+    if method not in METHODS:
+        raise Refused(f"method {method!r} is not one of auto, {', '.join(METHODS)}")
+    if method == "roads" and not len(roads):
+        raise Refused("no roads are loaded: import a roads layer, or use method=straight")
+    return method
+
+
+def compute_reach(inputs: CoverageInputs, standards: list[Standard], method: str | None = None,
+                  extra: gpd.GeoDataFrame | None = None) -> ReachRun:
+    """Nearest facilities for every household and kind. ``extra``: proposed facilities (points in
+    EPSG:4326 with ``kind``, ``code``) counted as if built."""
+    method = choose_method(method, inputs.roads)
+    crs = inputs.crs
+    households = households_from_layers(inputs.units, inputs.buildings, crs)
+    frame = inputs.facilities
+    if extra is not None and len(extra):
+        frame = pd.concat([frame, extra.to_crs(4326)], ignore_index=True)
+    facilities = Facilities.from_layer(frame, crs)
+    graph = road_graph(inputs.roads, crs) if method == "roads" else None
+    nearest = nearest_by_kind(households, facilities, reach_limits(standards), graph)
+    return ReachRun(households, facilities, frame, standards, method, nearest, graph)
+
+
+def _pairs_by(codes: np.ndarray, households: np.ndarray, covered: np.ndarray) -> dict[str, list[int]]:
+    """``{code: [households, covered]}`` over the points that carry a code."""
+    known = pd.notna(codes)
+    if not known.any():
+        return {}
+    keys, inverse = np.unique(codes[known].astype(str), return_inverse=True)
+    hh = households[known]
+    total = np.bincount(inverse, weights=hh, minlength=len(keys))
+    got = np.bincount(inverse, weights=hh * covered[known], minlength=len(keys))
+    return {k: [int(t), int(c)] for k, t, c in zip(keys, total, got, strict=True)}
+
+
+def reach_rows(run: ReachRun) -> list[dict]:
+    """The ``reach`` part of the report: one entry per row of the standards table."""
+    hh = run.households
+    out = []
+    for row in run.standards:
+        covered = run.covered(row.kind, row.reach_m)
+        total = int(hh.households.sum())
+        got = int(hh.households[covered].sum())
+        out.append({
+            "kind": row.kind, "name": row.name, "level": row.level, "radius_m": row.reach_m,
+            "method": run.method, "households": total, "households_covered": got,
+            "share": round(got / total, 4) if total else 1.0,
+            "by_district": _pairs_by(hh.district, hh.households, covered),
+            "by_street": _pairs_by(hh.street, hh.households, covered),
+            "by_community": _pairs_by(hh.community, hh.households, covered),
+        })
+    return out
+
+
+def uncovered_units(run: ReachRun, units: gpd.GeoDataFrame, kind: str, radius_m: float) -> gpd.GeoDataFrame:
+    """Units with households out of reach of ``kind`` within ``radius_m``: ``code``, ``households``,
+    ``uncovered`` (households out of reach), ``community_code``, ``street_code``, geometry."""
+    covered = run.covered(kind, radius_m)
+    hh = run.households
+    out = pd.Series(hh.households * ~covered).groupby(hh.unit).sum()
+    out = out[out > 0]
+    frame = units[units["code"].isin(out.index)].copy()
+    frame["uncovered"] = out.reindex(frame["code"]).to_numpy(dtype=np.int64)
+    frame["kind"] = kind
+    frame["radius_m"] = float(radius_m)
+    return frame[["code", "kind", "radius_m", "households", "uncovered", "community_code", "street_code",
+                  "geometry"]].reset_index(drop=True)
+
+
+# --- missing kinds, facility standards ----------------------------------------------------------
+
+
+def _lonlat_of(geoms) -> np.ndarray:
+    geoms = np.asarray(geoms, dtype=object)
+    if not len(geoms):
+        return np.empty((0, 2))
+    return np.round(shapely.get_coordinates(shapely.point_on_surface(geoms)), 7)
+
+
+def missing_kinds(communities: gpd.GeoDataFrame, facilities: gpd.GeoDataFrame,
+                  standards: list[Standard]) -> list[dict]:
+    """Communities without a facility of a kind every community must have. A facility counts for
+    the community its ``community_code`` names, and for the community it lies in."""
+    required = list(dict.fromkeys(row.kind for row in standards if row.required))
+    if not required or communities.empty:
+        return []
+    codes = communities["code"].to_numpy(dtype=object)
+    have = pd.DataFrame({"community": facilities["community_code"].to_numpy(dtype=object),
+                         "kind": facilities["kind"].to_numpy(dtype=object)})
+    if len(facilities):
+        fac, comm = shapely.STRtree(np.asarray(communities.geometry.values, dtype=object)).query(
+            np.asarray(facilities.geometry.values, dtype=object), predicate="within")
+        have = pd.concat([have, pd.DataFrame({"community": codes[comm],
+                                              "kind": facilities["kind"].to_numpy(dtype=object)[fac]})])
+    present = set(zip(have["community"], have["kind"], strict=True))
+    lonlat = _lonlat_of(communities.geometry.values)
+    names = communities["name"].to_numpy(dtype=object)
+    out = []
+    for i, code in enumerate(codes):
+        lacking = [k for k in required if (code, k) not in present]
+        if lacking:
+            out.append({"community": code, "name": names[i], "kinds": lacking,
+                        "lon": float(lonlat[i, 0]), "lat": float(lonlat[i, 1])})
+    return out
+
+
+def facility_problems(run: ReachRun, scope_codes: set[str] | None = None) -> list[dict]:
+    """Facilities under their floor-area standard or overloaded. A facility serves the households
+    within its kind's reach (the kind's first row) whose nearest facility of the kind it is."""
+    frame = run.facility_frame
+    out = []
+    lonlat = _lonlat_of(frame.geometry.values)
+    area = pd.to_numeric(frame["floor_area_m2"], errors="coerce").to_numpy(dtype=float)
+    codes = frame["code"].to_numpy(dtype=object)
+    comm = frame["community_code"].to_numpy(dtype=object)
+    hh = run.households.households
+    for kind, row in primary_standards(run.standards).items():
+        at = run.facilities.of_kind(kind)
+        if not len(at):
+            continue
+        nearest = run.nearest[kind]
+        served_by = nearest.within(row.reach_m) & (nearest.facility >= 0)
+        served = np.bincount(nearest.facility[served_by], weights=hh[served_by], minlength=len(frame))[at]
+        need = np.maximum(row.min_floor_area_m2, row.floor_area_per_100_households_m2 * served / 100.0)
+        small = (need > 0) & np.isfinite(area[at]) & (area[at] < need)
+        heavy = (row.households_per_facility > 0) & (served > row.households_per_facility)
+        for j in np.flatnonzero(small | heavy):
+            i = at[j]
+            if scope_codes is not None and not (isinstance(comm[i], str) and comm[i] in scope_codes):
+                continue
+            flags = (("under_floor_area", small[j]), ("overloaded", heavy[j]))
+            problem = ",".join(p for p, on in flags if on)
+            out.append({"code": codes[i], "kind": kind, "name": frame["name"].iloc[i],
+                        "community": comm[i] if isinstance(comm[i], str) else None,
+                        "floor_area_m2": None if not np.isfinite(area[i]) else round(float(area[i]), 1),
+                        "required_floor_area_m2": round(float(need[j]), 1),
+                        "households_served": int(served[j]),
+                        "households_per_facility": int(row.households_per_facility) or None,
+                        "problem": problem, "lon": float(lonlat[i, 0]), "lat": float(lonlat[i, 1])})
+    return out
+
+
+# --- blind spots --------------------------------------------------------------------------------
+
+
+@dataclass
+class BlindSpots:
+    """Blind spots: units with households in no community, and street land no community covers."""
+
+    units: gpd.GeoDataFrame  # code, households, street_code, community_code, geometry (4326)
+    land: gpd.GeoDataFrame  # street_code, area_m2, geometry (4326)
+    findings: list[dict] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"units": len(self.units), "households": int(self.units["households"].sum()),
+                "land_parts": len(self.land), "land_m2": round(float(self.land["area_m2"].sum()), 1),
+                "findings": self.findings}
+
+
+def find_blind_spots(units: gpd.GeoDataFrame, communities: gpd.GeoDataFrame, streets: gpd.GeoDataFrame,
+                     crs: CRS | None = None) -> BlindSpots:
+    """Units with households whose representative point lies in no community's polygon (or that
+    carry no community code), and the parts of each street's land covered by no community."""
+    crs = crs or metric_of(units if len(units) else streets)
+    lived = units[units["households"].fillna(0).to_numpy() > 0]
+    points = shapely.point_on_surface(np.asarray(lived.geometry.values, dtype=object))
+    inside = np.zeros(len(lived), dtype=bool)
+    if len(communities) and len(lived):
+        hit, _ = shapely.STRtree(np.asarray(communities.geometry.values, dtype=object)).query(
+            points, predicate="within")
+        inside[hit] = True
+    no_code = pd.isna(lived["community_code"]).to_numpy()
+    blind = ~inside | no_code
+    blind_units = lived[blind][["code", "households", "street_code", "community_code", "geometry"]]
+    findings = []
+    xy = np.round(shapely.get_coordinates(points[blind]), 7) if blind.any() else np.empty((0, 2))
+    for (code, hh, street), (lon, lat) in zip(blind_units[["code", "households", "street_code"]]
+                                              .itertuples(index=False, name=None), xy, strict=True):
+        findings.append({"kind": "unit", "codes": [code], "street": street, "households": int(hh),
+                         "area_m2": None, "lon": float(lon), "lat": float(lat)})
+    land = _uncovered_land(communities, streets, crs)
+    for street, area, (lon, lat) in zip(land["street_code"], land["area_m2"],
+                                        _lonlat_of(land.geometry.values), strict=True):
+        findings.append({"kind": "land", "codes": [street], "street": street, "households": None,
+                         "area_m2": float(area), "lon": float(lon), "lat": float(lat)})
+    return BlindSpots(blind_units.reset_index(drop=True), land, findings)
+
+
+def _uncovered_land(communities: gpd.GeoDataFrame, streets: gpd.GeoDataFrame, crs: CRS) -> gpd.GeoDataFrame:
+    empty = gpd.GeoDataFrame({"street_code": [], "area_m2": []}, geometry=[], crs=4326)
+    if streets.empty:
+        return empty
+    street_geoms = np.asarray(streets.to_crs(crs).geometry.values, dtype=object)
+    comm_geoms = np.asarray(communities.to_crs(crs).geometry.values, dtype=object) if len(communities) \
+        else np.empty(0, dtype=object)
+    s_idx, c_idx = (shapely.STRtree(comm_geoms).query(street_geoms, predicate="intersects")
+                    if len(comm_geoms) else (np.empty(0, int), np.empty(0, int)))
+    by_street = pd.Series(c_idx).groupby(s_idx).apply(np.asarray).to_dict() if len(s_idx) else {}
+    pieces, owners = [], []
+    for i, geom in enumerate(street_geoms):  # per street (a hundred in a city), never per household
+        cover = comm_geoms[by_street.get(i, np.empty(0, int))]
+        rest = geom if not len(cover) else shapely.difference(geom, shapely.union_all(cover))
+        parts = shapely.get_parts(rest)
+        parts = parts[shapely.area(parts) >= MIN_LAND_M2]
+        pieces.extend(parts)
+        owners.extend([streets["code"].iloc[i]] * len(parts))
+    if not pieces:
+        return empty
+    frame = gpd.GeoDataFrame({"street_code": owners, "area_m2": np.round(shapely.area(pieces), 1)},
+                             geometry=pieces, crs=crs)
+    return frame.to_crs(4326)
+
+
+# --- cell problems ------------------------------------------------------------------------------
+
+
+def cell_problems(communities: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, units: gpd.GeoDataFrame) -> dict:
+    """What breaks "every household in exactly one grid cell, cells tiling their community"
+    (:func:`layers.grid_cells.validate_cells`), with a finding for every unit in two cells too."""
+    if cells.empty:
+        lived = units[units["households"].fillna(0) > 0]
+        return {"cells": 0, "gaps": 0, "overlaps": 0, "outside_community": 0,
+                "households_in_no_cell": int(lived["households"].sum()), "households_in_two_cells": 0,
+                "findings": []}
+    report = validate_cells(communities, cells, units)
+    lived = units[units["households"].fillna(0) > 0]
+    points = shapely.point_on_surface(np.asarray(lived.geometry.values, dtype=object))
+    tree = shapely.STRtree(np.asarray(cells.geometry.values, dtype=object))
+    hit, _ = tree.query(points, predicate="within")
+    twice = np.flatnonzero(np.bincount(hit, minlength=len(lived)) > 1)
+    xy = np.round(shapely.get_coordinates(points[twice]), 7) if len(twice) else np.empty((0, 2))
+    for i, (lon, lat) in zip(twice, xy, strict=True):
+        report["findings"].append({"kind": "household_in_two_cells", "codes": [lived["code"].iloc[i]],
+                                   "area_m2": 0.0, "lon": float(lon), "lat": float(lat)})
+    return report
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+def gap_report(inputs: CoverageInputs, standards: list[Standard], method: str | None = None) -> dict:
+    """The whole gap report as JSON-ready data (see the module's docstring for its parts)."""
+    run = compute_reach(inputs, standards, method)
+    scope = set(inputs.communities["code"]) if inputs.street else None
+    blind = find_blind_spots(inputs.units, inputs.communities, inputs.streets, inputs.crs)
+    return {
+        "scope": {"street": inputs.street},
+        "crs": f"EPSG:{inputs.crs.to_epsg()}",
+        "method": run.method,
+        "households": int(run.households.households.sum()),
+        "units": len(inputs.units),
+        "standards": [asdict(row) for row in standards],
+        "reach": reach_rows(run),
+        "missing": missing_kinds(inputs.communities, inputs.facilities, standards),
+        "facilities": facility_problems(run, scope),
+        "blind_spots": blind.summary(),
+        "cell_problems": cell_problems(inputs.communities, inputs.grid_cells, inputs.units),
+    }
+
+
+def report_for(engine: Engine, street: str | None = None, method: str | None = None) -> dict:
+    """:func:`gap_report` of the stored layers (one street, or everything)."""
+    standards = load_standards(engine)
+    return gap_report(load_inputs(engine, street, standards), standards, method)
+
+
+def facility_point(lon: float, lat: float, kind: str, code: str = "proposed") -> gpd.GeoDataFrame:
+    """A proposed facility as a one-row layer (EPSG:4326)."""
+    return gpd.GeoDataFrame({"code": [code], "kind": [kind], "name": ["拟建 proposed"],
+                             "floor_area_m2": [None], "community_code": [None]},
+                            geometry=[shapely.Point(lon, lat)], crs=4326)
+
+
+def lonlat(run: ReachRun) -> np.ndarray:
+    """The household points of ``run`` in lon/lat."""
+    return to_lonlat(run.households.xy, run.households.crs)

@@ -1,0 +1,371 @@
+"""Where to build next (选址): the maximal covering location problem (MCLP).
+
+Given a facility kind, its reach ``r`` and a number ``k``, choose ``k`` sites among candidates
+(unit representative points by default, or a candidate-sites layer) that bring the most households
+now out of reach within reach. Households already within ``r`` of a facility of the kind are not
+demand; a household point within ``r`` of no candidate cannot be helped and is left out.
+
+- **Coverage** is a sparse matrix candidates × demand points (straight-line, ``cKDTree``
+  ball queries, or along the roads, one bounded Dijkstra per batch of candidates). Demand points
+  covered by exactly the same candidates are merged (their households add up): they are
+  indistinguishable to every solution, and merging shrinks the model by an order of magnitude.
+- **Greedy**: lazy greedy with a heap (each site's gain is only recomputed when it reaches the
+  top); the proven bound is the best of ``f(S_i) + the k largest marginal gains after S_i`` over
+  the greedy steps (Nemhauser–Wolsey–Fisher for submodular coverage), so the gap it states is real.
+- **Exact**: the MILP ``max Σ w_g y_g`` s.t. ``y_g ≤ Σ_{j covers g} x_j``, ``Σ x_j ≤ k``,
+  ``x`` binary, ``0 ≤ y ≤ 1``, built as arrays and solved by HiGHS (``highspy``), warm-started
+  from the greedy answer, within a time limit; it returns the optimum with its proof, or the best
+  solution found with HiGHS's dual bound. Sites are reported in the order of what each adds.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from dataclasses import dataclass, field
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from pyproj import CRS
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import dijkstra
+from scipy.spatial import cKDTree
+
+from geodata.errors import Refused
+from layers.coverage import ReachRun, reach_limits
+from layers.reach import RoadGraph
+
+#: Above this many merged demand groups × candidates' non-zeros, "auto" stays greedy.
+EXACT_MAX_NNZ = 5_000_000
+#: Candidates per bounded Dijkstra batch (each batch holds a dense batch × nodes array).
+ROAD_BATCH = 32
+
+
+@dataclass
+class Siting:
+    """The chosen sites, in order, with what each adds and the proof of quality."""
+
+    chosen: np.ndarray  # candidate positions, in the order of what each adds
+    added: np.ndarray  # households each adds, given the sites before it
+    covered_before: int  # households within reach of the existing facilities
+    households: int  # households in scope
+    bound: float  # proven upper bound on the households ``k`` sites can add
+    method: str  # "exact" | "greedy"
+    optimal: bool
+    seconds: dict = field(default_factory=dict)
+    demand_points: int = 0
+    demand_groups: int = 0
+
+    @property
+    def objective(self) -> int:
+        return int(self.added.sum())
+
+    @property
+    def gap(self) -> float:
+        """(bound − objective) / bound: 0 for a proven optimum."""
+        return 0.0 if self.bound <= 0 else max(0.0, (self.bound - self.objective) / self.bound)
+
+
+def check_k(k) -> int:
+    """``k`` as a positive whole number (an int, or text of digits), or :class:`Refused`."""
+    whole = isinstance(k, int) and not isinstance(k, bool) or isinstance(k, str) and k.strip().isdigit()
+    if not whole or int(k) <= 0:
+        raise Refused(f"k must be a whole number above 0, got {k!r}")
+    if int(k) > 1000:
+        raise Refused(f"k = {int(k)} is more sites than a plan can use (at most 1,000)")
+    return int(k)
+
+
+def coverage_straight(candidates: np.ndarray, demand: np.ndarray, radius_m: float) -> csr_matrix:
+    """Candidates × demand points within ``radius_m`` in a straight line (distance ≤ radius)."""
+    if not len(candidates) or not len(demand):
+        return csr_matrix((len(candidates), len(demand)))
+    lists = cKDTree(demand).query_ball_point(candidates, radius_m * (1 + 1e-9) + 1e-9, workers=2,
+                                             return_sorted=False)
+    counts = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+    cols = np.concatenate(lists).astype(np.int64) if counts.sum() else np.empty(0, np.int64)
+    rows = np.repeat(np.arange(len(candidates)), counts)
+    keep = np.hypot(*(candidates[rows] - demand[cols]).T) <= radius_m
+    return csr_matrix((np.ones(keep.sum(), dtype=np.int8), (rows[keep], cols[keep])),
+                      shape=(len(candidates), len(demand)))
+
+
+def coverage_roads(graph: RoadGraph, candidates: np.ndarray, demand: np.ndarray,
+                   radius_m: float) -> csr_matrix:
+    """Candidates × demand points within ``radius_m`` walk along the roads (as :mod:`layers.reach`
+    measures it: straight to the nearest node at both ends)."""
+    if not len(candidates) or not len(demand) or graph.nodes == 0:
+        return csr_matrix((len(candidates), len(demand)))
+    matrix, leaves = graph.with_leaves(candidates)
+    node, access = graph.snap(demand)
+    near = access <= radius_m
+    node, idx, access = node[near], np.flatnonzero(near), access[near]
+    rows, cols = [], []
+    for start in range(0, len(candidates), ROAD_BATCH):
+        batch = leaves[start:start + ROAD_BATCH]
+        dist = dijkstra(matrix, directed=True, indices=batch, limit=radius_m)
+        r, c = np.nonzero(dist[:, node] + access <= radius_m)
+        rows.append(r + start)
+        cols.append(idx[c])
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    return csr_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(len(candidates), len(demand)))
+
+
+def merge_demand(cover: csr_matrix, weight: np.ndarray) -> tuple[csr_matrix, np.ndarray]:
+    """Merge demand points (columns) covered by the same set of candidates; drop those covered by
+    none. Returns candidates × groups and each group's households."""
+    by_demand = cover.T.tocsr()
+    by_demand.sum_duplicates()
+    by_demand.sort_indices()
+    nnz = np.diff(by_demand.indptr)
+    useful = np.flatnonzero((nnz > 0) & (weight > 0))
+    if not len(useful):
+        return csr_matrix((cover.shape[0], 0)), np.empty(0)
+    rng = np.random.default_rng(20180)
+    keys = rng.integers(1, np.iinfo(np.int64).max, size=(2, cover.shape[0]), dtype=np.int64).astype(np.uint64)
+    sub = by_demand[useful]
+    starts = sub.indptr[:-1]
+    with np.errstate(over="ignore"):
+        h1 = np.add.reduceat(keys[0][sub.indices], starts)
+        h2 = np.add.reduceat(keys[1][sub.indices] * np.uint64(2654435761), starts)
+    signature = np.column_stack([h1, h2, np.diff(sub.indptr).astype(np.uint64)])
+    _, first, inverse = np.unique(signature, axis=0, return_index=True, return_inverse=True)
+    groups = sub[first]
+    merged = np.bincount(inverse.ravel(), weights=weight[useful], minlength=len(first))
+    return groups.T.tocsr().astype(np.int8), merged
+
+
+def _gains(cover: csr_matrix, weight: np.ndarray, open_: np.ndarray) -> np.ndarray:
+    return cover @ (weight * open_)
+
+
+def greedy(cover: csr_matrix, weight: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Lazy greedy: ``k`` candidates (rows) in order, what each adds, and the proven bound."""
+    n = cover.shape[0]
+    open_ = np.ones(cover.shape[1], dtype=bool)
+    gains = _gains(cover, weight, open_)
+    bound = _topk(gains, k)
+    heap = [(-g, j) for j, g in enumerate(gains) if g > 0]
+    heapq.heapify(heap)
+    chosen, added, total = [], [], 0.0
+    indptr, indices = cover.indptr, cover.indices
+    while heap and len(chosen) < min(k, n):
+        neg, j = heapq.heappop(heap)
+        cols = indices[indptr[j]:indptr[j + 1]]
+        gain = float(weight[cols][open_[cols]].sum())
+        if heap and gain < -heap[0][0] - 1e-9:
+            if gain > 0:
+                heapq.heappush(heap, (-gain, j))
+            continue
+        if gain <= 0:
+            break
+        chosen.append(j)
+        added.append(gain)
+        open_[cols] = False
+        total += gain
+        # the online bound after this step: f(S) + the k largest marginal gains now
+        bound = min(bound, total + _topk(_gains(cover, weight, open_), k))
+    return np.array(chosen, dtype=np.int64), np.array(added), float(bound)
+
+
+def _topk(values: np.ndarray, k: int) -> float:
+    if not len(values):
+        return 0.0
+    k = min(k, len(values))
+    return float(np.partition(values, len(values) - k)[len(values) - k:].sum())
+
+
+def in_order(cover: csr_matrix, weight: np.ndarray, sites: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``sites`` ordered by what each adds after the ones before (largest first)."""
+    sites = list(sites)
+    open_ = np.ones(cover.shape[1], dtype=bool)
+    order, added = [], []
+    while sites:
+        gains = [float(weight[cover.indices[cover.indptr[j]:cover.indptr[j + 1]]][
+            open_[cover.indices[cover.indptr[j]:cover.indptr[j + 1]]]].sum()) for j in sites]
+        best = int(np.argmax(gains))
+        j = sites.pop(best)
+        order.append(j)
+        added.append(gains[best])
+        open_[cover.indices[cover.indptr[j]:cover.indptr[j + 1]]] = False
+    return np.array(order, dtype=np.int64), np.array(added)
+
+
+def exact(cover: csr_matrix, weight: np.ndarray, k: int, start: np.ndarray | None = None,
+          time_limit: float = 30.0) -> tuple[np.ndarray, float, bool]:
+    """Solve the MCLP with HiGHS: the chosen rows, the proven bound, and whether it is optimal."""
+    import highspy
+
+    n_c, n_g = cover.shape
+    if n_c <= k:
+        return np.arange(n_c), float(weight.sum()), True
+    by_group = cover.T.tocsr()  # row g: the candidates covering group g
+    # rows: y_g − Σ x_j ≤ 0 (one per group), then Σ x_j ≤ k; columns: x (n_c), y (n_g)
+    nnz = by_group.nnz
+    row_starts = np.concatenate([by_group.indptr[:-1] + np.arange(n_g), [nnz + n_g]])
+    indices = np.empty(nnz + n_g, dtype=np.int32)
+    values = np.empty(nnz + n_g)
+    y_at = by_group.indptr[:-1] + np.arange(n_g)
+    x_at = np.setdiff1d(np.arange(nnz + n_g), y_at, assume_unique=True)
+    indices[y_at] = n_c + np.arange(n_g)
+    values[y_at] = 1.0
+    indices[x_at] = by_group.indices
+    values[x_at] = -1.0
+    indices = np.concatenate([indices, np.arange(n_c, dtype=np.int32)])
+    values = np.concatenate([values, np.ones(n_c)])
+    row_starts = np.concatenate([row_starts, [len(indices)]])
+
+    lp = highspy.HighsLp()
+    lp.num_col_ = n_c + n_g
+    lp.num_row_ = n_g + 1
+    lp.sense_ = highspy.ObjSense.kMaximize
+    lp.col_cost_ = np.concatenate([np.zeros(n_c), weight]).astype(float)
+    lp.col_lower_ = np.zeros(n_c + n_g)
+    lp.col_upper_ = np.ones(n_c + n_g)
+    lp.row_lower_ = np.full(n_g + 1, -highspy.kHighsInf)
+    lp.row_upper_ = np.concatenate([np.zeros(n_g), [float(k)]])
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+    lp.a_matrix_.num_col_ = n_c + n_g
+    lp.a_matrix_.num_row_ = n_g + 1
+    lp.a_matrix_.start_ = row_starts.astype(np.int32)
+    lp.a_matrix_.index_ = indices
+    lp.a_matrix_.value_ = values
+    lp.integrality_ = [highspy.HighsVarType.kInteger] * n_c + [highspy.HighsVarType.kContinuous] * n_g
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", float(time_limit))
+    h.setOptionValue("mip_rel_gap", 0.0)
+    h.setOptionValue("threads", 2)
+    h.passModel(lp)
+    if start is not None and len(start):
+        x = np.zeros(n_c + n_g)
+        x[start] = 1.0
+        x[n_c:] = np.minimum(1.0, by_group @ x[:n_c])
+        solution = highspy.HighsSolution()
+        solution.col_value = list(x)
+        solution.value_valid = True
+        h.setSolution(solution)
+    h.run()
+    status = h.getModelStatus()
+    info = h.getInfo()
+    values_out = np.asarray(h.getSolution().col_value)
+    chosen = np.flatnonzero(values_out[:n_c] > 0.5)
+    optimal = status == highspy.HighsModelStatus.kOptimal
+    bound = float(info.mip_dual_bound) if np.isfinite(info.mip_dual_bound) else float(weight.sum())
+    if optimal:  # proven within HiGHS's tolerance: the bound is the optimum itself
+        bound = float(weight[by_group[:, chosen].sum(axis=1).A1 > 0].sum())
+    return chosen, bound, optimal
+
+
+def solve(cover: csr_matrix, weight: np.ndarray, k: int, method: str = "auto",
+          time_limit: float = 30.0) -> tuple[np.ndarray, np.ndarray, float, str, bool]:
+    """Choose ``k`` rows of ``cover`` (merged demand ``weight``): sites in order, what each adds,
+    the proven bound, the method used and whether the answer is proven optimal."""
+    if method not in ("auto", "exact", "greedy"):
+        raise Refused(f"method {method!r} is not one of auto, exact, greedy")
+    sites, added, bound = greedy(cover, weight, k)
+    if method == "greedy" or (method == "auto" and cover.nnz > EXACT_MAX_NNZ):
+        return sites, added, bound, "greedy", bound - added.sum() < 0.5
+    if bound - added.sum() < 0.5:  # greedy met its own bound: proven optimal already
+        return sites, added, bound, "greedy", True
+    chosen, exact_bound, optimal = exact(cover, weight, k, sites, time_limit)
+    order, gains = in_order(cover, weight, chosen)
+    bound = min(bound, exact_bound)
+    if gains.sum() >= added.sum():
+        sites, added = order, gains
+    return sites, added, bound, "exact", optimal or bound - added.sum() < 0.5
+
+
+def site(demand_xy: np.ndarray, demand_households: np.ndarray, candidates_xy: np.ndarray, k: int,
+         radius_m: float, *, graph: RoadGraph | None = None, method: str = "auto",
+         covered_before: int = 0, time_limit: float = 30.0) -> Siting:
+    """Choose ``k`` of ``candidates_xy`` (metres) to bring the most of the uncovered
+    ``demand_households`` (at ``demand_xy``) within ``radius_m``."""
+    k = check_k(k)
+    t0 = time.perf_counter()
+    if graph is None:
+        cover = coverage_straight(candidates_xy, demand_xy, radius_m)
+    else:
+        cover = coverage_roads(graph, candidates_xy, demand_xy, radius_m)
+    t1 = time.perf_counter()
+    groups, weight = merge_demand(cover, demand_households.astype(float))
+    t2 = time.perf_counter()
+    sites, added, bound, used, optimal = solve(groups, weight, k, method, time_limit)
+    t3 = time.perf_counter()
+    return Siting(sites, np.round(added).astype(np.int64), int(covered_before),
+                  int(demand_households.sum()) + int(covered_before), float(np.floor(bound + 1e-6)), used,
+                  bool(optimal), {"coverage": round(t1 - t0, 4), "merge": round(t2 - t1, 4),
+                                  "solve": round(t3 - t2, 4)},
+                  demand_points=int((np.diff(cover.tocsc().indptr) > 0).sum()), demand_groups=groups.shape[1])
+
+
+def sites_frame(result: Siting, candidates: gpd.GeoDataFrame, kind: str, radius_m: float) -> gpd.GeoDataFrame:
+    """The chosen sites as features (EPSG:4326): ``order``, ``households_added``,
+    ``households_covered_after``, the candidate's ``code`` and the kind."""
+    chosen = candidates.iloc[result.chosen].reset_index(drop=True)
+    after = result.covered_before + np.cumsum(result.added)
+    frame = gpd.GeoDataFrame({
+        "order": np.arange(1, len(chosen) + 1), "code": chosen["code"].to_numpy(dtype=object),
+        "kind": kind, "radius_m": float(radius_m), "households_added": result.added,
+        "households_covered_after": after.astype(np.int64),
+    }, geometry=np.asarray(chosen.geometry.values, dtype=object), crs=candidates.crs)
+    return frame.to_crs(4326)
+
+
+def collection_properties(result: Siting, kind: str, radius_m: float, k: int, method: str) -> dict:
+    """What the GeoJSON collection of chosen sites says about the whole answer."""
+    return {"kind": kind, "radius_m": radius_m, "k": k, "distance": method, "solver": result.method,
+            "optimal": result.optimal, "households": result.households,
+            "households_covered_before": result.covered_before,
+            "households_added": result.objective,
+            "households_covered_after": result.covered_before + result.objective,
+            "bound_households_added": int(result.bound), "gap": round(result.gap, 6),
+            "demand_points": result.demand_points, "demand_groups": result.demand_groups,
+            "seconds": result.seconds}
+
+
+def candidate_points(units: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Default candidates: every land unit's representative point (``code`` = the unit's)."""
+    land = units[units["land_use"].fillna("") != "water"] if "land_use" in units else units
+    return gpd.GeoDataFrame({"code": land["code"].to_numpy(dtype=object)},
+                            geometry=shapely.point_on_surface(np.asarray(land.geometry.values, dtype=object)),
+                            crs=units.crs).reset_index(drop=True)
+
+
+def candidates_xy(candidates: gpd.GeoDataFrame, crs: CRS) -> np.ndarray:
+    """Candidate points in metres."""
+    if not len(candidates):
+        return np.empty((0, 2))
+    points = shapely.point_on_surface(np.asarray(candidates.to_crs(crs).geometry.values, dtype=object))
+    return shapely.get_coordinates(points)
+
+
+def site_for(run: ReachRun, kind: str, k, *, radius_m: float | None = None,
+             candidates: gpd.GeoDataFrame | None = None, units: gpd.GeoDataFrame | None = None,
+             method: str = "auto", time_limit: float = 30.0) -> tuple[Siting, gpd.GeoDataFrame, float]:
+    """Site ``k`` facilities of ``kind`` for the households ``run`` leaves out of reach (at the
+    kind's reach in the standards table, or ``radius_m``), among ``candidates`` (points, EPSG:4326,
+    with ``code``) or the representative points of ``units``. Walks the roads when ``run`` did.
+    Returns the answer, the candidates used and the radius."""
+    if kind not in run.nearest:
+        raise Refused(f"unknown facility kind {kind!r}; kinds of the standards table: "
+                      f"{', '.join(run.nearest)}")
+    k = check_k(k)
+    if radius_m is None:
+        radius_m = float(next(row.reach_m for row in run.standards if row.kind == kind))
+    if not 0 < float(radius_m) <= reach_limits(run.standards)[kind]:
+        raise Refused(f"radius {radius_m} m: give 0 < radius ≤ {reach_limits(run.standards)[kind]:g} m, the "
+                      f"largest reach of {kind} in the standards table")
+    if candidates is None:
+        if units is None:
+            raise Refused("no candidate sites: give a candidates layer or the units")
+        candidates = candidate_points(units)
+    if not len(candidates):
+        raise Refused("no candidate sites")
+    hh = run.households
+    covered = run.covered(kind, radius_m)
+    result = site(hh.xy[~covered], hh.households[~covered], candidates_xy(candidates, hh.crs), k,
+                  float(radius_m), graph=run.graph, method=method,
+                  covered_before=int(hh.households[covered].sum()), time_limit=time_limit)
+    return result, candidates, float(radius_m)
