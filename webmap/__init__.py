@@ -49,6 +49,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(grid_views.bp)
     app.register_blueprint(layer_views.bp)
     app.register_blueprint(admin_views.bp)
+    from webmap.onboarding_views import bp as onboarding_bp  # names, codes, topology, units, onboard
+    app.register_blueprint(onboarding_bp)
     cli.register(app)
 
     if os.environ.get("GRIDPLAN_EXPOSE_PROCESS"):  # tests: which gunicorn worker answered
