@@ -82,70 +82,83 @@ def plan_cells(graph: UnitGraph, rules: CellRules, *, communities: list[str] | N
     """Divide ``communities`` (default: every community of ``graph``) into cells.
 
     ``graph.current`` holds each unit's community; ``current`` maps unit codes to their stored
-    cell codes (a stored cell counts only where it lies in the unit's community). Units outside
-    every community (blind spots) get no cell.
+    cell codes (a stored cell counts only where it lies in the unit's community and meets the
+    rules). Units outside every community (blind spots) get no cell.
     """
     engine_rules = rules.engine_rules()
     stored = (current.reindex(graph.codes) if current is not None else pd.Series(None, index=graph.codes))
     stored = stored.to_numpy(dtype=object)
     community = graph.current
-    todo = sorted({c for c in community if c}) if communities is None else list(communities)
+    by_community = pd.Series(np.arange(len(graph))).groupby(
+        pd.Series(community, dtype=object).fillna("")).indices
+    todo = sorted(c for c in by_community if c) if communities is None else list(communities)
     rng = np.random.default_rng(rules.seed)
     labels = np.full(len(graph), None, dtype=object)
-    rows: list[pd.DataFrame] = []
+    weights = np.round(graph.area).astype(np.int64) if rules.area_m2 else graph.households
     kept: list[str] = []
     for code in todo:
-        positions = np.flatnonzero(community == code)
-        if not len(positions):
+        positions = by_community.get(code)
+        if positions is None or not len(positions):
             continue
-        start = np.array([s if isinstance(s, str) and s.startswith(code) and len(s) == len(code) + 3 else None
-                          for s in stored[positions]], dtype=object)
+        before = np.array([s if isinstance(s, str) and s.startswith(code) and len(s) == len(code) + 3
+                           else None for s in stored[positions].tolist()], dtype=object)
         # a stored cell is a starting point only while it meets the rules; the units of the others
         # are divided afresh
-        weight = graph.area[positions] if rules.area_m2 else graph.households[positions]
-        before = start.copy()
-        totals = pd.Series(weight).groupby(start).transform("sum").to_numpy() if pd.notna(start).any() \
-            else np.zeros(len(start))
-        start[(totals < engine_rules.minimum) | (totals > engine_rules.maximum)] = None
+        names, inverse = np.unique(np.where(pd.isna(before), "", before).astype(str), return_inverse=True)
+        totals = np.bincount(inverse, weights[positions], len(names))
+        start = np.where((totals[inverse] < engine_rules.minimum) | (totals[inverse] > engine_rules.maximum),
+                         None, before).astype(object)
         sub = replace(graph.subgraph(positions), street=np.full(len(positions), code, dtype=object),
-                      current=start)
-        if rules.area_m2:
-            sub = replace(sub, households=np.round(sub.area).astype(np.int64))
+                      current=start, households=weights[positions])
         cells, _ = plan_street(sub, start, engine_rules, np.random.default_rng(rng.integers(1 << 32)))
-        xy = graph.xy[positions]
-        area = graph.area[positions]
-        figures = pd.DataFrame({"cell": cells, "households": graph.households[positions], "area_m2": area,
-                                "x": xy[:, 0] * area, "y": xy[:, 1] * area}).groupby("cell").sum()
-        figures["units"] = pd.Series(cells).value_counts()
-        fresh = figures.index[figures.index.str.startswith(NEW)]
-        # a re-divided cell takes back the stored code it shares most units with, when free
-        rename: dict[str, str] = {}
-        taken = {n for n in figures.index if not n.startswith(NEW)}
-        shared = pd.DataFrame({"cell": cells, "stored": before}).dropna().value_counts()
-        for (cell, old), _ in shared.items():
-            if cell.startswith(NEW) and cell not in rename and old not in taken:
-                rename[cell] = old
-                taken.add(old)
-        kept.extend(taken)
-        fresh = fresh[~fresh.isin(list(rename))]
-        used = {int(n[-3:]) for n in taken}
-        # new cells: free numbers, west to east and north to south
-        new = figures.loc[fresh]
-        centre = (new[["x", "y"]].to_numpy() / np.maximum(new[["area_m2"]].to_numpy(), 1e-9)).reshape(-1, 2)
-        free = (n for n in range(1, 1000) if n not in used)
-        order = _spatial_order(centre, new["area_m2"].to_numpy())
-        rename |= {fresh[i]: f"{code}{next(free):03d}" for i in order}
-        labels[positions] = [rename.get(c, c) for c in cells]
-        figures = figures.rename(index=rename).reset_index(names="code")
-        weight = figures["area_m2"] if rules.area_m2 else figures["households"]
-        figures["in_range"] = weight.between(engine_rules.minimum, engine_rules.maximum)
-        figures["community_code"] = code
-        figures["area_m2"] = figures["area_m2"].round(1)
-        rows.append(figures[COLUMNS])
+        labels[positions] = _codes(code, cells, before, graph.xy[positions], graph.area[positions], kept)
     assigned = labels != None  # noqa: E711
-    frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=COLUMNS)
     return CellPlan(pd.Series(labels[assigned], index=graph.codes[assigned], name="grid_code"),
-                    frame.sort_values("code", ignore_index=True), sorted(kept))
+                    cell_figures(graph, labels, engine_rules, rules), sorted(kept))
+
+
+def _codes(community: str, cells: np.ndarray, before: np.ndarray, xy: np.ndarray, area: np.ndarray,
+           kept: list[str]) -> list[str]:
+    """Final codes for one community's cells: stored codes stay; a new cell takes back the stored
+    code it shares most units with when that code is free; the rest take free numbers, west to
+    east and north to south."""
+    names, inverse = np.unique(cells.astype(str), return_inverse=True)
+    taken = {n for n in names if not n.startswith(NEW)}
+    rename: dict[str, str] = {}
+    shared: dict[tuple[str, str], int] = {}
+    for cell, old in zip(cells.tolist(), before.tolist(), strict=True):
+        if old is not None and cell.startswith(NEW):
+            shared[(cell, old)] = shared.get((cell, old), 0) + 1
+    for (cell, old), _ in sorted(shared.items(), key=lambda item: -item[1]):
+        if cell not in rename and old not in taken:
+            rename[cell] = old
+            taken.add(old)
+    kept.extend(taken)
+    fresh = np.array([i for i, n in enumerate(names) if n.startswith(NEW) and n not in rename],
+                     dtype=np.int64)
+    if len(fresh):
+        total = np.bincount(inverse, area, len(names))
+        centre = np.column_stack([np.bincount(inverse, xy[:, 0] * area, len(names)),
+                                  np.bincount(inverse, xy[:, 1] * area, len(names))])
+        centre /= np.maximum(total, 1e-9)[:, None]
+        used = {int(n[-3:]) for n in taken}
+        free = (n for n in range(1, 1000) if n not in used)
+        for i in fresh[_spatial_order(centre[fresh], total[fresh])]:
+            rename[names[i]] = f"{community}{next(free):03d}"
+    return [rename.get(c, c) for c in cells.tolist()]
+
+
+def cell_figures(graph: UnitGraph, labels: np.ndarray, engine_rules: Rules, rules: CellRules) -> pd.DataFrame:
+    """Per cell: households, area, units, and whether it is within the rules."""
+    inside = pd.notna(labels)
+    frame = pd.DataFrame({"code": labels[inside], "households": graph.households[inside],
+                          "area_m2": graph.area[inside], "units": 1})
+    figures = frame.groupby("code", sort=True).sum().reset_index()
+    figures.insert(1, "community_code", figures["code"].str[:12])
+    weight = figures["area_m2"] if rules.area_m2 else figures["households"]
+    figures["in_range"] = weight.between(engine_rules.minimum, engine_rules.maximum)
+    figures["area_m2"] = figures["area_m2"].round(1)
+    return figures[COLUMNS]
 
 
 def cell_polygons(plan: CellPlan, units: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
