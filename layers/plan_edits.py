@@ -32,13 +32,42 @@ from layers.plan_workflow import EDITABLE, WorkflowError
 from layers.redistricting import PlanResult, assign_codes, split_in_two, summary
 
 
-def community_figures(loaded: LoadedPlan, labels: list[str]) -> list[dict]:
-    """The live figures of these communities, with the rules each one breaks."""
+def community_adjacency(loaded: LoadedPlan) -> dict[str, list[str]]:
+    """Every community's neighbours (communities sharing an edge with it), longest shared
+    boundary first — one pass over the adjacency, the same cost in a street and in a city."""
+    p, g = loaded.partition, loaded.graph
+    names, inverse = np.unique(p.labels.astype(str), return_inverse=True)
+    rows = np.repeat(np.arange(len(g)), np.diff(g.indptr))
+    a, b = inverse[rows], inverse[g.indices]
+    keep = (a != b) & (names[a] != "") & (names[b] != "")
+    k = len(names)
+    pair = a[keep].astype(np.int64) * k + b[keep]
+    totals = pd.Series(g.shared[keep]).groupby(pair).sum()
+    frame = pd.DataFrame({"a": totals.index // k, "b": totals.index % k, "shared": totals.to_numpy()})
+    frame = frame.sort_values(["a", "shared", "b"], ascending=[True, False, True])
+    out: dict[str, list[str]] = {label: [] for label in p.communities}
+    for a_, group in frame.groupby("a", sort=False)["b"]:
+        out[str(names[a_])] = names[group.to_numpy()].tolist()
+    return out
+
+
+def neighbours_of(loaded: LoadedPlan, label: str) -> list[str]:
+    """The communities next to ``label``, longest shared boundary first."""
+    p = loaded.partition
+    shared = p.neighbours_of(p.members(label), land=False)
+    return [c for c, _ in sorted(shared.items(), key=lambda kv: (-kv[1], kv[0])) if c != label]
+
+
+def community_figures(loaded: LoadedPlan, labels: list[str],
+                      neighbours: dict[str, list[str]] | None = None) -> list[dict]:
+    """The live figures of these communities, with the rules each one breaks and their
+    neighbours (computed for each here unless ``neighbours`` gives them all)."""
     p, r = loaded.partition, loaded.rules
     out = []
     for label in labels:
         if label not in p:
-            out.append({"community_code": label, "households": 0, "removed": True, "violations": []})
+            out.append({"community_code": label, "households": 0, "removed": True, "violations": [],
+                        "neighbours": []})
             continue
         households = int(p.households[label])
         violations = []
@@ -51,7 +80,11 @@ def community_figures(loaded: LoadedPlan, labels: list[str]) -> list[dict]:
             violations.append("crosses a street boundary")
         out.append({"community_code": label, "households": households,
                     "population": int(p.population[label]), "area_m2": round(float(p.area[label]), 1),
-                    "polsby_popper": round(p.polsby_popper(label), 4), "violations": violations})
+                    "polsby_popper": round(p.polsby_popper(label), 4), "violations": violations,
+                    "bounds": "below" if households < r.minimum else "above" if households > r.maximum
+                    else "within",
+                    "neighbours": neighbours.get(label, []) if neighbours is not None
+                    else neighbours_of(loaded, label)})
     return out
 
 
@@ -69,8 +102,11 @@ def describe(memory: PlanMemory, plan_id: int) -> dict:
         plan = loaded.plan
         return {**{k: v for k, v in plan.items() if k not in ("created_at", "updated_at")},
                 "updated_at": plan["updated_at"].isoformat(timespec="seconds"),
-                "communities": community_figures(loaded, loaded.partition.communities),
-                "scores": plan_scores(loaded)}
+                "communities": community_figures(loaded, loaded.partition.communities,
+                                                 community_adjacency(loaded)),
+                "scores": plan_scores(loaded), "units": len(loaded.graph),
+                "rules": {"minimum": loaded.rules.minimum, "maximum": loaded.rules.maximum,
+                          "target": loaded.rules.aim}}
 
 
 def units_geojson(memory: PlanMemory, plan_id: int) -> str:
@@ -144,14 +180,8 @@ def move_units(memory: PlanMemory, plan_id: int, unit_codes: list[str], to: str,
         before = p.labels[positions].copy()
         touched = sorted(set(before) | {to})
         was = {label: loaded.contiguous.get(label) for label in touched}
-        p.move(positions, to)
-        recheck(loaded, touched)
-        scores = plan_scores(loaded)
-        try:
-            new_version = plan_rows.save_moves(memory.engine, plan_id, dict.fromkeys(unit_codes, to), version,
-                                               actor, scores=scores,
-                                               status="draft" if plan["status"] == "rejected" else None)
-        except Exception:  # not saved: memory goes back to what is stored
+
+        def undo() -> None:
             for label in set(before):
                 p.move([u for u, b in zip(positions, before, strict=True) if b == label], label)
             for label, whole in was.items():
@@ -159,10 +189,27 @@ def move_units(memory: PlanMemory, plan_id: int, unit_codes: list[str], to: str,
                     loaded.contiguous.pop(label, None)
                 else:
                     loaded.contiguous[label] = whole
-            raise
+
+        # the edit's scores are worked out on the partition, which then goes back to what is
+        # stored until the save has committed: memory never runs ahead of the database
+        p.move(positions, to)
+        recheck(loaded, touched)
+        scores = plan_scores(loaded)
+        figures = community_figures(loaded, touched)
+        after = {label: loaded.contiguous.get(label) for label in touched}
+        undo()
+        new_version = plan_rows.save_moves(memory.engine, plan_id, dict.fromkeys(unit_codes, to), version,
+                                           actor, scores=scores,
+                                           status="draft" if plan["status"] == "rejected" else None)
+        p.move(positions, to)
+        for label, whole in after.items():
+            if whole is None:
+                loaded.contiguous.pop(label, None)
+            else:
+                loaded.contiguous[label] = whole
         memory.saved(loaded, new_version)
-        return {"version": new_version, "to": to, "units": list(unit_codes),
-                "communities": community_figures(loaded, touched), "plan": scores}
+        return {"version": new_version, "to": to, "units": list(unit_codes), "communities": figures,
+                "plan": scores}
 
 
 def split_community(memory: PlanMemory, plan_id: int, code: str, version: int, actor: str,
