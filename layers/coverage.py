@@ -33,6 +33,7 @@ import shapely
 from pyproj import CRS
 from sqlalchemy import Engine
 
+from geodata.catalog import Field
 from geodata.errors import NotFound, Refused
 from geodata.standards import FACILITY_KINDS, get_setting
 from geodata.store import count_layer, read_layer
@@ -46,6 +47,7 @@ from layers.reach import (
     households_from_layers,
     metric_of,
     nearest_by_kind,
+    reached_edges,
     road_graph,
     to_lonlat,
 )
@@ -486,3 +488,132 @@ def facility_point(lon: float, lat: float, kind: str, code: str = "proposed") ->
 def lonlat(run: ReachRun) -> np.ndarray:
     """The household points of ``run`` in lon/lat."""
     return to_lonlat(run.households.xy, run.households.crs)
+
+
+# --- gap layers (map and export) ----------------------------------------------------------------
+
+
+def _f(name: str, dtype: str, short: str, label: str) -> Field:
+    return Field(name, dtype, short, label)
+
+
+#: The gap layers: name → (title, fields). Each can be drawn on the map and exported.
+GAP_LAYERS: dict[str, tuple[str, list[Field]]] = {
+    "uncovered": ("服务半径外的户 households out of reach", [
+        _f("code", "str", "code", "单元代码"), _f("kind", "str", "kind", "设施类型"),
+        _f("radius_m", "float", "radius_m", "服务半径"), _f("households", "int", "households", "户数"),
+        _f("uncovered", "int", "uncovered", "未覆盖户数"),
+        _f("community_code", "str", "comm_code", "社区代码"),
+        _f("street_code", "str", "strt_code", "街道代码")]),
+    "reach": ("服务范围 reach rings / isochrones", [
+        _f("code", "str", "code", "设施代码"), _f("kind", "str", "kind", "设施类型"),
+        _f("radius_m", "float", "radius_m", "服务半径"), _f("method", "str", "method", "距离算法")]),
+    "blind_spots": ("社区盲点 blind spots", [
+        _f("kind", "str", "kind", "类型"), _f("code", "str", "code", "代码"),
+        _f("street_code", "str", "strt_code", "街道代码"), _f("households", "int", "households", "户数"),
+        _f("area_m2", "float", "area_m2", "面积")]),
+    "cell_problems": ("网格问题 cell problems", [
+        _f("kind", "str", "kind", "问题"), _f("codes", "str", "codes", "代码"),
+        _f("area_m2", "float", "area_m2", "面积")]),
+    "facility_problems": ("设施不达标 facilities under standard", [
+        _f("code", "str", "code", "设施代码"), _f("kind", "str", "kind", "设施类型"),
+        _f("name", "str", "name", "名称"), _f("floor_area_m2", "float", "floor_area", "建筑面积"),
+        _f("required_floor_area_m2", "float", "need_area", "应有面积"),
+        _f("households_served", "int", "served", "服务户数"), _f("problem", "str", "problem", "问题")]),
+    "missing": ("缺少设施的社区 communities missing a kind", [
+        _f("code", "str", "code", "社区代码"), _f("name", "str", "name", "名称"),
+        _f("kinds", "str", "kinds", "缺少的设施")]),
+}
+
+
+def _points(findings: list[dict]) -> np.ndarray:
+    return shapely.points([[f["lon"], f["lat"]] for f in findings]) if findings else np.empty(0, dtype=object)
+
+
+def gap_layer(name: str, inputs: CoverageInputs, run: ReachRun, *, kind: str | None = None,
+              radius_m: float | None = None) -> gpd.GeoDataFrame:
+    """One gap layer as a GeoDataFrame (EPSG:4326) with the fields of :data:`GAP_LAYERS`.
+    ``uncovered`` and ``reach`` take a kind and radius (default: every row of the standards table)."""
+    if name not in GAP_LAYERS:
+        raise NotFound(f"no gap layer {name!r}; layers are: {', '.join(GAP_LAYERS)}")
+    columns = [f.name for f in GAP_LAYERS[name][1]]
+    rows = _rows_for(run, kind, radius_m) if name in ("uncovered", "reach") else []
+    if name == "uncovered":
+        parts = [uncovered_units(run, inputs.units, k, r) for k, r in rows]
+        frame = pd.concat(parts, ignore_index=True) if parts else None
+    elif name == "reach":
+        frame = pd.concat([reach_shapes(run, k, r) for k, r in rows], ignore_index=True) if rows else None
+    elif name == "blind_spots":
+        blind = find_blind_spots(inputs.units, inputs.communities, inputs.streets, inputs.crs)
+        units = blind.units.assign(kind="unit", area_m2=None)
+        land = blind.land.assign(kind="land", code=blind.land["street_code"], households=None)
+        frame = pd.concat([units, land], ignore_index=True)
+    elif name == "cell_problems":
+        found = cell_problems(inputs.communities, inputs.grid_cells, inputs.units)["findings"]
+        frame = gpd.GeoDataFrame({"kind": [f["kind"] for f in found],
+                                  "codes": [" ".join(f["codes"]) for f in found],
+                                  "area_m2": [f["area_m2"] for f in found]},
+                                 geometry=_points(found), crs=4326)
+    elif name == "facility_problems":
+        found = facility_problems(run, set(inputs.communities["code"]) if inputs.street else None)
+        frame = gpd.GeoDataFrame(pd.DataFrame(found, columns=columns), geometry=_points(found), crs=4326)
+    else:
+        found = {m["community"]: " ".join(m["kinds"])
+                 for m in missing_kinds(inputs.communities, inputs.facilities, run.standards)}
+        frame = inputs.communities[inputs.communities["code"].isin(list(found))].copy()
+        frame["kinds"] = frame["code"].map(found)
+    if frame is None or not len(frame):
+        return gpd.GeoDataFrame({c: [] for c in columns}, geometry=[], crs=4326)
+    frame = gpd.GeoDataFrame(frame, geometry="geometry", crs=4326)
+    return frame[columns + ["geometry"]].reset_index(drop=True)
+
+
+def _rows_for(run: ReachRun, kind: str | None, radius_m: float | None) -> list[tuple[str, float]]:
+    if kind is not None and kind not in run.nearest:
+        raise Refused(f"unknown facility kind {kind!r}; kinds: {', '.join(run.nearest)}")
+    rows = [(row.kind, float(row.reach_m)) for row in run.standards if kind in (None, row.kind)]
+    if radius_m is not None:
+        if kind is None:
+            raise Refused("a radius needs a kind")
+        limit = reach_limits(run.standards)[kind]
+        if not 0 < radius_m <= limit:
+            raise Refused(f"radius {radius_m:g} m: give 0 < radius ≤ {limit:g} m for {kind}")
+        rows = [(kind, float(radius_m))]
+    return list(dict.fromkeys(rows))
+
+
+def reach_shapes(run: ReachRun, kind: str, radius_m: float) -> gpd.GeoDataFrame:
+    """Where facilities of ``kind`` reach within ``radius_m``: a ring (circle) around each facility
+    (straight-line), or the road segments within that walk of one (along the roads: the network
+    isochrone, 等时圈, one multi-line for the kind)."""
+    at = run.facilities.of_kind(kind)
+    crs = run.households.crs
+    if run.graph is None:
+        rings = shapely.buffer(shapely.points(run.facilities.xy[at]), radius_m, quad_segs=8) if len(at) \
+            else np.empty(0, dtype=object)
+        frame = gpd.GeoDataFrame({"code": run.facilities.code[at], "kind": kind, "radius_m": float(radius_m),
+                                  "method": "straight"}, geometry=rings, crs=crs)
+    else:
+        edges = reached_edges(run.graph, run.facilities.xy[at], radius_m)
+        lines = shapely.multilinestrings(shapely.linestrings(np.stack(
+            [run.graph.xy[edges[:, 0]], run.graph.xy[edges[:, 1]]], axis=1))) if len(edges) else None
+        frame = gpd.GeoDataFrame({"code": [None] if lines is not None else [], "kind": kind,
+                                  "radius_m": float(radius_m), "method": "roads"},
+                                 geometry=[lines] if lines is not None else [], crs=crs)
+    return frame.to_crs(4326)
+
+
+def coverage_change(run: ReachRun, proposed: ReachRun, kind: str, radius_m: float) -> dict:
+    """How proposed facilities change the reach of ``kind`` at ``radius_m``: households covered
+    before and after, and the units whose households they bring within reach."""
+    before = run.covered(kind, radius_m)
+    after = proposed.covered(kind, radius_m)
+    hh = run.households
+    gained = after & ~before
+    units = pd.Series(hh.households * gained).groupby(hh.unit).sum()
+    return {"kind": kind, "radius_m": radius_m, "method": run.method,
+            "households": int(hh.households.sum()),
+            "households_covered_before": int(hh.households[before].sum()),
+            "households_covered_after": int(hh.households[after].sum()),
+            "households_added": int(hh.households[gained].sum()),
+            "units_gained": {str(u): int(v) for u, v in units[units > 0].items()}}

@@ -21,8 +21,10 @@ demand; a household point within ``r`` of no candidate cannot be helped and is l
 from __future__ import annotations
 
 import heapq
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -32,7 +34,9 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
 
+from geodata.crs import parse_crs, to_wgs84
 from geodata.errors import Refused
+from geodata.importer import read_source
 from layers.coverage import ReachRun, reach_limits
 from layers.reach import RoadGraph
 
@@ -369,3 +373,25 @@ def site_for(run: ReachRun, kind: str, k, *, radius_m: float | None = None,
                   float(radius_m), graph=run.graph, method=method,
                   covered_before=int(hh.households[covered].sum()), time_limit=time_limit)
     return result, candidates, float(radius_m)
+
+
+def read_candidates(path, declared_crs=None) -> gpd.GeoDataFrame:
+    """A candidate-sites layer from a file (shapefile zip, GeoPackage, GeoJSON, CSV with lon/lat):
+    points (or polygons, taken at their representative point) in EPSG:4326 with a ``code``
+    (the file's ``code`` column, else ``C00001`` … in file order)."""
+    with tempfile.TemporaryDirectory(prefix="gridplan-candidates-") as tmp:
+        frame = read_source(path, declared_crs=parse_crs(declared_crs), workdir=Path(tmp))
+    frame = to_wgs84(frame, parse_crs(declared_crs))
+    return candidates_from_frame(frame)
+
+
+def candidates_from_frame(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Candidate points (EPSG:4326, ``code``) from any layer of points or polygons."""
+    geoms = np.asarray(frame.geometry.values, dtype=object)
+    good = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    if not good.any():
+        raise Refused("the candidate sites have no usable geometry")
+    codes = (frame["code"].astype(str).to_numpy(dtype=object) if "code" in frame
+             else np.array([f"C{i + 1:05d}" for i in range(len(frame))], dtype=object))
+    return gpd.GeoDataFrame({"code": codes[good]}, geometry=shapely.point_on_surface(geoms[good]),
+                            crs=4326).reset_index(drop=True)

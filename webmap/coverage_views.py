@@ -1,0 +1,317 @@
+"""Coverage gaps (覆盖缺口) in the web app and on the command line: the gap report (page, printable
+report, JSON API), the gap layers (map and export as shapefile, GeoPackage, GeoJSON or CSV),
+proposed facilities and where to build next. Views parse the request and call
+:mod:`layers.coverage` and :mod:`layers.siting`.
+
+API (readers: admin, planner, viewer):
+
+- ``GET /api/coverage/report?street=&method=auto|straight|roads`` — the whole report as JSON;
+- ``GET /api/coverage/layers/<name>?street=&kind=&radius=&method=&f=geojson|gpkg|shp|csv`` — a gap
+  layer (``uncovered``, ``reach``, ``blind_spots``, ``cell_problems``, ``facility_problems``,
+  ``missing``);
+- ``POST /api/coverage/proposal`` ``{kind, sites: [{lon, lat}], radius?, street?, method?}`` — the
+  reach of ``kind`` with proposed facilities added;
+- ``POST /api/coverage/sites`` ``{kind, k, radius?, street?, method?, solver?, candidates?}`` —
+  where to build next, as GeoJSON.
+
+Command line: ``flask --app webmap coverage [--street CODE] -o report.json`` and
+``flask --app webmap site KIND K [--street CODE] [--candidates PATH] -o sites.geojson``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+import geopandas as gpd
+import pandas as pd
+from flask import Blueprint, Response, after_this_request, render_template, request, send_file
+
+from geodata.errors import GridplanError, NotFound, Refused
+from geodata.exporter import FORMATS, ExportError, write_frame
+from geodata.store import layer_extent, read_layer
+from layers import coverage, siting
+from webmap.auth import bearer_request, require
+from webmap.extensions import csrf, engine
+from webmap.maps import build_map, render_map
+
+bp = Blueprint("coverage", __name__, cli_group=None)
+csrf.exempt(bp)  # checked below, except for bearer-token requests
+READERS = ("admin", "planner", "viewer")
+EXTENSIONS = {"shp": "zip", "gpkg": "gpkg", "geojson": "geojson", "csv": "csv"}
+MAX_PROPOSED = 200
+
+
+@bp.before_request
+def _check_csrf():
+    if request.method not in ("GET", "HEAD", "OPTIONS") and not bearer_request():
+        csrf.protect()
+
+
+def _json(data, status: int = 200, mimetype: str = "application/json") -> Response:
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=_plain)
+    return Response(body, status=status, mimetype=mimetype)
+
+
+def _plain(value):
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _text(values, key: str) -> str | None:
+    value = values.get(key)
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise Refused(f"{key} must be text")
+    return value.strip() or None
+
+
+def _radius(values) -> float | None:
+    value = values.get("radius")
+    if value in (None, ""):
+        return None
+    try:
+        radius = float(value)
+    except (TypeError, ValueError):
+        raise Refused(f"radius must be a distance in metres, not {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(radius) or radius <= 0:
+        raise Refused(f"radius must be a distance in metres above 0, not {value!r}")
+    return radius
+
+
+def _run(values, extra: gpd.GeoDataFrame | None = None):
+    standards = coverage.load_standards(engine())
+    inputs = coverage.load_inputs(engine(), _text(values, "street"), standards)
+    return inputs, coverage.compute_reach(inputs, standards, _text(values, "method"), extra)
+
+
+def _body() -> dict:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise Refused("send a JSON object")
+    return data
+
+
+# --- pages --------------------------------------------------------------------------------------
+
+
+@bp.get("/coverage")
+@require(*READERS)
+def page():
+    """The coverage map: uncovered households by kind, reach, blind spots, cell problems."""
+    standards = coverage.load_standards(engine())
+    rows = [{"kind": r.kind, "name": r.name, "level": r.level, "radius": r.reach_m} for r in standards]
+    streets = read_layer(engine(), "streets")
+    m = build_map(layer_extent(engine(), "communities") or layer_extent(engine(), "units"))
+    config = {"standards": rows, "roads": bool(layer_extent(engine(), "roads")),
+              "streets": [{"code": c, "name": n}
+                          for c, n in zip(streets["code"], streets["name"], strict=True)]}
+    return render_map("coverage.html", m, config, title="覆盖缺口 coverage gaps")
+
+
+@bp.get("/coverage/report")
+@require(*READERS)
+def report_page():
+    """The printable gap report: totals, coverage by street and kind with charts, findings."""
+    street = _text(request.args, "street")
+    report = coverage.report_for(engine(), street, _text(request.args, "method"))
+    streets = read_layer(engine(), "streets", **({"where": {"code": street}} if street else {}))
+    names = dict(zip(streets["code"], streets["name"], strict=True))
+    return render_template("coverage_report.html", title="覆盖缺口报告 coverage gap report", report=report,
+                           street_names=names, chart={"reach": [
+                               {"label": f"{r['name']} {r['radius_m']:g} m", "by_street": r["by_street"]}
+                               for r in report["reach"]], "streets": names})
+
+
+# --- API ----------------------------------------------------------------------------------------
+
+
+@bp.get("/api/coverage/report")
+@require(*READERS, api=True)
+def api_report():
+    """The whole gap report as JSON (see :func:`layers.coverage.gap_report`)."""
+    return _json(coverage.report_for(engine(), _text(request.args, "street"), _text(request.args, "method")))
+
+
+@bp.get("/api/coverage/layers/<name>")
+@require(*READERS, api=True)
+def api_layer(name: str):
+    """A gap layer as GeoJSON, or exported (``f=gpkg|shp|csv``, also ``geojson`` as a file with
+    ``download=1``)."""
+    if name not in coverage.GAP_LAYERS:
+        raise NotFound(f"no gap layer {name!r}; layers are: {', '.join(coverage.GAP_LAYERS)}")
+    fmt = request.args.get("f") or "geojson"
+    if fmt not in FORMATS:
+        raise Refused(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
+    inputs, run = _run(request.args)
+    frame = coverage.gap_layer(name, inputs, run, kind=_text(request.args, "kind"),
+                               radius_m=_radius(request.args))
+    if fmt == "geojson" and not request.args.get("download"):
+        body = json.loads(frame.to_json(drop_id=True, na="null"))
+        body["properties"] = {"layer": name, "title": coverage.GAP_LAYERS[name][0], "count": len(frame),
+                              "method": run.method}
+        return _json(body, mimetype="application/geo+json")
+    folder = Path(tempfile.mkdtemp(prefix="gridplan-coverage-"))
+
+    @after_this_request
+    def _clean(response):
+        shutil.rmtree(folder, ignore_errors=True)
+        return response
+
+    street = _text(request.args, "street")
+    filename = f"{name}{'-' + street if street else ''}.{EXTENSIONS[fmt]}"
+    try:
+        report = write_frame(frame, coverage.GAP_LAYERS[name][1], name, fmt, folder / filename,
+                             encoding=request.args.get("encoding") or "utf-8")
+    except (ExportError, ValueError) as exc:
+        raise Refused(f"导出失败 — export failed: {exc}") from None
+    response = send_file(folder / filename, as_attachment=True, download_name=filename)
+    response.headers["X-Gridplan-Features"] = str(report.features)
+    return response
+
+
+def _proposed(data: dict, kind: str) -> gpd.GeoDataFrame:
+    sites = data.get("sites")
+    if not isinstance(sites, list) or not sites:
+        raise Refused("sites: give a list of {lon, lat}")
+    if len(sites) > MAX_PROPOSED:
+        raise Refused(f"at most {MAX_PROPOSED} proposed sites at once")
+    frames = []
+    for i, s in enumerate(sites, 1):
+        try:
+            lon, lat = float(s["lon"]), float(s["lat"])
+        except (TypeError, KeyError, ValueError):
+            raise Refused(f"site {i}: give lon and lat as numbers") from None
+        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+            raise Refused(f"site {i}: ({lon}, {lat}) is not a longitude and latitude")
+        frames.append(coverage.facility_point(lon, lat, kind, f"proposed-{i}"))
+    return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=4326)
+
+
+@bp.post("/api/coverage/proposal")
+@require(*READERS, api=True)
+def api_proposal():
+    """What proposed facilities of a kind would change: households within reach before and
+    after, and the units they bring within reach."""
+    data = _body()
+    kind = _text(data, "kind")
+    if not kind:
+        raise Refused("kind is required")
+    standards = coverage.load_standards(engine())
+    known = {r.kind for r in standards}
+    if kind not in known:
+        raise Refused(f"unknown facility kind {kind!r}; kinds: {', '.join(sorted(known))}")
+    radius = _radius(data) or float(next(r.reach_m for r in standards if r.kind == kind))
+    if radius > coverage.reach_limits(standards)[kind]:
+        raise Refused(f"radius {radius:g} m is beyond the largest reach of {kind} in the standards table")
+    proposed = _proposed(data, kind)
+    inputs = coverage.load_inputs(engine(), _text(data, "street"), standards)
+    method = _text(data, "method")
+    run = coverage.compute_reach(inputs, standards, method)
+    after = coverage.compute_reach(inputs, standards, method, extra=proposed)
+    return _json(coverage.coverage_change(run, after, kind, radius))
+
+
+def sites_geojson(result: siting.Siting, candidates, kind: str, radius: float, k: int, method: str) -> dict:
+    """The chosen sites as a GeoJSON FeatureCollection whose properties state the bound."""
+    frame = siting.sites_frame(result, candidates, kind, radius)
+    body = json.loads(frame.to_json(drop_id=True, na="null"))
+    body["properties"] = siting.collection_properties(result, kind, radius, k, method)
+    return body
+
+
+@bp.post("/api/coverage/sites")
+@require(*READERS, api=True)
+def api_sites():
+    """Where to build ``k`` facilities of ``kind`` (maximal covering location), as GeoJSON."""
+    data = _body()
+    kind = _text(data, "kind")
+    if not kind:
+        raise Refused("kind is required")
+    k = siting.check_k(data.get("k"))
+    candidates = None
+    if data.get("candidates") is not None:
+        try:
+            frame = gpd.GeoDataFrame.from_features(data["candidates"], crs=4326)
+            candidates = siting.candidates_from_frame(frame)
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise Refused(f"candidates: give a GeoJSON FeatureCollection of points ({exc})") from None
+    inputs, run = _run(data)
+    result, used, radius = siting.site_for(run, kind, k, radius_m=_radius(data), candidates=candidates,
+                                           units=inputs.units, method=_text(data, "solver") or "auto",
+                                           time_limit=30.0)
+    return _json(sites_geojson(result, used, kind, radius, k, run.method), mimetype="application/geo+json")
+
+
+# --- command line -------------------------------------------------------------------------------
+
+METHOD = click.Choice(["auto", "straight", "roads"])
+
+
+@bp.cli.command("coverage")
+@click.option("--street", help="only this street (9-digit code)")
+@click.option("--method", type=METHOD, default="auto", show_default=True,
+              help="distance: along the roads when loaded (auto), straight-line, or roads")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="report.json")
+def coverage_command(street, method, output: Path) -> None:
+    """Write the whole gap report (reach, missing kinds, facilities, blind spots, cell problems)
+    as JSON; print a one-line summary."""
+    try:
+        report = coverage.report_for(engine(), street, method)
+    except GridplanError as exc:
+        raise click.ClickException(str(exc)) from None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, ensure_ascii=False, indent=1, default=_plain), encoding="utf-8")
+    worst = min(report["reach"], key=lambda r: r["share"], default=None)
+    lowest = f"lowest reach {worst['kind']} {worst['radius_m']:g} m {worst['share']:.1%}; " if worst else ""
+    click.echo(f"{report['households']:,} households, method {report['method']}: " + lowest
+               + f"{len(report['missing'])} communities missing a kind, "
+               f"{len(report['facilities'])} facilities under standard, "
+               f"{report['blind_spots']['units']} blind-spot units, "
+               f"{len(report['cell_problems']['findings'])} cell findings → {output}")
+
+
+@bp.cli.command("site")
+@click.argument("kind")
+@click.argument("k")
+@click.option("--street", help="only this street (9-digit code)")
+@click.option("--radius", type=float, help="reach in metres (default: the kind's in the standards table)")
+@click.option("--candidates", "candidates_path", type=click.Path(path_type=Path),
+              help="candidate sites (points file); default: every unit's representative point")
+@click.option("--crs", help="CRS of --candidates when its file does not say")
+@click.option("--method", type=METHOD, default="auto", show_default=True, help="distance measure")
+@click.option("--solver", type=click.Choice(["auto", "exact", "greedy"]), default="auto", show_default=True)
+@click.option("--time-limit", type=float, default=60.0, show_default=True,
+              help="seconds for the exact solver")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="sites.geojson")
+def site_command(kind, k, street, radius, candidates_path, crs, method, solver, time_limit, output) -> None:
+    """Choose K sites for facilities of KIND that bring the most uncovered households within
+    reach; write them as GeoJSON (order, households_added, households_covered_after)."""
+    try:
+        k = siting.check_k(k)
+        if radius is not None and not (math.isfinite(radius) and radius > 0):
+            raise Refused("--radius must be above 0")
+        candidates = siting.read_candidates(candidates_path, crs) if candidates_path else None
+        standards = coverage.load_standards(engine())
+        inputs = coverage.load_inputs(engine(), street, standards)
+        run = coverage.compute_reach(inputs, standards, method)
+        result, used, radius = siting.site_for(run, kind, k, radius_m=radius, candidates=candidates,
+                                               units=inputs.units, method=solver, time_limit=time_limit)
+    except GridplanError as exc:
+        raise click.ClickException(str(exc)) from None
+    body = sites_geojson(result, used, kind, radius, k, run.method)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(body, ensure_ascii=False, default=_plain), encoding="utf-8")
+    p = body["properties"]
+    click.echo(f"{len(body['features'])} sites for {kind} ({radius:g} m, {run.method}): "
+               f"+{p['households_added']:,} households, {p['households_covered_after']:,} of "
+               f"{p['households']:,} within reach; {'optimal' if p['optimal'] else 'bound'} "
+               f"{p['bound_households_added']:,} (gap {p['gap']:.2%}, {p['solver']}) → {output}")

@@ -1,0 +1,276 @@
+/* The coverage map: households out of reach of a facility kind (units shaded in the kind's colour,
+   darker for more households), the kind's reach (rings, or the road network within the walk),
+   blind spots, cell problems, facilities under standard and communities missing a kind as their
+   own layers with counts in the legend; findings that fly the map to them; proposed facilities
+   that change the counts at once; where to build next. Text from the database is inserted with
+   textContent only. */
+"use strict";
+(function () {
+  const { config, map, el, figures, number, getJSON, status } = window.gp;
+  const csrf = document.querySelector("meta[name=csrf-token]").content;
+  const KIND_COLOUR = { service_centre: "#7570b3", health_centre: "#e7298a", service_station: "#d95f02",
+    health_station: "#1b9e77", kindergarten: "#e6ab02", elderly_care: "#a6761d", police_post: "#666666" };
+  const FINDING_LABEL = { unit: "盲点单元 blind-spot unit", land: "无社区覆盖的街道用地 street land in no community",
+    gap: "网格缝隙 gap between cells", overlap: "网格重叠 cells overlap",
+    outside_community: "网格超出社区 cell outside its community", household_in_no_cell: "户不在网格 households in no cell",
+    household_in_two_cells: "户在两个网格 households in two cells", missing: "缺少必配设施 missing a required kind",
+    facility: "设施不达标 facility under standard" };
+  const state = { report: null, row: null, proposing: false, proposed: [], counts: {} };
+  const layers = {};
+  window.gridplan = { map, layers, state, ready: false };
+
+  const colour = (kind) => KIND_COLOUR[kind] || "#b2182b";
+  const scope = () => document.getElementById("scope").value;
+  const row = () => config.standards[Number(document.getElementById("kind").value)];
+  function params(extra) {
+    const q = new URLSearchParams(extra || {});
+    if (scope()) q.set("street", scope());
+    return q;
+  }
+
+  function tip(rows) {
+    const box = el("div");
+    for (const [label, value] of rows) box.append(el("div", `${label}: ${value ?? "—"}`));
+    return box;
+  }
+
+  layers.uncovered = L.geoJSON(null, {
+    style: (f) => ({ color: colour(f.properties.kind), weight: 0.6, fillColor: colour(f.properties.kind),
+      fillOpacity: Math.min(0.85, 0.25 + 0.6 * (f.properties.uncovered / Math.max(1, f.properties.households))) }),
+    onEachFeature: (f, layer) => layer.bindTooltip(() => tip([["单元 unit", f.properties.code],
+      ["未覆盖户数 households out of reach", number(f.properties.uncovered)],
+      ["社区 community", f.properties.community_code]]), { sticky: true }),
+  });
+  layers.reach = L.geoJSON(null, {
+    style: (f) => ({ color: colour(f.properties.kind), weight: f.properties.method === "roads" ? 2 : 1,
+      fill: f.properties.method !== "roads", fillOpacity: 0.06, dashArray: f.properties.method === "roads" ? null : "4 3" }),
+    interactive: false,
+  });
+  layers.blind_spots = L.geoJSON(null, {
+    style: (f) => ({ color: "#b2182b", weight: 2, fillColor: "#b2182b",
+      fillOpacity: f.properties.kind === "unit" ? 0.55 : 0.25, dashArray: f.properties.kind === "land" ? "5 4" : null }),
+    onEachFeature: (f, layer) => layer.bindTooltip(() => tip([[FINDING_LABEL[f.properties.kind], f.properties.code],
+      ["户数 households", number(f.properties.households)], ["面积 area m²", number(f.properties.area_m2)]])),
+  });
+  const pointLayer = (fill, rows) => L.geoJSON(null, {
+    pointToLayer: (f, latlng) => L.circleMarker(latlng, { radius: 7, color: "#fff", weight: 1.5, fillColor: fill, fillOpacity: 0.95 }),
+    onEachFeature: (f, layer) => layer.bindTooltip(() => tip(rows(f.properties))),
+  });
+  layers.cell_problems = pointLayer("#e6550d", (p) => [[FINDING_LABEL[p.kind] || p.kind, p.codes],
+    ["面积 area m²", number(p.area_m2)]]);
+  layers.facility_problems = pointLayer("#542788", (p) => [["设施 facility", p.name], ["问题 problem", p.problem],
+    ["面积 floor area m²", number(p.floor_area_m2)], ["应有 required m²", number(p.required_floor_area_m2)],
+    ["服务户数 households served", number(p.households_served)]]);
+  layers.missing = L.geoJSON(null, {
+    style: { color: "#542788", weight: 2.5, dashArray: "2 4", fill: false },
+    onEachFeature: (f, layer) => layer.bindTooltip(() => tip([["社区 community", f.properties.name],
+      ["缺少 missing", f.properties.kinds]])),
+  });
+  layers.proposed = L.layerGroup();
+  layers.sites = L.layerGroup();
+
+  const TITLES = { uncovered: "服务半径外的户 households out of reach", reach: "服务范围 reach",
+    blind_spots: "社区盲点 blind spots", cell_problems: "网格问题 cell problems",
+    facility_problems: "设施不达标 facilities under standard", missing: "缺少设施的社区 communities missing a kind",
+    proposed: "拟建 proposed", sites: "选址 chosen sites" };
+  L.control.layers(null, Object.fromEntries(Object.entries(TITLES).map(([k, t]) => [t, layers[k]])),
+    { collapsed: true }).addTo(map);
+  for (const name of Object.keys(TITLES)) layers[name].addTo(map);
+
+  const legend = L.control({ position: "bottomleft" });
+  legend.onAdd = () => { const box = el("div", null, { class: "legend", id: "coverage-legend" }); return box; };
+  legend.addTo(map);
+  function drawLegend() {
+    const box = document.getElementById("coverage-legend");
+    box.replaceChildren(el("strong", "图例 legend"));
+    const entry = (swatch, label, count) => {
+      const line = el("div");
+      const i = el("i");
+      Object.assign(i.style, swatch);
+      line.append(i, label);
+      if (count !== undefined) line.append(el("span", number(count), { class: "count" }));
+      box.append(line);
+    };
+    const r = row();
+    entry({ background: colour(r.kind), opacity: 0.7 }, `${r.name} ${r.radius} m 外的户 households out of reach`,
+      state.counts.uncovered_households);
+    entry({ border: `1px dashed ${colour(r.kind)}` }, config.roads ? "步行范围 walk along the roads" : "服务半径 reach ring",
+      state.counts.reach);
+    entry({ background: "#b2182b" }, "盲点单元 blind-spot units", state.counts.blind_units);
+    entry({ border: "2px dashed #b2182b" }, "无社区覆盖的用地 land in no community", state.counts.blind_land);
+    entry({ background: "#e6550d", borderRadius: "50%" }, "网格问题 cell problems", state.counts.cell_problems);
+    entry({ background: "#542788", borderRadius: "50%" }, "设施不达标 facilities under standard", state.counts.facility_problems);
+    entry({ border: "2px dashed #542788" }, "缺少必配设施 communities missing a kind", state.counts.missing);
+  }
+
+  async function layer(name, extra) {
+    const data = await getJSON(`/api/coverage/layers/${name}?${params(extra)}`);
+    layers[name].clearLayers();
+    layers[name].addData(data);
+    return data;
+  }
+
+  function findingsList(report, fixed) {
+    const list = document.getElementById("findings");
+    list.replaceChildren();
+    const items = [];
+    for (const f of report.blind_spots.findings) items.push([f.kind, `${f.codes.join(" ")}${f.households ? ` · ${number(f.households)} 户` : ""}${f.area_m2 ? ` · ${number(Math.round(f.area_m2))} m²` : ""}`, f]);
+    for (const f of report.cell_problems.findings) items.push([f.kind, f.codes.join(" · "), f]);
+    for (const m of report.missing) items.push(["missing", `${m.name} ${m.community}: ${m.kinds.join(", ")}`, m]);
+    for (const f of report.facilities) items.push(["facility", `${f.name} (${f.problem})`, f]);
+    for (const [kind, text, f] of items.slice(0, 500)) {
+      const li = el("li", `${FINDING_LABEL[kind] || kind}: ${text}`, { "data-kind": kind });
+      li.addEventListener("click", () => map.flyTo([f.lat, f.lon], 17, { duration: 0.5 }));
+      list.append(li);
+    }
+    if (fixed) fixed.textContent = `${items.length}`;
+  }
+
+  function showFigures() {
+    const report = state.report;
+    const r = row();
+    const entry = report.reach.find((x) => x.kind === r.kind && x.radius_m === r.radius);
+    const share = entry ? entry.share : null;
+    figures(document.getElementById("coverage-figures"), [
+      ["距离 distance", report.method === "roads" ? "沿道路步行 walk along the roads" : "直线 straight-line"],
+      ["户数 households", number(report.households)],
+      [`${r.name} ${r.radius} m 内 within`, entry ? number(entry.households_covered) : "—"],
+      ["覆盖率 share", share === null ? "—" : `${(100 * share).toFixed(1)} %`, share !== null && share < 0.8 ? "low" : ""],
+      ["缺少必配设施的社区 communities missing a kind", number(report.missing.length)],
+      ["盲点 blind-spot households", number(report.blind_spots.households)],
+      ["网格问题 cell findings", number(report.cell_problems.findings.length)],
+    ]);
+  }
+
+  async function loadKind() {
+    const r = row();
+    const q = { kind: r.kind, radius: String(r.radius) };
+    const [uncovered, reach] = await Promise.all([layer("uncovered", q), layer("reach", q)]);
+    state.counts.uncovered_households = uncovered.features.reduce((s, f) => s + f.properties.uncovered, 0);
+    state.counts.reach = reach.features.length;
+    showFigures();
+    drawLegend();
+    clearProposal();
+  }
+
+  async function load() {
+    status("计算中 computing…");
+    const report = await getJSON(`/api/coverage/report?${params()}`);
+    state.report = report;
+    const [blind, cells, facilities, missing] = await Promise.all([layer("blind_spots"), layer("cell_problems"),
+      layer("facility_problems"), layer("missing")]);
+    state.counts.blind_units = blind.features.filter((f) => f.properties.kind === "unit").length;
+    state.counts.blind_land = blind.features.filter((f) => f.properties.kind === "land").length;
+    state.counts.cell_problems = cells.features.length;
+    state.counts.facility_problems = facilities.features.length;
+    state.counts.missing = missing.features.length;
+    findingsList(report);
+    await loadKind();
+    document.getElementById("report-link").href = `/coverage/report?${params()}`;
+    exportsLinks();
+    status(`${number(report.households)} 户 households; ${report.reach.length} 项标准 standards checked`);
+  }
+
+  function exportsLinks() {
+    const box = document.getElementById("exports");
+    box.replaceChildren();
+    const r = row();
+    for (const name of ["uncovered", "blind_spots", "cell_problems", "facility_problems", "missing", "reach"]) {
+      const line = el("div", `${TITLES[name]}: `);
+      for (const f of ["shp", "gpkg", "csv"]) {
+        const q = params({ f });
+        if (name === "uncovered" || name === "reach") { q.set("kind", r.kind); q.set("radius", String(r.radius)); }
+        line.append(el("a", f === "shp" ? "Shapefile" : f === "gpkg" ? "GeoPackage" : "CSV",
+          { href: `/api/coverage/layers/${name}?${q}`, download: "" }));
+      }
+      box.append(line);
+    }
+  }
+
+  // --- proposed facilities -----------------------------------------------------------------------
+  function clearProposal() {
+    state.proposed = [];
+    layers.proposed.clearLayers();
+    document.getElementById("proposal-result").textContent = "点击按钮后在地图上点击拟建位置 — press, then click where it would go.";
+  }
+  async function post(url, body) {
+    const response = await fetch(url, { method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrf },
+      body: JSON.stringify(body) });
+    const data = await response.json();
+    if (!response.ok) throw new Error(data.detail || `HTTP ${response.status}`);
+    return data;
+  }
+  document.getElementById("propose").addEventListener("click", () => {
+    state.proposing = !state.proposing;
+    document.getElementById("propose").textContent = state.proposing ? "停止点选 stop" : "在地图上点选 click the map";
+    map.getContainer().style.cursor = state.proposing ? "crosshair" : "";
+  });
+  document.getElementById("propose-clear").addEventListener("click", clearProposal);
+  map.on("click", async (e) => {
+    if (!state.proposing) return;
+    const r = row();
+    state.proposed.push({ lon: e.latlng.lng, lat: e.latlng.lat });
+    L.marker(e.latlng, { icon: L.divIcon({ className: "proposed-marker", html: el("span", "+"), iconSize: [18, 18] }) })
+      .addTo(layers.proposed);
+    const out = document.getElementById("proposal-result");
+    out.textContent = "计算中 computing…";
+    try {
+      const change = await post("/api/coverage/proposal", { kind: r.kind, radius: r.radius, sites: state.proposed,
+        street: scope() || null });
+      state.proposal = change;
+      out.textContent = `${state.proposed.length} 处拟建 ${r.name}: ${number(change.households_covered_before)} → ` +
+        `${number(change.households_covered_after)} 户在 ${r.radius} m 内 within reach ` +
+        `(+${number(change.households_added)}; ${(100 * change.households_covered_after / Math.max(1, change.households)).toFixed(1)} %)`;
+      layers.uncovered.eachLayer((l) => {
+        const gained = change.units_gained[l.feature.properties.code];
+        if (gained) l.setStyle({ fillColor: "#1a9850", color: "#1a9850" });
+      });
+    } catch (err) { out.textContent = `失败 failed: ${err.message}`; }
+  });
+
+  // --- where to build next -----------------------------------------------------------------------
+  document.getElementById("sites-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const r = row();
+    const box = document.getElementById("sites-result");
+    box.replaceChildren(el("p", "计算中 computing…"));
+    layers.sites.clearLayers();
+    try {
+      const data = await post("/api/coverage/sites", { kind: r.kind, radius: r.radius,
+        k: Number(document.getElementById("sites-k").value), solver: document.getElementById("sites-solver").value,
+        street: scope() || null });
+      state.sites = data;
+      const p = data.properties;
+      box.replaceChildren(el("p", `${p.optimal ? "最优 proven optimal" : `上界 bound ${number(p.bound_households_added)} (gap ${(100 * p.gap).toFixed(2)} %)`}` +
+        ` · +${number(p.households_added)} 户 households → ${number(p.households_covered_after)} / ${number(p.households)}`));
+      const table = el("table", null, { id: "sites-table" });
+      const head = el("tr");
+      for (const h of ["#", "位置 site", "新增户 added", "累计 covered"]) head.append(el("th", h));
+      table.append(head);
+      for (const f of data.features) {
+        const q = f.properties;
+        const tr = el("tr");
+        tr.append(el("td", q.order), el("td", q.code), el("td", number(q.households_added)),
+          el("td", number(q.households_covered_after)));
+        tr.addEventListener("click", () => map.flyTo([f.geometry.coordinates[1], f.geometry.coordinates[0]], 17));
+        table.append(tr);
+        L.marker([f.geometry.coordinates[1], f.geometry.coordinates[0]], { icon: L.divIcon({ className: "site-marker",
+          html: el("span", q.order), iconSize: [22, 22] }) }).addTo(layers.sites)
+          .bindTooltip(() => tip([["选址 site", q.order], ["新增户 households added", number(q.households_added)]]));
+      }
+      box.append(table);
+    } catch (err) { box.replaceChildren(el("p", `失败 failed: ${err.message}`)); }
+  });
+
+  // --- controls ------------------------------------------------------------------------------------
+  const scopeSelect = document.getElementById("scope");
+  for (const s of config.streets) scopeSelect.append(el("option", `${s.name} ${s.code}`, { value: s.code }));
+  const kindSelect = document.getElementById("kind");
+  config.standards.forEach((r, i) => kindSelect.append(el("option", `${r.name} · ${r.level} · ${r.radius} m`, { value: String(i) })));
+  kindSelect.addEventListener("change", () => loadKind().then(exportsLinks).catch((err) => status(`失败 failed: ${err.message}`)));
+  scopeSelect.addEventListener("change", () => load().catch((err) => status(`失败 failed: ${err.message}`)));
+
+  load().then(() => { window.gridplan.ready = true; })
+    .catch((err) => { status(`加载失败 failed to load: ${err.message}`); window.gridplan.ready = true; });
+})();
