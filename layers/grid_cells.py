@@ -190,6 +190,11 @@ def validate_cells(communities: gpd.GeoDataFrame, cells: gpd.GeoDataFrame,
     finding with a point (``lon``, ``lat``) the map can fly to."""
     findings: list[dict] = []
     tolerance = 1.0  # m²: below this, a difference is drawing noise
+    if cells.empty:
+        lived = units[units["households"] > 0]
+        return {"cells": 0, "gaps": len(communities), "overlaps": 0, "outside_community": 0,
+                "households_in_no_cell": int(lived["households"].sum()), "households_in_two_cells": 0,
+                "findings": []}
     metric_cells = to_metric(cells)
     crs = metric_cells.crs
     metric_communities = communities.to_crs(crs) if len(communities) else communities
