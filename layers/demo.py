@@ -40,6 +40,7 @@ from geodata.models import IncidentStep, UnitAdjacency
 from geodata.revisions import raise_revision
 from geodata.standards import FACILITY_KINDS, INCIDENT_CATEGORIES, seed_settings
 from geodata.store import write_layer
+from layers.incidents import fill_step_hours
 from layers.working_time import add_working_hours
 
 CENTRE = (114.27, 30.59)  # 江汉区, Wuhan
@@ -662,3 +663,4 @@ def write_demo(engine: Engine, demo: Demo, progress: Callable[[str, int, int], N
         conn.execute(IncidentStep.__table__.delete())
         for start in range(0, len(records), BATCH):
             conn.execute(insert(IncidentStep.__table__), records[start:start + BATCH])
+    fill_step_hours(engine)  # the working hours each step took, for the rates

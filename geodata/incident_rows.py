@@ -1,0 +1,345 @@
+"""Incidents as stored rows: cases, their steps, versions, photo metadata, the cells supervisors
+hold, where a location falls, and the sums the rates are made of. The loop itself (which step
+may follow which, who may take it, the clock) is :mod:`layers.incidents`; only SQL lives here.
+
+Every change of a case is a compare-and-set on its ``version`` (and status): two supervisors
+acting on the same version, one wins and the other finds no row to change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from datetime import datetime
+
+import shapely
+from sqlalchemy import Connection, Engine, and_, bindparam, case, delete, func, insert, literal, or_, select, update
+
+from geodata import dialect
+from geodata.db import BATCH
+from geodata.models import SRID, Community, GridAssignment, GridCell, Incident, IncidentPhoto, IncidentStep, Street
+
+T = Incident.__table__
+STEPS = IncidentStep.__table__
+PHOTOS = IncidentPhoto.__table__
+ASSIGN = GridAssignment.__table__
+
+#: Columns of a case as the loop and the API see it (besides lon/lat).
+FIELDS = ("id", "code", "category", "description", "status", "reported_at", "filed_at", "dispatched_at",
+          "handled_at", "feedback_at", "closed_at", "evaluated_at", "due_at", "grid_code", "community_code",
+          "street_code", "district_code", "location_precision", "version", "reporter", "rework_count",
+          "evaluation")
+
+
+def _conn(engine: Engine | Connection):
+    return engine.connect() if isinstance(engine, Engine) else nullcontext(engine)
+
+
+def _point(lon: float, lat: float):
+    return func.ST_GeomFromWKB(literal(shapely.to_wkb(shapely.Point(lon, lat))), SRID)
+
+
+def _select():
+    return select(*[T.c[f] for f in FIELDS], func.ST_X(T.c.geom).label("lon"), func.ST_Y(T.c.geom).label("lat"))
+
+
+def _containing(conn: Connection, table, lon: float, lat: float, *columns):
+    eps = 1e-9
+    stmt = (select(*columns)
+            .where(dialect.bbox_filter(conn, table, (lon - eps, lat - eps, lon + eps, lat + eps)))
+            .where(func.ST_Intersects(table.c.geom, _point(lon, lat)))
+            .order_by(columns[0]).limit(1))
+    return conn.execute(stmt).first()
+
+
+# --- where a case is ------------------------------------------------------------------------
+
+
+def locate(conn: Connection, lon: float, lat: float) -> dict:
+    """The grid cell, community, street and district at a point (``None`` where none holds it)."""
+    cells, communities, streets = GridCell.__table__, Community.__table__, Street.__table__
+    cell = _containing(conn, cells, lon, lat, cells.c.code, cells.c.community_code, cells.c.district_code)
+    community = _containing(conn, communities, lon, lat, communities.c.code, communities.c.street_code,
+                            communities.c.district_code)
+    street = None
+    if community is None:
+        street = _containing(conn, streets, lon, lat, streets.c.code, streets.c.district_code)
+    found = {"grid_code": cell.code if cell else None,
+             "community_code": community.code if community else (cell.community_code if cell else None),
+             "street_code": community.street_code if community else (street.code if street else None)}
+    found["district_code"] = (community.district_code if community else cell.district_code if cell
+                              else street.district_code if street else None)
+    if found["street_code"] is None and found["community_code"]:
+        found["street_code"] = found["community_code"][:9]
+    return found
+
+
+def area_point(conn: Connection, level: str, code: str) -> dict | None:
+    """A point inside community or street ``code`` (for a case located only to it), with its
+    community, street and district codes; None when there is no such area."""
+    table = Community.__table__ if level == "community" else Street.__table__
+    surface = func.ST_PointOnSurface(table.c.geom)
+    row = conn.execute(select(func.ST_X(surface), func.ST_Y(surface), table.c.district_code,
+                              table.c.street_code if level == "community" else table.c.code)
+                       .where(table.c.code == code)).first()
+    if row is None:
+        return None
+    return {"lon": float(row[0]), "lat": float(row[1]), "district_code": row[2], "street_code": row[3],
+            "community_code": code if level == "community" else None, "grid_code": None}
+
+
+def cells_of(conn: Connection, codes: Iterable[str]) -> dict[str, str]:
+    """The community of each of ``codes`` that is a stored cell."""
+    cells = GridCell.__table__
+    codes = list(codes)
+    found: dict[str, str] = {}
+    for start in range(0, len(codes), BATCH):
+        found.update(conn.execute(select(cells.c.code, cells.c.community_code)
+                                  .where(cells.c.code.in_(codes[start:start + BATCH]))).all())
+    return found
+
+
+def cells_extent(engine: Engine, prefix: str | None, codes: Sequence[str] | None = None):
+    """Bounding box of the cells under ``prefix`` (or exactly ``codes``), or None."""
+    cells = GridCell.__table__
+    with engine.connect() as conn:
+        minx, miny, maxx, maxy = dialect.bounds_columns(conn, cells.c.geom)
+        stmt = select(func.min(minx), func.min(miny), func.max(maxx), func.max(maxy))
+        if codes:
+            stmt = stmt.where(cells.c.code.in_(list(codes)))
+        elif prefix:
+            stmt = stmt.where(cells.c.code.like(f"{prefix}%"))
+        row = conn.execute(stmt).one()
+    return None if row[0] is None else tuple(float(v) for v in row)
+
+
+# --- cases ----------------------------------------------------------------------------------
+
+
+def insert_incident(conn: Connection, values: dict, lon: float, lat: float, code_prefix: str) -> dict:
+    """Store a new case (its code: ``code_prefix-<id>``) and return it."""
+    marker = f"new-{datetime.now().timestamp()}-{id(values)}"[:24]
+    new_id = conn.execute(insert(T).values(code=marker, geom=_point(lon, lat), version=1, rework_count=0,
+                                           **values).returning(T.c.id)).scalar_one()
+    code = f"{code_prefix}-{new_id}"
+    conn.execute(update(T).where(T.c.id == new_id).values(code=code))
+    return get_incident(conn, code)
+
+
+def get_incident(engine: Engine | Connection, code: str) -> dict | None:
+    with _conn(engine) as conn:
+        row = conn.execute(_select().where(T.c.code == code)).mappings().first()
+    return dict(row) if row else None
+
+
+def change_incident(conn: Connection, incident_id: int, version: int, statuses: Iterable[str],
+                    values: dict, *, rework: bool = False) -> bool:
+    """Compare-and-set: apply ``values`` (and raise the version; count one more rework when
+    ``rework``) only when the case is still at ``version`` and in one of ``statuses``. Whether it was."""
+    extra = {"rework_count": T.c.rework_count + 1} if rework else {}
+    stmt = (update(T).where(T.c.id == incident_id, T.c.version == version, T.c.status.in_(list(statuses)))
+            .values(version=T.c.version + 1, **values, **extra))
+    return conn.execute(stmt).rowcount == 1
+
+
+def add_step(conn: Connection, incident_id: int, step: str, at: datetime, actor: str | None,
+             note: str | None = None) -> None:
+    conn.execute(insert(STEPS).values(incident_id=incident_id, step=step, at=at, actor=actor, note=note))
+
+
+def steps_of(engine: Engine | Connection, incident_id: int) -> list[dict]:
+    """The steps of a case, oldest first."""
+    with _conn(engine) as conn:
+        rows = conn.execute(select(STEPS.c.step, STEPS.c.at, STEPS.c.actor, STEPS.c.note)
+                            .where(STEPS.c.incident_id == incident_id)
+                            .order_by(STEPS.c.at, STEPS.c.id)).mappings()
+        return [dict(r) for r in rows]
+
+
+def steps_for(engine: Engine | Connection, incident_ids: Sequence[int]) -> list[dict]:
+    """The steps of many cases (for exports), with ``incident_id``."""
+    out: list[dict] = []
+    ids = list(incident_ids)
+    with _conn(engine) as conn:
+        for start in range(0, len(ids), BATCH):
+            rows = conn.execute(select(STEPS.c.incident_id, STEPS.c.step, STEPS.c.at, STEPS.c.actor, STEPS.c.note)
+                                .where(STEPS.c.incident_id.in_(ids[start:start + BATCH]))
+                                .order_by(STEPS.c.incident_id, STEPS.c.at, STEPS.c.id)).mappings()
+            out.extend(dict(r) for r in rows)
+    return out
+
+
+def scope_clause(prefix: str | None, cells: Sequence[str] | None = None):
+    """Cases a scope covers: in a cell under ``prefix`` (or one of ``cells``), or placed only
+    approximately in a community or street under it (those are in no cell)."""
+    clauses = []
+    if cells:
+        clauses.append(T.c.grid_code.in_(list(cells)))
+    if prefix:
+        clauses.append(T.c.grid_code.like(f"{prefix}%"))
+        if len(prefix) <= 12:
+            clauses.append(and_(T.c.grid_code.is_(None), T.c.community_code.like(f"{prefix}%")))
+        if len(prefix) <= 9:
+            clauses.append(and_(T.c.grid_code.is_(None), T.c.community_code.is_(None),
+                                T.c.street_code.like(f"{prefix}%")))
+    return or_(*clauses) if clauses else literal(True)
+
+
+def list_incidents(engine: Engine | Connection, *, prefix: str | None = None, cells: Sequence[str] | None = None,
+                   statuses: Sequence[str] | None = None, category: str | None = None,
+                   since: datetime | None = None, until: datetime | None = None,
+                   bbox: dialect.BBox | None = None, limit: int | None = None, offset: int = 0,
+                   order_due: bool = False) -> list[dict]:
+    """Cases in a scope with filters (reported between ``since`` and ``until``)."""
+    with _conn(engine) as conn:
+        stmt = _select().where(scope_clause(prefix, cells) if (prefix or cells) else literal(True))
+        if statuses:
+            stmt = stmt.where(T.c.status.in_(list(statuses)))
+        if category:
+            stmt = stmt.where(T.c.category == category)
+        if since:
+            stmt = stmt.where(T.c.reported_at >= since)
+        if until:
+            stmt = stmt.where(T.c.reported_at <= until)
+        if bbox:
+            stmt = stmt.where(dialect.bbox_filter(conn, T, bbox))
+        stmt = stmt.order_by(*( (T.c.due_at.is_(None), T.c.due_at) if order_due else ()), T.c.id)
+        rows = conn.execute(stmt.offset(offset or None).limit(limit)).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def count_incidents(engine: Engine | Connection, **where) -> int:
+    with _conn(engine) as conn:
+        stmt = select(func.count()).select_from(T)
+        for key, value in where.items():
+            stmt = stmt.where(T.c[key] == value)
+        return conn.execute(stmt).scalar_one()
+
+
+def open_near(conn: Connection, category: str, lon: float, lat: float, box_deg: tuple[float, float],
+              closed: Sequence[str]) -> list[dict]:
+    """Open cases of ``category`` whose point is within the box around (lon, lat)."""
+    dx, dy = box_deg
+    stmt = (_select().where(dialect.bbox_filter(conn, T, (lon - dx, lat - dy, lon + dx, lat + dy)))
+            .where(T.c.category == category, T.c.status.not_in(list(closed))).order_by(T.c.id).limit(50))
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def set_step_hours(conn: Connection, rows: list[dict]) -> None:
+    """Store the working hours of steps: ``[{"id": …, "filing_wh": …, …}]``."""
+    if not rows:
+        return
+    keys = [k for k in rows[0] if k != "id"]
+    stmt = update(T).where(T.c.id == bindparam("match_id")).values({k: bindparam(k) for k in keys})
+    for start in range(0, len(rows), BATCH):
+        conn.execute(stmt, [{"match_id": r["id"], **{k: r[k] for k in keys}} for r in rows[start:start + BATCH]])
+
+
+def timing_rows(engine: Engine | Connection, only_missing: bool = True) -> list[tuple]:
+    """``id reported filed dispatched handled closed`` of cases (those without step hours)."""
+    with _conn(engine) as conn:
+        stmt = select(T.c.id, T.c.reported_at, T.c.filed_at, T.c.dispatched_at, T.c.handled_at, T.c.closed_at)
+        if only_missing:
+            stmt = stmt.where(T.c.filing_wh.is_(None), T.c.filed_at.is_not(None))
+        return conn.execute(stmt).all()
+
+
+# --- rates ----------------------------------------------------------------------------------
+
+
+def rate_sums(engine: Engine | Connection, group: str, since: datetime, until: datetime, now: datetime,
+              prefix: str | None = None) -> list[dict]:
+    """The sums the rates are made of, per ``group`` (``cell``, ``community``, ``street`` or
+    ``district``), in one scan: reported, filed, closed in the period; due in the period (deadline
+    between ``since`` and ``min(until, now)``) and of those closed, closed on time; verifications
+    and returns of cases closed in the period; step hours summed and counted.
+
+    Cases placed only approximately (no cell) count in their community and street, never in a cell.
+    """
+    community = func.coalesce(T.c.community_code, func.substr(T.c.grid_code, 1, 12))
+    street = func.coalesce(T.c.street_code, func.substr(community, 1, 9))
+    levels = {"cell": T.c.grid_code, "community": community, "street": street, "district": T.c.district_code}
+    key = levels[group]
+    end_due = min(until, now)
+
+    def within(column, low, high):
+        return and_(column >= low, column <= high)
+
+    def count(cond):
+        return func.sum(case((cond, 1), else_=0))
+
+    closed_in = within(T.c.closed_at, since, until)
+    due_in = within(T.c.due_at, since, end_due)
+    columns = [
+        key.label("code"),
+        count(within(T.c.reported_at, since, until)).label("reported"),
+        count(within(T.c.filed_at, since, until)).label("filed"),
+        count(closed_in).label("closed"),
+        count(due_in).label("due"),
+        count(and_(due_in, T.c.closed_at.is_not(None))).label("due_closed"),
+        count(and_(due_in, T.c.closed_at.is_not(None), T.c.closed_at <= T.c.due_at)).label("due_closed_on_time"),
+        func.sum(case((closed_in, T.c.rework_count), else_=0)).label("returned"),
+    ]
+    for step, column, anchor in (("filing", T.c.filing_wh, T.c.filed_at),
+                                 ("dispatch", T.c.dispatch_wh, T.c.dispatched_at),
+                                 ("handling", T.c.handling_wh, T.c.handled_at),
+                                 ("verify", T.c.verify_wh, T.c.closed_at)):
+        inside = and_(within(anchor, since, until), column.is_not(None))
+        columns.append(func.sum(case((inside, column), else_=0.0)).label(f"{step}_sum"))
+        columns.append(count(inside).label(f"{step}_n"))
+    stmt = select(*columns).where(key.is_not(None)).group_by(key).order_by(key)
+    if prefix:  # codes nest: the level of the prefix is enough
+        level = "district" if len(prefix) <= 6 else "street" if len(prefix) <= 9 else (
+            "community" if len(prefix) <= 12 else "cell")
+        stmt = stmt.where(levels[level].like(f"{prefix}%"))
+    with _conn(engine) as conn:
+        return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+# --- supervisors' cells ---------------------------------------------------------------------
+
+
+def assign(conn: Connection, user: str, cell: str, by: str) -> bool:
+    """Assign ``user`` to ``cell``; False when already assigned."""
+    exists = conn.execute(select(ASSIGN.c.user_name).where(ASSIGN.c.user_name == user,
+                                                           ASSIGN.c.cell_code == cell)).first()
+    if exists:
+        return False
+    conn.execute(insert(ASSIGN).values(user_name=user, cell_code=cell, assigned_at=datetime.now(), assigned_by=by))
+    return True
+
+
+def unassign(conn: Connection, user: str, cell: str) -> bool:
+    return conn.execute(delete(ASSIGN).where(ASSIGN.c.user_name == user, ASSIGN.c.cell_code == cell)).rowcount > 0
+
+
+def assignments(engine: Engine | Connection, *, user: str | None = None, prefix: str | None = None) -> list[dict]:
+    """Who holds which cell (``user_name cell_code assigned_at assigned_by``)."""
+    stmt = select(ASSIGN).order_by(ASSIGN.c.cell_code, ASSIGN.c.user_name)
+    if user:
+        stmt = stmt.where(ASSIGN.c.user_name == user)
+    if prefix:
+        stmt = stmt.where(ASSIGN.c.cell_code.like(f"{prefix}%"))
+    with _conn(engine) as conn:
+        return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+# --- photos ---------------------------------------------------------------------------------
+
+
+def add_photo(conn: Connection, incident_id: int, **values) -> int:
+    return conn.execute(insert(PHOTOS).values(incident_id=incident_id, uploaded_at=datetime.now(), **values)
+                        .returning(PHOTOS.c.id)).scalar_one()
+
+
+def photos_of(engine: Engine | Connection, incident_id: int) -> list[dict]:
+    with _conn(engine) as conn:
+        rows = conn.execute(select(PHOTOS).where(PHOTOS.c.incident_id == incident_id)
+                            .order_by(PHOTOS.c.id)).mappings()
+        return [dict(r) for r in rows]
+
+
+def photo(engine: Engine | Connection, photo_id: int) -> dict | None:
+    with _conn(engine) as conn:
+        row = conn.execute(select(PHOTOS).where(PHOTOS.c.id == photo_id)).mappings().first()
+        return dict(row) if row else None

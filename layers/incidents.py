@@ -1,0 +1,510 @@
+"""The closed loop of digital urban management (数字城管, GB/T 30428) as a small state machine.
+
+    reported 信息采集 ──file 立案──▶ filed ──dispatch 派遣──▶ dispatched ──handle 处理──▶ handled
+        │                          │      (the clock starts:               ▲                │
+        └──────cancel 作废─────────┴──▶ cancelled  due = dispatch + limit)  └──return 返工───┤
+                                                                                             ▼
+                                                  evaluated ◀──evaluate 评价── closed ◀──close 核查结案
+
+Each action names the statuses it may start from, the status it leads to and the roles that
+may take it (:data:`TRANSITIONS`); every step is recorded with who and when, and raises the
+case's version, as a compare-and-set: of two supervisors acting on the same version one wins,
+the other gets a :class:`VersionConflict` carrying the current state. Due times, time left and
+overdue are worked out here on the city's working calendar (工作日历), never in the browser.
+
+A supervisor acts only on cases in their scope (a cell, community or street code: codes nest);
+cases located only to a community or street (``location_precision = approximate``) are in no
+cell and belong to that community's or street's supervisors.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Engine
+
+from geodata import incident_rows as rows
+from geodata.accounts import Account, find_user
+from geodata.audit import record
+from geodata.errors import Conflict, Forbidden, NotFound, Refused
+from geodata.standards import get_setting
+from layers.working_time import WorkingCalendar
+
+ACTORS = ("admin", "supervisor")
+CLOSED = ("closed", "evaluated", "cancelled")
+OPEN = ("reported", "filed", "dispatched", "handled", "feedback")
+STATUS_LABELS = {"reported": "已上报 reported", "filed": "已立案 filed", "dispatched": "处理中 dispatched",
+                 "handled": "待核查 handled", "feedback": "待核查 handled", "closed": "已结案 closed",
+                 "evaluated": "已评价 evaluated", "cancelled": "已作废 cancelled"}
+DESCRIPTION_LENGTH = 2000
+NOTE_LENGTH = 1000
+EVALUATIONS = ("satisfied", "basic", "unsatisfied")
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One action of the loop: from which statuses, to which, by whom, what it stamps."""
+
+    sources: tuple[str, ...]
+    target: str
+    roles: tuple[str, ...]
+    step: str
+    label: str
+    stamp: str | None = None
+    note_required: bool = False
+    leader_only: bool = False  # 网格长: a supervisor scoped to a community or street
+
+
+TRANSITIONS: dict[str, Transition] = {
+    "file": Transition(("reported",), "filed", ACTORS, "filed", "立案 file", "filed_at"),
+    "cancel": Transition(("reported", "filed"), "cancelled", ACTORS, "cancelled", "作废 cancel",
+                         note_required=True),
+    "dispatch": Transition(("filed",), "dispatched", ACTORS, "dispatched", "派遣 dispatch", "dispatched_at"),
+    "handle": Transition(("dispatched",), "handled", ACTORS, "handled", "处理 handle", "handled_at"),
+    "close": Transition(("handled", "feedback"), "closed", ACTORS, "closed", "核查结案 close", "closed_at"),
+    "return": Transition(("handled", "feedback"), "dispatched", ACTORS, "returned", "返工 return",
+                         note_required=True),
+    "evaluate": Transition(("closed",), "evaluated", ACTORS, "evaluated", "评价 evaluate", "evaluated_at",
+                           leader_only=True),
+}
+
+
+class VersionConflict(Conflict):
+    """Someone acted on the case first (409, with the case as it is now)."""
+
+
+class PhotoTooLarge(Refused):
+    """A photo over the size limit (413)."""
+
+    status = 413
+    title = "Payload Too Large"
+
+
+class IllegalTransition(Conflict):
+    """The case's status does not allow the action (409, with the case as it is now)."""
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+def categories(engine: Engine) -> dict[str, dict]:
+    """The incident catalogue: code → {kind, name, limit_hours | limit_days}."""
+    with engine.connect() as conn:
+        return get_setting(conn, "incident_categories")
+
+
+def calendar(engine: Engine) -> WorkingCalendar:
+    """The city's working calendar (setting ``working_calendar``)."""
+    with engine.connect() as conn:
+        return WorkingCalendar.from_setting(get_setting(conn, "working_calendar"))
+
+
+def limit_hours(category: dict, cal: WorkingCalendar) -> float:
+    """A category's time limit in working hours (a limit in working days: days × hours a day)."""
+    if category.get("limit_days") is not None:
+        return float(category["limit_days"]) * cal.hours_per_day
+    return float(category["limit_hours"])
+
+
+def due_time(dispatched: datetime, category: dict, cal: WorkingCalendar) -> datetime:
+    """When a case dispatched at ``dispatched`` is due: dispatch + the category's limit on the
+    working calendar."""
+    return _py(cal.add(np.datetime64(dispatched, "s"), limit_hours(category, cal)))
+
+
+def _py(value) -> datetime:
+    return np.datetime64(value, "s").astype(datetime)
+
+
+def _hours(cal: WorkingCalendar, start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round(float(cal.between(np.datetime64(start, "s"), np.datetime64(end, "s"))), 4)
+
+
+# --- who may see and act ----------------------------------------------------------------------
+
+
+def covers(account: Account, case: dict) -> bool:
+    """Whether ``account`` may see ``case``: everyone but supervisors sees all; a supervisor sees
+    the cases in the cells under their scope, and those placed only in a community or street
+    under it."""
+    if account.role != "supervisor":
+        return True
+    scope = account.scope_code or "\0"
+    if case.get("grid_code"):
+        return case["grid_code"].startswith(scope)
+    if case.get("community_code") and len(scope) <= 12:
+        return case["community_code"].startswith(scope)
+    return bool(case.get("street_code")) and len(scope) <= 9 and case["street_code"].startswith(scope)
+
+
+def visible_case(engine: Engine, account: Account, code: str) -> dict:
+    case = rows.get_incident(engine, code)
+    if case is None or not covers(account, case):
+        raise NotFound(f"no incident {code!r}")
+    return case
+
+
+def allowed_actions(account: Account, case: dict) -> list[str]:
+    """The actions ``account`` may take on ``case`` now."""
+    if not covers(account, case):
+        return []
+    out = []
+    for action, t in TRANSITIONS.items():
+        if case["status"] not in t.sources or account.role not in t.roles:
+            continue
+        if t.leader_only and account.role == "supervisor" and len(account.scope_code or "") > 12:
+            continue
+        out.append(action)
+    return out
+
+
+# --- views ------------------------------------------------------------------------------------
+
+
+def _iso(value) -> str | None:
+    return value.isoformat(timespec="seconds") if isinstance(value, datetime) else value
+
+
+def describe(cases: list[dict], account: Account, cal: WorkingCalendar, catalogue: dict,
+             now: datetime | None = None) -> list[dict]:
+    """Cases as the API answers them: with working hours left (negative: overdue), overdue,
+    closed on time or late, the next actions for ``account``, times as ISO text."""
+    now = now or datetime.now()
+    due = np.array([c["due_at"] or np.datetime64("NaT") for c in cases], dtype="datetime64[s]")
+    left = cal.between(np.datetime64(now, "s"), due) if len(cases) else np.array([])
+    out = []
+    for case, hours in zip(cases, np.atleast_1d(left), strict=True):
+        open_ = case["status"] in OPEN
+        overdue = bool(open_ and case["due_at"] is not None and case["due_at"] < now)
+        late = bool(not open_ and case["closed_at"] and case["due_at"] and case["closed_at"] > case["due_at"])
+        item = {k: _iso(v) for k, v in case.items() if k != "id"}
+        item.update(
+            category_name=(catalogue.get(case["category"]) or {}).get("name", case["category"]),
+            status_label=STATUS_LABELS.get(case["status"], case["status"]),
+            open=open_, overdue=overdue, closed_late=late,
+            hours_left=None if (not open_ or math.isnan(hours)) else round(float(hours), 2),
+            approximate=case.get("location_precision") == "approximate",
+            actions=[{"action": a, "label": TRANSITIONS[a].label, "note_required": TRANSITIONS[a].note_required}
+                     for a in allowed_actions(account, case)])
+        out.append(item)
+    return out
+
+
+def sort_for_supervisor(cases: list[dict]) -> list[dict]:
+    """Open cases by working time left, overdue (negative) first; cases with no clock yet last."""
+    return sorted(cases, key=lambda c: (c["hours_left"] is None, c["hours_left"] or 0.0, c["code"]))
+
+
+def my_cells(engine: Engine, account: Account) -> list[str] | None:
+    """The cells a supervisor holds (grid_assignments), or None when they hold none by name
+    (then their whole scope is theirs)."""
+    if account.role != "supervisor":
+        return None
+    held = [a["cell_code"] for a in rows.assignments(engine, user=account.name)]
+    return [c for c in held if c.startswith(account.scope_code or "\0")] or None
+
+
+# --- reporting ------------------------------------------------------------------------------
+
+
+def _number(value, what: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise Refused(f"{what} must be a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise Refused(f"{what} must be a number, not {value!r}") from None
+    if not math.isfinite(number) or not low <= number <= high:
+        raise Refused(f"{what} must be between {low} and {high}")
+    return number
+
+
+def _text(value, what: str, limit: int, required: bool = False) -> str | None:
+    if value is None or value == "":
+        if required:
+            raise Refused(f"{what} is required")
+        return None
+    if not isinstance(value, str):
+        raise Refused(f"{what} must be text")
+    value = value.strip()
+    if len(value) > limit:
+        raise Refused(f"{what} is {len(value)} characters long; at most {limit}")
+    if required and not value:
+        raise Refused(f"{what} is required")
+    return value or None
+
+
+def metres(lon1, lat1, lon2, lat2) -> np.ndarray:
+    """Great-circle distance in metres (haversine)."""
+    lon1, lat1, lon2, lat2 = (np.radians(np.asarray(v, dtype=float)) for v in (lon1, lat1, lon2, lat2))
+    a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    return 2 * 6_371_008.8 * np.arcsin(np.sqrt(a))
+
+
+def likely_duplicates(engine: Engine, category: str, lon: float, lat: float, *,
+                      account: Account | None = None, distance_m: float | None = None) -> list[dict]:
+    """Open cases of ``category`` within the duplicate distance (setting ``duplicate_distance_m``)
+    of (lon, lat) that ``account`` may see, nearest first, each with its distance."""
+    with engine.connect() as conn:
+        distance = float(distance_m if distance_m is not None else get_setting(conn, "duplicate_distance_m"))
+        dy = distance / 111_320.0
+        dx = distance / (111_320.0 * max(math.cos(math.radians(lat)), 0.01))
+        found = rows.open_near(conn, category, lon, lat, (dx, dy), CLOSED)
+    if not found:
+        return []
+    away = metres(lon, lat, [c["lon"] for c in found], [c["lat"] for c in found])
+    near = [{"code": c["code"], "status": c["status"], "distance_m": round(float(d), 1),
+             "reported_at": _iso(c["reported_at"]), "description": c["description"], "version": c["version"]}
+            for c, d in zip(found, away, strict=True)
+            if d <= distance and (account is None or covers(account, c))]
+    return sorted(near, key=lambda c: c["distance_m"])
+
+
+def report(engine: Engine, account: Account, data: dict, *, now: datetime | None = None) -> tuple[dict, list[dict]]:
+    """Report a case (信息采集): ``category``, ``description``, and ``lon``/``lat`` — or, for a
+    case located only approximately, ``community`` or ``street`` (a code) instead. Returns the
+    stored case and the open cases of its category nearby (likely duplicates, found before it
+    was stored)."""
+    if account.role not in ACTORS:
+        raise Forbidden(f"role {account.role} may not report incidents")
+    if not isinstance(data, dict):
+        raise Refused("send a JSON object")
+    now = now or datetime.now()
+    catalogue = categories(engine)
+    category = data.get("category")
+    if not isinstance(category, str) or category not in catalogue:
+        raise Refused(f"unknown category {category!r}: use one of {', '.join(sorted(catalogue))}",
+                      categories=sorted(catalogue))
+    description = _text(data.get("description"), "description", DESCRIPTION_LENGTH)
+    area = [k for k in ("community", "street") if data.get(k)]
+    has_point = data.get("lon") is not None or data.get("lat") is not None
+    if has_point and area:
+        raise Refused("give a location (lon, lat) or a community or street, not both")
+    if len(area) > 1:
+        raise Refused("give a community or a street, not both")
+    with engine.begin() as conn:
+        if area:
+            level, code = area[0], str(data[area[0]])
+            digits = 12 if level == "community" else 9
+            if not (code.isdigit() and len(code) == digits):
+                raise Refused(f"{level} must be a {digits}-digit code")
+            place = rows.area_point(conn, level, code)
+            if place is None:
+                raise Refused(f"no {level} {code}")
+            lon, lat = place.pop("lon"), place.pop("lat")
+            precision = "approximate"
+        else:
+            if data.get("lon") is None or data.get("lat") is None:
+                raise Refused("lon and lat are required (or a community or street code for a case "
+                              "located only approximately)")
+            lon = _number(data.get("lon"), "lon", -180, 180)
+            lat = _number(data.get("lat"), "lat", -90, 90)
+            place = rows.locate(conn, lon, lat)
+            if place["grid_code"] is None:
+                raise Refused(f"the point ({lon:.6f}, {lat:.6f}) lies outside every grid cell")
+            precision = "exact"
+        if not covers(account, place):
+            raise Forbidden("this location is outside your cells")
+    duplicates = likely_duplicates(engine, category, lon, lat, account=account)
+    with engine.begin() as conn:
+        values = {"category": category, "description": description, "status": "reported",
+                  "reported_at": now, "reporter": account.name, "location_precision": precision, **place}
+        case = rows.insert_incident(conn, values, lon, lat, now.strftime("%Y%m%d"))
+        note = _text(data.get("source"), "source", 50)
+        rows.add_step(conn, case["id"], "reported", now, account.name, note)
+    return case, duplicates
+
+
+# --- acting -----------------------------------------------------------------------------------
+
+
+def act(engine: Engine, account: Account, code: str, data: dict, *, now: datetime | None = None) -> dict:
+    """Take one step of the loop on case ``code``: ``{"action": …, "version": n, "note": …}``.
+    Returns the case as it is afterwards (its version raised by one)."""
+    if not isinstance(data, dict):
+        raise Refused("send a JSON object")
+    action = data.get("action")
+    if action not in TRANSITIONS:
+        raise Refused(f"unknown action {action!r}: use one of {', '.join(TRANSITIONS)}")
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise Refused("version (the case's version the action starts from) is required")
+    note = _text(data.get("note"), "note", NOTE_LENGTH)
+    t = TRANSITIONS[action]
+    if t.note_required and not note:
+        raise Refused(f"{action} needs a note (why)")
+    evaluation = data.get("evaluation")
+    if action == "evaluate" and evaluation is not None and evaluation not in EVALUATIONS:
+        raise Refused(f"evaluation must be one of {', '.join(EVALUATIONS)}")
+    case = visible_case(engine, account, code)
+    if account.role not in t.roles:
+        raise Forbidden(f"role {account.role} may not {action} a case")
+    if t.leader_only and account.role == "supervisor" and len(account.scope_code or "") > 12:
+        raise Forbidden(f"only a community's or street's supervisor (网格长) may {action} a case")
+    now = now or datetime.now()
+    cal = calendar(engine)
+    current = describe([case], account, cal, categories(engine), now)[0]
+    if case["version"] != version:
+        raise VersionConflict(f"case {code} is at version {case['version']}, not {version}: "
+                              "someone acted on it first", current=current, version=case["version"])
+    if case["status"] not in t.sources:
+        raise IllegalTransition(f"a case that is {case['status']} cannot be given '{action}' "
+                                f"(only from {', '.join(t.sources)})", current=current, version=case["version"])
+    values: dict = {"status": t.target}
+    if t.stamp:
+        values[t.stamp] = now
+    if action == "file":
+        values["filing_wh"] = _hours(cal, case["reported_at"], now)
+    elif action == "dispatch":
+        values["dispatch_wh"] = _hours(cal, case["filed_at"], now)
+        category = categories(engine).get(case["category"])
+        if category is None:
+            raise Refused(f"category {case['category']} is no longer in the catalogue")
+        values["due_at"] = due_time(now, category, cal)
+    elif action == "handle":
+        values["feedback_at"] = now  # 处理反馈: the handler's report comes with the handling
+        values["handling_wh"] = _hours(cal, case["dispatched_at"], now)
+    elif action == "close":
+        values["verify_wh"] = _hours(cal, case["handled_at"], now)
+    elif action == "return":
+        values.update(handled_at=None, feedback_at=None)
+    elif action == "evaluate":
+        values["evaluation"] = evaluation or "satisfied"
+    with engine.begin() as conn:
+        if not rows.change_incident(conn, case["id"], version, t.sources, values, rework=action == "return"):
+            latest = rows.get_incident(conn, code)
+            raise VersionConflict(f"case {code} changed while you acted (now version {latest['version']})",
+                                  current=describe([latest], account, cal, categories(engine), now)[0],
+                                  version=latest["version"])
+        rows.add_step(conn, case["id"], t.step, now, account.name, note)
+    return rows.get_incident(engine, code)
+
+
+def history(engine: Engine, account: Account, code: str) -> tuple[dict, list[dict], list[dict]]:
+    """A case, its steps (oldest first) and its photos' metadata."""
+    case = visible_case(engine, account, code)
+    steps = [{**s, "at": _iso(s["at"])} for s in rows.steps_of(engine, case["id"])]
+    photos = [{"id": p["id"], "content_type": p["content_type"], "size": p["size"], "step": p["step"],
+               "uploaded_by": p["uploaded_by"], "uploaded_at": _iso(p["uploaded_at"])}
+              for p in rows.photos_of(engine, case["id"])]
+    return case, steps, photos
+
+
+# --- photos -----------------------------------------------------------------------------------
+
+#: The first bytes of the image types accepted, and the extension each is stored with.
+IMAGE_TYPES = (("image/jpeg", ".jpg", lambda b: b[:3] == b"\xff\xd8\xff"),
+               ("image/png", ".png", lambda b: b[:8] == b"\x89PNG\r\n\x1a\n"),
+               ("image/webp", ".webp", lambda b: b[:4] == b"RIFF" and b[8:12] == b"WEBP"))
+
+
+def image_type(data: bytes) -> tuple[str, str] | None:
+    """(content type, extension) of a JPEG, PNG or WebP image by its first bytes; None otherwise."""
+    for content_type, ext, test in IMAGE_TYPES:
+        if test(data):
+            return content_type, ext
+    return None
+
+
+def photo_limit(engine: Engine) -> int:
+    """The largest photo accepted, in bytes (setting ``photo_max_mb``)."""
+    with engine.connect() as conn:
+        return int(float(get_setting(conn, "photo_max_mb")) * 1024 * 1024)
+
+
+def add_photo(engine: Engine, account: Account, code: str, data: bytes, filename: str | None,
+              folder: Path) -> dict:
+    """Keep a photo of case ``code`` in ``folder`` (outside the database) and its metadata in it."""
+    case = visible_case(engine, account, code)
+    if account.role not in ACTORS:
+        raise Forbidden(f"role {account.role} may not add photos")
+    limit = photo_limit(engine)
+    if len(data) > limit:
+        raise PhotoTooLarge(f"the photo is {len(data) / 1048576:.1f} MB; at most {limit / 1048576:.0f} MB")
+    if not data:
+        raise Refused("the photo is empty")
+    kind = image_type(data)
+    if kind is None:
+        raise Refused("not a JPEG, PNG or WebP image")
+    folder.mkdir(parents=True, exist_ok=True)
+    stored = uuid.uuid4().hex + kind[1]
+    (folder / stored).write_bytes(data)
+    try:
+        with engine.begin() as conn:
+            photo_id = rows.add_photo(conn, case["id"], stored_name=stored, content_type=kind[0], size=len(data),
+                                      original_name=(filename or "")[:200] or None, step=case["status"],
+                                      uploaded_by=account.name)
+    except Exception:
+        (folder / stored).unlink(missing_ok=True)
+        raise
+    return {"id": photo_id, "content_type": kind[0], "size": len(data)}
+
+
+def photo_file(engine: Engine, account: Account, code: str, photo_id: int, folder: Path) -> tuple[Path, str]:
+    """The file and content type of photo ``photo_id`` of case ``code``, for those who may see it."""
+    case = visible_case(engine, account, code)
+    meta = rows.photo(engine, photo_id)
+    if meta is None or meta["incident_id"] != case["id"]:
+        raise NotFound(f"no photo {photo_id} of incident {code}")
+    path = folder / meta["stored_name"]
+    if not path.is_file():
+        raise NotFound(f"the file of photo {photo_id} is missing")
+    return path, meta["content_type"]
+
+
+# --- supervisors' cells -----------------------------------------------------------------------
+
+
+def assign_cells(engine: Engine, actor: Account, user: str, cells: list[str], *, remove: bool = False) -> list[dict]:
+    """Assign supervisor ``user`` to ``cells`` (or take them away): an administrator or planner
+    does it; a cell must exist and lie within the user's scope. Returns the user's cells."""
+    if actor.role not in ("admin", "planner"):
+        raise Forbidden(f"role {actor.role} may not assign supervisors")
+    target = find_user(engine, name=user)
+    if target is None:
+        raise NotFound(f"no user {user!r}")
+    if target.role != "supervisor":
+        raise Refused(f"{user} is a {target.role}, not a supervisor")
+    if not isinstance(cells, list) or not cells or not all(isinstance(c, str) for c in cells):
+        raise Refused("cells is a list of 15-digit cell codes")
+    with engine.begin() as conn:
+        known = rows.cells_of(conn, cells)
+        missing = [c for c in cells if c not in known]
+        if missing:
+            raise Refused(f"no grid cell {', '.join(missing[:10])}")
+        outside = [c for c in cells if not c.startswith(target.scope_code or "\0")]
+        if outside and not remove:
+            raise Refused(f"cells {', '.join(outside[:10])} are outside {user}'s scope {target.scope_code}")
+        changed = [c for c in cells if (rows.unassign(conn, user, c) if remove else rows.assign(conn, user, c, actor.name))]
+        if changed:
+            record(conn, actor.name, "grid:unassign" if remove else "grid:assign", layer="grid_cells",
+                   object_code=user, detail={"user": user, "cells": changed})
+    return rows.assignments(engine, user=user)
+
+
+# --- keeping step hours ------------------------------------------------------------------------
+
+
+def fill_step_hours(engine: Engine, cal: WorkingCalendar | None = None) -> int:
+    """Work out the step hours of cases that have step times but no hours (the demo, imports),
+    vectorised. Returns how many cases were filled."""
+    cal = cal or calendar(engine)
+    found = rows.timing_rows(engine)
+    if not found:
+        return 0
+    ids = np.array([r[0] for r in found])
+    t = [np.array([r[i] or np.datetime64("NaT") for r in found], dtype="datetime64[s]") for i in range(1, 6)]
+    hours = {"filing_wh": cal.between(t[0], t[1]), "dispatch_wh": cal.between(t[1], t[2]),
+             "handling_wh": cal.between(t[2], t[3]), "verify_wh": cal.between(t[3], t[4])}
+    out = [{"id": int(i), **{k: (None if math.isnan(v[n]) else round(float(v[n]), 4)) for k, v in hours.items()}}
+           for n, i in enumerate(ids)]
+    with engine.begin() as conn:
+        rows.set_step_hours(conn, out)
+    return len(out)

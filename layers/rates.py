@@ -1,0 +1,150 @@
+"""Rates of the incident loop (考核指标) per cell, community, street or district over a period.
+
+For a period ``since``–``until`` (both days included):
+
+- ``reported`` (上报数), ``filed`` (立案数), ``closed`` (结案数): steps taken in the period;
+- ``due`` (应结案数): cases whose deadline fell in the period (up to now);
+- 结案率 ``closed_rate`` = those of them closed ÷ due; 按期结案率 ``on_time_rate`` = those closed by
+  their deadline ÷ due;
+- 返工率 ``rework_rate`` = returns ÷ verifications of the cases closed in the period (every
+  verification either closes the case or returns it, so verifications = closed + returned);
+- average working hours of each step taken in the period: filing (reported → filed), dispatch
+  (filed → dispatched), handling (dispatched → handled), verification (handled → closed).
+
+Cases located only approximately are in no cell: they count in their community, street and
+district. The sums come from one scan in the database (:func:`geodata.incident_rows.rate_sums`),
+so a district's million cases take well under a second; the rates are divided here, vectorised.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import date, datetime, time, timedelta
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine
+
+from geodata import incident_rows
+from geodata.errors import Refused
+from geodata.standards import get_setting
+
+LEVELS = ("cell", "community", "street", "district")
+STEPS = ("filing", "dispatch", "handling", "verify")
+COLUMNS = ["code", "reported", "filed", "closed", "due", "due_closed", "due_closed_on_time", "returned",
+           "closed_rate", "on_time_rate", "rework_rate",
+           *[f"{s}_hours" for s in STEPS]]
+LABELS = {"code": "代码 code", "reported": "上报 reported", "filed": "立案 filed", "closed": "结案 closed",
+          "due": "应结案 due", "due_closed": "应结已结 due and closed",
+          "due_closed_on_time": "按期结案 closed on time", "returned": "返工 returned",
+          "closed_rate": "结案率 closed rate", "on_time_rate": "按期结案率 on-time rate",
+          "rework_rate": "返工率 rework rate", "filing_hours": "立案用时 filing h",
+          "dispatch_hours": "派遣用时 dispatch h", "handling_hours": "处理用时 handling h",
+          "verify_hours": "核查用时 verification h"}
+
+
+def period(since: str | date | None, until: str | date | None) -> tuple[datetime, datetime]:
+    """The period's first and last moment from two dates (default: the year up to today)."""
+    def parse(value, what):
+        if value is None or value == "":
+            return None
+        if isinstance(value, date):
+            return value
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise Refused(f"{what} must be a date YYYY-MM-DD, not {value!r}") from None
+
+    last = parse(until, "to") or date.today()
+    first = parse(since, "from") or (last - timedelta(days=364))
+    if first > last:
+        raise Refused(f"from ({first}) comes after to ({last})")
+    return datetime.combine(first, time.min), datetime.combine(last, time.max)
+
+
+def _divide(top: pd.Series, bottom: pd.Series) -> pd.Series:
+    top, bottom = top.astype(float), bottom.astype(float)
+    return pd.Series(np.where(bottom > 0, top / bottom.where(bottom > 0, 1.0), np.nan), index=top.index)
+
+
+def rates(engine: Engine, by: str, since: datetime, until: datetime, *, prefix: str | None = None,
+          now: datetime | None = None) -> pd.DataFrame:
+    """One row per cell, community, street or district (``by``) with the sums and rates."""
+    if by not in LEVELS:
+        raise Refused(f"by must be one of {', '.join(LEVELS)}")
+    sums = incident_rows.rate_sums(engine, by, since, until, now or datetime.now(), prefix)
+    frame = pd.DataFrame(sums)
+    if frame.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    return finish(frame)
+
+
+def finish(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rates and averages from the sums (also for a totals row)."""
+    counts = ["reported", "filed", "closed", "due", "due_closed", "due_closed_on_time", "returned"]
+    frame = frame.copy()
+    frame[counts] = frame[counts].fillna(0).astype("int64")
+    frame["closed_rate"] = _divide(frame["due_closed"], frame["due"])
+    frame["on_time_rate"] = _divide(frame["due_closed_on_time"], frame["due"])
+    frame["rework_rate"] = _divide(frame["returned"], frame["closed"] + frame["returned"])
+    for step in STEPS:
+        frame[f"{step}_hours"] = _divide(frame[f"{step}_sum"].fillna(0), frame[f"{step}_n"].fillna(0))
+    return frame[COLUMNS + [c for c in frame.columns if c.endswith(("_sum", "_n"))]]
+
+
+def total(frame: pd.DataFrame) -> pd.DataFrame:
+    """The sum of the rows, with its own rates."""
+    sums = frame.drop(columns=[c for c in COLUMNS if c.endswith(("_rate", "_hours"))] + ["code"]).sum()
+    return finish(pd.DataFrame([{"code": "total", **sums.to_dict()}]))
+
+
+def targets(engine: Engine) -> dict:
+    """The targets of 结案率 and 按期结案率 (setting ``rate_targets``)."""
+    with engine.connect() as conn:
+        value = get_setting(conn, "rate_targets")
+    return {"closed_rate": float(value.get("closed", 0.9)), "on_time_rate": float(value.get("closed_on_time", 0.7))}
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    out = frame[COLUMNS].astype(object).where(frame[COLUMNS].notna(), None).to_dict("records")
+    for row in out:
+        for key, value in row.items():
+            if isinstance(value, float):
+                row[key] = round(value, 4)
+            elif isinstance(value, np.integer):
+                row[key] = int(value)
+    return out
+
+
+def as_json(frame: pd.DataFrame, by: str, since: datetime, until: datetime, goal: dict) -> dict:
+    """The table as one JSON-ready object, rows below a target named."""
+    rows = _records(frame)
+    for row in rows:
+        row["below_target"] = [k for k, v in goal.items() if row[k] is not None and row[k] < v]
+    summary = _records(total(frame))[0] if len(frame) else None
+    return {"by": by, "from": since.date().isoformat(), "to": until.date().isoformat(), "targets": goal,
+            "rows": rows, "total": summary, "labels": LABELS}
+
+
+def to_csv(frame: pd.DataFrame) -> str:
+    """The table as CSV (UTF-8 with a byte-order mark, for Excel), with Chinese headers."""
+    out = io.StringIO()
+    out.write("\ufeff")
+    table = pd.concat([frame, total(frame)]) if len(frame) else frame
+    table[COLUMNS].rename(columns=LABELS).to_csv(out, index=False, float_format="%.4f")
+    return out.getvalue()
+
+
+def monthly(engine: Engine, since: datetime, until: datetime, *, prefix: str | None = None,
+            now: datetime | None = None) -> list[dict]:
+    """The district-wide rates month by month over the period (for the chart)."""
+    out = []
+    start = since.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    while start <= until:
+        nxt = (start + timedelta(days=32)).replace(day=1)
+        first, last = max(start, since), min(nxt - timedelta(microseconds=1), until)
+        frame = rates(engine, "district", first, last, prefix=prefix, now=now)
+        row = _records(total(frame))[0] if len(frame) else {c: None for c in COLUMNS}
+        out.append({**row, "code": start.strftime("%Y-%m")})
+        start = nxt
+    return out
