@@ -288,6 +288,15 @@ class PlanAssignment(Base):
     edited: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
+class PlanCommunity(Base):
+    """The name a plan gives one of its communities (a new one, or an existing one renamed)."""
+
+    __tablename__ = "plan_communities"
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"), primary_key=True)
+    code: Mapped[str] = mapped_column(String(12), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+
+
 class Revision(Base):
     """A counter kept in the database. ``boundaries`` rises with every change of units or
     communities (an import, an adoption, a code table): what a process holds in memory about

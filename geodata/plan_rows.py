@@ -28,6 +28,7 @@ from geodata.models import (
     GridCell,
     Plan,
     PlanAssignment,
+    PlanCommunity,
     Unit,
 )
 from geodata.revisions import raise_revision
@@ -78,12 +79,106 @@ def get_plan(engine: Engine | Connection, plan_id: int) -> dict:
     return dict(row)
 
 
-def list_plans(engine: Engine) -> list[dict]:
+def list_plans(engine: Engine, *, status: str | None = None, author: str | None = None,
+               street: str | None = None) -> list[dict]:
+    """The plans, newest first, with the streets each covers; filtered by status, author and a
+    street the plan covers (a plan of every street covers each)."""
     table = Plan.__table__
     with engine.connect() as conn:
-        columns = [table.c[c] for c in ("id", "name", "author", "status", "version", "updated_at", "comment")]
-        rows = conn.execute(select(*columns).order_by(table.c.id.desc())).mappings()
-        return [dict(r) for r in rows]
+        columns = [table.c[c] for c in ("id", "name", "author", "status", "version", "updated_at", "comment",
+                                        "streets", "params")]
+        stmt = select(*columns).order_by(table.c.id.desc())
+        if status:
+            stmt = stmt.where(table.c.status == status)
+        if author:
+            stmt = stmt.where(table.c.author == author)
+        rows = [dict(r) for r in conn.execute(stmt).mappings()]
+    for row in rows:
+        params = row.pop("params") or {}
+        row["street"] = params.get("street")
+        row["streets"] = row["streets"] or []
+    if street:
+        rows = [r for r in rows if street in r["streets"] or (not r["streets"] and not r["street"])]
+    return rows
+
+
+def community_names(engine: Engine, plan_id: int) -> dict[str, str]:
+    """The names the plan gives its communities (code → name)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(PlanCommunity.code, PlanCommunity.name)
+                            .where(PlanCommunity.plan_id == plan_id)).all()
+    return {code: name for code, name in rows}
+
+
+def current_community_names(engine: Engine) -> dict[str, str]:
+    """The names of the current communities (code → name)."""
+    with engine.connect() as conn:
+        return {code: name for code, name in conn.execute(select(Community.code, Community.name)).all()}
+
+
+def name_community(engine: Engine, plan_id: int, code: str, name: str, expected_version: int,
+                   actor: str) -> int:
+    """Give community ``code`` of the plan the name ``name``; returns the plan's new version."""
+    with engine.begin() as conn:
+        version = _bump(conn, plan_id, expected_version)
+        conn.execute(delete(PlanCommunity).where(PlanCommunity.plan_id == plan_id,
+                                                 PlanCommunity.code == code))
+        conn.execute(insert(PlanCommunity).values(plan_id=plan_id, code=code, name=name))
+        _audit(conn, actor, "plan:name", str(plan_id), {"community": code, "name": name, "version": version})
+    return version
+
+
+def duplicate_plan(engine: Engine, plan_id: int, name: str, author: str) -> int:
+    """A new draft with the plan's assignment (hand edits kept as such), parameters, boundary
+    revision, streets and community names; returns its id."""
+    plan = get_plan(engine, plan_id)
+    now = datetime.now()
+    with engine.begin() as conn:
+        new_id = conn.execute(insert(Plan).values(
+            name=name, author=author, status="draft", version=1, district_code=plan["district_code"],
+            params=plan["params"], scores=plan["scores"], created_at=now, updated_at=now,
+            base_revision=plan["base_revision"], streets=plan["streets"]).returning(Plan.id)).scalar_one()
+        rows = conn.execute(select(PlanAssignment.unit_code, PlanAssignment.community_code,
+                                   PlanAssignment.edited).where(PlanAssignment.plan_id == plan_id)).all()
+        copied = [{"plan_id": new_id, "unit_code": u, "community_code": c, "edited": bool(e)}
+                  for u, c, e in rows]
+        for start in range(0, len(copied), BATCH):
+            conn.execute(insert(PlanAssignment), copied[start:start + BATCH])
+        names = conn.execute(select(PlanCommunity.code, PlanCommunity.name)
+                             .where(PlanCommunity.plan_id == plan_id)).all()
+        if names:
+            conn.execute(insert(PlanCommunity), [{"plan_id": new_id, "code": c, "name": n} for c, n in names])
+        _audit(conn, author, "plan:create", str(new_id), {"name": name, "units": len(copied),
+                                                          "duplicate_of": plan_id})
+        _audit(conn, author, "plan:duplicate", str(plan_id), {"copy": new_id, "name": name})
+    return new_id
+
+
+def delete_plan(engine: Engine, plan_id: int, expected_version: int, actor: str) -> None:
+    """Delete the plan, its assignment and its names (the audit log keeps what happened)."""
+    with engine.begin() as conn:
+        plan = get_plan(conn, plan_id)
+        if plan["version"] != expected_version:
+            raise VersionConflict(f"plan {plan_id} is at version {plan['version']}, not {expected_version}: "
+                                  "reload it; nothing was deleted", version=plan["version"],
+                                  plan_status=plan["status"])
+        conn.execute(delete(PlanAssignment).where(PlanAssignment.plan_id == plan_id))
+        conn.execute(delete(PlanCommunity).where(PlanCommunity.plan_id == plan_id))
+        conn.execute(delete(Plan).where(Plan.id == plan_id))
+        _audit(conn, actor, "plan:delete", str(plan_id), {"name": plan["name"], "status": plan["status"],
+                                                          "version": plan["version"]})
+
+
+def plan_timeline(engine: Engine, plan_id: int) -> list[dict]:
+    """What was done to the plan, oldest first: when, who, which action (``plan:*`` without the
+    prefix), and the comment or detail it carried."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(AuditLog.at, AuditLog.actor, AuditLog.action, AuditLog.detail)
+                            .where(AuditLog.layer == "plans", AuditLog.object_code == str(plan_id),
+                                   AuditLog.action.like("plan:%"))
+                            .order_by(AuditLog.at, AuditLog.id)).all()
+    return [{"at": at, "actor": actor, "action": action.removeprefix("plan:"), "detail": detail or {}}
+            for at, actor, action, detail in rows]
 
 
 def plan_assignment(engine: Engine, plan_id: int, *, edited: bool = False) -> pd.Series:
@@ -107,7 +202,7 @@ def _bump(conn: Connection, plan_id: int, expected: int, **values) -> int:
         current = get_plan(conn, plan_id)
         raise VersionConflict(f"plan {plan_id} is at version {current['version']}, not {expected}: "
                               "reload it; nothing was overwritten",
-                              version=current["version"], status=current["status"])
+                              version=current["version"], plan_status=current["status"])
     return expected + 1
 
 

@@ -221,6 +221,8 @@ def split_community(memory: PlanMemory, plan_id: int, code: str, version: int, a
     if code not in p:
         raise Refused(f"no community {code!r} in this plan")
     if line is None:
+        if len(p.land_members(code)) < 2:
+            raise Refused(f"community {code} has fewer than two land units: there is nothing to split")
         return move_units(memory, plan_id, split_in_two(p, code, seed=version), "new", version, actor)
     members = loaded.units.iloc[p.members(code)]
     outline = shapely.union_all(members.geometry.values)

@@ -146,7 +146,9 @@ def adopt_plan(memory: PlanMemory, plan_id: int, version: int, actor: str) -> di
     polygons = community_polygons(result, loaded.units)
     streets = sorted(set(polygons["street_code"]))
     current = read_layer(engine, "communities")
+    # the names the plan gives (new communities named as they were made, renamed ones) over the current
     names = dict(zip(current["code"], current["name"], strict=True))
+    names |= plan_rows.community_names(engine, plan_id)
     polygons["code"] = polygons["community_code"]
     polygons["name"] = [names.get(c, f"新社区{c[-3:]}") for c in polygons["code"]]
     polygons["district_code"] = [c[:6] for c in polygons["code"]]

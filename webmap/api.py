@@ -2,12 +2,10 @@
 JSON endpoints the map pages use: search, household statistics, incident history.
 
 Responses are gzip-compressed when the client accepts it and carry an ETag, so an unchanged
-layer costs a 304.
+layer costs a 304 (:mod:`webmap.responses`, shared with the plan API).
 """
 
 from __future__ import annotations
-
-import gzip
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -17,26 +15,14 @@ from layers.communities import bounds
 from webmap import features
 from webmap.auth import current_account, require
 from webmap.extensions import engine
+from webmap.responses import conditional
 
 bp = Blueprint("api", __name__, url_prefix="/api")
-
-GZIP_MIN_BYTES = 1024
 
 
 def _respond(result) -> Response:
     status, headers, body = result
-    response = Response(body, status=status, headers=headers)
-    response.headers["Cache-Control"] = "private, no-cache"
-    response.vary.add("Authorization")
-    if status == 200:
-        response.add_etag()
-        response.make_conditional(request)
-    if (response.status_code == 200 and len(body) >= GZIP_MIN_BYTES
-            and "gzip" in request.headers.get("Accept-Encoding", "")):
-        response.set_data(gzip.compress(body, compresslevel=5))
-        response.headers["Content-Encoding"] = "gzip"
-        response.vary.add("Accept-Encoding")
-    return response
+    return conditional(body, status, headers)
 
 
 def _call(fn, *args, **kwargs) -> Response:

@@ -5,20 +5,23 @@ answered by :mod:`webmap.errors`."""
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 import tempfile
 from pathlib import Path
 
 import shapely
-from flask import Blueprint, after_this_request, jsonify, render_template, request, send_file, url_for
+from flask import Blueprint, after_this_request, render_template, request, send_file, url_for
 
 from geodata import jobs, plan_rows
 from geodata.errors import NotFound, Refused
 from geodata.store import read_layer
-from layers import plan_edits, plan_workflow
+from layers import plan_documents, plan_edits, plan_workflow
 from webmap.auth import bearer_request, current_account, require
 from webmap.extensions import csrf, engine, plans
 from webmap.maps import build_map, render_map
+from webmap.responses import conditional
 
 bp = Blueprint("plans", __name__)
 csrf.exempt(bp)  # checked below, except for bearer-token requests (no cookie, no CSRF risk)
@@ -27,6 +30,31 @@ EDITORS = ("admin", "planner")
 READERS = ("admin", "planner", "viewer")
 LABELS = {"submit": "提交 submit", "approve": "批准 approve", "reject": "驳回 reject", "adopt": "采用 adopt",
           "rebase": "按现状重算 rebase"}
+STATUSES = ("draft", "submitted", "approved", "rejected", "adopted")
+
+
+def _finite(value):
+    """``value`` with every NaN or infinity replaced by ``None`` (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def jsonify(*args, **kwargs):
+    """Strict JSON (no NaN, no Infinity), compressed with an ETag when large."""
+    data = args[0] if args else kwargs
+    return conditional(json.dumps(_finite(data), ensure_ascii=False, allow_nan=False, default=str),
+                       headers={"Content-Type": "application/json"})
+
+
+def _created(data: dict):
+    response = jsonify(data)
+    response.status_code = 201
+    return response
 
 
 @bp.before_request
@@ -56,8 +84,22 @@ def _version(data: dict) -> int:
 @require(*READERS)
 def plan_list():
     streets = read_layer(engine(), "streets")[["code", "name"]].sort_values("code")
-    return render_template("plans.html", plans=plan_rows.list_plans(engine()),
+    chosen = _filters()
+    authors = sorted({p["author"] for p in plan_rows.list_plans(engine())})
+    return render_template("plans.html", plans=plan_rows.list_plans(engine(), **chosen), chosen=chosen,
+                           statuses=STATUSES, authors=authors,
                            streets=list(streets.itertuples(index=False)), title="方案 plans")
+
+
+def _filters() -> dict:
+    """The plan list's filters from the query string: status, author, street."""
+    status = request.args.get("status") or None
+    if status and status not in STATUSES:
+        raise Refused(f"status is one of {', '.join(STATUSES)}")
+    street = request.args.get("street") or None
+    if street and not (street.isdigit() and len(street) == 9):
+        raise Refused("street is a 9-digit code")
+    return {"status": status, "author": request.args.get("author") or None, "street": street}
 
 
 @bp.get("/plans/<int:plan_id>")
@@ -74,6 +116,8 @@ def plan_page(plan_id: int):
               "role": account.role, "editable": "edit" in actions,
               "actions": [{"action": a, "label": LABELS[a], "confirm": a == "adopt"}
                           for a in actions if a in LABELS],
+              "documentActions": plan_documents.document_actions(plan, account.role, account.name),
+              "timeline": plan_documents.timeline(plans(), plan_id),
               "stale": stale,
               "adoption": plan.get("adoption")}
     return render_map("plan.html", m, config, plan=plan, title=f"方案 {plan['name']}")
@@ -86,7 +130,7 @@ def plan_page(plan_id: int):
 @require(*READERS, api=True)
 def api_list():
     return jsonify(plans=[{**p, "updated_at": p["updated_at"].isoformat(timespec="seconds")}
-                          for p in plan_rows.list_plans(engine())])
+                          for p in plan_rows.list_plans(engine(), **_filters())])
 
 
 @bp.post("/api/plans")
@@ -104,10 +148,12 @@ def api_create():
     author = current_account().name
     if params.get("street"):
         plan_id, result = plan_workflow.auto_plan(plans(), name, author, **params)
-        return jsonify(plan_id=plan_id, scores=result.scores(),
-                       url=url_for("plans.plan_page", plan_id=plan_id)), 201
+        return _created({"plan_id": plan_id, "scores": result.scores(),
+                         "url": url_for("plans.plan_page", plan_id=plan_id)})
     job_id = jobs.create_job(engine(), "auto_plan", {"name": name, "author": author, **params})
-    return jsonify(job_id=job_id, status="queued", url=url_for("plans.api_job", job_id=job_id)), 202
+    response = jsonify(job_id=job_id, status="queued", url=url_for("plans.api_job", job_id=job_id))
+    response.status_code = 202
+    return response
 
 
 @bp.get("/api/jobs/<int:job_id>")
@@ -123,18 +169,90 @@ def api_job(job_id: int):
 @bp.get("/api/plans/<int:plan_id>")
 @require(*READERS, api=True)
 def api_plan(plan_id: int):
-    described = plan_edits.describe(plans(), plan_id)
+    """The plan, every community's figures, name, neighbours and colour, what the user may do."""
+    described = plan_documents.describe(plans(), plan_id)
     stale = plan_workflow.stale_changes(plans(), described) if described["status"] != "adopted" else None
+    account = current_account()
     described["stale"] = stale
-    described["actions"] = plan_workflow.allowed_actions(described, current_account().role, stale is not None)
+    described["actions"] = plan_workflow.allowed_actions(described, account.role, stale is not None)
+    described["document_actions"] = plan_documents.document_actions(described, account.role, account.name)
     return jsonify(described)
+
+
+@bp.delete("/api/plans/<int:plan_id>")
+@require(*EDITORS, api=True)
+def api_delete(plan_id: int):
+    """Delete a draft (its author or an admin), naming the version it was seen at."""
+    account = current_account()
+    return jsonify(plan_documents.delete(plans(), plan_id, _version(_body()), account.name, account.role))
+
+
+def _view() -> tuple[tuple[float, float, float, float] | None, float | None]:
+    """``bbox`` (west,south,east,north in degrees) and ``zoom`` from the query string."""
+    bbox, zoom = request.args.get("bbox"), request.args.get("zoom")
+    try:
+        box = tuple(float(v) for v in bbox.split(",")) if bbox else None
+        level = float(zoom) if zoom else None
+    except ValueError:
+        raise Refused("bbox is west,south,east,north in degrees and zoom a number") from None
+    if box is not None and (len(box) != 4 or not all(map(math.isfinite, box)) or box[0] > box[2]
+                            or box[1] > box[3]):
+        raise Refused("bbox is west,south,east,north in degrees")
+    if level is not None and not 0 <= level <= 24:
+        raise Refused("zoom is between 0 and 24")
+    return box, level
 
 
 @bp.get("/api/plans/<int:plan_id>/units")
 @require(*READERS, api=True)
 def api_units(plan_id: int):
-    """The plan's units as GeoJSON, each with its community in the plan and the current one."""
-    return plan_edits.units_geojson(plans(), plan_id), 200, {"Content-Type": "application/geo+json"}
+    """The plan's units as GeoJSON (within ``bbox``, simplified for ``zoom``, when given), each
+    with its community in the plan and the current one; gzipped, with an ETag."""
+    box, zoom = _view()
+    return conditional(plan_documents.units_in_view(plans(), plan_id, box, zoom),
+                       headers={"Content-Type": "application/geo+json"})
+
+
+@bp.get("/api/plans/<int:plan_id>/outlines")
+@require(*READERS, api=True)
+def api_outlines(plan_id: int):
+    """The plan's communities as outlines simplified for ``zoom``, with a point for each label."""
+    _, zoom = _view()
+    return conditional(plan_documents.outlines(plans(), plan_id, zoom),
+                       headers={"Content-Type": "application/geo+json"})
+
+
+@bp.get("/api/plans/<int:plan_id>/timeline")
+@require(*READERS, api=True)
+def api_timeline(plan_id: int):
+    return jsonify(timeline=plan_documents.timeline(plans(), plan_id))
+
+
+@bp.post("/api/plans/<int:plan_id>/rename")
+@require(*EDITORS, api=True)
+def api_rename(plan_id: int):
+    data = _body()
+    account = current_account()
+    return jsonify(plan_documents.rename(plans(), plan_id, str(data.get("name") or ""), _version(data),
+                                         account.name, account.role))
+
+
+@bp.post("/api/plans/<int:plan_id>/duplicate")
+@require(*EDITORS, api=True)
+def api_duplicate(plan_id: int):
+    data = request.get_json(silent=True) or {}
+    if not isinstance(data, dict):
+        raise Refused("send a JSON object")
+    copied = plan_documents.duplicate(plans(), plan_id, data.get("name"), current_account().name)
+    return _created({**copied, "url": url_for("plans.plan_page", plan_id=copied["plan_id"])})
+
+
+@bp.post("/api/plans/<int:plan_id>/communities/<code>/name")
+@require(*EDITORS, api=True)
+def api_name(plan_id: int, code: str):
+    data = _body()
+    return jsonify(plan_documents.name_community(plans(), plan_id, code, str(data.get("name") or ""),
+                                                 _version(data), current_account().name))
 
 
 @bp.post("/api/plans/<int:plan_id>/moves")
