@@ -431,12 +431,9 @@ def _uncovered_land(communities: gpd.GeoDataFrame, streets: gpd.GeoDataFrame, cr
 def cell_problems(communities: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, units: gpd.GeoDataFrame) -> dict:
     """What breaks "every household in exactly one grid cell, cells tiling their community"
     (:func:`layers.grid_cells.validate_cells`), with a finding for every unit in two cells too."""
-    if cells.empty:
-        lived = units[units["households"].fillna(0) > 0]
-        return {"cells": 0, "gaps": 0, "overlaps": 0, "outside_community": 0,
-                "households_in_no_cell": int(lived["households"].sum()), "households_in_two_cells": 0,
-                "findings": []}
     report = validate_cells(communities, cells, units)
+    if cells.empty:
+        return report
     lived = units[units["households"].fillna(0) > 0]
     points = shapely.point_on_surface(np.asarray(lived.geometry.values, dtype=object))
     tree = shapely.STRtree(np.asarray(cells.geometry.values, dtype=object))

@@ -240,7 +240,6 @@ def exact(cover: csr_matrix, weight: np.ndarray, k: int, start: np.ndarray | Non
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit))
     h.setOptionValue("mip_rel_gap", 0.0)
-    h.setOptionValue("threads", 2)
     h.passModel(lp)
     if start is not None and len(start):
         x = np.zeros(n_c + n_g)
@@ -250,7 +249,8 @@ def exact(cover: csr_matrix, weight: np.ndarray, k: int, start: np.ndarray | Non
         solution.col_value = list(x)
         solution.value_valid = True
         h.setSolution(solution)
-    h.run()
+    if h.run() == highspy.HighsStatus.kError:  # HiGHS refused to run: the greedy answer stands
+        return np.empty(0, dtype=np.int64), float(weight.sum()), False
     status = h.getModelStatus()
     info = h.getInfo()
     values_out = np.asarray(h.getSolution().col_value)
