@@ -1,0 +1,459 @@
+"""The incident loop: the state machine, its clock on the working calendar, roles and scopes,
+versions, photos, duplicates, approximate cases, rates, supervisors' cells and exports — on
+SpatiaLite and PostGIS."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from datetime import datetime, timedelta
+
+import numpy as np
+import pyogrio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from geodata import incident_rows
+from geodata.accounts import Account
+from geodata.errors import Forbidden, NotFound, Refused
+from geodata.standards import WORKING_CALENDAR
+from layers import incidents, rates
+from layers.demo import write_demo
+from layers.incidents import TRANSITIONS, IllegalTransition, VersionConflict
+from layers.working_time import WorkingCalendar
+from tests.webhelpers import csrf_token, make_accounts, sign_in
+from webmap import create_app
+
+CITY = WorkingCalendar.from_setting(WORKING_CALENDAR)
+T0 = datetime(2026, 11, 2, 9, 0)  # a Monday morning
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+JPEG = b"\xff\xd8\xff\xe0" + b"\0" * 64
+
+
+# --- the clock -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("dispatched", "hours", "due"), [
+    ("2026-11-20T16:00", 4, "2026-11-23T12:00"),    # Friday afternoon: over the weekend
+    ("2026-11-02T09:00", 160, "2026-11-27T17:00"),  # 20 working days: four weeks, ends at the close
+    ("2026-09-30T16:00", 4, "2026-10-08T12:00"),    # National Day: 1–7 October are holidays
+    ("2026-10-09T15:00", 4, "2026-10-10T11:00"),    # Saturday 10 October is a make-up working day
+    ("2026-02-13T16:00", 8, "2026-02-14T16:00"),    # Saturday 14 February too (Spring Festival)
+    ("2026-02-14T17:00", 2, "2026-02-24T11:00"),    # then nine days off
+    ("2026-10-03T10:00", 1, "2026-10-08T10:00"),    # reported on a holiday: counts from the next working day
+])
+def test_due_times_on_the_city_calendar(dispatched, hours, due):
+    assert CITY.add(np.datetime64(dispatched), hours) == np.datetime64(due)
+    assert CITY.between(np.datetime64(dispatched), np.datetime64(due)) == pytest.approx(hours)
+
+
+def test_limits_in_working_days_and_split_office_hours():
+    split = WorkingCalendar.from_setting({"hours": [["08:30", "12:00"], ["14:00", "17:30"]],
+                                          "weekdays": [1, 2, 3, 4, 5]})
+    assert split.hours_per_day == 7
+    assert incidents.limit_hours({"limit_days": 2}, split) == 14
+    assert incidents.due_time(datetime(2026, 11, 2, 11, 0), {"limit_hours": 2}, split) == datetime(2026, 11, 2, 15, 0)
+    assert incidents.due_time(datetime(2026, 11, 2, 8, 30), {"limit_days": 1}, split) == datetime(2026, 11, 2, 17, 30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.datetimes(datetime(2025, 1, 1), datetime(2026, 12, 20)), st.floats(0.01, 300))
+def test_city_calendar_adds_and_measures_alike(start, hours):
+    start = np.datetime64(start.replace(microsecond=0), "s")
+    end = CITY.add(start, hours)
+    assert abs(CITY.between(start, end) - hours) < 1 / 3600 + 1e-9
+    day = end.astype("datetime64[D]")
+    holiday = np.isin(day, CITY.holidays)
+    weekend = ((day - np.datetime64("1970-01-05")).astype(int) % 7) >= 5
+    assert not holiday and (not weekend or np.isin(day, CITY.workdays))
+
+
+# --- a district with accounts -----------------------------------------------------------------
+
+
+@pytest.fixture
+def site(db_url, engine, small_demo, tmp_path):
+    write_demo(engine, small_demo)
+    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none",
+                      "PHOTO_DIR": str(tmp_path / "photos")})
+    secrets = make_accounts(app, small_demo)
+    cells = small_demo.layers["grid_cells"]
+    mine = cells[cells["code"].str.startswith(secrets["scope"])]
+    other = cells[~cells["code"].str.startswith(secrets["scope"])]
+    point = lambda cell: cell.geometry.representative_point()  # noqa: E731
+    return {"app": app, "engine": engine, **secrets, "mine": mine, "other": other,
+            "here": point(mine.iloc[0]), "there": point(other.iloc[0])}
+
+
+def account(role="supervisor", scope=None, name=None):
+    return Account(id=0, name=name or role, role=role, scope_code=scope)
+
+
+def supervisor(site, scope=None):
+    return account("supervisor", scope or site["scope"], "supervisor")
+
+
+def new_case(site, who=None, category="E01-01", where=None, now=T0, **extra):
+    where = where or site["here"]
+    case, _ = incidents.report(site["engine"], who or supervisor(site),
+                               {"lon": where.x, "lat": where.y, "category": category,
+                                "description": "暴露垃圾", **extra}, now=now)
+    return case
+
+
+def step(site, case, action, now, who=None, note="ok"):
+    current = incident_rows.get_incident(site["engine"], case["code"])
+    return incidents.act(site["engine"], who or supervisor(site), case["code"],
+                         {"action": action, "version": current["version"], "note": note}, now=now)
+
+
+# --- the state machine ---------------------------------------------------------------------------
+
+
+def test_the_whole_loop_records_who_and_when(site):
+    case = new_case(site)
+    assert case["status"] == "reported" and case["grid_code"].startswith(site["scope"])
+    assert case["community_code"] == site["scope"] and case["street_code"] == site["scope"][:9]
+    times = {}
+    for action, at in [("file", T0 + timedelta(minutes=30)), ("dispatch", T0 + timedelta(hours=1)),
+                       ("handle", T0 + timedelta(hours=3)), ("return", T0 + timedelta(hours=4)),
+                       ("handle", T0 + timedelta(hours=5)), ("close", T0 + timedelta(hours=6)),
+                       ("evaluate", T0 + timedelta(days=1))]:
+        before = incident_rows.get_incident(site["engine"], case["code"])["version"]
+        after = step(site, case, action, at)
+        assert after["version"] == before + 1 and after["status"] == TRANSITIONS[action].target
+        times[action] = at
+    final = incident_rows.get_incident(site["engine"], case["code"])
+    assert final["due_at"] == datetime(2026, 11, 2, 14, 0)  # dispatched 10:00 + 4 working hours
+    assert final["closed_at"] > final["due_at"] and final["rework_count"] == 1  # closed 15:00: late
+    assert incidents.describe([final], supervisor(site), CITY, {})[0]["closed_late"]
+    with site["engine"].connect() as conn:
+        hours = conn.execute(text("SELECT filing_wh, dispatch_wh, handling_wh, verify_wh FROM incidents "
+                                  "WHERE code = :c"), {"c": case["code"]}).one()
+    assert tuple(hours) == pytest.approx((0.5, 0.5, 4.0, 1.0))  # handled at last 14:00, 4 h after dispatch
+    _, history, _ = incidents.history(site["engine"], supervisor(site), case["code"])
+    assert [s["step"] for s in history] == ["reported", "filed", "dispatched", "handled", "returned",
+                                            "handled", "closed", "evaluated"]
+    assert all(s["actor"] == "supervisor" and s["at"] for s in history)
+
+
+STATUSES = ["reported", "filed", "dispatched", "handled", "closed", "evaluated", "cancelled"]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(list(TRANSITIONS)), min_size=1, max_size=9))
+def test_no_illegal_transition_succeeds(site, actions):
+    """Any sequence of actions: each succeeds exactly when the table allows it from the
+    current status, and only a success leaves a step and raises the version."""
+    case = new_case(site)
+    status, version, steps = "reported", 1, 1
+    now = T0
+    for action in actions:
+        now += timedelta(minutes=20)
+        t = TRANSITIONS[action]
+        try:
+            after = incidents.act(site["engine"], supervisor(site), case["code"],
+                                  {"action": action, "version": version, "note": "n"}, now=now)
+        except IllegalTransition as exc:
+            assert status not in t.sources and exc.status == 409
+            assert exc.details["current"]["status"] == status
+            continue
+        assert status in t.sources
+        status, version, steps = t.target, version + 1, steps + 1
+        assert (after["status"], after["version"]) == (status, version)
+    stored = incident_rows.get_incident(site["engine"], case["code"])
+    assert (stored["status"], stored["version"]) == (status, version)
+    assert len(incident_rows.steps_of(site["engine"], stored["id"])) == steps
+
+
+def test_two_supervisors_on_the_same_version_one_wins(site):
+    case = new_case(site)
+    first = incidents.act(site["engine"], supervisor(site), case["code"], {"action": "file", "version": 1})
+    assert first["version"] == 2
+    with pytest.raises(VersionConflict) as caught:
+        incidents.act(site["engine"], account("supervisor", site["scope"], "other"), case["code"],
+                      {"action": "cancel", "version": 1, "note": "duplicate"})
+    assert caught.value.status == 409
+    assert caught.value.details["current"]["status"] == "filed" and caught.value.details["version"] == 2
+
+
+def test_roles_and_scopes(site):
+    case = new_case(site)
+    elsewhere = new_case(site, who=account("admin"), where=site["there"])
+    with pytest.raises(Forbidden):
+        incidents.act(site["engine"], account("viewer"), case["code"], {"action": "file", "version": 1})
+    with pytest.raises(Forbidden):
+        incidents.act(site["engine"], account("planner"), case["code"], {"action": "file", "version": 1})
+    with pytest.raises(NotFound):  # not theirs: as if it did not exist
+        incidents.act(site["engine"], supervisor(site), elsewhere["code"], {"action": "file", "version": 1})
+    with pytest.raises(Forbidden):  # reporting outside one's cells
+        new_case(site, where=site["there"])
+    with pytest.raises(Forbidden):
+        incidents.report(site["engine"], account("viewer"), {"lon": 1, "lat": 1, "category": "E01-01"})
+    # a 网格员 scoped to one cell works the loop but does not evaluate; the 网格长 does
+    cell_man = account("supervisor", case["grid_code"], "cell")
+    for action in ("file", "dispatch", "handle", "close"):
+        step(site, case, action, T0 + timedelta(hours=1), who=cell_man)
+    assert "evaluate" not in incidents.allowed_actions(cell_man, incident_rows.get_incident(site["engine"], case["code"]))
+    with pytest.raises(Forbidden):
+        step(site, case, "evaluate", T0 + timedelta(hours=2), who=cell_man)
+    assert step(site, case, "evaluate", T0 + timedelta(hours=2))["status"] == "evaluated"
+
+
+def test_refusals(site):
+    engine = site["engine"]
+    with pytest.raises(Refused, match="unknown category"):
+        new_case(site, category="X99")
+    far = type("P", (), {"x": 10.0, "y": 10.0})()
+    with pytest.raises(Refused, match="outside every grid cell"):
+        new_case(site, who=account("admin"), where=far)
+    case = new_case(site)
+    for data, message in [({"action": "fly", "version": 1}, "unknown action"),
+                          ({"action": "file"}, "version"),
+                          ({"action": "file", "version": "1"}, "version"),
+                          ({"action": "cancel", "version": 1}, "needs a note")]:
+        with pytest.raises(Refused, match=message):
+            incidents.act(engine, supervisor(site), case["code"], data)
+    with pytest.raises(IllegalTransition):
+        incidents.act(engine, supervisor(site), case["code"], {"action": "close", "version": 1})
+
+
+def test_approximate_cases_count_in_their_community_and_no_cell(site):
+    engine = site["engine"]
+    case, _ = incidents.report(engine, supervisor(site), {"community": site["scope"], "category": "E04-01"}, now=T0)
+    assert case["grid_code"] is None and case["location_precision"] == "approximate"
+    assert case["community_code"] == site["scope"]
+    assert incidents.covers(supervisor(site), case)
+    assert not incidents.covers(account("supervisor", site["mine"]["code"].iloc[0]), case)
+    since, until = datetime(2026, 11, 1), datetime(2026, 11, 30, 23, 59)
+    by_community = rates.rates(engine, "community", since, until, now=T0 + timedelta(days=1))
+    by_cell = rates.rates(engine, "cell", since, until, now=T0 + timedelta(days=1))
+    assert by_community.set_index("code").loc[site["scope"], "reported"] >= 1
+    assert by_cell["reported"].sum() == by_community["reported"].sum() - 1
+
+
+def test_likely_duplicates_are_offered(site):
+    first = new_case(site)
+    near = site["here"]
+    _, duplicates = incidents.report(site["engine"], supervisor(site),
+                                     {"lon": near.x + 0.0001, "lat": near.y, "category": "E01-01"}, now=T0)
+    assert [d["code"] for d in duplicates][:1] == [first["code"]] and duplicates[0]["distance_m"] < 15
+    _, other_kind = incidents.report(site["engine"], supervisor(site),
+                                     {"lon": near.x, "lat": near.y, "category": "C01-01"}, now=T0)
+    assert other_kind == []
+
+
+# --- rates -----------------------------------------------------------------------------------------
+
+
+def test_rates_against_hand_computed_cases(site):
+    engine = site["engine"]
+    with engine.begin() as conn:  # only the cases made here
+        conn.execute(text("DELETE FROM incident_steps"))
+        conn.execute(text("DELETE FROM incidents"))
+    cells = site["mine"]["code"].tolist()
+    # A: on time; B: closed late after one return; C: still open and overdue; D: cancelled
+    a = new_case(site, now=T0)
+    for action, h in (("file", 0.5), ("dispatch", 1), ("handle", 2), ("close", 3)):
+        step(site, a, action, T0 + timedelta(hours=h))
+    b = new_case(site, category="E05-01", now=T0)  # 2 working hours
+    for action, at in (("file", T0 + timedelta(hours=1)), ("dispatch", T0 + timedelta(hours=1)),
+                       ("handle", T0 + timedelta(hours=2)), ("return", T0 + timedelta(hours=3)),
+                       ("handle", T0 + timedelta(hours=4)), ("close", T0 + timedelta(hours=5))):
+        step(site, b, action, at)
+    c = new_case(site, now=T0)
+    step(site, c, "file", T0 + timedelta(hours=1))
+    step(site, c, "dispatch", T0 + timedelta(hours=2))  # due 15:00
+    d = new_case(site, now=T0)
+    step(site, d, "cancel", T0 + timedelta(hours=1), note="重复 duplicate")
+    now = datetime(2026, 11, 3, 12, 0)
+    table = rates.rates(engine, "community", datetime(2026, 11, 1), datetime(2026, 11, 30, 23, 59), now=now)
+    row = table.set_index("code").loc[site["scope"]]
+    assert (row.reported, row.filed, row.closed, row.due) == (4, 3, 2, 3)
+    assert (row.due_closed, row.due_closed_on_time, row.returned) == (2, 1, 1)
+    assert row.closed_rate == pytest.approx(2 / 3) and row.on_time_rate == pytest.approx(1 / 3)
+    assert row.rework_rate == pytest.approx(1 / 3)  # 1 return ÷ (2 closes + 1 return)
+    assert row.filing_hours == pytest.approx((0.5 + 1 + 1) / 3)
+    assert row.handling_hours == pytest.approx((1 + 3) / 2)  # A 1 h; B dispatched 10:00, handled at last 13:00
+    assert row.verify_hours == pytest.approx(1.0)
+    assert set(table["code"]) == {site["scope"]} and cells
+    answer = rates.as_json(table, "community", *rates.period("2026-11-01", "2026-11-30"), rates.targets(engine))
+    assert answer["rows"][0]["below_target"] == ["closed_rate", "on_time_rate"]
+    csv_text = rates.to_csv(table)
+    assert csv_text.startswith("\ufeff") and "结案率" in csv_text and "total" in csv_text
+
+
+# --- the web app ---------------------------------------------------------------------------------
+
+
+def bearer(site, which="supervisor_token"):
+    return {"Authorization": f"Bearer {site[which]}"}
+
+
+def test_api_reports_and_acts_with_versions(site):
+    client = site["app"].test_client()
+    here = site["here"]
+    answer = client.post("/api/incidents", json={"lon": here.x, "lat": here.y, "category": "E01-01",
+                                                 "description": "<b>x</b>"}, headers=bearer(site))
+    assert answer.status_code == 201, answer.json
+    code = answer.json["code"]
+    assert answer.headers["Location"].endswith(f"/api/incidents/{code}")
+    assert [a["action"] for a in answer.json["actions"]] == ["file", "cancel"]
+    acted = client.post(f"/api/incidents/{code}/actions", json={"action": "file", "version": 1}, headers=bearer(site))
+    assert acted.status_code == 200 and acted.json["version"] == 2 and acted.json["status"] == "filed"
+    stale = client.post(f"/api/incidents/{code}/actions", json={"action": "dispatch", "version": 1},
+                        headers=bearer(site))
+    assert stale.status_code == 409 and stale.mimetype == "application/problem+json"
+    assert stale.json["code"] == "VersionConflict" and stale.json["current"]["status"] == "filed"
+    illegal = client.post(f"/api/incidents/{code}/actions", json={"action": "close", "version": 2},
+                          headers=bearer(site))
+    assert illegal.status_code == 409 and illegal.json["code"] == "IllegalTransition"
+    dispatched = client.post(f"/api/incidents/{code}/actions", json={"action": "dispatch", "version": 2},
+                             headers=bearer(site)).json
+    assert dispatched["due_at"] and dispatched["hours_left"] is not None
+    case = client.get(f"/api/incidents/{code}", headers=bearer(site)).json
+    assert [s["step"] for s in case["steps"]] == ["reported", "filed", "dispatched"]
+    assert case["description"] == "<b>x</b>"  # kept as text; pages insert it with textContent
+    listed = client.get("/api/incidents?status=open&mine=1", headers=bearer(site)).json["incidents"]
+    assert code in [c["code"] for c in listed]
+    left = [c["hours_left"] for c in listed if c["hours_left"] is not None]
+    assert left == sorted(left)
+
+
+@pytest.mark.parametrize(("body", "status", "message"), [
+    ("not json", 400, "JSON object"),
+    ({"lon": 114.2, "lat": 30.5, "category": "NOPE"}, 400, "unknown category"),
+    ({"lon": 10, "lat": 10, "category": "E01-01"}, 400, "outside every grid cell"),
+    ({"lon": "east", "lat": 10, "category": "E01-01"}, 400, "lon must be a number"),
+    ({"category": "E01-01"}, 400, "lon and lat are required"),
+    ({"lon": 114.2, "lat": 30.5, "community": "420103001001", "category": "E01-01"}, 400, "not both"),
+])
+def test_api_refuses_bad_reports(site, body, status, message):
+    client = site["app"].test_client()
+    kwargs = {"data": body, "content_type": "application/json"} if isinstance(body, str) else {"json": body}
+    answer = client.post("/api/incidents", headers=bearer(site), **kwargs)
+    assert answer.status_code == status and message in answer.json["detail"]
+
+
+def test_api_roles_scopes_and_csrf(site):
+    app = site["app"]
+    case = new_case(site, who=account("admin"), where=site["there"])
+    client = app.test_client()
+    assert client.get(f"/api/incidents/{case['code']}", headers=bearer(site)).status_code == 404
+    assert client.post(f"/api/incidents/{case['code']}/actions", json={"action": "file", "version": 1},
+                       headers=bearer(site)).status_code == 404
+    viewer = client.post(f"/api/incidents/{case['code']}/actions", json={"action": "file", "version": 1},
+                         headers=bearer(site, "token"))
+    assert viewer.status_code == 403
+    assert client.post("/api/incidents", json={}, headers=bearer(site, "token")).status_code == 403
+    assert client.get("/api/incidents").status_code == 401
+    # a signed-in browser must send the CSRF token
+    browser = app.test_client()
+    sign_in(browser, "supervisor")
+    here = site["here"]
+    body = {"lon": here.x, "lat": here.y, "category": "E01-01"}
+    assert browser.post("/api/incidents", json=body).status_code == 400
+    token = csrf_token(browser.get("/cases").get_data(as_text=True))
+    assert browser.post("/api/incidents", json=body, headers={"X-CSRFToken": token}).status_code == 201
+
+
+def test_photos_checked_stored_outside_and_served_only_in_scope(site, tmp_path):
+    app = site["app"]
+    client = app.test_client()
+    here = site["here"]
+    report = client.post("/api/incidents", headers=bearer(site), data={
+        "lon": str(here.x), "lat": str(here.y), "category": "E01-01", "description": "井盖",
+        "photo": (io.BytesIO(JPEG), "scene.jpg")}, content_type="multipart/form-data")
+    assert report.status_code == 201, report.json
+    code = report.json["code"]
+    photo = report.json["photos"][0]
+    stored = list((tmp_path / "photos").iterdir())
+    assert len(stored) == 1 and stored[0].read_bytes() == JPEG
+    case = client.get(f"/api/incidents/{code}", headers=bearer(site)).json
+    url = case["photos"][0]["url"]
+    got = client.get(url, headers=bearer(site))
+    assert got.status_code == 200 and got.data == JPEG and got.mimetype == "image/jpeg"
+    assert photo["content_type"] == "image/jpeg"
+    # another community's supervisor sees neither the case nor its photo
+    other_scope = site["other"]["code"].iloc[0][:12]
+    with app.app_context():
+        from webmap.auth import add_token
+        other = add_token("other-grid", "supervisor", other_scope)
+    assert client.get(url, headers={"Authorization": f"Bearer {other}"}).status_code == 404
+    added = client.post(f"/api/incidents/{code}/photos", headers=bearer(site),
+                        data={"photo": (io.BytesIO(PNG), "b.png")}, content_type="multipart/form-data")
+    assert added.status_code == 201 and added.json["content_type"] == "image/png"
+    bad = client.post(f"/api/incidents/{code}/photos", headers=bearer(site),
+                      data={"photo": (io.BytesIO(b"MZ\x90\x00 not an image"), "x.jpg")},
+                      content_type="multipart/form-data")
+    assert bad.status_code == 400 and "JPEG, PNG or WebP" in bad.json["detail"]
+    with site["engine"].begin() as conn:
+        conn.execute(text("UPDATE settings SET value = :v WHERE key = 'photo_max_mb'"), {"v": "0.0001"})
+    big = client.post(f"/api/incidents/{code}/photos", headers=bearer(site),
+                      data={"photo": (io.BytesIO(JPEG + b"\0" * 200), "big.jpg")}, content_type="multipart/form-data")
+    assert big.status_code == 413
+    assert len(list((tmp_path / "photos").iterdir())) == 2
+
+
+def test_supervisors_cells(site):
+    app, engine = site["app"], site["engine"]
+    client = app.test_client()
+    with app.app_context():
+        from webmap.auth import add_token, add_user
+        add_user("wang", "supervisor", "a long password", site["scope"])
+        admin = add_token("admin-app", "admin")
+    cells = site["mine"]["code"].tolist()[:2]
+    headers = {"Authorization": f"Bearer {admin}"}
+    answer = client.post("/api/grid/assignments", json={"user": "wang", "cells": cells}, headers=headers)
+    assert answer.status_code == 200 and answer.json["cells"] == sorted(cells)
+    outside = client.post("/api/grid/assignments", json={"user": "wang", "cells": [site["other"]["code"].iloc[0]]},
+                          headers=headers)
+    assert outside.status_code == 400 and "outside" in outside.json["detail"]
+    assert client.post("/api/grid/assignments", json={"user": "wang", "cells": cells},
+                       headers=bearer(site)).status_code == 403
+    listed = client.get("/api/grid/assignments?user=wang", headers=bearer(site)).json["assignments"]
+    assert sorted(a["cell_code"] for a in listed) == sorted(cells)
+    wang = account("supervisor", site["scope"], "wang")
+    assert incidents.my_cells(engine, wang) == sorted(cells)
+    removed = client.post("/api/grid/assignments", json={"user": "wang", "cells": cells[:1], "remove": True},
+                          headers=headers)
+    assert removed.json["cells"] == cells[1:]
+
+
+def test_rates_api_csv_and_command(site):
+    app = site["app"]
+    client = app.test_client()
+    answer = client.get("/api/rates?by=street&from=2025-11-01&to=2026-11-01&every=month", headers=bearer(site, "token"))
+    assert answer.status_code == 200
+    assert answer.json["rows"] and answer.json["total"]["reported"] > 0 and len(answer.json["series"]) == 13
+    assert client.get("/api/rates?by=planet", headers=bearer(site, "token")).status_code == 400
+    assert client.get("/api/rates?from=2026-13-01", headers=bearer(site, "token")).status_code == 400
+    csv_answer = client.get("/api/rates?by=community&format=csv", headers=bearer(site, "token"))
+    assert csv_answer.mimetype == "text/csv" and "按期结案率" in csv_answer.get_data(as_text=True)
+    result = app.test_cli_runner().invoke(args=["rates", "--by", "street", "--from", "2025-11-01", "--to", "2026-11-01"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    assert printed["by"] == "street" and printed["total"]["reported"] == answer.json["total"]["reported"]
+
+
+@pytest.mark.parametrize("fmt", ["gpkg", "shp", "geojson", "csv"])
+def test_exports_of_cells_and_incidents_with_history(site, fmt, tmp_path):
+    from layers.incident_export import export
+
+    engine = site["engine"]
+    incidents.assign_cells(engine, account("admin"), "supervisor", site["mine"]["code"].tolist()[:1])
+    cells = export(engine, "grid_cells", fmt, tmp_path / "c", prefix=site["scope"])
+    cases = export(engine, "incidents", fmt, tmp_path / "i", prefix=site["scope"])
+    assert cells.exists() and cases.exists()
+    if fmt == "gpkg":
+        frame = pyogrio.read_dataframe(cases, layer="incidents")
+        steps = pyogrio.read_dataframe(cases, layer="incident_steps")
+        assert len(frame) and len(steps) >= len(frame) and frame["history"].str.contains("reported").all()
+        cell_frame = pyogrio.read_dataframe(cells)
+        assert (cell_frame["supervisors"] == "supervisor").sum() == 1
+    if fmt == "shp":
+        names = zipfile.ZipFile(cases).namelist()
+        assert "incidents.dbf" in names and "incident_steps.csv" in names

@@ -1,0 +1,68 @@
+/* Rates of the incident loop as a table (rows below a target in red) and a monthly chart. */
+"use strict";
+(function () {
+  const form = document.getElementById("rates-form");
+  const COLUMNS = ["code", "reported", "filed", "closed", "due", "closed_rate", "on_time_rate", "rework_rate",
+    "filing_hours", "dispatch_hours", "handling_hours", "verify_hours"];
+  const RATES = new Set(["closed_rate", "on_time_rate", "rework_rate"]);
+  let chart = null;
+  window.gridplan = { ready: false };
+
+  function el(tag, text, attrs) {
+    const node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+    return node;
+  }
+  function show(key, value) {
+    if (value === null || value === undefined) return "—";
+    if (RATES.has(key)) return `${(value * 100).toFixed(1)}%`;
+    if (key.endsWith("_hours")) return value.toFixed(1);
+    return value;
+  }
+
+  async function load() {
+    const query = new URLSearchParams();
+    for (const [k, v] of new FormData(form).entries()) if (v) query.set(k, v);
+    document.getElementById("rates-csv").href = `/api/rates?${query}&format=csv`;
+    query.set("every", "month");
+    const response = await fetch(`/api/rates?${query}`, { credentials: "same-origin" });
+    const answer = await response.json();
+    if (!response.ok) { document.getElementById("status").textContent = answer.detail; return; }
+    document.getElementById("rates-targets").textContent =
+      `${answer.from} – ${answer.to} · 目标 targets: 结案率 ≥ ${answer.targets.closed_rate * 100}% · 按期结案率 ≥ ${answer.targets.on_time_rate * 100}%`;
+    const table = document.getElementById("rates-table");
+    const head = el("tr");
+    for (const c of COLUMNS) head.append(el("th", answer.labels[c] || c));
+    table.tHead.replaceChildren(head);
+    const rows = answer.total ? [...answer.rows, answer.total] : answer.rows;
+    table.tBodies[0].replaceChildren(...rows.map((r) => {
+      const tr = el("tr");
+      for (const c of COLUMNS) {
+        const td = el("td", show(c, r[c]), { class: (r.below_target || []).includes(c) ? "below count" : c === "code" ? "" : "count" });
+        tr.append(td);
+      }
+      return tr;
+    }));
+    const series = answer.series || [];
+    const data = {
+      labels: series.map((s) => s.code),
+      datasets: [
+        { label: "结案率 closed rate", data: series.map((s) => s.closed_rate), borderColor: "#1f78b4" },
+        { label: "按期结案率 on-time rate", data: series.map((s) => s.on_time_rate), borderColor: "#33a02c" },
+        { label: "返工率 rework rate", data: series.map((s) => s.rework_rate), borderColor: "#e31a1c" },
+        { label: "目标 target 结案率", data: series.map(() => answer.targets.closed_rate), borderDash: [6, 4], borderColor: "#1f78b4", pointRadius: 0 },
+        { label: "目标 target 按期", data: series.map(() => answer.targets.on_time_rate), borderDash: [6, 4], borderColor: "#33a02c", pointRadius: 0 },
+      ],
+    };
+    if (chart) chart.destroy();
+    if (window.Chart) {
+      chart = new Chart(document.getElementById("rates-chart"), { type: "line", data,
+        options: { animation: false, scales: { y: { min: 0, max: 1 } } } });
+    }
+    document.getElementById("status").textContent = `${answer.rows.length} 行 rows`;
+  }
+  form.addEventListener("submit", (e) => { e.preventDefault(); load(); });
+  load().then(() => { window.gridplan.ready = true; })
+    .catch((err) => { document.getElementById("status").textContent = `加载失败 failed: ${err.message}`; });
+})();
