@@ -1,185 +1,738 @@
-/* A plan on the map: units coloured by their community in the plan; click to select units and
-   move them (to a neighbouring or a new community), split, merge, undo and redo, with the
-   touched communities' figures and broken rules shown at once; the approval actions. */
+/* A plan on the map, edited by name and by eye.
+
+   Communities are coloured so that neighbours never share a colour (the server's colouring of
+   the community adjacency, kept as edits go), outlined by whether they hold too few or too many
+   households, and labelled with name and households when few enough are in view. A small plan's
+   units are loaded at once; a large plan (a city) is drawn as community outlines simplified for
+   the zoom, and its units are loaded by view from `unit_zoom`. Select units (click, lasso) and
+   move them to a community (neighbours first) or a new, named one; paint units into a community
+   by dragging (one undo step per stroke, figures updating as the brush moves); split, merge,
+   name; a sortable table of communities whose rows select and frame them; the approval actions
+   and timeline; rename, duplicate, delete. Errors are shown where the user acted, Chinese first.
+   Text from the database is only ever inserted with textContent. */
 "use strict";
 (function () {
-  const { config, map, el, figures, number, getJSON, status } = window.gp;
+  const { config, map, el, figures, number, status } = window.gp;
   const planId = config.plan.id;
   const token = document.querySelector("meta[name=csrf-token]").content;
+  // ColorBrewer Set3 (qualitative, pastel: names and lines stay readable on top)
+  const PALETTE = ["#8dd3c7", "#ffffb3", "#bebada", "#fb8072", "#80b1d3", "#fdb462", "#b3de69", "#fccde5",
+    "#bc80bd", "#ccebc5", "#ffed6f", "#d9d9d9"];
+  const OUTLINE = { within: { color: "#333", weight: 1.5, dashArray: null },
+    below: { color: "#2166ac", weight: 3, dashArray: "7 5" }, above: { color: "#b2182b", weight: 3.5, dashArray: null } };
+  const LABELS_MAX = 80;
   const state = { version: config.plan.version, units: new Map(), communities: new Map(), selected: new Set(),
-    undo: [], redo: [], community: null, changed: new Set() };
+    undo: [], redo: [], community: null, changed: new Set(), mode: null, tool: "select", byView: false,
+    unitZoom: null, rules: { minimum: 0, maximum: 0, target: 0 }, sort: { key: "code", up: true }, busy: 0 };
   window.gridplan = { map, state, ready: false };
+  const $ = (id) => document.getElementById(id);
 
-  function colour(code) {
-    // codes of one street differ in their last digits: spread those round the colour wheel
-    const n = parseInt((code || "0").replace(/\D/g, "").slice(-4), 10) || 0;
-    return `hsl(${(n * 137.508) % 360}, 60%, ${55 + (n % 3) * 8}%)`;
+  // --- errors: shown where the user acted, Chinese first, never left unhandled --------------------
+
+  const PHRASES = [
+    [/only drafts can be edited/, "只有草稿可以编辑。"],
+    [/a new community lies in one street/, "新社区只能在一个街道内：请选择同一街道的单元。"],
+    [/no units to move/, "请先选择单元。"],
+    [/already called/, "本方案已有同名社区，请换一个名称。"],
+    [/needs a name|has 1 to 200 characters/, "请填写名称。"],
+    [/fewer than two land units/, "这个社区只有一个单元，无法拆分。"],
+    [/does not cut community|leaves every unit/, "这条线没有把社区分成两部分，请重画。"],
+    [/rejection needs a comment/, "驳回需要填写意见。"],
+    [/only a draft can be deleted/, "只有草稿可以删除。"],
+    [/only its author .* or an admin may delete/, "只有作者或管理员可以删除这个草稿。"],
+    [/retired codes are never given again|cannot be a new one/, "这个代码已用过，不能再用。"],
+  ];
+
+  function explain(err) {
+    const p = err.problem || {};
+    const detail = p.detail || err.message || "";
+    if (err.chinese) return [err.chinese, detail];
+    if (err.network) return ["无法连接服务器，请检查网络后重试。", "Could not reach the server: check the connection and try again."];
+    if (p.status === 401) return ["登录已过期，请重新登录。", "Your session has expired: sign in again."];
+    if (p.code === "VersionConflict") return [`方案已被他人修改（现为第 ${p.version} 版），请刷新页面后再改。`, detail];
+    if (p.code === "StalePlan") return ["现状边界已变化：请先按现状重算（rebase）。", detail];
+    for (const [pattern, text] of PHRASES) if (pattern.test(detail)) return [text, detail];
+    if (p.status === 403) return ["您的角色或方案的状态不允许这样做。", detail];
+    if (p.status === 404) return ["找不到这个方案或对象，可能已被删除。", detail];
+    if (p.status >= 500) return ["服务器出错了，请稍后再试；如果一再出现，请联系管理员。", detail];
+    return ["无法完成这个操作。", detail];
   }
-  const broken = (code) => (state.communities.get(code)?.violations || []).length > 0;
 
-  function style(f) {
+  function banner(where) {
+    const host = (where && where.closest && where.closest("section")) || $("panel");
+    let box = host.querySelector(":scope > .banner");
+    if (!box) {
+      box = el("div", null, { class: "banner", role: "alert" });
+      const heading = host.querySelector(":scope > h2");
+      if (heading) heading.after(box); else host.prepend(box);
+    }
+    return box;
+  }
+  function showError(err, where) {
+    const [chinese, english] = explain(err);
+    const box = banner(where);
+    const close = el("button", "×", { type: "button", class: "close", "aria-label": "关闭 close" });
+    close.addEventListener("click", () => box.remove());
+    box.replaceChildren(close, el("strong", chinese), el("div", english, { class: "english" }));
+    box.scrollIntoView({ block: "nearest" });
+    window.gridplan.lastError = { chinese, english, status: err.problem?.status };
+  }
+  function clearErrors() { for (const box of document.querySelectorAll(".banner")) box.remove(); }
+
+  /* Run an action started from `where`: its refusal is shown there, nothing escapes. */
+  async function act(where, fn) {
+    state.busy += 1;
+    try { clearErrors(); return await fn(); } catch (err) { showError(err, where); return undefined; } finally { state.busy -= 1; }
+  }
+
+  async function request(method, url, body) {
+    let response;
+    try {
+      response = await fetch(url, { method, credentials: "same-origin",
+        headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": token },
+        body: body === undefined ? undefined : JSON.stringify(body) });
+    } catch (err) { throw Object.assign(new Error(err.message), { network: true }); }
+    let answer = null;
+    try { answer = await response.json(); } catch (err) { answer = null; }
+    if (!response.ok) {
+      const problem = { status: response.status, ...(answer || {}) };
+      throw Object.assign(new Error(problem.detail || response.statusText), { problem });
+    }
+    return answer;
+  }
+  const get = (url) => request("GET", url);
+  const post = (path, body) => request("POST", `/api/plans/${planId}/${path}`, { ...body, version: state.version });
+
+  // --- drawing ---------------------------------------------------------------------------------
+
+  const community = (code) => state.communities.get(code);
+  const nameOf = (code) => community(code)?.name || (code ? `未命名 unnamed ${code}` : "—");
+  const fill = (code) => { const c = community(code); return c ? PALETTE[c.colour % PALETTE.length] : "#f0f0f0"; };
+  const boundsOf = (c) => (!c ? "within" : c.households < state.rules.minimum ? "below"
+    : c.households > state.rules.maximum ? "above" : "within");
+
+  map.createPane("planUnits").style.zIndex = 410;
+  map.createPane("planOutlines").style.zIndex = 420;
+  map.createPane("planLabels").style.zIndex = 650;
+  const unitRenderer = L.canvas({ pane: "planUnits", padding: 0.3 });
+  const outlineRenderer = L.canvas({ pane: "planOutlines", padding: 0.3 });
+
+  function unitStyle(f) {
     const p = f.properties;
-    const changed = state.changed.has(p.code);
+    const selected = state.selected.has(p.code), changed = state.changed.has(p.code);
     return {
-      color: state.selected.has(p.code) ? "#000" : changed ? "#d7191c" : broken(p.community_code) ? "#d7191c" : "#666",
-      weight: state.selected.has(p.code) ? 3 : changed ? 2.5 : 0.6, dashArray: changed ? "4 3" : null,
-      fillColor: p.land_use === "water" ? "#74a9cf" : colour(p.community_code), fillOpacity: 0.7,
+      color: selected ? "#000" : changed ? "#d7191c" : "#888", weight: selected ? 3 : changed ? 2.5 : 0.4,
+      dashArray: changed && !selected ? "4 3" : null, opacity: 0.9,
+      fillColor: p.land_use === "water" ? "#a6cee3" : fill(p.community_code), fillOpacity: 0.85,
     };
   }
-  const layer = L.geoJSON(null, {
-    style,
+  const units = L.geoJSON(null, {
+    renderer: unitRenderer, pane: "planUnits", style: unitStyle,
     onEachFeature: (f, l) => {
-      state.units.set(f.properties.code, { feature: f, layer: l });
-      l.bindTooltip(() => el("div", `${f.properties.code} · ${number(f.properties.households)} 户 · ${f.properties.community_code}`));
-      l.on("click", () => click(f.properties.code));
+      state.units.set(f.properties.code, { feature: f, layer: l, box: boxOf(f.geometry) });
+      l.bindTooltip(() => el("div", `${f.properties.code} · ${number(f.properties.households)} 户 · ${nameOf(f.properties.community_code)}`),
+        { sticky: true });
+      l.on("click", () => clickUnit(f.properties.code));
     },
   }).addTo(map);
-  window.gridplan.layer = layer;
+  window.gridplan.layer = units;
 
-  function restyle() { layer.eachLayer((l) => l.setStyle(style(l.feature))); }
+  function outlineStyle(f) {
+    const code = f.properties.code;
+    const look = OUTLINE[boundsOf(community(code))];
+    const chosen = code === state.community;
+    const filled = state.byView && map.getZoom() < state.unitZoom;
+    return { color: chosen ? "#000" : look.color, weight: chosen ? 4.5 : look.weight, dashArray: chosen ? null : look.dashArray,
+      fill: filled, fillColor: fill(code), fillOpacity: 0.85, opacity: 1 };
+  }
+  const outlines = L.geoJSON(null, {
+    renderer: outlineRenderer, pane: "planOutlines", style: outlineStyle,
+    onEachFeature: (f, l) => {
+      l.bindTooltip(() => el("div", `${nameOf(f.properties.code)} · ${f.properties.code} · ${number(community(f.properties.code)?.households)} 户`),
+        { sticky: true });
+      l.on("click", () => { if (!state.mode) selectCommunity(f.properties.code, { frame: false }); });
+    },
+  }).addTo(map);
+  const outlineOf = new Map();
+  const labels = L.layerGroup().addTo(map);
+
+  function outlinesClickable() {
+    // outlines take clicks only when they are all that is drawn (a large plan, zoomed out)
+    const clickable = state.byView && map.getZoom() < state.unitZoom;
+    map.getPane("planOutlines").style.pointerEvents = clickable ? "auto" : "none";
+    map.getPane("planUnits").style.display = clickable ? "none" : "";
+  }
+
+  function restyleUnits(codes) {
+    if (!codes) { units.eachLayer((l) => l.setStyle(unitStyle(l.feature))); return; }
+    for (const code of codes) { const u = state.units.get(code); if (u) u.layer.setStyle(unitStyle(u.feature)); }
+  }
+  function restyleOutlines() { outlines.eachLayer((l) => l.setStyle(outlineStyle(l.feature))); }
+
+  function drawLabels() {
+    labels.clearLayers();
+    const view = map.getBounds();
+    const shown = [...outlineOf.values()].filter((f) => view.contains([f.properties.lat, f.properties.lon]));
+    state.labelsShown = shown.length <= LABELS_MAX ? shown.length : 0;
+    if (shown.length > LABELS_MAX) return;
+    for (const f of shown) {
+      const c = community(f.properties.code);
+      if (!c) continue;
+      const box = el("div");
+      box.append(el("div", nameOf(f.properties.code), { class: "label-name" }), el("div", `${number(c.households)} 户`));
+      labels.addLayer(L.tooltip({ permanent: true, direction: "center", className: `plan-label ${boundsOf(c)}`,
+        pane: "planLabels", interactive: false }).setLatLng([f.properties.lat, f.properties.lon]).setContent(box));
+    }
+  }
+
+  // the current boundaries and the streets, on request
+  const streets = L.geoJSON(null, { style: { color: "#111", weight: 2.5, fill: false, interactive: false }, interactive: false });
+  const current = L.geoJSON(null, { style: { color: "#6a3d9a", weight: 1.5, dashArray: "2 4", fill: false }, interactive: false });
+  const loaded = new Set();
+  async function loadOverlay(name, layer) {
+    if (loaded.has(name)) return;
+    loaded.add(name);
+    try { layer.addData(await window.gp.features(name, { zoom: String(map.getZoom()) })); } catch (err) { loaded.delete(name); showError(err); }
+  }
+  map.on("overlayadd", (e) => {
+    if (e.layer === streets) loadOverlay("streets", streets);
+    if (e.layer === current) loadOverlay("communities", current);
+  });
+  L.control.layers(null, { "社区边界 plan's communities": outlines, "社区名称 labels": labels, "街道边界 streets": streets,
+    "现状社区边界 current boundaries": current }, { collapsed: false, position: "topright" }).addTo(map);
+  streets.addTo(map);
+
+  const legend = L.control({ position: "bottomleft" });
+  legend.onAdd = () => {
+    const box = el("div", null, { class: "legend" });
+    box.append(el("strong", "社区 communities"));
+    const row = (style, text) => { const r = el("div"); const i = el("i"); i.style.cssText = style; r.append(i, text); box.append(r); };
+    row("border:3px dashed #2166ac", "户数过少 too few households");
+    row("border:3px solid #b2182b", "户数过多 too many households");
+    row("border:2px solid #333", "符合 within the bounds");
+    row("border:2px dashed #6a3d9a", "现状边界 current boundaries");
+    row("border:3px solid #000", "所选社区 selected community");
+    box.append(el("div", "相邻社区颜色不同 neighbours never share a colour", { class: "muted" }));
+    return box;
+  };
+  legend.addTo(map);
+
+  // --- figures, the table, the selected community ------------------------------------------------
 
   function showPlan(scores) {
-    document.getElementById("plan-title").textContent = `${config.plan.name} · ${config.plan.status} · v${state.version}`;
-    figures(document.getElementById("plan-figures"), [
+    $("plan-title").textContent = `${config.plan.name} · ${config.plan.status} · v${state.version}`;
+    figures($("plan-figures"), [
       ["社区 communities", number(scores.communities)],
       ["超出户数范围 outside the bounds", number(scores.outside_bounds), scores.outside_bounds ? "flag-above" : ""],
       ["不连通 not contiguous", number(scores.non_contiguous), scores.non_contiguous ? "flag-above" : ""],
-      ["迁移户数 households moved", `${number(scores.households_moved)} (${(100 * scores.households_moved_share).toFixed(1)}%)`],
+      ["迁移户数 households moved", `${number(scores.households_moved)} (${(100 * (scores.households_moved_share || 0)).toFixed(1)}%)`],
       ["户数 min / median / max", `${number(scores.households_min)} / ${number(scores.households_median)} / ${number(scores.households_max)}`],
       ["紧凑度 Polsby–Popper mean", scores.pp_mean],
     ]);
     window.gridplan.scores = scores;
   }
 
-  function showCommunity(code) {
-    state.community = code;
-    const c = state.communities.get(code);
-    if (!c) return;
-    document.getElementById("selected").hidden = false;
-    document.getElementById("selected-name").textContent = code;
-    figures(document.getElementById("selected-figures"), [
-      ["户数 households", number(c.households)], ["人口 population", number(c.population)],
-      ["面积 area", `${((c.area_m2 || 0) / 1e6).toFixed(3)} km²`], ["紧凑度 Polsby–Popper", c.polsby_popper]]);
-    const list = document.getElementById("violations");
-    list.replaceChildren(...(c.violations || []).map((v) => el("li", v)));
-    document.getElementById("split").disabled = !config.editable;
-    document.getElementById("split-line").disabled = !config.editable;
-    const merge = document.getElementById("merge-with");
-    merge.replaceChildren(...[...state.communities.keys()].filter((k) => k !== code).map((k) => el("option", k, { value: k })));
-    document.getElementById("merge").disabled = !config.editable;
+  const VIOLATIONS = [[/below the minimum of (\d+)/, "户数低于下限 $1"], [/above the maximum of (\d+)/, "户数高于上限 $1"],
+    [/not contiguous/, "不连通"], [/crosses a street boundary/, "跨街道"]];
+  const chineseRule = (v) => { for (const [p, t] of VIOLATIONS) if (p.test(v)) return `${v.replace(p, t)} (${v})`; return v; };
+
+  function bar(c) {
+    const { minimum, maximum, target } = state.rules;
+    const top = Math.max(maximum * 1.25, c.households);
+    const box = el("div", null, { class: "hh-bar", title: `${c.households} / ${minimum}–${maximum}` });
+    const fillBar = el("span", null, { class: `fill ${boundsOf(c)}` });
+    fillBar.style.width = `${(100 * c.households) / top}%`;
+    box.append(fillBar);
+    for (const [value, cls] of [[minimum, "min"], [target, "target"], [maximum, "max"]]) {
+      const tick = el("i", null, { class: cls });
+      tick.style.left = `${(100 * value) / top}%`;
+      box.append(tick);
+    }
+    return box;
   }
 
-  function click(code) {
-    if (state.mode) return;  // drawing a lasso or a line
+  function tableRow(c) {
+    const row = el("tr", null, { "data-code": c.community_code, class: c.community_code === state.community ? "chosen" : "" });
+    const hh = el("td", null, { class: "count" });
+    hh.append(el("span", number(c.households)), bar(c));
+    const rules = el("td");
+    rules.append(...(c.violations || []).map((v) => el("div", chineseRule(v), { class: "flag-above" })));
+    row.append(el("td", nameOf(c.community_code)), el("td", c.community_code), hh, rules);
+    row.addEventListener("click", () => selectCommunity(c.community_code, { frame: true }));
+    return row;
+  }
+  function sortValue(c, key) {
+    if (key === "name") return nameOf(c.community_code);
+    if (key === "code") return c.community_code;
+    if (key === "households") return c.households;
+    return (c.violations || []).length;
+  }
+  function drawTable() {
+    const { key, up } = state.sort;
+    const rows = [...state.communities.values()].sort((a, b) => {
+      const x = sortValue(a, key), y = sortValue(b, key);
+      const order = typeof x === "number" ? x - y : String(x).localeCompare(String(y), "zh-CN");
+      return (up ? 1 : -1) * (order || a.community_code.localeCompare(b.community_code));
+    });
+    $("communities-table").tBodies[0].replaceChildren(...rows.map(tableRow));
+    $("communities-count").textContent = `${rows.length} 个 · ${rows.filter((c) => (c.violations || []).length).length} 个有问题 with problems`;
+    for (const th of document.querySelectorAll("#communities-table th")) {
+      th.setAttribute("aria-sort", th.dataset.sort === key ? (up ? "ascending" : "descending") : "none");
+    }
+  }
+  function updateRows(codes) {
+    const body = $("communities-table").tBodies[0];
+    for (const code of codes) {
+      const old = body.querySelector(`tr[data-code="${CSS.escape(code)}"]`);
+      const c = community(code);
+      if (old && c) old.replaceWith(tableRow(c)); else if (old) old.remove(); else if (c) body.append(tableRow(c));
+    }
+  }
+  for (const th of document.querySelectorAll("#communities-table th")) {
+    th.querySelector("button").addEventListener("click", () => {
+      const key = th.dataset.sort;
+      // a new column sorts names and codes A→Z, households and problems largest first
+      state.sort = { key, up: state.sort.key === key ? !state.sort.up : key === "name" || key === "code" };
+      drawTable();
+    });
+  }
+
+  function showCommunity(code) {
+    const c = community(code);
+    if (!c) { $("selected").hidden = true; return; }
+    $("selected").hidden = false;
+    $("selected-name").textContent = `${nameOf(code)} · ${code}`;
+    figures($("selected-figures"), [
+      ["户数 households", number(c.households), c.violations?.length ? "flag-above" : ""],
+      ["规模 bounds", `${number(state.rules.minimum)}–${number(state.rules.maximum)}`],
+      ["人口 population", number(c.population)],
+      ["面积 area", `${((c.area_m2 || 0) / 1e6).toFixed(3)} km²`], ["紧凑度 Polsby–Popper", c.polsby_popper],
+      ["相邻 neighbours", (c.neighbours || []).map(nameOf).join("、") || "—"]]);
+    $("violations").replaceChildren(...(c.violations || []).map((v) => el("li", chineseRule(v))));
+    for (const box of document.querySelectorAll("#selected .editing")) box.hidden = !config.editable;
+    $("name-input").value = c.name || "";
+    for (const id of ["split", "split-line", "merge"]) $(id).disabled = !config.editable;
+    fillSelect($("merge-with"), neighboursFirst([code]).filter((k) => k !== code), false);
+  }
+
+  function selectCommunity(code, { frame } = {}) {
+    if (!community(code)) return;
+    state.community = code;
+    showCommunity(code);
+    restyleOutlines();
+    for (const row of document.querySelectorAll("#communities-table tr.chosen")) row.classList.remove("chosen");
+    const row = document.querySelector(`#communities-table tr[data-code="${CSS.escape(code)}"]`);
+    if (row) { row.classList.add("chosen"); if (!frame) row.scrollIntoView({ block: "nearest" }); }
+    if (frame) {
+      const outline = outlineOf.get(code);
+      if (outline) map.fitBounds(L.geoJSON(outline).getBounds(), { maxZoom: 17, animate: false, padding: [30, 30] });
+    }
+    if (config.editable && $("move-to").value !== code) fillMoveTargets();
+    window.gridplan.community = code;
+  }
+
+  // --- selection -----------------------------------------------------------------------------------
+
+  function showSelection() {
+    $("selection").textContent = state.selected.size ? `已选 ${state.selected.size} 个单元 units selected` : "未选择 nothing selected";
+  }
+  function setSelection(codes) {
+    const before = [...state.selected];
+    state.selected = new Set(codes);
+    restyleUnits(new Set([...before, ...state.selected]));
+    showSelection();
+    fillMoveTargets();
+  }
+  function clickUnit(code) {
+    if (state.mode) return;  // drawing a lasso or a line, or painting
     const unit = state.units.get(code).feature.properties;
     if (config.editable) {
-      if (state.selected.has(code)) state.selected.delete(code); else state.selected.add(code);
-      document.getElementById("selection").textContent = state.selected.size
-        ? `${state.selected.size} 个单元 units selected` : "未选择 nothing selected";
-      restyle();
+      const next = new Set(state.selected);
+      if (next.has(code)) next.delete(code); else next.add(code);
+      setSelection(next);
     }
-    showCommunity(unit.community_code);
+    selectCommunity(unit.community_code);
   }
 
+  /* Communities next to `codes` first (longest shared boundary first), then every other one. */
+  function neighboursFirst(codes) {
+    const near = [];
+    for (const code of codes) for (const n of community(code)?.neighbours || []) if (!near.includes(n)) near.push(n);
+    for (const code of codes) if (community(code) && !near.includes(code)) near.push(code);
+    const rest = [...state.communities.keys()].filter((k) => !near.includes(k)).sort();
+    near.rest = rest;
+    return near;
+  }
+  function fillSelect(select, near, withNew) {
+    const keep = select.value;
+    const option = (k) => el("option", `${nameOf(k)} · ${k}`, { value: k });
+    const groups = [];
+    if (withNew) groups.push(el("option", "新社区 new community", { value: "new" }));
+    if (near.length) { const g = el("optgroup", null, { label: "相邻 neighbours" }); g.append(...near.map(option)); groups.push(g); }
+    const rest = near.rest || [];
+    if (rest.length) { const g = el("optgroup", null, { label: "其他 others" }); g.append(...rest.map(option)); groups.push(g); }
+    select.replaceChildren(...groups);
+    if ([...select.options].some((o) => o.value === keep)) select.value = keep;
+  }
   function fillMoveTargets() {
-    const select = document.getElementById("move-to");
-    const options = [...state.communities.keys()].sort().map((k) => el("option", k, { value: k }));
-    select.replaceChildren(el("option", "新社区 new community", { value: "new" }), ...options);
+    if (!config.editable) return;
+    const from = new Set([...state.selected].map((u) => state.units.get(u)?.feature.properties.community_code).filter(Boolean));
+    if (!from.size && state.community) from.add(state.community);
+    const near = neighboursFirst([...from]);
+    // the selection's own communities are where it already is: neighbours come first
+    const own = near.filter((k) => from.has(k));
+    const list = near.filter((k) => !from.has(k)).concat(own);
+    list.rest = near.rest;
+    fillSelect($("move-to"), list, true);
+    if (state.tool === "paint" && state.community && !state.selected.size) $("move-to").value = state.community;
+    $("new-name-label").hidden = $("move-to").value !== "new";
   }
+  $("move-to").addEventListener("change", () => { $("new-name-label").hidden = $("move-to").value !== "new"; });
 
-  async function post(path, body) {
-    const response = await fetch(`/api/plans/${planId}/${path}`, { method: "POST", credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": token }, body: JSON.stringify({ ...body, version: state.version }) });
-    const answer = await response.json();
-    if (!response.ok) {
-      const message = answer.detail || answer.description || response.statusText;
-      status(`${response.status}: ${message}`);
-      throw new Error(message);
+  // --- edits -------------------------------------------------------------------------------------
+
+  function recolour(codes) {
+    for (const code of codes) {
+      const c = community(code);
+      if (!c) continue;
+      const used = new Set((c.neighbours || []).map((n) => community(n)?.colour));
+      if (c.colour === undefined || used.has(c.colour)) {
+        let i = 0;
+        while (used.has(i)) i += 1;
+        c.colour = i;
+      }
     }
-    return answer;
   }
 
   function apply(answer, moved) {
     state.version = answer.version;
-    for (const code of moved) state.units.get(code).feature.properties.community_code = answer.to;
-    for (const c of answer.communities) {
-      if (c.removed) state.communities.delete(c.community_code); else state.communities.set(c.community_code, c);
+    const touched = new Set();
+    for (const code of moved) {
+      const u = state.units.get(code);
+      if (u) { touched.add(u.feature.properties.community_code); u.feature.properties.community_code = answer.to; }
     }
+    for (const c of answer.communities) {
+      const code = c.community_code;
+      touched.add(code);
+      const old = community(code);
+      for (const n of old?.neighbours || []) touched.add(n);
+      if (c.removed) { state.communities.delete(code); continue; }
+      state.communities.set(code, { name: old?.name || null, colour: old?.colour, ...c });
+      for (const n of c.neighbours) touched.add(n);
+    }
+    // neighbours are symmetric: fix the lists of the communities next to the touched ones
+    for (const c of answer.communities) {
+      for (const other of state.communities.values()) {
+        if (other.community_code === c.community_code || !other.neighbours) continue;
+        const has = other.neighbours.includes(c.community_code);
+        const should = !c.removed && c.neighbours.includes(other.community_code);
+        if (has && !should) other.neighbours = other.neighbours.filter((n) => n !== c.community_code);
+        if (!has && should) other.neighbours = other.neighbours.concat([c.community_code]);
+      }
+    }
+    recolour(answer.communities.filter((c) => !c.removed).map((c) => c.community_code));
     showPlan(answer.plan);
-    fillMoveTargets();
-    restyle();
-    showCommunity(answer.to);
-    status(`v${state.version}: ${moved.length} 个单元移到 units moved to ${answer.to}`);
+    updateRows(touched);
+    $("communities-count").textContent = `${state.communities.size} 个`;
+    restyleUnits();
+    refreshOutlines();
+    if (community(answer.to)) selectCommunity(answer.to); else showCommunity(state.community);
+    status(`v${state.version}: ${moved.length} 个单元移到 units moved to ${nameOf(answer.to)}`);
   }
 
   // undo and redo: one history of steps (units with the community each came from, and where they went)
   const history = {
     undo: state.undo, redo: state.redo,
     record(before, to) { this.undo.push({ before, to }); this.redo.length = 0; this.show(); },
-    show() {
-      document.getElementById("undo").disabled = !this.undo.length;
-      document.getElementById("redo").disabled = !this.redo.length;
-    },
+    show() { $("undo").disabled = !this.undo.length; $("redo").disabled = !this.redo.length; },
     async back() {
       const step = this.undo.pop();
       if (!step) return;
       const groups = new Map();
       for (const [u, c] of step.before) groups.set(c, [...(groups.get(c) || []), u]);
-      try { for (const [c, units] of groups) await move(units, c, false); } catch (err) { this.undo.push(step); this.show(); return; }
+      try { for (const [c, list] of groups) await move(list, c, false); } catch (err) { this.undo.push(step); this.show(); throw err; }
       this.redo.push(step);
       this.show();
     },
     async forward() {
       const step = this.redo.pop();
       if (!step) return;
-      try { await move([...step.before.keys()], step.to, false); } catch (err) { this.redo.push(step); this.show(); return; }
+      try { await move([...step.before.keys()], step.to, false); } catch (err) { this.redo.push(step); this.show(); throw err; }
       this.undo.push(step);
       this.show();
     },
   };
+  window.gridplan.history = history;
 
-  async function move(units, to, record = true) {
-    const before = new Map(units.map((u) => [u, state.units.get(u).feature.properties.community_code]));
-    const answer = await post("moves", { units, to });
-    apply(answer, units);
+  async function move(list, to, record = true, before = null) {
+    before = before || new Map(list.map((u) => [u, state.units.get(u)?.feature.properties.community_code]));
+    const answer = await post("moves", { units: list, to });
+    apply(answer, list);
     if (record) history.record(before, answer.to);
     return answer;
   }
 
-  async function undo() { await history.back(); }
-  async function redo() { await history.forward(); }
+  async function nameIt(code, name) {
+    const answer = await post(`communities/${encodeURIComponent(code)}/name`, { name });
+    state.version = answer.version;
+    const c = community(code);
+    if (c) c.name = answer.name;
+    updateRows([code]);
+    showCommunity(state.community);
+    drawLabels();
+    fillMoveTargets();
+    $("plan-title").textContent = `${config.plan.name} · ${config.plan.status} · v${state.version}`;
+    return answer;
+  }
 
-  document.getElementById("move").addEventListener("click", () => {
-    if (state.selected.size) move([...state.selected], document.getElementById("move-to").value).then(() => {
-      state.selected.clear(); restyle(); document.getElementById("selection").textContent = "未选择 nothing selected";
-    }).catch(() => {});  // the refusal is shown by post()
-  });
-  document.getElementById("clear").addEventListener("click", () => { state.selected.clear(); restyle(); });
-  document.getElementById("undo").addEventListener("click", undo);
-  document.getElementById("redo").addEventListener("click", redo);
-  document.getElementById("split").addEventListener("click", async () => {
+  $("move").addEventListener("click", (e) => act(e.currentTarget, async () => {
+    if (!state.selected.size) throw Object.assign(new Error("no units to move"), { chinese: "请先点击或圈选要移动的单元。" });
+    const to = $("move-to").value;
+    const name = $("new-name").value.trim();
+    const answer = await move([...state.selected], to);
+    if (to === "new" && name) { await nameIt(answer.to, name); $("new-name").value = ""; }
+    setSelection([]);
+  }));
+  $("clear").addEventListener("click", () => setSelection([]));
+  $("undo").addEventListener("click", (e) => act(e.currentTarget, () => history.back()));
+  $("redo").addEventListener("click", (e) => act(e.currentTarget, () => history.forward()));
+  $("split").addEventListener("click", (e) => act(e.currentTarget, async () => {
     const code = state.community;
     const answer = await post("split", { community: code });
     apply(answer, answer.units);
     history.record(new Map(answer.units.map((u) => [u, code])), answer.to);
+  }));
+  $("merge").addEventListener("click", (e) => act(e.currentTarget, async () => {
+    const merge = $("merge-with").value, keep = state.community;
+    const answer = await post("merge", { keep, merge });
+    apply(answer, answer.units);
+    history.record(new Map(answer.units.map((u) => [u, merge])), answer.to);
+  }));
+  $("name-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    act(e.currentTarget, () => nameIt(state.community, $("name-input").value));
   });
-  document.getElementById("merge").addEventListener("click", async () => {
-    const merge = document.getElementById("merge-with").value;
-    const units = [...state.units.values()].filter((u) => u.feature.properties.community_code === merge)
-      .map((u) => u.feature.properties.code);
-    await move(units, state.community);
+
+  // --- tools: select, paint, lasso, split along a line ----------------------------------------------
+
+  function setTool(tool) {
+    state.tool = tool;
+    $("mode-select").setAttribute("aria-pressed", String(tool === "select"));
+    $("mode-paint").setAttribute("aria-pressed", String(tool === "paint"));
+    $("paint-help").hidden = tool !== "paint";
+    map.getContainer().classList.toggle("painting", tool === "paint");
+    if (tool === "paint") { map.dragging.disable(); state.mode = "paint"; setSelection([]); } else { map.dragging.enable(); if (state.mode === "paint") state.mode = null; }
+    fillMoveTargets();
+  }
+  $("mode-select").addEventListener("click", () => setTool("select"));
+  $("mode-paint").addEventListener("click", () => setTool("paint"));
+
+  // units under a point: a grid of the units' bounding boxes, then the even-odd rule on their rings
+  function boxOf(geometry) {
+    let minx = Infinity, miny = Infinity, maxx = -Infinity, maxy = -Infinity;
+    const polys = geometry.type === "Polygon" ? [geometry.coordinates] : geometry.coordinates;
+    for (const poly of polys) for (const ring of poly) for (const [x, y] of ring) {
+      if (x < minx) minx = x; if (x > maxx) maxx = x; if (y < miny) miny = y; if (y > maxy) maxy = y;
+    }
+    return [minx, miny, maxx, maxy];
+  }
+  const CELL = 0.002;
+  let grid = null;
+  function buildGrid() {
+    grid = new Map();
+    for (const [code, u] of state.units) {
+      const [a, b, c, d] = u.box;
+      for (let i = Math.floor(a / CELL); i <= Math.floor(c / CELL); i++) {
+        for (let j = Math.floor(b / CELL); j <= Math.floor(d / CELL); j++) {
+          const key = `${i}:${j}`;
+          if (!grid.has(key)) grid.set(key, []);
+          grid.get(key).push(code);
+        }
+      }
+    }
+  }
+  function ringsHold(rings, x, y) {
+    let hit = false;
+    for (const ring of rings) {
+      for (let i = 0, j = ring.length - 1; i < ring.length; j = i++) {
+        const [xi, yi] = ring[i], [xj, yj] = ring[j];
+        if ((yi > y) !== (yj > y) && x < ((xj - xi) * (y - yi)) / (yj - yi) + xi) hit = !hit;
+      }
+    }
+    return hit;
+  }
+  function unitAt(latlng) {
+    if (!grid) buildGrid();
+    const x = latlng.lng, y = latlng.lat;
+    for (const code of grid.get(`${Math.floor(x / CELL)}:${Math.floor(y / CELL)}`) || []) {
+      const u = state.units.get(code);
+      if (!u) continue;
+      const [a, b, c, d] = u.box;
+      if (x < a || x > c || y < b || y > d) continue;
+      const g = u.feature.geometry;
+      const polys = g.type === "Polygon" ? [g.coordinates] : g.coordinates;
+      if (polys.some((rings) => ringsHold(rings, x, y))) return code;
+    }
+    return null;
+  }
+  window.gridplan.unitAt = (lng, lat) => unitAt(L.latLng(lat, lng));
+
+  /* Paint: units the brush passes over go into the target community at once on the page (figures
+     follow as the brush moves); the stroke is saved as one move, and is one undo step. */
+  const stroke = { active: false, target: null, before: new Map(), last: null };
+  function paintUnit(code) {
+    if (!code || stroke.before.has(code)) return;
+    const u = state.units.get(code);
+    const from = u.feature.properties.community_code;
+    if (from === stroke.target) return;
+    stroke.before.set(code, from);
+    u.feature.properties.community_code = stroke.target;
+    const hh = u.feature.properties.households || 0;
+    const a = community(from), b = community(stroke.target);
+    if (a) { a.households -= hh; a.violations = localRules(a); }
+    if (b) { b.households += hh; b.violations = localRules(b); }
+    u.layer.setStyle(unitStyle(u.feature));
+    stroke.dirty.add(from); stroke.dirty.add(stroke.target);
+  }
+  function localRules(c) {
+    const rest = (c.violations || []).filter((v) => !/minimum|maximum/.test(v));
+    if (c.households < state.rules.minimum) rest.unshift(`below the minimum of ${state.rules.minimum} households`);
+    if (c.households > state.rules.maximum) rest.unshift(`above the maximum of ${state.rules.maximum} households`);
+    return rest;
+  }
+  function paintAlong(from, to) {
+    // sample the segment every few pixels, so a quick stroke misses no unit
+    const a = map.latLngToContainerPoint(from), b = map.latLngToContainerPoint(to);
+    const steps = Math.max(1, Math.ceil(a.distanceTo(b) / 3));
+    for (let i = 0; i <= steps; i++) paintUnit(unitAt(map.containerPointToLatLng(a.add(b.subtract(a).multiplyBy(i / steps)))));
+  }
+  function showStroke() {
+    const t0 = performance.now();
+    updateRows(stroke.dirty);
+    if (state.community) showCommunity(state.community);
+    stroke.dirty.clear();
+    $("selection").textContent = `画笔 paint: ${stroke.before.size} 个单元 units → ${nameOf(stroke.target)}`;
+    window.gridplan.lastFigures = { units: stroke.before.size, ms: performance.now() - t0, at: performance.now() };
+  }
+  let frame = 0;
+  function scheduleShow() { if (!frame) frame = requestAnimationFrame(() => { frame = 0; showStroke(); }); }
+  map.on("mousedown", (e) => {
+    if (state.tool !== "paint" || e.originalEvent.button !== 0) return;
+    const target = $("move-to").value;
+    if (!community(target)) {
+      showError(Object.assign(new Error("choose the community to paint into"),
+        { chinese: "请先在“移到”里选择要画入的社区（不能画入新社区）。" }), $("move-to"));
+      return;
+    }
+    Object.assign(stroke, { active: true, target, before: new Map(), last: e.latlng, dirty: new Set(), started: performance.now() });
+    paintUnit(unitAt(e.latlng));
+    scheduleShow();
   });
-  // compare with the current boundaries or another plan: changed units dashed, a table of scores
-  getJSON("/api/plans").then((data) => {
-    const select = document.getElementById("compare-with");
+  map.on("mousemove", (e) => {
+    if (!stroke.active) return;
+    paintAlong(stroke.last, e.latlng);
+    stroke.last = e.latlng;
+    scheduleShow();
+  });
+  async function endStroke() {
+    if (!stroke.active) return;
+    stroke.active = false;
+    showStroke();
+    const before = stroke.before, target = stroke.target;
+    if (!before.size) return;
+    await act($("move"), async () => {
+      try { await move([...before.keys()], target, true, before); } catch (err) {
+        // not saved: the page goes back to what is stored
+        for (const [code, from] of before) { const u = state.units.get(code); if (u) u.feature.properties.community_code = from; }
+        await reloadFigures();
+        restyleUnits([...before.keys()]);
+        throw err;
+      }
+    });
+    window.gridplan.strokes = (window.gridplan.strokes || 0) + 1;
+  }
+  map.on("mouseup", endStroke);
+  document.addEventListener("mouseup", () => { if (stroke.active) endStroke(); });
+  window.gridplan.paint = async (target, lnglats) => {
+    // for tests and the benchmark: a stroke along [lng, lat] points
+    $("move-to").value = target;
+    Object.assign(stroke, { active: true, target, before: new Map(), last: L.latLng(lnglats[0][1], lnglats[0][0]), dirty: new Set() });
+    for (const [lng, lat] of lnglats) { const p = L.latLng(lat, lng); paintAlong(stroke.last, p); stroke.last = p; }
+    showStroke();
+    const shown = performance.now();
+    await endStroke();
+    return shown;
+  };
+
+  async function reloadFigures() {
+    const plan = await get(`/api/plans/${planId}`);
+    state.communities = new Map(plan.communities.map((c) => [c.community_code, c]));
+    state.version = plan.version;
+    showPlan(plan.scores);
+    drawTable();
+  }
+
+  // lasso: drag a loop round units to select them (the map does not pan meanwhile)
+  function inside(point, ring) { return ringsHold([ring], point[0], point[1]); }
+  function selectWithin(ring) {
+    const next = new Set(state.selected);
+    for (const [code, u] of state.units) {
+      if (inside([u.feature.properties.lon, u.feature.properties.lat], ring)) next.add(code);
+    }
+    setSelection(next);
+  }
+  window.gridplan.selectWithin = selectWithin;
+  $("lasso").addEventListener("click", () => {
+    setTool("select");
+    map.dragging.disable();
+    state.mode = "lasso";
+    status("按住鼠标圈选单元 drag a loop round the units");
+    let ring = null, line = null;
+    const down = (e) => { ring = [[e.latlng.lng, e.latlng.lat]]; line = L.polyline([e.latlng], { color: "#000", dashArray: "4 4" }).addTo(map); };
+    const drag = (e) => { if (ring) { ring.push([e.latlng.lng, e.latlng.lat]); line.addLatLng(e.latlng); } };
+    const up = () => {
+      if (ring && ring.length > 2) selectWithin(ring);
+      if (line) line.remove();
+      map.off("mousedown", down); map.off("mousemove", drag); map.off("mouseup", up);
+      map.dragging.enable();
+      state.mode = null;
+    };
+    map.on("mousedown", down); map.on("mousemove", drag); map.on("mouseup", up);
+  });
+
+  // split along a line: click points across the selected community, double-click to finish
+  $("split-line").addEventListener("click", (e) => {
+    const button = e.currentTarget;
+    const code = state.community;
+    const points = [];
+    const line = L.polyline([], { color: "#000", weight: 3 }).addTo(map);
+    map.doubleClickZoom.disable();
+    state.mode = "line";
+    status(`点击画线穿过 ${nameOf(code)}，双击结束 click a line across ${code}, double-click to finish`);
+    const add = (ev) => { points.push([ev.latlng.lng, ev.latlng.lat]); line.addLatLng(ev.latlng); };
+    const finish = () => act(button, async () => {
+      map.off("click", add); map.off("dblclick", finish); map.doubleClickZoom.enable(); line.remove();
+      state.mode = null;
+      const answer = await post("split", { community: code, line: points });
+      apply(answer, answer.units);
+      history.record(new Map(answer.units.map((u) => [u, code])), answer.to);
+    });
+    map.on("click", add); map.on("dblclick", finish);
+  });
+
+  // --- compare -----------------------------------------------------------------------------------
+
+  get("/api/plans").then((data) => {
+    const select = $("compare-with");
     for (const p of data.plans) if (p.id !== planId) select.append(el("option", `#${p.id} ${p.name}`, { value: p.id }));
-  });
-  document.getElementById("compare").addEventListener("click", async () => {
-    const other = document.getElementById("compare-with").value;
-    const diff = await getJSON(`/api/plans/${planId}/compare?with=${other}`);
+  }).catch((err) => showError(err, $("compare")));
+  $("compare").addEventListener("click", (e) => act(e.currentTarget, async () => {
+    const other = $("compare-with").value;
+    const diff = await get(`/api/plans/${planId}/compare?with=${encodeURIComponent(other)}`);
+    const before = state.changed;
     state.changed = new Set(diff.changed_units.map((d) => d.unit));
-    restyle();
-    const table = document.getElementById("compare-table");
+    restyleUnits(new Set([...before, ...state.changed]));
+    const table = $("compare-table");
     table.hidden = false;
     table.tBodies[0].replaceChildren(...Object.entries(diff.scores).map(([key, v]) => {
       const row = el("tr");
@@ -187,84 +740,85 @@
       return row;
     }));
     const households = diff.changed_units.reduce((n, d) => n + (state.units.get(d.unit)?.feature.properties.households || 0), 0);
-    document.getElementById("compare-summary").textContent =
-      `${diff.changed_units.length} 个单元改变社区 units change community (${number(households)} 户 households)`;
+    $("compare-summary").textContent = `${diff.changed_units.length} 个单元改变社区 units change community`
+      + (state.byView ? "" : ` (${number(households)} 户 households)`);
     window.gridplan.comparison = diff;
-  });
+  }));
+  $("export-gpkg").href = `/api/plans/${planId}/export?format=gpkg`;
+  $("export-shp").href = `/api/plans/${planId}/export?format=shp`;
 
-  // lasso: drag a loop round units to select them (the map does not pan meanwhile)
-  function inside(point, ring) {
-    let hit = false;
-    for (let i = 0, j = ring.length - 1; i < ring.length; j = i++) {
-      const [xi, yi] = ring[i], [xj, yj] = ring[j];
-      if ((yi > point[1]) !== (yj > point[1]) && point[0] < ((xj - xi) * (point[1] - yi)) / (yj - yi) + xi) hit = !hit;
-    }
-    return hit;
+  // --- the plan as a document and its approval ----------------------------------------------------
+
+  const DOCUMENT = { rename: "重命名 rename", duplicate: "复制 duplicate", delete: "删除草稿 delete draft" };
+  for (const action of config.documentActions || []) {
+    const button = el("button", DOCUMENT[action], { type: "button", "data-document": action });
+    $("document-actions").append(button);
+    button.addEventListener("click", () => act(button, async () => {
+      if (action === "rename") {
+        $("rename-form").hidden = false;
+        $("rename-input").value = config.plan.name;
+        $("rename-input").focus();
+      } else if (action === "duplicate") {
+        const answer = await request("POST", `/api/plans/${planId}/duplicate`, {});
+        window.location = answer.url;
+      } else if (action === "delete") {
+        if (!window.confirm(`删除草稿“${config.plan.name}”？此操作不能撤销。 Delete this draft? This cannot be undone.`)) return;
+        await request("DELETE", `/api/plans/${planId}`, { version: state.version });
+        window.location = "/plans";
+      }
+    }));
   }
-  function selectWithin(ring) {
-    for (const [code, u] of state.units) {
-      if (inside([u.feature.properties.lon, u.feature.properties.lat], ring)) state.selected.add(code);
-    }
-    document.getElementById("selection").textContent = `${state.selected.size} 个单元 units selected`;
-    restyle();
-  }
-  window.gridplan.selectWithin = selectWithin;
-  document.getElementById("lasso").addEventListener("click", () => {
-    map.dragging.disable();
-    state.mode = "lasso";
-    status("按住鼠标圈选单元 drag a loop round the units");
-    let ring = null, line = null;
-    const down = (e) => { ring = [[e.latlng.lng, e.latlng.lat]]; line = L.polyline([e.latlng], { color: "#000", dashArray: "4 4" }).addTo(map); };
-    const move = (e) => { if (ring) { ring.push([e.latlng.lng, e.latlng.lat]); line.addLatLng(e.latlng); } };
-    const up = () => {
-      if (ring && ring.length > 2) selectWithin(ring);
-      if (line) line.remove();
-      map.off("mousedown", down); map.off("mousemove", move); map.off("mouseup", up);
-      map.dragging.enable();
-      state.mode = null;
-    };
-    map.on("mousedown", down); map.on("mousemove", move); map.on("mouseup", up);
+  $("rename-cancel").addEventListener("click", () => { $("rename-form").hidden = true; });
+  $("rename-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    act(e.currentTarget, async () => {
+      const answer = await post("rename", { name: $("rename-input").value });
+      state.version = answer.version;
+      config.plan.name = answer.name;
+      document.title = `方案 ${answer.name}`;
+      $("rename-form").hidden = true;
+      $("plan-title").textContent = `${config.plan.name} · ${config.plan.status} · v${state.version}`;
+    });
   });
 
-  // split along a line: click points across the selected community, double-click to finish
-  document.getElementById("split-line").addEventListener("click", () => {
-    const code = state.community;
-    const points = [];
-    const line = L.polyline([], { color: "#000", weight: 3 }).addTo(map);
-    map.doubleClickZoom.disable();
-    state.mode = "line";
-    status(`点击画线穿过 ${code}，双击结束 click a line across ${code}, double-click to finish`);
-    const add = (e) => { points.push([e.latlng.lng, e.latlng.lat]); line.addLatLng(e.latlng); };
-    const finish = async () => {
-      map.off("click", add); map.off("dblclick", finish); map.doubleClickZoom.enable(); line.remove();
-      state.mode = null;
-      const answer = await post("split", { community: code, line: points });
-      apply(answer, answer.units);
-      history.record(new Map(answer.units.map((u) => [u, code])), answer.to);
-    };
-    map.on("click", add); map.on("dblclick", finish);
-  });
-  document.getElementById("export-gpkg").href = `/api/plans/${planId}/export?format=gpkg`;
-  document.getElementById("export-shp").href = `/api/plans/${planId}/export?format=shp`;
-
-  // the workflow actions this user may take on this plan now: the server's transitions decide
-  const box = document.getElementById("actions");
+  const box = $("actions");
   for (const { action, label, confirm: ask } of config.actions) {
     const button = el("button", label, { type: "button", "data-action": action });
-    button.addEventListener("click", async () => {
+    button.addEventListener("click", () => act(button, async () => {
       if (ask && !window.confirm("采用后将替换这些街道的现状社区边界。确定采用？ Adopting replaces the current boundaries of the plan's streets. Adopt?")) return;
-      try {
-        const answer = action === "rebase" ? await post("rebase", {})
-          : await post("status", { action, comment: document.getElementById("comment").value });
-        status(`${answer.status || action}: v${answer.version}`);
-        setTimeout(() => window.location.reload(), 800);
-      } catch (err) { /* shown by post() */ }
-    });
+      const answer = action === "rebase" ? await post("rebase", {})
+        : await post("status", { action, comment: $("comment").value });
+      status(`${answer.status || action}: v${answer.version}`);
+      setTimeout(() => window.location.reload(), 800);
+    }));
     box.append(button);
   }
-  document.getElementById("workflow").hidden = !config.actions.length && !config.stale && !config.adoption;
+  $("comment-label").hidden = !config.actions.some((a) => ["approve", "reject", "submit"].includes(a.action));
+  const STEP = { create: "创建 created", edit: "编辑 edited", rename: "改名 renamed", name: "命名社区 named a community",
+    duplicate: "复制 duplicated", submitted: "提交 submitted", approved: "批准 approved", rejected: "驳回 rejected",
+    adopted: "采用 adopted", draft: "退回草稿 back to draft", rebase: "按现状重算 rebased" };
+  function drawTimeline(steps) {
+    // hand edits come in runs: one line per run
+    const lines = [];
+    for (const s of steps) {
+      const last = lines[lines.length - 1];
+      if (last && s.action === "edit" && last.action === "edit" && last.actor === s.actor) { last.count += 1; last.at = s.at; continue; }
+      lines.push({ ...s, count: 1 });
+    }
+    $("timeline").replaceChildren(...lines.map((s) => {
+      const item = el("li", null, { "data-action": s.action });
+      const what = `${STEP[s.action] || s.action}${s.count > 1 ? ` ×${s.count}` : ""}`
+        + (s.action === "rename" && s.detail.name ? `：${s.detail.name}` : "")
+        + (s.action === "name" && s.detail.name ? `：${s.detail.community} ${s.detail.name}` : "");
+      item.append(el("time", s.at.replace("T", " ")), " ", el("strong", s.actor), " ", el("span", what));
+      if (s.comment) item.append(el("q", s.comment));
+      return item;
+    }));
+  }
+  drawTimeline(config.timeline || []);
+  $("workflow").hidden = false;
   if (config.stale) {
-    const stale = document.getElementById("stale");
+    const stale = $("stale");
     stale.hidden = false;
     stale.textContent = `现状边界已变化 the boundaries of streets ${config.stale.streets.join(", ")} changed since this plan was made`
       + (config.stale.communities.length ? ` (communities ${config.stale.communities.join(", ")})` : "")
@@ -272,7 +826,7 @@
   }
   if (config.adoption) {
     const a = config.adoption;
-    const list = document.getElementById("adoption");
+    const list = $("adoption");
     list.hidden = false;
     list.replaceChildren(...[
       ["新建社区 created", a.created], ["撤销社区 retired", a.retired], ["调整社区 changed", a.changed],
@@ -281,18 +835,74 @@
     ].map(([label, codes]) => el("li", `${label}: ${(codes || []).length ? codes.join(", ") : "—"}`)));
   }
 
+  // --- loading: every unit of a small plan; outlines, then units by view, for a large one -----------
+
+  let outlineTicket = 0, outlineTimer = 0;
+  async function loadOutlines() {
+    const ticket = ++outlineTicket;
+    const found = await get(`/api/plans/${planId}/outlines?zoom=${Math.round(map.getZoom())}`);
+    if (ticket !== outlineTicket) return;
+    outlines.clearLayers();
+    outlineOf.clear();
+    for (const f of found.features) outlineOf.set(f.properties.code, f);
+    outlines.addData(found);
+    drawLabels();
+  }
+  function refreshOutlines() {
+    clearTimeout(outlineTimer);
+    outlineTimer = setTimeout(() => loadOutlines().catch((err) => showError(err)), 150);
+  }
+  let unitTicket = 0;
+  async function loadUnits() {
+    const ticket = ++unitTicket;
+    if (!state.byView) return;
+    outlinesClickable();
+    if (map.getZoom() < state.unitZoom) { return; }
+    const b = map.getBounds().pad(0.25);
+    const bbox = [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map((v) => v.toFixed(5)).join(",");
+    const found = await get(`/api/plans/${planId}/units?bbox=${bbox}&zoom=${Math.round(map.getZoom())}`);
+    if (ticket !== unitTicket || stroke.active) return;
+    units.clearLayers();
+    state.units.clear();
+    grid = null;
+    units.addData(found);
+    window.gridplan.unitsLoaded = found.features.length;
+  }
+  let lastZoom = null;
+  map.on("moveend", () => {
+    drawLabels();
+    if (!window.gridplan.ready) return;
+    const zoom = Math.round(map.getZoom());
+    if (zoom !== lastZoom) { lastZoom = zoom; refreshOutlines(); restyleOutlines(); }
+    if (state.byView) loadUnits().catch((err) => showError(err));
+  });
+
   async function start() {
-    const [plan, units] = await Promise.all([getJSON(`/api/plans/${planId}`), getJSON(`/api/plans/${planId}/units`)]);
+    const plan = await get(`/api/plans/${planId}`);
+    state.byView = plan.by_view;
+    state.unitZoom = plan.unit_zoom;
+    state.rules = plan.rules;
     for (const c of plan.communities) state.communities.set(c.community_code, c);
     state.version = plan.version;
-    layer.addData(units);
-    if (units.features.length) map.fitBounds(layer.getBounds(), { animate: false });
     showPlan(plan.scores);
+    drawTable();
+    $("edit-tools").hidden = !config.editable;
+    const first = state.byView ? Promise.resolve(null) : get(`/api/plans/${planId}/units`);
+    await loadOutlines();
+    lastZoom = Math.round(map.getZoom());
+    window.gridplan.firstDrawAt = performance.now();
+    const found = await first;
+    if (found) {
+      units.addData(found);
+      if (found.features.length) map.fitBounds(units.getBounds(), { animate: false });
+    }
+    outlinesClickable();
     fillMoveTargets();
-    document.getElementById("edit-tools").hidden = !config.editable;
-    status(config.editable ? "点击单元选择 click units to select them" : `${config.plan.status}: 只读 read-only`);
     window.gridplan.ready = true;
+    if (state.byView) await loadUnits();
+    status(config.editable ? (state.byView ? `放大到 ${state.unitZoom} 级可选择单元 zoom in to ${state.unitZoom} to select units` : "点击单元选择 click units to select them")
+      : `${config.plan.status}: 只读 read-only`);
   }
-  start().catch((err) => status(`加载失败 failed to load: ${err.message}`));
-  window.addEventListener("unhandledrejection", (event) => { event.preventDefault(); });
+  start().catch((err) => { status("加载失败 failed to load"); showError(err); });
+  window.addEventListener("unhandledrejection", (event) => { event.preventDefault(); showError(event.reason || new Error("?")); });
 })();
