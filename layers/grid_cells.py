@@ -237,8 +237,11 @@ def validate_cells(communities: gpd.GeoDataFrame, cells: gpd.GeoDataFrame,
     count = hits.groupby("unit")["code"].count()
     households = points.set_index("unit")["households"]
     none, two = count[count == 0].index, count[count > 1].index
+    where = points.set_index("unit").geometry
     for unit in none[:500]:
-        findings.append(_point_finding("household_in_no_cell", [unit], points, unit))
+        point = where[unit]
+        findings.append({"kind": "household_in_no_cell", "codes": [unit], "area_m2": 0.0,
+                         "lon": round(point.x, 7), "lat": round(point.y, 7)})
     return {"cells": len(cells), "gaps": gaps, "overlaps": int(big.sum()), "outside_community": outside,
             "households_in_no_cell": int(households.reindex(none).sum()),
             "households_in_two_cells": int(households.reindex(two).sum()), "findings": findings}
@@ -248,11 +251,6 @@ def _finding(kind: str, codes: list[str], geometry, crs) -> dict:
     point = gpd.GeoSeries([shapely.point_on_surface(geometry)], crs=crs).to_crs(4326).iloc[0]
     return {"kind": kind, "codes": codes, "area_m2": round(float(shapely.area(geometry)), 1),
             "lon": round(point.x, 7), "lat": round(point.y, 7)}
-
-
-def _point_finding(kind: str, codes: list[str], points: gpd.GeoDataFrame, unit: str) -> dict:
-    point = points.geometry[points["unit"] == unit].iloc[0]
-    return {"kind": kind, "codes": codes, "area_m2": 0.0, "lon": round(point.x, 7), "lat": round(point.y, 7)}
 
 
 def grid_rules(engine: Engine, minimum: int | None = None, maximum: int | None = None,

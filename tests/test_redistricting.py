@@ -168,3 +168,33 @@ def test_partition_scores_follow_moves():
         assert partition.perimeter[label] == pytest.approx(fresh.perimeter[label], rel=1e-9)
     assert partition.cut_edges == fresh.cut_edges
     assert partition.cut_length == pytest.approx(fresh.cut_length)
+
+
+@pytest.fixture(scope="module")
+def district_300():
+    return generate(300, seed=2)
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_partition_scores_follow_any_moves_one_by_one_or_in_bulk(district_300, data):
+    demo = district_300
+    graph = UnitGraph.from_units(demo.layers["units"], demo.adjacency)
+    labels = np.array([c or "none" for c in graph.current], dtype=object)
+    partition = Partition(graph, labels)
+    names = sorted(set(labels)) + ["brand-new"]
+    for _ in range(data.draw(st.integers(1, 4))):
+        size = data.draw(st.sampled_from([1, 3, 17, 60]))
+        units = data.draw(st.lists(st.integers(0, len(graph) - 1), min_size=size, max_size=size))
+        partition.move(units, data.draw(st.sampled_from(names)))
+    fresh = Partition(graph, partition.labels)
+    assert partition.communities == fresh.communities
+    for label in fresh.communities + ([""] if "" in fresh.households else []):
+        assert partition.households[label] == fresh.households[label]
+        assert partition.area[label] == pytest.approx(fresh.area[label], rel=1e-9)
+        assert partition.perimeter[label] == pytest.approx(fresh.perimeter[label], rel=1e-9, abs=1e-6)
+        assert set(partition.members(label)) == set(fresh.members(label))
+    assert partition.cut_edges == fresh.cut_edges
+    assert partition.cut_length == pytest.approx(fresh.cut_length, rel=1e-9, abs=1e-6)
+    assert partition.moved() == fresh.moved()
+
