@@ -55,6 +55,9 @@ UNMAPPED = ("refuse", "skip")
 #: a community's ``street`` is its street's name.
 NAME_FIELDS = {"communities": {"street": ("street", "street_name", "jdmc", "街道", "所属街道", "街道名称")}}
 #: The values a mapped field may take, where gridplan has a fixed list.
+#: Layers whose codes are gridplan's own numbers, not official codes: a file without them may be
+#: numbered on import (``number=True``) with this prefix.
+NUMBER_PREFIX = {"roads": "R", "facilities": "F", "buildings": "B", "incidents": "I"}
 KNOWN_VALUES = {("facilities", "kind"): tuple(FACILITY_KINDS),
                 ("incidents", "category"): tuple(INCIDENT_CATEGORIES)}
 VECTOR_SUFFIXES = (".shp", ".gpkg", ".geojson", ".json", ".csv")
@@ -605,14 +608,16 @@ Resolver = Callable[[pd.DataFrame, np.ndarray, list[str], "ImportReport"], None]
 
 def prepare(spec: LayerSpec, gdf: gpd.GeoDataFrame, *, declared_crs=None,
             mapping: dict[str, str] | None = None, values: dict[str, dict[str, str]] | None = None,
-            unmapped: str = "refuse", district: str | None = None,
+            unmapped: str = "refuse", district: str | None = None, number: bool = False,
             resolve: Resolver | None = None) -> tuple[gpd.GeoDataFrame, ImportReport]:
     """Check and convert a read file into the layer's fields in EPSG:4326.
 
     ``values`` translates the values of fields (``{"kind": {"幼儿园": "kindergarten"}}``);
     ``unmapped`` says what to do with values no mapping covers (``refuse`` or ``skip``).
-    ``district`` fills an empty ``district_code``. ``resolve(frame, geometries, problems, report)``
-    may fill codes from names before the checks (the only step that reads the database).
+    ``district`` fills an empty ``district_code``. ``number`` numbers the features of a file
+    without codes, in layers whose codes are not official (:data:`NUMBER_PREFIX`).
+    ``resolve(frame, geometries, problems, report)`` may fill codes from names before the checks
+    (the only step that reads the database).
     Raises :class:`ImportRefused` naming every problem found.
     """
     report = ImportReport(spec.name, "", "")
@@ -628,6 +633,8 @@ def prepare(spec: LayerSpec, gdf: gpd.GeoDataFrame, *, declared_crs=None,
     frame = frame[[c for c in frame.columns if c in spec.field_names or c in extra]]
     problems: list[str] = []
     names = {c: as_text(frame[c]) for c in extra}
+    if number and spec.name in NUMBER_PREFIX and "code" not in frame.columns:
+        frame["code"] = [f"{NUMBER_PREFIX[spec.name]}{i + 1:07d}" for i in range(len(frame))]
     frame = _coerce(spec, frame, problems)
     for c, col in names.items():
         frame[c] = col
@@ -706,7 +713,8 @@ def _resolve_streets(engine: Engine, district: str | None, frame: pd.DataFrame, 
     taken = set(stored["code"]) | set(frame["code"].dropna())
     known = {(d, naming.normalise(n)): (c, bool(p)) for c, n, d, p in zip(
         stored["code"], stored["name"], stored["district_code"], stored["provisional"], strict=True)}
-    codes, flags = frame["code"].to_numpy(dtype=object).copy(), frame["provisional"].to_numpy(dtype=object)
+    codes = frame["code"].to_numpy(dtype=object).copy()
+    flags = frame["provisional"].to_numpy(dtype=object).copy()
     for i in np.flatnonzero(missing):
         name = naming.normalise(frame["name"].iloc[i])
         if name is None:
@@ -797,7 +805,8 @@ def _resolve_communities(engine: Engine, district: str | None, frame: pd.DataFra
     taken = set(stored["code"]) | retired | set(frame["code"].dropna())
     known = {(s, naming.normalise(n)): (c, bool(p)) for c, n, s, p in zip(
         stored["code"], stored["name"], stored["street_code"], stored["provisional"], strict=True)}
-    codes, flags = frame["code"].to_numpy(dtype=object).copy(), frame["provisional"].to_numpy(dtype=object)
+    codes = frame["code"].to_numpy(dtype=object).copy()
+    flags = frame["provisional"].to_numpy(dtype=object).copy()
     for i in np.flatnonzero(missing):
         street, name = frame["street_code"].iloc[i], naming.normalise(frame["name"].iloc[i])
         if name is None:
@@ -873,6 +882,7 @@ def import_layer(
     district: str | None = None,
     values: dict[str, dict[str, str]] | None = None,
     unmapped: str = "refuse",
+    number: bool = False,
 ) -> ImportReport:
     """Import ``path`` into ``layer``; one transaction, all or nothing.
 
@@ -884,7 +894,7 @@ def import_layer(
     ``district`` is the district streets and communities without codes lie in: they get
     provisional codes under it. ``values`` maps the source's values of a field to gridplan's
     (``{"kind": {"幼儿园": "kindergarten"}}``); rows whose value has no mapping are refused, or
-    left out with ``unmapped="skip"``.
+    left out with ``unmapped="skip"``. ``number`` numbers a file without codes (roads, facilities …).
     ``progress(written, total)`` is called after every batch of inserts.
     """
     spec = get_layer(layer)
@@ -901,7 +911,8 @@ def import_layer(
     if raw.empty:
         raise ImportRefused(f"{Path(path).name} holds no features")
     gdf, report = prepare(spec, raw, declared_crs=declared, mapping=mapping, values=values,
-                          unmapped=unmapped, district=district, resolve=_resolver(engine, layer, district))
+                          unmapped=unmapped, district=district, number=number,
+                          resolve=_resolver(engine, layer, district))
     report.mode, report.source = mode, Path(path).name
     codes = gdf["code"].tolist()
     with engine.begin() as conn:

@@ -44,7 +44,8 @@ def constructed() -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     d = box(450, 0, 600.2, 100)
     streets = _in_degrees([s1, s2], code=["420503901", "420503902"], name=["一街道", "二镇"],
                           district_code=["420503"] * 2)
-    communities = _in_degrees([a, b, c, d], code=["420503901901", "420503901902", "420503902901", "420503902902"],
+    codes = ["420503901901", "420503901902", "420503902901", "420503902902"]
+    communities = _in_degrees([a, b, c, d], code=codes,
                               name=["甲社区", "乙社区", "丙社区", "丁社区"],
                               street_code=["420503901", "420503901", "420503902", "420503902"],
                               district_code=["420503"] * 4)
@@ -62,8 +63,9 @@ def test_topology_finds_overlaps_gaps_and_outside_pieces_with_exact_areas():
     assert found["overlap_m2"] == pytest.approx(140.0, abs=0.01)
     assert found["gap_m2"] == pytest.approx(2420.0, abs=0.01)
     assert found["outside_street_m2"] == pytest.approx(120.0, abs=0.01)
-    assert _by(found["findings"], "overlap") == [(("420503901901", "420503901902"), pytest.approx(40.0, abs=0.01)),
-                                                 (("420503901902", "420503902901"), pytest.approx(100.0, abs=0.01))]
+    assert _by(found["findings"], "overlap") == [
+        (("420503901901", "420503901902"), pytest.approx(40.0, abs=0.01)),
+        (("420503901902", "420503902901"), pytest.approx(100.0, abs=0.01))]
     assert _by(found["findings"], "gap") == [(("420503901",), pytest.approx(2400.0, abs=0.01)),
                                              (("420503902",), pytest.approx(20.0, abs=0.01))]
     assert _by(found["findings"], "outside_street") == [
@@ -101,7 +103,8 @@ def test_clean_changes_only_what_is_under_the_threshold():
 
 
 def test_ties_are_left_for_the_planner():
-    streets = _in_degrees([box(0, 0, 200, 100)], code=["420503901"], name=["一街道"], district_code=["420503"])
+    streets = _in_degrees([box(0, 0, 200, 100)], code=["420503901"], name=["一街道"],
+                          district_code=["420503"])
     # a 0.4 m strip between two communities: both share 100 m with it — no rule decides
     communities = _in_degrees([box(0, 0, 100, 100), box(100.4, 0, 200, 100)],
                               code=["420503901901", "420503901902"], name=["甲", "乙"],

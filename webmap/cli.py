@@ -20,10 +20,11 @@ from geodata.accounts import ROLES, find_user, revoke_token, update_user
 from geodata.catalog import LAYERS
 from geodata.errors import NotFound
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
-from geodata.importer import MODES, ImportRefused, import_layer
+from geodata.importer import MODES, UNMAPPED, ImportRefused, import_layer, parse_values
 from geodata.migrate import upgrade
 from geodata.standards import seed_settings
 from geodata.store import community_codes_ever, count_layer, read_layer
+from layers.boundaries import stored_topology
 from layers.communities import Bounds, bounds
 from layers.demo import generate, write_demo
 from layers.partition import UnitGraph
@@ -101,7 +102,14 @@ def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--mode", type=click.Choice(MODES), default="append", show_default=True)
 @click.option("--crs", help="source CRS over the file's own: EPSG:4490, EPSG:4326, GCJ02 …")
 @click.option("--map", "mapping", multiple=True, metavar="SRC=DST", help="rename a source field")
-def import_command(layer: str, path: Path, mode: str, crs: str | None, mapping: tuple[str, ...]) -> None:
+@click.option("--district", help="streets and communities without codes lie in this district (6 digits): "
+              "they get provisional codes under it")
+@click.option("--values", "values", multiple=True, metavar="FIELD:SRC=DST,…|FIELD=TABLE.csv",
+              help="map the source's values of a field to gridplan's (e.g. 'kind:幼儿园=kindergarten')")
+@click.option("--unmapped", type=click.Choice(UNMAPPED), default="refuse", show_default=True,
+              help="rows whose value has no mapping: refuse the file, or leave them out")
+def import_command(layer: str, path: Path, mode: str, crs: str | None, mapping: tuple[str, ...],
+                   district: str | None, values: tuple[str, ...], unmapped: str) -> None:
     """Import LAYER from PATH (shapefile zip, .gpkg, .geojson or .csv with lon/lat)."""
     eng = _ready()
     with click.progressbar(length=1, label=f"importing {layer}") as bar:
@@ -112,10 +120,18 @@ def import_command(layer: str, path: Path, mode: str, crs: str | None, mapping: 
 
         try:
             report = import_layer(eng, layer, path, mode=mode, crs=crs, mapping=_mapping(mapping),
-                                  progress=tick)
+                                  progress=tick, district=district, values=parse_values(values),
+                                  unmapped=unmapped)
         except ImportRefused as exc:
             raise click.ClickException(f"import refused, nothing written: {exc}") from None
     click.echo(report.summary())
+    if layer == "communities":  # boundaries as they are: reported, not refused
+        found = stored_topology(eng).summary()
+        click.echo(f"  topology: {found['overlaps']} overlaps ({found['overlap_m2']:,.0f} m²), "
+                   f"{found['gaps']} gaps inside streets ({found['gap_m2']:,.0f} m²), "
+                   f"{found['outside_street']} parts outside their street "
+                   f"({found['outside_street_m2']:,.0f} m²) — `topology communities` lists them, "
+                   "`clean communities` resolves the small ones")
 
 
 @click.command("export")

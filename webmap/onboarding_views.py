@@ -16,14 +16,22 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
+from pathlib import Path
 
 import click
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, render_template, request
+from flask.cli import AppGroup
 
+from geodata.code_table import apply_code_table
+from geodata.crs import to_wgs84
 from geodata.errors import GridplanError, Refused
+from geodata.importer import read_source
 from geodata.migrate import upgrade
 from geodata.standards import seed_settings
 from layers.boundaries import MAX_SLIVER_M2, clean_stored, stored_topology
+from layers.onboarding import STEPS, onboard
+from layers.unit_builder import MIN_BLOCK_M2, build_stored, residential_points
 from webmap.auth import require
 from webmap.extensions import engine
 
@@ -94,5 +102,101 @@ def clean_command(layer: str, max_sliver: float, street: str | None) -> None:
     print(f"{len(result.changed)} changes, {len(result.communities)} communities redrawn", file=sys.stderr)
 
 
-__all__ = ["bp"]
 
+
+
+codes = AppGroup("codes", help="The official code table (统计用区划代码) and provisional codes.")
+units = AppGroup("units", help="Planning units where the city has none: blocks from the roads.")
+bp.cli.add_command(codes)
+bp.cli.add_command(units)
+
+
+@codes.command("apply")
+@click.argument("table", type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="report what would change, write nothing")
+def codes_apply(table: Path, dry_run: bool) -> None:
+    """Replace provisional codes by the official ones of TABLE (CSV: code, name, parent) everywhere,
+    in one transaction; print what matched, what did not and what was ambiguous (one JSON object)."""
+    eng = _ready()
+    try:
+        result = apply_code_table(eng, table, actor="cli", dry_run=dry_run)
+    except GridplanError as exc:
+        raise click.ClickException(f"code table refused, nothing written: {exc}") from None
+    _echo_json(result.summary())
+
+
+@units.command("build")
+@click.option("--street", help="only this street (9-digit code)")
+@click.option("--households", "households", type=click.Path(path_type=Path),
+              help="CSV of community name or code, households, population: totals honoured exactly")
+@click.option("--raster", type=click.Path(path_type=Path),
+              help="population GeoTIFF in EPSG:4326 (WorldPop …)")
+@click.option("--pois", type=click.Path(path_type=Path),
+              help="points of interest; residential ones weigh households")
+@click.option("--category", help="the column of --pois holding the category (住宅小区 …)")
+@click.option("--min-block", type=float, default=MIN_BLOCK_M2, show_default=True,
+              help="blocks smaller than this (m²) are merged into a neighbour")
+def units_build(street, households, raster, pois, category, min_block) -> None:
+    """Cut the streets into blocks along the roads and community boundaries, estimate their
+    households, and replace the streets' units (one transaction); print one JSON object."""
+    eng = _ready()
+    try:
+        points = None
+        if pois is not None:
+            with tempfile.TemporaryDirectory(prefix="gridplan-pois-") as tmp:
+                points = to_wgs84(read_source(pois, workdir=Path(tmp)))
+            points = residential_points(points, category)
+        with click.progressbar(length=1, label="building units", file=sys.stderr) as bar:
+            def tick(done: int, total: int) -> None:
+                bar.length = total
+                bar.update(done - bar.pos)
+
+            result = build_stored(eng, street=_street(street), households=households, raster=raster,
+                                  pois=points, min_block_m2=min_block, progress=tick)
+    except (GridplanError, ValueError) as exc:
+        raise click.ClickException(f"units not built, nothing written: {exc}") from None
+    _echo_json(result.summary())
+
+
+@bp.cli.command("onboard")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--district", help="the district the city's streets lie in (6 digits)")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path),
+              help="where to write onboard-report.json and .html (default: FOLDER)")
+def onboard_command(folder: Path, district: str | None, report_dir: Path | None) -> None:
+    """Load a whole city from FOLDER (streets, communities, roads, households table, buildings or
+    POIs, facilities, incidents, code table; onboard.toml says what their fields mean) and write a
+    report of what was loaded, estimated, provisional, cleaned and left for the planner."""
+    eng = _ready()
+    with click.progressbar(length=len(STEPS), label="onboarding", file=sys.stderr,
+                           item_show_func=lambda name: name) as bar:
+        def tick(name: str, index: int, _total: int) -> None:
+            bar.update(index - bar.pos, name)
+
+        try:
+            report = onboard(eng, folder, district, progress=tick)
+        except GridplanError as exc:
+            raise click.ClickException(f"onboarding stopped: {exc}") from None
+        bar.update(len(STEPS) - bar.pos)
+    out = report_dir or folder
+    out.mkdir(parents=True, exist_ok=True)
+    data = report.as_dict()
+    (out / "onboard-report.json").write_text(json.dumps(data, ensure_ascii=False, indent=2, default=str),
+                                             encoding="utf-8")
+    (out / "onboard-report.html").write_text(render_report(data), encoding="utf-8")
+    figures = data["steps"].get("report", {})
+    click.echo(f"onboarded {figures.get('communities', 0)} communities in {figures.get('streets', 0)} "
+               "streets "
+               f"({figures.get('provisional_communities', 0)} provisional codes), {figures.get('units', 0)} "
+               f"units, {figures.get('households', 0):,} households; {data['total_seconds']} s")
+    click.echo(f"report: {out / 'onboard-report.html'}")
+
+
+
+
+def render_report(data: dict) -> str:
+    """The onboarding report as an HTML page (``templates/onboard_report.html``, values escaped)."""
+    return render_template("onboard_report.html", **data)
+
+
+__all__ = ["bp", "render_report"]
