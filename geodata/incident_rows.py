@@ -13,11 +13,33 @@ from contextlib import nullcontext
 from datetime import datetime
 
 import shapely
-from sqlalchemy import Connection, Engine, and_, bindparam, case, delete, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 
 from geodata import dialect
 from geodata.db import BATCH
-from geodata.models import SRID, Community, GridAssignment, GridCell, Incident, IncidentPhoto, IncidentStep, Street
+from geodata.models import (
+    SRID,
+    Community,
+    GridAssignment,
+    GridCell,
+    Incident,
+    IncidentPhoto,
+    IncidentStep,
+    Street,
+)
 
 T = Incident.__table__
 STEPS = IncidentStep.__table__

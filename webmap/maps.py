@@ -15,9 +15,11 @@ import folium
 from flask import Blueprint, current_app, redirect, render_template, send_from_directory, url_for
 from markupsafe import Markup
 
+from geodata.incident_rows import cells_extent
 from geodata.settings import get_value
-from geodata.standards import FACILITY_KINDS, INCIDENT_CATEGORIES
+from geodata.standards import FACILITY_KINDS
 from geodata.store import layer_extent
+from layers import incidents
 from layers.communities import bounds
 from webmap.auth import current_account, require
 from webmap.extensions import engine
@@ -104,10 +106,15 @@ def planner():
 @require("supervisor", "admin")
 def supervisor():
     account = current_account()
-    categories = {k: v[1] for k, v in INCIDENT_CATEGORIES.items()}
-    m = build_map(layer_extent(engine(), "grid_cells"))
-    return render_map("supervisor.html", m, {"scope": account.scope_code, "categories": categories},
-                   title="网格 supervisor's map")
+    categories = {k: v.get("name", k) for k, v in incidents.categories(engine()).items()}
+    # the map opens on the supervisor's own cells (those they hold, else their scope's), so the
+    # page's script has nothing left to fit while folium's first view is still animating
+    cells = incidents.my_cells(engine(), account)
+    prefix = account.scope_code if account.role == "supervisor" else None
+    m = build_map(cells_extent(engine(), prefix, cells) or layer_extent(engine(), "grid_cells"))
+    return render_map("supervisor.html", m, {"scope": account.scope_code, "categories": categories,
+                                             "cells": cells, "user": account.name},
+                      title="网格 supervisor's map")
 
 
 @bp.get("/tiles/<int:z>/<int:x>/<int:y>.png")

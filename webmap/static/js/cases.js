@@ -166,6 +166,8 @@
 
   function startNew() {
     const form = document.getElementById("report-form");
+    const given = new URLSearchParams(location.search);  // from the map: "report here"
+    if (given.get("lon") && given.get("lat")) { form.elements.lon.value = given.get("lon"); form.elements.lat.value = given.get("lat"); }
     const select = form.elements.category;
     for (const [code, name] of Object.entries(config.categories)) select.append(el("option", name, { value: code }));
     document.getElementById("locate").addEventListener("click", () => {

@@ -1,36 +1,42 @@
-/* The supervisor's map: their grid cells and the incidents in them, as clusters and as a heat
-   map, with filters; overdue cases stand out; a case's popup shows its history. */
+/* The supervisor's map: their grid cells (those they hold drawn bold, with who holds each) and
+   the incidents in them, as clusters and a heat map fed by the same filters. Overdue and time
+   left come from the server (working calendar), never from this browser's clock. A case's
+   panel shows its history and links to the case page, where the next step is taken. */
 "use strict";
 (function () {
   const { config, map, el, figures, number, features, getJSON, status } = window.gp;
-  const CLOSED = new Set(["closed", "cancelled"]);
+  const CLOSED = new Set(["closed", "evaluated", "cancelled"]);
   const state = { incidents: [], shown: 0, cells: 0 };
   const layers = {};
+  const mine = new Set(config.cells || []);
   window.gridplan = { map, layers, state, ready: false };
 
   const select = document.querySelector("#filters select[name=category]");
   for (const [code, name] of Object.entries(config.categories)) select.append(el("option", name, { value: code }));
 
+  const holders = {};
   layers.cells = L.geoJSON(null, {
-    style: { color: "#e6550d", weight: 2, fillOpacity: 0.05 },
-    onEachFeature: (f, layer) => layer.bindTooltip(() => el("div", `${f.properties.code} · ${f.properties.supervisor || ""}`)),
+    style: (f) => ({ color: "#e6550d", weight: mine.has(f.properties.code) ? 4 : 2, fillOpacity: mine.has(f.properties.code) ? 0.1 : 0.03 }),
+    onEachFeature: (f, layer) => layer.bindTooltip(() => el("div",
+      `${f.properties.code} · ${(holders[f.properties.code] || []).join(", ") || f.properties.supervisor || "—"}`)),
   }).addTo(map);
   layers.clusters = L.markerClusterGroup({ maxClusterRadius: 45 }).addTo(map);
   layers.heat = L.heatLayer([], { radius: 18, blur: 15, maxZoom: 17 });
   L.control.layers(null, { "网格 cells": layers.cells, "事件 incidents": layers.clusters, "热力 heat map": layers.heat },
     { collapsed: false }).addTo(map);
 
-  const now = new Date();
-  const overdue = (p) => !CLOSED.has(p.status) && p.due_at && new Date(p.due_at) < now;
-  const kind = (p) => (overdue(p) ? "overdue" : CLOSED.has(p.status) ? p.status : "open");
+  const kind = (p) => (p.overdue ? "overdue" : CLOSED.has(p.status) ? (p.status === "evaluated" ? "closed" : p.status) : "open");
+  const when = (iso) => (iso ? iso.replace("T", " ").slice(0, 16) : "—");
 
   async function showCase(p) {
     document.getElementById("case").hidden = false;
-    document.getElementById("case-title").textContent = `${p.code} ${config.categories[p.category] || p.category}`;
+    document.getElementById("case-title").textContent = `${p.code} ${p.category_name || p.category}`;
+    document.getElementById("case-link").href = `/cases/${encodeURIComponent(p.code)}`;
     figures(document.getElementById("case-figures"), [
-      ["状态 status", p.status, overdue(p) ? "flag-above" : ""], ["描述 description", p.description],
-      ["网格 cell", p.grid_code], ["上报 reported", p.reported_at], ["时限 due", p.due_at || "—"],
-      ["结案 closed", p.closed_at || "—"], ["逾期 overdue", overdue(p) ? "是 yes" : "否 no"]]);
+      ["状态 status", p.status_label || p.status, p.overdue ? "flag-above" : ""], ["描述 description", p.description],
+      ["网格 cell", p.grid_code || "—"], ["上报 reported", when(p.reported_at)], ["时限 due", when(p.due_at)],
+      ["剩余 left", p.hours_left === null ? "—" : `${p.hours_left} h`], ["结案 closed", when(p.closed_at)],
+      ["逾期 overdue", p.overdue ? "是 yes" : "否 no", p.overdue ? "flag-above" : ""]]);
     const list = document.getElementById("case-history");
     list.replaceChildren();
     const history = await getJSON(`/api/incidents/${encodeURIComponent(p.code)}/history`);
@@ -38,26 +44,12 @@
   }
 
   function render() {
-    const form = new FormData(document.getElementById("filters"));
-    const wanted = form.get("status");
-    const shown = state.incidents.filter((f) => !wanted || wanted === kind(f.properties) ||
-      (wanted === "open" && !CLOSED.has(f.properties.status)) || wanted === f.properties.status);
+    const shown = state.incidents;
     layers.clusters.clearLayers();
     const markers = shown.map((f) => {
       const [lon, lat] = f.geometry.coordinates;
       const marker = L.marker([lat, lon], { icon: L.divIcon({ className: `inc ${kind(f.properties)}`, iconSize: [12, 12] }),
         title: f.properties.code });
-      marker.bindPopup(() => {
-        const box = el("div", null, { class: "case-popup" });
-        box.append(el("strong", f.properties.code), el("div", config.categories[f.properties.category] || ""),
-          el("div", `状态 ${f.properties.status}${overdue(f.properties) ? " · 逾期 overdue" : ""}`));
-        const steps = el("ol");
-        box.append(steps);
-        getJSON(`/api/incidents/${encodeURIComponent(f.properties.code)}/history`).then((h) => {
-          for (const s of h.steps) steps.append(el("li", `${s.at} ${s.step}`));
-        });
-        return box;
-      });
       marker.on("click", () => showCase(f.properties));
       return marker;
     });
@@ -65,29 +57,32 @@
     layers.heat.setLatLngs(shown.map((f) => [f.geometry.coordinates[1], f.geometry.coordinates[0]]));
     state.shown = shown.length;
     const open = shown.filter((f) => !CLOSED.has(f.properties.status)).length;
-    const late = shown.filter((f) => overdue(f.properties)).length;
+    const late = shown.filter((f) => f.properties.overdue).length;
     figures(document.getElementById("summary"), [["事件 incidents", number(shown.length)],
       ["未结 open", number(open)], ["逾期 overdue", number(late), late ? "flag-above" : ""]]);
   }
 
   async function load() {
     const form = new FormData(document.getElementById("filters"));
-    const params = { limit: "10000" };
-    if (form.get("category")) params.category = form.get("category");
-    const status_ = form.get("status");
-    if (status_ === "closed" || status_ === "cancelled") params.status = status_;
-    if (form.get("from") || form.get("to")) params.datetime = `${form.get("from") || ".."}/${form.get("to") ? form.get("to") + "T23:59:59" : ".."}`;
-    state.incidents = await features("incidents", params);
+    const query = new URLSearchParams({ limit: "20000" });
+    for (const key of ["status", "category", "from", "to"]) if (form.get(key)) query.set(key, form.get(key));
+    const answer = await getJSON(`/api/incidents?${query}`);
+    state.incidents = answer.incidents.map((p) => ({ type: "Feature", properties: p, geometry: { type: "Point", coordinates: [p.lon, p.lat] } }));
     render();
     status(`${state.incidents.length} 件 incidents loaded`);
   }
   document.getElementById("filters").addEventListener("submit", (e) => { e.preventDefault(); load(); });
 
   async function start() {
-    const cells = await features("grid_cells");
+    const [cells, held] = await Promise.all([features("grid_cells"), getJSON("/api/grid/assignments")]);
+    for (const a of held.assignments) (holders[a.cell_code] = holders[a.cell_code] || []).push(a.user_name);
     layers.cells.addData(cells);
     state.cells = cells.length;
-    if (cells.length) map.fitBounds(layers.cells.getBounds(), { animate: false });
+    const own = L.featureGroup(layers.cells.getLayers().filter((l) => !mine.size || mine.has(l.feature.properties.code)));
+    if (own.getLayers().length) {
+      map.stop();  // folium's first view may still be animating: stop it, then fit without animation
+      map.fitBounds(own.getBounds(), { animate: false });
+    }
     await load();
     window.gridplan.ready = true;
   }
