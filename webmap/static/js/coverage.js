@@ -20,6 +20,7 @@
   window.gridplan = { map, layers, state, ready: false };
 
   const colour = (kind) => KIND_COLOUR[kind] || "#b2182b";
+  const REACH_COLOUR = "#2166ac";
   const scope = () => document.getElementById("scope").value;
   const row = () => config.standards[Number(document.getElementById("kind").value)];
   function params(extra) {
@@ -42,7 +43,7 @@
       ["社区 community", f.properties.community_code]]), { sticky: true }),
   });
   layers.reach = L.geoJSON(null, {
-    style: (f) => ({ color: colour(f.properties.kind), weight: f.properties.method === "roads" ? 2 : 1,
+    style: (f) => ({ color: REACH_COLOUR, weight: f.properties.method === "roads" ? 2.5 : 1.2,
       fill: f.properties.method !== "roads", fillOpacity: 0.06, dashArray: f.properties.method === "roads" ? null : "4 3" }),
     interactive: false,
   });
@@ -94,7 +95,7 @@
     const r = row();
     entry({ background: colour(r.kind), opacity: 0.7 }, `${r.name} ${r.radius} m 外的户 households out of reach`,
       state.counts.uncovered_households);
-    entry({ border: `1px dashed ${colour(r.kind)}` }, config.roads ? "步行范围 walk along the roads" : "服务半径 reach ring",
+    entry({ border: `2px ${config.roads ? "solid" : "dashed"} ${REACH_COLOUR}` }, config.roads ? "步行范围 walk along the roads" : "服务半径 reach ring",
       state.counts.reach);
     entry({ background: "#b2182b" }, "盲点单元 blind-spot units", state.counts.blind_units);
     entry({ border: "2px dashed #b2182b" }, "无社区覆盖的用地 land in no community", state.counts.blind_land);
@@ -132,7 +133,7 @@
     const entry = report.reach.find((x) => x.kind === r.kind && x.radius_m === r.radius);
     const share = entry ? entry.share : null;
     figures(document.getElementById("coverage-figures"), [
-      ["距离 distance", report.method === "roads" ? "沿道路步行 walk along the roads" : "直线 straight-line"],
+      ["距离 distance", report.method === "roads" ? "沿道路步行 roads" : "直线 straight"],
       ["户数 households", number(report.households)],
       [`${r.name} ${r.radius} m 内 within`, entry ? number(entry.households_covered) : "—"],
       ["覆盖率 share", share === null ? "—" : `${(100 * share).toFixed(1)} %`, share !== null && share < 0.8 ? "low" : ""],
