@@ -123,13 +123,14 @@ def test_coverage_page_layers_findings_proposal_and_sites(page, served):
     page.wait_for_function("document.querySelector('#coverage-figures').textContent.includes('幼儿园')")
     target = page.evaluate("""(() => { let best = null; window.gridplan.layers.uncovered.eachLayer((l) => {
         if (!best || l.feature.properties.uncovered > best.feature.properties.uncovered) best = l; });
-        const c = best.getBounds().getCenter(); return [c.lat, c.lng, best.feature.properties.uncovered]; })()""")
+        const c = best.getBounds().getCenter();
+        return [c.lat, c.lng, best.feature.properties.uncovered]; })()""")
     page.click("#propose")
     page.evaluate("([lat, lng]) => { window.gridplan.map.setView([lat, lng], 16, {animate: false}); }",
                   target[:2])
     box = page.locator(".mapbox").bounding_box()
-    point = page.evaluate("""([lat, lng]) => { const p = window.gridplan.map.latLngToContainerPoint([lat, lng]);
-        return [p.x, p.y]; }""", target[:2])
+    point = page.evaluate("""([lat, lng]) => {
+        const p = window.gridplan.map.latLngToContainerPoint([lat, lng]); return [p.x, p.y]; }""", target[:2])
     page.mouse.click(box["x"] + point[0], box["y"] + point[1])
     page.wait_for_function("window.gridplan.state.proposal !== undefined", timeout=20_000)
     change = page.evaluate("window.gridplan.state.proposal")
