@@ -137,7 +137,7 @@ def match_totals(table: pd.DataFrame, communities: pd.DataFrame) -> tuple[dict[s
     """Community code → (households, population) from the table; the rows matched to no community.
     Ambiguous names refuse."""
     totals: dict[str, tuple] = {}
-    by_code = table["code"].map(lambda c: c is not None and is_code(c, 12)) if "code" in table else None
+    by_code = table["code"].map(lambda c: isinstance(c, str) and is_code(c, 12)) if "code" in table else None
     rest = table if by_code is None else table[~by_code.astype(bool)]
     unmatched: list[str] = []
     if by_code is not None:
