@@ -47,10 +47,30 @@ PHOTOS = IncidentPhoto.__table__
 ASSIGN = GridAssignment.__table__
 
 #: Columns of a case as the loop and the API see it (besides lon/lat).
-FIELDS = ("id", "code", "category", "description", "status", "reported_at", "filed_at", "dispatched_at",
-          "handled_at", "feedback_at", "closed_at", "evaluated_at", "due_at", "grid_code", "community_code",
-          "street_code", "district_code", "location_precision", "version", "reporter", "rework_count",
-          "evaluation")
+FIELDS = (
+    "id",
+    "code",
+    "category",
+    "description",
+    "status",
+    "reported_at",
+    "filed_at",
+    "dispatched_at",
+    "handled_at",
+    "feedback_at",
+    "closed_at",
+    "evaluated_at",
+    "due_at",
+    "grid_code",
+    "community_code",
+    "street_code",
+    "district_code",
+    "location_precision",
+    "version",
+    "reporter",
+    "rework_count",
+    "evaluation",
+)
 
 
 def _conn(engine: Engine | Connection):
@@ -62,15 +82,20 @@ def _point(lon: float, lat: float):
 
 
 def _select():
-    return select(*[T.c[f] for f in FIELDS], func.ST_X(T.c.geom).label("lon"), func.ST_Y(T.c.geom).label("lat"))
+    return select(
+        *[T.c[f] for f in FIELDS], func.ST_X(T.c.geom).label("lon"), func.ST_Y(T.c.geom).label("lat")
+    )
 
 
 def _containing(conn: Connection, table, lon: float, lat: float, *columns):
     eps = 1e-9
-    stmt = (select(*columns)
-            .where(dialect.bbox_filter(conn, table, (lon - eps, lat - eps, lon + eps, lat + eps)))
-            .where(func.ST_Intersects(table.c.geom, _point(lon, lat)))
-            .order_by(columns[0]).limit(1))
+    stmt = (
+        select(*columns)
+        .where(dialect.bbox_filter(conn, table, (lon - eps, lat - eps, lon + eps, lat + eps)))
+        .where(func.ST_Intersects(table.c.geom, _point(lon, lat)))
+        .order_by(columns[0])
+        .limit(1)
+    )
     return conn.execute(stmt).first()
 
 
@@ -81,16 +106,32 @@ def locate(conn: Connection, lon: float, lat: float) -> dict:
     """The grid cell, community, street and district at a point (``None`` where none holds it)."""
     cells, communities, streets = GridCell.__table__, Community.__table__, Street.__table__
     cell = _containing(conn, cells, lon, lat, cells.c.code, cells.c.community_code, cells.c.district_code)
-    community = _containing(conn, communities, lon, lat, communities.c.code, communities.c.street_code,
-                            communities.c.district_code)
+    community = _containing(
+        conn,
+        communities,
+        lon,
+        lat,
+        communities.c.code,
+        communities.c.street_code,
+        communities.c.district_code,
+    )
     street = None
     if community is None:
         street = _containing(conn, streets, lon, lat, streets.c.code, streets.c.district_code)
-    found = {"grid_code": cell.code if cell else None,
-             "community_code": community.code if community else (cell.community_code if cell else None),
-             "street_code": community.street_code if community else (street.code if street else None)}
-    found["district_code"] = (community.district_code if community else cell.district_code if cell
-                              else street.district_code if street else None)
+    found = {
+        "grid_code": cell.code if cell else None,
+        "community_code": community.code if community else (cell.community_code if cell else None),
+        "street_code": community.street_code if community else (street.code if street else None),
+    }
+    found["district_code"] = (
+        community.district_code
+        if community
+        else cell.district_code
+        if cell
+        else street.district_code
+        if street
+        else None
+    )
     if found["street_code"] is None and found["community_code"]:
         found["street_code"] = found["community_code"][:9]
     return found
@@ -101,13 +142,24 @@ def area_point(conn: Connection, level: str, code: str) -> dict | None:
     community, street and district codes; None when there is no such area."""
     table = Community.__table__ if level == "community" else Street.__table__
     surface = func.ST_PointOnSurface(table.c.geom)
-    row = conn.execute(select(func.ST_X(surface), func.ST_Y(surface), table.c.district_code,
-                              table.c.street_code if level == "community" else table.c.code)
-                       .where(table.c.code == code)).first()
+    row = conn.execute(
+        select(
+            func.ST_X(surface),
+            func.ST_Y(surface),
+            table.c.district_code,
+            table.c.street_code if level == "community" else table.c.code,
+        ).where(table.c.code == code)
+    ).first()
     if row is None:
         return None
-    return {"lon": float(row[0]), "lat": float(row[1]), "district_code": row[2], "street_code": row[3],
-            "community_code": code if level == "community" else None, "grid_code": None}
+    return {
+        "lon": float(row[0]),
+        "lat": float(row[1]),
+        "district_code": row[2],
+        "street_code": row[3],
+        "community_code": code if level == "community" else None,
+        "grid_code": None,
+    }
 
 
 def cells_of(conn: Connection, codes: Iterable[str]) -> dict[str, str]:
@@ -116,8 +168,13 @@ def cells_of(conn: Connection, codes: Iterable[str]) -> dict[str, str]:
     codes = list(codes)
     found: dict[str, str] = {}
     for start in range(0, len(codes), BATCH):
-        found.update(conn.execute(select(cells.c.code, cells.c.community_code)
-                                  .where(cells.c.code.in_(codes[start:start + BATCH]))).all())
+        found.update(
+            conn.execute(
+                select(cells.c.code, cells.c.community_code).where(
+                    cells.c.code.in_(codes[start : start + BATCH])
+                )
+            ).all()
+        )
     return found
 
 
@@ -141,11 +198,35 @@ def cells_extent(engine: Engine, prefix: str | None, codes: Sequence[str] | None
 def insert_incident(conn: Connection, values: dict, lon: float, lat: float, code_prefix: str) -> dict:
     """Store a new case (its code: ``code_prefix-<id>``) and return it."""
     marker = f"new-{datetime.now().timestamp()}-{id(values)}"[:24]
-    new_id = conn.execute(insert(T).values(code=marker, geom=_point(lon, lat), version=1, rework_count=0,
-                                           **values).returning(T.c.id)).scalar_one()
+    new_id = conn.execute(
+        insert(T)
+        .values(code=marker, geom=_point(lon, lat), version=1, rework_count=0, **values)
+        .returning(T.c.id)
+    ).scalar_one()
     code = f"{code_prefix}-{new_id}"
     conn.execute(update(T).where(T.c.id == new_id).values(code=code))
     return get_incident(conn, code)
+
+
+def change_code(conn: Connection, incident_id: int, code: str) -> None:
+    """Give a stored case its own code (an imported request keeps its source's id)."""
+    conn.execute(update(T).where(T.c.id == incident_id).values(code=code))
+
+
+def last_steps(engine: Engine | Connection, incident_ids: Sequence[int]) -> dict[int, dict]:
+    """The latest step of each case (for status notes)."""
+    out: dict[int, dict] = {}
+    ids = list(incident_ids)
+    with _conn(engine) as conn:
+        for start in range(0, len(ids), BATCH):
+            found = conn.execute(
+                select(STEPS.c.incident_id, STEPS.c.step, STEPS.c.at, STEPS.c.note)
+                .where(STEPS.c.incident_id.in_(ids[start : start + BATCH]))
+                .order_by(STEPS.c.incident_id, STEPS.c.at, STEPS.c.id)
+            ).mappings()
+            for r in found:
+                out[r["incident_id"]] = dict(r)
+    return out
 
 
 def get_incident(engine: Engine | Connection, code: str) -> dict | None:
@@ -154,27 +235,40 @@ def get_incident(engine: Engine | Connection, code: str) -> dict | None:
     return dict(row) if row else None
 
 
-def change_incident(conn: Connection, incident_id: int, version: int, statuses: Iterable[str],
-                    values: dict, *, rework: bool = False) -> bool:
+def change_incident(
+    conn: Connection,
+    incident_id: int,
+    version: int,
+    statuses: Iterable[str],
+    values: dict,
+    *,
+    rework: bool = False,
+) -> bool:
     """Compare-and-set: apply ``values`` (and raise the version; count one more rework when
     ``rework``) only when the case is still at ``version`` and in one of ``statuses``. Whether it was."""
     extra = {"rework_count": T.c.rework_count + 1} if rework else {}
-    stmt = (update(T).where(T.c.id == incident_id, T.c.version == version, T.c.status.in_(list(statuses)))
-            .values(version=T.c.version + 1, **values, **extra))
+    stmt = (
+        update(T)
+        .where(T.c.id == incident_id, T.c.version == version, T.c.status.in_(list(statuses)))
+        .values(version=T.c.version + 1, **values, **extra)
+    )
     return conn.execute(stmt).rowcount == 1
 
 
-def add_step(conn: Connection, incident_id: int, step: str, at: datetime, actor: str | None,
-             note: str | None = None) -> None:
+def add_step(
+    conn: Connection, incident_id: int, step: str, at: datetime, actor: str | None, note: str | None = None
+) -> None:
     conn.execute(insert(STEPS).values(incident_id=incident_id, step=step, at=at, actor=actor, note=note))
 
 
 def steps_of(engine: Engine | Connection, incident_id: int) -> list[dict]:
     """The steps of a case, oldest first."""
     with _conn(engine) as conn:
-        rows = conn.execute(select(STEPS.c.step, STEPS.c.at, STEPS.c.actor, STEPS.c.note)
-                            .where(STEPS.c.incident_id == incident_id)
-                            .order_by(STEPS.c.at, STEPS.c.id)).mappings()
+        rows = conn.execute(
+            select(STEPS.c.step, STEPS.c.at, STEPS.c.actor, STEPS.c.note)
+            .where(STEPS.c.incident_id == incident_id)
+            .order_by(STEPS.c.at, STEPS.c.id)
+        ).mappings()
         return [dict(r) for r in rows]
 
 
@@ -184,9 +278,11 @@ def steps_for(engine: Engine | Connection, incident_ids: Sequence[int]) -> list[
     ids = list(incident_ids)
     with _conn(engine) as conn:
         for start in range(0, len(ids), BATCH):
-            rows = conn.execute(select(STEPS.c.incident_id, STEPS.c.step, STEPS.c.at, STEPS.c.actor, STEPS.c.note)
-                                .where(STEPS.c.incident_id.in_(ids[start:start + BATCH]))
-                                .order_by(STEPS.c.incident_id, STEPS.c.at, STEPS.c.id)).mappings()
+            rows = conn.execute(
+                select(STEPS.c.incident_id, STEPS.c.step, STEPS.c.at, STEPS.c.actor, STEPS.c.note)
+                .where(STEPS.c.incident_id.in_(ids[start : start + BATCH]))
+                .order_by(STEPS.c.incident_id, STEPS.c.at, STEPS.c.id)
+            ).mappings()
             out.extend(dict(r) for r in rows)
     return out
 
@@ -202,16 +298,28 @@ def scope_clause(prefix: str | None, cells: Sequence[str] | None = None):
         if len(prefix) <= 12:
             clauses.append(and_(T.c.grid_code.is_(None), T.c.community_code.like(f"{prefix}%")))
         if len(prefix) <= 9:
-            clauses.append(and_(T.c.grid_code.is_(None), T.c.community_code.is_(None),
-                                T.c.street_code.like(f"{prefix}%")))
+            clauses.append(
+                and_(
+                    T.c.grid_code.is_(None), T.c.community_code.is_(None), T.c.street_code.like(f"{prefix}%")
+                )
+            )
     return or_(*clauses) if clauses else literal(True)
 
 
-def list_incidents(engine: Engine | Connection, *, prefix: str | None = None, cells: Sequence[str] | None = None,
-                   statuses: Sequence[str] | None = None, category: str | None = None,
-                   since: datetime | None = None, until: datetime | None = None,
-                   bbox: dialect.BBox | None = None, limit: int | None = None, offset: int = 0,
-                   order_due: bool = False) -> list[dict]:
+def list_incidents(
+    engine: Engine | Connection,
+    *,
+    prefix: str | None = None,
+    cells: Sequence[str] | None = None,
+    statuses: Sequence[str] | None = None,
+    category: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    bbox: dialect.BBox | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    order_due: bool = False,
+) -> list[dict]:
     """Cases in a scope with filters (reported between ``since`` and ``until``)."""
     with _conn(engine) as conn:
         stmt = _select().where(scope_clause(prefix, cells) if (prefix or cells) else literal(True))
@@ -225,7 +333,7 @@ def list_incidents(engine: Engine | Connection, *, prefix: str | None = None, ce
             stmt = stmt.where(T.c.reported_at <= until)
         if bbox:
             stmt = stmt.where(dialect.bbox_filter(conn, T, bbox))
-        stmt = stmt.order_by(*( (T.c.due_at.is_(None), T.c.due_at) if order_due else ()), T.c.id)
+        stmt = stmt.order_by(*((T.c.due_at.is_(None), T.c.due_at) if order_due else ()), T.c.id)
         rows = conn.execute(stmt.offset(offset or None).limit(limit)).mappings().all()
     return [dict(r) for r in rows]
 
@@ -238,12 +346,23 @@ def count_incidents(engine: Engine | Connection, **where) -> int:
         return conn.execute(stmt).scalar_one()
 
 
-def open_near(conn: Connection, category: str, lon: float, lat: float, box_deg: tuple[float, float],
-              closed: Sequence[str]) -> list[dict]:
+def open_near(
+    conn: Connection,
+    category: str,
+    lon: float,
+    lat: float,
+    box_deg: tuple[float, float],
+    closed: Sequence[str],
+) -> list[dict]:
     """Open cases of ``category`` whose point is within the box around (lon, lat)."""
     dx, dy = box_deg
-    stmt = (_select().where(dialect.bbox_filter(conn, T, (lon - dx, lat - dy, lon + dx, lat + dy)))
-            .where(T.c.category == category, T.c.status.not_in(list(closed))).order_by(T.c.id).limit(50))
+    stmt = (
+        _select()
+        .where(dialect.bbox_filter(conn, T, (lon - dx, lat - dy, lon + dx, lat + dy)))
+        .where(T.c.category == category, T.c.status.not_in(list(closed)))
+        .order_by(T.c.id)
+        .limit(50)
+    )
     return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
@@ -254,7 +373,9 @@ def set_step_hours(conn: Connection, rows: list[dict]) -> None:
     keys = [k for k in rows[0] if k != "id"]
     stmt = update(T).where(T.c.id == bindparam("match_id")).values({k: bindparam(k) for k in keys})
     for start in range(0, len(rows), BATCH):
-        conn.execute(stmt, [{"match_id": r["id"], **{k: r[k] for k in keys}} for r in rows[start:start + BATCH]])
+        conn.execute(
+            stmt, [{"match_id": r["id"], **{k: r[k] for k in keys}} for r in rows[start : start + BATCH]]
+        )
 
 
 def timing_rows(engine: Engine | Connection, only_missing: bool = True) -> list[tuple]:
@@ -269,8 +390,14 @@ def timing_rows(engine: Engine | Connection, only_missing: bool = True) -> list[
 # --- rates ----------------------------------------------------------------------------------
 
 
-def rate_sums(engine: Engine | Connection, group: str, since: datetime, until: datetime, now: datetime,
-              prefix: str | None = None) -> list[dict]:
+def rate_sums(
+    engine: Engine | Connection,
+    group: str,
+    since: datetime,
+    until: datetime,
+    now: datetime,
+    prefix: str | None = None,
+) -> list[dict]:
     """The sums the rates are made of, per ``group`` (``cell``, ``community``, ``street`` or
     ``district``), in one scan: reported, filed, closed in the period; due in the period (deadline
     between ``since`` and ``min(until, now)``) and of those closed, closed on time; verifications
@@ -299,20 +426,29 @@ def rate_sums(engine: Engine | Connection, group: str, since: datetime, until: d
         count(closed_in).label("closed"),
         count(due_in).label("due"),
         count(and_(due_in, T.c.closed_at.is_not(None))).label("due_closed"),
-        count(and_(due_in, T.c.closed_at.is_not(None), T.c.closed_at <= T.c.due_at)).label("due_closed_on_time"),
+        count(and_(due_in, T.c.closed_at.is_not(None), T.c.closed_at <= T.c.due_at)).label(
+            "due_closed_on_time"
+        ),
         func.sum(case((closed_in, T.c.rework_count), else_=0)).label("returned"),
     ]
-    for step, column, anchor in (("filing", T.c.filing_wh, T.c.filed_at),
-                                 ("dispatch", T.c.dispatch_wh, T.c.dispatched_at),
-                                 ("handling", T.c.handling_wh, T.c.handled_at),
-                                 ("verify", T.c.verify_wh, T.c.closed_at)):
+    for step, column, anchor in (
+        ("filing", T.c.filing_wh, T.c.filed_at),
+        ("dispatch", T.c.dispatch_wh, T.c.dispatched_at),
+        ("handling", T.c.handling_wh, T.c.handled_at),
+        ("verify", T.c.verify_wh, T.c.closed_at),
+    ):
         inside = and_(within(anchor, since, until), column.is_not(None))
         columns.append(func.sum(case((inside, column), else_=0.0)).label(f"{step}_sum"))
         columns.append(count(inside).label(f"{step}_n"))
     stmt = select(*columns).where(key.is_not(None)).group_by(key).order_by(key)
     if prefix:  # codes nest: the level of the prefix is enough
-        level = "district" if len(prefix) <= 6 else "street" if len(prefix) <= 9 else (
-            "community" if len(prefix) <= 12 else "cell")
+        level = (
+            "district"
+            if len(prefix) <= 6
+            else "street"
+            if len(prefix) <= 9
+            else ("community" if len(prefix) <= 12 else "cell")
+        )
         stmt = stmt.where(levels[level].like(f"{prefix}%"))
     with _conn(engine) as conn:
         return [dict(r) for r in conn.execute(stmt).mappings()]
@@ -323,19 +459,27 @@ def rate_sums(engine: Engine | Connection, group: str, since: datetime, until: d
 
 def assign(conn: Connection, user: str, cell: str, by: str) -> bool:
     """Assign ``user`` to ``cell``; False when already assigned."""
-    exists = conn.execute(select(ASSIGN.c.user_name).where(ASSIGN.c.user_name == user,
-                                                           ASSIGN.c.cell_code == cell)).first()
+    exists = conn.execute(
+        select(ASSIGN.c.user_name).where(ASSIGN.c.user_name == user, ASSIGN.c.cell_code == cell)
+    ).first()
     if exists:
         return False
-    conn.execute(insert(ASSIGN).values(user_name=user, cell_code=cell, assigned_at=datetime.now(), assigned_by=by))
+    conn.execute(
+        insert(ASSIGN).values(user_name=user, cell_code=cell, assigned_at=datetime.now(), assigned_by=by)
+    )
     return True
 
 
 def unassign(conn: Connection, user: str, cell: str) -> bool:
-    return conn.execute(delete(ASSIGN).where(ASSIGN.c.user_name == user, ASSIGN.c.cell_code == cell)).rowcount > 0
+    return (
+        conn.execute(delete(ASSIGN).where(ASSIGN.c.user_name == user, ASSIGN.c.cell_code == cell)).rowcount
+        > 0
+    )
 
 
-def assignments(engine: Engine | Connection, *, user: str | None = None, prefix: str | None = None) -> list[dict]:
+def assignments(
+    engine: Engine | Connection, *, user: str | None = None, prefix: str | None = None
+) -> list[dict]:
     """Who holds which cell (``user_name cell_code assigned_at assigned_by``)."""
     stmt = select(ASSIGN).order_by(ASSIGN.c.cell_code, ASSIGN.c.user_name)
     if user:
@@ -350,14 +494,18 @@ def assignments(engine: Engine | Connection, *, user: str | None = None, prefix:
 
 
 def add_photo(conn: Connection, incident_id: int, **values) -> int:
-    return conn.execute(insert(PHOTOS).values(incident_id=incident_id, uploaded_at=datetime.now(), **values)
-                        .returning(PHOTOS.c.id)).scalar_one()
+    return conn.execute(
+        insert(PHOTOS)
+        .values(incident_id=incident_id, uploaded_at=datetime.now(), **values)
+        .returning(PHOTOS.c.id)
+    ).scalar_one()
 
 
 def photos_of(engine: Engine | Connection, incident_id: int) -> list[dict]:
     with _conn(engine) as conn:
-        rows = conn.execute(select(PHOTOS).where(PHOTOS.c.incident_id == incident_id)
-                            .order_by(PHOTOS.c.id)).mappings()
+        rows = conn.execute(
+            select(PHOTOS).where(PHOTOS.c.incident_id == incident_id).order_by(PHOTOS.c.id)
+        ).mappings()
         return [dict(r) for r in rows]
 
 

@@ -38,9 +38,16 @@ from layers.working_time import WorkingCalendar
 ACTORS = ("admin", "supervisor")
 CLOSED = ("closed", "evaluated", "cancelled")
 OPEN = ("reported", "filed", "dispatched", "handled", "feedback")
-STATUS_LABELS = {"reported": "已上报 reported", "filed": "已立案 filed", "dispatched": "处理中 dispatched",
-                 "handled": "待核查 handled", "feedback": "待核查 handled", "closed": "已结案 closed",
-                 "evaluated": "已评价 evaluated", "cancelled": "已作废 cancelled"}
+STATUS_LABELS = {
+    "reported": "已上报 reported",
+    "filed": "已立案 filed",
+    "dispatched": "处理中 dispatched",
+    "handled": "待核查 handled",
+    "feedback": "待核查 handled",
+    "closed": "已结案 closed",
+    "evaluated": "已评价 evaluated",
+    "cancelled": "已作废 cancelled",
+}
 DESCRIPTION_LENGTH = 2000
 NOTE_LENGTH = 1000
 EVALUATIONS = ("satisfied", "basic", "unsatisfied")
@@ -62,15 +69,18 @@ class Transition:
 
 TRANSITIONS: dict[str, Transition] = {
     "file": Transition(("reported",), "filed", ACTORS, "filed", "立案 file", "filed_at"),
-    "cancel": Transition(("reported", "filed"), "cancelled", ACTORS, "cancelled", "作废 cancel",
-                         note_required=True),
+    "cancel": Transition(
+        ("reported", "filed"), "cancelled", ACTORS, "cancelled", "作废 cancel", note_required=True
+    ),
     "dispatch": Transition(("filed",), "dispatched", ACTORS, "dispatched", "派遣 dispatch", "dispatched_at"),
     "handle": Transition(("dispatched",), "handled", ACTORS, "handled", "处理 handle", "handled_at"),
     "close": Transition(("handled", "feedback"), "closed", ACTORS, "closed", "核查结案 close", "closed_at"),
-    "return": Transition(("handled", "feedback"), "dispatched", ACTORS, "returned", "返工 return",
-                         note_required=True),
-    "evaluate": Transition(("closed",), "evaluated", ACTORS, "evaluated", "评价 evaluate", "evaluated_at",
-                           leader_only=True),
+    "return": Transition(
+        ("handled", "feedback"), "dispatched", ACTORS, "returned", "返工 return", note_required=True
+    ),
+    "evaluate": Transition(
+        ("closed",), "evaluated", ACTORS, "evaluated", "评价 evaluate", "evaluated_at", leader_only=True
+    ),
 }
 
 
@@ -172,8 +182,9 @@ def _iso(value) -> str | None:
     return value.isoformat(timespec="seconds") if isinstance(value, datetime) else value
 
 
-def describe(cases: list[dict], account: Account, cal: WorkingCalendar, catalogue: dict,
-             now: datetime | None = None) -> list[dict]:
+def describe(
+    cases: list[dict], account: Account, cal: WorkingCalendar, catalogue: dict, now: datetime | None = None
+) -> list[dict]:
     """Cases as the API answers them: with working hours left (negative: overdue), overdue,
     closed on time or late, the next actions for ``account``, times as ISO text."""
     now = now or datetime.now()
@@ -188,11 +199,16 @@ def describe(cases: list[dict], account: Account, cal: WorkingCalendar, catalogu
         item.update(
             category_name=(catalogue.get(case["category"]) or {}).get("name", case["category"]),
             status_label=STATUS_LABELS.get(case["status"], case["status"]),
-            open=open_, overdue=overdue, closed_late=late,
+            open=open_,
+            overdue=overdue,
+            closed_late=late,
             hours_left=None if (not open_ or math.isnan(hours)) else round(float(hours), 2),
             approximate=case.get("location_precision") == "approximate",
-            actions=[{"action": a, "label": TRANSITIONS[a].label, "note_required": TRANSITIONS[a].note_required}
-                     for a in allowed_actions(account, case)])
+            actions=[
+                {"action": a, "label": TRANSITIONS[a].label, "note_required": TRANSITIONS[a].note_required}
+                for a in allowed_actions(account, case)
+            ],
+        )
         out.append(item)
     return out
 
@@ -248,8 +264,15 @@ def metres(lon1, lat1, lon2, lat2) -> np.ndarray:
     return 2 * 6_371_008.8 * np.arcsin(np.sqrt(a))
 
 
-def likely_duplicates(engine: Engine, category: str, lon: float, lat: float, *,
-                      account: Account | None = None, distance_m: float | None = None) -> list[dict]:
+def likely_duplicates(
+    engine: Engine,
+    category: str,
+    lon: float,
+    lat: float,
+    *,
+    account: Account | None = None,
+    distance_m: float | None = None,
+) -> list[dict]:
     """Open cases of ``category`` within the duplicate distance (setting ``duplicate_distance_m``)
     of (lon, lat) that ``account`` may see, nearest first, each with its distance."""
     with engine.connect() as conn:
@@ -260,14 +283,24 @@ def likely_duplicates(engine: Engine, category: str, lon: float, lat: float, *,
     if not found:
         return []
     away = metres(lon, lat, [c["lon"] for c in found], [c["lat"] for c in found])
-    near = [{"code": c["code"], "status": c["status"], "distance_m": round(float(d), 1),
-             "reported_at": _iso(c["reported_at"]), "description": c["description"], "version": c["version"]}
-            for c, d in zip(found, away, strict=True)
-            if d <= distance and (account is None or covers(account, c))]
+    near = [
+        {
+            "code": c["code"],
+            "status": c["status"],
+            "distance_m": round(float(d), 1),
+            "reported_at": _iso(c["reported_at"]),
+            "description": c["description"],
+            "version": c["version"],
+        }
+        for c, d in zip(found, away, strict=True)
+        if d <= distance and (account is None or covers(account, c))
+    ]
     return sorted(near, key=lambda c: c["distance_m"])
 
 
-def report(engine: Engine, account: Account, data: dict, *, now: datetime | None = None) -> tuple[dict, list[dict]]:
+def report(
+    engine: Engine, account: Account, data: dict, *, now: datetime | None = None
+) -> tuple[dict, list[dict]]:
     """Report a case (信息采集): ``category``, ``description``, and ``lon``/``lat`` — or, for a
     case located only approximately, ``community`` or ``street`` (a code) instead. Returns the
     stored case and the open cases of its category nearby (likely duplicates, found before it
@@ -280,8 +313,10 @@ def report(engine: Engine, account: Account, data: dict, *, now: datetime | None
     catalogue = categories(engine)
     category = data.get("category")
     if not isinstance(category, str) or category not in catalogue:
-        raise Refused(f"unknown category {category!r}: use one of {', '.join(sorted(catalogue))}",
-                      categories=sorted(catalogue))
+        raise Refused(
+            f"unknown category {category!r}: use one of {', '.join(sorted(catalogue))}",
+            categories=sorted(catalogue),
+        )
     description = _text(data.get("description"), "description", DESCRIPTION_LENGTH)
     area = [k for k in ("community", "street") if data.get(k)]
     has_point = data.get("lon") is not None or data.get("lat") is not None
@@ -302,8 +337,10 @@ def report(engine: Engine, account: Account, data: dict, *, now: datetime | None
             precision = "approximate"
         else:
             if data.get("lon") is None or data.get("lat") is None:
-                raise Refused("lon and lat are required (or a community or street code for a case "
-                              "located only approximately)")
+                raise Refused(
+                    "lon and lat are required (or a community or street code for a case "
+                    "located only approximately)"
+                )
             lon = _number(data.get("lon"), "lon", -180, 180)
             lat = _number(data.get("lat"), "lat", -90, 90)
             place = rows.locate(conn, lon, lat)
@@ -314,8 +351,15 @@ def report(engine: Engine, account: Account, data: dict, *, now: datetime | None
             raise Forbidden("this location is outside your cells")
     duplicates = likely_duplicates(engine, category, lon, lat, account=account)
     with engine.begin() as conn:
-        values = {"category": category, "description": description, "status": "reported",
-                  "reported_at": now, "reporter": account.name, "location_precision": precision, **place}
+        values = {
+            "category": category,
+            "description": description,
+            "status": "reported",
+            "reported_at": now,
+            "reporter": account.name,
+            "location_precision": precision,
+            **place,
+        }
         case = rows.insert_incident(conn, values, lon, lat, now.strftime("%Y%m%d"))
         note = _text(data.get("source"), "source", 50)
         rows.add_step(conn, case["id"], "reported", now, account.name, note)
@@ -352,11 +396,17 @@ def act(engine: Engine, account: Account, code: str, data: dict, *, now: datetim
     cal = calendar(engine)
     current = describe([case], account, cal, categories(engine), now)[0]
     if case["version"] != version:
-        raise VersionConflict(f"case {code} is at version {case['version']}, not {version}: "
-                              "someone acted on it first", current=current, version=case["version"])
+        raise VersionConflict(
+            f"case {code} is at version {case['version']}, not {version}: someone acted on it first",
+            current=current,
+            version=case["version"],
+        )
     if case["status"] not in t.sources:
-        raise IllegalTransition(f"a case that is {case['status']} cannot be given '{action}' "
-                                f"(only from {', '.join(t.sources)})", current=current, version=case["version"])
+        raise IllegalTransition(
+            f"a case that is {case['status']} cannot be given '{action}' (only from {', '.join(t.sources)})",
+            current=current,
+            version=case["version"],
+        )
     values: dict = {"status": t.target}
     if t.stamp:
         values[t.stamp] = now
@@ -380,9 +430,11 @@ def act(engine: Engine, account: Account, code: str, data: dict, *, now: datetim
     with engine.begin() as conn:
         if not rows.change_incident(conn, case["id"], version, t.sources, values, rework=action == "return"):
             latest = rows.get_incident(conn, code)
-            raise VersionConflict(f"case {code} changed while you acted (now version {latest['version']})",
-                                  current=describe([latest], account, cal, categories(engine), now)[0],
-                                  version=latest["version"])
+            raise VersionConflict(
+                f"case {code} changed while you acted (now version {latest['version']})",
+                current=describe([latest], account, cal, categories(engine), now)[0],
+                version=latest["version"],
+            )
         rows.add_step(conn, case["id"], t.step, now, account.name, note)
     return rows.get_incident(engine, code)
 
@@ -391,18 +443,28 @@ def history(engine: Engine, account: Account, code: str) -> tuple[dict, list[dic
     """A case, its steps (oldest first) and its photos' metadata."""
     case = visible_case(engine, account, code)
     steps = [{**s, "at": _iso(s["at"])} for s in rows.steps_of(engine, case["id"])]
-    photos = [{"id": p["id"], "content_type": p["content_type"], "size": p["size"], "step": p["step"],
-               "uploaded_by": p["uploaded_by"], "uploaded_at": _iso(p["uploaded_at"])}
-              for p in rows.photos_of(engine, case["id"])]
+    photos = [
+        {
+            "id": p["id"],
+            "content_type": p["content_type"],
+            "size": p["size"],
+            "step": p["step"],
+            "uploaded_by": p["uploaded_by"],
+            "uploaded_at": _iso(p["uploaded_at"]),
+        }
+        for p in rows.photos_of(engine, case["id"])
+    ]
     return case, steps, photos
 
 
 # --- photos -----------------------------------------------------------------------------------
 
 #: The first bytes of the image types accepted, and the extension each is stored with.
-IMAGE_TYPES = (("image/jpeg", ".jpg", lambda b: b[:3] == b"\xff\xd8\xff"),
-               ("image/png", ".png", lambda b: b[:8] == b"\x89PNG\r\n\x1a\n"),
-               ("image/webp", ".webp", lambda b: b[:4] == b"RIFF" and b[8:12] == b"WEBP"))
+IMAGE_TYPES = (
+    ("image/jpeg", ".jpg", lambda b: b[:3] == b"\xff\xd8\xff"),
+    ("image/png", ".png", lambda b: b[:8] == b"\x89PNG\r\n\x1a\n"),
+    ("image/webp", ".webp", lambda b: b[:4] == b"RIFF" and b[8:12] == b"WEBP"),
+)
 
 
 def image_type(data: bytes) -> tuple[str, str] | None:
@@ -419,8 +481,9 @@ def photo_limit(engine: Engine) -> int:
         return int(float(get_setting(conn, "photo_max_mb")) * 1024 * 1024)
 
 
-def add_photo(engine: Engine, account: Account, code: str, data: bytes, filename: str | None,
-              folder: Path) -> dict:
+def add_photo(
+    engine: Engine, account: Account, code: str, data: bytes, filename: str | None, folder: Path
+) -> dict:
     """Keep a photo of case ``code`` in ``folder`` (outside the database) and its metadata in it."""
     case = visible_case(engine, account, code)
     if account.role not in ACTORS:
@@ -438,9 +501,16 @@ def add_photo(engine: Engine, account: Account, code: str, data: bytes, filename
     (folder / stored).write_bytes(data)
     try:
         with engine.begin() as conn:
-            photo_id = rows.add_photo(conn, case["id"], stored_name=stored, content_type=kind[0], size=len(data),
-                                      original_name=(filename or "")[:200] or None, step=case["status"],
-                                      uploaded_by=account.name)
+            photo_id = rows.add_photo(
+                conn,
+                case["id"],
+                stored_name=stored,
+                content_type=kind[0],
+                size=len(data),
+                original_name=(filename or "")[:200] or None,
+                step=case["status"],
+                uploaded_by=account.name,
+            )
     except Exception:
         (folder / stored).unlink(missing_ok=True)
         raise
@@ -462,7 +532,9 @@ def photo_file(engine: Engine, account: Account, code: str, photo_id: int, folde
 # --- supervisors' cells -----------------------------------------------------------------------
 
 
-def assign_cells(engine: Engine, actor: Account, user: str, cells: list[str], *, remove: bool = False) -> list[dict]:
+def assign_cells(
+    engine: Engine, actor: Account, user: str, cells: list[str], *, remove: bool = False
+) -> list[dict]:
     """Assign supervisor ``user`` to ``cells`` (or take them away): an administrator or planner
     does it; a cell must exist and lie within the user's scope. Returns the user's cells."""
     if actor.role not in ("admin", "planner"):
@@ -482,10 +554,20 @@ def assign_cells(engine: Engine, actor: Account, user: str, cells: list[str], *,
         outside = [c for c in cells if not c.startswith(target.scope_code or "\0")]
         if outside and not remove:
             raise Refused(f"cells {', '.join(outside[:10])} are outside {user}'s scope {target.scope_code}")
-        changed = [c for c in cells if (rows.unassign(conn, user, c) if remove else rows.assign(conn, user, c, actor.name))]
+        changed = [
+            c
+            for c in cells
+            if (rows.unassign(conn, user, c) if remove else rows.assign(conn, user, c, actor.name))
+        ]
         if changed:
-            record(conn, actor.name, "grid:unassign" if remove else "grid:assign", layer="grid_cells",
-                   object_code=user, detail={"user": user, "cells": changed})
+            record(
+                conn,
+                actor.name,
+                "grid:unassign" if remove else "grid:assign",
+                layer="grid_cells",
+                object_code=user,
+                detail={"user": user, "cells": changed},
+            )
     return rows.assignments(engine, user=user)
 
 
@@ -501,10 +583,16 @@ def fill_step_hours(engine: Engine, cal: WorkingCalendar | None = None) -> int:
         return 0
     ids = np.array([r[0] for r in found])
     t = [np.array([r[i] or np.datetime64("NaT") for r in found], dtype="datetime64[s]") for i in range(1, 6)]
-    hours = {"filing_wh": cal.between(t[0], t[1]), "dispatch_wh": cal.between(t[1], t[2]),
-             "handling_wh": cal.between(t[2], t[3]), "verify_wh": cal.between(t[3], t[4])}
-    out = [{"id": int(i), **{k: (None if math.isnan(v[n]) else round(float(v[n]), 4)) for k, v in hours.items()}}
-           for n, i in enumerate(ids)]
+    hours = {
+        "filing_wh": cal.between(t[0], t[1]),
+        "dispatch_wh": cal.between(t[1], t[2]),
+        "handling_wh": cal.between(t[2], t[3]),
+        "verify_wh": cal.between(t[3], t[4]),
+    }
+    out = [
+        {"id": int(i), **{k: (None if math.isnan(v[n]) else round(float(v[n]), 4)) for k, v in hours.items()}}
+        for n, i in enumerate(ids)
+    ]
     with engine.begin() as conn:
         rows.set_step_hours(conn, out)
     return len(out)

@@ -31,20 +31,42 @@ from geodata.standards import get_setting
 
 LEVELS = ("cell", "community", "street", "district")
 STEPS = ("filing", "dispatch", "handling", "verify")
-COLUMNS = ["code", "reported", "filed", "closed", "due", "due_closed", "due_closed_on_time", "returned",
-           "closed_rate", "on_time_rate", "rework_rate",
-           *[f"{s}_hours" for s in STEPS]]
-LABELS = {"code": "代码 code", "reported": "上报 reported", "filed": "立案 filed", "closed": "结案 closed",
-          "due": "应结案 due", "due_closed": "应结已结 due and closed",
-          "due_closed_on_time": "按期结案 closed on time", "returned": "返工 returned",
-          "closed_rate": "结案率 closed rate", "on_time_rate": "按期结案率 on-time rate",
-          "rework_rate": "返工率 rework rate", "filing_hours": "立案用时 filing h",
-          "dispatch_hours": "派遣用时 dispatch h", "handling_hours": "处理用时 handling h",
-          "verify_hours": "核查用时 verification h"}
+COLUMNS = [
+    "code",
+    "reported",
+    "filed",
+    "closed",
+    "due",
+    "due_closed",
+    "due_closed_on_time",
+    "returned",
+    "closed_rate",
+    "on_time_rate",
+    "rework_rate",
+    *[f"{s}_hours" for s in STEPS],
+]
+LABELS = {
+    "code": "代码 code",
+    "reported": "上报 reported",
+    "filed": "立案 filed",
+    "closed": "结案 closed",
+    "due": "应结案 due",
+    "due_closed": "应结已结 due and closed",
+    "due_closed_on_time": "按期结案 closed on time",
+    "returned": "返工 returned",
+    "closed_rate": "结案率 closed rate",
+    "on_time_rate": "按期结案率 on-time rate",
+    "rework_rate": "返工率 rework rate",
+    "filing_hours": "立案用时 filing h",
+    "dispatch_hours": "派遣用时 dispatch h",
+    "handling_hours": "处理用时 handling h",
+    "verify_hours": "核查用时 verification h",
+}
 
 
 def period(since: str | date | None, until: str | date | None) -> tuple[datetime, datetime]:
     """The period's first and last moment from two dates (default: the year up to today)."""
+
     def parse(value, what):
         if value is None or value == "":
             return None
@@ -67,8 +89,15 @@ def _divide(top: pd.Series, bottom: pd.Series) -> pd.Series:
     return pd.Series(np.where(bottom > 0, top / bottom.where(bottom > 0, 1.0), np.nan), index=top.index)
 
 
-def rates(engine: Engine, by: str, since: datetime, until: datetime, *, prefix: str | None = None,
-          now: datetime | None = None) -> pd.DataFrame:
+def rates(
+    engine: Engine,
+    by: str,
+    since: datetime,
+    until: datetime,
+    *,
+    prefix: str | None = None,
+    now: datetime | None = None,
+) -> pd.DataFrame:
     """One row per cell, community, street or district (``by``) with the sums and rates."""
     if by not in LEVELS:
         raise Refused(f"by must be one of {', '.join(LEVELS)}")
@@ -102,7 +131,10 @@ def targets(engine: Engine) -> dict:
     """The targets of 结案率 and 按期结案率 (setting ``rate_targets``)."""
     with engine.connect() as conn:
         value = get_setting(conn, "rate_targets")
-    return {"closed_rate": float(value.get("closed", 0.9)), "on_time_rate": float(value.get("closed_on_time", 0.7))}
+    return {
+        "closed_rate": float(value.get("closed", 0.9)),
+        "on_time_rate": float(value.get("closed_on_time", 0.7)),
+    }
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -122,8 +154,15 @@ def as_json(frame: pd.DataFrame, by: str, since: datetime, until: datetime, goal
     for row in rows:
         row["below_target"] = [k for k, v in goal.items() if row[k] is not None and row[k] < v]
     summary = _records(total(frame))[0] if len(frame) else None
-    return {"by": by, "from": since.date().isoformat(), "to": until.date().isoformat(), "targets": goal,
-            "rows": rows, "total": summary, "labels": LABELS}
+    return {
+        "by": by,
+        "from": since.date().isoformat(),
+        "to": until.date().isoformat(),
+        "targets": goal,
+        "rows": rows,
+        "total": summary,
+        "labels": LABELS,
+    }
 
 
 def to_csv(frame: pd.DataFrame) -> str:
@@ -135,8 +174,14 @@ def to_csv(frame: pd.DataFrame) -> str:
     return out.getvalue()
 
 
-def monthly(engine: Engine, since: datetime, until: datetime, *, prefix: str | None = None,
-            now: datetime | None = None) -> list[dict]:
+def monthly(
+    engine: Engine,
+    since: datetime,
+    until: datetime,
+    *,
+    prefix: str | None = None,
+    now: datetime | None = None,
+) -> list[dict]:
     """The district-wide rates month by month over the period (for the chart)."""
     out = []
     start = since.replace(day=1, hour=0, minute=0, second=0, microsecond=0)

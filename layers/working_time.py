@@ -60,7 +60,9 @@ class WorkingCalendar:
         try:
             periods = tuple((_clock(a), _clock(b)) for a, b in value.get("hours") or [["09:00", "17:00"]])
             weekdays = frozenset(int(d) - 1 for d in value.get("weekdays", [1, 2, 3, 4, 5]))
-            return cls(periods, weekdays, _days(value.get("holidays") or []), _days(value.get("workdays") or []))
+            return cls(
+                periods, weekdays, _days(value.get("holidays") or []), _days(value.get("workdays") or [])
+            )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"working_calendar setting cannot be read: {exc}") from None
 
@@ -115,8 +117,9 @@ class WorkingCalendar:
     def add(self, start, hours) -> np.ndarray:
         """``start`` plus ``hours`` of working time (a start outside working time counts from
         the next working moment). NaT stays NaT."""
-        start, hours = np.broadcast_arrays(np.asarray(start, dtype="datetime64[s]"),
-                                           np.asarray(hours, dtype=float))
+        start, hours = np.broadcast_arrays(
+            np.asarray(start, dtype="datetime64[s]"), np.asarray(hours, dtype=float)
+        )
         out = np.full(start.shape, np.datetime64("NaT"), dtype="datetime64[s]")
         ok = ~np.isnat(start) & np.isfinite(hours)
         if not ok.any():

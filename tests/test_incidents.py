@@ -36,27 +36,39 @@ JPEG = b"\xff\xd8\xff\xe0" + b"\0" * 64
 # --- the clock -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("dispatched", "hours", "due"), [
-    ("2026-11-20T16:00", 4, "2026-11-23T12:00"),    # Friday afternoon: over the weekend
-    ("2026-11-02T09:00", 160, "2026-11-27T17:00"),  # 20 working days: four weeks, ends at the close
-    ("2026-09-30T16:00", 4, "2026-10-08T12:00"),    # National Day: 1–7 October are holidays
-    ("2026-10-09T15:00", 4, "2026-10-10T11:00"),    # Saturday 10 October is a make-up working day
-    ("2026-02-13T16:00", 8, "2026-02-14T16:00"),    # Saturday 14 February too (Spring Festival)
-    ("2026-02-14T17:00", 2, "2026-02-24T11:00"),    # then nine days off
-    ("2026-10-03T10:00", 1, "2026-10-08T10:00"),    # reported on a holiday: counts from the next working day
-])
+@pytest.mark.parametrize(
+    ("dispatched", "hours", "due"),
+    [
+        ("2026-11-20T16:00", 4, "2026-11-23T12:00"),  # Friday afternoon: over the weekend
+        ("2026-11-02T09:00", 160, "2026-11-27T17:00"),  # 20 working days: four weeks, ends at the close
+        ("2026-09-30T16:00", 4, "2026-10-08T12:00"),  # National Day: 1–7 October are holidays
+        ("2026-10-09T15:00", 4, "2026-10-10T11:00"),  # Saturday 10 October is a make-up working day
+        ("2026-02-13T16:00", 8, "2026-02-14T16:00"),  # Saturday 14 February too (Spring Festival)
+        ("2026-02-14T17:00", 2, "2026-02-24T11:00"),  # then nine days off
+        (
+            "2026-10-03T10:00",
+            1,
+            "2026-10-08T10:00",
+        ),  # reported on a holiday: counts from the next working day
+    ],
+)
 def test_due_times_on_the_city_calendar(dispatched, hours, due):
     assert CITY.add(np.datetime64(dispatched), hours) == np.datetime64(due)
     assert CITY.between(np.datetime64(dispatched), np.datetime64(due)) == pytest.approx(hours)
 
 
 def test_limits_in_working_days_and_split_office_hours():
-    split = WorkingCalendar.from_setting({"hours": [["08:30", "12:00"], ["14:00", "17:30"]],
-                                          "weekdays": [1, 2, 3, 4, 5]})
+    split = WorkingCalendar.from_setting(
+        {"hours": [["08:30", "12:00"], ["14:00", "17:30"]], "weekdays": [1, 2, 3, 4, 5]}
+    )
     assert split.hours_per_day == 7
     assert incidents.limit_hours({"limit_days": 2}, split) == 14
-    assert incidents.due_time(datetime(2026, 11, 2, 11, 0), {"limit_hours": 2}, split) == datetime(2026, 11, 2, 15, 0)
-    assert incidents.due_time(datetime(2026, 11, 2, 8, 30), {"limit_days": 1}, split) == datetime(2026, 11, 2, 17, 30)
+    assert incidents.due_time(datetime(2026, 11, 2, 11, 0), {"limit_hours": 2}, split) == datetime(
+        2026, 11, 2, 15, 0
+    )
+    assert incidents.due_time(datetime(2026, 11, 2, 8, 30), {"limit_days": 1}, split) == datetime(
+        2026, 11, 2, 17, 30
+    )
 
 
 @settings(max_examples=150, deadline=None)
@@ -77,15 +89,23 @@ def test_city_calendar_adds_and_measures_alike(start, hours):
 @pytest.fixture
 def site(db_url, engine, small_demo, tmp_path):
     write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none",
-                      "PHOTO_DIR": str(tmp_path / "photos")})
+    app = create_app(
+        {"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none", "PHOTO_DIR": str(tmp_path / "photos")}
+    )
     secrets = make_accounts(app, small_demo)
     cells = small_demo.layers["grid_cells"]
     mine = cells[cells["code"].str.startswith(secrets["scope"])]
     other = cells[~cells["code"].str.startswith(secrets["scope"])]
     point = lambda cell: cell.geometry.representative_point()  # noqa: E731
-    return {"app": app, "engine": engine, **secrets, "mine": mine, "other": other,
-            "here": point(mine.iloc[0]), "there": point(other.iloc[0])}
+    return {
+        "app": app,
+        "engine": engine,
+        **secrets,
+        "mine": mine,
+        "other": other,
+        "here": point(mine.iloc[0]),
+        "there": point(other.iloc[0]),
+    }
 
 
 def account(role="supervisor", scope=None, name=None):
@@ -98,16 +118,24 @@ def supervisor(site, scope=None):
 
 def new_case(site, who=None, category="E01-01", where=None, now=T0, **extra):
     where = where or site["here"]
-    case, _ = incidents.report(site["engine"], who or supervisor(site),
-                               {"lon": where.x, "lat": where.y, "category": category,
-                                "description": "暴露垃圾", **extra}, now=now)
+    case, _ = incidents.report(
+        site["engine"],
+        who or supervisor(site),
+        {"lon": where.x, "lat": where.y, "category": category, "description": "暴露垃圾", **extra},
+        now=now,
+    )
     return case
 
 
 def step(site, case, action, now, who=None, note="ok"):
     current = incident_rows.get_incident(site["engine"], case["code"])
-    return incidents.act(site["engine"], who or supervisor(site), case["code"],
-                         {"action": action, "version": current["version"], "note": note}, now=now)
+    return incidents.act(
+        site["engine"],
+        who or supervisor(site),
+        case["code"],
+        {"action": action, "version": current["version"], "note": note},
+        now=now,
+    )
 
 
 # --- the state machine ---------------------------------------------------------------------------
@@ -118,10 +146,15 @@ def test_the_whole_loop_records_who_and_when(site):
     assert case["status"] == "reported" and case["grid_code"].startswith(site["scope"])
     assert case["community_code"] == site["scope"] and case["street_code"] == site["scope"][:9]
     times = {}
-    for action, at in [("file", T0 + timedelta(minutes=30)), ("dispatch", T0 + timedelta(hours=1)),
-                       ("handle", T0 + timedelta(hours=3)), ("return", T0 + timedelta(hours=4)),
-                       ("handle", T0 + timedelta(hours=5)), ("close", T0 + timedelta(hours=6)),
-                       ("evaluate", T0 + timedelta(days=1))]:
+    for action, at in [
+        ("file", T0 + timedelta(minutes=30)),
+        ("dispatch", T0 + timedelta(hours=1)),
+        ("handle", T0 + timedelta(hours=3)),
+        ("return", T0 + timedelta(hours=4)),
+        ("handle", T0 + timedelta(hours=5)),
+        ("close", T0 + timedelta(hours=6)),
+        ("evaluate", T0 + timedelta(days=1)),
+    ]:
         before = incident_rows.get_incident(site["engine"], case["code"])["version"]
         after = step(site, case, action, at)
         assert after["version"] == before + 1 and after["status"] == TRANSITIONS[action].target
@@ -131,12 +164,22 @@ def test_the_whole_loop_records_who_and_when(site):
     assert final["closed_at"] > final["due_at"] and final["rework_count"] == 1  # closed 15:00: late
     assert incidents.describe([final], supervisor(site), CITY, {})[0]["closed_late"]
     with site["engine"].connect() as conn:
-        hours = conn.execute(text("SELECT filing_wh, dispatch_wh, handling_wh, verify_wh FROM incidents "
-                                  "WHERE code = :c"), {"c": case["code"]}).one()
+        hours = conn.execute(
+            text("SELECT filing_wh, dispatch_wh, handling_wh, verify_wh FROM incidents WHERE code = :c"),
+            {"c": case["code"]},
+        ).one()
     assert tuple(hours) == pytest.approx((0.5, 0.5, 4.0, 1.0))  # handled at last 14:00, 4 h after dispatch
     _, history, _ = incidents.history(site["engine"], supervisor(site), case["code"])
-    assert [s["step"] for s in history] == ["reported", "filed", "dispatched", "handled", "returned",
-                                            "handled", "closed", "evaluated"]
+    assert [s["step"] for s in history] == [
+        "reported",
+        "filed",
+        "dispatched",
+        "handled",
+        "returned",
+        "handled",
+        "closed",
+        "evaluated",
+    ]
     assert all(s["actor"] == "supervisor" and s["at"] for s in history)
 
 
@@ -155,8 +198,13 @@ def test_no_illegal_transition_succeeds(site, actions):
         now += timedelta(minutes=20)
         t = TRANSITIONS[action]
         try:
-            after = incidents.act(site["engine"], supervisor(site), case["code"],
-                                  {"action": action, "version": version, "note": "n"}, now=now)
+            after = incidents.act(
+                site["engine"],
+                supervisor(site),
+                case["code"],
+                {"action": action, "version": version, "note": "n"},
+                now=now,
+            )
         except IllegalTransition as exc:
             assert status not in t.sources and exc.status == 409
             assert exc.details["current"]["status"] == status
@@ -174,8 +222,12 @@ def test_two_supervisors_on_the_same_version_one_wins(site):
     first = incidents.act(site["engine"], supervisor(site), case["code"], {"action": "file", "version": 1})
     assert first["version"] == 2
     with pytest.raises(VersionConflict) as caught:
-        incidents.act(site["engine"], account("supervisor", site["scope"], "other"), case["code"],
-                      {"action": "cancel", "version": 1, "note": "duplicate"})
+        incidents.act(
+            site["engine"],
+            account("supervisor", site["scope"], "other"),
+            case["code"],
+            {"action": "cancel", "version": 1, "note": "duplicate"},
+        )
     assert caught.value.status == 409
     assert caught.value.details["current"]["status"] == "filed" and caught.value.details["version"] == 2
 
@@ -197,7 +249,9 @@ def test_roles_and_scopes(site):
     cell_man = account("supervisor", case["grid_code"], "cell")
     for action in ("file", "dispatch", "handle", "close"):
         step(site, case, action, T0 + timedelta(hours=1), who=cell_man)
-    assert "evaluate" not in incidents.allowed_actions(cell_man, incident_rows.get_incident(site["engine"], case["code"]))
+    assert "evaluate" not in incidents.allowed_actions(
+        cell_man, incident_rows.get_incident(site["engine"], case["code"])
+    )
     with pytest.raises(Forbidden):
         step(site, case, "evaluate", T0 + timedelta(hours=2), who=cell_man)
     assert step(site, case, "evaluate", T0 + timedelta(hours=2))["status"] == "evaluated"
@@ -211,10 +265,12 @@ def test_refusals(site):
     with pytest.raises(Refused, match="outside every grid cell"):
         new_case(site, who=account("admin"), where=far)
     case = new_case(site)
-    for data, message in [({"action": "fly", "version": 1}, "unknown action"),
-                          ({"action": "file"}, "version"),
-                          ({"action": "file", "version": "1"}, "version"),
-                          ({"action": "cancel", "version": 1}, "needs a note")]:
+    for data, message in [
+        ({"action": "fly", "version": 1}, "unknown action"),
+        ({"action": "file"}, "version"),
+        ({"action": "file", "version": "1"}, "version"),
+        ({"action": "cancel", "version": 1}, "needs a note"),
+    ]:
         with pytest.raises(Refused, match=message):
             incidents.act(engine, supervisor(site), case["code"], data)
     with pytest.raises(IllegalTransition):
@@ -223,7 +279,9 @@ def test_refusals(site):
 
 def test_approximate_cases_count_in_their_community_and_no_cell(site):
     engine = site["engine"]
-    case, _ = incidents.report(engine, supervisor(site), {"community": site["scope"], "category": "E04-01"}, now=T0)
+    case, _ = incidents.report(
+        engine, supervisor(site), {"community": site["scope"], "category": "E04-01"}, now=T0
+    )
     assert case["grid_code"] is None and case["location_precision"] == "approximate"
     assert case["community_code"] == site["scope"]
     assert incidents.covers(supervisor(site), case)
@@ -238,11 +296,16 @@ def test_approximate_cases_count_in_their_community_and_no_cell(site):
 def test_likely_duplicates_are_offered(site):
     first = new_case(site)
     near = site["here"]
-    _, duplicates = incidents.report(site["engine"], supervisor(site),
-                                     {"lon": near.x + 0.0001, "lat": near.y, "category": "E01-01"}, now=T0)
+    _, duplicates = incidents.report(
+        site["engine"],
+        supervisor(site),
+        {"lon": near.x + 0.0001, "lat": near.y, "category": "E01-01"},
+        now=T0,
+    )
     assert [d["code"] for d in duplicates][:1] == [first["code"]] and duplicates[0]["distance_m"] < 15
-    _, other_kind = incidents.report(site["engine"], supervisor(site),
-                                     {"lon": near.x, "lat": near.y, "category": "C01-01"}, now=T0)
+    _, other_kind = incidents.report(
+        site["engine"], supervisor(site), {"lon": near.x, "lat": near.y, "category": "C01-01"}, now=T0
+    )
     assert other_kind == []
 
 
@@ -260,9 +323,14 @@ def test_rates_against_hand_computed_cases(site):
     for action, h in (("file", 0.5), ("dispatch", 1), ("handle", 2), ("close", 3)):
         step(site, a, action, T0 + timedelta(hours=h))
     b = new_case(site, category="E05-01", now=T0)  # 2 working hours
-    for action, at in (("file", T0 + timedelta(hours=1)), ("dispatch", T0 + timedelta(hours=1)),
-                       ("handle", T0 + timedelta(hours=2)), ("return", T0 + timedelta(hours=3)),
-                       ("handle", T0 + timedelta(hours=4)), ("close", T0 + timedelta(hours=5))):
+    for action, at in (
+        ("file", T0 + timedelta(hours=1)),
+        ("dispatch", T0 + timedelta(hours=1)),
+        ("handle", T0 + timedelta(hours=2)),
+        ("return", T0 + timedelta(hours=3)),
+        ("handle", T0 + timedelta(hours=4)),
+        ("close", T0 + timedelta(hours=5)),
+    ):
         step(site, b, action, at)
     c = new_case(site, now=T0)
     step(site, c, "file", T0 + timedelta(hours=1))
@@ -277,10 +345,14 @@ def test_rates_against_hand_computed_cases(site):
     assert row.closed_rate == pytest.approx(2 / 3) and row.on_time_rate == pytest.approx(1 / 3)
     assert row.rework_rate == pytest.approx(1 / 3)  # 1 return ÷ (2 closes + 1 return)
     assert row.filing_hours == pytest.approx((0.5 + 1 + 1) / 3)
-    assert row.handling_hours == pytest.approx((1 + 3) / 2)  # A 1 h; B dispatched 10:00, handled at last 13:00
+    assert row.handling_hours == pytest.approx(
+        (1 + 3) / 2
+    )  # A 1 h; B dispatched 10:00, handled at last 13:00
     assert row.verify_hours == pytest.approx(1.0)
     assert set(table["code"]) == {site["scope"]} and cells
-    answer = rates.as_json(table, "community", *rates.period("2026-11-01", "2026-11-30"), rates.targets(engine))
+    answer = rates.as_json(
+        table, "community", *rates.period("2026-11-01", "2026-11-30"), rates.targets(engine)
+    )
     assert answer["rows"][0]["below_target"] == ["closed_rate", "on_time_rate"]
     csv_text = rates.to_csv(table)
     assert csv_text.startswith("\ufeff") and "结案率" in csv_text and "total" in csv_text
@@ -296,23 +368,31 @@ def bearer(site, which="supervisor_token"):
 def test_api_reports_and_acts_with_versions(site):
     client = site["app"].test_client()
     here = site["here"]
-    answer = client.post("/api/incidents", json={"lon": here.x, "lat": here.y, "category": "E01-01",
-                                                 "description": "<b>x</b>"}, headers=bearer(site))
+    answer = client.post(
+        "/api/incidents",
+        json={"lon": here.x, "lat": here.y, "category": "E01-01", "description": "<b>x</b>"},
+        headers=bearer(site),
+    )
     assert answer.status_code == 201, answer.json
     code = answer.json["code"]
     assert answer.headers["Location"].endswith(f"/api/incidents/{code}")
     assert [a["action"] for a in answer.json["actions"]] == ["file", "cancel"]
-    acted = client.post(f"/api/incidents/{code}/actions", json={"action": "file", "version": 1}, headers=bearer(site))
+    acted = client.post(
+        f"/api/incidents/{code}/actions", json={"action": "file", "version": 1}, headers=bearer(site)
+    )
     assert acted.status_code == 200 and acted.json["version"] == 2 and acted.json["status"] == "filed"
-    stale = client.post(f"/api/incidents/{code}/actions", json={"action": "dispatch", "version": 1},
-                        headers=bearer(site))
+    stale = client.post(
+        f"/api/incidents/{code}/actions", json={"action": "dispatch", "version": 1}, headers=bearer(site)
+    )
     assert stale.status_code == 409 and stale.mimetype == "application/problem+json"
     assert stale.json["code"] == "VersionConflict" and stale.json["current"]["status"] == "filed"
-    illegal = client.post(f"/api/incidents/{code}/actions", json={"action": "close", "version": 2},
-                          headers=bearer(site))
+    illegal = client.post(
+        f"/api/incidents/{code}/actions", json={"action": "close", "version": 2}, headers=bearer(site)
+    )
     assert illegal.status_code == 409 and illegal.json["code"] == "IllegalTransition"
-    dispatched = client.post(f"/api/incidents/{code}/actions", json={"action": "dispatch", "version": 2},
-                             headers=bearer(site)).json
+    dispatched = client.post(
+        f"/api/incidents/{code}/actions", json={"action": "dispatch", "version": 2}, headers=bearer(site)
+    ).json
     assert dispatched["due_at"] and dispatched["hours_left"] is not None
     case = client.get(f"/api/incidents/{code}", headers=bearer(site)).json
     assert [s["step"] for s in case["steps"]] == ["reported", "filed", "dispatched"]
@@ -323,14 +403,17 @@ def test_api_reports_and_acts_with_versions(site):
     assert left == sorted(left)
 
 
-@pytest.mark.parametrize(("body", "status", "message"), [
-    ("not json", 400, "JSON object"),
-    ({"lon": 114.2, "lat": 30.5, "category": "NOPE"}, 400, "unknown category"),
-    ({"lon": 10, "lat": 10, "category": "E01-01"}, 400, "outside every grid cell"),
-    ({"lon": "east", "lat": 10, "category": "E01-01"}, 400, "lon must be a number"),
-    ({"category": "E01-01"}, 400, "lon and lat are required"),
-    ({"lon": 114.2, "lat": 30.5, "community": "420103001001", "category": "E01-01"}, 400, "not both"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ("not json", 400, "JSON object"),
+        ({"lon": 114.2, "lat": 30.5, "category": "NOPE"}, 400, "unknown category"),
+        ({"lon": 10, "lat": 10, "category": "E01-01"}, 400, "outside every grid cell"),
+        ({"lon": "east", "lat": 10, "category": "E01-01"}, 400, "lon must be a number"),
+        ({"category": "E01-01"}, 400, "lon and lat are required"),
+        ({"lon": 114.2, "lat": 30.5, "community": "420103001001", "category": "E01-01"}, 400, "not both"),
+    ],
+)
 def test_api_refuses_bad_reports(site, body, status, message):
     client = site["app"].test_client()
     kwargs = {"data": body, "content_type": "application/json"} if isinstance(body, str) else {"json": body}
@@ -343,10 +426,19 @@ def test_api_roles_scopes_and_csrf(site):
     case = new_case(site, who=account("admin"), where=site["there"])
     client = app.test_client()
     assert client.get(f"/api/incidents/{case['code']}", headers=bearer(site)).status_code == 404
-    assert client.post(f"/api/incidents/{case['code']}/actions", json={"action": "file", "version": 1},
-                       headers=bearer(site)).status_code == 404
-    viewer = client.post(f"/api/incidents/{case['code']}/actions", json={"action": "file", "version": 1},
-                         headers=bearer(site, "token"))
+    assert (
+        client.post(
+            f"/api/incidents/{case['code']}/actions",
+            json={"action": "file", "version": 1},
+            headers=bearer(site),
+        ).status_code
+        == 404
+    )
+    viewer = client.post(
+        f"/api/incidents/{case['code']}/actions",
+        json={"action": "file", "version": 1},
+        headers=bearer(site, "token"),
+    )
     assert viewer.status_code == 403
     assert client.post("/api/incidents", json={}, headers=bearer(site, "token")).status_code == 403
     assert client.get("/api/incidents").status_code == 401
@@ -364,9 +456,18 @@ def test_photos_checked_stored_outside_and_served_only_in_scope(site, tmp_path):
     app = site["app"]
     client = app.test_client()
     here = site["here"]
-    report = client.post("/api/incidents", headers=bearer(site), data={
-        "lon": str(here.x), "lat": str(here.y), "category": "E01-01", "description": "井盖",
-        "photo": (io.BytesIO(JPEG), "scene.jpg")}, content_type="multipart/form-data")
+    report = client.post(
+        "/api/incidents",
+        headers=bearer(site),
+        data={
+            "lon": str(here.x),
+            "lat": str(here.y),
+            "category": "E01-01",
+            "description": "井盖",
+            "photo": (io.BytesIO(JPEG), "scene.jpg"),
+        },
+        content_type="multipart/form-data",
+    )
     assert report.status_code == 201, report.json
     code = report.json["code"]
     photo = report.json["photos"][0]
@@ -381,19 +482,31 @@ def test_photos_checked_stored_outside_and_served_only_in_scope(site, tmp_path):
     other_scope = site["other"]["code"].iloc[0][:12]
     with app.app_context():
         from webmap.auth import add_token
+
         other = add_token("other-grid", "supervisor", other_scope)
     assert client.get(url, headers={"Authorization": f"Bearer {other}"}).status_code == 404
-    added = client.post(f"/api/incidents/{code}/photos", headers=bearer(site),
-                        data={"photo": (io.BytesIO(PNG), "b.png")}, content_type="multipart/form-data")
+    added = client.post(
+        f"/api/incidents/{code}/photos",
+        headers=bearer(site),
+        data={"photo": (io.BytesIO(PNG), "b.png")},
+        content_type="multipart/form-data",
+    )
     assert added.status_code == 201 and added.json["content_type"] == "image/png"
-    bad = client.post(f"/api/incidents/{code}/photos", headers=bearer(site),
-                      data={"photo": (io.BytesIO(b"MZ\x90\x00 not an image"), "x.jpg")},
-                      content_type="multipart/form-data")
+    bad = client.post(
+        f"/api/incidents/{code}/photos",
+        headers=bearer(site),
+        data={"photo": (io.BytesIO(b"MZ\x90\x00 not an image"), "x.jpg")},
+        content_type="multipart/form-data",
+    )
     assert bad.status_code == 400 and "JPEG, PNG or WebP" in bad.json["detail"]
     with site["engine"].begin() as conn:
         conn.execute(text("UPDATE settings SET value = :v WHERE key = 'photo_max_mb'"), {"v": "0.0001"})
-    big = client.post(f"/api/incidents/{code}/photos", headers=bearer(site),
-                      data={"photo": (io.BytesIO(JPEG + b"\0" * 200), "big.jpg")}, content_type="multipart/form-data")
+    big = client.post(
+        f"/api/incidents/{code}/photos",
+        headers=bearer(site),
+        data={"photo": (io.BytesIO(JPEG + b"\0" * 200), "big.jpg")},
+        content_type="multipart/form-data",
+    )
     assert big.status_code == 413
     assert len(list((tmp_path / "photos").iterdir())) == 2
 
@@ -403,37 +516,50 @@ def test_supervisors_cells(site):
     client = app.test_client()
     with app.app_context():
         from webmap.auth import add_token, add_user
+
         add_user("wang", "supervisor", "a long password", site["scope"])
         admin = add_token("admin-app", "admin")
     cells = site["mine"]["code"].tolist()[:2]
     headers = {"Authorization": f"Bearer {admin}"}
     answer = client.post("/api/grid/assignments", json={"user": "wang", "cells": cells}, headers=headers)
     assert answer.status_code == 200 and answer.json["cells"] == sorted(cells)
-    outside = client.post("/api/grid/assignments", json={"user": "wang", "cells": [site["other"]["code"].iloc[0]]},
-                          headers=headers)
+    outside = client.post(
+        "/api/grid/assignments",
+        json={"user": "wang", "cells": [site["other"]["code"].iloc[0]]},
+        headers=headers,
+    )
     assert outside.status_code == 400 and "outside" in outside.json["detail"]
-    assert client.post("/api/grid/assignments", json={"user": "wang", "cells": cells},
-                       headers=bearer(site)).status_code == 403
+    assert (
+        client.post(
+            "/api/grid/assignments", json={"user": "wang", "cells": cells}, headers=bearer(site)
+        ).status_code
+        == 403
+    )
     listed = client.get("/api/grid/assignments?user=wang", headers=bearer(site)).json["assignments"]
     assert sorted(a["cell_code"] for a in listed) == sorted(cells)
     wang = account("supervisor", site["scope"], "wang")
     assert incidents.my_cells(engine, wang) == sorted(cells)
-    removed = client.post("/api/grid/assignments", json={"user": "wang", "cells": cells[:1], "remove": True},
-                          headers=headers)
+    removed = client.post(
+        "/api/grid/assignments", json={"user": "wang", "cells": cells[:1], "remove": True}, headers=headers
+    )
     assert removed.json["cells"] == cells[1:]
 
 
 def test_rates_api_csv_and_command(site):
     app = site["app"]
     client = app.test_client()
-    answer = client.get("/api/rates?by=street&from=2025-11-01&to=2026-11-01&every=month", headers=bearer(site, "token"))
+    answer = client.get(
+        "/api/rates?by=street&from=2025-11-01&to=2026-11-01&every=month", headers=bearer(site, "token")
+    )
     assert answer.status_code == 200
     assert answer.json["rows"] and answer.json["total"]["reported"] > 0 and len(answer.json["series"]) == 13
     assert client.get("/api/rates?by=planet", headers=bearer(site, "token")).status_code == 400
     assert client.get("/api/rates?from=2026-13-01", headers=bearer(site, "token")).status_code == 400
     csv_answer = client.get("/api/rates?by=community&format=csv", headers=bearer(site, "token"))
     assert csv_answer.mimetype == "text/csv" and "按期结案率" in csv_answer.get_data(as_text=True)
-    result = app.test_cli_runner().invoke(args=["rates", "--by", "street", "--from", "2025-11-01", "--to", "2026-11-01"])
+    result = app.test_cli_runner().invoke(
+        args=["rates", "--by", "street", "--from", "2025-11-01", "--to", "2026-11-01"]
+    )
     assert result.exit_code == 0, result.output
     printed = json.loads(result.output)
     assert printed["by"] == "street" and printed["total"]["reported"] == answer.json["total"]["reported"]

@@ -37,7 +37,6 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
 
     from webmap import admin_views, api, auth, cli, errors, grid_views, layer_views, maps, plan_views
-    from webmap import incident_views
 
     # what this process keeps in memory about plans, keyed to the stored boundary revision
     app.extensions["gridplan.plans"] = PlanMemory(get_engine(app.config["DATABASE_URL"]))
@@ -50,7 +49,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(grid_views.bp)
     app.register_blueprint(layer_views.bp)
     app.register_blueprint(admin_views.bp)
-    app.register_blueprint(incident_views.bp)
+    from webmap.incident_views import bp as incidents_bp  # the incident loop, supervisors' pages, rates
+    from webmap.open311 import bp as open311_bp  # Open311 GeoReport v2
+    app.register_blueprint(incidents_bp)
+    app.register_blueprint(open311_bp)
     from webmap.coverage_views import bp as coverage_bp  # coverage gaps, where to build next
     app.register_blueprint(coverage_bp)
     from webmap.onboarding_views import bp as onboarding_bp  # names, codes, topology, units, onboard

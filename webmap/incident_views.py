@@ -31,8 +31,8 @@ from flask import (
 
 from geodata import incident_rows
 from geodata.errors import GridplanError, Refused
-from layers import incidents, rates
 from layers import incident_export as exports
+from layers import incidents, rates
 from webmap.auth import bearer_request, current_account, require
 from webmap.extensions import csrf, engine
 
@@ -40,8 +40,12 @@ bp = Blueprint("incidents", __name__, cli_group=None)
 csrf.exempt(bp)  # checked below, except for bearer-token requests (no cookie, no CSRF risk)
 
 READERS = ("admin", "planner", "supervisor", "viewer")
-STATUS_FILTERS = {"open": incidents.OPEN, "closed": ("closed", "evaluated"), "cancelled": ("cancelled",),
-                  "overdue": incidents.OPEN}
+STATUS_FILTERS = {
+    "open": incidents.OPEN,
+    "closed": ("closed", "evaluated"),
+    "cancelled": ("cancelled",),
+    "overdue": incidents.OPEN,
+}
 
 
 @bp.before_request
@@ -107,16 +111,28 @@ def api_list():
     prefix = account.scope_code if account.role == "supervisor" else (args.get("scope") or None)
     category = args.get("category") or None
     found = incident_rows.list_incidents(
-        engine(), prefix=None if cells else prefix, cells=cells, statuses=statuses, category=category,
-        since=_date(args.get("from"), "from"), until=_date(args.get("to"), "to", end=True), bbox=bbox,
-        limit=limit, order_due=True)
+        engine(),
+        prefix=None if cells else prefix,
+        cells=cells,
+        statuses=statuses,
+        category=category,
+        since=_date(args.get("from"), "from"),
+        until=_date(args.get("to"), "to", end=True),
+        bbox=bbox,
+        limit=limit,
+        order_due=True,
+    )
     described = _describe(found)
     if status == "overdue":
         described = [c for c in described if c["overdue"]]
     if status in ("open", "overdue"):
         described = incidents.sort_for_supervisor(described)
-    return jsonify(incidents=described, numberReturned=len(described), cells=cells,
-                   now=datetime.now().isoformat(timespec="seconds"))
+    return jsonify(
+        incidents=described,
+        numberReturned=len(described),
+        cells=cells,
+        now=datetime.now().isoformat(timespec="seconds"),
+    )
 
 
 def _photo_upload():
@@ -147,7 +163,9 @@ def api_report():
     case, duplicates = incidents.report(engine(), account, data)
     photos = []
     if photo is not None:
-        photos.append(incidents.add_photo(engine(), account, case["code"], photo[0], photo[1], photo_folder()))
+        photos.append(
+            incidents.add_photo(engine(), account, case["code"], photo[0], photo[1], photo_folder())
+        )
     response, status = _case_answer(case, 201, likely_duplicates=duplicates, photos=photos)
     response.headers["Location"] = url_for("incidents.api_case", code=case["code"])
     return response, status
@@ -163,8 +181,9 @@ def api_duplicates():
         raise Refused(f"unknown category {category!r}")
     lon = incidents._number(args.get("lon"), "lon", -180, 180)
     lat = incidents._number(args.get("lat"), "lat", -90, 90)
-    return jsonify(likely_duplicates=incidents.likely_duplicates(engine(), category, lon, lat,
-                                                                 account=current_account()))
+    return jsonify(
+        likely_duplicates=incidents.likely_duplicates(engine(), category, lon, lat, account=current_account())
+    )
 
 
 @bp.get("/api/incidents/<code>")
@@ -212,9 +231,12 @@ def api_assignments():
     """Who holds which cell; a supervisor sees those within their scope."""
     account = current_account()
     prefix = account.scope_code if account.role == "supervisor" else (request.args.get("cell") or None)
-    return jsonify(assignments=[{**a, "assigned_at": a["assigned_at"].isoformat(timespec="seconds")}
-                                for a in incident_rows.assignments(engine(), user=request.args.get("user") or None,
-                                                                   prefix=prefix)])
+    return jsonify(
+        assignments=[
+            {**a, "assigned_at": a["assigned_at"].isoformat(timespec="seconds")}
+            for a in incident_rows.assignments(engine(), user=request.args.get("user") or None, prefix=prefix)
+        ]
+    )
 
 
 @bp.post("/api/grid/assignments")
@@ -222,8 +244,9 @@ def api_assignments():
 def api_assign():
     """``{"user": name, "cells": [codes], "remove": false}``: assign a supervisor to cells."""
     data = _json()
-    held = incidents.assign_cells(engine(), current_account(), data.get("user"), data.get("cells"),
-                                  remove=bool(data.get("remove")))
+    held = incidents.assign_cells(
+        engine(), current_account(), data.get("user"), data.get("cells"), remove=bool(data.get("remove"))
+    )
     return jsonify(user=data.get("user"), cells=[a["cell_code"] for a in held])
 
 
@@ -247,8 +270,13 @@ def api_rates():
     table = rates.rates(engine(), by, since, until, prefix=prefix)
     if request.args.get("format") == "csv":
         body = rates.to_csv(table)
-        return Response(body, mimetype="text/csv", headers={
-            "Content-Disposition": f"attachment; filename=rates-{by}-{since:%Y%m%d}-{until:%Y%m%d}.csv"})
+        return Response(
+            body,
+            mimetype="text/csv",
+            headers={
+                "Content-Disposition": f"attachment; filename=rates-{by}-{since:%Y%m%d}-{until:%Y%m%d}.csv"
+            },
+        )
     answer = rates.as_json(table, by, since, until, rates.targets(engine()))
     if request.args.get("every") == "month":
         answer["series"] = rates.monthly(engine(), since, until, prefix=prefix)
@@ -276,8 +304,13 @@ def api_export(layer: str):
 def _page_config(**extra) -> dict:
     account = current_account()
     cats = incidents.categories(engine())
-    return {"role": account.role, "scope": account.scope_code, "user": account.name,
-            "categories": {k: v.get("name", k) for k, v in cats.items()}, **extra}
+    return {
+        "role": account.role,
+        "scope": account.scope_code,
+        "user": account.name,
+        "categories": {k: v.get("name", k) for k, v in cats.items()},
+        **extra,
+    }
 
 
 @bp.get("/cases")
@@ -296,8 +329,9 @@ def case_new():
 @require(*READERS)
 def case_page(code: str):
     case = incidents.visible_case(engine(), current_account(), code)
-    return render_template("case.html", config=_page_config(code=case["code"]), code=case["code"],
-                           title=f"案件 {case['code']}")
+    return render_template(
+        "case.html", config=_page_config(code=case["code"]), code=case["code"], title=f"案件 {case['code']}"
+    )
 
 
 @bp.get("/rates")
@@ -339,13 +373,17 @@ def export_command(layer: str, fmt: str, scope: str | None, output: Path) -> Non
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--kind", type=click.Choice(["boston", "nyc", "open311"]), required=True)
 @click.option("--default-category", help="catalogue code for service types the mapping does not know")
-@click.option("--district", default="000000", show_default=True, help="district code for cases outside every area")
+@click.option(
+    "--district", default="000000", show_default=True, help="district code for cases outside every area"
+)
 def open311_import(path: Path, kind: str, default_category: str | None, district: str) -> None:
     """Import 311 requests (Boston or NYC open data CSV, or Open311 JSON) into the loop."""
     from layers import open311
 
     try:
-        result = open311.import_file(engine(), path, kind, default_category=default_category, district=district)
+        result = open311.import_file(
+            engine(), path, kind, default_category=default_category, district=district
+        )
     except GridplanError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(result, ensure_ascii=False))

@@ -1,0 +1,390 @@
+"""Open311 GeoReport v2 onto the incident loop, both ways, and 311 open data imported through it.
+
+The loop's cases are GeoReport *service requests* and its catalogue the *services*:
+
+- ``status``: ``open`` while the case is in the loop (reported … handled), ``closed`` once it is
+  closed, evaluated or cancelled; ``status_notes`` is the note of its latest step (or the step);
+- ``requested_datetime`` = reported, ``updated_datetime`` = its latest step, ``expected_datetime``
+  = its due time (dispatch + the category's limit on the working calendar);
+- ``service_code`` = category code, ``service_name`` = its name, ``group`` = 部件 / 事件.
+
+Real 311 data (Boston's and New York's open data, ``tests/data/us311``) is first read into
+GeoReport requests (:func:`from_boston`, :func:`from_nyc`), then stored through the same mapping
+(:func:`import_requests`): service names are mapped onto the catalogue by keywords (unknown ones
+take ``default_category`` or are refused), open requests enter the loop as dispatched with their
+target as due time, closed ones as closed; the cell, community and street are found from the
+location where the district has one, and a request outside every area is kept in no cell.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime
+from pathlib import Path
+from xml.etree import ElementTree
+
+import numpy as np
+from sqlalchemy import Engine
+
+from geodata import incident_rows as rows
+from geodata.errors import Refused
+from layers import incidents
+from layers.working_time import WorkingCalendar
+
+#: Keywords of 311 service names → catalogue codes (first match wins).
+KEYWORDS = [
+    ("street light", "C01-02"),
+    ("streetlight", "C01-02"),
+    ("manhole", "C01-01"),
+    ("sewer", "C01-01"),
+    ("pothole", "C02-01"),
+    ("sidewalk", "C02-01"),
+    ("street condition", "C02-01"),
+    ("pavement", "C02-01"),
+    ("trash can", "C03-01"),
+    ("recycling", "C03-01"),
+    ("tree", "C04-01"),
+    ("park", "C04-01"),
+    ("graffiti", "E02-01"),
+    ("poster", "E02-01"),
+    ("needle", "E01-01"),
+    ("litter", "E01-01"),
+    ("trash", "E01-01"),
+    ("garbage", "E01-01"),
+    ("dirty", "E01-01"),
+    ("sanitation", "E01-01"),
+    ("missed", "E01-01"),
+    ("rodent", "E01-01"),
+    ("bulk item", "E01-02"),
+    ("dump", "E01-02"),
+    ("construction", "E03-01"),
+    ("noise", "E03-01"),
+    ("building", "E03-02"),
+    ("vendor", "E04-01"),
+    ("vending", "E04-01"),
+    ("flood", "E05-01"),
+    ("water", "E05-01"),
+    ("snow", "E05-01"),
+]
+REQUEST_KEYS = (
+    "service_request_id",
+    "status",
+    "status_notes",
+    "service_name",
+    "service_code",
+    "description",
+    "agency_responsible",
+    "service_notice",
+    "requested_datetime",
+    "updated_datetime",
+    "expected_datetime",
+    "address",
+    "address_id",
+    "zipcode",
+    "lat",
+    "long",
+    "media_url",
+)
+
+
+def w3c(value: datetime | None, tz: str) -> str | None:
+    """A W3C datetime with the city's UTC offset (times are stored in local time)."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S") + tz if value else None
+
+
+# --- the loop as GeoReport ---------------------------------------------------------------------
+
+
+def services(catalogue: dict) -> list[dict]:
+    """GeoReport services from the incident catalogue."""
+    return [
+        {
+            "service_code": code,
+            "service_name": c.get("name", code),
+            "description": f"{c.get('name', code)}; 时限 limit {c.get('limit_days', '')}"
+            + (" working days" if c.get("limit_days") else f"{c.get('limit_hours')} working hours"),
+            "metadata": False,
+            "type": "realtime",
+            "keywords": c.get("kind", ""),
+            "group": "部件 component" if c.get("kind") == "component" else "事件 event",
+        }
+        for code, c in sorted(catalogue.items())
+    ]
+
+
+def service_definition(code: str, catalogue: dict) -> dict:
+    if code not in catalogue:
+        raise KeyError(code)
+    return {"service_code": code, "attributes": []}
+
+
+def to_request(case: dict, catalogue: dict, last_step: dict | None, tz: str) -> dict:
+    """A case as a GeoReport service request."""
+    closed = case["status"] in incidents.CLOSED
+    updated = max(
+        t
+        for t in (
+            case["reported_at"],
+            case["filed_at"],
+            case["dispatched_at"],
+            case["handled_at"],
+            case["closed_at"],
+            case["evaluated_at"],
+        )
+        if t
+    )
+    note = (last_step or {}).get("note") or incidents.STATUS_LABELS.get(case["status"], case["status"])
+    return {
+        "service_request_id": case["code"],
+        "status": "closed" if closed else "open",
+        "status_notes": note,
+        "service_name": (catalogue.get(case["category"]) or {}).get("name", case["category"]),
+        "service_code": case["category"],
+        "description": case["description"] or "",
+        "agency_responsible": case["grid_code"] or case["community_code"] or case["street_code"] or "",
+        "service_notice": "",
+        "requested_datetime": w3c(case["reported_at"], tz),
+        "updated_datetime": w3c(updated, tz),
+        "expected_datetime": w3c(case["due_at"], tz),
+        "address": "",
+        "address_id": case["grid_code"] or "",
+        "zipcode": "",
+        "lat": case["lat"],
+        "long": case["lon"],
+        "media_url": "",
+    }
+
+
+def from_post(form: dict) -> dict:
+    """The loop's report from a GeoReport POST (``service_code``, ``lat``, ``long``,
+    ``description``; an address alone is not enough here)."""
+    if not form.get("service_code"):
+        raise Refused("service_code is required")
+    if form.get("lat") in (None, "") or form.get("long") in (None, ""):
+        raise Refused("lat and long are required (address_string and address_id are not geocoded here)")
+    return {
+        "category": form["service_code"],
+        "lon": form["long"],
+        "lat": form["lat"],
+        "description": form.get("description") or None,
+        "source": "open311",
+    }
+
+
+def to_xml(root: str, item: str, records: list[dict]) -> bytes:
+    """GeoReport's XML: ``<root><item><key>value</key>…</item>…</root>``."""
+    top = ElementTree.Element(root)
+    for record in records:
+        node = ElementTree.SubElement(top, item)
+        for key, value in record.items():
+            child = ElementTree.SubElement(node, key)
+            if isinstance(value, list):
+                for v in value:
+                    ElementTree.SubElement(child, "value").text = str(v)
+            elif value is not None:
+                child.text = str(value).lower() if isinstance(value, bool) else str(value)
+    return b'<?xml version="1.0" encoding="utf-8"?>' + ElementTree.tostring(top, encoding="utf-8")
+
+
+# --- 311 open data as GeoReport ------------------------------------------------------------------
+
+
+def _time(text: str | None, formats: tuple[str, ...]) -> datetime | None:
+    text = (text or "").strip()
+    if not text:
+        return None
+    for fmt in formats:
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+    raise Refused(f"cannot read the time {text!r}")
+
+
+def _float(text) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) and value != 0 else None
+
+
+def from_boston(path: Path) -> list[dict]:
+    """Boston 311 cases (City of Boston open data) as GeoReport requests (local times)."""
+    fmts = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M")
+    out = []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        for r in csv.DictReader(f):
+            closed = _time(r.get("closed_dt"), fmts)
+            out.append(
+                {
+                    "service_request_id": r["case_enquiry_id"],
+                    "status": "closed" if r.get("case_status", "").lower() == "closed" else "open",
+                    "status_notes": (r.get("closure_reason") or "").strip(),
+                    "service_name": r.get("type") or r.get("reason") or "",
+                    "description": (r.get("case_title") or "").strip(),
+                    "agency_responsible": r.get("department") or "",
+                    "requested_datetime": _time(r.get("open_dt"), fmts),
+                    "updated_datetime": closed,
+                    "expected_datetime": _time(r.get("target_dt"), fmts),
+                    "lat": _float(r.get("latitude")),
+                    "long": _float(r.get("longitude")),
+                    "source": (r.get("source") or "").strip(),
+                }
+            )
+    return out
+
+
+def from_nyc(path: Path) -> list[dict]:
+    """New York City 311 requests (NYC Open Data) as GeoReport requests (local times)."""
+    fmts = ("%m/%d/%Y %I:%M:%S %p", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S")
+    out = []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        for r in csv.DictReader(f):
+            out.append(
+                {
+                    "service_request_id": r["Unique Key"],
+                    "status": "closed" if r.get("Status", "").lower() == "closed" else "open",
+                    "status_notes": (r.get("Resolution Description") or "").strip(),
+                    "service_name": r.get("Complaint Type") or "",
+                    "description": (r.get("Descriptor") or "").strip(),
+                    "agency_responsible": r.get("Agency") or "",
+                    "requested_datetime": _time(r.get("Created Date"), fmts),
+                    "updated_datetime": _time(r.get("Closed Date"), fmts),
+                    "expected_datetime": _time(r.get("Due Date"), fmts),
+                    "lat": _float(r.get("Latitude")),
+                    "long": _float(r.get("Longitude")),
+                    "source": (r.get("Open Data Channel Type") or "").strip(),
+                }
+            )
+    return out
+
+
+def category_for(service_name: str, catalogue: dict, default: str | None) -> str | None:
+    name = (service_name or "").lower()
+    for keyword, code in KEYWORDS:
+        if keyword in name and code in catalogue:
+            return code
+    return default
+
+
+def import_requests(
+    engine: Engine,
+    requests: list[dict],
+    *,
+    source: str,
+    default_category: str | None = None,
+    district: str = "000000",
+    cal: WorkingCalendar | None = None,
+) -> dict:
+    """Store GeoReport requests as cases (code ``<source>-<id>``; ones already stored are skipped).
+    Returns counts: imported, skipped (already there), unplaced (outside every cell), by status
+    and by category, and the service names mapped to the default."""
+    catalogue = incidents.categories(engine)
+    if default_category is not None and default_category not in catalogue:
+        raise Refused(f"unknown default category {default_category!r}")
+    cal = cal or incidents.calendar(engine)
+    unknown = sorted(
+        {r["service_name"] for r in requests if category_for(r["service_name"], catalogue, None) is None}
+    )
+    if unknown and default_category is None:
+        raise Refused(
+            f"{len(unknown)} service types have no category: {', '.join(unknown[:10])}; "
+            "give a default category",
+            unmapped=unknown,
+        )
+    counts = {
+        "imported": 0,
+        "skipped": 0,
+        "unplaced": 0,
+        "no_location": 0,
+        "open": 0,
+        "closed": 0,
+        "categories": {},
+        "defaulted": unknown,
+    }
+    actor = f"open311:{source}"[:50]
+    with engine.begin() as conn:
+        for r in requests:
+            code = f"{source}-{r['service_request_id']}"[:24]
+            if rows.get_incident(conn, code) is not None:
+                counts["skipped"] += 1
+                continue
+            if r["lat"] is None or r["long"] is None or r["requested_datetime"] is None:
+                counts["no_location"] += 1
+                continue
+            category = category_for(r["service_name"], catalogue, default_category)
+            place = rows.locate(conn, r["long"], r["lat"])
+            if place["grid_code"] is None:
+                counts["unplaced"] += 1
+            place["district_code"] = place["district_code"] or district
+            reported = r["requested_datetime"]
+            closed = r["status"] == "closed"
+            end = r["updated_datetime"] if closed else None
+            if closed and end is None:
+                end = reported
+            values = {
+                "category": category,
+                "description": (f"{r['service_name']}: {r['description']}")[:2000],
+                "status": "closed" if closed else "dispatched",
+                "reported_at": reported,
+                "filed_at": reported,
+                "dispatched_at": reported,
+                "handled_at": end,
+                "feedback_at": end,
+                "closed_at": end,
+                "due_at": r["expected_datetime"],
+                "reporter": actor,
+                "location_precision": "exact",
+                "filing_wh": 0.0,
+                "dispatch_wh": 0.0,
+                "handling_wh": _hours(cal, reported, end),
+                "verify_wh": 0.0 if closed else None,
+                **place,
+            }
+            case = rows.insert_incident(conn, values, r["long"], r["lat"], "tmp")
+            rows.change_code(conn, case["id"], code)
+            for step, at, note in (
+                ("reported", reported, r.get("source") or None),
+                ("filed", reported, None),
+                ("dispatched", reported, r.get("agency_responsible") or None),
+                ("closed", end, r.get("status_notes") or None),
+            ):
+                if at is not None:
+                    rows.add_step(conn, case["id"], step, at, actor, (note or "")[:1000] or None)
+            counts["imported"] += 1
+            counts["closed" if closed else "open"] += 1
+            counts["categories"][category] = counts["categories"].get(category, 0) + 1
+    return counts
+
+
+def _hours(cal: WorkingCalendar, start, end) -> float | None:
+    if start is None or end is None:
+        return None
+    return round(float(cal.between(np.datetime64(start, "s"), np.datetime64(end, "s"))), 4)
+
+
+def import_file(
+    engine: Engine, path: Path, kind: str, *, default_category: str | None = None, district: str = "000000"
+) -> dict:
+    """Import a Boston or NYC 311 CSV, or a GeoReport JSON list of requests."""
+    if kind == "boston":
+        requests = from_boston(path)
+    elif kind == "nyc":
+        requests = from_nyc(path)
+    elif kind == "open311":
+        requests = json.loads(Path(path).read_text(encoding="utf-8"))
+        for r in requests:
+            for key in ("requested_datetime", "updated_datetime", "expected_datetime"):
+                r[key] = datetime.fromisoformat(r[key]).replace(tzinfo=None) if r.get(key) else None
+            r["lat"], r["long"] = _float(r.get("lat")), _float(r.get("long"))
+    else:
+        raise Refused(f"unknown kind {kind!r}: boston, nyc or open311")
+    return import_requests(
+        engine,
+        requests,
+        source=kind[:3] if kind != "open311" else "311",
+        default_category=default_category,
+        district=district,
+    )
