@@ -11,6 +11,7 @@ import json
 import threading
 
 import pytest
+import shapely
 
 from layers.demo import write_demo
 from tests.webhelpers import csrf_token, make_accounts, sign_in
@@ -542,3 +543,96 @@ def test_the_timeline_shows_who_did_what_with_comments(as_role, live, small_demo
     text = page.inner_text("#timeline")
     assert "创建 created" in text and "提交 submitted" in text and "驳回 rejected" in text
     assert "第三社区太小" in text and "admin" in text
+
+
+# --- the planner's map ---------------------------------------------------------------------------
+
+
+def open_planner_map(p):
+    page = p.page
+    page.goto(f"{p.base}/map")
+    page.wait_for_function("window.gridplan && window.gridplan.ready", timeout=30_000)
+    return page
+
+
+#: frame a community below the zoom where units are drawn over it, and a point's place on screen
+TO_SCREEN = """([code, lat, lon]) => { const g = window.gridplan, l = g.state.communities.get(code).layer;
+    g.map.fitBounds(l.getBounds(), { animate: false, maxZoom: 14 });
+    const c = g.map.latLngToContainerPoint([lat, lon]), r = g.map.getContainer().getBoundingClientRect();
+    return [r.left + c.x, r.top + c.y]; }"""
+#: where a histogram bar is on screen
+BAR = """(i) => { const chart = Chart.getChart('histogram'), bar = chart.getDatasetMeta(0).data[i];
+    const r = chart.canvas.getBoundingClientRect();
+    return [r.left + bar.x, r.top + (bar.y + bar.base) / 2]; }"""
+
+
+def test_a_clicked_community_shows_its_popup_without_its_tooltip(as_role, live, small_demo):
+    """Defect: clicking a community opened its popup on top of its tooltip."""
+    p = as_role("planner")
+    page = open_planner_map(p)
+    page.get_by_label("设施 facilities").uncheck()
+    code = small_demo.layers["communities"]["code"].iloc[3]
+    inside = shapely.point_on_surface(small_demo.layers["communities"].set_index("code").loc[code].geometry)
+    point = p.js(TO_SCREEN, [code, inside.y, inside.x])
+    page.mouse.move(point[0] - 5, point[1])
+    page.mouse.move(*point)
+    page.wait_for_function("(c) => window.gridplan.state.communities.get(c).layer.isTooltipOpen()", arg=code)
+    page.mouse.click(*point)
+    page.wait_for_function("(c) => window.gridplan.state.communities.get(c).layer.isPopupOpen()", arg=code)
+    page.mouse.move(point[0] + 3, point[1] + 3)
+    page.wait_for_timeout(200)
+    assert not p.js("(c) => window.gridplan.state.communities.get(c).layer.isTooltipOpen()", code)
+    assert p.js("window.gridplan.selected") == code
+
+
+def test_a_street_found_by_search_is_selected(as_role, live, small_demo):
+    """Defect: a street found by search was flown to but not selected."""
+    p = as_role("viewer")
+    page = open_planner_map(p)
+    street = small_demo.layers["streets"].iloc[1]
+    page.fill("#search-q", street["name"])
+    page.click("#search button")
+    page.click(f"#search-results li[data-code='{street['code']}']")
+    page.wait_for_function("(s) => window.gridplan.histogram.scope === s", arg=street["code"])
+    assert page.inner_text("#selected-name") == street["name"]
+    assert p.js("window.gridplan.street") == street["code"]
+    weight = p.js("(s) => { let w = 0; window.gridplan.layers.streets.eachLayer((l) => {"
+                  " if (l.feature.properties.code === s) w = l.options.weight; }); return w; }",
+                  street["code"])
+    assert weight == 5
+
+
+def test_histogram_bars_select_the_communities_they_count(as_role, live, small_demo):
+    p = as_role("planner")
+    page = open_planner_map(p)
+    bins = p.js("window.gridplan.histogram.bins")
+    index = max(range(len(bins)), key=lambda i: bins[i])
+    point = p.js(BAR, index)
+    page.mouse.click(*point)
+    page.wait_for_selector("#bin-communities:not([hidden])")
+    highlighted = p.js("window.gridplan.highlighted")
+    assert len(highlighted) == bins[index]
+    assert len(page.query_selector_all("#bin-communities li[data-code]")) == bins[index]
+    page.click(f"#bin-communities li[data-code='{highlighted[0]}']")
+    page.wait_for_function("(c) => window.gridplan.selected === c", arg=highlighted[0])
+    page.wait_for_function("window.gridplan.histogram.marked >= 0")
+    # the selected community's bar is marked: it counts that community
+    marked = p.js("window.gridplan.histogram.marked")
+    households = p.js("(c) => window.gridplan.state.communities.get(c).feature.properties.households",
+                      highlighted[0])
+    assert marked == min(len(p.js("window.gridplan.histogram.bins")) - 1, households // 250)
+
+
+def test_the_planner_map_reads_at_a_glance(as_role, live):
+    """Facilities clustered, outlines that tell too few from too many, colour classes that can be
+    told apart, grid cells that do not look like warnings."""
+    p = as_role("planner")
+    open_planner_map(p)
+    assert p.js("typeof window.gridplan.layers.facilities.refreshClusters") == "function"
+    looks = p.js("""(() => { const out = {}; window.gridplan.layers.communities.eachLayer((l) => {
+        out[l.feature.properties.bounds_status] = [l.options.color, l.options.dashArray]; });
+        return out; })()""")
+    if "below" in looks and "above" in looks:
+        assert looks["below"] != looks["above"]
+    cells = p.js("window.gridplan.layers.grid_cells.options.style")
+    assert cells["color"] not in ("#d7191c", "#e6550d", "#b2182b") and cells["dashArray"]

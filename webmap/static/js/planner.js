@@ -1,15 +1,21 @@
-/* The planner's map: communities coloured by households (those outside the bounds flagged),
-   streets, planning units (loaded by bounding box when zoomed in), facilities, grid cells and
-   blind spots; search; a side panel with the selected community and a histogram. */
+/* The planner's map: communities coloured by households in ColorBrewer classes (outlines tell
+   too few from too many), streets, planning units (loaded by bounding box when zoomed in),
+   facilities (clustered), grid cells (quiet lines, not warnings) and blind spots; search that
+   selects what it finds; a side panel with the selected community or street and a histogram
+   whose bars select the communities they count. */
 "use strict";
 (function () {
   const { config, map, el, figures, number, features, bboxParam, status } = window.gp;
   const [MIN, MAX] = config.bounds;
-  const RAMP = ["#f7fbff", "#c6dbef", "#6baed6", "#2171b5", "#08306b"];
+  // ColorBrewer YlGnBu, 5 classes: each class told apart from its neighbours and from the background
+  const RAMP = ["#ffffcc", "#a1dab4", "#41b6c4", "#2c7fb8", "#253494"];
+  const OUTLINE = { below: { color: "#2166ac", weight: 3, dashArray: "7 5" }, above: { color: "#b2182b", weight: 3.5, dashArray: null },
+    within: { color: "#4d4d4d", weight: 1, dashArray: null } };
   const BREAKS = [MIN * 0.5, MIN, (MIN + MAX) / 2, MAX];
   const KIND_LETTER = { service_centre: "中", service_station: "站", health_centre: "医", health_station: "卫",
     kindergarten: "幼", elderly_care: "老", police_post: "警" };
-  const state = { communities: new Map(), streets: new Map(), selected: null, unitsLoaded: 0 };
+  const state = { communities: new Map(), streets: new Map(), selected: null, unitsLoaded: 0, street: null,
+    highlighted: new Set() };
   const layers = {};
   window.gridplan = { map, layers, state, ready: false };
 
@@ -32,21 +38,30 @@
 
   const flagged = (p) => p.bounds_status !== "within";
 
+  function communityStyle(f) {
+    const p = f.properties;
+    const look = OUTLINE[p.bounds_status] || OUTLINE.within;
+    const chosen = p.code === state.selected, lit = state.highlighted.has(p.code);
+    return { color: chosen || lit ? "#000" : look.color, weight: chosen ? 4.5 : lit ? 3 : look.weight,
+      dashArray: chosen || lit ? null : look.dashArray, fillColor: colour(p.households), fillOpacity: 0.7 };
+  }
   layers.communities = L.geoJSON(null, {
-    style: (f) => ({
-      color: flagged(f.properties) ? "#d7191c" : "#4d4d4d", weight: flagged(f.properties) ? 3 : 1,
-      dashArray: flagged(f.properties) ? "6 4" : null, fillColor: colour(f.properties.households), fillOpacity: 0.6,
-    }),
+    style: communityStyle,
     onEachFeature: (f, layer) => {
       state.communities.set(f.properties.code, { feature: f, layer });
       layer.bindTooltip(() => tooltip(communityRows(f.properties)), { sticky: true });
       layer.bindPopup(() => tooltip(communityRows(f.properties).concat([
         ["街道 street", f.properties.street_code], ["单元 units", number(f.properties.units)]])));
+      // the popup takes the tooltip's place: never one on top of the other
+      layer.on("popupopen", () => layer.closeTooltip());
+      layer.on("tooltipopen", () => { if (layer.isPopupOpen()) layer.closeTooltip(); });
       layer.on("click", () => select(f.properties.code));
     },
   });
+  function restyleCommunities() { layers.communities.eachLayer((l) => l.setStyle(communityStyle(l.feature))); }
   layers.streets = L.geoJSON(null, {
-    style: { color: "#111", weight: 2.5, fill: false, interactive: false },
+    style: (f) => (f.properties.code === state.street ? { color: "#000", weight: 5, fill: false } : { color: "#111", weight: 2.5, fill: false }),
+    interactive: false,
     onEachFeature: (f) => state.streets.set(f.properties.code, f),
   });
   layers.units = L.geoJSON(null, {
@@ -60,7 +75,8 @@
     },
   });
   layers.grid_cells = L.geoJSON(null, {
-    style: { color: "#e6550d", weight: 1, fill: false },
+    // quiet dotted lines: cells are a reference, not a warning
+    style: { color: "#756bb1", weight: 0.8, opacity: 0.8, dashArray: "2 3", fill: false },
     onEachFeature: (f, layer) => layer.bindTooltip(() => tooltip([["网格 cell", f.properties.code],
       ["网格员 supervisor", f.properties.supervisor || "—"]])),
   });
@@ -69,7 +85,7 @@
     onEachFeature: (f, layer) => layer.bindTooltip(() => tooltip([["盲点 blind spot", f.properties.code],
       ["户数 households", number(f.properties.households)], ["建成 built", f.properties.built_year]])),
   });
-  layers.facilities = L.geoJSON(null, {
+  const facilityPoints = L.geoJSON(null, {
     pointToLayer: (f, latlng) => L.marker(latlng, { icon: L.divIcon({
       className: `fac fac-${f.properties.kind}`, html: el("span", KIND_LETTER[f.properties.kind] || "?"),
       iconSize: [16, 16] }) }),
@@ -77,6 +93,9 @@
       ["类型 kind", config.facilityKinds[f.properties.kind] || f.properties.kind],
       ["面积 floor area", `${number(f.properties.floor_area_m2)} m²`]])),
   });
+  // facilities clustered: hundreds of markers would hide the communities they sit in
+  layers.facilities = L.markerClusterGroup ? L.markerClusterGroup({ maxClusterRadius: 50, showCoverageOnHover: false,
+    disableClusteringAtZoom: 17 }) : L.layerGroup();
 
   L.control.layers(null, {
     "社区 communities": layers.communities, "街道 streets": layers.streets,
@@ -84,6 +103,7 @@
     "网格 grid cells": layers.grid_cells, "盲点 blind spots": layers.blind_spots,
   }, { collapsed: false }).addTo(map);
   for (const name of ["communities", "streets", "units", "facilities", "blind_spots"]) layers[name].addTo(map);
+  layers.facilities.addLayer(facilityPoints);
 
   const legend = L.control({ position: "bottomleft" });
   legend.onAdd = () => {
@@ -93,8 +113,10 @@
       `${BREAKS[2]}–${BREAKS[3]}`, `> ${BREAKS[3]}`];
     RAMP.forEach((c, i) => { const row = el("div"); const sw = el("i"); sw.style.background = c;
       row.append(sw, labels[i]); box.append(row); });
-    const out = el("div"); const sw = el("i"); sw.style.border = "2px dashed #d7191c"; out.append(sw,
-      `超出 outside ${MIN}–${MAX}`); box.append(out);
+    const few = el("div"); const sf = el("i"); sf.style.border = "3px dashed #2166ac"; few.append(sf,
+      `户数过少 below ${MIN}`); box.append(few);
+    const many = el("div"); const sm = el("i"); sm.style.border = "3px solid #b2182b"; many.append(sm,
+      `户数过多 above ${MAX}`); box.append(many);
     const blind = el("div"); const sb = el("i"); sb.style.background = "#d7191c"; blind.append(sb, "盲点 blind spot");
     box.append(blind);
     for (const [kind, letter] of Object.entries(KIND_LETTER)) {
@@ -111,6 +133,11 @@
     if (!entry) return;
     const p = entry.feature.properties;
     state.selected = code;
+    state.street = null;
+    layers.streets.setStyle(layers.streets.options.style);
+    restyleCommunities();
+    entry.layer.bringToFront();
+    window.gridplan.selected = code;
     document.getElementById("selected").hidden = false;
     document.getElementById("selected-name").textContent = p.name;
     const flag = p.bounds_status === "within" ? "符合 within bounds" :
@@ -127,6 +154,28 @@
     histogram(p.street_code);
   }
 
+  /* A street found by search (or chosen): outlined, its figures in the panel, its histogram. */
+  function selectStreet(code) {
+    const f = state.streets.get(code);
+    if (!f) return;
+    state.street = code;
+    state.selected = null;
+    restyleCommunities();
+    layers.streets.setStyle(layers.streets.options.style);
+    const mine = [...state.communities.values()].map((e) => e.feature.properties).filter((p) => p.street_code === code);
+    const households = mine.reduce((n, p) => n + (p.households || 0), 0);
+    document.getElementById("selected").hidden = false;
+    document.getElementById("selected-name").textContent = f.properties.name || code;
+    figures(document.getElementById("selected-figures"), [
+      ["代码 code", code], ["社区 communities", number(mine.length)], ["户数 households", number(households)],
+      ["超出户数范围 outside the bounds", number(mine.filter(flagged).length), mine.some(flagged) ? "flag-above" : ""]]);
+    const street = document.getElementById("show-street");
+    street.disabled = false;
+    street.dataset.street = code;
+    window.gridplan.street = code;
+    histogram(code);
+  }
+
   let chart = null;
   async function histogram(street) {
     const data = await window.gp.getJSON(`/api/stats/households${street ? `?street=${street}` : ""}`);
@@ -134,22 +183,57 @@
     const width = 250;
     const top = Math.max(MAX + width, ...values);
     const bins = [];
-    for (let lo = 0; lo < top; lo += width) bins.push({ lo, hi: lo + width, n: 0 });
-    for (const v of values) bins[Math.min(bins.length - 1, Math.floor(v / width))].n += 1;
+    for (let lo = 0; lo < top; lo += width) bins.push({ lo, hi: lo + width, n: 0, codes: [] });
+    for (const c of data.communities) {
+      const bin = bins[Math.min(bins.length - 1, Math.floor(c.households / width))];
+      bin.n += 1;
+      bin.codes.push(c.code);
+    }
     const name = street ? (state.streets.get(street)?.properties.name || street) : "全区 district";
     document.getElementById("histogram-scope").textContent = name;
+    const mineAt = state.selected ? bins.findIndex((b) => b.codes.includes(state.selected)) : -1;
     const chartData = {
       labels: bins.map((b) => `${b.lo}–${b.hi}`),
       datasets: [{ label: "社区数 communities", data: bins.map((b) => b.n),
-        backgroundColor: bins.map((b) => (b.hi <= MIN || b.lo >= MAX ? "#d7191c" : "#2171b5")) }],
+        backgroundColor: bins.map((b) => (b.hi <= MIN ? "#2166ac" : b.lo >= MAX ? "#b2182b" : "#41b6c4")),
+        // the bar that counts the selected community is marked
+        borderColor: bins.map((b, i) => (i === mineAt ? "#000" : "transparent")),
+        borderWidth: bins.map((b, i) => (i === mineAt ? 3 : 0)) }],
     };
+    state.bins = bins;
     if (chart) { chart.data = chartData; chart.update(); } else {
       chart = new Chart(document.getElementById("histogram"), { type: "bar", data: chartData,
         options: { animation: false, plugins: { legend: { display: false } },
+          onClick: (event, elements) => { if (elements.length) highlightBin(elements[0].index); },
+          onHover: (event, elements) => { event.native.target.style.cursor = elements.length ? "pointer" : ""; },
           scales: { x: { title: { display: true, text: "户数 households" } },
             y: { beginAtZero: true, ticks: { precision: 0 }, title: { display: true, text: "社区 communities" } } } } });
     }
-    window.gridplan.histogram = { scope: street || null, bins: bins.map((b) => b.n) };
+    window.gridplan.histogram = { scope: street || null, bins: bins.map((b) => b.n), marked: mineAt };
+  }
+
+  /* A histogram bar selects the communities it counts: outlined on the map, listed in the panel. */
+  function highlightBin(index) {
+    const bin = state.bins[index];
+    state.highlighted = new Set(bin.codes);
+    restyleCommunities();
+    const list = document.getElementById("bin-communities");
+    list.hidden = false;
+    list.replaceChildren(el("li", `${bin.lo}–${bin.hi} 户: ${bin.n} 个社区 communities`, { class: "muted" }),
+      ...[...state.highlighted].map((code) => {
+        const p = state.communities.get(code)?.feature.properties;
+        const item = el("li", `${p ? p.name : code} · ${number(p?.households)}`, { "data-code": code });
+        item.addEventListener("click", () => { select(code); frame(code); });
+        return item;
+      }));
+    const bounds = L.featureGroup([...state.highlighted].map((c) => state.communities.get(c)?.layer).filter(Boolean));
+    if (bounds.getLayers().length) map.fitBounds(bounds.getBounds(), { maxZoom: 16, animate: false });
+    window.gridplan.highlighted = [...state.highlighted];
+  }
+  window.gridplan.highlightBin = highlightBin;
+  function frame(code) {
+    const entry = state.communities.get(code);
+    if (entry) map.fitBounds(entry.layer.getBounds(), { maxZoom: 17, animate: false });
   }
   document.getElementById("show-district").addEventListener("click", () => histogram(null));
   document.getElementById("show-street").addEventListener("click", (e) => histogram(e.target.dataset.street));
@@ -166,7 +250,7 @@
       const item = el("li", `${r.name} (${r.code})`, { "data-code": r.code });
       item.addEventListener("click", () => {
         map.flyToBounds([[r.bbox[1], r.bbox[0]], [r.bbox[3], r.bbox[2]]], { duration: 0.5 });
-        if (r.layer === "communities") select(r.code);
+        if (r.layer === "communities") select(r.code); else if (r.layer === "streets") selectStreet(r.code);
       });
       list.append(item);
     }
@@ -192,7 +276,12 @@
     const drawn = (name, params) => features(name, params).then((found) => { layers[name].addData(found); return found; });
     const communities = await drawn("communities", { zoom });
     window.gridplan.communitiesDrawnAt = performance.now();
-    const [, , , blind] = await Promise.all([drawn("streets", { zoom }), drawn("facilities"),
+    const facilities = features("facilities").then((found) => {
+      facilityPoints.addData(found);
+      if (layers.facilities.refreshClusters) { layers.facilities.removeLayer(facilityPoints); layers.facilities.addLayer(facilityPoints); }
+      return found;
+    });
+    const [, , , blind] = await Promise.all([drawn("streets", { zoom }), facilities,
       drawn("grid_cells", { zoom }), drawn("blind_spots")]);
     const outside = communities.filter((f) => flagged(f.properties)).length;
     status(`${communities.length} 个社区 communities, ${outside} 个超出户数范围 outside ${MIN}–${MAX}; ` +
