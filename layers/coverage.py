@@ -235,34 +235,44 @@ def compute_reach(inputs: CoverageInputs, standards: list[Standard], method: str
     return ReachRun(households, facilities, frame, standards, method, nearest, graph)
 
 
-def _pairs_by(codes: np.ndarray, households: np.ndarray, covered: np.ndarray) -> dict[str, list[int]]:
-    """``{code: [households, covered]}`` over the points that carry a code."""
-    known = pd.notna(codes)
-    if not known.any():
-        return {}
-    keys, inverse = np.unique(codes[known].astype(str), return_inverse=True)
-    hh = households[known]
-    total = np.bincount(inverse, weights=hh, minlength=len(keys))
-    got = np.bincount(inverse, weights=hh * covered[known], minlength=len(keys))
-    return {k: [int(t), int(c)] for k, t, c in zip(keys, total, got, strict=True)}
+@dataclass
+class _Groups:
+    """Household points grouped by a code (community, street, district), factorised once."""
+
+    keys: list[str]  # in code order
+    known: np.ndarray  # points that carry a code
+    group: np.ndarray  # group of each known point
+    weight: np.ndarray  # households of each known point
+    total: np.ndarray  # households per group
+
+    @classmethod
+    def of(cls, codes: np.ndarray, households: np.ndarray) -> _Groups:
+        inverse, keys = pd.factorize(pd.Series(codes, dtype=object), sort=True, use_na_sentinel=True)
+        known = inverse >= 0
+        weight = households[known].astype(float)
+        total = np.bincount(inverse[known], weights=weight, minlength=len(keys))
+        return cls([str(k) for k in keys], known, inverse[known], weight, total)
+
+    def pairs(self, covered: np.ndarray) -> dict[str, list[int]]:
+        """``{code: [households, covered]}``, codes in order."""
+        got = np.bincount(self.group, weights=self.weight * covered[self.known], minlength=len(self.keys))
+        return dict(zip(self.keys, np.column_stack([self.total, got]).astype(np.int64).tolist(), strict=True))
 
 
 def reach_rows(run: ReachRun) -> list[dict]:
     """The ``reach`` part of the report: one entry per row of the standards table."""
     hh = run.households
+    groups = {name: _Groups.of(codes, hh.households) for name, codes in
+              (("by_district", hh.district), ("by_street", hh.street), ("by_community", hh.community))}
+    total = int(hh.households.sum())
     out = []
     for row in run.standards:
         covered = run.covered(row.kind, row.reach_m)
-        total = int(hh.households.sum())
         got = int(hh.households[covered].sum())
-        out.append({
-            "kind": row.kind, "name": row.name, "level": row.level, "radius_m": row.reach_m,
-            "method": run.method, "households": total, "households_covered": got,
-            "share": round(got / total, 4) if total else 1.0,
-            "by_district": _pairs_by(hh.district, hh.households, covered),
-            "by_street": _pairs_by(hh.street, hh.households, covered),
-            "by_community": _pairs_by(hh.community, hh.households, covered),
-        })
+        out.append({"kind": row.kind, "name": row.name, "level": row.level, "radius_m": row.reach_m,
+                    "method": run.method, "households": total, "households_covered": got,
+                    "share": round(got / total, 4) if total else 1.0}
+                   | {name: g.pairs(covered) for name, g in groups.items()})
     return out
 
 
