@@ -636,3 +636,25 @@ def test_the_planner_map_reads_at_a_glance(as_role, live):
         assert looks["below"] != looks["above"]
     cells = p.js("window.gridplan.layers.grid_cells.options.style")
     assert cells["color"] not in ("#d7191c", "#e6550d", "#b2182b") and cells["dashArray"]
+
+
+def test_the_plan_list_filters_by_status_author_and_street(as_role, live, small_demo):
+    mine, _ = api_plan(live, small_demo, "planner", "甲街道方案", street_index=0)
+    theirs, _ = api_plan(live, small_demo, "admin", "乙街道方案", street_index=1)
+    p = as_role("viewer")
+    page = p.page
+    page.goto(f"{p.base}/plans")
+    listed = "[...document.querySelectorAll('#plan-table tr[data-plan]')].map((r) => Number(r.dataset.plan))"
+    assert {mine, theirs} <= set(p.js(listed))
+    page.select_option("#plan-filters select[name=author]", "admin")
+    page.click("#plan-filters button[type=submit]")
+    page.wait_for_url(lambda url: "author=admin" in url)
+    assert theirs in p.js(listed) and mine not in p.js(listed)
+    page.select_option("#plan-filters select[name=author]", "")
+    page.select_option("#plan-filters select[name=street]", small_demo.layers["streets"]["code"].iloc[0])
+    page.click("#plan-filters button[type=submit]")
+    page.wait_for_url(lambda url: "street=" in url)
+    assert mine in p.js(listed) and theirs not in p.js(listed)
+    assert live["district_plan"] in p.js(listed)  # a plan of every street covers this one too
+    row = page.inner_text(f"#plan-table tr[data-plan='{mine}']")
+    assert small_demo.layers["streets"]["name"].iloc[0] in row

@@ -88,6 +88,7 @@ def plan_list():
     authors = sorted({p["author"] for p in plan_rows.list_plans(engine())})
     return render_template("plans.html", plans=plan_rows.list_plans(engine(), **chosen), chosen=chosen,
                            statuses=STATUSES, authors=authors,
+                           street_names=dict(zip(streets["code"], streets["name"], strict=True)),
                            streets=list(streets.itertuples(index=False)), title="方案 plans")
 
 
