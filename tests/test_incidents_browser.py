@@ -1,0 +1,195 @@
+"""The supervisor's case pages in headless Chromium at a phone's width (360 px): report a case at
+the phone's location with a photo, drive it through every step of the loop with the buttons,
+see a version conflict answered with the current state; the map opens on the supervisor's cells."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import pytest
+from werkzeug.serving import make_server
+
+from geodata.db import get_engine
+from layers.demo import write_demo
+from tests.webhelpers import PASSWORD, make_accounts
+from webmap import create_app
+
+JPEG = b"\xff\xd8\xff\xe0" + b"\0" * 256
+EVIL = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
+    folder = tmp_path_factory.mktemp("cases")
+    path = folder / "gridplan.sqlite"
+    shutil.copy(spatialite_template, path)
+    url = f"sqlite:///{path}"
+    write_demo(get_engine(url), small_demo)
+    app = create_app(
+        {"DATABASE_URL": url, "TESTING": True, "BASEMAP": "osm", "PHOTO_DIR": str(folder / "photos")}
+    )
+    secrets = make_accounts(app, small_demo)
+    srv = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    cells = small_demo.layers["grid_cells"]
+    mine = cells[cells["code"].str.startswith(secrets["scope"])]
+    yield {"base": f"http://127.0.0.1:{srv.server_port}", "cells": mine, "folder": folder, **secrets}
+    srv.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium_path,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def phone(browser, server):
+    here = server["cells"].iloc[0].geometry.representative_point()
+    context = browser.new_context(
+        viewport={"width": 360, "height": 740},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        geolocation={"longitude": here.x, "latitude": here.y},
+        permissions=["geolocation"],
+    )
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.route("**/tile.openstreetmap.org/**", lambda route: route.abort())
+    page.goto(f"{server['base']}/login")
+    page.fill("input[name=name]", "supervisor")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form.login button[type=submit]")
+    page.wait_for_url(lambda url: "/login" not in url)
+    yield page
+    context.close()
+
+
+def ready(page):
+    page.wait_for_function("window.gridplan && window.gridplan.ready", timeout=30_000)
+
+
+def no_sideways_scroll(page):
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360 + 1
+
+
+def test_a_case_through_every_step_on_a_phone(phone, server, tmp_path):
+    page = phone
+    page.goto(f"{server['base']}/cases/new")
+    ready(page)
+    page.click("#locate")
+    page.wait_for_function("document.querySelector('input[name=lon]').value !== ''")
+    page.select_option("select[name=category]", "E01-01")
+    page.fill("textarea[name=description]", EVIL)
+    photo = tmp_path / "scene.jpg"
+    photo.write_bytes(JPEG)
+    page.set_input_files("input[name=photo]", str(photo))
+    page.click("form#report-form button[type=submit]")
+    page.wait_for_selector("#reported-text a")
+    no_sideways_scroll(page)
+    page.screenshot(path=str(server["folder"] / "report.png"), full_page=True)
+    code = page.text_content("#reported-text a")
+    page.click("#reported-text a")
+    ready(page)
+    assert page.text_content("#case-figures").count(EVIL) == 1  # as text, never as HTML
+    assert page.locator("#case-photos img").count() == 1
+    for action in ("file", "dispatch", "handle", "return", "handle", "close", "evaluate"):
+        button = page.locator(f"#action-buttons button[data-action={action}]")
+        box = button.bounding_box()
+        assert box["height"] >= 44 and box["width"] >= 44  # a finger's size
+        if action == "return":
+            page.fill("#case-note", "未清理干净 not clean yet")
+        version = page.evaluate("window.gridplan.case.version")
+        button.click()
+        page.wait_for_function(f"window.gridplan.case.version === {version + 1}")
+        if action == "dispatch":
+            assert page.text_content("#case-clock").startswith("剩余 left")
+        no_sideways_scroll(page)
+    page.screenshot(path=str(server["folder"] / "case.png"), full_page=True)
+    steps = page.locator("#case-history li").all_text_contents()
+    assert [s.split(" ")[2] for s in steps] == [
+        "reported",
+        "filed",
+        "dispatched",
+        "handled",
+        "returned",
+        "handled",
+        "closed",
+        "evaluated",
+    ]
+    assert all("supervisor" in s for s in steps)
+    assert page.locator("#action-buttons button").count() == 0
+    assert page.errors == []
+    assert code
+
+
+def test_a_conflict_shows_the_current_state(phone, server, browser):
+    page = phone
+    page.goto(f"{server['base']}/cases/new")
+    ready(page)
+    page.click("#locate")
+    page.wait_for_function("document.querySelector('input[name=lon]').value !== ''")
+    page.click("form#report-form button[type=submit]")
+    page.wait_for_selector("#reported-text a")
+    code = page.text_content("#reported-text a")
+    page.goto(f"{server['base']}/cases/{code}")
+    ready(page)
+    # someone else files it meanwhile
+    import requests
+
+    answer = requests.post(
+        f"{server['base']}/api/incidents/{code}/actions",
+        json={"action": "file", "version": 1},
+        headers={"Authorization": f"Bearer {server['supervisor_token']}"},
+        timeout=10,
+    )
+    assert answer.status_code == 200
+    page.click("#action-buttons button[data-action=file]")
+    page.wait_for_selector("#conflict:not([hidden])")
+    assert "someone acted first" in page.text_content("#conflict")
+    page.wait_for_function("window.gridplan.case.version === 2")
+    assert page.locator("#action-buttons button[data-action=dispatch]").count() == 1
+
+
+def test_the_case_list_puts_overdue_first(phone, server):
+    page = phone
+    page.goto(f"{server['base']}/cases")
+    ready(page)
+    left = page.evaluate("""Array.from(document.querySelectorAll('#case-list li')).map(li => li.className)""")
+    overdue = [c.endswith("overdue") for c in left]
+    assert overdue == sorted(overdue, reverse=True)
+    no_sideways_scroll(page)
+    page.screenshot(path=str(server["folder"] / "list.png"), full_page=True)
+
+
+def test_the_map_opens_on_the_supervisors_cells_every_time(browser, server):
+    cells = server["cells"]
+    minx, miny, maxx, maxy = cells.total_bounds
+    for _ in range(4):
+        context = browser.new_context(viewport={"width": 1200, "height": 800})
+        page = context.new_page()
+        page.route("**/tile.openstreetmap.org/**", lambda route: route.abort())
+        page.goto(f"{server['base']}/login")
+        page.fill("input[name=name]", "supervisor")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("form.login button[type=submit]")
+        page.wait_for_url(lambda url: "/supervisor" in url)
+        ready(page)
+        page.wait_for_timeout(400)  # any animation would have ended by now
+        bounds = page.evaluate(
+            "(() => { const b = window.gridplan.map.getBounds(); "
+            "return [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()]; })()"
+        )
+        width = maxx - minx
+        assert bounds[0] <= minx and bounds[2] >= maxx and (bounds[2] - bounds[0]) < 4 * width + 0.01
+        context.close()
