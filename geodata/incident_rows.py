@@ -8,6 +8,7 @@ acting on the same version, one wins and the other finds no row to change.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from datetime import datetime
@@ -197,7 +198,7 @@ def cells_extent(engine: Engine, prefix: str | None, codes: Sequence[str] | None
 
 def insert_incident(conn: Connection, values: dict, lon: float, lat: float, code_prefix: str) -> dict:
     """Store a new case (its code: ``code_prefix-<id>``) and return it."""
-    marker = f"new-{datetime.now().timestamp()}-{id(values)}"[:24]
+    marker = f"new-{uuid.uuid4().hex[:20]}"  # unique until the id gives the case its code
     new_id = conn.execute(
         insert(T)
         .values(code=marker, geom=_point(lon, lat), version=1, rework_count=0, **values)

@@ -1,0 +1,256 @@
+"""Benchmark: incident intake under load, and the rates over a million incidents.
+
+1. Intake: the demo district in SpatiaLite and in PostGIS (a throwaway cluster), served by
+   gunicorn as ``scripts/bench_api.py`` does; ``--clients`` concurrent clients (threads with
+   keep-alive connections) post reports (``POST /api/incidents`` with a supervisor's token) for
+   ``--seconds`` on loopback. Reported: reports per second, p50/p95 latency, errors, and a count
+   afterwards — every acknowledged report stored exactly once (none lost, none duplicated).
+2. Rates: ``--rates-n`` synthetic incidents over a year (step times and step hours as the loop
+   stores them) in each database; the time of the district's, the streets' and the
+   communities' rates for the year.
+
+    .venv/bin/python scripts/bench_incidents.py --clients 50 --seconds 60 --rates-n 1000000 \
+        --json bench-out/incidents.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import shapely
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from pgcluster import PostgisCluster, _free_port  # noqa: E402
+from sqlalchemy import insert, text  # noqa: E402
+
+from geodata.db import BATCH, get_engine  # noqa: E402
+from geodata.migrate import upgrade  # noqa: E402
+from geodata.models import Incident  # noqa: E402
+from geodata.standards import seed_settings  # noqa: E402
+from layers import rates  # noqa: E402
+from layers.demo import generate, write_demo  # noqa: E402
+from layers.working_time import add_working_hours  # noqa: E402
+
+WORKERS = 2
+
+
+def serve(url: str, port: int, workers: int) -> subprocess.Popen:
+    cmd = [str(ROOT / ".venv" / "bin" / "gunicorn"), "--workers", str(workers), "--threads", "4",
+           "--bind", f"127.0.0.1:{port}", "webmap:create_app()"]
+    env = os.environ | {"PYTHONPATH": str(ROOT), "DATABASE_URL": url}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_for(port: int, token: str, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/api/incidents?limit=1", headers={"Authorization": f"Bearer {token}"})
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("the server did not answer")
+
+
+def intake(port: int, token: str, points: np.ndarray, clients: int, seconds: float, tag: str) -> dict:
+    """``clients`` threads posting reports until the time is up; what each got back."""
+    stop = time.time() + seconds
+    latencies: list[float] = []
+    acknowledged: list[str] = []
+    errors: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        rng = np.random.default_rng(n)
+        i = 0
+        mine_lat, mine_ack, mine_err = [], [], {}
+        while time.time() < stop:
+            lon, lat = points[rng.integers(len(points))]
+            description = f"{tag}-{n}-{i}"
+            body = json.dumps({"lon": lon, "lat": lat, "category": "E01-01", "description": description})
+            start = time.perf_counter()
+            try:
+                conn.request("POST", "/api/incidents", body=body, headers={
+                    "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+            except OSError as exc:
+                status = type(exc).__name__
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            mine_lat.append(time.perf_counter() - start)
+            if status == 201:
+                mine_ack.append(description)
+            else:
+                mine_err[str(status)] = mine_err.get(str(status), 0) + 1
+            i += 1
+        with lock:
+            latencies.extend(mine_lat)
+            acknowledged.extend(mine_ack)
+            for k, v in mine_err.items():
+                errors[k] = errors.get(k, 0) + v
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    began = time.time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.time() - began
+    ms = np.array(latencies) * 1000
+    return {"acknowledged": acknowledged, "errors": errors, "elapsed_s": round(elapsed, 1),
+            "reports_per_s": round(len(acknowledged) / elapsed, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
+            "p95_ms": round(float(np.percentile(ms, 95)), 1) if len(ms) else None}
+
+
+def check(engine, tag: str, acknowledged: list[str]) -> dict:
+    """Every acknowledged report stored exactly once."""
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT description, count(*) FROM incidents WHERE description LIKE :t "
+                                   "GROUP BY description"), {"t": f"{tag}-%"}).all()
+    counts = dict(stored)
+    lost = [d for d in acknowledged if d not in counts]
+    duplicated = [d for d, n in counts.items() if n > 1]
+    return {"stored": sum(counts.values()), "lost": len(lost), "duplicated": len(duplicated),
+            "unacknowledged_but_stored": len(set(counts) - set(acknowledged))}
+
+
+def synthetic(engine, demo, n: int, seed: int = 3) -> None:
+    """``n`` incidents over a year in the demo's cells, with step times and step hours."""
+    rng = np.random.default_rng(seed)
+    cells = demo.layers["grid_cells"]
+    pick = rng.integers(len(cells), size=n)
+    points = shapely.get_coordinates(shapely.point_on_surface(cells.geometry.values))[pick]
+    codes = cells["code"].to_numpy()[pick]
+    end = np.datetime64("2026-11-01T00:00", "s")
+    reported = end - rng.integers(0, 365 * 86400, n).astype("timedelta64[s]")
+    filed = reported + rng.integers(600, 7200, n).astype("timedelta64[s]")
+    dispatched = filed + rng.integers(600, 7200, n).astype("timedelta64[s]")
+    limit = rng.choice([2.0, 4.0, 8.0, 16.0, 40.0], n)
+    due = add_working_hours(dispatched, limit)
+    handled = add_working_hours(dispatched, limit * rng.lognormal(np.log(0.6), 0.6, n))
+    closed = handled + rng.integers(600, 14400, n).astype("timedelta64[s]")
+    done = closed < end
+    status = np.where(done, "closed", "dispatched")
+    rework = (rng.uniform(size=n) < 0.05).astype(int)
+    wkb = shapely.to_wkb(shapely.points(points))
+    py = lambda a: a.astype("datetime64[us]").astype(datetime)  # noqa: E731
+    rows = {"reported_at": py(reported), "filed_at": py(filed), "dispatched_at": py(dispatched),
+            "handled_at": py(handled), "closed_at": py(closed), "due_at": py(due)}
+    table = Incident.__table__
+    from geodata.dialect import geom_from_wkb
+
+    stmt = insert(table).values(geom=geom_from_wkb())
+    with engine.begin() as conn:
+        for start in range(0, n, BATCH * 5):
+            stop = min(start + BATCH * 5, n)
+            batch = []
+            for i in range(start, stop):
+                ok = bool(done[i])
+                batch.append({
+                    "code": f"B{i:09d}", "category": "E01-01", "description": None, "status": str(status[i]),
+                    "reported_at": rows["reported_at"][i], "filed_at": rows["filed_at"][i],
+                    "dispatched_at": rows["dispatched_at"][i],
+                    "handled_at": rows["handled_at"][i] if ok else None,
+                    "feedback_at": None, "closed_at": rows["closed_at"][i] if ok else None,
+                    "due_at": rows["due_at"][i], "grid_code": codes[i], "district_code": codes[i][:6],
+                    "community_code": codes[i][:12], "street_code": codes[i][:9], "version": 5,
+                    "rework_count": int(rework[i]), "filing_wh": 0.5, "dispatch_wh": 0.5,
+                    "handling_wh": float(limit[i]) * 0.6 if ok else None, "verify_wh": 1.0 if ok else None,
+                    "geom_wkb": wkb[i]})
+            conn.execute(stmt, batch)
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("ANALYZE incidents")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--units", type=int, default=4000)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--rates-n", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=WORKERS)
+    parser.add_argument("--only", choices=["spatialite", "postgis"])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    demo = generate(units=args.units, seed=1)
+    results = {"clients": args.clients, "seconds": args.seconds, "workers": args.workers, "intake": [],
+               "rates": [], "machine": {"cpus": os.cpu_count(), "machine": platform.machine(),
+                                        "python": platform.python_version()}}
+    from webmap import create_app
+    from webmap.auth import add_token
+
+    with tempfile.TemporaryDirectory(prefix="gridplan-bench-") as tmp, PostgisCluster() as pg_url:
+        targets = {"spatialite": f"sqlite:///{Path(tmp) / 'bench.sqlite'}", "postgis": pg_url}
+        if args.only:
+            targets = {args.only: targets[args.only]}
+        for name, url in targets.items():
+            engine = get_engine(url)
+            upgrade(engine)
+            with engine.begin() as conn:
+                seed_settings(conn)
+            write_demo(engine, demo)
+            with create_app({"DATABASE_URL": url}).app_context():
+                token = add_token("bench", "supervisor", demo.layers["districts"]["code"].iloc[0])
+            cells = demo.layers["grid_cells"]
+            points = shapely.get_coordinates(shapely.point_on_surface(cells.geometry.values))
+            port = _free_port()
+            proc = serve(url, port, args.workers)
+            try:
+                wait_for(port, token)
+                tag = f"bench{int(time.time())}"
+                got = intake(port, token, points, args.clients, args.seconds, tag)
+            finally:
+                proc.terminate()
+                proc.wait()
+            row = {"database": name, **{k: v for k, v in got.items() if k != "acknowledged"},
+                   "acknowledged": len(got["acknowledged"]), **check(engine, tag, got["acknowledged"])}
+            results["intake"].append(row)
+            print(json.dumps(row), flush=True)
+            if args.rates_n:
+                started = time.perf_counter()
+                synthetic(engine, demo, args.rates_n)
+                loaded = time.perf_counter() - started
+                with engine.connect() as conn:
+                    total = conn.execute(text("SELECT count(*) FROM incidents")).scalar_one()
+                since, until = rates.period("2025-11-01", "2026-10-31")
+                for by in ("district", "street", "community"):
+                    best = []
+                    for _ in range(3):
+                        started = time.perf_counter()
+                        table = rates.rates(engine, by, since, until, now=datetime(2026, 11, 1))
+                        best.append(time.perf_counter() - started)
+                    row = {"database": name, "incidents": total, "by": by, "groups": len(table),
+                           "seconds": round(min(best), 3), "load_s": round(loaded, 1),
+                           "reported": int(table["reported"].sum())}
+                    results["rates"].append(row)
+                    print(json.dumps(row), flush=True)
+            engine.dispose()
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
