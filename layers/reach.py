@@ -182,16 +182,19 @@ class RoadGraph:
         coords, part = shapely.get_coordinates(parts, return_index=True)
         if len(coords) < 2:
             return cls(csr_matrix((0, 0)), np.empty((0, 2)), np.empty((0, 2), dtype=np.int64))
-        key = np.round(coords / NODE_TOLERANCE_M).astype(np.int64)
-        uniq, node = np.unique(key, axis=0, return_inverse=True)
+        grid = np.round(coords / NODE_TOLERANCE_M).astype(np.int64)
+        grid -= grid.min(axis=0)
+        key = grid[:, 0] * (int(grid[:, 1].max()) + 1) + grid[:, 1]  # one integer per grid point
+        _, first, node = np.unique(key, return_index=True, return_inverse=True)
         node = node.ravel()
-        xy = uniq * NODE_TOLERANCE_M
+        xy = coords[first]
         same = part[:-1] == part[1:]
         a, b = node[:-1][same], node[1:][same]
         a, b = _node_junctions(a, b, xy, node, part)
         keep = a != b
-        a, b = a[keep], b[keep]
-        pairs = np.unique(np.sort(np.column_stack([a, b]), axis=1), axis=0)
+        lo, hi = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
+        pair_key = np.unique(lo * len(xy) + hi)
+        pairs = np.column_stack([pair_key // len(xy), pair_key % len(xy)])
         return cls(_symmetric(pairs, xy), xy, pairs)
 
     def snap(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -235,16 +238,26 @@ def _node_junctions(a: np.ndarray, b: np.ndarray, xy: np.ndarray, node: np.ndarr
     loose = ends[degree[ends] <= 1]
     if not len(loose) or not len(a):
         return a, b
-    segments = shapely.linestrings(np.stack([xy[a], xy[b]], axis=1))
-    hit_point, hit_segment = shapely.STRtree(segments).query(
-        shapely.points(xy[loose]), predicate="dwithin", distance=JUNCTION_TOLERANCE_M)
-    p = loose[hit_point]
-    inner = (a[hit_segment] != p) & (b[hit_segment] != p)
-    p, s = p[inner], hit_segment[inner]
-    if not len(s):
+    # candidates: a point on a segment lies within half its length of its midpoint
+    middle = (xy[a] + xy[b]) / 2
+    reach = np.hypot(*(xy[b] - xy[a]).T) / 2 + JUNCTION_TOLERANCE_M
+    tree = cKDTree(xy[loose])
+    near = np.flatnonzero(tree.query_ball_point(middle, reach, return_length=True) > 0)
+    if not len(near):
         return a, b
+    lists = tree.query_ball_point(middle[near], reach[near])
+    counts = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+    s = np.repeat(near, counts)
+    p = loose[np.concatenate(lists).astype(np.int64)]
+    inner = (a[s] != p) & (b[s] != p)
+    p, s = p[inner], s[inner]
     direction = xy[b[s]] - xy[a[s]]
     t = ((xy[p] - xy[a[s]]) * direction).sum(1) / np.maximum((direction ** 2).sum(1), 1e-18)
+    foot = xy[a[s]] + np.clip(t, 0, 1)[:, None] * direction
+    on = np.hypot(*(xy[p] - foot).T) <= JUNCTION_TOLERANCE_M
+    p, s, t = p[on], s[on], t[on]
+    if not len(s):
+        return a, b
     split = np.unique(s)
     # every split segment becomes the chain a → points in order along it → b
     seg = np.concatenate([split, split, s])
