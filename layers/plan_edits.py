@@ -34,9 +34,14 @@ from layers.redistricting import PlanResult, assign_codes, split_in_two, summary
 
 def community_adjacency(loaded: LoadedPlan) -> dict[str, list[str]]:
     """Every community's neighbours (communities sharing an edge with it), longest shared
-    boundary first — one pass over the adjacency, the same cost in a street and in a city."""
+    boundary first — one pass over the adjacency, the same cost in a street and in a city; kept
+    with the loaded plan for its version (an edit saved makes a new version)."""
+    cached = loaded.__dict__.get("_adjacency")
+    if cached is not None and cached[0] == loaded.version:
+        return cached[1]
     p, g = loaded.partition, loaded.graph
-    names, inverse = np.unique(p.labels.astype(str), return_inverse=True)
+    inverse, names = pd.factorize(p.labels)
+    names = np.asarray(names, dtype=object)
     rows = np.repeat(np.arange(len(g)), np.diff(g.indptr))
     a, b = inverse[rows], inverse[g.indices]
     keep = (a != b) & (names[a] != "") & (names[b] != "")
@@ -48,6 +53,7 @@ def community_adjacency(loaded: LoadedPlan) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {label: [] for label in p.communities}
     for a_, group in frame.groupby("a", sort=False)["b"]:
         out[str(names[a_])] = names[group.to_numpy()].tolist()
+    loaded.__dict__["_adjacency"] = (loaded.version, out)
     return out
 
 

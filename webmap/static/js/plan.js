@@ -657,8 +657,12 @@
     // for tests and the benchmark: a stroke along [lng, lat] points
     $("move-to").value = target;
     Object.assign(stroke, { active: true, target, before: new Map(), last: L.latLng(lnglats[0][1], lnglats[0][0]), dirty: new Set() });
-    for (const [lng, lat] of lnglats) { const p = L.latLng(lat, lng); paintAlong(stroke.last, p); stroke.last = p; }
+    const t0 = performance.now();
+    let moved = t0;
+    for (const [lng, lat] of lnglats) { moved = performance.now(); const p = L.latLng(lat, lng); paintAlong(stroke.last, p); stroke.last = p; }
+    const t1 = performance.now();
     showStroke();
+    window.gridplan.lastStroke = { brush_ms: t1 - t0, figures_ms: performance.now() - t1, after_last_move_ms: performance.now() - moved };
     const shown = performance.now();
     await endStroke();
     return shown;
@@ -866,7 +870,9 @@
     state.units.clear();
     grid = null;
     units.addData(found);
+    buildGrid();
     window.gridplan.unitsLoaded = found.features.length;
+    window.gridplan.unitLoads = (window.gridplan.unitLoads || 0) + 1;
   }
   let lastZoom = null;
   map.on("moveend", () => {
@@ -894,10 +900,12 @@
     const found = await first;
     if (found) {
       units.addData(found);
+      buildGrid();
       if (found.features.length) map.fitBounds(units.getBounds(), { animate: false });
     }
     outlinesClickable();
     fillMoveTargets();
+    window.gridplan.readyAt = performance.now();  // the map is drawn: ms since navigation started
     window.gridplan.ready = true;
     if (state.byView) await loadUnits();
     status(config.editable ? (state.byView ? `放大到 ${state.unitZoom} 级可选择单元 zoom in to ${state.unitZoom} to select units` : "点击单元选择 click units to select them")
