@@ -177,23 +177,25 @@ class RoadGraph:
     @classmethod
     def from_lines(cls, lines: np.ndarray) -> RoadGraph:
         """Build the graph from road lines already in metres (LineString or MultiLineString)."""
-        parts = shapely.get_parts(np.asarray(lines, dtype=object))
-        parts = parts[~shapely.is_empty(parts)]
+        parts = np.asarray(lines, dtype=object)
+        if (shapely.get_type_id(parts) != shapely.GeometryType.LINESTRING).any():
+            parts = shapely.get_parts(parts)
+        parts = parts[~(shapely.is_missing(parts) | shapely.is_empty(parts))]
         coords, part = shapely.get_coordinates(parts, return_index=True)
         if len(coords) < 2:
             return cls(csr_matrix((0, 0)), np.empty((0, 2)), np.empty((0, 2), dtype=np.int64))
         grid = np.round(coords / NODE_TOLERANCE_M).astype(np.int64)
         grid -= grid.min(axis=0)
         key = grid[:, 0] * (int(grid[:, 1].max()) + 1) + grid[:, 1]  # one integer per grid point
-        _, first, node = np.unique(key, return_index=True, return_inverse=True)
-        node = node.ravel()
+        first, node = _factorise(key)
         xy = coords[first]
         same = part[:-1] == part[1:]
         a, b = node[:-1][same], node[1:][same]
         a, b = _node_junctions(a, b, xy, node, part)
         keep = a != b
         lo, hi = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
-        pair_key = np.unique(lo * len(xy) + hi)
+        pair_key = lo * len(xy) + hi
+        pair_key = pair_key[_factorise(pair_key)[0]]
         pairs = np.column_stack([pair_key // len(xy), pair_key % len(xy)])
         return cls(_symmetric(pairs, xy), xy, pairs)
 
@@ -215,6 +217,33 @@ class RoadGraph:
         return csr_matrix((data, (rows, cols)), shape=(n + k, n + k)), leaves
 
 
+def _factorise(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the first occurrence of each distinct integer of ``key`` (in key order) and
+    each element's number among them: ``np.unique`` by one sort (its hashing path is slower)."""
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    new = np.r_[True, ordered[1:] != ordered[:-1]]
+    number = np.empty(len(key), dtype=np.int64)
+    number[order] = np.cumsum(new) - 1
+    return order[new], number
+
+
+def spatial_order(xy: np.ndarray, cell_m: float = 50.0) -> np.ndarray:
+    """An order of points along a Z-order (Morton) curve of ``cell_m`` cells: neighbours in space
+    become neighbours in memory, which makes tree and graph look-ups of many points faster."""
+    if len(xy) == 0:
+        return np.zeros(0, dtype=np.int64)
+    cell = np.floor((xy - xy.min(axis=0)) / cell_m).astype(np.uint64) & np.uint64(0xFFFFFFFF)
+
+    def spread(v: np.ndarray) -> np.ndarray:
+        for shift, mask in ((16, 0x0000FFFF0000FFFF), (8, 0x00FF00FF00FF00FF), (4, 0x0F0F0F0F0F0F0F0F),
+                            (2, 0x3333333333333333), (1, 0x5555555555555555)):
+            v = (v | (v << np.uint64(shift))) & np.uint64(mask)
+        return v
+
+    return np.argsort(spread(cell[:, 0]) | (spread(cell[:, 1]) << np.uint64(1)), kind="stable")
+
+
 def _lengths(pairs: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return np.hypot(*(xy[pairs[:, 0]] - xy[pairs[:, 1]]).T)
 
@@ -233,9 +262,10 @@ def _node_junctions(a: np.ndarray, b: np.ndarray, xy: np.ndarray, node: np.ndarr
     overlapping pieces such as a bridge drawn over the ends of the road it joins)."""
     first = np.r_[True, part[1:] != part[:-1]]
     last = np.r_[part[1:] != part[:-1], True]
-    ends = np.unique(node[first | last])
-    degree = np.bincount(np.concatenate([a, b]), minlength=len(xy))
-    loose = ends[degree[ends] <= 1]
+    is_end = np.zeros(len(xy), dtype=bool)
+    is_end[node[first | last]] = True
+    degree = np.bincount(a, minlength=len(xy)) + np.bincount(b, minlength=len(xy))
+    loose = np.flatnonzero(is_end & (degree <= 1))
     if not len(loose) or not len(a):
         return a, b
     # candidates: a point on a segment lies within half its length of its midpoint
@@ -258,7 +288,9 @@ def _node_junctions(a: np.ndarray, b: np.ndarray, xy: np.ndarray, node: np.ndarr
     p, s, t = p[on], s[on], t[on]
     if not len(s):
         return a, b
-    split = np.unique(s)
+    marked = np.zeros(len(a), dtype=bool)
+    marked[s] = True
+    split = np.flatnonzero(marked)
     # every split segment becomes the chain a → points in order along it → b
     seg = np.concatenate([split, split, s])
     pos = np.concatenate([np.zeros(len(split)), np.ones(len(split)), np.clip(t, 1e-9, 1 - 1e-9)])
@@ -266,8 +298,7 @@ def _node_junctions(a: np.ndarray, b: np.ndarray, xy: np.ndarray, node: np.ndarr
     order = np.lexsort((pos, seg))
     seg, at = seg[order], at[order]
     chain = seg[:-1] == seg[1:]
-    untouched = np.ones(len(a), dtype=bool)
-    untouched[split] = False
+    untouched = ~marked
     return (np.concatenate([a[untouched], at[:-1][chain]]),
             np.concatenate([b[untouched], at[1:][chain]]))
 
@@ -300,13 +331,18 @@ def nearest_by_kind(households: Households, facilities: Facilities, limits: dict
     straight-line when ``graph`` is None, along the roads otherwise. Facility positions are
     positions in ``facilities``."""
     out: dict[str, Nearest] = {}
+    order = spatial_order(households.xy)
+    points = households.xy[order]
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
     if graph is not None and graph.nodes:
         matrix, leaves = graph.with_leaves(facilities.xy)
-        snapped = graph.snap(households.xy)
+        snapped = tuple(x[back] for x in graph.snap(points))
     for kind, limit in limits.items():
         at = facilities.of_kind(kind)
         if graph is None:
-            distance, index = nearest_straight(households.xy, facilities.xy[at], limit)
+            distance, index = nearest_straight(points, facilities.xy[at], limit)
+            distance, index = distance[back], index[back]
         elif graph.nodes == 0 or not len(at) or not len(households):
             distance, index = np.full(len(households), np.inf), np.full(len(households), -1, np.int64)
         else:

@@ -133,10 +133,15 @@ def merge_demand(cover: csr_matrix, weight: np.ndarray) -> tuple[csr_matrix, np.
     with np.errstate(over="ignore"):
         h1 = np.add.reduceat(keys[0][sub.indices], starts)
         h2 = np.add.reduceat(keys[1][sub.indices] * np.uint64(2654435761), starts)
-    signature = np.column_stack([h1, h2, np.diff(sub.indptr).astype(np.uint64)])
-    _, first, inverse = np.unique(signature, axis=0, return_index=True, return_inverse=True)
+    count = np.diff(sub.indptr)
+    order = np.lexsort((count, h2, h1))  # rows with the same candidates side by side
+    change = np.r_[True, (h1[order][1:] != h1[order][:-1]) | (h2[order][1:] != h2[order][:-1])
+                   | (count[order][1:] != count[order][:-1])]
+    first = order[change]
+    inverse = np.empty(len(order), dtype=np.int64)
+    inverse[order] = np.cumsum(change) - 1
     groups = sub[first]
-    merged = np.bincount(inverse.ravel(), weights=weight[useful], minlength=len(first))
+    merged = np.bincount(inverse, weights=weight[useful], minlength=len(first))
     return groups.T.tocsr().astype(np.int8), merged
 
 
@@ -201,10 +206,23 @@ def exact(cover: csr_matrix, weight: np.ndarray, k: int, start: np.ndarray | Non
     """Solve the MCLP with HiGHS: the chosen rows, the proven bound, and whether it is optimal."""
     import highspy
 
-    n_c, n_g = cover.shape
-    if n_c <= k:
-        return np.arange(n_c), float(weight.sum()), True
-    by_group = cover.T.tocsr()  # row g: the candidates covering group g
+    n_all = cover.shape[0]
+    if n_all <= k:
+        return np.arange(n_all), float(weight.sum()), True
+    # smaller model, same answers: candidates covering nothing leave; a group only one candidate
+    # covers is that candidate's own gain (y_g = x_j at any optimum), so it joins the objective
+    full = cover.tocsr()
+    used = np.flatnonzero(np.diff(full.indptr) > 0)
+    if len(used) <= k:
+        return used, float(weight.sum()), True
+    sub = full[used]
+    by_group_all = sub.T.tocsr()
+    single = np.diff(by_group_all.indptr) == 1
+    own = np.bincount(by_group_all.indices[by_group_all.indptr[:-1][single]], weights=weight[single],
+                      minlength=len(used))
+    by_group = by_group_all[~single]
+    weight_g = weight[~single]
+    n_c, n_g = len(used), by_group.shape[0]
     # rows: y_g − Σ x_j ≤ 0 (one per group), then Σ x_j ≤ k; columns: x (n_c), y (n_g)
     nnz = by_group.nnz
     row_starts = np.concatenate([by_group.indptr[:-1] + np.arange(n_g), [nnz + n_g]])
@@ -224,7 +242,7 @@ def exact(cover: csr_matrix, weight: np.ndarray, k: int, start: np.ndarray | Non
     lp.num_col_ = n_c + n_g
     lp.num_row_ = n_g + 1
     lp.sense_ = highspy.ObjSense.kMaximize
-    lp.col_cost_ = np.concatenate([np.zeros(n_c), weight]).astype(float)
+    lp.col_cost_ = np.concatenate([own, weight_g]).astype(float)
     lp.col_lower_ = np.zeros(n_c + n_g)
     lp.col_upper_ = np.ones(n_c + n_g)
     lp.row_lower_ = np.full(n_g + 1, -highspy.kHighsInf)
@@ -240,10 +258,11 @@ def exact(cover: csr_matrix, weight: np.ndarray, k: int, start: np.ndarray | Non
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit))
     h.setOptionValue("mip_rel_gap", 0.0)
+    h.setOptionValue("presolve", "off")  # measured: HiGHS presolve took 12 s of 12.4 on a city instance
     h.passModel(lp)
     if start is not None and len(start):
         x = np.zeros(n_c + n_g)
-        x[start] = 1.0
+        x[np.searchsorted(used, start[np.isin(start, used)])] = 1.0
         x[n_c:] = np.minimum(1.0, by_group @ x[:n_c])
         solution = highspy.HighsSolution()
         solution.col_value = list(x)
@@ -254,11 +273,11 @@ def exact(cover: csr_matrix, weight: np.ndarray, k: int, start: np.ndarray | Non
     status = h.getModelStatus()
     info = h.getInfo()
     values_out = np.asarray(h.getSolution().col_value)
-    chosen = np.flatnonzero(values_out[:n_c] > 0.5)
+    chosen = used[np.flatnonzero(values_out[:n_c] > 0.5)]
     optimal = status == highspy.HighsModelStatus.kOptimal
     bound = float(info.mip_dual_bound) if np.isfinite(info.mip_dual_bound) else float(weight.sum())
     if optimal:  # proven within HiGHS's tolerance: the bound is the optimum itself
-        bound = float(weight[by_group[:, chosen].sum(axis=1).A1 > 0].sum())
+        bound = float(weight[np.asarray(full[chosen].sum(axis=0)).ravel() > 0].sum())
     return chosen, bound, optimal
 
 
