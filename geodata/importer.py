@@ -590,7 +590,7 @@ def store_adjacency(conn: Connection, units: gpd.GeoDataFrame, full: bool) -> in
     a = pool["code"].to_numpy()[pairs["i"]]
     b = pool["code"].to_numpy()[pairs["j"]]
     if not full:
-        imported = np.isin(a, codes) | np.isin(b, codes)
+        imported = (pd.Series(a).isin(codes) | pd.Series(b).isin(codes)).to_numpy()  # hashed, not O(n·m)
         a, b, shared = a[imported], b[imported], pairs["shared_m"][imported]
     else:
         shared = pairs["shared_m"]
