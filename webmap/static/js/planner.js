@@ -32,7 +32,8 @@
   }
 
   function communityRows(p) {
-    return [["名称 name", p.name], ["代码 code", p.code], ["户数 households", number(p.households)],
+    return [["名称 name", p.name], ["代码 code", p.provisional ? `${p.code} (临时代码 provisional)` : p.code],
+      ["户数 households", number(p.households)],
       ["人口 population", number(p.population)], ["面积 area", `${(p.area_m2 / 1e6).toFixed(3)} km²`]];
   }
 
@@ -69,7 +70,8 @@
       fillColor: f.properties.land_use === "water" ? "#74a9cf" : "#fff" }),
     onEachFeature: (f, layer) => {
       layer.bindTooltip(() => tooltip([["单元 unit", f.properties.code],
-        ["户数 households", number(f.properties.households)], ["社区 community", f.properties.community_code || "—"]]));
+        ["户数 households", number(f.properties.households)], ["社区 community", f.properties.community_code || "—"]]
+        .concat(f.properties.households_source ? [["户数来源 estimated from", f.properties.households_source]] : [])));
       // units lie on top of their community: a click on one selects the community it belongs to
       layer.on("click", () => select(f.properties.community_code));
     },
@@ -91,7 +93,15 @@
       iconSize: [16, 16] }) }),
     onEachFeature: (f, layer) => layer.bindTooltip(() => tooltip([["设施 facility", f.properties.name],
       ["类型 kind", config.facilityKinds[f.properties.kind] || f.properties.kind],
-      ["面积 floor area", `${number(f.properties.floor_area_m2)} m²`]])),
+      ["面积 floor area", `${number(f.properties.floor_area_m2)} m²`]].concat(
+        f.properties.location_precision === "approximate" ? [["定位 location", "近似 approximate"]] : []))),
+  });
+  // overlaps, gaps inside streets and parts outside the street (flask topology communities)
+  const TOPOLOGY = { overlap: "#e66101", gap: "#5e3c99", outside_street: "#b2182b" };
+  layers.topology = L.geoJSON(null, {
+    style: (f) => ({ color: TOPOLOGY[f.properties.kind] || "#000", weight: 2, fillOpacity: 0.6 }),
+    onEachFeature: (f, layer) => layer.bindTooltip(() => tooltip([["拓扑问题 topology", f.properties.kind],
+      ["代码 codes", f.properties.codes], ["面积 area", `${number(f.properties.area_m2)} m²`]])),
   });
   // facilities clustered: hundreds of markers would hide the communities they sit in
   layers.facilities = L.markerClusterGroup ? L.markerClusterGroup({ maxClusterRadius: 50, showCoverageOnHover: false,
@@ -101,6 +111,7 @@
     "社区 communities": layers.communities, "街道 streets": layers.streets,
     "规划单元 units (zoom ≥ 15)": layers.units, "设施 facilities": layers.facilities,
     "网格 grid cells": layers.grid_cells, "盲点 blind spots": layers.blind_spots,
+    "拓扑问题 topology": layers.topology,
   }, { collapsed: false }).addTo(map);
   for (const name of ["communities", "streets", "units", "facilities", "blind_spots"]) layers[name].addTo(map);
   layers.facilities.addLayer(facilityPoints);
@@ -289,6 +300,8 @@
     await histogram(null);
     await loadUnits();
     window.gridplan.ready = true;
+    // the topology layer is drawn when asked for; it never holds the page up
+    window.gp.getJSON("/api/topology/communities").then((found) => layers.topology.addData(found)).catch(() => {});
   }
   start().catch((err) => { status(`加载失败 failed to load: ${err.message}`); });
 })();
