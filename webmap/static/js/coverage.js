@@ -149,6 +149,8 @@
     const [uncovered, reach] = await Promise.all([layer("uncovered", q), layer("reach", q)]);
     state.counts.uncovered_households = uncovered.features.reduce((s, f) => s + f.properties.uncovered, 0);
     state.counts.reach = reach.features.length;
+    // the problems stay on top of the shading
+    for (const name of ["missing", "blind_spots", "cell_problems", "facility_problems"]) layers[name].bringToFront();
     showFigures();
     drawLegend();
     clearProposal();
