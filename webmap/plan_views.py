@@ -161,7 +161,11 @@ def api_create():
 @require(api=True)
 def api_job(job_id: int):
     job = jobs.get_job(engine(), job_id)
-    if job is None:
+    account = current_account()
+    params = (job["params"] or {}) if job else {}
+    # a job's parameters (a server folder, who started it) are for its author and admins
+    owner = params.get("author") or params.get("actor")
+    if job is None or (account.role != "admin" and owner not in (None, account.name)):
         raise NotFound(f"no job {job_id}")
     return jsonify({k: (v.isoformat(timespec="seconds") if hasattr(v, "isoformat") else v)
                     for k, v in job.items()})
