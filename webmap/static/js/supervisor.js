@@ -39,8 +39,8 @@
       ["逾期 overdue", p.overdue ? "是 yes" : "否 no", p.overdue ? "flag-above" : ""]]);
     const list = document.getElementById("case-history");
     list.replaceChildren();
-    const history = await getJSON(`/api/incidents/${encodeURIComponent(p.code)}/history`);
-    for (const s of history.steps) list.append(el("li", `${s.at} ${s.step}${s.actor ? " · " + s.actor : ""}`));
+    const history = await getJSON(`/api/incidents/${encodeURIComponent(p.code)}`);  // approximate cases too
+    for (const s of history.steps) list.append(el("li", `${when(s.at)} ${s.step}${s.actor ? " · " + s.actor : ""}`));
   }
 
   function render() {
