@@ -30,6 +30,13 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+
+# rasterio's GDAL and PROJ must be loaded before the first SpatiaLite connection, like pyogrio's
+# and pyproj's (geodata/db.py): Debian's mod_spatialite links the system PROJ, and a rasterio
+# loaded after it crashes on its first write or reprojection
+import rasterio  # isort: skip
+import rasterio.features  # isort: skip
+import rasterio.windows  # isort: skip
 import shapely
 from sqlalchemy import Engine
 
@@ -163,9 +170,7 @@ def match_totals(table: pd.DataFrame, communities: pd.DataFrame) -> tuple[dict[s
 
 def raster_sums(path: str | Path, blocks: np.ndarray) -> np.ndarray:
     """The sum of the raster's values whose pixel centres lie in each block (blocks in EPSG:4326)."""
-    import rasterio
-    from rasterio import features, windows
-
+    features, windows = rasterio.features, rasterio.windows
     try:
         src = rasterio.open(path)
     except (rasterio.errors.RasterioIOError, OSError) as exc:
