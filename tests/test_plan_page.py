@@ -658,3 +658,24 @@ def test_the_plan_list_filters_by_status_author_and_street(as_role, live, small_
     assert live["district_plan"] in p.js(listed)  # a plan of every street covers this one too
     row = page.inner_text(f"#plan-table tr[data-plan='{mine}']")
     assert small_demo.layers["streets"]["name"].iloc[0] in row
+
+
+def test_the_map_pages_json_is_strict_json(site, small_demo):
+    """The layer API the plan page and the planner's map read: every collection, its items, an
+    item, search and household statistics — parsed refusing NaN and Infinity."""
+    viewer, _ = client_of(site, "viewer")
+    collections = strict(viewer.get("/api/collections").get_data(as_text=True))["collections"]
+    assert collections
+    street = small_demo.layers["streets"]["code"].iloc[0]
+    for c in collections:
+        for url in (f"/api/collections/{c['id']}", f"/api/collections/{c['id']}/items?limit=50",
+                    f"/api/collections/{c['id']}/items?limit=5&zoom=12"):
+            answer = viewer.get(url)
+            assert answer.status_code == 200, (url, answer.status_code)
+            strict(answer.get_data(as_text=True))
+    code = small_demo.layers["communities"]["code"].iloc[0]
+    for url in (f"/api/collections/communities/items/{code}", "/api/search?q=社区", f"/api/search?q={street}",
+                "/api/stats/households", f"/api/stats/households?street={street}", "/api/search?q="):
+        answer = viewer.get(url)
+        assert answer.status_code < 500, url
+        strict(answer.get_data(as_text=True))
