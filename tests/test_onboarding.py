@@ -94,8 +94,14 @@ def test_streets_and_communities_by_name_get_provisional_codes(engine, city, tmp
                          mapping={"SQMC": "name", "SSJD": "street"})
     assert sorted(read_layer(engine, "communities")["code"]) == sorted(communities["code"])
     assert again.provisional == []
-    # exports and the API carry the flag
-    assert "provisional" in read_layer(engine, "communities").columns
+    # exports carry the flag
+    from geodata.exporter import export_layer
+
+    export_layer(engine, "communities", "geojson", tmp_path / "out.geojson")
+    exported = json.loads((tmp_path / "out.geojson").read_text(encoding="utf-8"))
+    assert all(f["properties"]["provisional"] is True for f in exported["features"])
+    export_layer(engine, "streets", "shp", tmp_path / "out.zip")
+    assert pyogrio.read_dataframe(f"/vsizip/{tmp_path / 'out.zip'}/streets.shp")["provis"].astype(bool).all()
 
 
 def test_community_without_street_is_placed_by_area_and_ambiguous_names_refuse(engine, city, tmp_path):
