@@ -105,7 +105,10 @@
   });
   // facilities clustered: hundreds of markers would hide the communities they sit in
   layers.facilities = L.markerClusterGroup ? L.markerClusterGroup({ maxClusterRadius: 50, showCoverageOnHover: false,
-    disableClusteringAtZoom: 17 }) : L.layerGroup();
+    disableClusteringAtZoom: 17,
+    // small neutral counts: a cluster is a place to zoom into, not an alarm
+    iconCreateFunction: (cluster) => L.divIcon({ className: "fac-cluster", iconSize: [22, 22],
+      html: el("span", String(cluster.getChildCount())) }) }) : L.layerGroup();
 
   L.control.layers(null, {
     "社区 communities": layers.communities, "街道 streets": layers.streets,
