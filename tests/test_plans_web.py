@@ -191,10 +191,12 @@ def test_split_along_a_drawn_line(site, small_demo):
 def test_redo_after_undoing_a_split_recreates_the_community(site, small_demo):
     client, headers = browser_client(site, "planner")
     street = small_demo.layers["streets"]["code"].iloc[0]
-    plan_id = client.post("/api/plans", json={"name": "redo", "street": street}, headers=headers).json["plan_id"]
+    plan_id = client.post("/api/plans", json={"name": "redo", "street": street},
+                          headers=headers).json["plan_id"]
     plan = client.get(f"/api/plans/{plan_id}").json
     code = max(plan["communities"], key=lambda c: c["households"])["community_code"]
-    split = client.post(f"/api/plans/{plan_id}/split", json={"community": code, "version": 1}, headers=headers)
+    split = client.post(f"/api/plans/{plan_id}/split", json={"community": code, "version": 1},
+                        headers=headers)
     assert split.status_code == 200
     new, units = split.json["to"], split.json["units"]
     undo = client.post(f"/api/plans/{plan_id}/moves", json={"units": units, "to": code, "version": 2},
