@@ -23,6 +23,7 @@ Every finding carries ``lon``/``lat``, a point the map can fly to. The JSON shap
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -624,3 +625,15 @@ def coverage_change(run: ReachRun, proposed: ReachRun, kind: str, radius_m: floa
             "households_covered_after": int(hh.households[after].sum()),
             "households_added": int(hh.households[gained].sum()),
             "units_gained": {str(u): int(v) for u, v in units[units > 0].items()}}
+
+
+#: The background job that computes a gap report (``layers.worker.RUNNERS``).
+JOB_KIND = "coverage_report"
+
+
+def run_report_job(engine: Engine, job: dict) -> dict:
+    """The worker's runner: the gap report of ``job["params"]`` (``street``, ``method``), as plain
+    JSON (a city's report is work for the worker, not for a web request)."""
+    params = job.get("params") or {}
+    report = report_for(engine, params.get("street"), params.get("method"))
+    return json.loads(json.dumps(report, default=lambda v: v.item() if hasattr(v, "item") else str(v)))

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine
 
 from geodata import jobs
-from layers import layer_import
+from layers import coverage, layer_import
 from layers.plan_memory import PlanMemory
 from layers.plan_workflow import auto_plan
 
@@ -30,7 +30,8 @@ def _auto_plan(engine: Engine, job: dict) -> dict:
 
 
 RUNNERS: dict[str, Callable[[Engine, dict], dict]] = {"auto_plan": _auto_plan,
-                                                     layer_import.KIND: layer_import.run_import}
+                                                     layer_import.KIND: layer_import.run_import,
+                                                     coverage.JOB_KIND: coverage.run_report_job}
 
 
 def run_one(engine: Engine) -> dict | None:

@@ -224,3 +224,21 @@ def test_commands(site, small_demo, tmp_path):
                           (["coverage", "--street", "420103099"], "no street")]:
         result = runner.invoke(args=[*args, "-o", str(tmp_path / "x.json")])
         assert result.exit_code != 0 and message in result.output, (args, result.output)
+
+
+def test_report_as_a_background_job(site, db_url):
+    from layers.worker import run_one
+
+    app, _ = site
+    planner, headers = client_as(app, "planner")
+    unknown = planner.post("/api/coverage/jobs", json={"street": "420103099"}, headers=headers)
+    assert unknown.status_code == 404
+    started = planner.post("/api/coverage/jobs", json={"method": "straight"}, headers=headers)
+    assert started.status_code == 202
+    job = started.get_json()["job"]
+    assert planner.get(f"/api/coverage/jobs/{job}").get_json()["status"] == "queued"
+    assert run_one(get_engine(db_url))["status"] == "done"  # what `flask worker` does
+    answer = planner.get(f"/api/coverage/jobs/{job}").get_json()
+    assert answer["status"] == "done" and REPORT_KEYS <= set(answer["report"])
+    assert answer["report"] == planner.get("/api/coverage/report?method=straight").get_json()
+    assert planner.get("/api/coverage/jobs/999999").status_code == 404

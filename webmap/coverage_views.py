@@ -31,11 +31,12 @@ import geopandas as gpd
 import pandas as pd
 from flask import Blueprint, Response, after_this_request, render_template, request, send_file
 
+from geodata import jobs
 from geodata.errors import GridplanError, NotFound, Refused
 from geodata.exporter import FORMATS, ExportError, write_frame
 from geodata.store import layer_extent, read_layer
 from layers import coverage, siting
-from webmap.auth import bearer_request, require
+from webmap.auth import bearer_request, current_account, require
 from webmap.extensions import csrf, engine
 from webmap.maps import build_map, render_map
 
@@ -176,6 +177,34 @@ def api_layer(name: str):
     response = send_file(folder / filename, as_attachment=True, download_name=filename)
     response.headers["X-Gridplan-Features"] = str(report.features)
     return response
+
+
+@bp.post("/api/coverage/jobs")
+@require(*READERS, api=True)
+def api_start_job():
+    """Compute the report in the background worker (a city's report): ``{street?, method?}`` →
+    202 with the job's id; follow it at ``GET /api/coverage/jobs/<id>``."""
+    data = request.get_json(silent=True) or {}
+    if not isinstance(data, dict):
+        raise Refused("send a JSON object")
+    street, method = _text(data, "street"), _text(data, "method")
+    coverage.check_street(engine(), street)
+    if method not in (None, "auto", "straight", "roads"):
+        raise Refused(f"method {method!r} is not one of auto, straight, roads")
+    job_id = jobs.create_job(engine(), coverage.JOB_KIND, {"street": street, "method": method,
+                                                           "by": current_account().name})
+    return _json({"job": job_id, "status": "queued", "href": f"/api/coverage/jobs/{job_id}"}, 202)
+
+
+@bp.get("/api/coverage/jobs/<int:job_id>")
+@require(*READERS, api=True)
+def api_job(job_id: int):
+    """A report job: its status and progress, and the report once done."""
+    job = jobs.get_job(engine(), job_id)
+    if job is None or job["kind"] != coverage.JOB_KIND:
+        raise NotFound(f"no coverage job {job_id}")
+    return _json({"job": job_id, "status": job["status"], "progress": job["progress"],
+                  "message": job["message"], "report": job["result"] if job["status"] == "done" else None})
 
 
 def _proposed(data: dict, kind: str) -> gpd.GeoDataFrame:
