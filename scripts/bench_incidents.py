@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from pgcluster import PostgisCluster, _free_port  # noqa: E402
-from sqlalchemy import insert, text  # noqa: E402
+from sqlalchemy import insert, literal, select, text  # noqa: E402
 
 from geodata.db import BATCH, get_engine  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
@@ -136,8 +136,26 @@ def check(engine, tag: str, acknowledged: list[str]) -> dict:
             "unacknowledged_but_stored": len(set(counts) - set(acknowledged))}
 
 
-def synthetic(engine, demo, n: int, seed: int = 3) -> None:
-    """``n`` incidents over a year in the demo's cells, with step times and step hours."""
+def synthetic(engine, demo, n: int, seed: int = 3, base: int = 100_000) -> None:
+    """``n`` incidents over a year in the demo's cells, with step times and step hours: ``base``
+    made here, the rest copied from them by the database (INSERT … SELECT, with new codes)."""
+    _synthetic(engine, demo, min(n, base), seed)
+    table = Incident.__table__
+    columns = [c for c in table.columns if c.name not in ("id", "code")]
+    made, copy = min(n, base), 1
+    while made < n:
+        take = min(n - made, base)
+        source = (select(*columns, (table.c.code + literal(f"-{copy}")).label("code"))
+                  .where(table.c.code.like("B%"), ~table.c.code.like("%-%")).order_by(table.c.id).limit(take))
+        with engine.begin() as conn:
+            conn.execute(insert(table).from_select([c.name for c in columns] + ["code"], source))
+        made, copy = made + take, copy + 1
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("ANALYZE incidents")
+
+
+def _synthetic(engine, demo, n: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     cells = demo.layers["grid_cells"]
     pick = rng.integers(len(cells), size=n)
@@ -180,8 +198,6 @@ def synthetic(engine, demo, n: int, seed: int = 3) -> None:
                     "handling_wh": float(limit[i]) * 0.6 if ok else None, "verify_wh": 1.0 if ok else None,
                     "geom_wkb": wkb[i]})
             conn.execute(stmt, batch)
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("ANALYZE incidents")
 
 
 def main() -> None:
