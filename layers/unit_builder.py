@@ -22,7 +22,9 @@ only spread a total, so such blocks get none (``none``). Every unit records its 
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path
@@ -30,13 +32,6 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-
-# rasterio's GDAL and PROJ must be loaded before the first SpatiaLite connection, like pyogrio's
-# and pyproj's (geodata/db.py): Debian's mod_spatialite links the system PROJ, and a rasterio
-# loaded after it crashes on its first write or reprojection
-import rasterio  # isort: skip
-import rasterio.features  # isort: skip
-import rasterio.windows  # isort: skip
 import shapely
 from sqlalchemy import Engine
 
@@ -169,16 +164,33 @@ def match_totals(table: pd.DataFrame, communities: pd.DataFrame) -> tuple[dict[s
 
 
 def raster_sums(path: str | Path, blocks: np.ndarray) -> np.ndarray:
-    """The sum of the raster's values whose pixel centres lie in each block (blocks in EPSG:4326)."""
-    features, windows = rasterio.features, rasterio.windows
+    """The sum of the raster's values whose pixel centres lie in each block (blocks in EPSG:4326).
+
+    Read in a fresh process: rasterio's GDAL and PROJ crash in a process where SpatiaLite (linked
+    to the system PROJ) is already loaded, so they never meet the database's connections.
+    """
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        outcome, value = pool.submit(_raster_sums, str(path), shapely.to_wkb(blocks)).result()
+    if outcome == "refused":
+        raise BuildRefused(value)
+    return value
+
+
+def _raster_sums(path: str, wkb: np.ndarray) -> tuple[str, object]:
+    import rasterio
+    from rasterio import features, windows
+
+    name = Path(path).name
+    blocks = shapely.from_wkb(wkb)
     try:
         src = rasterio.open(path)
     except (rasterio.errors.RasterioIOError, OSError) as exc:
-        raise BuildRefused(f"population raster {Path(path).name} cannot be read ({exc})") from None
+        return "refused", f"population raster {name} cannot be read ({exc})"
     with src:
         crs = src.crs
         if crs is None or crs.to_epsg() not in (4326, 4490):
-            raise BuildRefused(f"population raster {Path(path).name} is in {crs or 'no CRS'}, not EPSG:4326: "
+            return "refused", (f"population raster {name} is in {crs or 'no CRS'}, not EPSG:4326: "
                                "reproject it first (gdalwarp -t_srs EPSG:4326 in.tif out.tif)")
         minx, miny, maxx, maxy = shapely.total_bounds(blocks)
         window = windows.from_bounds(minx, miny, maxx, maxy, src.transform).round_offsets().round_lengths()
@@ -189,7 +201,7 @@ def raster_sums(path: str | Path, blocks: np.ndarray) -> np.ndarray:
     values[~np.isfinite(values) | (values < 0)] = 0.0
     ids = features.rasterize(((g, i + 1) for i, g in enumerate(blocks)), out_shape=values.shape,
                              transform=transform, fill=0, dtype="int32", all_touched=False)
-    return np.bincount(ids.ravel(), weights=values.ravel(), minlength=len(blocks) + 1)[1:]
+    return "ok", np.bincount(ids.ravel(), weights=values.ravel(), minlength=len(blocks) + 1)[1:]
 
 
 # --- blocks --------------------------------------------------------------------------------

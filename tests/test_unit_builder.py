@@ -4,6 +4,8 @@ exactly, slivers merge, households follow the best source and sum to the communi
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import geopandas as gpd
 import numpy as np
@@ -29,6 +31,23 @@ LEFT, RIGHT, EAST = "420503901901", "420503901902", "420503902901"
 def _deg(geoms, **columns) -> gpd.GeoDataFrame:
     moved = [shapely.affinity.translate(g, X0, Y0) for g in geoms]
     return gpd.GeoDataFrame(columns, geometry=moved, crs=METRIC).to_crs(WGS84)
+
+
+def write_raster(path, crs: str, west: float, north: float, dx: float, dy: float, width: int, height: int,
+                 rows_of_ten: int) -> None:
+    """A float GeoTIFF whose first ``rows_of_ten`` rows hold 10 and the rest 0, written by rasterio
+    in a process of its own (rasterio must not meet SpatiaLite's system PROJ in this one)."""
+    code = (
+        "import sys, numpy as np, rasterio\n"
+        "from rasterio.transform import from_origin\n"
+        "path, crs, west, north, dx, dy, width, height, rows = sys.argv[1:]\n"
+        "data = np.zeros((int(height), int(width)), dtype='float32'); data[: int(rows), :] = 10.0\n"
+        "with rasterio.open(path, 'w', driver='GTiff', width=int(width), height=int(height), count=1,\n"
+        "                   dtype='float32', crs=crs,\n"
+        "                   transform=from_origin(float(west), float(north), float(dx), float(dy))) as dst:\n"
+        "    dst.write(data, 1)\n")
+    subprocess.run([sys.executable, "-c", code, str(path), crs, *map(str, (west, north, dx, dy, width, height,
+                                                                         rows_of_ten))], check=True)
 
 
 def grid():
@@ -76,9 +95,6 @@ def test_blocks_tile_each_street_and_households_sum_to_the_totals():
 
 
 def test_best_source_first_buildings_then_points_then_raster(tmp_path):
-    import rasterio
-    from rasterio.transform import from_origin
-
     streets, communities, roads = grid()
     # buildings in the west community only: two in its north-west block
     west = communities.to_crs(METRIC).geometry.iloc[0].bounds
@@ -88,13 +104,8 @@ def test_best_source_first_buildings_then_points_then_raster(tmp_path):
     # a raster over street 2: population in its northern row only
     minx, miny, maxx, maxy = streets.total_bounds
     path = tmp_path / "pop.tif"
-    width, height = 60, 30
-    data = np.zeros((height, width), dtype="float32")
-    data[: height // 2 - 1, :] = 10.0
-    transform = from_origin(minx, maxy, (maxx - minx) / width, (maxy - miny) / height)
-    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=1, dtype="float32",
-                       crs="EPSG:4326", transform=transform) as dst:
-        dst.write(data, 1)
+    write_raster(path, "EPSG:4326", minx, maxy, (maxx - minx) / 60, (maxy - miny) / 30, 60, 30,
+                 rows_of_ten=14)
     totals = {LEFT: (600, None), RIGHT: (100, None)}
     result = build_units(streets, communities, roads, Sources(buildings=buildings, pois=pois, raster=path,
                                                                totals=totals))
@@ -114,9 +125,7 @@ def test_best_source_first_buildings_then_points_then_raster(tmp_path):
     assert west  # (bounds used above only to document the layout)
     # a raster in another CRS is refused with what to do about it
     other = tmp_path / "pop3857.tif"
-    with rasterio.open(other, "w", driver="GTiff", width=2, height=2, count=1, dtype="float32",
-                       crs="EPSG:3857", transform=from_origin(0, 0, 100, 100)) as dst:
-        dst.write(np.ones((2, 2), dtype="float32"), 1)
+    write_raster(other, "EPSG:3857", 0, 0, 100, 100, 2, 2, rows_of_ten=2)
     with pytest.raises(BuildRefused, match="EPSG:3857.*gdalwarp -t_srs EPSG:4326"):
         raster_sums(other, np.asarray(units.geometry.values))
 
