@@ -651,7 +651,7 @@ def prepare(spec: LayerSpec, gdf: gpd.GeoDataFrame, *, declared_crs=None,
             problems.append(f"row {r}: location_precision {frame['location_precision'].iloc[r - 1]!r} is not "
                             f"{' or '.join(LOCATION_PRECISIONS)} (map it with --values)")
         report.approximate = int((frame["location_precision"] == "approximate").sum())
-    if resolve is not None and not problems:
+    if resolve is not None:  # names into codes, so that what the checks say is about the codes
         resolve(frame, np.asarray(gdf.geometry.values, dtype=object), problems, report)
     frame = frame.drop(columns=[c for c in extra if c in frame.columns])
     _derive_district(frame, spec)
@@ -761,6 +761,7 @@ def _resolve_communities(engine: Engine, district: str | None, frame: pd.DataFra
     suffix) or by area; then the stored code of the same name in that street, or a provisional
     code under it."""
     _ensure(frame, "code", "street_code", "provisional")
+    known_problems = len(problems)
     rows = np.arange(1, len(frame) + 1)
     valid_code = frame["code"].map(lambda v: v is not None and is_code(v, 12))
     from_code = frame["street_code"].isna() & valid_code
@@ -794,7 +795,7 @@ def _resolve_communities(engine: Engine, district: str | None, frame: pd.DataFra
             frame.loc[by_area, "street_code"] = placed
             report.placed_by_area = int(pd.notna(placed).sum())
     missing = (frame["code"].isna() & frame["street_code"].notna()).to_numpy()
-    if problems or not missing.any() or "name" not in frame.columns:
+    if len(problems) > known_problems or not missing.any() or "name" not in frame.columns:
         return
     parents = sorted(set(frame.loc[missing, "street_code"]))
     stored = read_layer(engine, "communities", isin={"street_code": parents})
