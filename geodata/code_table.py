@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from io import StringIO
 from pathlib import Path
 
 import pandas as pd
@@ -44,6 +43,7 @@ from geodata.models import (
     User,
 )
 from geodata.revisions import raise_revision
+from geodata.text_tables import read_text_table
 
 CODE_NAMES = ("code", "统计用区划代码", "区划代码", "代码", "编码")
 NAME_NAMES = ("name", "名称", "单位名称", "区划名称")
@@ -87,21 +87,7 @@ def _pick(columns: list[str], names: tuple[str, ...]) -> str | None:
 def read_code_table(path: str | Path) -> pd.DataFrame:
     """The table as ``code``, ``name``, ``parent`` (text); refused with every problem named."""
     path = Path(path)
-    if not path.exists():
-        raise CodeTableRefused(f"code table {path} does not exist")
-    raw = path.read_bytes()
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            text = raw.decode(encoding)
-            break
-        except UnicodeDecodeError:
-            continue
-    else:
-        raise CodeTableRefused(f"{path.name} is neither UTF-8 nor GBK text")
-    try:
-        frame = pd.read_csv(StringIO(text), dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise CodeTableRefused(f"{path.name} is not a readable CSV file ({exc})") from None
+    frame = read_text_table(path, CodeTableRefused, missing="code table")
     code, name = _pick(list(frame.columns), CODE_NAMES), _pick(list(frame.columns), NAME_NAMES)
     parent = _pick(list(frame.columns), PARENT_NAMES)
     if code is None or name is None:

@@ -43,6 +43,7 @@ from geodata.models import AuditLog, CommunityHistory, UnitAdjacency
 from geodata.revisions import raise_revision
 from geodata.standards import FACILITY_KINDS, INCIDENT_CATEGORIES
 from geodata.store import existing_codes, keep_community_history, read_layer, write_layer
+from geodata.text_tables import read_text_table
 
 #: An archive may not expand past this (zip bombs); callers may lower it.
 MAX_UNZIPPED_BYTES = 4 * 1024**3
@@ -401,21 +402,7 @@ def parse_values(specs: list[str] | tuple[str, ...]) -> dict[str, dict[str, str]
 
 
 def _read_value_table(path: Path) -> dict[str, str]:
-    if not path.exists():
-        raise ImportRefused(f"value table {path} does not exist")
-    raw = path.read_bytes()
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            text = raw.decode(encoding)
-            break
-        except UnicodeDecodeError:
-            continue
-    else:
-        raise ImportRefused(f"value table {path.name} is neither UTF-8 nor GBK text")
-    try:
-        frame = pd.read_csv(StringIO(text), dtype=str, keep_default_na=False, header=None)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ImportRefused(f"value table {path.name} is not a readable CSV file ({exc})") from None
+    frame = read_text_table(path, ImportRefused, missing="value table", label="value table ", header=False)
     if frame.shape[1] < 2:
         raise ImportRefused(f"value table {path.name} needs two columns: the source's value and "
                             "gridplan's value")

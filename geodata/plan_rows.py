@@ -43,6 +43,13 @@ class PlanNotFound(NotFound):
     """No plan with that id."""
 
 
+def require_version(plan: dict, version: int) -> None:
+    """Refuse a change that starts from another version than ``plan``'s stored one."""
+    if plan["version"] != version:
+        raise VersionConflict(f"plan {plan['id']} is at version {plan['version']}, not {version}: "
+                              "reload it; nothing was overwritten", version=plan["version"])
+
+
 def create_plan(engine: Engine, name: str, author: str, assignment: pd.Series, *, params: dict | None = None,
                 scores: dict | None = None, district_code: str | None = None, base_revision: int = 0,
                 streets: list[str] | None = None) -> int:

@@ -70,9 +70,7 @@ def _editable(memory: PlanMemory, plan_id: int, version: int) -> dict:
     plan = plan_rows.get_plan(memory.engine, plan_id)
     if plan["status"] not in EDITABLE:
         raise WorkflowError(f"plan {plan_id} is {plan['status']}: only drafts can be edited")
-    if plan["version"] != version:
-        raise plan_rows.VersionConflict(f"plan {plan_id} is at version {plan['version']}, not {version}: "
-                                        "reload it; nothing was overwritten", version=plan["version"])
+    plan_rows.require_version(plan, version)
     return plan
 
 

@@ -170,9 +170,7 @@ def move_units(memory: PlanMemory, plan_id: int, unit_codes: list[str], to: str,
     plan = plan_rows.get_plan(memory.engine, plan_id)
     if plan["status"] not in EDITABLE:
         raise WorkflowError(f"plan {plan_id} is {plan['status']}: only drafts can be edited")
-    if plan["version"] != version:
-        raise plan_rows.VersionConflict(f"plan {plan_id} is at version {plan['version']}, not {version}: "
-                                        "reload it; nothing was overwritten", version=plan["version"])
+    plan_rows.require_version(plan, version)
     loaded = memory.plan(plan_id, plan)
     with loaded.lock:
         g, p = loaded.graph, loaded.partition

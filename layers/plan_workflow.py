@@ -125,9 +125,7 @@ def change_status(memory: PlanMemory, plan_id: int, action: str, version: int, a
                             f"{' or '.join(sorted(sources))} can be {target}")
     if action == "reject" and not (comment or "").strip():
         raise WorkflowError("a rejection needs a comment saying why")
-    if plan["version"] != version:
-        raise plan_rows.VersionConflict(f"plan {plan_id} is at version {plan['version']}, not {version}: "
-                                        "reload it; nothing was overwritten", version=plan["version"])
+    plan_rows.require_version(plan, version)
     if action in CHECKED:
         _refuse_if_stale(memory, plan, action)
     if action == "adopt":
@@ -195,9 +193,7 @@ def rebase(memory: PlanMemory, plan_id: int, version: int, actor: str) -> dict:
     plan = plan_rows.get_plan(engine, plan_id)
     if plan["status"] == "adopted":
         raise WorkflowError(f"plan {plan_id} is adopted: there is nothing to rebase")
-    if plan["version"] != version:
-        raise plan_rows.VersionConflict(f"plan {plan_id} is at version {plan['version']}, not {version}: "
-                                        "reload it; nothing was overwritten", version=plan["version"])
+    plan_rows.require_version(plan, version)
     stale = stale_changes(memory, plan)
     if stale is None:
         raise Refused(f"plan {plan_id} is up to date with the current boundaries: nothing to rebase")

@@ -26,7 +26,6 @@ import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from io import StringIO
 from pathlib import Path
 
 import geopandas as gpd
@@ -43,6 +42,7 @@ from geodata.importer import store_adjacency
 from geodata.revisions import raise_revision
 from geodata.standards import get_setting
 from geodata.store import read_layer
+from geodata.text_tables import read_text_table
 from geodata.topology import shared_edges
 from geodata.unit_rows import replace_street_units
 
@@ -98,21 +98,7 @@ def read_households_table(path: str | Path, columns: dict[str, str] | None = Non
     """A households table (CSV: community name or code, households, population) as ``community``,
     ``code``, ``households``, ``population``; ``columns`` names the table's own columns."""
     path = Path(path)
-    if not path.exists():
-        raise BuildRefused(f"households table {path} does not exist")
-    raw = path.read_bytes()
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            text = raw.decode(encoding)
-            break
-        except UnicodeDecodeError:
-            continue
-    else:
-        raise BuildRefused(f"{path.name} is neither UTF-8 nor GBK text")
-    try:
-        frame = pd.read_csv(StringIO(text), dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise BuildRefused(f"{path.name} is not a readable CSV file ({exc})") from None
+    frame = read_text_table(path, BuildRefused, missing="households table")
     frame = frame.rename(columns={v: k for k, v in (columns or {}).items()} if columns else {})
     found = {key: (key if key in frame.columns else _pick(frame.columns, names))
              for key, names in HOUSEHOLD_COLUMNS.items()}

@@ -1,0 +1,33 @@
+"""Small CSV tables that departments send beside their layers (value mappings, code tables,
+household totals): UTF-8 or GBK, read as text, refused with a message naming the file."""
+
+from __future__ import annotations
+
+from io import StringIO
+from pathlib import Path
+
+import pandas as pd
+
+
+def read_text_table(path: str | Path, refusal: type[Exception], *, missing: str, label: str = "",
+                    header: bool = True) -> pd.DataFrame:
+    """``path`` as a frame of text cells (UTF-8, with or without BOM, or GBK/GB18030).
+
+    Raises ``refusal`` with ``"{missing} {path} does not exist"``, or naming the file (after
+    ``label``) when it is neither encoding or not readable CSV."""
+    path = Path(path)
+    if not path.exists():
+        raise refusal(f"{missing} {path} does not exist")
+    raw = path.read_bytes()
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            text = raw.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        raise refusal(f"{label}{path.name} is neither UTF-8 nor GBK text")
+    try:
+        return pd.read_csv(StringIO(text), dtype=str, keep_default_na=False, header=0 if header else None)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise refusal(f"{label}{path.name} is not a readable CSV file ({exc})") from None
