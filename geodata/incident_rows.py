@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
-from datetime import datetime
+from datetime import datetime, time, timedelta
 
 import shapely
 from sqlalchemy import (
@@ -37,6 +37,7 @@ from geodata.models import (
     GridAssignment,
     GridCell,
     Incident,
+    IncidentDay,
     IncidentPhoto,
     IncidentStep,
     Street,
@@ -391,6 +392,21 @@ def timing_rows(engine: Engine | Connection, only_missing: bool = True) -> list[
 # --- rates ----------------------------------------------------------------------------------
 
 
+def _whole_days(since: datetime, until: datetime) -> bool:
+    return since.time() == time.min and until.time() == time.max
+
+
+def _starting(column, prefix: str):
+    """``column`` starts with ``prefix`` (codes are digits), as a range an index can serve."""
+    return and_(column >= prefix, column < prefix[:-1] + chr(ord(prefix[-1]) + 1))
+
+
+def _level(prefix: str) -> str:
+    """The level of a code prefix (codes nest, so the level of the prefix is enough)."""
+    n = len(prefix)
+    return "district" if n <= 6 else "street" if n <= 9 else "community" if n <= 12 else "cell"
+
+
 def rate_sums(
     engine: Engine | Connection,
     group: str,
@@ -400,15 +416,110 @@ def rate_sums(
     prefix: str | None = None,
 ) -> list[dict]:
     """The sums the rates are made of, per ``group`` (``cell``, ``community``, ``street`` or
-    ``district``), in one scan: reported, filed, closed in the period; due in the period (deadline
-    between ``since`` and ``min(until, now)``) and of those closed, closed on time; verifications
-    and returns of cases closed in the period; step hours summed and counted.
+    ``district``): reported, filed, closed in the period; due in the period (deadline between
+    ``since`` and ``min(until, now)``) and of those closed, closed on time; verifications and
+    returns of cases closed in the period; step hours summed and counted. One row per code that
+    has any case, whether or not it has any in the period.
+
+    Cases placed only approximately (no cell) count in their community and street, never in a cell.
+
+    A period of whole days (as :func:`layers.rates.period` gives) is summed from the daily sums
+    (``incident_days``, kept by triggers): a few rows per cell and day instead of every case. Only
+    the cases due earlier today (when ``now`` falls inside the period) are read from ``incidents``.
+    Any other period is one scan of the cases (:func:`rate_sums_scan`); both give the same figures.
+    """
+    if not _whole_days(since, until):
+        return rate_sums_scan(engine, group, since, until, now, prefix)
+    D = IncidentDay.__table__
+    levels = {"cell": D.c.grid_code, "community": D.c.community_code, "street": D.c.street_code,
+              "district": D.c.district_code}
+    key = levels[group]
+    first, last = since.date(), until.date()
+    end_due = min(until, now)
+    due_last, today = None, None  # the last whole day of deadlines; the part of today up to now
+    if end_due >= until:
+        due_last = last
+    elif end_due >= since:
+        due_last = end_due.date() - timedelta(days=1)
+        if end_due.time() == time.max:
+            due_last = end_due.date()
+        else:
+            today = (datetime.combine(end_due.date(), time.min), end_due)
+    in_period = D.c.day.between(first, last)
+    whole_due = due_last is not None and due_last >= first
+    in_due = D.c.day.between(first, due_last) if whole_due else literal(False)
+
+    def total(column, cond):
+        zero = 0.0 if column.name.endswith("_sum") else 0
+        return func.sum(case((cond, column), else_=zero)).label(column.name)
+
+    columns = [key.label("code")]
+    for name in ("reported", "filed", "closed"):
+        columns.append(total(D.c[name], in_period))
+    for name in ("due", "due_closed", "due_closed_on_time"):
+        columns.append(total(D.c[name], in_due))
+    columns.append(total(D.c.returned, in_period))
+    for step in ("filing", "dispatch", "handling", "verify"):
+        columns.append(total(D.c[f"{step}_sum"], in_period))
+        columns.append(total(D.c[f"{step}_n"], in_period))
+    stmt = (select(*columns).where(key != "").group_by(key).having(func.sum(D.c.reported) > 0)
+            .order_by(key))
+    if prefix:
+        stmt = stmt.where(_starting(levels[_level(prefix)], prefix))
+    with _conn(engine) as conn:
+        rows = [dict(r) for r in conn.execute(stmt).mappings()]
+        if today is not None:
+            by_code = {r["code"]: r for r in rows}
+            for due in _due_sums(conn, group, today[0], today[1], prefix):
+                row = by_code[due["code"]]
+                for name in ("due", "due_closed", "due_closed_on_time"):
+                    row[name] += due[name]
+    return rows
+
+
+def _rate_levels():
+    community = func.coalesce(T.c.community_code, func.substr(T.c.grid_code, 1, 12))
+    street = func.coalesce(T.c.street_code, func.substr(community, 1, 9))
+    return {"cell": T.c.grid_code, "community": community, "street": street, "district": T.c.district_code}
+
+
+def _due_sums(conn: Connection, group: str, low: datetime, high: datetime, prefix: str | None) -> list[dict]:
+    """Cases due between ``low`` and ``high`` per ``group``: due, of those closed, closed on time."""
+    levels = _rate_levels()
+    key = levels[group]
+    closed = T.c.closed_at.is_not(None)
+    stmt = (
+        select(
+            key.label("code"),
+            func.count().label("due"),
+            func.sum(case((closed, 1), else_=0)).label("due_closed"),
+            func.sum(case((and_(closed, T.c.closed_at <= T.c.due_at), 1), else_=0)).label(
+                "due_closed_on_time"
+            ),
+        )
+        .where(T.c.due_at >= low, T.c.due_at <= high, key.is_not(None))
+        .group_by(key)
+    )
+    if prefix:
+        stmt = stmt.where(levels[_level(prefix)].like(f"{prefix}%"))
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def rate_sums_scan(
+    engine: Engine | Connection,
+    group: str,
+    since: datetime,
+    until: datetime,
+    now: datetime,
+    prefix: str | None = None,
+) -> list[dict]:
+    """The sums the rates are made of, per ``group`` (``cell``, ``community``, ``street`` or
+    ``district``), in one scan of the cases: for periods not made of whole days, and the
+    reference the daily sums are checked against. The same figures as :func:`rate_sums`.
 
     Cases placed only approximately (no cell) count in their community and street, never in a cell.
     """
-    community = func.coalesce(T.c.community_code, func.substr(T.c.grid_code, 1, 12))
-    street = func.coalesce(T.c.street_code, func.substr(community, 1, 9))
-    levels = {"cell": T.c.grid_code, "community": community, "street": street, "district": T.c.district_code}
+    levels = _rate_levels()
     key = levels[group]
     end_due = min(until, now)
 
@@ -442,15 +553,8 @@ def rate_sums(
         columns.append(func.sum(case((inside, column), else_=0.0)).label(f"{step}_sum"))
         columns.append(count(inside).label(f"{step}_n"))
     stmt = select(*columns).where(key.is_not(None)).group_by(key).order_by(key)
-    if prefix:  # codes nest: the level of the prefix is enough
-        level = (
-            "district"
-            if len(prefix) <= 6
-            else "street"
-            if len(prefix) <= 9
-            else ("community" if len(prefix) <= 12 else "cell")
-        )
-        stmt = stmt.where(levels[level].like(f"{prefix}%"))
+    if prefix:
+        stmt = stmt.where(levels[_level(prefix)].like(f"{prefix}%"))
     with _conn(engine) as conn:
         return [dict(r) for r in conn.execute(stmt).mappings()]
 
