@@ -583,6 +583,38 @@ def test_api_roles_scopes_and_csrf(site):
     assert browser.post("/api/incidents", json=body, headers={"X-CSRFToken": token}).status_code == 201
 
 
+def test_history_api_answers_whoever_may_see_the_case(site):
+    """``/api/incidents/<code>/history`` follows the rule of ``/api/incidents/<code>``: the
+    community's supervisor reads the history of a case placed only in their community (no cell);
+    a supervisor of one cell, or of another community, gets 404 for it."""
+    app, engine = site["app"], site["engine"]
+    approximate, _ = incidents.report(
+        engine, supervisor(site), {"community": site["scope"], "category": "E04-01"}, now=T0
+    )
+    step(site, approximate, "file", T0 + timedelta(hours=1))
+    client = app.test_client()
+    answer = client.get(f"/api/incidents/{approximate['code']}/history", headers=bearer(site))
+    assert answer.status_code == 200, answer.json
+    assert [s["step"] for s in answer.json["steps"]] == ["reported", "filed"]
+    assert answer.json["steps"][1]["actor"] == "supervisor"
+    with app.app_context():
+        from webmap.auth import add_token
+
+        one_cell = add_token("cell-app", "supervisor", site["mine"]["code"].iloc[0])
+        elsewhere = add_token("other-app", "supervisor", site["other"]["code"].iloc[0][:12])
+    for token in (one_cell, elsewhere):
+        refused = client.get(
+            f"/api/incidents/{approximate['code']}/history", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert refused.status_code == 404
+        assert client.get(
+            f"/api/incidents/{approximate['code']}", headers={"Authorization": f"Bearer {token}"}
+        ).status_code == 404
+    assert client.get("/api/incidents/nothing-1/history", headers=bearer(site)).status_code == 404
+    viewer = client.get(f"/api/incidents/{approximate['code']}/history", headers=bearer(site, "token"))
+    assert viewer.status_code == 200
+
+
 def test_photos_checked_stored_outside_and_served_only_in_scope(site, tmp_path):
     app = site["app"]
     client = app.test_client()
