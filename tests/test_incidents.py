@@ -415,6 +415,36 @@ def test_daily_sums_give_the_hand_computed_rates_for_whole_days(site):
     assert same_sums_as_a_scan(engine, site["scope"]) > 0
 
 
+@pytest.mark.parametrize("kind", ["spatialite", "postgis"])
+def test_migration_fills_the_daily_sums_from_the_cases_already_stored(kind, request, tmp_path, small_demo):
+    """A database whose cases were stored before migration 0008: the migration sums them."""
+    from geodata.db import get_engine
+    from geodata.migrate import upgrade
+
+    if kind == "spatialite":
+        url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    else:
+        server = request.getfixturevalue("postgis_server")
+        base = server.url.rsplit("/", 1)[0]
+        admin = get_engine(base + "/postgres")
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("CREATE DATABASE before_0008")
+        url = base + "/before_0008"
+    engine = get_engine(url)
+    try:
+        for head in ("0004", "0005", "0006", "0007"):  # every head but the daily sums
+            upgrade(engine, head)
+        write_demo(engine, small_demo)
+        upgrade(engine)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT sum(reported) FROM incident_days")).scalar_one() == len(
+                small_demo.layers["incidents"]
+            )
+        assert same_sums_as_a_scan(engine, small_demo.layers["communities"]["code"].iloc[0]) > 0
+    finally:
+        engine.dispose()
+
+
 ACTIONS = ["file", "cancel", "dispatch", "handle", "close", "return", "evaluate"]
 CHANGES = st.one_of(
     st.tuples(st.just("report"), st.integers(0, 40), st.integers(0, 60), st.booleans()),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import sys
+from collections import Counter
 from datetime import date
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from geodata.store import community_codes_ever, count_layer, read_layer
 from layers.boundaries import stored_topology
 from layers.communities import Bounds, bounds
 from layers.demo import generate, write_demo
-from layers.incidents import assign_cells
+from layers.incidents import OPEN, assign_cells
 from layers.partition import UnitGraph
 from layers.plan_io import export_plan, units_from_database, units_from_file
 from layers.redistricting import Rules, make_plan
@@ -239,8 +240,7 @@ def demo_accounts() -> None:
     listed = [line.split()[0] for line in logins.read_text(encoding="utf-8").splitlines()] \
         if logins.exists() else []
     if not listed or any(find_user(eng, name=n) is None for n in listed):
-        cells = read_layer(eng, "grid_cells", limit=1)
-        scope = cells["code"].iloc[0][:12] if len(cells) else None
+        scope = _demo_community(eng)
         lines = []
         for name, role in (("admin", "admin"), ("planner", "planner"), ("supervisor", "supervisor"),
                            ("viewer", "viewer")):
@@ -257,6 +257,17 @@ def demo_accounts() -> None:
     click.echo(logins.read_text(encoding="utf-8"), nl=False)
     if held:
         click.echo(f"supervisor holds cells {', '.join(held)}")
+
+
+def _demo_community(eng) -> str | None:
+    """The community the demo supervisor looks after: the one whose cells hold the most open
+    cases (so that ``/cases`` has work to show), else the first cell's; None without cells."""
+    cells = read_layer(eng, "grid_cells", limit=1)
+    if not len(cells):
+        return None
+    open_cases = incident_rows.list_incidents(eng, statuses=OPEN)
+    counts = Counter(c["grid_code"][:12] for c in open_cases if c["grid_code"])
+    return counts.most_common(1)[0][0] if counts else cells["code"].iloc[0][:12]
 
 
 def _demo_supervisor_cells(eng) -> list[str]:
