@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 
 import shapely
 from sqlalchemy import (
@@ -38,6 +38,7 @@ from geodata.models import (
     GridCell,
     Incident,
     IncidentDay,
+    IncidentMonth,
     IncidentPhoto,
     IncidentStep,
     Street,
@@ -392,6 +393,53 @@ def timing_rows(engine: Engine | Connection, only_missing: bool = True) -> list[
 # --- rates ----------------------------------------------------------------------------------
 
 
+SUMS = ("reported", "filed", "closed", "due", "due_closed", "due_closed_on_time", "returned",
+        "filing_sum", "filing_n", "dispatch_sum", "dispatch_n", "handling_sum", "handling_n",
+        "verify_sum", "verify_n")
+DUE = ("due", "due_closed", "due_closed_on_time")
+
+
+def _month_after(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def _stored_sums(
+    conn: Connection, group: str, first: date, last: date, prefix: str | None, names: Sequence[str] = SUMS
+) -> dict[str, dict]:
+    """The stored sums per code of ``group`` from ``first`` to ``last`` (days, both included):
+    the whole months from ``incident_months``, the days before and after them from ``incident_days``."""
+    out: dict[str, dict] = {}
+    if first > last:
+        return out
+    start = first if first.day == 1 else _month_after(first)  # the first whole month
+    end = (last + timedelta(days=1)).replace(day=1)  # the month after the last whole one
+    parts = []
+    if start < end:
+        parts.append((IncidentMonth.__table__, "month", [(start, end - timedelta(days=1))]))
+        edges = [(first, start - timedelta(days=1)), (end, last)]
+    else:
+        edges = [(first, last)]
+    edges = [(a, b) for a, b in edges if a <= b]
+    if edges:
+        parts.append((IncidentDay.__table__, "day", edges))
+    for table, unit, ranges in parts:
+        key = table.c[_SUM_CODES[group]]
+        when = table.c[unit]
+        stmt = (select(key.label("code"), *[func.sum(table.c[n]).label(n) for n in names])
+                .where(key != "", or_(*[when.between(a, b) for a, b in ranges])).group_by(key))
+        if prefix:
+            stmt = stmt.where(_starting(table.c[_SUM_CODES[_level(prefix)]], prefix))
+        for row in conn.execute(stmt).mappings():
+            into = out.setdefault(row["code"], dict.fromkeys(names, 0))
+            for n in names:
+                into[n] += row[n] or 0
+    return out
+
+
+_SUM_CODES = {"cell": "grid_code", "community": "community_code", "street": "street_code",
+              "district": "district_code"}
+
+
 def _whole_days(since: datetime, until: datetime) -> bool:
     return since.time() == time.min and until.time() == time.max
 
@@ -423,58 +471,41 @@ def rate_sums(
 
     Cases placed only approximately (no cell) count in their community and street, never in a cell.
 
-    A period of whole days (as :func:`layers.rates.period` gives) is summed from the daily sums
-    (``incident_days``, kept by triggers): a few rows per cell and day instead of every case. Only
+    A period of whole days (as :func:`layers.rates.period` gives) is summed from the sums the
+    database keeps per cell and month (``incident_months``) and, for the days at the ends of the
+    period, per cell and day (``incident_days``): a few thousand rows instead of every case. Only
     the cases due earlier today (when ``now`` falls inside the period) are read from ``incidents``.
     Any other period is one scan of the cases (:func:`rate_sums_scan`); both give the same figures.
     """
     if not _whole_days(since, until):
         return rate_sums_scan(engine, group, since, until, now, prefix)
-    D = IncidentDay.__table__
-    levels = {"cell": D.c.grid_code, "community": D.c.community_code, "street": D.c.street_code,
-              "district": D.c.district_code}
-    key = levels[group]
     first, last = since.date(), until.date()
     end_due = min(until, now)
-    due_last, today = None, None  # the last whole day of deadlines; the part of today up to now
-    if end_due >= until:
-        due_last = last
-    elif end_due >= since:
-        due_last = end_due.date() - timedelta(days=1)
-        if end_due.time() == time.max:
-            due_last = end_due.date()
-        else:
+    due_last, today = last, None  # the last whole day of deadlines; the part of today up to now
+    if end_due < until:
+        due_last = end_due.date() if end_due.time() == time.max else end_due.date() - timedelta(days=1)
+        if end_due >= since and end_due.time() != time.max:
             today = (datetime.combine(end_due.date(), time.min), end_due)
-    in_period = D.c.day.between(first, last)
-    whole_due = due_last is not None and due_last >= first
-    in_due = D.c.day.between(first, due_last) if whole_due else literal(False)
-
-    def total(column, cond):
-        zero = 0.0 if column.name.endswith("_sum") else 0
-        return func.sum(case((cond, column), else_=zero)).label(column.name)
-
-    columns = [key.label("code")]
-    for name in ("reported", "filed", "closed"):
-        columns.append(total(D.c[name], in_period))
-    for name in ("due", "due_closed", "due_closed_on_time"):
-        columns.append(total(D.c[name], in_due))
-    columns.append(total(D.c.returned, in_period))
-    for step in ("filing", "dispatch", "handling", "verify"):
-        columns.append(total(D.c[f"{step}_sum"], in_period))
-        columns.append(total(D.c[f"{step}_n"], in_period))
-    stmt = (select(*columns).where(key != "").group_by(key).having(func.sum(D.c.reported) > 0)
-            .order_by(key))
+    months = IncidentMonth.__table__
+    key = months.c[_SUM_CODES[group]]
+    present = select(key).where(key != "").group_by(key).having(func.sum(months.c.reported) > 0).order_by(key)
     if prefix:
-        stmt = stmt.where(_starting(levels[_level(prefix)], prefix))
+        present = present.where(_starting(months.c[_SUM_CODES[_level(prefix)]], prefix))
     with _conn(engine) as conn:
-        rows = [dict(r) for r in conn.execute(stmt).mappings()]
+        codes = conn.execute(present).scalars().all()
+        sums = _stored_sums(conn, group, first, last, prefix)
+        if due_last < last:  # deadlines after now are not due yet
+            later = _stored_sums(conn, group, max(first, due_last + timedelta(days=1)), last, prefix, DUE)
+            for code, row in later.items():
+                for n in DUE:
+                    sums[code][n] -= row[n]
         if today is not None:
-            by_code = {r["code"]: r for r in rows}
-            for due in _due_sums(conn, group, today[0], today[1], prefix):
-                row = by_code[due["code"]]
-                for name in ("due", "due_closed", "due_closed_on_time"):
-                    row[name] += due[name]
-    return rows
+            for row in _due_sums(conn, group, today[0], today[1], prefix):
+                into = sums.setdefault(row["code"], dict.fromkeys(SUMS, 0))
+                for n in DUE:
+                    into[n] += row[n]
+    zero = {n: 0.0 if n.endswith("_sum") else 0 for n in SUMS}
+    return [{"code": code, **(zero | sums.get(code, {}))} for code in codes]
 
 
 def _rate_levels():

@@ -8,8 +8,9 @@
    ``--clients 0`` skips it.
 2. Rates: ``--rates-n`` synthetic incidents over a year (step times and step hours as the loop
    stores them) in each database; the time of the district's, the streets' and the
-   communities' rates for the year (from the daily sums the database keeps), best of three, and
-   for comparison the same sums by one scan of the cases (``rate_sums_scan``).
+   communities' rates for the year (from the monthly and daily sums the database keeps), best of
+   three, and for comparison the same sums by one scan of the cases (``rate_sums_scan``); the load
+   time includes the triggers keeping those sums.
 
     .venv/bin/python scripts/bench_incidents.py --clients 50 --seconds 60 --rates-n 1000000 \
         --json bench-out/incidents.json

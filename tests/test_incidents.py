@@ -364,8 +364,9 @@ def same_sums_as_a_scan(engine, scope: str) -> int:
     a scope. Returns how many rows were compared."""
     compared = 0
     for since, until in (
-        rates.period("2026-09-01", "2027-03-31"),
-        rates.period("2026-11-02", "2026-11-20"),
+        rates.period("2026-09-01", "2027-03-31"),  # whole months
+        rates.period("2026-10-15", "2027-01-10"),  # days, months, days
+        rates.period("2026-11-02", "2026-11-20"),  # days within a month
         rates.period("2026-11-05", "2026-11-05"),
     ):
         for now in (since - timedelta(hours=3), since + timedelta(days=2, hours=11, minutes=7), until
@@ -393,7 +394,8 @@ def test_daily_sums_give_the_hand_computed_rates_for_whole_days(site):
         conn.execute(text("DELETE FROM incident_steps"))
         conn.execute(text("DELETE FROM incidents"))
     with engine.connect() as conn:  # deleting every case leaves nothing to count
-        assert conn.execute(text("SELECT count(*) FROM incident_days WHERE reported <> 0")).scalar_one() == 0
+        for table in ("incident_days", "incident_months"):
+            assert conn.execute(text(f"SELECT count(*) FROM {table} WHERE reported <> 0")).scalar_one() == 0
     a, b, c = new_case(site), new_case(site, category="E05-01"), new_case(site)
     for action, h in (("file", 0.5), ("dispatch", 1), ("handle", 2), ("close", 3)):
         step(site, a, action, T0 + timedelta(hours=h))
@@ -437,9 +439,9 @@ def test_migration_fills_the_daily_sums_from_the_cases_already_stored(kind, requ
         write_demo(engine, small_demo)
         upgrade(engine)
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT sum(reported) FROM incident_days")).scalar_one() == len(
-                small_demo.layers["incidents"]
-            )
+            for table in ("incident_days", "incident_months"):
+                reported = conn.execute(text(f"SELECT sum(reported) FROM {table}")).scalar_one()
+                assert reported == len(small_demo.layers["incidents"])
         assert same_sums_as_a_scan(engine, small_demo.layers["communities"]["code"].iloc[0]) > 0
     finally:
         engine.dispose()
