@@ -18,6 +18,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -286,6 +287,10 @@ class PlanAssignment(Base):
     community_code: Mapped[str] = mapped_column(String(12))
     #: set by a hand edit, so that a rebase keeps it
     edited: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    #: the plan version that last changed this row: other processes catch up on edits from it
+    changed_in: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+    __table_args__ = (Index("ix_plan_assignments_changes", "plan_id", "changed_in"),)
 
 
 class PlanCommunity(Base):

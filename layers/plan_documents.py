@@ -206,7 +206,7 @@ def units_in_view(memory: PlanMemory, plan_id: int, bbox: tuple[float, float, fl
 def _dissolved(loaded: LoadedPlan) -> dict[str, shapely.Geometry]:
     """Each community's outline (the coverage union of its units), kept with the loaded plan
     and redone only for the communities whose households or area changed since."""
-    cache = loaded.__dict__.setdefault("_outlines", {})  # lives and dies with the loaded plan
+    cache = loaded.caches.setdefault("outlines", {})
     p = loaded.partition
     signature = {c: (int(p.households[c]), round(float(p.area[c]), 1)) for c in p.communities}
     stale = [c for c in signature if cache.get(c, (None, None))[0] != signature[c]]
