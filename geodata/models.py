@@ -108,6 +108,9 @@ class Unit(Base):
     households_source: Mapped[str | None] = mapped_column(String(32))
     geom = _geom("MULTIPOLYGON")
 
+    #: households per community read from the index alone, never from rows carrying geometry
+    __table_args__ = (Index("ix_units_totals", "community_code", "households", "population"),)
+
 
 class UnitAdjacency(Base):
     """Two units that share an edge of positive length (rook neighbours), computed at import.

@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import geopandas as gpd
@@ -152,21 +153,25 @@ class PlanMemory:
             loaded.plan = row
         return loaded
 
-    def warm(self, plans: int | None = None) -> list[int]:
+    def warm(self, plans: int | None = None, prepare: Callable[[PlanMemory, int], object] | None = None
+             ) -> list[int]:
         """Read the unit graph and the ``plans`` most recently changed plans (default: as many
-        as this memory keeps) into memory now; returns their ids. A plan that cannot be read
-        (deleted meanwhile) is skipped."""
+        as this memory keeps) into memory now, and ``prepare`` each (e.g. its outlines); returns
+        their ids. A plan that cannot be read (deleted meanwhile) is skipped."""
         recent = sorted(plan_rows.list_plans(self.engine), key=lambda r: r["updated_at"], reverse=True)
         warmed = []
         for row in recent[:self.capacity if plans is None else plans][::-1]:  # the newest is kept last
             try:
                 self.plan(row["id"])
+                if prepare is not None:
+                    prepare(self, row["id"])
             except plan_rows.PlanNotFound:
                 continue
             warmed.append(row["id"])
         return warmed[::-1]
 
-    def keep_warm(self, stop: threading.Event, every: float = 30.0) -> None:
+    def keep_warm(self, stop: threading.Event, every: float = 30.0,
+                  prepare: Callable[[PlanMemory, int], object] | None = None) -> None:
         """Warm now, then again whenever the stored boundary revision or the set of recent plans
         moves, until ``stop`` is set — a server process's background thread."""
         seen = None
@@ -176,7 +181,7 @@ class PlanMemory:
                 state = (self.revision(), tuple(r["id"] for r in recent))
                 if state != seen:
                     started = time.perf_counter()
-                    warmed = self.warm()
+                    warmed = self.warm(prepare=prepare)
                     log.info("plan memory warmed in %.1f s: plans %s", time.perf_counter() - started, warmed)
                     seen = state
             except Exception:  # noqa: BLE001 — a warm-up that fails is retried; requests still read for themselves

@@ -17,7 +17,7 @@ from geodata.exporter import export_layer
 from geodata.importer import import_layer
 from geodata.revisions import changes_since, current_revision
 from geodata.store import read_layer
-from layers import plan_edits, plan_workflow
+from layers import plan_documents, plan_edits, plan_workflow
 from layers.demo import write_demo
 from layers.plan_memory import PlanMemory
 
@@ -235,9 +235,10 @@ def test_warming_reads_the_recent_plans_and_follows_the_boundaries(stored, small
     street, plan_id = moving_street(planner, small_demo)
     second = plan_workflow.auto_plan(planner, "second", "planner", street=street, fresh=True, seed=4)[0]
     server = PlanMemory(stored, capacity=2)
-    assert server.warm() == [second, plan_id]  # the most recently changed first
+    assert server.warm(prepare=plan_documents.outlines) == [second, plan_id]  # the newest first
     warmed = server.plan(plan_id)
     assert server.plan(plan_id) is warmed
+    assert set(warmed.caches["outlines"]) == set(warmed.partition.communities)  # outlines ready
     stop = threading.Event()
     thread = threading.Thread(target=server.keep_warm, args=(stop, 0.05), daemon=True)
     thread.start()
