@@ -41,7 +41,7 @@ from geodata.db import dispose_engines, get_engine  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
 from geodata.standards import seed_settings  # noqa: E402
 from layers.demo import generate, write_demo  # noqa: E402
-from layers.plan_documents import outlines  # noqa: E402
+from layers.plan_documents import prepare as prepare_page  # noqa: E402
 from layers.plan_memory import PlanMemory  # noqa: E402
 from layers.plan_workflow import auto_plan  # noqa: E402
 
@@ -118,7 +118,7 @@ def serve(url: str, warm: bool) -> tuple[object, str, float | None]:
     warmed = None
     if warm:  # what webmap.wsgi's background thread does when a server process starts
         started = time.perf_counter()
-        app.extensions["gridplan.plans"].warm(prepare=outlines)
+        app.extensions["gridplan.plans"].warm(prepare=prepare_page)
         warmed = round(time.perf_counter() - started, 3)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -235,10 +235,11 @@ def test_warming_reads_the_recent_plans_and_follows_the_boundaries(stored, small
     street, plan_id = moving_street(planner, small_demo)
     second = plan_workflow.auto_plan(planner, "second", "planner", street=street, fresh=True, seed=4)[0]
     server = PlanMemory(stored, capacity=2)
-    assert server.warm(prepare=plan_documents.outlines) == [second, plan_id]  # the newest first
+    assert server.warm(prepare=plan_documents.prepare) == [second, plan_id]  # the newest first
     warmed = server.plan(plan_id)
     assert server.plan(plan_id) is warmed
     assert set(warmed.caches["outlines"]) == set(warmed.partition.communities)  # outlines ready
+    assert warmed.caches["describe"][0] == warmed.version
     stop = threading.Event()
     thread = threading.Thread(target=server.keep_warm, args=(stop, 0.05), daemon=True)
     thread.start()

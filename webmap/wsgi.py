@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 
-from layers.plan_documents import outlines
+from layers.plan_documents import prepare
 from webmap import create_app
 
 app = create_app()
@@ -22,5 +22,5 @@ stop_warming = threading.Event()
 if os.environ.get("GRIDPLAN_WARM_PLANS", "1") != "0":
     threading.Thread(target=app.extensions["gridplan.plans"].keep_warm, name="gridplan-warm-plans",
                      args=(stop_warming, float(os.environ.get("GRIDPLAN_WARM_EVERY", "30")),
-                           outlines),  # the communities' outlines, the first thing a plan page asks for
+                           prepare),  # what a plan page asks for first
                      daemon=True).start()
