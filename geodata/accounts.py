@@ -17,9 +17,11 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from geodata.audit import record
 from geodata.errors import Conflict, NotFound, Refused
+from geodata.i18n import _
 from geodata.models import ApiToken, User
 
 ROLES = ("admin", "planner", "supervisor", "viewer")
+LOCALES = ("zh", "en")  # the languages of the web pages and the command line
 NAME_LENGTH = 50
 
 
@@ -38,6 +40,7 @@ class Account:
     password_hash: str | None = None
     via_token: bool = False
     disabled: bool = False
+    locale: str | None = None
 
 
 def _check(role: str, scope_code: str | None) -> None:
@@ -181,12 +184,22 @@ def find_user(engine: Engine, *, name: str | None = None, user_id: int | None = 
     """The account by name or id (disabled ones too: the caller decides), or None."""
     table = User.__table__
     stmt = select(table.c.id, table.c.name, table.c.role, table.c.scope_code, table.c.password_hash,
-                  table.c.disabled)
+                  table.c.disabled, table.c.locale)
     stmt = stmt.where(table.c.name == name) if name is not None else stmt.where(table.c.id == user_id)
     with engine.connect() as conn:
         row = conn.execute(stmt).one_or_none()
     return Account(row.id, row.name, row.role, row.scope_code, row.password_hash,
-                   disabled=bool(row.disabled)) if row else None
+                   disabled=bool(row.disabled), locale=row.locale) if row else None
+
+
+def set_locale(engine: Engine, user_id: int, locale: str | None) -> None:
+    """Keep the language ``user_id`` chose for the web pages (None: follow the browser)."""
+    if locale is not None and locale not in LOCALES:
+        raise Refused(_("unknown language {locale}: use {choices}", locale=repr(locale),
+                        choices=", ".join(LOCALES)))
+    table = User.__table__
+    with engine.begin() as conn:
+        conn.execute(update(table).where(table.c.id == user_id).values(locale=locale))
 
 
 # --- tokens -------------------------------------------------------------------------------------
