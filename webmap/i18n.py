@@ -20,18 +20,34 @@ from pathlib import Path
 
 import flask_babel
 from babel.messages.pofile import read_po
-from flask import (Blueprint, Flask, current_app, has_app_context, has_request_context, redirect,
-                   request, url_for)
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    has_app_context,
+    has_request_context,
+    redirect,
+    request,
+    url_for,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
 from geodata import i18n as domain_i18n
 from geodata.accounts import LOCALES, set_locale
+from geodata.i18n import N_
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 COOKIE = "gridplan_locale"
 #: what ``<html lang>`` and the scripts' Intl formatters are told for each locale
 HTML_LANG = {"zh": "zh-CN", "en": "en"}
 LABELS = {"zh": "中文", "en": "English"}
+
+#: facility kinds as the pages name them (the Chinese names are those of geodata.standards)
+FACILITY_KIND_LABELS = {"service_centre": N_("community service centre"),
+                        "health_centre": N_("community health centre"),
+                        "service_station": N_("community service station"),
+                        "health_station": N_("community health station"), "kindergarten": N_("kindergarten"),
+                        "elderly_care": N_("elderly care station"), "police_post": N_("police post")}
 
 bp = Blueprint("i18n", __name__)
 babel = flask_babel.Babel()
@@ -69,7 +85,7 @@ def _domain_translator(message: str) -> str:
     return flask_babel.gettext(message)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def script_messages(locale: str) -> dict[str, str]:
     """The translations of the messages the scripts show (msgids found in ``*.js``)."""
     path = TRANSLATIONS / locale / "LC_MESSAGES" / "messages.po"
@@ -147,6 +163,12 @@ def plan_statuses() -> dict[str, str]:
     gettext = flask_babel.gettext
     return {"draft": gettext("draft"), "submitted": gettext("submitted"), "approved": gettext("approved"),
             "rejected": gettext("rejected"), "adopted": gettext("adopted")}
+
+
+def facility_kind_name(kind: str, fallback: str | None = None) -> str:
+    """A facility kind's name in the request's language (a city's own kinds: ``fallback``)."""
+    label = FACILITY_KIND_LABELS.get(kind)
+    return domain_i18n._(label) if label else (fallback or kind)
 
 
 def role_names() -> dict[str, str]:

@@ -33,6 +33,7 @@ from geodata import crs as crs_mod
 from geodata.catalog import LAYERS, get_layer
 from geodata.errors import Conflict, NotFound, Refused
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
+from geodata.i18n import N_, _
 from geodata.importer import MODES, ImportRefused, prepare, read_source
 from geodata.importer import _mapped_columns as importer_mapping
 from geodata.layer_info import code_exists, code_names, count_stored, layer_overview
@@ -51,9 +52,9 @@ UPLOAD_MAX_AGE_S = 12 * 3600
 META = "upload.json"
 EXTENSIONS = {"shp": "zip", "gpkg": "gpkg", "geojson": "geojson", "csv": "csv"}
 FORMAT_LABELS = {"shp": "Shapefile (zip)", "gpkg": "GeoPackage", "geojson": "GeoJSON", "csv": "CSV (Excel)"}
-MODE_LABELS = {"append": "追加 append — add new features; codes already stored are refused",
-               "replace": "替换 replace — the file replaces the whole layer",
-               "update": "更新 update — change the features with these codes; unknown codes are refused"}
+MODE_LABELS = {"append": N_("Append: add new features; codes already stored are refused"),
+               "replace": N_("Replace: the file replaces the whole layer"),
+               "update": N_("Update: change the features with these codes; unknown codes are refused")}
 
 
 def _json(body, status: int = 200) -> Response:
@@ -72,8 +73,8 @@ def _default(v):
 def _too_big(_exc):
     limit = current_app.config.get("MAX_CONTENT_LENGTH") or 0
     return problem(413, "Payload Too Large",
-                   f"文件太大 — the file is larger than the upload limit of {_megabytes(limit)}; "
-                   "split it, or import it with the command line")
+                   _("the file is larger than the upload limit of {limit}: split it, or import it with the "
+                     "command line", limit=_megabytes(limit)))
 
 
 def _megabytes(n: int) -> str:
@@ -94,8 +95,9 @@ def layer_list():
         "maxUploadText": _megabytes(current_app.config.get("MAX_CONTENT_LENGTH") or 0),
         "layers": {row["name"]: {"label": row["label"], "fields": row["fields"]} for row in overview},
     }
-    return render_template("layers.html", layers=overview, config=config, modes=MODE_LABELS,
-                           formats=FORMAT_LABELS, encodings=list(ENCODINGS), title="图层 layers")
+    return render_template("layers.html", layers=overview, config=config,
+                           modes={k: _(v) for k, v in MODE_LABELS.items()}, formats=FORMAT_LABELS,
+                           encodings=list(ENCODINGS), title=_("Layers"))
 
 
 @bp.get("/api/layers")
@@ -173,10 +175,10 @@ def _open_upload(upload: str, actor: str) -> tuple[Path, dict]:
     try:
         meta = json.loads((folder / META).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        raise NotFound("这个上传已不存在 — the uploaded file is gone (imported, or older than 12 hours): "
-                       "choose the file again") from None
+        raise NotFound(_("the uploaded file is gone (imported, or older than 12 hours): "
+                         "choose the file again")) from None
     if meta.get("actor") != actor:
-        raise NotFound("这个上传已不存在 — the uploaded file is gone: choose the file again")
+        raise NotFound(_("the uploaded file is gone: choose the file again"))
     return folder, meta
 
 
@@ -326,10 +328,10 @@ def api_import(layer: str):
     mode = data.get("mode") or "append"
     if mode not in MODES:
         raise Refused(f"unknown mode {mode!r}: use {', '.join(MODES)}")
-    crs_text, _ = _declared_crs(data.get("crs"))
+    crs_text, _crs = _declared_crs(data.get("crs"))
     mapping = _mapping(data.get("mapping"))
     if meta.get("job"):
-        raise Conflict(f"这个文件已在导入 — this file is being imported already (job {meta['job']})")
+        raise Conflict(_("this file is being imported already (job {job})", job=meta['job']))
     params = {"layer": layer, "folder": str(folder), "file": meta["file"], "mode": mode, "crs": crs_text,
               "mapping": mapping, "actor": actor}
     job_id = jobs.create_job(engine(), KIND, params)
@@ -408,7 +410,7 @@ def api_export(layer: str):
                               street=street, community=community)
     except (ExportError, ValueError) as exc:
         shutil.rmtree(out_dir, ignore_errors=True)
-        raise Refused(f"导出失败 — export failed: {exc}") from None
+        raise Refused(_("export failed: {reason}", reason=exc)) from None
     audit.log(engine(), current_account().name, "export", layer=layer, object_code=part,
               detail={"format": fmt, "encoding": encoding, "crs": crs, "street": street,
                       "community": community, "features": report.features})

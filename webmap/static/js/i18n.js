@@ -36,7 +36,8 @@
     /* a date and time (ISO text or Date) as the locale writes it; dateOnly: without the time */
     date(value, dateOnly) {
       if (!value) return "—";
-      const d = value instanceof Date ? value : new Date(value);
+      const day = typeof value === "string" && /^(\d{4})-(\d{2})-(\d{2})$/.exec(value);
+      const d = value instanceof Date ? value : day ? new Date(+day[1], +day[2] - 1, +day[3]) : new Date(value);
       if (Number.isNaN(d.getTime())) return String(value);
       const opts = dateOnly ? { dateStyle: "medium" } : { dateStyle: "medium", timeStyle: "short" };
       return new Intl.DateTimeFormat(lang, opts).format(d);
