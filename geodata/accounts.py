@@ -45,24 +45,25 @@ class Account:
 
 def _check(role: str, scope_code: str | None) -> None:
     if role not in ROLES:
-        raise Refused(f"unknown role {role!r}: use {', '.join(ROLES)}")
+        raise Refused(_("unknown role {role}: use {p2}", role=repr(role), p2=', '.join(ROLES)))
     if role == "supervisor" and not scope_code:
-        raise Refused("a supervisor needs a scope: a grid cell, community or street code")
+        raise Refused(_("a supervisor needs a scope: a grid cell, community or street code"))
     if scope_code and not (scope_code.isdigit() and len(scope_code) in (6, 9, 12, 15)):
-        raise Refused(f"scope {scope_code!r} is not a 6/9/12/15-digit district, street, "
-                      "community or grid cell code")
+        raise Refused(_("scope {scope_code} is not a 6/9/12/15-digit district, street, community or grid "
+                        "cell code", scope_code=repr(scope_code)))
 
 
 def check_name(name: str, what: str = "name") -> str:
     """A user or token name: 1–50 characters, no spaces at either end, nothing unprintable."""
     if not isinstance(name, str) or not name.strip():
-        raise Refused(f"a {what} is required")
+        raise Refused(_("a {what} is required", what=what))
     if name != name.strip():
-        raise Refused(f"the {what} {name!r} starts or ends with a space")
+        raise Refused(_("the {what} {name} starts or ends with a space", what=what, name=repr(name)))
     if len(name) > NAME_LENGTH:
-        raise Refused(f"the {what} is {len(name)} characters long; at most {NAME_LENGTH}")
+        raise Refused(_("the {what} is {n_name} characters long; at most {NAME_LENGTH}",
+                        what=what, n_name=len(name), NAME_LENGTH=NAME_LENGTH))
     if any(unicodedata.category(c).startswith("C") for c in name):
-        raise Refused(f"the {what} {name!r} holds control characters")
+        raise Refused(_("the {what} {name} holds control characters", what=what, name=repr(name)))
     return name
 
 
@@ -77,7 +78,7 @@ def _user_row(conn: Connection, user_id: int | None, name: str | None):
     stmt = stmt.where(table.c.id == user_id) if user_id is not None else stmt.where(table.c.name == name)
     row = conn.execute(stmt).one_or_none()
     if row is None:
-        raise NotFound(f"no user {user_id if user_id is not None else name!r}")
+        raise NotFound(_("no user {p1}", p1=repr(user_id if user_id is not None else name)))
     return row
 
 
@@ -120,7 +121,7 @@ def create_user(engine: Engine, name: str, role: str, password_hash: str, scope_
     table = User.__table__
     with engine.begin() as conn:
         if conn.execute(select(table.c.id).where(table.c.name == name)).first():
-            raise NameTaken(f"用户名已存在 — a user named {name!r} exists already")
+            raise NameTaken(_("a user named {name} exists already", name=repr(name)))
         user_id = conn.execute(insert(table).values(
             name=name, role=role, scope_code=scope_code, password_hash=password_hash, disabled=False,
             created_at=datetime.now()).returning(table.c.id)).scalar_one()
@@ -158,11 +159,10 @@ def update_user(engine: Engine, *, actor: str, user_id: int | None = None, name:
         if not changes:
             return _user_dict(row)
         if row.name == actor and (changes.get("disabled") or changes.get("role", "admin") != "admin"):
-            raise Refused("您不能停用或降级自己的账户 — you cannot disable or demote your own account; "
-                          "ask another administrator")
+            raise Refused(_("you cannot disable or demote your own account; ask another administrator"))
         conn.execute(update(table).where(table.c.id == row.id).values(**changes))
         if row.role == "admin" and not row.disabled and _enabled_admins(conn) == 0:
-            raise Refused("至少保留一个可用的管理员 — at least one enabled administrator must remain")
+            raise Refused(_("at least one enabled administrator must remain"))
         detail = {k: ("set" if k == "password_hash" else v) for k, v in changes.items()}
         detail = {("password" if k == "password_hash" else k): v for k, v in detail.items()}
         action = ("user:disable" if changes.get("disabled") else "user:enable" if "disabled" in changes
@@ -216,7 +216,7 @@ def _token_row(conn: Connection, token_id: int | None, name: str | None):
     stmt = stmt.where(table.c.id == token_id) if token_id is not None else stmt.where(table.c.name == name)
     row = conn.execute(stmt).one_or_none()
     if row is None:
-        raise NotFound(f"no token {token_id if token_id is not None else name!r}")
+        raise NotFound(_("no token {p1}", p1=repr(token_id if token_id is not None else name)))
     return row
 
 
@@ -228,8 +228,8 @@ def save_token(engine: Engine, name: str, role: str, token_sha256: str,
     table = ApiToken.__table__
     with engine.begin() as conn:
         if conn.execute(select(table.c.id).where(table.c.name == name)).first():
-            raise NameTaken(f"令牌名已存在 — a token named {name!r} exists already (revoked tokens keep "
-                            "their names): choose another name")
+            raise NameTaken(_("a token named {name} exists already (revoked tokens keep their names): "
+                              "choose another name", name=repr(name)))
         token_id = conn.execute(insert(table).values(
             name=name, role=role, scope_code=scope_code, token_sha256=token_sha256,
             created_at=datetime.now()).returning(table.c.id)).scalar_one()
@@ -245,7 +245,7 @@ def update_token(engine: Engine, *, actor: str, token_id: int | None = None, nam
     with engine.begin() as conn:
         row = _token_row(conn, token_id, name)
         if row.revoked_at is not None:
-            raise Refused(f"token {row.name!r} is revoked; make a new one")
+            raise Refused(_("token {name} is revoked; make a new one", name=repr(row.name)))
         new_role = row.role if role is None else role
         new_scope = row.scope_code if scope_code is _UNSET else (scope_code or None)
         _check(new_role, new_scope)
@@ -264,8 +264,8 @@ def revoke_token(engine: Engine, *, actor: str, token_id: int | None = None, nam
     with engine.begin() as conn:
         row = _token_row(conn, token_id, name)
         if row.revoked_at is not None:
-            raise Refused(f"token {row.name!r} was revoked already on "
-                          f"{row.revoked_at.isoformat(sep=' ', timespec='minutes')}")
+            raise Refused(_("token {name} was revoked already on {p2}",
+                            name=repr(row.name), p2=row.revoked_at.isoformat(sep=' ', timespec='minutes')))
         conn.execute(update(table).where(table.c.id == row.id).values(revoked_at=datetime.now()))
         record(conn, actor, "token:revoke", layer="api_tokens", object_code=str(row.id),
                detail={"name": row.name})
