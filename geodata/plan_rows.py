@@ -85,7 +85,7 @@ def get_plan(engine: Engine | Connection, plan_id: int) -> dict:
     else:
         row = engine.execute(stmt).mappings().one_or_none()
     if row is None:
-        raise PlanNotFound(f"no plan {plan_id}")
+        raise PlanNotFound(_("no plan {plan_id}", plan_id=plan_id))
     return dict(row)
 
 

@@ -500,7 +500,8 @@ def add_photo(
         raise Forbidden(_("role {role} may not add photos", role=account.role))
     limit = photo_limit(engine)
     if len(data) > limit:
-        raise PhotoTooLarge(f"the photo is {len(data) / 1048576:.1f} MB; at most {limit / 1048576:.0f} MB")
+        raise PhotoTooLarge(_("the photo is {p1} MB; at most {p2} MB",
+                              p1=format(len(data) / 1048576, '.1f'), p2=format(limit / 1048576, '.0f')))
     if not data:
         raise Refused(_("the photo is empty"))
     kind = image_type(data)

@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 
 from geodata import incident_rows
 from geodata.errors import Refused
+from geodata.i18n import _
 from geodata.standards import get_setting
 
 LEVELS = ("cell", "community", "street", "district")
@@ -75,12 +76,13 @@ def period(since: str | date | None, until: str | date | None) -> tuple[datetime
         try:
             return date.fromisoformat(value)
         except ValueError:
-            raise Refused(f"{what} must be a date YYYY-MM-DD, not {value!r}") from None
+            raise Refused(_("{what} must be a date YYYY-MM-DD, not {value}",
+                            what=what, value=repr(value))) from None
 
     last = parse(until, "to") or date.today()
     first = parse(since, "from") or (last - timedelta(days=364))
     if first > last:
-        raise Refused(f"from ({first}) comes after to ({last})")
+        raise Refused(_("from ({first}) comes after to ({last})", first=first, last=last))
     return datetime.combine(first, time.min), datetime.combine(last, time.max)
 
 
@@ -100,7 +102,7 @@ def rates(
 ) -> pd.DataFrame:
     """One row per cell, community, street or district (``by``) with the sums and rates."""
     if by not in LEVELS:
-        raise Refused(f"by must be one of {', '.join(LEVELS)}")
+        raise Refused(_("by must be one of {p1}", p1=', '.join(LEVELS)))
     sums = incident_rows.rate_sums(engine, by, since, until, now or datetime.now(), prefix)
     frame = pd.DataFrame(sums)
     if frame.empty:

@@ -39,7 +39,7 @@ from geodata.store import layer_extent, read_layer
 from layers import coverage, siting
 from webmap.auth import bearer_request, current_account, require
 from webmap.extensions import csrf, engine
-from webmap.i18n import facility_kind_name
+from webmap.i18n import facility_kind_name, life_circle
 from webmap.maps import build_map, render_map
 
 bp = Blueprint("coverage", __name__, cli_group=None)
@@ -111,7 +111,7 @@ def _body() -> dict:
 def page():
     """The coverage map: uncovered households by kind, reach, blind spots, cell problems."""
     standards = coverage.load_standards(engine())
-    rows = [{"kind": r.kind, "name": facility_kind_name(r.kind, r.name), "level": r.level,
+    rows = [{"kind": r.kind, "name": facility_kind_name(r.kind, r.name), "level": life_circle(r.level),
              "radius": r.reach_m} for r in standards]
     streets = read_layer(engine(), "streets")
     m = build_map(layer_extent(engine(), "communities") or layer_extent(engine(), "units"))
@@ -129,6 +129,10 @@ def report_page():
     report = coverage.report_for(engine(), street, _text(request.args, "method"))
     streets = read_layer(engine(), "streets", **({"where": {"code": street}} if street else {}))
     names = dict(zip(streets["code"], streets["name"], strict=True))
+    for row in report["reach"]:  # kinds and levels in the reader's language
+        row.update(name=facility_kind_name(row["kind"], row["name"]), level=life_circle(row["level"]))
+    for row in report["standards"]:
+        row.update(level=life_circle(row["level"]))
     return render_template("coverage_report.html", title=_("Coverage gap report"), report=report,
                            street_names=names, chart={"reach": [
                                {"label": f"{r['name']} {r['radius_m']:g} m", "by_street": r["by_street"]}

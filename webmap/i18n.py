@@ -49,6 +49,10 @@ FACILITY_KIND_LABELS = {"service_centre": N_("community service centre"),
                         "health_station": N_("community health station"), "kindergarten": N_("kindergarten"),
                         "elderly_care": N_("elderly care station"), "police_post": N_("police post")}
 
+#: the life circles of GB 50180-2018 as the pages name them
+LIFE_CIRCLES = {"5-minute": N_("5-minute life circle"), "10-minute": N_("10-minute life circle"),
+                "15-minute": N_("15-minute life circle")}
+
 bp = Blueprint("i18n", __name__)
 babel = flask_babel.Babel()
 
@@ -155,7 +159,7 @@ def init_app(app: Flask) -> None:
         locale = current_locale()
         return {"locale": locale, "html_lang": HTML_LANG[locale], "locale_labels": LABELS,
                 "script_messages": script_messages(locale), "role_names": role_names(),
-                "plan_statuses": plan_statuses()}
+                "plan_statuses": plan_statuses(), "facility_kind_name": facility_kind_name}
 
 
 def plan_statuses() -> dict[str, str]:
@@ -169,6 +173,12 @@ def facility_kind_name(kind: str, fallback: str | None = None) -> str:
     """A facility kind's name in the request's language (a city's own kinds: ``fallback``)."""
     label = FACILITY_KIND_LABELS.get(kind)
     return domain_i18n._(label) if label else (fallback or kind)
+
+
+def life_circle(level: str) -> str:
+    """A life-circle level (``5-minute`` …) in the request's language."""
+    label = LIFE_CIRCLES.get(level)
+    return domain_i18n._(label) if label else level
 
 
 def role_names() -> dict[str, str]:
