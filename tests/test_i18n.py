@@ -199,7 +199,8 @@ def live(tmp_path_factory, spatialite_template, small_demo, chromium_path):
         data |= {r[0] for r in conn.execute(text("SELECT actor FROM incident_steps")) if r[0]}
         settings = [json.loads(v) if isinstance(v, str) else v
                     for (v,) in conn.execute(text("SELECT value FROM settings"))]
-        settings += [x for r in conn.execute(text("SELECT description, source FROM settings")) for x in r if x]
+        rows = conn.execute(text("SELECT description, source FROM settings"))
+        settings += [x for r in rows for x in r if x]
     # texts of the settings (descriptions, sources, names the city set): data, in whatever language
     settings_text = {x for x in _strings(settings) if x}
     data |= settings_text
