@@ -96,7 +96,7 @@ def rename(memory: PlanMemory, plan_id: int, name: str, version: int, actor: str
 def duplicate(memory: PlanMemory, plan_id: int, name: str | None, author: str) -> dict:
     """A new draft, by ``author``, with the plan's assignment, hand edits and names."""
     plan = plan_rows.get_plan(memory.engine, plan_id)
-    name = " ".join(str(name or "").split()) or f"{plan['name']} 副本 copy"
+    name = " ".join(str(name or "").split()) or _("{name} (copy)", name=plan["name"])
     if len(name) > 200:
         raise Refused(_("a plan's name has 1 to 200 characters"))
     return {"plan_id": plan_rows.duplicate_plan(memory.engine, plan_id, name, author), "name": name}

@@ -16,6 +16,10 @@
     return node;
   }
   function status(text) { document.getElementById("status").textContent = text; }
+  // the steps of a case's history
+  const STEPS = { reported: t("was reported"), filed: t("was filed"), dispatched: t("was dispatched"),
+    handled: t("was handled"), returned: t("was returned for rework"), closed: t("was checked and closed"),
+    evaluated: t("was evaluated"), cancelled: t("was cancelled") };
   function when(iso) { return iso ? gpLocale.date(iso) : "—"; }
   function left(c) {
     if (!c.open) return c.closed_late ? t("closed late") : "";
@@ -133,7 +137,8 @@
     document.getElementById("case-actions").hidden = !c.actions.length;
     const history = document.getElementById("case-history");
     history.replaceChildren(...c.steps.map((s) => {
-      const li = el("li", `${when(s.at)} ${s.step}${s.actor ? " · " + s.actor : ""}`);
+      const li = el("li", `${when(s.at)} ${STEPS[s.step] || s.step}${s.actor ? " · " + s.actor : ""}`,
+        { "data-step": s.step });
       if (s.note) li.append(el("div", s.note, { class: "muted" }));
       return li;
     }));
