@@ -336,7 +336,7 @@ def browser_sign_in(page, base: str, name: str, password: str = PASSWORD) -> Non
 
 def test_users_page_in_chromium(page, served):
     browser_sign_in(page, served["base"], "admin")
-    page.click("text=管理 administration")
+    page.click("text=Administration")
     page.wait_for_selector("#admin[data-ready]")
     assert page.locator("#users tbody tr").count() == 4
     # a new account; then the same name again is refused next to the form
@@ -401,7 +401,7 @@ def test_tokens_page_in_chromium(page, served):
     assert token not in page.content()  # shown once
     row = '#tokens tr[data-token="公安分局"]'
     page.click(f"{row} button.revoke")
-    assert "click again" in page.inner_text(f"{row} td.message")
+    assert "Click again" in page.inner_text(f"{row} td.message")
     page.click(f"{row} button.revoke")
     page.wait_for_selector(f"{row}.revoked")
     assert api(token) == 401

@@ -379,7 +379,7 @@ def test_export_options_in_chromium(page, served, small_demo):
     assert download.value.suggested_filename == f"units-{street}.zip"
     with zipfile.ZipFile(download.value.path()) as zf:
         assert zf.read("units.cpg") == b"936"
-    assert "exported" in page.inner_text("#export-message")
+    assert "Exported" in page.inner_text("#export-message")
     # a refused export is said next to the form
     page.select_option("#export-form select[name=format]", "gpkg")
     page.fill("#export-form input[name=crs]", "EPSG:99999")

@@ -259,13 +259,13 @@ window.gridplanAdmin = (function () {
       return { node: input, read: () => (value === null && input.value.trim() === "" ? null : input.value) };
     }
     if (isPair(value)) {
-      const low = editor(value[0], { blank, label: t("{label} minimum", { label: label || "" }) });
-      const high = editor(value[1], { blank, label: t("{label} maximum", { label: label || "" }) });
+      const low = editor(value[0], { blank, label: t("{label} min", { label: label || "" }) });
+      const high = editor(value[1], { blank, label: t("{label} max", { label: label || "" }) });
       const span = el("span");
       span.append(el("span", t("minimum") + " "), low.node, el("span", " – " + t("maximum") + " "), high.node);
       return { node: span, read: (path) => {
-        const pair = [low.read(t("{label} minimum", { label: path })), high.read(t("{label} maximum", { label: path }))];
-        if (pair[0] > pair[1]) fail(path, t("The minimum {low} is above the maximum {high}", { low: pair[0], high: pair[1] }));
+        const pair = [low.read(t("{label} min", { label: path })), high.read(t("{label} max", { label: path }))];
+        if (pair[0] > pair[1]) fail(path, t("The minimum is above the maximum ({low} > {high})", { low: pair[0], high: pair[1] }));
         return pair;
       } };
     }

@@ -26,6 +26,10 @@
     { collapsed: false }).addTo(map);
 
   const kind = (p) => (p.overdue ? "overdue" : CLOSED.has(p.status) ? (p.status === "evaluated" ? "closed" : p.status) : "open");
+  // the steps of a case's history
+  const STEPS = { reported: t("was reported"), filed: t("was filed"), dispatched: t("was dispatched"),
+    handled: t("was handled"), returned: t("was returned for rework"), closed: t("was checked and closed"),
+    evaluated: t("was evaluated"), cancelled: t("was cancelled") };
   const when = (iso) => (iso ? gpLocale.date(iso) : "—");
 
   async function showCase(p) {
@@ -40,7 +44,10 @@
     const list = document.getElementById("case-history");
     list.replaceChildren();
     const history = await getJSON(`/api/incidents/${encodeURIComponent(p.code)}`);  // approximate cases too
-    for (const s of history.steps) list.append(el("li", `${when(s.at)} ${s.step}${s.actor ? " · " + s.actor : ""}`));
+    for (const s of history.steps) {
+      list.append(el("li", `${when(s.at)} ${STEPS[s.step] || s.step}${s.actor ? " · " + s.actor : ""}`,
+        { "data-step": s.step }));
+    }
   }
 
   function render() {
