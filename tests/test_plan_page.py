@@ -369,7 +369,7 @@ def test_compare_on_a_district_plan_fits_the_panel(as_role, live):
     page = p.open(live["district_plan"])
     page.click("#compare")
     page.wait_for_selector("#compare-table:not([hidden])")
-    assert "units change community" in page.inner_text("#compare-summary")
+    assert "个单元改变所属社区" in page.inner_text("#compare-summary")
     fits = p.js("(() => { const t = document.getElementById('compare-table');"
                 " const panel = document.getElementById('panel');"
                 " return t.getBoundingClientRect().right <= panel.getBoundingClientRect().right + 0.5"
@@ -570,7 +570,7 @@ def test_a_clicked_community_shows_its_popup_without_its_tooltip(as_role, live, 
     """Defect: clicking a community opened its popup on top of its tooltip."""
     p = as_role("planner")
     page = open_planner_map(p)
-    page.get_by_label("设施 facilities").uncheck()
+    page.get_by_label("设施").uncheck()
     code = small_demo.layers["communities"]["code"].iloc[3]
     inside = shapely.point_on_surface(small_demo.layers["communities"].set_index("code").loc[code].geometry)
     point = p.js(TO_SCREEN, [code, inside.y, inside.x])

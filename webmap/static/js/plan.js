@@ -744,7 +744,7 @@
     }));
     const households = diff.changed_units.reduce((n, d) => n + (state.units.get(d.unit)?.feature.properties.households || 0), 0);
     $("compare-summary").textContent = t("{n} units change community", { n: number(diff.changed_units.length) })
-      + (state.byView ? "" : " " + t("({n} households)", { n: number(households) }));
+      + (state.byView ? "" : t(" ({n} households)", { n: number(households) }));
     window.gridplan.comparison = diff;
   }));
   $("export-gpkg").href = `/api/plans/${planId}/export?format=gpkg`;
