@@ -30,6 +30,7 @@ from geodata.models import (
     Plan,
     PlanAssignment,
     PlanCommunity,
+    Street,
     Unit,
 )
 from geodata.revisions import raise_revision
@@ -64,14 +65,15 @@ def create_plan(engine: Engine, name: str, author: str, assignment: pd.Series, *
             name=name, author=author, status="draft", version=1, district_code=district_code,
             params=params, scores=scores, created_at=now, updated_at=now, base_revision=base_revision,
             streets=sorted(streets) if streets is not None else None).returning(Plan.id)).scalar_one()
-        _insert_assignment(conn, plan_id, assignment)
+        _insert_assignment(conn, plan_id, assignment, version=1)
         _audit(conn, author, "plan:create", str(plan_id), {"name": name, "units": len(assignment)})
     return plan_id
 
 
 def _insert_assignment(conn: Connection, plan_id: int, assignment: pd.Series,
-                       edited: set[str] = frozenset()) -> None:
-    rows = [{"plan_id": plan_id, "unit_code": u, "community_code": c, "edited": u in edited}
+                       edited: set[str] = frozenset(), *, version: int) -> None:
+    rows = [{"plan_id": plan_id, "unit_code": u, "community_code": c, "edited": u in edited,
+             "changed_in": version}
             for u, c in zip(assignment.index, assignment.to_numpy(), strict=True)]
     for start in range(0, len(rows), BATCH):
         conn.execute(insert(PlanAssignment), rows[start:start + BATCH])
@@ -150,8 +152,8 @@ def duplicate_plan(engine: Engine, plan_id: int, name: str, author: str) -> int:
             base_revision=plan["base_revision"], streets=plan["streets"]).returning(Plan.id)).scalar_one()
         rows = conn.execute(select(PlanAssignment.unit_code, PlanAssignment.community_code,
                                    PlanAssignment.edited).where(PlanAssignment.plan_id == plan_id)).all()
-        copied = [{"plan_id": new_id, "unit_code": u, "community_code": c, "edited": bool(e)}
-                  for u, c, e in rows]
+        copied = [{"plan_id": new_id, "unit_code": u, "community_code": c, "edited": bool(e),
+                   "changed_in": 1} for u, c, e in rows]
         for start in range(0, len(copied), BATCH):
             conn.execute(insert(PlanAssignment), copied[start:start + BATCH])
         names = conn.execute(select(PlanCommunity.code, PlanCommunity.name)
@@ -206,6 +208,16 @@ def plan_assignment(engine: Engine, plan_id: int, *, edited: bool = False) -> pd
     return pd.Series([r[1] for r in rows], index=[r[0] for r in rows], name="community_code", dtype=object)
 
 
+def assignment_changes(engine: Engine, plan_id: int, since: int) -> pd.Series:
+    """The units whose community the plan changed after version ``since`` (unit code → community
+    code): what a process holding the plan at ``since`` must apply to catch up."""
+    stmt = select(PlanAssignment.unit_code, PlanAssignment.community_code).where(
+        PlanAssignment.plan_id == plan_id, PlanAssignment.changed_in > since)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return pd.Series([r[1] for r in rows], index=[r[0] for r in rows], name="community_code", dtype=object)
+
+
 def _bump(conn: Connection, plan_id: int, expected: int, **values) -> int:
     """Move the plan from version ``expected`` to the next one, or raise VersionConflict."""
     result = conn.execute(update(Plan).where(Plan.id == plan_id, Plan.version == expected)
@@ -229,7 +241,7 @@ def save_moves(engine: Engine, plan_id: int, moves: dict[str, str], expected_ver
         version = _bump(conn, plan_id, expected_version, **values)
         stmt = (update(PlanAssignment)
                 .where(PlanAssignment.plan_id == plan_id, PlanAssignment.unit_code == bindparam("unit"))
-                .values(community_code=bindparam("community"), edited=True))
+                .values(community_code=bindparam("community"), edited=True, changed_in=version))
         rows = [{"unit": u, "community": c} for u, c in moves.items()]
         for start in range(0, len(rows), BATCH):
             conn.execute(stmt, rows[start:start + BATCH])
@@ -246,7 +258,7 @@ def replace_assignment(engine: Engine, plan_id: int, assignment: pd.Series, edit
         version = _bump(conn, plan_id, expected_version, status="draft", base_revision=base_revision,
                         scores=scores, comment=None)
         conn.execute(delete(PlanAssignment).where(PlanAssignment.plan_id == plan_id))
-        _insert_assignment(conn, plan_id, assignment, edited)
+        _insert_assignment(conn, plan_id, assignment, edited, version=version)
         _audit(conn, actor, "plan:rebase", str(plan_id), {**detail, "version": version})
     return version
 
@@ -301,16 +313,16 @@ def adopt(engine: Engine, plan_id: int, expected_version: int, actor: str, commu
                              "{p2}: rebase the plan; nothing was changed",
                              plan_id=plan_id, p2=', '.join(sorted(revived))))
         current = Community.__table__
+        flags = _provisional_flags(conn, communities, assignment, streets)
         keep_community_history(conn, streets=streets, plan_id=plan_id)
         conn.execute(delete(current).where(current.c.street_code.in_(streets)))
         geoms = as_stored_type(np.asarray(communities.geometry.values, dtype=object), "polygon")
         rows = [{"code": c, "name": n, "street_code": s, "district_code": d, "valid_from": today,
-                 "geom_wkb": w}
+                 "provisional": flags[c], "geom_wkb": w}
                 for c, n, s, d, w in zip(communities["code"], communities["name"], communities["street_code"],
                                          communities["district_code"], shapely.to_wkb(geoms), strict=True)]
-        stmt = insert(current).values({c: bindparam(c) for c in ("code", "name", "street_code",
-                                                                  "district_code", "valid_from")}
-                                      | {"geom": dialect.geom_from_wkb()})
+        columns = ("code", "name", "street_code", "district_code", "valid_from", "provisional")
+        stmt = insert(current).values({c: bindparam(c) for c in columns} | {"geom": dialect.geom_from_wkb()})
         conn.execute(stmt, rows)
         for table, mapping in ((Unit.__table__, assignment), (Facility.__table__, facility_communities),
                                (GridCell.__table__, cell_communities)):
@@ -325,6 +337,23 @@ def adopt(engine: Engine, plan_id: int, expected_version: int, actor: str, commu
         _audit(conn, actor, "plan:adopt", str(plan_id), {"streets": streets, "communities": len(rows),
                                                           "version": version, "revision": revision})
     return version, revision
+
+
+def _provisional_flags(conn: Connection, communities: gpd.GeoDataFrame, assignment: pd.Series,
+                       streets: list[str]) -> dict[str, bool]:
+    """Whether each community the plan adopts has a provisional code (临时代码): a kept code keeps
+    its flag; a new code is provisional when its street is, or when any of its units comes from a
+    provisional community (the official code table will replace it, as it replaces theirs)."""
+    current, street, unit = Community.__table__, Street.__table__, Unit.__table__
+    was = dict(conn.execute(select(current.c.code, current.c.provisional)
+                            .where(current.c.street_code.in_(streets))).all())
+    provisional_streets = set(conn.execute(select(street.c.code).where(
+        street.c.code.in_(streets), street.c.provisional.is_(True))).scalars())
+    came_from = dict(conn.execute(select(unit.c.code, unit.c.community_code)
+                                  .where(unit.c.street_code.in_(streets))).all())
+    from_provisional = {new for u, new in assignment.items() if was.get(came_from.get(u))}
+    return {code: bool(was[code]) if code in was else (s in provisional_streets or code in from_provisional)
+            for code, s in zip(communities["code"], communities["street_code"], strict=True)}
 
 
 def _audit(conn: Connection, actor: str, action: str, code: str, detail: dict) -> None:
