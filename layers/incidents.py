@@ -70,7 +70,7 @@ class Transition:
 
 
 TRANSITIONS: dict[str, Transition] = {
-    "file": Transition(("reported",), "filed", ACTORS, "filed", N_("File"), "filed_at"),
+    "file": Transition(("reported",), "filed", ACTORS, "filed", N_("File the case"), "filed_at"),
     "cancel": Transition(
         ("reported", "filed"), "cancelled", ACTORS, "cancelled", N_("Cancel the case"), note_required=True
     ),

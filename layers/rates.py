@@ -50,13 +50,13 @@ COLUMNS = [
 ]
 LABELS = {
     "code": N_("code"),
-    "reported": N_("reported"),
-    "filed": N_("filed"),
-    "closed": N_("closed"),
-    "due": N_("due"),
+    "reported": N_("cases reported"),
+    "filed": N_("cases filed"),
+    "closed": N_("cases closed"),
+    "due": N_("cases due"),
     "due_closed": N_("due and closed"),
     "due_closed_on_time": N_("closed on time"),
-    "returned": N_("returned"),
+    "returned": N_("returns for rework"),
     "closed_rate": N_("closed rate"),
     "on_time_rate": N_("on-time rate"),
     "rework_rate": N_("rework rate"),

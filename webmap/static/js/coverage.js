@@ -250,7 +250,7 @@
         " · " + t("+{added} households → {after} / {total}", { added: number(p.households_added), after: number(p.households_covered_after), total: number(p.households) })));
       const table = el("table", null, { id: "sites-table" });
       const head = el("tr");
-      for (const h of ["#", t("Site"), t("Added"), t("Covered")]) head.append(el("th", h));
+      for (const h of ["#", t("Site"), t("Added"), t("Covered so far")]) head.append(el("th", h));
       table.append(head);
       for (const f of data.features) {
         const q = f.properties;
