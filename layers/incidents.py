@@ -75,7 +75,7 @@ TRANSITIONS: dict[str, Transition] = {
         ("reported", "filed"), "cancelled", ACTORS, "cancelled", N_("Cancel the case"), note_required=True
     ),
     "dispatch": Transition(("filed",), "dispatched", ACTORS, "dispatched", N_("Dispatch"), "dispatched_at"),
-    "handle": Transition(("dispatched",), "handled", ACTORS, "handled", N_("Handled"), "handled_at"),
+    "handle": Transition(("dispatched",), "handled", ACTORS, "handled", N_("Mark as handled"), "handled_at"),
     "close": Transition(
         ("handled", "feedback"), "closed", ACTORS, "closed", N_("Check and close"), "closed_at"
     ),

@@ -6,6 +6,7 @@
   if (!form) return;
   const token = document.querySelector("meta[name=csrf-token]").content;
   const message = document.getElementById("plan-message");
+  const JOB_STATUS = { queued: t("queued"), running: t("running"), done: t("done"), failed: t("failed") };
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const data = new FormData(form);
@@ -28,7 +29,7 @@
         try {
           const job = await (await fetch(answer.url, { credentials: "same-origin" })).json();
           bar.value = job.progress;
-          message.textContent = `${job.status} ${job.message || ""}`;
+          message.textContent = `${JOB_STATUS[job.status] || job.status} ${job.message || ""}`;
           if (job.status === "done") window.location = `/plans/${job.result.plan_id}`;
           else if (job.status === "failed") fail(t("Failed: {reason}", { reason: job.message }));
           else setTimeout(poll, 1000);
