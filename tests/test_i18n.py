@@ -62,6 +62,21 @@ def test_every_string_in_the_code_has_a_chinese_translation(tmp_path):
     assert not problems, "run `make messages` and translate:\n" + "\n".join(problems)
 
 
+def test_every_script_string_is_seen_by_the_extraction():
+    """Babel's JavaScript extractor does not look inside template literals or nested calls, so a
+    ``t("…")`` there never reaches the catalogue and shows in English on a Chinese page: every
+    ``t("…")`` literal of the scripts must be a msgid of the catalogue."""
+    zh = {m.id for m in _catalogue(CATALOGUE) if m.id}
+    missed = []
+    for script in sorted((ROOT / "webmap" / "static" / "js").glob("*.js")):
+        source = script.read_text(encoding="utf-8")
+        for m in re.finditer(r'\bt\(\s*"((?:[^"\\]|\\.)*)"', source):
+            if m.group(1) not in zh:
+                missed.append(f"{script.name}:{source[:m.start()].count(chr(10)) + 1}: {m.group(1)!r}")
+    assert not missed, "call t() outside template literals and nested calls, then `make messages`:\n" \
+        + "\n".join(missed)
+
+
 # --- which language ------------------------------------------------------------------------------
 
 

@@ -50,7 +50,8 @@
     head.append(el("a", c.code, { class: "code", href: `/cases/${encodeURIComponent(c.code)}` }),
       el("span", c.status_label));
     li.append(head, el("div", c.category_name), el("div", c.description || "", { class: "desc" }),
-      el("div", `${c.grid_code || (c.community_code ? t("{code} (approximate location)", { code: c.community_code }) : "")} · ${t("due {when}", { when: when(c.due_at) })}`, { class: "muted" }),
+      el("div", [c.grid_code || (c.community_code ? t("{code} (approximate location)", { code: c.community_code }) : ""),
+        t("due {when}", { when: when(c.due_at) })].join(" · "), { class: "muted" }),
       el("div", left(c), { class: "left" }));
     const buttons = el("div", null, { class: "action-buttons" });
     for (const a of c.actions) {

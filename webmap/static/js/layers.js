@@ -175,8 +175,9 @@ window.gridplanLayers = (function () {
     function render(p) {
       preview.hidden = false;
       const types = Object.entries(p.geometry_types).map(([k, v]) => `${k} ${number(v)}`).join(", ");
+      const crs = p.declared_crs || p.crs || t("not declared");
       document.getElementById("preview-summary").textContent =
-        t("{file}: {n} features ({types}) · coordinate system {crs}", { file: p.file, n: number(p.features), types, crs: p.declared_crs || p.crs || t("not declared") });
+        t("{file}: {n} features ({types}) · coordinate system {crs}", { file: p.file, n: number(p.features), types, crs });
       const stored = document.getElementById("preview-stored");
       if (p.stored) {
         const clash = p.stored.already;

@@ -232,7 +232,8 @@
   const STATUS = { draft: t("draft"), submitted: t("submitted"), approved: t("approved"), rejected: t("rejected"),
     adopted: t("adopted") };
   function planTitle() {
-    return `${config.plan.name} · ${STATUS[config.plan.status] || config.plan.status} · ${t("version {n}", { n: state.version })}`;
+    // t() outside template literals: the catalogue's extractor does not look inside them
+    return [config.plan.name, STATUS[config.plan.status] || config.plan.status, t("version {n}", { n: state.version })].join(" · ");
   }
 
   function bar(c) {
