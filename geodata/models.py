@@ -18,6 +18,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -106,6 +107,9 @@ class Unit(Base):
     #: buildings, poi, raster or area, ``+table`` when scaled to the community's total
     households_source: Mapped[str | None] = mapped_column(String(32))
     geom = _geom("MULTIPOLYGON")
+
+    #: households per community read from the index alone, never from rows carrying geometry
+    __table_args__ = (Index("ix_units_totals", "community_code", "households", "population"),)
 
 
 class UnitAdjacency(Base):
@@ -286,6 +290,10 @@ class PlanAssignment(Base):
     community_code: Mapped[str] = mapped_column(String(12))
     #: set by a hand edit, so that a rebase keeps it
     edited: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    #: the plan version that last changed this row: other processes catch up on edits from it
+    changed_in: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+    __table_args__ = (Index("ix_plan_assignments_changes", "plan_id", "changed_in"),)
 
 
 class PlanCommunity(Base):

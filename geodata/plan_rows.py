@@ -61,14 +61,15 @@ def create_plan(engine: Engine, name: str, author: str, assignment: pd.Series, *
             name=name, author=author, status="draft", version=1, district_code=district_code,
             params=params, scores=scores, created_at=now, updated_at=now, base_revision=base_revision,
             streets=sorted(streets) if streets is not None else None).returning(Plan.id)).scalar_one()
-        _insert_assignment(conn, plan_id, assignment)
+        _insert_assignment(conn, plan_id, assignment, version=1)
         _audit(conn, author, "plan:create", str(plan_id), {"name": name, "units": len(assignment)})
     return plan_id
 
 
 def _insert_assignment(conn: Connection, plan_id: int, assignment: pd.Series,
-                       edited: set[str] = frozenset()) -> None:
-    rows = [{"plan_id": plan_id, "unit_code": u, "community_code": c, "edited": u in edited}
+                       edited: set[str] = frozenset(), *, version: int) -> None:
+    rows = [{"plan_id": plan_id, "unit_code": u, "community_code": c, "edited": u in edited,
+             "changed_in": version}
             for u, c in zip(assignment.index, assignment.to_numpy(), strict=True)]
     for start in range(0, len(rows), BATCH):
         conn.execute(insert(PlanAssignment), rows[start:start + BATCH])
@@ -147,8 +148,8 @@ def duplicate_plan(engine: Engine, plan_id: int, name: str, author: str) -> int:
             base_revision=plan["base_revision"], streets=plan["streets"]).returning(Plan.id)).scalar_one()
         rows = conn.execute(select(PlanAssignment.unit_code, PlanAssignment.community_code,
                                    PlanAssignment.edited).where(PlanAssignment.plan_id == plan_id)).all()
-        copied = [{"plan_id": new_id, "unit_code": u, "community_code": c, "edited": bool(e)}
-                  for u, c, e in rows]
+        copied = [{"plan_id": new_id, "unit_code": u, "community_code": c, "edited": bool(e),
+                   "changed_in": 1} for u, c, e in rows]
         for start in range(0, len(copied), BATCH):
             conn.execute(insert(PlanAssignment), copied[start:start + BATCH])
         names = conn.execute(select(PlanCommunity.code, PlanCommunity.name)
@@ -201,6 +202,16 @@ def plan_assignment(engine: Engine, plan_id: int, *, edited: bool = False) -> pd
     return pd.Series([r[1] for r in rows], index=[r[0] for r in rows], name="community_code", dtype=object)
 
 
+def assignment_changes(engine: Engine, plan_id: int, since: int) -> pd.Series:
+    """The units whose community the plan changed after version ``since`` (unit code → community
+    code): what a process holding the plan at ``since`` must apply to catch up."""
+    stmt = select(PlanAssignment.unit_code, PlanAssignment.community_code).where(
+        PlanAssignment.plan_id == plan_id, PlanAssignment.changed_in > since)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return pd.Series([r[1] for r in rows], index=[r[0] for r in rows], name="community_code", dtype=object)
+
+
 def _bump(conn: Connection, plan_id: int, expected: int, **values) -> int:
     """Move the plan from version ``expected`` to the next one, or raise VersionConflict."""
     result = conn.execute(update(Plan).where(Plan.id == plan_id, Plan.version == expected)
@@ -223,7 +234,7 @@ def save_moves(engine: Engine, plan_id: int, moves: dict[str, str], expected_ver
         version = _bump(conn, plan_id, expected_version, **values)
         stmt = (update(PlanAssignment)
                 .where(PlanAssignment.plan_id == plan_id, PlanAssignment.unit_code == bindparam("unit"))
-                .values(community_code=bindparam("community"), edited=True))
+                .values(community_code=bindparam("community"), edited=True, changed_in=version))
         rows = [{"unit": u, "community": c} for u, c in moves.items()]
         for start in range(0, len(rows), BATCH):
             conn.execute(stmt, rows[start:start + BATCH])
@@ -240,7 +251,7 @@ def replace_assignment(engine: Engine, plan_id: int, assignment: pd.Series, edit
         version = _bump(conn, plan_id, expected_version, status="draft", base_revision=base_revision,
                         scores=scores, comment=None)
         conn.execute(delete(PlanAssignment).where(PlanAssignment.plan_id == plan_id))
-        _insert_assignment(conn, plan_id, assignment, edited)
+        _insert_assignment(conn, plan_id, assignment, edited, version=version)
         _audit(conn, actor, "plan:rebase", str(plan_id), {**detail, "version": version})
     return version
 

@@ -141,7 +141,14 @@ def colour_communities(neighbours: dict[str, list[str]], palette: int = PALETTE_
 
 def describe(memory: PlanMemory, plan_id: int) -> dict:
     """The plan with every community's figures, name, neighbours and colour, and how the page
-    should load its units (all at once, or by view from ``unit_zoom``)."""
+    should load its units (all at once, or by view from ``unit_zoom``). Kept with the loaded
+    plan for its version: a city's thousand communities are described once per edit, not per
+    request."""
+    loaded = memory.plan(plan_id)
+    cached = loaded.caches.get("describe")
+    if cached is not None and cached[0] == loaded.version:
+        return {**cached[1]}  # callers add the user's actions to their copy
+    version = loaded.version
     described = describe_plan(memory, plan_id)
     names = community_names(memory, plan_id)
     colours = colour_communities({c["community_code"]: c["neighbours"] for c in described["communities"]})
@@ -150,7 +157,9 @@ def describe(memory: PlanMemory, plan_id: int) -> dict:
         c["colour"] = colours[c["community_code"]]
     described["by_view"] = described["units"] > ALL_UNITS_MAX
     described["unit_zoom"] = UNIT_ZOOM if described["by_view"] else None
-    return described
+    if described["version"] == version:
+        loaded.caches["describe"] = (version, described)
+    return {**described}
 
 
 def tolerance(zoom: float | None) -> float:
@@ -206,7 +215,7 @@ def units_in_view(memory: PlanMemory, plan_id: int, bbox: tuple[float, float, fl
 def _dissolved(loaded: LoadedPlan) -> dict[str, shapely.Geometry]:
     """Each community's outline (the coverage union of its units), kept with the loaded plan
     and redone only for the communities whose households or area changed since."""
-    cache = loaded.__dict__.setdefault("_outlines", {})  # lives and dies with the loaded plan
+    cache = loaded.caches.setdefault("outlines", {})
     p = loaded.partition
     signature = {c: (int(p.households[c]), round(float(p.area[c]), 1)) for c in p.communities}
     stale = [c for c in signature if cache.get(c, (None, None))[0] != signature[c]]
@@ -219,10 +228,26 @@ def _dissolved(loaded: LoadedPlan) -> dict[str, shapely.Geometry]:
     return {c: cache[c][1] for c in signature}
 
 
+def prepare(memory: PlanMemory, plan_id: int) -> None:
+    """Work out now what a plan page asks for first — the plan described, its communities'
+    outlines — so that warming a server's memory (:meth:`PlanMemory.warm`) leaves nothing slow
+    for the first planner to open the plan."""
+    describe(memory, plan_id)
+    loaded = memory.plan(plan_id)
+    with loaded.lock:
+        _dissolved(loaded)
+
+
 def outlines(memory: PlanMemory, plan_id: int, zoom: float | None = None) -> str:
     """The plan's communities as GeoJSON outlines simplified for ``zoom`` (shared boundaries
-    simplified once, so neighbours still meet), each with a point inside it for its label."""
+    simplified once, so neighbours still meet), each with a point inside it for its label; the
+    last few zooms' answers are kept with the loaded plan for its version."""
     loaded = memory.plan(plan_id)
+    key = (loaded.version, None if zoom is None else round(float(zoom), 1))
+    with loaded.lock:
+        answers = loaded.caches.setdefault("outline_answers", {})
+        if key in answers:
+            return answers[key]
     with loaded.lock:
         dissolved = _dissolved(loaded)
         p = loaded.partition
@@ -241,7 +266,12 @@ def outlines(memory: PlanMemory, plan_id: int, zoom: float | None = None) -> str
                       "lat": round(float(shapely.get_y(inside[i])), 6)}
         features.append('{"type":"Feature","properties":' + json.dumps(properties)
                         + ',"geometry":' + texts[i] + "}")
-    return _feature_collection(features)
+    answer = _feature_collection(features)
+    with loaded.lock:
+        for old in [k for k in answers if k[0] != key[0]] + list(answers)[:-5]:
+            answers.pop(old, None)  # other versions' answers, and all but the last few zooms
+        answers[key] = answer
+    return answer
 
 
 def document_actions(plan: dict, role: str, actor: str) -> list[str]:

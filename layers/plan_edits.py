@@ -36,7 +36,7 @@ def community_adjacency(loaded: LoadedPlan) -> dict[str, list[str]]:
     """Every community's neighbours (communities sharing an edge with it), longest shared
     boundary first — one pass over the adjacency, the same cost in a street and in a city; kept
     with the loaded plan for its version (an edit saved makes a new version)."""
-    cached = loaded.__dict__.get("_adjacency")
+    cached = loaded.caches.get("adjacency")
     if cached is not None and cached[0] == loaded.version:
         return cached[1]
     p, g = loaded.partition, loaded.graph
@@ -53,7 +53,7 @@ def community_adjacency(loaded: LoadedPlan) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {label: [] for label in p.communities}
     for a_, group in frame.groupby("a", sort=False)["b"]:
         out[str(names[a_])] = names[group.to_numpy()].tolist()
-    loaded.__dict__["_adjacency"] = (loaded.version, out)
+    loaded.caches["adjacency"] = (loaded.version, out)
     return out
 
 

@@ -7,13 +7,22 @@ worker, never a module global. Everything in it is keyed to the boundary revisio
 database (:mod:`geodata.revisions`): on every use the stored revision is read (one small query),
 and a graph or plan built from another revision is rebuilt, so a process never answers from
 boundaries another process has since replaced. A loaded plan is also keyed to the plan's stored
-version, so an edit saved by another process is picked up.
+version: an edit saved by another process is caught up on by applying the rows it changed (each
+row records the version that last changed it), so two server processes can share one planner's
+edits without reading the whole plan again.
+
+A server process warms its memory when it starts (:meth:`PlanMemory.warm`, from
+``webmap.wsgi``): the unit graph and the most recently changed plans are read before the first
+planner asks, and read again whenever the boundaries change, so a city-size plan opens in seconds.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import geopandas as gpd
@@ -45,6 +54,8 @@ class LoadedPlan:
 
     ``contiguous`` is kept current for the communities an edit touches, so the plan's scores never
     need a whole-partition pass after an edit. ``lock`` serialises edits within the process.
+    ``caches`` holds what pages derive from the plan (outlines, community adjacency), each entry
+    checking for itself whether it is still current; it lives and dies with the loaded plan.
     """
 
     plan: dict
@@ -55,6 +66,7 @@ class LoadedPlan:
     rules: Rules
     contiguous: dict[str, bool]
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    caches: dict = field(default_factory=dict, repr=False)
 
     @property
     def plan_id(self) -> int:
@@ -100,6 +112,8 @@ class PlanMemory:
         revision = self.revision()
         with self._lock:
             found = self._plans.get(plan_id)
+            if found is not None and found.revision == revision and found.version < row["version"]:
+                found = self._catch_up(found, row)
             if found is None or found.version != row["version"] or found.revision != revision:
                 found = self._load(row, revision)
                 self._plans[plan_id] = found
@@ -120,6 +134,60 @@ class PlanMemory:
         return LoadedPlan(row, revision, unit_set.units, graph, partition, plan_rules(self.engine, params),
                           {label: label not in broken for label in partition.communities})
 
+    def _catch_up(self, loaded: LoadedPlan, row: dict) -> LoadedPlan | None:
+        """Apply to ``loaded`` the units another process moved since its version (None when
+        that is most of the plan, as after a rebase: reading it whole is then cheaper)."""
+        changes = plan_rows.assignment_changes(self.engine, row["id"], loaded.version)
+        g = loaded.graph
+        if len(changes) > len(g) // 4 or not all(u in g.position for u in changes.index):
+            return None
+        with loaded.lock:
+            p = loaded.partition
+            touched: set[str] = set()
+            for label, units in changes.groupby(changes.to_numpy(), sort=False):
+                positions = np.array([g.position[u] for u in units.index], dtype=np.int64)
+                touched.update(p.labels[positions].tolist())
+                touched.add(label)
+                p.move(positions, label)
+            recheck(loaded, touched)
+            loaded.plan = row
+        return loaded
+
+    def warm(self, plans: int | None = None, prepare: Callable[[PlanMemory, int], object] | None = None
+             ) -> list[int]:
+        """Read the unit graph and the ``plans`` most recently changed plans (default: as many
+        as this memory keeps) into memory now, and ``prepare`` each (e.g. its outlines); returns
+        their ids. A plan that cannot be read (deleted meanwhile) is skipped."""
+        recent = sorted(plan_rows.list_plans(self.engine), key=lambda r: r["updated_at"], reverse=True)
+        warmed = []
+        for row in recent[:self.capacity if plans is None else plans][::-1]:  # the newest is kept last
+            try:
+                self.plan(row["id"])
+                if prepare is not None:
+                    prepare(self, row["id"])
+            except plan_rows.PlanNotFound:
+                continue
+            warmed.append(row["id"])
+        return warmed[::-1]
+
+    def keep_warm(self, stop: threading.Event, every: float = 30.0,
+                  prepare: Callable[[PlanMemory, int], object] | None = None) -> None:
+        """Warm now, then again whenever the stored boundary revision or the set of recent plans
+        moves, until ``stop`` is set — a server process's background thread."""
+        seen = None
+        while not stop.is_set():
+            try:
+                recent = plan_rows.list_plans(self.engine)[:self.capacity]
+                state = (self.revision(), tuple(r["id"] for r in recent))
+                if state != seen:
+                    started = time.perf_counter()
+                    warmed = self.warm(prepare=prepare)
+                    log.info("plan memory warmed in %.1f s: plans %s", time.perf_counter() - started, warmed)
+                    seen = state
+            except Exception:  # noqa: BLE001 — a warm-up that fails is retried; requests still read for themselves
+                log.exception("warming the plan memory failed")
+            stop.wait(every)
+
     def saved(self, loaded: LoadedPlan, version: int) -> None:
         """Record that ``loaded``'s change was committed as ``version``."""
         loaded.plan = {**loaded.plan, "version": version}
@@ -127,6 +195,9 @@ class PlanMemory:
     def forget(self, plan_id: int) -> None:
         with self._lock:
             self._plans.pop(plan_id, None)
+
+
+log = logging.getLogger(__name__)
 
 
 def plan_rules(engine: Engine, params: dict | None) -> Rules:

@@ -4,13 +4,17 @@ For each: time to first draw (navigation start → the map drawn and the page re
 the page itself), the bytes transferred (encoded, as they went over the wire: gzip counted as
 gzip), the time a paint stroke of 50 units takes to show its figures on the page (and to be
 saved), and the time a pan takes to show the units of the new view. The first open after the
-server started (the plan is read into the server's memory) and a second open are both reported.
+server started and a second open are both reported. A server process started as ``make run``
+starts it (``webmap.wsgi``) warms its plan memory in the background: the city is measured after
+that warm-up (its time reported as ``warm_up_s``) and, with ``--cold``, also without it (the plan
+read into memory by the first request, as before the warm-up existed).
 
 The city database: ``--city-db`` (copied, never written to: default ``/tmp/citydb/city.sqlite``
 when it exists), else built here (``generate(200_000, 1)`` and ``write_demo``: about 5 minutes)
 and its plan made by the engine (several minutes more).
 
-    .venv/bin/python scripts/bench_plan_page.py [--no-city] [--city-db PATH] [--json bench-out/plan_page.json]
+    .venv/bin/python scripts/bench_plan_page.py [--no-city] [--cold] [--city-db PATH] \
+        [--json bench-out/plan_page.json]
 
 Aims (issue 11): the city's plan page draws in under 3 s and transfers under 5 MB; paint stroke
 figures shown in under 100 ms.
@@ -37,6 +41,7 @@ from geodata.db import dispose_engines, get_engine  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
 from geodata.standards import seed_settings  # noqa: E402
 from layers.demo import generate, write_demo  # noqa: E402
+from layers.plan_documents import prepare as prepare_page  # noqa: E402
 from layers.plan_memory import PlanMemory  # noqa: E402
 from layers.plan_workflow import auto_plan  # noqa: E402
 
@@ -98,7 +103,7 @@ def prepare_city(folder: Path, source: Path | None) -> tuple[str, int]:
     return url, plan_id
 
 
-def serve(url: str):
+def serve(url: str, warm: bool) -> tuple[object, str, float | None]:
     from werkzeug.serving import make_server
 
     from webmap import create_app
@@ -110,9 +115,14 @@ def serve(url: str):
             add_user("bench-planner", "planner", PASSWORD)
         except Exception:  # noqa: BLE001 — the copy may have it already
             pass
+    warmed = None
+    if warm:  # what webmap.wsgi's background thread does when a server process starts
+        started = time.perf_counter()
+        app.extensions["gridplan.plans"].warm(prepare=prepare_page)
+        warmed = round(time.perf_counter() - started, 3)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_port}"
+    return server, f"http://127.0.0.1:{server.server_port}", warmed
 
 
 def measure(browser, base: str, plan_id: int) -> dict:
@@ -123,6 +133,7 @@ def measure(browser, base: str, plan_id: int) -> dict:
     page.fill("input[name=password]", PASSWORD)
     page.click("form.login button[type=submit]")
     page.wait_for_url(lambda u: "/login" not in u)
+    page.wait_for_load_state("networkidle")  # the map signing in leads to, as a planner sees it first
     page.goto("about:blank")
     cdp = context.new_cdp_session(page)
     cdp.send("Network.enable")
@@ -173,6 +184,8 @@ def main() -> None:
     parser.add_argument("--city-db", type=Path, default=CITY_COPY if CITY_COPY.exists() else None,
                         help="a ready city SpatiaLite database to copy (never written to)")
     parser.add_argument("--json", type=Path, help="write the results here too")
+    parser.add_argument("--cold", action="store_true",
+                        help="also measure the city with no warm-up (the first request reads the plan)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -180,14 +193,16 @@ def main() -> None:
                            "load": os.getloadavg(), "platform": platform.platform()}}
     with tempfile.TemporaryDirectory(prefix="bench-plan-page-") as tmp, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        cases = [("district", lambda: prepare_district(Path(tmp)))]
+        cases = [("district", True, lambda: prepare_district(Path(tmp)))]
         if not args.no_city:
-            cases.append(("city", lambda: prepare_city(Path(tmp), args.city_db)))
-        for name, prepare in cases:
+            cases.append(("city", True, lambda: prepare_city(Path(tmp), args.city_db)))
+            if args.cold:
+                cases.append(("city_cold", False, lambda: prepare_city(Path(tmp), args.city_db)))
+        for name, warm, prepare in cases:
             url, plan_id = prepare()
-            server, base = serve(url)
+            server, base, warmed = serve(url, warm)
             try:
-                results[name] = measure(browser, base, plan_id)
+                results[name] = {"warm_up_s": warmed, **measure(browser, base, plan_id)}
             finally:
                 server.shutdown()
                 dispose_engines()

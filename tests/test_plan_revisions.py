@@ -17,7 +17,7 @@ from geodata.exporter import export_layer
 from geodata.importer import import_layer
 from geodata.revisions import changes_since, current_revision
 from geodata.store import read_layer
-from layers import plan_edits, plan_workflow
+from layers import plan_documents, plan_edits, plan_workflow
 from layers.demo import write_demo
 from layers.plan_memory import PlanMemory
 
@@ -174,3 +174,87 @@ def test_no_retired_code_is_ever_revived(order, spatialite_template, small_demo,
         retired |= set(report["retired"])
         assert not set(report["created"]) & retired
     engine.dispose()
+
+
+def same_state(loaded, fresh) -> None:
+    """``loaded`` (caught up) holds what a fresh read of the plan holds."""
+    assert (loaded.partition.labels == fresh.partition.labels).all()
+    assert loaded.partition.households == fresh.partition.households
+    assert loaded.partition.perimeter.keys() == fresh.partition.perimeter.keys()
+    assert all(abs(loaded.partition.perimeter[c] - fresh.partition.perimeter[c]) < 1e-6
+               for c in fresh.partition.perimeter)
+    assert loaded.partition.cut_edges == fresh.partition.cut_edges
+    assert loaded.partition.moved_households == fresh.partition.moved_households
+    assert loaded.contiguous == fresh.contiguous
+    assert loaded.version == fresh.version
+
+
+def test_hand_edits_reach_another_process_without_a_reread(stored, small_demo, monkeypatch):
+    here, there = PlanMemory(stored), PlanMemory(stored)  # two gunicorn workers
+    street, plan_id = moving_street(here, small_demo)
+    theirs = there.plan(plan_id)
+    mine = here.plan(plan_id)
+    a, b = sorted(mine.partition.communities)[:2]
+    unit = str(mine.graph.codes[mine.partition.members(a)[0]])
+    v = plan_edits.move_units(here, plan_id, [unit], b, 1, "planner")["version"]
+    v = plan_edits.split_community(here, plan_id, b, v, "planner")["version"]
+    new = (set(here.plan(plan_id).partition.communities) - set(theirs.partition.communities)).pop()
+    v = plan_edits.merge_communities(here, plan_id, a, new, v, "planner")["version"]
+
+    def no_reread(*args, **kwargs):
+        raise AssertionError("the other process read the whole plan again")
+
+    monkeypatch.setattr(plan_rows, "plan_assignment", no_reread)
+    caught_up = there.plan(plan_id)
+    assert caught_up is theirs  # the same object, brought up to date from the changed rows
+    monkeypatch.undo()
+    same_state(caught_up, PlanMemory(stored).plan(plan_id))
+    assert caught_up.version == v == 4
+    fresh = plan_edits.describe(PlanMemory(stored), plan_id)
+    assert plan_edits.describe(there, plan_id)["scores"] == fresh["scores"]
+
+
+def test_a_rebase_elsewhere_is_read_whole(stored, small_demo):
+    here, there = PlanMemory(stored), PlanMemory(stored)
+    street, plan_id = moving_street(here, small_demo)
+    other = plan_workflow.auto_plan(here, "other", "planner", street=street, fresh=True, seed=2)[0]
+    loaded = there.plan(plan_id)
+    adopt(here, other)  # the street's boundaries move: the plan is stale
+    v = plan_rows.get_plan(stored, plan_id)["version"]
+    plan_workflow.rebase(here, plan_id, v, "planner")
+    again = there.plan(plan_id)
+    assert again is not loaded  # the boundaries moved: nothing of the old one is trusted
+    same_state(again, PlanMemory(stored).plan(plan_id))
+
+
+def test_warming_reads_the_recent_plans_and_follows_the_boundaries(stored, small_demo):
+    import threading
+    import time
+
+    planner = PlanMemory(stored)
+    street, plan_id = moving_street(planner, small_demo)
+    second = plan_workflow.auto_plan(planner, "second", "planner", street=street, fresh=True, seed=4)[0]
+    server = PlanMemory(stored, capacity=2)
+    assert server.warm(prepare=plan_documents.prepare) == [second, plan_id]  # the newest first
+    warmed = server.plan(plan_id)
+    assert server.plan(plan_id) is warmed
+    assert set(warmed.caches["outlines"]) == set(warmed.partition.communities)  # outlines ready
+    assert warmed.caches["describe"][0] == warmed.version
+    stop = threading.Event()
+    thread = threading.Thread(target=server.keep_warm, args=(stop, 0.05), daemon=True)
+    thread.start()
+    try:
+        adopt(planner, plan_id)  # the boundaries change: the warm copies are rebuilt unasked
+        revision = current_revision(stored)
+        for _ in range(600):
+            if all(u.revision == revision for u in server._units.values()) and \
+                    server._plans.get(second) is not None and server._plans[second].revision == revision:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the warm memory did not follow the adoption")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    same_state(server.plan(second), PlanMemory(stored).plan(second))

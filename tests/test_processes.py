@@ -36,7 +36,8 @@ def free_port() -> int:
 
 @pytest.fixture
 def served(db_url, small_demo, tmp_path):
-    """gunicorn (2 workers) and the job worker on a demo database; bearer tokens per role."""
+    """gunicorn (2 workers, as ``make run`` starts them: plan memory warmed in the background)
+    and the job worker on a demo database; bearer tokens per role."""
     engine = get_engine(db_url)
     write_demo(engine, small_demo)
     app = create_app({"DATABASE_URL": db_url, "TESTING": True})
@@ -47,9 +48,9 @@ def served(db_url, small_demo, tmp_path):
         tokens = {role: add_token(f"{role}-system", role) for role in ("planner", "admin")}
     port = free_port()
     env = {**os.environ, "DATABASE_URL": db_url, "SECRET_KEY": "test", "GRIDPLAN_BASEMAP": "none",
-           "GRIDPLAN_EXPOSE_PROCESS": "1", "PYTHONPATH": str(ROOT)}
+           "GRIDPLAN_EXPOSE_PROCESS": "1", "PYTHONPATH": str(ROOT), "GRIDPLAN_WARM_EVERY": "1"}
     web = subprocess.Popen([str(BIN / "gunicorn"), "--workers", "2", "--bind", f"127.0.0.1:{port}",
-                            "webmap:create_app()"], cwd=ROOT, env=env,
+                            "webmap.wsgi:app"], cwd=ROOT, env=env,
                            stdout=subprocess.DEVNULL, stderr=(tmp_path / "gunicorn.log").open("w"))
     worker = subprocess.Popen([str(BIN / "flask"), "--app", "webmap", "worker"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=(tmp_path / "worker.log").open("w"))
@@ -130,6 +131,16 @@ def test_every_process_plans_from_the_adopted_boundaries(served, small_demo):
         r = call(base, planner, "POST", f"/api/plans/{new}/moves",
                  json={"units": [unit], "to": "new", "version": version})
         version = r.json()["version"]
+
+    def described():
+        r = call(base, planner, "GET", f"/api/plans/{new}")
+        body = r.json()
+        figures = sorted((c["community_code"], c["households"]) for c in body["communities"])
+        return r, (body["version"], figures, body["scores"])
+
+    # both processes hold the edited plan: the one that did not make an edit caught up on it
+    answers = list(every_process(described).values())
+    assert answers[0] == answers[1] and answers[0][0] == version == 3
     # the job worker plans the district from the same boundaries
     job = call(base, planner, "POST", "/api/plans", json={"name": "全区"}).json()
     for _ in range(300):

@@ -864,12 +864,30 @@
     if (map.getZoom() < state.unitZoom) { return; }
     const b = map.getBounds().pad(0.25);
     const bbox = [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map((v) => v.toFixed(5)).join(",");
-    const found = await get(`/api/plans/${planId}/units?bbox=${bbox}&zoom=${Math.round(map.getZoom())}`);
+    const zoom = Math.round(map.getZoom());
+    const found = await get(`/api/plans/${planId}/units?bbox=${bbox}&zoom=${zoom}`);
     if (ticket !== unitTicket || stroke.active) return;
-    units.clearLayers();
-    state.units.clear();
-    grid = null;
-    units.addData(found);
+    // a pan keeps the units still in view and draws only the new ones; another zoom redraws all
+    // (their outlines are simplified for the zoom they were sent at)
+    if (zoom !== state.unitsAtZoom) {
+      units.clearLayers();
+      state.units.clear();
+      state.unitsAtZoom = zoom;
+    }
+    const arrived = new Set(found.features.map((f) => f.properties.code));
+    for (const [code, u] of state.units) {
+      if (!arrived.has(code)) { units.removeLayer(u.layer); state.units.delete(code); }
+    }
+    const fresh = [];
+    for (const f of found.features) {
+      const shown = state.units.get(f.properties.code);
+      if (!shown) { fresh.push(f); continue; }
+      if (shown.feature.properties.community_code !== f.properties.community_code) {
+        shown.feature.properties = f.properties;  // changed elsewhere since it was drawn
+        shown.layer.setStyle(unitStyle(shown.feature));
+      }
+    }
+    units.addData({ type: "FeatureCollection", features: fresh });
     buildGrid();
     window.gridplan.unitsLoaded = found.features.length;
     window.gridplan.unitLoads = (window.gridplan.unitLoads || 0) + 1;
