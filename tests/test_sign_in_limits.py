@@ -132,9 +132,9 @@ def test_every_gunicorn_process_sees_the_same_count(db_url, small_demo, tmp_path
     port = free_port()
     env = {**os.environ, "DATABASE_URL": db_url, "SECRET_KEY": "test", "GRIDPLAN_BASEMAP": "none",
            "GRIDPLAN_EXPOSE_PROCESS": "1", "PYTHONPATH": str(ROOT),
-           "GRIDPLAN_LOGIN_LIMIT_PER_ACCOUNT": "4 per minute"}
+           "GRIDPLAN_LOGIN_LIMIT_PER_ACCOUNT": "4 per minute", "GRIDPLAN_WARM_PLANS": "0"}
     web = subprocess.Popen([str(BIN / "gunicorn"), "--workers", "2", "--bind", f"127.0.0.1:{port}",
-                            "webmap:create_app()"], cwd=ROOT, env=env,
+                            "webmap.wsgi:app"], cwd=ROOT, env=env,
                            stdout=subprocess.DEVNULL, stderr=(tmp_path / "gunicorn.log").open("w"))
     base = f"http://127.0.0.1:{port}"
     try:
