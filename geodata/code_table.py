@@ -239,6 +239,7 @@ def _write(conn: Connection, result: CodeTableResult) -> None:
     _reprefix(conn, incident.c.grid_code, communities)
     if "community_code" in incident.c:
         _rename(conn, incident.c.community_code, communities)
+        _rename(conn, incident.c.street_code, streets)
     _rename(conn, Facility.__table__.c.community_code, communities)
     for model in (User, ApiToken):  # scopes are cell, community or street codes
         _reprefix(conn, model.__table__.c.scope_code, communities)

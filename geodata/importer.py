@@ -856,6 +856,29 @@ def _resolver(engine: Engine, layer: str, district: str | None) -> Resolver | No
     return lambda frame, geoms, problems, report: step(engine, district, frame, geoms, problems, report)
 
 
+def check_source(
+    engine: Engine,
+    layer: str,
+    raw: gpd.GeoDataFrame,
+    *,
+    declared_crs=None,
+    mapping: dict[str, str] | None = None,
+    district: str | None = None,
+    values: dict[str, dict[str, str]] | None = None,
+    unmapped: str = "refuse",
+    number: bool = False,
+) -> tuple[gpd.GeoDataFrame, ImportReport]:
+    """Every check of an import on a file already read, nothing written: names resolved into
+    codes (streets and communities by name get their stored code, or a provisional one under
+    ``district`` or their street), then :func:`prepare`. The command line's import and the layers
+    page's preview both run this, so they accept and refuse the same files with the same messages.
+    Raises :class:`ImportRefused` naming every problem found."""
+    check_district(engine, district)
+    return prepare(get_layer(layer), raw, declared_crs=declared_crs, mapping=mapping, values=values,
+                   unmapped=unmapped, district=district, number=number,
+                   resolve=_resolver(engine, layer, district))
+
+
 def import_layer(
     engine: Engine,
     layer: str,
@@ -898,9 +921,8 @@ def import_layer(
                           max_unzipped_bytes=max_unzipped_bytes)
     if raw.empty:
         raise ImportRefused(f"{Path(path).name} holds no features")
-    gdf, report = prepare(spec, raw, declared_crs=declared, mapping=mapping, values=values,
-                          unmapped=unmapped, district=district, number=number,
-                          resolve=_resolver(engine, layer, district))
+    gdf, report = check_source(engine, layer, raw, declared_crs=declared, mapping=mapping, values=values,
+                               unmapped=unmapped, district=district, number=number)
     report.mode, report.source = mode, Path(path).name
     codes = gdf["code"].tolist()
     with engine.begin() as conn:
@@ -941,5 +963,5 @@ def import_layer(
     return report
 
 
-__all__ = ["ImportRefused", "ImportReport", "check_district", "community_at", "import_layer", "parse_values",
-           "prepare", "read_source", "store_adjacency", "street_by_area"]
+__all__ = ["ImportRefused", "ImportReport", "check_district", "check_source", "community_at", "import_layer",
+           "parse_values", "prepare", "read_source", "store_adjacency", "street_by_area"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 
 import shapely
 from sqlalchemy import (
@@ -37,6 +37,8 @@ from geodata.models import (
     GridAssignment,
     GridCell,
     Incident,
+    IncidentDay,
+    IncidentMonth,
     IncidentPhoto,
     IncidentStep,
     Street,
@@ -391,6 +393,68 @@ def timing_rows(engine: Engine | Connection, only_missing: bool = True) -> list[
 # --- rates ----------------------------------------------------------------------------------
 
 
+SUMS = ("reported", "filed", "closed", "due", "due_closed", "due_closed_on_time", "returned",
+        "filing_sum", "filing_n", "dispatch_sum", "dispatch_n", "handling_sum", "handling_n",
+        "verify_sum", "verify_n")
+DUE = ("due", "due_closed", "due_closed_on_time")
+
+
+def _month_after(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def _stored_sums(
+    conn: Connection, group: str, first: date, last: date, prefix: str | None, names: Sequence[str] = SUMS
+) -> dict[str, dict]:
+    """The stored sums per code of ``group`` from ``first`` to ``last`` (days, both included):
+    the whole months from ``incident_months``, the days before and after them from ``incident_days``."""
+    out: dict[str, dict] = {}
+    if first > last:
+        return out
+    start = first if first.day == 1 else _month_after(first)  # the first whole month
+    end = (last + timedelta(days=1)).replace(day=1)  # the month after the last whole one
+    parts = []
+    if start < end:
+        parts.append((IncidentMonth.__table__, "month", [(start, end - timedelta(days=1))]))
+        edges = [(first, start - timedelta(days=1)), (end, last)]
+    else:
+        edges = [(first, last)]
+    edges = [(a, b) for a, b in edges if a <= b]
+    if edges:
+        parts.append((IncidentDay.__table__, "day", edges))
+    for table, unit, ranges in parts:
+        key = table.c[_SUM_CODES[group]]
+        when = table.c[unit]
+        stmt = (select(key.label("code"), *[func.sum(table.c[n]).label(n) for n in names])
+                .where(key != "", or_(*[when.between(a, b) for a, b in ranges])).group_by(key))
+        if prefix:
+            stmt = stmt.where(_starting(table.c[_SUM_CODES[_level(prefix)]], prefix))
+        for row in conn.execute(stmt).mappings():
+            into = out.setdefault(row["code"], dict.fromkeys(names, 0))
+            for n in names:
+                into[n] += row[n] or 0
+    return out
+
+
+_SUM_CODES = {"cell": "grid_code", "community": "community_code", "street": "street_code",
+              "district": "district_code"}
+
+
+def _whole_days(since: datetime, until: datetime) -> bool:
+    return since.time() == time.min and until.time() == time.max
+
+
+def _starting(column, prefix: str):
+    """``column`` starts with ``prefix`` (codes are digits), as a range an index can serve."""
+    return and_(column >= prefix, column < prefix[:-1] + chr(ord(prefix[-1]) + 1))
+
+
+def _level(prefix: str) -> str:
+    """The level of a code prefix (codes nest, so the level of the prefix is enough)."""
+    n = len(prefix)
+    return "district" if n <= 6 else "street" if n <= 9 else "community" if n <= 12 else "cell"
+
+
 def rate_sums(
     engine: Engine | Connection,
     group: str,
@@ -400,15 +464,93 @@ def rate_sums(
     prefix: str | None = None,
 ) -> list[dict]:
     """The sums the rates are made of, per ``group`` (``cell``, ``community``, ``street`` or
-    ``district``), in one scan: reported, filed, closed in the period; due in the period (deadline
-    between ``since`` and ``min(until, now)``) and of those closed, closed on time; verifications
-    and returns of cases closed in the period; step hours summed and counted.
+    ``district``): reported, filed, closed in the period; due in the period (deadline between
+    ``since`` and ``min(until, now)``) and of those closed, closed on time; verifications and
+    returns of cases closed in the period; step hours summed and counted. One row per code that
+    has any case, whether or not it has any in the period.
+
+    Cases placed only approximately (no cell) count in their community and street, never in a cell.
+
+    A period of whole days (as :func:`layers.rates.period` gives) is summed from the sums the
+    database keeps per cell and month (``incident_months``) and, for the days at the ends of the
+    period, per cell and day (``incident_days``): a few thousand rows instead of every case. Only
+    the cases due earlier today (when ``now`` falls inside the period) are read from ``incidents``.
+    Any other period is one scan of the cases (:func:`rate_sums_scan`); both give the same figures.
+    """
+    if not _whole_days(since, until):
+        return rate_sums_scan(engine, group, since, until, now, prefix)
+    first, last = since.date(), until.date()
+    end_due = min(until, now)
+    due_last, today = last, None  # the last whole day of deadlines; the part of today up to now
+    if end_due < until:
+        due_last = end_due.date() if end_due.time() == time.max else end_due.date() - timedelta(days=1)
+        if end_due >= since and end_due.time() != time.max:
+            today = (datetime.combine(end_due.date(), time.min), end_due)
+    months = IncidentMonth.__table__
+    key = months.c[_SUM_CODES[group]]
+    present = select(key).where(key != "").group_by(key).having(func.sum(months.c.reported) > 0).order_by(key)
+    if prefix:
+        present = present.where(_starting(months.c[_SUM_CODES[_level(prefix)]], prefix))
+    with _conn(engine) as conn:
+        codes = conn.execute(present).scalars().all()
+        sums = _stored_sums(conn, group, first, last, prefix)
+        if due_last < last:  # deadlines after now are not due yet
+            later = _stored_sums(conn, group, max(first, due_last + timedelta(days=1)), last, prefix, DUE)
+            for code, row in later.items():
+                for n in DUE:
+                    sums[code][n] -= row[n]
+        if today is not None:
+            for row in _due_sums(conn, group, today[0], today[1], prefix):
+                into = sums.setdefault(row["code"], dict.fromkeys(SUMS, 0))
+                for n in DUE:
+                    into[n] += row[n]
+    zero = {n: 0.0 if n.endswith("_sum") else 0 for n in SUMS}
+    return [{"code": code, **(zero | sums.get(code, {}))} for code in codes]
+
+
+def _rate_levels():
+    community = func.coalesce(T.c.community_code, func.substr(T.c.grid_code, 1, 12))
+    street = func.coalesce(T.c.street_code, func.substr(community, 1, 9))
+    return {"cell": T.c.grid_code, "community": community, "street": street, "district": T.c.district_code}
+
+
+def _due_sums(conn: Connection, group: str, low: datetime, high: datetime, prefix: str | None) -> list[dict]:
+    """Cases due between ``low`` and ``high`` per ``group``: due, of those closed, closed on time."""
+    levels = _rate_levels()
+    key = levels[group]
+    closed = T.c.closed_at.is_not(None)
+    stmt = (
+        select(
+            key.label("code"),
+            func.count().label("due"),
+            func.sum(case((closed, 1), else_=0)).label("due_closed"),
+            func.sum(case((and_(closed, T.c.closed_at <= T.c.due_at), 1), else_=0)).label(
+                "due_closed_on_time"
+            ),
+        )
+        .where(T.c.due_at >= low, T.c.due_at <= high, key.is_not(None))
+        .group_by(key)
+    )
+    if prefix:
+        stmt = stmt.where(levels[_level(prefix)].like(f"{prefix}%"))
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def rate_sums_scan(
+    engine: Engine | Connection,
+    group: str,
+    since: datetime,
+    until: datetime,
+    now: datetime,
+    prefix: str | None = None,
+) -> list[dict]:
+    """The sums the rates are made of, per ``group`` (``cell``, ``community``, ``street`` or
+    ``district``), in one scan of the cases: for periods not made of whole days, and the
+    reference the daily sums are checked against. The same figures as :func:`rate_sums`.
 
     Cases placed only approximately (no cell) count in their community and street, never in a cell.
     """
-    community = func.coalesce(T.c.community_code, func.substr(T.c.grid_code, 1, 12))
-    street = func.coalesce(T.c.street_code, func.substr(community, 1, 9))
-    levels = {"cell": T.c.grid_code, "community": community, "street": street, "district": T.c.district_code}
+    levels = _rate_levels()
     key = levels[group]
     end_due = min(until, now)
 
@@ -442,15 +584,8 @@ def rate_sums(
         columns.append(func.sum(case((inside, column), else_=0.0)).label(f"{step}_sum"))
         columns.append(count(inside).label(f"{step}_n"))
     stmt = select(*columns).where(key.is_not(None)).group_by(key).order_by(key)
-    if prefix:  # codes nest: the level of the prefix is enough
-        level = (
-            "district"
-            if len(prefix) <= 6
-            else "street"
-            if len(prefix) <= 9
-            else ("community" if len(prefix) <= 12 else "cell")
-        )
-        stmt = stmt.where(levels[level].like(f"{prefix}%"))
+    if prefix:
+        stmt = stmt.where(levels[_level(prefix)].like(f"{prefix}%"))
     with _conn(engine) as conn:
         return [dict(r) for r in conn.execute(stmt).mappings()]
 

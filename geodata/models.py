@@ -233,6 +233,48 @@ class IncidentStep(Base):
     note: Mapped[str | None] = mapped_column(Text)
 
 
+class _IncidentSums:
+    """The sums the rates are made of, per cell (community, street, district) and period: cases
+    reported, filed, closed and due then, and the step hours of the steps taken then. Kept current
+    by triggers on ``incidents`` in the same transaction as every write, whoever makes it
+    (migration 0008). A case in no cell has ``grid_code`` ``''``; its community and street are those
+    the rates use (a cell's community and street when the case has none)."""
+
+    district_code: Mapped[str] = mapped_column(String(6), primary_key=True)
+    street_code: Mapped[str] = mapped_column(String(9), primary_key=True)
+    community_code: Mapped[str] = mapped_column(String(12), primary_key=True)
+    grid_code: Mapped[str] = mapped_column(String(15), primary_key=True)
+    reported: Mapped[int] = mapped_column(Integer, default=0)
+    filed: Mapped[int] = mapped_column(Integer, default=0)
+    closed: Mapped[int] = mapped_column(Integer, default=0)
+    due: Mapped[int] = mapped_column(Integer, default=0)
+    due_closed: Mapped[int] = mapped_column(Integer, default=0)
+    due_closed_on_time: Mapped[int] = mapped_column(Integer, default=0)
+    returned: Mapped[int] = mapped_column(Integer, default=0)
+    filing_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    filing_n: Mapped[int] = mapped_column(Integer, default=0)
+    dispatch_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    dispatch_n: Mapped[int] = mapped_column(Integer, default=0)
+    handling_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    handling_n: Mapped[int] = mapped_column(Integer, default=0)
+    verify_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    verify_n: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class IncidentDay(_IncidentSums, Base):
+    """The rates' sums per cell and day (the days at the ends of a period)."""
+
+    __tablename__ = "incident_days"
+    day: Mapped[date] = mapped_column(Date, primary_key=True, index=True)
+
+
+class IncidentMonth(_IncidentSums, Base):
+    """The rates' sums per cell and month (``month``: its first day; a period's whole months)."""
+
+    __tablename__ = "incident_months"
+    month: Mapped[date] = mapped_column(Date, primary_key=True, index=True)
+
+
 class GridAssignment(Base):
     """A supervisor (网格员) assigned to a grid cell; a user may hold several cells, a cell
     several users (migration 0004)."""

@@ -29,6 +29,7 @@ from geodata.models import (
     Plan,
     PlanAssignment,
     PlanCommunity,
+    Street,
     Unit,
 )
 from geodata.revisions import raise_revision
@@ -305,16 +306,16 @@ def adopt(engine: Engine, plan_id: int, expected_version: int, actor: str, commu
             raise Conflict(f"adopting plan {plan_id} would bring back retired or foreign community codes "
                            f"{', '.join(sorted(revived))}: rebase the plan; nothing was changed")
         current = Community.__table__
+        flags = _provisional_flags(conn, communities, assignment, streets)
         keep_community_history(conn, streets=streets, plan_id=plan_id)
         conn.execute(delete(current).where(current.c.street_code.in_(streets)))
         geoms = as_stored_type(np.asarray(communities.geometry.values, dtype=object), "polygon")
         rows = [{"code": c, "name": n, "street_code": s, "district_code": d, "valid_from": today,
-                 "geom_wkb": w}
+                 "provisional": flags[c], "geom_wkb": w}
                 for c, n, s, d, w in zip(communities["code"], communities["name"], communities["street_code"],
                                          communities["district_code"], shapely.to_wkb(geoms), strict=True)]
-        stmt = insert(current).values({c: bindparam(c) for c in ("code", "name", "street_code",
-                                                                  "district_code", "valid_from")}
-                                      | {"geom": dialect.geom_from_wkb()})
+        columns = ("code", "name", "street_code", "district_code", "valid_from", "provisional")
+        stmt = insert(current).values({c: bindparam(c) for c in columns} | {"geom": dialect.geom_from_wkb()})
         conn.execute(stmt, rows)
         for table, mapping in ((Unit.__table__, assignment), (Facility.__table__, facility_communities),
                                (GridCell.__table__, cell_communities)):
@@ -329,6 +330,23 @@ def adopt(engine: Engine, plan_id: int, expected_version: int, actor: str, commu
         _audit(conn, actor, "plan:adopt", str(plan_id), {"streets": streets, "communities": len(rows),
                                                           "version": version, "revision": revision})
     return version, revision
+
+
+def _provisional_flags(conn: Connection, communities: gpd.GeoDataFrame, assignment: pd.Series,
+                       streets: list[str]) -> dict[str, bool]:
+    """Whether each community the plan adopts has a provisional code (临时代码): a kept code keeps
+    its flag; a new code is provisional when its street is, or when any of its units comes from a
+    provisional community (the official code table will replace it, as it replaces theirs)."""
+    current, street, unit = Community.__table__, Street.__table__, Unit.__table__
+    was = dict(conn.execute(select(current.c.code, current.c.provisional)
+                            .where(current.c.street_code.in_(streets))).all())
+    provisional_streets = set(conn.execute(select(street.c.code).where(
+        street.c.code.in_(streets), street.c.provisional.is_(True))).scalars())
+    came_from = dict(conn.execute(select(unit.c.code, unit.c.community_code)
+                                  .where(unit.c.street_code.in_(streets))).all())
+    from_provisional = {new for u, new in assignment.items() if was.get(came_from.get(u))}
+    return {code: bool(was[code]) if code in was else (s in provisional_streets or code in from_provisional)
+            for code, s in zip(communities["code"], communities["street_code"], strict=True)}
 
 
 def _audit(conn: Connection, actor: str, action: str, code: str, detail: dict) -> None:

@@ -24,7 +24,7 @@ from geodata import dialect
 from geodata.catalog import LAYERS, LayerSpec, get_layer
 from geodata.db import BATCH
 from geodata.errors import Conflict
-from geodata.models import SRID, Community, CommunityHistory, Incident, IncidentStep, UnitAdjacency
+from geodata.models import SRID, Community, CommunityHistory, UnitAdjacency
 
 Progress = Callable[[int], None]
 
@@ -318,17 +318,6 @@ def replace_cells(conn: Connection, communities: list[str], cells: gpd.GeoDataFr
         raise Conflict(f"cell codes {', '.join(sorted(clash)[:10])} belong to cells of other communities: "
                        "regenerate those communities too")
     return write_layer(conn, "grid_cells", cells, mode="append")
-
-
-def incident_steps(engine: Engine, code: str) -> tuple[str | None, list[dict]] | None:
-    """An incident's grid cell and the steps of its history, oldest first (None when unknown)."""
-    with engine.connect() as conn:
-        row = conn.execute(select(Incident.id, Incident.grid_code).where(Incident.code == code)).one_or_none()
-        if row is None:
-            return None
-        steps = conn.execute(select(IncidentStep.step, IncidentStep.at, IncidentStep.actor, IncidentStep.note)
-                             .where(IncidentStep.incident_id == row.id).order_by(IncidentStep.at)).mappings()
-        return row.grid_code, [dict(s) for s in steps]
 
 
 def search_layer(engine: Engine, layer: str, text: str, limit: int = 20) -> list[dict]:

@@ -57,13 +57,15 @@ def run_import(engine: Engine, job: dict) -> dict:
         try:
             report = import_layer(engine, params["layer"], folder / params["file"], mode=params["mode"],
                                   crs=params.get("crs") or None, mapping=params.get("mapping") or {},
-                                  actor=params["actor"], progress=tick)
+                                  district=params.get("district") or None, actor=params["actor"],
+                                  progress=tick)
         except ImportRefused as exc:
             return {"refused": True, "problems": exc.problems[:MAX_PROBLEMS], "count": len(exc.problems)}
         return {"refused": False, "layer": report.layer, "mode": report.mode, "source": report.source,
                 "rows": report.rows, "written": report.written, "deleted": report.deleted,
                 "repaired": report.repaired[:MAX_PROBLEMS], "ignored_fields": report.ignored_fields,
-                "adjacency_pairs": report.adjacency_pairs, "summary": report.summary()}
+                "adjacency_pairs": report.adjacency_pairs, "provisional": report.provisional[:MAX_PROBLEMS],
+                "summary": report.summary()}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -12,8 +12,10 @@ For a period ``since``–``until`` (both days included):
   (filed → dispatched), handling (dispatched → handled), verification (handled → closed).
 
 Cases located only approximately are in no cell: they count in their community, street and
-district. The sums come from one scan in the database (:func:`geodata.incident_rows.rate_sums`),
-so a district's million cases take well under a second; the rates are divided here, vectorised.
+district. The sums come from the database (:func:`geodata.incident_rows.rate_sums`): for whole
+days (every period this module makes) from the daily sums per cell the database keeps beside the
+cases (``incident_days``), so a year of a district's million cases reads a few thousand rows; the
+rates are divided here, vectorised.
 """
 
 from __future__ import annotations

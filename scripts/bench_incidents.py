@@ -5,9 +5,12 @@
    keep-alive connections) post reports (``POST /api/incidents`` with a supervisor's token) for
    ``--seconds`` on loopback. Reported: reports per second, p50/p95 latency, errors, and a count
    afterwards — every acknowledged report stored exactly once (none lost, none duplicated).
+   ``--clients 0`` skips it.
 2. Rates: ``--rates-n`` synthetic incidents over a year (step times and step hours as the loop
    stores them) in each database; the time of the district's, the streets' and the
-   communities' rates for the year.
+   communities' rates for the year (from the monthly and daily sums the database keeps), best of
+   three, and for comparison the same sums by one scan of the cases (``rate_sums_scan``); the load
+   time includes the triggers keeping those sums.
 
     .venv/bin/python scripts/bench_incidents.py --clients 50 --seconds 60 --rates-n 1000000 \
         --json bench-out/incidents.json
@@ -38,6 +41,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from pgcluster import PostgisCluster, _free_port  # noqa: E402
 from sqlalchemy import insert, literal, select, text  # noqa: E402
 
+from geodata import incident_rows  # noqa: E402
 from geodata.db import BATCH, get_engine  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
 from geodata.models import Incident  # noqa: E402
@@ -229,39 +233,51 @@ def main() -> None:
             write_demo(engine, demo)
             with create_app({"DATABASE_URL": url}).app_context():
                 token = add_token("bench", "supervisor", demo.layers["districts"]["code"].iloc[0])
-            cells = demo.layers["grid_cells"]
-            points = shapely.get_coordinates(shapely.point_on_surface(cells.geometry.values))
-            port = _free_port()
-            proc = serve(url, port, args.workers)
-            try:
-                wait_for(port, token)
-                tag = f"bench{int(time.time())}"
-                got = intake(port, token, points, args.clients, args.seconds, tag)
-            finally:
-                proc.terminate()
-                proc.wait()
-            row = {"database": name, **{k: v for k, v in got.items() if k != "acknowledged"},
-                   "acknowledged": len(got["acknowledged"]), **check(engine, tag, got["acknowledged"])}
-            results["intake"].append(row)
-            print(json.dumps(row), flush=True)
+            if args.clients:
+                cells = demo.layers["grid_cells"]
+                points = shapely.get_coordinates(shapely.point_on_surface(cells.geometry.values))
+                port = _free_port()
+                proc = serve(url, port, args.workers)
+                try:
+                    wait_for(port, token)
+                    tag = f"bench{int(time.time())}"
+                    got = intake(port, token, points, args.clients, args.seconds, tag)
+                finally:
+                    proc.terminate()
+                    proc.wait()
+                row = {"database": name, **{k: v for k, v in got.items() if k != "acknowledged"},
+                       "acknowledged": len(got["acknowledged"]), **check(engine, tag, got["acknowledged"])}
+                results["intake"].append(row)
+                print(json.dumps(row), flush=True)
             if args.rates_n:
                 started = time.perf_counter()
                 synthetic(engine, demo, args.rates_n)
                 loaded = time.perf_counter() - started
                 with engine.connect() as conn:
                     total = conn.execute(text("SELECT count(*) FROM incidents")).scalar_one()
-                since, until = rates.period("2025-11-01", "2026-10-31")
-                for by in ("district", "street", "community"):
-                    best = []
-                    for _ in range(3):
+                # a closed year, and the year up to a moment of its last day (deadlines earlier
+                # that day read from the cases)
+                for (first, last), now in ((("2025-11-01", "2026-10-31"), datetime(2026, 11, 1)),
+                                           (("2025-11-01", "2026-10-31"), datetime(2026, 10, 31, 14, 30))):
+                    since, until = rates.period(first, last)
+                    for by in ("district", "street", "community"):
+                        best = []
+                        for _ in range(3):
+                            started = time.perf_counter()
+                            table = rates.rates(engine, by, since, until, now=now)
+                            best.append(time.perf_counter() - started)
                         started = time.perf_counter()
-                        table = rates.rates(engine, by, since, until, now=datetime(2026, 11, 1))
-                        best.append(time.perf_counter() - started)
-                    row = {"database": name, "incidents": total, "by": by, "groups": len(table),
-                           "seconds": round(min(best), 3), "load_s": round(loaded, 1),
-                           "reported": int(table["reported"].sum())}
-                    results["rates"].append(row)
-                    print(json.dumps(row), flush=True)
+                        scan = incident_rows.rate_sums_scan(engine, by, since, until, now)
+                        scan_s = time.perf_counter() - started
+                        same = [r["due"] for r in scan] == table["due"].tolist() and [
+                            r["reported"] for r in scan] == table["reported"].tolist()
+                        row = {"database": name, "incidents": total, "by": by, "now": now.isoformat(),
+                               "groups": len(table), "seconds": round(min(best), 3),
+                               "scan_seconds": round(scan_s, 3), "same_as_scan": same,
+                               "load_s": round(loaded, 1), "reported": int(table["reported"].sum()),
+                               "loadavg": [round(x, 2) for x in os.getloadavg()]}
+                        results["rates"].append(row)
+                        print(json.dumps(row), flush=True)
             engine.dispose()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

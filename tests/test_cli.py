@@ -114,6 +114,34 @@ def test_accounts_and_tokens_from_the_command_line(run, engine, db_url, tmp_path
     assert again.output == result.output  # created once, then only shown
 
 
+def test_demo_supervisor_holds_the_cells_of_their_community(db_url, engine, tmp_path):
+    """After ``demo`` and ``demo-accounts`` the demo supervisor holds the cells of their
+    community, and ``/cases`` (its list: ``/api/incidents?mine=1``) shows open cases in them.
+    Run again, nothing changes."""
+    from tests.webhelpers import sign_in
+
+    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
+    app.instance_path = str(tmp_path)
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["demo", "--units", "800", "--seed", "7"]).exit_code == 0
+    result = runner.invoke(args=["demo-accounts"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    password = next(line.split()[1] for line in lines if line.startswith("supervisor "))
+    held = lines[-1].removeprefix("supervisor holds cells ").split(", ")
+    scope = next(line for line in lines if line.startswith("supervisor ")).split("community ")[1].rstrip(")")
+    cells = read_layer(engine, "grid_cells", community=scope)["code"]
+    assert sorted(held) == sorted(cells) and len(held) >= 1
+    again = runner.invoke(args=["demo-accounts"])
+    assert again.output == result.output
+    client = app.test_client()
+    assert sign_in(client, "supervisor", password).status_code == 302
+    assert client.get("/cases").status_code == 200
+    listed = client.get("/api/incidents?status=open&limit=500&mine=1").json
+    assert listed["cells"] == held
+    assert listed["incidents"] and all(c["grid_code"] in held for c in listed["incidents"])
+
+
 def test_plan_from_the_database_and_from_a_file(run, engine, small_demo, tmp_path):
     import json
 

@@ -358,6 +358,169 @@ def test_rates_against_hand_computed_cases(site):
     assert csv_text.startswith("\ufeff") and "结案率" in csv_text and "total" in csv_text
 
 
+def same_sums_as_a_scan(engine, scope: str) -> int:
+    """The rates from the daily sums equal those from a scan of the cases, for every level,
+    several whole-day periods, ``now`` before, inside (mid-day) and after them, with and without
+    a scope. Returns how many rows were compared."""
+    compared = 0
+    for since, until in (
+        rates.period("2026-09-01", "2027-03-31"),  # whole months
+        rates.period("2026-10-15", "2027-01-10"),  # days, months, days
+        rates.period("2026-11-02", "2026-11-20"),  # days within a month
+        rates.period("2026-11-05", "2026-11-05"),
+    ):
+        for now in (since - timedelta(hours=3), since + timedelta(days=2, hours=11, minutes=7), until
+                    + timedelta(days=30), datetime(2026, 11, 5, 12, 30)):
+            for prefix in (None, scope, scope[:9]):
+                for by in rates.LEVELS:
+                    days = incident_rows.rate_sums(engine, by, since, until, now, prefix)
+                    scan = incident_rows.rate_sums_scan(engine, by, since, until, now, prefix)
+                    assert [r["code"] for r in days] == [r["code"] for r in scan], (by, since, now, prefix)
+                    for d, s in zip(days, scan, strict=True):
+                        for key, value in s.items():
+                            if key.endswith("_sum"):
+                                assert d[key] == pytest.approx(value, abs=1e-6), (key, by, since, now)
+                            else:
+                                assert d[key] == value, (key, by, since, until, now, prefix, d["code"])
+                    compared += len(scan)
+    return compared
+
+
+def test_daily_sums_give_the_hand_computed_rates_for_whole_days(site):
+    """The hand-computed cases above, over whole days (as the pages and the command ask): the same
+    figures, now from the daily sums kept by the database."""
+    engine = site["engine"]
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM incident_steps"))
+        conn.execute(text("DELETE FROM incidents"))
+    with engine.connect() as conn:  # deleting every case leaves nothing to count
+        for table in ("incident_days", "incident_months"):
+            assert conn.execute(text(f"SELECT count(*) FROM {table} WHERE reported <> 0")).scalar_one() == 0
+    a, b, c = new_case(site), new_case(site, category="E05-01"), new_case(site)
+    for action, h in (("file", 0.5), ("dispatch", 1), ("handle", 2), ("close", 3)):
+        step(site, a, action, T0 + timedelta(hours=h))
+    for action, h in (("file", 1), ("dispatch", 1), ("handle", 2), ("return", 3), ("handle", 4)):
+        step(site, b, action, T0 + timedelta(hours=h))
+    step(site, b, "close", T0 + timedelta(hours=5))
+    step(site, c, "file", T0 + timedelta(hours=1))
+    step(site, c, "dispatch", T0 + timedelta(hours=2))
+    step(site, new_case(site), "cancel", T0 + timedelta(hours=1), note="重复 duplicate")
+    since, until = rates.period("2026-11-01", "2026-11-30")
+    row = rates.rates(engine, "community", since, until, now=datetime(2026, 11, 3, 12, 0)).set_index("code")
+    row = row.loc[site["scope"]]
+    assert (row.reported, row.filed, row.closed, row.due, row.due_closed) == (4, 3, 2, 3, 2)
+    assert (row.due_closed_on_time, row.returned) == (1, 1)
+    assert row.filing_hours == pytest.approx((0.5 + 1 + 1) / 3) and row.handling_hours == pytest.approx(2)
+    # deadlines later today are not due yet: C (due 15:00) is due only from 15:00
+    early = rates.rates(engine, "community", since, until, now=datetime(2026, 11, 2, 14, 0))
+    assert early.set_index("code").loc[site["scope"], "due"] == 2
+    assert same_sums_as_a_scan(engine, site["scope"]) > 0
+
+
+@pytest.mark.parametrize("kind", ["spatialite", "postgis"])
+def test_migration_fills_the_daily_sums_from_the_cases_already_stored(kind, request, tmp_path, small_demo):
+    """A database whose cases were stored before migration 0008: the migration sums them."""
+    from geodata.db import get_engine
+    from geodata.migrate import upgrade
+
+    if kind == "spatialite":
+        url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    else:
+        server = request.getfixturevalue("postgis_server")
+        base = server.url.rsplit("/", 1)[0]
+        admin = get_engine(base + "/postgres")
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("CREATE DATABASE before_0008")
+        url = base + "/before_0008"
+    engine = get_engine(url)
+    try:
+        for head in ("0004", "0005", "0006", "0007"):  # every head but the daily sums
+            upgrade(engine, head)
+        write_demo(engine, small_demo)
+        upgrade(engine)
+        with engine.connect() as conn:
+            for table in ("incident_days", "incident_months"):
+                reported = conn.execute(text(f"SELECT sum(reported) FROM {table}")).scalar_one()
+                assert reported == len(small_demo.layers["incidents"])
+        assert same_sums_as_a_scan(engine, small_demo.layers["communities"]["code"].iloc[0]) > 0
+    finally:
+        engine.dispose()
+
+
+ACTIONS = ["file", "cancel", "dispatch", "handle", "close", "return", "evaluate"]
+CHANGES = st.one_of(
+    st.tuples(st.just("report"), st.integers(0, 40), st.integers(0, 60), st.booleans()),
+    st.tuples(st.just("act"), st.integers(0, 40), st.sampled_from(ACTIONS), st.integers(1, 30)),
+    st.tuples(st.just("code"), st.integers(0, 40)),
+    st.tuples(st.just("hours"), st.integers(0, 40), st.floats(0, 50)),
+    st.tuples(st.just("move"), st.integers(0, 40), st.integers(0, 40)),
+    st.tuples(st.just("delete"), st.integers(0, 40)),
+)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(CHANGES, min_size=1, max_size=25))
+def test_daily_sums_follow_every_change_of_the_cases(site, changes):
+    """Reports (by point and approximate), every step of the loop (cancel and return included),
+    a case's own code changed, step hours rewritten, a case moved to another cell and community
+    (as a code replacement does), cases deleted: after any sequence the rates from the daily sums
+    equal those from a scan of the cases."""
+    engine = site["engine"]
+    cells = site["mine"]
+    with engine.connect() as conn:
+        cases = [r[0] for r in conn.execute(text("SELECT code FROM incidents ORDER BY id")).all()]
+    clock = {}
+    for change in changes:
+        kind, pick = change[0], change[1]
+        code = cases[pick % len(cases)] if cases else None
+        if kind == "report":
+            _, days, hours, approximate = change
+            now = T0 + timedelta(days=days, hours=hours % 9)
+            if approximate:
+                case, _ = incidents.report(
+                    engine, supervisor(site), {"community": site["scope"], "category": "E04-01"}, now=now
+                )
+            else:
+                where = cells.geometry.iloc[pick % len(cells)].representative_point()
+                case = new_case(site, where=where, now=now)
+            cases.append(case["code"])
+            clock[case["code"]] = now
+        elif code is None:
+            continue
+        elif kind == "act":
+            clock[code] = clock.get(code, T0 + timedelta(days=61)) + timedelta(hours=change[3])
+            try:
+                step(site, {"code": code}, change[2], clock[code], note="n")
+            except (IllegalTransition, Refused, Forbidden, NotFound):
+                pass
+        elif kind == "code":
+            case = incident_rows.get_incident(engine, code)
+            with engine.begin() as conn:
+                incident_rows.change_code(conn, case["id"], f"X{case['id']}-{len(changes)}")
+            cases[cases.index(code)] = f"X{case['id']}-{len(changes)}"
+        elif kind == "hours":
+            case = incident_rows.get_incident(engine, code)
+            with engine.begin() as conn:
+                incident_rows.set_step_hours(
+                    conn, [{"id": case["id"], "filing_wh": change[2], "verify_wh": change[2] / 2}]
+                )
+        elif kind == "move":
+            cell = site["other"]["code"].iloc[change[2] % len(site["other"])]
+            with engine.begin() as conn:
+                conn.execute(
+                    text("UPDATE incidents SET grid_code = :g, community_code = :c, street_code = :s "
+                         "WHERE code = :code"),
+                    {"g": cell, "c": cell[:12], "s": cell[:9], "code": code},
+                )
+        elif kind == "delete":
+            with engine.begin() as conn:
+                conn.execute(text("DELETE FROM incident_steps WHERE incident_id IN "
+                                  "(SELECT id FROM incidents WHERE code = :c)"), {"c": code})
+                conn.execute(text("DELETE FROM incidents WHERE code = :c"), {"c": code})
+            cases.remove(code)
+    same_sums_as_a_scan(engine, site["scope"])
+
+
 # --- the web app ---------------------------------------------------------------------------------
 
 
@@ -450,6 +613,38 @@ def test_api_roles_scopes_and_csrf(site):
     assert browser.post("/api/incidents", json=body).status_code == 400
     token = csrf_token(browser.get("/cases").get_data(as_text=True))
     assert browser.post("/api/incidents", json=body, headers={"X-CSRFToken": token}).status_code == 201
+
+
+def test_history_api_answers_whoever_may_see_the_case(site):
+    """``/api/incidents/<code>/history`` follows the rule of ``/api/incidents/<code>``: the
+    community's supervisor reads the history of a case placed only in their community (no cell);
+    a supervisor of one cell, or of another community, gets 404 for it."""
+    app, engine = site["app"], site["engine"]
+    approximate, _ = incidents.report(
+        engine, supervisor(site), {"community": site["scope"], "category": "E04-01"}, now=T0
+    )
+    step(site, approximate, "file", T0 + timedelta(hours=1))
+    client = app.test_client()
+    answer = client.get(f"/api/incidents/{approximate['code']}/history", headers=bearer(site))
+    assert answer.status_code == 200, answer.json
+    assert [s["step"] for s in answer.json["steps"]] == ["reported", "filed"]
+    assert answer.json["steps"][1]["actor"] == "supervisor"
+    with app.app_context():
+        from webmap.auth import add_token
+
+        one_cell = add_token("cell-app", "supervisor", site["mine"]["code"].iloc[0])
+        elsewhere = add_token("other-app", "supervisor", site["other"]["code"].iloc[0][:12])
+    for token in (one_cell, elsewhere):
+        refused = client.get(
+            f"/api/incidents/{approximate['code']}/history", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert refused.status_code == 404
+        assert client.get(
+            f"/api/incidents/{approximate['code']}", headers={"Authorization": f"Bearer {token}"}
+        ).status_code == 404
+    assert client.get("/api/incidents/nothing-1/history", headers=bearer(site)).status_code == 404
+    viewer = client.get(f"/api/incidents/{approximate['code']}/history", headers=bearer(site, "token"))
+    assert viewer.status_code == 200
 
 
 def test_photos_checked_stored_outside_and_served_only_in_scope(site, tmp_path):

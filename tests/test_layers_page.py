@@ -400,3 +400,68 @@ def test_csv_rows_are_previewed_as_strict_json(site, small_demo):
     answer = preview(client, headers, "facilities", frame.to_csv(index=False).encode(), "f.csv")
     p = strict(answer)
     assert p["rows"][0][p["columns"].index("floor_area_m2")] is None
+
+
+def communities_by_name(demo, n: int = 3, columns=("SQMC", "SSJD")) -> tuple[bytes, str, list[str]]:
+    """A communities file as a street office sends it: names and its street's name (SQMC, SSJD),
+    no codes; the polygons of the demo's first street's communities under new names."""
+    streets = demo.layers["streets"].set_index("code")
+    street = streets.index[0]
+    mine = demo.layers["communities"]
+    mine = mine[mine["street_code"] == street].iloc[:n]
+    names = [f"新建{k + 1}社区" for k in range(len(mine))]
+    gdf = gpd.GeoDataFrame({columns[0]: names, columns[1]: [streets.loc[street, "name"]] * len(mine)},
+                           geometry=list(mine.geometry.values), crs=4326)
+    return gdf.to_json().encode(), street, names
+
+
+def test_communities_by_name_import_from_the_page_as_from_the_command_line(site, engine, small_demo):
+    """What ``flask import communities FILE --district D --map SQMC=name --map SSJD=street``
+    accepts, the page accepts: names resolved into provisional codes under their street."""
+    client, headers = client_as(site, "planner")
+    data, street, names = communities_by_name(small_demo)
+    district = street[:6]
+    mapping = json.dumps({"SQMC": "name", "SSJD": "street"})
+    p = strict(preview(client, headers, "communities", data, "社区.geojson", mapping=mapping,
+                       district=district))
+    assert p["ok"], p["problems"]
+    assert p["provisional_count"] == len(names) and all(c.startswith(street) for c in p["provisional"])
+    assert "street" in {f["name"] for f in p["fields"]}  # the street's name can be mapped on the page
+    # a district that is not stored is refused with the command line's message
+    wrong = strict(client.post("/api/layers/communities/preview", headers=headers, data={
+        "upload": p["upload"], "mapping": mapping, "district": "999999"}))
+    assert not wrong["ok"] and any("unknown district 999999" in x for x in wrong["problems"])
+    queued = client.post("/api/layers/communities/import", headers=headers, json={
+        "upload": p["upload"], "mode": "append", "mapping": {"SQMC": "name", "SSJD": "street"},
+        "district": district})
+    assert queued.status_code == 202
+    assert run_one(engine)["status"] == "done"
+    result = strict(client.get(queued.json["url"]))["result"]
+    assert not result["refused"] and result["written"] == len(names), result
+    stored = read_layer(engine, "communities").set_index("name").loc[names]
+    assert stored["provisional"].all() and (stored["street_code"] == street).all()
+    assert sorted(stored["code"]) == sorted(result["provisional"])
+
+
+def test_communities_by_name_import_in_chromium(page, served, small_demo, tmp_path):
+    """Columns the page maps by themselves (名称 name, 街道 its street's name): the district is
+    filled in, the preview says provisional codes will be given, the import stores them."""
+    data, street, names = communities_by_name(small_demo, 2, columns=("name", "街道"))
+    path = tmp_path / "按名称社区.geojson"
+    path.write_bytes(data)
+    browser_sign_in(page, served["base"], "planner")
+    page.goto(f"{served['base']}/layers")
+    page.select_option("#import-form select[name=layer]", "communities")
+    assert page.is_visible("#district-field")  # the only district, filled in
+    assert page.input_value("#import-form input[name=district]") == street[:6]
+    page.set_input_files("#import-form input[name=file]", str(path))
+    page.wait_for_selector("#preview:not([hidden])")
+    assert page.input_value("#mapping select[data-column=街道]") == "street"
+    page.wait_for_function("document.querySelector('#import-message').classList.contains('ok')")
+    assert "provisional" in page.inner_text("#preview-stored")
+    page.click("#import-start")
+    page.wait_for_function("document.querySelector('#import-result').classList.contains('ok')",
+                           timeout=30_000)
+    stored = read_layer(served["engine"], "communities").set_index("name").loc[names]
+    assert stored["provisional"].all() and (stored["street_code"] == street).all()
+    assert page.errors == []

@@ -14,6 +14,7 @@ import shapely
 from shapely.geometry import box
 from sqlalchemy import func, select, text
 
+from geodata import incident_rows
 from geodata.catalog import is_code
 from geodata.code_table import CodeTableRefused, apply_code_table
 from geodata.importer import ImportRefused, import_layer, parse_values
@@ -21,6 +22,7 @@ from geodata.models import CommunityHistory, GridCell, Plan, PlanAssignment, Use
 from geodata.naming import match_names, next_codes, stem
 from geodata.revisions import current_revision
 from geodata.store import read_layer, write_layer
+from layers import rates
 from layers.onboarding import OnboardRefused, onboard
 from layers.sample_city import sample_city, write_folder
 from webmap import create_app
@@ -222,6 +224,12 @@ def test_code_table_replaces_provisional_codes_everywhere_in_one_transaction(eng
         ["420503005" + unit[9:], "420503005", official[first]]]
     inc = read_layer(engine, "incidents")
     assert inc["grid_code"].tolist() == [new_cell] and inc["community_code"].tolist() == [official[first]]
+    # the rates follow the new codes: the daily sums the database keeps equal a scan of the cases
+    since, until = rates.period("2026-01-01", "2026-12-31")
+    for by, codes in (("cell", [new_cell]), ("community", [official[first]]), ("street", ["420503005"])):
+        days = incident_rows.rate_sums(engine, by, since, until, until)
+        assert days == incident_rows.rate_sums_scan(engine, by, since, until, until)
+        assert [r["code"] for r in days] == codes and days[0]["reported"] == 1
     # applied again: everything already official, nothing changes
     again = apply_code_table(engine, table)
     assert again.streets == {} and again.communities == {} and current_revision(engine) == before + 1

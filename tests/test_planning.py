@@ -153,3 +153,64 @@ def test_bridges_link_the_banks_of_the_river(stored, memory, small_demo):
     # the linked units do not share an edge: they face each other across the water
     rook = set(zip(small_demo.adjacency["unit_a"], small_demo.adjacency["unit_b"], strict=True))
     assert any((a, b) not in rook for a, b in zip(links["unit_a"], links["unit_b"], strict=True))
+
+
+def test_adoption_keeps_provisional_codes_flagged_until_the_code_table(stored, memory, small_demo, db_url,
+                                                                        tmp_path):
+    """A street and its communities with provisional codes (临时代码): a plan adopted over them
+    keeps the flag on the codes it keeps and gives it to the code it creates, in the layer, the
+    API and the exports; the official code table then replaces them."""
+    import json
+
+    import pandas as pd
+    from sqlalchemy import text
+
+    from geodata.code_table import apply_code_table
+    from geodata.exporter import export_layer
+    from tests.webhelpers import make_accounts, sign_in
+    from webmap import create_app
+
+    street = first_street(small_demo)
+    with stored.begin() as conn:
+        conn.execute(text("UPDATE streets SET provisional = :t WHERE code = :s"), {"t": True, "s": street})
+        conn.execute(text("UPDATE communities SET provisional = :t WHERE street_code = :s"),
+                     {"t": True, "s": street})
+    plan_id, _ = plan_workflow.auto_plan(memory, "provisional", "planner", street=street)
+    s = memory.plan(plan_id)
+    biggest = max(s.partition.households, key=s.partition.households.get)
+    split = plan_edits.split_community(memory, plan_id, biggest, 1, "planner")
+    created = split["to"]
+    v = split["version"]
+    v = plan_workflow.change_status(memory, plan_id, "submit", v, "planner", "planner")["version"]
+    v = plan_workflow.change_status(memory, plan_id, "approve", v, "admin", "admin")["version"]
+    report = plan_workflow.change_status(memory, plan_id, "adopt", v, "admin", "admin")
+    assert created in report["created"]
+    communities = read_layer(stored, "communities")
+    here = communities[communities["street_code"] == street]
+    assert created in set(here["code"]) and here["provisional"].all()
+    assert not communities.loc[communities["street_code"] != street, "provisional"].any()
+    # the API
+    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
+    make_accounts(app, small_demo)
+    client = app.test_client()
+    assert sign_in(client, "planner").status_code == 302
+    items = client.get("/api/collections/communities/items?limit=1000").json["features"]
+    flags = {f["id"]: f["properties"]["provisional"] for f in items}
+    assert set(here["code"]) <= set(flags) and all(flags[c] is True for c in here["code"])
+    # the exports
+    export_layer(stored, "communities", "geojson", tmp_path / "out.geojson")
+    exported = json.loads((tmp_path / "out.geojson").read_text(encoding="utf-8"))["features"]
+    assert all(f["properties"]["provisional"] is (f["properties"]["street_code"] == street) for f in exported)
+    # the official code table: the street and its communities by name
+    official_street = street[:6] + "777"
+    rows = [{"code": official_street, "name": small_demo.layers["streets"].set_index("code")["name"][street],
+             "parent": street[:6]}]
+    rows += [{"code": official_street + f"{k + 1:03d}", "name": name, "parent": official_street}
+             for k, name in enumerate(here.sort_values("code")["name"])]
+    table = tmp_path / "codes.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+    result = apply_code_table(stored, table)
+    assert result.streets == {street: official_street}
+    assert set(result.communities) == set(here["code"])
+    after = read_layer(stored, "communities", street=official_street)
+    assert len(after) == len(here) and not after["provisional"].any()

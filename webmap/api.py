@@ -10,7 +10,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from geodata.errors import Refused
-from geodata.store import incident_steps, search_layer, unit_totals
+from geodata.store import search_layer, unit_totals
+from layers import incidents
 from layers.communities import bounds
 from webmap import features
 from webmap.auth import current_account, require
@@ -90,9 +91,8 @@ def household_stats():
 @bp.get("/incidents/<code>/history")
 @require(api=True)
 def incident_history(code: str):
-    account = current_account()
-    found = incident_steps(engine(), code)
-    outside = account.role == "supervisor" and not (found and (found[0] or "").startswith(account.scope_code))
-    if found is None or outside:
-        return jsonify(code="NotFound", description=f"no incident {code!r}"), 404
-    return jsonify(code=code, steps=[{**s, "at": s["at"].isoformat(timespec="minutes")} for s in found[1]])
+    """A case's steps, oldest first, to whoever may see the case (the rule of
+    ``/api/incidents/<code>``: a supervisor sees the cases in their cells and those placed only
+    in a community or street under their scope)."""
+    _, steps, _ = incidents.history(engine(), current_account(), code)
+    return jsonify(code=code, steps=steps)

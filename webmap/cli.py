@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import sys
+from collections import Counter
 from datetime import date
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from geodata.accounts import ROLES, find_user, revoke_token, update_user
+from geodata import incident_rows
+from geodata.accounts import ROLES, Account, find_user, revoke_token, update_user
 from geodata.backup import BackupRefused, backup, restore
 from geodata.catalog import LAYERS
 from geodata.errors import NotFound
@@ -28,6 +30,7 @@ from geodata.store import community_codes_ever, count_layer, read_layer
 from layers.boundaries import stored_topology
 from layers.communities import Bounds, bounds
 from layers.demo import generate, write_demo
+from layers.incidents import OPEN, assign_cells
 from layers.partition import UnitGraph
 from layers.plan_io import export_plan, units_from_database, units_from_file
 from layers.redistricting import Rules, make_plan
@@ -268,8 +271,7 @@ def demo_accounts() -> None:
     listed = [line.split()[0] for line in logins.read_text(encoding="utf-8").splitlines()] \
         if logins.exists() else []
     if not listed or any(find_user(eng, name=n) is None for n in listed):
-        cells = read_layer(eng, "grid_cells", limit=1)
-        scope = cells["code"].iloc[0][:12] if len(cells) else None
+        scope = _demo_community(eng)
         lines = []
         for name, role in (("admin", "admin"), ("planner", "planner"), ("supervisor", "supervisor"),
                            ("viewer", "viewer")):
@@ -281,8 +283,39 @@ def demo_accounts() -> None:
             lines.append(f"{name:<11} {password}  ({role}{', community ' + own if own else ''})")
         logins.write_text("\n".join(lines) + "\n", encoding="utf-8")
         logins.chmod(0o600)
+    held = _demo_supervisor_cells(eng)
     click.echo("demo accounts (name, password):")
     click.echo(logins.read_text(encoding="utf-8"), nl=False)
+    if held:
+        click.echo(f"supervisor holds cells {', '.join(held)}")
+
+
+def _demo_community(eng) -> str | None:
+    """The community the demo supervisor looks after: the one whose cells hold the most open
+    cases (so that ``/cases`` has work to show), else the first cell's; None without cells."""
+    cells = read_layer(eng, "grid_cells", limit=1)
+    if not len(cells):
+        return None
+    open_cases = incident_rows.list_incidents(eng, statuses=OPEN)
+    counts = Counter(c["grid_code"][:12] for c in open_cases if c["grid_code"])
+    return counts.most_common(1)[0][0] if counts else cells["code"].iloc[0][:12]
+
+
+def _demo_supervisor_cells(eng) -> list[str]:
+    """The demo supervisor holds the grid cells of their community, so that their map and
+    ``/cases`` open on cells of their own. Only while they hold none: cells an administrator
+    has since assigned or taken away are left as they are. Returns the cells they hold."""
+    supervisor = find_user(eng, name="supervisor")
+    if supervisor is None or supervisor.role != "supervisor" or not supervisor.scope_code:
+        return []
+    held = [a["cell_code"] for a in incident_rows.assignments(eng, user=supervisor.name)]
+    if held:
+        return held
+    cells = read_layer(eng, "grid_cells", community=supervisor.scope_code)["code"].sort_values().tolist()
+    if not cells:
+        return []
+    demo_admin = Account(id=0, name="demo-accounts", role="admin", scope_code=None)
+    return [a["cell_code"] for a in assign_cells(eng, demo_admin, supervisor.name, cells)]
 
 
 @click.command("plan")

@@ -33,7 +33,7 @@ from geodata import crs as crs_mod
 from geodata.catalog import LAYERS, get_layer
 from geodata.errors import Conflict, NotFound, Refused
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
-from geodata.importer import MODES, ImportRefused, prepare, read_source
+from geodata.importer import MODES, NAME_FIELDS, ImportRefused, check_source, read_source
 from geodata.importer import _mapped_columns as importer_mapping
 from geodata.layer_info import code_exists, code_names, count_stored, layer_overview
 from layers.layer_import import KIND, read_progress
@@ -94,8 +94,10 @@ def layer_list():
         "maxUploadText": _megabytes(current_app.config.get("MAX_CONTENT_LENGTH") or 0),
         "layers": {row["name"]: {"label": row["label"], "fields": row["fields"]} for row in overview},
     }
+    districts = code_names(engine(), "districts")
     return render_template("layers.html", layers=overview, config=config, modes=MODE_LABELS,
-                           formats=FORMAT_LABELS, encodings=list(ENCODINGS), title="图层 layers")
+                           formats=FORMAT_LABELS, encodings=list(ENCODINGS), districts=districts,
+                           title="图层 layers")
 
 
 @bp.get("/api/layers")
@@ -195,6 +197,21 @@ def _mapping(raw) -> dict[str, str]:
     return {k: v for k, v in raw.items() if v}
 
 
+#: Fields of a file that are not stored but resolved into codes (a community's street by name).
+NAME_LABELS = {"street": {"name": "street", "label": "所属街道名称 street's name", "dtype": "str",
+                          "required": False}}
+
+
+def _district(value) -> str | None:
+    """The district streets and communities given by name get provisional codes under (the
+    command line's ``--district``); checked with the import's own check."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise Refused("district is a 6-digit district code")
+    return value.strip()
+
+
 def _declared_crs(text: str | None):
     text = (text or "").strip()
     if not text:
@@ -233,7 +250,10 @@ def api_preview(layer: str):
     """Read and check an uploaded file for ``layer`` without writing anything.
 
     Form fields: ``file`` (a new upload) or ``upload`` (the id of one already previewed),
-    ``crs`` (declared source CRS), ``mapping`` (JSON ``{source column: layer field}``), ``mode``.
+    ``crs`` (declared source CRS), ``mapping`` (JSON ``{source column: layer field}``), ``mode``,
+    ``district`` (streets and communities given by name: the district their provisional codes
+    go under). The checks are the command line's own (:func:`geodata.importer.check_source`),
+    names resolved into codes included.
     A file that cannot be read is refused (400, every problem named) and deleted; a readable
     one is kept for the import and described, with the checks' problems if any.
     """
@@ -241,6 +261,7 @@ def api_preview(layer: str):
     actor = current_account().name
     crs_text, declared = _declared_crs(request.form.get("crs"))
     mapping = _mapping(request.form.get("mapping"))
+    district = _district(request.form.get("district"))
     mode = request.form.get("mode") or "append"
     if mode not in MODES:
         raise Refused(f"unknown mode {mode!r}: use {', '.join(MODES)}")
@@ -274,11 +295,13 @@ def api_preview(layer: str):
         problems.extend(exc.problems)
         effective, ignored = importer_mapping(spec, raw, {})
     repaired: list[str] = []
+    provisional: list[str] = []
     stored = None
     if not problems:
         try:
-            checked, report = prepare(spec, raw, declared_crs=declared, mapping=mapping)
-            repaired = report.repaired
+            checked, report = check_source(engine(), layer, raw, declared_crs=declared, mapping=mapping,
+                                           district=district)
+            repaired, provisional = report.repaired, report.provisional
             codes = [c for c in checked["code"].tolist() if c]
             stored = {"already": count_stored(engine(), layer, codes), "in_file": len(codes)}
         except ImportRefused as exc:
@@ -295,7 +318,8 @@ def api_preview(layer: str):
         "crs": raw.crs.to_string() if raw.crs is not None else None, "declared_crs": crs_text,
         "mapping": {c: effective.get(c) for c in columns}, "ignored": ignored,
         "fields": [{"name": f.name, "label": f.label, "dtype": f.dtype, "required": f.required}
-                   for f in spec.fields],
+                   for f in spec.fields] + [NAME_LABELS[n] for n in NAME_FIELDS.get(layer, {})],
+        "district": district, "provisional": provisional[:100], "provisional_count": len(provisional),
         "ok": not problems, "problems": problems[:500], "problem_count": len(problems),
         "repaired": repaired[:100], "repaired_count": len(repaired), "stored": stored, "mode": mode,
     })
@@ -315,7 +339,7 @@ def api_forget_upload(upload: str):
 @bp.post("/api/layers/<layer>/import")
 @require(*EDITORS, api=True)
 def api_import(layer: str):
-    """Queue the import of a previewed upload: JSON ``{upload, mode, crs, mapping}`` → 202 and
+    """Queue the import of a previewed upload: JSON ``{upload, mode, crs, mapping, district}`` → 202 and
     the address where its progress is followed."""
     _spec(layer)
     data = request.get_json(silent=True)
@@ -328,10 +352,11 @@ def api_import(layer: str):
         raise Refused(f"unknown mode {mode!r}: use {', '.join(MODES)}")
     crs_text, _ = _declared_crs(data.get("crs"))
     mapping = _mapping(data.get("mapping"))
+    district = _district(data.get("district"))
     if meta.get("job"):
         raise Conflict(f"这个文件已在导入 — this file is being imported already (job {meta['job']})")
     params = {"layer": layer, "folder": str(folder), "file": meta["file"], "mode": mode, "crs": crs_text,
-              "mapping": mapping, "actor": actor}
+              "mapping": mapping, "district": district, "actor": actor}
     job_id = jobs.create_job(engine(), KIND, params)
     meta["job"] = job_id
     (folder / META).write_text(json.dumps(meta), encoding="utf-8")

@@ -105,6 +105,15 @@ window.gridplanLayers = (function () {
 
     function mode() { return importForm.elements.mode.value; }
 
+    /* Streets and communities may come by name: the district their provisional codes go under. */
+    const BY_NAME = ["streets", "communities"];
+    const districtField = document.getElementById("district-field");
+    function district() {
+      return BY_NAME.includes(importForm.elements.layer.value) ? importForm.elements.district.value.trim() : "";
+    }
+    function showDistrict() { districtField.hidden = !BY_NAME.includes(importForm.elements.layer.value); }
+    showDistrict();
+
     function forget() {
       if (state.upload && !state.job) {
         call(`/api/layers/uploads/${state.upload}`, { method: "DELETE" });  // best effort
@@ -138,6 +147,7 @@ window.gridplanLayers = (function () {
       if (state.upload) data.append("upload", state.upload); else data.append("file", file);
       data.append("crs", importForm.elements.crs.value.trim());
       data.append("mode", mode());
+      data.append("district", district());
       if (withMapping) data.append("mapping", JSON.stringify(currentMapping()));
       state.busy = true;
       startButton.disabled = true;
@@ -177,6 +187,11 @@ window.gridplanLayers = (function () {
       } else {
         stored.textContent = "";
       }
+      if (p.provisional_count) {
+        stored.textContent += (stored.textContent ? " · " : "") +
+          `${number(p.provisional_count)} 个按名称的要素将获得临时代码 features given by name get provisional codes ` +
+          `(${p.provisional.slice(0, 5).join(", ")}${p.provisional_count > 5 ? " …" : ""})`;
+      }
       // mapping: one row per source column, a select of the layer's fields
       const body = document.querySelector("#mapping tbody");
       body.replaceChildren();
@@ -199,7 +214,7 @@ window.gridplanLayers = (function () {
       });
       const mapped = new Set(Object.values(p.mapping).filter(Boolean));
       const missing = p.fields.filter((f) => f.required && !mapped.has(f.name) && f.name !== "district_code");
-      document.getElementById("missing-fields").textContent = missing.length
+      document.getElementById("missing-fields").textContent = missing.length && !p.ok
         ? "缺少必填字段 — required fields no column fills: " + missing.map((f) => `${f.label} ${f.name}`).join(", ")
         : "";
       // first rows
@@ -240,7 +255,8 @@ window.gridplanLayers = (function () {
 
     importForm.addEventListener("submit", (event) => { event.preventDefault(); runPreview(false); });
     importForm.elements.file.addEventListener("change", () => { forget(); if (importForm.elements.file.files[0]) runPreview(false); });
-    importForm.elements.layer.addEventListener("change", () => { if (state.upload || importForm.elements.file.files[0]) runPreview(false); });
+    importForm.elements.layer.addEventListener("change", () => { showDistrict(); if (state.upload || importForm.elements.file.files[0]) runPreview(false); });
+    importForm.elements.district.addEventListener("change", () => { if (state.upload || importForm.elements.file.files[0]) runPreview(true); });
     importForm.elements.crs.addEventListener("change", () => { if (state.upload || importForm.elements.file.files[0]) runPreview(true); });
     for (const radio of importForm.elements.mode) {
       radio.addEventListener("change", () => { if (state.preview) runPreview(true); else updateStart(); });
@@ -253,7 +269,7 @@ window.gridplanLayers = (function () {
       const answer = await call(`/api/layers/${importForm.elements.layer.value}/import`, {
         method: "POST", headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ upload: state.upload, mode: mode(), crs: importForm.elements.crs.value.trim(),
-                               mapping: currentMapping() }) });
+                               mapping: currentMapping(), district: district() }) });
       if (answer.status !== 202) {
         say(result, answer.body.detail || `HTTP ${answer.status}`, "bad");
         if (answer.status === 404) { state.upload = null; }
