@@ -457,10 +457,10 @@ def test_communities_by_name_import_in_chromium(page, served, small_demo, tmp_pa
     page.set_input_files("#import-form input[name=file]", str(path))
     page.wait_for_selector("#preview:not([hidden])")
     assert page.input_value("#mapping select[data-column=街道]") == "street"
-    page.wait_for_function("document.querySelector('#import-message').classList.contains('ok')")
+    page.wait_for_function("() => document.querySelector('#import-message').classList.contains('ok')")
     assert "provisional" in page.inner_text("#preview-stored")
     page.click("#import-start")
-    page.wait_for_function("document.querySelector('#import-result').classList.contains('ok')",
+    page.wait_for_function("() => document.querySelector('#import-result').classList.contains('ok')",
                            timeout=30_000)
     stored = read_layer(served["engine"], "communities").set_index("name").loc[names]
     assert stored["provisional"].all() and (stored["street_code"] == street).all()

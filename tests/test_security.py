@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import shutil
 import threading
+from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
@@ -207,6 +208,16 @@ def _sign_in(page, base: str, name: str) -> None:
 
 def _violations(page) -> list[str]:
     return page.evaluate("window.__violations") + page.problems
+
+
+def test_browser_tests_wait_with_functions_not_strings():
+    """Playwright evaluates a string predicate of ``wait_for_function`` with ``eval``, which the
+    pages' CSP refuses (the test then fails with an EvalError): write ``"() => …"``."""
+    predicate = re.compile(r'wait_for_function\(\s*f?"(?!\(\w*\) =>)')
+    offending = [f"{path.name}:{text[:m.start()].count(chr(10)) + 1}"
+                 for path in sorted(Path(__file__).parent.glob("test_*.py"))
+                 for text in [path.read_text()] for m in predicate.finditer(text)]
+    assert offending == [], "use wait_for_function(\"() => …\"): " + ", ".join(offending)
 
 
 def test_no_page_reports_a_csp_violation(page, served):
