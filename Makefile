@@ -10,9 +10,14 @@ PORT ?= 5000
 
 # Debian packages: what the app needs, and what the tests need on top.
 RUN_PACKAGES := python3 python3-venv libsqlite3-mod-spatialite
-TEST_PACKAGES := $(RUN_PACKAGES) gdal-bin postgresql-15-postgis-3 chromium
+# fonts-noto-cjk: headless Chromium draws Chinese text (screenshots, the browser tests' checks)
+TEST_PACKAGES := $(RUN_PACKAGES) gdal-bin postgresql-15-postgis-3 chromium fonts-noto-cjk
 
-.PHONY: run dev test setup setup-test lint bench clean
+# the message catalogues (webmap/translations/<locale>/LC_MESSAGES/messages.po, committed) and
+# their compiled .mo (built here, not committed)
+CATALOGUES := $(patsubst %.po,%.mo,$(wildcard webmap/translations/*/LC_MESSAGES/messages.po))
+
+.PHONY: run dev test setup setup-test lint bench clean messages
 
 run: setup
 	$(FLASK) init-db
@@ -28,8 +33,21 @@ dev: setup  # Flask's reloading development server
 test: setup-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-setup: $(VENV)/.run-installed
-setup-test: $(VENV)/.test-installed
+setup: $(VENV)/.run-installed $(CATALOGUES)
+setup-test: $(VENV)/.test-installed $(CATALOGUES)
+
+%.mo: %.po $(VENV)/.run-installed
+	$(BIN)/pybabel compile -i $< -o $@
+
+# after adding or changing a string: extract, merge into each catalogue (new msgids come in
+# untranslated: translate them in webmap/translations/*/LC_MESSAGES/messages.po), compile
+messages: $(VENV)/.run-installed
+	$(BIN)/pybabel extract -F babel.cfg -k t -k N_ --no-wrap --sort-by-file \
+	  --project gridplan --msgid-bugs-address "" -o webmap/translations/messages.pot .
+	$(BIN)/pybabel update -i webmap/translations/messages.pot -d webmap/translations \
+	  --no-wrap --no-fuzzy-matching --ignore-obsolete
+	rm webmap/translations/messages.pot
+	$(MAKE) $(CATALOGUES)
 
 $(VENV)/.run-installed: requirements.txt
 	scripts/system-packages.sh $(RUN_PACKAGES)

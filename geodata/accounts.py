@@ -17,9 +17,11 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from geodata.audit import record
 from geodata.errors import Conflict, NotFound, Refused
+from geodata.i18n import _
 from geodata.models import ApiToken, User
 
 ROLES = ("admin", "planner", "supervisor", "viewer")
+LOCALES = ("zh", "en")  # the languages of the web pages and the command line
 NAME_LENGTH = 50
 
 
@@ -38,28 +40,30 @@ class Account:
     password_hash: str | None = None
     via_token: bool = False
     disabled: bool = False
+    locale: str | None = None
 
 
 def _check(role: str, scope_code: str | None) -> None:
     if role not in ROLES:
-        raise Refused(f"unknown role {role!r}: use {', '.join(ROLES)}")
+        raise Refused(_("unknown role {role}: use {p2}", role=repr(role), p2=', '.join(ROLES)))
     if role == "supervisor" and not scope_code:
-        raise Refused("a supervisor needs a scope: a grid cell, community or street code")
+        raise Refused(_("a supervisor needs a scope: a grid cell, community or street code"))
     if scope_code and not (scope_code.isdigit() and len(scope_code) in (6, 9, 12, 15)):
-        raise Refused(f"scope {scope_code!r} is not a 6/9/12/15-digit district, street, "
-                      "community or grid cell code")
+        raise Refused(_("scope {scope_code} is not a 6/9/12/15-digit district, street, community or grid "
+                        "cell code", scope_code=repr(scope_code)))
 
 
 def check_name(name: str, what: str = "name") -> str:
     """A user or token name: 1–50 characters, no spaces at either end, nothing unprintable."""
     if not isinstance(name, str) or not name.strip():
-        raise Refused(f"a {what} is required")
+        raise Refused(_("a {what} is required", what=what))
     if name != name.strip():
-        raise Refused(f"the {what} {name!r} starts or ends with a space")
+        raise Refused(_("the {what} {name} starts or ends with a space", what=what, name=repr(name)))
     if len(name) > NAME_LENGTH:
-        raise Refused(f"the {what} is {len(name)} characters long; at most {NAME_LENGTH}")
+        raise Refused(_("the {what} is {n_name} characters long; at most {NAME_LENGTH}",
+                        what=what, n_name=len(name), NAME_LENGTH=NAME_LENGTH))
     if any(unicodedata.category(c).startswith("C") for c in name):
-        raise Refused(f"the {what} {name!r} holds control characters")
+        raise Refused(_("the {what} {name} holds control characters", what=what, name=repr(name)))
     return name
 
 
@@ -74,7 +78,7 @@ def _user_row(conn: Connection, user_id: int | None, name: str | None):
     stmt = stmt.where(table.c.id == user_id) if user_id is not None else stmt.where(table.c.name == name)
     row = conn.execute(stmt).one_or_none()
     if row is None:
-        raise NotFound(f"no user {user_id if user_id is not None else name!r}")
+        raise NotFound(_("no user {p1}", p1=repr(user_id if user_id is not None else name)))
     return row
 
 
@@ -117,7 +121,7 @@ def create_user(engine: Engine, name: str, role: str, password_hash: str, scope_
     table = User.__table__
     with engine.begin() as conn:
         if conn.execute(select(table.c.id).where(table.c.name == name)).first():
-            raise NameTaken(f"用户名已存在 — a user named {name!r} exists already")
+            raise NameTaken(_("a user named {name} exists already", name=repr(name)))
         user_id = conn.execute(insert(table).values(
             name=name, role=role, scope_code=scope_code, password_hash=password_hash, disabled=False,
             created_at=datetime.now()).returning(table.c.id)).scalar_one()
@@ -155,11 +159,10 @@ def update_user(engine: Engine, *, actor: str, user_id: int | None = None, name:
         if not changes:
             return _user_dict(row)
         if row.name == actor and (changes.get("disabled") or changes.get("role", "admin") != "admin"):
-            raise Refused("您不能停用或降级自己的账户 — you cannot disable or demote your own account; "
-                          "ask another administrator")
+            raise Refused(_("you cannot disable or demote your own account; ask another administrator"))
         conn.execute(update(table).where(table.c.id == row.id).values(**changes))
         if row.role == "admin" and not row.disabled and _enabled_admins(conn) == 0:
-            raise Refused("至少保留一个可用的管理员 — at least one enabled administrator must remain")
+            raise Refused(_("at least one enabled administrator must remain"))
         detail = {k: ("set" if k == "password_hash" else v) for k, v in changes.items()}
         detail = {("password" if k == "password_hash" else k): v for k, v in detail.items()}
         action = ("user:disable" if changes.get("disabled") else "user:enable" if "disabled" in changes
@@ -181,12 +184,22 @@ def find_user(engine: Engine, *, name: str | None = None, user_id: int | None = 
     """The account by name or id (disabled ones too: the caller decides), or None."""
     table = User.__table__
     stmt = select(table.c.id, table.c.name, table.c.role, table.c.scope_code, table.c.password_hash,
-                  table.c.disabled)
+                  table.c.disabled, table.c.locale)
     stmt = stmt.where(table.c.name == name) if name is not None else stmt.where(table.c.id == user_id)
     with engine.connect() as conn:
         row = conn.execute(stmt).one_or_none()
     return Account(row.id, row.name, row.role, row.scope_code, row.password_hash,
-                   disabled=bool(row.disabled)) if row else None
+                   disabled=bool(row.disabled), locale=row.locale) if row else None
+
+
+def set_locale(engine: Engine, user_id: int, locale: str | None) -> None:
+    """Keep the language ``user_id`` chose for the web pages (None: follow the browser)."""
+    if locale is not None and locale not in LOCALES:
+        raise Refused(_("unknown language {locale}: use {choices}", locale=repr(locale),
+                        choices=", ".join(LOCALES)))
+    table = User.__table__
+    with engine.begin() as conn:
+        conn.execute(update(table).where(table.c.id == user_id).values(locale=locale))
 
 
 # --- tokens -------------------------------------------------------------------------------------
@@ -203,7 +216,7 @@ def _token_row(conn: Connection, token_id: int | None, name: str | None):
     stmt = stmt.where(table.c.id == token_id) if token_id is not None else stmt.where(table.c.name == name)
     row = conn.execute(stmt).one_or_none()
     if row is None:
-        raise NotFound(f"no token {token_id if token_id is not None else name!r}")
+        raise NotFound(_("no token {p1}", p1=repr(token_id if token_id is not None else name)))
     return row
 
 
@@ -215,8 +228,8 @@ def save_token(engine: Engine, name: str, role: str, token_sha256: str,
     table = ApiToken.__table__
     with engine.begin() as conn:
         if conn.execute(select(table.c.id).where(table.c.name == name)).first():
-            raise NameTaken(f"令牌名已存在 — a token named {name!r} exists already (revoked tokens keep "
-                            "their names): choose another name")
+            raise NameTaken(_("a token named {name} exists already (revoked tokens keep their names): "
+                              "choose another name", name=repr(name)))
         token_id = conn.execute(insert(table).values(
             name=name, role=role, scope_code=scope_code, token_sha256=token_sha256,
             created_at=datetime.now()).returning(table.c.id)).scalar_one()
@@ -232,7 +245,7 @@ def update_token(engine: Engine, *, actor: str, token_id: int | None = None, nam
     with engine.begin() as conn:
         row = _token_row(conn, token_id, name)
         if row.revoked_at is not None:
-            raise Refused(f"token {row.name!r} is revoked; make a new one")
+            raise Refused(_("token {name} is revoked; make a new one", name=repr(row.name)))
         new_role = row.role if role is None else role
         new_scope = row.scope_code if scope_code is _UNSET else (scope_code or None)
         _check(new_role, new_scope)
@@ -251,8 +264,8 @@ def revoke_token(engine: Engine, *, actor: str, token_id: int | None = None, nam
     with engine.begin() as conn:
         row = _token_row(conn, token_id, name)
         if row.revoked_at is not None:
-            raise Refused(f"token {row.name!r} was revoked already on "
-                          f"{row.revoked_at.isoformat(sep=' ', timespec='minutes')}")
+            raise Refused(_("token {name} was revoked already on {p2}",
+                            name=repr(row.name), p2=row.revoked_at.isoformat(sep=' ', timespec='minutes')))
         conn.execute(update(table).where(table.c.id == row.id).values(revoked_at=datetime.now()))
         record(conn, actor, "token:revoke", layer="api_tokens", object_code=str(row.id),
                detail={"name": row.name})

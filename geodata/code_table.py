@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, String, bindparam, func, insert, sele
 from geodata import naming
 from geodata.catalog import as_text, is_code
 from geodata.errors import Refused
+from geodata.i18n import _
 from geodata.models import (
     ApiToken,
     AuditLog,
@@ -91,8 +92,9 @@ def read_code_table(path: str | Path) -> pd.DataFrame:
     code, name = _pick(list(frame.columns), CODE_NAMES), _pick(list(frame.columns), NAME_NAMES)
     parent = _pick(list(frame.columns), PARENT_NAMES)
     if code is None or name is None:
-        raise CodeTableRefused(f"{path.name} needs a code column ({' / '.join(CODE_NAMES[:3])}) and a name "
-                               f"column ({' / '.join(NAME_NAMES[:3])}); it has {', '.join(frame.columns)}")
+        raise CodeTableRefused(_("{name} needs a code column ({p2}) and a name column ({p3}); it has {p4}",
+                                 name=path.name, p2=' / '.join(CODE_NAMES[:3]), p3=' / '.join(NAME_NAMES[:3]),
+                                 p4=', '.join(frame.columns)))
     out = pd.DataFrame({"code": as_text(frame[code].str.strip()), "name": as_text(frame[name]),
                         "parent": as_text(frame[parent]) if parent else None})
     problems = []

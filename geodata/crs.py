@@ -14,6 +14,8 @@ import numpy as np
 import shapely
 from pyproj import CRS
 
+from geodata.i18n import _
+
 WGS84 = 4326
 CGCS2000 = 4490
 GCJ02 = "GCJ02"
@@ -56,7 +58,7 @@ def gcj02_to_wgs84(lon, lat, tol: float = 1e-9, max_iter: int = 30) -> tuple[np.
     """Invert GCJ-02 by fixed-point iteration of the forward transform (to ~1e-9°, ≈0.1 mm)."""
     lon, lat = np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
     wlon, wlat = lon.copy(), lat.copy()
-    for _ in range(max_iter):
+    for _step in range(max_iter):
         glon, glat = wgs84_to_gcj02(wlon, wlat)
         elon, elat = glon - lon, glat - lat
         wlon, wlat = wlon - elon, wlat - elat
@@ -74,7 +76,8 @@ def parse_crs(value: str | int | None) -> CRS | str | None:
     try:
         return CRS.from_user_input(int(value) if str(value).isdigit() else value)
     except Exception as exc:  # pyproj raises its own CRSError with a long text
-        raise ValueError(f"unknown CRS {value!r}: give an EPSG code such as EPSG:4490, or GCJ02") from exc
+        raise ValueError(_("unknown CRS {value}: give an EPSG code such as EPSG:4490, or GCJ02",
+                           value=repr(value))) from exc
 
 
 def to_wgs84(gdf: gpd.GeoDataFrame, declared: CRS | str | None = None) -> gpd.GeoDataFrame:
@@ -85,7 +88,7 @@ def to_wgs84(gdf: gpd.GeoDataFrame, declared: CRS | str | None = None) -> gpd.Ge
     """
     source = declared if declared is not None else gdf.crs
     if source is None:
-        raise ValueError("the file has no coordinate system (no .prj or CRS): declare one with --crs")
+        raise ValueError(_("the file has no coordinate system (no .prj or CRS): declare one with --crs"))
     if source == GCJ02:
         coords = shapely.get_coordinates(gdf.geometry.values)
         lon, lat = gcj02_to_wgs84(coords[:, 0], coords[:, 1])

@@ -8,12 +8,14 @@
 
 from __future__ import annotations
 
+from geodata.i18n import N_
+
 
 class GridplanError(Exception):
     """A refusal with an HTTP status and a short title; the message says what and why."""
 
     status = 400
-    title = "Refused"
+    title = N_("Refused")  # the web app translates titles; messages are translated when raised
 
     def __init__(self, message: str = "", **details) -> None:
         super().__init__(message)
@@ -24,19 +26,19 @@ class Refused(GridplanError, ValueError):
     """Input that cannot be used (a ValueError, so callers that catch those still do)."""
 
     status = 400
-    title = "Refused"
+    title = N_("Refused")
 
 
 class NotFound(GridplanError, LookupError):
     status = 404
-    title = "Not found"
+    title = N_("Not found")
 
 
 class Forbidden(GridplanError):
     status = 403
-    title = "Forbidden"
+    title = N_("Forbidden")
 
 
 class Conflict(GridplanError):
     status = 409
-    title = "Conflict"
+    title = N_("Conflict")

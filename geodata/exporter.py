@@ -31,6 +31,7 @@ from sqlalchemy import Engine
 
 from geodata.catalog import Field, get_layer
 from geodata.crs import CGCS2000, WGS84, parse_crs
+from geodata.i18n import _
 from geodata.store import read_layer
 
 FORMATS = ("shp", "gpkg", "geojson", "csv")
@@ -62,7 +63,7 @@ def _normalise_encoding(encoding: str) -> str:
     key = encoding.lower().replace("_", "-")
     key = {"utf8": "utf-8", "cp936": "gbk", "936": "gbk", "gb2312": "gbk"}.get(key, key)
     if key not in ENCODINGS:
-        raise ExportError(f"unknown encoding {encoding!r}: use utf-8 or gbk")
+        raise ExportError(_("unknown encoding {encoding}: use utf-8 or gbk", encoding=repr(encoding)))
     return key
 
 
@@ -71,12 +72,12 @@ def _target_crs(fmt: str, crs) -> CRS:
         return CRS.from_epsg(WGS84)
     parsed = parse_crs(crs)
     if isinstance(parsed, str):
-        raise ExportError("GCJ-02 is not an export CRS: data leave gridplan in WGS 84 or CGCS2000")
+        raise ExportError(_("GCJ-02 is not an export CRS: data leave gridplan in WGS 84 or CGCS2000"))
     if fmt == "geojson" and parsed.to_epsg() != WGS84:
-        raise ExportError("GeoJSON is always WGS 84 (RFC 7946): leave out --crs")
+        raise ExportError(_("GeoJSON is always WGS 84 (RFC 7946): leave out --crs"))
     if fmt == "shp" and parsed.to_epsg() not in (WGS84, CGCS2000) and not parsed.is_projected:
-        raise ExportError("a shapefile is exported in WGS 84 (EPSG:4326), CGCS2000 (EPSG:4490) "
-                          "or a projected CRS")
+        raise ExportError(_("a shapefile is exported in WGS 84 (EPSG:4326), CGCS2000 (EPSG:4490) or a "
+                            "projected CRS"))
     return parsed
 
 
@@ -130,8 +131,8 @@ def _write_shapefile(gdf: gpd.GeoDataFrame, fields: list[Field], layer: str, out
             try:
                 cut = _cut_utf(value, DBF_TEXT_BYTES, py_encoding)
             except UnicodeEncodeError:
-                raise ExportError(f"row {i + 1}: {f.name} {value[:40]!r} has characters GBK cannot "
-                                  "hold: export in UTF-8") from None
+                raise ExportError(_("row {p1}: {name} {p3} has characters GBK cannot hold: export in UTF-8",
+                                    p1=i + 1, name=f.name, p3=repr(value[:40]))) from None
             if cut != value:
                 report.truncated.append(f"row {i + 1} {f.name}")
                 values[i] = cut
@@ -189,7 +190,7 @@ def write_frame(gdf: gpd.GeoDataFrame, fields: list[Field], name: str, fmt: str,
     Shared by layer and plan exports, so both follow the same rules.
     """
     if fmt not in FORMATS:
-        raise ExportError(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
+        raise ExportError(_("unknown format {fmt}: use {p2}", fmt=repr(fmt), p2=', '.join(FORMATS)))
     encoding = _normalise_encoding(encoding)
     target = _target_crs(fmt, crs)
     out = Path(out)
@@ -223,7 +224,7 @@ def export_layer(engine: Engine, layer: str, fmt: str, out: str | Path, *, encod
     """Export ``layer`` (optionally one street's or community's part) as ``fmt`` to ``out``."""
     spec = get_layer(layer)
     if fmt not in FORMATS:
-        raise ExportError(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
+        raise ExportError(_("unknown format {fmt}: use {p2}", fmt=repr(fmt), p2=', '.join(FORMATS)))
     _normalise_encoding(encoding)
     _target_crs(fmt, crs)
     gdf = read_layer(engine, layer, street=street, community=community)

@@ -39,6 +39,7 @@ from geodata import naming, topology
 from geodata.catalog import LOCATION_PRECISIONS, LayerSpec, as_text, get_layer, is_code
 from geodata.db import BATCH
 from geodata.errors import Refused
+from geodata.i18n import _
 from geodata.models import AuditLog, CommunityHistory, UnitAdjacency
 from geodata.revisions import raise_revision
 from geodata.standards import FACILITY_KINDS, INCIDENT_CATEGORIES
@@ -143,17 +144,20 @@ def _safe_extract(archive: Path, target: Path, max_bytes: int) -> None:
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise ImportRefused(f"{archive.name} is not a readable zip archive ({exc})") from None
+        raise ImportRefused(_("{name} is not a readable zip archive ({exc})",
+                              name=archive.name, exc=exc)) from None
     with zf:
         members = [m for m in zf.infolist() if not m.is_dir()]
         for m in members:
             path = PurePosixPath(m.filename.replace("\\", "/"))
             if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
-                raise ImportRefused(f"zip entry {m.filename!r} points outside the archive")
+                raise ImportRefused(_("zip entry {filename} points outside the archive",
+                                      filename=repr(m.filename)))
         declared = sum(m.file_size for m in members)
         if declared > max_bytes:
-            raise ImportRefused(f"{archive.name} expands to {declared:,} bytes, over the limit "
-                                f"of {max_bytes:,}")
+            raise ImportRefused(_("{name} expands to {declared} bytes, over the limit of {max_bytes}",
+                                  name=archive.name, declared=format(declared, ','),
+                                  max_bytes=format(max_bytes, ',')))
         written = 0
         for m in members:
             if m.filename.startswith("__MACOSX/") or PurePosixPath(m.filename).name.startswith("._"):
@@ -165,24 +169,25 @@ def _safe_extract(archive: Path, target: Path, max_bytes: int) -> None:
                     while chunk := src.read(1 << 20):
                         written += len(chunk)
                         if written > max_bytes:  # sizes in the header can lie
-                            raise ImportRefused(f"{archive.name} expands past the limit of "
-                                                f"{max_bytes:,} bytes")
+                            raise ImportRefused(_("{name} expands past the limit of {max_bytes} bytes",
+                                                  name=archive.name, max_bytes=format(max_bytes, ',')))
                         out.write(chunk)
             except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
-                raise ImportRefused(f"{archive.name} is damaged: {m.filename} cannot be read "
-                                    f"({exc})") from None
+                raise ImportRefused(_("{name} is damaged: {filename} cannot be read ({exc})",
+                                      name=archive.name, filename=m.filename, exc=exc)) from None
 
 
 def _find_dataset(folder: Path, archive: Path) -> Path:
     found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in VECTOR_SUFFIXES
                    and "__MACOSX" not in p.parts)
     if not found:
-        raise ImportRefused(f"{archive.name} holds no shapefile, GeoPackage, GeoJSON or CSV")
+        raise ImportRefused(_("{name} holds no shapefile, GeoPackage, GeoJSON or CSV", name=archive.name))
     shapefiles = [p for p in found if p.suffix.lower() == ".shp"]
     candidates = shapefiles or found
     if len(candidates) > 1:
         names = ", ".join(p.name for p in candidates)
-        raise ImportRefused(f"{archive.name} holds several datasets ({names}): import one at a time")
+        raise ImportRefused(_("{name} holds several datasets ({names}): import one at a time",
+                              name=archive.name, names=names))
     return candidates[0]
 
 
@@ -196,10 +201,11 @@ def _sibling(path: Path, suffix: str) -> Path | None:
 def _read_shapefile(path: Path, declared) -> gpd.GeoDataFrame:
     missing = [s for s in (".shx", ".dbf") if _sibling(path, s) is None]
     if missing:
-        raise ImportRefused(f"shapefile {path.name} is incomplete: missing {', '.join(missing)}")
+        raise ImportRefused(_("shapefile {name} is incomplete: missing {p2}",
+                              name=path.name, p2=', '.join(missing)))
     if _sibling(path, ".prj") is None and declared is None:
-        raise ImportRefused(f"shapefile {path.name} has no .prj: its coordinate system is unknown; "
-                            "declare it with --crs (e.g. EPSG:4490)")
+        raise ImportRefused(_("shapefile {name} has no .prj: its coordinate system is unknown; declare it "
+                              "with --crs (e.g. EPSG:4490)", name=path.name))
     cpg = _sibling(path, ".cpg")
     encoding = None
     if cpg is None:
@@ -225,11 +231,11 @@ def _read_csv(path: Path) -> gpd.GeoDataFrame:
         except UnicodeDecodeError:
             continue
     else:
-        raise ImportRefused(f"{path.name} is neither UTF-8 nor GBK text")
+        raise ImportRefused(_("{name} is neither UTF-8 nor GBK text", name=path.name))
     try:
         frame = pd.read_csv(StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ImportRefused(f"{path.name} is not a readable CSV file ({exc})") from None
+        raise ImportRefused(_("{name} is not a readable CSV file ({exc})", name=path.name, exc=exc)) from None
     lower = {c.lower(): c for c in frame.columns}
     lon = next((lower[n] for n in _LON_NAMES if n in lower), None)
     lat = next((lower[n] for n in _LAT_NAMES if n in lower), None)
@@ -249,11 +255,11 @@ def _read_csv(path: Path) -> gpd.GeoDataFrame:
         try:
             geoms = shapely.from_wkt(frame[wkt].fillna("").to_numpy(), on_invalid="raise")
         except shapely.errors.GEOSException as exc:
-            raise ImportRefused(f"column {wkt}: unreadable WKT ({exc})") from None
+            raise ImportRefused(_("column {wkt}: unreadable WKT ({exc})", wkt=wkt, exc=exc)) from None
         frame = frame.drop(columns=[wkt])
     else:
-        raise ImportRefused(f"{path.name} has no lon/lat columns (lon, lng, longitude / lat, "
-                            "latitude) and no WKT column")
+        raise ImportRefused(_("{name} has no lon/lat columns (lon, lng, longitude / lat, latitude) and no "
+                              "WKT column", name=path.name))
     return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geoms, index=frame.index), crs=None)
 
 
@@ -265,11 +271,11 @@ def read_source(path: str | Path, *, declared_crs=None, workdir: Path,
     """
     path = Path(path)
     if not path.exists():
-        raise ImportRefused(f"{path} does not exist")
+        raise ImportRefused(_("{path} does not exist", path=path))
     if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path) and path.suffix.lower() not in (
             ".gpkg", ".xlsx"):
         if not zipfile.is_zipfile(path):
-            raise ImportRefused(f"{path.name} is not a readable zip archive")
+            raise ImportRefused(_("{name} is not a readable zip archive", name=path.name))
         _safe_extract(path, workdir, max_unzipped_bytes)
         source = _find_dataset(workdir, path)
     else:
@@ -285,13 +291,13 @@ def read_source(path: str | Path, *, declared_crs=None, workdir: Path,
         elif suffix in (".gpkg", ".geojson", ".json"):
             gdf = pyogrio.read_dataframe(source)
         else:
-            raise ImportRefused(f"{path.name}: unknown format {suffix!r}; use a shapefile zip, "
-                                ".gpkg, .geojson or .csv")
+            raise ImportRefused(_("{name}: unknown format {suffix}; use a shapefile zip, .gpkg, .geojson or "
+                                  ".csv", name=path.name, suffix=repr(suffix)))
     except ImportRefused:
         raise
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError,
             shapely.errors.GEOSException) as exc:
-        raise ImportRefused(f"{source.name} cannot be read: {exc}") from None
+        raise ImportRefused(_("{name} cannot be read: {exc}", name=source.name, exc=exc)) from None
     return gdf
 
 
@@ -391,21 +397,23 @@ def parse_values(specs: list[str] | tuple[str, ...]) -> dict[str, dict[str, str]
             for pair in pairs.split(","):
                 src, sep, dst = pair.partition("=")
                 if not sep or not src.strip():
-                    raise ImportRefused(f"--values {spec!r}: {pair!r} is not SOURCE=KIND")
+                    raise ImportRefused(_("--values {spec}: {pair} is not SOURCE=KIND",
+                                          spec=repr(spec), pair=repr(pair)))
                 table[src.strip()] = dst.strip()
         elif equals > 0:
             name, path = spec[:equals].strip(), Path(spec[equals + 1:].strip())
             out.setdefault(name, {}).update(_read_value_table(path))
         else:
-            raise ImportRefused(f"--values {spec!r}: use FIELD:SOURCE=KIND,… or FIELD=TABLE.csv")
+            raise ImportRefused(_("--values {spec}: use FIELD:SOURCE=KIND,… or FIELD=TABLE.csv",
+                                  spec=repr(spec)))
     return out
 
 
 def _read_value_table(path: Path) -> dict[str, str]:
     frame = read_text_table(path, ImportRefused, missing="value table", label="value table ", header=False)
     if frame.shape[1] < 2:
-        raise ImportRefused(f"value table {path.name} needs two columns: the source's value and "
-                            "gridplan's value")
+        raise ImportRefused(_("value table {name} needs two columns: the source's value and gridplan's value",
+                              name=path.name))
     pairs = [(str(a).strip(), str(b).strip()) for a, b in frame.iloc[:, :2].itertuples(index=False)]
     if pairs and pairs[0][0].lower() in ("value", "source", "from", "原值", "类别", "category"):
         pairs = pairs[1:]  # a header row
@@ -609,7 +617,8 @@ def prepare(spec: LayerSpec, gdf: gpd.GeoDataFrame, *, declared_crs=None,
     """
     report = ImportReport(spec.name, "", "")
     if unmapped not in UNMAPPED:
-        raise ImportRefused(f"unknown --unmapped {unmapped!r}: use {' or '.join(UNMAPPED)}")
+        raise ImportRefused(_("unknown --unmapped {unmapped}: use {p2}",
+                              unmapped=repr(unmapped), p2=' or '.join(UNMAPPED)))
     rename, report.ignored_fields = _mapped_columns(spec, gdf, mapping or {})
     try:
         gdf = crs_mod.to_wgs84(gdf, declared_crs)
@@ -668,11 +677,13 @@ def check_district(engine: Engine | Connection, district: str | None) -> None:
     if district is None:
         return
     if not is_code(str(district), 6):
-        raise ImportRefused(f"--district {district!r} is not a 6-digit district code (e.g. 420503)")
+        raise ImportRefused(_("--district {district} is not a 6-digit district code (e.g. 420503)",
+                              district=repr(district)))
     stored = read_layer(engine, "districts")
     if len(stored) and district not in set(stored["code"]):
         listed = ", ".join(f"{c} {n}" for c, n in zip(stored["code"], stored["name"], strict=True))
-        raise ImportRefused(f"unknown district {district}: the stored districts are {listed}")
+        raise ImportRefused(_("unknown district {district}: the stored districts are {listed}",
+                              district=district, listed=listed))
 
 
 def _ensure(frame: pd.DataFrame, *columns: str) -> None:
@@ -910,7 +921,7 @@ def import_layer(
     """
     spec = get_layer(layer)
     if mode not in MODES:
-        raise ImportRefused(f"unknown mode {mode!r}: use {', '.join(MODES)}")
+        raise ImportRefused(_("unknown mode {mode}: use {p2}", mode=repr(mode), p2=', '.join(MODES)))
     try:
         declared = crs_mod.parse_crs(crs)
     except ValueError as exc:
@@ -920,7 +931,7 @@ def import_layer(
         raw = read_source(path, declared_crs=declared, workdir=Path(tmp),
                           max_unzipped_bytes=max_unzipped_bytes)
     if raw.empty:
-        raise ImportRefused(f"{Path(path).name} holds no features")
+        raise ImportRefused(_("{name} holds no features", name=Path(path).name))
     gdf, report = check_source(engine, layer, raw, declared_crs=declared, mapping=mapping, values=values,
                                unmapped=unmapped, district=district, number=number)
     report.mode, report.source = mode, Path(path).name
@@ -929,14 +940,16 @@ def import_layer(
         if mode == "append":
             clash = existing_codes(conn, layer, codes)
             if clash:
-                raise ImportRefused(f"{len(clash)} codes already stored in {layer} (use --mode "
-                                    f"update or replace): {', '.join(sorted(clash)[:20])}")
+                raise ImportRefused(_("{n_clash} codes already stored in {layer} (use --mode update or "
+                                      "replace): {p3}",
+                                      n_clash=len(clash), layer=layer, p3=', '.join(sorted(clash)[:20])))
         elif mode == "update":
             known = existing_codes(conn, layer, codes)
             unknown = [c for c in codes if c not in known]
             if unknown:
-                raise ImportRefused(f"{len(unknown)} codes are not stored in {layer}, so there is "
-                                    f"nothing to update: {', '.join(unknown[:20])}")
+                raise ImportRefused(_("{n_unknown} codes are not stored in {layer}, so there is nothing to "
+                                      "update: {p3}",
+                                      n_unknown=len(unknown), layer=layer, p3=', '.join(unknown[:20])))
         elif mode == "replace":
             report.deleted = conn.execute(select(func.count()).select_from(spec.table)).scalar_one()
         done = [0]

@@ -382,6 +382,8 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     #: a disabled account cannot sign in, and its open sessions stop working (migration 0005)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    #: the language of the web pages this user chose (zh, en); none: the browser's (migration 0008)
+    locale: Mapped[str | None] = mapped_column(String(8))
 
 
 class ApiToken(Base):

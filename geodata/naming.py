@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from geodata.i18n import _
+
 #: Suffixes of street names, longest first (街道办事处 before 办事处 before …).
 STREET_SUFFIXES = ("街道办事处", "街道办", "管理委员会", "管理区", "办事处", "街道", "街办", "镇", "乡")
 #: Suffixes of community names, longest first.
@@ -126,8 +128,8 @@ def next_codes(parent: str, taken: Iterable[str], count: int) -> list[str]:
         if code not in taken:
             out.append(code)
     if len(out) < count:
-        raise ValueError(f"no provisional codes left under {parent}: {count} needed, "
-                         f"{len(out)} free in the ranges 700–999")
+        raise ValueError(_("no provisional codes left under {parent}: {count} needed, {n_out} free in the "
+                           "ranges 700–999", parent=parent, count=count, n_out=len(out)))
     return out
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, up
 from geodata import dialect
 from geodata.db import BATCH
 from geodata.errors import Conflict, NotFound
+from geodata.i18n import _
 from geodata.models import (
     AuditLog,
     Community,
@@ -47,8 +48,10 @@ class PlanNotFound(NotFound):
 def require_version(plan: dict, version: int) -> None:
     """Refuse a change that starts from another version than ``plan``'s stored one."""
     if plan["version"] != version:
-        raise VersionConflict(f"plan {plan['id']} is at version {plan['version']}, not {version}: "
-                              "reload it; nothing was overwritten", version=plan["version"])
+        raise VersionConflict(_("plan {id} is at version {version}, not {version2}: reload it; nothing was "
+                                "overwritten",
+                                id=plan['id'], version=plan['version'],
+                                version2=version), version=plan["version"])
 
 
 def create_plan(engine: Engine, name: str, author: str, assignment: pd.Series, *, params: dict | None = None,
@@ -84,7 +87,7 @@ def get_plan(engine: Engine | Connection, plan_id: int) -> dict:
     else:
         row = engine.execute(stmt).mappings().one_or_none()
     if row is None:
-        raise PlanNotFound(f"no plan {plan_id}")
+        raise PlanNotFound(_("no plan {plan_id}", plan_id=plan_id))
     return dict(row)
 
 
@@ -168,8 +171,10 @@ def delete_plan(engine: Engine, plan_id: int, expected_version: int, actor: str)
     with engine.begin() as conn:
         plan = get_plan(conn, plan_id)
         if plan["version"] != expected_version:
-            raise VersionConflict(f"plan {plan_id} is at version {plan['version']}, not {expected_version}: "
-                                  "reload it; nothing was deleted", version=plan["version"],
+            raise VersionConflict(_("plan {plan_id} is at version {version}, not {expected_version}: reload "
+                                    "it; nothing was deleted",
+                                    plan_id=plan_id, version=plan['version'],
+                                    expected_version=expected_version), version=plan["version"],
                                   plan_status=plan["status"])
         conn.execute(delete(PlanAssignment).where(PlanAssignment.plan_id == plan_id))
         conn.execute(delete(PlanCommunity).where(PlanCommunity.plan_id == plan_id))
@@ -219,8 +224,9 @@ def _bump(conn: Connection, plan_id: int, expected: int, **values) -> int:
                           .values(version=Plan.version + 1, updated_at=datetime.now(), **values))
     if result.rowcount != 1:
         current = get_plan(conn, plan_id)
-        raise VersionConflict(f"plan {plan_id} is at version {current['version']}, not {expected}: "
-                              "reload it; nothing was overwritten",
+        raise VersionConflict(_("plan {plan_id} is at version {version}, not {expected}: reload it; nothing "
+                                "was overwritten",
+                                plan_id=plan_id, version=current['version'], expected=expected),
                               version=current["version"], plan_status=current["status"])
     return expected + 1
 
@@ -303,8 +309,9 @@ def adopt(engine: Engine, plan_id: int, expected_version: int, actor: str, commu
         version = _bump(conn, plan_id, expected_version, status="adopted", adoption=summary)
         revived = revived_codes(conn, codes, streets)
         if revived:
-            raise Conflict(f"adopting plan {plan_id} would bring back retired or foreign community codes "
-                           f"{', '.join(sorted(revived))}: rebase the plan; nothing was changed")
+            raise Conflict(_("adopting plan {plan_id} would bring back retired or foreign community codes "
+                             "{p2}: rebase the plan; nothing was changed",
+                             plan_id=plan_id, p2=', '.join(sorted(revived))))
         current = Community.__table__
         flags = _provisional_flags(conn, communities, assignment, streets)
         keep_community_history(conn, streets=streets, plan_id=plan_id)

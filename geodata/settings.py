@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, select, update
 
 from geodata.audit import record
 from geodata.errors import NotFound, Refused
+from geodata.i18n import _
 from geodata.models import Setting
 from geodata.standards import DEFAULT_SETTINGS
 
@@ -239,11 +240,11 @@ def save_setting(engine: Engine, key: str, value, *, actor: str, source: str | N
     shape; ``X_min`` must stay ≤ ``X_max``. Recorded in the audit log."""
     table = Setting.__table__
     if source is not None and (not isinstance(source, str) or len(source) > SOURCE_LENGTH):
-        raise Refused(f"source is text of at most {SOURCE_LENGTH} characters")
+        raise Refused(_("source is text of at most {SOURCE_LENGTH} characters", SOURCE_LENGTH=SOURCE_LENGTH))
     with engine.begin() as conn:
         row = conn.execute(select(table).where(table.c.key == key)).one_or_none()
         if row is None:
-            raise NotFound(f"no setting {key!r}")
+            raise NotFound(_("no setting {key}", key=repr(key)))
         value = check_value(key, row.value, value)
         partner = key[:-4] + ("_max" if key.endswith("_min") else "_min") if key.endswith(("_min", "_max")) \
             else None
@@ -252,8 +253,8 @@ def save_setting(engine: Engine, key: str, value, *, actor: str, source: str | N
             if _is_number(other):
                 low, high = (value, other) if key.endswith("_min") else (other, value)
                 if low > high:
-                    raise Refused(f"{key}: the minimum {low} would be above the maximum {high} "
-                                  f"({partner} is {other})")
+                    raise Refused(_("{key}: the minimum {low} would be above the maximum {high} ({partner} "
+                                    "is {other})", key=key, low=low, high=high, partner=partner, other=other))
         changes = {"value": value}
         if source is not None and source.strip() != (row.source or ""):
             changes["source"] = source.strip() or None

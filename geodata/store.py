@@ -24,6 +24,7 @@ from geodata import dialect
 from geodata.catalog import LAYERS, LayerSpec, get_layer
 from geodata.db import BATCH
 from geodata.errors import Conflict
+from geodata.i18n import _
 from geodata.models import SRID, Community, CommunityHistory, UnitAdjacency
 
 Progress = Callable[[int], None]
@@ -315,8 +316,8 @@ def replace_cells(conn: Connection, communities: list[str], cells: gpd.GeoDataFr
     # a stored cell of another community that carries one of the new codes would clash: refuse
     clash = existing_codes(conn, "grid_cells", cells["code"])
     if clash:
-        raise Conflict(f"cell codes {', '.join(sorted(clash)[:10])} belong to cells of other communities: "
-                       "regenerate those communities too")
+        raise Conflict(_("cell codes {p1} belong to cells of other communities: regenerate those "
+                         "communities too", p1=', '.join(sorted(clash)[:10])))
     return write_layer(conn, "grid_cells", cells, mode="append")
 
 

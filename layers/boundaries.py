@@ -26,6 +26,7 @@ import shapely
 from sqlalchemy import Engine
 
 from geodata.crs import WGS84, metric_crs_for
+from geodata.i18n import _
 from geodata.revisions import raise_revision
 from geodata.store import keep_community_history, read_layer, write_layer
 
@@ -274,7 +275,7 @@ def clean(communities: gpd.GeoDataFrame, streets: gpd.GeoDataFrame,
     """Resolve the overlaps, gaps and outside pieces of at most ``max_sliver`` m² (see the module
     notes); return what changed and the topology after."""
     if max_sliver < 0:
-        raise ValueError("--max-sliver is an area in m² and cannot be negative")
+        raise ValueError(_("--max-sliver is an area in m² and cannot be negative"))
     frame = _Frame.build(communities, streets)
     before = frame.geoms.copy()
     changed = _clean(frame, float(max_sliver))

@@ -36,6 +36,7 @@ from sqlalchemy import Engine
 
 from geodata.catalog import Field
 from geodata.errors import NotFound, Refused
+from geodata.i18n import _
 from geodata.standards import FACILITY_KINDS, get_setting
 from geodata.store import count_layer, read_layer
 from layers.grid_cells import validate_cells
@@ -89,7 +90,7 @@ class Standard:
 def standards_from_rows(rows: list[dict]) -> list[Standard]:
     """The table's rows as :class:`Standard` (a :class:`Refused` naming every bad row)."""
     if not isinstance(rows, list) or not rows:
-        raise Refused("facility_standards must be a non-empty list of rows")
+        raise Refused(_("facility_standards must be a non-empty list of rows"))
     out, problems = [], []
     names = set(Standard.__dataclass_fields__)
     for i, row in enumerate(rows, 1):
@@ -161,9 +162,9 @@ def check_street(engine: Engine, street: str | None) -> None:
     if street is None:
         return
     if not (isinstance(street, str) and street.isdigit() and len(street) == 9):
-        raise Refused(f"street {street!r} is not a 9-digit code")
+        raise Refused(_("street {street} is not a 9-digit code", street=repr(street)))
     if not count_layer(engine, "streets", where={"code": street}):
-        raise NotFound(f"no street {street}")
+        raise NotFound(_("no street {street}", street=street))
 
 
 def load_inputs(engine: Engine, street: str | None = None, standards: list[Standard] | None = None,
@@ -205,7 +206,8 @@ class ReachRun:
     def covered(self, kind: str, radius_m: float) -> np.ndarray:
         """Which household points have a facility of ``kind`` within ``radius_m``."""
         if kind not in self.nearest:
-            raise Refused(f"unknown facility kind {kind!r}; kinds: {', '.join(self.nearest)}")
+            raise Refused(_("unknown facility kind {kind}; kinds: {p2}",
+                            kind=repr(kind), p2=', '.join(self.nearest)))
         return self.nearest[kind].within(radius_m)
 
 
@@ -214,9 +216,10 @@ def choose_method(method: str | None, roads: gpd.GeoDataFrame) -> str:
     if method in (None, "", "auto"):
         return "roads" if len(roads) else "straight"
     if method not in METHODS:
-        raise Refused(f"method {method!r} is not one of auto, {', '.join(METHODS)}")
+        raise Refused(_("method {method} is not one of auto, {p2}",
+                        method=repr(method), p2=', '.join(METHODS)))
     if method == "roads" and not len(roads):
-        raise Refused("no roads are loaded: import a roads layer, or use method=straight")
+        raise Refused(_("no roads are loaded: import a roads layer, or use method=straight"))
     return method
 
 
@@ -543,7 +546,7 @@ def gap_layer(name: str, inputs: CoverageInputs, run: ReachRun, *, kind: str | N
     """One gap layer as a GeoDataFrame (EPSG:4326) with the fields of :data:`GAP_LAYERS`.
     ``uncovered`` and ``reach`` take a kind and radius (default: every row of the standards table)."""
     if name not in GAP_LAYERS:
-        raise NotFound(f"no gap layer {name!r}; layers are: {', '.join(GAP_LAYERS)}")
+        raise NotFound(_("no gap layer {name}; layers are: {p2}", name=repr(name), p2=', '.join(GAP_LAYERS)))
     columns = [f.name for f in GAP_LAYERS[name][1]]
     rows = _rows_for(run, kind, radius_m) if name in ("uncovered", "reach") else []
     if name == "uncovered":
@@ -578,14 +581,16 @@ def gap_layer(name: str, inputs: CoverageInputs, run: ReachRun, *, kind: str | N
 
 def _rows_for(run: ReachRun, kind: str | None, radius_m: float | None) -> list[tuple[str, float]]:
     if kind is not None and kind not in run.nearest:
-        raise Refused(f"unknown facility kind {kind!r}; kinds: {', '.join(run.nearest)}")
+        raise Refused(_("unknown facility kind {kind}; kinds: {p2}",
+                        kind=repr(kind), p2=', '.join(run.nearest)))
     rows = [(row.kind, float(row.reach_m)) for row in run.standards if kind in (None, row.kind)]
     if radius_m is not None:
         if kind is None:
-            raise Refused("a radius needs a kind")
+            raise Refused(_("a radius needs a kind"))
         limit = reach_limits(run.standards)[kind]
         if not 0 < radius_m <= limit:
-            raise Refused(f"radius {radius_m:g} m: give 0 < radius ≤ {limit:g} m for {kind}")
+            raise Refused(_("radius {radius_m} m: give 0 < radius ≤ {limit} m for {kind}",
+                            radius_m=format(radius_m, 'g'), limit=format(limit, 'g'), kind=kind))
         rows = [(kind, float(radius_m))]
     return list(dict.fromkeys(rows))
 

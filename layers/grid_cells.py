@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 
 from geodata.crs import to_metric
 from geodata.errors import NotFound, Refused
+from geodata.i18n import _
 from geodata.standards import get_setting
 from geodata.store import read_layer, replace_cells
 from geodata.topology import dissolve
@@ -129,7 +130,7 @@ def _codes(community: str, cells: np.ndarray, before: np.ndarray, xy: np.ndarray
     for cell, old in zip(cells.tolist(), before.tolist(), strict=True):
         if old is not None and cell.startswith(NEW):
             shared[(cell, old)] = shared.get((cell, old), 0) + 1
-    for (cell, old), _ in sorted(shared.items(), key=lambda item: -item[1]):
+    for (cell, old), _count in sorted(shared.items(), key=lambda item: -item[1]):
         if cell not in rename and old not in taken:
             rename[cell] = old
             taken.add(old)
@@ -267,7 +268,8 @@ def generate_grid(engine: Engine, rules: CellRules, *, community: str | None = N
     from the stored cells (a cell that still meets the rules keeps its units and code). Returns
     the cells' figures and the validation of the result."""
     if rules.minimum > rules.maximum or rules.minimum <= 0:
-        raise Refused(f"household range {rules.minimum}–{rules.maximum} is not 0 < minimum ≤ maximum")
+        raise Refused(_("household range {minimum}–{maximum} is not 0 < minimum ≤ maximum",
+                        minimum=rules.minimum, maximum=rules.maximum))
     scope = {"community": community} if community else {"street": street} if street else {}
     units, adjacency = units_from_database(engine, street or (community[:9] if community else None))
     if community:
@@ -297,7 +299,7 @@ def _community_cells(engine: Engine, community: str) -> tuple[gpd.GeoDataFrame, 
     units, adjacency = units_from_database(engine, community[:9])
     units = units[units["community_code"] == community].reset_index(drop=True)
     if units.empty:
-        raise NotFound(f"no units in community {community}")
+        raise NotFound(_("no units in community {community}", community=community))
     graph = UnitGraph.from_units(units, adjacency)
     cells = cell_of_units(units, read_layer(engine, "grid_cells", community=community))
     return units, graph, cells.reindex(graph.codes).to_numpy(dtype=object)
@@ -313,14 +315,15 @@ def edit_cells(engine: Engine, community: str, labels_of: Callable[[UnitGraph, P
     moves = labels_of(graph, partition)
     unknown = [u for u in moves if u not in graph.position]
     if unknown:
-        raise Refused(f"unit {unknown[0]} is not in community {community}")
+        raise Refused(_("unit {p1} is not in community {community}", p1=unknown[0], community=community))
     for target in set(moves.values()):
         if target == "new":
             used = {int(c[-3:]) for c in partition.communities if c.startswith(community)}
             code = f"{community}{min(set(range(1, 1000)) - used):03d}"
             moves = {u: code if t == "new" else t for u, t in moves.items()}
         elif target not in partition:
-            raise Refused(f"no cell {target!r} in community {community}")
+            raise Refused(_("no cell {target} in community {community}",
+                            target=repr(target), community=community))
     for unit, target in moves.items():
         partition.move(graph.position[unit], target)
     engine_rules = rules.engine_rules()
@@ -346,10 +349,10 @@ def edit_cells(engine: Engine, community: str, labels_of: Callable[[UnitGraph, P
 def move_to_cell(engine: Engine, unit_codes: list[str], to: str, rules: CellRules) -> dict:
     """Move units (of one community) to another of its cells, or to a new one (``to="new"``)."""
     if not unit_codes:
-        raise Refused("no units to move")
+        raise Refused(_("no units to move"))
     communities = set(read_layer(engine, "units", isin={"code": unit_codes})["community_code"])
     if len(communities) != 1 or None in communities:
-        raise Refused("choose units of one community: cells nest in their community")
+        raise Refused(_("choose units of one community: cells nest in their community"))
     return edit_cells(engine, communities.pop(), lambda g, p: dict.fromkeys(unit_codes, to), rules)
 
 
@@ -361,17 +364,17 @@ def split_cell(engine: Engine, cell: str, rules: CellRules) -> dict:
 def merge_cells(engine: Engine, keep: str, merge: str, rules: CellRules) -> dict:
     """Merge cell ``merge`` into ``keep`` (same community; ``keep`` keeps its code)."""
     if keep[:12] != merge[:12]:
-        raise Refused("cells of two communities cannot be merged")
+        raise Refused(_("cells of two communities cannot be merged"))
     return edit_cells(engine, keep[:12], lambda g, p: _all_of(g, p, merge, keep), rules)
 
 
 def _halves(partition: Partition, cell: str) -> list[str]:
     if cell not in partition:
-        raise NotFound(f"no cell {cell}")
+        raise NotFound(_("no cell {cell}", cell=cell))
     return split_in_two(partition, cell)
 
 
 def _all_of(graph: UnitGraph, partition: Partition, cell: str, to: str) -> dict[str, str]:
     if cell not in partition or to not in partition:
-        raise NotFound(f"no cell {cell if cell not in partition else to}")
+        raise NotFound(_("no cell {p1}", p1=cell if cell not in partition else to))
     return dict.fromkeys(graph.codes[partition.members(cell)].tolist(), to)

@@ -32,21 +32,23 @@ from geodata import incident_rows as rows
 from geodata.accounts import Account, find_user
 from geodata.audit import record
 from geodata.errors import Conflict, Forbidden, NotFound, Refused
+from geodata.i18n import N_, _
 from geodata.standards import get_setting
 from layers.working_time import WorkingCalendar
 
 ACTORS = ("admin", "supervisor")
 CLOSED = ("closed", "evaluated", "cancelled")
 OPEN = ("reported", "filed", "dispatched", "handled", "feedback")
+#: each status as people read it (translated where shown: :func:`status_label`)
 STATUS_LABELS = {
-    "reported": "已上报 reported",
-    "filed": "已立案 filed",
-    "dispatched": "处理中 dispatched",
-    "handled": "待核查 handled",
-    "feedback": "待核查 handled",
-    "closed": "已结案 closed",
-    "evaluated": "已评价 evaluated",
-    "cancelled": "已作废 cancelled",
+    "reported": N_("reported"),
+    "filed": N_("filed"),
+    "dispatched": N_("dispatched"),
+    "handled": N_("handled, to check"),
+    "feedback": N_("handled, to check"),
+    "closed": N_("closed"),
+    "evaluated": N_("evaluated"),
+    "cancelled": N_("cancelled"),
 }
 DESCRIPTION_LENGTH = 2000
 NOTE_LENGTH = 1000
@@ -68,18 +70,20 @@ class Transition:
 
 
 TRANSITIONS: dict[str, Transition] = {
-    "file": Transition(("reported",), "filed", ACTORS, "filed", "立案 file", "filed_at"),
+    "file": Transition(("reported",), "filed", ACTORS, "filed", N_("File the case"), "filed_at"),
     "cancel": Transition(
-        ("reported", "filed"), "cancelled", ACTORS, "cancelled", "作废 cancel", note_required=True
+        ("reported", "filed"), "cancelled", ACTORS, "cancelled", N_("Cancel the case"), note_required=True
     ),
-    "dispatch": Transition(("filed",), "dispatched", ACTORS, "dispatched", "派遣 dispatch", "dispatched_at"),
-    "handle": Transition(("dispatched",), "handled", ACTORS, "handled", "处理 handle", "handled_at"),
-    "close": Transition(("handled", "feedback"), "closed", ACTORS, "closed", "核查结案 close", "closed_at"),
+    "dispatch": Transition(("filed",), "dispatched", ACTORS, "dispatched", N_("Dispatch"), "dispatched_at"),
+    "handle": Transition(("dispatched",), "handled", ACTORS, "handled", N_("Mark as handled"), "handled_at"),
+    "close": Transition(
+        ("handled", "feedback"), "closed", ACTORS, "closed", N_("Check and close"), "closed_at"
+    ),
     "return": Transition(
-        ("handled", "feedback"), "dispatched", ACTORS, "returned", "返工 return", note_required=True
+        ("handled", "feedback"), "dispatched", ACTORS, "returned", N_("Return for rework"), note_required=True
     ),
     "evaluate": Transition(
-        ("closed",), "evaluated", ACTORS, "evaluated", "评价 evaluate", "evaluated_at", leader_only=True
+        ("closed",), "evaluated", ACTORS, "evaluated", N_("Evaluate"), "evaluated_at", leader_only=True
     ),
 }
 
@@ -157,7 +161,7 @@ def covers(account: Account, case: dict) -> bool:
 def visible_case(engine: Engine, account: Account, code: str) -> dict:
     case = rows.get_incident(engine, code)
     if case is None or not covers(account, case):
-        raise NotFound(f"no incident {code!r}")
+        raise NotFound(_("no incident {code}", code=repr(code)))
     return case
 
 
@@ -198,14 +202,14 @@ def describe(
         item = {k: _iso(v) for k, v in case.items() if k != "id"}
         item.update(
             category_name=(catalogue.get(case["category"]) or {}).get("name", case["category"]),
-            status_label=STATUS_LABELS.get(case["status"], case["status"]),
+            status_label=_(STATUS_LABELS.get(case["status"], case["status"])),
             open=open_,
             overdue=overdue,
             closed_late=late,
             hours_left=None if (not open_ or math.isnan(hours)) else round(float(hours), 2),
             approximate=case.get("location_precision") == "approximate",
             actions=[
-                {"action": a, "label": TRANSITIONS[a].label, "note_required": TRANSITIONS[a].note_required}
+                {"action": a, "label": _(TRANSITIONS[a].label), "note_required": TRANSITIONS[a].note_required}
                 for a in allowed_actions(account, case)
             ],
         )
@@ -232,28 +236,29 @@ def my_cells(engine: Engine, account: Account) -> list[str] | None:
 
 def _number(value, what: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise Refused(f"{what} must be a number")
+        raise Refused(_("{what} must be a number", what=what))
     try:
         number = float(value)
     except ValueError:
-        raise Refused(f"{what} must be a number, not {value!r}") from None
+        raise Refused(_("{what} must be a number, not {value}", what=what, value=repr(value))) from None
     if not math.isfinite(number) or not low <= number <= high:
-        raise Refused(f"{what} must be between {low} and {high}")
+        raise Refused(_("{what} must be between {low} and {high}", what=what, low=low, high=high))
     return number
 
 
 def _text(value, what: str, limit: int, required: bool = False) -> str | None:
     if value is None or value == "":
         if required:
-            raise Refused(f"{what} is required")
+            raise Refused(_("{what} is required", what=what))
         return None
     if not isinstance(value, str):
-        raise Refused(f"{what} must be text")
+        raise Refused(_("{what} must be text", what=what))
     value = value.strip()
     if len(value) > limit:
-        raise Refused(f"{what} is {len(value)} characters long; at most {limit}")
+        raise Refused(_("{what} is {n_value} characters long; at most {limit}",
+                        what=what, n_value=len(value), limit=limit))
     if required and not value:
-        raise Refused(f"{what} is required")
+        raise Refused(_("{what} is required", what=what))
     return value or None
 
 
@@ -306,49 +311,51 @@ def report(
     stored case and the open cases of its category nearby (likely duplicates, found before it
     was stored)."""
     if account.role not in ACTORS:
-        raise Forbidden(f"role {account.role} may not report incidents")
+        raise Forbidden(_("role {role} may not report incidents", role=account.role))
     if not isinstance(data, dict):
-        raise Refused("send a JSON object")
+        raise Refused(_("send a JSON object"))
     now = now or datetime.now()
     catalogue = categories(engine)
     category = data.get("category")
     if not isinstance(category, str) or category not in catalogue:
         raise Refused(
-            f"unknown category {category!r}: use one of {', '.join(sorted(catalogue))}",
+            _("unknown category {category}: use one of {p2}",
+              category=repr(category), p2=', '.join(sorted(catalogue))),
             categories=sorted(catalogue),
         )
     description = _text(data.get("description"), "description", DESCRIPTION_LENGTH)
     area = [k for k in ("community", "street") if data.get(k)]
     has_point = data.get("lon") is not None or data.get("lat") is not None
     if has_point and area:
-        raise Refused("give a location (lon, lat) or a community or street, not both")
+        raise Refused(_("give a location (lon, lat) or a community or street, not both"))
     if len(area) > 1:
-        raise Refused("give a community or a street, not both")
+        raise Refused(_("give a community or a street, not both"))
     with engine.begin() as conn:
         if area:
             level, code = area[0], str(data[area[0]])
             digits = 12 if level == "community" else 9
             if not (code.isdigit() and len(code) == digits):
-                raise Refused(f"{level} must be a {digits}-digit code")
+                raise Refused(_("{level} must be a {digits}-digit code", level=level, digits=digits))
             place = rows.area_point(conn, level, code)
             if place is None:
-                raise Refused(f"no {level} {code}")
+                raise Refused(_("no {level} {code}", level=level, code=code))
             lon, lat = place.pop("lon"), place.pop("lat")
             precision = "approximate"
         else:
             if data.get("lon") is None or data.get("lat") is None:
                 raise Refused(
-                    "lon and lat are required (or a community or street code for a case "
-                    "located only approximately)"
+                    _("lon and lat are required (or a community or street code for a case located only "
+                      "approximately)")
                 )
             lon = _number(data.get("lon"), "lon", -180, 180)
             lat = _number(data.get("lat"), "lat", -90, 90)
             place = rows.locate(conn, lon, lat)
             if place["grid_code"] is None:
-                raise Refused(f"the point ({lon:.6f}, {lat:.6f}) lies outside every grid cell")
+                raise Refused(_("the point ({lon}, {lat}) lies outside every grid cell",
+                                lon=format(lon, '.6f'), lat=format(lat, '.6f')))
             precision = "exact"
         if not covers(account, place):
-            raise Forbidden("this location is outside your cells")
+            raise Forbidden(_("this location is outside your cells"))
     duplicates = likely_duplicates(engine, category, lon, lat, account=account)
     with engine.begin() as conn:
         values = {
@@ -373,31 +380,33 @@ def act(engine: Engine, account: Account, code: str, data: dict, *, now: datetim
     """Take one step of the loop on case ``code``: ``{"action": …, "version": n, "note": …}``.
     Returns the case as it is afterwards (its version raised by one)."""
     if not isinstance(data, dict):
-        raise Refused("send a JSON object")
+        raise Refused(_("send a JSON object"))
     action = data.get("action")
     if action not in TRANSITIONS:
-        raise Refused(f"unknown action {action!r}: use one of {', '.join(TRANSITIONS)}")
+        raise Refused(_("unknown action {action}: use one of {p2}",
+                        action=repr(action), p2=', '.join(TRANSITIONS)))
     version = data.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise Refused("version (the case's version the action starts from) is required")
+        raise Refused(_("version (the case's version the action starts from) is required"))
     note = _text(data.get("note"), "note", NOTE_LENGTH)
     t = TRANSITIONS[action]
     if t.note_required and not note:
-        raise Refused(f"{action} needs a note (why)")
+        raise Refused(_("{action} needs a note (why)", action=action))
     evaluation = data.get("evaluation")
     if action == "evaluate" and evaluation is not None and evaluation not in EVALUATIONS:
-        raise Refused(f"evaluation must be one of {', '.join(EVALUATIONS)}")
+        raise Refused(_("evaluation must be one of {p1}", p1=', '.join(EVALUATIONS)))
     case = visible_case(engine, account, code)
     if account.role not in t.roles:
-        raise Forbidden(f"role {account.role} may not {action} a case")
+        raise Forbidden(_("role {role} may not {action} a case", role=account.role, action=action))
     if t.leader_only and account.role == "supervisor" and len(account.scope_code or "") > 12:
-        raise Forbidden(f"only a community's or street's supervisor (网格长) may {action} a case")
+        raise Forbidden(_("only a community's or street's grid leader may {action} a case", action=action))
     now = now or datetime.now()
     cal = calendar(engine)
     current = describe([case], account, cal, categories(engine), now)[0]
     if case["version"] != version:
         raise VersionConflict(
-            f"case {code} is at version {case['version']}, not {version}: someone acted on it first",
+            _("case {code} is at version {version}, not {version2}: someone acted on it first",
+              code=code, version=case['version'], version2=version),
             current=current,
             version=case["version"],
         )
@@ -416,7 +425,7 @@ def act(engine: Engine, account: Account, code: str, data: dict, *, now: datetim
         values["dispatch_wh"] = _hours(cal, case["filed_at"], now)
         category = categories(engine).get(case["category"])
         if category is None:
-            raise Refused(f"category {case['category']} is no longer in the catalogue")
+            raise Refused(_("category {category} is no longer in the catalogue", category=case['category']))
         values["due_at"] = due_time(now, category, cal)
     elif action == "handle":
         values["feedback_at"] = now  # 处理反馈: the handler's report comes with the handling
@@ -431,7 +440,8 @@ def act(engine: Engine, account: Account, code: str, data: dict, *, now: datetim
         if not rows.change_incident(conn, case["id"], version, t.sources, values, rework=action == "return"):
             latest = rows.get_incident(conn, code)
             raise VersionConflict(
-                f"case {code} changed while you acted (now version {latest['version']})",
+                _("case {code} changed while you acted (now version {version})",
+                  code=code, version=latest['version']),
                 current=describe([latest], account, cal, categories(engine), now)[0],
                 version=latest["version"],
             )
@@ -487,15 +497,16 @@ def add_photo(
     """Keep a photo of case ``code`` in ``folder`` (outside the database) and its metadata in it."""
     case = visible_case(engine, account, code)
     if account.role not in ACTORS:
-        raise Forbidden(f"role {account.role} may not add photos")
+        raise Forbidden(_("role {role} may not add photos", role=account.role))
     limit = photo_limit(engine)
     if len(data) > limit:
-        raise PhotoTooLarge(f"the photo is {len(data) / 1048576:.1f} MB; at most {limit / 1048576:.0f} MB")
+        raise PhotoTooLarge(_("the photo is {p1} MB; at most {p2} MB",
+                              p1=format(len(data) / 1048576, '.1f'), p2=format(limit / 1048576, '.0f')))
     if not data:
-        raise Refused("the photo is empty")
+        raise Refused(_("the photo is empty"))
     kind = image_type(data)
     if kind is None:
-        raise Refused("not a JPEG, PNG or WebP image")
+        raise Refused(_("not a JPEG, PNG or WebP image"))
     folder.mkdir(parents=True, exist_ok=True)
     stored = uuid.uuid4().hex + kind[1]
     (folder / stored).write_bytes(data)
@@ -522,10 +533,10 @@ def photo_file(engine: Engine, account: Account, code: str, photo_id: int, folde
     case = visible_case(engine, account, code)
     meta = rows.photo(engine, photo_id)
     if meta is None or meta["incident_id"] != case["id"]:
-        raise NotFound(f"no photo {photo_id} of incident {code}")
+        raise NotFound(_("no photo {photo_id} of incident {code}", photo_id=photo_id, code=code))
     path = folder / meta["stored_name"]
     if not path.is_file():
-        raise NotFound(f"the file of photo {photo_id} is missing")
+        raise NotFound(_("the file of photo {photo_id} is missing", photo_id=photo_id))
     return path, meta["content_type"]
 
 
@@ -538,22 +549,23 @@ def assign_cells(
     """Assign supervisor ``user`` to ``cells`` (or take them away): an administrator or planner
     does it; a cell must exist and lie within the user's scope. Returns the user's cells."""
     if actor.role not in ("admin", "planner"):
-        raise Forbidden(f"role {actor.role} may not assign supervisors")
+        raise Forbidden(_("role {role} may not assign supervisors", role=actor.role))
     target = find_user(engine, name=user)
     if target is None:
-        raise NotFound(f"no user {user!r}")
+        raise NotFound(_("no user {user}", user=repr(user)))
     if target.role != "supervisor":
-        raise Refused(f"{user} is a {target.role}, not a supervisor")
+        raise Refused(_("{user} is a {role}, not a supervisor", user=user, role=target.role))
     if not isinstance(cells, list) or not cells or not all(isinstance(c, str) for c in cells):
-        raise Refused("cells is a list of 15-digit cell codes")
+        raise Refused(_("cells is a list of 15-digit cell codes"))
     with engine.begin() as conn:
         known = rows.cells_of(conn, cells)
         missing = [c for c in cells if c not in known]
         if missing:
-            raise Refused(f"no grid cell {', '.join(missing[:10])}")
+            raise Refused(_("no grid cell {p1}", p1=', '.join(missing[:10])))
         outside = [c for c in cells if not c.startswith(target.scope_code or "\0")]
         if outside and not remove:
-            raise Refused(f"cells {', '.join(outside[:10])} are outside {user}'s scope {target.scope_code}")
+            raise Refused(_("cells {p1} are outside {user}'s scope {scope_code}",
+                            p1=', '.join(outside[:10]), user=user, scope_code=target.scope_code))
         changed = [
             c
             for c in cells

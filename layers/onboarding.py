@@ -44,6 +44,7 @@ from sqlalchemy import Engine
 
 from geodata.code_table import apply_code_table
 from geodata.errors import Refused
+from geodata.i18n import _
 from geodata.importer import ImportRefused, check_district, import_layer, parse_values, read_source
 from geodata.store import count_layer, read_layer, unit_totals
 from layers.boundaries import MAX_SLIVER_M2, clean_stored, stored_topology
@@ -105,7 +106,7 @@ def read_config(folder: str | Path, district: str | None = None) -> Plan:
     """Read ``onboard.toml`` (optional) and find the files; refuse what is missing or malformed."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise OnboardRefused(f"{folder} is not a folder")
+        raise OnboardRefused(_("{folder} is not a folder", folder=folder))
     config: dict = {}
     for name in CONFIG_NAMES:
         path = folder / name
@@ -113,7 +114,7 @@ def read_config(folder: str | Path, district: str | None = None) -> Plan:
             try:
                 config = tomllib.loads(path.read_text(encoding="utf-8"))
             except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-                raise OnboardRefused(f"{name} is not valid TOML ({exc})") from None
+                raise OnboardRefused(_("{name} is not valid TOML ({exc})", name=name, exc=exc)) from None
             break
     district = district or config.get("district")
     problems = []
@@ -156,7 +157,8 @@ def _values(plan: Plan, layer: str) -> dict[str, dict[str, str]] | None:
         elif isinstance(table, dict):
             out[name] = {str(k): str(v) for k, v in table.items()}
         else:
-            raise OnboardRefused(f"[{layer}] values.{name} is a table of source = kind, or a CSV file name")
+            raise OnboardRefused(_("[{layer}] values.{name} is a table of source = kind, or a CSV file name",
+                                   layer=layer, name=name))
     return out
 
 

@@ -29,6 +29,7 @@ from sqlalchemy import Engine
 
 from geodata import incident_rows as rows
 from geodata.errors import Refused
+from geodata.i18n import _
 from layers import incidents
 from layers.working_time import WorkingCalendar
 
@@ -134,7 +135,7 @@ def to_request(case: dict, catalogue: dict, last_step: dict | None, tz: str) -> 
         )
         if t
     )
-    note = (last_step or {}).get("note") or incidents.STATUS_LABELS.get(case["status"], case["status"])
+    note = (last_step or {}).get("note") or _(incidents.STATUS_LABELS.get(case["status"], case["status"]))
     return {
         "service_request_id": case["code"],
         "status": "closed" if closed else "open",

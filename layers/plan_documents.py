@@ -22,6 +22,7 @@ import shapely
 
 from geodata import plan_rows
 from geodata.errors import Forbidden, Refused
+from geodata.i18n import _
 from layers.plan_edits import describe as describe_plan
 from layers.plan_memory import LoadedPlan, PlanMemory
 from layers.plan_workflow import EDITABLE, WorkflowError
@@ -50,17 +51,17 @@ def name_community(memory: PlanMemory, plan_id: int, code: str, name: str, versi
     """Give community ``code`` of a draft plan a name (unique among the plan's communities)."""
     name = " ".join(str(name or "").split())
     if not name:
-        raise Refused("a community needs a name")
+        raise Refused(_("a community needs a name"))
     if len(name) > NAME_MAX:
-        raise Refused(f"a community's name has at most {NAME_MAX} characters")
+        raise Refused(_("a community's name has at most {NAME_MAX} characters", NAME_MAX=NAME_MAX))
     plan = _editable(memory, plan_id, version)
     loaded = memory.plan(plan_id, plan)
     if code not in loaded.partition:
-        raise Refused(f"no community {code!r} in this plan")
+        raise Refused(_("no community {code} in this plan", code=repr(code)))
     names = community_names(memory, plan_id)
     taken = [c for c in loaded.partition.communities if c != code and names.get(c) == name]
     if taken:
-        raise Refused(f"community {taken[0]} of this plan is already called {name}")
+        raise Refused(_("community {p1} of this plan is already called {name}", p1=taken[0], name=name))
     new_version = plan_rows.name_community(memory.engine, plan_id, code, name, version, actor)
     memory.saved(loaded, new_version)
     return {"version": new_version, "community_code": code, "name": name}
@@ -69,7 +70,8 @@ def name_community(memory: PlanMemory, plan_id: int, code: str, name: str, versi
 def _editable(memory: PlanMemory, plan_id: int, version: int) -> dict:
     plan = plan_rows.get_plan(memory.engine, plan_id)
     if plan["status"] not in EDITABLE:
-        raise WorkflowError(f"plan {plan_id} is {plan['status']}: only drafts can be edited")
+        raise WorkflowError(_("plan {plan_id} is {status}: only drafts can be edited",
+                              plan_id=plan_id, status=plan['status']))
     plan_rows.require_version(plan, version)
     return plan
 
@@ -81,12 +83,12 @@ def rename(memory: PlanMemory, plan_id: int, name: str, version: int, actor: str
     """Rename a plan (any status but adopted; planners and admins)."""
     name = " ".join(str(name or "").split())
     if not name or len(name) > 200:
-        raise Refused("a plan's name has 1 to 200 characters")
+        raise Refused(_("a plan's name has 1 to 200 characters"))
     plan = plan_rows.get_plan(memory.engine, plan_id)
     if role not in ("planner", "admin"):
-        raise WorkflowError(f"a {role} may not rename a plan")
+        raise WorkflowError(_("a {role} may not rename a plan", role=role))
     if plan["status"] == "adopted":
-        raise WorkflowError(f"plan {plan_id} is adopted: its name is part of the record")
+        raise WorkflowError(_("plan {plan_id} is adopted: its name is part of the record", plan_id=plan_id))
     new_version = plan_rows.rename_plan(memory.engine, plan_id, name, version, actor)
     return {"version": new_version, "name": name}
 
@@ -94,9 +96,9 @@ def rename(memory: PlanMemory, plan_id: int, name: str, version: int, actor: str
 def duplicate(memory: PlanMemory, plan_id: int, name: str | None, author: str) -> dict:
     """A new draft, by ``author``, with the plan's assignment, hand edits and names."""
     plan = plan_rows.get_plan(memory.engine, plan_id)
-    name = " ".join(str(name or "").split()) or f"{plan['name']} 副本 copy"
+    name = " ".join(str(name or "").split()) or _("{name} (copy)", name=plan["name"])
     if len(name) > 200:
-        raise Refused("a plan's name has 1 to 200 characters")
+        raise Refused(_("a plan's name has 1 to 200 characters"))
     return {"plan_id": plan_rows.duplicate_plan(memory.engine, plan_id, name, author), "name": name}
 
 
@@ -105,9 +107,11 @@ def delete(memory: PlanMemory, plan_id: int, version: int, actor: str, role: str
     are part of the record and stay."""
     plan = plan_rows.get_plan(memory.engine, plan_id)
     if plan["status"] != "draft":
-        raise WorkflowError(f"plan {plan_id} is {plan['status']}: only a draft can be deleted")
+        raise WorkflowError(_("plan {plan_id} is {status}: only a draft can be deleted",
+                              plan_id=plan_id, status=plan['status']))
     if role != "admin" and not (role == "planner" and plan["author"] == actor):
-        raise Forbidden(f"only its author ({plan['author']}) or an admin may delete plan {plan_id}")
+        raise Forbidden(_("only its author ({author}) or an admin may delete plan {plan_id}",
+                          author=plan['author'], plan_id=plan_id))
     plan_rows.delete_plan(memory.engine, plan_id, version, actor)
     memory.forget(plan_id)
     return {"deleted": plan_id}

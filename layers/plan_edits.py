@@ -24,6 +24,7 @@ import shapely.ops
 
 from geodata import plan_rows
 from geodata.errors import Refused
+from geodata.i18n import _
 from geodata.store import community_codes_ever
 from layers.partition import Partition, single_street, within_bounds
 from layers.plan_io import export_plan
@@ -132,7 +133,7 @@ def units_geojson(memory: PlanMemory, plan_id: int) -> str:
 def export(memory: PlanMemory, plan_id: int, fmt: str, folder: Path) -> Path:
     """Write the plan into ``folder`` as a GeoPackage (``gpkg``) or a shapefile zip (``shp``)."""
     if fmt not in ("gpkg", "shp"):
-        raise Refused("format is gpkg or shp")
+        raise Refused(_("format is gpkg or shp"))
     loaded = memory.plan(plan_id)
     with loaded.lock:
         result = PlanResult(loaded.graph, loaded.partition, loaded.rules)
@@ -148,9 +149,9 @@ def _target(loaded: LoadedPlan, memory: PlanMemory, positions: list[int], to: st
         return to
     streets = set(g.street[positions])
     if to != "new" and not re.fullmatch(r"[0-9A-Za-z]+-?\d{3}", to):
-        raise Refused(f"no community {to!r} in this plan")
+        raise Refused(_("no community {to} in this plan", to=repr(to)))
     if len(streets) != 1:
-        raise Refused("a new community lies in one street: choose units of one street")
+        raise Refused(_("a new community lies in one street: choose units of one street"))
     street = streets.pop()
     taken = set(p.communities) | community_codes_ever(memory.engine)
     if to == "new":
@@ -169,16 +170,17 @@ def move_units(memory: PlanMemory, plan_id: int, unit_codes: list[str], to: str,
     violations. Memory changes only once the save has committed."""
     plan = plan_rows.get_plan(memory.engine, plan_id)
     if plan["status"] not in EDITABLE:
-        raise WorkflowError(f"plan {plan_id} is {plan['status']}: only drafts can be edited")
+        raise WorkflowError(_("plan {plan_id} is {status}: only drafts can be edited",
+                              plan_id=plan_id, status=plan['status']))
     plan_rows.require_version(plan, version)
     loaded = memory.plan(plan_id, plan)
     with loaded.lock:
         g, p = loaded.graph, loaded.partition
         unknown = [u for u in unit_codes if u not in g.position]
         if unknown:
-            raise Refused(f"unit {unknown[0]} is not in this plan")
+            raise Refused(_("unit {p1} is not in this plan", p1=unknown[0]))
         if not unit_codes:
-            raise Refused("no units to move")
+            raise Refused(_("no units to move"))
         positions = [g.position[u] for u in unit_codes]
         to = _target(loaded, memory, positions, to)
         before = p.labels[positions].copy()
@@ -223,22 +225,23 @@ def split_community(memory: PlanMemory, plan_id: int, code: str, version: int, a
     loaded = memory.plan(plan_id)
     p = loaded.partition
     if code not in p:
-        raise Refused(f"no community {code!r} in this plan")
+        raise Refused(_("no community {code} in this plan", code=repr(code)))
     if line is None:
         if len(p.land_members(code)) < 2:
-            raise Refused(f"community {code} has fewer than two land units: there is nothing to split")
+            raise Refused(_("community {code} has fewer than two land units: there is nothing to split",
+                            code=code))
         return move_units(memory, plan_id, split_in_two(p, code, seed=version), "new", version, actor)
     members = loaded.units.iloc[p.members(code)]
     outline = shapely.union_all(members.geometry.values)
     pieces = shapely.get_parts(shapely.ops.split(outline, line)) if outline.intersects(line) else []
     if len(pieces) < 2:
-        raise Refused(f"the line does not cut community {code} in two")
+        raise Refused(_("the line does not cut community {code} in two", code=code))
     points = shapely.point_on_surface(members.geometry.values)
     side = np.array([int(np.argmax([piece.contains(pt) for piece in pieces])) for pt in points])
     households = np.bincount(side, weights=members["households"].to_numpy(), minlength=len(pieces))
     moving = members["code"].astype(str).to_numpy()[side != int(np.argmax(households))].tolist()
     if not moving:
-        raise Refused(f"the line leaves every unit of {code} on one side")
+        raise Refused(_("the line leaves every unit of {code} on one side", code=code))
     return move_units(memory, plan_id, moving, "new", version, actor)
 
 
@@ -248,7 +251,7 @@ def merge_communities(memory: PlanMemory, plan_id: int, keep: str, merge: str, v
     loaded = memory.plan(plan_id)
     p = loaded.partition
     if keep not in p or merge not in p:
-        raise Refused("both communities must be in the plan")
+        raise Refused(_("both communities must be in the plan"))
     return move_units(memory, plan_id, loaded.graph.codes[p.members(merge)].tolist(), keep, version, actor)
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from geodata.catalog import Field, as_text
 from geodata.crs import parse_crs, to_metric, to_wgs84
 from geodata.exporter import write_frame
+from geodata.i18n import _
 from geodata.importer import ImportRefused, read_source
 from geodata.store import read_adjacency, read_layer
 from geodata.topology import dissolve
@@ -61,20 +62,22 @@ def units_from_file(path: str | Path, mapping: dict[str, str] | None = None, crs
     gdf = gdf.rename(columns={"street": "street_code", "community": "community_code"})
     missing = [c for c in ("households", "street_code") if c not in gdf.columns]
     if missing:
-        raise ImportRefused(f"{Path(path).name} has no {' or '.join(missing)} column: name it with "
-                            f"--map (columns: {', '.join(map(str, gdf.columns.drop('geometry')))})")
+        raise ImportRefused(_("{name} has no {p2} column: name it with --map (columns: {p3})",
+                              name=Path(path).name, p2=' or '.join(missing),
+                              p3=', '.join(map(str, gdf.columns.drop('geometry')))))
     households = pd.to_numeric(gdf["households"], errors="coerce")
     if households.isna().any() or (households < 0).any():
         rows = np.flatnonzero((households.isna() | (households < 0)).to_numpy())[:10] + 1
-        raise ImportRefused(f"households is not a whole number ≥ 0 in rows {', '.join(map(str, rows))}")
+        raise ImportRefused(_("households is not a whole number ≥ 0 in rows {p1}",
+                              p1=', '.join(map(str, rows))))
     gdf["households"] = households.round().astype(int)
     gdf["street_code"] = as_text(gdf["street_code"])
     gdf["community_code"] = as_text(gdf["community_code"]) if "community_code" in gdf else None
     gdf["code"] = as_text(gdf["code"]) if "code" in gdf else [f"U{i + 1:06d}" for i in range(len(gdf))]
     if gdf["code"].duplicated().any():
-        raise ImportRefused("unit codes repeat in the file")
+        raise ImportRefused(_("unit codes repeat in the file"))
     if not gdf.geometry.geom_type.isin(["Polygon", "MultiPolygon"]).all():
-        raise ImportRefused("units must be polygons")
+        raise ImportRefused(_("units must be polygons"))
     return gdf
 
 
@@ -145,7 +148,7 @@ def export_plan(result: PlanResult, units: gpd.GeoDataFrame, out: str | Path,
         partial.replace(out)
         return out
     if out.suffix.lower() != ".zip":
-        raise ValueError(f"{out.name}: write a plan to .gpkg or .zip (shapefiles)")
+        raise ValueError(_("{name}: write a plan to .gpkg or .zip (shapefiles)", name=out.name))
     with tempfile.TemporaryDirectory(prefix="gridplan-plan-") as tmp:
         parts = {"communities": (communities, COMMUNITY_FIELDS),
                  "assignment": (assignment, ASSIGNMENT_FIELDS)}

@@ -19,6 +19,7 @@ import pandas as pd
 from geodata import plan_rows
 from geodata.crs import to_metric
 from geodata.errors import Conflict, Forbidden, Refused
+from geodata.i18n import _
 from geodata.revisions import changes_since
 from geodata.store import community_codes_ever, read_layer
 from layers.plan_io import community_polygons
@@ -104,10 +105,11 @@ def _refuse_if_stale(memory: PlanMemory, plan: dict, action: str) -> None:
     what = ", ".join(f"{c['action']}" + (f" of plan {c['plan_id']}" if c["plan_id"] else "")
                      for c in stale["changes"])
     communities = f" (communities {', '.join(stale['communities'][:20])})" if stale["communities"] else ""
-    raise StalePlan(f"plan {plan['id']} cannot be {TRANSITIONS[action][1]}: the boundaries of "
-                    f"{'streets ' + ', '.join(stale['streets']) if stale['streets'] else 'its streets'} "
-                    f"changed since it was made ({what}){communities}; rebase it on the current "
-                    "boundaries first", stale=stale)
+    raise StalePlan(_("plan {id} cannot be {p2}: the boundaries of {p3} changed since it was made "
+                      "({what}){communities}; rebase it on the current boundaries first",
+                      id=plan['id'], p2=TRANSITIONS[action][1],
+                      p3='streets ' + ', '.join(stale['streets']) if stale['streets'] else 'its streets',
+                      what=what, communities=communities), stale=stale)
 
 
 def change_status(memory: PlanMemory, plan_id: int, action: str, version: int, actor: str, role: str,
@@ -115,16 +117,18 @@ def change_status(memory: PlanMemory, plan_id: int, action: str, version: int, a
     """Apply a workflow action (submit, approve, reject, adopt) after checking status, role and
     that the plan's boundaries have not changed since it was made."""
     if action not in TRANSITIONS:
-        raise WorkflowError(f"unknown action {action!r}: use {', '.join(TRANSITIONS)}")
+        raise WorkflowError(_("unknown action {action}: use {p2}",
+                              action=repr(action), p2=', '.join(TRANSITIONS)))
     sources, target, roles = TRANSITIONS[action]
     plan = plan_rows.get_plan(memory.engine, plan_id)
     if role not in roles:
-        raise WorkflowError(f"a {role} may not {action} a plan")
+        raise WorkflowError(_("a {role} may not {action} a plan", role=role, action=action))
     if plan["status"] not in sources:
-        raise WorkflowError(f"plan {plan_id} is {plan['status']}: only a plan that is "
-                            f"{' or '.join(sorted(sources))} can be {target}")
+        raise WorkflowError(_("plan {plan_id} is {status}: only a plan that is {p3} can be {target}",
+                              plan_id=plan_id, status=plan['status'], p3=' or '.join(sorted(sources)),
+                              target=target))
     if action == "reject" and not (comment or "").strip():
-        raise WorkflowError("a rejection needs a comment saying why")
+        raise WorkflowError(_("a rejection needs a comment saying why"))
     plan_rows.require_version(plan, version)
     if action in CHECKED:
         _refuse_if_stale(memory, plan, action)
@@ -192,11 +196,12 @@ def rebase(memory: PlanMemory, plan_id: int, version: int, actor: str) -> dict:
     engine = memory.engine
     plan = plan_rows.get_plan(engine, plan_id)
     if plan["status"] == "adopted":
-        raise WorkflowError(f"plan {plan_id} is adopted: there is nothing to rebase")
+        raise WorkflowError(_("plan {plan_id} is adopted: there is nothing to rebase", plan_id=plan_id))
     plan_rows.require_version(plan, version)
     stale = stale_changes(memory, plan)
     if stale is None:
-        raise Refused(f"plan {plan_id} is up to date with the current boundaries: nothing to rebase")
+        raise Refused(_("plan {plan_id} is up to date with the current boundaries: nothing to rebase",
+                        plan_id=plan_id))
     params = plan["params"] or {}
     revision = memory.revision()
     graph = memory.units(params.get("street"), revision).graph

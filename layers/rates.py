@@ -29,6 +29,7 @@ from sqlalchemy import Engine
 
 from geodata import incident_rows
 from geodata.errors import Refused
+from geodata.i18n import N_, _
 from geodata.standards import get_setting
 
 LEVELS = ("cell", "community", "street", "district")
@@ -48,21 +49,21 @@ COLUMNS = [
     *[f"{s}_hours" for s in STEPS],
 ]
 LABELS = {
-    "code": "代码 code",
-    "reported": "上报 reported",
-    "filed": "立案 filed",
-    "closed": "结案 closed",
-    "due": "应结案 due",
-    "due_closed": "应结已结 due and closed",
-    "due_closed_on_time": "按期结案 closed on time",
-    "returned": "返工 returned",
-    "closed_rate": "结案率 closed rate",
-    "on_time_rate": "按期结案率 on-time rate",
-    "rework_rate": "返工率 rework rate",
-    "filing_hours": "立案用时 filing h",
-    "dispatch_hours": "派遣用时 dispatch h",
-    "handling_hours": "处理用时 handling h",
-    "verify_hours": "核查用时 verification h",
+    "code": N_("code"),
+    "reported": N_("cases reported"),
+    "filed": N_("cases filed"),
+    "closed": N_("cases closed"),
+    "due": N_("cases due"),
+    "due_closed": N_("due and closed"),
+    "due_closed_on_time": N_("closed on time"),
+    "returned": N_("returns for rework"),
+    "closed_rate": N_("closed rate"),
+    "on_time_rate": N_("on-time rate"),
+    "rework_rate": N_("rework rate"),
+    "filing_hours": N_("filing h"),
+    "dispatch_hours": N_("dispatch h"),
+    "handling_hours": N_("handling h"),
+    "verify_hours": N_("verification h"),
 }
 
 
@@ -77,12 +78,13 @@ def period(since: str | date | None, until: str | date | None) -> tuple[datetime
         try:
             return date.fromisoformat(value)
         except ValueError:
-            raise Refused(f"{what} must be a date YYYY-MM-DD, not {value!r}") from None
+            raise Refused(_("{what} must be a date YYYY-MM-DD, not {value}",
+                            what=what, value=repr(value))) from None
 
     last = parse(until, "to") or date.today()
     first = parse(since, "from") or (last - timedelta(days=364))
     if first > last:
-        raise Refused(f"from ({first}) comes after to ({last})")
+        raise Refused(_("from ({first}) comes after to ({last})", first=first, last=last))
     return datetime.combine(first, time.min), datetime.combine(last, time.max)
 
 
@@ -102,7 +104,7 @@ def rates(
 ) -> pd.DataFrame:
     """One row per cell, community, street or district (``by``) with the sums and rates."""
     if by not in LEVELS:
-        raise Refused(f"by must be one of {', '.join(LEVELS)}")
+        raise Refused(_("by must be one of {p1}", p1=', '.join(LEVELS)))
     sums = incident_rows.rate_sums(engine, by, since, until, now or datetime.now(), prefix)
     frame = pd.DataFrame(sums)
     if frame.empty:
@@ -163,16 +165,22 @@ def as_json(frame: pd.DataFrame, by: str, since: datetime, until: datetime, goal
         "targets": goal,
         "rows": rows,
         "total": summary,
-        "labels": LABELS,
+        "labels": labels(),
     }
 
 
+def labels() -> dict[str, str]:
+    """The columns' names in the reader's language (Chinese unless asked otherwise)."""
+    return {k: _(v) for k, v in LABELS.items()}
+
+
 def to_csv(frame: pd.DataFrame) -> str:
-    """The table as CSV (UTF-8 with a byte-order mark, for Excel), with Chinese headers."""
+    """The table as CSV (UTF-8 with a byte-order mark, for Excel), with headers in the reader's
+    language."""
     out = io.StringIO()
     out.write("\ufeff")
     table = pd.concat([frame, total(frame)]) if len(frame) else frame
-    table[COLUMNS].rename(columns=LABELS).to_csv(out, index=False, float_format="%.4f")
+    table[COLUMNS].rename(columns=labels()).to_csv(out, index=False, float_format="%.4f")
     return out.getvalue()
 
 

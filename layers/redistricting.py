@@ -37,6 +37,7 @@ import pandas as pd
 import pymetis
 
 from geodata.catalog import is_code
+from geodata.i18n import _
 from layers.partition import UNASSIGNED, Partition, UnitGraph, stays_contiguous
 
 NEW = "new:"
@@ -54,7 +55,8 @@ class Rules:
 
     def __post_init__(self) -> None:
         if not 0 < self.minimum <= self.maximum:
-            raise ValueError(f"bounds {self.minimum}–{self.maximum} are not 0 < minimum ≤ maximum")
+            raise ValueError(_("bounds {minimum}–{maximum} are not 0 < minimum ≤ maximum",
+                               minimum=self.minimum, maximum=self.maximum))
 
     @classmethod
     def from_params(cls, params: dict | None, minimum: int, maximum: int) -> Rules:
@@ -303,7 +305,7 @@ def move_boundary_units(p: Partition, rules: Rules, protected: dict[str, int], b
         own = int(hh[members[g.current[members] == label]].sum())
         return own - hh[unit] >= 0.95 * protected[label]
 
-    for _ in range(budget):
+    for _round in range(budget):
         totals = p.households
         bad = [c for c in p.communities if v(totals[c])]
         best = None
@@ -510,7 +512,7 @@ def split_in_two(partition: Partition, code: str, seed: int = 0) -> list[str]:
     """The unit codes of the smaller of two balanced, compact, contiguous parts of ``code``."""
     members = partition.land_members(code)
     if len(members) < 2:
-        raise ValueError(f"community {code} has fewer than two land units")
+        raise ValueError(_("community {code} has fewer than two land units", code=code))
     hh = partition.graph.households
     parts = sorted(split_parts(partition, members, 2, np.random.default_rng(seed)),
                    key=lambda part: -int(hh[part].sum()))

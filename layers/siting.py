@@ -36,6 +36,7 @@ from scipy.spatial import cKDTree
 
 from geodata.crs import parse_crs, to_wgs84
 from geodata.errors import Refused
+from geodata.i18n import _
 from geodata.importer import read_source
 from layers.coverage import ReachRun, reach_limits
 from layers.reach import RoadGraph
@@ -75,9 +76,9 @@ def check_k(k) -> int:
     """``k`` as a positive whole number (an int, or text of digits), or :class:`Refused`."""
     whole = isinstance(k, int) and not isinstance(k, bool) or isinstance(k, str) and k.strip().isdigit()
     if not whole or int(k) <= 0:
-        raise Refused(f"k must be a whole number above 0, got {k!r}")
+        raise Refused(_("k must be a whole number above 0, got {k}", k=repr(k)))
     if int(k) > 1000:
-        raise Refused(f"k = {int(k)} is more sites than a plan can use (at most 1,000)")
+        raise Refused(_("k = {p1} is more sites than a plan can use (at most 1,000)", p1=int(k)))
     return int(k)
 
 
@@ -286,7 +287,7 @@ def solve(cover: csr_matrix, weight: np.ndarray, k: int, method: str = "auto",
     """Choose ``k`` rows of ``cover`` (merged demand ``weight``): sites in order, what each adds,
     the proven bound, the method used and whether the answer is proven optimal."""
     if method not in ("auto", "exact", "greedy"):
-        raise Refused(f"method {method!r} is not one of auto, exact, greedy")
+        raise Refused(_("method {method} is not one of auto, exact, greedy", method=repr(method)))
     sites, added, bound = greedy(cover, weight, k)
     if method == "greedy" or (method == "auto" and cover.nnz > EXACT_MAX_NNZ):
         return sites, added, bound, "greedy", bound - added.sum() < 0.5
@@ -372,20 +373,21 @@ def site_for(run: ReachRun, kind: str, k, *, radius_m: float | None = None,
     with ``code``) or the representative points of ``units``. Walks the roads when ``run`` did.
     Returns the answer, the candidates used and the radius."""
     if kind not in run.nearest:
-        raise Refused(f"unknown facility kind {kind!r}; kinds of the standards table: "
-                      f"{', '.join(run.nearest)}")
+        raise Refused(_("unknown facility kind {kind}; kinds of the standards table: {p2}",
+                        kind=repr(kind), p2=', '.join(run.nearest)))
     k = check_k(k)
     if radius_m is None:
         radius_m = float(next(row.reach_m for row in run.standards if row.kind == kind))
     if not 0 < float(radius_m) <= reach_limits(run.standards)[kind]:
-        raise Refused(f"radius {radius_m} m: give 0 < radius ≤ {reach_limits(run.standards)[kind]:g} m, the "
-                      f"largest reach of {kind} in the standards table")
+        raise Refused(_("radius {radius_m} m: give 0 < radius ≤ {p2} m, the largest reach of {kind} in the "
+                        "standards table",
+                        radius_m=radius_m, p2=format(reach_limits(run.standards)[kind], 'g'), kind=kind))
     if candidates is None:
         if units is None:
-            raise Refused("no candidate sites: give a candidates layer or the units")
+            raise Refused(_("no candidate sites: give a candidates layer or the units"))
         candidates = candidate_points(units)
     if not len(candidates):
-        raise Refused("no candidate sites")
+        raise Refused(_("no candidate sites"))
     hh = run.households
     covered = run.covered(kind, radius_m)
     result = site(hh.xy[~covered], hh.households[~covered], candidates_xy(candidates, hh.crs), k,
@@ -409,7 +411,7 @@ def candidates_from_frame(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     geoms = np.asarray(frame.geometry.values, dtype=object)
     good = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
     if not good.any():
-        raise Refused("the candidate sites have no usable geometry")
+        raise Refused(_("the candidate sites have no usable geometry"))
     codes = (frame["code"].astype(str).to_numpy(dtype=object) if "code" in frame
              else np.array([f"C{i + 1:05d}" for i in range(len(frame))], dtype=object))
     return gpd.GeoDataFrame({"code": codes[good]}, geometry=shapely.point_on_surface(geoms[good]),

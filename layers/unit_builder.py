@@ -38,6 +38,7 @@ from geodata import naming
 from geodata.catalog import as_text, is_code
 from geodata.crs import WGS84, metric_crs_for
 from geodata.errors import Refused
+from geodata.i18n import _
 from geodata.importer import store_adjacency
 from geodata.revisions import raise_revision
 from geodata.standards import get_setting
@@ -234,7 +235,7 @@ def _merge_slivers(faces: np.ndarray, label: np.ndarray,
         score = length[hit] + np.where(same, 1e9, 0.0) + np.where(area[other] >= min_block_m2, 1e6, 0.0)
         target[s] = other[np.argmax(score)]
     # follow chains of merges to their end
-    for _ in range(len(faces)):
+    for _step in range(len(faces)):
         nxt = target[target]
         if (nxt == target).all():
             break
@@ -338,7 +339,7 @@ def build_units(streets: gpd.GeoDataFrame, communities: gpd.GeoDataFrame, roads:
     ``communities`` (code, street_code), with households estimated from ``sources``."""
     sources = sources or Sources()
     if streets.empty:
-        raise BuildRefused("no streets to build units in")
+        raise BuildRefused(_("no streets to build units in"))
     crs = metric_crs_for(streets)
     street_m = np.asarray(streets.to_crs(crs).geometry.values, dtype=object)
     empty = np.empty(0, dtype=object)
@@ -393,8 +394,8 @@ def residential_points(points: gpd.GeoDataFrame, column: str | None,
     if column is None:
         return points
     if column not in points.columns:
-        raise BuildRefused(f"points of interest have no column {column!r} "
-                           f"(columns: {', '.join(map(str, points.columns.drop('geometry')))})")
+        raise BuildRefused(_("points of interest have no column {column} (columns: {p2})",
+                             column=repr(column), p2=', '.join(map(str, points.columns.drop('geometry')))))
     text = points[column].astype(str)
     return points[text.map(lambda v: any(c in v for c in categories))]
 
@@ -414,8 +415,8 @@ def build_stored(engine: Engine, *, street: str | None = None, households: str |
                            "no streets are stored: import the streets first")
     roads = read_layer(engine, "roads", bbox=tuple(streets.total_bounds))
     if roads.empty:
-        raise BuildRefused("no roads are stored in these streets: import the roads first "
-                           "(flask --app webmap import roads FILE)")
+        raise BuildRefused(_("no roads are stored in these streets: import the roads first (flask --app "
+                             "webmap import roads FILE)"))
     communities = read_layer(engine, "communities", bbox=tuple(streets.total_bounds))
     buildings = read_layer(engine, "buildings", bbox=tuple(streets.total_bounds))
     with engine.connect() as conn:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine
 
 from geodata import jobs
+from geodata.i18n import _
 from layers import coverage, layer_import
 from layers.plan_memory import PlanMemory
 from layers.plan_workflow import auto_plan
@@ -22,7 +23,8 @@ def _auto_plan(engine: Engine, job: dict) -> dict:
     name, author = params.pop("name"), params.pop("author")
 
     def progress(done: int, total: int) -> None:
-        jobs.report(engine, job["id"], done / max(total, 1), f"{done}/{total} streets")
+        jobs.report(engine, job["id"], done / max(total, 1),
+                    _("{done}/{total} streets", done=done, total=total))
 
     # a job's own memory of units: the worker process reads the boundaries as they are now
     plan_id, result = auto_plan(PlanMemory(engine), name, author, progress=progress, **params)

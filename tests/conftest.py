@@ -25,6 +25,29 @@ from geodata.migrate import upgrade  # noqa: E402
 from geodata.standards import seed_settings  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# The tests that read messages read them in English: their apps and command lines speak English
+# when the request names no language (GRIDPLAN_LOCALE), and their browsers ask for English.
+# tests/test_i18n.py proves that with no preference at all gridplan speaks Chinese.
+os.environ["GRIDPLAN_LOCALE"] = "en"
+
+
+def _compile_catalogues() -> None:
+    """The .mo of each message catalogue, compiled when missing or older than its .po (``make
+    setup`` does the same), so that ``pytest`` alone runs on a fresh clone."""
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+
+    for po in (ROOT / "webmap" / "translations").glob("*/LC_MESSAGES/messages.po"):
+        mo = po.with_suffix(".mo")
+        if not mo.exists() or mo.stat().st_mtime < po.stat().st_mtime:
+            with po.open("rb") as fh:
+                catalog = read_po(fh, locale=po.parent.parent.name)
+            with mo.open("wb") as fh:
+                write_mo(fh, catalog)
+
+
+_compile_catalogues()
 TEST_DATA = ROOT / "tests" / "data"
 CHROMIUM = Path("/usr/bin/chromium")
 

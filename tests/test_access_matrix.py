@@ -39,6 +39,7 @@ ACCESS: dict[str, str] = {
     "GET /login": EVERYONE,
     "POST /login": EVERYONE,
     "POST /logout": EVERYONE,
+    "POST /locale": EVERYONE,  # the language switch, on the sign-in page too
     "GET /static/<path:filename>": EVERYONE,
     "GET /tiles/<int:z>/<int:x>/<int:y>.png": ANY,
     # pages
@@ -148,7 +149,8 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     # the administrators' and the layer upload API are the browser pages' own: without a
     # session's CSRF token a request is refused before anything else, a token's too
     **{(route, caller): "csrf" for caller in ("wrong_token", "revoked_token") for route in (
-        "POST /login", "POST /logout", "POST /api/layers/<layer>/preview", "POST /api/layers/<layer>/import",
+        "POST /login", "POST /logout", "POST /locale", "POST /api/layers/<layer>/preview",
+        "POST /api/layers/<layer>/import",
         "DELETE /api/layers/uploads/<upload>", "POST /api/admin/users",
         "PATCH /api/admin/users/<int:user_id>",
         "POST /api/admin/tokens", "PATCH /api/admin/tokens/<int:token_id>",

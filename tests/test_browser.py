@@ -99,7 +99,7 @@ def test_planner_map_shows_every_community_and_a_click_shows_its_households(page
     open_map(page, server["base"], "/map")
     communities = small_demo.layers["communities"]
     assert page.evaluate("window.gridplan.layers.communities.getLayers().length") == len(communities)
-    page.get_by_label("设施 facilities").uncheck()  # markers would sit on top of the spot we click
+    page.get_by_label("Facilities").uncheck()  # markers would sit on top of the spot we click
     target = communities.iloc[5]
     households = small_demo.layers["units"].query("community_code == @target.code")["households"].sum()
     show(page, target.geometry)
@@ -116,16 +116,16 @@ def test_toggling_a_layer_hides_it(page, server):
     sign_in(page, server["base"], "viewer")
     open_map(page, server["base"], "/map")
     assert page.evaluate("window.gridplan.map.hasLayer(window.gridplan.layers.facilities)")
-    page.get_by_label("设施 facilities").uncheck()
+    page.get_by_label("Facilities").uncheck()
     assert not page.evaluate("window.gridplan.map.hasLayer(window.gridplan.layers.facilities)")
-    page.get_by_label("网格 grid cells").check()
+    page.get_by_label("Grid cells").check()
     assert page.evaluate("window.gridplan.map.hasLayer(window.gridplan.layers.grid_cells)")
 
 
 def test_text_from_the_database_is_shown_as_text(page, server, small_demo):
     sign_in(page, server["base"], "planner")
     open_map(page, server["base"], "/map")
-    page.get_by_label("设施 facilities").uncheck()
+    page.get_by_label("Facilities").uncheck()
     evil = small_demo.layers["communities"].set_index("code").loc[server["evil"]]
     # the side panel
     show(page, evil.geometry)

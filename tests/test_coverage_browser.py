@@ -64,7 +64,7 @@ def browser(chromium_path):
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, locale="zh-CN")
     page = context.new_page()
     page.dialogs = []
     page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
@@ -98,9 +98,9 @@ def test_coverage_page_layers_findings_proposal_and_sites(page, served):
     assert page.evaluate("window.gridplan.layers.cell_problems.getLayers().length") == \
         len(report["cell_problems"]["findings"])
     legend = page.inner_text("#coverage-legend")
-    assert "盲点单元 blind-spot units" in legend and str(report["blind_spots"]["units"]) in legend
+    assert "盲点单元" in legend and str(report["blind_spots"]["units"]) in legend
     figures = page.inner_text("#coverage-figures")
-    assert "沿道路步行 roads" in figures and f"{report['households']:,}" in figures
+    assert "沿道路步行" in figures and f"{report['households']:,}" in figures
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "coverage.png"))
 
@@ -143,7 +143,7 @@ def test_coverage_page_layers_findings_proposal_and_sites(page, served):
     page.wait_for_selector("#sites-table", timeout=30_000)
     assert page.locator("#sites-table tr").count() == 4  # a header and three sites
     assert page.evaluate("window.gridplan.layers.sites.getLayers().length") == 3
-    assert "最优 proven optimal" in page.inner_text("#sites-result")
+    assert "已证明最优" in page.inner_text("#sites-result")
     page.screenshot(path=str(SHOTS / "coverage-sites.png"))
     assert page.dialogs == [] and page.errors == []
 

@@ -354,7 +354,8 @@ def test_rates_against_hand_computed_cases(site):
         table, "community", *rates.period("2026-11-01", "2026-11-30"), rates.targets(engine)
     )
     assert answer["rows"][0]["below_target"] == ["closed_rate", "on_time_rate"]
-    csv_text = rates.to_csv(table)
+    with site["app"].test_request_context(headers={"Accept-Language": "zh-CN"}):  # headers in Chinese
+        csv_text = rates.to_csv(table)
     assert csv_text.startswith("\ufeff") and "结案率" in csv_text and "total" in csv_text
 
 
@@ -750,7 +751,8 @@ def test_rates_api_csv_and_command(site):
     assert answer.json["rows"] and answer.json["total"]["reported"] > 0 and len(answer.json["series"]) == 13
     assert client.get("/api/rates?by=planet", headers=bearer(site, "token")).status_code == 400
     assert client.get("/api/rates?from=2026-13-01", headers=bearer(site, "token")).status_code == 400
-    csv_answer = client.get("/api/rates?by=community&format=csv", headers=bearer(site, "token"))
+    csv_answer = client.get("/api/rates?by=community&format=csv",
+                            headers={**bearer(site, "token"), "Accept-Language": "zh-CN"})
     assert csv_answer.mimetype == "text/csv" and "按期结案率" in csv_answer.get_data(as_text=True)
     result = app.test_cli_runner().invoke(
         args=["rates", "--by", "street", "--from", "2025-11-01", "--to", "2026-11-01"]

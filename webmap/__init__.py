@@ -32,11 +32,14 @@ def create_app(test_config: dict | None = None) -> Flask:
         LOCAL_TILES_DIR=os.environ.get("GRIDPLAN_LOCAL_TILES_DIR"),
         # uploads (imports from the browser) larger than this are refused with a 413
         MAX_CONTENT_LENGTH=int(os.environ.get("GRIDPLAN_MAX_UPLOAD_MB", "512")) * 1024 * 1024,
+        # the language when neither the user's setting nor the browser says (and the command
+        # line's): zh (default) or en
+        DEFAULT_LOCALE=os.environ.get("GRIDPLAN_LOCALE") or "zh",
     )
     if test_config:
         app.config.from_mapping(test_config)
 
-    from webmap import admin_views, api, auth, cli, errors, grid_views, layer_views, maps, plan_views
+    from webmap import admin_views, api, auth, cli, errors, grid_views, i18n, layer_views, maps, plan_views
     from webmap.security import init_app as init_security
     from webmap.security import limit_sign_in
 
@@ -44,6 +47,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["gridplan.plans"] = PlanMemory(get_engine(app.config["DATABASE_URL"]))
     init_security(app)  # headers, cookie flags, HTTPS when GRIDPLAN_HTTPS=1
     csrf.init_app(app)
+    i18n.init_app(app)
     errors.register(app)
     auth.init_app(app)
     app.register_blueprint(maps.bp)

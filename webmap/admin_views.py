@@ -29,6 +29,7 @@ from geodata import accounts
 from geodata import settings as settings_rows
 from geodata.audit import AuditFilter, csv_lines, iter_rows, known_values, search
 from geodata.errors import Forbidden, Refused
+from geodata.i18n import N_, _
 from geodata.standards import DEFAULT_SETTINGS
 from webmap.auth import current_account, hash_token, require
 from webmap.extensions import engine
@@ -38,8 +39,8 @@ bp = Blueprint("admin", __name__)
 
 MIN_PASSWORD = 8
 AUDIT_PAGE = 100
-BASEMAP_LABELS = {"none": "无底图 none", "osm": "OpenStreetMap", "tianditu": "天地图 Tianditu",
-                  "gaode": "高德 Gaode (GCJ-02)", "local": "本地瓦片 local tiles"}
+BASEMAP_LABELS = {"none": N_("no base map"), "osm": "OpenStreetMap", "tianditu": N_("Tianditu"),
+                  "gaode": N_("Gaode (GCJ-02)"), "local": N_("local tiles")}
 
 
 @bp.before_request
@@ -47,7 +48,7 @@ def _signed_in_admin_only():
     """Tokens never administer, whatever their role (``require`` checks the role itself)."""
     account = current_account()
     if account is not None and account.via_token:
-        raise Forbidden("administration needs a signed-in administrator, not an API token")
+        raise Forbidden(_("administration needs a signed-in administrator, not an API token"))
 
 
 def _json(body, status: int = 200) -> Response:
@@ -95,7 +96,7 @@ def _password(data: dict) -> str | None:
     if password in (None, ""):
         return None
     if not isinstance(password, str) or len(password) < MIN_PASSWORD:
-        raise Refused(f"密码至少 {MIN_PASSWORD} 个字符 — a password needs at least {MIN_PASSWORD} characters")
+        raise Refused(_("a password needs at least {n} characters", n=MIN_PASSWORD))
     return generate_password_hash(password)
 
 
@@ -119,19 +120,19 @@ def home():
 @bp.get("/admin/users")
 @require("admin")
 def users():
-    return _page("admin/users.html", "users", "用户 users")
+    return _page("admin/users.html", "users", _("Users"))
 
 
 @bp.get("/admin/tokens")
 @require("admin")
 def tokens():
-    return _page("admin/tokens.html", "tokens", "令牌 API tokens")
+    return _page("admin/tokens.html", "tokens", _("API tokens"))
 
 
 @bp.get("/admin/settings")
 @require("admin")
 def settings():
-    return _page("admin/settings.html", "settings", "设置与标准 settings and standards")
+    return _page("admin/settings.html", "settings", _("Settings and standards"))
 
 
 @bp.get("/admin/audit")
@@ -147,7 +148,7 @@ def audit_page():
     query = f.query_string()
     pages = {"prev": max(0, offset - AUDIT_PAGE) if offset > 0 else None,
              "next": offset + AUDIT_PAGE if offset + AUDIT_PAGE < total else None}
-    page = _page("admin/audit.html", "audit", "审计日志 audit log", rows=rows, total=total, offset=offset,
+    page = _page("admin/audit.html", "audit", _("Audit log"), rows=rows, total=total, offset=offset,
                  filters=f, query=query, pages=pages, error=error, known=known_values(engine()),
                  show=lambda d: json.dumps(d, ensure_ascii=False) if d is not None else "")
     return page, 400 if error else 200
@@ -188,7 +189,7 @@ def api_create_user():
     data = _body()
     password = _password(data)
     if password is None:
-        raise Refused("请设置初始密码 — set a first password for the account")
+        raise Refused(_("set a first password for the account"))
     user = accounts.create_user(engine(), _text(data, "name") or "", _text(data, "role") or "",
                                 password, _text(data, "scope_code") or None, actor=_actor())
     return _json(user, 201)
@@ -269,12 +270,12 @@ def api_settings():
     return _json({
         "settings": settings_rows.list_settings(engine()),
         "choices": {k: list(v) for k, v in settings_rows.CHOICES.items()},
-        "labels": {"basemap": {k: BASEMAP_LABELS.get(k, k) for k in BASEMAPS}},
+        "labels": {"basemap": {k: _(BASEMAP_LABELS.get(k, k)) for k in BASEMAPS}},
         "fixed": _fixed_keys(),
         "notes": {"basemap": " · ".join(n for n in (
-            f"环境变量 GRIDPLAN_BASEMAP={override} 优先 — the environment variable overrides this setting"
+            _("the environment variable GRIDPLAN_BASEMAP={value} overrides this setting", value=override)
             if override else "",
-            "天地图需要 GRIDPLAN_TIANDITU_KEY — Tianditu needs a key in GRIDPLAN_TIANDITU_KEY"
+            _("Tianditu needs a key in GRIDPLAN_TIANDITU_KEY")
             if not current_app.config.get("TIANDITU_KEY") else "") if n)},
     })
 

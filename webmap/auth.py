@@ -22,12 +22,13 @@ from werkzeug.exceptions import Forbidden, Unauthorized
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from geodata.accounts import Account, find_token, find_user, save_token, save_user
+from geodata.i18n import N_, _
 from webmap.extensions import engine
 
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
 login_manager.login_view = "auth.login"
-login_manager.login_message = "请先登录 — please sign in"
+login_manager.login_message = N_("Please sign in")  # translated by Flask-Login through gettext below
 
 SESSION_LIFETIME = timedelta(hours=8)
 
@@ -54,6 +55,7 @@ def init_app(app) -> None:
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
     login_manager.init_app(app)
+    login_manager.localize_callback = _  # the sign-in prompt in the request's language
     app.register_blueprint(bp)
     decoy_hash()  # made now, so that the first unknown name costs no more than the others
 
@@ -110,11 +112,11 @@ def require(*roles: str, api: bool = False):
             account = current_account()
             if account is None:
                 if api or bearer_request():
-                    raise Unauthorized("sign in, or send Authorization: Bearer <token>")
+                    raise Unauthorized(_("sign in, or send Authorization: Bearer <token>"))
                 return login_manager.unauthorized()
             if roles and account.role not in roles:
                 if api:
-                    raise Forbidden(f"role {account.role} may not do this")
+                    raise Forbidden(_("the role {role} may not do this", role=account.role))
                 abort(403)
             return view(*args, **kwargs)
 
@@ -134,7 +136,7 @@ def login():
         matches = check_password_hash(stored, request.form.get("password", ""))
         if matches and account and account.password_hash:
             if account.disabled:
-                flash("此账户已停用 — this account is disabled; ask an administrator")
+                flash(_("This account is disabled: ask an administrator"))
                 return render_template("login.html"), 403
             session.permanent = True  # expires after PERMANENT_SESSION_LIFETIME
             login_user(SignedIn(account))
@@ -142,7 +144,7 @@ def login():
             if not target.startswith("/") or target.startswith("//"):
                 target = url_for("maps.home")
             return redirect(target)
-        flash("用户名或密码错误 — wrong name or password")
+        flash(_("Wrong name or password"))
         return render_template("login.html"), 401
     return render_template("login.html")
 

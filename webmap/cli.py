@@ -23,6 +23,7 @@ from geodata.backup import BackupRefused, backup, restore
 from geodata.catalog import LAYERS
 from geodata.errors import NotFound
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
+from geodata.i18n import _
 from geodata.importer import MODES, UNMAPPED, ImportRefused, import_layer, parse_values
 from geodata.migrate import upgrade
 from geodata.standards import seed_settings
@@ -54,7 +55,7 @@ def _ready():
 def init_db() -> None:
     """Create or upgrade the database schema and seed the default settings."""
     _ready()
-    click.echo("database ready")
+    click.echo(_("database ready"))
 
 
 @click.command("demo")
@@ -69,15 +70,15 @@ def demo(units: int, seed: int, reference, if_empty: bool) -> None:
     eng = _ready()
     if if_empty:
         if count_layer(eng, "units"):
-            click.echo("demo data already present")
+            click.echo(_("demo data already present"))
             return
     steps = ["road network and blocks", "river", "households", "blind spot", "communities",
              "streets, communities, district", "facilities", "grid cells", "roads", "incidents"]
-    with click.progressbar(length=len(steps), label="generating") as bar:
+    with click.progressbar(length=len(steps), label=_("generating")) as bar:
         data = generate(units, seed, reference.date() if reference else date(2026, 11, 1),
                         progress=lambda _msg: bar.update(1))
     total = sum(len(v) for v in data.layers.values())
-    with click.progressbar(length=total, label="writing") as bar:
+    with click.progressbar(length=total, label=_("writing")) as bar:
         last: dict[str, int] = {}
 
         def tick(layer: str, done: int, _total: int) -> None:
@@ -86,7 +87,7 @@ def demo(units: int, seed: int, reference, if_empty: bool) -> None:
 
         write_demo(eng, data, progress=tick)
     counts = ", ".join(f"{len(v):,} {k}" for k, v in data.layers.items())
-    click.echo(f"demo written: {counts}")
+    click.echo(_("demo written: {counts}", counts=counts))
 
 
 def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -94,7 +95,7 @@ def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
     for pair in pairs:
         src, sep, dst = pair.partition("=")
         if not sep or not src or not dst:
-            raise click.BadParameter(f"{pair!r} is not src=dst", param_hint="--map")
+            raise click.BadParameter(_("{pair} is not src=dst", pair=repr(pair)), param_hint="--map")
         out[src] = dst
     return out
 
@@ -116,7 +117,7 @@ def import_command(layer: str, path: Path, mode: str, crs: str | None, mapping: 
                    district: str | None, values: tuple[str, ...], unmapped: str) -> None:
     """Import LAYER from PATH (shapefile zip, .gpkg, .geojson or .csv with lon/lat)."""
     eng = _ready()
-    with click.progressbar(length=1, label=f"importing {layer}") as bar:
+    with click.progressbar(length=1, label=_("importing {layer}", layer=layer)) as bar:
 
         def tick(done: int, total: int) -> None:
             bar.length = total  # known once the file has been read and checked
@@ -127,15 +128,17 @@ def import_command(layer: str, path: Path, mode: str, crs: str | None, mapping: 
                                   progress=tick, district=district, values=parse_values(values),
                                   unmapped=unmapped)
         except ImportRefused as exc:
-            raise click.ClickException(f"import refused, nothing written: {exc}") from None
+            raise click.ClickException(_("import refused, nothing written: {reason}", reason=exc)) from None
     click.echo(report.summary())
     if layer == "communities":  # boundaries as they are: reported, not refused
         found = stored_topology(eng).summary()
-        click.echo(f"  topology: {found['overlaps']} overlaps ({found['overlap_m2']:,.0f} m²), "
-                   f"{found['gaps']} gaps inside streets ({found['gap_m2']:,.0f} m²), "
-                   f"{found['outside_street']} parts outside their street "
-                   f"({found['outside_street_m2']:,.0f} m²) — `topology communities` lists them, "
-                   "`clean communities` resolves the small ones")
+        click.echo("  " + _("topology: {overlaps} overlaps ({overlap_m2} m²), {gaps} gaps inside streets "
+                             "({gap_m2} m²), {outside} parts outside their street ({outside_m2} m²) — "
+                             "`topology communities` lists them, `clean communities` resolves the small ones",
+                             overlaps=found["overlaps"], overlap_m2=f"{found['overlap_m2']:,.0f}",
+                             gaps=found["gaps"],
+                             gap_m2=f"{found['gap_m2']:,.0f}", outside=found["outside_street"],
+                             outside_m2=f"{found['outside_street_m2']:,.0f}"))
 
 
 @click.command("export")
@@ -156,7 +159,7 @@ def export_command(layer: str, fmt: str, encoding: str, crs: str | None, street:
         report = export_layer(eng, layer, fmt, output, encoding=encoding, crs=crs, street=street,
                               community=community)
     except (ExportError, ValueError) as exc:
-        raise click.ClickException(f"export failed: {exc}") from None
+        raise click.ClickException(_("export failed: {reason}", reason=exc)) from None
     click.echo(report.summary())
 
 
@@ -204,14 +207,16 @@ def user_add(name: str, role: str, scope: str | None, password: str | None) -> N
     """Add the account NAME, or change its role, scope and password."""
     _ready()
     if password is None:
-        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+        password = click.prompt(_("password"), hide_input=True, confirmation_prompt=True)
     if len(password) < 8:
-        raise click.ClickException("a password needs at least 8 characters")
+        raise click.ClickException(_("a password needs at least {n} characters", n=8))
     try:
         account = add_user(name, role, password, scope)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"account {account.name}: {account.role}" + (f", scope {scope}" if scope else ""))
+    click.echo(_("account {name}: {role}, scope {scope}",
+                 name=account.name, role=account.role, scope=scope) if scope
+               else _("account {name}: {role}", name=account.name, role=account.role))
 
 
 @token.command("add")
@@ -233,7 +238,8 @@ def _set_disabled(name: str, disabled: bool) -> None:
         account = update_user(engine(), actor="cli", name=name, disabled=disabled)
     except (ValueError, NotFound) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"account {account['name']}: {'disabled' if account['disabled'] else 'enabled'}")
+    click.echo(_("account {name}: disabled", name=account["name"]) if account["disabled"]
+               else _("account {name}: enabled", name=account["name"]))
 
 
 @user.command("disable")
@@ -259,7 +265,7 @@ def token_revoke(name: str) -> None:
         revoked = revoke_token(engine(), actor="cli", name=name)
     except (ValueError, NotFound) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"token {revoked['name']} revoked")
+    click.echo(_("token {name} revoked", name=revoked["name"]))
 
 
 @click.command("demo-accounts")
@@ -284,10 +290,10 @@ def demo_accounts() -> None:
         logins.write_text("\n".join(lines) + "\n", encoding="utf-8")
         logins.chmod(0o600)
     held = _demo_supervisor_cells(eng)
-    click.echo("demo accounts (name, password):")
+    click.echo(_("demo accounts (name, password):"))
     click.echo(logins.read_text(encoding="utf-8"), nl=False)
     if held:
-        click.echo(f"supervisor holds cells {', '.join(held)}")
+        click.echo(_("supervisor holds cells {cells}", cells=", ".join(held)))
 
 
 def _demo_community(eng) -> str | None:
@@ -345,14 +351,15 @@ def plan_command(minimum, maximum, target, street, seed, fresh, units_path, mapp
         try:
             units = units_from_file(units_path, _mapping(mapping), crs)
         except ImportRefused as exc:
-            raise click.ClickException(f"cannot read the units: {exc}") from None
+            raise click.ClickException(_("cannot read the units: {reason}", reason=exc)) from None
         if street:
             units = units[units["street_code"] == street]
         adjacency = None
     if units.empty:
-        raise click.ClickException("no units to plan" + (f" in street {street}" if street else ""))
+        raise click.ClickException(_("no units to plan in street {street}", street=street) if street
+                                   else _("no units to plan"))
     if output.suffix.lower() not in (".gpkg", ".zip"):
-        raise click.ClickException(f"{output.name}: write the plan to a .gpkg or a .zip")
+        raise click.ClickException(_("{file}: write the plan to a .gpkg or a .zip", file=output.name))
     try:
         rules = Rules.from_params({"minimum": minimum, "maximum": maximum, "target": target, "fresh": fresh,
                                    "seed": seed}, limits.minimum, limits.maximum)
@@ -360,7 +367,7 @@ def plan_command(minimum, maximum, target, street, seed, fresh, units_path, mapp
         raise click.ClickException(str(exc)) from None
     graph = UnitGraph.from_units(units, adjacency)
     streets = sorted(set(graph.street))
-    with click.progressbar(length=len(streets), label="planning", file=sys.stderr) as bar:
+    with click.progressbar(length=len(streets), label=_("planning"), file=sys.stderr) as bar:
         result = make_plan(graph, rules, retired=retired, progress=lambda done, _total: bar.update(1))
     export_plan(result, units, output)
     click.echo(json.dumps(result.scores(), ensure_ascii=False))
@@ -374,7 +381,7 @@ def worker_command(once: bool) -> None:
     from layers.worker import work
 
     eng = _ready()
-    click.echo("worker: waiting for jobs" if not once else "worker: running queued jobs")
+    click.echo(_("worker: waiting for jobs") if not once else _("worker: running queued jobs"))
     work(eng, once=once)
 
 

@@ -34,10 +34,12 @@ from flask import Blueprint, Response, after_this_request, render_template, requ
 from geodata import jobs
 from geodata.errors import GridplanError, NotFound, Refused
 from geodata.exporter import FORMATS, ExportError, write_frame
+from geodata.i18n import _
 from geodata.store import layer_extent, read_layer
 from layers import coverage, siting
 from webmap.auth import bearer_request, current_account, require
 from webmap.extensions import csrf, engine
+from webmap.i18n import facility_kind_name, life_circle
 from webmap.maps import build_map, render_map
 
 bp = Blueprint("coverage", __name__, cli_group=None)
@@ -109,13 +111,14 @@ def _body() -> dict:
 def page():
     """The coverage map: uncovered households by kind, reach, blind spots, cell problems."""
     standards = coverage.load_standards(engine())
-    rows = [{"kind": r.kind, "name": r.name, "level": r.level, "radius": r.reach_m} for r in standards]
+    rows = [{"kind": r.kind, "name": facility_kind_name(r.kind, r.name), "level": life_circle(r.level),
+             "radius": r.reach_m} for r in standards]
     streets = read_layer(engine(), "streets")
     m = build_map(layer_extent(engine(), "communities") or layer_extent(engine(), "units"))
     config = {"standards": rows, "roads": bool(layer_extent(engine(), "roads")),
               "streets": [{"code": c, "name": n}
                           for c, n in zip(streets["code"], streets["name"], strict=True)]}
-    return render_map("coverage.html", m, config, title="覆盖缺口 coverage gaps")
+    return render_map("coverage.html", m, config, title=_("Coverage gaps"))
 
 
 @bp.get("/coverage/report")
@@ -126,7 +129,11 @@ def report_page():
     report = coverage.report_for(engine(), street, _text(request.args, "method"))
     streets = read_layer(engine(), "streets", **({"where": {"code": street}} if street else {}))
     names = dict(zip(streets["code"], streets["name"], strict=True))
-    return render_template("coverage_report.html", title="覆盖缺口报告 coverage gap report", report=report,
+    for row in report["reach"]:  # kinds and levels in the reader's language
+        row.update(name=facility_kind_name(row["kind"], row["name"]), level=life_circle(row["level"]))
+    for row in report["standards"]:
+        row.update(level=life_circle(row["level"]))
+    return render_template("coverage_report.html", title=_("Coverage gap report"), report=report,
                            street_names=names, chart={"reach": [
                                {"label": f"{r['name']} {r['radius_m']:g} m", "by_street": r["by_street"]}
                                for r in report["reach"]], "streets": names})
@@ -173,7 +180,7 @@ def api_layer(name: str):
         report = write_frame(frame, coverage.GAP_LAYERS[name][1], name, fmt, folder / filename,
                              encoding=request.args.get("encoding") or "utf-8")
     except (ExportError, ValueError) as exc:
-        raise Refused(f"导出失败 — export failed: {exc}") from None
+        raise Refused(_("export failed: {reason}", reason=exc)) from None
     response = send_file(folder / filename, as_attachment=True, download_name=filename)
     response.headers["X-Gridplan-Features"] = str(report.features)
     return response
@@ -237,7 +244,8 @@ def api_proposal():
     standards = coverage.load_standards(engine())
     known = {r.kind for r in standards}
     if kind not in known:
-        raise Refused(f"unknown facility kind {kind!r}; kinds: {', '.join(sorted(known))}")
+        raise Refused(_("unknown facility kind {kind}; kinds: {kinds}", kind=repr(kind),
+                        kinds=", ".join(sorted(known))))
     radius = _radius(data) or float(next(r.reach_m for r in standards if r.kind == kind))
     if radius > coverage.reach_limits(standards)[kind]:
         raise Refused(f"radius {radius:g} m is beyond the largest reach of {kind} in the standards table")

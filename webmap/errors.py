@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from werkzeug.exceptions import HTTPException
 
 from geodata.errors import GridplanError
+from geodata.i18n import N_, _
 
 API_PREFIXES = ("/api/", "/open311/")
 
@@ -27,11 +28,32 @@ def wants_json() -> bool:
 
 def problem(status: int, title: str, detail: str, code: str | None = None, **extra) -> Response:
     """An RFC 9457 problem details answer; ``code`` (an extension member) names the refusal for
-    programs (``VersionConflict``, ``StalePlan``, ``Unauthorized`` …)."""
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail,
+    programs (``VersionConflict``, ``StalePlan``, ``Unauthorized`` …). ``title`` is given in
+    English and answered in the request's language; ``code`` stays English."""
+    body = {"type": "about:blank", "title": _(title), "status": status, "detail": detail,
             "code": code or title.replace(" ", ""), **extra}
     return Response(json.dumps(body, ensure_ascii=False), status=status,
                     mimetype="application/problem+json")
+
+
+#: the titles of HTTP errors, for extraction (``problem`` translates them)
+HTTP_TITLES = (N_("Bad Request"), N_("Unauthorized"), N_("Forbidden"), N_("Not Found"),
+               N_("Method Not Allowed"), N_("Conflict"), N_("Payload Too Large"),
+               N_("Unsupported Media Type"), N_("Unprocessable Entity"), N_("Internal Server Error"),
+               N_("Service Unavailable"))
+#: what to say instead of Werkzeug's own (English) descriptions
+HTTP_DETAILS = {400: N_("The request could not be understood."), 401: N_("Sign in first."),
+                403: N_("Your role may not do this."), 404: N_("There is nothing at this address."),
+                405: N_("This address does not take that method."), 413: N_("The upload is too large."),
+                415: N_("This kind of content is not accepted here."),
+                500: N_("The server failed: try again later, and tell an administrator if it happens again.")}
+
+
+def _detail(exc: HTTPException) -> str:
+    """The exception's own description, or for Werkzeug's default one a translated sentence."""
+    if exc.description and exc.description != type(exc).description:
+        return exc.description
+    return _(HTTP_DETAILS.get(exc.code or 500, exc.name))
 
 
 def _page(status: int, title: str, message: str):
@@ -45,21 +67,21 @@ def register(app: Flask) -> None:
     def _domain(exc: GridplanError):
         if wants_json():
             return problem(exc.status, exc.title, str(exc), type(exc).__name__, **exc.details)
-        return _page(exc.status, exc.title, str(exc))
+        return _page(exc.status, _(exc.title), str(exc))
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
         if wants_json():
-            return problem(exc.code or 500, exc.name, exc.description or exc.name)
+            return problem(exc.code or 500, exc.name, _detail(exc))
         if exc.code == 403:
-            return _page(403, "403", "您没有权限 — your role may not open this page.")
+            return _page(403, "403", _("Your role may not open this page."))
         return exc
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(ProgrammingError)
     def _no_schema(exc):
         app.logger.error("database error: %s", exc)
-        message = "The database is not ready: run `flask --app webmap init-db`."
+        message = _("The database is not ready: run `flask --app webmap init-db`.")
         if wants_json():
             return problem(503, "Service Unavailable", message)
-        return _page(503, "database", message)
+        return _page(503, _("database"), message)

@@ -31,6 +31,7 @@ from flask import (
 
 from geodata import incident_rows
 from geodata.errors import GridplanError, Refused
+from geodata.i18n import _
 from layers import incident_export as exports
 from layers import incidents, rates
 from webmap.auth import bearer_request, current_account, require
@@ -316,13 +317,13 @@ def _page_config(**extra) -> dict:
 @bp.get("/cases")
 @require("admin", "supervisor")
 def case_list():
-    return render_template("cases.html", config=_page_config(), title="案件 my cases")
+    return render_template("cases.html", config=_page_config(), title=_("My cases"))
 
 
 @bp.get("/cases/new")
 @require("admin", "supervisor")
 def case_new():
-    return render_template("case_new.html", config=_page_config(), title="上报 report a case")
+    return render_template("case_new.html", config=_page_config(), title=_("Report a case"))
 
 
 @bp.get("/cases/<code>")
@@ -330,14 +331,15 @@ def case_new():
 def case_page(code: str):
     case = incidents.visible_case(engine(), current_account(), code)
     return render_template(
-        "case.html", config=_page_config(code=case["code"]), code=case["code"], title=f"案件 {case['code']}"
+        "case.html", config=_page_config(code=case["code"]), code=case["code"],
+        title=_("Case {code}", code=case["code"])
     )
 
 
 @bp.get("/rates")
 @require(*READERS)
 def rates_page():
-    return render_template("rates.html", config=_page_config(levels=list(rates.LEVELS)), title="考核 rates")
+    return render_template("rates.html", config=_page_config(levels=list(rates.LEVELS)), title=_("Rates"))
 
 
 # --- command line ---------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from geodata import crs as crs_mod
 from geodata.catalog import LAYERS, get_layer
 from geodata.errors import Conflict, NotFound, Refused
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
+from geodata.i18n import N_, _
 from geodata.importer import MODES, NAME_FIELDS, ImportRefused, check_source, read_source
 from geodata.importer import _mapped_columns as importer_mapping
 from geodata.layer_info import code_exists, code_names, count_stored, layer_overview
@@ -51,9 +52,9 @@ UPLOAD_MAX_AGE_S = 12 * 3600
 META = "upload.json"
 EXTENSIONS = {"shp": "zip", "gpkg": "gpkg", "geojson": "geojson", "csv": "csv"}
 FORMAT_LABELS = {"shp": "Shapefile (zip)", "gpkg": "GeoPackage", "geojson": "GeoJSON", "csv": "CSV (Excel)"}
-MODE_LABELS = {"append": "追加 append — add new features; codes already stored are refused",
-               "replace": "替换 replace — the file replaces the whole layer",
-               "update": "更新 update — change the features with these codes; unknown codes are refused"}
+MODE_LABELS = {"append": N_("Append: add new features; codes already stored are refused"),
+               "replace": N_("Replace: the file replaces the whole layer"),
+               "update": N_("Update: change the features with these codes; unknown codes are refused")}
 
 
 def _json(body, status: int = 200) -> Response:
@@ -72,8 +73,8 @@ def _default(v):
 def _too_big(_exc):
     limit = current_app.config.get("MAX_CONTENT_LENGTH") or 0
     return problem(413, "Payload Too Large",
-                   f"文件太大 — the file is larger than the upload limit of {_megabytes(limit)}; "
-                   "split it, or import it with the command line")
+                   _("the file is larger than the upload limit of {limit}: split it, or import it with the "
+                     "command line", limit=_megabytes(limit)))
 
 
 def _megabytes(n: int) -> str:
@@ -95,9 +96,9 @@ def layer_list():
         "layers": {row["name"]: {"label": row["label"], "fields": row["fields"]} for row in overview},
     }
     districts = code_names(engine(), "districts")
-    return render_template("layers.html", layers=overview, config=config, modes=MODE_LABELS,
-                           formats=FORMAT_LABELS, encodings=list(ENCODINGS), districts=districts,
-                           title="图层 layers")
+    return render_template("layers.html", layers=overview, config=config,
+                           modes={k: _(v) for k, v in MODE_LABELS.items()}, formats=FORMAT_LABELS,
+                           encodings=list(ENCODINGS), districts=districts, title=_("Layers"))
 
 
 @bp.get("/api/layers")
@@ -131,11 +132,11 @@ def _safe_name(filename: str) -> str:
     name = "".join(c for c in name if c.isprintable() and c not in ':*?"<>|').strip(" .")
     suffix = PurePosixPath(name).suffix.lower()
     if suffix == ".shp":
-        raise Refused("a shapefile comes as a zip holding its .shp, .shx, .dbf and .prj together: zip them "
-                      "and upload the zip")
+        raise Refused(_("a shapefile comes as a zip holding its .shp, .shx, .dbf and .prj together: zip "
+                        "them and upload the zip"))
     if suffix not in UPLOAD_SUFFIXES:
-        raise Refused(f"{name or 'the file'}: unknown format {suffix or '(no extension)'}; use a shapefile "
-                      "zip, .gpkg, .geojson or .csv")
+        raise Refused(_("{p1}: unknown format {p2}; use a shapefile zip, .gpkg, .geojson or .csv",
+                        p1=name or 'the file', p2=suffix or '(no extension)'))
     stem = PurePosixPath(name).stem[:100] or "upload"
     return stem + suffix
 
@@ -162,7 +163,7 @@ def _save_upload(file, actor: str) -> tuple[str, Path, dict]:
     file.save(path)
     if path.stat().st_size == 0:
         shutil.rmtree(folder, ignore_errors=True)
-        raise Refused(f"{name} is empty")
+        raise Refused(_("{name} is empty", name=name))
     meta = {"actor": actor, "file": name, "size": path.stat().st_size}
     (folder / META).write_text(json.dumps(meta), encoding="utf-8")
     return upload, folder, meta
@@ -170,15 +171,15 @@ def _save_upload(file, actor: str) -> tuple[str, Path, dict]:
 
 def _open_upload(upload: str, actor: str) -> tuple[Path, dict]:
     if not (isinstance(upload, str) and len(upload) == 32 and all(c in "0123456789abcdef" for c in upload)):
-        raise Refused("upload is the id a preview answered with")
+        raise Refused(_("upload is the id a preview answered with"))
     folder = _upload_root() / upload
     try:
         meta = json.loads((folder / META).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        raise NotFound("这个上传已不存在 — the uploaded file is gone (imported, or older than 12 hours): "
-                       "choose the file again") from None
+        raise NotFound(_("the uploaded file is gone (imported, or older than 12 hours): "
+                         "choose the file again")) from None
     if meta.get("actor") != actor:
-        raise NotFound("这个上传已不存在 — the uploaded file is gone: choose the file again")
+        raise NotFound(_("the uploaded file is gone: choose the file again"))
     return folder, meta
 
 
@@ -190,16 +191,24 @@ def _mapping(raw) -> dict[str, str]:
         try:
             raw = json.loads(raw)
         except ValueError:
-            raise Refused("mapping is a JSON object {source column: layer field}") from None
+            raise Refused(_("mapping is a JSON object {source column: layer field}")) from None
     if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str | None)
                                             for k, v in raw.items()):
-        raise Refused("mapping is a JSON object {source column: layer field}")
+        raise Refused(_("mapping is a JSON object {source column: layer field}"))
     return {k: v for k, v in raw.items() if v}
 
 
 #: Fields of a file that are not stored but resolved into codes (a community's street by name).
-NAME_LABELS = {"street": {"name": "street", "label": "所属街道名称 street's name", "dtype": "str",
+NAME_LABELS = {"street": {"name": "street", "label": N_("name of its street"), "dtype": "str",
                           "required": False}}
+
+
+def _name_field(name: str) -> dict:
+    """A resolved field as the mapping table shows it, its label in the reader's language."""
+    field = dict(NAME_LABELS[name])
+    label = field["label"]
+    field["label"] = _(label)
+    return field
 
 
 def _district(value) -> str | None:
@@ -208,7 +217,7 @@ def _district(value) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if not isinstance(value, str):
-        raise Refused("district is a 6-digit district code")
+        raise Refused(_("district is a 6-digit district code"))
     return value.strip()
 
 
@@ -264,7 +273,7 @@ def api_preview(layer: str):
     district = _district(request.form.get("district"))
     mode = request.form.get("mode") or "append"
     if mode not in MODES:
-        raise Refused(f"unknown mode {mode!r}: use {', '.join(MODES)}")
+        raise Refused(_("unknown mode {mode}: use {p2}", mode=repr(mode), p2=', '.join(MODES)))
     if "file" in request.files and request.files["file"].filename:
         upload, folder, meta = _save_upload(request.files["file"], actor)
         fresh = True
@@ -273,13 +282,13 @@ def api_preview(layer: str):
         folder, meta = _open_upload(upload, actor)
         fresh = False
     else:
-        raise Refused("choose a file: a shapefile zip, .gpkg, .geojson or .csv")
+        raise Refused(_("choose a file: a shapefile zip, .gpkg, .geojson or .csv"))
     path = folder / meta["file"]
     try:
         with tempfile.TemporaryDirectory(dir=folder, prefix="read-") as tmp:
             raw = read_source(path, declared_crs=declared, workdir=Path(tmp))
         if raw.empty:
-            raise ImportRefused(f"{meta['file']} holds no features")
+            raise ImportRefused(_("{file} holds no features", file=meta['file']))
     except ImportRefused as exc:
         if fresh:
             shutil.rmtree(folder, ignore_errors=True)
@@ -318,7 +327,8 @@ def api_preview(layer: str):
         "crs": raw.crs.to_string() if raw.crs is not None else None, "declared_crs": crs_text,
         "mapping": {c: effective.get(c) for c in columns}, "ignored": ignored,
         "fields": [{"name": f.name, "label": f.label, "dtype": f.dtype, "required": f.required}
-                   for f in spec.fields] + [NAME_LABELS[n] for n in NAME_FIELDS.get(layer, {})],
+                   for f in spec.fields]
+        + [_name_field(n) for n in NAME_FIELDS.get(layer, {})],
         "district": district, "provisional": provisional[:100], "provisional_count": len(provisional),
         "ok": not problems, "problems": problems[:500], "problem_count": len(problems),
         "repaired": repaired[:100], "repaired_count": len(repaired), "stored": stored, "mode": mode,
@@ -331,7 +341,7 @@ def api_forget_upload(upload: str):
     """Delete an upload that will not be imported (another file was chosen)."""
     folder, meta = _open_upload(upload, current_account().name)
     if meta.get("job"):
-        raise Conflict(f"the file is being imported (job {meta['job']})")
+        raise Conflict(_("the file is being imported (job {job})", job=meta['job']))
     shutil.rmtree(folder, ignore_errors=True)
     return _json({"deleted": upload})
 
@@ -344,17 +354,17 @@ def api_import(layer: str):
     _spec(layer)
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
-        raise Refused("send a JSON object {upload, mode, crs, mapping}")
+        raise Refused(_("send a JSON object {upload, mode, crs, mapping}"))
     actor = current_account().name
     folder, meta = _open_upload(data.get("upload"), actor)
     mode = data.get("mode") or "append"
     if mode not in MODES:
-        raise Refused(f"unknown mode {mode!r}: use {', '.join(MODES)}")
-    crs_text, _ = _declared_crs(data.get("crs"))
+        raise Refused(_("unknown mode {mode}: use {p2}", mode=repr(mode), p2=', '.join(MODES)))
+    crs_text, _crs = _declared_crs(data.get("crs"))
     mapping = _mapping(data.get("mapping"))
     district = _district(data.get("district"))
     if meta.get("job"):
-        raise Conflict(f"这个文件已在导入 — this file is being imported already (job {meta['job']})")
+        raise Conflict(_("this file is being imported already (job {job})", job=meta['job']))
     params = {"layer": layer, "folder": str(folder), "file": meta["file"], "mode": mode, "crs": crs_text,
               "mapping": mapping, "district": district, "actor": actor}
     job_id = jobs.create_job(engine(), KIND, params)
@@ -372,7 +382,7 @@ def api_import_status(job_id: int):
     account = current_account()
     mine = job is not None and (job["params"].get("actor") == account.name or account.role == "admin")
     if job is None or job["kind"] != KIND or not mine:
-        raise NotFound(f"no import {job_id}")
+        raise NotFound(_("no import {job_id}", job_id=job_id))
     state = {"id": job_id, "status": job["status"], "layer": job["params"]["layer"],
              "file": job["params"]["file"], "mode": job["params"]["mode"], "progress": 0.0, "phase": "queued",
              "message": job["message"], "result": job["result"]}
@@ -395,7 +405,7 @@ def api_import_status(job_id: int):
 
 def _spec(layer: str):
     if layer not in LAYERS:
-        raise NotFound(f"no layer {layer!r}; layers are: {', '.join(LAYERS)}")
+        raise NotFound(_("no layer {layer}; layers are: {p2}", layer=repr(layer), p2=', '.join(LAYERS)))
     return get_layer(layer)
 
 
@@ -404,9 +414,10 @@ def _place(args, key: str, layer: str, digits: int) -> str | None:
     if not code:
         return None
     if not (code.isdigit() and len(code) == digits):
-        raise Refused(f"{key} is a {digits}-digit code, not {code!r}")
+        raise Refused(_("{key} is a {digits}-digit code, not {code}",
+                        key=key, digits=digits, code=repr(code)))
     if not code_exists(engine(), layer, code):
-        raise Refused(f"no {key} {code} is stored")
+        raise Refused(_("no {key} {code} is stored", key=key, code=code))
     return code
 
 
@@ -420,7 +431,7 @@ def api_export(layer: str):
     args = request.args
     fmt = args.get("format") or "gpkg"
     if fmt not in FORMATS:
-        raise Refused(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
+        raise Refused(_("unknown format {fmt}: use {p2}", fmt=repr(fmt), p2=', '.join(FORMATS)))
     encoding = args.get("encoding") or "utf-8"
     crs = (args.get("crs") or "").strip() or None
     street = _place(args, "street", "streets", 9)
@@ -433,7 +444,7 @@ def api_export(layer: str):
                               street=street, community=community)
     except (ExportError, ValueError) as exc:
         shutil.rmtree(out_dir, ignore_errors=True)
-        raise Refused(f"导出失败 — export failed: {exc}") from None
+        raise Refused(_("export failed: {reason}", reason=exc)) from None
     audit.log(engine(), current_account().name, "export", layer=layer, object_code=part,
               detail={"format": fmt, "encoding": encoding, "crs": crs, "street": street,
                       "community": community, "features": report.features})

@@ -16,6 +16,7 @@ import folium
 from flask import Blueprint, current_app, g, redirect, render_template, send_from_directory, url_for
 from markupsafe import Markup
 
+from geodata.i18n import _
 from geodata.incident_rows import cells_extent
 from geodata.settings import get_value
 from geodata.standards import FACILITY_KINDS
@@ -24,6 +25,7 @@ from layers import incidents
 from layers.communities import bounds
 from webmap.auth import current_account, require
 from webmap.extensions import engine
+from webmap.i18n import facility_kind_name
 from webmap.security import csp_nonce, tile_sources
 
 bp = Blueprint("maps", __name__)
@@ -33,9 +35,9 @@ BASEMAPS = {
     "osm": ("https://tile.openstreetmap.org/{z}/{x}/{y}.png", "© OpenStreetMap contributors", "wgs84"),
     "tianditu": ("https://t{s}.tianditu.gov.cn/vec_w/wmts?SERVICE=WMTS&REQUEST=GetTile&VERSION=1.0.0"
                  "&LAYER=vec&STYLE=default&TILEMATRIXSET=w&FORMAT=tiles&TILEMATRIX={z}&TILEROW={y}"
-                 "&TILECOL={x}&tk={key}", "© 天地图 Tianditu", "wgs84"),
+                 "&TILECOL={x}&tk={key}", "© Tianditu 天地图", "wgs84"),
     "gaode": ("https://webrd0{s}.is.autonavi.com/appmaptile?lang=zh_cn&size=1&scale=1&style=8"
-              "&x={x}&y={y}&z={z}", "© 高德地图 AutoNavi", "gcj02"),
+              "&x={x}&y={y}&z={z}", "© AutoNavi 高德地图", "gcj02"),
     "local": ("/tiles/{z}/{x}/{y}.png", "local tiles", "wgs84"),
     "none": (None, "", "wgs84"),
 }
@@ -108,10 +110,10 @@ def home():
 @require("admin", "planner", "viewer")
 def planner():
     limits = bounds(engine())
-    kinds = {k: v[0] for k, v in FACILITY_KINDS.items()}
+    kinds = {k: facility_kind_name(k, v[0]) for k, v in FACILITY_KINDS.items()}
     m = build_map(layer_extent(engine(), "communities") or layer_extent(engine(), "units"))
     return render_map("planner.html", m, {"bounds": [limits.minimum, limits.maximum],
-                                       "facilityKinds": kinds}, title="规划 planner's map")
+                                       "facilityKinds": kinds}, title=_("Planning map"))
 
 
 @bp.get("/supervisor")
@@ -126,7 +128,7 @@ def supervisor():
     m = build_map(cells_extent(engine(), prefix, cells) or layer_extent(engine(), "grid_cells"))
     return render_map("supervisor.html", m, {"scope": account.scope_code, "categories": categories,
                                              "cells": cells, "user": account.name},
-                      title="网格 supervisor's map")
+                      title=_("Grid map"))
 
 
 @bp.get("/tiles/<int:z>/<int:x>/<int:y>.png")

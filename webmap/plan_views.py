@@ -16,6 +16,7 @@ from flask import Blueprint, after_this_request, render_template, request, send_
 
 from geodata import jobs, plan_rows
 from geodata.errors import NotFound, Refused
+from geodata.i18n import N_, _
 from geodata.store import read_layer
 from layers import plan_documents, plan_edits, plan_workflow
 from webmap.auth import bearer_request, current_account, require
@@ -28,8 +29,8 @@ csrf.exempt(bp)  # checked below, except for bearer-token requests (no cookie, n
 
 EDITORS = ("admin", "planner")
 READERS = ("admin", "planner", "viewer")
-LABELS = {"submit": "提交 submit", "approve": "批准 approve", "reject": "驳回 reject", "adopt": "采用 adopt",
-          "rebase": "按现状重算 rebase"}
+LABELS = {"submit": N_("Submit"), "approve": N_("Approve"), "reject": N_("Reject"), "adopt": N_("Adopt"),
+          "rebase": N_("Rebase on the current boundaries")}
 STATUSES = ("draft", "submitted", "approved", "rejected", "adopted")
 
 
@@ -89,7 +90,7 @@ def plan_list():
     return render_template("plans.html", plans=plan_rows.list_plans(engine(), **chosen), chosen=chosen,
                            statuses=STATUSES, authors=authors,
                            street_names=dict(zip(streets["code"], streets["name"], strict=True)),
-                           streets=list(streets.itertuples(index=False)), title="方案 plans")
+                           streets=list(streets.itertuples(index=False)), title=_("Plans"))
 
 
 def _filters() -> dict:
@@ -115,13 +116,13 @@ def plan_page(plan_id: int):
     actions = plan_workflow.allowed_actions(plan, account.role, stale is not None)
     config = {"plan": {k: plan[k] for k in ("id", "name", "status", "version", "author")},
               "role": account.role, "editable": "edit" in actions,
-              "actions": [{"action": a, "label": LABELS[a], "confirm": a == "adopt"}
+              "actions": [{"action": a, "label": _(LABELS[a]), "confirm": a == "adopt"}
                           for a in actions if a in LABELS],
               "documentActions": plan_documents.document_actions(plan, account.role, account.name),
               "timeline": plan_documents.timeline(plans(), plan_id),
               "stale": stale,
               "adoption": plan.get("adoption")}
-    return render_map("plan.html", m, config, plan=plan, title=f"方案 {plan['name']}")
+    return render_map("plan.html", m, config, plan=plan, title=_("Plan {name}", name=plan['name']))
 
 
 # --- API --------------------------------------------------------------------------------------

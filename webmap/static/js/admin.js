@@ -29,7 +29,7 @@ window.gridplanAdmin = (function () {
     try {
       response = await fetch(url, options);
     } catch (err) {
-      return { ok: false, status: 0, body: { detail: "连接中断 — the connection failed; try again" } };
+      return { ok: false, status: 0, body: { detail: t("The connection failed: try again") } };
     }
     let data = null;
     try { data = await response.json(); } catch (err) { data = null; }
@@ -38,14 +38,18 @@ window.gridplanAdmin = (function () {
 
   function detail(body) {
     if (Array.isArray(body.problems) && body.problems.length > 1) return body.problems.join("；");
-    return body.detail || "出错了 — something went wrong";
+    return body.detail || t("Something went wrong");
   }
 
-  function when(text) { return text ? text.replace("T", " ").slice(0, 16) : ""; }
+  function when(text) { return text ? gpLocale.date(text) : ""; }
+
+  const ROLE_NAMES = { admin: t("administrator"), planner: t("planner"), supervisor: t("grid supervisor"),
+    viewer: t("viewer") };
+  function roleName(role) { return ROLE_NAMES[role] || role; }
 
   function roleSelect(roles, value, label) {
     const select = el("select", null, { "aria-label": label });
-    for (const r of roles) select.append(el("option", r, { value: r }));
+    for (const r of roles) select.append(el("option", roleName(r), { value: r }));
     select.value = value;
     return select;
   }
@@ -69,7 +73,7 @@ window.gridplanAdmin = (function () {
       const result = await call("POST", "/api/admin/users", { name: f.name.value.trim(), role: f.role.value,
         scope_code: f.scope_code.value.trim(), password: f.password.value });
       if (result.status !== 201) { say(message, detail(result.body), "bad"); return; }
-      say(message, `已创建 created: ${result.body.name} (${result.body.role})`, "ok");
+      say(message, t("Created: {name} ({role})", { name: result.body.name, role: roleName(result.body.role) }), "ok");
       table.append(userRow(result.body, roles, me));
       form.reset();
     });
@@ -77,18 +81,18 @@ window.gridplanAdmin = (function () {
 
   function userRow(u, roles, me) {
     const tr = el("tr", null, { "data-user": u.name });
-    const role = roleSelect(roles, u.role, `${u.name} 角色 role`);
+    const role = roleSelect(roles, u.role, t("{name}: role", { name: u.name }));
     const scope = el("input", null, { value: u.scope_code || "", size: "15", maxlength: "15",
-                                      "aria-label": `${u.name} 范围 scope` });
+                                      "aria-label": t("{name}: scope", { name: u.name }) });
     const password = el("input", null, { type: "password", autocomplete: "new-password", size: "12",
-                                         placeholder: "不改 unchanged", "aria-label": `${u.name} 新密码 new password` });
-    const state = el("td", u.disabled ? "已停用 disabled" : "启用 active", { class: "state" });
-    const save = el("button", "保存 save", { type: "button", class: "save" });
-    const toggle = el("button", u.disabled ? "启用 enable" : "停用 disable", { type: "button", class: "toggle" });
+                                         placeholder: t("unchanged"), "aria-label": t("{name}: new password", { name: u.name }) });
+    const state = el("td", u.disabled ? t("disabled") : t("active"), { class: "state" });
+    const save = el("button", t("Save"), { type: "button", class: "save" });
+    const toggle = el("button", u.disabled ? t("Enable") : t("Disable"), { type: "button", class: "toggle" });
     const message = el("td", null, { class: "message", role: "status" });
     if (u.name === me) {
       toggle.disabled = true;
-      toggle.title = "不能停用自己 — you cannot disable your own account";
+      toggle.title = t("You cannot disable your own account");
     }
     tr.className = u.disabled ? "disabled" : "";
     tr.append(el("td", u.name), cell(role), cell(scope), cell(password), state, el("td", when(u.created_at)),
@@ -108,10 +112,10 @@ window.gridplanAdmin = (function () {
     save.addEventListener("click", () => {
       const body = { role: role.value, scope_code: scope.value.trim() };
       if (password.value) body.password = password.value;
-      change(body, "已保存 saved" + (password.value ? "，密码已更改 password changed" : ""));
+      change(body, password.value ? t("Saved; the password is changed") : t("Saved"));
     });
     toggle.addEventListener("click", () => change({ disabled: !u.disabled },
-                                                  u.disabled ? "已启用 enabled" : "已停用 disabled"));
+                                                  u.disabled ? t("Enabled") : t("Disabled")));
     return tr;
   }
 
@@ -124,7 +128,7 @@ window.gridplanAdmin = (function () {
     const message = document.getElementById("new-token-message");
     if (!answer.ok) { say(message, detail(answer.body), "bad"); return; }
     const { roles } = answer.body;
-    table.replaceChildren(...answer.body.tokens.map((t) => tokenRow(t, roles)));
+    table.replaceChildren(...answer.body.tokens.map((tok) => tokenRow(tok, roles)));
     const once = document.getElementById("token-once");
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
@@ -133,7 +137,7 @@ window.gridplanAdmin = (function () {
       const result = await call("POST", "/api/admin/tokens", { name: f.name.value.trim(), role: f.role.value,
         scope_code: f.scope_code.value.trim() });
       if (result.status !== 201) { say(message, detail(result.body), "bad"); return; }
-      say(message, `已创建 created: ${result.body.name} (${result.body.role})`, "ok");
+      say(message, t("Created: {name} ({role})", { name: result.body.name, role: roleName(result.body.role) }), "ok");
       document.getElementById("token-once-name").textContent = result.body.name;
       document.getElementById("token-once-value").textContent = result.body.token;
       once.hidden = false;
@@ -144,30 +148,30 @@ window.gridplanAdmin = (function () {
       const text = document.getElementById("token-once-value").textContent;
       try {
         await navigator.clipboard.writeText(text);
-        say(message, "已复制 copied", "ok");
+        say(message, t("Copied"), "ok");
       } catch (err) {
         const range = document.createRange();
         range.selectNodeContents(document.getElementById("token-once-value"));
         window.getSelection().removeAllRanges();
         window.getSelection().addRange(range);
-        say(message, "已选中，请按 Ctrl+C — selected: press Ctrl+C to copy");
+        say(message, t("Selected: press Ctrl+C to copy"));
       }
     });
   }
 
-  function tokenRow(t, roles) {
-    const revoked = Boolean(t.revoked_at);
-    const tr = el("tr", null, { "data-token": t.name, class: revoked ? "revoked" : "" });
-    const role = roleSelect(roles, t.role, `${t.name} 角色 role`);
-    const scope = el("input", null, { value: t.scope_code || "", size: "15", maxlength: "15",
-                                      "aria-label": `${t.name} 范围 scope` });
-    const save = el("button", "保存 save", { type: "button", class: "save" });
-    const revoke = el("button", "吊销 revoke", { type: "button", class: "revoke" });
+  function tokenRow(tok, roles) {
+    const revoked = Boolean(tok.revoked_at);
+    const tr = el("tr", null, { "data-token": tok.name, class: revoked ? "revoked" : "" });
+    const role = roleSelect(roles, tok.role, t("{name}: role", { name: tok.name }));
+    const scope = el("input", null, { value: tok.scope_code || "", size: "15", maxlength: "15",
+                                      "aria-label": t("{name}: scope", { name: tok.name }) });
+    const save = el("button", t("Save"), { type: "button", class: "save" });
+    const revoke = el("button", t("Revoke"), { type: "button", class: "revoke" });
     const message = el("td", null, { class: "message", role: "status" });
     role.disabled = scope.disabled = save.disabled = revoke.disabled = revoked;
-    tr.append(el("td", t.name), cell(role), cell(scope),
-              el("td", revoked ? `已吊销 revoked ${when(t.revoked_at)}` : "有效 active", { class: "state" }),
-              el("td", when(t.created_at)), cell(save), cell(revoke), message);
+    tr.append(el("td", tok.name), cell(role), cell(scope),
+              el("td", revoked ? t("revoked {when}", { when: when(tok.revoked_at) }) : t("valid"), { class: "state" }),
+              el("td", when(tok.created_at)), cell(save), cell(revoke), message);
 
     async function change(method, url, body, done) {
       const result = await call(method, url, body);
@@ -177,19 +181,19 @@ window.gridplanAdmin = (function () {
       say(fresh.querySelector("td.message"), done, "ok");
     }
 
-    save.addEventListener("click", () => change("PATCH", `/api/admin/tokens/${t.id}`,
-      { role: role.value, scope_code: scope.value.trim() }, "已保存 saved"));
+    save.addEventListener("click", () => change("PATCH", `/api/admin/tokens/${tok.id}`,
+      { role: role.value, scope_code: scope.value.trim() }, t("Saved")));
     let armed = null;
     revoke.addEventListener("click", () => {
       if (!armed) {  // a second click confirms: no native dialog
-        revoke.textContent = "确认吊销？ confirm revoke";
-        say(message, "再点一次以吊销 — click again to revoke; it stops working at once");
-        armed = setTimeout(() => { armed = null; revoke.textContent = "吊销 revoke"; say(message, ""); }, 6000);
+        revoke.textContent = t("Confirm revoke?");
+        say(message, t("Click again to revoke: the token stops working at once"));
+        armed = setTimeout(() => { armed = null; revoke.textContent = t("Revoke"); say(message, ""); }, 6000);
         return;
       }
       clearTimeout(armed);
       armed = null;
-      change("POST", `/api/admin/tokens/${t.id}/revoke`, undefined, "已吊销 revoked");
+      change("POST", `/api/admin/tokens/${tok.id}/revoke`, undefined, t("Revoked"));
     });
     return tr;
   }
@@ -241,9 +245,9 @@ window.gridplanAdmin = (function () {
       const input = el("input", null, { type: "number", step: "any", "aria-label": label || "value" });
       input.value = blank ? "" : String(value);
       return { node: input, read: (path) => {
-        if (input.value.trim() === "") fail(path, "请填写数字 — enter a number");
+        if (input.value.trim() === "") fail(path, t("Enter a number"));
         const n = Number(input.value);
-        if (!Number.isFinite(n)) fail(path, `${input.value} 不是数字 — is not a number`);
+        if (!Number.isFinite(n)) fail(path, t("{value} is not a number", { value: input.value }));
         return n;
       } };
     }
@@ -255,13 +259,13 @@ window.gridplanAdmin = (function () {
       return { node: input, read: () => (value === null && input.value.trim() === "" ? null : input.value) };
     }
     if (isPair(value)) {
-      const low = editor(value[0], { blank, label: `${label || ""} 下限 min` });
-      const high = editor(value[1], { blank, label: `${label || ""} 上限 max` });
+      const low = editor(value[0], { blank, label: t("{label} min", { label: label || "" }) });
+      const high = editor(value[1], { blank, label: t("{label} max", { label: label || "" }) });
       const span = el("span");
-      span.append(el("span", "下限 min "), low.node, el("span", " – 上限 max "), high.node);
+      span.append(el("span", t("minimum") + " "), low.node, el("span", " – " + t("maximum") + " "), high.node);
       return { node: span, read: (path) => {
-        const pair = [low.read(`${path} 下限 min`), high.read(`${path} 上限 max`)];
-        if (pair[0] > pair[1]) fail(path, `下限 ${pair[0]} 大于上限 ${pair[1]} — the minimum is above the maximum`);
+        const pair = [low.read(t("{label} min", { label: path })), high.read(t("{label} max", { label: path }))];
+        if (pair[0] > pair[1]) fail(path, t("The minimum is above the maximum ({low} > {high})", { low: pair[0], high: pair[1] }));
         return pair;
       } };
     }
@@ -293,8 +297,8 @@ window.gridplanAdmin = (function () {
     const records = isRecords(entries.map(([, v]) => v)) ? Object.keys(template) : null;
     const table = el("table", null, { class: "rows" });
     const head = el("tr");
-    if (keyed) head.append(el("th", "名称 entry"));
-    if (records) for (const k of records) head.append(el("th", k)); else head.append(el("th", "值 value"));
+    if (keyed) head.append(el("th", t("Entry")));
+    if (records) for (const k of records) head.append(el("th", k)); else head.append(el("th", t("Value")));
     head.append(el("th"));
     table.append(head);
     const rows = [];
@@ -304,7 +308,7 @@ window.gridplanAdmin = (function () {
       const row = { tr, key, isNew, parts: null, keyInput: null };
       if (keyed) {
         if (isNew) {
-          row.keyInput = el("input", null, { size: "10", "aria-label": "名称 entry", placeholder: "新名称 new entry" });
+          row.keyInput = el("input", null, { size: "10", "aria-label": t("Entry"), placeholder: t("New entry") });
           tr.append(cell(row.keyInput));
         } else {
           tr.append(el("td", key));
@@ -317,10 +321,10 @@ window.gridplanAdmin = (function () {
         row.parts = [editor(value, { blank: isNew, label: key || "value" })];
         tr.append(cell(row.parts[0].node));
       }
-      const remove = el("button", "删除 remove", { type: "button" });
+      const remove = el("button", t("Remove"), { type: "button" });
       if (keyed && !isNew && fixed && fixed.has(key)) {
         remove.disabled = true;
-        remove.title = "标准条目不可删除 — standard entries cannot be removed";
+        remove.title = t("Standard entries cannot be removed");
       }
       remove.addEventListener("click", () => { tr.remove(); rows.splice(rows.indexOf(row), 1); });
       tr.append(cell(remove));
@@ -329,7 +333,7 @@ window.gridplanAdmin = (function () {
     }
 
     for (const [k, v] of entries) addRow(k, v, false);
-    const add = el("button", "添加 add", { type: "button", class: "add" });
+    const add = el("button", t("Add"), { type: "button", class: "add" });
     add.addEventListener("click", () => addRow(null, template, true));
     const box = el("div");
     box.append(table, add);
@@ -351,8 +355,8 @@ window.gridplanAdmin = (function () {
       const out = {};
       for (const row of ed.rows) {
         const key = row.isNew ? row.keyInput.value.trim() : row.key;
-        if (!key) fail(path, "新条目需要名称 — a new entry needs a name");
-        if (row.isNew && key in out) fail(path, `名称重复 — the entry ${key} is there twice`);
+        if (!key) fail(path, t("A new entry needs a name"));
+        if (row.isNew && key in out) fail(path, t("The entry {key} is there twice", { key }));
         out[key] = readRow(row, ed.records, `${path}.${key}`);
       }
       return out;
@@ -369,7 +373,7 @@ window.gridplanAdmin = (function () {
     const area = el("textarea", null, { rows: "4", "aria-label": "JSON" });
     area.value = JSON.stringify(value, null, 1);
     return { node: area, read: (path) => {
-      try { return JSON.parse(area.value); } catch (err) { return fail(path, `不是有效的 JSON — not valid JSON (${err.message})`); }
+      try { return JSON.parse(area.value); } catch (err) { return fail(path, t("Not valid JSON ({reason})", { reason: err.message })); }
     } };
   }
 
@@ -394,7 +398,7 @@ window.gridplanAdmin = (function () {
     holder.append(ed.node);
     const asJson = el("input", null, { type: "checkbox" });
     const jsonLabel = el("label", null, { class: "muted" });
-    jsonLabel.append(asJson, el("span", " 以 JSON 编辑 edit as JSON"));
+    jsonLabel.append(asJson, el("span", " " + t("Edit as JSON")));
     asJson.addEventListener("change", () => {
       let current = s.value;
       try { current = ed.read(s.key); } catch (err) { /* keep the stored value */ }
@@ -403,11 +407,11 @@ window.gridplanAdmin = (function () {
                             label: s.key });
       holder.replaceChildren(ed.node);
     });
-    const source = el("input", null, { class: "source", "aria-label": `${s.key} 来源 source` });
+    const source = el("input", null, { class: "source", "aria-label": t("{name}: source", { name: s.key }) });
     source.value = s.source || "";
-    const sourceLabel = el("label", "来源 source ");
+    const sourceLabel = el("label", t("Source") + " ");
     sourceLabel.append(source);
-    const save = el("button", "保存 save", { type: "button" });
+    const save = el("button", t("Save"), { type: "button" });
     const message = el("p", null, { class: "message", role: "status" });
     save.addEventListener("click", async () => {
       let value;
@@ -424,7 +428,7 @@ window.gridplanAdmin = (function () {
       if (!result.ok) { say(message, detail(result.body), "bad"); return; }
       const fresh = settingCard(result.body, meta);
       card.replaceWith(fresh);
-      say(fresh.querySelector(".message"), "已保存 saved", "ok");
+      say(fresh.querySelector(".message"), t("Saved"), "ok");
     });
     card.append(holder, jsonLabel, el("br"), sourceLabel, save, message);
     return card;

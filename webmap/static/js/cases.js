@@ -16,13 +16,17 @@
     return node;
   }
   function status(text) { document.getElementById("status").textContent = text; }
-  function when(iso) { return iso ? iso.replace("T", " ").slice(0, 16) : "—"; }
+  // the steps of a case's history
+  const STEPS = { reported: t("was reported"), filed: t("was filed"), dispatched: t("was dispatched"),
+    handled: t("was handled"), returned: t("was returned for rework"), closed: t("was checked and closed"),
+    evaluated: t("was evaluated"), cancelled: t("was cancelled") };
+  function when(iso) { return iso ? gpLocale.date(iso) : "—"; }
   function left(c) {
-    if (!c.open) return c.closed_late ? "超期结案 closed late" : "";
-    if (c.hours_left === null) return "未派遣 clock not started";
+    if (!c.open) return c.closed_late ? t("closed late") : "";
+    if (c.hours_left === null) return t("not dispatched: the clock has not started");
     const h = Math.abs(c.hours_left);
-    const text = h >= 8 ? `${(h / 8).toFixed(1)} 工作日 working days` : `${h.toFixed(1)} 工作小时 working hours`;
-    return c.overdue ? `逾期 overdue ${text}` : `剩余 left ${text}`;
+    const text = h >= 8 ? t("{n} working days", { n: gpLocale.number(h / 8, 1) }) : t("{n} working hours", { n: gpLocale.number(h, 1) });
+    return c.overdue ? t("overdue by {time}", { time: text }) : t("{time} left", { time: text });
   }
 
   async function call(url, options) {
@@ -46,7 +50,7 @@
     head.append(el("a", c.code, { class: "code", href: `/cases/${encodeURIComponent(c.code)}` }),
       el("span", c.status_label));
     li.append(head, el("div", c.category_name), el("div", c.description || "", { class: "desc" }),
-      el("div", `${c.grid_code || (c.community_code ? c.community_code + " (大致位置 approximate)" : "")} · 时限 due ${when(c.due_at)}`, { class: "muted" }),
+      el("div", `${c.grid_code || (c.community_code ? t("{code} (approximate location)", { code: c.community_code }) : "")} · ${t("due {when}", { when: when(c.due_at) })}`, { class: "muted" }),
       el("div", left(c), { class: "left" }));
     const buttons = el("div", null, { class: "action-buttons" });
     for (const a of c.actions) {
@@ -55,7 +59,7 @@
       button.addEventListener("click", () => act(c, a.action, null, button));
       buttons.append(button);
     }
-    const open = el("a", "详情 open", { class: "big-button", href: `/cases/${encodeURIComponent(c.code)}` });
+    const open = el("a", t("Open"), { class: "big-button", href: `/cases/${encodeURIComponent(c.code)}` });
     buttons.append(open);
     li.append(buttons);
     return li;
@@ -66,13 +70,13 @@
     const query = new URLSearchParams({ status: form.get("status") || "open", limit: "500" });
     if (form.get("mine")) query.set("mine", "1");
     const answer = await call(`/api/incidents?${query}`);
-    if (!answer.ok) { status(`加载失败 failed: ${answer.body ? answer.body.detail : answer.status}`); return; }
+    if (!answer.ok) { status(t("Could not load: {reason}", { reason: answer.body ? answer.body.detail : answer.status })); return; }
     const list = document.getElementById("case-list");
     list.replaceChildren(...answer.body.incidents.map(item));
     const late = answer.body.incidents.filter((c) => c.overdue).length;
     document.getElementById("case-count").textContent =
-      `${answer.body.incidents.length} 件 cases · 逾期 overdue ${late}` + (answer.body.cells ? ` · 网格 cells ${answer.body.cells.join(", ")}` : "");
-    status(`更新于 updated ${when(answer.body.now)}`);
+      t("{n} cases · {late} overdue", { n: gpLocale.number(answer.body.incidents.length), late: gpLocale.number(late) }) + (answer.body.cells ? " · " + t("grid cells {cells}", { cells: answer.body.cells.join(", ") }) : "");
+    status(t("Updated {when}", { when: when(answer.body.now) }));
   }
 
   /* --- acting (list and case page) -------------------------------------------------------- */
@@ -90,7 +94,7 @@
       if (conflict) conflict.hidden = true;
     } else {
       const detail = answer.body ? answer.body.detail : `HTTP ${answer.status}`;
-      const text = answer.status === 409 ? `已被他人处理，已刷新 — someone acted first; refreshed: ${detail}` : detail;
+      const text = answer.status === 409 ? t("Someone acted first; the case is shown afresh: {reason}", { reason: detail }) : detail;
       if (conflict) { conflict.textContent = text; conflict.hidden = false; } else status(text);
     }
     if (page === "list") await loadList(); else await loadCase();
@@ -101,7 +105,7 @@
 
   async function loadCase() {
     const answer = await call(`/api/incidents/${encodeURIComponent(config.code)}`);
-    if (!answer.ok) { status(`加载失败 failed: ${answer.body ? answer.body.detail : answer.status}`); return; }
+    if (!answer.ok) { status(t("Could not load: {reason}", { reason: answer.body ? answer.body.detail : answer.status })); return; }
     const c = answer.body;
     window.gridplan.case = c;
     document.getElementById("case-title").textContent = `${c.code} ${c.category_name}`;
@@ -110,11 +114,11 @@
     clock.className = "clock" + (c.overdue ? " overdue-text" : "");
     const dl = document.getElementById("case-figures");
     dl.replaceChildren();
-    for (const [label, value] of [["状态 status", c.status_label], ["版本 version", c.version],
-      ["描述 description", c.description || "—"], ["网格 cell", c.grid_code || "— (大致位置 approximate)"],
-      ["社区 community", c.community_code], ["上报 reported", `${when(c.reported_at)} ${c.reporter || ""}`],
-      ["派遣 dispatched", when(c.dispatched_at)], ["时限 due", when(c.due_at)], ["结案 closed", when(c.closed_at)],
-      ["返工 rework", c.rework_count]]) {
+    for (const [label, value] of [[t("Status"), c.status_label], [t("Version"), c.version],
+      [t("Description"), c.description || "—"], [t("Grid cell"), c.grid_code || t("— (approximate location)")],
+      [t("Community"), c.community_code], [t("Reported"), `${when(c.reported_at)} ${c.reporter || ""}`],
+      [t("Dispatched"), when(c.dispatched_at)], [t("Due"), when(c.due_at)], [t("Closed"), when(c.closed_at)],
+      [t("Reworked"), c.rework_count]]) {
       dl.append(el("dt", label), el("dd", value === null || value === undefined ? "—" : value));
     }
     const buttons = document.getElementById("action-buttons");
@@ -124,7 +128,7 @@
       const button = el("button", a.label, { type: "button", class: a.note_required ? "" : "primary", "data-action": a.action });
       button.addEventListener("click", async () => {
         const note = document.getElementById("case-note").value.trim();
-        if (a.note_required && !note) { status(`${a.label}: 请填写说明 — write a note (why)`); document.getElementById("case-note").focus(); return; }
+        if (a.note_required && !note) { status(t("{action}: write a note saying why", { action: a.label })); document.getElementById("case-note").focus(); return; }
         const result = await act(window.gridplan.case, a.action, note || null, button);
         if (result.ok) document.getElementById("case-note").value = "";
       });
@@ -133,18 +137,19 @@
     document.getElementById("case-actions").hidden = !c.actions.length;
     const history = document.getElementById("case-history");
     history.replaceChildren(...c.steps.map((s) => {
-      const li = el("li", `${when(s.at)} ${s.step}${s.actor ? " · " + s.actor : ""}`);
+      const li = el("li", `${when(s.at)} ${STEPS[s.step] || s.step}${s.actor ? " · " + s.actor : ""}`,
+        { "data-step": s.step });
       if (s.note) li.append(el("div", s.note, { class: "muted" }));
       return li;
     }));
     const photos = document.getElementById("case-photos");
     photos.replaceChildren(...c.photos.map((p) => {
       const a = el("a", null, { href: p.url, target: "_blank", rel: "noopener" });
-      a.append(el("img", null, { src: p.url, alt: `照片 photo ${p.id}`, loading: "lazy" }));
+      a.append(el("img", null, { src: p.url, alt: t("Photo {n}", { n: p.id }), loading: "lazy" }));
       return a;
     }));
-    if (!c.photos.length) photos.append(el("p", "无 none", { class: "muted" }));
-    status(`版本 version ${c.version}`);
+    if (!c.photos.length) photos.append(el("p", t("none"), { class: "muted" }));
+    status(t("Version {n}", { n: c.version }));
   }
 
   function startCase() {
@@ -153,9 +158,9 @@
       if (!input.files.length) return;
       const data = new FormData();
       data.append("photo", input.files[0]);
-      status("上传中 uploading…");
+      status(t("Uploading…"));
       const answer = await post(`/api/incidents/${encodeURIComponent(config.code)}/photos`, data);
-      status(answer.ok ? "照片已添加 photo added" : `照片被拒 photo refused: ${answer.body ? answer.body.detail : answer.status}`);
+      status(answer.ok ? t("Photo added") : t("Photo refused: {reason}", { reason: answer.body ? answer.body.detail : answer.status }));
       input.value = "";
       await loadCase();
     });
@@ -171,14 +176,14 @@
     const select = form.elements.category;
     for (const [code, name] of Object.entries(config.categories)) select.append(el("option", name, { value: code }));
     document.getElementById("locate").addEventListener("click", () => {
-      if (!navigator.geolocation) { status("此设备不能定位 — no location on this device"); return; }
-      status("定位中 locating…");
+      if (!navigator.geolocation) { status(t("This device cannot tell its location")); return; }
+      status(t("Locating…"));
       navigator.geolocation.getCurrentPosition((pos) => {
         form.elements.lon.value = pos.coords.longitude.toFixed(7);
         form.elements.lat.value = pos.coords.latitude.toFixed(7);
-        document.getElementById("accuracy").textContent = `精度 accuracy ±${Math.round(pos.coords.accuracy)} m`;
-        status("已定位 located");
-      }, (err) => status(`定位失败 cannot locate: ${err.message}`), { enableHighAccuracy: true, timeout: 15000 });
+        document.getElementById("accuracy").textContent = t("accuracy ±{m} m", { m: Math.round(pos.coords.accuracy) });
+        status(t("Located"));
+      }, (err) => status(t("Cannot locate: {reason}", { reason: err.message })), { enableHighAccuracy: true, timeout: 15000 });
     });
     form.elements.photo.addEventListener("change", () => {
       const f = form.elements.photo.files[0];
@@ -190,26 +195,26 @@
       if (!form.elements.photo.files.length) data.delete("photo");
       const button = form.querySelector("button[type=submit]");
       button.disabled = true;
-      status("上报中 reporting…");
+      status(t("Reporting…"));
       const answer = await post("/api/incidents", data);
       button.disabled = false;
-      if (!answer.ok) { status(`上报被拒 refused: ${answer.body ? answer.body.detail : answer.status}`); return; }
+      if (!answer.ok) { status(t("Refused: {reason}", { reason: answer.body ? answer.body.detail : answer.status })); return; }
       const c = answer.body;
       document.getElementById("reported").hidden = false;
       const text = document.getElementById("reported-text");
-      text.replaceChildren("已上报 reported: ", el("a", c.code, { href: `/cases/${encodeURIComponent(c.code)}` }),
-        ` · 网格 cell ${c.grid_code || "—"}`);
+      text.replaceChildren(t("Reported:") + " ", el("a", c.code, { href: `/cases/${encodeURIComponent(c.code)}` }),
+        " · " + t("grid cell {code}", { code: c.grid_code || "—" }));
       const dups = c.likely_duplicates || [];
       document.getElementById("duplicates").hidden = !dups.length;
       document.getElementById("duplicate-list").replaceChildren(...dups.map((d) => {
         const li = el("li");
         li.append(el("a", d.code, { href: `/cases/${encodeURIComponent(d.code)}` }),
-          ` ${d.distance_m} m · ${d.description || ""} (新案件可作废为重复 — the new case can be cancelled as a duplicate)`);
+          ` ${d.distance_m} m · ${d.description || ""} ` + t("(the new case can be cancelled as a duplicate)"));
         return li;
       }));
       form.reset();
       document.getElementById("photo-name").textContent = "";
-      status(`已上报 reported ${c.code}`);
+      status(t("Reported {code}", { code: c.code }));
     });
     return Promise.resolve();
   }
@@ -219,5 +224,5 @@
     return loadList();
   } : page === "case" ? startCase : startNew;
   start().then(() => { window.gridplan.ready = true; })
-    .catch((err) => status(`加载失败 failed to load: ${err.message}`));
+    .catch((err) => status(t("Could not load: {reason}", { reason: err.message })));
 })();

@@ -24,7 +24,7 @@ window.gp = (function () {
     }
   }
 
-  function number(n) { return n === null || n === undefined ? "—" : Number(n).toLocaleString("zh-CN"); }
+  function number(n) { return gpLocale.number(n); }
 
   async function getJSON(url) {
     const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });

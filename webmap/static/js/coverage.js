@@ -10,11 +10,11 @@
   const csrf = document.querySelector("meta[name=csrf-token]").content;
   const KIND_COLOUR = { service_centre: "#7570b3", health_centre: "#e7298a", service_station: "#d95f02",
     health_station: "#1b9e77", kindergarten: "#e6ab02", elderly_care: "#a6761d", police_post: "#666666" };
-  const FINDING_LABEL = { unit: "盲点单元 blind-spot unit", land: "无社区覆盖的街道用地 street land in no community",
-    gap: "网格缝隙 gap between cells", overlap: "网格重叠 cells overlap",
-    outside_community: "网格超出社区 cell outside its community", household_in_no_cell: "户不在网格 households in no cell",
-    household_in_two_cells: "户在两个网格 households in two cells", missing: "缺少必配设施 missing a required kind",
-    facility: "设施不达标 facility under standard" };
+  const FINDING_LABEL = { unit: t("Blind-spot unit"), land: t("Street land in no community"),
+    gap: t("Gap between grid cells"), overlap: t("Grid cells overlap"),
+    outside_community: t("Grid cell outside its community"), household_in_no_cell: t("Households in no grid cell"),
+    household_in_two_cells: t("Households in two grid cells"), missing: t("Missing a required kind"),
+    facility: t("Facility under the standard") };
   const state = { report: null, row: null, proposing: false, proposed: [], counts: {} };
   const layers = {};
   window.gridplan = { map, layers, state, ready: false };
@@ -38,9 +38,9 @@
   layers.uncovered = L.geoJSON(null, {
     style: (f) => ({ color: colour(f.properties.kind), weight: 0.6, fillColor: colour(f.properties.kind),
       fillOpacity: Math.min(0.85, 0.25 + 0.6 * (f.properties.uncovered / Math.max(1, f.properties.households))) }),
-    onEachFeature: (f, layer) => layer.bindTooltip(() => tip([["单元 unit", f.properties.code],
-      ["未覆盖户数 households out of reach", number(f.properties.uncovered)],
-      ["社区 community", f.properties.community_code]]), { sticky: true }),
+    onEachFeature: (f, layer) => layer.bindTooltip(() => tip([[t("Unit"), f.properties.code],
+      [t("Households out of reach"), number(f.properties.uncovered)],
+      [t("Community"), f.properties.community_code]]), { sticky: true }),
   });
   layers.reach = L.geoJSON(null, {
     style: (f) => ({ color: REACH_COLOUR, weight: f.properties.method === "roads" ? 2.5 : 1.2,
@@ -51,29 +51,29 @@
     style: (f) => ({ color: "#b2182b", weight: 2, fillColor: "#b2182b",
       fillOpacity: f.properties.kind === "unit" ? 0.55 : 0.25, dashArray: f.properties.kind === "land" ? "5 4" : null }),
     onEachFeature: (f, layer) => layer.bindTooltip(() => tip([[FINDING_LABEL[f.properties.kind], f.properties.code],
-      ["户数 households", number(f.properties.households)], ["面积 area m²", number(f.properties.area_m2)]])),
+      [t("Households"), number(f.properties.households)], [t("Area m²"), number(f.properties.area_m2)]])),
   });
   const pointLayer = (fill, rows) => L.geoJSON(null, {
     pointToLayer: (f, latlng) => L.circleMarker(latlng, { radius: 7, color: "#fff", weight: 1.5, fillColor: fill, fillOpacity: 0.95 }),
     onEachFeature: (f, layer) => layer.bindTooltip(() => tip(rows(f.properties))),
   });
   layers.cell_problems = pointLayer("#e6550d", (p) => [[FINDING_LABEL[p.kind] || p.kind, p.codes],
-    ["面积 area m²", number(p.area_m2)]]);
-  layers.facility_problems = pointLayer("#542788", (p) => [["设施 facility", p.name], ["问题 problem", p.problem],
-    ["面积 floor area m²", number(p.floor_area_m2)], ["应有 required m²", number(p.required_floor_area_m2)],
-    ["服务户数 households served", number(p.households_served)]]);
+    [t("Area m²"), number(p.area_m2)]]);
+  layers.facility_problems = pointLayer("#542788", (p) => [[t("Facility"), p.name], [t("Problem"), p.problem],
+    [t("Floor area m²"), number(p.floor_area_m2)], [t("Required m²"), number(p.required_floor_area_m2)],
+    [t("Households served"), number(p.households_served)]]);
   layers.missing = L.geoJSON(null, {
     style: { color: "#542788", weight: 2.5, dashArray: "2 4", fill: false },
-    onEachFeature: (f, layer) => layer.bindTooltip(() => tip([["社区 community", f.properties.name],
-      ["缺少 missing", f.properties.kinds]])),
+    onEachFeature: (f, layer) => layer.bindTooltip(() => tip([[t("Community"), f.properties.name],
+      [t("Missing"), f.properties.kinds]])),
   });
   layers.proposed = L.layerGroup();
   layers.sites = L.layerGroup();
 
-  const TITLES = { uncovered: "服务半径外的户 households out of reach", reach: "服务范围 reach",
-    blind_spots: "社区盲点 blind spots", cell_problems: "网格问题 cell problems",
-    facility_problems: "设施不达标 facilities under standard", missing: "缺少设施的社区 communities missing a kind",
-    proposed: "拟建 proposed", sites: "选址 chosen sites" };
+  const TITLES = { uncovered: t("Households out of reach"), reach: t("Reach"),
+    blind_spots: t("Blind spots"), cell_problems: t("Grid cell problems"),
+    facility_problems: t("Facilities under the standard"), missing: t("Communities missing a kind"),
+    proposed: t("Proposed"), sites: t("Chosen sites") };
   L.control.layers(null, Object.fromEntries(Object.entries(TITLES).map(([k, t]) => [t, layers[k]])),
     { collapsed: true }).addTo(map);
   for (const name of Object.keys(TITLES)) layers[name].addTo(map);
@@ -83,7 +83,7 @@
   legend.addTo(map);
   function drawLegend() {
     const box = document.getElementById("coverage-legend");
-    box.replaceChildren(el("strong", "图例 legend"));
+    box.replaceChildren(el("strong", t("Legend")));
     const entry = (swatch, label, count) => {
       const line = el("div");
       const i = el("i");
@@ -93,15 +93,15 @@
       box.append(line);
     };
     const r = row();
-    entry({ background: colour(r.kind), opacity: 0.7 }, `${r.name} ${r.radius} m 外的户 households out of reach`,
+    entry({ background: colour(r.kind), opacity: 0.7 }, t("Households beyond {m} m of a {kind}", { kind: r.name, m: number(r.radius) }),
       state.counts.uncovered_households);
-    entry({ border: `2px ${config.roads ? "solid" : "dashed"} ${REACH_COLOUR}` }, config.roads ? "步行范围 walk along the roads" : "服务半径 reach ring",
+    entry({ border: `2px ${config.roads ? "solid" : "dashed"} ${REACH_COLOUR}` }, config.roads ? t("Walk along the roads") : t("Reach ring"),
       state.counts.reach);
-    entry({ background: "#b2182b" }, "盲点单元 blind-spot units", state.counts.blind_units);
-    entry({ border: "2px dashed #b2182b" }, "无社区覆盖的用地 land in no community", state.counts.blind_land);
-    entry({ background: "#e6550d", borderRadius: "50%" }, "网格问题 cell problems", state.counts.cell_problems);
-    entry({ background: "#542788", borderRadius: "50%" }, "设施不达标 facilities under standard", state.counts.facility_problems);
-    entry({ border: "2px dashed #542788" }, "缺少必配设施 communities missing a kind", state.counts.missing);
+    entry({ background: "#b2182b" }, t("Blind-spot units"), state.counts.blind_units);
+    entry({ border: "2px dashed #b2182b" }, t("Land in no community"), state.counts.blind_land);
+    entry({ background: "#e6550d", borderRadius: "50%" }, t("Grid cell problems"), state.counts.cell_problems);
+    entry({ background: "#542788", borderRadius: "50%" }, t("Facilities under the standard"), state.counts.facility_problems);
+    entry({ border: "2px dashed #542788" }, t("Communities missing a kind"), state.counts.missing);
   }
 
   async function layer(name, extra) {
@@ -115,7 +115,7 @@
     const list = document.getElementById("findings");
     list.replaceChildren();
     const items = [];
-    for (const f of report.blind_spots.findings) items.push([f.kind, `${f.codes.join(" ")}${f.households ? ` · ${number(f.households)} 户` : ""}${f.area_m2 ? ` · ${number(Math.round(f.area_m2))} m²` : ""}`, f]);
+    for (const f of report.blind_spots.findings) items.push([f.kind, `${f.codes.join(" ")}${f.households ? " · " + t("{n} households", { n: number(f.households) }) : ""}${f.area_m2 ? ` · ${number(Math.round(f.area_m2))} m²` : ""}`, f]);
     for (const f of report.cell_problems.findings) items.push([f.kind, f.codes.join(" · "), f]);
     for (const m of report.missing) items.push(["missing", `${m.name} ${m.community}: ${m.kinds.join(", ")}`, m]);
     for (const f of report.facilities) items.push(["facility", `${f.name} (${f.problem})`, f]);
@@ -133,13 +133,13 @@
     const entry = report.reach.find((x) => x.kind === r.kind && x.radius_m === r.radius);
     const share = entry ? entry.share : null;
     figures(document.getElementById("coverage-figures"), [
-      ["距离 distance", report.method === "roads" ? "沿道路步行 roads" : "直线 straight"],
-      ["户数 households", number(report.households)],
-      [`${r.name} ${r.radius} m 内 within`, entry ? number(entry.households_covered) : "—"],
-      ["覆盖率 share", share === null ? "—" : `${(100 * share).toFixed(1)} %`, share !== null && share < 0.8 ? "low" : ""],
-      ["缺少必配设施的社区 communities missing a kind", number(report.missing.length)],
-      ["盲点 blind-spot households", number(report.blind_spots.households)],
-      ["网格问题 cell findings", number(report.cell_problems.findings.length)],
+      [t("Distance"), report.method === "roads" ? t("walking along the roads") : t("straight-line")],
+      [t("Households"), number(report.households)],
+      [t("Within {m} m of a {kind}", { kind: r.name, m: number(r.radius) }), entry ? number(entry.households_covered) : "—"],
+      [t("Share"), share === null ? "—" : gpLocale.percent(share), share !== null && share < 0.8 ? "low" : ""],
+      [t("Communities missing a kind"), number(report.missing.length)],
+      [t("Blind-spot households"), number(report.blind_spots.households)],
+      [t("Grid cell findings"), number(report.cell_problems.findings.length)],
     ]);
   }
 
@@ -157,7 +157,7 @@
   }
 
   async function load() {
-    status("计算中 computing…");
+    status(t("Computing…"));
     const report = await getJSON(`/api/coverage/report?${params()}`);
     state.report = report;
     const [blind, cells, facilities, missing] = await Promise.all([layer("blind_spots"), layer("cell_problems"),
@@ -171,7 +171,7 @@
     await loadKind();
     document.getElementById("report-link").href = `/coverage/report?${params()}`;
     exportsLinks();
-    status(`${number(report.households)} 户 households; ${report.reach.length} 项标准 standards checked`);
+    status(t("{n} households; {standards} standards checked", { n: number(report.households), standards: number(report.reach.length) }));
   }
 
   function exportsLinks() {
@@ -194,7 +194,7 @@
   function clearProposal() {
     state.proposed = [];
     layers.proposed.clearLayers();
-    document.getElementById("proposal-result").textContent = "点击按钮后在地图上点击拟建位置 — press, then click where it would go.";
+    document.getElementById("proposal-result").textContent = t("Press the button, then click on the map where the facility would go.");
   }
   async function post(url, body) {
     const response = await fetch(url, { method: "POST", credentials: "same-origin",
@@ -206,7 +206,7 @@
   }
   document.getElementById("propose").addEventListener("click", () => {
     state.proposing = !state.proposing;
-    document.getElementById("propose").textContent = state.proposing ? "停止点选 stop" : "在地图上点选 click the map";
+    document.getElementById("propose").textContent = state.proposing ? t("Stop") : t("Click the map");
     map.getContainer().style.cursor = state.proposing ? "crosshair" : "";
   });
   document.getElementById("propose-clear").addEventListener("click", clearProposal);
@@ -217,19 +217,20 @@
     L.marker(e.latlng, { icon: L.divIcon({ className: "proposed-marker", html: el("span", "+"), iconSize: [18, 18] }) })
       .addTo(layers.proposed);
     const out = document.getElementById("proposal-result");
-    out.textContent = "计算中 computing…";
+    out.textContent = t("Computing…");
     try {
       const change = await post("/api/coverage/proposal", { kind: r.kind, radius: r.radius, sites: state.proposed,
         street: scope() || null });
       state.proposal = change;
-      out.textContent = `${state.proposed.length} 处拟建 ${r.name}: ${number(change.households_covered_before)} → ` +
-        `${number(change.households_covered_after)} 户在 ${r.radius} m 内 within reach ` +
-        `(+${number(change.households_added)}; ${(100 * change.households_covered_after / Math.max(1, change.households)).toFixed(1)} %)`;
+      out.textContent = t("{n} proposed {kind}: {before} → {after} households within {m} m (+{added}; {share})", { n: number(state.proposed.length),
+        kind: r.name, before: number(change.households_covered_before), after: number(change.households_covered_after),
+        m: number(r.radius), added: number(change.households_added),
+        share: gpLocale.percent(change.households_covered_after / Math.max(1, change.households)) });
       layers.uncovered.eachLayer((l) => {
         const gained = change.units_gained[l.feature.properties.code];
         if (gained) l.setStyle({ fillColor: "#1a9850", color: "#1a9850" });
       });
-    } catch (err) { out.textContent = `失败 failed: ${err.message}`; }
+    } catch (err) { out.textContent = t("Failed: {reason}", { reason: err.message }); }
   });
 
   // --- where to build next -----------------------------------------------------------------------
@@ -237,7 +238,7 @@
     event.preventDefault();
     const r = row();
     const box = document.getElementById("sites-result");
-    box.replaceChildren(el("p", "计算中 computing…"));
+    box.replaceChildren(el("p", t("Computing…")));
     layers.sites.clearLayers();
     try {
       const data = await post("/api/coverage/sites", { kind: r.kind, radius: r.radius,
@@ -245,11 +246,11 @@
         street: scope() || null });
       state.sites = data;
       const p = data.properties;
-      box.replaceChildren(el("p", `${p.optimal ? "最优 proven optimal" : `上界 bound ${number(p.bound_households_added)} (gap ${(100 * p.gap).toFixed(2)} %)`}` +
-        ` · +${number(p.households_added)} 户 households → ${number(p.households_covered_after)} / ${number(p.households)}`));
+      box.replaceChildren(el("p", (p.optimal ? t("proven optimal") : t("bound {bound} (gap {gap})", { bound: number(p.bound_households_added), gap: gpLocale.percent(p.gap, 2) })) +
+        " · " + t("+{added} households → {after} / {total}", { added: number(p.households_added), after: number(p.households_covered_after), total: number(p.households) })));
       const table = el("table", null, { id: "sites-table" });
       const head = el("tr");
-      for (const h of ["#", "位置 site", "新增户 added", "累计 covered"]) head.append(el("th", h));
+      for (const h of ["#", t("Site"), t("Added"), t("Covered so far")]) head.append(el("th", h));
       table.append(head);
       for (const f of data.features) {
         const q = f.properties;
@@ -260,10 +261,10 @@
         table.append(tr);
         L.marker([f.geometry.coordinates[1], f.geometry.coordinates[0]], { icon: L.divIcon({ className: "site-marker",
           html: el("span", q.order), iconSize: [22, 22] }) }).addTo(layers.sites)
-          .bindTooltip(() => tip([["选址 site", q.order], ["新增户 households added", number(q.households_added)]]));
+          .bindTooltip(() => tip([[t("Site"), q.order], [t("Households added"), number(q.households_added)]]));
       }
       box.append(table);
-    } catch (err) { box.replaceChildren(el("p", `失败 failed: ${err.message}`)); }
+    } catch (err) { box.replaceChildren(el("p", t("Failed: {reason}", { reason: err.message }))); }
   });
 
   // --- controls ------------------------------------------------------------------------------------
@@ -271,9 +272,9 @@
   for (const s of config.streets) scopeSelect.append(el("option", `${s.name} ${s.code}`, { value: s.code }));
   const kindSelect = document.getElementById("kind");
   config.standards.forEach((r, i) => kindSelect.append(el("option", `${r.name} · ${r.level} · ${r.radius} m`, { value: String(i) })));
-  kindSelect.addEventListener("change", () => loadKind().then(exportsLinks).catch((err) => status(`失败 failed: ${err.message}`)));
-  scopeSelect.addEventListener("change", () => load().catch((err) => status(`失败 failed: ${err.message}`)));
+  kindSelect.addEventListener("change", () => loadKind().then(exportsLinks).catch((err) => status(t("Failed: {reason}", { reason: err.message }))));
+  scopeSelect.addEventListener("change", () => load().catch((err) => status(t("Failed: {reason}", { reason: err.message }))));
 
   load().then(() => { window.gridplan.ready = true; })
-    .catch((err) => { status(`加载失败 failed to load: ${err.message}`); window.gridplan.ready = true; });
+    .catch((err) => { status(t("Could not load: {reason}", { reason: err.message })); window.gridplan.ready = true; });
 })();

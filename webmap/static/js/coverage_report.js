@@ -22,7 +22,7 @@
     data: { labels, datasets },
     options: {
       animation: false, maintainAspectRatio: false,
-      scales: { y: { min: 0, max: 100, title: { display: true, text: "覆盖率 share within reach (%)" } } },
+      scales: { y: { min: 0, max: 100, title: { display: true, text: t("Share within reach (%)") } } },
       plugins: { legend: { position: "bottom" } },
     },
   });

@@ -19,7 +19,12 @@ window.gridplanLayers = (function () {
     node.className = "message" + (kind ? " " + kind : "");
   }
 
-  function number(n) { return n === null || n === undefined ? "—" : Number(n).toLocaleString("zh-CN"); }
+  function number(n) { return gpLocale.number(n); }
+  /* an import mode as the form's radio button names it */
+  function modeName(mode) {
+    const input = document.querySelector(`input[name=mode][value="${mode}"]`);
+    return input ? input.parentNode.textContent.trim() : mode;
+  }
 
   /* A fetch whose failures become one sentence a planner understands. */
   async function call(url, options) {
@@ -28,8 +33,7 @@ window.gridplanLayers = (function () {
       response = await fetch(url, { credentials: "same-origin", ...options,
         headers: { Accept: "application/json", "X-CSRFToken": csrf, ...((options || {}).headers || {}) } });
     } catch (err) {
-      return { ok: false, status: 0, body: { detail: "连接中断 — the connection failed (is the server running, " +
-        "or was the file larger than the limit of " + config.maxUploadText + "?)" } };
+      return { ok: false, status: 0, body: { detail: t("The connection failed (is the server running, or was the file larger than the limit of {limit}?)", { limit: config.maxUploadText }) } };
     }
     let body = null;
     const type = response.headers.get("Content-Type") || "";
@@ -42,13 +46,13 @@ window.gridplanLayers = (function () {
 
   function problemsOf(body) {
     if (Array.isArray(body.problems) && body.problems.length) return body.problems;
-    return [body.detail || body.description || "出错了 — something went wrong"];
+    return [body.detail || body.description || t("Something went wrong")];
   }
 
   function showProblems(list, problems, total) {
     list.replaceChildren();
     for (const p of problems) list.append(el("li", p));
-    if (total && total > problems.length) list.append(el("li", `… 另有 and ${total - problems.length} more`));
+    if (total && total > problems.length) list.append(el("li", t("… and {n} more", { n: number(total - problems.length) })));
     list.hidden = problems.length === 0;
   }
 
@@ -137,10 +141,9 @@ window.gridplanLayers = (function () {
 
     async function runPreview(withMapping) {
       const file = importForm.elements.file.files[0];
-      if (!state.upload && !file) { say(message, "请选择文件 — choose a file first", "bad"); return; }
+      if (!state.upload && !file) { say(message, t("Choose a file first"), "bad"); return; }
       if (!state.upload && config.maxUpload && file.size > config.maxUpload) {
-        say(message, `文件太大 — ${file.name} is ${(file.size / 1048576).toFixed(1)} MB, over the upload ` +
-          `limit of ${config.maxUploadText}; split it, or import it with the command line`, "bad");
+        say(message, t("{name} is {size} MB, over the upload limit of {limit}: split it, or import it with the command line", { name: file.name, size: gpLocale.number(file.size / 1048576, 1), limit: config.maxUploadText }), "bad");
         return;
       }
       const data = new FormData();
@@ -151,7 +154,7 @@ window.gridplanLayers = (function () {
       if (withMapping) data.append("mapping", JSON.stringify(currentMapping()));
       state.busy = true;
       startButton.disabled = true;
-      say(message, state.upload ? "检查中 checking…" : "上传并检查中 uploading and checking…");
+      say(message, state.upload ? t("Checking…") : t("Uploading and checking…"));
       showProblems(problems, []);
       const answer = await call(`/api/layers/${importForm.elements.layer.value}/preview`,
                                 { method: "POST", body: data });
@@ -159,7 +162,7 @@ window.gridplanLayers = (function () {
       if (!answer.ok) {
         if (answer.status === 404) state.upload = null;  // gone: the next preview sends the file again
         if (answer.status === 400 && !state.upload) preview.hidden = true;
-        say(message, answer.status === 413 ? "" : "无法导入此文件，未写入任何内容 — this file cannot be imported; nothing was written:",
+        say(message, answer.status === 413 ? "" : t("This file cannot be imported; nothing was written:"),
             "bad");
         showProblems(problems, problemsOf(answer.body));
         return;
@@ -173,24 +176,23 @@ window.gridplanLayers = (function () {
       preview.hidden = false;
       const types = Object.entries(p.geometry_types).map(([k, v]) => `${k} ${number(v)}`).join(", ");
       document.getElementById("preview-summary").textContent =
-        `${p.file}: ${number(p.features)} 个要素 features (${types}) · 坐标系 CRS ` +
-        `${p.declared_crs || p.crs || "未声明 not declared"}`;
+        t("{file}: {n} features ({types}) · coordinate system {crs}", { file: p.file, n: number(p.features), types, crs: p.declared_crs || p.crs || t("not declared") });
       const stored = document.getElementById("preview-stored");
       if (p.stored) {
         const clash = p.stored.already;
         stored.textContent = clash
-          ? `${number(clash)} 个代码已在库中 codes of the file are stored already: ` +
-            (p.mode === "append" ? "追加会被拒绝，请选更新或替换 — append will refuse them; choose update or replace"
-                                 : "将被更新或替换 — they will be updated or replaced")
-          : `文件中的代码都不在库中 — none of the file's codes is stored yet` +
-            (p.mode === "update" ? ": 更新会被拒绝 — update will refuse them" : "");
+          ? (p.mode === "append"
+            ? t("{n} codes of the file are stored already: append will refuse them; choose update or replace", { n: number(clash) })
+            : t("{n} codes of the file are stored already: they will be updated or replaced", { n: number(clash) }))
+          : (p.mode === "update" ? t("None of the file's codes is stored yet: update will refuse them")
+            : t("None of the file's codes is stored yet"));
       } else {
         stored.textContent = "";
       }
       if (p.provisional_count) {
         stored.textContent += (stored.textContent ? " · " : "") +
-          `${number(p.provisional_count)} 个按名称的要素将获得临时代码 features given by name get provisional codes ` +
-          `(${p.provisional.slice(0, 5).join(", ")}${p.provisional_count > 5 ? " …" : ""})`;
+          t("{n} features given by name get provisional codes ({names})", { n: number(p.provisional_count),
+            names: p.provisional.slice(0, 5).join(", ") + (p.provisional_count > 5 ? " …" : "") });
       }
       // mapping: one row per source column, a select of the layer's fields
       const body = document.querySelector("#mapping tbody");
@@ -199,7 +201,7 @@ window.gridplanLayers = (function () {
         const tr = el("tr");
         tr.append(el("td", column));
         const select = el("select", null, { "data-column": column, "aria-label": `${column} →` });
-        select.append(el("option", "— 不导入 not imported", { value: "" }));
+        select.append(el("option", t("— not imported"), { value: "" }));
         for (const f of p.fields) {
           select.append(el("option", `${f.label} ${f.name}${f.required ? " *" : ""}`, { value: f.name }));
         }
@@ -215,7 +217,7 @@ window.gridplanLayers = (function () {
       const mapped = new Set(Object.values(p.mapping).filter(Boolean));
       const missing = p.fields.filter((f) => f.required && !mapped.has(f.name) && f.name !== "district_code");
       document.getElementById("missing-fields").textContent = missing.length && !p.ok
-        ? "缺少必填字段 — required fields no column fills: " + missing.map((f) => `${f.label} ${f.name}`).join(", ")
+        ? t("Required fields no column fills:") + " " + missing.map((f) => `${f.label} ${f.name}`).join(", ")
         : "";
       // first rows
       const head = document.querySelector("#preview-rows thead");
@@ -231,11 +233,11 @@ window.gridplanLayers = (function () {
         rows.append(row);
       }
       if (p.ok) {
-        const repaired = p.repaired_count ? ` ${number(p.repaired_count)} 个几何将被修复 invalid geometries will be repaired.` : "";
-        say(message, `检查通过 — the file passes the checks.${repaired}`, "ok");
+        const repaired = p.repaired_count ? " " + t("{n} invalid geometries will be repaired.", { n: number(p.repaired_count) }) : "";
+        say(message, t("The file passes the checks.") + repaired, "ok");
         showProblems(problems, []);
       } else {
-        say(message, "文件未通过检查，不能导入 — the file does not pass the checks; fix these first:", "bad");
+        say(message, t("The file does not pass the checks; fix these first:"), "bad");
         showProblems(problems, p.problems, p.problem_count);
       }
       updateStart();
@@ -265,7 +267,7 @@ window.gridplanLayers = (function () {
 
     startButton.addEventListener("click", async () => {
       startButton.disabled = true;
-      say(result, "排队中 queued…");
+      say(result, t("Queued…"));
       const answer = await call(`/api/layers/${importForm.elements.layer.value}/import`, {
         method: "POST", headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ upload: state.upload, mode: mode(), crs: importForm.elements.crs.value.trim(),
@@ -289,26 +291,26 @@ window.gridplanLayers = (function () {
       bar.value = job.progress;
       if (job.status === "queued") {
         const waited = (Date.now() - started) / 1000;
-        say(result, waited > 10 ? "排队中 — queued: waiting for the background worker (flask --app webmap worker)"
-                                : "排队中 queued…");
+        say(result, waited > 10 ? t("Queued: waiting for the background worker (flask --app webmap worker)")
+                                : t("Queued…"));
       } else if (job.status === "running") {
         say(result, job.phase === "writing"
-          ? `写入中 writing ${number(job.done)} / ${number(job.total)}`
-          : "读取并检查中 reading and checking…");
+          ? t("Writing {done} / {total}", { done: number(job.done), total: number(job.total) })
+          : t("Reading and checking…"));
       } else if (job.status === "failed") {
-        say(result, `导入失败，未写入任何内容 — the import failed; nothing was written: ${job.message}`, "bad");
+        say(result, t("The import failed; nothing was written: {reason}", { reason: job.message }), "bad");
         finish();
         return;
       } else if (job.status === "done") {
         const r = job.result;
         if (r.refused) {
-          say(result, "导入被拒绝，未写入任何内容 — the import was refused; nothing was written:", "bad");
+          say(result, t("The import was refused; nothing was written:"), "bad");
           showProblems(problems, r.problems, r.count);
         } else {
-          say(result, `已导入 imported: ${number(r.written)} 个要素 features written (${r.mode})` +
-            (r.deleted ? `, ${number(r.deleted)} replaced` : "") +
-            (r.repaired.length ? `, ${number(r.repaired.length)} repaired` : "") +
-            (r.ignored_fields.length ? ` · 未导入字段 not imported: ${r.ignored_fields.join(", ")}` : ""), "ok");
+          say(result, t("Imported: {n} features written ({mode})", { n: number(r.written), mode: modeName(r.mode) }) +
+            (r.deleted ? t(", {n} replaced", { n: number(r.deleted) }) : "") +
+            (r.repaired.length ? t(", {n} repaired", { n: number(r.repaired.length) }) : "") +
+            (r.ignored_fields.length ? " · " + t("fields not imported: {fields}", { fields: r.ignored_fields.join(", ") }) : ""), "ok");
           bar.value = 1;
           refreshTable();
         }
@@ -338,7 +340,7 @@ window.gridplanLayers = (function () {
     const street = exportForm.elements.street.value;
     const select = exportForm.elements.community;
     const keep = select.value;
-    select.replaceChildren(el("option", "全部 all", { value: "" }));
+    select.replaceChildren(el("option", t("all"), { value: "" }));
     for (const c of places.communities) {
       if (!street || c.code.startsWith(street)) select.append(el("option", `${c.name} ${c.code}`, { value: c.code }));
     }
@@ -380,14 +382,14 @@ window.gridplanLayers = (function () {
     if (!f.crs.disabled && f.crs.value.trim()) query.set("crs", f.crs.value.trim());
     if (f.street.value) query.set("street", f.street.value);
     if (f.community.value) query.set("community", f.community.value);
-    say(exportMessage, "导出中 exporting…");
+    say(exportMessage, t("Exporting…"));
     const button = exportForm.querySelector("button[type=submit]");
     button.disabled = true;
     let response;
     try {
       response = await fetch(`/api/layers/${f.layer.value}/export?${query}`, { credentials: "same-origin" });
     } catch (err) {
-      say(exportMessage, "连接中断 — the connection failed; try again", "bad");
+      say(exportMessage, t("The connection failed: try again"), "bad");
       button.disabled = false;
       return;
     }
@@ -407,8 +409,8 @@ window.gridplanLayers = (function () {
     setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
     const features = response.headers.get("X-Gridplan-Features");
     const cut = response.headers.get("X-Gridplan-Truncated");
-    say(exportMessage, `已导出 exported ${name}: ${number(features)} 个要素 features` +
-      (cut ? ` · ${cut} 个文本值截断到 254 字节 text values cut at 254 bytes` : ""), "ok");
+    say(exportMessage, t("Exported {name}: {n} features", { name, n: number(features) }) +
+      (cut ? " · " + t("{n} text values cut at 254 bytes", { n: number(cut) }) : ""), "ok");
   });
 
   return { state, config };

@@ -29,33 +29,22 @@
 
   // --- errors: shown where the user acted, Chinese first, never left unhandled --------------------
 
-  const PHRASES = [
-    [/only drafts can be edited/, "只有草稿可以编辑。"],
-    [/a new community lies in one street/, "新社区只能在一个街道内：请选择同一街道的单元。"],
-    [/no units to move/, "请先选择单元。"],
-    [/already called/, "本方案已有同名社区，请换一个名称。"],
-    [/needs a name|has 1 to 200 characters/, "请填写名称。"],
-    [/fewer than two land units/, "这个社区只有一个单元，无法拆分。"],
-    [/does not cut community|leaves every unit/, "这条线没有把社区分成两部分，请重画。"],
-    [/rejection needs a comment/, "驳回需要填写意见。"],
-    [/only a draft can be deleted/, "只有草稿可以删除。"],
-    [/only its author .* or an admin may delete/, "只有作者或管理员可以删除这个草稿。"],
-    [/retired codes are never given again|cannot be a new one/, "这个代码已用过，不能再用。"],
-  ];
-
+  // the server's detail comes in the page's language; the headline says what to do about it
   function explain(err) {
     const p = err.problem || {};
     const detail = p.detail || err.message || "";
-    if (err.chinese) return [err.chinese, detail];
-    if (err.network) return ["无法连接服务器，请检查网络后重试。", "Could not reach the server: check the connection and try again."];
-    if (p.status === 401) return ["登录已过期，请重新登录。", "Your session has expired: sign in again."];
-    if (p.code === "VersionConflict") return [`方案已被他人修改（现为第 ${p.version} 版），请刷新页面后再改。`, detail];
-    if (p.code === "StalePlan") return ["现状边界已变化：请先按现状重算（rebase）。", detail];
-    for (const [pattern, text] of PHRASES) if (pattern.test(detail)) return [text, detail];
-    if (p.status === 403) return ["您的角色或方案的状态不允许这样做。", detail];
-    if (p.status === 404) return ["找不到这个方案或对象，可能已被删除。", detail];
-    if (p.status >= 500) return ["服务器出错了，请稍后再试；如果一再出现，请联系管理员。", detail];
-    return ["无法完成这个操作。", detail];
+    if (err.hint) return [err.hint, ""];
+    if (err.network) return [t("Could not reach the server: check the connection and try again."), ""];
+    if (p.status === 401) return [t("Your session has expired: sign in again."), ""];
+    if (p.code === "VersionConflict") {
+      return [t("Someone else changed the plan (it is now version {version}): reload the page, then make your change again.",
+        { version: p.version }), detail];
+    }
+    if (p.code === "StalePlan") return [t("The current boundaries have changed: rebase the plan on them first."), detail];
+    if (p.status === 403) return [t("Your role, or the plan's status, does not allow this."), detail];
+    if (p.status === 404) return [t("The plan or the object was not found: it may have been deleted."), detail];
+    if (p.status >= 500) return [t("The server failed: try again later, and tell an administrator if it happens again."), detail];
+    return [t("This could not be done."), detail];
   }
 
   function banner(where) {
@@ -69,13 +58,13 @@
     return box;
   }
   function showError(err, where) {
-    const [chinese, english] = explain(err);
+    const [headline, detail] = explain(err);
     const box = banner(where);
-    const close = el("button", "×", { type: "button", class: "close", "aria-label": "关闭 close" });
+    const close = el("button", "×", { type: "button", class: "close", "aria-label": t("Close") });
     close.addEventListener("click", () => box.remove());
-    box.replaceChildren(close, el("strong", chinese), el("div", english, { class: "english" }));
+    box.replaceChildren(close, el("strong", headline), el("div", detail, { class: "detail" }));
     box.scrollIntoView({ block: "nearest" });
-    window.gridplan.lastError = { chinese, english, status: err.problem?.status };
+    window.gridplan.lastError = { headline, detail, status: err.problem?.status };
   }
   function clearErrors() { for (const box of document.querySelectorAll(".banner")) box.remove(); }
 
@@ -106,7 +95,7 @@
   // --- drawing ---------------------------------------------------------------------------------
 
   const community = (code) => state.communities.get(code);
-  const nameOf = (code) => community(code)?.name || (code ? `未命名 unnamed ${code}` : "—");
+  const nameOf = (code) => community(code)?.name || (code ? t("unnamed {code}", { code }) : "—");
   const fill = (code) => { const c = community(code); return c ? PALETTE[c.colour % PALETTE.length] : "#f0f0f0"; };
   const boundsOf = (c) => (!c ? "within" : c.households < state.rules.minimum ? "below"
     : c.households > state.rules.maximum ? "above" : "within");
@@ -130,7 +119,7 @@
     renderer: unitRenderer, pane: "planUnits", style: unitStyle,
     onEachFeature: (f, l) => {
       state.units.set(f.properties.code, { feature: f, layer: l, box: boxOf(f.geometry) });
-      l.bindTooltip(() => el("div", `${f.properties.code} · ${number(f.properties.households)} 户 · ${nameOf(f.properties.community_code)}`),
+      l.bindTooltip(() => el("div", `${f.properties.code} · ${t("{n} households", { n: number(f.properties.households) })} · ${nameOf(f.properties.community_code)}`),
         { sticky: true });
       l.on("click", () => clickUnit(f.properties.code));
     },
@@ -148,7 +137,7 @@
   const outlines = L.geoJSON(null, {
     renderer: outlineRenderer, pane: "planOutlines", style: outlineStyle,
     onEachFeature: (f, l) => {
-      l.bindTooltip(() => el("div", `${nameOf(f.properties.code)} · ${f.properties.code} · ${number(community(f.properties.code)?.households)} 户`),
+      l.bindTooltip(() => el("div", `${nameOf(f.properties.code)} · ${f.properties.code} · ${t("{n} households", { n: number(community(f.properties.code)?.households) })}`),
         { sticky: true });
       l.on("click", () => { if (!state.mode) selectCommunity(f.properties.code, { frame: false }); });
     },
@@ -179,7 +168,7 @@
       const c = community(f.properties.code);
       if (!c) continue;
       const box = el("div");
-      box.append(el("div", nameOf(f.properties.code), { class: "label-name" }), el("div", `${number(c.households)} 户`));
+      box.append(el("div", nameOf(f.properties.code), { class: "label-name" }), el("div", t("{n} households", { n: number(c.households) })));
       labels.addLayer(L.tooltip({ permanent: true, direction: "center", className: `plan-label ${boundsOf(c)}`,
         pane: "planLabels", interactive: false }).setLatLng([f.properties.lat, f.properties.lon]).setContent(box));
     }
@@ -198,21 +187,21 @@
     if (e.layer === streets) loadOverlay("streets", streets);
     if (e.layer === current) loadOverlay("communities", current);
   });
-  L.control.layers(null, { "社区边界 plan's communities": outlines, "社区名称 labels": labels, "街道边界 streets": streets,
-    "现状社区边界 current boundaries": current }, { collapsed: false, position: "topright" }).addTo(map);
+  L.control.layers(null, { [t("The plan's communities")]: outlines, [t("Community names")]: labels, [t("Street boundaries")]: streets,
+    [t("Current community boundaries")]: current }, { collapsed: false, position: "topright" }).addTo(map);
   streets.addTo(map);
 
   const legend = L.control({ position: "bottomleft" });
   legend.onAdd = () => {
     const box = el("div", null, { class: "legend" });
-    box.append(el("strong", "社区 communities"));
+    box.append(el("strong", t("Communities")));
     const row = (style, text) => { const r = el("div"); const i = el("i"); i.style.cssText = style; r.append(i, text); box.append(r); };
-    row("border:3px dashed #2166ac", "户数过少 too few households");
-    row("border:3px solid #b2182b", "户数过多 too many households");
-    row("border:2px solid #333", "符合 within the bounds");
-    row("border:2px dashed #6a3d9a", "现状边界 current boundaries");
-    row("border:3px solid #000", "所选社区 selected community");
-    box.append(el("div", "相邻社区颜色不同 neighbours never share a colour", { class: "muted" }));
+    row("border:3px dashed #2166ac", t("Too few households"));
+    row("border:3px solid #b2182b", t("Too many households"));
+    row("border:2px solid #333", t("within the bounds"));
+    row("border:2px dashed #6a3d9a", t("current boundaries"));
+    row("border:3px solid #000", t("Selected community"));
+    box.append(el("div", t("Neighbours never share a colour"), { class: "muted" }));
     return box;
   };
   legend.addTo(map);
@@ -220,21 +209,31 @@
   // --- figures, the table, the selected community ------------------------------------------------
 
   function showPlan(scores) {
-    $("plan-title").textContent = `${config.plan.name} · ${config.plan.status} · v${state.version}`;
+    $("plan-title").textContent = planTitle();
     figures($("plan-figures"), [
-      ["社区 communities", number(scores.communities)],
-      ["超出户数范围 outside the bounds", number(scores.outside_bounds), scores.outside_bounds ? "flag-above" : ""],
-      ["不连通 not contiguous", number(scores.non_contiguous), scores.non_contiguous ? "flag-above" : ""],
-      ["迁移户数 households moved", `${number(scores.households_moved)} (${(100 * (scores.households_moved_share || 0)).toFixed(1)}%)`],
-      ["户数 min / median / max", `${number(scores.households_min)} / ${number(scores.households_median)} / ${number(scores.households_max)}`],
-      ["紧凑度 Polsby–Popper mean", scores.pp_mean],
+      [t("Communities"), number(scores.communities)],
+      [t("Outside the bounds"), number(scores.outside_bounds), scores.outside_bounds ? "flag-above" : ""],
+      [t("Not contiguous"), number(scores.non_contiguous), scores.non_contiguous ? "flag-above" : ""],
+      [t("Households moved"), `${number(scores.households_moved)} (${gpLocale.percent(scores.households_moved_share || 0)})`],
+      [t("Households min / median / max"), `${number(scores.households_min)} / ${number(scores.households_median)} / ${number(scores.households_max)}`],
+      [t("Compactness (Polsby–Popper mean)"), scores.pp_mean],
     ]);
     window.gridplan.scores = scores;
   }
 
-  const VIOLATIONS = [[/below the minimum of (\d+)/, "户数低于下限 $1"], [/above the maximum of (\d+)/, "户数高于上限 $1"],
-    [/not contiguous/, "不连通"], [/crosses a street boundary/, "跨街道"]];
-  const chineseRule = (v) => { for (const [p, t] of VIOLATIONS) if (p.test(v)) return `${v.replace(p, t)} (${v})`; return v; };
+  // the rules a community breaks, as the server names them, in the page's language
+  const VIOLATIONS = [[/below the minimum of (\d+)/, (n) => t("households below the minimum of {n}", { n })],
+    [/above the maximum of (\d+)/, (n) => t("households above the maximum of {n}", { n })],
+    [/not contiguous/, () => t("not contiguous")], [/crosses a street boundary/, () => t("crosses a street boundary")]];
+  const ruleText = (v) => {
+    for (const [pattern, text] of VIOLATIONS) { const m = pattern.exec(v); if (m) return text(m[1] ? number(m[1]) : ""); }
+    return v;
+  };
+  const STATUS = { draft: t("draft"), submitted: t("submitted"), approved: t("approved"), rejected: t("rejected"),
+    adopted: t("adopted") };
+  function planTitle() {
+    return `${config.plan.name} · ${STATUS[config.plan.status] || config.plan.status} · ${t("version {n}", { n: state.version })}`;
+  }
 
   function bar(c) {
     const { minimum, maximum, target } = state.rules;
@@ -256,7 +255,7 @@
     const hh = el("td", null, { class: "count" });
     hh.append(el("span", number(c.households)), bar(c));
     const rules = el("td");
-    rules.append(...(c.violations || []).map((v) => el("div", chineseRule(v), { class: "flag-above" })));
+    rules.append(...(c.violations || []).map((v) => el("div", ruleText(v), { class: "flag-above" })));
     row.append(el("td", nameOf(c.community_code)), el("td", c.community_code), hh, rules);
     row.addEventListener("click", () => selectCommunity(c.community_code, { frame: true }));
     return row;
@@ -275,7 +274,7 @@
       return (up ? 1 : -1) * (order || a.community_code.localeCompare(b.community_code));
     });
     $("communities-table").tBodies[0].replaceChildren(...rows.map(tableRow));
-    $("communities-count").textContent = `${rows.length} 个 · ${rows.filter((c) => (c.violations || []).length).length} 个有问题 with problems`;
+    $("communities-count").textContent = t("{n} · {bad} with problems", { n: number(rows.length), bad: number(rows.filter((c) => (c.violations || []).length).length) });
     for (const th of document.querySelectorAll("#communities-table th")) {
       th.setAttribute("aria-sort", th.dataset.sort === key ? (up ? "ascending" : "descending") : "none");
     }
@@ -303,12 +302,12 @@
     $("selected").hidden = false;
     $("selected-name").textContent = `${nameOf(code)} · ${code}`;
     figures($("selected-figures"), [
-      ["户数 households", number(c.households), c.violations?.length ? "flag-above" : ""],
-      ["规模 bounds", `${number(state.rules.minimum)}–${number(state.rules.maximum)}`],
-      ["人口 population", number(c.population)],
-      ["面积 area", `${((c.area_m2 || 0) / 1e6).toFixed(3)} km²`], ["紧凑度 Polsby–Popper", c.polsby_popper],
-      ["相邻 neighbours", (c.neighbours || []).map(nameOf).join("、") || "—"]]);
-    $("violations").replaceChildren(...(c.violations || []).map((v) => el("li", chineseRule(v))));
+      [t("Households"), number(c.households), c.violations?.length ? "flag-above" : ""],
+      [t("Bounds"), `${number(state.rules.minimum)}–${number(state.rules.maximum)}`],
+      [t("Population"), number(c.population)],
+      [t("Area"), `${gpLocale.number((c.area_m2 || 0) / 1e6, 3)} km²`], [t("Compactness (Polsby–Popper)"), c.polsby_popper],
+      [t("Neighbours"), (c.neighbours || []).map(nameOf).join(t(", ")) || "—"]]);
+    $("violations").replaceChildren(...(c.violations || []).map((v) => el("li", ruleText(v))));
     for (const box of document.querySelectorAll("#selected .editing")) box.hidden = !config.editable;
     $("name-input").value = c.name || "";
     for (const id of ["split", "split-line", "merge"]) $(id).disabled = !config.editable;
@@ -334,7 +333,7 @@
   // --- selection -----------------------------------------------------------------------------------
 
   function showSelection() {
-    $("selection").textContent = state.selected.size ? `已选 ${state.selected.size} 个单元 units selected` : "未选择 nothing selected";
+    $("selection").textContent = state.selected.size ? t("{n} units selected", { n: number(state.selected.size) }) : t("Nothing selected");
   }
   function setSelection(codes) {
     const before = [...state.selected];
@@ -367,10 +366,10 @@
     const keep = select.value;
     const option = (k) => el("option", `${nameOf(k)} · ${k}`, { value: k });
     const groups = [];
-    if (withNew) groups.push(el("option", "新社区 new community", { value: "new" }));
-    if (near.length) { const g = el("optgroup", null, { label: "相邻 neighbours" }); g.append(...near.map(option)); groups.push(g); }
+    if (withNew) groups.push(el("option", t("New community"), { value: "new" }));
+    if (near.length) { const g = el("optgroup", null, { label: t("Neighbours") }); g.append(...near.map(option)); groups.push(g); }
     const rest = near.rest || [];
-    if (rest.length) { const g = el("optgroup", null, { label: "其他 others" }); g.append(...rest.map(option)); groups.push(g); }
+    if (rest.length) { const g = el("optgroup", null, { label: t("Others") }); g.append(...rest.map(option)); groups.push(g); }
     select.replaceChildren(...groups);
     if ([...select.options].some((o) => o.value === keep)) select.value = keep;
   }
@@ -433,11 +432,11 @@
     recolour(answer.communities.filter((c) => !c.removed).map((c) => c.community_code));
     showPlan(answer.plan);
     updateRows(touched);
-    $("communities-count").textContent = `${state.communities.size} 个`;
+    $("communities-count").textContent = t("{n} communities", { n: number(state.communities.size) });
     restyleUnits();
     refreshOutlines();
     if (community(answer.to)) selectCommunity(answer.to); else showCommunity(state.community);
-    status(`v${state.version}: ${moved.length} 个单元移到 units moved to ${nameOf(answer.to)}`);
+    status(t("Version {version}: {n} units moved to {to}", { version: state.version, n: number(moved.length), to: nameOf(answer.to) }));
   }
 
   // undo and redo: one history of steps (units with the community each came from, and where they went)
@@ -481,12 +480,12 @@
     showCommunity(state.community);
     drawLabels();
     fillMoveTargets();
-    $("plan-title").textContent = `${config.plan.name} · ${config.plan.status} · v${state.version}`;
+    $("plan-title").textContent = planTitle();
     return answer;
   }
 
   $("move").addEventListener("click", (e) => act(e.currentTarget, async () => {
-    if (!state.selected.size) throw Object.assign(new Error("no units to move"), { chinese: "请先点击或圈选要移动的单元。" });
+    if (!state.selected.size) throw Object.assign(new Error("no units to move"), { hint: t("First click or lasso the units to move.") });
     const to = $("move-to").value;
     const name = $("new-name").value.trim();
     const answer = await move([...state.selected], to);
@@ -611,7 +610,7 @@
     updateRows(stroke.dirty);
     if (state.community) showCommunity(state.community);
     stroke.dirty.clear();
-    $("selection").textContent = `画笔 paint: ${stroke.before.size} 个单元 units → ${nameOf(stroke.target)}`;
+    $("selection").textContent = t("Paint: {n} units → {to}", { n: number(stroke.before.size), to: nameOf(stroke.target) });
     window.gridplan.lastFigures = { units: stroke.before.size, ms: performance.now() - t0, at: performance.now() };
   }
   let frame = 0;
@@ -621,7 +620,7 @@
     const target = $("move-to").value;
     if (!community(target)) {
       showError(Object.assign(new Error("choose the community to paint into"),
-        { chinese: "请先在“移到”里选择要画入的社区（不能画入新社区）。" }), $("move-to"));
+        { hint: t("First choose, under “Move to”, the community to paint into (not a new one).") }), $("move-to"));
       return;
     }
     Object.assign(stroke, { active: true, target, before: new Map(), last: e.latlng, dirty: new Set(), started: performance.now() });
@@ -690,7 +689,7 @@
     setTool("select");
     map.dragging.disable();
     state.mode = "lasso";
-    status("按住鼠标圈选单元 drag a loop round the units");
+    status(t("Drag a loop round the units"));
     let ring = null, line = null;
     const down = (e) => { ring = [[e.latlng.lng, e.latlng.lat]]; line = L.polyline([e.latlng], { color: "#000", dashArray: "4 4" }).addTo(map); };
     const drag = (e) => { if (ring) { ring.push([e.latlng.lng, e.latlng.lat]); line.addLatLng(e.latlng); } };
@@ -712,7 +711,7 @@
     const line = L.polyline([], { color: "#000", weight: 3 }).addTo(map);
     map.doubleClickZoom.disable();
     state.mode = "line";
-    status(`点击画线穿过 ${nameOf(code)}，双击结束 click a line across ${code}, double-click to finish`);
+    status(t("Click a line across {name}; double-click to finish", { name: nameOf(code) }));
     const add = (ev) => { points.push([ev.latlng.lng, ev.latlng.lat]); line.addLatLng(ev.latlng); };
     const finish = () => act(button, async () => {
       map.off("click", add); map.off("dblclick", finish); map.doubleClickZoom.enable(); line.remove();
@@ -744,8 +743,8 @@
       return row;
     }));
     const households = diff.changed_units.reduce((n, d) => n + (state.units.get(d.unit)?.feature.properties.households || 0), 0);
-    $("compare-summary").textContent = `${diff.changed_units.length} 个单元改变社区 units change community`
-      + (state.byView ? "" : ` (${number(households)} 户 households)`);
+    $("compare-summary").textContent = t("{n} units change community", { n: number(diff.changed_units.length) })
+      + (state.byView ? "" : t(" ({n} households)", { n: number(households) }));
     window.gridplan.comparison = diff;
   }));
   $("export-gpkg").href = `/api/plans/${planId}/export?format=gpkg`;
@@ -753,7 +752,7 @@
 
   // --- the plan as a document and its approval ----------------------------------------------------
 
-  const DOCUMENT = { rename: "重命名 rename", duplicate: "复制 duplicate", delete: "删除草稿 delete draft" };
+  const DOCUMENT = { rename: t("Rename"), duplicate: t("Duplicate"), delete: t("Delete draft") };
   for (const action of config.documentActions || []) {
     const button = el("button", DOCUMENT[action], { type: "button", "data-document": action });
     $("document-actions").append(button);
@@ -766,7 +765,7 @@
         const answer = await request("POST", `/api/plans/${planId}/duplicate`, {});
         window.location = answer.url;
       } else if (action === "delete") {
-        if (!window.confirm(`删除草稿“${config.plan.name}”？此操作不能撤销。 Delete this draft? This cannot be undone.`)) return;
+        if (!window.confirm(t("Delete the draft “{name}”? This cannot be undone.", { name: config.plan.name }))) return;
         await request("DELETE", `/api/plans/${planId}`, { version: state.version });
         window.location = "/plans";
       }
@@ -779,9 +778,9 @@
       const answer = await post("rename", { name: $("rename-input").value });
       state.version = answer.version;
       config.plan.name = answer.name;
-      document.title = `方案 ${answer.name}`;
+      document.title = t("Plan {name}", { name: answer.name });
       $("rename-form").hidden = true;
-      $("plan-title").textContent = `${config.plan.name} · ${config.plan.status} · v${state.version}`;
+      $("plan-title").textContent = planTitle();
     });
   });
 
@@ -789,7 +788,7 @@
   for (const { action, label, confirm: ask } of config.actions) {
     const button = el("button", label, { type: "button", "data-action": action });
     button.addEventListener("click", () => act(button, async () => {
-      if (ask && !window.confirm("采用后将替换这些街道的现状社区边界。确定采用？ Adopting replaces the current boundaries of the plan's streets. Adopt?")) return;
+      if (ask && !window.confirm(t("Adopting replaces the current community boundaries of the plan's streets. Adopt?"))) return;
       const answer = action === "rebase" ? await post("rebase", {})
         : await post("status", { action, comment: $("comment").value });
       status(`${answer.status || action}: v${answer.version}`);
@@ -798,9 +797,9 @@
     box.append(button);
   }
   $("comment-label").hidden = !config.actions.some((a) => ["approve", "reject", "submit"].includes(a.action));
-  const STEP = { create: "创建 created", edit: "编辑 edited", rename: "改名 renamed", name: "命名社区 named a community",
-    duplicate: "复制 duplicated", submitted: "提交 submitted", approved: "批准 approved", rejected: "驳回 rejected",
-    adopted: "采用 adopted", draft: "退回草稿 back to draft", rebase: "按现状重算 rebased" };
+  const STEP = { create: t("created"), edit: t("edited"), rename: t("renamed"), name: t("named a community"),
+    duplicate: t("duplicated"), submitted: t("submitted"), approved: t("approved"), rejected: t("rejected"),
+    adopted: t("adopted"), draft: t("back to draft"), rebase: t("rebased") };
   function drawTimeline(steps) {
     // hand edits come in runs: one line per run
     const lines = [];
@@ -814,7 +813,7 @@
       const what = `${STEP[s.action] || s.action}${s.count > 1 ? ` ×${s.count}` : ""}`
         + (s.action === "rename" && s.detail.name ? `：${s.detail.name}` : "")
         + (s.action === "name" && s.detail.name ? `：${s.detail.community} ${s.detail.name}` : "");
-      item.append(el("time", s.at.replace("T", " ")), " ", el("strong", s.actor), " ", el("span", what));
+      item.append(el("time", gpLocale.date(s.at)), " ", el("strong", s.actor), " ", el("span", what));
       if (s.comment) item.append(el("q", s.comment));
       return item;
     }));
@@ -824,18 +823,20 @@
   if (config.stale) {
     const stale = $("stale");
     stale.hidden = false;
-    stale.textContent = `现状边界已变化 the boundaries of streets ${config.stale.streets.join(", ")} changed since this plan was made`
-      + (config.stale.communities.length ? ` (communities ${config.stale.communities.join(", ")})` : "")
-      + ": 请按现状重算 rebase it before submitting.";
+    stale.textContent = (config.stale.communities.length
+      ? t("The boundaries of streets {streets} (communities {communities}) changed since this plan was made: rebase it before submitting.",
+        { streets: config.stale.streets.join(", "), communities: config.stale.communities.join(", ") })
+      : t("The boundaries of streets {streets} changed since this plan was made: rebase it before submitting.",
+        { streets: config.stale.streets.join(", ") }));
   }
   if (config.adoption) {
     const a = config.adoption;
     const list = $("adoption");
     list.hidden = false;
     list.replaceChildren(...[
-      ["新建社区 created", a.created], ["撤销社区 retired", a.retired], ["调整社区 changed", a.changed],
-      ["跨社区网格 cells straddling two communities", a.straddling_cells],
-      ["带撤销代码的网格 cells carrying a retired code", a.cells_with_retired_code],
+      [t("Communities created"), a.created], [t("Communities retired"), a.retired], [t("Communities changed"), a.changed],
+      [t("Grid cells straddling two communities"), a.straddling_cells],
+      [t("Grid cells carrying a retired code"), a.cells_with_retired_code],
     ].map(([label, codes]) => el("li", `${label}: ${(codes || []).length ? codes.join(", ") : "—"}`)));
   }
 
@@ -926,9 +927,9 @@
     window.gridplan.readyAt = performance.now();  // the map is drawn: ms since navigation started
     window.gridplan.ready = true;
     if (state.byView) await loadUnits();
-    status(config.editable ? (state.byView ? `放大到 ${state.unitZoom} 级可选择单元 zoom in to ${state.unitZoom} to select units` : "点击单元选择 click units to select them")
-      : `${config.plan.status}: 只读 read-only`);
+    status(config.editable ? (state.byView ? t("Zoom in to level {zoom} to select units", { zoom: state.unitZoom }) : t("Click units to select them"))
+      : t("{status}: read-only", { status: STATUS[config.plan.status] || config.plan.status }));
   }
-  start().catch((err) => { status("加载失败 failed to load"); showError(err); });
+  start().catch((err) => { status(t("Could not load")); showError(err); });
   window.addEventListener("unhandledrejection", (event) => { event.preventDefault(); showError(event.reason || new Error("?")); });
 })();

@@ -12,8 +12,10 @@
   const OUTLINE = { below: { color: "#2166ac", weight: 3, dashArray: "7 5" }, above: { color: "#b2182b", weight: 3.5, dashArray: null },
     within: { color: "#4d4d4d", weight: 1, dashArray: null } };
   const BREAKS = [MIN * 0.5, MIN, (MIN + MAX) / 2, MAX];
-  const KIND_LETTER = { service_centre: "中", service_station: "站", health_centre: "医", health_station: "卫",
-    kindergarten: "幼", elderly_care: "老", police_post: "警" };
+  // each kind of facility's one-letter marker (translators: one character each)
+  const KIND_LETTER = { service_centre: t("marker: service centre"), service_station: t("marker: service station"),
+    health_centre: t("marker: health centre"), health_station: t("marker: health station"),
+    kindergarten: t("marker: kindergarten"), elderly_care: t("marker: elderly care"), police_post: t("marker: police post") };
   const state = { communities: new Map(), streets: new Map(), selected: null, unitsLoaded: 0, street: null,
     highlighted: new Set() };
   const layers = {};
@@ -32,9 +34,9 @@
   }
 
   function communityRows(p) {
-    return [["名称 name", p.name], ["代码 code", p.provisional ? `${p.code} (临时代码 provisional)` : p.code],
-      ["户数 households", number(p.households)],
-      ["人口 population", number(p.population)], ["面积 area", `${(p.area_m2 / 1e6).toFixed(3)} km²`]];
+    return [[t("Name"), p.name], [t("Code"), p.provisional ? t("{code} (provisional)", { code: p.code }) : p.code],
+      [t("Households"), number(p.households)],
+      [t("Population"), number(p.population)], [t("Area"), `${gpLocale.number(p.area_m2 / 1e6, 3)} km²`]];
   }
 
   const flagged = (p) => p.bounds_status !== "within";
@@ -52,7 +54,7 @@
       state.communities.set(f.properties.code, { feature: f, layer });
       layer.bindTooltip(() => tooltip(communityRows(f.properties)), { sticky: true });
       layer.bindPopup(() => tooltip(communityRows(f.properties).concat([
-        ["街道 street", f.properties.street_code], ["单元 units", number(f.properties.units)]])));
+        [t("Street"), f.properties.street_code], [t("Units"), number(f.properties.units)]])));
       // the popup takes the tooltip's place: never one on top of the other
       layer.on("popupopen", () => layer.closeTooltip());
       layer.on("tooltipopen", () => { if (layer.isPopupOpen()) layer.closeTooltip(); });
@@ -69,9 +71,9 @@
     style: (f) => ({ color: "#777", weight: 0.5, fillOpacity: f.properties.land_use === "water" ? 0.5 : 0.05,
       fillColor: f.properties.land_use === "water" ? "#74a9cf" : "#fff" }),
     onEachFeature: (f, layer) => {
-      layer.bindTooltip(() => tooltip([["单元 unit", f.properties.code],
-        ["户数 households", number(f.properties.households)], ["社区 community", f.properties.community_code || "—"]]
-        .concat(f.properties.households_source ? [["户数来源 estimated from", f.properties.households_source]] : [])));
+      layer.bindTooltip(() => tooltip([[t("Unit"), f.properties.code],
+        [t("Households"), number(f.properties.households)], [t("Community"), f.properties.community_code || "—"]]
+        .concat(f.properties.households_source ? [[t("Households estimated from"), f.properties.households_source]] : [])));
       // units lie on top of their community: a click on one selects the community it belongs to
       layer.on("click", () => select(f.properties.community_code));
     },
@@ -79,29 +81,29 @@
   layers.grid_cells = L.geoJSON(null, {
     // quiet dotted lines: cells are a reference, not a warning
     style: { color: "#756bb1", weight: 0.8, opacity: 0.8, dashArray: "2 3", fill: false },
-    onEachFeature: (f, layer) => layer.bindTooltip(() => tooltip([["网格 cell", f.properties.code],
-      ["网格员 supervisor", f.properties.supervisor || "—"]])),
+    onEachFeature: (f, layer) => layer.bindTooltip(() => tooltip([[t("Grid cell"), f.properties.code],
+      [t("Grid supervisor"), f.properties.supervisor || "—"]])),
   });
   layers.blind_spots = L.geoJSON(null, {
     style: { color: "#d7191c", weight: 2, fillColor: "#d7191c", fillOpacity: 0.55 },
-    onEachFeature: (f, layer) => layer.bindTooltip(() => tooltip([["盲点 blind spot", f.properties.code],
-      ["户数 households", number(f.properties.households)], ["建成 built", f.properties.built_year]])),
+    onEachFeature: (f, layer) => layer.bindTooltip(() => tooltip([[t("Blind spot"), f.properties.code],
+      [t("Households"), number(f.properties.households)], [t("Built"), f.properties.built_year]])),
   });
   const facilityPoints = L.geoJSON(null, {
     pointToLayer: (f, latlng) => L.marker(latlng, { icon: L.divIcon({
       className: `fac fac-${f.properties.kind}`, html: el("span", KIND_LETTER[f.properties.kind] || "?"),
       iconSize: [16, 16] }) }),
-    onEachFeature: (f, layer) => layer.bindTooltip(() => tooltip([["设施 facility", f.properties.name],
-      ["类型 kind", config.facilityKinds[f.properties.kind] || f.properties.kind],
-      ["面积 floor area", `${number(f.properties.floor_area_m2)} m²`]].concat(
-        f.properties.location_precision === "approximate" ? [["定位 location", "近似 approximate"]] : []))),
+    onEachFeature: (f, layer) => layer.bindTooltip(() => tooltip([[t("Facility"), f.properties.name],
+      [t("Kind"), config.facilityKinds[f.properties.kind] || f.properties.kind],
+      [t("Floor area"), `${number(f.properties.floor_area_m2)} m²`]].concat(
+        f.properties.location_precision === "approximate" ? [[t("Location"), t("approximate")]] : []))),
   });
   // overlaps, gaps inside streets and parts outside the street (flask topology communities)
   const TOPOLOGY = { overlap: "#e66101", gap: "#5e3c99", outside_street: "#b2182b" };
   layers.topology = L.geoJSON(null, {
     style: (f) => ({ color: TOPOLOGY[f.properties.kind] || "#000", weight: 2, fillOpacity: 0.6 }),
-    onEachFeature: (f, layer) => layer.bindTooltip(() => tooltip([["拓扑问题 topology", f.properties.kind],
-      ["代码 codes", f.properties.codes], ["面积 area", `${number(f.properties.area_m2)} m²`]])),
+    onEachFeature: (f, layer) => layer.bindTooltip(() => tooltip([[t("Topology problem"), f.properties.kind],
+      [t("Codes"), f.properties.codes], [t("Area"), `${number(f.properties.area_m2)} m²`]])),
   });
   // facilities clustered: hundreds of markers would hide the communities they sit in
   layers.facilities = L.markerClusterGroup ? L.markerClusterGroup({ maxClusterRadius: 50, showCoverageOnHover: false,
@@ -111,10 +113,10 @@
       html: el("span", String(cluster.getChildCount())) }) }) : L.layerGroup();
 
   L.control.layers(null, {
-    "社区 communities": layers.communities, "街道 streets": layers.streets,
-    "规划单元 units (zoom ≥ 15)": layers.units, "设施 facilities": layers.facilities,
-    "网格 grid cells": layers.grid_cells, "盲点 blind spots": layers.blind_spots,
-    "拓扑问题 topology": layers.topology,
+    [t("Communities")]: layers.communities, [t("Streets")]: layers.streets,
+    [t("Planning units (zoom ≥ 15)")]: layers.units, [t("Facilities")]: layers.facilities,
+    [t("Grid cells")]: layers.grid_cells, [t("Blind spots")]: layers.blind_spots,
+    [t("Topology problems")]: layers.topology,
   }, { collapsed: false }).addTo(map);
   for (const name of ["communities", "streets", "units", "facilities", "blind_spots"]) layers[name].addTo(map);
   layers.facilities.addLayer(facilityPoints);
@@ -122,16 +124,16 @@
   const legend = L.control({ position: "bottomleft" });
   legend.onAdd = () => {
     const box = el("div", null, { class: "legend" });
-    box.append(el("strong", "户数 households"));
+    box.append(el("strong", t("Households")));
     const labels = [`< ${BREAKS[0]}`, `${BREAKS[0]}–${BREAKS[1]}`, `${BREAKS[1]}–${BREAKS[2]}`,
       `${BREAKS[2]}–${BREAKS[3]}`, `> ${BREAKS[3]}`];
     RAMP.forEach((c, i) => { const row = el("div"); const sw = el("i"); sw.style.background = c;
       row.append(sw, labels[i]); box.append(row); });
     const few = el("div"); const sf = el("i"); sf.style.border = "3px dashed #2166ac"; few.append(sf,
-      `户数过少 below ${MIN}`); box.append(few);
+      t("below {n} households", { n: number(MIN) })); box.append(few);
     const many = el("div"); const sm = el("i"); sm.style.border = "3px solid #b2182b"; many.append(sm,
-      `户数过多 above ${MAX}`); box.append(many);
-    const blind = el("div"); const sb = el("i"); sb.style.background = "#d7191c"; blind.append(sb, "盲点 blind spot");
+      t("above {n} households", { n: number(MAX) })); box.append(many);
+    const blind = el("div"); const sb = el("i"); sb.style.background = "#d7191c"; blind.append(sb, t("Blind spot"));
     box.append(blind);
     for (const [kind, letter] of Object.entries(KIND_LETTER)) {
       const row = el("div"); const icon = el("span", letter, { class: `fac fac-${kind}` });
@@ -154,13 +156,13 @@
     window.gridplan.selected = code;
     document.getElementById("selected").hidden = false;
     document.getElementById("selected-name").textContent = p.name;
-    const flag = p.bounds_status === "within" ? "符合 within bounds" :
-      (p.bounds_status === "above" ? `超过上限 above ${MAX}` : `低于下限 below ${MIN}`);
+    const flag = p.bounds_status === "within" ? t("within the bounds") :
+      (p.bounds_status === "above" ? t("above the maximum {n}", { n: number(MAX) }) : t("below the minimum {n}", { n: number(MIN) }));
     figures(document.getElementById("selected-figures"), [
-      ["代码 code", p.code], ["街道 street", p.street_code],
-      ["户数 households", number(p.households), p.bounds_status === "within" ? "" : `flag-${p.bounds_status}`],
-      ["人口 population", number(p.population)], ["面积 area", `${(p.area_m2 / 1e6).toFixed(3)} km²`],
-      ["单元 units", number(p.units)], ["规模 bounds", flag],
+      [t("Code"), p.code], [t("Street"), p.street_code],
+      [t("Households"), number(p.households), p.bounds_status === "within" ? "" : `flag-${p.bounds_status}`],
+      [t("Population"), number(p.population)], [t("Area"), `${gpLocale.number(p.area_m2 / 1e6, 3)} km²`],
+      [t("Units"), number(p.units)], [t("Size"), flag],
     ]);
     const street = document.getElementById("show-street");
     street.disabled = false;
@@ -181,8 +183,8 @@
     document.getElementById("selected").hidden = false;
     document.getElementById("selected-name").textContent = f.properties.name || code;
     figures(document.getElementById("selected-figures"), [
-      ["代码 code", code], ["社区 communities", number(mine.length)], ["户数 households", number(households)],
-      ["超出户数范围 outside the bounds", number(mine.filter(flagged).length), mine.some(flagged) ? "flag-above" : ""]]);
+      [t("Code"), code], [t("Communities"), number(mine.length)], [t("Households"), number(households)],
+      [t("Outside the bounds"), number(mine.filter(flagged).length), mine.some(flagged) ? "flag-above" : ""]]);
     const street = document.getElementById("show-street");
     street.disabled = false;
     street.dataset.street = code;
@@ -203,12 +205,12 @@
       bin.n += 1;
       bin.codes.push(c.code);
     }
-    const name = street ? (state.streets.get(street)?.properties.name || street) : "全区 district";
+    const name = street ? (state.streets.get(street)?.properties.name || street) : t("whole district");
     document.getElementById("histogram-scope").textContent = name;
     const mineAt = state.selected ? bins.findIndex((b) => b.codes.includes(state.selected)) : -1;
     const chartData = {
       labels: bins.map((b) => `${b.lo}–${b.hi}`),
-      datasets: [{ label: "社区数 communities", data: bins.map((b) => b.n),
+      datasets: [{ label: t("Communities"), data: bins.map((b) => b.n),
         backgroundColor: bins.map((b) => (b.hi <= MIN ? "#2166ac" : b.lo >= MAX ? "#b2182b" : "#41b6c4")),
         // the bar that counts the selected community is marked
         borderColor: bins.map((b, i) => (i === mineAt ? "#000" : "transparent")),
@@ -220,8 +222,8 @@
         options: { animation: false, plugins: { legend: { display: false } },
           onClick: (event, elements) => { if (elements.length) highlightBin(elements[0].index); },
           onHover: (event, elements) => { event.native.target.style.cursor = elements.length ? "pointer" : ""; },
-          scales: { x: { title: { display: true, text: "户数 households" } },
-            y: { beginAtZero: true, ticks: { precision: 0 }, title: { display: true, text: "社区 communities" } } } } });
+          scales: { x: { title: { display: true, text: t("Households") } },
+            y: { beginAtZero: true, ticks: { precision: 0 }, title: { display: true, text: t("Communities") } } } } });
     }
     window.gridplan.histogram = { scope: street || null, bins: bins.map((b) => b.n), marked: mineAt };
   }
@@ -233,7 +235,7 @@
     restyleCommunities();
     const list = document.getElementById("bin-communities");
     list.hidden = false;
-    list.replaceChildren(el("li", `${bin.lo}–${bin.hi} 户: ${bin.n} 个社区 communities`, { class: "muted" }),
+    list.replaceChildren(el("li", t("{lo}–{hi} households: {n} communities", { lo: number(bin.lo), hi: number(bin.hi), n: number(bin.n) }), { class: "muted" }),
       ...[...state.highlighted].map((code) => {
         const p = state.communities.get(code)?.feature.properties;
         const item = el("li", `${p ? p.name : code} · ${number(p?.households)}`, { "data-code": code });
@@ -259,7 +261,7 @@
     list.replaceChildren();
     if (!q) return;
     const data = await window.gp.getJSON(`/api/search?q=${encodeURIComponent(q)}`);
-    if (!data.results.length) list.append(el("li", "没有结果 nothing found"));
+    if (!data.results.length) list.append(el("li", t("Nothing found")));
     for (const r of data.results) {
       const item = el("li", `${r.name} (${r.code})`, { "data-code": r.code });
       item.addEventListener("click", () => {
@@ -298,13 +300,13 @@
     const [, , , blind] = await Promise.all([drawn("streets", { zoom }), facilities,
       drawn("grid_cells", { zoom }), drawn("blind_spots")]);
     const outside = communities.filter((f) => flagged(f.properties)).length;
-    status(`${communities.length} 个社区 communities, ${outside} 个超出户数范围 outside ${MIN}–${MAX}; ` +
-      `${blind.length} 个盲点单元 blind-spot units`);
+    status(t("{n} communities, {outside} outside {min}–{max} households; {blind} blind-spot units",
+      { n: number(communities.length), outside: number(outside), min: number(MIN), max: number(MAX), blind: number(blind.length) }));
     await histogram(null);
     await loadUnits();
     window.gridplan.ready = true;
     // the topology layer is drawn when asked for; it never holds the page up
     window.gp.getJSON("/api/topology/communities").then((found) => layers.topology.addData(found)).catch(() => {});
   }
-  start().catch((err) => { status(`加载失败 failed to load: ${err.message}`); });
+  start().catch((err) => { status(t("Could not load: {reason}", { reason: err.message })); });
 })();

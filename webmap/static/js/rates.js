@@ -30,7 +30,7 @@
     const answer = await response.json();
     if (!response.ok) { document.getElementById("status").textContent = answer.detail; return; }
     document.getElementById("rates-targets").textContent =
-      `${answer.from} – ${answer.to} · 目标 targets: 结案率 ≥ ${answer.targets.closed_rate * 100}% · 按期结案率 ≥ ${answer.targets.on_time_rate * 100}%`;
+      `${gpLocale.date(answer.from, true)} – ${gpLocale.date(answer.to, true)} · ` + t("targets: closed rate ≥ {closed} · on-time rate ≥ {onTime}", { closed: gpLocale.percent(answer.targets.closed_rate, 0), onTime: gpLocale.percent(answer.targets.on_time_rate, 0) });
     const table = document.getElementById("rates-table");
     const head = el("tr");
     for (const c of COLUMNS) head.append(el("th", answer.labels[c] || c));
@@ -48,11 +48,11 @@
     const data = {
       labels: series.map((s) => s.code),
       datasets: [
-        { label: "结案率 closed rate", data: series.map((s) => s.closed_rate), borderColor: "#1f78b4" },
-        { label: "按期结案率 on-time rate", data: series.map((s) => s.on_time_rate), borderColor: "#33a02c" },
-        { label: "返工率 rework rate", data: series.map((s) => s.rework_rate), borderColor: "#e31a1c" },
-        { label: "目标 target 结案率", data: series.map(() => answer.targets.closed_rate), borderDash: [6, 4], borderColor: "#1f78b4", pointRadius: 0 },
-        { label: "目标 target 按期", data: series.map(() => answer.targets.on_time_rate), borderDash: [6, 4], borderColor: "#33a02c", pointRadius: 0 },
+        { label: t("closed rate"), data: series.map((s) => s.closed_rate), borderColor: "#1f78b4" },
+        { label: t("on-time rate"), data: series.map((s) => s.on_time_rate), borderColor: "#33a02c" },
+        { label: t("rework rate"), data: series.map((s) => s.rework_rate), borderColor: "#e31a1c" },
+        { label: t("target: closed rate"), data: series.map(() => answer.targets.closed_rate), borderDash: [6, 4], borderColor: "#1f78b4", pointRadius: 0 },
+        { label: t("target: on-time rate"), data: series.map(() => answer.targets.on_time_rate), borderDash: [6, 4], borderColor: "#33a02c", pointRadius: 0 },
       ],
     };
     if (chart) chart.destroy();
@@ -60,9 +60,9 @@
       chart = new Chart(document.getElementById("rates-chart"), { type: "line", data,
         options: { animation: false, scales: { y: { min: 0, max: 1 } } } });
     }
-    document.getElementById("status").textContent = `${answer.rows.length} 行 rows`;
+    document.getElementById("status").textContent = t("{n} rows", { n: gpLocale.number(answer.rows.length) });
   }
   form.addEventListener("submit", (e) => { e.preventDefault(); load(); });
   load().then(() => { window.gridplan.ready = true; })
-    .catch((err) => { document.getElementById("status").textContent = `加载失败 failed: ${err.message}`; });
+    .catch((err) => { document.getElementById("status").textContent = t("Could not load: {reason}", { reason: err.message }); });
 })();

@@ -22,25 +22,32 @@
   }).addTo(map);
   layers.clusters = L.markerClusterGroup({ maxClusterRadius: 45 }).addTo(map);
   layers.heat = L.heatLayer([], { radius: 18, blur: 15, maxZoom: 17 });
-  L.control.layers(null, { "网格 cells": layers.cells, "事件 incidents": layers.clusters, "热力 heat map": layers.heat },
+  L.control.layers(null, { [t("Grid cells")]: layers.cells, [t("Cases")]: layers.clusters, [t("Heat map")]: layers.heat },
     { collapsed: false }).addTo(map);
 
   const kind = (p) => (p.overdue ? "overdue" : CLOSED.has(p.status) ? (p.status === "evaluated" ? "closed" : p.status) : "open");
-  const when = (iso) => (iso ? iso.replace("T", " ").slice(0, 16) : "—");
+  // the steps of a case's history
+  const STEPS = { reported: t("was reported"), filed: t("was filed"), dispatched: t("was dispatched"),
+    handled: t("was handled"), returned: t("was returned for rework"), closed: t("was checked and closed"),
+    evaluated: t("was evaluated"), cancelled: t("was cancelled") };
+  const when = (iso) => (iso ? gpLocale.date(iso) : "—");
 
   async function showCase(p) {
     document.getElementById("case").hidden = false;
     document.getElementById("case-title").textContent = `${p.code} ${p.category_name || p.category}`;
     document.getElementById("case-link").href = `/cases/${encodeURIComponent(p.code)}`;
     figures(document.getElementById("case-figures"), [
-      ["状态 status", p.status_label || p.status, p.overdue ? "flag-above" : ""], ["描述 description", p.description],
-      ["网格 cell", p.grid_code || "—"], ["上报 reported", when(p.reported_at)], ["时限 due", when(p.due_at)],
-      ["剩余 left", p.hours_left === null ? "—" : `${p.hours_left} h`], ["结案 closed", when(p.closed_at)],
-      ["逾期 overdue", p.overdue ? "是 yes" : "否 no", p.overdue ? "flag-above" : ""]]);
+      [t("Status"), p.status_label || p.status, p.overdue ? "flag-above" : ""], [t("Description"), p.description],
+      [t("Grid cell"), p.grid_code || "—"], [t("Reported"), when(p.reported_at)], [t("Due"), when(p.due_at)],
+      [t("Time left"), p.hours_left === null ? "—" : t("{n} working hours", { n: number(p.hours_left) })], [t("Closed"), when(p.closed_at)],
+      [t("Overdue"), p.overdue ? t("yes") : t("no"), p.overdue ? "flag-above" : ""]]);
     const list = document.getElementById("case-history");
     list.replaceChildren();
     const history = await getJSON(`/api/incidents/${encodeURIComponent(p.code)}`);  // approximate cases too
-    for (const s of history.steps) list.append(el("li", `${when(s.at)} ${s.step}${s.actor ? " · " + s.actor : ""}`));
+    for (const s of history.steps) {
+      list.append(el("li", `${when(s.at)} ${STEPS[s.step] || s.step}${s.actor ? " · " + s.actor : ""}`,
+        { "data-step": s.step }));
+    }
   }
 
   function render() {
@@ -58,8 +65,8 @@
     state.shown = shown.length;
     const open = shown.filter((f) => !CLOSED.has(f.properties.status)).length;
     const late = shown.filter((f) => f.properties.overdue).length;
-    figures(document.getElementById("summary"), [["事件 incidents", number(shown.length)],
-      ["未结 open", number(open)], ["逾期 overdue", number(late), late ? "flag-above" : ""]]);
+    figures(document.getElementById("summary"), [[t("Cases"), number(shown.length)],
+      [t("Open cases"), number(open)], [t("Overdue"), number(late), late ? "flag-above" : ""]]);
   }
 
   async function load() {
@@ -69,7 +76,7 @@
     const answer = await getJSON(`/api/incidents?${query}`);
     state.incidents = answer.incidents.map((p) => ({ type: "Feature", properties: p, geometry: { type: "Point", coordinates: [p.lon, p.lat] } }));
     render();
-    status(`${state.incidents.length} 件 incidents loaded`);
+    status(t("{n} cases loaded", { n: number(state.incidents.length) }));
   }
   document.getElementById("filters").addEventListener("submit", (e) => { e.preventDefault(); load(); });
 
@@ -86,5 +93,5 @@
     await load();
     window.gridplan.ready = true;
   }
-  start().catch((err) => status(`加载失败 failed to load: ${err.message}`));
+  start().catch((err) => status(t("Could not load: {reason}", { reason: err.message })));
 })();
