@@ -400,6 +400,16 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
+class RateLimit(Base):
+    """A counter of failed sign-ins (per account or per address) until ``expires_at`` (seconds
+    since the epoch); shared by every process of the app (migration rate_limits)."""
+
+    __tablename__ = "rate_limits"
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    hits: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
 class Setting(Base):
     """A per-city number or standard (household bounds, floor-area standards …) with its source."""
 

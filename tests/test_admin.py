@@ -349,7 +349,7 @@ def test_users_page_in_chromium(page, served):
     page.fill("#new-user input[name=name]", "<b>赵</b>")
     page.fill("#new-user input[name=password]", "long enough")
     page.click("#new-user button[type=submit]")
-    page.wait_for_function("document.querySelector('#new-user-message').classList.contains('bad')")
+    page.wait_for_function("() => document.querySelector('#new-user-message').classList.contains('bad')")
     assert "exists already" in page.inner_text("#new-user-message")
     # disable the planner; the row says so
     row = '#users tr[data-user="planner"]'
@@ -360,7 +360,8 @@ def test_users_page_in_chromium(page, served):
     page.fill('#users tr[data-user="supervisor"] input[aria-label$="scope"]', "")
     page.click('#users tr[data-user="supervisor"] button.save')
     page.wait_for_function(
-        "document.querySelector('#users tr[data-user=\"supervisor\"] td.message').classList.contains('bad')")
+        "() => document.querySelector('#users tr[data-user=\"supervisor\"] td.message')"
+        ".classList.contains('bad')")
     assert "needs a scope" in page.inner_text('#users tr[data-user="supervisor"] td.message')
     assert page.is_disabled('#users tr[data-user="admin"] button.toggle')  # not one's own account
     page.screenshot(path=str(served["folder"] / "admin-users.png"), full_page=True)
@@ -416,7 +417,7 @@ def test_settings_page_in_chromium(page, served):
     page.fill(f"{card} input[type=number]", "2800")
     page.fill(f"{card} input.source", "本市 2026 年规定")
     page.click(f"{card} button")
-    page.wait_for_function(f"document.querySelector('{card} .message').classList.contains('ok')")
+    page.wait_for_function(f"() => document.querySelector('{card} .message').classList.contains('ok')")
     assert page.input_value(f"{card} input.source") == "本市 2026 年规定"
     pair = '#settings section[data-key="grid_households"]'
     page.fill(f"{pair} input[aria-label$='min']", "900")
@@ -426,7 +427,7 @@ def test_settings_page_in_chromium(page, served):
     assert page.locator("#settings section").first.get_attribute("data-key") == "basemap"
     page.select_option(f"{base} select", "osm")
     page.click(f"{base} button")
-    page.wait_for_function(f"document.querySelector('{base} .message').classList.contains('ok')")
+    page.wait_for_function(f"() => document.querySelector('{base} .message').classList.contains('ok')")
     table = '#settings section[data-key="incident_categories"]'
     assert page.is_disabled(f"{table} tr:nth-child(2) button")  # standard entries stay
     page.click(f"{table} button.add")
@@ -435,7 +436,7 @@ def test_settings_page_in_chromium(page, served):
     page.fill(f"{table} tr:last-child input[aria-label$='name']", "噪音扰民 noise")
     page.fill(f"{table} tr:last-child input[aria-label$='limit_hours']", "8")
     page.click(f"{table} > button")
-    page.wait_for_function(f"document.querySelector('{table} .message').classList.contains('ok')")
+    page.wait_for_function(f"() => document.querySelector('{table} .message').classList.contains('ok')")
     assert "E06-01" in page.inner_text(table)
     page.screenshot(path=str(served["folder"] / "admin-settings.png"), full_page=True)
     page.goto(f"{served['base']}/admin/audit?layer=settings")

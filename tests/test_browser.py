@@ -75,7 +75,7 @@ def sign_in(page, base: str, name: str) -> None:
 
 def open_map(page, base: str, path: str) -> None:
     page.goto(f"{base}{path}")
-    page.wait_for_function("window.gridplan && window.gridplan.ready", timeout=30_000)
+    page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=30_000)
 
 
 def show(page, geometry) -> None:
@@ -83,7 +83,7 @@ def show(page, geometry) -> None:
     minx, miny, maxx, maxy = geometry.bounds
     page.evaluate("(b) => { window.gridplan.map.fitBounds(b, {animate: false}); }",
                   [[miny, minx], [maxy, maxx]])
-    page.wait_for_function("!window.gridplan.state.unitsPending")
+    page.wait_for_function("() => !window.gridplan.state.unitsPending")
 
 
 def click_at(page, lon: float, lat: float) -> None:
@@ -161,7 +161,7 @@ def test_supervisor_sees_only_the_incidents_of_their_cells(page, server, small_d
     assert page.evaluate("window.gridplan.state.cells") == cells
     page.select_option("#filters select[name=status]", "closed")
     page.click("#filters button")
-    page.wait_for_function(f"window.gridplan.state.shown === {(mine['status'] == 'closed').sum()}")
+    page.wait_for_function(f"() => window.gridplan.state.shown === {(mine['status'] == 'closed').sum()}")
     first = page.evaluate("window.gridplan.state.incidents[0].properties.code")
     history = page.evaluate(f"fetch('/api/incidents/{first}/history').then(r => r.json())")
     assert history["steps"][0]["step"] == "reported"
@@ -171,7 +171,7 @@ def test_the_map_works_with_tiles_cut_off(page, server):
     failed = []
     page.on("requestfailed", lambda r: failed.append(r.url))
     sign_in(page, server["base"], "planner")  # a planner lands on the map
-    page.wait_for_function("window.gridplan && window.gridplan.ready", timeout=30_000)
+    page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=30_000)
     assert page.url.endswith("/map")
     assert any("tile.openstreetmap.org" in url for url in failed)  # the base map did fail …
     assert page.evaluate("window.gridplan.layers.communities.getLayers().length") > 0  # … and nothing else

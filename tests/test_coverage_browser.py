@@ -85,7 +85,7 @@ def sign_in(page, base: str, name: str) -> None:
 
 def open_coverage(page, base: str) -> None:
     page.goto(f"{base}/coverage")
-    page.wait_for_function("window.gridplan && window.gridplan.ready", timeout=60_000)
+    page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=60_000)
 
 
 def test_coverage_page_layers_findings_proposal_and_sites(page, served):
@@ -111,7 +111,7 @@ def test_coverage_page_layers_findings_proposal_and_sites(page, served):
     # a finding flies the map to it
     first = report["blind_spots"]["findings"][0]
     page.locator("#findings li").first.click()
-    page.wait_for_function("window.gridplan.map.getZoom() === 17", timeout=10_000)
+    page.wait_for_function("() => window.gridplan.map.getZoom() === 17", timeout=10_000)
     centre = page.evaluate("(() => { const c = window.gridplan.map.getCenter(); return [c.lng, c.lat]; })()")
     assert centre == pytest.approx([first["lon"], first["lat"]], abs=1e-3)
 
@@ -120,7 +120,7 @@ def test_coverage_page_layers_findings_proposal_and_sites(page, served):
     index = next(i for i, r in enumerate(standards)
                  if r["kind"] == "kindergarten")
     page.select_option("#kind", str(index))
-    page.wait_for_function("document.querySelector('#coverage-figures').textContent.includes('幼儿园')")
+    page.wait_for_function("() => document.querySelector('#coverage-figures').textContent.includes('幼儿园')")
     target = page.evaluate("""(() => { let best = null; window.gridplan.layers.uncovered.eachLayer((l) => {
         if (!best || l.feature.properties.uncovered > best.feature.properties.uncovered) best = l; });
         const c = best.getBounds().getCenter();
@@ -132,7 +132,7 @@ def test_coverage_page_layers_findings_proposal_and_sites(page, served):
     point = page.evaluate("""([lat, lng]) => {
         const p = window.gridplan.map.latLngToContainerPoint([lat, lng]); return [p.x, p.y]; }""", target[:2])
     page.mouse.click(box["x"] + point[0], box["y"] + point[1])
-    page.wait_for_function("window.gridplan.state.proposal !== undefined", timeout=20_000)
+    page.wait_for_function("() => window.gridplan.state.proposal !== undefined", timeout=20_000)
     change = page.evaluate("window.gridplan.state.proposal")
     assert change["households_added"] > 0
     assert f"+{change['households_added']:,}" in page.inner_text("#proposal-result")
@@ -151,7 +151,7 @@ def test_coverage_page_layers_findings_proposal_and_sites(page, served):
 def test_printable_report_with_charts(page, served):
     sign_in(page, served["base"], "viewer")
     page.goto(f"{served['base']}/coverage/report?method=straight")
-    page.wait_for_function("window.coverageReportReady === true")
+    page.wait_for_function("() => window.coverageReportReady === true")
     rows = page.locator("#reach-table tbody tr")
     assert rows.count() == len(FACILITY_STANDARDS)
     assert "幼儿园" in page.inner_text("#reach-table")

@@ -299,7 +299,7 @@ def _signed_in(browser, live, who: str | None, locale: str):
 def _visit(page, live, path: str, ready: str | None) -> list[str]:
     page.goto(live["base"] + path.format(plan=live["plan"], case=live["case"]))
     if ready:
-        page.wait_for_function(ready, timeout=30_000)
+        page.wait_for_function(f"() => {ready}", timeout=30_000)  # a function: the CSP refuses eval
     page.wait_for_load_state("networkidle")
     return page.evaluate(VISIBLE_TEXT)
 
@@ -373,18 +373,18 @@ def test_the_switch_in_the_top_bar(browser, live):
         page.goto(f"{live['base']}/login")
         assert page.inner_text("h1") == "登录" and page.get_attribute("#locale-zh", "aria-pressed") == "true"
         page.click("#locale-en")
-        page.wait_for_function("document.documentElement.lang === 'en'")
+        page.wait_for_function("() => document.documentElement.lang === 'en'")
         assert page.inner_text("h1") == "Sign in"
         page.fill("input[name=name]", "viewer")  # the other tests' users keep no setting
         page.fill("input[name=password]", PASSWORD)
         page.click("form.login button[type=submit]")
         page.wait_for_url(lambda url: "/login" not in url)
-        page.wait_for_function("window.gridplan && window.gridplan.ready", timeout=30_000)
+        page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=30_000)
         assert "Planning map" in page.inner_text("header.topbar")
         # the script's text follows: the histogram's heading is drawn by planner.js
         page.click("#locale-zh")
-        page.wait_for_function("document.documentElement.lang === 'zh-CN'")
-        page.wait_for_function("window.gridplan && window.gridplan.ready", timeout=30_000)
+        page.wait_for_function("() => document.documentElement.lang === 'zh-CN'")
+        page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=30_000)
         assert "规划" in page.inner_text("header.topbar") and "社区" in page.inner_text("#status")
     finally:
         context.close()

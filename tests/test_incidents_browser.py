@@ -77,7 +77,7 @@ def phone(browser, server):
 
 
 def ready(page):
-    page.wait_for_function("window.gridplan && window.gridplan.ready", timeout=30_000)
+    page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=30_000)
 
 
 def no_sideways_scroll(page):
@@ -89,7 +89,7 @@ def test_a_case_through_every_step_on_a_phone(phone, server, tmp_path):
     page.goto(f"{server['base']}/cases/new")
     ready(page)
     page.click("#locate")
-    page.wait_for_function("document.querySelector('input[name=lon]').value !== ''")
+    page.wait_for_function("() => document.querySelector('input[name=lon]').value !== ''")
     page.select_option("select[name=category]", "E01-01")
     page.fill("textarea[name=description]", EVIL)
     photo = tmp_path / "scene.jpg"
@@ -112,7 +112,7 @@ def test_a_case_through_every_step_on_a_phone(phone, server, tmp_path):
             page.fill("#case-note", "未清理干净 not clean yet")
         version = page.evaluate("window.gridplan.case.version")
         button.click()
-        page.wait_for_function(f"window.gridplan.case.version === {version + 1}")
+        page.wait_for_function(f"() => window.gridplan.case.version === {version + 1}")
         if action == "dispatch":
             assert page.text_content("#case-clock").startswith("剩余")
         no_sideways_scroll(page)
@@ -139,7 +139,7 @@ def test_a_conflict_shows_the_current_state(phone, server, browser):
     page.goto(f"{server['base']}/cases/new")
     ready(page)
     page.click("#locate")
-    page.wait_for_function("document.querySelector('input[name=lon]').value !== ''")
+    page.wait_for_function("() => document.querySelector('input[name=lon]').value !== ''")
     page.click("form#report-form button[type=submit]")
     page.wait_for_selector("#reported-text a")
     code = page.text_content("#reported-text a")
@@ -158,7 +158,7 @@ def test_a_conflict_shows_the_current_state(phone, server, browser):
     page.click("#action-buttons button[data-action=file]")
     page.wait_for_selector("#conflict:not([hidden])")
     assert "已被他人处理" in page.text_content("#conflict")
-    page.wait_for_function("window.gridplan.case.version === 2")
+    page.wait_for_function("() => window.gridplan.case.version === 2")
     assert page.locator("#action-buttons button[data-action=dispatch]").count() == 1
 
 

@@ -323,15 +323,15 @@ def test_upload_preview_mapping_and_import_in_chromium(page, served, small_demo,
     assert "households" in page.inner_text("#import-problems")  # required field not filled yet
     assert page.is_disabled("#import-start")
     page.select_option("#mapping select[data-column=HH]", "households")
-    page.wait_for_function("document.querySelector('#import-message').classList.contains('ok')")
+    page.wait_for_function("() => document.querySelector('#import-message').classList.contains('ok')")
     assert page.is_hidden("#import-problems")
     page.screenshot(path=str(served["folder"] / "layers-preview.png"), full_page=True)
     page.click("#import-start")
-    page.wait_for_function("document.querySelector('#import-result').classList.contains('ok')",
+    page.wait_for_function("() => document.querySelector('#import-result').classList.contains('ok')",
                            timeout=30_000)
     assert "30" in page.inner_text("#import-result")
     page.wait_for_function(
-        "document.querySelector('tr[data-layer=units] .change').textContent.includes('planner')")
+        "() => document.querySelector('tr[data-layer=units] .change').textContent.includes('planner')")
     stored = read_layer(served["engine"], "units", isin={"code": list(units["code"])})
     assert len(stored) == 30
     page.screenshot(path=str(served["folder"] / "layers-imported.png"), full_page=True)
@@ -352,7 +352,7 @@ def test_a_refused_file_is_explained_where_the_planner_looks(page, served, small
     # declaring the CRS sends the file again and the checks pass
     page.fill("#import-form input[name=crs]", "EPSG:4490")
     page.click("#import-form button[type=submit]")
-    page.wait_for_function("document.querySelector('#import-message').classList.contains('ok')")
+    page.wait_for_function("() => document.querySelector('#import-message').classList.contains('ok')")
     assert page.is_hidden("#import-problems")
     assert [e for e in page.errors if "400" not in e] == []  # the refused preview's 400, nothing else
 
@@ -384,7 +384,7 @@ def test_export_options_in_chromium(page, served, small_demo):
     page.select_option("#export-form select[name=format]", "gpkg")
     page.fill("#export-form input[name=crs]", "EPSG:99999")
     page.click("#export-form button[type=submit]")
-    page.wait_for_function("document.querySelector('#export-message').classList.contains('bad')")
+    page.wait_for_function("() => document.querySelector('#export-message').classList.contains('bad')")
     assert "export failed" in page.inner_text("#export-message")
     page.screenshot(path=str(served["folder"] / "layers-export.png"), full_page=True)
     assert [e for e in page.errors if "400" not in e] == []
@@ -457,10 +457,10 @@ def test_communities_by_name_import_in_chromium(page, served, small_demo, tmp_pa
     page.set_input_files("#import-form input[name=file]", str(path))
     page.wait_for_selector("#preview:not([hidden])")
     assert page.input_value("#mapping select[data-column=街道]") == "street"
-    page.wait_for_function("document.querySelector('#import-message').classList.contains('ok')")
+    page.wait_for_function("() => document.querySelector('#import-message').classList.contains('ok')")
     assert "provisional" in page.inner_text("#preview-stored")
     page.click("#import-start")
-    page.wait_for_function("document.querySelector('#import-result').classList.contains('ok')",
+    page.wait_for_function("() => document.querySelector('#import-result').classList.contains('ok')",
                            timeout=30_000)
     stored = read_layer(served["engine"], "communities").set_index("name").loc[names]
     assert stored["provisional"].all() and (stored["street_code"] == street).all()

@@ -264,7 +264,7 @@ class Page:
 
     def open(self, plan_id: int):
         self.page.goto(f"{self.base}/plans/{plan_id}")
-        self.page.wait_for_function("window.gridplan && window.gridplan.ready", timeout=30_000)
+        self.page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=30_000)
         return self.page
 
     def js(self, expression: str, arg=None):
@@ -350,13 +350,13 @@ def test_redo_after_undoing_a_split(as_role, live, small_demo):
     page = p.open(plan_id)
     page.click(f"#communities-table tr[data-code='{code}']")
     page.click("#split")
-    page.wait_for_function("window.gridplan.state.version === 2")
+    page.wait_for_function("() => window.gridplan.state.version === 2")
     new = p.js("window.gridplan.state.undo[0].to")
     page.click("#undo")
-    page.wait_for_function("window.gridplan.state.version === 3")
+    page.wait_for_function("() => window.gridplan.state.version === 3")
     assert not p.js("(c) => window.gridplan.state.communities.has(c)", new)
     page.click("#redo")
-    page.wait_for_function("window.gridplan.state.version === 4")
+    page.wait_for_function("() => window.gridplan.state.version === 4")
     assert p.js("(c) => window.gridplan.state.communities.has(c)", new)
     assert page.query_selector(".banner") is None
     assert p.js("[window.gridplan.state.undo.length, window.gridplan.state.redo.length]") == [1, 0]
@@ -453,13 +453,13 @@ def test_a_new_community_is_named_at_once(as_role, live, small_demo):
     page.select_option("#move-to", "new")
     page.fill("#new-name", "长江社区")
     page.click("#move")
-    page.wait_for_function("window.gridplan.state.version === 3")
+    page.wait_for_function("() => window.gridplan.state.version === 3")
     new = p.js("window.gridplan.state.undo[0].to")
     assert page.inner_text(f"#communities-table tr[data-code='{new}'] td:first-child") == "长江社区"
     assert "长江社区" in page.inner_text("#selected-name")
     page.fill("#name-input", "汉江社区")
     page.click("#name-form button")
-    page.wait_for_function("window.gridplan.state.version === 4")
+    page.wait_for_function("() => window.gridplan.state.version === 4")
     assert page.inner_text(f"#communities-table tr[data-code='{new}'] td:first-child") == "汉江社区"
     assert "新社区" not in page.inner_text("#communities-table")
 
@@ -491,19 +491,19 @@ def test_a_paint_stroke_moves_units_as_the_brush_goes_and_is_one_undo_step(as_ro
     page.mouse.down()
     for x, y in points[1:]:
         page.mouse.move(x, y, steps=4)
-    page.wait_for_function("window.gridplan.lastFigures && window.gridplan.lastFigures.units >= 2")
+    page.wait_for_function("() => window.gridplan.lastFigures && window.gridplan.lastFigures.units >= 2")
     during = p.js(HOUSEHOLDS, target["community_code"])
     assert during > before  # the figures follow the brush before the stroke is saved
     assert p.js("window.gridplan.state.version") == 1
     page.mouse.up()
-    page.wait_for_function("window.gridplan.state.version === 2")
+    page.wait_for_function("() => window.gridplan.state.version === 2")
     painted = p.js("window.gridplan.state.undo[0].before.size")
     assert painted >= 2 and p.js("window.gridplan.state.undo.length") == 1
     saved = client.get(f"/api/plans/{plan_id}").json
     households = {c["community_code"]: c["households"] for c in saved["communities"]}
     assert households[target["community_code"]] == during
     page.click("#undo")
-    page.wait_for_function("window.gridplan.state.version === 3")
+    page.wait_for_function("() => window.gridplan.state.version === 3")
     assert p.js(HOUSEHOLDS, target["community_code"]) == before
     # a stroke of many units shows its figures at once
     ms = p.js("window.gridplan.lastFigures.ms")
@@ -517,11 +517,11 @@ def test_rename_duplicate_and_delete_in_the_page(as_role, live, small_demo):
     page.click("[data-document=rename]")
     page.fill("#rename-input", "新名")
     page.click("#rename-form button[type=submit]")
-    page.wait_for_function("window.gridplan.state.version === 2")
+    page.wait_for_function("() => window.gridplan.state.version === 2")
     assert "新名" in page.inner_text("#plan-title")
     page.click("[data-document=duplicate]")
     page.wait_for_url(lambda url: url.rstrip("/").split("/")[-1] not in (str(plan_id), "plans"))
-    page.wait_for_function("window.gridplan && window.gridplan.ready")
+    page.wait_for_function("() => window.gridplan && window.gridplan.ready")
     copy_id = int(page.url.rstrip("/").split("/")[-1])
     assert "新名 副本" in page.inner_text("#plan-title")
     assert "复制" in page.inner_text("#timeline") or "创建" in page.inner_text("#timeline")
@@ -538,7 +538,7 @@ def test_the_timeline_shows_who_did_what_with_comments(as_role, live, small_demo
     page = admin.open(plan_id)
     page.fill("#comment", "第三社区太小 the third community is too small")
     page.click("[data-action=reject]")
-    page.wait_for_function("document.querySelector('#timeline [data-action=rejected]') !== null",
+    page.wait_for_function("() => document.querySelector('#timeline [data-action=rejected]') !== null",
                            timeout=15_000)
     text = page.inner_text("#timeline")
     assert "创建" in text and "已报审" in text and "已退回" in text
@@ -551,7 +551,7 @@ def test_the_timeline_shows_who_did_what_with_comments(as_role, live, small_demo
 def open_planner_map(p):
     page = p.page
     page.goto(f"{p.base}/map")
-    page.wait_for_function("window.gridplan && window.gridplan.ready", timeout=30_000)
+    page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=30_000)
     return page
 
 
@@ -615,7 +615,7 @@ def test_histogram_bars_select_the_communities_they_count(as_role, live, small_d
     assert len(page.query_selector_all("#bin-communities li[data-code]")) == bins[index]
     page.click(f"#bin-communities li[data-code='{highlighted[0]}']")
     page.wait_for_function("(c) => window.gridplan.selected === c", arg=highlighted[0])
-    page.wait_for_function("window.gridplan.histogram.marked >= 0")
+    page.wait_for_function("() => window.gridplan.histogram.marked >= 0")
     # the selected community's bar is marked: it counts that community
     marked = p.js("window.gridplan.histogram.marked")
     households = p.js("(c) => window.gridplan.state.communities.get(c).feature.properties.households",

@@ -125,7 +125,7 @@ def test_plan_page_select_move_and_undo(spatialite_url, chromium_path, small_dem
             page.fill("input[name=password]", "correct horse 42")
             page.click("form.login button[type=submit]")
             page.goto(f"{base}/plans/{plan_id}")
-            page.wait_for_function("window.gridplan && window.gridplan.ready", timeout=30_000)
+            page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=30_000)
             code = page.evaluate("[...window.gridplan.state.units.keys()][0]")
             community = f"window.gridplan.state.units.get('{code}').feature.properties.community_code"
             before = page.evaluate(community)
@@ -133,12 +133,12 @@ def test_plan_page_select_move_and_undo(spatialite_url, chromium_path, small_dem
             assert "1" in page.inner_text("#selection")
             page.select_option("#move-to", "new")
             page.click("#move")
-            page.wait_for_function("window.gridplan.state.version === 2")
+            page.wait_for_function("() => window.gridplan.state.version === 2")
             after = page.evaluate(community)
             assert after != before and after.startswith(street)
             assert "below the minimum" in page.inner_text("#violations")
             page.click("#undo")
-            page.wait_for_function("window.gridplan.state.version === 3")
+            page.wait_for_function("() => window.gridplan.state.version === 3")
             assert page.evaluate(community) == before
             # lasso: a loop round part of the street selects the units whose inside point it holds
             units = small_demo.layers["units"].query("street_code == @street")

@@ -40,9 +40,12 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
 
     from webmap import admin_views, api, auth, cli, errors, grid_views, i18n, layer_views, maps, plan_views
+    from webmap.security import init_app as init_security
+    from webmap.security import limit_sign_in
 
     # what this process keeps in memory about plans, keyed to the stored boundary revision
     app.extensions["gridplan.plans"] = PlanMemory(get_engine(app.config["DATABASE_URL"]))
+    init_security(app)  # headers, cookie flags, HTTPS when GRIDPLAN_HTTPS=1
     csrf.init_app(app)
     i18n.init_app(app)
     errors.register(app)
@@ -61,6 +64,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(coverage_bp)
     from webmap.onboarding_views import bp as onboarding_bp  # names, codes, topology, units, onboard
     app.register_blueprint(onboarding_bp)
+    limit_sign_in(app)  # failed sign-ins counted per account and per address, then refused
     cli.register(app)
 
     if os.environ.get("GRIDPLAN_EXPOSE_PROCESS"):  # tests: which gunicorn worker answered

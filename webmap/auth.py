@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import timedelta
-from functools import wraps
+from functools import lru_cache, wraps
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
@@ -57,6 +57,14 @@ def init_app(app) -> None:
     login_manager.init_app(app)
     login_manager.localize_callback = _  # the sign-in prompt in the request's language
     app.register_blueprint(bp)
+    decoy_hash()  # made now, so that the first unknown name costs no more than the others
+
+
+@lru_cache(maxsize=1)
+def decoy_hash() -> str:
+    """A hash made the same way as every password's (scrypt), of a password nobody knows:
+    checked against when the name is unknown."""
+    return generate_password_hash(secrets.token_urlsafe(32))
 
 
 def hash_token(token: str) -> str:
@@ -122,8 +130,11 @@ def login():
     if request.method == "POST":
         name = request.form.get("name", "").strip()
         account = find_user(engine(), name=name)
-        if account and account.password_hash and check_password_hash(account.password_hash,
-                                                                     request.form.get("password", "")):
+        # an unknown name costs the same scrypt as a known one, so the answer's time does not
+        # tell which names exist
+        stored = account.password_hash if account and account.password_hash else decoy_hash()
+        matches = check_password_hash(stored, request.form.get("password", ""))
+        if matches and account and account.password_hash:
             if account.disabled:
                 flash(_("This account is disabled: ask an administrator"))
                 return render_template("login.html"), 403

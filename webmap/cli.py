@@ -19,6 +19,7 @@ from flask.cli import AppGroup, with_appcontext
 
 from geodata import incident_rows
 from geodata.accounts import ROLES, Account, find_user, revoke_token, update_user
+from geodata.backup import BackupRefused, backup, restore
 from geodata.catalog import LAYERS
 from geodata.errors import NotFound
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
@@ -160,6 +161,36 @@ def export_command(layer: str, fmt: str, encoding: str, crs: str | None, street:
     except (ExportError, ValueError) as exc:
         raise click.ClickException(_("export failed: {reason}", reason=exc)) from None
     click.echo(report.summary())
+
+
+@click.command("backup")
+@with_appcontext
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="the backup file (SpatiaLite: a SQLite file; PostGIS: a pg_dump -Fc archive)")
+def backup_command(output: Path) -> None:
+    """Back up the whole database (every layer, plan, case, history row, account and setting)
+    while the app keeps serving."""
+    try:
+        done = backup(current_app.config["DATABASE_URL"], output)
+    except BackupRefused as exc:
+        raise click.ClickException(f"backup failed: {exc}") from None
+    click.echo(f"{done['kind']} backup written to {done['path']} ({done['bytes']:,} bytes)")
+
+
+@click.command("restore")
+@with_appcontext
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--replace", is_flag=True, help="replace a database that holds data already")
+def restore_command(path: Path, replace: bool) -> None:
+    """Restore the database from the backup PATH (made by ``backup`` from a database of the same
+    kind). A damaged file, a file of the other kind, or a database in use without --replace is
+    refused and nothing is written."""
+    try:
+        done = restore(path, current_app.config["DATABASE_URL"], replace=replace)
+    except BackupRefused as exc:
+        raise click.ClickException(f"restore refused: {exc}") from None
+    _ready()  # a backup from an older version gets the newer migrations
+    click.echo(f"{done['kind']} database restored from {done['path']}")
 
 
 user = AppGroup("user", help="Accounts: admin, planner, supervisor (scoped), viewer.")
@@ -356,5 +387,5 @@ def worker_command(once: bool) -> None:
 
 def register(app: Flask) -> None:
     for command in (init_db, demo, import_command, export_command, user, token, demo_accounts,
-                    plan_command, worker_command):
+                    plan_command, worker_command, backup_command, restore_command):
         app.cli.add_command(command)

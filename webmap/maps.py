@@ -9,10 +9,11 @@ grey background and nothing else breaks.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import folium
-from flask import Blueprint, current_app, redirect, render_template, send_from_directory, url_for
+from flask import Blueprint, current_app, g, redirect, render_template, send_from_directory, url_for
 from markupsafe import Markup
 
 from geodata.i18n import _
@@ -25,6 +26,7 @@ from layers.communities import bounds
 from webmap.auth import current_account, require
 from webmap.extensions import engine
 from webmap.i18n import facility_kind_name
+from webmap.security import csp_nonce, tile_sources
 
 bp = Blueprint("maps", __name__)
 
@@ -71,18 +73,28 @@ def build_map(extent) -> folium.Map:
     m.default_css = [("leaflet_css", url_for("static", filename="vendor/leaflet/leaflet.css"))]
     name, url, attribution, _ = _basemap()
     if url:
-        folium.TileLayer(url, attr=attribution, name=name, max_zoom=19, subdomains="1234"
-                         if name in ("gaode", "tianditu") else "abc").add_to(m)
+        subdomains = "1234" if name in ("gaode", "tianditu") else "abc"
+        folium.TileLayer(url, attr=attribution, name=name, max_zoom=19, subdomains=subdomains).add_to(m)
+        g.tile_sources = tile_sources(url, subdomains)  # the page's img-src (webmap.security)
     if extent:
         minx, miny, maxx, maxy = extent
         m.fit_bounds([[miny, minx], [maxy, maxx]])
     return m
 
 
+_SCRIPT_TAG = re.compile(r"<script(?=[\s>])")
+
+
+def _with_nonce(html: str) -> str:
+    """folium's markup with this request's CSP nonce on each of its ``<script>`` tags (folium
+    writes them from our own settings; no stored text reaches them)."""
+    return _SCRIPT_TAG.sub(f'<script nonce="{csp_nonce()}"', html)
+
+
 def render_map(template: str, m: folium.Map, config: dict, **context):
     root = m.get_root()
     root.render()
-    return render_template(template, map_header=Markup(root.header.render()),
+    return render_template(template, map_header=Markup(_with_nonce(root.header.render())),
                            map_html=Markup(root.html.render()), map_script=Markup(root.script.render()),
                            config=config | {"map": m.get_name(), "coords": _basemap()[3]}, **context)
 

@@ -174,6 +174,8 @@ def request_one(code: str, fmt: str):
 def request_create(fmt: str):
     fmt = _fmt(fmt)
     account = _account(required=True)
+    if not account.via_token:  # a signed-in browser's cookie: the CSRF check of every other form
+        csrf.protect()
     form = request.form.to_dict() if request.form else (request.get_json(silent=True) or {})
     case, _ = incidents.report(engine(), account, open311.from_post(form))
     answer = [{"service_request_id": case["code"], "service_notice": "", "account_id": None}]

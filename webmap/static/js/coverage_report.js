@@ -3,6 +3,8 @@
    are given to Chart.js as text, never as HTML. */
 "use strict";
 (function () {
+  const print = document.getElementById("print-report");
+  if (print) print.addEventListener("click", () => window.print());
   const data = JSON.parse(document.getElementById("coverage-chart").textContent);
   const streets = Array.from(new Set(data.reach.flatMap((r) => Object.keys(r.by_street)))).sort();
   const COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"];

@@ -1,0 +1,313 @@
+"""Who may call what: every route of the app (from ``app.url_map``) × every kind of caller —
+the four roles signed in, nobody, a made-up token and a revoked one — against one table. A
+route added without an entry in the table fails here. And a state change from a signed-in
+browser without its CSRF token is refused, whatever the route.
+
+The outcome classes: ``in`` (past the door: any answer but 401, 403 or the sign-in page; the
+bodies sent are empty, so an allowed caller mostly gets a 4xx naming what is missing),
+``sign-in`` (401, or a redirect to the sign-in page), ``refused`` (403) and ``csrf`` (400: no
+CSRF token). Who is not in a row's roles gets ``sign-in`` when nobody is signed in or the token
+is wrong or revoked, and ``refused`` when signed in with another role; ``EXCEPTIONS`` names the
+few that differ.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import pytest
+from sqlalchemy import func, select
+
+from geodata.db import get_engine
+from geodata.models import AuditLog, Plan
+from layers.demo import write_demo
+from tests.webhelpers import csrf_token, make_accounts, sign_in
+from webmap import create_app
+
+ROLES = ("admin", "planner", "supervisor", "viewer")
+CALLERS = (*ROLES, "anonymous", "wrong_token", "revoked_token")
+
+ANY = "admin planner supervisor viewer"
+READERS = "admin planner viewer"
+EDITORS = "admin planner"
+CASES = "admin supervisor"
+EVERYONE = "public"  # no sign-in needed: every caller is let in
+
+#: method and rule → the roles let in
+ACCESS: dict[str, str] = {
+    "GET /": ANY,
+    "GET /login": EVERYONE,
+    "POST /login": EVERYONE,
+    "POST /logout": EVERYONE,
+    "POST /locale": EVERYONE,  # the language switch, on the sign-in page too
+    "GET /static/<path:filename>": EVERYONE,
+    "GET /tiles/<int:z>/<int:x>/<int:y>.png": ANY,
+    # pages
+    "GET /map": READERS,
+    "GET /supervisor": CASES,
+    "GET /plans": READERS,
+    "GET /plans/<int:plan_id>": READERS,
+    "GET /layers": READERS,
+    "GET /coverage": READERS,
+    "GET /coverage/report": READERS,
+    "GET /cases": CASES,
+    "GET /cases/new": CASES,
+    "GET /cases/<code>": ANY,
+    "GET /rates": ANY,
+    "GET /admin": "admin",
+    "GET /admin/users": "admin",
+    "GET /admin/tokens": "admin",
+    "GET /admin/settings": "admin",
+    "GET /admin/audit": "admin",
+    "GET /admin/audit.csv": "admin",
+    # administration
+    "GET /api/admin/users": "admin",
+    "POST /api/admin/users": "admin",
+    "PATCH /api/admin/users/<int:user_id>": "admin",
+    "GET /api/admin/tokens": "admin",
+    "POST /api/admin/tokens": "admin",
+    "PATCH /api/admin/tokens/<int:token_id>": "admin",
+    "POST /api/admin/tokens/<int:token_id>/revoke": "admin",
+    "GET /api/admin/settings": "admin",
+    "PUT /api/admin/settings/<key>": "admin",
+    "GET /api/admin/audit": "admin",
+    # layers (OGC API Features), search, statistics
+    "GET /api/collections": ANY,
+    "GET /api/collections/<name>": ANY,
+    "GET /api/collections/<name>/items": ANY,
+    "GET /api/collections/<name>/items/<code>": ANY,
+    "GET /api/search": READERS,
+    "GET /api/stats/households": READERS,
+    "GET /api/topology/communities": READERS,
+    "GET /api/layers": READERS,
+    "GET /api/layers/places": READERS,
+    "GET /api/layers/<layer>/export": READERS,
+    "POST /api/layers/<layer>/preview": EDITORS,
+    "POST /api/layers/<layer>/import": EDITORS,
+    "GET /api/layers/imports/<int:job_id>": EDITORS,
+    "DELETE /api/layers/uploads/<upload>": EDITORS,
+    "GET /api/jobs/<int:job_id>": ANY,
+    # plans
+    "GET /api/plans": READERS,
+    "POST /api/plans": EDITORS,
+    "GET /api/plans/<int:plan_id>": READERS,
+    "DELETE /api/plans/<int:plan_id>": EDITORS,
+    "GET /api/plans/<int:plan_id>/units": READERS,
+    "GET /api/plans/<int:plan_id>/outlines": READERS,
+    "GET /api/plans/<int:plan_id>/compare": READERS,
+    "GET /api/plans/<int:plan_id>/timeline": READERS,
+    "GET /api/plans/<int:plan_id>/export": READERS,
+    "POST /api/plans/<int:plan_id>/moves": EDITORS,
+    "POST /api/plans/<int:plan_id>/split": EDITORS,
+    "POST /api/plans/<int:plan_id>/merge": EDITORS,
+    "POST /api/plans/<int:plan_id>/rename": EDITORS,
+    "POST /api/plans/<int:plan_id>/duplicate": EDITORS,
+    "POST /api/plans/<int:plan_id>/rebase": EDITORS,
+    "POST /api/plans/<int:plan_id>/status": EDITORS,
+    "POST /api/plans/<int:plan_id>/communities/<code>/name": EDITORS,
+    # grid cells
+    "POST /api/grid": EDITORS,
+    "POST /api/grid/split": EDITORS,
+    "POST /api/grid/merge": EDITORS,
+    "POST /api/grid/moves": EDITORS,
+    "GET /api/grid/problems": READERS,
+    "GET /api/grid/assignments": ANY,
+    "POST /api/grid/assignments": EDITORS,
+    # the incident loop
+    "GET /api/incidents": ANY,
+    "POST /api/incidents": CASES,
+    "GET /api/incidents/duplicates": CASES,
+    "GET /api/incidents/<code>": ANY,
+    "GET /api/incidents/<code>/history": ANY,
+    "POST /api/incidents/<code>/actions": ANY,
+    "POST /api/incidents/<code>/photos": CASES,
+    "GET /api/incidents/<code>/photos/<int:photo_id>": ANY,
+    "GET /api/exports/<layer>": ANY,
+    "GET /api/rates": ANY,
+    # coverage
+    "GET /api/coverage/report": READERS,
+    "GET /api/coverage/layers/<name>": READERS,
+    "POST /api/coverage/proposal": READERS,
+    "POST /api/coverage/sites": READERS,
+    "POST /api/coverage/jobs": READERS,
+    "GET /api/coverage/jobs/<int:job_id>": READERS,
+    # Open311 GeoReport v2: any account or token reads; reporting needs one
+    "GET /open311/v2/services.<fmt>": ANY,
+    "GET /open311/v2/services/<code>.<fmt>": ANY,
+    "GET /open311/v2/requests.<fmt>": ANY,
+    "GET /open311/v2/requests/<code>.<fmt>": ANY,
+    "POST /open311/v2/requests.<fmt>": ANY,
+}
+
+#: (route, caller) → outcome where it is not the one the roles give
+EXCEPTIONS: dict[tuple[str, str], str] = {
+    # a wrong name or password (the bodies are empty) is answered 401, whoever asks
+    **{("POST /login", caller): "sign-in" for caller in CALLERS},
+    # Open311 answers a report without a valid account or key 403, as GeoReport v2 has it
+    **{("POST /open311/v2/requests.<fmt>", caller): "refused"
+       for caller in ("anonymous", "wrong_token", "revoked_token")},
+    # the administrators' and the layer upload API are the browser pages' own: without a
+    # session's CSRF token a request is refused before anything else, a token's too
+    **{(route, caller): "csrf" for caller in ("wrong_token", "revoked_token") for route in (
+        "POST /login", "POST /logout", "POST /locale", "POST /api/layers/<layer>/preview",
+        "POST /api/layers/<layer>/import",
+        "DELETE /api/layers/uploads/<upload>", "POST /api/admin/users",
+        "PATCH /api/admin/users/<int:user_id>",
+        "POST /api/admin/tokens", "PATCH /api/admin/tokens/<int:token_id>",
+        "POST /api/admin/tokens/<int:token_id>/revoke", "PUT /api/admin/settings/<key>")},
+}
+
+
+def expected(route: str, caller: str) -> str:
+    if (route, caller) in EXCEPTIONS:
+        return EXCEPTIONS[route, caller]
+    allowed = ACCESS[route]
+    if allowed == EVERYONE or caller in allowed.split():
+        return "in"
+    return "refused" if caller in ROLES else "sign-in"
+
+
+def outcome(answer) -> str:
+    if answer.status_code == 400 and "CSRF" in answer.get_data(as_text=True):
+        return "csrf"
+    if answer.status_code == 401:
+        return "sign-in"
+    if answer.status_code == 403:
+        return "refused"
+    location = answer.headers.get("Location", "")
+    if answer.status_code in (301, 302, 303) and urlsplit(location).path == "/login" and "next=" in location:
+        return "sign-in"
+    return "in"
+
+
+def routes(app) -> list[tuple[str, object]]:
+    found = []
+    for rule in app.url_map.iter_rules():
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            found.append((f"{method} {rule.rule}", rule))
+    return found
+
+
+def matrix_site(url: str, demo) -> dict:
+    """The demo in the migrated database at ``url``, accounts of each role, a revoked token, a
+    plan, and the values every route's URL is built from (scripts/bench_hardening.py uses it)."""
+    write_demo(get_engine(url), demo)
+    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none"})
+    secrets = make_accounts(app, demo)
+    from geodata.accounts import find_user, list_tokens, revoke_token
+    from webmap.auth import add_token
+
+    with app.app_context():
+        revoked = add_token("revoked-admin", "admin")
+        spare = add_token("to-revoke", "viewer")  # what the revoke route is tried on
+    engine = get_engine(url)
+    revoke_token(engine, actor="test", name="revoked-admin")
+    admin = app.test_client()
+    sign_in(admin, "admin")
+    headers = {"X-CSRFToken": csrf_token(admin.get("/plans").get_data(as_text=True))}
+    street = demo.layers["streets"]["code"].iloc[0]
+    plan = admin.post("/api/plans", json={"name": "矩阵", "street": street}, headers=headers)
+    assert plan.status_code == 201, plan.get_data(as_text=True)
+    scope = secrets["scope"]
+    supervisor = app.test_client()
+    sign_in(supervisor, "supervisor")
+    case = supervisor.get("/api/incidents").json["incidents"][0]  # one of the supervisor's own
+    del spare
+    token_id = next(t["id"] for t in list_tokens(engine) if t["name"] == "to-revoke")
+    values = {"plan_id": plan.json["plan_id"], "code": case["code"], "name": "communities",
+              "layer": "units", "filename": "js/common.js", "fmt": "json", "z": 1, "x": 1, "y": 1,
+              "job_id": 999999, "photo_id": 999999, "upload": "nothing", "key": "basemap",
+              "user_id": find_user(engine, name="viewer").id, "token_id": token_id}
+    special = {"GET /api/collections/<name>/items/<code>": {"code": scope},
+               "POST /api/plans/<int:plan_id>/communities/<code>/name": {"code": scope},
+               "GET /open311/v2/services/<code>.<fmt>": {"code": "nothing"}}
+    return {"app": app, "revoked": revoked, "values": values, "special": special, "engine": engine}
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, spatialite_template, small_demo):
+    """One small demo database for the whole matrix (SpatiaLite: who may do what does not
+    depend on the database)."""
+    import shutil
+
+    path = tmp_path_factory.mktemp("access") / "gridplan.sqlite"
+    shutil.copy(spatialite_template, path)
+    return matrix_site(f"sqlite:///{path}", small_demo)
+
+
+def _client(site, caller: str):
+    """A test client for ``caller`` and the headers it sends on every request."""
+    app = site["app"]
+    client = app.test_client()
+    if caller in ROLES:
+        assert sign_in(client, caller).status_code == 302
+        return client, {"X-CSRFToken": csrf_token(client.get("/login").get_data(as_text=True))}
+    if caller == "anonymous":
+        return client, {"X-CSRFToken": csrf_token(client.get("/login").get_data(as_text=True))}
+    token = "made-up-token-0123456789" if caller == "wrong_token" else site["revoked"]
+    return client, {"Authorization": f"Bearer {token}"}
+
+
+def test_every_route_has_an_entry_and_every_entry_a_route(site):
+    found = {route for route, _ in routes(site["app"])}
+    assert sorted(found - ACCESS.keys()) == [], "routes without an entry in ACCESS: say who may call them"
+    assert sorted(ACCESS.keys() - found) == [], "entries in ACCESS for routes that are gone"
+
+
+def try_routes(site, caller: str) -> tuple[list[str], list[str]]:
+    """Every route as ``caller``: the answers (route, status, outcome) and those that differ
+    from the table."""
+    client, headers = _client(site, caller)
+    answers: list[str] = []
+    wrong: list[str] = []
+    # signing out last: it ends the session the other requests use
+    for route, rule in sorted(routes(site["app"]), key=lambda r: r[0] == "POST /logout"):
+        if route not in ACCESS:
+            continue  # reported by the test above
+        method = route.split()[0]
+        url = rule.build({**site["values"], **site["special"].get(route, {})}, append_unknown=False)[1]
+        kwargs = {"headers": headers}
+        if method != "GET":
+            kwargs["json"] = []  # never a valid body: allowed callers get a 4xx naming what is wrong
+        answer = client.open(url, method=method, **kwargs)
+        got, want = outcome(answer), expected(route, caller)
+        answers.append(f"{route} as {caller}: {answer.status_code} ({got})")
+        if got != want or answer.status_code >= 500:
+            wrong.append(f"{route} as {caller}: {answer.status_code} ({got}), expected {want}")
+    return answers, wrong
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_every_route_answers_each_caller_as_the_table_says(site, caller):
+    answers, wrong = try_routes(site, caller)
+    assert len(answers) == len(ACCESS)
+    assert wrong == []
+
+
+def test_state_changes_without_the_csrf_token_are_refused(site):
+    """A signed-in browser's cookie alone changes nothing: every POST, PUT, PATCH and DELETE
+    without the CSRF token is a 400 naming the token, and nothing is written."""
+    client = site["app"].test_client()
+    assert sign_in(client, "admin").status_code == 302
+    engine = site["engine"]
+
+    def counts():
+        with engine.connect() as conn:
+            return (conn.execute(select(func.count()).select_from(AuditLog)).scalar_one(),
+                    conn.execute(select(func.count()).select_from(Plan)).scalar_one())
+
+    before = counts()
+    let_through = []
+    for route, rule in routes(site["app"]):
+        method = route.split()[0]
+        if method == "GET" or route in ("POST /logout", "POST /login"):
+            continue
+        url = rule.build({**site["values"], **site["special"].get(route, {})}, append_unknown=False)[1]
+        answer = client.open(url, method=method, json={"name": "csrf", "version": 1})
+        if answer.status_code != 400 or "CSRF" not in answer.get_data(as_text=True):
+            let_through.append(f"{route}: {answer.status_code}")
+    assert let_through == []
+    assert counts() == before
+    # signing out needs the token too: a page elsewhere cannot sign a user out
+    assert client.post("/logout").status_code == 400
+    assert client.get("/map").status_code == 200
