@@ -40,7 +40,7 @@ def problem(status: int, title: str, detail: str, code: str | None = None, **ext
 HTTP_TITLES = (N_("Bad Request"), N_("Unauthorized"), N_("Forbidden"), N_("Not Found"),
                N_("Method Not Allowed"), N_("Conflict"), N_("Payload Too Large"),
                N_("Unsupported Media Type"), N_("Unprocessable Entity"), N_("Internal Server Error"),
-               N_("Service Unavailable"))
+               N_("Service Unavailable"), N_("Too Many Requests"))
 #: what to say instead of Werkzeug's own (English) descriptions
 HTTP_DETAILS = {400: N_("The request could not be understood."), 401: N_("Sign in first."),
                 403: N_("Your role may not do this."), 404: N_("There is nothing at this address."),

@@ -24,6 +24,7 @@ from flask_talisman import Talisman
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import geodata.rate_limits  # noqa: F401  (registers the gridplan+db:// storage)
+from geodata.i18n import _
 from webmap.errors import problem, wants_json
 
 talisman = Talisman()
@@ -127,8 +128,8 @@ def _refusal(limit) -> Response:
     """429 with ``Retry-After``: the sign-in page with a message, or problem details for JSON."""
     wait = max(1, int(limit.reset_at - time.time()))
     minutes = -(-wait // 60)
-    message = (f"Too many failed sign-ins: try again in {minutes} minute{'s' if minutes > 1 else ''}. "
-               "If you have forgotten your password, ask an administrator.")
+    message = _("Too many failed sign-ins: try again in {minutes} min. If you have forgotten your "
+                "password, ask an administrator.", minutes=minutes)
     if wants_json():
         response = problem(429, "Too Many Requests", message, "TooManySignIns")
     else:
