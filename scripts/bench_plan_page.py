@@ -173,6 +173,11 @@ def measure(browser, base: str, plan_id: int) -> dict:
     if page.evaluate("window.gridplan.state.byView"):
         page.wait_for_function(f"(window.gridplan.unitLoads || 0) > {loads}", timeout=120_000)
     out["pan_s"] = round(time.perf_counter() - started, 3)
+    # of which the request for the new view's units (asked, answered, read), the rest is drawing
+    out["pan_request_s"] = page.evaluate("""() => {
+        const r = performance.getEntriesByType('resource').filter((e) => e.name.includes('/units?')).pop();
+        return r ? Math.round(r.duration) / 1000 : null; }""")
+    out["units_after_pan"] = page.evaluate("window.gridplan.state.units.size")
     context.close()
     return out
 
