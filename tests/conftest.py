@@ -153,3 +153,17 @@ def providence_zip(test_data) -> Path:
 def chromium_path() -> str:
     require(CHROMIUM.exists(), "Chromium (Debian package chromium)")
     return str(CHROMIUM)
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path):
+    """Debian's Chromium, headless, driven by Playwright (never a downloaded browser); one per
+    test module, each test opening its own context."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run"])
+        yield browser
+        browser.close()

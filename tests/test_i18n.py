@@ -232,16 +232,6 @@ def live(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     server.shutdown()
 
 
-@pytest.fixture(scope="module")
-def browser(chromium_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path, args=["--no-sandbox", "--disable-gpu"])
-        yield browser
-        browser.close()
-
-
 VISIBLE_TEXT = """() => {
   const out = [];
   const seen = (el) => el && el.checkVisibility({ checkOpacity: true, checkVisibilityCSS: true });

@@ -38,19 +38,6 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     srv.shutdown()
 
 
-@pytest.fixture(scope="module")
-def browser(chromium_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=chromium_path,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
-        )
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def phone(browser, server):
     here = server["cells"].iloc[0].geometry.representative_point()

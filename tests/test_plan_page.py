@@ -235,16 +235,6 @@ def live(tmp_path_factory, spatialite_template, small_demo):
     server.shutdown()
 
 
-@pytest.fixture(scope="module")
-def browser(chromium_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path, args=["--no-sandbox", "--disable-gpu"])
-        yield browser
-        browser.close()
-
-
 class Page:
     """A signed-in Chromium page that records what would show in the console."""
 
