@@ -30,8 +30,11 @@ run: setup
 dev: setup  # Flask's reloading development server
 	$(FLASK) run --debug --host $(HOST) --port $(PORT)
 
+# one test process per core (each with its own PostGIS cluster and SpatiaLite template); a test
+# file stays on one process, so its module fixtures (a browser, a served demo) are made once
+TEST_PROCESSES ?= auto
 test: setup-test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 setup: $(VENV)/.run-installed $(CATALOGUES)
 setup-test: $(VENV)/.test-installed $(CATALOGUES)
