@@ -293,8 +293,9 @@ def items(engine: Engine, name: str, args: dict, base: str, account: Account):
     texts = _geojson(geoms, query["coords"])
     features = ",".join(f'{{"type":"Feature","id":{_dumps(r.get("code"))},"geometry":{g},'
                         f'"properties":{_dumps(r)}}}' for r, g in zip(records, texts, strict=True))
-    head = {"numberMatched": matched, "numberReturned": len(records),
-            "timeStamp": datetime.now().isoformat(timespec="seconds"), "links": links}
+    # no timeStamp (optional in OGC API Features): it would change the ETag every second, and a
+    # map reading the same view again would never get its 304
+    head = {"numberMatched": matched, "numberReturned": len(records), "links": links}
     body = f'{{"type":"FeatureCollection","features":[{features}],{_dumps(head)[1:]}'
     return 200, {"Content-Type": FORMATS["geojson"]}, body.encode("utf-8")
 
