@@ -96,7 +96,9 @@ def test_planner_map_shows_every_community_and_a_click_shows_its_households(page
     page.wait_for_selector("#selected:not([hidden])")
     assert page.inner_text("#selected-name") == target["name"]
     assert f"{households:,}" in page.inner_text("#selected-figures")
-    assert page.evaluate("window.gridplan.histogram.scope") == target["street_code"]
+    # the street's histogram follows once its figures have arrived
+    page.wait_for_function("(street) => window.gridplan.histogram.scope === street",
+                           arg=target["street_code"])
     assert page.errors == []
 
 
