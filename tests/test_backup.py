@@ -11,33 +11,16 @@ import shutil
 import sqlite3
 
 import pytest
-from geoalchemy2 import Geometry
-from sqlalchemy import func, select, text
 
 from geodata.db import dispose_engines, get_engine
-from geodata.models import Base
 from layers.demo import write_demo
-from tests.webhelpers import csrf_token, make_accounts, sign_in
+from tests.webhelpers import csrf_token, make_accounts, sign_in, snapshot
 from webmap import create_app
 
 
 def cli(url: str):
     runner = create_app({"DATABASE_URL": url, "TESTING": True}).test_cli_runner()
     return lambda *args: runner.invoke(args=list(args))
-
-
-def snapshot(url: str) -> dict[str, list[tuple]]:
-    """Every row of every gridplan table (geometries as WKB), in primary-key order."""
-    engine = get_engine(url)
-    rows = {}
-    with engine.connect() as conn:
-        for table in Base.metadata.sorted_tables:
-            columns = [func.ST_AsBinary(c) if isinstance(c.type, Geometry) else c for c in table.columns]
-            order = list(table.primary_key.columns) or list(table.columns)
-            rows[table.name] = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r)
-                                for r in conn.execute(select(*columns).order_by(*order))]
-        rows["alembic_version"] = sorted(conn.execute(text("SELECT version_num FROM alembic_version")).all())
-    return rows
 
 
 @pytest.fixture

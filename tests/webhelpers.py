@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import re
 
+from geoalchemy2 import Geometry
+from sqlalchemy import func, select, text
+
+from geodata.db import get_engine
+from geodata.models import Base
+
 PASSWORD = "correct horse 42"
 SCOPE_CELLS = 12  # supervisors in the tests are scoped to one community
 
@@ -31,3 +37,22 @@ def sign_in(client, name: str, password: str = PASSWORD):
     page = client.get("/login")
     return client.post("/login", data={"name": name, "password": password,
                                        "csrf_token": csrf_token(page.get_data(as_text=True))})
+
+
+def snapshot(url: str, *, leave_out: tuple[str, ...] = ()) -> dict[str, list[tuple]]:
+    """Every row of every gridplan table (geometries as WKB), in primary-key order.
+
+    Two snapshots compare equal when the database holds the same rows byte for byte; ``leave_out``
+    names tables a refused request may rightly touch (the audit log, ``rate_limits``)."""
+    engine = get_engine(url)
+    rows = {}
+    with engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            if table.name in leave_out:
+                continue
+            columns = [func.ST_AsBinary(c) if isinstance(c.type, Geometry) else c for c in table.columns]
+            order = list(table.primary_key.columns) or list(table.columns)
+            rows[table.name] = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r)
+                                for r in conn.execute(select(*columns).order_by(*order))]
+        rows["alembic_version"] = sorted(conn.execute(text("SELECT version_num FROM alembic_version")).all())
+    return rows
