@@ -41,7 +41,7 @@ from geodata.db import BATCH
 from geodata.errors import Refused
 from geodata.i18n import _
 from geodata.models import AuditLog, CommunityHistory, UnitAdjacency
-from geodata.revisions import raise_revision
+from geodata.revisions import lock_revision, raise_revision
 from geodata.standards import FACILITY_KINDS, INCIDENT_CATEGORIES
 from geodata.store import existing_codes, keep_community_history, read_layer, write_layer
 from geodata.text_tables import read_text_table
@@ -937,6 +937,10 @@ def import_layer(
     report.mode, report.source = mode, Path(path).name
     codes = gdf["code"].tolist()
     with engine.begin() as conn:
+        # the boundary revision's lock first, before any read: imports queue behind an adoption
+        # (and it behind them) instead of deadlocking on units' rows, and on SpatiaLite the
+        # transaction holds the write lock before it reads what it checks
+        lock_revision(conn)
         if mode == "append":
             clash = existing_codes(conn, layer, codes)
             if clash:
