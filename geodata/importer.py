@@ -890,6 +890,20 @@ def check_source(
                    resolve=_resolver(engine, layer, district))
 
 
+def retired_communities(conn: Connection, codes: set[str]) -> set[str]:
+    """Of ``codes``, the communities that are no longer current but were once (in the community
+    history): a file naming them was made before an adoption or import retired them, and writing
+    it would put units into communities that no longer exist."""
+    if not codes:
+        return set()
+    codes_ = sorted(codes)
+    once: set[str] = set()
+    for start in range(0, len(codes_), BATCH):
+        chunk = codes_[start:start + BATCH]
+        once.update(conn.execute(select(CommunityHistory.code).where(CommunityHistory.code.in_(chunk))).scalars())
+    return once - existing_codes(conn, "communities", once) if once else set()
+
+
 def import_layer(
     engine: Engine,
     layer: str,
@@ -941,6 +955,13 @@ def import_layer(
         # (and it behind them) instead of deadlocking on units' rows, and on SpatiaLite the
         # transaction holds the write lock before it reads what it checks
         lock_revision(conn)
+        if layer == "units" and "community_code" in gdf.columns:
+            retired = retired_communities(conn, set(gdf["community_code"].dropna()))
+            if retired:
+                raise ImportRefused(_("{n} units name communities that were retired since (an adoption or "
+                                      "an import replaced them): {p2}; export the units again and edit that",
+                                      n=int(gdf["community_code"].isin(retired).sum()),
+                                      p2=', '.join(sorted(retired)[:20])))
         if mode == "append":
             clash = existing_codes(conn, layer, codes)
             if clash:

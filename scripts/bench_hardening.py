@@ -14,6 +14,12 @@ Parts (``--parts``, all by default):
   writes counted in the database (no report lost or stored twice, one version per rename);
 - ``backup``: ``flask backup`` and ``flask restore`` into a fresh database, on each database:
   seconds and bytes.
+- ``race``: two callers released at once against gunicorn (two workers) on each database:
+  ``--race-rounds`` rounds of two planners editing one plan version (moves, renames, community
+  names) and of two supervisors (or a supervisor and an admin) acting on one case version, and
+  ``--race-adoptions`` adoptions racing a units import run from the bench's own process; winners,
+  conflicts, 5xx, and from the database afterwards lost updates, adoptions written onto units
+  changed meanwhile, and gaps or repeats in the boundary revision.
 
     .venv/bin/python scripts/bench_hardening.py --units 4000 --clients 50 --seconds 60 \\
         --json bench-out/hardening.json
@@ -290,6 +296,222 @@ def bench_backup(url: str, fresh_url: str, demo, folder: Path) -> dict:
     return {"bytes": output.stat().st_size, "backup_s": round(backup_s, 2), "restore_s": round(restore_s, 2)}
 
 
+# --- race ----------------------------------------------------------------------------------------------
+
+
+def bench_race(url: str, demo, rounds: int, adoptions: int, folder: Path) -> dict:
+    """Two callers released at once (a barrier), each on its own connection to gunicorn (two
+    workers): ``rounds`` plan edits and ``rounds`` case actions on one version, ``adoptions``
+    adoptions racing a units import run from this process; then the database is counted."""
+    import geopandas as gpd
+    from sqlalchemy import text
+
+    from geodata import plan_rows
+    from geodata.exporter import export_layer
+    from geodata.importer import ImportRefused, import_layer
+    from layers.plan_memory import PlanMemory
+    from layers.plan_workflow import auto_plan
+    from webmap import create_app
+    from webmap.auth import add_token
+
+    REVISION = text("SELECT value FROM revisions WHERE name = 'boundaries'")  # noqa: N806
+    engine = get_engine(url)
+    write_demo(engine, demo)
+    app = create_app({"DATABASE_URL": url, "TESTING": True})
+    community = demo.layers["communities"]["code"].iloc[0]
+    streets = sorted(demo.layers["streets"]["code"])
+    with app.app_context():
+        tokens = {(role, i): add_token(f"race-{role}-{i}", role, community if role == "supervisor" else None)
+                  for role in ("planner", "admin", "supervisor") for i in (0, 1)}
+    plan_id = auto_plan(PlanMemory(engine), "race", "race-planner-0", street=streets[0])[0]
+    with engine.connect() as conn:
+        revision_before = conn.execute(REVISION).scalar_one()
+    dispose_engines()
+
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": "bench", "GRIDPLAN_BASEMAP": "none",
+           "PYTHONPATH": str(ROOT), "GRIDPLAN_EXPOSE_PROCESS": "1"}
+    log = (folder / f"gunicorn-race-{port}.log").open("w")
+    web = subprocess.Popen([str(BIN / "gunicorn"), "--workers", "2", "--timeout", "120", "--bind",
+                            f"127.0.0.1:{port}", "webmap.wsgi:app"], cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            requests.get(f"{base}/login", timeout=5)
+            break
+        except requests.RequestException:
+            time.sleep(0.2)
+    sessions = [requests.Session(), requests.Session()]
+    engine = get_engine(url)
+
+    def call(i: int, role: str, path: str, body: dict | None = None):
+        headers = {"Authorization": f"Bearer {tokens[role, i]}"}
+        if body is None:
+            return sessions[i].get(base + path, headers=headers, timeout=300)
+        return sessions[i].post(base + path, json=body, headers=headers, timeout=300)
+
+    def race_two(first, second) -> list:
+        barrier = threading.Barrier(2)
+        out: list = [None, None]
+
+        def run(k: int, fn) -> None:
+            barrier.wait()
+            try:
+                out[k] = fn()
+            except Exception as exc:  # noqa: BLE001 — counted as an error
+                out[k] = exc
+
+        threads = [threading.Thread(target=run, args=(k, fn)) for k, fn in enumerate((first, second))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return out
+
+    def tally(answers, counts: dict) -> None:
+        codes = sorted(a.status_code if not isinstance(a, Exception) else 0 for a in answers)
+        counts["rounds"] += 1
+        counts["winners"] += codes.count(200) + codes.count(201)
+        counts["conflicts"] += codes.count(409)
+        counts["5xx"] += sum(c >= 500 for c in codes)
+        counts["errors"] += codes.count(0)
+        counts["one_winner_one_conflict"] += codes == [200, 409]
+        processes = {a.headers.get("X-Gridplan-Process") for a in answers if not isinstance(a, Exception)}
+        counts["racers_in_two_processes"] += len(processes) == 2
+        for c in codes:
+            counts["statuses"][str(c)] = counts["statuses"].get(str(c), 0) + 1
+
+    def counts_() -> dict:
+        return {"rounds": 0, "winners": 0, "conflicts": 0, "5xx": 0, "errors": 0,
+                "one_winner_one_conflict": 0, "racers_in_two_processes": 0, "statuses": {}}
+
+    started = time.perf_counter()
+    # plans: two planners on one version, mixed edits
+    plans = counts_()
+    kinds = [("move", "move"), ("rename", "rename"), ("name", "move"), ("move", "rename")]
+    assignment = plan_rows.plan_assignment(engine, plan_id)
+    units = sorted(assignment.index)
+    version_start = plan_rows.get_plan(engine, plan_id)["version"]
+    path = f"/api/plans/{plan_id}"
+    for r in range(rounds):
+        version = plan_rows.get_plan(engine, plan_id)["version"]
+        communities = sorted(set(plan_rows.plan_assignment(engine, plan_id)))
+        unit = units[r % len(units)]
+
+        def edit(i: int, kind: str, version=version, unit=unit, communities=communities, r=r):
+            if kind == "move":
+                to = communities[(r + i) % len(communities)]
+                return lambda: call(i, "planner", f"{path}/moves",
+                                    {"units": [unit], "to": to, "version": version})
+            if kind == "rename":
+                return lambda: call(i, "planner", f"{path}/rename",
+                                    {"name": f"race {r} {i}", "version": version})
+            return lambda: call(i, "planner", f"{path}/communities/{communities[0]}/name",
+                                {"name": f"社区 {r} {i}", "version": version})
+
+        a, b = kinds[r % len(kinds)]
+        tally(race_two(edit(0, a), edit(1, b)), plans)
+    plan_after = plan_rows.get_plan(engine, plan_id)["version"]
+    with engine.connect() as conn:
+        audited = [row[0] for row in conn.execute(text(
+            "SELECT detail FROM audit_log WHERE layer = 'plans' AND object_code = :p "
+            "AND action LIKE 'plan:%'"),
+            {"p": str(plan_id)})]
+    versions = [json.loads(d)["version"] if isinstance(d, str) else d["version"] for d in audited
+                if (json.loads(d) if isinstance(d, str) else d or {}).get("version", 0) > version_start]
+    plans["versions_added"] = plan_after - version_start
+    plans["lost_updates"] = plans["winners"] - plans["versions_added"]
+    plans["versions_written_twice"] = len(versions) - len(set(versions))
+
+    # cases: two supervisors (or a supervisor and an admin) on one case version
+    cases = counts_()
+    codes = []
+    for r in range(rounds):
+        made = call(0, "supervisor", "/api/incidents", {"community": community, "category": "E01-01",
+                                                        "description": f"race {r}"})
+        code = made.json()["code"]
+        codes.append(code)
+        actions = [("file", "supervisor"), ("file", "supervisor")] if r % 2 == 0 else \
+            [("file", "supervisor"), ("cancel", "admin")]
+
+        def act(i: int, action: str, role: str, code=code):
+            return lambda: call(i, role, f"/api/incidents/{code}/actions",
+                                {"action": action, "version": 1, "note": "race"})
+
+        tally(race_two(act(0, *actions[0]), act(1, *actions[1])), cases)
+    with engine.connect() as conn:
+        steps = dict(conn.execute(text(
+            "SELECT i.code, count(s.id) FROM incidents i JOIN incident_steps s ON s.incident_id = i.id "
+            "WHERE s.step <> 'reported' AND i.code IN (SELECT code FROM incidents) GROUP BY i.code")).all())
+    cases["cases_with_no_step_recorded"] = sum(steps.get(c, 0) == 0 for c in codes)
+    cases["cases_with_two_steps_recorded"] = sum(steps.get(c, 0) > 1 for c in codes)
+    cases["lost_updates"] = cases["winners"] - sum(min(steps.get(c, 0), 1) for c in codes)
+
+    # an adoption racing a units import (this process, the command line's function)
+    adopt = {"rounds": 0, "adopted_then_imported": 0, "imported_then_refused": 0, "other": {},
+             "adopted_onto_changed_units": 0, "import_refused_naming_retired_communities": 0,
+             "import_errors": 0, "5xx": 0}
+    for r in range(adoptions):
+        street = streets[r % len(streets)]
+        pid = auto_plan(PlanMemory(engine), f"race adopt {r}", "race-planner-0", street=street)[0]
+        status = f"/api/plans/{pid}/status"
+        v = call(0, "planner", status, {"action": "submit", "version": 1}).json()["version"]
+        v = call(0, "admin", status, {"action": "approve", "version": v}).json()["version"]
+        out = export_layer(engine, "units", "geojson", folder / f"race-units-{r}.geojson", street=street)
+        units_file = gpd.read_file(out.path)
+        units_file["households"] = units_file["households"] + 1
+        changed = folder / f"race-units-{r}-changed.geojson"
+        units_file.to_file(changed, driver="GeoJSON")
+        # the adoption starts up to 1.5 s late: the import's reading and checking of its file takes
+        # about that long, so the two transactions meet in either order
+        delay = random.Random(r).uniform(0, 1.5)
+        answer, report = race_two(
+            lambda status=status, v=v, delay=delay: time.sleep(delay) or call(
+                1, "admin", status, {"action": "adopt", "version": v}),
+            lambda changed=changed: import_layer(engine, "units", changed, mode="update", actor="race"))
+        adopt["rounds"] += 1
+        if isinstance(report, ImportRefused) and "retired" in str(report):
+            adopt["import_refused_naming_retired_communities"] += 1
+        elif isinstance(report, Exception):
+            adopt["import_errors"] += 1
+        status = answer.status_code if not isinstance(answer, Exception) else 0
+        adopt["5xx"] += status >= 500
+        if status == 200:
+            adopt["adopted_then_imported"] += 1
+            plan = plan_rows.get_plan(engine, pid)
+            with engine.connect() as conn:
+                between = conn.execute(text(
+                    "SELECT count(*) FROM boundary_changes WHERE revision > :a AND revision < :b"),
+                    {"a": plan["base_revision"], "b": answer.json()["revision"]}).scalar_one()
+            adopt["adopted_onto_changed_units"] += between > 0
+        elif status == 409 and answer.json().get("code") == "StalePlan":
+            adopt["imported_then_refused"] += 1
+        else:
+            adopt["other"][str(status)] = adopt["other"].get(str(status), 0) + 1
+    seconds = time.perf_counter() - started
+    web.terminate()
+    web.wait(timeout=30)
+    log.close()
+    with engine.connect() as conn:
+        logged = [r[0] for r in conn.execute(text(
+            "SELECT revision FROM boundary_changes WHERE revision > :r ORDER BY revision"),
+            {"r": revision_before})]
+        revision_after = conn.execute(REVISION).scalar_one()
+        orphans = conn.execute(text(
+            "SELECT count(*) FROM units u LEFT JOIN communities c ON c.code = u.community_code "
+            "WHERE u.community_code IS NOT NULL AND (c.code IS NULL OR c.street_code <> u.street_code)")
+        ).scalar_one()
+    dispose_engines()
+    expected = list(range(revision_before + 1, revision_after + 1))
+    return {"rounds": rounds, "adoptions": adoptions, "seconds": round(seconds, 1),
+            "plans": plans, "cases": cases, "adopt_vs_import": adopt,
+            "revisions": {"before": revision_before, "after": revision_after, "logged": len(logged),
+                          "gaps": len(set(expected) - set(logged)),
+                          "repeated": len(logged) - len(set(logged))},
+            "units_outside_a_community_of_their_street": orphans}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=int, default=800, help="demo size (4000 as make run; 200000 a city)")
@@ -297,7 +519,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--signin-tries", type=int, default=20)
     parser.add_argument("--databases", default="spatialite,postgis")
-    parser.add_argument("--parts", default="signin,access,load,backup")
+    parser.add_argument("--parts", default="signin,access,load,backup,race")
+    parser.add_argument("--race-rounds", type=int, default=200, help="race: plan and case rounds")
+    parser.add_argument("--race-adoptions", type=int, default=20, help="race: adoptions racing an import")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     parts, kinds = args.parts.split(","), args.databases.split(",")
@@ -341,6 +565,24 @@ def main() -> None:
                 db["backup"] = b = bench_backup(new(), new(), demo, folder)
                 print(f"[{kind}] backup {b['backup_s']} s ({b['bytes']:,} bytes), restore into a fresh "
                       f"database {b['restore_s']} s")
+            if "race" in parts:
+                db["race"] = r = bench_race(new(), demo, args.race_rounds, args.race_adoptions, folder)
+                print(f"[{kind}] race: {r['rounds']} rounds each, {r['adoptions']} adoptions, "
+                      f"{r['seconds']} s (load average now {load_average()})")
+                for what in ("plans", "cases"):
+                    c = r[what]
+                    print(f"    {what}: winners {c['winners']}, conflicts {c['conflicts']}, one-and-one "
+                          f"{c['one_winner_one_conflict']}/{c['rounds']}, 5xx {c['5xx']}, lost updates "
+                          f"{c['lost_updates']}, racers answered by two processes "
+                          f"{c['racers_in_two_processes']}")
+                a = r["adopt_vs_import"]
+                print(f"    adoption vs import: adopted then imported {a['adopted_then_imported']}, imported "
+                      f"then refused (409) {a['imported_then_refused']}, other {a['other']}, adopted onto "
+                      f"changed units {a['adopted_onto_changed_units']}, import refused as it names retired "
+                      f"communities {a['import_refused_naming_retired_communities']}, import errors "
+                      f"{a['import_errors']}, 5xx {a['5xx']}")
+                print(f"    revisions {r['revisions']}; units outside a community of their street "
+                      f"{r['units_outside_a_community_of_their_street']}")
     finally:
         dispose_engines()
         if cluster is not None:
