@@ -497,13 +497,15 @@ def bench_race(url: str, demo, rounds: int, adoptions: int, folder: Path) -> dic
         units_file["households"] = units_file["households"] + 1
         changed = folder / f"race-units-{r}-changed.geojson"
         units_file.to_file(changed, driver="GeoJSON")
-        # the adoption starts up to 1.5 s late: the import's reading and checking of its file takes
-        # about that long, so the two transactions meet in either order
-        delay = random.Random(r).uniform(0, 1.5)
+        # one side (alternately) starts up to 2 s late: the adoption works out its communities and
+        # the import reads and checks its file before either writes, so they meet in either order
+        delay = random.Random(r).uniform(0, 2.0)
+        late_adoption, late_import = (delay, 0.0) if r % 2 else (0.0, delay)
         answer, report = race_two(
-            lambda status=status, v=v, delay=delay: time.sleep(delay) or call(
+            lambda status=status, v=v, late=late_adoption: time.sleep(late) or call(
                 1, "admin", status, {"action": "adopt", "version": v}),
-            lambda changed=changed: import_layer(engine, "units", changed, mode="update", actor="race"))
+            lambda changed=changed, late=late_import: time.sleep(late) or import_layer(
+                engine, "units", changed, mode="update", actor="race"))
         adopt["rounds"] += 1
         if isinstance(report, ImportRefused) and "retired" in str(report):
             adopt["import_refused_naming_retired_communities"] += 1
