@@ -2,9 +2,11 @@
 
 Saving is optimistic: every change names the version it started from, and a change made from an
 older version is refused with :class:`VersionConflict`, so two planners never overwrite each
-other. A plan records the boundary revision (:mod:`geodata.revisions`) it was made from.
-Adoption replaces the current communities in one transaction, keeps the previous boundaries in
-``community_history``, raises the boundary revision and refuses to revive a retired code.
+other; the refusal carries the plan as it is now (version, status, name) and the changes made
+since the caller's version (:func:`current_state`). A plan records the boundary revision
+(:mod:`geodata.revisions`) it was made from. Adoption replaces the current communities in one
+transaction, keeps the previous boundaries in ``community_history``, raises the boundary revision
+and refuses to revive a retired code.
 """
 
 from __future__ import annotations

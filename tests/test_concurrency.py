@@ -264,7 +264,6 @@ def test_an_import_racing_an_adoption_either_waits_or_makes_the_adoption_a_confl
             assert plan_rows.current_community_names(engine) == communities_before
         partition_holds(engine)
     assert len(outcomes) == 3, outcomes
-    print(outcomes)
 
 
 def _write_boundaries(url: str, path: str, times: int, queue) -> None:
