@@ -160,6 +160,9 @@ def test_guessed_codes_show_nothing_of_another_community(site, caller):
             leaked.append(f"{url}: {answer.status_code} {_leaks(body, site)}")
     assert leaked == []
     assert failed == []
+    # the lists are not empty for want of a case: the supervisor's own are in them
+    for url in ("/api/incidents", "/api/collections/incidents/items?limit=10000", "/api/exports/incidents"):
+        assert site["mine"] in client.get(url, headers=headers).get_data(as_text=True), url
 
 
 @pytest.mark.parametrize("caller", ["session", "token"])
