@@ -9,10 +9,11 @@ error page for HTML. Views raise; they never build error replies by hand.
 from __future__ import annotations
 
 from flask import Flask, Response, json, render_template, request
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 from werkzeug.exceptions import HTTPException
 
-from geodata.errors import GridplanError
+from geodata.db import database_trouble
+from geodata.errors import DatabaseTrouble, GridplanError
 from geodata.i18n import N_, _
 
 API_PREFIXES = ("/api/", "/open311/")
@@ -66,8 +67,14 @@ def register(app: Flask) -> None:
     @app.errorhandler(GridplanError)
     def _domain(exc: GridplanError):
         if wants_json():
-            return problem(exc.status, exc.title, str(exc), type(exc).__name__, **exc.details)
-        return _page(exc.status, _(exc.title), str(exc))
+            code = exc.code if isinstance(exc, DatabaseTrouble) else type(exc).__name__
+            answer = problem(exc.status, exc.title, str(exc), code, **exc.details)
+        else:
+            answer = _page(exc.status, _(exc.title), str(exc))
+        if isinstance(exc, DatabaseTrouble) and exc.retry_after:
+            answer = app.make_response(answer)
+            answer.headers["Retry-After"] = str(exc.retry_after)
+        return answer
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
@@ -79,9 +86,8 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(ProgrammingError)
-    def _no_schema(exc):
+    @app.errorhandler(InterfaceError)
+    def _database(exc):
+        """The database down, busy, full or without its schema: a 503 that says which."""
         app.logger.error("database error: %s", exc)
-        message = _("The database is not ready: run `flask --app webmap init-db`.")
-        if wants_json():
-            return problem(503, "Service Unavailable", message)
-        return _page(503, _("database"), message)
+        return _domain(database_trouble(exc))
