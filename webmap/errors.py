@@ -8,9 +8,12 @@ error page for HTML. Views raise; they never build error replies by hand.
 
 from __future__ import annotations
 
+import errno
+import sys
+
 from flask import Flask, Response, json, render_template, request
 from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from geodata.db import database_trouble
 from geodata.errors import DatabaseTrouble, GridplanError
@@ -91,3 +94,23 @@ def register(app: Flask) -> None:
         """The database down, busy, full or without its schema: a 503 that says which."""
         app.logger.error("database error: %s", exc)
         return _domain(database_trouble(exc))
+
+    @app.errorhandler(OSError)
+    def _os_error(exc: OSError):
+        """A full disk (an upload saved, a file written) is a 503 naming it; other system errors 500."""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            app.logger.error("disk full: %s", exc)
+            message = _("The disk is full: the change was not saved. An administrator must free space on "
+                        "the disk; then try again.")
+            return _domain(DatabaseTrouble(message, code="DiskFull"))
+        app.log_exception(sys.exc_info())
+        return _internal(InternalServerError(original_exception=exc))
+
+    @app.errorhandler(InternalServerError)
+    def _internal(exc: InternalServerError):
+        """A database failure outside a view (an after-request hook: the sign-in limiter counting a
+        failed sign-in) reaches here as a 500: answered as the 503 it is."""
+        original = getattr(exc, "original_exception", None)
+        if isinstance(original, OperationalError | ProgrammingError | InterfaceError):
+            return _database(original)
+        return _http(exc)
