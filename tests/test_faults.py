@@ -38,6 +38,7 @@ from sqlalchemy import text
 
 from geodata import jobs
 from geodata.db import CONNECT_TIMEOUT_S, dispose_engines, get_engine
+from geodata.models import Base
 from layers.demo import write_demo
 from tests.conftest import require
 from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in, snapshot
@@ -97,52 +98,60 @@ def integrity(url: str) -> str:
         connection.close()
 
 
-def units_update_file(demo, folder: Path) -> Path:
-    """Every unit of the demo with one household more: an import in ``update`` mode changes them all."""
+def units_update_file(demo, folder: Path, more: int = 1) -> Path:
+    """Every unit of the demo with ``more`` households: an import in ``update`` mode changes them all."""
     units = demo.layers["units"].copy()
-    units["households"] = units["households"] + 1
-    path = folder / "units.gpkg"
+    units["households"] = units["households"] + more
+    path = folder / ("units.gpkg" if more == 1 else f"units{more}.gpkg")
     units.to_file(path, driver="GPKG")
     return path
 
 
-def import_outcome(url: str, before: dict, demo, leave_out: tuple[str, ...] = ()) -> str:
-    """``none`` (the database as before), ``all`` (every unit updated, the import logged) or ``partial``."""
-    if snapshot(url, leave_out=leave_out) == before:
+def logged(rows: dict, action: str) -> int:
+    """Audit log entries of ``action`` in a snapshot."""
+    column = list(Base.metadata.tables["audit_log"].columns.keys()).index("action")
+    return sum(1 for r in rows["audit_log"] if r[column] == action)
+
+
+def import_outcome(url: str, before: dict, demo, leave_out: tuple[str, ...] = (), more: int = 1) -> str:
+    """``none`` (the database as before), ``all`` (every unit updated, the import logged once more)
+    or ``partial``."""
+    after = snapshot(url, leave_out=leave_out)
+    if after == before:
         return "none"
     with get_engine(url).connect() as conn:
         stored = dict(conn.execute(text("SELECT code, households FROM units")).all())
-        logged = conn.execute(text("SELECT count(*) FROM audit_log WHERE action = 'import:update'")
-                              ).scalar_one()
-    expected = dict(zip(demo.layers["units"]["code"], demo.layers["units"]["households"] + 1, strict=True))
-    return "all" if stored == expected and logged == 1 else "partial"
+    expected = dict(zip(demo.layers["units"]["code"], demo.layers["units"]["households"] + more, strict=True))
+    added = logged(after, "import:update") - logged(before, "import:update")
+    return "all" if stored == expected and added == 1 else "partial"
 
 
-def open311_file(demo, folder: Path, n: int) -> Path:
-    """``n`` GeoReport requests at points inside the demo's units."""
+def open311_file(demo, folder: Path, n: int, prefix: str = "f") -> Path:
+    """``n`` GeoReport requests at points inside the demo's units (codes ``311-<prefix><i>``)."""
     points = gpd.GeoSeries(demo.layers["units"].geometry.representative_point(), crs=demo.layers["units"].crs)
     points = points.to_crs(4326)
-    records = [{"service_request_id": f"f{i}", "service_name": "Street light out",
+    records = [{"service_request_id": f"{prefix}{i}", "service_name": "Street light out",
                 "description": f"fault {i}",
                 "lat": points.iloc[i % len(points)].y, "long": points.iloc[i % len(points)].x,
                 "requested_datetime": "2026-10-01T09:00:00", "status": "open", "agency_responsible": "街道"}
                for i in range(n)]
-    path = folder / "requests.json"
+    path = folder / f"requests-{prefix}.json"
     path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
     return path
 
 
-def open311_outcome(url: str, before: dict, n: int) -> str:
+def open311_outcome(url: str, before: dict, n: int, prefix: str = "f") -> str:
     if snapshot(url) == before:
         return "none"
+    like = {"p": f"311-{prefix}%"}
     with get_engine(url).connect() as conn:
-        stored = conn.execute(text("SELECT count(*) FROM incidents WHERE code LIKE '311-f%'")).scalar_one()
+        stored = conn.execute(text("SELECT count(*) FROM incidents WHERE code LIKE :p"), like).scalar_one()
         steps = conn.execute(text("SELECT count(*) FROM incident_steps s JOIN incidents i "
-                                  "ON i.id = s.incident_id WHERE i.code LIKE '311-f%'")).scalar_one()
+                                  "ON i.id = s.incident_id WHERE i.code LIKE :p"), like).scalar_one()
     return "all" if stored == n and steps == 3 * n else "partial"
 
 
-def approved_plan(url: str, demo) -> tuple[int, int, str]:
+def approved_plan(url: str, demo, token_name: str = "faults-admin") -> tuple[int, int, str]:
     """A plan of the demo's first street with one unit moved, submitted and approved; its id,
     version and an administrator's API token."""
     from webmap import create_app
@@ -150,7 +159,7 @@ def approved_plan(url: str, demo) -> tuple[int, int, str]:
 
     app = create_app({"DATABASE_URL": url, "TESTING": True})
     with app.app_context():
-        token = add_token("faults-admin", "admin")
+        token = add_token(token_name, "admin")
     client = app.test_client()
     bearer = {"Authorization": f"Bearer {token}"}
     street = demo.layers["streets"]["code"].iloc[0]
@@ -170,14 +179,15 @@ def approved_plan(url: str, demo) -> tuple[int, int, str]:
 
 
 def adoption_outcome(url: str, before: dict, plan_id: int) -> str:
-    if snapshot(url) == before:
+    after = snapshot(url)
+    if after == before:
         return "none"
     with get_engine(url).connect() as conn:
         status = conn.execute(text("SELECT status FROM plans WHERE id = :p"), {"p": plan_id}).scalar_one()
-        logged = conn.execute(text("SELECT count(*) FROM audit_log WHERE action = 'plan:adopt'")).scalar_one()
         revision = conn.execute(text("SELECT count(*) FROM boundary_changes WHERE plan_id = :p"),
                                 {"p": plan_id}).scalar_one()
-    return "all" if status == "adopted" and logged == 1 and revision == 1 else "partial"
+    added = logged(after, "plan:adopt") - logged(before, "plan:adopt")
+    return "all" if status == "adopted" and added == 1 and revision == 1 else "partial"
 
 
 def free_port() -> int:
