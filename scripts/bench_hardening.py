@@ -335,22 +335,28 @@ def _calibrate(run, url: str) -> dict:
     return {"seconds": time.monotonic() - began, "window": (min(seen), max(seen)) if seen else None}
 
 
-def _moment(rng: random.Random, calibration: dict) -> float:
-    """A random moment to kill at: inside the seen transaction window (widened a little) on most
-    tries, anywhere in the operation's life on the others."""
+def _moment(rng: random.Random, calibration: dict) -> tuple[str, float]:
+    """When to kill: on most tries at a random point of the transaction (``transaction``: seconds
+    after it is seen open, up to the length it had in the calibration run), on the others at a
+    random moment of the operation's life (``life``: seconds after its start)."""
     if calibration["window"] and rng.random() < 0.8:
         first, last = calibration["window"]
-        return rng.uniform(max(0.0, first - 0.2), last + 0.1)
-    return rng.uniform(0.0, calibration["seconds"])
+        return "transaction", rng.uniform(0.0, last - first + 0.05)
+    return "life", rng.uniform(0.0, calibration["seconds"])
 
 
-def _kill_at(process: subprocess.Popen, began: float, delay: float, url: str,
+def _kill_at(process: subprocess.Popen, began: float, moment: tuple[str, float], url: str,
              working=None) -> tuple[bool, bool]:
-    """Kill ``process`` (its whole session) ``delay`` s after ``began``: (killed before the work
+    """Kill ``process`` (its whole session) at ``moment`` (:func:`_moment`): (killed before the work
     ended — ``working()``, by default the process alive —, a transaction open at that moment)."""
     from tests.test_faults import kill9
 
     working = working or (lambda: process.poll() is None)
+    mode, delay = moment
+    if mode == "transaction":  # wait until the transaction is seen open (polled every 20 ms)
+        while working() and not _in_transaction(url):
+            time.sleep(0.02)
+        began = time.monotonic()
     while time.monotonic() < began + delay and working():
         time.sleep(0.01)
     if not working():
