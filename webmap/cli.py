@@ -11,6 +11,7 @@ import json
 import secrets
 import sys
 from collections import Counter
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -44,7 +45,7 @@ from webmap.extensions import engine
 LAYER = click.Choice(list(LAYERS))
 
 
-def database_errors(command):
+def database_errors(command: Callable) -> Callable:
     """The database down, busy, its disk full: the command ends with one line saying which and
     a non-zero exit, not a traceback (the transaction was rolled back)."""
 
