@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
+import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,10 @@ import pyogrio  # noqa: F401
 import pyproj  # noqa: F401
 from geoalchemy2.admin.dialects.sqlite import load_spatialite
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
+
+from geodata.errors import DatabaseTrouble
+from geodata.i18n import _
 
 # Debian installs the extension on the loader path as mod_spatialite.so.
 os.environ.setdefault("SPATIALITE_LIBRARY_PATH", "mod_spatialite")
@@ -29,6 +35,10 @@ DEFAULT_INSTANCE = Path(__file__).resolve().parent.parent / "instance"
 #: rows per INSERT/UPDATE statement and per IN (…) list: small enough for SQLite's variable limit,
 #: large enough that a city-size write is a few hundred statements
 BATCH = 2000
+
+#: seconds to wait for PostgreSQL to accept a connection: while it is down or restarting, a
+#: request fails with a 503 after at most this long instead of hanging
+CONNECT_TIMEOUT_S = 5
 
 
 def default_url() -> str:
@@ -106,7 +116,8 @@ def get_engine(url: str | None = None) -> Engine:
         def _no_autobegin(dbapi_conn, _record):
             dbapi_conn.isolation_level = None
     elif url.startswith("postgresql"):
-        engine = create_engine(url, pool_pre_ping=True)
+        # pre-ping: after a restart of PostgreSQL, pooled connections are found dead and replaced
+        engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
     else:
         raise ValueError(f"unsupported DATABASE_URL {url!r}: use sqlite:///… or postgresql+psycopg://…")
     _engines[url] = engine
@@ -118,3 +129,46 @@ def dispose_engines() -> None:
     for engine in _engines.values():
         engine.dispose()
     _engines.clear()
+
+
+# SQLSTATE classes and codes of PostgreSQL (psycopg ``sqlstate``), SQLite result codes (``sqlite_errorname``)
+_PG_UNREACHABLE = ("08", "57P")  # connection exceptions; admin/crash shutdown, cannot connect now
+_PG_BUSY = ("40001", "40P01", "55P03", "57014", "53300")  # serialization, deadlock, lock, timeout, too many
+_PG_DISK_FULL = "53100"
+_PG_NO_SCHEMA = ("42P01", "42703", "3F000")  # undefined table, column, schema
+_SQLITE_BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")
+
+
+def database_trouble(exc: DBAPIError) -> DatabaseTrouble:
+    """What a database failure means to the person who asked, as a 503 refusal: the database
+    cannot be reached (PostgreSQL down or restarting), is busy (locked past the timeout), its disk
+    is full, or its schema is missing; anything else is a failure of the database."""
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None) or ""
+    name = getattr(orig, "sqlite_errorname", None) or ""
+    text = str(orig).lower()
+    if state == _PG_DISK_FULL or name.startswith("SQLITE_FULL") or "disk is full" in text \
+            or "no space left on device" in text:
+        return DatabaseTrouble(_("The database's disk is full: the change was not saved. An administrator "
+                                 "must free space on the disk; then try again."), code="DiskFull")
+    if state.startswith(_PG_NO_SCHEMA) or "no such table" in text:
+        return DatabaseTrouble(_("The database is not ready: run `flask --app webmap init-db`."),
+                               code="DatabaseNotReady")
+    if name.startswith(_SQLITE_BUSY) or "database is locked" in text or state.startswith(_PG_BUSY):
+        return DatabaseTrouble(_("The database is busy: the change was not saved; try again in a moment."),
+                               code="DatabaseBusy", retry_after=2)
+    if exc.connection_invalidated or state.startswith(_PG_UNREACHABLE) or (
+            not state and getattr(orig, "__module__", "").startswith("psycopg")):
+        return DatabaseTrouble(_("The database cannot be reached (it may be restarting): try again in a "
+                                 "moment."), code="DatabaseUnreachable", retry_after=5)
+    return DatabaseTrouble(_("The database failed: try again later, and tell an administrator if it happens "
+                             "again."), code="DatabaseFailed")
+
+
+def pause_for_fault_tests(point: str) -> None:
+    """Inert unless ``GRIDPLAN_TEST_PAUSE_AT`` names ``point`` (``import``, ``adopt``, ``open311``):
+    then say so on stderr and sleep inside the open transaction, for tests/test_faults.py to kill
+    the process there (``kill -9``) and show that nothing of the transaction is kept."""
+    if os.environ.get("GRIDPLAN_TEST_PAUSE_AT") == point:
+        print(f"paused at {point}", file=sys.stderr, flush=True)
+        time.sleep(600)

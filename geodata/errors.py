@@ -3,7 +3,8 @@
 
 ``NotFound`` → 404, ``Refused`` (bad input: a wrong code, a broken file, an unknown unit) → 400,
 ``Forbidden`` (what the user's role or the object's status does not allow) → 403, ``Conflict``
-(someone changed it first: a plan version, stale boundaries) → 409.
+(someone changed it first: a plan version, stale boundaries) → 409, ``DatabaseTrouble`` (the
+database down, busy, its disk full: :func:`geodata.db.database_trouble`) → 503.
 """
 
 from __future__ import annotations
@@ -42,3 +43,15 @@ class Forbidden(GridplanError):
 class Conflict(GridplanError):
     status = 409
     title = N_("Conflict")
+
+
+class DatabaseTrouble(GridplanError):
+    """The database cannot do it now; ``code`` says why (``DatabaseUnreachable``, ``DatabaseBusy``,
+    ``DiskFull``, ``DatabaseNotReady``, ``DatabaseFailed``), ``retry_after`` when waiting helps."""
+
+    status = 503
+    title = N_("Service Unavailable")
+
+    def __init__(self, message: str, *, code: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.code, self.retry_after = code, retry_after

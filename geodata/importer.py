@@ -37,7 +37,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, or_, select
 from geodata import crs as crs_mod
 from geodata import naming, topology
 from geodata.catalog import LOCATION_PRECISIONS, LayerSpec, as_text, get_layer, is_code
-from geodata.db import BATCH
+from geodata.db import BATCH, pause_for_fault_tests
 from geodata.errors import Refused
 from geodata.i18n import _
 from geodata.models import AuditLog, CommunityHistory, UnitAdjacency
@@ -998,6 +998,7 @@ def import_layer(
             at=datetime.now(), actor=actor, action=f"import:{mode}", layer=layer,
             detail={"source": report.source, "written": report.written,
                     "repaired": len(report.repaired)}))
+        pause_for_fault_tests("import")
     return report
 
 

@@ -434,6 +434,8 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: ``host:pid`` of the worker running it (a restarted worker fails the jobs of dead ones)
+    worker: Mapped[str | None] = mapped_column(String(80))
 
 
 class AuditLog(Base):

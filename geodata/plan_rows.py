@@ -21,7 +21,7 @@ import shapely
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 
 from geodata import dialect
-from geodata.db import BATCH
+from geodata.db import BATCH, pause_for_fault_tests
 from geodata.errors import Conflict, NotFound
 from geodata.i18n import _
 from geodata.models import (
@@ -377,6 +377,7 @@ def adopt(engine: Engine, plan_id: int, expected_version: int, actor: str, commu
                                   plan_id=plan_id)
         _audit(conn, actor, "plan:adopt", str(plan_id), {"streets": streets, "communities": len(rows),
                                                           "version": version, "revision": revision})
+        pause_for_fault_tests("adopt")
     return version, revision
 
 

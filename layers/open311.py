@@ -28,6 +28,7 @@ import numpy as np
 from sqlalchemy import Engine
 
 from geodata import incident_rows as rows
+from geodata.db import pause_for_fault_tests
 from geodata.errors import Refused
 from geodata.i18n import _
 from layers import incidents
@@ -357,6 +358,7 @@ def import_requests(
             counts["imported"] += 1
             counts["closed" if closed else "open"] += 1
             counts["categories"][category] = counts["categories"].get(category, 0) + 1
+        pause_for_fault_tests("open311")
     return counts
 
 

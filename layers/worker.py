@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 from sqlalchemy import Engine
 
@@ -49,8 +51,20 @@ def run_one(engine: Engine) -> dict | None:
     return jobs.get_job(engine, job["id"])
 
 
+def fail_abandoned(engine: Engine) -> list[int]:
+    """Fail the jobs a killed worker of this host left running, and delete the uploads of the
+    imports among them; returns their ids."""
+    abandoned = jobs.fail_abandoned(engine)
+    for job in abandoned:
+        if job["kind"] == layer_import.KIND and (job["params"] or {}).get("folder"):
+            shutil.rmtree(Path(job["params"]["folder"]), ignore_errors=True)
+    return [job["id"] for job in abandoned]
+
+
 def work(engine: Engine, *, once: bool = False, poll: float = 1.0) -> None:
-    """Run jobs as they come (until there are none, with ``once``)."""
+    """Run jobs as they come (until there are none, with ``once``), after failing those a killed
+    worker left running."""
+    fail_abandoned(engine)
     while True:
         job = run_one(engine)
         if job is None:

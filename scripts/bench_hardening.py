@@ -14,13 +14,18 @@ Parts (``--parts``, all by default):
   errors, p50/p95 per kind, and afterwards the writes counted in the database (no report lost or
   stored twice, one plan version per saved edit, every moved unit where its last saved move put it);
 - ``backup``: ``flask backup`` and ``flask restore`` into a fresh database, on each database:
-  seconds and bytes.
+  seconds and bytes;
 - ``race``: two callers released at once against gunicorn (two workers) on each database:
   ``--race-rounds`` rounds of two planners editing one plan version (moves, renames, community
   names) and of two supervisors (or a supervisor and an admin) acting on one case version, and
   ``--race-adoptions`` adoptions racing a units import run from the bench's own process; winners,
   conflicts, 5xx, and from the database afterwards lost updates, adoptions written onto units
-  changed meanwhile, and gaps or repeats in the boundary revision.
+  changed meanwhile, and gaps or repeats in the boundary revision;
+- ``faults``: ``kill -9`` at random moments (``--fault-tries`` each) of ``flask import``, of
+  gunicorn adopting a plan and of ``flask open311-import``, on each database: outcomes none / all /
+  partial (never partial), kills that landed inside the transaction, integrity checks; PostgreSQL
+  stopped 5 s and started again under ``--restart-clients`` clients (statuses, 5xx other than 503,
+  seconds until the same app answers again); SQLite on a full tmpfs (root): faults survived / tried.
 
     .venv/bin/python scripts/bench_hardening.py --units 4000 --clients 50 --seconds 60 \\
         --json bench-out/hardening.json
@@ -546,6 +551,348 @@ def bench_race(url: str, demo, rounds: int, adoptions: int, folder: Path) -> dic
                           "gaps": len(set(expected) - set(logged)),
                           "repeated": len(logged) - len(set(logged))},
             "units_outside_a_community_of_their_street": orphans}
+# --- faults ---------------------------------------------------------------------------------------------
+
+
+def _in_transaction(url: str) -> bool:
+    """Whether another process holds a transaction open (SQLite: the write lock; PostgreSQL: a
+    client backend with a transaction), asked the moment before a kill."""
+    import sqlite3
+
+    from sqlalchemy import text
+
+    if url.startswith("sqlite"):
+        probe = sqlite3.connect(url.split(":///", 1)[1], timeout=0, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return False
+        except sqlite3.OperationalError:
+            return True
+        finally:
+            probe.close()
+    with get_engine(url).connect() as conn:
+        return conn.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+            "pid <> pg_backend_pid() AND backend_type = 'client backend' AND xact_start IS NOT NULL "
+            "AND state <> 'idle'")).scalar_one() > 0
+
+
+def _calibrate(run, url: str) -> dict:
+    """Run an operation to its end (``run()`` returns the process or thread to wait for), probing
+    every 50 ms: its duration and when a transaction was seen open."""
+    began = time.monotonic()
+    waited = run()
+    seen = []
+    while (waited.poll() is None) if hasattr(waited, "poll") else waited.is_alive():
+        if _in_transaction(url):
+            seen.append(time.monotonic() - began)
+        time.sleep(0.05)
+    return {"seconds": time.monotonic() - began, "window": (min(seen), max(seen)) if seen else None}
+
+
+def _moment(rng: random.Random, calibration: dict) -> tuple[str, float]:
+    """When to kill: on most tries at a random point of the transaction (``transaction``: seconds
+    after it is seen open, up to the length it had in the calibration run), on the others at a
+    random moment of the operation's life (``life``: seconds after its start)."""
+    if calibration["window"] and rng.random() < 0.8:
+        first, last = calibration["window"]
+        return "transaction", rng.uniform(0.0, last - first + 0.05)
+    return "life", rng.uniform(0.0, calibration["seconds"])
+
+
+def _kill_at(process: subprocess.Popen, began: float, moment: tuple[str, float], url: str,
+             working=None) -> tuple[bool, bool]:
+    """Kill ``process`` (its whole session) at ``moment`` (:func:`_moment`): (killed before the work
+    ended — ``working()``, by default the process alive —, a transaction open at that moment)."""
+    from tests.test_faults import kill9
+
+    working = working or (lambda: process.poll() is None)
+    mode, delay = moment
+    if mode == "transaction":  # wait until the transaction is seen open (polled every 20 ms)
+        while working() and not _in_transaction(url):
+            time.sleep(0.02)
+        began = time.monotonic()
+    while time.monotonic() < began + delay and working():
+        time.sleep(0.01)
+    if not working():
+        return False, False
+    mid = _in_transaction(url)
+    kill9(process)
+    return True, mid
+
+
+def bench_kills(url: str, demo, tries: int, folder: Path, seed: int) -> dict:
+    """kill -9 at random moments of a ``flask import``, of gunicorn adopting a plan and of a
+    ``flask open311-import``: each outcome none | all | partial; integrity checks; the app serving
+    after each restart."""
+    from tests import test_faults as faults
+    from tests.test_faults import (
+        adopt_in_background,
+        adoption_outcome,
+        approved_plan,
+        import_outcome,
+        integrity,
+        kill9,
+        open311_file,
+        open311_outcome,
+        serve,
+        start,
+        units_update_file,
+    )
+    from tests.webhelpers import snapshot
+
+    rng = random.Random(seed)
+    write_demo(get_engine(url), demo)
+    dispose_engines()
+    figures: dict = {}
+
+    def tally(case: str, outcome: str, killed: bool, mid: bool, check: str) -> None:
+        f = figures.setdefault(case, {"tries": 0, "none": 0, "all": 0, "partial": 0,
+                                      "killed_mid_transaction": 0, "ended_before_the_kill": 0,
+                                      "integrity_not_ok": 0})
+        f["tries"] += 1
+        f[outcome] += 1
+        f["killed_mid_transaction"] += int(killed and mid)
+        f["ended_before_the_kill"] += int(not killed)
+        f["integrity_not_ok"] += int(check not in ("ok", "-"))
+
+    # the import: files of one and two households more in turn, so each try changes every unit
+    files = {more: units_update_file(demo, folder, more) for more in (1, 2)}
+    flask = [str(faults.BIN / "flask"), "--app", "webmap"]
+    stored = 0
+
+    def run_import(more: int) -> subprocess.Popen:
+        return start([*flask, "import", "units", str(files[more]), "--mode", "update"], url,
+                     folder / "import.log")
+
+    before = snapshot(url)
+    calibration = figures["import_calibration"] = _calibrate(lambda: run_import(1), url)
+    assert import_outcome(url, before, demo, more=1) == "all", (folder / "import.log").read_text()[-2000:]
+    stored = 1
+    for _ in range(tries):
+        more = 2 if stored == 1 else 1
+        before = snapshot(url)
+        began = time.monotonic()
+        process = run_import(more)
+        killed, mid = _kill_at(process, began, _moment(rng, calibration), url)
+        if not killed:
+            process.wait()
+        dispose_engines()
+        outcome = import_outcome(url, before, demo, more=more)
+        stored = more if outcome == "all" else stored
+        tally("import", outcome, killed, mid, integrity(url))
+
+    # the adoption, through gunicorn
+    serial = iter(range(10_000))
+    plan = approved_plan(url, demo, f"bench-admin-{next(serial)}")
+    web, base = serve(url, folder / "gunicorn.log")
+    before = snapshot(url)
+    began = time.monotonic()
+    thread = adopt_in_background(base, *plan)
+    calibration = figures["adopt_calibration"] = _calibrate(lambda: thread, url)
+    kill9(web)
+    assert adoption_outcome(url, before, plan[0]) == "all"
+    plan = None
+    for _ in range(tries):
+        if plan is None:
+            plan = approved_plan(url, demo, f"bench-admin-{next(serial)}")
+        web, base = serve(url, folder / "gunicorn.log")
+        before = snapshot(url)
+        began = time.monotonic()
+        request = adopt_in_background(base, *plan)
+        killed, mid = _kill_at(web, began, _moment(rng, calibration), url, request.is_alive)
+        if not killed:
+            kill9(web)
+        dispose_engines()
+        outcome = adoption_outcome(url, before, plan[0])
+        if outcome != "none":
+            plan = None
+        tally("adopt", outcome, killed, mid, integrity(url))
+
+    # a batch of Open311 requests
+    n = 500
+
+    def run_batch(prefix: str) -> subprocess.Popen:
+        path = open311_file(demo, folder, n, prefix)
+        return start([*flask, "open311-import", str(path), "--kind", "open311", "--default-category",
+                      "E01-01"], url, folder / "open311.log")
+
+    before = snapshot(url)
+    calibration = figures["open311_calibration"] = _calibrate(lambda: run_batch("c"), url)
+    assert open311_outcome(url, before, n, "c") == "all", (folder / "open311.log").read_text()[-2000:]
+    for i in range(tries):
+        prefix = f"k{i}x"
+        before = snapshot(url)
+        began = time.monotonic()
+        process = run_batch(prefix)
+        killed, mid = _kill_at(process, began, _moment(rng, calibration), url)
+        if not killed:
+            process.wait()
+        dispose_engines()
+        tally("open311_batch", open311_outcome(url, before, n, prefix), killed, mid, integrity(url))
+
+    # after all of it the app starts and serves
+    web, base = serve(url, folder / "gunicorn.log")
+    figures["serves_after"] = requests.get(f"{base}/login", timeout=30).status_code == 200
+    kill9(web)
+    dispose_engines()
+    return figures
+
+
+def bench_restart(cluster: PostgisCluster, url: str, demo, clients: int, outage: float, folder: Path) -> dict:
+    """PostgreSQL stopped for ``outage`` s and started again under ``clients`` clients reading from
+    gunicorn (two workers): answers by status, 5xx other than 503, the slowest answer, seconds
+    from the start until the app answers again (the app is not restarted)."""
+    from tests.test_faults import kill9, serve
+    from webmap import create_app
+    from webmap.auth import add_token
+
+    write_demo(get_engine(url), demo)
+    app = create_app({"DATABASE_URL": url, "TESTING": True})
+    with app.app_context():
+        token = add_token("restart-viewer", "viewer")
+    dispose_engines()
+    web, base = serve(url, folder / "gunicorn-restart.log")
+    minx, miny, maxx, maxy = demo.layers["units"].total_bounds
+    lock = threading.Lock()
+    seen: list[tuple[float, int, float]] = []
+    stop = threading.Event()
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        session = requests.Session()
+        while not stop.is_set():
+            w, h = (maxx - minx) / 8, (maxy - miny) / 8
+            x, y = rng.uniform(minx, maxx - w), rng.uniform(miny, maxy - h)
+            began = time.monotonic()
+            try:
+                answer = session.get(f"{base}/api/collections/units/items", timeout=60,
+                                     params={"bbox": f"{x},{y},{x + w},{y + h}", "limit": 200},
+                                     headers={"Authorization": f"Bearer {token}"})
+                status = answer.status_code
+            except requests.RequestException:
+                status = 0
+            with lock:
+                seen.append((began, status, time.monotonic() - began))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(5)
+        down = time.monotonic()
+        cluster.stop_server("fast")
+        time.sleep(outage)
+        up = time.monotonic()
+        cluster.start_server()
+        started = time.monotonic()
+        deadline = started + 60
+        while time.monotonic() < deadline and not any(s[0] > started and s[1] == 200 for s in list(seen)):
+            time.sleep(0.05)
+        time.sleep(5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        kill9(web)
+    statuses: dict[str, int] = {}
+    for _b, status, _s in seen:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+    back = [s for s in seen if s[0] > started and s[1] == 200]
+    after = [s for s in seen if back and s[0] > back[0][0]]
+    return {"clients": clients, "outage_s": outage, "requests": len(seen), "statuses": statuses,
+            "5xx_other_than_503": sum(n for s, n in statuses.items() if s.startswith("5") and s != "503"),
+            "connection_errors": statuses.get("0", 0),
+            "slowest_answer_s": round(max(s[2] for s in seen), 2),
+            "slowest_503_s": round(max((s[2] for s in seen if s[1] == 503), default=0), 2),
+            "server_start_s": round(started - up, 2),
+            "answers_again_s_after_start": round(back[0][0] + back[0][2] - started, 2) if back else None,
+            "not_200_after_recovery": sum(1 for s in after if s[1] != 200),
+            "outage_window_s": round(started - down, 2)}
+
+
+def bench_full_disk(template: Path, demo, tries: int, folder: Path, seed: int) -> dict:
+    """SQLite on a small tmpfs, filled to a random few kB or MB of free space before an import, a
+    report and a plan rename: each refused cleanly naming the disk (or done whole when it fitted),
+    nothing half-written, ``PRAGMA integrity_check``, and the same app working once space is freed."""
+    from tests.test_faults import approved_plan, fill, integrity, small_disk, units_update_file
+    from tests.webhelpers import make_accounts, snapshot
+    from webmap import create_app
+
+    rng = random.Random(seed)
+    size_mb = template.stat().st_size // (1 << 20) + 40
+    units = units_update_file(demo, folder, 3)
+    out = {"tries": 0, "survived": 0, "refused_naming_the_disk": 0, "done_whole": 0, "half_written": 0,
+           "integrity_ok": 0, "worked_after_freeing": 0, "other_answers": {}}
+    for i in range(tries):
+        with small_disk(folder / f"disk{i}", size_mb) as disk:
+            if disk is None:
+                out["skipped"] = "tmpfs could not be mounted (needs root)"
+                break
+            path = disk / "gridplan.sqlite"
+            shutil.copy(template, path)
+            url = f"sqlite:///{path}"
+            app = create_app({"DATABASE_URL": url, "TESTING": True, "PROPAGATE_EXCEPTIONS": False,
+                              "UPLOAD_FOLDER": str(disk / "uploads")})
+            secrets = make_accounts(app, demo)
+            plan_id, version, token = approved_plan(url, demo, f"disk-admin-{i}")
+            with get_engine(url).connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            dispose_engines()
+            before = snapshot(url)
+            filler = fill(disk)
+            spare = rng.choice([0, 4096, 65536, 1 << 20, 4 << 20])  # bytes given back
+            if spare:
+                os.truncate(filler, max(0, filler.stat().st_size - spare))
+            client = app.test_client()
+            supervisor = {"Authorization": f"Bearer {secrets['supervisor_token']}"}
+            answers = [
+                client.post("/api/incidents", headers=supervisor,
+                            json={"community": secrets["scope"], "category": "E01-01", "description": "满"}),
+                client.post(f"/api/plans/{plan_id}/rename", headers={"Authorization": f"Bearer {token}"},
+                            json={"name": f"盘 {i}", "version": version}),
+            ]
+            cli = app.test_cli_runner().invoke(args=["import", "units", str(units), "--mode", "update"])
+            dispose_engines()
+            refused = [a for a in answers
+                       if a.status_code == 503 and (a.get_json() or {}).get("code") == "DiskFull"]
+            fitted = [a for a in answers if a.status_code in (200, 201)]
+            for a in answers:
+                if a not in refused and a not in fitted:
+                    other = out["other_answers"]
+                    other[str(a.status_code)] = other.get(str(a.status_code), 0) + 1
+            cli_clean = cli.exit_code == 0 or (cli.exit_code == 1 and "disk is full" in cli.output
+                                               and "Traceback" not in cli.output)
+            unchanged = snapshot(url) == before
+            whole = unchanged or bool(fitted) or cli.exit_code == 0
+            ok = integrity(url) == "ok"
+            filler.unlink()
+            again = client.post("/api/incidents", headers=supervisor, json={
+                "community": secrets["scope"], "category": "E01-01", "description": "又"})
+            dispose_engines()
+            out["tries"] += 1
+            out["refused_naming_the_disk"] += len(refused) + int(cli.exit_code == 1 and cli_clean)
+            out["done_whole"] += len(fitted) + int(cli.exit_code == 0)
+            out["half_written"] += int(not whole)
+            out["integrity_ok"] += int(ok)
+            out["worked_after_freeing"] += int(again.status_code == 201)
+            out["survived"] += int(len(refused) + len(fitted) == len(answers) and cli_clean and whole and ok
+                                   and again.status_code == 201)
+    return out
+
+
+def bench_faults(kind: str, new, cluster: PostgisCluster | None, demo, tries: int, clients: int,
+                 folder: Path, seed: int) -> dict:
+    figures = {"kills": bench_kills(new(), demo, tries, folder, seed)}
+    if kind == "postgis":
+        figures["restart"] = bench_restart(cluster, new(), demo, clients, 5.0, folder)
+    else:
+        template = Path(new().split(":///", 1)[1])
+        write_demo(get_engine(f"sqlite:///{template}"), demo)
+        dispose_engines()
+        figures["full_disk"] = bench_full_disk(template, demo, tries, folder, seed)
+    return figures
 
 
 def main() -> None:
@@ -555,9 +902,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--signin-tries", type=int, default=20)
     parser.add_argument("--databases", default="spatialite,postgis")
-    parser.add_argument("--parts", default="signin,access,load,backup,race")
+    parser.add_argument("--parts", default="signin,access,load,backup,race,faults")
     parser.add_argument("--race-rounds", type=int, default=200, help="race: plan and case rounds")
     parser.add_argument("--race-adoptions", type=int, default=20, help="race: adoptions racing an import")
+    parser.add_argument("--fault-tries", type=int, default=10, help="kills per operation, full disks")
+    parser.add_argument("--restart-clients", type=int, default=20)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     parts, kinds = args.parts.split(","), args.databases.split(",")
@@ -619,6 +968,32 @@ def main() -> None:
                       f"{a['import_errors']}, 5xx {a['5xx']}")
                 print(f"    revisions {r['revisions']}; units outside a community of their street "
                       f"{r['units_outside_a_community_of_their_street']}")
+            if "faults" in parts:
+                db["faults"] = f = bench_faults(kind, new, cluster, demo, args.fault_tries,
+                                                args.restart_clients, folder, seed=len(kind))
+                for case, k in f["kills"].items():
+                    if not case.endswith("_calibration") and isinstance(k, dict):
+                        print(f"[{kind}] kill -9 mid {case}: {k['tries']} tries, none {k['none']}, all "
+                              f"{k['all']}, partial {k['partial']}; {k['killed_mid_transaction']} "
+                              f"killed inside the transaction, {k['ended_before_the_kill']} ended first; "
+                              f"integrity not ok {k['integrity_not_ok']}")
+                print(f"[{kind}] serves after the kills: {f['kills']['serves_after']} "
+                      f"(load average now {load_average()})")
+                if "restart" in f:
+                    r = f["restart"]
+                    print(f"[{kind}] PostgreSQL restarted under {r['clients']} clients: {r['requests']} "
+                          f"requests, statuses {r['statuses']}, 5xx other than 503: "
+                          f"{r['5xx_other_than_503']}, slowest answer {r['slowest_answer_s']} s "
+                          f"(503 {r['slowest_503_s']} s), answers again "
+                          f"{r['answers_again_s_after_start']} s after the server is up, "
+                          f"{r['not_200_after_recovery']} not 200 after")
+                if "full_disk" in f:
+                    d = f["full_disk"]
+                    print(f"[{kind}] full disk: survived {d['survived']}/{d['tries']}; refused naming the "
+                          f"disk {d['refused_naming_the_disk']}, done whole {d['done_whole']}, half-written "
+                          f"{d['half_written']}, integrity ok {d['integrity_ok']}/{d['tries']}, worked after "
+                          f"freeing {d['worked_after_freeing']}/{d['tries']}, other answers "
+                          f"{d['other_answers']}")
     finally:
         dispose_engines()
         if cluster is not None:

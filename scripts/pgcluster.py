@@ -66,14 +66,25 @@ class PostgisCluster:
         run = lambda *a: subprocess.run(_as_postgres(*a), check=True, capture_output=True)  # noqa: E731
         run(str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
             "-E", "UTF8", "--locale=C.UTF-8")
-        run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(self.folder / "log"), "-w", "-o",
-            f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off", "start")
+        self.start_server()
         psql = lambda db, sql: run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U",  # noqa: E731
                                    "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-c", sql)
         psql("postgres", f"CREATE DATABASE {self.dbname}")
         psql(self.dbname, "CREATE EXTENSION postgis")
         return self.url
+
+    def start_server(self) -> None:
+        """Start the server of the cluster (again, after :meth:`stop_server`), on the same port."""
+        subprocess.run(_as_postgres(
+            str(PG_BIN / "pg_ctl"), "-D", str(self.folder / "data"), "-l", str(self.folder / "log"), "-w",
+            "-o", f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off", "start"), check=True, capture_output=True)
+
+    def stop_server(self, mode: str = "fast") -> None:
+        """Stop the server and keep the cluster (a restart: :meth:`start_server`); ``fast`` ends
+        the open sessions, ``immediate`` is a crash."""
+        subprocess.run(_as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.folder / "data"), "-m", mode,
+                                    "-w", "stop"), check=True, capture_output=True)
 
     def stop(self) -> None:
         if self.folder is None:

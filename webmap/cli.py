@@ -6,21 +6,25 @@ naming the problem when it fails.
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import sys
 from collections import Counter
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
+from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 
 from geodata import incident_rows
 from geodata.accounts import ROLES, Account, find_user, revoke_token, update_user
 from geodata.backup import BackupRefused, backup, restore
 from geodata.catalog import LAYERS
+from geodata.db import database_trouble
 from geodata.errors import NotFound
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
 from geodata.i18n import _
@@ -41,6 +45,20 @@ from webmap.extensions import engine
 LAYER = click.Choice(list(LAYERS))
 
 
+def database_errors(command: Callable) -> Callable:
+    """The database down, busy, its disk full: the command ends with one line saying which and
+    a non-zero exit, not a traceback (the transaction was rolled back)."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (OperationalError, ProgrammingError, InterfaceError) as exc:
+            raise click.ClickException(str(database_trouble(exc))) from None
+
+    return run
+
+
 def _ready():
     """The app's engine with the newest schema and default settings (idempotent, fast)."""
     eng = engine()
@@ -52,6 +70,7 @@ def _ready():
 
 @click.command("init-db")
 @with_appcontext
+@database_errors
 def init_db() -> None:
     """Create or upgrade the database schema and seed the default settings."""
     _ready()
@@ -65,6 +84,7 @@ def init_db() -> None:
 @click.option("--reference", type=click.DateTime(["%Y-%m-%d"]), default="2026-11-01",
               show_default=True, help="last day of the year of incidents")
 @click.option("--if-empty", is_flag=True, help="only when the database holds no units yet")
+@database_errors
 def demo(units: int, seed: int, reference, if_empty: bool) -> None:
     """Replace every layer with a generated demo district."""
     eng = _ready()
@@ -113,6 +133,7 @@ def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
               help="map the source's values of a field to gridplan's (e.g. 'kind:幼儿园=kindergarten')")
 @click.option("--unmapped", type=click.Choice(UNMAPPED), default="refuse", show_default=True,
               help="rows whose value has no mapping: refuse the file, or leave them out")
+@database_errors
 def import_command(layer: str, path: Path, mode: str, crs: str | None, mapping: tuple[str, ...],
                    district: str | None, values: tuple[str, ...], unmapped: str) -> None:
     """Import LAYER from PATH (shapefile zip, .gpkg, .geojson or .csv with lon/lat)."""
@@ -181,6 +202,7 @@ def backup_command(output: Path) -> None:
 @with_appcontext
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--replace", is_flag=True, help="replace a database that holds data already")
+@database_errors
 def restore_command(path: Path, replace: bool) -> None:
     """Restore the database from the backup PATH (made by ``backup`` from a database of the same
     kind). A damaged file, a file of the other kind, or a database in use without --replace is
@@ -376,6 +398,7 @@ def plan_command(minimum, maximum, target, street, seed, fresh, units_path, mapp
 @click.command("worker")
 @click.option("--once", is_flag=True, help="run the queued jobs, then stop")
 @with_appcontext
+@database_errors
 def worker_command(once: bool) -> None:
     """Run background jobs (city-wide plans) as they are queued."""
     from layers.worker import work

@@ -8,11 +8,15 @@ error page for HTML. Views raise; they never build error replies by hand.
 
 from __future__ import annotations
 
-from flask import Flask, Response, json, render_template, request
-from sqlalchemy.exc import OperationalError, ProgrammingError
-from werkzeug.exceptions import HTTPException
+import errno
+import sys
 
-from geodata.errors import GridplanError
+from flask import Flask, Response, json, render_template, request
+from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from geodata.db import database_trouble
+from geodata.errors import DatabaseTrouble, GridplanError
 from geodata.i18n import N_, _
 
 API_PREFIXES = ("/api/", "/open311/")
@@ -66,8 +70,14 @@ def register(app: Flask) -> None:
     @app.errorhandler(GridplanError)
     def _domain(exc: GridplanError):
         if wants_json():
-            return problem(exc.status, exc.title, str(exc), type(exc).__name__, **exc.details)
-        return _page(exc.status, _(exc.title), str(exc))
+            code = exc.code if isinstance(exc, DatabaseTrouble) else type(exc).__name__
+            answer = problem(exc.status, exc.title, str(exc), code, **exc.details)
+        else:
+            answer = _page(exc.status, _(exc.title), str(exc))
+        if isinstance(exc, DatabaseTrouble) and exc.retry_after:
+            answer = app.make_response(answer)
+            answer.headers["Retry-After"] = str(exc.retry_after)
+        return answer
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
@@ -79,26 +89,28 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(ProgrammingError)
-    def _no_schema(exc):
+    @app.errorhandler(InterfaceError)
+    def _database(exc):
+        """The database down, busy, full or without its schema: a 503 that says which."""
         app.logger.error("database error: %s", exc)
-        if busy(exc):
-            message = _("The database is busy with other changes: nothing was saved; try again in a moment.")
-        else:
-            message = _("The database is not ready: run `flask --app webmap init-db`.")
-        if wants_json():
-            answer = problem(503, "Service Unavailable", message, "DatabaseBusy" if busy(exc) else None)
-        else:
-            answer = Response(render_template("error.html", title=_("database"), message=message), 503)
-        if busy(exc):
-            answer.headers["Retry-After"] = "2"
-        return answer
+        return _domain(database_trouble(exc))
 
+    @app.errorhandler(OSError)
+    def _os_error(exc: OSError):
+        """A full disk (an upload saved, a file written) is a 503 naming it; other system errors 500."""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            app.logger.error("disk full: %s", exc)
+            message = _("The disk is full: the change was not saved. An administrator must free space on "
+                        "the disk; then try again.")
+            return _domain(DatabaseTrouble(message, code="DiskFull"))
+        app.log_exception(sys.exc_info())
+        return _internal(InternalServerError(original_exception=exc))
 
-def busy(exc: Exception) -> bool:
-    """Whether a database error means "another transaction is in the way" (SQLite's lock held
-    past the busy timeout, a PostgreSQL deadlock or serialization failure, a lock timeout): the
-    transaction was rolled back and trying again later will do."""
-    orig = getattr(exc, "orig", None)
-    if getattr(orig, "sqlstate", None) in ("40001", "40P01", "55P03"):
-        return True
-    return "database is locked" in str(orig or exc) or "database table is locked" in str(orig or exc)
+    @app.errorhandler(InternalServerError)
+    def _internal(exc: InternalServerError):
+        """A database failure outside a view (an after-request hook: the sign-in limiter counting a
+        failed sign-in) reaches here as a 500: answered as the 503 it is."""
+        original = getattr(exc, "original_exception", None)
+        if isinstance(original, OperationalError | ProgrammingError | InterfaceError):
+            return _database(original)
+        return _http(exc)

@@ -35,6 +35,7 @@ from geodata.i18n import _
 from layers import incident_export as exports
 from layers import incidents, rates
 from webmap.auth import bearer_request, current_account, require
+from webmap.cli import database_errors
 from webmap.extensions import csrf, engine
 
 bp = Blueprint("incidents", __name__, cli_group=None)
@@ -378,6 +379,7 @@ def export_command(layer: str, fmt: str, scope: str | None, output: Path) -> Non
 @click.option(
     "--district", default="000000", show_default=True, help="district code for cases outside every area"
 )
+@database_errors
 def open311_import(path: Path, kind: str, default_category: str | None, district: str) -> None:
     """Import 311 requests (Boston or NYC open data CSV, or Open311 JSON) into the loop."""
     from layers import open311
