@@ -34,11 +34,10 @@ from geodata.errors import GridplanError, Refused
 from geodata.i18n import _
 from layers import incident_export as exports
 from layers import incidents, rates
-from webmap.auth import bearer_request, current_account, require
-from webmap.extensions import csrf, engine
+from webmap.auth import current_account, require
+from webmap.extensions import engine
 
 bp = Blueprint("incidents", __name__, cli_group=None)
-csrf.exempt(bp)  # checked below, except for bearer-token requests (no cookie, no CSRF risk)
 
 READERS = ("admin", "planner", "supervisor", "viewer")
 STATUS_FILTERS = {
@@ -47,12 +46,6 @@ STATUS_FILTERS = {
     "cancelled": ("cancelled",),
     "overdue": incidents.OPEN,
 }
-
-
-@bp.before_request
-def _check_csrf():
-    if request.method not in ("GET", "HEAD", "OPTIONS") and not bearer_request():
-        csrf.protect()
 
 
 def photo_folder() -> Path:

@@ -19,13 +19,12 @@ from geodata.errors import NotFound, Refused
 from geodata.i18n import N_, _
 from geodata.store import read_layer
 from layers import plan_documents, plan_edits, plan_workflow
-from webmap.auth import bearer_request, current_account, require
-from webmap.extensions import csrf, engine, plans
+from webmap.auth import current_account, require
+from webmap.extensions import engine, plans
 from webmap.maps import build_map, render_map
 from webmap.responses import conditional
 
 bp = Blueprint("plans", __name__)
-csrf.exempt(bp)  # checked below, except for bearer-token requests (no cookie, no CSRF risk)
 
 EDITORS = ("admin", "planner")
 READERS = ("admin", "planner", "viewer")
@@ -56,12 +55,6 @@ def _created(data: dict):
     response = jsonify(data)
     response.status_code = 201
     return response
-
-
-@bp.before_request
-def _check_csrf():
-    if request.method not in ("GET", "HEAD", "OPTIONS") and not bearer_request():
-        csrf.protect()
 
 
 def _body() -> dict:
