@@ -99,6 +99,8 @@ def api_list():
         bbox = tuple(float(v) for v in args["bbox"].split(",")) if args.get("bbox") else None
     except ValueError:
         raise Refused("limit is a whole number and bbox four numbers minx,miny,maxx,maxy") from None
+    if limit < 1:
+        raise Refused("limit is a whole number from 1 to 20000")
     if bbox is not None and len(bbox) != 4:
         raise Refused("bbox is four numbers minx,miny,maxx,maxy")
     cells = incidents.my_cells(engine(), account) if args.get("mine") else None
