@@ -9,9 +9,10 @@ Parts (``--parts``, all by default):
   against the table in ``tests/test_access_matrix.py``: requests, outcomes, mismatches;
 - ``load``: ``--clients`` concurrent clients for ``--seconds`` against gunicorn (two workers,
   ``webmap.wsgi:app`` as ``make run`` serves it) on loopback, on each database: map reads
-  (units by bounding box), incident reports and plan renames (read the version, then rename:
-  racing clients get 409); 5xx and connection errors, p50/p95 per kind, and afterwards the
-  writes counted in the database (no report lost or stored twice, one version per rename);
+  (units by bounding box, a plan's units in view), incident reports and plan edits (read the
+  version, then move a unit or rename the plan: racing clients get 409); 5xx and connection
+  errors, p50/p95 per kind, and afterwards the writes counted in the database (no report lost or
+  stored twice, one plan version per saved edit, every moved unit where its last saved move put it);
 - ``backup``: ``flask backup`` and ``flask restore`` into a fresh database, on each database:
   seconds and bytes;
 - ``inject``: on each database, every injection string of ``tests/hostile_text.py`` (and the
@@ -177,6 +178,10 @@ def bench_load(url: str, demo, clients: int, seconds: float, folder: Path) -> di
         incidents_before = conn.execute(text("SELECT count(*) FROM incidents")).scalar_one()
         version_before = conn.execute(text("SELECT version FROM plans WHERE id = :i"),
                                       {"i": plan_id}).scalar_one()
+        communities = sorted(conn.execute(text("SELECT DISTINCT community_code FROM plan_assignments "
+                                                "WHERE plan_id = :i"), {"i": plan_id}).scalars())
+        plan_units = sorted(conn.execute(text("SELECT unit_code FROM plan_assignments WHERE plan_id = :i"),
+                                         {"i": plan_id}).scalars())
     minx, miny, maxx, maxy = demo.layers["units"].total_bounds
     dispose_engines()
 
@@ -195,11 +200,12 @@ def bench_load(url: str, demo, clients: int, seconds: float, folder: Path) -> di
         except requests.RequestException:
             time.sleep(0.2)
     lock = threading.Lock()
-    timings: dict[str, list[float]] = {"read": [], "report": [], "rename": []}
+    timings: dict[str, list[float]] = {"read": [], "plan_read": [], "report": [], "move": [], "rename": []}
     statuses: dict[str, dict[int, int]] = {k: {} for k in timings}
     errors = {"5xx": 0, "connection": 0}
     reported: list[str] = []
     renamed = 0
+    moved: list[tuple[int, str, str]] = []  # (version answered, unit, community) of every move saved
     deadline = time.monotonic() + seconds
 
     def note(kind: str, answer, elapsed: float) -> None:
@@ -217,14 +223,19 @@ def bench_load(url: str, demo, clients: int, seconds: float, folder: Path) -> di
             roll = rng.random()
             try:
                 start = time.perf_counter()
-                if roll < 0.7:
-                    w, h = (maxx - minx) / 8, (maxy - miny) / 8
-                    x, y = rng.uniform(minx, maxx - w), rng.uniform(miny, maxy - h)
+                w, h = (maxx - minx) / 8, (maxy - miny) / 8
+                x, y = rng.uniform(minx, maxx - w), rng.uniform(miny, maxy - h)
+                if roll < 0.6:
                     answer = session.get(f"{base}/api/collections/units/items",
                                          params={"bbox": f"{x},{y},{x + w},{y + h}", "limit": 500},
                                          headers={"Authorization": f"Bearer {viewer}"}, timeout=120)
                     note("read", answer, time.perf_counter() - start)
-                elif roll < 0.9:
+                elif roll < 0.7:
+                    answer = session.get(f"{base}/api/plans/{plan_id}/units",
+                                         params={"bbox": f"{x},{y},{x + w},{y + h}", "zoom": 15},
+                                         headers={"Authorization": f"Bearer {planner}"}, timeout=120)
+                    note("plan_read", answer, time.perf_counter() - start)
+                elif roll < 0.85:
                     answer = session.post(f"{base}/api/incidents", json={
                         "community": community, "category": "E01-01", "description": f"load {seed}"},
                         headers={"Authorization": f"Bearer {supervisor}"}, timeout=120)
@@ -233,15 +244,27 @@ def bench_load(url: str, demo, clients: int, seconds: float, folder: Path) -> di
                         with lock:
                             reported.append(answer.json()["code"])
                 else:
+                    # a hand edit as the planner's page makes it: read the version, then save
+                    # against it; racing clients get 409 and nothing of theirs is stored
                     bearer = {"Authorization": f"Bearer {planner}"}
                     plan = session.get(f"{base}/api/plans/{plan_id}", headers=bearer, timeout=120).json()
-                    answer = session.post(f"{base}/api/plans/{plan_id}/rename", headers=bearer, timeout=120,
-                                          json={"name": f"load {seed} {rng.random():.6f}",
-                                                "version": plan["version"]})
-                    note("rename", answer, time.perf_counter() - start)
-                    if answer.status_code == 200:
-                        with lock:
-                            renamed += 1
+                    if roll < 0.97:
+                        unit, to = rng.choice(plan_units), rng.choice(communities)
+                        answer = session.post(f"{base}/api/plans/{plan_id}/moves", headers=bearer,
+                                              timeout=120,
+                                              json={"units": [unit], "to": to, "version": plan["version"]})
+                        note("move", answer, time.perf_counter() - start)
+                        if answer.status_code == 200:
+                            with lock:
+                                moved.append((answer.json()["version"], unit, to))
+                    else:
+                        answer = session.post(f"{base}/api/plans/{plan_id}/rename", headers=bearer,
+                                              timeout=120, json={"name": f"load {seed} {rng.random():.6f}",
+                                                                 "version": plan["version"]})
+                        note("rename", answer, time.perf_counter() - start)
+                        if answer.status_code == 200:
+                            with lock:
+                                renamed += 1
             except requests.RequestException:
                 with lock:
                     errors["connection"] += 1
@@ -261,7 +284,15 @@ def bench_load(url: str, demo, clients: int, seconds: float, folder: Path) -> di
         incidents_after = conn.execute(text("SELECT count(*) FROM incidents")).scalar_one()
         version_after = conn.execute(text("SELECT version FROM plans WHERE id = :i"),
                                      {"i": plan_id}).scalar_one()
+        stored = {u: (c, v) for u, c, v in conn.execute(text(
+            "SELECT unit_code, community_code, changed_in FROM plan_assignments WHERE plan_id = :i"),
+            {"i": plan_id})}
     dispose_engines()
+    # every unit's stored community is the one its last saved move gave it, saved by that version
+    last: dict[str, tuple[int, str]] = {}
+    for version, unit, to in sorted(moved):
+        last[unit] = (version, to)
+    moves_lost = sum(1 for u, (v, to) in last.items() if stored[u] != (to, v))
     total = sum(len(v) for v in timings.values())
     return {
         "clients": clients, "seconds": round(elapsed, 1), "requests": total,
@@ -271,7 +302,10 @@ def bench_load(url: str, demo, clients: int, seconds: float, folder: Path) -> di
         "writes": {
             "reports_answered_201": len(reported), "reports_stored": incidents_after - incidents_before,
             "reports_with_the_same_code": len(reported) - len(set(reported)),
-            "renames_answered_200": renamed, "plan_versions_added": version_after - version_before,
+            "moves_answered_200": len(moved), "renames_answered_200": renamed,
+            "plan_versions_added": version_after - version_before,
+            "versions_answered_twice": len(moved) - len({v for v, _, _ in moved}),
+            "moved_units_not_as_last_saved": moves_lost,
         },
     }
 
@@ -384,7 +418,7 @@ def main() -> None:
                       f"({r['requests_per_second']}/s), 5xx {r['errors']['5xx']}, connection errors "
                       f"{r['errors']['connection']} (load average now {load_average()})")
                 for k, v in lat.items():
-                    print(f"    {k:7s} n={v['n']:6d}  p50 {v.get('p50_ms', '-')} ms  "
+                    print(f"    {k:9s} n={v['n']:6d}  p50 {v.get('p50_ms', '-')} ms  "
                           f"p95 {v.get('p95_ms', '-')} ms  statuses {r['statuses'][k]}")
                 print(f"    writes: {r['writes']}")
             if "backup" in parts:
