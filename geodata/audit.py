@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, func, insert, select
 
 from geodata.errors import Refused
 from geodata.models import AuditLog
+from geodata.spreadsheet import cell
 
 #: Actions that read rather than change: they never count as a layer's last change.
 READ_ACTIONS = ("export",)
@@ -132,9 +133,10 @@ def csv_lines(rows: Iterable[dict]) -> Iterator[str]:
     writer.writerow(CSV_COLUMNS)
     yield "\ufeff" + flush()
     for r in rows:
-        writer.writerow([r["at"].isoformat(sep=" ", timespec="seconds"), r["actor"], r["action"],
-                         r["layer"] or "", r["object_code"] or "",
-                         json.dumps(r["detail"], ensure_ascii=False) if r["detail"] is not None else ""])
+        row = [r["at"].isoformat(sep=" ", timespec="seconds"), r["actor"], r["action"], r["layer"] or "",
+               r["object_code"] or "",
+               json.dumps(r["detail"], ensure_ascii=False) if r["detail"] is not None else ""]
+        writer.writerow([cell(v) for v in row])  # formulas neutralised (geodata/spreadsheet.py)
         yield flush()
 
 

@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 from geodata.catalog import Field, get_layer
 from geodata.crs import CGCS2000, WGS84, parse_crs
 from geodata.i18n import _
+from geodata.spreadsheet import frame_cells
 from geodata.store import read_layer
 
 FORMATS = ("shp", "gpkg", "geojson", "csv")
@@ -180,7 +181,8 @@ def _write_csv(gdf: gpd.GeoDataFrame, fields: list[Field], out: Path, encoding: 
         frame["lat"] = shapely.get_y(geoms)
     else:
         frame["wkt"] = shapely.to_wkt(geoms, rounding_precision=8, trim=True)
-    frame.to_csv(out, index=False, encoding="utf-8-sig" if encoding == "utf-8" else "gbk")
+    # a text a spreadsheet would run as a formula gets a leading ' (geodata/spreadsheet.py)
+    frame_cells(frame).to_csv(out, index=False, encoding="utf-8-sig" if encoding == "utf-8" else "gbk")
 
 
 def write_frame(gdf: gpd.GeoDataFrame, fields: list[Field], name: str, fmt: str, out: str | Path,

@@ -800,7 +800,7 @@ def _resolve_communities(engine: Engine, district: str | None, frame: pd.DataFra
     history = CommunityHistory.__table__
     with engine.connect() as conn:
         retired = set(conn.execute(select(history.c.code).where(
-            or_(*[history.c.code.like(f"{p}%") for p in parents]))).scalars())
+            or_(*[history.c.code.startswith(p, autoescape=True) for p in parents]))).scalars())
     taken = set(stored["code"]) | retired | set(frame["code"].dropna())
     known = {(s, naming.normalise(n)): (c, bool(p)) for c, n, s, p in zip(
         stored["code"], stored["name"], stored["street_code"], stored["provisional"], strict=True)}

@@ -190,7 +190,7 @@ def cells_extent(engine: Engine, prefix: str | None, codes: Sequence[str] | None
         if codes:
             stmt = stmt.where(cells.c.code.in_(list(codes)))
         elif prefix:
-            stmt = stmt.where(cells.c.code.like(f"{prefix}%"))
+            stmt = stmt.where(cells.c.code.startswith(prefix, autoescape=True))
         row = conn.execute(stmt).one()
     return None if row[0] is None else tuple(float(v) for v in row)
 
@@ -297,13 +297,15 @@ def scope_clause(prefix: str | None, cells: Sequence[str] | None = None):
     if cells:
         clauses.append(T.c.grid_code.in_(list(cells)))
     if prefix:
-        clauses.append(T.c.grid_code.like(f"{prefix}%"))
+        clauses.append(T.c.grid_code.startswith(prefix, autoescape=True))
         if len(prefix) <= 12:
-            clauses.append(and_(T.c.grid_code.is_(None), T.c.community_code.like(f"{prefix}%")))
+            clauses.append(and_(T.c.grid_code.is_(None),
+                                T.c.community_code.startswith(prefix, autoescape=True)))
         if len(prefix) <= 9:
             clauses.append(
                 and_(
-                    T.c.grid_code.is_(None), T.c.community_code.is_(None), T.c.street_code.like(f"{prefix}%")
+                    T.c.grid_code.is_(None), T.c.community_code.is_(None),
+                    T.c.street_code.startswith(prefix, autoescape=True),
                 )
             )
     return or_(*clauses) if clauses else literal(True)
@@ -532,7 +534,7 @@ def _due_sums(conn: Connection, group: str, low: datetime, high: datetime, prefi
         .group_by(key)
     )
     if prefix:
-        stmt = stmt.where(levels[_level(prefix)].like(f"{prefix}%"))
+        stmt = stmt.where(levels[_level(prefix)].startswith(prefix, autoescape=True))
     return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
@@ -585,7 +587,7 @@ def rate_sums_scan(
         columns.append(count(inside).label(f"{step}_n"))
     stmt = select(*columns).where(key.is_not(None)).group_by(key).order_by(key)
     if prefix:
-        stmt = stmt.where(levels[_level(prefix)].like(f"{prefix}%"))
+        stmt = stmt.where(levels[_level(prefix)].startswith(prefix, autoescape=True))
     with _conn(engine) as conn:
         return [dict(r) for r in conn.execute(stmt).mappings()]
 
@@ -621,7 +623,7 @@ def assignments(
     if user:
         stmt = stmt.where(ASSIGN.c.user_name == user)
     if prefix:
-        stmt = stmt.where(ASSIGN.c.cell_code.like(f"{prefix}%"))
+        stmt = stmt.where(ASSIGN.c.cell_code.startswith(prefix, autoescape=True))
     with _conn(engine) as conn:
         return [dict(r) for r in conn.execute(stmt).mappings()]
 

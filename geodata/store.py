@@ -62,11 +62,11 @@ def _scope(conn: Connection, spec: LayerSpec, stmt, street: str | None, communit
         if level in table.c and (level != "street_code" or spec.name != "streets"):
             stmt = stmt.where(table.c[level] == code)
         elif spec.code_digits and spec.code_digits >= len(code):
-            stmt = stmt.where(table.c.code.like(f"{code}%"))  # codes nest: prefix = parent
+            stmt = stmt.where(table.c.code.startswith(code, autoescape=True))  # codes nest: prefix = parent
         elif "community_code" in table.c:
-            stmt = stmt.where(table.c.community_code.like(f"{code}%"))
+            stmt = stmt.where(table.c.community_code.startswith(code, autoescape=True))
         elif "grid_code" in table.c:
-            stmt = stmt.where(table.c.grid_code.like(f"{code}%"))
+            stmt = stmt.where(table.c.grid_code.startswith(code, autoescape=True))
         else:  # roads, buildings: by location inside the parent's polygon
             parent = get_layer("communities" if level == "community_code" else "streets").table
             area = select(parent.c.geom).where(parent.c.code == code).scalar_subquery()
@@ -85,7 +85,7 @@ def _filtered(conn: Connection, spec: LayerSpec, stmt, *, street=None, community
     for key, value in (where or {}).items():
         stmt = stmt.where(table.c[key] == value)
     for key, value in (prefix or {}).items():  # codes nest, so a prefix is a parent
-        stmt = stmt.where(table.c[key].like(f"{value}%"))
+        stmt = stmt.where(table.c[key].startswith(value, autoescape=True))
     for key, (low, high) in (ranges or {}).items():
         if low is not None:
             stmt = stmt.where(table.c[key] >= low)
@@ -263,7 +263,8 @@ def read_adjacency(engine: Engine, prefix: str | None = None) -> pd.DataFrame:
     table = UnitAdjacency.__table__
     stmt = select(table.c.unit_a, table.c.unit_b, table.c.shared_m)
     if prefix:
-        stmt = stmt.where(table.c.unit_a.like(f"{prefix}%") | table.c.unit_b.like(f"{prefix}%"))
+        stmt = stmt.where(table.c.unit_a.startswith(prefix, autoescape=True)
+                          | table.c.unit_b.startswith(prefix, autoescape=True))
     with engine.connect() as conn:
         # straight from the driver's cursor: a city's 600,000 pairs need no Row objects
         rows = conn.execute(stmt).cursor.fetchall()

@@ -19,6 +19,7 @@ from geodata import incident_rows
 from geodata.catalog import Field, get_layer
 from geodata.exporter import FORMATS, write_frame
 from geodata.models import SRID
+from geodata.spreadsheet import frame_cells
 from geodata.store import read_layer
 
 SUFFIX = {"shp": ".zip", "gpkg": ".gpkg", "geojson": ".geojson", "csv": ".csv"}
@@ -95,5 +96,5 @@ def export(engine: Engine, layer: str, fmt: str, folder: Path, *, prefix: str | 
         pyogrio.write_dataframe(steps_text, out, layer="incident_steps", driver="GPKG", append=False)
     elif fmt == "shp":
         with zipfile.ZipFile(out, "a", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("incident_steps.csv", steps_text.to_csv(index=False).encode("utf-8-sig"))
+            zf.writestr("incident_steps.csv", frame_cells(steps_text).to_csv(index=False).encode("utf-8-sig"))
     return out

@@ -30,6 +30,7 @@ from sqlalchemy import Engine
 from geodata import incident_rows
 from geodata.errors import Refused
 from geodata.i18n import N_, _
+from geodata.spreadsheet import frame_cells
 from geodata.standards import get_setting
 
 LEVELS = ("cell", "community", "street", "district")
@@ -180,7 +181,7 @@ def to_csv(frame: pd.DataFrame) -> str:
     out = io.StringIO()
     out.write("\ufeff")
     table = pd.concat([frame, total(frame)]) if len(frame) else frame
-    table[COLUMNS].rename(columns=labels()).to_csv(out, index=False, float_format="%.4f")
+    frame_cells(table[COLUMNS]).rename(columns=labels()).to_csv(out, index=False, float_format="%.4f")
     return out.getvalue()
 
 

@@ -26,6 +26,13 @@ Parts (``--parts``, all by default):
   partial (never partial), kills that landed inside the transaction, integrity checks; PostgreSQL
   stopped 5 s and started again under ``--restart-clients`` clients (statuses, 5xx other than 503,
   seconds until the same app answers again); SQLite on a full tmpfs (root): faults survived / tried.
+- ``inject``: on each database, every injection string of ``tests/hostile_text.py`` (and the
+  array forms ``a[]=``) on every query parameter and path part of ``tests/test_injection.py``'s
+  tables, as an administrator and as a supervisor, and in every text of the write routes' JSON
+  bodies: requests, outcomes by status, 5xx, answers wider than a harmless value's, the database
+  unchanged by the reads (yes/no); then every XSS and spreadsheet payload stored through every
+  form and import (``tests/test_xss.py``) and the pages that show them searched for a payload
+  left unescaped.
 
     .venv/bin/python scripts/bench_hardening.py --units 4000 --clients 50 --seconds 60 \\
         --json bench-out/hardening.json
@@ -893,6 +900,47 @@ def bench_faults(kind: str, new, cluster: PostgisCluster | None, demo, tries: in
         dispose_engines()
         figures["full_disk"] = bench_full_disk(template, demo, tries, folder, seed)
     return figures
+# --- inject -----------------------------------------------------------------------------------------------
+
+
+def bench_inject(url: str, xss_url: str, demo, folder: Path) -> dict:
+    from tests.hostile_text import INJECTION, SPREADSHEET, XSS
+    from tests.test_injection import attack_site, try_bodies, try_parameters
+    from tests.test_xss import pages, plant, unescaped_on_pages
+    from tests.webhelpers import snapshot
+
+    site = attack_site(url, demo)
+    start = time.perf_counter()
+    before = snapshot(url, leave_out=("audit_log", "rate_limits"))
+    reads = try_parameters(site, INJECTION, as_roles=("admin", "supervisor"))
+    unchanged = snapshot(url, leave_out=("audit_log", "rate_limits")) == before
+    writes = try_bodies(site, INJECTION)
+    seconds = time.perf_counter() - start
+    dispose_engines()
+    start = time.perf_counter()
+    planted = plant(xss_url, demo, folder / f"uploads-{next(_uploads)}")
+    found = unescaped_on_pages(planted)
+    xss_seconds = time.perf_counter() - start
+    dispose_engines()
+
+    def fivexx(statuses: dict) -> int:
+        return sum(n for s, n in statuses.items() if s >= 500)
+
+    def by_status(statuses: dict) -> dict:
+        return {str(k): v for k, v in sorted(statuses.items())}
+
+    return {
+        "reads": {"requests": reads["requests"], "statuses": by_status(reads["statuses"]),
+                  "5xx": fivexx(reads["statuses"]), "wrong": reads["wrong"], "database_unchanged": unchanged},
+        "writes": {"requests": writes["requests"], "statuses": by_status(writes["statuses"]),
+                   "5xx": fivexx(writes["statuses"]), "wrong": writes["wrong"]},
+        "strings": len(INJECTION), "seconds": round(seconds, 1),
+        "xss": {"payloads": len(XSS) + len(SPREADSHEET), "pages": len(pages(planted)),
+                "unescaped": len(found), "found": found, "seconds": round(xss_seconds, 1)},
+    }
+
+
+_uploads = iter(range(1000))
 
 
 def main() -> None:
@@ -902,7 +950,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--signin-tries", type=int, default=20)
     parser.add_argument("--databases", default="spatialite,postgis")
-    parser.add_argument("--parts", default="signin,access,load,backup,race,faults")
+    parser.add_argument("--parts", default="signin,access,load,backup,race,faults,inject")
     parser.add_argument("--race-rounds", type=int, default=200, help="race: plan and case rounds")
     parser.add_argument("--race-adoptions", type=int, default=20, help="race: adoptions racing an import")
     parser.add_argument("--fault-tries", type=int, default=10, help="kills per operation, full disks")
@@ -994,6 +1042,20 @@ def main() -> None:
                           f"{d['half_written']}, integrity ok {d['integrity_ok']}/{d['tries']}, worked after "
                           f"freeing {d['worked_after_freeing']}/{d['tries']}, other answers "
                           f"{d['other_answers']}")
+            if "inject" in parts:
+                db["inject"] = i = bench_inject(new(), new(), demo, folder)
+                r, w, x = i["reads"], i["writes"], i["xss"]
+                print(f"[{kind}] inject: {i['strings']} strings; reads {r['requests']} requests "
+                      f"{r['statuses']}, "
+                      f"5xx {r['5xx']}, wrong {len(r['wrong'])}, database unchanged "
+                      f"{'yes' if r['database_unchanged'] else 'NO'}; JSON bodies {w['requests']} requests "
+                      f"{w['statuses']}, 5xx {w['5xx']} ({i['seconds']} s, load average {load_average()})")
+                for line in r["wrong"][:20] + w["wrong"][:20]:
+                    print(f"    {line}")
+                print(f"[{kind}] xss: {x['payloads']} payloads through every form and import, "
+                      f"{x['pages']} pages: {x['unescaped']} found unescaped ({x['seconds']} s)")
+                for line in x["found"][:20]:
+                    print(f"    {line}")
     finally:
         dispose_engines()
         if cluster is not None:

@@ -6,13 +6,15 @@ browser without its CSRF token is refused, whatever the route.
 The outcome classes: ``in`` (past the door: any answer but 401, 403 or the sign-in page; the
 bodies sent are empty, so an allowed caller mostly gets a 4xx naming what is missing),
 ``sign-in`` (401, or a redirect to the sign-in page), ``refused`` (403) and ``csrf`` (400: no
-CSRF token). Who is not in a row's roles gets ``sign-in`` when nobody is signed in or the token
-is wrong or revoked, and ``refused`` when signed in with another role; ``EXCEPTIONS`` names the
-few that differ.
+CSRF token). A request with ``Authorization: Bearer`` needs no CSRF token (CSRF protects cookie
+sessions), so a wrong or revoked token meets the sign-in check on every route. Who is not in a
+row's roles gets ``sign-in`` when nobody is signed in or the token is wrong or revoked, and
+``refused`` when signed in with another role; ``EXCEPTIONS`` names the few that differ.
 """
 
 from __future__ import annotations
 
+import io
 from urllib.parse import urlsplit
 
 import pytest
@@ -146,15 +148,6 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     # Open311 answers a report without a valid account or key 403, as GeoReport v2 has it
     **{("POST /open311/v2/requests.<fmt>", caller): "refused"
        for caller in ("anonymous", "wrong_token", "revoked_token")},
-    # the administrators' and the layer upload API are the browser pages' own: without a
-    # session's CSRF token a request is refused before anything else, a token's too
-    **{(route, caller): "csrf" for caller in ("wrong_token", "revoked_token") for route in (
-        "POST /login", "POST /logout", "POST /locale", "POST /api/layers/<layer>/preview",
-        "POST /api/layers/<layer>/import",
-        "DELETE /api/layers/uploads/<upload>", "POST /api/admin/users",
-        "PATCH /api/admin/users/<int:user_id>",
-        "POST /api/admin/tokens", "PATCH /api/admin/tokens/<int:token_id>",
-        "POST /api/admin/tokens/<int:token_id>/revoke", "PUT /api/admin/settings/<key>")},
 }
 
 
@@ -192,7 +185,11 @@ def matrix_site(url: str, demo) -> dict:
     """The demo in the migrated database at ``url``, accounts of each role, a revoked token, a
     plan, and the values every route's URL is built from (scripts/bench_hardening.py uses it)."""
     write_demo(get_engine(url), demo)
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none"})
+    # every caller's empty sign-in counts against one (empty) name: the limits are
+    # tests/test_sign_in_limits.py's, not the matrix's
+    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none",
+                      "LOGIN_LIMIT_PER_ACCOUNT": "1000 per minute",
+                      "LOGIN_LIMIT_PER_ADDRESS": "1000 per minute"})
     secrets = make_accounts(app, demo)
     from geodata.accounts import find_user, list_tokens, revoke_token
     from webmap.auth import add_token
@@ -311,3 +308,47 @@ def test_state_changes_without_the_csrf_token_are_refused(site):
     # signing out needs the token too: a page elsewhere cannot sign a user out
     assert client.post("/logout").status_code == 400
     assert client.get("/map").status_code == 200
+
+
+def test_a_token_needs_no_csrf_token_and_keeps_its_role(site, small_demo, tmp_path):
+    """``Authorization: Bearer`` is a credential a page on another site cannot send, so a token's
+    request needs no CSRF token — the layer upload takes a planner's token as it is — but the
+    token's role still decides; a signed-in browser that adds a made-up token to skip the CSRF
+    check is not let in on its cookie."""
+    from webmap.auth import add_token
+
+    app = site["app"]
+    app.config["UPLOAD_FOLDER"] = str(tmp_path / "uploads")
+    with app.app_context():
+        tokens = {role: add_token(f"csrf-{role}", role) for role in ("planner", "viewer", "admin")}
+    facilities = small_demo.layers["facilities"].iloc[:3]
+    data = facilities.to_json().encode()
+
+    def upload(client, token):
+        return client.post("/api/layers/facilities/preview", content_type="multipart/form-data",
+                           headers={"Authorization": f"Bearer {token}"},
+                           data={"file": (io.BytesIO(data), "f.geojson")})
+
+    client = app.test_client()
+    answer = upload(client, tokens["planner"])
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    upload_id = answer.json["upload"]
+    assert answer.json["features"] == 3
+    gone = client.delete(f"/api/layers/uploads/{upload_id}",
+                         headers={"Authorization": f"Bearer {tokens['planner']}"})
+    assert gone.status_code == 200 and gone.json == {"deleted": upload_id}
+    refused = upload(client, tokens["viewer"])
+    assert refused.status_code == 403 and "viewer" in refused.json["detail"]
+    # tokens never administer, whatever their role: a 403 that says so, not a CSRF 400
+    admin = client.post("/api/admin/users", json={"name": "x", "role": "viewer", "password": "y" * 12},
+                        headers={"Authorization": f"Bearer {tokens['admin']}"})
+    assert admin.status_code == 403 and "token" in admin.get_data(as_text=True)
+
+    browser = app.test_client()
+    assert sign_in(browser, "planner").status_code == 302
+    sneaky = upload(browser, "made-up-token-0123456789")
+    assert sneaky.status_code == 401
+    no_csrf = browser.post("/api/layers/facilities/preview", content_type="multipart/form-data",
+                           data={"file": (io.BytesIO(data), "f.geojson")})
+    assert no_csrf.status_code == 400 and "CSRF" in no_csrf.get_data(as_text=True)
+    assert not any((tmp_path / "uploads").iterdir())

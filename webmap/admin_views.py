@@ -39,6 +39,8 @@ bp = Blueprint("admin", __name__)
 
 MIN_PASSWORD = 8
 AUDIT_PAGE = 100
+MAX_AUDIT_PAGE = 10_000
+MAX_OFFSET = 10**12
 BASEMAP_LABELS = {"none": N_("no base map"), "osm": "OpenStreetMap", "tianditu": N_("Tianditu"),
                   "gaode": N_("Gaode (GCJ-02)"), "local": N_("local tiles")}
 
@@ -155,8 +157,10 @@ def audit_page():
 
 
 def _offset(text: str | None) -> int:
+    """Where a page of the log starts: a whole number from 0 (anything else starts at 0; past
+    ``MAX_OFFSET`` — more than the log will ever hold — the page is empty)."""
     try:
-        return max(0, int(text or 0))
+        return min(max(0, int(text or 0)), MAX_OFFSET)
     except ValueError:
         return 0
 
@@ -305,5 +309,7 @@ def api_audit():
         limit = int(request.args.get("limit") or AUDIT_PAGE)
     except ValueError:
         raise Refused("limit is a whole number") from None
+    if not 1 <= limit <= MAX_AUDIT_PAGE:
+        raise Refused(f"limit is a whole number from 1 to {MAX_AUDIT_PAGE}")
     rows, total = search(engine(), f, limit=limit, offset=_offset(request.args.get("offset")))
     return _json({"total": total, "rows": rows})

@@ -37,22 +37,15 @@ from geodata.exporter import FORMATS, ExportError, write_frame
 from geodata.i18n import _
 from geodata.store import layer_extent, read_layer
 from layers import coverage, siting
-from webmap.auth import bearer_request, current_account, require
-from webmap.extensions import csrf, engine
+from webmap.auth import current_account, require
+from webmap.extensions import engine
 from webmap.i18n import facility_kind_name, life_circle
 from webmap.maps import build_map, render_map
 
 bp = Blueprint("coverage", __name__, cli_group=None)
-csrf.exempt(bp)  # checked below, except for bearer-token requests
 READERS = ("admin", "planner", "viewer")
 EXTENSIONS = {"shp": "zip", "gpkg": "gpkg", "geojson": "geojson", "csv": "csv"}
 MAX_PROPOSED = 200
-
-
-@bp.before_request
-def _check_csrf():
-    if request.method not in ("GET", "HEAD", "OPTIONS") and not bearer_request():
-        csrf.protect()
 
 
 def _json(data, status: int = 200, mimetype: str = "application/json") -> Response:

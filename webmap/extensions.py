@@ -7,14 +7,28 @@ so that nothing imports upward.
 
 from __future__ import annotations
 
-from flask import current_app
+from flask import current_app, request
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import Engine
 
 from geodata.db import get_engine
 from layers.plan_memory import PlanMemory
 
-csrf = CSRFProtect()
+
+class CookieCSRFProtect(CSRFProtect):
+    """CSRF protects cookie sessions only: a request authenticated by ``Authorization: Bearer``
+    carries its credential in a header a page on another site cannot set, and the session
+    cookie is not read for it (:func:`webmap.auth.current_account` takes the token, right or
+    wrong), so it needs no CSRF token. It is still held to the token's role; every other
+    state change (a browser's cookie session, or nobody) needs the session's CSRF token."""
+
+    def protect(self, apply_exemptions: bool = False) -> None:
+        if request.headers.get("Authorization", "").startswith("Bearer "):
+            return
+        super().protect(apply_exemptions)
+
+
+csrf = CookieCSRFProtect()
 
 
 def engine() -> Engine:

@@ -28,6 +28,7 @@ from sqlalchemy import Engine
 from geodata.accounts import Account
 from geodata.catalog import LAYERS, get_layer
 from geodata.crs import wgs84_to_gcj02
+from geodata.spreadsheet import cell
 from geodata.store import count_layer, layer_extent, read_records
 from layers.communities import numbers
 from layers.coverage import BLIND_SPOT
@@ -277,7 +278,7 @@ def items(engine: Engine, name: str, args: dict, base: str, account: Account):
         writer = csv.DictWriter(out, fieldnames=[*fields, "wkt"])
         writer.writeheader()
         for record, wkt in zip(records, shapely.to_wkt(geoms, rounding_precision=7), strict=True):
-            writer.writerow({**record, "wkt": wkt})
+            writer.writerow({k: cell(v) for k, v in record.items()} | {"wkt": wkt})
         return 200, {"Content-Type": FORMATS["csv"]}, out.getvalue().encode("utf-8-sig")
     href = f"{base}/collections/{name}/items"
     plain = {k: v for k, v in args.items() if k != "offset"}

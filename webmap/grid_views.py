@@ -12,17 +12,10 @@ from flask import Blueprint, jsonify, request
 from geodata.errors import GridplanError, Refused
 from geodata.store import read_layer
 from layers.grid_cells import generate_grid, grid_rules, merge_cells, move_to_cell, split_cell, validate_cells
-from webmap.auth import bearer_request, current_account, require
-from webmap.extensions import csrf, engine
+from webmap.auth import current_account, require
+from webmap.extensions import engine
 
 bp = Blueprint("grid", __name__, cli_group=None)
-csrf.exempt(bp)  # checked below, except for bearer-token requests
-
-
-@bp.before_request
-def _check_csrf():
-    if request.method not in ("GET", "HEAD", "OPTIONS") and not bearer_request():
-        csrf.protect()
 
 
 def _scope(values) -> dict:

@@ -100,6 +100,34 @@ def init_app(app: Flask) -> None:
         x_content_type_options=True,
     )
     app.config["SESSION_COOKIE_SECURE"] = https
+    app.before_request(refuse_nul)
+
+
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def refuse_nul() -> Response | None:
+    """A NUL character in a path part, a query parameter, a form field or a JSON text is refused
+    with a 400 before any view runs: no text gridplan keeps has one, SQLite's ``LIKE`` would read
+    the pattern only up to it (``q=%00`` found everything) and PostgreSQL refuses it outright."""
+    parts = [*(request.view_args or {}).values(), *request.args.keys(), *request.args.values()]
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        parts += [*request.form.keys(), *request.form.values()]
+        if request.is_json:
+            parts.append(request.get_json(silent=True))
+    if any(_has_nul(p) for p in parts):
+        message = _("a text may not contain the NUL character (\\0)")
+        if wants_json():
+            return problem(400, "Bad Request", message, "NulCharacter")
+        return make_response(message, 400)
+    return None
 
 
 # --- sign-in limits -------------------------------------------------------------------------------
