@@ -340,7 +340,8 @@ FEATURE_DAMAGE: list[tuple[str, Callable, str, tuple[str, ...] | None, tuple[str
     ("wrong-geometry-type", _wrong_type, "layer", None, ("shp-set", "geojson", "csv", "gpkg")),
     ("wrong-geometry-line", _wrong_type_line, "layer", None, ("geojson", "gpkg")),
     ("duplicate-codes", _duplicate, "repeated", None, ("shp-zip", "geojson", "csv", "gpkg")),
-    ("empty-code", _value("code", ""), "code", None, ("shp-zip", "geojson", "csv")),
+    ("empty-code", _value("code", ""), "code",  # streets, communities: a provisional code, by name
+     ("units", "grid_cells", "facilities", "incidents", "roads"), ("shp-zip", "geojson", "csv")),
     ("missing-code-field", _drop_column("code"), "missing required field",  # streets, communities: by name
      ("units", "grid_cells", "facilities", "incidents", "roads"), ("geojson", "gpkg")),
 ]
@@ -496,16 +497,17 @@ CSV_DAMAGE = [("csv-broken-quoting", "quote", "quoting"), ("csv-extra-columns", 
 # --- the corpus ---------------------------------------------------------------------------------
 
 
-def corpus(seed: int = 12, demo=None, *, big: bool = True) -> list[Case]:
+def corpus(seed: int = 12, demo=None, *, big: bool = True, layers: tuple[str, ...] = LAYERS) -> list[Case]:
     """Every case, in a fixed order for a seed (``demo``: ``layers.demo.generate(units=200,
-    seed=seed)`` when not given). ``big=False`` leaves out the million-vertex polygons."""
+    seed=seed)`` when not given). ``big=False`` leaves out the million-vertex polygons;
+    ``layers``: only the cases of these layers."""
     if demo is None:
         from layers.demo import generate
 
         demo = generate(units=200, seed=seed)
     rng = random.Random(seed)
     cases: list[Case] = []
-    for layer in LAYERS:
+    for layer in layers:
         base = fresh(demo, layer)
         good = {fmt: write(base, layer, fmt) for fmt in FORMATS}
         for defect, (damage, expect) in SHAPEFILE_DAMAGE.items():
@@ -528,7 +530,8 @@ def corpus(seed: int = 12, demo=None, *, big: bool = True) -> list[Case]:
             damaged = damage(base.copy(), rng)
             try:
                 files = write(damaged, layer, fmt)
-            except (ValueError, TypeError, pd.errors.ParserError):  # the exporter keeps whole numbers whole: text goes in a plain GeoJSON
+            except (ValueError, TypeError, pd.errors.ParserError):
+                # the exporter keeps whole numbers and dates what they are: text goes in a plain GeoJSON
                 fmt = "geojson"
                 files = {f"{layer}.geojson": damaged.to_json(na="null", default=str).encode()}
             cases.append(_case(f"{layer}/{fmt}/{defect}", layer, files, expect, "values"))
@@ -544,13 +547,16 @@ def corpus(seed: int = 12, demo=None, *, big: bool = True) -> list[Case]:
             cut = {f"{layer}.gpkg": data[: int(len(data) * keep)]}
             cases.append(_case(f"{layer}/gpkg/{defect}", layer, cut, "cannot be read", "gpkg"))
         if big and layer in ("units", "communities"):
-            for fmt in ("geojson", "shp-zip"):
-                files = write(_million(base.copy(), rng), layer, fmt)
-                cases.append(_case(f"{layer}/{fmt}/million-vertices", layer, files, "vertices", "big",
-                                   big=True))
+            cases.extend(million(base, layer))
     names = [c.name for c in cases]
     assert len(names) == len(set(names)), "case names repeat"
     return cases
+
+
+def million(base: gpd.GeoDataFrame, layer: str) -> list[Case]:
+    """The million-vertex polygon among ``base``'s features, as GeoJSON and as a shapefile zip."""
+    return [_case(f"{layer}/{fmt}/million-vertices", layer, write(_million(base.copy(), None), layer, fmt),
+                  "vertices", "big", big=True) for fmt in ("geojson", "shp-zip")]
 
 
 def undamaged(seed: int = 12, demo=None) -> list[Case]:
@@ -567,4 +573,56 @@ def undamaged(seed: int = 12, demo=None) -> list[Case]:
     return out
 
 
-__all__ = ["BOMB_LIMIT_MB", "Case", "corpus", "undamaged"]
+@dataclass
+class Outcome:
+    """How a separate ``flask import`` process ended."""
+
+    exit_code: int | None  # None: killed at the time limit
+    output: str
+    seconds: float
+    max_rss_mb: float
+
+
+def import_in_process(case: Case, folder: Path, url: str, *, memory_mb: int, timeout_s: float,
+                      flask: Path | None = None) -> Outcome:
+    """``flask --app webmap import LAYER PATH`` for ``case`` as a separate process whose address
+    space is limited to ``memory_mb`` (RLIMIT_AS) and whose time to ``timeout_s``; its peak RSS
+    from ``wait4``."""
+    import os
+    import resource
+    import subprocess
+    import sys
+    import time
+
+    path = case.write(folder)
+    flask = flask or Path(sys.executable).parent / "flask"
+    env = {**os.environ, "DATABASE_URL": url, "GRIDPLAN_LOCALE": "en",
+           "GRIDPLAN_MAX_UNZIPPED_MB": str(BOMB_LIMIT_MB), "PYTHONWARNINGS": "ignore"}
+    limit = memory_mb * 1024 * 1024
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    out_path = folder / ".output"
+    start = time.monotonic()
+    with open(out_path, "wb") as out:
+        proc = subprocess.Popen([str(flask), "--app", "webmap", "import", case.layer, str(path)], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                preexec_fn=limited, cwd=Path(__file__).resolve().parent.parent)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() - start > timeout_s:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                proc.returncode = -9
+                return Outcome(None, out_path.read_text(errors="replace"), time.monotonic() - start,
+                               usage.ru_maxrss / 1024)
+            time.sleep(0.02)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return Outcome(proc.returncode, out_path.read_text(errors="replace"), time.monotonic() - start,
+                   usage.ru_maxrss / 1024)
+
+
+__all__ = ["BOMB_LIMIT_MB", "Case", "Outcome", "corpus", "fresh", "import_in_process", "million", "undamaged"]
