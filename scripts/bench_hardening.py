@@ -310,6 +310,7 @@ def bench_files(url: str, folder: Path, processes: int | None, memory_mb: int, t
     from tests.webhelpers import make_accounts, snapshot
     from webmap import create_app
 
+    os.environ["GRIDPLAN_LOCALE"] = "en"  # the cases' words are English; the processes speak it too
     demo = generate(units=200, seed=SEED)
     cases = corpus(SEED, demo)
     engine = get_engine(url)

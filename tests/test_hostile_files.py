@@ -5,7 +5,7 @@ not ok and a job that ends refused; never a 5xx, a crash or a failed job) with a
 its problem; afterwards every table is byte for byte what it was and no upload is left behind.
 
 ``make test`` runs one case of each kind of defect (about 80, layer and format varying with the
-seed) on SpatiaLite and 30 of them on PostGIS; ``scripts/bench_hardening.py --parts files`` runs the
+seed) on SpatiaLite and 15 of them on PostGIS; ``scripts/bench_hardening.py --parts files`` runs the
 whole corpus (650 files) on both, as separate processes with limited memory.
 """
 
@@ -30,7 +30,7 @@ SEED = 12
 TOUCHED = ("jobs", "audit_log", "rate_limits")
 #: A case that takes longer than this is taken for a hang (a guard, not a performance figure).
 HANG_S = 120
-POSTGIS_SAMPLE = 30
+POSTGIS_SAMPLE = 15
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_the_undamaged_files_are_accepted(site, hostile):
     by_layer = {}
     for case in controls:
         by_layer.setdefault(case.layer, []).append(case)
-    for case in [rng.choice(group) for group in by_layer.values()] + controls[:5]:  # units: every format
+    for case in [rng.choice(group) for group in by_layer.values()]:
         name, data = case.upload()
         answer = preview(client, case.layer, name, data)
         assert answer.status_code == 200, (case.name, answer.get_data(as_text=True)[:300])
@@ -177,7 +177,7 @@ def test_a_million_vertices_are_refused_in_bounded_memory(site, hostile, tmp_pat
     demo, _cases = hostile
     if site["kind"] == "postgis":
         pytest.skip("one database is enough for the memory bound: the refusal comes before any write")
-    big = million(fresh(demo, "units"), "units")
+    big = [c for c in million(fresh(demo, "units"), "units") if c.main.endswith(".geojson")]  # the heavier
     before = snapshot(site["url"])
     for case in big:
         outcome = import_in_process(case, tmp_path / case.name.replace("/", "_"), site["url"],
