@@ -6,7 +6,11 @@ behind one code path. What differs between them lives in :mod:`geodata.dialect`.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import types
+from collections.abc import Iterator
 from pathlib import Path
 
 # pyogrio and pyproj must be imported before the first SpatiaLite connection: Debian's
@@ -15,7 +19,7 @@ from pathlib import Path
 import pyogrio  # noqa: F401
 import pyproj  # noqa: F401
 from geoalchemy2.admin.dialects.sqlite import load_spatialite
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 
 # Debian installs the extension on the loader path as mod_spatialite.so.
 os.environ.setdefault("SPATIALITE_LIBRARY_PATH", "mod_spatialite")
@@ -47,6 +51,34 @@ def _on_sqlite_connect(dbapi_conn, _record) -> None:
     cur.close()
 
 
+_writing = threading.local()
+
+
+@contextlib.contextmanager
+def _begin_writing(engine: Engine) -> Iterator[Connection]:
+    """``engine.begin()`` on SQLite: the transaction takes the write lock at ``BEGIN IMMEDIATE``.
+
+    A deferred transaction that reads and then writes fails at once with "database is locked"
+    (SQLITE_BUSY_SNAPSHOT, no busy wait) when another writer committed since its first read;
+    every ``engine.begin()`` here writes, so it waits for the lock up front instead (busy_timeout),
+    while ``engine.connect()`` reads stay deferred and never wait for a writer (WAL). A
+    transaction opened inside another one of the same thread stays deferred, as before: waiting
+    for the lock its own thread holds would never end."""
+    outer = getattr(_writing, "depth", 0)
+    with engine.connect() as conn:
+        conn.info["write"] = outer == 0
+        _writing.depth = outer + 1
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            _writing.depth = outer
+
+
+def _begin_sqlite(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.pop("write", False) else "BEGIN")
+
+
 _engines: dict[str, Engine] = {}
 
 
@@ -67,7 +99,8 @@ def get_engine(url: str | None = None) -> Engine:
         event.listen(engine, "connect", _on_sqlite_connect)
         # pysqlite's own transaction handling defers BEGIN; let SQLAlchemy emit it so that
         # a whole import is one transaction, including its DDL-free deletes.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        event.listen(engine, "begin", _begin_sqlite)
+        engine.begin = types.MethodType(_begin_writing, engine)
 
         @event.listens_for(engine, "connect")
         def _no_autobegin(dbapi_conn, _record):

@@ -45,7 +45,7 @@ from geodata.db import BATCH
 from geodata.errors import Refused
 from geodata.i18n import _
 from geodata.models import AuditLog, CommunityHistory, UnitAdjacency
-from geodata.revisions import raise_revision
+from geodata.revisions import lock_revision, raise_revision
 from geodata.standards import FACILITY_KINDS, INCIDENT_CATEGORIES
 from geodata.store import existing_codes, keep_community_history, read_layer, write_layer
 from geodata.text_tables import read_text_table
@@ -987,6 +987,20 @@ def check_source(
                    resolve=_resolver(engine, layer, district))
 
 
+def retired_communities(conn: Connection, codes: set[str]) -> set[str]:
+    """Of ``codes``, the communities that are no longer current but were once (in the community
+    history): a file naming them was made before an adoption or import retired them, and writing
+    it would put units into communities that no longer exist."""
+    if not codes:
+        return set()
+    codes_ = sorted(codes)
+    once: set[str] = set()
+    for start in range(0, len(codes_), BATCH):
+        chunk = codes_[start:start + BATCH]
+        once.update(conn.execute(select(CommunityHistory.code).where(CommunityHistory.code.in_(chunk))).scalars())
+    return once - existing_codes(conn, "communities", once) if once else set()
+
+
 def import_layer(
     engine: Engine,
     layer: str,
@@ -1034,6 +1048,17 @@ def import_layer(
     report.mode, report.source = mode, Path(path).name
     codes = gdf["code"].tolist()
     with engine.begin() as conn:
+        # the boundary revision's lock first, before any read: imports queue behind an adoption
+        # (and it behind them) instead of deadlocking on units' rows, and on SpatiaLite the
+        # transaction holds the write lock before it reads what it checks
+        lock_revision(conn)
+        if layer == "units" and "community_code" in gdf.columns:
+            retired = retired_communities(conn, set(gdf["community_code"].dropna()))
+            if retired:
+                raise ImportRefused(_("{n} units name communities that were retired since (an adoption or "
+                                      "an import replaced them): {p2}; export the units again and edit that",
+                                      n=int(gdf["community_code"].isin(retired).sum()),
+                                      p2=', '.join(sorted(retired)[:20])))
         if mode == "append":
             clash = existing_codes(conn, layer, codes)
             if clash:

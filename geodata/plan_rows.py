@@ -2,13 +2,16 @@
 
 Saving is optimistic: every change names the version it started from, and a change made from an
 older version is refused with :class:`VersionConflict`, so two planners never overwrite each
-other. A plan records the boundary revision (:mod:`geodata.revisions`) it was made from.
-Adoption replaces the current communities in one transaction, keeps the previous boundaries in
-``community_history``, raises the boundary revision and refuses to revive a retired code.
+other; the refusal carries the plan as it is now (version, status, name) and the changes made
+since the caller's version (:func:`current_state`). A plan records the boundary revision
+(:mod:`geodata.revisions`) it was made from. Adoption replaces the current communities in one
+transaction, keeps the previous boundaries in ``community_history``, raises the boundary revision
+and refuses to revive a retired code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
 
 import geopandas as gpd
@@ -33,7 +36,7 @@ from geodata.models import (
     Street,
     Unit,
 )
-from geodata.revisions import raise_revision
+from geodata.revisions import lock_revision, raise_revision
 from geodata.store import as_stored_type, keep_community_history
 
 
@@ -45,13 +48,43 @@ class PlanNotFound(NotFound):
     """No plan with that id."""
 
 
-def require_version(plan: dict, version: int) -> None:
-    """Refuse a change that starts from another version than ``plan``'s stored one."""
+def require_version(plan: dict, version: int, source: Engine | Connection | None = None) -> None:
+    """Refuse a change that starts from another version than ``plan``'s stored one; with
+    ``source`` the refusal also says what changed since (:func:`changes_after`)."""
     if plan["version"] != version:
         raise VersionConflict(_("plan {id} is at version {version}, not {version2}: reload it; nothing was "
                                 "overwritten",
                                 id=plan['id'], version=plan['version'],
-                                version2=version), version=plan["version"])
+                                version2=version), **current_state(source, plan, version))
+
+
+def current_state(source: Engine | Connection | None, plan: dict, since: int) -> dict:
+    """What a refused change is told about the plan as it is now: its version, status and name,
+    and (with ``source``) the changes made after version ``since``."""
+    state = {"version": plan["version"], "plan_status": plan["status"], "name": plan["name"]}
+    if source is not None:
+        state["changes"] = changes_after(source, plan["id"], since)
+    return state
+
+
+def changes_after(source: Engine | Connection, plan_id: int, version: int) -> list[dict]:
+    """The changes that made the plan's versions after ``version``, oldest first: the version
+    each made, the action (``edit``, ``rename``, ``submitted`` …), who and when."""
+    stmt = (select(AuditLog.at, AuditLog.actor, AuditLog.action, AuditLog.detail)
+            .where(AuditLog.layer == "plans", AuditLog.object_code == str(plan_id),
+                   AuditLog.action.like("plan:%")).order_by(AuditLog.id))
+    if isinstance(source, Engine):
+        with source.connect() as conn:
+            rows = conn.execute(stmt).all()
+    else:
+        rows = source.execute(stmt).all()
+    out = []
+    for at, actor, action, detail in rows:
+        made = (detail or {}).get("version")
+        if isinstance(made, int) and made > version:
+            out.append({"version": made, "action": action.removeprefix("plan:"), "actor": actor,
+                        "at": at.isoformat(timespec="seconds")})
+    return out
 
 
 def create_plan(engine: Engine, name: str, author: str, assignment: pd.Series, *, params: dict | None = None,
@@ -174,8 +207,8 @@ def delete_plan(engine: Engine, plan_id: int, expected_version: int, actor: str)
             raise VersionConflict(_("plan {plan_id} is at version {version}, not {expected_version}: reload "
                                     "it; nothing was deleted",
                                     plan_id=plan_id, version=plan['version'],
-                                    expected_version=expected_version), version=plan["version"],
-                                  plan_status=plan["status"])
+                                    expected_version=expected_version),
+                                  **current_state(conn, plan, expected_version))
         conn.execute(delete(PlanAssignment).where(PlanAssignment.plan_id == plan_id))
         conn.execute(delete(PlanCommunity).where(PlanCommunity.plan_id == plan_id))
         conn.execute(delete(Plan).where(Plan.id == plan_id))
@@ -227,7 +260,7 @@ def _bump(conn: Connection, plan_id: int, expected: int, **values) -> int:
         raise VersionConflict(_("plan {plan_id} is at version {version}, not {expected}: reload it; nothing "
                                 "was overwritten",
                                 plan_id=plan_id, version=current['version'], expected=expected),
-                              version=current["version"], plan_status=current["status"])
+                              **current_state(conn, current, expected))
     return expected + 1
 
 
@@ -292,7 +325,7 @@ def revived_codes(conn: Connection, codes: set[str], streets: list[str]) -> set[
 
 def adopt(engine: Engine, plan_id: int, expected_version: int, actor: str, communities: gpd.GeoDataFrame,
           assignment: pd.Series, facility_communities: pd.Series, cell_communities: pd.Series,
-          summary: dict) -> tuple[int, int]:
+          summary: dict, check: Callable[[Connection], None] | None = None) -> tuple[int, int]:
     """Make the plan's communities the current ones, in one transaction.
 
     ``communities``: code, name, street_code, district_code, geometry (EPSG:4326) of every
@@ -301,12 +334,20 @@ def adopt(engine: Engine, plan_id: int, expected_version: int, actor: str, commu
     location; ``summary``: what the adoption changes, kept with the plan. The communities they
     replace go to ``community_history`` with today's date. Refuses (:class:`~geodata.errors.Conflict`)
     to bring back a retired code. Returns the plan's new version and the new boundary revision.
+
+    The boundary revision is locked first (:func:`~geodata.revisions.lock_revision`) and then
+    ``check(conn)`` runs (it raises to refuse): what it finds about the boundaries — that the
+    plan's streets have not changed since the plan was made — holds until the commit, so an
+    import racing the adoption either waits for it or is seen by it.
     """
     today = date.today()
     streets = sorted(set(communities["street_code"]))
     codes = set(communities["code"])
     with engine.begin() as conn:
+        lock_revision(conn)
         version = _bump(conn, plan_id, expected_version, status="adopted", adoption=summary)
+        if check is not None:
+            check(conn)
         revived = revived_codes(conn, codes, streets)
         if revived:
             raise Conflict(_("adopting plan {plan_id} would bring back retired or foreign community codes "

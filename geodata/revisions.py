@@ -6,6 +6,8 @@ is keyed to the revision it was built from and rebuilt when the stored one has m
 gunicorn workers and the job worker never answer from different boundaries. The counter is
 raised by ``UPDATE … SET value = value + 1`` inside the writer's own transaction: the row lock
 serialises writers, a rolled-back change gives its number back, and no revision is skipped.
+A writer that must check something against the boundaries before it writes (an adoption) takes
+the counter's lock first with :func:`lock_revision`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,21 @@ def current_revision(engine: Engine | Connection) -> int:
     return int(engine.execute(stmt).scalar_one_or_none() or 0)
 
 
+def lock_revision(conn: Connection) -> int:
+    """The stored boundary revision, locked until the caller's transaction ends.
+
+    A writer of units or communities calls it first, before touching any other row: it is a
+    write (``UPDATE … SET value = value``), so on PostGIS it takes the counter's row lock and on
+    SpatiaLite the database's one write lock — waiting for them (busy timeout) rather than
+    starting as a reader and failing with "database is locked" when it later writes. Two writers
+    then queue in the same order instead of deadlocking on each other's rows, and what the
+    writer checks against the boundaries (a plan's streets unchanged) holds until it commits."""
+    table = Revision.__table__
+    value = conn.execute(update(table).where(table.c.name == BOUNDARIES).values(value=table.c.value)
+                         .returning(table.c.value)).scalar_one_or_none()
+    return int(value or 0)
+
+
 def raise_revision(conn: Connection, action: str, *, actor: str | None = None,
                    streets: Iterable[str] | None = None, communities: Iterable[str] | None = None,
                    plan_id: int | None = None) -> int:
@@ -48,7 +65,8 @@ def raise_revision(conn: Connection, action: str, *, actor: str | None = None,
 
 
 def changes_since(engine: Engine | Connection, revision: int) -> list[dict]:
-    """The logged changes after ``revision``, oldest first."""
+    """The logged changes after ``revision``, oldest first (on ``engine``'s connection when it
+    is one, so a writer sees what its transaction sees)."""
     stmt = select(BoundaryChange.__table__).where(BoundaryChange.revision > revision) \
         .order_by(BoundaryChange.revision)
     if isinstance(engine, Engine):

@@ -69,10 +69,10 @@ def name_community(memory: PlanMemory, plan_id: int, code: str, name: str, versi
 
 def _editable(memory: PlanMemory, plan_id: int, version: int) -> dict:
     plan = plan_rows.get_plan(memory.engine, plan_id)
+    plan_rows.require_version(plan, version, memory.engine)  # first: a stale edit is a conflict
     if plan["status"] not in EDITABLE:
         raise WorkflowError(_("plan {plan_id} is {status}: only drafts can be edited",
                               plan_id=plan_id, status=plan['status']))
-    plan_rows.require_version(plan, version)
     return plan
 
 
@@ -87,6 +87,7 @@ def rename(memory: PlanMemory, plan_id: int, name: str, version: int, actor: str
     plan = plan_rows.get_plan(memory.engine, plan_id)
     if role not in ("planner", "admin"):
         raise WorkflowError(_("a {role} may not rename a plan", role=role))
+    plan_rows.require_version(plan, version, memory.engine)
     if plan["status"] == "adopted":
         raise WorkflowError(_("plan {plan_id} is adopted: its name is part of the record", plan_id=plan_id))
     new_version = plan_rows.rename_plan(memory.engine, plan_id, name, version, actor)

@@ -169,10 +169,10 @@ def move_units(memory: PlanMemory, plan_id: int, unit_codes: list[str], to: str,
     unused code of their street). Allowed even when it breaks a rule: the answer names the
     violations. Memory changes only once the save has committed."""
     plan = plan_rows.get_plan(memory.engine, plan_id)
+    plan_rows.require_version(plan, version, memory.engine)  # first: a stale edit is a conflict
     if plan["status"] not in EDITABLE:
         raise WorkflowError(_("plan {plan_id} is {status}: only drafts can be edited",
                               plan_id=plan_id, status=plan['status']))
-    plan_rows.require_version(plan, version)
     loaded = memory.plan(plan_id, plan)
     with loaded.lock:
         g, p = loaded.graph, loaded.partition

@@ -15,6 +15,7 @@ from __future__ import annotations
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+from sqlalchemy import Connection
 
 from geodata import plan_rows
 from geodata.crs import to_metric
@@ -82,11 +83,13 @@ def auto_plan(memory: PlanMemory, name: str, author: str, *, street: str | None 
     return plan_id, result
 
 
-def stale_changes(memory: PlanMemory, plan: dict) -> dict | None:
+def stale_changes(memory: PlanMemory, plan: dict, conn: Connection | None = None) -> dict | None:
     """What changed in the plan's streets since it was made (None when nothing did): the streets,
-    the communities, and each change (revision, action, plan)."""
+    the communities, and each change (revision, action, plan) — as ``conn``'s transaction sees
+    them when given."""
     streets = set(plan.get("streets") or [])
-    relevant = [c for c in changes_since(memory.engine, plan.get("base_revision") or 0)
+    relevant = [c for c in changes_since(conn if conn is not None else memory.engine,
+                                         plan.get("base_revision") or 0)
                 if c["plan_id"] != plan["id"]
                 and (c["streets"] is None or not streets or streets & set(c["streets"]))]
     if not relevant:
@@ -98,8 +101,8 @@ def stale_changes(memory: PlanMemory, plan: dict) -> dict | None:
                          "at": c["at"].isoformat(timespec="seconds")} for c in relevant]}
 
 
-def _refuse_if_stale(memory: PlanMemory, plan: dict, action: str) -> None:
-    stale = stale_changes(memory, plan)
+def _refuse_if_stale(memory: PlanMemory, plan: dict, action: str, conn: Connection | None = None) -> None:
+    stale = stale_changes(memory, plan, conn)
     if stale is None:
         return
     what = ", ".join(f"{c['action']}" + (f" of plan {c['plan_id']}" if c["plan_id"] else "")
@@ -123,25 +126,33 @@ def change_status(memory: PlanMemory, plan_id: int, action: str, version: int, a
     plan = plan_rows.get_plan(memory.engine, plan_id)
     if role not in roles:
         raise WorkflowError(_("a {role} may not {action} a plan", role=role, action=action))
+    # a change that starts from an older version is a conflict (with what changed since), even
+    # when that change also moved the status: the caller acted on what it saw
+    plan_rows.require_version(plan, version, memory.engine)
     if plan["status"] not in sources:
         raise WorkflowError(_("plan {plan_id} is {status}: only a plan that is {p3} can be {target}",
                               plan_id=plan_id, status=plan['status'], p3=' or '.join(sorted(sources)),
                               target=target))
     if action == "reject" and not (comment or "").strip():
         raise WorkflowError(_("a rejection needs a comment saying why"))
-    plan_rows.require_version(plan, version)
     if action in CHECKED:
         _refuse_if_stale(memory, plan, action)
     if action == "adopt":
-        return {"status": "adopted", **adopt_plan(memory, plan_id, version, actor)}
+        return {"status": "adopted", **adopt_plan(memory, plan_id, version, actor, plan)}
     new_version = plan_rows.set_status(memory.engine, plan_id, target, version, actor, comment)
     return {"status": target, "version": new_version}
 
 
-def adopt_plan(memory: PlanMemory, plan_id: int, version: int, actor: str) -> dict:
+def adopt_plan(memory: PlanMemory, plan_id: int, version: int, actor: str, plan: dict | None = None) -> dict:
     """Replace the current communities by the plan's, re-deriving facilities' and cells'
     communities by location. Returns (and keeps with the plan) what changed: communities created,
-    retired and changed, cells that now straddle two communities or carry a retired code."""
+    retired and changed, cells that now straddle two communities or carry a retired code.
+
+    The adoption is worked out from the units in memory and written in one transaction that
+    first locks the boundary revision and checks again that the plan's streets have not changed
+    since it was made (an import may have committed meanwhile): it is refused with
+    :class:`StalePlan` rather than written onto units that no longer match."""
+    plan = plan or plan_rows.get_plan(memory.engine, plan_id)
     loaded = memory.plan(plan_id)
     engine = memory.engine
     result = PlanResult(loaded.graph, loaded.partition, loaded.rules)
@@ -184,8 +195,9 @@ def adopt_plan(memory: PlanMemory, plan_id: int, version: int, actor: str) -> di
         "cells_with_retired_code": sorted(c for c in cells["code"] if c[:12] in set(retired)),
         "facilities_rederived": int(len(facility_communities)),
     }
-    new_version, revision = plan_rows.adopt(engine, plan_id, version, actor, polygons, result.assignment,
-                                            facility_communities, cell_communities, summary)
+    new_version, revision = plan_rows.adopt(
+        engine, plan_id, version, actor, polygons, result.assignment, facility_communities, cell_communities,
+        summary, check=lambda conn: _refuse_if_stale(memory, plan, "adopt", conn))
     return {"version": new_version, "revision": revision, **summary}
 
 
@@ -197,7 +209,7 @@ def rebase(memory: PlanMemory, plan_id: int, version: int, actor: str) -> dict:
     plan = plan_rows.get_plan(engine, plan_id)
     if plan["status"] == "adopted":
         raise WorkflowError(_("plan {plan_id} is adopted: there is nothing to rebase", plan_id=plan_id))
-    plan_rows.require_version(plan, version)
+    plan_rows.require_version(plan, version, engine)
     stale = stale_changes(memory, plan)
     if stale is None:
         raise Refused(_("plan {plan_id} is up to date with the current boundaries: nothing to rebase",

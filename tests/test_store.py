@@ -99,3 +99,50 @@ def test_update_mode_changes_matched_rows(engine, small_demo):
     assert (stored.loc[units["code"].iloc[:10]].to_numpy() == np.arange(10) + 5000).all()
     assert (stored.loc[units["code"].iloc[10:]].to_numpy()
             == small_demo.layers["units"]["households"].iloc[10:20].to_numpy()).all()
+
+
+def test_writers_that_read_first_wait_for_each_other(engine):
+    """Two transactions that each read and then write, interleaved: on SQLite a deferred
+    transaction would fail with "database is locked" when the other committed between its read
+    and its write (seen as a 503 under load); both must be stored, one after the other."""
+    import threading
+
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE tally (n INTEGER)"))
+    first_read, second_done = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with engine.begin() as conn:
+                n = conn.execute(text("SELECT count(*) FROM tally")).scalar_one()
+                first_read.set()
+                second_done.wait(1.0)  # the second writer cannot finish while this one holds the lock
+                conn.execute(text("INSERT INTO tally VALUES (:n)"), {"n": n})
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+            first_read.set()
+
+    def second() -> None:
+        try:
+            first_read.wait(10)
+            with engine.begin() as conn:
+                n = conn.execute(text("SELECT count(*) FROM tally")).scalar_one()
+                conn.execute(text("INSERT INTO tally VALUES (:n)"), {"n": n})
+        except BaseException as exc:  # noqa: BLE001
+            failures.append(exc)
+        second_done.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not failures, failures
+    with engine.connect() as conn:
+        stored = sorted(conn.execute(text("SELECT n FROM tally")).scalars())
+    # SQLite serialises the two (the second reads the first's row); PostgreSQL's read committed
+    # lets both read 0 — where that matters the code locks the rows it reads (FOR UPDATE)
+    assert stored == ([0, 1] if engine.dialect.name == "sqlite" else [0, 0])

@@ -81,7 +81,24 @@ def register(app: Flask) -> None:
     @app.errorhandler(ProgrammingError)
     def _no_schema(exc):
         app.logger.error("database error: %s", exc)
-        message = _("The database is not ready: run `flask --app webmap init-db`.")
+        if busy(exc):
+            message = _("The database is busy with other changes: nothing was saved; try again in a moment.")
+        else:
+            message = _("The database is not ready: run `flask --app webmap init-db`.")
         if wants_json():
-            return problem(503, "Service Unavailable", message)
-        return _page(503, _("database"), message)
+            answer = problem(503, "Service Unavailable", message, "DatabaseBusy" if busy(exc) else None)
+        else:
+            answer = Response(render_template("error.html", title=_("database"), message=message), 503)
+        if busy(exc):
+            answer.headers["Retry-After"] = "2"
+        return answer
+
+
+def busy(exc: Exception) -> bool:
+    """Whether a database error means "another transaction is in the way" (SQLite's lock held
+    past the busy timeout, a PostgreSQL deadlock or serialization failure, a lock timeout): the
+    transaction was rolled back and trying again later will do."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) in ("40001", "40P01", "55P03"):
+        return True
+    return "database is locked" in str(orig or exc) or "database table is locked" in str(orig or exc)
