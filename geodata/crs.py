@@ -9,6 +9,8 @@ up to ~5 m off).
 
 from __future__ import annotations
 
+import functools
+
 import geopandas as gpd
 import numpy as np
 import shapely
@@ -96,12 +98,15 @@ def to_wgs84(gdf: gpd.GeoDataFrame, declared: CRS | str | None = None) -> gpd.Ge
                                         np.column_stack([lon, lat]))
         return gdf.set_geometry(gpd.GeoSeries(geoms, index=gdf.index, crs=WGS84)).set_crs(
             WGS84, allow_override=True)
-    gdf = gdf.set_crs(source, allow_override=True)
-    if CRS.from_user_input(source).equals(CRS.from_epsg(WGS84), ignore_axis_order=True):
-        return gdf.set_crs(WGS84, allow_override=True)
-    if CRS.from_user_input(source).to_epsg() == CGCS2000:
-        return gdf.set_crs(WGS84, allow_override=True)  # same within a metre: no datum shift
-    return gdf.to_crs(WGS84)
+    source = CRS.from_user_input(source)  # once: each costs a look-up in proj.db
+    if source.equals(_wgs84(), ignore_axis_order=True) or source.to_epsg() == CGCS2000:
+        return gdf.set_crs(WGS84, allow_override=True)  # CGCS2000: same within a metre, no datum shift
+    return gdf.set_crs(source, allow_override=True).to_crs(WGS84)
+
+
+@functools.cache
+def _wgs84() -> CRS:
+    return CRS.from_epsg(WGS84)
 
 
 def metric_crs(lon: float, lat: float) -> CRS:

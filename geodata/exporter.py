@@ -168,7 +168,7 @@ def _write_geojson(gdf: gpd.GeoDataFrame, fields: list[Field], out: Path) -> Non
         frame) else []
     with open(out, "w", encoding="utf-8") as f:
         f.write('{"type":"FeatureCollection","features":[\n')
-        f.write(",\n".join(f'{{"type":"Feature","properties":{p},"geometry":{g}}}'
+        f.write(",\n".join(f'{{"type":"Feature","properties":{p},"geometry":{g or "null"}}}'
                             for p, g in zip(properties, shapely.to_geojson(geoms), strict=True)))
         f.write("\n]}\n")
 

@@ -18,6 +18,10 @@ listed with their counts and refused or, on request, left out (``unmapped="skip"
 
 from __future__ import annotations
 
+import csv
+import mmap
+import stat
+import struct
 import tempfile
 import zipfile
 import zlib
@@ -48,6 +52,9 @@ from geodata.text_tables import read_text_table
 
 #: An archive may not expand past this (zip bombs); callers may lower it.
 MAX_UNZIPPED_BYTES = 4 * 1024**3
+#: A feature may have at most this many vertices (a boundary drawn that finely is an error, and
+#: checking it would hold the import for minutes).
+MAX_VERTICES = 250_000
 #: A repaired polygon may change its area by less than this share.
 MAX_REPAIR_AREA_CHANGE = 0.01
 MODES = ("append", "replace", "update")
@@ -153,6 +160,9 @@ def _safe_extract(archive: Path, target: Path, max_bytes: int) -> None:
             if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
                 raise ImportRefused(_("zip entry {filename} points outside the archive",
                                       filename=repr(m.filename)))
+            if m.create_system == 3 and stat.S_ISLNK(m.external_attr >> 16):
+                raise ImportRefused(_("zip entry {filename} is a link, not a file: zip the files themselves",
+                                      filename=repr(m.filename)))
         declared = sum(m.file_size for m in members)
         if declared > max_bytes:
             raise ImportRefused(_("{name} expands to {declared} bytes, over the limit of {max_bytes}",
@@ -206,20 +216,86 @@ def _read_shapefile(path: Path, declared) -> gpd.GeoDataFrame:
     if _sibling(path, ".prj") is None and declared is None:
         raise ImportRefused(_("shapefile {name} has no .prj: its coordinate system is unknown; declare it "
                               "with --crs (e.g. EPSG:4490)", name=path.name))
+    records = _check_shapefile_parts(path, _sibling(path, ".shx"), _sibling(path, ".dbf"))
     cpg = _sibling(path, ".cpg")
     encoding = None
     if cpg is None:
         # Without a .cpg, GDAL assumes Latin-1; Chinese files are UTF-8 or GBK (ArcGIS's guess).
-        encoding = "UTF-8" if _dbf_is_utf8(_sibling(path, ".dbf")) else "GBK"
-    return pyogrio.read_dataframe(path, encoding=encoding)
+        encoding = _dbf_encoding(_sibling(path, ".dbf"))
+    gdf = pyogrio.read_dataframe(path, encoding=encoding)
+    if len(gdf) != records:
+        raise ImportRefused(_("shapefile {name} is damaged: its index lists {records} records but {read} "
+                              "could be read", name=path.name, records=records, read=len(gdf)))
+    return gdf
 
 
-def _dbf_is_utf8(dbf: Path) -> bool:
-    try:
-        dbf.read_bytes().decode("utf-8")
-        return True
-    except UnicodeDecodeError:
-        return False
+def _check_shapefile_parts(shp: Path, shx: Path, dbf: Path) -> int:
+    """The number of records, once the .shp, .shx and .dbf agree with each other and with their
+    own headers (a truncated or corrupt part, or parts of different files, is refused: GDAL
+    would read it as empty geometries or fewer rows without a word)."""
+    def damaged(part: Path, why: str) -> ImportRefused:
+        return ImportRefused(_("shapefile {name} is damaged: {part} {why}", name=shp.name, part=part.name,
+                               why=why))
+
+    shp_size, shx_bytes = shp.stat().st_size, shx.read_bytes()
+    with shp.open("rb") as f:
+        shp_head = f.read(100)
+    for part, head, size in ((shp, shp_head, shp_size), (shx, shx_bytes[:100], len(shx_bytes))):
+        if len(head) < 100 or struct.unpack_from(">i", head, 0)[0] != 9994:
+            raise damaged(part, _("is truncated or not a shapefile part (its header is wrong)"))
+        if struct.unpack_from(">i", head, 24)[0] * 2 != size:
+            raise damaged(part, _("is {size} bytes but its header says {declared}: truncated or corrupt",
+                                  size=format(size, ","),
+                                  declared=format(struct.unpack_from(">i", head, 24)[0] * 2, ",")))
+    if (len(shx_bytes) - 100) % 8:
+        raise damaged(shx, _("does not hold whole index records"))
+    records = (len(shx_bytes) - 100) // 8
+    index = np.frombuffer(shx_bytes, dtype=">i4", offset=100).reshape(-1, 2).astype(np.int64) * 2
+    if records and ((index[:, 0] < 100) | (index[:, 0] + 8 + index[:, 1] > shp_size)).any():
+        raise damaged(shp, _("is shorter than its index says: truncated, or not the .shx's own"))
+    if records:
+        with shp.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as body:
+            kind = struct.unpack_from("<i", body, 32)[0]
+            data = np.frombuffer(body, dtype=np.uint8)
+            at = index[:, 0][:, None] + np.arange(12)
+            heads = data[at]  # each record's number, length and shape type
+            del data
+        lengths = heads[:, 4:8].copy().view(">i4").ravel().astype(np.int64) * 2
+        kinds = heads[:, 8:12].copy().view("<i4").ravel()
+        if (lengths != index[:, 1]).any():
+            raise damaged(shp, _("has records whose length is not the one its index gives"))
+        if ((kinds != kind) & (kinds != 0)).any():
+            raise damaged(shp, _("holds records of shape type {found}, but its header says {kind}",
+                                 found=int(kinds[(kinds != kind) & (kinds != 0)][0]), kind=kind))
+    with dbf.open("rb") as f:
+        head = f.read(32)
+    dbf_size = dbf.stat().st_size
+    if len(head) < 32:
+        raise damaged(dbf, _("is too short to be a table"))
+    count, header, width = struct.unpack_from("<IHH", head, 4)
+    if header < 33 or width < 1 or header + count * width > dbf_size:
+        raise damaged(dbf, _("is {size} bytes but its header says {declared}: truncated or corrupt",
+                             size=format(dbf_size, ","), declared=format(header + count * width, ",")))
+    if count != records:
+        raise ImportRefused(_("shapefile {name}: the record counts disagree: {shx} records in {shx_name}, "
+                              "{dbf} in {dbf_name} (parts of different files?)", name=shp.name, shx=records,
+                              shx_name=shx.name, dbf=count, dbf_name=dbf.name))
+    return records
+
+
+def _dbf_encoding(dbf: Path) -> str:
+    """The encoding of a .dbf's text without a .cpg: UTF-8 or GBK (ArcGIS's guess); refused when it
+    is neither. Only the records are read, not the binary header."""
+    data = dbf.read_bytes()
+    records = data[struct.unpack_from("<H", data, 8)[0]:] if len(data) >= 32 else data
+    for encoding, gdal in (("utf-8", "UTF-8"), ("gbk", "GBK")):
+        try:
+            records.decode(encoding)
+            return gdal
+        except UnicodeDecodeError:
+            continue
+    raise ImportRefused(_("the text of {name} is neither UTF-8 nor GBK and no .cpg names its encoding: add "
+                          "a .cpg holding the encoding (e.g. UTF-8, GBK, 936)", name=dbf.name))
 
 
 def _read_csv(path: Path) -> gpd.GeoDataFrame:
@@ -232,10 +308,18 @@ def _read_csv(path: Path) -> gpd.GeoDataFrame:
             continue
     else:
         raise ImportRefused(_("{name} is neither UTF-8 nor GBK text", name=path.name))
+    reader = csv.reader(StringIO(text), strict=True)
+    try:
+        for _row in reader:
+            pass
+    except csv.Error as exc:  # pandas would guess, and read a broken file as other rows
+        raise ImportRefused(_("{name} is not a readable CSV file: broken quoting at line {line} ({exc})",
+                              name=path.name, line=reader.line_num, exc=exc)) from None
     try:
         frame = pd.read_csv(StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ImportRefused(_("{name} is not a readable CSV file ({exc})", name=path.name, exc=exc)) from None
+        raise ImportRefused(_("{name} is not a readable CSV file ({exc})", name=path.name,
+                              exc=str(exc).strip())) from None
     lower = {c.lower(): c for c in frame.columns}
     lon = next((lower[n] for n in _LON_NAMES if n in lower), None)
     lat = next((lower[n] for n in _LAT_NAMES if n in lower), None)
@@ -366,7 +450,7 @@ def _coerce(spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> pd.Dat
             for r in rows[bad.to_numpy()][:20]:
                 problems.append(f"row {r}: {f.name} = {col.iloc[r - 1]!r} is not "
                                 f"{'a whole number' if f.dtype == 'int' else 'a number'}")
-            out[f.name] = values.astype("Int64") if f.dtype == "int" else values
+            out[f.name] = values.where(~bad).astype("Int64") if f.dtype == "int" else values
         else:
             values = pd.to_datetime(col.where(present), errors="coerce", format="mixed")
             if getattr(values.dt, "tz", None) is not None:
@@ -519,6 +603,12 @@ def _check_geometry(spec: LayerSpec, gdf: gpd.GeoDataFrame, problems: list[str],
     missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
     for r in rows[missing][:20]:
         problems.append(f"row {r}: no geometry")
+    vertices = shapely.get_num_coordinates(np.where(missing, None, geoms))
+    huge = vertices > MAX_VERTICES
+    for r in rows[huge][:20]:
+        problems.append(f"row {r}: {vertices[r - 1]:,} vertices, over the limit of {MAX_VERTICES:,} per "
+                        "feature: simplify it")
+    missing = missing | huge  # not checked further
     geoms = shapely.force_2d(np.where(missing, None, geoms))
     names = _TYPE_NAMES[shapely.get_type_id(geoms)]
     allowed = _GEOM_FAMILIES.get(spec.geometry)
@@ -533,12 +623,19 @@ def _check_geometry(spec: LayerSpec, gdf: gpd.GeoDataFrame, problems: list[str],
                             f"{' or '.join(sorted(allowed))}")
     coords_ok = np.ones(len(geoms), dtype=bool)
     present = ~missing
+    if present.any():  # NaN or infinite coordinates: GEOS leaves them out of the bounds, and repairs
+        xy, which = shapely.get_coordinates(geoms[present], return_index=True)
+        broken = np.unique(which[~np.isfinite(xy).all(axis=1)])
+        coords_ok[np.flatnonzero(present)[broken]] = False
+        for r in rows[~coords_ok][:20]:
+            problems.append(f"row {r}: a coordinate is not a number (NaN or infinite)")
+        present = present & coords_ok
     if present.any():
         bounds = shapely.bounds(geoms[present])
         inside = ((bounds[:, 0] >= -180) & (bounds[:, 2] <= 180) & (bounds[:, 1] >= -90)
                   & (bounds[:, 3] <= 90) & np.isfinite(bounds).all(axis=1))
-        coords_ok[present] = inside
-        for r in rows[~coords_ok][:20]:
+        coords_ok[np.flatnonzero(present)[~inside]] = False
+        for r in rows[present][~inside][:20]:
             problems.append(f"row {r}: coordinates are not longitude/latitude after "
                             "reprojection — is the declared CRS right?")
     invalid = present & coords_ok & ~shapely.is_valid(geoms)

@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from geodata import jobs
-from geodata.importer import ImportRefused, import_layer
+from geodata.importer import MAX_UNZIPPED_BYTES, ImportRefused, import_layer
 
 KIND = "import_layer"
 PROGRESS_FILE = "progress.json"
@@ -58,7 +58,8 @@ def run_import(engine: Engine, job: dict) -> dict:
             report = import_layer(engine, params["layer"], folder / params["file"], mode=params["mode"],
                                   crs=params.get("crs") or None, mapping=params.get("mapping") or {},
                                   district=params.get("district") or None, actor=params["actor"],
-                                  progress=tick)
+                                  progress=tick,
+                                  max_unzipped_bytes=params.get("max_unzipped_bytes") or MAX_UNZIPPED_BYTES)
         except ImportRefused as exc:
             return {"refused": True, "problems": exc.problems[:MAX_PROBLEMS], "count": len(exc.problems)}
         return {"refused": False, "layer": report.layer, "mode": report.mode, "source": report.source,

@@ -15,6 +15,12 @@ Parts (``--parts``, all by default):
   stored twice, one plan version per saved edit, every moved unit where its last saved move put it);
 - ``backup``: ``flask backup`` and ``flask restore`` into a fresh database, on each database:
   seconds and bytes;
+- ``files``: the corpus of hostile layer files (``tests/hostile_files.py``, about 650 with the
+  million-vertex polygons) through the layers page's upload (test client: preview, then the
+  import job) and ``flask --app webmap import`` as separate processes under RLIMIT_AS
+  (``--files-memory-mb``) and a time limit, on each database: files tried, outcomes by status and
+  exit code, refusals that do not name the problem, max seconds, max RSS, and whether every table
+  is byte for byte the same afterwards (``--files-processes N``: only N cases as processes).
 - ``race``: two callers released at once against gunicorn (two workers) on each database:
   ``--race-rounds`` rounds of two planners editing one plan version (moves, renames, community
   names) and of two supervisors (or a supervisor and an admin) acting on one case version, and
@@ -342,6 +348,93 @@ def bench_backup(url: str, fresh_url: str, demo, folder: Path) -> dict:
     return {"bytes": output.stat().st_size, "backup_s": round(backup_s, 2), "restore_s": round(restore_s, 2)}
 
 
+# --- bad files ---------------------------------------------------------------------------------------
+
+
+def bench_files(url: str, folder: Path, processes: int | None, memory_mb: int, timeout_s: float) -> dict:
+    """The hostile corpus through the browser upload and the command line; see the docstring."""
+    from collections import Counter
+
+    from geodata.store import layer_counts
+    from layers.worker import run_one
+    from tests.hostile_files import BOMB_LIMIT_MB, corpus, import_in_process
+    from tests.test_hostile_files import SEED, TOUCHED, planner, preview
+    from tests.webhelpers import make_accounts, snapshot
+    from webmap import create_app
+
+    os.environ["GRIDPLAN_LOCALE"] = "en"  # the cases' words are English; the processes speak it too
+    demo = generate(units=200, seed=SEED)
+    cases = corpus(SEED, demo)
+    engine = get_engine(url)
+    write_demo(engine, demo)
+    uploads = folder / f"uploads-{int(time.time() * 1000)}"
+    app = create_app({"DATABASE_URL": url, "TESTING": True, "UPLOAD_FOLDER": str(uploads),
+                      "MAX_UNZIPPED_BYTES": BOMB_LIMIT_MB * 1024 * 1024})
+    make_accounts(app, demo)
+    before = snapshot(url, leave_out=TOUCHED)
+    counts = layer_counts(engine)
+    client = planner(app)
+    web: Counter = Counter()
+    unnamed: list[str] = []
+    written: list[str] = []
+    slowest = (0.0, "")
+    for case in cases:
+        name, data = case.upload()
+        start = time.perf_counter()
+        answer = preview(client, case.layer, name, data)
+        body = answer.get_json(silent=True) or {}
+        if answer.status_code >= 500:
+            outcome, said = f"preview {answer.status_code}", ""
+        elif answer.status_code >= 400:
+            outcome, said = f"preview {answer.status_code}", " ".join([body.get("detail", "")]
+                                                                     + list(body.get("problems", [])))
+        elif body.get("ok"):
+            outcome, said = "preview 200 ok (accepted!)", ""
+        else:
+            queued = client.post(f"/api/layers/{case.layer}/import", json={"upload": body["upload"]})
+            job = run_one(engine) if queued.status_code == 202 else None
+            if job is None:
+                outcome, said = f"import {queued.status_code}", queued.get_data(as_text=True)
+            elif job["status"] != "done" or not job["result"].get("refused"):
+                outcome, said = f"job {job['status']} (not refused!)", str(job.get("message"))
+            else:
+                outcome, said = "preview 200 not ok, job refused", " ".join(job["result"]["problems"])
+        elapsed = time.perf_counter() - start
+        slowest = max(slowest, (elapsed, case.name))
+        web[outcome] += 1
+        if not case.named(said):
+            unnamed.append(f"{case.name}: {said[:200]}")
+        if layer_counts(engine) != counts:
+            written.append(case.name)
+            counts = layer_counts(engine)
+    web_result = {"files": len(cases), "outcomes": dict(web), "not_named": unnamed, "wrote": written,
+                  "max_seconds": round(slowest[0], 2), "slowest": slowest[1],
+                  "uploads_left": len(list(uploads.iterdir())) if uploads.exists() else 0}
+    cli: Counter = Counter()
+    cli_unnamed: list[str] = []
+    worst = {"seconds": 0.0, "rss_mb": 0.0}
+    chosen = cases if processes is None else \
+        random.Random(SEED).sample(cases, min(processes, len(cases)))
+    for case in chosen:
+        o = import_in_process(case, folder / "cli" / case.name.replace("/", "_"), url, memory_mb=memory_mb,
+                              timeout_s=timeout_s, flask=BIN / "flask")
+        cli["killed at the time limit" if o.exit_code is None else f"exit {o.exit_code}"] += 1
+        if o.exit_code in (0, None) or not case.named(o.output) or "Traceback" in o.output:
+            cli_unnamed.append(f"{case.name}: exit {o.exit_code}: {o.output.strip()[-200:]}")
+        if o.seconds > worst["seconds"]:
+            worst.update(seconds=round(o.seconds, 2), slowest=case.name)
+        if o.max_rss_mb > worst["rss_mb"]:
+            worst.update(rss_mb=round(o.max_rss_mb), largest=case.name)
+        shutil.rmtree(folder / "cli" / case.name.replace("/", "_"), ignore_errors=True)
+    unchanged = snapshot(url, leave_out=TOUCHED) == before
+    dispose_engines()
+    return {"upload": web_result,
+            "command_line": {"files": len(chosen), "outcomes": dict(cli),
+                             "not_refused_or_not_named": cli_unnamed,
+                             "max_seconds": worst["seconds"], "slowest": worst.get("slowest"),
+                             "max_rss_mb": worst["rss_mb"], "largest": worst.get("largest"),
+                             "memory_limit_mb": memory_mb, "time_limit_s": timeout_s},
+            "layers_unchanged": unchanged}
 # --- race ----------------------------------------------------------------------------------------------
 
 
@@ -950,7 +1043,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--signin-tries", type=int, default=20)
     parser.add_argument("--databases", default="spatialite,postgis")
-    parser.add_argument("--parts", default="signin,access,load,backup,race,faults,inject")
+    parser.add_argument("--parts", default="signin,access,load,backup,files,race,faults,inject")
+    parser.add_argument("--files-processes", type=int, default=None,
+                        help="files: only this many cases as separate processes (default: all)")
+    parser.add_argument("--files-memory-mb", type=int, default=2048,
+                        help="files: RLIMIT_AS of each process")
+    parser.add_argument("--files-timeout", type=float, default=300,
+                        help="files: seconds before a process is killed")
     parser.add_argument("--race-rounds", type=int, default=200, help="race: plan and case rounds")
     parser.add_argument("--race-adoptions", type=int, default=20, help="race: adoptions racing an import")
     parser.add_argument("--fault-tries", type=int, default=10, help="kills per operation, full disks")
@@ -998,6 +1097,22 @@ def main() -> None:
                 db["backup"] = b = bench_backup(new(), new(), demo, folder)
                 print(f"[{kind}] backup {b['backup_s']} s ({b['bytes']:,} bytes), restore into a fresh "
                       f"database {b['restore_s']} s")
+            if "files" in parts:
+                db["files"] = f = bench_files(new(), folder, args.files_processes, args.files_memory_mb,
+                                              args.files_timeout)
+                u, c = f["upload"], f["command_line"]
+                print(f"[{kind}] bad files, upload: {u['files']} files, outcomes {u['outcomes']}, "
+                      f"{len(u['not_named'])} not naming the problem, {len(u['wrote'])} wrote, max "
+                      f"{u['max_seconds']} s ({u['slowest']}), {u['uploads_left']} uploads left")
+                print(f"[{kind}] bad files, flask import processes: {c['files']} files, outcomes "
+                      f"{c['outcomes']}, {len(c['not_refused_or_not_named'])} not refused or not named, max "
+                      f"{c['max_seconds']} s "
+                      f"({c['slowest']}), max RSS {c['max_rss_mb']} MB ({c['largest']}) under RLIMIT_AS "
+                      f"{c['memory_limit_mb']} MB; layers unchanged: "
+                      f"{'yes' if f['layers_unchanged'] else 'NO'} "
+                      f"(load average now {load_average()})")
+                for line in u["not_named"][:10] + c["not_refused_or_not_named"][:10]:
+                    print("    " + line)
             if "race" in parts:
                 db["race"] = r = bench_race(new(), demo, args.race_rounds, args.race_adoptions, folder)
                 print(f"[{kind}] race: {r['rounds']} rounds each, {r['adoptions']} adoptions, "

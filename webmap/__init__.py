@@ -32,6 +32,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         LOCAL_TILES_DIR=os.environ.get("GRIDPLAN_LOCAL_TILES_DIR"),
         # uploads (imports from the browser) larger than this are refused with a 413
         MAX_CONTENT_LENGTH=int(os.environ.get("GRIDPLAN_MAX_UPLOAD_MB", "512")) * 1024 * 1024,
+        # an archive (upload or command line) may not unpack to more than this (zip bombs)
+        MAX_UNZIPPED_BYTES=int(os.environ.get("GRIDPLAN_MAX_UNZIPPED_MB", "4096")) * 1024 * 1024,
         # the language when neither the user's setting nor the browser says (and the command
         # line's): zh (default) or en
         DEFAULT_LOCALE=os.environ.get("GRIDPLAN_LOCALE") or "zh",

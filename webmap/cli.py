@@ -147,7 +147,8 @@ def import_command(layer: str, path: Path, mode: str, crs: str | None, mapping: 
         try:
             report = import_layer(eng, layer, path, mode=mode, crs=crs, mapping=_mapping(mapping),
                                   progress=tick, district=district, values=parse_values(values),
-                                  unmapped=unmapped)
+                                  unmapped=unmapped,
+                                  max_unzipped_bytes=current_app.config["MAX_UNZIPPED_BYTES"])
         except ImportRefused as exc:
             raise click.ClickException(_("import refused, nothing written: {reason}", reason=exc)) from None
     click.echo(report.summary())

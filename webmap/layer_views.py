@@ -286,7 +286,8 @@ def api_preview(layer: str):
     path = folder / meta["file"]
     try:
         with tempfile.TemporaryDirectory(dir=folder, prefix="read-") as tmp:
-            raw = read_source(path, declared_crs=declared, workdir=Path(tmp))
+            raw = read_source(path, declared_crs=declared, workdir=Path(tmp),
+                              max_unzipped_bytes=current_app.config["MAX_UNZIPPED_BYTES"])
         if raw.empty:
             raise ImportRefused(_("{file} holds no features", file=meta['file']))
     except ImportRefused as exc:
@@ -366,7 +367,8 @@ def api_import(layer: str):
     if meta.get("job"):
         raise Conflict(_("this file is being imported already (job {job})", job=meta['job']))
     params = {"layer": layer, "folder": str(folder), "file": meta["file"], "mode": mode, "crs": crs_text,
-              "mapping": mapping, "district": district, "actor": actor}
+              "mapping": mapping, "district": district, "actor": actor,
+              "max_unzipped_bytes": current_app.config["MAX_UNZIPPED_BYTES"]}
     job_id = jobs.create_job(engine(), KIND, params)
     meta["job"] = job_id
     (folder / META).write_text(json.dumps(meta), encoding="utf-8")
