@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import mmap
+import os
 import stat
 import struct
 import tempfile
@@ -52,6 +53,9 @@ from geodata.text_tables import read_text_table
 
 #: An archive may not expand past this (zip bombs); callers may lower it.
 MAX_UNZIPPED_BYTES = 4 * 1024**3
+#: GDAL holds a GeoJSON file whole in memory at about 25 times its size: past this (MB,
+#: ``GRIDPLAN_MAX_GEOJSON_MB``) the file is refused and a GeoPackage or shapefile asked for.
+MAX_GEOJSON_MB = 100
 #: A feature may have at most this many vertices (a boundary drawn that finely is an error, and
 #: checking it would hold the import for minutes).
 MAX_VERTICES = 250_000
@@ -347,6 +351,15 @@ def _read_csv(path: Path) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geoms, index=frame.index), crs=None)
 
 
+def _check_geojson_size(source: Path) -> None:
+    limit = int(os.environ.get("GRIDPLAN_MAX_GEOJSON_MB") or MAX_GEOJSON_MB)
+    size = source.stat().st_size
+    if size > limit * 1024**2:
+        raise ImportRefused(_("{name} is {size} MB of GeoJSON, over the limit of {limit} MB (reading it "
+                              "would take about 25 times that in memory): send it as a GeoPackage or a "
+                              "shapefile zip", name=source.name, size=f"{size / 1024**2:,.0f}", limit=limit))
+
+
 def read_source(path: str | Path, *, declared_crs=None, workdir: Path,
                 max_unzipped_bytes: int = MAX_UNZIPPED_BYTES) -> gpd.GeoDataFrame:
     """Read a vector file (or a zip holding one) into a GeoDataFrame in its own CRS.
@@ -373,6 +386,8 @@ def read_source(path: str | Path, *, declared_crs=None, workdir: Path,
             if gdf.crs is None and declared_crs is None:
                 gdf = gdf.set_crs(crs_mod.WGS84)
         elif suffix in (".gpkg", ".geojson", ".json"):
+            if suffix != ".gpkg":
+                _check_geojson_size(source)
             gdf = pyogrio.read_dataframe(source)
         else:
             raise ImportRefused(_("{name}: unknown format {suffix}; use a shapefile zip, .gpkg, .geojson or "

@@ -16,7 +16,7 @@ from sqlalchemy import event, func, select, text
 
 from geodata.crs import wgs84_to_gcj02
 from geodata.exporter import export_layer
-from geodata.importer import ImportRefused, import_layer
+from geodata.importer import ImportRefused, import_layer, read_source
 from geodata.models import AuditLog, UnitAdjacency
 from geodata.store import layer_counts, read_layer
 
@@ -222,6 +222,23 @@ def test_zip_bomb_is_refused(engine, tmp_path):
     assert path.stat().st_size < 50_000
     with pytest.raises(ImportRefused, match="over the limit"):
         import_layer(engine, "units", path, max_unzipped_bytes=1_000_000)
+
+
+def test_geojson_past_its_size_limit_is_refused_before_it_is_read(engine, small_demo, tmp_path, monkeypatch):
+    """GDAL reads a GeoJSON whole at ~25 times its size: a big one is refused, a GeoPackage asked for."""
+    path = tmp_path / "units.geojson"
+    units_sample(small_demo, 40).to_file(path, driver="GeoJSON")
+    with path.open("a") as f:
+        f.write(" " * 1_100_000)  # whitespace: still valid GeoJSON, now over 1 MB
+    monkeypatch.setenv("GRIDPLAN_MAX_GEOJSON_MB", "1")
+    with engine.connect() as conn:
+        before = conn.execute(text("SELECT count(*) FROM units")).scalar_one()
+    with pytest.raises(ImportRefused, match="over the limit of 1 MB.*GeoPackage"):
+        import_layer(engine, "units", path, mode="append")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM units")).scalar_one() == before
+    monkeypatch.setenv("GRIDPLAN_MAX_GEOJSON_MB", "2")
+    assert len(read_source(path, workdir=tmp_path)) == 40  # within the limit it is read
 
 
 def test_unknown_layer_and_unknown_fields_are_named(engine, small_demo, tmp_path):
