@@ -61,6 +61,30 @@ def test_every_kind_of_response_carries_the_security_headers(site):
         assert "Strict-Transport-Security" not in headers, what  # HTTPS is off by default
 
 
+def test_a_json_body_nested_a_hundred_thousand_deep_is_a_400_naming_it(site):
+    """Python's JSON parser gives up past ~1,000 levels with a RecursionError: every route that
+    reads a JSON body answers 400 "nested too deeply" for it, never 500, and stores nothing."""
+    from sqlalchemy import text
+
+    client = site.test_client()
+    sign_in(client, "admin")
+    headers = {"X-CSRFToken": csrf_token(client.get("/plans").get_data(as_text=True))}
+    engine = get_engine(site.config["DATABASE_URL"])
+    with engine.connect() as conn:
+        before = conn.execute(text("SELECT (SELECT count(*) FROM plans) + (SELECT count(*) FROM incidents)"
+                                   " + (SELECT count(*) FROM users)")).scalar_one()
+    deep = {"[": "[" * 100_000 + "]" * 100_000, "{": '{"a":' * 100_000 + "1" + "}" * 100_000}
+    for path in ("/api/plans", "/api/incidents", "/api/admin/users", "/open311/v2/requests.json",
+                 "/api/grid/assignments"):
+        for body in deep.values():
+            answer = client.post(path, data=body, content_type="application/json", headers=headers)
+            assert answer.status_code == 400, (path, answer.status_code)
+            assert "nested too deeply" in answer.get_data(as_text=True), path
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT (SELECT count(*) FROM plans) + (SELECT count(*) FROM incidents)"
+                                 " + (SELECT count(*) FROM users)")).scalar_one() == before
+
+
 def test_every_inline_script_of_a_page_carries_the_nonce_of_its_answer(site):
     client = site.test_client()
     sign_in(client, "admin")

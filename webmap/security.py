@@ -18,9 +18,10 @@ import os
 import time
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, flash, g, make_response, render_template, request
+from flask import Flask, Request, Response, flash, g, make_response, render_template, request
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_talisman import Talisman
+from werkzeug.exceptions import BadRequest
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import geodata.rate_limits  # noqa: F401  (registers the gridplan+db:// storage)
@@ -28,6 +29,17 @@ from geodata.i18n import _
 from webmap.errors import problem, wants_json
 
 talisman = Talisman()
+
+
+class GuardedRequest(Request):
+    """A request whose JSON body nested deeper than Python's parser goes (``[[[[…]]]]`` a hundred
+    thousand deep) is a 400 that says so, not the ``RecursionError`` (500) it was."""
+
+    def get_json(self, force: bool = False, silent: bool = False, cache: bool = True):
+        try:
+            return super().get_json(force=force, silent=silent, cache=cache)
+        except RecursionError:  # even when silent: no caller wants a body like that, so name it
+            raise BadRequest(_("the JSON body is nested too deeply")) from None
 
 
 def _flag(name: str) -> bool:
@@ -80,6 +92,7 @@ def content_security_policy() -> dict:
 def init_app(app: Flask) -> None:
     """Headers and cookie flags on every response; ``HTTPS`` (``GRIDPLAN_HTTPS``) turns on
     the redirect to HTTPS, HSTS and the ``Secure`` session cookie."""
+    app.request_class = GuardedRequest
     app.config.setdefault("HTTPS", _flag("GRIDPLAN_HTTPS"))
     app.config.setdefault("PROXY_HOPS", int(os.environ.get("GRIDPLAN_PROXY_HOPS", "0") or 0))
     https = bool(app.config["HTTPS"])
