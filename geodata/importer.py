@@ -438,6 +438,11 @@ def _mapped_columns(spec: LayerSpec, gdf: gpd.GeoDataFrame, mapping: dict[str, s
     return rename, ignored
 
 
+def _shown(value) -> str:
+    """A file's value as the refusal quotes it: ``12.5``, not ``np.float64(12.5)``."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _coerce(spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> pd.DataFrame:
     out = pd.DataFrame(index=frame.index)
     rows = np.arange(1, len(frame) + 1)
@@ -454,7 +459,7 @@ def _coerce(spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> pd.Dat
                                           else str(v).strip().lower())
             values = text.map(_BOOLEAN.get)
             for r in rows[(present & values.isna()).to_numpy()][:20]:
-                problems.append(f"row {r}: {f.name} = {col.iloc[r - 1]!r} is not yes or no")
+                problems.append(f"row {r}: {f.name} = {_shown(col.iloc[r - 1])} is not yes or no")
             out[f.name] = values.fillna(False).astype(bool)
             continue
         if f.dtype in ("int", "float"):
@@ -463,7 +468,7 @@ def _coerce(spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> pd.Dat
             if f.dtype == "int":
                 bad |= values.notna() & (values % 1 != 0)
             for r in rows[bad.to_numpy()][:20]:
-                problems.append(f"row {r}: {f.name} = {col.iloc[r - 1]!r} is not "
+                problems.append(f"row {r}: {f.name} = {_shown(col.iloc[r - 1])} is not "
                                 f"{'a whole number' if f.dtype == 'int' else 'a number'}")
             out[f.name] = values.where(~bad).astype("Int64") if f.dtype == "int" else values
         else:
@@ -471,7 +476,7 @@ def _coerce(spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> pd.Dat
             if getattr(values.dt, "tz", None) is not None:
                 values = values.dt.tz_convert("Asia/Shanghai").dt.tz_localize(None)
             for r in rows[(present & values.isna()).to_numpy()][:20]:
-                problems.append(f"row {r}: {f.name} = {col.iloc[r - 1]!r} is not a date")
+                problems.append(f"row {r}: {f.name} = {_shown(col.iloc[r - 1])} is not a date")
             out[f.name] = values.dt.date if f.dtype == "date" else values
             out[f.name] = out[f.name].astype(object).where(values.notna(), None)
         if f.dtype == "int":
@@ -582,7 +587,10 @@ def _check_values(spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> 
             continue
         col = frame[f.name]
         if f.required or (f.name == "district_code"):
+            named = {p.split(" = ", 1)[0] for p in problems if " = " in p}  # "row 3: households"
             for r in rows[col.isna().to_numpy()][:20]:
+                if f"row {r}: {f.name}" in named:
+                    continue  # its value was reported already as not a number or not a date
                 problems.append(f"row {r}: no district_code, and no other code to take it from"
                                 if f.name == "district_code" else f"row {r}: {f.name} is empty")
         digits = spec.code_digits if f.name == "code" else f.digits

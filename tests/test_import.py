@@ -255,6 +255,7 @@ def test_unknown_layer_and_unknown_fields_are_named(engine, small_demo, tmp_path
 def test_wrong_types_and_bad_codes_are_refused_by_row(engine, small_demo, tmp_path):
     units = units_sample(small_demo, 6).astype({"households": object})
     units.loc[1, "households"] = "很多"
+    units.loc[3, "households"] = 12.5
     units.loc[4, "street_code"] = "42010"
     units.loc[5, "community_code"] = "999999999999"
     path = tmp_path / "units.gpkg"
@@ -263,6 +264,9 @@ def test_wrong_types_and_bad_codes_are_refused_by_row(engine, small_demo, tmp_pa
         import_layer(engine, "units", path)
     problems = refused.value.problems
     assert any(p.startswith("row 2: households") for p in problems)
+    # the value as the file holds it, once: not "np.float64(12.5)", and not "empty" as well
+    row4 = [p for p in problems if p.startswith("row 4: households")]
+    assert len(row4) == 1 and "12.5" in row4[0] and "np." not in row4[0] and "whole number" in row4[0]
     assert any(p.startswith("row 5: street_code '42010' is not a 9-digit code") for p in problems)
     assert any("row 6: community_code 999999999999 does not lie under street_code" in p for p in problems)
     assert layer_counts(engine)["units"] == 0
