@@ -90,6 +90,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def gunicorn(url: str, log_path: Path, **env: str):
+    """``webmap.wsgi:app`` under gunicorn with two workers on ``url``, as ``make run`` serves it,
+    once it answers: the process, its base address and its open log (close it after)."""
+    port = free_port()
+    log = log_path.open("w")
+    web = subprocess.Popen([str(BIN / "gunicorn"), "--workers", "2", "--timeout", "120", "--bind",
+                            f"127.0.0.1:{port}", "webmap.wsgi:app"], cwd=ROOT,
+                           env={**os.environ, "DATABASE_URL": url, "SECRET_KEY": "bench",
+                                "GRIDPLAN_BASEMAP": "none", "PYTHONPATH": str(ROOT), **env},
+                           stdout=subprocess.DEVNULL, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            requests.get(f"{base}/login", timeout=5)
+            break
+        except requests.RequestException:
+            time.sleep(0.2)
+    return web, base, log
+
+
 def fresh_database(kind: str, folder: Path, cluster: PostgisCluster | None, name: str) -> str:
     """A migrated, seeded, empty database."""
     if kind == "spatialite":
@@ -202,20 +222,7 @@ def bench_load(url: str, demo, clients: int, seconds: float, folder: Path) -> di
     minx, miny, maxx, maxy = demo.layers["units"].total_bounds
     dispose_engines()
 
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": "bench", "GRIDPLAN_BASEMAP": "none",
-           "PYTHONPATH": str(ROOT)}
-    log = (folder / f"gunicorn-{port}.log").open("w")
-    web = subprocess.Popen([str(BIN / "gunicorn"), "--workers", "2", "--timeout", "120", "--bind",
-                            f"127.0.0.1:{port}", "webmap.wsgi:app"], cwd=ROOT, env=env,
-                           stdout=subprocess.DEVNULL, stderr=log)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            requests.get(f"{base}/login", timeout=5)
-            break
-        except requests.RequestException:
-            time.sleep(0.2)
+    web, base, log = gunicorn(url, folder / "gunicorn-load.log")
     lock = threading.Lock()
     timings: dict[str, list[float]] = {"read": [], "plan_read": [], "report": [], "move": [], "rename": []}
     statuses: dict[str, dict[int, int]] = {k: {} for k in timings}
@@ -467,20 +474,7 @@ def bench_race(url: str, demo, rounds: int, adoptions: int, folder: Path) -> dic
         revision_before = conn.execute(REVISION).scalar_one()
     dispose_engines()
 
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": "bench", "GRIDPLAN_BASEMAP": "none",
-           "PYTHONPATH": str(ROOT), "GRIDPLAN_EXPOSE_PROCESS": "1"}
-    log = (folder / f"gunicorn-race-{port}.log").open("w")
-    web = subprocess.Popen([str(BIN / "gunicorn"), "--workers", "2", "--timeout", "120", "--bind",
-                            f"127.0.0.1:{port}", "webmap.wsgi:app"], cwd=ROOT, env=env,
-                           stdout=subprocess.DEVNULL, stderr=log)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            requests.get(f"{base}/login", timeout=5)
-            break
-        except requests.RequestException:
-            time.sleep(0.2)
+    web, base, log = gunicorn(url, folder / "gunicorn-race.log", GRIDPLAN_EXPOSE_PROCESS="1")
     sessions = [requests.Session(), requests.Session()]
     engine = get_engine(url)
 
