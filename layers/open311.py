@@ -201,7 +201,7 @@ def _time(text: str | None, formats: tuple[str, ...]) -> datetime | None:
             return datetime.strptime(text, fmt)
         except ValueError:
             continue
-    raise Refused(f"cannot read the time {text!r}")
+    raise Refused(_("cannot read the time {text}", text=repr(text)))
 
 
 def _float(text) -> float | None:
@@ -285,7 +285,7 @@ def import_requests(
     and by category, and the service names mapped to the default."""
     catalogue = incidents.categories(engine)
     if default_category is not None and default_category not in catalogue:
-        raise Refused(f"unknown default category {default_category!r}")
+        raise Refused(_("unknown default category {category}", category=repr(default_category)))
     cal = cal or incidents.calendar(engine)
     unknown = sorted(
         {r["service_name"] for r in requests if category_for(r["service_name"], catalogue, None) is None}
@@ -368,22 +368,61 @@ def _hours(cal: WorkingCalendar, start, end) -> float | None:
     return round(float(cal.between(np.datetime64(start, "s"), np.datetime64(end, "s"))), 4)
 
 
+#: the column each kind of city file cannot do without (its request id)
+ID_COLUMNS = {"boston": "case_enquiry_id", "nyc": "Unique Key"}
+
+
+def read_file(path: Path, kind: str) -> list[dict]:
+    """The requests of a Boston or NYC 311 CSV, or a GeoReport JSON list, as GeoReport requests;
+    a file that is not what ``kind`` says, or is damaged, is refused naming the problem."""
+    path = Path(path)
+    if kind not in ("boston", "nyc", "open311"):
+        raise Refused(_("unknown kind {kind}: boston, nyc or open311", kind=repr(kind)))
+    try:
+        if kind == "open311":
+            return _from_georeport(path)
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), [])
+        if ID_COLUMNS[kind] not in header:
+            raise Refused(_("{name} has no column {column}: is it a {kind} 311 file?",
+                            name=path.name, column=repr(ID_COLUMNS[kind]), kind=kind))
+        return from_boston(path) if kind == "boston" else from_nyc(path)
+    except UnicodeDecodeError as exc:
+        raise Refused(_("{name} is not UTF-8 text (byte {at}): save it as UTF-8",
+                        name=path.name, at=exc.start)) from None
+    except csv.Error as exc:
+        raise Refused(_("{name} is not a readable CSV file: {exc}", name=path.name, exc=exc)) from None
+
+
+def _from_georeport(path: Path) -> list[dict]:
+    try:
+        requests = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise Refused(_("{name} is not JSON: {exc}", name=path.name, exc=exc)) from None
+    except RecursionError:
+        raise Refused(_("{name} is nested too deeply to be GeoReport requests", name=path.name)) from None
+    if not isinstance(requests, list) or not all(isinstance(r, dict) for r in requests):
+        raise Refused(_("{name} is not a list of GeoReport requests (a JSON array of objects)",
+                        name=path.name))
+    for i, r in enumerate(requests, start=1):
+        for key in ("requested_datetime", "updated_datetime", "expected_datetime"):
+            value = r.get(key)
+            try:
+                r[key] = datetime.fromisoformat(value).replace(tzinfo=None) if value else None
+            except (TypeError, ValueError):
+                raise Refused(_("request {i}: {key} {value} is not an ISO 8601 time",
+                                i=i, key=key, value=repr(value)[:80])) from None
+        r["lat"], r["long"] = _float(r.get("lat")), _float(r.get("long"))
+        if r.get("service_request_id") in (None, "") or isinstance(r.get("service_request_id"), dict | list):
+            raise Refused(_("request {i} has no service_request_id", i=i))
+    return requests
+
+
 def import_file(
     engine: Engine, path: Path, kind: str, *, default_category: str | None = None, district: str = "000000"
 ) -> dict:
-    """Import a Boston or NYC 311 CSV, or a GeoReport JSON list of requests."""
-    if kind == "boston":
-        requests = from_boston(path)
-    elif kind == "nyc":
-        requests = from_nyc(path)
-    elif kind == "open311":
-        requests = json.loads(Path(path).read_text(encoding="utf-8"))
-        for r in requests:
-            for key in ("requested_datetime", "updated_datetime", "expected_datetime"):
-                r[key] = datetime.fromisoformat(r[key]).replace(tzinfo=None) if r.get(key) else None
-            r["lat"], r["long"] = _float(r.get("lat")), _float(r.get("long"))
-    else:
-        raise Refused(f"unknown kind {kind!r}: boston, nyc or open311")
+    """Import a Boston or NYC 311 CSV, or a GeoReport JSON list of requests (:func:`read_file`)."""
+    requests = read_file(path, kind)
     return import_requests(
         engine,
         requests,

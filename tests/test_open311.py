@@ -178,3 +178,45 @@ def test_real_311_samples_import_through_the_mapping(site, test_data, kind, read
     assert (
         datetime.fromisoformat(got["requested_datetime"]).replace(tzinfo=None) == sample["requested_datetime"]
     )
+
+
+def _hostile_311_files(folder, test_data) -> list[tuple[str, str, bytes, str]]:
+    """(kind, name, bytes, a word the refusal names) for files a department might really send."""
+    boston = (test_data / "us311" / "boston311-100.csv").read_bytes()
+    nyc = (test_data / "us311" / "nyc311-100.csv").read_bytes()
+    good = b'[{"service_request_id": "1", "service_name": "x", "requested_datetime": "2026-01-02T03:04:05"}]'
+    return [
+        ("boston", "gbk.csv", boston.decode("utf-8").replace("Street", "街道").encode("gbk"), "UTF-8"),
+        ("boston", "nyc-as-boston.csv", nyc, "case_enquiry_id"),
+        ("nyc", "boston-as-nyc.csv", boston, "Unique Key"),
+        ("boston", "empty.csv", b"", "case_enquiry_id"),
+        ("boston", "nul.csv", b"case_enquiry_id,open_dt\n1,\x00\x00\n", "time"),
+        ("boston", "bad-time.csv", b"case_enquiry_id,open_dt,latitude,longitude\n1,yesterday,42.3,-71.1\n",
+         "yesterday"),
+        ("open311", "truncated.json", good[:40], "JSON"),
+        ("open311", "not-a-list.json", b'{"service_request_id": "1"}', "list"),
+        ("open311", "numbers.json", b"[1, 2, 3]", "list"),
+        ("open311", "deep.json", b"[" * 100_000 + b"]" * 100_000, "nested"),
+        ("open311", "bad-time.json", good.replace(b"2026-01-02T03:04:05", b"soon"), "ISO 8601"),
+        ("open311", "no-id.json", good.replace(b'"service_request_id": "1", ', b""), "service_request_id"),
+        ("open311", "latin1.json", good.replace(b'"x"', '"café"'.encode("latin-1")), "UTF-8"),
+    ]
+
+
+def test_hostile_311_files_are_refused_by_the_command_naming_the_problem(site, test_data, tmp_path):
+    """Files as other departments send them, damaged: ``flask open311-import`` exits non-zero with
+    one line naming the problem (no traceback) and stores nothing."""
+    from tests.webhelpers import snapshot
+
+    runner = site["app"].test_cli_runner()
+    before = snapshot(site["app"].config["DATABASE_URL"])
+    wrong = []
+    for kind, name, data, word in _hostile_311_files(tmp_path, test_data):
+        path = tmp_path / name
+        path.write_bytes(data)
+        result = runner.invoke(args=["open311-import", str(path), "--kind", kind,
+                                     "--default-category", "E01-01"])
+        if result.exit_code == 0 or word not in result.output or "Traceback" in result.output:
+            wrong.append(f"{name}: exit {result.exit_code}: {result.output.strip()[-200:]!r}")
+    assert wrong == []
+    assert snapshot(site["app"].config["DATABASE_URL"]) == before
