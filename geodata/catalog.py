@@ -137,12 +137,12 @@ LAYERS: dict[str, LayerSpec] = {
     ]
 }
 
-_DIGITS = {n: re.compile(rf"^\d{{{n}}}$") for n in (6, 9, 12, 15)}
+_DIGITS = {n: re.compile(rf"[0-9]{{{n}}}") for n in (6, 9, 12, 15)}
 
 
 def is_code(value: str, digits: int) -> bool:
     """Whether ``value`` is an official code of exactly ``digits`` digits."""
-    return bool(_DIGITS[digits].match(value))
+    return bool(_DIGITS[digits].fullmatch(value))  # ASCII digits only, nothing after them
 
 
 def get_layer(name: str) -> LayerSpec:

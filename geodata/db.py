@@ -22,7 +22,7 @@ import pyogrio  # noqa: F401
 import pyproj  # noqa: F401
 from geoalchemy2.admin.dialects.sqlite import load_spatialite
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 
 from geodata.errors import DatabaseTrouble
 from geodata.i18n import _
@@ -137,6 +137,11 @@ _PG_BUSY = ("40001", "40P01", "55P03", "57014", "53300")  # serialization, deadl
 _PG_DISK_FULL = "53100"
 _PG_NO_SCHEMA = ("42P01", "42703", "3F000")  # undefined table, column, schema
 _SQLITE_BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")
+
+
+#: the driver errors that mean the database cannot do it now (down, busy, full, no schema), as
+#: opposed to a mistake in gridplan's own SQL: :func:`database_trouble` says which
+DATABASE_ERRORS = (OperationalError, ProgrammingError, InterfaceError)
 
 
 def database_trouble(exc: DBAPIError) -> DatabaseTrouble:

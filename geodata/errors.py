@@ -17,10 +17,17 @@ class GridplanError(Exception):
 
     status = 400
     title = N_("Refused")  # the web app translates titles; messages are translated when raised
+    #: seconds after which trying again may help (the ``Retry-After`` header), when it may
+    retry_after: int | None = None
 
     def __init__(self, message: str = "", **details) -> None:
         super().__init__(message)
         self.details = details  # extra members of the problem details (e.g. the current state)
+
+    @property
+    def code(self) -> str:
+        """What kind of refusal it is, for programs (the problem details' ``code``)."""
+        return type(self).__name__
 
 
 class Refused(GridplanError, ValueError):
@@ -54,4 +61,8 @@ class DatabaseTrouble(GridplanError):
 
     def __init__(self, message: str, *, code: str, retry_after: int | None = None) -> None:
         super().__init__(message)
-        self.code, self.retry_after = code, retry_after
+        self._code, self.retry_after = code, retry_after
+
+    @property
+    def code(self) -> str:
+        return self._code

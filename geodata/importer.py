@@ -48,7 +48,7 @@ from geodata.i18n import _
 from geodata.models import AuditLog, CommunityHistory, UnitAdjacency
 from geodata.revisions import lock_revision, raise_revision
 from geodata.standards import FACILITY_KINDS, INCIDENT_CATEGORIES
-from geodata.store import existing_codes, keep_community_history, read_layer, write_layer
+from geodata.store import existing_codes, keep_community_history, read_layer, values_among, write_layer
 from geodata.text_tables import read_text_table
 
 #: An archive may not expand past this (zip bombs); callers may lower it.
@@ -1014,13 +1014,7 @@ def retired_communities(conn: Connection, codes: set[str]) -> set[str]:
     """Of ``codes``, the communities that are no longer current but were once (in the community
     history): a file naming them was made before an adoption or import retired them, and writing
     it would put units into communities that no longer exist."""
-    if not codes:
-        return set()
-    codes_ = sorted(codes)
-    once: set[str] = set()
-    for start in range(0, len(codes_), BATCH):
-        chunk = codes_[start:start + BATCH]
-        once.update(conn.execute(select(CommunityHistory.code).where(CommunityHistory.code.in_(chunk))).scalars())
+    once = values_among(conn, CommunityHistory.__table__.c.code, codes)
     return once - existing_codes(conn, "communities", once) if once else set()
 
 

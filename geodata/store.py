@@ -242,11 +242,17 @@ def existing_codes(conn: Connection, layer: str, codes: Iterable[str] | None = N
     table = get_layer(layer).table
     if codes is None:
         return set(conn.execute(select(table.c.code)).scalars())
-    codes = list(codes)
+    return values_among(conn, table.c.code, codes)
+
+
+def values_among(conn: Connection, column, values: Iterable[str]) -> set[str]:
+    """Which of ``values`` the ``column`` holds, asked ``BATCH`` at a time (SQLite's variable
+    limit)."""
+    values = list(values)
     found: set[str] = set()
-    for start in range(0, len(codes), BATCH):
-        chunk = codes[start:start + BATCH]
-        found.update(conn.execute(select(table.c.code).where(table.c.code.in_(chunk))).scalars())
+    for start in range(0, len(values), BATCH):
+        chunk = values[start:start + BATCH]
+        found.update(conn.execute(select(column).where(column.in_(chunk))).scalars())
     return found
 
 

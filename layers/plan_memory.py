@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 
 from geodata import plan_rows
 from geodata.errors import Refused
+from geodata.i18n import _
 from geodata.revisions import current_revision
 from layers.communities import bounds
 from layers.partition import Partition, UnitGraph, is_contiguous
@@ -100,7 +101,8 @@ class PlanMemory:
             if found is None or found.revision != revision:
                 units, adjacency = units_from_database(self.engine, street)
                 if not len(units):  # an unknown street: refused, and nothing kept for it
-                    raise Refused("no units to plan" + (f" in street {street}" if street else ""))
+                    raise Refused(_("no units to plan in street {street}", street=street) if street
+                                  else _("no units to plan"))
                 found = UnitSet(revision, street, units, UnitGraph.from_units(units, adjacency))
                 self._units[street] = found
             self._units.move_to_end(street)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from benchvenv import anchor_venv  # noqa: E402
-from pgcluster import PostgisCluster, _free_port  # noqa: E402
+from pgcluster import PostgisCluster, free_port  # noqa: E402
 
 from geodata.db import get_engine  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
@@ -201,7 +201,7 @@ def main() -> None:
                 tokens[name] = add_token("bench", "viewer")
                 add_user("bench", "planner", "bench password")
         for name, url in targets.items():
-            port = _free_port()
+            port = free_port()
             proc = serve([str(ROOT / ".venv" / "bin" / "gunicorn"), "--workers", str(WORKERS), "--bind",
                           f"127.0.0.1:{port}", "webmap:create_app()"], env_app | {"DATABASE_URL": url})
             base = f"http://127.0.0.1:{port}"
@@ -219,7 +219,7 @@ def main() -> None:
             finally:
                 proc.terminate()
                 proc.wait()
-        port = _free_port()
+        port = free_port()
         cfg, openapi = pygeoapi_config(pg_url, port, extent, tmp)
         proc = serve([str(VENV / "bin" / "gunicorn"), "--workers", str(WORKERS), "--bind",
                       f"127.0.0.1:{port}", "pygeoapi.flask_app:APP"],

@@ -49,12 +49,12 @@ Timings depend on the machine's load: the load average is printed beside them.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -69,7 +69,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from pgcluster import PostgisCluster  # noqa: E402
+from pgcluster import PostgisCluster, free_port  # noqa: E402
 
 from geodata.db import dispose_engines, get_engine  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
@@ -83,11 +83,6 @@ PASSWORD = "correct horse 42"
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def gunicorn(url: str, log_path: Path, **env: str):
@@ -716,6 +711,18 @@ def _kill_at(process: subprocess.Popen, began: float, moment: tuple[str, float],
     return True, mid
 
 
+def _run_and_kill(start, moment: tuple[str, float], url: str) -> tuple[bool, bool]:
+    """Start a command (``start()``), kill it at ``moment`` unless it ends first (then wait for
+    it): :func:`_kill_at`'s (killed, inside the transaction)."""
+    began = time.monotonic()
+    process = start()
+    killed, mid = _kill_at(process, began, moment, url)
+    if not killed:
+        process.wait()
+    dispose_engines()
+    return killed, mid
+
+
 def bench_kills(url: str, demo, tries: int, folder: Path, seed: int) -> dict:
     """kill -9 at random moments of a ``flask import``, of gunicorn adopting a plan and of a
     ``flask open311-import``: each outcome none | all | partial; integrity checks; the app serving
@@ -767,12 +774,7 @@ def bench_kills(url: str, demo, tries: int, folder: Path, seed: int) -> dict:
     for _ in range(tries):
         more = 2 if stored == 1 else 1
         before = snapshot(url)
-        began = time.monotonic()
-        process = run_import(more)
-        killed, mid = _kill_at(process, began, _moment(rng, calibration), url)
-        if not killed:
-            process.wait()
-        dispose_engines()
+        killed, mid = _run_and_kill(functools.partial(run_import, more), _moment(rng, calibration), url)
         outcome = import_outcome(url, before, demo, more=more)
         stored = more if outcome == "all" else stored
         tally("import", outcome, killed, mid, integrity(url))
@@ -818,12 +820,7 @@ def bench_kills(url: str, demo, tries: int, folder: Path, seed: int) -> dict:
     for i in range(tries):
         prefix = f"k{i}x"
         before = snapshot(url)
-        began = time.monotonic()
-        process = run_batch(prefix)
-        killed, mid = _kill_at(process, began, _moment(rng, calibration), url)
-        if not killed:
-            process.wait()
-        dispose_engines()
+        killed, mid = _run_and_kill(functools.partial(run_batch, prefix), _moment(rng, calibration), url)
         tally("open311_batch", open311_outcome(url, before, n, prefix), killed, mid, integrity(url))
 
     # after all of it the app starts and serves

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from pgcluster import PostgisCluster, _free_port  # noqa: E402
+from pgcluster import PostgisCluster, free_port  # noqa: E402
 from sqlalchemy import insert, literal, select, text  # noqa: E402
 
 from geodata import incident_rows  # noqa: E402
@@ -236,7 +236,7 @@ def main() -> None:
             if args.clients:
                 cells = demo.layers["grid_cells"]
                 points = shapely.get_coordinates(shapely.point_on_surface(cells.geometry.values))
-                port = _free_port()
+                port = free_port()
                 proc = serve(url, port, args.workers)
                 try:
                     wait_for(port, token)

@@ -27,7 +27,8 @@ class PostgisUnavailable(RuntimeError):
     """PostgreSQL 15 or PostGIS is not installed here."""
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on loopback now (for a server a test or benchmark starts)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -48,7 +49,7 @@ class PostgisCluster:
 
     def __init__(self, dbname: str = "gridplan") -> None:
         self.dbname = dbname
-        self.port = _free_port()
+        self.port = free_port()
         self.folder: Path | None = None
 
     @property

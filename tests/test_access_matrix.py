@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from geodata.db import get_engine
 from geodata.models import AuditLog, Plan
 from layers.demo import write_demo
-from tests.webhelpers import csrf_token, make_accounts, sign_in
+from tests.webhelpers import csrf_token, make_accounts, sign_in, signed_in
 from webmap import create_app
 
 ROLES = ("admin", "planner", "supervisor", "viewer")
@@ -235,10 +235,9 @@ def site(tmp_path_factory, spatialite_template, small_demo):
 def _client(site, caller: str):
     """A test client for ``caller`` and the headers it sends on every request."""
     app = site["app"]
-    client = app.test_client()
     if caller in ROLES:
-        assert sign_in(client, caller).status_code == 302
-        return client, {"X-CSRFToken": csrf_token(client.get("/login").get_data(as_text=True))}
+        return signed_in(app, caller)
+    client = app.test_client()
     if caller == "anonymous":
         return client, {"X-CSRFToken": csrf_token(client.get("/login").get_data(as_text=True))}
     token = "made-up-token-0123456789" if caller == "wrong_token" else site["revoked"]

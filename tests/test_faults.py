@@ -34,6 +34,7 @@ from pathlib import Path
 import geopandas as gpd
 import pytest
 import requests
+from pgcluster import free_port
 from sqlalchemy import text
 
 from geodata import jobs
@@ -189,13 +190,6 @@ def adoption_outcome(url: str, before: dict, plan_id: int) -> str:
     added = logged(after, "plan:adopt") - logged(before, "plan:adopt")
     return "all" if status == "adopted" and added == 1 and revision == 1 else "partial"
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve(url: str, log: Path, pause_at: str | None = None) -> tuple[subprocess.Popen, str]:

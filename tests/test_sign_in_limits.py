@@ -14,11 +14,12 @@ import time
 import pytest
 import requests
 import werkzeug.security
+from pgcluster import free_port
 from sqlalchemy import text
 
 from geodata.db import get_engine
 from layers.demo import write_demo
-from tests.test_processes import BIN, ROOT, every_process, free_port
+from tests.test_processes import BIN, ROOT, every_process
 from tests.webhelpers import PASSWORD, csrf_token, make_accounts
 from webmap import create_app
 

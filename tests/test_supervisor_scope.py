@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from layers.demo import write_demo
 from tests.test_access_matrix import ACCESS, routes
-from tests.webhelpers import csrf_token, make_accounts, sign_in, snapshot
+from tests.webhelpers import csrf_token, make_accounts, sign_in, signed_in, snapshot
 from webmap import create_app
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\0" * 64
@@ -62,10 +62,7 @@ def site(tmp_path_factory, spatialite_template, small_demo):
 
 def _callers(site):
     """The supervisor signed in (with the page's CSRF token) and by API token."""
-    client = site["app"].test_client()
-    assert sign_in(client, "supervisor").status_code == 302
-    signed_in = (client, {"X-CSRFToken": csrf_token(client.get("/cases").get_data(as_text=True))})
-    return {"session": signed_in,
+    return {"session": signed_in(site["app"], "supervisor", "/cases"),
             "token": (site["app"].test_client(), {"Authorization": f"Bearer {site['token']}"})}
 
 

@@ -23,7 +23,7 @@ from geodata.db import get_engine
 from layers.demo import write_demo
 from layers.worker import run_one
 from tests.hostile_text import SPREADSHEET, XSS, unescaped
-from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
+from tests.webhelpers import PASSWORD, make_accounts, signed_in
 from webmap import create_app
 
 #: the pages a payload may reach, as (role, path); ``{plan}``, ``{case}``, ``{street}`` filled in
@@ -34,12 +34,6 @@ PAGES = (("planner", "/map"), ("planner", "/plans"), ("planner", "/plans/{plan}"
          ("admin", "/admin/tokens"), ("admin", "/admin/audit"), ("admin", "/admin/settings"))
 
 
-def _client(app, role: str):
-    client = app.test_client()
-    assert sign_in(client, role).status_code == 302
-    return client, {"X-CSRFToken": csrf_token(client.get("/login").get_data(as_text=True))}
-
-
 def plant(url: str, demo, upload_folder, payloads=XSS, spreadsheet=SPREADSHEET) -> dict:
     """The demo at ``url`` with ``payloads`` stored through every way in; what was stored where."""
     engine = get_engine(url)
@@ -48,9 +42,9 @@ def plant(url: str, demo, upload_folder, payloads=XSS, spreadsheet=SPREADSHEET) 
                       "UPLOAD_FOLDER": str(upload_folder)})
     secrets = make_accounts(app, demo)
     texts = [*payloads, *spreadsheet]
-    planner, p_headers = _client(app, "planner")
-    admin, a_headers = _client(app, "admin")
-    supervisor, s_headers = _client(app, "supervisor")
+    planner, p_headers = signed_in(app, "planner")
+    admin, a_headers = signed_in(app, "admin")
+    supervisor, s_headers = signed_in(app, "supervisor")
     streets = demo.layers["streets"]
     street = streets["code"].iloc[0]
     # a street office's communities file: the first street's communities renamed (update)
@@ -149,7 +143,7 @@ def unescaped_on_pages(site) -> list[str]:
     found = []
     for role, path in pages(site):
         if role not in clients:
-            clients[role] = _client(site["app"], role)[0]
+            clients[role] = signed_in(site["app"], role)[0]
         answer = clients[role].get(path)
         assert answer.status_code == 200, (path, answer.status_code)
         html = answer.get_data(as_text=True)
@@ -167,13 +161,13 @@ def site(tmp_path_factory, spatialite_template, small_demo):
 def test_no_page_shows_a_payload_as_html(site):
     assert unescaped_on_pages(site) == []
     # and the payloads did reach the pages, as text
-    client, _ = _client(site["app"], "admin")
+    client, _ = signed_in(site["app"], "admin")
     plans = client.get("/plans").get_data(as_text=True)
     assert str(escape(XSS[1])) in plans  # the plan's new name
 
 
 def test_exports_keep_the_text_and_csv_neutralises_formulas(site):
-    client, _ = _client(site["app"], "admin")
+    client, _ = signed_in(site["app"], "admin")
     street = site["street"]
     geojson = client.get(f"/api/layers/communities/export?format=geojson&street={street}")
     assert geojson.status_code == 200

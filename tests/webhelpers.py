@@ -33,6 +33,13 @@ def csrf_token(html: str) -> str:
     return match.group(1)
 
 
+def signed_in(app, role: str, page: str = "/login"):
+    """A test client signed in as ``role`` and the CSRF header its state changes send."""
+    client = app.test_client()
+    assert sign_in(client, role).status_code == 302
+    return client, {"X-CSRFToken": csrf_token(client.get(page).get_data(as_text=True))}
+
+
 def sign_in(client, name: str, password: str = PASSWORD):
     page = client.get("/login")
     return client.post("/login", data={"name": name, "password": password,

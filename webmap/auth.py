@@ -23,7 +23,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from geodata.accounts import Account, find_token, find_user, save_token, save_user
 from geodata.i18n import N_, _
-from webmap.extensions import engine
+from webmap.extensions import bearer_request, engine
 
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
@@ -88,18 +88,12 @@ def current_account() -> Account | None:
     if "account" in g:
         return g.account
     account = None
-    header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer "):
-        account = find_token(engine(), hash_token(header[7:].strip()))
+    if bearer_request():
+        account = find_token(engine(), hash_token(request.headers["Authorization"][7:].strip()))
     elif current_user.is_authenticated:
         account = current_user.account
     g.account = account
     return account
-
-
-def bearer_request() -> bool:
-    """Whether the request authenticates with a token (no cookie, so no CSRF risk)."""
-    return request.headers.get("Authorization", "").startswith("Bearer ")
 
 
 def require(*roles: str, api: bool = False):

@@ -18,13 +18,12 @@ from pathlib import Path
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
-from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 
 from geodata import incident_rows
 from geodata.accounts import ROLES, Account, find_user, revoke_token, update_user
 from geodata.backup import BackupRefused, backup, restore
 from geodata.catalog import LAYERS
-from geodata.db import database_trouble
+from geodata.db import DATABASE_ERRORS, database_trouble
 from geodata.errors import NotFound
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
 from geodata.i18n import _
@@ -53,7 +52,7 @@ def database_errors(command: Callable) -> Callable:
     def run(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (OperationalError, ProgrammingError, InterfaceError) as exc:
+        except DATABASE_ERRORS as exc:
             raise click.ClickException(str(database_trouble(exc))) from None
 
     return run

@@ -12,10 +12,9 @@ import errno
 import sys
 
 from flask import Flask, Response, json, render_template, request
-from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from geodata.db import database_trouble
+from geodata.db import DATABASE_ERRORS, database_trouble
 from geodata.errors import DatabaseTrouble, GridplanError
 from geodata.i18n import N_, _
 
@@ -70,11 +69,10 @@ def register(app: Flask) -> None:
     @app.errorhandler(GridplanError)
     def _domain(exc: GridplanError):
         if wants_json():
-            code = exc.code if isinstance(exc, DatabaseTrouble) else type(exc).__name__
-            answer = problem(exc.status, exc.title, str(exc), code, **exc.details)
+            answer = problem(exc.status, exc.title, str(exc), exc.code, **exc.details)
         else:
             answer = _page(exc.status, _(exc.title), str(exc))
-        if isinstance(exc, DatabaseTrouble) and exc.retry_after:
+        if exc.retry_after:
             answer = app.make_response(answer)
             answer.headers["Retry-After"] = str(exc.retry_after)
         return answer
@@ -87,13 +85,13 @@ def register(app: Flask) -> None:
             return _page(403, "403", _("Your role may not open this page."))
         return exc
 
-    @app.errorhandler(OperationalError)
-    @app.errorhandler(ProgrammingError)
-    @app.errorhandler(InterfaceError)
     def _database(exc):
         """The database down, busy, full or without its schema: a 503 that says which."""
         app.logger.error("database error: %s", exc)
         return _domain(database_trouble(exc))
+
+    for kind in DATABASE_ERRORS:
+        app.register_error_handler(kind, _database)
 
     @app.errorhandler(OSError)
     def _os_error(exc: OSError):
@@ -111,6 +109,6 @@ def register(app: Flask) -> None:
         """A database failure outside a view (an after-request hook: the sign-in limiter counting a
         failed sign-in) reaches here as a 500: answered as the 503 it is."""
         original = getattr(exc, "original_exception", None)
-        if isinstance(original, OperationalError | ProgrammingError | InterfaceError):
+        if isinstance(original, DATABASE_ERRORS):
             return _database(original)
         return _http(exc)

@@ -15,6 +15,11 @@ from geodata.db import get_engine
 from layers.plan_memory import PlanMemory
 
 
+def bearer_request() -> bool:
+    """Whether the request authenticates with a token (no cookie, so no CSRF risk)."""
+    return request.headers.get("Authorization", "").startswith("Bearer ")
+
+
 class CookieCSRFProtect(CSRFProtect):
     """CSRF protects cookie sessions only: a request authenticated by ``Authorization: Bearer``
     carries its credential in a header a page on another site cannot set, and the session
@@ -23,7 +28,7 @@ class CookieCSRFProtect(CSRFProtect):
     state change (a browser's cookie session, or nobody) needs the session's CSRF token."""
 
     def protect(self, apply_exemptions: bool = False) -> None:
-        if request.headers.get("Authorization", "").startswith("Bearer "):
+        if bearer_request():
             return
         super().protect(apply_exemptions)
 

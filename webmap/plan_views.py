@@ -15,6 +15,7 @@ import shapely
 from flask import Blueprint, after_this_request, render_template, request, send_file, url_for
 
 from geodata import jobs, plan_rows
+from geodata.catalog import is_code
 from geodata.errors import NotFound, Refused
 from geodata.i18n import N_, _
 from geodata.store import read_layer
@@ -141,8 +142,7 @@ def api_create():
         if key in params and not isinstance(params[key], int):
             raise Refused(f"{key} must be a whole number")
     street = params.get("street")
-    if street is not None and not (isinstance(street, str) and street.isascii() and street.isdigit()
-                                   and len(street) == 9):
+    if street is not None and not (isinstance(street, str) and is_code(street, 9)):
         raise Refused("street is a 9-digit code")
     author = current_account().name
     if params.get("street"):
