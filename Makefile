@@ -43,12 +43,14 @@ setup-test: $(VENV)/.test-installed $(CATALOGUES)
 	$(BIN)/pybabel compile -i $< -o $@
 
 # after adding or changing a string: extract, merge into each catalogue (new msgids come in
-# untranslated: translate them in webmap/translations/*/LC_MESSAGES/messages.po), compile
+# untranslated: translate them in webmap/translations/*/LC_MESSAGES/messages.po), compile.
+# The catalogues are sorted by msgid, name source files without line numbers and carry no date, so that two branches that
+# each add strings merge without conflicts over moved line numbers.
 messages: $(VENV)/.run-installed
-	$(BIN)/pybabel extract -F babel.cfg -k t -k N_ --no-wrap --sort-by-file \
+	$(BIN)/pybabel extract -F babel.cfg -k t -k N_ --no-wrap --sort-output --add-location=file \
 	  --project gridplan --msgid-bugs-address "" -o webmap/translations/messages.pot .
 	$(BIN)/pybabel update -i webmap/translations/messages.pot -d webmap/translations \
-	  --no-wrap --no-fuzzy-matching --ignore-obsolete
+	  --no-wrap --no-fuzzy-matching --ignore-obsolete --ignore-pot-creation-date
 	rm webmap/translations/messages.pot
 	$(MAKE) $(CATALOGUES)
 
