@@ -3,26 +3,42 @@ this module only reads and writes the ``users`` and ``api_tokens`` tables, and r
 change in the audit log on the same transaction.
 
 A disabled account cannot sign in and its sessions stop working (the web app reloads the
-account on every request); a revoked token stops working at once. At least one enabled
-administrator always remains, and nobody disables or demotes their own account.
+account on every request); a revoked or expired token stops working at once. At least one
+enabled administrator always remains, and nobody disables or demotes their own account.
+
+Every account has a *session generation*, carried in its session cookies: signing out, a new
+password, a new role or scope and disabling raise it, so that every session made before —
+in any process, on any machine, a copied cookie too — stops working with its next request.
 """
 
 from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.exc import OperationalError
 
 from geodata.audit import record
-from geodata.errors import Conflict, NotFound, Refused
-from geodata.i18n import _
+from geodata.errors import Conflict, GridplanError, NotFound, Refused
+from geodata.i18n import N_, _
 from geodata.models import ApiToken, User
 
 ROLES = ("admin", "planner", "supervisor", "viewer")
 LOCALES = ("zh", "en")  # the languages of the web pages and the command line
 NAME_LENGTH = 50
+#: a token's last use is written at most this often (one write a minute, not one a request)
+LAST_USED_EVERY = timedelta(minutes=1)
+#: what raises an account's session generation (see the module's description)
+ENDS_SESSIONS = ("password_hash", "role", "scope_code", "disabled")
+
+
+class TokenExpired(GridplanError):
+    """A token past its expiry: 401, naming when it expired."""
+
+    status = 401
+    title = N_("Unauthorized")
 
 
 class NameTaken(Conflict, ValueError):
@@ -41,6 +57,8 @@ class Account:
     via_token: bool = False
     disabled: bool = False
     locale: str | None = None
+    #: the session generation a session cookie must carry (users only)
+    session_generation: int = 0
 
 
 def _check(role: str, scope_code: str | None) -> None:
@@ -105,8 +123,9 @@ def save_user(engine: Engine, name: str, role: str, password_hash: str,
             existing = conn.execute(insert(table).values(name=name, created_at=datetime.now(), disabled=False,
                                                          **values).returning(table.c.id)).scalar_one()
             action = "user:create"
-        else:
-            conn.execute(update(table).where(table.c.id == existing).values(**values))
+        else:  # a new password (and role, scope): the sessions made with the old ones end
+            conn.execute(update(table).where(table.c.id == existing)
+                         .values(session_generation=table.c.session_generation + 1, **values))
             action = "user:update"
         record(conn, actor, action, layer="users", object_code=str(existing),
                detail={"name": name, "role": role, "scope_code": scope_code, "password": "set"})
@@ -160,7 +179,10 @@ def update_user(engine: Engine, *, actor: str, user_id: int | None = None, name:
             return _user_dict(row)
         if row.name == actor and (changes.get("disabled") or changes.get("role", "admin") != "admin"):
             raise Refused(_("you cannot disable or demote your own account; ask another administrator"))
-        conn.execute(update(table).where(table.c.id == row.id).values(**changes))
+        values = dict(changes)
+        if any(k in changes for k in ENDS_SESSIONS):  # every open session of the account ends
+            values["session_generation"] = table.c.session_generation + 1
+        conn.execute(update(table).where(table.c.id == row.id).values(**values))
         if row.role == "admin" and not row.disabled and _enabled_admins(conn) == 0:
             raise Refused(_("at least one enabled administrator must remain"))
         detail = {k: ("set" if k == "password_hash" else v) for k, v in changes.items()}
@@ -184,12 +206,36 @@ def find_user(engine: Engine, *, name: str | None = None, user_id: int | None = 
     """The account by name or id (disabled ones too: the caller decides), or None."""
     table = User.__table__
     stmt = select(table.c.id, table.c.name, table.c.role, table.c.scope_code, table.c.password_hash,
-                  table.c.disabled, table.c.locale)
+                  table.c.disabled, table.c.locale, table.c.session_generation)
     stmt = stmt.where(table.c.name == name) if name is not None else stmt.where(table.c.id == user_id)
     with engine.connect() as conn:
         row = conn.execute(stmt).one_or_none()
     return Account(row.id, row.name, row.role, row.scope_code, row.password_hash,
-                   disabled=bool(row.disabled), locale=row.locale) if row else None
+                   disabled=bool(row.disabled), locale=row.locale,
+                   session_generation=row.session_generation or 0) if row else None
+
+
+def end_sessions(engine: Engine, user_id: int, *, actor: str, address: str | None) -> None:
+    """Sign ``user_id`` out everywhere (raise the session generation) and record the sign-out
+    with the client's address."""
+    table = User.__table__
+    with engine.begin() as conn:
+        conn.execute(update(table).where(table.c.id == user_id)
+                     .values(session_generation=table.c.session_generation + 1))
+        record(conn, actor, "sign-out", layer="users", object_code=str(user_id), detail={"address": address})
+
+
+def record_sign_in(engine: Engine, name: str, *, address: str | None, user_id: int | None = None,
+                   refused: str | None = None) -> None:
+    """Record a sign-in, or a refused one (``refused``: why — ``wrong password``, ``unknown
+    name``, ``disabled``) under the name that was typed, with the client's address."""
+    typed = "".join(c if c.isprintable() else "?" for c in name[:NAME_LENGTH]) or "?"
+    detail: dict = {"address": address}
+    if refused:
+        detail["reason"] = refused
+    with engine.begin() as conn:
+        record(conn, typed, "sign-in:refused" if refused else "sign-in", layer="users",
+               object_code=str(user_id) if user_id is not None else None, detail=detail)
 
 
 def set_locale(engine: Engine, user_id: int, locale: str | None) -> None:
@@ -207,7 +253,35 @@ def set_locale(engine: Engine, user_id: int, locale: str | None) -> None:
 
 def _token_dict(row) -> dict:
     return {"id": row.id, "name": row.name, "role": row.role, "scope_code": row.scope_code,
-            "created_at": row.created_at, "revoked_at": row.revoked_at}
+            "created_at": row.created_at, "revoked_at": row.revoked_at, "expires_at": row.expires_at,
+            "last_used_at": row.last_used_at,
+            "expired": row.expires_at is not None and row.expires_at <= datetime.now()}
+
+
+def parse_expiry(text: str | None) -> datetime | None:
+    """A token's expiry as typed: ``YYYY-MM-DD`` (valid through that day) or ``YYYY-MM-DDTHH:MM``
+    (local time); empty: none. Anything else, or a time already past, is refused."""
+    if text is None or not str(text).strip():
+        return None
+    text = str(text).strip()
+    try:
+        if len(text) == 10:
+            return check_expiry(datetime.fromisoformat(text) + timedelta(days=1))
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise Refused(_("expires_at {text} is not a date (YYYY-MM-DD) or a time (YYYY-MM-DDTHH:MM)",
+                        text=repr(text[:40]))) from None
+    if when.tzinfo is not None:  # stored times are the server's local time
+        when = when.astimezone().replace(tzinfo=None)
+    return check_expiry(when)
+
+
+def check_expiry(expires_at: datetime | None) -> datetime | None:
+    """A new token's expiry: none (until revoked) or a time still to come."""
+    if expires_at is not None and expires_at <= datetime.now():
+        raise Refused(_("the expiry {when} has passed already: choose a time to come",
+                        when=expires_at.isoformat(sep=" ", timespec="minutes")))
+    return expires_at
 
 
 def _token_row(conn: Connection, token_id: int | None, name: str | None):
@@ -221,10 +295,13 @@ def _token_row(conn: Connection, token_id: int | None, name: str | None):
 
 
 def save_token(engine: Engine, name: str, role: str, token_sha256: str,
-               scope_code: str | None = None, *, actor: str = "cli") -> dict:
-    """Store a new token (its hash); a name already used, even by a revoked token, is refused."""
+               scope_code: str | None = None, *, actor: str = "cli",
+               expires_at: datetime | None = None) -> dict:
+    """Store a new token (its hash), valid until ``expires_at`` (none: until revoked); a name
+    already used, even by a revoked token, is refused."""
     check_name(name, "token name")
     _check(role, scope_code)
+    check_expiry(expires_at)
     table = ApiToken.__table__
     with engine.begin() as conn:
         if conn.execute(select(table.c.id).where(table.c.name == name)).first():
@@ -232,9 +309,10 @@ def save_token(engine: Engine, name: str, role: str, token_sha256: str,
                               "choose another name", name=repr(name)))
         token_id = conn.execute(insert(table).values(
             name=name, role=role, scope_code=scope_code, token_sha256=token_sha256,
-            created_at=datetime.now()).returning(table.c.id)).scalar_one()
+            created_at=datetime.now(), expires_at=expires_at).returning(table.c.id)).scalar_one()
+        until = expires_at.isoformat(sep=" ", timespec="minutes") if expires_at else None
         record(conn, actor, "token:create", layer="api_tokens", object_code=str(token_id),
-               detail={"name": name, "role": role, "scope_code": scope_code})
+               detail={"name": name, "role": role, "scope_code": scope_code, "expires_at": until})
         return _token_dict(_token_row(conn, token_id, None))
 
 
@@ -281,10 +359,24 @@ def list_tokens(engine: Engine) -> list[dict]:
 
 
 def find_token(engine: Engine, token_sha256: str) -> Account | None:
-    """The account of a token that is not revoked, or None."""
+    """The account of a token that is not revoked, or None; a token past its expiry is
+    :class:`TokenExpired`. Each use is noted (``last_used_at``, written at most once a minute)."""
     table = ApiToken.__table__
     with engine.connect() as conn:
-        row = conn.execute(select(table.c.id, table.c.name, table.c.role, table.c.scope_code)
+        row = conn.execute(select(table.c.id, table.c.name, table.c.role, table.c.scope_code,
+                                  table.c.expires_at, table.c.last_used_at)
                            .where(table.c.token_sha256 == token_sha256, table.c.revoked_at.is_(None))
                            ).one_or_none()
-    return Account(*row, via_token=True) if row else None
+    if row is None:
+        return None
+    now = datetime.now()
+    if row.expires_at is not None and row.expires_at <= now:
+        raise TokenExpired(_("the token {name} expired on {when}: ask an administrator for a new one",
+                             name=repr(row.name), when=row.expires_at.isoformat(sep=" ", timespec="minutes")))
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_EVERY:
+        try:
+            with engine.begin() as conn:
+                conn.execute(update(table).where(table.c.id == row.id).values(last_used_at=now))
+        except OperationalError:  # the database busy or read-only: the use goes unnoted, the request on
+            pass
+    return Account(row.id, row.name, row.role, row.scope_code, via_token=True)

@@ -384,6 +384,10 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     #: the language of the web pages this user chose (zh, en); none: the browser's (migration 0008)
     locale: Mapped[str | None] = mapped_column(String(8))
+    #: raised by sign-out, a new password, a role or scope change and disabling: a session
+    #: cookie made under an older generation is refused by every process (migration
+    #: session_generation)
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ApiToken(Base):
@@ -398,6 +402,10 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     #: when the token was revoked; a revoked token stops working at once (migration 0005)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: when the token stops working (none: until revoked) (migration session_generation)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: when the token was last used, to the minute (migration session_generation)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class RateLimit(Base):

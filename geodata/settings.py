@@ -28,8 +28,10 @@ from geodata.standards import DEFAULT_SETTINGS
 CHOICES: dict[str, tuple[str, ...]] = {
     "basemap": ("none", "osm", "tianditu", "gaode", "local"),
 }
+#: Settings whose number must lie in a range (a session of 0 hours would sign everyone out).
+RANGES: dict[str, tuple[float, float]] = {"session_hours": (1, 744)}
 #: Defaults of settings that have no row (databases made before the row was added).
-FALLBACKS: dict[str, object] = {"basemap": "none"}
+FALLBACKS: dict[str, object] = {"basemap": "none", "session_hours": 8}
 SOURCE_LENGTH = 2000
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -230,6 +232,8 @@ def check_value(key: str, old, new):
     value = _check(old, new, key, problems, set(defaults) if isinstance(defaults, dict) else None)
     if key in CHOICES and value not in CHOICES[key]:
         problems.append(f"{key}: {value!r} is not one of {', '.join(CHOICES[key])}")
+    if key in RANGES and _is_number(value) and not RANGES[key][0] <= value <= RANGES[key][1]:
+        problems.append(f"{key}: {value} is outside {RANGES[key][0]:g}–{RANGES[key][1]:g}")
     if problems:
         raise Refused("; ".join(problems), problems=problems)
     return value

@@ -137,6 +137,10 @@ DEFAULT_SETTINGS: list[dict] = [
     {"key": "photo_max_mb", "value": 8.0,
      "description": "案件照片 largest photo accepted with a case (MB); JPEG, PNG or WebP",
      "source": "a phone camera's photo is 2–6 MB"},
+    {"key": "session_hours", "value": 8,
+     "description": "登录有效期 hours a sign-in lasts (1–744): then the user signs in again, whatever they "
+                    "did in between; GRIDPLAN_SESSION_HOURS overrides it",
+     "source": "a working day; 等保 2.0 asks that sessions end"},
 ]
 
 

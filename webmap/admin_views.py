@@ -41,6 +41,12 @@ MIN_PASSWORD = 8
 AUDIT_PAGE = 100
 MAX_AUDIT_PAGE = 10_000
 MAX_OFFSET = 10**12
+#: the audit log's actions as the audit page names them (others are shown as they are stored)
+ACTION_LABELS = {"sign-in": N_("signed in"), "sign-in:refused": N_("sign-in refused"),
+                 "sign-out": N_("signed out")}
+#: why a sign-in was refused, as the audit page says it
+SIGN_IN_REFUSALS = {"wrong password": N_("wrong password"), "unknown name": N_("unknown user name"),
+                    "disabled": N_("account disabled")}
 BASEMAP_LABELS = {"none": N_("no base map"), "osm": "OpenStreetMap", "tianditu": N_("Tianditu"),
                   "gaode": N_("Gaode (GCJ-02)"), "local": N_("local tiles")}
 
@@ -152,8 +158,19 @@ def audit_page():
              "next": offset + AUDIT_PAGE if offset + AUDIT_PAGE < total else None}
     page = _page("admin/audit.html", "audit", _("Audit log"), rows=rows, total=total, offset=offset,
                  filters=f, query=query, pages=pages, error=error, known=known_values(engine()),
-                 show=lambda d: json.dumps(d, ensure_ascii=False) if d is not None else "")
+                 show=_show_detail, action_name=lambda a: _(ACTION_LABELS[a]) if a in ACTION_LABELS else a)
     return page, 400 if error else 200
+
+
+def _show_detail(detail, action: str = "") -> str:
+    """A row's detail: sign-ins and sign-outs in words (from where, why refused), else as JSON."""
+    if action in ACTION_LABELS and isinstance(detail, dict):
+        words = [_("from {address}", address=detail.get("address") or "?")]
+        if detail.get("reason"):
+            reason = detail["reason"]
+            words.append(_(SIGN_IN_REFUSALS[reason]) if reason in SIGN_IN_REFUSALS else str(reason))
+        return "; ".join(words)
+    return json.dumps(detail, ensure_ascii=False) if detail is not None else ""
 
 
 def _offset(text: str | None) -> int:
@@ -231,11 +248,15 @@ def api_tokens():
 @bp.post("/api/admin/tokens")
 @require("admin", api=True)
 def api_create_token():
-    """``{name, role, scope_code}`` → 201 with ``token``: shown this once, stored only as a hash."""
+    """``{name, role, scope_code, expires_at}`` → 201 with ``token``: shown this once, stored only
+    as a hash; ``expires_at`` (optional) is ``YYYY-MM-DD`` (valid through that day) or
+    ``YYYY-MM-DDTHH:MM``."""
     data = _body()
     token = secrets.token_urlsafe(32)
+    expires_at = accounts.parse_expiry(_text(data, "expires_at"))
     row = accounts.save_token(engine(), _text(data, "name") or "", _text(data, "role") or "viewer",
-                              hash_token(token), _text(data, "scope_code") or None, actor=_actor())
+                              hash_token(token), _text(data, "scope_code") or None, actor=_actor(),
+                              expires_at=expires_at)
     response = _json({**row, "token": token}, 201)
     response.headers["Cache-Control"] = "no-store"
     return response

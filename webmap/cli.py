@@ -20,7 +20,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from geodata import incident_rows
-from geodata.accounts import ROLES, Account, find_user, revoke_token, update_user
+from geodata.accounts import ROLES, Account, find_user, parse_expiry, revoke_token, update_user
 from geodata.backup import BackupRefused, backup, restore
 from geodata.catalog import LAYERS
 from geodata.db import DATABASE_ERRORS, database_trouble
@@ -245,11 +245,13 @@ def user_add(name: str, role: str, scope: str | None, password: str | None) -> N
 @click.argument("name")
 @click.option("--role", type=ROLE, default="viewer", show_default=True)
 @click.option("--scope", help="limit the token to this grid cell, community or street")
-def token_add(name: str, role: str, scope: str | None) -> None:
+@click.option("--expires", help="valid through this day (YYYY-MM-DD) or until this time (YYYY-MM-DDTHH:MM); "
+                                "default: until revoked")
+def token_add(name: str, role: str, scope: str | None, expires: str | None) -> None:
     """Create an API token NAME and print it (it is shown only this once)."""
     _ready()
     try:
-        click.echo(add_token(name, role, scope))
+        click.echo(add_token(name, role, scope, expires_at=parse_expiry(expires)))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -28,7 +28,6 @@ from flask import (
     has_request_context,
     redirect,
     request,
-    url_for,
 )
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -133,15 +132,12 @@ def switch():
         from geodata.errors import Refused
         raise Refused(domain_i18n._("unknown language {locale}: use {choices}", locale=repr(locale),
                                     choices=", ".join(LOCALES)))
-    from webmap.auth import current_account
+    from webmap.auth import current_account, safe_next
     from webmap.extensions import engine
     account = current_account()
     if account is not None and not account.via_token:
         set_locale(engine(), account.id, locale)
-    target = request.form.get("next", "")
-    if not target.startswith("/") or target.startswith("//"):
-        target = url_for("maps.home")
-    response = redirect(target)
+    response = redirect(safe_next(request.form.get("next")))  # only to this site's own pages
     response.set_cookie(COOKIE, locale, max_age=365 * 24 * 3600, samesite="Lax", httponly=True)
     return response
 

@@ -1,6 +1,7 @@
 """Open311 GeoReport v2 under ``/open311/v2/``: ``services.{json,xml}``,
 ``services/{code}.{json,xml}``, ``requests.{json,xml}`` (GET with the spec's filters; POST with
-an API token, as ``Authorization: Bearer`` or the spec's ``api_key``) and
+an API token, as ``Authorization: Bearer`` or the spec's ``api_key`` in the POST body — never in
+the address, where proxies log it) and
 ``requests/{id}.{json,xml}``, mapped onto the incident loop by :mod:`layers.open311`. Errors
 are answered as the spec asks: a list of ``{code, description}``."""
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from geodata import incident_rows
@@ -65,22 +66,36 @@ def _tz() -> str:
 
 
 def _account(required: bool = False):
+    """Who asks: ``Authorization: Bearer``, a signed-in session or, for the spec's POST, the
+    ``api_key`` in the request's body — never in the address (refused before any view runs:
+    :func:`webmap.auth.refuse_token_in_address`)."""
     account = current_account()
-    key = request.values.get("api_key")
+    if account is None and "token_refusal" in g:
+        raise g.token_refusal  # an expired token, named as such
+    key = _body_key() if request.method == "POST" else None
     if account is None and key:
         account = find_token(engine(), hash_token(key))
         if account is None:
             raise Open311Error(403, "api_key is not valid")
     if account is None and required:
-        raise Open311Error(403, "an api_key (or Authorization: Bearer <token>) is required")
+        raise Open311Error(403, "an api_key in the body (or Authorization: Bearer <token>) is required")
     return account
+
+
+def _body_key() -> str | None:
+    """The spec's ``api_key`` of a POST, from the form or a JSON body."""
+    if request.form:
+        return request.form.get("api_key")
+    body = request.get_json(silent=True)
+    key = body.get("api_key") if isinstance(body, dict) else None
+    return key if isinstance(key, str) else None
 
 
 def _public():
     """Reading is open to any holder of an account or token; anonymous readers see nothing."""
     account = _account()
     if account is None:
-        raise Open311Error(401, "send an api_key or Authorization: Bearer <token>")
+        raise Open311Error(401, "send Authorization: Bearer <token>")
     return account
 
 

@@ -135,7 +135,7 @@ window.gridplanAdmin = (function () {
       const f = form.elements;
       once.hidden = true;
       const result = await call("POST", "/api/admin/tokens", { name: f.name.value.trim(), role: f.role.value,
-        scope_code: f.scope_code.value.trim() });
+        scope_code: f.scope_code.value.trim(), expires_at: f.expires_at.value || null });
       if (result.status !== 201) { say(message, detail(result.body), "bad"); return; }
       say(message, t("Created: {name} ({role})", { name: result.body.name, role: roleName(result.body.role) }), "ok");
       document.getElementById("token-once-name").textContent = result.body.name;
@@ -161,6 +161,8 @@ window.gridplanAdmin = (function () {
 
   function tokenRow(tok, roles) {
     const revoked = Boolean(tok.revoked_at);
+    const state = revoked ? t("revoked {when}", { when: when(tok.revoked_at) })
+      : tok.expired ? t("expired {when}", { when: when(tok.expires_at) }) : t("valid");
     const tr = el("tr", null, { "data-token": tok.name, class: revoked ? "revoked" : "" });
     const role = roleSelect(roles, tok.role, t("{name}: role", { name: tok.name }));
     const scope = el("input", null, { value: tok.scope_code || "", size: "15", maxlength: "15",
@@ -170,8 +172,10 @@ window.gridplanAdmin = (function () {
     const message = el("td", null, { class: "message", role: "status" });
     role.disabled = scope.disabled = save.disabled = revoke.disabled = revoked;
     tr.append(el("td", tok.name), cell(role), cell(scope),
-              el("td", revoked ? t("revoked {when}", { when: when(tok.revoked_at) }) : t("valid"), { class: "state" }),
-              el("td", when(tok.created_at)), cell(save), cell(revoke), message);
+              el("td", state, { class: "state" }), el("td", when(tok.created_at)),
+              el("td", tok.expires_at ? when(tok.expires_at) : t("never"), { class: "expires" }),
+              el("td", tok.last_used_at ? when(tok.last_used_at) : t("never used"), { class: "last-used" }),
+              cell(save), cell(revoke), message);
 
     async function change(method, url, body, done) {
       const result = await call(method, url, body);
