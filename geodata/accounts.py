@@ -265,10 +265,8 @@ def parse_expiry(text: str | None) -> datetime | None:
         return None
     text = str(text).strip()
     try:
-        if len(text) == 10:
-            return check_expiry(datetime.fromisoformat(text) + timedelta(days=1))
-        when = datetime.fromisoformat(text)
-    except ValueError:
+        when = datetime.fromisoformat(text) + (timedelta(days=1) if len(text) == 10 else timedelta())
+    except (ValueError, OverflowError):  # 9999-12-31 has no day after it
         raise Refused(_("expires_at {text} is not a date (YYYY-MM-DD) or a time (YYYY-MM-DDTHH:MM)",
                         text=repr(text[:40]))) from None
     if when.tzinfo is not None:  # stored times are the server's local time

@@ -171,6 +171,10 @@ def safe_next(target: str | None) -> str:
     for text in (target, unquote(target)):
         if "\\" in text or any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
             return home
+        # "//host" and "///host" are read by browsers as another host (urlsplit sees no host in
+        # the second): one slash, then something else
+        if not text.startswith("/") or text.startswith("//"):
+            return home
         try:
             parts = urlsplit(text)
         except ValueError:  # an unbalanced [ in what would be the host
