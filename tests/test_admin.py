@@ -122,8 +122,10 @@ def test_disable_change_role_and_scope(site, engine):
 
     answer = admin.patch(planner_url, headers=headers, json={"role": "viewer"})
     assert strict(answer)["role"] == "viewer"
+    assert planner.get("/layers").status_code == 302  # a new role ends the open session …
+    planner, _ = client_as(app, "planner")  # … and the next one is a viewer's
     assert planner.get("/layers").status_code == 200 and 'id="import-panel"' not in planner.get(
-        "/layers").get_data(as_text=True)  # a viewer now, on the next request
+        "/layers").get_data(as_text=True)
     answer = admin.patch(f"/api/admin/users/{users['supervisor']['id']}", headers=headers,
                          json={"scope_code": ""})
     assert answer.status_code == 400 and "needs a scope" in strict(answer)["detail"]
@@ -289,7 +291,7 @@ def test_audit_log_search_and_csv(site, engine):
     assert "attachment" in exported.headers["Content-Disposition"]
     rows = list(csv.reader(io.StringIO(exported.data.decode("utf-8-sig"))))
     assert rows[0] == ["at", "actor", "action", "layer", "object_code", "detail"]
-    assert {r[2] for r in rows[1:]} == {"token:create", "setting:update"}
+    assert {r[2] for r in rows[1:]} == {"sign-in", "token:create", "setting:update"}
     assert json.loads(next(r for r in rows[1:] if r[2] == "setting:update")[5])["after"] == 900
 
 
