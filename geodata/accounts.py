@@ -87,7 +87,8 @@ def check_name(name: str, what: str = "name") -> str:
 
 def _user_dict(row) -> dict:
     return {"id": row.id, "name": row.name, "role": row.role, "scope_code": row.scope_code,
-            "disabled": bool(row.disabled), "created_at": row.created_at}
+            "disabled": bool(row.disabled), "created_at": row.created_at,
+            "last_sign_in_at": row.last_sign_in_at}
 
 
 def _user_row(conn: Connection, user_id: int | None, name: str | None):
@@ -234,6 +235,9 @@ def record_sign_in(engine: Engine, name: str, *, address: str | None, user_id: i
     if refused:
         detail["reason"] = refused
     with engine.begin() as conn:
+        if not refused and user_id is not None:
+            table = User.__table__
+            conn.execute(update(table).where(table.c.id == user_id).values(last_sign_in_at=datetime.now()))
         record(conn, typed, "sign-in:refused" if refused else "sign-in", layer="users",
                object_code=str(user_id) if user_id is not None else None, detail=detail)
 
@@ -265,8 +269,11 @@ def parse_expiry(text: str | None) -> datetime | None:
         return None
     text = str(text).strip()
     try:
-        when = datetime.fromisoformat(text) + (timedelta(days=1) if len(text) == 10 else timedelta())
-    except (ValueError, OverflowError):  # 9999-12-31 has no day after it
+        # a day alone: through its last second (shown as 23:59 of that day, not the next midnight)
+        when = datetime.fromisoformat(text)
+        if len(text) == 10:
+            when += timedelta(days=1, seconds=-1)
+    except ValueError:
         raise Refused(_("expires_at {text} is not a date (YYYY-MM-DD) or a time (YYYY-MM-DDTHH:MM)",
                         text=repr(text[:40]))) from None
     if when.tzinfo is not None:  # stored times are the server's local time

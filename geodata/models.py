@@ -388,6 +388,8 @@ class User(Base):
     #: cookie made under an older generation is refused by every process (migration
     #: session_generation)
     session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: when the account last signed in (migration session_generation)
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class ApiToken(Base):

@@ -341,6 +341,9 @@ def test_users_page_in_chromium(page, served):
     page.click("text=Administration")
     page.wait_for_selector("#admin[data-ready]")
     assert page.locator("#users tbody tr").count() == 4
+    # when each account last signed in: the administrator just now, the viewer never
+    assert page.inner_text('#users tr[data-user="viewer"] td.last-sign-in') == "never signed in"
+    assert "never" not in page.inner_text('#users tr[data-user="admin"] td.last-sign-in')
     # a new account; then the same name again is refused next to the form
     page.fill("#new-user input[name=name]", "<b>赵</b>")
     page.select_option("#new-user select[name=role]", "viewer")
@@ -384,6 +387,7 @@ def test_tokens_page_in_chromium(page, served):
     page.goto(f"{served['base']}/admin/tokens")
     page.wait_for_selector("#admin[data-ready]")
     page.fill("#new-token input[name=name]", "公安分局")
+    page.fill("#new-token input[name=expires_at]", "2099-12-31")
     page.click("#new-token button[type=submit]")
     page.wait_for_selector("#token-once:not([hidden])")
     token = page.inner_text("#token-once-value")
@@ -403,6 +407,10 @@ def test_tokens_page_in_chromium(page, served):
     page.wait_for_selector("#admin[data-ready]")
     assert token not in page.content()  # shown once
     row = '#tokens tr[data-token="公安分局"]'
+    # valid through the day chosen, used just now
+    assert "2099" in page.inner_text(f"{row} td.expires")
+    assert page.inner_text(f"{row} td.last-used") not in ("", "never used")
+    assert page.inner_text('#tokens tr[data-token="police"] td.expires') == "no expiry"
     page.click(f"{row} button.revoke")
     assert "Click again" in page.inner_text(f"{row} td.message")
     page.click(f"{row} button.revoke")

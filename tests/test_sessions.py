@@ -315,6 +315,10 @@ def test_sign_ins_refusals_and_sign_outs_are_in_the_audit_log(site):
                     ("planner", "sign-in:refused", "10.1.2.3", "wrong password")]
     assert all(isinstance(r["at"], str) and r["at"][:10] == datetime.now().date().isoformat() for r in rows)
     assert "wrong password" not in str([r["detail"] for r in rows if r["action"] == "sign-in"])
+    # the users' list says when each last signed in
+    users = {u["name"]: u for u in admin.get("/api/admin/users").json["users"]}
+    assert users["viewer"]["last_sign_in_at"] is None
+    assert datetime.now() - datetime.fromisoformat(users["planner"]["last_sign_in_at"]) < timedelta(minutes=1)
     # the audit page says it in words, in both languages
     english = admin.get("/admin/audit", query_string={"action": "sign"}, headers={"Accept-Language": "en"})
     page = english.get_data(as_text=True)
@@ -353,7 +357,7 @@ def test_tokens_expire_and_their_last_use_is_noted(site):
     assert bad.status_code == 400 and "soon" in bad.json["detail"]
     made = admin.post("/api/admin/tokens", json={"name": "audit-office", "role": "viewer",
                                                  "expires_at": "2099-12-31"}, headers=headers)
-    assert made.status_code == 201 and made.json["expires_at"] == "2100-01-01T00:00:00"  # through that day
+    assert made.status_code == 201 and made.json["expires_at"] == "2099-12-31T23:59:59"  # through that day
     assert made.json["last_used_at"] is None
     bearer = {"Authorization": f"Bearer {made.json['token']}"}
     client = app.test_client()

@@ -96,6 +96,7 @@ window.gridplanAdmin = (function () {
     }
     tr.className = u.disabled ? "disabled" : "";
     tr.append(el("td", u.name), cell(role), cell(scope), cell(password), state, el("td", when(u.created_at)),
+              el("td", u.last_sign_in_at ? when(u.last_sign_in_at) : t("never signed in"), { class: "last-sign-in" }),
               cell(save), cell(toggle), message);
 
     async function change(body, done) {
@@ -173,7 +174,7 @@ window.gridplanAdmin = (function () {
     role.disabled = scope.disabled = save.disabled = revoke.disabled = revoked;
     tr.append(el("td", tok.name), cell(role), cell(scope),
               el("td", state, { class: "state" }), el("td", when(tok.created_at)),
-              el("td", tok.expires_at ? when(tok.expires_at) : t("never"), { class: "expires" }),
+              el("td", tok.expires_at ? when(tok.expires_at) : t("no expiry"), { class: "expires" }),
               el("td", tok.last_used_at ? when(tok.last_used_at) : t("never used"), { class: "last-used" }),
               cell(save), cell(revoke), message);
 
