@@ -429,3 +429,13 @@ def test_a_token_in_the_address_is_refused(site):
                       headers={"Authorization": f"Bearer {token}"}).status_code == 200
     body = client.post("/open311/v2/requests.json", data={"api_key": "wrong", "service_code": "E01-01"})
     assert body.status_code == 403 and "api_key is not valid" in body.json[0]["description"]
+
+
+@pytest.mark.parametrize("db_url", ["spatialite"], indirect=True)
+def test_a_signed_in_request_while_the_database_is_not_there_is_a_503(site, tmp_path):
+    """The cookie's expiry needs ``session_hours`` from the database, after the answer is made:
+    with no database the answer stays the 503 that names it, never a 500."""
+    client = _signed_in(site["app"], "planner")
+    empty = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite'}", "TESTING": True})
+    answer = _copy(client, empty).get("/api/collections")
+    assert answer.status_code == 503 and answer.json["code"] == "DatabaseNotReady"

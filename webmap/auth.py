@@ -56,6 +56,7 @@ from geodata.accounts import (
     save_token,
     save_user,
 )
+from geodata.db import DATABASE_ERRORS
 from geodata.errors import Refused
 from geodata.i18n import N_, _
 from geodata.settings import get_value
@@ -125,7 +126,11 @@ class SessionInterface(SecureCookieSessionInterface):
     def get_expiration_time(self, app, session):
         started = session.get(SIGNED_IN_AT)
         if session.permanent and isinstance(started, int | float):
-            return datetime.fromtimestamp(started + session_seconds(), tz=UTC)
+            try:
+                seconds = session_seconds()
+            except DATABASE_ERRORS:  # the answer (a 503) is written already: the server checks anyway
+                seconds = app.permanent_session_lifetime.total_seconds()
+            return datetime.fromtimestamp(started + seconds, tz=UTC)
         return super().get_expiration_time(app, session)
 
 
