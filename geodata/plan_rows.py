@@ -18,7 +18,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Integer, bindparam, cast, delete, func, insert, select, update
 
 from geodata import dialect
 from geodata.db import BATCH, pause_for_fault_tests
@@ -33,6 +33,7 @@ from geodata.models import (
     Plan,
     PlanAssignment,
     PlanCommunity,
+    Revision,
     Street,
     Unit,
 )
@@ -95,12 +96,43 @@ def create_plan(engine: Engine, name: str, author: str, assignment: pd.Series, *
     now = datetime.now()
     with engine.begin() as conn:
         plan_id = conn.execute(insert(Plan).values(
-            name=name, author=author, status="draft", version=1, district_code=district_code,
+            **_plan_number(conn), name=name, author=author, status="draft", version=1,
+            district_code=district_code,
             params=params, scores=scores, created_at=now, updated_at=now, base_revision=base_revision,
             streets=sorted(streets) if streets is not None else None).returning(Plan.id)).scalar_one()
         _insert_assignment(conn, plan_id, assignment, version=1)
         _audit(conn, author, "plan:create", str(plan_id), {"name": name, "units": len(assignment)})
     return plan_id
+
+
+#: the counter (in ``revisions``) of the plan numbers SQLite has given
+PLAN_NUMBERS = "plans"
+
+
+def _plan_number(conn: Connection) -> dict:
+    """The id of a new plan where the database might give a deleted plan's number again.
+
+    SQLite gives a table's largest id + 1, so deleting the newest draft would hand its number
+    (and, through the audit log, its history) to the next plan: there the number comes from a
+    counter that only rises, started above every plan stored or ever created. PostgreSQL's
+    sequence never gives a number twice (not even one a rolled-back insert took): there the
+    database numbers the plan (``{}``)."""
+    if conn.dialect.name != "sqlite":
+        return {}
+    table = Revision.__table__
+    counter = conn.execute(update(table).where(table.c.name == PLAN_NUMBERS)
+                           .values(value=table.c.value + 1).returning(table.c.value)).scalar_one_or_none()
+    stored = conn.execute(select(func.max(Plan.id))).scalar() or 0
+    if counter is None:  # the first plan since numbers were counted: above every plan ever created
+        created = conn.execute(select(func.max(cast(AuditLog.object_code, Integer))).where(
+            AuditLog.layer == "plans", AuditLog.action == "plan:create")).scalar() or 0
+        number = max(stored, int(created)) + 1
+        conn.execute(insert(table).values(name=PLAN_NUMBERS, value=number))
+        return {"id": number}
+    if counter <= stored:  # plans restored from elsewhere: never below them
+        counter = stored + 1
+        conn.execute(update(table).where(table.c.name == PLAN_NUMBERS).values(value=counter))
+    return {"id": int(counter)}
 
 
 def _insert_assignment(conn: Connection, plan_id: int, assignment: pd.Series,
@@ -173,6 +205,35 @@ def name_community(engine: Engine, plan_id: int, code: str, name: str, expected_
     return version
 
 
+def place_names(source: Engine | Connection, streets, communities) -> tuple[dict[str, str], dict[str, str]]:
+    """The names of ``streets`` and ``communities`` (code → name): current ones, and for a
+    community no longer current the name it last had (from the community history)."""
+    streets, communities = list(streets), list(communities)
+
+    def read(conn: Connection) -> tuple[dict[str, str], dict[str, str]]:
+        street_names, community_names = {}, {}
+        for start in range(0, max(len(streets), 1), BATCH):
+            chunk = streets[start:start + BATCH]
+            if chunk:
+                street_names.update(conn.execute(select(Street.code, Street.name)
+                                                 .where(Street.code.in_(chunk))).all())
+        for start in range(0, max(len(communities), 1), BATCH):
+            chunk = communities[start:start + BATCH]
+            if not chunk:
+                continue
+            past = conn.execute(select(CommunityHistory.code, CommunityHistory.name)
+                                .where(CommunityHistory.code.in_(chunk)).order_by(CommunityHistory.id)).all()
+            community_names.update(past)  # the latest history row last
+            community_names.update(conn.execute(select(Community.code, Community.name)
+                                                .where(Community.code.in_(chunk))).all())
+        return street_names, community_names
+
+    if isinstance(source, Engine):
+        with source.connect() as conn:
+            return read(conn)
+    return read(source)
+
+
 def duplicate_plan(engine: Engine, plan_id: int, name: str, author: str) -> int:
     """A new draft with the plan's assignment (hand edits kept as such), parameters, boundary
     revision, streets and community names; returns its id."""
@@ -180,7 +241,8 @@ def duplicate_plan(engine: Engine, plan_id: int, name: str, author: str) -> int:
     now = datetime.now()
     with engine.begin() as conn:
         new_id = conn.execute(insert(Plan).values(
-            name=name, author=author, status="draft", version=1, district_code=plan["district_code"],
+            **_plan_number(conn), name=name, author=author, status="draft", version=1,
+            district_code=plan["district_code"],
             params=plan["params"], scores=plan["scores"], created_at=now, updated_at=now,
             base_revision=plan["base_revision"], streets=plan["streets"]).returning(Plan.id)).scalar_one()
         rows = conn.execute(select(PlanAssignment.unit_code, PlanAssignment.community_code,
@@ -219,10 +281,13 @@ def delete_plan(engine: Engine, plan_id: int, expected_version: int, actor: str)
 def plan_timeline(engine: Engine, plan_id: int) -> list[dict]:
     """What was done to the plan, oldest first: when, who, which action (``plan:*`` without the
     prefix), and the comment or detail it carried."""
+    created = get_plan(engine, plan_id)["created_at"]
     with engine.connect() as conn:
+        # from the plan's creation on: a database that once gave a deleted plan's number again
+        # keeps the deleted plan's steps under the same number
         rows = conn.execute(select(AuditLog.at, AuditLog.actor, AuditLog.action, AuditLog.detail)
                             .where(AuditLog.layer == "plans", AuditLog.object_code == str(plan_id),
-                                   AuditLog.action.like("plan:%"))
+                                   AuditLog.action.like("plan:%"), AuditLog.at >= created)
                             .order_by(AuditLog.at, AuditLog.id)).all()
     return [{"at": at, "actor": actor, "action": action.removeprefix("plan:"), "detail": detail or {}}
             for at, actor, action, detail in rows]

@@ -824,11 +824,8 @@
   if (config.stale) {
     const stale = $("stale");
     stale.hidden = false;
-    stale.textContent = (config.stale.communities.length
-      ? t("The boundaries of streets {streets} (communities {communities}) changed since this plan was made: rebase it before submitting.",
-        { streets: config.stale.streets.join(", "), communities: config.stale.communities.join(", ") })
-      : t("The boundaries of streets {streets} changed since this plan was made: rebase it before submitting.",
-        { streets: config.stale.streets.join(", ") }));
+    // the server names the streets and the communities that changed, names beside codes
+    stale.textContent = config.stale.message;
   }
   if (config.adoption) {
     const a = config.adoption;
