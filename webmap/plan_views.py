@@ -291,6 +291,23 @@ def api_merge(plan_id: int):
                                                 current_account().name))
 
 
+@bp.post("/api/plans/<int:plan_id>/undo")
+@require(*EDITORS, api=True)
+def api_undo(plan_id: int):
+    """Take back the plan's newest edit (any kind); 409 when the version is stale or nothing
+    is left to undo."""
+    return jsonify(plan_edits.replay(plans(), plan_id, _version(_body()), current_account().name,
+                                     backwards=True))
+
+
+@bp.post("/api/plans/<int:plan_id>/redo")
+@require(*EDITORS, api=True)
+def api_redo(plan_id: int):
+    """Make the edit undone last again; 409 when the version is stale or nothing is undone."""
+    return jsonify(plan_edits.replay(plans(), plan_id, _version(_body()), current_account().name,
+                                     backwards=False))
+
+
 @bp.post("/api/plans/<int:plan_id>/status")
 @require(*EDITORS, api=True)
 def api_status(plan_id: int):
