@@ -494,6 +494,15 @@ def test_a_new_community_is_named_at_once(as_role, live, small_demo):
     page.wait_for_function("() => window.gridplan.state.version === 4")
     assert page.inner_text(f"#communities-table tr[data-code='{new}'] td:first-child") == "汉江社区"
     assert "新社区" not in page.inner_text("#communities-table")
+    # two steps: the new community with its name, then the new name
+    assert p.js("window.gridplan.state.history.undo") == 2
+    page.click("#undo")
+    page.wait_for_function("() => window.gridplan.state.version === 5")
+    assert page.inner_text(f"#communities-table tr[data-code='{new}'] td:first-child") == "长江社区"
+    page.click("#undo")
+    page.wait_for_function("() => window.gridplan.state.version === 6")
+    assert page.query_selector(f"#communities-table tr[data-code='{new}']") is None
+    assert page.is_disabled("#undo")
 
 
 HOUSEHOLDS = "(c) => window.gridplan.state.communities.get(c).households"

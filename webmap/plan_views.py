@@ -254,8 +254,10 @@ def api_duplicate(plan_id: int):
 @require(*EDITORS, api=True)
 def api_name(plan_id: int, code: str):
     data = _body()
-    return jsonify(plan_documents.name_community(plans(), plan_id, code, str(data.get("name") or ""),
-                                                 _version(data), current_account().name))
+    named = plan_documents.name_community(plans(), plan_id, code, str(data.get("name") or ""),
+                                          _version(data), current_account().name)
+    # naming is a step of the plan's history too: the page's undo and redo follow it
+    return jsonify({**named, "history": plan_rows.step_counts(engine(), plan_id)})
 
 
 @bp.post("/api/plans/<int:plan_id>/moves")
