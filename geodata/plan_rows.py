@@ -7,6 +7,11 @@ since the caller's version (:func:`current_state`). A plan records the boundary 
 (:mod:`geodata.revisions`) it was made from. Adoption replaces the current communities in one
 transaction, keeps the previous boundaries in ``community_history``, raises the boundary revision
 and refuses to revive a retired code.
+
+Every hand edit is kept as a step (``plan_steps``: the units it moved with their community before
+and after, the names it gave before and after), so that undo and redo are plan edits like the
+others, on the server (:func:`replay_step`). Plan numbers are never given twice
+(:func:`_plan_number`).
 """
 
 from __future__ import annotations

@@ -7,6 +7,12 @@ names the rules each touched community breaks. Edits run on the plan's
 so an edit costs only the units it moves; the stored plan is the truth: the edit is saved with
 the version it started from, and memory keeps it only once the save has committed.
 
+Every edit is a step of the plan's history, stored with the plan (:mod:`geodata.plan_rows`):
+:func:`replay` undoes the newest step or redoes the one undone last, giving back exactly what the
+step changed (units, names, codes), whichever process and tab made it. A merge keeps the
+community merged into, unless only the other one has a code of the current boundaries
+(:func:`merge_survivor`).
+
 Everything the web layer shows of a plan comes from here in domain terms (its description with
 the figures of every community, its units as GeoJSON, its export, a comparison), so ``webmap``
 never reaches into graphs and partitions.

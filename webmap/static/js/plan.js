@@ -469,9 +469,13 @@
       $("redo").disabled = !config.editable || !state.history.redo;
     },
     async replay(backwards) {
-      const answer = await post(backwards ? "undo" : "redo", {});
-      apply({ ...answer, undone: backwards }, Object.keys(answer.assignment));
-      return answer;
+      // one at a time: a second click before the answer would start from the same version
+      $("undo").disabled = true; $("redo").disabled = true;
+      try {
+        const answer = await post(backwards ? "undo" : "redo", {});
+        apply({ ...answer, undone: backwards }, Object.keys(answer.assignment));
+        return answer;
+      } finally { this.set(); }
     },
     back() { return this.replay(true); },
     forward() { return this.replay(false); },
