@@ -88,7 +88,7 @@ def apply_edit(memory: PlanMemory, plan_id: int, version: int, edit: tuple, coun
         return plan_rows.get_plan(engine, plan_id)["version"]
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(edits=st.lists(EDIT, min_size=1, max_size=8))
 def test_undo_everything_gives_back_the_start_and_redo_everything_the_end(stored, edits):
     memory = PlanMemory(stored)
