@@ -20,7 +20,7 @@ from sqlalchemy import Connection
 from geodata import plan_rows
 from geodata.crs import to_metric
 from geodata.errors import Conflict, Forbidden, Refused
-from geodata.i18n import _
+from geodata.i18n import N_, _
 from geodata.revisions import changes_since
 from geodata.store import community_codes_ever, read_layer
 from layers.plan_io import community_polygons
@@ -138,8 +138,10 @@ def _refuse_if_stale(memory: PlanMemory, plan: dict, action: str, conn: Connecti
     stale = stale_changes(memory, plan, conn)
     if stale is None:
         return
-    raise StalePlan(_("plan {id} cannot be {status}: {reason}", id=plan["id"], status=TRANSITIONS[action][1],
-                      reason=stale["message"]), stale=stale)
+    refusals = {"submit": N_("plan {id} cannot be submitted: {reason}"),
+                "approve": N_("plan {id} cannot be approved: {reason}"),
+                "adopt": N_("plan {id} cannot be adopted: {reason}")}
+    raise StalePlan(_(refusals[action], id=plan["id"], reason=stale["message"]), stale=stale)
 
 
 def change_status(memory: PlanMemory, plan_id: int, action: str, version: int, actor: str, role: str,

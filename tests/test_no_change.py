@@ -136,6 +136,11 @@ def test_a_changed_street_stales_only_the_plans_touching_it_and_names_what_chang
     assert f"{street_name} · {first}" in chinese and f"{names[changed[0]]} · {changed[0]}" in chinese
     assert "等 2 个" in chinese and "changed" not in chinese
     assert client.get(f"/api/plans/{on_second}").json["stale"] is None
+    admin, admin_headers = signed_in(app, "admin")
+    refused = admin.post(f"/api/plans/{on_first}/status", json={"action": "approve", "version": 2},
+                         headers={**admin_headers, "Accept-Language": "zh-CN"})
+    assert refused.status_code == 409
+    assert refused.json["detail"].startswith(f"方案 {on_first} 不能批准：方案编制后，")
 
     # a unit of the second street changes: only the second street's plans (and the district's)
     units = export_layer(stored, "units", "csv", tmp_path / "units.csv", street=second).path
