@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import shapely
-from sqlalchemy import Connection, Engine, delete, func, insert, or_, select
+from sqlalchemy import Connection, Engine, delete, insert, or_, select
 
 from geodata import crs as crs_mod
 from geodata import naming, topology
@@ -48,7 +48,15 @@ from geodata.i18n import _
 from geodata.models import AuditLog, CommunityHistory, UnitAdjacency
 from geodata.revisions import lock_revision, raise_revision
 from geodata.standards import FACILITY_KINDS, INCIDENT_CATEGORIES
-from geodata.store import existing_codes, keep_community_history, read_layer, values_among, write_layer
+from geodata.store import (
+    compare_with_stored,
+    existing_codes,
+    keep_community_history,
+    read_layer,
+    values_among,
+    write_changes,
+    write_layer,
+)
 from geodata.text_tables import read_text_table
 
 #: An archive may not expand past this (zip bombs); callers may lower it.
@@ -1047,7 +1055,7 @@ def import_layer(
     left out with ``unmapped="skip"``. ``number`` numbers a file without codes (roads, facilities …).
     ``progress(written, total)`` is called after every batch of inserts.
     """
-    spec = get_layer(layer)
+    get_layer(layer)  # an unknown layer is refused before the file is read
     if mode not in MODES:
         raise ImportRefused(_("unknown mode {mode}: use {p2}", mode=repr(mode), p2=', '.join(MODES)))
     try:
@@ -1089,8 +1097,6 @@ def import_layer(
                 raise ImportRefused(_("{n_unknown} codes are not stored in {layer}, so there is nothing to "
                                       "update: {p3}",
                                       n_unknown=len(unknown), layer=layer, p3=', '.join(unknown[:20])))
-        elif mode == "replace":
-            report.deleted = conn.execute(select(func.count()).select_from(spec.table)).scalar_one()
         done = [0]
 
         def tick(k: int) -> None:
@@ -1098,22 +1104,58 @@ def import_layer(
             if progress:
                 progress(done[0], len(gdf))
 
-        if layer == "communities" and mode in ("replace", "update"):
-            keep_community_history(conn, codes=None if mode == "replace" else codes)
-        report.written = write_layer(conn, layer, gdf, mode=mode, progress=tick)
-        if layer == "units":
-            report.adjacency_pairs = store_adjacency(conn, gdf, full=mode == "replace")
-        if layer in ("units", "communities"):  # what processes hold in memory about them is stale now
-            report.revision = raise_revision(
-                conn, f"import:{layer}", actor=actor,
-                streets=None if mode == "replace" else set(gdf["street_code"].dropna()),
-                communities=set(codes) if layer == "communities" and mode != "replace" else None)
+        if mode in ("replace", "update"):
+            # only what differs from what is stored is written: a file exported and imported
+            # back unchanged writes nothing, raises no boundary revision and stales no plan
+            _write_differences(conn, layer, gdf, mode, actor, report, tick)
+        else:
+            report.written = write_layer(conn, layer, gdf, mode=mode, progress=tick)
+            if layer == "units":
+                report.adjacency_pairs = store_adjacency(conn, gdf, full=False)
+            if layer in ("units", "communities"):  # what processes hold in memory about them is stale now
+                report.revision = raise_revision(
+                    conn, f"import:{layer}", actor=actor, streets=set(gdf["street_code"].dropna()),
+                    communities=set(codes) if layer == "communities" else set(
+                        gdf["community_code"].dropna()) if "community_code" in gdf.columns else None)
         conn.execute(insert(AuditLog.__table__).values(
             at=datetime.now(), actor=actor, action=f"import:{mode}", layer=layer,
             detail={"source": report.source, "written": report.written,
                     "repaired": len(report.repaired)}))
         pause_for_fault_tests("import")
     return report
+
+
+def _write_differences(conn: Connection, layer: str, gdf: gpd.GeoDataFrame, mode: str, actor: str,
+                       report: ImportReport, tick: Callable[[int], None]) -> None:
+    """The write of an ``update`` or ``replace``: only the rows that differ from the stored ones
+    (and, replacing, the removal of those the file leaves out); the boundary revision is raised
+    only when units or communities changed, naming the streets and communities that did (before
+    and after: a community moved to another street changes both)."""
+    changes = compare_with_stored(conn, layer, gdf, mode)
+    report.deleted = len(changes.removed) + int((changes.changed & changes.stored).sum()) \
+        if mode == "replace" else 0
+    if not changes.any:
+        tick(len(gdf))
+        return
+    rows = gdf[changes.changed]
+    old_codes = [c for c in changes.before if c in set(rows["code"])] + changes.removed
+    if layer == "communities":
+        keep_community_history(conn, codes=old_codes)
+    report.written = write_changes(conn, layer, gdf, changes, mode=mode, progress=tick)
+    if layer == "units":
+        report.adjacency_pairs = store_adjacency(conn, rows, full=False) if mode == "update" or not \
+            changes.removed else store_adjacency(conn, gdf, full=True)
+    if layer not in ("units", "communities"):
+        return
+    streets = set(rows["street_code"].dropna()) | {b["street_code"] for b in changes.before.values()
+                                                   if b.get("street_code")}
+    if layer == "communities":
+        communities = set(rows["code"]) | set(changes.removed)
+    else:
+        new = set(rows["community_code"].dropna()) if "community_code" in rows.columns else set()
+        communities = new | {b["community_code"] for b in changes.before.values() if b.get("community_code")}
+    report.revision = raise_revision(conn, f"import:{layer}", actor=actor, streets=streets,
+                                     communities=communities)
 
 
 __all__ = ["ImportRefused", "ImportReport", "check_district", "check_source", "community_at", "import_layer",

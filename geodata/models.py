@@ -347,6 +347,26 @@ class PlanCommunity(Base):
     name: Mapped[str] = mapped_column(String(200))
 
 
+class PlanStep(Base):
+    """One hand edit of a plan, kept so that it can be undone and redone on the server: the units
+    it moved (unit → [community before, community after, whether the unit was a hand edit
+    before]) and the names it gave (code → [name before, name after], ``None`` for no name of
+    the plan's own). ``undone`` steps are the plan's redo stack; a new edit drops them."""
+
+    __tablename__ = "plan_steps"
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    #: move, split, merge, new (a new community, named or not), name
+    kind: Mapped[str] = mapped_column(String(16))
+    #: the plan version the edit made
+    made_in: Mapped[int] = mapped_column(Integer)
+    undone: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    actor: Mapped[str | None] = mapped_column(String(50))
+    at: Mapped[datetime | None] = mapped_column(DateTime)
+    units: Mapped[dict | None] = mapped_column(JSON)
+    names: Mapped[dict | None] = mapped_column(JSON)
+
+
 class Revision(Base):
     """A counter kept in the database. ``boundaries`` rises with every change of units or
     communities (an import, an adoption, a code table): what a process holds in memory about

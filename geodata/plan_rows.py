@@ -7,6 +7,11 @@ since the caller's version (:func:`current_state`). A plan records the boundary 
 (:mod:`geodata.revisions`) it was made from. Adoption replaces the current communities in one
 transaction, keeps the previous boundaries in ``community_history``, raises the boundary revision
 and refuses to revive a retired code.
+
+Every hand edit is kept as a step (``plan_steps``: the units it moved with their community before
+and after, the names it gave before and after), so that undo and redo are plan edits like the
+others, on the server (:func:`replay_step`). Plan numbers are never given twice
+(:func:`_plan_number`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Integer, bindparam, cast, delete, func, insert, select, update
 
 from geodata import dialect
 from geodata.db import BATCH, pause_for_fault_tests
@@ -33,6 +38,8 @@ from geodata.models import (
     Plan,
     PlanAssignment,
     PlanCommunity,
+    PlanStep,
+    Revision,
     Street,
     Unit,
 )
@@ -95,12 +102,43 @@ def create_plan(engine: Engine, name: str, author: str, assignment: pd.Series, *
     now = datetime.now()
     with engine.begin() as conn:
         plan_id = conn.execute(insert(Plan).values(
-            name=name, author=author, status="draft", version=1, district_code=district_code,
+            **_plan_number(conn), name=name, author=author, status="draft", version=1,
+            district_code=district_code,
             params=params, scores=scores, created_at=now, updated_at=now, base_revision=base_revision,
             streets=sorted(streets) if streets is not None else None).returning(Plan.id)).scalar_one()
         _insert_assignment(conn, plan_id, assignment, version=1)
         _audit(conn, author, "plan:create", str(plan_id), {"name": name, "units": len(assignment)})
     return plan_id
+
+
+#: the counter (in ``revisions``) of the plan numbers SQLite has given
+PLAN_NUMBERS = "plans"
+
+
+def _plan_number(conn: Connection) -> dict:
+    """The id of a new plan where the database might give a deleted plan's number again.
+
+    SQLite gives a table's largest id + 1, so deleting the newest draft would hand its number
+    (and, through the audit log, its history) to the next plan: there the number comes from a
+    counter that only rises, started above every plan stored or ever created. PostgreSQL's
+    sequence never gives a number twice (not even one a rolled-back insert took): there the
+    database numbers the plan (``{}``)."""
+    if conn.dialect.name != "sqlite":
+        return {}
+    table = Revision.__table__
+    counter = conn.execute(update(table).where(table.c.name == PLAN_NUMBERS)
+                           .values(value=table.c.value + 1).returning(table.c.value)).scalar_one_or_none()
+    stored = conn.execute(select(func.max(Plan.id))).scalar() or 0
+    if counter is None:  # the first plan since numbers were counted: above every plan ever created
+        created = conn.execute(select(func.max(cast(AuditLog.object_code, Integer))).where(
+            AuditLog.layer == "plans", AuditLog.action == "plan:create")).scalar() or 0
+        number = max(stored, int(created)) + 1
+        conn.execute(insert(table).values(name=PLAN_NUMBERS, value=number))
+        return {"id": number}
+    if counter <= stored:  # plans restored from elsewhere: never below them
+        counter = stored + 1
+        conn.execute(update(table).where(table.c.name == PLAN_NUMBERS).values(value=counter))
+    return {"id": int(counter)}
 
 
 def _insert_assignment(conn: Connection, plan_id: int, assignment: pd.Series,
@@ -161,16 +199,75 @@ def current_community_names(engine: Engine) -> dict[str, str]:
         return {code: name for code, name in conn.execute(select(Community.code, Community.name)).all()}
 
 
+def names_for(engine: Engine, plan_id: int, codes) -> dict[str, str]:
+    """The names the plan shows for ``codes``: the plan's own, else the current community's."""
+    codes = list(codes)
+    out: dict[str, str] = {}
+    with engine.connect() as conn:
+        for start in range(0, len(codes), BATCH):
+            chunk = codes[start:start + BATCH]
+            out.update(conn.execute(select(Community.code, Community.name)
+                                    .where(Community.code.in_(chunk))).all())
+            out.update(conn.execute(select(PlanCommunity.code, PlanCommunity.name).where(
+                PlanCommunity.plan_id == plan_id, PlanCommunity.code.in_(chunk))).all())
+    return out
+
+
+def current_codes(engine: Engine) -> dict[str, bool]:
+    """The codes of the current communities, each with whether it is provisional (临时代码)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(Community.code, Community.provisional)).all()
+    return {code: bool(p) for code, p in rows}
+
+
 def name_community(engine: Engine, plan_id: int, code: str, name: str, expected_version: int,
                    actor: str) -> int:
     """Give community ``code`` of the plan the name ``name``; returns the plan's new version."""
     with engine.begin() as conn:
         version = _bump(conn, plan_id, expected_version)
-        conn.execute(delete(PlanCommunity).where(PlanCommunity.plan_id == plan_id,
-                                                 PlanCommunity.code == code))
-        conn.execute(insert(PlanCommunity).values(plan_id=plan_id, code=code, name=name))
+        was = conn.execute(select(PlanCommunity.name).where(PlanCommunity.plan_id == plan_id,
+                                                            PlanCommunity.code == code)).scalar_one_or_none()
+        _write_names(conn, plan_id, {code: name})
+        last = next_step(conn, plan_id, backwards=True)
+        if (last is not None and last["kind"] == "new" and last["made_in"] == expected_version
+                and code in {v[1] for v in (last["units"] or {}).values()} and not last["names"]):
+            # a new community named as it is made: one step, undone and redone together
+            conn.execute(update(PlanStep).where(PlanStep.plan_id == plan_id, PlanStep.seq == last["seq"])
+                         .values(names={code: [was, name]}, made_in=version))
+            conn.execute(delete(PlanStep).where(PlanStep.plan_id == plan_id, PlanStep.undone.is_(True)))
+        else:
+            _record_step(conn, plan_id, "name", version, actor, names={code: [was, name]})
         _audit(conn, actor, "plan:name", str(plan_id), {"community": code, "name": name, "version": version})
     return version
+
+
+def place_names(source: Engine | Connection, streets, communities) -> tuple[dict[str, str], dict[str, str]]:
+    """The names of ``streets`` and ``communities`` (code → name): current ones, and for a
+    community no longer current the name it last had (from the community history)."""
+    streets, communities = list(streets), list(communities)
+
+    def read(conn: Connection) -> tuple[dict[str, str], dict[str, str]]:
+        street_names, community_names = {}, {}
+        for start in range(0, max(len(streets), 1), BATCH):
+            chunk = streets[start:start + BATCH]
+            if chunk:
+                street_names.update(conn.execute(select(Street.code, Street.name)
+                                                 .where(Street.code.in_(chunk))).all())
+        for start in range(0, max(len(communities), 1), BATCH):
+            chunk = communities[start:start + BATCH]
+            if not chunk:
+                continue
+            past = conn.execute(select(CommunityHistory.code, CommunityHistory.name)
+                                .where(CommunityHistory.code.in_(chunk)).order_by(CommunityHistory.id)).all()
+            community_names.update(past)  # the latest history row last
+            community_names.update(conn.execute(select(Community.code, Community.name)
+                                                .where(Community.code.in_(chunk))).all())
+        return street_names, community_names
+
+    if isinstance(source, Engine):
+        with source.connect() as conn:
+            return read(conn)
+    return read(source)
 
 
 def duplicate_plan(engine: Engine, plan_id: int, name: str, author: str) -> int:
@@ -180,7 +277,8 @@ def duplicate_plan(engine: Engine, plan_id: int, name: str, author: str) -> int:
     now = datetime.now()
     with engine.begin() as conn:
         new_id = conn.execute(insert(Plan).values(
-            name=name, author=author, status="draft", version=1, district_code=plan["district_code"],
+            **_plan_number(conn), name=name, author=author, status="draft", version=1,
+            district_code=plan["district_code"],
             params=plan["params"], scores=plan["scores"], created_at=now, updated_at=now,
             base_revision=plan["base_revision"], streets=plan["streets"]).returning(Plan.id)).scalar_one()
         rows = conn.execute(select(PlanAssignment.unit_code, PlanAssignment.community_code,
@@ -211,6 +309,7 @@ def delete_plan(engine: Engine, plan_id: int, expected_version: int, actor: str)
                                   **current_state(conn, plan, expected_version))
         conn.execute(delete(PlanAssignment).where(PlanAssignment.plan_id == plan_id))
         conn.execute(delete(PlanCommunity).where(PlanCommunity.plan_id == plan_id))
+        conn.execute(delete(PlanStep).where(PlanStep.plan_id == plan_id))
         conn.execute(delete(Plan).where(Plan.id == plan_id))
         _audit(conn, actor, "plan:delete", str(plan_id), {"name": plan["name"], "status": plan["status"],
                                                           "version": plan["version"]})
@@ -219,10 +318,13 @@ def delete_plan(engine: Engine, plan_id: int, expected_version: int, actor: str)
 def plan_timeline(engine: Engine, plan_id: int) -> list[dict]:
     """What was done to the plan, oldest first: when, who, which action (``plan:*`` without the
     prefix), and the comment or detail it carried."""
+    created = get_plan(engine, plan_id)["created_at"]
     with engine.connect() as conn:
+        # from the plan's creation on: a database that once gave a deleted plan's number again
+        # keeps the deleted plan's steps under the same number
         rows = conn.execute(select(AuditLog.at, AuditLog.actor, AuditLog.action, AuditLog.detail)
                             .where(AuditLog.layer == "plans", AuditLog.object_code == str(plan_id),
-                                   AuditLog.action.like("plan:%"))
+                                   AuditLog.action.like("plan:%"), AuditLog.at >= created)
                             .order_by(AuditLog.at, AuditLog.id)).all()
     return [{"at": at, "actor": actor, "action": action.removeprefix("plan:"), "detail": detail or {}}
             for at, actor, action, detail in rows]
@@ -265,20 +367,122 @@ def _bump(conn: Connection, plan_id: int, expected: int, **values) -> int:
 
 
 def save_moves(engine: Engine, plan_id: int, moves: dict[str, str], expected_version: int, actor: str,
-               *, scores: dict | None = None, status: str | None = None) -> int:
-    """Give the units in ``moves`` their new community (a hand edit); returns the new version."""
+               *, scores: dict | None = None, status: str | None = None, kind: str = "move") -> int:
+    """Give the units in ``moves`` their new community (a hand edit of ``kind``: move, split,
+    merge, new); returns the new version. The edit is kept as the plan's newest step, so that it
+    can be undone, and the steps undone before it can no longer be redone."""
     with engine.begin() as conn:
         values = {"scores": scores} if scores is not None else {}
         if status:
             values["status"] = status
         version = _bump(conn, plan_id, expected_version, **values)
-        stmt = (update(PlanAssignment)
-                .where(PlanAssignment.plan_id == plan_id, PlanAssignment.unit_code == bindparam("unit"))
-                .values(community_code=bindparam("community"), edited=True, changed_in=version))
-        rows = [{"unit": u, "community": c} for u, c in moves.items()]
-        for start in range(0, len(rows), BATCH):
-            conn.execute(stmt, rows[start:start + BATCH])
-        _audit(conn, actor, "plan:edit", str(plan_id), {"units": len(rows), "version": version})
+        before = _assignment_of(conn, plan_id, list(moves))
+        _write_units(conn, plan_id, {u: (c, True) for u, c in moves.items()}, version)
+        _record_step(conn, plan_id, kind, version, actor,
+                     units={u: [before[u][0], c, before[u][1]] for u, c in moves.items() if u in before})
+        _audit(conn, actor, "plan:edit", str(plan_id), {"units": len(moves), "version": version})
+    return version
+
+
+def _assignment_of(conn: Connection, plan_id: int, units: list[str]) -> dict[str, tuple[str, bool]]:
+    """The stored community and hand-edit flag of ``units`` in the plan."""
+    out: dict[str, tuple[str, bool]] = {}
+    for start in range(0, len(units), BATCH):
+        rows = conn.execute(select(PlanAssignment.unit_code, PlanAssignment.community_code,
+                                   PlanAssignment.edited)
+                            .where(PlanAssignment.plan_id == plan_id,
+                                   PlanAssignment.unit_code.in_(units[start:start + BATCH]))).all()
+        out.update({u: (c, bool(e)) for u, c, e in rows})
+    return out
+
+
+def _write_units(conn: Connection, plan_id: int, units: dict[str, tuple[str, bool]], version: int) -> None:
+    """Give each unit its community and hand-edit flag, as changed in ``version``."""
+    stmt = (update(PlanAssignment)
+            .where(PlanAssignment.plan_id == plan_id, PlanAssignment.unit_code == bindparam("unit"))
+            .values(community_code=bindparam("community"), edited=bindparam("hand"), changed_in=version))
+    rows = [{"unit": u, "community": c, "hand": e} for u, (c, e) in units.items()]
+    for start in range(0, len(rows), BATCH):
+        conn.execute(stmt, rows[start:start + BATCH])
+
+
+def _write_names(conn: Connection, plan_id: int, names: dict[str, str | None]) -> None:
+    """Give each community the plan's name for it (``None``: the plan gives it none)."""
+    for code, name in names.items():
+        conn.execute(delete(PlanCommunity).where(PlanCommunity.plan_id == plan_id,
+                                                 PlanCommunity.code == code))
+        if name is not None:
+            conn.execute(insert(PlanCommunity).values(plan_id=plan_id, code=code, name=name))
+
+
+# --- the plan's steps: undo and redo ------------------------------------------------------------
+
+
+def _record_step(conn: Connection, plan_id: int, kind: str, version: int, actor: str, *,
+                 units: dict | None = None, names: dict | None = None) -> None:
+    """Keep an edit as the plan's newest step; the undone steps (the redo stack) are dropped."""
+    conn.execute(delete(PlanStep).where(PlanStep.plan_id == plan_id, PlanStep.undone.is_(True)))
+    last = conn.execute(select(func.max(PlanStep.seq)).where(PlanStep.plan_id == plan_id)).scalar() or 0
+    conn.execute(insert(PlanStep).values(plan_id=plan_id, seq=last + 1, kind=kind, made_in=version,
+                                         undone=False, actor=actor, at=datetime.now(), units=units or {},
+                                         names=names or {}))
+
+
+def next_step(source: Engine | Connection, plan_id: int, *, backwards: bool) -> dict | None:
+    """The step undo would take back (``backwards``: the newest one done) or redo would make
+    again (the oldest one undone), or None."""
+    stmt = select(PlanStep.__table__).where(PlanStep.plan_id == plan_id, PlanStep.undone.is_(not backwards))
+    stmt = stmt.order_by(PlanStep.seq.desc() if backwards else PlanStep.seq).limit(1)
+    if isinstance(source, Engine):
+        with source.connect() as conn:
+            row = conn.execute(stmt).mappings().one_or_none()
+    else:
+        row = source.execute(stmt).mappings().one_or_none()
+    return dict(row) if row is not None else None
+
+
+def step_counts(source: Engine | Connection, plan_id: int) -> dict:
+    """How many steps of the plan can be undone and redone, and the kind of the next of each."""
+    stmt = select(PlanStep.seq, PlanStep.kind, PlanStep.undone).where(PlanStep.plan_id == plan_id) \
+        .order_by(PlanStep.seq)
+    if isinstance(source, Engine):
+        with source.connect() as conn:
+            rows = conn.execute(stmt).all()
+    else:
+        rows = source.execute(stmt).all()
+    done = [k for _, k, undone in rows if not undone]
+    undone = [k for _, k, u in rows if u]
+    return {"undo": len(done), "redo": len(undone), "undo_kind": done[-1] if done else None,
+            "redo_kind": undone[0] if undone else None}
+
+
+def nothing_to_replay(plan_id: int, backwards: bool) -> Conflict:
+    """The refusal of an undo with no step done, or a redo with none undone."""
+    if backwards:
+        return Conflict(_("plan {plan_id} has nothing to undo", plan_id=plan_id))
+    return Conflict(_("plan {plan_id} has nothing to redo", plan_id=plan_id))
+
+
+def replay_step(engine: Engine, plan_id: int, seq: int, expected_version: int, actor: str, *,
+                backwards: bool, scores: dict | None = None) -> int:
+    """Undo (``backwards``) or redo step ``seq`` of the plan: its units get back the community
+    and hand-edit flag they had before it (or the ones it gave them), its names likewise; the
+    plan moves to a new version. Refused (:class:`VersionConflict`) when the plan moved from
+    ``expected_version`` meanwhile. Returns the new version."""
+    with engine.begin() as conn:
+        version = _bump(conn, plan_id, expected_version, **({"scores": scores} if scores is not None else {}))
+        step = next_step(conn, plan_id, backwards=backwards)
+        if step is None or step["seq"] != seq:  # the version check makes this a guard only
+            raise nothing_to_replay(plan_id, backwards)
+        at = 0 if backwards else 1
+        units = {u: ((v[0], bool(v[2])) if backwards else (v[1], True))
+                 for u, v in (step["units"] or {}).items()}
+        _write_units(conn, plan_id, units, version)
+        _write_names(conn, plan_id, {c: v[at] for c, v in (step["names"] or {}).items()})
+        conn.execute(update(PlanStep).where(PlanStep.plan_id == plan_id, PlanStep.seq == seq)
+                     .values(undone=backwards))
+        _audit(conn, actor, "plan:undo" if backwards else "plan:redo", str(plan_id),
+               {"step": seq, "kind": step["kind"], "units": len(units), "version": version})
     return version
 
 
@@ -292,6 +496,8 @@ def replace_assignment(engine: Engine, plan_id: int, assignment: pd.Series, edit
                         scores=scores, comment=None)
         conn.execute(delete(PlanAssignment).where(PlanAssignment.plan_id == plan_id))
         _insert_assignment(conn, plan_id, assignment, edited, version=version)
+        # the steps were made on other boundaries: none can be undone or redone on these
+        conn.execute(delete(PlanStep).where(PlanStep.plan_id == plan_id))
         _audit(conn, actor, "plan:rebase", str(plan_id), {**detail, "version": version})
     return version
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import date, datetime
 
 import geopandas as gpd
 import numpy as np
@@ -234,6 +235,160 @@ def write_layer(
         written += len(records)
         if progress:
             progress(len(records))
+    return written
+
+
+#: Two geometries closer than this (degrees, about a centimetre) are the same: a layer exported as
+#: GeoJSON (7 decimals) or CSV (8) and imported back must not count as changed.
+GEOMETRY_TOLERANCE = 1e-7
+#: Two times less than this apart (seconds) are the same: exports write times to the second.
+TIME_TOLERANCE = 1.0
+
+
+@dataclass
+class LayerChanges:
+    """What writing a file into a layer would change, row by row, compared with what is stored.
+
+    ``changed``: a mask over the file's rows, true for the rows that are new or differ from the
+    stored row of their code (an attribute, or the geometry beyond :data:`GEOMETRY_TOLERANCE`);
+    ``stored``: a mask, true for the rows whose code is stored; ``removed``: stored codes a
+    replacing file leaves out; ``before``: the stored ``street_code`` and ``community_code`` (where
+    the layer has them) of every changed or removed row that was stored, so that a writer can say
+    which streets and communities the change touched."""
+
+    changed: np.ndarray
+    stored: np.ndarray
+    removed: list[str] = field(default_factory=list)
+    before: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def any(self) -> bool:
+        """Whether the write would change anything at all."""
+        return bool(self.changed.any()) or bool(self.removed)
+
+    @property
+    def unchanged(self) -> int:
+        """How many rows of the file are stored exactly as they are."""
+        return int((~self.changed).sum())
+
+
+def _column_default(column):
+    default = column.default
+    return default.arg if default is not None and default.is_scalar else None
+
+
+def _plain(value, dtype: str):
+    """A value as compared: None for every kind of missing, dates and times as Python's."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if dtype == "datetime" and isinstance(value, str):
+        value = pd.Timestamp(value)
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
+    if dtype == "date" and isinstance(value, datetime):
+        value = value.date()
+    if dtype == "date" and isinstance(value, str):
+        value = date.fromisoformat(value[:10])
+    if dtype == "bool":
+        return bool(value)
+    return value
+
+
+def _same_value(dtype: str, a, b) -> bool:
+    a, b = _plain(a, dtype), _plain(b, dtype)
+    if a is None or b is None:
+        return a is None and b is None
+    if dtype == "float":
+        return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)), abs(float(b)))
+    if dtype == "int":
+        return int(a) == int(b)
+    if dtype == "datetime":
+        return abs((a - b).total_seconds()) < TIME_TOLERANCE
+    return a == b
+
+
+def same_geometries(a: np.ndarray, b: np.ndarray, tolerance: float = GEOMETRY_TOLERANCE) -> np.ndarray:
+    """Whether each pair of geometries is the same within ``tolerance``: the same shape whatever
+    the order of its rings and their starting points and orientation (a GeoJSON export turns
+    exterior rings counterclockwise), every vertex of one within ``tolerance`` of the other."""
+    a = np.asarray(a, dtype=object)
+    b = np.asarray(b, dtype=object)
+    same = shapely.equals_exact(shapely.normalize(a), shapely.normalize(b), tolerance=tolerance)
+    same = np.asarray(same, dtype=bool)
+    # rounding may move which vertex normalising starts a ring from: look closer at the rest of
+    # those with the same type and number of vertices
+    maybe = ~same & (shapely.get_type_id(a) == shapely.get_type_id(b)) & (
+        shapely.get_num_coordinates(a) == shapely.get_num_coordinates(b))
+    for i in np.flatnonzero(maybe):
+        same[i] = bool(shapely.hausdorff_distance(a[i], b[i]) <= tolerance)
+    return same
+
+
+def compare_with_stored(conn: Connection, layer: str, gdf: gpd.GeoDataFrame, mode: str) -> LayerChanges:
+    """Compare the rows of ``gdf`` (fields as the catalogue names them, EPSG:4326, codes unique)
+    with the stored rows of their codes, as an ``update`` or ``replace`` of ``layer`` would write
+    them: an update leaves the fields the file lacks as they are; a replace gives them their
+    defaults, and removes the stored rows whose codes the file leaves out."""
+    spec = get_layer(layer)
+    table = spec.table
+    columns = [c for c in spec.field_names if c != "code"]
+    compared = [c for c in columns if c in gdf.columns or mode == "replace"]
+    keys = [k for k in ("street_code", "community_code") if k in table.c]
+    wanted = list(dict.fromkeys(compared + keys))
+    stmt = select(table.c.code, *[table.c[c] for c in wanted], dialect.as_wkb(table.c.geom))
+    codes = gdf["code"].astype(str).tolist()
+    stored: dict[str, tuple] = {}
+    if mode == "replace":
+        stored = {row[0]: row[1:] for row in conn.execute(stmt)}
+    else:
+        for start in range(0, len(codes), BATCH):
+            chunk = codes[start:start + BATCH]
+            stored.update({row[0]: row[1:] for row in conn.execute(stmt.where(table.c.code.in_(chunk)))})
+    position = {c: i for i, c in enumerate(wanted)}
+    is_stored = np.array([c in stored for c in codes], dtype=bool)
+    changed = ~is_stored
+    dtypes = {f.name: f.dtype for f in spec.fields}
+    defaults = {c: _column_default(table.c[c]) for c in compared}
+    values = {c: (gdf[c].to_numpy(dtype=object) if c in gdf.columns else None) for c in compared}
+    for i in np.flatnonzero(is_stored):
+        row = stored[codes[i]]
+        for c in compared:
+            mine = values[c][i] if values[c] is not None else defaults[c]
+            if not _same_value(dtypes[c], mine, row[position[c]]):
+                changed[i] = True
+                break
+    check = np.flatnonzero(is_stored & ~changed)
+    if len(check):
+        theirs = shapely.from_wkb([bytes(stored[codes[i]][-1]) for i in check])
+        mine = as_stored_type(np.asarray(gdf.geometry.values, dtype=object)[check], spec.geometry)
+        changed[check[~same_geometries(mine, theirs)]] = True
+    removed = sorted(set(stored) - set(codes)) if mode == "replace" else []
+    before = {c: {k: stored[c][position[k]] for k in keys}
+              for c in [codes[i] for i in np.flatnonzero(changed & is_stored)] + removed}
+    return LayerChanges(changed, is_stored, removed, before)
+
+
+def write_changes(conn: Connection, layer: str, gdf: gpd.GeoDataFrame, changes: LayerChanges, *,
+                  mode: str, progress: Progress | None = None) -> int:
+    """Write only what :func:`compare_with_stored` found changed: an ``update`` updates the changed
+    rows; a ``replace`` deletes the rows the file leaves out and those it changes, and inserts the
+    changed and new ones. Rows stored exactly as the file has them are not touched (they keep
+    their row and id). Returns the number of rows written."""
+    table = get_layer(layer).table
+    rows = gdf[changes.changed]
+    if mode == "replace":
+        gone = changes.removed + rows.loc[changes.stored[changes.changed], "code"].astype(str).tolist()
+        for start in range(0, len(gone), BATCH):
+            conn.execute(delete(table).where(table.c.code.in_(gone[start:start + BATCH])))
+        written = write_layer(conn, layer, rows, mode="append", progress=progress)
+    else:
+        written = write_layer(conn, layer, rows, mode="update", progress=progress)
+    if progress and changes.unchanged:
+        progress(changes.unchanged)  # the rows left as they are count as done
     return written
 
 

@@ -7,6 +7,12 @@ names the rules each touched community breaks. Edits run on the plan's
 so an edit costs only the units it moves; the stored plan is the truth: the edit is saved with
 the version it started from, and memory keeps it only once the save has committed.
 
+Every edit is a step of the plan's history, stored with the plan (:mod:`geodata.plan_rows`):
+:func:`replay` undoes the newest step or redoes the one undone last, giving back exactly what the
+step changed (units, names, codes), whichever process and tab made it. A merge keeps the
+community merged into, unless only the other one has a code of the current boundaries
+(:func:`merge_survivor`).
+
 Everything the web layer shows of a plan comes from here in domain terms (its description with
 the figures of every community, its units as GeoJSON, its export, a comparison), so ``webmap``
 never reaches into graphs and partitions.
@@ -15,6 +21,7 @@ never reaches into graphs and partitions.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +30,7 @@ import shapely
 import shapely.ops
 
 from geodata import plan_rows
-from geodata.errors import Refused
+from geodata.errors import Conflict, Refused
 from geodata.i18n import _
 from geodata.store import community_codes_ever
 from layers.partition import Partition, single_street, within_bounds
@@ -66,9 +73,12 @@ def neighbours_of(loaded: LoadedPlan, label: str) -> list[str]:
 
 
 def community_figures(loaded: LoadedPlan, labels: list[str],
-                      neighbours: dict[str, list[str]] | None = None) -> list[dict]:
+                      neighbours: dict[str, list[str]] | None = None,
+                      codes: dict[str, bool] | None = None) -> list[dict]:
     """The live figures of these communities, with the rules each one breaks and their
-    neighbours (computed for each here unless ``neighbours`` gives them all)."""
+    neighbours (computed for each here unless ``neighbours`` gives them all), and with ``codes``
+    (the current communities' codes: :func:`current_codes`) how firmly each code stands
+    (:func:`standing`: what a merge keeps)."""
     p, r = loaded.partition, loaded.rules
     out = []
     for label in labels:
@@ -86,6 +96,7 @@ def community_figures(loaded: LoadedPlan, labels: list[str],
         if not single_street(p, label):
             violations.append("crosses a street boundary")
         out.append({"community_code": label, "households": households,
+                    "standing": _standing(codes, label) if codes is not None else None,
                     "population": int(p.population[label]), "area_m2": round(float(p.area[label]), 1),
                     "polsby_popper": round(p.polsby_popper(label), 4), "violations": violations,
                     "bounds": "below" if households < r.minimum else "above" if households > r.maximum
@@ -110,7 +121,8 @@ def describe(memory: PlanMemory, plan_id: int) -> dict:
         return {**{k: v for k, v in plan.items() if k not in ("created_at", "updated_at")},
                 "updated_at": plan["updated_at"].isoformat(timespec="seconds"),
                 "communities": community_figures(loaded, loaded.partition.communities,
-                                                 community_adjacency(loaded)),
+                                                 community_adjacency(loaded), current_codes(memory, loaded)),
+                "history": plan_rows.step_counts(memory.engine, plan_id),
                 "scores": plan_scores(loaded), "units": len(loaded.graph),
                 "rules": {"minimum": loaded.rules.minimum, "maximum": loaded.rules.maximum,
                           "target": loaded.rules.aim}}
@@ -156,23 +168,86 @@ def _target(loaded: LoadedPlan, memory: PlanMemory, positions: list[int], to: st
     taken = set(p.communities) | community_codes_ever(memory.engine)
     if to == "new":
         return str(assign_codes(np.array(["new:x"], dtype=object), np.array([street]), taken)[0][0])
-    if not to.startswith(street) or to in taken:
-        raise Refused(f"no community {to!r} in this plan, and it cannot be a new one in street {street}"
-                      + (" (that code was used before: retired codes are never given again)" if to in taken
-                         else ""))
+    if to in taken:
+        raise Refused(_("no community {to} in this plan, and it cannot be a new one in street {street}: that "
+                        "code was used before (retired codes are never given again)",
+                        to=repr(to), street=street))
+    if not to.startswith(street):
+        raise Refused(_("no community {to} in this plan, and it cannot be a new one in street {street}",
+                        to=repr(to), street=street))
     return to
 
 
-def move_units(memory: PlanMemory, plan_id: int, unit_codes: list[str], to: str, version: int,
-               actor: str) -> dict:
-    """Move units to a community (an existing code, ``"new"`` for a new one in their street, or an
-    unused code of their street). Allowed even when it breaks a rule: the answer names the
-    violations. Memory changes only once the save has committed."""
+def _relabel(loaded: LoadedPlan, positions: np.ndarray, labels: np.ndarray,
+             contiguity: dict[str, bool | None] | None = None) -> tuple[Callable[[], None], list[str]]:
+    """Give the units at ``positions`` the communities ``labels`` in memory, and re-check the
+    contiguity of the communities touched (or take it from ``contiguity``); returns a function
+    that puts the partition and the contiguity back as they were, and the communities touched."""
+    p = loaded.partition
+    positions = np.asarray(positions, dtype=np.int64)
+    labels = np.asarray(labels, dtype=object)
+    before = p.labels[positions].copy()
+    touched = sorted(set(before.tolist()) | set(labels.tolist()))
+    was = {label: loaded.contiguous.get(label) for label in touched}
+    for label in dict.fromkeys(labels.tolist()):
+        p.move(positions[labels == label], label)
+    if contiguity is None:
+        recheck(loaded, touched)
+    else:
+        _set_contiguity(loaded, contiguity)
+
+    def restore() -> None:
+        for label in dict.fromkeys(before.tolist()):
+            p.move(positions[before == label], label)
+        _set_contiguity(loaded, was)
+
+    return restore, touched
+
+
+def _set_contiguity(loaded: LoadedPlan, values: dict[str, bool | None]) -> None:
+    for label, whole in values.items():
+        if whole is None:
+            loaded.contiguous.pop(label, None)
+        else:
+            loaded.contiguous[label] = whole
+
+
+def _editable_plan(memory: PlanMemory, plan_id: int, version: int) -> dict:
     plan = plan_rows.get_plan(memory.engine, plan_id)
     plan_rows.require_version(plan, version, memory.engine)  # first: a stale edit is a conflict
     if plan["status"] not in EDITABLE:
         raise WorkflowError(_("plan {plan_id} is {status}: only drafts can be edited",
                               plan_id=plan_id, status=plan['status']))
+    return plan
+
+
+def _save(memory: PlanMemory, loaded: LoadedPlan, positions: np.ndarray, labels: np.ndarray,
+          save: Callable[[dict], int]) -> tuple[int, dict, list[dict], list[str]]:
+    """Work out an edit's scores and figures on the partition, put it back as stored, ``save``
+    (given the scores; it returns the new version), and only once that has committed keep the
+    edit in memory: memory never runs ahead of the database. Returns the new version, the
+    plan's scores, the figures of the communities touched and their codes."""
+    restore, touched = _relabel(loaded, positions, labels)
+    scores = plan_scores(loaded)
+    figures = community_figures(loaded, touched, codes=current_codes(memory, loaded))
+    after = {label: loaded.contiguous.get(label) for label in touched}
+    restore()
+    new_version = save(scores)
+    _relabel(loaded, positions, labels, contiguity=after)
+    memory.saved(loaded, new_version)
+    names = plan_rows.names_for(memory.engine, loaded.plan_id, touched)
+    for figure in figures:  # a community an undo brings back comes back with its name
+        figure["name"] = names.get(figure["community_code"])
+    return new_version, scores, figures, touched
+
+
+def move_units(memory: PlanMemory, plan_id: int, unit_codes: list[str], to: str, version: int,
+               actor: str, *, kind: str = "move") -> dict:
+    """Move units to a community (an existing code, ``"new"`` for a new one in their street, or an
+    unused code of their street). Allowed even when it breaks a rule: the answer names the
+    violations. Memory changes only once the save has committed. The edit is one step of the
+    plan's history (``kind``: move, split, merge; a move to a new community is ``new``)."""
+    plan = _editable_plan(memory, plan_id, version)
     loaded = memory.plan(plan_id, plan)
     with loaded.lock:
         g, p = loaded.graph, loaded.partition
@@ -181,41 +256,51 @@ def move_units(memory: PlanMemory, plan_id: int, unit_codes: list[str], to: str,
             raise Refused(_("unit {p1} is not in this plan", p1=unknown[0]))
         if not unit_codes:
             raise Refused(_("no units to move"))
-        positions = [g.position[u] for u in unit_codes]
-        to = _target(loaded, memory, positions, to)
-        before = p.labels[positions].copy()
-        touched = sorted(set(before) | {to})
-        was = {label: loaded.contiguous.get(label) for label in touched}
-
-        def undo() -> None:
-            for label in set(before):
-                p.move([u for u, b in zip(positions, before, strict=True) if b == label], label)
-            for label, whole in was.items():
-                if whole is None:
-                    loaded.contiguous.pop(label, None)
-                else:
-                    loaded.contiguous[label] = whole
-
-        # the edit's scores are worked out on the partition, which then goes back to what is
-        # stored until the save has committed: memory never runs ahead of the database
-        p.move(positions, to)
-        recheck(loaded, touched)
-        scores = plan_scores(loaded)
-        figures = community_figures(loaded, touched)
-        after = {label: loaded.contiguous.get(label) for label in touched}
-        undo()
-        new_version = plan_rows.save_moves(memory.engine, plan_id, dict.fromkeys(unit_codes, to), version,
-                                           actor, scores=scores,
-                                           status="draft" if plan["status"] == "rejected" else None)
-        p.move(positions, to)
-        for label, whole in after.items():
-            if whole is None:
-                loaded.contiguous.pop(label, None)
-            else:
-                loaded.contiguous[label] = whole
-        memory.saved(loaded, new_version)
+        positions = np.array([g.position[u] for u in unit_codes], dtype=np.int64)
+        kind = "new" if kind == "move" and to not in p else kind
+        to = _target(loaded, memory, positions.tolist(), to)
+        labels = np.array([to] * len(positions), dtype=object)
+        new_version, scores, figures, _touched = _save(
+            memory, loaded, positions, labels,
+            lambda scores: plan_rows.save_moves(
+                memory.engine, plan_id, dict.fromkeys(unit_codes, to), version, actor, scores=scores,
+                kind=kind, status="draft" if plan["status"] == "rejected" else None))
         return {"version": new_version, "to": to, "units": list(unit_codes), "communities": figures,
-                "plan": scores}
+                "plan": scores, "history": plan_rows.step_counts(memory.engine, plan_id)}
+
+
+def replay(memory: PlanMemory, plan_id: int, version: int, actor: str, *, backwards: bool) -> dict:
+    """Undo (``backwards``) the plan's newest step, or redo the step undone last: its units get
+    back exactly the communities they had before it (or after it), its names likewise — whatever
+    the step was (a move, a paint stroke, a split, a merge, a new community, a name). A code the
+    plan itself gave up comes back with its units. Answers the new version, every unit that
+    changed with its community, the names that changed, the figures of the communities touched,
+    the plan's scores and what can be undone and redone now."""
+    plan = _editable_plan(memory, plan_id, version)
+    step = plan_rows.next_step(memory.engine, plan_id, backwards=backwards)
+    if step is None:
+        raise plan_rows.nothing_to_replay(plan_id, backwards)
+    at = 0 if backwards else 1
+    moves = {u: v[at] for u, v in (step["units"] or {}).items()}
+    names = {c: v[at] for c, v in (step["names"] or {}).items()}
+    loaded = memory.plan(plan_id, plan)
+    with loaded.lock:
+        g = loaded.graph
+        gone = [u for u in moves if u not in g.position]
+        if gone:  # the boundaries changed under the plan: it must be rebased, which clears its steps
+            raise Conflict(_("the units {units} of this step are no longer stored: rebase the plan",
+                             units=", ".join(sorted(gone)[:10])))
+        positions = np.array([g.position[u] for u in moves], dtype=np.int64)
+        labels = np.array(list(moves.values()), dtype=object)
+        new_version, scores, figures, touched = _save(
+            memory, loaded, positions, labels,
+            lambda scores: plan_rows.replay_step(memory.engine, plan_id, step["seq"], version, actor,
+                                                 backwards=backwards, scores=scores))
+        shown = plan_rows.names_for(memory.engine, plan_id, names)  # no name of the plan's: the current one
+        names = {code: shown.get(code) for code in names}
+        return {"version": new_version, "assignment": moves, "units": list(moves), "names": names,
+                "communities": figures, "plan": scores, "kind": step["kind"],
+                "history": plan_rows.step_counts(memory.engine, plan_id)}
 
 
 def split_community(memory: PlanMemory, plan_id: int, code: str, version: int, actor: str,
@@ -230,7 +315,8 @@ def split_community(memory: PlanMemory, plan_id: int, code: str, version: int, a
         if len(p.land_members(code)) < 2:
             raise Refused(_("community {code} has fewer than two land units: there is nothing to split",
                             code=code))
-        return move_units(memory, plan_id, split_in_two(p, code, seed=version), "new", version, actor)
+        return move_units(memory, plan_id, split_in_two(p, code, seed=version), "new", version, actor,
+                          kind="split")
     members = loaded.units.iloc[p.members(code)]
     outline = shapely.union_all(members.geometry.values)
     pieces = shapely.get_parts(shapely.ops.split(outline, line)) if outline.intersects(line) else []
@@ -242,17 +328,56 @@ def split_community(memory: PlanMemory, plan_id: int, code: str, version: int, a
     moving = members["code"].astype(str).to_numpy()[side != int(np.argmax(households))].tolist()
     if not moving:
         raise Refused(_("the line leaves every unit of {code} on one side", code=code))
-    return move_units(memory, plan_id, moving, "new", version, actor)
+    return move_units(memory, plan_id, moving, "new", version, actor, kind="split")
+
+
+def standing(memory: PlanMemory, loaded: LoadedPlan, code: str) -> int:
+    """How firmly a community's code stands: 2 a current community with an official code, 1 a
+    current one with a provisional code (临时代码), 0 one this plan made. In a merge the code
+    that stands more firmly survives."""
+    return _standing(current_codes(memory, loaded), code)
+
+
+def current_codes(memory: PlanMemory, loaded: LoadedPlan) -> dict[str, bool]:
+    """The current communities' codes, each with whether it is provisional; kept with the loaded
+    plan (which is rebuilt when the communities change: the boundary revision)."""
+    cached = loaded.caches.get("standing")
+    if cached is None:
+        cached = plan_rows.current_codes(memory.engine)
+        loaded.caches["standing"] = cached
+    return cached
+
+
+def _standing(codes: dict[str, bool], code: str) -> int:
+    if code not in codes:
+        return 0
+    return 1 if codes[code] else 2
+
+
+def merge_survivor(memory: PlanMemory, loaded: LoadedPlan, into: str, other: str) -> tuple[str, str]:
+    """Which community survives merging ``other`` into ``into``: ``into`` keeps its code and name,
+    unless ``other`` has an official code and ``into`` not (a current community's code outlives
+    one the plan made, whichever way round the planner merges). Returns (survivor, retired)."""
+    if standing(memory, loaded, other) > standing(memory, loaded, into):
+        return other, into
+    return into, other
 
 
 def merge_communities(memory: PlanMemory, plan_id: int, keep: str, merge: str, version: int,
                       actor: str) -> dict:
-    """Merge community ``merge`` into ``keep`` (which keeps its code)."""
+    """Merge community ``merge`` into ``keep``: ``keep`` survives with its code and name (the
+    rule of :func:`merge_survivor` decides when only ``merge`` has an official code). The answer
+    says which survived (``to``) and which was retired."""
     loaded = memory.plan(plan_id)
     p = loaded.partition
     if keep not in p or merge not in p:
         raise Refused(_("both communities must be in the plan"))
-    return move_units(memory, plan_id, loaded.graph.codes[p.members(merge)].tolist(), keep, version, actor)
+    if keep == merge:
+        raise Refused(_("a community cannot be merged with itself"))
+    survivor, retired = merge_survivor(memory, loaded, keep, merge)
+    answer = move_units(memory, plan_id, loaded.graph.codes[p.members(retired)].tolist(), survivor, version,
+                        actor, kind="merge")
+    return {**answer, "retired": retired}
 
 
 def compare(memory: PlanMemory, plan_id: int, other: int | None = None) -> dict:

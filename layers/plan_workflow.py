@@ -20,7 +20,7 @@ from sqlalchemy import Connection
 from geodata import plan_rows
 from geodata.crs import to_metric
 from geodata.errors import Conflict, Forbidden, Refused
-from geodata.i18n import _
+from geodata.i18n import N_, _
 from geodata.revisions import changes_since
 from geodata.store import community_codes_ever, read_layer
 from layers.plan_io import community_polygons
@@ -83,36 +83,65 @@ def auto_plan(memory: PlanMemory, name: str, author: str, *, street: str | None 
     return plan_id, result
 
 
+#: how many changed communities a stale plan's message names (then how many more there are)
+STALE_NAMED = 10
+
+
 def stale_changes(memory: PlanMemory, plan: dict, conn: Connection | None = None) -> dict | None:
     """What changed in the plan's streets since it was made (None when nothing did): the streets,
-    the communities, and each change (revision, action, plan) — as ``conn``'s transaction sees
-    them when given."""
+    the communities of those streets that changed, each change (revision, action, plan), the
+    names of those streets and communities, and ``message``, what the page shows — as
+    ``conn``'s transaction sees them when given."""
     streets = set(plan.get("streets") or [])
-    relevant = [c for c in changes_since(conn if conn is not None else memory.engine,
-                                         plan.get("base_revision") or 0)
+    source = conn if conn is not None else memory.engine
+    relevant = [c for c in changes_since(source, plan.get("base_revision") or 0)
                 if c["plan_id"] != plan["id"]
                 and (c["streets"] is None or not streets or streets & set(c["streets"]))]
     if not relevant:
         return None
     touched = set().union(*[set(c["streets"]) if c["streets"] is not None else streets for c in relevant])
-    return {"streets": sorted(touched & streets if streets else touched),
-            "communities": sorted({x for c in relevant for x in c["communities"] or []}),
-            "changes": [{"revision": c["revision"], "action": c["action"], "plan_id": c["plan_id"],
-                         "at": c["at"].isoformat(timespec="seconds")} for c in relevant]}
+    touched = touched & streets if streets else touched
+    # a change may span streets: only the communities of the plan's streets concern it (a
+    # community's code begins with its street's)
+    communities = sorted({x for c in relevant for x in c["communities"] or []
+                          if not streets or any(x.startswith(s) for s in touched)})
+    street_names, community_names = plan_rows.place_names(source, touched, communities)
+    stale = {"streets": sorted(touched), "communities": communities,
+             "street_names": street_names, "community_names": community_names,
+             "changes": [{"revision": c["revision"], "action": c["action"], "plan_id": c["plan_id"],
+                          "at": c["at"].isoformat(timespec="seconds")} for c in relevant]}
+    stale["message"] = stale_message(stale)
+    return stale
+
+
+def _labelled(code: str, name: str | None) -> str:
+    return f"{name} · {code}" if name else code
+
+
+def stale_message(stale: dict) -> str:
+    """What changed under a stale plan, as the planner reads it: the streets and the communities
+    that changed, names beside codes, at most :data:`STALE_NAMED` communities and then a count."""
+    streets = ", ".join(_labelled(c, stale["street_names"].get(c)) for c in stale["streets"])
+    codes = stale["communities"]
+    shown = ", ".join(_labelled(c, stale["community_names"].get(c)) for c in codes[:STALE_NAMED])
+    if len(codes) > STALE_NAMED:
+        shown = _("{communities} and {n} more", communities=shown, n=len(codes) - STALE_NAMED)
+    if codes:
+        return _("The boundaries of {streets} changed since this plan was made (communities that changed: "
+                 "{communities}): rebase it on the current boundaries first.", streets=streets or "—",
+                 communities=shown)
+    return _("The boundaries of {streets} changed since this plan was made: rebase it on the current "
+             "boundaries first.", streets=streets or "—")
 
 
 def _refuse_if_stale(memory: PlanMemory, plan: dict, action: str, conn: Connection | None = None) -> None:
     stale = stale_changes(memory, plan, conn)
     if stale is None:
         return
-    what = ", ".join(f"{c['action']}" + (f" of plan {c['plan_id']}" if c["plan_id"] else "")
-                     for c in stale["changes"])
-    communities = f" (communities {', '.join(stale['communities'][:20])})" if stale["communities"] else ""
-    raise StalePlan(_("plan {id} cannot be {p2}: the boundaries of {p3} changed since it was made "
-                      "({what}){communities}; rebase it on the current boundaries first",
-                      id=plan['id'], p2=TRANSITIONS[action][1],
-                      p3='streets ' + ', '.join(stale['streets']) if stale['streets'] else 'its streets',
-                      what=what, communities=communities), stale=stale)
+    refusals = {"submit": N_("plan {id} cannot be submitted: {reason}"),
+                "approve": N_("plan {id} cannot be approved: {reason}"),
+                "adopt": N_("plan {id} cannot be adopted: {reason}")}
+    raise StalePlan(_(refusals[action], id=plan["id"], reason=stale["message"]), stale=stale)
 
 
 def change_status(memory: PlanMemory, plan_id: int, action: str, version: int, actor: str, role: str,

@@ -66,7 +66,7 @@ STROKE = """async (n) => {
   const t0 = performance.now();
   const shown = await g.paint(target, units.map((p) => [p.lon, p.lat]));
   const saved = performance.now();
-  return { units: g.state.undo[g.state.undo.length - 1]?.before.size || 0, shown_ms: shown - t0,
+  return { units: g.lastAnswer?.units.length || 0, shown_ms: shown - t0,
            saved_ms: saved - t0, version: [before, s.version], ...g.lastStroke };
 }"""
 

@@ -11,9 +11,11 @@ processes. One wins, the other is told of the current state (409); nothing is ov
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import geopandas as gpd
 import pytest
@@ -268,12 +270,16 @@ def test_an_import_racing_an_adoption_either_waits_or_makes_the_adoption_a_confl
 
 def _write_boundaries(url: str, path: str, times: int, queue) -> None:
     """A writer process: import ``path`` (one street's communities, mode update) ``times`` times,
-    reporting each revision it raised or the error it met."""
+    each time with names no other import gave (an import that changes nothing raises no
+    revision), reporting each revision it raised or the error it met."""
     dispose_engines()
     engine = get_engine(url)
-    for _ in range(times):
+    source = Path(path).read_text(encoding="utf-8")
+    for k in range(times):
+        changed = Path(path).with_name(f"{os.getpid()}-{k}.geojson")
+        changed.write_text(source.replace('"name":"', f'"name":"{os.getpid()}-{k}'), encoding="utf-8")
         try:
-            queue.put(import_layer(engine, "communities", path, mode="update", actor="writer").revision)
+            queue.put(import_layer(engine, "communities", changed, mode="update", actor="writer").revision)
         except Exception as exc:  # noqa: BLE001 — the parent asserts there were none
             queue.put(f"{type(exc).__name__}: {exc}")
     dispose_engines()

@@ -341,7 +341,7 @@ def test_redo_after_undoing_a_split(as_role, live, small_demo):
     page.click(f"#communities-table tr[data-code='{code}']")
     page.click("#split")
     page.wait_for_function("() => window.gridplan.state.version === 2")
-    new = p.js("window.gridplan.state.undo[0].to")
+    new = p.js("window.gridplan.lastAnswer.to")
     page.click("#undo")
     page.wait_for_function("() => window.gridplan.state.version === 3")
     assert not p.js("(c) => window.gridplan.state.communities.has(c)", new)
@@ -349,7 +349,49 @@ def test_redo_after_undoing_a_split(as_role, live, small_demo):
     page.wait_for_function("() => window.gridplan.state.version === 4")
     assert p.js("(c) => window.gridplan.state.communities.has(c)", new)
     assert page.query_selector(".banner") is None
-    assert p.js("[window.gridplan.state.undo.length, window.gridplan.state.redo.length]") == [1, 0]
+    assert p.js("[window.gridplan.state.history.undo, window.gridplan.state.history.redo]") == [1, 0]
+    assert not page.is_disabled("#undo") and page.is_disabled("#redo")
+
+
+def test_merge_says_which_community_survives_and_undo_brings_the_other_back(as_role, live, small_demo):
+    """Defects: "合并到 机场社区" retired 机场社区 and kept the other; undo after a merge failed
+    ("no community … in this plan", in English) and stayed enabled."""
+    plan_id, (client, _) = api_plan(live, small_demo, street_index=2)
+    plan = client.get(f"/api/plans/{plan_id}").json
+    standing = {c["community_code"]: c["standing"] for c in plan["communities"]}
+    names = {c["community_code"]: c["name"] for c in plan["communities"]}
+    selected, into = next((c["community_code"], n) for c in plan["communities"] if c["standing"] == 2
+                          for n in c["neighbours"] if standing[n] == 2)
+    p = as_role("planner")
+    page = p.open(plan_id)
+    assert page.is_disabled("#undo") and page.is_disabled("#redo")
+    page.click(f"#communities-table tr[data-code='{selected}']")
+    made = [n for n in p.js("(c) => window.gridplan.state.communities.get(c).neighbours", selected)
+            if standing[n] == 0]
+    if made:  # into a community the plan made: the official code survives, and the button says so
+        page.select_option("#merge-with", made[0])
+        assert page.inner_text("#merge") == f"合并，保留 {names[selected]} · {selected}"
+    page.select_option("#merge-with", into)
+    assert page.inner_text("#merge") == f"合并，保留 {names[into]} · {into}"
+    page.click("#merge")
+    page.wait_for_function("() => window.gridplan.state.version === 2")
+    assert not p.js("(c) => window.gridplan.state.communities.has(c)", selected)
+    assert p.js("(c) => window.gridplan.state.communities.has(c)", into)
+    assert not page.is_disabled("#undo")
+    page.click("#undo")
+    page.wait_for_function("() => window.gridplan.state.version === 3")
+    assert page.inner_text(f"#communities-table tr[data-code='{selected}'] td:first-child") == names[selected]
+    shown = p.js("[...window.gridplan.state.units.values()].map((u) => u.feature.properties.community_code)")
+    units = {c: shown.count(c) for c in (selected, into)}
+    stored = client.get(f"/api/plans/{plan_id}/units").json["features"]
+    assert units == {c: sum(1 for f in stored if f["properties"]["community_code"] == c) for c in units}
+    assert page.query_selector(".banner") is None
+    assert page.is_disabled("#undo") and not page.is_disabled("#redo")
+    page = p.open(plan_id)  # the history is the plan's: a reload keeps it
+    assert page.is_disabled("#undo") and not page.is_disabled("#redo")
+    page.click("#redo")
+    page.wait_for_function("() => window.gridplan.state.version === 4")
+    assert not p.js("(c) => window.gridplan.state.communities.has(c)", selected)
 
 
 def test_compare_on_a_district_plan_fits_the_panel(as_role, live):
@@ -444,7 +486,7 @@ def test_a_new_community_is_named_at_once(as_role, live, small_demo):
     page.fill("#new-name", "长江社区")
     page.click("#move")
     page.wait_for_function("() => window.gridplan.state.version === 3")
-    new = p.js("window.gridplan.state.undo[0].to")
+    new = p.js("window.gridplan.lastAnswer.to")
     assert page.inner_text(f"#communities-table tr[data-code='{new}'] td:first-child") == "长江社区"
     assert "长江社区" in page.inner_text("#selected-name")
     page.fill("#name-input", "汉江社区")
@@ -452,6 +494,15 @@ def test_a_new_community_is_named_at_once(as_role, live, small_demo):
     page.wait_for_function("() => window.gridplan.state.version === 4")
     assert page.inner_text(f"#communities-table tr[data-code='{new}'] td:first-child") == "汉江社区"
     assert "新社区" not in page.inner_text("#communities-table")
+    # two steps: the new community with its name, then the new name
+    assert p.js("window.gridplan.state.history.undo") == 2
+    page.click("#undo")
+    page.wait_for_function("() => window.gridplan.state.version === 5")
+    assert page.inner_text(f"#communities-table tr[data-code='{new}'] td:first-child") == "长江社区"
+    page.click("#undo")
+    page.wait_for_function("() => window.gridplan.state.version === 6")
+    assert page.query_selector(f"#communities-table tr[data-code='{new}']") is None
+    assert page.is_disabled("#undo")
 
 
 HOUSEHOLDS = "(c) => window.gridplan.state.communities.get(c).households"
@@ -487,8 +538,8 @@ def test_a_paint_stroke_moves_units_as_the_brush_goes_and_is_one_undo_step(as_ro
     assert p.js("window.gridplan.state.version") == 1
     page.mouse.up()
     page.wait_for_function("() => window.gridplan.state.version === 2")
-    painted = p.js("window.gridplan.state.undo[0].before.size")
-    assert painted >= 2 and p.js("window.gridplan.state.undo.length") == 1
+    painted = p.js("window.gridplan.lastAnswer.units.length")
+    assert painted >= 2 and p.js("window.gridplan.state.history.undo") == 1
     saved = client.get(f"/api/plans/{plan_id}").json
     households = {c["community_code"]: c["households"] for c in saved["communities"]}
     assert households[target["community_code"]] == during

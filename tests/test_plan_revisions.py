@@ -57,12 +57,16 @@ def test_every_change_of_units_or_communities_raises_the_revision(stored, small_
     report = adopt(memory, plan_id)
     assert current_revision(stored) == start + 1 == report["revision"]
     out = export_layer(stored, "communities", "geojson", tmp_path / "communities.geojson", street=street)
+    unchanged = import_layer(stored, "communities", out.path, mode="update")
+    assert unchanged.revision is None and current_revision(stored) == start + 1  # nothing changed
+    renamed = out.path.read_text(encoding="utf-8").replace('"name":"', '"name":"新', 1)
+    out.path.write_text(renamed, encoding="utf-8")
     imported = import_layer(stored, "communities", out.path, mode="update")
-    assert imported.revision == current_revision(stored) == start + 2
+    assert imported.revision == current_revision(stored) == start + 2 and imported.written == 1
     logged = changes_since(stored, start)
     assert [c["action"] for c in logged] == ["adopt", "import:communities"]
     assert logged[0]["streets"] == [street] and logged[0]["plan_id"] == plan_id
-    assert set(logged[1]["communities"]) == set(read_layer(stored, "communities", street=street)["code"])
+    assert logged[1]["communities"] == [read_layer(stored, "communities", street=street)["code"].iloc[0]]
     # a refused import raises nothing
     with pytest.raises(ValueError):
         import_layer(stored, "units", out.path, mode="append")
@@ -87,7 +91,7 @@ def test_a_stale_plan_is_refused_at_submit_approve_and_adopt_then_rebased(stored
     adopted = adopt(memory, street_plan)
     assert adopted["status"] == "adopted" and adopted["streets"] == [street]
 
-    with pytest.raises(plan_workflow.StalePlan, match=f"streets {street}") as refused:
+    with pytest.raises(plan_workflow.StalePlan, match=f"· {street} changed") as refused:
         plan_workflow.change_status(memory, draft, "submit", edit["version"], "planner", "planner")
     assert refused.value.details["stale"]["streets"] == [street]
     assert any(c["plan_id"] == street_plan for c in refused.value.details["stale"]["changes"])

@@ -254,8 +254,10 @@ def api_duplicate(plan_id: int):
 @require(*EDITORS, api=True)
 def api_name(plan_id: int, code: str):
     data = _body()
-    return jsonify(plan_documents.name_community(plans(), plan_id, code, str(data.get("name") or ""),
-                                                 _version(data), current_account().name))
+    named = plan_documents.name_community(plans(), plan_id, code, str(data.get("name") or ""),
+                                          _version(data), current_account().name)
+    # naming is a step of the plan's history too: the page's undo and redo follow it
+    return jsonify({**named, "history": plan_rows.step_counts(engine(), plan_id)})
 
 
 @bp.post("/api/plans/<int:plan_id>/moves")
@@ -289,6 +291,23 @@ def api_merge(plan_id: int):
     return jsonify(plan_edits.merge_communities(plans(), plan_id, str(data.get("keep", "")),
                                                 str(data.get("merge", "")), _version(data),
                                                 current_account().name))
+
+
+@bp.post("/api/plans/<int:plan_id>/undo")
+@require(*EDITORS, api=True)
+def api_undo(plan_id: int):
+    """Take back the plan's newest edit (any kind); 409 when the version is stale or nothing
+    is left to undo."""
+    return jsonify(plan_edits.replay(plans(), plan_id, _version(_body()), current_account().name,
+                                     backwards=True))
+
+
+@bp.post("/api/plans/<int:plan_id>/redo")
+@require(*EDITORS, api=True)
+def api_redo(plan_id: int):
+    """Make the edit undone last again; 409 when the version is stale or nothing is undone."""
+    return jsonify(plan_edits.replay(plans(), plan_id, _version(_body()), current_account().name,
+                                     backwards=False))
 
 
 @bp.post("/api/plans/<int:plan_id>/status")

@@ -22,7 +22,7 @@
     below: { color: "#2166ac", weight: 3, dashArray: "7 5" }, above: { color: "#b2182b", weight: 3.5, dashArray: null } };
   const LABELS_MAX = 80;
   const state = { version: config.plan.version, units: new Map(), communities: new Map(), selected: new Set(),
-    undo: [], redo: [], community: null, changed: new Set(), mode: null, tool: "select", byView: false,
+    history: { undo: 0, redo: 0 }, community: null, changed: new Set(), mode: null, tool: "select", byView: false,
     unitZoom: null, rules: { minimum: 0, maximum: 0, target: 0 }, sort: { key: "code", up: true }, busy: 0 };
   window.gridplan = { map, state, ready: false };
   const $ = (id) => document.getElementById(id);
@@ -313,6 +313,7 @@
     $("name-input").value = c.name || "";
     for (const id of ["split", "split-line", "merge"]) $(id).disabled = !config.editable;
     fillSelect($("merge-with"), neighboursFirst([code]).filter((k) => k !== code), false);
+    showMerge();
   }
 
   function selectCommunity(code, { frame } = {}) {
@@ -404,12 +405,20 @@
     }
   }
 
+  /* Show a saved edit, an undo or a redo: `answer.assignment` (unit → community) or every unit of
+     `moved` going to `answer.to`; the figures of the communities touched; the names that changed. */
   function apply(answer, moved) {
     state.version = answer.version;
     const touched = new Set();
-    for (const code of moved) {
+    const assignment = answer.assignment || Object.fromEntries(moved.map((code) => [code, answer.to]));
+    for (const [code, to] of Object.entries(assignment)) {
       const u = state.units.get(code);
-      if (u) { touched.add(u.feature.properties.community_code); u.feature.properties.community_code = answer.to; }
+      if (u) { touched.add(u.feature.properties.community_code); u.feature.properties.community_code = to; }
+    }
+    for (const [code, name] of Object.entries(answer.names || {})) {
+      const c = community(code);
+      if (c) c.name = name;
+      touched.add(code);
     }
     for (const c of answer.communities) {
       const code = c.community_code;
@@ -417,7 +426,8 @@
       const old = community(code);
       for (const n of old?.neighbours || []) touched.add(n);
       if (c.removed) { state.communities.delete(code); continue; }
-      state.communities.set(code, { name: old?.name || null, colour: old?.colour, ...c });
+      const name = code in (answer.names || {}) ? answer.names[code] : old?.name;
+      state.communities.set(code, { colour: old?.colour, ...c, name: name ?? c.name ?? old?.name ?? null });
       for (const n of c.neighbours) touched.add(n);
     }
     // neighbours are symmetric: fix the lists of the communities next to the touched ones
@@ -436,45 +446,52 @@
     $("communities-count").textContent = t("{n} communities", { n: number(state.communities.size) });
     restyleUnits();
     refreshOutlines();
-    if (community(answer.to)) selectCommunity(answer.to); else showCommunity(state.community);
-    status(t("Version {version}: {n} units moved to {to}", { version: state.version, n: number(moved.length), to: nameOf(answer.to) }));
+    drawLabels();
+    history.set(answer.history);
+    window.gridplan.lastAnswer = answer;
+    if (answer.to && community(answer.to)) selectCommunity(answer.to);
+    else if (community(state.community)) selectCommunity(state.community);
+    else showCommunity(state.community);
+    if (answer.assignment) {
+      status(answer.undone ? t("Version {version}: undone", { version: state.version })
+        : t("Version {version}: redone", { version: state.version }));
+    } else {
+      status(t("Version {version}: {n} units moved to {to}", { version: state.version, n: number(moved.length), to: nameOf(answer.to) }));
+    }
   }
 
-  // undo and redo: one history of steps (units with the community each came from, and where they went)
+  // undo and redo belong to the plan, on the server: they survive a reload and another tab, and
+  // take back any edit (a move, a stroke, a split, a merge, a new community, a name)
   const history = {
-    undo: state.undo, redo: state.redo,
-    record(before, to) { this.undo.push({ before, to }); this.redo.length = 0; this.show(); },
-    show() { $("undo").disabled = !this.undo.length; $("redo").disabled = !this.redo.length; },
-    async back() {
-      const step = this.undo.pop();
-      if (!step) return;
-      const groups = new Map();
-      for (const [u, c] of step.before) groups.set(c, [...(groups.get(c) || []), u]);
-      try { for (const [c, list] of groups) await move(list, c, false); } catch (err) { this.undo.push(step); this.show(); throw err; }
-      this.redo.push(step);
-      this.show();
+    set(counts) {
+      if (counts) state.history = counts;
+      $("undo").disabled = !config.editable || !state.history.undo;
+      $("redo").disabled = !config.editable || !state.history.redo;
     },
-    async forward() {
-      const step = this.redo.pop();
-      if (!step) return;
-      try { await move([...step.before.keys()], step.to, false); } catch (err) { this.redo.push(step); this.show(); throw err; }
-      this.undo.push(step);
-      this.show();
+    async replay(backwards) {
+      // one at a time: a second click before the answer would start from the same version
+      $("undo").disabled = true; $("redo").disabled = true;
+      try {
+        const answer = await post(backwards ? "undo" : "redo", {});
+        apply({ ...answer, undone: backwards }, Object.keys(answer.assignment));
+        return answer;
+      } finally { this.set(); }
     },
+    back() { return this.replay(true); },
+    forward() { return this.replay(false); },
   };
   window.gridplan.history = history;
 
-  async function move(list, to, record = true, before = null) {
-    before = before || new Map(list.map((u) => [u, state.units.get(u)?.feature.properties.community_code]));
+  async function move(list, to) {
     const answer = await post("moves", { units: list, to });
     apply(answer, list);
-    if (record) history.record(before, answer.to);
     return answer;
   }
 
   async function nameIt(code, name) {
     const answer = await post(`communities/${encodeURIComponent(code)}/name`, { name });
     state.version = answer.version;
+    history.set(answer.history);
     const c = community(code);
     if (c) c.name = answer.name;
     updateRows([code]);
@@ -497,16 +514,26 @@
   $("undo").addEventListener("click", (e) => act(e.currentTarget, () => history.back()));
   $("redo").addEventListener("click", (e) => act(e.currentTarget, () => history.forward()));
   $("split").addEventListener("click", (e) => act(e.currentTarget, async () => {
-    const code = state.community;
-    const answer = await post("split", { community: code });
+    const answer = await post("split", { community: state.community });
     apply(answer, answer.units);
-    history.record(new Map(answer.units.map((u) => [u, code])), answer.to);
   }));
+  /* Merging the selected community into X keeps X, its name and its code — unless only the
+     selected one has a code of the current boundaries (standing 2 official, 1 provisional, 0 made
+     by this plan): that code outlives one the plan made, whichever way round. The server applies
+     the same rule; the button says which survives before it is pressed. */
+  function survivor(selected, into) {
+    return (community(selected)?.standing || 0) > (community(into)?.standing || 0) ? selected : into;
+  }
+  function showMerge() {
+    const into = $("merge-with").value, selected = state.community;
+    const kept = into && selected ? survivor(selected, into) : null;
+    $("merge").textContent = kept ? t("Merge, keeping {name}", { name: `${nameOf(kept)} · ${kept}` }) : t("Merge");
+    $("merge").dataset.keeps = kept || "";
+  }
+  $("merge-with").addEventListener("change", showMerge);
   $("merge").addEventListener("click", (e) => act(e.currentTarget, async () => {
-    const merge = $("merge-with").value, keep = state.community;
-    const answer = await post("merge", { keep, merge });
+    const answer = await post("merge", { keep: $("merge-with").value, merge: state.community });
     apply(answer, answer.units);
-    history.record(new Map(answer.units.map((u) => [u, merge])), answer.to);
   }));
   $("name-form").addEventListener("submit", (e) => {
     e.preventDefault();
@@ -641,7 +668,7 @@
     const before = stroke.before, target = stroke.target;
     if (!before.size) return;
     await act($("move"), async () => {
-      try { await move([...before.keys()], target, true, before); } catch (err) {
+      try { await move([...before.keys()], target); } catch (err) {
         // not saved: the page goes back to what is stored
         for (const [code, from] of before) { const u = state.units.get(code); if (u) u.feature.properties.community_code = from; }
         await reloadFigures();
@@ -672,6 +699,7 @@
     const plan = await get(`/api/plans/${planId}`);
     state.communities = new Map(plan.communities.map((c) => [c.community_code, c]));
     state.version = plan.version;
+    history.set(plan.history);
     showPlan(plan.scores);
     drawTable();
   }
@@ -719,7 +747,6 @@
       state.mode = null;
       const answer = await post("split", { community: code, line: points });
       apply(answer, answer.units);
-      history.record(new Map(answer.units.map((u) => [u, code])), answer.to);
     });
     map.on("click", add); map.on("dblclick", finish);
   });
@@ -824,11 +851,8 @@
   if (config.stale) {
     const stale = $("stale");
     stale.hidden = false;
-    stale.textContent = (config.stale.communities.length
-      ? t("The boundaries of streets {streets} (communities {communities}) changed since this plan was made: rebase it before submitting.",
-        { streets: config.stale.streets.join(", "), communities: config.stale.communities.join(", ") })
-      : t("The boundaries of streets {streets} changed since this plan was made: rebase it before submitting.",
-        { streets: config.stale.streets.join(", ") }));
+    // the server names the streets and the communities that changed, names beside codes
+    stale.textContent = config.stale.message;
   }
   if (config.adoption) {
     const a = config.adoption;
@@ -913,6 +937,7 @@
     showPlan(plan.scores);
     drawTable();
     $("edit-tools").hidden = !config.editable;
+    history.set(plan.history);
     const first = state.byView ? Promise.resolve(null) : get(`/api/plans/${planId}/units`);
     await loadOutlines();
     lastZoom = Math.round(map.getZoom());
