@@ -431,11 +431,14 @@ def read_toc(path: Path, shown: Path | None = None) -> list[TocEntry]:
 
 def _ignored(entry: TocEntry) -> bool:
     """Entries a restore never runs: the database itself (only with --create, which it never uses)
-    and PostGIS (the database's own, created by init-db or its administrator)."""
+    and PostGIS with its table of coordinate systems (the database's own, created by init-db or its
+    administrator; gridplan adds no coordinate system to it)."""
     if entry.desc in ("DATABASE", "DATABASE PROPERTIES") or entry.desc in ("COMMENT", "SECURITY LABEL") \
             and entry.tag.startswith("DATABASE "):
         return True
-    return (entry.desc, entry.tag) in (("EXTENSION", "postgis"), ("COMMENT", "EXTENSION postgis"))
+    return (entry.desc, entry.namespace, entry.tag) in (
+        ("EXTENSION", "", "postgis"), ("COMMENT", "", "EXTENSION postgis"),
+        ("TABLE DATA", "public", "spatial_ref_sys"))
 
 
 _SETVAL = re.compile(r"(SELECT pg_catalog\.setval\('[^']*', )\d+, (?:true|false)\);\n")
