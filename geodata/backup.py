@@ -40,7 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from geodata.db import dispose_engines, get_engine
-from geodata.errors import Refused
+from geodata.errors import Refused, excerpt
 from geodata.i18n import _
 from geodata.migrate import MIGRATIONS, upgrade
 
@@ -194,14 +194,6 @@ NAMED = 12
 _sqlite_references: dict[tuple[str, ...], dict] = {}
 
 
-def _printable(value: object, limit: int = 80) -> str:
-    """``value`` as one short line a terminal shows as it is: a name read from a file someone
-    sent may hold line breaks, escape codes or a megabyte."""
-    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
-                   for c in str(value)[: limit + 1])
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _listed(names: list[str]) -> str:
     shown = ", ".join(names[:NAMED])
     if len(names) <= NAMED:
@@ -287,8 +279,8 @@ def _compare_sqlite(path: Path, objects: dict, reference: dict) -> None:
 
     def label(key: tuple[str, str], table: str) -> str:
         kind, name = key
-        on = f" ({_('on')} {_printable(table)})" if kind in ("index", "trigger") and table != name else ""
-        return f"{kind} {_printable(name)}{on}"
+        on = f" (on {excerpt(table)})" if kind in ("index", "trigger") and table != name else ""
+        return f"{kind} {excerpt(name)}{on}"
 
     foreign = [label(key, table) for key, (table, _sql) in sorted(objects.items()) if key not in allowed]
     altered = [label(key, table) for key, (table, sql) in sorted(objects.items())
@@ -336,7 +328,7 @@ class TocEntry:
 
     @property
     def label(self) -> str:
-        return _printable(f"{self.desc} {self.namespace + '.' if self.namespace else ''}{self.tag}", 120)
+        return excerpt(f"{self.desc} {self.namespace + '.' if self.namespace else ''}{self.tag}", 120)
 
 
 class _ArchiveReader:
@@ -507,7 +499,7 @@ def _pg_reference(url: str, revisions: list[str]) -> list[TocEntry]:
             with admin.connect() as conn:
                 conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     except SQLAlchemyError as exc:
-        problem = _printable(str(getattr(exc, "orig", exc)).strip().splitlines()[0], 200)
+        problem = excerpt(str(getattr(exc, "orig", exc)).strip().splitlines()[0], 200)
         raise BackupRefused(_("the backup cannot be checked against gridplan's schema: the user of "
                               "DATABASE_URL must be able to create a scratch database with PostGIS on "
                               "this server to compare it with ({problem}); nothing was written",
@@ -575,7 +567,7 @@ def _check_pg_file(path: Path, url: str, shown: Path | None = None) -> list[TocE
                           text=True)
     if done.returncode != 0:
         problem = (done.stderr.strip().splitlines() or ["unreadable"])[-1].removeprefix("pg_restore: error: ")
-        raise BackupRefused(f"{shown} is a damaged PostgreSQL dump ({_printable(problem, 200)}): "
+        raise BackupRefused(f"{shown} is a damaged PostgreSQL dump ({excerpt(problem, 200)}): "
                             "not restored")
     tables = {e.tag for e in entries if e.desc == "TABLE" and e.namespace == "public"}
     missing = [t for t in GRIDPLAN_TABLES if t not in tables]
@@ -663,7 +655,7 @@ def restore(path: Path, url: str, *, replace: bool = False, role: str | None = N
     if role and kind == "sqlite":
         raise BackupRefused(_("--role is for PostGIS: a SpatiaLite file has no roles"))
     if role and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]{0,62}", role):
-        raise BackupRefused(_("--role {role} is not a PostgreSQL role name", role=_printable(repr(role))))
+        raise BackupRefused(_("--role {role} is not a PostgreSQL role name", role=excerpt(repr(role))))
     with _private_copy(path) as copy:
         if kind == "sqlite":
             _check_sqlite_file(copy, path)
