@@ -26,7 +26,7 @@ Every file the folder's config names (``file = …``, ``values = …`` CSVs) or 
 name lies inside the folder: no ``..``, no absolute path, no link pointing out of it, no GDAL
 "virtual" file that names others. The folder comes from another department and the refusal goes
 back to it, so a refusal names the entry, quotes at most a short printable excerpt of a file, and
-an onboarding folder that is, holds or lies inside the app's own folders (``private``: the
+an onboarding folder that is, holds or lies inside the app's own files (``private``: the
 instance folder with the secret key) is refused outright.
 
 Steps, in order: streets and communities by name (provisional codes under the district), their
@@ -119,13 +119,15 @@ def _find(folder: Path, stem: str) -> Path | None:
 
 
 def _refuse_private(root: Path, private: tuple[Path, ...]) -> None:
-    """Refuse a folder that is, holds or lies inside one of the app's own (the instance folder
-    with the secret key): nothing in it may be named by an import."""
+    """Refuse a folder that is, holds or lies inside one of the app's own folders (the instance
+    folder with the secret key), or holds one of its files (the SpatiaLite database): nothing of
+    them may be named by an import."""
     for own in private:
         own = Path(own).resolve()
-        if root == own or root.is_relative_to(own) or own.is_relative_to(root):
-            raise OnboardRefused(_("{folder} is, holds or lies inside gridplan's own folder {own} (its "
-                                   "secret key, its database): onboard from a folder of the city's files "
+        inside = own.is_relative_to(root) or (own.is_dir() and root.is_relative_to(own))
+        if inside:
+            raise OnboardRefused(_("{folder} is, holds or lies inside gridplan's own files ({own}: the "
+                                   "secret key, the database): onboard from a folder of the city's files "
                                    "only", folder=root, own=own))
 
 

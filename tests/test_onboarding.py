@@ -513,7 +513,12 @@ def test_a_folder_holding_the_apps_own_is_refused(db_url, small_city, tmp_path):
             continue
         result = runner.invoke(args=["onboard", str(folder), "--district", DISTRICT])
         assert result.exit_code == 1, result.output
-        assert "gridplan's own folder" in result.output and "Traceback" not in result.output
+        assert "gridplan's own files" in result.output and "Traceback" not in result.output
+    if db_url.startswith("sqlite"):  # a folder holding the SpatiaLite database itself
+        database = Path(db_url.split(":///", 1)[1])
+        write_folder(small_city, database.parent)
+        result = runner.invoke(args=["onboard", str(database.parent), "--district", DISTRICT])
+        assert result.exit_code == 1 and f"gridplan's own files ({database}:" in result.output, result.output
     # the same refusal from the command line names the entry of an escaping config, in one line
     key = _secret(tmp_path)
     folder = write_folder(small_city, tmp_path / "city")

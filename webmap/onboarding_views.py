@@ -23,6 +23,7 @@ from pathlib import Path
 import click
 from flask import Blueprint, Response, current_app, render_template, request
 from flask.cli import AppGroup
+from sqlalchemy import make_url
 
 from geodata.code_table import apply_code_table
 from geodata.crs import to_wgs84
@@ -175,8 +176,7 @@ def onboard_command(folder: Path, district: str | None, report_dir: Path | None)
             bar.update(index - bar.pos, name)
 
         try:
-            report = onboard(eng, folder, district, progress=tick,
-                             private=(Path(current_app.instance_path),))
+            report = onboard(eng, folder, district, progress=tick, private=_own_paths())
         except GridplanError as exc:
             raise click.ClickException(f"onboarding stopped: {exc}") from None
         bar.update(len(STEPS) - bar.pos)
@@ -193,6 +193,16 @@ def onboard_command(folder: Path, district: str | None, report_dir: Path | None)
     click.echo(f"report: {out / 'onboard-report.html'}")
 
 
+
+
+def _own_paths() -> tuple[Path, ...]:
+    """What an onboarding folder may not be, hold or lie in: the instance folder (the secret key)
+    and the SpatiaLite database file, wherever DATABASE_URL puts it."""
+    own = [Path(current_app.instance_path)]
+    url = make_url(current_app.config["DATABASE_URL"])
+    if url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
+        own.append(Path(url.database))
+    return tuple(own)
 
 
 def _write_new(path: Path, content: str) -> None:
