@@ -152,7 +152,7 @@ def test_role_is_for_postgis_only(spatialite_url, tmp_path, spatialite_template)
 def program_marker():
     """Where ``COPY … TO PROGRAM`` would leave a file (the server runs as the postgres user, who
     cannot enter pytest's own folders)."""
-    folder = Path(tempfile.mkdtemp(prefix="gridplan-program-"))
+    folder = Path(tempfile.mkdtemp(prefix="gp-", dir="/tmp"))  # short: it must fit in a rewritten entry
     os.chmod(folder, 0o777)
     yield folder / "ran"
     shutil.rmtree(folder, ignore_errors=True)
@@ -240,3 +240,22 @@ def test_a_genuine_dump_restores_as_a_role_without_superuser(postgis_server, sma
     assert owners == ["gridplan_app"]  # created by the role, not by the superuser of DATABASE_URL
     bad = cli(target)("restore", "--replace", "--role", "x; DROP TABLE users", str(backup))
     assert bad.exit_code != 0 and "is not a PostgreSQL role name" in bad.output
+
+
+def test_a_dump_whose_hidden_setup_entry_was_rewritten_is_refused(postgis_server, tmp_path, program_marker):
+    """``pg_restore -l`` does not list the search path entry, and pg_restore runs it before any
+    other, whatever the list says: it is compared like every other entry."""
+    source = new_postgis(postgis_server.url)
+    backup = tmp_path / "genuine.dump"
+    assert cli(source)("backup", "-o", str(backup)).exit_code == 0
+    original = b"SELECT pg_catalog.set_config('search_path', '', false);\n"
+    evil = f"COPY(SELECT)TO PROGRAM'touch {program_marker}';".encode()  # as long, or padded to it
+    assert len(evil) < len(original), "the marker's path is too long for this test"
+    data = backup.read_bytes()
+    assert data.count(original) == 1
+    crafted = tmp_path / "crafted.dump"
+    crafted.write_bytes(data.replace(original, evil.ljust(len(original) - 1) + b"\n"))
+    target = new_postgis(postgis_server.url)
+    refused_each(target, {"search path rewritten": (crafted, ["defined otherwise than gridplan defines it: "
+                                                              "SEARCHPATH"])})
+    assert not program_marker.exists()
