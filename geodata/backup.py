@@ -85,10 +85,14 @@ def _known_revisions() -> set[str]:
 
 
 def _check_revisions(path: Path, revisions: list[str]) -> None:
+    if not revisions:
+        raise BackupRefused(_("{path} records no schema revision (its alembic_version is empty): it is not "
+                              "a gridplan backup", path=path))
     unknown = sorted(set(revisions) - _known_revisions())
     if unknown:
-        raise BackupRefused(f"{path} was made by a newer gridplan (schema revision {', '.join(unknown)} "
-                            "is unknown here): upgrade gridplan first")
+        named = excerpt(", ".join(map(str, unknown)), 200)
+        raise BackupRefused(f"{path} was made by a newer gridplan (schema revision {named} is unknown "
+                            "here): upgrade gridplan first")
 
 
 def holds_data(engine: Engine) -> bool:

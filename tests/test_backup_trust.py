@@ -140,6 +140,29 @@ def test_a_trigger_is_refused_even_when_named_like_spatialites_own(spatialite_te
     assert table == "geometry_columns" and sql
 
 
+def test_a_backup_of_no_or_an_unknown_revision_is_refused_quoting_it_safely(spatialite_template, tmp_path):
+    target = tmp_path / "target.sqlite"
+    shutil.copy(spatialite_template, target)
+    empty, unknown = tmp_path / "empty.sqlite", tmp_path / "unknown.sqlite"
+    for path, rows in ((empty, []), (unknown, ["9999_\x1b[2Jfrom_the_future" + "x" * 5000])):
+        shutil.copy(spatialite_template, path)
+        conn = sqlite3.connect(path)
+        with conn:
+            conn.execute("DELETE FROM alembic_version")
+            conn.executemany("INSERT INTO alembic_version VALUES (?)", [(r,) for r in rows])
+        conn.close()
+    url = f"sqlite:///{target}"
+    before = snapshot(url)
+    answer = cli(url)("restore", str(empty))
+    assert answer.exit_code != 0 and "records no schema revision" in answer.output, answer.output
+    answer = cli(url)("restore", str(unknown))
+    assert answer.exit_code != 0 and "made by a newer gridplan" in answer.output, answer.output
+    assert "\x1b" not in answer.output and "\\x1b[2Jfrom_the_future" in answer.output
+    assert len(answer.output) < 600
+    dispose_engines()
+    assert snapshot(url) == before
+
+
 def test_role_is_for_postgis_only(spatialite_url, tmp_path, spatialite_template):
     answer = cli(spatialite_url)("restore", "--role", "gridplan", str(spatialite_template))
     assert answer.exit_code != 0 and "--role is for PostGIS" in answer.output
