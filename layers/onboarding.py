@@ -154,7 +154,11 @@ def _check_file(root: Path, path: Path, what: str) -> None:
     for part in parts:
         if not part.exists() and not part.is_symlink():
             continue
-        if not part.resolve().is_relative_to(root):
+        try:
+            outside = not part.resolve().is_relative_to(root)
+        except (RuntimeError, OSError):  # a loop of links
+            outside = True
+        if outside:
             raise OnboardRefused(_("{what}: {name} is a link pointing out of the folder; only the folder's "
                                    "own files are read", what=what, name=excerpt(part.name)))
         if part.is_file():
