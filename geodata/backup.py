@@ -310,6 +310,7 @@ class TocEntry:
     (``--clean``), and start a table's data with (``copy``), under which schema and tablespace."""
 
     dump_id: int
+    had_dumper: bool
     desc: str
     namespace: str
     tag: str
@@ -326,9 +327,11 @@ class TocEntry:
     @property
     def sql(self) -> tuple:
         """Everything of the entry that becomes SQL on a restore (a table's columns, and those a
-        table's data is copied into, in any order)."""
+        table's data is copied into, in any order), and whether it has data: pg_restore runs an
+        entry's data as SQL commands when the entry has no COPY statement."""
         defn = _column_list(self.defn) if self.desc == "TABLE" else self.defn
-        return (defn, self.drop, _column_list(self.copy) if self.copy else "", self.tablespace, self.tableam)
+        return (self.had_dumper, defn, self.drop, _column_list(self.copy) if self.copy else "",
+                self.tablespace, self.tableam)
 
     @property
     def label(self) -> str:
@@ -401,7 +404,7 @@ def read_toc(path: Path, shown: Path | None = None) -> list[TocEntry]:
             entries = []
             for _n in range(r.integer()):
                 dump_id = r.integer()
-                r.integer()  # had a dumper
+                had_dumper = r.integer() != 0  # the entry has data in the archive
                 r.string()  # catalogue table oid
                 r.string()  # object oid
                 tag, desc = r.string(), r.string()
@@ -418,8 +421,8 @@ def read_toc(path: Path, shown: Path | None = None) -> list[TocEntry]:
                 r.byte()  # where the data is (custom format): a flag and an offset
                 if len(f.read(offset_size)) != offset_size:
                     raise EOFError
-                entries.append(TocEntry(dump_id, desc or "", namespace or "", tag or "", defn or "",
-                                        drop or "", copy or "", tablespace or "", tableam or ""))
+                entries.append(TocEntry(dump_id, had_dumper, desc or "", namespace or "", tag or "",
+                                        defn or "", drop or "", copy or "", tablespace or "", tableam or ""))
             return entries
     except (EOFError, ValueError, OSError):
         raise BackupRefused(damaged) from None
@@ -451,7 +454,7 @@ def _compare_pg(path: Path, entries: list[TocEntry], reference: list[TocEntry]) 
         if _ignored(entry):
             continue
         candidates = expected.get(entry.key)
-        if not candidates or entry.key in seen and entry.desc not in PG_SETUP:
+        if not candidates or entry.key in seen:
             foreign.append(entry.label)
             continue
         seen.add(entry.key)
@@ -460,7 +463,8 @@ def _compare_pg(path: Path, entries: list[TocEntry], reference: list[TocEntry]) 
             # the value is data; the statement around it must be gridplan's, word for word
             m = _SETVAL.fullmatch(model.defn)
             pattern = re.escape(m.group(1)) + r"\d+, (?:true|false)\);\n" if m else re.escape(model.defn)
-            same = re.fullmatch(pattern, entry.defn) is not None and entry.sql[1:] == model.sql[1:]
+            same = re.fullmatch(pattern, entry.defn) is not None and \
+                (entry.sql[0], *entry.sql[2:]) == (model.sql[0], *model.sql[2:])
         else:
             same = entry.sql == model.sql
         if not same:

@@ -282,3 +282,34 @@ def test_a_dump_whose_hidden_setup_entry_was_rewritten_is_refused(postgis_server
     refused_each(target, {"search path rewritten": (crafted, ["defined otherwise than gridplan defines it: "
                                                               "SEARCHPATH"])})
     assert not program_marker.exists()
+
+
+def test_an_entry_given_data_it_should_not_have_is_refused(postgis_server, tmp_path):
+    """pg_restore runs an entry's data as SQL when the entry has no COPY statement: a table or a
+    sequence value that claims data is as foreign as a new function (checked on the table of
+    contents as read from a genuine dump, each entry altered in turn)."""
+    from dataclasses import replace
+
+    from geodata.backup import BackupRefused, _compare_pg, read_toc
+
+    source = new_postgis(postgis_server.url)
+    backup = tmp_path / "genuine.dump"
+    assert cli(source)("backup", "-o", str(backup)).exit_code == 0
+    entries = read_toc(backup)
+    _compare_pg(backup, entries, entries)  # the same entries pass
+    for desc, tag in (("TABLE", "users"), ("SEQUENCE SET", "users_id_seq"), ("SEARCHPATH", "SEARCHPATH")):
+        crafted = [replace(e, had_dumper=True) if (e.desc, e.tag) == (desc, tag) else e for e in entries]
+        assert crafted != entries, (desc, tag)
+        with pytest.raises(BackupRefused, match=f"defined otherwise than gridplan defines it: {desc} "):
+            _compare_pg(backup, crafted, entries)
+    # the value of a sequence is data, the statement around it is not
+    def users_seq(entry, defn: str):
+        ours = (entry.desc, entry.tag) == ("SEQUENCE SET", "users_id_seq")
+        return replace(entry, defn=defn) if ours else entry
+
+    value = [users_seq(e, e.defn.replace(", 1, false)", ", 4711, true)")) for e in entries]
+    assert value != entries
+    _compare_pg(backup, value, entries)
+    around = [users_seq(e, e.defn.replace("SELECT", "SELECT public.evil(),")) for e in entries]
+    with pytest.raises(BackupRefused, match="SEQUENCE SET public.users_id_seq"):
+        _compare_pg(backup, around, entries)
