@@ -477,24 +477,33 @@ def _pg_reference(url: str, revisions: list[str]) -> list[TocEntry]:
     """The table of contents of a dump of a scratch database that gridplan's migrations bring to
     ``revisions`` on the same server (made, dumped and dropped here; kept for the process)."""
     u = make_url(url)
-    key = (u.host, u.port, u.username, tuple(sorted(set(revisions))))
+    # a user without superuser rights cannot create PostGIS in a new database, but may copy a
+    # template that has it (and nothing else): GRIDPLAN_RESTORE_TEMPLATE names one
+    template = os.environ.get("GRIDPLAN_RESTORE_TEMPLATE") or "template0"
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", template):
+        raise BackupRefused(_("GRIDPLAN_RESTORE_TEMPLATE={template} is not a database name",
+                              template=excerpt(repr(template))))
+    key = (u.host, u.port, u.username, template, tuple(sorted(set(revisions))))
     if key in _pg_references:
         return _pg_references[key]
     name = f"gridplan_check_{secrets.token_hex(6)}"
     admin = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            encoding, collate, ctype = conn.execute(text(
-                "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database "
-                "WHERE datname = current_database()")).one()
-            quote = lambda value: "'" + str(value).replace("'", "''") + "'"  # noqa: E731
-            conn.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING {quote(encoding)} "
-                                 f"LC_COLLATE {quote(collate)} LC_CTYPE {quote(ctype)}")
+            if template == "template0":  # as the database being restored: same encoding and locale
+                encoding, collate, ctype = conn.execute(text(
+                    "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database "
+                    "WHERE datname = current_database()")).one()
+                quote = lambda value: "'" + str(value).replace("'", "''") + "'"  # noqa: E731
+                conn.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING {quote(encoding)} "
+                                     f"LC_COLLATE {quote(collate)} LC_CTYPE {quote(ctype)}")
+            else:
+                conn.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE {template}")
         try:
             scratch = u.set(database=name).render_as_string(hide_password=False)
             engine = create_engine(scratch, poolclass=NullPool)
             try:
-                for revision in key[3]:
+                for revision in key[4]:
                     upgrade(engine, revision)
             finally:
                 engine.dispose()
@@ -510,8 +519,9 @@ def _pg_reference(url: str, revisions: list[str]) -> list[TocEntry]:
         problem = excerpt(str(getattr(exc, "orig", exc)).strip().splitlines()[0], 200)
         raise BackupRefused(_("the backup cannot be checked against gridplan's schema: the user of "
                               "DATABASE_URL must be able to create a scratch database with PostGIS on "
-                              "this server to compare it with ({problem}); nothing was written",
-                              problem=problem)) from None
+                              "this server to compare it with (CREATEDB, and superuser rights or "
+                              "GRIDPLAN_RESTORE_TEMPLATE naming a template with PostGIS) ({problem}); "
+                              "nothing was written", problem=problem)) from None
     finally:
         admin.dispose()
     return _pg_references[key]

@@ -228,41 +228,82 @@ def test_crafted_postgis_dumps_are_refused_by_name(postgis_server, small_demo, t
     assert not program_marker.exists()
 
 
-def test_a_genuine_dump_restores_as_a_role_without_superuser(postgis_server, small_demo, tmp_path):
+OWN_BY_APP = """
+    DO $$ DECLARE r record; BEGIN
+      IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'gridplan_app') THEN
+        CREATE ROLE gridplan_app LOGIN CREATEDB NOSUPERUSER;
+      END IF;
+      FOR r IN SELECT c.oid::regclass AS name FROM pg_class c
+                WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND NOT EXISTS (
+                      SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') LOOP
+        EXECUTE 'ALTER TABLE ' || r.name || ' OWNER TO gridplan_app';
+      END LOOP;
+      FOR r IN SELECT p.oid::regprocedure AS name FROM pg_proc p
+                WHERE p.pronamespace = 'public'::regnamespace AND NOT EXISTS (
+                      SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e') LOOP
+        EXECUTE 'ALTER FUNCTION ' || r.name || ' OWNER TO gridplan_app';
+      END LOOP;
+    END $$;
+    GRANT USAGE, CREATE ON SCHEMA public TO gridplan_app"""
+
+
+def owned_by_the_app(url: str) -> list[str]:
+    with get_engine(url).connect() as conn:
+        return conn.execute(text("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public' "
+                                 "AND tablename <> 'spatial_ref_sys'")).scalars().all()
+
+
+@pytest.fixture
+def genuine_dump(postgis_server, small_demo, tmp_path):
     source = new_postgis(postgis_server.url)
     write_demo(get_engine(source), small_demo)
     backup = tmp_path / "genuine.dump"
     assert cli(source)("backup", "-o", str(backup)).exit_code == 0
+    return source, backup
+
+
+def test_a_genuine_dump_restores_as_a_role_without_superuser(postgis_server, genuine_dump):
+    """The app's role, as an administrator sets it up, owns gridplan's tables and functions;
+    DATABASE_URL is a superuser's, and ``--role`` makes pg_restore create everything as the app's."""
+    source, backup = genuine_dump
     target = new_postgis(postgis_server.url)
     with get_engine(target).begin() as conn:
-        # the app's role, as an administrator sets it up: it owns gridplan's tables and functions
-        conn.exec_driver_sql("""
-            DO $$ DECLARE r record; BEGIN
-              IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'gridplan_app') THEN
-                CREATE ROLE gridplan_app NOLOGIN NOSUPERUSER;
-              END IF;
-              FOR r IN SELECT c.oid::regclass AS name FROM pg_class c
-                        WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND NOT EXISTS (
-                              SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') LOOP
-                EXECUTE 'ALTER TABLE ' || r.name || ' OWNER TO gridplan_app';
-              END LOOP;
-              FOR r IN SELECT p.oid::regprocedure AS name FROM pg_proc p
-                        WHERE p.pronamespace = 'public'::regnamespace AND NOT EXISTS (
-                              SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e') LOOP
-                EXECUTE 'ALTER FUNCTION ' || r.name || ' OWNER TO gridplan_app';
-              END LOOP;
-            END $$;
-            GRANT USAGE, CREATE ON SCHEMA public TO gridplan_app""")
+        conn.exec_driver_sql(OWN_BY_APP)
     done = cli(target)("restore", "--role", "gridplan_app", str(backup))
     assert done.exit_code == 0, done.output
     dispose_engines()
     assert snapshot(target) == snapshot(source)
-    with get_engine(target).connect() as conn:
-        owners = conn.execute(text("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public' "
-                                   "AND tablename <> 'spatial_ref_sys'")).scalars().all()
-    assert owners == ["gridplan_app"]  # created by the role, not by the superuser of DATABASE_URL
+    assert owned_by_the_app(target) == ["gridplan_app"]  # created by the role, not by the superuser
     bad = cli(target)("restore", "--replace", "--role", "x; DROP TABLE users", str(backup))
     assert bad.exit_code != 0 and "is not a PostgreSQL role name" in bad.output
+
+
+def test_a_genuine_dump_restores_with_a_database_url_without_superuser(postgis_server, genuine_dump,
+                                                                       monkeypatch):
+    """DATABASE_URL is the app's own role (no superuser): the scratch database to compare with is
+    copied from a template that has PostGIS (GRIDPLAN_RESTORE_TEMPLATE), and the restore runs with
+    no superuser anywhere; without the template the check cannot be made, and says why."""
+    source, backup = genuine_dump
+    target = new_postgis(postgis_server.url)
+    with get_engine(target).begin() as conn:
+        conn.exec_driver_sql(OWN_BY_APP)
+    server = postgis_server.url.rsplit("/", 1)[0]
+    with get_engine(server + "/postgres").connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = 'template_postgis'")).first():
+            conn.exec_driver_sql("CREATE DATABASE template_postgis IS_TEMPLATE true")
+            with get_engine(server + "/template_postgis").begin() as t:
+                t.exec_driver_sql("CREATE EXTENSION postgis")
+            dispose_engines()
+    as_app = target.replace("postgres@", "gridplan_app@")
+    assert as_app != target
+    refused = cli(as_app)("restore", "--replace", str(backup))
+    assert refused.exit_code != 0 and "GRIDPLAN_RESTORE_TEMPLATE" in refused.output, refused.output
+    monkeypatch.setenv("GRIDPLAN_RESTORE_TEMPLATE", "template_postgis")
+    done = cli(as_app)("restore", "--replace", str(backup))
+    assert done.exit_code == 0, done.output
+    dispose_engines()
+    assert snapshot(target) == snapshot(source)
+    assert owned_by_the_app(target) == ["gridplan_app"]
 
 
 def test_a_dump_whose_hidden_setup_entry_was_rewritten_is_refused(postgis_server, tmp_path, program_marker):
