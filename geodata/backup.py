@@ -299,7 +299,7 @@ def _compare_sqlite(path: Path, objects: dict, reference: dict) -> None:
 PG_DUMP_OPTIONS = ("-Fc", "--no-owner", "--no-privileges")
 #: entries pg_restore reads before anything else and acts on whatever the list of entries says
 PG_SETUP = {"ENCODING", "STDSTRINGS", "SEARCHPATH"}
-#: archive versions this check reads: pg_dump 12 (1.14) to 17 (1.16)
+#: archive versions this check reads: 1.12 to 1.16 (pg_dump 9.6 to 17; tested with 15's 1.14)
 PG_ARCHIVE_VERSIONS = ((1, 12), (1, 16))
 _pg_references: dict[tuple, list[TocEntry]] = {}
 
