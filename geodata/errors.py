@@ -66,3 +66,12 @@ class DatabaseTrouble(GridplanError):
     @property
     def code(self) -> str:
         return self._code
+
+
+def excerpt(value: object, limit: int = 80) -> str:
+    """``value`` as one short line a terminal or a page shows as it is, for a message that quotes
+    something read from a file someone sent: line breaks, escape codes and other unprintable
+    characters become ``\\xNN``, and it stops after ``limit`` characters (a line can be a megabyte)."""
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
+                   for c in str(value)[: limit + 1])
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -22,6 +22,13 @@ table) — and ``onboard.toml`` saying what their fields and values mean::
     [clean]
     max_sliver = 50
 
+Every file the folder's config names (``file = …``, ``values = …`` CSVs) or that is found in it by
+name lies inside the folder: no ``..``, no absolute path, no link pointing out of it, no GDAL
+"virtual" file that names others. The folder comes from another department and the refusal goes
+back to it, so a refusal names the entry, quotes at most a short printable excerpt of a file, and
+an onboarding folder that is, holds or lies inside the app's own files (``private``: the
+instance folder with the secret key) is refused outright.
+
 Steps, in order: streets and communities by name (provisional codes under the district), their
 topology and cleaning, roads (and buildings), units built from the roads with households estimated
 (community totals honoured), facilities and incidents with their value mappings, the official code
@@ -31,6 +38,7 @@ was loaded, estimated, provisional, cleaned and left for the planner.
 
 from __future__ import annotations
 
+import re
 import time
 import tomllib
 from collections.abc import Callable
@@ -43,7 +51,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from geodata.code_table import apply_code_table
-from geodata.errors import Refused
+from geodata.errors import Refused, excerpt
 from geodata.i18n import _
 from geodata.importer import ImportRefused, check_district, import_layer, parse_values, read_source
 from geodata.store import count_layer, read_layer, unit_totals
@@ -58,13 +66,21 @@ REQUIRED = ("streets", "communities", "roads")
 STEPS = ("streets", "communities", "clean", "roads", "buildings", "units", "facilities", "incidents", "codes",
          "report")
 Progress = Callable[[str, int, int], None]
+#: how much of one problem a refusal carries back to the department (a line of a file can be a megabyte)
+PROBLEM_CHARS = 300
+#: what GDAL reads as a "virtual" dataset naming other files, whatever the file is called
+VIRTUAL_FILES = (b"<OGRVRTDataSource", b"<VRTDataset", b"<GDAL_WMS", b"<WFS_GetCapabilities")
+#: PROJ definitions that read files (init files, grids) rather than describe a coordinate system
+CRS_NAMING_FILES = re.compile(r"(init|grids|file|gridshift)\s*=|@", re.IGNORECASE)
 
 
 class OnboardRefused(Refused):
     """The folder cannot be onboarded as it is; ``problems`` names every reason."""
 
     def __init__(self, problems: list[str] | str, step: str | None = None) -> None:
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        problems = [problems] if isinstance(problems, str) else list(problems)
+        # each one short and printable: it may quote a line of the department's file
+        self.problems = [excerpt(p, PROBLEM_CHARS) for p in problems]
         self.step = step
         super().__init__((f"{step}: " if step else "") + "; ".join(self.problems[:20]))
 
@@ -102,15 +118,70 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def read_config(folder: str | Path, district: str | None = None) -> Plan:
-    """Read ``onboard.toml`` (optional) and find the files; refuse what is missing or malformed."""
+def _refuse_private(root: Path, private: tuple[Path, ...]) -> None:
+    """Refuse a folder that is, holds or lies inside one of the app's own folders (the instance
+    folder with the secret key), or holds one of its files (the SpatiaLite database): nothing of
+    them may be named by an import."""
+    for own in private:
+        own = Path(own).resolve()
+        inside = own.is_relative_to(root) or (own.is_dir() and root.is_relative_to(own))
+        if inside:
+            raise OnboardRefused(_("{folder} is, holds or lies inside gridplan's own files ({own}: the "
+                                   "secret key, the database): onboard from a folder of the city's files "
+                                   "only", folder=root, own=own))
+
+
+def _inside(root: Path, name: object, entry: str) -> Path:
+    """The file ``name`` (from ``entry`` of the config) in the folder ``root``; refused when it is
+    not a relative name, climbs out with ``..``, or is a link that points out of the folder."""
+    if not isinstance(name, str) or not name.strip():
+        raise OnboardRefused(_("{entry} must be the name of a file in the folder", entry=entry))
+    relative = Path(name)
+    if relative.is_absolute() or relative.drive or ".." in relative.parts or "\0" in name:
+        raise OnboardRefused(_("{entry} = {name}: only a file inside the folder may be named (no absolute "
+                               "path, no ..)", entry=entry, name=excerpt(repr(name), 160)))
+    path = root / relative
+    _check_file(root, path, _("{entry} = {name}", entry=entry, name=excerpt(repr(name), 160)))
+    return path
+
+
+def _check_file(root: Path, path: Path, what: str) -> None:
+    """Refuse ``path`` when it (or, for a shapefile, a part beside it) resolves outside ``root``,
+    or is a GDAL virtual file that would read others."""
+    parts = [path]
+    if path.suffix.lower() == ".shp":  # GDAL reads the .dbf, .shx, .prj, .cpg … of the same name
+        parts += [p for p in path.parent.glob(path.stem + ".*") if p != path]
+    for part in parts:
+        if not part.exists() and not part.is_symlink():
+            continue
+        try:
+            outside = not part.resolve().is_relative_to(root)
+        except (RuntimeError, OSError):  # a loop of links
+            outside = True
+        if outside:
+            raise OnboardRefused(_("{what}: {name} is a link pointing out of the folder; only the folder's "
+                                   "own files are read", what=what, name=excerpt(part.name)))
+        if part.is_file():
+            with part.open("rb") as f:
+                head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+            if head.startswith(VIRTUAL_FILES):
+                raise OnboardRefused(_("{what}: {name} is a GDAL virtual file that would read other files; "
+                                       "send the data itself", what=what, name=excerpt(part.name)))
+
+
+def read_config(folder: str | Path, district: str | None = None, *, private: tuple[Path, ...] = ()) -> Plan:
+    """Read ``onboard.toml`` (optional) and find the files; refuse what is missing or malformed,
+    and any file outside the folder (see the module notes; ``private``: the app's own folders)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise OnboardRefused(_("{folder} is not a folder", folder=folder))
+    root = folder.resolve()
+    _refuse_private(root, tuple(private))
     config: dict = {}
     for name in CONFIG_NAMES:
         path = folder / name
-        if path.exists():
+        if path.exists() or path.is_symlink():
+            _check_file(root, path, name)
             try:
                 config = tomllib.loads(path.read_text(encoding="utf-8"))
             except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -128,15 +199,26 @@ def read_config(folder: str | Path, district: str | None = None) -> Plan:
             continue
         default = {"households": "households", "raster": "population", "codes": "codes"}.get(layer, layer)
         if "file" in section:
-            path = folder / section["file"]
+            path = _inside(root, section["file"], f"[{layer}] file")
             if not path.exists():
-                problems.append(f"[{layer}] file {section['file']} is not in {folder}")
+                problems.append(f"[{layer}] file {excerpt(section['file'])} is not in {folder}")
             files[layer] = path
         elif layer == "raster":
             found = sorted(folder.glob("*.tif")) + sorted(folder.glob("*.tiff"))
             files[layer] = found[0] if found else None
         else:
             files[layer] = _find(folder, default)
+        if files[layer] is not None and "file" not in section:
+            _check_file(root, files[layer], f"[{layer}]")
+        crs = section.get("crs")
+        if crs is not None and (not isinstance(crs, str | int) or CRS_NAMING_FILES.search(str(crs))):
+            raise OnboardRefused(_("[{layer}] crs = {crs}: give an EPSG code (EPSG:4490) or GCJ02, not a "
+                                   "definition that reads files", layer=layer, crs=excerpt(repr(crs))))
+        values = section.get("values")
+        if isinstance(values, dict):
+            for field_name, table in values.items():
+                if isinstance(table, str):
+                    _inside(root, table, f"[{layer}] values.{excerpt(field_name)}")
     for layer in REQUIRED:
         if files.get(layer) is None and not any(p.startswith(f"[{layer}]") for p in problems):
             problems.append(f"no {layer} file in {folder} (a file named {layer}.geojson/.gpkg/.zip/.csv, "
@@ -151,9 +233,14 @@ def _values(plan: Plan, layer: str) -> dict[str, dict[str, str]] | None:
     if not raw:
         return None
     out: dict[str, dict[str, str]] = {}
+    root = plan.folder.resolve()
     for name, table in raw.items():
-        if isinstance(table, str):  # a CSV beside the config
-            out.update(parse_values([f"{name}={plan.folder / table}"]))
+        if isinstance(table, str):  # a CSV beside the config, inside the folder (checked again here)
+            path = _inside(root, table, f"[{layer}] values.{excerpt(name)}")
+            if ":" in str(name) or "=" in str(name):
+                raise OnboardRefused(_("[{layer}] values.{name}: a field name has no : or =",
+                                       layer=layer, name=excerpt(name)))
+            out.update(parse_values([f"{name}={path}"]))
         elif isinstance(table, dict):
             out[name] = {str(k): str(v) for k, v in table.items()}
         else:
@@ -211,11 +298,13 @@ def _figures(engine: Engine) -> dict:
 
 
 def onboard(engine: Engine, folder: str | Path, district: str | None = None, *,
-            progress: Progress | None = None) -> OnboardReport:
+            progress: Progress | None = None, private: tuple[Path, ...] = ()) -> OnboardReport:
     """Load a whole city from ``folder`` (see the module notes); returns the report. Raises
     :class:`OnboardRefused` naming the step and its problems when one cannot be done — the steps
-    before it stay loaded, each having been its own transaction."""
-    plan = read_config(folder, district)
+    before it stay loaded, each having been its own transaction. A folder naming a file outside
+    itself is refused before anything is loaded. ``private``: the app's own folders (instance/),
+    which the onboarding folder may not be, hold or lie in."""
+    plan = read_config(folder, district, private=private)
     try:
         check_district(engine, plan.district)
     except ImportRefused as exc:

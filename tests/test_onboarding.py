@@ -4,6 +4,7 @@ table, value mappings, approximate locations, and a whole city onboarded from a 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -17,6 +18,7 @@ from sqlalchemy import func, select, text
 from geodata import incident_rows
 from geodata.catalog import is_code
 from geodata.code_table import CodeTableRefused, apply_code_table
+from geodata.db import get_engine
 from geodata.importer import ImportRefused, import_layer, parse_values
 from geodata.models import CommunityHistory, GridCell, Plan, PlanAssignment, User
 from geodata.naming import match_names, next_codes, stem
@@ -376,9 +378,15 @@ def test_onboard_a_city_from_names_roads_and_a_households_table_then_plan_it(db_
 
     city = sample_city(16, seed=5, blocks_per_side=4, communities_per_street=(2, 2))
     folder = write_folder(city, tmp_path / "city")
+    # a report name that is a link out of the folder is replaced, not followed
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("not the report's\n", encoding="utf-8")
+    (folder / "onboard-report.html").symlink_to(elsewhere)
     runner = create_app({"DATABASE_URL": db_url, "TESTING": True}).test_cli_runner()
     result = runner.invoke(args=["onboard", str(folder), "--district", DISTRICT], catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    assert elsewhere.read_text(encoding="utf-8") == "not the report's\n"
+    assert not (folder / "onboard-report.html").is_symlink()
     assert "onboarded 16 communities in 4 streets" in result.output
     report = json.loads((folder / "onboard-report.json").read_text(encoding="utf-8"))
     assert set(report["seconds"]) >= {"streets", "communities", "clean", "roads", "units", "report"}
@@ -425,3 +433,119 @@ def test_onboard_refuses_what_is_missing(engine, tmp_path):
     with pytest.raises(OnboardRefused, match="units: no roads are stored in these streets"):
         onboard(engine, folder, DISTRICT)
 
+
+
+# --- folders stay folders ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_city():
+    return sample_city(4, seed=2)
+
+
+def _secret(tmp_path):
+    """A file of the app's own beside the department's folder (as instance/secret_key is)."""
+    own = tmp_path / "app" / "instance"
+    own.mkdir(parents=True)
+    key = own / "secret_key"
+    key.write_text("6b1f0c2e9d4a7b3c8e5f1a2d4c6b8e0f\n", encoding="utf-8")
+    return key
+
+
+ESCAPES = [
+    # (what onboard.toml says, the entry a refusal names)
+    ('[codes]\nfile = "../app/instance/secret_key"\n', '[codes] file = \'../app/instance/secret_key\''),
+    ('[codes]\nfile = "{key}"\n', "[codes] file = '{key}'"),
+    ('[codes]\nfile = "codes-link.csv"\n',
+     "[codes] file = 'codes-link.csv': codes-link.csv is a link pointing out"),
+    ('[facilities]\nvalues = {{ kind = "../app/instance/secret_key" }}\n',
+     "[facilities] values.kind = '../app/instance/secret_key'"),
+    ('[facilities]\nvalues = {{ kind = "{key}" }}\n', "[facilities] values.kind = '{key}'"),
+    ('[facilities]\nvalues = {{ kind = "kinds.csv" }}\n',
+     "[facilities] values.kind = 'kinds.csv': kinds.csv is a link pointing out"),
+    ('[codes]\nfile = "sub/secret_key"\n',
+     "[codes] file = 'sub/secret_key': secret_key is a link pointing out"),
+    ('[buildings]\ncrs = "+init=/etc/proj/secret:1"\n', "[buildings] crs = '+init=/etc/proj/secret:1'"),
+]
+
+
+def test_onboarding_names_only_files_inside_its_folder(engine, small_city, tmp_path):
+    key = _secret(tmp_path)
+    for i, (extra, entry) in enumerate(ESCAPES):
+        folder = write_folder(small_city, tmp_path / f"city{i}")
+        (folder / "codes-link.csv").symlink_to(key)
+        (folder / "kinds.csv").symlink_to(key)
+        (folder / "sub").symlink_to(key.parent, target_is_directory=True)
+        config = folder / "onboard.toml"
+        text_ = config.read_text(encoding="utf-8").replace("[clean]", extra.format(key=key) + "[clean]")
+        config.write_text(text_, encoding="utf-8")
+        with pytest.raises(OnboardRefused) as refused:
+            onboard(engine, folder, DISTRICT)
+        message = str(refused.value)
+        assert entry.format(key=key) in message, (extra, message)
+        assert "6b1f0c2e" not in message
+    # files found by their name, and the config itself, are no different
+    folder = write_folder(small_city, tmp_path / "found")
+    (folder / "codes.csv").symlink_to(key)
+    with pytest.raises(OnboardRefused, match=r"\[codes\]: codes.csv is a link pointing out of the folder"):
+        onboard(engine, folder, DISTRICT)
+    (folder / "codes.csv").unlink()
+    (folder / "onboard.toml").unlink()
+    (folder / "onboard.toml").symlink_to(key)
+    with pytest.raises(OnboardRefused, match="onboard.toml: onboard.toml is a link pointing out of the"):
+        onboard(engine, folder, DISTRICT)
+    # a GDAL virtual file that would read another file is refused, whatever it is called
+    folder = write_folder(small_city, tmp_path / "virtual")
+    (folder / "roads.geojson").write_text(
+        f'<OGRVRTDataSource><OGRVRTLayer name="r"><SrcDataSource>{key}</SrcDataSource></OGRVRTLayer>'
+        "</OGRVRTDataSource>", encoding="utf-8")
+    with pytest.raises(OnboardRefused, match="roads.geojson is a GDAL virtual file"):
+        onboard(engine, folder, DISTRICT)
+    assert read_layer(engine, "streets").empty and read_layer(engine, "communities").empty
+
+
+def test_a_folder_holding_the_apps_own_is_refused(db_url, small_city, tmp_path):
+    app = create_app({"DATABASE_URL": db_url, "TESTING": True})
+    runner = app.test_cli_runner()
+    own = Path(app.instance_path)
+    for folder in (own.parent, own):
+        if not folder.is_dir():
+            continue
+        result = runner.invoke(args=["onboard", str(folder), "--district", DISTRICT])
+        assert result.exit_code == 1, result.output
+        assert "gridplan's own files" in result.output and "Traceback" not in result.output
+    if db_url.startswith("sqlite"):  # a folder holding the SpatiaLite database itself
+        database = Path(db_url.split(":///", 1)[1])
+        write_folder(small_city, database.parent)
+        result = runner.invoke(args=["onboard", str(database.parent), "--district", DISTRICT])
+        assert result.exit_code == 1 and f"gridplan's own files ({database}:" in result.output, result.output
+    # the same refusal from the command line names the entry of an escaping config, in one line
+    key = _secret(tmp_path)
+    folder = write_folder(small_city, tmp_path / "city")
+    config = folder / "onboard.toml"
+    config.write_text(config.read_text(encoding="utf-8") + f'[codes]\nfile = "{key}"\n', encoding="utf-8")
+    result = runner.invoke(args=["onboard", str(folder), "--district", DISTRICT])
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert result.exit_code == 1 and len(errors) == 1, result.output
+    assert f"[codes] file = '{key}'" in errors[0]
+    assert "6b1f0c2e" not in result.output
+    assert read_layer(get_engine(db_url), "streets").empty
+
+
+def test_a_refusal_quotes_a_short_printable_excerpt_of_the_file(engine, small_city, tmp_path):
+    folder = write_folder(small_city, tmp_path / "city")
+    # the streets as a CSV whose header is a megabyte of terminal escape codes and no JDMC column
+    junk = ",".join(f"\x1b[2J\x07col{i}" for i in range(60000))
+    (folder / "streets.geojson").unlink()
+    (folder / "streets.csv").write_text(f"lon,lat,{junk}\n111.3,30.7,{','.join('x' * 60000)}\n",
+                                        encoding="utf-8")
+    config = folder / "onboard.toml"
+    config.write_text(config.read_text(encoding="utf-8").replace('file = "streets.geojson"',
+                                                                 'file = "streets.csv"'), encoding="utf-8")
+    with pytest.raises(OnboardRefused) as refused:
+        onboard(engine, folder, DISTRICT)
+    message = str(refused.value)
+    assert "field 'JDMC' named in --map is not in the file" in message
+    assert len(message) < 400 and "\x1b" not in message and "\x07" not in message
+    assert message.isprintable() and "\\x1b" in message  # shown, escaped, not sent to the terminal
+    assert read_layer(engine, "streets").empty

@@ -202,13 +202,16 @@ def backup_command(output: Path) -> None:
 @with_appcontext
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--replace", is_flag=True, help="replace a database that holds data already")
+@click.option("--role", help="PostGIS: create everything as this role (no superuser rights), "
+              "not as the user of DATABASE_URL")
 @database_errors
-def restore_command(path: Path, replace: bool) -> None:
+def restore_command(path: Path, replace: bool, role: str | None) -> None:
     """Restore the database from the backup PATH (made by ``backup`` from a database of the same
-    kind). A damaged file, a file of the other kind, or a database in use without --replace is
-    refused and nothing is written."""
+    kind). A damaged file, a file of the other kind, one whose schema is not gridplan's (a
+    function, trigger, view, rule or policy of someone else's), or a database in use without
+    --replace is refused and nothing is written."""
     try:
-        done = restore(path, current_app.config["DATABASE_URL"], replace=replace)
+        done = restore(path, current_app.config["DATABASE_URL"], replace=replace, role=role)
     except BackupRefused as exc:
         raise click.ClickException(f"restore refused: {exc}") from None
     _ready()  # a backup from an older version gets the newer migrations

@@ -15,13 +15,15 @@ Views and commands parse their input and call :mod:`layers`; nothing else happen
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 import click
-from flask import Blueprint, Response, render_template, request
+from flask import Blueprint, Response, current_app, render_template, request
 from flask.cli import AppGroup
+from sqlalchemy import make_url
 
 from geodata.code_table import apply_code_table
 from geodata.crs import to_wgs84
@@ -174,16 +176,15 @@ def onboard_command(folder: Path, district: str | None, report_dir: Path | None)
             bar.update(index - bar.pos, name)
 
         try:
-            report = onboard(eng, folder, district, progress=tick)
+            report = onboard(eng, folder, district, progress=tick, private=_own_paths())
         except GridplanError as exc:
             raise click.ClickException(f"onboarding stopped: {exc}") from None
         bar.update(len(STEPS) - bar.pos)
     out = report_dir or folder
     out.mkdir(parents=True, exist_ok=True)
     data = report.as_dict()
-    (out / "onboard-report.json").write_text(json.dumps(data, ensure_ascii=False, indent=2, default=str),
-                                             encoding="utf-8")
-    (out / "onboard-report.html").write_text(render_report(data), encoding="utf-8")
+    _write_new(out / "onboard-report.json", json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    _write_new(out / "onboard-report.html", render_report(data))
     figures = data["steps"].get("report", {})
     click.echo(f"onboarded {figures.get('communities', 0)} communities in {figures.get('streets', 0)} "
                "streets "
@@ -192,6 +193,30 @@ def onboard_command(folder: Path, district: str | None, report_dir: Path | None)
     click.echo(f"report: {out / 'onboard-report.html'}")
 
 
+
+
+def _own_paths() -> tuple[Path, ...]:
+    """What an onboarding folder may not be, hold or lie in: the instance folder (the secret key)
+    and the SpatiaLite database file, wherever DATABASE_URL puts it."""
+    own = [Path(current_app.instance_path)]
+    url = make_url(current_app.config["DATABASE_URL"])
+    if url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
+        own.append(Path(url.database))
+    return tuple(own)
+
+
+def _write_new(path: Path, content: str) -> None:
+    """Write ``path`` as a new file: a link of that name in the department's folder is replaced,
+    never followed (it could point at any file this user may write)."""
+    fd, temporary = tempfile.mkstemp(prefix=".onboard-report-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(content)
+        os.chmod(temporary, 0o644)  # a report to share, as write_text would have left it
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
 
 
 def render_report(data: dict) -> str:
