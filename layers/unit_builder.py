@@ -513,8 +513,8 @@ def build_stored(engine: Engine, *, street: str | None = None, households: str |
     :data:`CELL_M2`) instead of cut into blocks."""
     streets = read_layer(engine, "streets", where={"code": street} if street else None)
     if streets.empty:
-        raise BuildRefused(f"street {street} is not stored" if street else
-                           "no streets are stored: import the streets first")
+        raise BuildRefused(_("street {street} is not stored", street=street) if street else
+                           _("no streets are stored: import the streets first"))
     roads = read_layer(engine, "roads", bbox=tuple(streets.total_bounds))
     if roads.empty or shape is not None or cell_m2 is not None:
         shape = shape or "hex"  # no road centre-lines: the streets are tessellated
