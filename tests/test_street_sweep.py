@@ -128,10 +128,13 @@ def _check(problems: list[str], where: str, status: int, reason: str, body_ok: b
 
 
 def _plan_explained(scores: dict) -> bool:
-    """A plan with communities outside the bounds says why (its ``infeasible`` reasons)."""
-    if not scores.get("outside_bounds"):
-        return True
-    return bool(scores.get("infeasible")) and all(i.get("reason") for i in scores["infeasible"])
+    """An automatic plan makes no community in pieces, and one with communities outside the bounds
+    says why (its ``infeasible`` reasons)."""
+    if scores.get("non_contiguous"):
+        return False
+    if not all(i.get("reason") for i in scores.get("infeasible", [])):
+        return False
+    return not scores.get("outside_bounds") or bool(scores.get("infeasible"))
 
 
 def _grid_explained(answer: dict) -> bool:
@@ -204,15 +207,16 @@ def sweep(app, url: str, tmp: Path) -> tuple[list[str], dict[str, int]]:
             call("", "GET", f"/api/grid/problems?community={community}")
         # coverage and siting in the street
         call("", "GET", f"/api/coverage/report?street={street}")
+        call("", "GET", f"/api/coverage/layers/uncovered?street={street}&kind=kindergarten")
         call(street, "POST", "/api/coverage/sites", {"kind": "kindergarten", "k": 2, "street": street})
         inside = shapely.point_on_surface(outline)
         call(street, "POST", "/api/coverage/proposal", {
             "kind": "service_station", "sites": [{"lon": inside.x, "lat": inside.y}], "street": street})
-    # the whole district's plan, in the background worker
+    # the whole district's plan and its coverage report, in the background worker
     call("district", "POST", "/api/plans", {"name": "sweep district"})
-    job = run_one(engine)
-    if job is not None:
-        record("plan job", 200 if job["status"] == "done" else 500, job.get("message") or "")
+    call("district", "POST", "/api/coverage/jobs", {})
+    while (job := run_one(engine)) is not None:
+        record(f"{job['kind']} job", 200 if job["status"] == "done" else 500, job.get("message") or "")
     return problems, seen
 
 
