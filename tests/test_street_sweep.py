@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,7 @@ def sweep(app, url: str, tmp: Path) -> tuple[list[str], dict[str, int]]:
     runner = app.test_cli_runner()
     problems: list[str] = []
     seen: dict[str, int] = {}
+    spent: dict[str, float] = {}
 
     def call(where: str, method: str, path: str, body: dict | None = None, explained=None) -> None:
         """One request; ``explained(answer)`` says whether a 2xx answer explains what it could
@@ -165,7 +167,9 @@ def sweep(app, url: str, tmp: Path) -> tuple[list[str], dict[str, int]]:
             nonlocal response
             response = client.post(path, json=body, headers=headers) if method == "POST" else client.get(path)
             return response
+        started = time.perf_counter()
         status, reason = _answer(send)
+        spent[path.split("?")[0]] = spent.get(path.split("?")[0], 0.0) + time.perf_counter() - started
         ok = explained is None or status >= 300 or explained(response.get_json())
         record(f"{method} {path} {where}", status, reason, ok)
 
@@ -217,6 +221,8 @@ def sweep(app, url: str, tmp: Path) -> tuple[list[str], dict[str, int]]:
     call("district", "POST", "/api/coverage/jobs", {})
     while (job := run_one(engine)) is not None:
         record(f"{job['kind']} job", 200 if job["status"] == "done" else 500, job.get("message") or "")
+    if os.environ.get("SWEEP_DEBUG"):
+        print("SWEEP seconds", {k: round(v, 1) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])})
     return problems, seen
 
 
