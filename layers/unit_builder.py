@@ -92,9 +92,17 @@ class BuildResult:
     method: str = "blocks"  # blocks (cut by roads) | tessellation (no roads: a lattice of cells)
     shape: str | None = None  # hex | square, for a tessellation
     cell_m2: float | None = None
+    tessellated: list[str] = field(default_factory=list)  # the streets tessellated (no roads inside)
 
     def note(self) -> str:
         """What the units are, in a planner's words."""
+        if self.method == "mixed":
+            return _("the units are blocks cut by the road centre-lines and the community boundaries, "
+                     "except in streets {streets}, which hold no roads: there they are a tessellation of "
+                     "{shape} cells of about {cell_m2} m² cut by the street and community boundaries",
+                     streets=", ".join(self.tessellated[:20]) + (" …" if len(self.tessellated) > 20 else ""),
+                     shape=_("hexagonal") if self.shape == "hex" else _("square"),
+                     cell_m2=f"{self.cell_m2:,.0f}")
         if self.method == "tessellation":
             return _("the units are a tessellation, not blocks: {shape} cells of about {cell_m2} m² cut by "
                      "the street and community boundaries (no road centre-lines were used)",
@@ -105,7 +113,8 @@ class BuildResult:
 
     def summary(self) -> dict:
         return {"units": len(self.units), "streets": len(self.streets),
-                "method": self.method, "shape": self.shape, "cell_m2": self.cell_m2, "note": self.note(),
+                "method": self.method, "shape": self.shape, "cell_m2": self.cell_m2,
+                "tessellated_streets": self.tessellated, "note": self.note(),
                 "households": int(self.units["households"].sum()) if len(self.units) else 0,
                 "sources": self.sources, "totals_honoured": self.totals_honoured,
                 "unmatched_totals": self.unmatched_totals, "slivers_merged": self.slivers_merged,
@@ -269,6 +278,14 @@ def _lattice_lines(street, shape: str, cell_m2: float) -> np.ndarray:
     cells = lattice(shapely.bounds(street), shape, cell_m2)
     cells = cells[shapely.intersects(cells, street)]
     return shapely.boundary(cells)
+
+
+def _has_inner_roads(street, roads: np.ndarray) -> bool:
+    """Whether any road runs inside ``street`` (not only along its edge), metres."""
+    if not len(roads):
+        return False
+    inner = shapely.buffer(street, -1.0)
+    return bool(not shapely.is_empty(inner) and shapely.intersects(roads, inner).any())
 
 
 def _root(target: np.ndarray, face: int) -> int:
@@ -438,14 +455,17 @@ def build_units(streets: gpd.GeoDataFrame, communities: gpd.GeoDataFrame, roads:
     comm_codes = communities["code"].to_numpy(dtype=object) if len(communities) else np.empty(0, object)
     comm_street = communities["street_code"].to_numpy(dtype=object) if len(communities) else empty
     road_tree, comm_tree = shapely.STRtree(road_m), shapely.STRtree(comm_m)
-    frames, merged_total = [], 0
+    frames, merged_total, tessellated = [], 0, []
     for k, (code, district, street) in enumerate(zip(streets["code"], streets["district_code"], street_m,
                                                      strict=True)):
         near_roads = road_m[road_tree.query(street, predicate="intersects")] if len(road_m) else road_m
         near = comm_tree.query(street, predicate="intersects") if len(comm_m) else np.empty(0, int)
         near = near[np.argsort(comm_street[near] != code, kind="stable")]  # the street's own first
-        if shape is not None:
-            near_roads = _lattice_lines(street, shape, cell_m2)
+        # a street with no road inside it would be left as whole communities: it is tessellated
+        cut = shape if shape is not None else None if _has_inner_roads(street, near_roads) else "hex"
+        if cut is not None:
+            near_roads = _lattice_lines(street, cut, cell_m2)
+            tessellated.append(code)
         faces = _blocks(street, near_roads, comm_m[near])
         label = np.full(len(faces), None, dtype=object)
         if len(near) and len(faces):
@@ -455,7 +475,7 @@ def build_units(streets: gpd.GeoDataFrame, communities: gpd.GeoDataFrame, roads:
             first = np.ones(len(f), dtype=bool)
             first[1:] = f[1:] != f[:-1]
             label[f[first]] = comm_codes[near][c[first]]
-        if shape is not None:  # a piece under a third of a cell joins its community's neighbour
+        if cut is not None:  # a piece under a third of a cell joins its community's neighbour
             faces, label, merged = _merge_slivers(faces, label, max(min_block_m2, cell_m2 / 3),
                                                   same_label_only=True)
         else:
@@ -480,8 +500,10 @@ def build_units(streets: gpd.GeoDataFrame, communities: gpd.GeoDataFrame, roads:
     return BuildResult(units, list(streets["code"]), {str(k): int(v) for k, v in
                                                       pd.Series(source).value_counts().items()},
                        totals_honoured=honoured, slivers_merged=merged_total,
-                       method="blocks" if shape is None else "tessellation", shape=shape,
-                       cell_m2=None if shape is None else float(cell_m2))
+                       method="blocks" if not tessellated
+                       else "tessellation" if len(tessellated) == len(streets) else "mixed",
+                       shape=(shape or "hex") if tessellated else None,
+                       cell_m2=float(cell_m2) if tessellated else None, tessellated=tessellated)
 
 
 def residential_points(points: gpd.GeoDataFrame, column: str | None,

@@ -260,6 +260,9 @@ def test_every_street_of_a_city_with_empty_roadless_and_single_community_streets
     households = units.groupby("community_code")["households"].sum()
     assert (households == 0).any()  # a community the households table does not list
     assert read_layer(engine, "roads", where={"road_class": "bridge"}).empty
+    # the street without roads inside was tessellated, not left as its four communities
+    first = units[units["street_code"] == streets["code"].iloc[0]]
+    assert len(first) > 4 * len(communities[communities["street_code"] == streets["code"].iloc[0]])
     assert_swept(*sweep(app, url, tmp_path))
 
 
