@@ -32,7 +32,7 @@ from geodata.store import read_layer, replace_cells
 from geodata.topology import dissolve
 from layers.partition import Partition, UnitGraph, is_contiguous
 from layers.plan_io import units_from_database
-from layers.redistricting import NEW, Rules, plan_street, split_in_two
+from layers.redistricting import NEW, Infeasible, Rules, plan_street, split_in_two
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,8 @@ class CellPlan:
     cell_of_unit: pd.Series  # unit code → cell code
     cells: pd.DataFrame  # code, community_code, households, area_m2, units, in_range
     kept: list[str] = field(default_factory=list)  # codes of stored cells that stay
+    #: why cells are outside the rules or units have none: kind, community, cell, units, reason
+    problems: list[dict] = field(default_factory=list)
 
     @property
     def in_range_share(self) -> float:
@@ -97,6 +99,7 @@ def plan_cells(graph: UnitGraph, rules: CellRules, *, communities: list[str] | N
     labels = np.full(len(graph), None, dtype=object)
     weights = np.round(graph.area).astype(np.int64) if rules.area_m2 else graph.households
     kept: list[str] = []
+    problems: list[dict] = []
     for code in todo:
         positions = by_community.get(code)
         if positions is None or not len(positions):
@@ -111,11 +114,48 @@ def plan_cells(graph: UnitGraph, rules: CellRules, *, communities: list[str] | N
                          None, before).astype(object)
         sub = replace(graph.subgraph(positions), street=np.full(len(positions), code, dtype=object),
                       current=start, households=weights[positions])
-        cells, _ = plan_street(sub, start, engine_rules, np.random.default_rng(rng.integers(1 << 32)))
+        cells, found = plan_street(sub, start, engine_rules, np.random.default_rng(rng.integers(1 << 32)))
         labels[positions] = _codes(code, cells, before, graph.xy[positions], graph.area[positions], kept)
+        final = dict(zip(cells.tolist(), labels[positions].tolist(), strict=True))
+        problems += [cell_problem(replace(f, community=final.get(f.community, f.community)), code, rules)
+                     for f in found]
     assigned = labels != None  # noqa: E711
     return CellPlan(pd.Series(labels[assigned], index=graph.codes[assigned], name="grid_code"),
-                    cell_figures(graph, labels, engine_rules, rules), sorted(kept))
+                    cell_figures(graph, labels, engine_rules, rules), sorted(kept), problems)
+
+
+def cell_problem(problem: Infeasible, community: str, rules: CellRules) -> dict:
+    """A rule the cells of ``community`` cannot meet, with the reason in a planner's words
+    (``problem`` as :func:`layers.redistricting.explain` found it, the community as its street)."""
+    engine_rules = rules.engine_rules()
+    low, high = engine_rules.minimum, engine_rules.maximum
+
+    def amount(value: int) -> str:
+        return _("{area} m²", area=f"{value:,}") if rules.area_m2 else \
+            _("{households} households", households=f"{value:,}")
+
+    held = amount(problem.households)
+    if problem.kind == "unit_above_maximum":
+        reason = _("unit {unit} alone holds {amount}, above the cell maximum of {maximum}: a cell is made of "
+                   "whole units, so its cell stays above the range (build smaller units to divide it)",
+                   unit=problem.units[0], amount=held, maximum=amount(high))
+    elif problem.kind == "street_too_small":
+        reason = _("community {community} holds {amount}, below the cell minimum of {minimum}: it is one "
+                   "cell", community=community, amount=held, minimum=amount(low))
+    elif problem.kind == "cut_off":
+        reason = _("{units} units with {amount} are cut off from the rest of community {community} (by the "
+                   "river or its edge), below the cell minimum of {minimum}: they make a cell of their own",
+                   units=len(problem.units), amount=held, community=community, minimum=amount(low))
+    elif problem.kind == "indivisible":
+        reason = _("{amount} of community {community} cannot be divided into cells of {minimum}–{maximum}",
+                   amount=held, community=community, minimum=amount(low), maximum=amount(high))
+    else:
+        reason = _("cell {cell} keeps {amount}: no move of whole units brings it within {minimum}–{maximum} "
+                   "without cutting a cell in two", cell=problem.community, amount=held,
+                   minimum=amount(low), maximum=amount(high))
+    return {"kind": problem.kind, "community": community,
+            "cell": problem.community if problem.kind == "unresolved" else None,
+            "units": problem.units[:50], "reason": reason}
 
 
 def _codes(community: str, cells: np.ndarray, before: np.ndarray, xy: np.ndarray, area: np.ndarray,
@@ -275,12 +315,22 @@ def generate_grid(engine: Engine, rules: CellRules, *, community: str | None = N
     if community:
         units = units[units["community_code"] == community].reset_index(drop=True)
     if units.empty:
-        raise NotFound(f"no units in {'community ' + community if community else 'street ' + street}"
-                       if scope else "no units: import or generate units first")
+        raise NotFound(_("no units in community {community}", community=community) if community
+                       else _("no units in street {street}", street=street) if street
+                       else _("no units: import or generate units first"))
     graph = UnitGraph.from_units(units, adjacency)
     communities = sorted({c for c in graph.current if c})
     stored = read_layer(engine, "grid_cells", **scope)
     plan = plan_cells(graph, rules, communities=communities, current=cell_of_units(units, stored))
+    # units outside every community (blind spots) get no cell: say so
+    loose = np.flatnonzero(pd.isna(graph.current) & ~graph.barrier)
+    if len(loose):
+        plan.problems.append({
+            "kind": "no_community", "community": None, "cell": None,
+            "units": graph.codes[loose][:50].tolist(),
+            "reason": _("{units} units with {households} households lie in no community (blind spots): cells "
+                        "nest in communities, so they get none until a community takes them",
+                        units=len(loose), households=int(graph.households[loose].sum()))})
     polygons = cell_polygons(plan, units)
     with engine.begin() as conn:
         replace_cells(conn, communities, polygons[["code", "community_code", "district_code", "geometry"]])
@@ -291,6 +341,7 @@ def generate_grid(engine: Engine, rules: CellRules, *, community: str | None = N
             "gaps": report["gaps"], "overlaps": report["overlaps"],
             "outside_community": report["outside_community"],
             "households_in_no_cell": report["households_in_no_cell"],
+            "problems": plan.problems[:200],
             "rules": {"minimum": rules.minimum, "maximum": rules.maximum, "area_m2": rules.area_m2}}
 
 
@@ -371,6 +422,9 @@ def merge_cells(engine: Engine, keep: str, merge: str, rules: CellRules) -> dict
 def _halves(partition: Partition, cell: str) -> list[str]:
     if cell not in partition:
         raise NotFound(_("no cell {cell}", cell=cell))
+    if len(partition.land_members(cell)) < 2:  # cells are made of whole units
+        raise Refused(_("cell {cell} is a single unit: a cell is made of whole units, so there is nothing "
+                        "to split", cell=cell))
     return split_in_two(partition, cell)
 
 

@@ -89,6 +89,8 @@ def bridge_links(units: gpd.GeoDataFrame, bridges: gpd.GeoDataFrame) -> pd.DataF
         return pd.DataFrame(columns=["unit_a", "unit_b", "shared_m"])
     # only the units near a bridge need measuring (a city has few bridges and many units)
     near = shapely.STRtree(land.geometry.values).query(shapely.buffer(bridges.geometry.values, 0.001))[1]
+    if not len(near):  # no unit of these streets lies near a bridge: nothing links across the river
+        return pd.DataFrame(columns=["unit_a", "unit_b", "shared_m"])
     land = to_metric(land.iloc[np.unique(near)])
     # a bridge runs along block edges: a few metres either side find the blocks at its ends
     ends = bridges[["code", "geometry"]].rename(columns={"code": "bridge"}).to_crs(land.crs)

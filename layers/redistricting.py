@@ -95,20 +95,23 @@ class Infeasible:
 
 
 def describe(problem: Infeasible, rules: Rules) -> str:
-    """The reason of ``problem`` in a planner's words."""
+    """The reason of ``problem`` in a planner's words (in the request's language)."""
     kind, h = problem.kind, problem.households
     if kind == "unit_above_maximum":
-        return f"unit {problem.units[0]} alone holds {h} households, above the maximum of {rules.maximum}"
+        return _("unit {unit} alone holds {households} households, above the maximum of {maximum}",
+                 unit=problem.units[0], households=h, maximum=rules.maximum)
     if kind == "street_too_small":
-        return f"street {problem.street} holds {h} households, below the minimum of {rules.minimum}"
+        return _("street {street} holds {households} households, below the minimum of {minimum}",
+                 street=problem.street, households=h, minimum=rules.minimum)
     if kind == "cut_off":
-        return (f"{len(problem.units)} units with {h} households are cut off from the rest of street "
-                f"{problem.street} (by the river or the street's edge), fewer than the minimum of "
-                f"{rules.minimum}")
+        return _("{units} units with {households} households are cut off from the rest of street {street} "
+                 "(by the river or the street's edge), fewer than the minimum of {minimum}",
+                 units=len(problem.units), households=h, street=problem.street, minimum=rules.minimum)
     if kind == "indivisible":
-        return f"{h} households cannot be divided into communities of {rules.minimum}–{rules.maximum}"
-    return (f"community {problem.community} keeps {h} households: no move found that meets the bounds "
-            "without cutting a community in two")
+        return _("{households} households cannot be divided into communities of {minimum}–{maximum}",
+                 households=h, minimum=rules.minimum, maximum=rules.maximum)
+    return _("community {community} keeps {households} households: no move found that meets the bounds "
+             "without cutting a community in two", community=problem.community, households=h)
 
 
 @dataclass
@@ -399,12 +402,12 @@ def explain(p: Partition, rules: Rules, street: str) -> list[Infeasible]:
 
     problems = [problem("unit_above_maximum", u) for u in np.flatnonzero(hh > rules.maximum)]
     total = int(hh.sum())
-    if 0 < total < rules.minimum:
+    if total < rules.minimum:  # an empty street too: nothing can make a community of the minimum
         return problems + [problem("street_too_small", np.arange(len(g)))]
     land = np.flatnonzero(~g.barrier)
     for piece in g.pieces(land):
         h = int(hh[piece].sum())
-        if 0 < h < rules.minimum and len(piece) < len(land):
+        if h < rules.minimum and len(piece) < len(land):
             problems.append(problem("cut_off", piece))
         elif h >= rules.minimum and rules.parts(h) is None:
             problems.append(problem("indivisible", piece))

@@ -51,13 +51,20 @@ class SampleCity:
 
 
 def sample_city(communities: int = 8, seed: int = 1, *, blocks_per_side: int = 4, block_m: float = 120.0,
-                communities_per_street: tuple[int, int] = (2, 2)) -> SampleCity:
+                communities_per_street: tuple[int, int] = (2, 2), empty_streets: int = 0,
+                roadless_streets: int = 0, unlisted: int = 0) -> SampleCity:
     """A city of about ``communities`` communities of ``blocks_per_side``² blocks each, grouped into
-    streets of ``communities_per_street`` (columns, rows) communities."""
+    streets of ``communities_per_street`` (columns, rows) communities.
+
+    What real cities also hand over, on request: ``empty_streets`` streets at the end with no
+    community at all (a rural street nobody has drawn yet); ``roadless_streets`` streets at the
+    start whose roads are missing from the roads file; ``unlisted`` communities missing from the
+    households table (no total for them). When ``communities`` does not fill the last street, the
+    rest of that street is uncovered (a street of a single community, with a blind area)."""
     rng = np.random.default_rng(seed)
     sx, sy = communities_per_street
     per_street = sx * sy
-    n_streets = max(1, int(np.ceil(communities / per_street)))
+    n_streets = max(1, int(np.ceil(communities / per_street))) + max(0, empty_streets)
     street_cols = int(np.ceil(np.sqrt(n_streets)))
     street_rows = int(np.ceil(n_streets / street_cols))
     cols, rows = street_cols * sx * blocks_per_side, street_rows * sy * blocks_per_side
@@ -75,6 +82,7 @@ def sample_city(communities: int = 8, seed: int = 1, *, blocks_per_side: int = 4
     horizontal = segments(xs[hx], ys[hy], xs[hx + 1], ys[hy])
     roads = np.concatenate([vertical, horizontal])
     arterial = np.concatenate([(vx.ravel() % blocks_per_side) == 0, (hy.ravel() % blocks_per_side) == 0])
+    street_of_road = np.full(len(roads), -1)
 
     def rect(c0, r0, c1, r1):
         return box(xs[c0], ys[r0], xs[c1], ys[r1])
@@ -86,6 +94,8 @@ def sample_city(communities: int = 8, seed: int = 1, *, blocks_per_side: int = 4
         scol, srow = s % street_cols, s // street_cols
         c0, r0 = scol * sx * blocks_per_side, srow * sy * blocks_per_side
         street_geoms.append(rect(c0, r0, c0 + sx * blocks_per_side, r0 + sy * blocks_per_side))
+        if s < roadless_streets:  # the roads inside this street are not in the file
+            street_of_road[shapely.within(roads, street_geoms[-1])] = s
         stem = STREET_STEMS[s % len(STREET_STEMS)]
         stem += "" if s < len(STREET_STEMS) else str(s // len(STREET_STEMS))
         street_names.append(stem + STREET_SUFFIXES[s % len(STREET_SUFFIXES)])
@@ -135,6 +145,10 @@ def sample_city(communities: int = 8, seed: int = 1, *, blocks_per_side: int = 4
     small = rng.choice(n, size=max(1, n // 10), replace=False)
     hh[small] = rng.integers(600, 900, len(small))
     pop = np.round(hh * rng.normal(2.62, 0.15, n)).astype(int)
+    listed = np.ones(n, dtype=bool)
+    listed[n - min(max(0, unlisted), n):] = False  # the last communities are missing from the table
+    keep_road = street_of_road < 0
+    roads, arterial = roads[keep_road], arterial[keep_road]
     # residential points in some blocks
     centres = np.stack(np.meshgrid((xs[:-1] + xs[1:]) / 2, (ys[:-1] + ys[1:]) / 2), -1).reshape(-1, 2)
     pick = rng.choice(len(centres), size=max(4, len(centres) // 5), replace=False)
@@ -156,7 +170,7 @@ def sample_city(communities: int = 8, seed: int = 1, *, blocks_per_side: int = 4
         roads=place(roads, name=[f"{COMMUNITY_A[i % len(COMMUNITY_A)]}{prefix[bool(a)]}"
                                  for i, a in enumerate(arterial)],
                     road_class=np.where(arterial, "arterial", "branch")),
-        households=pd.DataFrame({"社区": comm_names, "户数": hh, "人口": pop}),
+        households=pd.DataFrame({"社区": comm_names, "户数": hh, "人口": pop})[listed].reset_index(drop=True),
         pois=place(shapely.points(poi_xy), name=[f"{t}{i}" for i, t in enumerate(kinds)], type=kinds),
     )
 

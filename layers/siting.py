@@ -337,9 +337,24 @@ def sites_frame(result: Siting, candidates: gpd.GeoDataFrame, kind: str, radius_
     return frame.to_crs(4326)
 
 
+def shortfall(result: Siting, kind: str, radius_m: float, k: int) -> str | None:
+    """Why fewer than ``k`` sites were chosen, in a planner's words (None when all ``k`` were)."""
+    if len(result.chosen) >= k:
+        return None
+    if result.households <= 0:
+        return _("no households live here: there is no one to bring within reach, so no site is chosen")
+    if result.covered_before >= result.households:
+        return _("every household here is already within {radius} m of a {kind}: a new site would add none",
+                 radius=format(radius_m, "g"), kind=kind)
+    return _("only {n} of the {k} sites bring households within reach: another would add none",
+             n=len(result.chosen), k=k)
+
+
 def collection_properties(result: Siting, kind: str, radius_m: float, k: int, method: str) -> dict:
-    """What the GeoJSON collection of chosen sites says about the whole answer."""
-    return {"kind": kind, "radius_m": radius_m, "k": k, "distance": method, "solver": result.method,
+    """What the GeoJSON collection of chosen sites says about the whole answer (``note``: why
+    fewer than ``k`` sites were chosen)."""
+    return {"kind": kind, "radius_m": radius_m, "k": k, "note": shortfall(result, kind, radius_m, k),
+            "distance": method, "solver": result.method,
             "optimal": result.optimal, "households": result.households,
             "households_covered_before": result.covered_before,
             "households_added": result.objective,

@@ -6,6 +6,13 @@ polygonised, so the blocks tile the street exactly. Blocks smaller than ``min_bl
 between nearly parallel lines) are merged into the neighbour — of the same community, where there
 is one — with which they share the longest edge.
 
+A city with community polygons but no road centre-lines still gets units: each street is
+**tessellated** instead — a lattice of hexagons (or squares) of about ``cell_m2`` is laid over it
+and cut by the street's outline and the community boundaries exactly as roads would cut it, and
+pieces under a third of a cell are merged into a neighbouring piece of the same community. The
+units then tile the street and nest in its communities as blocks do; the report says that they are
+a tessellation, not blocks between roads (:attr:`BuildResult.method`).
+
 Households per block come from the best source the city has, chosen per community:
 
 1. ``buildings`` — residential buildings with their households (points or polygons);
@@ -49,6 +56,10 @@ from geodata.unit_rows import replace_street_units
 
 #: Blocks smaller than this (m²) are slivers, merged into a neighbour.
 MIN_BLOCK_M2 = 400.0
+#: Tessellated units: their shapes and default size (m²; about an urban-management unit grid).
+SHAPES = ("hex", "square")
+CELL_M2 = 10_000.0
+CELL_M2_RANGE = (100.0, 4_000_000.0)
 SOURCES = ("buildings", "poi", "raster", "area")
 GRID_M = 1e-3
 #: Categories of points of interest that mark housing.
@@ -78,9 +89,32 @@ class BuildResult:
     totals_honoured: int = 0
     slivers_merged: int = 0
     revision: int | None = None
+    method: str = "blocks"  # blocks (cut by roads) | tessellation (no roads: a lattice of cells)
+    shape: str | None = None  # hex | square, for a tessellation
+    cell_m2: float | None = None
+    tessellated: list[str] = field(default_factory=list)  # the streets tessellated (no roads inside)
+
+    def note(self) -> str:
+        """What the units are, in a planner's words."""
+        if self.method == "mixed":
+            return _("the units are blocks cut by the road centre-lines and the community boundaries, "
+                     "except in streets {streets}, which hold no roads: there they are a tessellation of "
+                     "{shape} cells of about {cell_m2} m² cut by the street and community boundaries",
+                     streets=", ".join(self.tessellated[:20]) + (" …" if len(self.tessellated) > 20 else ""),
+                     shape=_("hexagonal") if self.shape == "hex" else _("square"),
+                     cell_m2=f"{self.cell_m2:,.0f}")
+        if self.method == "tessellation":
+            return _("the units are a tessellation, not blocks: {shape} cells of about {cell_m2} m² cut by "
+                     "the street and community boundaries (no road centre-lines were used)",
+                     shape=_("hexagonal") if self.shape == "hex" else _("square"),
+                     cell_m2=f"{self.cell_m2:,.0f}")
+        return _("the units are blocks cut from the streets by the road centre-lines and the community "
+                 "boundaries")
 
     def summary(self) -> dict:
         return {"units": len(self.units), "streets": len(self.streets),
+                "method": self.method, "shape": self.shape, "cell_m2": self.cell_m2,
+                "tessellated_streets": self.tessellated, "note": self.note(),
                 "households": int(self.units["households"].sum()) if len(self.units) else 0,
                 "sources": self.sources, "totals_honoured": self.totals_honoured,
                 "unmatched_totals": self.unmatched_totals, "slivers_merged": self.slivers_merged,
@@ -215,10 +249,57 @@ def _blocks(street, roads: np.ndarray, communities: np.ndarray) -> np.ndarray:
     return faces
 
 
+def lattice(bounds: tuple[float, float, float, float], shape: str, cell_m2: float) -> np.ndarray:
+    """Cells of ``cell_m2`` (hexagons or squares) covering ``bounds`` (metric), laid on a lattice
+    anchored at the CRS's origin so that the cells of neighbouring streets line up."""
+    minx, miny, maxx, maxy = bounds
+    if shape == "square":
+        side = float(np.sqrt(cell_m2))
+        x = np.arange(np.floor(minx / side), np.ceil(maxx / side) + 1) * side
+        y = np.arange(np.floor(miny / side), np.ceil(maxy / side) + 1) * side
+        gx, gy = np.meshgrid(x[:-1], y[:-1])
+        return shapely.box(gx.ravel(), gy.ravel(), gx.ravel() + side, gy.ravel() + side)
+    # flat-topped hexagons of side a: columns 1.5·a apart, rows √3·a apart, odd columns half a row up
+    a = float(np.sqrt(2 * cell_m2 / (3 * np.sqrt(3))))
+    dx, dy = 1.5 * a, np.sqrt(3) * a
+    cols = np.arange(np.floor(minx / dx) - 1, np.ceil(maxx / dx) + 2)
+    rows = np.arange(np.floor(miny / dy) - 1, np.ceil(maxy / dy) + 2)
+    ci, rj = np.meshgrid(cols, rows)
+    cx = (ci * dx).ravel()
+    cy = (rj * dy + np.where(ci % 2 != 0, dy / 2, 0.0)).ravel()
+    angles = np.deg2rad(np.arange(0, 360, 60))
+    ring = np.stack([cx[:, None] + a * np.cos(angles), cy[:, None] + a * np.sin(angles)], axis=-1)
+    cells = shapely.polygons(np.concatenate([ring, ring[:, :1]], axis=1))
+    return cells[shapely.intersects(cells, shapely.box(minx, miny, maxx, maxy))]
+
+
+def _lattice_lines(street, shape: str, cell_m2: float) -> np.ndarray:
+    """The lattice's cell edges over ``street``, to cut it as road centre-lines would."""
+    cells = lattice(shapely.bounds(street), shape, cell_m2)
+    cells = cells[shapely.intersects(cells, street)]
+    return shapely.boundary(cells)
+
+
+def _has_inner_roads(street, roads: np.ndarray) -> bool:
+    """Whether any road runs inside ``street`` (not only along its edge), metres."""
+    if not len(roads):
+        return False
+    inner = shapely.buffer(street, -1.0)
+    return bool(not shapely.is_empty(inner) and shapely.intersects(roads, inner).any())
+
+
+def _root(target: np.ndarray, face: int) -> int:
+    """The face ``face`` ends in after following the merges decided so far."""
+    while target[face] != face:
+        face = int(target[face])
+    return face
+
+
 def _merge_slivers(faces: np.ndarray, label: np.ndarray,
-                   min_block_m2: float) -> tuple[np.ndarray, np.ndarray, int]:
-    """Merge faces under ``min_block_m2`` into the neighbour (same label first) sharing the longest
-    edge; returns the merged faces, their labels and how many slivers went."""
+                   min_block_m2: float, same_label_only: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+    """Merge faces under ``min_block_m2`` into the neighbour (same label first — only, with
+    ``same_label_only``) sharing the longest edge; returns the merged faces, their labels and how
+    many slivers went."""
     area = shapely.area(faces)
     small = area < min_block_m2
     if not small.any() or len(faces) < 2:
@@ -232,8 +313,16 @@ def _merge_slivers(faces: np.ndarray, label: np.ndarray,
         if not len(other):
             continue
         same = np.array([label[o] == label[s] for o in other])
+        if same_label_only and not same.any():
+            continue  # a piece cut off from the rest of its community stays a unit of its own
+        if same_label_only:
+            other, hit = other[same], np.flatnonzero(hit)[same]
+            same = same[same]
         score = length[hit] + np.where(same, 1e9, 0.0) + np.where(area[other] >= min_block_m2, 1e6, 0.0)
-        target[s] = other[np.argmax(score)]
+        # never into a face that already went into this one (two slivers would swap forever)
+        score = np.where([_root(target, o) == s for o in other], -np.inf, score)
+        if np.isfinite(score).any():
+            target[s] = other[np.argmax(score)]
     # follow chains of merges to their end
     for _step in range(len(faces)):
         nxt = target[target]
@@ -332,14 +421,31 @@ def estimate(blocks: np.ndarray, community: np.ndarray, sources: Sources) -> tup
     return households, population, source
 
 
+def check_tessellation(shape: str, cell_m2: float) -> None:
+    """Refuse a cell shape or size a tessellation cannot use, naming it."""
+    if shape not in SHAPES:
+        raise BuildRefused(_("cell shape {shape} is not one of {shapes}", shape=repr(shape),
+                             shapes=", ".join(SHAPES)))
+    low, high = CELL_M2_RANGE
+    if not (isinstance(cell_m2, (int, float)) and np.isfinite(cell_m2) and low <= cell_m2 <= high):
+        raise BuildRefused(_("cell size {cell_m2} m² is outside {low}–{high} m²", cell_m2=cell_m2,
+                             low=f"{low:,.0f}", high=f"{high:,.0f}"))
+
+
 def build_units(streets: gpd.GeoDataFrame, communities: gpd.GeoDataFrame, roads: gpd.GeoDataFrame,
                 sources: Sources | None = None, *, min_block_m2: float = MIN_BLOCK_M2,
-                progress: Callable[[int, int], None] | None = None) -> BuildResult:
+                progress: Callable[[int, int], None] | None = None, shape: str | None = None,
+                cell_m2: float = CELL_M2) -> BuildResult:
     """Blocks for every street of ``streets`` (code, district_code) from ``roads`` and the
-    ``communities`` (code, street_code), with households estimated from ``sources``."""
+    ``communities`` (code, street_code), with households estimated from ``sources``. With
+    ``shape`` (``hex`` or ``square``) the streets are tessellated into cells of about ``cell_m2``
+    instead, and ``roads`` are not used."""
     sources = sources or Sources()
     if streets.empty:
         raise BuildRefused(_("no streets to build units in"))
+    if shape is not None:
+        check_tessellation(shape, cell_m2)
+        roads = roads.iloc[:0]
     crs = metric_crs_for(streets)
     street_m = np.asarray(streets.to_crs(crs).geometry.values, dtype=object)
     empty = np.empty(0, dtype=object)
@@ -349,12 +455,17 @@ def build_units(streets: gpd.GeoDataFrame, communities: gpd.GeoDataFrame, roads:
     comm_codes = communities["code"].to_numpy(dtype=object) if len(communities) else np.empty(0, object)
     comm_street = communities["street_code"].to_numpy(dtype=object) if len(communities) else empty
     road_tree, comm_tree = shapely.STRtree(road_m), shapely.STRtree(comm_m)
-    frames, merged_total = [], 0
+    frames, merged_total, tessellated = [], 0, []
     for k, (code, district, street) in enumerate(zip(streets["code"], streets["district_code"], street_m,
                                                      strict=True)):
         near_roads = road_m[road_tree.query(street, predicate="intersects")] if len(road_m) else road_m
         near = comm_tree.query(street, predicate="intersects") if len(comm_m) else np.empty(0, int)
         near = near[np.argsort(comm_street[near] != code, kind="stable")]  # the street's own first
+        # a street with no road inside it would be left as whole communities: it is tessellated
+        cut = shape if shape is not None else None if _has_inner_roads(street, near_roads) else "hex"
+        if cut is not None:
+            near_roads = _lattice_lines(street, cut, cell_m2)
+            tessellated.append(code)
         faces = _blocks(street, near_roads, comm_m[near])
         label = np.full(len(faces), None, dtype=object)
         if len(near) and len(faces):
@@ -364,7 +475,11 @@ def build_units(streets: gpd.GeoDataFrame, communities: gpd.GeoDataFrame, roads:
             first = np.ones(len(f), dtype=bool)
             first[1:] = f[1:] != f[:-1]
             label[f[first]] = comm_codes[near][c[first]]
-        faces, label, merged = _merge_slivers(faces, label, min_block_m2)
+        if cut is not None:  # a piece under a third of a cell joins its community's neighbour
+            faces, label, merged = _merge_slivers(faces, label, max(min_block_m2, cell_m2 / 3),
+                                                  same_label_only=True)
+        else:
+            faces, label, merged = _merge_slivers(faces, label, min_block_m2)
         merged_total += merged
         xy = shapely.get_coordinates(shapely.point_on_surface(faces))
         order = _row_order(xy)
@@ -384,7 +499,11 @@ def build_units(streets: gpd.GeoDataFrame, communities: gpd.GeoDataFrame, roads:
     honoured = sum(1 for c in sources.totals if c in present)
     return BuildResult(units, list(streets["code"]), {str(k): int(v) for k, v in
                                                       pd.Series(source).value_counts().items()},
-                       totals_honoured=honoured, slivers_merged=merged_total)
+                       totals_honoured=honoured, slivers_merged=merged_total,
+                       method="blocks" if not tessellated
+                       else "tessellation" if len(tessellated) == len(streets) else "mixed",
+                       shape=(shape or "hex") if tessellated else None,
+                       cell_m2=float(cell_m2) if tessellated else None, tessellated=tessellated)
 
 
 def residential_points(points: gpd.GeoDataFrame, column: str | None,
@@ -404,19 +523,25 @@ def build_stored(engine: Engine, *, street: str | None = None, households: str |
                  raster: str | Path | None = None, pois: gpd.GeoDataFrame | None = None,
                  min_block_m2: float = MIN_BLOCK_M2, actor: str = "cli",
                  columns: dict[str, str] | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> BuildResult:
+                 progress: Callable[[int, int], None] | None = None, shape: str | None = None,
+                 cell_m2: float | None = None) -> BuildResult:
     """Build the units of the stored streets (one, or all) from the stored roads, communities and
     buildings (and ``households``, a table whose ``columns`` are named as :data:`HOUSEHOLD_COLUMNS`
     or mapped by ``columns`` {ours: theirs}, ``raster``, ``pois``), and replace those streets' units, their
-    adjacency and raise the boundary revision, in one transaction."""
+    adjacency and raise the boundary revision, in one transaction.
+
+    Without roads in these streets (or when ``shape`` or ``cell_m2`` asks for it) the streets are
+    tessellated into ``shape`` cells (``hex`` by default) of about ``cell_m2`` (default
+    :data:`CELL_M2`) instead of cut into blocks."""
     streets = read_layer(engine, "streets", where={"code": street} if street else None)
     if streets.empty:
-        raise BuildRefused(f"street {street} is not stored" if street else
-                           "no streets are stored: import the streets first")
+        raise BuildRefused(_("street {street} is not stored", street=street) if street else
+                           _("no streets are stored: import the streets first"))
     roads = read_layer(engine, "roads", bbox=tuple(streets.total_bounds))
-    if roads.empty:
-        raise BuildRefused(_("no roads are stored in these streets: import the roads first (flask --app "
-                             "webmap import roads FILE)"))
+    if roads.empty or shape is not None or cell_m2 is not None:
+        shape = shape or "hex"  # no road centre-lines: the streets are tessellated
+        cell_m2 = CELL_M2 if cell_m2 is None else cell_m2
+        check_tessellation(shape, cell_m2)
     communities = read_layer(engine, "communities", bbox=tuple(streets.total_bounds))
     buildings = read_layer(engine, "buildings", bbox=tuple(streets.total_bounds))
     with engine.connect() as conn:
@@ -426,7 +551,8 @@ def build_stored(engine: Engine, *, street: str | None = None, households: str |
         totals, unmatched = match_totals(read_households_table(households, columns), communities)
     sources = Sources(buildings=buildings if len(buildings) else None, pois=pois, raster=raster,
                       totals=totals, people_per_household=pph)
-    result = build_units(streets, communities, roads, sources, min_block_m2=min_block_m2, progress=progress)
+    result = build_units(streets, communities, roads, sources, min_block_m2=min_block_m2, progress=progress,
+                         shape=shape, cell_m2=CELL_M2 if cell_m2 is None else cell_m2)
     result.unmatched_totals = unmatched
     with engine.begin() as conn:
         replace_street_units(conn, result.streets, result.units)
@@ -435,5 +561,6 @@ def build_stored(engine: Engine, *, street: str | None = None, households: str |
     return result
 
 
-__all__ = ["BuildRefused", "BuildResult", "Sources", "build_stored", "build_units", "estimate",
+__all__ = ["CELL_M2", "SHAPES", "BuildRefused", "BuildResult", "Sources", "build_stored", "build_units",
+           "check_tessellation", "estimate", "lattice",
            "match_totals", "raster_sums", "read_households_table", "residential_points"]

@@ -174,9 +174,13 @@ def test_cli_units_build_and_its_refusals(db_url, engine, tmp_path):
     streets, communities, roads = grid()
     _store(engine, streets, communities, None)
     runner = create_app({"DATABASE_URL": db_url, "TESTING": True}).test_cli_runner()
-    result = runner.invoke(args=["units", "build"])
-    assert result.exit_code == 1 and "no roads are stored" in result.output
-    assert read_layer(engine, "units").empty
+    # no roads stored: the streets are tessellated instead of refused, and the report says so
+    result = runner.invoke(args=["units", "build", "--shape", "square", "--cell-m2", "2500"])
+    assert result.exit_code == 0, result.output
+    built = json.loads(result.stdout)
+    assert built["method"] == "tessellation" and "not blocks" in built["note"]
+    units = read_layer(engine, "units")
+    assert set(units["street_code"]) == {S1, S2} and units.groupby("community_code").size().min() > 4
     with engine.begin() as conn:
         write_layer(conn, "roads", roads)
     bad = tmp_path / "bad.csv"

@@ -10,6 +10,7 @@ import click
 from flask import Blueprint, jsonify, request
 
 from geodata.errors import GridplanError, Refused
+from geodata.i18n import _
 from geodata.store import read_layer
 from layers.grid_cells import generate_grid, grid_rules, merge_cells, move_to_cell, split_cell, validate_cells
 from webmap.auth import current_account, require
@@ -21,11 +22,11 @@ bp = Blueprint("grid", __name__, cli_group=None)
 def _scope(values) -> dict:
     community, street = values.get("community") or None, values.get("street") or None
     if community and street:
-        raise Refused("give a community or a street, not both")
+        raise Refused(_("give a community or a street, not both"))
     if community and not (str(community).isdigit() and len(str(community)) == 12):
-        raise Refused(f"community {community!r} is not a 12-digit code")
+        raise Refused(_("community {community} is not a 12-digit code", community=repr(community)))
     if street and not (str(street).isdigit() and len(str(street)) == 9):
-        raise Refused(f"street {street!r} is not a 9-digit code")
+        raise Refused(_("street {street} is not a 9-digit code", street=repr(street)))
     return {"community": community, "street": street}
 
 
@@ -34,7 +35,7 @@ def _whole(values: dict, key: str) -> int | None:
     if value in (None, ""):
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise Refused(f"{key} must be a whole number above 0")
+        raise Refused(_("{key} must be a whole number above 0", key=key))
     return value
 
 
@@ -44,7 +45,7 @@ def api_generate():
     """Generate and store the cells of a community, a street or the district."""
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
-        raise Refused("send a JSON object")
+        raise Refused(_("send a JSON object"))
     rules = grid_rules(engine(), _whole(data, "minimum"), _whole(data, "maximum"), _whole(data, "area_m2"))
     answer = generate_grid(engine(), rules, **_scope(data))
     return jsonify(answer | {"by": current_account().name})
@@ -53,13 +54,13 @@ def api_generate():
 def _body() -> dict:
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
-        raise Refused("send a JSON object")
+        raise Refused(_("send a JSON object"))
     return data
 
 
 def _cell(value) -> str:
     if not (isinstance(value, str) and value.isdigit() and len(value) == 15):
-        raise Refused(f"{value!r} is not a 15-digit cell code")
+        raise Refused(_("{value} is not a 15-digit cell code", value=repr(value)))
     return value
 
 
@@ -70,7 +71,7 @@ def api_move():
     data = _body()
     units, to = data.get("units"), data.get("to")
     if not isinstance(units, list) or not all(isinstance(u, str) for u in units) or not isinstance(to, str):
-        raise Refused("send units (a list of unit codes) and to (a cell code or \"new\")")
+        raise Refused(_("send units (a list of unit codes) and to (a cell code or \"new\")"))
     return jsonify(move_to_cell(engine(), units, to if to == "new" else _cell(to), grid_rules(engine())))
 
 
@@ -110,7 +111,7 @@ def grid_command(community, street, minimum, maximum, area_m2) -> None:
         scope = _scope({"community": community, "street": street})
         for name, value in (("--min", minimum), ("--max", maximum), ("--area", area_m2)):
             if value is not None and value <= 0:
-                raise Refused(f"{name} must be above 0")
+                raise Refused(_("{name} must be above 0", name=name))
         answer = generate_grid(engine(), grid_rules(engine(), minimum, maximum, area_m2), **scope)
     except GridplanError as exc:
         raise click.ClickException(str(exc)) from None

@@ -5,7 +5,8 @@ Command line (``flask --app webmap …``):
 - ``topology communities`` — overlaps, gaps inside streets, parts outside the street (one JSON object);
 - ``clean communities [--max-sliver 50]`` — resolve the small ones, print the same object and ``changed``;
 - ``codes apply TABLE.csv`` — the official code table replaces provisional codes (one transaction);
-- ``units build [--street CODE] [--households TABLE.csv] [--raster FILE.tif]`` — blocks from roads;
+- ``units build [--street CODE] [--households TABLE.csv] [--raster FILE.tif] [--shape hex|square]
+  [--cell-m2 M2]`` — blocks from roads, or a tessellation where no roads are stored;
 - ``onboard FOLDER --district CODE`` — all of it for a folder of whatever the city has.
 
 API: ``GET /api/topology/communities`` (the findings as GeoJSON, for the map).
@@ -33,7 +34,7 @@ from geodata.migrate import upgrade
 from geodata.standards import seed_settings
 from layers.boundaries import MAX_SLIVER_M2, clean_stored, stored_topology
 from layers.onboarding import STEPS, onboard
-from layers.unit_builder import MIN_BLOCK_M2, build_stored, residential_points
+from layers.unit_builder import CELL_M2, MIN_BLOCK_M2, SHAPES, build_stored, residential_points
 from webmap.auth import require
 from webmap.extensions import engine
 
@@ -108,7 +109,8 @@ def clean_command(layer: str, max_sliver: float, street: str | None) -> None:
 
 
 codes = AppGroup("codes", help="The official code table (统计用区划代码) and provisional codes.")
-units = AppGroup("units", help="Planning units where the city has none: blocks from the roads.")
+units = AppGroup("units", help="Planning units where the city has none: blocks from the roads, "
+                                "or a tessellation without them.")
 bp.cli.add_command(codes)
 bp.cli.add_command(units)
 
@@ -138,9 +140,16 @@ def codes_apply(table: Path, dry_run: bool) -> None:
 @click.option("--category", help="the column of --pois holding the category (住宅小区 …)")
 @click.option("--min-block", type=float, default=MIN_BLOCK_M2, show_default=True,
               help="blocks smaller than this (m²) are merged into a neighbour")
-def units_build(street, households, raster, pois, category, min_block) -> None:
-    """Cut the streets into blocks along the roads and community boundaries, estimate their
-    households, and replace the streets' units (one transaction); print one JSON object."""
+@click.option("--shape", type=click.Choice(SHAPES),
+              help="tessellate into cells of this shape instead of blocks (the default, hex, when no "
+                   "roads are stored)")
+@click.option("--cell-m2", type=float,
+              help=f"tessellated cells of about this area (m²; default {CELL_M2:,.0f})")
+def units_build(street, households, raster, pois, category, min_block, shape, cell_m2) -> None:
+    """Cut the streets into blocks along the roads and community boundaries — or, where no roads
+    are stored (or --shape/--cell-m2 ask for it), tessellate them into cells cut by the community
+    boundaries — estimate their households, and replace the streets' units (one transaction);
+    print one JSON object."""
     eng = _ready()
     try:
         points = None
@@ -154,7 +163,8 @@ def units_build(street, households, raster, pois, category, min_block) -> None:
                 bar.update(done - bar.pos)
 
             result = build_stored(eng, street=_street(street), households=households, raster=raster,
-                                  pois=points, min_block_m2=min_block, progress=tick)
+                                  pois=points, min_block_m2=min_block, progress=tick, shape=shape,
+                                  cell_m2=cell_m2)
     except (GridplanError, ValueError) as exc:
         raise click.ClickException(f"units not built, nothing written: {exc}") from None
     _echo_json(result.summary())
