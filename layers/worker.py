@@ -60,12 +60,14 @@ def _job_engine(engine: Engine, job_id: int) -> Engine:
     return get_engine(url.render_as_string(hide_password=False))
 
 
-def _run_child(engine: Engine, job: dict) -> None:
+def _run_child(engine: Engine, job: dict, worker_pid: int) -> None:
     """The job's process: run the job, record how it ended, exit."""
     try:  # die with the worker (kill -9 of the worker must not leave the job running unseen)
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    if os.getppid() != worker_pid:  # the worker died before that took hold
+        os._exit(1)
     os.setpgid(0, 0)  # its own process group: whatever it starts is killed with it
     engine = _job_engine(engine, job["id"])
     try:
@@ -106,7 +108,7 @@ def run_one(engine: Engine, *, time_limit: float | None = None) -> dict | None:
     if job is None:
         return None
     limit = jobs.time_limit(job["kind"]) if time_limit is None else time_limit
-    process = multiprocessing.get_context("fork").Process(target=_run_child, args=(engine, job),
+    process = multiprocessing.get_context("fork").Process(target=_run_child, args=(engine, job, os.getpid()),
                                                           name=f"gridplan-job-{job['id']}", daemon=True)
     process.start()
     process.join(limit)
