@@ -85,8 +85,8 @@ def _stop(engine: Engine, process: multiprocessing.Process, job_id: int) -> None
     would otherwise go on, holding its locks, until it next wrote to the dead connection)."""
     try:
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    except ProcessLookupError:  # not yet a group of its own
+        process.kill()
     process.join(30)
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
