@@ -70,8 +70,7 @@ def site(tmp_path_factory, spatialite_template, small_demo):
     shutil.copy(spatialite_template, path)
     url = f"sqlite:///{path}"
     write_demo(get_engine(url), small_demo)
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none",
-                      "REPORT_LIMIT_PER_ACCOUNT": "4 per minute", "REPORT_LIMIT_PER_ADDRESS": "6 per minute"})
+    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none"})
     secrets = make_accounts(app, small_demo)
     yield {"app": app, "url": url, "token": secrets["token"], "demo": small_demo}
     dispose_engines()
@@ -190,12 +189,14 @@ def incidents(url: str) -> int:
         return conn.execute(select(func.count()).select_from(Incident)).scalar_one()
 
 
-def test_reports_past_the_limit_of_an_account_or_token_are_429_and_not_stored(site):
-    app, url = site["app"], site["url"]
-    engine = get_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DELETE FROM rate_limits"))
-    community = site["demo"].layers["communities"]["code"].iloc[0]
+def test_reports_past_the_limit_of_an_account_or_token_are_429_and_not_stored(db_url, small_demo):
+    """On each database: the counters are rows of ``rate_limits``."""
+    url, engine = db_url, get_engine(db_url)
+    write_demo(engine, small_demo)
+    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none",
+                      "REPORT_LIMIT_PER_ACCOUNT": "4 per minute", "REPORT_LIMIT_PER_ADDRESS": "6 per minute"})
+    make_accounts(app, small_demo)
+    community = small_demo.layers["communities"]["code"].iloc[0]
     report = {"community": community, "category": "E01-01", "description": "路灯不亮"}
     # the supervisor's token (police is a viewer: reports need a supervisor or admin)
     from webmap.auth import add_token
@@ -243,8 +244,7 @@ def test_reports_past_the_limit_of_an_account_or_token_are_429_and_not_stored(si
     assert refused.status_code == 429 and "from one address" in refused.json["detail"]
     assert sup.post("/api/incidents", json=report, headers=headers_sup,  # another /64
                     environ_base={"REMOTE_ADDR": "2001:db8:0:1::9"}).status_code == 201
-    with engine.begin() as conn:
-        conn.execute(text("DELETE FROM rate_limits"))
+    dispose_engines()
 
 
 # --- jobs ------------------------------------------------------------------------------------------
