@@ -233,12 +233,13 @@ def guard_body() -> None:
     if not form and not bearer_request() and config.get("WTF_CSRF_ENABLED", True) \
             and config.get("WTF_CSRF_CHECK_DEFAULT", True):
         csrf.protect(apply_exemptions=True)  # a header only: GuardedRequest leaves the body unopened
-    view = current_app.view_functions.get(request.endpoint)
-    kib = getattr(view, "gridplan_body_limit_kib", None) or int(config["JSON_BODY_LIMIT_KB"])
-    if request.mimetype == "multipart/form-data":  # an upload: the upload limit, as before
-        limit = max(kib * 1024, config.get("MAX_CONTENT_LENGTH") or 0)
+    kib = getattr(current_app.view_functions.get(request.endpoint), "gridplan_body_limit_kib", None)
+    if request.mimetype == "multipart/form-data" and not kib:  # an upload: the upload limit, as before
+        limit = config.get("MAX_CONTENT_LENGTH")
     else:
-        limit = kib * 1024
+        limit = (kib or int(config["JSON_BODY_LIMIT_KB"])) * 1024
+    if limit is None:
+        return
     # a body sent without a length stops being read one byte past the limit (then a 413: Werkzeug
     # would cut it at the limit without a word)
     request.body_limit, request.max_content_length = limit, limit + 1
