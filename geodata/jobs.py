@@ -4,18 +4,63 @@ for them: queued → running → done | failed, with progress between 0 and 1.
 A running job names its worker (``host:pid``); a worker killed in the middle of one (``kill -9``,
 a crash, a reboot) leaves it running, and the next worker started on that host fails it
 (:func:`fail_abandoned`) — its work was one transaction, rolled back, so nothing of it is kept.
+
+Bounds: a job may run :func:`time_limit` seconds (the worker then kills it and fails it,
+:func:`fail_timed_out`), and one user may have :func:`jobs_per_user` jobs queued or running at once
+(:func:`create_job` refuses more with :class:`TooManyJobs`, a 429).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from datetime import datetime
 
-from sqlalchemy import Engine, insert, or_, select, update
+from sqlalchemy import Engine, insert, or_, select, text, update
 
-from geodata.i18n import _
+from geodata.errors import GridplanError
+from geodata.i18n import N_, _
 from geodata.models import Job
+
+#: seconds a job of each kind may run before the worker kills it (a city's import takes a few
+#: minutes, a city-wide plan or coverage report up to a quarter of an hour on the bench);
+#: ``GRIDPLAN_JOB_TIME_LIMIT_<KIND>`` (e.g. ``…_IMPORT_LAYER=900``) or ``GRIDPLAN_JOB_TIME_LIMIT``
+#: (every kind) change them
+TIME_LIMITS = {"import_layer": 600, "auto_plan": 1800, "coverage_report": 1800}
+DEFAULT_TIME_LIMIT = 1800
+#: jobs one user may have queued or running at once (``GRIDPLAN_JOBS_PER_USER``; 0: no limit)
+JOBS_PER_USER = 3
+#: who asked for a job, as each kind's params name it (plans: author, coverage: by, imports: actor)
+OWNER_KEYS = ("author", "by", "actor")
+
+
+class TooManyJobs(GridplanError):
+    """A user who already has :func:`jobs_per_user` jobs queued or running asks for another."""
+
+    status = 429
+    title = N_("Too Many Requests")
+    retry_after = 30
+
+
+def time_limit(kind: str) -> float:
+    """Seconds a job of ``kind`` may run (see :data:`TIME_LIMITS`)."""
+    value = (os.environ.get(f"GRIDPLAN_JOB_TIME_LIMIT_{kind.upper()}")
+             or os.environ.get("GRIDPLAN_JOB_TIME_LIMIT"))
+    return float(value) if value else float(TIME_LIMITS.get(kind, DEFAULT_TIME_LIMIT))
+
+
+def jobs_per_user() -> int:
+    """Jobs one user may have queued or running at once (0: any number)."""
+    return int(os.environ.get("GRIDPLAN_JOBS_PER_USER") or JOBS_PER_USER)
+
+
+def owner(params: dict | None) -> str | None:
+    """The name of who asked for a job, from its params."""
+    for key in OWNER_KEYS:
+        if (params or {}).get(key):
+            return str(params[key])
+    return None
 
 
 def this_worker() -> str:
@@ -33,8 +78,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def create_job(engine: Engine, kind: str, params: dict) -> int:
-    with engine.begin() as conn:
+def create_job(engine: Engine, kind: str, params: dict, *, per_user: int | None = None) -> int:
+    """Queue a job; refused with :class:`TooManyJobs` when the user who asks for it (:func:`owner`)
+    has ``per_user`` (default :func:`jobs_per_user`) jobs queued or running already."""
+    limit = jobs_per_user() if per_user is None else per_user
+    who = owner(params)
+    with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE, so the count and the insert are one step
+        if who and limit:
+            if conn.dialect.name == "postgresql":  # two requests of one user at once: one after the other
+                key = int.from_bytes(hashlib.sha256(f"jobs:{who}".encode()).digest()[:8], "big", signed=True)
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            pending = conn.execute(select(Job.params).where(Job.status.in_(("queued", "running")))).scalars()
+            if sum(owner(p) == who for p in pending) >= limit:
+                raise TooManyJobs(_("{name} has {limit} jobs queued or running already, the most one user "
+                                    "may have at once: wait until one of them ends, then try again.",
+                                    name=who, limit=limit))
         return conn.execute(insert(Job).values(kind=kind, status="queued", progress=0.0, params=params,
                                                created_at=datetime.now()).returning(Job.id)).scalar_one()
 
@@ -73,6 +131,27 @@ def fail(engine: Engine, job_id: int, message: str) -> None:
     with engine.begin() as conn:
         conn.execute(update(Job).where(Job.id == job_id).values(status="failed", message=message,
                                                                  finished_at=datetime.now()))
+
+
+def fail_timed_out(engine: Engine, job_id: int, seconds: float) -> bool:
+    """Fail a running job the worker killed at its time limit; whether it was still running
+    (it may have ended at the last moment)."""
+    message = _("the job ran longer than its time limit of {minutes} min and was stopped; nothing of it "
+                "was kept (an administrator sets the limit: GRIDPLAN_JOB_TIME_LIMIT)",
+                minutes=f"{seconds / 60:g}")
+    with engine.begin() as conn:
+        return conn.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(
+            status="failed", message=message, finished_at=datetime.now())).rowcount == 1
+
+
+def fail_vanished(engine: Engine, job_id: int, exitcode: int | None) -> bool:
+    """Fail a running job whose process ended without saying how it went (killed by the system,
+    out of memory); whether it was still running."""
+    message = _("the process running this job ended unexpectedly (exit code {code}); nothing of it was kept: "
+                "start it again", code=exitcode)
+    with engine.begin() as conn:
+        return conn.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(
+            status="failed", message=message, finished_at=datetime.now())).rowcount == 1
 
 
 def fail_abandoned(engine: Engine) -> list[dict]:

@@ -1,19 +1,31 @@
 """The background worker: runs stored jobs (a city-wide plan) outside any web request.
 
 ``flask --app webmap worker`` runs it; pages follow a job's progress through ``/api/jobs/<id>``.
+
+Each job runs in a child process of the worker (forked), so that a job past its time limit
+(:func:`geodata.jobs.time_limit`: a file that makes the reader loop for ever, a plan that never
+converges) can be killed: its one transaction is rolled back by the database when its connection
+dies (PostgreSQL's backend is ended too, should it be busy in a query), the job is failed naming
+the limit, and the worker goes on with the next one.
 """
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
+import os
 import shutil
+import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from geodata import jobs
+from geodata.db import get_engine
 from geodata.i18n import _
 from layers import coverage, layer_import
 from layers.plan_memory import PlanMemory
@@ -38,16 +50,74 @@ RUNNERS: dict[str, Callable[[Engine, dict], dict]] = {"auto_plan": _auto_plan,
                                                      coverage.JOB_KIND: coverage.run_report_job}
 
 
-def run_one(engine: Engine) -> dict | None:
-    """Run the oldest queued job, if any; returns it."""
-    job = jobs.claim_next(engine)
-    if job is None:
-        return None
+def _job_engine(engine: Engine, job_id: int) -> Engine:
+    """In the job's process: an engine of its own, whose PostgreSQL sessions are named after the job
+    (``application_name``) so that the worker can end them if it kills the job."""
+    if engine.dialect.name != "postgresql":
+        engine.dispose(close=False)  # the worker's pooled connections stay the worker's
+        return engine
+    url = engine.url.update_query_dict({"application_name": f"gridplan-job-{job_id}"})
+    return get_engine(url.render_as_string(hide_password=False))
+
+
+def _run_child(engine: Engine, job: dict, worker_pid: int) -> None:
+    """The job's process: run the job, record how it ended, exit."""
+    try:  # die with the worker (kill -9 of the worker must not leave the job running unseen)
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != worker_pid:  # the worker died before that took hold
+        os._exit(1)
+    os.setpgid(0, 0)  # its own process group: whatever it starts is killed with it
+    engine = _job_engine(engine, job["id"])
     try:
         jobs.finish(engine, job["id"], RUNNERS[job["kind"]](engine, job))
     except Exception as exc:  # a failed job is recorded, the worker goes on
         jobs.fail(engine, job["id"], f"{type(exc).__name__}: {exc}")
         traceback.print_exc()
+    finally:
+        sys.stderr.flush()
+        engine.dispose()
+
+
+def _stop(engine: Engine, process: multiprocessing.Process, job_id: int) -> None:
+    """Kill the job's process group and end its PostgreSQL sessions (a backend busy in a query
+    would otherwise go on, holding its locks, until it next wrote to the dead connection)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:  # not yet a group of its own
+        process.kill()
+    process.join(30)
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE application_name = :name"), {"name": f"gridplan-job-{job_id}"})
+            conn.commit()
+
+
+def _forget_upload(job: dict) -> None:
+    """An import's upload is deleted once its job has ended, however it ended."""
+    if job["kind"] == layer_import.KIND and (job["params"] or {}).get("folder"):
+        shutil.rmtree(Path(job["params"]["folder"]), ignore_errors=True)
+
+
+def run_one(engine: Engine, *, time_limit: float | None = None) -> dict | None:
+    """Run the oldest queued job, if any, in a process of its own for at most ``time_limit``
+    seconds (default :func:`geodata.jobs.time_limit` of its kind); returns it as it ended."""
+    job = jobs.claim_next(engine)
+    if job is None:
+        return None
+    limit = jobs.time_limit(job["kind"]) if time_limit is None else time_limit
+    process = multiprocessing.get_context("fork").Process(target=_run_child, args=(engine, job, os.getpid()),
+                                                          name=f"gridplan-job-{job['id']}", daemon=True)
+    process.start()
+    process.join(limit)
+    if process.is_alive():
+        _stop(engine, process, job["id"])
+        if jobs.fail_timed_out(engine, job["id"], limit):
+            _forget_upload(job)
+    elif jobs.fail_vanished(engine, job["id"], process.exitcode):  # killed by the system, out of memory
+        _forget_upload(job)
     return jobs.get_job(engine, job["id"])
 
 
@@ -56,8 +126,7 @@ def fail_abandoned(engine: Engine) -> list[int]:
     imports among them; returns their ids."""
     abandoned = jobs.fail_abandoned(engine)
     for job in abandoned:
-        if job["kind"] == layer_import.KIND and (job["params"] or {}).get("folder"):
-            shutil.rmtree(Path(job["params"]["folder"]), ignore_errors=True)
+        _forget_upload(job)
     return [job["id"] for job in abandoned]
 
 

@@ -39,6 +39,16 @@ Parts (``--parts``, all by default):
   unchanged by the reads (yes/no); then every XSS and spreadsheet payload stored through every
   form and import (``tests/test_xss.py``) and the pages that show them searched for a payload
   left unescaped.
+- ``bodies``: bodies refused before they are read, in the app (anonymous, a made-up token and a
+  planner sending 100 MB or 950-deep JSON to ``POST /api/plans``: statuses, p50/p95, bytes of the
+  body read, Python memory allocated during the request) and in gunicorn (the headers of a 100 MB
+  body and 64 KiB of it: time to the answer, the workers' RSS growth). Aims: ≤ 10 ms, ≤ 5 MB.
+- ``flood``: ``--flood-reports`` Open311 reports from one token in at most ``--flood-seconds``
+  against gunicorn with the default report limits: statuses, 429s without ``Retry-After``, reports
+  stored (aim: the minute's limit, none beyond it).
+- ``joblimit``: ``flask worker`` with an import time limit of ``--job-limit`` s, an import that
+  hangs in its transaction and a coverage report queued behind it: the hung job failed, the next
+  started within the limit + 5 s, the units unchanged.
 
     .venv/bin/python scripts/bench_hardening.py --units 4000 --clients 50 --seconds 60 \\
         --json bench-out/hardening.json
@@ -93,7 +103,11 @@ def gunicorn(url: str, log_path: Path, **env: str):
     web = subprocess.Popen([str(BIN / "gunicorn"), "--workers", "2", "--timeout", "120", "--bind",
                             f"127.0.0.1:{port}", "webmap.wsgi:app"], cwd=ROOT,
                            env={**os.environ, "DATABASE_URL": url, "SECRET_KEY": "bench",
-                                "GRIDPLAN_BASEMAP": "none", "PYTHONPATH": str(ROOT), **env},
+                                "GRIDPLAN_BASEMAP": "none", "PYTHONPATH": str(ROOT),
+                                # load and races report far more than one account would: the
+                                # report limits are the "bounds" part's
+                                "GRIDPLAN_REPORT_LIMIT_PER_ACCOUNT": "1000000 per minute",
+                                "GRIDPLAN_REPORT_LIMIT_PER_ADDRESS": "1000000 per minute", **env},
                            stdout=subprocess.DEVNULL, stderr=log)
     base = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -1027,6 +1041,207 @@ def bench_inject(url: str, xss_url: str, demo, folder: Path) -> dict:
 _uploads = iter(range(1000))
 
 
+# --- bounds: bodies, report floods, job time limits ------------------------------------------------
+
+
+def _workers_rss_mb(master: int) -> dict[int, float]:
+    """Resident memory (MB) of each gunicorn worker of ``master``, from /proc."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    found = {}
+    for pid in map(int, children):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                found[pid] = int(line.split()[1]) / 1024
+    return found
+
+
+def _raw_post(base: str, path: str, size: int, headers: dict[str, str], first: bytes) -> tuple[str, float]:
+    """Send the headers of a ``size``-byte POST and its first bytes only, then wait for the answer:
+    its status line and the seconds it took (a server that reads the body would wait for the
+    rest, and time out)."""
+    import socket
+
+    host, port = base.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        began = time.perf_counter()
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {size}\r\n{head}\r\n".encode()
+                     + first)
+        answer = sock.recv(4096)
+        took = time.perf_counter() - began
+    return answer.split(b"\r\n", 1)[0].decode(errors="replace"), took
+
+
+def bench_bodies(url: str, demo, tries: int, folder: Path) -> dict:
+    """Bodies refused before they are read: in the app (test client, a body made as it is read so
+    the bytes read are counted; Python memory allocated during the request by tracemalloc) and in
+    gunicorn (the client sends the headers of 100 MB and 64 KiB of it; time to the answer, the
+    workers' RSS before and after)."""
+    import tracemalloc
+
+    from tests.test_bounds import CountingStream
+    from tests.webhelpers import csrf_token, make_accounts, sign_in
+    from webmap import create_app
+
+    write_demo(get_engine(url), demo)
+    app = create_app({"DATABASE_URL": url, "TESTING": True})
+    secrets = make_accounts(app, demo)
+    planner = app.test_client()
+    sign_in(planner, "planner")
+    csrf = {"X-CSRFToken": csrf_token(planner.get("/plans").get_data(as_text=True))}
+    big = 100 * 1024 * 1024
+    cases = {  # 950 bytes of "[": 950 levels (no closing brackets: the depth is refused before parsing)
+        "anonymous 100 MB JSON": (app.test_client(), big, {}),
+        "made-up token 100 MB JSON": (app.test_client(), big, {"Authorization": "Bearer made-up"}),
+        "anonymous 950-deep JSON": (app.test_client(), 950, {}),
+        "planner 100 MB JSON": (planner, big, csrf),
+        "planner 950-deep JSON": (planner, 950, csrf),
+    }
+    results = {}
+    for name, (client, size, headers) in cases.items():
+        times, statuses, read, peaks = [], {}, 0, []
+        for i in range(tries):
+            body = CountingStream(size)
+            if i == tries - 1:  # the last try under tracemalloc (it slows Python down: not timed)
+                tracemalloc.start()
+            began = time.perf_counter()
+            answer = client.post("/api/plans", input_stream=body, content_type="application/json",
+                                 headers={**headers, "Content-Length": str(size)})
+            took = time.perf_counter() - began
+            if i == tries - 1:
+                peaks.append(tracemalloc.get_traced_memory()[1])
+                tracemalloc.stop()
+            else:
+                times.append(took)
+            statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
+            read = max(read, body.read_bytes)
+        results[name] = {"statuses": statuses, **percentiles(times), "max_bytes_read": read,
+                         "python_mb_allocated": round(max(peaks) / 1048576, 2)}
+    # gunicorn, as make run serves it
+    web, base, log = gunicorn(url, folder / "bodies.log")
+    try:
+        rss_before = _workers_rss_mb(web.pid)
+        served = {"statuses": {}, "seconds": []}
+        for _ in range(tries):
+            status, took = _raw_post(base, "/api/plans", big, {"Content-Type": "application/json"},
+                                     b"[" * 65536)
+            served["statuses"][status] = served["statuses"].get(status, 0) + 1
+            served["seconds"].append(took)
+        rss_after = _workers_rss_mb(web.pid)
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
+        log.close()
+    results["gunicorn anonymous 100 MB JSON"] = {
+        "statuses": served["statuses"], **percentiles(served["seconds"]),
+        "max_ms": round(max(served["seconds"]) * 1000, 1),
+        "worker_rss_growth_mb": round(max(rss_after.get(p, 0) - v for p, v in rss_before.items()), 1)}
+    _ = secrets
+    return results
+
+
+def bench_flood(url: str, demo, reports: int, seconds: float, threads: int, folder: Path) -> dict:
+    """One Open311 token sends ``reports`` reports from ``threads`` threads within ``seconds``
+    against gunicorn with the default report limits: statuses, 429s without Retry-After, and the
+    reports stored (aim: the per-account limit, nothing beyond it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import text
+
+    from tests.webhelpers import make_accounts
+    from webmap import create_app
+    from webmap.security import REPORT_LIMIT_PER_ACCOUNT, REPORT_LIMIT_PER_ADDRESS
+
+    engine = get_engine(url)
+    write_demo(engine, demo)
+    secrets = make_accounts(create_app({"DATABASE_URL": url, "TESTING": True}), demo)
+    cells = demo.layers["grid_cells"]
+    here = cells[cells["code"].str.startswith(secrets["scope"])].iloc[0].geometry.representative_point()
+    with engine.connect() as conn:
+        before = conn.execute(text("SELECT count(*) FROM incidents")).scalar_one()
+    web, base, log = gunicorn(url, folder / "flood.log",  # the default limits, not the bench's
+                              GRIDPLAN_REPORT_LIMIT_PER_ACCOUNT=REPORT_LIMIT_PER_ACCOUNT,
+                              GRIDPLAN_REPORT_LIMIT_PER_ADDRESS=REPORT_LIMIT_PER_ADDRESS)
+    deadline = time.monotonic() + seconds
+    session = requests.Session()
+    form = {"api_key": secrets["supervisor_token"], "service_code": "E01-01", "lat": str(here.y),
+            "long": str(here.x), "description": "flood"}
+
+    def send(_i: int) -> tuple[int, bool, float]:
+        if time.monotonic() > deadline:
+            return 0, True, 0.0
+        sent = time.perf_counter()
+        answer = session.post(f"{base}/open311/v2/requests.json", data=form, timeout=30)
+        return (answer.status_code, answer.status_code != 429 or bool(answer.headers.get("Retry-After")),
+                time.perf_counter() - sent)
+
+    began = time.monotonic()
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            outcomes = list(pool.map(send, range(reports)))
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
+        log.close()
+    took = time.monotonic() - began
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT count(*) FROM incidents")).scalar_one() - before
+    statuses: dict[int, int] = {}
+    for status, _, _ in outcomes:
+        statuses[status] = statuses.get(status, 0) + 1
+    latency = {str(code): percentiles([t for s, _, t in outcomes if s == code]) for code in statuses if code}
+    return {"sent": sum(1 for s, _, _ in outcomes if s), "seconds": round(took, 1), "statuses": statuses,
+            "not_sent_past_deadline": statuses.pop(0, 0), "latency": latency,
+            "429_without_retry_after": sum(1 for _, ok, _ in outcomes if not ok),
+            "stored": stored, "limit_per_account": REPORT_LIMIT_PER_ACCOUNT,
+            "stored_beyond_the_minute_limit": max(0, stored - int(REPORT_LIMIT_PER_ACCOUNT.split()[0]))}
+
+
+def bench_job_limit(url: str, demo, limit_s: float, folder: Path) -> dict:
+    """``flask worker`` with a time limit of ``limit_s`` on imports, an import that hangs inside
+    its transaction (the fault tests' pause) and a coverage report queued after it: when the hung
+    job was failed, when the next one started and ended, and whether the units are unchanged."""
+    from geodata import jobs
+    from layers import coverage, layer_import
+    from tests.test_faults import units_update_file
+    from tests.webhelpers import snapshot
+
+    engine = get_engine(url)
+    write_demo(engine, demo)
+    upload = folder / f"hung-{time.time_ns()}"
+    upload.mkdir()
+    units_update_file(demo, upload)
+    hung = jobs.create_job(engine, layer_import.KIND, {
+        "layer": "units", "folder": str(upload), "file": "units.gpkg", "mode": "update", "crs": None,
+        "mapping": {}, "district": None, "actor": "bench"})
+    after = jobs.create_job(engine, coverage.JOB_KIND, {"street": None, "method": "straight", "by": "bench"})
+    before = snapshot(url, leave_out=("jobs",))
+    log_path = folder / "worker.log"
+    worker = subprocess.Popen([str(BIN / "flask"), "--app", "webmap", "worker"], cwd=ROOT,
+                              env={**os.environ, "DATABASE_URL": url, "SECRET_KEY": "bench",
+                                   "PYTHONPATH": str(ROOT), "GRIDPLAN_TEST_PAUSE_AT": "import",
+                                   "GRIDPLAN_JOB_TIME_LIMIT_IMPORT_LAYER": str(limit_s)},
+                              stdout=subprocess.DEVNULL, stderr=log_path.open("w"), start_new_session=True)
+    try:
+        deadline = time.monotonic() + limit_s + 600
+        while time.monotonic() < deadline:
+            done = jobs.get_job(engine, after)
+            if done["status"] in ("done", "failed"):
+                break
+            time.sleep(0.2)
+    finally:
+        os.killpg(worker.pid, 9)
+        worker.wait(timeout=30)
+    first, second = jobs.get_job(engine, hung), jobs.get_job(engine, after)
+    began = second["started_at"]
+    return {"limit_s": limit_s, "hung_job": first["status"], "message": first["message"],
+            "hung_job_ran_s": round((first["finished_at"] - first["started_at"]).total_seconds(), 1),
+            "next_job_started_after_hung_began_s":
+                round((began - first["started_at"]).total_seconds(), 1) if began else None,
+            "next_job": second["status"], "units_unchanged": snapshot(url, leave_out=("jobs",)) == before,
+            "upload_removed": not upload.exists()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=int, default=800, help="demo size (4000 as make run; 200000 a city)")
@@ -1034,7 +1249,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--signin-tries", type=int, default=20)
     parser.add_argument("--databases", default="spatialite,postgis")
-    parser.add_argument("--parts", default="signin,access,load,backup,files,race,faults,inject")
+    parser.add_argument("--parts", default="signin,access,load,backup,files,race,faults,inject,bodies,flood,"
+                                             "joblimit")
     parser.add_argument("--files-processes", type=int, default=None,
                         help="files: only this many cases as separate processes (default: all)")
     parser.add_argument("--files-memory-mb", type=int, default=2048,
@@ -1045,6 +1261,10 @@ def main() -> None:
     parser.add_argument("--race-adoptions", type=int, default=20, help="race: adoptions racing an import")
     parser.add_argument("--fault-tries", type=int, default=10, help="kills per operation, full disks")
     parser.add_argument("--restart-clients", type=int, default=20)
+    parser.add_argument("--body-tries", type=int, default=20, help="bodies: requests per case")
+    parser.add_argument("--flood-reports", type=int, default=2000, help="flood: Open311 reports sent")
+    parser.add_argument("--flood-seconds", type=float, default=20, help="flood: at most this long")
+    parser.add_argument("--job-limit", type=float, default=5, help="joblimit: the import time limit (s)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     parts, kinds = args.parts.split(","), args.databases.split(",")
@@ -1148,6 +1368,30 @@ def main() -> None:
                           f"{d['half_written']}, integrity ok {d['integrity_ok']}/{d['tries']}, worked after "
                           f"freeing {d['worked_after_freeing']}/{d['tries']}, other answers "
                           f"{d['other_answers']}")
+            if "bodies" in parts:
+                db["bodies"] = b = bench_bodies(new(), demo, args.body_tries, folder)
+                for case, r in b.items():
+                    extra = (f"worker RSS +{r['worker_rss_growth_mb']} MB, max {r['max_ms']} ms"
+                             if "worker_rss_growth_mb" in r else f"bytes read {r['max_bytes_read']:,}, "
+                             f"Python allocated {r['python_mb_allocated']} MB")
+                    print(f"[{kind}] body {case}: {r['statuses']}, p50 {r.get('p50_ms')} ms, p95 "
+                          f"{r.get('p95_ms')} ms; {extra}")
+            if "flood" in parts:
+                db["flood"] = f = bench_flood(new(), demo, args.flood_reports, args.flood_seconds, 8, folder)
+                print(f"[{kind}] report flood: {f['sent']} Open311 reports from one token in "
+                      f"{f['seconds']} s: {f['statuses']}; 429 without Retry-After "
+                      f"{f['429_without_retry_after']}; stored "
+                      f"{f['stored']} ({f['limit_per_account']}), beyond the minute's limit "
+                      f"{f['stored_beyond_the_minute_limit']}; latency by status {f['latency']} "
+                      f"(load average now {load_average()})")
+            if "joblimit" in parts:
+                db["joblimit"] = j = bench_job_limit(new(), demo, args.job_limit, folder)
+                print(f"[{kind}] job time limit {j['limit_s']} s: hung import {j['hung_job']} after "
+                      f"{j['hung_job_ran_s']} s; next job started "
+                      f"{j['next_job_started_after_hung_began_s']} s after the hung one began, "
+                      f"{j['next_job']}; units unchanged "
+                      f"{'yes' if j['units_unchanged'] else 'NO'}, upload removed "
+                      f"{'yes' if j['upload_removed'] else 'NO'}")
             if "inject" in parts:
                 db["inject"] = i = bench_inject(new(), new(), demo, folder)
                 r, w, x = i["reads"], i["writes"], i["xss"]

@@ -186,10 +186,13 @@ def matrix_site(url: str, demo) -> dict:
     plan, and the values every route's URL is built from (scripts/bench_hardening.py uses it)."""
     write_demo(get_engine(url), demo)
     # every caller's empty sign-in counts against one (empty) name: the limits are
-    # tests/test_sign_in_limits.py's, not the matrix's
+    # tests/test_sign_in_limits.py's, not the matrix's (nor the report limits)
     app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none",
                       "LOGIN_LIMIT_PER_ACCOUNT": "1000 per minute",
-                      "LOGIN_LIMIT_PER_ADDRESS": "1000 per minute"})
+                      "LOGIN_LIMIT_PER_ADDRESS": "1000 per minute",
+                      # the injection tests send hundreds of reports: tests/test_bounds.py has the limits
+                      "REPORT_LIMIT_PER_ACCOUNT": "100000 per minute",
+                      "REPORT_LIMIT_PER_ADDRESS": "100000 per minute"})
     secrets = make_accounts(app, demo)
     from geodata.accounts import find_user, list_tokens, revoke_token
     from webmap.auth import add_token

@@ -1,4 +1,4 @@
-"""Guessing passwords: failed sign-ins are counted per account and per address, then refused
+"""Guessing passwords: failed sign-ins are counted per account and address and per address, then refused
 with a 429 that says when to come back; the count is kept in the database, so every gunicorn
 process sees it; an unknown name costs the same scrypt as a known one; passwords are scrypt
 hashes and tokens only their SHA-256, and a revoked token stops working."""
@@ -53,6 +53,20 @@ def test_an_account_is_slowed_after_its_failed_sign_ins_even_with_the_right_pass
     assert "Too many failed sign-ins: try again in 1 min" in flashed(refused)
     # the refusal is about that account: others sign in from the same address
     assert attempt(client, "viewer", PASSWORD).status_code == 302
+
+
+def test_wrong_passwords_from_elsewhere_do_not_lock_the_real_person_out(site):
+    """Issue 20: five wrong passwords for the administrator locked the administrator out. The
+    failures count per account *and address*: the guesser's address is refused, the real
+    administrator at another address signs in."""
+    app, _ = site
+    guesser, admin = app.test_client(), app.test_client()
+    assert [attempt(guesser, "admin", address="203.0.113.7").status_code for _ in range(3)] == [401] * 3
+    assert attempt(guesser, "admin", PASSWORD, address="203.0.113.7").status_code == 429
+    assert attempt(admin, "admin", PASSWORD, address="10.0.0.9").status_code == 302
+    # an IPv6 guesser cannot walk round it through the addresses of its /64
+    assert [attempt(guesser, "viewer", address=f"2001:db8::{i}").status_code for i in range(1, 5)] \
+        == [401, 401, 401, 429]
 
 
 def test_an_address_is_refused_after_failed_sign_ins_under_many_names(site):

@@ -37,6 +37,7 @@ from layers import incidents, rates
 from webmap.auth import current_account, require
 from webmap.cli import database_errors
 from webmap.extensions import engine
+from webmap.security import rate_limited
 
 bp = Blueprint("incidents", __name__, cli_group=None)
 
@@ -141,6 +142,7 @@ def _photo_upload():
 
 
 @bp.post("/api/incidents")
+@rate_limited("reports")
 @require("admin", "supervisor", api=True)
 def api_report():
     """Report a case: JSON ``{lon, lat, category, description}`` (or ``community``/``street``

@@ -19,6 +19,7 @@ from geodata.errors import GridplanError
 from layers import incidents, open311
 from webmap.auth import current_account, hash_token
 from webmap.extensions import csrf, engine
+from webmap.security import rate_limited
 
 bp = Blueprint("open311", __name__, url_prefix="/open311/v2")
 csrf.exempt(bp)  # token-authenticated API: no cookie is used for POST
@@ -186,6 +187,7 @@ def request_one(code: str, fmt: str):
 
 
 @bp.post("/requests.<fmt>")
+@rate_limited("reports")
 def request_create(fmt: str):
     fmt = _fmt(fmt)
     account = _account(required=True)

@@ -24,6 +24,7 @@ from webmap.auth import current_account, require
 from webmap.extensions import engine, plans
 from webmap.maps import build_map, render_map
 from webmap.responses import conditional
+from webmap.security import body_limit
 
 bp = Blueprint("plans", __name__)
 
@@ -32,6 +33,8 @@ READERS = ("admin", "planner", "viewer")
 LABELS = {"submit": N_("Submit"), "approve": N_("Approve"), "reject": N_("Reject"), "adopt": N_("Adopt"),
           "rebase": N_("Rebase on the current boundaries")}
 STATUSES = ("draft", "submitted", "approved", "rejected", "adopted")
+#: a plan edit may name every unit of a street (a city street: ~20,000 codes of ~25 bytes)
+PLAN_EDIT_LIMIT_KB = 2048
 
 
 def _finite(value):
@@ -261,6 +264,7 @@ def api_name(plan_id: int, code: str):
 
 
 @bp.post("/api/plans/<int:plan_id>/moves")
+@body_limit(PLAN_EDIT_LIMIT_KB)
 @require(*EDITORS, api=True)
 def api_moves(plan_id: int):
     data = _body()
@@ -271,6 +275,7 @@ def api_moves(plan_id: int):
 
 
 @bp.post("/api/plans/<int:plan_id>/split")
+@body_limit(PLAN_EDIT_LIMIT_KB)
 @require(*EDITORS, api=True)
 def api_split(plan_id: int):
     data = _body()
