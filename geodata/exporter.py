@@ -7,7 +7,7 @@ Formats:
   names and their Chinese labels. UTF-8 by default, GBK (code page 936) on request; text cut at
   254 bytes on a character boundary, never inside one. ``.prj`` in WGS 84 or CGCS2000.
 - ``gpkg``: GeoPackage in WGS 84, CGCS2000 or any projected CRS asked for.
-- ``geojson``: RFC 7946, always WGS 84.
+- ``geojson``: RFC 7946, always WGS 84, full double precision.
 - ``csv``: attributes plus WKT (and lon/lat for points) at full double precision (shared
   vertices stay shared, so an import rebuilds the same neighbours), UTF-8 with a byte-order mark
   so that Excel opens it, or GBK.
@@ -180,9 +180,10 @@ def _write_shapefile(gdf: gpd.GeoDataFrame, fields: list[Field], layer: str, out
 def _write_geojson(gdf: gpd.GeoDataFrame, fields: list[Field], out: Path, revision: int | None = None,
                    layer: str = "") -> None:
     """RFC 7946 GeoJSON, written with shapely's vectorised encoder (twice GDAL's speed here):
-    WGS 84, exterior rings counterclockwise, coordinates to 7 decimals (about a centimetre)."""
+    WGS 84, exterior rings counterclockwise, coordinates at full double precision — rounded (to
+    7 decimals, as it was), a part of a layer imported back no longer shares its vertices with
+    the units around it, and their neighbours are lost."""
     geoms = shapely.orient_polygons(np.asarray(gdf.geometry.values, dtype=object))
-    geoms = shapely.transform(geoms, lambda xy: np.round(xy, 7))
     frame = pd.DataFrame(_text_columns(gdf, fields).drop(columns=gdf.geometry.name))
     properties = frame.to_json(orient="records", lines=True, force_ascii=False).splitlines() if len(
         frame) else []
