@@ -139,7 +139,8 @@ def test_a_table_that_claims_gigabytes_is_refused_before_it_is_unpacked_or_read(
 
     # within its header's word but past a lowered limit: the entry's own size is checked first
     monkeypatch.setenv("GRIDPLAN_MAX_DBF_MB", "1")
-    padded = zipped({**parts, "units.dbf": parts["units.dbf"] + b" " * (2 * 1024**2)}, tmp_path / "padded.zip")
+    padded = zipped({**parts, "units.dbf": parts["units.dbf"] + b" " * (2 * 1024**2)},
+                    tmp_path / "padded.zip")
     refused_everywhere(site, "units", padded, "over the limit of 1 MB", "GRIDPLAN_MAX_DBF_MB")
     monkeypatch.setenv("GRIDPLAN_MAX_CSV_MB", "1")
     csv = exported_units(site["engine"], tmp_path, "csv")
@@ -187,7 +188,8 @@ def test_a_geopackage_layer_that_is_a_view_is_refused_before_gdal_reads_it(site,
     export_layer(site["engine"], "units", "gpkg", toc)
     conn = sqlite3.connect(toc)
     conn.execute("ALTER TABLE gpkg_contents RENAME TO contents_table")
-    conn.execute("CREATE VIEW gpkg_contents AS WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) "
+    conn.execute("CREATE VIEW gpkg_contents AS WITH RECURSIVE r(n) AS "
+                 "(SELECT 1 UNION ALL SELECT n + 1 FROM r) "
                  "SELECT c.* FROM r, contents_table c")
     conn.commit()
     conn.close()
@@ -207,8 +209,8 @@ def test_a_geopackage_of_several_layers_needs_a_layer_chosen(site, small_demo, t
     other["households"] = other["households"] + 100
     pyogrio.write_dataframe(other, path, layer="old_units", driver="GPKG")
     pyogrio.write_dataframe(street, path, layer="units", driver="GPKG", append=True)
-    refused_everywhere(site, "units", path, "holds 2 layers", "old_units", "units", cli_args=("--mode", "update"),
-                       kept=True)
+    refused_everywhere(site, "units", path, "holds 2 layers", "old_units", "units",
+                       cli_args=("--mode", "update"), kept=True)
     result = cli(site, "units", path, "--mode", "update", "--layer", "nothing")
     assert result.exit_code == 1 and "has no layer 'nothing'" in result.output, result.output
     result = cli(site, "units", path, "--mode", "update", "--layer", "units")
@@ -251,7 +253,8 @@ def test_a_cpg_that_disagrees_with_the_text_is_refused_naming_both(site, tmp_pat
         return shapefile_parts(out)
 
     utf8 = export("utf8")
-    assert any(b >= 0x80 for b in utf8["communities.dbf"][struct.unpack_from("<H", utf8["communities.dbf"], 8)[0]:])
+    table = utf8["communities.dbf"]
+    assert any(b >= 0x80 for b in table[struct.unpack_from("<H", table, 8)[0]:])  # Chinese names
     gbk_over_utf8 = zipped({**utf8, "communities.cpg": b"GBK"}, tmp_path / "gbk_over_utf8.zip")
     refused_everywhere(site, "communities", gbk_over_utf8, "encoding does not match",
                        "communities.cpg says GBK", "is UTF-8")
@@ -356,7 +359,8 @@ def test_an_export_made_before_an_adoption_cannot_undo_it(site, small_demo, tmp_
     assert all(f"{c} {names[c]}" in shown for c in changed[:10] if c in names.index)
     assert "adopt" in shown and "--force" in shown
     result = cli(site, "units", old, "--mode", "update")
-    assert result.exit_code == 1 and f"exported at boundary revision {revision}" in result.output, result.output
+    assert result.exit_code == 1, result.output
+    assert f"exported at boundary revision {revision}" in result.output
     assert snapshot(site["url"], leave_out=TOUCHED) == before
     # the page: the preview names it, the import without the box is refused, with it accepted
     answer = preview(site, "units", old, mode="update")
