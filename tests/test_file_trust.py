@@ -29,9 +29,13 @@ from layers import plan_workflow
 from layers.demo import write_demo
 from layers.plan_memory import PlanMemory
 from layers.worker import run_one
+from tests import test_layers_page
 from tests.webhelpers import csrf_token, make_accounts, sign_in, snapshot
 from webmap import create_app
 
+#: The layers page served in Chromium, as tests/test_layers_page.py serves it.
+served, page = test_layers_page.served, test_layers_page.page
+browser_sign_in = test_layers_page.browser_sign_in
 #: Tables a refused upload may rightly touch: the job that ran it, the audit log, sign-in counts.
 TOUCHED = ("jobs", "audit_log", "rate_limits")
 
@@ -397,3 +401,46 @@ def test_a_file_without_a_revision_and_the_force_flag_keep_todays_behaviour(site
     adopt_a_moving_plan(engine, small_demo)
     result = cli(site, "units", old, "--mode", "update", "--force")
     assert result.exit_code == 0, result.output
+
+
+# --- the page in Chromium ---------------------------------------------------------------------------
+
+
+def test_the_page_offers_the_layers_and_asks_before_undoing_an_adoption(page, served, small_demo,
+                                                                       tmp_path):
+    """A GeoPackage of two layers: the page lists them, and the one chosen is previewed. Units
+    exported before an adoption: the preview says what they would undo, and Import stays off until
+    "Import anyway" is ticked."""
+    engine = served["engine"]
+    two = tmp_path / "两个图层.gpkg"
+    units = read_layer(engine, "units").iloc[:4]
+    pyogrio.write_dataframe(units, two, layer="a_units", driver="GPKG")
+    pyogrio.write_dataframe(units.iloc[:3], two, layer="b_units", driver="GPKG", append=True)
+    browser_sign_in(page, served["base"], "planner")
+    page.goto(f"{served['base']}/layers")
+    page.select_option("#import-form select[name=layer]", "units")
+    page.check("#import-form input[name=mode][value=update]")
+    page.set_input_files("#import-form input[name=file]", str(two))
+    page.wait_for_selector("#source-layer-field:not([hidden])")
+    assert "holds 2 layers" in page.inner_text("#import-problems")
+    assert page.locator("#source-layer-field option").all_inner_texts()[1:] == ["a_units", "b_units"]
+    page.select_option("#import-form select[name=source_layer]", "b_units")
+    page.wait_for_function("() => document.querySelector('#import-message').classList.contains('ok')")
+    assert "3" in page.inner_text("#preview-summary")
+
+    old = exported_units(engine, tmp_path / "old", "gpkg")
+    adopt_a_moving_plan(engine, small_demo)
+    page.goto(f"{served['base']}/layers")
+    page.select_option("#import-form select[name=layer]", "units")
+    page.check("#import-form input[name=mode][value=update]")
+    page.set_input_files("#import-form input[name=file]", str(old))
+    page.wait_for_selector("#stale-warning:not([hidden])")
+    assert "exported at boundary revision" in page.inner_text("#stale-warning")
+    assert page.is_disabled("#import-start")
+    page.check("#force-confirm input")
+    assert page.is_enabled("#import-start")
+    page.click("#import-start")
+    page.wait_for_function("() => document.querySelector('#import-result').classList.contains('ok')",
+                           timeout=60_000)
+    page.screenshot(path=str(served["folder"] / "layers-stale-forced.png"), full_page=True)
+    assert [e for e in page.errors if "400" not in e] == []
