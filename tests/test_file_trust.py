@@ -419,6 +419,7 @@ def test_the_page_offers_the_layers_and_asks_before_undoing_an_adoption(page, se
     browser_sign_in(page, served["base"], "planner")
     page.goto(f"{served['base']}/layers")
     page.select_option("#import-form select[name=layer]", "units")
+    assert page.is_hidden("#source-layer-field")
     page.check("#import-form input[name=mode][value=update]")
     page.set_input_files("#import-form input[name=file]", str(two))
     page.wait_for_selector("#source-layer-field:not([hidden])")
@@ -435,6 +436,7 @@ def test_the_page_offers_the_layers_and_asks_before_undoing_an_adoption(page, se
     page.check("#import-form input[name=mode][value=update]")
     page.set_input_files("#import-form input[name=file]", str(old))
     page.wait_for_selector("#stale-warning:not([hidden])")
+    assert page.is_hidden("#source-layer-field")  # a GeoPackage of one layer: nothing to choose
     assert "exported at boundary revision" in page.inner_text("#stale-warning")
     assert page.is_disabled("#import-start")
     page.check("#force-confirm input")
