@@ -258,18 +258,22 @@ def _dbf_declared(head: bytes) -> tuple[int, int, int] | None:
     return count, header, width
 
 
-def _check_dbf_declared(part: str, head: bytes, limit: tuple[int, int, str], *, archive: str | None = None
-                        ) -> None:
+def _check_dbf_declared(part: str, head: bytes, limit: tuple[int, int, str], actual: int, *,
+                        archive: str | None = None) -> None:
     """Refuse a table whose header declares more than the limit (records × record length): a
-    small, mostly empty or sparse file can claim gigabytes that GDAL would then read."""
+    small, mostly empty or sparse file can claim gigabytes that GDAL would then read. Past the
+    ``actual`` size it holds, the header is damaged (or the archive's directory lies)."""
     found = _dbf_declared(head)
     if found is None:
         return
     count, header, width = found
     size = header + count * width
     if size > limit[0]:
-        raise _too_big(part, size, limit, archive=archive, declared=_(
-            " (its header declares {count} records of {width} bytes)", count=format(count, ","), width=width))
+        declared = _(" (its header declares {count} records of {width} bytes)", count=format(count, ","),
+                     width=width)
+        if size > actual:
+            declared += _("; damaged: the file holds only {actual} bytes", actual=format(actual, ","))
+        raise _too_big(part, size, limit, archive=archive, declared=declared)
 
 
 def _check_member(zf: zipfile.ZipFile, m: zipfile.ZipInfo, archive: Path) -> None:
@@ -287,7 +291,7 @@ def _check_member(zf: zipfile.ZipFile, m: zipfile.ZipInfo, archive: Path) -> Non
         except (zipfile.BadZipFile, EOFError, OSError, zlib.error, NotImplementedError, RuntimeError) as exc:
             raise ImportRefused(_("{name} is damaged: {filename} cannot be read ({exc})",
                                   name=archive.name, filename=m.filename, exc=exc)) from None
-        _check_dbf_declared(m.filename, head, limit, archive=archive.name)
+        _check_dbf_declared(m.filename, head, limit, m.file_size, archive=archive.name)
 
 
 def _check_file_size(path: Path) -> None:
@@ -301,7 +305,7 @@ def _check_file_size(path: Path) -> None:
         raise _too_big(path.name, size, limit)
     if path.suffix.lower() == ".dbf":
         with path.open("rb") as f:
-            _check_dbf_declared(path.name, f.read(32), limit)
+            _check_dbf_declared(path.name, f.read(32), limit, size)
 
 
 def _find_dataset(folder: Path, archive: Path) -> Path:
