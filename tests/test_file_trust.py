@@ -154,6 +154,18 @@ def test_a_table_that_claims_gigabytes_is_refused_before_it_is_unpacked_or_read(
                        "GRIDPLAN_MAX_CSV_MB")
 
 
+def test_a_value_table_past_its_limit_is_refused_before_it_is_read(tmp_path):
+    from geodata.importer import parse_values
+
+    table = tmp_path / "kinds.csv"
+    table.write_bytes("幼儿园,kindergarten\n".encode())
+    assert parse_values([f"kind={table}"]) == {"kind": {"幼儿园": "kindergarten"}}
+    with open(table, "r+b") as f:
+        f.truncate(60 * 1024**2)  # sparse: no room on disk, 60 MB to read
+    with pytest.raises(ImportRefused, match="kinds.csv is 60 MB, over the limit of 50 MB"):
+        parse_values([f"kind={table}"])
+
+
 # --- GeoPackages ------------------------------------------------------------------------------------
 
 
