@@ -7,9 +7,16 @@ Formats:
   names and their Chinese labels. UTF-8 by default, GBK (code page 936) on request; text cut at
   254 bytes on a character boundary, never inside one. ``.prj`` in WGS 84 or CGCS2000.
 - ``gpkg``: GeoPackage in WGS 84, CGCS2000 or any projected CRS asked for.
-- ``geojson``: RFC 7946, always WGS 84.
-- ``csv``: attributes plus WKT (and lon/lat for points), UTF-8 with a byte-order mark so that
-  Excel opens it, or GBK.
+- ``geojson``: RFC 7946, always WGS 84, full double precision.
+- ``csv``: attributes plus WKT (and lon/lat for points) at full double precision (shared
+  vertices stay shared, so an import rebuilds the same neighbours), UTF-8 with a byte-order mark
+  so that Excel opens it, or GBK.
+
+A layer export carries the boundary revision it was made at (:func:`geodata.revisions.current_revision`),
+so that an import of it after later boundary changes is noticed (``geodata.importer.stale_units``):
+a ``<layer>_revision.txt`` beside the shapefile in its zip, the GeoPackage layer's metadata item
+``GRIDPLAN_REVISION``, a ``"gridplan"`` member of the GeoJSON FeatureCollection, and a last
+column ``gridplan_revision`` in a CSV (a spreadsheet keeps columns, not comments).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from sqlalchemy import Engine
 from geodata.catalog import Field, get_layer
 from geodata.crs import CGCS2000, WGS84, parse_crs
 from geodata.i18n import _
+from geodata.revisions import current_revision
 from geodata.spreadsheet import frame_cells
 from geodata.store import read_layer
 
@@ -110,8 +118,15 @@ def _text_columns(frame: pd.DataFrame, fields: list[Field]) -> pd.DataFrame:
     return out
 
 
+#: Where an export holds the boundary revision it was made at (the importer reads them back).
+REVISION_SIDECAR = "_revision.txt"
+REVISION_KEY = "GRIDPLAN_REVISION"
+REVISION_MEMBER = "gridplan"
+REVISION_COLUMN = "gridplan_revision"
+
+
 def _write_shapefile(gdf: gpd.GeoDataFrame, fields: list[Field], layer: str, out: Path,
-                     encoding: str, report: ExportReport) -> None:
+                     encoding: str, report: ExportReport, revision: int | None = None) -> None:
     gdal_encoding, cpg = ENCODINGS[encoding]
     py_encoding = "utf-8" if encoding == "utf-8" else "gbk"
     frame = _text_columns(gdf, fields)
@@ -156,40 +171,55 @@ def _write_shapefile(gdf: gpd.GeoDataFrame, fields: list[Field], layer: str, out
             for suffix in (".shp", ".shx", ".dbf", ".prj", ".cpg"):
                 zf.write(Path(tmp) / f"{layer}{suffix}", f"{layer}{suffix}")
             zf.writestr(f"{layer}_fields.csv", aliases.getvalue().encode("utf-8-sig"))
+            if revision is not None:  # a sidecar: ArcGIS and QGIS leave files they do not know alone
+                zf.writestr(f"{layer}{REVISION_SIDECAR}",
+                            f"# gridplan: the boundary revision this file was exported at\n"
+                            f"revision={revision}\nlayer={layer}\n")
 
 
-def _write_geojson(gdf: gpd.GeoDataFrame, fields: list[Field], out: Path) -> None:
+def _write_geojson(gdf: gpd.GeoDataFrame, fields: list[Field], out: Path, revision: int | None = None,
+                   layer: str = "") -> None:
     """RFC 7946 GeoJSON, written with shapely's vectorised encoder (twice GDAL's speed here):
-    WGS 84, exterior rings counterclockwise, coordinates to 7 decimals (about a centimetre)."""
+    WGS 84, exterior rings counterclockwise, coordinates at full double precision — rounded (to
+    7 decimals, as it was), a part of a layer imported back no longer shares its vertices with
+    the units around it, and their neighbours are lost."""
     geoms = shapely.orient_polygons(np.asarray(gdf.geometry.values, dtype=object))
-    geoms = shapely.transform(geoms, lambda xy: np.round(xy, 7))
     frame = pd.DataFrame(_text_columns(gdf, fields).drop(columns=gdf.geometry.name))
     properties = frame.to_json(orient="records", lines=True, force_ascii=False).splitlines() if len(
         frame) else []
     with open(out, "w", encoding="utf-8") as f:
-        f.write('{"type":"FeatureCollection","features":[\n')
+        f.write('{"type":"FeatureCollection",')
+        if revision is not None:  # a foreign member (RFC 7946 §6.1), before the features
+            f.write(f'"{REVISION_MEMBER}":{{"layer":"{layer}","revision":{int(revision)}}},')
+        f.write('"features":[\n')
         f.write(",\n".join(f'{{"type":"Feature","properties":{p},"geometry":{g or "null"}}}'
                             for p, g in zip(properties, shapely.to_geojson(geoms), strict=True)))
         f.write("\n]}\n")
 
 
-def _write_csv(gdf: gpd.GeoDataFrame, fields: list[Field], out: Path, encoding: str) -> None:
+def _write_csv(gdf: gpd.GeoDataFrame, fields: list[Field], out: Path, encoding: str,
+               revision: int | None = None) -> None:
     frame = pd.DataFrame(_text_columns(gdf, fields).drop(columns=gdf.geometry.name))
     geoms = np.asarray(gdf.geometry.values, dtype=object)
     if len(geoms) and (shapely.get_type_id(geoms) == shapely.GeometryType.POINT).all():
         frame["lon"] = shapely.get_x(geoms)
         frame["lat"] = shapely.get_y(geoms)
     else:
-        frame["wkt"] = shapely.to_wkt(geoms, rounding_precision=8, trim=True)
+        # every digit a double needs (rounding moves a vertex off its neighbour's edge, and the
+        # two units no longer share it: the import would find them no neighbours)
+        frame["wkt"] = shapely.to_wkt(geoms, rounding_precision=-1, trim=True)
+    if revision is not None:
+        frame[REVISION_COLUMN] = int(revision)
     # a text a spreadsheet would run as a formula gets a leading ' (geodata/spreadsheet.py)
     frame_cells(frame).to_csv(out, index=False, encoding="utf-8-sig" if encoding == "utf-8" else "gbk")
 
 
 def write_frame(gdf: gpd.GeoDataFrame, fields: list[Field], name: str, fmt: str, out: str | Path,
-                *, encoding: str = "utf-8", crs=None) -> ExportReport:
+                *, encoding: str = "utf-8", crs=None, revision: int | None = None) -> ExportReport:
     """Write a GeoDataFrame in EPSG:4326 whose columns are ``fields`` to ``out``.
 
-    Shared by layer and plan exports, so both follow the same rules.
+    Shared by layer and plan exports, so both follow the same rules. ``revision``: the boundary
+    revision the data were read at, written into the file (see the module's notes).
     """
     if fmt not in FORMATS:
         raise ExportError(_("unknown format {fmt}: use {p2}", fmt=repr(fmt), p2=', '.join(FORMATS)))
@@ -206,15 +236,17 @@ def write_frame(gdf: gpd.GeoDataFrame, fields: list[Field], name: str, fmt: str,
     partial = out.with_name(f".{out.stem}.partial{out.suffix}")  # never a half-written ``out``
     try:
         if fmt == "shp":
-            _write_shapefile(gdf, fields, name, partial, encoding, report)
+            _write_shapefile(gdf, fields, name, partial, encoding, report, revision)
         elif fmt == "gpkg":
             # GeoPackage 1.2: the version every reader (ArcGIS, QGIS, older GDAL) opens without a warning
             pyogrio.write_dataframe(gdf, partial, layer=name, driver="GPKG",
-                                    dataset_options={"VERSION": "1.2"})
+                                    dataset_options={"VERSION": "1.2"},
+                                    layer_metadata={REVISION_KEY: str(revision)} if revision is not None
+                                    else None)
         elif fmt == "geojson":
-            _write_geojson(gdf, fields, partial)
+            _write_geojson(gdf, fields, partial, revision, name)
         else:
-            _write_csv(gdf, fields, partial, encoding)
+            _write_csv(gdf, fields, partial, encoding, revision)
         partial.replace(out)
     finally:
         partial.unlink(missing_ok=True)
@@ -229,5 +261,7 @@ def export_layer(engine: Engine, layer: str, fmt: str, out: str | Path, *, encod
         raise ExportError(_("unknown format {fmt}: use {p2}", fmt=repr(fmt), p2=', '.join(FORMATS)))
     _normalise_encoding(encoding)
     _target_crs(fmt, crs)
+    # the revision first: a change between the two reads makes the file look older, never newer
+    revision = current_revision(engine)
     gdf = read_layer(engine, layer, street=street, community=community)
-    return write_frame(gdf, list(spec.fields), layer, fmt, out, encoding=encoding, crs=crs)
+    return write_frame(gdf, list(spec.fields), layer, fmt, out, encoding=encoding, crs=crs, revision=revision)

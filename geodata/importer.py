@@ -18,12 +18,17 @@ listed with their counts and refused or, on request, left out (``unmapped="skip"
 
 from __future__ import annotations
 
+import codecs
 import csv
+import json
 import mmap
 import os
+import re
+import sqlite3
 import stat
 import struct
 import tempfile
+import time
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -44,9 +49,10 @@ from geodata import naming, topology
 from geodata.catalog import LOCATION_PRECISIONS, LayerSpec, as_text, get_layer, is_code
 from geodata.db import BATCH, pause_for_fault_tests
 from geodata.errors import Refused
+from geodata.exporter import REVISION_COLUMN, REVISION_KEY, REVISION_MEMBER, REVISION_SIDECAR
 from geodata.i18n import _
-from geodata.models import AuditLog, CommunityHistory, UnitAdjacency
-from geodata.revisions import lock_revision, raise_revision
+from geodata.models import AuditLog, Community, CommunityHistory, Unit, UnitAdjacency
+from geodata.revisions import changes_since, lock_revision, raise_revision
 from geodata.standards import FACILITY_KINDS, INCIDENT_CATEGORIES
 from geodata.store import (
     compare_with_stored,
@@ -64,6 +70,17 @@ MAX_UNZIPPED_BYTES = 4 * 1024**3
 #: GDAL holds a GeoJSON file whole in memory at about 25 times its size: past this (MB,
 #: ``GRIDPLAN_MAX_GEOJSON_MB``) the file is refused and a GeoPackage or shapefile asked for.
 MAX_GEOJSON_MB = 100
+#: A shapefile's table (.dbf) may declare at most this many MB (records × record length,
+#: ``GRIDPLAN_MAX_DBF_MB``): its text is checked and GDAL reads it whole, at several times its size
+#: in memory. Checked in the archive's own header before anything is unpacked.
+MAX_DBF_MB = 512
+#: A CSV file (or a shapefile's index, .shx) may be at most this many MB (``GRIDPLAN_MAX_CSV_MB``):
+#: it is read whole as text.
+MAX_CSV_MB = 200
+#: Seconds the inspection of a GeoPackage's own tables (before GDAL opens it) may take.
+GPKG_INSPECT_S = 5.0
+#: Layers listed from a GeoPackage's table of contents at most.
+MAX_GPKG_LAYERS = 200
 #: A feature may have at most this many vertices (a boundary drawn that finely is an error, and
 #: checking it would hold the import for minutes).
 MAX_VERTICES = 250_000
@@ -180,23 +197,123 @@ def _safe_extract(archive: Path, target: Path, max_bytes: int) -> None:
             raise ImportRefused(_("{name} expands to {declared} bytes, over the limit of {max_bytes}",
                                   name=archive.name, declared=format(declared, ','),
                                   max_bytes=format(max_bytes, ',')))
+        members = [m for m in members if not (m.filename.startswith("__MACOSX/")
+                                              or PurePosixPath(m.filename).name.startswith("._"))]
+        for m in members:  # each part against its own limit, before a byte is unpacked
+            _check_member(zf, m, archive)
         written = 0
         for m in members:
-            if m.filename.startswith("__MACOSX/") or PurePosixPath(m.filename).name.startswith("._"):
-                continue  # macOS resource forks, not data
             dest = target / m.filename.replace("\\", "/")
             dest.parent.mkdir(parents=True, exist_ok=True)
+            limit = _part_limit(m.filename)
+            mine = 0
             try:
                 with zf.open(m) as src, open(dest, "wb") as out:
                     while chunk := src.read(1 << 20):
                         written += len(chunk)
+                        mine += len(chunk)
                         if written > max_bytes:  # sizes in the header can lie
                             raise ImportRefused(_("{name} expands past the limit of {max_bytes} bytes",
                                                   name=archive.name, max_bytes=format(max_bytes, ',')))
+                        if limit and mine > limit[0]:
+                            raise _too_big(m.filename, mine, limit, archive=archive.name)
                         out.write(chunk)
             except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
                 raise ImportRefused(_("{name} is damaged: {filename} cannot be read ({exc})",
                                       name=archive.name, filename=m.filename, exc=exc)) from None
+
+
+class TooLarge(ImportRefused):
+    """A file past one of the reading limits: no choice of the user's makes it readable."""
+
+
+def _limit(setting: str, default: int) -> int:
+    """A limit in MB from the environment (``setting``), or its default."""
+    try:
+        return max(1, int(os.environ.get(setting) or default))
+    except ValueError:
+        return default
+
+
+def _part_limit(filename: str) -> tuple[int, int, str] | None:
+    """The limit a file of this kind is read under: (bytes, MB, the setting that raises it)."""
+    suffix = PurePosixPath(filename.replace("\\", "/")).suffix.lower()
+    setting, default = {".dbf": ("GRIDPLAN_MAX_DBF_MB", MAX_DBF_MB),
+                        ".shx": ("GRIDPLAN_MAX_CSV_MB", MAX_CSV_MB),
+                        ".csv": ("GRIDPLAN_MAX_CSV_MB", MAX_CSV_MB),
+                        ".geojson": ("GRIDPLAN_MAX_GEOJSON_MB", MAX_GEOJSON_MB),
+                        ".json": ("GRIDPLAN_MAX_GEOJSON_MB", MAX_GEOJSON_MB)}.get(suffix, (None, 0))
+    if setting is None:
+        return None
+    mb = _limit(setting, default)
+    return mb * 1024**2, mb, setting
+
+
+def _too_big(part: str, size: int, limit: tuple[int, int, str], *, archive: str | None = None,
+             declared: str = "") -> TooLarge:
+    where = f"{archive}: " if archive else ""
+    return TooLarge(_("{where}{part} is {size} MB{declared}, over the limit of {limit} MB for such a file "
+                      "({setting}): split the layer into smaller files",
+                      where=where, part=PurePosixPath(part.replace("\\", "/")).name,
+                      size=f"{size / 1024**2:,.0f}", declared=declared, limit=limit[1], setting=limit[2]))
+
+
+def _dbf_declared(head: bytes) -> tuple[int, int, int] | None:
+    """A .dbf header's record count, header length and record length (None: too short)."""
+    if len(head) < 12:
+        return None
+    count, header, width = struct.unpack_from("<IHH", head, 4)
+    return count, header, width
+
+
+def _check_dbf_declared(part: str, head: bytes, limit: tuple[int, int, str], actual: int, *,
+                        archive: str | None = None) -> None:
+    """Refuse a table whose header declares more than the limit (records × record length): a
+    small, mostly empty or sparse file can claim gigabytes that GDAL would then read. Past the
+    ``actual`` size it holds, the header is damaged (or the archive's directory lies)."""
+    found = _dbf_declared(head)
+    if found is None:
+        return
+    count, header, width = found
+    size = header + count * width
+    if size > limit[0]:
+        declared = _(" (its header declares {count} records of {width} bytes)", count=format(count, ","),
+                     width=width)
+        if size > actual:
+            declared += _("; damaged: the file holds only {actual} bytes", actual=format(actual, ","))
+        raise _too_big(part, size, limit, archive=archive, declared=declared)
+
+
+def _check_member(zf: zipfile.ZipFile, m: zipfile.ZipInfo, archive: Path) -> None:
+    """One zip entry against the limit of its kind: its declared size and, for a .dbf, the size its
+    own header declares, read from the archive before anything is unpacked."""
+    limit = _part_limit(m.filename)
+    if limit is None:
+        return
+    if m.file_size > limit[0]:
+        raise _too_big(m.filename, m.file_size, limit, archive=archive.name)
+    if m.filename.lower().endswith(".dbf"):
+        try:
+            with zf.open(m) as src:
+                head = src.read(32)
+        except (zipfile.BadZipFile, EOFError, OSError, zlib.error, NotImplementedError, RuntimeError) as exc:
+            raise ImportRefused(_("{name} is damaged: {filename} cannot be read ({exc})",
+                                  name=archive.name, filename=m.filename, exc=exc)) from None
+        _check_dbf_declared(m.filename, head, limit, m.file_size, archive=archive.name)
+
+
+def _check_file_size(path: Path) -> None:
+    """A file (not in a zip) against the limit of its kind, before it is read; a .dbf also against
+    the size its header declares (a sparse file takes no room on disk but its full size in memory)."""
+    limit = _part_limit(path.name)
+    if limit is None:
+        return
+    size = path.stat().st_size
+    if size > limit[0]:
+        raise _too_big(path.name, size, limit)
+    if path.suffix.lower() == ".dbf":
+        with path.open("rb") as f:
+            _check_dbf_declared(path.name, f.read(32), limit, size)
 
 
 def _find_dataset(folder: Path, archive: Path) -> Path:
@@ -228,12 +345,12 @@ def _read_shapefile(path: Path, declared) -> gpd.GeoDataFrame:
     if _sibling(path, ".prj") is None and declared is None:
         raise ImportRefused(_("shapefile {name} has no .prj: its coordinate system is unknown; declare it "
                               "with --crs (e.g. EPSG:4490)", name=path.name))
+    for part in (_sibling(path, ".shx"), _sibling(path, ".dbf")):
+        _check_file_size(part)
     records = _check_shapefile_parts(path, _sibling(path, ".shx"), _sibling(path, ".dbf"))
-    cpg = _sibling(path, ".cpg")
-    encoding = None
-    if cpg is None:
-        # Without a .cpg, GDAL assumes Latin-1; Chinese files are UTF-8 or GBK (ArcGIS's guess).
-        encoding = _dbf_encoding(_sibling(path, ".dbf"))
+    # the encoding is always given to GDAL: the .cpg's once the text agrees with it, else UTF-8 or
+    # GBK as the text reads (without a .cpg GDAL would assume Latin-1, and it believes any .cpg)
+    encoding = _shapefile_encoding(_sibling(path, ".dbf"), _sibling(path, ".cpg"))
     gdf = pyogrio.read_dataframe(path, encoding=encoding)
     if len(gdf) != records:
         raise ImportRefused(_("shapefile {name} is damaged: its index lists {records} records but {read} "
@@ -295,22 +412,89 @@ def _check_shapefile_parts(shp: Path, shx: Path, dbf: Path) -> int:
     return records
 
 
-def _dbf_encoding(dbf: Path) -> str:
-    """The encoding of a .dbf's text without a .cpg: UTF-8 or GBK (ArcGIS's guess); refused when it
-    is neither. Only the records are read, not the binary header."""
-    data = dbf.read_bytes()
-    records = data[struct.unpack_from("<H", data, 8)[0]:] if len(data) >= 32 else data
-    for encoding, gdal in (("utf-8", "UTF-8"), ("gbk", "GBK")):
-        try:
-            records.decode(encoding)
-            return gdal
-        except UnicodeDecodeError:
-            continue
-    raise ImportRefused(_("the text of {name} is neither UTF-8 nor GBK and no .cpg names its encoding: add "
-                          "a .cpg holding the encoding (e.g. UTF-8, GBK, 936)", name=dbf.name))
+#: .cpg texts (upper case) → the codec they name; ``None``: the system's code page, unknown here.
+_CPG_NAMES = {"UTF-8": "utf-8", "UTF8": "utf-8", "65001": "utf-8", "UTF_8": "utf-8",
+              "GBK": "gbk", "936": "gbk", "CP936": "gbk", "CP 936": "gbk", "ANSI 936": "gbk", "GB2312": "gbk",
+              "MS936": "gbk", "GB18030": "gb18030", "54936": "gb18030", "88591": "latin-1",
+              "ANSI": None, "OEM": None, "SYSTEM": None, "": None}
+#: Python's codec → the name GDAL is given.
+_GDAL_ENCODING = {"utf-8": "UTF-8", "gbk": "CP936", "gb18030": "GB18030", "latin-1": "ISO-8859-1"}
+
+
+def _cpg_codec(cpg: Path) -> str | None:
+    """The codec a .cpg names (``utf-8``, ``gbk`` …), or None when it names none Python knows
+    (``ANSI``, ``OEM``: the writer's own Windows code page)."""
+    text = cpg.read_bytes()[:64].decode("ascii", errors="replace").strip().upper()
+    if text in _CPG_NAMES:
+        return _CPG_NAMES[text]
+    if text.isdigit():  # a Windows code page number: 1252 → cp1252
+        text = f"CP{text}"
+    try:
+        name = codecs.lookup(text).name
+    except LookupError:
+        return None
+    return {"utf_8": "utf-8", "iso8859-1": "latin-1"}.get(name, name)
+
+
+def _dbf_text(dbf: Path, codecs_: tuple[str, ...]) -> tuple[set[str], bool]:
+    """Which of ``codecs_`` read the records of ``dbf`` without an error, and whether they hold any
+    byte past ASCII. Read in slices of whole records (a character never spans two), so a table is
+    never held whole in memory; the binary header is left out."""
+    with dbf.open("rb") as f:
+        head = f.read(32)
+        found = _dbf_declared(head)
+        header, width = (found[1], max(found[2], 1)) if found else (len(head), 1)
+        f.seek(header)
+        fits = set(codecs_)
+        wide = False
+        step = max(1, (4 << 20) // width) * width
+        while fits and (chunk := f.read(step)):
+            if not wide and max(chunk) >= 0x80:
+                wide = True
+            for codec in list(fits):
+                try:
+                    chunk.decode(codec)
+                except UnicodeDecodeError:
+                    fits.discard(codec)
+    return fits, wide
+
+
+def _shapefile_encoding(dbf: Path, cpg: Path | None) -> str:
+    """The encoding GDAL is to read ``dbf``'s text in (its GDAL name).
+
+    With a .cpg, the text must read in the encoding it names: a .cpg that disagrees is refused
+    naming both (GBK over UTF-8 text would read as mojibake, UTF-8 over GBK text would not read).
+    Without one, or with one naming no encoding (``ANSI``), the text is UTF-8 or GBK (ArcGIS's
+    guess for Chinese Windows), refused when it is neither."""
+    declared = _cpg_codec(cpg) if cpg is not None else None
+    candidates = ("utf-8", "gbk") + ((declared,) if declared and declared not in ("utf-8", "gbk") else ())
+    fits, wide = _dbf_text(dbf, candidates)
+    if declared is None:
+        for codec in ("utf-8", "gbk"):
+            if codec in fits:
+                return _GDAL_ENCODING[codec]
+        raise ImportRefused(_("the text of {name} is neither UTF-8 nor GBK and no .cpg names its encoding: "
+                              "add a .cpg holding the encoding (e.g. UTF-8, GBK, 936)", name=dbf.name))
+    said = cpg.read_bytes()[:64].decode("ascii", errors="replace").strip()
+    if declared != "utf-8" and wide and "utf-8" in fits:
+        # text that reads as UTF-8 is UTF-8: GBK text is almost never valid UTF-8 by chance
+        raise ImportRefused(_("the encoding does not match: {cpg} says {said}, but the text of {name} is "
+                              "UTF-8; write UTF-8 in {cpg} (or delete it) and import again",
+                              cpg=cpg.name, said=said, name=dbf.name))
+    if declared in fits:
+        return _GDAL_ENCODING.get(declared, declared.upper())
+    other = next((c for c in ("utf-8", "gbk") if c in fits), None)
+    if other:
+        raise ImportRefused(_("the encoding does not match: {cpg} says {said}, but the text of {name} is "
+                              "not {said}; it reads as {other}: write {other} in {cpg} (or delete it) and "
+                              "import again", cpg=cpg.name, said=said, name=dbf.name, other=other.upper()))
+    raise ImportRefused(_("the encoding does not match: {cpg} says {said}, but the text of {name} is not "
+                          "{said}, nor UTF-8 or GBK: write the encoding it is in in {cpg}",
+                          cpg=cpg.name, said=said, name=dbf.name))
 
 
 def _read_csv(path: Path) -> gpd.GeoDataFrame:
+    _check_file_size(path)
     raw = path.read_bytes()
     for encoding in ("utf-8-sig", "gb18030"):
         try:
@@ -368,11 +552,168 @@ def _check_geojson_size(source: Path) -> None:
                               "shapefile zip", name=source.name, size=f"{size / 1024**2:,.0f}", limit=limit))
 
 
+class LayerChoice(ImportRefused):
+    """A file of several layers and none chosen, or a chosen one it does not hold; ``layers``
+    lists the file's layers (the layers page offers them as a list)."""
+
+    def __init__(self, problems: list[str] | str, layers: list[str]) -> None:
+        super().__init__(problems)
+        self.layers = layers
+
+
+_GENERATED = re.compile(r"\bGENERATED\s+ALWAYS\b|\bAS\s*\(", re.IGNORECASE)
+
+
+def gpkg_layers(path: Path) -> list[str]:
+    """The layers of a GeoPackage: the feature and attribute tables its table of contents
+    (``gpkg_contents``) lists, in its order.
+
+    Read with SQLite itself, read-only and under a time limit, before GDAL opens the file: a layer
+    that is a view (rows computed by a query when read: a recursive one never ends), a virtual
+    table or a table with computed columns is refused naming it, as is a GeoPackage whose own
+    tables are views — GDAL would run those queries without a limit."""
+    deadline = time.monotonic() + GPKG_INSPECT_S
+
+    def cannot(exc) -> ImportRefused:
+        return ImportRefused(_("{name} cannot be read: {exc}", name=path.name, exc=exc))
+
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro&immutable=1", uri=True)
+    except sqlite3.Error as exc:
+        raise cannot(exc) from None
+    try:
+        conn.set_progress_handler(lambda: time.monotonic() > deadline, 1000)
+        conn.execute("PRAGMA trusted_schema = OFF")
+        schema: dict[str, tuple[str, str]] = {}
+        for kind, name, sql in conn.execute(
+                "SELECT type, name, sql FROM sqlite_master WHERE type IN ('table', 'view')"):
+            schema[str(name).lower()] = (kind, sql or "")
+        for name, (kind, _sql) in schema.items():
+            if name.startswith("gpkg_") and kind != "table":
+                raise ImportRefused(_("{name} is not a GeoPackage gridplan reads: its table {table} is a "
+                                      "{kind}, not a table", name=path.name, table=name, kind=kind))
+        if "gpkg_contents" not in schema:
+            raise cannot(_("it has no table of contents (gpkg_contents): not a GeoPackage"))
+        rows = conn.execute("SELECT table_name FROM gpkg_contents"
+                            " WHERE data_type IN ('features', 'attributes') LIMIT ?",
+                            (MAX_GPKG_LAYERS + 1,)).fetchall()
+        if len(rows) > MAX_GPKG_LAYERS:
+            raise ImportRefused(_("{name} lists more than {n} layers: export the one to import into a "
+                                  "GeoPackage of its own", name=path.name, n=MAX_GPKG_LAYERS))
+        layers = []
+        for (table,) in rows:
+            kind, sql = schema.get(str(table).lower(), (None, ""))
+            if kind is None:
+                raise ImportRefused(_("{name} is damaged: its layer {layer} has no table",
+                                      name=path.name, layer=repr(table)))
+            if kind != "table":
+                raise ImportRefused(_("{name}: layer {layer} is a view (its rows are computed by a query "
+                                      "when read), not a table; gridplan imports tables only: save the layer "
+                                      "as a table (in QGIS: Export › Save Features As…)",
+                                      name=path.name, layer=repr(table)))
+            if sql.lstrip().upper().startswith("CREATE VIRTUAL") or _GENERATED.search(sql):
+                raise ImportRefused(_("{name}: layer {layer} is not a plain table (a virtual table, or "
+                                      "columns computed when read): save the layer as a plain table",
+                                      name=path.name, layer=repr(table)))
+            layers.append(str(table))
+    except sqlite3.OperationalError as exc:
+        if time.monotonic() > deadline:
+            raise ImportRefused(_("{name}: its tables could not be inspected within {seconds} s (a "
+                                  "GeoPackage of many tables or views?): export the layer to import into a "
+                                  "GeoPackage of its own", name=path.name, seconds=GPKG_INSPECT_S)) from None
+        raise cannot(exc) from None
+    except sqlite3.Error as exc:
+        raise cannot(exc) from None
+    finally:
+        conn.close()
+    return layers
+
+
+def _choose_layer(path: Path, layers: list[str], chosen: str | None) -> str:
+    """The layer of a GeoPackage to read: the one chosen, or its only one; never silently the first."""
+    listed = ", ".join(layers[:50]) + (" …" if len(layers) > 50 else "")
+    if chosen:
+        if chosen in layers:
+            return chosen
+        raise LayerChoice(_("{name} has no layer {layer}; its layers: {layers}",
+                            name=path.name, layer=repr(chosen), layers=listed), layers)
+    if not layers:
+        raise ImportRefused(_("{name} holds no layers", name=path.name))
+    if len(layers) > 1:
+        raise LayerChoice(_("{name} holds {n} layers: {layers}; choose the one to import (--layer NAME; on "
+                            "the layers page: Layer in the file)", name=path.name, n=len(layers),
+                            layers=listed), layers)
+    return layers[0]
+
+
+def _stamp_number(value) -> int | None:
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return number if number >= 0 else None
+
+
+def _geojson_stamp(path: Path) -> int | None:
+    """The revision in a GeoJSON's ``"gridplan"`` member, which gridplan writes before its features."""
+    with path.open("rb") as f:
+        head = f.read(64 * 1024).decode("utf-8", errors="replace")
+    features = head.find('"features"')
+    before = head[:features] if features >= 0 else head
+    found = re.search(r'"' + REVISION_MEMBER + r'"\s*:\s*(\{[^{}]*\})', before)
+    if not found:
+        return None
+    try:
+        member = json.loads(found.group(1))
+    except ValueError:
+        return None
+    return _stamp_number(member.get("revision")) if isinstance(member, dict) else None
+
+
+def _sidecar_stamp(shp: Path) -> int | None:
+    """The revision in a shapefile's ``<name>_revision.txt`` (``revision=42`` lines), or in the only
+    such file beside it (the shapefile renamed)."""
+    sidecar = shp.with_name(shp.stem + REVISION_SIDECAR)
+    if not sidecar.exists():
+        beside = [p for p in shp.parent.iterdir() if p.name.lower().endswith(REVISION_SIDECAR)]
+        if len(beside) != 1:
+            return None
+        sidecar = beside[0]
+    if sidecar.stat().st_size > 64 * 1024:
+        return None
+    for line in sidecar.read_text(encoding="utf-8", errors="replace").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip().lower() == "revision":
+            return _stamp_number(value)
+    return None
+
+
+def _take_column_stamp(gdf: gpd.GeoDataFrame) -> int | None:
+    """The revision in a ``gridplan_revision`` column (CSV), dropped from the frame: the oldest
+    of its rows' (a file pasted together from two exports is as old as its older part)."""
+    column = next((c for c in gdf.columns if str(c).lower() in (REVISION_COLUMN, REVISION_COLUMN[:10])), None)
+    if column is None:
+        return None
+    numbers = [n for n in map(_stamp_number, gdf[column].dropna()) if n is not None]
+    gdf.drop(columns=[column], inplace=True)
+    return min(numbers) if numbers else None
+
+
+def file_revision(gdf: gpd.GeoDataFrame) -> int | None:
+    """The boundary revision the file ``gdf`` was read from says it was exported at (None: a file
+    without one, such as another department's)."""
+    return gdf.attrs.get("gridplan_revision")
+
+
 def read_source(path: str | Path, *, declared_crs=None, workdir: Path,
-                max_unzipped_bytes: int = MAX_UNZIPPED_BYTES) -> gpd.GeoDataFrame:
+                max_unzipped_bytes: int = MAX_UNZIPPED_BYTES, source_layer: str | None = None
+                ) -> gpd.GeoDataFrame:
     """Read a vector file (or a zip holding one) into a GeoDataFrame in its own CRS.
 
-    CSV without a declared CRS is taken as WGS 84 longitude/latitude.
+    CSV without a declared CRS is taken as WGS 84 longitude/latitude. A GeoPackage of several
+    layers is read only with ``source_layer`` naming one (:class:`LayerChoice` lists them).
+    The boundary revision a gridplan export was made at is in ``attrs["gridplan_revision"]``
+    (:func:`file_revision`).
     """
     path = Path(path)
     if not path.exists():
@@ -386,25 +727,43 @@ def read_source(path: str | Path, *, declared_crs=None, workdir: Path,
     else:
         source = path
     suffix = source.suffix.lower()
+    if source_layer and suffix != ".gpkg" and source_layer != source.stem:
+        raise LayerChoice(_("{name} holds one layer, {stem}: the layer {layer} is not in it",
+                            name=source.name, stem=source.stem, layer=repr(source_layer)), [source.stem])
+    revision = None
     try:
         if suffix == ".shp":
             gdf = _read_shapefile(source, declared_crs)
+            revision = _sidecar_stamp(source)
         elif suffix == ".csv":
             gdf = _read_csv(source)
             if gdf.crs is None and declared_crs is None:
                 gdf = gdf.set_crs(crs_mod.WGS84)
-        elif suffix in (".gpkg", ".geojson", ".json"):
-            if suffix != ".gpkg":
-                _check_geojson_size(source)
+        elif suffix == ".gpkg":
+            chosen = _choose_layer(source, gpkg_layers(source), source_layer)
+            # LIST_ALL_TABLES=NO: GDAL sees only the layers checked above, not tables or views the
+            # table of contents leaves out
+            gdf = pyogrio.read_dataframe(source, layer=chosen, LIST_ALL_TABLES="NO")
+            stamp = (pyogrio.read_info(source, layer=chosen, LIST_ALL_TABLES="NO").get("layer_metadata")
+                     or {}).get(REVISION_KEY)
+            revision = _stamp_number(stamp) if stamp is not None else None
+        elif suffix in (".geojson", ".json"):
+            _check_geojson_size(source)
             gdf = pyogrio.read_dataframe(source)
+            revision = _geojson_stamp(source)
         else:
             raise ImportRefused(_("{name}: unknown format {suffix}; use a shapefile zip, .gpkg, .geojson or "
                                   ".csv", name=path.name, suffix=repr(suffix)))
     except ImportRefused:
         raise
+    except UnicodeDecodeError as exc:  # text GDAL hands over in an encoding it is not
+        raise ImportRefused(_("{name} cannot be read: its text is not in the encoding it declares ({exc})",
+                              name=source.name, exc=exc)) from None
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError,
             shapely.errors.GEOSException) as exc:
         raise ImportRefused(_("{name} cannot be read: {exc}", name=source.name, exc=exc)) from None
+    column = _take_column_stamp(gdf)
+    gdf.attrs["gridplan_revision"] = revision if revision is not None else column
     return gdf
 
 
@@ -1026,6 +1385,59 @@ def retired_communities(conn: Connection, codes: set[str]) -> set[str]:
     return once - existing_codes(conn, "communities", once) if once else set()
 
 
+class StaleFile(ImportRefused):
+    """A file exported before later boundary changes, which importing would undo; ``communities``
+    lists the communities it would change."""
+
+    def __init__(self, problems: list[str] | str, communities: list[str]) -> None:
+        super().__init__(problems)
+        self.communities = communities
+
+
+def stale_units(conn: Connection, units: gpd.GeoDataFrame, revision: int | None) -> StaleFile | None:
+    """Whether the units of a file exported at boundary ``revision`` would undo later changes:
+    units whose community in the file is not their stored one, in streets a change after
+    ``revision`` touched (an adoption, an import, a code table). The refusal to raise, or None.
+
+    A file without a revision (another department's) is never stale: its differences are edits."""
+    if revision is None or units.empty or "community_code" not in units.columns:
+        return None
+    changes = changes_since(conn, revision)
+    if not changes:
+        return None
+    every = any(c["streets"] is None for c in changes)
+    streets = {s for c in changes for s in (c["streets"] or [])}
+    wanted = {code: (None if pd.isna(cc) else cc) for code, cc in zip(units["code"], units["community_code"],
+                                                                      strict=True)}
+    table = Unit.__table__
+    codes = list(wanted)
+    moved: list[tuple[str, str | None, str | None]] = []
+    for start in range(0, len(codes), BATCH):
+        stored = conn.execute(select(table.c.code, table.c.community_code, table.c.street_code)
+                              .where(table.c.code.in_(codes[start:start + BATCH])))
+        for code, now, street in stored:
+            if wanted[code] != now and (every or street in streets):
+                moved.append((code, wanted[code], now))
+    if not moved:
+        return None
+    touched = sorted({c for _code, new, old in moved for c in (new, old) if c})
+    names = dict(conn.execute(select(CommunityHistory.__table__.c.code, CommunityHistory.__table__.c.name)
+                              .where(CommunityHistory.__table__.c.code.in_(touched[:BATCH]))).all())
+    names.update(conn.execute(select(Community.__table__.c.code, Community.__table__.c.name)
+                              .where(Community.__table__.c.code.in_(touched[:BATCH]))).all())
+    listed = ", ".join(f"{c} {names[c]}" if names.get(c) else c for c in touched[:10])
+    if len(touched) > 10:
+        listed += " " + _("… and {n} more", n=len(touched) - 10)
+    actions = ", ".join(sorted({c["action"] for c in changes}))
+    return StaleFile(_("the file was exported at boundary revision {revision}; the boundaries changed "
+                       "since (now revision {now}: {actions}), and importing it would move {n} units back "
+                       "into other communities, changing {count} communities: {communities}. Export the "
+                       "units again and edit that export, or import anyway with --force (on the layers "
+                       "page: Import anyway)",
+                       revision=revision, now=changes[-1]["revision"], actions=actions, n=len(moved),
+                       count=len(touched), communities=listed), touched)
+
+
 def import_layer(
     engine: Engine,
     layer: str,
@@ -1041,6 +1453,8 @@ def import_layer(
     values: dict[str, dict[str, str]] | None = None,
     unmapped: str = "refuse",
     number: bool = False,
+    source_layer: str | None = None,
+    force: bool = False,
 ) -> ImportReport:
     """Import ``path`` into ``layer``; one transaction, all or nothing.
 
@@ -1054,6 +1468,9 @@ def import_layer(
     (``{"kind": {"幼儿园": "kindergarten"}}``); rows whose value has no mapping are refused, or
     left out with ``unmapped="skip"``. ``number`` numbers a file without codes (roads, facilities …).
     ``progress(written, total)`` is called after every batch of inserts.
+    ``source_layer`` is the layer of a GeoPackage of several to read. A units file exported by
+    gridplan before later boundary changes that it would undo is refused (:func:`stale_units`)
+    unless ``force``.
     """
     get_layer(layer)  # an unknown layer is refused before the file is read
     if mode not in MODES:
@@ -1065,7 +1482,8 @@ def import_layer(
     check_district(engine, district)
     with tempfile.TemporaryDirectory(prefix="gridplan-import-") as tmp:
         raw = read_source(path, declared_crs=declared, workdir=Path(tmp),
-                          max_unzipped_bytes=max_unzipped_bytes)
+                          max_unzipped_bytes=max_unzipped_bytes, source_layer=source_layer)
+    exported_at = file_revision(raw)
     if raw.empty:
         raise ImportRefused(_("{name} holds no features", name=Path(path).name))
     gdf, report = check_source(engine, layer, raw, declared_crs=declared, mapping=mapping, values=values,
@@ -1084,6 +1502,10 @@ def import_layer(
                                       "an import replaced them): {p2}; export the units again and edit that",
                                       n=int(gdf["community_code"].isin(retired).sum()),
                                       p2=', '.join(sorted(retired)[:20])))
+        if layer == "units" and mode in ("update", "replace") and not force:
+            stale = stale_units(conn, gdf, exported_at)
+            if stale:
+                raise stale
         if mode == "append":
             clash = existing_codes(conn, layer, codes)
             if clash:
@@ -1120,7 +1542,7 @@ def import_layer(
         conn.execute(insert(AuditLog.__table__).values(
             at=datetime.now(), actor=actor, action=f"import:{mode}", layer=layer,
             detail={"source": report.source, "written": report.written,
-                    "repaired": len(report.repaired)}))
+                    "repaired": len(report.repaired), "exported_at": exported_at, "forced": force}))
         pause_for_fault_tests("import")
     return report
 
@@ -1158,5 +1580,6 @@ def _write_differences(conn: Connection, layer: str, gdf: gpd.GeoDataFrame, mode
                                      communities=communities)
 
 
-__all__ = ["ImportRefused", "ImportReport", "check_district", "check_source", "community_at", "import_layer",
-           "parse_values", "prepare", "read_source", "store_adjacency", "street_by_area"]
+__all__ = ["ImportRefused", "ImportReport", "LayerChoice", "StaleFile", "TooLarge", "check_district",
+           "check_source", "community_at", "file_revision", "gpkg_layers", "import_layer", "parse_values",
+           "prepare", "read_source", "stale_units", "store_adjacency", "street_by_area"]

@@ -8,16 +8,24 @@ from pathlib import Path
 
 import pandas as pd
 
+#: A table of this kind (a few thousand rows at most) is read whole as text: past this many MB it
+#: is not what it says it is.
+MAX_TABLE_MB = 50
+
 
 def read_text_table(path: str | Path, refusal: type[Exception], *, missing: str, label: str = "",
                     header: bool = True) -> pd.DataFrame:
     """``path`` as a frame of text cells (UTF-8, with or without BOM, or GBK/GB18030).
 
     Raises ``refusal`` with ``"{missing} {path} does not exist"``, or naming the file (after
-    ``label``) when it is neither encoding or not readable CSV."""
+    ``label``) when it is over :data:`MAX_TABLE_MB`, neither encoding or not readable CSV."""
     path = Path(path)
     if not path.exists():
         raise refusal(f"{missing} {path} does not exist")
+    size = path.stat().st_size
+    if size > MAX_TABLE_MB * 1024**2:
+        raise refusal(f"{label}{path.name} is {size / 1024**2:,.0f} MB, over the limit of {MAX_TABLE_MB} MB "
+                      "for such a table")
     raw = path.read_bytes()
     for encoding in ("utf-8-sig", "gb18030"):
         try:

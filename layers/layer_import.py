@@ -58,7 +58,8 @@ def run_import(engine: Engine, job: dict) -> dict:
             report = import_layer(engine, params["layer"], folder / params["file"], mode=params["mode"],
                                   crs=params.get("crs") or None, mapping=params.get("mapping") or {},
                                   district=params.get("district") or None, actor=params["actor"],
-                                  progress=tick,
+                                  progress=tick, source_layer=params.get("source_layer") or None,
+                                  force=bool(params.get("force")),
                                   max_unzipped_bytes=params.get("max_unzipped_bytes") or MAX_UNZIPPED_BYTES)
         except ImportRefused as exc:
             return {"refused": True, "problems": exc.problems[:MAX_PROBLEMS], "count": len(exc.problems)}

@@ -48,7 +48,7 @@ def test_shapefile_zip_has_the_five_files_ascii_names_and_an_alias_table(filled,
     with zipfile.ZipFile(out) as zf:
         names = set(zf.namelist())
         assert {"units.shp", "units.shx", "units.dbf", "units.prj", "units.cpg",
-                "units_fields.csv"} == names
+                "units_fields.csv", "units_revision.txt"} == names
         assert zf.read("units.cpg").decode() == "UTF-8"
         assert "WGS_1984" in zf.read("units.prj").decode()
         aliases = pd.read_csv(zf.open("units_fields.csv"), encoding="utf-8-sig")

@@ -132,9 +132,16 @@ def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
               help="map the source's values of a field to gridplan's (e.g. 'kind:幼儿园=kindergarten')")
 @click.option("--unmapped", type=click.Choice(UNMAPPED), default="refuse", show_default=True,
               help="rows whose value has no mapping: refuse the file, or leave them out")
+@click.option("--layer", "source_layer", metavar="NAME",
+              help="the layer of a GeoPackage holding several to import (without it such a file is "
+                   "refused, its layers listed)")
+@click.option("--force", is_flag=True,
+              help="import units exported before later boundary changes (an adoption) although the file "
+                   "would undo them")
 @database_errors
 def import_command(layer: str, path: Path, mode: str, crs: str | None, mapping: tuple[str, ...],
-                   district: str | None, values: tuple[str, ...], unmapped: str) -> None:
+                   district: str | None, values: tuple[str, ...], unmapped: str, source_layer: str | None,
+                   force: bool) -> None:
     """Import LAYER from PATH (shapefile zip, .gpkg, .geojson or .csv with lon/lat)."""
     eng = _ready()
     with click.progressbar(length=1, label=_("importing {layer}", layer=layer)) as bar:
@@ -146,7 +153,7 @@ def import_command(layer: str, path: Path, mode: str, crs: str | None, mapping: 
         try:
             report = import_layer(eng, layer, path, mode=mode, crs=crs, mapping=_mapping(mapping),
                                   progress=tick, district=district, values=parse_values(values),
-                                  unmapped=unmapped,
+                                  unmapped=unmapped, source_layer=source_layer, force=force,
                                   max_unzipped_bytes=current_app.config["MAX_UNZIPPED_BYTES"])
         except ImportRefused as exc:
             raise click.ClickException(_("import refused, nothing written: {reason}", reason=exc)) from None

@@ -34,7 +34,17 @@ from geodata.catalog import LAYERS, get_layer
 from geodata.errors import Conflict, NotFound, Refused
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
 from geodata.i18n import N_, _
-from geodata.importer import MODES, NAME_FIELDS, ImportRefused, check_source, read_source
+from geodata.importer import (
+    MODES,
+    NAME_FIELDS,
+    ImportRefused,
+    LayerChoice,
+    TooLarge,
+    check_source,
+    file_revision,
+    read_source,
+    stale_units,
+)
 from geodata.importer import _mapped_columns as importer_mapping
 from geodata.layer_info import code_exists, code_names, count_stored, layer_overview
 from layers.layer_import import KIND, read_progress
@@ -221,6 +231,15 @@ def _district(value) -> str | None:
     return value.strip()
 
 
+def _source_layer(value) -> str | None:
+    """The layer of a GeoPackage of several to import (the command line's ``--layer``)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str) or len(value) > 200:
+        raise Refused(_("source_layer is the name of a layer in the file"))
+    return value.strip()
+
+
 def _declared_crs(text: str | None):
     text = (text or "").strip()
     if not text:
@@ -261,10 +280,14 @@ def api_preview(layer: str):
     Form fields: ``file`` (a new upload) or ``upload`` (the id of one already previewed),
     ``crs`` (declared source CRS), ``mapping`` (JSON ``{source column: layer field}``), ``mode``,
     ``district`` (streets and communities given by name: the district their provisional codes
-    go under). The checks are the command line's own (:func:`geodata.importer.check_source`),
-    names resolved into codes included.
+    go under), ``source_layer`` (the layer of a GeoPackage of several). The checks are the command
+    line's own (:func:`geodata.importer.check_source`), names resolved into codes included.
     A file that cannot be read is refused (400, every problem named) and deleted; a readable
-    one is kept for the import and described, with the checks' problems if any.
+    one is kept for the import and described, with the checks' problems if any. A GeoPackage of
+    several layers and none chosen is refused with ``layers`` (and its ``upload`` kept, to be
+    previewed again with one); a file past a size limit is deleted whatever else is chosen.
+    Units exported before boundary changes they would undo come with ``stale`` (the refusal the
+    import will give unless forced).
     """
     spec = _spec(layer)
     actor = current_account().name
@@ -274,6 +297,7 @@ def api_preview(layer: str):
     mode = request.form.get("mode") or "append"
     if mode not in MODES:
         raise Refused(_("unknown mode {mode}: use {p2}", mode=repr(mode), p2=', '.join(MODES)))
+    source_layer = _source_layer(request.form.get("source_layer"))
     if "file" in request.files and request.files["file"].filename:
         upload, folder, meta = _save_upload(request.files["file"], actor)
         fresh = True
@@ -287,15 +311,24 @@ def api_preview(layer: str):
     try:
         with tempfile.TemporaryDirectory(dir=folder, prefix="read-") as tmp:
             raw = read_source(path, declared_crs=declared, workdir=Path(tmp),
-                              max_unzipped_bytes=current_app.config["MAX_UNZIPPED_BYTES"])
+                              max_unzipped_bytes=current_app.config["MAX_UNZIPPED_BYTES"],
+                              source_layer=source_layer)
         if raw.empty:
             raise ImportRefused(_("{file} holds no features", file=meta['file']))
+    except LayerChoice as exc:  # keep it: choosing a layer makes it readable
+        (folder / META).touch()
+        raise Refused(str(exc), problems=exc.problems, file=meta["file"], layers=exc.layers,
+                      upload=upload) from None
     except ImportRefused as exc:
-        if fresh:
+        if fresh or isinstance(exc, TooLarge):
             shutil.rmtree(folder, ignore_errors=True)
         else:  # keep it: a declared CRS may make it readable
             (folder / META).touch()
         raise Refused(str(exc), problems=exc.problems, file=meta["file"]) from None
+    except BaseException:  # a reader that failed outright (memory, a signal): no upload left behind
+        if fresh:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     (folder / META).touch()  # keeps it from the sweep while the user works on it
     columns = [str(c) for c in raw.columns if c != raw.geometry.name]
     problems: list[str] = []
@@ -307,6 +340,7 @@ def api_preview(layer: str):
     repaired: list[str] = []
     provisional: list[str] = []
     stored = None
+    stale = None
     if not problems:
         try:
             checked, report = check_source(engine(), layer, raw, declared_crs=declared, mapping=mapping,
@@ -314,6 +348,11 @@ def api_preview(layer: str):
             repaired, provisional = report.repaired, report.provisional
             codes = [c for c in checked["code"].tolist() if c]
             stored = {"already": count_stored(engine(), layer, codes), "in_file": len(codes)}
+            if layer == "units" and mode in ("update", "replace"):
+                with engine().connect() as conn:
+                    found = stale_units(conn, checked, file_revision(raw))
+                if found:
+                    stale = {"message": str(found), "communities": found.communities[:100]}
         except ImportRefused as exc:
             problems.extend(exc.problems)
     head = raw.head(PREVIEW_ROWS)
@@ -333,6 +372,7 @@ def api_preview(layer: str):
         "district": district, "provisional": provisional[:100], "provisional_count": len(provisional),
         "ok": not problems, "problems": problems[:500], "problem_count": len(problems),
         "repaired": repaired[:100], "repaired_count": len(repaired), "stored": stored, "mode": mode,
+        "source_layer": source_layer, "revision": file_revision(raw), "stale": stale,
     })
 
 
@@ -350,8 +390,9 @@ def api_forget_upload(upload: str):
 @bp.post("/api/layers/<layer>/import")
 @require(*EDITORS, api=True)
 def api_import(layer: str):
-    """Queue the import of a previewed upload: JSON ``{upload, mode, crs, mapping, district}`` → 202 and
-    the address where its progress is followed."""
+    """Queue the import of a previewed upload: JSON ``{upload, mode, crs, mapping, district,
+    source_layer, force}`` → 202 and the address where its progress is followed. ``force`` imports
+    units exported before boundary changes they would undo (the command line's ``--force``)."""
     _spec(layer)
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
@@ -364,10 +405,15 @@ def api_import(layer: str):
     crs_text, _crs = _declared_crs(data.get("crs"))
     mapping = _mapping(data.get("mapping"))
     district = _district(data.get("district"))
+    source_layer = _source_layer(data.get("source_layer"))
+    force = data.get("force", False)
+    if not isinstance(force, bool):
+        raise Refused(_("force is true or false"))
     if meta.get("job"):
         raise Conflict(_("this file is being imported already (job {job})", job=meta['job']))
     params = {"layer": layer, "folder": str(folder), "file": meta["file"], "mode": mode, "crs": crs_text,
-              "mapping": mapping, "district": district, "actor": actor,
+              "mapping": mapping, "district": district, "actor": actor, "source_layer": source_layer,
+              "force": force,
               "max_unzipped_bytes": current_app.config["MAX_UNZIPPED_BYTES"]}
     job_id = jobs.create_job(engine(), KIND, params)
     meta["job"] = job_id

@@ -106,6 +106,20 @@ window.gridplanLayers = (function () {
     const result = document.getElementById("import-result");
     const bar = document.getElementById("import-progress");
     const confirmBox = document.getElementById("replace-confirm");
+    const forceBox = document.getElementById("force-confirm");
+    const staleWarning = document.getElementById("stale-warning");
+    const layerField = document.getElementById("source-layer-field");
+    const layerSelect = importForm.elements.source_layer;
+
+    /* A GeoPackage of several layers: the one chosen ("" until the file has been seen). */
+    function sourceLayer() { return layerField.hidden ? "" : layerSelect.value; }
+    function offerLayers(layers) {
+      const chosen = layerSelect.value;
+      layerSelect.replaceChildren(el("option", t("— choose a layer"), { value: "" }));
+      for (const name of layers) layerSelect.append(el("option", name, { value: name }));
+      layerSelect.value = layers.includes(chosen) ? chosen : "";
+      layerField.hidden = false;
+    }
 
     function mode() { return importForm.elements.mode.value; }
 
@@ -126,6 +140,8 @@ window.gridplanLayers = (function () {
       state.preview = null;
       state.job = null;
       preview.hidden = true;
+      layerField.hidden = true;
+      layerSelect.replaceChildren();
       showProblems(problems, []);
       say(message, "");
       say(result, "");
@@ -151,6 +167,7 @@ window.gridplanLayers = (function () {
       data.append("crs", importForm.elements.crs.value.trim());
       data.append("mode", mode());
       data.append("district", district());
+      data.append("source_layer", sourceLayer());
       if (withMapping) data.append("mapping", JSON.stringify(currentMapping()));
       state.busy = true;
       startButton.disabled = true;
@@ -160,6 +177,10 @@ window.gridplanLayers = (function () {
                                 { method: "POST", body: data });
       state.busy = false;
       if (!answer.ok) {
+        if (Array.isArray(answer.body.layers) && answer.body.upload) {  // kept: choose a layer of it
+          state.upload = answer.body.upload;
+          offerLayers(answer.body.layers);
+        }
         if (answer.status === 404) state.upload = null;  // gone: the next preview sends the file again
         if (answer.status === 400 && !state.upload) preview.hidden = true;
         say(message, answer.status === 413 ? "" : t("This file cannot be imported; nothing was written:"),
@@ -241,19 +262,24 @@ window.gridplanLayers = (function () {
         say(message, t("The file does not pass the checks; fix these first:"), "bad");
         showProblems(problems, p.problems, p.problem_count);
       }
+      staleWarning.hidden = !p.stale;
+      staleWarning.textContent = p.stale ? p.stale.message : "";
+      forceBox.hidden = !p.stale;
+      if (!p.stale) forceBox.querySelector("input").checked = false;
       updateStart();
     }
 
     function updateStart() {
       const p = state.preview;
       const replacing = mode() === "replace";
+      const forced = !(p && p.stale) || forceBox.querySelector("input").checked;
       confirmBox.hidden = !replacing;
       if (replacing) {
         const tr = document.querySelector(`#layers tr[data-layer="${importForm.elements.layer.value}"] .count`);
         document.getElementById("replace-count").textContent = tr ? tr.textContent : "?";
       }
       const confirmed = !replacing || confirmBox.querySelector("input").checked;
-      startButton.disabled = !(p && p.ok && confirmed && !state.busy && !state.job);
+      startButton.disabled = !(p && p.ok && confirmed && forced && !state.busy && !state.job);
     }
 
     importForm.addEventListener("submit", (event) => { event.preventDefault(); runPreview(false); });
@@ -265,6 +291,8 @@ window.gridplanLayers = (function () {
       radio.addEventListener("change", () => { if (state.preview) runPreview(true); else updateStart(); });
     }
     confirmBox.querySelector("input").addEventListener("change", updateStart);
+    forceBox.querySelector("input").addEventListener("change", updateStart);
+    layerSelect.addEventListener("change", () => { if (state.upload && layerSelect.value) runPreview(false); });
 
     startButton.addEventListener("click", async () => {
       startButton.disabled = true;
@@ -272,7 +300,8 @@ window.gridplanLayers = (function () {
       const answer = await call(`/api/layers/${importForm.elements.layer.value}/import`, {
         method: "POST", headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ upload: state.upload, mode: mode(), crs: importForm.elements.crs.value.trim(),
-                               mapping: currentMapping(), district: district() }) });
+                               mapping: currentMapping(), district: district(), source_layer: sourceLayer(),
+                               force: Boolean(state.preview && state.preview.stale && forceBox.querySelector("input").checked) }) });
       if (answer.status !== 202) {
         say(result, answer.body.detail || `HTTP ${answer.status}`, "bad");
         if (answer.status === 404) { state.upload = null; }
