@@ -7,6 +7,7 @@ database is what it was and no upload is left behind."""
 from __future__ import annotations
 
 import io
+import json
 import sqlite3
 import struct
 import time
@@ -307,12 +308,29 @@ def test_a_csv_export_imported_back_keeps_every_neighbour(site, tmp_path):
     mine = set(units.loc[units["community_code"] == community, "code"])
     across = {p for p in before if (p[0] in mine) != (p[1] in mine)}
     assert len(across) >= 5  # pairs across the export's edge
-    for fmt in ("csv", "geojson"):
+    for step, fmt in enumerate(("csv", "geojson"), start=1):
         out = tmp_path / f"part.{fmt}"
         export_layer(engine, "units", fmt, out, community=community)
+        more_households(out, fmt)
         report = import_layer(engine, "units", out, mode="update")
-        assert report.written == len(mine)
+        assert report.written == len(mine)  # every row rewritten, its geometry read from the file
         assert adjacency(engine) == before, (fmt, len(before - adjacency(engine)))
+        assert read_layer(engine, "units").set_index("code").loc[sorted(mine), "households"].tolist() == \
+            (units.set_index("code").loc[sorted(mine), "households"] + step).tolist()
+
+
+def more_households(path: Path, fmt: str) -> None:
+    """One more household in every row of an exported file: each row then differs from the
+    stored one, so an update writes it, geometry and all (an unchanged row is not written)."""
+    if fmt == "csv":
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        frame["households"] = (frame["households"].astype(int) + 1).astype(str)
+        frame.to_csv(path, index=False, encoding="utf-8-sig")
+    else:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        for feature in document["features"]:
+            feature["properties"]["households"] += 1
+        path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
 
 
 def adopt(memory: PlanMemory, plan_id: int) -> dict:
