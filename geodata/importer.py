@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import shapely
-from pyproj import CRS, Transformer
+from pyproj import Transformer
 from sqlalchemy import Connection, Engine, delete, func, insert, or_, select
 
 from geodata import crs as crs_mod
@@ -637,14 +637,14 @@ def _check_text(spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> No
     for f in spec.fields:
         if f.dtype != "str" or f.name not in frame.columns:
             continue
-        text = frame[f.name].map(lambda v: v if isinstance(v, str) else None)
+        text = [v if isinstance(v, str) else "" for v in frame[f.name].to_numpy(dtype=object)]
         length = column_length(spec, f.name)
         if length:
-            sizes = text.map(lambda v: 0 if v is None else len(v)).to_numpy()
+            sizes = np.array([len(v) for v in text], dtype=np.int64)
             for r in rows[sizes > length][:20]:
                 problems.append(_("row {row}: {field} is {n} characters long, over the limit of {limit}",
                                   row=r, field=f.name, n=f"{sizes[r - 1]:,}", limit=length))
-        nul = text.map(lambda v: v is not None and "\x00" in v).to_numpy(dtype=bool)
+        nul = np.array(["\x00" in v for v in text], dtype=bool)
         for r in rows[nul][:20]:
             problems.append(_("row {row}: {field} holds a NUL character (\\0), which no text may hold",
                               row=r, field=f.name))
@@ -776,11 +776,31 @@ SHOWN = 10
 #: refused; a database without streets still takes units alone (a study of census blocks).
 PARENT_LAYERS = {"district_code": "districts", "street_code": "streets", "community_code": "communities",
                  "grid_code": "grid_cells", "unit_code": "units"}
+
+
+
+def _gk(epsg: int, name: str, central: int, false_easting: int) -> tuple[int, str, str]:
+    return (epsg, f"CGCS2000 / {name}", f"+proj=tmerc +lat_0=0 +lon_0={central} +k=1 +x_0={false_easting} "
+            "+y_0=0 +ellps=GRS80 +units=m +no_defs")
+
+
 #: Projected systems a Chinese file's coordinates are often in, tried in this order when a file
-#: lands in the wrong place, to name the likely one: CGCS2000 Gauss–Krüger 3° (CM 75°E–135°E,
-#: then with the zone number before the easting), 6° (the same two ways), Web Mercator, UTM.
-_CRS_GUESSES = (4490, *range(4534, 4555), *range(4513, 4534), *range(4502, 4513), *range(4491, 4502), 3857,
-                *range(32643, 32654))
+#: lands in the wrong place, to name the likely one (EPSG code, name, PROJ definition: built from
+#: their parameters, which is a thousand times faster than looking each up): CGCS2000 Gauss–Krüger
+#: 3° (CM 75°E–135°E, then with the zone number before the easting), 6° (the same two ways), Web
+#: Mercator, UTM.
+_CRS_GUESSES: tuple[tuple[int, str, str], ...] = (
+    *(_gk(4534 + i, f"3-degree Gauss-Kruger CM {75 + 3 * i}E", 75 + 3 * i, 500_000) for i in range(21)),
+    *(_gk(4513 + i, f"3-degree Gauss-Kruger zone {25 + i}", 75 + 3 * i, (25 + i) * 1_000_000 + 500_000)
+      for i in range(21)),
+    *(_gk(4502 + i, f"Gauss-Kruger CM {75 + 6 * i}E", 75 + 6 * i, 500_000) for i in range(11)),
+    *(_gk(4491 + i, f"Gauss-Kruger zone {13 + i}", 75 + 6 * i, (13 + i) * 1_000_000 + 500_000)
+      for i in range(11)),
+    (3857, "WGS 84 / Pseudo-Mercator", "+proj=merc +a=6378137 +b=6378137 +lat_ts=0 +lon_0=0 +x_0=0 +y_0=0 "
+     "+k=1 +units=m +nadgrids=@null +no_defs"),
+    *((32643 + i, f"WGS 84 / UTM zone {43 + i}N", f"+proj=utm +zone={43 + i} +datum=WGS84 +units=m +no_defs")
+      for i in range(11)),
+)
 
 
 def _setting_default(key: str):
@@ -907,8 +927,8 @@ def _km_to_box(lon: np.ndarray, lat: np.ndarray, box: tuple[float, float, float,
 
 
 @functools.cache
-def _transformer(epsg: int) -> Transformer:
-    return Transformer.from_crs(epsg, crs_mod.WGS84, always_xy=True)
+def _transformer(definition: str) -> Transformer:
+    return Transformer.from_crs(definition, "+proj=longlat +ellps=GRS80 +no_defs", always_xy=True)
 
 
 def _crs_guess(source: Source, bad: np.ndarray, fits: Callable[[float, float], bool]) -> tuple[bool, str]:
@@ -923,14 +943,17 @@ def _crs_guess(source: Source, bad: np.ndarray, fits: Callable[[float, float], b
         b = shapely.bounds(raw)
         x, y = float(np.nanmedian((b[:, 0] + b[:, 2]) / 2)), float(np.nanmedian((b[:, 1] + b[:, 3]) / 2))
         own = source.crs.to_epsg() if hasattr(source.crs, "to_epsg") else None
-        for epsg in _CRS_GUESSES:
-            if epsg == own or (epsg == 4490 and own == 4326) or not (np.isfinite(x) and np.isfinite(y)):
+        degrees = abs(x) <= 180 and abs(y) <= 90
+        if degrees and own not in (4326, 4490) and np.isfinite(x) and fits(x, y):
+            what = _("longitude/latitude degrees (EPSG:4490 or EPSG:4326)")
+            return True, _("they look like {what}, but the file says {said}", what=what, said=said)
+        for epsg, name, definition in () if degrees or not np.isfinite([x, y]).all() else _CRS_GUESSES:
+            if epsg == own:
                 continue
-            lon, lat = (x, y) if epsg == 4490 else _transformer(epsg).transform(x, y)
+            lon, lat = _transformer(definition).transform(x, y)
             if np.isfinite(lon) and np.isfinite(lat) and fits(lon, lat):
-                what = (_("longitude/latitude degrees (EPSG:4490 or EPSG:4326)") if epsg == 4490
-                        else f"EPSG:{epsg} ({CRS.from_epsg(epsg).name})")
-                return True, _("they look like {what}, but the file says {said}", what=what, said=said)
+                return True, _("they look like {what}, but the file says {said}",
+                               what=f"EPSG:{epsg} ({name})", said=said)
     return False, _("the file says {said}", said=said)
 
 
