@@ -778,7 +778,6 @@ PARENT_LAYERS = {"district_code": "districts", "street_code": "streets", "commun
                  "grid_code": "grid_cells", "unit_code": "units"}
 
 
-
 def _gk(epsg: int, name: str, central: int, false_easting: int) -> tuple[int, str, str]:
     return (epsg, f"CGCS2000 / {name}", f"+proj=tmerc +lat_0=0 +lon_0={central} +k=1 +x_0={false_easting} "
             "+y_0=0 +ellps=GRS80 +units=m +no_defs")
@@ -807,13 +806,20 @@ def _setting_default(key: str):
     return next(row["value"] for row in DEFAULT_SETTINGS if row["key"] == key)
 
 
-def _region(value) -> tuple[float, float, float, float]:
+Box = tuple[float, float, float, float]
+
+
+def _region(value, default: Box | None = None) -> Box:
+    """The setting ``import_region`` as (lon_min, lat_min, lon_max, lat_max); ``default`` when it
+    is malformed (the settings page keeps its shape, but a row may have been written by hand)."""
     keys = ("lon_min", "lat_min", "lon_max", "lat_max")
     if isinstance(value, dict) and all(isinstance(value.get(k), int | float) for k in keys):
         box = tuple(float(value[k]) for k in keys)
         if all(np.isfinite(box)) and box[0] < box[2] and box[1] < box[3]:
             return box
-    return _region(_setting_default("import_region")) if value is not None else (-180.0, -90.0, 180.0, 90.0)
+    if default is None:
+        raise ValueError(f"import_region {value!r} is not a box of lon_min, lat_min, lon_max, lat_max")
+    return default
 
 
 def _count_limit(value, default: int) -> int:
@@ -848,7 +854,7 @@ def read_limits(engine: Engine | Connection) -> ValueLimits:
         population_max=_count_limit(value["unit_population_max"], base.population_max),
         people_per_household=float(pph) if isinstance(pph, int | float) and 0 < pph < 100 else
         base.people_per_household,
-        region=_region(value["import_region"]))
+        region=_region(value["import_region"], base.region))
 
 
 def value_maxima(limits: ValueLimits) -> dict[str | None, tuple[int, str]]:
