@@ -133,6 +133,10 @@ def test_the_wrong_gauss_krueger_zone_is_refused_naming_the_right_one(site, demo
     far = next(p for p in problems if "km from district" in p)
     km = float(far.split(" lie ")[1].split(" km")[0].replace(",", ""))
     assert 400 < km < 700  # 6° of longitude at 30°N
+    metres_as_degrees = shapefile_zip(units.set_crs(4326, allow_override=True), tmp_path / "deg.zip")
+    refused(site, "units", metres_as_degrees, "row 1: coordinates are not longitude/latitude",
+            "the coordinates of all 20 features are not longitude/latitude: they look like EPSG:4547 "
+            "(CGCS2000 / 3-degree Gauss-Kruger CM 114E), but the file says EPSG:4326")
 
 
 def test_a_file_in_another_city_is_refused_and_some_rows_far_away_are_named(site, demo, tmp_path):
