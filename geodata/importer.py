@@ -767,6 +767,12 @@ MAX_BUILT_YEAR = 2100
 #: A feature farther than this from every stored district (or, without districts, from the stored
 #: streets or communities) was read in the wrong coordinate system, or belongs to another city.
 MAX_DISTANCE_KM = 50.0
+#: A community or unit farther than this from the stored street its ``street_code`` names (a grid
+#: cell from its community) has the wrong code, or was moved by a wrong coordinate system.
+PARENT_DISTANCE_KM = 10.0
+#: The parent each layer's features must lie near, by the field naming it.
+NEAR_PARENT = {"communities": ("street_code", "streets"), "units": ("street_code", "streets"),
+               "grid_cells": ("community_code", "communities")}
 #: Features this close to 0°, 0° (degrees; "Null Island", in the Gulf of Guinea) are coordinates
 #: read in the wrong system: degrees read as metres put a whole city within a metre of it.
 NULL_ISLAND_DEG = 1.0
@@ -1033,6 +1039,39 @@ def _check_place(engine: Engine, spec: LayerSpec, geoms: np.ndarray, source: Sou
             what, _at = which(not_lonlat)
             problems.append(_("the coordinates of {what} are not longitude/latitude: {guess}", what=what,
                               guess=guess))
+
+
+def _check_near_parent(engine: Engine, spec: LayerSpec, frame: pd.DataFrame, geoms: np.ndarray,
+                       problems: list[str]) -> None:
+    """Features farther than :data:`PARENT_DISTANCE_KM` from the stored street (or community) their
+    code names, by row: a community filed under a street across the city."""
+    name, parent = NEAR_PARENT.get(spec.name, (None, None))
+    if name is None or name not in frame.columns or len(geoms) == 0:
+        return
+    codes = frame[name].to_numpy(dtype=object)
+    wanted = sorted({c for c in codes if isinstance(c, str)})
+    table = get_layer(parent).table
+    boxes: dict[str, tuple] = {}
+    with engine.connect() as conn:
+        bounds = dialect.bounds_columns(conn, table.c.geom)
+        for start in range(0, len(wanted), BATCH):
+            chunk = wanted[start:start + BATCH]
+            for code, *box in conn.execute(select(table.c.code, *bounds).where(table.c.code.in_(chunk))):
+                if box[0] is not None:
+                    boxes[code] = tuple(float(v) for v in box)
+    known = np.array([c in boxes for c in codes], dtype=bool)
+    known &= ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    if not known.any():
+        return
+    b = shapely.bounds(geoms[known])
+    lon, lat = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    own = np.array([boxes[c] for c in codes[known]], dtype=float).T  # each row's parent's box
+    km = _km_to_box(lon, lat, tuple(own))
+    far = km > PARENT_DISTANCE_KM
+    rows = np.arange(1, len(geoms) + 1)[known][far]
+    for r, c, d in list(zip(rows, codes[known][far], km[far], strict=True))[:20]:
+        problems.append(_("row {row}: lies {km} km from {layer} {code}, which its {field} names",
+                          row=r, km=f"{d:,.0f}", layer=parent, code=c, field=name))
 
 
 def _fill_defaults(spec: LayerSpec, frame: pd.DataFrame) -> None:
@@ -1400,7 +1439,10 @@ def check_source(
 
     def against(frame: pd.DataFrame, geoms: np.ndarray, source: Source, problems: list[str]) -> None:
         _check_parents(engine, spec, frame, problems)
+        known = len(problems)
         _check_place(engine, spec, geoms, source, limits, problems)
+        if len(problems) == known:  # a file in the wrong place is named once, not row by row
+            _check_near_parent(engine, spec, frame, geoms, problems)
 
     return prepare(spec, raw, declared_crs=declared_crs, mapping=mapping, values=values,
                    unmapped=unmapped, district=district, number=number,

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import pytest
+import shapely
 
 from geodata.db import get_engine
 from geodata.importer import ImportRefused, check_source, import_layer, read_source
@@ -168,6 +169,21 @@ def test_a_first_import_is_refused_outside_china_and_at_null_island(engine, smal
     assert import_layer(engine, "units", as_csv(abroad, tmp_path / "abroad.csv")).written == 10
     with pytest.raises(ImportRefused, match="Null Island"):  # never a place, whatever the region
         import_layer(engine, "units", as_csv(null.assign(code=null["code"] + "N"), tmp_path / "null2.csv"))
+
+
+def test_a_feature_far_from_the_street_its_code_names_is_refused(site, demo, tmp_path):
+    units = fresh_units(demo, 6)
+    streets = demo.layers["streets"].set_index("code")
+    other = next(c for c in streets.index if c != units["street_code"].iloc[2])
+    moved = units.copy()
+    # row 3 filed under another street and moved 15 km south of it: inside the district's 50 km
+    minx, miny, maxx, _maxy = streets.loc[other].geometry.bounds
+    moved.loc[2, "street_code"] = other
+    moved.loc[2, "community_code"] = None
+    moved.loc[2, "geometry"] = shapely.Polygon([(minx, miny - 0.15), (minx + 0.001, miny - 0.15),
+                                                (minx + 0.001, miny - 0.149)])
+    refused(site, "units", as_csv(moved, tmp_path / "moved.csv"),
+            "row 3: lies 1", f"km from streets {other}, which its street_code names")
 
 
 # --- values -------------------------------------------------------------------------------------
