@@ -167,3 +167,31 @@ def clean_text(value) -> str | None:
 def as_text(series: pd.Series) -> pd.Series:
     """:func:`clean_text` over a column."""
     return pd.Series([clean_text(v) for v in series.to_numpy(dtype=object)], index=series.index, dtype=object)
+
+
+def clean_code(value) -> str | None:
+    """A code as stored: like :func:`clean_text`, but only the spaces a .dbf pads its fields with
+    are taken off, so that a code carrying a line break, a tab or a full-width space is seen (and
+    refused as not a code) rather than quietly trimmed into one."""
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    value = str(value).strip(" ")
+    return value or None
+
+
+def as_codes(series: pd.Series) -> pd.Series:
+    """:func:`clean_code` over a column."""
+    return pd.Series([clean_code(v) for v in series.to_numpy(dtype=object)], index=series.index, dtype=object)
+
+
+def is_code_field(spec: LayerSpec, name: str) -> bool:
+    """Whether field ``name`` of ``spec`` holds an official code (checked digit by digit)."""
+    return bool(spec.code_digits if name == "code" else spec.field(name).digits)
+
+
+def column_length(spec: LayerSpec, name: str) -> int | None:
+    """The most characters field ``name`` may hold in the database (None: no limit). PostgreSQL
+    refuses a longer value outright; SQLite would store it, so the import checks it for both."""
+    return getattr(spec.table.c[name].type, "length", None)

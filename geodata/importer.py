@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import json
 import mmap
 import os
@@ -32,6 +33,7 @@ import time
 import zipfile
 import zlib
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from io import StringIO
@@ -42,22 +44,33 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import shapely
+from pyproj import Transformer
 from sqlalchemy import Connection, Engine, delete, insert, or_, select
 
 from geodata import crs as crs_mod
-from geodata import naming, topology
-from geodata.catalog import LOCATION_PRECISIONS, LayerSpec, as_text, get_layer, is_code
+from geodata import dialect, naming, topology
+from geodata.catalog import (
+    LOCATION_PRECISIONS,
+    LayerSpec,
+    as_codes,
+    as_text,
+    column_length,
+    get_layer,
+    is_code,
+    is_code_field,
+)
 from geodata.db import BATCH, pause_for_fault_tests
 from geodata.errors import Refused
 from geodata.exporter import REVISION_COLUMN, REVISION_KEY, REVISION_MEMBER, REVISION_SIDECAR
 from geodata.i18n import _
 from geodata.models import AuditLog, Community, CommunityHistory, Unit, UnitAdjacency
 from geodata.revisions import changes_since, lock_revision, raise_revision
-from geodata.standards import FACILITY_KINDS, INCIDENT_CATEGORIES
+from geodata.standards import DEFAULT_SETTINGS, FACILITY_KINDS, INCIDENT_CATEGORIES, get_setting
 from geodata.store import (
     compare_with_stored,
     existing_codes,
     keep_community_history,
+    layer_extent,
     read_layer,
     values_among,
     write_changes,
@@ -142,6 +155,8 @@ class ImportReport:
     placed_by_area: int = 0  # communities placed in the street holding most of their area
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)  # field → unmapped value → rows
     approximate: int = 0  # points whose location is only approximate
+    estimated_population: int = 0  # features whose population the file left empty: households × pph
+    people_per_household: float | None = None
 
     def summary(self) -> str:
         lines = [f"{self.layer}: {self.written} features written ({self.mode}) from {self.source}"]
@@ -166,6 +181,10 @@ class ImportReport:
         for name, counts in self.skipped.items():
             lines.append(f"  rows left out, {name} has no mapping: " + ", ".join(
                 f"{v} ({n})" for v, n in counts.items()))
+        if self.estimated_population:
+            lines.append("  " + _("population estimated for {n} features as households × {pph} (setting "
+                                  "people_per_household): the file gives none for them",
+                                  n=self.estimated_population, pph=self.people_per_household))
         if self.approximate:
             lines.append(f"  {self.approximate} approximate locations (counted in their community, "
                          "placed in no cell)")
@@ -810,15 +829,22 @@ def _shown(value) -> str:
     return repr(value.item() if isinstance(value, np.generic) else value)
 
 
-def _coerce(spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> pd.DataFrame:
+def _coerce(spec: LayerSpec, frame: pd.DataFrame, problems: list[str], maxima: dict[str, tuple] | None = None,
+            reported: set[tuple[int, str]] | None = None) -> pd.DataFrame:
+    """The file's columns as the layer's types. ``maxima`` gives a numeric field's largest value and
+    where that limit comes from (:func:`value_maxima`); numbers are never negative (every number a
+    layer holds is a count, an area or a year). ``reported`` collects (row, field) of the values
+    refused here, so that later checks do not call them empty as well."""
     out = pd.DataFrame(index=frame.index)
     rows = np.arange(1, len(frame) + 1)
+    maxima = value_maxima(ValueLimits()) if maxima is None else maxima
+    reported = set() if reported is None else reported
     for f in spec.fields:
         if f.name not in frame.columns:
             continue
         col = frame[f.name]
         if f.dtype == "str":
-            out[f.name] = as_text(col)
+            out[f.name] = as_codes(col) if is_code_field(spec, f.name) else as_text(col)
             continue
         present = col.notna() & ~(col.astype(str).str.strip() == "")
         if f.dtype == "bool":
@@ -834,10 +860,13 @@ def _coerce(spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> pd.Dat
             bad = present & values.isna()
             if f.dtype == "int":
                 bad |= values.notna() & (values % 1 != 0)
+            bad |= present & np.isinf(values.fillna(0))  # "inf", "1e999": no quantity is infinite
             for r in rows[bad.to_numpy()][:20]:
                 problems.append(f"row {r}: {f.name} = {_shown(col.iloc[r - 1])} is not "
                                 f"{'a whole number' if f.dtype == 'int' else 'a number'}")
-            out[f.name] = values.where(~bad).astype("Int64") if f.dtype == "int" else values
+            reported.update((int(r), f.name) for r in rows[bad.to_numpy()])
+            bad |= _out_of_range(f.name, values.where(~bad), col, rows, maxima, problems, reported)
+            out[f.name] = values.where(~bad).astype("Int64") if f.dtype == "int" else values.where(~bad)
         else:
             values = pd.to_datetime(col.where(present), errors="coerce", format="mixed")
             if getattr(values.dt, "tz", None) is not None:
@@ -945,8 +974,47 @@ def _derive_district(frame: pd.DataFrame, spec: LayerSpec) -> None:
         frame.loc[missing, "district_code"] = frame.loc[missing, source].str[:6]
 
 
-def _check_values(spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> None:
+def _out_of_range(name: str, values: pd.Series, col: pd.Series, rows: np.ndarray, maxima: dict[str, tuple],
+                  problems: list[str], reported: set[tuple[int, str]]) -> pd.Series:
+    """The rows whose number is negative or over its field's limit, each named: a count of
+    9e18 households wraps the sums of a plan, and PostgreSQL's integer columns stop at 2³¹ − 1."""
+    limit, why = maxima.get(name, maxima[None])
+    negative = values.notna() & (values < 0)
+    over = values.notna() & (values > limit)
+    for r in rows[negative.to_numpy()][:20]:
+        problems.append(_("row {row}: {field} = {value} is negative", row=r, field=name,
+                          value=_shown(col.iloc[r - 1])))
+    for r in rows[over.to_numpy()][:20]:
+        problems.append(_("row {row}: {field} = {value} is over the limit of {limit} ({why})", row=r,
+                          field=name, value=_shown(col.iloc[r - 1]), limit=f"{limit:,}", why=why))
+    reported.update((int(r), name) for r in rows[(negative | over).to_numpy()])
+    return negative | over
+
+
+def _check_text(spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> None:
+    """Text longer than its column (PostgreSQL refuses it, SQLite would keep it) or holding a NUL
+    character (PostgreSQL cannot store one), by row."""
     rows = np.arange(1, len(frame) + 1)
+    for f in spec.fields:
+        if f.dtype != "str" or f.name not in frame.columns:
+            continue
+        text = [v if isinstance(v, str) else "" for v in frame[f.name].to_numpy(dtype=object)]
+        length = column_length(spec, f.name)
+        if length:
+            sizes = np.array([len(v) for v in text], dtype=np.int64)
+            for r in rows[sizes > length][:20]:
+                problems.append(_("row {row}: {field} is {n} characters long, over the limit of {limit}",
+                                  row=r, field=f.name, n=f"{sizes[r - 1]:,}", limit=length))
+        nul = np.array(["\x00" in v for v in text], dtype=bool)
+        for r in rows[nul][:20]:
+            problems.append(_("row {row}: {field} holds a NUL character (\\0), which no text may hold",
+                              row=r, field=f.name))
+
+
+def _check_values(spec: LayerSpec, frame: pd.DataFrame, problems: list[str],
+                  reported: set[tuple[int, str]] | None = None) -> None:
+    rows = np.arange(1, len(frame) + 1)
+    reported = reported or set()
     for f in spec.fields:
         if f.name not in frame.columns:
             if f.required:
@@ -956,7 +1024,7 @@ def _check_values(spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> 
         if f.required or (f.name == "district_code"):
             named = {p.split(" = ", 1)[0] for p in problems if " = " in p}  # "row 3: households"
             for r in rows[col.isna().to_numpy()][:20]:
-                if f"row {r}: {f.name}" in named:
+                if f"row {r}: {f.name}" in named or (int(r), f.name) in reported:
                     continue  # its value was reported already as not a number or not a date
                 problems.append(f"row {r}: no district_code, and no other code to take it from"
                                 if f.name == "district_code" else f"row {r}: {f.name} is empty")
@@ -975,10 +1043,7 @@ def _check_values(spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> 
             for r in rows[bad.to_numpy()][:20]:
                 problems.append(f"row {r}: {child} {below.iloc[r - 1]} does not lie under "
                                 f"{parent} {above.iloc[r - 1]}")
-    if "households" in frame.columns:
-        negative = frame["households"].map(lambda v: v is not None and v < 0)
-        for r in rows[negative.to_numpy()][:20]:
-            problems.append(f"row {r}: households is negative")
+    _check_text(spec, frame, problems)
     if "code" in frame.columns:
         dup = frame["code"].notna() & frame["code"].duplicated(keep=False)
         if dup.any():
@@ -1051,6 +1116,353 @@ def _check_geometry(spec: LayerSpec, gdf: gpd.GeoDataFrame, problems: list[str],
     return geoms
 
 
+# --- values and places a file may not lie about --------------------------------------------
+
+#: PostgreSQL's integer columns hold at most this (SQLite's 2⁶³ − 1): a larger count cannot be
+#: stored, and sums of counts near it wrap.
+INT_COLUMN_MAX = 2**31 - 1
+#: The largest floor area of one facility taken (m²; the largest buildings on earth have 1.7 km²).
+MAX_FLOOR_AREA_M2 = 10_000_000
+#: The latest year a unit may have been built in (planned ones included).
+MAX_BUILT_YEAR = 2100
+#: A feature farther than this from every stored district (or, without districts, from the stored
+#: streets or communities) was read in the wrong coordinate system, or belongs to another city.
+MAX_DISTANCE_KM = 50.0
+#: A community or unit farther than this from the stored street its ``street_code`` names (a grid
+#: cell from its community) has the wrong code, or was moved by a wrong coordinate system.
+PARENT_DISTANCE_KM = 10.0
+#: The parent each layer's features must lie near, by the field naming it.
+NEAR_PARENT = {"communities": ("street_code", "streets"), "units": ("street_code", "streets"),
+               "grid_cells": ("community_code", "communities")}
+#: Features this close to 0°, 0° (degrees; "Null Island", in the Gulf of Guinea) are coordinates
+#: read in the wrong system: degrees read as metres put a whole city within a metre of it.
+NULL_ISLAND_DEG = 1.0
+#: Codes and rows a refusal lists before "… and N more".
+SHOWN = 10
+#: The layer each code field names. Once that layer holds any feature, a code it does not hold is
+#: refused; a database without streets still takes units alone (a study of census blocks).
+PARENT_LAYERS = {"district_code": "districts", "street_code": "streets", "community_code": "communities",
+                 "grid_code": "grid_cells", "unit_code": "units"}
+
+
+def _gk(epsg: int, name: str, central: int, false_easting: int) -> tuple[int, str, str]:
+    return (epsg, f"CGCS2000 / {name}", f"+proj=tmerc +lat_0=0 +lon_0={central} +k=1 +x_0={false_easting} "
+            "+y_0=0 +ellps=GRS80 +units=m +no_defs")
+
+
+#: Projected systems a Chinese file's coordinates are often in, tried in this order when a file
+#: lands in the wrong place, to name the likely one (EPSG code, name, PROJ definition: built from
+#: their parameters, which is a thousand times faster than looking each up): CGCS2000 Gauss–Krüger
+#: 3° (CM 75°E–135°E, then with the zone number before the easting), 6° (the same two ways), Web
+#: Mercator, UTM.
+_CRS_GUESSES: tuple[tuple[int, str, str], ...] = (
+    *(_gk(4534 + i, f"3-degree Gauss-Kruger CM {75 + 3 * i}E", 75 + 3 * i, 500_000) for i in range(21)),
+    *(_gk(4513 + i, f"3-degree Gauss-Kruger zone {25 + i}", 75 + 3 * i, (25 + i) * 1_000_000 + 500_000)
+      for i in range(21)),
+    *(_gk(4502 + i, f"Gauss-Kruger CM {75 + 6 * i}E", 75 + 6 * i, 500_000) for i in range(11)),
+    *(_gk(4491 + i, f"Gauss-Kruger zone {13 + i}", 75 + 6 * i, (13 + i) * 1_000_000 + 500_000)
+      for i in range(11)),
+    (3857, "WGS 84 / Pseudo-Mercator", "+proj=merc +a=6378137 +b=6378137 +lat_ts=0 +lon_0=0 +x_0=0 +y_0=0 "
+     "+k=1 +units=m +nadgrids=@null +no_defs"),
+    *((32643 + i, f"WGS 84 / UTM zone {43 + i}N", f"+proj=utm +zone={43 + i} +datum=WGS84 +units=m +no_defs")
+      for i in range(11)),
+)
+
+
+def _setting_default(key: str):
+    return next(row["value"] for row in DEFAULT_SETTINGS if row["key"] == key)
+
+
+Box = tuple[float, float, float, float]
+
+
+def _region(value, default: Box | None = None) -> Box:
+    """The setting ``import_region`` as (lon_min, lat_min, lon_max, lat_max); ``default`` when it
+    is malformed (the settings page keeps its shape, but a row may have been written by hand)."""
+    keys = ("lon_min", "lat_min", "lon_max", "lat_max")
+    if isinstance(value, dict) and all(isinstance(value.get(k), int | float) for k in keys):
+        box = tuple(float(value[k]) for k in keys)
+        if all(np.isfinite(box)) and box[0] < box[2] and box[1] < box[3]:
+            return box
+    if default is None:
+        raise ValueError(f"import_region {value!r} is not a box of lon_min, lat_min, lon_max, lat_max")
+    return default
+
+
+def _count_limit(value, default: int) -> int:
+    if isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value) and value >= 0:
+        return int(min(value, INT_COLUMN_MAX))  # a setting set past the column could not be stored either
+    return default
+
+
+@dataclass(frozen=True)
+class ValueLimits:
+    """A city's bounds on imported values: households and population of one unit or building
+    (settings ``unit_households_max``, ``unit_population_max``), people per household for a
+    file without population (``people_per_household``), and the region features may lie in
+    (``import_region``: lon_min, lat_min, lon_max, lat_max)."""
+
+    households_max: int = _setting_default("unit_households_max")
+    population_max: int = _setting_default("unit_population_max")
+    people_per_household: float = _setting_default("people_per_household")
+    region: tuple[float, float, float, float] = _region(_setting_default("import_region"))
+
+
+def read_limits(engine: Engine | Connection) -> ValueLimits:
+    """The city's :class:`ValueLimits` as its settings hold them (defaults for a missing or
+    malformed row)."""
+    with engine.connect() if isinstance(engine, Engine) else nullcontext(engine) as conn:
+        value = {k: get_setting(conn, k) for k in ("unit_households_max", "unit_population_max",
+                                                   "people_per_household", "import_region")}
+    base = ValueLimits()
+    pph = value["people_per_household"]
+    return ValueLimits(
+        households_max=_count_limit(value["unit_households_max"], base.households_max),
+        population_max=_count_limit(value["unit_population_max"], base.population_max),
+        people_per_household=float(pph) if isinstance(pph, int | float) and 0 < pph < 100 else
+        base.people_per_household,
+        region=_region(value["import_region"], base.region))
+
+
+def value_maxima(limits: ValueLimits) -> dict[str | None, tuple[int, str]]:
+    """Numeric field → (its largest value, where that limit comes from); ``None``: any other."""
+    return {"households": (limits.households_max, _("setting {key}", key="unit_households_max")),
+            "population": (limits.population_max, _("setting {key}", key="unit_population_max")),
+            "floor_area_m2": (MAX_FLOOR_AREA_M2, _("the largest floor area gridplan takes")),
+            "built_year": (MAX_BUILT_YEAR, _("the latest year gridplan takes")),
+            None: (INT_COLUMN_MAX, _("the largest number the database holds"))}
+
+
+def _listed(items: list, total: int | None = None) -> str:
+    """At most :data:`SHOWN` items, then how many more."""
+    total = len(items) if total is None else total
+    text = ", ".join(str(v) for v in items[:SHOWN])
+    return text + (_(" … and {n} more", n=total - SHOWN) if total > SHOWN else "")
+
+
+def _check_parents(engine: Engine, spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> None:
+    """Codes naming a street, community, cell … that is not stored, once its layer holds any
+    (communities retired since are left to :func:`retired_communities`, which says so)."""
+    for name, parent in PARENT_LAYERS.items():
+        if name not in frame.columns or name not in spec.field_names or parent == spec.name:
+            continue
+        digits = spec.field(name).digits
+        codes = {c for c in frame[name].dropna() if isinstance(c, str) and (not digits or is_code(c, digits))}
+        if not codes:
+            continue
+        table = get_layer(parent).table
+        with engine.connect() as conn:
+            if conn.execute(select(table.c.code).limit(1)).first() is None:
+                continue  # nothing stored yet: this file comes first
+            missing = codes - values_among(conn, table.c.code, codes)
+            if parent == "communities" and missing:
+                missing -= retired_communities(conn, missing)
+        if missing:
+            problems.append(_("{field}: {n} codes name no stored {layer}: {codes}", field=name,
+                              n=len(missing), layer=parent, codes=_listed(sorted(missing))))
+
+
+@dataclass
+class Source:
+    """A file's coordinates as it holds them and the system it says they are in, to name the
+    likely mistake when they land in the wrong place."""
+
+    crs: object  # a pyproj CRS, GCJ02, or None
+    geoms: np.ndarray
+
+
+def _reference(engine: Engine, layer: str) -> list[tuple[str, tuple[float, float, float, float]]]:
+    """What a file must lie near: each stored district's extent; without districts the stored
+    streets' or communities' extent; nothing for a first import (or a districts file)."""
+    if layer == "districts":
+        return []
+    table = get_layer("districts").table
+    with engine.connect() as conn:
+        rows = conn.execute(select(table.c.code, table.c.name,
+                                   *dialect.bounds_columns(conn, table.c.geom))).all()
+    boxes = [(_("district {code} {name}", code=r[0], name=r[1]), tuple(float(v) for v in r[2:]))
+             for r in rows if r[2] is not None]
+    if boxes:
+        return boxes
+    for other in ("streets", "communities"):
+        extent = layer_extent(engine, other)
+        if extent is not None:
+            return [(_("the stored {layer}", layer=other), extent)]
+    return []
+
+
+def _km_to_box(lon: np.ndarray, lat: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """Kilometres from each point to a lon/lat box (0 inside it); good to a few per cent."""
+    minx, miny, maxx, maxy = box
+    dx = np.maximum(np.maximum(minx - lon, lon - maxx), 0.0)
+    dy = np.maximum(np.maximum(miny - lat, lat - maxy), 0.0)
+    return np.hypot(dx * 111.32 * np.cos(np.radians(np.clip(lat, -89.0, 89.0))), dy * 110.57)
+
+
+@functools.cache
+def _transformer(definition: str) -> Transformer:
+    return Transformer.from_crs(definition, "+proj=longlat +ellps=GRS80 +no_defs", always_xy=True)
+
+
+def _crs_guess(source: Source, bad: np.ndarray, fits: Callable[[float, float], bool]) -> tuple[bool, str]:
+    """"they look like EPSG:… (name)" when the bad features' coordinates, read in one of the usual
+    systems, land where they should (and True); always what the file says its system is."""
+    said = source.crs.to_string() if hasattr(source.crs, "to_string") else str(source.crs)
+    named = getattr(source.crs, "name", None)
+    said = f"{said} ({named})" if named and named != said else said
+    raw = source.geoms[bad]
+    raw = raw[~(shapely.is_missing(raw) | shapely.is_empty(raw))]
+    if len(raw):
+        b = shapely.bounds(raw)
+        x, y = float(np.nanmedian((b[:, 0] + b[:, 2]) / 2)), float(np.nanmedian((b[:, 1] + b[:, 3]) / 2))
+        own = source.crs.to_epsg() if hasattr(source.crs, "to_epsg") else None
+        degrees = abs(x) <= 180 and abs(y) <= 90
+        if degrees and own not in (4326, 4490) and np.isfinite(x) and fits(x, y):
+            what = _("longitude/latitude degrees (EPSG:4490 or EPSG:4326)")
+            return True, _("they look like {what}, but the file says {said}", what=what, said=said)
+        for epsg, name, definition in () if degrees or not np.isfinite([x, y]).all() else _CRS_GUESSES:
+            if epsg == own:
+                continue
+            lon, lat = _transformer(definition).transform(x, y)
+            if np.isfinite(lon) and np.isfinite(lat) and fits(lon, lat):
+                return True, _("they look like {what}, but the file says {said}",
+                               what=f"EPSG:{epsg} ({name})", said=said)
+    return False, _("the file says {said}", said=said)
+
+
+def _check_place(engine: Engine, spec: LayerSpec, geoms: np.ndarray, source: Source, limits: ValueLimits,
+                 problems: list[str]) -> None:
+    """Features that cannot be where the file puts them, with the likely coordinate-system
+    mistake named: at Null Island, outside the import region, or farther than
+    :data:`MAX_DISTANCE_KM` from every stored district (or the stored streets)."""
+    n = len(geoms)
+    if n == 0:
+        return
+    usable = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    b = np.full((n, 4), np.nan)
+    b[usable] = shapely.bounds(geoms[usable])
+    finite = usable & np.isfinite(b).all(axis=1)
+    lonlat = finite & (b[:, 0] >= -180) & (b[:, 2] <= 180) & (b[:, 1] >= -90) & (b[:, 3] <= 90)
+    not_lonlat = finite & ~lonlat  # refused by the geometry check; here only to name the system
+    lon, lat = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    null = lonlat & (np.abs(lon) <= NULL_ISLAND_DEG) & (np.abs(lat) <= NULL_ISLAND_DEG)
+    lon_min, lat_min, lon_max, lat_max = limits.region
+    outside = lonlat & ~null & ~((lon >= lon_min) & (lon <= lon_max) & (lat >= lat_min) & (lat <= lat_max))
+    placed = lonlat & ~null & ~outside
+    boxes = _reference(engine, spec.name) if (placed | null | outside | not_lonlat).any() else []
+    km = np.zeros(n)
+    nearest = np.zeros(n, dtype=int)
+    if boxes:
+        x, y = np.nan_to_num(lon), np.nan_to_num(lat)
+        distances = np.stack([_km_to_box(x, y, box) for _label, box in boxes])
+        km, nearest = distances.min(axis=0), distances.argmin(axis=0)
+    far = placed & (km > MAX_DISTANCE_KM)
+    if not (null | outside | far | not_lonlat).any():
+        return
+
+    def fits(x: float, y: float) -> bool:
+        inside = lon_min <= x <= lon_max and lat_min <= y <= lat_max and not (
+            abs(x) <= NULL_ISLAND_DEG and abs(y) <= NULL_ISLAND_DEG)
+        return inside and (not boxes or min(float(_km_to_box(np.array([x]), np.array([y]), box)[0])
+                                            for _label, box in boxes) <= MAX_DISTANCE_KM)
+
+    rows = np.arange(1, n + 1)
+
+    def which(mask: np.ndarray) -> tuple[str, str]:
+        count = int(mask.sum())
+        if count == n:
+            return _("all {n} features", n=f"{n:,}"), ""
+        return (_("{n} features", n=f"{count:,}"),
+                " " + _("(rows {rows})", rows=_listed(list(rows[mask]), count)))
+
+    if null.any():
+        what, at = which(null)
+        problems.append(_("{what} lie at Null Island (0°, 0°){at}: the coordinates were read in the wrong "
+                          "coordinate system — is the .prj right? ({guess})", what=what, at=at,
+                          guess=_crs_guess(source, null, fits)[1]))
+    if outside.any():
+        what, at = which(outside)
+        problems.append(_("{what} lie outside the import region (longitude {lon_min}–{lon_max}, latitude "
+                          "{lat_min}–{lat_max}, setting import_region), around {lon}, {lat}{at}: is the .prj "
+                          "right? ({guess})", what=what, at=at, lon_min=f"{lon_min:g}",
+                          lon_max=f"{lon_max:g}", lat_min=f"{lat_min:g}", lat_max=f"{lat_max:g}",
+                          lon=f"{np.median(lon[outside]):.4f}", lat=f"{np.median(lat[outside]):.4f}",
+                          guess=_crs_guess(source, outside, fits)[1]))
+    if far.any():
+        what, at = which(far)
+        place = boxes[int(np.bincount(nearest[far]).argmax())][0]
+        problems.append(_("{what} lie {km} km from {place}{at}: is the .prj right? ({guess})", what=what,
+                          at=at, km=f"{np.median(km[far]):,.0f}", place=place,
+                          guess=_crs_guess(source, far, fits)[1]))
+    if not_lonlat.any():
+        found, guess = _crs_guess(source, not_lonlat, fits)
+        if found:
+            what, _at = which(not_lonlat)
+            problems.append(_("the coordinates of {what} are not longitude/latitude: {guess}", what=what,
+                              guess=guess))
+
+
+def _check_near_parent(engine: Engine, spec: LayerSpec, frame: pd.DataFrame, geoms: np.ndarray,
+                       problems: list[str]) -> None:
+    """Features farther than :data:`PARENT_DISTANCE_KM` from the stored street (or community) their
+    code names, by row: a community filed under a street across the city."""
+    name, parent = NEAR_PARENT.get(spec.name, (None, None))
+    if name is None or name not in frame.columns or len(geoms) == 0:
+        return
+    codes = frame[name].to_numpy(dtype=object)
+    wanted = sorted({c for c in codes if isinstance(c, str)})
+    table = get_layer(parent).table
+    boxes: dict[str, tuple] = {}
+    with engine.connect() as conn:
+        bounds = dialect.bounds_columns(conn, table.c.geom)
+        for start in range(0, len(wanted), BATCH):
+            chunk = wanted[start:start + BATCH]
+            for code, *box in conn.execute(select(table.c.code, *bounds).where(table.c.code.in_(chunk))):
+                if box[0] is not None:
+                    boxes[code] = tuple(float(v) for v in box)
+    known = np.array([c in boxes for c in codes], dtype=bool)
+    known &= ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    if not known.any():
+        return
+    b = shapely.bounds(geoms[known])
+    lon, lat = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    own = np.array([boxes[c] for c in codes[known]], dtype=float).T  # each row's parent's box
+    km = _km_to_box(lon, lat, tuple(own))
+    far = km > PARENT_DISTANCE_KM
+    rows = np.arange(1, len(geoms) + 1)[known][far]
+    for r, c, d in list(zip(rows, codes[known][far], km[far], strict=True))[:20]:
+        problems.append(_("row {row}: lies {km} km from {layer} {code}, which its {field} names",
+                          row=r, km=f"{d:,.0f}", layer=parent, code=c, field=name))
+
+
+def _fill_defaults(spec: LayerSpec, frame: pd.DataFrame) -> None:
+    """Empty values of a field the database requires and gives a default (a unit's land use) take
+    that default, as they would if the file had no such column."""
+    for f in spec.fields:
+        column = spec.table.c[f.name]
+        default = getattr(column.default, "arg", None)
+        if f.name in frame.columns and not column.nullable and isinstance(default, str | int | float) \
+                and not isinstance(default, bool) and f.name != "population":
+            frame[f.name] = frame[f.name].astype(object).where(frame[f.name].notna(), default)
+
+
+def _estimate_population(frame: pd.DataFrame, limits: ValueLimits, report: ImportReport) -> None:
+    """Population where the file gives none: households × the city's people per household (as the
+    unit builder estimates it), counted in the report."""
+    if "population" not in frame.columns:
+        frame["population"] = None
+    empty = frame["population"].isna().to_numpy()
+    if not empty.any():
+        return
+    households = pd.to_numeric(frame["households"], errors="coerce").fillna(0).to_numpy(dtype=float)
+    estimate = np.minimum(np.round(households * limits.people_per_household), INT_COLUMN_MAX).astype(np.int64)
+    values = frame["population"].to_numpy(dtype=object).copy()
+    values[empty] = [int(v) for v in estimate[empty]]
+    frame["population"] = values
+    report.estimated_population = int(empty.sum())
+    report.people_per_household = limits.people_per_household
+
+
 # --- writing -------------------------------------------------------------------------------
 
 
@@ -1086,12 +1498,14 @@ def store_adjacency(conn: Connection, units: gpd.GeoDataFrame, full: bool) -> in
 
 
 Resolver = Callable[[pd.DataFrame, np.ndarray, list[str], "ImportReport"], None]
+Against = Callable[[pd.DataFrame, np.ndarray, "Source", list[str]], None]
 
 
 def prepare(spec: LayerSpec, gdf: gpd.GeoDataFrame, *, declared_crs=None,
             mapping: dict[str, str] | None = None, values: dict[str, dict[str, str]] | None = None,
             unmapped: str = "refuse", district: str | None = None, number: bool = False,
-            resolve: Resolver | None = None) -> tuple[gpd.GeoDataFrame, ImportReport]:
+            resolve: Resolver | None = None, limits: ValueLimits | None = None,
+            against: Against | None = None) -> tuple[gpd.GeoDataFrame, ImportReport]:
     """Check and convert a read file into the layer's fields in EPSG:4326.
 
     ``values`` translates the values of fields (``{"kind": {"幼儿园": "kindergarten"}}``);
@@ -1100,13 +1514,19 @@ def prepare(spec: LayerSpec, gdf: gpd.GeoDataFrame, *, declared_crs=None,
     without codes, in layers whose codes are not official (:data:`NUMBER_PREFIX`).
     ``resolve(frame, geometries, problems, report)`` may fill codes from names before the checks
     (the only step that reads the database).
+    ``limits`` bounds the values (:class:`ValueLimits`, the defaults when not given);
+    ``against(frame, geometries, source, problems)`` checks the result against what is stored
+    (parents, place) with the other checks, before anything is refused.
     Raises :class:`ImportRefused` naming every problem found.
     """
+    limits = limits or ValueLimits()
     report = ImportReport(spec.name, "", "")
     if unmapped not in UNMAPPED:
         raise ImportRefused(_("unknown --unmapped {unmapped}: use {p2}",
                               unmapped=repr(unmapped), p2=' or '.join(UNMAPPED)))
     rename, report.ignored_fields = _mapped_columns(spec, gdf, mapping or {})
+    source = Source(declared_crs if declared_crs is not None else gdf.crs,
+                    np.asarray(gdf.geometry.values, dtype=object))
     try:
         gdf = crs_mod.to_wgs84(gdf, declared_crs)
     except ValueError as exc:
@@ -1118,7 +1538,8 @@ def prepare(spec: LayerSpec, gdf: gpd.GeoDataFrame, *, declared_crs=None,
     names = {c: as_text(frame[c]) for c in extra}
     if number and spec.name in NUMBER_PREFIX and "code" not in frame.columns:
         frame["code"] = [f"{NUMBER_PREFIX[spec.name]}{i + 1:07d}" for i in range(len(frame))]
-    frame = _coerce(spec, frame, problems)
+    reported: set[tuple[int, str]] = set()
+    frame = _coerce(spec, frame, problems, value_maxima(limits), reported)
     for c, col in names.items():
         frame[c] = col
     if values:
@@ -1126,6 +1547,7 @@ def prepare(spec: LayerSpec, gdf: gpd.GeoDataFrame, *, declared_crs=None,
         if not keep.all():
             frame = frame[keep]
             gdf = gdf[keep]
+            source.geoms = source.geoms[keep]
             if frame.empty and not problems:
                 problems.append("every row was left out: no value of the file has a mapping")
     if "location_precision" in frame.columns:
@@ -1140,13 +1562,15 @@ def prepare(spec: LayerSpec, gdf: gpd.GeoDataFrame, *, declared_crs=None,
     _derive_district(frame, spec)
     if district and "district_code" in frame.columns:
         frame["district_code"] = frame["district_code"].fillna(district)
-    _check_values(spec, frame, problems)
+    _check_values(spec, frame, problems, reported)
     geoms = _check_geometry(spec, gdf, problems, report.repaired)
+    if against is not None:
+        against(frame, geoms, source, problems)
     if problems:
         raise ImportRefused(problems)
     if "households" in frame.columns and "population" in spec.field_names:
-        if "population" not in frame.columns:
-            frame["population"] = None
+        _estimate_population(frame, limits, report)
+    _fill_defaults(spec, frame)
     if "provisional" in spec.field_names and "provisional" in frame.columns:
         frame["provisional"] = frame["provisional"].fillna(False).astype(bool)
     out = gpd.GeoDataFrame(frame.reset_index(drop=True),
@@ -1372,9 +1796,18 @@ def check_source(
     page's preview both run this, so they accept and refuse the same files with the same messages.
     Raises :class:`ImportRefused` naming every problem found."""
     check_district(engine, district)
-    return prepare(get_layer(layer), raw, declared_crs=declared_crs, mapping=mapping, values=values,
+    spec, limits = get_layer(layer), read_limits(engine)
+
+    def against(frame: pd.DataFrame, geoms: np.ndarray, source: Source, problems: list[str]) -> None:
+        _check_parents(engine, spec, frame, problems)
+        known = len(problems)
+        _check_place(engine, spec, geoms, source, limits, problems)
+        if len(problems) == known:  # a file in the wrong place is named once, not row by row
+            _check_near_parent(engine, spec, frame, geoms, problems)
+
+    return prepare(spec, raw, declared_crs=declared_crs, mapping=mapping, values=values,
                    unmapped=unmapped, district=district, number=number,
-                   resolve=_resolver(engine, layer, district))
+                   resolve=_resolver(engine, layer, district), limits=limits, against=against)
 
 
 def retired_communities(conn: Connection, codes: set[str]) -> set[str]:

@@ -141,6 +141,19 @@ DEFAULT_SETTINGS: list[dict] = [
      "description": "登录有效期 hours a sign-in lasts (1–744): then the user signs in again, whatever they "
                     "did in between; GRIDPLAN_SESSION_HOURS overrides it",
      "source": "a working day; 等保 2.0 asks that sessions end"},
+
+    {"key": "unit_households_max", "value": 100000,
+     "description": "导入检查 most households one planning unit or building may hold: an imported file "
+                    "with more in a row is refused (a typing or unit error, e.g. 9e18)",
+     "source": "a large compound (小区) holds a few thousand households; 100,000 leaves room for any block"},
+    {"key": "unit_population_max", "value": 100000,
+     "description": "导入检查 most people one planning unit or building may hold: an imported file with "
+                    "more in a row is refused",
+     "source": "as unit_households_max"},
+    {"key": "import_region", "value": {"lon_min": 73.0, "lon_max": 136.0, "lat_min": 3.0, "lat_max": 54.0},
+     "description": "导入范围 where imported features may lie (longitude, latitude in degrees): a file "
+                    "outside it, or at 0°, 0°, was read in the wrong coordinate system and is refused",
+     "source": "China's extent (73°E–135°E, 4°N–54°N) with a margin; a city may narrow it to its province"},
 ]
 
 

@@ -430,7 +430,13 @@ def test_onboard_refuses_what_is_missing(engine, tmp_path):
     far = city.roads.iloc[:3].copy()
     far["geometry"] = [shapely.LineString([(100, 20), (100.01, 20)])] * 3
     pyogrio.write_dataframe(far, folder / "roads.geojson")
-    report = onboard(engine, folder, DISTRICT)
+    with pytest.raises(OnboardRefused, match="roads: all 3 features lie 1,6.. km from the stored streets"):
+        onboard(engine, folder, DISTRICT)  # so far away that the import refuses them (a wrong .prj?)
+    _minx, miny, maxx, maxy = city.streets.total_bounds
+    east = [shapely.LineString([(maxx + 0.2, miny), (maxx + 0.21, maxy)])] * 3  # 20 km east of every street
+    far["geometry"] = east
+    pyogrio.write_dataframe(far, folder / "roads.geojson")
+    report = onboard(engine, folder, DISTRICT)  # no road inside any street: the streets are tessellated
     assert report.steps["units"]["method"] == "tessellation" and report.steps["units"]["units"] > 0
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from geodata.importer import ImportRefused, import_layer, read_source
 from geodata.models import UnitAdjacency
+from geodata.settings import save_setting
 from geodata.store import read_layer
 from geodata.topology import rook_pairs
 
@@ -45,6 +46,11 @@ def test_rook_adjacency_matches_the_published_count(providence_zip, tmp_path):
 
 
 def test_import_blocks_as_units(engine, providence_units):
+    # gridplan takes features in China unless a city's administrator widens the import region
+    with pytest.raises(ImportRefused, match="outside the import region"):
+        import_layer(engine, "units", providence_units, mapping={"GEOID10": "code", "street": "street_code"})
+    region = {"lon_min": -72.0, "lon_max": -71.0, "lat_min": 41.0, "lat_max": 42.5}
+    save_setting(engine, "import_region", region, actor="admin")
     report = import_layer(engine, "units", providence_units, mapping={
         "GEOID10": "code", "street": "street_code", "TOTPOP": "population"})
     assert report.written == 3014
