@@ -278,8 +278,10 @@ def _column_default(column):
 
 
 def _plain(value, dtype: str):
-    """A value as compared: None for every kind of missing, dates and times as Python's."""
-    if value is None or value is pd.NA or value is pd.NaT:
+    """A value as compared: None for every kind of missing (an empty text too: a shapefile or a
+    CSV cannot tell it from none, and a blind spot's community code is stored either way), dates
+    and times as Python's."""
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, str) and value == ""):
         return None
     if isinstance(value, float) and np.isnan(value):
         return None

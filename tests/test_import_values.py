@@ -342,9 +342,9 @@ def test_the_command_line_and_the_layers_page_say_the_same(site, demo, tmp_path)
         "long.csv": (as_csv(units, tmp_path / "long.csv", land_use={0: "x" * 30}),
                      "row 1: land_use is 30 characters long, over the limit of 20"),
     }
+    client = planner(site["app"])  # signed in first: a sign-in notes its time on the account
     before = snapshot(site["url"], leave_out=TOUCHED)
     runner = site["app"].test_cli_runner()
-    client = planner(site["app"])
     for name, (path, words) in files.items():
         result = runner.invoke(args=["import", "units", str(path)])
         assert result.exit_code == 1 and words in result.output, (name, result.output)
