@@ -103,6 +103,8 @@ ACCESS: dict[str, str] = {
     "POST /api/plans/<int:plan_id>/split": EDITORS,
     "POST /api/plans/<int:plan_id>/merge": EDITORS,
     "POST /api/plans/<int:plan_id>/rename": EDITORS,
+    "POST /api/plans/<int:plan_id>/undo": EDITORS,
+    "POST /api/plans/<int:plan_id>/redo": EDITORS,
     "POST /api/plans/<int:plan_id>/duplicate": EDITORS,
     "POST /api/plans/<int:plan_id>/rebase": EDITORS,
     "POST /api/plans/<int:plan_id>/status": EDITORS,
