@@ -20,6 +20,7 @@ cell and belong to that community's or street's supervisors.
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -246,6 +247,19 @@ def _number(value, what: str, low: float, high: float) -> float:
     return number
 
 
+#: what XML 1.0 forbids (its ``Char`` production): C0 controls but tab, newline and carriage
+#: return, lone surrogates, U+FFFE and U+FFFF. One of them in a description made the whole
+#: Open311 XML feed ill-formed, so no text of a case keeps one.
+XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def plain_text(value: str) -> str:
+    """``value`` without the characters XML 1.0 forbids (control characters a copy and paste
+    brings along): what every text of a case is stored as, whichever way it came in (the API,
+    the report form, Open311, a 311 import)."""
+    return XML_FORBIDDEN.sub("", value)
+
+
 def _text(value, what: str, limit: int, required: bool = False) -> str | None:
     if value is None or value == "":
         if required:
@@ -253,7 +267,7 @@ def _text(value, what: str, limit: int, required: bool = False) -> str | None:
         return None
     if not isinstance(value, str):
         raise Refused(_("{what} must be text", what=what))
-    value = value.strip()
+    value = plain_text(value).strip()
     if len(value) > limit:
         raise Refused(_("{what} is {n_value} characters long; at most {limit}",
                         what=what, n_value=len(value), limit=limit))
@@ -382,7 +396,7 @@ def act(engine: Engine, account: Account, code: str, data: dict, *, now: datetim
     if not isinstance(data, dict):
         raise Refused(_("send a JSON object"))
     action = data.get("action")
-    if action not in TRANSITIONS:
+    if not isinstance(action, str) or action not in TRANSITIONS:  # a list or object is no action
         raise Refused(_("unknown action {action}: use one of {p2}",
                         action=repr(action), p2=', '.join(TRANSITIONS)))
     version = data.get("version")
@@ -550,6 +564,8 @@ def assign_cells(
     does it; a cell must exist and lie within the user's scope. Returns the user's cells."""
     if actor.role not in ("admin", "planner"):
         raise Forbidden(_("role {role} may not assign supervisors", role=actor.role))
+    if not isinstance(user, str) or not user.strip():  # a list here reached the database (503)
+        raise Refused(_("user is the name of a supervisor"))
     target = find_user(engine, name=user)
     if target is None:
         raise NotFound(_("no user {user}", user=repr(user)))

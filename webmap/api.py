@@ -13,12 +13,15 @@ from geodata.errors import Refused
 from geodata.store import search_layer, unit_totals
 from layers import incidents
 from layers.communities import bounds
-from webmap import features
+from webmap import features, params
 from webmap.auth import current_account, require
 from webmap.extensions import engine
 from webmap.responses import conditional
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+# strict JSON bodies and path ids in range hold for every route of the app, not only this
+# blueprint's: installed once, when the app registers the API
+bp.record_once(lambda state: params.install(state.app))
 
 
 def _respond(result) -> Response:
