@@ -145,8 +145,7 @@ def api_report():
         if photo is not None:  # refuse a bad photo before the case is stored
             if len(photo[0]) > incidents.photo_limit(engine()):
                 raise incidents.PhotoTooLarge(f"the photo is {len(photo[0]) / 1048576:.1f} MB; too big")
-            if incidents.image_type(photo[0]) is None:
-                raise Refused("not a JPEG, PNG or WebP image")
+            photo = incidents.prepare_photo(photo[0]), photo[1]
     else:
         data = _json()
     case, duplicates = incidents.report(engine(), account, data)

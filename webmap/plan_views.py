@@ -16,12 +16,13 @@ from flask import Blueprint, after_this_request, render_template, request, send_
 
 from geodata import jobs, plan_rows
 from geodata.catalog import is_code
-from geodata.errors import NotFound, Refused
+from geodata.errors import Refused
 from geodata.i18n import N_, _
 from geodata.store import read_layer
 from layers import plan_documents, plan_edits, plan_workflow
 from layers.communities import bounds
 from webmap import params as parse
+from webmap.api import job_author, visible_job
 from webmap.auth import current_account, require
 from webmap.extensions import engine, plans
 from webmap.maps import build_map, render_map
@@ -170,13 +171,11 @@ def api_create():
 @bp.get("/api/jobs/<int:job_id>")
 @require(api=True)
 def api_job(job_id: int):
-    job = jobs.get_job(engine(), job_id)
     account = current_account()
-    params = (job["params"] or {}) if job else {}
-    # a job's parameters (a server folder, who started it) are for its author and admins
-    owner = params.get("author") or params.get("actor")
-    if job is None or (account.role != "admin" and owner not in (None, account.name)):
-        raise NotFound(f"no job {job_id}")
+    job = visible_job(account, job_id)
+    if account.role != "admin" and job_author(job) != account.name:
+        # a job's parameters (a server folder, who started it) are for its author and admins
+        job = {k: v for k, v in job.items() if k not in ("params", "worker")}
     return jsonify({k: (v.isoformat(timespec="seconds") if hasattr(v, "isoformat") else v)
                     for k, v in job.items()})
 
