@@ -260,7 +260,8 @@ def _out_of_range(key: str, value, where: str, field: str | None, problems: list
         if isinstance(limits, dict):
             limits = limits.get(field or "")
         if limits is not None and not limits[0] <= value <= limits[1]:
-            problems.append(_("{where}: {value} is outside the range {low}–{high}", where=where, value=value,
+            shown = str(value) if abs(value) < 1e15 else format(float(value), "g")  # not 309 digits
+            problems.append(_("{where}: {value} is outside the range {low}–{high}", where=where, value=shown,
                               low=format(limits[0], "g"), high=format(limits[1], "g")))
 
 
