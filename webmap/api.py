@@ -129,7 +129,9 @@ def may_see_job(account: Account, job: dict) -> bool:
         return False
     area = (job.get("params") or {}).get("street")
     scope = account.scope_code
-    return not scope or len(scope) <= 6 if area is None else not scope or str(area).startswith(scope)
+    if not scope:
+        return True
+    return len(scope) <= 6 if area is None else str(area).startswith(scope)
 
 
 def visible_job(account: Account, job_id: int, kind: str | None = None) -> dict:
