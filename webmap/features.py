@@ -172,9 +172,12 @@ def _parse_int(args: dict, key: str, default: int, low: int, high: int) -> int:
     if text is None or text == "":
         return default
     try:
-        return params.whole(text, key, low, high)
-    except Refused as exc:
-        raise ApiError(400, "InvalidParameterValue", str(exc)) from None
+        value = params.whole(text, key)
+    except Refused:
+        raise ApiError(400, "InvalidParameterValue", f"{key} {text!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ApiError(400, "InvalidParameterValue", f"{key} must be between {low} and {high}")
+    return value
 
 
 def _parse_datetime(text: str) -> tuple[datetime | None, datetime | None]:
@@ -187,8 +190,9 @@ def _parse_datetime(text: str) -> tuple[datetime | None, datetime | None]:
             return None
         try:
             stamp = params.moment(value, "datetime")
-        except Refused as exc:
-            raise ApiError(400, "InvalidParameterValue", str(exc)) from None
+        except Refused:
+            raise ApiError(400, "InvalidParameterValue", f"datetime {value!r} is not RFC 3339 from "
+                           f"{params.FIRST_DAY} to {params.LAST_DAY}") from None
         if stamp.tzinfo is not None:  # stored times are local (China Standard Time)
             stamp = stamp.astimezone(LOCAL_TIME).replace(tzinfo=None)
         return stamp
@@ -218,7 +222,11 @@ def _filter_value(key: str, dtype: str, value: str):
                 raise Refused(f"{key} is true or false")
             return value.lower() in ("true", "1")
     except Refused as exc:
-        raise ApiError(400, "InvalidParameterValue", str(exc)) from None
+        message = str(exc)
+        if dtype in ("int", "float"):
+            whole = " (a whole one, within 64 bits)" if dtype == "int" else ""
+            message = f"{key} {value!r} is not a number{whole}"
+        raise ApiError(400, "InvalidParameterValue", message) from None
     return value
 
 
