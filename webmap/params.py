@@ -34,6 +34,7 @@ FIRST_DAY = date(1900, 1, 1)
 LAST_DAY = date(2199, 12, 31)
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_WHOLE = re.compile("[+-]?[0-9]{1,20}")
 
 
 def whole(value: Any, what: str, low: int = -MAX_INT, high: int = MAX_INT) -> int:
@@ -41,7 +42,7 @@ def whole(value: Any, what: str, low: int = -MAX_INT, high: int = MAX_INT) -> in
     ``low`` to ``high``; 400 otherwise."""
     if isinstance(value, str):
         text = value.strip()
-        if not (text.lstrip("+-").isascii() and text.lstrip("+-").isdigit()) or len(text) > 20:
+        if not _WHOLE.fullmatch(text):  # ASCII digits only: int() would take "١٢" and "1_000"
             raise Refused(_("{what} must be a whole number from {low} to {high}, not {value}",
                             what=what, low=low, high=high, value=repr(value[:40])))
         value = int(text)
