@@ -28,8 +28,6 @@ from geodata.standards import DEFAULT_SETTINGS
 CHOICES: dict[str, tuple[str, ...]] = {
     "basemap": ("none", "osm", "tianditu", "gaode", "local"),
 }
-#: Settings whose number must lie in a range (a session of 0 hours would sign everyone out).
-RANGES: dict[str, tuple[float, float]] = {"session_hours": (1, 744)}
 #: Defaults of settings that have no row (databases made before the row was added).
 FALLBACKS: dict[str, object] = {"basemap": "none", "session_hours": 8}
 SOURCE_LENGTH = 2000
@@ -225,15 +223,62 @@ def _difference(before, after) -> dict:
     return {"before": before, "after": after}
 
 
+#: The range each numeric setting may take (every number of it, or per field of its records
+#: and tables): a value outside is a typing error that would break what reads it (a photo limit
+#: of 1e308 MB made every upload fail). Settings not named here are only held to finite numbers.
+RANGES: dict[str, tuple[float, float] | dict[str, tuple[float, float]]] = {
+    "households_min": (1, 100_000),
+    "households_max": (1, 100_000),
+    "grid_households": (1, 100_000),
+    "grid_area_m2": (100, 10_000_000),
+    "community_floor_area_m2": (0, 1_000_000),
+    "service_area_per_100_households_m2": (0, 100_000),
+    "people_per_household": (0.5, 20),
+    "facility_reach_m": (1, 50_000),
+    "facility_standards": {"reach_m": (1, 50_000), "min_floor_area_m2": (0, 1_000_000),
+                           "floor_area_per_100_households_m2": (0, 100_000),
+                           "households_per_facility": (0, 10_000_000)},
+    "incident_categories": {"limit_hours": (0.1, 8760), "limit_days": (0.1, 365)},
+    "rate_targets": (0, 1),
+    "working_calendar": {"weekdays": (1, 7)},
+    "duplicate_distance_m": (0, 10_000),
+    "photo_max_mb": (1, 50),
+    "session_hours": (1, 744),  # a session of 0 hours would sign everyone out
+    "unit_households_max": (1, 2**31 - 1),
+    "unit_population_max": (1, 2**31 - 1),
+    "import_region": {"lon_min": (-180, 180), "lon_max": (-180, 180),
+                      "lat_min": (-90, 90), "lat_max": (-90, 90)},
+}
+
+
+def _out_of_range(key: str, value, where: str, field: str | None, problems: list[str]) -> None:
+    """Each number of ``value`` checked against :data:`RANGES` for ``key`` (and the field it
+    stands in, for records and tables)."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            _out_of_range(key, item, f"{where}.{name}", name, problems)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _out_of_range(key, item, f"{where}[{i + 1}]", field, problems)
+    elif _is_number(value) and math.isfinite(value):
+        limits = RANGES.get(key)
+        if isinstance(limits, dict):
+            limits = limits.get(field or "")
+        if limits is not None and not limits[0] <= value <= limits[1]:
+            shown = str(value) if abs(value) < 1e15 else format(float(value), "g")  # not 309 digits
+            problems.append(_("{where}: {value} is outside the range {low}–{high}", where=where, value=shown,
+                              low=format(limits[0], "g"), high=format(limits[1], "g")))
+
+
 def check_value(key: str, old, new):
-    """``new`` normalised, or :class:`Refused` naming every way it breaks ``old``'s shape."""
+    """``new`` normalised, or :class:`Refused` naming every way it breaks ``old``'s shape or
+    the setting's range (:data:`RANGES`)."""
     problems: list[str] = []
     defaults = next((row["value"] for row in DEFAULT_SETTINGS if row["key"] == key), None)
     value = _check(old, new, key, problems, set(defaults) if isinstance(defaults, dict) else None)
     if key in CHOICES and value not in CHOICES[key]:
         problems.append(f"{key}: {value!r} is not one of {', '.join(CHOICES[key])}")
-    if key in RANGES and _is_number(value) and not RANGES[key][0] <= value <= RANGES[key][1]:
-        problems.append(f"{key}: {value} is outside {RANGES[key][0]:g}–{RANGES[key][1]:g}")
+    _out_of_range(key, value, key, None, problems)
     if problems:
         raise Refused("; ".join(problems), problems=problems)
     return value

@@ -20,6 +20,8 @@ cell and belong to that community's or street's supervisors.
 from __future__ import annotations
 
 import math
+import re
+import struct
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -246,6 +248,19 @@ def _number(value, what: str, low: float, high: float) -> float:
     return number
 
 
+#: what XML 1.0 forbids (its ``Char`` production): C0 controls but tab, newline and carriage
+#: return, lone surrogates, U+FFFE and U+FFFF. One of them in a description made the whole
+#: Open311 XML feed ill-formed, so no text of a case keeps one.
+XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def plain_text(value: str) -> str:
+    """``value`` without the characters XML 1.0 forbids (control characters a copy and paste
+    brings along): what every text of a case is stored as, whichever way it came in (the API,
+    the report form, Open311, a 311 import)."""
+    return XML_FORBIDDEN.sub("", value)
+
+
 def _text(value, what: str, limit: int, required: bool = False) -> str | None:
     if value is None or value == "":
         if required:
@@ -253,7 +268,7 @@ def _text(value, what: str, limit: int, required: bool = False) -> str | None:
         return None
     if not isinstance(value, str):
         raise Refused(_("{what} must be text", what=what))
-    value = value.strip()
+    value = plain_text(value).strip()
     if len(value) > limit:
         raise Refused(_("{what} is {n_value} characters long; at most {limit}",
                         what=what, n_value=len(value), limit=limit))
@@ -382,7 +397,7 @@ def act(engine: Engine, account: Account, code: str, data: dict, *, now: datetim
     if not isinstance(data, dict):
         raise Refused(_("send a JSON object"))
     action = data.get("action")
-    if action not in TRANSITIONS:
+    if not isinstance(action, str) or action not in TRANSITIONS:  # a list or object is no action
         raise Refused(_("unknown action {action}: use one of {p2}",
                         action=repr(action), p2=', '.join(TRANSITIONS)))
     version = data.get("version")
@@ -485,47 +500,197 @@ def image_type(data: bytes) -> tuple[str, str] | None:
     return None
 
 
-def photo_limit(engine: Engine) -> int:
-    """The largest photo accepted, in bytes (setting ``photo_max_mb``)."""
-    with engine.connect() as conn:
-        return int(float(get_setting(conn, "photo_max_mb")) * 1024 * 1024)
+#: the most pixels a photo may have: a phone's camera takes 12–50 million, and a photo of
+#: 30,000 × 30,000 (a few kilobytes of PNG) would take gigabytes to decode — refused from the
+#: file's header, before anything is decoded
+MAX_PHOTO_PIXELS = 40_000_000
+#: the longest side of a stored photo, in pixels: what a phone's screen shows of a case
+PHOTO_SIDE = 2048
+PHOTO_QUALITY = 85
+#: the GDAL driver that decodes each accepted type (no other driver ever reads an upload)
+_DRIVERS = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP"}
+#: JPEG start-of-frame markers (they carry the size); C4, C8 and CC are other segments
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-def add_photo(
-    engine: Engine, account: Account, code: str, data: bytes, filename: str | None, folder: Path
-) -> dict:
-    """Keep a photo of case ``code`` in ``folder`` (outside the database) and its metadata in it."""
-    case = visible_case(engine, account, code)
-    if account.role not in ACTORS:
-        raise Forbidden(_("role {role} may not add photos", role=account.role))
-    limit = photo_limit(engine)
-    if len(data) > limit:
-        raise PhotoTooLarge(_("the photo is {p1} MB; at most {p2} MB",
-                              p1=format(len(data) / 1048576, '.1f'), p2=format(limit / 1048576, '.0f')))
-    if not data:
-        raise Refused(_("the photo is empty"))
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a JPEG, PNG or WebP image as its header states them, without decoding
+    it; None when the header cannot be read."""
+    kind = image_type(data)
+    if kind is None:
+        return None
+    try:
+        if kind[0] == "image/png":
+            if data[12:16] != b"IHDR":
+                return None
+            return struct.unpack(">II", data[16:24])
+        if kind[0] == "image/webp":
+            chunk = data[12:16]
+            if chunk == b"VP8 ":
+                w, h = struct.unpack("<HH", data[26:30])
+                return w & 0x3FFF, h & 0x3FFF
+            if chunk == b"VP8L":
+                bits = int.from_bytes(data[21:25], "little")
+                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+            if chunk == b"VP8X":
+                return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+            return None
+        at = 2  # JPEG: walk the segments to the first start of frame
+        while at + 4 <= len(data):
+            if data[at] != 0xFF:
+                return None
+            marker = data[at + 1]
+            if marker == 0xFF:  # fill byte
+                at += 1
+                continue
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                at += 2
+                continue
+            length = struct.unpack(">H", data[at + 2:at + 4])[0]
+            if marker in _SOF:
+                height, width = struct.unpack(">HH", data[at + 5:at + 9])
+                return width, height
+            at += 2 + length
+    except struct.error:
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A photo as gridplan keeps it: a JPEG without metadata, upright, at most
+    :data:`PHOTO_SIDE` pixels on its longest side."""
+
+    jpeg: bytes
+    width: int
+    height: int
+
+
+def _upright(pixels: np.ndarray, orientation: str | None) -> np.ndarray:
+    """Pixels (bands, rows, columns) turned as the EXIF orientation (1–8) says the camera
+    held them: the orientation goes with the rest of the metadata."""
+    turns = {"2": lambda a: a[:, :, ::-1],  # mirrored
+             "3": lambda a: a[:, ::-1, ::-1],  # upside down
+             "4": lambda a: a[:, ::-1, :],  # mirrored upside down
+             "5": lambda a: a.transpose(0, 2, 1),
+             "6": lambda a: a.transpose(0, 2, 1)[:, :, ::-1],  # a quarter turn clockwise
+             "7": lambda a: a.transpose(0, 2, 1)[:, ::-1, ::-1],
+             "8": lambda a: a.transpose(0, 2, 1)[:, ::-1, :]}  # a quarter turn anticlockwise
+    turn = turns.get((orientation or "1").strip())
+    return np.ascontiguousarray(turn(pixels)) if turn else pixels
+
+
+def _as_rgb(src, pixels: np.ndarray) -> np.ndarray:
+    """8-bit grey or RGB pixels from whatever the image holds (a palette, 16 bits, an alpha
+    channel laid on white)."""
+    from rasterio.enums import ColorInterp
+
+    interp = list(src.colorinterp)
+    if interp and interp[0] == ColorInterp.palette:
+        table = np.zeros((256, 4), dtype=np.uint8)
+        for index, colour in src.colormap(1).items():
+            if 0 <= index < 256:
+                table[index] = colour
+        pixels = np.moveaxis(table[pixels[0].astype(np.intp).clip(0, 255)], -1, 0)
+        interp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    if pixels.dtype != np.uint8:
+        top = 65535 if pixels.dtype == np.uint16 else max(float(np.nanmax(pixels)), 1.0)
+        pixels = (pixels.astype(np.float64) * (255.0 / top)).clip(0, 255).astype(np.uint8)
+    alpha = interp.index(ColorInterp.alpha) if ColorInterp.alpha in interp else None
+    colour = [i for i in range(pixels.shape[0]) if i != alpha][:3]
+    out = pixels[colour] if len(colour) in (1, 3) else pixels[colour[:1]]
+    if alpha is not None:
+        weight = pixels[alpha].astype(np.float64) / 255.0
+        out = (out * weight + 255.0 * (1.0 - weight)).round().astype(np.uint8)
+    return out
+
+
+def prepare_photo(data: bytes) -> Photo:
+    """The photo to keep from an upload: refused unless a JPEG, PNG or WebP image that decodes,
+    refused past :data:`MAX_PHOTO_PIXELS` (from its header, before decoding), turned upright,
+    made at most :data:`PHOTO_SIDE` pixels on its longest side and re-encoded as a JPEG without
+    any metadata — no EXIF, so no GPS position, camera or time travels with it."""
+    import warnings
+
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.errors import RasterioError
+    from rasterio.io import MemoryFile
+
     kind = image_type(data)
     if kind is None:
         raise Refused(_("not a JPEG, PNG or WebP image"))
+    size = image_size(data)
+    if size is None or min(size) < 1:
+        raise Refused(_("the photo is damaged: its size cannot be read"))
+    width, height = size
+    if width * height > MAX_PHOTO_PIXELS:
+        raise Refused(_("the photo is {width} × {height} pixels; at most {limit} million pixels",
+                        width=width, height=height, limit=MAX_PHOTO_PIXELS // 1_000_000))
+    scale = min(1.0, PHOTO_SIDE / max(width, height))
+    out_w, out_h = max(1, round(width * scale)), max(1, round(height * scale))
+    try:
+        with warnings.catch_warnings(), rasterio.Env(GDAL_PAM_ENABLED="NO", GDAL_JPEG_TO_RGB="YES"):
+            warnings.simplefilter("ignore")  # "not georeferenced": a photo never is
+            with MemoryFile(data) as upload, upload.open(driver=_DRIVERS[kind[0]]) as src:
+                if (src.width, src.height) != (width, height):
+                    raise Refused(_("the photo is damaged: its size cannot be read"))
+                pixels = src.read(out_shape=(src.count, out_h, out_w), resampling=Resampling.average)
+                pixels = _upright(_as_rgb(src, pixels), src.tags().get("EXIF_Orientation"))
+            with MemoryFile() as stored:
+                with stored.open(driver="JPEG", width=pixels.shape[2], height=pixels.shape[1],
+                                 count=pixels.shape[0], dtype="uint8", QUALITY=PHOTO_QUALITY) as dst:
+                    dst.write(pixels)
+                jpeg = stored.read()
+    except RasterioError:
+        raise Refused(_("the photo is damaged: it cannot be decoded")) from None
+    return Photo(jpeg, int(pixels.shape[2]), int(pixels.shape[1]))
+
+
+def photo_limit(engine: Engine) -> int:
+    """The largest upload accepted as a photo, in bytes (setting ``photo_max_mb``; a value stored
+    past the settings' checks counts as at most 50 MB)."""
+    with engine.connect() as conn:
+        megabytes = float(get_setting(conn, "photo_max_mb"))
+    return int(min(megabytes, 50.0) * 1024 * 1024) if math.isfinite(megabytes) else 8 * 1024 * 1024
+
+
+def add_photo(
+    engine: Engine, account: Account, code: str, data: bytes | Photo, filename: str | None, folder: Path
+) -> dict:
+    """Keep a photo of case ``code`` in ``folder`` (outside the database) and its metadata in it:
+    as :func:`prepare_photo` makes it (``data`` the upload, or a photo prepared already)."""
+    case = visible_case(engine, account, code)
+    if account.role not in ACTORS:
+        raise Forbidden(_("role {role} may not add photos", role=account.role))
+    if not isinstance(data, Photo):
+        limit = photo_limit(engine)
+        if len(data) > limit:
+            raise PhotoTooLarge(_("the photo is {p1} MB; at most {p2} MB",
+                                  p1=format(len(data) / 1048576, '.1f'), p2=format(limit / 1048576, '.0f')))
+        if not data:
+            raise Refused(_("the photo is empty"))
+        data = prepare_photo(data)
     folder.mkdir(parents=True, exist_ok=True)
-    stored = uuid.uuid4().hex + kind[1]
-    (folder / stored).write_bytes(data)
+    stored = uuid.uuid4().hex + ".jpg"
+    (folder / stored).write_bytes(data.jpeg)
     try:
         with engine.begin() as conn:
             photo_id = rows.add_photo(
                 conn,
                 case["id"],
                 stored_name=stored,
-                content_type=kind[0],
-                size=len(data),
-                original_name=(filename or "")[:200] or None,
+                content_type="image/jpeg",
+                size=len(data.jpeg),
+                original_name=plain_text(filename or "")[:200] or None,
                 step=case["status"],
                 uploaded_by=account.name,
             )
     except Exception:
         (folder / stored).unlink(missing_ok=True)
         raise
-    return {"id": photo_id, "content_type": kind[0], "size": len(data)}
+    return {"id": photo_id, "content_type": "image/jpeg", "size": len(data.jpeg),
+            "width": data.width, "height": data.height}
 
 
 def photo_file(engine: Engine, account: Account, code: str, photo_id: int, folder: Path) -> tuple[Path, str]:
@@ -550,6 +715,8 @@ def assign_cells(
     does it; a cell must exist and lie within the user's scope. Returns the user's cells."""
     if actor.role not in ("admin", "planner"):
         raise Forbidden(_("role {role} may not assign supervisors", role=actor.role))
+    if not isinstance(user, str) or not user.strip():  # a list here reached the database (503)
+        raise Refused(_("user is the name of a supervisor"))
     target = find_user(engine, name=user)
     if target is None:
         raise NotFound(_("no user {user}", user=repr(user)))

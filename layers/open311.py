@@ -183,9 +183,12 @@ def to_xml(root: str, item: str, records: list[dict]) -> bytes:
             child = ElementTree.SubElement(node, key)
             if isinstance(value, list):
                 for v in value:
-                    ElementTree.SubElement(child, "value").text = str(v)
+                    ElementTree.SubElement(child, "value").text = incidents.plain_text(str(v))
             elif value is not None:
-                child.text = str(value).lower() if isinstance(value, bool) else str(value)
+                # what XML forbids is left out, so a text stored before (or a category's name)
+                # cannot make the whole feed ill-formed
+                shown = str(value).lower() if isinstance(value, bool) else str(value)
+                child.text = incidents.plain_text(shown)
     return b'<?xml version="1.0" encoding="utf-8"?>' + ElementTree.tostring(top, encoding="utf-8")
 
 
@@ -328,7 +331,7 @@ def import_requests(
                 end = reported
             values = {
                 "category": category,
-                "description": (f"{r['service_name']}: {r['description']}")[:2000],
+                "description": incidents.plain_text(f"{r['service_name']}: {r['description']}")[:2000],
                 "status": "closed" if closed else "dispatched",
                 "reported_at": reported,
                 "filed_at": reported,
@@ -354,7 +357,8 @@ def import_requests(
                 ("closed", end, r.get("status_notes") or None),
             ):
                 if at is not None:
-                    rows.add_step(conn, case["id"], step, at, actor, (note or "")[:1000] or None)
+                    rows.add_step(conn, case["id"], step, at, actor,
+                                  incidents.plain_text(note or "")[:1000] or None)
             counts["imported"] += 1
             counts["closed" if closed else "open"] += 1
             counts["categories"][category] = counts["categories"].get(category, 0) + 1

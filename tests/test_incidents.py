@@ -24,13 +24,12 @@ from layers import incidents, rates
 from layers.demo import write_demo
 from layers.incidents import TRANSITIONS, IllegalTransition, VersionConflict
 from layers.working_time import WorkingCalendar
+from tests.images import JPEG, PNG
 from tests.webhelpers import csrf_token, make_accounts, sign_in
 from webmap import create_app
 
 CITY = WorkingCalendar.from_setting(WORKING_CALENDAR)
 T0 = datetime(2026, 11, 2, 9, 0)  # a Monday morning
-PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
-JPEG = b"\xff\xd8\xff\xe0" + b"\0" * 64
 
 
 # --- the clock -------------------------------------------------------------------------------
@@ -668,11 +667,12 @@ def test_photos_checked_stored_outside_and_served_only_in_scope(site, tmp_path):
     code = report.json["code"]
     photo = report.json["photos"][0]
     stored = list((tmp_path / "photos").iterdir())
-    assert len(stored) == 1 and stored[0].read_bytes() == JPEG
+    # kept as a JPEG gridplan encoded (tests/test_trust.py: without metadata, resized)
+    assert len(stored) == 1 and stored[0].read_bytes()[:3] == b"\xff\xd8\xff"
     case = client.get(f"/api/incidents/{code}", headers=bearer(site)).json
     url = case["photos"][0]["url"]
     got = client.get(url, headers=bearer(site))
-    assert got.status_code == 200 and got.data == JPEG and got.mimetype == "image/jpeg"
+    assert got.status_code == 200 and got.data == stored[0].read_bytes() and got.mimetype == "image/jpeg"
     assert photo["content_type"] == "image/jpeg"
     # another community's supervisor sees neither the case nor its photo
     other_scope = site["other"]["code"].iloc[0][:12]
@@ -687,7 +687,7 @@ def test_photos_checked_stored_outside_and_served_only_in_scope(site, tmp_path):
         data={"photo": (io.BytesIO(PNG), "b.png")},
         content_type="multipart/form-data",
     )
-    assert added.status_code == 201 and added.json["content_type"] == "image/png"
+    assert added.status_code == 201 and added.json["content_type"] == "image/jpeg"  # a PNG too
     bad = client.post(
         f"/api/incidents/{code}/photos",
         headers=bearer(site),

@@ -12,10 +12,10 @@ from werkzeug.serving import make_server
 
 from geodata.db import get_engine
 from layers.demo import write_demo
+from tests.images import JPEG
 from tests.webhelpers import PASSWORD, make_accounts
 from webmap import create_app
 
-JPEG = b"\xff\xd8\xff\xe0" + b"\0" * 256
 EVIL = "<img src=x onerror=alert(1)>"
 
 

@@ -13,11 +13,11 @@ import pytest
 from sqlalchemy import text
 
 from layers.demo import write_demo
+from tests.images import JPEG
 from tests.test_access_matrix import ACCESS, routes
 from tests.webhelpers import csrf_token, make_accounts, sign_in, signed_in, snapshot
 from webmap import create_app
 
-JPEG = b"\xff\xd8\xff\xe0" + b"\0" * 64
 #: tables a refused request may rightly write: who asked is recorded, sign-ins are counted
 NOISE = ("audit_log", "rate_limits")
 NO_CASE = "20991231999999"  # a code no case has

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from geodata.errors import Refused
+from geodata import jobs
+from geodata.accounts import Account
+from geodata.errors import NotFound, Refused
+from geodata.i18n import _
 from geodata.store import search_layer, unit_totals
-from layers import incidents
+from layers import coverage, incidents
 from layers.communities import bounds
-from webmap import features
+from webmap import features, params
 from webmap.auth import current_account, require
 from webmap.extensions import engine
 from webmap.responses import conditional
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+# strict JSON bodies and path ids in range hold for every route of the app, not only this
+# blueprint's: installed once, when the app registers the API
+bp.record_once(lambda state: params.install(state.app))
 
 
 def _respond(result) -> Response:
@@ -96,3 +102,42 @@ def incident_history(code: str):
     in a community or street under their scope)."""
     _, steps, _ = incidents.history(engine(), current_account(), code)
     return jsonify(code=code, steps=steps)
+
+
+# --- background jobs ---------------------------------------------------------------------------
+
+#: who may follow a job besides its author and the administrators: the roles that may read what
+#: it computes (a coverage report, a plan). An import (its server folder, its file) is its
+#: author's and the administrators' alone.
+JOB_READERS: dict[str, tuple[str, ...]] = {coverage.JOB_KIND: ("planner", "viewer"),
+                                          "auto_plan": ("planner", "viewer")}
+
+
+def job_author(job: dict) -> str | None:
+    """Who started ``job`` (each kind names them in its own parameter)."""
+    params = job.get("params") or {}
+    return params.get("author") or params.get("actor") or params.get("by")
+
+
+def may_see_job(account: Account, job: dict) -> bool:
+    """Whether ``account`` may follow ``job``: its author, an administrator, or a reader of what
+    it computes whose scope covers the job's (a street's job: an account of that street or
+    above; a whole district's job: an account without a narrower scope)."""
+    if account.role == "admin" or job_author(job) == account.name:
+        return True
+    if account.role not in JOB_READERS.get(job["kind"], ()):
+        return False
+    area = (job.get("params") or {}).get("street")
+    scope = account.scope_code
+    if not scope:
+        return True
+    return len(scope) <= 6 if area is None else str(area).startswith(scope)
+
+
+def visible_job(account: Account, job_id: int, kind: str | None = None) -> dict:
+    """Job ``job_id`` (of ``kind``, when given) for those who may follow it; to anyone else
+    it does not exist (404, as for an id never given)."""
+    job = jobs.get_job(engine(), job_id)
+    if job is None or (kind is not None and job["kind"] != kind) or not may_see_job(account, job):
+        raise NotFound(_("no job {job_id}", job_id=job_id))
+    return job

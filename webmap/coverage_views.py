@@ -37,6 +37,7 @@ from geodata.exporter import FORMATS, ExportError, write_frame
 from geodata.i18n import _
 from geodata.store import layer_extent, read_layer
 from layers import coverage, siting
+from webmap.api import visible_job
 from webmap.auth import current_account, require
 from webmap.extensions import engine
 from webmap.i18n import facility_kind_name, life_circle
@@ -200,9 +201,7 @@ def api_start_job():
 @require(*READERS, api=True)
 def api_job(job_id: int):
     """A report job: its status and progress, and the report once done."""
-    job = jobs.get_job(engine(), job_id)
-    if job is None or job["kind"] != coverage.JOB_KIND:
-        raise NotFound(f"no coverage job {job_id}")
+    job = visible_job(current_account(), job_id, coverage.JOB_KIND)
     return _json({"job": job_id, "status": job["status"], "progress": job["progress"],
                   "message": job["message"], "report": job["result"] if job["status"] == "done" else None})
 

@@ -16,22 +16,26 @@ import csv
 import io
 import json
 import math
+import sys
 from dataclasses import dataclass
 from datetime import date, datetime
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import numpy as np
-import pandas as pd
 import shapely
 from sqlalchemy import Engine
 
 from geodata.accounts import Account
 from geodata.catalog import LAYERS, get_layer
 from geodata.crs import wgs84_to_gcj02
+from geodata.errors import Refused
 from geodata.spreadsheet import cell
-from geodata.store import count_layer, layer_extent, read_records
+from geodata.store import count_layer, layer_extent, read_layer, read_records
 from layers.communities import numbers
 from layers.coverage import BLIND_SPOT
+from layers.grid_cells import cell_of_units
+from webmap import params
 
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 1_000
@@ -56,6 +60,10 @@ COLLECTIONS: dict[str, Collection] = {
 #: What a supervisor's scope code limits in each collection: (field, digits of that level).
 SCOPED = {"grid_cells": ("code", 15), "incidents": ("grid_code", 15), "communities": ("code", 12),
           "units": ("community_code", 12), "facilities": ("community_code", 12)}
+#: layers whose features carry no cell code: a cell's supervisor sees those in the cell
+CELL_MEMBERS = ("units", "facilities")
+#: stored times are the city's local time (China Standard Time)
+LOCAL_TIME = ZoneInfo("Asia/Shanghai")
 
 
 class ApiError(Exception):
@@ -81,14 +89,35 @@ def _collection(name: str) -> Collection:
     return COLLECTIONS[name]
 
 
-def scope_filter(collection: Collection, account: Account) -> dict[str, str]:
-    """The code prefix a supervisor is limited to in ``collection`` (403 where none applies)."""
+def scope_filters(engine: Engine, collection: Collection, account: Account) -> dict[str, dict]:
+    """The filters that keep a supervisor inside their scope in ``collection`` (403 where none
+    applies): the codes under their scope; and for a supervisor of one grid cell, whose units
+    and facilities carry only a community code, those in the cell (:func:`cell_members`)."""
     if account.role != "supervisor":
         return {}
     if collection.name not in SCOPED:
         raise ApiError(403, "Forbidden", f"a supervisor's scope does not cover {collection.name}")
     field, digits = SCOPED[collection.name]
-    return {field: account.scope_code[:digits]}
+    filters = {"prefix": {field: account.scope_code[:digits]}}
+    if collection.layer in CELL_MEMBERS and len(account.scope_code) > 12:
+        filters["isin"] = {"code": cell_members(engine, collection.layer, account.scope_code)}
+    return filters
+
+
+def cell_members(engine: Engine, layer: str, cell: str) -> list[str]:
+    """The codes of ``layer``'s features in grid cell ``cell``: the units whose inside point
+    lies in it (the rule cells are built by), the facilities standing in it."""
+    cells = read_layer(engine, "grid_cells", where={"code": cell})
+    if cells.empty:
+        return []
+    features = read_layer(engine, layer, prefix={"community_code": cell[:12]})
+    if features.empty:
+        return []
+    if layer == "units":
+        held = cell_of_units(features, cells)
+        return sorted(held.index[held == cell].astype(str))
+    inside = shapely.covers(cells.geometry.values[0], features.geometry.values)
+    return sorted(features["code"][inside].astype(str))
 
 
 def collections(engine: Engine, base: str, account: Account):
@@ -116,7 +145,8 @@ def _describe(engine: Engine, collection: Collection, base: str) -> dict:
 
 def collection(engine: Engine, name: str, base: str, account: Account):
     coll = _collection(name)
-    scope_filter(coll, account)
+    if account.role == "supervisor" and coll.name not in SCOPED:
+        raise ApiError(403, "Forbidden", f"a supervisor's scope does not cover {coll.name}")
     return _json(_describe(engine, coll, base))
 
 
@@ -142,8 +172,8 @@ def _parse_int(args: dict, key: str, default: int, low: int, high: int) -> int:
     if text is None or text == "":
         return default
     try:
-        value = int(text)
-    except ValueError:
+        value = params.whole(text, key)
+    except Refused:
         raise ApiError(400, "InvalidParameterValue", f"{key} {text!r} is not a whole number") from None
     if not low <= value <= high:
         raise ApiError(400, "InvalidParameterValue", f"{key} must be between {low} and {high}")
@@ -159,20 +189,48 @@ def _parse_datetime(text: str) -> tuple[datetime | None, datetime | None]:
         if value in ("", ".."):
             return None
         try:
-            stamp = pd.Timestamp(value)
-        except ValueError:
-            raise ApiError(400, "InvalidParameterValue", f"datetime {value!r} is not RFC 3339") from None
+            stamp = params.moment(value, "datetime")
+        except Refused:
+            raise ApiError(400, "InvalidParameterValue", f"datetime {value!r} is not RFC 3339 from "
+                           f"{params.FIRST_DAY} to {params.LAST_DAY}") from None
         if stamp.tzinfo is not None:  # stored times are local (China Standard Time)
-            stamp = stamp.tz_convert("Asia/Shanghai").tz_localize(None)
-        return stamp.to_pydatetime()
+            stamp = stamp.astimezone(LOCAL_TIME).replace(tzinfo=None)
+        return stamp
 
     if len(parts) == 1:
         instant = one(parts[0])
         return instant, instant
-    return one(parts[0]), one(parts[1])
+    start, end = one(parts[0]), one(parts[1])
+    if start is not None and end is not None and start > end:
+        raise ApiError(400, "InvalidParameterValue", "datetime: the start comes after the end")
+    return start, end
 
 
-def parse_query(collection: Collection, args: dict, account: Account) -> dict:
+def _filter_value(key: str, dtype: str, value: str):
+    """A property filter's text as the field's type (400 when it is not one)."""
+    try:
+        if dtype == "int":
+            return params.whole(value, key)
+        if dtype == "float":
+            return params.number(value, key, -sys.float_info.max, sys.float_info.max)
+        if dtype == "date":
+            return params.day(value, key)
+        if dtype == "datetime":
+            return _parse_datetime(value)[0]
+        if dtype == "bool":
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise Refused(f"{key} is true or false")
+            return value.lower() in ("true", "1")
+    except Refused as exc:
+        message = str(exc)
+        if dtype in ("int", "float"):
+            whole = " (a whole one, within 64 bits)" if dtype == "int" else ""
+            message = f"{key} {value!r} is not a number{whole}"
+        raise ApiError(400, "InvalidParameterValue", message) from None
+    return value
+
+
+def parse_query(engine: Engine, collection: Collection, args: dict, account: Account) -> dict:
     """Read the items parameters into ``read_layer`` filters (400 on anything malformed)."""
     spec = get_layer(collection.layer)
     fmt = args.get("f", "geojson")
@@ -202,16 +260,11 @@ def parse_query(collection: Collection, args: dict, account: Account) -> dict:
         if key not in spec.field_names:
             raise ApiError(400, "InvalidParameter", f"unknown parameter {key!r}; filters are "
                            f"{', '.join(spec.field_names)}")
-        dtype = spec.field(key).dtype
-        try:
-            where[key] = int(value) if dtype == "int" else float(value) if dtype == "float" else value
-        except ValueError:
-            raise ApiError(400, "InvalidParameterValue", f"{key} {value!r} is not a number") from None
+        where[key] = _filter_value(key, spec.field(key).dtype, value)
     if where:
         filters["where"] = where
-    scope = scope_filter(collection, account)
-    if scope:
-        filters.setdefault("prefix", {}).update(scope)
+    for kind, limits in scope_filters(engine, collection, account).items():
+        filters.setdefault(kind, {}).update(limits)
     return query
 
 
@@ -266,7 +319,7 @@ def _dumps(value) -> str:
 
 def items(engine: Engine, name: str, args: dict, base: str, account: Account):
     coll = _collection(name)
-    query = parse_query(coll, args, account)
+    query = parse_query(engine, coll, args, account)
     matched = count_layer(engine, coll.layer, **query["filters"])
     records, geoms = _records(engine, coll, query)
     fmt = query["f"]
@@ -303,7 +356,7 @@ def items(engine: Engine, name: str, args: dict, base: str, account: Account):
 
 def item(engine: Engine, name: str, code: str, base: str, account: Account, coords: str = "wgs84"):
     coll = _collection(name)
-    query = parse_query(coll, {}, account)
+    query = parse_query(engine, coll, {}, account)
     query["filters"]["where"] = {"code": code}
     records, geoms = _records(engine, coll, query)
     if not records:

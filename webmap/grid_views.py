@@ -13,6 +13,7 @@ from geodata.errors import GridplanError, Refused
 from geodata.i18n import _
 from geodata.store import read_layer
 from layers.grid_cells import generate_grid, grid_rules, merge_cells, move_to_cell, split_cell, validate_cells
+from webmap import params
 from webmap.auth import current_account, require
 from webmap.extensions import engine
 
@@ -30,13 +31,18 @@ def _scope(values) -> dict:
     return {"community": community, "street": street}
 
 
+#: the largest household bound and cell area (m²) a request may ask for: past these no cell
+#: makes sense, and the engine's arithmetic stays within machine integers
+LARGEST = {"minimum": 1_000_000, "maximum": 1_000_000, "area_m2": 100_000_000}
+
+
 def _whole(values: dict, key: str) -> int | None:
     value = values.get(key)
     if value in (None, ""):
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    if isinstance(value, str):  # text is no number here: a JSON number is asked for
         raise Refused(_("{key} must be a whole number above 0", key=key))
-    return value
+    return params.whole(value, key, 1, LARGEST[key])
 
 
 @bp.post("/api/grid")

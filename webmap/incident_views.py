@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from datetime import date, datetime, time
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -34,6 +34,7 @@ from geodata.errors import GridplanError, Refused
 from geodata.i18n import _
 from layers import incident_export as exports
 from layers import incidents, rates
+from webmap import params
 from webmap.auth import current_account, require
 from webmap.cli import database_errors
 from webmap.extensions import engine
@@ -63,13 +64,7 @@ def _json() -> dict:
 
 
 def _date(value: str | None, what: str, end: bool = False) -> datetime | None:
-    if not value:
-        return None
-    try:
-        day = date.fromisoformat(value)
-    except ValueError:
-        raise Refused(f"{what} must be a date YYYY-MM-DD, not {value!r}") from None
-    return datetime.combine(day, time.max if end else time.min)
+    return params.day_start(value, what, end=end)
 
 
 def _describe(cases: list[dict]) -> list[dict]:
@@ -96,15 +91,12 @@ def api_list():
     statuses = STATUS_FILTERS.get(status, (status,) if status else None)
     if status and status not in STATUS_FILTERS and status not in incidents.STATUS_LABELS:
         raise Refused(f"unknown status {status!r}")
-    try:
-        limit = min(int(args.get("limit", 5000)), 20000)
-        bbox = tuple(float(v) for v in args["bbox"].split(",")) if args.get("bbox") else None
-    except ValueError:
-        raise Refused("limit is a whole number and bbox four numbers minx,miny,maxx,maxy") from None
-    if limit < 1:
-        raise Refused("limit is a whole number from 1 to 20000")
+    limit = min(params.whole(args.get("limit") or "5000", "limit", 1), 20000)
+    bbox = args.get("bbox", "").split(",") if args.get("bbox") else None
     if bbox is not None and len(bbox) != 4:
         raise Refused("bbox is four numbers minx,miny,maxx,maxy")
+    if bbox is not None:
+        bbox = tuple(params.number(v, "bbox", -180, 180) for v in bbox)
     cells = incidents.my_cells(engine(), account) if args.get("mine") else None
     prefix = account.scope_code if account.role == "supervisor" else (args.get("scope") or None)
     category = args.get("category") or None
@@ -155,8 +147,7 @@ def api_report():
         if photo is not None:  # refuse a bad photo before the case is stored
             if len(photo[0]) > incidents.photo_limit(engine()):
                 raise incidents.PhotoTooLarge(f"the photo is {len(photo[0]) / 1048576:.1f} MB; too big")
-            if incidents.image_type(photo[0]) is None:
-                raise Refused("not a JPEG, PNG or WebP image")
+            photo = incidents.prepare_photo(photo[0]), photo[1]
     else:
         data = _json()
     case, duplicates = incidents.report(engine(), account, data)
@@ -254,6 +245,9 @@ def _rates_args():
     by = args.get("by", "community")
     if by not in rates.LEVELS:
         raise Refused(f"by must be one of {', '.join(rates.LEVELS)}")
+    for key in ("from", "to"):  # the days themselves, before rates counts whole months from them
+        if args.get(key):
+            params.day(args[key], key)
     since, until = rates.period(args.get("from"), args.get("to"))
     account = current_account()
     prefix = account.scope_code if account.role == "supervisor" else (args.get("scope") or None)

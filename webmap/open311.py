@@ -17,6 +17,7 @@ from geodata import incident_rows
 from geodata.accounts import find_token
 from geodata.errors import GridplanError
 from layers import incidents, open311
+from webmap import params
 from webmap.auth import current_account, hash_token
 from webmap.extensions import csrf, engine
 from webmap.security import rate_limited
@@ -129,10 +130,7 @@ def _requests(cases: list[dict]) -> list[dict]:
 def _when(value: str | None, what: str) -> datetime | None:
     if not value:
         return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise Open311Error(400, f"{what} must be a W3C datetime, not {value!r}") from None
+    parsed = params.moment(value, what)  # a W3C datetime within the years gridplan takes
     if parsed.tzinfo is not None:  # stored times are the city's local time
         hours, minutes = _tz()[1:].split(":")
         sign = 1 if _tz()[0] == "+" else -1
@@ -194,6 +192,8 @@ def request_create(fmt: str):
     if not account.via_token:  # a signed-in browser's cookie: the CSRF check of every other form
         csrf.protect()
     form = request.form.to_dict() if request.form else (request.get_json(silent=True) or {})
+    if not isinstance(form, dict):
+        raise Open311Error(400, "send the request's fields as a form or a JSON object")
     case, _ = incidents.report(engine(), account, open311.from_post(form))
     answer = [{"service_request_id": case["code"], "service_notice": "", "account_id": None}]
     return _answer(fmt, answer, "service_requests", "request", 201)

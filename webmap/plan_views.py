@@ -16,10 +16,13 @@ from flask import Blueprint, after_this_request, render_template, request, send_
 
 from geodata import jobs, plan_rows
 from geodata.catalog import is_code
-from geodata.errors import NotFound, Refused
+from geodata.errors import Refused
 from geodata.i18n import N_, _
 from geodata.store import read_layer
 from layers import plan_documents, plan_edits, plan_workflow
+from layers.communities import bounds
+from webmap import params as parse
+from webmap.api import job_author, visible_job
 from webmap.auth import current_account, require
 from webmap.extensions import engine, plans
 from webmap.maps import build_map, render_map
@@ -35,6 +38,8 @@ LABELS = {"submit": N_("Submit"), "approve": N_("Approve"), "reject": N_("Reject
 STATUSES = ("draft", "submitted", "approved", "rejected", "adopted")
 #: a plan edit may name every unit of a street (a city street: ~20,000 codes of ~25 bytes)
 PLAN_EDIT_LIMIT_KB = 2048
+#: the most households a plan's bounds may name (a community of a million households is none)
+MAX_HOUSEHOLDS = 1_000_000
 
 
 def _finite(value):
@@ -85,6 +90,7 @@ def plan_list():
     chosen = _filters()
     authors = sorted({p["author"] for p in plan_rows.list_plans(engine())})
     return render_template("plans.html", plans=plan_rows.list_plans(engine(), **chosen), chosen=chosen,
+                           role=current_account().role,
                            statuses=STATUSES, authors=authors,
                            street_names=dict(zip(streets["code"], streets["name"], strict=True)),
                            streets=list(streets.itertuples(index=False)), title=_("Plans"))
@@ -141,9 +147,16 @@ def api_create():
     if not name:
         raise Refused("name is required")
     params = {k: data[k] for k in ("street", "minimum", "maximum", "target", "fresh", "seed") if data.get(k)}
-    for key in ("minimum", "maximum", "target", "seed"):
-        if key in params and not isinstance(params[key], int):
-            raise Refused(f"{key} must be a whole number")
+    for key, high in (("minimum", MAX_HOUSEHOLDS), ("maximum", MAX_HOUSEHOLDS), ("target", MAX_HOUSEHOLDS),
+                      ("seed", 2**32 - 1)):
+        if key in params:
+            params[key] = parse.whole(params[key], key, 1, high)
+    if not isinstance(params.get("fresh", False), bool):
+        raise Refused("fresh is true or false")
+    limits = bounds(engine())  # the city's bounds stand in for the one not given
+    low, high = params.get("minimum", limits.minimum), params.get("maximum", limits.maximum)
+    if low > high:
+        raise Refused(_("minimum {low} is above maximum {high}", low=low, high=high))
     street = params.get("street")
     if street is not None and not (isinstance(street, str) and is_code(street, 9)):
         raise Refused("street is a 9-digit code")
@@ -161,13 +174,11 @@ def api_create():
 @bp.get("/api/jobs/<int:job_id>")
 @require(api=True)
 def api_job(job_id: int):
-    job = jobs.get_job(engine(), job_id)
     account = current_account()
-    params = (job["params"] or {}) if job else {}
-    # a job's parameters (a server folder, who started it) are for its author and admins
-    owner = params.get("author") or params.get("actor")
-    if job is None or (account.role != "admin" and owner not in (None, account.name)):
-        raise NotFound(f"no job {job_id}")
+    job = visible_job(account, job_id)
+    if account.role != "admin" and job_author(job) != account.name:
+        # a job's parameters (a server folder, who started it) are for its author and admins
+        job = {k: v for k, v in job.items() if k not in ("params", "worker")}
     return jsonify({k: (v.isoformat(timespec="seconds") if hasattr(v, "isoformat") else v)
                     for k, v in job.items()})
 
