@@ -6,27 +6,19 @@ boundaries."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
-from pgcluster import free_port
 
 from geodata.db import get_engine
 from geodata.exporter import export_layer
 from layers.demo import write_demo
 from layers.plan_memory import PlanMemory
 from layers.plan_workflow import auto_plan
-from tests.webhelpers import make_accounts
+from tests.webhelpers import BIN, ROOT, gunicorn_app, make_accounts
 from webmap import create_app
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
 
 
 @pytest.fixture
@@ -41,27 +33,8 @@ def served(db_url, small_demo, tmp_path):
 
     with app.app_context():
         tokens = {role: add_token(f"{role}-system", role) for role in ("planner", "admin")}
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": db_url, "SECRET_KEY": "test", "GRIDPLAN_BASEMAP": "none",
-           "GRIDPLAN_EXPOSE_PROCESS": "1", "PYTHONPATH": str(ROOT), "GRIDPLAN_WARM_EVERY": "1"}
-    web = subprocess.Popen([str(BIN / "gunicorn"), "--workers", "2", "--bind", f"127.0.0.1:{port}",
-                            "webmap.wsgi:app"], cwd=ROOT, env=env,
-                           stdout=subprocess.DEVNULL, stderr=(tmp_path / "gunicorn.log").open("w"))
-    worker = subprocess.Popen([str(BIN / "flask"), "--app", "webmap", "worker"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=(tmp_path / "worker.log").open("w"))
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                requests.get(f"{base}/login", timeout=10)
-                break
-            except (requests.ConnectionError, requests.Timeout):
-                time.sleep(0.2)
+    with gunicorn_app(db_url, tmp_path, worker=True, GRIDPLAN_WARM_EVERY="1") as (base, env):
         yield base, tokens, env, engine
-    finally:
-        for process in (web, worker):
-            process.terminate()
-            process.wait(timeout=20)
 
 
 def call(base: str, token: str, method: str, path: str, **kwargs) -> requests.Response:

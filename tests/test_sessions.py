@@ -7,9 +7,7 @@ a token in the address (``?api_key=``) is refused."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import time
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -17,12 +15,11 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from pgcluster import free_port
 from sqlalchemy import text
 
 from geodata.db import get_engine
-from tests.test_processes import BIN, ROOT, every_process
-from tests.webhelpers import PASSWORD, csrf_token, sign_in
+from tests.test_processes import every_process
+from tests.webhelpers import PASSWORD, csrf_token, gunicorn_app, sign_in
 from webmap import create_app
 
 HOME = "/"
@@ -207,20 +204,7 @@ def test_two_gunicorn_processes_refuse_a_cookie_after_sign_out(db_url, tmp_path)
     """``make run``'s two processes: a cookie works in both, and after signing out through
     either, a copy of it is refused by both (a per-process memory of sessions would let it in)."""
     _accounts(create_app({"DATABASE_URL": db_url, "TESTING": True}))
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": db_url, "SECRET_KEY": "test", "GRIDPLAN_BASEMAP": "none",
-           "GRIDPLAN_EXPOSE_PROCESS": "1", "PYTHONPATH": str(ROOT), "GRIDPLAN_WARM_PLANS": "0"}
-    web = subprocess.Popen([str(BIN / "gunicorn"), "--workers", "2", "--bind", f"127.0.0.1:{port}",
-                            "webmap.wsgi:app"], cwd=ROOT, env=env,
-                           stdout=subprocess.DEVNULL, stderr=(tmp_path / "gunicorn.log").open("w"))
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                requests.get(f"{base}/login", timeout=10)
-                break
-            except (requests.ConnectionError, requests.Timeout):
-                time.sleep(0.2)
+    with gunicorn_app(db_url, tmp_path, GRIDPLAN_WARM_PLANS="0") as (base, _env):
         browser = requests.Session()
         token = csrf_token(browser.get(f"{base}/login", timeout=30).text)
         answer = browser.post(f"{base}/login", data={"name": "planner", "password": PASSWORD,
@@ -237,9 +221,6 @@ def test_two_gunicorn_processes_refuse_a_cookie_after_sign_out(db_url, tmp_path)
         assert browser.post(f"{base}/logout", data={"csrf_token": token}, allow_redirects=False,
                             timeout=30).status_code == 302
         assert set(every_process(ask).values()) == {401}
-    finally:
-        web.terminate()
-        web.wait(timeout=20)
 
 
 # --- where the browser is sent --------------------------------------------------------------------

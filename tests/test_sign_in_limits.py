@@ -6,21 +6,17 @@ hashes and tokens only their SHA-256, and a revoked token stops working."""
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import subprocess
-import time
 
 import pytest
 import requests
 import werkzeug.security
-from pgcluster import free_port
 from sqlalchemy import text
 
 from geodata.db import get_engine
 from layers.demo import write_demo
-from tests.test_processes import BIN, ROOT, every_process
-from tests.webhelpers import PASSWORD, csrf_token, make_accounts
+from tests.test_processes import every_process
+from tests.webhelpers import PASSWORD, csrf_token, gunicorn_app, make_accounts
 from webmap import create_app
 
 
@@ -144,21 +140,8 @@ def test_every_gunicorn_process_sees_the_same_count(db_url, small_demo, tmp_path
     process refuses (counters kept in one process's memory would let more through)."""
     write_demo(get_engine(db_url), small_demo)
     make_accounts(create_app({"DATABASE_URL": db_url, "TESTING": True}), small_demo)
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": db_url, "SECRET_KEY": "test", "GRIDPLAN_BASEMAP": "none",
-           "GRIDPLAN_EXPOSE_PROCESS": "1", "PYTHONPATH": str(ROOT),
-           "GRIDPLAN_LOGIN_LIMIT_PER_ACCOUNT": "4 per minute", "GRIDPLAN_WARM_PLANS": "0"}
-    web = subprocess.Popen([str(BIN / "gunicorn"), "--workers", "2", "--bind", f"127.0.0.1:{port}",
-                            "webmap.wsgi:app"], cwd=ROOT, env=env,
-                           stdout=subprocess.DEVNULL, stderr=(tmp_path / "gunicorn.log").open("w"))
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                requests.get(f"{base}/login", timeout=10)
-                break
-            except (requests.ConnectionError, requests.Timeout):
-                time.sleep(0.2)
+    with gunicorn_app(db_url, tmp_path, GRIDPLAN_LOGIN_LIMIT_PER_ACCOUNT="4 per minute",
+                      GRIDPLAN_WARM_PLANS="0") as (base, _env):
         browser = requests.Session()
         token = csrf_token(browser.get(f"{base}/login", timeout=30).text)
 
@@ -170,6 +153,3 @@ def test_every_gunicorn_process_sees_the_same_count(db_url, small_demo, tmp_path
         statuses = [guess()[1] for _ in range(5)]
         assert statuses == [401, 401, 401, 401, 429]
         assert set(every_process(guess).values()) == {429}
-    finally:
-        web.terminate()
-        web.wait(timeout=20)

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
+import requests
 from geoalchemy2 import Geometry
 from sqlalchemy import func, select, text
 
 from geodata.db import get_engine
 from geodata.models import Base
 
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
 PASSWORD = "correct horse 42"
 SCOPE_CELLS = 12  # supervisors in the tests are scoped to one community
 
@@ -63,3 +73,35 @@ def snapshot(url: str, *, leave_out: tuple[str, ...] = ()) -> dict[str, list[tup
                                 for r in conn.execute(select(*columns).order_by(*order))]
         rows["alembic_version"] = sorted(conn.execute(text("SELECT version_num FROM alembic_version")).all())
     return rows
+
+
+@contextmanager
+def gunicorn_app(db_url: str, log_folder: Path, *, worker: bool = False, **settings: str) -> Iterator[tuple]:
+    """``webmap.wsgi:app`` under gunicorn with two workers on a free loopback port, as ``make run``
+    serves it (with the job worker beside it when ``worker``), answering: (its address, the
+    environment it runs with). ``settings`` are extra environment variables (``GRIDPLAN_…``)."""
+    from pgcluster import free_port
+
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": db_url, "SECRET_KEY": "test", "GRIDPLAN_BASEMAP": "none",
+           "GRIDPLAN_EXPOSE_PROCESS": "1", "PYTHONPATH": str(ROOT), **settings}
+    processes = [subprocess.Popen([str(BIN / "gunicorn"), "--workers", "2", "--bind", f"127.0.0.1:{port}",
+                                   "webmap.wsgi:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=(log_folder / "gunicorn.log").open("w"))]
+    if worker:
+        processes.append(subprocess.Popen([str(BIN / "flask"), "--app", "webmap", "worker"], cwd=ROOT,
+                                          env=env, stdout=subprocess.DEVNULL,
+                                          stderr=(log_folder / "worker.log").open("w")))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            try:
+                requests.get(f"{base}/login", timeout=10)
+                break
+            except (requests.ConnectionError, requests.Timeout):
+                time.sleep(0.2)
+        yield base, env
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=20)
