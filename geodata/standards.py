@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, insert, select
 
+from geodata.i18n import N_
 from geodata.models import Setting
 
 #: Incident categories: code → (kind 部件/事件, name, time limit in working hours).
@@ -37,6 +38,13 @@ FACILITY_KINDS: dict[str, tuple[str, float]] = {
     "elderly_care": ("养老服务站", 300.0),
     "police_post": ("警务室", 500.0),
 }
+
+#: facility kinds as people name them, translated where shown (the Chinese are those above)
+FACILITY_KIND_LABELS = {"service_centre": N_("community service centre"),
+                        "health_centre": N_("community health centre"),
+                        "service_station": N_("community service station"),
+                        "health_station": N_("community health station"), "kindergarten": N_("kindergarten"),
+                        "elderly_care": N_("elderly care station"), "police_post": N_("police post")}
 
 #: The facility standards table (设施配置标准): one row per facility kind and life-circle level,
 #: each with its source. ``reach_m`` is the walking distance (GB 50180-2018: 5-minute ≈ 300 m,

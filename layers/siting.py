@@ -38,6 +38,7 @@ from geodata.crs import parse_crs, to_wgs84
 from geodata.errors import Refused
 from geodata.i18n import _
 from geodata.importer import read_source
+from geodata.standards import FACILITY_KIND_LABELS
 from layers.coverage import ReachRun, reach_limits
 from layers.reach import RoadGraph
 
@@ -344,8 +345,9 @@ def shortfall(result: Siting, kind: str, radius_m: float, k: int) -> str | None:
     if result.households <= 0:
         return _("no households live here: there is no one to bring within reach, so no site is chosen")
     if result.covered_before >= result.households:
+        name = _(FACILITY_KIND_LABELS[kind]) if kind in FACILITY_KIND_LABELS else kind  # a city's own kind
         return _("every household here is already within {radius} m of a {kind}: a new site would add none",
-                 radius=format(radius_m, "g"), kind=kind)
+                 radius=format(radius_m, "g"), kind=name)
     return _("only {n} of the {k} sites bring households within reach: another would add none",
              n=len(result.chosen), k=k)
 

@@ -34,19 +34,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from geodata import i18n as domain_i18n
 from geodata.accounts import LOCALES, set_locale
 from geodata.i18n import N_
+from geodata.standards import FACILITY_KIND_LABELS
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 COOKIE = "gridplan_locale"
 #: what ``<html lang>`` and the scripts' Intl formatters are told for each locale
 HTML_LANG = {"zh": "zh-CN", "en": "en"}
 LABELS = {"zh": "中文", "en": "English"}
-
-#: facility kinds as the pages name them (the Chinese names are those of geodata.standards)
-FACILITY_KIND_LABELS = {"service_centre": N_("community service centre"),
-                        "health_centre": N_("community health centre"),
-                        "service_station": N_("community service station"),
-                        "health_station": N_("community health station"), "kindergarten": N_("kindergarten"),
-                        "elderly_care": N_("elderly care station"), "police_post": N_("police post")}
 
 #: the life circles of GB 50180-2018 as the pages name them
 LIFE_CIRCLES = {"5-minute": N_("5-minute life circle"), "10-minute": N_("10-minute life circle"),
