@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import OperationalError
 
 from geodata.audit import record
+from geodata.db import SQLITE_BUSY_MS
 from geodata.errors import Conflict, GridplanError, NotFound, Refused
 from geodata.i18n import N_, _
 from geodata.models import ApiToken, User
@@ -268,16 +269,19 @@ def parse_expiry(text: str | None) -> datetime | None:
     if text is None or not str(text).strip():
         return None
     text = str(text).strip()
+    refused = Refused(_("expires_at {text} is not a date (YYYY-MM-DD) or a time (YYYY-MM-DDTHH:MM)",
+                        text=repr(text[:40])))
     try:
-        # a day alone: through its last second (shown as 23:59 of that day, not the next midnight)
         when = datetime.fromisoformat(text)
-        if len(text) == 10:
+        if not 2000 <= when.year <= 2199:  # and 9999-12-31 with an offset overflows below
+            raise refused
+        if "T" not in text and " " not in text:
+            # a day alone: through its last second (shown as 23:59 of that day, not the next midnight)
             when += timedelta(days=1, seconds=-1)
-    except ValueError:
-        raise Refused(_("expires_at {text} is not a date (YYYY-MM-DD) or a time (YYYY-MM-DDTHH:MM)",
-                        text=repr(text[:40]))) from None
-    if when.tzinfo is not None:  # stored times are the server's local time
-        when = when.astimezone().replace(tzinfo=None)
+        if when.tzinfo is not None:  # stored times are the server's local time
+            when = when.astimezone().replace(tzinfo=None)
+    except (ValueError, OverflowError):
+        raise refused from None
     return check_expiry(when)
 
 
@@ -379,9 +383,27 @@ def find_token(engine: Engine, token_sha256: str) -> Account | None:
         raise TokenExpired(_("the token {name} expired on {when}: ask an administrator for a new one",
                              name=repr(row.name), when=row.expires_at.isoformat(sep=" ", timespec="minutes")))
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_EVERY:
-        try:
-            with engine.begin() as conn:
-                conn.execute(update(table).where(table.c.id == row.id).values(last_used_at=now))
-        except OperationalError:  # the database busy or read-only: the use goes unnoted, the request on
-            pass
+        _note_use(engine, row.id, now)
     return Account(row.id, row.name, row.role, row.scope_code, via_token=True)
+
+
+def _note_use(engine: Engine, token_id: int, now: datetime) -> None:
+    """``last_used_at`` written without waiting: while an import holds SQLite's write lock (or
+    PostgreSQL's row), the use goes unnoted and the request goes on at once — waiting the
+    database's busy timeout on every token request would stall them all."""
+    table = ApiToken.__table__
+    try:
+        with engine.connect() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:
+                conn.connection.dbapi_connection.execute("PRAGMA busy_timeout=0")
+            try:
+                with conn.begin():
+                    if not sqlite:
+                        conn.exec_driver_sql("SET LOCAL lock_timeout = '100ms'")
+                    conn.execute(update(table).where(table.c.id == token_id).values(last_used_at=now))
+            finally:
+                if sqlite:
+                    conn.connection.dbapi_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+    except OperationalError:  # busy, locked or read-only: the use goes unnoted, the request on
+        pass

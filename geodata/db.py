@@ -51,13 +51,17 @@ def database_url() -> str:
     return os.environ.get("DATABASE_URL") or default_url()
 
 
+#: how long a SQLite connection waits for another's write lock before "database is locked"
+SQLITE_BUSY_MS = 30000
+
+
 def _on_sqlite_connect(dbapi_conn, _record) -> None:
     # Full SRID init (0.07 s, once per new file) so CGCS2000 and Gauss–Krüger codes exist.
     load_spatialite(dbapi_conn, transaction=True)
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the one writer
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
     cur.close()
 
 

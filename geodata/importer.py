@@ -223,10 +223,11 @@ def _safe_extract(archive: Path, target: Path, max_bytes: int) -> None:
         written = 0
         for m in members:
             dest = target / m.filename.replace("\\", "/")
-            dest.parent.mkdir(parents=True, exist_ok=True)
             limit = _part_limit(m.filename)
             mine = 0
             try:
+                # a file and a folder of the same name ("a", then "a/x.shp") cannot both be made
+                dest.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(m) as src, open(dest, "wb") as out:
                     while chunk := src.read(1 << 20):
                         written += len(chunk)

@@ -464,13 +464,15 @@ def nothing_to_replay(plan_id: int, backwards: bool) -> Conflict:
 
 
 def replay_step(engine: Engine, plan_id: int, seq: int, expected_version: int, actor: str, *,
-                backwards: bool, scores: dict | None = None) -> int:
+                backwards: bool, scores: dict | None = None, status: str | None = None) -> int:
     """Undo (``backwards``) or redo step ``seq`` of the plan: its units get back the community
     and hand-edit flag they had before it (or the ones it gave them), its names likewise; the
-    plan moves to a new version. Refused (:class:`VersionConflict`) when the plan moved from
+    plan moves to a new version (and to ``status`` when given: a rejected plan edited is a draft
+    again, as after any edit). Refused (:class:`VersionConflict`) when the plan moved from
     ``expected_version`` meanwhile. Returns the new version."""
+    values = {k: v for k, v in (("scores", scores), ("status", status)) if v is not None}
     with engine.begin() as conn:
-        version = _bump(conn, plan_id, expected_version, **({"scores": scores} if scores is not None else {}))
+        version = _bump(conn, plan_id, expected_version, **values)
         step = next_step(conn, plan_id, backwards=backwards)
         if step is None or step["seq"] != seq:  # the version check makes this a guard only
             raise nothing_to_replay(plan_id, backwards)

@@ -265,9 +265,18 @@ def _out_of_range(key: str, value, where: str, field: str | None, problems: list
         if isinstance(limits, dict):
             limits = limits.get(field or "")
         if limits is not None and not limits[0] <= value <= limits[1]:
-            shown = str(value) if abs(value) < 1e15 else format(float(value), "g")  # not 309 digits
-            problems.append(_("{where}: {value} is outside the range {low}–{high}", where=where, value=shown,
-                              low=format(limits[0], "g"), high=format(limits[1], "g")))
+            problems.append(_("{where}: {value} is outside the range {low}–{high}", where=where,
+                              value=_readable(value), low=_readable(limits[0]), high=_readable(limits[1])))
+
+
+def _readable(number: float) -> str:
+    """A number as a person reads it: 2,147,483,647 and 0.5, not 2.14748e+09; an absurd one
+    (1e308) short rather than in 309 digits."""
+    if abs(number) >= 1e15:
+        return format(float(number), "g")
+    if float(number).is_integer():
+        return format(int(number), ",")
+    return format(number, ",.6g")
 
 
 def check_value(key: str, old, new):

@@ -295,7 +295,8 @@ def replay(memory: PlanMemory, plan_id: int, version: int, actor: str, *, backwa
         new_version, scores, figures, touched = _save(
             memory, loaded, positions, labels,
             lambda scores: plan_rows.replay_step(memory.engine, plan_id, step["seq"], version, actor,
-                                                 backwards=backwards, scores=scores))
+                                                 backwards=backwards, scores=scores,
+                                                 status="draft" if plan["status"] == "rejected" else None))
         shown = plan_rows.names_for(memory.engine, plan_id, names)  # no name of the plan's: the current one
         names = {code: shown.get(code) for code in names}
         return {"version": new_version, "assignment": moves, "units": list(moves), "names": names,

@@ -227,6 +227,8 @@ def guard_body() -> None:
     if request.method not in BODY_METHODS or not request.endpoint:
         return
     if request.endpoint not in OPEN_ENDPOINTS and current_account() is None:
+        if "token_refusal" in g:  # an expired token is named as such, as on a GET
+            raise g.token_refusal
         raise Unauthorized(_("sign in, or send Authorization: Bearer <token>"))
     config = current_app.config
     form = request.mimetype in FORM_TYPES
@@ -345,13 +347,24 @@ def rate_limited(kind: str) -> Callable:
 def _caller_key() -> str:
     """Who reports: the account or token (Open311's ``api_key`` is a token too); nobody: not
     counted here (the address still is, and the route refuses them)."""
+    if "report_caller" in g:  # asked twice a request (the limit and its exemption)
+        return g.report_caller
     account = current_account()
-    key = request.values.get("api_key")
+    key = _report_api_key()
     if account is None and key:
         account = find_token(engine(), hash_token(key))
-    if account is None:
-        return ""
-    return f"{'token' if account.via_token else 'user'}:{account.id}"
+    g.report_caller = "" if account is None else f"{'token' if account.via_token else 'user'}:{account.id}"
+    return g.report_caller
+
+
+def _report_api_key() -> str | None:
+    """Open311's ``api_key`` of a report, where its view reads it: the form or a JSON body (a key
+    in a JSON body escaping the per-token limit would leave a token only the address's)."""
+    if request.form:
+        return request.form.get("api_key")
+    body = request.get_json(silent=True) if request.is_json else None
+    key = body.get("api_key") if isinstance(body, dict) else None
+    return key if isinstance(key, str) else None
 
 
 def _window(limit) -> str:

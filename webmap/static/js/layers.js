@@ -180,6 +180,10 @@ window.gridplanLayers = (function () {
         if (Array.isArray(answer.body.layers) && answer.body.upload) {  // kept: choose a layer of it
           state.upload = answer.body.upload;
           offerLayers(answer.body.layers);
+          // nothing is wrong with the file yet: the planner has a choice to make, not an error
+          say(message, t("This file holds several layers: choose the one to import."));
+          showProblems(problems, []);
+          return;
         }
         if (answer.status === 404) state.upload = null;  // gone: the next preview sends the file again
         if (answer.status === 400 && !state.upload) preview.hidden = true;

@@ -827,7 +827,8 @@
   $("comment-label").hidden = !config.actions.some((a) => ["approve", "reject", "submit"].includes(a.action));
   const STEP = { create: t("created"), edit: t("edited"), rename: t("renamed"), name: t("named a community"),
     duplicate: t("duplicated"), submitted: t("submitted"), approved: t("approved"), rejected: t("rejected"),
-    adopted: t("adopted"), draft: t("back to draft"), rebase: t("rebased") };
+    adopted: t("adopted"), draft: t("back to draft"), rebase: t("rebased"), undo: t("undid an edit"),
+    redo: t("redid an edit") };
   function drawTimeline(steps) {
     // hand edits come in runs: one line per run
     const lines = [];
