@@ -214,6 +214,11 @@ def test_reports_past_the_limit_of_an_account_or_token_are_429_and_not_stored(db
         environ_base={"REMOTE_ADDR": "10.1.0.2"}) for _ in range(2)]
     assert [a.status_code for a in answers] == [201, 201, 201]
     assert open311[0].status_code != 429 and open311[1].status_code == 429
+    # the spec's api_key in a JSON body is the same token, held to the same limit
+    as_json = client.post("/open311/v2/requests.json", json={
+        "api_key": token, "service_code": "E01-01", "lat": 0, "long": 0, "description": "x"},
+        environ_base={"REMOTE_ADDR": "10.1.0.4"})
+    assert as_json.status_code == 429, as_json.get_data(as_text=True)
     refused = client.post("/api/incidents", json=report, headers=bearer,
                           environ_base={"REMOTE_ADDR": "10.1.0.3"})
     assert refused.status_code == 429 and refused.json["code"] == "TooManyReports"

@@ -476,3 +476,18 @@ def test_the_page_offers_the_layers_and_asks_before_undoing_an_adoption(page, se
                            timeout=60_000)
     page.screenshot(path=str(served["folder"] / "layers-stale-forced.png"), full_page=True)
     assert [e for e in page.errors if "400" not in e] == []
+
+
+def test_a_zip_with_a_file_and_a_folder_of_one_name_is_refused(site, tmp_path):
+    """``a`` then ``a/units.shp``: both cannot be unpacked — refused by name, not a 500."""
+    archive = tmp_path / "clash.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("a", b"hello")
+        zf.writestr("a/units.shp", b"junk")
+    before = snapshot(site["url"], leave_out=TOUCHED)
+    result = cli(site, "units", archive)
+    assert result.exit_code == 1 and "clash.zip is damaged" in result.output, result.output
+    answer = preview(site, "units", archive)
+    assert answer.status_code == 400 and "clash.zip is damaged" in answer.json["detail"], answer.json
+    assert snapshot(site["url"], leave_out=TOUCHED) == before
+    assert no_uploads(site)

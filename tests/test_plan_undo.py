@@ -205,3 +205,20 @@ def test_undo_and_redo_over_http(stored, db_url, small_demo):
     assert redone.json["history"] == {"undo": 1, "redo": 0, "undo_kind": "split", "redo_kind": None}
     assert [s["action"] for s in planner.get(f"/api/plans/{plan_id}/timeline").json["timeline"]] == [
         "create", "edit", "undo", "redo"]
+
+
+def test_undoing_an_edit_of_a_rejected_plan_makes_it_a_draft(stored, small_demo):
+    """An edit of a rejected plan makes it a draft again; so does undoing one (the plan changed)."""
+    memory = PlanMemory(stored)
+    plan_id, _ = plan_workflow.auto_plan(memory, "退回后撤销", "planner", street=STREET)
+    version = plan_rows.get_plan(stored, plan_id)["version"]
+    code = plan_rows.plan_assignment(stored, plan_id).value_counts().index[0]  # the largest community
+    version = plan_edits.split_community(memory, plan_id, code, version, "planner")["version"]
+    version = plan_workflow.change_status(memory, plan_id, "submit", version, "planner", "planner")["version"]
+    version = plan_workflow.change_status(memory, plan_id, "reject", version, "admin", "admin",
+                                          comment="重画")["version"]
+    assert plan_rows.get_plan(stored, plan_id)["status"] == "rejected"
+    undone = plan_edits.replay(memory, plan_id, version, "planner", backwards=True)
+    assert plan_rows.get_plan(stored, plan_id)["status"] == "draft"
+    plan_edits.replay(memory, plan_id, undone["version"], "planner", backwards=False)
+    assert plan_rows.get_plan(stored, plan_id)["status"] == "draft"

@@ -336,6 +336,10 @@ def test_tokens_expire_and_their_last_use_is_noted(site):
     bad = admin.post("/api/admin/tokens", json={"name": "old", "role": "viewer", "expires_at": "soon"},
                      headers=headers)
     assert bad.status_code == 400 and "soon" in bad.json["detail"]
+    for beyond in ("9999-12-31T23:59-05:00", "9999-12-31", "1999-01-01"):  # past the calendar: no 500
+        far = admin.post("/api/admin/tokens", json={"name": "old", "role": "viewer", "expires_at": beyond},
+                         headers=headers)
+        assert far.status_code == 400 and beyond in far.json["detail"], (beyond, far.get_data(as_text=True))
     made = admin.post("/api/admin/tokens", json={"name": "audit-office", "role": "viewer",
                                                  "expires_at": "2099-12-31"}, headers=headers)
     assert made.status_code == 201 and made.json["expires_at"] == "2099-12-31T23:59:59"  # through that day
@@ -364,6 +368,8 @@ def test_tokens_expire_and_their_last_use_is_noted(site):
     refused = client.get("/api/layers", headers=bearer)
     assert refused.status_code == 401 and "expired" in refused.json["detail"]
     assert refused.json["code"] == "TokenExpired"
+    posted = client.post("/api/plans", json={"name": "x"}, headers=bearer)  # a POST names it too
+    assert posted.status_code == 401 and posted.json["code"] == "TokenExpired"
     spec = client.get("/open311/v2/services.json", headers=bearer)
     assert spec.status_code == 401 and "expired" in spec.json[0]["description"]
     listed = {t["name"]: t for t in admin.get("/api/admin/tokens").json["tokens"]}
