@@ -168,3 +168,25 @@ def test_the_map_works_with_tiles_cut_off(page, server):
     assert page.errors == []
     external = [u for u in failed if "tile.openstreetmap.org" not in u]
     assert external == []
+
+
+def test_a_supervisor_signs_in_on_a_phone(browser, server):
+    """360 px, touch: the sign-in page is laid out at the phone's width (not a 980 px page
+    shrunk), its fields span it and the button is a thumb's size; signing in lands on the cases."""
+    context = browser.new_context(viewport={"width": 360, "height": 740}, is_mobile=True, has_touch=True,
+                                  locale="zh-CN")
+    page = context.new_page()
+    try:
+        page.goto(f"{server['base']}/login")
+        assert page.evaluate("() => window.innerWidth") == 360  # no shrunk desktop layout
+        field = page.locator("input[name=name]").bounding_box()
+        button = page.locator("form.login button[type=submit]").bounding_box()
+        assert field["width"] >= 300 and button["height"] >= 44 and button["width"] >= 100, (field, button)
+        assert page.locator("h1").inner_text() == "登录"
+        page.fill("input[name=name]", "supervisor")
+        page.fill("input[name=password]", PASSWORD)
+        page.tap("form.login button[type=submit]")
+        page.wait_for_url(lambda url: "/login" not in url)
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
+    finally:
+        context.close()
