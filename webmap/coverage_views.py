@@ -191,8 +191,7 @@ def api_start_job():
     coverage.check_street(engine(), street)
     if method not in (None, "auto", "straight", "roads"):
         raise Refused(f"method {method!r} is not one of auto, straight, roads")
-    job_id = start_job(coverage.JOB_KIND, {"street": street, "method": method,
-                                             "by": current_account().name})
+    job_id = start_job(coverage.JOB_KIND, {"street": street, "method": method, "by": current_account().name})
     return _json({"job": job_id, "status": "queued", "href": f"/api/coverage/jobs/{job_id}"}, 202)
 
 
