@@ -13,12 +13,15 @@ Bounds: a job may run :func:`time_limit` seconds (the worker then kills it and f
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 import os
 import socket
 from datetime import datetime
 
 from sqlalchemy import Engine, insert, or_, select, text, update
 
+from geodata.accounts import Account
 from geodata.errors import GridplanError
 from geodata.i18n import N_, _
 from geodata.models import Job
@@ -31,8 +34,11 @@ TIME_LIMITS = {"import_layer": 600, "auto_plan": 1800, "coverage_report": 1800}
 DEFAULT_TIME_LIMIT = 1800
 #: jobs one user may have queued or running at once (``GRIDPLAN_JOBS_PER_USER``; 0: no limit)
 JOBS_PER_USER = 3
-#: who asked for a job, as each kind's params name it (plans: author, coverage: by, imports: actor)
+#: who asked for a job, by name for display, as each kind's params name it (plans: author,
+#: coverage: by, imports: actor); who it is, is its ``starter`` (:func:`starter`)
 OWNER_KEYS = ("author", "by", "actor")
+
+log = logging.getLogger(__name__)
 
 
 class TooManyJobs(GridplanError):
@@ -44,23 +50,63 @@ class TooManyJobs(GridplanError):
 
 
 def time_limit(kind: str) -> float:
-    """Seconds a job of ``kind`` may run (see :data:`TIME_LIMITS`)."""
-    value = (os.environ.get(f"GRIDPLAN_JOB_TIME_LIMIT_{kind.upper()}")
-             or os.environ.get("GRIDPLAN_JOB_TIME_LIMIT"))
-    return float(value) if value else float(TIME_LIMITS.get(kind, DEFAULT_TIME_LIMIT))
+    """Seconds a job of ``kind`` may run (see :data:`TIME_LIMITS`); a value of the environment
+    that is not a positive number of seconds (``10m``) is logged and the default used: the worker
+    asks for it after it has taken the job, where a crash would leave the job running."""
+    default = float(TIME_LIMITS.get(kind, DEFAULT_TIME_LIMIT))
+    for variable in (f"GRIDPLAN_JOB_TIME_LIMIT_{kind.upper()}", "GRIDPLAN_JOB_TIME_LIMIT"):
+        value = os.environ.get(variable)
+        if value:
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = math.nan
+            if math.isfinite(seconds) and seconds > 0:
+                return seconds
+            log.warning("%s=%r is not a positive number of seconds: a %s job may run %g s",
+                        variable, value, kind, default)
+            return default
+    return default
 
 
 def jobs_per_user() -> int:
-    """Jobs one user may have queued or running at once (0: any number)."""
-    return int(os.environ.get("GRIDPLAN_JOBS_PER_USER") or JOBS_PER_USER)
+    """Jobs one user may have queued or running at once (0: any number); a value of
+    ``GRIDPLAN_JOBS_PER_USER`` that is not a whole number from 0 is logged and the default used."""
+    value = os.environ.get("GRIDPLAN_JOBS_PER_USER")
+    if not value:
+        return JOBS_PER_USER
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        log.warning("GRIDPLAN_JOBS_PER_USER=%r is not a whole number from 0: one user may have %d jobs",
+                    value, JOBS_PER_USER)
+        return JOBS_PER_USER
+    return limit
+
+
+def starter(account: Account) -> str:
+    """Who starts a job, as its ``starter`` param records it: ``user:<id>`` or ``token:<id>``
+    (a token and a user of one name are two different callers)."""
+    return f"{'token' if account.via_token else 'user'}:{account.id}"
 
 
 def owner(params: dict | None) -> str | None:
-    """The name of who asked for a job, from its params."""
+    """The name of who asked for a job, from its params (for display; who it is: :func:`started_by`)."""
     for key in OWNER_KEYS:
         if (params or {}).get(key):
             return str(params[key])
     return None
+
+
+def started_by(params: dict | None, who: str | None, name: str | None) -> bool:
+    """Whether the caller ``who`` (:func:`starter`) named ``name`` started the job of ``params``.
+    A job queued before jobs recorded their starter is its user's by name (never a token's)."""
+    params = params or {}
+    if params.get("starter"):
+        return params["starter"] == who
+    return (who is None or who.startswith("user:")) and name is not None and owner(params) == name
 
 
 def this_worker() -> str:
@@ -82,17 +128,18 @@ def create_job(engine: Engine, kind: str, params: dict, *, per_user: int | None 
     """Queue a job; refused with :class:`TooManyJobs` when the user who asks for it (:func:`owner`)
     has ``per_user`` (default :func:`jobs_per_user`) jobs queued or running already."""
     limit = jobs_per_user() if per_user is None else per_user
-    who = owner(params)
+    who, name = params.get("starter"), owner(params)
     with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE, so the count and the insert are one step
-        if who and limit:
+        if (who or name) and limit:
             if conn.dialect.name == "postgresql":  # two requests of one user at once: one after the other
-                key = int.from_bytes(hashlib.sha256(f"jobs:{who}".encode()).digest()[:8], "big", signed=True)
+                digest = hashlib.sha256(f"jobs:{who or name}".encode()).digest()
+                key = int.from_bytes(digest[:8], "big", signed=True)
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
             pending = conn.execute(select(Job.params).where(Job.status.in_(("queued", "running")))).scalars()
-            if sum(owner(p) == who for p in pending) >= limit:
+            if sum(started_by(p, who, name) for p in pending) >= limit:
                 raise TooManyJobs(_("{name} has {limit} jobs queued or running already, the most one user "
                                     "may have at once: wait until one of them ends, then try again.",
-                                    name=who, limit=limit))
+                                    name=name or who, limit=limit))
         return conn.execute(insert(Job).values(kind=kind, status="queued", progress=0.0, params=params,
                                                created_at=datetime.now()).returning(Job.id)).scalar_one()
 

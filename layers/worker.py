@@ -35,6 +35,7 @@ from layers.plan_workflow import auto_plan
 def _auto_plan(engine: Engine, job: dict) -> dict:
     params = dict(job["params"])
     name, author = params.pop("name"), params.pop("author")
+    params.pop("starter", None)  # who queued it (the plan records its author by name)
 
     def progress(done: int, total: int) -> None:
         jobs.report(engine, job["id"], done / max(total, 1),
@@ -53,8 +54,8 @@ RUNNERS: dict[str, Callable[[Engine, dict], dict]] = {"auto_plan": _auto_plan,
 def _job_engine(engine: Engine, job_id: int) -> Engine:
     """In the job's process: an engine of its own, whose PostgreSQL sessions are named after the job
     (``application_name``) so that the worker can end them if it kills the job."""
+    engine.dispose(close=False)  # the worker's pooled connections stay the worker's (both databases)
     if engine.dialect.name != "postgresql":
-        engine.dispose(close=False)  # the worker's pooled connections stay the worker's
         return engine
     url = engine.url.update_query_dict({"application_name": f"gridplan-job-{job_id}"})
     return get_engine(url.render_as_string(hide_password=False))
@@ -108,10 +109,16 @@ def run_one(engine: Engine, *, time_limit: float | None = None) -> dict | None:
     if job is None:
         return None
     limit = jobs.time_limit(job["kind"]) if time_limit is None else time_limit
+    # not daemonic: a job may start processes of its own (unit_builder's pool); the parent-death
+    # signal and the kill at the time limit end it, and so does the worker leaving (below)
     process = multiprocessing.get_context("fork").Process(target=_run_child, args=(engine, job, os.getpid()),
-                                                          name=f"gridplan-job-{job['id']}", daemon=True)
+                                                          name=f"gridplan-job-{job['id']}", daemon=False)
     process.start()
-    process.join(limit)
+    try:
+        process.join(limit)
+    except BaseException:  # Ctrl-C or SystemExit of the worker: the job dies with it, not after it
+        _stop(engine, process, job["id"])
+        raise
     if process.is_alive():
         _stop(engine, process, job["id"])
         if jobs.fail_timed_out(engine, job["id"], limit):

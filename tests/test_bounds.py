@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 
 import pytest
@@ -314,4 +315,48 @@ def test_a_job_past_its_time_limit_is_killed_failed_and_the_next_one_runs(db_url
     assert done["id"] == after and done["status"] == "done", done
     assert done["result"]["written"] == len(small_demo.layers["units"])
     assert worker.run_one(engine) is None
+    dispose_engines()
+
+
+@pytest.mark.parametrize("value", ["10m", "-5", "0", "nan", "inf"])
+def test_a_job_limit_of_the_environment_that_is_no_number_falls_back_to_the_default(value, monkeypatch,
+                                                                                   caplog):
+    monkeypatch.setenv("GRIDPLAN_JOB_TIME_LIMIT", value)
+    monkeypatch.setenv("GRIDPLAN_JOBS_PER_USER", value)
+    assert jobs.time_limit("import_layer") == jobs.TIME_LIMITS["import_layer"]
+    assert jobs.jobs_per_user() == jobs.JOBS_PER_USER or value == "0"
+    assert "GRIDPLAN_JOB_TIME_LIMIT=" in caplog.text
+    monkeypatch.setenv("GRIDPLAN_JOB_TIME_LIMIT_IMPORT_LAYER", "900")  # a good value still counts
+    assert jobs.time_limit("import_layer") == 900
+
+
+def _pool_job(engine, job: dict) -> dict:
+    """A job that starts processes of its own, as unit_builder's pool does."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1) as pool:
+        return {"pid": pool.submit(os.getpid).result()}
+
+
+def test_a_bad_job_limit_neither_stops_the_worker_nor_job_creation(db_url, small_demo, monkeypatch, caplog):
+    """``GRIDPLAN_JOB_TIME_LIMIT=10m``: the job runs under the default limit (a job may start
+    processes of its own), the worker goes on; ``GRIDPLAN_JOBS_PER_USER=three``: three jobs."""
+    from layers import worker
+
+    engine = get_engine(db_url)
+    write_demo(engine, small_demo)
+    monkeypatch.setenv("GRIDPLAN_JOB_TIME_LIMIT", "10m")
+    monkeypatch.setenv("GRIDPLAN_JOBS_PER_USER", "three")
+    monkeypatch.setitem(worker.RUNNERS, "pool", _pool_job)
+    job_id = jobs.create_job(engine, "pool", {})
+    job = worker.run_one(engine)
+    assert job["id"] == job_id and job["status"] == "done", job
+    assert job["result"]["pid"] not in (os.getpid(), None)
+    assert "GRIDPLAN_JOB_TIME_LIMIT='10m'" in caplog.text
+    assert worker.run_one(engine) is None
+    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
+    make_accounts(app, small_demo)
+    viewer, headers = browser(app, "viewer")
+    assert [viewer.post("/api/coverage/jobs", json={"method": "straight"}, headers=headers).status_code
+            for _ in range(4)] == [202, 202, 202, 429]
     dispose_engines()

@@ -30,3 +30,48 @@ def test_a_job_is_shown_to_its_author_and_admins_only(db_url, engine, small_demo
     hidden = clients["supervisor"].get(url)  # a community's supervisor: no such job
     assert hidden.status_code == 404 and "params" not in hidden.json
     assert clients["planner"].get("/api/jobs/99999").status_code == 404
+
+
+def test_a_token_named_like_a_user_is_not_that_user_for_jobs(db_url, engine, small_demo, tmp_path):
+    """Token names and user names are two namespaces: a token called ``planner`` neither follows
+    the user planner's import, nor reads the parameters of their plan job, nor counts in (or
+    against) their three jobs; a job queued before jobs recorded who started them is its user's
+    by name, never a token's."""
+    from geodata import jobs
+    from tests.test_layers_page import new_units, preview, shapefile_zip
+    from tests.webhelpers import signed_in
+    from webmap.auth import add_token
+
+    write_demo(engine, small_demo)
+    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none",
+                      "UPLOAD_FOLDER": str(tmp_path / "uploads")})
+    make_accounts(app, small_demo)
+    with app.app_context():
+        bearer = {"Authorization": f"Bearer {add_token('planner', 'planner')}"}
+    user, headers = signed_in(app, "planner", "/layers")
+    token = app.test_client()
+    data = shapefile_zip(new_units(small_demo), tmp_path / "shp")
+    answer = preview(user, headers, "units", data, "units.zip")
+    queued = user.post("/api/layers/units/import", headers=headers, json={"upload": answer.json["upload"]})
+    assert queued.status_code == 202, queued.json
+    assert user.get(queued.json["url"]).status_code == 200
+    hidden = token.get(queued.json["url"], headers=bearer)
+    assert hidden.status_code == 404 and f"no import {queued.json['job_id']}" in hidden.json["detail"]
+    # the plan job's state is any planner's to follow, its parameters its author's alone
+    plan = user.post("/api/plans", json={"name": "全区"}, headers=headers)
+    assert plan.status_code == 202 and user.get(plan.json["url"]).json["params"]["author"] == "planner"
+    seen = token.get(plan.json["url"], headers=bearer)
+    assert seen.status_code == 200 and "params" not in seen.json
+    # the user has two jobs, the token none: each may queue up to three of their own
+    assert token.post("/api/plans", json={"name": "全区"}, headers=bearer).status_code == 202
+    assert user.post("/api/plans", json={"name": "全区"}, headers=headers).status_code == 202
+    refused = user.post("/api/plans", json={"name": "全区"}, headers=headers)
+    assert refused.status_code == 429 and "planner has 3 jobs" in refused.json["detail"]
+    assert [token.post("/api/plans", json={"name": "全区"}, headers=bearer).status_code
+            for _ in range(3)] == [202, 202, 429]
+    mine = token.post("/api/coverage/jobs", json={}, headers=bearer)
+    assert mine.status_code == 429
+    # a job of before: its user's by name, not the token's
+    old = jobs.create_job(engine, "auto_plan", {"name": "旧", "author": "planner"}, per_user=0)
+    assert "params" in user.get(f"/api/jobs/{old}").json
+    assert "params" not in token.get(f"/api/jobs/{old}", headers=bearer).json

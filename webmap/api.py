@@ -113,17 +113,22 @@ JOB_READERS: dict[str, tuple[str, ...]] = {coverage.JOB_KIND: ("planner", "viewe
                                           "auto_plan": ("planner", "viewer")}
 
 
-def job_author(job: dict) -> str | None:
-    """Who started ``job`` (each kind names them in its own parameter)."""
-    params = job.get("params") or {}
-    return params.get("author") or params.get("actor") or params.get("by")
+def start_job(kind: str, params: dict) -> int:
+    """Queue a job for the caller of this request, recording who they are (``starter``: a user
+    or a token, :func:`geodata.jobs.starter`) beside the name the job shows."""
+    return jobs.create_job(engine(), kind, {**params, "starter": jobs.starter(current_account())})
+
+
+def started_job(account: Account, job: dict) -> bool:
+    """Whether ``account`` started ``job`` (a token named like a user did not start the user's)."""
+    return jobs.started_by(job.get("params"), jobs.starter(account), account.name)
 
 
 def may_see_job(account: Account, job: dict) -> bool:
     """Whether ``account`` may follow ``job``: its author, an administrator, or a reader of what
     it computes whose scope covers the job's (a street's job: an account of that street or
     above; a whole district's job: an account without a narrower scope)."""
-    if account.role == "admin" or job_author(job) == account.name:
+    if account.role == "admin" or started_job(account, job):
         return True
     if account.role not in JOB_READERS.get(job["kind"], ()):
         return False

@@ -31,13 +31,12 @@ import geopandas as gpd
 import pandas as pd
 from flask import Blueprint, Response, after_this_request, render_template, request, send_file
 
-from geodata import jobs
 from geodata.errors import GridplanError, NotFound, Refused
 from geodata.exporter import FORMATS, ExportError, write_frame
 from geodata.i18n import _
 from geodata.store import layer_extent, read_layer
 from layers import coverage, siting
-from webmap.api import visible_job
+from webmap.api import start_job, visible_job
 from webmap.auth import current_account, require
 from webmap.extensions import engine
 from webmap.i18n import facility_kind_name, life_circle
@@ -192,8 +191,7 @@ def api_start_job():
     coverage.check_street(engine(), street)
     if method not in (None, "auto", "straight", "roads"):
         raise Refused(f"method {method!r} is not one of auto, straight, roads")
-    job_id = jobs.create_job(engine(), coverage.JOB_KIND, {"street": street, "method": method,
-                                                           "by": current_account().name})
+    job_id = start_job(coverage.JOB_KIND, {"street": street, "method": method, "by": current_account().name})
     return _json({"job": job_id, "status": "queued", "href": f"/api/coverage/jobs/{job_id}"}, 202)
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from flask import Blueprint, Response, after_this_request, current_app, render_template, request, send_file
 
-from geodata import audit, jobs
+from geodata import audit
 from geodata import crs as crs_mod
 from geodata.catalog import LAYERS, get_layer
 from geodata.errors import Conflict, NotFound, Refused
@@ -48,6 +48,7 @@ from geodata.importer import (
 from geodata.importer import _mapped_columns as importer_mapping
 from geodata.layer_info import code_exists, code_names, count_stored, layer_overview
 from layers.layer_import import KIND, read_progress
+from webmap.api import start_job, visible_job
 from webmap.auth import current_account, require
 from webmap.errors import problem
 from webmap.extensions import engine
@@ -415,7 +416,7 @@ def api_import(layer: str):
               "mapping": mapping, "district": district, "actor": actor, "source_layer": source_layer,
               "force": force,
               "max_unzipped_bytes": current_app.config["MAX_UNZIPPED_BYTES"]}
-    job_id = jobs.create_job(engine(), KIND, params)
+    job_id = start_job(KIND, params)
     meta["job"] = job_id
     (folder / META).write_text(json.dumps(meta), encoding="utf-8")
     return _json({"job_id": job_id, "status": "queued", "url": f"/api/layers/imports/{job_id}"}, 202)
@@ -426,11 +427,10 @@ def api_import(layer: str):
 def api_import_status(job_id: int):
     """An import's state: ``queued running done failed``, progress 0–1, the phase (checking,
     writing ``done``/``total``) and, when done, the report or (``refused``) every problem."""
-    job = jobs.get_job(engine(), job_id)
-    account = current_account()
-    mine = job is not None and (job["params"].get("actor") == account.name or account.role == "admin")
-    if job is None or job["kind"] != KIND or not mine:
-        raise NotFound(_("no import {job_id}", job_id=job_id))
+    try:  # an import is its author's and the administrators' alone (JOB_READERS names no readers)
+        job = visible_job(current_account(), job_id, KIND)
+    except NotFound:
+        raise NotFound(_("no import {job_id}", job_id=job_id)) from None
     state = {"id": job_id, "status": job["status"], "layer": job["params"]["layer"],
              "file": job["params"]["file"], "mode": job["params"]["mode"], "progress": 0.0, "phase": "queued",
              "message": job["message"], "result": job["result"]}

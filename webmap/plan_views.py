@@ -14,7 +14,7 @@ from pathlib import Path
 import shapely
 from flask import Blueprint, after_this_request, render_template, request, send_file, url_for
 
-from geodata import jobs, plan_rows
+from geodata import plan_rows
 from geodata.catalog import is_code
 from geodata.errors import Refused
 from geodata.i18n import N_, _
@@ -22,7 +22,7 @@ from geodata.store import read_layer
 from layers import plan_documents, plan_edits, plan_workflow
 from layers.communities import bounds
 from webmap import params as parse
-from webmap.api import job_author, visible_job
+from webmap.api import start_job, started_job, visible_job
 from webmap.auth import current_account, require
 from webmap.extensions import engine, plans
 from webmap.maps import build_map, render_map
@@ -165,7 +165,7 @@ def api_create():
         plan_id, result = plan_workflow.auto_plan(plans(), name, author, **params)
         return _created({"plan_id": plan_id, "scores": result.scores(),
                          "url": url_for("plans.plan_page", plan_id=plan_id)})
-    job_id = jobs.create_job(engine(), "auto_plan", {"name": name, "author": author, **params})
+    job_id = start_job("auto_plan", {"name": name, "author": author, **params})
     response = jsonify(job_id=job_id, status="queued", url=url_for("plans.api_job", job_id=job_id))
     response.status_code = 202
     return response
@@ -176,7 +176,7 @@ def api_create():
 def api_job(job_id: int):
     account = current_account()
     job = visible_job(account, job_id)
-    if account.role != "admin" and job_author(job) != account.name:
+    if account.role != "admin" and not started_job(account, job):
         # a job's parameters (a server folder, who started it) are for its author and admins
         job = {k: v for k, v in job.items() if k not in ("params", "worker")}
     return jsonify({k: (v.isoformat(timespec="seconds") if hasattr(v, "isoformat") else v)
