@@ -52,6 +52,9 @@ def test_a_token_named_like_a_user_is_not_that_user_for_jobs(db_url, engine, sma
     token = app.test_client()
     data = shapefile_zip(new_units(small_demo), tmp_path / "shp")
     answer = preview(user, headers, "units", data, "units.zip")
+    # nor takes up their uploaded file by its id
+    taken = token.post("/api/layers/units/import", headers=bearer, json={"upload": answer.json["upload"]})
+    assert taken.status_code == 404 and "gone" in taken.json["detail"], taken.json
     queued = user.post("/api/layers/units/import", headers=headers, json={"upload": answer.json["upload"]})
     assert queued.status_code == 202, queued.json
     assert user.get(queued.json["url"]).status_code == 200

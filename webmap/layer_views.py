@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from flask import Blueprint, Response, after_this_request, current_app, render_template, request, send_file
 
-from geodata import audit
+from geodata import audit, jobs
 from geodata import crs as crs_mod
 from geodata.catalog import LAYERS, get_layer
 from geodata.errors import Conflict, NotFound, Refused
@@ -175,7 +175,8 @@ def _save_upload(file, actor: str) -> tuple[str, Path, dict]:
     if path.stat().st_size == 0:
         shutil.rmtree(folder, ignore_errors=True)
         raise Refused(_("{name} is empty", name=name))
-    meta = {"actor": actor, "file": name, "size": path.stat().st_size}
+    meta = {"actor": actor, "starter": jobs.starter(current_account()), "file": name,
+            "size": path.stat().st_size}
     (folder / META).write_text(json.dumps(meta), encoding="utf-8")
     return upload, folder, meta
 
@@ -189,7 +190,7 @@ def _open_upload(upload: str, actor: str) -> tuple[Path, dict]:
     except (OSError, ValueError):
         raise NotFound(_("the uploaded file is gone (imported, or older than 12 hours): "
                          "choose the file again")) from None
-    if meta.get("actor") != actor:
+    if not jobs.started_by(meta, jobs.starter(current_account()), actor):  # a token named like a user too
         raise NotFound(_("the uploaded file is gone: choose the file again"))
     return folder, meta
 
