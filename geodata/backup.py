@@ -21,6 +21,7 @@ is restored.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import secrets
@@ -195,7 +196,6 @@ SQLITE_OWN = {("table", "sqlite_stat1"): ("sqlite_stat1", "CREATE TABLE sqlite_s
 #: how many objects a refusal names (the rest are counted)
 NAMED = 12
 
-_sqlite_references: dict[tuple[str, ...], dict] = {}
 
 
 def _listed(names: list[str]) -> str:
@@ -260,22 +260,24 @@ def _sqlite_objects(conn: sqlite3.Connection) -> dict[tuple[str, str], tuple[str
 def _sqlite_reference(revisions: list[str]) -> dict[tuple[str, str], tuple[str, str | None]]:
     """The schema gridplan's migrations make at ``revisions`` in a new SpatiaLite file (SpatiaLite's
     own tables, views, triggers and virtual tables included, exactly as it makes them)."""
-    key = tuple(sorted(set(revisions)))
-    if key not in _sqlite_references:
-        with tempfile.TemporaryDirectory(prefix="gridplan-schema-") as folder:
-            reference = Path(folder) / "reference.sqlite"
-            engine = get_engine(f"sqlite:///{reference}")
-            try:
-                for revision in key:
-                    upgrade(engine, revision)
-            finally:
-                dispose_engines()
-            conn = sqlite3.connect(f"file:{reference}?mode=ro", uri=True)
-            try:
-                _sqlite_references[key] = _sqlite_objects(conn)
-            finally:
-                conn.close()
-    return _sqlite_references[key]
+    return _sqlite_schema_made(tuple(sorted(set(revisions))))
+
+
+@functools.lru_cache(maxsize=4)  # a function of the code alone (the migrations and SpatiaLite)
+def _sqlite_schema_made(revisions: tuple[str, ...]) -> dict[tuple[str, str], tuple[str, str | None]]:
+    with tempfile.TemporaryDirectory(prefix="gridplan-schema-") as folder:
+        reference = Path(folder) / "reference.sqlite"
+        engine = get_engine(f"sqlite:///{reference}")
+        try:
+            for revision in revisions:
+                upgrade(engine, revision)
+        finally:
+            dispose_engines()
+        conn = sqlite3.connect(f"file:{reference}?mode=ro", uri=True)
+        try:
+            return _sqlite_objects(conn)
+        finally:
+            conn.close()
 
 
 def _compare_sqlite(path: Path, objects: dict, reference: dict) -> None:
@@ -301,7 +303,6 @@ PG_DUMP_OPTIONS = ("-Fc", "--no-owner", "--no-privileges")
 PG_SETUP = {"ENCODING", "STDSTRINGS", "SEARCHPATH"}
 #: archive versions this check reads: 1.12 to 1.16 (pg_dump 9.6 to 17; tested with 15's 1.14)
 PG_ARCHIVE_VERSIONS = ((1, 12), (1, 16))
-_pg_references: dict[tuple, list[TocEntry]] = {}
 
 
 @dataclass(frozen=True)
@@ -483,9 +484,31 @@ def _pg_reference(url: str, revisions: list[str]) -> list[TocEntry]:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", template):
         raise BackupRefused(_("GRIDPLAN_RESTORE_TEMPLATE={template} is not a database name",
                               template=excerpt(repr(template))))
-    key = (u.host, u.port, u.username, template, tuple(sorted(set(revisions))))
-    if key in _pg_references:
-        return _pg_references[key]
+    admin = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:  # what the reference depends on: the server's versions too
+            server = tuple(conn.execute(text(
+                "SELECT version(), (SELECT default_version FROM pg_available_extensions "
+                "WHERE name = 'postgis')")).one())
+    except SQLAlchemyError:
+        server = ()  # the scratch database's creation below names the problem
+    finally:
+        admin.dispose()
+    key = (u.host, u.port, u.username, template, tuple(sorted(set(revisions))), server)
+    if key not in _PG_REFERENCES:
+        _PG_REFERENCES[key] = _pg_schema_made(url, template, key[4])
+    return list(_PG_REFERENCES[key])
+
+
+#: the references made in this process, by server (its address, user and versions), template and
+#: revisions: what they mirror is the migrations' code and the server's version, both in the key,
+#: so no other process can make one stale
+_PG_REFERENCES: dict[tuple, tuple[TocEntry, ...]] = {}
+
+
+def _pg_schema_made(url: str, template: str, revisions: tuple[str, ...]) -> tuple[TocEntry, ...]:
+    """:func:`_pg_reference`'s dump of a scratch database made, dumped and dropped."""
+    u = make_url(url)
     name = f"gridplan_check_{secrets.token_hex(6)}"
     admin = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     try:
@@ -503,7 +526,7 @@ def _pg_reference(url: str, revisions: list[str]) -> list[TocEntry]:
             scratch = u.set(database=name).render_as_string(hide_password=False)
             engine = create_engine(scratch, poolclass=NullPool)
             try:
-                for revision in key[4]:
+                for revision in revisions:
                     upgrade(engine, revision)
             finally:
                 engine.dispose()
@@ -511,7 +534,7 @@ def _pg_reference(url: str, revisions: list[str]) -> list[TocEntry]:
                 dump = Path(folder) / "reference.dump"
                 args, env = _pg_args(scratch)
                 _run([_pg_tool("pg_dump"), *PG_DUMP_OPTIONS, "-f", str(dump), *args], env, "pg_dump")
-                _pg_references[key] = read_toc(dump)
+                entries = tuple(read_toc(dump))
         finally:
             with admin.connect() as conn:
                 conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -524,7 +547,7 @@ def _pg_reference(url: str, revisions: list[str]) -> list[TocEntry]:
                               "nothing was written", problem=problem)) from None
     finally:
         admin.dispose()
-    return _pg_references[key]
+    return entries
 
 
 # --- PostGIS -----------------------------------------------------------------------------------

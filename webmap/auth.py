@@ -200,8 +200,9 @@ def init_app(app) -> None:
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=hours or SESSION_HOURS)
     app.session_interface = SessionInterface()
     app.before_request(refuse_token_in_address)
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    # set, not setdefault: Flask's own defaults (SameSite None) would win (Talisman sets the same)
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     login_manager.init_app(app)
     login_manager.localize_callback = _  # the sign-in prompt in the request's language
     app.register_blueprint(bp)
