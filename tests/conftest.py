@@ -120,6 +120,20 @@ def engine(db_url):
     eng.dispose()
 
 
+@pytest.fixture
+def stored(engine, small_demo):
+    """The small demo written to a fresh database of each kind; its engine."""
+    from layers.demo import write_demo
+
+    write_demo(engine, small_demo)
+    return engine
+
+
+def streets_of(demo) -> list[str]:
+    """A demo's street codes, in order."""
+    return sorted(demo.layers["streets"]["code"])
+
+
 @pytest.fixture(scope="session")
 def small_demo():
     """A small generated district (about 800 units) shared by the tests that only read it."""

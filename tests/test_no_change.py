@@ -19,8 +19,8 @@ from geodata.models import Revision
 from geodata.revisions import changes_since, current_revision
 from geodata.store import layer_counts, read_layer
 from layers import plan_documents, plan_workflow
-from layers.demo import write_demo
 from layers.plan_memory import PlanMemory
+from tests.conftest import streets_of
 from tests.webhelpers import make_accounts, signed_in, snapshot
 from webmap import create_app
 
@@ -28,16 +28,6 @@ from webmap import create_app
 BOUNDARIES = ("units", "communities", "community_history", "unit_adjacency", "revisions",
               "boundary_changes", "plans", "plan_assignments", "streets", "districts")
 SUFFIX = {"shp": "zip"}
-
-
-@pytest.fixture
-def stored(engine, small_demo):
-    write_demo(engine, small_demo)
-    return engine
-
-
-def streets_of(demo) -> list[str]:
-    return sorted(demo.layers["streets"]["code"])
 
 
 def submitted_plan(memory: PlanMemory, street: str | None, name: str) -> int:

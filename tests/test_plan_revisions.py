@@ -20,16 +20,7 @@ from geodata.store import read_layer
 from layers import plan_documents, plan_edits, plan_workflow
 from layers.demo import write_demo
 from layers.plan_memory import PlanMemory
-
-
-@pytest.fixture
-def stored(engine, small_demo):
-    write_demo(engine, small_demo)
-    return engine
-
-
-def streets_of(demo) -> list[str]:
-    return sorted(demo.layers["streets"]["code"])
+from tests.conftest import streets_of
 
 
 def adopt(memory: PlanMemory, plan_id: int) -> dict:

@@ -13,19 +13,12 @@ from hypothesis import strategies as st
 from geodata import plan_rows
 from geodata.errors import Conflict, Refused
 from layers import plan_documents, plan_edits, plan_workflow
-from layers.demo import write_demo
 from layers.plan_memory import PlanMemory
 from tests.webhelpers import make_accounts, signed_in
 from webmap import create_app
 
 #: the demo's smallest street (four current communities)
 STREET = "420103003"
-
-
-@pytest.fixture
-def stored(engine, small_demo):
-    write_demo(engine, small_demo)
-    return engine
 
 
 def state(engine, plan_id: int) -> dict:

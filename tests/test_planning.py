@@ -10,14 +10,7 @@ from geodata import plan_rows
 from geodata.models import AuditLog, CommunityHistory
 from geodata.store import read_layer
 from layers import plan_edits, plan_workflow
-from layers.demo import write_demo
 from layers.plan_memory import PlanMemory
-
-
-@pytest.fixture
-def stored(engine, small_demo):
-    write_demo(engine, small_demo)
-    return engine
 
 
 @pytest.fixture
