@@ -24,7 +24,7 @@ from geodata.accounts import ROLES, Account, find_user, parse_expiry, revoke_tok
 from geodata.backup import BackupRefused, backup, restore
 from geodata.catalog import LAYERS
 from geodata.db import DATABASE_ERRORS, database_trouble
-from geodata.errors import NotFound
+from geodata.errors import GridplanError, NotFound
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
 from geodata.i18n import _
 from geodata.importer import MODES, UNMAPPED, ImportRefused, import_layer, parse_values
@@ -225,7 +225,8 @@ def restore_command(path: Path, replace: bool, role: str | None) -> None:
     click.echo(f"{done['kind']} database restored from {done['path']}")
 
 
-user = AppGroup("user", help="Accounts: admin, planner, supervisor (scoped), viewer.")
+user = AppGroup("user", help="Accounts: admin, planner, supervisor (scoped), viewer, dispatcher, handler "
+                                  "(of a department).")
 token = AppGroup("token", help="API tokens for other departments' systems.")
 ROLE = click.Choice(ROLES)
 
@@ -235,7 +236,8 @@ ROLE = click.Choice(ROLES)
 @click.option("--role", type=ROLE, required=True)
 @click.option("--scope", help="supervisors: their grid cell, community or street code")
 @click.option("--password", help="asked for when not given")
-def user_add(name: str, role: str, scope: str | None, password: str | None) -> None:
+@click.option("--department", help="handlers: the code of their department")
+def user_add(name: str, role: str, scope: str | None, password: str | None, department: str | None) -> None:
     """Add the account NAME, or change its role, scope and password."""
     _ready()
     if password is None:
@@ -243,8 +245,8 @@ def user_add(name: str, role: str, scope: str | None, password: str | None) -> N
     if len(password) < 8:
         raise click.ClickException(_("a password needs at least {n} characters", n=8))
     try:
-        account = add_user(name, role, password, scope)
-    except ValueError as exc:
+        account = add_user(name, role, password, scope, department=department)
+    except (ValueError, GridplanError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(_("account {name}: {role}, scope {scope}",
                  name=account.name, role=account.role, scope=scope) if scope
