@@ -223,7 +223,7 @@ class Incident(Base):
     #: was chased, the highest level reached (reminder, yellow, red) and when last
     department_code: Mapped[str | None] = mapped_column(String(16), index=True)
     handler: Mapped[str | None] = mapped_column(String(50))
-    supervise_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    supervise_count: Mapped[int] = mapped_column(Integer, server_default="0")
     supervise_level: Mapped[str | None] = mapped_column(String(16))
     supervised_at: Mapped[datetime | None] = mapped_column(DateTime)
     geom = _geom("POINT")

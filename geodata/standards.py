@@ -159,7 +159,7 @@ DEFAULT_SETTINGS: list[dict] = [
                     "is a yellow warning (黄牌) at its limit and a red one (红牌) at this many times "
                     "its limit",
      "source": "local practice (e.g. yellow at due, red at twice the limit); choose per city"},
-    {"key": "incident_after_photo", "value": ["C01-01", "C02-01", "E01-01", "E03-02"],
+    {"key": "incident_after_photo", "value": ["C02-01", "E03-02"],
      "description": "处置后照片 categories whose handling needs an after-photo (category codes)",
      "source": "local practice; choose per city"},
     {"key": "unit_households_max", "value": 100000,
