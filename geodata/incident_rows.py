@@ -668,6 +668,19 @@ def add_photo(conn: Connection, incident_id: int, **values) -> int:
     ).scalar_one()
 
 
+def give_departments(conn: Connection, by_category: dict[str, str]) -> int:
+    """Cases dispatched with no department get their category's (the demo's departments, added
+    after its cases). Returns how many."""
+    changed = 0
+    for category, code in by_category.items():
+        changed += conn.execute(
+            update(T)
+            .where(T.c.category == category, T.c.department_code.is_(None), T.c.dispatched_at.is_not(None))
+            .values(department_code=code)
+        ).rowcount
+    return changed
+
+
 def supervised_counts(
     engine: Engine | Connection, group: str, since: datetime, until: datetime, prefix: str | None = None
 ) -> dict[str, dict]:

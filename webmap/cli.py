@@ -26,14 +26,14 @@ from geodata.catalog import LAYERS
 from geodata.db import DATABASE_ERRORS, database_trouble
 from geodata.errors import GridplanError, NotFound
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
-from geodata.i18n import _
+from geodata.i18n import N_, _
 from geodata.importer import MODES, UNMAPPED, ImportRefused, import_layer, parse_values
 from geodata.migrate import upgrade
 from geodata.standards import seed_settings
 from geodata.store import community_codes_ever, count_layer, read_layer
 from layers.boundaries import stored_topology
 from layers.communities import Bounds, bounds
-from layers.demo import generate, write_demo
+from layers.demo import generate, seed_departments, write_demo
 from layers.incidents import OPEN, assign_cells
 from layers.partition import UnitGraph
 from layers.plan_io import export_plan, units_from_database, units_from_file
@@ -309,27 +309,64 @@ def token_revoke(name: str) -> None:
 def demo_accounts() -> None:
     """Create one demo account per role (once) and print their logins."""
     eng = _ready()
+    departments = seed_departments(eng)
     logins = Path(current_app.instance_path) / "demo_accounts.txt"
     listed = [line.split()[0] for line in logins.read_text(encoding="utf-8").splitlines()] \
         if logins.exists() else []
-    if not listed or any(find_user(eng, name=n) is None for n in listed):
-        scope = _demo_community(eng)
+    scope = _demo_community(eng)
+    cell = _demo_cell(eng, scope)
+    codes = {d["code"] for d in departments}
+    # one account of each kind that the data allows (no cells yet: no supervisor)
+    wanted = [(name, role, kind) for name, role, kind in DEMO_ACCOUNTS
+              if not (role == "supervisor" and {"community": scope, "cell": cell}.get(kind) is None)
+              and not (role == "handler" and kind not in codes)]
+    if not listed or any(n not in listed for n, *_rest in wanted) \
+            or any(find_user(eng, name=n) is None for n in listed):
         lines = []
-        for name, role in (("admin", "admin"), ("planner", "planner"), ("supervisor", "supervisor"),
-                           ("viewer", "viewer")):
-            if role == "supervisor" and scope is None:
-                continue
+        for name, role, kind in wanted:
+            own = {"community": scope, "cell": cell}.get(kind)
+            department = kind if role == "handler" else None
             password = secrets.token_urlsafe(9)
-            own = scope if role == "supervisor" else None
-            add_user(name, role, password, own)
-            lines.append(f"{name:<11} {password}  ({role}{', community ' + own if own else ''})")
+            add_user(name, role, password, own, department=department)
+            where = f", community {own}" if kind == "community" else f", cell {own}" if kind == "cell" \
+                else f", department {department}" if department else ""
+            lines.append(f"{name:<11} {password}  {_(DEMO_KINDS[name])} ({role}{where})")
         logins.write_text("\n".join(lines) + "\n", encoding="utf-8")
         logins.chmod(0o600)
     held = _demo_supervisor_cells(eng)
     click.echo(_("demo accounts (name, password):"))
     click.echo(logins.read_text(encoding="utf-8"), nl=False)
+    click.echo(_("departments (处置部门):"))
+    for d in departments:
+        click.echo(f"  {d['code']:<4} {d['name']}  {', '.join(d['categories'])}")
     if held:
         click.echo(_("supervisor holds cells {cells}", cells=", ".join(held)))
+
+
+#: the demo's accounts: name, role, and their community, cell or department (one of each kind)
+DEMO_ACCOUNTS = (
+    ("admin", "admin", None),
+    ("planner", "planner", None),
+    ("supervisor", "supervisor", "community"),
+    ("inspector", "supervisor", "cell"),
+    ("dispatcher", "dispatcher", None),
+    ("handler", "handler", "HW"),
+    ("viewer", "viewer", None),
+)
+DEMO_KINDS = {"admin": N_("administrator"), "planner": N_("planner"),
+              "supervisor": N_("网格长: reports, verifies, evaluates, chases"),
+              "inspector": N_("监督员: reports and verifies in one cell"),
+              "dispatcher": N_("指挥中心: files, dispatches and chases"),
+              "handler": N_("处置部门: handles the sanitation station's cases"),
+              "viewer": N_("viewer")}
+
+
+def _demo_cell(eng, community: str | None) -> str | None:
+    """A cell of the demo community for the demo 监督员."""
+    if community is None:
+        return None
+    cells = read_layer(eng, "grid_cells", community=community)["code"].sort_values().tolist()
+    return cells[0] if cells else None
 
 
 def _demo_community(eng) -> str | None:
