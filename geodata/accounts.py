@@ -71,7 +71,7 @@ def _check(role: str, scope_code: str | None, department_code: str | None = None
     if role not in ROLES:
         raise Refused(_("unknown role {role}: use {p2}", role=repr(role), p2=', '.join(ROLES)))
     if role == "handler" and not department_code:
-        raise Refused(_("a handler needs a department (the 处置部门 they work for)"))
+        raise Refused(_("a handler needs a department (the one they work for)"))
     if role != "handler" and department_code:
         raise Refused(_("only a handler belongs to a department, not a {role}", role=role))
     if role == "supervisor" and not scope_code:
@@ -195,7 +195,7 @@ def update_user(engine: Engine, *, actor: str, user_id: int | None = None, name:
         new_role = row.role if role is None else role
         new_scope = row.scope_code if scope_code is _UNSET else (scope_code or None)
         new_department = row.department_code if department_code is _UNSET else (department_code or None)
-        if new_role != "handler" and department_code is _UNSET:
+        if new_role != "handler":
             new_department = None  # a handler made something else leaves their department
         _check(new_role, new_scope, new_department)
         _known_department(conn, new_department)

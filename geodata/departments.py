@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from geodata.audit import record
 from geodata.errors import NotFound, Refused
-from geodata.i18n import _
+from geodata.i18n import N_, _
 from geodata.models import Department
 
 TABLE = Department.__table__
@@ -58,7 +58,12 @@ def for_category(departments: list[dict], category: str) -> list[dict]:
     return sorted(handling, key=lambda d: (category not in d["default_for"], d["code"]))
 
 
-def _text(value, what: str, limit: int, required: bool = False) -> str | None:
+#: the fields of a department as messages name them
+FIELDS = {"name": N_("name"), "contact": N_("contact")}
+
+
+def _text(value, field: str, limit: int, required: bool = False) -> str | None:
+    what = _(FIELDS[field])
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
             raise Refused(_("a department needs a {what}", what=what))

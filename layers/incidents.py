@@ -74,7 +74,7 @@ EVALUATION_LABELS = {"satisfied": N_("satisfied"), "basic": N_("fairly satisfied
                      "unsatisfied": N_("not satisfied")}
 #: 督办 levels, lowest first: chased before its limit, at its limit (黄牌), past the red multiple (红牌)
 SUPERVISE_LEVELS = ("reminder", "yellow", "red")
-SUPERVISE_LABELS = {"reminder": N_("reminder (督办)"), "yellow": N_("yellow warning"),
+SUPERVISE_LABELS = {"reminder": N_("reminder"), "yellow": N_("yellow warning"),
                     "red": N_("red warning")}
 
 
@@ -112,7 +112,7 @@ TRANSITIONS: dict[str, Transition] = {
     ),
     # 督办: the 指挥中心 or a 网格长 chases a case running late; it stays where it is
     "supervise": Transition(
-        ("dispatched",), "dispatched", CHASERS, "supervised", N_("Chase (督办)"),
+        ("dispatched",), "dispatched", CHASERS, "supervised", N_("Chase up"),
         "supervised_at", note_required=True, leader_only=True,
     ),
 }
@@ -310,8 +310,7 @@ def describe(
         item.update(
             department_name=department.get("name"),
             due_level=chase,
-            supervise_label=_(SUPERVISE_LABELS[case["supervise_level"]])
-            if case.get("supervise_level") in SUPERVISE_LABELS else None,
+            supervise_label=_label(SUPERVISE_LABELS, case.get("supervise_level")),
             category_name=(catalogue.get(case["category"]) or {}).get("name", case["category"]),
             status_label=_(STATUS_LABELS.get(case["status"], case["status"])),
             open=open_,
@@ -555,8 +554,8 @@ def act(
         raise Forbidden(_("role {role} may not {action} a case", role=account.role, action=action))
     rules = loop_rules(engine)
     if action in VERIFY and rules.separation and case.get("handler") == account.name:
-        raise Forbidden(_("you handled case {code} yourself: another 监督员 verifies it (separation of "
-                          "duties is on)", code=code))
+        raise Forbidden(_("you handled case {code} yourself: another supervisor verifies it (separation "
+                          "of duties is on)", code=code))
     if t.leader_only and account.role == "supervisor" and len(account.scope_code or "") > 12:
         raise Forbidden(_("only a community's or street's grid leader may {action} a case", action=action))
     now = now or datetime.now()
@@ -697,10 +696,16 @@ def _detail_label(step: str, detail: str | None, table: dict[str, dict]) -> str 
     if step == "dispatched":
         return (table.get(detail) or {}).get("name", detail)
     if step == "evaluated":
-        return _(EVALUATION_LABELS[detail]) if detail in EVALUATION_LABELS else detail
+        return _label(EVALUATION_LABELS, detail) or detail
     if step == "supervised":
-        return _(SUPERVISE_LABELS[detail]) if detail in SUPERVISE_LABELS else detail
+        return _label(SUPERVISE_LABELS, detail) or detail
     return detail
+
+
+def _label(labels: dict[str, str], key: str | None) -> str | None:
+    """The translated label of ``key`` in ``labels``, None for an unknown key."""
+    label = labels.get(key or "")
+    return _(label) if label else None
 
 
 # --- photos -----------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ LABELS = {
     "due_closed": N_("due and closed"),
     "due_closed_on_time": N_("closed on time"),
     "returned": N_("returns for rework"),
-    "supervised": N_("cases chased (督办)"),
+    "supervised": N_("cases chased up"),
     "closed_rate": N_("closed rate"),
     "on_time_rate": N_("on-time rate"),
     "rework_rate": N_("rework rate"),

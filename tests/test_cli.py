@@ -109,7 +109,7 @@ def test_accounts_and_tokens_from_the_command_line(run, engine, db_url, tmp_path
     runner = app.test_cli_runner()
     result = runner.invoke(args=["demo-accounts"])
     assert result.exit_code == 0
-    accounts = result.output.split("departments (处置部门):")[0]
+    accounts = result.output.split("departments:")[0]
     logins = dict(line.split()[:2] for line in accounts.splitlines()[1:])
     # no grid cells yet: no supervisor; the 指挥中心 and a department's handler
     assert set(logins) == {"admin", "planner", "viewer", "dispatcher", "handler"}

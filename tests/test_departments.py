@@ -76,7 +76,10 @@ def client_of(app, name: str) -> Caller:
 
 
 def act(caller: Caller, code: str, action: str, **body):
-    version = body.pop("version") if "version" in body else caller.get(f"/api/incidents/{code}").json["version"]
+    if "version" in body:
+        version = body.pop("version")
+    else:
+        version = caller.get(f"/api/incidents/{code}").json["version"]
     return caller.post(f"/api/incidents/{code}/actions", json={"action": action, "version": version, **body})
 
 

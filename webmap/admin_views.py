@@ -137,6 +137,19 @@ def tokens():
     return _page("admin/tokens.html", "tokens", _("API tokens"))
 
 
+@bp.get("/admin/departments")
+@require("admin")
+def departments_page():
+    """处置部门: the departments cases are dispatched to, and a form to add or change one."""
+    from geodata.departments import list_departments
+    from layers.incidents import categories
+
+    catalogue = categories(engine())
+    return _page("admin/departments.html", "departments", _("Departments"),
+                 departments=list_departments(engine()),
+                 categories={k: v.get("name", k) for k, v in catalogue.items()})
+
+
 @bp.get("/admin/settings")
 @require("admin")
 def settings():

@@ -336,7 +336,7 @@ def demo_accounts() -> None:
     held = _demo_supervisor_cells(eng)
     click.echo(_("demo accounts (name, password):"))
     click.echo(logins.read_text(encoding="utf-8"), nl=False)
-    click.echo(_("departments (处置部门):"))
+    click.echo(_("departments:"))
     for d in departments:
         click.echo(f"  {d['code']:<4} {d['name']}  {', '.join(d['categories'])}")
     if held:
@@ -354,10 +354,10 @@ DEMO_ACCOUNTS = (
     ("viewer", "viewer", None),
 )
 DEMO_KINDS = {"admin": N_("administrator"), "planner": N_("planner"),
-              "supervisor": N_("网格长: reports, verifies, evaluates, chases"),
-              "inspector": N_("监督员: reports and verifies in one cell"),
-              "dispatcher": N_("指挥中心: files, dispatches and chases"),
-              "handler": N_("处置部门: handles the sanitation station's cases"),
+              "supervisor": N_("grid leader: reports, verifies, evaluates, chases up"),
+              "inspector": N_("inspector: reports and verifies in one cell"),
+              "dispatcher": N_("command centre: files, dispatches, chases up"),
+              "handler": N_("department: handles the sanitation station's cases"),
               "viewer": N_("viewer")}
 
 
