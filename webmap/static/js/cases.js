@@ -157,7 +157,11 @@
           status(t("Take the photo after handling first")); document.getElementById("case-after-photo").focus(); return;
         }
         const result = await act(window.gridplan.case, a.action, note || null, button);
-        if (result.ok) { document.getElementById("case-note").value = ""; document.getElementById("case-after-photo").value = ""; }
+        if (result.ok) {
+          document.getElementById("case-note").value = "";
+          document.getElementById("case-after-photo").value = "";
+          document.getElementById("case-after-photo-name").textContent = "";
+        }
       });
       buttons.append(button);
     }
@@ -184,6 +188,11 @@
   }
 
   function startCase() {
+    const after = document.getElementById("case-after-photo");
+    after.addEventListener("change", () => {  // shown before it is sent with the handling
+      const f = after.files[0];
+      document.getElementById("case-after-photo-name").textContent = f ? `${f.name} · ${(f.size / 1048576).toFixed(1)} MB` : "";
+    });
     const input = document.querySelector("#photo-form input[type=file]");
     input.addEventListener("change", async () => {
       if (!input.files.length) return;
