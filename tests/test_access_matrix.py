@@ -156,6 +156,10 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     # Open311 answers a report without a valid account or key 403, as GeoReport v2 has it
     **{("POST /open311/v2/requests.<fmt>", caller): "refused"
        for caller in ("anonymous", "wrong_token", "revoked_token")},
+    # a department's handler reads its own cases (/api/incidents), not the city's layers or exports
+    **{(route, "handler"): "refused"
+       for route in ("GET /api/collections/<name>", "GET /api/collections/<name>/items",
+                     "GET /api/collections/<name>/items/<code>", "GET /api/exports/<layer>")},
 }
 
 

@@ -32,7 +32,7 @@ from flask.cli import AppGroup
 
 from geodata import departments as depts
 from geodata import incident_rows
-from geodata.errors import GridplanError, Refused
+from geodata.errors import Forbidden, GridplanError, Refused
 from geodata.i18n import _
 from layers import incident_export as exports
 from layers import incidents, rates
@@ -310,6 +310,8 @@ def api_rates():
 @require(*READERS, api=True)
 def api_export(layer: str):
     """Cells or incidents (with their history) as ``format=shp|gpkg|geojson|csv``."""
+    if current_account().role == "handler":  # a department reads its own cases, not the city's
+        raise Forbidden(_("a department's handler reads its cases at /api/incidents"))
     fmt = request.args.get("format", "gpkg")
     if layer not in ("grid_cells", "incidents") or fmt not in exports.FORMATS:
         raise Refused(f"export grid_cells or incidents as {', '.join(exports.FORMATS)}")
