@@ -26,13 +26,16 @@ from geodata.errors import Conflict, GridplanError, NotFound, Refused
 from geodata.i18n import N_, _
 from geodata.models import ApiToken, User
 
-ROLES = ("admin", "planner", "supervisor", "viewer")
+#: who does what: ``supervisor`` is a 监督员 / 网格员 (a 网格长 when scoped to a community or
+#: street), ``dispatcher`` the 指挥中心's 受理员, 派遣员 and 值班长, ``handler`` a 处置部门's staff
+#: (their account names the department)
+ROLES = ("admin", "planner", "supervisor", "viewer", "dispatcher", "handler")
 LOCALES = ("zh", "en")  # the languages of the web pages and the command line
 NAME_LENGTH = 50
 #: a token's last use is written at most this often (one write a minute, not one a request)
 LAST_USED_EVERY = timedelta(minutes=1)
 #: what raises an account's session generation (see the module's description)
-ENDS_SESSIONS = ("password_hash", "role", "scope_code", "disabled")
+ENDS_SESSIONS = ("password_hash", "role", "scope_code", "disabled", "department_code")
 
 
 class TokenExpired(GridplanError):
@@ -60,11 +63,17 @@ class Account:
     locale: str | None = None
     #: the session generation a session cookie must carry (users only)
     session_generation: int = 0
+    #: the 处置部门 a handler works for
+    department_code: str | None = None
 
 
-def _check(role: str, scope_code: str | None) -> None:
+def _check(role: str, scope_code: str | None, department_code: str | None = None) -> None:
     if role not in ROLES:
         raise Refused(_("unknown role {role}: use {p2}", role=repr(role), p2=', '.join(ROLES)))
+    if role == "handler" and not department_code:
+        raise Refused(_("a handler needs a department (the one they work for)"))
+    if role != "handler" and department_code:
+        raise Refused(_("only a handler belongs to a department, not a {role}", role=role))
     if role == "supervisor" and not scope_code:
         raise Refused(_("a supervisor needs a scope: a grid cell, community or street code"))
     if scope_code and not (scope_code.isdigit() and len(scope_code) in (6, 9, 12, 15)):
@@ -88,6 +97,7 @@ def check_name(name: str, what: str = "name") -> str:
 
 def _user_dict(row) -> dict:
     return {"id": row.id, "name": row.name, "role": row.role, "scope_code": row.scope_code,
+            "department_code": getattr(row, "department_code", None),
             "disabled": bool(row.disabled), "created_at": row.created_at,
             "last_sign_in_at": row.last_sign_in_at}
 
@@ -112,15 +122,18 @@ def _enabled_admins(conn: Connection) -> int:
 
 
 def save_user(engine: Engine, name: str, role: str, password_hash: str,
-              scope_code: str | None = None, *, actor: str = "cli") -> Account:
-    """Add the account ``name`` or, when it exists, set its role, scope and password (the
-    command line's ``user add``)."""
-    _check(role, scope_code)
+              scope_code: str | None = None, *, actor: str = "cli",
+              department_code: str | None = None) -> Account:
+    """Add the account ``name`` or, when it exists, set its role, scope, department and password
+    (the command line's ``user add``)."""
+    _check(role, scope_code, department_code)
     check_name(name, "user name")
     table = User.__table__
     with engine.begin() as conn:
+        _known_department(conn, department_code)
         existing = conn.execute(select(table.c.id).where(table.c.name == name)).scalar_one_or_none()
-        values = {"role": role, "scope_code": scope_code, "password_hash": password_hash}
+        values = {"role": role, "scope_code": scope_code, "password_hash": password_hash,
+                  "department_code": department_code}
         if existing is None:
             existing = conn.execute(insert(table).values(name=name, created_at=datetime.now(), disabled=False,
                                                          **values).returning(table.c.id)).scalar_one()
@@ -130,33 +143,47 @@ def save_user(engine: Engine, name: str, role: str, password_hash: str,
                          .values(session_generation=table.c.session_generation + 1, **values))
             action = "user:update"
         record(conn, actor, action, layer="users", object_code=str(existing),
-               detail={"name": name, "role": role, "scope_code": scope_code, "password": "set"})
+               detail={"name": name, "role": role, "scope_code": scope_code, "password": "set",
+                       **({"department_code": department_code} if department_code else {})})
     return find_user(engine, name=name)
 
 
 def create_user(engine: Engine, name: str, role: str, password_hash: str, scope_code: str | None = None,
-                *, actor: str) -> dict:
+                *, actor: str, department_code: str | None = None) -> dict:
     """A new account; a name already taken is refused (:class:`NameTaken`)."""
     check_name(name, "user name")
-    _check(role, scope_code)
+    _check(role, scope_code, department_code)
     table = User.__table__
     with engine.begin() as conn:
+        _known_department(conn, department_code)
         if conn.execute(select(table.c.id).where(table.c.name == name)).first():
             raise NameTaken(_("a user named {name} exists already", name=repr(name)))
         user_id = conn.execute(insert(table).values(
             name=name, role=role, scope_code=scope_code, password_hash=password_hash, disabled=False,
-            created_at=datetime.now()).returning(table.c.id)).scalar_one()
+            department_code=department_code, created_at=datetime.now()).returning(table.c.id)).scalar_one()
         record(conn, actor, "user:create", layer="users", object_code=str(user_id),
-               detail={"name": name, "role": role, "scope_code": scope_code})
+               detail={"name": name, "role": role, "scope_code": scope_code,
+                       **({"department_code": department_code} if department_code else {})})
         return _user_dict(_user_row(conn, user_id, None))
 
 
 _UNSET = object()
 
 
+def _known_department(conn: Connection, code: str | None) -> None:
+    """Refuse a department code that names no department."""
+    if code is None:
+        return
+    from geodata.models import Department
+
+    table = Department.__table__
+    if conn.execute(select(table.c.code).where(table.c.code == code)).first() is None:
+        raise Refused(_("no department {code}", code=repr(code)))
+
+
 def update_user(engine: Engine, *, actor: str, user_id: int | None = None, name: str | None = None,
                 role: str | None = None, scope_code=_UNSET, disabled: bool | None = None,
-                password_hash: str | None = None) -> dict:
+                password_hash: str | None = None, department_code=_UNSET) -> dict:
     """Change an account's role, scope, disabled flag or password (only what is given).
 
     Refused: a change that would leave no enabled administrator, and disabling or demoting
@@ -167,8 +194,14 @@ def update_user(engine: Engine, *, actor: str, user_id: int | None = None, name:
         row = _user_row(conn, user_id, name)
         new_role = row.role if role is None else role
         new_scope = row.scope_code if scope_code is _UNSET else (scope_code or None)
-        _check(new_role, new_scope)
+        new_department = row.department_code if department_code is _UNSET else (department_code or None)
+        if new_role != "handler":
+            new_department = None  # a handler made something else leaves their department
+        _check(new_role, new_scope, new_department)
+        _known_department(conn, new_department)
         changes: dict = {}
+        if new_department != row.department_code:
+            changes["department_code"] = new_department
         if new_role != row.role:
             changes["role"] = new_role
         if new_scope != row.scope_code:
@@ -208,13 +241,14 @@ def find_user(engine: Engine, *, name: str | None = None, user_id: int | None = 
     """The account by name or id (disabled ones too: the caller decides), or None."""
     table = User.__table__
     stmt = select(table.c.id, table.c.name, table.c.role, table.c.scope_code, table.c.password_hash,
-                  table.c.disabled, table.c.locale, table.c.session_generation)
+                  table.c.disabled, table.c.locale, table.c.session_generation, table.c.department_code)
     stmt = stmt.where(table.c.name == name) if name is not None else stmt.where(table.c.id == user_id)
     with engine.connect() as conn:
         row = conn.execute(stmt).one_or_none()
     return Account(row.id, row.name, row.role, row.scope_code, row.password_hash,
                    disabled=bool(row.disabled), locale=row.locale,
-                   session_generation=row.session_generation or 0) if row else None
+                   session_generation=row.session_generation or 0,
+                   department_code=row.department_code) if row else None
 
 
 def end_sessions(engine: Engine, user_id: int, *, actor: str, address: str | None) -> None:

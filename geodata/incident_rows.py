@@ -73,6 +73,11 @@ FIELDS = (
     "reporter",
     "rework_count",
     "evaluation",
+    "department_code",
+    "handler",
+    "supervise_count",
+    "supervise_level",
+    "supervised_at",
 )
 
 
@@ -259,16 +264,36 @@ def change_incident(
 
 
 def add_step(
-    conn: Connection, incident_id: int, step: str, at: datetime, actor: str | None, note: str | None = None
-) -> None:
-    conn.execute(insert(STEPS).values(incident_id=incident_id, step=step, at=at, actor=actor, note=note))
+    conn: Connection,
+    incident_id: int,
+    step: str,
+    at: datetime,
+    actor: str | None,
+    note: str | None = None,
+    detail: str | None = None,
+) -> int:
+    """Record a step of a case's history (``detail``: what it chose — a department, an
+    evaluation, a 督办 level); returns the step's id (photos taken with it refer to it)."""
+    return conn.execute(
+        insert(STEPS)
+        .values(incident_id=incident_id, step=step, at=at, actor=actor, note=note, detail=detail)
+        .returning(STEPS.c.id)
+    ).scalar_one()
+
+
+def latest_step_id(conn: Connection, incident_id: int) -> int | None:
+    """The id of a case's latest step (what a photo added now is evidence of)."""
+    return conn.execute(
+        select(STEPS.c.id).where(STEPS.c.incident_id == incident_id)
+        .order_by(STEPS.c.at.desc(), STEPS.c.id.desc()).limit(1)
+    ).scalar_one_or_none()
 
 
 def steps_of(engine: Engine | Connection, incident_id: int) -> list[dict]:
     """The steps of a case, oldest first."""
     with _conn(engine) as conn:
         rows = conn.execute(
-            select(STEPS.c.step, STEPS.c.at, STEPS.c.actor, STEPS.c.note)
+            select(STEPS.c.id, STEPS.c.step, STEPS.c.at, STEPS.c.actor, STEPS.c.note, STEPS.c.detail)
             .where(STEPS.c.incident_id == incident_id)
             .order_by(STEPS.c.at, STEPS.c.id)
         ).mappings()
@@ -324,10 +349,14 @@ def list_incidents(
     limit: int | None = None,
     offset: int = 0,
     order_due: bool = False,
+    department: str | None = None,
 ) -> list[dict]:
-    """Cases in a scope with filters (reported between ``since`` and ``until``)."""
+    """Cases in a scope with filters (reported between ``since`` and ``until``; ``department``:
+    only the cases dispatched to that 处置部门)."""
     with _conn(engine) as conn:
         stmt = _select().where(scope_clause(prefix, cells) if (prefix or cells) else literal(True))
+        if department:
+            stmt = stmt.where(T.c.department_code == department)
         if statuses:
             stmt = stmt.where(T.c.status.in_(list(statuses)))
         if category:
@@ -637,6 +666,45 @@ def add_photo(conn: Connection, incident_id: int, **values) -> int:
         .values(incident_id=incident_id, uploaded_at=datetime.now(), **values)
         .returning(PHOTOS.c.id)
     ).scalar_one()
+
+
+def give_departments(conn: Connection, by_category: dict[str, str]) -> int:
+    """Cases dispatched with no department get their category's (the demo's departments, added
+    after its cases). Returns how many."""
+    changed = 0
+    for category, code in by_category.items():
+        changed += conn.execute(
+            update(T)
+            .where(T.c.category == category, T.c.department_code.is_(None), T.c.dispatched_at.is_not(None))
+            .values(department_code=code)
+        ).rowcount
+    return changed
+
+
+def supervised_counts(
+    engine: Engine | Connection, group: str, since: datetime, until: datetime, prefix: str | None = None
+) -> dict[str, dict]:
+    """Per code of ``group`` (``cell``, ``community``, ``street``, ``district`` or
+    ``department``): cases dispatched between ``since`` and ``until`` that were chased (督办),
+    those that reached a red warning, and the 督办 given to them."""
+    levels = {**_rate_levels(), "department": T.c.department_code}
+    key = levels[group]
+    stmt = (
+        select(
+            key.label("code"),
+            func.count().label("supervised"),
+            func.sum(case((T.c.supervise_level == "red", 1), else_=0)).label("supervised_red"),
+            func.sum(T.c.supervise_count).label("supervise_count"),
+        )
+        .where(T.c.supervise_count > 0, T.c.dispatched_at >= since, T.c.dispatched_at <= until,
+               key.is_not(None))
+        .group_by(key)
+    )
+    if prefix and group != "department":
+        stmt = stmt.where(levels[_level(prefix)].startswith(prefix, autoescape=True))
+    with _conn(engine) as conn:
+        return {r["code"]: {k: int(r[k] or 0) for k in ("supervised", "supervised_red", "supervise_count")}
+                for r in conn.execute(stmt).mappings()}
 
 
 def photos_of(engine: Engine | Connection, incident_id: int) -> list[dict]:

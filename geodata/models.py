@@ -218,6 +218,14 @@ class Incident(Base):
     dispatch_wh: Mapped[float | None] = mapped_column(Float)
     handling_wh: Mapped[float | None] = mapped_column(Float)
     verify_wh: Mapped[float | None] = mapped_column(Float)
+    #: departments (migration departments): the 处置部门 the case was dispatched to, who took the
+    #: handling step (the 监督员 who verifies must be someone else), and its 督办: how often it
+    #: was chased, the highest level reached (reminder, yellow, red) and when last
+    department_code: Mapped[str | None] = mapped_column(String(16), index=True)
+    handler: Mapped[str | None] = mapped_column(String(50))
+    supervise_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    supervise_level: Mapped[str | None] = mapped_column(String(16))
+    supervised_at: Mapped[datetime | None] = mapped_column(DateTime)
     geom = _geom("POINT")
 
 
@@ -231,6 +239,9 @@ class IncidentStep(Base):
     at: Mapped[datetime] = mapped_column(DateTime)
     actor: Mapped[str | None] = mapped_column(String(50))
     note: Mapped[str | None] = mapped_column(Text)
+    #: what the step chose (migration departments): the department dispatched to, the
+    #: evaluation given, the 督办 level
+    detail: Mapped[str | None] = mapped_column(String(64))
 
 
 class _IncidentSums:
@@ -299,6 +310,25 @@ class IncidentPhoto(Base):
     step: Mapped[str | None] = mapped_column(String(16))
     uploaded_by: Mapped[str | None] = mapped_column(String(50))
     uploaded_at: Mapped[datetime] = mapped_column(DateTime)
+    #: the step of the case's history the photo is evidence of (migration departments): the
+    #: report's before-photo, the handling's after-photo
+    step_id: Mapped[int | None] = mapped_column(Integer, index=True)
+
+
+class Department(Base):
+    """A 处置部门: the body that fixes a case (municipal engineering, sanitation, greening …),
+    the categories it handles, whom to call, and its own time limits where the city sets them
+    (category → working hours; otherwise the category's). A category's default department is
+    offered first when a case is dispatched (migration departments)."""
+
+    __tablename__ = "departments"
+    code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    categories: Mapped[list] = mapped_column(JSON)
+    contact: Mapped[str | None] = mapped_column(String(200))
+    limits: Mapped[dict | None] = mapped_column(JSON)
+    default_for: Mapped[list | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class Plan(Base):
@@ -410,6 +440,8 @@ class User(Base):
     session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     #: when the account last signed in (migration session_generation)
     last_sign_in_at: Mapped[datetime | None] = mapped_column(DateTime)
+    #: the 处置部门 a handler works for (migration departments); none: the 指挥中心 or the grid
+    department_code: Mapped[str | None] = mapped_column(String(16))
 
 
 class ApiToken(Base):

@@ -243,6 +243,7 @@ RANGES: dict[str, tuple[float, float] | dict[str, tuple[float, float]]] = {
     "working_calendar": {"weekdays": (1, 7)},
     "duplicate_distance_m": (0, 10_000),
     "photo_max_mb": (1, 50),
+    "supervise_rule": (0.1, 100),
     "session_hours": (1, 744),  # a session of 0 hours would sign everyone out
     "unit_households_max": (1, 2**31 - 1),
     "unit_population_max": (1, 2**31 - 1),

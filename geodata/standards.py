@@ -150,6 +150,18 @@ DEFAULT_SETTINGS: list[dict] = [
                     "did in between; GRIDPLAN_SESSION_HOURS overrides it",
      "source": "a working day; 等保 2.0 asks that sessions end"},
 
+    {"key": "incident_separation", "value": True,
+     "description": "岗位分离 the 监督员 who verifies (核查) a case is never the one who handled it, and "
+                    "only a 监督员 verifies; off: one person may take every step (a small town's office)",
+     "source": "GB/T 30428, CJJ/T 106 (监督中心 and 指挥中心 separate)"},
+    {"key": "supervise_rule", "value": {"from": 0.8, "yellow": 1.0, "red": 2.0},
+     "description": "督办 a case may be chased once this share of its time limit has run (from); it "
+                    "is a yellow warning (黄牌) at its limit and a red one (红牌) at this many times "
+                    "its limit",
+     "source": "local practice (e.g. yellow at due, red at twice the limit); choose per city"},
+    {"key": "incident_after_photo", "value": ["C02-01", "E03-02"],
+     "description": "处置后照片 categories whose handling needs an after-photo (category codes)",
+     "source": "local practice; choose per city"},
     {"key": "unit_households_max", "value": 100000,
      "description": "导入检查 most households one planning unit or building may hold: an imported file "
                     "with more in a row is refused (a typing or unit error, e.g. 9e18)",

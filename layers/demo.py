@@ -664,3 +664,40 @@ def write_demo(engine: Engine, demo: Demo, progress: Callable[[str, int, int], N
         for start in range(0, len(records), BATCH):
             conn.execute(insert(IncidentStep.__table__), records[start:start + BATCH])
     fill_step_hours(engine)  # the working hours each step took, for the rates
+
+
+#: the demo's 处置部门: code, name, categories (each the default for those it lists first),
+#: contact; the street office also takes rubbish and street vending when sent there
+DEMO_DEPARTMENTS = (
+    ("SZ", "区市政工程管理处", ["C01-01", "C01-02", "C02-01", "E05-01"], "027-8888 0101"),
+    ("HW", "区环境卫生管理站", ["E01-01", "E01-02", "C03-01"], "027-8888 0102"),
+    ("YL", "区园林绿化局", ["C04-01"], "027-8888 0103"),
+    ("CG", "区城管执法大队", ["E02-01", "E03-01", "E03-02", "E04-01"], "027-8888 0104"),
+)
+#: departments that handle a category without being its default
+DEMO_SECOND_CHOICE = (("JD", "街道办事处", ["E01-01", "E04-01"], "027-8888 0105"),)
+
+
+def seed_departments(engine: Engine) -> list[dict]:
+    """The demo's departments (once: a city's own are never overwritten), and the demo's
+    dispatched cases given their category's department. Returns the departments."""
+    from geodata import departments as depts
+    from geodata import incident_rows
+    from layers.incidents import categories
+
+    if depts.list_departments(engine):
+        return depts.list_departments(engine)
+    catalogue = categories(engine)
+    defaults: dict[str, str] = {}
+    for (code, name, cats, contact), default in [*((d, True) for d in DEMO_DEPARTMENTS),
+                                                 *((d, False) for d in DEMO_SECOND_CHOICE)]:
+        cats = [c for c in cats if c in catalogue]
+        if not cats:
+            continue
+        depts.save_department(engine, {"code": code, "name": name, "categories": cats, "contact": contact,
+                                       "default_for": cats if default else []}, catalogue, actor="demo")
+        if default:
+            defaults.update(dict.fromkeys(cats, code))
+    with engine.begin() as conn:
+        incident_rows.give_departments(conn, defaults)
+    return depts.list_departments(engine)

@@ -44,6 +44,9 @@ INCIDENT_FIELDS = [
     Field("reporter", "str", "reporter", "上报人"),
     Field("rework_count", "int", "rework", "返工次数"),
     Field("evaluation", "str", "evaluation", "评价"),
+    Field("department_code", "str", "dept_code", "处置部门"),
+    Field("supervise_count", "int", "supervise", "督办次数"),
+    Field("supervise_level", "str", "sup_level", "督办等级"),
     Field("history", "str", "history", "处置过程"),
 ]
 STEP_COLUMNS = ["incident_code", "step", "at", "actor", "note"]

@@ -15,6 +15,13 @@ overdue are worked out here on the city's working calendar (工作日历), never
 A supervisor acts only on cases in their scope (a cell, community or street code: codes nest);
 cases located only to a community or street (``location_precision = approximate``) are in no
 cell and belong to that community's or street's supervisors.
+
+Who does what (GB/T 30428, CJJ/T 106): a 监督员 (``supervisor``) reports and verifies; the
+指挥中心 (``dispatcher``: 受理员, 派遣员, 值班长) files, dispatches to a 处置部门 and chases (督办);
+a department's ``handler`` sees and handles only the cases dispatched to their department; a
+网格长 (a supervisor of a community or street) evaluates and chases. With the setting
+``incident_separation`` on (the default) nobody verifies a case they handled themselves.
+Administrators may take every step.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import Engine
 
+from geodata import departments as depts
 from geodata import incident_rows as rows
 from geodata.accounts import Account, find_user
 from geodata.audit import record
@@ -39,6 +47,13 @@ from geodata.standards import get_setting
 from layers.working_time import WorkingCalendar
 
 ACTORS = ("admin", "supervisor")
+#: who reports a case: a 监督员 in the field, the 指挥中心's 受理员 taking a call
+REPORTERS = ("admin", "supervisor", "dispatcher")
+#: who adds photos: those who report, and a department's handler (the after-photo)
+PHOTOGRAPHERS = ("admin", "supervisor", "dispatcher", "handler")
+CENTRE = ("admin", "supervisor", "dispatcher")
+#: who chases (督办): the 指挥中心, a 网格长
+CHASERS = ("admin", "dispatcher", "supervisor")
 CLOSED = ("closed", "evaluated", "cancelled")
 OPEN = ("reported", "filed", "dispatched", "handled", "feedback")
 #: each status as people read it (translated where shown: :func:`status_label`)
@@ -55,6 +70,12 @@ STATUS_LABELS = {
 DESCRIPTION_LENGTH = 2000
 NOTE_LENGTH = 1000
 EVALUATIONS = ("satisfied", "basic", "unsatisfied")
+EVALUATION_LABELS = {"satisfied": N_("satisfied"), "basic": N_("fairly satisfied"),
+                     "unsatisfied": N_("not satisfied")}
+#: 督办 levels, lowest first: chased before its limit, at its limit (黄牌), past the red multiple (红牌)
+SUPERVISE_LEVELS = ("reminder", "yellow", "red")
+SUPERVISE_LABELS = {"reminder": N_("reminder"), "yellow": N_("yellow warning"),
+                    "red": N_("red warning")}
 
 
 @dataclass(frozen=True)
@@ -72,12 +93,14 @@ class Transition:
 
 
 TRANSITIONS: dict[str, Transition] = {
-    "file": Transition(("reported",), "filed", ACTORS, "filed", N_("File the case"), "filed_at"),
+    "file": Transition(("reported",), "filed", CENTRE, "filed", N_("File the case"), "filed_at"),
     "cancel": Transition(
-        ("reported", "filed"), "cancelled", ACTORS, "cancelled", N_("Cancel the case"), note_required=True
+        ("reported", "filed"), "cancelled", CENTRE, "cancelled", N_("Cancel the case"), note_required=True
     ),
-    "dispatch": Transition(("filed",), "dispatched", ACTORS, "dispatched", N_("Dispatch"), "dispatched_at"),
-    "handle": Transition(("dispatched",), "handled", ACTORS, "handled", N_("Mark as handled"), "handled_at"),
+    "dispatch": Transition(("filed",), "dispatched", CENTRE, "dispatched", N_("Dispatch"), "dispatched_at"),
+    "handle": Transition(
+        ("dispatched",), "handled", (*ACTORS, "handler"), "handled", N_("Mark as handled"), "handled_at"
+    ),
     "close": Transition(
         ("handled", "feedback"), "closed", ACTORS, "closed", N_("Check and close"), "closed_at"
     ),
@@ -87,7 +110,43 @@ TRANSITIONS: dict[str, Transition] = {
     "evaluate": Transition(
         ("closed",), "evaluated", ACTORS, "evaluated", N_("Evaluate"), "evaluated_at", leader_only=True
     ),
+    # 督办: the 指挥中心 or a 网格长 chases a case running late; it stays where it is
+    "supervise": Transition(
+        ("dispatched",), "dispatched", CHASERS, "supervised", N_("Chase up"),
+        "supervised_at", note_required=True, leader_only=True,
+    ),
 }
+#: the verifying steps (核查): with separation on, never by whoever handled the case
+VERIFY = ("close", "return")
+
+
+@dataclass(frozen=True)
+class LoopRules:
+    """The city's rules of the loop (settings): separation of duties, when a case may be chased
+    and its warning levels (shares of its time limit), the categories needing an after-photo."""
+
+    separation: bool = True
+    supervise_from: float = 0.8
+    yellow: float = 1.0
+    red: float = 2.0
+    after_photo: frozenset[str] = frozenset()
+
+
+def loop_rules(engine: Engine) -> LoopRules:
+    """The rules in force (settings ``incident_separation``, ``supervise_rule``,
+    ``incident_after_photo``)."""
+    with engine.connect() as conn:
+        separation = get_setting(conn, "incident_separation")
+        rule = get_setting(conn, "supervise_rule") or {}
+        photos = get_setting(conn, "incident_after_photo") or []
+    yellow = float(rule.get("yellow", 1.0))
+    return LoopRules(
+        separation=separation is not False,
+        supervise_from=min(float(rule.get("from", 0.8)), yellow),
+        yellow=yellow,
+        red=max(float(rule.get("red", 2.0)), yellow),
+        after_photo=frozenset(c for c in photos if isinstance(c, str)),
+    )
 
 
 class VersionConflict(Conflict):
@@ -150,6 +209,8 @@ def covers(account: Account, case: dict) -> bool:
     """Whether ``account`` may see ``case``: everyone but supervisors sees all; a supervisor sees
     the cases in the cells under their scope, and those placed only in a community or street
     under it."""
+    if account.role == "handler":  # a department's handler: the cases dispatched to it
+        return bool(account.department_code) and case.get("department_code") == account.department_code
     if account.role != "supervisor":
         return True
     scope = account.scope_code or "\0"
@@ -167,18 +228,56 @@ def visible_case(engine: Engine, account: Account, code: str) -> dict:
     return case
 
 
-def allowed_actions(account: Account, case: dict) -> list[str]:
-    """The actions ``account`` may take on ``case`` now."""
+def allowed_actions(
+    account: Account, case: dict, rules: LoopRules | None = None, chaseable: bool = False
+) -> list[str]:
+    """The actions ``account`` may take on ``case`` now (``chaseable``: the case has run
+    long enough to be chased, :func:`supervise_level`)."""
     if not covers(account, case):
         return []
+    rules = rules or LoopRules()
     out = []
     for action, t in TRANSITIONS.items():
         if case["status"] not in t.sources or account.role not in t.roles:
             continue
         if t.leader_only and account.role == "supervisor" and len(account.scope_code or "") > 12:
             continue
+        if action in VERIFY and rules.separation and case.get("handler") == account.name:
+            continue
+        if action == "supervise" and not chaseable:
+            continue
         out.append(action)
     return out
+
+
+def supervise_level(case: dict, cal: WorkingCalendar, catalogue: dict, rules: LoopRules,
+                    now: datetime, departments: dict | None = None) -> str | None:
+    """The 督办 level a dispatched case has reached now: None before ``supervise_from`` of its
+    time limit has run, then reminder, yellow at ``yellow`` × the limit (at due with 1.0), red
+    at ``red`` × the limit. The limit is the department's own for the category, else the
+    category's."""
+    if case["status"] != "dispatched" or case.get("dispatched_at") is None:
+        return None
+    category = catalogue.get(case["category"])
+    if category is None:
+        return None
+    limit = case_limit(category, case["category"], (departments or {}).get(case.get("department_code")), cal)
+    elapsed = _hours(cal, case["dispatched_at"], now) or 0.0
+    share = elapsed / limit if limit > 0 else math.inf
+    if share >= rules.red:
+        return "red"
+    if share >= rules.yellow:
+        return "yellow"
+    if share >= rules.supervise_from:
+        return "reminder"
+    return None
+
+
+def case_limit(category: dict, code: str, department: dict | None, cal: WorkingCalendar) -> float:
+    """A case's time limit in working hours: its department's own for the category where the
+    city set one, else the category's."""
+    own = (department or {}).get("limits", {}).get(code)
+    return float(own) if own is not None else limit_hours(category, cal)
 
 
 # --- views ------------------------------------------------------------------------------------
@@ -189,11 +288,15 @@ def _iso(value) -> str | None:
 
 
 def describe(
-    cases: list[dict], account: Account, cal: WorkingCalendar, catalogue: dict, now: datetime | None = None
+    cases: list[dict], account: Account, cal: WorkingCalendar, catalogue: dict, now: datetime | None = None,
+    *, rules: LoopRules | None = None, departments: dict | None = None,
 ) -> list[dict]:
     """Cases as the API answers them: with working hours left (negative: overdue), overdue,
-    closed on time or late, the next actions for ``account``, times as ISO text."""
+    closed on time or late, the department's name, the 督办 level reached now, the next actions
+    for ``account``, times as ISO text (``departments``: code → department)."""
     now = now or datetime.now()
+    rules = rules or LoopRules()
+    departments = departments or {}
     due = np.array([c["due_at"] or np.datetime64("NaT") for c in cases], dtype="datetime64[s]")
     left = cal.between(np.datetime64(now, "s"), due) if len(cases) else np.array([])
     out = []
@@ -202,7 +305,12 @@ def describe(
         overdue = bool(open_ and case["due_at"] is not None and case["due_at"] < now)
         late = bool(not open_ and case["closed_at"] and case["due_at"] and case["closed_at"] > case["due_at"])
         item = {k: _iso(v) for k, v in case.items() if k != "id"}
+        chase = supervise_level(case, cal, catalogue, rules, now, departments)
+        department = departments.get(case.get("department_code")) or {}
         item.update(
+            department_name=department.get("name"),
+            due_level=chase,
+            supervise_label=_label(SUPERVISE_LABELS, case.get("supervise_level")),
             category_name=(catalogue.get(case["category"]) or {}).get("name", case["category"]),
             status_label=_(STATUS_LABELS.get(case["status"], case["status"])),
             open=open_,
@@ -212,7 +320,7 @@ def describe(
             approximate=case.get("location_precision") == "approximate",
             actions=[
                 {"action": a, "label": _(TRANSITIONS[a].label), "note_required": TRANSITIONS[a].note_required}
-                for a in allowed_actions(account, case)
+                for a in allowed_actions(account, case, rules, chaseable=chase is not None)
             ],
         )
         out.append(item)
@@ -222,6 +330,26 @@ def describe(
 def sort_for_supervisor(cases: list[dict]) -> list[dict]:
     """Open cases by working time left, overdue (negative) first; cases with no clock yet last."""
     return sorted(cases, key=lambda c: (c["hours_left"] is None, c["hours_left"] or 0.0, c["code"]))
+
+
+def sort_for_department(cases: list[dict]) -> list[dict]:
+    """A department's cases: those chased (督办) first, red before yellow before a reminder,
+    then by working time left."""
+    rank = {level: n for n, level in enumerate(reversed(SUPERVISE_LEVELS))}
+    return sorted(sort_for_supervisor(cases),
+                  key=lambda c: rank.get(c.get("supervise_level") or "", len(rank)) if c["open"]
+                  else len(rank))
+
+
+def department_table(engine: Engine) -> dict[str, dict]:
+    """The departments by code (for :func:`describe`)."""
+    return {d["code"]: d for d in depts.list_departments(engine)}
+
+
+def dispatch_choices(engine: Engine, category: str) -> list[dict]:
+    """The departments a case of ``category`` may be dispatched to, its default first."""
+    return [{"code": d["code"], "name": d["name"]} for d in depts.for_category(depts.list_departments(engine),
+                                                                              category)]
 
 
 def my_cells(engine: Engine, account: Account) -> list[str] | None:
@@ -325,7 +453,7 @@ def report(
     case located only approximately, ``community`` or ``street`` (a code) instead. Returns the
     stored case and the open cases of its category nearby (likely duplicates, found before it
     was stored)."""
-    if account.role not in ACTORS:
+    if account.role not in REPORTERS:
         raise Forbidden(_("role {role} may not report incidents", role=account.role))
     if not isinstance(data, dict):
         raise Refused(_("send a JSON object"))
@@ -391,9 +519,20 @@ def report(
 # --- acting -----------------------------------------------------------------------------------
 
 
-def act(engine: Engine, account: Account, code: str, data: dict, *, now: datetime | None = None) -> dict:
-    """Take one step of the loop on case ``code``: ``{"action": …, "version": n, "note": …}``.
-    Returns the case as it is afterwards (its version raised by one)."""
+def act(
+    engine: Engine,
+    account: Account,
+    code: str,
+    data: dict,
+    *,
+    now: datetime | None = None,
+    photo: tuple[Photo, str | None, Path] | None = None,
+) -> dict:
+    """Take one step of the loop on case ``code``: ``{"action": …, "version": n, "note": …}``
+    (dispatch: ``department``, a code — the category's default when none is given; evaluate:
+    ``evaluation``). ``photo`` (prepared, its file name, the photo folder) is kept as evidence
+    of this step, in the same transaction. Returns the case as it is afterwards (its version
+    raised by one)."""
     if not isinstance(data, dict):
         raise Refused(_("send a JSON object"))
     action = data.get("action")
@@ -413,11 +552,17 @@ def act(engine: Engine, account: Account, code: str, data: dict, *, now: datetim
     case = visible_case(engine, account, code)
     if account.role not in t.roles:
         raise Forbidden(_("role {role} may not {action} a case", role=account.role, action=action))
+    rules = loop_rules(engine)
+    if action in VERIFY and rules.separation and case.get("handler") == account.name:
+        raise Forbidden(_("you handled case {code} yourself: another supervisor verifies it (separation "
+                          "of duties is on)", code=code))
     if t.leader_only and account.role == "supervisor" and len(account.scope_code or "") > 12:
         raise Forbidden(_("only a community's or street's grid leader may {action} a case", action=action))
     now = now or datetime.now()
     cal = calendar(engine)
-    current = describe([case], account, cal, categories(engine), now)[0]
+    catalogue = categories(engine)
+    table = department_table(engine)
+    current = describe([case], account, cal, catalogue, now, rules=rules, departments=table)[0]
     if case["version"] != version:
         raise VersionConflict(
             _("case {code} is at version {version}, not {version2}: someone acted on it first",
@@ -434,52 +579,133 @@ def act(engine: Engine, account: Account, code: str, data: dict, *, now: datetim
     values: dict = {"status": t.target}
     if t.stamp:
         values[t.stamp] = now
+    detail = None
+    if action == "handle" and case["category"] in rules.after_photo and photo is None:
+        raise Refused(_("{category} needs a photo after handling: send it with the handling",
+                        category=current["category_name"]))
     if action == "file":
         values["filing_wh"] = _hours(cal, case["reported_at"], now)
     elif action == "dispatch":
         values["dispatch_wh"] = _hours(cal, case["filed_at"], now)
-        category = categories(engine).get(case["category"])
+        category = catalogue.get(case["category"])
         if category is None:
             raise Refused(_("category {category} is no longer in the catalogue", category=case['category']))
-        values["due_at"] = due_time(now, category, cal)
+        department = _department_for(table, case["category"], current["category_name"],
+                                     data.get("department"))
+        values["department_code"] = detail = department["code"] if department else None
+        hours = case_limit(category, case["category"], department, cal)
+        values["due_at"] = _py(cal.add(np.datetime64(now, "s"), hours))
     elif action == "handle":
         values["feedback_at"] = now  # 处理反馈: the handler's report comes with the handling
         values["handling_wh"] = _hours(cal, case["dispatched_at"], now)
+        values["handler"] = account.name
+    elif action == "supervise":
+        level = current["due_level"]
+        if level is None:
+            raise Refused(_("case {code} is not due yet ({hours} working hours left): chase it once "
+                            "it is nearly due", code=code, hours=format(current["hours_left"] or 0, ".1f")))
+        before = case.get("supervise_level")
+        if before in SUPERVISE_LEVELS and SUPERVISE_LEVELS.index(before) > SUPERVISE_LEVELS.index(level):
+            level = before  # a case keeps the highest warning it reached
+        values.update(supervise_count=(case.get("supervise_count") or 0) + 1, supervise_level=level)
+        detail = current["due_level"]
     elif action == "close":
         values["verify_wh"] = _hours(cal, case["handled_at"], now)
     elif action == "return":
-        values.update(handled_at=None, feedback_at=None)
+        values.update(handled_at=None, feedback_at=None, handler=None)
     elif action == "evaluate":
-        values["evaluation"] = evaluation or "satisfied"
-    with engine.begin() as conn:
-        if not rows.change_incident(conn, case["id"], version, t.sources, values, rework=action == "return"):
-            latest = rows.get_incident(conn, code)
-            raise VersionConflict(
-                _("case {code} changed while you acted (now version {version})",
-                  code=code, version=latest['version']),
-                current=describe([latest], account, cal, categories(engine), now)[0],
-                version=latest["version"],
-            )
-        rows.add_step(conn, case["id"], t.step, now, account.name, note)
+        values["evaluation"] = detail = evaluation or "satisfied"
+    stored = None
+    if photo is not None:
+        if account.role not in PHOTOGRAPHERS:
+            raise Forbidden(_("role {role} may not add photos", role=account.role))
+        photo[2].mkdir(parents=True, exist_ok=True)
+        stored = photo[2] / (uuid.uuid4().hex + ".jpg")
+        stored.write_bytes(photo[0].jpeg)
+    try:
+        with engine.begin() as conn:
+            changed = rows.change_incident(conn, case["id"], version, t.sources, values,
+                                           rework=action == "return")
+            if not changed:
+                latest = rows.get_incident(conn, code)
+                raise VersionConflict(
+                    _("case {code} changed while you acted (now version {version})",
+                      code=code, version=latest['version']),
+                    current=describe([latest], account, cal, catalogue, now, rules=rules,
+                                     departments=table)[0],
+                    version=latest["version"],
+                )
+            step_id = rows.add_step(conn, case["id"], t.step, now, account.name, note, detail)
+            if stored is not None:
+                rows.add_photo(conn, case["id"], stored_name=stored.name, content_type="image/jpeg",
+                               size=len(photo[0].jpeg), step=t.step, uploaded_by=account.name,
+                               original_name=plain_text(photo[1] or "")[:200] or None, step_id=step_id)
+    except Exception:
+        if stored is not None:
+            stored.unlink(missing_ok=True)
+        raise
     return rows.get_incident(engine, code)
+
+
+def _department_for(table: dict[str, dict], category: str, category_name: str, given) -> dict | None:
+    """The department a case of ``category`` is dispatched to: the one ``given`` (refused, named,
+    when it does not handle the category), else the category's default; None when no department
+    handles it (the case stays with the 指挥中心 and the grid)."""
+    handling = depts.for_category(list(table.values()), category)
+    if given is None or given == "":
+        return handling[0] if handling else None
+    if not isinstance(given, str) or given not in table:
+        raise Refused(_("no department {code}", code=repr(given)),
+                      departments=[d["code"] for d in handling])
+    department = table[given]
+    if category not in department["categories"]:
+        others = ", ".join(f"{d['code']} {d['name']}" for d in handling) or _("none")
+        raise Refused(_("{name} ({code}) does not handle {category}; departments that do: {others}",
+                        name=department["name"], code=given, category=category_name, others=others),
+                      departments=[d["code"] for d in handling])
+    return department
 
 
 def history(engine: Engine, account: Account, code: str) -> tuple[dict, list[dict], list[dict]]:
     """A case, its steps (oldest first) and its photos' metadata."""
     case = visible_case(engine, account, code)
-    steps = [{**s, "at": _iso(s["at"])} for s in rows.steps_of(engine, case["id"])]
+    table = department_table(engine)
+    steps = [{**s, "at": _iso(s["at"]), "detail_label": _detail_label(s["step"], s.get("detail"), table)}
+             for s in rows.steps_of(engine, case["id"])]
     photos = [
         {
             "id": p["id"],
             "content_type": p["content_type"],
             "size": p["size"],
             "step": p["step"],
+            "step_id": p.get("step_id"),
+            # before: with the report, before the handling; after: with the handling or later
+            "phase": "after" if p["step"] in ("handled", "feedback", "closed", "evaluated") else "before",
             "uploaded_by": p["uploaded_by"],
             "uploaded_at": _iso(p["uploaded_at"]),
         }
         for p in rows.photos_of(engine, case["id"])
     ]
     return case, steps, photos
+
+
+def _detail_label(step: str, detail: str | None, table: dict[str, dict]) -> str | None:
+    """What a step chose, in words: the department dispatched to, the evaluation, the 督办 level."""
+    if not detail:
+        return None
+    if step == "dispatched":
+        return (table.get(detail) or {}).get("name", detail)
+    if step == "evaluated":
+        return _label(EVALUATION_LABELS, detail) or detail
+    if step == "supervised":
+        return _label(SUPERVISE_LABELS, detail) or detail
+    return detail
+
+
+def _label(labels: dict[str, str], key: str | None) -> str | None:
+    """The translated label of ``key`` in ``labels``, None for an unknown key."""
+    label = labels.get(key or "")
+    return _(label) if label else None
 
 
 # --- photos -----------------------------------------------------------------------------------
@@ -661,7 +887,7 @@ def add_photo(
     """Keep a photo of case ``code`` in ``folder`` (outside the database) and its metadata in it:
     as :func:`prepare_photo` makes it (``data`` the upload, or a photo prepared already)."""
     case = visible_case(engine, account, code)
-    if account.role not in ACTORS:
+    if account.role not in PHOTOGRAPHERS:
         raise Forbidden(_("role {role} may not add photos", role=account.role))
     if not isinstance(data, Photo):
         limit = photo_limit(engine)
@@ -676,9 +902,11 @@ def add_photo(
     (folder / stored).write_bytes(data.jpeg)
     try:
         with engine.begin() as conn:
+            # the photo belongs to the step the case is at (the report's, the handling's …)
             photo_id = rows.add_photo(
                 conn,
                 case["id"],
+                step_id=rows.latest_step_id(conn, case["id"]),
                 stored_name=stored,
                 content_type="image/jpeg",
                 size=len(data.jpeg),

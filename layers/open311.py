@@ -121,8 +121,12 @@ def service_definition(code: str, catalogue: dict) -> dict:
     return {"service_code": code, "attributes": []}
 
 
-def to_request(case: dict, catalogue: dict, last_step: dict | None, tz: str) -> dict:
-    """A case as a GeoReport service request."""
+def to_request(
+    case: dict, catalogue: dict, last_step: dict | None, tz: str, departments: dict | None = None
+) -> dict:
+    """A case as a GeoReport service request: the agency responsible is the department the case
+    was dispatched to (``departments``: code → department), before that its cell or area."""
+    department = (departments or {}).get(case.get("department_code") or "")
     closed = case["status"] in incidents.CLOSED
     updated = max(
         t
@@ -144,7 +148,8 @@ def to_request(case: dict, catalogue: dict, last_step: dict | None, tz: str) -> 
         "service_name": (catalogue.get(case["category"]) or {}).get("name", case["category"]),
         "service_code": case["category"],
         "description": case["description"] or "",
-        "agency_responsible": case["grid_code"] or case["community_code"] or case["street_code"] or "",
+        "agency_responsible": department["name"] if department
+        else case["grid_code"] or case["community_code"] or case["street_code"] or "",
         "service_notice": "",
         "requested_datetime": w3c(case["reported_at"], tz),
         "updated_datetime": w3c(updated, tz),

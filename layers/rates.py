@@ -9,7 +9,8 @@ For a period ``since``–``until`` (both days included):
 - 返工率 ``rework_rate`` = returns ÷ verifications of the cases closed in the period (every
   verification either closes the case or returns it, so verifications = closed + returned);
 - average working hours of each step taken in the period: filing (reported → filed), dispatch
-  (filed → dispatched), handling (dispatched → handled), verification (handled → closed).
+  (filed → dispatched), handling (dispatched → handled), verification (handled → closed);
+- ``supervised`` (督办数): cases dispatched in the period that were chased (督办) at least once.
 
 Cases located only approximately are in no cell: they count in their community, street and
 district. The sums come from the database (:func:`geodata.incident_rows.rate_sums`): for whole
@@ -44,6 +45,7 @@ COLUMNS = [
     "due_closed",
     "due_closed_on_time",
     "returned",
+    "supervised",
     "closed_rate",
     "on_time_rate",
     "rework_rate",
@@ -58,6 +60,7 @@ LABELS = {
     "due_closed": N_("due and closed"),
     "due_closed_on_time": N_("closed on time"),
     "returned": N_("returns for rework"),
+    "supervised": N_("cases chased up"),
     "closed_rate": N_("closed rate"),
     "on_time_rate": N_("on-time rate"),
     "rework_rate": N_("rework rate"),
@@ -110,13 +113,18 @@ def rates(
     frame = pd.DataFrame(sums)
     if frame.empty:
         return pd.DataFrame(columns=COLUMNS)
+    chased = incident_rows.supervised_counts(engine, by, since, until, prefix)
+    frame["supervised"] = frame["code"].map(lambda c: chased.get(c, {}).get("supervised", 0))
     return finish(frame)
 
 
 def finish(frame: pd.DataFrame) -> pd.DataFrame:
     """Rates and averages from the sums (also for a totals row)."""
-    counts = ["reported", "filed", "closed", "due", "due_closed", "due_closed_on_time", "returned"]
+    counts = ["reported", "filed", "closed", "due", "due_closed", "due_closed_on_time", "returned",
+              "supervised"]
     frame = frame.copy()
+    if "supervised" not in frame:
+        frame["supervised"] = 0
     frame[counts] = frame[counts].fillna(0).astype("int64")
     frame["closed_rate"] = _divide(frame["due_closed"], frame["due"])
     frame["on_time_rate"] = _divide(frame["due_closed_on_time"], frame["due"])

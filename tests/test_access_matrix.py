@@ -1,5 +1,5 @@
 """Who may call what: every route of the app (from ``app.url_map``) × every kind of caller —
-the four roles signed in, nobody, a made-up token and a revoked one — against one table. A
+the six roles signed in, nobody, a made-up token and a revoked one — against one table. A
 route added without an entry in the table fails here. And a state change from a signed-in
 browser without its CSRF token is refused, whatever the route.
 
@@ -26,13 +26,16 @@ from layers.demo import write_demo
 from tests.webhelpers import csrf_token, make_accounts, sign_in, signed_in
 from webmap import create_app
 
-ROLES = ("admin", "planner", "supervisor", "viewer")
+ROLES = ("admin", "planner", "supervisor", "viewer", "dispatcher", "handler")
 CALLERS = (*ROLES, "anonymous", "wrong_token", "revoked_token")
 
-ANY = "admin planner supervisor viewer"
+ANY = "admin planner supervisor viewer dispatcher handler"
 READERS = "admin planner viewer"
 EDITORS = "admin planner"
 CASES = "admin supervisor"
+WORKERS = "admin supervisor dispatcher handler"  # the case list: who works cases
+REPORTERS = "admin supervisor dispatcher"  # a 监督员 in the field, the 指挥中心 taking a call
+PHOTOGRAPHERS = "admin supervisor dispatcher handler"  # a department's handler: the after-photo
 EVERYONE = "public"  # no sign-in needed: every caller is let in
 
 #: method and rule → the roles let in
@@ -52,14 +55,15 @@ ACCESS: dict[str, str] = {
     "GET /layers": READERS,
     "GET /coverage": READERS,
     "GET /coverage/report": READERS,
-    "GET /cases": CASES,
-    "GET /cases/new": CASES,
+    "GET /cases": WORKERS,
+    "GET /cases/new": REPORTERS,
     "GET /cases/<code>": ANY,
     "GET /rates": ANY,
     "GET /admin": "admin",
     "GET /admin/users": "admin",
     "GET /admin/tokens": "admin",
     "GET /admin/settings": "admin",
+    "GET /admin/departments": "admin",
     "GET /admin/audit": "admin",
     "GET /admin/audit.csv": "admin",
     # administration
@@ -119,15 +123,17 @@ ACCESS: dict[str, str] = {
     "POST /api/grid/assignments": EDITORS,
     # the incident loop
     "GET /api/incidents": ANY,
-    "POST /api/incidents": CASES,
-    "GET /api/incidents/duplicates": CASES,
+    "POST /api/incidents": REPORTERS,
+    "GET /api/incidents/duplicates": REPORTERS,
     "GET /api/incidents/<code>": ANY,
     "GET /api/incidents/<code>/history": ANY,
     "POST /api/incidents/<code>/actions": ANY,
-    "POST /api/incidents/<code>/photos": CASES,
+    "POST /api/incidents/<code>/photos": PHOTOGRAPHERS,
     "GET /api/incidents/<code>/photos/<int:photo_id>": ANY,
     "GET /api/exports/<layer>": ANY,
     "GET /api/rates": ANY,
+    "GET /api/departments": ANY,
+    "POST /api/departments": "admin",
     # coverage
     "GET /api/coverage/report": READERS,
     "GET /api/coverage/layers/<name>": READERS,
@@ -150,6 +156,10 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     # Open311 answers a report without a valid account or key 403, as GeoReport v2 has it
     **{("POST /open311/v2/requests.<fmt>", caller): "refused"
        for caller in ("anonymous", "wrong_token", "revoked_token")},
+    # a department's handler reads its own cases (/api/incidents), not the city's layers or exports
+    **{(route, "handler"): "refused"
+       for route in ("GET /api/collections/<name>", "GET /api/collections/<name>/items",
+                     "GET /api/collections/<name>/items/<code>", "GET /api/exports/<layer>")},
 }
 
 
@@ -197,7 +207,17 @@ def matrix_site(url: str, demo) -> dict:
                       "REPORT_LIMIT_PER_ADDRESS": "100000 per minute"})
     secrets = make_accounts(app, demo)
     from geodata.accounts import find_user, list_tokens, revoke_token
-    from webmap.auth import add_token
+    from geodata.departments import save_department
+    from layers.incidents import categories
+    from tests.webhelpers import PASSWORD
+    from webmap.auth import add_token, add_user
+
+    # the 指挥中心 and a department's handler (whose department handles none of the demo's cases)
+    save_department(get_engine(url), {"code": "MX", "name": "矩阵部门", "categories": ["E03-02"]},
+                    categories(get_engine(url)), actor="test")
+    with app.app_context():
+        add_user("dispatcher", "dispatcher", PASSWORD)
+        add_user("handler", "handler", PASSWORD, department="MX")
 
     with app.app_context():
         revoked = add_token("revoked-admin", "admin")

@@ -109,8 +109,11 @@ def test_accounts_and_tokens_from_the_command_line(run, engine, db_url, tmp_path
     runner = app.test_cli_runner()
     result = runner.invoke(args=["demo-accounts"])
     assert result.exit_code == 0
-    logins = dict(line.split()[:2] for line in result.output.splitlines()[1:])
-    assert set(logins) == {"admin", "planner", "viewer"}  # no grid cells yet: no supervisor
+    accounts = result.output.split("departments:")[0]
+    logins = dict(line.split()[:2] for line in accounts.splitlines()[1:])
+    # no grid cells yet: no supervisor; the 指挥中心 and a department's handler
+    assert set(logins) == {"admin", "planner", "viewer", "dispatcher", "handler"}
+    assert "HW" in result.output and "区环境卫生管理站" in result.output  # the demo's departments
     again = runner.invoke(args=["demo-accounts"])
     assert again.output == result.output  # created once, then only shown
 

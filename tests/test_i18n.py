@@ -268,6 +268,7 @@ PAGES = [  # (who, path, what shows the page is drawn)
     ("admin", "/admin/tokens", "document.querySelector('#tokens tbody tr')"),
     ("admin", "/admin/settings", "document.querySelector('#settings .setting, #settings table')"),
     ("admin", "/admin/audit", None),
+    ("admin", "/admin/departments", None),
     (None, "/login", None),
 ]
 

@@ -11,6 +11,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from geodata.db import get_engine
+from geodata.settings import save_setting
 from layers.demo import write_demo
 from tests.images import JPEG
 from tests.webhelpers import PASSWORD, make_accounts
@@ -26,6 +27,8 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     shutil.copy(spatialite_template, path)
     url = f"sqlite:///{path}"
     write_demo(get_engine(url), small_demo)
+    # one supervisor takes every step here: the separated loop is tests/test_departments.py's
+    save_setting(get_engine(url), "incident_separation", False, actor="test")
     app = create_app(
         {"DATABASE_URL": url, "TESTING": True, "BASEMAP": "osm", "PHOTO_DIR": str(folder / "photos")}
     )

@@ -9,6 +9,7 @@ from xml.etree import ElementTree
 
 import pytest
 
+from geodata.settings import save_setting
 from layers import incidents, open311
 from layers.demo import write_demo
 from tests.webhelpers import make_accounts
@@ -39,6 +40,8 @@ SPEC_REQUEST_KEYS = {
 @pytest.fixture
 def site(db_url, engine, small_demo):
     write_demo(engine, small_demo)
+    # one supervisor takes every step here: the separated loop is tests/test_departments.py's
+    save_setting(engine, "incident_separation", False, actor="test")
     app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
     secrets = make_accounts(app, small_demo)
     cells = small_demo.layers["grid_cells"]

@@ -137,6 +137,19 @@ def tokens():
     return _page("admin/tokens.html", "tokens", _("API tokens"))
 
 
+@bp.get("/admin/departments")
+@require("admin")
+def departments_page():
+    """处置部门: the departments cases are dispatched to, and a form to add or change one."""
+    from geodata.departments import list_departments
+    from layers.incidents import categories
+
+    catalogue = categories(engine())
+    return _page("admin/departments.html", "departments", _("Departments"),
+                 departments=list_departments(engine()),
+                 categories={k: v.get("name", k) for k, v in catalogue.items()})
+
+
 @bp.get("/admin/settings")
 @require("admin")
 def settings():
@@ -206,26 +219,29 @@ def api_users():
 @bp.post("/api/admin/users")
 @require("admin", api=True)
 def api_create_user():
-    """``{name, role, scope_code, password}`` → 201 and the new account."""
+    """``{name, role, scope_code, department_code, password}`` → 201 and the new account."""
     data = _body()
     password = _password(data)
     if password is None:
         raise Refused(_("set a first password for the account"))
     user = accounts.create_user(engine(), _text(data, "name") or "", _text(data, "role") or "",
-                                password, _text(data, "scope_code") or None, actor=_actor())
+                                password, _text(data, "scope_code") or None, actor=_actor(),
+                                department_code=_text(data, "department_code") or None)
     return _json(user, 201)
 
 
 @bp.patch("/api/admin/users/<int:user_id>")
 @require("admin", api=True)
 def api_update_user(user_id: int):
-    """Any of ``role scope_code disabled password``; the rest stays."""
+    """Any of ``role scope_code department_code disabled password``; the rest stays."""
     data = _body()
     changes: dict = {}
     if "role" in data:
         changes["role"] = _text(data, "role")
     if "scope_code" in data:
         changes["scope_code"] = _text(data, "scope_code") or None
+    if "department_code" in data:
+        changes["department_code"] = _text(data, "department_code") or None
     if "disabled" in data:
         if not isinstance(data["disabled"], bool):
             raise Refused("disabled is true or false")

@@ -220,8 +220,10 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def add_user(name: str, role: str, password: str, scope: str | None = None, *, actor: str = "cli") -> Account:
-    return save_user(engine(), name, role, generate_password_hash(password), scope, actor=actor)
+def add_user(name: str, role: str, password: str, scope: str | None = None, *, actor: str = "cli",
+             department: str | None = None) -> Account:
+    return save_user(engine(), name, role, generate_password_hash(password), scope, actor=actor,
+                     department_code=department)
 
 
 def add_token(name: str, role: str, scope: str | None = None, *, actor: str = "cli",

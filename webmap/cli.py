@@ -24,16 +24,16 @@ from geodata.accounts import ROLES, Account, find_user, parse_expiry, revoke_tok
 from geodata.backup import BackupRefused, backup, restore
 from geodata.catalog import LAYERS
 from geodata.db import DATABASE_ERRORS, database_trouble
-from geodata.errors import NotFound
+from geodata.errors import GridplanError, NotFound
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
-from geodata.i18n import _
+from geodata.i18n import N_, _
 from geodata.importer import MODES, UNMAPPED, ImportRefused, import_layer, parse_values
 from geodata.migrate import upgrade
 from geodata.standards import seed_settings
 from geodata.store import community_codes_ever, count_layer, read_layer
 from layers.boundaries import stored_topology
 from layers.communities import Bounds, bounds
-from layers.demo import generate, write_demo
+from layers.demo import generate, seed_departments, write_demo
 from layers.incidents import OPEN, assign_cells
 from layers.partition import UnitGraph
 from layers.plan_io import export_plan, units_from_database, units_from_file
@@ -225,7 +225,8 @@ def restore_command(path: Path, replace: bool, role: str | None) -> None:
     click.echo(f"{done['kind']} database restored from {done['path']}")
 
 
-user = AppGroup("user", help="Accounts: admin, planner, supervisor (scoped), viewer.")
+user = AppGroup("user", help="Accounts: admin, planner, supervisor (scoped), viewer, dispatcher, handler "
+                                  "(of a department).")
 token = AppGroup("token", help="API tokens for other departments' systems.")
 ROLE = click.Choice(ROLES)
 
@@ -235,7 +236,8 @@ ROLE = click.Choice(ROLES)
 @click.option("--role", type=ROLE, required=True)
 @click.option("--scope", help="supervisors: their grid cell, community or street code")
 @click.option("--password", help="asked for when not given")
-def user_add(name: str, role: str, scope: str | None, password: str | None) -> None:
+@click.option("--department", help="handlers: the code of their department")
+def user_add(name: str, role: str, scope: str | None, password: str | None, department: str | None) -> None:
     """Add the account NAME, or change its role, scope and password."""
     _ready()
     if password is None:
@@ -243,8 +245,8 @@ def user_add(name: str, role: str, scope: str | None, password: str | None) -> N
     if len(password) < 8:
         raise click.ClickException(_("a password needs at least {n} characters", n=8))
     try:
-        account = add_user(name, role, password, scope)
-    except ValueError as exc:
+        account = add_user(name, role, password, scope, department=department)
+    except (ValueError, GridplanError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(_("account {name}: {role}, scope {scope}",
                  name=account.name, role=account.role, scope=scope) if scope
@@ -307,27 +309,64 @@ def token_revoke(name: str) -> None:
 def demo_accounts() -> None:
     """Create one demo account per role (once) and print their logins."""
     eng = _ready()
+    departments = seed_departments(eng)
     logins = Path(current_app.instance_path) / "demo_accounts.txt"
     listed = [line.split()[0] for line in logins.read_text(encoding="utf-8").splitlines()] \
         if logins.exists() else []
-    if not listed or any(find_user(eng, name=n) is None for n in listed):
-        scope = _demo_community(eng)
+    scope = _demo_community(eng)
+    cell = _demo_cell(eng, scope)
+    codes = {d["code"] for d in departments}
+    # one account of each kind that the data allows (no cells yet: no supervisor)
+    wanted = [(name, role, kind) for name, role, kind in DEMO_ACCOUNTS
+              if not (role == "supervisor" and {"community": scope, "cell": cell}.get(kind) is None)
+              and not (role == "handler" and kind not in codes)]
+    if not listed or any(n not in listed for n, *_rest in wanted) \
+            or any(find_user(eng, name=n) is None for n in listed):
         lines = []
-        for name, role in (("admin", "admin"), ("planner", "planner"), ("supervisor", "supervisor"),
-                           ("viewer", "viewer")):
-            if role == "supervisor" and scope is None:
-                continue
+        for name, role, kind in wanted:
+            own = {"community": scope, "cell": cell}.get(kind)
+            department = kind if role == "handler" else None
             password = secrets.token_urlsafe(9)
-            own = scope if role == "supervisor" else None
-            add_user(name, role, password, own)
-            lines.append(f"{name:<11} {password}  ({role}{', community ' + own if own else ''})")
+            add_user(name, role, password, own, department=department)
+            where = f", community {own}" if kind == "community" else f", cell {own}" if kind == "cell" \
+                else f", department {department}" if department else ""
+            lines.append(f"{name:<11} {password}  {_(DEMO_KINDS[name])} ({role}{where})")
         logins.write_text("\n".join(lines) + "\n", encoding="utf-8")
         logins.chmod(0o600)
     held = _demo_supervisor_cells(eng)
     click.echo(_("demo accounts (name, password):"))
     click.echo(logins.read_text(encoding="utf-8"), nl=False)
+    click.echo(_("departments:"))
+    for d in departments:
+        click.echo(f"  {d['code']:<4} {d['name']}  {', '.join(d['categories'])}")
     if held:
         click.echo(_("supervisor holds cells {cells}", cells=", ".join(held)))
+
+
+#: the demo's accounts: name, role, and their community, cell or department (one of each kind)
+DEMO_ACCOUNTS = (
+    ("admin", "admin", None),
+    ("planner", "planner", None),
+    ("supervisor", "supervisor", "community"),
+    ("inspector", "supervisor", "cell"),
+    ("dispatcher", "dispatcher", None),
+    ("handler", "handler", "HW"),
+    ("viewer", "viewer", None),
+)
+DEMO_KINDS = {"admin": N_("administrator"), "planner": N_("planner"),
+              "supervisor": N_("grid leader: reports, verifies, evaluates, chases up"),
+              "inspector": N_("inspector: reports and verifies in one cell"),
+              "dispatcher": N_("command centre: files, dispatches, chases up"),
+              "handler": N_("department: handles the sanitation station's cases"),
+              "viewer": N_("viewer")}
+
+
+def _demo_cell(eng, community: str | None) -> str | None:
+    """A cell of the demo community for the demo 监督员."""
+    if community is None:
+        return None
+    cells = read_layer(eng, "grid_cells", community=community)["code"].sort_values().tolist()
+    return cells[0] if cells else None
 
 
 def _demo_community(eng) -> str | None:

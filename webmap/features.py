@@ -93,6 +93,8 @@ def scope_filters(engine: Engine, collection: Collection, account: Account) -> d
     """The filters that keep a supervisor inside their scope in ``collection`` (403 where none
     applies): the codes under their scope; and for a supervisor of one grid cell, whose units
     and facilities carry only a community code, those in the cell (:func:`cell_members`)."""
+    if account.role == "handler":  # a department reads its own cases at /api/incidents
+        raise ApiError(403, "Forbidden", "a department's handler reads its cases at /api/incidents")
     if account.role != "supervisor":
         return {}
     if collection.name not in SCOPED:
@@ -123,7 +125,7 @@ def cell_members(engine: Engine, layer: str, cell: str) -> list[str]:
 def collections(engine: Engine, base: str, account: Account):
     items = []
     for name in COLLECTIONS:
-        if account.role == "supervisor" and name not in SCOPED:
+        if (account.role == "supervisor" and name not in SCOPED) or account.role == "handler":
             continue
         items.append(_describe(engine, COLLECTIONS[name], base))
     return _json({"collections": items, "links": [{"rel": "self", "href": f"{base}/collections"}]})
@@ -147,6 +149,8 @@ def collection(engine: Engine, name: str, base: str, account: Account):
     coll = _collection(name)
     if account.role == "supervisor" and coll.name not in SCOPED:
         raise ApiError(403, "Forbidden", f"a supervisor's scope does not cover {coll.name}")
+    if account.role == "handler":
+        raise ApiError(403, "Forbidden", "a department's handler reads its cases at /api/incidents")
     return _json(_describe(engine, coll, base))
 
 

@@ -174,4 +174,6 @@ def life_circle(level: str) -> str:
 def role_names() -> dict[str, str]:
     """The roles as the pages name them."""
     return {"admin": flask_babel.gettext("administrator"), "planner": flask_babel.gettext("planner"),
-            "supervisor": flask_babel.gettext("grid supervisor"), "viewer": flask_babel.gettext("viewer")}
+            "supervisor": flask_babel.gettext("grid supervisor"), "viewer": flask_babel.gettext("viewer"),
+            "dispatcher": flask_babel.gettext("command centre (dispatcher)"),
+            "handler": flask_babel.gettext("department handler")}

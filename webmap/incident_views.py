@@ -28,9 +28,11 @@ from flask import (
     send_file,
     url_for,
 )
+from flask.cli import AppGroup
 
+from geodata import departments as depts
 from geodata import incident_rows
-from geodata.errors import GridplanError, Refused
+from geodata.errors import Forbidden, GridplanError, Refused
 from geodata.i18n import _
 from layers import incident_export as exports
 from layers import incidents, rates
@@ -42,7 +44,9 @@ from webmap.security import rate_limited
 
 bp = Blueprint("incidents", __name__, cli_group=None)
 
-READERS = ("admin", "planner", "supervisor", "viewer")
+READERS = ("admin", "planner", "supervisor", "viewer", "dispatcher", "handler")
+#: who works cases: the list of cases is theirs
+WORKERS = ("admin", "supervisor", "dispatcher", "handler")
 STATUS_FILTERS = {
     "open": incidents.OPEN,
     "closed": ("closed", "evaluated"),
@@ -69,11 +73,17 @@ def _date(value: str | None, what: str, end: bool = False) -> datetime | None:
 
 def _describe(cases: list[dict]) -> list[dict]:
     account = current_account()
-    return incidents.describe(cases, account, incidents.calendar(engine()), incidents.categories(engine()))
+    return incidents.describe(cases, account, incidents.calendar(engine()), incidents.categories(engine()),
+                              rules=incidents.loop_rules(engine()),
+                              departments=incidents.department_table(engine()))
 
 
 def _case_answer(case: dict, status: int = 200, **extra) -> tuple[Response, int]:
-    return jsonify({**_describe([case])[0], **extra}), status
+    described = _describe([case])[0]
+    if any(a["action"] == "dispatch" for a in described["actions"]):  # whom it may go to, default first
+        described["department_choices"] = incidents.dispatch_choices(engine(), case["category"])
+    described["after_photo_required"] = case["category"] in incidents.loop_rules(engine()).after_photo
+    return jsonify({**described, **extra}), status
 
 
 # --- the API --------------------------------------------------------------------------------
@@ -100,6 +110,7 @@ def api_list():
     cells = incidents.my_cells(engine(), account) if args.get("mine") else None
     prefix = account.scope_code if account.role == "supervisor" else (args.get("scope") or None)
     category = args.get("category") or None
+    department = account.department_code if account.role == "handler" else (args.get("department") or None)
     found = incident_rows.list_incidents(
         engine(),
         prefix=None if cells else prefix,
@@ -111,12 +122,15 @@ def api_list():
         bbox=bbox,
         limit=limit,
         order_due=True,
+        department=department,
     )
     described = _describe(found)
     if status == "overdue":
         described = [c for c in described if c["overdue"]]
     if status in ("open", "overdue"):
         described = incidents.sort_for_supervisor(described)
+    if account.role == "handler":  # the cases chased (督办) come first for their department
+        described = incidents.sort_for_department(described)
     return jsonify(
         incidents=described,
         numberReturned=len(described),
@@ -135,7 +149,7 @@ def _photo_upload():
 
 @bp.post("/api/incidents")
 @rate_limited("reports")
-@require("admin", "supervisor", api=True)
+@require(*incidents.REPORTERS, api=True)
 def api_report():
     """Report a case: JSON ``{lon, lat, category, description}`` (or ``community``/``street``
     instead of lon/lat), or a form with the same fields and a ``photo``."""
@@ -162,7 +176,7 @@ def api_report():
 
 
 @bp.get("/api/incidents/duplicates")
-@require("admin", "supervisor", api=True)
+@require(*incidents.REPORTERS, api=True)
 def api_duplicates():
     """Open cases of ``category`` near ``lon``/``lat`` (what a report there would be offered)."""
     args = request.args
@@ -188,14 +202,30 @@ def api_case(code: str):
 @bp.post("/api/incidents/<code>/actions")
 @require(*READERS, api=True)
 def api_act(code: str):
-    """One step of the loop: ``{"action": …, "version": n, "note": …}``; answers the case with
-    its new version (409 with the current state when someone acted first)."""
-    case = incidents.act(engine(), current_account(), code, _json())
+    """One step of the loop: ``{"action": …, "version": n, "note": …}`` (dispatch:
+    ``department``; evaluate: ``evaluation``), as JSON or as a form with a ``photo`` taken with
+    the step (the handling's after-photo); answers the case with its new version (409 with the
+    current state when someone acted first)."""
+    photo = None
+    if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        data: dict = {k: v for k, v in request.form.items() if k != "csrf_token"}
+        if "version" in data:
+            data["version"] = params.whole(data["version"], "version", 0)
+        upload = _photo_upload()
+        if upload is not None:  # refused before anything is written
+            if len(upload[0]) > incidents.photo_limit(engine()):
+                raise incidents.PhotoTooLarge(f"the photo is {len(upload[0]) / 1048576:.1f} MB; too big")
+            if not upload[0]:
+                raise Refused(_("the photo is empty"))
+            photo = (incidents.prepare_photo(upload[0]), upload[1], photo_folder())
+    else:
+        data = _json()
+    case = incidents.act(engine(), current_account(), code, data, photo=photo)
     return _case_answer(case)
 
 
 @bp.post("/api/incidents/<code>/photos")
-@require("admin", "supervisor", api=True)
+@require(*incidents.PHOTOGRAPHERS, api=True)
 def api_add_photo(code: str):
     photo = _photo_upload()
     if photo is None:
@@ -280,6 +310,8 @@ def api_rates():
 @require(*READERS, api=True)
 def api_export(layer: str):
     """Cells or incidents (with their history) as ``format=shp|gpkg|geojson|csv``."""
+    if current_account().role == "handler":  # a department reads its own cases, not the city's
+        raise Forbidden(_("a department's handler reads its cases at /api/incidents"))
     fmt = request.args.get("format", "gpkg")
     if layer not in ("grid_cells", "incidents") or fmt not in exports.FORMATS:
         raise Refused(f"export grid_cells or incidents as {', '.join(exports.FORMATS)}")
@@ -307,13 +339,13 @@ def _page_config(**extra) -> dict:
 
 
 @bp.get("/cases")
-@require("admin", "supervisor")
+@require(*WORKERS)
 def case_list():
     return render_template("cases.html", config=_page_config(), title=_("My cases"))
 
 
 @bp.get("/cases/new")
-@require("admin", "supervisor")
+@require(*incidents.REPORTERS)
 def case_new():
     return render_template("case_new.html", config=_page_config(), title=_("Report a case"))
 
@@ -334,6 +366,34 @@ def rates_page():
     return render_template("rates.html", config=_page_config(levels=list(rates.LEVELS)), title=_("Rates"))
 
 
+# --- departments ----------------------------------------------------------------------------
+
+
+@bp.get("/api/departments")
+@require(*READERS, api=True)
+def api_departments():
+    """The 处置部门: code, name, categories handled, contact, own time limits, defaults
+    (``category=``: only those handling it, its default first)."""
+    found = depts.list_departments(engine())
+    category = request.args.get("category")
+    if category:
+        found = depts.for_category(found, category)
+    return jsonify(departments=found)
+
+
+@bp.post("/api/departments")
+@require("admin", api=True)
+def api_save_department():
+    """``{code, name, categories, contact, limits, default_for}``: add a department (201) or
+    change the one with that code (200)."""
+    data = _json()
+    if not data.get("code") and data.get("name"):
+        data["code"] = depts.next_code(engine())
+    saved, new = depts.save_department(engine(), data, incidents.categories(engine()),
+                                       actor=current_account().name)
+    return jsonify(saved), 201 if new else 200
+
+
 # --- command line ---------------------------------------------------------------------------
 
 
@@ -350,6 +410,46 @@ def rates_command(by: str, since: str | None, until: str | None, scope: str | No
     except GridplanError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(rates.as_json(table, by, first, last, rates.targets(engine())), ensure_ascii=False))
+
+
+departments_cli = AppGroup("departments", help="处置部门: the departments cases are dispatched to.")
+bp.cli.add_command(departments_cli)
+
+
+@departments_cli.command("add")
+@click.argument("name")
+@click.option("--categories", required=True, help="the category codes it handles, comma-separated")
+@click.option("--code", help="its code (default: the next free D01, D02 …); an existing code is changed")
+@click.option("--contact", help="whom to call")
+@click.option("--limit", "limits", multiple=True, metavar="CATEGORY=HOURS",
+              help="its own time limit for a category, in working hours")
+@click.option("--default", "default_for", help="categories it is the default department for, comma-separated")
+@database_errors
+def departments_add(name: str, categories: str, code: str | None, contact: str | None,
+                    limits: tuple[str, ...], default_for: str | None) -> None:
+    """Add the department NAME handling --categories (or change the one with --code)."""
+    own: dict = {}
+    for item in limits:
+        category, _sep, hours = item.partition("=")
+        try:
+            own[category.strip()] = float(hours)
+        except ValueError:
+            raise click.ClickException(_("--limit {item}: write CATEGORY=HOURS", item=item)) from None
+    data = {"code": code or depts.next_code(engine()), "name": name, "categories": categories,
+            "contact": contact, "limits": own, "default_for": default_for or []}
+    try:
+        saved, new = depts.save_department(engine(), data, incidents.categories(engine()), actor="cli")
+    except GridplanError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(_("department {code} {name}: {categories}", code=saved["code"], name=saved["name"],
+                 categories=", ".join(saved["categories"])))
+
+
+@departments_cli.command("list")
+@database_errors
+def departments_list() -> None:
+    """Print the departments as JSON."""
+    click.echo(json.dumps(depts.list_departments(engine()), ensure_ascii=False))
 
 
 @bp.cli.command("incidents-export")

@@ -103,6 +103,8 @@ def render_map(template: str, m: folium.Map, config: dict, **context):
 @require()
 def home():
     account = current_account()
+    if account.role in ("dispatcher", "handler"):  # the 指挥中心 and the departments work from the list
+        return redirect(url_for("incidents.case_list"))
     return redirect(url_for("maps.supervisor" if account.role == "supervisor" else "maps.planner"))
 
 

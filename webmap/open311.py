@@ -124,7 +124,8 @@ def service_definition(code: str, fmt: str):
 def _requests(cases: list[dict]) -> list[dict]:
     catalogue = incidents.categories(engine())
     last = incident_rows.last_steps(engine(), [c["id"] for c in cases])
-    return [open311.to_request(c, catalogue, last.get(c["id"]), _tz()) for c in cases]
+    table = incidents.department_table(engine())
+    return [open311.to_request(c, catalogue, last.get(c["id"]), _tz(), table) for c in cases]
 
 
 def _when(value: str | None, what: str) -> datetime | None:
@@ -169,6 +170,7 @@ def request_list(fmt: str):
                 since=start,
                 until=end,
                 limit=MAX_REQUESTS,
+                department=account.department_code if account.role == "handler" else None,
             )
         cases = sorted(cases, key=lambda c: c["reported_at"], reverse=True)[:MAX_REQUESTS]
     return _answer(fmt, _requests(cases), "service_requests", "request")

@@ -44,7 +44,7 @@ window.gridplanAdmin = (function () {
   function when(text) { return text ? gpLocale.date(text) : ""; }
 
   const ROLE_NAMES = { admin: t("administrator"), planner: t("planner"), supervisor: t("grid supervisor"),
-    viewer: t("viewer") };
+    viewer: t("viewer"), dispatcher: t("command centre (dispatcher)"), handler: t("department handler") };
   function roleName(role) { return ROLE_NAMES[role] || role; }
 
   function roleSelect(roles, value, label) {
@@ -63,15 +63,18 @@ window.gridplanAdmin = (function () {
     const answer = await call("GET", "/api/admin/users");
     if (!answer.ok) { say(document.getElementById("users-message"), detail(answer.body), "bad"); return; }
     const { roles, me } = answer.body;
+    const known = await call("GET", "/api/departments");
+    departments = known.ok ? known.body.departments : [];
     table.replaceChildren(...answer.body.users.map((u) => userRow(u, roles, me)));
 
     const form = document.getElementById("new-user");
+    for (const d of departments) form.elements.department_code.append(el("option", `${d.name} (${d.code})`, { value: d.code }));
     const message = document.getElementById("new-user-message");
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       const f = form.elements;
       const result = await call("POST", "/api/admin/users", { name: f.name.value.trim(), role: f.role.value,
-        scope_code: f.scope_code.value.trim(), password: f.password.value });
+        scope_code: f.scope_code.value.trim(), department_code: f.department_code.value, password: f.password.value });
       if (result.status !== 201) { say(message, detail(result.body), "bad"); return; }
       say(message, t("Created: {name} ({role})", { name: result.body.name, role: roleName(result.body.role) }), "ok");
       table.append(userRow(result.body, roles, me));
@@ -79,8 +82,18 @@ window.gridplanAdmin = (function () {
     });
   }
 
+  let departments = [];
+  function departmentSelect(value, label) {
+    const select = el("select", null, { "aria-label": label, class: "department" });
+    select.append(el("option", t("no department"), { value: "" }));
+    for (const d of departments) select.append(el("option", `${d.name} (${d.code})`, { value: d.code }));
+    select.value = value || "";
+    return select;
+  }
+
   function userRow(u, roles, me) {
     const tr = el("tr", null, { "data-user": u.name });
+    const department = departmentSelect(u.department_code, t("{name}: department", { name: u.name }));
     const role = roleSelect(roles, u.role, t("{name}: role", { name: u.name }));
     const scope = el("input", null, { value: u.scope_code || "", size: "15", maxlength: "15",
                                       "aria-label": t("{name}: scope", { name: u.name }) });
@@ -95,7 +108,9 @@ window.gridplanAdmin = (function () {
       toggle.title = t("You cannot disable your own account");
     }
     tr.className = u.disabled ? "disabled" : "";
-    tr.append(el("td", u.name), cell(role), cell(scope), cell(password), state, el("td", when(u.created_at)),
+    const scopeCell = cell(scope);
+    scopeCell.append(department);
+    tr.append(el("td", u.name), cell(role), scopeCell, cell(password), state, el("td", when(u.created_at)),
               el("td", u.last_sign_in_at ? when(u.last_sign_in_at) : t("never signed in"), { class: "last-sign-in" }),
               cell(save), cell(toggle), message);
 
@@ -111,7 +126,7 @@ window.gridplanAdmin = (function () {
     }
 
     save.addEventListener("click", () => {
-      const body = { role: role.value, scope_code: scope.value.trim() };
+      const body = { role: role.value, scope_code: scope.value.trim(), department_code: department.value };
       if (password.value) body.password = password.value;
       change(body, password.value ? t("Saved; the password is changed") : t("Saved"));
     });
@@ -439,7 +454,29 @@ window.gridplanAdmin = (function () {
     return card;
   }
 
-  const ready = { users, tokens, settings }[tab];
+  // --- departments (处置部门) -------------------------------------------------------------------
+
+  async function departmentsTab() {
+    const form = document.getElementById("department-form");
+    const message = document.getElementById("department-message");
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const f = form.elements;
+      const checked = (name) => [...form.querySelectorAll(`input[name=${name}]:checked`)].map((i) => i.value);
+      const limits = {};
+      for (const input of form.querySelectorAll("input[name=limit]")) {
+        if (input.value !== "") limits[input.dataset.category] = Number(input.value);
+      }
+      const body = { code: f.code.value.trim(), name: f.name.value.trim(), contact: f.contact.value.trim(),
+        categories: checked("handles"), default_for: checked("default"), limits };
+      const result = await call("POST", "/api/departments", body);
+      if (!result.ok) { say(message, detail(result.body), "bad"); return; }
+      say(message, t("Saved: {name} ({code})", { name: result.body.name, code: result.body.code }), "ok");
+      setTimeout(() => location.reload(), 600);
+    });
+  }
+
+  const ready = { users, tokens, settings, departments: departmentsTab }[tab];
   const loaded = ready ? ready() : Promise.resolve();
   loaded.then(() => { document.getElementById("admin").dataset.ready = "1"; });
   return { loaded };

@@ -19,7 +19,7 @@
   // the steps of a case's history
   const STEPS = { reported: t("was reported"), filed: t("was filed"), dispatched: t("was dispatched"),
     handled: t("was handled"), returned: t("was returned for rework"), closed: t("was checked and closed"),
-    evaluated: t("was evaluated"), cancelled: t("was cancelled") };
+    evaluated: t("was evaluated"), cancelled: t("was cancelled"), supervised: t("was chased up") };
   function when(iso) { return iso ? gpLocale.date(iso) : "—"; }
   function left(c) {
     if (!c.open) return c.closed_late ? t("closed late") : "";
@@ -53,9 +53,12 @@
       el("div", [c.grid_code || (c.community_code ? t("{code} (approximate location)", { code: c.community_code }) : ""),
         t("due {when}", { when: when(c.due_at) })].join(" · "), { class: "muted" }),
       el("div", left(c), { class: "left" }));
+    if (c.department_name) li.append(el("div", t("department {name}", { name: c.department_name }), { class: "muted" }));
+    if (c.supervise_count) li.append(el("div", t("chased {n} times · {level}", { n: c.supervise_count, level: c.supervise_label }), { class: "chased" }));
     const buttons = el("div", null, { class: "action-buttons" });
     for (const a of c.actions) {
-      if (a.note_required) continue; // cancelling and returning need a reason: on the case page
+      // only filing is one tap: the other steps want a department, a note or a photo, on the case page
+      if (a.action !== "file") continue;
       const button = el("button", a.label, { type: "button", class: "primary", "data-action": a.action });
       button.addEventListener("click", () => act(c, a.action, null, button));
       buttons.append(button);
@@ -84,10 +87,19 @@
 
   async function act(c, action, note, button) {
     if (button) button.disabled = true;
-    const body = { action, version: c.version };
+    let body = { action, version: c.version };
     if (note) body.note = note;
     const evaluation = document.getElementById("case-evaluation");
     if (action === "evaluate" && evaluation) body.evaluation = evaluation.value;
+    const department = document.getElementById("case-department");
+    if (action === "dispatch" && department && department.value) body.department = department.value;
+    const photo = document.getElementById("case-after-photo");
+    if (action === "handle" && photo && photo.files.length) {  // the after-photo goes with the handling
+      const form = new FormData();
+      for (const [k, v] of Object.entries(body)) form.append(k, v);
+      form.append("photo", photo.files[0]);
+      body = form;
+    }
     const answer = await post(`/api/incidents/${encodeURIComponent(c.code)}/actions`, body);
     const conflict = document.getElementById("conflict");
     if (answer.ok) {
@@ -118,20 +130,38 @@
     for (const [label, value] of [[t("Status"), c.status_label], [t("Version"), c.version],
       [t("Description"), c.description || "—"], [t("Grid cell"), c.grid_code || t("— (approximate location)")],
       [t("Community"), c.community_code], [t("Reported"), `${when(c.reported_at)} ${c.reporter || ""}`],
-      [t("Dispatched"), when(c.dispatched_at)], [t("Due"), when(c.due_at)], [t("Closed"), when(c.closed_at)],
+      [t("Dispatched"), when(c.dispatched_at)], [t("Department"), c.department_name],
+      [t("Due"), when(c.due_at)], [t("Closed"), when(c.closed_at)],
+      [t("Chased up"), c.supervise_count ? `${c.supervise_count} · ${c.supervise_label}` : null],
       [t("Reworked"), c.rework_count]]) {
       dl.append(el("dt", label), el("dd", value === null || value === undefined ? "—" : value));
     }
     const buttons = document.getElementById("action-buttons");
     buttons.replaceChildren();
     document.getElementById("case-evaluation").hidden = !c.actions.some((a) => a.action === "evaluate");
+    const department = document.getElementById("case-department");
+    const dispatching = c.actions.some((a) => a.action === "dispatch") && (c.department_choices || []).length > 0;
+    document.getElementById("case-department-label").hidden = !dispatching;
+    department.replaceChildren(...(c.department_choices || []).map((d, i) =>
+      el("option", i === 0 ? t("{name} (default)", { name: d.name }) : d.name, { value: d.code })));
+    const handling = c.actions.some((a) => a.action === "handle");
+    document.getElementById("case-after-photo-label").hidden = !handling;
+    document.getElementById("case-after-photo-text").textContent = c.after_photo_required
+      ? t("Photo after handling (required)") : t("Photo after handling");
     for (const a of c.actions) {
       const button = el("button", a.label, { type: "button", class: a.note_required ? "" : "primary", "data-action": a.action });
       button.addEventListener("click", async () => {
         const note = document.getElementById("case-note").value.trim();
         if (a.note_required && !note) { status(t("{action}: write a note saying why", { action: a.label })); document.getElementById("case-note").focus(); return; }
+        if (a.action === "handle" && c.after_photo_required && !document.getElementById("case-after-photo").files.length) {
+          status(t("Take the photo after handling first")); document.getElementById("case-after-photo").focus(); return;
+        }
         const result = await act(window.gridplan.case, a.action, note || null, button);
-        if (result.ok) document.getElementById("case-note").value = "";
+        if (result.ok) {
+          document.getElementById("case-note").value = "";
+          document.getElementById("case-after-photo").value = "";
+          document.getElementById("case-after-photo-name").textContent = "";
+        }
       });
       buttons.append(button);
     }
@@ -140,20 +170,29 @@
     history.replaceChildren(...c.steps.map((s) => {
       const li = el("li", `${when(s.at)} ${STEPS[s.step] || s.step}${s.actor ? " · " + s.actor : ""}`,
         { "data-step": s.step });
+      if (s.detail_label) li.append(el("div", s.detail_label, { class: "detail" }));
       if (s.note) li.append(el("div", s.note, { class: "muted" }));
       return li;
     }));
-    const photos = document.getElementById("case-photos");
-    photos.replaceChildren(...c.photos.map((p) => {
-      const a = el("a", null, { href: p.url, target: "_blank", rel: "noopener" });
-      a.append(el("img", null, { src: p.url, alt: t("Photo {n}", { n: p.id }), loading: "lazy" }));
-      return a;
-    }));
-    if (!c.photos.length) photos.append(el("p", t("none"), { class: "muted" }));
+    for (const phase of ["before", "after"]) {  // before and after side by side
+      const photos = document.getElementById(`case-photos-${phase}`);
+      const mine = c.photos.filter((p) => p.phase === phase);
+      photos.replaceChildren(...mine.map((p) => {
+        const a = el("a", null, { href: p.url, target: "_blank", rel: "noopener", "data-step": p.step || "" });
+        a.append(el("img", null, { src: p.url, alt: t("Photo {n}", { n: p.id }), loading: "lazy" }));
+        return a;
+      }));
+      if (!mine.length) photos.append(el("p", t("none"), { class: "muted" }));
+    }
     status(t("Version {n}", { n: c.version }));
   }
 
   function startCase() {
+    const after = document.getElementById("case-after-photo");
+    after.addEventListener("change", () => {  // shown before it is sent with the handling
+      const f = after.files[0];
+      document.getElementById("case-after-photo-name").textContent = f ? `${f.name} · ${(f.size / 1048576).toFixed(1)} MB` : "";
+    });
     const input = document.querySelector("#photo-form input[type=file]");
     input.addEventListener("change", async () => {
       if (!input.files.length) return;

@@ -1,0 +1,125 @@
+"""The 指挥中心 on a phone (360 × 740, Chinese) in headless Chromium: dispatch a case to a
+department chosen from the list (the category's default offered first), chase (督办) an overdue
+case with a note; the case shows the department, the 督办 and the history says who did what."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from geodata import departments as depts
+from geodata.accounts import find_user
+from geodata.db import get_engine
+from layers import incidents
+from layers.demo import write_demo
+from tests.webhelpers import PASSWORD, make_accounts
+from webmap import create_app
+from webmap.auth import add_user
+
+SHOTS = Path("/tmp/dept")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
+    folder = tmp_path_factory.mktemp("dispatch")
+    path = folder / "gridplan.sqlite"
+    shutil.copy(spatialite_template, path)
+    url = f"sqlite:///{path}"
+    engine = get_engine(url)
+    write_demo(engine, small_demo)
+    catalogue = incidents.categories(engine)
+    for code, name, cats, default in (("HW", "区环境卫生管理站", ["E01-01"], ["E01-01"]),
+                                      ("JD", "街道办事处", ["E01-01", "E04-01"], [])):
+        depts.save_department(engine, {"code": code, "name": name, "categories": cats,
+                                       "default_for": default}, catalogue, actor="test")
+    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none",
+                      "PHOTO_DIR": str(folder / "p")})
+    secrets = make_accounts(app, small_demo)
+    with app.app_context():
+        add_user("dispatcher", "dispatcher", PASSWORD)
+    cells = small_demo.layers["grid_cells"]
+    here = cells[cells["code"].str.startswith(secrets["scope"])].iloc[0].geometry.representative_point()
+    supervisor = find_user(engine, name="supervisor")
+    dispatcher = find_user(engine, name="dispatcher")
+
+    def new_case(when: datetime, dispatch: bool) -> str:
+        case, _ = incidents.report(engine, supervisor, {"lon": here.x, "lat": here.y, "category": "E01-01",
+                                                         "description": "路口暴露垃圾"}, now=when)
+        incidents.act(engine, dispatcher, case["code"], {"action": "file", "version": 1}, now=when)
+        if dispatch:
+            incidents.act(engine, dispatcher, case["code"], {"action": "dispatch", "version": 2,
+                                                              "department": "HW"}, now=when)
+        return case["code"]
+
+    fresh = new_case(datetime.now(), dispatch=False)
+    late = new_case(datetime.now() - timedelta(days=14), dispatch=True)
+    srv = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield {"base": f"http://127.0.0.1:{srv.server_port}", "fresh": fresh, "late": late}
+    srv.shutdown()
+    engine.dispose()
+
+
+@pytest.fixture
+def phone(browser, server):
+    context = browser.new_context(viewport={"width": 360, "height": 740}, locale="zh-CN",
+                                  device_scale_factor=2, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.goto(f"{server['base']}/login")
+    page.fill("input[name=name]", "dispatcher")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form.login button[type=submit]")
+    page.wait_for_url(lambda url: "/login" not in url)
+    yield page
+    context.close()
+
+
+def ready(page):
+    page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=30_000)
+
+
+def test_dispatch_to_a_department_and_chase_an_overdue_case(phone, server):
+    page = phone
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    assert page.url.endswith("/cases")  # the 指挥中心 lands on the list
+    page.goto(f"{server['base']}/cases/{server['fresh']}")
+    ready(page)
+    options = page.locator("#case-department option").all_text_contents()
+    assert options == ["区环境卫生管理站（默认）", "街道办事处"]
+    page.select_option("#case-department", "JD")
+    box = page.locator("#action-buttons button[data-action=dispatch]").bounding_box()
+    assert box["height"] >= 44
+    page.screenshot(path=str(SHOTS / "dispatch.png"), full_page=True)
+    page.click("#action-buttons button[data-action=dispatch]")
+    page.wait_for_function("() => window.gridplan.case.version === 3")
+    assert "街道办事处" in page.text_content("#case-figures")
+    history = page.locator("#case-history li[data-step=dispatched]").text_content()
+    assert "街道办事处" in history and "dispatcher" in history
+    assert page.locator("#action-buttons button[data-action=supervise]").count() == 0  # not due yet
+
+    page.goto(f"{server['base']}/cases/{server['late']}")
+    ready(page)
+    # neither a department to choose nor an after-photo: the 指挥中心 does not handle
+    assert not page.is_visible("#case-department") and not page.is_visible("#case-after-photo-label")
+    chase = page.locator("#action-buttons button[data-action=supervise]")
+    assert chase.text_content() == "督办"
+    chase.click()  # without a note: asked for one, nothing sent
+    assert "说明" in page.text_content("#status") or "理由" in page.text_content("#status")
+    assert page.evaluate("window.gridplan.case.supervise_count") == 0
+    page.fill("#case-note", "已超期，请今日处置")
+    chase.click()
+    page.wait_for_function("() => window.gridplan.case.supervise_count === 1")
+    figures = page.text_content("#case-figures")
+    assert "红牌" in figures
+    step = page.locator("#case-history li[data-step=supervised]").text_content()
+    assert "已超期，请今日处置" in step and "红牌" in step
+    assert page.evaluate("document.documentElement.scrollWidth") <= 361
+    page.screenshot(path=str(SHOTS / "supervise.png"), full_page=True)
+    assert page.errors == []
