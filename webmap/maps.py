@@ -94,12 +94,13 @@ def _with_nonce(html: str) -> str:
 
 
 def render_map(template: str, m: folium.Map, config: dict, **context):
+    name, url, _attribution, coords = _basemap()
     root = m.get_root()
     root.render()
     return render_template(template, map_header=Markup(_with_nonce(root.header.render())),
                            map_html=Markup(root.html.render()), map_script=Markup(root.script.render()),
-                           config=config | {"map": m.get_name(), "coords": _basemap()[3],
-                                             "basemap": "none" if _basemap()[1] is None else _basemap()[0]}, **context)
+                           config=config | {"map": m.get_name(), "coords": coords,
+                                             "basemap": name if url else "none"}, **context)
 
 
 @bp.get("/")
