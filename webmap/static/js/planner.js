@@ -215,6 +215,7 @@
     const street = document.getElementById("show-street");
     street.disabled = false;
     street.dataset.street = p.street_code;
+    document.getElementById("grid-link").href = `/grid?community=${encodeURIComponent(code)}`;
     histogram(p.street_code);
   }
 
@@ -236,6 +237,7 @@
     const street = document.getElementById("show-street");
     street.disabled = false;
     street.dataset.street = code;
+    document.getElementById("grid-link").href = `/grid?street=${encodeURIComponent(code)}`;
     window.gridplan.street = code;
     histogram(code);
   }
