@@ -186,7 +186,11 @@
   }
 
   // the current boundaries and the streets, on request
-  const streets = L.geoJSON(null, { style: { color: "#111", weight: 2.5, fill: false, interactive: false }, interactive: false });
+  // street boundaries: a broad grey band above the units, under the community outlines
+  map.createPane("planStreets").style.zIndex = 415;
+  map.getPane("planStreets").style.pointerEvents = "none";
+  const streets = L.geoJSON(null, { pane: "planStreets", style: { color: "#555", weight: 6, opacity: 0.45, fill: false, interactive: false },
+    interactive: false });
   const current = L.geoJSON(null, { style: { color: "#6a3d9a", weight: 1.5, dashArray: "2 4", fill: false }, interactive: false });
   const loaded = new Set();
   async function loadOverlay(name, layer) {

@@ -101,8 +101,15 @@
     for (let i = 0; i + 1 < xs.length; i += 2) if (!best || xs[i + 1] - xs[i] > best[1] - best[0]) best = [xs[i], xs[i + 1]];
     return best ? L.latLng(y, (best[0] + best[1]) / 2) : box.getCenter();
   }
+  // a street boundary is a broad grey band under the community outline that runs along it: the
+  // hierarchy reads street > community > unit without a fourth line weight
+  const streetPane = map.createPane("streetLines");
+  streetPane.style.zIndex = 418;
+  streetPane.style.pointerEvents = "none";
   layers.streets = L.geoJSON(null, {
-    style: (f) => (f.properties.code === state.street ? { color: "#000", weight: 5, fill: false } : { color: "#111", weight: 2.5, fill: false }),
+    pane: "streetLines",
+    style: (f) => (f.properties.code === state.street ? { color: "#000", weight: 6, opacity: 0.8, fill: false }
+      : { color: "#555", weight: 6, opacity: 0.45, fill: false }),
     interactive: false,
     onEachFeature: (f) => state.streets.set(f.properties.code, f),
   });
