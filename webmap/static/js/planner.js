@@ -108,7 +108,7 @@
   streetPane.style.pointerEvents = "none";
   layers.streets = L.geoJSON(null, {
     pane: "streetLines",
-    style: (f) => (f.properties.code === state.street ? { color: "#000", weight: 6, opacity: 0.8, fill: false }
+    style: (f) => (f.properties.code === state.street ? { color: "#000", weight: 5, opacity: 1, fill: false }
       : { color: "#555", weight: 6, opacity: 0.45, fill: false }),
     interactive: false,
     onEachFeature: (f) => state.streets.set(f.properties.code, f),
