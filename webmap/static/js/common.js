@@ -133,7 +133,7 @@ window.gp = (function () {
   // --- a quiet base of the city's own roads and water, where no tile base map is set ------------
   /* With no base map (the default on an intranet) the map would float on grey: the city's roads
      and water from its own layers are drawn instead, pale, under the planning layers, with road
-     names from street zoom; loaded by view from /api/basemap, majors only when zoomed out. */
+     names from street zoom (16); loaded by view from /api/basemap, majors only below it. */
   const base = { loads: 0, group: null };
   if (config.basemap === "none") {
     map.getContainer().classList.add("no-tiles");
@@ -154,10 +154,10 @@ window.gp = (function () {
     async function loadBase() {
       if (!map.hasLayer(base.group)) return;
       const zoom = Math.round(map.getZoom());
-      const major = zoom < 15;
+      const major = zoom < 16;
       // a pan inside what was loaded at the same level of detail asks for nothing
       if (loaded && loaded.major === major && loaded.zoom === zoom && loaded.bounds.contains(map.getBounds())) return;
-      const bounds = map.getBounds().pad(0.3);
+      const bounds = map.getBounds().pad(0.15);
       const bbox = [bounds.getWest(), bounds.getSouth(), bounds.getEast(), bounds.getNorth()]
         .map((v) => Math.max(-180, Math.min(180, v)).toFixed(5)).join(",");
       const mine = ++ticket;
