@@ -77,9 +77,7 @@ def view(page, lon: float, lat: float, zoom: int) -> None:
     """Centre the map on (lon, lat) at ``zoom`` and let labels and the base follow."""
     page.evaluate("([lat, lon, z]) => { window.gridplan.map.setView([lat, lon], z, {animate: false}); }",
                   [lat, lon, zoom])
-    page.wait_for_timeout(600)
-    page.wait_for_load_state("networkidle")
-    page.wait_for_timeout(200)
+    page.wait_for_function("() => !window.gp.base.pending && !window.gp.labelsPending()")
 
 
 def overlapping(rects: list[dict]) -> list[tuple[int, int]]:
@@ -88,7 +86,9 @@ def overlapping(rects: list[dict]) -> list[tuple[int, int]]:
             and a["top"] < b["bottom"] and b["top"] < a["bottom"]]
 
 
-LABEL_RECTS = """(cls) => [...document.querySelectorAll(`.leaflet-tooltip.${cls}`)].map((e) => {
+# labels taken away fade out for 200 ms (Leaflet): only those still shown count
+LABEL_RECTS = """(cls) => [...document.querySelectorAll(`.leaflet-tooltip.${cls}`)]
+    .filter((e) => e.style.opacity !== "0").map((e) => {
     const r = e.getBoundingClientRect(); return {left: r.left, right: r.right, top: r.top, bottom: r.bottom,
     text: e.textContent}; })"""
 

@@ -371,7 +371,8 @@ def item(engine: Engine, name: str, code: str, base: str, account: Account, coor
 # --- the quiet base: the city's own roads and water, for maps without tiles ------------------------
 
 #: roads drawn below street zoom: the arterials and bridges a planner finds their way by
-MAJOR_ROADS = ("arterial", "bridge", "primary", "secondary", "trunk", "motorway", "expressway")
+MAJOR_ROADS = ("arterial", "bridge", "primary", "secondary", "trunk", "motorway", "expressway",
+               "快速路", "主干路", "次干路", "高速公路", "国道", "省道", "桥梁")
 #: from this zoom (street zoom) every road is drawn and named on the page; below it only the
 #: major ones (a city's lanes at zoom 15 are thousands of lines a planner cannot read)
 STREET_ZOOM = 16
@@ -398,7 +399,8 @@ def basemap(engine: Engine, args: dict):
     tolerance = 360.0 / (256 * 2**zoom) / 2
     road_geoms = shapely.simplify(road_geoms, tolerance, preserve_topology=False)
     water_geoms = shapely.simplify(water_geoms, tolerance, preserve_topology=True)
-    props = [{"kind": "road", "name": r.get("name"), "road_class": r.get("road_class")} for r in roads]
+    props = [{"kind": "road", "name": r.get("name"), "road_class": r.get("road_class"),
+              "major": r.get("road_class") in MAJOR_ROADS} for r in roads]
     props += [{"kind": "water"} for _ in water]
     geoms = np.concatenate([road_geoms, water_geoms])
     texts = shapely.to_geojson(shapely.transform(geoms, lambda xy: np.round(xy, 6))) if len(geoms) else []

@@ -134,7 +134,7 @@ window.gp = (function () {
   /* With no base map (the default on an intranet) the map would float on grey: the city's roads
      and water from its own layers are drawn instead, pale, under the planning layers, with road
      names from street zoom (16); loaded by view from /api/basemap, majors only below it. */
-  const base = { loads: 0, group: null };
+  const base = { loads: 0, group: null, pending: false };
   if (config.basemap === "none") {
     map.getContainer().classList.add("no-tiles");
     map.createPane("gpWater").style.zIndex = 250;
@@ -143,9 +143,8 @@ window.gp = (function () {
     roadPane.style.pointerEvents = "none";
     const water = L.geoJSON(null, { pane: "gpWater", interactive: false, renderer: L.canvas({ pane: "gpWater" }),
       style: { stroke: false, fillColor: "#b5d0e6", fillOpacity: 1 } });
-    const MAJOR = new Set(["arterial", "bridge", "primary", "secondary", "trunk", "motorway", "expressway"]);
     const roads = L.geoJSON(null, { pane: "gpRoads", interactive: false, renderer: L.canvas({ pane: "gpRoads" }),
-      style: (f) => (MAJOR.has(f.properties.road_class) ? { color: "#fff", weight: 3.5, opacity: 0.85 }
+      style: (f) => (f.properties.major ? { color: "#fff", weight: 3.5, opacity: 0.85 }
         : { color: "#fff", weight: 1.5, opacity: 0.7 }) });
     const names = L.layerGroup();
     base.group = L.layerGroup([water, roads, names]).addTo(map);
@@ -171,9 +170,16 @@ window.gp = (function () {
       base.loads += 1;
       relabel();
     }
-    map.on("moveend", () => { clearTimeout(timer); timer = setTimeout(() => loadBase().catch(() => {}), 120); });
-    map.on("overlayadd", (e) => { if (e.layer === base.group) loadBase().catch(() => {}); });
-    map.whenReady(() => loadBase().catch(() => {}));  // a base that fails leaves the grey, nothing else
+    // `pending` from a move until the base for it is drawn (or found not needed): pages and tests
+    // can tell a settled map from one still loading
+    let runs = 0;
+    const run = () => {
+      const mine = ++runs;
+      loadBase().catch(() => {}).finally(() => { if (mine === runs) base.pending = false; });
+    };
+    map.on("moveend", () => { base.pending = true; clearTimeout(timer); timer = setTimeout(run, 120); });
+    map.on("overlayadd", (e) => { if (e.layer === base.group) run(); });
+    map.whenReady(run);  // a base that fails leaves the paper, nothing else
 
     /* where a road's name stands: the middle of its longest piece */
     function middle(layer) {
@@ -208,5 +214,7 @@ window.gp = (function () {
     } });
   }
 
-  return { config, map, el, figures, number, getJSON, features, bboxParam, status, legend, addLabels, relabel, base };
+  const labelsPending = () => labelFrame !== 0;
+  return { config, map, el, figures, number, getJSON, features, bboxParam, status, legend, addLabels, relabel,
+    labelsPending, base };
 })();
