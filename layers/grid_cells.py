@@ -432,3 +432,58 @@ def _all_of(graph: UnitGraph, partition: Partition, cell: str, to: str) -> dict[
     if cell not in partition or to not in partition:
         raise NotFound(_("no cell {p1}", p1=cell if cell not in partition else to))
     return dict.fromkeys(graph.codes[partition.members(cell)].tolist(), to)
+
+
+def cell_table(engine: Engine, rules: CellRules, *, community: str | None = None, street: str | None = None,
+               within: str | None = None) -> tuple[gpd.GeoDataFrame, dict]:
+    """The stored cells of a community or a street as the grid page shows them: per cell its
+    community (code and name), households, units, area (m²), and the rules it breaks in a
+    planner's words (``problems``); beside them the validation of the whole scope
+    (:func:`validate_cells`). ``within`` keeps only cells under that code (a supervisor's scope)."""
+    scope = {"community": community} if community else {"street": street}
+    communities = read_layer(engine, "communities", **scope)
+    cells = read_layer(engine, "grid_cells", **scope)
+    units = read_layer(engine, "units", **scope)
+    if within:
+        communities = communities[communities["code"].str.startswith(within[:12])]
+        cells = cells[cells["code"].str.startswith(within)]
+        units = units[units["community_code"].fillna("").str.startswith(within[:12])]
+    cells = cells.sort_values("code").reset_index(drop=True)
+    report = validate_cells(communities, cells, units)
+    held = cell_of_units(units, cells)
+    figures = units.assign(cell=units["code"].map(held)).dropna(subset=["cell"]).groupby("cell").agg(
+        households=("households", "sum"), units=("code", "count"))
+    names = dict(zip(communities["code"], communities["name"], strict=True))
+    low, high = rules.minimum, rules.maximum
+    metric = to_metric(cells) if len(cells) else cells
+    out = cells[["code", "community_code", "geometry"]].copy()
+    out["community_name"] = [names.get(c) for c in out["community_code"]]
+    out["households"] = out["code"].map(figures["households"]).fillna(0).astype("int64")
+    out["units"] = out["code"].map(figures["units"]).fillna(0).astype("int64")
+    out["area_m2"] = np.round(np.asarray(metric.area if len(cells) else [], dtype=float), 1)
+    pieces = shapely.get_num_geometries(np.asarray(cells.geometry.values, dtype=object)) if len(cells) else []
+    problems: list[list[str]] = []
+    for households, parts in zip(out["households"], pieces, strict=True):
+        found = []
+        if households < low:
+            found.append(_("{households} households, below the minimum of {minimum}",
+                           households=f"{households:,}", minimum=f"{low:,}"))
+        elif households > high:
+            found.append(_("{households} households, above the maximum of {maximum}",
+                           households=f"{households:,}", maximum=f"{high:,}"))
+        if parts > 1:
+            found.append(_("in {parts} pieces: not contiguous", parts=int(parts)))
+        problems.append(found)
+    by_code = dict(zip(out["code"], problems, strict=True))
+    for finding in report["findings"]:
+        codes = finding["codes"]
+        if finding["kind"] == "overlap":
+            for mine, other in ((codes[0], codes[1]), (codes[1], codes[0])):
+                if mine in by_code:
+                    by_code[mine].append(_("overlaps cell {cell} ({area} m²)", cell=other,
+                                           area=f"{finding['area_m2']:,.0f}"))
+        elif finding["kind"] == "outside_community" and codes[0] in by_code:
+            by_code[codes[0]].append(_("reaches {area} m² outside its community",
+                                       area=f"{finding['area_m2']:,.0f}"))
+    out["problems"] = [by_code[c] for c in out["code"]]
+    return out, report

@@ -50,6 +50,7 @@ ACCESS: dict[str, str] = {
     # pages
     "GET /map": READERS,
     "GET /supervisor": CASES,
+    "GET /grid": ANY,  # read-only but for planners and administrators; a supervisor: their scope
     "GET /plans": READERS,
     "GET /plans/<int:plan_id>": READERS,
     "GET /layers": READERS,
@@ -82,6 +83,7 @@ ACCESS: dict[str, str] = {
     "GET /api/collections/<name>": ANY,
     "GET /api/collections/<name>/items": ANY,
     "GET /api/collections/<name>/items/<code>": ANY,
+    "GET /api/basemap": ANY,  # the city's roads and water, the base of every map page
     "GET /api/search": READERS,
     "GET /api/stats/households": READERS,
     "GET /api/topology/communities": READERS,
@@ -119,6 +121,7 @@ ACCESS: dict[str, str] = {
     "POST /api/grid/merge": EDITORS,
     "POST /api/grid/moves": EDITORS,
     "GET /api/grid/problems": READERS,
+    "GET /api/grid/cells": ANY,  # a supervisor gets the cells of their own scope only
     "GET /api/grid/assignments": ANY,
     "POST /api/grid/assignments": EDITORS,
     # the incident loop

@@ -670,7 +670,8 @@ def test_the_planner_map_reads_at_a_glance(as_role, live):
     p = as_role("planner")
     open_planner_map(p)
     assert p.js("typeof window.gridplan.layers.facilities.refreshClusters") == "function"
-    looks = p.js("""(() => { const out = {}; window.gridplan.layers.communities.eachLayer((l) => {
+    # the outlines are a layer of their own, drawn over the units
+    looks = p.js("""(() => { const out = {}; window.gridplan.layers.outlines.eachLayer((l) => {
         out[l.feature.properties.bounds_status] = [l.options.color, l.options.dashArray]; });
         return out; })()""")
     if "below" in looks and "above" in looks:

@@ -146,3 +146,10 @@ def visible_job(account: Account, job_id: int, kind: str | None = None) -> dict:
     if job is None or (kind is not None and job["kind"] != kind) or not may_see_job(account, job):
         raise NotFound(_("no job {job_id}", job_id=job_id))
     return job
+
+
+@bp.get("/basemap")
+@require(api=True)
+def basemap():
+    """The city's roads and water in a view, drawn as the base when no tile base map is set."""
+    return _call(features.basemap, engine(), request.args.to_dict())

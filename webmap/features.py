@@ -370,3 +370,45 @@ def item(engine: Engine, name: str, code: str, base: str, account: Account, coor
                "links": [{"rel": "self", "href": f"{base}/collections/{name}/items/{code}"},
                          {"rel": "collection", "href": f"{base}/collections/{name}"}]}
     return _json(feature, content_type=FORMATS["geojson"])
+
+
+# --- the quiet base: the city's own roads and water, for maps without tiles ------------------------
+
+#: roads drawn below street zoom: the arterials and bridges a planner finds their way by
+MAJOR_ROADS = ("arterial", "bridge", "primary", "secondary", "trunk", "motorway", "expressway",
+               "快速路", "主干路", "次干路", "高速公路", "国道", "省道", "桥梁")
+#: from this zoom (street zoom) every road is drawn and named on the page; below it only the
+#: major ones (a city's lanes at zoom 15 are thousands of lines a planner cannot read)
+STREET_ZOOM = 16
+BASE_LIMIT = 5_000
+
+
+def basemap(engine: Engine, args: dict):
+    """``GET /api/basemap?bbox=…&zoom=…``: the city's roads (by class for the zoom) and its water
+    (units of ``land_use=water``) in a view, as one GeoJSON collection for the map pages to draw
+    as a quiet base when no tile base map is configured (the default on an intranet). Lines are
+    simplified to half a pixel; at most 5,000 roads, longest first."""
+    if "bbox" not in args:
+        raise ApiError(400, "MissingParameterValue", "bbox is required: minx,miny,maxx,maxy")
+    bbox = _parse_bbox(args["bbox"])
+    zoom = _parse_int(args, "zoom", 14, 0, 24)
+    road_filter = {} if zoom >= STREET_ZOOM else {"isin": {"road_class": list(MAJOR_ROADS)}}
+    roads, road_geoms = read_records(engine, "roads", bbox=bbox, limit=BASE_LIMIT * 4, **road_filter)
+    if len(roads) > BASE_LIMIT:  # the longest carry the names people know
+        keep = np.sort(np.argsort(-shapely.length(road_geoms), kind="stable")[:BASE_LIMIT])
+        roads, road_geoms = [roads[i] for i in keep], road_geoms[keep]
+    water, water_geoms = read_records(engine, "units", bbox=bbox, where={"land_use": "water"},
+                                      limit=BASE_LIMIT)
+    # a base is drawn pale and thin: half a pixel of detail is enough, and 6 decimals (10 cm)
+    tolerance = 360.0 / (256 * 2**zoom) / 2
+    road_geoms = shapely.simplify(road_geoms, tolerance, preserve_topology=False)
+    water_geoms = shapely.simplify(water_geoms, tolerance, preserve_topology=True)
+    props = [{"kind": "road", "name": r.get("name"), "road_class": r.get("road_class"),
+              "major": r.get("road_class") in MAJOR_ROADS} for r in roads]
+    props += [{"kind": "water"} for _ in water]
+    geoms = np.concatenate([road_geoms, water_geoms])
+    texts = shapely.to_geojson(shapely.transform(geoms, lambda xy: np.round(xy, 6))) if len(geoms) else []
+    features = ",".join(f'{{"type":"Feature","geometry":{g},"properties":{_dumps(p)}}}'
+                        for p, g in zip(props, texts, strict=True))
+    body = f'{{"type":"FeatureCollection","features":[{features}]}}'
+    return 200, {"Content-Type": FORMATS["geojson"]}, body.encode("utf-8")

@@ -1,18 +1,30 @@
 """Grid cells in the web app and on the command line: generate the cells of a community, a
 street or the district, and validate them (gaps, overlaps, cells outside their community,
-households in no cell). Views parse the request and call :mod:`layers.grid_cells`."""
+households in no cell); the grid page (``/grid?community=…`` or ``?street=…``), where a planner
+sees a community's or a street's cells on a map and in a table and generates, splits, merges and
+assigns them through the same API. Views parse the request and call :mod:`layers.grid_cells`."""
 
 from __future__ import annotations
 
 import json
 
 import click
-from flask import Blueprint, jsonify, request
+import shapely
+from flask import Blueprint, Response, jsonify, request
 
-from geodata.errors import GridplanError, Refused
+from geodata.accounts import Account, list_users
+from geodata.errors import Forbidden, GridplanError, NotFound, Refused
 from geodata.i18n import _
 from geodata.store import read_layer
-from layers.grid_cells import generate_grid, grid_rules, merge_cells, move_to_cell, split_cell, validate_cells
+from layers.grid_cells import (
+    cell_table,
+    generate_grid,
+    grid_rules,
+    merge_cells,
+    move_to_cell,
+    split_cell,
+    validate_cells,
+)
 from webmap import params
 from webmap.auth import current_account, require
 from webmap.extensions import engine
@@ -103,6 +115,117 @@ def api_problems():
     return jsonify(validate_cells(read_layer(engine(), "communities", **scope),
                                   read_layer(engine(), "grid_cells", **scope),
                                   read_layer(engine(), "units", **scope)))
+
+
+# --- the grid page ---------------------------------------------------------------------------------
+
+
+def _page_scope(account: Account) -> dict:
+    """The community or street the grid page shows: the one asked for, else (a supervisor) their
+    own scope, else the first street. A supervisor may look only at what overlaps their scope."""
+    scope = _scope(request.args)
+    if not scope["community"] and not scope["street"]:
+        own = account.scope_code if account.role == "supervisor" else None
+        if own:
+            scope = ({"community": own[:12], "street": None} if len(own) >= 12
+                     else {"community": None, "street": own[:9]})
+        else:
+            streets = read_layer(engine(), "streets")
+            if streets.empty:
+                raise NotFound(_("no streets: import or generate the boundaries first"))
+            scope = {"community": None, "street": sorted(streets["code"])[0]}
+    asked = scope["community"] or scope["street"]
+    if account.role == "supervisor":
+        own = account.scope_code or ""
+        if not (asked.startswith(own) or own.startswith(asked)):
+            raise Forbidden(_("{asked} is outside your scope {scope}", asked=asked, scope=own))
+    return scope
+
+
+def _named(frame) -> list[dict]:
+    return [{"code": c, "name": n} for c, n in sorted(zip(frame["code"], frame["name"], strict=True))]
+
+
+def _supervisors() -> list[dict]:
+    return [{"name": u["name"], "scope": u["scope_code"]} for u in list_users(engine())
+            if u["role"] == "supervisor" and not u["disabled"]]
+
+
+@bp.get("/grid")
+@require()
+def grid_page():
+    """A community's or a street's grid cells: on the map and in a table (households against the
+    range, supervisor, problems), with generate / split / merge / assign for planners."""
+    from webmap.maps import build_map, render_map  # the map pages import this blueprint's CLI
+
+    account = current_account()
+    scope = _page_scope(account)
+    code = scope["community"] or scope["street"]
+    street_code = code[:9]
+    streets = read_layer(engine(), "streets")
+    communities = read_layer(engine(), "communities", street=street_code)
+    if account.role == "supervisor":
+        own = account.scope_code or ""
+        streets = streets[[own.startswith(c) or c.startswith(own) for c in streets["code"]]]
+        communities = communities[[own.startswith(c) or c.startswith(own) for c in communities["code"]]]
+    if scope["community"] and scope["community"] not in set(communities["code"]):
+        raise NotFound(_("no community {community}", community=scope["community"]))
+    if scope["street"] and scope["street"] not in set(streets["code"]):
+        raise NotFound(_("no street {street}", street=scope["street"]))
+    shown = communities[communities["code"] == scope["community"]] if scope["community"] else communities
+    m = build_map(tuple(shown.total_bounds) if len(shown) else None)
+    rules = grid_rules(engine())
+    street_name = dict(zip(streets["code"], streets["name"], strict=True)).get(street_code)
+    community_name = dict(zip(communities["code"], communities["name"], strict=True)).get(scope["community"])
+    config = {"scope": scope, "role": account.role, "editable": account.role in ("admin", "planner"),
+              "rules": {"minimum": rules.minimum, "maximum": rules.maximum},
+              "streets": _named(streets), "communities": _named(communities),
+              "street": {"code": street_code, "name": street_name},
+              "community": ({"code": scope["community"], "name": community_name}
+                            if scope["community"] else None),
+              "supervisors": _supervisors() if account.role in ("admin", "planner") else []}
+    title = " · ".join(x for x in (community_name or street_name, code) if x)
+    return render_map("grid.html", m, config, title=_("Grid cells of {scope}", scope=title))
+
+
+@bp.get("/api/grid/cells")
+@require(api=True)
+def api_cells():
+    """The cells of a community or a street as GeoJSON: per cell its community's name,
+    households, units, area, supervisors and problems in words; with the scope's validation
+    (gaps, overlaps, households in no cell) and the household range. A supervisor gets only the
+    cells within their scope."""
+    account = current_account()
+    scope = _scope(request.args)
+    if not scope["community"] and not scope["street"]:
+        raise Refused(_("give a community (12 digits) or a street (9 digits)"))
+    asked = scope["community"] or scope["street"]
+    within = None
+    if account.role == "supervisor":
+        own = account.scope_code or ""
+        if not (asked.startswith(own) or own.startswith(asked)):
+            raise Forbidden(_("{asked} is outside your scope {scope}", asked=asked, scope=own))
+        within = own if len(own) > len(asked) else None
+    from geodata import incident_rows  # who holds which cell
+
+    rules = grid_rules(engine())
+    cells, report = cell_table(engine(), rules, within=within, **scope)
+    held: dict[str, list[str]] = {}
+    for a in incident_rows.assignments(engine(), prefix=within or asked):
+        held.setdefault(a["cell_code"], []).append(a["user_name"])
+    geoms = cells.geometry.values
+    texts = shapely.to_geojson(shapely.transform(geoms, lambda xy: xy.round(7))) if len(cells) else []
+    features = []
+    for record, geometry in zip(cells.drop(columns="geometry").to_dict("records"), texts, strict=True):
+        record["supervisors"] = held.get(record["code"], [])
+        features.append(f'{{"type":"Feature","id":{json.dumps(record["code"])},"geometry":{geometry},'
+                        f'"properties":{json.dumps(record, ensure_ascii=False, default=int)}}}')
+    summary = {k: report[k] for k in ("cells", "gaps", "overlaps", "outside_community",
+                                      "households_in_no_cell", "households_in_two_cells")}
+    head = json.dumps({"rules": {"minimum": rules.minimum, "maximum": rules.maximum}, "validation": summary,
+                       "findings": report["findings"][:200]}, ensure_ascii=False)
+    body = f'{{"type":"FeatureCollection","features":[{",".join(features)}],{head[1:]}'
+    return Response(body, mimetype="application/geo+json")
 
 
 @bp.cli.command("grid")

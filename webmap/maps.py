@@ -67,8 +67,10 @@ def _basemap() -> tuple[str, str | None, str, str]:
 
 def build_map(extent) -> folium.Map:
     """A folium map on ``extent`` with the configured base map and vendored Leaflet only."""
+    # no folium scale: Leaflet's default shows feet and miles beside metres; the pages add a
+    # metric one of their own (static/js/common.js)
     m = folium.Map(location=DEFAULT_CENTRE, zoom_start=13, tiles=None, prefer_canvas=True,
-                   control_scale=True, max_zoom=19)
+                   control_scale=False, max_zoom=19)
     m.default_js = [("leaflet", url_for("static", filename="vendor/leaflet/leaflet.js"))]
     m.default_css = [("leaflet_css", url_for("static", filename="vendor/leaflet/leaflet.css"))]
     name, url, attribution, _ = _basemap()
@@ -92,11 +94,13 @@ def _with_nonce(html: str) -> str:
 
 
 def render_map(template: str, m: folium.Map, config: dict, **context):
+    name, url, _attribution, coords = _basemap()
     root = m.get_root()
     root.render()
     return render_template(template, map_header=Markup(_with_nonce(root.header.render())),
                            map_html=Markup(root.html.render()), map_script=Markup(root.script.render()),
-                           config=config | {"map": m.get_name(), "coords": _basemap()[3]}, **context)
+                           config=config | {"map": m.get_name(), "coords": coords,
+                                             "basemap": name if url else "none"}, **context)
 
 
 @bp.get("/")

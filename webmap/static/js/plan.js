@@ -18,7 +18,8 @@
   // ColorBrewer Set3 (qualitative, pastel: names and lines stay readable on top)
   const PALETTE = ["#8dd3c7", "#ffffb3", "#bebada", "#fb8072", "#80b1d3", "#fdb462", "#b3de69", "#fccde5",
     "#bc80bd", "#ccebc5", "#ffed6f", "#d9d9d9"];
-  const OUTLINE = { within: { color: "#333", weight: 1.5, dashArray: null },
+  // community outlines clearly heavier than the units' lines (0.4 px)
+  const OUTLINE = { within: { color: "#333", weight: 2.5, dashArray: null },
     below: { color: "#2166ac", weight: 3, dashArray: "7 5" }, above: { color: "#b2182b", weight: 3.5, dashArray: null } };
   const LABELS_MAX = 80;
   const state = { version: config.plan.version, units: new Map(), communities: new Map(), selected: new Set(),
@@ -164,18 +165,32 @@
     const shown = [...outlineOf.values()].filter((f) => view.contains([f.properties.lat, f.properties.lon]));
     state.labelsShown = shown.length <= LABELS_MAX ? shown.length : 0;
     if (shown.length > LABELS_MAX) return;
+    // the largest communities first; a label that would cover one already placed is left out
+    const taken = [];
+    shown.sort((a, b) => (community(b.properties.code)?.households || 0) - (community(a.properties.code)?.households || 0));
     for (const f of shown) {
       const c = community(f.properties.code);
       if (!c) continue;
       const box = el("div");
       box.append(el("div", nameOf(f.properties.code), { class: "label-name" }), el("div", t("{n} households", { n: number(c.households) })));
-      labels.addLayer(L.tooltip({ permanent: true, direction: "center", className: `plan-label ${boundsOf(c)}`,
-        pane: "planLabels", interactive: false }).setLatLng([f.properties.lat, f.properties.lon]).setContent(box));
+      const tip = L.tooltip({ permanent: true, direction: "center", className: `plan-label ${boundsOf(c)}`,
+        pane: "planLabels", interactive: false }).setLatLng([f.properties.lat, f.properties.lon]).setContent(box);
+      labels.addLayer(tip);
+      if (!map.hasLayer(labels)) continue;
+      const r = tip.getElement().getBoundingClientRect();
+      if (taken.some((o) => r.left - 2 < o.right && r.right + 2 > o.left && r.top - 1 < o.bottom && r.bottom + 1 > o.top)) {
+        labels.removeLayer(tip);
+        state.labelsShown -= 1;
+      } else taken.push(r);
     }
   }
 
   // the current boundaries and the streets, on request
-  const streets = L.geoJSON(null, { style: { color: "#111", weight: 2.5, fill: false, interactive: false }, interactive: false });
+  // street boundaries: a broad grey band above the units, under the community outlines
+  map.createPane("planStreets").style.zIndex = 415;
+  map.getPane("planStreets").style.pointerEvents = "none";
+  const streets = L.geoJSON(null, { pane: "planStreets", style: { color: "#555", weight: 6, opacity: 0.45, fill: false, interactive: false },
+    interactive: false });
   const current = L.geoJSON(null, { style: { color: "#6a3d9a", weight: 1.5, dashArray: "2 4", fill: false }, interactive: false });
   const loaded = new Set();
   async function loadOverlay(name, layer) {
@@ -187,13 +202,13 @@
     if (e.layer === streets) loadOverlay("streets", streets);
     if (e.layer === current) loadOverlay("communities", current);
   });
-  L.control.layers(null, { [t("The plan's communities")]: outlines, [t("Community names")]: labels, [t("Street boundaries")]: streets,
-    [t("Current community boundaries")]: current }, { collapsed: false, position: "topright" }).addTo(map);
+  const overlays = { [t("The plan's communities")]: outlines, [t("Community names")]: labels, [t("Street boundaries")]: streets,
+    [t("Current community boundaries")]: current };
+  if (window.gp.base.group) overlays[t("Roads and water")] = window.gp.base.group;
+  L.control.layers(null, overlays, { collapsed: false, position: "topright" }).addTo(map);
   streets.addTo(map);
 
-  const legend = L.control({ position: "bottomleft" });
-  legend.onAdd = () => {
-    const box = el("div", null, { class: "legend" });
+  window.gp.legend(t("Legend"), (box) => {
     box.append(el("strong", t("Communities")));
     const row = (style, text) => { const r = el("div"); const i = el("i"); i.style.cssText = style; r.append(i, text); box.append(r); };
     row("border:3px dashed #2166ac", t("Too few households"));
@@ -202,9 +217,7 @@
     row("border:2px dashed #6a3d9a", t("current boundaries"));
     row("border:3px solid #000", t("Selected community"));
     box.append(el("div", t("Neighbours never share a colour"), { class: "muted" }));
-    return box;
-  };
-  legend.addTo(map);
+  });
 
   // --- figures, the table, the selected community ------------------------------------------------
 

@@ -9,8 +9,11 @@
   const [MIN, MAX] = config.bounds;
   // ColorBrewer YlGnBu, 5 classes: each class told apart from its neighbours and from the background
   const RAMP = ["#ffffcc", "#a1dab4", "#41b6c4", "#2c7fb8", "#253494"];
+  // community outlines are drawn over the units and clearly heavier than them (units: 0.5 px)
   const OUTLINE = { below: { color: "#2166ac", weight: 3, dashArray: "7 5" }, above: { color: "#b2182b", weight: 3.5, dashArray: null },
-    within: { color: "#4d4d4d", weight: 1, dashArray: null } };
+    within: { color: "#333", weight: 2.5, dashArray: null } };
+  const UNIT_LINE = { color: "#8c8c8c", weight: 0.5 };
+  const LABEL_ZOOM = 14;
   const BREAKS = [MIN * 0.5, MIN, (MIN + MAX) / 2, MAX];
   // each kind of facility's one-letter marker (translators: one character each)
   const KIND_LETTER = { service_centre: t("marker: service centre"), service_station: t("marker: service station"),
@@ -41,17 +44,28 @@
 
   const flagged = (p) => p.bounds_status !== "within";
 
+  // a community is drawn twice: its fill under the units (it takes the clicks and tooltips), its
+  // outline above them in a pane of its own, so units never draw over a community's boundary
   function communityStyle(f) {
+    return { stroke: false, fillColor: colour(f.properties.households), fillOpacity: 0.7 };
+  }
+  function outlineStyle(f) {
     const p = f.properties;
     const look = OUTLINE[p.bounds_status] || OUTLINE.within;
     const chosen = p.code === state.selected, lit = state.highlighted.has(p.code);
-    return { color: chosen || lit ? "#000" : look.color, weight: chosen ? 4.5 : lit ? 3 : look.weight,
-      dashArray: chosen || lit ? null : look.dashArray, fillColor: colour(p.households), fillOpacity: 0.7 };
+    return { color: chosen || lit ? "#000" : look.color, weight: chosen ? 4.5 : lit ? 3.5 : look.weight,
+      dashArray: chosen || lit ? null : look.dashArray, fill: false, opacity: 1 };
   }
+  const outlinePane = map.createPane("communityOutlines");
+  outlinePane.style.zIndex = 420;
+  outlinePane.style.pointerEvents = "none";
+  layers.outlines = L.geoJSON(null, { pane: "communityOutlines", renderer: L.svg({ pane: "communityOutlines" }),
+    interactive: false, style: outlineStyle,
+    onEachFeature: (f, layer) => { const entry = state.communities.get(f.properties.code); if (entry) entry.outline = layer; } });
   layers.communities = L.geoJSON(null, {
     style: communityStyle,
     onEachFeature: (f, layer) => {
-      state.communities.set(f.properties.code, { feature: f, layer });
+      state.communities.set(f.properties.code, { feature: f, layer, label: labelPoint(layer) });
       layer.bindTooltip(() => tooltip(communityRows(f.properties)), { sticky: true });
       layer.bindPopup(() => tooltip(communityRows(f.properties).concat([
         [t("Street"), f.properties.street_code], [t("Units"), number(f.properties.units)]])));
@@ -61,14 +75,46 @@
       layer.on("click", () => select(f.properties.code));
     },
   });
-  function restyleCommunities() { layers.communities.eachLayer((l) => l.setStyle(communityStyle(l.feature))); }
+  function restyleCommunities() { layers.outlines.eachLayer((l) => l.setStyle(outlineStyle(l.feature))); }
+  layers.communityGroup = L.layerGroup([layers.communities, layers.outlines]);
+
+  /* Where a community's name stands: on its widest stretch across the middle of its largest
+     ring (inside it, unlike the centre of a crescent). */
+  function labelPoint(layer) {
+    const rings = [];
+    (function walk(x) { if (x.length && x[0] instanceof L.LatLng) rings.push(x); else for (const y of x) walk(y); })(layer.getLatLngs());
+    if (!rings.length) return null;
+    const area = (r) => Math.abs(r.reduce((a, p, i) => { const q = r[(i + 1) % r.length]; return a + p.lng * q.lat - q.lng * p.lat; }, 0));
+    const outer = rings.reduce((a, b) => (area(b) > area(a) ? b : a));
+    const box = L.latLngBounds(outer);
+    const y = box.getCenter().lat;
+    const xs = [];
+    for (const ring of rings) {
+      if (!box.intersects(L.latLngBounds(ring))) continue;
+      for (let i = 0, j = ring.length - 1; i < ring.length; j = i++) {
+        const a = ring[j], b = ring[i];
+        if ((a.lat > y) !== (b.lat > y)) xs.push(a.lng + ((y - a.lat) * (b.lng - a.lng)) / (b.lat - a.lat));
+      }
+    }
+    xs.sort((a, b) => a - b);
+    let best = null;
+    for (let i = 0; i + 1 < xs.length; i += 2) if (!best || xs[i + 1] - xs[i] > best[1] - best[0]) best = [xs[i], xs[i + 1]];
+    return best ? L.latLng(y, (best[0] + best[1]) / 2) : box.getCenter();
+  }
+  // a street boundary is a broad grey band under the community outline that runs along it: the
+  // hierarchy reads street > community > unit without a fourth line weight
+  const streetPane = map.createPane("streetLines");
+  streetPane.style.zIndex = 418;
+  streetPane.style.pointerEvents = "none";
   layers.streets = L.geoJSON(null, {
-    style: (f) => (f.properties.code === state.street ? { color: "#000", weight: 5, fill: false } : { color: "#111", weight: 2.5, fill: false }),
+    pane: "streetLines",
+    style: (f) => (f.properties.code === state.street ? { color: "#000", weight: 5, opacity: 1, fill: false }
+      : { color: "#555", weight: 6, opacity: 0.45, fill: false }),
     interactive: false,
     onEachFeature: (f) => state.streets.set(f.properties.code, f),
   });
   layers.units = L.geoJSON(null, {
-    style: (f) => ({ color: "#777", weight: 0.5, fillOpacity: f.properties.land_use === "water" ? 0.5 : 0.05,
+    style: (f) => ({ ...UNIT_LINE, fillOpacity: f.properties.land_use === "water" ? 0.5 : 0.05,
       fillColor: f.properties.land_use === "water" ? "#74a9cf" : "#fff" }),
     onEachFeature: (f, layer) => {
       layer.bindTooltip(() => tooltip([[t("Unit"), f.properties.code],
@@ -112,18 +158,28 @@
     iconCreateFunction: (cluster) => L.divIcon({ className: "fac-cluster", iconSize: [22, 22],
       html: el("span", String(cluster.getChildCount())) }) }) : L.layerGroup();
 
-  L.control.layers(null, {
-    [t("Communities")]: layers.communities, [t("Streets")]: layers.streets,
+  // community names from zoom 14, the largest communities first, none over another
+  layers.labels = L.layerGroup();
+  window.gp.addLabels({ group: layers.labels, minZoom: LABEL_ZOOM, priority: 0, max: 300, entries: () => {
+    if (!map.hasLayer(layers.communityGroup)) return [];
+    return [...state.communities.values()].filter((e) => e.label)
+      .sort((a, b) => (b.feature.properties.area_m2 || 0) - (a.feature.properties.area_m2 || 0))
+      .map((e) => ({ latlng: e.label, text: e.feature.properties.name || e.feature.properties.code,
+        className: `community-label ${e.feature.properties.bounds_status || ""}` }));
+  } });
+
+  const overlays = {
+    [t("Communities")]: layers.communityGroup, [t("Community names")]: layers.labels, [t("Streets")]: layers.streets,
     [t("Planning units (zoom ≥ 15)")]: layers.units, [t("Facilities")]: layers.facilities,
     [t("Grid cells")]: layers.grid_cells, [t("Blind spots")]: layers.blind_spots,
     [t("Topology problems")]: layers.topology,
-  }, { collapsed: false }).addTo(map);
-  for (const name of ["communities", "streets", "units", "facilities", "blind_spots"]) layers[name].addTo(map);
+  };
+  if (window.gp.base.group) overlays[t("Roads and water")] = window.gp.base.group;
+  L.control.layers(null, overlays, { collapsed: false }).addTo(map);
+  for (const name of ["communityGroup", "labels", "streets", "units", "facilities", "blind_spots"]) layers[name].addTo(map);
   layers.facilities.addLayer(facilityPoints);
 
-  const legend = L.control({ position: "bottomleft" });
-  legend.onAdd = () => {
-    const box = el("div", null, { class: "legend" });
+  window.gp.legend(t("Legend"), (box) => {
     box.append(el("strong", t("Households")));
     const labels = [`< ${BREAKS[0]}`, `${BREAKS[0]}–${BREAKS[1]}`, `${BREAKS[1]}–${BREAKS[2]}`,
       `${BREAKS[2]}–${BREAKS[3]}`, `> ${BREAKS[3]}`];
@@ -140,9 +196,7 @@
       icon.style.cssText = "display:inline-block;width:18px;height:18px;line-height:18px;margin-right:4px";
       row.append(icon, config.facilityKinds[kind] || kind); box.append(row);
     }
-    return box;
-  };
-  legend.addTo(map);
+  });
 
   function select(code) {
     const entry = state.communities.get(code);
@@ -153,6 +207,7 @@
     layers.streets.setStyle(layers.streets.options.style);
     restyleCommunities();
     entry.layer.bringToFront();
+    if (entry.outline) entry.outline.bringToFront();
     window.gridplan.selected = code;
     document.getElementById("selected").hidden = false;
     document.getElementById("selected-name").textContent = p.name;
@@ -167,6 +222,7 @@
     const street = document.getElementById("show-street");
     street.disabled = false;
     street.dataset.street = p.street_code;
+    document.getElementById("grid-link").href = `/grid?community=${encodeURIComponent(code)}`;
     histogram(p.street_code);
   }
 
@@ -188,6 +244,7 @@
     const street = document.getElementById("show-street");
     street.disabled = false;
     street.dataset.street = code;
+    document.getElementById("grid-link").href = `/grid?street=${encodeURIComponent(code)}`;
     window.gridplan.street = code;
     histogram(code);
   }
@@ -272,6 +329,17 @@
     }
   });
 
+  // grid cells are a layer most planners leave off: fetched the first time it is switched on,
+  // never before (a city's cells are over a megabyte)
+  state.gridCells = "off";
+  map.on("layeradd", (e) => {
+    if (e.layer !== layers.grid_cells || state.gridCells !== "off") return;
+    state.gridCells = "loading";
+    features("grid_cells", { zoom: String(Math.round(map.getZoom())) })
+      .then((found) => { layers.grid_cells.addData(found); state.gridCells = "loaded"; })
+      .catch((err) => { state.gridCells = "off"; status(t("Could not load: {reason}", { reason: err.message })); });
+  });
+
   let unitsRequest = 0;
   async function loadUnits() {
     const ticket = ++unitsRequest;
@@ -291,14 +359,15 @@
     // each layer is drawn as soon as it arrives; communities first, since planners look there first
     const drawn = (name, params) => features(name, params).then((found) => { layers[name].addData(found); return found; });
     const communities = await drawn("communities", { zoom });
+    layers.outlines.addData(communities);
+    window.gp.relabel();
     window.gridplan.communitiesDrawnAt = performance.now();
     const facilities = features("facilities").then((found) => {
       facilityPoints.addData(found);
       if (layers.facilities.refreshClusters) { layers.facilities.removeLayer(facilityPoints); layers.facilities.addLayer(facilityPoints); }
       return found;
     });
-    const [, , , blind] = await Promise.all([drawn("streets", { zoom }), facilities,
-      drawn("grid_cells", { zoom }), drawn("blind_spots")]);
+    const [, , blind] = await Promise.all([drawn("streets", { zoom }), facilities, drawn("blind_spots")]);
     const outside = communities.filter((f) => flagged(f.properties)).length;
     status(t("{n} communities, {outside} outside {min}–{max} households; {blind} blind-spot units",
       { n: number(communities.length), outside: number(outside), min: number(MIN), max: number(MAX), blind: number(blind.length) }));
