@@ -259,9 +259,37 @@ def change_incident(
 
 
 def add_step(
-    conn: Connection, incident_id: int, step: str, at: datetime, actor: str | None, note: str | None = None
+    conn: Connection, incident_id: int, step: str, at: datetime, actor: str | None, note: str | None = None,
+    *, client_id: str | None = None, client_hash: str | None = None,
 ) -> None:
-    conn.execute(insert(STEPS).values(incident_id=incident_id, step=step, at=at, actor=actor, note=note))
+    conn.execute(insert(STEPS).values(incident_id=incident_id, step=step, at=at, actor=actor, note=note,
+                                      client_id=client_id, client_hash=client_hash))
+
+
+# --- what phones sent (client ids) ------------------------------------------------------------
+
+
+def reports_by_client_id(engine: Engine | Connection, client_id: str) -> list[dict]:
+    """The cases reported with the phone-made id ``client_id`` (by anyone; at most one per
+    reporter): ``code``, ``reporter``, ``client_hash``."""
+    with _conn(engine) as conn:
+        found = conn.execute(
+            select(T.c.code, T.c.reporter, T.c.client_hash).where(T.c.client_id == client_id).order_by(T.c.id)
+        ).mappings()
+        return [dict(r) for r in found]
+
+
+def steps_by_client_id(engine: Engine | Connection, client_id: str) -> list[dict]:
+    """The steps taken with the phone-made id ``client_id`` (by anyone; at most one per actor):
+    ``code`` (of the case), ``actor``, ``client_hash``."""
+    with _conn(engine) as conn:
+        found = conn.execute(
+            select(T.c.code, STEPS.c.actor, STEPS.c.client_hash)
+            .join(T, T.c.id == STEPS.c.incident_id)
+            .where(STEPS.c.client_id == client_id)
+            .order_by(STEPS.c.id)
+        ).mappings()
+        return [dict(r) for r in found]
 
 
 def steps_of(engine: Engine | Connection, incident_id: int) -> list[dict]:

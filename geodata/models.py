@@ -219,6 +219,12 @@ class Incident(Base):
     handling_wh: Mapped[float | None] = mapped_column(Float)
     verify_wh: Mapped[float | None] = mapped_column(Float)
     geom = _geom("POINT")
+    #: a report made on a phone carries an id the phone made (migration client_ids): sent again
+    #: when the signal comes back, it finds this case instead of making a second; ``client_hash``
+    #: is the SHA-256 of what was reported, so the same id with other content is refused
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    client_hash: Mapped[str | None] = mapped_column(String(64))
+    __table_args__ = (Index("uq_incidents_reporter_client_id", "reporter", "client_id", unique=True),)
 
 
 class IncidentStep(Base):
@@ -231,6 +237,10 @@ class IncidentStep(Base):
     at: Mapped[datetime] = mapped_column(DateTime)
     actor: Mapped[str | None] = mapped_column(String(50))
     note: Mapped[str | None] = mapped_column(Text)
+    #: a step taken on a phone carries an id the phone made (migration client_ids): stored once
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    client_hash: Mapped[str | None] = mapped_column(String(64))
+    __table_args__ = (Index("uq_incident_steps_actor_client_id", "actor", "client_id", unique=True),)
 
 
 class _IncidentSums:

@@ -138,7 +138,9 @@ def _photo_upload():
 @require("admin", "supervisor", api=True)
 def api_report():
     """Report a case: JSON ``{lon, lat, category, description}`` (or ``community``/``street``
-    instead of lon/lat), or a form with the same fields and a ``photo``."""
+    instead of lon/lat), or a form with the same fields and a ``photo``. With ``client_id`` (an
+    id the phone made) it is stored once: sent again, the same case answers 200 (201 the first
+    time); the same id with another report, or another account's id, is refused 409."""
     account = current_account()
     photo = None
     if request.mimetype == "multipart/form-data" or request.mimetype == "application/x-www-form-urlencoded":
@@ -151,12 +153,14 @@ def api_report():
     else:
         data = _json()
     case, duplicates = incidents.report(engine(), account, data)
+    replayed = bool(case.get("replayed"))  # the same client_id again: the case stored the first time
     photos = []
-    if photo is not None:
+    if photo is not None and not replayed:
         photos.append(
             incidents.add_photo(engine(), account, case["code"], photo[0], photo[1], photo_folder())
         )
-    response, status = _case_answer(case, 201, likely_duplicates=duplicates, photos=photos)
+    response, status = _case_answer(case, 200 if replayed else 201, likely_duplicates=duplicates,
+                                    photos=photos)
     response.headers["Location"] = url_for("incidents.api_case", code=case["code"])
     return response, status
 
@@ -188,8 +192,9 @@ def api_case(code: str):
 @bp.post("/api/incidents/<code>/actions")
 @require(*READERS, api=True)
 def api_act(code: str):
-    """One step of the loop: ``{"action": …, "version": n, "note": …}``; answers the case with
-    its new version (409 with the current state when someone acted first)."""
+    """One step of the loop: ``{"action": …, "version": n, "note": …, "client_id": …}``; answers
+    the case with its new version (409 with the current state when someone acted first). A step
+    sent again with the same ``client_id`` is taken once and answers the case as it is now."""
     case = incidents.act(engine(), current_account(), code, _json())
     return _case_answer(case)
 
