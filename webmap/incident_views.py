@@ -10,6 +10,8 @@ or a step the case's status does not allow, with the case as it is now; 413 a ph
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import shutil
 import tempfile
@@ -337,6 +339,41 @@ def case_page(code: str):
 @require(*READERS)
 def rates_page():
     return render_template("rates.html", config=_page_config(levels=list(rates.LEVELS)), title=_("Rates"))
+
+
+# --- the installable app: its service worker -------------------------------------------------
+
+#: what the case pages need offline, fetched by the service worker when it installs (paths under
+#: static/; those of OFFLINE_IF_PRESENT when the build has them: the report form's map)
+OFFLINE_ASSETS = ("css/gridplan.css", "css/cases.css", "js/i18n.js", "js/cases.js", "js/offline_queue.js",
+                  "favicon.svg", "icons/icon-192.png", "icons/icon-512.png", "manifest.webmanifest")
+OFFLINE_IF_PRESENT = ("js/case_map.js", "vendor/leaflet/leaflet.js", "vendor/leaflet/leaflet.css")
+
+
+@functools.cache
+def build_hash(static_folder: str) -> str:
+    """The build's hash: of every static file's path and bytes. The service worker names its
+    cache with it, so a deploy that changes any file replaces the phones' copies."""
+    digest = hashlib.sha256()
+    root = Path(static_folder)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@bp.get("/sw.js")
+def service_worker():
+    """The service worker (static/sw.js with this build's hash and files), at the site's root so
+    that its scope is every page; public, as the browser fetches it to look for a new build."""
+    folder = Path(current_app.static_folder)
+    assets = [a for a in OFFLINE_ASSETS if (folder / a).is_file()]
+    assets += [a for a in OFFLINE_IF_PRESENT if (folder / a).is_file()]
+    body = (folder / "sw.js").read_text(encoding="utf-8")
+    body = body.replace('"__BUILD__"', json.dumps(build_hash(str(folder)))).replace(
+        "__ASSETS__", json.dumps([url_for("static", filename=a) for a in assets]))
+    response = Response(body, mimetype="text/javascript")
+    response.headers["Cache-Control"] = "no-cache"  # a new build is found at the next page
+    return response
 
 
 # --- command line ---------------------------------------------------------------------------

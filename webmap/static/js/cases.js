@@ -30,10 +30,16 @@
   }
 
   async function call(url, options) {
-    const response = await fetch(url, Object.assign({ credentials: "same-origin" }, options || {}));
+    let response;
+    try {
+      response = await fetch(url, Object.assign({ credentials: "same-origin" }, options || {}));
+    } catch (err) {  // no signal, and nothing kept on the phone for this address
+      return { ok: false, status: 0, body: { detail: t("no signal") } };
+    }
     let body = null;
     try { body = await response.json(); } catch (e) { body = null; }
-    return { ok: response.ok, status: response.status, body };
+    // the service worker's copy kept on the phone, answered without a signal
+    return { ok: response.ok, status: response.status, body, offline: response.headers.get("X-Gridplan-Offline") === "1" };
   }
   function post(url, body) {
     const headers = { "X-CSRFToken": csrf, Accept: "application/json" };
@@ -74,10 +80,31 @@
     if (!answer.ok) { status(t("Could not load: {reason}", { reason: answer.body ? answer.body.detail : answer.status })); return; }
     const list = document.getElementById("case-list");
     list.replaceChildren(...answer.body.incidents.map(item));
+    await markWaiting();
     const late = answer.body.incidents.filter((c) => c.overdue).length;
     document.getElementById("case-count").textContent =
       t("{n} cases · {late} overdue", { n: gpLocale.number(answer.body.incidents.length), late: gpLocale.number(late) }) + (answer.body.cells ? " · " + t("grid cells {cells}", { cells: answer.body.cells.join(", ") }) : "");
-    status(t("Updated {when}", { when: when(answer.body.now) }));
+    status(answer.offline ? t("Offline: the list as it was at {when}", { when: when(answer.body.now) })
+      : t("Updated {when}", { when: when(answer.body.now) }));
+  }
+
+  /* A case with a step waiting on the phone says so, and takes no other step until it is sent
+     (a second step would start from a version the server has not reached). */
+  async function markWaiting() {
+    if (!window.gpQueue) return;
+    const steps = new Map((await window.gpQueue.items()).filter((i) => i.kind === "step").map((i) => [i.code, i.state]));
+    for (const old of document.querySelectorAll(".waiting-note")) old.remove();
+    const nodes = page === "case" ? [[config.code, document.getElementById("case-actions")]]
+      : [...document.querySelectorAll(".case-item")].map((node) => [node.dataset.code, node]);
+    for (const [code, node] of nodes) {
+      if (!node || !steps.has(code)) continue;
+      if (steps.get(code) === "refused") {  // not taken: the case may be acted on afresh
+        node.append(el("p", t("A step of this case was not taken: see the top of the page"), { class: "waiting-note error" }));
+        continue;
+      }
+      node.append(el("p", t("A step of this case waits on this phone to be sent"), { class: "waiting-note muted" }));
+      for (const b of node.querySelectorAll("button[data-action]")) b.disabled = true;
+    }
   }
 
   /* --- acting (list and case page) -------------------------------------------------------- */
@@ -88,7 +115,16 @@
     if (note) body.note = note;
     const evaluation = document.getElementById("case-evaluation");
     if (action === "evaluate" && evaluation) body.evaluation = evaluation.value;
-    const answer = await post(`/api/incidents/${encodeURIComponent(c.code)}/actions`, body);
+    // kept on the phone first, then sent (js/offline_queue.js): a bad signal loses nothing
+    const named = (c.actions || []).find((a) => a.action === action);
+    const sent = await window.gpQueue.send({ kind: "step", url: `/api/incidents/${encodeURIComponent(c.code)}/actions`,
+      body, code: c.code, label: `${named ? named.label : action} · ${c.code}` });
+    if (sent.kept) {
+      if (page === "list") await loadList(); else await markWaiting();
+      status(t("Kept on this phone: it will be sent when the signal returns"));
+      return { ok: false, kept: true };
+    }
+    const answer = { ok: sent.sent, status: sent.status, body: sent.answer };
     const conflict = document.getElementById("conflict");
     if (answer.ok) {
       status(`${action} ✓ ${c.code} v${answer.body.version}`);
@@ -150,7 +186,9 @@
       return a;
     }));
     if (!c.photos.length) photos.append(el("p", t("none"), { class: "muted" }));
-    status(t("Version {n}", { n: c.version }));
+    await markWaiting();
+    status(answer.offline ? t("Offline: the case as the kept list shows it (no history or photos)")
+      : t("Version {n}", { n: c.version }));
   }
 
   function startCase() {
@@ -193,12 +231,24 @@
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
       const data = new FormData(form);
-      if (!form.elements.photo.files.length) data.delete("photo");
+      const photo = form.elements.photo.files[0] || null;
+      data.delete("photo");
+      data.delete("csrf_token");
+      const fields = Object.fromEntries([...data.entries()].filter(([, v]) => typeof v === "string"));
       const button = form.querySelector("button[type=submit]");
       button.disabled = true;
       status(t("Reporting…"));
-      const answer = await post("/api/incidents", data);
+      // kept on the phone first, then sent (js/offline_queue.js): a bad signal loses nothing
+      const sent = await window.gpQueue.send({ kind: "report", url: "/api/incidents", fields, photo,
+        label: `${config.categories[fields.category] || fields.category || ""} · ${(fields.description || "").slice(0, 40)}` });
       button.disabled = false;
+      if (sent.kept) {
+        form.reset();
+        document.getElementById("photo-name").textContent = "";
+        status(t("Kept on this phone: it will be sent when the signal returns"));
+        return;
+      }
+      const answer = { ok: sent.sent, status: sent.status, body: sent.answer };
       if (!answer.ok) { status(t("Refused: {reason}", { reason: answer.body ? answer.body.detail : answer.status })); return; }
       const c = answer.body;
       document.getElementById("reported").hidden = false;
@@ -222,8 +272,12 @@
 
   const start = page === "list" ? () => {
     document.getElementById("case-filters").addEventListener("change", loadList);
+    document.addEventListener("gridplan:flushed", () => loadList());  // what waited was sent
     return loadList();
-  } : page === "case" ? startCase : startNew;
+  } : page === "case" ? () => {
+    document.addEventListener("gridplan:flushed", () => loadCase());
+    return startCase();
+  } : startNew;
   start().then(() => { window.gridplan.ready = true; })
     .catch((err) => status(t("Could not load: {reason}", { reason: err.message })));
 })();
