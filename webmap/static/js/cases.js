@@ -278,6 +278,6 @@
     document.addEventListener("gridplan:flushed", () => loadCase());
     return startCase();
   } : startNew;
-  start().then(() => { window.gridplan.ready = true; })
+  start().then(() => { window.gridplan.ready = true; window.gridplan.readyAt = performance.now(); })
     .catch((err) => status(t("Could not load: {reason}", { reason: err.message })));
 })();
