@@ -420,11 +420,11 @@ def main() -> None:
                 # the phone's user: the supervisor of the community with the most open cases
                 with engine.connect() as conn:
                     community, listed = conn.execute(text(
-                        "SELECT community_code, count(*) FROM incidents WHERE status NOT IN "
-                        "('closed', 'evaluated', 'cancelled') AND community_code IS NOT NULL "
-                        "GROUP BY community_code ORDER BY count(*) DESC, community_code LIMIT 1")).one()
+                        "SELECT substr(grid_code, 1, 12) AS c, count(*) FROM incidents WHERE status NOT IN "
+                        "('closed', 'evaluated', 'cancelled') AND grid_code IS NOT NULL "
+                        "GROUP BY c ORDER BY count(*) DESC, c LIMIT 1")).one()
                     case_code = conn.execute(text(
-                        "SELECT code FROM incidents WHERE community_code = :c AND status NOT IN "
+                        "SELECT code FROM incidents WHERE substr(grid_code, 1, 12) = :c AND status NOT IN "
                         "('closed', 'evaluated', 'cancelled') ORDER BY id LIMIT 1"),
                         {"c": community}).scalar_one()
                 from webmap.auth import add_user

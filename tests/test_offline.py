@@ -6,12 +6,14 @@ meanwhile is a 409 with the case as it is now — on SpatiaLite and PostGIS."""
 from __future__ import annotations
 
 import io
+import json
 import threading
 import uuid
 
 import pytest
 from sqlalchemy import text
 
+from geodata.db import get_engine
 from layers.demo import write_demo
 from tests.images import JPEG
 from tests.webhelpers import make_accounts, snapshot
@@ -202,3 +204,55 @@ def test_the_same_report_sent_at_once_from_many_threads_is_stored_once(site):
         t.join()
     assert sorted(answers) == [200] * 5 + [201], answers
     assert len(codes) == 1 and stored_with(site["engine"], client_id) == (1, 0)
+
+
+# --- the service worker and sign-out (no database kind matters here) ------------------------------
+
+
+@pytest.fixture
+def app(spatialite_url):
+    return create_app({"DATABASE_URL": spatialite_url, "TESTING": True, "BASEMAP": "none"})
+
+
+def test_the_service_worker_is_public_and_named_by_the_build(app, tmp_path):
+    from webmap.incident_views import build_hash
+
+    answer = app.test_client().get("/sw.js")  # nobody signed in: the browser looks for updates
+    assert answer.status_code == 200 and answer.mimetype == "text/javascript"
+    assert answer.headers["Cache-Control"] == "no-cache"
+    source = answer.get_data(as_text=True)
+    assert f'const BUILD = "{build_hash(app.static_folder)}";' in source and "__BUILD__" not in source
+    assets = json.loads(source.split("const ASSETS = ", 1)[1].split(";\n", 1)[0])
+    assert "/static/js/offline_queue.js" in assets and "/static/manifest.webmanifest" in assets
+    assert all(a.startswith("/static/") for a in assets)  # no page, no API answer is fetched ahead
+    # a new deploy (any static file changed) is a new build, so the phones' caches are replaced
+    folder = tmp_path / "static"
+    (folder / "js").mkdir(parents=True)
+    (folder / "js" / "cases.js").write_text("one")
+    first = build_hash(str(folder))
+    build_hash.cache_clear()
+    (folder / "js" / "cases.js").write_text("two")
+    assert build_hash(str(folder)) != first
+    build_hash.cache_clear()
+
+
+def test_the_manifest_makes_the_case_list_an_app(app):
+    manifest = json.loads(app.test_client().get("/static/manifest.webmanifest").get_data(as_text=True))
+    assert manifest["start_url"] == "/cases" and manifest["display"] == "standalone"
+    sizes = {i["sizes"] for i in manifest["icons"] if i["type"] == "image/png"}
+    assert {"192x192", "512x512"} <= sizes
+    for icon in manifest["icons"]:
+        assert app.test_client().get(icon["src"]).status_code == 200
+
+
+def test_signing_out_clears_what_the_phone_kept(app, small_demo):
+    from tests.webhelpers import csrf_token, sign_in
+
+    write_demo(get_engine(app.config["DATABASE_URL"]), small_demo)
+    make_accounts(app, small_demo)
+    client = app.test_client()
+    sign_in(client, "supervisor")
+    page = client.get("/cases").get_data(as_text=True)
+    assert 'rel="manifest"' in page and "js/offline_queue.js" in page and 'data-user="supervisor"' in page
+    out = client.post("/logout", data={"csrf_token": csrf_token(page)})
+    assert out.status_code == 302 and out.headers["Clear-Site-Data"] == '"cache", "storage"'
