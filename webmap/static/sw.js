@@ -5,8 +5,9 @@
 
    What it keeps, and nothing else:
    - the static files (scripts, styles, icons) in "gridplan-static-<build>", fetched at install;
-   - the case pages the signed-in user opened (/cases, /cases/new, /cases/<code>), in
-     "gridplan-pages": served when the network fails;
+   - the case pages the signed-in user opened (/cases, /cases/new, /cases/<code>: frames, their
+     data comes from the API), in "gridplan-pages": shown at once, fetched again in the
+     background when older than ten minutes;
    - the answers of the case list (GET /api/incidents?…: the user's cases and cells), in
      "gridplan-data": served when the network fails. No other API answer is ever kept; a case's
      own page offline is made from the kept list.
@@ -66,13 +67,33 @@ function keepable(response) {
   return response.ok && !response.redirected && response.type === "basic";
 }
 
+/* A case page is only a frame (its data comes from the API): one kept less than FRESH ago is
+   shown at once, saving a round trip of a slow network; an older one is shown at once too while
+   a fresh copy is fetched for next time; none kept, the network's. */
+const FRESH = 10 * 60 * 1000;
+
+async function fetchPage(request, url) {
+  const response = await fetch(request);
+  if (keepable(response)) {
+    const headers = new Headers(response.headers);
+    headers.set("X-Gridplan-Kept-At", String(Date.now()));
+    const body = await response.clone().blob();
+    await (await caches.open(PAGES)).put(url.pathname, new Response(body, { status: response.status, headers }));
+  }
+  return response;
+}
+
 async function page(request, url) {
+  const cache = await caches.open(PAGES);
+  const kept = url.search ? null : await cache.match(url.pathname);
+  if (kept) {
+    const age = Date.now() - Number(kept.headers.get("X-Gridplan-Kept-At") || 0);
+    if (age > FRESH) fetchPage(request, url).catch(() => {});  // for next time
+    return kept;
+  }
   try {
-    const response = await fetch(request);
-    if (keepable(response)) (await caches.open(PAGES)).put(url.pathname, response.clone());
-    return response;
+    return await fetchPage(request, url);
   } catch (err) {
-    const cache = await caches.open(PAGES);
     const hit = await cache.match(url.pathname) || await cache.match("/cases");
     if (hit) return hit;
     return new Response("<!doctype html><meta charset=utf-8><meta name=viewport content='width=device-width'>"

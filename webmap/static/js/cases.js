@@ -41,10 +41,25 @@
     // the service worker's copy kept on the phone, answered without a signal
     return { ok: response.ok, status: response.status, body, offline: response.headers.get("X-Gridplan-Offline") === "1" };
   }
-  function post(url, body) {
-    const headers = { "X-CSRFToken": csrf, Accept: "application/json" };
-    if (!(body instanceof FormData)) headers["Content-Type"] = "application/json";
-    return call(url, { method: "POST", headers, body: body instanceof FormData ? body : JSON.stringify(body) });
+  async function post(url, body) {
+    const send = () => {
+      // a page the phone kept may carry a token past its hour: js/offline_queue.js has a fresh one
+      const headers = { "X-CSRFToken": window.gpQueue ? window.gpQueue.token() : csrf, Accept: "application/json" };
+      if (!(body instanceof FormData)) headers["Content-Type"] = "application/json";
+      return call(url, { method: "POST", headers, body: body instanceof FormData ? body : JSON.stringify(body) });
+    };
+    const answer = await send();
+    if (answer.status === 400 && window.gpQueue && /CSRF/i.test((answer.body && answer.body.detail) || "")) {
+      await window.gpQueue.freshToken();
+      return send();
+    }
+    return answer;
+  }
+  /* signed out meanwhile (a kept page outlives its session): to the sign-in page, then back */
+  function signInAgain(answer) {
+    if (answer.status !== 401) return false;
+    location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
+    return true;
   }
 
   /* --- the list ------------------------------------------------------------------------- */
@@ -77,6 +92,7 @@
     const query = new URLSearchParams({ status: form.get("status") || "open", limit: "500" });
     if (form.get("mine")) query.set("mine", "1");
     const answer = await call(`/api/incidents?${query}`);
+    if (signInAgain(answer)) return;
     if (!answer.ok) { status(t("Could not load: {reason}", { reason: answer.body ? answer.body.detail : answer.status })); return; }
     const list = document.getElementById("case-list");
     list.replaceChildren(...answer.body.incidents.map(item));
@@ -142,6 +158,7 @@
 
   async function loadCase() {
     const answer = await call(`/api/incidents/${encodeURIComponent(config.code)}`);
+    if (signInAgain(answer)) return;
     if (!answer.ok) { status(t("Could not load: {reason}", { reason: answer.body ? answer.body.detail : answer.status })); return; }
     const c = answer.body;
     window.gridplan.case = c;

@@ -266,5 +266,6 @@
     if (navigator.onLine) flush();
   }
 
-  window.gpQueue = { send, flush, items, discard, redo, render, newId, ready: start().catch(() => {}) };
+  window.gpQueue = { send, flush, items, discard, redo, render, newId, freshToken, token: () => csrf,
+    ready: start().catch(() => {}) };
 })();
