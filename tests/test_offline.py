@@ -9,6 +9,7 @@ import io
 import json
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -221,11 +222,13 @@ def test_the_service_worker_is_public_and_named_by_the_build(app, tmp_path):
     assert answer.status_code == 200 and answer.mimetype == "text/javascript"
     assert answer.headers["Cache-Control"] == "no-cache"
     source = answer.get_data(as_text=True)
-    assert f'const BUILD = "{build_hash(app.static_folder)}";' in source and "__BUILD__" not in source
+    templates = str(Path(app.root_path) / app.template_folder)
+    assert f'const BUILD = "{build_hash(app.static_folder, templates)}";' in source
+    assert "__BUILD__" not in source
     assets = json.loads(source.split("const ASSETS = ", 1)[1].split(";\n", 1)[0])
     assert "/static/js/offline_queue.js" in assets and "/static/manifest.webmanifest" in assets
     assert all(a.startswith("/static/") for a in assets)  # no page, no API answer is fetched ahead
-    # a new deploy (any static file changed) is a new build, so the phones' caches are replaced
+    # a new deploy (any static file or template changed) is a new build: the phones' caches go
     folder = tmp_path / "static"
     (folder / "js").mkdir(parents=True)
     (folder / "js" / "cases.js").write_text("one")

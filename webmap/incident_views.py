@@ -351,13 +351,15 @@ OFFLINE_IF_PRESENT = ("js/case_map.js", "vendor/leaflet/leaflet.js", "vendor/lea
 
 
 @functools.cache
-def build_hash(static_folder: str) -> str:
-    """The build's hash: of every static file's path and bytes. The service worker names its
-    cache with it, so a deploy that changes any file replaces the phones' copies."""
+def build_hash(*folders: str) -> str:
+    """The build's hash: of the path and bytes of every file in ``folders`` (the static files and
+    the templates). The service worker names its cache with it, so a deploy that changes any of
+    them replaces the phones' copies."""
     digest = hashlib.sha256()
-    root = Path(static_folder)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    for folder in folders:
+        root = Path(folder)
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -369,7 +371,8 @@ def service_worker():
     assets = [a for a in OFFLINE_ASSETS if (folder / a).is_file()]
     assets += [a for a in OFFLINE_IF_PRESENT if (folder / a).is_file()]
     body = (folder / "sw.js").read_text(encoding="utf-8")
-    body = body.replace('"__BUILD__"', json.dumps(build_hash(str(folder)))).replace(
+    build = build_hash(str(folder), str(Path(current_app.root_path) / current_app.template_folder))
+    body = body.replace('"__BUILD__"', json.dumps(build)).replace(
         "__ASSETS__", json.dumps([url_for("static", filename=a) for a in assets]))
     response = Response(body, mimetype="text/javascript")
     response.headers["Cache-Control"] = "no-cache"  # a new build is found at the next page

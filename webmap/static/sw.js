@@ -31,13 +31,20 @@ self.addEventListener("activate", (event) => {
     .map((name) => caches.delete(name)))).then(() => self.clients.claim()));
 });
 
+const CASE_PAGE = /^\/cases(\/new|\/[^/]+)?$/;
+
 self.addEventListener("message", (event) => {
   if (event.data && event.data.type === "forget") {  // signing out, or another user
     event.waitUntil(Promise.all([caches.delete(PAGES), caches.delete(DATA)]));
   }
+  if (event.data && event.data.type === "keep") {  // the first visit, before this worker was in control
+    const paths = (event.data.paths || []).filter((p) => typeof p === "string" && CASE_PAGE.test(p));
+    event.waitUntil(Promise.all(paths.map((p) => {
+      const url = new URL(p, self.location.origin);
+      return fetchPage(new Request(url, { credentials: "same-origin" }), url).catch(() => {});
+    })));
+  }
 });
-
-const CASE_PAGE = /^\/cases(\/new|\/[^/]+)?$/;
 const CASE_API = /^\/api\/incidents\/([^/]+)$/;
 
 self.addEventListener("fetch", (event) => {

@@ -247,6 +247,16 @@
     form.submit();
   }
 
+  /* The kept pages are in the language they were made in: another language drops them. */
+  async function switchLanguage(event) {
+    const form = event.target;
+    if (form.dataset.forgotten || !window.caches) return;
+    event.preventDefault();
+    await caches.delete("gridplan-pages").catch(() => {});
+    form.dataset.forgotten = "1";
+    form.requestSubmit(event.submitter);
+  }
+
   async function start() {
     const previous = localStorage.getItem("gridplan-user");
     if (previous !== user) {  // another user (or nobody) on this phone: the kept pages are not theirs
@@ -256,8 +266,20 @@
     if (!user) return;
     const logout = document.querySelector("form.logout");
     if (logout) logout.addEventListener("submit", signOut);
+    const language = document.querySelector("form.locale-switch");
+    if (language) language.addEventListener("submit", switchLanguage);
     if ("serviceWorker" in navigator) {
+      const first = !navigator.serviceWorker.controller;
       navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(() => {});
+      if (first && document.querySelector("main.cases")) {
+        // the first visit went past the service worker: it keeps the case pages now, so that
+        // they open without a signal (and without a round trip) from the next time on
+        navigator.serviceWorker.ready.then((registration) => {
+          const paths = ["/cases", "/cases/new"];
+          if (/^\/cases\/[^/]+$/.test(location.pathname) && !paths.includes(location.pathname)) paths.push(location.pathname);
+          if (registration.active) registration.active.postMessage({ type: "keep", paths });
+        }).catch(() => {});
+      }
     }
     window.addEventListener("online", () => { render(); flush(); });
     window.addEventListener("offline", () => render());
