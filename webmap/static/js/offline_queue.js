@@ -268,7 +268,8 @@
     if (logout) logout.addEventListener("submit", signOut);
     const language = document.querySelector("form.locale-switch");
     if (language) language.addEventListener("submit", switchLanguage);
-    if ("serviceWorker" in navigator) {
+    const reporter = !!document.getElementById("offline-panel");  // a role that reports and acts
+    if (reporter && "serviceWorker" in navigator) {
       const first = !navigator.serviceWorker.controller;
       navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(() => {});
       if (first && document.querySelector("main.cases")) {
