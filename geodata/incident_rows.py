@@ -271,12 +271,15 @@ def add_step(
     actor: str | None,
     note: str | None = None,
     detail: str | None = None,
+    *, client_id: str | None = None, client_hash: str | None = None,
 ) -> int:
     """Record a step of a case's history (``detail``: what it chose — a department, an
-    evaluation, a 督办 level); returns the step's id (photos taken with it refer to it)."""
+    evaluation, a 督办 level; ``client_id``/``client_hash``: the phone-made id it was sent with);
+    returns the step's id (photos taken with it refer to it)."""
     return conn.execute(
         insert(STEPS)
-        .values(incident_id=incident_id, step=step, at=at, actor=actor, note=note, detail=detail)
+        .values(incident_id=incident_id, step=step, at=at, actor=actor, note=note, detail=detail,
+                client_id=client_id, client_hash=client_hash)
         .returning(STEPS.c.id)
     ).scalar_one()
 
@@ -287,6 +290,32 @@ def latest_step_id(conn: Connection, incident_id: int) -> int | None:
         select(STEPS.c.id).where(STEPS.c.incident_id == incident_id)
         .order_by(STEPS.c.at.desc(), STEPS.c.id.desc()).limit(1)
     ).scalar_one_or_none()
+
+
+# --- what phones sent (client ids) ------------------------------------------------------------
+
+
+def reports_by_client_id(engine: Engine | Connection, client_id: str) -> list[dict]:
+    """The cases reported with the phone-made id ``client_id`` (by anyone; at most one per
+    reporter): ``code``, ``reporter``, ``client_hash``."""
+    with _conn(engine) as conn:
+        found = conn.execute(
+            select(T.c.code, T.c.reporter, T.c.client_hash).where(T.c.client_id == client_id).order_by(T.c.id)
+        ).mappings()
+        return [dict(r) for r in found]
+
+
+def steps_by_client_id(engine: Engine | Connection, client_id: str) -> list[dict]:
+    """The steps taken with the phone-made id ``client_id`` (by anyone; at most one per actor):
+    ``code`` (of the case), ``actor``, ``client_hash``."""
+    with _conn(engine) as conn:
+        found = conn.execute(
+            select(T.c.code, STEPS.c.actor, STEPS.c.client_hash)
+            .join(T, T.c.id == STEPS.c.incident_id)
+            .where(STEPS.c.client_id == client_id)
+            .order_by(STEPS.c.id)
+        ).mappings()
+        return [dict(r) for r in found]
 
 
 def steps_of(engine: Engine | Connection, incident_id: int) -> list[dict]:

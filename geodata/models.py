@@ -227,6 +227,12 @@ class Incident(Base):
     supervise_level: Mapped[str | None] = mapped_column(String(16))
     supervised_at: Mapped[datetime | None] = mapped_column(DateTime)
     geom = _geom("POINT")
+    #: a report made on a phone carries an id the phone made (migration client_ids): sent again
+    #: when the signal comes back, it finds this case instead of making a second; ``client_hash``
+    #: is the SHA-256 of what was reported, so the same id with other content is refused
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    client_hash: Mapped[str | None] = mapped_column(String(64))
+    __table_args__ = (Index("uq_incidents_reporter_client_id", "reporter", "client_id", unique=True),)
 
 
 class IncidentStep(Base):
@@ -242,6 +248,10 @@ class IncidentStep(Base):
     #: what the step chose (migration departments): the department dispatched to, the
     #: evaluation given, the 督办 level
     detail: Mapped[str | None] = mapped_column(String(64))
+    #: a step taken on a phone carries an id the phone made (migration client_ids): stored once
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    client_hash: Mapped[str | None] = mapped_column(String(64))
+    __table_args__ = (Index("uq_incident_steps_actor_client_id", "actor", "client_id", unique=True),)
 
 
 class _IncidentSums:

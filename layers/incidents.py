@@ -26,6 +26,8 @@ Administrators may take every step.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 import struct
@@ -35,7 +37,8 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from geodata import departments as depts
 from geodata import incident_rows as rows
@@ -361,6 +364,97 @@ def my_cells(engine: Engine, account: Account) -> list[str] | None:
     return [c for c in held if c.startswith(account.scope_code or "\0")] or None
 
 
+# --- sent again from a phone (client ids) ------------------------------------------------------
+
+#: what a phone-made id may look like: a UUID (``crypto.randomUUID()``) or any 8 to 64 letters,
+#: digits and ``-_.:``
+CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{8,64}")
+
+
+class ClientIdReused(Conflict):
+    """A phone-made id sent with other content than the first time, or already used by another
+    account (409; the other case is not named)."""
+
+
+def client_key(value) -> str | None:
+    """The phone-made id of a report or a step (``client_id``), or None when none was sent."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not CLIENT_ID.fullmatch(value):
+        raise Refused(_("client_id must be 8 to 64 letters, digits or -_.: (a UUID), not {value}",
+                        value=repr(value)[:80]))
+    return value
+
+
+def _fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False, default=str).encode()).hexdigest()
+
+
+def _same_number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def report_fingerprint(data: dict) -> str:
+    """What a report says (category, description, place), as a hash: the same ``client_id``
+    sent with another report is refused, not taken for the first."""
+    description = data.get("description")
+    if isinstance(description, str):
+        description = plain_text(description).strip() or None
+    return _fingerprint("report", data.get("category"), description or None,
+                        _same_number(data.get("lon")), _same_number(data.get("lat")),
+                        data.get("community") or None, data.get("street") or None)
+
+
+def step_fingerprint(code: str, data: dict) -> str:
+    """What a step says (case, action, version, note, evaluation), as a hash."""
+    note = data.get("note")
+    if isinstance(note, str):
+        note = plain_text(note).strip() or None
+    return _fingerprint("step", code, data.get("action"), data.get("version"), note or None,
+                        data.get("evaluation"))
+
+
+def earlier_report(engine: Engine, account: Account, client_id: str, fingerprint: str) -> dict | None:
+    """The case ``account`` reported with ``client_id`` before (marked ``replayed``), None when
+    there is none; refused when the id came with another report, or from another account (whose
+    case is not named)."""
+    found = rows.reports_by_client_id(engine, client_id)
+    mine = [r for r in found if r["reporter"] == account.name]
+    if not mine:
+        if found:
+            raise ClientIdReused(_("client_id {client_id} was already used by another account: "
+                                   "make a new one", client_id=client_id))
+        return None
+    if mine[0]["client_hash"] != fingerprint:
+        raise ClientIdReused(
+            _("client_id {client_id} was sent before with another report ({code}): "
+              "a new report needs a new id", client_id=client_id, code=mine[0]["code"]),
+            code_of_first=mine[0]["code"])
+    case = rows.get_incident(engine, mine[0]["code"])
+    return {**case, "replayed": True}
+
+
+def earlier_step(
+    engine: Engine | Connection, account: Account, code: str, client_id: str, fingerprint: str
+) -> bool:
+    """Whether ``account`` took this very step (``client_id``) on case ``code`` before; refused
+    when the id came with another step or case, or from another account."""
+    found = rows.steps_by_client_id(engine, client_id)
+    mine = [r for r in found if r["actor"] == account.name]
+    if not mine:
+        if found:
+            raise ClientIdReused(_("client_id {client_id} was already used by another account: "
+                                   "make a new one", client_id=client_id))
+        return False
+    if mine[0]["code"] != code or mine[0]["client_hash"] != fingerprint:
+        raise ClientIdReused(_("client_id {client_id} was sent before with another step: "
+                               "a new step needs a new id", client_id=client_id))
+    return True
+
+
 # --- reporting ------------------------------------------------------------------------------
 
 
@@ -457,6 +551,11 @@ def report(
         raise Forbidden(_("role {role} may not report incidents", role=account.role))
     if not isinstance(data, dict):
         raise Refused(_("send a JSON object"))
+    # sent again from a phone (the signal came back): the case stored the first time
+    client_id = client_key(data.get("client_id"))
+    fingerprint = report_fingerprint(data) if client_id else None
+    if client_id and (earlier := earlier_report(engine, account, client_id, fingerprint)) is not None:
+        return earlier, []
     now = now or datetime.now()
     catalogue = categories(engine)
     category = data.get("category")
@@ -500,19 +599,28 @@ def report(
         if not covers(account, place):
             raise Forbidden(_("this location is outside your cells"))
     duplicates = likely_duplicates(engine, category, lon, lat, account=account)
-    with engine.begin() as conn:
-        values = {
-            "category": category,
-            "description": description,
-            "status": "reported",
-            "reported_at": now,
-            "reporter": account.name,
-            "location_precision": precision,
-            **place,
-        }
-        case = rows.insert_incident(conn, values, lon, lat, now.strftime("%Y%m%d"))
-        note = _text(data.get("source"), "source", 50)
-        rows.add_step(conn, case["id"], "reported", now, account.name, note)
+    try:
+        with engine.begin() as conn:
+            values = {
+                "category": category,
+                "description": description,
+                "status": "reported",
+                "reported_at": now,
+                "reporter": account.name,
+                "location_precision": precision,
+                **place,
+            }
+            if client_id:
+                values.update(client_id=client_id, client_hash=fingerprint)
+            case = rows.insert_incident(conn, values, lon, lat, now.strftime("%Y%m%d"))
+            note = _text(data.get("source"), "source", 50)
+            rows.add_step(conn, case["id"], "reported", now, account.name, note)
+    except IntegrityError:
+        # the same report sent twice at once: the other request stored it (unique per reporter)
+        earlier = earlier_report(engine, account, client_id, fingerprint) if client_id else None
+        if earlier is None:
+            raise
+        return earlier, []
     return case, duplicates
 
 
@@ -550,6 +658,11 @@ def act(
     if action == "evaluate" and evaluation is not None and evaluation not in EVALUATIONS:
         raise Refused(_("evaluation must be one of {p1}", p1=', '.join(EVALUATIONS)))
     case = visible_case(engine, account, code)
+    # sent again from a phone (the signal came back): taken once, answered with the case as it is
+    client_id = client_key(data.get("client_id"))
+    fingerprint = step_fingerprint(code, data) if client_id else None
+    if client_id and earlier_step(engine, account, code, client_id, fingerprint):
+        return {**rows.get_incident(engine, code), "replayed": True}
     if account.role not in t.roles:
         raise Forbidden(_("role {role} may not {action} a case", role=account.role, action=action))
     rules = loop_rules(engine)
@@ -564,6 +677,8 @@ def act(
     table = department_table(engine)
     current = describe([case], account, cal, catalogue, now, rules=rules, departments=table)[0]
     if case["version"] != version:
+        if client_id and earlier_step(engine, account, code, client_id, fingerprint):
+            return {**rows.get_incident(engine, code), "replayed": True}  # sent twice at once
         raise VersionConflict(
             _("case {code} is at version {version}, not {version2}: someone acted on it first",
               code=code, version=case['version'], version2=version),
@@ -627,6 +742,11 @@ def act(
             changed = rows.change_incident(conn, case["id"], version, t.sources, values,
                                            rework=action == "return")
             if not changed:
+                if client_id and earlier_step(conn, account, code, client_id, fingerprint):
+                    # sent twice at once: the other copy was taken (and brought its own photo)
+                    if stored is not None:
+                        stored.unlink(missing_ok=True)
+                    return {**rows.get_incident(conn, code), "replayed": True}
                 latest = rows.get_incident(conn, code)
                 raise VersionConflict(
                     _("case {code} changed while you acted (now version {version})",
@@ -635,7 +755,8 @@ def act(
                                      departments=table)[0],
                     version=latest["version"],
                 )
-            step_id = rows.add_step(conn, case["id"], t.step, now, account.name, note, detail)
+            step_id = rows.add_step(conn, case["id"], t.step, now, account.name, note, detail,
+                                    client_id=client_id, client_hash=fingerprint)
             if stored is not None:
                 rows.add_photo(conn, case["id"], stored_name=stored.name, content_type="image/jpeg",
                                size=len(photo[0].jpeg), step=t.step, uploaded_by=account.name,

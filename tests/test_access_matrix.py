@@ -46,6 +46,7 @@ ACCESS: dict[str, str] = {
     "POST /logout": EVERYONE,
     "POST /locale": EVERYONE,  # the language switch, on the sign-in page too
     "GET /static/<path:filename>": EVERYONE,
+    "GET /sw.js": EVERYONE,  # the service worker: the browser looks for a new build without a session
     "GET /tiles/<int:z>/<int:x>/<int:y>.png": ANY,
     # pages
     "GET /map": READERS,

@@ -314,4 +314,7 @@ def logout():
         end_sessions(engine(), account.id, actor=account.name, address=client_address())
     logout_user()
     session.clear()
-    return redirect(url_for("auth.login"))
+    response = redirect(url_for("auth.login"))
+    # a shared phone: the pages, case list and offline queue kept for this user go with them
+    response.headers["Clear-Site-Data"] = '"cache", "storage"'
+    return response

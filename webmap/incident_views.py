@@ -10,6 +10,8 @@ or a step the case's status does not allow, with the case as it is now; 413 a ph
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import shutil
 import tempfile
@@ -152,7 +154,9 @@ def _photo_upload():
 @require(*incidents.REPORTERS, api=True)
 def api_report():
     """Report a case: JSON ``{lon, lat, category, description}`` (or ``community``/``street``
-    instead of lon/lat), or a form with the same fields and a ``photo``."""
+    instead of lon/lat), or a form with the same fields and a ``photo``. With ``client_id`` (an
+    id the phone made) it is stored once: sent again, the same case answers 200 (201 the first
+    time); the same id with another report, or another account's id, is refused 409."""
     account = current_account()
     photo = None
     if request.mimetype == "multipart/form-data" or request.mimetype == "application/x-www-form-urlencoded":
@@ -165,12 +169,14 @@ def api_report():
     else:
         data = _json()
     case, duplicates = incidents.report(engine(), account, data)
+    replayed = bool(case.get("replayed"))  # the same client_id again: the case stored the first time
     photos = []
-    if photo is not None:
+    if photo is not None and not replayed:
         photos.append(
             incidents.add_photo(engine(), account, case["code"], photo[0], photo[1], photo_folder())
         )
-    response, status = _case_answer(case, 201, likely_duplicates=duplicates, photos=photos)
+    response, status = _case_answer(case, 200 if replayed else 201, likely_duplicates=duplicates,
+                                    photos=photos)
     response.headers["Location"] = url_for("incidents.api_case", code=case["code"])
     return response, status
 
@@ -205,7 +211,8 @@ def api_act(code: str):
     """One step of the loop: ``{"action": …, "version": n, "note": …}`` (dispatch:
     ``department``; evaluate: ``evaluation``), as JSON or as a form with a ``photo`` taken with
     the step (the handling's after-photo); answers the case with its new version (409 with the
-    current state when someone acted first)."""
+    current state when someone acted first). A step sent again with the same ``client_id`` is
+    taken once and answers the case as it is now."""
     photo = None
     if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         data: dict = {k: v for k, v in request.form.items() if k != "csrf_token"}
@@ -392,6 +399,44 @@ def api_save_department():
     saved, new = depts.save_department(engine(), data, incidents.categories(engine()),
                                        actor=current_account().name)
     return jsonify(saved), 201 if new else 200
+
+
+# --- the installable app: its service worker -------------------------------------------------
+
+#: what the case pages need offline, fetched by the service worker when it installs (paths under
+#: static/; those of OFFLINE_IF_PRESENT when the build has them: the report form's map)
+OFFLINE_ASSETS = ("css/gridplan.css", "css/cases.css", "js/i18n.js", "js/cases.js", "js/offline_queue.js",
+                  "favicon.svg", "icons/icon-192.png", "icons/icon-512.png", "manifest.webmanifest")
+OFFLINE_IF_PRESENT = ("js/case_map.js", "vendor/leaflet/leaflet.js", "vendor/leaflet/leaflet.css")
+
+
+@functools.cache
+def build_hash(*folders: str) -> str:
+    """The build's hash: of the path and bytes of every file in ``folders`` (the static files and
+    the templates). The service worker names its cache with it, so a deploy that changes any of
+    them replaces the phones' copies."""
+    digest = hashlib.sha256()
+    for folder in folders:
+        root = Path(folder)
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@bp.get("/sw.js")
+def service_worker():
+    """The service worker (static/sw.js with this build's hash and files), at the site's root so
+    that its scope is every page; public, as the browser fetches it to look for a new build."""
+    folder = Path(current_app.static_folder)
+    assets = [a for a in OFFLINE_ASSETS if (folder / a).is_file()]
+    assets += [a for a in OFFLINE_IF_PRESENT if (folder / a).is_file()]
+    body = (folder / "sw.js").read_text(encoding="utf-8")
+    build = build_hash(str(folder), str(Path(current_app.root_path) / current_app.template_folder))
+    body = body.replace('"__BUILD__"', json.dumps(build)).replace(
+        "__ASSETS__", json.dumps([url_for("static", filename=a) for a in assets]))
+    response = Response(body, mimetype="text/javascript")
+    response.headers["Cache-Control"] = "no-cache"  # a new build is found at the next page
+    return response
 
 
 # --- command line ---------------------------------------------------------------------------

@@ -30,15 +30,36 @@
   }
 
   async function call(url, options) {
-    const response = await fetch(url, Object.assign({ credentials: "same-origin" }, options || {}));
+    let response;
+    try {
+      response = await fetch(url, Object.assign({ credentials: "same-origin" }, options || {}));
+    } catch (err) {  // no signal, and nothing kept on the phone for this address
+      return { ok: false, status: 0, body: { detail: t("no signal") } };
+    }
     let body = null;
     try { body = await response.json(); } catch (e) { body = null; }
-    return { ok: response.ok, status: response.status, body };
+    // the service worker's copy kept on the phone, answered without a signal
+    return { ok: response.ok, status: response.status, body, offline: response.headers.get("X-Gridplan-Offline") === "1" };
   }
-  function post(url, body) {
-    const headers = { "X-CSRFToken": csrf, Accept: "application/json" };
-    if (!(body instanceof FormData)) headers["Content-Type"] = "application/json";
-    return call(url, { method: "POST", headers, body: body instanceof FormData ? body : JSON.stringify(body) });
+  async function post(url, body) {
+    const send = () => {
+      // a page the phone kept may carry a token past its hour: js/offline_queue.js has a fresh one
+      const headers = { "X-CSRFToken": window.gpQueue ? window.gpQueue.token() : csrf, Accept: "application/json" };
+      if (!(body instanceof FormData)) headers["Content-Type"] = "application/json";
+      return call(url, { method: "POST", headers, body: body instanceof FormData ? body : JSON.stringify(body) });
+    };
+    const answer = await send();
+    if (answer.status === 400 && window.gpQueue && /CSRF/i.test((answer.body && answer.body.detail) || "")) {
+      await window.gpQueue.freshToken();
+      return send();
+    }
+    return answer;
+  }
+  /* signed out meanwhile (a kept page outlives its session): to the sign-in page, then back */
+  function signInAgain(answer) {
+    if (answer.status !== 401) return false;
+    location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
+    return true;
   }
 
   /* --- the list ------------------------------------------------------------------------- */
@@ -74,13 +95,35 @@
     const query = new URLSearchParams({ status: form.get("status") || "open", limit: "500" });
     if (form.get("mine")) query.set("mine", "1");
     const answer = await call(`/api/incidents?${query}`);
+    if (signInAgain(answer)) return;
     if (!answer.ok) { status(t("Could not load: {reason}", { reason: answer.body ? answer.body.detail : answer.status })); return; }
     const list = document.getElementById("case-list");
     list.replaceChildren(...answer.body.incidents.map(item));
+    await markWaiting();
     const late = answer.body.incidents.filter((c) => c.overdue).length;
     document.getElementById("case-count").textContent =
       t("{n} cases · {late} overdue", { n: gpLocale.number(answer.body.incidents.length), late: gpLocale.number(late) }) + (answer.body.cells ? " · " + t("grid cells {cells}", { cells: answer.body.cells.join(", ") }) : "");
-    status(t("Updated {when}", { when: when(answer.body.now) }));
+    status(answer.offline ? t("Offline: the list as it was at {when}", { when: when(answer.body.now) })
+      : t("Updated {when}", { when: when(answer.body.now) }));
+  }
+
+  /* A case with a step waiting on the phone says so, and takes no other step until it is sent
+     (a second step would start from a version the server has not reached). */
+  async function markWaiting() {
+    if (!window.gpQueue) return;
+    const steps = new Map((await window.gpQueue.items()).filter((i) => i.kind === "step").map((i) => [i.code, i.state]));
+    for (const old of document.querySelectorAll(".waiting-note")) old.remove();
+    const nodes = page === "case" ? [[config.code, document.getElementById("case-actions")]]
+      : [...document.querySelectorAll(".case-item")].map((node) => [node.dataset.code, node]);
+    for (const [code, node] of nodes) {
+      if (!node || !steps.has(code)) continue;
+      if (steps.get(code) === "refused") {  // not taken: the case may be acted on afresh
+        node.append(el("p", t("A step of this case was not taken: see the top of the page"), { class: "waiting-note error" }));
+        continue;
+      }
+      node.append(el("p", t("A step of this case waits on this phone to be sent"), { class: "waiting-note muted" }));
+      for (const b of node.querySelectorAll("button[data-action]")) b.disabled = true;
+    }
   }
 
   /* --- acting (list and case page) -------------------------------------------------------- */
@@ -94,13 +137,18 @@
     const department = document.getElementById("case-department");
     if (action === "dispatch" && department && department.value) body.department = department.value;
     const photo = document.getElementById("case-after-photo");
-    if (action === "handle" && photo && photo.files.length) {  // the after-photo goes with the handling
-      const form = new FormData();
-      for (const [k, v] of Object.entries(body)) form.append(k, v);
-      form.append("photo", photo.files[0]);
-      body = form;
+    // the after-photo goes with the handling; kept on the phone first, then sent
+    // (js/offline_queue.js): a bad signal loses nothing
+    const afterPhoto = action === "handle" && photo && photo.files.length ? photo.files[0] : null;
+    const named = (c.actions || []).find((a) => a.action === action);
+    const sent = await window.gpQueue.send({ kind: "step", url: `/api/incidents/${encodeURIComponent(c.code)}/actions`,
+      body, photo: afterPhoto, code: c.code, label: `${named ? named.label : action} · ${c.code}` });
+    if (sent.kept) {
+      if (page === "list") await loadList(); else await markWaiting();
+      status(t("Kept on this phone: it will be sent when the signal returns"));
+      return { ok: false, kept: true };
     }
-    const answer = await post(`/api/incidents/${encodeURIComponent(c.code)}/actions`, body);
+    const answer = { ok: sent.sent, status: sent.status, body: sent.answer };
     const conflict = document.getElementById("conflict");
     if (answer.ok) {
       status(`${action} ✓ ${c.code} v${answer.body.version}`);
@@ -118,6 +166,7 @@
 
   async function loadCase() {
     const answer = await call(`/api/incidents/${encodeURIComponent(config.code)}`);
+    if (signInAgain(answer)) return;
     if (!answer.ok) { status(t("Could not load: {reason}", { reason: answer.body ? answer.body.detail : answer.status })); return; }
     const c = answer.body;
     window.gridplan.case = c;
@@ -184,7 +233,9 @@
       }));
       if (!mine.length) photos.append(el("p", t("none"), { class: "muted" }));
     }
-    status(t("Version {n}", { n: c.version }));
+    await markWaiting();
+    status(answer.offline ? t("Offline: the case as the kept list shows it (no history or photos)")
+      : t("Version {n}", { n: c.version }));
   }
 
   function startCase() {
@@ -232,12 +283,24 @@
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
       const data = new FormData(form);
-      if (!form.elements.photo.files.length) data.delete("photo");
+      const photo = form.elements.photo.files[0] || null;
+      data.delete("photo");
+      data.delete("csrf_token");
+      const fields = Object.fromEntries([...data.entries()].filter(([, v]) => typeof v === "string"));
       const button = form.querySelector("button[type=submit]");
       button.disabled = true;
       status(t("Reporting…"));
-      const answer = await post("/api/incidents", data);
+      // kept on the phone first, then sent (js/offline_queue.js): a bad signal loses nothing
+      const sent = await window.gpQueue.send({ kind: "report", url: "/api/incidents", fields, photo,
+        label: `${config.categories[fields.category] || fields.category || ""} · ${(fields.description || "").slice(0, 40)}` });
       button.disabled = false;
+      if (sent.kept) {
+        form.reset();
+        document.getElementById("photo-name").textContent = "";
+        status(t("Kept on this phone: it will be sent when the signal returns"));
+        return;
+      }
+      const answer = { ok: sent.sent, status: sent.status, body: sent.answer };
       if (!answer.ok) { status(t("Refused: {reason}", { reason: answer.body ? answer.body.detail : answer.status })); return; }
       const c = answer.body;
       document.getElementById("reported").hidden = false;
@@ -261,8 +324,12 @@
 
   const start = page === "list" ? () => {
     document.getElementById("case-filters").addEventListener("change", loadList);
+    document.addEventListener("gridplan:flushed", () => loadList());  // what waited was sent
     return loadList();
-  } : page === "case" ? startCase : startNew;
-  start().then(() => { window.gridplan.ready = true; })
+  } : page === "case" ? () => {
+    document.addEventListener("gridplan:flushed", () => loadCase());
+    return startCase();
+  } : startNew;
+  start().then(() => { window.gridplan.ready = true; window.gridplan.readyAt = performance.now(); })
     .catch((err) => status(t("Could not load: {reason}", { reason: err.message })));
 })();
