@@ -51,6 +51,9 @@ from layers.redistricting import Rules, make_plan
 ATTEMPTS = 3
 #: environment variable naming the dask scheduler (``tcp://host:8786``) when ``--cluster`` does not
 SCHEDULER_ENV = "GRIDPLAN_DASK_SCHEDULER"
+#: how long to try reaching the scheduler before the plan is refused (seconds; environment
+#: ``GRIDPLAN_DASK_CONNECT_TIMEOUT``)
+CONNECT_TIMEOUT_S = 10
 
 
 class ClusterUnavailable(Refused):
@@ -248,7 +251,8 @@ def runner_for(cluster: str | None = None, workers: int | None = None, districts
             raise ClusterUnavailable(_("dask.distributed is not installed here: cannot use the scheduler "
                                        "{address} (install dask[distributed])", address=address)) from None
         try:
-            client = Client(address, timeout="10s", set_as_default=False)
+            timeout = float(os.environ.get("GRIDPLAN_DASK_CONNECT_TIMEOUT") or CONNECT_TIMEOUT_S)
+            client = Client(address, timeout=f"{timeout}s", set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:
             raise ClusterUnavailable(_("the dask scheduler {address} cannot be reached: {reason}",
                                        address=address, reason=str(exc).splitlines()[0] if str(exc)
@@ -299,7 +303,7 @@ class ProvincePlan:
 def combine_scores(outcomes: list[DistrictOutcome], rules: Rules) -> dict:
     """The plan's scores from its districts' (the same keys as
     :meth:`layers.redistricting.PlanResult.scores`; ``cut_edges`` counts edges within districts)."""
-    done = [o for o in outcomes if not o.skipped]
+    done = sorted((o for o in outcomes if not o.skipped), key=lambda o: o.district)  # any finishing order
     households = np.array([h for o in done for h in o.households] or [0])
     pp = np.array([x for o in done for x in o.polsby_popper] or [0.0])
     sums = {k: sum(o.sums.get(k, 0) for o in done) for k in ADDITIVE}
