@@ -143,8 +143,22 @@ def plan_district(task: DistrictTask) -> DistrictOutcome:
         started = time.perf_counter()
         plan_parts.write_district(engine, task.plan_id, task.district, result.assignment)
         out.write_s = time.perf_counter() - started
-    out.peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    out.peak_mb = peak_memory_mb()
     return out
+
+
+def peak_memory_mb() -> float:
+    """The largest resident set this process has had (MB): ``VmHWM`` of its memory map, which a
+    process started by exec begins afresh (``ru_maxrss`` keeps the peak of the process that
+    started it, e.g. a dask nanny's parent)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 # --- where the tasks run ---------------------------------------------------------------------

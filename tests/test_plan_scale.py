@@ -236,6 +236,35 @@ def test_a_scheduler_that_cannot_be_reached_fails_with_nothing_written(run, city
     assert counts() == before
 
 
+def test_the_district_wide_job_plans_district_by_district(city):
+    from geodata import jobs
+    from layers import worker
+
+    _url, engine = city
+    job_id = jobs.create_job(engine, "auto_plan", {"name": "job", "author": "planner", "seed": 9}, per_user=0)
+    job = worker.run_one(engine)
+    assert job["id"] == job_id and job["status"] == "done", job
+    assert job["message"].startswith("1/1 districts")
+    serial_id, _ = auto_plan(PlanMemory(engine), "serial", "planner", seed=9)
+    assert rows(engine, job["result"]["plan_id"]).equals(rows(engine, serial_id))
+
+
+def test_the_job_fails_naming_a_scheduler_it_cannot_reach(city, monkeypatch):
+    from geodata import jobs
+    from layers import worker
+
+    _url, engine = city
+    monkeypatch.setenv("GRIDPLAN_DASK_SCHEDULER", "tcp://127.0.0.1:9")
+    monkeypatch.setenv("GRIDPLAN_DASK_CONNECT_TIMEOUT", "1")
+    with engine.connect() as conn:
+        plans = conn.execute(select(func.count()).select_from(Plan)).scalar_one()
+    jobs.create_job(engine, "auto_plan", {"name": "job", "author": "planner"}, per_user=0)
+    job = worker.run_one(engine)
+    assert job["status"] == "failed" and "tcp://127.0.0.1:9" in job["message"], job
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Plan)).scalar_one() == plans
+
+
 def test_plan_without_all_still_needs_a_file(run):
     result = run("plan", "--seed", "1")
     assert result.exit_code != 0 and "-o" in result.output
