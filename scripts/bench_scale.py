@@ -90,11 +90,16 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="LocalCluster sizes, comma-separated")
     parser.add_argument("--large", action="store_true", help=f"allow countries above {LIMIT:,} units")
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--profile", action="store_true",
+                        help="keep dask's statistical profiler on in the workers (default: off)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if max(sizes) > LIMIT and not args.large:
         parser.error(f"countries above {LIMIT:,} units need --large (a shared machine: say so first)")
+    import dask
     from distributed import Client, LocalCluster
+
+    dask.config.set({"distributed.worker.profile.enabled": args.profile})
 
     started = time.perf_counter()
     demo = generate(units=args.district_units, seed=1)
