@@ -284,7 +284,8 @@ def runner_for(cluster: str | None = None, workers: int | None = None, districts
         # dask's statistical profiler samples every worker thread's stack each 10 ms: measured, it
         # made the engine (pure Python between NumPy calls) 2.7 times slower (docs/scale.md)
         with dask.config.set({"distributed.worker.profile.enabled": False}):
-            local = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None)
+            local = LocalCluster(n_workers=count, threads_per_worker=1, processes=True,
+                                 dashboard_address=None)
         return DaskRunner(Client(local, set_as_default=False), local)
     return PoolRunner(count)
 
