@@ -91,6 +91,7 @@ class DistrictOutcome:
     read_s: float = 0.0
     plan_s: float = 0.0
     write_s: float = 0.0
+    cpu_s: float = 0.0  # the task's own processor time (reading, planning, writing)
     pid: int = 0
     peak_mb: float = 0.0
 
@@ -124,6 +125,7 @@ def plan_district(task: DistrictTask) -> DistrictOutcome:
     replacing that district's rows). A district without units is skipped (nothing written)."""
     engine = _engine(task.url)
     out = DistrictOutcome(task.district, pid=os.getpid())
+    cpu = time.process_time()
     started = time.perf_counter()
     units, adjacency = units_from_database(engine, district=task.district)
     taken = community_codes_of_district(engine, task.district)
@@ -144,6 +146,7 @@ def plan_district(task: DistrictTask) -> DistrictOutcome:
         plan_parts.write_district(engine, task.plan_id, task.district, result.assignment)
         out.write_s = time.perf_counter() - started
     out.peak_mb = peak_memory_mb()
+    out.cpu_s = time.process_time() - cpu
     return out
 
 
@@ -281,8 +284,8 @@ def runner_for(cluster: str | None = None, workers: int | None = None, districts
         import dask
         from distributed import Client, LocalCluster
 
-        # dask's statistical profiler samples every worker thread's stack each 10 ms: measured, it
-        # made the engine (pure Python between NumPy calls) 2.7 times slower (docs/scale.md)
+        # dask's statistical profiler samples every worker thread's stack each 10 ms, costing the
+        # engine (pure Python between NumPy calls) time and telling a plan nothing it needs
         with dask.config.set({"distributed.worker.profile.enabled": False}):
             local = LocalCluster(n_workers=count, threads_per_worker=1, processes=True,
                                  dashboard_address=None)

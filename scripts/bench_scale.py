@@ -71,6 +71,10 @@ def run_plan(engine, label: str, runner, workers: int, fixed_s: float = 0.0) -> 
         "wall_s": round(wall, 2), "tasks_s": round(task_s, 2),
         "outside_tasks_s": round(wall - task_s / workers, 2),
         "units_per_core_s": round(units / (wall * workers), 1),
+        # the tasks' own processor time: what a quiet, dedicated core would spend (this machine's
+        # cores are shared, so wall × workers counts time other programs had)
+        "units_per_task_cpu_s": round(units / sum(o.cpu_s for o in outcomes), 1),
+        "cpu_share_of_task_time": round(sum(o.cpu_s for o in outcomes) / task_s, 2),
         "overhead_per_task_ms": round(overhead * 1000, 1),
         "overhead_share": round(overhead / (task_s / len(outcomes)), 3),
         "read_s_per_district": round(statistics.mean(o.read_s for o in outcomes), 3),

@@ -278,10 +278,12 @@ needs_dask = pytest.mark.skipif(not dask_available(), reason="dask.distributed i
 @pytest.fixture(scope="module")
 def dask_client():
     """A LocalCluster of two worker processes (as the issue asks), shared by the dask tests."""
+    import dask
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with dask.config.set({"distributed.worker.profile.enabled": False}):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    with cluster, Client(cluster) as client:
         yield client
 
 
