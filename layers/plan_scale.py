@@ -234,7 +234,7 @@ class DaskRunner:
                                       key=f"gridplan-plan-{task.plan_id}-{task.district}")
                    for task in tasks]
         try:
-            for future in as_completed(futures):
+            for future in as_completed(futures, loop=self.client.loop):  # not the default client's
                 yield future.result()
         finally:
             for future in futures:

@@ -64,18 +64,24 @@ def module_database(request, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def crossing_demo(small_demo):
-    """The small demo with one unit of a street given to a community of the neighbouring street
-    (a community across a street boundary, as imported data have them): planning that street
-    alone must still know where the community is at home."""
+    """The small demo with a whole community of one street recoded as a bigger community of the
+    neighbouring street (a community across a street boundary, as imported data have them): it is
+    at home in the other street, so planning this street — alone or with its district — must not
+    keep its code here. Returns (demo, a unit of the recoded community, the code it was given)."""
     units = small_demo.layers["units"].copy()
     by_code = units.set_index("code")
-    street, community, households = by_code["street_code"], by_code["community_code"], by_code["households"]
+    street, community = by_code["street_code"], by_code["community_code"]
+    totals = units.groupby("community_code")["households"].sum()
     pairs = small_demo.adjacency
-    across = pairs[(pairs["unit_a"].map(street) != pairs["unit_b"].map(street))
-                   & pairs["unit_a"].map(community).notna() & (pairs["unit_b"].map(households) > 0)]
-    a, b = across.iloc[0][["unit_a", "unit_b"]]
-    units.loc[units["code"] == b, "community_code"] = community[a]
-    return dataclasses.replace(small_demo, layers=small_demo.layers | {"units": units}), b, community[a]
+    pairs = pd.concat([pairs, pairs.rename(columns={"unit_a": "unit_b", "unit_b": "unit_a"})])
+    a, b = pairs["unit_a"].map(community), pairs["unit_b"].map(community)
+    across = pairs[(pairs["unit_a"].map(street) != pairs["unit_b"].map(street)) & a.notna() & b.notna()
+                   & (a.map(totals) > b.map(totals) + 200) & (b.map(totals) >= 1000)]
+    host, guest = community[across.iloc[0]["unit_a"]], community[across.iloc[0]["unit_b"]]
+    moved = units["community_code"] == guest
+    units.loc[moved, "community_code"] = host
+    demo = dataclasses.replace(small_demo, layers=small_demo.layers | {"units": units})
+    return demo, units.loc[moved, "code"].iloc[0], host
 
 
 @pytest.fixture(scope="module", params=["spatialite", "postgis"])
@@ -109,8 +115,8 @@ def test_a_street_planned_alone_is_planned_as_with_its_district(city, crossing_d
         alone, _ = auto_plan(memory, f"alone {street}", "planner", street=street, seed=3)
         mine = rows(engine, alone)
         assert mine.equals(whole.reindex(mine.index)), street
-    # the unit across the street boundary does not drag its community into its street
-    assert not whole[moved_unit] == foreign
+    # the community across the street boundary keeps its code only in its home street
+    assert whole[moved_unit] != foreign
 
 
 def test_home_streets_come_from_the_whole_district(city, crossing_demo):
@@ -241,10 +247,12 @@ def test_the_district_wide_job_plans_district_by_district(city):
     from layers import worker
 
     _url, engine = city
-    job_id = jobs.create_job(engine, "auto_plan", {"name": "job", "author": "planner", "seed": 9}, per_user=0)
+    # one worker process: the LocalCluster path has a test of its own
+    params = {"name": "job", "author": "planner", "seed": 9, "workers": 1}
+    job_id = jobs.create_job(engine, "auto_plan", params, per_user=0)
     job = worker.run_one(engine)
     assert job["id"] == job_id and job["status"] == "done", job
-    assert job["message"].startswith("1/1 districts")
+    assert re.match(r"(\d+)/\1 districts", job["message"]), job["message"]  # every district done
     serial_id, _ = auto_plan(PlanMemory(engine), "serial", "planner", seed=9)
     assert rows(engine, job["result"]["plan_id"]).equals(rows(engine, serial_id))
 
@@ -298,6 +306,17 @@ def test_a_local_cluster_of_two_processes_plans_as_the_serial_engine(country, da
     assert {o.pid for o in distributed.outcomes} <= set(dask_client.run(os.getpid).values())
     assert rows(engine, distributed.plan_id).equals(rows(engine, serial.plan_id))
     assert distributed.scores == serial.scores
+
+
+@needs_dask
+def test_plan_all_on_this_machines_cores_uses_a_local_cluster(country):
+    engine, made, serial, kind = country
+    if kind != "postgis":
+        pytest.skip("the workers of a cluster share PostGIS (the process pool covers SpatiaLite)")
+    local = plan_all(engine, "local cluster", "planner", workers=2)  # no runner, no scheduler: LocalCluster
+    assert local.workers == 2 and len({o.pid for o in local.outcomes}) >= 1
+    assert all(o.pid != os.getpid() for o in local.outcomes)
+    assert rows(engine, local.plan_id).equals(rows(engine, serial.plan_id))
 
 
 @needs_dask
