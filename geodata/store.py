@@ -420,11 +420,14 @@ def layer_counts(engine: Engine) -> dict[str, int]:
                 for name, spec in LAYERS.items()}
 
 
-def read_adjacency(engine: Engine, prefix: str | None = None) -> pd.DataFrame:
+def read_adjacency(engine: Engine, prefix: str | None = None, district: str | None = None) -> pd.DataFrame:
     """Stored unit adjacency (``unit_a unit_b shared_m``), where either unit's code starts with
-    ``prefix`` (unit codes start with their street's code)."""
+    ``prefix`` (unit codes start with their street's code), of ``district`` only when given (a
+    pair is stored under its first unit's district: a pair within a district is always its)."""
     table = UnitAdjacency.__table__
     stmt = select(table.c.unit_a, table.c.unit_b, table.c.shared_m)
+    if district is not None:
+        stmt = stmt.where(table.c.district_code == district)
     if prefix:
         stmt = stmt.where(table.c.unit_a.startswith(prefix, autoescape=True)
                           | table.c.unit_b.startswith(prefix, autoescape=True))
@@ -434,6 +437,17 @@ def read_adjacency(engine: Engine, prefix: str | None = None) -> pd.DataFrame:
     a, b, shared = zip(*rows, strict=True) if rows else ((), (), ())
     return pd.DataFrame({"unit_a": np.array(a, dtype=object), "unit_b": np.array(b, dtype=object),
                          "shared_m": np.array(shared, dtype=float)})
+
+
+def community_codes_of_district(engine: Engine | Connection, district: str) -> set[str]:
+    """The community codes of ``district`` in use or kept in history (:func:`community_codes_ever`
+    for one district: a new code is numbered within its street, so these are all it must avoid)."""
+    with nullcontext(engine) if isinstance(engine, Connection) else engine.connect() as conn:
+        current = set(conn.execute(select(Community.code)
+                                   .where(Community.district_code == district)).scalars())
+        past = set(conn.execute(select(CommunityHistory.code)
+                                .where(CommunityHistory.district_code == district)).scalars())
+    return current | past
 
 
 def community_codes_ever(engine: Engine) -> set[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 import zipfile
+from contextlib import nullcontext
 from pathlib import Path
 
 import geopandas as gpd
@@ -17,16 +18,17 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import shapely
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, func, select
 
-from geodata.catalog import Field, as_text
+from geodata.catalog import Field, as_text, is_code
 from geodata.crs import parse_crs, to_metric, to_wgs84
 from geodata.exporter import write_frame
 from geodata.i18n import _
 from geodata.importer import ImportRefused, read_source
+from geodata.models import Street, Unit
 from geodata.store import read_adjacency, read_layer
 from geodata.topology import dissolve
-from layers.redistricting import PlanResult
+from layers.redistricting import PlanResult, home_streets
 
 COMMUNITY_FIELDS = [
     Field("community_code", "str", "comm_code", "社区代码"),
@@ -102,13 +104,49 @@ def bridge_links(units: gpd.GeoDataFrame, bridges: gpd.GeoDataFrame) -> pd.DataF
                          "shared_m": 0.001}).drop_duplicates(["unit_a", "unit_b"])
 
 
-def units_from_database(engine: Engine, street: str | None = None) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
-    """The stored units (one street or all) and their stored adjacency, with bridge links."""
-    units = read_layer(engine, "units", street=street)
-    adjacency = read_adjacency(engine, street)
-    bridges = read_layer(engine, "roads", where={"road_class": "bridge"})
+def district_of(engine: Engine | Connection, street: str) -> str | None:
+    """The district of ``street``: its code's first six digits (codes nest), or — for a code that
+    does not nest — the one the streets table gives (None for an unknown street)."""
+    if is_code(street, 9):
+        return street[:6]
+    with nullcontext(engine) if isinstance(engine, Connection) else engine.connect() as conn:
+        return conn.execute(select(Street.district_code).where(Street.code == street)).scalar_one_or_none()
+
+
+def units_from_database(engine: Engine, street: str | None = None, *, district: str | None = None
+                        ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """The stored units of one street, of one district, or (neither given) of the whole database,
+    with their stored adjacency and bridge links.
+
+    Every read of a street or district names its district (``district_code = …``): the index
+    narrows it at once, and on a store split by district it goes to that district's part only;
+    bridges are read for the district alone, not for the whole database."""
+    if street is not None and district is None:
+        district = district_of(engine, street)
+        if district is None:  # no such street: no units (the caller names the street)
+            district = ""
+    where = {"district_code": district} if district is not None else None
+    units = read_layer(engine, "units", street=street, where=where)
+    adjacency = read_adjacency(engine, street, district=district)
+    bridges = read_layer(engine, "roads", where={"road_class": "bridge"} | (where or {}))
     links = bridge_links(units, bridges)
     return units, pd.concat([adjacency, links], ignore_index=True) if len(links) else adjacency
+
+
+def home_streets_of_district(engine: Engine | Connection, district: str) -> pd.Series:
+    """Community code → its home street (the street of the district holding most of its
+    households) for every community of ``district``'s units: one aggregate query, so that a street
+    planned alone starts as it does with its district (:func:`layers.redistricting.current_labels`)."""
+    table = Unit.__table__
+    stmt = (select(table.c.community_code, table.c.street_code, func.sum(table.c.households))
+            .where(table.c.district_code == district, table.c.community_code.isnot(None))
+            .group_by(table.c.community_code, table.c.street_code))
+    with nullcontext(engine) if isinstance(engine, Connection) else engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    if not rows:
+        return pd.Series(dtype=object)
+    codes, streets, households = zip(*rows, strict=True)
+    return home_streets(codes, streets, np.array([int(h or 0) for h in households]))
 
 
 def community_polygons(result: PlanResult, units: gpd.GeoDataFrame) -> gpd.GeoDataFrame:

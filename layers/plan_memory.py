@@ -36,7 +36,7 @@ from geodata.i18n import _
 from geodata.revisions import current_revision
 from layers.communities import bounds
 from layers.partition import Partition, UnitGraph, is_contiguous
-from layers.plan_io import units_from_database
+from layers.plan_io import home_streets_of_district, units_from_database
 from layers.redistricting import Rules
 
 
@@ -48,6 +48,9 @@ class UnitSet:
     street: str | None
     units: gpd.GeoDataFrame
     graph: UnitGraph
+    #: community code → home street, from the street's whole district (None: from ``graph``);
+    #: see :func:`layers.redistricting.current_labels`
+    home: pd.Series | None = None
 
 
 @dataclass
@@ -103,7 +106,9 @@ class PlanMemory:
                 if not len(units):  # an unknown street: refused, and nothing kept for it
                     raise Refused(_("no units to plan in street {street}", street=street) if street
                                   else _("no units to plan"))
-                found = UnitSet(revision, street, units, UnitGraph.from_units(units, adjacency))
+                home = home_streets_of_district(self.engine, str(units["district_code"].iloc[0])) \
+                    if street is not None else None
+                found = UnitSet(revision, street, units, UnitGraph.from_units(units, adjacency), home)
                 self._units[street] = found
             self._units.move_to_end(street)
             while len(self._units) > self.capacity:

@@ -74,7 +74,8 @@ def auto_plan(memory: PlanMemory, name: str, author: str, *, street: str | None 
     unit_set = memory.units(street, revision)
     if not len(unit_set.units):
         raise Refused("no units to plan" + (f" in street {street}" if street else ""))
-    result = make_plan(unit_set.graph, rules, retired=community_codes_ever(memory.engine), progress=progress)
+    result = make_plan(unit_set.graph, rules, retired=community_codes_ever(memory.engine), progress=progress,
+                       home=unit_set.home)
     params |= {"minimum": rules.minimum, "maximum": rules.maximum}
     plan_id = plan_rows.create_plan(memory.engine, name, author, result.assignment, params=params,
                                     scores=result.scores(),
@@ -245,13 +246,14 @@ def rebase(memory: PlanMemory, plan_id: int, version: int, actor: str) -> dict:
                         plan_id=plan_id))
     params = plan["params"] or {}
     revision = memory.revision()
-    graph = memory.units(params.get("street"), revision).graph
+    unit_set = memory.units(params.get("street"), revision)
+    graph = unit_set.graph
     old = plan_rows.plan_assignment(engine, plan_id)
     edited = plan_rows.plan_assignment(engine, plan_id, edited=True)
     changed = sorted(set(stale["streets"]) & set(graph.street))
     again = np.isin(graph.street, changed)
     kept = old.reindex(graph.codes).to_numpy(dtype=object)
-    start = np.where(again | pd.isna(kept), current_labels(graph), kept)
+    start = np.where(again | pd.isna(kept), current_labels(graph, unit_set.home), kept)
     ever = community_codes_ever(engine)
     result = make_plan(graph, plan_rules(engine, params), retired=ever, streets=changed, start=start)
     p = result.partition

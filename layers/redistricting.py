@@ -23,12 +23,16 @@ Communities that already satisfy the rules are left alone unless ``keep_valid=Fa
 may receive units, and give some only when nothing else meets the bounds, keeping at least 95 %
 of their households. New communities take the next free codes of their street; a retired code is
 never reused. Streets without a 9-digit code get provisional codes (``STREET-001``).
-Deterministic for a given seed.
+Deterministic for a given seed, street by street: each street draws from its own generator,
+seeded from ``(seed, street_code)`` (:func:`street_seed`), and starts from labels that depend only
+on its own units and the home streets of its communities (:func:`current_labels`), so a street
+planned alone, with its district, serially or on any number of workers gets the same plan.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from itertools import count
 
@@ -449,15 +453,39 @@ def plan_street(graph: UnitGraph, labels: np.ndarray, rules: Rules,
 # --- the plan --------------------------------------------------------------------------------
 
 
-def current_labels(graph: UnitGraph) -> np.ndarray:
-    """Current codes as labels, but a code spread over several streets keeps only the street
-    holding most of its households; elsewhere its units start unassigned."""
-    frame = pd.DataFrame({"code": graph.current, "street": graph.street, "hh": graph.households})
+def street_seed(seed: int, street: str) -> int:
+    """The seed of ``street``'s own random generator under the plan's ``seed``: a hash of both
+    (SHA-256, the same in every process and on every machine — Python's ``hash`` of a string is
+    not), so a street's plan never depends on which streets were planned before it."""
+    digest = hashlib.sha256(f"{int(seed)}:{street}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def home_streets(codes, streets, households) -> pd.Series:
+    """Community code → its home street: the street holding most of its households (the lower
+    street code on a tie). Units without a community are ignored."""
+    frame = pd.DataFrame({"code": np.asarray(codes, dtype=object),
+                          "street": np.asarray(streets, dtype=object), "hh": np.asarray(households)})
     known = frame[frame["code"].notna()]
     home = known.groupby(["code", "street"])["hh"].sum().reset_index().sort_values(
         ["code", "hh", "street"], ascending=[True, False, True]).drop_duplicates("code")
-    home = pd.Series(home["street"].to_numpy(), index=home["code"].to_numpy())
-    at_home = frame["code"].map(home).to_numpy(dtype=object) == graph.street
+    return pd.Series(home["street"].to_numpy(), index=home["code"].to_numpy(), dtype=object)
+
+
+def current_labels(graph: UnitGraph, home: Mapping[str, str] | pd.Series | None = None) -> np.ndarray:
+    """Current codes as labels, but a code spread over several streets keeps only its home street
+    (the one holding most of its households); elsewhere its units start unassigned.
+
+    ``home`` (community code → street) comes from the whole district
+    (:func:`layers.plan_io.home_streets_of_district`, one aggregate query) when ``graph`` holds
+    only some of its streets: a street planned alone then starts exactly as it does with its
+    district. Without it, the home streets are worked out from ``graph`` itself."""
+    if home is None:
+        home = home_streets(graph.current, graph.street, graph.households)
+    elif not isinstance(home, pd.Series):
+        home = pd.Series(dict(home), dtype=object)
+    mapped = pd.Series(graph.current, dtype=object).map(home).to_numpy(dtype=object)
+    at_home = mapped == graph.street
     return np.where(at_home, graph.current, None).astype(object)
 
 
@@ -485,11 +513,13 @@ def assign_codes(labels: np.ndarray, streets: np.ndarray, taken: set[str]) -> tu
 
 def make_plan(graph: UnitGraph, rules: Rules = Rules(), *, retired: set[str] | frozenset = frozenset(),
               streets: list[str] | None = None, start: np.ndarray | None = None,
-              progress: Callable[[int, int], None] | None = None) -> PlanResult:
+              progress: Callable[[int, int], None] | None = None,
+              home: Mapping[str, str] | pd.Series | None = None) -> PlanResult:
     """Plan every street of ``graph`` (or only ``streets``); ``retired`` are codes used before.
-    ``start`` gives the labels units start from (default: their current communities)."""
-    rng = np.random.default_rng(rules.seed)
-    labels = current_labels(graph) if start is None else np.asarray(start, dtype=object).copy()
+    ``start`` gives the labels units start from (default: their current communities, with
+    ``home`` the home streets of :func:`current_labels`). Each street is planned with its own
+    generator (:func:`street_seed`), whatever else is planned with it."""
+    labels = current_labels(graph, home) if start is None else np.asarray(start, dtype=object).copy()
     problems: list[Infeasible] = []
     by_street = pd.Series(np.arange(len(graph))).groupby(graph.street).indices
     todo = sorted(by_street) if streets is None else list(streets)
@@ -498,7 +528,7 @@ def make_plan(graph: UnitGraph, rules: Rules = Rules(), *, retired: set[str] | f
         if not len(units):
             continue
         street_labels, found = plan_street(graph.subgraph(units), labels[units], rules,
-                                           np.random.default_rng(rng.integers(1 << 32)))
+                                           np.random.default_rng(street_seed(rules.seed, street)))
         labels[units] = street_labels
         problems.extend(found)
         if progress:

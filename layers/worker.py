@@ -29,6 +29,7 @@ from geodata.db import get_engine
 from geodata.i18n import _
 from layers import coverage, layer_import
 from layers.plan_memory import PlanMemory
+from layers.plan_scale import plan_all
 from layers.plan_workflow import auto_plan
 
 
@@ -37,6 +38,9 @@ def _auto_plan(engine: Engine, job: dict) -> dict:
     name, author = params.pop("name"), params.pop("author")
     params.pop("starter", None)  # who queued it (the plan records its author by name)
 
+    if not params.get("street"):  # every district: a task per district (layers.plan_scale)
+        return _plan_every_district(engine, job, name, author, params)
+
     def progress(done: int, total: int) -> None:
         jobs.report(engine, job["id"], done / max(total, 1),
                     _("{done}/{total} streets", done=done, total=total))
@@ -44,6 +48,26 @@ def _auto_plan(engine: Engine, job: dict) -> dict:
     # a job's own memory of units: the worker process reads the boundaries as they are now
     plan_id, result = auto_plan(PlanMemory(engine), name, author, progress=progress, **params)
     return {"plan_id": plan_id, "scores": {k: v for k, v in result.scores().items() if k != "infeasible"}}
+
+
+def _plan_every_district(engine: Engine, job: dict, name: str, author: str, params: dict) -> dict:
+    """The district-wide plan job: one task per district, on the scheduler of
+    ``GRIDPLAN_DASK_SCHEDULER`` or this machine's cores; the progress bar moves as districts
+    finish, naming those skipped (no units)."""
+    params.pop("street", None)
+    skipped: list[str] = []
+
+    def progress(done: int, total: int, outcome) -> None:
+        if outcome.skipped:
+            skipped.append(outcome.district)
+        message = _("{done}/{total} districts", done=done, total=total)
+        if skipped:
+            message = _("{progress} (no units, skipped: {districts})", progress=message,
+                        districts=", ".join(skipped))
+        jobs.report(engine, job["id"], done / max(total, 1), message)
+
+    made = plan_all(engine, name, author, progress=progress, **params)
+    return {"plan_id": made.plan_id, "scores": made.summary()["scores"], "skipped": made.skipped}
 
 
 RUNNERS: dict[str, Callable[[Engine, dict], dict]] = {"auto_plan": _auto_plan,

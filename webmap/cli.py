@@ -408,11 +408,28 @@ def _demo_supervisor_cells(eng) -> list[str]:
               help="plan units from this file instead of the database")
 @click.option("--map", "mapping", multiple=True, metavar="SRC=DST", help="rename a column of --units")
 @click.option("--crs", help="CRS of --units when its file does not say")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help=".gpkg or .zip (shapefiles)")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help=".gpkg or .zip (shapefiles); needed unless --all")
+@click.option("--all", "every_district", is_flag=True,
+              help="plan every district of the database, one task per district, into a draft plan")
+@click.option("--cluster", metavar="tcp://HOST:8786",
+              help="with --all: the dask scheduler (default GRIDPLAN_DASK_SCHEDULER, else this machine)")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="with --all and no cluster: processes (default: cores)")
+@click.option("--name", "plan_name", help="with --all: the plan's name")
 @with_appcontext
-def plan_command(minimum, maximum, target, street, seed, fresh, units_path, mapping, crs, output) -> None:
+def plan_command(minimum, maximum, target, street, seed, fresh, units_path, mapping, crs, output,
+                 every_district, cluster, workers, plan_name) -> None:
     """Make an automatic plan; print its scores as one JSON object on stdout."""
+    if every_district:
+        if street or units_path:
+            raise click.ClickException(_("--all plans every district of the database: leave out --street "
+                                         "and --units"))
+        _plan_every_district(minimum, maximum, target, seed, fresh, cluster, workers, plan_name)
+        return
+    if output is None:
+        raise click.ClickException(_("name the plan's file with -o (.gpkg or .zip), or plan every district "
+                                     "into the database with --all"))
     retired: set[str] = set()
     if units_path is None:
         eng = _ready()
@@ -444,6 +461,30 @@ def plan_command(minimum, maximum, target, street, seed, fresh, units_path, mapp
         result = make_plan(graph, rules, retired=retired, progress=lambda done, _total: bar.update(1))
     export_plan(result, units, output)
     click.echo(json.dumps(result.scores(), ensure_ascii=False))
+
+
+@database_errors
+def _plan_every_district(minimum, maximum, target, seed, fresh, cluster, workers, plan_name) -> None:
+    """``plan --all``: every district as a task (:mod:`layers.plan_scale`), stored as a draft plan;
+    skipped districts named on stderr, the plan's id and scores as JSON on stdout."""
+    from layers.plan_scale import ClusterUnavailable, DistrictFailed, plan_all
+
+    eng = _ready()
+    name = plan_name or _("plan of every district, {day}", day=date.today().isoformat())
+    with click.progressbar(length=1, label=_("planning districts"), file=sys.stderr) as bar:
+        def progress(done: int, total: int, outcome) -> None:
+            bar.length = total
+            bar.update(1)
+            if outcome.skipped:
+                click.echo(_("district {district} has no units: skipped", district=outcome.district),
+                           err=True)
+
+        try:
+            made = plan_all(eng, name, "cli", minimum=minimum, maximum=maximum, target=target, fresh=fresh,
+                            seed=seed, cluster=cluster, workers=workers, progress=progress)
+        except (ClusterUnavailable, DistrictFailed, ValueError, NotFound) as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(made.summary(), ensure_ascii=False))
 
 
 @click.command("worker")

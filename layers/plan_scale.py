@@ -1,0 +1,398 @@
+"""Plans of a province or a country: one task per district, on as many workers as there are.
+
+A district (≈ 14 streets) is the grain: a street's work (5–60 ms) is too small beside a task's
+cost on a scheduler (2–5 ms), a district's is not. Each task (:func:`plan_district`) reads its
+own district from the database (every statement names ``district_code``), plans its streets in a
+loop with the serial engine (:func:`layers.redistricting.make_plan`), and writes its part of the
+plan in one transaction that replaces that district's rows (:func:`geodata.plan_parts.write_district`):
+a task run again after its worker died leaves the same rows. Because every street draws from its
+own generator (seeded from the plan's seed and the street's code) and starts from its own data,
+the plan is the same, row for row, whether it is made serially, on one worker or on many.
+
+Where the tasks run (:func:`runner_for`):
+
+- ``cluster`` (or ``GRIDPLAN_DASK_SCHEDULER``) — a dask.distributed scheduler's address: the
+  tasks go to its workers, which need this code and a database URL they can reach; a worker that
+  dies has its task run again elsewhere by the scheduler;
+- neither — dask's ``LocalCluster`` on the machine's cores when dask.distributed is installed,
+  else the standard library's process pool (a worker that dies breaks the pool: a new pool runs
+  the districts not yet done, up to :data:`ATTEMPTS` times);
+- one district, or ``workers=1`` — in this process, the serial engine itself.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import resource
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, select, union
+
+from geodata import plan_parts, plan_rows
+from geodata.db import get_engine
+from geodata.errors import Refused
+from geodata.i18n import _
+from geodata.models import District, Street
+from geodata.revisions import current_revision
+from geodata.store import community_codes_of_district
+from layers.partition import UnitGraph
+from layers.plan_io import units_from_database
+from layers.plan_memory import plan_rules
+from layers.redistricting import Rules, make_plan
+
+#: how many times the districts of a broken process pool are run again before the plan fails
+ATTEMPTS = 3
+#: environment variable naming the dask scheduler (``tcp://host:8786``) when ``--cluster`` does not
+SCHEDULER_ENV = "GRIDPLAN_DASK_SCHEDULER"
+#: how long to try reaching the scheduler before the plan is refused (seconds; environment
+#: ``GRIDPLAN_DASK_CONNECT_TIMEOUT``)
+CONNECT_TIMEOUT_S = 10
+
+
+class ClusterUnavailable(Refused):
+    """The dask scheduler cannot be reached, or dask.distributed is not installed."""
+
+
+class DistrictFailed(RuntimeError):
+    """A district's task failed (not its worker: the task itself): the plan is discarded."""
+
+
+@dataclass(frozen=True)
+class DistrictTask:
+    """What a worker needs to plan one district: where the database is, which plan and district,
+    and the plan's rules (plain values: the task crosses processes and machines)."""
+
+    url: str
+    plan_id: int
+    district: str
+    rules: dict
+
+
+@dataclass
+class DistrictOutcome:
+    """What a district's task did: its units and streets (none: skipped), its communities'
+    figures for the plan's scores, and how long each part took, in which process, with what
+    peak memory."""
+
+    district: str
+    units: int = 0
+    streets: list[str] = field(default_factory=list)
+    households: list[int] = field(default_factory=list)  # per community
+    polsby_popper: list[float] = field(default_factory=list)  # per community
+    sums: dict = field(default_factory=dict)  # additive scores
+    infeasible: list[dict] = field(default_factory=list)
+    read_s: float = 0.0
+    plan_s: float = 0.0
+    write_s: float = 0.0
+    cpu_s: float = 0.0  # the task's own processor time (reading, planning, writing)
+    pid: int = 0
+    peak_mb: float = 0.0
+
+    @property
+    def skipped(self) -> bool:
+        return self.units == 0
+
+    @property
+    def seconds(self) -> float:
+        return self.read_s + self.plan_s + self.write_s
+
+
+#: the scores that add up over districts
+ADDITIVE = ("communities", "units", "households", "outside_bounds", "non_contiguous", "households_moved",
+            "units_moved", "cut_edges", "crossing_street", "new_communities")
+
+_engine_pid: dict[str, int] = {}
+
+
+def _engine(url: str) -> Engine:
+    """This process's engine for ``url``; a forked worker drops the connections it inherited."""
+    engine = get_engine(url)
+    if _engine_pid.setdefault(url, os.getpid()) != os.getpid():
+        engine.dispose(close=False)
+        _engine_pid[url] = os.getpid()
+    return engine
+
+
+def plan_district(task: DistrictTask) -> DistrictOutcome:
+    """Plan every street of one district and write its part of the plan (one transaction,
+    replacing that district's rows). A district without units is skipped (nothing written)."""
+    engine = _engine(task.url)
+    out = DistrictOutcome(task.district, pid=os.getpid())
+    cpu = time.process_time()
+    started = time.perf_counter()
+    units, adjacency = units_from_database(engine, district=task.district)
+    taken = community_codes_of_district(engine, task.district)
+    out.read_s = time.perf_counter() - started
+    if len(units):
+        started = time.perf_counter()
+        graph = UnitGraph.from_units(units, adjacency)
+        result = make_plan(graph, Rules(**task.rules), retired=taken)
+        scores = result.scores()
+        p = result.partition
+        out.units, out.streets = len(graph), sorted(set(graph.street.tolist()))
+        out.households = [int(p.households[c]) for c in p.communities]
+        out.polsby_popper = [float(p.polsby_popper(c)) for c in p.communities]
+        out.sums = {k: int(scores[k]) for k in ADDITIVE}
+        out.infeasible = scores["infeasible"]
+        out.plan_s = time.perf_counter() - started
+        started = time.perf_counter()
+        plan_parts.write_district(engine, task.plan_id, task.district, result.assignment)
+        out.write_s = time.perf_counter() - started
+    out.peak_mb = peak_memory_mb()
+    out.cpu_s = time.process_time() - cpu
+    return out
+
+
+def peak_memory_mb() -> float:
+    """The largest resident set this process has had (MB): ``VmHWM`` of its memory map, which a
+    process started by exec begins afresh (``ru_maxrss`` keeps the peak of the process that
+    started it, e.g. a dask nanny's parent)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+# --- where the tasks run ---------------------------------------------------------------------
+
+
+class SerialRunner:
+    """Every district in this process, one after the other (the serial engine)."""
+
+    workers = 1
+
+    def run(self, tasks: list[DistrictTask]) -> Iterator[DistrictOutcome]:
+        for task in tasks:
+            yield plan_district(task)
+
+    def close(self) -> None:
+        pass
+
+
+class PoolRunner:
+    """The districts on a pool of ``workers`` processes of this machine (the standard library's),
+    for when dask.distributed is not installed. A worker that dies breaks the pool: a new pool
+    runs the districts not yet done (their half-written transactions were rolled back when their
+    connections died; a finished district is not run again)."""
+
+    def __init__(self, workers: int, attempts: int = ATTEMPTS) -> None:
+        self.workers, self.attempts = workers, attempts
+        self.restarts = 0
+
+    def run(self, tasks: list[DistrictTask]) -> Iterator[DistrictOutcome]:
+        pending = {task.district: task for task in tasks}
+        while pending:
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(self.workers, mp_context=context) as pool:
+                futures = {pool.submit(plan_district, task): d for d, task in pending.items()}
+                broken = False
+                while futures and not broken:
+                    done, _running = wait(futures, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        district = futures.pop(future)
+                        try:
+                            outcome = future.result()
+                        except BrokenProcessPool:
+                            broken = True
+                            continue
+                        pending.pop(district)
+                        yield outcome
+            if broken:
+                self.restarts += 1
+                if self.restarts >= self.attempts:
+                    raise DistrictFailed(_("the workers died {n} times while planning districts {districts}",
+                                           n=self.restarts, districts=", ".join(sorted(pending))))
+
+    def close(self) -> None:
+        pass
+
+
+class DaskRunner:
+    """The districts as tasks of a dask.distributed ``client`` (a remote scheduler's or a
+    ``LocalCluster``'s); outcomes come back as districts finish. The scheduler runs a task again
+    when its worker dies (up to its ``allowed-failures``)."""
+
+    def __init__(self, client, cluster=None) -> None:
+        self.client, self.cluster = client, cluster
+        self.workers = max(1, len(client.scheduler_info().get("workers", {})))
+
+    def run(self, tasks: list[DistrictTask]) -> Iterator[DistrictOutcome]:
+        from distributed import as_completed
+
+        futures = [self.client.submit(plan_district, task,
+                                      key=f"gridplan-plan-{task.plan_id}-{task.district}")
+                   for task in tasks]
+        try:
+            for future in as_completed(futures, loop=self.client.loop):  # not the default client's
+                yield future.result()
+        finally:
+            for future in futures:
+                future.release()
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def dask_available() -> bool:
+    """Whether dask.distributed can be imported here."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def runner_for(cluster: str | None = None, workers: int | None = None, districts: int | None = None):
+    """Where a plan's district tasks run: on the scheduler at ``cluster`` (or
+    ``GRIDPLAN_DASK_SCHEDULER``), else on ``workers`` processes of this machine (default: its
+    cores, at most one per district), else — one worker or one district — in this process.
+    Raises :class:`ClusterUnavailable` naming the scheduler when it cannot be reached."""
+    address = cluster or os.environ.get(SCHEDULER_ENV) or None
+    if address:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise ClusterUnavailable(_("dask.distributed is not installed here: cannot use the scheduler "
+                                       "{address} (install dask[distributed])", address=address)) from None
+        try:
+            timeout = float(os.environ.get("GRIDPLAN_DASK_CONNECT_TIMEOUT") or CONNECT_TIMEOUT_S)
+            client = Client(address, timeout=f"{timeout}s", set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ClusterUnavailable(_("the dask scheduler {address} cannot be reached: {reason}",
+                                       address=address, reason=str(exc).splitlines()[0] if str(exc)
+                                       else type(exc).__name__)) from None
+        return DaskRunner(client)
+    count = workers or os.cpu_count() or 1
+    if districts is not None:
+        count = min(count, max(districts, 1))
+    if count <= 1:
+        return SerialRunner()
+    if dask_available():
+        import dask
+        from distributed import Client, LocalCluster
+
+        # dask's statistical profiler samples every worker thread's stack each 10 ms, costing the
+        # engine (pure Python between NumPy calls) time and telling a plan nothing it needs
+        with dask.config.set({"distributed.worker.profile.enabled": False}):
+            local = LocalCluster(n_workers=count, threads_per_worker=1, processes=True,
+                                 dashboard_address=None)
+        return DaskRunner(Client(local, set_as_default=False), local)
+    return PoolRunner(count)
+
+
+# --- the plan of every district --------------------------------------------------------------
+
+
+def districts_of(engine: Engine) -> list[str]:
+    """Every district the database knows (districts, and the districts of its streets)."""
+    stmt = union(select(District.code), select(Street.district_code))
+    with engine.connect() as conn:
+        return sorted(c for c in conn.execute(stmt).scalars() if c)
+
+
+@dataclass
+class ProvincePlan:
+    """A plan made district by district: its id, the districts planned and those skipped
+    (no units), the plan's scores, and each district's outcome."""
+
+    plan_id: int
+    districts: list[str]
+    skipped: list[str]
+    scores: dict
+    outcomes: list[DistrictOutcome]
+    workers: int
+    seconds: float
+
+    def summary(self) -> dict:
+        return {"plan_id": self.plan_id, "districts": len(self.districts), "skipped": self.skipped,
+                "workers": self.workers, "seconds": round(self.seconds, 2),
+                "scores": {k: v for k, v in self.scores.items() if k != "infeasible"}}
+
+
+def combine_scores(outcomes: list[DistrictOutcome], rules: Rules) -> dict:
+    """The plan's scores from its districts' (the same keys as
+    :meth:`layers.redistricting.PlanResult.scores`; ``cut_edges`` counts edges within districts)."""
+    done = sorted((o for o in outcomes if not o.skipped), key=lambda o: o.district)  # any finishing order
+    households = np.array([h for o in done for h in o.households] or [0])
+    pp = np.array([x for o in done for x in o.polsby_popper] or [0.0])
+    sums = {k: sum(o.sums.get(k, 0) for o in done) for k in ADDITIVE}
+    total = sums["households"]
+    return {
+        "communities": sums["communities"], "units": sums["units"], "households": total,
+        "outside_bounds": sums["outside_bounds"], "non_contiguous": sums["non_contiguous"],
+        "households_min": int(households.min()), "households_median": float(np.median(households)),
+        "households_max": int(households.max()), "households_moved": sums["households_moved"],
+        "units_moved": sums["units_moved"],
+        "households_moved_share": round(sums["households_moved"] / total, 4) if total else 0.0,
+        "pp_mean": round(float(pp.mean()), 4), "pp_min": round(float(pp.min()), 4),
+        "cut_edges": sums["cut_edges"], "bounds": [rules.minimum, rules.maximum],
+        "crossing_street": sums["crossing_street"], "new_communities": sums["new_communities"],
+        "infeasible": [i for o in done for i in o.infeasible],
+    }
+
+
+def plan_all(engine: Engine, name: str, author: str, *, minimum: int | None = None,
+             maximum: int | None = None, target: int | None = None, fresh: bool = False, seed: int = 0,
+             runner=None, cluster: str | None = None, workers: int | None = None,
+             progress: Callable[[int, int, DistrictOutcome], None] | None = None) -> ProvincePlan:
+    """Plan every district of the database as one draft plan, a task per district on ``runner``
+    (default :func:`runner_for` ``cluster``/``workers``); ``progress(done, total, outcome)`` as
+    each district finishes. A district without units is skipped and named; when a district's task
+    fails the plan is discarded (nothing of it stays) and the error raised."""
+    params = {"street": None, "minimum": minimum, "maximum": maximum, "target": target,
+              "fresh": fresh, "seed": seed, "all": True}
+    rules = plan_rules(engine, params)  # refused before anything is written
+    districts = districts_of(engine)
+    if not districts:
+        raise Refused(_("no units to plan"))
+    own_runner = runner is None
+    runner = runner or runner_for(cluster, workers, len(districts))  # the scheduler reached first
+    started = time.perf_counter()
+    plan_id = None
+    try:
+        revision = current_revision(engine)
+        params |= {"minimum": rules.minimum, "maximum": rules.maximum}
+        plan_id = plan_rows.create_plan(engine, name, author, pd.Series(dtype=object), params=params,
+                                        base_revision=revision, streets=[])
+        url = engine.url.render_as_string(hide_password=False)
+        tasks = [DistrictTask(url, plan_id, d, asdict(rules)) for d in districts]
+        outcomes: list[DistrictOutcome] = []
+        for outcome in runner.run(tasks):
+            outcomes.append(outcome)
+            if progress:
+                progress(len(outcomes), len(tasks), outcome)
+        planned = sorted(o.district for o in outcomes if not o.skipped)
+        if not planned:
+            raise Refused(_("no units to plan"))
+        streets = sorted({s for o in outcomes for s in o.streets})
+        scores = combine_scores(outcomes, rules)
+        plan_parts.finish_plan(engine, plan_id, scores=scores, streets=streets,
+                               district_code=planned[0] if len(planned) == 1 else None)
+    except BaseException as exc:
+        if plan_id is not None:
+            plan_parts.discard_plan(engine, plan_id, author, f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if own_runner:
+            runner.close()
+    return ProvincePlan(plan_id, planned, sorted(o.district for o in outcomes if o.skipped), scores,
+                        sorted(outcomes, key=lambda o: o.district), runner.workers,
+                        time.perf_counter() - started)
+
+
+__all__ = ["ClusterUnavailable", "DistrictFailed", "DistrictOutcome", "DistrictTask", "PoolRunner",
+           "ProvincePlan", "SerialRunner", "DaskRunner", "combine_scores", "districts_of", "plan_all",
+           "plan_district", "runner_for"]

@@ -1,0 +1,161 @@
+"""Benchmark: plans of a synthetic province, district by district (issue 19).
+
+One district is generated (``--district-units`` units; generation costs 2–5 ms per unit) and
+copied side by side under new district codes (:mod:`layers.country`: copying, not regenerating)
+until the country holds each of ``--sizes`` units; each country is loaded into a fresh PostGIS
+database (a throwaway cluster) and planned
+
+- serially (every district in this process: the serial engine),
+- on a dask ``LocalCluster`` of 1 worker process, then of 2,
+
+and the script reports, for each: units per core-second, the scheduler's overhead per task (wall ×
+workers − the tasks' own time, per task, and as a share of a task's time), per-district read
+time, peak memory per worker (the largest resident set a task's process reached), write-back
+time, and whether the plan is identical, row for row, to the serial one.
+
+This is a shared 2-core machine: the script refuses countries above 100,000 units unless
+``--large`` is given, and its figures carry the load average seen while it ran.
+
+    .venv/bin/python scripts/bench_scale.py --sizes 20000,100000 --json bench-out/scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import pgcluster  # noqa: E402
+
+from geodata import plan_rows  # noqa: E402
+from geodata.db import get_engine  # noqa: E402
+from geodata.migrate import upgrade  # noqa: E402
+from layers.country import tile, write_country  # noqa: E402
+from layers.demo import generate  # noqa: E402
+from layers.plan_io import units_from_database  # noqa: E402
+from layers.plan_scale import DaskRunner, SerialRunner, plan_all  # noqa: E402
+
+LIMIT = 100_000
+
+
+def fresh_database(cluster: pgcluster.PostgisCluster, name: str) -> str:
+    admin = get_engine(cluster.url.rsplit("/", 1)[0] + "/postgres")
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE {cluster.dbname}")
+    return cluster.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def run_plan(engine, label: str, runner, workers: int, fixed_s: float = 0.0) -> dict:
+    """Plan the country on ``runner``; ``fixed_s`` is the plan's own cost outside its tasks
+    (creating and finishing the plan row, measured on the serial run), not counted as the
+    scheduler's."""
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    made = plan_all(engine, label, "bench", runner=runner)
+    wall = time.perf_counter() - started
+    outcomes = [o for o in made.outcomes if not o.skipped]
+    task_s = sum(o.seconds for o in outcomes)
+    units = sum(o.units for o in outcomes)
+    overhead = max(0.0, (wall - fixed_s) * workers - task_s) / len(outcomes)
+    return {
+        "runner": label, "workers": workers, "districts": len(outcomes), "units": units,
+        "wall_s": round(wall, 2), "tasks_s": round(task_s, 2),
+        "outside_tasks_s": round(wall - task_s / workers, 2),
+        "units_per_core_s": round(units / (wall * workers), 1),
+        # the tasks' own processor time: what a quiet, dedicated core would spend (this machine's
+        # cores are shared, so wall × workers counts time other programs had)
+        "units_per_task_cpu_s": round(units / sum(o.cpu_s for o in outcomes), 1),
+        "cpu_share_of_task_time": round(sum(o.cpu_s for o in outcomes) / task_s, 2),
+        "overhead_per_task_ms": round(overhead * 1000, 1),
+        "overhead_share": round(overhead / (task_s / len(outcomes)), 3),
+        "read_s_per_district": round(statistics.mean(o.read_s for o in outcomes), 3),
+        "plan_s_per_district": round(statistics.mean(o.plan_s for o in outcomes), 3),
+        "write_s_per_district": round(statistics.mean(o.write_s for o in outcomes), 3),
+        "write_s_total": round(sum(o.write_s for o in outcomes), 2),
+        "peak_mb_per_worker": round(max(o.peak_mb for o in outcomes), 1),
+        "processes": len({o.pid for o in outcomes}),
+        "load_average": round(load, 1), "plan_id": made.plan_id,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--district-units", type=int, default=4000, help="units of the generated district")
+    parser.add_argument("--sizes", default="20000,100000", help="units of each country, comma-separated")
+    parser.add_argument("--workers", default="1,2", help="LocalCluster sizes, comma-separated")
+    parser.add_argument("--large", action="store_true", help=f"allow countries above {LIMIT:,} units")
+    parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--profile", action="store_true",
+                        help="keep dask's statistical profiler on in the workers (default: off)")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if max(sizes) > LIMIT and not args.large:
+        parser.error(f"countries above {LIMIT:,} units need --large (a shared machine: say so first)")
+    import dask
+    from distributed import Client, LocalCluster
+
+    dask.config.set({"distributed.worker.profile.enabled": args.profile})
+
+    started = time.perf_counter()
+    demo = generate(units=args.district_units, seed=1)
+    per_district = len(demo.layers["units"])
+    report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+              "district": {"units": per_district, "streets": len(demo.layers["streets"]),
+                           "generated_s": round(time.perf_counter() - started, 1)},
+              "countries": []}
+    cluster = pgcluster.PostgisCluster(dbname="gridplan_scale")
+    cluster.start()
+    try:
+        upgrade(get_engine(cluster.url))
+        get_engine(cluster.url).dispose()
+        for number, size in enumerate(sizes):
+            copies = max(1, round(size / per_district))
+            started = time.perf_counter()
+            country = tile(demo, copies)
+            tiled_s = time.perf_counter() - started
+            engine = get_engine(fresh_database(cluster, f"country_{number}"))
+            started = time.perf_counter()
+            write_country(engine, country)
+            loaded_s = time.perf_counter() - started
+            reads = []
+            for district in country.districts[:: max(1, copies // 5)][:5]:
+                started = time.perf_counter()
+                units_from_database(engine, district=district)
+                reads.append(time.perf_counter() - started)
+            entry = {"districts": copies, "units": len(country.layers["units"]),
+                     "tiled_s": round(tiled_s, 2), "loaded_s": round(loaded_s, 1),
+                     "read_s_per_district_alone": round(statistics.median(reads), 3), "runs": []}
+            serial = run_plan(engine, "serial", SerialRunner(), 1)
+            fixed = serial["outside_tasks_s"]
+            entry["runs"].append(serial)
+            reference = plan_rows.plan_assignment(engine, serial["plan_id"]).sort_index()
+            for workers in (int(w) for w in args.workers.split(",")):
+                with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as local, Client(local) as client:
+                    # workers up, with the code imported, before the clock starts
+                    client.run(lambda: __import__("layers.plan_scale"))
+                    run = run_plan(engine, f"LocalCluster×{workers}", DaskRunner(client), workers, fixed)
+                got = plan_rows.plan_assignment(engine, run["plan_id"]).sort_index()
+                run["identical_to_serial"] = bool(got.equals(reference))
+                entry["runs"].append(run)
+            report["countries"].append(entry)
+            print(json.dumps(entry, ensure_ascii=False), flush=True)
+            engine.dispose()
+    finally:
+        cluster.stop()
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, ensure_ascii=False, indent=2))
+
+
+if __name__ == "__main__":
+    main()
