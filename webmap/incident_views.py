@@ -28,6 +28,7 @@ from flask import (
     send_file,
     url_for,
 )
+from flask_login import current_user
 
 from geodata import incident_rows
 from geodata.errors import GridplanError, Refused
@@ -48,6 +49,7 @@ STATUS_FILTERS = {
     "closed": ("closed", "evaluated"),
     "cancelled": ("cancelled",),
     "overdue": incidents.OPEN,
+    "needs": incidents.OPEN,  # what needs me: new, returned for rework, overdue
 }
 
 
@@ -115,7 +117,9 @@ def api_list():
     described = _describe(found)
     if status == "overdue":
         described = [c for c in described if c["overdue"]]
-    if status in ("open", "overdue"):
+    if status == "needs":
+        described = [c for c in described if incidents.needs_attention(c)]
+    if status in ("open", "overdue", "needs"):
         described = incidents.sort_for_supervisor(described)
     return jsonify(
         incidents=described,
@@ -176,13 +180,71 @@ def api_duplicates():
     )
 
 
+@bp.get("/api/incidents/place")
+@require("admin", "supervisor", api=True)
+def api_place():
+    """Where a pin at ``lon``/``lat`` is, in words (community, nearest road, cell), whether it may
+    be reported there (``reportable``; else ``refusal`` says why, naming the nearest cell of the
+    user's scope), and with ``category`` the open cases of that category nearby."""
+    args = request.args
+    account = current_account()
+    lon = incidents._number(args.get("lon"), "lon", -180, 180)
+    lat = incidents._number(args.get("lat"), "lat", -90, 90)
+    found = incidents.place(engine(), lon, lat)
+    refusal = None
+    if not found["inside"]:
+        refused = incidents.outside_cells(engine(), account, lon, lat)
+        refusal = {"detail": str(refused), **refused.details}
+    elif not incidents.covers(account, found):
+        nearest = incidents.nearest_cell_of(engine(), account, lon, lat)
+        refusal = {"detail": _("this location is outside your cells"),
+                   "nearest_cell": nearest[0] if nearest else None}
+    category = args.get("category") or None
+    nearby = incidents.nearby_open(engine(), account, category, lon, lat) if category else []
+    return jsonify(place=found, reportable=refusal is None, refusal=refusal, likely_duplicates=nearby)
+
+
+@bp.get("/api/incidents/basemap")
+@require(*READERS, api=True)
+def api_basemap():
+    """The grid cells (a supervisor's within their scope) and roads in ``bbox`` as GeoJSON: the
+    base the case pages draw under a pin, with or without tiles."""
+    bbox = request.args.get("bbox", "").split(",")
+    if len(bbox) != 4:
+        raise Refused(_("bbox is four numbers minx,miny,maxx,maxy"))
+    minx, miny, maxx, maxy = (params.number(v, "bbox", -180, 180) for v in bbox)
+    if minx >= maxx or miny >= maxy or maxx - minx > 1 or maxy - miny > 1:
+        raise Refused(_("bbox must have minx < maxx and miny < maxy, at most one degree across"))
+    found = incidents.base_layers(engine(), current_account(), (minx, miny, maxx, maxy))
+    return jsonify({k: {"type": "FeatureCollection", "features": v} for k, v in found.items()})
+
+
+@bp.post("/api/incidents/<code>/notes")
+@require("admin", "supervisor", api=True)
+def api_note(code: str):
+    """``{"note": …}``: add a note to an open case (the same case seen again), its status and
+    version unchanged; answers the case with its history."""
+    incidents.add_note(engine(), current_account(), code, _json())
+    return api_case(code)
+
+
 @bp.get("/api/incidents/<code>")
 @require(*READERS, api=True)
 def api_case(code: str):
     case, steps, photos = incidents.history(engine(), current_account(), code)
     for p in photos:
         p["url"] = url_for("incidents.api_photo", code=code, photo_id=p["id"])
-    return _case_answer(case, steps=steps, photos=photos)
+    return _case_answer(case, steps=steps, photos=photos, place=_case_place(case))
+
+
+def _case_place(case: dict) -> dict | None:
+    """The case's place in words (None for a case without a point)."""
+    if case.get("lon") is None or case.get("lat") is None:
+        return None
+    found = incidents.place(engine(), float(case["lon"]), float(case["lat"]))
+    if case.get("location_precision") == "approximate":
+        found["words"] = _("{place} (approximate location)", place=found["words"])
+    return found
 
 
 @bp.post("/api/incidents/<code>/actions")
@@ -306,10 +368,28 @@ def _page_config(**extra) -> dict:
     }
 
 
+@bp.app_context_processor
+def attention_count() -> dict:
+    """``attention``: the new, returned and overdue cases of the signed-in 网格员 or
+    administrator, for the top bar of every page (None for other roles and visitors)."""
+    if not getattr(current_user, "is_authenticated", False):
+        return {"attention": None}
+    if current_user.account.role not in ("admin", "supervisor"):
+        return {"attention": None}
+    try:
+        return {"attention": incidents.attention(engine(), current_user.account)}
+    except Exception:  # noqa: BLE001 — the database down: the page (an error page perhaps) still renders
+        return {"attention": None}
+
+
 @bp.get("/cases")
 @require("admin", "supervisor")
 def case_list():
-    return render_template("cases.html", config=_page_config(), title=_("My cases"))
+    status = request.args.get("status")
+    if status not in ("open", "needs", "overdue", "closed", "cancelled"):
+        # the list opens on what needs me when anything does
+        status = "needs" if incidents.attention(engine(), current_account())["total"] else "open"
+    return render_template("cases.html", config=_page_config(), title=_("My cases"), status=status)
 
 
 @bp.get("/cases/new")
