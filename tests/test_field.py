@@ -75,7 +75,8 @@ def test_a_pin_in_words_and_the_cases_nearby_before_sending(site):
                         headers=headers)
     assert noted.status_code == 200
     assert noted.json["version"] == made.json["version"]
-    assert noted.json["steps"][-1]["step"] == "noted" and noted.json["steps"][-1]["note"] == "又看到了，更多了"
+    last = noted.json["steps"][-1]
+    assert last["step"] == "noted" and last["note"] == "又看到了，更多了"
     assert counts(site["engine"]) == (before[0], before[1] + 1)
     empty = client.post(f"/api/incidents/{made.json['code']}/notes", json={"note": " "}, headers=headers)
     assert empty.status_code == 400 and "note" in empty.json["detail"]
@@ -125,7 +126,8 @@ def test_the_base_under_the_pin(site):
     codes = {f["properties"]["code"] for f in base["cells"]["features"]}
     assert codes and all(c.startswith(site["scope"]) for c in codes)  # only the 网格员's scope
     assert set(site["mine"]["code"]) <= codes
-    assert base["roads"]["features"] and base["roads"]["features"][0]["geometry"]["type"].endswith("LineString")
+    roads = base["roads"]["features"]
+    assert roads and roads[0]["geometry"]["type"].endswith("LineString")
     for bad in ("1,2,3", "1,2,0,3", "0,0,5,5", "a,b,c,d", "nan,0,1,1"):
         refused = client.get(f"/api/incidents/basemap?bbox={bad}")
         assert refused.status_code == 400 and "bbox" in refused.json["detail"]
@@ -140,11 +142,13 @@ def test_what_needs_me_in_the_top_bar_and_the_list_opening_on_it(site):
     codes = [client.post("/api/incidents", json={"lon": here.x, "lat": here.y, "category": "E01-01"},
                          headers=headers).json["code"] for _ in range(3)]
     # one returned for rework, one overdue (dispatched, due yesterday), one new
-    for code, steps in ((codes[0], ("file", "dispatch", "handle", "return")), (codes[1], ("file", "dispatch"))):
+    loops = ((codes[0], ("file", "dispatch", "handle", "return")), (codes[1], ("file", "dispatch")))
+    for code, steps in loops:
         for action in steps:
             version = client.get(f"/api/incidents/{code}").json["version"]
             body = {"action": action, "version": version, "note": "未清理干净"}
-            assert client.post(f"/api/incidents/{code}/actions", json=body, headers=headers).status_code == 200
+            answer = client.post(f"/api/incidents/{code}/actions", json=body, headers=headers)
+            assert answer.status_code == 200
     with engine.begin() as conn:
         conn.execute(Incident.__table__.update().where(Incident.code == codes[1])
                      .values(due_at=datetime.now() - timedelta(days=1)))

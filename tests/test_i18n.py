@@ -208,7 +208,7 @@ def live(tmp_path_factory, spatialite_template, small_demo, chromium_path):
         case = conn.execute(text("SELECT code FROM incidents WHERE grid_code LIKE :p ORDER BY code LIMIT 1"),
                             {"p": secrets["scope"] + "%"}).scalar_one()
         data = set()
-        for table in ("districts", "streets", "communities", "facilities", "plans"):
+        for table in ("districts", "streets", "communities", "facilities", "plans", "roads"):
             data |= {r[0] for r in conn.execute(text(f"SELECT name FROM {table}")) if r[0]}
         data |= {r[0] for r in conn.execute(text("SELECT description FROM incidents")) if r[0]}
         data |= {r[0] for r in conn.execute(text("SELECT actor FROM incident_steps")) if r[0]}

@@ -392,10 +392,32 @@ def case_list():
     return render_template("cases.html", config=_page_config(), title=_("My cases"), status=status)
 
 
+def _map_config() -> dict:
+    """What the case pages' small maps need: the extent of the user's own cells (where the map
+    opens without GPS) and the base map's tiles when one is set (tiles that fail leave the cells
+    and roads drawn by the page as the base)."""
+    from flask import g
+
+    from webmap import maps
+    from webmap.security import tile_sources
+
+    account = current_account()
+    cells = incidents.my_cells(engine(), account)
+    prefix = account.scope_code if account.role == "supervisor" else None
+    extent = incident_rows.cells_extent(engine(), prefix, cells)
+    name, url, attribution, coords = maps._basemap()
+    tiles = None
+    if url and coords == "wgs84":  # pins are WGS 84; shifted (GCJ-02) tiles would mislead
+        subdomains = "1234" if name in ("gaode", "tianditu") else "abc"
+        tiles = {"url": url, "attribution": attribution, "subdomains": subdomains}
+        g.tile_sources = tile_sources(url, subdomains)  # the page's img-src
+    return {"extent": extent, "tiles": tiles, "myCells": cells}
+
+
 @bp.get("/cases/new")
 @require("admin", "supervisor")
 def case_new():
-    return render_template("case_new.html", config=_page_config(), title=_("Report a case"))
+    return render_template("case_new.html", config=_page_config(**_map_config()), title=_("Report a case"))
 
 
 @bp.get("/cases/<code>")
@@ -403,7 +425,7 @@ def case_new():
 def case_page(code: str):
     case = incidents.visible_case(engine(), current_account(), code)
     return render_template(
-        "case.html", config=_page_config(code=case["code"]), code=case["code"],
+        "case.html", config=_page_config(code=case["code"], **_map_config()), code=case["code"],
         title=_("Case {code}", code=case["code"])
     )
 
