@@ -81,6 +81,21 @@ def test_a_pin_in_words_and_the_cases_nearby_before_sending(site):
     empty = client.post(f"/api/incidents/{made.json['code']}/notes", json={"note": " "}, headers=headers)
     assert empty.status_code == 400 and "note" in empty.json["detail"]
     assert counts(site["engine"]) == (before[0], before[1] + 1)
+    # a cancelled case takes no note; a case out of the 网格员's sight is not there (404)
+    code = made.json["code"]
+    version = client.get(f"/api/incidents/{code}").json["version"]
+    cancel = {"action": "cancel", "version": version, "note": "重复"}
+    assert client.post(f"/api/incidents/{code}/actions", json=cancel, headers=headers).status_code == 200
+    late = client.post(f"/api/incidents/{code}/notes", json={"note": "又看到了"}, headers=headers)
+    assert late.status_code == 409 and made.json["code"] in late.json["detail"]
+    cells = site["demo"].layers["grid_cells"]
+    there = cells[~cells["code"].str.startswith(site["scope"])].iloc[0].geometry.representative_point()
+    admin, admin_headers = client_of(site, "admin")
+    elsewhere = admin.post("/api/incidents", json={"lon": there.x, "lat": there.y, "category": "E01-01"},
+                           headers=admin_headers).json["code"]
+    hidden = client.post(f"/api/incidents/{elsewhere}/notes", json={"note": "看到了"}, headers=headers)
+    assert hidden.status_code == 404
+    assert counts(site["engine"])[1] == before[1] + 3  # the note, the cancelling, the other report
 
 
 def test_a_case_answers_with_its_place(site):
@@ -174,3 +189,8 @@ def test_signing_in_lands_a_supervisor_on_the_cases(site):
     answer = client.post("/login?next=/rates", data={"name": "supervisor", "password": PASSWORD,
                                                      "csrf_token": csrf_token(page.get_data(as_text=True))})
     assert answer.status_code == 302 and answer.headers["Location"] == "/rates"
+    client = site["app"].test_client()  # a page off the site is never followed: the cases instead
+    page = client.get("/login")
+    answer = client.post("/login?next=//evil.example/", data={
+        "name": "supervisor", "password": PASSWORD, "csrf_token": csrf_token(page.get_data(as_text=True))})
+    assert answer.status_code == 302 and answer.headers["Location"] == "/cases"

@@ -304,8 +304,9 @@ def login():
             session[GENERATION] = account.session_generation
             login_user(SignedIn(account))
             record_sign_in(engine(), account.name, address=client_address(), user_id=account.id)
-            return redirect(safe_next(request.args.get("next")) if request.args.get("next")
-                            else landing(account))
+            target = safe_next(request.args.get("next"))
+            # no page asked for (or one refused as off the site): the account's own landing
+            return redirect(landing(account) if target == url_for("maps.home") else target)
         record_sign_in(engine(), name, address=client_address(), user_id=account.id if account else None,
                        refused="wrong password" if account else "unknown name")
         flash(_("Wrong name or password"))
