@@ -205,3 +205,27 @@ def test_what_needs_me_counts_in_the_top_bar(browser, server):
     no_sideways_scroll(page)
     page.screenshot(path=str(SHOTS / "needs.png"))
     context.close()
+
+
+def test_tapping_the_grid_map_offers_a_report_there(browser, server):
+    here = server["cells"].iloc[0].geometry.representative_point()
+    context, page = phone_context(browser)
+    sign_in(page, server)
+    page.goto(f"{server['base']}/supervisor")
+    page.wait_for_function("() => window.gridplan && window.gridplan.ready")
+    page.evaluate("([lat, lon]) => window.gridplan.map.setView([lat, lon], 17, { animate: false })",
+                  [here.y, here.x])
+    box = page.locator(".mapbox .folium-map, .mapbox .leaflet-container").first.bounding_box()
+    # beside the point where the cases reported above sit (a tap on them opens a case)
+    target = page.evaluate("([lat, lon]) => { const map = window.gridplan.map; "
+                           "const p = map.latLngToContainerPoint([lat, lon]); return [p.x, p.y]; }",
+                           [here.y, here.x + 0.0006])
+    page.touchscreen.tap(box["x"] + target[0], box["y"] + target[1])
+    page.wait_for_selector("#report-here")
+    page.screenshot(path=str(SHOTS / "grid-map-tap.png"))
+    page.tap("#report-here")
+    page.wait_for_url(lambda url: "/cases/new?" in url)
+    page.wait_for_function("() => window.gridplan.pin && window.gridplan.pin.place !== null")
+    assert page.evaluate("window.gridplan.pin.place.lon") == pytest.approx(here.x + 0.0006, abs=0.0001)
+    assert page.errors == []
+    context.close()
