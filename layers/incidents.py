@@ -374,6 +374,19 @@ def outside_cells(engine: Engine, account: Account, lon: float, lat: float) -> R
     )
 
 
+def outside_scope(engine: Engine, account: Account, lon: float, lat: float) -> Forbidden:
+    """The refusal of a pin in a cell that is not the user's (403), naming the nearest of theirs."""
+    nearest = nearest_cell_of(engine, account, lon, lat)
+    if nearest is None:
+        return Forbidden(_("this location is outside your cells"))
+    return Forbidden(
+        _("this location is outside your cells; the nearest of yours is {cell}, {metres} m away",
+          cell=nearest[0], metres=round(nearest[1])),
+        nearest_cell=nearest[0],
+        nearest_cell_m=round(nearest[1], 1),
+    )
+
+
 def nearby_open(engine: Engine, account: Account, category: str, lon: float, lat: float) -> list[dict]:
     """The open cases of ``category`` near (lon, lat) that ``account`` sees, nearest first: what
     the report form offers before sending ("this is the same case"), each with its category's
@@ -483,7 +496,7 @@ def report(
                 raise outside_cells(engine, account, lon, lat)
             precision = "exact"
         if not covers(account, place):
-            raise Forbidden(_("this location is outside your cells"))
+            raise outside_scope(engine, account, lon, lat)
     duplicates = likely_duplicates(engine, category, lon, lat, account=account)
     with engine.begin() as conn:
         values = {

@@ -93,6 +93,14 @@ def test_a_pin_in_words_and_the_cases_nearby_before_sending(site):
     admin, admin_headers = client_of(site, "admin")
     elsewhere = admin.post("/api/incidents", json={"lon": there.x, "lat": there.y, "category": "E01-01"},
                            headers=admin_headers).json["code"]
+    # a pin in another 网格员's cell: refused (403), naming the nearest of one's own
+    refused = client.post("/api/incidents", json={"lon": there.x, "lat": there.y, "category": "E01-01"},
+                          headers=headers)
+    assert refused.status_code == 403 and "outside your cells" in refused.json["detail"]
+    nearest = refused.json["nearest_cell"]
+    assert nearest.startswith(site["scope"]) and nearest in refused.json["detail"]
+    place = client.get(f"/api/incidents/place?lon={there.x}&lat={there.y}").json
+    assert place["reportable"] is False and place["refusal"]["nearest_cell"] == nearest
     hidden = client.post(f"/api/incidents/{elsewhere}/notes", json={"note": "看到了"}, headers=headers)
     assert hidden.status_code == 404
     assert counts(site["engine"])[1] == before[1] + 3  # the note, the cancelling, the other report

@@ -196,9 +196,8 @@ def api_place():
         refused = incidents.outside_cells(engine(), account, lon, lat)
         refusal = {"detail": str(refused), **refused.details}
     elif not incidents.covers(account, found):
-        nearest = incidents.nearest_cell_of(engine(), account, lon, lat)
-        refusal = {"detail": _("this location is outside your cells"),
-                   "nearest_cell": nearest[0] if nearest else None}
+        refused = incidents.outside_scope(engine(), account, lon, lat)
+        refusal = {"detail": str(refused), **refused.details}
     category = args.get("category") or None
     nearby = incidents.nearby_open(engine(), account, category, lon, lat) if category else []
     return jsonify(place=found, reportable=refusal is None, refusal=refusal, likely_duplicates=nearby)
