@@ -90,7 +90,12 @@ def nearest_cell(
         found = _nearest(rows, lon, lat)
         if found is not None and found[1] <= radius:  # nothing outside the box can be nearer
             return found[0][0], found[1]
-    found = _nearest(conn.execute(stmt.limit(20_000)).all(), lon, lat)
+    # far from every cell: the 50 whose boxes' centres are nearest (ordered in the database, so
+    # a pin far away never reads a whole city's cells), the nearest of them measured exactly
+    minx, miny, maxx, maxy = dialect.bounds_columns(conn, cells.c.geom)
+    kx = math.cos(math.radians(lat))
+    dx, dy = ((minx + maxx) / 2 - lon) * kx, (miny + maxy) / 2 - lat
+    found = _nearest(conn.execute(stmt.order_by(dx * dx + dy * dy).limit(50)).all(), lon, lat)
     return None if found is None else (found[0][0], found[1])
 
 

@@ -140,6 +140,11 @@ def test_a_pin_outside_every_cell_is_refused_naming_the_nearest_cell(site, role)
     place = client.get(f"/api/incidents/place?lon={x}&lat={y}").json
     assert place["reportable"] is False and place["refusal"]["nearest_cell"] == expected
     assert expected in place["refusal"]["detail"]
+    # a pin thousands of kilometres away (a phone's position gone wrong) names a cell too
+    far = client.post("/api/incidents", json={"lon": 10, "lat": 10, "category": "E01-01"}, headers=headers)
+    assert far.status_code == 400 and far.json["nearest_cell"] in set(scope["code"])
+    assert far.json["nearest_cell"] in far.json["detail"]
+    assert counts(site["engine"]) == before
 
 
 def test_the_base_under_the_pin(site):
