@@ -53,6 +53,8 @@ def phone_context(browser, here=None):
     page = context.new_page()
     page.errors = []
     page.on("pageerror", lambda e: page.errors.append(str(e)))
+    # what the page's Content-Security-Policy blocks is an error too (tiles that fail are not)
+    page.on("console", lambda m: page.errors.append(m.text) if "Content Security Policy" in m.text else None)
     page.route("**/tile.openstreetmap.org/**", lambda route: route.abort())  # no signal for tiles
     return context, page
 
