@@ -42,6 +42,7 @@ from sqlalchemy.exc import IntegrityError
 
 from geodata import departments as depts
 from geodata import incident_rows as rows
+from geodata import place_rows
 from geodata.accounts import Account, find_user
 from geodata.audit import record
 from geodata.errors import Conflict, Forbidden, NotFound, Refused
@@ -540,6 +541,132 @@ def likely_duplicates(
     return sorted(near, key=lambda c: c["distance_m"])
 
 
+# --- the place in words, what is nearby, what needs someone -----------------------------------
+
+
+def place(engine: Engine, lon: float, lat: float) -> dict:
+    """Where (lon, lat) is, as a 网格员 says it: the grid cell, the community (code and name), the
+    street and district codes, and the nearest named road of the roads layer within 300 m with
+    its distance; ``words`` puts them in one line (``inside`` is false outside every cell)."""
+    with engine.connect() as conn:
+        found = rows.locate(conn, lon, lat)
+        name = place_rows.community_name(conn, found["community_code"])
+        road = place_rows.nearest_road(conn, lon, lat)
+    parts = []
+    if name or found["community_code"]:
+        parts.append(name or found["community_code"])
+    if road is not None:
+        parts.append(_("near {road} ({metres} m)", road=road[0], metres=round(road[1])))
+    if found["grid_code"]:
+        parts.append(_("grid cell {code}", code=found["grid_code"]))
+    return {
+        **found,
+        "lon": lon,
+        "lat": lat,
+        "inside": found["grid_code"] is not None,
+        "community_name": name,
+        "road": road[0] if road else None,
+        "road_distance_m": round(road[1], 1) if road else None,
+        "words": " · ".join(parts) or _("outside every grid cell"),
+    }
+
+
+def nearest_cell_of(engine: Engine, account: Account, lon: float, lat: float) -> tuple[str, float] | None:
+    """The grid cell nearest (lon, lat) among those ``account`` reports in: a 网格员's own cells
+    (else their scope's), everyone else's among all; (code, metres) or None."""
+    with engine.connect() as conn:
+        if account.role == "supervisor":
+            return place_rows.nearest_cell(conn, lon, lat, prefix=account.scope_code or "\0",
+                                           codes=my_cells(engine, account))
+        return place_rows.nearest_cell(conn, lon, lat)
+
+
+def outside_cells(engine: Engine, account: Account, lon: float, lat: float) -> Refused:
+    """The refusal of a pin outside every grid cell, naming the nearest cell of the user's scope."""
+    nearest = nearest_cell_of(engine, account, lon, lat)
+    if nearest is None:
+        return Refused(_("the point ({lon}, {lat}) lies outside every grid cell",
+                         lon=format(lon, ".6f"), lat=format(lat, ".6f")))
+    return Refused(
+        _("the point ({lon}, {lat}) lies outside every grid cell; the nearest of yours is {cell}, "
+          "{metres} m away: move the pin into it",
+          lon=format(lon, ".6f"), lat=format(lat, ".6f"), cell=nearest[0], metres=round(nearest[1])),
+        nearest_cell=nearest[0],
+        nearest_cell_m=round(nearest[1], 1),
+    )
+
+
+def outside_scope(engine: Engine, account: Account, lon: float, lat: float) -> Forbidden:
+    """The refusal of a pin in a cell that is not the user's (403), naming the nearest of theirs."""
+    nearest = nearest_cell_of(engine, account, lon, lat)
+    if nearest is None:
+        return Forbidden(_("this location is outside your cells"))
+    return Forbidden(
+        _("this location is outside your cells; the nearest of yours is {cell}, {metres} m away",
+          cell=nearest[0], metres=round(nearest[1])),
+        nearest_cell=nearest[0],
+        nearest_cell_m=round(nearest[1], 1),
+    )
+
+
+def nearby_open(engine: Engine, account: Account, category: str, lon: float, lat: float) -> list[dict]:
+    """The open cases of ``category`` near (lon, lat) that ``account`` sees, nearest first: what
+    the report form offers before sending ("this is the same case"), each with its category's
+    name and its status in words."""
+    catalogue = categories(engine)
+    if category not in catalogue:
+        raise Refused(_("unknown category {category}: use one of {p2}",
+                        category=repr(category), p2=", ".join(sorted(catalogue))))
+    return [
+        {**c, "category": category, "category_name": catalogue[category].get("name", category),
+         "status_label": _(STATUS_LABELS.get(c["status"], c["status"]))}
+        for c in likely_duplicates(engine, category, lon, lat, account=account)
+    ]
+
+
+def add_note(engine: Engine, account: Account, code: str, data: dict, *, now: datetime | None = None) -> dict:
+    """Add a note to case ``code`` without changing its status or version (a 网格员 who finds the
+    case already reported adds what they saw to it: "this is the same case"). Returns the case."""
+    if not isinstance(data, dict):
+        raise Refused(_("send a JSON object"))
+    note = _text(data.get("note"), "note", NOTE_LENGTH, required=True)
+    case = visible_case(engine, account, code)
+    if account.role not in REPORTERS:
+        raise Forbidden(_("role {role} may not add notes", role=account.role))
+    if case["status"] not in OPEN:
+        raise IllegalTransition(_("case {code} is {status}: a note goes to an open case",
+                                  code=code, status=_(STATUS_LABELS.get(case["status"], case["status"]))))
+    with engine.begin() as conn:
+        rows.add_step(conn, case["id"], "noted", now or datetime.now(), account.name, note)
+    return case
+
+
+def attention(engine: Engine, account: Account, now: datetime | None = None) -> dict[str, int]:
+    """What needs ``account``: the new, returned and overdue cases in a 网格员's cells (else their
+    scope), everyone else's in the whole city; with their ``total``."""
+    cells = my_cells(engine, account)
+    prefix = (account.scope_code or "\0") if account.role == "supervisor" else None
+    with engine.connect() as conn:
+        counts = place_rows.attention_counts(conn, now or datetime.now(), OPEN, prefix=prefix, cells=cells)
+    return {**counts, "total": sum(counts.values())}
+
+
+def base_layers(engine: Engine, account: Account, bbox: tuple[float, float, float, float]) -> dict:
+    """The grid cells ``account`` may see and the roads within ``bbox`` (GeoJSON features), drawn
+    under a pin as the base of the case pages' maps: they work with no base map at all. Roads
+    only on a view under about 10 km across (a whole city's roads would swamp a phone)."""
+    prefix = (account.scope_code or "\0") if account.role == "supervisor" else None
+    small = (bbox[2] - bbox[0]) < 0.1 and (bbox[3] - bbox[1]) < 0.1
+    with engine.connect() as conn:
+        return place_rows.base_features(conn, bbox, prefix, roads=small)
+
+
+def needs_attention(case: dict) -> bool:
+    """Whether a described case is new, returned for rework or overdue (what the top bar counts)."""
+    return bool(case["status"] == "reported" or case["overdue"]
+                or (case["status"] == "dispatched" and (case.get("rework_count") or 0) > 0))
+
+
 def report(
     engine: Engine, account: Account, data: dict, *, now: datetime | None = None
 ) -> tuple[dict, list[dict]]:
@@ -593,11 +720,10 @@ def report(
             lat = _number(data.get("lat"), "lat", -90, 90)
             place = rows.locate(conn, lon, lat)
             if place["grid_code"] is None:
-                raise Refused(_("the point ({lon}, {lat}) lies outside every grid cell",
-                                lon=format(lon, '.6f'), lat=format(lat, '.6f')))
+                raise outside_cells(engine, account, lon, lat)
             precision = "exact"
         if not covers(account, place):
-            raise Forbidden(_("this location is outside your cells"))
+            raise outside_scope(engine, account, lon, lat)
     duplicates = likely_duplicates(engine, category, lon, lat, account=account)
     try:
         with engine.begin() as conn:

@@ -191,6 +191,14 @@ def safe_next(target: str | None) -> str:
     return target
 
 
+def landing(account) -> str:
+    """Where signing in leads when no page was asked for: a 网格员 (supervisor) to 我的案件, the
+    cases that need them (they work from a phone, case by case); everyone else home."""
+    if account.role == "supervisor":
+        return url_for("incidents.case_list")
+    return url_for("maps.home")
+
+
 def init_app(app) -> None:
     # always the configured lifetime: Flask's own default (31 days) is already in the config, so
     # setdefault would never apply; the session's real end is checked by _load on the server
@@ -298,7 +306,9 @@ def login():
             session[GENERATION] = account.session_generation
             login_user(SignedIn(account))
             record_sign_in(engine(), account.name, address=client_address(), user_id=account.id)
-            return redirect(safe_next(request.args.get("next")))
+            target = safe_next(request.args.get("next"))
+            # no page asked for (or one refused as off the site): the account's own landing
+            return redirect(landing(account) if target == url_for("maps.home") else target)
         record_sign_in(engine(), name, address=client_address(), user_id=account.id if account else None,
                        refused="wrong password" if account else "unknown name")
         flash(_("Wrong name or password"))

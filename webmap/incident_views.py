@@ -31,6 +31,7 @@ from flask import (
     url_for,
 )
 from flask.cli import AppGroup
+from flask_login import current_user
 
 from geodata import departments as depts
 from geodata import incident_rows
@@ -54,6 +55,7 @@ STATUS_FILTERS = {
     "closed": ("closed", "evaluated"),
     "cancelled": ("cancelled",),
     "overdue": incidents.OPEN,
+    "needs": incidents.OPEN,  # what needs me: new, returned for rework, overdue
 }
 
 
@@ -129,7 +131,9 @@ def api_list():
     described = _describe(found)
     if status == "overdue":
         described = [c for c in described if c["overdue"]]
-    if status in ("open", "overdue"):
+    if status == "needs":
+        described = [c for c in described if incidents.needs_attention(c)]
+    if status in ("open", "overdue", "needs"):
         described = incidents.sort_for_supervisor(described)
     if account.role == "handler":  # the cases chased (督办) come first for their department
         described = incidents.sort_for_department(described)
@@ -196,13 +200,70 @@ def api_duplicates():
     )
 
 
+@bp.get("/api/incidents/place")
+@require(*incidents.REPORTERS, api=True)
+def api_place():
+    """Where a pin at ``lon``/``lat`` is, in words (community, nearest road, cell), whether it may
+    be reported there (``reportable``; else ``refusal`` says why, naming the nearest cell of the
+    user's scope), and with ``category`` the open cases of that category nearby."""
+    args = request.args
+    account = current_account()
+    lon = incidents._number(args.get("lon"), "lon", -180, 180)
+    lat = incidents._number(args.get("lat"), "lat", -90, 90)
+    found = incidents.place(engine(), lon, lat)
+    refusal = None
+    if not found["inside"]:
+        refused = incidents.outside_cells(engine(), account, lon, lat)
+        refusal = {"detail": str(refused), **refused.details}
+    elif not incidents.covers(account, found):
+        refused = incidents.outside_scope(engine(), account, lon, lat)
+        refusal = {"detail": str(refused), **refused.details}
+    category = args.get("category") or None
+    nearby = incidents.nearby_open(engine(), account, category, lon, lat) if category else []
+    return jsonify(place=found, reportable=refusal is None, refusal=refusal, likely_duplicates=nearby)
+
+
+@bp.get("/api/incidents/basemap")
+@require(*READERS, api=True)
+def api_basemap():
+    """The grid cells (a supervisor's within their scope) and roads in ``bbox`` as GeoJSON: the
+    base the case pages draw under a pin, with or without tiles."""
+    bbox = request.args.get("bbox", "").split(",")
+    if len(bbox) != 4:
+        raise Refused(_("bbox is four numbers minx,miny,maxx,maxy"))
+    minx, miny, maxx, maxy = (params.number(v, "bbox", -180, 180) for v in bbox)
+    if minx >= maxx or miny >= maxy or maxx - minx > 1 or maxy - miny > 1:
+        raise Refused(_("bbox must have minx < maxx and miny < maxy, at most one degree across"))
+    found = incidents.base_layers(engine(), current_account(), (minx, miny, maxx, maxy))
+    return jsonify({k: {"type": "FeatureCollection", "features": v} for k, v in found.items()})
+
+
+@bp.post("/api/incidents/<code>/notes")
+@require(*incidents.REPORTERS, api=True)
+def api_note(code: str):
+    """``{"note": …}``: add a note to an open case (the same case seen again), its status and
+    version unchanged; answers the case with its history."""
+    incidents.add_note(engine(), current_account(), code, _json())
+    return api_case(code)
+
+
 @bp.get("/api/incidents/<code>")
 @require(*READERS, api=True)
 def api_case(code: str):
     case, steps, photos = incidents.history(engine(), current_account(), code)
     for p in photos:
         p["url"] = url_for("incidents.api_photo", code=code, photo_id=p["id"])
-    return _case_answer(case, steps=steps, photos=photos)
+    return _case_answer(case, steps=steps, photos=photos, place=_case_place(case))
+
+
+def _case_place(case: dict) -> dict | None:
+    """The case's place in words (None for a case without a point)."""
+    if case.get("lon") is None or case.get("lat") is None:
+        return None
+    found = incidents.place(engine(), float(case["lon"]), float(case["lat"]))
+    if case.get("location_precision") == "approximate":
+        found["words"] = _("{place} (approximate location)", place=found["words"])
+    return found
 
 
 @bp.post("/api/incidents/<code>/actions")
@@ -345,16 +406,56 @@ def _page_config(**extra) -> dict:
     }
 
 
+@bp.app_context_processor
+def attention_count() -> dict:
+    """``attention``: the new, returned and overdue cases of the signed-in 网格员 or
+    administrator, for the top bar of every page (None for other roles and visitors)."""
+    if not getattr(current_user, "is_authenticated", False):
+        return {"attention": None}
+    if current_user.account.role not in ("admin", "supervisor"):
+        return {"attention": None}
+    try:
+        return {"attention": incidents.attention(engine(), current_user.account)}
+    except Exception:  # noqa: BLE001 — the database down: the page (an error page perhaps) still renders
+        return {"attention": None}
+
+
 @bp.get("/cases")
 @require(*WORKERS)
 def case_list():
-    return render_template("cases.html", config=_page_config(), title=_("My cases"))
+    status = request.args.get("status")
+    if status not in ("open", "needs", "overdue", "closed", "cancelled"):
+        # the list opens on what needs me when anything does
+        status = "needs" if incidents.attention(engine(), current_account())["total"] else "open"
+    return render_template("cases.html", config=_page_config(), title=_("My cases"), status=status)
+
+
+def _map_config() -> dict:
+    """What the case pages' small maps need: the extent of the user's own cells (where the map
+    opens without GPS) and the base map's tiles when one is set (tiles that fail leave the cells
+    and roads drawn by the page as the base)."""
+    from flask import g
+
+    from webmap import maps
+    from webmap.security import tile_sources
+
+    account = current_account()
+    cells = incidents.my_cells(engine(), account)
+    prefix = account.scope_code if account.role == "supervisor" else None
+    extent = incident_rows.cells_extent(engine(), prefix, cells)
+    name, url, attribution, coords = maps._basemap()
+    tiles = None
+    if url and coords == "wgs84":  # pins are WGS 84; shifted (GCJ-02) tiles would mislead
+        subdomains = "1234" if name in ("gaode", "tianditu") else "abc"
+        tiles = {"url": url, "attribution": attribution, "subdomains": subdomains}
+        g.tile_sources = tile_sources(url, subdomains)  # the page's img-src
+    return {"extent": extent, "tiles": tiles, "myCells": cells}
 
 
 @bp.get("/cases/new")
 @require(*incidents.REPORTERS)
 def case_new():
-    return render_template("case_new.html", config=_page_config(), title=_("Report a case"))
+    return render_template("case_new.html", config=_page_config(**_map_config()), title=_("Report a case"))
 
 
 @bp.get("/cases/<code>")
@@ -362,7 +463,7 @@ def case_new():
 def case_page(code: str):
     case = incidents.visible_case(engine(), current_account(), code)
     return render_template(
-        "case.html", config=_page_config(code=case["code"]), code=case["code"],
+        "case.html", config=_page_config(code=case["code"], **_map_config()), code=case["code"],
         title=_("Case {code}", code=case["code"])
     )
 

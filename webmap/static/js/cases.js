@@ -20,6 +20,7 @@
   const STEPS = { reported: t("was reported"), filed: t("was filed"), dispatched: t("was dispatched"),
     handled: t("was handled"), returned: t("was returned for rework"), closed: t("was checked and closed"),
     evaluated: t("was evaluated"), cancelled: t("was cancelled"), supervised: t("was chased up") };
+  STEPS.noted = t("was seen again (a note added)");  // "this is the same case" on the report form
   function when(iso) { return iso ? gpLocale.date(iso) : "—"; }
   function left(c) {
     if (!c.open) return c.closed_late ? t("closed late") : "";

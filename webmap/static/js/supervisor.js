@@ -30,6 +30,7 @@
   const STEPS = { reported: t("was reported"), filed: t("was filed"), dispatched: t("was dispatched"),
     handled: t("was handled"), returned: t("was returned for rework"), closed: t("was checked and closed"),
     evaluated: t("was evaluated"), cancelled: t("was cancelled") };
+  STEPS.noted = t("was seen again (a note added)");  // "this is the same case" on the report form
   const when = (iso) => (iso ? gpLocale.date(iso) : "—");
 
   async function showCase(p) {
@@ -79,6 +80,12 @@
     status(t("{n} cases loaded", { n: number(state.incidents.length) }));
   }
   document.getElementById("filters").addEventListener("submit", (e) => { e.preventDefault(); load(); });
+  // a tap on the map offers to report a case there (the report form opens with the pin placed)
+  map.on("click", (e) => {
+    const where = new URLSearchParams({ lon: e.latlng.lng.toFixed(7), lat: e.latlng.lat.toFixed(7) });
+    const link = el("a", t("Report a case here"), { href: `/cases/new?${where}`, class: "big-button primary", id: "report-here" });
+    L.popup().setLatLng(e.latlng).setContent(link).openOn(map);
+  });
 
   async function start() {
     const [cells, held] = await Promise.all([features("grid_cells"), getJSON("/api/grid/assignments")]);

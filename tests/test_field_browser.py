@@ -1,0 +1,233 @@
+"""The 网格员 in the field, in headless Chromium on a 360 × 740 touch phone (zh-CN), with a base
+map whose tiles never load: sign in and land on the cases; report by tapping the map, the place
+in words filled in; the open cases of the category nearby shown before sending, "this is the
+same case" adding a note and no case; the case page's map, place, distance and geo: link; the
+count of what needs me in the top bar. Screenshots go to /tmp/field/."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from werkzeug.serving import make_server
+
+from geodata.db import get_engine
+from geodata.models import Incident
+from layers.demo import write_demo
+from tests.images import JPEG
+from tests.webhelpers import PASSWORD, make_accounts
+from webmap import create_app
+
+SHOTS = Path("/tmp/field")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
+    folder = tmp_path_factory.mktemp("field")
+    path = folder / "gridplan.sqlite"
+    shutil.copy(spatialite_template, path)
+    url = f"sqlite:///{path}"
+    write_demo(get_engine(url), small_demo)
+    app = create_app(
+        {"DATABASE_URL": url, "TESTING": True, "BASEMAP": "osm", "PHOTO_DIR": str(folder / "photos")}
+    )
+    secrets = make_accounts(app, small_demo)
+    srv = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    cells = small_demo.layers["grid_cells"]
+    mine = cells[cells["code"].str.startswith(secrets["scope"])]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    yield {"base": f"http://127.0.0.1:{srv.server_port}", "cells": mine, "engine": get_engine(url), **secrets}
+    srv.shutdown()
+
+
+def phone_context(browser, here=None):
+    options = {"viewport": {"width": 360, "height": 740}, "locale": "zh-CN", "device_scale_factor": 2,
+               "is_mobile": True, "has_touch": True}
+    if here is not None:
+        options.update(geolocation={"longitude": here.x, "latitude": here.y}, permissions=["geolocation"])
+    context = browser.new_context(**options)
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    # what the page's Content-Security-Policy blocks is an error too (tiles that fail are not)
+    page.on("console", lambda m: page.errors.append(m.text) if "Content Security Policy" in m.text else None)
+    page.route("**/tile.openstreetmap.org/**", lambda route: route.abort())  # no signal for tiles
+    return context, page
+
+
+def sign_in(page, server):
+    page.goto(f"{server['base']}/login")
+    page.fill("input[name=name]", "supervisor")
+    page.fill("input[name=password]", PASSWORD)
+    page.tap("form.login button[type=submit]")
+    page.wait_for_url(lambda url: "/login" not in url)
+
+
+def cases(server) -> int:
+    with server["engine"].connect() as conn:
+        return conn.execute(select(func.count()).select_from(Incident)).scalar_one()
+
+
+def tap_at(page, selector, lon, lat):
+    """Tap the map at (lon, lat) (its container pixel, from Leaflet)."""
+    box = page.locator(selector).bounding_box()
+    point = page.evaluate("([lat, lon]) => { const map = window.gridplan.pin.map; "
+                          "const p = map.latLngToContainerPoint([lat, lon]); return [p.x, p.y]; }",
+                          [lat, lon])
+    assert 0 <= point[0] <= box["width"] and 0 <= point[1] <= box["height"], "the point is off the map"
+    page.touchscreen.tap(box["x"] + point[0], box["y"] + point[1])
+
+
+def no_sideways_scroll(page):
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360 + 1
+
+
+def test_signing_in_on_a_phone_lands_on_the_cases(browser, server):
+    context, page = phone_context(browser)
+    page.goto(f"{server['base']}/login")
+    button = page.locator("form.login button[type=submit]").bounding_box()
+    assert button["height"] >= 44 and button["width"] >= 120  # made for a thumb, not shrunk
+    assert page.locator("input[name=name]").bounding_box()["width"] >= 280
+    no_sideways_scroll(page)
+    page.screenshot(path=str(SHOTS / "login.png"))
+    sign_in(page, server)
+    assert page.url.endswith("/cases")
+    page.wait_for_function("() => window.gridplan && window.gridplan.ready")
+    assert page.locator("h1, #case-list, #case-filters").count() >= 1
+    no_sideways_scroll(page)
+    page.screenshot(path=str(SHOTS / "landing.png"))
+    assert page.errors == []
+    context.close()
+
+
+def test_a_pin_by_tapping_the_map_duplicates_before_sending_and_the_same_case(browser, server, tmp_path):
+    cell = server["cells"].iloc[0]
+    here = cell.geometry.representative_point()
+    # without GPS: the map opens on the 网格员's own cells, the pin is placed by a tap
+    context, page = phone_context(browser)
+    sign_in(page, server)
+    page.goto(f"{server['base']}/cases/new")
+    page.wait_for_function("() => window.gridplan.pin && window.gridplan.pin.ready")
+    page.wait_for_function("() => document.querySelectorAll('#pin-map svg path').length > 0")  # the base
+    page.select_option("select[name=category]", "E01-01")
+    before = cases(server)
+    page.tap("form#report-form button[type=submit]")  # no pin yet: nothing sent
+    assert "图钉" in page.text_content("#status")
+    assert cases(server) == before
+    tap_at(page, "#pin-map", here.x, here.y)
+    page.wait_for_function("() => window.gridplan.pin.place !== null")
+    words = page.text_content("#place-words")
+    assert cell["code"] in words and "网格" in words
+    assert page.evaluate("window.gridplan.pin.place.community_name") in words
+    assert page.evaluate("window.gridplan.pin.place.road") in words
+    lon = float(page.input_value("input[name=lon]"))
+    assert abs(lon - here.x) < 0.0002  # where the finger was (a few pixels)
+    assert page.locator("#nearby").is_hidden()
+    page.fill("textarea[name=description]", "桥下暴露垃圾")
+    photo = tmp_path / "scene.jpg"
+    photo.write_bytes(JPEG)
+    page.set_input_files("input[name=photo]", str(photo))
+    page.wait_for_selector("#photo-preview-box:not([hidden])")
+    assert page.evaluate("document.getElementById('photo-preview').src").startswith("data:image/jpeg")
+    send = page.locator(".send-bar button[type=submit]").bounding_box()
+    assert send["y"] + send["height"] <= 740 and send["height"] >= 44  # in reach without scrolling
+    no_sideways_scroll(page)
+    page.screenshot(path=str(SHOTS / "pin.png"))
+    page.screenshot(path=str(SHOTS / "pin-full.png"), full_page=True)
+    page.tap("form#report-form button[type=submit]")
+    page.wait_for_selector("#reported-text a")
+    first = page.text_content("#reported-text a")
+    assert cases(server) == before + 1
+    context.close()
+
+    # another 网格员 with GPS a few metres away: the case is shown before sending
+    context, page = phone_context(browser, here)
+    sign_in(page, server)
+    page.goto(f"{server['base']}/cases/new")
+    page.wait_for_function("() => window.gridplan.pin && window.gridplan.pin.place !== null")  # GPS pin
+    page.select_option("select[name=category]", "E01-01")
+    page.wait_for_selector("#nearby:not([hidden]) li")
+    assert page.text_content("#nearby-list li a") == first
+    page.fill("textarea[name=description]", "又看到了，更多了")
+    page.screenshot(path=str(SHOTS / "nearby.png"), full_page=True)
+    page.tap(f"#nearby-list button.same-case[data-code='{first}']")
+    page.wait_for_selector("#reported-text a")
+    assert page.text_content("#reported-text a") == first
+    assert cases(server) == before + 1  # no new case
+    page.goto(f"{server['base']}/cases/{first}")
+    page.wait_for_function("() => window.gridplan.ready && window.gridplan.pin.ready")
+    steps = page.locator("#case-history li").evaluate_all("items => items.map((li) => li.dataset.step)")
+    assert steps[-1] == "noted"
+    assert "又看到了，更多了" in page.text_content("#case-history")
+    assert page.errors == []
+    context.close()
+
+
+def test_the_case_page_shows_where_to_go(browser, server):
+    cell = server["cells"].iloc[-1]
+    here = cell.geometry.representative_point()
+    import requests
+
+    made = requests.post(f"{server['base']}/api/incidents",
+                         json={"lon": here.x, "lat": here.y, "category": "C01-01", "description": "井盖破损"},
+                         headers={"Authorization": f"Bearer {server['supervisor_token']}"}, timeout=10).json()
+    standing = type(here)(here.x + 0.003, here.y)  # the 网格员 about 300 m east
+    context, page = phone_context(browser, standing)
+    sign_in(page, server)
+    page.goto(f"{server['base']}/cases/{made['code']}")
+    page.wait_for_function("() => window.gridplan.ready && window.gridplan.pin.ready")
+    assert cell["code"] in page.text_content("#case-place")
+    assert page.locator("#case-map .leaflet-marker-icon").count() == 1
+    page.wait_for_function("() => document.querySelectorAll('#case-map svg path').length > 0")  # cells, roads
+    href = page.get_attribute("#geo-link", "href")
+    assert href.startswith(f"geo:{here.y:.7f},{here.x:.7f}?q=")
+    page.wait_for_function("() => document.getElementById('case-distance').dataset.metres")
+    metres = int(page.get_attribute("#case-distance", "data-metres"))
+    assert 250 < metres < 350
+    assert "距您" in page.text_content("#case-distance")
+    no_sideways_scroll(page)
+    page.screenshot(path=str(SHOTS / "case.png"), full_page=True)
+    assert page.errors == []
+    context.close()
+
+
+def test_what_needs_me_counts_in_the_top_bar(browser, server):
+    context, page = phone_context(browser)
+    sign_in(page, server)
+    page.wait_for_selector("#attention")
+    new = int(page.get_attribute("#attention .chip.new", "data-n"))
+    assert new >= 1  # the cases reported above are new
+    assert page.input_value("#case-filters select[name=status]") == "needs"  # the list opens on them
+    page.wait_for_function("() => window.gridplan.ready")
+    assert page.locator("#case-list li").count() >= new
+    no_sideways_scroll(page)
+    page.screenshot(path=str(SHOTS / "needs.png"))
+    context.close()
+
+
+def test_tapping_the_grid_map_offers_a_report_there(browser, server):
+    here = server["cells"].iloc[0].geometry.representative_point()
+    context, page = phone_context(browser)
+    sign_in(page, server)
+    page.goto(f"{server['base']}/supervisor")
+    page.wait_for_function("() => window.gridplan && window.gridplan.ready")
+    page.evaluate("([lat, lon]) => window.gridplan.map.setView([lat, lon], 17, { animate: false })",
+                  [here.y, here.x])
+    box = page.locator(".mapbox .folium-map, .mapbox .leaflet-container").first.bounding_box()
+    # beside the point where the cases reported above sit (a tap on them opens a case)
+    target = page.evaluate("([lat, lon]) => { const map = window.gridplan.map; "
+                           "const p = map.latLngToContainerPoint([lat, lon]); return [p.x, p.y]; }",
+                           [here.y, here.x + 0.0006])
+    page.touchscreen.tap(box["x"] + target[0], box["y"] + target[1])
+    page.wait_for_selector("#report-here")
+    page.screenshot(path=str(SHOTS / "grid-map-tap.png"))
+    page.tap("#report-here")
+    page.wait_for_url(lambda url: "/cases/new?" in url)
+    page.wait_for_function("() => window.gridplan.pin && window.gridplan.pin.place !== null")
+    assert page.evaluate("window.gridplan.pin.place.lon") == pytest.approx(here.x + 0.0006, abs=0.0001)
+    assert page.errors == []
+    context.close()
