@@ -15,11 +15,17 @@ import types
 from collections.abc import Iterator
 from pathlib import Path
 
-# pyogrio and pyproj must be imported before the first SpatiaLite connection: Debian's
-# mod_spatialite links the system PROJ, which otherwise clashes with the copy inside the
-# wheels (segfaults on GPKG writes, "double free" at exit).
+# pyogrio, pyproj and rasterio must be imported before the first SpatiaLite connection: every
+# process (gunicorn workers, `flask run`, the CLI, the job worker) passes through here first.
+# SQLite loads mod_spatialite with RTLD_GLOBAL, so the system PROJ it links comes first in the
+# symbol lookup of every library loaded after it; the PROJ copied inside each wheel then calls
+# the system one's functions on its own structures (segfaults on GPKG writes, "double free" at
+# exit, and a gunicorn worker killed by SIGSEGV when rasterio decodes an uploaded photo —
+# layers/incidents.py prepare_photo). Loaded first, each wheel's libraries are bound to their
+# own copies (Python loads extensions with RTLD_NOW), whatever is loaded afterwards.
 import pyogrio  # noqa: F401
 import pyproj  # noqa: F401
+import rasterio  # noqa: F401  (loads its libgdal and libproj: every rasterio module links only those)
 from geoalchemy2.admin.dialects.sqlite import load_spatialite
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError

@@ -37,6 +37,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         # the language when neither the user's setting nor the browser says (and the command
         # line's): zh (default) or en
         DEFAULT_LOCALE=os.environ.get("GRIDPLAN_LOCALE") or "zh",
+        # where case photos are kept (default instance/photos): a served app's own folder
+        PHOTO_DIR=os.environ.get("GRIDPLAN_PHOTO_DIR") or None,
     )
     if test_config:
         app.config.from_mapping(test_config)
