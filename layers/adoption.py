@@ -168,7 +168,7 @@ def work_out(memory: PlanMemory, plan_id: int) -> AdoptionWork:
     current_names = dict(zip(stored["code"], stored["name"], strict=True))
     plan_names = plan_rows.community_names(engine, plan_id)
     names = current_names | plan_names
-    polygons["code"] = polygons["community_code"]
+    polygons["code"] = [str(c) for c in polygons["community_code"]]
     polygons["name"] = [names.get(c) or default_name(c) for c in polygons["code"]]
     polygons["district_code"] = [c[:6] for c in polygons["code"]]
     after_names = dict(zip(polygons["code"], polygons["name"], strict=True))

@@ -826,10 +826,12 @@ def rederive_places(conn, streets: list[str]) -> dict:
         else:
             grid, community = None, community_at[n]
         street = community[:9] if community else case["street_code"]
-        if (grid, community, street) != (case["grid_code"], case["community_code"], case["street_code"]):
-            changed.append({"id": case["id"], "grid_code": grid, "community_code": community,
-                            "street_code": street})
+        if (grid, community, street) == (case["grid_code"], case["community_code"], case["street_code"]):
+            continue
+        changed.append({"id": case["id"], "grid_code": grid, "community_code": community,
+                        "street_code": street})
+        if (grid, community) != (case["grid_code"], case["community_code"]):  # not only its street filled in
             moves.append({"code": case["code"], "from": [case["grid_code"], case["community_code"]],
                           "to": [grid, community]})
     rows.set_places(conn, changed)
-    return {"open": len(found), "moved": len(changed), "moves": moves[:200]}
+    return {"open": len(found), "moved": len(moves), "moves": moves[:200]}

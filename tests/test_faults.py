@@ -212,7 +212,8 @@ def serve(url: str, log: Path, pause_at: str | None = None) -> tuple[subprocess.
 def adopt_in_background(base: str, plan_id: int, version: int, token: str) -> threading.Thread:
     def post() -> None:
         try:
-            requests.post(f"{base}/api/plans/{plan_id}/status", json={"action": "adopt", "version": version},
+            requests.post(f"{base}/api/plans/{plan_id}/status", json={"action": "adopt", "version": version,
+                                                                      "reason": "测试"},
                           headers={"Authorization": f"Bearer {token}"}, timeout=600)
         except requests.RequestException:
             pass  # the server was killed under it
@@ -305,7 +306,7 @@ def test_an_adoption_killed_mid_transaction_leaves_nothing_and_is_adopted_after_
     web, base = serve(demo_db, tmp_path / "gunicorn-again.log")
     try:
         answer = requests.post(f"{base}/api/plans/{plan_id}/status", timeout=120,
-                               json={"action": "adopt", "version": version},
+                               json={"action": "adopt", "version": version, "reason": "测试"},
                                headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == 200, answer.text
     finally:
