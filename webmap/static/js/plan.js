@@ -858,10 +858,15 @@
       ...section(t("Grid cells that would straddle two communities"), p.straddling_cells.map((c) => `${c.code}：`
         + c.communities.map((x) => `${named(x.code, x.name)} ${gpLocale.percent(x.share, 0)}`).join("，"))),
       ...section(t("Grid cells that would carry a retired code"), p.cells_with_retired_code.map((c) => t("{cell}: code of {retired}, now in {community}", { cell: c.code, retired: named(c.retired.code, c.retired.name), community: named(c.community.code, c.community.name) }))),
-      ...section(t("Supervisors whose cells change"), p.supervisors.map((s) => `${s.name}：${s.cells.map(cellName).join("、") || (s.scope_code ? t("scope {scope}", { scope: s.scope_code }) : "—")}`)),
+      ...section(t("Supervisors whose cells change"), p.supervisors.map((s) => supervisorText(s, cellName))),
       ...section(t("Open cases in those cells"), p.open_cases.listed.map((c) => `${c.code}（${c.grid_code || c.community_code || "—"}）`)),
       ...(p.open_cases.count > p.open_cases.listed.length ? [el("p", t("{n} open cases in all", { n: number(p.open_cases.count) }), { class: "muted" })] : []),
     ];
+  }
+  function supervisorText(s, cellName) {
+    const held = s.cells.map(cellName).join("、");
+    const scope = s.scope_code ? t("scope {scope}", { scope: cellName(s.scope_code) }) : "";
+    return `${s.name}：${[held, scope].filter(Boolean).join("；") || "—"}`;
   }
   const TITLES = { submit: t("Submit plan “{name}”"), approve: t("Approve plan “{name}”"), adopt: t("Adopt plan “{name}”") };
   function confirmStep(action, label) {
