@@ -837,7 +837,7 @@
     if (items.length > LISTED) list.append(el("li", t("and {n} more", { n: number(items.length - LISTED) }), { class: "more" }));
     return [el("h3", `${title}（${number(items.length)}）`), list];
   }
-  function ruleText(r) {
+  function brokenRuleText(r) {
     const who = named(r.community_code, r.community_name);
     if (r.rule === "not_contiguous") return t("{community} is not contiguous ({pieces} separate pieces)", { community: who, pieces: number(r.value) });
     if (r.rule === "below_minimum") return t("{community} holds {households} households, below the minimum of {limit}", { community: who, households: number(r.value), limit: number(r.limit) });
@@ -847,7 +847,7 @@
     const cellName = (code) => named(code, p.names?.[code.slice(0, 12)]);
     return [
       el("p", t("Streets: {streets}", { streets: p.streets.map((s) => named(s.code, s.name)).join("、") || "—" })),
-      ...section(t("Rules broken"), p.broken_rules.map(ruleText), "rules"),
+      ...section(t("Rules broken"), p.broken_rules.map(brokenRuleText), "rules"),
       ...section(t("Communities created"), p.created.map((c) => t("{community}: {households} households", { community: named(c.code, c.name), households: number(c.households) }))),
       ...section(t("Communities retired"), p.retired.map((c) => (c.successor
         ? t("{community}: {households} households, mostly to {successor}", { community: named(c.code, c.name), households: number(c.households), successor: named(c.successor.code, c.successor.name) })
