@@ -847,7 +847,7 @@
     const cellName = (code) => named(code, p.names?.[code.slice(0, 12)]);
     return [
       el("p", t("Streets: {streets}", { streets: p.streets.map((s) => named(s.code, s.name)).join("、") || "—" })),
-      ...section(t("Rules broken"), p.broken_rules.map(brokenRuleText), "rules"),
+      ...section(t("Rules this plan breaks"), p.broken_rules.map(brokenRuleText), "rules"),
       ...section(t("Communities created"), p.created.map((c) => t("{community}: {households} households", { community: named(c.code, c.name), households: number(c.households) }))),
       ...section(t("Communities retired"), p.retired.map((c) => (c.successor
         ? t("{community}: {households} households, mostly to {successor}", { community: named(c.code, c.name), households: number(c.households), successor: named(c.successor.code, c.successor.name) })
@@ -859,7 +859,7 @@
         + c.communities.map((x) => `${named(x.code, x.name)} ${gpLocale.percent(x.share, 0)}`).join("，"))),
       ...section(t("Grid cells that would carry a retired code"), p.cells_with_retired_code.map((c) => t("{cell}: code of {retired}, now in {community}", { cell: c.code, retired: named(c.retired.code, c.retired.name), community: named(c.community.code, c.community.name) }))),
       ...section(t("Supervisors whose cells change"), p.supervisors.map((s) => supervisorText(s, cellName))),
-      ...section(t("Open cases in those cells"), p.open_cases.listed.map((c) => `${c.code}（${c.grid_code || c.community_code || "—"}）`)),
+      ...section(t("Open cases in those cells"), p.open_cases.listed.map((c) => `${c.code}（${c.grid_code || c.community_code ? cellName(c.grid_code || c.community_code) : "—"}）`)),
       ...(p.open_cases.count > p.open_cases.listed.length ? [el("p", t("{n} open cases in all", { n: number(p.open_cases.count) }), { class: "muted" })] : []),
     ];
   }
