@@ -236,3 +236,66 @@ def test_regeneration_is_refused_before_adoption(stored, small_demo):
 def test_demo_cases_carry_the_community_of_their_cell(small_demo):
     cases = small_demo.layers["incidents"]
     assert (cases["community_code"] == cases["grid_code"].str[:12]).all()
+
+
+# --- the API ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def site(db_url, stored, small_demo):
+    from tests.webhelpers import make_accounts
+    from webmap import create_app
+
+    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
+    make_accounts(app, small_demo)
+    return app
+
+
+def test_the_api_previews_refuses_without_a_reason_and_regenerates_in_the_background(site, stored,
+                                                                                     small_demo):
+    from layers.worker import run_one
+    from tests.webhelpers import signed_in
+
+    planner, ph = signed_in(site, "planner", "/plans")
+    admin, ah = signed_in(site, "admin", "/plans")
+    viewer, _ = signed_in(site, "viewer", "/plans")
+    street = streets_of(small_demo)[2]
+    plan_id = planner.post("/api/plans", json={"name": "接口", "street": street},
+                           headers=ph).json["plan_id"]
+    unit = planner.get(f"/api/plans/{plan_id}/units").json["features"][0]["properties"]["code"]
+    small = planner.post(f"/api/plans/{plan_id}/moves", json={"units": [unit], "to": "new", "version": 1},
+                         headers=ph).json["to"]
+    preview = viewer.get(f"/api/plans/{plan_id}/adoption")
+    assert preview.status_code == 200 and preview.json["streets"][0]["code"] == street
+    assert any(r["community_code"] == small and r["rule"] == "below_minimum"
+               for r in preview.json["broken_rules"])
+    # without a reason: 422, problem details naming the rules; nothing changed
+    refused = planner.post(f"/api/plans/{plan_id}/status", json={"action": "submit", "version": 2},
+                           headers=ph)
+    assert refused.status_code == 422 and refused.content_type.startswith("application/problem+json")
+    assert refused.json["code"] == "RulesBroken" and small in refused.json["detail"]
+    assert refused.json["rules"] == preview.json["broken_rules"]
+    for bad in (["a list"], "x" * 1001):
+        answer = planner.post(f"/api/plans/{plan_id}/status",
+                              json={"action": "submit", "version": 2, "reason": bad}, headers=ph)
+        assert answer.status_code == 400
+    assert planner.get(f"/api/plans/{plan_id}").json["status"] == "draft"
+    # regeneration is for adopted plans
+    assert admin.post(f"/api/plans/{plan_id}/regenerate-cells", json={}, headers=ah).status_code == 400
+    v = 2
+    for client, headers, action in ((planner, ph, "submit"), (admin, ah, "approve"), (admin, ah, "adopt")):
+        answer = client.post(f"/api/plans/{plan_id}/status",
+                             json={"action": action, "version": v, "reason": REASON}, headers=headers)
+        assert answer.status_code == 200, answer.json
+        v = answer.json["version"]
+    timeline = viewer.get(f"/api/plans/{plan_id}/timeline").json["timeline"]
+    steps = [s for s in timeline if s["action"] in ("submitted", "approved", "adopt")]
+    assert [s["detail"].get("reason") for s in steps] == [REASON] * 3
+    started = planner.post(f"/api/plans/{plan_id}/regenerate-cells", json={}, headers=ph)
+    assert started.status_code == 202
+    assert run_one(stored)["status"] == "done"
+    job = planner.get(started.json["url"]).json
+    assert job["status"] == "done" and job["result"]["cells"] > 0
+    assert all(c["name"] for c in job["result"]["communities"])
+    kept = admin.get(f"/api/plans/{plan_id}").json["adoption"]["regenerated"]
+    assert kept["cells"] == job["result"]["cells"]
