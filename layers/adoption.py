@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, update
+from sqlalchemy import Connection, Engine, select, update
 
 from geodata import incident_rows, plan_rows
 from geodata.accounts import pass_scopes, scoped_accounts
@@ -388,7 +388,11 @@ def regenerate_cells(engine: Engine, plan_id: int, actor: str) -> dict:
                 if isinstance(name, str) and name:
                     conn.execute(update(GridCell.__table__).where(GridCell.__table__.c.code == code)
                                  .values(supervisor=name))
-        ended = sorted(c for c in before_codes if c not in new_codes)
+        # the cells that are no more (those of communities left alone stay as they were)
+        table = GridCell.__table__
+        after_codes = {c for s in streets for c in conn.execute(
+            select(table.c.code).where(table.c.code.startswith(s, autoescape=True))).scalars()}
+        ended = sorted(before_codes - after_codes)
         passed = {c: successor[c] for c in ended if c in successor}
         assignments = incident_rows.pass_assignments(conn, passed, actor)
         scope_map = {**passed, **{k: v for k, v in successors.items() if isinstance(v, str)}}

@@ -823,8 +823,10 @@ def rederive_places(conn, streets: list[str]) -> dict:
             grid, community = None, community_at[n]
         elif cell_at[n] is not None:
             grid, community = cell_at[n], cell_home[n]
-        else:
+        elif community_at[n] is not None:
             grid, community = None, community_at[n]
+        else:  # outside the streets' communities (a point beyond the boundary): left as it was
+            continue
         street = community[:9] if community else case["street_code"]
         if (grid, community, street) == (case["grid_code"], case["community_code"], case["street_code"]):
             continue

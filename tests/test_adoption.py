@@ -196,6 +196,7 @@ def test_regeneration_puts_cells_supervisors_and_cases_right(stored, small_demo)
     assert [a["cell_code"] for a in held] == [scopes["网格员甲"]]
     assert {"user": "网格员甲", "from": retired_cell, "to": scopes["网格员甲"]} in done["assignments"]
     assert retired_cell in done["removed"] and done["communities"]
+    assert not set(done["removed"]) & set(cells["code"])  # what it says it removed is gone, and only that
     assert all(c["name"] for c in done["communities"])
     # every open case in the cell holding its point, under the cell's community
     cases = read_layer(stored, "incidents")
