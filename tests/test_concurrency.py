@@ -122,7 +122,7 @@ def test_two_planners_saving_the_same_version_one_wins_the_other_is_told_what_ch
             return lambda: caller.post(f"{url}/communities/{here}/name",
                                        {"name": f"社区 {tag}{version}", "version": version})
         return lambda: caller.post(f"{url}/status", {"action": kind, "version": version,
-                                                     "comment": f"退回 {tag}"})
+                                                     "comment": f"退回 {tag}", "reason": "测试"})
 
     rounds = [("move", "move"), ("rename", "rename"), ("name", "move"), ("move", "rename"),
               ("name", "name"), ("submit", "move"), ("approve", "reject")]
