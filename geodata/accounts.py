@@ -441,3 +441,37 @@ def _note_use(engine: Engine, token_id: int, now: datetime) -> None:
                     conn.connection.dbapi_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
     except OperationalError:  # busy, locked or read-only: the use goes unnoted, the request on
         pass
+
+
+# --- after an adoption: scopes passed to the successor areas ------------------------------------
+
+
+def scoped_accounts(conn: Connection, codes) -> list[dict]:
+    """The users and tokens whose scope is one of ``codes`` (``kind`` user or token, name,
+    role, scope_code)."""
+    codes = sorted(set(codes))
+    out: list[dict] = []
+    for kind, table in (("user", User.__table__), ("token", ApiToken.__table__)):
+        for start in range(0, len(codes), 500):
+            rows = conn.execute(select(table.c.id, table.c.name, table.c.role, table.c.scope_code)
+                                .where(table.c.scope_code.in_(codes[start:start + 500]))).all()
+            out += [{"kind": kind, "id": i, "name": n, "role": r, "scope_code": s} for i, n, r, s in rows]
+    return out
+
+
+def pass_scopes(conn: Connection, successors: dict[str, str], actor: str) -> list[dict]:
+    """Give every user and token scoped to a code of ``successors`` (a cell or community an
+    adoption ended → the one holding most of it now) the successor's code, on the caller's
+    transaction, each change audited. The area is the same ground under a new code, so the
+    account's sessions go on. Returns ``{kind, name, from, to}`` for each scope passed on."""
+    passed = []
+    for account in scoped_accounts(conn, [c for c, s in successors.items() if s and s != c]):
+        new = successors[account["scope_code"]]
+        table = User.__table__ if account["kind"] == "user" else ApiToken.__table__
+        conn.execute(update(table).where(table.c.id == account["id"]).values(scope_code=new))
+        layer = "users" if account["kind"] == "user" else "api_tokens"
+        record(conn, actor, f"{account['kind']}:update", layer=layer, object_code=str(account["id"]),
+               detail={"name": account["name"], "scope_code": new})
+        passed.append({"kind": account["kind"], "name": account["name"], "from": account["scope_code"],
+                       "to": new})
+    return passed

@@ -748,3 +748,91 @@ def photo(engine: Engine | Connection, photo_id: int) -> dict | None:
     with _conn(engine) as conn:
         row = conn.execute(select(PHOTOS).where(PHOTOS.c.id == photo_id)).mappings().first()
         return dict(row) if row else None
+
+
+# --- after an adoption: cells passed on, cases placed again ------------------------------------
+
+
+def assignments_of_cells(conn: Connection, cells: Sequence[str]) -> list[dict]:
+    """Who holds which of ``cells`` (``user_name cell_code``)."""
+    cells = list(cells)
+    out: list[dict] = []
+    for start in range(0, len(cells), BATCH):
+        stmt = select(ASSIGN.c.user_name, ASSIGN.c.cell_code).where(
+            ASSIGN.c.cell_code.in_(cells[start : start + BATCH])
+        )
+        out += [dict(r) for r in conn.execute(stmt).mappings()]
+    return out
+
+
+def pass_assignments(conn: Connection, successors: dict[str, str], by: str) -> list[dict]:
+    """Give every supervisor holding a cell of ``successors`` (old code → new code) the new cell
+    instead; returns ``{user, from, to}`` for each assignment passed on."""
+    passed = []
+    for row in assignments_of_cells(conn, sorted(successors)):
+        old, user = row["cell_code"], row["user_name"]
+        new = successors[old]
+        if new == old:
+            continue
+        unassign(conn, user, old)
+        assign(conn, user, new, by)
+        passed.append({"user": user, "from": old, "to": new})
+    return passed
+
+
+def open_cases_in(
+    conn: Connection, statuses: Sequence[str], *, cells: Sequence[str] = (), communities: Sequence[str] = ()
+) -> list[dict]:
+    """The cases in ``statuses`` in one of ``cells`` or filed under one of ``communities``."""
+    found: dict[str, dict] = {}
+    for column, codes in ((T.c.grid_code, list(cells)), (T.c.community_code, list(communities))):
+        for start in range(0, len(codes), BATCH):
+            stmt = (
+                select(T.c.code, T.c.category, T.c.status, T.c.grid_code, T.c.community_code)
+                .where(T.c.status.in_(list(statuses)), column.in_(codes[start : start + BATCH]))
+                .order_by(T.c.code)
+            )
+            found.update({r["code"]: dict(r) for r in conn.execute(stmt).mappings()})
+    return [found[c] for c in sorted(found)]
+
+
+def open_cases_of_streets(conn: Connection, statuses: Sequence[str], streets: Sequence[str]) -> list[dict]:
+    """The cases in ``statuses`` whose cell, community or street lies in one of ``streets``, with
+    their point (``lon``, ``lat``) and how precisely they are placed."""
+    out = []
+    for street in streets:
+        stmt = select(
+            T.c.id, T.c.code, T.c.grid_code, T.c.community_code, T.c.street_code, T.c.location_precision,
+            func.ST_X(T.c.geom).label("lon"), func.ST_Y(T.c.geom).label("lat"),
+        ).where(
+            T.c.status.in_(list(statuses)),
+            or_(
+                T.c.grid_code.startswith(street, autoescape=True),
+                T.c.community_code.startswith(street, autoescape=True),
+                T.c.street_code == street,
+            ),
+        )
+        out += [dict(r) for r in conn.execute(stmt).mappings()]
+    return out
+
+
+def set_places(conn: Connection, places: Sequence[dict]) -> None:
+    """Give each case (``id``) its ``grid_code``, ``community_code`` and ``street_code``."""
+    if not places:
+        return
+    stmt = (
+        update(T)
+        .where(T.c.id == bindparam("case_id"))
+        .values(
+            grid_code=bindparam("grid"),
+            community_code=bindparam("community"),
+            street_code=bindparam("street"),
+        )
+    )
+    rows = [
+        {"case_id": p["id"], "grid": p["grid_code"], "community": p["community_code"],
+         "street": p["street_code"]}
+        for p in places
+    ]
+    for start in range(0, len(rows), BATCH):
+        conn.execute(stmt, rows[start : start + BATCH])

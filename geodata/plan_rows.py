@@ -505,10 +505,13 @@ def replace_assignment(engine: Engine, plan_id: int, assignment: pd.Series, edit
 
 
 def set_status(engine: Engine, plan_id: int, status: str, expected_version: int, actor: str,
-               comment: str | None = None) -> int:
+               comment: str | None = None, detail: dict | None = None) -> int:
+    """Move the plan to ``status``; ``detail`` (a reason to go on although rules are broken, the
+    rules) is kept with the step in the audit log."""
     with engine.begin() as conn:
         version = _bump(conn, plan_id, expected_version, status=status, comment=comment)
-        _audit(conn, actor, f"plan:{status}", str(plan_id), {"comment": comment, "version": version})
+        _audit(conn, actor, f"plan:{status}", str(plan_id), {"comment": comment, **(detail or {}),
+                                                              "version": version})
     return version
 
 
@@ -533,7 +536,8 @@ def revived_codes(conn: Connection, codes: set[str], streets: list[str]) -> set[
 
 def adopt(engine: Engine, plan_id: int, expected_version: int, actor: str, communities: gpd.GeoDataFrame,
           assignment: pd.Series, facility_communities: pd.Series, cell_communities: pd.Series,
-          summary: dict, check: Callable[[Connection], None] | None = None) -> tuple[int, int]:
+          summary: dict, check: Callable[[Connection], None] | None = None,
+          detail: dict | None = None) -> tuple[int, int]:
     """Make the plan's communities the current ones, in one transaction.
 
     ``communities``: code, name, street_code, district_code, geometry (EPSG:4326) of every
@@ -584,6 +588,7 @@ def adopt(engine: Engine, plan_id: int, expected_version: int, actor: str, commu
         revision = raise_revision(conn, "adopt", actor=actor, streets=streets, communities=changed,
                                   plan_id=plan_id)
         _audit(conn, actor, "plan:adopt", str(plan_id), {"streets": streets, "communities": len(rows),
+                                                          **(detail or {}),
                                                           "version": version, "revision": revision})
         pause_for_fault_tests("adopt")
     return version, revision
@@ -609,3 +614,13 @@ def _provisional_flags(conn: Connection, communities: gpd.GeoDataFrame, assignme
 def _audit(conn: Connection, actor: str, action: str, code: str, detail: dict) -> None:
     conn.execute(insert(AuditLog).values(at=datetime.now(), actor=actor, action=action, layer="plans",
                                          object_code=code, detail=detail))
+
+
+def keep_regeneration(conn: Connection, plan_id: int, regenerated: dict) -> None:
+    """Keep with an adopted plan what regenerating its cells did (``adoption.regenerated``); the
+    plan's version stays: its communities did not change."""
+    table = Plan.__table__
+    adoption = conn.execute(select(table.c.adoption).where(table.c.id == plan_id)).scalar_one_or_none() or {}
+    conn.execute(update(table).where(table.c.id == plan_id)
+                 .values(adoption={**adoption, "regenerated": {**regenerated, "at": datetime.now().isoformat(
+                     timespec="seconds")}}))

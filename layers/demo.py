@@ -617,6 +617,9 @@ def _incidents(units, grid_cells, cell_of_unit, reference: date, rng):
         "dispatched_at": frame["dispatched"], "handled_at": frame["handled"],
         "feedback_at": frame["feedback"], "closed_at": frame["closed"], "due_at": frame["due"],
         "grid_code": grid_code, "district_code": [g[:6] for g in grid_code],
+        # the community of the cell holding the case: cells nest in communities (a case filed
+        # with no community is counted by its cell's code, but a reader asks for its community)
+        "community_code": [g[:12] for g in grid_code],
     }, geometry=point.values, crs=units.crs)
     history = frame.melt(ignore_index=False, value_vars=list(steps), var_name="step", value_name="at")
     history = history.dropna(subset=["at"])

@@ -1250,3 +1250,65 @@ def fill_step_hours(engine: Engine, cal: WorkingCalendar | None = None) -> int:
     with engine.begin() as conn:
         rows.set_step_hours(conn, out)
     return len(out)
+
+
+# --- after an adoption: open cases placed again -------------------------------------------------
+
+
+def rederive_places(conn, streets: list[str]) -> dict:
+    """Place every open case of ``streets`` again in the stored cell and community holding its
+    point (on the caller's transaction, after the boundaries and cells changed): a case in a cell
+    takes that cell and the cell's community; a case in no cell the community holding its point;
+    a case placed only to a community or street (``approximate``) keeps its place unless that
+    community no longer exists. Returns how many cases were looked at and moved, and the moves."""
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+
+    from geodata.store import read_layer
+
+    found = rows.open_cases_of_streets(conn, OPEN, streets)
+    if not found:
+        return {"open": 0, "moved": 0, "moves": []}
+    cells = gpd.GeoDataFrame(pd.concat([read_layer(conn, "grid_cells", prefix={"code": s}) for s in streets],
+                                       ignore_index=True), crs=4326)
+    communities = read_layer(conn, "communities", isin={"street_code": list(streets)})
+    points = shapely.points([c["lon"] for c in found], [c["lat"] for c in found])
+
+    def holder(frame, column: str) -> list[str | None]:
+        if frame.empty:
+            return [None] * len(found)
+        tree = shapely.STRtree(frame.geometry.values)
+        at, idx = tree.query(points, predicate="intersects")
+        out: list[str | None] = [None] * len(found)
+        codes = frame[column].to_numpy()
+        for p, i in sorted(zip(at.tolist(), idx.tolist(), strict=True), key=lambda x: (x[0], codes[x[1]])):
+            if out[p] is None:
+                out[p] = str(codes[i])
+        return out
+
+    cell_at, cell_home = holder(cells, "code"), holder(cells, "community_code")
+    community_at = holder(communities, "code")
+    live = set(communities["code"])
+    moves, changed = [], []
+    for n, case in enumerate(found):
+        if case["location_precision"] == "approximate":
+            if case["community_code"] is None or case["community_code"] in live:
+                continue
+            grid, community = None, community_at[n]
+        elif cell_at[n] is not None:
+            grid, community = cell_at[n], cell_home[n]
+        elif community_at[n] is not None:
+            grid, community = None, community_at[n]
+        else:  # outside the streets' communities (a point beyond the boundary): left as it was
+            continue
+        street = community[:9] if community else case["street_code"]
+        if (grid, community, street) == (case["grid_code"], case["community_code"], case["street_code"]):
+            continue
+        changed.append({"id": case["id"], "grid_code": grid, "community_code": community,
+                        "street_code": street})
+        if (grid, community) != (case["grid_code"], case["community_code"]):  # not only its street filled in
+            moves.append({"code": case["code"], "from": [case["grid_code"], case["community_code"]],
+                          "to": [grid, community]})
+    rows.set_places(conn, changed)
+    return {"open": len(found), "moved": len(moves), "moves": moves[:200]}

@@ -12,18 +12,16 @@ edits whose units and communities still exist. Retired community codes are never
 
 from __future__ import annotations
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 from sqlalchemy import Connection
 
 from geodata import plan_rows
-from geodata.crs import to_metric
 from geodata.errors import Conflict, Forbidden, Refused
 from geodata.i18n import N_, _
 from geodata.revisions import changes_since
-from geodata.store import community_codes_ever, read_layer
-from layers.plan_io import community_polygons
+from geodata.store import community_codes_ever
+from layers import adoption
 from layers.plan_memory import PlanMemory, plan_rules
 from layers.redistricting import PlanResult, current_labels, make_plan
 
@@ -46,6 +44,14 @@ class WorkflowError(Forbidden):
 
 class StalePlan(Conflict):
     """The boundaries of the plan's streets changed since it was made."""
+
+
+class RulesBroken(Refused):
+    """A plan that breaks a rule, submitted, approved or adopted without a written reason (422,
+    with the rules as data in ``rules``)."""
+
+    status = 422
+    title = N_("Unprocessable Content")
 
 
 def allowed_actions(plan: dict, role: str, stale: bool = False) -> list[str]:
@@ -146,9 +152,12 @@ def _refuse_if_stale(memory: PlanMemory, plan: dict, action: str, conn: Connecti
 
 
 def change_status(memory: PlanMemory, plan_id: int, action: str, version: int, actor: str, role: str,
-                  comment: str | None = None) -> dict:
+                  comment: str | None = None, reason: str | None = None) -> dict:
     """Apply a workflow action (submit, approve, reject, adopt) after checking status, role and
-    that the plan's boundaries have not changed since it was made."""
+    that the plan's boundaries have not changed since it was made. Submitting, approving and
+    adopting a plan that breaks a rule (:func:`layers.adoption.broken_rules`) is refused with
+    :class:`RulesBroken` unless a written ``reason`` is given; the reason and the rules are kept
+    with the step."""
     if action not in TRANSITIONS:
         raise WorkflowError(_("unknown action {action}: use {p2}",
                               action=repr(action), p2=', '.join(TRANSITIONS)))
@@ -165,15 +174,36 @@ def change_status(memory: PlanMemory, plan_id: int, action: str, version: int, a
                               target=target))
     if action == "reject" and not (comment or "").strip():
         raise WorkflowError(_("a rejection needs a comment saying why"))
+    reason = adoption.check_reason(reason)
+    detail: dict = {}
     if action in CHECKED:
         _refuse_if_stale(memory, plan, action)
+        detail = _refuse_if_broken(memory, plan, action, reason)
     if action == "adopt":
-        return {"status": "adopted", **adopt_plan(memory, plan_id, version, actor, plan)}
-    new_version = plan_rows.set_status(memory.engine, plan_id, target, version, actor, comment)
+        return {"status": "adopted", **adopt_plan(memory, plan_id, version, actor, plan, detail=detail)}
+    new_version = plan_rows.set_status(memory.engine, plan_id, target, version, actor, comment, detail)
     return {"status": target, "version": new_version}
 
 
-def adopt_plan(memory: PlanMemory, plan_id: int, version: int, actor: str, plan: dict | None = None) -> dict:
+def _refuse_if_broken(memory: PlanMemory, plan: dict, action: str, reason: str | None) -> dict:
+    """Refuse ``action`` on a plan that breaks a rule unless a reason is written; what the step
+    keeps of it (the reason and the rules, as data) otherwise."""
+    rules = adoption.broken_rules(memory, plan["id"])
+    if not rules:
+        return {}
+    if reason is None:
+        refusals = {"submit": N_("plan {id} breaks {n} rules; submitting it needs a written reason: {rules}"),
+                    "approve": N_("plan {id} breaks {n} rules; approving it needs a written reason: {rules}"),
+                    "adopt": N_("plan {id} breaks {n} rules; adopting it needs a written reason: {rules}")}
+        shown = "; ".join(adoption.rule_sentence(r) for r in rules[:adoption.RULES_NAMED])
+        if len(rules) > adoption.RULES_NAMED:
+            shown = _("{rules} and {n} more", rules=shown, n=len(rules) - adoption.RULES_NAMED)
+        raise RulesBroken(_(refusals[action], id=plan["id"], n=len(rules), rules=shown), rules=rules)
+    return {"reason": reason, "broken_rules": rules}
+
+
+def adopt_plan(memory: PlanMemory, plan_id: int, version: int, actor: str, plan: dict | None = None,
+               detail: dict | None = None) -> dict:
     """Replace the current communities by the plan's, re-deriving facilities' and cells'
     communities by location. Returns (and keeps with the plan) what changed: communities created,
     retired and changed, cells that now straddle two communities or carry a retired code.
@@ -183,51 +213,22 @@ def adopt_plan(memory: PlanMemory, plan_id: int, version: int, actor: str, plan:
     since it was made (an import may have committed meanwhile): it is refused with
     :class:`StalePlan` rather than written onto units that no longer match."""
     plan = plan or plan_rows.get_plan(memory.engine, plan_id)
-    loaded = memory.plan(plan_id)
-    engine = memory.engine
-    result = PlanResult(loaded.graph, loaded.partition, loaded.rules)
-    polygons = community_polygons(result, loaded.units)
-    streets = sorted(set(polygons["street_code"]))
-    current = read_layer(engine, "communities")
-    # the names the plan gives (new communities named as they were made, renamed ones) over the current
-    names = dict(zip(current["code"], current["name"], strict=True))
-    names |= plan_rows.community_names(engine, plan_id)
-    polygons["code"] = polygons["community_code"]
-    polygons["name"] = [names.get(c, f"新社区{c[-3:]}") for c in polygons["code"]]
-    polygons["district_code"] = [c[:6] for c in polygons["code"]]
-    before = set(current.loc[current["street_code"].isin(streets), "code"])
-    after = set(polygons["code"])
-    moved = loaded.graph.current != loaded.partition.labels
-    touched = set(loaded.partition.labels[moved]) | {c for c in loaded.graph.current[moved] if c}
-    facilities = read_layer(engine, "facilities")
-    cells = read_layer(engine, "grid_cells")
-    area = polygons[["code", "geometry"]]
-    # facilities: the community their point lies in (those outside every polygon keep theirs)
-    joined = gpd.sjoin(facilities[["code", "geometry"]], area.rename(columns={"code": "community"}),
-                       how="inner", predicate="within")
-    facility_communities = joined.drop_duplicates("code").set_index("code")["community"]
-    # cells: the community holding most of their area; straddling cells listed
-    metric_cells = to_metric(cells)[["code", "geometry"]]
-    metric_area = area.to_crs(metric_cells.crs).rename(columns={"code": "community"})
-    pieces = gpd.overlay(metric_cells, metric_area, how="intersection", keep_geom_type=True)
-    pieces["area"] = pieces.area
-    pieces = pieces[pieces["area"] > 1.0]
-    cell_communities = pieces.sort_values("area", ascending=False).drop_duplicates("code").set_index(
-        "code")["community"]
-    share = pieces.groupby("code")["area"].max() / pieces.groupby("code")["area"].sum()
-    retired = sorted(before - after)
+    work = adoption.work_out(memory, plan_id)
+    preview = work.preview
+    codes = {key: [c["code"] for c in preview[key]] for key in ("created", "retired", "changed")}
+    # kept with the plan: the codes (as before) and what the confirmation showed, names beside codes
     summary = {
-        "streets": streets, "communities": len(polygons),
-        "created": sorted(after - before), "retired": retired,
-        "changed": sorted((before & after) & touched),
-        "straddling_cells": sorted(share[share < 0.99].index),
-        "cells_to_renumber": sorted(c for c, comm in cell_communities.items() if not c.startswith(comm)),
-        "cells_with_retired_code": sorted(c for c in cells["code"] if c[:12] in set(retired)),
-        "facilities_rederived": int(len(facility_communities)),
+        "streets": [s["code"] for s in preview["streets"]], "communities": preview["communities"], **codes,
+        "straddling_cells": [c["code"] for c in preview["straddling_cells"]],
+        "cells_to_renumber": preview["cells_to_renumber"],
+        "cells_with_retired_code": [c["code"] for c in preview["cells_with_retired_code"]],
+        "facilities_rederived": int(len(work.facility_communities)),
+        "successors": preview["successors"], "preview": preview, **(detail or {}),
     }
     new_version, revision = plan_rows.adopt(
-        engine, plan_id, version, actor, polygons, result.assignment, facility_communities, cell_communities,
-        summary, check=lambda conn: _refuse_if_stale(memory, plan, "adopt", conn))
+        memory.engine, plan_id, version, actor, work.polygons, work.assignment, work.facility_communities,
+        work.cell_communities, summary, check=lambda conn: _refuse_if_stale(memory, plan, "adopt", conn),
+        detail={k: v for k, v in (detail or {}).items() if k == "reason"})
     return {"version": new_version, "revision": revision, **summary}
 
 

@@ -105,6 +105,8 @@ ACCESS: dict[str, str] = {
     "GET /api/plans/<int:plan_id>/outlines": READERS,
     "GET /api/plans/<int:plan_id>/compare": READERS,
     "GET /api/plans/<int:plan_id>/timeline": READERS,
+    "GET /api/plans/<int:plan_id>/adoption": READERS,
+    "POST /api/plans/<int:plan_id>/regenerate-cells": EDITORS,
     "GET /api/plans/<int:plan_id>/export": READERS,
     "POST /api/plans/<int:plan_id>/moves": EDITORS,
     "POST /api/plans/<int:plan_id>/split": EDITORS,

@@ -122,7 +122,7 @@ def test_two_planners_saving_the_same_version_one_wins_the_other_is_told_what_ch
             return lambda: caller.post(f"{url}/communities/{here}/name",
                                        {"name": f"社区 {tag}{version}", "version": version})
         return lambda: caller.post(f"{url}/status", {"action": kind, "version": version,
-                                                     "comment": f"退回 {tag}"})
+                                                     "comment": f"退回 {tag}", "reason": "测试"})
 
     rounds = [("move", "move"), ("rename", "rename"), ("name", "move"), ("move", "rename"),
               ("name", "name"), ("submit", "move"), ("approve", "reject")]
@@ -221,8 +221,10 @@ def test_an_import_racing_an_adoption_either_waits_or_makes_the_adoption_a_confl
     for round_, street in enumerate(streets[:3]):
         plan_id = auto_plan(PlanMemory(engine), f"采纳 {street}", "planner-1", street=street)[0]
         url = f"/api/plans/{plan_id}"
-        v = planner.post(f"{url}/status", {"action": "submit", "version": 1}).get_json()["version"]
-        v = admin.post(f"{url}/status", {"action": "approve", "version": v}).get_json()["version"]
+        v = planner.post(f"{url}/status", {"action": "submit", "version": 1,
+                                           "reason": "测试"}).get_json()["version"]
+        v = admin.post(f"{url}/status", {"action": "approve", "version": v,
+                                         "reason": "测试"}).get_json()["version"]
         assert admin.get(url).get_json()["stale"] is None
         changed = units_of_street_with_more_households(engine, street, tmp_path, round_ + 1)
         communities_before = plan_rows.current_community_names(engine)
@@ -237,7 +239,7 @@ def test_an_import_racing_an_adoption_either_waits_or_makes_the_adoption_a_confl
 
         def adopting(url=url, v=v, late=late_adoption):
             time.sleep(late)
-            return admin.post(f"{url}/status", {"action": "adopt", "version": v})
+            return admin.post(f"{url}/status", {"action": "adopt", "version": v, "reason": "测试"})
 
         adoption, report = race(adopting, importing)
         plan = plan_rows.get_plan(engine, plan_id)

@@ -336,9 +336,10 @@ def more_households(path: Path, fmt: str) -> None:
 def adopt(memory: PlanMemory, plan_id: int) -> dict:
     """Submit, approve and adopt ``plan_id`` as its planner and an admin would."""
     v = plan_rows.get_plan(memory.engine, plan_id)["version"]
-    v = plan_workflow.change_status(memory, plan_id, "submit", v, "planner", "planner")["version"]
-    v = plan_workflow.change_status(memory, plan_id, "approve", v, "admin", "admin")["version"]
-    return plan_workflow.change_status(memory, plan_id, "adopt", v, "admin", "admin")
+    v = plan_workflow.change_status(memory, plan_id, "submit", v, "planner", "planner",
+                                    reason="测试")["version"]
+    v = plan_workflow.change_status(memory, plan_id, "approve", v, "admin", "admin", reason="测试")["version"]
+    return plan_workflow.change_status(memory, plan_id, "adopt", v, "admin", "admin", reason="测试")
 
 
 def adopt_a_moving_plan(engine, demo) -> str:

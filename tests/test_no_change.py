@@ -32,7 +32,7 @@ SUFFIX = {"shp": "zip"}
 
 def submitted_plan(memory: PlanMemory, street: str | None, name: str) -> int:
     plan_id, _ = plan_workflow.auto_plan(memory, name, "planner", street=street)
-    plan_workflow.change_status(memory, plan_id, "submit", 1, "planner", "planner")
+    plan_workflow.change_status(memory, plan_id, "submit", 1, "planner", "planner", reason="测试")
     return plan_id
 
 
@@ -74,7 +74,7 @@ def test_every_layer_exported_and_imported_back_unchanged_changes_nothing(stored
     assert boundary_rows(db_url) == before  # not one row rewritten, no history kept of nothing
     assert layer_counts(stored) == counts
     # the plans can still go on: submitted ones be approved
-    plan_workflow.change_status(memory, plans[0], "approve", 2, "admin", "admin")
+    plan_workflow.change_status(memory, plans[0], "approve", 2, "admin", "admin", reason="测试")
 
 
 def test_a_changed_street_stales_only_the_plans_touching_it_and_names_what_changed(stored, db_url, small_demo,
@@ -107,12 +107,13 @@ def test_a_changed_street_stales_only_the_plans_touching_it_and_names_what_chang
     street_name = small_demo.layers["streets"].set_index("code").loc[first, "name"]
     names = {f["properties"]["code"]: f["properties"]["name"] for f in mine}
     with pytest.raises(plan_workflow.StalePlan) as refused:
-        plan_workflow.change_status(memory, on_first, "approve", 2, "admin", "admin")
+        plan_workflow.change_status(memory, on_first, "approve", 2, "admin", "admin", reason="测试")
     message = str(refused.value)
     assert f"{street_name} · {first}" in message and second not in message
     shown = [c for c in changed if f"{names[c]} · {c}" in message]
     assert shown == changed[:10] and "and 2 more" in message
-    plan_workflow.change_status(memory, on_second, "approve", 2, "admin", "admin")  # the other street goes on
+    plan_workflow.change_status(memory, on_second, "approve", 2, "admin", "admin",
+                                reason="测试")  # the other street goes on
 
     # the page says it in Chinese, the API in the language asked for
     app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
@@ -127,7 +128,8 @@ def test_a_changed_street_stales_only_the_plans_touching_it_and_names_what_chang
     assert "等 2 个" in chinese and "changed" not in chinese
     assert client.get(f"/api/plans/{on_second}").json["stale"] is None
     admin, admin_headers = signed_in(app, "admin")
-    refused = admin.post(f"/api/plans/{on_first}/status", json={"action": "approve", "version": 2},
+    refused = admin.post(f"/api/plans/{on_first}/status", json={"action": "approve", "version": 2,
+                                                                "reason": "测试"},
                          headers={**admin_headers, "Accept-Language": "zh-CN"})
     assert refused.status_code == 409
     assert refused.json["detail"].startswith(f"方案 {on_first} 不能批准：方案编制后，")

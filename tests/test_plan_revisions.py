@@ -26,9 +26,10 @@ from tests.conftest import streets_of
 def adopt(memory: PlanMemory, plan_id: int) -> dict:
     """Submit, approve and adopt ``plan_id`` as its planner and an admin would."""
     v = plan_rows.get_plan(memory.engine, plan_id)["version"]
-    v = plan_workflow.change_status(memory, plan_id, "submit", v, "planner", "planner")["version"]
-    v = plan_workflow.change_status(memory, plan_id, "approve", v, "admin", "admin")["version"]
-    return plan_workflow.change_status(memory, plan_id, "adopt", v, "admin", "admin")
+    v = plan_workflow.change_status(memory, plan_id, "submit", v, "planner", "planner",
+                                    reason="测试")["version"]
+    v = plan_workflow.change_status(memory, plan_id, "approve", v, "admin", "admin", reason="测试")["version"]
+    return plan_workflow.change_status(memory, plan_id, "adopt", v, "admin", "admin", reason="测试")
 
 
 def moving_street(memory: PlanMemory, demo) -> tuple[str, int]:
@@ -70,9 +71,10 @@ def test_a_stale_plan_is_refused_at_submit_approve_and_adopt_then_rebased(stored
     draft, _ = plan_workflow.auto_plan(memory, "district draft", "planner")
     submitted, _ = plan_workflow.auto_plan(memory, "district submitted", "planner")
     approved, _ = plan_workflow.auto_plan(memory, "district approved", "planner")
-    plan_workflow.change_status(memory, submitted, "submit", 1, "planner", "planner")
-    v = plan_workflow.change_status(memory, approved, "submit", 1, "planner", "planner")["version"]
-    plan_workflow.change_status(memory, approved, "approve", v, "admin", "admin")
+    plan_workflow.change_status(memory, submitted, "submit", 1, "planner", "planner", reason="测试")
+    v = plan_workflow.change_status(memory, approved, "submit", 1, "planner", "planner",
+                                    reason="测试")["version"]
+    plan_workflow.change_status(memory, approved, "approve", v, "admin", "admin", reason="测试")
     # a hand edit of the draft in a street the adoption will not touch
     loaded = memory.plan(draft)
     other = next(s for s in streets_of(small_demo) if s != street)
@@ -83,13 +85,14 @@ def test_a_stale_plan_is_refused_at_submit_approve_and_adopt_then_rebased(stored
     assert adopted["status"] == "adopted" and adopted["streets"] == [street]
 
     with pytest.raises(plan_workflow.StalePlan, match=f"· {street} changed") as refused:
-        plan_workflow.change_status(memory, draft, "submit", edit["version"], "planner", "planner")
+        plan_workflow.change_status(memory, draft, "submit", edit["version"], "planner", "planner",
+                                    reason="测试")
     assert refused.value.details["stale"]["streets"] == [street]
     assert any(c["plan_id"] == street_plan for c in refused.value.details["stale"]["changes"])
     with pytest.raises(plan_workflow.StalePlan, match=street):
-        plan_workflow.change_status(memory, submitted, "approve", 2, "admin", "admin")
+        plan_workflow.change_status(memory, submitted, "approve", 2, "admin", "admin", reason="测试")
     with pytest.raises(plan_workflow.StalePlan, match=street):
-        plan_workflow.change_status(memory, approved, "adopt", 3, "admin", "admin")
+        plan_workflow.change_status(memory, approved, "adopt", 3, "admin", "admin", reason="测试")
     assert read_layer(stored, "communities", street=street)["code"].tolist() == sorted(
         set(plan_rows.plan_assignment(stored, street_plan)))  # nothing was overwritten
 
@@ -103,7 +106,7 @@ def test_a_stale_plan_is_refused_at_submit_approve_and_adopt_then_rebased(stored
     assert (after.reindex(adopted_units.index) == adopted_units).all()
     assert plan_workflow.stale_changes(memory, plan_rows.get_plan(stored, draft)) is None
     v = plan_workflow.change_status(memory, draft, "submit", rebased["version"], "planner",
-                                    "planner")["version"]
+                                    "planner", reason="测试")["version"]
     assert v == rebased["version"] + 1
     with pytest.raises(ValueError, match="up to date"):
         plan_workflow.rebase(memory, draft, v, "planner")

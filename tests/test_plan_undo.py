@@ -207,7 +207,8 @@ def test_undoing_an_edit_of_a_rejected_plan_makes_it_a_draft(stored, small_demo)
     version = plan_rows.get_plan(stored, plan_id)["version"]
     code = plan_rows.plan_assignment(stored, plan_id).value_counts().index[0]  # the largest community
     version = plan_edits.split_community(memory, plan_id, code, version, "planner")["version"]
-    version = plan_workflow.change_status(memory, plan_id, "submit", version, "planner", "planner")["version"]
+    version = plan_workflow.change_status(memory, plan_id, "submit", version, "planner", "planner",
+                                          reason="测试")["version"]
     version = plan_workflow.change_status(memory, plan_id, "reject", version, "admin", "admin",
                                           comment="重画")["version"]
     assert plan_rows.get_plan(stored, plan_id)["status"] == "rejected"

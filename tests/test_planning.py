@@ -88,21 +88,23 @@ def test_workflow_roles_and_adoption(stored, memory, small_demo):
     street = first_street(small_demo)
     plan_id, result = plan_workflow.auto_plan(memory, "adopt me", "planner", street=street)
     with pytest.raises(plan_workflow.WorkflowError, match="approved"):
-        plan_workflow.change_status(memory, plan_id, "adopt", 1, "admin", "admin")
+        plan_workflow.change_status(memory, plan_id, "adopt", 1, "admin", "admin", reason="测试")
     with pytest.raises(plan_workflow.WorkflowError, match="a planner may not approve"):
-        plan_workflow.change_status(memory, plan_id, "approve", 1, "planner", "planner")
-    v = plan_workflow.change_status(memory, plan_id, "submit", 1, "planner", "planner")["version"]
+        plan_workflow.change_status(memory, plan_id, "approve", 1, "planner", "planner", reason="测试")
+    v = plan_workflow.change_status(memory, plan_id, "submit", 1, "planner", "planner",
+                                    reason="测试")["version"]
     with pytest.raises(plan_workflow.WorkflowError, match="needs a comment"):
         plan_workflow.change_status(memory, plan_id, "reject", v, "admin", "admin")
     v = plan_workflow.change_status(memory, plan_id, "reject", v, "admin", "admin", "太大了")["version"]
     assert plan_rows.get_plan(stored, plan_id)["status"] == "rejected"
-    v = plan_workflow.change_status(memory, plan_id, "submit", v, "planner", "planner")["version"]
-    v = plan_workflow.change_status(memory, plan_id, "approve", v, "admin", "admin")["version"]
+    v = plan_workflow.change_status(memory, plan_id, "submit", v, "planner", "planner",
+                                    reason="测试")["version"]
+    v = plan_workflow.change_status(memory, plan_id, "approve", v, "admin", "admin", reason="测试")["version"]
     with pytest.raises(plan_workflow.WorkflowError, match="only drafts"):
         plan_edits.move_units(memory, plan_id, [str(result.graph.codes[0])], "new", v, "planner")
 
     before = read_layer(stored, "communities", street=street)
-    report = plan_workflow.change_status(memory, plan_id, "adopt", v, "admin", "admin")
+    report = plan_workflow.change_status(memory, plan_id, "adopt", v, "admin", "admin", reason="测试")
     assert report["status"] == "adopted"
     after = read_layer(stored, "communities", street=street)
     assert set(after["code"]) == set(result.assignment.unique())
@@ -174,9 +176,10 @@ def test_adoption_keeps_provisional_codes_flagged_until_the_code_table(stored, m
     split = plan_edits.split_community(memory, plan_id, biggest, 1, "planner")
     created = split["to"]
     v = split["version"]
-    v = plan_workflow.change_status(memory, plan_id, "submit", v, "planner", "planner")["version"]
-    v = plan_workflow.change_status(memory, plan_id, "approve", v, "admin", "admin")["version"]
-    report = plan_workflow.change_status(memory, plan_id, "adopt", v, "admin", "admin")
+    v = plan_workflow.change_status(memory, plan_id, "submit", v, "planner", "planner",
+                                    reason="测试")["version"]
+    v = plan_workflow.change_status(memory, plan_id, "approve", v, "admin", "admin", reason="测试")["version"]
+    report = plan_workflow.change_status(memory, plan_id, "adopt", v, "admin", "admin", reason="测试")
     assert created in report["created"]
     communities = read_layer(stored, "communities")
     here = communities[communities["street_code"] == street]

@@ -83,9 +83,9 @@ def test_approval_by_role_comparison_and_export(site, small_demo):
     plan_id = planner.post("/api/plans", json={"name": "p", "street": street}, headers=ph).json["plan_id"]
     assert planner.post(f"/api/plans/{plan_id}/status", json={"action": "approve", "version": 1},
                         headers=ph).status_code == 403
-    v = planner.post(f"/api/plans/{plan_id}/status", json={"action": "submit", "version": 1},
-                     headers=ph).json["version"]
-    v = admin.post(f"/api/plans/{plan_id}/status", json={"action": "approve", "version": v},
+    v = planner.post(f"/api/plans/{plan_id}/status",
+                     json={"action": "submit", "version": 1, "reason": "测试"}, headers=ph).json["version"]
+    v = admin.post(f"/api/plans/{plan_id}/status", json={"action": "approve", "version": v, "reason": "测试"},
                    headers=ah).json["version"]
     diff = admin.get(f"/api/plans/{plan_id}/compare").json
     assert diff["changed_units"] and diff["scores"]["outside_bounds"]["difference"] < 0
@@ -93,7 +93,8 @@ def test_approval_by_role_comparison_and_export(site, small_demo):
     assert export.status_code == 200
     with zipfile.ZipFile(io.BytesIO(export.data)) as zf:
         assert {"communities.shp", "communities.prj", "communities.cpg", "scores.json"} <= set(zf.namelist())
-    adopted = admin.post(f"/api/plans/{plan_id}/status", json={"action": "adopt", "version": v}, headers=ah)
+    adopted = admin.post(f"/api/plans/{plan_id}/status", json={"action": "adopt", "version": v,
+                                                               "reason": "测试"}, headers=ah)
     assert adopted.status_code == 200 and adopted.json["status"] == "adopted"
     assert "straddling_cells" in adopted.json
 
@@ -223,7 +224,8 @@ def test_buttons_are_the_actions_the_role_and_status_allow(site, small_demo):
     assert viewer.get(f"/api/plans/{plan_id}").json["actions"] == []
     page = viewer.get(f"/plans/{plan_id}").get_data(as_text=True)
     assert '"actions": []' in page and '"editable": false' in page
-    planner.post(f"/api/plans/{plan_id}/status", json={"action": "submit", "version": 1}, headers=ph)
+    planner.post(f"/api/plans/{plan_id}/status", json={"action": "submit", "version": 1,
+                                                       "reason": "测试"}, headers=ph)
     admin, _ = browser_client(site, "admin")
     assert admin.get(f"/api/plans/{plan_id}").json["actions"] == ["approve", "reject"]
     assert planner.get(f"/api/plans/{plan_id}").json["actions"] == []

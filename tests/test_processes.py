@@ -66,11 +66,12 @@ def test_every_process_plans_from_the_adopted_boundaries(served, small_demo):
     # every process loads the street's units and the plan before the adoption
     every_process(lambda: (call(base, planner, "GET", f"/api/plans/{plan_id}/units"), None))
     v = call(base, planner, "POST", f"/api/plans/{plan_id}/status",
-             json={"action": "submit", "version": 1}).json()["version"]
-    v = call(base, admin, "POST", f"/api/plans/{plan_id}/status", json={"action": "approve", "version": v}
+             json={"action": "submit", "version": 1, "reason": "测试"}).json()["version"]
+    v = call(base, admin, "POST", f"/api/plans/{plan_id}/status", json={"action": "approve", "version": v,
+                                                                        "reason": "测试"}
              ).json()["version"]
     adopted = call(base, admin, "POST", f"/api/plans/{plan_id}/status",
-                   json={"action": "adopt", "version": v})
+                   json={"action": "adopt", "version": v, "reason": "测试"})
     assert adopted.json()["status"] == "adopted"
 
     def fresh_plan():

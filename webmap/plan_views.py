@@ -19,7 +19,7 @@ from geodata.catalog import is_code
 from geodata.errors import Refused
 from geodata.i18n import N_, _
 from geodata.store import read_layer
-from layers import plan_documents, plan_edits, plan_workflow
+from layers import adoption, plan_documents, plan_edits, plan_workflow
 from layers.communities import bounds
 from webmap import params as parse
 from webmap.api import start_job, started_job, visible_job
@@ -124,7 +124,9 @@ def plan_page(plan_id: int):
               "documentActions": plan_documents.document_actions(plan, account.role, account.name),
               "timeline": plan_documents.timeline(plans(), plan_id),
               "stale": stale,
-              "adoption": plan.get("adoption")}
+              "adoption": plan.get("adoption"),
+              "regenerate": plan["status"] == "adopted" and account.role in EDITORS,
+              "reasonMax": adoption.REASON_MAX}
     return render_map("plan.html", m, config, plan=plan, title=_("Plan {name}", name=plan['name']))
 
 
@@ -332,7 +334,32 @@ def api_status(plan_id: int):
     data = _body()
     account = current_account()
     return jsonify(plan_workflow.change_status(plans(), plan_id, str(data.get("action", "")), _version(data),
-                                               account.name, account.role, data.get("comment")))
+                                               account.name, account.role, data.get("comment"),
+                                               data.get("reason")))
+
+
+@bp.get("/api/plans/<int:plan_id>/adoption")
+@require(*READERS, api=True)
+def api_adoption(plan_id: int):
+    """What adopting the plan would do, as data: streets, communities created, retired, renamed
+    and changed (households before → after), households moved, cells that would straddle or
+    carry a retired code, supervisors whose cells change, open cases in them, rules broken."""
+    return jsonify(adoption.adoption_preview(plans(), plan_id))
+
+
+@bp.post("/api/plans/<int:plan_id>/regenerate-cells")
+@require(*EDITORS, api=True)
+def api_regenerate_cells(plan_id: int):
+    """Regenerate the cells of the communities an adopted plan touched, in the background (202,
+    with the job to follow); refused before adoption."""
+    plan = plan_rows.get_plan(engine(), plan_id)
+    if plan["status"] != "adopted":
+        raise Refused(_("plan {plan_id} is {status}: cells are regenerated after adoption",
+                        plan_id=plan_id, status=plan["status"]))
+    job_id = start_job(adoption.JOB_KIND, {"plan_id": plan_id, "author": current_account().name})
+    response = jsonify(job_id=job_id, status="queued", url=url_for("plans.api_job", job_id=job_id))
+    response.status_code = 202
+    return response
 
 
 @bp.post("/api/plans/<int:plan_id>/rebase")

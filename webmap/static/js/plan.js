@@ -826,10 +826,11 @@
   });
 
   const box = $("actions");
-  for (const { action, label, confirm: ask } of config.actions) {
+  for (const { action, label } of config.actions) {
     const button = el("button", label, { type: "button", "data-action": action });
     button.addEventListener("click", () => act(button, async () => {
-      if (ask && !window.confirm(t("Adopting replaces the current community boundaries of the plan's streets. Adopt?"))) return;
+      // submitting, approving and adopting are read before the click: what it changes, the rules it breaks
+      if (["submit", "approve", "adopt"].includes(action)) { await confirmStep(action, label); return; }
       const answer = action === "rebase" ? await post("rebase", {})
         : await post("status", { action, comment: $("comment").value });
       status(`${answer.status || action}: v${answer.version}`);
@@ -837,6 +838,95 @@
     }));
     box.append(button);
   }
+
+  // --- the confirmation: what submitting, approving or adopting would change, names beside codes ---
+
+  const named = (code, name) => (name ? `${name} · ${code}` : code);
+  const LISTED = 30;
+  function section(title, items, cls) {
+    if (!items.length) return [];
+    const list = el("ul", null, cls ? { class: cls } : undefined);
+    list.append(...items.slice(0, LISTED).map((text) => el("li", text)));
+    if (items.length > LISTED) list.append(el("li", t("and {n} more", { n: number(items.length - LISTED) }), { class: "more" }));
+    return [el("h3", `${title}（${number(items.length)}）`), list];
+  }
+  function brokenRuleText(r) {
+    const who = named(r.community_code, r.community_name);
+    if (r.rule === "not_contiguous") return t("{community} is not contiguous ({pieces} separate pieces)", { community: who, pieces: number(r.value) });
+    if (r.rule === "below_minimum") return t("{community} holds {households} households, below the minimum of {limit}", { community: who, households: number(r.value), limit: number(r.limit) });
+    return t("{community} holds {households} households, above the maximum of {limit}", { community: who, households: number(r.value), limit: number(r.limit) });
+  }
+  function previewParts(p) {
+    const cellName = (code) => named(code, p.names?.[code.slice(0, 12)]);
+    return [
+      el("p", t("Streets: {streets}", { streets: p.streets.map((s) => named(s.code, s.name)).join("、") || "—" })),
+      ...section(t("Rules this plan breaks"), p.broken_rules.map(brokenRuleText), "rules"),
+      ...section(t("Communities created"), p.created.map((c) => t("{community}: {households} households", { community: named(c.code, c.name), households: number(c.households) }))),
+      ...section(t("Communities retired"), p.retired.map((c) => (c.successor
+        ? t("{community}: {households} households, mostly to {successor}", { community: named(c.code, c.name), households: number(c.households), successor: named(c.successor.code, c.successor.name) })
+        : t("{community}: {households} households", { community: named(c.code, c.name), households: number(c.households) })))),
+      ...section(t("Communities renamed"), p.renamed.map((c) => `${c.code}：${c.name_before} → ${c.name_after}`)),
+      ...section(t("Communities changed"), p.changed.map((c) => t("{community}: {before} → {after} households", { community: named(c.code, c.name), before: number(c.households_before), after: number(c.households_after) }))),
+      el("p", t("Households that change community: {households} (in {units} units)", { households: number(p.households_moved), units: number(p.units_moved) })),
+      ...section(t("Grid cells that would straddle two communities"), p.straddling_cells.map((c) => `${c.code}：`
+        + c.communities.map((x) => `${named(x.code, x.name)} ${gpLocale.percent(x.share, 0)}`).join("，"))),
+      ...section(t("Grid cells that would carry a retired code"), p.cells_with_retired_code.map((c) => t("{cell}: code of {retired}, now in {community}", { cell: c.code, retired: named(c.retired.code, c.retired.name), community: named(c.community.code, c.community.name) }))),
+      ...section(t("Supervisors whose cells change"), p.supervisors.map((s) => supervisorText(s, cellName))),
+      ...section(t("Open cases in those cells"), p.open_cases.listed.map((c) => `${c.code}（${c.grid_code || c.community_code ? cellName(c.grid_code || c.community_code) : "—"}）`)),
+      ...(p.open_cases.count > p.open_cases.listed.length ? [el("p", t("{n} open cases in all", { n: number(p.open_cases.count) }), { class: "muted" })] : []),
+    ];
+  }
+  function supervisorText(s, cellName) {
+    const held = s.cells.map(cellName).join("、");
+    const scope = s.scope_code ? t("scope {scope}", { scope: cellName(s.scope_code) }) : "";
+    return `${s.name}：${[held, scope].filter(Boolean).join("；") || "—"}`;
+  }
+  const TITLES = { submit: t("Submit plan “{name}”"), approve: t("Approve plan “{name}”"), adopt: t("Adopt plan “{name}”") };
+  function confirmStep(action, label) {
+    const dialog = $("adoption-dialog");
+    const confirmButton = $("adoption-confirm");
+    $("adoption-title").textContent = fillName(TITLES[action]);
+    $("adoption-body").replaceChildren();
+    $("adoption-loading").hidden = false;
+    $("reason-label").hidden = true;
+    $("reason-missing").hidden = true;
+    $("reason").value = "";
+    $("reason").maxLength = config.reasonMax || 1000;
+    confirmButton.textContent = label;
+    confirmButton.disabled = true;
+    window.gridplan.dialog = { action, ready: false };
+    dialog.showModal();
+    return new Promise((resolve) => {
+      let preview = null;
+      const close = () => { dialog.close(); resolve(); };
+      $("adoption-cancel").onclick = close;
+      dialog.onclose = () => resolve();
+      get(`/api/plans/${planId}/adoption`).then((p) => {
+        preview = p;
+        $("adoption-loading").hidden = true;
+        const parts = previewParts(p);
+        if (action === "adopt") parts.unshift(el("p", t("Adopting replaces the current community boundaries of these streets; the grid cells can then be regenerated."), { class: "muted" }));
+        $("adoption-body").replaceChildren(...parts);
+        $("reason-label").hidden = !p.broken_rules.length;
+        confirmButton.disabled = false;
+        window.gridplan.dialog = { action, ready: true, preview: p };
+      }).catch((err) => { close(); showError(err, box); });
+      $("adoption-form").onsubmit = (e) => {
+        e.preventDefault();
+        const reason = $("reason").value.trim();
+        if (preview && preview.broken_rules.length && !reason) { $("reason-missing").hidden = false; $("reason").focus(); return; }
+        confirmButton.disabled = true;
+        act(box, async () => {
+          try {
+            const answer = await post("status", { action, comment: $("comment").value, reason: reason || undefined });
+            status(`${STATUS[answer.status] || answer.status}: v${answer.version}`);
+            setTimeout(() => window.location.reload(), 800);
+          } finally { dialog.close(); }
+        }).then(resolve);
+      };
+    });
+  }
+  function fillName(text) { return text.replace("{name}", config.plan.name); }
   $("comment-label").hidden = !config.actions.some((a) => ["approve", "reject", "submit"].includes(a.action));
   const STEP = { create: t("created"), edit: t("edited"), rename: t("renamed"), name: t("named a community"),
     duplicate: t("duplicated"), submitted: t("submitted"), approved: t("approved"), rejected: t("rejected"),
@@ -857,6 +947,7 @@
         + (s.action === "name" && s.detail.name ? `：${s.detail.community} ${s.detail.name}` : "");
       item.append(el("time", gpLocale.date(s.at)), " ", el("strong", s.actor), " ", el("span", what));
       if (s.comment) item.append(el("q", s.comment));
+      if (s.detail && s.detail.reason) item.append(" ", el("q", t("Reason: {reason}", { reason: s.detail.reason }), { class: "reason" }));
       return item;
     }));
   }
@@ -872,11 +963,54 @@
     const a = config.adoption;
     const list = $("adoption");
     list.hidden = false;
-    list.replaceChildren(...[
-      [t("Communities created"), a.created], [t("Communities retired"), a.retired], [t("Communities changed"), a.changed],
-      [t("Grid cells straddling two communities"), a.straddling_cells],
-      [t("Grid cells carrying a retired code"), a.cells_with_retired_code],
-    ].map(([label, codes]) => el("li", `${label}: ${(codes || []).length ? codes.join(", ") : "—"}`)));
+    const p = a.preview;
+    if (p) {  // adopted with its confirmation kept: names beside codes
+      list.replaceChildren(el("h3", t("What the adoption changed")), ...previewParts(p));
+      if (a.reason) list.append(el("p", t("Reason: {reason}", { reason: a.reason })));
+    } else {  // adopted before confirmations were kept
+      const lines = el("ul");
+      lines.append(...[
+        [t("Communities created"), a.created], [t("Communities retired"), a.retired], [t("Communities changed"), a.changed],
+        [t("Grid cells straddling two communities"), a.straddling_cells],
+        [t("Grid cells carrying a retired code"), a.cells_with_retired_code],
+      ].map(([label, codes]) => el("li", `${label}: ${(codes || []).length ? codes.join(", ") : "—"}`)));
+      list.replaceChildren(lines);
+    }
+    showRegenerated(a.regenerated);
+  }
+  function showRegenerated(r) {
+    if (!r) return;
+    const names = Object.fromEntries((r.communities || []).map((c) => [c.code, c.name]));
+    const cell = (code) => named(code, names[code.slice(0, 12)]);
+    $("regenerated").replaceChildren(
+      el("p", t("Cells regenerated on {at}: {communities} communities, {cells} cells ({kept} kept, {new} new, {removed} removed).", {
+        at: gpLocale.date(r.at), communities: number(r.communities.length), cells: number(r.cells),
+        kept: number(r.kept), new: number(r.new.length), removed: number(r.removed.length) })),
+      ...section(t("Communities"), r.communities.map((c) => named(c.code, c.name))),
+      ...section(t("Supervisors passed to successor cells"), [...r.assignments.map((x) => `${x.user}：${cell(x.from)} → ${cell(x.to)}`),
+        ...r.scopes.map((x) => `${x.name}：${x.from} → ${cell(x.to)}`)]),
+      el("p", t("Open cases placed again: {moved} of {open}", { moved: number(r.cases.moved), open: number(r.cases.open) })),
+      ...section(t("Cells outside the rules"), r.problems || []));
+  }
+  if (config.regenerate) {
+    $("regeneration").hidden = false;
+    const button = $("regenerate");
+    button.addEventListener("click", () => act(button, async () => {
+      button.disabled = true;
+      const bar = $("regenerate-progress");
+      try {
+        const started = await request("POST", `/api/plans/${planId}/regenerate-cells`, {});
+        bar.hidden = false;
+        status(t("Regenerating the grid cells…"));
+        for (;;) {
+          await new Promise((r) => setTimeout(r, 1000));
+          const job = await get(started.url);
+          bar.value = job.progress || 0;
+          if (job.status === "done") { showRegenerated(job.result); status(t("Grid cells regenerated")); break; }
+          if (job.status === "failed") throw Object.assign(new Error(job.message), { problem: { detail: job.message } });
+        }
+      } finally { bar.hidden = true; button.disabled = false; }
+    }));
   }
 
   // --- loading: every unit of a small plan; outlines, then units by view, for a large one -----------
