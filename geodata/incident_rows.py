@@ -140,6 +140,13 @@ def locate(conn: Connection, lon: float, lat: float) -> dict:
         if street
         else None
     )
+    if cell is not None and cell.community_code and cell.community_code != found["community_code"]:
+        # a case belongs to its cell, and the cell to one community: after an adoption and before
+        # the cells are regenerated the two can disagree, and the case must not be filed under a
+        # community its cell's supervisor does not work in
+        found["community_code"] = cell.community_code
+        found["street_code"] = cell.community_code[:9]
+        found["district_code"] = cell.district_code or found["district_code"]
     if found["street_code"] is None and found["community_code"]:
         found["street_code"] = found["community_code"][:9]
     return found

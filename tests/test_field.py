@@ -14,6 +14,7 @@ import shapely
 from sqlalchemy import func, select
 
 from geodata.models import Incident, IncidentStep
+from geodata.settings import save_setting
 from layers.demo import write_demo
 from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
 from webmap import create_app
@@ -163,6 +164,8 @@ def test_the_base_under_the_pin(site):
 
 def test_what_needs_me_in_the_top_bar_and_the_list_opening_on_it(site):
     engine = site["engine"]
+    # one account takes every step here (the loop's separation of duties has its own tests)
+    save_setting(engine, "incident_separation", False, actor="test")
     client, headers = client_of(site)
     before = client.get("/cases").get_data(as_text=True)
     assert 'id="attention"' not in before, "the demo's cells start with nothing to do"

@@ -217,12 +217,14 @@ def test_tapping_the_grid_map_offers_a_report_there(browser, server):
     page.wait_for_function("() => window.gridplan && window.gridplan.ready")
     page.evaluate("([lat, lon]) => window.gridplan.map.setView([lat, lon], 17, { animate: false })",
                   [here.y, here.x])
-    box = page.locator(".mapbox .folium-map, .mapbox .leaflet-container").first.bounding_box()
-    # beside the point where the cases reported above sit (a tap on them opens a case)
+    # beside the point where the cases reported above sit (a tap on them opens a case); the page
+    # position is read in one go, so nothing laid out meanwhile moves the tap
     target = page.evaluate("([lat, lon]) => { const map = window.gridplan.map; "
-                           "const p = map.latLngToContainerPoint([lat, lon]); return [p.x, p.y]; }",
+                           "const box = map.getContainer().getBoundingClientRect(); "
+                           "const p = map.latLngToContainerPoint([lat, lon]); "
+                           "return [box.left + p.x, box.top + p.y]; }",
                            [here.y, here.x + 0.0006])
-    page.touchscreen.tap(box["x"] + target[0], box["y"] + target[1])
+    page.touchscreen.tap(target[0], target[1])
     page.wait_for_selector("#report-here")
     page.screenshot(path=str(SHOTS / "grid-map-tap.png"))
     page.tap("#report-here")

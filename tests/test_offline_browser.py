@@ -157,10 +157,11 @@ def test_offline_reports_and_steps_are_stored_once_when_the_signal_returns(phone
     ready(page)
     page.select_option("select[name=category]", "E01-01")
     page.fill("textarea[name=description]", "地下室漏水")
+    page.click(".lonlat-box summary")  # no signal: the coordinates typed (the map needs its look-ups)
     page.fill("input[name=lon]", f"{live['here'].x:.7f}")
     page.fill("input[name=lat]", f"{live['here'].y:.7f}")
-    # (no photo here: under gunicorn a photo upload crashes the worker on SpatiaLite, rasterio
-    # beside mod_spatialite's PROJ; the photo of a replayed report: tests/test_offline.py)
+    # (the photo of a replayed report: tests/test_offline.py; photos under gunicorn:
+    # tests/test_served_photos.py)
     page.tap("#report-form button[type=submit]")
     page.wait_for_function("() => document.getElementById('status').textContent.includes('Kept on this')")
     assert "4 waiting to be sent" in page.inner_text("#offline-summary")

@@ -46,6 +46,8 @@ self.addEventListener("message", (event) => {
   }
 });
 const CASE_API = /^\/api\/incidents\/([^/]+)$/;
+// the report form's look-ups, never kept (they answer for a place, not a case)
+const NOT_A_CASE = new Set(["duplicates", "place", "basemap"]);
 
 self.addEventListener("fetch", (event) => {
   const request = event.request;
@@ -58,7 +60,7 @@ self.addEventListener("fetch", (event) => {
     event.respondWith(page(request, url));
   } else if (url.pathname === "/api/incidents") {
     event.respondWith(caseList(request));
-  } else if (CASE_API.test(url.pathname) && url.pathname !== "/api/incidents/duplicates") {
+  } else if (CASE_API.test(url.pathname) && !NOT_A_CASE.has(CASE_API.exec(url.pathname)[1])) {
     event.respondWith(oneCase(request, decodeURIComponent(CASE_API.exec(url.pathname)[1])));
   }
 });

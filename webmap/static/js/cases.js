@@ -106,6 +106,12 @@
       t("{n} cases · {late} overdue", { n: gpLocale.number(answer.body.incidents.length), late: gpLocale.number(late) }) + (answer.body.cells ? " · " + t("grid cells {cells}", { cells: answer.body.cells.join(", ") }) : "");
     status(answer.offline ? t("Offline: the list as it was at {when}", { when: when(answer.body.now) })
       : t("Updated {when}", { when: when(answer.body.now) }));
+    if (!answer.offline && query.get("status") !== "open") {
+      // the phone keeps the open cases too (the service worker keeps list answers), so that any
+      // open case reads offline, not only those of the filter the list opened on
+      query.set("status", "open");
+      call(`/api/incidents?${query}`).catch(() => {});
+    }
   }
 
   /* A case with a step waiting on the phone says so, and takes no other step until it is sent
