@@ -173,6 +173,15 @@ def test_regeneration_puts_cells_supervisors_and_cases_right(stored, small_demo)
     create_user(stored, "网格长乙", "supervisor", "x", retired_community, actor="admin")
     report = adopt(memory, plan_id, v)
     assert retired_community in report["retired"] and retired_cell in report["cells_with_retired_code"]
+    # adopted, the cells not yet regenerated: a case reported now is filed under its cell's
+    # community (the cell's supervisor works there), not under the community drawn at its point
+    before = read_layer(stored, "communities")
+    with stored.connect() as conn:
+        located = [incident_rows.locate(conn, lon, lat)
+                   for lon, lat in shapely_points_in(before[before["street_code"] == street])]
+    cell_community = read_layer(stored, "grid_cells").set_index("code")["community_code"]
+    in_cells = [f for f in located if f["grid_code"]]
+    assert in_cells and all(f["community_code"] == cell_community[f["grid_code"]] for f in in_cells)
     done = adoption.regenerate_cells(stored, plan_id, "admin")
 
     communities = read_layer(stored, "communities")
