@@ -20,9 +20,9 @@ from sqlalchemy import Connection, Engine, select, update
 
 from geodata.audit import record
 from geodata.errors import NotFound, Refused
-from geodata.i18n import _
+from geodata.i18n import N_, _
 from geodata.models import Setting
-from geodata.standards import DEFAULT_SETTINGS
+from geodata.standards import DEFAULT_SETTINGS, FACILITY_KIND_LABELS
 
 #: Settings whose value is one of a few names.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -327,4 +327,134 @@ def save_setting(engine: Engine, key: str, value, *, actor: str, source: str | N
                 "source": changes.get("source", row.source)}
 
 
-__all__ = ["CHOICES", "check_value", "get_value", "is_table", "list_settings", "save_setting"]
+# --- what the settings page says about each setting ---------------------------------------------
+
+#: Each setting as the administrator reads it: its name, what it decides, and the unit of its
+#: numbers (translated where shown; the stored ``description`` is the fallback for a key not here).
+SETTING_TEXTS: dict[str, tuple[str, str, str]] = {
+    "basemap": (N_("Base map"), N_("The map drawn under every layer; on an intranet without internet "
+                                   "access choose no base map or local tiles"), ""),
+    "households_min": (N_("Fewest households per community"),
+                       N_("A community with fewer households is outside the bounds"), N_("households")),
+    "households_max": (N_("Most households per community"),
+                       N_("A community with more households is outside the bounds"), N_("households")),
+    "grid_households": (N_("Households per grid cell"),
+                        N_("The social-governance grid: households one grid supervisor looks after"),
+                        N_("households")),
+    "grid_area_m2": (N_("Area of a unit grid cell"), N_("The urban-management unit grid's cell area"), "m²"),
+    "community_floor_area_m2": (N_("Community rooms: least floor area"),
+                                N_("Office and activity rooms every community needs at least"), "m²"),
+    "service_area_per_100_households_m2": (N_("Service space per 100 households"),
+                                           N_("Community service floor area for every 100 households"), "m²"),
+    "people_per_household": (N_("People per household"),
+                             N_("Average size of a family household, to estimate residents"), N_("people")),
+    "facility_reach_m": (N_("Walking reach of each facility kind"),
+                         N_("How far residents walk to each kind of facility (5-minute ≈ 300 m, 10-minute "
+                            "≈ 500 m, 15-minute 800–1,000 m)"), N_("metres")),
+    "facility_standards": (N_("Facility standards"),
+                           N_("Per facility kind and life-circle level: walking reach, whether every "
+                              "community needs one, floor areas and households per facility (0 = no "
+                              "standard), each row with its source"), ""),
+    "incident_categories": (N_("Incident categories"),
+                            N_("Each category of case with its kind and its time limit in working hours"),
+                            N_("working hours")),
+    "rate_targets": (N_("Rate targets"), N_("The closure rate and on-time closure rate each street aims for"),
+                     N_("share (0–1)")),
+    "working_calendar": (N_("Working calendar"),
+                         N_("Time limits of cases run on working hours: the hours of a working day, the "
+                            "working weekdays, public holidays and make-up working days"), ""),
+    "duplicate_distance_m": (N_("Likely duplicate within"),
+                             N_("A report this close to an open case of the same category is offered as a "
+                                "likely duplicate"), N_("metres")),
+    "photo_max_mb": (N_("Largest photo of a case"),
+                     N_("The largest photo accepted with a case; JPEG, PNG or WebP"), "MB"),
+    "session_hours": (N_("Sign-in lasts"),
+                      N_("Hours after which a user signs in again, whatever they did in between "
+                         "(the environment variable GRIDPLAN_SESSION_HOURS overrides it)"), N_("hours")),
+    "unit_households_max": (N_("Import check: most households per unit"),
+                            N_("An imported planning unit or building with more households is refused as "
+                               "a typing or unit error"), N_("households")),
+    "unit_population_max": (N_("Import check: most people per unit"),
+                            N_("An imported planning unit or building with more people is refused"),
+                            N_("people")),
+    "import_region": (N_("Import check: where features may lie"),
+                      N_("Longitude and latitude an imported file must lie within: outside it, or at 0°, "
+                         "0°, it was read in the wrong coordinate system and is refused"), N_("degrees")),
+}
+
+#: The default sources as read in the interface's language: shown while the stored source is
+#: still the default (a source the city wrote is shown as written).
+DEFAULT_SOURCES: dict[str, str] = {
+    "households_min": N_("Linyi document Linfa [2001] No. 26 (1,000–3,000 households); the Organic Law of "
+                         "Urban Residents' Committees, article 6, says 100–700"),
+    "households_max": N_("Linyi document Linfa [2001] No. 26; Wuhai's 67 urban communities hold about "
+                         "3,000 households each"),
+    "grid_households": N_("commonly quoted range; not a national number"),
+    "grid_area_m2": N_("Beijing Dongcheng 2004 (1,652 cells of about 10,000 m²)"),
+    "community_floor_area_m2": N_("Inner Mongolia standard (Wuhai average 1,010 m², largest 6,400 m²)"),
+    "service_area_per_100_households_m2": N_("NDRC 2022"),
+    "people_per_household": N_("2020 census, China"),
+    "facility_reach_m": N_("GB 50180-2018 life circles"),
+    "facility_standards": N_("GB 50180-2018; Inner Mongolia (300 m²); NDRC 2022 (30 m² per 100 households)"),
+    "incident_categories": N_("GB/T 30428, CJ/T 214 (limits vary by city; these are examples)"),
+    "rate_targets": N_("common city targets"),
+    "working_calendar": N_("State Council holiday notices for 2025 and 2026; a city adds each year's notice "
+                           "and its own office hours"),
+    "duplicate_distance_m": N_("local practice; choose per city"),
+    "photo_max_mb": N_("a phone camera's photo is 2–6 MB"),
+    "session_hours": N_("a working day; MLPS 2.0 asks that sessions end"),
+    "unit_households_max": N_("a large compound holds a few thousand households; 100,000 leaves room for "
+                              "any block"),
+    "unit_population_max": N_("as the most households per unit"),
+    "import_region": N_("China's extent (73°E–135°E, 4°N–54°N) with a margin; a city may narrow it to its "
+                        "province"),
+}
+
+#: Fields of records and columns of tables inside settings, by the name people use.
+FIELD_LABELS: dict[str, str] = {
+    "kind": N_("Kind"), "level": N_("Life circle"), "reach_m": N_("Walking reach (m)"),
+    "required": N_("Every community"), "min_floor_area_m2": N_("Least floor area (m²)"),
+    "floor_area_per_100_households_m2": N_("Floor area per 100 households (m²)"),
+    "households_per_facility": N_("Households per facility"), "source": N_("Source"), "name": N_("Name"),
+    "limit_hours": N_("Time limit (working hours)"), "limit_days": N_("Time limit (working days)"),
+    "hours": N_("Working hours"), "weekdays": N_("Working weekdays"), "holidays": N_("Public holidays"),
+    "workdays": N_("Make-up working days"), "lon_min": N_("Westmost longitude"),
+    "lon_max": N_("Eastmost longitude"),
+    "lat_min": N_("Southmost latitude"), "lat_max": N_("Northmost latitude"),
+    "closed": N_("Closure rate"), "closed_on_time": N_("On-time closure rate"),
+}
+
+#: Values inside settings that are names the application knows (facility kinds, life circles,
+#: kinds of incident), as people read them; the stored value stays the key.
+VALUE_LABELS: dict[str, str] = {
+    **FACILITY_KIND_LABELS,
+    "5-minute": N_("5-minute life circle"), "10-minute": N_("10-minute life circle"),
+    "15-minute": N_("15-minute life circle"), "component": N_("component"), "event": N_("event"),
+}
+
+#: Values chosen from a list (shown as a choice of names, stored as the key).
+VALUE_GROUPS: list[list[str]] = [list(FACILITY_KIND_LABELS), ["5-minute", "10-minute", "15-minute"],
+                                 ["component", "event"]]
+
+
+def setting_texts(row: dict) -> dict:
+    """A settings row with what the page shows in the interface's language: ``label``, ``text``
+    (what the setting decides), ``unit`` and ``source_text`` (the default source translated, a
+    source the city wrote as written)."""
+    key = row["key"]
+    label, text, unit = SETTING_TEXTS.get(key, (key, row.get("description") or "", ""))
+    default = next((d.get("source") for d in DEFAULT_SETTINGS if d["key"] == key), None)
+    source = row.get("source") or ""
+    source_text = _(DEFAULT_SOURCES[key]) if key in DEFAULT_SOURCES and source == default else source
+    return {**row, "label": _(label) if key in SETTING_TEXTS else label,
+            "text": _(text) if key in SETTING_TEXTS else text, "unit": _(unit) if unit else "",
+            "source_text": source_text}
+
+
+def setting_label(key: str) -> str:
+    """The name of setting ``key`` in the interface's language (the key when it has none)."""
+    return _(SETTING_TEXTS[key][0]) if key in SETTING_TEXTS else key
+
+
+__all__ = ["CHOICES", "FIELD_LABELS", "SETTING_TEXTS", "VALUE_LABELS", "setting_label", "setting_texts",
+           "check_value", "get_value", "is_table", "list_settings", "save_setting"]

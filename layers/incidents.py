@@ -34,7 +34,7 @@ from geodata import incident_rows as rows
 from geodata.accounts import Account, find_user
 from geodata.audit import record
 from geodata.errors import Conflict, Forbidden, NotFound, Refused
-from geodata.i18n import N_, _
+from geodata.i18n import N_, _, in_language
 from geodata.standards import get_setting
 from layers.working_time import WorkingCalendar
 
@@ -51,6 +51,13 @@ STATUS_LABELS = {
     "closed": N_("closed"),
     "evaluated": N_("evaluated"),
     "cancelled": N_("cancelled"),
+}
+#: each step of a case's history as people read it (``feedback``: the handler reported back)
+STEP_LABELS = {
+    "reported": N_("was reported"), "filed": N_("was filed"), "dispatched": N_("was dispatched"),
+    "handled": N_("was handled"), "feedback": N_("was reported back as handled"),
+    "returned": N_("was returned for rework"), "closed": N_("was checked and closed"),
+    "evaluated": N_("was evaluated"), "cancelled": N_("was cancelled"),
 }
 DESCRIPTION_LENGTH = 2000
 NOTE_LENGTH = 1000
@@ -203,7 +210,7 @@ def describe(
         late = bool(not open_ and case["closed_at"] and case["due_at"] and case["closed_at"] > case["due_at"])
         item = {k: _iso(v) for k, v in case.items() if k != "id"}
         item.update(
-            category_name=(catalogue.get(case["category"]) or {}).get("name", case["category"]),
+            category_name=in_language((catalogue.get(case["category"]) or {}).get("name", case["category"])),
             status_label=_(STATUS_LABELS.get(case["status"], case["status"])),
             open=open_,
             overdue=overdue,
@@ -467,7 +474,8 @@ def act(engine: Engine, account: Account, code: str, data: dict, *, now: datetim
 def history(engine: Engine, account: Account, code: str) -> tuple[dict, list[dict], list[dict]]:
     """A case, its steps (oldest first) and its photos' metadata."""
     case = visible_case(engine, account, code)
-    steps = [{**s, "at": _iso(s["at"])} for s in rows.steps_of(engine, case["id"])]
+    steps = [{**s, "at": _iso(s["at"]), "label": _(STEP_LABELS[s["step"]]) if s["step"] in STEP_LABELS
+              else _("changed")} for s in rows.steps_of(engine, case["id"])]
     photos = [
         {
             "id": p["id"],

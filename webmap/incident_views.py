@@ -31,7 +31,7 @@ from flask import (
 
 from geodata import incident_rows
 from geodata.errors import GridplanError, Refused
-from geodata.i18n import _
+from geodata.i18n import _, in_language
 from layers import incident_export as exports
 from layers import incidents, rates
 from webmap import params
@@ -301,7 +301,7 @@ def _page_config(**extra) -> dict:
         "role": account.role,
         "scope": account.scope_code,
         "user": account.name,
-        "categories": {k: v.get("name", k) for k, v in cats.items()},
+        "categories": {k: in_language(v.get("name", k)) for k, v in cats.items()},
         **extra,
     }
 
