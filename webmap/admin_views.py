@@ -191,7 +191,21 @@ def audit_csv():
 @bp.get("/api/admin/users")
 @require("admin", api=True)
 def api_users():
-    return _json({"users": accounts.list_users(engine()), "roles": list(accounts.ROLES), "me": _actor()})
+    return _json({"users": accounts.list_users(engine()), "roles": list(accounts.ROLES), "me": _actor(),
+                  "places": _places()})
+
+
+def _places() -> dict:
+    """The streets and communities by name, for choosing a user's scope (cells come by community)."""
+    from sqlalchemy import select
+
+    from geodata.models import Community, Street
+    with engine().connect() as conn:
+        streets = conn.execute(select(Street.code, Street.name).order_by(Street.code)).all()
+        communities = conn.execute(select(Community.code, Community.name, Community.street_code)
+                                   .order_by(Community.code)).all()
+    return {"streets": [{"code": c, "name": n} for c, n in streets],
+            "communities": [{"code": c, "name": n, "street_code": s} for c, n, s in communities]}
 
 
 @bp.post("/api/admin/users")

@@ -58,11 +58,76 @@ window.gridplanAdmin = (function () {
 
   // --- users ---------------------------------------------------------------------------------
 
+  // --- a scope chosen by name: street → community → grid cell ---------------------------------
+
+  let PLACES = { streets: [], communities: [] };
+  const cellsOf = new Map();  // community code → its cells (loaded when first asked for)
+
+  async function loadCells(community) {
+    if (!cellsOf.has(community)) {
+      cellsOf.set(community, call("GET", `/api/collections/grid_cells/items?f=json&limit=1000&community_code=${encodeURIComponent(community)}`)
+        .then((answer) => (answer.ok ? answer.body.items.map((c) => c.code).sort() : [])));
+    }
+    return cellsOf.get(community);
+  }
+
+  function placeName(code) {
+    if (!code) return t("whole city");
+    const street = PLACES.streets.find((s) => s.code === code.slice(0, 9));
+    const community = PLACES.communities.find((c) => c.code === code.slice(0, 12));
+    const parts = [street ? street.name : code.slice(0, 9)];
+    if (code.length >= 12) parts.push(community ? community.name : code.slice(0, 12));
+    if (code.length === 15) parts.push(t("cell {number}", { number: Number(code.slice(12)) }));
+    return `${parts.join(" › ")} · ${code}`;
+  }
+
+  /* Three choices, 街道 → 社区 → 网格, by name: {node, value()} where value is the code of the
+     deepest place chosen ("" for none). An unknown stored code is kept as it is. */
+  function scopePicker(code, label) {
+    const box = el("span", null, { class: "scope-picker", "data-scope": code || "" });
+    const street = el("select", null, { "aria-label": t("{name}: street", { name: label }), class: "street" });
+    const community = el("select", null, { "aria-label": t("{name}: community", { name: label }), class: "community" });
+    const cellPick = el("select", null, { "aria-label": t("{name}: grid cell", { name: label }), class: "cell" });
+    street.append(el("option", t("— no scope —"), { value: "" }));
+    for (const s of PLACES.streets) street.append(el("option", `${s.name} ${s.code}`, { value: s.code }));
+    function fillCommunities(chosen) {
+      community.replaceChildren(el("option", t("whole street"), { value: "" }));
+      for (const c of PLACES.communities.filter((x) => x.street_code === street.value)) {
+        community.append(el("option", `${c.name} ${c.code}`, { value: c.code }));
+      }
+      community.value = chosen || "";
+      community.hidden = !street.value;
+    }
+    async function fillCells(chosen) {
+      cellPick.replaceChildren(el("option", t("whole community"), { value: "" }));
+      cellPick.hidden = !community.value;
+      if (!community.value) return;
+      for (const c of await loadCells(community.value)) {
+        cellPick.append(el("option", t("cell {number}", { number: Number(c.slice(12)) }) + ` ${c}`, { value: c }));
+      }
+      cellPick.value = chosen || "";
+    }
+    const known = !code || PLACES.streets.some((s) => s.code === code.slice(0, 9));
+    if (!known) street.append(el("option", code, { value: code.slice(0, 9) }));
+    street.value = code ? code.slice(0, 9) : "";
+    fillCommunities(code && code.length >= 12 ? code.slice(0, 12) : "");
+    const ready = fillCells(code && code.length === 15 ? code : "");
+    street.addEventListener("change", () => { fillCommunities(""); fillCells(""); });
+    community.addEventListener("change", () => fillCells(""));
+    box.append(street, " ", community, " ", cellPick);
+    return { node: box, ready, value: () => cellPick.value || community.value || street.value,
+             reset: () => { street.value = ""; fillCommunities(""); fillCells(""); } };
+  }
+
   async function users() {
     const table = document.querySelector("#users tbody");
     const answer = await call("GET", "/api/admin/users");
     if (!answer.ok) { say(document.getElementById("users-message"), detail(answer.body), "bad"); return; }
     const { roles, me } = answer.body;
+    PLACES = answer.body.places || PLACES;
+    const newScope = scopePicker("", t("New user"));
+    const scopeInput = document.querySelector("#new-user input[name=scope_code]");
+    scopeInput.replaceWith(newScope.node);
     table.replaceChildren(...answer.body.users.map((u) => userRow(u, roles, me)));
 
     const form = document.getElementById("new-user");
@@ -71,19 +136,20 @@ window.gridplanAdmin = (function () {
       event.preventDefault();
       const f = form.elements;
       const result = await call("POST", "/api/admin/users", { name: f.name.value.trim(), role: f.role.value,
-        scope_code: f.scope_code.value.trim(), password: f.password.value });
+        scope_code: newScope.value(), password: f.password.value });
       if (result.status !== 201) { say(message, detail(result.body), "bad"); return; }
       say(message, t("Created: {name} ({role})", { name: result.body.name, role: roleName(result.body.role) }), "ok");
       table.append(userRow(result.body, roles, me));
       form.reset();
+      newScope.reset();
     });
   }
 
   function userRow(u, roles, me) {
     const tr = el("tr", null, { "data-user": u.name });
     const role = roleSelect(roles, u.role, t("{name}: role", { name: u.name }));
-    const scope = el("input", null, { value: u.scope_code || "", size: "15", maxlength: "15",
-                                      "aria-label": t("{name}: scope", { name: u.name }) });
+    const scope = scopePicker(u.scope_code || "", u.name);
+    scope.node.title = placeName(u.scope_code || "");
     const password = el("input", null, { type: "password", autocomplete: "new-password", size: "12",
                                          placeholder: t("unchanged"), "aria-label": t("{name}: new password", { name: u.name }) });
     const state = el("td", u.disabled ? t("disabled") : t("active"), { class: "state" });
@@ -95,7 +161,7 @@ window.gridplanAdmin = (function () {
       toggle.title = t("You cannot disable your own account");
     }
     tr.className = u.disabled ? "disabled" : "";
-    tr.append(el("td", u.name), cell(role), cell(scope), cell(password), state, el("td", when(u.created_at)),
+    tr.append(el("td", u.name), cell(role), cell(scope.node), cell(password), state, el("td", when(u.created_at)),
               el("td", u.last_sign_in_at ? when(u.last_sign_in_at) : t("never signed in"), { class: "last-sign-in" }),
               cell(save), cell(toggle), message);
 
@@ -111,7 +177,7 @@ window.gridplanAdmin = (function () {
     }
 
     save.addEventListener("click", () => {
-      const body = { role: role.value, scope_code: scope.value.trim() };
+      const body = { role: role.value, scope_code: scope.value() };
       if (password.value) body.password = password.value;
       change(body, password.value ? t("Saved; the password is changed") : t("Saved"));
     });
