@@ -369,6 +369,12 @@ def with_places(engine: Engine, frame: gpd.GeoDataFrame, crs: CRS | None = None)
         out["community_name"] = joined["name"].where(joined["name"].notna(), None).to_numpy(dtype=object)
         out["street_name"] = [street_names.get(s) if isinstance(s, str) else None
                               for s in joined["street_code"]]
+    if len(streets):  # a site in no community (a blind spot) still lies in a street
+        inside = gpd.sjoin(out[["geometry"]], streets.to_crs(4326)[["name", "geometry"]], how="left",
+                           predicate="within")
+        inside = inside[~inside.index.duplicated(keep="first")].reindex(out.index)
+        out["street_name"] = [s if s is not None else (n if isinstance(n, str) else None)
+                              for s, n in zip(out["street_name"], inside["name"], strict=True)]
     roads = read_layer(engine, "roads", bbox=bbox)
     if len(roads) and "name" in roads:
         roads = roads[roads["name"].fillna("").str.strip() != ""]
