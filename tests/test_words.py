@@ -40,7 +40,8 @@ def site(db_url, small_demo, monkeypatch):
     plan_id, _result = auto_plan(memory, "东区调整", "planner", street=street)
     with engine.connect() as conn:
         version, = conn.execute(text("SELECT version FROM plans WHERE id = :p"), {"p": plan_id}).one()
-        street_name = conn.execute(text("SELECT name FROM streets WHERE code = :c"), {"c": street}).scalar_one()
+        street_name = conn.execute(text("SELECT name FROM streets WHERE code = :c"),
+                                   {"c": street}).scalar_one()
     code = sorted(memory.plan(plan_id).partition.communities)[0]
     name_community(memory, plan_id, code, "新名社区", version, "planner")
     yield {"app": app, "engine": engine, "plan": plan_id, "community": code, "street": street,
@@ -125,7 +126,8 @@ def test_settings_form_speaks_labels_saves_and_refuses(site):
     listed = {s["key"]: s for s in client.get("/api/admin/settings").get_json()["settings"]}
     assert listed["households_min"]["label"] == "社区户数下限" and listed["households_min"]["unit"] == "户数"
     assert listed["working_calendar"]["label"] == "工作日历"
-    assert "临发" in listed["households_min"]["source_text"] and "says" not in listed["households_min"]["source_text"]
+    source = listed["households_min"]["source_text"]
+    assert "临发" in source and "says" not in source
     saved = client.put("/api/admin/settings/households_min", json={"value": 900}, headers=headers)
     assert saved.status_code == 200 and saved.get_json()["label"] == "社区户数下限"
     assert get_value(site["engine"], "households_min") == 900
@@ -151,7 +153,8 @@ def test_steps_and_categories_in_the_pages_language(site):
 
     def categories(lang):
         page = _client(site["app"], "supervisor", lang).get("/cases/new").get_data(as_text=True)
-        return json.loads(re.search(r'id="gridplan-config">(.*?)</script>', page, re.S).group(1))["categories"]
+        config = re.search(r'id="gridplan-config">(.*?)</script>', page, re.S).group(1)
+        return json.loads(config)["categories"]
 
     assert categories("zh-CN")["E05-01"] == "路面积水"
     assert categories("en")["E05-01"] == "flooded road"
