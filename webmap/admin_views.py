@@ -152,7 +152,8 @@ def audit_page():
              "next": offset + AUDIT_PAGE if offset + AUDIT_PAGE < total else None}
     page = _page("admin/audit.html", "audit", _("Audit log"), rows=rows, total=total, offset=offset,
                  filters=f, query=query, pages=pages, error=error, known=known_values(engine()),
-                 show=audit_words.describe, action_name=audit_words.action_name,
+                 show=lambda detail, action="": audit_words.describe(action, detail),
+                 action_name=audit_words.action_name,
                  layer_name=audit_words.layer_name, object_name=_object_name)
     return page, 400 if error else 200
 

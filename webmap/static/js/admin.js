@@ -300,7 +300,7 @@ window.gridplanAdmin = (function () {
   // what the settings page calls fields and values (filled in from the server's answer)
   let FIELDS = {}, VALUES = {}, GROUPS = [];
   const fieldName = (k) => FIELDS[k] || k;
-  const valueName = (v) => VALUES[v] || v;
+  const valueName = (v) => VALUES[v] || FIELDS[v] || v;
 
   /* An editor for ``value``: {node, read(path)} where read returns the edited value or throws
      an Error naming what is wrong. ``blank`` makes the inputs empty (a new entry); ``field`` is
