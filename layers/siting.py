@@ -373,7 +373,7 @@ def with_places(engine: Engine, frame: gpd.GeoDataFrame, crs: CRS | None = None)
         inside = gpd.sjoin(out[["geometry"]], streets.to_crs(4326)[["name", "geometry"]], how="left",
                            predicate="within")
         inside = inside[~inside.index.duplicated(keep="first")].reindex(out.index)
-        out["street_name"] = [s if s is not None else (n if isinstance(n, str) else None)
+        out["street_name"] = [s if isinstance(s, str) else (n if isinstance(n, str) else None)
                               for s, n in zip(out["street_name"], inside["name"], strict=True)]
     roads = read_layer(engine, "roads", bbox=bbox)
     if len(roads) and "name" in roads:
