@@ -98,18 +98,19 @@ def _check(old, new, where: str, problems: list[str], fixed_keys=None):
     if old is None:
         if new is None or isinstance(new, str | bool) or _is_number(new):
             return _check_number(new, where, problems) if _is_number(new) else new
-        problems.append(f"{where}: expected a single value, not a list or table")
+        problems.append(_("{where}: expected a single value, not a list or table", where=where))
         return new
     if new is None:
-        problems.append(f"{where}: a value is required")
+        problems.append(_("{where}: a value is required", where=where))
         return new
     if isinstance(old, bool):
         if not isinstance(new, bool):
-            problems.append(f"{where}: expected yes/no (true or false), got {new!r}")
+            problems.append(_("{where}: expected yes/no (true or false), got {value}",
+                              where=where, value=repr(new)))
         return new
     if _is_number(old):
         if not _is_number(new):
-            problems.append(f"{where}: expected a number, got {_describe(new)}")
+            problems.append(_("{where}: expected a number, got {what}", where=where, what=_describe(new)))
             return new
         new = _check_number(new, where, problems)
         if isinstance(old, float):
@@ -117,68 +118,76 @@ def _check(old, new, where: str, problems: list[str], fixed_keys=None):
         if isinstance(new, float) and new.is_integer():
             new = int(new)
         if isinstance(new, float):
-            problems.append(f"{where}: expected a whole number, got {new}")
+            problems.append(_("{where}: expected a whole number, got {value}", where=where, value=new))
         if old >= 0 and new < 0:
-            problems.append(f"{where}: cannot be negative ({new})")
+            problems.append(_("{where}: cannot be negative ({value})", where=where, value=new))
         return new
     if isinstance(old, str):
         if not isinstance(new, str):
-            problems.append(f"{where}: expected text, got {_describe(new)}")
+            problems.append(_("{where}: expected text, got {what}", where=where, what=_describe(new)))
             return new
         if old.strip() and not new.strip():
-            problems.append(f"{where}: cannot be empty")
+            problems.append(_("{where}: cannot be empty", where=where))
         elif _DATE.match(old) and not _is_date(new):
-            problems.append(f"{where}: {new!r} is not a date (YYYY-MM-DD)")
+            problems.append(_("{where}: {value} is not a date (YYYY-MM-DD)", where=where, value=repr(new)))
         elif _CLOCK.match(old) and not _CLOCK.match(new):
-            problems.append(f"{where}: {new!r} is not a time of day (HH:MM)")
+            problems.append(_("{where}: {value} is not a time of day (HH:MM)", where=where, value=repr(new)))
         return new
     if isinstance(old, list):
         if not isinstance(new, list):
-            problems.append(f"{where}: expected a list, got {_describe(new)}")
+            problems.append(_("{where}: expected a list, got {what}", where=where, what=_describe(new)))
             return new
         if _is_pair(old):
             if len(new) != 2:
-                problems.append(f"{where}: expected two numbers (min, max), got {len(new)} values")
+                problems.append(_("{where}: expected two numbers (min, max), got {n} values",
+                                  where=where, n=len(new)))
                 return new
-            new = [_check(old[i], new[i], f"{where}[{i + 1}]", problems) for i in range(2)]
+            new = [_check(old[i], new[i], f"{where} {i + 1}", problems) for i in range(2)]
             if _is_pair(new) and old[0] <= old[1] and new[0] > new[1]:
-                problems.append(f"{where}: the minimum {new[0]} is above the maximum {new[1]}")
+                problems.append(_("{where}: the minimum {low} is above the maximum {high}",
+                                  where=where, low=new[0], high=new[1]))
             return new
         template = old[0] if old else None
-        return [_check(template, item, f"{where}[{i + 1}]", problems) for i, item in enumerate(new)]
+        return [_check(template, item, f"{where} {i + 1}", problems) for i, item in enumerate(new)]
     if isinstance(old, dict):
         if not isinstance(new, dict):
-            problems.append(f"{where}: expected a table of named values, got {_describe(new)}")
+            problems.append(_("{where}: expected a table of named values, got {what}",
+                              where=where, what=_describe(new)))
             return new
         if is_table(old):
             return _check_table(old, new, where, problems, fixed_keys)
         missing = [k for k in old if k not in new]
         extra = [k for k in new if k not in old]
         if missing:
-            problems.append(f"{where}: missing {', '.join(missing)}")
+            problems.append(_("{where}: missing {fields}",
+                              where=where, fields=", ".join(_part(k) for k in missing)))
         if extra:
-            problems.append(f"{where}: unknown {', '.join(map(str, extra))} (fields: {', '.join(old)})")
-        out = {k: _check(old[k], new[k], f"{where}.{k}", problems) for k in old if k in new}
+            problems.append(_("{where}: unknown {extra} (fields: {fields})",
+                              where=where, extra=", ".join(map(str, extra)),
+                              fields=", ".join(_part(k) for k in old)))
+        out = {k: _check(old[k], new[k], f"{where} · {_part(k)}", problems) for k in old if k in new}
         _check_min_max(out, where, problems)
         return out
-    problems.append(f"{where}: cannot be changed here")
+    problems.append(_("{where}: cannot be changed here", where=where))
     return new
 
 
 def _check_table(old: dict, new: dict, where: str, problems: list[str], fixed_keys) -> dict:
     template = next(iter(old.values()))
     if not new:
-        problems.append(f"{where}: the table cannot be empty")
+        problems.append(_("{where}: the table cannot be empty", where=where))
     removed = [k for k in old if k not in new and (fixed_keys is None or k in fixed_keys)]
     if removed:
-        problems.append(f"{where}: standard entries cannot be removed ({', '.join(removed)}): stored "
-                        "data and the application refer to them")
+        problems.append(_("{where}: standard entries cannot be removed ({entries}): stored data and the "
+                          "application refer to them", where=where,
+                          entries=", ".join(_part(k) for k in removed)))
     out = {}
     for key, value in new.items():
         if not isinstance(key, str) or not key.strip() or key != key.strip():
-            problems.append(f"{where}: entry name {key!r} is empty or has spaces at either end")
+            problems.append(_("{where}: entry name {key} is empty or has spaces at either end",
+                              where=where, key=repr(key)))
             continue
-        out[key] = _check(old.get(key, template), value, f"{where}.{key}", problems)
+        out[key] = _check(old.get(key, template), value, f"{where} · {_part(key)}", problems)
     _check_min_max(out, where, problems)
     return out
 
@@ -186,7 +195,9 @@ def _check_table(old: dict, new: dict, where: str, problems: list[str], fixed_ke
 def _check_min_max(values: dict, where: str, problems: list[str]) -> None:
     for low, high in _bound_pairs(values):
         if _is_number(values[low]) and _is_number(values[high]) and values[low] > values[high]:
-            problems.append(f"{where}: {low} {values[low]} is above {high} {values[high]}")
+            problems.append(_("{where}: {low} {low_value} is above {high} {high_value}",
+                              where=where, low=_part(low), low_value=values[low], high=_part(high),
+                              high_value=values[high]))
 
 
 def _bound_pairs(keys) -> list[tuple[str, str]]:
@@ -197,7 +208,7 @@ def _bound_pairs(keys) -> list[tuple[str, str]]:
 
 def _check_number(v, where: str, problems: list[str]):
     if not math.isfinite(v):
-        problems.append(f"{where}: {v} is not a number")
+        problems.append(_("{where}: {value} is not a number", where=where, value=v))
     return v
 
 
@@ -210,8 +221,18 @@ def _is_date(text: str) -> bool:
 
 
 def _describe(v) -> str:
-    return {dict: "a table", list: "a list", str: "text", bool: "yes/no"}.get(type(v), repr(v)) \
-        if not _is_number(v) else f"the number {v}"
+    if _is_number(v):
+        return _("the number {value}", value=v)
+    words = {dict: N_("a table"), list: N_("a list"), str: N_("text"), bool: N_("yes/no")}.get(type(v))
+    return _(words) if words else repr(v)
+
+
+def _part(key) -> str:
+    """A field or entry of a setting as people name it (a code such as E06-02 as it is)."""
+    key = str(key)
+    if key in FIELD_LABELS:
+        return _(FIELD_LABELS[key])
+    return _(VALUE_LABELS[key]) if key in VALUE_LABELS else key
 
 
 def _difference(before, after) -> dict:
@@ -256,10 +277,10 @@ def _out_of_range(key: str, value, where: str, field: str | None, problems: list
     stands in, for records and tables)."""
     if isinstance(value, dict):
         for name, item in value.items():
-            _out_of_range(key, item, f"{where}.{name}", name, problems)
+            _out_of_range(key, item, f"{where} · {_part(name)}", name, problems)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            _out_of_range(key, item, f"{where}[{i + 1}]", field, problems)
+            _out_of_range(key, item, f"{where} {i + 1}", field, problems)
     elif _is_number(value) and math.isfinite(value):
         limits = RANGES.get(key)
         if isinstance(limits, dict):
@@ -284,10 +305,12 @@ def check_value(key: str, old, new):
     the setting's range (:data:`RANGES`)."""
     problems: list[str] = []
     defaults = next((row["value"] for row in DEFAULT_SETTINGS if row["key"] == key), None)
-    value = _check(old, new, key, problems, set(defaults) if isinstance(defaults, dict) else None)
+    where = setting_label(key)  # the setting by its name, its fields and entries by theirs
+    value = _check(old, new, where, problems, set(defaults) if isinstance(defaults, dict) else None)
     if key in CHOICES and value not in CHOICES[key]:
-        problems.append(f"{key}: {value!r} is not one of {', '.join(CHOICES[key])}")
-    _out_of_range(key, value, key, None, problems)
+        problems.append(_("{where}: {value} is not one of {choices}",
+                          where=setting_label(key), value=repr(value), choices=", ".join(CHOICES[key])))
+    _out_of_range(key, value, where, None, problems)
     if problems:
         raise Refused("; ".join(problems), problems=problems)
     return value
@@ -312,7 +335,8 @@ def save_setting(engine: Engine, key: str, value, *, actor: str, source: str | N
                 low, high = (value, other) if key.endswith("_min") else (other, value)
                 if low > high:
                     raise Refused(_("{key}: the minimum {low} would be above the maximum {high} ({partner} "
-                                    "is {other})", key=key, low=low, high=high, partner=partner, other=other))
+                                    "is {other})", key=setting_label(key), low=low, high=high,
+                                    partner=setting_label(partner), other=other))
         changes = {"value": value}
         if source is not None and source.strip() != (row.source or ""):
             changes["source"] = source.strip() or None

@@ -223,7 +223,8 @@ def test_settings_keep_their_shape(site, engine):
         ("grid_households", [600, 500], "the minimum 600 is above the maximum 500"),
         ("grid_households", [300], "expected two numbers"),
         ("facility_reach_m", {"kindergarten": 300}, "standard entries cannot be removed"),
-        ("rate_targets", {"closed": "high", "closed_on_time": 0.7}, "rate_targets.closed: expected a number"),
+        ("rate_targets", {"closed": "high", "closed_on_time": 0.7},
+         "Rate targets · Closure rate: expected a number"),
         ("basemap", "google", "is not one of none, osm"),
         ("basemap", 3, "expected text"),
     ]:
@@ -241,7 +242,7 @@ def test_settings_keep_their_shape(site, engine):
     missing_field = {**categories, "E06-02": {"kind": "event", "name": "x"}}
     answer = put("incident_categories", missing_field)
     assert answer.status_code == 400
-    assert "incident_categories.E06-02: missing limit_hours" in strict(answer)["detail"]
+    assert "Incident categories · E06-02: missing Time limit (working hours)" in strict(answer)["detail"]
     del added["E06-01"]  # an entry the city added may go again
     assert put("incident_categories", added).status_code == 200
     rows, _ = search(engine, AuditFilter(action="setting:update"))
