@@ -46,6 +46,10 @@ FACILITY_KIND_LABELS = {"service_centre": N_("community service centre"),
                         "health_station": N_("community health station"), "kindergarten": N_("kindergarten"),
                         "elderly_care": N_("elderly care station"), "police_post": N_("police post")}
 
+#: what a facility falls short in (coverage findings), as people say it
+FACILITY_PROBLEM_LABELS = {"under_floor_area": N_("floor area under the standard"),
+                           "overloaded": N_("serves more households than the standard")}
+
 #: The facility standards table (设施配置标准): one row per facility kind and life-circle level,
 #: each with its source. ``reach_m`` is the walking distance (GB 50180-2018: 5-minute ≈ 300 m,
 #: 10-minute ≈ 500 m, 15-minute 800–1,000 m); ``required`` says every community must have one;
