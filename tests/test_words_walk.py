@@ -136,3 +136,35 @@ def test_every_page_speaks_the_users_language(browser, walk, role, locale):
     finally:
         context.close()
     assert not failures, f"{role} in {locale}:\n" + "\n".join(failures)
+
+
+def test_a_users_scope_is_chosen_by_name(browser, walk):
+    """The users page: the supervisor's scope reads as names (street › community), and choosing a
+    grid cell by name stores its 15-digit code."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, locale="zh-CN")
+    page = context.new_page()
+    try:
+        page.goto(f"{walk['base']}/login")
+        page.fill("input[name=name]", "admin")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("form.login button[type=submit]")
+        page.wait_for_url(lambda url: "/login" not in url)
+        page.goto(f"{walk['base']}/admin/users")
+        page.wait_for_selector("#admin[data-ready]")
+        scope = '#users tr[data-user="supervisor"] .scope-picker'
+        shown = page.eval_on_selector(f"{scope} select.community", "s => s.selectedOptions[0].textContent")
+        code = page.input_value(f"{scope} select.community")
+        assert len(code) == 12 and shown.endswith(code) and shown != code  # a name beside the code
+        page.wait_for_function(f"() => document.querySelector('{scope} select.cell').options.length > 1")
+        cell = page.eval_on_selector(f"{scope} select.cell", "s => s.options[1].value")
+        assert len(cell) == 15 and "网格" in page.eval_on_selector(f"{scope} select.cell",
+                                                                  "s => s.options[1].textContent")
+        page.select_option(f"{scope} select.cell", cell)
+        page.click('#users tr[data-user="supervisor"] button.save')
+        page.wait_for_function("() => document.querySelector('#users tr[data-user=\"supervisor\"] td.message')"
+                               ".classList.contains('ok')")
+        page.screenshot(path="/tmp/words/admin-users.png", full_page=True)
+        answer = page.evaluate("() => fetch('/api/admin/users').then((r) => r.json())")
+        assert next(u for u in answer["users"] if u["name"] == "supervisor")["scope_code"] == cell
+    finally:
+        context.close()

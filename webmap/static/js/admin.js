@@ -90,13 +90,14 @@ window.gridplanAdmin = (function () {
     const cellPick = el("select", null, { "aria-label": t("{name}: grid cell", { name: label }), class: "cell" });
     street.append(el("option", t("— no scope —"), { value: "" }));
     for (const s of PLACES.streets) street.append(el("option", `${s.name} ${s.code}`, { value: s.code }));
+    const isStreet = (v) => PLACES.streets.some((s) => s.code === v);
     function fillCommunities(chosen) {
       community.replaceChildren(el("option", t("whole street"), { value: "" }));
       for (const c of PLACES.communities.filter((x) => x.street_code === street.value)) {
         community.append(el("option", `${c.name} ${c.code}`, { value: c.code }));
       }
       community.value = chosen || "";
-      community.hidden = !street.value;
+      community.hidden = !isStreet(street.value);
     }
     async function fillCells(chosen) {
       cellPick.replaceChildren(el("option", t("whole community"), { value: "" }));
@@ -107,9 +108,10 @@ window.gridplanAdmin = (function () {
       }
       cellPick.value = chosen || "";
     }
-    const known = !code || PLACES.streets.some((s) => s.code === code.slice(0, 9));
-    if (!known) street.append(el("option", code, { value: code.slice(0, 9) }));
-    street.value = code ? code.slice(0, 9) : "";
+    // a stored code of no known street (boundaries not imported yet) is kept whole
+    const known = !code || isStreet(code.slice(0, 9));
+    if (!known) street.append(el("option", code, { value: code }));
+    street.value = !code ? "" : known ? code.slice(0, 9) : code;
     fillCommunities(code && code.length >= 12 ? code.slice(0, 12) : "");
     const ready = fillCells(code && code.length === 15 ? code : "");
     street.addEventListener("change", () => { fillCommunities(""); fillCells(""); });
