@@ -409,6 +409,8 @@ SETTING_TEXTS: dict[str, tuple[str, str, str]] = {
 #: The default sources as read in the interface's language: shown while the stored source is
 #: still the default (a source the city wrote is shown as written).
 DEFAULT_SOURCES: dict[str, str] = {
+    "basemap": N_("administrator's choice; none until one is chosen, so no page waits for tiles that cannot "
+                  "load"),
     "households_min": N_("Linyi document Linfa [2001] No. 26 (1,000–3,000 households); the Organic Law of "
                          "Urban Residents' Committees, article 6, says 100–700"),
     "households_max": N_("Linyi document Linfa [2001] No. 26; Wuhai's 67 urban communities hold about "
@@ -467,7 +469,9 @@ def setting_texts(row: dict) -> dict:
     source the city wrote as written)."""
     key = row["key"]
     label, text, unit = SETTING_TEXTS.get(key, (key, row.get("description") or "", ""))
-    default = next((d.get("source") for d in DEFAULT_SETTINGS if d["key"] == key), None)
+    # the basemap row comes from a migration, its source is the msgid itself
+    default = next((d.get("source") for d in DEFAULT_SETTINGS if d["key"] == key),
+                   DEFAULT_SOURCES["basemap"] if key == "basemap" else None)
     source = row.get("source") or ""
     source_text = _(DEFAULT_SOURCES[key]) if key in DEFAULT_SOURCES and source == default else source
     return {**row, "label": _(label) if key in SETTING_TEXTS else label,

@@ -11,6 +11,7 @@ changing this file.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import threading
@@ -129,6 +130,10 @@ def test_every_page_speaks_the_users_language(browser, walk, role, locale):
             except Exception:  # noqa: BLE001 - a page that keeps polling is still read as it stands
                 pass
             page.wait_for_timeout(300)
+            if os.environ.get("GRIDPLAN_SCREENSHOTS"):  # to look at the pages: a folder to keep them in
+                slug = re.sub(r"\W+", "-", path).strip("-") or "home"
+                page.screenshot(path=f"{os.environ['GRIDPLAN_SCREENSHOTS']}/{role}-{locale}-{slug}.png",
+                                full_page=True)
             texts = _without_data(page.evaluate(VISIBLE_TEXT), walk["data"])
             found = _problems(texts, locale, english)
             if found:
@@ -161,8 +166,8 @@ def test_a_users_scope_is_chosen_by_name(browser, walk):
                                                                   "s => s.options[1].textContent")
         page.select_option(f"{scope} select.cell", cell)
         page.click('#users tr[data-user="supervisor"] button.save')
-        page.wait_for_function("() => document.querySelector('#users tr[data-user=\"supervisor\"] td.message')"
-                               ".classList.contains('ok')")
+        row = "#users tr[data-user=\\\"supervisor\\\"]"
+        page.wait_for_function(f"() => document.querySelector('{row} td.message').classList.contains('ok')")
         page.screenshot(path="/tmp/words/admin-users.png", full_page=True)
         answer = page.evaluate("() => fetch('/api/admin/users').then((r) => r.json())")
         assert next(u for u in answer["users"] if u["name"] == "supervisor")["scope_code"] == cell
