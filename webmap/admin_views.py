@@ -248,7 +248,8 @@ def api_update_user(user_id: int):
 @bp.get("/api/admin/tokens")
 @require("admin", api=True)
 def api_tokens():
-    return _json({"tokens": accounts.list_tokens(engine()), "roles": list(accounts.ROLES)})
+    return _json({"tokens": accounts.list_tokens(engine()), "roles": list(accounts.ROLES),
+                  "places": _places()})
 
 
 @bp.post("/api/admin/tokens")

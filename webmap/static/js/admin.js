@@ -197,6 +197,9 @@ window.gridplanAdmin = (function () {
     const message = document.getElementById("new-token-message");
     if (!answer.ok) { say(message, detail(answer.body), "bad"); return; }
     const { roles } = answer.body;
+    PLACES = answer.body.places || PLACES;
+    const newScope = scopePicker("", t("New token"));
+    form.querySelector("input[name=scope_code]").replaceWith(newScope.node);
     table.replaceChildren(...answer.body.tokens.map((tok) => tokenRow(tok, roles)));
     const once = document.getElementById("token-once");
     form.addEventListener("submit", async (event) => {
@@ -204,7 +207,7 @@ window.gridplanAdmin = (function () {
       const f = form.elements;
       once.hidden = true;
       const result = await call("POST", "/api/admin/tokens", { name: f.name.value.trim(), role: f.role.value,
-        scope_code: f.scope_code.value.trim(), expires_at: f.expires_at.value || null });
+        scope_code: newScope.value(), expires_at: f.expires_at.value || null });
       if (result.status !== 201) { say(message, detail(result.body), "bad"); return; }
       say(message, t("Created: {name} ({role})", { name: result.body.name, role: roleName(result.body.role) }), "ok");
       document.getElementById("token-once-name").textContent = result.body.name;
@@ -212,6 +215,7 @@ window.gridplanAdmin = (function () {
       once.hidden = false;
       table.append(tokenRow(result.body, roles));
       form.reset();
+      newScope.reset();
     });
     document.getElementById("token-copy").addEventListener("click", async () => {
       const text = document.getElementById("token-once-value").textContent;
@@ -234,13 +238,13 @@ window.gridplanAdmin = (function () {
       : tok.expired ? t("expired {when}", { when: when(tok.expires_at) }) : t("valid");
     const tr = el("tr", null, { "data-token": tok.name, class: revoked ? "revoked" : "" });
     const role = roleSelect(roles, tok.role, t("{name}: role", { name: tok.name }));
-    const scope = el("input", null, { value: tok.scope_code || "", size: "15", maxlength: "15",
-                                      "aria-label": t("{name}: scope", { name: tok.name }) });
+    const scope = scopePicker(tok.scope_code || "", tok.name);
     const save = el("button", t("Save"), { type: "button", class: "save" });
     const revoke = el("button", t("Revoke"), { type: "button", class: "revoke" });
     const message = el("td", null, { class: "message", role: "status" });
-    role.disabled = scope.disabled = save.disabled = revoke.disabled = revoked;
-    tr.append(el("td", tok.name), cell(role), cell(scope),
+    role.disabled = save.disabled = revoke.disabled = revoked;
+    for (const select of scope.node.querySelectorAll("select")) select.disabled = revoked;
+    tr.append(el("td", tok.name), cell(role), cell(scope.node),
               el("td", state, { class: "state" }), el("td", when(tok.created_at)),
               el("td", tok.expires_at ? when(tok.expires_at) : t("no expiry"), { class: "expires" }),
               el("td", tok.last_used_at ? when(tok.last_used_at) : t("never used"), { class: "last-used" }),
@@ -255,7 +259,7 @@ window.gridplanAdmin = (function () {
     }
 
     save.addEventListener("click", () => change("PATCH", `/api/admin/tokens/${tok.id}`,
-      { role: role.value, scope_code: scope.value.trim() }, t("Saved")));
+      { role: role.value, scope_code: scope.value() }, t("Saved")));
     let armed = null;
     revoke.addEventListener("click", () => {
       if (!armed) {  // a second click confirms: no native dialog
