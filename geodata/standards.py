@@ -60,27 +60,27 @@ FACILITY_PROBLEM_LABELS = {"under_floor_area": N_("floor area under the standard
 FACILITY_STANDARDS: list[dict] = [
     {"kind": "service_centre", "level": "15-minute", "reach_m": 1000, "required": False,
      "min_floor_area_m2": 0, "floor_area_per_100_households_m2": 0, "households_per_facility": 32000,
-     "source": "GB 50180-2018 15-minute life circle: 800–1,000 m walk, 17,000–32,000 households"},
+     "source": N_("GB 50180-2018 15-minute life circle: 800–1,000 m walk, 17,000–32,000 households")},
     {"kind": "health_centre", "level": "10-minute", "reach_m": 500, "required": False,
      "min_floor_area_m2": 0, "floor_area_per_100_households_m2": 0, "households_per_facility": 8000,
-     "source": "GB 50180-2018 10-minute life circle: ~500 m walk, 5,000–8,000 households"},
+     "source": N_("GB 50180-2018 10-minute life circle: ~500 m walk, 5,000–8,000 households")},
     {"kind": "service_station", "level": "5-minute", "reach_m": 300, "required": True,
      "min_floor_area_m2": 300, "floor_area_per_100_households_m2": 30, "households_per_facility": 4000,
-     "source": "GB 50180-2018 5-minute life circle (~300 m, 1,500–4,000 households); office and activity "
-               "rooms ≥ 300 m² (Inner Mongolia standard); ≥ 30 m² service space per 100 households "
-               "(NDRC 2022); every community its own rooms"},
+     "source": N_("GB 50180-2018 5-minute life circle (~300 m, 1,500–4,000 households); office and activity "
+                  "rooms ≥ 300 m² (Inner Mongolia standard); ≥ 30 m² service space per 100 households "
+                  "(NDRC 2022); every community its own rooms")},
     {"kind": "health_station", "level": "5-minute", "reach_m": 300, "required": False,
      "min_floor_area_m2": 0, "floor_area_per_100_households_m2": 0, "households_per_facility": 4000,
-     "source": "GB 50180-2018 5-minute life circle: ~300 m walk, 1,500–4,000 households"},
+     "source": N_("GB 50180-2018 5-minute life circle: ~300 m walk, 1,500–4,000 households")},
     {"kind": "kindergarten", "level": "5-minute", "reach_m": 300, "required": False,
      "min_floor_area_m2": 0, "floor_area_per_100_households_m2": 0, "households_per_facility": 4000,
-     "source": "GB 50180-2018 5-minute life circle: ~300 m walk, 1,500–4,000 households"},
+     "source": N_("GB 50180-2018 5-minute life circle: ~300 m walk, 1,500–4,000 households")},
     {"kind": "elderly_care", "level": "5-minute", "reach_m": 300, "required": False,
      "min_floor_area_m2": 0, "floor_area_per_100_households_m2": 0, "households_per_facility": 4000,
-     "source": "GB 50180-2018 5-minute life circle: ~300 m walk, 1,500–4,000 households"},
+     "source": N_("GB 50180-2018 5-minute life circle: ~300 m walk, 1,500–4,000 households")},
     {"kind": "police_post", "level": "10-minute", "reach_m": 500, "required": False,
      "min_floor_area_m2": 0, "floor_area_per_100_households_m2": 0, "households_per_facility": 0,
-     "source": "city practice (not a GB 50180-2018 facility): reach as the 10-minute circle"},
+     "source": N_("city practice (not a GB 50180-2018 facility): reach as the 10-minute circle")},
 ]
 
 #: The working calendar incident limits run on (工作日历): working periods of a day, working
