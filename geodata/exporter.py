@@ -264,4 +264,31 @@ def export_layer(engine: Engine, layer: str, fmt: str, out: str | Path, *, encod
     # the revision first: a change between the two reads makes the file look older, never newer
     revision = current_revision(engine)
     gdf = read_layer(engine, layer, street=street, community=community)
-    return write_frame(gdf, list(spec.fields), layer, fmt, out, encoding=encoding, crs=crs, revision=revision)
+    gdf, names = with_names(engine, gdf)
+    return write_frame(gdf, list(spec.fields) + names, layer, fmt, out, encoding=encoding, crs=crs,
+                       revision=revision)
+
+
+#: the names an export carries beside the codes (an import ignores them: the codes decide)
+NAME_FIELDS = {"community_code": Field("community_name", "str", "comm_name", "社区名称"),
+               "street_code": Field("street_name", "str", "strt_name", "街道名称")}
+
+
+def with_names(engine: Engine, gdf: gpd.GeoDataFrame) -> tuple[gpd.GeoDataFrame, list[Field]]:
+    """``gdf`` with the name of its community and street beside their codes, and those fields
+    (a person reading the file sees 精武社区, not only 420103003005)."""
+    from sqlalchemy import select
+
+    from geodata.models import Community, Street
+
+    fields = []
+    gdf = gdf.copy()
+    for column, name_field in NAME_FIELDS.items():
+        if column not in gdf.columns or name_field.name in gdf.columns:
+            continue
+        table = Community if column == "community_code" else Street
+        with engine.connect() as conn:
+            names = dict(conn.execute(select(table.code, table.name)).all())
+        gdf[name_field.name] = [names.get(c) if isinstance(c, str) else None for c in gdf[column]]
+        fields.append(name_field)
+    return gdf, fields

@@ -38,3 +38,26 @@ def _(message: str, **params) -> str:
 def N_(message: str) -> str:
     """Mark ``message`` for extraction; translate it later with :func:`_`."""
     return message
+
+
+#: translated only in the Chinese catalogue: tells which language the interface speaks
+_ENGLISH_MARK = N_("the interface speaks English")
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_BILINGUAL = re.compile(r"^\s*(?P<zh>.*?\S)\s*[(（](?P<en>[^()（）]*)[)）]\s*$")
+
+
+def speaks_english() -> bool:
+    """Whether messages are read in English now (the request's or the command line's language)."""
+    return _(_ENGLISH_MARK) == _ENGLISH_MARK
+
+
+def in_language(text: str | None) -> str | None:
+    """A name written in both languages, ``中文 (English)`` (the default incident categories),
+    as the interface reads it: the Chinese part on a Chinese page, the English on an English
+    one. A name in one language (a city's own) is given as it is."""
+    if not text:
+        return text
+    m = _BILINGUAL.match(text)
+    if m is None or not _CJK.search(m["zh"]) or _CJK.search(m["en"]) or not m["en"].strip():
+        return text
+    return m["en"].strip() if speaks_english() else m["zh"]

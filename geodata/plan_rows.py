@@ -199,6 +199,12 @@ def current_community_names(engine: Engine) -> dict[str, str]:
         return {code: name for code, name in conn.execute(select(Community.code, Community.name)).all()}
 
 
+def street_names(engine: Engine) -> dict[str, str]:
+    """The names of the streets (code → name)."""
+    with engine.connect() as conn:
+        return {code: name for code, name in conn.execute(select(Street.code, Street.name)).all()}
+
+
 def names_for(engine: Engine, plan_id: int, codes) -> dict[str, str]:
     """The names the plan shows for ``codes``: the plan's own, else the current community's."""
     codes = list(codes)

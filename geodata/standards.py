@@ -46,6 +46,10 @@ FACILITY_KIND_LABELS = {"service_centre": N_("community service centre"),
                         "health_station": N_("community health station"), "kindergarten": N_("kindergarten"),
                         "elderly_care": N_("elderly care station"), "police_post": N_("police post")}
 
+#: what a facility falls short in (coverage findings), as people say it
+FACILITY_PROBLEM_LABELS = {"under_floor_area": N_("floor area under the standard"),
+                           "overloaded": N_("serves more households than the standard")}
+
 #: The facility standards table (设施配置标准): one row per facility kind and life-circle level,
 #: each with its source. ``reach_m`` is the walking distance (GB 50180-2018: 5-minute ≈ 300 m,
 #: 10-minute ≈ 500 m, 15-minute 800–1,000 m); ``required`` says every community must have one;
@@ -56,27 +60,27 @@ FACILITY_KIND_LABELS = {"service_centre": N_("community service centre"),
 FACILITY_STANDARDS: list[dict] = [
     {"kind": "service_centre", "level": "15-minute", "reach_m": 1000, "required": False,
      "min_floor_area_m2": 0, "floor_area_per_100_households_m2": 0, "households_per_facility": 32000,
-     "source": "GB 50180-2018 15-minute life circle: 800–1,000 m walk, 17,000–32,000 households"},
+     "source": N_("GB 50180-2018 15-minute life circle: 800–1,000 m walk, 17,000–32,000 households")},
     {"kind": "health_centre", "level": "10-minute", "reach_m": 500, "required": False,
      "min_floor_area_m2": 0, "floor_area_per_100_households_m2": 0, "households_per_facility": 8000,
-     "source": "GB 50180-2018 10-minute life circle: ~500 m walk, 5,000–8,000 households"},
+     "source": N_("GB 50180-2018 10-minute life circle: ~500 m walk, 5,000–8,000 households")},
     {"kind": "service_station", "level": "5-minute", "reach_m": 300, "required": True,
      "min_floor_area_m2": 300, "floor_area_per_100_households_m2": 30, "households_per_facility": 4000,
-     "source": "GB 50180-2018 5-minute life circle (~300 m, 1,500–4,000 households); office and activity "
-               "rooms ≥ 300 m² (Inner Mongolia standard); ≥ 30 m² service space per 100 households "
-               "(NDRC 2022); every community its own rooms"},
+     "source": N_("GB 50180-2018 5-minute life circle (~300 m, 1,500–4,000 households); office and activity "
+                  "rooms ≥ 300 m² (Inner Mongolia standard); ≥ 30 m² service space per 100 households "
+                  "(NDRC 2022); every community its own rooms")},
     {"kind": "health_station", "level": "5-minute", "reach_m": 300, "required": False,
      "min_floor_area_m2": 0, "floor_area_per_100_households_m2": 0, "households_per_facility": 4000,
-     "source": "GB 50180-2018 5-minute life circle: ~300 m walk, 1,500–4,000 households"},
+     "source": N_("GB 50180-2018 5-minute life circle: ~300 m walk, 1,500–4,000 households")},
     {"kind": "kindergarten", "level": "5-minute", "reach_m": 300, "required": False,
      "min_floor_area_m2": 0, "floor_area_per_100_households_m2": 0, "households_per_facility": 4000,
-     "source": "GB 50180-2018 5-minute life circle: ~300 m walk, 1,500–4,000 households"},
+     "source": N_("GB 50180-2018 5-minute life circle: ~300 m walk, 1,500–4,000 households")},
     {"kind": "elderly_care", "level": "5-minute", "reach_m": 300, "required": False,
      "min_floor_area_m2": 0, "floor_area_per_100_households_m2": 0, "households_per_facility": 4000,
-     "source": "GB 50180-2018 5-minute life circle: ~300 m walk, 1,500–4,000 households"},
+     "source": N_("GB 50180-2018 5-minute life circle: ~300 m walk, 1,500–4,000 households")},
     {"kind": "police_post", "level": "10-minute", "reach_m": 500, "required": False,
      "min_floor_area_m2": 0, "floor_area_per_100_households_m2": 0, "households_per_facility": 0,
-     "source": "city practice (not a GB 50180-2018 facility): reach as the 10-minute circle"},
+     "source": N_("city practice (not a GB 50180-2018 facility): reach as the 10-minute circle")},
 ]
 
 #: The working calendar incident limits run on (工作日历): working periods of a day, working

@@ -46,7 +46,7 @@ from geodata import place_rows
 from geodata.accounts import Account, find_user
 from geodata.audit import record
 from geodata.errors import Conflict, Forbidden, NotFound, Refused
-from geodata.i18n import N_, _
+from geodata.i18n import N_, _, in_language
 from geodata.standards import get_setting
 from layers.working_time import WorkingCalendar
 
@@ -70,6 +70,14 @@ STATUS_LABELS = {
     "closed": N_("closed"),
     "evaluated": N_("evaluated"),
     "cancelled": N_("cancelled"),
+}
+#: each step of a case's history as people read it (``feedback``: the handler reported back)
+STEP_LABELS = {
+    "reported": N_("was reported"), "filed": N_("was filed"), "dispatched": N_("was dispatched"),
+    "handled": N_("was handled"), "feedback": N_("was reported back as handled"),
+    "returned": N_("was returned for rework"), "closed": N_("was checked and closed"),
+    "evaluated": N_("was evaluated"), "cancelled": N_("was cancelled"),
+    "supervised": N_("was chased up"), "noted": N_("was seen again (a note added)"),
 }
 DESCRIPTION_LENGTH = 2000
 NOTE_LENGTH = 1000
@@ -315,7 +323,7 @@ def describe(
             department_name=department.get("name"),
             due_level=chase,
             supervise_label=_label(SUPERVISE_LABELS, case.get("supervise_level")),
-            category_name=(catalogue.get(case["category"]) or {}).get("name", case["category"]),
+            category_name=in_language((catalogue.get(case["category"]) or {}).get("name", case["category"])),
             status_label=_(STATUS_LABELS.get(case["status"], case["status"])),
             open=open_,
             overdue=overdue,
@@ -917,7 +925,8 @@ def history(engine: Engine, account: Account, code: str) -> tuple[dict, list[dic
     """A case, its steps (oldest first) and its photos' metadata."""
     case = visible_case(engine, account, code)
     table = department_table(engine)
-    steps = [{**s, "at": _iso(s["at"]), "detail_label": _detail_label(s["step"], s.get("detail"), table)}
+    steps = [{**s, "at": _iso(s["at"]), "detail_label": _detail_label(s["step"], s.get("detail"), table),
+              "label": _(STEP_LABELS[s["step"]]) if s["step"] in STEP_LABELS else _("changed")}
              for s in rows.steps_of(engine, case["id"])]
     photos = [
         {

@@ -21,6 +21,7 @@ import numpy as np
 import shapely
 
 from geodata import plan_rows
+from geodata.audit_words import step_name
 from geodata.errors import Forbidden, Refused
 from geodata.i18n import _
 from layers.plan_edits import describe as describe_plan
@@ -125,7 +126,8 @@ def timeline(memory: PlanMemory, plan_id: int) -> list[dict]:
     for row in plan_rows.plan_timeline(memory.engine, plan_id):
         detail = row["detail"]
         out.append({"at": row["at"].isoformat(timespec="seconds"), "actor": row["actor"],
-                    "action": row["action"], "comment": detail.get("comment"),
+                    "action": row["action"], "label": step_name(row["action"]),
+                    "comment": detail.get("comment"),
                     "detail": {k: v for k, v in detail.items() if k != "comment"}})
     return out
 

@@ -150,7 +150,10 @@ def export(memory: PlanMemory, plan_id: int, fmt: str, folder: Path) -> Path:
     with loaded.lock:
         result = PlanResult(loaded.graph, loaded.partition, loaded.rules)
         suffix = "zip" if fmt == "shp" else "gpkg"
-        return export_plan(result, loaded.units, folder / f"plan-{plan_id}.{suffix}")
+        engine = memory.engine
+        names = plan_rows.current_community_names(engine) | plan_rows.community_names(engine, plan_id)
+        return export_plan(result, loaded.units, folder / f"plan-{plan_id}.{suffix}", names=names,
+                           street_names=plan_rows.street_names(memory.engine))
 
 
 def _target(loaded: LoadedPlan, memory: PlanMemory, positions: list[int], to: str) -> str:

@@ -31,8 +31,9 @@ from geodata.topology import dissolve
 from layers.redistricting import PlanResult, home_streets
 
 COMMUNITY_FIELDS = [
-    Field("community_code", "str", "comm_code", "社区代码"),
+    Field("community_code", "str", "comm_code", "社区代码"), Field("name", "str", "name", "社区名称"),
     Field("street_code", "str", "strt_code", "街道代码"),
+    Field("street_name", "str", "strt_name", "街道名称"),
     Field("households", "int", "households", "户数"), Field("population", "int", "population", "人口"),
     Field("units", "int", "units", "单元数"), Field("area_m2", "float", "area_m2", "面积"),
     Field("polsby_popper", "float", "pp", "紧凑度"), Field("contiguous", "str", "contiguous", "连通"),
@@ -43,6 +44,8 @@ ASSIGNMENT_FIELDS = [
     Field("code", "str", "unit_code", "单元代码"), Field("street_code", "str", "strt_code", "街道代码"),
     Field("previous_code", "str", "prev_code", "原社区代码"),
     Field("community_code", "str", "comm_code", "社区代码"),
+    Field("community_name", "str", "comm_name", "社区名称"),
+    Field("street_name", "str", "strt_name", "街道名称"),
     Field("households", "int", "households", "户数"),
 ]
 
@@ -168,13 +171,29 @@ def assignment_table(result: PlanResult, units: gpd.GeoDataFrame) -> gpd.GeoData
     return out
 
 
+def with_names(communities: gpd.GeoDataFrame, assignment: gpd.GeoDataFrame, names: dict[str, str] | None,
+               street_names: dict[str, str] | None) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """The plan's communities and assignment with names beside codes: each community's name (the
+    plan's own, else the current one's) and its street's name; a unit's community and street."""
+    names, street_names = names or {}, street_names or {}
+    communities = communities.copy()
+    communities.insert(1, "name", [names.get(c) for c in communities["community_code"]])
+    communities.insert(3, "street_name", [street_names.get(str(s)) for s in communities["street_code"]])
+    assignment = assignment.copy()
+    assignment["community_name"] = [names.get(c) for c in assignment["community_code"]]
+    assignment["street_name"] = [street_names.get(str(s)) for s in assignment["street_code"]]
+    return communities, assignment
+
+
 def export_plan(result: PlanResult, units: gpd.GeoDataFrame, out: str | Path,
-                encoding: str = "utf-8") -> Path:
+                encoding: str = "utf-8", *, names: dict[str, str] | None = None,
+                street_names: dict[str, str] | None = None) -> Path:
     """Write the plan to ``out``: ``.gpkg`` (layers communities, assignment, scores) or ``.zip``
-    (shapefiles communities and assignment, with scores.json)."""
+    (shapefiles communities and assignment, with scores.json); communities and units carry the
+    names of their community and street beside the codes (``names``, ``street_names``)."""
     out = Path(out)
-    communities = community_polygons(result, units)
-    assignment = assignment_table(result, units)
+    communities, assignment = with_names(community_polygons(result, units), assignment_table(result, units),
+                                         names, street_names)
     scores = result.scores()
     if out.suffix.lower() == ".gpkg":
         partial = out.with_name(f".{out.stem}.partial.gpkg")

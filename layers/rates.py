@@ -26,11 +26,12 @@ from datetime import date, datetime, time, timedelta
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from geodata import incident_rows
 from geodata.errors import Refused
 from geodata.i18n import N_, _
+from geodata.models import Community, District, GridCell, Street
 from geodata.spreadsheet import frame_cells
 from geodata.standards import get_setting
 
@@ -51,8 +52,12 @@ COLUMNS = [
     "rework_rate",
     *[f"{s}_hours" for s in STEPS],
 ]
+#: names beside the codes: the row's own name, and the street it lies in (cells and communities)
+NAME_COLUMNS = ["name", "street_name"]
 LABELS = {
     "code": N_("code"),
+    "name": N_("name"),
+    "street_name": N_("street"),
     "reported": N_("cases reported"),
     "filed": N_("cases filed"),
     "closed": N_("cases closed"),
@@ -112,10 +117,38 @@ def rates(
     sums = incident_rows.rate_sums(engine, by, since, until, now or datetime.now(), prefix)
     frame = pd.DataFrame(sums)
     if frame.empty:
-        return pd.DataFrame(columns=COLUMNS)
+        return pd.DataFrame(columns=COLUMNS + NAME_COLUMNS)
     chased = incident_rows.supervised_counts(engine, by, since, until, prefix)
     frame["supervised"] = frame["code"].map(lambda c: chased.get(c, {}).get("supervised", 0))
-    return finish(frame)
+    return with_names(engine, by, finish(frame))
+
+
+def with_names(engine: Engine, by: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the name of each row's cell, community, street or district beside its code
+    (a cell: its community's name and its number in it), and the street's name below a street."""
+    codes = [c for c in frame["code"].astype(str) if c]
+    with engine.connect() as conn:
+        streets = dict(conn.execute(select(Street.code, Street.name)).all())
+        if by == "district":
+            names = dict(conn.execute(select(District.code, District.name)).all())
+        elif by == "street":
+            names = streets
+        else:
+            communities = dict(conn.execute(select(Community.code, Community.name)
+                                            .where(Community.code.in_({c[:12] for c in codes}))).all())
+            if by == "community":
+                names = communities
+            else:
+                cells = conn.execute(select(GridCell.code, GridCell.community_code)
+                                     .where(GridCell.code.in_(codes))).all()
+                names = {code: _("{community} cell {number}", community=communities.get(community, community),
+                                 number=code[-3:].lstrip("0") or "0")
+                         for code, community in cells}
+    frame = frame.copy()
+    frame["name"] = [names.get(str(c)) for c in frame["code"]]
+    frame["street_name"] = [streets.get(str(c)[:9]) if by in ("cell", "community") else None
+                            for c in frame["code"]]
+    return frame
 
 
 def finish(frame: pd.DataFrame) -> pd.DataFrame:
@@ -136,8 +169,12 @@ def finish(frame: pd.DataFrame) -> pd.DataFrame:
 
 def total(frame: pd.DataFrame) -> pd.DataFrame:
     """The sum of the rows, with its own rates."""
-    sums = frame.drop(columns=[c for c in COLUMNS if c.endswith(("_rate", "_hours"))] + ["code"]).sum()
-    return finish(pd.DataFrame([{"code": "total", **sums.to_dict()}]))
+    dropped = [c for c in COLUMNS if c.endswith(("_rate", "_hours"))] + ["code"]
+    sums = frame.drop(columns=dropped + [c for c in NAME_COLUMNS if c in frame.columns]).sum()
+    summed = finish(pd.DataFrame([{"code": "total", **sums.to_dict()}]))
+    summed["name"] = _("Total")
+    summed["street_name"] = None
+    return summed
 
 
 def targets(engine: Engine) -> dict:
@@ -151,7 +188,8 @@ def targets(engine: Engine) -> dict:
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
-    out = frame[COLUMNS].astype(object).where(frame[COLUMNS].notna(), None).to_dict("records")
+    columns = COLUMNS + [c for c in NAME_COLUMNS if c in frame.columns]
+    out = frame[columns].astype(object).where(frame[columns].notna(), None).to_dict("records")
     for row in out:
         for key, value in row.items():
             if isinstance(value, float):
@@ -189,7 +227,9 @@ def to_csv(frame: pd.DataFrame) -> str:
     out = io.StringIO()
     out.write("\ufeff")
     table = pd.concat([frame, total(frame)]) if len(frame) else frame
-    frame_cells(table[COLUMNS]).rename(columns=labels()).to_csv(out, index=False, float_format="%.4f")
+    table = table.assign(code=table["code"].where(table["code"] != "total", ""))  # the total is named
+    columns = ["code", *[c for c in NAME_COLUMNS if c in table.columns], *COLUMNS[1:]]
+    frame_cells(table[columns]).rename(columns=labels()).to_csv(out, index=False, float_format="%.4f")
     return out.getvalue()
 
 
@@ -209,6 +249,6 @@ def monthly(
         first, last = max(start, since), min(nxt - timedelta(microseconds=1), until)
         frame = rates(engine, "district", first, last, prefix=prefix, now=now)
         row = _records(total(frame))[0] if len(frame) else {c: None for c in COLUMNS}
-        out.append({**row, "code": start.strftime("%Y-%m")})
+        out.append({**row, "code": start.strftime("%Y-%m"), "name": None, "street_name": None})
         start = nxt
     return out

@@ -33,6 +33,7 @@ from pyproj import CRS
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
+from sqlalchemy import Engine
 
 from geodata.crs import parse_crs, to_wgs84
 from geodata.errors import Refused
@@ -336,6 +337,54 @@ def sites_frame(result: Siting, candidates: gpd.GeoDataFrame, kind: str, radius_
         "households_covered_after": after.astype(np.int64),
     }, geometry=np.asarray(chosen.geometry.values, dtype=object), crs=candidates.crs)
     return frame.to_crs(4326)
+
+
+#: how far from a site a road may be to name where the site lies ("on 解放大道")
+ROAD_NAME_M = 300.0
+
+
+def with_places(engine: Engine, frame: gpd.GeoDataFrame, crs: CRS | None = None) -> gpd.GeoDataFrame:
+    """The chosen sites with where they lie in words: ``community_code``, ``community_name``,
+    ``street_name`` (from the communities and streets layers) and ``road_name``, the nearest
+    named road within :data:`ROAD_NAME_M` (None without a roads layer or a named road near)."""
+    from geodata.store import read_layer
+
+    out = frame.copy()
+    for column in ("community_code", "community_name", "street_name", "road_name"):
+        out[column] = None
+    if not len(out):
+        return out
+    x0, y0, x1, y1 = out.total_bounds
+    pad = 0.01  # degrees (≈ 1 km): the roads near the sites, not the city's
+    bbox = (x0 - pad, y0 - pad, x1 + pad, y1 + pad)
+    communities = read_layer(engine, "communities", bbox=bbox)
+    streets = read_layer(engine, "streets", bbox=bbox)
+    street_names = dict(zip(streets["code"], streets["name"], strict=False)) if len(streets) else {}
+    if len(communities):
+        joined = gpd.sjoin(out[["geometry"]], communities.to_crs(4326)[["code", "name", "street_code",
+                                                                         "geometry"]],
+                           how="left", predicate="within")
+        joined = joined[~joined.index.duplicated(keep="first")].reindex(out.index)
+        out["community_code"] = joined["code"].where(joined["code"].notna(), None).to_numpy(dtype=object)
+        out["community_name"] = joined["name"].where(joined["name"].notna(), None).to_numpy(dtype=object)
+        out["street_name"] = [street_names.get(s) if isinstance(s, str) else None
+                              for s in joined["street_code"]]
+    if len(streets):  # a site in no community (a blind spot) still lies in a street
+        inside = gpd.sjoin(out[["geometry"]], streets.to_crs(4326)[["name", "geometry"]], how="left",
+                           predicate="within")
+        inside = inside[~inside.index.duplicated(keep="first")].reindex(out.index)
+        out["street_name"] = [s if isinstance(s, str) else (n if isinstance(n, str) else None)
+                              for s, n in zip(out["street_name"], inside["name"], strict=True)]
+    roads = read_layer(engine, "roads", bbox=bbox)
+    if len(roads) and "name" in roads:
+        roads = roads[roads["name"].fillna("").str.strip() != ""]
+    if len(roads):
+        metric = crs or out.estimate_utm_crs()
+        near = gpd.sjoin_nearest(out[["geometry"]].to_crs(metric), roads[["name", "geometry"]].to_crs(metric),
+                                 how="left", max_distance=ROAD_NAME_M)
+        near = near[~near.index.duplicated(keep="first")].reindex(out.index)
+        out["road_name"] = near["name"].where(near["name"].notna(), None).to_numpy(dtype=object)
+    return out
 
 
 def shortfall(result: Siting, kind: str, radius_m: float, k: int) -> str | None:

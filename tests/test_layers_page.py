@@ -117,7 +117,7 @@ def test_preview_then_import_in_the_background(site, engine, small_demo, tmp_pat
     assert row["count"] == before + len(units) and len(row["extent"]) == 4
     assert row["last_change"]["actor"] == "planner" and row["last_change"]["action"] == "import:append"
     page = client.get("/layers").get_data(as_text=True)
-    assert "import:append" in page and "planner" in page
+    assert "imported (added to the layer)" in page and "planner" in page
 
 
 def test_refused_in_the_job_writes_nothing(site, engine, small_demo):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import threading
 
 import pytest
@@ -411,6 +412,10 @@ def test_compare_on_a_district_plan_fits_the_panel(as_role, live):
                 " return t.getBoundingClientRect().right <= panel.getBoundingClientRect().right + 0.5"
                 " && t.scrollWidth <= t.clientWidth + 1; })()")
     assert fits
+    # each score by its name, shares as percentages: no programmer keys, no bare 0.5745
+    table = page.inner_text("#compare-table tbody")
+    assert "迁移户数占比" in table and "超出户数范围" in table and "%" in table
+    assert not re.search(r"\b[a-z]+_[a-z_]+\b", table)
 
 
 def test_buttons_follow_role_and_status(as_role, live, small_demo):

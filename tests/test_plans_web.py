@@ -154,7 +154,8 @@ def test_plan_page_select_move_and_undo(spatialite_url, chromium_path, small_dem
             # comparison with the current boundaries: a table of scores, changed units counted
             page.click("#compare")
             page.wait_for_selector("#compare-table:not([hidden])")
-            assert "outside_bounds" in page.inner_text("#compare-table")
+            table = page.inner_text("#compare-table")
+            assert "Outside the bounds" in table and "outside_bounds" not in table  # names, not keys
             assert "units change community" in page.inner_text("#compare-summary")
             browser.close()
     finally:

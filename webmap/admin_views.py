@@ -25,7 +25,7 @@ from flask import (
 )
 from werkzeug.security import generate_password_hash
 
-from geodata import accounts
+from geodata import accounts, audit_words
 from geodata import settings as settings_rows
 from geodata.audit import AuditFilter, csv_lines, iter_rows, known_values, search
 from geodata.errors import Forbidden, Refused
@@ -41,12 +41,6 @@ MIN_PASSWORD = 8
 AUDIT_PAGE = 100
 MAX_AUDIT_PAGE = 10_000
 MAX_OFFSET = 10**12
-#: the audit log's actions as the audit page names them (others are shown as they are stored)
-ACTION_LABELS = {"sign-in": N_("signed in"), "sign-in:refused": N_("sign-in refused"),
-                 "sign-out": N_("signed out")}
-#: why a sign-in was refused, as the audit page says it
-SIGN_IN_REFUSALS = {"wrong password": N_("wrong password"), "unknown name": N_("unknown user name"),
-                    "disabled": N_("account disabled")}
 BASEMAP_LABELS = {"none": N_("no base map"), "osm": "OpenStreetMap", "tianditu": N_("Tianditu"),
                   "gaode": N_("Gaode (GCJ-02)"), "local": N_("local tiles")}
 
@@ -171,19 +165,17 @@ def audit_page():
              "next": offset + AUDIT_PAGE if offset + AUDIT_PAGE < total else None}
     page = _page("admin/audit.html", "audit", _("Audit log"), rows=rows, total=total, offset=offset,
                  filters=f, query=query, pages=pages, error=error, known=known_values(engine()),
-                 show=_show_detail, action_name=lambda a: _(ACTION_LABELS[a]) if a in ACTION_LABELS else a)
+                 show=lambda detail, action="": audit_words.describe(action, detail),
+                 action_name=audit_words.action_name,
+                 layer_name=audit_words.layer_name, object_name=_object_name)
     return page, 400 if error else 200
 
 
-def _show_detail(detail, action: str = "") -> str:
-    """A row's detail: sign-ins and sign-outs in words (from where, why refused), else as JSON."""
-    if action in ACTION_LABELS and isinstance(detail, dict):
-        words = [_("from {address}", address=detail.get("address") or "?")]
-        if detail.get("reason"):
-            reason = detail["reason"]
-            words.append(_(SIGN_IN_REFUSALS[reason]) if reason in SIGN_IN_REFUSALS else str(reason))
-        return "; ".join(words)
-    return json.dumps(detail, ensure_ascii=False) if detail is not None else ""
+def _object_name(layer: str | None, code: str | None) -> str:
+    """What an audit row names: a setting by its name, anything else by its code or number."""
+    if layer == "settings" and code:
+        return settings_rows.setting_label(code)
+    return code or ""
 
 
 def _offset(text: str | None) -> int:
@@ -213,7 +205,21 @@ def audit_csv():
 @bp.get("/api/admin/users")
 @require("admin", api=True)
 def api_users():
-    return _json({"users": accounts.list_users(engine()), "roles": list(accounts.ROLES), "me": _actor()})
+    return _json({"users": accounts.list_users(engine()), "roles": list(accounts.ROLES), "me": _actor(),
+                  "places": _places()})
+
+
+def _places() -> dict:
+    """The streets and communities by name, for choosing a user's scope (cells come by community)."""
+    from sqlalchemy import select
+
+    from geodata.models import Community, Street
+    with engine().connect() as conn:
+        streets = conn.execute(select(Street.code, Street.name).order_by(Street.code)).all()
+        communities = conn.execute(select(Community.code, Community.name, Community.street_code)
+                                   .order_by(Community.code)).all()
+    return {"streets": [{"code": c, "name": n} for c, n in streets],
+            "communities": [{"code": c, "name": n, "street_code": s} for c, n, s in communities]}
 
 
 @bp.post("/api/admin/users")
@@ -258,7 +264,8 @@ def api_update_user(user_id: int):
 @bp.get("/api/admin/tokens")
 @require("admin", api=True)
 def api_tokens():
-    return _json({"tokens": accounts.list_tokens(engine()), "roles": list(accounts.ROLES)})
+    return _json({"tokens": accounts.list_tokens(engine()), "roles": list(accounts.ROLES),
+                  "places": _places()})
 
 
 @bp.post("/api/admin/tokens")
@@ -309,7 +316,11 @@ def _fixed_keys() -> dict[str, list[str]]:
 def api_settings():
     override = current_app.config.get("BASEMAP")
     return _json({
-        "settings": settings_rows.list_settings(engine()),
+        "settings": [settings_rows.setting_texts(row) for row in settings_rows.list_settings(engine())],
+        # what the form calls the fields of records and tables and the names among their values
+        "fields": {k: _(v) for k, v in settings_rows.FIELD_LABELS.items()},
+        "values": {k: _(v) for k, v in settings_rows.VALUE_LABELS.items()},
+        "groups": settings_rows.VALUE_GROUPS,
         "choices": {k: list(v) for k, v in settings_rows.CHOICES.items()},
         "labels": {"basemap": {k: _(BASEMAP_LABELS.get(k, k)) for k in BASEMAPS}},
         "fixed": _fixed_keys(),
@@ -331,7 +342,8 @@ def api_save_setting(key: str):
     source = data.get("source")
     if source is not None and not isinstance(source, str):
         raise Refused("source is text")
-    return _json(settings_rows.save_setting(engine(), key, data["value"], actor=_actor(), source=source))
+    return _json(settings_rows.setting_texts(
+        settings_rows.save_setting(engine(), key, data["value"], actor=_actor(), source=source)))
 
 
 # --- audit log ----------------------------------------------------------------------------------

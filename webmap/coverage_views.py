@@ -249,7 +249,7 @@ def api_proposal():
 
 def sites_geojson(result: siting.Siting, candidates, kind: str, radius: float, k: int, method: str) -> dict:
     """The chosen sites as a GeoJSON FeatureCollection whose properties state the bound."""
-    frame = siting.sites_frame(result, candidates, kind, radius)
+    frame = siting.with_places(engine(), siting.sites_frame(result, candidates, kind, radius))
     body = json.loads(frame.to_json(drop_id=True, na="null"))
     body["properties"] = siting.collection_properties(result, kind, radius, k, method)
     return body

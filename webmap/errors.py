@@ -83,6 +83,8 @@ def register(app: Flask) -> None:
             return problem(exc.code or 500, exc.name, _detail(exc))
         if exc.code == 403:
             return _page(403, "403", _("Your role may not open this page."))
+        if exc.code and exc.code >= 400:  # a page in the page's language, not Werkzeug's English one
+            return _page(exc.code, f"{exc.code} {_(exc.name)}", _detail(exc))
         return exc
 
     def _database(exc):

@@ -26,6 +26,7 @@ import numpy as np
 import shapely
 from sqlalchemy import Engine
 
+from geodata import plan_rows
 from geodata.accounts import Account
 from geodata.catalog import LAYERS, get_layer
 from geodata.crs import wgs84_to_gcj02
@@ -302,6 +303,9 @@ def _records(engine: Engine, coll: Collection, query: dict) -> tuple[list[dict],
         extra = numbers(engine, [r["code"] for r in records], geoms).drop(columns="code")
         for record, more in zip(records, extra.to_dict("records"), strict=True):
             record.update(more)
+        streets = plan_rows.street_names(engine)  # the street by its name beside its code
+        for record in records:
+            record["street_name"] = streets.get(record.get("street_code"))
     records = [{k: _plain(v) for k, v in r.items()} for r in records]
     if query["zoom"] is not None:
         geoms = simplify_for_zoom(geoms, query["zoom"])

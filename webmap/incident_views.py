@@ -36,7 +36,7 @@ from flask_login import current_user
 from geodata import departments as depts
 from geodata import incident_rows
 from geodata.errors import Forbidden, GridplanError, Refused
-from geodata.i18n import _
+from geodata.i18n import _, in_language
 from layers import incident_export as exports
 from layers import incidents, rates
 from webmap import params
@@ -401,7 +401,7 @@ def _page_config(**extra) -> dict:
         "role": account.role,
         "scope": account.scope_code,
         "user": account.name,
-        "categories": {k: v.get("name", k) for k, v in cats.items()},
+        "categories": {k: in_language(v.get("name", k)) for k, v in cats.items()},
         **extra,
     }
 

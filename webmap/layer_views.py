@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from flask import Blueprint, Response, after_this_request, current_app, render_template, request, send_file
 
-from geodata import audit, jobs
+from geodata import audit, audit_words, jobs
 from geodata import crs as crs_mod
 from geodata.catalog import LAYERS, get_layer
 from geodata.errors import Conflict, NotFound, Refused
@@ -109,7 +109,8 @@ def layer_list():
     districts = code_names(engine(), "districts")
     return render_template("layers.html", layers=overview, config=config,
                            modes={k: _(v) for k, v in MODE_LABELS.items()}, formats=FORMAT_LABELS,
-                           encodings=list(ENCODINGS), districts=districts, title=_("Layers"))
+                           encodings=list(ENCODINGS), districts=districts, title=_("Layers"),
+                           layer_name=audit_words.layer_name, action_name=audit_words.action_name)
 
 
 @bp.get("/api/layers")
@@ -117,6 +118,10 @@ def layer_list():
 def api_layers():
     """Every layer's count, extent (degrees) and last change (``at actor action``)."""
     rows = layer_overview(engine())
+    for row in rows:  # the action in words beside its key
+        if row.get("last_change"):
+            row["last_change"] = {**row["last_change"],
+                                  "action_name": audit_words.action_name(row["last_change"]["action"])}
     return _json({"layers": [{k: v for k, v in row.items() if k != "fields"} for row in rows]})
 
 

@@ -16,7 +16,7 @@ import folium
 from flask import Blueprint, current_app, g, redirect, render_template, send_from_directory, url_for
 from markupsafe import Markup
 
-from geodata.i18n import _
+from geodata.i18n import _, in_language
 from geodata.incident_rows import cells_extent
 from geodata.settings import get_value
 from geodata.standards import FACILITY_KINDS
@@ -126,7 +126,7 @@ def planner():
 @require("supervisor", "admin")
 def supervisor():
     account = current_account()
-    categories = {k: v.get("name", k) for k, v in incidents.categories(engine()).items()}
+    categories = {k: in_language(v.get("name", k)) for k, v in incidents.categories(engine()).items()}
     # the map opens on the supervisor's own cells (those they hold, else their scope's), so the
     # page's script has nothing left to fit while folium's first view is still animating
     cells = incidents.my_cells(engine(), account)

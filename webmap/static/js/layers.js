@@ -60,7 +60,7 @@ window.gridplanLayers = (function () {
 
   function changeText(change) {
     if (!change) return "—";
-    return `${change.at.replace("T", " ").slice(0, 16)} · ${change.actor} · ${change.action}`;
+    return `${change.at.replace("T", " ").slice(0, 16)} · ${change.actor} · ${change.action_name || change.action}`;
   }
 
   async function refreshTable() {

@@ -766,6 +766,19 @@
 
   // --- compare -----------------------------------------------------------------------------------
 
+  // the scores the comparison shows, in this order: [key, name, how it reads (count, share, ratio)]
+  const COMPARED = [
+    ["communities", t("Communities"), "count"], ["units", t("Planning units"), "count"],
+    ["households", t("Households"), "count"], ["outside_bounds", t("Outside the bounds"), "count"],
+    ["non_contiguous", t("Not contiguous"), "count"], ["households_min", t("Fewest households"), "count"],
+    ["households_median", t("Median households"), "count"], ["households_max", t("Most households"), "count"],
+    ["households_moved", t("Households moved"), "count"], ["units_moved", t("Units moved"), "count"],
+    ["households_moved_share", t("Share of households moved"), "share"],
+    ["pp_mean", t("Compactness (Polsby–Popper mean)"), "ratio"],
+    ["pp_min", t("Least compact community (Polsby–Popper)"), "ratio"],
+    ["cut_edges", t("Boundary edges between communities"), "count"],
+  ];
+
   get("/api/plans").then((data) => {
     const select = $("compare-with");
     for (const p of data.plans) if (p.id !== planId) select.append(el("option", `#${p.id} ${p.name}`, { value: p.id }));
@@ -778,9 +791,17 @@
     restyleUnits(new Set([...before, ...state.changed]));
     const table = $("compare-table");
     table.hidden = false;
-    table.tBodies[0].replaceChildren(...Object.entries(diff.scores).map(([key, v]) => {
-      const row = el("tr");
-      row.append(el("td", key), el("td", v.plan), el("td", v.other), el("td", v.difference));
+    // each score by its name, shares as percentages; a score the page has no name for is left out
+    table.tBodies[0].replaceChildren(...COMPARED.filter(([key]) => key in diff.scores).map(([key, label, kind]) => {
+      const v = diff.scores[key];
+      const show = (x, signed) => {
+        if (x === null || x === undefined) return "—";
+        const text = kind === "share" ? gpLocale.percent(x, 1) : kind === "ratio" ? number(Math.round(x * 100) / 100)
+          : number(x);
+        return signed && x > 0 ? "+" + text : text;
+      };
+      const row = el("tr", null, { "data-score": key });
+      row.append(el("td", label), el("td", show(v.plan)), el("td", show(v.other)), el("td", show(v.difference, true)));
       return row;
     }));
     const households = diff.changed_units.reduce((n, d) => n + (state.units.get(d.unit)?.feature.properties.households || 0), 0);
@@ -942,7 +963,8 @@
     }
     $("timeline").replaceChildren(...lines.map((s) => {
       const item = el("li", null, { "data-action": s.action });
-      const what = `${STEP[s.action] || s.action}${s.count > 1 ? ` ×${s.count}` : ""}`
+      const step = s.label || STEP[s.action] || t("changed");  // the server names the step
+      const what = `${step}${s.count > 1 ? ` ×${s.count}` : ""}`
         + (s.action === "rename" && s.detail.name ? `：${s.detail.name}` : "")
         + (s.action === "name" && s.detail.name ? `：${s.detail.community} ${s.detail.name}` : "");
       item.append(el("time", gpLocale.date(s.at)), " ", el("strong", s.actor), " ", el("span", what));

@@ -43,6 +43,8 @@
   }
 
   const flagged = (p) => p.bounds_status !== "within";
+  // a street by its name beside its code
+  const streetName = (p) => (p.street_name ? `${p.street_name} ${p.street_code}` : p.street_code);
 
   // a community is drawn twice: its fill under the units (it takes the clicks and tooltips), its
   // outline above them in a pane of its own, so units never draw over a community's boundary
@@ -68,7 +70,7 @@
       state.communities.set(f.properties.code, { feature: f, layer, label: labelPoint(layer) });
       layer.bindTooltip(() => tooltip(communityRows(f.properties)), { sticky: true });
       layer.bindPopup(() => tooltip(communityRows(f.properties).concat([
-        [t("Street"), f.properties.street_code], [t("Units"), number(f.properties.units)]])));
+        [t("Street"), streetName(f.properties)], [t("Units"), number(f.properties.units)]])));
       // the popup takes the tooltip's place: never one on top of the other
       layer.on("popupopen", () => layer.closeTooltip());
       layer.on("tooltipopen", () => { if (layer.isPopupOpen()) layer.closeTooltip(); });
@@ -214,7 +216,7 @@
     const flag = p.bounds_status === "within" ? t("within the bounds") :
       (p.bounds_status === "above" ? t("above the maximum {n}", { n: number(MAX) }) : t("below the minimum {n}", { n: number(MIN) }));
     figures(document.getElementById("selected-figures"), [
-      [t("Code"), p.code], [t("Street"), p.street_code],
+      [t("Code"), p.code], [t("Street"), streetName(p)],
       [t("Households"), number(p.households), p.bounds_status === "within" ? "" : `flag-${p.bounds_status}`],
       [t("Population"), number(p.population)], [t("Area"), `${gpLocale.number(p.area_m2 / 1e6, 3)} km²`],
       [t("Units"), number(p.units)], [t("Size"), flag],
