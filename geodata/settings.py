@@ -393,6 +393,16 @@ SETTING_TEXTS: dict[str, tuple[str, str, str]] = {
                                 "likely duplicate"), N_("metres")),
     "photo_max_mb": (N_("Largest photo of a case"),
                      N_("The largest photo accepted with a case; JPEG, PNG or WebP"), "MB"),
+    "incident_separation": (N_("Separation of duties"),
+                            N_("The grid supervisor who verifies a case is never the one who handled it, "
+                               "and only a grid supervisor verifies; off, one person may take every step "
+                               "(a small town's office)"), ""),
+    "supervise_rule": (N_("Chasing up (督办)"),
+                       N_("A case may be chased up once this share of its time limit has run; it is a "
+                          "yellow warning at its limit and a red one at this many times its limit"),
+                       N_("share of the time limit")),
+    "incident_after_photo": (N_("After-photo required"),
+                             N_("Categories whose handling must come with a photo of the result"), ""),
     "session_hours": (N_("Sign-in lasts"),
                       N_("Hours after which a user signs in again, whatever they did in between "
                          "(the environment variable GRIDPLAN_SESSION_HOURS overrides it)"), N_("hours")),
@@ -430,6 +440,9 @@ DEFAULT_SOURCES: dict[str, str] = {
     "duplicate_distance_m": N_("local practice; choose per city"),
     "photo_max_mb": N_("a phone camera's photo is 2–6 MB"),
     "session_hours": N_("a working day; MLPS 2.0 asks that sessions end"),
+    "incident_separation": N_("GB/T 30428, CJJ/T 106 (supervision centre and command centre separate)"),
+    "supervise_rule": N_("local practice (e.g. yellow at due, red at twice the limit); choose per city"),
+    "incident_after_photo": N_("local practice; choose per city"),
     "unit_households_max": N_("a large compound holds a few thousand households; 100,000 leaves room for "
                               "any block"),
     "unit_population_max": N_("as the most households per unit"),
@@ -449,6 +462,7 @@ FIELD_LABELS: dict[str, str] = {
     "lon_max": N_("Eastmost longitude"),
     "lat_min": N_("Southmost latitude"), "lat_max": N_("Northmost latitude"),
     "closed": N_("Closure rate"), "closed_on_time": N_("On-time closure rate"),
+    "from": N_("Chase up from"), "yellow": N_("Yellow warning at"), "red": N_("Red warning at"),
 }
 
 #: Values inside settings that are names the application knows (facility kinds, life circles,

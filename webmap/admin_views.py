@@ -29,7 +29,7 @@ from geodata import accounts, audit_words
 from geodata import settings as settings_rows
 from geodata.audit import AuditFilter, csv_lines, iter_rows, known_values, search
 from geodata.errors import Forbidden, Refused
-from geodata.i18n import N_, _
+from geodata.i18n import N_, _, in_language
 from geodata.standards import DEFAULT_SETTINGS
 from webmap.auth import current_account, hash_token, require
 from webmap.extensions import engine
@@ -141,7 +141,7 @@ def departments_page():
     catalogue = categories(engine())
     return _page("admin/departments.html", "departments", _("Departments"),
                  departments=list_departments(engine()),
-                 categories={k: v.get("name", k) for k, v in catalogue.items()})
+                 categories={k: f'{in_language(v.get("name", k))} · {k}' for k, v in catalogue.items()})
 
 
 @bp.get("/admin/settings")
