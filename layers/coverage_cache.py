@@ -39,6 +39,10 @@ from layers import coverage
 SYNC_UNITS = 40_000
 #: How many computed scopes a process keeps (the district and a few streets).
 KEEP = 4
+#: A view holding more units than this (a city seen whole) is shaded by community instead.
+MAX_VIEW_UNITS = 6_000
+#: What a report job's result holds beside the report (for the cache, not for readers).
+CACHE_KEYS = ("key", "uncovered_by_unit", "uncovered_by_community")
 #: Coordinates sent to the map are rounded to this (degrees: about 10 cm).
 GRID = 1e-6
 
@@ -65,6 +69,8 @@ class Prepared:
     inputs: coverage.CoverageInputs | None = None
     run: coverage.ReachRun | None = None
     uncovered: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: the same by community (a city's view from afar)
+    by_community: dict[str, dict[str, int]] = field(default_factory=dict)
     #: gap layers already computed from the run: (name, kind, radius) → frame
     layers: dict = field(default_factory=dict)
 
@@ -82,12 +88,13 @@ def row_key(kind: str, radius_m: float) -> str:
     return f"{kind}|{float(radius_m):g}"
 
 
-def uncovered_by_unit(run: coverage.ReachRun) -> dict[str, dict[str, int]]:
-    """Per row of the standards table: unit → households out of reach (units with some only)."""
+def uncovered_by(run: coverage.ReachRun, codes: np.ndarray) -> dict[str, dict[str, int]]:
+    """Per row of the standards table: code (of a unit, or of a community) → households out of
+    reach (codes with some only)."""
     hh = run.households
     out = {}
     for row in run.standards:
-        lost = pd.Series(hh.households * ~run.covered(row.kind, row.reach_m)).groupby(hh.unit).sum()
+        lost = pd.Series(hh.households * ~run.covered(row.kind, row.reach_m)).groupby(codes).sum()
         lost = lost[lost > 0]
         out[row_key(row.kind, row.reach_m)] = {str(k): int(v) for k, v in lost.items()}
     return out
@@ -121,7 +128,45 @@ def compute(engine: Engine, street: str | None, method: str | None, key: str) ->
     inputs = coverage.load_inputs(engine, street, standards)
     run = coverage.compute_reach(inputs, standards, method)
     report = coverage.gap_report(inputs, standards, method, run=run)
-    return remember(Prepared(key, street, report, inputs, run))
+    prepared = Prepared(key, street, report, inputs, run)
+    for name in ("blind_spots", "cell_problems", "facility_problems", "missing"):  # asked for next
+        prepared.layers[(name, None, None)] = coverage.gap_layer(name, inputs, run)
+    return remember(prepared)
+
+
+def warm(engine: Engine, street: str | None = None, method: str | None = None,
+         start_job=None) -> str:
+    """Make sure the scope's answers are ready for the first reader: computed here (a small
+    scope), or a report job queued for the worker (a city, through ``start_job(params)``) when
+    neither a finished nor a pending one exists for the current state. Returns what it did."""
+    key = state_key(engine, street, method)
+    if remembered(key) is not None:
+        return "ready"
+    if not too_large(engine, street):
+        compute(engine, street, method, key)
+        return "computed"
+    if from_jobs(engine, key, street) is not None:
+        return "ready"
+    if start_job is None or pending_job(engine, street, method) is not None:
+        return "pending"
+    start_job({"street": street, "method": method, "by": "gridplan"})
+    return "queued"
+
+
+def keep_warm(engine: Engine, stop: threading.Event, every: float = 30.0) -> None:
+    """A server process's background thread: the district's coverage kept computed for the
+    state of the data (looked at every ``every`` seconds), so that no reader waits for it."""
+    from geodata import jobs
+
+    def queue(params: dict) -> int:
+        return jobs.create_job(engine, coverage.JOB_KIND, params, per_user=0)
+
+    while not stop.is_set():
+        try:
+            warm(engine, start_job=queue)
+        except Exception:  # noqa: BLE001 — a database not made yet, a bad standards table: try later
+            pass
+        stop.wait(every)
 
 
 def from_jobs(engine: Engine, key: str, street: str | None) -> Prepared | None:
@@ -131,8 +176,9 @@ def from_jobs(engine: Engine, key: str, street: str | None) -> Prepared | None:
             Job.kind == coverage.JOB_KIND, Job.status == "done").order_by(Job.id.desc()).limit(20)).all()
     for _id, result in rows:
         if isinstance(result, dict) and result.get("key") == key:
-            report = {k: v for k, v in result.items() if k not in ("key", "uncovered_by_unit")}
-            return remember(Prepared(key, street, report, uncovered=result.get("uncovered_by_unit") or {}))
+            report = {k: v for k, v in result.items() if k not in CACHE_KEYS}
+            return remember(Prepared(key, street, report, uncovered=result.get("uncovered_by_unit") or {},
+                                     by_community=result.get("uncovered_by_community") or {}))
     return None
 
 
@@ -157,7 +203,10 @@ def job_result(engine: Engine, street: str | None, method: str | None) -> dict:
     inputs = coverage.load_inputs(engine, street, standards)
     run = coverage.compute_reach(inputs, standards, method)
     report = coverage.gap_report(inputs, standards, method, run=run)
-    return {**report, "key": key, "uncovered_by_unit": uncovered_by_unit(run)}
+    hh = run.households
+    communities = pd.Series(hh.community, dtype=object).fillna("").to_numpy()
+    return {**report, "key": key, "uncovered_by_unit": uncovered_by(run, hh.unit),
+            "uncovered_by_community": uncovered_by(run, communities)}
 
 
 # --- layers by view ---------------------------------------------------------------------------
@@ -216,6 +265,18 @@ def uncovered_in_view(engine: Engine, prepared: Prepared, kind: str, radius_m: f
         raise KeyError(row_key(kind, radius_m))
     totals = {"units": len(counts), "uncovered": int(sum(counts.values()))}
     scope = {"street": prepared.street} if prepared.street else {}
+    if count_layer(engine, "units", **({"bbox": bbox} if bbox is not None else {}), **scope) > MAX_VIEW_UNITS:
+        # seen from afar: the communities, shaded by their households out of reach
+        lost = prepared.by_community.get(row_key(kind, radius_m)) or {}
+        shown = read_layer(engine, "communities", bbox=bbox, **scope) if bbox is not None else \
+            read_layer(engine, "communities", **scope)
+        shown = shown[shown["code"].isin(lost)].copy()
+        frame = gpd.GeoDataFrame({"code": shown["code"], "kind": kind, "radius_m": float(radius_m),
+                                  "households": shown["households"] if "households" in shown else None,
+                                  "uncovered": shown["code"].map(lost).astype("int64"),
+                                  "community_code": shown["code"], "street_code": shown["street_code"],
+                                  "level": "community"}, geometry=shown.geometry, crs=4326)
+        return in_view(frame, None, zoom), totals | {"by_community": True}
     units = read_layer(engine, "units", bbox=bbox, **scope) if bbox is not None else \
         read_layer(engine, "units", isin={"code": list(counts)}, **scope)
     units = units[units["code"].isin(counts)].copy()
@@ -234,3 +295,56 @@ def finding_points(findings: list[dict], kind_key: str = "kind") -> gpd.GeoDataF
                              "area_m2": [f.get("area_m2") for f in findings]},
                             geometry=shapely.points([[f["lon"], f["lat"]] for f in findings])
                             if findings else [], crs=4326)
+
+
+# --- siting in the background -------------------------------------------------------------------
+
+#: The background job that sites facilities for a scope too large for a web request.
+SITES_JOB = "coverage_sites"
+
+
+def sites_answer(result, candidates, kind: str, radius: float, k: int, method: str) -> dict:
+    """The chosen sites as a GeoJSON FeatureCollection whose properties state the bound."""
+    from layers import siting
+
+    frame = siting.sites_frame(result, candidates, kind, radius)
+    body = json.loads(frame.to_json(drop_id=True, na="null"))
+    body["properties"] = siting.collection_properties(result, kind, radius, k, method)
+    return json.loads(json.dumps(body, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def sites_for(prepared_run: coverage.ReachRun, units: gpd.GeoDataFrame, params: dict,
+              on_greedy=None) -> dict:
+    """Site ``params['k']`` facilities of ``params['kind']``: the greedy answer first (handed to
+    ``on_greedy``), then the exact solver's with its proof when asked (``solver`` auto|exact)."""
+    from layers import siting
+
+    kind, k, radius = params["kind"], params["k"], params.get("radius")
+    solver = params.get("solver") or "auto"
+    first, used, radius = siting.site_for(prepared_run, kind, k, radius_m=radius, units=units,
+                                          method="greedy")
+    answer = sites_answer(first, used, kind, radius, k, prepared_run.method)
+    if solver == "greedy" or first.optimal:
+        return answer
+    if on_greedy:
+        on_greedy(answer | {"stage": "greedy"})
+    best, used, radius = siting.site_for(prepared_run, kind, k, radius_m=radius, units=units, method=solver,
+                                         time_limit=float(params.get("time_limit") or 60.0))
+    return sites_answer(best, used, kind, radius, k, prepared_run.method)
+
+
+def run_sites_job(engine: Engine, job: dict) -> dict:
+    """The worker's runner for :data:`SITES_JOB`: the reach of the scope, the greedy answer
+    stored at once (the page shows it), then the exact answer with its bound."""
+    from geodata import jobs
+    from geodata.i18n import _
+
+    params = job.get("params") or {}
+    jobs.report(engine, job["id"], 0.05, _("reading the layers"))
+    standards = coverage.load_standards(engine)
+    inputs = coverage.load_inputs(engine, params.get("street"), standards)
+    jobs.report(engine, job["id"], 0.3, _("computing the reach"))
+    run = coverage.compute_reach(inputs, standards, params.get("method"))
+    jobs.report(engine, job["id"], 0.6, _("choosing sites"))
+    return sites_for(run, inputs.units, params, on_greedy=lambda answer: jobs.report_partial(
+        engine, job["id"], answer, 0.8, _("greedy answer ready; the exact solver is proving it")))

@@ -27,7 +27,7 @@ from sqlalchemy import Engine, text
 from geodata import jobs
 from geodata.db import get_engine
 from geodata.i18n import _
-from layers import coverage, layer_import
+from layers import coverage, coverage_cache, layer_import
 from layers.plan_memory import PlanMemory
 from layers.plan_workflow import auto_plan
 
@@ -48,7 +48,8 @@ def _auto_plan(engine: Engine, job: dict) -> dict:
 
 RUNNERS: dict[str, Callable[[Engine, dict], dict]] = {"auto_plan": _auto_plan,
                                                      layer_import.KIND: layer_import.run_import,
-                                                     coverage.JOB_KIND: coverage.run_report_job}
+                                                     coverage.JOB_KIND: coverage.run_report_job,
+                                                     coverage_cache.SITES_JOB: coverage_cache.run_sites_job}
 
 
 def _job_engine(engine: Engine, job_id: int) -> Engine:

@@ -35,6 +35,7 @@ from flask import Blueprint, Response, after_this_request, render_template, requ
 from geodata.errors import GridplanError, NotFound, Refused
 from geodata.exporter import FORMATS, ExportError, write_frame
 from geodata.i18n import _
+from geodata.standards import FACILITY_KINDS
 from geodata.store import layer_extent, read_layer
 from layers import coverage, coverage_cache, siting
 from webmap.api import start_job, visible_job
@@ -110,7 +111,8 @@ def page():
              "radius": r.reach_m} for r in standards]
     streets = read_layer(engine(), "streets")
     m = build_map(layer_extent(engine(), "communities") or layer_extent(engine(), "units"))
-    config = {"standards": rows, "roads": bool(layer_extent(engine(), "roads")),
+    names = {k: facility_kind_name(k) for k in FACILITY_KINDS} | {r["kind"]: r["name"] for r in rows}
+    config = {"standards": rows, "roads": bool(layer_extent(engine(), "roads")), "kind_names": names,
               "streets": [{"code": c, "name": n}
                           for c, n in zip(streets["code"], streets["name"], strict=True)]}
     return render_map("coverage.html", m, config, title=_("Coverage gaps"))
@@ -331,7 +333,7 @@ def api_job(job_id: int):
     job = visible_job(current_account(), job_id, coverage.JOB_KIND)
     report = job["result"] if job["status"] == "done" else None
     if isinstance(report, dict):  # what the cache keeps beside the report is not the report
-        report = {k: v for k, v in report.items() if k not in ("key", "uncovered_by_unit")}
+        report = {k: v for k, v in report.items() if k not in coverage_cache.CACHE_KEYS}
     return _json({"job": job_id, "status": job["status"], "progress": job["progress"],
                   "message": job["message"], "report": report})
 
@@ -403,11 +405,43 @@ def api_sites():
             candidates = siting.candidates_from_frame(frame)
         except (TypeError, KeyError, ValueError, AttributeError) as exc:
             raise Refused(f"candidates: give a GeoJSON FeatureCollection of points ({exc})") from None
+    solver = _text(data, "solver") or "auto"
+    if solver not in ("auto", "exact", "greedy"):
+        raise Refused(f"solver {solver!r} is not one of auto, exact, greedy")
+    if candidates is None:
+        key, street, method = _etag_key(data)
+        prepared = coverage_cache.remembered(key)
+        if (prepared is None or not prepared.whole) and coverage_cache.too_large(engine(), street):
+            # a city: the worker computes it (the greedy answer first, then the exact one)
+            known = {r.kind for r in coverage.load_standards(engine())}
+            if kind not in known:
+                raise Refused(_("unknown facility kind {kind}; kinds: {kinds}", kind=repr(kind),
+                                kinds=", ".join(sorted(known))))
+            job_id = start_job(coverage_cache.SITES_JOB, {
+                "kind": kind, "k": k, "radius": _radius(data), "solver": solver, "street": street,
+                "method": method, "by": current_account().name})
+            return _json({"job": job_id, "status": "queued", "href": f"/api/coverage/sites/jobs/{job_id}",
+                          "message": _("the sites of this scope are being chosen in the background")}, 202)
+        prepared = prepared or coverage_cache.compute(engine(), street, method, key)
+        body = coverage_cache.sites_for(prepared.run, prepared.inputs.units, {
+            "kind": kind, "k": k, "radius": _radius(data), "solver": solver, "time_limit": 20.0})
+        return _json(body, mimetype="application/geo+json")
     inputs, run = _run(data)
     result, used, radius = siting.site_for(run, kind, k, radius_m=_radius(data), candidates=candidates,
-                                           units=inputs.units, method=_text(data, "solver") or "auto",
-                                           time_limit=30.0)
+                                           units=inputs.units, method=solver, time_limit=30.0)
     return _json(sites_geojson(result, used, kind, radius, k, run.method), mimetype="application/geo+json")
+
+
+@bp.get("/api/coverage/sites/jobs/<int:job_id>")
+@require(*READERS, api=True)
+def api_sites_job(job_id: int):
+    """A siting job: its status and progress, the greedy answer as soon as it is found
+    (``stage: greedy``), and the final answer with its bound once done."""
+    job = visible_job(current_account(), job_id, coverage_cache.SITES_JOB)
+    result = job["result"] if job["status"] in ("running", "done") else None
+    stage = "final" if job["status"] == "done" else (result or {}).get("stage")
+    return _json({"job": job_id, "status": job["status"], "progress": job["progress"],
+                  "message": job["message"], "stage": stage, "sites": result})
 
 
 # --- command line -------------------------------------------------------------------------------
