@@ -145,7 +145,7 @@ def measure(browser, base: str, no_sites: bool = False) -> dict:
             if page.evaluate("typeof window.gridplan.layerLoads") == "number":
                 moved["bytes"] = 0
                 started = time.perf_counter()
-                page.evaluate("() => { window.gridplan.map.setZoom(window.gridplan.map.getZoom() + 2); }")
+                page.evaluate("() => { const m = window.gridplan.map; m.setZoom(m.getZoom() + 2); }")
                 page.wait_for_function(f"() => (window.gridplan.layerLoads || 0) >= {loads + 4}", timeout=120_000)
                 out["coverage_zoom_in"] = {"s": round(time.perf_counter() - started, 3),
                                            "transferred_bytes": moved["bytes"]}
@@ -165,7 +165,8 @@ def measure(browser, base: str, no_sites: bool = False) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--city-db", type=Path, help="a city's SpatiaLite database (copied, never written)")
     parser.add_argument("--city-units", type=int, default=0, help="build a city of this many units instead")
     parser.add_argument("--demo-db", type=Path, help="the demo district's database (copied); default: built")

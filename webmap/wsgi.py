@@ -33,5 +33,6 @@ if os.environ.get("GRIDPLAN_WARM_COVERAGE", "1") != "0":  # the coverage page's 
     from layers.coverage_cache import keep_warm as keep_coverage_warm
 
     threading.Thread(target=keep_coverage_warm, name="gridplan-warm-coverage",
-                     args=(get_engine(app.config["DATABASE_URL"]), stop_warming, float(os.environ.get("GRIDPLAN_WARM_EVERY", "30"))),
+                     args=(get_engine(app.config["DATABASE_URL"]), stop_warming,
+                           float(os.environ.get("GRIDPLAN_WARM_EVERY", "30"))),
                      daemon=True).start()
