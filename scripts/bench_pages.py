@@ -146,7 +146,8 @@ def measure(browser, base: str, no_sites: bool = False) -> dict:
                 moved["bytes"] = 0
                 started = time.perf_counter()
                 page.evaluate("() => { const m = window.gridplan.map; m.setZoom(m.getZoom() + 2); }")
-                page.wait_for_function(f"() => (window.gridplan.layerLoads || 0) >= {loads + 4}", timeout=120_000)
+                page.wait_for_function(f"() => (window.gridplan.layerLoads || 0) >= {loads + 6}",
+                                       timeout=120_000)
                 out["coverage_zoom_in"] = {"s": round(time.perf_counter() - started, 3),
                                            "transferred_bytes": moved["bytes"]}
             if no_sites:
