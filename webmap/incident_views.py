@@ -117,9 +117,19 @@ def api_list():
         described = [c for c in described if c["overdue"]]
     if status in ("open", "overdue"):
         described = incidents.sort_for_supervisor(described)
+    # the figures of every case the filters select, by the database: never those of a list cut
+    # at the limit
+    counts = incident_rows.incident_counts(
+        engine(), now=datetime.now(), open_statuses=incidents.OPEN, prefix=None if cells else prefix,
+        cells=cells, statuses=statuses, category=category, since=_date(args.get("from"), "from"),
+        until=_date(args.get("to"), "to", end=True), bbox=bbox)
+    if status == "overdue":
+        counts["total"] = counts["open"] = counts["overdue"]
     return jsonify(
         incidents=described,
         numberReturned=len(described),
+        numberMatched=counts["total"],
+        counts=counts,
         cells=cells,
         now=datetime.now().isoformat(timespec="seconds"),
     )
@@ -270,7 +280,7 @@ def api_rates():
                 "Content-Disposition": f"attachment; filename=rates-{by}-{since:%Y%m%d}-{until:%Y%m%d}.csv"
             },
         )
-    answer = rates.as_json(table, by, since, until, rates.targets(engine()))
+    answer = rates.add_names(engine(), rates.as_json(table, by, since, until, rates.targets(engine())))
     if request.args.get("every") == "month":
         answer["series"] = rates.monthly(engine(), since, until, prefix=prefix)
     return jsonify(answer)
