@@ -29,6 +29,8 @@ import pandas as pd
 import shapely
 from sqlalchemy import Engine, select
 
+from geodata.errors import Refused
+from geodata.i18n import _
 from geodata.models import Job
 from geodata.revisions import all_revisions
 from geodata.standards import get_setting
@@ -250,6 +252,24 @@ def in_view(frame: gpd.GeoDataFrame, bbox, zoom: float | None) -> gpd.GeoDataFra
         geoms = shapely.simplify(geoms, step * 0.8, preserve_topology=True)
     geoms = shapely.set_precision(geoms, GRID, mode="pointwise")
     return frame.set_geometry(gpd.GeoSeries(geoms, index=frame.index, crs=frame.crs))
+
+
+def check_row(prepared: Prepared, kind: str, radius_m: float | None) -> float:
+    """The radius asked for ``kind`` (default: the kind's first row of the standards table),
+    refused when the kind is not in the table or the radius beyond its largest reach."""
+    if prepared.whole:
+        return coverage._rows_for(prepared.run, kind, radius_m)[0][1]
+    rows = [r for r in prepared.report["standards"] if r["kind"] == kind]
+    if not rows:
+        kinds = ", ".join(dict.fromkeys(r["kind"] for r in prepared.report["standards"]))
+        raise Refused(_("unknown facility kind {kind}; kinds: {p2}", kind=repr(kind), p2=kinds))
+    if radius_m is None:
+        return float(rows[0]["reach_m"])
+    limit = max(float(r["reach_m"]) for r in rows)
+    if not 0 < radius_m <= limit:
+        raise Refused(_("radius {radius_m} m: give 0 < radius ≤ {limit} m for {kind}",
+                        radius_m=format(radius_m, 'g'), limit=format(limit, 'g'), kind=kind))
+    return float(radius_m)
 
 
 def uncovered_in_view(engine: Engine, prepared: Prepared, kind: str, radius_m: float, bbox,

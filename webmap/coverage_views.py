@@ -219,10 +219,11 @@ def _view_args(values) -> tuple:
 def _view_layer(name: str, prepared, kind: str | None, radius: float | None, bbox, zoom):
     """Gap layer ``name`` within ``bbox`` and its totals over the whole scope."""
     report = prepared.report
-    if name in ("uncovered", "reach") and kind is None:
-        raise Refused("kind is required for this layer on the map")
-    if name == "uncovered":
-        radius = radius or _radius_of(prepared, kind)
+    if name in ("uncovered", "reach") and kind is None and not prepared.whole:
+        raise Refused("kind is required for this layer of a city on the map")
+    if name in ("uncovered", "reach") and kind is not None:
+        radius = coverage_cache.check_row(prepared, kind, radius)
+    if name == "uncovered" and kind is not None:
         try:
             return coverage_cache.uncovered_in_view(engine(), prepared, kind, radius, bbox, zoom)
         except KeyError:
@@ -232,7 +233,10 @@ def _view_layer(name: str, prepared, kind: str | None, radius: float | None, bbo
         if frame is None:  # each layer computed once per state of the data
             frame = coverage.gap_layer(name, prepared.inputs, prepared.run, kind=kind, radius_m=radius)
             prepared.layers[(name, kind, radius)] = frame
-        return coverage_cache.in_view(frame, bbox, zoom), {"features": len(frame)}
+        totals = {"features": len(frame)}
+        if name == "uncovered":
+            totals |= {"units": len(frame), "uncovered": int(frame["uncovered"].sum())}
+        return coverage_cache.in_view(frame, bbox, zoom), totals
     # a city: the findings of the worker's report, drawn as points where they are
     if name == "reach":  # along the roads of a whole city: drawn for a street
         return coverage_cache.finding_points([]), {"features": 0, "by_street": True}
@@ -251,11 +255,6 @@ def _view_layer(name: str, prepared, kind: str | None, radius: float | None, bbo
     return coverage_cache.in_view(frame, bbox, zoom), {"features": len(frame)}
 
 
-def _radius_of(prepared, kind: str) -> float:
-    for row in prepared.report["standards"]:
-        if row["kind"] == kind:
-            return float(row["reach_m"])
-    raise Refused(f"unknown facility kind {kind!r}")
 
 
 @bp.get("/api/coverage/layers/<name>")
