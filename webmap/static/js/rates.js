@@ -25,7 +25,12 @@
     const query = new URLSearchParams();
     for (const [k, v] of new FormData(form).entries()) if (v) query.set(k, v);
     document.getElementById("rates-csv").href = `/api/rates?${query}&format=csv`;
-    query.set("every", "month");
+    // the table and the chart's months are asked for at once; the table shows as soon as it comes
+    const months = new URLSearchParams(query);
+    months.set("every", "month");
+    months.set("series", "only");
+    const seriesAnswer = fetch(`/api/rates?${months}`, { credentials: "same-origin" })
+      .then((r) => (r.ok ? r.json() : null)).catch(() => null);
     const response = await fetch(`/api/rates?${query}`, { credentials: "same-origin" });
     const answer = await response.json();
     if (!response.ok) { document.getElementById("status").textContent = answer.detail; return; }
@@ -48,7 +53,10 @@
       }
       return tr;
     }));
-    const series = answer.series || [];
+    document.getElementById("status").textContent = t("{n} rows", { n: gpLocale.number(answer.rows.length) });
+    window.gridplan.tableAt = performance.now();
+    const monthly = await seriesAnswer;
+    const series = (monthly && monthly.series) || [];
     const data = {
       labels: series.map((s) => s.code),
       datasets: [
