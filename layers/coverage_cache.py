@@ -55,7 +55,9 @@ def state_key(engine: Engine, street: str | None, method: str | None) -> str:
     revisions = all_revisions(engine)
     with engine.connect() as conn:
         standards = get_setting(conn, "facility_standards")
-    blob = json.dumps([engine.url.render_as_string(hide_password=True), revisions, standards,
+    # the database, not the connection's options (the worker names its sessions after the job)
+    where = engine.url.set(query={}).render_as_string(hide_password=True)
+    blob = json.dumps([where, revisions, standards,
                        street, method or "auto"], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
@@ -221,7 +223,10 @@ def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
     parts = text.split(",")
     if len(parts) != 4:
         raise ValueError("bbox must be minx,miny,maxx,maxy")
-    values = [float(p) for p in parts]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"bbox must be four numbers minx,miny,maxx,maxy, not {text!r}") from None
     if not all(math.isfinite(v) for v in values):
         raise ValueError("bbox must be four finite numbers")
     minx, miny, maxx, maxy = values
@@ -296,7 +301,19 @@ def uncovered_in_view(engine: Engine, prepared: Prepared, kind: str, radius_m: f
                                   "uncovered": shown["code"].map(lost).astype("int64"),
                                   "community_code": shown["code"], "street_code": shown["street_code"],
                                   "level": "community"}, geometry=shown.geometry, crs=4326)
-        return in_view(frame, None, zoom), totals | {"by_community": True}
+        # households in no community (blind spots) are drawn as their units, not lost
+        area = {"bbox": bbox} if bbox is not None else {}
+        loose = read_layer(engine, "units", empty=["community_code"], **area, **scope)
+        loose = loose[loose["code"].isin(counts)]
+        if len(loose):
+            loose = gpd.GeoDataFrame({
+                "code": loose["code"], "kind": kind, "radius_m": float(radius_m),
+                "households": loose["households"], "uncovered": loose["code"].map(counts).astype("int64"),
+                "community_code": None, "street_code": loose["street_code"], "level": "unit"},
+                geometry=loose.geometry, crs=4326)
+            frame = pd.concat([frame, loose], ignore_index=True)
+        return in_view(gpd.GeoDataFrame(frame, geometry="geometry", crs=4326), None, zoom), \
+            totals | {"by_community": True}
     units = read_layer(engine, "units", bbox=bbox, **scope) if bbox is not None else \
         read_layer(engine, "units", isin={"code": list(counts)}, **scope)
     units = units[units["code"].isin(counts)].copy()

@@ -86,6 +86,7 @@ def test_coverage_answers_are_cached_by_the_stored_revisions(site, small_demo):
         revisions = all_revisions(conn)
         write_layer(conn, "facilities", gpd.GeoDataFrame(
             {"code": ["KG-new"], "kind": ["kindergarten"], "name": ["新幼儿园"], "floor_area_m2": [900.0],
+             "district_code": [busiest["community_code"][:6]],
              "community_code": [busiest["community_code"]]}, geometry=[point], crs=4326))
     assert all_revisions(engine)["layer:facilities"] == revisions.get("layer:facilities", 0) + 1
     for url, answer in first.items():
@@ -93,7 +94,8 @@ def test_coverage_answers_are_cached_by_the_stored_revisions(site, small_demo):
         assert changed.status_code == 200 and changed.headers["ETag"] != answer.headers["ETag"], url
     after = planner.get("/api/coverage/report").get_json()
     covered = {r["kind"]: r["households_covered"] for r in before["reach"]}
-    assert {r["kind"]: r["households_covered"] for r in after["reach"]}["kindergarten"] > covered["kindergarten"]
+    now = {r["kind"]: r["households_covered"] for r in after["reach"]}
+    assert now["kindergarten"] > covered["kindergarten"]
 
 
 def test_gap_layers_by_view_hold_only_the_view_and_count_the_whole_scope(site):
@@ -156,7 +158,8 @@ def test_a_city_is_computed_by_the_worker_and_drawn_by_view(site, db_url, monkey
     text = ",".join(f"{v:.6f}" for v in bbox)
     near = planner.get(f"/api/coverage/layers/uncovered?kind=kindergarten&bbox={text}&zoom=16").get_json()
     assert near["properties"]["totals"]["uncovered"] == row["households"] - row["households_covered"]
-    assert near["features"] and all(shapely.intersects(shapely.geometry.shape(f["geometry"]), shapely.box(*bbox))
+    box = shapely.box(*bbox)
+    assert near["features"] and all(shapely.intersects(shapely.geometry.shape(f["geometry"]), box)
                                     for f in near["features"])
     # seen whole, a city is shaded by community, with the same totals
     afar = planner.get("/api/coverage/layers/uncovered?kind=kindergarten&zoom=11").get_json()
@@ -189,8 +192,8 @@ def test_an_edit_answers_only_what_changed(site, small_demo):
     units = planner.get(f"/api/plans/{plan_id}/units").get_json()["features"]
     first = units[0]["properties"]
     target = next(c for c in plan["communities"] if c["community_code"] != first["community_code"])
-    moved = planner.post(f"/api/plans/{plan_id}/moves", json={
-        "units": [first["code"]], "to": target["community_code"], "version": plan["version"]}, headers=headers)
+    moved = planner.post(f"/api/plans/{plan_id}/moves", headers=headers, json={
+        "units": [first["code"]], "to": target["community_code"], "version": plan["version"]})
     assert moved.status_code == 200
     answer = moved.get_json()
     assert answer["units"] == [first["code"]]

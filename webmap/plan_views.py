@@ -235,7 +235,7 @@ def api_units(plan_id: int):
 def api_outlines(plan_id: int):
     """The plan's communities as outlines simplified for ``zoom``, with a point for each label;
     ``codes=A,B``: only those communities (what an edit changed)."""
-    _, zoom = _view()
+    _box, zoom = _view()
     codes = request.args.get("codes")
     wanted = None
     if codes is not None:
