@@ -259,7 +259,8 @@ def test_rates_on_a_360_px_phone(browser, served, small_demo, tmp_path, locale):
     page.wait_for_timeout(300)
     shots = Path("/tmp/perf")
     shots.mkdir(exist_ok=True)
-    page.screenshot(path=str(shots / f"rates-360-{locale}.png"), full_page=True)
+    page.screenshot(path=str(shots / f"rates-360-{locale}.png"))
+    page.locator(".rates-chart").screenshot(path=str(shots / f"rates-360-{locale}-chart.png"))
     # nothing wider than the phone: no sideways scrolling
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
     widest = page.evaluate("""() => Math.max(...[...document.querySelectorAll('#rates-table td')]
