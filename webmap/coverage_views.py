@@ -122,8 +122,13 @@ def page():
 @require(*READERS)
 def report_page():
     """The printable gap report: totals, coverage by street and kind with charts, findings."""
-    street = _text(request.args, "street")
-    report = coverage.report_for(engine(), street, _text(request.args, "method"))
+    key, street, method = _etag_key(request.args)
+    prepared = _prepared(key, street, method)  # cached; a city's from the worker's job
+    if isinstance(prepared, Response):
+        return render_template("error.html", title=_("Coverage gap report"), message=_(
+            "the coverage of this scope is being computed in the background: open this page again "
+            "in a few minutes")), 202
+    report = json.loads(json.dumps(prepared.report, default=_plain))  # a copy: names are set below
     streets = read_layer(engine(), "streets", **({"where": {"code": street}} if street else {}))
     names = dict(zip(streets["code"], streets["name"], strict=True))
     for row in report["reach"]:  # kinds and levels in the reader's language
