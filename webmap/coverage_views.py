@@ -292,7 +292,14 @@ def api_layer(name: str):
                               "method": prepared.report["method"], "bbox": bbox, "totals": totals,
                               "whole": prepared.whole}
         return _cached_json(body, etag, "application/geo+json")
-    inputs, run = _run(request.args)
+    key, street, method = _etag_key(request.args)
+    prepared = coverage_cache.remembered(key)
+    if prepared is None and not coverage_cache.too_large(engine(), street):
+        prepared = coverage_cache.compute(engine(), street, method, key)
+    if prepared is not None and prepared.whole:  # computed already: the file is written from it
+        inputs, run = prepared.inputs, prepared.run
+    else:  # a city's file: every unit and the reach along its roads, read for this download
+        inputs, run = _run(request.args)
     frame = coverage.gap_layer(name, inputs, run, kind=_text(request.args, "kind"),
                                radius_m=_radius(request.args))
     folder = Path(tempfile.mkdtemp(prefix="gridplan-coverage-"))
