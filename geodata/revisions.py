@@ -76,7 +76,12 @@ def changes_since(engine: Engine | Connection, revision: int) -> list[dict]:
 
 
 #: Layers whose every write raises a revision of their own (``layer:<name>``): answers computed
-#: from them (the coverage report, its gap layers) are cached under these numbers.
+#: from them (the coverage report, its gap layers) are cached under these numbers. (Incidents
+#: change all day and no cached answer is made of them.)
+CACHED_LAYERS = frozenset({"districts", "streets", "communities", "units", "grid_cells", "facilities",
+                           "roads", "buildings"})
+
+
 def layer_revision_name(layer: str) -> str:
     """The name of ``layer``'s own revision in the ``revisions`` table."""
     return f"layer:{layer}"[:32]
@@ -84,7 +89,9 @@ def layer_revision_name(layer: str) -> str:
 
 def raise_layer_revision(conn: Connection, layer: str) -> int:
     """Raise ``layer``'s own revision on the caller's transaction (every write of the layer does:
-    :func:`geodata.store.write_layer`). Returns the new value."""
+    :func:`geodata.store.write_layer`). Returns the new value (0: a layer no cache is made of)."""
+    if layer not in CACHED_LAYERS:
+        return 0
     table = Revision.__table__
     name = layer_revision_name(layer)
     raised = conn.execute(update(table).where(table.c.name == name)
