@@ -358,6 +358,11 @@ def sites_for(prepared_run: coverage.ReachRun, units: gpd.GeoDataFrame, params: 
 
     kind, k, radius = params["kind"], params["k"], params.get("radius")
     solver = params.get("solver") or "auto"
+    time_limit = float(params.get("time_limit") or 60.0)
+    if on_greedy is None:  # nobody to show a first answer to: one pass (the coverage matrix once)
+        best, used, radius = siting.site_for(prepared_run, kind, k, radius_m=radius, units=units,
+                                             method=solver, time_limit=time_limit)
+        return sites_answer(best, used, kind, radius, k, prepared_run.method)
     first, used, radius = siting.site_for(prepared_run, kind, k, radius_m=radius, units=units,
                                           method="greedy")
     answer = sites_answer(first, used, kind, radius, k, prepared_run.method)
@@ -366,7 +371,7 @@ def sites_for(prepared_run: coverage.ReachRun, units: gpd.GeoDataFrame, params: 
     if on_greedy:
         on_greedy(answer | {"stage": "greedy"})
     best, used, radius = siting.site_for(prepared_run, kind, k, radius_m=radius, units=units, method=solver,
-                                         time_limit=float(params.get("time_limit") or 60.0))
+                                         time_limit=time_limit)
     return sites_answer(best, used, kind, radius, k, prepared_run.method)
 
 
