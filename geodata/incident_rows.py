@@ -843,3 +843,42 @@ def set_places(conn: Connection, places: Sequence[dict]) -> None:
     ]
     for start in range(0, len(rows), BATCH):
         conn.execute(stmt, rows[start : start + BATCH])
+
+
+def incident_counts(
+    engine: Engine | Connection,
+    *,
+    now: datetime,
+    open_statuses: Sequence[str],
+    prefix: str | None = None,
+    cells: Sequence[str] | None = None,
+    statuses: Sequence[str] | None = None,
+    category: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    bbox: dialect.BBox | None = None,
+    department: str | None = None,
+) -> dict[str, int]:
+    """How many cases the filters of :func:`list_incidents` select — all of them, open, and open
+    past their deadline (overdue) — counted by the database in one query, whatever a list is
+    cut at: the figures a map shows beside the cases it draws."""
+    is_open = T.c.status.in_(list(open_statuses))
+    late = and_(is_open, T.c.due_at.is_not(None), T.c.due_at < now)
+    with _conn(engine) as conn:
+        stmt = select(func.count(), func.coalesce(func.sum(case((is_open, 1), else_=0)), 0),
+                      func.coalesce(func.sum(case((late, 1), else_=0)), 0)).select_from(T)
+        stmt = stmt.where(scope_clause(prefix, cells) if (prefix or cells) else literal(True))
+        if statuses:
+            stmt = stmt.where(T.c.status.in_(list(statuses)))
+        if category:
+            stmt = stmt.where(T.c.category == category)
+        if since:
+            stmt = stmt.where(T.c.reported_at >= since)
+        if until:
+            stmt = stmt.where(T.c.reported_at <= until)
+        if bbox:
+            stmt = stmt.where(dialect.bbox_filter(conn, T, bbox))
+        if department:
+            stmt = stmt.where(T.c.department_code == department)
+        total, opened, overdue = conn.execute(stmt).one()
+    return {"total": int(total), "open": int(opened), "overdue": int(overdue)}

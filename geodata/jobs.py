@@ -217,3 +217,12 @@ def fail_abandoned(engine: Engine) -> list[dict]:
                 message=_("the worker running this job stopped (killed or restarted) before it finished; "
                           "nothing of it was kept: start it again")))
     return abandoned
+
+
+def report_partial(engine: Engine, job_id: int, result: dict, progress: float,
+                   message: str | None = None) -> None:
+    """Store a first answer while the job goes on (a greedy siting before the exact solver's
+    proof): readers of the job see it at once; :func:`finish` replaces it."""
+    with engine.begin() as conn:
+        conn.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(
+            progress=float(progress), message=message, result=result))

@@ -73,3 +73,41 @@ def changes_since(engine: Engine | Connection, revision: int) -> list[dict]:
         with engine.connect() as conn:
             return [dict(r) for r in conn.execute(stmt).mappings()]
     return [dict(r) for r in engine.execute(stmt).mappings()]
+
+
+#: Layers whose every write raises a revision of their own (``layer:<name>``): answers computed
+#: from them (the coverage report, its gap layers) are cached under these numbers. (Incidents
+#: change all day and no cached answer is made of them.)
+CACHED_LAYERS = frozenset({"districts", "streets", "communities", "units", "grid_cells", "facilities",
+                           "roads", "buildings"})
+
+
+def layer_revision_name(layer: str) -> str:
+    """The name of ``layer``'s own revision in the ``revisions`` table."""
+    return f"layer:{layer}"[:32]
+
+
+def raise_layer_revision(conn: Connection, layer: str) -> int:
+    """Raise ``layer``'s own revision on the caller's transaction (every write of the layer does:
+    :func:`geodata.store.write_layer`). Returns the new value (0: a layer no cache is made of)."""
+    if layer not in CACHED_LAYERS:
+        return 0
+    table = Revision.__table__
+    name = layer_revision_name(layer)
+    raised = conn.execute(update(table).where(table.c.name == name)
+                          .values(value=table.c.value + 1).returning(table.c.value)).scalar_one_or_none()
+    if raised is None:
+        conn.execute(insert(table).values(name=name, value=1))
+        raised = 1
+    return int(raised)
+
+
+def all_revisions(engine: Engine | Connection) -> dict[str, int]:
+    """Every counter of the ``revisions`` table (the boundaries and each layer's own), read in one
+    query: what a cache key is made of, so that a process never answers from what another process
+    has changed since."""
+    stmt = select(Revision.name, Revision.value).order_by(Revision.name)
+    if isinstance(engine, Engine):
+        with engine.connect() as conn:
+            return {n: int(v) for n, v in conn.execute(stmt).all()}
+    return {n: int(v) for n, v in engine.execute(stmt).all()}

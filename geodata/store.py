@@ -27,6 +27,7 @@ from geodata.db import BATCH
 from geodata.errors import Conflict
 from geodata.i18n import _
 from geodata.models import SRID, Community, CommunityHistory, UnitAdjacency
+from geodata.revisions import raise_layer_revision
 
 Progress = Callable[[int], None]
 
@@ -226,6 +227,8 @@ def write_layer(
     else:
         stmt = insert(table).values({c: bindparam(c) for c in columns} | geom)
     written = 0
+    if len(gdf) or mode == "replace":  # answers cached on this layer (coverage) are stale now
+        raise_layer_revision(conn, layer)
     for start in range(0, len(gdf), BATCH):
         records = _records(spec, gdf.iloc[start:start + BATCH], columns)
         if mode == "update":
@@ -382,6 +385,8 @@ def write_changes(conn: Connection, layer: str, gdf: gpd.GeoDataFrame, changes: 
     their row and id). Returns the number of rows written."""
     table = get_layer(layer).table
     rows = gdf[changes.changed]
+    if changes.any:
+        raise_layer_revision(conn, layer)
     if mode == "replace":
         gone = changes.removed + rows.loc[changes.stored[changes.changed], "code"].astype(str).tolist()
         for start in range(0, len(gone), BATCH):
@@ -485,6 +490,7 @@ def replace_cells(conn: Connection, communities: list[str], cells: gpd.GeoDataFr
     supervisor. Returns the number of cells written."""
     table = get_layer("grid_cells").table
     supervisors: dict[str, str] = {}
+    raise_layer_revision(conn, "grid_cells")  # even when no cell is written back
     for start in range(0, len(communities), BATCH):
         chunk = communities[start:start + BATCH]
         scope = table.c.community_code.in_(chunk)

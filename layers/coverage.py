@@ -463,9 +463,11 @@ def cell_problems(communities: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, units:
 # --- the report ---------------------------------------------------------------------------------
 
 
-def gap_report(inputs: CoverageInputs, standards: list[Standard], method: str | None = None) -> dict:
-    """The whole gap report as JSON-ready data (see the module's docstring for its parts)."""
-    run = compute_reach(inputs, standards, method)
+def gap_report(inputs: CoverageInputs, standards: list[Standard], method: str | None = None,
+               run: ReachRun | None = None) -> dict:
+    """The whole gap report as JSON-ready data (see the module's docstring for its parts);
+    ``run``: the reach already computed from these inputs."""
+    run = run or compute_reach(inputs, standards, method)
     scope = set(inputs.communities["code"]) if inputs.street else None
     blind = find_blind_spots(inputs.units, inputs.communities, inputs.streets, inputs.crs)
     return {
@@ -639,6 +641,8 @@ JOB_KIND = "coverage_report"
 def run_report_job(engine: Engine, job: dict) -> dict:
     """The worker's runner: the gap report of ``job["params"]`` (``street``, ``method``), as plain
     JSON (a city's report is work for the worker, not for a web request)."""
+    from layers.coverage_cache import job_result  # the report with its state key (cached by it)
+
     params = job.get("params") or {}
-    report = report_for(engine, params.get("street"), params.get("method"))
+    report = job_result(engine, params.get("street"), params.get("method"))
     return json.loads(json.dumps(report, default=lambda v: v.item() if hasattr(v, "item") else str(v)))

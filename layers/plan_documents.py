@@ -245,10 +245,25 @@ def prepare(memory: PlanMemory, plan_id: int) -> None:
         _dissolved(loaded)
 
 
-def outlines(memory: PlanMemory, plan_id: int, zoom: float | None = None) -> str:
+def outlines(memory: PlanMemory, plan_id: int, zoom: float | None = None,
+             codes: list[str] | None = None) -> str:
     """The plan's communities as GeoJSON outlines simplified for ``zoom`` (shared boundaries
     simplified once, so neighbours still meet), each with a point inside it for its label; the
-    last few zooms' answers are kept with the loaded plan for its version."""
+    last few zooms' answers are kept with the loaded plan for its version. ``codes``: only these
+    communities (those an edit changed: the page redraws them, not the whole plan)."""
+    whole = _outlines(memory, plan_id, zoom)
+    if codes is None:
+        return whole
+    loaded = memory.plan(plan_id)
+    key = (loaded.version, None if zoom is None else round(float(zoom), 1))
+    with loaded.lock:
+        by_code = loaded.caches.get("outline_features", {}).get(key)
+    if by_code is None:  # the version moved on meanwhile: the whole answer is the right one
+        return whole
+    return _feature_collection([by_code[c] for c in codes if c in by_code])
+
+
+def _outlines(memory: PlanMemory, plan_id: int, zoom: float | None = None) -> str:
     loaded = memory.plan(plan_id)
     key = (loaded.version, None if zoom is None else round(float(zoom), 1))
     with loaded.lock:
@@ -275,9 +290,12 @@ def outlines(memory: PlanMemory, plan_id: int, zoom: float | None = None) -> str
                         + ',"geometry":' + texts[i] + "}")
     answer = _feature_collection(features)
     with loaded.lock:
+        by_code = loaded.caches.setdefault("outline_features", {})
         for old in [k for k in answers if k[0] != key[0]] + list(answers)[:-5]:
             answers.pop(old, None)  # other versions' answers, and all but the last few zooms
+            by_code.pop(old, None)
         answers[key] = answer
+        by_code[key] = dict(zip(codes, features, strict=True))
     return answer
 
 

@@ -27,7 +27,7 @@ from sqlalchemy import Engine, text
 from geodata import jobs
 from geodata.db import get_engine
 from geodata.i18n import _
-from layers import adoption, coverage, layer_import
+from layers import adoption, coverage, coverage_cache, layer_import
 from layers.plan_memory import PlanMemory
 from layers.plan_scale import plan_all
 from layers.plan_workflow import auto_plan
@@ -73,7 +73,8 @@ def _plan_every_district(engine: Engine, job: dict, name: str, author: str, para
 RUNNERS: dict[str, Callable[[Engine, dict], dict]] = {"auto_plan": _auto_plan,
                                                      layer_import.KIND: layer_import.run_import,
                                                      coverage.JOB_KIND: coverage.run_report_job,
-                                                     adoption.JOB_KIND: adoption.run_regeneration_job}
+                                                     adoption.JOB_KIND: adoption.run_regeneration_job,
+                                                     coverage_cache.SITES_JOB: coverage_cache.run_sites_job}
 
 
 def _job_engine(engine: Engine, job_id: int) -> Engine:

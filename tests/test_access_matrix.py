@@ -148,6 +148,7 @@ ACCESS: dict[str, str] = {
     "GET /api/coverage/layers/<name>": READERS,
     "POST /api/coverage/proposal": READERS,
     "POST /api/coverage/sites": READERS,
+    "GET /api/coverage/sites/jobs/<int:job_id>": READERS,
     "POST /api/coverage/jobs": READERS,
     "GET /api/coverage/jobs/<int:job_id>": READERS,
     # Open311 GeoReport v2: any account or token reads; reporting needs one

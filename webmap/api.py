@@ -110,6 +110,7 @@ def incident_history(code: str):
 #: it computes (a coverage report, a plan). An import (its server folder, its file) is its
 #: author's and the administrators' alone.
 JOB_READERS: dict[str, tuple[str, ...]] = {coverage.JOB_KIND: ("planner", "viewer"),
+                                          "coverage_sites": ("planner", "viewer"),
                                           "auto_plan": ("planner", "viewer"),
                                           "regenerate_cells": ("planner",)}
 

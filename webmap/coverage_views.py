@@ -20,6 +20,7 @@ Command line: ``flask --app webmap coverage [--street CODE] -o report.json`` and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -34,13 +35,15 @@ from flask import Blueprint, Response, after_this_request, render_template, requ
 from geodata.errors import GridplanError, NotFound, Refused
 from geodata.exporter import FORMATS, ExportError, write_frame
 from geodata.i18n import _
+from geodata.standards import FACILITY_KINDS
 from geodata.store import layer_extent, read_layer
-from layers import coverage, siting
+from layers import coverage, coverage_cache, siting
 from webmap.api import start_job, visible_job
 from webmap.auth import current_account, require
 from webmap.extensions import engine
 from webmap.i18n import facility_kind_name, life_circle
 from webmap.maps import build_map, render_map
+from webmap.responses import conditional
 
 bp = Blueprint("coverage", __name__, cli_group=None)
 READERS = ("admin", "planner", "viewer")
@@ -108,7 +111,8 @@ def page():
              "radius": r.reach_m} for r in standards]
     streets = read_layer(engine(), "streets")
     m = build_map(layer_extent(engine(), "communities") or layer_extent(engine(), "units"))
-    config = {"standards": rows, "roads": bool(layer_extent(engine(), "roads")),
+    names = {k: facility_kind_name(k) for k in FACILITY_KINDS} | {r["kind"]: r["name"] for r in rows}
+    config = {"standards": rows, "roads": bool(layer_extent(engine(), "roads")), "kind_names": names,
               "streets": [{"code": c, "name": n}
                           for c, n in zip(streets["code"], streets["name"], strict=True)]}
     return render_map("coverage.html", m, config, title=_("Coverage gaps"))
@@ -118,8 +122,13 @@ def page():
 @require(*READERS)
 def report_page():
     """The printable gap report: totals, coverage by street and kind with charts, findings."""
-    street = _text(request.args, "street")
-    report = coverage.report_for(engine(), street, _text(request.args, "method"))
+    key, street, method = _etag_key(request.args)
+    prepared = _prepared(key, street, method)  # cached; a city's from the worker's job
+    if isinstance(prepared, Response):
+        return render_template("error.html", title=_("Coverage gap report"), message=_(
+            "the coverage of this scope is being computed in the background: open this page again "
+            "in a few minutes")), 202
+    report = json.loads(json.dumps(prepared.report, default=_plain))  # a copy: names are set below
     streets = read_layer(engine(), "streets", **({"where": {"code": street}} if street else {}))
     names = dict(zip(streets["code"], streets["name"], strict=True))
     for row in report["reach"]:  # kinds and levels in the reader's language
@@ -135,11 +144,122 @@ def report_page():
 # --- API ----------------------------------------------------------------------------------------
 
 
+def _etag_key(values, *parts) -> tuple[str, str | None, str | None]:
+    """The state key of the scope asked (see :func:`layers.coverage_cache.state_key`) and the
+    scope: a bad street is refused here, before anything is computed."""
+    street, method = _text(values, "street"), _text(values, "method")
+    coverage.check_street(engine(), street)
+    if method not in (None, "auto", "straight", "roads"):
+        raise Refused(f"method {method!r} is not one of auto, straight, roads")
+    return coverage_cache.state_key(engine(), street, method), street, method
+
+
+def _not_modified(etag: str) -> Response | None:
+    """A 304 when the client holds the answer of this very state (nothing computed)."""
+    if etag in request.if_none_match:
+        response = Response(status=304)
+        response.set_etag(etag)
+        response.headers["Cache-Control"] = "private, no-cache"
+        return response
+    return None
+
+
+def _prepared(key: str, street: str | None, method: str | None):
+    """The computed scope, or a 202 naming the worker's job computing it (a city: no web
+    request computes it)."""
+    found = coverage_cache.remembered(key) or coverage_cache.from_jobs(engine(), key, street)
+    if found is not None:
+        return found
+    if not coverage_cache.too_large(engine(), street):
+        return coverage_cache.compute(engine(), street, method, key)
+    job_id = coverage_cache.pending_job(engine(), street, method) or start_job(
+        coverage.JOB_KIND, {"street": street, "method": method, "by": current_account().name})
+    job = visible_job(current_account(), job_id, coverage.JOB_KIND)
+    return _json({"job": job_id, "status": job["status"], "progress": job["progress"],
+                  "message": _("the coverage of this scope is being computed in the background"),
+                  "href": f"/api/coverage/jobs/{job_id}"}, 202)
+
+
+def _cached_json(data, etag: str, mimetype: str = "application/json") -> Response:
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=_plain)
+    response = conditional(body, headers={"Content-Type": mimetype})
+    response.set_etag(etag)
+    return response
+
+
 @bp.get("/api/coverage/report")
 @require(*READERS, api=True)
 def api_report():
-    """The whole gap report as JSON (see :func:`layers.coverage.gap_report`)."""
-    return _json(coverage.report_for(engine(), _text(request.args, "street"), _text(request.args, "method")))
+    """The whole gap report as JSON (see :func:`layers.coverage.gap_report`); cached by the
+    state of the data (ETag); a city's is computed by the worker (202 with the job meanwhile)."""
+    key, street, method = _etag_key(request.args)
+    etag = f"report-{key}"
+    unchanged = _not_modified(etag)
+    if unchanged is not None:
+        return unchanged
+    prepared = _prepared(key, street, method)
+    if isinstance(prepared, Response):
+        return prepared
+    return _cached_json(prepared.report, etag)
+
+
+def _view_args(values) -> tuple:
+    try:
+        bbox = coverage_cache.parse_bbox(values.get("bbox"))
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
+    zoom = values.get("zoom")
+    if zoom not in (None, ""):
+        try:
+            zoom = float(zoom)
+        except ValueError:
+            raise Refused(f"zoom must be a number, not {zoom!r}") from None
+        if not (math.isfinite(zoom) and 0 <= zoom <= 24):
+            raise Refused(f"zoom must be between 0 and 24, not {zoom!r}")
+    else:
+        zoom = None
+    return bbox, zoom
+
+
+def _view_layer(name: str, prepared, kind: str | None, radius: float | None, bbox, zoom):
+    """Gap layer ``name`` within ``bbox`` and its totals over the whole scope."""
+    report = prepared.report
+    if name in ("uncovered", "reach") and kind is None and not prepared.whole:
+        raise Refused("kind is required for this layer of a city on the map")
+    if name in ("uncovered", "reach") and kind is not None:
+        radius = coverage_cache.check_row(prepared, kind, radius)
+    if name == "uncovered" and kind is not None:
+        try:
+            return coverage_cache.uncovered_in_view(engine(), prepared, kind, radius, bbox, zoom)
+        except KeyError:
+            raise Refused(f"no row of the standards table for {kind} at {radius:g} m") from None
+    if prepared.whole:
+        frame = prepared.layers.get((name, kind, radius))
+        if frame is None:  # each layer computed once per state of the data
+            frame = coverage.gap_layer(name, prepared.inputs, prepared.run, kind=kind, radius_m=radius)
+            prepared.layers[(name, kind, radius)] = frame
+        totals = {"features": len(frame)}
+        if name == "uncovered":
+            totals |= {"units": len(frame), "uncovered": int(frame["uncovered"].sum())}
+        return coverage_cache.in_view(frame, bbox, zoom), totals
+    # a city: the findings of the worker's report, drawn as points where they are
+    if name == "reach":  # along the roads of a whole city: drawn for a street
+        return coverage_cache.finding_points([]), {"features": 0, "by_street": True}
+    findings = {"blind_spots": report["blind_spots"]["findings"], "cell_problems":
+                report["cell_problems"]["findings"], "facility_problems": report["facilities"],
+                "missing": [m | {"codes": [m["community"]]} for m in report["missing"]]}[name]
+    frame = coverage_cache.finding_points(findings)
+    if name == "facility_problems":
+        for column in ("name", "problem", "floor_area_m2", "required_floor_area_m2", "households_served"):
+            frame[column] = [f.get(column) for f in findings]
+    elif name == "missing":
+        frame["name"] = [f.get("name") for f in findings]
+        frame["kinds"] = [" ".join(f.get("kinds") or []) for f in findings]
+    elif name == "cell_problems":
+        frame["codes"] = frame["code"]
+    return coverage_cache.in_view(frame, bbox, zoom), {"features": len(frame)}
+
+
 
 
 @bp.get("/api/coverage/layers/<name>")
@@ -152,14 +272,36 @@ def api_layer(name: str):
     fmt = request.args.get("f") or "geojson"
     if fmt not in FORMATS:
         raise Refused(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
-    inputs, run = _run(request.args)
+    if fmt == "geojson" and not request.args.get("download"):
+        # the map's answer: by view (bbox, zoom), cached by the state of the data
+        key, street, method = _etag_key(request.args)
+        bbox, zoom = _view_args(request.args)
+        kind, radius = _text(request.args, "kind"), _radius(request.args)
+        etag = "layer-" + hashlib.sha256(json.dumps(
+            [key, name, kind, radius, bbox, zoom]).encode()).hexdigest()[:32]
+        unchanged = _not_modified(etag)
+        if unchanged is not None:
+            return unchanged
+        prepared = _prepared(key, street, method)
+        if isinstance(prepared, Response):
+            return prepared
+        frame, totals = _view_layer(name, prepared, kind, radius, bbox, zoom)
+        body = json.loads(frame.to_json(drop_id=True, na="null")) if len(frame) else \
+            {"type": "FeatureCollection", "features": []}
+        body["properties"] = {"layer": name, "title": coverage.GAP_LAYERS[name][0], "count": len(frame),
+                              "method": prepared.report["method"], "bbox": bbox, "totals": totals,
+                              "whole": prepared.whole}
+        return _cached_json(body, etag, "application/geo+json")
+    key, street, method = _etag_key(request.args)
+    prepared = coverage_cache.remembered(key)
+    if prepared is None and not coverage_cache.too_large(engine(), street):
+        prepared = coverage_cache.compute(engine(), street, method, key)
+    if prepared is not None and prepared.whole:  # computed already: the file is written from it
+        inputs, run = prepared.inputs, prepared.run
+    else:  # a city's file: every unit and the reach along its roads, read for this download
+        inputs, run = _run(request.args)
     frame = coverage.gap_layer(name, inputs, run, kind=_text(request.args, "kind"),
                                radius_m=_radius(request.args))
-    if fmt == "geojson" and not request.args.get("download"):
-        body = json.loads(frame.to_json(drop_id=True, na="null"))
-        body["properties"] = {"layer": name, "title": coverage.GAP_LAYERS[name][0], "count": len(frame),
-                              "method": run.method}
-        return _json(body, mimetype="application/geo+json")
     folder = Path(tempfile.mkdtemp(prefix="gridplan-coverage-"))
 
     @after_this_request
@@ -200,8 +342,11 @@ def api_start_job():
 def api_job(job_id: int):
     """A report job: its status and progress, and the report once done."""
     job = visible_job(current_account(), job_id, coverage.JOB_KIND)
+    report = job["result"] if job["status"] == "done" else None
+    if isinstance(report, dict):  # what the cache keeps beside the report is not the report
+        report = {k: v for k, v in report.items() if k not in coverage_cache.CACHE_KEYS}
     return _json({"job": job_id, "status": job["status"], "progress": job["progress"],
-                  "message": job["message"], "report": job["result"] if job["status"] == "done" else None})
+                  "message": job["message"], "report": report})
 
 
 def _proposed(data: dict, kind: str) -> gpd.GeoDataFrame:
@@ -271,11 +416,43 @@ def api_sites():
             candidates = siting.candidates_from_frame(frame)
         except (TypeError, KeyError, ValueError, AttributeError) as exc:
             raise Refused(f"candidates: give a GeoJSON FeatureCollection of points ({exc})") from None
+    solver = _text(data, "solver") or "auto"
+    if solver not in ("auto", "exact", "greedy"):
+        raise Refused(f"solver {solver!r} is not one of auto, exact, greedy")
+    if candidates is None:
+        key, street, method = _etag_key(data)
+        prepared = coverage_cache.remembered(key)
+        if (prepared is None or not prepared.whole) and coverage_cache.too_large(engine(), street):
+            # a city: the worker computes it (the greedy answer first, then the exact one)
+            known = {r.kind for r in coverage.load_standards(engine())}
+            if kind not in known:
+                raise Refused(_("unknown facility kind {kind}; kinds: {kinds}", kind=repr(kind),
+                                kinds=", ".join(sorted(known))))
+            job_id = start_job(coverage_cache.SITES_JOB, {
+                "kind": kind, "k": k, "radius": _radius(data), "solver": solver, "street": street,
+                "method": method, "by": current_account().name})
+            return _json({"job": job_id, "status": "queued", "href": f"/api/coverage/sites/jobs/{job_id}",
+                          "message": _("the sites of this scope are being chosen in the background")}, 202)
+        prepared = prepared or coverage_cache.compute(engine(), street, method, key)
+        body = coverage_cache.sites_for(prepared.run, prepared.inputs.units, {
+            "kind": kind, "k": k, "radius": _radius(data), "solver": solver, "time_limit": 20.0})
+        return _json(body, mimetype="application/geo+json")
     inputs, run = _run(data)
     result, used, radius = siting.site_for(run, kind, k, radius_m=_radius(data), candidates=candidates,
-                                           units=inputs.units, method=_text(data, "solver") or "auto",
-                                           time_limit=30.0)
+                                           units=inputs.units, method=solver, time_limit=30.0)
     return _json(sites_geojson(result, used, kind, radius, k, run.method), mimetype="application/geo+json")
+
+
+@bp.get("/api/coverage/sites/jobs/<int:job_id>")
+@require(*READERS, api=True)
+def api_sites_job(job_id: int):
+    """A siting job: its status and progress, the greedy answer as soon as it is found
+    (``stage: greedy``), and the final answer with its bound once done."""
+    job = visible_job(current_account(), job_id, coverage_cache.SITES_JOB)
+    result = job["result"] if job["status"] in ("running", "done") else None
+    stage = "final" if job["status"] == "done" else (result or {}).get("stage")
+    return _json({"job": job_id, "status": job["status"], "progress": job["progress"],
+                  "message": job["message"], "stage": stage, "sites": result})
 
 
 # --- command line -------------------------------------------------------------------------------

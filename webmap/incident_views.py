@@ -43,6 +43,7 @@ from webmap import params
 from webmap.auth import current_account, require
 from webmap.cli import database_errors
 from webmap.extensions import engine
+from webmap.responses import conditional
 from webmap.security import rate_limited
 
 bp = Blueprint("incidents", __name__, cli_group=None)
@@ -135,11 +136,21 @@ def api_list():
         described = [c for c in described if incidents.needs_attention(c)]
     if status in ("open", "overdue", "needs"):
         described = incidents.sort_for_supervisor(described)
+    # the figures of every case the filters select, by the database: never those of a list cut
+    # at the limit
+    counts = incident_rows.incident_counts(
+        engine(), now=datetime.now(), open_statuses=incidents.OPEN, prefix=None if cells else prefix,
+        cells=cells, statuses=statuses, category=category, since=_date(args.get("from"), "from"),
+        until=_date(args.get("to"), "to", end=True), bbox=bbox, department=department)
+    if status == "overdue":
+        counts["total"] = counts["open"] = counts["overdue"]
     if account.role == "handler":  # the cases chased (督办) come first for their department
         described = incidents.sort_for_department(described)
     return jsonify(
         incidents=described,
         numberReturned=len(described),
+        numberMatched=counts["total"],
+        counts=counts,
         cells=cells,
         now=datetime.now().isoformat(timespec="seconds"),
     )
@@ -358,6 +369,13 @@ def api_rates():
     """结案率 and the other rates per ``by`` (cell, community, street, district) for ``from``–``to``;
     ``every=month`` adds the series over time; ``format=csv`` for a spreadsheet."""
     by, since, until, prefix = _rates_args()
+    if request.args.get("every") == "month" and request.args.get("series") == "only":
+        # the chart's months alone: the page asks for them beside the table, not after it
+        series = rates.monthly(engine(), since, until, prefix=prefix)
+        answer = {"by": by, "from": since.date().isoformat(), "to": until.date().isoformat(),
+                  "targets": rates.targets(engine()), "series": series}
+        return conditional(json.dumps(answer, ensure_ascii=False),
+                           headers={"Content-Type": "application/json"})
     table = rates.rates(engine(), by, since, until, prefix=prefix)
     if request.args.get("format") == "csv":
         body = rates.to_csv(table)
@@ -368,10 +386,11 @@ def api_rates():
                 "Content-Disposition": f"attachment; filename=rates-{by}-{since:%Y%m%d}-{until:%Y%m%d}.csv"
             },
         )
-    answer = rates.as_json(table, by, since, until, rates.targets(engine()))
+    answer = rates.add_names(engine(), rates.as_json(table, by, since, until, rates.targets(engine())))
     if request.args.get("every") == "month":
         answer["series"] = rates.monthly(engine(), since, until, prefix=prefix)
-    return jsonify(answer)
+    # gzipped, and a 304 when nothing changed (a city's table by community is 300 kB of JSON)
+    return conditional(json.dumps(answer, ensure_ascii=False), headers={"Content-Type": "application/json"})
 
 
 @bp.get("/api/exports/<layer>")

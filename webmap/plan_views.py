@@ -235,9 +235,16 @@ def api_units(plan_id: int):
 @bp.get("/api/plans/<int:plan_id>/outlines")
 @require(*READERS, api=True)
 def api_outlines(plan_id: int):
-    """The plan's communities as outlines simplified for ``zoom``, with a point for each label."""
-    _, zoom = _view()
-    return conditional(plan_documents.outlines(plans(), plan_id, zoom),
+    """The plan's communities as outlines simplified for ``zoom``, with a point for each label;
+    ``codes=A,B``: only those communities (what an edit changed)."""
+    _box, zoom = _view()
+    codes = request.args.get("codes")
+    wanted = None
+    if codes is not None:
+        wanted = [c.strip() for c in codes.split(",") if c.strip()]
+        if len(wanted) > 5000 or any(len(c) > 32 for c in wanted):
+            raise Refused(_("codes: at most 5000 community codes, separated by commas"))
+    return conditional(plan_documents.outlines(plans(), plan_id, zoom, wanted),
                        headers={"Content-Type": "application/geo+json"})
 
 

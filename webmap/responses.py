@@ -29,3 +29,52 @@ def conditional(body: bytes | str, status: int = 200, headers: dict | None = Non
         response.headers["Content-Encoding"] = "gzip"
         response.vary.add("Accept-Encoding")
     return response
+
+
+#: Static files sent gzipped (text); images and fonts already compressed are sent as they are.
+COMPRESSIBLE = ("text/", "application/javascript", "application/json", "image/svg+xml",
+                "application/manifest+json", "application/geo+json")
+_GZIPPED: dict[tuple[str, float, int], bytes] = {}
+
+
+def compress_static(response: Response) -> Response:
+    """An ``after_request`` hook: a static asset (``/static/…``: Leaflet, Chart.js, the pages'
+    scripts and styles) is sent gzipped to a client that accepts gzip. The compressed bytes are
+    kept per file, size and modification time, so each file is compressed once per process; the
+    ETag gets a ``-gz`` suffix so that a cache never mixes the two encodings."""
+    if (request.endpoint != "static" or response.status_code != 200
+            or "gzip" not in request.headers.get("Accept-Encoding", "")
+            or "Content-Encoding" in response.headers
+            or not (response.mimetype or "").startswith(COMPRESSIBLE)):
+        return response
+    path = _static_path(request.view_args or {})
+    if path is None:
+        return response
+    stat = path.stat()
+    key = (str(path), stat.st_mtime, stat.st_size)
+    body = _GZIPPED.get(key)
+    if body is None:
+        body = gzip.compress(path.read_bytes(), compresslevel=9, mtime=0)
+        _GZIPPED[key] = body
+    response.direct_passthrough = False
+    response.set_data(body)
+    response.headers["Content-Encoding"] = "gzip"
+    response.vary.add("Accept-Encoding")
+    etag, weak = response.get_etag()
+    if etag:
+        response.set_etag(f"{etag}-gz", weak=weak)
+        response.make_conditional(request)  # a client holding the gzipped copy gets a 304
+    return response
+
+
+def _static_path(view_args: dict):
+    from pathlib import Path
+
+    from flask import current_app
+    from werkzeug.security import safe_join
+
+    if not current_app.static_folder:
+        return None
+    joined = safe_join(current_app.static_folder, view_args.get("filename", ""))
+    path = Path(joined) if joined else None
+    return path if path is not None and path.is_file() else None

@@ -2,7 +2,10 @@
 memory in a background thread, so the first planner to open a city-size plan after a start (or
 after the boundaries changed) does not wait while it is read.
 
-``GRIDPLAN_WARM_PLANS=0`` turns the warming off; ``GRIDPLAN_WARM_EVERY`` is how often (seconds)
+It also keeps the district's coverage answers computed for the stored state of the data (a
+city's by a job for the worker); ``GRIDPLAN_WARM_COVERAGE=0`` turns that off.
+
+``GRIDPLAN_WARM_PLANS=0`` turns the plan warming off; ``GRIDPLAN_WARM_EVERY`` is how often (seconds)
 the stored boundary revision and the recent plans are looked at again (default 30).
 """
 
@@ -23,4 +26,13 @@ if os.environ.get("GRIDPLAN_WARM_PLANS", "1") != "0":
     threading.Thread(target=app.extensions["gridplan.plans"].keep_warm, name="gridplan-warm-plans",
                      args=(stop_warming, float(os.environ.get("GRIDPLAN_WARM_EVERY", "30")),
                            prepare),  # what a plan page asks for first
+                     daemon=True).start()
+
+if os.environ.get("GRIDPLAN_WARM_COVERAGE", "1") != "0":  # the coverage page's answers, computed once
+    from geodata.db import get_engine
+    from layers.coverage_cache import keep_warm as keep_coverage_warm
+
+    threading.Thread(target=keep_coverage_warm, name="gridplan-warm-coverage",
+                     args=(get_engine(app.config["DATABASE_URL"]), stop_warming,
+                           float(os.environ.get("GRIDPLAN_WARM_EVERY", "30"))),
                      daemon=True).start()

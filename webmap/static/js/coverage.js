@@ -15,7 +15,11 @@
     outside_community: t("Grid cell outside its community"), household_in_no_cell: t("Households in no grid cell"),
     household_in_two_cells: t("Households in two grid cells"), missing: t("Missing a required kind"),
     facility: t("Facility under the standard") };
-  const state = { report: null, row: null, proposing: false, proposed: [], counts: {} };
+  const PROBLEM_LABEL = { under_floor_area: t("under the floor-area standard"), overloaded: t("serves more households than the standard") };
+  const kindName = (kind) => (config.kind_names || {})[kind] || kind;
+  const problemText = (problem) => String(problem || "").split(",").filter(Boolean).map((p) => PROBLEM_LABEL[p] || p).join(t(", "));
+  const kindsText = (kinds) => (Array.isArray(kinds) ? kinds : String(kinds || "").split(" ")).filter(Boolean).map(kindName).join(t(", "));
+  const state = { report: null, row: null, proposing: false, proposed: [], counts: {}, loads: 0 };
   const layers = {};
   window.gridplan = { map, layers, state, ready: false };
 
@@ -38,7 +42,7 @@
   layers.uncovered = L.geoJSON(null, {
     style: (f) => ({ color: colour(f.properties.kind), weight: 0.6, fillColor: colour(f.properties.kind),
       fillOpacity: Math.min(0.85, 0.25 + 0.6 * (f.properties.uncovered / Math.max(1, f.properties.households))) }),
-    onEachFeature: (f, layer) => layer.bindTooltip(() => tip([[t("Unit"), f.properties.code],
+    onEachFeature: (f, layer) => layer.bindTooltip(() => tip([[f.properties.level === "community" ? t("Community") : t("Unit"), f.properties.code],
       [t("Households out of reach"), number(f.properties.uncovered)],
       [t("Community"), f.properties.community_code]]), { sticky: true }),
   });
@@ -48,6 +52,7 @@
     interactive: false,
   });
   layers.blind_spots = L.geoJSON(null, {
+    pointToLayer: (f, latlng) => L.circleMarker(latlng, { radius: 6, color: "#b2182b", weight: 2, fillOpacity: 0.55 }),
     style: (f) => ({ color: "#b2182b", weight: 2, fillColor: "#b2182b",
       fillOpacity: f.properties.kind === "unit" ? 0.55 : 0.25, dashArray: f.properties.kind === "land" ? "5 4" : null }),
     onEachFeature: (f, layer) => layer.bindTooltip(() => tip([[FINDING_LABEL[f.properties.kind], f.properties.code],
@@ -59,14 +64,18 @@
   });
   layers.cell_problems = pointLayer("#e6550d", (p) => [[FINDING_LABEL[p.kind] || p.kind, p.codes],
     [t("Area m²"), number(p.area_m2)]]);
-  layers.facility_problems = pointLayer("#542788", (p) => [[t("Facility"), p.name], [t("Problem"), p.problem],
+  layers.facility_problems = pointLayer("#542788", (p) => [[t("Facility"), p.name], [t("Problem"), problemText(p.problem)],
     [t("Floor area m²"), number(p.floor_area_m2)], [t("Required m²"), number(p.required_floor_area_m2)],
     [t("Households served"), number(p.households_served)]]);
   layers.missing = L.geoJSON(null, {
     style: { color: "#542788", weight: 2.5, dashArray: "2 4", fill: false },
+    pointToLayer: (f, latlng) => L.circleMarker(latlng, { radius: 7, color: "#542788", weight: 2.5, dashArray: "2 3", fill: false }),
     onEachFeature: (f, layer) => layer.bindTooltip(() => tip([[t("Community"), f.properties.name],
-      [t("Missing"), f.properties.kinds]])),
+      [t("Missing"), kindsText(f.properties.kinds)]])),
   });
+  // the boundaries, drawn at once (before anything is computed) so the map is never empty
+  layers.communities = L.geoJSON(null, { style: { color: "#555", weight: 1.4, fill: false }, interactive: false });
+  layers.communities.addTo(map);
   layers.proposed = L.layerGroup();
   layers.sites = L.layerGroup();
 
@@ -95,8 +104,8 @@
     const r = row();
     entry({ background: colour(r.kind), opacity: 0.7 }, t("Households beyond {m} m of a {kind}", { kind: r.name, m: number(r.radius) }),
       state.counts.uncovered_households);
-    entry({ border: `2px ${config.roads ? "solid" : "dashed"} ${REACH_COLOUR}` }, config.roads ? t("Walk along the roads") : t("Reach ring"),
-      state.counts.reach);
+    entry({ border: `2px ${config.roads ? "solid" : "dashed"} ${REACH_COLOUR}` }, state.counts.reach_by_street
+      ? t("Reach: choose a street to draw it") : config.roads ? t("Walk along the roads") : t("Reach ring"), state.counts.reach);
     entry({ background: "#b2182b" }, t("Blind-spot units"), state.counts.blind_units);
     entry({ border: "2px dashed #b2182b" }, t("Land in no community"), state.counts.blind_land);
     entry({ background: "#e6550d", borderRadius: "50%" }, t("Grid cell problems"), state.counts.cell_problems);
@@ -104,11 +113,58 @@
     entry({ border: "2px dashed #542788" }, t("Communities missing a kind"), state.counts.missing);
   }
 
-  async function layer(name, extra) {
-    const data = await getJSON(`/api/coverage/layers/${name}?${params(extra)}`);
+  /* A gap layer for the view (bbox, simplified for the zoom); a layer that is off is not asked
+     for. The totals in its properties are the server's, for the whole scope. */
+  function viewParams(extra) {
+    const q = params(extra);
+    q.set("bbox", window.gp.bboxParam());
+    q.set("zoom", String(map.getZoom()));
+    return q;
+  }
+  const WITH_KIND = new Set(["uncovered", "reach"]);
+  function kindParams() { const r = row(); return { kind: r.kind, radius: String(r.radius) }; }
+  const shownFrom = {};  // layer → the address of what it shows (a view asked again is not fetched)
+  async function layer(name) {
+    if (!map.hasLayer(layers[name])) return null;
+    const url = `/api/coverage/layers/${name}?${viewParams(WITH_KIND.has(name) ? kindParams() : {})}`;
+    if (shownFrom[name] && shownFrom[name].url === url) return shownFrom[name].data;
+    const data = await getJSON(url);
+    if (data.job) return null;  // still being computed: load() follows the job
+    shownFrom[name] = { url, data };
     layers[name].clearLayers();
     layers[name].addData(data);
+    state.loads += 1;
+    window.gridplan.layerLoads = state.loads;
     return data;
+  }
+  async function viewLayers() {
+    await Promise.all(Object.keys(TITLES).filter((n) => n !== "proposed" && n !== "sites").map(layer));
+    for (const name of ["missing", "blind_spots", "cell_problems", "facility_problems"]) layers[name].bringToFront();
+  }
+  let moveTimer = null;
+  map.on("moveend", () => {
+    if (!state.report) return;
+    clearTimeout(moveTimer);
+    moveTimer = setTimeout(() => viewLayers().catch((err) => status(t("Failed: {reason}", { reason: err.message }))), 250);
+  });
+  map.on("overlayadd", (e) => {
+    const name = Object.keys(layers).find((k) => layers[k] === e.layer);
+    if (name && state.report) layer(name).catch((err) => status(t("Failed: {reason}", { reason: err.message })));
+  });
+
+  /* The report; a city's is computed by the worker: its progress is shown until it is done. */
+  async function fetchReport() {
+    for (;;) {
+      const answer = await getJSON(`/api/coverage/report?${params()}`);
+      if (!answer.job) return answer;
+      for (;;) {
+        const job = await getJSON(answer.href);
+        if (job.status === "failed") throw new Error(job.message || t("the computation failed"));
+        if (job.status === "done") break;
+        status(t("Computing the coverage in the background… {share}", { share: gpLocale.percent(job.progress || 0, 0) }));
+        await new Promise((resolve) => setTimeout(resolve, 1500));
+      }
+    }
   }
 
   function findingsList(report, fixed) {
@@ -117,8 +173,8 @@
     const items = [];
     for (const f of report.blind_spots.findings) items.push([f.kind, `${f.codes.join(" ")}${f.households ? " · " + t("{n} households", { n: number(f.households) }) : ""}${f.area_m2 ? ` · ${number(Math.round(f.area_m2))} m²` : ""}`, f]);
     for (const f of report.cell_problems.findings) items.push([f.kind, f.codes.join(" · "), f]);
-    for (const m of report.missing) items.push(["missing", `${m.name} ${m.community}: ${m.kinds.join(", ")}`, m]);
-    for (const f of report.facilities) items.push(["facility", `${f.name} (${f.problem})`, f]);
+    for (const m of report.missing) items.push(["missing", `${m.name} ${m.community}: ${kindsText(m.kinds)}`, m]);
+    for (const f of report.facilities) items.push(["facility", `${f.name} ${kindName(f.kind)} (${problemText(f.problem)})`, f]);
     for (const [kind, text, f] of items.slice(0, 500)) {
       const li = el("li", `${FINDING_LABEL[kind] || kind}: ${text}`, { "data-kind": kind });
       li.addEventListener("click", () => map.flyTo([f.lat, f.lon], 17, { duration: 0.5 }));
@@ -143,12 +199,19 @@
     ]);
   }
 
-  async function loadKind() {
+  /* The counts of the legend: the server's, for the whole scope, never what the view holds. */
+  async function kindCounts() {
     const r = row();
-    const q = { kind: r.kind, radius: String(r.radius) };
-    const [uncovered, reach] = await Promise.all([layer("uncovered", q), layer("reach", q)]);
-    state.counts.uncovered_households = uncovered.features.reduce((s, f) => s + f.properties.uncovered, 0);
-    state.counts.reach = reach.features.length;
+    const entry = state.report.reach.find((x) => x.kind === r.kind && x.radius_m === r.radius);
+    state.counts.uncovered_households = entry ? entry.households - entry.households_covered : null;
+    const [uncovered, reach] = await Promise.all([layer("uncovered"), layer("reach")]);
+    if (uncovered) state.counts.uncovered_households = uncovered.properties.totals.uncovered;
+    state.counts.reach = reach ? reach.properties.totals.features : undefined;
+    state.counts.reach_by_street = Boolean(reach && reach.properties.totals.by_street);
+  }
+
+  async function loadKind() {
+    await kindCounts();
     // the problems stay on top of the shading
     for (const name of ["missing", "blind_spots", "cell_problems", "facility_problems"]) layers[name].bringToFront();
     showFigures();
@@ -156,19 +219,27 @@
     clearProposal();
   }
 
+  async function boundaries() {
+    const shown = await window.gp.features("communities", { zoom: String(map.getZoom()) });
+    layers.communities.clearLayers();
+    layers.communities.addData(shown);
+    layers.communities.bringToBack();
+  }
+
   async function load() {
     status(t("Computing…"));
-    const report = await getJSON(`/api/coverage/report?${params()}`);
+    const outlines = boundaries().catch(() => null);  // drawn while the report is computed
+    const report = await fetchReport();
     state.report = report;
-    const [blind, cells, facilities, missing] = await Promise.all([layer("blind_spots"), layer("cell_problems"),
-      layer("facility_problems"), layer("missing")]);
-    state.counts.blind_units = blind.features.filter((f) => f.properties.kind === "unit").length;
-    state.counts.blind_land = blind.features.filter((f) => f.properties.kind === "land").length;
-    state.counts.cell_problems = cells.features.length;
-    state.counts.facility_problems = facilities.features.length;
-    state.counts.missing = missing.features.length;
+    state.counts.blind_units = report.blind_spots.units;
+    state.counts.blind_land = report.blind_spots.land_parts;
+    state.counts.cell_problems = report.cell_problems.findings.length;
+    state.counts.facility_problems = report.facilities.length;
+    state.counts.missing = report.missing.length;
     findingsList(report);
+    await Promise.all([layer("blind_spots"), layer("cell_problems"), layer("facility_problems"), layer("missing")]);
     await loadKind();
+    await outlines;
     document.getElementById("report-link").href = `/coverage/report?${params()}`;
     exportsLinks();
     status(t("{n} households; {standards} standards checked", { n: number(report.households), standards: number(report.reach.length) }));
@@ -200,8 +271,9 @@
     const response = await fetch(url, { method: "POST", credentials: "same-origin",
       headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrf },
       body: JSON.stringify(body) });
-    const data = await response.json();
-    if (!response.ok) throw new Error(data.detail || `HTTP ${response.status}`);
+    let data = null;
+    try { data = await response.json(); } catch (err) { data = null; }  // a proxy's error page is not JSON
+    if (!response.ok || data === null) throw new Error((data && data.detail) || t("the server answered {status}", { status: response.status }));
     return data;
   }
   document.getElementById("propose").addEventListener("click", () => {
@@ -241,9 +313,25 @@
     box.replaceChildren(el("p", t("Computing…")));
     layers.sites.clearLayers();
     try {
-      const data = await post("/api/coverage/sites", { kind: r.kind, radius: r.radius,
+      const answer = await post("/api/coverage/sites", { kind: r.kind, radius: r.radius,
         k: Number(document.getElementById("sites-k").value), solver: document.getElementById("sites-solver").value,
         street: scope() || null });
+      if (!answer.job) { showSites(answer, box); return; }
+      // a city: the worker chooses; its greedy answer is shown as soon as it is found
+      for (;;) {
+        const job = await window.gp.getJSON(answer.href);
+        if (job.status === "failed") throw new Error(job.message || t("the computation failed"));
+        if (job.sites) showSites(job.sites, box); else box.replaceChildren();
+        if (job.status === "done") return;
+        box.append(el("p", `${job.message || t("Computing…")} · ${gpLocale.percent(job.progress || 0, 0)}`, { class: "muted" }));
+        await new Promise((resolve) => setTimeout(resolve, 1500));
+      }
+    } catch (err) { box.replaceChildren(el("p", t("Failed: {reason}", { reason: err.message }))); }
+  });
+
+  function showSites(data, box) {
+    {
+      layers.sites.clearLayers();
       state.sites = data;
       const p = data.properties;
       box.replaceChildren(el("p", (p.optimal ? t("proven optimal") : t("bound {bound} (gap {gap})", { bound: number(p.bound_households_added), gap: gpLocale.percent(p.gap, 2) })) +
@@ -264,8 +352,9 @@
           .bindTooltip(() => tip([[t("Site"), q.order], [t("Households added"), number(q.households_added)]]));
       }
       box.append(table);
-    } catch (err) { box.replaceChildren(el("p", t("Failed: {reason}", { reason: err.message }))); }
-  });
+      if (data.stage === "greedy") box.append(el("p", t("First answer (greedy); the exact solver is still proving it…"), { class: "muted" }));
+    }
+  }
 
   // --- controls ------------------------------------------------------------------------------------
   const scopeSelect = document.getElementById("scope");
@@ -275,6 +364,6 @@
   kindSelect.addEventListener("change", () => loadKind().then(exportsLinks).catch((err) => status(t("Failed: {reason}", { reason: err.message }))));
   scopeSelect.addEventListener("change", () => load().catch((err) => status(t("Failed: {reason}", { reason: err.message }))));
 
-  load().then(() => { window.gridplan.ready = true; })
+  load().then(() => { window.gridplan.ready = true; window.gridplan.readyAt = performance.now(); })
     .catch((err) => { status(t("Could not load: {reason}", { reason: err.message })); window.gridplan.ready = true; });
 })();

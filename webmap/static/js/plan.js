@@ -458,7 +458,8 @@
     updateRows(touched);
     $("communities-count").textContent = t("{n} communities", { n: number(state.communities.size) });
     restyleUnits();
-    refreshOutlines();
+    // only the communities the edit changed are fetched again (a city's outlines are a megabyte)
+    loadOutlinesOf(answer.communities.map((c) => c.community_code)).catch((err) => showError(err));
     drawLabels();
     history.set(answer.history);
     window.gridplan.lastAnswer = answer;
@@ -1046,6 +1047,20 @@
     outlineOf.clear();
     for (const f of found.features) outlineOf.set(f.properties.code, f);
     outlines.addData(found);
+    drawLabels();
+  }
+  async function loadOutlinesOf(codes) {
+    if (!codes.length) return;
+    const ticket = outlineTicket;  // a whole reload asked meanwhile wins
+    const query = new URLSearchParams({ zoom: String(Math.round(map.getZoom())), codes: codes.join(",") });
+    const found = await get(`/api/plans/${planId}/outlines?${query}`);
+    if (ticket !== outlineTicket) return;
+    const wanted = new Set(codes);
+    for (const l of outlines.getLayers()) if (wanted.has(l.feature.properties.code)) outlines.removeLayer(l);
+    for (const code of codes) outlineOf.delete(code);
+    for (const f of found.features) outlineOf.set(f.properties.code, f);
+    outlines.addData(found);
+    window.gridplan.outlineAnswerBytes = JSON.stringify(found).length;
     drawLabels();
   }
   function refreshOutlines() {

@@ -25,7 +25,12 @@
     const query = new URLSearchParams();
     for (const [k, v] of new FormData(form).entries()) if (v) query.set(k, v);
     document.getElementById("rates-csv").href = `/api/rates?${query}&format=csv`;
-    query.set("every", "month");
+    // the table and the chart's months are asked for at once; the table shows as soon as it comes
+    const months = new URLSearchParams(query);
+    months.set("every", "month");
+    months.set("series", "only");
+    const seriesAnswer = fetch(`/api/rates?${months}`, { credentials: "same-origin" })
+      .then((r) => (r.ok ? r.json() : null)).catch(() => null);
     const response = await fetch(`/api/rates?${query}`, { credentials: "same-origin" });
     const answer = await response.json();
     if (!response.ok) { document.getElementById("status").textContent = answer.detail; return; }
@@ -35,16 +40,23 @@
     const head = el("tr");
     for (const c of COLUMNS) head.append(el("th", answer.labels[c] || c));
     table.tHead.replaceChildren(head);
-    const rows = answer.total ? [...answer.rows, answer.total] : answer.rows;
+    const rows = answer.total ? [...answer.rows, { ...answer.total, code: null, total: true }] : answer.rows;
     table.tBodies[0].replaceChildren(...rows.map((r) => {
-      const tr = el("tr");
+      const tr = el("tr", null, r.total ? { class: "total" } : {});
       for (const c of COLUMNS) {
-        const td = el("td", show(c, r[c]), { class: (r.below_target || []).includes(c) ? "below count" : c === "code" ? "" : "count" });
+        const label = answer.labels[c] || c;
+        // the place by its name, its code beside it; the totals row in words
+        const text = c !== "code" ? show(c, r[c]) : r.total ? t("Total") : r.name ? `${r.name} ${r.code}` : r.code;
+        const td = el("td", text, { class: (r.below_target || []).includes(c) ? "below count" : c === "code" ? "place" : "count",
+          "data-label": label });
         tr.append(td);
       }
       return tr;
     }));
-    const series = answer.series || [];
+    document.getElementById("status").textContent = t("{n} rows", { n: gpLocale.number(answer.rows.length) });
+    window.gridplan.tableAt = performance.now();
+    const monthly = await seriesAnswer;
+    const series = (monthly && monthly.series) || [];
     const data = {
       labels: series.map((s) => s.code),
       datasets: [
@@ -57,12 +69,16 @@
     };
     if (chart) chart.destroy();
     if (window.Chart) {
+      const percent = (v) => gpLocale.percent(v, 0);
       chart = new Chart(document.getElementById("rates-chart"), { type: "line", data,
-        options: { animation: false, scales: { y: { min: 0, max: 1 } } } });
+        options: { animation: false, responsive: true, maintainAspectRatio: false,
+          scales: { y: { min: 0, max: 1, ticks: { callback: percent } } },
+          plugins: { legend: { labels: { boxWidth: 14, font: { size: 11 } } },
+            tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${c.parsed.y === null ? "—" : gpLocale.percent(c.parsed.y, 1)}` } } } } });
     }
     document.getElementById("status").textContent = t("{n} rows", { n: gpLocale.number(answer.rows.length) });
   }
   form.addEventListener("submit", (e) => { e.preventDefault(); load(); });
-  load().then(() => { window.gridplan.ready = true; })
+  load().then(() => { window.gridplan.ready = true; window.gridplan.readyAt = performance.now(); })
     .catch((err) => { document.getElementById("status").textContent = t("Could not load: {reason}", { reason: err.message }); });
 })();

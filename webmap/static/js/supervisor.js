@@ -64,10 +64,12 @@
     layers.clusters.addLayers(markers);
     layers.heat.setLatLngs(shown.map((f) => [f.geometry.coordinates[1], f.geometry.coordinates[0]]));
     state.shown = shown.length;
-    const open = shown.filter((f) => !CLOSED.has(f.properties.status)).length;
-    const late = shown.filter((f) => f.properties.overdue).length;
-    figures(document.getElementById("summary"), [[t("Cases"), number(shown.length)],
-      [t("Open cases"), number(open)], [t("Overdue"), number(late), late ? "flag-above" : ""]]);
+    // the counts are the server's, of every case the filters select (the map may draw fewer)
+    const c = state.counts || { total: shown.length, open: shown.filter((f) => !CLOSED.has(f.properties.status)).length,
+      overdue: shown.filter((f) => f.properties.overdue).length };
+    figures(document.getElementById("summary"), [[t("Cases"), c.total > shown.length
+      ? t("{total} ({shown} on the map)", { total: number(c.total), shown: number(shown.length) }) : number(c.total)],
+    [t("Open cases"), number(c.open)], [t("Overdue"), number(c.overdue), c.overdue ? "flag-above" : ""]]);
   }
 
   async function load() {
@@ -75,6 +77,7 @@
     const query = new URLSearchParams({ limit: "20000" });
     for (const key of ["status", "category", "from", "to"]) if (form.get(key)) query.set(key, form.get(key));
     const answer = await getJSON(`/api/incidents?${query}`);
+    state.counts = answer.counts || null;
     state.incidents = answer.incidents.map((p) => ({ type: "Feature", properties: p, geometry: { type: "Point", coordinates: [p.lon, p.lat] } }));
     render();
     status(t("{n} cases loaded", { n: number(state.incidents.length) }));

@@ -1,0 +1,392 @@
+"""Coverage answers computed once per state of the data, and drawn by view.
+
+A gap report reads units, communities, streets, grid cells, facilities, roads and buildings and
+the standards table; its answer changes only when one of them does. :func:`state_key` names that
+state from what the database stores (the boundary revision, each layer's own revision raised by
+every write, the standards setting), never from what a process remembers, so that two gunicorn
+workers and the job worker agree; the key is the answers' ETag (an unchanged answer costs a 304).
+
+A scope of up to :data:`SYNC_UNITS` units (a street, the demo district) is computed in the web
+request (well under a second) and kept in this process's memory under its key. A larger scope
+(a city) is computed by the background worker (:data:`layers.coverage.JOB_KIND`), whose stored
+result carries the key and, per row of the standards table, the households out of reach by unit:
+every process then answers from the job's result, and a gap layer is drawn for the view asked
+(``bbox``) from the units the database finds in it, simplified for the zoom.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from sqlalchemy import Engine, select
+
+from geodata.errors import Refused
+from geodata.i18n import _
+from geodata.models import Job
+from geodata.revisions import all_revisions
+from geodata.standards import get_setting
+from geodata.store import count_layer, read_layer
+from layers import coverage
+
+#: Scopes with more units than this are computed by the background worker, never in a request.
+SYNC_UNITS = 40_000
+#: How many computed scopes a process keeps (the district and a few streets).
+KEEP = 4
+#: A view holding more units than this (a city seen whole) is shaded by community instead.
+MAX_VIEW_UNITS = 6_000
+#: What a report job's result holds beside the report (for the cache, not for readers).
+CACHE_KEYS = ("key", "uncovered_by_unit", "uncovered_by_community")
+#: Coordinates sent to the map are rounded to this (degrees: about 10 cm).
+GRID = 1e-6
+
+
+def state_key(engine: Engine, street: str | None, method: str | None) -> str:
+    """The name of what a coverage answer of ``street`` by ``method`` is computed from: the
+    database, its revisions and the standards table. Equal keys, equal answers."""
+    revisions = all_revisions(engine)
+    with engine.connect() as conn:
+        standards = get_setting(conn, "facility_standards")
+    # the database, not the connection's options (the worker names its sessions after the job)
+    where = engine.url.set(query={}).render_as_string(hide_password=True)
+    blob = json.dumps([where, revisions, standards,
+                       street, method or "auto"], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+@dataclass
+class Prepared:
+    """A computed scope: the report, and either the run itself (computed here) or the households
+    out of reach by unit for every row of the standards table (from the worker's result)."""
+
+    key: str
+    street: str | None
+    report: dict
+    inputs: coverage.CoverageInputs | None = None
+    run: coverage.ReachRun | None = None
+    uncovered: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: the same by community (a city's view from afar)
+    by_community: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: gap layers already computed from the run: (name, kind, radius) → frame
+    layers: dict = field(default_factory=dict)
+
+    @property
+    def whole(self) -> bool:
+        """Whether the run is in memory (a small scope): every layer can be drawn whole."""
+        return self.run is not None
+
+
+_MEMORY: OrderedDict[str, Prepared] = OrderedDict()
+_LOCK = threading.Lock()
+
+
+def row_key(kind: str, radius_m: float) -> str:
+    return f"{kind}|{float(radius_m):g}"
+
+
+def uncovered_by(run: coverage.ReachRun, codes: np.ndarray) -> dict[str, dict[str, int]]:
+    """Per row of the standards table: code (of a unit, or of a community) → households out of
+    reach (codes with some only)."""
+    hh = run.households
+    out = {}
+    for row in run.standards:
+        lost = pd.Series(hh.households * ~run.covered(row.kind, row.reach_m)).groupby(codes).sum()
+        lost = lost[lost > 0]
+        out[row_key(row.kind, row.reach_m)] = {str(k): int(v) for k, v in lost.items()}
+    return out
+
+
+def remembered(key: str) -> Prepared | None:
+    with _LOCK:
+        found = _MEMORY.get(key)
+        if found is not None:
+            _MEMORY.move_to_end(key)
+        return found
+
+
+def remember(prepared: Prepared) -> Prepared:
+    with _LOCK:
+        _MEMORY[prepared.key] = prepared
+        _MEMORY.move_to_end(prepared.key)
+        while len(_MEMORY) > KEEP:
+            _MEMORY.popitem(last=False)
+    return prepared
+
+
+def too_large(engine: Engine, street: str | None) -> bool:
+    """Whether the scope is a job for the worker rather than for a web request."""
+    return count_layer(engine, "units", **({"street": street} if street else {})) > SYNC_UNITS
+
+
+def compute(engine: Engine, street: str | None, method: str | None, key: str) -> Prepared:
+    """Compute the scope here (a small scope) and keep it under ``key``."""
+    standards = coverage.load_standards(engine)
+    inputs = coverage.load_inputs(engine, street, standards)
+    run = coverage.compute_reach(inputs, standards, method)
+    report = coverage.gap_report(inputs, standards, method, run=run)
+    prepared = Prepared(key, street, report, inputs, run)
+    for name in ("blind_spots", "cell_problems", "facility_problems", "missing"):  # asked for next
+        prepared.layers[(name, None, None)] = coverage.gap_layer(name, inputs, run)
+    return remember(prepared)
+
+
+def warm(engine: Engine, street: str | None = None, method: str | None = None,
+         start_job=None) -> str:
+    """Make sure the scope's answers are ready for the first reader: computed here (a small
+    scope), or a report job queued for the worker (a city, through ``start_job(params)``) when
+    neither a finished nor a pending one exists for the current state. Returns what it did."""
+    key = state_key(engine, street, method)
+    if remembered(key) is not None:
+        return "ready"
+    if not too_large(engine, street):
+        compute(engine, street, method, key)
+        return "computed"
+    if from_jobs(engine, key, street) is not None:
+        return "ready"
+    if start_job is None or pending_job(engine, street, method) is not None:
+        return "pending"
+    start_job({"street": street, "method": method, "by": "gridplan"})
+    return "queued"
+
+
+def keep_warm(engine: Engine, stop: threading.Event, every: float = 30.0) -> None:
+    """A server process's background thread: the district's coverage kept computed for the
+    state of the data (looked at every ``every`` seconds), so that no reader waits for it."""
+    from geodata import jobs
+
+    def queue(params: dict) -> int:
+        return jobs.create_job(engine, coverage.JOB_KIND, params, per_user=0)
+
+    while not stop.is_set():
+        try:
+            warm(engine, start_job=queue)
+        except Exception:  # noqa: BLE001 — a database not made yet, a bad standards table: try later
+            pass
+        stop.wait(every)
+
+
+def from_jobs(engine: Engine, key: str, street: str | None) -> Prepared | None:
+    """The newest finished report job computed from the state ``key`` names, if any."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(Job.id, Job.result).where(
+            Job.kind == coverage.JOB_KIND, Job.status == "done").order_by(Job.id.desc()).limit(20)).all()
+    for _id, result in rows:
+        if isinstance(result, dict) and result.get("key") == key:
+            report = {k: v for k, v in result.items() if k not in CACHE_KEYS}
+            return remember(Prepared(key, street, report, uncovered=result.get("uncovered_by_unit") or {},
+                                     by_community=result.get("uncovered_by_community") or {}))
+    return None
+
+
+def pending_job(engine: Engine, street: str | None, method: str | None) -> int | None:
+    """A report job for the same scope queued or running already (one is enough)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(Job.id, Job.params).where(
+            Job.kind == coverage.JOB_KIND, Job.status.in_(("queued", "running"))).order_by(Job.id)).all()
+    for job_id, params in rows:
+        params = params or {}
+        if params.get("street") == street and (params.get("method") or "auto") == (method or "auto"):
+            return int(job_id)
+    return None
+
+
+def job_result(engine: Engine, street: str | None, method: str | None) -> dict:
+    """What the worker stores for a report job: the report, the key of the state it was computed
+    from (taken before reading, so that a change during the job makes it stale, never wrong) and
+    the households out of reach by unit."""
+    key = state_key(engine, street, method)
+    standards = coverage.load_standards(engine)
+    inputs = coverage.load_inputs(engine, street, standards)
+    run = coverage.compute_reach(inputs, standards, method)
+    report = coverage.gap_report(inputs, standards, method, run=run)
+    hh = run.households
+    communities = pd.Series(hh.community, dtype=object).fillna("").to_numpy()
+    return {**report, "key": key, "uncovered_by_unit": uncovered_by(run, hh.unit),
+            "uncovered_by_community": uncovered_by(run, communities)}
+
+
+# --- layers by view ---------------------------------------------------------------------------
+
+
+def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
+    """``minx,miny,maxx,maxy`` in degrees, or None; a :class:`ValueError` names what is wrong."""
+    if text in (None, ""):
+        return None
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise ValueError("bbox must be minx,miny,maxx,maxy")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"bbox must be four numbers minx,miny,maxx,maxy, not {text!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("bbox must be four finite numbers")
+    minx, miny, maxx, maxy = values
+    if not (-180 <= minx < maxx <= 180 and -90 <= miny < maxy <= 90):
+        raise ValueError("bbox must be minx,miny,maxx,maxy within longitude and latitude, min < max")
+    return minx, miny, maxx, maxy
+
+
+def tolerance(zoom: float | None) -> float:
+    """Degrees of one screen pixel at ``zoom`` (a web map's 256-pixel tiles): outlines are
+    simplified to it, since no one sees finer."""
+    if zoom is None:
+        return 0.0
+    return 360.0 / (256.0 * 2.0 ** max(0.0, min(float(zoom), 22.0)))
+
+
+def in_view(frame: gpd.GeoDataFrame, bbox, zoom: float | None) -> gpd.GeoDataFrame:
+    """The rows of ``frame`` meeting ``bbox`` (all without one), their outlines simplified to a
+    pixel of ``zoom`` and rounded to :data:`GRID`."""
+    if bbox is not None and len(frame):
+        frame = frame[shapely.intersects(np.asarray(frame.geometry.values, dtype=object),
+                                         shapely.box(*bbox))]
+    if not len(frame):
+        return frame
+    geoms = np.asarray(frame.geometry.values, dtype=object)
+    step = tolerance(zoom)
+    if step > 0:
+        geoms = shapely.simplify(geoms, step * 0.8, preserve_topology=True)
+    geoms = shapely.set_precision(geoms, GRID, mode="pointwise")
+    return frame.set_geometry(gpd.GeoSeries(geoms, index=frame.index, crs=frame.crs))
+
+
+def check_row(prepared: Prepared, kind: str, radius_m: float | None) -> float:
+    """The radius asked for ``kind`` (default: the kind's first row of the standards table),
+    refused when the kind is not in the table or the radius beyond its largest reach."""
+    if prepared.whole:
+        return coverage._rows_for(prepared.run, kind, radius_m)[0][1]
+    rows = [r for r in prepared.report["standards"] if r["kind"] == kind]
+    if not rows:
+        kinds = ", ".join(dict.fromkeys(r["kind"] for r in prepared.report["standards"]))
+        raise Refused(_("unknown facility kind {kind}; kinds: {p2}", kind=repr(kind), p2=kinds))
+    if radius_m is None:
+        return float(rows[0]["reach_m"])
+    limit = max(float(r["reach_m"]) for r in rows)
+    if not 0 < radius_m <= limit:
+        raise Refused(_("radius {radius_m} m: give 0 < radius ≤ {limit} m for {kind}",
+                        radius_m=format(radius_m, 'g'), limit=format(limit, 'g'), kind=kind))
+    return float(radius_m)
+
+
+def uncovered_in_view(engine: Engine, prepared: Prepared, kind: str, radius_m: float, bbox,
+                      zoom: float | None) -> tuple[gpd.GeoDataFrame, dict]:
+    """The ``uncovered`` layer within ``bbox`` and its totals over the whole scope (households out
+    of reach and units): the totals come from the computation, never from what the view holds."""
+    if prepared.whole:
+        whole = coverage.uncovered_units(prepared.run, prepared.inputs.units, kind, radius_m)
+        totals = {"units": len(whole), "uncovered": int(whole["uncovered"].sum())}
+        return in_view(whole, bbox, zoom), totals
+    counts = prepared.uncovered.get(row_key(kind, radius_m))
+    if counts is None:
+        raise KeyError(row_key(kind, radius_m))
+    totals = {"units": len(counts), "uncovered": int(sum(counts.values()))}
+    scope = {"street": prepared.street} if prepared.street else {}
+    if count_layer(engine, "units", **({"bbox": bbox} if bbox is not None else {}), **scope) > MAX_VIEW_UNITS:
+        # seen from afar: the communities, shaded by their households out of reach
+        lost = prepared.by_community.get(row_key(kind, radius_m)) or {}
+        shown = read_layer(engine, "communities", bbox=bbox, **scope) if bbox is not None else \
+            read_layer(engine, "communities", **scope)
+        shown = shown[shown["code"].isin(lost)].copy()
+        frame = gpd.GeoDataFrame({"code": shown["code"], "kind": kind, "radius_m": float(radius_m),
+                                  "households": shown["households"] if "households" in shown else None,
+                                  "uncovered": shown["code"].map(lost).astype("int64"),
+                                  "community_code": shown["code"], "street_code": shown["street_code"],
+                                  "level": "community"}, geometry=shown.geometry, crs=4326)
+        # households in no community (blind spots) are drawn as their units, not lost
+        area = {"bbox": bbox} if bbox is not None else {}
+        loose = read_layer(engine, "units", empty=["community_code"], **area, **scope)
+        loose = loose[loose["code"].isin(counts)]
+        if len(loose):
+            loose = gpd.GeoDataFrame({
+                "code": loose["code"], "kind": kind, "radius_m": float(radius_m),
+                "households": loose["households"], "uncovered": loose["code"].map(counts).astype("int64"),
+                "community_code": None, "street_code": loose["street_code"], "level": "unit"},
+                geometry=loose.geometry, crs=4326)
+            frame = pd.concat([frame, loose], ignore_index=True)
+        return in_view(gpd.GeoDataFrame(frame, geometry="geometry", crs=4326), None, zoom), \
+            totals | {"by_community": True}
+    units = read_layer(engine, "units", bbox=bbox, **scope) if bbox is not None else \
+        read_layer(engine, "units", isin={"code": list(counts)}, **scope)
+    units = units[units["code"].isin(counts)].copy()
+    units["uncovered"] = units["code"].map(counts).astype("int64")
+    units["kind"] = kind
+    units["radius_m"] = float(radius_m)
+    columns = [f.name for f in coverage.GAP_LAYERS["uncovered"][1]]
+    return in_view(units[columns + ["geometry"]], None, zoom), totals
+
+
+def finding_points(findings: list[dict], kind_key: str = "kind") -> gpd.GeoDataFrame:
+    """Findings of the report as points (a city's blind spots drawn by view)."""
+    return gpd.GeoDataFrame({"kind": [f.get(kind_key) for f in findings],
+                             "code": [" ".join(f.get("codes") or []) for f in findings],
+                             "households": [f.get("households") for f in findings],
+                             "area_m2": [f.get("area_m2") for f in findings]},
+                            geometry=shapely.points([[f["lon"], f["lat"]] for f in findings])
+                            if findings else [], crs=4326)
+
+
+# --- siting in the background -------------------------------------------------------------------
+
+#: The background job that sites facilities for a scope too large for a web request.
+SITES_JOB = "coverage_sites"
+
+
+def sites_answer(result, candidates, kind: str, radius: float, k: int, method: str) -> dict:
+    """The chosen sites as a GeoJSON FeatureCollection whose properties state the bound."""
+    from layers import siting
+
+    frame = siting.sites_frame(result, candidates, kind, radius)
+    body = json.loads(frame.to_json(drop_id=True, na="null"))
+    body["properties"] = siting.collection_properties(result, kind, radius, k, method)
+    return json.loads(json.dumps(body, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def sites_for(prepared_run: coverage.ReachRun, units: gpd.GeoDataFrame, params: dict,
+              on_greedy=None) -> dict:
+    """Site ``params['k']`` facilities of ``params['kind']``: the greedy answer first (handed to
+    ``on_greedy``), then the exact solver's with its proof when asked (``solver`` auto|exact)."""
+    from layers import siting
+
+    kind, k, radius = params["kind"], params["k"], params.get("radius")
+    solver = params.get("solver") or "auto"
+    time_limit = float(params.get("time_limit") or 60.0)
+    if on_greedy is None:  # nobody to show a first answer to: one pass (the coverage matrix once)
+        best, used, radius = siting.site_for(prepared_run, kind, k, radius_m=radius, units=units,
+                                             method=solver, time_limit=time_limit)
+        return sites_answer(best, used, kind, radius, k, prepared_run.method)
+    first, used, radius = siting.site_for(prepared_run, kind, k, radius_m=radius, units=units,
+                                          method="greedy")
+    answer = sites_answer(first, used, kind, radius, k, prepared_run.method)
+    if solver == "greedy" or first.optimal:
+        return answer
+    if on_greedy:
+        on_greedy(answer | {"stage": "greedy"})
+    best, used, radius = siting.site_for(prepared_run, kind, k, radius_m=radius, units=units, method=solver,
+                                         time_limit=time_limit)
+    return sites_answer(best, used, kind, radius, k, prepared_run.method)
+
+
+def run_sites_job(engine: Engine, job: dict) -> dict:
+    """The worker's runner for :data:`SITES_JOB`: the reach of the scope, the greedy answer
+    stored at once (the page shows it), then the exact answer with its bound."""
+    from geodata import jobs
+    from geodata.i18n import _
+
+    params = job.get("params") or {}
+    jobs.report(engine, job["id"], 0.05, _("reading the layers"))
+    standards = coverage.load_standards(engine)
+    inputs = coverage.load_inputs(engine, params.get("street"), standards)
+    jobs.report(engine, job["id"], 0.3, _("computing the reach"))
+    run = coverage.compute_reach(inputs, standards, params.get("method"))
+    jobs.report(engine, job["id"], 0.6, _("choosing sites"))
+    return sites_for(run, inputs.units, params, on_greedy=lambda answer: jobs.report_partial(
+        engine, job["id"], answer, 0.8, _("greedy answer ready; the exact solver is proving it")))
