@@ -397,7 +397,7 @@ SETTING_TEXTS: dict[str, tuple[str, str, str]] = {
                             N_("The grid supervisor who verifies a case is never the one who handled it, "
                                "and only a grid supervisor verifies; off, one person may take every step "
                                "(a small town's office)"), ""),
-    "supervise_rule": (N_("Chasing up (督办)"),
+    "supervise_rule": (N_("Chasing up"),
                        N_("A case may be chased up once this share of its time limit has run; it is a "
                           "yellow warning at its limit and a red one at this many times its limit"),
                        N_("share of the time limit")),

@@ -149,7 +149,8 @@ def init_app(app: Flask) -> None:
         locale = current_locale()
         return {"locale": locale, "html_lang": HTML_LANG[locale], "locale_labels": LABELS,
                 "script_messages": script_messages(locale), "role_names": role_names(),
-                "plan_statuses": plan_statuses(), "facility_kind_name": facility_kind_name}
+                "plan_statuses": plan_statuses(), "facility_kind_name": facility_kind_name,
+                "life_circle": life_circle, "catalogue_text": catalogue_text}
 
 
 def plan_statuses() -> dict[str, str]:
@@ -163,6 +164,12 @@ def facility_kind_name(kind: str, fallback: str | None = None) -> str:
     """A facility kind's name in the request's language (a city's own kinds: ``fallback``)."""
     label = FACILITY_KIND_LABELS.get(kind)
     return domain_i18n._(label) if label else (fallback or kind)
+
+
+def catalogue_text(text: str | None) -> str:
+    """A text stored as the catalogue wrote it (a default standard's source) in the request's
+    language; a text the city wrote itself is given as written."""
+    return domain_i18n._(text) if text else ""
 
 
 def life_circle(level: str) -> str:
