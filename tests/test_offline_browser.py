@@ -157,6 +157,13 @@ def test_offline_reports_and_steps_are_stored_once_when_the_signal_returns(phone
     ready(page)
     page.select_option("select[name=category]", "E01-01")
     page.fill("textarea[name=description]", "地下室漏水")
+    # a pin placed by a tap: its icon is the kept one, and the place look-up gives up at once
+    page.tap("#pin-map", position={"x": 160, "y": 120})
+    page.wait_for_function("() => document.getElementById('place-words').textContent"
+                           ".includes('checked when the report is sent')", timeout=5_000)
+    assert page.evaluate("""() => { const icons = [...document.querySelectorAll(
+        '#pin-map img.leaflet-marker-icon, #pin-map img.leaflet-marker-shadow')];
+        return icons.length === 2 && icons.every((i) => i.complete && i.naturalWidth > 0); }""")
     page.click(".lonlat-box summary")  # no signal: the coordinates typed (the map needs its look-ups)
     page.fill("input[name=lon]", f"{live['here'].x:.7f}")
     page.fill("input[name=lat]", f"{live['here'].y:.7f}")

@@ -527,7 +527,10 @@ def api_save_department():
 #: static/; those of OFFLINE_IF_PRESENT when the build has them: the report form's map)
 OFFLINE_ASSETS = ("css/gridplan.css", "css/cases.css", "js/i18n.js", "js/cases.js", "js/offline_queue.js",
                   "favicon.svg", "icons/icon-192.png", "icons/icon-512.png", "manifest.webmanifest")
-OFFLINE_IF_PRESENT = ("js/case_map.js", "vendor/leaflet/leaflet.js", "vendor/leaflet/leaflet.css")
+OFFLINE_IF_PRESENT = ("js/case_map.js", "vendor/leaflet/leaflet.js", "vendor/leaflet/leaflet.css",
+                      # the pin's icon (Leaflet takes it from beside its CSS, the 2x on most phones)
+                      "vendor/leaflet/images/marker-icon.png", "vendor/leaflet/images/marker-icon-2x.png",
+                      "vendor/leaflet/images/marker-shadow.png")
 
 
 @functools.cache

@@ -16,6 +16,7 @@
   const state = (window.gridplan.pin = { ready: false, place: null, nearby: [], lookups: 0 });
   const mine = new Set(config.myCells || []);
   const CENTRE = [30.59, 114.27];
+  const LOOKUP_WAIT = 8000;  // ms a place look-up may take before the form stops waiting for it
 
   function el(tag, text, attrs) {
     const node = document.createElement(tag);
@@ -72,8 +73,12 @@
       const box = [Math.max(b.getWest(), -180), Math.max(b.getSouth(), -90), Math.min(b.getEast(), 180), Math.min(b.getNorth(), 90)];
       if (box[2] - box[0] > 1 || box[3] - box[1] > 1) return;  // zoomed too far out for a phone's base
       asking = b;
-      const answer = await call(`/api/incidents/basemap?bbox=${box.map((v) => v.toFixed(6)).join(",")}`);
-      asking = null;
+      let answer;
+      try {
+        answer = await call(`/api/incidents/basemap?bbox=${box.map((v) => v.toFixed(6)).join(",")}`);
+      } finally {
+        asking = null;  // no signal: asked again when the map moves
+      }
       if (!answer.ok) return;
       loaded = b;
       cells.clearLayers(); cells.addData(answer.body.cells);
@@ -123,9 +128,33 @@
       const at = marker.getLatLng();
       const query = new URLSearchParams({ lon: at.lng.toFixed(7), lat: at.lat.toFixed(7) });
       if (form.elements.category.value) query.set("category", form.elements.category.value);
-      words.textContent = t("Finding the place…");
-      const answer = await call(`/api/incidents/place?${query}`);
+      const asked = (state.asked = (state.asked || 0) + 1);
+      let answer = null;
+      // no signal: said at once (a look-up offline would only fail), and a bad signal gives up
+      // after LOOKUP_WAIT rather than leave "Finding the place…" standing; either way the report
+      // can still be sent (it waits on the phone) and the server checks the place when it arrives
+      if (navigator.onLine) {
+        words.textContent = t("Finding the place…");
+        const stop = new AbortController();
+        const timer = setTimeout(() => stop.abort(), LOOKUP_WAIT);
+        try {
+          answer = await call(`/api/incidents/place?${query}`, { signal: stop.signal });
+        } catch (err) {
+          answer = null;
+        } finally {
+          clearTimeout(timer);
+        }
+      }
+      if (asked !== state.asked) return;  // the pin moved meanwhile: a newer look-up answers
       state.lookups += 1;
+      if (!answer) {
+        state.place = null; state.reportable = undefined;  // unknown, not refused
+        refusal.hidden = true; refusal.textContent = "";
+        words.textContent = t("No signal: the place will be checked when the report is sent");
+        showNearby([]);
+        base.restyle();
+        return;
+      }
       if (!answer.ok) { words.textContent = ""; refusal.hidden = false; refusal.textContent = reason(answer); return; }
       showPlace(answer.body);
     }, 200);
@@ -139,9 +168,16 @@
       }
       form.elements.lon.value = latlng.lng.toFixed(7);
       form.elements.lat.value = latlng.lat.toFixed(7);
-      document.getElementById("pin-hint").textContent = t("Drag the pin to correct it, or tap elsewhere.");
-      status("");
       if (pan) map.panTo(latlng, { animate: false });
+      // the words change after the gesture that placed the pin, not during it: typed coordinates
+      // are taken when the field loses focus, i.e. in the middle of the tap on "Report", and a
+      // shorter send bar (the old status gone) would move the button from under the finger, so
+      // that the tap lands beside it and nothing is sent. A message said meanwhile stays.
+      const said = document.getElementById("status").textContent;
+      setTimeout(() => {
+        document.getElementById("pin-hint").textContent = t("Drag the pin to correct it, or tap elsewhere.");
+        if (document.getElementById("status").textContent === said) status("");
+      }, 0);
       lookup();
     }
 
