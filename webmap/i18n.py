@@ -34,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from geodata import i18n as domain_i18n
 from geodata.accounts import LOCALES, set_locale
 from geodata.i18n import N_
-from geodata.standards import FACILITY_KIND_LABELS
+from geodata.standards import FACILITY_KIND_LABELS, FACILITY_PROBLEM_LABELS
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 COOKIE = "gridplan_locale"
@@ -150,7 +150,8 @@ def init_app(app: Flask) -> None:
         return {"locale": locale, "html_lang": HTML_LANG[locale], "locale_labels": LABELS,
                 "script_messages": script_messages(locale), "role_names": role_names(),
                 "plan_statuses": plan_statuses(), "facility_kind_name": facility_kind_name,
-                "life_circle": life_circle, "catalogue_text": catalogue_text}
+                "life_circle": life_circle, "catalogue_text": catalogue_text,
+                "facility_problem": facility_problem}
 
 
 def plan_statuses() -> dict[str, str]:
@@ -164,6 +165,12 @@ def facility_kind_name(kind: str, fallback: str | None = None) -> str:
     """A facility kind's name in the request's language (a city's own kinds: ``fallback``)."""
     label = FACILITY_KIND_LABELS.get(kind)
     return domain_i18n._(label) if label else (fallback or kind)
+
+
+def facility_problem(problem: str | None) -> str:
+    """What is wrong with a facility (``under_floor_area`` …) in the request's language."""
+    label = FACILITY_PROBLEM_LABELS.get(problem or "")
+    return domain_i18n._(label) if label else (problem or "")
 
 
 def catalogue_text(text: str | None) -> str:
