@@ -105,15 +105,19 @@ def attention_counts(
     open_statuses: Sequence[str],
     prefix: str | None = None,
     cells: Sequence[str] | None = None,
+    department: str | None = None,
 ) -> dict[str, int]:
     """How many cases in a scope need someone: ``new`` (reported, not yet filed), ``returned``
-    (sent back for rework and not handled again) and ``overdue`` (open past their due time)."""
+    (sent back for rework and not handled again) and ``overdue`` (open past their due time);
+    ``department``: only the cases dispatched to it (a handler's)."""
     t = Incident.__table__
     stmt = select(
         func.coalesce(func.sum(case((t.c.status == "reported", 1), else_=0)), 0),
         func.coalesce(func.sum(case(((t.c.status == "dispatched") & (t.c.rework_count > 0), 1), else_=0)), 0),
         func.coalesce(func.sum(case((t.c.due_at < now, 1), else_=0)), 0),
     ).where(t.c.status.in_(list(open_statuses)))
+    if department is not None:
+        stmt = stmt.where(t.c.department_code == department)
     if cells:
         stmt = stmt.where(t.c.grid_code.in_(list(cells)))
     elif prefix:

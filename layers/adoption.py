@@ -31,6 +31,7 @@ from geodata.crs import to_metric
 from geodata.errors import Refused
 from geodata.i18n import _
 from geodata.models import GridCell
+from geodata.revisions import raise_layer_revision
 from geodata.store import read_layer, replace_cells
 from layers.communities import bounds
 from layers.grid_cells import cell_of_units, cell_polygons, grid_rules, plan_cells
@@ -417,6 +418,8 @@ def _delete_cells(conn: Connection, codes: list[str]) -> None:
     table = GridCell.__table__
     for start in range(0, len(codes), 500):
         conn.execute(table.delete().where(table.c.code.in_(codes[start:start + 500])))
+    if codes:  # answers cached by the cells' revision (coverage, grid problems) are stale now
+        raise_layer_revision(conn, "grid_cells")
 
 
 def _summary(conn: Connection, detail: dict, streets: list[str]) -> dict:

@@ -445,12 +445,16 @@ def cell_table(engine: Engine, rules: CellRules, *, community: str | None = None
     cells = read_layer(engine, "grid_cells", **scope)
     units = read_layer(engine, "units", **scope)
     if within:
+        # validated against every cell of the communities in the scope: a 网格员 of one cell is
+        # not told that the rest of their community is a gap with its households in no cell
         communities = communities[communities["code"].str.startswith(within[:12])]
-        cells = cells[cells["code"].str.startswith(within)]
+        cells = cells[cells["code"].str.startswith(within[:12])]
         units = units[units["community_code"].fillna("").str.startswith(within[:12])]
     cells = cells.sort_values("code").reset_index(drop=True)
     report = validate_cells(communities, cells, units)
     held = cell_of_units(units, cells)
+    if within:
+        cells = cells[cells["code"].str.startswith(within)].reset_index(drop=True)
     figures = units.assign(cell=units["code"].map(held)).dropna(subset=["cell"]).groupby("cell").agg(
         households=("households", "sum"), units=("code", "count"))
     names = dict(zip(communities["code"], communities["name"], strict=True))

@@ -626,7 +626,7 @@ def nearby_open(engine: Engine, account: Account, category: str, lon: float, lat
         raise Refused(_("unknown category {category}: use one of {p2}",
                         category=repr(category), p2=", ".join(sorted(catalogue))))
     return [
-        {**c, "category": category, "category_name": catalogue[category].get("name", category),
+        {**c, "category": category, "category_name": in_language(catalogue[category].get("name", category)),
          "status_label": _(STATUS_LABELS.get(c["status"], c["status"]))}
         for c in likely_duplicates(engine, category, lon, lat, account=account)
     ]
@@ -654,8 +654,11 @@ def attention(engine: Engine, account: Account, now: datetime | None = None) -> 
     scope), everyone else's in the whole city; with their ``total``."""
     cells = my_cells(engine, account)
     prefix = (account.scope_code or "\0") if account.role == "supervisor" else None
+    # a handler: their department's cases only ("\0": none, for a handler without one)
+    department = (account.department_code or "\0") if account.role == "handler" else None
     with engine.connect() as conn:
-        counts = place_rows.attention_counts(conn, now or datetime.now(), OPEN, prefix=prefix, cells=cells)
+        counts = place_rows.attention_counts(conn, now or datetime.now(), OPEN, prefix=prefix, cells=cells,
+                                             department=department)
     return {**counts, "total": sum(counts.values())}
 
 
@@ -664,6 +667,8 @@ def base_layers(engine: Engine, account: Account, bbox: tuple[float, float, floa
     under a pin as the base of the case pages' maps: they work with no base map at all. Roads
     only on a view under about 10 km across (a whole city's roads would swamp a phone)."""
     prefix = (account.scope_code or "\0") if account.role == "supervisor" else None
+    if account.role == "handler":
+        prefix = "\0"  # a department's handler: the roads only, not the city's grid
     small = (bbox[2] - bbox[0]) < 0.1 and (bbox[3] - bbox[1]) < 0.1
     with engine.connect() as conn:
         return place_rows.base_features(conn, bbox, prefix, roads=small)

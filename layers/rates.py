@@ -252,32 +252,3 @@ def monthly(
         out.append({**row, "code": start.strftime("%Y-%m"), "name": None, "street_name": None})
         start = nxt
     return out
-
-
-def add_names(engine: Engine, answer: dict) -> dict:
-    """Each row of ``answer`` (:func:`as_json`) with the ``name`` of its code beside it: the
-    district's, street's or community's name; a grid cell's community (cells have codes only)."""
-    from sqlalchemy import select
-
-    from geodata.catalog import get_layer
-
-    by = answer.get("by")
-    codes = {str(r["code"]) for r in answer.get("rows", []) if r.get("code")}
-    if by == "cell":
-        wanted = {c[:12]: c for c in codes}
-        layer = "communities"
-    else:
-        wanted = {c: c for c in codes}
-        layer = {"district": "districts", "street": "streets", "community": "communities"}.get(by)
-    found: dict[str, str] = {}
-    if layer and wanted:
-        table = get_layer(layer).table
-        keys = sorted(wanted)
-        with engine.connect() as conn:
-            for start in range(0, len(keys), 500):
-                found.update(conn.execute(select(table.c.code, table.c.name).where(
-                    table.c.code.in_(keys[start:start + 500]))).all())
-    for row in answer.get("rows", []):
-        code = str(row.get("code") or "")
-        row["name"] = found.get(code[:12] if by == "cell" else code)
-    return answer

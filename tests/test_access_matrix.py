@@ -36,6 +36,7 @@ CASES = "admin supervisor"
 WORKERS = "admin supervisor dispatcher handler"  # the case list: who works cases
 REPORTERS = "admin supervisor dispatcher"  # a 监督员 in the field, the 指挥中心 taking a call
 PHOTOGRAPHERS = "admin supervisor dispatcher handler"  # a department's handler: the after-photo
+CITY = "admin planner supervisor viewer dispatcher"  # city-wide figures: not a department's handler
 EVERYONE = "public"  # no sign-in needed: every caller is let in
 
 #: method and rule → the roles let in
@@ -51,7 +52,7 @@ ACCESS: dict[str, str] = {
     # pages
     "GET /map": READERS,
     "GET /supervisor": CASES,
-    "GET /grid": ANY,  # read-only but for planners and administrators; a supervisor: their scope
+    "GET /grid": CITY,  # read-only but for planners and administrators; a supervisor: their scope
     "GET /plans": READERS,
     "GET /plans/<int:plan_id>": READERS,
     "GET /layers": READERS,
@@ -60,7 +61,7 @@ ACCESS: dict[str, str] = {
     "GET /cases": WORKERS,
     "GET /cases/new": REPORTERS,
     "GET /cases/<code>": ANY,
-    "GET /rates": ANY,
+    "GET /rates": CITY,
     "GET /admin": "admin",
     "GET /admin/users": "admin",
     "GET /admin/tokens": "admin",
@@ -124,8 +125,8 @@ ACCESS: dict[str, str] = {
     "POST /api/grid/merge": EDITORS,
     "POST /api/grid/moves": EDITORS,
     "GET /api/grid/problems": READERS,
-    "GET /api/grid/cells": ANY,  # a supervisor gets the cells of their own scope only
-    "GET /api/grid/assignments": ANY,
+    "GET /api/grid/cells": CITY,  # a supervisor gets the cells of their own scope only
+    "GET /api/grid/assignments": CITY,
     "POST /api/grid/assignments": EDITORS,
     # the incident loop
     "GET /api/incidents": ANY,
@@ -140,7 +141,7 @@ ACCESS: dict[str, str] = {
     "POST /api/incidents/<code>/photos": PHOTOGRAPHERS,
     "GET /api/incidents/<code>/photos/<int:photo_id>": ANY,
     "GET /api/exports/<layer>": ANY,
-    "GET /api/rates": ANY,
+    "GET /api/rates": CITY,
     "GET /api/departments": ANY,
     "POST /api/departments": "admin",
     # coverage

@@ -348,3 +348,18 @@ def test_cell_table_counts_each_cells_households(engine, small_demo):
     assert len(below)
     assert all(any("below the minimum of 300" in p for p in problems) for problems in below["problems"])
     assert set(cells["community_name"].dropna()) <= set(small_demo.layers["communities"]["name"])
+
+
+def test_a_one_cell_supervisor_is_told_of_their_cell_not_false_gaps(engine, small_demo):
+    """A 网格员 whose scope is one cell sees that cell, validated against every cell of the
+    community: the rest of the community is not a gap and its households are not "in no cell"
+    (both databases)."""
+    write_demo(engine, small_demo)
+    whole_cells, whole = cell_table(engine, grid_rules(engine), community=SPLIT_HERE)
+    assert len(whole_cells) >= 2
+    mine = whole_cells["code"].iloc[0]
+    cells, report = cell_table(engine, grid_rules(engine), community=SPLIT_HERE, within=mine)
+    assert list(cells["code"]) == [mine]
+    assert report["households_in_no_cell"] == whole["households_in_no_cell"]
+    assert report["gaps"] == whole["gaps"]
+    assert int(cells["households"].iloc[0]) == int(whole_cells["households"].iloc[0])

@@ -99,6 +99,27 @@ def test_a_report_with_a_photo_sent_twice_keeps_one_photo(site):
     assert len(case["photos"]) == 1 and len(list(site["photos"].iterdir())) == 1
 
 
+def test_a_photo_lost_with_the_first_answer_arrives_with_the_replay(site):
+    """The case was stored but its photo was not (stored after it, it failed alone): the phone,
+    told nothing, sends the report again; the photo is added then, and only once."""
+    client = site["app"].test_client()
+    client_id = str(uuid.uuid4())
+    first = client.post("/api/incidents", json=body(site, client_id=client_id), headers=bearer(site))
+    assert first.status_code == 201 and first.json["photos"] == []
+
+    def send():
+        data = {k: str(v) for k, v in body(site, client_id=client_id).items()}
+        data["photo"] = (io.BytesIO(JPEG), "scene.jpg")
+        return client.post("/api/incidents", data=data, headers=bearer(site),
+                           content_type="multipart/form-data")
+
+    again, third = send(), send()
+    assert (again.status_code, third.status_code) == (200, 200)
+    assert len(again.json["photos"]) == 1 and third.json["photos"] == []
+    case = client.get(f"/api/incidents/{first.json['code']}", headers=bearer(site)).json
+    assert len(case["photos"]) == 1 and len(list(site["photos"].iterdir())) == 1
+
+
 def test_the_same_client_id_with_another_report_is_refused(site):
     client = site["app"].test_client()
     client_id = str(uuid.uuid4())

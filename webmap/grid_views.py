@@ -151,8 +151,12 @@ def _supervisors() -> list[dict]:
             if u["role"] == "supervisor" and not u["disabled"]]
 
 
+#: who reads the grid page and its cells: not a department's handler, who reads its own cases
+GRID_READERS = ("admin", "planner", "viewer", "supervisor", "dispatcher")
+
+
 @bp.get("/grid")
-@require()
+@require(*GRID_READERS)
 def grid_page():
     """A community's or a street's grid cells: on the map and in a table (households against the
     range, supervisor, problems), with generate / split / merge / assign for planners."""
@@ -189,7 +193,7 @@ def grid_page():
 
 
 @bp.get("/api/grid/cells")
-@require(api=True)
+@require(*GRID_READERS, api=True)
 def api_cells():
     """The cells of a community or a street as GeoJSON: per cell its community's name,
     households, units, area, supervisors and problems in words; with the scope's validation

@@ -51,6 +51,9 @@ bp = Blueprint("incidents", __name__, cli_group=None)
 READERS = ("admin", "planner", "supervisor", "viewer", "dispatcher", "handler")
 #: who works cases: the list of cases is theirs
 WORKERS = ("admin", "supervisor", "dispatcher", "handler")
+#: who reads city-wide figures (rates, who holds which cell): not a department's handler, who
+#: reads its own department's cases
+CITY_READERS = tuple(r for r in READERS if r != "handler")
 STATUS_FILTERS = {
     "open": incidents.OPEN,
     "closed": ("closed", "evaluated"),
@@ -186,7 +189,13 @@ def api_report():
     case, duplicates = incidents.report(engine(), account, data)
     replayed = bool(case.get("replayed"))  # the same client_id again: the case stored the first time
     photos = []
-    if photo is not None and not replayed:
+    if photo is not None and replayed:
+        # sent again because the first answer was lost: the photo is added unless it arrived then
+        # (stored after the case, it may have failed alone)
+        stored = incident_rows.photos_of(engine(), incident_rows.get_incident(engine(), case["code"])["id"])
+        if any(p["uploaded_by"] == account.name for p in stored):
+            photo = None
+    if photo is not None:
         photos.append(
             incidents.add_photo(engine(), account, case["code"], photo[0], photo[1], photo_folder())
         )
@@ -292,6 +301,11 @@ def api_act(code: str):
             data["version"] = params.whole(data["version"], "version", 0)
         upload = _photo_upload()
         if upload is not None:  # refused before anything is written
+            # who may not act on the case, or add photos, is refused before a photo is decoded
+            account = current_account()
+            incidents.visible_case(engine(), account, code)
+            if account.role not in incidents.PHOTOGRAPHERS:
+                raise Forbidden(_("role {role} may not add photos", role=account.role))
             if len(upload[0]) > incidents.photo_limit(engine()):
                 raise incidents.PhotoTooLarge(f"the photo is {len(upload[0]) / 1048576:.1f} MB; too big")
             if not upload[0]:
@@ -325,7 +339,7 @@ def api_photo(code: str, photo_id: int):
 
 
 @bp.get("/api/grid/assignments")
-@require(*READERS, api=True)
+@require(*CITY_READERS, api=True)
 def api_assignments():
     """Who holds which cell; a supervisor sees those within their scope."""
     account = current_account()
@@ -364,7 +378,7 @@ def _rates_args():
 
 
 @bp.get("/api/rates")
-@require(*READERS, api=True)
+@require(*CITY_READERS, api=True)
 def api_rates():
     """结案率 and the other rates per ``by`` (cell, community, street, district) for ``from``–``to``;
     ``every=month`` adds the series over time; ``format=csv`` for a spreadsheet."""
@@ -386,7 +400,7 @@ def api_rates():
                 "Content-Disposition": f"attachment; filename=rates-{by}-{since:%Y%m%d}-{until:%Y%m%d}.csv"
             },
         )
-    answer = rates.add_names(engine(), rates.as_json(table, by, since, until, rates.targets(engine())))
+    answer = rates.as_json(table, by, since, until, rates.targets(engine()))
     if request.args.get("every") == "month":
         answer["series"] = rates.monthly(engine(), since, until, prefix=prefix)
     # gzipped, and a 304 when nothing changed (a city's table by community is 300 kB of JSON)
@@ -488,7 +502,7 @@ def case_page(code: str):
 
 
 @bp.get("/rates")
-@require(*READERS)
+@require(*CITY_READERS)
 def rates_page():
     return render_template("rates.html", config=_page_config(levels=list(rates.LEVELS)), title=_("Rates"))
 

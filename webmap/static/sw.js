@@ -6,8 +6,8 @@
    What it keeps, and nothing else:
    - the static files (scripts, styles, icons) in "gridplan-static-<build>", fetched at install;
    - the case pages the signed-in user opened (/cases, /cases/new, /cases/<code>: frames, their
-     data comes from the API), in "gridplan-pages": shown at once, fetched again in the
-     background when older than ten minutes;
+     data comes from the API), in "gridplan-pages": the network's copy when it comes quickly,
+     the kept one when the signal is bad or gone;
    - the answers of the case list (GET /api/incidents?…: the user's cases and cells), in
      "gridplan-data": served when the network fails. No other API answer is ever kept; a case's
      own page offline is made from the kept list.
@@ -76,10 +76,11 @@ function keepable(response) {
   return response.ok && !response.redirected && response.type === "basic";
 }
 
-/* A case page is only a frame (its data comes from the API): one kept less than FRESH ago is
-   shown at once, saving a round trip of a slow network; an older one is shown at once too while
-   a fresh copy is fetched for next time; none kept, the network's. */
-const FRESH = 10 * 60 * 1000;
+/* A case page is only a frame (its data comes from the API), but the frame carries the top
+   bar's counts and the user's cells: the network's copy is shown when it comes within WAIT (a
+   good signal), the kept one when it does not (a bad signal, or none), the network's copy then
+   kept for next time; none kept, the network's. */
+const WAIT = 1200;
 
 async function fetchPage(request, url) {
   const response = await fetch(request);
@@ -96,9 +97,11 @@ async function page(request, url) {
   const cache = await caches.open(PAGES);
   const kept = url.search ? null : await cache.match(url.pathname);
   if (kept) {
-    const age = Date.now() - Number(kept.headers.get("X-Gridplan-Kept-At") || 0);
-    if (age > FRESH) fetchPage(request, url).catch(() => {});  // for next time
-    return kept;
+    const fresh = fetchPage(request, url);
+    fresh.catch(() => {});  // no signal: the kept copy stands
+    const late = new Promise((resolve) => setTimeout(() => resolve(null), WAIT));
+    const first = await Promise.race([fresh.catch(() => null), late]);
+    return first && first.ok ? first : kept;
   }
   try {
     return await fetchPage(request, url);

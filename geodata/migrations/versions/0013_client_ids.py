@@ -31,7 +31,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index('uq_incident_steps_actor_client_id', table_name='incident_steps')
     op.drop_index('uq_incidents_reporter_client_id', table_name='incidents')
+    # plain DROP COLUMN (SQLite 3.35+), never a batch copy: a copied incidents table loses the
+    # rates' triggers and its SpatiaLite geometry registration
     for table in ('incident_steps', 'incidents'):
-        with op.batch_alter_table(table) as batch:
-            batch.drop_column('client_hash')
-            batch.drop_column('client_id')
+        op.execute(f'ALTER TABLE {table} DROP COLUMN client_hash')
+        op.execute(f'ALTER TABLE {table} DROP COLUMN client_id')

@@ -57,7 +57,6 @@ def downgrade() -> None:
     op.drop_index('ix_incident_photos_step_id', 'incident_photos')
     op.drop_index('ix_incidents_department_code', 'incidents')
     for table, column in reversed(COLUMNS):
-        if _present(table, column.name):
-            with op.batch_alter_table(table, schema=None) as batch_op:
-                batch_op.drop_column(column.name)
+        if _present(table, column.name):  # plain DROP COLUMN, never a batch copy (see COLUMNS)
+            op.execute(f'ALTER TABLE {table} DROP COLUMN {column.name}')
     op.drop_table('departments')
