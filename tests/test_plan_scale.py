@@ -280,7 +280,10 @@ def test_plan_without_all_still_needs_a_file(run):
 
 # --- on dask.distributed (skipped where it is not installed) -----------------------------------
 
-needs_dask = pytest.mark.skipif(not dask_available(), reason="dask.distributed is not installed")
+needs_dask = pytest.mark.skipif(not dask_available() and os.environ.get("CI") != "true",
+                                reason="dask.distributed is not installed")
+#: the workers of a cluster share one PostGIS (the process pool's tests cover SpatiaLite)
+on_postgis = pytest.mark.parametrize("country", ["postgis"], indirect=True)
 
 
 @pytest.fixture(scope="module")
@@ -296,12 +299,11 @@ def dask_client():
 
 
 @needs_dask
+@on_postgis
 def test_a_local_cluster_of_two_processes_plans_as_the_serial_engine(country, dask_client):
     from layers.plan_scale import DaskRunner
 
     engine, made, serial, kind = country
-    if kind != "postgis":
-        pytest.skip("the workers of a cluster share PostGIS (the process pool covers SpatiaLite)")
     distributed = plan_all(engine, "dask", "planner", runner=DaskRunner(dask_client))
     assert {o.pid for o in distributed.outcomes} <= set(dask_client.run(os.getpid).values())
     assert rows(engine, distributed.plan_id).equals(rows(engine, serial.plan_id))
@@ -309,10 +311,9 @@ def test_a_local_cluster_of_two_processes_plans_as_the_serial_engine(country, da
 
 
 @needs_dask
+@on_postgis
 def test_plan_all_on_this_machines_cores_uses_a_local_cluster(country):
     engine, made, serial, kind = country
-    if kind != "postgis":
-        pytest.skip("the workers of a cluster share PostGIS (the process pool covers SpatiaLite)")
     local = plan_all(engine, "local cluster", "planner", workers=2)  # no runner, no scheduler: LocalCluster
     assert local.workers == 2 and len({o.pid for o in local.outcomes}) >= 1
     assert all(o.pid != os.getpid() for o in local.outcomes)
@@ -320,12 +321,11 @@ def test_plan_all_on_this_machines_cores_uses_a_local_cluster(country):
 
 
 @needs_dask
+@on_postgis
 def test_a_dask_worker_killed_mid_write_has_its_task_run_again(country, dask_client, tmp_path, monkeypatch):
     from layers.plan_scale import DaskRunner
 
     engine, made, serial, kind = country
-    if kind != "postgis":
-        pytest.skip("the workers of a cluster share PostGIS (the process pool covers SpatiaLite)")
     marker = tmp_path / "died"
     # the workers are running already: they learn where to die from their environment, set now
     # (a lambda travels by value and finds the worker's own os.environ there)
