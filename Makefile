@@ -25,7 +25,7 @@ run: setup
 	$(FLASK) demo-accounts
 	@echo "gridplan on http://$(HOST):$(PORT)/ (background jobs run in a worker beside it)"
 	$(FLASK) worker & worker=$$!; trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
-	  $(BIN)/gunicorn --workers 2 --timeout 120 --bind $(HOST):$(PORT) --access-logfile - 'webmap.wsgi:app'
+	  $(BIN)/gunicorn --workers 2 --timeout 120 --no-control-socket --bind $(HOST):$(PORT) --access-logfile - 'webmap.wsgi:app'
 
 dev: setup  # Flask's reloading development server
 	$(FLASK) run --debug --host $(HOST) --port $(PORT)

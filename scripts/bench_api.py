@@ -202,7 +202,8 @@ def main() -> None:
                 add_user("bench", "planner", "bench password")
         for name, url in targets.items():
             port = free_port()
-            proc = serve([str(ROOT / ".venv" / "bin" / "gunicorn"), "--workers", str(WORKERS), "--bind",
+            proc = serve([str(ROOT / ".venv" / "bin" / "gunicorn"), "--no-control-socket",
+                          "--workers", str(WORKERS), "--bind",
                           f"127.0.0.1:{port}", "webmap:create_app()"], env_app | {"DATABASE_URL": url})
             base = f"http://127.0.0.1:{port}"
             auth = {"Authorization": f"Bearer {tokens[name]}"}

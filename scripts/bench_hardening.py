@@ -100,7 +100,8 @@ def gunicorn(url: str, log_path: Path, **env: str):
     once it answers: the process, its base address and its open log (close it after)."""
     port = free_port()
     log = log_path.open("w")
-    web = subprocess.Popen([str(BIN / "gunicorn"), "--workers", "2", "--timeout", "120", "--bind",
+    web = subprocess.Popen([str(BIN / "gunicorn"), "--no-control-socket", "--workers", "2",
+                            "--timeout", "120", "--bind",
                             f"127.0.0.1:{port}", "webmap.wsgi:app"], cwd=ROOT,
                            env={**os.environ, "DATABASE_URL": url, "SECRET_KEY": "bench",
                                 "GRIDPLAN_BASEMAP": "none", "PYTHONPATH": str(ROOT),

@@ -70,7 +70,8 @@ WORKERS = 2
 
 
 def serve(url: str, port: int, workers: int) -> subprocess.Popen:
-    cmd = [str(ROOT / ".venv" / "bin" / "gunicorn"), "--workers", str(workers), "--threads", "4",
+    cmd = [str(ROOT / ".venv" / "bin" / "gunicorn"), "--no-control-socket", "--workers", str(workers),
+           "--threads", "4",
            "--bind", f"127.0.0.1:{port}", "webmap:create_app()"]
     # the per-account report limit would answer most of the intake 429: lifted here
     env = os.environ | {"PYTHONPATH": str(ROOT), "DATABASE_URL": url,
