@@ -94,8 +94,8 @@ def gunicorn_app(db_url: str, log_folder: Path, *, worker: bool = False, **setti
            "GRIDPLAN_EXPOSE_PROCESS": "1", "PYTHONPATH": str(ROOT), **settings}
     # no control socket: one path in the home folder, shared by every gunicorn started at once
     processes = [subprocess.Popen([str(BIN / "gunicorn"), "--workers", "2", "--no-control-socket",
-                                   "--bind", f"127.0.0.1:{port}", "webmap.wsgi:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                  stderr=(log_folder / "gunicorn.log").open("w"))]
+                                   "--bind", f"127.0.0.1:{port}", "webmap.wsgi:app"], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=(log_folder / "gunicorn.log").open("w"))]
     if worker:
         processes.append(subprocess.Popen([str(BIN / "flask"), "--app", "webmap", "worker"], cwd=ROOT,
                                           env=env, stdout=subprocess.DEVNULL,
