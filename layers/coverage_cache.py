@@ -388,5 +388,9 @@ def run_sites_job(engine: Engine, job: dict) -> dict:
     jobs.report(engine, job["id"], 0.3, _("computing the reach"))
     run = coverage.compute_reach(inputs, standards, params.get("method"))
     jobs.report(engine, job["id"], 0.6, _("choosing sites"))
-    return sites_for(run, inputs.units, params, on_greedy=lambda answer: jobs.report_partial(
-        engine, job["id"], answer, 0.8, _("greedy answer ready; the exact solver is proving it")))
+    from layers.siting import with_places_geojson
+
+    answer = sites_for(run, inputs.units, params, on_greedy=lambda answer: jobs.report_partial(
+        engine, job["id"], with_places_geojson(engine, answer), 0.8,
+        _("greedy answer ready; the exact solver is proving it")))
+    return with_places_geojson(engine, answer)  # names beside codes: community, street, road

@@ -387,6 +387,17 @@ def with_places(engine: Engine, frame: gpd.GeoDataFrame, crs: CRS | None = None)
     return out
 
 
+def with_places_geojson(engine: Engine, body: dict) -> dict:
+    """A sites answer (GeoJSON, EPSG:4326) with :func:`with_places`' names on each site."""
+    import json
+
+    if not body.get("features"):
+        return body
+    frame = with_places(engine, gpd.GeoDataFrame.from_features(body["features"], crs=4326))
+    features = json.loads(frame.to_json(drop_id=True, na="null"))["features"]
+    return {**body, "features": features}
+
+
 def shortfall(result: Siting, kind: str, radius_m: float, k: int) -> str | None:
     """Why fewer than ``k`` sites were chosen, in a planner's words (None when all ``k`` were)."""
     if len(result.chosen) >= k:

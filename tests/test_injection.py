@@ -59,15 +59,21 @@ PARAMETERS: dict[str, dict[str, str]] = {
     "GET /api/grid/problems": {"community": FILTER, "street": FILTER},
     "GET /api/grid/assignments": {"cell": FILTER, "user": FILTER},
     "GET /api/incidents": {"status": FILTER, "category": FILTER, "scope": FILTER, "from": OPTION,
-                           "to": OPTION, "mine": OPTION, "bbox": OPTION, "limit": OPTION},
+                           "to": OPTION, "mine": OPTION, "bbox": OPTION, "limit": OPTION,
+                           "department": FILTER},
+    "GET /api/incidents/place": {"category": FILTER, "lon": OPTION, "lat": OPTION},
+    "GET /api/incidents/basemap": {"bbox": OPTION},
+    "GET /cases": {"status": FILTER},
+    "GET /api/departments": {"category": FILTER},
+    "GET /api/plans/<int:plan_id>/outlines": {"codes": FILTER},
     "GET /api/incidents/duplicates": {"category": FILTER, "lon": OPTION, "lat": OPTION},
     "GET /api/rates": {"by": OPTION, "from": OPTION, "to": OPTION, "scope": FILTER, "every": OPTION,
-                       "format": OPTION},
+                       "format": OPTION, "series": OPTION},
     "GET /api/exports/<layer>": {"format": OPTION, "scope": FILTER},
     "GET /api/coverage/report": {"street": FILTER, "method": OPTION},
     "GET /api/coverage/layers/<name>": {"street": FILTER, "method": OPTION, "kind": FILTER,
                                         "radius": OPTION, "f": OPTION, "download": OPTION,
-                                        "encoding": OPTION},
+                                        "encoding": OPTION, "bbox": OPTION, "zoom": OPTION},
     "GET /open311/v2/requests.<fmt>": {"service_request_id": FILTER, "service_code": FILTER,
                                        "status": FILTER, "start_date": OPTION, "end_date": OPTION,
                                        "api_key": OPTION},
@@ -243,7 +249,8 @@ def test_every_parameter_a_view_reads_is_in_the_table(site):
         # the POST routes' form fields are read the same way: those the bodies cover are left out
         body_keys = {k for body in BODIES.values() for k in body} | {"api_key", "community", "street"}
         missing += [f"{module}: {name}" for name in sorted(parameters_read(source) - tried - body_keys)]
-    assert missing == [], "query parameters read but not tried: add them to PARAMETERS"
+    assert missing == [], "query parameters read but not tried: add them to PARAMETERS: " + ", ".join(
+        missing)
     assert set(PATHS) <= set(site["rules"]) and set(BODIES) <= set(site["rules"])
 
 

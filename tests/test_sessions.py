@@ -306,7 +306,7 @@ def test_sign_ins_refusals_and_sign_outs_are_in_the_audit_log(site):
     assert "sign-in refused" in page and "signed out" in page and "from 10.1.2.3; unknown user name" in page
     admin.post("/locale", data={"locale": "zh", "next": "/admin/audit", **_form_csrf(admin)})
     page = admin.get("/admin/audit", query_string={"action": "sign"}).get_data(as_text=True)
-    assert "登录被拒" in page and "退出登录" in page and "来自 10.1.2.3; 用户名不存在" in page
+    assert "登录被拒" in page and "退出登录" in page and "来自 10.1.2.3；用户名不存在" in page
 
 
 @pytest.mark.parametrize("db_url", ["spatialite"], indirect=True)

@@ -268,13 +268,15 @@ def test_control_characters_never_reach_the_open311_feed(site):
 def test_a_setting_out_of_its_range_is_refused_naming_the_range(site):
     client, headers = site["clients"]["admin"]
     before = snapshot(site["url"], leave_out=LEAVE_OUT)
-    for key, value, named in [("photo_max_mb", 1e308, "photo_max_mb: 1e+308 is outside the range 1–50"),
-                              ("photo_max_mb", 0.5, "photo_max_mb: 0.5 is outside the range 1–50"),
+    # each named as the settings page names it (the setting, then the field or the entry)
+    for key, value, named in [("photo_max_mb", 1e308,
+                               "Largest photo of a case: 1e+308 is outside the range 1–50"),
+                              ("photo_max_mb", 0.5, "Largest photo of a case: 0.5 is outside the range 1–50"),
                               ("duplicate_distance_m", -5, "outside the range 0–10,000"),
                               ("rate_targets", {"closed": 9, "closed_on_time": 0.7},
-                               "rate_targets.closed: 9 is outside the range 0–1"),
+                               "Rate targets · Closure rate: 9 is outside the range 0–1"),
                               ("grid_households", [300, 10**9],
-                               "grid_households[2]: 1,000,000,000 is outside")]:
+                               "Households per grid cell 2: 1,000,000,000 is outside")]:
         answer = client.put(f"/api/admin/settings/{key}", headers=headers, json={"value": value})
         assert answer.status_code == 400 and named in answer.json["detail"], (key, answer.json)
     infinite = client.put("/api/admin/settings/photo_max_mb", headers=headers, data='{"value": 1e999}',

@@ -436,7 +436,7 @@ def api_sites():
         prepared = prepared or coverage_cache.compute(engine(), street, method, key)
         body = coverage_cache.sites_for(prepared.run, prepared.inputs.units, {
             "kind": kind, "k": k, "radius": _radius(data), "solver": solver, "time_limit": 20.0})
-        return _json(body, mimetype="application/geo+json")
+        return _json(siting.with_places_geojson(engine(), body), mimetype="application/geo+json")
     inputs, run = _run(data)
     result, used, radius = siting.site_for(run, kind, k, radius_m=_radius(data), candidates=candidates,
                                            units=inputs.units, method=solver, time_limit=30.0)
