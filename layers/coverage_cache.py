@@ -207,6 +207,7 @@ def job_result(engine: Engine, street: str | None, method: str | None) -> dict:
     inputs = coverage.load_inputs(engine, street, standards)
     run = coverage.compute_reach(inputs, standards, method)
     report = coverage.gap_report(inputs, standards, method, run=run)
+    keep_run(key, inputs, run)  # the siting jobs of the same data, in this worker, start from it
     hh = run.households
     communities = pd.Series(hh.community, dtype=object).fillna("").to_numpy()
     return {**report, "key": key, "uncovered_by_unit": uncovered_by(run, hh.unit),
@@ -350,43 +351,75 @@ def sites_answer(result, candidates, kind: str, radius: float, k: int, method: s
     return json.loads(json.dumps(body, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
+#: The reach of the scope and the siting models the worker computed last, by state key: the
+#: next siting job of the same data (another k, the exact answer after the greedy) starts from them.
+_RUNS: OrderedDict[str, tuple] = OrderedDict()
+KEEP_RUNS = 1
+
+
+def keep_run(key: str, inputs: coverage.CoverageInputs, run: coverage.ReachRun) -> dict:
+    """Keep ``run`` (computed from the state ``key`` names) for the siting jobs that follow;
+    returns the dict of siting models kept with it."""
+    with _LOCK:
+        _RUNS[key] = (inputs, run, {})
+        _RUNS.move_to_end(key)
+        while len(_RUNS) > KEEP_RUNS:
+            _RUNS.popitem(last=False)
+        return _RUNS[key][2]
+
+
+def kept_run(key: str) -> tuple | None:
+    """``(inputs, run, models)`` kept under ``key``, if this process computed them."""
+    with _LOCK:
+        return _RUNS.get(key)
+
+
 def sites_for(prepared_run: coverage.ReachRun, units: gpd.GeoDataFrame, params: dict,
-              on_greedy=None) -> dict:
+              on_greedy=None, models: dict | None = None) -> dict:
     """Site ``params['k']`` facilities of ``params['kind']``: the greedy answer first (handed to
-    ``on_greedy``), then the exact solver's with its proof when asked (``solver`` auto|exact)."""
+    ``on_greedy``), then the exact solver's with its proof when asked (``solver`` auto|exact),
+    both from one coverage matrix (kept in ``models`` for the next question on the same run)."""
     from layers import siting
 
     kind, k, radius = params["kind"], params["k"], params.get("radius")
     solver = params.get("solver") or "auto"
     time_limit = float(params.get("time_limit") or 60.0)
-    if on_greedy is None:  # nobody to show a first answer to: one pass (the coverage matrix once)
+    models = {} if models is None else models
+    if on_greedy is None:  # nobody to show a first answer to: one pass
         best, used, radius = siting.site_for(prepared_run, kind, k, radius_m=radius, units=units,
-                                             method=solver, time_limit=time_limit)
+                                             method=solver, time_limit=time_limit, models=models)
         return sites_answer(best, used, kind, radius, k, prepared_run.method)
     first, used, radius = siting.site_for(prepared_run, kind, k, radius_m=radius, units=units,
-                                          method="greedy")
+                                          method="greedy", models=models)
     answer = sites_answer(first, used, kind, radius, k, prepared_run.method)
     if solver == "greedy" or first.optimal:
         return answer
     if on_greedy:
         on_greedy(answer | {"stage": "greedy"})
     best, used, radius = siting.site_for(prepared_run, kind, k, radius_m=radius, units=units, method=solver,
-                                         time_limit=time_limit)
+                                         time_limit=time_limit, models=models)
     return sites_answer(best, used, kind, radius, k, prepared_run.method)
 
 
 def run_sites_job(engine: Engine, job: dict) -> dict:
-    """The worker's runner for :data:`SITES_JOB`: the reach of the scope, the greedy answer
-    stored at once (the page shows it), then the exact answer with its bound."""
+    """The worker's runner for :data:`SITES_JOB`: the reach of the scope (kept by the state of the
+    data: the next job of the same data skips reading and walking), the greedy answer stored at
+    once (the page shows it), then the exact answer with its bound."""
     from geodata import jobs
     from geodata.i18n import _
 
     params = job.get("params") or {}
-    jobs.report(engine, job["id"], 0.05, _("reading the layers"))
-    standards = coverage.load_standards(engine)
-    inputs = coverage.load_inputs(engine, params.get("street"), standards)
-    jobs.report(engine, job["id"], 0.3, _("computing the reach"))
-    run = coverage.compute_reach(inputs, standards, params.get("method"))
+    key = state_key(engine, params.get("street"), params.get("method"))
+    kept = kept_run(key)
+    if kept is None:
+        jobs.report(engine, job["id"], 0.05, _("reading the layers"))
+        standards = coverage.load_standards(engine)
+        inputs = coverage.load_inputs(engine, params.get("street"), standards)
+        jobs.report(engine, job["id"], 0.3, _("computing the reach"))
+        run = coverage.compute_reach(inputs, standards, params.get("method"))
+        models = keep_run(key, inputs, run)
+    else:
+        inputs, run, models = kept
     jobs.report(engine, job["id"], 0.6, _("choosing sites"))
-    return sites_for(run, inputs.units, params, on_greedy=lambda answer: jobs.report_partial(
+    return sites_for(run, inputs.units, params, models=models, on_greedy=lambda answer: jobs.report_partial(
         engine, job["id"], answer, 0.8, _("greedy answer ready; the exact solver is proving it")))
