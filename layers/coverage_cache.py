@@ -19,9 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import pickle
+import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -207,7 +211,7 @@ def job_result(engine: Engine, street: str | None, method: str | None) -> dict:
     inputs = coverage.load_inputs(engine, street, standards)
     run = coverage.compute_reach(inputs, standards, method)
     report = coverage.gap_report(inputs, standards, method, run=run)
-    keep_run(key, inputs, run)  # the siting jobs of the same data, in this worker, start from it
+    prepare_siting(key, run, inputs.units)  # "where to build next" then starts from the solver
     hh = run.households
     communities = pd.Series(hh.community, dtype=object).fillna("").to_numpy()
     return {**report, "key": key, "uncovered_by_unit": uncovered_by(run, hh.unit),
@@ -351,27 +355,87 @@ def sites_answer(result, candidates, kind: str, radius: float, k: int, method: s
     return json.loads(json.dumps(body, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
-#: The reach of the scope and the siting models the worker computed last, by state key: the
-#: next siting job of the same data (another k, the exact answer after the greedy) starts from them.
-_RUNS: OrderedDict[str, tuple] = OrderedDict()
-KEEP_RUNS = 1
+#: Where the worker keeps the siting models of a city (``GRIDPLAN_SITING_CACHE``, default a folder
+#: in the system's temporary directory): each job runs in a process of its own, so what one job
+#: computed reaches the next through these files, named after the state key.
+KEEP_MODELS = 64
 
 
-def keep_run(key: str, inputs: coverage.CoverageInputs, run: coverage.ReachRun) -> dict:
-    """Keep ``run`` (computed from the state ``key`` names) for the siting jobs that follow;
-    returns the dict of siting models kept with it."""
-    with _LOCK:
-        _RUNS[key] = (inputs, run, {})
-        _RUNS.move_to_end(key)
-        while len(_RUNS) > KEEP_RUNS:
-            _RUNS.popitem(last=False)
-        return _RUNS[key][2]
+def _models_dir() -> Path:
+    return Path(os.environ.get("GRIDPLAN_SITING_CACHE")
+                or Path(tempfile.gettempdir()) / f"gridplan-siting-{os.getuid()}")
 
 
-def kept_run(key: str) -> tuple | None:
-    """``(inputs, run, models)`` kept under ``key``, if this process computed them."""
-    with _LOCK:
-        return _RUNS.get(key)
+def _ours(folder: Path) -> bool:
+    """The folder is this service's own (its user's, no one else may write): what is unpickled
+    from it was written by this service."""
+    try:
+        found = folder.stat()
+    except OSError:
+        return False
+    return found.st_uid == os.getuid() and not found.st_mode & 0o022
+
+
+def _model_path(key: str, kind: str, radius: float) -> Path:
+    name = hashlib.sha256(json.dumps([key, kind, float(radius)]).encode()).hexdigest()[:32]
+    return _models_dir() / f"{name}.pickle"
+
+
+def save_model(key: str, kind: str, radius: float, entry: dict) -> None:
+    """Keep a siting model (candidates, coverage matrix, households) of the state ``key`` names
+    for ``kind`` at ``radius``; the oldest files beyond :data:`KEEP_MODELS` go."""
+    folder = _models_dir()
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _ours(folder):
+            return
+        path = _model_path(key, kind, radius)
+        part = path.with_suffix(f".{os.getpid()}.part")
+        with open(part, "wb") as out:
+            pickle.dump(entry, out, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(part, path)  # whole or not at all: a reader never sees half a file
+        files = sorted(folder.glob("*.pickle"), key=lambda f: f.stat().st_mtime, reverse=True)
+        for old in files[KEEP_MODELS:]:
+            old.unlink(missing_ok=True)
+    except OSError:  # a full or read-only disk: the next job computes it again
+        pass
+
+
+def load_model(key: str, kind: str, radius: float) -> dict | None:
+    """The siting model kept by :func:`save_model` for that state, kind and radius, if any.
+    Written only by this service's own worker into its own folder."""
+    if not _ours(_models_dir()):
+        return None
+    try:
+        with open(_model_path(key, kind, radius), "rb") as found:
+            entry = pickle.load(found)  # noqa: S301 — our own file, named after a hash of the state
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+        return None
+    return entry if isinstance(entry, dict) and entry.get("key") == key else None
+
+
+def save_models(key: str, run: coverage.ReachRun, models: dict) -> None:
+    """Every siting model in ``models`` (kept by :func:`layers.siting.site_for`) to the files."""
+    for question, model in list(models.items()):
+        if not (isinstance(question, tuple) and len(question) == 2):
+            continue
+        before, demand = models[("households", *question)]
+        save_model(key, *question, {"key": key, "candidates": models["units"], "model": model,
+                                    "covered_before": before, "demand": demand, "method": run.method})
+
+
+def prepare_siting(key: str, run: coverage.ReachRun, units: gpd.GeoDataFrame) -> None:
+    """The report job of a city computes, beside the report, the siting model of every row of the
+    standards table (candidates and coverage matrix at the row's reach): "where to build next"
+    from the page then starts from the solver."""
+    from layers import siting
+
+    models: dict = {}
+    for row in run.standards:
+        if row.kind in run.nearest and _model_path(key, row.kind, row.reach_m).exists() is False:
+            siting.site_for(run, row.kind, 1, radius_m=float(row.reach_m), units=units, method="greedy",
+                            models=models)
+    save_models(key, run, models)
 
 
 def sites_for(prepared_run: coverage.ReachRun, units: gpd.GeoDataFrame, params: dict,
@@ -402,24 +466,45 @@ def sites_for(prepared_run: coverage.ReachRun, units: gpd.GeoDataFrame, params: 
 
 
 def run_sites_job(engine: Engine, job: dict) -> dict:
-    """The worker's runner for :data:`SITES_JOB`: the reach of the scope (kept by the state of the
-    data: the next job of the same data skips reading and walking), the greedy answer stored at
-    once (the page shows it), then the exact answer with its bound."""
+    """The worker's runner for :data:`SITES_JOB`: the siting model of the state of the data (kept
+    in files by the report job or an earlier siting job: no layer read, no road walked), else the
+    reach of the scope computed here; the greedy answer stored at once (the page shows it), then
+    the exact answer with its bound."""
     from geodata import jobs
     from geodata.i18n import _
+    from layers import siting
 
     params = job.get("params") or {}
+    kind, k = params.get("kind"), params.get("k")
     key = state_key(engine, params.get("street"), params.get("method"))
-    kept = kept_run(key)
-    if kept is None:
-        jobs.report(engine, job["id"], 0.05, _("reading the layers"))
-        standards = coverage.load_standards(engine)
-        inputs = coverage.load_inputs(engine, params.get("street"), standards)
-        jobs.report(engine, job["id"], 0.3, _("computing the reach"))
-        run = coverage.compute_reach(inputs, standards, params.get("method"))
-        models = keep_run(key, inputs, run)
-    else:
-        inputs, run, models = kept
+    standards = coverage.load_standards(engine)
+    radius = params.get("radius")
+    if radius is None:
+        radius = next((row.reach_m for row in standards if row.kind == kind), None)
+
+    def on_greedy(answer: dict) -> None:
+        jobs.report_partial(engine, job["id"], answer, 0.8,
+                            _("greedy answer ready; the exact solver is proving it"))
+
+    entry = load_model(key, kind, float(radius)) if radius is not None else None
+    if entry is not None:
+        jobs.report(engine, job["id"], 0.6, _("choosing sites"))
+        solver = params.get("solver") or "auto"
+        time_limit = float(params.get("time_limit") or 60.0)
+        need = {"covered_before": entry["covered_before"], "demand": entry["demand"]}
+        first = siting.solve_model(entry["model"], k, method="greedy", **need)
+        answer = sites_answer(first, entry["candidates"], kind, float(radius), k, entry["method"])
+        if solver == "greedy" or first.optimal:
+            return answer
+        on_greedy(answer | {"stage": "greedy"})
+        best = siting.solve_model(entry["model"], k, method=solver, time_limit=time_limit, **need)
+        return sites_answer(best, entry["candidates"], kind, float(radius), k, entry["method"])
+    jobs.report(engine, job["id"], 0.05, _("reading the layers"))
+    inputs = coverage.load_inputs(engine, params.get("street"), standards)
+    jobs.report(engine, job["id"], 0.3, _("computing the reach"))
+    run = coverage.compute_reach(inputs, standards, params.get("method"))
     jobs.report(engine, job["id"], 0.6, _("choosing sites"))
-    return sites_for(run, inputs.units, params, models=models, on_greedy=lambda answer: jobs.report_partial(
-        engine, job["id"], answer, 0.8, _("greedy answer ready; the exact solver is proving it")))
+    models: dict = {}
+    answer = sites_for(run, inputs.units, params, models=models, on_greedy=on_greedy)
+    save_models(key, run, models)
+    return answer

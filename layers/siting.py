@@ -329,12 +329,21 @@ def site(demand_xy: np.ndarray, demand_households: np.ndarray, candidates_xy: np
     k = check_k(k)
     if model is None:
         model = demand_model(demand_xy, demand_households, candidates_xy, radius_m, graph)
+    return solve_model(model, k, method=method, time_limit=time_limit, covered_before=covered_before,
+                       demand=int(demand_households.sum()))
+
+
+def solve_model(model: tuple, k: int, *, method: str = "auto", time_limit: float = 30.0,
+                covered_before: int = 0, demand: int = 0) -> Siting:
+    """Choose ``k`` sites on a :func:`demand_model` (``demand``: the households out of reach
+    in scope, ``covered_before``: those within reach already)."""
+    k = check_k(k)
     groups, weight, points, seconds = model
     t2 = time.perf_counter()
     sites, added, bound, used, optimal = solve(groups, weight, k, method, time_limit)
     t3 = time.perf_counter()
     return Siting(sites, np.round(added).astype(np.int64), int(covered_before),
-                  int(demand_households.sum()) + int(covered_before), float(np.floor(bound + 1e-6)), used,
+                  int(demand) + int(covered_before), float(np.floor(bound + 1e-6)), used,
                   bool(optimal), {**seconds, "solve": round(t3 - t2, 4)},
                   demand_points=points, demand_groups=groups.shape[1])
 
@@ -443,11 +452,11 @@ THIN_TO = 1_500
 
 
 def thin_candidates(candidates: gpd.GeoDataFrame, crs: CRS, most: int | None = None) -> gpd.GeoDataFrame:
-    """About ``most`` of ``candidates``: a square grid over their extent sized so that about
-    ``most`` (default :data:`THIN_TO`) squares hold one, and in each square the candidate nearest the middle of the square's
-    candidates (a real unit, so a site still names its unit). At city size every unit as a
-    candidate makes the coverage matrix (one walk along the roads per candidate) and the exact
-    model far too large; squares of a few hundred metres lose little against reaches of
+    """About ``most`` (default :data:`THIN_TO`) of ``candidates``: a square grid over their extent
+    sized so that about ``most`` squares hold one, and in each square the candidate nearest the
+    middle of the square's candidates (a real unit, so a site still names its unit). At city
+    size every unit as a candidate makes the coverage matrix (one walk along the roads per
+    candidate) and the exact model far too large; squares of a few hundred metres lose little against reaches of
     300–1,000 m, and the bound stated is still proven for the set solved."""
     most = most or THIN_TO
     if len(candidates) <= most:
@@ -526,6 +535,8 @@ def site_for(run: ReachRun, kind: str, k, *, radius_m: float | None = None,
                              float(radius_m), run.graph)
         if not given:
             models[question] = model
+            models[("households", *question)] = (int(hh.households[covered].sum()),
+                                                  int(hh.households[~covered].sum()))
     result = site(hh.xy[~covered], hh.households[~covered], np.empty((0, 2)), k,
                   float(radius_m), graph=run.graph, method=method,
                   covered_before=int(hh.households[covered].sum()), time_limit=time_limit, model=model)
