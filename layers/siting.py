@@ -456,8 +456,8 @@ def thin_candidates(candidates: gpd.GeoDataFrame, crs: CRS, most: int | None = N
     sized so that about ``most`` squares hold one, and in each square the candidate nearest the
     middle of the square's candidates (a real unit, so a site still names its unit). At city
     size every unit as a candidate makes the coverage matrix (one walk along the roads per
-    candidate) and the exact model far too large; squares of a few hundred metres lose little against reaches of
-    300–1,000 m, and the bound stated is still proven for the set solved."""
+    candidate) and the exact model far too large; squares of a few hundred metres lose little
+    against reaches of 300–1,000 m, and the bound stated is still proven for the set solved."""
     most = most or THIN_TO
     if len(candidates) <= most:
         return candidates
