@@ -257,6 +257,8 @@ def in_view(frame: gpd.GeoDataFrame, bbox, zoom: float | None) -> gpd.GeoDataFra
     if not len(frame):
         return frame
     geoms = np.asarray(frame.geometry.values, dtype=object)
+    if shapely.is_missing(geoms).all():  # figures without outlines
+        return frame
     step = tolerance(zoom)
     if step > 0:
         geoms = shapely.simplify(geoms, step * 0.8, preserve_topology=True)
@@ -283,9 +285,12 @@ def check_row(prepared: Prepared, kind: str, radius_m: float | None) -> float:
 
 
 def uncovered_in_view(engine: Engine, prepared: Prepared, kind: str, radius_m: float, bbox,
-                      zoom: float | None) -> tuple[gpd.GeoDataFrame, dict]:
+                      zoom: float | None, outlines: bool = True) -> tuple[gpd.GeoDataFrame, dict]:
     """The ``uncovered`` layer within ``bbox`` and its totals over the whole scope (households out
-    of reach and units): the totals come from the computation, never from what the view holds."""
+    of reach and units): the totals come from the computation, never from what the view holds.
+    ``outlines=False``: a city seen whole sends its communities' figures without their outlines
+    (the page has them already, and draws the shading on them: the communities go over the wire
+    once)."""
     if prepared.whole:
         whole = coverage.uncovered_units(prepared.run, prepared.inputs.units, kind, radius_m)
         totals = {"units": len(whole), "uncovered": int(whole["uncovered"].sum())}
@@ -305,7 +310,8 @@ def uncovered_in_view(engine: Engine, prepared: Prepared, kind: str, radius_m: f
                                   "households": shown["households"] if "households" in shown else None,
                                   "uncovered": shown["code"].map(lost).astype("int64"),
                                   "community_code": shown["code"], "street_code": shown["street_code"],
-                                  "level": "community"}, geometry=shown.geometry, crs=4326)
+                                  "level": "community"},
+                                 geometry=shown.geometry if outlines else [None] * len(shown), crs=4326)
         # households in no community (blind spots) are drawn as their units, not lost
         area = {"bbox": bbox} if bbox is not None else {}
         loose = read_layer(engine, "units", empty=["community_code"], **area, **scope)

@@ -166,6 +166,12 @@ def test_a_city_is_computed_by_the_worker_and_drawn_by_view(site, db_url, monkey
     assert afar["properties"]["totals"]["by_community"]
     assert sum(f["properties"]["uncovered"] for f in afar["features"]) == \
         row["households"] - row["households_covered"]
+    # the page has the communities' outlines: their figures alone, the outlines not sent again
+    figures = planner.get("/api/coverage/layers/uncovered?kind=kindergarten&zoom=11&outlines=page")
+    lean = figures.get_json()
+    assert [f["properties"] for f in lean["features"]] == [f["properties"] for f in afar["features"]]
+    assert all(f["geometry"] is None for f in lean["features"] if f["properties"]["level"] == "community")
+    assert len(figures.data) < len(json.dumps(afar)) / 2
     findings = planner.get("/api/coverage/layers/facility_problems").get_json()
     assert findings["properties"]["count"] == len(expected["facilities"])
     # siting: a job too; the greedy answer is kept first, then the exact one
