@@ -211,7 +211,10 @@ def job_result(engine: Engine, street: str | None, method: str | None) -> dict:
     inputs = coverage.load_inputs(engine, street, standards)
     run = coverage.compute_reach(inputs, standards, method)
     report = coverage.gap_report(inputs, standards, method, run=run)
-    prepare_siting(key, run, inputs.units)  # "where to build next" then starts from the solver
+    try:  # "where to build next" then starts from the solver
+        prepare_siting(key, run, inputs.units)
+    except (Refused, ValueError, MemoryError):  # the report stands; a siting job computes its own
+        pass
     hh = run.households
     communities = pd.Series(hh.community, dtype=object).fillna("").to_numpy()
     return {**report, "key": key, "uncovered_by_unit": uncovered_by(run, hh.unit),
