@@ -354,11 +354,15 @@ def finding_points(findings: list[dict], kind_key: str = "kind") -> gpd.GeoDataF
 SITES_JOB = "coverage_sites"
 
 
-def sites_answer(result, candidates, kind: str, radius: float, k: int, method: str) -> dict:
-    """The chosen sites as a GeoJSON FeatureCollection whose properties state the bound."""
+def sites_answer(result, candidates, kind: str, radius: float, k: int, method: str,
+                 engine: Engine | None = None) -> dict:
+    """The chosen sites as a GeoJSON FeatureCollection whose properties state the bound (with
+    ``engine``: each site with where it lies in words, its community, street and road)."""
     from layers import siting
 
     frame = siting.sites_frame(result, candidates, kind, radius)
+    if engine is not None:
+        frame = siting.with_places(engine, frame)
     body = json.loads(frame.to_json(drop_id=True, na="null"))
     body["properties"] = siting.collection_properties(result, kind, radius, k, method)
     return json.loads(json.dumps(body, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
@@ -448,7 +452,7 @@ def prepare_siting(key: str, run: coverage.ReachRun, units: gpd.GeoDataFrame) ->
 
 
 def sites_for(prepared_run: coverage.ReachRun, units: gpd.GeoDataFrame, params: dict,
-              on_greedy=None, models: dict | None = None) -> dict:
+              on_greedy=None, models: dict | None = None, engine: Engine | None = None) -> dict:
     """Site ``params['k']`` facilities of ``params['kind']``: the greedy answer first (handed to
     ``on_greedy``), then the exact solver's with its proof when asked (``solver`` auto|exact),
     both from one coverage matrix (kept in ``models`` for the next question on the same run)."""
@@ -461,17 +465,16 @@ def sites_for(prepared_run: coverage.ReachRun, units: gpd.GeoDataFrame, params: 
     if on_greedy is None:  # nobody to show a first answer to: one pass
         best, used, radius = siting.site_for(prepared_run, kind, k, radius_m=radius, units=units,
                                              method=solver, time_limit=time_limit, models=models)
-        return sites_answer(best, used, kind, radius, k, prepared_run.method)
+        return sites_answer(best, used, kind, radius, k, prepared_run.method, engine)
     first, used, radius = siting.site_for(prepared_run, kind, k, radius_m=radius, units=units,
                                           method="greedy", models=models)
-    answer = sites_answer(first, used, kind, radius, k, prepared_run.method)
     if solver == "greedy" or first.optimal:
-        return answer
-    if on_greedy:
-        on_greedy(answer | {"stage": "greedy"})
+        return sites_answer(first, used, kind, radius, k, prepared_run.method, engine)
+    if on_greedy:  # shown at once: the places in words come with the final answer
+        on_greedy(sites_answer(first, used, kind, radius, k, prepared_run.method) | {"stage": "greedy"})
     best, used, radius = siting.site_for(prepared_run, kind, k, radius_m=radius, units=units, method=solver,
                                          time_limit=time_limit, models=models)
-    return sites_answer(best, used, kind, radius, k, prepared_run.method)
+    return sites_answer(best, used, kind, radius, k, prepared_run.method, engine)
 
 
 def run_sites_job(engine: Engine, job: dict) -> dict:
@@ -502,18 +505,18 @@ def run_sites_job(engine: Engine, job: dict) -> dict:
         time_limit = float(params.get("time_limit") or 60.0)
         need = {"covered_before": entry["covered_before"], "demand": entry["demand"]}
         first = siting.solve_model(entry["model"], k, method="greedy", **need)
-        answer = sites_answer(first, entry["candidates"], kind, float(radius), k, entry["method"])
         if solver == "greedy" or first.optimal:
-            return answer
-        on_greedy(answer | {"stage": "greedy"})
+            return sites_answer(first, entry["candidates"], kind, float(radius), k, entry["method"], engine)
+        on_greedy(sites_answer(first, entry["candidates"], kind, float(radius), k, entry["method"])
+                  | {"stage": "greedy"})
         best = siting.solve_model(entry["model"], k, method=solver, time_limit=time_limit, **need)
-        return sites_answer(best, entry["candidates"], kind, float(radius), k, entry["method"])
+        return sites_answer(best, entry["candidates"], kind, float(radius), k, entry["method"], engine)
     jobs.report(engine, job["id"], 0.05, _("reading the layers"))
     inputs = coverage.load_inputs(engine, params.get("street"), standards)
     jobs.report(engine, job["id"], 0.3, _("computing the reach"))
     run = coverage.compute_reach(inputs, standards, params.get("method"))
     jobs.report(engine, job["id"], 0.6, _("choosing sites"))
     models: dict = {}
-    answer = sites_for(run, inputs.units, params, models=models, on_greedy=on_greedy)
+    answer = sites_for(run, inputs.units, params, models=models, on_greedy=on_greedy, engine=engine)
     save_models(key, run, models)
     return answer

@@ -439,7 +439,8 @@ def api_sites():
                           "message": _("the sites of this scope are being chosen in the background")}, 202)
         prepared = prepared or coverage_cache.compute(engine(), street, method, key)
         body = coverage_cache.sites_for(prepared.run, prepared.inputs.units, {
-            "kind": kind, "k": k, "radius": _radius(data), "solver": solver, "time_limit": 20.0})
+            "kind": kind, "k": k, "radius": _radius(data), "solver": solver, "time_limit": 20.0},
+            engine=engine())
         return _json(body, mimetype="application/geo+json")
     inputs, run = _run(data)
     result, used, radius = siting.site_for(run, kind, k, radius_m=_radius(data), candidates=candidates,
