@@ -19,9 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import pickle
+import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -207,6 +211,10 @@ def job_result(engine: Engine, street: str | None, method: str | None) -> dict:
     inputs = coverage.load_inputs(engine, street, standards)
     run = coverage.compute_reach(inputs, standards, method)
     report = coverage.gap_report(inputs, standards, method, run=run)
+    try:  # "where to build next" then starts from the solver
+        prepare_siting(key, run, inputs.units)
+    except (Refused, ValueError, MemoryError):  # the report stands; a siting job computes its own
+        pass
     hh = run.households
     communities = pd.Series(hh.community, dtype=object).fillna("").to_numpy()
     return {**report, "key": key, "uncovered_by_unit": uncovered_by(run, hh.unit),
@@ -252,6 +260,8 @@ def in_view(frame: gpd.GeoDataFrame, bbox, zoom: float | None) -> gpd.GeoDataFra
     if not len(frame):
         return frame
     geoms = np.asarray(frame.geometry.values, dtype=object)
+    if shapely.is_missing(geoms).all():  # figures without outlines
+        return frame
     step = tolerance(zoom)
     if step > 0:
         geoms = shapely.simplify(geoms, step * 0.8, preserve_topology=True)
@@ -278,9 +288,12 @@ def check_row(prepared: Prepared, kind: str, radius_m: float | None) -> float:
 
 
 def uncovered_in_view(engine: Engine, prepared: Prepared, kind: str, radius_m: float, bbox,
-                      zoom: float | None) -> tuple[gpd.GeoDataFrame, dict]:
+                      zoom: float | None, outlines: bool = True) -> tuple[gpd.GeoDataFrame, dict]:
     """The ``uncovered`` layer within ``bbox`` and its totals over the whole scope (households out
-    of reach and units): the totals come from the computation, never from what the view holds."""
+    of reach and units): the totals come from the computation, never from what the view holds.
+    ``outlines=False``: a city seen whole sends its communities' figures without their outlines
+    (the page has them already, and draws the shading on them: the communities go over the wire
+    once)."""
     if prepared.whole:
         whole = coverage.uncovered_units(prepared.run, prepared.inputs.units, kind, radius_m)
         totals = {"units": len(whole), "uncovered": int(whole["uncovered"].sum())}
@@ -300,7 +313,8 @@ def uncovered_in_view(engine: Engine, prepared: Prepared, kind: str, radius_m: f
                                   "households": shown["households"] if "households" in shown else None,
                                   "uncovered": shown["code"].map(lost).astype("int64"),
                                   "community_code": shown["code"], "street_code": shown["street_code"],
-                                  "level": "community"}, geometry=shown.geometry, crs=4326)
+                                  "level": "community"},
+                                 geometry=shown.geometry if outlines else [None] * len(shown), crs=4326)
         # households in no community (blind spots) are drawn as their units, not lost
         area = {"bbox": bbox} if bbox is not None else {}
         loose = read_layer(engine, "units", empty=["community_code"], **area, **scope)
@@ -340,57 +354,169 @@ def finding_points(findings: list[dict], kind_key: str = "kind") -> gpd.GeoDataF
 SITES_JOB = "coverage_sites"
 
 
-def sites_answer(result, candidates, kind: str, radius: float, k: int, method: str) -> dict:
-    """The chosen sites as a GeoJSON FeatureCollection whose properties state the bound."""
+def sites_answer(result, candidates, kind: str, radius: float, k: int, method: str,
+                 engine: Engine | None = None) -> dict:
+    """The chosen sites as a GeoJSON FeatureCollection whose properties state the bound (with
+    ``engine``: each site with where it lies in words, its community, street and road)."""
     from layers import siting
 
     frame = siting.sites_frame(result, candidates, kind, radius)
+    if engine is not None:
+        frame = siting.with_places(engine, frame)
     body = json.loads(frame.to_json(drop_id=True, na="null"))
     body["properties"] = siting.collection_properties(result, kind, radius, k, method)
     return json.loads(json.dumps(body, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
+#: Where the worker keeps the siting models of a city (``GRIDPLAN_SITING_CACHE``, default a folder
+#: in the system's temporary directory): each job runs in a process of its own, so what one job
+#: computed reaches the next through these files, named after the state key.
+KEEP_MODELS = 64
+
+
+def _models_dir() -> Path:
+    return Path(os.environ.get("GRIDPLAN_SITING_CACHE")
+                or Path(tempfile.gettempdir()) / f"gridplan-siting-{os.getuid()}")
+
+
+def _ours(folder: Path) -> bool:
+    """The folder is this service's own (its user's, no one else may write): what is unpickled
+    from it was written by this service."""
+    try:
+        found = folder.stat()
+    except OSError:
+        return False
+    return found.st_uid == os.getuid() and not found.st_mode & 0o022
+
+
+def _model_path(key: str, kind: str, radius: float) -> Path:
+    name = hashlib.sha256(json.dumps([key, kind, float(radius)]).encode()).hexdigest()[:32]
+    return _models_dir() / f"{name}.pickle"
+
+
+def save_model(key: str, kind: str, radius: float, entry: dict) -> None:
+    """Keep a siting model (candidates, coverage matrix, households) of the state ``key`` names
+    for ``kind`` at ``radius``; the oldest files beyond :data:`KEEP_MODELS` go."""
+    folder = _models_dir()
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _ours(folder):
+            return
+        path = _model_path(key, kind, radius)
+        part = path.with_suffix(f".{os.getpid()}.part")
+        with open(part, "wb") as out:
+            pickle.dump(entry, out, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(part, path)  # whole or not at all: a reader never sees half a file
+        files = sorted(folder.glob("*.pickle"), key=lambda f: f.stat().st_mtime, reverse=True)
+        for old in files[KEEP_MODELS:]:
+            old.unlink(missing_ok=True)
+    except OSError:  # a full or read-only disk: the next job computes it again
+        pass
+
+
+def load_model(key: str, kind: str, radius: float) -> dict | None:
+    """The siting model kept by :func:`save_model` for that state, kind and radius, if any.
+    Written only by this service's own worker into its own folder."""
+    if not _ours(_models_dir()):
+        return None
+    try:
+        with open(_model_path(key, kind, radius), "rb") as found:
+            entry = pickle.load(found)  # noqa: S301 — our own file, named after a hash of the state
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+        return None
+    return entry if isinstance(entry, dict) and entry.get("key") == key else None
+
+
+def save_models(key: str, run: coverage.ReachRun, models: dict) -> None:
+    """Every siting model in ``models`` (kept by :func:`layers.siting.site_for`) to the files."""
+    for question, model in list(models.items()):
+        if not (isinstance(question, tuple) and len(question) == 2):
+            continue
+        before, demand = models[("households", *question)]
+        save_model(key, *question, {"key": key, "candidates": models["units"], "model": model,
+                                    "covered_before": before, "demand": demand, "method": run.method})
+
+
+def prepare_siting(key: str, run: coverage.ReachRun, units: gpd.GeoDataFrame) -> None:
+    """The report job of a city computes, beside the report, the siting model of every row of the
+    standards table (candidates and coverage matrix at the row's reach): "where to build next"
+    from the page then starts from the solver."""
+    from layers import siting
+
+    models: dict = {}
+    for row in run.standards:
+        if row.kind in run.nearest and _model_path(key, row.kind, row.reach_m).exists() is False:
+            siting.site_for(run, row.kind, 1, radius_m=float(row.reach_m), units=units, method="greedy",
+                            models=models)
+    save_models(key, run, models)
+
+
 def sites_for(prepared_run: coverage.ReachRun, units: gpd.GeoDataFrame, params: dict,
-              on_greedy=None) -> dict:
+              on_greedy=None, models: dict | None = None, engine: Engine | None = None) -> dict:
     """Site ``params['k']`` facilities of ``params['kind']``: the greedy answer first (handed to
-    ``on_greedy``), then the exact solver's with its proof when asked (``solver`` auto|exact)."""
+    ``on_greedy``), then the exact solver's with its proof when asked (``solver`` auto|exact),
+    both from one coverage matrix (kept in ``models`` for the next question on the same run)."""
     from layers import siting
 
     kind, k, radius = params["kind"], params["k"], params.get("radius")
     solver = params.get("solver") or "auto"
     time_limit = float(params.get("time_limit") or 60.0)
-    if on_greedy is None:  # nobody to show a first answer to: one pass (the coverage matrix once)
+    models = {} if models is None else models
+    if on_greedy is None:  # nobody to show a first answer to: one pass
         best, used, radius = siting.site_for(prepared_run, kind, k, radius_m=radius, units=units,
-                                             method=solver, time_limit=time_limit)
-        return sites_answer(best, used, kind, radius, k, prepared_run.method)
+                                             method=solver, time_limit=time_limit, models=models)
+        return sites_answer(best, used, kind, radius, k, prepared_run.method, engine)
     first, used, radius = siting.site_for(prepared_run, kind, k, radius_m=radius, units=units,
-                                          method="greedy")
-    answer = sites_answer(first, used, kind, radius, k, prepared_run.method)
+                                          method="greedy", models=models)
     if solver == "greedy" or first.optimal:
-        return answer
-    if on_greedy:
-        on_greedy(answer | {"stage": "greedy"})
+        return sites_answer(first, used, kind, radius, k, prepared_run.method, engine)
+    if on_greedy:  # shown at once: the places in words come with the final answer
+        on_greedy(sites_answer(first, used, kind, radius, k, prepared_run.method) | {"stage": "greedy"})
     best, used, radius = siting.site_for(prepared_run, kind, k, radius_m=radius, units=units, method=solver,
-                                         time_limit=time_limit)
-    return sites_answer(best, used, kind, radius, k, prepared_run.method)
+                                         time_limit=time_limit, models=models)
+    return sites_answer(best, used, kind, radius, k, prepared_run.method, engine)
 
 
 def run_sites_job(engine: Engine, job: dict) -> dict:
-    """The worker's runner for :data:`SITES_JOB`: the reach of the scope, the greedy answer
-    stored at once (the page shows it), then the exact answer with its bound."""
+    """The worker's runner for :data:`SITES_JOB`: the siting model of the state of the data (kept
+    in files by the report job or an earlier siting job: no layer read, no road walked), else the
+    reach of the scope computed here; the greedy answer stored at once (the page shows it), then
+    the exact answer with its bound."""
     from geodata import jobs
     from geodata.i18n import _
+    from layers import siting
 
     params = job.get("params") or {}
-    jobs.report(engine, job["id"], 0.05, _("reading the layers"))
+    kind, k = params.get("kind"), params.get("k")
+    key = state_key(engine, params.get("street"), params.get("method"))
     standards = coverage.load_standards(engine)
+    radius = params.get("radius")
+    if radius is None:
+        radius = next((row.reach_m for row in standards if row.kind == kind), None)
+
+    def on_greedy(answer: dict) -> None:
+        jobs.report_partial(engine, job["id"], answer, 0.8,
+                            _("greedy answer ready; the exact solver is proving it"))
+
+    entry = load_model(key, kind, float(radius)) if radius is not None else None
+    if entry is not None:
+        jobs.report(engine, job["id"], 0.6, _("choosing sites"))
+        solver = params.get("solver") or "auto"
+        time_limit = float(params.get("time_limit") or 60.0)
+        need = {"covered_before": entry["covered_before"], "demand": entry["demand"]}
+        first = siting.solve_model(entry["model"], k, method="greedy", **need)
+        if solver == "greedy" or first.optimal:
+            return sites_answer(first, entry["candidates"], kind, float(radius), k, entry["method"], engine)
+        on_greedy(sites_answer(first, entry["candidates"], kind, float(radius), k, entry["method"])
+                  | {"stage": "greedy"})
+        best = siting.solve_model(entry["model"], k, method=solver, time_limit=time_limit, **need)
+        return sites_answer(best, entry["candidates"], kind, float(radius), k, entry["method"], engine)
+    jobs.report(engine, job["id"], 0.05, _("reading the layers"))
     inputs = coverage.load_inputs(engine, params.get("street"), standards)
     jobs.report(engine, job["id"], 0.3, _("computing the reach"))
     run = coverage.compute_reach(inputs, standards, params.get("method"))
     jobs.report(engine, job["id"], 0.6, _("choosing sites"))
-    from layers.siting import with_places_geojson
-
-    answer = sites_for(run, inputs.units, params, on_greedy=lambda answer: jobs.report_partial(
-        engine, job["id"], with_places_geojson(engine, answer), 0.8,
-        _("greedy answer ready; the exact solver is proving it")))
-    return with_places_geojson(engine, answer)  # names beside codes: community, street, road
+    models: dict = {}
+    answer = sites_for(run, inputs.units, params, models=models, on_greedy=on_greedy, engine=engine)
+    save_models(key, run, models)
+    return answer

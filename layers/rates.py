@@ -241,7 +241,14 @@ def monthly(
     prefix: str | None = None,
     now: datetime | None = None,
 ) -> list[dict]:
-    """The district-wide rates month by month over the period (for the chart)."""
+    """The district-wide rates month by month over the period (for the chart).
+
+    A period of whole days (as :func:`period` gives) is summed per month in a few grouped
+    queries (:func:`geodata.incident_rows.monthly_rate_sums`); any other period month by month."""
+    grouped = incident_rows.monthly_rate_sums(engine, since, until, now or datetime.now(), prefix)
+    if grouped is not None:
+        frame = finish(pd.DataFrame([{"code": m.strftime("%Y-%m"), **row} for m, row in grouped.items()]))
+        return [{**row, "name": None, "street_name": None} for row in _records(frame)]
     out = []
     start = since.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     while start <= until:

@@ -303,12 +303,11 @@ def solve(cover: csr_matrix, weight: np.ndarray, k: int, method: str = "auto",
     return sites, added, bound, "exact", optimal or bound - added.sum() < 0.5
 
 
-def site(demand_xy: np.ndarray, demand_households: np.ndarray, candidates_xy: np.ndarray, k: int,
-         radius_m: float, *, graph: RoadGraph | None = None, method: str = "auto",
-         covered_before: int = 0, time_limit: float = 30.0) -> Siting:
-    """Choose ``k`` of ``candidates_xy`` (metres) to bring the most of the uncovered
-    ``demand_households`` (at ``demand_xy``) within ``radius_m``."""
-    k = check_k(k)
+def demand_model(demand_xy: np.ndarray, demand_households: np.ndarray, candidates_xy: np.ndarray,
+                 radius_m: float, graph: RoadGraph | None = None) -> tuple[csr_matrix, np.ndarray, int, dict]:
+    """What every solver of one question works on: candidates × merged demand groups, each
+    group's households, how many demand points some candidate reaches and the seconds taken.
+    Computed once for the greedy answer and the exact one after it."""
     t0 = time.perf_counter()
     if graph is None:
         cover = coverage_straight(candidates_xy, demand_xy, radius_m)
@@ -317,13 +316,36 @@ def site(demand_xy: np.ndarray, demand_households: np.ndarray, candidates_xy: np
     t1 = time.perf_counter()
     groups, weight = merge_demand(cover, demand_households.astype(float))
     t2 = time.perf_counter()
+    return (groups, weight, int((np.diff(cover.tocsc().indptr) > 0).sum()),
+            {"coverage": round(t1 - t0, 4), "merge": round(t2 - t1, 4)})
+
+
+def site(demand_xy: np.ndarray, demand_households: np.ndarray, candidates_xy: np.ndarray, k: int,
+         radius_m: float, *, graph: RoadGraph | None = None, method: str = "auto",
+         covered_before: int = 0, time_limit: float = 30.0, model: tuple | None = None) -> Siting:
+    """Choose ``k`` of ``candidates_xy`` (metres) to bring the most of the uncovered
+    ``demand_households`` (at ``demand_xy``) within ``radius_m`` (``model``: the
+    :func:`demand_model` of the same question, already computed)."""
+    k = check_k(k)
+    if model is None:
+        model = demand_model(demand_xy, demand_households, candidates_xy, radius_m, graph)
+    return solve_model(model, k, method=method, time_limit=time_limit, covered_before=covered_before,
+                       demand=int(demand_households.sum()))
+
+
+def solve_model(model: tuple, k: int, *, method: str = "auto", time_limit: float = 30.0,
+                covered_before: int = 0, demand: int = 0) -> Siting:
+    """Choose ``k`` sites on a :func:`demand_model` (``demand``: the households out of reach
+    in scope, ``covered_before``: those within reach already)."""
+    k = check_k(k)
+    groups, weight, points, seconds = model
+    t2 = time.perf_counter()
     sites, added, bound, used, optimal = solve(groups, weight, k, method, time_limit)
     t3 = time.perf_counter()
     return Siting(sites, np.round(added).astype(np.int64), int(covered_before),
-                  int(demand_households.sum()) + int(covered_before), float(np.floor(bound + 1e-6)), used,
-                  bool(optimal), {"coverage": round(t1 - t0, 4), "merge": round(t2 - t1, 4),
-                                  "solve": round(t3 - t2, 4)},
-                  demand_points=int((np.diff(cover.tocsc().indptr) > 0).sum()), demand_groups=groups.shape[1])
+                  int(demand) + int(covered_before), float(np.floor(bound + 1e-6)), used,
+                  bool(optimal), {**seconds, "solve": round(t3 - t2, 4)},
+                  demand_points=points, demand_groups=groups.shape[1])
 
 
 def sites_frame(result: Siting, candidates: gpd.GeoDataFrame, kind: str, radius_m: float) -> gpd.GeoDataFrame:
@@ -387,17 +409,6 @@ def with_places(engine: Engine, frame: gpd.GeoDataFrame, crs: CRS | None = None)
     return out
 
 
-def with_places_geojson(engine: Engine, body: dict) -> dict:
-    """A sites answer (GeoJSON, EPSG:4326) with :func:`with_places`' names on each site."""
-    import json
-
-    if not body.get("features"):
-        return body
-    frame = with_places(engine, gpd.GeoDataFrame.from_features(body["features"], crs=4326))
-    features = json.loads(frame.to_json(drop_id=True, na="null"))["features"]
-    return {**body, "features": features}
-
-
 def shortfall(result: Siting, kind: str, radius_m: float, k: int) -> str | None:
     """Why fewer than ``k`` sites were chosen, in a planner's words (None when all ``k`` were)."""
     if len(result.chosen) >= k:
@@ -434,6 +445,45 @@ def candidate_points(units: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
                             crs=units.crs).reset_index(drop=True)
 
 
+#: Above this many default candidates (a city's units) the candidates are thinned to a grid.
+THIN_ABOVE = 20_000
+#: About how many candidates a thinned set holds (one per square of a grid over the scope).
+THIN_TO = 1_500
+
+
+def thin_candidates(candidates: gpd.GeoDataFrame, crs: CRS, most: int | None = None) -> gpd.GeoDataFrame:
+    """About ``most`` (default :data:`THIN_TO`) of ``candidates``: a square grid over their extent
+    sized so that about ``most`` squares hold one, and in each square the candidate nearest the
+    middle of the square's candidates (a real unit, so a site still names its unit). At city
+    size every unit as a candidate makes the coverage matrix (one walk along the roads per
+    candidate) and the exact model far too large; squares of a few hundred metres lose little
+    against reaches of 300–1,000 m, and the bound stated is still proven for the set solved."""
+    most = most or THIN_TO
+    if len(candidates) <= most:
+        return candidates
+    xy = candidates_xy(candidates, crs)
+    x0, y0 = xy.min(axis=0)
+    width, height = np.ptp(xy, axis=0) + 1.0
+    # the squares that hold a candidate number fewer than all squares: shrink the side until
+    # about ``most`` are occupied (a few passes)
+    side = float(np.sqrt(width * height / most))
+    for _pass in range(8):
+        cells = np.floor((xy - (x0, y0)) / side).astype(np.int64)
+        key = cells[:, 0] * (int(height // side) + 2) + cells[:, 1]
+        occupied = len(np.unique(key))
+        if occupied >= 0.8 * most:
+            break
+        side *= float(np.sqrt(occupied / most))
+    inverse = np.unique(key, return_inverse=True)[1]
+    counts = np.bincount(inverse)
+    middle = np.column_stack([np.bincount(inverse, xy[:, 0]), np.bincount(inverse, xy[:, 1])])
+    middle = middle / counts[:, None]
+    distance = np.hypot(*(xy - middle[inverse]).T)
+    order = np.lexsort((distance, inverse))  # by square, nearest the middle first
+    first = order[np.r_[True, inverse[order][1:] != inverse[order][:-1]]]
+    return candidates.iloc[np.sort(first)].reset_index(drop=True)
+
+
 def candidates_xy(candidates: gpd.GeoDataFrame, crs: CRS) -> np.ndarray:
     """Candidate points in metres."""
     if not len(candidates):
@@ -444,11 +494,15 @@ def candidates_xy(candidates: gpd.GeoDataFrame, crs: CRS) -> np.ndarray:
 
 def site_for(run: ReachRun, kind: str, k, *, radius_m: float | None = None,
              candidates: gpd.GeoDataFrame | None = None, units: gpd.GeoDataFrame | None = None,
-             method: str = "auto", time_limit: float = 30.0) -> tuple[Siting, gpd.GeoDataFrame, float]:
+             method: str = "auto", time_limit: float = 30.0,
+             models: dict | None = None) -> tuple[Siting, gpd.GeoDataFrame, float]:
     """Site ``k`` facilities of ``kind`` for the households ``run`` leaves out of reach (at the
     kind's reach in the standards table, or ``radius_m``), among ``candidates`` (points, EPSG:4326,
     with ``code``) or the representative points of ``units``. Walks the roads when ``run`` did.
-    Returns the answer, the candidates used and the radius."""
+    Returns the answer, the candidates used and the radius. ``models``: a dict kept by the
+    caller for one ``run``, in which the candidates and coverage matrix of each question are kept
+    (the greedy answer and the exact one, or the next question of the same kind and reach, reuse
+    them instead of walking the roads again)."""
     if kind not in run.nearest:
         raise Refused(_("unknown facility kind {kind}; kinds of the standards table: {p2}",
                         kind=repr(kind), p2=', '.join(run.nearest)))
@@ -459,17 +513,33 @@ def site_for(run: ReachRun, kind: str, k, *, radius_m: float | None = None,
         raise Refused(_("radius {radius_m} m: give 0 < radius ≤ {p2} m, the largest reach of {kind} in the "
                         "standards table",
                         radius_m=radius_m, p2=format(reach_limits(run.standards)[kind], 'g'), kind=kind))
+    given = candidates is not None
+    models = {} if models is None else models
     if candidates is None:
         if units is None:
             raise Refused(_("no candidate sites: give a candidates layer or the units"))
-        candidates = candidate_points(units)
+        if "units" not in models:
+            found = candidate_points(units)
+            if len(found) > THIN_ABOVE:  # a city: a grid of candidates, never every unit
+                found = thin_candidates(found, run.households.crs)
+            models["units"] = found
+        candidates = models["units"]
     if not len(candidates):
         raise Refused(_("no candidate sites"))
     hh = run.households
     covered = run.covered(kind, radius_m)
-    result = site(hh.xy[~covered], hh.households[~covered], candidates_xy(candidates, hh.crs), k,
+    question = (kind, float(radius_m))
+    model = None if given else models.get(question)
+    if model is None:
+        model = demand_model(hh.xy[~covered], hh.households[~covered], candidates_xy(candidates, hh.crs),
+                             float(radius_m), run.graph)
+        if not given:
+            models[question] = model
+            models[("households", *question)] = (int(hh.households[covered].sum()),
+                                                  int(hh.households[~covered].sum()))
+    result = site(hh.xy[~covered], hh.households[~covered], np.empty((0, 2)), k,
                   float(radius_m), graph=run.graph, method=method,
-                  covered_before=int(hh.households[covered].sum()), time_limit=time_limit)
+                  covered_before=int(hh.households[covered].sum()), time_limit=time_limit, model=model)
     return result, candidates, float(radius_m)
 
 

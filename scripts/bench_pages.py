@@ -12,7 +12,7 @@ bytes of one hand edit's answer are measured by ``bench_plan_page.py``.
 that code with the same databases.
 
     .venv/bin/python scripts/bench_pages.py [--city-db PATH | --city-units N] [--no-city] \
-        [--code /work/main] [--json bench-out/pages.json]
+        [--no-demo] [--code /work/main] [--json bench-out/pages.json]
 
 Aims (issue 17 item 8): coverage ≤ 2 s on the demo and ≤ 4 s for a city, rates ≤ 1 s, ≤ 2 MB a
 page at city size and ≤ 1 MB on a second load; siting from the page ≤ 5 s for a city.
@@ -193,6 +193,7 @@ def main() -> None:
     parser.add_argument("--city-units", type=int, default=0, help="build a city of this many units instead")
     parser.add_argument("--demo-db", type=Path, help="the demo district's database (copied); default: built")
     parser.add_argument("--no-city", action="store_true")
+    parser.add_argument("--no-demo", action="store_true", help="measure the city alone")
     parser.add_argument("--code", type=Path, default=ROOT, help="the gridplan checkout to measure")
     parser.add_argument("--cold", action="store_true", help="no warm-up (as a server before webmap.wsgi's)")
     parser.add_argument("--no-sites", action="store_true", help="leave out siting from the page")
@@ -204,7 +205,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="gridplan-bench-pages-"))
     results: dict = {"code": str(args.code), "load_average": os.getloadavg()}
     try:
-        places = [("demo", args.demo_db, 4000)]
+        places = [] if args.no_demo else [("demo", args.demo_db, 4000)]
         if not args.no_city and (args.city_db or args.city_units):
             places.append(("city", args.city_db, args.city_units))
         with sync_playwright() as p:

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import shapely
 from pyproj import CRS, Transformer
+from scipy.spatial import cKDTree
 
 from geodata.errors import Refused
 from geodata.standards import FACILITY_STANDARDS
@@ -461,6 +462,51 @@ def test_siting_refusals_and_the_report_of_what_each_site_adds():
         siting.site_for(run, "casino", 2, units=units)
     with pytest.raises(Refused, match="radius"):
         siting.site_for(run, "kindergarten", 2, units=units, radius_m=5000)
+
+
+def test_a_city_sites_among_a_grid_of_candidates_never_every_unit(monkeypatch):
+    """Above THIN_ABOVE units (a city) the default candidates are thinned to about THIN_TO, one
+    per square of a grid: real units (a site names its unit), spread over the whole scope (every
+    unit near one), and the answer still carries its proof for the set solved."""
+    monkeypatch.setattr(siting, "THIN_ABOVE", 1_000)  # this 2,500-unit field as a city
+    monkeypatch.setattr(siting, "THIN_TO", 100)
+    rng = np.random.default_rng(5)
+    where = [(float(x), float(y)) for x, y in rng.uniform(0, 5000, (2_500, 2))]
+    units = units_at(where, rng.integers(1, 80, len(where)).tolist())
+    run = coverage.compute_reach(inputs(units, facilities_at([(0, 0)])), standards(kindergarten=300))
+    result, used, _radius = siting.site_for(run, "kindergarten", 4, units=units, method="exact")
+    assert 80 <= len(used) <= 130 and set(used["code"]) <= set(units["code"])
+    crs = run.households.crs
+    spread = cKDTree(siting.candidates_xy(used, crs)).query(siting.candidates_xy(units, crs))[0]
+    assert spread.max() < 2 * 5000 / np.sqrt(100)  # no corner of the scope left without a candidate
+    assert result.optimal and len(result.chosen) == 4 and result.objective > 0
+    small = units.iloc[:900]  # a district: every unit stays a candidate
+    run = coverage.compute_reach(inputs(small, facilities_at([(0, 0)])), standards(kindergarten=300))
+    assert len(siting.site_for(run, "kindergarten", 2, units=small)[1]) == len(small)
+
+
+def test_the_greedy_and_the_exact_answer_share_one_coverage_matrix(monkeypatch):
+    """A siting job shows the greedy answer first, then the exact one with its proof; the roads
+    are walked (the coverage matrix computed) once for both, and again for no later question of
+    the same kind and reach on the same run."""
+    from layers import coverage_cache
+
+    built = []
+    model = siting.demand_model
+    monkeypatch.setattr(siting, "demand_model", lambda *a, **kw: built.append(1) or model(*a, **kw))
+    rng = np.random.default_rng(8)
+    units = units_at([(float(x), float(y)) for x, y in rng.uniform(0, 3000, (400, 2))],
+                     rng.integers(1, 80, 400).tolist())
+    run = coverage.compute_reach(inputs(units, facilities_at([(0, 0)])), standards(kindergarten=300))
+    shown, models = [], {}
+    answer = coverage_cache.sites_for(run, units, {"kind": "kindergarten", "k": 6, "solver": "exact"},
+                                      on_greedy=shown.append, models=models)
+    assert [s["stage"] for s in shown] == ["greedy"] and shown[0]["properties"]["solver"] == "greedy"
+    assert answer["properties"]["optimal"] and answer["properties"]["solver"] == "exact"
+    assert answer["properties"]["households_added"] >= shown[0]["properties"]["households_added"]
+    assert len(built) == 1
+    coverage_cache.sites_for(run, units, {"kind": "kindergarten", "k": 3}, models=models)
+    assert len(built) == 1
 
 
 def test_demo_report_finds_what_the_demo_carries(small_demo):

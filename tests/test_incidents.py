@@ -420,6 +420,56 @@ def test_daily_sums_give_the_hand_computed_rates_for_whole_days(site):
     assert same_sums_as_a_scan(engine, site["scope"]) > 0
 
 
+def per_month(engine, since, until, now, prefix):
+    """The chart's series as it was made before: the district table's total, month by month."""
+    out, start = [], since.replace(day=1)
+    while start <= until:
+        nxt = (start + timedelta(days=32)).replace(day=1)
+        first, last = max(start, since), min(nxt - timedelta(microseconds=1), until)
+        frame = rates.rates(engine, "district", first, last, prefix=prefix, now=now)
+        row = rates._records(rates.total(frame))[0] if len(frame) else dict.fromkeys(rates.COLUMNS)
+        out.append({**row, "code": start.strftime("%Y-%m"), "name": None, "street_name": None})
+        start = nxt
+    return out
+
+
+def test_monthly_series_in_grouped_queries_equals_the_month_by_month_tables(site):
+    """The rates chart's series (summed per month in a few grouped queries) gives, month by month,
+    the same figures as the district table computed for each month on its own: periods of whole
+    months and of days at the ends, ``now`` before, inside and after, with and without a scope."""
+    engine = site["engine"]
+    with engine.begin() as conn:  # some cases chased, so 督办 counts per month are compared too
+        conn.execute(text("UPDATE incidents SET supervise_count = 1 WHERE dispatched_at IS NOT NULL "
+                          "AND id % 3 = 0"))
+    with engine.connect() as conn:
+        chased = conn.execute(text("SELECT count(*) FROM incidents WHERE supervise_count > 0")).scalar_one()
+    assert chased > 0
+    compared = 0
+    for since, until in (rates.period("2025-11-01", "2026-11-30"), rates.period("2025-12-17", "2026-10-09")):
+        for now in (since - timedelta(days=1), datetime(2026, 6, 14, 10, 30), until + timedelta(days=5)):
+            for prefix in (None, site["scope"], site["scope"][:9]):
+                series = rates.monthly(engine, since, until, prefix=prefix, now=now)
+                expected = per_month(engine, since, until, now, prefix)
+                assert [r["code"] for r in series] == [r["code"] for r in expected]
+                for got, want in zip(series, expected, strict=True):
+                    assert got == pytest.approx(want), (since, now, prefix, want["code"])
+                compared += sum(1 for r in expected if r["reported"])
+    assert compared > 20  # the demo has cases in most months
+    statements = []
+
+    def count(*_args):
+        statements.append(1)
+
+    from sqlalchemy import event
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        rates.monthly(engine, *rates.period("2025-11-01", "2026-11-30"), now=datetime(2026, 6, 14, 10, 30))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(statements) <= 8  # not a round of queries per month (13 months: 60 and more)
+
+
 @pytest.mark.parametrize("kind", ["spatialite", "postgis"])
 def test_migration_fills_the_daily_sums_from_the_cases_already_stored(kind, request, tmp_path, small_demo):
     """A database whose cases were stored before migration 0008: the migration sums them."""

@@ -166,6 +166,12 @@ def test_a_city_is_computed_by_the_worker_and_drawn_by_view(site, db_url, monkey
     assert afar["properties"]["totals"]["by_community"]
     assert sum(f["properties"]["uncovered"] for f in afar["features"]) == \
         row["households"] - row["households_covered"]
+    # the page has the communities' outlines: their figures alone, the outlines not sent again
+    figures = planner.get("/api/coverage/layers/uncovered?kind=kindergarten&zoom=11&outlines=page")
+    lean = figures.get_json()
+    assert [f["properties"] for f in lean["features"]] == [f["properties"] for f in afar["features"]]
+    assert all(f["geometry"] is None for f in lean["features"] if f["properties"]["level"] == "community")
+    assert len(figures.data) < len(json.dumps(afar)) / 2
     findings = planner.get("/api/coverage/layers/facility_problems").get_json()
     assert findings["properties"]["count"] == len(expected["facilities"])
     # siting: a job too; the greedy answer is kept first, then the exact one
@@ -179,6 +185,61 @@ def test_a_city_is_computed_by_the_worker_and_drawn_by_view(site, db_url, monkey
     assert done["sites"]["properties"]["households_added"] > 0
     assert planner.post("/api/coverage/sites", json={"kind": "casino", "k": 3},
                         headers=headers).status_code == 400
+
+
+def test_city_siting_jobs_read_and_walk_once_per_state_of_the_data(site, monkeypatch, tmp_path):
+    """A city's report job keeps, by the stored revisions, the siting model (candidates and
+    coverage matrix) of every row of the standards table: a siting job then reads no layer and
+    walks no road. Another reach is computed once and kept too; a change of the data makes the
+    next job read again. (Each job runs in a process of its own: what is kept lives in files.)"""
+    from layers.worker import run_one
+
+    app, engine = site
+    monkeypatch.setattr(coverage_cache, "SYNC_UNITS", 10)  # this small district as a city
+    monkeypatch.setenv("GRIDPLAN_SITING_CACHE", str(tmp_path / "siting"))
+    coverage_cache._MEMORY.clear()
+    log = tmp_path / "reads"
+    log.write_text("")
+    load = coverage.load_inputs
+
+    def reading(*args, **kw):  # the jobs' processes write down each time they read the layers
+        with open(log, "a") as out:
+            out.write("read\n")
+        return load(*args, **kw)
+
+    monkeypatch.setattr(coverage, "load_inputs", reading)
+    planner, headers = client_as(app, "planner")
+
+    def reads() -> int:
+        return len(log.read_text().split())
+
+    def sites(k: int, **more) -> dict:
+        started = planner.post("/api/coverage/sites", json={"kind": "kindergarten", "k": k, **more},
+                               headers=headers)
+        assert started.status_code == 202
+        assert run_one(engine)["status"] == "done"
+        done = planner.get(started.get_json()["href"]).get_json()
+        assert done["stage"] == "final" and len(done["sites"]["features"]) == k
+        return done["sites"]["properties"]
+
+    assert planner.get("/api/coverage/report").status_code == 202
+    assert run_one(engine)["status"] == "done" and reads() == 1
+    first = sites(3)
+    again = sites(2)
+    assert reads() == 1 and first["optimal"] and again["households_added"] <= first["households_added"]
+    assert first["households_covered_before"] + first["households_added"] == first["households_covered_after"]
+    sites(2, radius=200)
+    sites(3, radius=200)
+    assert reads() == 2  # another reach: computed once, then kept
+    units = read_layer(engine, "units")  # a kindergarten added where most households live
+    busiest = units.sort_values("households").iloc[-1]
+    with engine.begin() as conn:
+        write_layer(conn, "facilities", gpd.GeoDataFrame(
+            {"code": ["KG-new"], "kind": ["kindergarten"], "name": ["新幼儿园"], "floor_area_m2": [900.0],
+             "district_code": [busiest["community_code"][:6]], "community_code": [busiest["community_code"]]},
+            geometry=[shapely.point_on_surface(busiest.geometry)], crs=4326))
+    later = sites(3)
+    assert reads() == 3 and later["households_covered_before"] > first["households_covered_before"]
 
 
 def test_an_edit_answers_only_what_changed(site, small_demo):

@@ -221,8 +221,10 @@ def _view_args(values) -> tuple:
     return bbox, zoom
 
 
-def _view_layer(name: str, prepared, kind: str | None, radius: float | None, bbox, zoom):
-    """Gap layer ``name`` within ``bbox`` and its totals over the whole scope."""
+def _view_layer(name: str, prepared, kind: str | None, radius: float | None, bbox, zoom,
+                outlines: bool = True):
+    """Gap layer ``name`` within ``bbox`` and its totals over the whole scope (``outlines=False``:
+    a city's communities without their outlines, which the page has)."""
     report = prepared.report
     if name in ("uncovered", "reach") and kind is None and not prepared.whole:
         raise Refused("kind is required for this layer of a city on the map")
@@ -230,7 +232,7 @@ def _view_layer(name: str, prepared, kind: str | None, radius: float | None, bbo
         radius = coverage_cache.check_row(prepared, kind, radius)
     if name == "uncovered" and kind is not None:
         try:
-            return coverage_cache.uncovered_in_view(engine(), prepared, kind, radius, bbox, zoom)
+            return coverage_cache.uncovered_in_view(engine(), prepared, kind, radius, bbox, zoom, outlines)
         except KeyError:
             raise Refused(f"no row of the standards table for {kind} at {radius:g} m") from None
     if prepared.whole:
@@ -277,15 +279,17 @@ def api_layer(name: str):
         key, street, method = _etag_key(request.args)
         bbox, zoom = _view_args(request.args)
         kind, radius = _text(request.args, "kind"), _radius(request.args)
+        # outlines=page: the page has the communities' outlines (a city's shading is drawn on them)
+        outlines = request.args.get("outlines") != "page"
         etag = "layer-" + hashlib.sha256(json.dumps(
-            [key, name, kind, radius, bbox, zoom]).encode()).hexdigest()[:32]
+            [key, name, kind, radius, bbox, zoom, outlines]).encode()).hexdigest()[:32]
         unchanged = _not_modified(etag)
         if unchanged is not None:
             return unchanged
         prepared = _prepared(key, street, method)
         if isinstance(prepared, Response):
             return prepared
-        frame, totals = _view_layer(name, prepared, kind, radius, bbox, zoom)
+        frame, totals = _view_layer(name, prepared, kind, radius, bbox, zoom, outlines)
         body = json.loads(frame.to_json(drop_id=True, na="null")) if len(frame) else \
             {"type": "FeatureCollection", "features": []}
         body["properties"] = {"layer": name, "title": coverage.GAP_LAYERS[name][0], "count": len(frame),
@@ -435,8 +439,9 @@ def api_sites():
                           "message": _("the sites of this scope are being chosen in the background")}, 202)
         prepared = prepared or coverage_cache.compute(engine(), street, method, key)
         body = coverage_cache.sites_for(prepared.run, prepared.inputs.units, {
-            "kind": kind, "k": k, "radius": _radius(data), "solver": solver, "time_limit": 20.0})
-        return _json(siting.with_places_geojson(engine(), body), mimetype="application/geo+json")
+            "kind": kind, "k": k, "radius": _radius(data), "solver": solver, "time_limit": 20.0},
+            engine=engine())
+        return _json(body, mimetype="application/geo+json")
     inputs, run = _run(data)
     result, used, radius = siting.site_for(run, kind, k, radius_m=_radius(data), candidates=candidates,
                                            units=inputs.units, method=solver, time_limit=30.0)

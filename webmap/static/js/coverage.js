@@ -19,7 +19,8 @@
   const kindName = (kind) => (config.kind_names || {})[kind] || kind;
   const problemText = (problem) => String(problem || "").split(",").filter(Boolean).map((p) => PROBLEM_LABEL[p] || p).join(t(", "));
   const kindsText = (kinds) => (Array.isArray(kinds) ? kinds : String(kinds || "").split(" ")).filter(Boolean).map(kindName).join(t(", "));
-  const state = { report: null, row: null, proposing: false, proposed: [], counts: {}, loads: 0 };
+  const state = { report: null, row: null, proposing: false, proposed: [], counts: {}, loads: 0,
+    outlinesReady: Promise.resolve(new Map()) };
   const layers = {};
   window.gridplan = { map, layers, state, ready: false };
 
@@ -126,10 +127,18 @@
   const shownFrom = {};  // layer → the address of what it shows (a view asked again is not fetched)
   async function layer(name) {
     if (!map.hasLayer(layers[name])) return null;
-    const url = `/api/coverage/layers/${name}?${viewParams(WITH_KIND.has(name) ? kindParams() : {})}`;
+    const extra = WITH_KIND.has(name) ? kindParams() : {};
+    if (name === "uncovered") extra.outlines = "page";  // a city's shading is drawn on the outlines
+    const url = `/api/coverage/layers/${name}?${viewParams(extra)}`;
     if (shownFrom[name] && shownFrom[name].url === url) return shownFrom[name].data;
     const data = await getJSON(url);
     if (data.job) return null;  // still being computed: load() follows the job
+    if (data.features.some((f) => !f.geometry)) {
+      // the communities' figures came without outlines: the ones the page drew are theirs
+      const outlines = await state.outlinesReady;
+      data.features = data.features.filter((f) => f.geometry || outlines.has(f.properties.code))
+        .map((f) => (f.geometry ? f : { ...f, geometry: outlines.get(f.properties.code).geometry }));
+    }
     shownFrom[name] = { url, data };
     layers[name].clearLayers();
     layers[name].addData(data);
@@ -219,16 +228,22 @@
     clearProposal();
   }
 
+  /* The communities' outlines, asked for at one zoom whatever the view (so that every open asks
+     the same address and the browser's copy serves: a 304), kept by code: a city seen whole is
+     shaded on them, its figures sent without outlines. */
+  const OUTLINE_ZOOM = "13";
   async function boundaries() {
-    const shown = await window.gp.features("communities", { zoom: String(map.getZoom()) });
+    const shown = await window.gp.features("communities", { zoom: OUTLINE_ZOOM });
     layers.communities.clearLayers();
     layers.communities.addData(shown);
     layers.communities.bringToBack();
+    return new Map(shown.map((f) => [f.properties.code, f]));
   }
 
   async function load() {
     status(t("Computing…"));
-    const outlines = boundaries().catch(() => null);  // drawn while the report is computed
+    const outlines = boundaries().catch(() => new Map());  // drawn while the report is computed
+    state.outlinesReady = outlines;
     const report = await fetchReport();
     state.report = report;
     state.counts.blind_units = report.blind_spots.units;
