@@ -30,6 +30,9 @@ ACTIONS: dict[str, str] = {
     "codes:apply": N_("applied a code table"), "units:build": N_("built planning units"),
     "clean:communities": N_("cleaned community boundaries"), "grid:assign": N_("assigned grid cells"),
     "grid:unassign": N_("took grid cells back"),
+    "department:create": N_("added a department"), "department:update": N_("changed a department"),
+    "plan:regenerate": N_("regenerated the grid cells after an adoption"),
+    "plan:discard": N_("discarded a plan that failed"),
 }
 
 #: The steps of a plan's timeline (its audit actions without ``plan:``), as the plan page names them.
@@ -39,7 +42,8 @@ STEPS: dict[str, str] = {
     "rejected": N_("rejected"), "adopted": N_("adopted"), "adopt": N_("adopted"),
     "draft": N_("back to draft"),
     "rebase": N_("moved onto the current boundaries"), "undo": N_("undid an edit"),
-    "redo": N_("redid an edit"),
+    "redo": N_("redid an edit"), "regenerate": N_("grid cells regenerated"),
+    "discard": N_("discarded"),
     "delete": N_("deleted"), "merge": N_("merged communities"), "split": N_("split a community"),
 }
 
@@ -49,6 +53,7 @@ LAYERS: dict[str, str] = {
     "units": N_("planning units"), "buildings": N_("buildings"), "facilities": N_("facilities"),
     "grid_cells": N_("grid cells"), "incidents": N_("cases"), "roads": N_("roads"), "water": N_("water"),
     "plans": N_("plans"), "users": N_("users"), "api_tokens": N_("API tokens"), "settings": N_("settings"),
+    "departments": N_("departments"),
 }
 
 #: The fields of a row's detail, as the sentence names them.
@@ -64,6 +69,9 @@ FIELDS: dict[str, str] = {
     "exported_at": N_("exported at"), "forced": N_("forced"), "user": N_("user"), "cells": N_("grid cells"),
     "address": N_("from"), "reason": N_("reason"), "key": N_("setting"), "before": N_("before"),
     "after": N_("after"), "locale": N_("language"),
+    "code": N_("code"), "categories": N_("categories"), "contact": N_("contact"),
+    "limits": N_("own time limits"), "default_for": N_("default for"), "department_code": N_("department"),
+    "removed": N_("cells removed"), "cases": N_("cases placed again"),
 }
 
 #: Stored words inside details that have names of their own.
@@ -74,6 +82,7 @@ VALUES: dict[str, str] = {
     "submitted": N_("submitted"), "approved": N_("approved"), "rejected": N_("rejected"),
     "adopted": N_("adopted"), "edit": N_("edit"), "move": N_("move"), "paint": N_("paint stroke"),
     "merge": N_("merge"), "split": N_("split"), "new": N_("new community"),
+    "dispatcher": N_("command centre (dispatcher)"), "handler": N_("department handler"),
 }
 
 MAX_LISTED = 10

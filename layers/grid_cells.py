@@ -455,6 +455,7 @@ def cell_table(engine: Engine, rules: CellRules, *, community: str | None = None
     held = cell_of_units(units, cells)
     if within:
         cells = cells[cells["code"].str.startswith(within)].reset_index(drop=True)
+        report = {**report, "cells": len(cells)}  # the cells shown are theirs
     figures = units.assign(cell=units["code"].map(held)).dropna(subset=["cell"]).groupby("cell").agg(
         households=("households", "sum"), units=("code", "count"))
     names = dict(zip(communities["code"], communities["name"], strict=True))

@@ -97,7 +97,11 @@
   function locate(options) {
     return new Promise((resolve, reject) => {
       if (!navigator.geolocation) { reject(new Error(t("This device cannot tell its location"))); return; }
-      navigator.geolocation.getCurrentPosition(resolve, reject, Object.assign({ enableHighAccuracy: true, timeout: 15000 }, options || {}));
+      // the browser's own message is in its language, not the page's: said in the page's words
+      const why = (err) => new Error(err && err.code === 1 ? t("location is not allowed for this site")
+        : err && err.code === 3 ? t("no position in time") : t("the position is not available"));
+      navigator.geolocation.getCurrentPosition(resolve, (err) => reject(why(err)),
+        Object.assign({ enableHighAccuracy: true, timeout: 15000 }, options || {}));
     });
   }
 

@@ -157,15 +157,18 @@
     }
     const answer = { ok: sent.sent, status: sent.status, body: sent.answer };
     const conflict = document.getElementById("conflict");
+    // what was done, in words, said after the list or case is shown afresh (which says "updated")
+    let said = null;
     if (answer.ok) {
-      status(`${action} ✓ ${c.code} v${answer.body.version}`);
+      said = t("{step}: case {code}", { step: named ? named.label : action, code: c.code }) + " ✓";
       if (conflict) conflict.hidden = true;
     } else {
       const detail = answer.body ? answer.body.detail : `HTTP ${answer.status}`;
       const text = answer.status === 409 ? t("Someone acted first; the case is shown afresh: {reason}", { reason: detail }) : detail;
-      if (conflict) { conflict.textContent = text; conflict.hidden = false; } else status(text);
+      if (conflict) { conflict.textContent = text; conflict.hidden = false; } else said = text;
     }
     if (page === "list") await loadList(); else await loadCase();
+    if (said) status(said);
     return answer;
   }
 
@@ -185,7 +188,7 @@
     dl.replaceChildren();
     for (const [label, value] of [[t("Status"), c.status_label], [t("Version"), c.version],
       [t("Description"), c.description || "—"], [t("Grid cell"), c.grid_code || t("— (approximate location)")],
-      [t("Community"), c.community_code], [t("Reported"), `${when(c.reported_at)} ${c.reporter || ""}`],
+      [t("Community"), [c.place && c.place.community_name, c.community_code].filter(Boolean).join(" · ")], [t("Reported"), `${when(c.reported_at)} ${c.reporter || ""}`],
       [t("Dispatched"), when(c.dispatched_at)], [t("Department"), c.department_name],
       [t("Due"), when(c.due_at)], [t("Closed"), when(c.closed_at)],
       [t("Chased up"), c.supervise_count ? `${c.supervise_count} · ${c.supervise_label}` : null],
@@ -281,7 +284,9 @@
         form.elements.lat.value = pos.coords.latitude.toFixed(7);
         document.getElementById("accuracy").textContent = t("accuracy ±{m} m", { m: Math.round(pos.coords.accuracy) });
         status(t("Located"));
-      }, (err) => status(t("Cannot locate: {reason}", { reason: err.message })), { enableHighAccuracy: true, timeout: 15000 });
+      }, (err) => status(t("Cannot locate: {reason}", { reason: err.code === 1 ? t("location is not allowed for this site")
+        : err.code === 3 ? t("no position in time") : t("the position is not available") })),
+      { enableHighAccuracy: true, timeout: 15000 });
     });
     form.elements.photo.addEventListener("change", () => {
       const f = form.elements.photo.files[0];

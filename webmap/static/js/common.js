@@ -156,8 +156,10 @@ window.gp = (function () {
       const major = zoom < 16;
       // a pan inside what was loaded at the same level of detail asks for nothing
       if (loaded && loaded.major === major && loaded.zoom === zoom && loaded.bounds.contains(map.getBounds())) return;
+      const size = map.getSize();
+      if (!size.x || !size.y) return;  // a map not laid out yet (no size) has no view to draw
       const bounds = map.getBounds().pad(0.15);
-      const bbox = [bounds.getWest(), bounds.getSouth(), bounds.getEast(), bounds.getNorth()]
+      const bbox = [bounds.getWest(), Math.max(-90, bounds.getSouth()), bounds.getEast(), Math.min(90, bounds.getNorth())]
         .map((v) => Math.max(-180, Math.min(180, v)).toFixed(5)).join(",");
       const mine = ++ticket;
       const found = await getJSON(`/api/basemap?bbox=${bbox}&zoom=${zoom}`);
