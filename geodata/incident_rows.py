@@ -466,6 +466,24 @@ SUMS = ("reported", "filed", "closed", "due", "due_closed", "due_closed_on_time"
 DUE = ("due", "due_closed", "due_closed_on_time")
 
 
+def _sum_tables(first: date, last: date) -> list[tuple]:
+    """Where the sums of ``first``..``last`` (days, both included) are stored: the whole months in
+    ``incident_months``, the days before and after them in ``incident_days`` — (table, its date
+    column, the ranges to read)."""
+    start = first if first.day == 1 else _month_after(first)  # the first whole month
+    end = (last + timedelta(days=1)).replace(day=1)  # the month after the last whole one
+    parts = []
+    if start < end:
+        parts.append((IncidentMonth.__table__, "month", [(start, end - timedelta(days=1))]))
+        edges = [(first, start - timedelta(days=1)), (end, last)]
+    else:
+        edges = [(first, last)]
+    edges = [(a, b) for a, b in edges if a <= b]
+    if edges:
+        parts.append((IncidentDay.__table__, "day", edges))
+    return parts
+
+
 def _month_after(day: date) -> date:
     return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
 
@@ -478,17 +496,7 @@ def _stored_sums(
     out: dict[str, dict] = {}
     if first > last:
         return out
-    start = first if first.day == 1 else _month_after(first)  # the first whole month
-    end = (last + timedelta(days=1)).replace(day=1)  # the month after the last whole one
-    parts = []
-    if start < end:
-        parts.append((IncidentMonth.__table__, "month", [(start, end - timedelta(days=1))]))
-        edges = [(first, start - timedelta(days=1)), (end, last)]
-    else:
-        edges = [(first, last)]
-    edges = [(a, b) for a, b in edges if a <= b]
-    if edges:
-        parts.append((IncidentDay.__table__, "day", edges))
+    parts = _sum_tables(first, last)
     for table, unit, ranges in parts:
         key = table.c[_SUM_CODES[group]]
         when = table.c[unit]
@@ -584,17 +592,7 @@ def _stored_by_month(
     out: dict[date, dict] = {}
     if first > last:
         return out
-    start = first if first.day == 1 else _month_after(first)
-    end = (last + timedelta(days=1)).replace(day=1)
-    parts = []
-    if start < end:
-        parts.append((IncidentMonth.__table__, "month", [(start, end - timedelta(days=1))]))
-        edges = [(first, start - timedelta(days=1)), (end, last)]
-    else:
-        edges = [(first, last)]
-    edges = [(a, b) for a, b in edges if a <= b]
-    if edges:
-        parts.append((IncidentDay.__table__, "day", edges))
+    parts = _sum_tables(first, last)
     for table, unit, ranges in parts:
         when = table.c[unit]
         stmt = (select(when.label("when"), *[func.sum(table.c[n]).label(n) for n in names])
