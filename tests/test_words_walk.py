@@ -26,7 +26,7 @@ from tests.test_i18n import CJK, PLACEHOLDERS, VISIBLE_TEXT, _english_msgids
 from tests.webhelpers import PASSWORD, make_accounts
 from webmap import create_app
 
-ROLES = ("admin", "planner", "supervisor", "viewer")
+ROLES = ("admin", "planner", "supervisor", "viewer", "dispatcher", "handler")
 #: a programmer's key: lower-case words joined by underscores (outside data)
 SNAKE = re.compile(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b")
 #: pages that are not pages: downloads, sign-out, the switch, health checks
@@ -60,13 +60,21 @@ def walk(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     write_demo(engine, small_demo)
     app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none", "DEFAULT_LOCALE": "zh"})
     secrets = make_accounts(app, small_demo)
+    from layers.demo import seed_departments
+    from webmap.auth import add_user
+
+    department = seed_departments(engine)[0]["code"]
+    with app.app_context():  # the 指挥中心 and a department's handler
+        add_user("dispatcher", "dispatcher", PASSWORD)
+        add_user("handler", "handler", PASSWORD, department=department)
     street = sorted(small_demo.layers["streets"]["code"])[0]
     plan_id, _result = auto_plan(PlanMemory(engine), "自动方案", "planner", street=street)
-    data: set[str] = {"admin", "planner", "supervisor", "viewer", "police", "grid-app"}
+    data: set[str] = {"admin", "planner", "supervisor", "viewer", "police", "grid-app", "dispatcher",
+                      "handler"}
     with engine.connect() as conn:
         case = conn.execute(text("SELECT code FROM incidents WHERE grid_code LIKE :p ORDER BY code LIMIT 1"),
                             {"p": secrets["scope"] + "%"}).scalar_one()
-        for table in ("districts", "streets", "communities", "facilities", "plans", "roads"):
+        for table in ("districts", "streets", "communities", "facilities", "plans", "roads", "departments"):
             data |= {r[0] for r in conn.execute(text(f"SELECT name FROM {table}")) if r[0]}
         data |= {r[0] for r in conn.execute(text("SELECT description FROM incidents")) if r[0]}
         data |= {r[0] for r in conn.execute(text("SELECT note FROM incident_steps")) if r[0]}
