@@ -21,7 +21,7 @@ from pathlib import Path
 # symbol lookup of every library loaded after it; the PROJ copied inside each wheel then calls
 # the system one's functions on its own structures (segfaults on GPKG writes, "double free" at
 # exit, and a gunicorn worker killed by SIGSEGV when rasterio decodes an uploaded photo —
-# layers/incidents.py prepare_photo). Loaded first, each wheel's libraries are bound to their
+# layers/incidents/loop.py prepare_photo). Loaded first, each wheel's libraries are bound to their
 # own copies (Python loads extensions with RTLD_NOW), whatever is loaded afterwards.
 import pyogrio  # noqa: F401
 import pyproj  # noqa: F401

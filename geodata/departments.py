@@ -1,6 +1,6 @@
 """处置部门 as stored rows: the departments that fix cases, the categories each handles, whom to
 call, their own time limits (category → working hours, where the city sets one) and the
-categories each is the default for. Who may dispatch to whom is :mod:`layers.incidents`'s
+categories each is the default for. Who may dispatch to whom is :mod:`layers.incidents.loop`'s
 business; only reading, checking and writing the ``departments`` table lives here, every
 change recorded in the audit log on the same transaction.
 """

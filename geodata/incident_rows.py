@@ -1,6 +1,6 @@
 """Incidents as stored rows: cases, their steps, versions, photo metadata, the cells supervisors
 hold, where a location falls, and the sums the rates are made of. The loop itself (which step
-may follow which, who may take it, the clock) is :mod:`layers.incidents`; only SQL lives here.
+may follow which, who may take it, the clock) is :mod:`layers.incidents.loop`; only SQL lives here.
 
 Every change of a case is a compare-and-set on its ``version`` (and status): two supervisors
 acting on the same version, one wins and the other finds no row to change.
@@ -546,7 +546,7 @@ def rate_sums(
 
     Cases placed only approximately (no cell) count in their community and street, never in a cell.
 
-    A period of whole days (as :func:`layers.rates.period` gives) is summed from the sums the
+    A period of whole days (as :func:`layers.incidents.rates.period` gives) is summed from the sums the
     database keeps per cell and month (``incident_months``) and, for the days at the ends of the
     period, per cell and day (``incident_days``): a few thousand rows instead of every case. Only
     the cases due earlier today (when ``now`` falls inside the period) are read from ``incidents``.

@@ -374,7 +374,7 @@ class PlanAssignment(Base):
     edited: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     #: the plan version that last changed this row: other processes catch up on edits from it
     changed_in: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    #: the unit's district, for plans made district by district (:mod:`layers.plan_scale`); NULL
+    #: the unit's district, for plans made district by district (:mod:`layers.plans.scale`); NULL
     #: in plans made in one piece
     district_code: Mapped[str | None] = mapped_column(String(6))
 

@@ -1,7 +1,7 @@
 """Where a point is, in words a 网格员 reads: the community's name, the nearest road of the roads
 layer, the nearest grid cell of a scope (for a pin outside every cell), and the counts of cases
 that need someone (new, returned for rework, overdue). Only SQL and geometry reading live here;
-what the words say is :mod:`layers.incidents`.
+what the words say is :mod:`layers.incidents.loop`.
 
 Distances are measured on shapely geometries in a local metric frame (metres per degree at the
 point's latitude): the same answer on SpatiaLite and PostGIS, and exact enough for a few hundred

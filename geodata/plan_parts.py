@@ -1,7 +1,7 @@
 """A plan written district by district: each district's part of the assignment in one
 transaction that can be repeated, and the plan's row finished once every part is in.
 
-A plan of a province or a country (:mod:`layers.plan_scale`) is made by one task per district,
+A plan of a province or a country (:mod:`layers.plans.scale`) is made by one task per district,
 possibly on several machines. Each task replaces exactly its own district's rows of the plan
 (``plan_id, district_code``): a task run again — after its worker died half-way, or twice by
 mistake — leaves the same rows, never a second copy. Every statement names the district, so on

@@ -1,4 +1,4 @@
-"""Units replaced street by street (for units built from roads, :mod:`layers.unit_builder`)."""
+"""Units replaced street by street (for units built from roads, :mod:`layers.onboarding.units`)."""
 
 from __future__ import annotations
 

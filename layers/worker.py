@@ -27,10 +27,13 @@ from sqlalchemy import Engine, text
 from geodata import jobs
 from geodata.db import get_engine
 from geodata.i18n import _
-from layers import adoption, coverage, coverage_cache, layer_import
-from layers.plan_memory import PlanMemory
-from layers.plan_scale import plan_all
-from layers.plan_workflow import auto_plan
+from layers.coverage import cache as coverage_cache
+from layers.coverage import gaps as coverage
+from layers.onboarding import imports as layer_import
+from layers.plans import adoption
+from layers.plans.memory import PlanMemory
+from layers.plans.scale import plan_all
+from layers.plans.workflow import auto_plan
 
 
 def _auto_plan(engine: Engine, job: dict) -> dict:
@@ -38,7 +41,7 @@ def _auto_plan(engine: Engine, job: dict) -> dict:
     name, author = params.pop("name"), params.pop("author")
     params.pop("starter", None)  # who queued it (the plan records its author by name)
 
-    if not params.get("street"):  # every district: a task per district (layers.plan_scale)
+    if not params.get("street"):  # every district: a task per district (layers.plans.scale)
         return _plan_every_district(engine, job, name, author, params)
 
     def progress(done: int, total: int) -> None:

@@ -36,7 +36,7 @@ from pgcluster import PostgisCluster, free_port  # noqa: E402
 from geodata.db import get_engine  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
 from geodata.store import layer_extent  # noqa: E402
-from layers.demo import generate, write_demo  # noqa: E402
+from layers.sample_data.demo import generate, write_demo  # noqa: E402
 
 VENV = ROOT / "bench-out" / "venv-pygeoapi"
 WORKERS = 2

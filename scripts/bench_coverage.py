@@ -13,7 +13,8 @@ graph is part of the time).
 gridplan, timed:
 
 - the straight-line reach report: every kind × 300/500/1,000 m (18 rows) with the roll-ups by
-  street and community (``layers.reach`` + ``layers.coverage.reach_rows``), checked against shapely
+  street and community (``layers.coverage.reach`` + ``layers.coverage.gaps.reach_rows``),
+  checked against shapely
   ``dwithin`` counts (must be equal);
 - the road report: the same, walking along the roads, including the graph build;
 - siting k = 20 service stations at 300 m among the candidates for the households left
@@ -48,9 +49,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from benchvenv import anchor_venv  # noqa: E402
 
-from layers import siting  # noqa: E402
-from layers.coverage import ReachRun, Standard, reach_limits, reach_rows  # noqa: E402
-from layers.reach import Facilities, Households, RoadGraph, nearest_by_kind  # noqa: E402
+from layers.coverage import siting  # noqa: E402
+from layers.coverage.gaps import ReachRun, Standard, reach_limits, reach_rows  # noqa: E402
+from layers.coverage.reach import Facilities, Households, RoadGraph, nearest_by_kind  # noqa: E402
 
 KINDS = {"service_centre": 400, "health_centre": 900, "service_station": 2600, "health_station": 2000,
          "kindergarten": 2300, "elderly_care": 1800}  # shares of the facilities

@@ -29,8 +29,8 @@ from geodata.db import get_engine  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
 from geodata.models import GridCell  # noqa: E402
 from geodata.store import count_layer  # noqa: E402
-from layers.demo import generate, write_demo  # noqa: E402
-from layers.grid_cells import generate_grid, grid_rules  # noqa: E402
+from layers.grid.cells import generate_grid, grid_rules  # noqa: E402
+from layers.sample_data.demo import generate, write_demo  # noqa: E402
 
 
 def main() -> None:

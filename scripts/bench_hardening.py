@@ -84,7 +84,7 @@ from pgcluster import PostgisCluster, free_port  # noqa: E402
 from geodata.db import dispose_engines, get_engine  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
 from geodata.standards import seed_settings  # noqa: E402
-from layers.demo import generate, write_demo  # noqa: E402
+from layers.sample_data.demo import generate, write_demo  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PASSWORD = "correct horse 42"
@@ -205,8 +205,8 @@ def bench_access(url: str, demo) -> dict:
 def bench_load(url: str, demo, clients: int, seconds: float, folder: Path) -> dict:
     from sqlalchemy import text
 
-    from layers.plan_memory import PlanMemory
-    from layers.plan_workflow import auto_plan
+    from layers.plans.memory import PlanMemory
+    from layers.plans.workflow import auto_plan
     from tests.webhelpers import make_accounts
     from webmap import create_app
     from webmap.auth import add_token
@@ -465,8 +465,8 @@ def bench_race(url: str, demo, rounds: int, adoptions: int, folder: Path) -> dic
     from geodata import plan_rows
     from geodata.exporter import export_layer
     from geodata.importer import ImportRefused, import_layer
-    from layers.plan_memory import PlanMemory
-    from layers.plan_workflow import auto_plan
+    from layers.plans.memory import PlanMemory
+    from layers.plans.workflow import auto_plan
     from webmap import create_app
     from webmap.auth import add_token
 
@@ -1203,7 +1203,8 @@ def bench_job_limit(url: str, demo, limit_s: float, folder: Path) -> dict:
     its transaction (the fault tests' pause) and a coverage report queued after it: when the hung
     job was failed, when the next one started and ended, and whether the units are unchanged."""
     from geodata import jobs
-    from layers import coverage, layer_import
+    from layers.coverage import gaps as coverage
+    from layers.onboarding import imports as layer_import
     from tests.test_faults import units_update_file
     from tests.webhelpers import snapshot
 

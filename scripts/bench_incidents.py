@@ -62,9 +62,9 @@ from geodata.db import BATCH, get_engine  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
 from geodata.models import Incident  # noqa: E402
 from geodata.standards import seed_settings  # noqa: E402
-from layers import rates  # noqa: E402
-from layers.demo import generate, write_demo  # noqa: E402
-from layers.working_time import add_working_hours  # noqa: E402
+from layers.incidents import rates  # noqa: E402
+from layers.incidents.working_time import add_working_hours  # noqa: E402
+from layers.sample_data.demo import generate, write_demo  # noqa: E402
 
 WORKERS = 2
 

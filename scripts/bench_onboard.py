@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench_onboard.py [--communities 1000] [--postgis] [--plan] [--json out.json]
 
-Generates a city as cities hand it over (:mod:`layers.sample_city`: streets and communities with
+Generates a city as cities hand it over (:mod:`layers.sample_data.sample_city`: streets and communities with
 names and no codes, community polygons with small overlaps, gaps and slivers outside their street,
 road centre-lines as one feature per segment — about 51,000 for 1,000 communities — and a
 households table), writes it as a folder, and runs ``flask onboard``'s steps on a fresh SpatiaLite
@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from geodata.db import get_engine  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
 from geodata.standards import seed_settings  # noqa: E402
-from layers.onboarding import onboard  # noqa: E402
-from layers.sample_city import sample_city, write_folder  # noqa: E402
+from layers.onboarding.folder import onboard  # noqa: E402
+from layers.sample_data.sample_city import sample_city, write_folder  # noqa: E402
 
 
 def _run(url: str, folder: Path, with_plan: bool) -> dict:
@@ -47,10 +47,10 @@ def _run(url: str, folder: Path, with_plan: bool) -> dict:
     out["cleaned"] = len(out["steps"]["clean"]["changed"])
     del out["steps"]
     if with_plan:
-        from layers.communities import bounds
-        from layers.partition import UnitGraph
-        from layers.plan_io import units_from_database
-        from layers.redistricting import Rules, make_plan
+        from layers.plans.communities import bounds
+        from layers.plans.engine import Rules, make_plan
+        from layers.plans.files import units_from_database
+        from layers.plans.partition import UnitGraph
 
         start = time.perf_counter()
         limits = bounds(engine)

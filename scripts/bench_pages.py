@@ -43,7 +43,7 @@ def prepare(url: str, units: int | None) -> None:
     from geodata.db import get_engine
     from geodata.migrate import upgrade
     from geodata.standards import seed_settings
-    from layers.demo import generate, write_demo
+    from layers.sample_data.demo import generate, write_demo
 
     engine = get_engine(url)
     upgrade(engine)
@@ -75,8 +75,8 @@ def serve(url: str, warm: bool):
         try:
             from geodata import jobs
             from geodata.db import get_engine
-            from layers.coverage import JOB_KIND
-            from layers.coverage_cache import warm as warm_coverage
+            from layers.coverage.cache import warm as warm_coverage
+            from layers.coverage.gaps import JOB_KIND
         except ImportError:  # the previous code: nothing to warm
             warm_coverage = None
         if warm_coverage:

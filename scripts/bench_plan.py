@@ -36,9 +36,9 @@ from benchvenv import anchor_venv  # noqa: E402
 
 from geodata.importer import read_source  # noqa: E402
 from geodata.topology import rook_pairs  # noqa: E402
-from layers.demo import generate  # noqa: E402
-from layers.partition import Partition, UnitGraph  # noqa: E402
-from layers.redistricting import PlanResult, Rules, make_plan  # noqa: E402
+from layers.plans.engine import PlanResult, Rules, make_plan  # noqa: E402
+from layers.plans.partition import Partition, UnitGraph  # noqa: E402
+from layers.sample_data.demo import generate  # noqa: E402
 
 VENV = ROOT / "bench-out" / "venv-anchors"
 TEST_DATA = ROOT / "tests" / "data"
@@ -104,9 +104,9 @@ def stored_plan(engine, edits: int = 300) -> dict:
     stored draft, in a fresh process's memory (seconds, and where they go), then p50/p95
     milliseconds of a hand edit (one unit to a neighbouring community), each with the stored
     revision and version checked, in-process (the HTTP layer adds a few milliseconds)."""
-    from layers import plan_edits
-    from layers.plan_memory import PlanMemory
-    from layers.plan_workflow import auto_plan
+    from layers.plans import edits as plan_edits
+    from layers.plans.memory import PlanMemory
+    from layers.plans.workflow import auto_plan
 
     memory = PlanMemory(engine)  # nothing in memory, as in a worker that has just started
     start = time.perf_counter()
@@ -136,7 +136,7 @@ def stored_plan(engine, edits: int = 300) -> dict:
 def stored_demo(demo, tmp: Path):
     from geodata.db import get_engine
     from geodata.migrate import upgrade
-    from layers.demo import write_demo
+    from layers.sample_data.demo import write_demo
 
     engine = get_engine(f"sqlite:///{tmp / 'plans.sqlite'}")
     upgrade(engine)

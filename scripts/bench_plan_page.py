@@ -40,10 +40,10 @@ from geodata import plan_rows  # noqa: E402
 from geodata.db import dispose_engines, get_engine  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
 from geodata.standards import seed_settings  # noqa: E402
-from layers.demo import generate, write_demo  # noqa: E402
-from layers.plan_documents import prepare as prepare_page  # noqa: E402
-from layers.plan_memory import PlanMemory  # noqa: E402
-from layers.plan_workflow import auto_plan  # noqa: E402
+from layers.plans.documents import prepare as prepare_page  # noqa: E402
+from layers.plans.memory import PlanMemory  # noqa: E402
+from layers.plans.workflow import auto_plan  # noqa: E402
+from layers.sample_data.demo import generate, write_demo  # noqa: E402
 
 CITY_COPY = Path("/tmp/citydb/city.sqlite")
 CHROMIUM = "/usr/bin/chromium"

@@ -1,7 +1,7 @@
 """Benchmark: plans of a synthetic province, district by district (issue 19).
 
 One district is generated (``--district-units`` units; generation costs 2–5 ms per unit) and
-copied side by side under new district codes (:mod:`layers.country`: copying, not regenerating)
+copied side by side under new district codes (:mod:`layers.sample_data.country`: copying, not regenerating)
 until the country holds each of ``--sizes`` units; each country is loaded into a fresh PostGIS
 database (a throwaway cluster) and planned
 
@@ -39,10 +39,10 @@ import pgcluster  # noqa: E402
 from geodata import plan_rows  # noqa: E402
 from geodata.db import get_engine  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
-from layers.country import tile, write_country  # noqa: E402
-from layers.demo import generate  # noqa: E402
-from layers.plan_io import units_from_database  # noqa: E402
-from layers.plan_scale import DaskRunner, SerialRunner, plan_all  # noqa: E402
+from layers.plans.files import units_from_database  # noqa: E402
+from layers.plans.scale import DaskRunner, SerialRunner, plan_all  # noqa: E402
+from layers.sample_data.country import tile, write_country  # noqa: E402
+from layers.sample_data.demo import generate  # noqa: E402
 
 LIMIT = 100_000
 
@@ -142,7 +142,7 @@ def main() -> None:
                 with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as local, Client(local) as client:
                     # workers up, with the code imported, before the clock starts
-                    client.run(lambda: __import__("layers.plan_scale"))
+                    client.run(lambda: __import__("layers.plans.scale"))
                     run = run_plan(engine, f"LocalCluster×{workers}", DaskRunner(client), workers, fixed)
                 got = plan_rows.plan_assignment(engine, run["plan_id"]).sort_index()
                 run["identical_to_serial"] = bool(got.equals(reference))

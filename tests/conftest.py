@@ -123,7 +123,7 @@ def engine(db_url):
 @pytest.fixture
 def stored(engine, small_demo):
     """The small demo written to a fresh database of each kind; its engine."""
-    from layers.demo import write_demo
+    from layers.sample_data.demo import write_demo
 
     write_demo(engine, small_demo)
     return engine
@@ -137,7 +137,7 @@ def streets_of(demo) -> list[str]:
 @pytest.fixture(scope="session")
 def small_demo():
     """A small generated district (about 800 units) shared by the tests that only read it."""
-    from layers.demo import generate
+    from layers.sample_data.demo import generate
 
     return generate(units=800, seed=7)
 
@@ -145,7 +145,7 @@ def small_demo():
 @pytest.fixture(scope="session")
 def district_demo():
     """The default demo district (4,000 units), as ``make run`` builds it."""
-    from layers.demo import generate
+    from layers.sample_data.demo import generate
 
     return generate(units=4000, seed=1)
 

@@ -498,11 +498,11 @@ CSV_DAMAGE = [("csv-broken-quoting", "quote", "quoting"), ("csv-extra-columns", 
 
 
 def corpus(seed: int = 12, demo=None, *, big: bool = True, layers: tuple[str, ...] = LAYERS) -> list[Case]:
-    """Every case, in a fixed order for a seed (``demo``: ``layers.demo.generate(units=200,
+    """Every case, in a fixed order for a seed (``demo``: ``layers.sample_data.demo.generate(units=200,
     seed=seed)`` when not given). ``big=False`` leaves out the million-vertex polygons;
     ``layers``: only the cases of these layers."""
     if demo is None:
-        from layers.demo import generate
+        from layers.sample_data.demo import generate
 
         demo = generate(units=200, seed=seed)
     rng = random.Random(seed)
@@ -562,7 +562,7 @@ def million(base: gpd.GeoDataFrame, layer: str) -> list[Case]:
 def undamaged(seed: int = 12, demo=None) -> list[Case]:
     """The files the corpus damages, undamaged (each must be accepted: the control)."""
     if demo is None:
-        from layers.demo import generate
+        from layers.sample_data.demo import generate
 
         demo = generate(units=200, seed=seed)
     out = []

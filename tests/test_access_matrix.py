@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from geodata.db import get_engine
 from geodata.models import AuditLog, Plan
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from tests.webhelpers import csrf_token, make_accounts, sign_in, signed_in
 from webmap import create_app
 
@@ -219,7 +219,7 @@ def matrix_site(url: str, demo) -> dict:
     secrets = make_accounts(app, demo)
     from geodata.accounts import find_user, list_tokens, revoke_token
     from geodata.departments import save_department
-    from layers.incidents import categories
+    from layers.incidents.loop import categories
     from tests.webhelpers import PASSWORD
     from webmap.auth import add_token, add_user
 

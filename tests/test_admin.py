@@ -211,7 +211,7 @@ def test_settings_keep_their_shape(site, engine):
 
     ok = put("households_max", 3500, source="本市民政局 2026 年 12 号文")
     assert ok.status_code == 200 and strict(ok)["source"].startswith("本市")
-    from layers.communities import bounds
+    from layers.plans.communities import bounds
 
     assert bounds(engine).maximum == 3500  # the map and the planner use it at once
     for key, value, message in [

@@ -20,9 +20,11 @@ from geodata.crs import to_metric
 from geodata.errors import Refused
 from geodata.models import AuditLog
 from geodata.store import read_layer
-from layers import adoption, plan_edits, plan_workflow
-from layers.incidents import OPEN
-from layers.plan_memory import PlanMemory
+from layers.incidents.loop import OPEN
+from layers.plans import adoption
+from layers.plans import edits as plan_edits
+from layers.plans import workflow as plan_workflow
+from layers.plans.memory import PlanMemory
 from tests.conftest import streets_of
 
 REASON = "街道办事处会议决定保留现状社区，待人口普查后再调整"

@@ -14,8 +14,8 @@ import pytest
 
 from geodata import jobs
 from geodata.db import get_engine
-from layers import adoption
-from layers.demo import write_demo
+from layers.plans import adoption
+from layers.sample_data.demo import write_demo
 from tests.test_plan_page import Page, client_of
 from tests.webhelpers import make_accounts
 from webmap import create_app

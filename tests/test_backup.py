@@ -13,7 +13,7 @@ import sqlite3
 import pytest
 
 from geodata.db import dispose_engines, get_engine
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from tests.webhelpers import csrf_token, make_accounts, sign_in, snapshot
 from webmap import create_app
 

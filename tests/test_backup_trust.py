@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import text
 
 from geodata.db import dispose_engines, get_engine
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from tests.webhelpers import make_accounts, snapshot
 from webmap import create_app
 

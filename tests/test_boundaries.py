@@ -16,7 +16,7 @@ from geodata.crs import WGS84
 from geodata.models import CommunityHistory
 from geodata.revisions import current_revision
 from geodata.store import read_layer, write_layer
-from layers.boundaries import clean, clean_stored, topology
+from layers.onboarding.boundaries import clean, clean_stored, topology
 from webmap import create_app
 
 METRIC = 4547  # CGCS2000 3-degree Gauss–Krüger CM 114E: what to_metric picks at 114.3E

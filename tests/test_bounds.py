@@ -27,7 +27,7 @@ from werkzeug.test import EnvironBuilder, run_wsgi_app
 from geodata import jobs
 from geodata.db import dispose_engines, get_engine
 from geodata.models import Incident, Job
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from tests.test_faults import units_update_file
 from tests.webhelpers import csrf_token, make_accounts, sign_in, snapshot
 from webmap import create_app
@@ -281,7 +281,8 @@ def test_one_user_may_have_three_jobs_queued_or_running(db_url, small_demo):
 
 def test_a_job_past_its_time_limit_is_killed_failed_and_the_next_one_runs(db_url, small_demo, tmp_path,
                                                                          monkeypatch):
-    from layers import layer_import, worker
+    from layers import worker
+    from layers.onboarding import imports as layer_import
 
     engine = get_engine(db_url)
     write_demo(engine, small_demo)

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from werkzeug.serving import make_server
 
 from geodata.db import get_engine
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from tests.webhelpers import PASSWORD, make_accounts
 from webmap import create_app
 

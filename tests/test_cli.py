@@ -149,7 +149,7 @@ def test_demo_supervisor_holds_the_cells_of_their_community(db_url, engine, tmp_
 def test_plan_from_the_database_and_from_a_file(run, engine, small_demo, tmp_path):
     import json
 
-    from layers.demo import write_demo
+    from layers.sample_data.demo import write_demo
 
     write_demo(engine, small_demo)
     out = tmp_path / "plan.gpkg"

@@ -27,10 +27,10 @@ from geodata.exporter import export_layer
 from geodata.importer import ImportRefused, import_layer
 from geodata.models import BoundaryChange, Community, Unit
 from geodata.revisions import current_revision
-from layers import incidents
-from layers.demo import write_demo
-from layers.plan_memory import PlanMemory
-from layers.plan_workflow import auto_plan
+from layers.incidents import loop as incidents
+from layers.plans.memory import PlanMemory
+from layers.plans.workflow import auto_plan
+from layers.sample_data.demo import write_demo
 from webmap import create_app
 from webmap.auth import add_token
 

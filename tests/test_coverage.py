@@ -18,8 +18,9 @@ from scipy.spatial import cKDTree
 
 from geodata.errors import Refused
 from geodata.standards import FACILITY_STANDARDS
-from layers import coverage, siting
-from layers.reach import RoadGraph, nearest_on_roads, nearest_straight
+from layers.coverage import gaps as coverage
+from layers.coverage import siting
+from layers.coverage.reach import RoadGraph, nearest_on_roads, nearest_straight
 
 METRIC = CRS.from_epsg(4547)  # CGCS2000 Gauss–Krüger, 114°E: where the demo district lies
 TO_LONLAT = Transformer.from_crs(METRIC, 4326, always_xy=True)
@@ -489,7 +490,7 @@ def test_the_greedy_and_the_exact_answer_share_one_coverage_matrix(monkeypatch):
     """A siting job shows the greedy answer first, then the exact one with its proof; the roads
     are walked (the coverage matrix computed) once for both, and again for no later question of
     the same kind and reach on the same run."""
-    from layers import coverage_cache
+    from layers.coverage import cache as coverage_cache
 
     built = []
     model = siting.demand_model

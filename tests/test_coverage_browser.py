@@ -16,8 +16,8 @@ from werkzeug.serving import make_server
 
 from geodata.db import get_engine
 from geodata.standards import FACILITY_STANDARDS
-from layers import coverage
-from layers.demo import write_demo
+from layers.coverage import gaps as coverage
+from layers.sample_data.demo import write_demo
 from tests.webhelpers import PASSWORD, make_accounts
 from webmap import create_app
 

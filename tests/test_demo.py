@@ -13,7 +13,7 @@ import shapely
 from geodata.catalog import is_code
 from geodata.crs import metric_crs_for
 from geodata.topology import gaps_and_overlaps, rook_pairs
-from layers.demo import generate
+from layers.sample_data.demo import generate
 
 
 def metric(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:

@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 from geodata import incident_rows
 from geodata.accounts import find_user
 from geodata.models import Department, IncidentPhoto, IncidentStep
-from layers import incidents
-from layers.demo import write_demo
+from layers.incidents import loop as incidents
+from layers.sample_data.demo import write_demo
 from tests.images import JPEG
 from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
 from webmap import create_app

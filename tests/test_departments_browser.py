@@ -15,8 +15,8 @@ from werkzeug.serving import make_server
 from geodata import departments as depts
 from geodata.accounts import find_user
 from geodata.db import get_engine
-from layers import incidents
-from layers.demo import write_demo
+from layers.incidents import loop as incidents
+from layers.sample_data.demo import write_demo
 from tests.webhelpers import PASSWORD, make_accounts
 from webmap import create_app
 from webmap.auth import add_user

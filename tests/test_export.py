@@ -13,7 +13,7 @@ import shapely
 
 from geodata.exporter import ExportError, export_layer
 from geodata.store import read_layer
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ from sqlalchemy import text
 from geodata import jobs
 from geodata.db import CONNECT_TIMEOUT_S, dispose_engines, get_engine
 from geodata.models import Base
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from tests.conftest import require
 from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in, snapshot
 
@@ -336,7 +336,8 @@ def test_a_batch_of_reports_killed_mid_transaction_leaves_none_of_them(demo_db, 
 
 def test_a_worker_killed_mid_import_leaves_nothing_and_its_job_is_failed_on_restart(
         spatialite_url, small_demo, tmp_path):
-    from layers import layer_import, worker
+    from layers import worker
+    from layers.onboarding import imports as layer_import
 
     url = spatialite_url
     engine = get_engine(url)

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from geodata.models import Incident, IncidentStep
 from geodata.settings import save_setting
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
 from webmap import create_app
 

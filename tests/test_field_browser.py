@@ -16,7 +16,7 @@ from werkzeug.serving import make_server
 
 from geodata.db import get_engine
 from geodata.models import Incident
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from tests.images import JPEG
 from tests.webhelpers import PASSWORD, make_accounts
 from webmap import create_app

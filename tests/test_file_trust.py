@@ -26,9 +26,9 @@ from geodata.importer import ImportRefused, import_layer
 from geodata.models import UnitAdjacency
 from geodata.revisions import current_revision
 from geodata.store import read_layer
-from layers import plan_workflow
-from layers.demo import write_demo
-from layers.plan_memory import PlanMemory
+from layers.plans import workflow as plan_workflow
+from layers.plans.memory import PlanMemory
+from layers.sample_data.demo import write_demo
 from layers.worker import run_one
 from tests import test_layers_page
 from tests.webhelpers import csrf_token, make_accounts, sign_in, snapshot

@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 from geodata.catalog import is_code
 from geodata.importer import read_source
 from geodata.store import read_layer
-from layers.demo import generate, write_demo
-from layers.grid_cells import (
+from layers.grid.cells import (
     CellRules,
     cell_polygons,
     generate_grid,
@@ -30,8 +29,9 @@ from layers.grid_cells import (
     split_cell,
     validate_cells,
 )
-from layers.partition import Partition, UnitGraph, is_contiguous, single_parent
-from layers.redistricting import Rules, make_plan
+from layers.plans.engine import Rules, make_plan
+from layers.plans.partition import Partition, UnitGraph, is_contiguous, single_parent
+from layers.sample_data.demo import generate, write_demo
 from tests.webhelpers import csrf_token, make_accounts, sign_in
 from webmap import create_app
 

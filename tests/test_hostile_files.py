@@ -19,7 +19,7 @@ import pytest
 
 from geodata.db import get_engine
 from geodata.store import layer_counts
-from layers.demo import generate, write_demo
+from layers.sample_data.demo import generate, write_demo
 from layers.worker import run_one
 from tests.hostile_files import BOMB_LIMIT_MB, Case, corpus, fresh, import_in_process, million, undamaged
 from tests.webhelpers import csrf_token, make_accounts, sign_in, snapshot

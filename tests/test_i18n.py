@@ -19,7 +19,7 @@ from werkzeug.serving import make_server
 from geodata.catalog import LAYERS
 from geodata.db import get_engine
 from geodata.standards import FACILITY_KINDS
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
 from webmap import create_app
 
@@ -192,8 +192,8 @@ def test_the_scripts_catalogue_is_embedded_for_the_pages_locale(chinese_app):
 def live(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     """One server with the small demo, one plan and the demo's cases, as installed (no language
     configured)."""
-    from layers.plan_memory import PlanMemory
-    from layers.plan_workflow import auto_plan
+    from layers.plans.memory import PlanMemory
+    from layers.plans.workflow import auto_plan
 
     path = tmp_path_factory.mktemp("i18n") / "gridplan.sqlite"
     shutil.copy(spatialite_template, path)

@@ -46,7 +46,7 @@ def stored_codes(engine, layer: str) -> set[str]:
 
 
 def test_shapefile_zip_export_imports_back_byte_for_byte(engine, small_demo, tmp_path):
-    from layers.demo import write_demo
+    from layers.sample_data.demo import write_demo
 
     write_demo(engine, small_demo)
     for encoding in ("utf-8", "gbk"):

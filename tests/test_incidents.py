@@ -21,10 +21,11 @@ from geodata.accounts import Account
 from geodata.errors import Forbidden, NotFound, Refused
 from geodata.settings import save_setting
 from geodata.standards import WORKING_CALENDAR
-from layers import incidents, rates
-from layers.demo import write_demo
-from layers.incidents import TRANSITIONS, IllegalTransition, VersionConflict
-from layers.working_time import WorkingCalendar
+from layers.incidents import loop as incidents
+from layers.incidents import rates
+from layers.incidents.loop import TRANSITIONS, IllegalTransition, VersionConflict
+from layers.incidents.working_time import WorkingCalendar
+from layers.sample_data.demo import write_demo
 from tests.images import JPEG, PNG
 from tests.webhelpers import csrf_token, make_accounts, sign_in
 from webmap import create_app
@@ -817,7 +818,7 @@ def test_rates_api_csv_and_command(site):
 
 @pytest.mark.parametrize("fmt", ["gpkg", "shp", "geojson", "csv"])
 def test_exports_of_cells_and_incidents_with_history(site, fmt, tmp_path):
-    from layers.incident_export import export
+    from layers.incidents.exports import export
 
     engine = site["engine"]
     incidents.assign_cells(engine, account("admin"), "supervisor", site["mine"]["code"].tolist()[:1])

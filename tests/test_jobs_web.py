@@ -4,7 +4,7 @@ the rule, scopes and supervisors, in tests/test_trust.py)."""
 
 from __future__ import annotations
 
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from tests.webhelpers import csrf_token, make_accounts, sign_in
 from webmap import create_app
 

@@ -17,7 +17,7 @@ import pyogrio
 import pytest
 
 from geodata.store import layer_counts, read_layer
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from layers.worker import run_one
 from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
 from webmap import create_app

@@ -22,8 +22,8 @@ from werkzeug.serving import make_server
 
 from geodata.db import get_engine
 from geodata.store import read_layer
-from layers.demo import write_demo
-from layers.grid_cells import cell_of_units, cell_table, grid_rules
+from layers.grid.cells import cell_of_units, cell_table, grid_rules
+from layers.sample_data.demo import write_demo
 from tests.webhelpers import PASSWORD, make_accounts, signed_in
 from webmap import create_app
 
@@ -190,8 +190,8 @@ def test_the_legend_folds_and_stays_folded_and_the_scale_is_metric(page, server)
 
 
 def test_the_plan_page_legend_folds_too(page, server):
-    from layers.plan_memory import PlanMemory
-    from layers.plan_workflow import auto_plan
+    from layers.plans.memory import PlanMemory
+    from layers.plans.workflow import auto_plan
 
     street = "420103001"
     plan_id, _ = auto_plan(PlanMemory(server["engine"]), "legend", "planner", street=street)

@@ -18,8 +18,9 @@ from geodata.importer import import_layer
 from geodata.models import Revision
 from geodata.revisions import changes_since, current_revision
 from geodata.store import layer_counts, read_layer
-from layers import plan_documents, plan_workflow
-from layers.plan_memory import PlanMemory
+from layers.plans import documents as plan_documents
+from layers.plans import workflow as plan_workflow
+from layers.plans.memory import PlanMemory
 from tests.conftest import streets_of
 from tests.webhelpers import make_accounts, signed_in, snapshot
 from webmap import create_app

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from geodata.db import get_engine
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from tests.images import JPEG
 from tests.webhelpers import make_accounts, snapshot
 from webmap import create_app
@@ -237,7 +237,7 @@ def app(spatialite_url):
 
 
 def test_the_service_worker_is_public_and_named_by_the_build(app, tmp_path):
-    from webmap.incident_views import build_hash
+    from webmap.views.incidents import build_hash
 
     answer = app.test_client().get("/sw.js")  # nobody signed in: the browser looks for updates
     assert answer.status_code == 200 and answer.mimetype == "text/javascript"

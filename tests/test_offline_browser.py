@@ -19,7 +19,7 @@ import requests
 from sqlalchemy import text
 
 from geodata.db import get_engine
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from tests.webhelpers import PASSWORD, csrf_token, gunicorn_app, make_accounts
 from webmap import create_app
 

@@ -24,9 +24,9 @@ from geodata.models import CommunityHistory, GridCell, Plan, PlanAssignment, Use
 from geodata.naming import match_names, next_codes, stem
 from geodata.revisions import current_revision
 from geodata.store import read_layer, write_layer
-from layers import rates
-from layers.onboarding import OnboardRefused, onboard
-from layers.sample_city import sample_city, write_folder
+from layers.incidents import rates
+from layers.onboarding.folder import OnboardRefused, onboard
+from layers.sample_data.sample_city import sample_city, write_folder
 from webmap import create_app
 
 DISTRICT = "420503"
@@ -371,10 +371,10 @@ def test_cli_import_by_name_with_values(db_url, engine, city, tmp_path):
 
 
 def test_onboard_a_city_from_names_roads_and_a_households_table_then_plan_it(db_url, engine, tmp_path):
-    from layers.communities import bounds
-    from layers.partition import UnitGraph
-    from layers.plan_io import units_from_database
-    from layers.redistricting import Rules, make_plan
+    from layers.plans.communities import bounds
+    from layers.plans.engine import Rules, make_plan
+    from layers.plans.files import units_from_database
+    from layers.plans.partition import UnitGraph
 
     city = sample_city(16, seed=5, blocks_per_side=4, communities_per_street=(2, 2))
     folder = write_folder(city, tmp_path / "city")

@@ -10,8 +10,9 @@ from xml.etree import ElementTree
 import pytest
 
 from geodata.settings import save_setting
-from layers import incidents, open311
-from layers.demo import write_demo
+from layers.incidents import loop as incidents
+from layers.incidents import open311
+from layers.sample_data.demo import write_demo
 from tests.webhelpers import make_accounts
 from webmap import create_app
 

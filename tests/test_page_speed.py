@@ -22,8 +22,10 @@ from werkzeug.serving import make_server
 from geodata.db import get_engine
 from geodata.revisions import all_revisions
 from geodata.store import read_layer, write_layer
-from layers import coverage, coverage_cache, plan_workflow
-from layers.demo import write_demo
+from layers.coverage import cache as coverage_cache
+from layers.coverage import gaps as coverage
+from layers.plans import workflow as plan_workflow
+from layers.sample_data.demo import write_demo
 from tests.conftest import streets_of
 from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
 from webmap import create_app

@@ -14,7 +14,7 @@ import threading
 import pytest
 import shapely
 
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from tests.webhelpers import csrf_token, make_accounts, sign_in
 from webmap import create_app
 
@@ -224,8 +224,8 @@ def live(tmp_path_factory, spatialite_template, small_demo):
     from werkzeug.serving import make_server
 
     from geodata.db import get_engine
-    from layers.plan_memory import PlanMemory
-    from layers.plan_workflow import auto_plan
+    from layers.plans.memory import PlanMemory
+    from layers.plans.workflow import auto_plan
 
     path = tmp_path_factory.mktemp("plan-page") / "gridplan.sqlite"
     shutil.copy(spatialite_template, path)

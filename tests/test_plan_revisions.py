@@ -17,9 +17,11 @@ from geodata.exporter import export_layer
 from geodata.importer import import_layer
 from geodata.revisions import changes_since, current_revision
 from geodata.store import read_layer
-from layers import plan_documents, plan_edits, plan_workflow
-from layers.demo import write_demo
-from layers.plan_memory import PlanMemory
+from layers.plans import documents as plan_documents
+from layers.plans import edits as plan_edits
+from layers.plans import workflow as plan_workflow
+from layers.plans.memory import PlanMemory
+from layers.sample_data.demo import write_demo
 from tests.conftest import streets_of
 
 

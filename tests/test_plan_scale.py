@@ -23,11 +23,9 @@ from geodata import plan_rows
 from geodata.db import get_engine
 from geodata.models import Plan, PlanAssignment
 from geodata.store import write_layer
-from layers.country import tile, write_country
-from layers.demo import write_demo
-from layers.plan_io import home_streets_of_district, units_from_database
-from layers.plan_memory import PlanMemory, plan_rules
-from layers.plan_scale import (
+from layers.plans.files import home_streets_of_district, units_from_database
+from layers.plans.memory import PlanMemory, plan_rules
+from layers.plans.scale import (
     DistrictTask,
     PoolRunner,
     SerialRunner,
@@ -35,7 +33,9 @@ from layers.plan_scale import (
     plan_all,
     plan_district,
 )
-from layers.plan_workflow import auto_plan
+from layers.plans.workflow import auto_plan
+from layers.sample_data.country import tile, write_country
+from layers.sample_data.demo import write_demo
 from tests.conftest import streets_of
 from webmap import create_app
 
@@ -301,7 +301,7 @@ def dask_client():
 @needs_dask
 @on_postgis
 def test_a_local_cluster_of_two_processes_plans_as_the_serial_engine(country, dask_client):
-    from layers.plan_scale import DaskRunner
+    from layers.plans.scale import DaskRunner
 
     engine, made, serial, kind = country
     distributed = plan_all(engine, "dask", "planner", runner=DaskRunner(dask_client))
@@ -323,7 +323,7 @@ def test_plan_all_on_this_machines_cores_uses_a_local_cluster(country):
 @needs_dask
 @on_postgis
 def test_a_dask_worker_killed_mid_write_has_its_task_run_again(country, dask_client, tmp_path, monkeypatch):
-    from layers.plan_scale import DaskRunner
+    from layers.plans.scale import DaskRunner
 
     engine, made, serial, kind = country
     marker = tmp_path / "died"
@@ -341,7 +341,7 @@ def test_a_dask_worker_killed_mid_write_has_its_task_run_again(country, dask_cli
 
 
 def test_per_street_seeds_do_not_depend_on_the_order(small_demo):
-    from layers.redistricting import street_seed
+    from layers.plans.engine import street_seed
 
     streets = streets_of(small_demo)
     seeds = [street_seed(0, s) for s in streets]

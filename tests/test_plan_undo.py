@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 
 from geodata import plan_rows
 from geodata.errors import Conflict, Refused
-from layers import plan_documents, plan_edits, plan_workflow
-from layers.plan_memory import PlanMemory
+from layers.plans import documents as plan_documents
+from layers.plans import edits as plan_edits
+from layers.plans import workflow as plan_workflow
+from layers.plans.memory import PlanMemory
 from tests.webhelpers import make_accounts, signed_in
 from webmap import create_app
 

@@ -9,8 +9,9 @@ from sqlalchemy import func, select
 from geodata import plan_rows
 from geodata.models import AuditLog, CommunityHistory
 from geodata.store import read_layer
-from layers import plan_edits, plan_workflow
-from layers.plan_memory import PlanMemory
+from layers.plans import edits as plan_edits
+from layers.plans import workflow as plan_workflow
+from layers.plans.memory import PlanMemory
 
 
 @pytest.fixture
@@ -136,7 +137,7 @@ def test_compare_with_the_current_boundaries(stored, memory, small_demo):
 
 
 def test_bridges_link_the_banks_of_the_river(stored, memory, small_demo):
-    from layers.plan_io import units_from_database
+    from layers.plans.files import units_from_database
 
     units, adjacency = units_from_database(stored)
     links = adjacency[adjacency["shared_m"] < 0.01]

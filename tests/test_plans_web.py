@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import shapely
 
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from layers.worker import run_one
 from tests.webhelpers import csrf_token, make_accounts, sign_in
 from webmap import create_app

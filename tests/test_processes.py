@@ -14,9 +14,9 @@ import requests
 
 from geodata.db import get_engine
 from geodata.exporter import export_layer
-from layers.demo import write_demo
-from layers.plan_memory import PlanMemory
-from layers.plan_workflow import auto_plan
+from layers.plans.memory import PlanMemory
+from layers.plans.workflow import auto_plan
+from layers.sample_data.demo import write_demo
 from tests.webhelpers import BIN, ROOT, gunicorn_app, make_accounts
 from webmap import create_app
 

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from geodata.importer import read_source
-from layers.demo import generate
-from layers.partition import Partition, UnitGraph, is_contiguous
-from layers.redistricting import Rules, make_plan
+from layers.plans.engine import Rules, make_plan
+from layers.plans.partition import Partition, UnitGraph, is_contiguous
+from layers.sample_data.demo import generate
 
 
 def check_invariants(graph: UnitGraph, result, rules: Rules) -> None:

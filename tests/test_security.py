@@ -14,7 +14,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from geodata.db import get_engine
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
 from webmap import create_app
 

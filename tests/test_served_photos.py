@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from geodata.db import get_engine
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from tests.images import decode, encode, picture
 from tests.webhelpers import PASSWORD, csrf_token, gunicorn_app, make_accounts
 from webmap import create_app

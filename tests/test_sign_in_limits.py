@@ -14,7 +14,7 @@ import werkzeug.security
 from sqlalchemy import text
 
 from geodata.db import get_engine
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from tests.test_processes import every_process
 from tests.webhelpers import PASSWORD, csrf_token, gunicorn_app, make_accounts
 from webmap import create_app

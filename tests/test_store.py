@@ -11,7 +11,7 @@ from geodata import dialect
 from geodata.catalog import LAYERS
 from geodata.models import IncidentStep, UnitAdjacency
 from geodata.store import as_stored_type, layer_counts, read_layer, write_layer
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 
 
 def test_demo_round_trips_through_the_database(engine, small_demo):

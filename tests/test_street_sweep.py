@@ -26,10 +26,10 @@ from sqlalchemy import text
 from geodata.crs import to_metric
 from geodata.db import get_engine
 from geodata.store import read_adjacency, read_layer
-from layers.demo import write_demo
-from layers.onboarding import onboard
-from layers.partition import Partition, UnitGraph, is_contiguous
-from layers.sample_city import DISTRICT, sample_city, write_folder
+from layers.onboarding.folder import onboard
+from layers.plans.partition import Partition, UnitGraph, is_contiguous
+from layers.sample_data.demo import write_demo
+from layers.sample_data.sample_city import DISTRICT, sample_city, write_folder
 from layers.worker import run_one
 from tests.webhelpers import PASSWORD, signed_in
 from webmap import create_app

@@ -12,7 +12,7 @@ import shutil
 import pytest
 from sqlalchemy import text
 
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from tests.images import JPEG
 from tests.test_access_matrix import ACCESS, routes
 from tests.webhelpers import csrf_token, make_accounts, sign_in, signed_in, snapshot

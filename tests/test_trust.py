@@ -14,7 +14,7 @@ import pytest
 from geodata.db import get_engine
 from geodata.settings import get_value
 from geodata.store import read_layer
-from layers.grid_cells import cell_of_units
+from layers.grid.cells import cell_of_units
 from tests.images import JPEG, LATITUDE, blank_png, decode, encode, picture, png_claiming, with_gps
 from tests.test_access_matrix import matrix_site
 from tests.test_fuzz import database

@@ -19,7 +19,14 @@ from geodata.crs import WGS84
 from geodata.models import UnitAdjacency
 from geodata.revisions import current_revision
 from geodata.store import read_layer, write_layer
-from layers.unit_builder import BuildRefused, Sources, build_stored, build_units, match_totals, raster_sums
+from layers.onboarding.units import (
+    BuildRefused,
+    Sources,
+    build_stored,
+    build_units,
+    match_totals,
+    raster_sums,
+)
 from webmap import create_app
 
 METRIC = 4547

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import shapely
 
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from tests.webhelpers import make_accounts, sign_in
 from webmap import create_app
 

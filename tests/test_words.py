@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from geodata.db import get_engine
 from geodata.settings import get_value
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from tests.webhelpers import csrf_token, make_accounts, sign_in
 from webmap import create_app
 
@@ -26,9 +26,9 @@ from webmap import create_app
 def site(db_url, small_demo, monkeypatch):
     """The small demo, one account per role, one plan of the first street whose first community
     the planner renamed; messages in Chinese (what a 街道 office reads)."""
-    from layers.plan_documents import name_community
-    from layers.plan_memory import PlanMemory
-    from layers.plan_workflow import auto_plan
+    from layers.plans.documents import name_community
+    from layers.plans.memory import PlanMemory
+    from layers.plans.workflow import auto_plan
 
     monkeypatch.delenv("GRIDPLAN_LOCALE", raising=False)
     engine = get_engine(db_url)
@@ -144,8 +144,8 @@ def test_settings_form_speaks_labels_saves_and_refuses(site):
 
 
 def test_steps_and_categories_in_the_pages_language(site):
-    from layers.plan_documents import timeline
-    from layers.plan_memory import PlanMemory
+    from layers.plans.documents import timeline
+    from layers.plans.memory import PlanMemory
 
     with site["app"].test_request_context(headers={"Accept-Language": "zh-CN"}):
         steps = timeline(PlanMemory(site["engine"]), site["plan"])

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from werkzeug.serving import make_server
 
 from geodata.db import get_engine
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from tests.test_i18n import CJK, PLACEHOLDERS, VISIBLE_TEXT, _english_msgids
 from tests.webhelpers import PASSWORD, make_accounts
 from webmap import create_app
@@ -50,8 +50,8 @@ def pages(app) -> list[str]:
 @pytest.fixture(scope="module")
 def walk(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     """One server with the small demo, a plan of its first street and its cases."""
-    from layers.plan_memory import PlanMemory
-    from layers.plan_workflow import auto_plan
+    from layers.plans.memory import PlanMemory
+    from layers.plans.workflow import auto_plan
 
     path = tmp_path_factory.mktemp("walk") / "gridplan.sqlite"
     shutil.copy(spatialite_template, path)
@@ -60,7 +60,7 @@ def walk(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     write_demo(engine, small_demo)
     app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none", "DEFAULT_LOCALE": "zh"})
     secrets = make_accounts(app, small_demo)
-    from layers.demo import seed_departments
+    from layers.sample_data.demo import seed_departments
     from webmap.auth import add_user
 
     department = seed_departments(engine)[0]["code"]

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from layers.working_time import add_working_hours, working_hours_between
+from layers.incidents.working_time import add_working_hours, working_hours_between
 
 
 def test_friday_afternoon_plus_four_hours_is_monday_noon():

@@ -20,7 +20,7 @@ import pytest
 from markupsafe import escape
 
 from geodata.db import get_engine
-from layers.demo import write_demo
+from layers.sample_data.demo import write_demo
 from layers.worker import run_one
 from tests.hostile_text import SPREADSHEET, XSS, unescaped
 from tests.webhelpers import PASSWORD, make_accounts, signed_in

@@ -13,7 +13,7 @@ from pathlib import Path
 from flask import Flask
 
 from geodata.db import database_url, get_engine
-from layers.plan_memory import PlanMemory
+from layers.plans.memory import PlanMemory
 from webmap.extensions import csrf
 
 
@@ -43,9 +43,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.from_mapping(test_config)
 
-    from webmap import admin_views, api, auth, cli, errors, grid_views, i18n, layer_views, maps, plan_views
+    from webmap import api, auth, cli, errors, i18n, maps
     from webmap.security import init_app as init_security
     from webmap.security import limit_sign_in
+    from webmap.views import admin as admin_views
+    from webmap.views import grid as grid_views
+    from webmap.views import layers as layer_views
+    from webmap.views import plans as plan_views
 
     # what this process keeps in memory about plans, keyed to the stored boundary revision
     app.extensions["gridplan.plans"] = PlanMemory(get_engine(app.config["DATABASE_URL"]))
@@ -60,13 +64,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(grid_views.bp)
     app.register_blueprint(layer_views.bp)
     app.register_blueprint(admin_views.bp)
-    from webmap.incident_views import bp as incidents_bp  # the incident loop, supervisors' pages, rates
     from webmap.open311 import bp as open311_bp  # Open311 GeoReport v2
+    from webmap.views.incidents import bp as incidents_bp  # the incident loop, supervisors' pages, rates
     app.register_blueprint(incidents_bp)
     app.register_blueprint(open311_bp)
-    from webmap.coverage_views import bp as coverage_bp  # coverage gaps, where to build next
+    from webmap.views.coverage import bp as coverage_bp  # coverage gaps, where to build next
     app.register_blueprint(coverage_bp)
-    from webmap.onboarding_views import bp as onboarding_bp  # names, codes, topology, units, onboard
+    from webmap.views.onboarding import bp as onboarding_bp  # names, codes, topology, units, onboard
     app.register_blueprint(onboarding_bp)
     limit_sign_in(app)  # failed sign-ins counted per account and per address, then refused
     from webmap.responses import compress_static

@@ -14,8 +14,9 @@ from geodata.accounts import Account
 from geodata.errors import NotFound, Refused
 from geodata.i18n import _
 from geodata.store import search_layer, unit_totals
-from layers import coverage, incidents
-from layers.communities import bounds
+from layers.coverage import gaps as coverage
+from layers.incidents import loop as incidents
+from layers.plans.communities import bounds
 from webmap import features, params
 from webmap.auth import current_account, require
 from webmap.extensions import engine

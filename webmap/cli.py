@@ -31,13 +31,13 @@ from geodata.importer import MODES, UNMAPPED, ImportRefused, import_layer, parse
 from geodata.migrate import upgrade
 from geodata.standards import seed_settings
 from geodata.store import community_codes_ever, count_layer, read_layer
-from layers.boundaries import stored_topology
-from layers.communities import Bounds, bounds
-from layers.demo import generate, seed_departments, write_demo
-from layers.incidents import OPEN, assign_cells
-from layers.partition import UnitGraph
-from layers.plan_io import export_plan, units_from_database, units_from_file
-from layers.redistricting import Rules, make_plan
+from layers.incidents.loop import OPEN, assign_cells
+from layers.onboarding.boundaries import stored_topology
+from layers.plans.communities import Bounds, bounds
+from layers.plans.engine import Rules, make_plan
+from layers.plans.files import export_plan, units_from_database, units_from_file
+from layers.plans.partition import UnitGraph
+from layers.sample_data.demo import generate, seed_departments, write_demo
 from webmap.auth import add_token, add_user
 from webmap.extensions import engine
 
@@ -465,9 +465,9 @@ def plan_command(minimum, maximum, target, street, seed, fresh, units_path, mapp
 
 @database_errors
 def _plan_every_district(minimum, maximum, target, seed, fresh, cluster, workers, plan_name) -> None:
-    """``plan --all``: every district as a task (:mod:`layers.plan_scale`), stored as a draft plan;
+    """``plan --all``: every district as a task (:mod:`layers.plans.scale`), stored as a draft plan;
     skipped districts named on stderr, the plan's id and scores as JSON on stdout."""
-    from layers.plan_scale import ClusterUnavailable, DistrictFailed, plan_all
+    from layers.plans.scale import ClusterUnavailable, DistrictFailed, plan_all
 
     eng = _ready()
     name = plan_name or _("plan of every district, {day}", day=date.today().isoformat())

@@ -12,7 +12,7 @@ from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import Engine
 
 from geodata.db import get_engine
-from layers.plan_memory import PlanMemory
+from layers.plans.memory import PlanMemory
 
 
 def bearer_request() -> bool:
@@ -42,5 +42,5 @@ def engine() -> Engine:
 
 
 def plans() -> PlanMemory:
-    """The app's :class:`~layers.plan_memory.PlanMemory` (made by ``create_app``)."""
+    """The app's :class:`~layers.plans.memory.PlanMemory` (made by ``create_app``)."""
     return current_app.extensions["gridplan.plans"]

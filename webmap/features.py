@@ -33,9 +33,9 @@ from geodata.crs import wgs84_to_gcj02
 from geodata.errors import Refused
 from geodata.spreadsheet import cell
 from geodata.store import count_layer, layer_extent, read_layer, read_records
-from layers.communities import numbers
-from layers.coverage import BLIND_SPOT
-from layers.grid_cells import cell_of_units
+from layers.coverage.gaps import BLIND_SPOT
+from layers.grid.cells import cell_of_units
+from layers.plans.communities import numbers
 from webmap import params
 
 MAX_LIMIT = 10_000

@@ -21,8 +21,8 @@ from geodata.incident_rows import cells_extent
 from geodata.settings import get_value
 from geodata.standards import FACILITY_KINDS
 from geodata.store import layer_extent
-from layers import incidents
-from layers.communities import bounds
+from layers.incidents import loop as incidents
+from layers.plans.communities import bounds
 from webmap.auth import current_account, require
 from webmap.extensions import engine
 from webmap.i18n import facility_kind_name

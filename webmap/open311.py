@@ -2,7 +2,7 @@
 ``services/{code}.{json,xml}``, ``requests.{json,xml}`` (GET with the spec's filters; POST with
 an API token, as ``Authorization: Bearer`` or the spec's ``api_key`` in the POST body — never in
 the address, where proxies log it) and
-``requests/{id}.{json,xml}``, mapped onto the incident loop by :mod:`layers.open311`. Errors
+``requests/{id}.{json,xml}``, mapped onto the incident loop by :mod:`layers.incidents.open311`. Errors
 are answered as the spec asks: a list of ``{code, description}``."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from werkzeug.exceptions import HTTPException
 from geodata import incident_rows
 from geodata.accounts import find_token
 from geodata.errors import GridplanError
-from layers import incidents, open311
+from layers.incidents import loop as incidents
+from layers.incidents import open311
 from webmap import params
 from webmap.auth import current_account, hash_token
 from webmap.extensions import csrf, engine

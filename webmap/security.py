@@ -32,7 +32,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 import geodata.rate_limits  # noqa: F401  (registers the gridplan+db:// storage)
 from geodata.accounts import find_token
 from geodata.i18n import _
-from layers.open311 import to_xml
+from layers.incidents.open311 import to_xml
 from webmap.auth import current_account, hash_token
 from webmap.errors import problem, wants_json
 from webmap.extensions import bearer_request, csrf, engine

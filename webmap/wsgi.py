@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import threading
 
-from layers.plan_documents import prepare
+from layers.plans.documents import prepare
 from webmap import create_app
 
 app = create_app()
@@ -30,7 +30,7 @@ if os.environ.get("GRIDPLAN_WARM_PLANS", "1") != "0":
 
 if os.environ.get("GRIDPLAN_WARM_COVERAGE", "1") != "0":  # the coverage page's answers, computed once
     from geodata.db import get_engine
-    from layers.coverage_cache import keep_warm as keep_coverage_warm
+    from layers.coverage.cache import keep_warm as keep_coverage_warm
 
     threading.Thread(target=keep_coverage_warm, name="gridplan-warm-coverage",
                      args=(get_engine(app.config["DATABASE_URL"]), stop_warming,

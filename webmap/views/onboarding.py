@@ -32,9 +32,9 @@ from geodata.errors import GridplanError, Refused
 from geodata.importer import read_source
 from geodata.migrate import upgrade
 from geodata.standards import seed_settings
-from layers.boundaries import MAX_SLIVER_M2, clean_stored, stored_topology
-from layers.onboarding import STEPS, onboard
-from layers.unit_builder import CELL_M2, MIN_BLOCK_M2, SHAPES, build_stored, residential_points
+from layers.onboarding.boundaries import MAX_SLIVER_M2, clean_stored, stored_topology
+from layers.onboarding.folder import STEPS, onboard
+from layers.onboarding.units import CELL_M2, MIN_BLOCK_M2, SHAPES, build_stored, residential_points
 from webmap.auth import require
 from webmap.extensions import engine
 

@@ -136,7 +136,7 @@ def tokens():
 def departments_page():
     """处置部门: the departments cases are dispatched to, and a form to add or change one."""
     from geodata.departments import list_departments
-    from layers.incidents import categories
+    from layers.incidents.loop import categories
 
     catalogue = categories(engine())
     return _page("admin/departments.html", "departments", _("Departments"),

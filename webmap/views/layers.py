@@ -47,7 +47,7 @@ from geodata.importer import (
 )
 from geodata.importer import _mapped_columns as importer_mapping
 from geodata.layer_info import code_exists, code_names, count_stored, layer_overview
-from layers.layer_import import KIND, read_progress
+from layers.onboarding.imports import KIND, read_progress
 from webmap.api import start_job, visible_job
 from webmap.auth import current_account, require
 from webmap.errors import problem

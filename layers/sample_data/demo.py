@@ -40,8 +40,8 @@ from geodata.models import IncidentStep, UnitAdjacency
 from geodata.revisions import raise_revision
 from geodata.standards import FACILITY_KINDS, INCIDENT_CATEGORIES, seed_settings
 from geodata.store import write_layer
-from layers.incidents import fill_step_hours
-from layers.working_time import add_working_hours
+from layers.incidents.loop import fill_step_hours
+from layers.incidents.working_time import add_working_hours
 
 CENTRE = (114.27, 30.59)  # 江汉区, Wuhan
 METRIC = CRS.from_epsg(4547)  # CGCS2000 / 3-degree Gauss–Krüger CM 114E
@@ -686,7 +686,7 @@ def seed_departments(engine: Engine) -> list[dict]:
     dispatched cases given their category's department. Returns the departments."""
     from geodata import departments as depts
     from geodata import incident_rows
-    from layers.incidents import categories
+    from layers.incidents.loop import categories
 
     if depts.list_departments(engine):
         return depts.list_departments(engine)

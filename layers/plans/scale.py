@@ -3,7 +3,7 @@
 A district (≈ 14 streets) is the grain: a street's work (5–60 ms) is too small beside a task's
 cost on a scheduler (2–5 ms), a district's is not. Each task (:func:`plan_district`) reads its
 own district from the database (every statement names ``district_code``), plans its streets in a
-loop with the serial engine (:func:`layers.redistricting.make_plan`), and writes its part of the
+loop with the serial engine (:func:`layers.plans.engine.make_plan`), and writes its part of the
 plan in one transaction that replaces that district's rows (:func:`geodata.plan_parts.write_district`):
 a task run again after its worker died leaves the same rows. Because every street draws from its
 own generator (seeded from the plan's seed and the street's code) and starts from its own data,
@@ -42,10 +42,10 @@ from geodata.i18n import _
 from geodata.models import District, Street
 from geodata.revisions import current_revision
 from geodata.store import community_codes_of_district
-from layers.partition import UnitGraph
-from layers.plan_io import units_from_database
-from layers.plan_memory import plan_rules
-from layers.redistricting import Rules, make_plan
+from layers.plans.engine import Rules, make_plan
+from layers.plans.files import units_from_database
+from layers.plans.memory import plan_rules
+from layers.plans.partition import UnitGraph
 
 #: how many times the districts of a broken process pool are run again before the plan fails
 ATTEMPTS = 3
@@ -324,7 +324,7 @@ class ProvincePlan:
 
 def combine_scores(outcomes: list[DistrictOutcome], rules: Rules) -> dict:
     """The plan's scores from its districts' (the same keys as
-    :meth:`layers.redistricting.PlanResult.scores`; ``cut_edges`` counts edges within districts)."""
+    :meth:`layers.plans.engine.PlanResult.scores`; ``cut_edges`` counts edges within districts)."""
     done = sorted((o for o in outcomes if not o.skipped), key=lambda o: o.district)  # any finishing order
     households = np.array([h for o in done for h in o.households] or [0])
     pp = np.array([x for o in done for x in o.polsby_popper] or [0.0])

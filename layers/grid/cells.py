@@ -1,8 +1,8 @@
 """Grid cells (网格): every community divided into cells of whole planning units.
 
 The generator is the redistricting engine with other rules: each community's units form their
-own :class:`~layers.partition.UnitGraph` (``UnitGraph.subgraph``) and are planned by
-:func:`layers.redistricting.plan_street` — contiguous, compact (METIS), each cell within a
+own :class:`~layers.plans.partition.UnitGraph` (``UnitGraph.subgraph``) and are planned by
+:func:`layers.plans.engine.plan_street` — contiguous, compact (METIS), each cell within a
 household range (social-governance grids, 300–500 households with one 网格员) or close to a
 target area (urban-management unit grids, about 10,000 m²: the weights are the units' areas).
 Cells nest in their community (``single_parent``): a community's cells are made of its units
@@ -30,9 +30,9 @@ from geodata.i18n import _
 from geodata.standards import get_setting
 from geodata.store import read_layer, replace_cells
 from geodata.topology import dissolve
-from layers.partition import Partition, UnitGraph, is_contiguous
-from layers.plan_io import units_from_database
-from layers.redistricting import NEW, Infeasible, Rules, plan_street, split_in_two
+from layers.plans.engine import NEW, Infeasible, Rules, plan_street, split_in_two
+from layers.plans.files import units_from_database
+from layers.plans.partition import Partition, UnitGraph, is_contiguous
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def plan_cells(graph: UnitGraph, rules: CellRules, *, communities: list[str] | N
 
 def cell_problem(problem: Infeasible, community: str, rules: CellRules) -> dict:
     """A rule the cells of ``community`` cannot meet, with the reason in a planner's words
-    (``problem`` as :func:`layers.redistricting.explain` found it, the community as its street)."""
+    (``problem`` as :func:`layers.plans.engine.explain` found it, the community as its street)."""
     engine_rules = rules.engine_rules()
     low, high = engine_rules.minimum, engine_rules.maximum
 

@@ -5,7 +5,7 @@ The gap report answers, for a street or the whole database:
 - **reach** — households (户) within walking distance of each facility kind, for every kind ×
   distance of the standards table (设施配置标准, the ``facility_standards`` setting), by
   community (社区), street (街道) and district (区), straight-line or along the roads
-  (:mod:`layers.reach`);
+  (:mod:`layers.coverage.reach`);
 - **missing** — communities without a kind every community must have (e.g. its 社区服务站, the
   office and activity rooms);
 - **facilities** — facilities under their floor-area standard (at least ``min_floor_area_m2``, and
@@ -39,8 +39,7 @@ from geodata.errors import NotFound, Refused
 from geodata.i18n import _
 from geodata.standards import FACILITY_KINDS, get_setting
 from geodata.store import count_layer, read_layer
-from layers.grid_cells import validate_cells
-from layers.reach import (
+from layers.coverage.reach import (
     METHODS,
     Facilities,
     Households,
@@ -53,6 +52,7 @@ from layers.reach import (
     road_graph,
     to_lonlat,
 )
+from layers.grid.cells import validate_cells
 
 #: The filter that selects blind spots among the units: households, and no community code.
 BLIND_SPOT = {"empty": ["community_code"], "ranges": {"households": (1, None)}}
@@ -444,7 +444,7 @@ def _uncovered_land(communities: gpd.GeoDataFrame, streets: gpd.GeoDataFrame, cr
 
 def cell_problems(communities: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, units: gpd.GeoDataFrame) -> dict:
     """What breaks "every household in exactly one grid cell, cells tiling their community"
-    (:func:`layers.grid_cells.validate_cells`), with a finding for every unit in two cells too."""
+    (:func:`layers.grid.cells.validate_cells`), with a finding for every unit in two cells too."""
     report = validate_cells(communities, cells, units)
     if cells.empty:
         return report
@@ -641,7 +641,7 @@ JOB_KIND = "coverage_report"
 def run_report_job(engine: Engine, job: dict) -> dict:
     """The worker's runner: the gap report of ``job["params"]`` (``street``, ``method``), as plain
     JSON (a city's report is work for the worker, not for a web request)."""
-    from layers.coverage_cache import job_result  # the report with its state key (cached by it)
+    from layers.coverage.cache import job_result  # the report with its state key (cached by it)
 
     params = job.get("params") or {}
     report = job_result(engine, params.get("street"), params.get("method"))

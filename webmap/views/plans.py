@@ -1,6 +1,6 @@
 """Plans in the web app: the plan list, the plan map with hand edits, comparison, approval,
 rebase, export — pages and their JSON API. Each view parses the request and asks
-:mod:`layers.plan_edits` or :mod:`layers.plan_workflow` in domain terms; refusals are raised and
+:mod:`layers.plans.edits` or :mod:`layers.plans.workflow` in domain terms; refusals are raised and
 answered by :mod:`webmap.errors`."""
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ from geodata.catalog import is_code
 from geodata.errors import Refused
 from geodata.i18n import N_, _
 from geodata.store import read_layer
-from layers import adoption, plan_documents, plan_edits, plan_workflow
-from layers.communities import bounds
+from layers.plans import adoption
+from layers.plans import documents as plan_documents
+from layers.plans import edits as plan_edits
+from layers.plans import workflow as plan_workflow
+from layers.plans.communities import bounds
 from webmap import params as parse
 from webmap.api import start_job, started_job, visible_job
 from webmap.auth import current_account, require

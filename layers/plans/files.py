@@ -28,7 +28,7 @@ from geodata.importer import ImportRefused, read_source
 from geodata.models import Street, Unit
 from geodata.store import read_adjacency, read_layer
 from geodata.topology import dissolve
-from layers.redistricting import PlanResult, home_streets
+from layers.plans.engine import PlanResult, home_streets
 
 COMMUNITY_FIELDS = [
     Field("community_code", "str", "comm_code", "社区代码"), Field("name", "str", "name", "社区名称"),
@@ -139,7 +139,7 @@ def units_from_database(engine: Engine, street: str | None = None, *, district: 
 def home_streets_of_district(engine: Engine | Connection, district: str) -> pd.Series:
     """Community code → its home street (the street of the district holding most of its
     households) for every community of ``district``'s units: one aggregate query, so that a street
-    planned alone starts as it does with its district (:func:`layers.redistricting.current_labels`)."""
+    planned alone starts as it does with its district (:func:`layers.plans.engine.current_labels`)."""
     table = Unit.__table__
     stmt = (select(table.c.community_code, table.c.street_code, func.sum(table.c.households))
             .where(table.c.district_code == district, table.c.community_code.isnot(None))

@@ -34,10 +34,10 @@ from geodata import plan_rows
 from geodata.errors import Refused
 from geodata.i18n import _
 from geodata.revisions import current_revision
-from layers.communities import bounds
-from layers.partition import Partition, UnitGraph, is_contiguous
-from layers.plan_io import home_streets_of_district, units_from_database
-from layers.redistricting import Rules
+from layers.plans.communities import bounds
+from layers.plans.engine import Rules
+from layers.plans.files import home_streets_of_district, units_from_database
+from layers.plans.partition import Partition, UnitGraph, is_contiguous
 
 
 @dataclass
@@ -49,7 +49,7 @@ class UnitSet:
     units: gpd.GeoDataFrame
     graph: UnitGraph
     #: community code → home street, from the street's whole district (None: from ``graph``);
-    #: see :func:`layers.redistricting.current_labels`
+    #: see :func:`layers.plans.engine.current_labels`
     home: pd.Series | None = None
 
 

@@ -24,9 +24,9 @@ from geodata import plan_rows
 from geodata.audit_words import step_name
 from geodata.errors import Forbidden, Refused
 from geodata.i18n import _
-from layers.plan_edits import describe as describe_plan
-from layers.plan_memory import LoadedPlan, PlanMemory
-from layers.plan_workflow import EDITABLE, WorkflowError
+from layers.plans.edits import describe as describe_plan
+from layers.plans.memory import LoadedPlan, PlanMemory
+from layers.plans.workflow import EDITABLE, WorkflowError
 
 #: how many colours the page has; a planar map needs at most four, a greedy colouring a few more
 PALETTE_SIZE = 10

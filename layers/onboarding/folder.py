@@ -55,9 +55,9 @@ from geodata.errors import Refused, excerpt
 from geodata.i18n import _
 from geodata.importer import ImportRefused, check_district, import_layer, parse_values, read_source
 from geodata.store import count_layer, read_layer, unit_totals
-from layers.boundaries import MAX_SLIVER_M2, clean_stored, stored_topology
-from layers.communities import bounds
-from layers.unit_builder import RESIDENTIAL_CATEGORIES, build_stored, residential_points
+from layers.onboarding.boundaries import MAX_SLIVER_M2, clean_stored, stored_topology
+from layers.onboarding.units import RESIDENTIAL_CATEGORIES, build_stored, residential_points
+from layers.plans.communities import bounds
 
 CONFIG_NAMES = ("onboard.toml", "gridplan.toml")
 SUFFIXES = (".zip", ".gpkg", ".geojson", ".json", ".shp", ".csv")

@@ -2,7 +2,7 @@
 street or the district, and validate them (gaps, overlaps, cells outside their community,
 households in no cell); the grid page (``/grid?community=…`` or ``?street=…``), where a planner
 sees a community's or a street's cells on a map and in a table and generates, splits, merges and
-assigns them through the same API. Views parse the request and call :mod:`layers.grid_cells`."""
+assigns them through the same API. Views parse the request and call :mod:`layers.grid.cells`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from geodata.accounts import Account, list_users
 from geodata.errors import Forbidden, GridplanError, NotFound, Refused
 from geodata.i18n import _
 from geodata.store import read_layer
-from layers.grid_cells import (
+from layers.grid.cells import (
     cell_table,
     generate_grid,
     grid_rules,

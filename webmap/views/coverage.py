@@ -1,7 +1,7 @@
 """Coverage gaps (覆盖缺口) in the web app and on the command line: the gap report (page, printable
 report, JSON API), the gap layers (map and export as shapefile, GeoPackage, GeoJSON or CSV),
 proposed facilities and where to build next. Views parse the request and call
-:mod:`layers.coverage` and :mod:`layers.siting`.
+:mod:`layers.coverage.gaps` and :mod:`layers.coverage.siting`.
 
 API (readers: admin, planner, viewer):
 
@@ -37,7 +37,9 @@ from geodata.exporter import FORMATS, ExportError, write_frame
 from geodata.i18n import _
 from geodata.standards import FACILITY_KINDS
 from geodata.store import layer_extent, read_layer
-from layers import coverage, coverage_cache, siting
+from layers.coverage import cache as coverage_cache
+from layers.coverage import gaps as coverage
+from layers.coverage import siting
 from webmap.api import start_job, visible_job
 from webmap.auth import current_account, require
 from webmap.extensions import engine
@@ -145,7 +147,7 @@ def report_page():
 
 
 def _etag_key(values, *parts) -> tuple[str, str | None, str | None]:
-    """The state key of the scope asked (see :func:`layers.coverage_cache.state_key`) and the
+    """The state key of the scope asked (see :func:`layers.coverage.cache.state_key`) and the
     scope: a bad street is refused here, before anything is computed."""
     street, method = _text(values, "street"), _text(values, "method")
     coverage.check_street(engine(), street)
@@ -190,7 +192,7 @@ def _cached_json(data, etag: str, mimetype: str = "application/json") -> Respons
 @bp.get("/api/coverage/report")
 @require(*READERS, api=True)
 def api_report():
-    """The whole gap report as JSON (see :func:`layers.coverage.gap_report`); cached by the
+    """The whole gap report as JSON (see :func:`layers.coverage.gaps.gap_report`); cached by the
     state of the data (ETag); a city's is computed by the worker (202 with the job meanwhile)."""
     key, street, method = _etag_key(request.args)
     etag = f"report-{key}"

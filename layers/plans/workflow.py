@@ -21,9 +21,9 @@ from geodata.errors import Conflict, Forbidden, Refused
 from geodata.i18n import N_, _
 from geodata.revisions import changes_since
 from geodata.store import community_codes_ever
-from layers import adoption
-from layers.plan_memory import PlanMemory, plan_rules
-from layers.redistricting import PlanResult, current_labels, make_plan
+from layers.plans import adoption
+from layers.plans.engine import PlanResult, current_labels, make_plan
+from layers.plans.memory import PlanMemory, plan_rules
 
 #: action → (statuses it starts from, status it leads to, roles allowed)
 TRANSITIONS = {
@@ -155,7 +155,7 @@ def change_status(memory: PlanMemory, plan_id: int, action: str, version: int, a
                   comment: str | None = None, reason: str | None = None) -> dict:
     """Apply a workflow action (submit, approve, reject, adopt) after checking status, role and
     that the plan's boundaries have not changed since it was made. Submitting, approving and
-    adopting a plan that breaks a rule (:func:`layers.adoption.broken_rules`) is refused with
+    adopting a plan that breaks a rule (:func:`layers.plans.adoption.broken_rules`) is refused with
     :class:`RulesBroken` unless a written ``reason`` is given; the reason and the rules are kept
     with the step."""
     if action not in TRANSITIONS:

@@ -2,8 +2,8 @@
 phone), the incident API (report, act, photos, duplicates nearby, supervisors' cells), rates,
 exports, and the ``rates`` / ``incidents-export`` / ``open311-import`` commands.
 
-Views parse the request and call :mod:`layers.incidents`, :mod:`layers.rates` and
-:mod:`layers.open311`; refusals are raised and answered by :mod:`webmap.errors` (problem
+Views parse the request and call :mod:`layers.incidents.loop`, :mod:`layers.incidents.rates` and
+:mod:`layers.incidents.open311`; refusals are raised and answered by :mod:`webmap.errors` (problem
 details: 400 bad input, 403 role or scope, 404 unknown or out of scope, 409 a version conflict
 or a step the case's status does not allow, with the case as it is now; 413 a photo too big).
 """
@@ -37,8 +37,8 @@ from geodata import departments as depts
 from geodata import incident_rows
 from geodata.errors import Forbidden, GridplanError, Refused
 from geodata.i18n import _, in_language
-from layers import incident_export as exports
-from layers import incidents, rates
+from layers.incidents import exports, rates
+from layers.incidents import loop as incidents
 from webmap import params
 from webmap.auth import current_account, require
 from webmap.cli import database_errors
@@ -655,7 +655,7 @@ def export_command(layer: str, fmt: str, scope: str | None, output: Path) -> Non
 @database_errors
 def open311_import(path: Path, kind: str, default_category: str | None, district: str) -> None:
     """Import 311 requests (Boston or NYC open data CSV, or Open311 JSON) into the loop."""
-    from layers import open311
+    from layers.incidents import open311
 
     try:
         result = open311.import_file(

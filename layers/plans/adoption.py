@@ -33,13 +33,13 @@ from geodata.i18n import _
 from geodata.models import GridCell
 from geodata.revisions import raise_layer_revision
 from geodata.store import read_layer, replace_cells
-from layers.communities import bounds
-from layers.grid_cells import cell_of_units, cell_polygons, grid_rules, plan_cells
-from layers.incidents import OPEN, rederive_places
-from layers.partition import UnitGraph, is_contiguous
-from layers.plan_io import community_polygons, units_from_database
-from layers.plan_memory import PlanMemory
-from layers.redistricting import PlanResult
+from layers.grid.cells import cell_of_units, cell_polygons, grid_rules, plan_cells
+from layers.incidents.loop import OPEN, rederive_places
+from layers.plans.communities import bounds
+from layers.plans.engine import PlanResult
+from layers.plans.files import community_polygons, units_from_database
+from layers.plans.memory import PlanMemory
+from layers.plans.partition import UnitGraph, is_contiguous
 
 #: the kind of the background job that regenerates an adopted plan's cells
 JOB_KIND = "regenerate_cells"

@@ -31,8 +31,8 @@ from geodata import incident_rows as rows
 from geodata.db import pause_for_fault_tests
 from geodata.errors import Refused
 from geodata.i18n import _
-from layers import incidents
-from layers.working_time import WorkingCalendar
+from layers.incidents import loop as incidents
+from layers.incidents.working_time import WorkingCalendar
 
 #: Keywords of 311 service names → catalogue codes (first match wins).
 KEYWORDS = [

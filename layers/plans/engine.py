@@ -2,7 +2,7 @@
 households as possible.
 
 Street by street (so communities never cross a street boundary), on a
-:class:`~layers.partition.Partition` of the street's units (a river is a barrier: communities do
+:class:`~layers.plans.partition.Partition` of the street's units (a river is a barrier: communities do
 not reach across it), as small steps in the manner of spopt's phases or GerryChain's proposals:
 
 1. :func:`make_contiguous` — every current community keeps its heaviest connected piece; stray
@@ -42,7 +42,7 @@ import pymetis
 
 from geodata.catalog import is_code
 from geodata.i18n import _
-from layers.partition import UNASSIGNED, Partition, UnitGraph, stays_contiguous
+from layers.plans.partition import UNASSIGNED, Partition, UnitGraph, stays_contiguous
 
 NEW = "new:"
 
@@ -477,7 +477,7 @@ def current_labels(graph: UnitGraph, home: Mapping[str, str] | pd.Series | None 
     (the one holding most of its households); elsewhere its units start unassigned.
 
     ``home`` (community code → street) comes from the whole district
-    (:func:`layers.plan_io.home_streets_of_district`, one aggregate query) when ``graph`` holds
+    (:func:`layers.plans.files.home_streets_of_district`, one aggregate query) when ``graph`` holds
     only some of its streets: a street planned alone then starts exactly as it does with its
     district. Without it, the home streets are worked out from ``graph`` itself."""
     if home is None:

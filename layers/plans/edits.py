@@ -3,7 +3,7 @@
 An edit moves units to another community (or a new one), splits a community in two (balanced,
 or along a drawn line) or merges two; it is allowed even when it breaks a rule, and its answer
 names the rules each touched community breaks. Edits run on the plan's
-:class:`~layers.partition.Partition` in the process's :class:`~layers.plan_memory.PlanMemory`,
+:class:`~layers.plans.partition.Partition` in the process's :class:`~layers.plans.memory.PlanMemory`,
 so an edit costs only the units it moves; the stored plan is the truth: the edit is saved with
 the version it started from, and memory keeps it only once the save has committed.
 
@@ -33,11 +33,11 @@ from geodata import plan_rows
 from geodata.errors import Conflict, Refused
 from geodata.i18n import _
 from geodata.store import community_codes_ever
-from layers.partition import Partition, single_street, within_bounds
-from layers.plan_io import export_plan
-from layers.plan_memory import LoadedPlan, PlanMemory, recheck
-from layers.plan_workflow import EDITABLE, WorkflowError
-from layers.redistricting import PlanResult, assign_codes, split_in_two, summary
+from layers.plans.engine import PlanResult, assign_codes, split_in_two, summary
+from layers.plans.files import export_plan
+from layers.plans.memory import LoadedPlan, PlanMemory, recheck
+from layers.plans.partition import Partition, single_street, within_bounds
+from layers.plans.workflow import EDITABLE, WorkflowError
 
 
 def community_adjacency(loaded: LoadedPlan) -> dict[str, list[str]]:

@@ -48,7 +48,7 @@ from geodata.audit import record
 from geodata.errors import Conflict, Forbidden, NotFound, Refused
 from geodata.i18n import N_, _, in_language
 from geodata.standards import get_setting
-from layers.working_time import WorkingCalendar
+from layers.incidents.working_time import WorkingCalendar
 
 ACTORS = ("admin", "supervisor")
 #: who reports a case: a 监督员 in the field, the 指挥中心's 受理员 taking a call

@@ -8,7 +8,7 @@ workers and the job worker agree; the key is the answers' ETag (an unchanged ans
 
 A scope of up to :data:`SYNC_UNITS` units (a street, the demo district) is computed in the web
 request (well under a second) and kept in this process's memory under its key. A larger scope
-(a city) is computed by the background worker (:data:`layers.coverage.JOB_KIND`), whose stored
+(a city) is computed by the background worker (:data:`layers.coverage.gaps.JOB_KIND`), whose stored
 result carries the key and, per row of the standards table, the households out of reach by unit:
 every process then answers from the job's result, and a gap layer is drawn for the view asked
 (``bbox``) from the units the database finds in it, simplified for the zoom.
@@ -39,7 +39,7 @@ from geodata.models import Job
 from geodata.revisions import all_revisions
 from geodata.standards import get_setting
 from geodata.store import count_layer, read_layer
-from layers import coverage
+from layers.coverage import gaps as coverage
 
 #: Scopes with more units than this are computed by the background worker, never in a request.
 SYNC_UNITS = 40_000
@@ -358,7 +358,7 @@ def sites_answer(result, candidates, kind: str, radius: float, k: int, method: s
                  engine: Engine | None = None) -> dict:
     """The chosen sites as a GeoJSON FeatureCollection whose properties state the bound (with
     ``engine``: each site with where it lies in words, its community, street and road)."""
-    from layers import siting
+    from layers.coverage import siting
 
     frame = siting.sites_frame(result, candidates, kind, radius)
     if engine is not None:
@@ -428,7 +428,7 @@ def load_model(key: str, kind: str, radius: float) -> dict | None:
 
 
 def save_models(key: str, run: coverage.ReachRun, models: dict) -> None:
-    """Every siting model in ``models`` (kept by :func:`layers.siting.site_for`) to the files."""
+    """Every siting model in ``models`` (kept by :func:`layers.coverage.siting.site_for`) to the files."""
     for question, model in list(models.items()):
         if not (isinstance(question, tuple) and len(question) == 2):
             continue
@@ -441,7 +441,7 @@ def prepare_siting(key: str, run: coverage.ReachRun, units: gpd.GeoDataFrame) ->
     """The report job of a city computes, beside the report, the siting model of every row of the
     standards table (candidates and coverage matrix at the row's reach): "where to build next"
     from the page then starts from the solver."""
-    from layers import siting
+    from layers.coverage import siting
 
     models: dict = {}
     for row in run.standards:
@@ -456,7 +456,7 @@ def sites_for(prepared_run: coverage.ReachRun, units: gpd.GeoDataFrame, params: 
     """Site ``params['k']`` facilities of ``params['kind']``: the greedy answer first (handed to
     ``on_greedy``), then the exact solver's with its proof when asked (``solver`` auto|exact),
     both from one coverage matrix (kept in ``models`` for the next question on the same run)."""
-    from layers import siting
+    from layers.coverage import siting
 
     kind, k, radius = params["kind"], params["k"], params.get("radius")
     solver = params.get("solver") or "auto"
@@ -484,7 +484,7 @@ def run_sites_job(engine: Engine, job: dict) -> dict:
     the exact answer with its bound."""
     from geodata import jobs
     from geodata.i18n import _
-    from layers import siting
+    from layers.coverage import siting
 
     params = job.get("params") or {}
     kind, k = params.get("kind"), params.get("k")

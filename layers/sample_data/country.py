@@ -2,7 +2,7 @@
 
 Generating a city costs 2–5 ms per unit; copying one costs next to nothing. So a country for the
 scale benchmark (``scripts/bench_scale.py``) and the tests of plans made district by district is
-one generated district (:func:`layers.demo.generate`) tiled: each copy is moved east (then north)
+one generated district (:func:`layers.sample_data.demo.generate`) tiled: each copy is moved east (then north)
 by the city's width, and every code that nests under the district (streets, communities, units,
 adjacency) takes the copy's district code in its first six digits. Only what planning reads is
 copied: districts, streets, communities, units and their adjacency, and the bridges (roads a
@@ -24,7 +24,7 @@ from geodata.models import UnitAdjacency
 from geodata.revisions import raise_revision
 from geodata.standards import seed_settings
 from geodata.store import write_layer
-from layers.demo import Demo
+from layers.sample_data.demo import Demo
 
 #: the layers a copy carries, in the order they are written
 TILED = ["districts", "streets", "communities", "units", "roads"]

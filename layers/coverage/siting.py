@@ -40,8 +40,8 @@ from geodata.errors import Refused
 from geodata.i18n import _
 from geodata.importer import read_source
 from geodata.standards import FACILITY_KIND_LABELS
-from layers.coverage import ReachRun, reach_limits
-from layers.reach import RoadGraph
+from layers.coverage.gaps import ReachRun, reach_limits
+from layers.coverage.reach import RoadGraph
 
 #: Above this many merged demand groups × candidates' non-zeros, "auto" stays greedy.
 EXACT_MAX_NNZ = 5_000_000
@@ -100,7 +100,7 @@ def coverage_straight(candidates: np.ndarray, demand: np.ndarray, radius_m: floa
 
 def coverage_roads(graph: RoadGraph, candidates: np.ndarray, demand: np.ndarray,
                    radius_m: float) -> csr_matrix:
-    """Candidates × demand points within ``radius_m`` walk along the roads (as :mod:`layers.reach`
+    """Candidates × demand points within ``radius_m`` walk along the roads (as :mod:`layers.coverage.reach`
     measures it: straight to the nearest node at both ends)."""
     if not len(candidates) or not len(demand) or graph.nodes == 0:
         return csr_matrix((len(candidates), len(demand)))

@@ -1,0 +1,1 @@
+"""Incidents (数字城管): the closed loop, working time, rates, Open311 and exports."""

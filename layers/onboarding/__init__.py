@@ -1,0 +1,1 @@
+"""Onboarding a city: imports, boundaries as they are, planning units from roads, the folder run."""
