@@ -394,7 +394,7 @@ def _model_path(key: str, kind: str, radius: float) -> Path:
     return _models_dir() / f"{name}.pickle"
 
 
-def save_model(key: str, kind: str, radius: float, entry: dict) -> None:
+def save_model(key: str, kind: str, radius: float, entry: dict, path: Path | None = None) -> None:
     """Keep a siting model (candidates, coverage matrix, households) of the state ``key`` names
     for ``kind`` at ``radius``; the oldest files beyond :data:`KEEP_MODELS` go."""
     folder = _models_dir()
@@ -402,7 +402,7 @@ def save_model(key: str, kind: str, radius: float, entry: dict) -> None:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not _ours(folder):
             return
-        path = _model_path(key, kind, radius)
+        path = path or _model_path(key, kind, radius)
         part = path.with_suffix(f".{os.getpid()}.part")
         with open(part, "wb") as out:
             pickle.dump(entry, out, protocol=pickle.HIGHEST_PROTOCOL)
@@ -414,13 +414,13 @@ def save_model(key: str, kind: str, radius: float, entry: dict) -> None:
         pass
 
 
-def load_model(key: str, kind: str, radius: float) -> dict | None:
+def load_model(key: str, kind: str, radius: float, path: Path | None = None) -> dict | None:
     """The siting model kept by :func:`save_model` for that state, kind and radius, if any.
     Written only by this service's own worker into its own folder."""
     if not _ours(_models_dir()):
         return None
     try:
-        with open(_model_path(key, kind, radius), "rb") as found:
+        with open(path or _model_path(key, kind, radius), "rb") as found:
             entry = pickle.load(found)  # noqa: S301 — our own file, named after a hash of the state
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
         return None
@@ -437,10 +437,60 @@ def save_models(key: str, run: coverage.ReachRun, models: dict) -> None:
                                     "covered_before": before, "demand": demand, "method": run.method})
 
 
+def _basis_path(key: str) -> Path:
+    name = hashlib.sha256(json.dumps([key, "basis"]).encode()).hexdigest()[:32]
+    return _models_dir() / f"{name}.pickle"
+
+
+def save_basis(key: str, run: coverage.ReachRun, candidates: gpd.GeoDataFrame) -> None:
+    """Keep what a siting model at any reach is computed from, for the state ``key`` names: the
+    household points, each one's walk to its nearest facility of every kind, the road graph and
+    the candidates (a city's grid of them, with their points in metres). A question at a reach
+    no model was kept for then costs one coverage matrix, not a reading of the city's layers
+    and a walk of its roads."""
+    from layers.coverage import siting
+
+    hh = run.households
+    save_model(key, "", 0.0, {
+        "key": key, "basis": True, "method": run.method, "xy": hh.xy, "households": hh.households,
+        "distance": {kind: found.distance for kind, found in run.nearest.items()},
+        "limits": coverage.reach_limits(run.standards), "graph": run.graph,
+        "candidates": candidates, "candidates_xy": siting.candidates_xy(candidates, hh.crs)},
+        path=_basis_path(key))
+
+
+def load_basis(key: str) -> dict | None:
+    """What :func:`save_basis` kept for that state, if any."""
+    entry = load_model(key, "", 0.0, path=_basis_path(key))
+    return entry if entry is not None and entry.get("basis") else None
+
+
+def model_from_basis(basis: dict, kind: str, radius: float) -> dict:
+    """The siting model of ``kind`` at ``radius`` (as :func:`save_models` keeps it) computed from
+    a :func:`save_basis` entry; refused like :func:`layers.coverage.siting.site_for` refuses."""
+    from layers.coverage import siting
+
+    limits = basis["limits"]
+    if kind not in basis["distance"]:
+        raise Refused(_("unknown facility kind {kind}; kinds of the standards table: {p2}",
+                        kind=repr(kind), p2=', '.join(basis["distance"])))
+    if not 0 < float(radius) <= limits[kind]:
+        raise Refused(_("radius {radius_m} m: give 0 < radius ≤ {p2} m, the largest reach of {kind} in the "
+                        "standards table", radius_m=radius, p2=format(limits[kind], 'g'), kind=kind))
+    covered = basis["distance"][kind] <= float(radius)
+    households = basis["households"]
+    model = siting.demand_model(basis["xy"][~covered], households[~covered], basis["candidates_xy"],
+                                float(radius), basis["graph"])
+    return {"key": basis["key"], "candidates": basis["candidates"], "model": model,
+            "covered_before": int(households[covered].sum()), "demand": int(households[~covered].sum()),
+            "method": basis["method"]}
+
+
 def prepare_siting(key: str, run: coverage.ReachRun, units: gpd.GeoDataFrame) -> None:
     """The report job of a city computes, beside the report, the siting model of every row of the
     standards table (candidates and coverage matrix at the row's reach): "where to build next"
-    from the page then starts from the solver."""
+    from the page then starts from the solver; and keeps the basis of a model at any other reach
+    (:func:`save_basis`)."""
     from layers.coverage import siting
 
     models: dict = {}
@@ -449,6 +499,13 @@ def prepare_siting(key: str, run: coverage.ReachRun, units: gpd.GeoDataFrame) ->
             siting.site_for(run, row.kind, 1, radius_m=float(row.reach_m), units=units, method="greedy",
                             models=models)
     save_models(key, run, models)
+    if not _basis_path(key).exists():
+        candidates = models.get("units")
+        if candidates is None:
+            candidates = siting.candidate_points(units)
+            if len(candidates) > siting.THIN_ABOVE:
+                candidates = siting.thin_candidates(candidates, run.households.crs)
+        save_basis(key, run, candidates)
 
 
 def sites_for(prepared_run: coverage.ReachRun, units: gpd.GeoDataFrame, params: dict,
@@ -499,6 +556,12 @@ def run_sites_job(engine: Engine, job: dict) -> dict:
                             _("greedy answer ready; the exact solver is proving it"))
 
     entry = load_model(key, kind, float(radius)) if radius is not None else None
+    if entry is None and radius is not None:  # a reach not kept yet: from the city's basis
+        basis = load_basis(key)
+        if basis is not None:
+            jobs.report(engine, job["id"], 0.3, _("choosing sites"))
+            entry = model_from_basis(basis, kind, float(radius))
+            save_model(key, kind, float(radius), entry)
     if entry is not None:
         jobs.report(engine, job["id"], 0.6, _("choosing sites"))
         solver = params.get("solver") or "auto"

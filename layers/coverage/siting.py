@@ -41,7 +41,7 @@ from geodata.i18n import _
 from geodata.importer import read_source
 from geodata.standards import FACILITY_KIND_LABELS
 from layers.coverage.gaps import ReachRun, reach_limits
-from layers.coverage.reach import RoadGraph
+from layers.coverage.reach import RoadGraph, spatial_order
 
 #: Above this many merged demand groups × candidates' non-zeros, "auto" stays greedy.
 EXACT_MAX_NNZ = 5_000_000
@@ -101,20 +101,45 @@ def coverage_straight(candidates: np.ndarray, demand: np.ndarray, radius_m: floa
 def coverage_roads(graph: RoadGraph, candidates: np.ndarray, demand: np.ndarray,
                    radius_m: float) -> csr_matrix:
     """Candidates × demand points within ``radius_m`` walk along the roads (as :mod:`layers.coverage.reach`
-    measures it: straight to the nearest node at both ends)."""
+    measures it: straight to the nearest node at both ends).
+
+    Candidates are walked in batches of neighbours (a Z-order of their points), each batch on the
+    part of the graph within ``radius_m`` of its candidates in a straight line: a walk is never
+    shorter than the straight line (every edge weighs its segment's length), so no node beyond
+    that window can be within reach, and the answer is the one of the whole graph, at a fraction
+    of its cost (each batch's distances are a batch × window array, not batch × every node of the
+    city)."""
     if not len(candidates) or not len(demand) or graph.nodes == 0:
         return csr_matrix((len(candidates), len(demand)))
     matrix, leaves = graph.with_leaves(candidates)
     node, access = graph.snap(demand)
     near = access <= radius_m
     node, idx, access = node[near], np.flatnonzero(near), access[near]
+    # every node's position, the leaves' at their candidate (a leaf is in its own batch's window)
+    node_xy = np.concatenate([graph.xy, candidates])
+    margin = radius_m * (1 + 1e-9) + 1.0
+    order = spatial_order(candidates, cell_m=max(radius_m / 2, 1.0))
+    is_leaf = np.zeros(matrix.shape[0], dtype=bool)
+    is_leaf[leaves] = True
+    local = np.full(matrix.shape[0], -1, dtype=np.int64)
     rows, cols = [], []
     for start in range(0, len(candidates), ROAD_BATCH):
-        batch = leaves[start:start + ROAD_BATCH]
-        dist = dijkstra(matrix, directed=True, indices=batch, limit=radius_m)
-        r, c = np.nonzero(dist[:, node] + access <= radius_m)
-        rows.append(r + start)
-        cols.append(idx[c])
+        batch = order[start:start + ROAD_BATCH]
+        (x0, y0), (x1, y1) = candidates[batch].min(axis=0) - margin, candidates[batch].max(axis=0) + margin
+        inside = ((node_xy[:, 0] >= x0) & (node_xy[:, 0] <= x1) & (node_xy[:, 1] >= y0)
+                  & (node_xy[:, 1] <= y1))
+        inside &= ~is_leaf  # other batches' leaves: dead ends, never on a shortest walk
+        inside[leaves[batch]] = True
+        window = np.flatnonzero(inside)
+        local[window] = np.arange(len(window))
+        sub = matrix[window][:, window]
+        dist = dijkstra(sub, directed=True, indices=local[leaves[batch]], limit=radius_m)
+        seen = local[node] >= 0  # demand whose node is in the window (any other is out of reach)
+        d_node, d_idx, d_access = local[node[seen]], idx[seen], access[seen]
+        r, c = np.nonzero(dist[:, d_node] + d_access <= radius_m)
+        rows.append(batch[r])
+        cols.append(d_idx[c])
+        local[window] = -1
     rows, cols = np.concatenate(rows), np.concatenate(cols)
     return csr_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(len(candidates), len(demand)))
 
