@@ -75,8 +75,12 @@ def serve(url: str, warm: bool):
         try:
             from geodata import jobs
             from geodata.db import get_engine
-            from layers.coverage.cache import warm as warm_coverage
             from layers.coverage.gaps import JOB_KIND
+            memory = app.extensions.get("gridplan.coverage")
+            if memory is not None:  # the app's own memory of coverage scopes
+                warm_coverage = lambda engine, start_job: memory.warm(start_job=start_job)  # noqa: E731
+            else:  # older code: a module's memory
+                from layers.coverage.cache import warm as warm_coverage
         except ImportError:  # the previous code: nothing to warm
             warm_coverage = None
         if warm_coverage:

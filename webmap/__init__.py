@@ -13,6 +13,7 @@ from pathlib import Path
 from flask import Flask
 
 from geodata.db import database_url, get_engine
+from layers.coverage.cache import CoverageMemory
 from layers.plans.memory import PlanMemory
 from webmap.extensions import csrf
 
@@ -53,6 +54,8 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     # what this process keeps in memory about plans, keyed to the stored boundary revision
     app.extensions["gridplan.plans"] = PlanMemory(get_engine(app.config["DATABASE_URL"]))
+    # the coverage scopes this process computed, keyed to the stored revisions (never a global)
+    app.extensions["gridplan.coverage"] = CoverageMemory(get_engine(app.config["DATABASE_URL"]))
     init_security(app)  # headers, cookie flags, HTTPS when GRIDPLAN_HTTPS=1
     csrf.init_app(app)
     i18n.init_app(app)

@@ -12,6 +12,7 @@ from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import Engine
 
 from geodata.db import get_engine
+from layers.coverage.cache import CoverageMemory
 from layers.plans.memory import PlanMemory
 
 
@@ -44,3 +45,8 @@ def engine() -> Engine:
 def plans() -> PlanMemory:
     """The app's :class:`~layers.plans.memory.PlanMemory` (made by ``create_app``)."""
     return current_app.extensions["gridplan.plans"]
+
+
+def coverage_memory() -> CoverageMemory:
+    """The app's :class:`~layers.coverage.cache.CoverageMemory` (made by ``create_app``)."""
+    return current_app.extensions["gridplan.coverage"]

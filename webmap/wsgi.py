@@ -29,10 +29,6 @@ if os.environ.get("GRIDPLAN_WARM_PLANS", "1") != "0":
                      daemon=True).start()
 
 if os.environ.get("GRIDPLAN_WARM_COVERAGE", "1") != "0":  # the coverage page's answers, computed once
-    from geodata.db import get_engine
-    from layers.coverage.cache import keep_warm as keep_coverage_warm
-
-    threading.Thread(target=keep_coverage_warm, name="gridplan-warm-coverage",
-                     args=(get_engine(app.config["DATABASE_URL"]), stop_warming,
-                           float(os.environ.get("GRIDPLAN_WARM_EVERY", "30"))),
+    threading.Thread(target=app.extensions["gridplan.coverage"].keep_warm, name="gridplan-warm-coverage",
+                     args=(stop_warming, float(os.environ.get("GRIDPLAN_WARM_EVERY", "30"))),
                      daemon=True).start()

@@ -7,7 +7,7 @@ every write, the standards setting), never from what a process remembers, so tha
 workers and the job worker agree; the key is the answers' ETag (an unchanged answer costs a 304).
 
 A scope of up to :data:`SYNC_UNITS` units (a street, the demo district) is computed in the web
-request (well under a second) and kept in this process's memory under its key. A larger scope
+request (well under a second) and kept under its key by the app's :class:`CoverageMemory`. A larger scope
 (a city) is computed by the background worker (:data:`layers.coverage.gaps.JOB_KIND`), whose stored
 result carries the key and, per row of the standards table, the households out of reach by unit:
 every process then answers from the job's result, and a gap layer is drawn for the view asked
@@ -88,10 +88,6 @@ class Prepared:
         return self.run is not None
 
 
-_MEMORY: OrderedDict[str, Prepared] = OrderedDict()
-_LOCK = threading.Lock()
-
-
 def row_key(kind: str, radius_m: float) -> str:
     return f"{kind}|{float(radius_m):g}"
 
@@ -108,30 +104,13 @@ def uncovered_by(run: coverage.ReachRun, codes: np.ndarray) -> dict[str, dict[st
     return out
 
 
-def remembered(key: str) -> Prepared | None:
-    with _LOCK:
-        found = _MEMORY.get(key)
-        if found is not None:
-            _MEMORY.move_to_end(key)
-        return found
-
-
-def remember(prepared: Prepared) -> Prepared:
-    with _LOCK:
-        _MEMORY[prepared.key] = prepared
-        _MEMORY.move_to_end(prepared.key)
-        while len(_MEMORY) > KEEP:
-            _MEMORY.popitem(last=False)
-    return prepared
-
-
 def too_large(engine: Engine, street: str | None) -> bool:
     """Whether the scope is a job for the worker rather than for a web request."""
     return count_layer(engine, "units", **({"street": street} if street else {})) > SYNC_UNITS
 
 
 def compute(engine: Engine, street: str | None, method: str | None, key: str) -> Prepared:
-    """Compute the scope here (a small scope) and keep it under ``key``."""
+    """Compute the scope here (a small scope) as the state ``key`` names it."""
     standards = coverage.load_standards(engine)
     inputs = coverage.load_inputs(engine, street, standards)
     run = coverage.compute_reach(inputs, standards, method)
@@ -139,42 +118,7 @@ def compute(engine: Engine, street: str | None, method: str | None, key: str) ->
     prepared = Prepared(key, street, report, inputs, run)
     for name in ("blind_spots", "cell_problems", "facility_problems", "missing"):  # asked for next
         prepared.layers[(name, None, None)] = coverage.gap_layer(name, inputs, run)
-    return remember(prepared)
-
-
-def warm(engine: Engine, street: str | None = None, method: str | None = None,
-         start_job=None) -> str:
-    """Make sure the scope's answers are ready for the first reader: computed here (a small
-    scope), or a report job queued for the worker (a city, through ``start_job(params)``) when
-    neither a finished nor a pending one exists for the current state. Returns what it did."""
-    key = state_key(engine, street, method)
-    if remembered(key) is not None:
-        return "ready"
-    if not too_large(engine, street):
-        compute(engine, street, method, key)
-        return "computed"
-    if from_jobs(engine, key, street) is not None:
-        return "ready"
-    if start_job is None or pending_job(engine, street, method) is not None:
-        return "pending"
-    start_job({"street": street, "method": method, "by": "gridplan"})
-    return "queued"
-
-
-def keep_warm(engine: Engine, stop: threading.Event, every: float = 30.0) -> None:
-    """A server process's background thread: the district's coverage kept computed for the
-    state of the data (looked at every ``every`` seconds), so that no reader waits for it."""
-    from geodata import jobs
-
-    def queue(params: dict) -> int:
-        return jobs.create_job(engine, coverage.JOB_KIND, params, per_user=0)
-
-    while not stop.is_set():
-        try:
-            warm(engine, start_job=queue)
-        except Exception:  # noqa: BLE001 — a database not made yet, a bad standards table: try later
-            pass
-        stop.wait(every)
+    return prepared
 
 
 def from_jobs(engine: Engine, key: str, street: str | None) -> Prepared | None:
@@ -185,9 +129,90 @@ def from_jobs(engine: Engine, key: str, street: str | None) -> Prepared | None:
     for _id, result in rows:
         if isinstance(result, dict) and result.get("key") == key:
             report = {k: v for k, v in result.items() if k not in CACHE_KEYS}
-            return remember(Prepared(key, street, report, uncovered=result.get("uncovered_by_unit") or {},
-                                     by_community=result.get("uncovered_by_community") or {}))
+            return Prepared(key, street, report, uncovered=result.get("uncovered_by_unit") or {},
+                            by_community=result.get("uncovered_by_community") or {})
     return None
+
+
+class CoverageMemory:
+    """What one process keeps of computed coverage scopes, and who owns it: made by
+    ``create_app`` (``app.extensions["gridplan.coverage"]``, read through
+    :func:`webmap.extensions.coverage_memory`), or by whatever else wants one (a command, a
+    benchmark), never a module global. Entries are keyed by :func:`state_key` — the database's
+    address, the revisions it stores and the standards table, read from the database on every
+    request — so an entry computed before another process changed a layer is never found again
+    (its key is no longer asked for); the oldest go beyond ``keep``. The job worker keeps none:
+    each job runs in a process of its own and reads the database (or the siting files)."""
+
+    def __init__(self, engine: Engine, keep: int = KEEP) -> None:
+        self.engine = engine
+        self.keep = keep
+        self._items: OrderedDict[str, Prepared] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def remembered(self, key: str) -> Prepared | None:
+        """The scope computed from the state ``key`` names, if this process keeps it."""
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def remember(self, prepared: Prepared) -> Prepared:
+        with self._lock:
+            self._items[prepared.key] = prepared
+            self._items.move_to_end(prepared.key)
+            while len(self._items) > self.keep:
+                self._items.popitem(last=False)
+        return prepared
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def compute(self, street: str | None, method: str | None, key: str) -> Prepared:
+        """Compute the scope here (a small scope) and keep it under ``key``."""
+        return self.remember(compute(self.engine, street, method, key))
+
+    def from_jobs(self, key: str, street: str | None) -> Prepared | None:
+        """The worker's answer for the state ``key`` names (kept once found), if any."""
+        found = from_jobs(self.engine, key, street)
+        return None if found is None else self.remember(found)
+
+    def warm(self, street: str | None = None, method: str | None = None, start_job=None) -> str:
+        """Make sure the scope's answers are ready for the first reader: computed here (a small
+        scope), or a report job queued for the worker (a city, through ``start_job(params)``) when
+        neither a finished nor a pending one exists for the current state. Returns what it did."""
+        key = state_key(self.engine, street, method)
+        if self.remembered(key) is not None:
+            return "ready"
+        if not too_large(self.engine, street):
+            self.compute(street, method, key)
+            return "computed"
+        if self.from_jobs(key, street) is not None:
+            return "ready"
+        if start_job is None or pending_job(self.engine, street, method) is not None:
+            return "pending"
+        start_job({"street": street, "method": method, "by": "gridplan"})
+        return "queued"
+
+    def keep_warm(self, stop: threading.Event, every: float = 30.0) -> None:
+        """A server process's background thread: the district's coverage kept computed for the
+        state of the data (looked at every ``every`` seconds), so that no reader waits for it."""
+        from geodata import jobs
+
+        def queue(params: dict) -> int:
+            return jobs.create_job(self.engine, coverage.JOB_KIND, params, per_user=0)
+
+        while not stop.is_set():
+            try:
+                self.warm(start_job=queue)
+            except Exception:  # noqa: BLE001 — a database not made yet, a bad standards table: try later
+                pass
+            stop.wait(every)
 
 
 def pending_job(engine: Engine, street: str | None, method: str | None) -> int | None:

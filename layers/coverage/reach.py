@@ -22,7 +22,7 @@ representative point (shapely ``point_on_surface``). Nothing here loops over hou
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import geopandas as gpd
 import numpy as np
@@ -169,6 +169,7 @@ class RoadGraph:
     matrix: csr_matrix
     xy: np.ndarray
     edges: np.ndarray  # (m, 2) node pairs, each road segment once
+    _tree: cKDTree | None = field(default=None, repr=False, compare=False)
 
     @property
     def nodes(self) -> int:
@@ -201,7 +202,9 @@ class RoadGraph:
 
     def snap(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each point's nearest node and the straight distance to it."""
-        distance, node = cKDTree(self.xy).query(points, k=1, workers=2)
+        if self._tree is None:  # built once per graph (a city's: a few tenths of a second)
+            self._tree = cKDTree(self.xy)
+        distance, node = self._tree.query(points, k=1, workers=2)
         return node.astype(np.int64), distance
 
     def with_leaves(self, points: np.ndarray) -> tuple[csr_matrix, np.ndarray]:

@@ -111,34 +111,40 @@ def coverage_roads(graph: RoadGraph, candidates: np.ndarray, demand: np.ndarray,
     city)."""
     if not len(candidates) or not len(demand) or graph.nodes == 0:
         return csr_matrix((len(candidates), len(demand)))
-    matrix, leaves = graph.with_leaves(candidates)
+    c_node, c_access = graph.snap(candidates)
     node, access = graph.snap(demand)
     near = access <= radius_m
     node, idx, access = node[near], np.flatnonzero(near), access[near]
-    # every node's position, the leaves' at their candidate (a leaf is in its own batch's window)
-    node_xy = np.concatenate([graph.xy, candidates])
     margin = radius_m * (1 + 1e-9) + 1.0
+    by_x = np.argsort(graph.xy[:, 0], kind="stable")
+    xs = graph.xy[by_x, 0]
     order = spatial_order(candidates, cell_m=max(radius_m / 2, 1.0))
-    is_leaf = np.zeros(matrix.shape[0], dtype=bool)
-    is_leaf[leaves] = True
-    local = np.full(matrix.shape[0], -1, dtype=np.int64)
+    base = graph.matrix.tocsr()
+    local = np.full(graph.nodes, -1, dtype=np.int64)
     rows, cols = [], []
     for start in range(0, len(candidates), ROAD_BATCH):
         batch = order[start:start + ROAD_BATCH]
         (x0, y0), (x1, y1) = candidates[batch].min(axis=0) - margin, candidates[batch].max(axis=0) + margin
-        inside = ((node_xy[:, 0] >= x0) & (node_xy[:, 0] <= x1) & (node_xy[:, 1] >= y0)
-                  & (node_xy[:, 1] <= y1))
-        inside &= ~is_leaf  # other batches' leaves: dead ends, never on a shortest walk
-        inside[leaves[batch]] = True
-        window = np.flatnonzero(inside)
-        local[window] = np.arange(len(window))
-        sub = matrix[window][:, window]
-        dist = dijkstra(sub, directed=True, indices=local[leaves[batch]], limit=radius_m)
+        span = by_x[np.searchsorted(xs, x0, "left"):np.searchsorted(xs, x1, "right")]
+        ys = graph.xy[span, 1]
+        window = np.sort(span[(ys >= y0) & (ys <= y1)])
+        n_w, n_b = len(window), len(batch)
+        local[window] = np.arange(n_w)
+        sub = base[window][:, window].tocoo()
+        # each candidate a leaf joined to its nearest node by the straight walk to it (a node
+        # outside the window lies beyond reach: so does everything from that candidate)
+        at = local[c_node[batch]]
+        ok = at >= 0
+        leaf = n_w + np.arange(n_b)
+        walk = c_access[batch][ok]
+        matrix = csr_matrix((np.concatenate([sub.data, walk, walk]),
+                             (np.concatenate([sub.row, at[ok], leaf[ok]]),
+                              np.concatenate([sub.col, leaf[ok], at[ok]]))), shape=(n_w + n_b, n_w + n_b))
+        dist = dijkstra(matrix, directed=True, indices=leaf, limit=radius_m)
         seen = local[node] >= 0  # demand whose node is in the window (any other is out of reach)
-        d_node, d_idx, d_access = local[node[seen]], idx[seen], access[seen]
-        r, c = np.nonzero(dist[:, d_node] + d_access <= radius_m)
+        r, c = np.nonzero(dist[:, local[node[seen]]] + access[seen] <= radius_m)
         rows.append(batch[r])
-        cols.append(d_idx[c])
+        cols.append(idx[seen][c])
         local[window] = -1
     rows, cols = np.concatenate(rows), np.concatenate(cols)
     return csr_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(len(candidates), len(demand)))

@@ -42,7 +42,7 @@ from layers.coverage import gaps as coverage
 from layers.coverage import siting
 from webmap.api import start_job, visible_job
 from webmap.auth import current_account, require
-from webmap.extensions import engine
+from webmap.extensions import coverage_memory, engine
 from webmap.i18n import facility_kind_name, life_circle
 from webmap.maps import build_map, render_map
 from webmap.responses import conditional
@@ -169,11 +169,11 @@ def _not_modified(etag: str) -> Response | None:
 def _prepared(key: str, street: str | None, method: str | None):
     """The computed scope, or a 202 naming the worker's job computing it (a city: no web
     request computes it)."""
-    found = coverage_cache.remembered(key) or coverage_cache.from_jobs(engine(), key, street)
+    found = coverage_memory().remembered(key) or coverage_memory().from_jobs(key, street)
     if found is not None:
         return found
     if not coverage_cache.too_large(engine(), street):
-        return coverage_cache.compute(engine(), street, method, key)
+        return coverage_memory().compute(street, method, key)
     job_id = coverage_cache.pending_job(engine(), street, method) or start_job(
         coverage.JOB_KIND, {"street": street, "method": method, "by": current_account().name})
     job = visible_job(current_account(), job_id, coverage.JOB_KIND)
@@ -299,9 +299,9 @@ def api_layer(name: str):
                               "whole": prepared.whole}
         return _cached_json(body, etag, "application/geo+json")
     key, street, method = _etag_key(request.args)
-    prepared = coverage_cache.remembered(key)
+    prepared = coverage_memory().remembered(key)
     if prepared is None and not coverage_cache.too_large(engine(), street):
-        prepared = coverage_cache.compute(engine(), street, method, key)
+        prepared = coverage_memory().compute(street, method, key)
     if prepared is not None and prepared.whole:  # computed already: the file is written from it
         inputs, run = prepared.inputs, prepared.run
     else:  # a city's file: every unit and the reach along its roads, read for this download
@@ -427,7 +427,7 @@ def api_sites():
         raise Refused(f"solver {solver!r} is not one of auto, exact, greedy")
     if candidates is None:
         key, street, method = _etag_key(data)
-        prepared = coverage_cache.remembered(key)
+        prepared = coverage_memory().remembered(key)
         if (prepared is None or not prepared.whole) and coverage_cache.too_large(engine(), street):
             # a city: the worker computes it (the greedy answer first, then the exact one)
             known = {r.kind for r in coverage.load_standards(engine())}
@@ -439,7 +439,7 @@ def api_sites():
                 "method": method, "by": current_account().name})
             return _json({"job": job_id, "status": "queued", "href": f"/api/coverage/sites/jobs/{job_id}",
                           "message": _("the sites of this scope are being chosen in the background")}, 202)
-        prepared = prepared or coverage_cache.compute(engine(), street, method, key)
+        prepared = prepared or coverage_memory().compute(street, method, key)
         body = coverage_cache.sites_for(prepared.run, prepared.inputs.units, {
             "kind": kind, "k": k, "radius": _radius(data), "solver": solver, "time_limit": 20.0},
             engine=engine())
