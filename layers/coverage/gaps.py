@@ -385,10 +385,83 @@ class BlindSpots:
                 "findings": self.findings}
 
 
+#: How far from a blind spot a road may be to name where it lies ("by 解放大道").
+ROAD_NAME_M = 300.0
+#: What a blind-spot finding says in words beside its codes (None where nothing is known).
+PLACE_KEYS = ("street_name", "near_community", "near_community_name", "road_name")
+
+
+def _text_or_none(value) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _nearest_metric(points: np.ndarray, geoms: np.ndarray, crs: CRS, reach_deg: np.ndarray | float | None,
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """For each point (EPSG:4326) the position of the nearest of ``geoms`` (EPSG:4326) measured in
+    metres in ``crs``, and the distance (-1 and inf when none): the candidates are those whose
+    boxes lie within ``reach_deg`` degrees (None: within a margin of the nearest in degrees,
+    which the nearest in metres always is)."""
+    found, far = np.full(len(points), -1, dtype=np.int64), np.full(len(points), np.inf)
+    if not len(points) or not len(geoms):
+        return found, far
+    tree = shapely.STRtree(geoms)
+    if reach_deg is None:  # a degree of longitude is shorter than one of latitude: widen by 1/cos
+        _, nearest_deg = tree.query_nearest(points, return_distance=True, all_matches=False)
+        lat = np.radians(shapely.get_y(points))
+        reach_deg = nearest_deg / np.maximum(np.cos(lat), 0.1) * 1.01 + 1e-9
+    x, y = shapely.get_x(points), shapely.get_y(points)
+    boxes = shapely.box(x - reach_deg, y - reach_deg, x + reach_deg, y + reach_deg)
+    at, which = tree.query(boxes)
+    if not len(at):
+        return found, far
+    used, local = np.unique(which, return_inverse=True)
+    metric = np.asarray(gpd.GeoSeries(geoms[used], crs=4326).to_crs(crs).values, dtype=object)
+    where = np.asarray(gpd.GeoSeries(points, crs=4326).to_crs(crs).values, dtype=object)
+    distance = shapely.distance(where[at], metric[local])
+    order = np.lexsort((distance, at))
+    first = order[np.r_[True, at[order][1:] != at[order][:-1]]]
+    found[at[first]], far[at[first]] = which[first], distance[first]
+    return found, far
+
+
+def place_names(points: np.ndarray, street_codes, communities: gpd.GeoDataFrame, streets: gpd.GeoDataFrame,
+                roads: gpd.GeoDataFrame | None, crs: CRS) -> dict[str, list]:
+    """Where each point (EPSG:4326) lies in words, for a planner reading codes: its street's
+    name (by ``street_codes``), the nearest community (code and name: a blind spot lies in
+    none) and the nearest named road within :data:`ROAD_NAME_M`."""
+    n = len(points)
+    out: dict[str, list] = {key: [None] * n for key in PLACE_KEYS}
+    if not n:
+        return out
+    if len(streets) and "name" in streets:
+        names = dict(zip(streets["code"], streets["name"], strict=False))
+        out["street_name"] = [_text_or_none(names.get(code)) for code in street_codes]
+    if len(communities):
+        geoms = np.asarray(communities.geometry.values, dtype=object)
+        found, _far = _nearest_metric(points, geoms, crs, None)
+        codes = communities["code"].to_numpy(dtype=object)
+        names = (communities["name"].to_numpy(dtype=object) if "name" in communities
+                 else np.full(len(codes), None, dtype=object))
+        out["near_community"] = [codes[i] if i >= 0 else None for i in found]
+        out["near_community_name"] = [_text_or_none(names[i]) if i >= 0 else None for i in found]
+    if roads is not None and len(roads) and "name" in roads:
+        named = roads[roads["name"].fillna("").astype(str).str.strip() != ""]
+        if len(named):
+            lat = float(np.mean(shapely.get_y(points)))
+            reach = ROAD_NAME_M / 111_320.0 / max(math.cos(math.radians(lat)), 0.1) * 1.2
+            found, far = _nearest_metric(points, np.asarray(named.geometry.values, dtype=object), crs, reach)
+            names = named["name"].to_numpy(dtype=object)
+            out["road_name"] = [_text_or_none(names[i]) if i >= 0 and d <= ROAD_NAME_M else None
+                                for i, d in zip(found, far, strict=True)]
+    return out
+
+
 def find_blind_spots(units: gpd.GeoDataFrame, communities: gpd.GeoDataFrame, streets: gpd.GeoDataFrame,
-                     crs: CRS | None = None) -> BlindSpots:
+                     crs: CRS | None = None, roads: gpd.GeoDataFrame | None = None) -> BlindSpots:
     """Units with households whose representative point lies in no community's polygon (or that
-    carry no community code), and the parts of each street's land covered by no community."""
+    carry no community code), and the parts of each street's land covered by no community; each
+    with where it lies in words (:func:`place_names`: its street's name, the nearest community's
+    and the nearest named road's of ``roads``)."""
     crs = crs or metric_of(units if len(units) else streets)
     lived = units[units["households"].fillna(0).to_numpy() > 0]
     points = shapely.point_on_surface(np.asarray(lived.geometry.values, dtype=object))
@@ -411,6 +484,14 @@ def find_blind_spots(units: gpd.GeoDataFrame, communities: gpd.GeoDataFrame, str
                                         _lonlat_of(land.geometry.values), strict=True):
         findings.append({"kind": "land", "codes": [street], "street": street, "households": None,
                          "area_m2": float(area), "lon": float(lon), "lat": float(lat)})
+    names = place_names(shapely.points([[f["lon"], f["lat"]] for f in findings]) if findings
+                        else np.empty(0, dtype=object), [f["street"] for f in findings],
+                        communities, streets, roads, crs)
+    for i, finding in enumerate(findings):
+        finding.update({key: names[key][i] for key in PLACE_KEYS})
+    n_units = len(blind_units)
+    blind_units = blind_units.assign(**{key: names[key][:n_units] for key in PLACE_KEYS})
+    land = land.assign(**{key: names[key][n_units:] for key in PLACE_KEYS})
     return BlindSpots(blind_units.reset_index(drop=True), land, findings)
 
 
@@ -469,7 +550,7 @@ def gap_report(inputs: CoverageInputs, standards: list[Standard], method: str | 
     ``run``: the reach already computed from these inputs."""
     run = run or compute_reach(inputs, standards, method)
     scope = set(inputs.communities["code"]) if inputs.street else None
-    blind = find_blind_spots(inputs.units, inputs.communities, inputs.streets, inputs.crs)
+    blind = find_blind_spots(inputs.units, inputs.communities, inputs.streets, inputs.crs, inputs.roads)
     return {
         "scope": {"street": inputs.street},
         "crs": f"EPSG:{inputs.crs.to_epsg()}",
@@ -523,8 +604,11 @@ GAP_LAYERS: dict[str, tuple[str, list[Field]]] = {
         _f("radius_m", "float", "radius_m", "服务半径"), _f("method", "str", "method", "距离算法")]),
     "blind_spots": ("社区盲点 blind spots", [
         _f("kind", "str", "kind", "类型"), _f("code", "str", "code", "代码"),
-        _f("street_code", "str", "strt_code", "街道代码"), _f("households", "int", "households", "户数"),
-        _f("area_m2", "float", "area_m2", "面积")]),
+        _f("street_code", "str", "strt_code", "街道代码"), _f("street_name", "str", "strt_name", "街道"),
+        _f("near_community", "str", "near_comm", "最近社区代码"),
+        _f("near_community_name", "str", "near_name", "最近社区"),
+        _f("road_name", "str", "road_name", "附近道路"),
+        _f("households", "int", "households", "户数"), _f("area_m2", "float", "area_m2", "面积")]),
     "cell_problems": ("网格问题 cell problems", [
         _f("kind", "str", "kind", "问题"), _f("codes", "str", "codes", "代码"),
         _f("area_m2", "float", "area_m2", "面积")]),
@@ -557,7 +641,7 @@ def gap_layer(name: str, inputs: CoverageInputs, run: ReachRun, *, kind: str | N
     elif name == "reach":
         frame = pd.concat([reach_shapes(run, k, r) for k, r in rows], ignore_index=True) if rows else None
     elif name == "blind_spots":
-        blind = find_blind_spots(inputs.units, inputs.communities, inputs.streets, inputs.crs)
+        blind = find_blind_spots(inputs.units, inputs.communities, inputs.streets, inputs.crs, inputs.roads)
         units = blind.units.assign(kind="unit", area_m2=None)
         land = blind.land.assign(kind="land", code=blind.land["street_code"], households=None)
         frame = pd.concat([units, land], ignore_index=True)

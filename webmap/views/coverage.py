@@ -261,6 +261,10 @@ def _view_layer(name: str, prepared, kind: str | None, radius: float | None, bbo
         frame["kinds"] = [" ".join(f.get("kinds") or []) for f in findings]
     elif name == "cell_problems":
         frame["codes"] = frame["code"]
+    elif name == "blind_spots":  # names beside the codes (a report of older code has none)
+        frame["street_code"] = [f.get("street") for f in findings]
+        for column in coverage.PLACE_KEYS:
+            frame[column] = [f.get(column) for f in findings]
     return coverage_cache.in_view(frame, bbox, zoom), {"features": len(frame)}
 
 

@@ -171,16 +171,26 @@
         if (job.status === "failed") throw new Error(job.message || t("the computation failed"));
         if (job.status === "done") break;
         status(t("Computing the coverage in the background… {share}", { share: gpLocale.percent(job.progress || 0, 0) }));
-        await new Promise((resolve) => setTimeout(resolve, 1500));
+        // asked often at first (a kept model answers in a second or two), then every 1.5 s
+        await new Promise((resolve) => setTimeout(resolve, Math.min(1500, 250 * (asked + 1))));
       }
     }
+  }
+
+  // where a blind spot lies in words, beside its code: its street, the nearest community, a road
+  function placeText(f) {
+    const parts = [];
+    if (f.street_name) parts.push(f.street_name);
+    if (f.near_community_name || f.near_community) parts.push(t("near {community}", { community: f.near_community_name || f.near_community }));
+    if (f.road_name) parts.push(t("by {road}", { road: f.road_name }));
+    return parts.length ? ` ${parts.join(" · ")}` : "";
   }
 
   function findingsList(report, fixed) {
     const list = document.getElementById("findings");
     list.replaceChildren();
     const items = [];
-    for (const f of report.blind_spots.findings) items.push([f.kind, `${f.codes.join(" ")}${f.households ? " · " + t("{n} households", { n: number(f.households) }) : ""}${f.area_m2 ? ` · ${number(Math.round(f.area_m2))} m²` : ""}`, f]);
+    for (const f of report.blind_spots.findings) items.push([f.kind, `${f.codes.join(" ")}${placeText(f)}${f.households ? " · " + t("{n} households", { n: number(f.households) }) : ""}${f.area_m2 ? ` · ${number(Math.round(f.area_m2))} m²` : ""}`, f]);
     for (const f of report.cell_problems.findings) items.push([f.kind, f.codes.join(" · "), f]);
     for (const m of report.missing) items.push(["missing", `${m.name} ${m.community}: ${kindsText(m.kinds)}`, m]);
     for (const f of report.facilities) items.push(["facility", `${f.name} ${kindName(f.kind)} (${problemText(f.problem)})`, f]);
@@ -333,13 +343,14 @@
         street: scope() || null });
       if (!answer.job) { showSites(answer, box); return; }
       // a city: the worker chooses; its greedy answer is shown as soon as it is found
-      for (;;) {
+      for (let asked = 0; ; asked++) {
         const job = await window.gp.getJSON(answer.href);
         if (job.status === "failed") throw new Error(job.message || t("the computation failed"));
         if (job.sites) showSites(job.sites, box); else box.replaceChildren();
         if (job.status === "done") return;
         box.append(el("p", `${job.message || t("Computing…")} · ${gpLocale.percent(job.progress || 0, 0)}`, { class: "muted" }));
-        await new Promise((resolve) => setTimeout(resolve, 1500));
+        // asked often at first (a kept model answers in a second or two), then every 1.5 s
+        await new Promise((resolve) => setTimeout(resolve, Math.min(1500, 250 * (asked + 1))));
       }
     } catch (err) { box.replaceChildren(el("p", t("Failed: {reason}", { reason: err.message }))); }
   });
