@@ -57,8 +57,9 @@ def test_hand_edits_report_live_scores_and_violations(stored, memory, small_demo
     answer = plan_edits.move_units(memory, plan_id, rest[:1], "new", 2, "planner")
     new = answer["to"]
     assert new.startswith(street) and len(new) == 12 and new not in set(s.graph.current)
-    assert any("below the minimum" in v for c in answer["communities"] if c["community_code"] == new
-               for v in c["violations"])
+    assert any(v["rule"] == "below_minimum" and v["community_code"] == new and v["limit"] == s.rules.minimum
+               and v["value"] == c["households"]
+               for c in answer["communities"] if c["community_code"] == new for v in c["violations"])
 
 
 def test_two_planners_saving_the_same_version_conflict(stored, memory, small_demo):
@@ -80,7 +81,7 @@ def test_split_and_merge(stored, memory, small_demo):
     answer = plan_edits.split_community(memory, plan_id, code, 1, "planner")
     parts = {c["community_code"]: c["households"] for c in answer["communities"]}
     assert sum(parts.values()) == total and len(parts) == 2
-    assert all(not any("contiguous" in v for v in c["violations"]) for c in answer["communities"])
+    assert all(not any(v["rule"] == "not_contiguous" for v in c["violations"]) for c in answer["communities"])
     answer = plan_edits.merge_communities(memory, plan_id, code, answer["to"], answer["version"], "planner")
     assert {c["community_code"]: c["households"] for c in answer["communities"]}[code] == total
 

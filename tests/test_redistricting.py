@@ -198,3 +198,44 @@ def test_partition_scores_follow_any_moves_one_by_one_or_in_bulk(district_300, d
     assert partition.cut_length == pytest.approx(fresh.cut_length, rel=1e-9, abs=1e-6)
     assert partition.moved() == fresh.moved()
 
+
+
+def _state(p: Partition) -> tuple:
+    """Everything a partition holds, exactly (no tolerance: a rollback puts back, not re-sums)."""
+    return (p.labels.tolist(), dict(p.households), dict(p.population), dict(p.area), dict(p.perimeter),
+            {c: set(p.members(c).tolist()) for c in p.households}, p.cut_length, p.cut_edges, p.moved(),
+            p.broken())
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data(), keep=st.booleans())
+def test_a_trial_rolls_back_exactly_or_keeps_and_contiguity_follows(district_300, data, keep):
+    demo = district_300
+    graph = UnitGraph.from_units(demo.layers["units"], demo.adjacency)
+    labels = np.array([c or "none" for c in graph.current], dtype=object)
+    partition = Partition(graph, labels)
+    partition.broken()  # known for every community: what follows is the lazy re-check
+    before = _state(partition)
+    names = sorted(set(labels)) + ["brand-new"]
+    with partition.trial() as trial:
+        for _ in range(data.draw(st.integers(1, 4))):
+            size = data.draw(st.sampled_from([1, 3, 17, 60]))
+            units = data.draw(st.lists(st.integers(0, len(graph) - 1), min_size=size, max_size=size))
+            partition.move(units, data.draw(st.sampled_from(names)))
+            fresh = Partition(graph, partition.labels)
+            # scores read inside the trial are the moved partition's, contiguity re-checked lazily
+            assert partition.broken() == fresh.non_contiguous()
+            assert partition.households == fresh.households
+        if keep:
+            trial.keep()
+    if keep:
+        assert partition.broken() == fresh.non_contiguous()
+        assert partition.labels.tolist() == fresh.labels.tolist()
+    else:
+        assert _state(partition) == before
+    with pytest.raises(ValueError), partition.trial():  # an exception inside rolls back too
+        partition.move(0, "brand-new")
+        raise ValueError
+    assert partition.labels[0] == (fresh.labels[0] if keep else labels[0])
+    with partition.trial(), pytest.raises(RuntimeError, match="already open"), partition.trial():
+        pass

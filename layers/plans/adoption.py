@@ -39,7 +39,7 @@ from layers.plans.communities import bounds
 from layers.plans.engine import PlanResult
 from layers.plans.files import community_polygons, units_from_database
 from layers.plans.memory import PlanMemory
-from layers.plans.partition import UnitGraph, is_contiguous
+from layers.plans.partition import UnitGraph
 
 #: the kind of the background job that regenerates an adopted plan's cells
 JOB_KIND = "regenerate_cells"
@@ -78,10 +78,7 @@ def broken_rules(memory: PlanMemory, plan_id: int) -> list[dict]:
         p = loaded.partition
         for code in sorted(str(c) for c in p.communities if c):
             name = names.get(code) or default_name(code)
-            whole = loaded.contiguous.get(code)
-            if whole is None:
-                whole = is_contiguous(p, code)
-            if not whole:
+            if not p.contiguous(code):
                 out.append({"rule": "not_contiguous", "community_code": code, "community_name": name,
                             "limit": None, "value": len(p.pieces(code))})
             households = int(p.households.get(code, 0))

@@ -25,6 +25,7 @@ from geodata.audit_words import step_name
 from geodata.errors import Forbidden, Refused
 from geodata.i18n import _
 from layers.plans.edits import describe as describe_plan
+from layers.plans.edits import name_figure
 from layers.plans.memory import LoadedPlan, PlanMemory
 from layers.plans.workflow import EDITABLE, WorkflowError
 
@@ -152,7 +153,7 @@ def describe(memory: PlanMemory, plan_id: int) -> dict:
     plan for its version: a city's thousand communities are described once per edit, not per
     request."""
     loaded = memory.plan(plan_id)
-    cached = loaded.caches.get("describe")
+    cached = loaded.caches.described
     if cached is not None and cached[0] == loaded.version:
         return {**cached[1]}  # callers add the user's actions to their copy
     version = loaded.version
@@ -160,12 +161,12 @@ def describe(memory: PlanMemory, plan_id: int) -> dict:
     names = community_names(memory, plan_id)
     colours = colour_communities({c["community_code"]: c["neighbours"] for c in described["communities"]})
     for c in described["communities"]:
-        c["name"] = names.get(c["community_code"])
+        name_figure(c, names.get(c["community_code"]))
         c["colour"] = colours[c["community_code"]]
     described["by_view"] = described["units"] > ALL_UNITS_MAX
     described["unit_zoom"] = UNIT_ZOOM if described["by_view"] else None
     if described["version"] == version:
-        loaded.caches["describe"] = (version, described)
+        loaded.caches.described = (version, described)
     return {**described}
 
 
@@ -222,7 +223,7 @@ def units_in_view(memory: PlanMemory, plan_id: int, bbox: tuple[float, float, fl
 def _dissolved(loaded: LoadedPlan) -> dict[str, shapely.Geometry]:
     """Each community's outline (the coverage union of its units), kept with the loaded plan
     and redone only for the communities whose households or area changed since."""
-    cache = loaded.caches.setdefault("outlines", {})
+    cache = loaded.caches.outlines
     p = loaded.partition
     signature = {c: (int(p.households[c]), round(float(p.area[c]), 1)) for c in p.communities}
     stale = [c for c in signature if cache.get(c, (None, None))[0] != signature[c]]
@@ -257,7 +258,7 @@ def outlines(memory: PlanMemory, plan_id: int, zoom: float | None = None,
     loaded = memory.plan(plan_id)
     key = (loaded.version, None if zoom is None else round(float(zoom), 1))
     with loaded.lock:
-        by_code = loaded.caches.get("outline_features", {}).get(key)
+        by_code = loaded.caches.outline_features.get(key)
     if by_code is None:  # the version moved on meanwhile: the whole answer is the right one
         return whole
     return _feature_collection([by_code[c] for c in codes if c in by_code])
@@ -267,7 +268,7 @@ def _outlines(memory: PlanMemory, plan_id: int, zoom: float | None = None) -> st
     loaded = memory.plan(plan_id)
     key = (loaded.version, None if zoom is None else round(float(zoom), 1))
     with loaded.lock:
-        answers = loaded.caches.setdefault("outline_answers", {})
+        answers = loaded.caches.outline_answers
         if key in answers:
             return answers[key]
     with loaded.lock:
@@ -290,7 +291,7 @@ def _outlines(memory: PlanMemory, plan_id: int, zoom: float | None = None) -> st
                         + ',"geometry":' + texts[i] + "}")
     answer = _feature_collection(features)
     with loaded.lock:
-        by_code = loaded.caches.setdefault("outline_features", {})
+        by_code = loaded.caches.outline_features
         for old in [k for k in answers if k[0] != key[0]] + list(answers)[:-5]:
             answers.pop(old, None)  # other versions' answers, and all but the last few zooms
             by_code.pop(old, None)

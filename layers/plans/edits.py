@@ -2,10 +2,12 @@
 
 An edit moves units to another community (or a new one), splits a community in two (balanced,
 or along a drawn line) or merges two; it is allowed even when it breaks a rule, and its answer
-names the rules each touched community breaks. Edits run on the plan's
+gives the rules each touched community breaks, as data (:func:`broken_by`: ``rule``, the
+community, ``limit``, ``value``), worded only where a reader sees them. Edits run on the plan's
 :class:`~layers.plans.partition.Partition` in the process's :class:`~layers.plans.memory.PlanMemory`,
-so an edit costs only the units it moves; the stored plan is the truth: the edit is saved with
-the version it started from, and memory keeps it only once the save has committed.
+so an edit costs only the units it moves; the stored plan is the truth: an edit is tried on the
+partition (:meth:`~layers.plans.partition.Partition.trial`), scored, saved with the version it
+started from, and kept in memory only once the save has committed.
 
 Every edit is a step of the plan's history, stored with the plan (:mod:`geodata.plan_rows`):
 :func:`replay` undoes the newest step or redoes the one undone last, giving back exactly what the
@@ -35,8 +37,8 @@ from geodata.i18n import _
 from geodata.store import community_codes_ever
 from layers.plans.engine import PlanResult, assign_codes, split_in_two, summary
 from layers.plans.files import export_plan
-from layers.plans.memory import LoadedPlan, PlanMemory, recheck
-from layers.plans.partition import Partition, single_street, within_bounds
+from layers.plans.memory import LoadedPlan, PlanMemory
+from layers.plans.partition import Partition
 from layers.plans.workflow import EDITABLE, WorkflowError
 
 
@@ -44,7 +46,7 @@ def community_adjacency(loaded: LoadedPlan) -> dict[str, list[str]]:
     """Every community's neighbours (communities sharing an edge with it), longest shared
     boundary first — one pass over the adjacency, the same cost in a street and in a city; kept
     with the loaded plan for its version (an edit saved makes a new version)."""
-    cached = loaded.caches.get("adjacency")
+    cached = loaded.caches.adjacency
     if cached is not None and cached[0] == loaded.version:
         return cached[1]
     p, g = loaded.partition, loaded.graph
@@ -61,7 +63,7 @@ def community_adjacency(loaded: LoadedPlan) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {label: [] for label in p.communities}
     for a_, group in frame.groupby("a", sort=False)["b"]:
         out[str(names[a_])] = names[group.to_numpy()].tolist()
-    loaded.caches["adjacency"] = (loaded.version, out)
+    loaded.caches.adjacency = (loaded.version, out)
     return out
 
 
@@ -87,14 +89,7 @@ def community_figures(loaded: LoadedPlan, labels: list[str],
                         "neighbours": []})
             continue
         households = int(p.households[label])
-        violations = []
-        if not within_bounds(p, label, r.minimum, r.maximum):
-            violations.append(f"below the minimum of {r.minimum} households" if households < r.minimum
-                              else f"above the maximum of {r.maximum} households")
-        if not loaded.contiguous.get(label, True):
-            violations.append("not contiguous")
-        if not single_street(p, label):
-            violations.append("crosses a street boundary")
+        violations = broken_by(loaded, label)
         out.append({"community_code": label, "households": households,
                     "standing": _standing(codes, label) if codes is not None else None,
                     "population": int(p.population[label]), "area_m2": round(float(p.area[label]), 1),
@@ -106,11 +101,47 @@ def community_figures(loaded: LoadedPlan, labels: list[str],
     return out
 
 
+#: the rules a community of a plan may break (what :func:`broken_by` names)
+RULES = ("below_minimum", "above_maximum", "not_contiguous", "crosses_street")
+
+
+def broken_by(loaded: LoadedPlan, label: str, name: str | None = None) -> list[dict]:
+    """The rules community ``label`` breaks, as data, in the order a planner reads them:
+    ``rule`` (one of :data:`RULES`), ``community_code``, ``community_name`` (``name``; filled in
+    where the name is known), ``limit`` (the plan's household bound it misses; None for the others)
+    and ``value`` (its households; its separate pieces; the streets it lies in). The same shape as
+    :func:`layers.plans.adoption.broken_rules`; words are the reader's (the page, the view)."""
+    p, r = loaded.partition, loaded.rules
+    households = int(p.households[label])
+    out = []
+
+    def rule(kind: str, limit: int | None, value: int) -> None:
+        out.append({"rule": kind, "community_code": label, "community_name": name, "limit": limit,
+                    "value": value})
+
+    if households < r.minimum:
+        rule("below_minimum", r.minimum, households)
+    elif households > r.maximum:
+        rule("above_maximum", r.maximum, households)
+    if not p.contiguous(label):
+        rule("not_contiguous", None, len(p.pieces(label)))
+    streets = len(set(p.graph.street[p.members(label)]))
+    if streets > 1:
+        rule("crosses_street", None, streets)
+    return out
+
+
+def name_figure(figure: dict, name: str | None) -> None:
+    """Give a community's figures (and the rules it breaks) its name."""
+    figure["name"] = name
+    for rule in figure.get("violations", ()):
+        rule["community_name"] = name
+
+
 def plan_scores(loaded: LoadedPlan) -> dict:
-    """The plan's scores from the partition's running sums and the contiguity kept per community —
-    the same cost in a street and in a city."""
-    broken = {label for label, whole in loaded.contiguous.items() if not whole}
-    return summary(loaded.partition, loaded.rules, broken)
+    """The plan's scores from the partition's running sums and its contiguity, re-checked only
+    for the communities edits touched — the same cost in a street and in a city."""
+    return summary(loaded.partition, loaded.rules, loaded.partition.broken())
 
 
 def describe(memory: PlanMemory, plan_id: int) -> dict:
@@ -181,40 +212,6 @@ def _target(loaded: LoadedPlan, memory: PlanMemory, positions: list[int], to: st
     return to
 
 
-def _relabel(loaded: LoadedPlan, positions: np.ndarray, labels: np.ndarray,
-             contiguity: dict[str, bool | None] | None = None) -> tuple[Callable[[], None], list[str]]:
-    """Give the units at ``positions`` the communities ``labels`` in memory, and re-check the
-    contiguity of the communities touched (or take it from ``contiguity``); returns a function
-    that puts the partition and the contiguity back as they were, and the communities touched."""
-    p = loaded.partition
-    positions = np.asarray(positions, dtype=np.int64)
-    labels = np.asarray(labels, dtype=object)
-    before = p.labels[positions].copy()
-    touched = sorted(set(before.tolist()) | set(labels.tolist()))
-    was = {label: loaded.contiguous.get(label) for label in touched}
-    for label in dict.fromkeys(labels.tolist()):
-        p.move(positions[labels == label], label)
-    if contiguity is None:
-        recheck(loaded, touched)
-    else:
-        _set_contiguity(loaded, contiguity)
-
-    def restore() -> None:
-        for label in dict.fromkeys(before.tolist()):
-            p.move(positions[before == label], label)
-        _set_contiguity(loaded, was)
-
-    return restore, touched
-
-
-def _set_contiguity(loaded: LoadedPlan, values: dict[str, bool | None]) -> None:
-    for label, whole in values.items():
-        if whole is None:
-            loaded.contiguous.pop(label, None)
-        else:
-            loaded.contiguous[label] = whole
-
-
 def _editable_plan(memory: PlanMemory, plan_id: int, version: int) -> dict:
     plan = plan_rows.get_plan(memory.engine, plan_id)
     plan_rows.require_version(plan, version, memory.engine)  # first: a stale edit is a conflict
@@ -226,21 +223,26 @@ def _editable_plan(memory: PlanMemory, plan_id: int, version: int) -> dict:
 
 def _save(memory: PlanMemory, loaded: LoadedPlan, positions: np.ndarray, labels: np.ndarray,
           save: Callable[[dict], int]) -> tuple[int, dict, list[dict], list[str]]:
-    """Work out an edit's scores and figures on the partition, put it back as stored, ``save``
-    (given the scores; it returns the new version), and only once that has committed keep the
-    edit in memory: memory never runs ahead of the database. Returns the new version, the
-    plan's scores, the figures of the communities touched and their codes."""
-    restore, touched = _relabel(loaded, positions, labels)
-    scores = plan_scores(loaded)
-    figures = community_figures(loaded, touched, codes=current_codes(memory, loaded))
-    after = {label: loaded.contiguous.get(label) for label in touched}
-    restore()
-    new_version = save(scores)
-    _relabel(loaded, positions, labels, contiguity=after)
+    """An edit as a trial on the partition: give the units at ``positions`` the communities
+    ``labels``, read the plan's scores and the touched communities' figures, ``save`` (given the
+    scores; it returns the new version), and keep the edit only once that has committed — a save
+    that fails rolls the partition back exactly: memory never runs ahead of the database. Returns
+    the new version, the plan's scores, the figures of the communities touched and their codes."""
+    p = loaded.partition
+    positions = np.asarray(positions, dtype=np.int64)
+    labels = np.asarray(labels, dtype=object)
+    touched = sorted(set(p.labels[positions].tolist()) | set(labels.tolist()))
+    with p.trial() as trial:
+        for label in dict.fromkeys(labels.tolist()):
+            p.move(positions[labels == label], label)
+        scores = plan_scores(loaded)
+        figures = community_figures(loaded, touched, codes=current_codes(memory, loaded))
+        new_version = save(scores)
+        trial.keep()
     memory.saved(loaded, new_version)
     names = plan_rows.names_for(memory.engine, loaded.plan_id, touched)
     for figure in figures:  # a community an undo brings back comes back with its name
-        figure["name"] = names.get(figure["community_code"])
+        name_figure(figure, names.get(figure["community_code"]))
     return new_version, scores, figures, touched
 
 
@@ -345,11 +347,9 @@ def standing(memory: PlanMemory, loaded: LoadedPlan, code: str) -> int:
 def current_codes(memory: PlanMemory, loaded: LoadedPlan) -> dict[str, bool]:
     """The current communities' codes, each with whether it is provisional; kept with the loaded
     plan (which is rebuilt when the communities change: the boundary revision)."""
-    cached = loaded.caches.get("standing")
-    if cached is None:
-        cached = plan_rows.current_codes(memory.engine)
-        loaded.caches["standing"] = cached
-    return cached
+    if loaded.caches.standing is None:
+        loaded.caches.standing = plan_rows.current_codes(memory.engine)
+    return loaded.caches.standing
 
 
 def _standing(codes: dict[str, bool], code: str) -> int:

@@ -140,7 +140,7 @@ class PlanResult:
         moves = frame[frame["current"].notna() & (frame["current"] != frame["label"])]
         by_label = frame.groupby("label")
         labels = p.communities
-        broken = p.non_contiguous()
+        broken = p.broken()
 
         def moved(by: str) -> np.ndarray:
             return moves.groupby(by)["households"].sum().reindex(labels, fill_value=0).to_numpy()
@@ -165,7 +165,7 @@ class PlanResult:
         p, g = self.partition, self.graph
         streets = pd.Series(g.street).groupby(p.labels).nunique()
         current = set(g.current)
-        return summary(p, self.rules, p.non_contiguous()) | {
+        return summary(p, self.rules, p.broken()) | {
             "crossing_street": int((streets > 1).sum()),
             "new_communities": int(sum(c not in current for c in p.communities)),
             "infeasible": [asdict(i) for i in self.infeasible],

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 from sqlalchemy import Engine
 
 from geodata import plan_rows
@@ -37,7 +38,7 @@ from geodata.revisions import current_revision
 from layers.plans.communities import bounds
 from layers.plans.engine import Rules
 from layers.plans.files import home_streets_of_district, units_from_database
-from layers.plans.partition import Partition, UnitGraph, is_contiguous
+from layers.plans.partition import Partition, UnitGraph
 
 
 @dataclass
@@ -53,14 +54,39 @@ class UnitSet:
     home: pd.Series | None = None
 
 
+#: a version of a plan and a zoom rounded to a tenth (None: not simplified)
+OutlineKey = tuple[int, float | None]
+
+
+@dataclass
+class PlanCaches:
+    """What pages derive from a loaded plan, each entry checking for itself whether it is still
+    current (by the plan's version, or by each community's households and area); it lives and
+    dies with the loaded plan, so boundaries read again start with none of it."""
+
+    #: (version, community → its neighbours, longest shared boundary first):
+    #: :func:`layers.plans.edits.community_adjacency`
+    adjacency: tuple[int, dict[str, list[str]]] | None = None
+    #: the current communities' codes, each with whether it is provisional (the boundary revision
+    #: the plan was loaded at): :func:`layers.plans.edits.current_codes`
+    standing: dict[str, bool] | None = None
+    #: (version, the plan described for its page): :func:`layers.plans.documents.describe`
+    described: tuple[int, dict] | None = None
+    #: community → ((households, area), its outline): :func:`layers.plans.documents.outlines`
+    outlines: dict[str, tuple[tuple[int, float], shapely.Geometry]] = field(default_factory=dict)
+    #: the last few zooms' whole outline answers (GeoJSON text)
+    outline_answers: dict[OutlineKey, str] = field(default_factory=dict)
+    #: the same answers' features by community code (what an edit's redraw asks for)
+    outline_features: dict[OutlineKey, dict[str, str]] = field(default_factory=dict)
+
+
 @dataclass
 class LoadedPlan:
     """A stored plan in memory: its row, its units and graph, its partition and rules.
 
-    ``contiguous`` is kept current for the communities an edit touches, so the plan's scores never
-    need a whole-partition pass after an edit. ``lock`` serialises edits within the process.
-    ``caches`` holds what pages derive from the plan (outlines, community adjacency), each entry
-    checking for itself whether it is still current; it lives and dies with the loaded plan.
+    The partition keeps its own scores, contiguity included (re-checked lazily for the
+    communities an edit touched). ``lock`` serialises edits within the process. ``caches`` holds
+    what pages derive from the plan (:class:`PlanCaches`).
     """
 
     plan: dict
@@ -69,9 +95,8 @@ class LoadedPlan:
     graph: UnitGraph
     partition: Partition
     rules: Rules
-    contiguous: dict[str, bool]
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
-    caches: dict = field(default_factory=dict, repr=False)
+    caches: PlanCaches = field(default_factory=PlanCaches, repr=False)
 
     @property
     def plan_id(self) -> int:
@@ -140,9 +165,8 @@ class PlanMemory:
         labels = assignment.reindex(graph.codes).to_numpy(dtype=object)
         labels = np.where(pd.isna(labels), graph.current, labels)  # units the plan never saw keep theirs
         partition = Partition(graph, labels)
-        broken = partition.non_contiguous()
-        return LoadedPlan(row, revision, unit_set.units, graph, partition, plan_rules(self.engine, params),
-                          {label: label not in broken for label in partition.communities})
+        partition.broken()  # contiguity of every community now, in one pass, not on the first edit
+        return LoadedPlan(row, revision, unit_set.units, graph, partition, plan_rules(self.engine, params))
 
     def _catch_up(self, loaded: LoadedPlan, row: dict) -> LoadedPlan | None:
         """Apply to ``loaded`` the units another process moved since its version (None when
@@ -153,13 +177,9 @@ class PlanMemory:
             return None
         with loaded.lock:
             p = loaded.partition
-            touched: set[str] = set()
             for label, units in changes.groupby(changes.to_numpy(), sort=False):
                 positions = np.array([g.position[u] for u in units.index], dtype=np.int64)
-                touched.update(p.labels[positions].tolist())
-                touched.add(label)
                 p.move(positions, label)
-            recheck(loaded, touched)
             loaded.plan = row
         return loaded
 
@@ -215,12 +235,3 @@ def plan_rules(engine: Engine, params: dict | None) -> Rules:
     limits = bounds(engine)
     return Rules.from_params(params, limits.minimum, limits.maximum)
 
-
-def recheck(loaded: LoadedPlan, labels) -> None:
-    """Re-check the contiguity of the communities ``labels`` after an edit touched them."""
-    p = loaded.partition
-    for label in labels:
-        if label in p:
-            loaded.contiguous[label] = is_contiguous(p, label)
-        else:
-            loaded.contiguous.pop(label, None)

@@ -9,6 +9,15 @@ label (:func:`is_contiguous`, :func:`within_bounds`, :func:`single_street`,
 :func:`single_parent`). The redistricting engine, hand edits and the scores all use these; the
 grid-cell generator uses the same pieces with other rules.
 
+Contiguity is an updater too, but a lazy one: a move only marks the communities it touched, and
+:meth:`Partition.contiguous` / :meth:`Partition.broken` re-check those (and only those) when
+asked, so a hand edit's scores cost the communities it touched, not the city.
+
+A :meth:`Partition.trial` tries moves: inside it, moves change the partition as usual, its scores
+can be read, and on leaving it everything is put back exactly as it was (labels, sums, members,
+contiguity) unless :meth:`Trial.keep` was called — a hand edit scores its move, saves it, and keeps
+it only once the save has committed.
+
 Perimeters come from the units' own perimeters less twice the edges they share inside the same
 community, so Polsby–Popper (4πA/P²) needs no polygon union. Connectivity is one sparse-graph
 pass (scipy ``connected_components``) over the units in question, never a Python search.
@@ -19,6 +28,8 @@ made; unassigned units belong to no community and are left out of :attr:`Partiti
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -211,6 +222,11 @@ class Partition:
         changed = self._had & (self.labels != g.current)
         self.moved_households = int(g.households[changed].sum())
         self.moved_units = int(changed.sum())
+        # contiguity, lazily: known per label; labels a move touched are stale until asked for
+        self._contiguous: dict[str, bool] = {}
+        self._stale: set[str] = set()
+        self._all_known = False
+        self._trial: Trial | None = None
 
     # --- updaters ------------------------------------------------------------------------
 
@@ -218,6 +234,10 @@ class Partition:
         """Assign ``units`` (positions) to ``label``, updating every score incrementally: unit by
         unit for a hand edit's few units, in one vectorised pass for a whole piece."""
         units = np.atleast_1d(np.asarray(units, dtype=np.int64))
+        if self._trial is not None:
+            self._trial.remember(units, label)
+        self._stale.update(self.labels[units].tolist())
+        self._stale.add(label)
         if len(units) > 16:
             self._move_many(units, label)
             return
@@ -359,6 +379,108 @@ class Partition:
         pieces = pd.DataFrame({"label": self.labels[land], "component": component[land]})
         counts = pieces.drop_duplicates().groupby("label").size()
         return set(counts[counts > 1].index)
+
+    # --- contiguity, a lazy updater --------------------------------------------------------
+
+    def contiguous(self, label: str) -> bool:
+        """Whether ``label``'s land units are connected, re-checked only when a move has touched
+        ``label`` since it was last checked (an unknown label is contiguous: it has no units)."""
+        if label not in self:
+            return True
+        if label in self._stale or label not in self._contiguous:
+            self._contiguous[label] = len(self.pieces(label)) <= 1
+            self._stale.discard(label)
+        return self._contiguous[label]
+
+    def broken(self) -> set[str]:
+        """Every community whose land units are not connected: one sparse-graph pass the first time
+        (or when most communities were touched), then only the communities moves touched since."""
+        communities = self._members.keys() - {UNASSIGNED}
+        if not self._all_known or len(self._stale) > max(64, len(communities) // 4):
+            broken = self.non_contiguous()
+            self._contiguous = {label: label not in broken for label in communities}
+            self._stale.clear()
+            self._all_known = True
+            return broken
+        for label in list(self._stale):
+            self.contiguous(label)
+        self._stale.clear()
+        return {label for label in communities if not self._contiguous.get(label, True)}
+
+    # --- trying a move -----------------------------------------------------------------------
+
+    @contextmanager
+    def trial(self) -> Iterator[Trial]:
+        """Try moves: within the block, :meth:`move` works as ever and every score can be read;
+        on leaving it (normally or by an exception) the partition is put back exactly as it was,
+        unless :meth:`Trial.keep` was called. Trials do not nest."""
+        if self._trial is not None:
+            raise RuntimeError("a trial is already open on this partition")
+        trial = Trial(self)
+        self._trial = trial
+        try:
+            yield trial
+        finally:
+            self._trial = None
+            if not trial.kept:
+                trial.roll_back()
+
+
+@dataclass
+class Trial:
+    """The undo record of moves tried on a :class:`Partition`: the state before the first move of
+    every unit and community touched (labels, sums, members, contiguity) and the plan-wide
+    counts, so rolling back restores exactly the numbers there were, not a float's re-summed
+    neighbour."""
+
+    partition: Partition
+    kept: bool = False
+    labels: dict[int, str] = field(default_factory=dict)
+    communities: dict[str, tuple | None] = field(default_factory=dict)
+    counts: tuple = ()
+    contiguity: tuple = ()
+
+    def __post_init__(self) -> None:
+        p = self.partition
+        self.counts = (p.cut_length, p.cut_edges, p.moved_households, p.moved_units)
+        self.contiguity = (p._all_known, set(p._stale))
+
+    def keep(self) -> None:
+        """Keep the moves tried: leaving the trial changes nothing."""
+        self.kept = True
+
+    def remember(self, units: np.ndarray, label: str) -> None:
+        """Note what ``units`` moving to ``label`` is about to change (first touch only)."""
+        p = self.partition
+        for u in units.tolist():
+            if u not in self.labels:
+                self.labels[u] = p.labels[u]
+        for name in {*p.labels[units].tolist(), label}:
+            if name not in self.communities:
+                self.communities[name] = None if name not in p._members else (
+                    p.households[name], p.population[name], p.area[name], p.perimeter[name],
+                    set(p._members[name]), p._contiguous.get(name))
+
+    def roll_back(self) -> None:
+        """Put the partition back as it was before the first move tried."""
+        p = self.partition
+        if self.labels:
+            positions = np.fromiter(self.labels, dtype=np.int64, count=len(self.labels))
+            p.labels[positions] = np.array(list(self.labels.values()), dtype=object)
+        for name, before in self.communities.items():
+            stores = (p.households, p.population, p.area, p.perimeter, p._members)
+            if before is None:
+                for store in (*stores, p._contiguous):
+                    store.pop(name, None)
+                continue
+            for store, value in zip(stores, before[:5], strict=True):
+                store[name] = value
+            if before[5] is None:
+                p._contiguous.pop(name, None)
+            else:
+                p._contiguous[name] = before[5]
+        p.cut_length, p.cut_edges, p.moved_households, p.moved_units = self.counts
+        p._all_known, p._stale = self.contiguity[0], set(self.contiguity[1])
 
 
 # --- constraints: plain functions of a partition and a label -----------------------------------

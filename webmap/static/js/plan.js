@@ -234,14 +234,15 @@
     window.gridplan.scores = scores;
   }
 
-  // the rules a community breaks, as the server names them, in the page's language
-  const VIOLATIONS = [[/below the minimum of (\d+)/, (n) => t("households below the minimum of {n}", { n })],
-    [/above the maximum of (\d+)/, (n) => t("households above the maximum of {n}", { n })],
-    [/not contiguous/, () => t("not contiguous")], [/crosses a street boundary/, () => t("crosses a street boundary")]];
-  const ruleText = (v) => {
-    for (const [pattern, text] of VIOLATIONS) { const m = pattern.exec(v); if (m) return text(m[1] ? number(m[1]) : ""); }
-    return v;
+  // a rule a community breaks ({rule, community_code, limit, value}: data from the server),
+  // worded here, in the page's language
+  const RULES = {
+    below_minimum: (v) => t("households below the minimum of {n}", { n: number(v.limit) }),
+    above_maximum: (v) => t("households above the maximum of {n}", { n: number(v.limit) }),
+    not_contiguous: () => t("not contiguous"),
+    crosses_street: () => t("crosses a street boundary"),
   };
+  const ruleText = (v) => (RULES[v.rule] ? RULES[v.rule](v) : "");
   const STATUS = { draft: t("draft"), submitted: t("submitted"), approved: t("approved"), rejected: t("rejected"),
     adopted: t("adopted") };
   function planTitle() {
