@@ -133,7 +133,9 @@ def supervisor():
     prefix = account.scope_code if account.role == "supervisor" else None
     m = build_map(cells_extent(engine(), prefix, cells) or layer_extent(engine(), "grid_cells"))
     return render_map("supervisor.html", m, {"scope": account.scope_code, "categories": categories,
-                                             "cells": cells, "user": account.name},
+                                             "cells": cells, "user": account.name,
+                                             # the whole city's cases: loaded by the map's view
+                                             "byView": account.role != "supervisor"},
                       title=_("Grid map"))
 
 
