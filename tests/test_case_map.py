@@ -20,7 +20,7 @@ from layers.sample_data.demo import write_demo
 from tests.webhelpers import PASSWORD, make_accounts, signed_in
 from webmap import create_app
 
-PINS = 40  # a small cap, so that the small demo's city view is drawn as groups
+PINS = 100  # a small cap, so that the small demo's city view is drawn as groups
 
 
 @pytest.fixture
@@ -173,7 +173,7 @@ def test_the_admins_map_loads_by_view(browser, server, tmp_path_factory):
     for n in (counts["total"], counts["open"], counts["overdue"]):
         assert f"{n:,}" in summary
     # the whole district in view: more cases than pins, so groups and a "zoom in" note
-    page.evaluate("(b) => window.gridplan.map.fitBounds(b, {animate: false})",
+    page.evaluate("(b) => { window.gridplan.map.fitBounds(b, {animate: false}); }",
                   [[whole[1], whole[0]], [whole[3], whole[2]]])
     page.wait_for_function("() => window.gridplan.state.groups && window.gridplan.state.groups.length > 0")
     shown = page.evaluate("window.gridplan.state.groups.reduce((s, g) => s + g.total, 0)")
@@ -185,7 +185,7 @@ def test_the_admins_map_loads_by_view(browser, server, tmp_path_factory):
     # zoom in on one case: the cases of that view, each pinned, loaded from the server
     case = incident_rows.list_incidents(engine, limit=1)[0]
     loads = page.evaluate("window.gridplan.state.viewLoads")
-    page.evaluate("([lat, lon]) => window.gridplan.map.setView([lat, lon], 17, {animate: false})",
+    page.evaluate("([lat, lon]) => { window.gridplan.map.setView([lat, lon], 18, {animate: false}); }",
                   [case["lat"], case["lon"]])
     page.wait_for_function(f"() => window.gridplan.state.viewLoads > {loads}"
                            " && !window.gridplan.state.groups")

@@ -123,7 +123,7 @@ def planner():
 
 
 @bp.get("/supervisor")
-@require("supervisor", "admin")
+@require("supervisor", "admin", "dispatcher")  # the 指挥中心 sees the city's cases on the map too
 def supervisor():
     account = current_account()
     categories = {k: in_language(v.get("name", k)) for k, v in incidents.categories(engine()).items()}
