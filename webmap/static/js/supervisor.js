@@ -117,7 +117,13 @@
       : number(answer.view.total)]);
     figures(document.getElementById("summary"), rows);
   }
-  async function loadView() {
+  // the page is ready (and a test or a user reads its figures) once the latest view asked is drawn
+  function loadView() {
+    const run = (state.loading = loadViewNow());
+    const settle = async (r) => { await r; if (state.loading !== r) await settle(state.loading); };
+    return settle(run);
+  }
+  async function loadViewNow() {
     const form = new FormData(document.getElementById("filters"));
     const query = new URLSearchParams({ bbox: viewBox(), zoom: String(map.getZoom()) });
     for (const key of ["status", "category", "from", "to"]) if (form.get(key)) query.set(key, form.get(key));
@@ -149,7 +155,7 @@
       : t("{n} cases loaded", { n: number(state.incidents.length) }));
   }
   let moved = null;
-  if (config.byView) {
+  function followView() {  // after the first view is set: each pan or zoom asks for its cases
     map.on("moveend", () => { clearTimeout(moved); moved = setTimeout(() => loadView().catch((err) =>
       status(t("Could not load: {reason}", { reason: err.message }))), 200); });
   }
@@ -171,6 +177,7 @@
       map.stop();  // folium's first view may still be animating: stop it, then fit without animation
       map.fitBounds(own.getBounds(), { animate: false });
     }
+    if (config.byView) followView();
     await (config.byView ? loadView() : load());
     window.gridplan.ready = true;
   }
