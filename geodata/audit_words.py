@@ -85,6 +85,12 @@ VALUES: dict[str, str] = {
     "dispatcher": N_("command centre (dispatcher)"), "handler": N_("department handler"),
 }
 
+#: The actors that are no one's account: what the server's commands record as having acted.
+ACTORS: dict[str, str] = {
+    "cli": N_("server command line"), "demo-accounts": N_("demo accounts setup"),
+    "demo": N_("demo data"), "onboard": N_("data folder onboarding"),
+}
+
 MAX_LISTED = 10
 
 
@@ -97,6 +103,14 @@ def action_name(action: str) -> str:
     if head == "import":
         return _("imported ({mode})", mode=tail)
     return action
+
+
+def actor_name(actor: str | None) -> str:
+    """Who acted, as the audit page names them: an account by its name, a server command in words
+    ("cli" is the server's command line)."""
+    if not actor:
+        return ""
+    return _(ACTORS[actor]) if actor in ACTORS else actor
 
 
 def step_name(step: str) -> str:
@@ -172,4 +186,5 @@ def describe(action: str, detail) -> str:
     return _("; ").join(parts)
 
 
-__all__ = ["ACTIONS", "LAYERS", "STEPS", "action_name", "describe", "layer_name", "step_name"]
+__all__ = ["ACTIONS", "ACTORS", "LAYERS", "STEPS", "action_name", "actor_name", "describe", "layer_name",
+           "step_name"]

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 import shapely
 from sqlalchemy import (
@@ -372,8 +373,8 @@ def scope_clause(prefix: str | None, cells: Sequence[str] | None = None):
     return or_(*clauses) if clauses else literal(True)
 
 
-def list_incidents(
-    engine: Engine | Connection,
+def case_filters(
+    conn: Connection,
     *,
     prefix: str | None = None,
     cells: Sequence[str] | None = None,
@@ -382,38 +383,57 @@ def list_incidents(
     since: datetime | None = None,
     until: datetime | None = None,
     bbox: dialect.BBox | None = None,
+    department: str | None = None,
+    overdue_at: datetime | None = None,
+    needs_at: datetime | None = None,
+    open_statuses: Sequence[str] = (),
+) -> list:
+    """The conditions that select the cases of a list, a map and their counts — one builder, so
+    a count is always of the cases the list shows: the scope (``prefix`` or exactly ``cells``),
+    ``statuses``, ``category``, reported between ``since`` and ``until``, within ``bbox``,
+    dispatched to ``department``; ``overdue_at``: only open cases past their due time then;
+    ``needs_at``: only those that need someone then (new, returned for rework, or overdue).
+    ``open_statuses``: what is open (needed by the last two)."""
+    where = [scope_clause(prefix, cells) if (prefix or cells) else literal(True)]
+    if department:
+        where.append(T.c.department_code == department)
+    if statuses:
+        where.append(T.c.status.in_(list(statuses)))
+    if category:
+        where.append(T.c.category == category)
+    if since:
+        where.append(T.c.reported_at >= since)
+    if until:
+        where.append(T.c.reported_at <= until)
+    if bbox:
+        where.append(dialect.bbox_filter(conn, T, bbox))
+    is_open = T.c.status.in_(list(open_statuses))
+    if overdue_at is not None:
+        where.append(and_(is_open, T.c.due_at.is_not(None), T.c.due_at < overdue_at))
+    if needs_at is not None:
+        # as loop.needs_attention: new, returned for rework (dispatched again), or overdue
+        where.append(and_(is_open, or_(
+            T.c.status == "reported",
+            and_(T.c.status == "dispatched", T.c.rework_count > 0),
+            and_(T.c.due_at.is_not(None), T.c.due_at < needs_at))))
+    return where
+
+
+def list_incidents(
+    engine: Engine | Connection,
+    *,
     limit: int | None = None,
     offset: int = 0,
     order_due: bool = False,
-    department: str | None = None,
+    **filters: Any,
 ) -> list[dict]:
-    """Cases in a scope with filters (reported between ``since`` and ``until``; ``department``:
-    only the cases dispatched to that 处置部门)."""
+    """Cases selected by :func:`case_filters` (``filters``: its keywords), at most ``limit``;
+    ``order_due``: the soonest due first."""
     with _conn(engine) as conn:
-        stmt = _select().where(scope_clause(prefix, cells) if (prefix or cells) else literal(True))
-        if department:
-            stmt = stmt.where(T.c.department_code == department)
-        if statuses:
-            stmt = stmt.where(T.c.status.in_(list(statuses)))
-        if category:
-            stmt = stmt.where(T.c.category == category)
-        if since:
-            stmt = stmt.where(T.c.reported_at >= since)
-        if until:
-            stmt = stmt.where(T.c.reported_at <= until)
-        if bbox:
-            stmt = stmt.where(dialect.bbox_filter(conn, T, bbox))
+        stmt = _select().where(*case_filters(conn, **filters))
         stmt = stmt.order_by(*((T.c.due_at.is_(None), T.c.due_at) if order_due else ()), T.c.id)
         rows = conn.execute(stmt.offset(offset or None).limit(limit)).mappings().all()
     return [dict(r) for r in rows]
-
-
-def count_incidents(engine: Engine | Connection, **where) -> int:
-    with _conn(engine) as conn:
-        stmt = select(func.count()).select_from(T)
-        for key, value in where.items():
-            stmt = stmt.where(T.c[key] == value)
-        return conn.execute(stmt).scalar_one()
 
 
 def open_near(
@@ -943,35 +963,52 @@ def incident_counts(
     *,
     now: datetime,
     open_statuses: Sequence[str],
-    prefix: str | None = None,
-    cells: Sequence[str] | None = None,
-    statuses: Sequence[str] | None = None,
-    category: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    bbox: dialect.BBox | None = None,
-    department: str | None = None,
-) -> dict[str, int]:
-    """How many cases the filters of :func:`list_incidents` select — all of them, open, and open
-    past their deadline (overdue) — counted by the database in one query, whatever a list is
-    cut at: the figures a map shows beside the cases it draws."""
+    **filters: Any,
+) -> dict:
+    """How many cases :func:`case_filters` selects (``filters``: its keywords) — all of them
+    (``total``), open, open past their deadline at ``now`` (overdue), and per status
+    (``by_status``) — counted by the database, whatever a list or a map is cut at: the figures
+    shown beside the cases drawn."""
+    late = and_(T.c.due_at.is_not(None), T.c.due_at < now)
+    with _conn(engine) as conn:
+        stmt = (select(T.c.status, func.count(), func.coalesce(func.sum(case((late, 1), else_=0)), 0))
+                .where(*case_filters(conn, open_statuses=open_statuses, **filters))
+                .group_by(T.c.status))
+        rows = conn.execute(stmt).all()
+    by_status = {status: int(n) for status, n, _late in rows}
+    return {
+        "total": sum(by_status.values()),
+        "open": sum(n for s, n in by_status.items() if s in open_statuses),
+        "overdue": sum(int(late_n) for s, _n, late_n in rows if s in open_statuses),
+        "by_status": by_status,
+    }
+
+
+def case_groups(
+    engine: Engine | Connection,
+    group: str,
+    *,
+    now: datetime,
+    open_statuses: Sequence[str],
+    **filters: Any,
+) -> list[dict]:
+    """The cases :func:`case_filters` selects, counted per ``group`` (``community`` or
+    ``street``): ``code``, ``total``, ``open``, ``overdue`` (at ``now``) and where to draw the
+    group (``lon``/``lat``: the mean of its cases' points). What a city-wide map draws when a view
+    holds too many cases to pin each; cases in no community or street form a group of code ``""``."""
+    key = func.coalesce(_rate_levels()[group], "")
     is_open = T.c.status.in_(list(open_statuses))
     late = and_(is_open, T.c.due_at.is_not(None), T.c.due_at < now)
     with _conn(engine) as conn:
-        stmt = select(func.count(), func.coalesce(func.sum(case((is_open, 1), else_=0)), 0),
-                      func.coalesce(func.sum(case((late, 1), else_=0)), 0)).select_from(T)
-        stmt = stmt.where(scope_clause(prefix, cells) if (prefix or cells) else literal(True))
-        if statuses:
-            stmt = stmt.where(T.c.status.in_(list(statuses)))
-        if category:
-            stmt = stmt.where(T.c.category == category)
-        if since:
-            stmt = stmt.where(T.c.reported_at >= since)
-        if until:
-            stmt = stmt.where(T.c.reported_at <= until)
-        if bbox:
-            stmt = stmt.where(dialect.bbox_filter(conn, T, bbox))
-        if department:
-            stmt = stmt.where(T.c.department_code == department)
-        total, opened, overdue = conn.execute(stmt).one()
-    return {"total": int(total), "open": int(opened), "overdue": int(overdue)}
+        stmt = (
+            select(key.label("code"), func.count().label("total"),
+                   func.coalesce(func.sum(case((is_open, 1), else_=0)), 0).label("open"),
+                   func.coalesce(func.sum(case((late, 1), else_=0)), 0).label("overdue"),
+                   func.avg(func.ST_X(T.c.geom)).label("lon"), func.avg(func.ST_Y(T.c.geom)).label("lat"))
+            .where(*case_filters(conn, open_statuses=open_statuses, **filters))
+            .group_by(key).order_by(key)
+        )
+        rows = conn.execute(stmt).mappings().all()
+    return [{"code": r["code"], "total": int(r["total"]), "open": int(r["open"]),
+             "overdue": int(r["overdue"]), "lon": round(float(r["lon"]), 6), "lat": round(float(r["lat"]), 6)}
+            for r in rows]

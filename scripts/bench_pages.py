@@ -1,5 +1,5 @@
-"""Benchmark: the coverage page and the rates page in headless Chromium, on the demo district
-and on a generated city, with the bytes they move.
+"""Benchmark: the coverage page, the rates page and the administrator's case map (/supervisor)
+in headless Chromium, on the demo district and on a generated city, with the bytes they move.
 
 For each page: the time from navigation to the page ready (its figures shown, its map layers
 drawn: ``window.gridplan.ready``), the bytes transferred (as they went over the wire: gzip
@@ -12,7 +12,7 @@ bytes of one hand edit's answer are measured by ``bench_plan_page.py``.
 that code with the same databases.
 
     .venv/bin/python scripts/bench_pages.py [--city-db PATH | --city-units N] [--no-city] \
-        [--no-demo] [--code /work/main] [--json bench-out/pages.json]
+        [--no-demo] [--code /work/main] [--pages coverage,rates,cases] [--json bench-out/pages.json]
 
 Aims (issue 17 item 8): coverage ≤ 2 s on the demo and ≤ 4 s for a city, rates ≤ 1 s, ≤ 2 MB a
 page at city size and ≤ 1 MB on a second load; siting from the page ≤ 5 s for a city.
@@ -66,10 +66,11 @@ def serve(url: str, warm: bool):
 
     app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none"})
     with app.app_context():
-        try:
-            add_user("bench-planner", "planner", PASSWORD)
-        except Exception:  # noqa: BLE001 — the copy may have it already
-            pass
+        for name, role in (("bench-planner", "planner"), ("bench-admin", "admin")):
+            try:
+                add_user(name, role, PASSWORD)
+            except Exception:  # noqa: BLE001 — the copy may have it already
+                pass
     warmed = None
     if warm:  # what webmap.wsgi's background thread does when a server process starts
         try:
@@ -159,6 +160,51 @@ NEW_REACH_JS = """async () => {
            stage: answer.stage || "final", households_added: sites.properties.households_added };
 }"""
 
+def _signed_in(browser, base: str, name: str):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.goto(f"{base}/login")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form.login button[type=submit]")
+    page.wait_for_url(lambda u: "/login" not in u)
+    page.goto("about:blank")
+    cdp = context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    moved = {"bytes": 0}
+    cdp.on("Network.loadingFinished",
+           lambda e: moved.__setitem__("bytes", moved["bytes"] + e["encodedDataLength"]))
+    return context, page, moved
+
+
+def measure_case_map(browser, base: str) -> dict:
+    """The administrator's city-wide case map (/supervisor): first and second open, then a zoom
+    in of three levels (the cases of the new view)."""
+    context, page, moved = _signed_in(browser, base, "bench-admin")
+    out: dict = {}
+    for attempt in ("first_open", "second_open"):
+        moved["bytes"] = 0
+        started = time.perf_counter()
+        page.goto(f"{base}/supervisor")
+        page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=900_000)
+        wall = time.perf_counter() - started
+        page.wait_for_timeout(300)
+        out[f"cases_map_{attempt}"] = {"ready_s": round(wall, 3), "transferred_bytes": moved["bytes"],
+                                       "summary": page.inner_text("#summary").replace("\n", " ")[:300],
+                                       "status": page.inner_text("#status")[:200]}
+    if page.evaluate("typeof window.gridplan.state.viewLoads") == "number":
+        loads = page.evaluate("window.gridplan.state.viewLoads")
+        moved["bytes"] = 0
+        started = time.perf_counter()
+        page.evaluate("() => { const m = window.gridplan.map;"
+                      " m.setZoom(m.getZoom() + 3, {animate: false}); }")
+        page.wait_for_function(f"() => window.gridplan.state.viewLoads > {loads}", timeout=120_000)
+        out["cases_map_zoom_in"] = {"s": round(time.perf_counter() - started, 3),
+                                    "transferred_bytes": moved["bytes"],
+                                    "status": page.inner_text("#status")[:200]}
+    context.close()
+    return out
+
 
 def measure(browser, base: str, no_sites: bool = False) -> dict:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
@@ -229,7 +275,10 @@ def main() -> None:
     parser.add_argument("--cold", action="store_true", help="no warm-up (as a server before webmap.wsgi's)")
     parser.add_argument("--no-sites", action="store_true", help="leave out siting from the page")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--pages", default="coverage,rates,cases",
+                        help="which to measure: coverage,rates (together) and cases (the case map)")
     args = parser.parse_args()
+    pages = set(args.pages.split(","))
     _code(args.code.resolve())
     from playwright.sync_api import sync_playwright
 
@@ -253,7 +302,11 @@ def main() -> None:
                 if warmed and warmed["how"] == "queued":  # a city: the worker computes its report
                     warmed["job_s"] = wait_for_jobs(url)
                 try:
-                    results[name] = measure(browser, base, args.no_sites) | {"warm_up": warmed}
+                    results[name] = {"warm_up": warmed}
+                    if pages & {"coverage", "rates"}:
+                        results[name] |= measure(browser, base, args.no_sites)
+                    if "cases" in pages:
+                        results[name] |= measure_case_map(browser, base)
                 finally:
                     stop.set()
                     server.shutdown()

@@ -51,7 +51,7 @@ ACCESS: dict[str, str] = {
     "GET /tiles/<int:z>/<int:x>/<int:y>.png": ANY,
     # pages
     "GET /map": READERS,
-    "GET /supervisor": CASES,
+    "GET /supervisor": CASES + " dispatcher",  # the 指挥中心: the city-wide case map
     "GET /grid": CITY,  # read-only but for planners and administrators; a supervisor: their scope
     "GET /plans": READERS,
     "GET /plans/<int:plan_id>": READERS,
@@ -130,6 +130,7 @@ ACCESS: dict[str, str] = {
     "POST /api/grid/assignments": EDITORS,
     # the incident loop
     "GET /api/incidents": ANY,
+    "GET /api/incidents/map": ANY,
     "POST /api/incidents": REPORTERS,
     "GET /api/incidents/duplicates": REPORTERS,
     "GET /api/incidents/place": REPORTERS,

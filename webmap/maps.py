@@ -123,7 +123,7 @@ def planner():
 
 
 @bp.get("/supervisor")
-@require("supervisor", "admin")
+@require("supervisor", "admin", "dispatcher")  # the 指挥中心 sees the city's cases on the map too
 def supervisor():
     account = current_account()
     categories = {k: in_language(v.get("name", k)) for k, v in incidents.categories(engine()).items()}
@@ -133,7 +133,9 @@ def supervisor():
     prefix = account.scope_code if account.role == "supervisor" else None
     m = build_map(cells_extent(engine(), prefix, cells) or layer_extent(engine(), "grid_cells"))
     return render_map("supervisor.html", m, {"scope": account.scope_code, "categories": categories,
-                                             "cells": cells, "user": account.name},
+                                             "cells": cells, "user": account.name,
+                                             # the whole city's cases: loaded by the map's view
+                                             "byView": account.role != "supervisor"},
                       title=_("Grid map"))
 
 

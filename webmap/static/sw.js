@@ -46,8 +46,9 @@ self.addEventListener("message", (event) => {
   }
 });
 const CASE_API = /^\/api\/incidents\/([^/]+)$/;
-// the report form's look-ups, never kept (they answer for a place, not a case)
-const NOT_A_CASE = new Set(["duplicates", "place", "basemap"]);
+// the report form's look-ups and the city-wide map by view, never kept (they answer for a place or a
+// view, not a case)
+const NOT_A_CASE = new Set(["duplicates", "place", "basemap", "map"]);
 
 self.addEventListener("fetch", (event) => {
   const request = event.request;

@@ -166,7 +166,7 @@ def audit_page():
     page = _page("admin/audit.html", "audit", _("Audit log"), rows=rows, total=total, offset=offset,
                  filters=f, query=query, pages=pages, error=error, known=known_values(engine()),
                  show=lambda detail, action="": audit_words.describe(action, detail),
-                 action_name=audit_words.action_name,
+                 action_name=audit_words.action_name, actor_name=audit_words.actor_name,
                  layer_name=audit_words.layer_name, object_name=_object_name)
     return page, 400 if error else 200
 
@@ -325,9 +325,11 @@ def api_settings():
         "labels": {"basemap": {k: _(BASEMAP_LABELS.get(k, k)) for k in BASEMAPS}},
         "fixed": _fixed_keys(),
         "notes": {"basemap": " · ".join(n for n in (
-            _("the environment variable GRIDPLAN_BASEMAP={value} overrides this setting", value=override)
+            # in words: the variables' names are in docs/operations.md, for whoever runs the server
+            _("the server's configuration sets the base map to {value}: this setting has no effect "
+              "until it is removed there", value=_(BASEMAP_LABELS.get(override, override)))
             if override else "",
-            _("Tianditu needs a key in GRIDPLAN_TIANDITU_KEY")
+            _("Tianditu needs a key, set in the server's configuration")
             if not current_app.config.get("TIANDITU_KEY") else "") if n)},
     })
 

@@ -97,19 +97,17 @@ def _case_answer(case: dict, status: int = 200, **extra) -> tuple[Response, int]
 # --- the API --------------------------------------------------------------------------------
 
 
-@bp.get("/api/incidents")
-@require(*READERS, api=True)
-def api_list():
-    """Cases with filters: ``status`` (open, overdue, closed, cancelled or a status), ``category``,
-    ``from``/``to`` (reported, dates), ``mine=1`` (a supervisor's own cells), ``bbox``, ``limit``.
-    Open cases come sorted by working time left, overdue first."""
-    account = current_account()
+def _case_filters(account) -> dict:
+    """The filters of the case list and of the case map from the request (``status``,
+    ``category``, ``from``/``to``, ``mine``, ``scope``, ``department``, ``bbox``), in the words of
+    :func:`geodata.incident_rows.case_filters`: a supervisor sees their scope, a handler their
+    department's cases. ``overdue`` and ``needs`` select in the database, so every count is of
+    the filter's matches."""
     args = request.args
     status = args.get("status") or None
-    statuses = STATUS_FILTERS.get(status, (status,) if status else None)
     if status and status not in STATUS_FILTERS and status not in incidents.STATUS_LABELS:
         raise Refused(f"unknown status {status!r}")
-    limit = min(params.whole(args.get("limit") or "5000", "limit", 1), 20000)
+    statuses = STATUS_FILTERS.get(status, (status,) if status else None)
     bbox = args.get("bbox", "").split(",") if args.get("bbox") else None
     if bbox is not None and len(bbox) != 4:
         raise Refused("bbox is four numbers minx,miny,maxx,maxy")
@@ -117,36 +115,41 @@ def api_list():
         bbox = tuple(params.number(v, "bbox", -180, 180) for v in bbox)
     cells = incidents.my_cells(engine(), account) if args.get("mine") else None
     prefix = account.scope_code if account.role == "supervisor" else (args.get("scope") or None)
-    category = args.get("category") or None
-    department = account.department_code if account.role == "handler" else (args.get("department") or None)
-    found = incident_rows.list_incidents(
-        engine(),
-        prefix=None if cells else prefix,
-        cells=cells,
-        statuses=statuses,
-        category=category,
-        since=_date(args.get("from"), "from"),
-        until=_date(args.get("to"), "to", end=True),
-        bbox=bbox,
-        limit=limit,
-        order_due=True,
-        department=department,
-    )
+    now = datetime.now()
+    return {
+        "prefix": None if cells else prefix,
+        "cells": cells,
+        "statuses": statuses,
+        "category": args.get("category") or None,
+        "since": _date(args.get("from"), "from"),
+        "until": _date(args.get("to"), "to", end=True),
+        "bbox": bbox,
+        "department": (account.department_code if account.role == "handler"
+                       else (args.get("department") or None)),
+        "overdue_at": now if status == "overdue" else None,
+        "needs_at": now if status == "needs" else None,
+        "open_statuses": incidents.OPEN,
+    }
+
+
+@bp.get("/api/incidents")
+@require(*READERS, api=True)
+def api_list():
+    """Cases with filters: ``status`` (open, overdue, needs, closed, cancelled or a status),
+    ``category``, ``from``/``to`` (reported, dates), ``mine=1`` (a supervisor's own cells),
+    ``bbox``, ``limit``. Open cases come sorted by working time left, overdue first;
+    ``numberMatched`` and ``counts`` are of every case the filters select."""
+    account = current_account()
+    status = request.args.get("status") or None
+    limit = min(params.whole(request.args.get("limit") or "5000", "limit", 1), 20000)
+    filters = _case_filters(account)
+    found = incident_rows.list_incidents(engine(), limit=limit, order_due=True, **filters)
     described = _describe(found)
-    if status == "overdue":
-        described = [c for c in described if c["overdue"]]
-    if status == "needs":
-        described = [c for c in described if incidents.needs_attention(c)]
     if status in ("open", "overdue", "needs"):
         described = incidents.sort_for_supervisor(described)
     # the figures of every case the filters select, by the database: never those of a list cut
     # at the limit
-    counts = incident_rows.incident_counts(
-        engine(), now=datetime.now(), open_statuses=incidents.OPEN, prefix=None if cells else prefix,
-        cells=cells, statuses=statuses, category=category, since=_date(args.get("from"), "from"),
-        until=_date(args.get("to"), "to", end=True), bbox=bbox, department=department)
-    if status == "overdue":
-        counts["total"] = counts["open"] = counts["overdue"]
+    counts = incident_rows.incident_counts(engine(), now=datetime.now(), **filters)
     if account.role == "handler":  # the cases chased (督办) come first for their department
         described = incidents.sort_for_department(described)
     return jsonify(
@@ -154,9 +157,50 @@ def api_list():
         numberReturned=len(described),
         numberMatched=counts["total"],
         counts=counts,
-        cells=cells,
+        cells=filters["cells"],
         now=datetime.now().isoformat(timespec="seconds"),
     )
+
+
+#: the case map pins each case of a view holding at most this many; more are drawn as groups
+MAP_PINS = 1500
+#: below this zoom the groups are streets (街道), from it communities (社区)
+MAP_COMMUNITY_ZOOM = 13
+
+
+@bp.get("/api/incidents/map")
+@require(*READERS, api=True)
+def api_map():
+    """The city-wide case map by view: ``bbox`` (the map's view) and ``zoom`` with the filters
+    of the case list. ``counts``: every case the filters select in the whole scope (not only the
+    view), by the database; ``view``: those in the view. A view of at most ``MAP_PINS`` cases
+    gets each case (``incidents``: code, category, status, overdue, lon, lat); a bigger one gets
+    ``groups`` (per community, or per street when zoomed out: counts and a point), never a cut
+    set. Sent with an ETag: the same answer again costs a 304."""
+    account = current_account()
+    if not request.args.get("bbox"):
+        raise Refused("bbox is required: the map's view, minx,miny,maxx,maxy")
+    zoom = params.whole(request.args.get("zoom") or "0", "zoom", 0)
+    filters = _case_filters(account)
+    now = datetime.now()
+    scope = {**filters, "bbox": None}
+    counts = incident_rows.incident_counts(engine(), now=now, **scope)
+    view = incident_rows.incident_counts(engine(), now=now, **filters)
+    pins = int(current_app.config.get("CASE_MAP_PINS", MAP_PINS))
+    answer: dict = {"counts": counts, "view": view, "pins_at_most": pins,
+                    "status_labels": {k: _(v) for k, v in incidents.STATUS_LABELS.items()}}
+    if view["total"] <= pins:
+        answer["incidents"] = [
+            {"code": c["code"], "category": c["category"], "status": c["status"],
+             "overdue": bool(c["status"] in incidents.OPEN and c["due_at"] is not None and c["due_at"] < now),
+             "lon": round(c["lon"], 6), "lat": round(c["lat"], 6)}
+            for c in incident_rows.list_incidents(engine(), limit=pins, **filters)]
+    else:
+        group = "community" if zoom >= MAP_COMMUNITY_ZOOM else "street"
+        answer["group"] = group
+        answer["groups"] = incident_rows.case_groups(engine(), group, now=now, **filters)
+    return conditional(json.dumps(answer, ensure_ascii=False, separators=(",", ":")),
+                       headers={"Content-Type": "application/json"})
 
 
 def _photo_upload():

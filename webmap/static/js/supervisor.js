@@ -44,7 +44,8 @@
       [t("Overdue"), p.overdue ? t("yes") : t("no"), p.overdue ? "flag-above" : ""]]);
     const list = document.getElementById("case-history");
     list.replaceChildren();
-    const history = await getJSON(`/api/incidents/${encodeURIComponent(p.code)}`);  // approximate cases too
+    // approximate cases too; a pin of the map by view is the case as the API answers it, history included
+    const history = p.steps ? p : await getJSON(`/api/incidents/${encodeURIComponent(p.code)}`);
     for (const s of history.steps) {
       list.append(el("li", `${when(s.at)} ${STEPS[s.step] || s.step}${s.actor ? " · " + s.actor : ""}`,
         { "data-step": s.step }));
@@ -82,7 +83,83 @@
     render();
     status(t("{n} cases loaded", { n: number(state.incidents.length) }));
   }
-  document.getElementById("filters").addEventListener("submit", (e) => { e.preventDefault(); load(); });
+  /* The city-wide map (an administrator's): the cases of the map's view, asked again after each
+     pan or zoom. A view holding more cases than the server pins gets them counted per community
+     (per street zoomed out), drawn as circles with their number; the figures are the server's, of
+     every case the filters select in the whole scope, never counted from what was downloaded. */
+  layers.groups = L.layerGroup().addTo(map);
+  state.viewLoads = 0;
+  function viewBox() {
+    const b = map.getBounds();
+    const clamp = (v, lim) => Math.max(-lim, Math.min(lim, v)).toFixed(5);
+    return [clamp(b.getWest(), 180), clamp(b.getSouth(), 90), clamp(b.getEast(), 180), clamp(b.getNorth(), 90)].join(",");
+  }
+  function drawGroups(groups) {
+    layers.groups.clearLayers();
+    const most = Math.max(1, ...groups.map((g) => g.total));
+    for (const g of groups) {
+      const circle = L.circleMarker([g.lat, g.lon], { radius: 8 + 22 * Math.sqrt(g.total / most),
+        color: g.overdue ? "#c0392b" : "#e6550d", weight: 2, fillOpacity: 0.35, className: "case-group" });
+      circle.bindTooltip(number(g.total), { permanent: true, direction: "center", className: "case-group-label" });
+      circle.bindPopup(el("div", t("{total} cases: {open} open, {overdue} overdue",
+        { total: number(g.total), open: number(g.open), overdue: number(g.overdue) })));
+      circle.on("dblclick", () => map.setView([g.lat, g.lon], map.getZoom() + 2));
+      layers.groups.addLayer(circle);
+    }
+  }
+  function summaryByView(answer) {
+    const c = answer.counts;
+    const rows = [[t("Cases"), number(c.total)], [t("Open cases"), number(c.open)],
+      [t("Overdue"), number(c.overdue), c.overdue ? "flag-above" : ""]];
+    for (const [code, n] of Object.entries(c.by_status || {})) rows.push([answer.status_labels[code] || code, number(n)]);
+    rows.push([t("In this view"), answer.groups
+      ? t("{n} cases: zoom in to see each one", { n: number(answer.view.total) })
+      : number(answer.view.total)]);
+    figures(document.getElementById("summary"), rows);
+  }
+  // the page is ready (and a test or a user reads its figures) once the latest view asked is drawn
+  function loadView() {
+    const run = (state.loading = loadViewNow());
+    const settle = async (r) => { await r; if (state.loading !== r) await settle(state.loading); };
+    return settle(run);
+  }
+  async function loadViewNow() {
+    const form = new FormData(document.getElementById("filters"));
+    const query = new URLSearchParams({ bbox: viewBox(), zoom: String(map.getZoom()) });
+    for (const key of ["status", "category", "from", "to"]) if (form.get(key)) query.set(key, form.get(key));
+    const ticket = (state.ticket = (state.ticket || 0) + 1);
+    const answer = await getJSON(`/api/incidents/map?${query}`);
+    if (ticket !== state.ticket) return;  // the map moved on: a later view's answer is coming
+    state.counts = answer.counts;
+    state.view = answer.view;
+    state.groups = answer.groups || null;
+    state.incidents = (answer.incidents || []).map((p) => ({ type: "Feature",
+      properties: { ...p, status_label: answer.status_labels[p.status], category_name: config.categories[p.category] },
+      geometry: { type: "Point", coordinates: [p.lon, p.lat] } }));
+    layers.clusters.clearLayers();
+    layers.clusters.addLayers(state.incidents.map((f) => {
+      const marker = L.marker([f.properties.lat, f.properties.lon], { title: f.properties.code,
+        icon: L.divIcon({ className: `inc ${kind(f.properties)}`, iconSize: [12, 12] }) });
+      marker.on("click", () => getJSON(`/api/incidents/${encodeURIComponent(f.properties.code)}`).then(showCase)
+        .catch((err) => status(t("Could not load: {reason}", { reason: err.message }))));
+      return marker;
+    }));
+    drawGroups(state.groups || []);
+    const most = Math.max(1, ...(state.groups || []).map((g) => g.total));
+    layers.heat.setLatLngs(state.groups ? state.groups.map((g) => [g.lat, g.lon, g.total / most])
+      : state.incidents.map((f) => [f.properties.lat, f.properties.lon]));
+    state.shown = state.incidents.length;
+    summaryByView(answer);
+    state.viewLoads += 1;
+    status(state.groups ? t("{n} cases in this view: zoom in to see each one", { n: number(answer.view.total) })
+      : t("{n} cases loaded", { n: number(state.incidents.length) }));
+  }
+  let moved = null;
+  function followView() {  // after the first view is set: each pan or zoom asks for its cases
+    map.on("moveend", () => { clearTimeout(moved); moved = setTimeout(() => loadView().catch((err) =>
+      status(t("Could not load: {reason}", { reason: err.message }))), 200); });
+  }
+  document.getElementById("filters").addEventListener("submit", (e) => { e.preventDefault(); config.byView ? loadView() : load(); });
   // a tap on the map offers to report a case there (the report form opens with the pin placed)
   map.on("click", (e) => {
     const where = new URLSearchParams({ lon: e.latlng.lng.toFixed(7), lat: e.latlng.lat.toFixed(7) });
@@ -100,7 +177,8 @@
       map.stop();  // folium's first view may still be animating: stop it, then fit without animation
       map.fitBounds(own.getBounds(), { animate: false });
     }
-    await load();
+    if (config.byView) followView();
+    await (config.byView ? loadView() : load());
     window.gridplan.ready = true;
   }
   start().catch((err) => status(t("Could not load: {reason}", { reason: err.message })));
