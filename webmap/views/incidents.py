@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlencode
 
 import click
 from flask import (
@@ -86,12 +87,17 @@ def _describe(cases: list[dict]) -> list[dict]:
                               departments=incidents.department_table(engine()))
 
 
-def _case_answer(case: dict, status: int = 200, **extra) -> tuple[Response, int]:
+def _case_dict(case: dict, **extra) -> dict:
+    """A case as the API answers it (and as its page carries it inline)."""
     described = _describe([case])[0]
     if any(a["action"] == "dispatch" for a in described["actions"]):  # whom it may go to, default first
         described["department_choices"] = incidents.dispatch_choices(engine(), case["category"])
     described["after_photo_required"] = case["category"] in incidents.loop_rules(engine()).after_photo
-    return jsonify({**described, **extra}), status
+    return {**described, **extra}
+
+
+def _case_answer(case: dict, status: int = 200, **extra) -> tuple[Response, int]:
+    return jsonify(_case_dict(case, **extra)), status
 
 
 # --- the API --------------------------------------------------------------------------------
@@ -103,8 +109,13 @@ def api_list():
     """Cases with filters: ``status`` (open, overdue, closed, cancelled or a status), ``category``,
     ``from``/``to`` (reported, dates), ``mine=1`` (a supervisor's own cells), ``bbox``, ``limit``.
     Open cases come sorted by working time left, overdue first."""
+    return jsonify(_list_answer(request.args))
+
+
+def _list_answer(args) -> dict:
+    """The case list as ``GET /api/incidents`` answers it for the query ``args`` (the list page
+    carries the same answer inline, so that its first screen needs no second request)."""
     account = current_account()
-    args = request.args
     status = args.get("status") or None
     statuses = STATUS_FILTERS.get(status, (status,) if status else None)
     if status and status not in STATUS_FILTERS and status not in incidents.STATUS_LABELS:
@@ -149,14 +160,14 @@ def api_list():
         counts["total"] = counts["open"] = counts["overdue"]
     if account.role == "handler":  # the cases chased (督办) come first for their department
         described = incidents.sort_for_department(described)
-    return jsonify(
-        incidents=described,
-        numberReturned=len(described),
-        numberMatched=counts["total"],
-        counts=counts,
-        cells=cells,
-        now=datetime.now().isoformat(timespec="seconds"),
-    )
+    return {
+        "incidents": described,
+        "numberReturned": len(described),
+        "numberMatched": counts["total"],
+        "counts": counts,
+        "cells": cells,
+        "now": datetime.now().isoformat(timespec="seconds"),
+    }
 
 
 def _photo_upload():
@@ -453,6 +464,39 @@ def attention_count() -> dict:
         return {"attention": None}
 
 
+def _iso_when(value: str | None) -> str:
+    """An ISO time of the API's answers as the page writes it ("—" for none)."""
+    from webmap.i18n import when
+
+    if not value:
+        return "—"
+    try:
+        return when(datetime.fromisoformat(value))
+    except ValueError:
+        return str(value)
+
+
+def _time_left(case: dict) -> str:
+    """What the case's clock says, in the words js/cases.js uses: time left, overdue by, closed
+    late, or not started."""
+    from webmap.i18n import number
+
+    if not case["open"]:
+        return _("closed late") if case.get("closed_late") else ""
+    if case["hours_left"] is None:
+        return _("not dispatched: the clock has not started")
+    hours = abs(case["hours_left"])
+    text = (_("{n} working days", n=number(hours / 8, 1)) if hours >= 8
+            else _("{n} working hours", n=number(hours, 1)))
+    return _("overdue by {time}", time=text) if case["overdue"] else _("{time} left", time=text)
+
+
+@bp.app_context_processor
+def case_page_helpers() -> dict:
+    """What the case pages' server-drawn first screen writes with: times and the clock's words."""
+    return {"case_when": _iso_when, "case_left": _time_left}
+
+
 @bp.get("/cases")
 @require(*WORKERS)
 def case_list():
@@ -460,7 +504,14 @@ def case_list():
     if status not in ("open", "needs", "overdue", "closed", "cancelled"):
         # the list opens on what needs me when anything does
         status = "needs" if incidents.attention(engine(), current_account())["total"] else "open"
-    return render_template("cases.html", config=_page_config(), title=_("My cases"), status=status)
+    # "my cells" is on unless a sent filter form left it off (the form without scripts)
+    mine = request.args.get("mine") == "1" if "status" in request.args else True
+    query = {"status": status, "limit": "500", **({"mine": "1"} if mine else {})}
+    # the first screen in the page itself: the list as the API answers it, drawn by the server,
+    # and the same answer inline for the script (no second round trip on a slow signal)
+    first = _list_answer(query)
+    return render_template("cases.html", config=_page_config(), title=_("My cases"), status=status, mine=mine,
+                           first=first, first_url=f"/api/incidents?{urlencode(query)}")
 
 
 def _map_config() -> dict:
@@ -494,10 +545,15 @@ def case_new():
 @bp.get("/cases/<code>")
 @require(*READERS)
 def case_page(code: str):
-    case = incidents.visible_case(engine(), current_account(), code)
+    case, steps, photos = incidents.history(engine(), current_account(), code)
+    for p in photos:
+        p["url"] = url_for("incidents.api_photo", code=case["code"], photo_id=p["id"])
+    # the case as GET /api/incidents/<code> answers it, drawn by the server and inline for the script
+    first = _case_dict(case, steps=steps, photos=photos, place=_case_place(case),
+                       now=datetime.now().isoformat(timespec="seconds"))
     return render_template(
         "case.html", config=_page_config(code=case["code"], **_map_config()), code=case["code"],
-        title=_("Case {code}", code=case["code"])
+        title=_("Case {code}", code=case["code"]), first=first,
     )
 
 
