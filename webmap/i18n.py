@@ -95,6 +95,21 @@ def script_messages(locale: str) -> dict[str, str]:
             and any(loc.endswith(".js") for loc, _line in m.locations)}
 
 
+@functools.cache
+def page_messages(locale: str, scripts: tuple[str, ...]) -> dict[str, str]:
+    """The translations of the messages ``scripts`` (file names: ``cases.js`` …) show: a page
+    that loads only those carries only their part of the catalogue (the phone's case pages, where
+    every byte waits on a slow signal)."""
+    path = TRANSLATIONS / locale / "LC_MESSAGES" / "messages.po"
+    if not path.exists():
+        return {}
+    with path.open("rb") as fh:
+        catalog = read_po(fh)
+    return {m.id: m.string for m in catalog
+            if m.id and isinstance(m.id, str) and m.string and not m.fuzzy
+            and any(Path(loc).name in scripts for loc, _line in m.locations)}
+
+
 def number(value, digits: int | None = None) -> str:
     """A number as the locale writes it (thousands separators; ``digits`` after the point)."""
     if value is None:

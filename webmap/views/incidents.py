@@ -44,7 +44,7 @@ from webmap import params
 from webmap.auth import current_account, require
 from webmap.cli import database_errors
 from webmap.extensions import engine
-from webmap.responses import conditional
+from webmap.responses import compressed_page, conditional
 from webmap.security import rate_limited
 
 bp = Blueprint("incidents", __name__, cli_group=None)
@@ -491,10 +491,30 @@ def _time_left(case: dict) -> str:
     return _("overdue by {time}", time=text) if case["overdue"] else _("{time} left", time=text)
 
 
+@bp.app_template_filter("fill")
+def _fill_filter(text: str, **params) -> str:
+    """``{{ _("due {when}")|fill(when=…) }}``: a translated message's ``{named}`` parameters
+    filled in (the templates' ``_`` fills only ``%(name)s``). Plain text: escaped on output."""
+    from geodata.i18n import fill
+
+    return fill(str(text), params)
+
+
 @bp.app_context_processor
 def case_page_helpers() -> dict:
     """What the case pages' server-drawn first screen writes with: times and the clock's words."""
     return {"case_when": _iso_when, "case_left": _time_left}
+
+
+#: the scripts of the list page and of a case page: the messages those pages carry
+LIST_SCRIPTS = ("i18n.js", "cases.js", "offline_queue.js")
+CASE_SCRIPTS = (*LIST_SCRIPTS, "case_map.js")
+
+
+def _page_messages(scripts: tuple[str, ...]) -> dict[str, str]:
+    from webmap.i18n import current_locale, page_messages
+
+    return page_messages(current_locale(), scripts)
 
 
 @bp.get("/cases")
@@ -510,8 +530,9 @@ def case_list():
     # the first screen in the page itself: the list as the API answers it, drawn by the server,
     # and the same answer inline for the script (no second round trip on a slow signal)
     first = _list_answer(query)
-    return render_template("cases.html", config=_page_config(), title=_("My cases"), status=status, mine=mine,
-                           first=first, first_url=f"/api/incidents?{urlencode(query)}")
+    return compressed_page(render_template(
+        "cases.html", config=_page_config(), title=_("My cases"), status=status, mine=mine, first=first,
+        first_url=f"/api/incidents?{urlencode(query)}", page_script_messages=_page_messages(LIST_SCRIPTS)))
 
 
 def _map_config() -> dict:
@@ -551,10 +572,10 @@ def case_page(code: str):
     # the case as GET /api/incidents/<code> answers it, drawn by the server and inline for the script
     first = _case_dict(case, steps=steps, photos=photos, place=_case_place(case),
                        now=datetime.now().isoformat(timespec="seconds"))
-    return render_template(
+    return compressed_page(render_template(
         "case.html", config=_page_config(code=case["code"], **_map_config()), code=case["code"],
-        title=_("Case {code}", code=case["code"]), first=first,
-    )
+        title=_("Case {code}", code=case["code"]), first=first, page_script_messages=_page_messages(CASE_SCRIPTS),
+    ))
 
 
 @bp.get("/rates")
@@ -627,7 +648,8 @@ def service_worker():
     build = build_hash(str(folder), str(Path(current_app.root_path) / current_app.template_folder))
     body = body.replace('"__BUILD__"', json.dumps(build)).replace(
         "__ASSETS__", json.dumps([url_for("static", filename=a) for a in assets]))
-    response = Response(body, mimetype="text/javascript")
+    # an ETag: the browser's look for a new build at each page costs a 304 when there is none
+    response = conditional(body, headers={"Content-Type": "text/javascript; charset=utf-8"})
     response.headers["Cache-Control"] = "no-cache"  # a new build is found at the next page
     return response
 
