@@ -289,7 +289,9 @@ SHOWN = """() => new Promise((resolve) => {
     setTimeout(() => resolve(null), 5000);
     new PerformanceObserver((list, observer) => {
         const hits = list.getEntries().filter((e) => e.identifier === 'case-data');
-        if (hits.length) { observer.disconnect(); resolve(Math.min(...hits.map((e) => e.renderTime || e.loadTime))); }
+        if (!hits.length) return;
+        observer.disconnect();
+        resolve(Math.min(...hits.map((e) => e.renderTime || e.loadTime)));
     }).observe({ type: 'element', buffered: true });
 })"""
 

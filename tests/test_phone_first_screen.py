@@ -87,7 +87,8 @@ def test_the_list_and_a_case_read_with_scripts_blocked(browser, server, tmp_path
     figures = page.inner_text("#case-figures")
     assert "Status" in figures and "井盖缺失 1" in figures
     history = page.locator("#case-history li")
-    assert [history.nth(i).get_attribute("data-step") for i in range(history.count())] == ["reported", "filed"]
+    steps = [history.nth(i).get_attribute("data-step") for i in range(history.count())]
+    assert steps == ["reported", "filed"]
     assert page.inner_text("#status") == "Version 2"
     page.screenshot(path=str(tmp_path / "case-no-scripts.png"))
     # no page asked the API for its data, nor fetched the map's code

@@ -574,7 +574,8 @@ def case_page(code: str):
                        now=datetime.now().isoformat(timespec="seconds"))
     return compressed_page(render_template(
         "case.html", config=_page_config(code=case["code"], **_map_config()), code=case["code"],
-        title=_("Case {code}", code=case["code"]), first=first, page_script_messages=_page_messages(CASE_SCRIPTS),
+        title=_("Case {code}", code=case["code"]), first=first,
+        page_script_messages=_page_messages(CASE_SCRIPTS),
     ))
 
 
