@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import threading
+from pathlib import Path
 
 import pytest
 import requests
@@ -18,6 +19,8 @@ from geodata.db import get_engine
 from layers.sample_data.demo import write_demo
 from tests.webhelpers import PASSWORD, make_accounts
 from webmap import create_app
+
+SHOTS = Path("/tmp/phone-speed")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,7 @@ def sign_in(page, base: str) -> None:
     page.wait_for_url(lambda url: "/login" not in url)
 
 
-def test_the_list_and_a_case_read_with_scripts_blocked(browser, server, tmp_path):
+def test_the_list_and_a_case_read_with_scripts_blocked(browser, server):
     context = phone_context(browser, scripts=False)
     page = context.new_page()
     asked: list[str] = []
@@ -79,7 +82,8 @@ def test_the_list_and_a_case_read_with_scripts_blocked(browser, server, tmp_path
     page.wait_for_url(lambda url: "status=open" in url)
     assert page.locator(f".case-item[data-code='{filed['code']}']").is_visible()
     assert page.is_checked("input[name=mine]")
-    page.screenshot(path=str(tmp_path / "list-no-scripts.png"))
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "list-no-scripts.png"), full_page=True)
     # a case: its title, clock, figures and history, all from the page
     page.click(f".case-item[data-code='{filed['code']}'] a.code")
     page.wait_for_url(lambda url: f"/cases/{filed['code']}" in url)
@@ -90,7 +94,7 @@ def test_the_list_and_a_case_read_with_scripts_blocked(browser, server, tmp_path
     steps = [history.nth(i).get_attribute("data-step") for i in range(history.count())]
     assert steps == ["reported", "filed"]
     assert page.inner_text("#status") == "Version 2"
-    page.screenshot(path=str(tmp_path / "case-no-scripts.png"))
+    page.screenshot(path=str(SHOTS / "case-no-scripts.png"), full_page=True)
     # no page asked the API for its data, nor fetched the map's code
     assert not [u for u in asked if "/api/" in u]
     context.close()
