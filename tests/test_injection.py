@@ -66,7 +66,7 @@ PARAMETERS: dict[str, dict[str, str]] = {
                                "department": FILTER},
     "GET /api/incidents/place": {"category": FILTER, "lon": OPTION, "lat": OPTION},
     "GET /api/incidents/basemap": {"bbox": OPTION},
-    "GET /cases": {"status": FILTER},
+    "GET /cases": {"status": FILTER, "mine": OPTION},
     "GET /api/departments": {"category": FILTER},
     "GET /api/incidents/duplicates": {"category": FILTER, "lon": OPTION, "lat": OPTION},
     "GET /api/rates": {"by": OPTION, "from": OPTION, "to": OPTION, "scope": FILTER, "every": OPTION,

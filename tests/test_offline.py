@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 import uuid
 from pathlib import Path
@@ -247,8 +248,10 @@ def test_the_service_worker_is_public_and_named_by_the_build(app, tmp_path):
     assert f'const BUILD = "{build_hash(app.static_folder, templates)}";' in source
     assert "__BUILD__" not in source
     assets = json.loads(source.split("const ASSETS = ", 1)[1].split(";\n", 1)[0])
-    assert "/static/js/offline_queue.js" in assets and "/static/manifest.webmanifest" in assets
-    assert all(a.startswith("/static/") for a in assets)  # no page, no API answer is fetched ahead
+    # under the addresses the pages use: versioned by the file's hash
+    paths = [a.split("?v=")[0] for a in assets]
+    assert "/static/js/offline_queue.js" in paths and "/static/manifest.webmanifest" in paths
+    assert all(re.fullmatch(r"/static/[^?]+\?v=[0-9a-f]{12}", a) for a in assets)  # no page, no API answer
     # a new deploy (any static file or template changed) is a new build: the phones' caches go
     folder = tmp_path / "static"
     (folder / "js").mkdir(parents=True)

@@ -76,8 +76,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     from webmap.views.onboarding import bp as onboarding_bp  # names, codes, topology, units, onboard
     app.register_blueprint(onboarding_bp)
     limit_sign_in(app)  # failed sign-ins counted per account and per address, then refused
-    from webmap.responses import compress_static
+    from webmap.responses import compress_static, init_static
     app.after_request(compress_static)  # Leaflet, Chart.js and the pages' scripts sent gzipped
+    init_static(app)  # versioned static addresses, kept a year by the browser
     cli.register(app)
 
     if os.environ.get("GRIDPLAN_EXPOSE_PROCESS"):  # tests: which gunicorn worker answered

@@ -85,14 +85,29 @@ def _domain_translator(message: str) -> str:
 @functools.cache
 def script_messages(locale: str) -> dict[str, str]:
     """The translations of the messages the scripts show (msgids found in ``*.js``)."""
+    return {msgid: text for msgid, text, files in _script_entries(locale)
+            if any(f.endswith(".js") for f in files)}
+
+
+@functools.cache
+def _script_entries(locale: str) -> tuple[tuple[str, str, frozenset[str]], ...]:
+    """The catalogue's translated messages with the names of the files they are in (read once
+    per process: the pages' scripts' part of the catalogue is cut from it)."""
     path = TRANSLATIONS / locale / "LC_MESSAGES" / "messages.po"
     if not path.exists():
-        return {}
+        return ()
     with path.open("rb") as fh:
         catalog = read_po(fh)
-    return {m.id: m.string for m in catalog
-            if m.id and isinstance(m.id, str) and m.string and not m.fuzzy
-            and any(loc.endswith(".js") for loc, _line in m.locations)}
+    return tuple((m.id, m.string, frozenset(Path(loc).name for loc, _line in m.locations)) for m in catalog
+                 if m.id and isinstance(m.id, str) and m.string and not m.fuzzy)
+
+
+@functools.cache
+def page_messages(locale: str, scripts: tuple[str, ...]) -> dict[str, str]:
+    """The translations of the messages ``scripts`` (file names: ``cases.js`` …) show: a page
+    that loads only those carries only their part of the catalogue (the phone's case pages, where
+    every byte waits on a slow signal)."""
+    return {msgid: text for msgid, text, files in _script_entries(locale) if files & set(scripts)}
 
 
 def number(value, digits: int | None = None) -> str:

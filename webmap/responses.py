@@ -78,3 +78,75 @@ def _static_path(view_args: dict):
     joined = safe_join(current_app.static_folder, view_args.get("filename", ""))
     path = Path(joined) if joined else None
     return path if path is not None and path.is_file() else None
+
+
+# --- static files under versioned addresses, kept a year ---------------------------------------
+
+#: a year: a versioned address never changes its bytes (a new build is a new address)
+LONG_LIVED = "public, max-age=31536000, immutable"
+_VERSIONS: dict[tuple[str, float, int], str] = {}
+
+
+def static_version(filename: str) -> str | None:
+    """The version of the static file ``filename``: a hash of its bytes (None when there is no
+    such file). Kept per path, modification time and size, so each file is hashed once."""
+    import hashlib
+
+    path = _static_path({"filename": filename})
+    if path is None:
+        return None
+    stat = path.stat()
+    key = (str(path), stat.st_mtime, stat.st_size)
+    version = _VERSIONS.get(key)
+    if version is None:
+        version = _VERSIONS[key] = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return version
+
+
+def inline_static(filename: str):
+    """The text of the static file ``filename`` for a page to carry inline (the case pages' styles:
+    no stylesheet request holds up their first paint on a slow signal)."""
+    from markupsafe import Markup
+
+    path = _static_path({"filename": filename})
+    # the files are the build's own (never user data): safe to write into the page as they are
+    return Markup(path.read_text(encoding="utf-8")) if path is not None else ""  # noqa: S704
+
+
+def init_static(app) -> None:
+    """Every ``url_for('static', …)`` gets ``?v=<hash of the file>``, and a static file asked
+    for under its current version is sent with a year's ``Cache-Control`` (immutable): a phone
+    asks for it once per build. Asked for under another version (a page of an older build), it
+    stays ``no-cache``."""
+
+    @app.url_defaults
+    def _versioned(endpoint: str, values: dict) -> None:
+        if endpoint == "static" and "v" not in values and values.get("filename"):
+            version = static_version(values["filename"])
+            if version:
+                values["v"] = version
+
+    @app.after_request
+    def _long_lived(response: Response) -> Response:
+        if (request.endpoint == "static" and response.status_code in (200, 304)
+                and request.args.get("v")
+                and request.args.get("v") == static_version((request.view_args or {}).get("filename", ""))):
+            response.headers["Cache-Control"] = LONG_LIVED
+        return response
+
+    app.jinja_env.globals["inline_static"] = inline_static
+
+
+def compressed_page(html: str) -> Response:
+    """A page (the 网格员's case pages) gzipped when the client accepts it: on a slow signal its
+    bytes are most of the wait. Only a request without a query string is compressed: nothing the
+    asker wrote then comes back in the page beside its CSRF token (BREACH needs both)."""
+    response = Response(html, mimetype="text/html")
+    body = response.get_data()
+    if (request.query_string or len(body) < GZIP_MIN_BYTES
+            or "gzip" not in request.headers.get("Accept-Encoding", "")):
+        return response
+    response.set_data(gzip.compress(body, compresslevel=6))
+    response.headers["Content-Encoding"] = "gzip"
+    response.vary.add("Accept-Encoding")
+    return response

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlencode
 
 import click
 from flask import (
@@ -43,7 +44,7 @@ from webmap import params
 from webmap.auth import current_account, require
 from webmap.cli import database_errors
 from webmap.extensions import engine
-from webmap.responses import conditional
+from webmap.responses import compressed_page, conditional
 from webmap.security import rate_limited
 
 bp = Blueprint("incidents", __name__, cli_group=None)
@@ -86,24 +87,28 @@ def _describe(cases: list[dict]) -> list[dict]:
                               departments=incidents.department_table(engine()))
 
 
-def _case_answer(case: dict, status: int = 200, **extra) -> tuple[Response, int]:
+def _case_dict(case: dict, **extra) -> dict:
+    """A case as the API answers it (and as its page carries it inline)."""
     described = _describe([case])[0]
     if any(a["action"] == "dispatch" for a in described["actions"]):  # whom it may go to, default first
         described["department_choices"] = incidents.dispatch_choices(engine(), case["category"])
     described["after_photo_required"] = case["category"] in incidents.loop_rules(engine()).after_photo
-    return jsonify({**described, **extra}), status
+    return {**described, **extra}
+
+
+def _case_answer(case: dict, status: int = 200, **extra) -> tuple[Response, int]:
+    return jsonify(_case_dict(case, **extra)), status
 
 
 # --- the API --------------------------------------------------------------------------------
 
 
-def _case_filters(account) -> dict:
-    """The filters of the case list and of the case map from the request (``status``,
+def _case_filters(account, args) -> dict:
+    """The filters of the case list and of the case map from the query ``args`` (``status``,
     ``category``, ``from``/``to``, ``mine``, ``scope``, ``department``, ``bbox``), in the words of
     :func:`geodata.incident_rows.case_filters`: a supervisor sees their scope, a handler their
     department's cases. ``overdue`` and ``needs`` select in the database, so every count is of
     the filter's matches."""
-    args = request.args
     status = args.get("status") or None
     if status and status not in STATUS_FILTERS and status not in incidents.STATUS_LABELS:
         raise Refused(f"unknown status {status!r}")
@@ -139,10 +144,16 @@ def api_list():
     ``category``, ``from``/``to`` (reported, dates), ``mine=1`` (a supervisor's own cells),
     ``bbox``, ``limit``. Open cases come sorted by working time left, overdue first;
     ``numberMatched`` and ``counts`` are of every case the filters select."""
+    return jsonify(_list_answer(request.args))
+
+
+def _list_answer(args) -> dict:
+    """The case list as ``GET /api/incidents`` answers it for the query ``args`` (the list page
+    carries the same answer inline, so that its first screen needs no second request)."""
     account = current_account()
-    status = request.args.get("status") or None
-    limit = min(params.whole(request.args.get("limit") or "5000", "limit", 1), 20000)
-    filters = _case_filters(account)
+    status = args.get("status") or None
+    limit = min(params.whole(args.get("limit") or "5000", "limit", 1), 20000)
+    filters = _case_filters(account, args)
     found = incident_rows.list_incidents(engine(), limit=limit, order_due=True, **filters)
     described = _describe(found)
     if status in ("open", "overdue", "needs"):
@@ -152,14 +163,14 @@ def api_list():
     counts = incident_rows.incident_counts(engine(), now=datetime.now(), **filters)
     if account.role == "handler":  # the cases chased (督办) come first for their department
         described = incidents.sort_for_department(described)
-    return jsonify(
-        incidents=described,
-        numberReturned=len(described),
-        numberMatched=counts["total"],
-        counts=counts,
-        cells=filters["cells"],
-        now=datetime.now().isoformat(timespec="seconds"),
-    )
+    return {
+        "incidents": described,
+        "numberReturned": len(described),
+        "numberMatched": counts["total"],
+        "counts": counts,
+        "cells": filters["cells"],
+        "now": datetime.now().isoformat(timespec="seconds"),
+    }
 
 
 #: the case map pins each case of a view holding at most this many; more are drawn as groups
@@ -181,7 +192,7 @@ def api_map():
     if not request.args.get("bbox"):
         raise Refused("bbox is required: the map's view, minx,miny,maxx,maxy")
     zoom = params.whole(request.args.get("zoom") or "0", "zoom", 0)
-    filters = _case_filters(account)
+    filters = _case_filters(account, request.args)
     now = datetime.now()
     scope = {**filters, "bbox": None}
     counts = incident_rows.incident_counts(engine(), now=now, **scope)
@@ -497,6 +508,59 @@ def attention_count() -> dict:
         return {"attention": None}
 
 
+def _iso_when(value: str | None) -> str:
+    """An ISO time of the API's answers as the page writes it ("—" for none)."""
+    from webmap.i18n import when
+
+    if not value:
+        return "—"
+    try:
+        return when(datetime.fromisoformat(value))
+    except ValueError:
+        return str(value)
+
+
+def _time_left(case: dict) -> str:
+    """What the case's clock says, in the words js/cases.js uses: time left, overdue by, closed
+    late, or not started."""
+    from webmap.i18n import number
+
+    if not case["open"]:
+        return _("closed late") if case.get("closed_late") else ""
+    if case["hours_left"] is None:
+        return _("not dispatched: the clock has not started")
+    hours = abs(case["hours_left"])
+    text = (_("{n} working days", n=number(hours / 8, 1)) if hours >= 8
+            else _("{n} working hours", n=number(hours, 1)))
+    return _("overdue by {time}", time=text) if case["overdue"] else _("{time} left", time=text)
+
+
+@bp.app_template_filter("fill")
+def _fill_filter(text: str, **params) -> str:
+    """``{{ _("due {when}")|fill(when=…) }}``: a translated message's ``{named}`` parameters
+    filled in (the templates' ``_`` fills only ``%(name)s``). Plain text: escaped on output."""
+    from geodata.i18n import fill
+
+    return fill(str(text), params)
+
+
+@bp.app_context_processor
+def case_page_helpers() -> dict:
+    """What the case pages' server-drawn first screen writes with: times and the clock's words."""
+    return {"case_when": _iso_when, "case_left": _time_left}
+
+
+#: the scripts of the list page and of a case page: the messages those pages carry
+LIST_SCRIPTS = ("i18n.js", "cases.js", "offline_queue.js")
+CASE_SCRIPTS = (*LIST_SCRIPTS, "case_map.js")
+
+
+def _page_messages(scripts: tuple[str, ...]) -> dict[str, str]:
+    from webmap.i18n import current_locale, page_messages
+
+    return page_messages(current_locale(), scripts)
+
+
 @bp.get("/cases")
 @require(*WORKERS)
 def case_list():
@@ -504,7 +568,15 @@ def case_list():
     if status not in ("open", "needs", "overdue", "closed", "cancelled"):
         # the list opens on what needs me when anything does
         status = "needs" if incidents.attention(engine(), current_account())["total"] else "open"
-    return render_template("cases.html", config=_page_config(), title=_("My cases"), status=status)
+    # "my cells" is on unless a sent filter form left it off (the form without scripts)
+    mine = request.args.get("mine") == "1" if "status" in request.args else True
+    query = {"status": status, "limit": "500", **({"mine": "1"} if mine else {})}
+    # the first screen in the page itself: the list as the API answers it, drawn by the server,
+    # and the same answer inline for the script (no second round trip on a slow signal)
+    first = _list_answer(query)
+    return compressed_page(render_template(
+        "cases.html", config=_page_config(), title=_("My cases"), status=status, mine=mine, first=first,
+        first_url=f"/api/incidents?{urlencode(query)}", page_script_messages=_page_messages(LIST_SCRIPTS)))
 
 
 def _map_config() -> dict:
@@ -538,11 +610,17 @@ def case_new():
 @bp.get("/cases/<code>")
 @require(*READERS)
 def case_page(code: str):
-    case = incidents.visible_case(engine(), current_account(), code)
-    return render_template(
+    case, steps, photos = incidents.history(engine(), current_account(), code)
+    for p in photos:
+        p["url"] = url_for("incidents.api_photo", code=case["code"], photo_id=p["id"])
+    # the case as GET /api/incidents/<code> answers it, drawn by the server and inline for the script
+    first = _case_dict(case, steps=steps, photos=photos, place=_case_place(case),
+                       now=datetime.now().isoformat(timespec="seconds"))
+    return compressed_page(render_template(
         "case.html", config=_page_config(code=case["code"], **_map_config()), code=case["code"],
-        title=_("Case {code}", code=case["code"])
-    )
+        title=_("Case {code}", code=case["code"]), first=first,
+        page_script_messages=_page_messages(CASE_SCRIPTS),
+    ))
 
 
 @bp.get("/rates")
@@ -615,7 +693,8 @@ def service_worker():
     build = build_hash(str(folder), str(Path(current_app.root_path) / current_app.template_folder))
     body = body.replace('"__BUILD__"', json.dumps(build)).replace(
         "__ASSETS__", json.dumps([url_for("static", filename=a) for a in assets]))
-    response = Response(body, mimetype="text/javascript")
+    # an ETag: the browser's look for a new build at each page costs a 304 when there is none
+    response = conditional(body, headers={"Content-Type": "text/javascript; charset=utf-8"})
     response.headers["Cache-Control"] = "no-cache"  # a new build is found at the next page
     return response
 

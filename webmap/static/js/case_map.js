@@ -9,6 +9,7 @@
    textContent only. */
 "use strict";
 (function () {
+  const script = document.currentScript;  // on a case page it names Leaflet's files, loaded when needed
   const config = JSON.parse(document.getElementById("gridplan-config").textContent);
   const page = document.querySelector("main.cases").dataset.page;
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
@@ -357,7 +358,28 @@
     }
   }
 
+  /* Leaflet (its styles, then its code) added to the page: a case page loads it only when the
+     case has a place to show, after its first screen. */
+  function loadLeaflet() {
+    if (typeof L !== "undefined") return Promise.resolve();
+    const js = script && script.dataset.leafletJs;
+    if (!js) return Promise.reject(new Error("no map code"));
+    const add = (node) => new Promise((resolve, reject) => {
+      node.onload = resolve;
+      node.onerror = reject;
+      document.head.append(node);
+    });
+    const css = Object.assign(document.createElement("link"), { rel: "stylesheet", href: script.dataset.leafletCss });
+    return add(css).then(() => add(Object.assign(document.createElement("script"), { src: js })));
+  }
+
+  if (page === "case") {
+    const inline = document.getElementById("case-data");
+    const c = inline ? JSON.parse(inline.textContent) : null;
+    if (c && (c.lon === null || c.lon === undefined)) return;  // no place: no map to draw
+    loadLeaflet().then(startCase, () => status(t("The map could not load")));
+    return;
+  }
   if (typeof L === "undefined") { status(t("The map could not load")); return; }
   if (page === "new") startNew();
-  else if (page === "case") startCase();
 })();

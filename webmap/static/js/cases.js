@@ -8,6 +8,31 @@
   const page = document.querySelector("main.cases").dataset.page;
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   window.gridplan = { ready: false, config };
+  /* The page carries its first answer (the list, or the case) and the server has drawn it: the
+     script takes it instead of asking again. A copy the phone kept (the service worker's) may be
+     old: offline it says so; with a signal it is asked for afresh. */
+  const inline = document.getElementById("case-data");
+  let first = inline ? { ok: true, status: 200, body: JSON.parse(inline.textContent), url: inline.dataset.url || null,
+    inline: true, offline: navigator.onLine === false } : null;
+  function takeFirst(url) {
+    const f = first;
+    first = null;
+    return f && (!f.url || f.url === url) ? f : null;
+  }
+  const STALE_MS = 120000;
+  function stale(answer) {
+    const at = Date.parse(answer.body && answer.body.now);
+    return answer.inline && !answer.offline && Number.isFinite(at) && Date.now() - at > STALE_MS;
+  }
+  /* the inline list kept with the service worker's list answers (the case pages read them
+     offline), unless a newer one is kept */
+  async function keepList(url, body) {
+    if (!window.caches) return;
+    const cache = await caches.open("gridplan-data");
+    const had = await cache.match(url);
+    if (had) { try { if ((await had.json()).now >= body.now) return; } catch (e) { /* replaced */ } }
+    await cache.put(url, new Response(JSON.stringify(body), { headers: { "Content-Type": "application/json" } }));
+  }
 
   function el(tag, text, attrs) {
     const node = document.createElement(tag);
@@ -95,7 +120,8 @@
     const form = new FormData(document.getElementById("case-filters"));
     const query = new URLSearchParams({ status: form.get("status") || "open", limit: "500" });
     if (form.get("mine")) query.set("mine", "1");
-    const answer = await call(`/api/incidents?${query}`);
+    const url = `/api/incidents?${query}`;
+    const answer = takeFirst(url) || await call(url);
     if (signInAgain(answer)) return;
     if (!answer.ok) { status(t("Could not load: {reason}", { reason: answer.body ? answer.body.detail : answer.status })); return; }
     const list = document.getElementById("case-list");
@@ -106,6 +132,8 @@
       t("{n} cases · {late} overdue", { n: gpLocale.number(answer.body.incidents.length), late: gpLocale.number(late) }) + (answer.body.cells ? " · " + t("grid cells {cells}", { cells: answer.body.cells.join(", ") }) : "");
     status(answer.offline ? t("Offline: the list as it was at {when}", { when: when(answer.body.now) })
       : t("Updated {when}", { when: when(answer.body.now) }));
+    if (answer.inline && !answer.offline) keepList(url, answer.body).catch(() => {});
+    if (stale(answer)) { loadList(); return; }  // a kept copy: shown at once, then afresh
     if (!answer.offline && query.get("status") !== "open") {
       // the phone keeps the open cases too (the service worker keeps list answers), so that any
       // open case reads offline, not only those of the filter the list opened on
@@ -175,7 +203,7 @@
   /* --- one case ------------------------------------------------------------------------- */
 
   async function loadCase() {
-    const answer = await call(`/api/incidents/${encodeURIComponent(config.code)}`);
+    const answer = takeFirst(null) || await call(`/api/incidents/${encodeURIComponent(config.code)}`);
     if (signInAgain(answer)) return;
     if (!answer.ok) { status(t("Could not load: {reason}", { reason: answer.body ? answer.body.detail : answer.status })); return; }
     const c = answer.body;
@@ -244,8 +272,10 @@
       if (!mine.length) photos.append(el("p", t("none"), { class: "muted" }));
     }
     await markWaiting();
-    status(answer.offline ? t("Offline: the case as the kept list shows it (no history or photos)")
-      : t("Version {n}", { n: c.version }));
+    status(answer.offline && answer.inline ? t("Offline: the case as it was at {when}", { when: when(c.now) })
+      : answer.offline ? t("Offline: the case as the kept list shows it (no history or photos)")
+        : t("Version {n}", { n: c.version }));
+    if (stale(answer)) await loadCase();  // a kept copy: shown at once, then afresh
   }
 
   function startCase() {
@@ -335,13 +365,22 @@
   }
 
   const start = page === "list" ? () => {
-    document.getElementById("case-filters").addEventListener("change", loadList);
+    const filters = document.getElementById("case-filters");
+    filters.addEventListener("change", loadList);
+    // without scripts the filters are a form sent with a button; here they act as they change
+    const show = document.getElementById("case-filters-show");
+    if (show) show.hidden = true;
+    filters.addEventListener("submit", (e) => { e.preventDefault(); loadList(); });
     document.addEventListener("gridplan:flushed", () => loadList());  // what waited was sent
     return loadList();
   } : page === "case" ? () => {
     document.addEventListener("gridplan:flushed", () => loadCase());
     return startCase();
   } : startNew;
-  start().then(() => { window.gridplan.ready = true; window.gridplan.readyAt = performance.now(); })
+  // the scripts are deferred: the queue (js/offline_queue.js, after this one) is there once the
+  // document is parsed
+  const begin = () => (window.gpQueue || document.readyState !== "loading" && document.readyState !== "interactive"
+    ? start() : new Promise((resolve) => document.addEventListener("DOMContentLoaded", () => resolve(start()), { once: true })));
+  begin().then(() => { window.gridplan.ready = true; window.gridplan.readyAt = performance.now(); })
     .catch((err) => status(t("Could not load: {reason}", { reason: err.message })));
 })();
