@@ -851,6 +851,8 @@ def store_adjacency(conn: Connection, units: gpd.GeoDataFrame, full: bool) -> in
     return len(records)
 
 
+#: The step that fills codes from names before the checks, ``(frame, geometries, problems, report)``:
+#: the domain's rules (:func:`layers.onboarding.naming.resolver`).
 Resolver = Callable[[pd.DataFrame, np.ndarray, list[str], "ImportReport"], None]
 Against = Callable[[pd.DataFrame, np.ndarray, "Source", list[str]], None]
 
@@ -1137,6 +1139,6 @@ def _write_differences(conn: Connection, layer: str, gdf: gpd.GeoDataFrame, mode
                                      communities=communities)
 
 
-__all__ = ["ImportRefused", "ImportReport", "MODES", "NAME_FIELDS", "StaleFile", "UNMAPPED", "check_source",
-           "mapped_columns", "parse_values", "prepare", "retired_communities", "stale_units",
+__all__ = ["ImportRefused", "ImportReport", "MODES", "NAME_FIELDS", "Resolver", "StaleFile", "UNMAPPED",
+           "check_source", "mapped_columns", "parse_values", "prepare", "retired_communities", "stale_units",
            "store_adjacency", "write_import"]

@@ -13,8 +13,6 @@ which runs them before its checks so that what the checks say is about the codes
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -25,12 +23,9 @@ from geodata import crs as crs_mod
 from geodata import naming
 from geodata.catalog import get_layer, is_code
 from geodata.i18n import _
-from geodata.importer import ImportRefused, ImportReport
+from geodata.importer import ImportRefused, ImportReport, Resolver
 from geodata.models import CommunityHistory
 from geodata.store import read_layer
-
-Resolver = Callable[[pd.DataFrame, np.ndarray, list[str], ImportReport], None]
-
 
 
 def check_district(engine: Engine | Connection, district: str | None) -> None:
