@@ -14,13 +14,11 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
-import shutil
 import signal
 import sys
 import time
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 
 from sqlalchemy import Engine, text
 
@@ -125,12 +123,6 @@ def _stop(engine: Engine, process: multiprocessing.Process, job_id: int) -> None
             conn.commit()
 
 
-def _forget_upload(job: dict) -> None:
-    """An import's upload is deleted once its job has ended, however it ended."""
-    if job["kind"] == layer_import.KIND and (job["params"] or {}).get("folder"):
-        shutil.rmtree(Path(job["params"]["folder"]), ignore_errors=True)
-
-
 def run_one(engine: Engine, *, time_limit: float | None = None) -> dict | None:
     """Run the oldest queued job, if any, in a process of its own for at most ``time_limit``
     seconds (default :func:`geodata.jobs.time_limit` of its kind); returns it as it ended."""
@@ -151,9 +143,9 @@ def run_one(engine: Engine, *, time_limit: float | None = None) -> dict | None:
     if process.is_alive():
         _stop(engine, process, job["id"])
         if jobs.fail_timed_out(engine, job["id"], limit):
-            _forget_upload(job)
+            layer_import.forget_job_upload(job)
     elif jobs.fail_vanished(engine, job["id"], process.exitcode):  # killed by the system, out of memory
-        _forget_upload(job)
+        layer_import.forget_job_upload(job)
     return jobs.get_job(engine, job["id"])
 
 
@@ -162,7 +154,7 @@ def fail_abandoned(engine: Engine) -> list[int]:
     imports among them; returns their ids."""
     abandoned = jobs.fail_abandoned(engine)
     for job in abandoned:
-        _forget_upload(job)
+        layer_import.forget_job_upload(job)
     return [job["id"] for job in abandoned]
 
 

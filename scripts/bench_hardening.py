@@ -464,7 +464,7 @@ def bench_race(url: str, demo, rounds: int, adoptions: int, folder: Path) -> dic
 
     from geodata import plan_rows
     from geodata.exporter import export_layer
-    from geodata.importer import ImportRefused, import_layer
+    from layers.onboarding.imports import ImportRefused, import_layer
     from layers.plans.memory import PlanMemory
     from layers.plans.workflow import auto_plan
     from webmap import create_app

@@ -28,8 +28,8 @@ from pgcluster import PostgisCluster  # noqa: E402
 
 from geodata.db import get_engine  # noqa: E402
 from geodata.exporter import export_layer  # noqa: E402
-from geodata.importer import import_layer  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
+from layers.onboarding.imports import import_layer  # noqa: E402
 from layers.sample_data.demo import generate, write_demo  # noqa: E402
 
 FORMATS = {"shp": ("ESRI Shapefile", "shp.zip"), "gpkg": ("GPKG", "gpkg"),

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 from benchvenv import anchor_venv  # noqa: E402
 
-from geodata.importer import read_source  # noqa: E402
+from geodata.sources import read_source  # noqa: E402
 from geodata.topology import rook_pairs  # noqa: E402
 from layers.plans.engine import PlanResult, Rules, make_plan  # noqa: E402
 from layers.plans.partition import Partition, UnitGraph  # noqa: E402

@@ -24,10 +24,10 @@ from sqlalchemy import func, select
 from geodata import plan_rows
 from geodata.db import dispose_engines, get_engine
 from geodata.exporter import export_layer
-from geodata.importer import ImportRefused, import_layer
 from geodata.models import BoundaryChange, Community, Unit
 from geodata.revisions import current_revision
 from layers.incidents import loop as incidents
+from layers.onboarding.imports import ImportRefused, import_layer
 from layers.plans.memory import PlanMemory
 from layers.plans.workflow import auto_plan
 from layers.sample_data.demo import write_demo

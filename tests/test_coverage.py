@@ -337,7 +337,7 @@ def test_cell_gaps_overlaps_and_households_in_two_cells():
 
 @pytest.fixture(scope="module")
 def providence(providence_zip, tmp_path_factory):
-    from geodata.importer import read_source
+    from geodata.sources import read_source
 
     blocks = read_source(providence_zip, workdir=Path(tmp_path_factory.mktemp("prov"))).to_crs(4326)
     units = gpd.GeoDataFrame({

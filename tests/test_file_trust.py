@@ -22,10 +22,10 @@ from sqlalchemy import select
 
 from geodata import plan_rows
 from geodata.exporter import export_layer
-from geodata.importer import ImportRefused, import_layer
 from geodata.models import UnitAdjacency
 from geodata.revisions import current_revision
 from geodata.store import read_layer
+from layers.onboarding.imports import ImportRefused, import_layer
 from layers.plans import workflow as plan_workflow
 from layers.plans.memory import PlanMemory
 from layers.sample_data.demo import write_demo
@@ -156,7 +156,7 @@ def test_a_table_that_claims_gigabytes_is_refused_before_it_is_unpacked_or_read(
 
 
 def test_a_value_table_past_its_limit_is_refused_before_it_is_read(tmp_path):
-    from geodata.importer import parse_values
+    from layers.onboarding.imports import parse_values
 
     table = tmp_path / "kinds.csv"
     table.write_bytes("幼儿园,kindergarten\n".encode())

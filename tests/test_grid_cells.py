@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from geodata.catalog import is_code
-from geodata.importer import read_source
+from geodata.sources import read_source
 from geodata.store import read_layer
 from layers.grid.cells import (
     CellRules,

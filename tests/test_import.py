@@ -16,9 +16,9 @@ from sqlalchemy import event, func, select, text
 
 from geodata.crs import wgs84_to_gcj02
 from geodata.exporter import export_layer
-from geodata.importer import ImportRefused, import_layer, read_source
 from geodata.models import AuditLog, UnitAdjacency
 from geodata.store import layer_counts, read_layer
+from layers.onboarding.imports import ImportRefused, import_layer, read_source
 
 
 def units_sample(demo, n: int = 60) -> gpd.GeoDataFrame:

@@ -22,9 +22,9 @@ import pytest
 import shapely
 
 from geodata.db import get_engine
-from geodata.importer import ImportRefused, check_source, import_layer, read_source
 from geodata.settings import save_setting
 from geodata.store import read_layer
+from layers.onboarding.imports import ImportRefused, check_source, import_layer, read_source
 from layers.sample_data.demo import generate, write_demo
 from layers.worker import run_one
 from tests.webhelpers import csrf_token, make_accounts, sign_in, snapshot

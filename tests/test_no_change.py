@@ -14,10 +14,10 @@ from sqlalchemy import delete, select
 
 from geodata import plan_rows
 from geodata.exporter import FORMATS, export_layer
-from geodata.importer import import_layer
 from geodata.models import Revision
 from geodata.revisions import changes_since, current_revision
 from geodata.store import layer_counts, read_layer
+from layers.onboarding.imports import import_layer
 from layers.plans import documents as plan_documents
 from layers.plans import workflow as plan_workflow
 from layers.plans.memory import PlanMemory

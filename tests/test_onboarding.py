@@ -19,13 +19,13 @@ from geodata import incident_rows
 from geodata.catalog import is_code
 from geodata.code_table import CodeTableRefused, apply_code_table
 from geodata.db import get_engine
-from geodata.importer import ImportRefused, import_layer, parse_values
 from geodata.models import CommunityHistory, GridCell, Plan, PlanAssignment, User
 from geodata.naming import match_names, next_codes, stem
 from geodata.revisions import current_revision
 from geodata.store import read_layer, write_layer
 from layers.incidents import rates
 from layers.onboarding.folder import OnboardRefused, onboard
+from layers.onboarding.imports import ImportRefused, import_layer, parse_values
 from layers.sample_data.sample_city import sample_city, write_folder
 from webmap import create_app
 

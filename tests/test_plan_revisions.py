@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from geodata import plan_rows
 from geodata.db import get_engine
 from geodata.exporter import export_layer
-from geodata.importer import import_layer
 from geodata.revisions import changes_since, current_revision
 from geodata.store import read_layer
+from layers.onboarding.imports import import_layer
 from layers.plans import documents as plan_documents
 from layers.plans import edits as plan_edits
 from layers.plans import workflow as plan_workflow

@@ -11,11 +11,11 @@ import pyogrio
 import pytest
 from sqlalchemy import func, select
 
-from geodata.importer import ImportRefused, import_layer, read_source
 from geodata.models import UnitAdjacency
 from geodata.settings import save_setting
 from geodata.store import read_layer
 from geodata.topology import rook_pairs
+from layers.onboarding.imports import ImportRefused, import_layer, read_source
 
 
 @pytest.fixture(scope="session")

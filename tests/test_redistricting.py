@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from geodata.importer import read_source
+from geodata.sources import read_source
 from layers.plans.engine import Rules, make_plan
 from layers.plans.partition import Partition, UnitGraph, is_contiguous
 from layers.sample_data.demo import generate

@@ -27,12 +27,12 @@ from geodata.db import DATABASE_ERRORS, database_trouble
 from geodata.errors import GridplanError, NotFound
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
 from geodata.i18n import N_, _
-from geodata.importer import MODES, UNMAPPED, ImportRefused, import_layer, parse_values
 from geodata.migrate import upgrade
 from geodata.standards import seed_settings
 from geodata.store import community_codes_ever, count_layer, read_layer
 from layers.incidents.loop import OPEN, assign_cells
 from layers.onboarding.boundaries import stored_topology
+from layers.onboarding.imports import MODES, UNMAPPED, ImportRefused, import_layer, parse_values
 from layers.plans.communities import Bounds, bounds
 from layers.plans.engine import Rules, make_plan
 from layers.plans.files import export_plan, units_from_database, units_from_file

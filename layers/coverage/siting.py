@@ -38,7 +38,7 @@ from sqlalchemy import Engine
 from geodata.crs import parse_crs, to_wgs84
 from geodata.errors import Refused
 from geodata.i18n import _
-from geodata.importer import read_source
+from geodata.sources import read_source
 from geodata.standards import FACILITY_KIND_LABELS
 from layers.coverage.gaps import ReachRun, reach_limits
 from layers.coverage.reach import RoadGraph, spatial_order

@@ -53,9 +53,9 @@ from sqlalchemy import Engine
 from geodata.code_table import apply_code_table
 from geodata.errors import Refused, excerpt
 from geodata.i18n import _
-from geodata.importer import ImportRefused, check_district, import_layer, parse_values, read_source
 from geodata.store import count_layer, read_layer, unit_totals
 from layers.onboarding.boundaries import MAX_SLIVER_M2, clean_stored, stored_topology
+from layers.onboarding.imports import ImportRefused, check_district, import_layer, parse_values, read_source
 from layers.onboarding.units import RESIDENTIAL_CATEGORIES, build_stored, residential_points
 from layers.plans.communities import bounds
 

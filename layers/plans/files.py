@@ -24,8 +24,8 @@ from geodata.catalog import Field, as_text, is_code
 from geodata.crs import parse_crs, to_metric, to_wgs84
 from geodata.exporter import write_frame
 from geodata.i18n import _
-from geodata.importer import ImportRefused, read_source
 from geodata.models import Street, Unit
+from geodata.sources import ImportRefused, read_source
 from geodata.store import read_adjacency, read_layer
 from geodata.topology import dissolve
 from layers.plans.engine import PlanResult, home_streets

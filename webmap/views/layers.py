@@ -1,13 +1,14 @@
 """The layers page: every layer's count, extent, last change and who made it; import from the
 browser with a preview, and export with the command line's options — pages and their JSON API.
 
-Import runs in two steps. ``preview`` saves the upload in a folder of its own under the
-instance folder, reads it with :func:`geodata.importer.read_source` and checks it with
-:func:`geodata.importer.prepare` — the command line's own checks and messages, nothing written —
-and answers with the first rows, the source columns, the field mapping the importer will use and
-every problem found. ``import`` then queues a background job that runs
-:func:`geodata.importer.import_layer` on that folder (one transaction, all or nothing, recorded
-in the audit log under the user's name) and deletes it; the page follows the job's progress.
+Import runs in two steps, through the import service (:mod:`layers.onboarding.imports`).
+``preview`` saves the upload in a folder of its own under the instance folder, reads and checks
+it (:func:`layers.onboarding.imports.preview` — the command line's own checks and messages,
+nothing written) and answers with the first rows, the source columns, the field mapping the import
+will use and every problem found. ``import`` then queues a background job that runs
+:func:`layers.onboarding.imports.import_layer` on that folder (one transaction, all or nothing,
+recorded in the audit log under the user's name) and deletes it; the page follows the job's
+progress.
 A job rather than the request, because a city's layer takes longer to import than a web worker
 may spend on one request (gunicorn stops it after 30 s); small files finish within a second or
 two of polling all the same.
@@ -16,38 +17,22 @@ two of polling all the same.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import tempfile
-import time
-import uuid
 from datetime import date, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-import numpy as np
-import pandas as pd
 from flask import Blueprint, Response, after_this_request, current_app, render_template, request, send_file
 
 from geodata import audit, audit_words, jobs
 from geodata import crs as crs_mod
 from geodata.catalog import LAYERS, get_layer
-from geodata.errors import Conflict, NotFound, Refused
+from geodata.errors import NotFound, Refused
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
 from geodata.i18n import N_, _
-from geodata.importer import (
-    MODES,
-    NAME_FIELDS,
-    ImportRefused,
-    LayerChoice,
-    TooLarge,
-    check_source,
-    file_revision,
-    read_source,
-    stale_units,
-)
-from geodata.importer import _mapped_columns as importer_mapping
-from geodata.layer_info import code_exists, code_names, count_stored, layer_overview
-from layers.onboarding.imports import KIND, read_progress
+from geodata.layer_info import code_exists, code_names, layer_overview
+from layers.onboarding import imports
+from layers.onboarding.imports import KIND, MODES, read_progress
 from webmap.api import start_job, visible_job
 from webmap.auth import current_account, require
 from webmap.errors import problem
@@ -57,10 +42,6 @@ bp = Blueprint("layers", __name__)
 
 EDITORS = ("admin", "planner")
 READERS = ("admin", "planner", "viewer")
-UPLOAD_SUFFIXES = (".zip", ".gpkg", ".geojson", ".json", ".csv")
-PREVIEW_ROWS = 10
-UPLOAD_MAX_AGE_S = 12 * 3600
-META = "upload.json"
 EXTENSIONS = {"shp": "zip", "gpkg": "gpkg", "geojson": "geojson", "csv": "csv"}
 FORMAT_LABELS = {"shp": "Shapefile (zip)", "gpkg": "GeoPackage", "geojson": "GeoJSON", "csv": "CSV (Excel)"}
 MODE_LABELS = {"append": N_("Append: add new features; codes already stored are refused"),
@@ -142,62 +123,12 @@ def _upload_root() -> Path:
     return root
 
 
-def _safe_name(filename: str) -> str:
-    """The uploaded file's own name (Chinese names kept, for the audit log), without any path."""
-    name = PurePosixPath((filename or "").replace("\\", "/")).name
-    name = "".join(c for c in name if c.isprintable() and c not in ':*?"<>|').strip(" .")
-    suffix = PurePosixPath(name).suffix.lower()
-    if suffix == ".shp":
-        raise Refused(_("a shapefile comes as a zip holding its .shp, .shx, .dbf and .prj together: zip "
-                        "them and upload the zip"))
-    if suffix not in UPLOAD_SUFFIXES:
-        raise Refused(_("{p1}: unknown format {p2}; use a shapefile zip, .gpkg, .geojson or .csv",
-                        p1=name or 'the file', p2=suffix or '(no extension)'))
-    stem = PurePosixPath(name).stem[:100] or "upload"
-    return stem + suffix
-
-
-def _sweep(root: Path) -> None:
-    """Delete uploads nobody imported (previewed, then left) after UPLOAD_MAX_AGE_S."""
-    now = time.time()
-    for folder in root.iterdir():
-        try:
-            if folder.is_dir() and now - folder.stat().st_mtime > UPLOAD_MAX_AGE_S:
-                shutil.rmtree(folder, ignore_errors=True)
-        except OSError:
-            continue
-
-
 def _save_upload(file, actor: str) -> tuple[str, Path, dict]:
-    name = _safe_name(file.filename)
-    root = _upload_root()
-    _sweep(root)
-    upload = uuid.uuid4().hex
-    folder = root / upload
-    folder.mkdir()
-    path = folder / name
-    file.save(path)
-    if path.stat().st_size == 0:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise Refused(_("{name} is empty", name=name))
-    meta = {"actor": actor, "starter": jobs.starter(current_account()), "file": name,
-            "size": path.stat().st_size}
-    (folder / META).write_text(json.dumps(meta), encoding="utf-8")
-    return upload, folder, meta
+    return imports.save_upload(_upload_root(), file, actor, jobs.starter(current_account()))
 
 
 def _open_upload(upload: str, actor: str) -> tuple[Path, dict]:
-    if not (isinstance(upload, str) and len(upload) == 32 and all(c in "0123456789abcdef" for c in upload)):
-        raise Refused(_("upload is the id a preview answered with"))
-    folder = _upload_root() / upload
-    try:
-        meta = json.loads((folder / META).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise NotFound(_("the uploaded file is gone (imported, or older than 12 hours): "
-                         "choose the file again")) from None
-    if not jobs.started_by(meta, jobs.starter(current_account()), actor):  # a token named like a user too
-        raise NotFound(_("the uploaded file is gone: choose the file again"))
-    return folder, meta
+    return imports.open_upload(_upload_root(), upload, actor, jobs.starter(current_account()))
 
 
 def _mapping(raw) -> dict[str, str]:
@@ -213,19 +144,6 @@ def _mapping(raw) -> dict[str, str]:
                                             for k, v in raw.items()):
         raise Refused(_("mapping is a JSON object {source column: layer field}"))
     return {k: v for k, v in raw.items() if v}
-
-
-#: Fields of a file that are not stored but resolved into codes (a community's street by name).
-NAME_LABELS = {"street": {"name": "street", "label": N_("name of its street"), "dtype": "str",
-                          "required": False}}
-
-
-def _name_field(name: str) -> dict:
-    """A resolved field as the mapping table shows it, its label in the reader's language."""
-    field = dict(NAME_LABELS[name])
-    label = field["label"]
-    field["label"] = _(label)
-    return field
 
 
 def _district(value) -> str | None:
@@ -257,28 +175,6 @@ def _declared_crs(text: str | None):
         raise Refused(str(exc)) from None
 
 
-def _cell(v):
-    """A preview value as plain JSON (no NaN: empty cells are null)."""
-    if v is None or isinstance(v, str):
-        return v
-    if isinstance(v, bool | np.bool_):
-        return bool(v)
-    if isinstance(v, int | np.integer):
-        return int(v)
-    if isinstance(v, float | np.floating):
-        return float(v) if math.isfinite(v) else None
-    if isinstance(v, pd.Timestamp | datetime | date):
-        return None if pd.isna(v) else v.isoformat()
-    if isinstance(v, bytes):
-        return f"({len(v)} bytes)"
-    try:
-        if pd.isna(v):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return str(v)
-
-
 @bp.post("/api/layers/<layer>/preview")
 @require(*EDITORS, api=True)
 def api_preview(layer: str):
@@ -288,7 +184,7 @@ def api_preview(layer: str):
     ``crs`` (declared source CRS), ``mapping`` (JSON ``{source column: layer field}``), ``mode``,
     ``district`` (streets and communities given by name: the district their provisional codes
     go under), ``source_layer`` (the layer of a GeoPackage of several). The checks are the command
-    line's own (:func:`geodata.importer.check_source`), names resolved into codes included.
+    line's own (:func:`layers.onboarding.imports.check_source`), names resolved into codes included.
     A file that cannot be read is refused (400, every problem named) and deleted; a readable
     one is kept for the import and described, with the checks' problems if any. A GeoPackage of
     several layers and none chosen is refused with ``layers`` (and its ``upload`` kept, to be
@@ -296,7 +192,7 @@ def api_preview(layer: str):
     Units exported before boundary changes they would undo come with ``stale`` (the refusal the
     import will give unless forced).
     """
-    spec = _spec(layer)
+    _spec(layer)
     actor = current_account().name
     crs_text, declared = _declared_crs(request.form.get("crs"))
     mapping = _mapping(request.form.get("mapping"))
@@ -314,73 +210,10 @@ def api_preview(layer: str):
         fresh = False
     else:
         raise Refused(_("choose a file: a shapefile zip, .gpkg, .geojson or .csv"))
-    path = folder / meta["file"]
-    try:
-        with tempfile.TemporaryDirectory(dir=folder, prefix="read-") as tmp:
-            raw = read_source(path, declared_crs=declared, workdir=Path(tmp),
-                              max_unzipped_bytes=current_app.config["MAX_UNZIPPED_BYTES"],
-                              source_layer=source_layer)
-        if raw.empty:
-            raise ImportRefused(_("{file} holds no features", file=meta['file']))
-    except LayerChoice as exc:  # keep it: choosing a layer makes it readable
-        (folder / META).touch()
-        raise Refused(str(exc), problems=exc.problems, file=meta["file"], layers=exc.layers,
-                      upload=upload) from None
-    except ImportRefused as exc:
-        if fresh or isinstance(exc, TooLarge):
-            shutil.rmtree(folder, ignore_errors=True)
-        else:  # keep it: a declared CRS may make it readable
-            (folder / META).touch()
-        raise Refused(str(exc), problems=exc.problems, file=meta["file"]) from None
-    except BaseException:  # a reader that failed outright (memory, a signal): no upload left behind
-        if fresh:
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
-    (folder / META).touch()  # keeps it from the sweep while the user works on it
-    columns = [str(c) for c in raw.columns if c != raw.geometry.name]
-    problems: list[str] = []
-    try:
-        effective, ignored = importer_mapping(spec, raw, mapping)
-    except ImportRefused as exc:
-        problems.extend(exc.problems)
-        effective, ignored = importer_mapping(spec, raw, {})
-    repaired: list[str] = []
-    provisional: list[str] = []
-    stored = None
-    stale = None
-    if not problems:
-        try:
-            checked, report = check_source(engine(), layer, raw, declared_crs=declared, mapping=mapping,
-                                           district=district)
-            repaired, provisional = report.repaired, report.provisional
-            codes = [c for c in checked["code"].tolist() if c]
-            stored = {"already": count_stored(engine(), layer, codes), "in_file": len(codes)}
-            if layer == "units" and mode in ("update", "replace"):
-                with engine().connect() as conn:
-                    found = stale_units(conn, checked, file_revision(raw))
-                if found:
-                    stale = {"message": str(found), "communities": found.communities[:100]}
-        except ImportRefused as exc:
-            problems.extend(exc.problems)
-    head = raw.head(PREVIEW_ROWS)
-    geoms = head.geometry.values
-    rows = [[_cell(v) for v in record] + [None if g is None else g.geom_type]
-            for record, g in zip(head[columns].itertuples(index=False, name=None), geoms, strict=True)]
-    types = raw.geometry.geom_type.fillna("(none)").value_counts()
-    return _json({
-        "upload": upload, "file": meta["file"], "size": meta["size"], "layer": layer,
-        "features": len(raw), "columns": columns, "rows": rows,
-        "geometry_types": {str(k): int(v) for k, v in types.items()},
-        "crs": raw.crs.to_string() if raw.crs is not None else None, "declared_crs": crs_text,
-        "mapping": {c: effective.get(c) for c in columns}, "ignored": ignored,
-        "fields": [{"name": f.name, "label": f.label, "dtype": f.dtype, "required": f.required}
-                   for f in spec.fields]
-        + [_name_field(n) for n in NAME_FIELDS.get(layer, {})],
-        "district": district, "provisional": provisional[:100], "provisional_count": len(provisional),
-        "ok": not problems, "problems": problems[:500], "problem_count": len(problems),
-        "repaired": repaired[:100], "repaired_count": len(repaired), "stored": stored, "mode": mode,
-        "source_layer": source_layer, "revision": file_revision(raw), "stale": stale,
-    })
+    return _json(imports.preview(engine(), layer, folder, meta, upload, fresh=fresh, crs_text=crs_text,
+                                 declared=declared, mapping=mapping, district=district, mode=mode,
+                                 source_layer=source_layer,
+                                 max_unzipped_bytes=current_app.config["MAX_UNZIPPED_BYTES"]))
 
 
 @bp.delete("/api/layers/uploads/<upload>")
@@ -388,9 +221,7 @@ def api_preview(layer: str):
 def api_forget_upload(upload: str):
     """Delete an upload that will not be imported (another file was chosen)."""
     folder, meta = _open_upload(upload, current_account().name)
-    if meta.get("job"):
-        raise Conflict(_("the file is being imported (job {job})", job=meta['job']))
-    shutil.rmtree(folder, ignore_errors=True)
+    imports.delete_upload(folder, meta)
     return _json({"deleted": upload})
 
 
@@ -416,15 +247,11 @@ def api_import(layer: str):
     force = data.get("force", False)
     if not isinstance(force, bool):
         raise Refused(_("force is true or false"))
-    if meta.get("job"):
-        raise Conflict(_("this file is being imported already (job {job})", job=meta['job']))
-    params = {"layer": layer, "folder": str(folder), "file": meta["file"], "mode": mode, "crs": crs_text,
-              "mapping": mapping, "district": district, "actor": actor, "source_layer": source_layer,
-              "force": force,
-              "max_unzipped_bytes": current_app.config["MAX_UNZIPPED_BYTES"]}
+    params = imports.import_params(layer, folder, meta, mode=mode, crs=crs_text, mapping=mapping,
+                                   district=district, actor=actor, source_layer=source_layer, force=force,
+                                   max_unzipped_bytes=current_app.config["MAX_UNZIPPED_BYTES"])
     job_id = start_job(KIND, params)
-    meta["job"] = job_id
-    (folder / META).write_text(json.dumps(meta), encoding="utf-8")
+    imports.mark_queued(folder, meta, job_id)
     return _json({"job_id": job_id, "status": "queued", "url": f"/api/layers/imports/{job_id}"}, 202)
 
 

@@ -29,11 +29,11 @@ from sqlalchemy import make_url
 from geodata.code_table import apply_code_table
 from geodata.crs import to_wgs84
 from geodata.errors import GridplanError, Refused
-from geodata.importer import read_source
 from geodata.migrate import upgrade
 from geodata.standards import seed_settings
 from layers.onboarding.boundaries import MAX_SLIVER_M2, clean_stored, stored_topology
 from layers.onboarding.folder import STEPS, onboard
+from layers.onboarding.imports import read_source
 from layers.onboarding.units import CELL_M2, MIN_BLOCK_M2, SHAPES, build_stored, residential_points
 from webmap.auth import require
 from webmap.extensions import engine
