@@ -9,9 +9,8 @@ raised and answered as problem details by :mod:`webmap.errors`.
 
 from __future__ import annotations
 
-import json
 import secrets
-from datetime import date, datetime
+from datetime import datetime
 
 from flask import (
     Blueprint,
@@ -31,9 +30,11 @@ from geodata.audit import AuditFilter, csv_lines, iter_rows, known_values, searc
 from geodata.errors import Forbidden, Refused
 from geodata.i18n import N_, _, in_language
 from geodata.standards import DEFAULT_SETTINGS
+from webmap import params
 from webmap.auth import current_account, hash_token, require
 from webmap.extensions import engine
 from webmap.maps import BASEMAPS
+from webmap.responses import json_answer as _json
 
 bp = Blueprint("admin", __name__)
 
@@ -51,37 +52,6 @@ def _signed_in_admin_only():
     account = current_account()
     if account is not None and account.via_token:
         raise Forbidden(_("administration needs a signed-in administrator, not an API token"))
-
-
-def _json(body, status: int = 200) -> Response:
-    """Strict JSON (no NaN, no Infinity), dates as ISO 8601 text."""
-    return Response(json.dumps(body, ensure_ascii=False, allow_nan=False, default=_default), status=status,
-                    mimetype="application/json")
-
-
-def _default(v):
-    if isinstance(v, datetime):
-        return v.isoformat(timespec="seconds")
-    if isinstance(v, date):
-        return v.isoformat()
-    raise TypeError(f"{type(v).__name__} is not JSON")
-
-
-def _reject_constant(name: str):
-    raise Refused(f"{name} is not a number JSON allows")
-
-
-def _body() -> dict:
-    """The request's JSON object, parsed strictly (NaN and Infinity are refused)."""
-    try:
-        data = json.loads(request.get_data(as_text=True) or "null", parse_constant=_reject_constant)
-    except ValueError as exc:
-        if isinstance(exc, Refused):
-            raise
-        raise Refused(f"the request is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise Refused("send a JSON object")
-    return data
 
 
 def _text(data: dict, key: str) -> str | None:
@@ -226,7 +196,7 @@ def _places() -> dict:
 @require("admin", api=True)
 def api_create_user():
     """``{name, role, scope_code, department_code, password}`` → 201 and the new account."""
-    data = _body()
+    data = params.body()
     password = _password(data)
     if password is None:
         raise Refused(_("set a first password for the account"))
@@ -240,7 +210,7 @@ def api_create_user():
 @require("admin", api=True)
 def api_update_user(user_id: int):
     """Any of ``role scope_code department_code disabled password``; the rest stays."""
-    data = _body()
+    data = params.body()
     changes: dict = {}
     if "role" in data:
         changes["role"] = _text(data, "role")
@@ -274,7 +244,7 @@ def api_create_token():
     """``{name, role, scope_code, expires_at}`` → 201 with ``token``: shown this once, stored only
     as a hash; ``expires_at`` (optional) is ``YYYY-MM-DD`` (valid through that day) or
     ``YYYY-MM-DDTHH:MM``."""
-    data = _body()
+    data = params.body()
     token = secrets.token_urlsafe(32)
     expires_at = accounts.parse_expiry(_text(data, "expires_at"))
     row = accounts.save_token(engine(), _text(data, "name") or "", _text(data, "role") or "viewer",
@@ -288,7 +258,7 @@ def api_create_token():
 @bp.patch("/api/admin/tokens/<int:token_id>")
 @require("admin", api=True)
 def api_update_token(token_id: int):
-    data = _body()
+    data = params.body()
     changes: dict = {}
     if "role" in data:
         changes["role"] = _text(data, "role")
@@ -336,7 +306,7 @@ def api_settings():
 @require("admin", api=True)
 def api_save_setting(key: str):
     """``{value, source}``: the value must keep its shape (see :mod:`geodata.settings`)."""
-    data = _body()
+    data = params.body()
     if "value" not in data:
         raise Refused("send the new value")
     source = data.get("source")

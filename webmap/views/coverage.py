@@ -40,22 +40,18 @@ from geodata.store import layer_extent, read_layer
 from layers.coverage import cache as coverage_cache
 from layers.coverage import gaps as coverage
 from layers.coverage import siting
+from webmap import params
 from webmap.api import start_job, visible_job
 from webmap.auth import current_account, require
 from webmap.extensions import engine
 from webmap.i18n import facility_kind_name, life_circle
 from webmap.maps import build_map, render_map
-from webmap.responses import conditional
+from webmap.responses import json_answer as _json
 
 bp = Blueprint("coverage", __name__, cli_group=None)
 READERS = ("admin", "planner", "viewer")
 EXTENSIONS = {"shp": "zip", "gpkg": "gpkg", "geojson": "geojson", "csv": "csv"}
 MAX_PROPOSED = 200
-
-
-def _json(data, status: int = 200, mimetype: str = "application/json") -> Response:
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=_plain)
-    return Response(body, status=status, mimetype=mimetype)
 
 
 def _plain(value):
@@ -92,13 +88,6 @@ def _run(values, extra: gpd.GeoDataFrame | None = None):
     standards = coverage.load_standards(engine())
     inputs = coverage.load_inputs(engine(), _text(values, "street"), standards)
     return inputs, coverage.compute_reach(inputs, standards, _text(values, "method"), extra)
-
-
-def _body() -> dict:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise Refused("send a JSON object")
-    return data
 
 
 # --- pages --------------------------------------------------------------------------------------
@@ -183,8 +172,7 @@ def _prepared(key: str, street: str | None, method: str | None):
 
 
 def _cached_json(data, etag: str, mimetype: str = "application/json") -> Response:
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=_plain)
-    response = conditional(body, headers={"Content-Type": mimetype})
+    response = _json(data, mimetype=mimetype, cached=True)
     response.set_etag(etag)
     return response
 
@@ -332,9 +320,7 @@ def api_layer(name: str):
 def api_start_job():
     """Compute the report in the background worker (a city's report): ``{street?, method?}`` →
     202 with the job's id; follow it at ``GET /api/coverage/jobs/<id>``."""
-    data = request.get_json(silent=True) or {}
-    if not isinstance(data, dict):
-        raise Refused("send a JSON object")
+    data = params.body(optional=True)
     street, method = _text(data, "street"), _text(data, "method")
     coverage.check_street(engine(), street)
     if method not in (None, "auto", "straight", "roads"):
@@ -378,7 +364,7 @@ def _proposed(data: dict, kind: str) -> gpd.GeoDataFrame:
 def api_proposal():
     """What proposed facilities of a kind would change: households within reach before and
     after, and the units they bring within reach."""
-    data = _body()
+    data = params.body()
     kind = _text(data, "kind")
     if not kind:
         raise Refused("kind is required")
@@ -410,7 +396,7 @@ def sites_geojson(result: siting.Siting, candidates, kind: str, radius: float, k
 @require(*READERS, api=True)
 def api_sites():
     """Where to build ``k`` facilities of ``kind`` (maximal covering location), as GeoJSON."""
-    data = _body()
+    data = params.body()
     kind = _text(data, "kind")
     if not kind:
         raise Refused("kind is required")

@@ -68,13 +68,6 @@ def photo_folder() -> Path:
     return Path(current_app.config.get("PHOTO_DIR") or Path(current_app.instance_path) / "photos")
 
 
-def _json() -> dict:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise Refused("send a JSON object (Content-Type: application/json)")
-    return data
-
-
 def _date(value: str | None, what: str, end: bool = False) -> datetime | None:
     return params.day_start(value, what, end=end)
 
@@ -185,7 +178,7 @@ def api_report():
                 raise incidents.PhotoTooLarge(f"the photo is {len(photo[0]) / 1048576:.1f} MB; too big")
             photo = incidents.prepare_photo(photo[0]), photo[1]
     else:
-        data = _json()
+        data = params.body()
     case, duplicates = incidents.report(engine(), account, data)
     replayed = bool(case.get("replayed"))  # the same client_id again: the case stored the first time
     photos = []
@@ -263,7 +256,7 @@ def api_basemap():
 def api_note(code: str):
     """``{"note": …}``: add a note to an open case (the same case seen again), its status and
     version unchanged; answers the case with its history."""
-    incidents.add_note(engine(), current_account(), code, _json())
+    incidents.add_note(engine(), current_account(), code, params.body())
     return api_case(code)
 
 
@@ -312,7 +305,7 @@ def api_act(code: str):
                 raise Refused(_("the photo is empty"))
             photo = (incidents.prepare_photo(upload[0]), upload[1], photo_folder())
     else:
-        data = _json()
+        data = params.body()
     case = incidents.act(engine(), current_account(), code, data, photo=photo)
     return _case_answer(case)
 
@@ -356,7 +349,7 @@ def api_assignments():
 @require("admin", "planner", api=True)
 def api_assign():
     """``{"user": name, "cells": [codes], "remove": false}``: assign a supervisor to cells."""
-    data = _json()
+    data = params.body()
     held = incidents.assign_cells(
         engine(), current_account(), data.get("user"), data.get("cells"), remove=bool(data.get("remove"))
     )
@@ -527,7 +520,7 @@ def api_departments():
 def api_save_department():
     """``{code, name, categories, contact, limits, default_for}``: add a department (201) or
     change the one with that code (200)."""
-    data = _json()
+    data = params.body()
     if not data.get("code") and data.get("name"):
         data["code"] = depts.next_code(engine())
     saved, new = depts.save_department(engine(), data, incidents.categories(engine()),

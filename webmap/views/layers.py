@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
-from flask import Blueprint, Response, after_this_request, current_app, render_template, request, send_file
+from flask import Blueprint, after_this_request, current_app, render_template, request, send_file
 
 from geodata import audit, audit_words, jobs
 from geodata import crs as crs_mod
@@ -48,10 +48,12 @@ from geodata.importer import (
 from geodata.importer import _mapped_columns as importer_mapping
 from geodata.layer_info import code_exists, code_names, count_stored, layer_overview
 from layers.onboarding.imports import KIND, read_progress
+from webmap import params as parse
 from webmap.api import start_job, visible_job
 from webmap.auth import current_account, require
 from webmap.errors import problem
 from webmap.extensions import engine
+from webmap.responses import json_answer as _json
 
 bp = Blueprint("layers", __name__)
 
@@ -66,18 +68,6 @@ FORMAT_LABELS = {"shp": "Shapefile (zip)", "gpkg": "GeoPackage", "geojson": "Geo
 MODE_LABELS = {"append": N_("Append: add new features; codes already stored are refused"),
                "replace": N_("Replace: the file replaces the whole layer"),
                "update": N_("Update: change the features with these codes; unknown codes are refused")}
-
-
-def _json(body, status: int = 200) -> Response:
-    """A JSON answer that is strict JSON: no NaN or Infinity ever leaves."""
-    return Response(json.dumps(body, ensure_ascii=False, allow_nan=False, default=_default), status=status,
-                    mimetype="application/json")
-
-
-def _default(v):
-    if isinstance(v, datetime | date):
-        return v.isoformat(timespec="seconds") if isinstance(v, datetime) else v.isoformat()
-    raise TypeError(f"{type(v).__name__} is not JSON")
 
 
 @bp.errorhandler(413)
@@ -401,9 +391,7 @@ def api_import(layer: str):
     source_layer, force}`` → 202 and the address where its progress is followed. ``force`` imports
     units exported before boundary changes they would undo (the command line's ``--force``)."""
     _spec(layer)
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise Refused(_("send a JSON object {upload, mode, crs, mapping}"))
+    data = parse.body("{upload, mode, crs, mapping}")
     actor = current_account().name
     folder, meta = _open_upload(data.get("upload"), actor)
     mode = data.get("mode") or "append"

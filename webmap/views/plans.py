@@ -5,7 +5,6 @@ answered by :mod:`webmap.errors`."""
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import tempfile
@@ -29,7 +28,7 @@ from webmap.api import start_job, started_job, visible_job
 from webmap.auth import current_account, require
 from webmap.extensions import engine, plans
 from webmap.maps import build_map, render_map
-from webmap.responses import conditional
+from webmap.responses import conditional, json_answer
 from webmap.security import body_limit
 
 bp = Blueprint("plans", __name__)
@@ -45,35 +44,15 @@ PLAN_EDIT_LIMIT_KB = 2048
 MAX_HOUSEHOLDS = 1_000_000
 
 
-def _finite(value):
-    """``value`` with every NaN or infinity replaced by ``None`` (JSON has neither)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def jsonify(*args, **kwargs):
-    """Strict JSON (no NaN, no Infinity), compressed with an ETag when large."""
-    data = args[0] if args else kwargs
-    return conditional(json.dumps(_finite(data), ensure_ascii=False, allow_nan=False, default=str),
-                       headers={"Content-Type": "application/json"})
+    """Strict JSON (:func:`webmap.responses.json_answer`), compressed with an ETag when large."""
+    return json_answer(args[0] if args else kwargs, cached=True)
 
 
 def _created(data: dict):
     response = jsonify(data)
     response.status_code = 201
     return response
-
-
-def _body() -> dict:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise Refused("send a JSON object")
-    return data
 
 
 def _version(data: dict) -> int:
@@ -147,7 +126,7 @@ def api_list():
 @require(*EDITORS, api=True)
 def api_create():
     """An automatic plan: one street at once (201), the whole district in the background (202)."""
-    data = _body()
+    data = parse.body()
     name = str(data.get("name") or "").strip()
     if not name:
         raise Refused("name is required")
@@ -206,7 +185,8 @@ def api_plan(plan_id: int):
 def api_delete(plan_id: int):
     """Delete a draft (its author or an admin), naming the version it was seen at."""
     account = current_account()
-    return jsonify(plan_documents.delete(plans(), plan_id, _version(_body()), account.name, account.role))
+    data = parse.body()
+    return jsonify(plan_documents.delete(plans(), plan_id, _version(data), account.name, account.role))
 
 
 def _view() -> tuple[tuple[float, float, float, float] | None, float | None]:
@@ -260,7 +240,7 @@ def api_timeline(plan_id: int):
 @bp.post("/api/plans/<int:plan_id>/rename")
 @require(*EDITORS, api=True)
 def api_rename(plan_id: int):
-    data = _body()
+    data = parse.body()
     account = current_account()
     return jsonify(plan_documents.rename(plans(), plan_id, str(data.get("name") or ""), _version(data),
                                          account.name, account.role))
@@ -269,9 +249,7 @@ def api_rename(plan_id: int):
 @bp.post("/api/plans/<int:plan_id>/duplicate")
 @require(*EDITORS, api=True)
 def api_duplicate(plan_id: int):
-    data = request.get_json(silent=True) or {}
-    if not isinstance(data, dict):
-        raise Refused("send a JSON object")
+    data = parse.body(optional=True)
     copied = plan_documents.duplicate(plans(), plan_id, data.get("name"), current_account().name)
     return _created({**copied, "url": url_for("plans.plan_page", plan_id=copied["plan_id"])})
 
@@ -279,7 +257,7 @@ def api_duplicate(plan_id: int):
 @bp.post("/api/plans/<int:plan_id>/communities/<code>/name")
 @require(*EDITORS, api=True)
 def api_name(plan_id: int, code: str):
-    data = _body()
+    data = parse.body()
     named = plan_documents.name_community(plans(), plan_id, code, str(data.get("name") or ""),
                                           _version(data), current_account().name)
     # naming is a step of the plan's history too: the page's undo and redo follow it
@@ -290,7 +268,7 @@ def api_name(plan_id: int, code: str):
 @body_limit(PLAN_EDIT_LIMIT_KB)
 @require(*EDITORS, api=True)
 def api_moves(plan_id: int):
-    data = _body()
+    data = parse.body()
     units, to = data.get("units"), data.get("to")
     if not isinstance(units, list) or not all(isinstance(u, str) for u in units) or not isinstance(to, str):
         raise Refused("send units (a list of unit codes) and to (a community code or \"new\")")
@@ -301,7 +279,7 @@ def api_moves(plan_id: int):
 @body_limit(PLAN_EDIT_LIMIT_KB)
 @require(*EDITORS, api=True)
 def api_split(plan_id: int):
-    data = _body()
+    data = parse.body()
     line = data.get("line")
     if line is not None:
         try:
@@ -315,7 +293,7 @@ def api_split(plan_id: int):
 @bp.post("/api/plans/<int:plan_id>/merge")
 @require(*EDITORS, api=True)
 def api_merge(plan_id: int):
-    data = _body()
+    data = parse.body()
     return jsonify(plan_edits.merge_communities(plans(), plan_id, str(data.get("keep", "")),
                                                 str(data.get("merge", "")), _version(data),
                                                 current_account().name))
@@ -326,7 +304,7 @@ def api_merge(plan_id: int):
 def api_undo(plan_id: int):
     """Take back the plan's newest edit (any kind); 409 when the version is stale or nothing
     is left to undo."""
-    return jsonify(plan_edits.replay(plans(), plan_id, _version(_body()), current_account().name,
+    return jsonify(plan_edits.replay(plans(), plan_id, _version(parse.body()), current_account().name,
                                      backwards=True))
 
 
@@ -334,14 +312,14 @@ def api_undo(plan_id: int):
 @require(*EDITORS, api=True)
 def api_redo(plan_id: int):
     """Make the edit undone last again; 409 when the version is stale or nothing is undone."""
-    return jsonify(plan_edits.replay(plans(), plan_id, _version(_body()), current_account().name,
+    return jsonify(plan_edits.replay(plans(), plan_id, _version(parse.body()), current_account().name,
                                      backwards=False))
 
 
 @bp.post("/api/plans/<int:plan_id>/status")
 @require(*EDITORS, api=True)
 def api_status(plan_id: int):
-    data = _body()
+    data = parse.body()
     account = current_account()
     return jsonify(plan_workflow.change_status(plans(), plan_id, str(data.get("action", "")), _version(data),
                                                account.name, account.role, data.get("comment"),
@@ -375,7 +353,7 @@ def api_regenerate_cells(plan_id: int):
 @bp.post("/api/plans/<int:plan_id>/rebase")
 @require(*EDITORS, api=True)
 def api_rebase(plan_id: int):
-    data = _body()
+    data = parse.body()
     return jsonify(plan_workflow.rebase(plans(), plan_id, _version(data), current_account().name))
 
 
