@@ -59,7 +59,7 @@ def _text(data: dict, key: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise Refused(f"{key} is text")
+        raise Refused(_("{key} is text", key=key))
     return value.strip()
 
 
@@ -220,7 +220,7 @@ def api_update_user(user_id: int):
         changes["department_code"] = _text(data, "department_code") or None
     if "disabled" in data:
         if not isinstance(data["disabled"], bool):
-            raise Refused("disabled is true or false")
+            raise Refused(_("disabled is true or false"))
         changes["disabled"] = data["disabled"]
     password = _password(data)
     if password:
@@ -308,10 +308,10 @@ def api_save_setting(key: str):
     """``{value, source}``: the value must keep its shape (see :mod:`geodata.settings`)."""
     data = params.body()
     if "value" not in data:
-        raise Refused("send the new value")
+        raise Refused(_("send the new value"))
     source = data.get("source")
     if source is not None and not isinstance(source, str):
-        raise Refused("source is text")
+        raise Refused(_("source is text"))
     return _json(settings_rows.setting_texts(
         settings_rows.save_setting(engine(), key, data["value"], actor=_actor(), source=source)))
 
@@ -327,8 +327,8 @@ def api_audit():
     try:
         limit = int(request.args.get("limit") or AUDIT_PAGE)
     except ValueError:
-        raise Refused("limit is a whole number") from None
+        raise Refused(_("limit is a whole number")) from None
     if not 1 <= limit <= MAX_AUDIT_PAGE:
-        raise Refused(f"limit is a whole number from 1 to {MAX_AUDIT_PAGE}")
+        raise Refused(_("limit is a whole number from 1 to {limit}", limit=MAX_AUDIT_PAGE))
     rows, total = search(engine(), f, limit=limit, offset=_offset(request.args.get("offset")))
     return _json({"total": total, "rows": rows})

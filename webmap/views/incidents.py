@@ -101,11 +101,11 @@ def api_list():
     status = args.get("status") or None
     statuses = STATUS_FILTERS.get(status, (status,) if status else None)
     if status and status not in STATUS_FILTERS and status not in incidents.STATUS_LABELS:
-        raise Refused(f"unknown status {status!r}")
+        raise Refused(_("unknown status {status}", status=repr(status)))
     limit = min(params.whole(args.get("limit") or "5000", "limit", 1), 20000)
     bbox = args.get("bbox", "").split(",") if args.get("bbox") else None
     if bbox is not None and len(bbox) != 4:
-        raise Refused("bbox is four numbers minx,miny,maxx,maxy")
+        raise Refused(_("bbox is four numbers minx,miny,maxx,maxy"))
     if bbox is not None:
         bbox = tuple(params.number(v, "bbox", -180, 180) for v in bbox)
     cells = incidents.my_cells(engine(), account) if args.get("mine") else None
@@ -174,9 +174,7 @@ def api_report():
         data = {k: v for k, v in request.form.items() if k != "csrf_token"}
         photo = _photo_upload()
         if photo is not None:  # refuse a bad photo before the case is stored
-            if len(photo[0]) > incidents.photo_limit(engine()):
-                raise incidents.PhotoTooLarge(f"the photo is {len(photo[0]) / 1048576:.1f} MB; too big")
-            photo = incidents.prepare_photo(photo[0]), photo[1]
+            photo = incidents.checked_photo(engine(), photo[0]), photo[1]
     else:
         data = params.body()
     case, duplicates = incidents.report(engine(), account, data)
@@ -205,7 +203,7 @@ def api_duplicates():
     args = request.args
     category = args.get("category")
     if category not in incidents.categories(engine()):
-        raise Refused(f"unknown category {category!r}")
+        raise Refused(_("unknown category {category}", category=repr(category)))
     lon = incidents._number(args.get("lon"), "lon", -180, 180)
     lat = incidents._number(args.get("lat"), "lat", -90, 90)
     return jsonify(
@@ -299,11 +297,7 @@ def api_act(code: str):
             incidents.visible_case(engine(), account, code)
             if account.role not in incidents.PHOTOGRAPHERS:
                 raise Forbidden(_("role {role} may not add photos", role=account.role))
-            if len(upload[0]) > incidents.photo_limit(engine()):
-                raise incidents.PhotoTooLarge(f"the photo is {len(upload[0]) / 1048576:.1f} MB; too big")
-            if not upload[0]:
-                raise Refused(_("the photo is empty"))
-            photo = (incidents.prepare_photo(upload[0]), upload[1], photo_folder())
+            photo = (incidents.checked_photo(engine(), upload[0]), upload[1], photo_folder())
     else:
         data = params.body()
     case = incidents.act(engine(), current_account(), code, data, photo=photo)
@@ -315,7 +309,7 @@ def api_act(code: str):
 def api_add_photo(code: str):
     photo = _photo_upload()
     if photo is None:
-        raise Refused("send the photo as multipart/form-data field 'photo'")
+        raise Refused(_("send the photo as multipart/form-data field 'photo'"))
     added = incidents.add_photo(engine(), current_account(), code, photo[0], photo[1], photo_folder())
     added["url"] = url_for("incidents.api_photo", code=code, photo_id=added["id"])
     return jsonify(added), 201
@@ -360,7 +354,7 @@ def _rates_args():
     args = request.args
     by = args.get("by", "community")
     if by not in rates.LEVELS:
-        raise Refused(f"by must be one of {', '.join(rates.LEVELS)}")
+        raise Refused(_("by must be one of {choices}", choices=', '.join(rates.LEVELS)))
     for key in ("from", "to"):  # the days themselves, before rates counts whole months from them
         if args.get(key):
             params.day(args[key], key)
@@ -408,7 +402,7 @@ def api_export(layer: str):
         raise Forbidden(_("a department's handler reads its cases at /api/incidents"))
     fmt = request.args.get("format", "gpkg")
     if layer not in ("grid_cells", "incidents") or fmt not in exports.FORMATS:
-        raise Refused(f"export grid_cells or incidents as {', '.join(exports.FORMATS)}")
+        raise Refused(_("export grid_cells or incidents as {choices}", choices=', '.join(exports.FORMATS)))
     account = current_account()
     prefix = account.scope_code if account.role == "supervisor" else (request.args.get("scope") or None)
     folder = Path(tempfile.mkdtemp(prefix="gridplan-export-"))

@@ -47,9 +47,9 @@ from geodata.importer import (
 )
 from geodata.importer import _mapped_columns as importer_mapping
 from geodata.layer_info import code_exists, code_names, count_stored, layer_overview
-from layers.onboarding.imports import KIND, read_progress
+from layers import worker
 from webmap import params as parse
-from webmap.api import start_job, visible_job
+from webmap.api import job_started, job_state, start_job, visible_job
 from webmap.auth import current_account, require
 from webmap.errors import problem
 from webmap.extensions import engine
@@ -410,10 +410,10 @@ def api_import(layer: str):
               "mapping": mapping, "district": district, "actor": actor, "source_layer": source_layer,
               "force": force,
               "max_unzipped_bytes": current_app.config["MAX_UNZIPPED_BYTES"]}
-    job_id = start_job(KIND, params)
+    job_id = start_job(worker.LAYER_IMPORT, params)
     meta["job"] = job_id
     (folder / META).write_text(json.dumps(meta), encoding="utf-8")
-    return _json({"job_id": job_id, "status": "queued", "url": f"/api/layers/imports/{job_id}"}, 202)
+    return job_started(job_id)
 
 
 @bp.get("/api/layers/imports/<int:job_id>")
@@ -422,24 +422,10 @@ def api_import_status(job_id: int):
     """An import's state: ``queued running done failed``, progress 0–1, the phase (checking,
     writing ``done``/``total``) and, when done, the report or (``refused``) every problem."""
     try:  # an import is its author's and the administrators' alone (JOB_READERS names no readers)
-        job = visible_job(current_account(), job_id, KIND)
+        job = visible_job(current_account(), job_id, worker.LAYER_IMPORT)
     except NotFound:
         raise NotFound(_("no import {job_id}", job_id=job_id)) from None
-    state = {"id": job_id, "status": job["status"], "layer": job["params"]["layer"],
-             "file": job["params"]["file"], "mode": job["params"]["mode"], "progress": 0.0, "phase": "queued",
-             "message": job["message"], "result": job["result"]}
-    if job["status"] == "running":
-        seen = read_progress(Path(job["params"]["folder"])) or {"phase": "checking"}
-        state["phase"] = seen.get("phase", "checking")
-        if state["phase"] == "writing" and seen.get("total"):
-            state["done"], state["total"] = int(seen["done"]), int(seen["total"])
-            state["progress"] = 0.1 + 0.85 * state["done"] / state["total"]
-        else:
-            state["progress"] = 0.05
-    elif job["status"] in ("done", "failed"):
-        state["phase"] = job["status"]
-        state["progress"] = 1.0
-    return _json(state)
+    return _json(job_state(current_account(), job))
 
 
 # --- export -------------------------------------------------------------------------------------
