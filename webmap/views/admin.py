@@ -30,6 +30,7 @@ from geodata.audit import AuditFilter, csv_lines, iter_rows, known_values, searc
 from geodata.errors import Forbidden, Refused
 from geodata.i18n import N_, _, in_language
 from geodata.standards import DEFAULT_SETTINGS
+from layers import administration
 from webmap import params
 from webmap.auth import current_account, hash_token, require
 from webmap.extensions import engine
@@ -200,7 +201,7 @@ def api_create_user():
     password = _password(data)
     if password is None:
         raise Refused(_("set a first password for the account"))
-    user = accounts.create_user(engine(), _text(data, "name") or "", _text(data, "role") or "",
+    user = administration.create_user(engine(), _text(data, "name") or "", _text(data, "role") or "",
                                 password, _text(data, "scope_code") or None, actor=_actor(),
                                 department_code=_text(data, "department_code") or None)
     return _json(user, 201)
@@ -225,7 +226,7 @@ def api_update_user(user_id: int):
     password = _password(data)
     if password:
         changes["password_hash"] = password
-    return _json(accounts.update_user(engine(), actor=_actor(), user_id=user_id, **changes))
+    return _json(administration.update_user(engine(), actor=_actor(), user_id=user_id, **changes))
 
 
 # --- tokens -------------------------------------------------------------------------------------
@@ -247,7 +248,7 @@ def api_create_token():
     data = params.body()
     token = secrets.token_urlsafe(32)
     expires_at = accounts.parse_expiry(_text(data, "expires_at"))
-    row = accounts.save_token(engine(), _text(data, "name") or "", _text(data, "role") or "viewer",
+    row = administration.save_token(engine(), _text(data, "name") or "", _text(data, "role") or "viewer",
                               hash_token(token), _text(data, "scope_code") or None, actor=_actor(),
                               expires_at=expires_at)
     response = _json({**row, "token": token}, 201)
@@ -264,13 +265,13 @@ def api_update_token(token_id: int):
         changes["role"] = _text(data, "role")
     if "scope_code" in data:
         changes["scope_code"] = _text(data, "scope_code") or None
-    return _json(accounts.update_token(engine(), actor=_actor(), token_id=token_id, **changes))
+    return _json(administration.update_token(engine(), actor=_actor(), token_id=token_id, **changes))
 
 
 @bp.post("/api/admin/tokens/<int:token_id>/revoke")
 @require("admin", api=True)
 def api_revoke_token(token_id: int):
-    return _json(accounts.revoke_token(engine(), actor=_actor(), token_id=token_id))
+    return _json(administration.revoke_token(engine(), actor=_actor(), token_id=token_id))
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -313,7 +314,7 @@ def api_save_setting(key: str):
     if source is not None and not isinstance(source, str):
         raise Refused(_("source is text"))
     return _json(settings_rows.setting_texts(
-        settings_rows.save_setting(engine(), key, data["value"], actor=_actor(), source=source)))
+        administration.save_setting(engine(), key, data["value"], actor=_actor(), source=source)))
 
 
 # --- audit log ----------------------------------------------------------------------------------

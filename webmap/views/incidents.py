@@ -37,7 +37,7 @@ from geodata import departments as depts
 from geodata import incident_rows
 from geodata.errors import Forbidden, GridplanError, Refused
 from geodata.i18n import _, in_language
-from layers.incidents import exports, rates
+from layers.incidents import departments, exports, rates
 from layers.incidents import loop as incidents
 from webmap import params
 from webmap.auth import current_account, require
@@ -514,11 +514,7 @@ def api_departments():
 def api_save_department():
     """``{code, name, categories, contact, limits, default_for}``: add a department (201) or
     change the one with that code (200)."""
-    data = params.body()
-    if not data.get("code") and data.get("name"):
-        data["code"] = depts.next_code(engine())
-    saved, new = depts.save_department(engine(), data, incidents.categories(engine()),
-                                       actor=current_account().name)
+    saved, new = departments.save_department(engine(), params.body(), actor=current_account().name)
     return jsonify(saved), 201 if new else 200
 
 
@@ -604,10 +600,10 @@ def departments_add(name: str, categories: str, code: str | None, contact: str |
             own[category.strip()] = float(hours)
         except ValueError:
             raise click.ClickException(_("--limit {item}: write CATEGORY=HOURS", item=item)) from None
-    data = {"code": code or depts.next_code(engine()), "name": name, "categories": categories,
+    data = {"code": code, "name": name, "categories": categories,
             "contact": contact, "limits": own, "default_for": default_for or []}
     try:
-        saved, new = depts.save_department(engine(), data, incidents.categories(engine()), actor="cli")
+        saved, new = departments.save_department(engine(), data, actor="cli")
     except GridplanError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(_("department {code} {name}: {categories}", code=saved["code"], name=saved["name"],
