@@ -50,6 +50,15 @@ COVERAGE_SITES = coverage_cache.SITES_JOB
 REGENERATE_CELLS = adoption.JOB_KIND
 
 
+def queue(engine: Engine, kind: str, params: dict) -> int:
+    """Queue a job of ``kind`` (one of the kinds above) with ``params`` for the worker; its id.
+    Refused (429) when whoever ``params["starter"]`` names has as many jobs waiting or running
+    as one may (:func:`geodata.jobs.create_job`)."""
+    if kind not in RUNNERS:  # a kind no runner takes would wait for ever
+        raise ValueError(f"no runner for jobs of kind {kind!r}")
+    return jobs.create_job(engine, kind, params)
+
+
 def _auto_plan(engine: Engine, job: dict) -> dict:
     params = dict(job["params"])
     name, author = params.pop("name"), params.pop("author")

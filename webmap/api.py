@@ -130,7 +130,7 @@ JOB_READERS: dict[str, tuple[str, ...]] = {worker.COVERAGE_REPORT: ("planner", "
 def start_job(kind: str, params: dict) -> int:
     """Queue a job for the caller of this request, recording who they are (``starter``: a user
     or a token, :func:`geodata.jobs.starter`) beside the name the job shows."""
-    return jobs.create_job(engine(), kind, {**params, "starter": jobs.starter(current_account())})
+    return worker.queue(engine(), kind, {**params, "starter": jobs.starter(current_account())})
 
 
 def started_job(account: Account, job: dict) -> bool:
