@@ -201,6 +201,7 @@ def job_state(account: Account, job: dict) -> dict:
         sites = result if job["status"] in ("running", "done") else None
         state["stage"] = "final" if job["status"] == "done" else (sites or {}).get("stage")
         state["sites"] = sites
+        state.pop("result", None)  # the sites are the result
     return state
 
 
