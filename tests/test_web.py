@@ -136,7 +136,7 @@ def test_items_paging_bbox_and_filters(site, small_demo):
     ("bbox=1,2,3", "four numbers"), ("bbox=a,b,c,d", "not four numbers"),
     ("bbox=10,10,5,5", "min ≤ max"), ("limit=0", "limit must be between"),
     ("limit=lots", "not a whole number"), ("offset=-1", "offset must be between"),
-    ("colour=red", "unknown parameter 'colour'"), ("f=kml", "use geojson, json or csv"),
+    ("colour=red", "unknown parameter 'colour'"), ("f=kml", "use geojson, json, records or csv"),
     ("households=many", "not a number"), ("datetime=2026-01-01", "units has no time to filter on"),
 ])
 def test_malformed_parameters_get_a_400_naming_the_problem(site, query, message):
