@@ -33,6 +33,29 @@ from layers.plans.memory import PlanMemory
 from layers.plans.scale import plan_all
 from layers.plans.workflow import auto_plan
 
+# The kinds of job the worker runs, named once: the views start jobs by these names and the
+# worker picks its runner by them (a literal in a view that differs by a letter is a job no
+# runner takes). Each is defined beside the domain code it runs, where it has one.
+#: a district-wide automatic plan (:func:`layers.plans.workflow.auto_plan`, :mod:`layers.plans.scale`)
+AUTO_PLAN = "auto_plan"
+#: a layer imported from an uploaded file (:mod:`layers.onboarding.imports`)
+LAYER_IMPORT = layer_import.KIND
+#: a city's coverage gap report (:mod:`layers.coverage.gaps`)
+COVERAGE_REPORT = coverage.JOB_KIND
+#: where to build next, for a city (:mod:`layers.coverage.cache`)
+COVERAGE_SITES = coverage_cache.SITES_JOB
+#: the grid cells of the communities an adopted plan touched (:mod:`layers.plans.adoption`)
+REGENERATE_CELLS = adoption.JOB_KIND
+
+
+def queue(engine: Engine, kind: str, params: dict) -> int:
+    """Queue a job of ``kind`` (one of the kinds above) with ``params`` for the worker; its id.
+    Refused (429) when whoever ``params["starter"]`` names has as many jobs waiting or running
+    as one may (:func:`geodata.jobs.create_job`)."""
+    if kind not in RUNNERS:  # a kind no runner takes would wait for ever
+        raise ValueError(f"no runner for jobs of kind {kind!r}")
+    return jobs.create_job(engine, kind, params)
+
 
 def _auto_plan(engine: Engine, job: dict) -> dict:
     params = dict(job["params"])
@@ -71,11 +94,11 @@ def _plan_every_district(engine: Engine, job: dict, name: str, author: str, para
     return {"plan_id": made.plan_id, "scores": made.summary()["scores"], "skipped": made.skipped}
 
 
-RUNNERS: dict[str, Callable[[Engine, dict], dict]] = {"auto_plan": _auto_plan,
-                                                     layer_import.KIND: layer_import.run_import,
-                                                     coverage.JOB_KIND: coverage.run_report_job,
-                                                     adoption.JOB_KIND: adoption.run_regeneration_job,
-                                                     coverage_cache.SITES_JOB: coverage_cache.run_sites_job}
+RUNNERS: dict[str, Callable[[Engine, dict], dict]] = {AUTO_PLAN: _auto_plan,
+                                                     LAYER_IMPORT: layer_import.run_import,
+                                                     COVERAGE_REPORT: coverage.run_report_job,
+                                                     REGENERATE_CELLS: adoption.run_regeneration_job,
+                                                     COVERAGE_SITES: coverage_cache.run_sites_job}
 
 
 def _job_engine(engine: Engine, job_id: int) -> Engine:

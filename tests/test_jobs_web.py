@@ -59,7 +59,7 @@ def test_a_token_named_like_a_user_is_not_that_user_for_jobs(db_url, engine, sma
     assert queued.status_code == 202, queued.json
     assert user.get(queued.json["url"]).status_code == 200
     hidden = token.get(queued.json["url"], headers=bearer)
-    assert hidden.status_code == 404 and f"no import {queued.json['job_id']}" in hidden.json["detail"]
+    assert hidden.status_code == 404 and f"no job {queued.json['job']}" in hidden.json["detail"]
     # the plan job's state is any planner's to follow, its parameters its author's alone
     plan = user.post("/api/plans", json={"name": "全区"}, headers=headers)
     assert plan.status_code == 202 and user.get(plan.json["url"]).json["params"]["author"] == "planner"
@@ -78,3 +78,35 @@ def test_a_token_named_like_a_user_is_not_that_user_for_jobs(db_url, engine, sma
     old = jobs.create_job(engine, "auto_plan", {"name": "旧", "author": "planner"}, per_user=0)
     assert "params" in user.get(f"/api/jobs/{old}").json
     assert "params" not in token.get(f"/api/jobs/{old}", headers=bearer).json
+
+
+def test_every_job_started_answers_one_shape_followed_at_one_address(db_url, engine, small_demo, tmp_path):
+    """A plan, an import and a coverage report, once queued, answer the same members, and each
+    is followed at ``/api/jobs/<id>``, which answers what the kind's own address answers."""
+    from tests.test_layers_page import new_units, preview, shapefile_zip
+    from tests.webhelpers import signed_in
+
+    write_demo(engine, small_demo)
+    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none",
+                      "UPLOAD_FOLDER": str(tmp_path / "uploads")})
+    make_accounts(app, small_demo)
+    user, headers = signed_in(app, "planner", "/layers")
+    upload = preview(user, headers, "units", shapefile_zip(new_units(small_demo), tmp_path / "shp"),
+                     "units.zip").json["upload"]
+    started = {"auto_plan": user.post("/api/plans", json={"name": "全区"}, headers=headers),
+               "import_layer": user.post("/api/layers/units/import", json={"upload": upload},
+                                         headers=headers),
+               "coverage_report": user.post("/api/coverage/jobs", json={}, headers=headers)}
+    own = {"import_layer": "/api/layers/imports/{}", "coverage_report": "/api/coverage/jobs/{}"}
+    for kind, answer in started.items():
+        assert answer.status_code == 202, (kind, answer.json)
+        body = answer.json
+        assert {"job", "kind", "status", "progress", "message", "url"} <= set(body), body
+        assert body["kind"] == kind and body["status"] == "queued"
+        assert body["url"] == f"/api/jobs/{body['job']}"
+        followed = user.get(body["url"]).json
+        assert {k: followed[k] for k in ("job", "kind", "status", "url")} == \
+            {k: body[k] for k in ("job", "kind", "status", "url")}
+        if kind in own:
+            assert user.get(own[kind].format(body["job"])).json == followed
+    assert user.get(started["import_layer"].json["url"]).json["phase"] == "queued"

@@ -180,7 +180,7 @@ def test_a_city_is_computed_by_the_worker_and_drawn_by_view(site, db_url, monkey
     # siting: a job too; the greedy answer is kept first, then the exact one
     started = planner.post("/api/coverage/sites", json={"kind": "kindergarten", "k": 3}, headers=headers)
     assert started.status_code == 202
-    href = started.get_json()["href"]
+    href = started.get_json()["url"]
     assert planner.get(href).get_json()["status"] == "queued"
     assert run_one(engine)["status"] == "done"
     done = planner.get(href).get_json()
@@ -221,7 +221,7 @@ def test_city_siting_jobs_read_and_walk_once_per_state_of_the_data(site, monkeyp
                                headers=headers)
         assert started.status_code == 202
         assert run_one(engine)["status"] == "done"
-        done = planner.get(started.get_json()["href"]).get_json()
+        done = planner.get(started.get_json()["url"]).get_json()
         assert done["stage"] == "final" and len(done["sites"]["features"]) == k
         return done["sites"]["properties"]
 

@@ -87,6 +87,34 @@ def test_a_json_body_nested_forty_thousand_deep_is_a_400_naming_it(site):
                                  " + (SELECT count(*) FROM users)")).scalar_one() == before
 
 
+def test_every_view_reads_its_json_body_strictly_and_names_what_is_wrong(site):
+    """One reader for every view's JSON body: malformed JSON, JSON that is no object and a NaN
+    are each a 400 problem answer that says which, on every route that takes a body; nothing is
+    written."""
+    from sqlalchemy import text
+
+    client = site.test_client()
+    sign_in(client, "admin")
+    headers = {"X-CSRFToken": csrf_token(client.get("/plans").get_data(as_text=True))}
+    engine = get_engine(site.config["DATABASE_URL"])
+    count = text("SELECT (SELECT count(*) FROM plans) + (SELECT count(*) FROM incidents)"
+                 " + (SELECT count(*) FROM users) + (SELECT count(*) FROM jobs)")
+    with engine.connect() as conn:
+        before = conn.execute(count).scalar_one()
+    bodies = {"[1,": "not valid JSON", "[1]": "send a JSON object", '"text"': "send a JSON object",
+              '{"name": NaN}': "NaN"}
+    for path in ("/api/plans", "/api/incidents", "/api/admin/users", "/api/grid/moves",
+                 "/api/coverage/proposal", "/api/coverage/sites", "/api/departments",
+                 "/api/layers/units/import"):
+        for body, named in bodies.items():
+            answer = client.post(path, data=body, content_type="application/json", headers=headers)
+            assert answer.status_code == 400, (path, body, answer.status_code)
+            assert answer.mimetype == "application/problem+json", (path, body)
+            assert named in answer.json["detail"], (path, body, answer.json["detail"])
+    with engine.connect() as conn:
+        assert conn.execute(count).scalar_one() == before
+
+
 def test_every_inline_script_of_a_page_carries_the_nonce_of_its_answer(site):
     client = site.test_client()
     sign_in(client, "admin")

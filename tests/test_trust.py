@@ -154,7 +154,7 @@ def test_a_job_is_for_its_author_and_those_whose_scope_covers_it(site):
 
 
 def _items(client, collection: str, headers=None) -> set[str]:
-    answer = client.get(f"/api/collections/{collection}/items?f=json&limit=10000", headers=headers)
+    answer = client.get(f"/api/collections/{collection}/items?f=records&limit=10000", headers=headers)
     assert answer.status_code == 200, answer.get_data(as_text=True)
     return {item["code"] for item in answer.json["items"]}
 

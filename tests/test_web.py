@@ -136,22 +136,22 @@ def test_items_paging_bbox_and_filters(site, small_demo):
     ("bbox=1,2,3", "four numbers"), ("bbox=a,b,c,d", "not four numbers"),
     ("bbox=10,10,5,5", "min ≤ max"), ("limit=0", "limit must be between"),
     ("limit=lots", "not a whole number"), ("offset=-1", "offset must be between"),
-    ("colour=red", "unknown parameter 'colour'"), ("f=kml", "use geojson, json or csv"),
+    ("colour=red", "unknown parameter 'colour'"), ("f=kml", "use geojson, json, records or csv"),
     ("households=many", "not a number"), ("datetime=2026-01-01", "units has no time to filter on"),
 ])
 def test_malformed_parameters_get_a_400_naming_the_problem(site, query, message):
     app, secrets = site
     response = app.test_client().get(f"/api/collections/units/items?{query}",
                                      headers={"Authorization": f"Bearer {secrets['token']}"})
-    assert response.status_code == 400
-    assert message in response.json["description"]
+    assert response.status_code == 400 and response.mimetype == "application/problem+json"
+    assert message in response.json["detail"] and response.json["code"].startswith("InvalidParameter")
 
 
 def test_malformed_time_interval(site):
     app, secrets = site
     response = app.test_client().get("/api/collections/incidents/items?datetime=yesterday",
                                      headers={"Authorization": f"Bearer {secrets['token']}"})
-    assert response.status_code == 400 and "not RFC 3339" in response.json["description"]
+    assert response.status_code == 400 and "not RFC 3339" in response.json["detail"]
 
 
 def test_formats_gzip_etag_and_single_items(site, small_demo):
@@ -159,7 +159,11 @@ def test_formats_gzip_etag_and_single_items(site, small_demo):
     client = app.test_client()
     auth = {"Authorization": f"Bearer {secrets['token']}"}
     as_json = client.get("/api/collections/facilities/items?f=json&limit=5", headers=auth)
-    assert as_json.content_type == "application/json" and len(as_json.json["items"]) == 5
+    # f=json is GeoJSON, as other OGC API Features servers answer it; the bare list is f=records
+    assert as_json.json["type"] == "FeatureCollection" and len(as_json.json["features"]) == 5
+    records = client.get("/api/collections/facilities/items?f=records&limit=5", headers=auth)
+    assert records.content_type == "application/json" and len(records.json["items"]) == 5
+    assert [f["properties"] for f in as_json.json["features"]] == records.json["items"]
     as_csv = client.get("/api/collections/facilities/items?f=csv&limit=5", headers=auth)
     lines = as_csv.get_data().decode("utf-8-sig").splitlines()
     assert lines[0].startswith("code,kind,name") and lines[0].endswith(",wkt") and len(lines) == 6

@@ -49,17 +49,14 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from geodata.accounts import (
     Account,
     TokenExpired,
-    end_sessions,
     find_token,
     find_user,
-    record_sign_in,
-    save_token,
-    save_user,
 )
 from geodata.db import DATABASE_ERRORS
 from geodata.errors import Refused
 from geodata.i18n import N_, _
 from geodata.settings import get_value
+from layers.administration import end_sessions, record_sign_in, save_token, save_user
 from webmap.extensions import bearer_request, engine
 
 bp = Blueprint("auth", __name__)

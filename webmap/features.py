@@ -7,7 +7,10 @@ As in pygeoapi, each function takes parsed arguments and returns ``(status, head
 Items: ``bbox``, ``limit`` (1–10,000, default 1,000), ``offset``, ``next``/``prev`` links,
 property filters (``?status=closed``), ``datetime`` on incidents (RFC 3339 interval on
 ``reported_at``), ``zoom`` (simplify polygons for that zoom, neighbours together so no slivers
-open), ``coords=gcj02`` (shift coordinates to match Gaode tiles), ``f=geojson|json|csv``.
+open), ``coords=gcj02`` (shift coordinates to match Gaode tiles), ``f=geojson|json|records|csv``
+(``json`` is GeoJSON too, as other OGC API – Features servers answer it; ``records`` the bare
+attribute list ``{numberMatched, numberReturned, items}``). Errors are raised as
+:class:`ApiError` and answered by :mod:`webmap.api` as problem details, like every ``/api/`` route.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from geodata.accounts import Account
 from geodata.catalog import LAYERS, get_layer
 from geodata.crs import wgs84_to_gcj02
 from geodata.errors import Refused
+from geodata.i18n import _
 from geodata.spreadsheet import cell
 from geodata.store import count_layer, layer_extent, read_layer, read_records
 from layers.coverage.gaps import BLIND_SPOT
@@ -40,7 +44,8 @@ from webmap import params
 
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 1_000
-FORMATS = {"geojson": "application/geo+json", "json": "application/json", "csv": "text/csv; charset=utf-8"}
+FORMATS = {"geojson": "application/geo+json", "json": "application/geo+json", "records": "application/json",
+           "csv": "text/csv; charset=utf-8"}
 RESERVED = {"bbox", "limit", "offset", "f", "zoom", "coords", "datetime"}
 
 
@@ -68,7 +73,9 @@ LOCAL_TIME = ZoneInfo("Asia/Shanghai")
 
 
 class ApiError(Exception):
-    """An error answered as JSON with an HTTP status."""
+    """An error of the layer API: an HTTP status, an OGC API exception ``code``
+    (``InvalidParameterValue``…) and a ``description`` in the reader's language; answered as
+    problem details (``detail`` the description, ``code`` the OGC code) by :mod:`webmap.api`."""
 
     def __init__(self, status: int, code: str, description: str) -> None:
         super().__init__(description)
@@ -80,13 +87,9 @@ def _json(data, status: int = 200, content_type: str = "application/json"):
     return status, {"Content-Type": content_type}, body
 
 
-def error(exc: ApiError):
-    return _json({"code": exc.code, "description": exc.description}, exc.status)
-
-
 def _collection(name: str) -> Collection:
     if name not in COLLECTIONS:
-        raise ApiError(404, "NotFound", f"no collection {name!r}; see /api/collections")
+        raise ApiError(404, "NotFound", _("no collection {name}; see /api/collections", name=repr(name)))
     return COLLECTIONS[name]
 
 
@@ -95,11 +98,12 @@ def scope_filters(engine: Engine, collection: Collection, account: Account) -> d
     applies): the codes under their scope; and for a supervisor of one grid cell, whose units
     and facilities carry only a community code, those in the cell (:func:`cell_members`)."""
     if account.role == "handler":  # a department reads its own cases at /api/incidents
-        raise ApiError(403, "Forbidden", "a department's handler reads its cases at /api/incidents")
+        raise ApiError(403, "Forbidden", _("a department's handler reads its cases at /api/incidents"))
     if account.role != "supervisor":
         return {}
     if collection.name not in SCOPED:
-        raise ApiError(403, "Forbidden", f"a supervisor's scope does not cover {collection.name}")
+        raise ApiError(403, "Forbidden", _("a supervisor's scope does not cover {collection}",
+                                           collection=collection.name))
     field, digits = SCOPED[collection.name]
     filters = {"prefix": {field: account.scope_code[:digits]}}
     if collection.layer in CELL_MEMBERS and len(account.scope_code) > 12:
@@ -149,9 +153,10 @@ def _describe(engine: Engine, collection: Collection, base: str) -> dict:
 def collection(engine: Engine, name: str, base: str, account: Account):
     coll = _collection(name)
     if account.role == "supervisor" and coll.name not in SCOPED:
-        raise ApiError(403, "Forbidden", f"a supervisor's scope does not cover {coll.name}")
+        raise ApiError(403, "Forbidden", _("a supervisor's scope does not cover {collection}",
+                                           collection=coll.name))
     if account.role == "handler":
-        raise ApiError(403, "Forbidden", "a department's handler reads its cases at /api/incidents")
+        raise ApiError(403, "Forbidden", _("a department's handler reads its cases at /api/incidents"))
     return _json(_describe(engine, coll, base))
 
 
@@ -162,13 +167,14 @@ def _parse_bbox(text: str) -> tuple[float, float, float, float]:
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
-        raise ApiError(400, "InvalidParameterValue", f"bbox {text!r} is not four numbers") from None
+        raise ApiError(400, "InvalidParameterValue", _("bbox {text} is not four numbers",
+                                                       text=repr(text))) from None
     if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise ApiError(400, "InvalidParameterValue", "bbox takes four numbers: minx,miny,maxx,maxy")
+        raise ApiError(400, "InvalidParameterValue", _("bbox takes four numbers: minx,miny,maxx,maxy"))
     minx, miny, maxx, maxy = values
     if not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
         raise ApiError(400, "InvalidParameterValue",
-                       "bbox must be minx,miny,maxx,maxy in degrees with min ≤ max")
+                       _("bbox must be minx,miny,maxx,maxy in degrees with min ≤ max"))
     return minx, miny, maxx, maxy
 
 
@@ -179,16 +185,18 @@ def _parse_int(args: dict, key: str, default: int, low: int, high: int) -> int:
     try:
         value = params.whole(text, key)
     except Refused:
-        raise ApiError(400, "InvalidParameterValue", f"{key} {text!r} is not a whole number") from None
+        raise ApiError(400, "InvalidParameterValue", _("{key} {text} is not a whole number",
+                                                       key=key, text=repr(text))) from None
     if not low <= value <= high:
-        raise ApiError(400, "InvalidParameterValue", f"{key} must be between {low} and {high}")
+        raise ApiError(400, "InvalidParameterValue", _("{key} must be between {low} and {high}",
+                                                       key=key, low=low, high=high))
     return value
 
 
 def _parse_datetime(text: str) -> tuple[datetime | None, datetime | None]:
     parts = text.split("/")
     if len(parts) > 2:
-        raise ApiError(400, "InvalidParameterValue", "datetime is one instant or start/end")
+        raise ApiError(400, "InvalidParameterValue", _("datetime is one instant or start/end"))
 
     def one(value: str) -> datetime | None:
         if value in ("", ".."):
@@ -196,8 +204,9 @@ def _parse_datetime(text: str) -> tuple[datetime | None, datetime | None]:
         try:
             stamp = params.moment(value, "datetime")
         except Refused:
-            raise ApiError(400, "InvalidParameterValue", f"datetime {value!r} is not RFC 3339 from "
-                           f"{params.FIRST_DAY} to {params.LAST_DAY}") from None
+            raise ApiError(400, "InvalidParameterValue",
+                           _("datetime {value} is not RFC 3339 from {first} to {last}", value=repr(value),
+                             first=params.FIRST_DAY, last=params.LAST_DAY)) from None
         if stamp.tzinfo is not None:  # stored times are local (China Standard Time)
             stamp = stamp.astimezone(LOCAL_TIME).replace(tzinfo=None)
         return stamp
@@ -207,7 +216,7 @@ def _parse_datetime(text: str) -> tuple[datetime | None, datetime | None]:
         return instant, instant
     start, end = one(parts[0]), one(parts[1])
     if start is not None and end is not None and start > end:
-        raise ApiError(400, "InvalidParameterValue", "datetime: the start comes after the end")
+        raise ApiError(400, "InvalidParameterValue", _("datetime: the start comes after the end"))
     return start, end
 
 
@@ -224,13 +233,15 @@ def _filter_value(key: str, dtype: str, value: str):
             return _parse_datetime(value)[0]
         if dtype == "bool":
             if value.lower() not in ("true", "false", "1", "0"):
-                raise Refused(f"{key} is true or false")
+                raise Refused(_("{key} is true or false", key=key))
             return value.lower() in ("true", "1")
     except Refused as exc:
         message = str(exc)
-        if dtype in ("int", "float"):
-            whole = " (a whole one, within 64 bits)" if dtype == "int" else ""
-            message = f"{key} {value!r} is not a number{whole}"
+        if dtype == "int":
+            message = _("{key} {value} is not a number (a whole one, within 64 bits)",
+                        key=key, value=repr(value))
+        elif dtype == "float":
+            message = _("{key} {value} is not a number", key=key, value=repr(value))
         raise ApiError(400, "InvalidParameterValue", message) from None
     return value
 
@@ -240,7 +251,8 @@ def parse_query(engine: Engine, collection: Collection, args: dict, account: Acc
     spec = get_layer(collection.layer)
     fmt = args.get("f", "geojson")
     if fmt not in FORMATS:
-        raise ApiError(400, "InvalidParameterValue", f"f={fmt!r}: use geojson, json or csv")
+        raise ApiError(400, "InvalidParameterValue", _("f={fmt}: use geojson, json, records or csv",
+                                                       fmt=repr(fmt)))
     query = {
         "limit": _parse_int(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
         "offset": _parse_int(args, "offset", 0, 0, 10**9),
@@ -250,21 +262,22 @@ def parse_query(engine: Engine, collection: Collection, args: dict, account: Acc
         "filters": {k: dict(v) if isinstance(v, dict) else list(v) for k, v in collection.filters.items()},
     }
     if query["coords"] not in ("wgs84", "gcj02"):
-        raise ApiError(400, "InvalidParameterValue", "coords is wgs84 (default) or gcj02")
+        raise ApiError(400, "InvalidParameterValue", _("coords is wgs84 (default) or gcj02"))
     filters = query["filters"]
     if "bbox" in args:
         filters["bbox"] = _parse_bbox(args["bbox"])
     if "datetime" in args:
         if "reported_at" not in spec.field_names:
-            raise ApiError(400, "InvalidParameter", f"{collection.name} has no time to filter on")
+            raise ApiError(400, "InvalidParameter", _("{collection} has no time to filter on",
+                                                      collection=collection.name))
         filters.setdefault("ranges", {})["reported_at"] = _parse_datetime(args["datetime"])
     where = {}
     for key, value in args.items():
         if key in RESERVED:
             continue
         if key not in spec.field_names:
-            raise ApiError(400, "InvalidParameter", f"unknown parameter {key!r}; filters are "
-                           f"{', '.join(spec.field_names)}")
+            raise ApiError(400, "InvalidParameter", _("unknown parameter {key}; filters are {fields}",
+                                                      key=repr(key), fields=", ".join(spec.field_names)))
         where[key] = _filter_value(key, spec.field(key).dtype, value)
     if where:
         filters["where"] = where
@@ -331,7 +344,7 @@ def items(engine: Engine, name: str, args: dict, base: str, account: Account):
     matched = count_layer(engine, coll.layer, **query["filters"])
     records, geoms = _records(engine, coll, query)
     fmt = query["f"]
-    if fmt == "json":
+    if fmt == "records":  # the bare attribute list (f=json is GeoJSON, as OGC API servers answer it)
         return _json({"numberMatched": matched, "numberReturned": len(records), "items": records})
     if fmt == "csv":
         out = io.StringIO()
@@ -368,7 +381,7 @@ def item(engine: Engine, name: str, code: str, base: str, account: Account, coor
     query["filters"]["where"] = {"code": code}
     records, geoms = _records(engine, coll, query)
     if not records:
-        raise ApiError(404, "NotFound", f"no feature {code!r} in {name}")
+        raise ApiError(404, "NotFound", _("no feature {code} in {name}", code=repr(code), name=name))
     feature = {"type": "Feature", "id": code, "geometry": json.loads(_geojson(geoms, coords)[0]),
                "properties": records[0],
                "links": [{"rel": "self", "href": f"{base}/collections/{name}/items/{code}"},
@@ -393,7 +406,7 @@ def basemap(engine: Engine, args: dict):
     as a quiet base when no tile base map is configured (the default on an intranet). Lines are
     simplified to half a pixel; at most 5,000 roads, longest first."""
     if "bbox" not in args:
-        raise ApiError(400, "MissingParameterValue", "bbox is required: minx,miny,maxx,maxy")
+        raise ApiError(400, "MissingParameterValue", _("bbox is required: minx,miny,maxx,maxy"))
     bbox = _parse_bbox(args["bbox"])
     zoom = _parse_int(args, "zoom", 14, 0, 24)
     road_filter = {} if zoom >= STREET_ZOOM else {"isin": {"road_class": list(MAJOR_ROADS)}}

@@ -32,9 +32,10 @@ from flask import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from geodata import i18n as domain_i18n
-from geodata.accounts import LOCALES, set_locale
+from geodata.accounts import LOCALES
 from geodata.i18n import N_
 from geodata.standards import FACILITY_KIND_LABELS, FACILITY_PROBLEM_LABELS
+from layers.administration import set_locale
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 COOKIE = "gridplan_locale"

@@ -128,6 +128,26 @@ class BadJSON(BadRequest):
     with ``silent=True``: a ``BadRequest`` is no ``ValueError``, so Werkzeug lets it through)."""
 
 
+def body(shape: str | None = None, *, optional: bool = False) -> dict:
+    """The request's body as a JSON object: the one reader every view uses.
+
+    Parsed strictly whatever the ``Content-Type`` says (the app's :class:`StrictJSON`: NaN,
+    numbers out of range and lone surrogates are a 400 naming them; a body nested too deeply is
+    refused by :class:`webmap.security.GuardedRequest`); malformed JSON, or JSON that is no
+    object, is a 400 that says so. ``shape`` names the members the route takes, for the message
+    (``"{upload, mode, crs, mapping}"``); with ``optional``, no body at all reads as ``{}``."""
+    if optional and not request.get_data(cache=True).strip():
+        return {}
+    data = request.get_json(force=True, silent=True)
+    if data is None and request.get_data(cache=True).strip() not in (b"", b"null"):
+        raise Refused(_("the body is not valid JSON: send a JSON object"))
+    if not isinstance(data, dict):
+        if shape:
+            raise Refused(_("send a JSON object {shape}", shape=shape))
+        raise Refused(_("send a JSON object"))
+    return data
+
+
 def _constant(name: str):
     raise BadJSON(_("the JSON body holds {name}: JSON has no such number", name=name))
 
@@ -162,6 +182,14 @@ def has_surrogate(value: Any) -> bool:
 
 class StrictJSON(DefaultJSONProvider):
     """Flask's JSON, parsing strictly (see the module's docstring); writing as before."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        """Flask's own writing (``jsonify``), with NaN and infinities written as ``null``: JSON
+        has neither, and a browser's ``JSON.parse`` refuses the bare words."""
+        from webmap.responses import finite
+
+        kwargs.setdefault("allow_nan", False)
+        return super().dumps(finite(obj), **kwargs)
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         value = json.loads(s, parse_constant=_constant, parse_int=_integer, parse_float=_float, **kwargs)

@@ -1,9 +1,13 @@
-"""Large answers sent cheaply: an ETag (an unchanged answer costs a 304) and gzip when the
-client accepts it. Shared by the layer API and the plan API."""
+"""How views answer: the one strict-JSON writer (:func:`json_answer`), and large answers sent
+cheaply — an ETag (an unchanged answer costs a 304) and gzip when the client accepts it."""
 
 from __future__ import annotations
 
 import gzip
+import json
+import math
+from datetime import date, datetime
+from typing import Any
 
 from flask import Response, request
 
@@ -29,6 +33,45 @@ def conditional(body: bytes | str, status: int = 200, headers: dict | None = Non
         response.headers["Content-Encoding"] = "gzip"
         response.vary.add("Accept-Encoding")
     return response
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by ``None`` (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """What JSON cannot hold as it is: numpy scalars as numbers (NaN as ``null``), times as
+    ISO 8601 text to the second, days as ``YYYY-MM-DD``; anything else as its text."""
+    if hasattr(value, "item") and not isinstance(value, str | bytes):  # numpy scalars
+        return finite(value.item())
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def to_json(data: Any) -> str:
+    """``data`` as strict JSON text (no NaN, no Infinity: both become ``null``), Chinese as it
+    is, compact."""
+    return json.dumps(finite(data), ensure_ascii=False, allow_nan=False, separators=(",", ":"),
+                      default=_plain)
+
+
+def json_answer(data: Any, status: int = 200, mimetype: str = "application/json", *,
+                cached: bool = False) -> Response:
+    """The one JSON answer of the views: ``data`` as strict JSON (:func:`to_json`); with
+    ``cached``, through :func:`conditional` (an ETag, gzip when large)."""
+    if cached:
+        return conditional(to_json(data), status, headers={"Content-Type": mimetype})
+    return Response(to_json(data), status=status, mimetype=mimetype)
 
 
 #: Static files sent gzipped (text); images and fonts already compressed are sent as they are.

@@ -1142,6 +1142,19 @@ def photo_limit(engine: Engine) -> int:
     return int(min(megabytes, 50.0) * 1024 * 1024) if math.isfinite(megabytes) else 8 * 1024 * 1024
 
 
+def checked_photo(engine: Engine, data: bytes) -> Photo:
+    """An uploaded photo as it is kept (:func:`prepare_photo`), after the checks every way a
+    photo comes in shares: no larger than :func:`photo_limit` (413), not empty. The one place
+    these are checked: the report form, a step's after-photo and a photo added later."""
+    limit = photo_limit(engine)
+    if len(data) > limit:
+        raise PhotoTooLarge(_("the photo is {p1} MB; at most {p2} MB",
+                              p1=format(len(data) / 1048576, '.1f'), p2=format(limit / 1048576, '.0f')))
+    if not data:
+        raise Refused(_("the photo is empty"))
+    return prepare_photo(data)
+
+
 def add_photo(
     engine: Engine, account: Account, code: str, data: bytes | Photo, filename: str | None, folder: Path
 ) -> dict:
@@ -1151,13 +1164,7 @@ def add_photo(
     if account.role not in PHOTOGRAPHERS:
         raise Forbidden(_("role {role} may not add photos", role=account.role))
     if not isinstance(data, Photo):
-        limit = photo_limit(engine)
-        if len(data) > limit:
-            raise PhotoTooLarge(_("the photo is {p1} MB; at most {p2} MB",
-                                  p1=format(len(data) / 1048576, '.1f'), p2=format(limit / 1048576, '.0f')))
-        if not data:
-            raise Refused(_("the photo is empty"))
-        data = prepare_photo(data)
+        data = checked_photo(engine, data)
     folder.mkdir(parents=True, exist_ok=True)
     stored = uuid.uuid4().hex + ".jpg"
     (folder / stored).write_bytes(data.jpeg)

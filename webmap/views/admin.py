@@ -9,9 +9,8 @@ raised and answered as problem details by :mod:`webmap.errors`.
 
 from __future__ import annotations
 
-import json
 import secrets
-from datetime import date, datetime
+from datetime import datetime
 
 from flask import (
     Blueprint,
@@ -31,9 +30,12 @@ from geodata.audit import AuditFilter, csv_lines, iter_rows, known_values, searc
 from geodata.errors import Forbidden, Refused
 from geodata.i18n import N_, _, in_language
 from geodata.standards import DEFAULT_SETTINGS
+from layers import administration
+from webmap import params
 from webmap.auth import current_account, hash_token, require
 from webmap.extensions import engine
 from webmap.maps import BASEMAPS
+from webmap.responses import json_answer as _json
 
 bp = Blueprint("admin", __name__)
 
@@ -53,43 +55,12 @@ def _signed_in_admin_only():
         raise Forbidden(_("administration needs a signed-in administrator, not an API token"))
 
 
-def _json(body, status: int = 200) -> Response:
-    """Strict JSON (no NaN, no Infinity), dates as ISO 8601 text."""
-    return Response(json.dumps(body, ensure_ascii=False, allow_nan=False, default=_default), status=status,
-                    mimetype="application/json")
-
-
-def _default(v):
-    if isinstance(v, datetime):
-        return v.isoformat(timespec="seconds")
-    if isinstance(v, date):
-        return v.isoformat()
-    raise TypeError(f"{type(v).__name__} is not JSON")
-
-
-def _reject_constant(name: str):
-    raise Refused(f"{name} is not a number JSON allows")
-
-
-def _body() -> dict:
-    """The request's JSON object, parsed strictly (NaN and Infinity are refused)."""
-    try:
-        data = json.loads(request.get_data(as_text=True) or "null", parse_constant=_reject_constant)
-    except ValueError as exc:
-        if isinstance(exc, Refused):
-            raise
-        raise Refused(f"the request is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise Refused("send a JSON object")
-    return data
-
-
 def _text(data: dict, key: str) -> str | None:
     value = data.get(key)
     if value is None:
         return None
     if not isinstance(value, str):
-        raise Refused(f"{key} is text")
+        raise Refused(_("{key} is text", key=key))
     return value.strip()
 
 
@@ -226,11 +197,11 @@ def _places() -> dict:
 @require("admin", api=True)
 def api_create_user():
     """``{name, role, scope_code, department_code, password}`` → 201 and the new account."""
-    data = _body()
+    data = params.body()
     password = _password(data)
     if password is None:
         raise Refused(_("set a first password for the account"))
-    user = accounts.create_user(engine(), _text(data, "name") or "", _text(data, "role") or "",
+    user = administration.create_user(engine(), _text(data, "name") or "", _text(data, "role") or "",
                                 password, _text(data, "scope_code") or None, actor=_actor(),
                                 department_code=_text(data, "department_code") or None)
     return _json(user, 201)
@@ -240,7 +211,7 @@ def api_create_user():
 @require("admin", api=True)
 def api_update_user(user_id: int):
     """Any of ``role scope_code department_code disabled password``; the rest stays."""
-    data = _body()
+    data = params.body()
     changes: dict = {}
     if "role" in data:
         changes["role"] = _text(data, "role")
@@ -250,12 +221,12 @@ def api_update_user(user_id: int):
         changes["department_code"] = _text(data, "department_code") or None
     if "disabled" in data:
         if not isinstance(data["disabled"], bool):
-            raise Refused("disabled is true or false")
+            raise Refused(_("disabled is true or false"))
         changes["disabled"] = data["disabled"]
     password = _password(data)
     if password:
         changes["password_hash"] = password
-    return _json(accounts.update_user(engine(), actor=_actor(), user_id=user_id, **changes))
+    return _json(administration.update_user(engine(), actor=_actor(), user_id=user_id, **changes))
 
 
 # --- tokens -------------------------------------------------------------------------------------
@@ -274,10 +245,10 @@ def api_create_token():
     """``{name, role, scope_code, expires_at}`` → 201 with ``token``: shown this once, stored only
     as a hash; ``expires_at`` (optional) is ``YYYY-MM-DD`` (valid through that day) or
     ``YYYY-MM-DDTHH:MM``."""
-    data = _body()
+    data = params.body()
     token = secrets.token_urlsafe(32)
     expires_at = accounts.parse_expiry(_text(data, "expires_at"))
-    row = accounts.save_token(engine(), _text(data, "name") or "", _text(data, "role") or "viewer",
+    row = administration.save_token(engine(), _text(data, "name") or "", _text(data, "role") or "viewer",
                               hash_token(token), _text(data, "scope_code") or None, actor=_actor(),
                               expires_at=expires_at)
     response = _json({**row, "token": token}, 201)
@@ -288,19 +259,19 @@ def api_create_token():
 @bp.patch("/api/admin/tokens/<int:token_id>")
 @require("admin", api=True)
 def api_update_token(token_id: int):
-    data = _body()
+    data = params.body()
     changes: dict = {}
     if "role" in data:
         changes["role"] = _text(data, "role")
     if "scope_code" in data:
         changes["scope_code"] = _text(data, "scope_code") or None
-    return _json(accounts.update_token(engine(), actor=_actor(), token_id=token_id, **changes))
+    return _json(administration.update_token(engine(), actor=_actor(), token_id=token_id, **changes))
 
 
 @bp.post("/api/admin/tokens/<int:token_id>/revoke")
 @require("admin", api=True)
 def api_revoke_token(token_id: int):
-    return _json(accounts.revoke_token(engine(), actor=_actor(), token_id=token_id))
+    return _json(administration.revoke_token(engine(), actor=_actor(), token_id=token_id))
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -338,14 +309,14 @@ def api_settings():
 @require("admin", api=True)
 def api_save_setting(key: str):
     """``{value, source}``: the value must keep its shape (see :mod:`geodata.settings`)."""
-    data = _body()
+    data = params.body()
     if "value" not in data:
-        raise Refused("send the new value")
+        raise Refused(_("send the new value"))
     source = data.get("source")
     if source is not None and not isinstance(source, str):
-        raise Refused("source is text")
+        raise Refused(_("source is text"))
     return _json(settings_rows.setting_texts(
-        settings_rows.save_setting(engine(), key, data["value"], actor=_actor(), source=source)))
+        administration.save_setting(engine(), key, data["value"], actor=_actor(), source=source)))
 
 
 # --- audit log ----------------------------------------------------------------------------------
@@ -359,8 +330,8 @@ def api_audit():
     try:
         limit = int(request.args.get("limit") or AUDIT_PAGE)
     except ValueError:
-        raise Refused("limit is a whole number") from None
+        raise Refused(_("limit is a whole number")) from None
     if not 1 <= limit <= MAX_AUDIT_PAGE:
-        raise Refused(f"limit is a whole number from 1 to {MAX_AUDIT_PAGE}")
+        raise Refused(_("limit is a whole number from 1 to {limit}", limit=MAX_AUDIT_PAGE))
     rows, total = search(engine(), f, limit=limit, offset=_offset(request.args.get("offset")))
     return _json({"total": total, "rows": rows})

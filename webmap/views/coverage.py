@@ -37,25 +37,22 @@ from geodata.exporter import FORMATS, ExportError, write_frame
 from geodata.i18n import _
 from geodata.standards import FACILITY_KINDS
 from geodata.store import layer_extent, read_layer
+from layers import worker
 from layers.coverage import cache as coverage_cache
 from layers.coverage import gaps as coverage
 from layers.coverage import siting
-from webmap.api import start_job, visible_job
+from webmap import params
+from webmap.api import job_started, job_state, start_job, visible_job
 from webmap.auth import current_account, require
 from webmap.extensions import coverage_memory, engine
 from webmap.i18n import facility_kind_name, life_circle
 from webmap.maps import build_map, render_map
-from webmap.responses import conditional
+from webmap.responses import json_answer as _json
 
 bp = Blueprint("coverage", __name__, cli_group=None)
 READERS = ("admin", "planner", "viewer")
 EXTENSIONS = {"shp": "zip", "gpkg": "gpkg", "geojson": "geojson", "csv": "csv"}
 MAX_PROPOSED = 200
-
-
-def _json(data, status: int = 200, mimetype: str = "application/json") -> Response:
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=_plain)
-    return Response(body, status=status, mimetype=mimetype)
 
 
 def _plain(value):
@@ -71,7 +68,7 @@ def _text(values, key: str) -> str | None:
     if value in (None, ""):
         return None
     if not isinstance(value, str):
-        raise Refused(f"{key} must be text")
+        raise Refused(_("{key} must be text", key=key))
     return value.strip() or None
 
 
@@ -82,9 +79,9 @@ def _radius(values) -> float | None:
     try:
         radius = float(value)
     except (TypeError, ValueError):
-        raise Refused(f"radius must be a distance in metres, not {value!r}") from None
+        raise Refused(_("radius must be a distance in metres, not {value}", value=repr(value))) from None
     if isinstance(value, bool) or not math.isfinite(radius) or radius <= 0:
-        raise Refused(f"radius must be a distance in metres above 0, not {value!r}")
+        raise Refused(_("radius must be a distance in metres above 0, not {value}", value=repr(value)))
     return radius
 
 
@@ -92,13 +89,6 @@ def _run(values, extra: gpd.GeoDataFrame | None = None):
     standards = coverage.load_standards(engine())
     inputs = coverage.load_inputs(engine(), _text(values, "street"), standards)
     return inputs, coverage.compute_reach(inputs, standards, _text(values, "method"), extra)
-
-
-def _body() -> dict:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise Refused("send a JSON object")
-    return data
 
 
 # --- pages --------------------------------------------------------------------------------------
@@ -152,7 +142,7 @@ def _etag_key(values, *parts) -> tuple[str, str | None, str | None]:
     street, method = _text(values, "street"), _text(values, "method")
     coverage.check_street(engine(), street)
     if method not in (None, "auto", "straight", "roads"):
-        raise Refused(f"method {method!r} is not one of auto, straight, roads")
+        raise Refused(_("method {method} is not one of auto, straight, roads", method=repr(method)))
     return coverage_cache.state_key(engine(), street, method), street, method
 
 
@@ -175,16 +165,12 @@ def _prepared(key: str, street: str | None, method: str | None):
     if not coverage_cache.too_large(engine(), street):
         return coverage_memory().compute(street, method, key)
     job_id = coverage_cache.pending_job(engine(), street, method) or start_job(
-        coverage.JOB_KIND, {"street": street, "method": method, "by": current_account().name})
-    job = visible_job(current_account(), job_id, coverage.JOB_KIND)
-    return _json({"job": job_id, "status": job["status"], "progress": job["progress"],
-                  "message": _("the coverage of this scope is being computed in the background"),
-                  "href": f"/api/coverage/jobs/{job_id}"}, 202)
+        worker.COVERAGE_REPORT, {"street": street, "method": method, "by": current_account().name})
+    return job_started(job_id, _("the coverage of this scope is being computed in the background"))
 
 
 def _cached_json(data, etag: str, mimetype: str = "application/json") -> Response:
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=_plain)
-    response = conditional(body, headers={"Content-Type": mimetype})
+    response = _json(data, mimetype=mimetype, cached=True)
     response.set_etag(etag)
     return response
 
@@ -215,9 +201,9 @@ def _view_args(values) -> tuple:
         try:
             zoom = float(zoom)
         except ValueError:
-            raise Refused(f"zoom must be a number, not {zoom!r}") from None
+            raise Refused(_("zoom must be a number, not {zoom}", zoom=repr(zoom))) from None
         if not (math.isfinite(zoom) and 0 <= zoom <= 24):
-            raise Refused(f"zoom must be between 0 and 24, not {zoom!r}")
+            raise Refused(_("zoom must be between 0 and 24, not {zoom}", zoom=repr(zoom)))
     else:
         zoom = None
     return bbox, zoom
@@ -229,14 +215,15 @@ def _view_layer(name: str, prepared, kind: str | None, radius: float | None, bbo
     a city's communities without their outlines, which the page has)."""
     report = prepared.report
     if name in ("uncovered", "reach") and kind is None and not prepared.whole:
-        raise Refused("kind is required for this layer of a city on the map")
+        raise Refused(_("kind is required for this layer of a city on the map"))
     if name in ("uncovered", "reach") and kind is not None:
         radius = coverage_cache.check_row(prepared, kind, radius)
     if name == "uncovered" and kind is not None:
         try:
             return coverage_cache.uncovered_in_view(engine(), prepared, kind, radius, bbox, zoom, outlines)
         except KeyError:
-            raise Refused(f"no row of the standards table for {kind} at {radius:g} m") from None
+            raise Refused(_("no row of the standards table for {kind} at {radius} m",
+                            kind=kind, radius=format(radius, 'g'))) from None
     if prepared.whole:
         frame = prepared.layers.get((name, kind, radius))
         if frame is None:  # each layer computed once per state of the data
@@ -276,10 +263,11 @@ def api_layer(name: str):
     """A gap layer as GeoJSON, or exported (``f=gpkg|shp|csv``, also ``geojson`` as a file with
     ``download=1``)."""
     if name not in coverage.GAP_LAYERS:
-        raise NotFound(f"no gap layer {name!r}; layers are: {', '.join(coverage.GAP_LAYERS)}")
+        raise NotFound(_("no gap layer {name}; layers are: {layers}",
+                         name=repr(name), layers=', '.join(coverage.GAP_LAYERS)))
     fmt = request.args.get("f") or "geojson"
     if fmt not in FORMATS:
-        raise Refused(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
+        raise Refused(_("unknown format {fmt}: use {choices}", fmt=repr(fmt), choices=', '.join(FORMATS)))
     if fmt == "geojson" and not request.args.get("download"):
         # the map's answer: by view (bbox, zoom), cached by the state of the data
         key, street, method = _etag_key(request.args)
@@ -336,43 +324,37 @@ def api_layer(name: str):
 def api_start_job():
     """Compute the report in the background worker (a city's report): ``{street?, method?}`` →
     202 with the job's id; follow it at ``GET /api/coverage/jobs/<id>``."""
-    data = request.get_json(silent=True) or {}
-    if not isinstance(data, dict):
-        raise Refused("send a JSON object")
+    data = params.body(optional=True)
     street, method = _text(data, "street"), _text(data, "method")
     coverage.check_street(engine(), street)
     if method not in (None, "auto", "straight", "roads"):
-        raise Refused(f"method {method!r} is not one of auto, straight, roads")
-    job_id = start_job(coverage.JOB_KIND, {"street": street, "method": method, "by": current_account().name})
-    return _json({"job": job_id, "status": "queued", "href": f"/api/coverage/jobs/{job_id}"}, 202)
+        raise Refused(_("method {method} is not one of auto, straight, roads", method=repr(method)))
+    return job_started(start_job(worker.COVERAGE_REPORT, {"street": street, "method": method,
+                                                          "by": current_account().name}))
 
 
 @bp.get("/api/coverage/jobs/<int:job_id>")
 @require(*READERS, api=True)
 def api_job(job_id: int):
     """A report job: its status and progress, and the report once done."""
-    job = visible_job(current_account(), job_id, coverage.JOB_KIND)
-    report = job["result"] if job["status"] == "done" else None
-    if isinstance(report, dict):  # what the cache keeps beside the report is not the report
-        report = {k: v for k, v in report.items() if k not in coverage_cache.CACHE_KEYS}
-    return _json({"job": job_id, "status": job["status"], "progress": job["progress"],
-                  "message": job["message"], "report": report})
+    return _json(job_state(current_account(), visible_job(current_account(), job_id, worker.COVERAGE_REPORT)))
 
 
 def _proposed(data: dict, kind: str) -> gpd.GeoDataFrame:
     sites = data.get("sites")
     if not isinstance(sites, list) or not sites:
-        raise Refused("sites: give a list of {lon, lat}")
+        raise Refused(_("sites: give a list of {lon, lat}"))
     if len(sites) > MAX_PROPOSED:
-        raise Refused(f"at most {MAX_PROPOSED} proposed sites at once")
+        raise Refused(_("at most {limit} proposed sites at once", limit=MAX_PROPOSED))
     frames = []
     for i, s in enumerate(sites, 1):
         try:
             lon, lat = float(s["lon"]), float(s["lat"])
         except (TypeError, KeyError, ValueError):
-            raise Refused(f"site {i}: give lon and lat as numbers") from None
+            raise Refused(_("site {i}: give lon and lat as numbers", i=i)) from None
         if not (-180 <= lon <= 180 and -90 <= lat <= 90):
-            raise Refused(f"site {i}: ({lon}, {lat}) is not a longitude and latitude")
+            raise Refused(_("site {i}: ({lon}, {lat}) is not a longitude and latitude",
+                            i=i, lon=lon, lat=lat))
         frames.append(coverage.facility_point(lon, lat, kind, f"proposed-{i}"))
     return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=4326)
 
@@ -382,10 +364,10 @@ def _proposed(data: dict, kind: str) -> gpd.GeoDataFrame:
 def api_proposal():
     """What proposed facilities of a kind would change: households within reach before and
     after, and the units they bring within reach."""
-    data = _body()
+    data = params.body()
     kind = _text(data, "kind")
     if not kind:
-        raise Refused("kind is required")
+        raise Refused(_("kind is required"))
     standards = coverage.load_standards(engine())
     known = {r.kind for r in standards}
     if kind not in known:
@@ -393,7 +375,8 @@ def api_proposal():
                         kinds=", ".join(sorted(known))))
     radius = _radius(data) or float(next(r.reach_m for r in standards if r.kind == kind))
     if radius > coverage.reach_limits(standards)[kind]:
-        raise Refused(f"radius {radius:g} m is beyond the largest reach of {kind} in the standards table")
+        raise Refused(_("radius {radius} m is beyond the largest reach of {kind} in the standards table",
+                        radius=format(radius, 'g'), kind=kind))
     proposed = _proposed(data, kind)
     inputs = coverage.load_inputs(engine(), _text(data, "street"), standards)
     method = _text(data, "method")
@@ -414,10 +397,10 @@ def sites_geojson(result: siting.Siting, candidates, kind: str, radius: float, k
 @require(*READERS, api=True)
 def api_sites():
     """Where to build ``k`` facilities of ``kind`` (maximal covering location), as GeoJSON."""
-    data = _body()
+    data = params.body()
     kind = _text(data, "kind")
     if not kind:
-        raise Refused("kind is required")
+        raise Refused(_("kind is required"))
     k = siting.check_k(data.get("k"))
     candidates = None
     if data.get("candidates") is not None:
@@ -425,10 +408,11 @@ def api_sites():
             frame = gpd.GeoDataFrame.from_features(data["candidates"], crs=4326)
             candidates = siting.candidates_from_frame(frame)
         except (TypeError, KeyError, ValueError, AttributeError) as exc:
-            raise Refused(f"candidates: give a GeoJSON FeatureCollection of points ({exc})") from None
+            raise Refused(_("candidates: give a GeoJSON FeatureCollection of points ({exc})",
+                            exc=exc)) from None
     solver = _text(data, "solver") or "auto"
     if solver not in ("auto", "exact", "greedy"):
-        raise Refused(f"solver {solver!r} is not one of auto, exact, greedy")
+        raise Refused(_("solver {solver} is not one of auto, exact, greedy", solver=repr(solver)))
     if candidates is None:
         key, street, method = _etag_key(data)
         prepared = coverage_memory().remembered(key)
@@ -438,11 +422,10 @@ def api_sites():
             if kind not in known:
                 raise Refused(_("unknown facility kind {kind}; kinds: {kinds}", kind=repr(kind),
                                 kinds=", ".join(sorted(known))))
-            job_id = start_job(coverage_cache.SITES_JOB, {
+            return job_started(start_job(worker.COVERAGE_SITES, {
                 "kind": kind, "k": k, "radius": _radius(data), "solver": solver, "street": street,
-                "method": method, "by": current_account().name})
-            return _json({"job": job_id, "status": "queued", "href": f"/api/coverage/sites/jobs/{job_id}",
-                          "message": _("the sites of this scope are being chosen in the background")}, 202)
+                "method": method, "by": current_account().name}),
+                _("the sites of this scope are being chosen in the background"))
         prepared = prepared or coverage_memory().compute(street, method, key)
         body = coverage_cache.sites_for(prepared.run, prepared.inputs.units, {
             "kind": kind, "k": k, "radius": _radius(data), "solver": solver, "time_limit": 20.0},
@@ -459,11 +442,7 @@ def api_sites():
 def api_sites_job(job_id: int):
     """A siting job: its status and progress, the greedy answer as soon as it is found
     (``stage: greedy``), and the final answer with its bound once done."""
-    job = visible_job(current_account(), job_id, coverage_cache.SITES_JOB)
-    result = job["result"] if job["status"] in ("running", "done") else None
-    stage = "final" if job["status"] == "done" else (result or {}).get("stage")
-    return _json({"job": job_id, "status": job["status"], "progress": job["progress"],
-                  "message": job["message"], "stage": stage, "sites": result})
+    return _json(job_state(current_account(), visible_job(current_account(), job_id, worker.COVERAGE_SITES)))
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -513,7 +492,7 @@ def site_command(kind, k, street, radius, candidates_path, crs, method, solver, 
     try:
         k = siting.check_k(k)
         if radius is not None and not (math.isfinite(radius) and radius > 0):
-            raise Refused("--radius must be above 0")
+            raise Refused(_("--radius must be above 0"))
         candidates = siting.read_candidates(candidates_path, crs) if candidates_path else None
         standards = coverage.load_standards(engine())
         inputs = coverage.load_inputs(engine(), street, standards)

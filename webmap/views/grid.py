@@ -61,19 +61,10 @@ def _whole(values: dict, key: str) -> int | None:
 @require("admin", "planner", api=True)
 def api_generate():
     """Generate and store the cells of a community, a street or the district."""
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise Refused(_("send a JSON object"))
+    data = params.body()
     rules = grid_rules(engine(), _whole(data, "minimum"), _whole(data, "maximum"), _whole(data, "area_m2"))
     answer = generate_grid(engine(), rules, **_scope(data))
     return jsonify(answer | {"by": current_account().name})
-
-
-def _body() -> dict:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise Refused(_("send a JSON object"))
-    return data
 
 
 def _cell(value) -> str:
@@ -86,7 +77,7 @@ def _cell(value) -> str:
 @require("admin", "planner", api=True)
 def api_move():
     """Move units to another cell of their community, or to a new one (``"to": "new"``)."""
-    data = _body()
+    data = params.body()
     units, to = data.get("units"), data.get("to")
     if not isinstance(units, list) or not all(isinstance(u, str) for u in units) or not isinstance(to, str):
         raise Refused(_("send units (a list of unit codes) and to (a cell code or \"new\")"))
@@ -96,13 +87,13 @@ def api_move():
 @bp.post("/api/grid/split")
 @require("admin", "planner", api=True)
 def api_split():
-    return jsonify(split_cell(engine(), _cell(_body().get("cell")), grid_rules(engine())))
+    return jsonify(split_cell(engine(), _cell(params.body().get("cell")), grid_rules(engine())))
 
 
 @bp.post("/api/grid/merge")
 @require("admin", "planner", api=True)
 def api_merge():
-    data = _body()
+    data = params.body()
     keep, merge = _cell(data.get("keep")), _cell(data.get("merge"))
     return jsonify(merge_cells(engine(), keep, merge, grid_rules(engine())))
 

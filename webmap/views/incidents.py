@@ -38,7 +38,7 @@ from geodata import departments as depts
 from geodata import incident_rows
 from geodata.errors import Forbidden, GridplanError, Refused
 from geodata.i18n import _, in_language
-from layers.incidents import exports, rates
+from layers.incidents import departments, exports, rates
 from layers.incidents import loop as incidents
 from webmap import params
 from webmap.auth import current_account, require
@@ -67,13 +67,6 @@ STATUS_FILTERS = {
 def photo_folder() -> Path:
     """Where photos are kept: ``PHOTO_DIR``, or ``instance/photos`` (never in the database)."""
     return Path(current_app.config.get("PHOTO_DIR") or Path(current_app.instance_path) / "photos")
-
-
-def _json() -> dict:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise Refused("send a JSON object (Content-Type: application/json)")
-    return data
 
 
 def _date(value: str | None, what: str, end: bool = False) -> datetime | None:
@@ -111,11 +104,11 @@ def _case_filters(account, args) -> dict:
     the filter's matches."""
     status = args.get("status") or None
     if status and status not in STATUS_FILTERS and status not in incidents.STATUS_LABELS:
-        raise Refused(f"unknown status {status!r}")
+        raise Refused(_("unknown status {status}", status=repr(status)))
     statuses = STATUS_FILTERS.get(status, (status,) if status else None)
     bbox = args.get("bbox", "").split(",") if args.get("bbox") else None
     if bbox is not None and len(bbox) != 4:
-        raise Refused("bbox is four numbers minx,miny,maxx,maxy")
+        raise Refused(_("bbox is four numbers minx,miny,maxx,maxy"))
     if bbox is not None:
         bbox = tuple(params.number(v, "bbox", -180, 180) for v in bbox)
     cells = incidents.my_cells(engine(), account) if args.get("mine") else None
@@ -236,11 +229,9 @@ def api_report():
         data = {k: v for k, v in request.form.items() if k != "csrf_token"}
         photo = _photo_upload()
         if photo is not None:  # refuse a bad photo before the case is stored
-            if len(photo[0]) > incidents.photo_limit(engine()):
-                raise incidents.PhotoTooLarge(f"the photo is {len(photo[0]) / 1048576:.1f} MB; too big")
-            photo = incidents.prepare_photo(photo[0]), photo[1]
+            photo = incidents.checked_photo(engine(), photo[0]), photo[1]
     else:
-        data = _json()
+        data = params.body()
     case, duplicates = incidents.report(engine(), account, data)
     replayed = bool(case.get("replayed"))  # the same client_id again: the case stored the first time
     photos = []
@@ -267,7 +258,7 @@ def api_duplicates():
     args = request.args
     category = args.get("category")
     if category not in incidents.categories(engine()):
-        raise Refused(f"unknown category {category!r}")
+        raise Refused(_("unknown category {category}", category=repr(category)))
     lon = incidents._number(args.get("lon"), "lon", -180, 180)
     lat = incidents._number(args.get("lat"), "lat", -90, 90)
     return jsonify(
@@ -318,7 +309,7 @@ def api_basemap():
 def api_note(code: str):
     """``{"note": …}``: add a note to an open case (the same case seen again), its status and
     version unchanged; answers the case with its history."""
-    incidents.add_note(engine(), current_account(), code, _json())
+    incidents.add_note(engine(), current_account(), code, params.body())
     return api_case(code)
 
 
@@ -361,13 +352,9 @@ def api_act(code: str):
             incidents.visible_case(engine(), account, code)
             if account.role not in incidents.PHOTOGRAPHERS:
                 raise Forbidden(_("role {role} may not add photos", role=account.role))
-            if len(upload[0]) > incidents.photo_limit(engine()):
-                raise incidents.PhotoTooLarge(f"the photo is {len(upload[0]) / 1048576:.1f} MB; too big")
-            if not upload[0]:
-                raise Refused(_("the photo is empty"))
-            photo = (incidents.prepare_photo(upload[0]), upload[1], photo_folder())
+            photo = (incidents.checked_photo(engine(), upload[0]), upload[1], photo_folder())
     else:
-        data = _json()
+        data = params.body()
     case = incidents.act(engine(), current_account(), code, data, photo=photo)
     return _case_answer(case)
 
@@ -377,7 +364,7 @@ def api_act(code: str):
 def api_add_photo(code: str):
     photo = _photo_upload()
     if photo is None:
-        raise Refused("send the photo as multipart/form-data field 'photo'")
+        raise Refused(_("send the photo as multipart/form-data field 'photo'"))
     added = incidents.add_photo(engine(), current_account(), code, photo[0], photo[1], photo_folder())
     added["url"] = url_for("incidents.api_photo", code=code, photo_id=added["id"])
     return jsonify(added), 201
@@ -411,7 +398,7 @@ def api_assignments():
 @require("admin", "planner", api=True)
 def api_assign():
     """``{"user": name, "cells": [codes], "remove": false}``: assign a supervisor to cells."""
-    data = _json()
+    data = params.body()
     held = incidents.assign_cells(
         engine(), current_account(), data.get("user"), data.get("cells"), remove=bool(data.get("remove"))
     )
@@ -422,7 +409,7 @@ def _rates_args():
     args = request.args
     by = args.get("by", "community")
     if by not in rates.LEVELS:
-        raise Refused(f"by must be one of {', '.join(rates.LEVELS)}")
+        raise Refused(_("by must be one of {choices}", choices=', '.join(rates.LEVELS)))
     for key in ("from", "to"):  # the days themselves, before rates counts whole months from them
         if args.get(key):
             params.day(args[key], key)
@@ -470,7 +457,7 @@ def api_export(layer: str):
         raise Forbidden(_("a department's handler reads its cases at /api/incidents"))
     fmt = request.args.get("format", "gpkg")
     if layer not in ("grid_cells", "incidents") or fmt not in exports.FORMATS:
-        raise Refused(f"export grid_cells or incidents as {', '.join(exports.FORMATS)}")
+        raise Refused(_("export grid_cells or incidents as {choices}", choices=', '.join(exports.FORMATS)))
     account = current_account()
     prefix = account.scope_code if account.role == "supervisor" else (request.args.get("scope") or None)
     folder = Path(tempfile.mkdtemp(prefix="gridplan-export-"))
@@ -649,11 +636,7 @@ def api_departments():
 def api_save_department():
     """``{code, name, categories, contact, limits, default_for}``: add a department (201) or
     change the one with that code (200)."""
-    data = _json()
-    if not data.get("code") and data.get("name"):
-        data["code"] = depts.next_code(engine())
-    saved, new = depts.save_department(engine(), data, incidents.categories(engine()),
-                                       actor=current_account().name)
+    saved, new = departments.save_department(engine(), params.body(), actor=current_account().name)
     return jsonify(saved), 201 if new else 200
 
 
@@ -740,10 +723,10 @@ def departments_add(name: str, categories: str, code: str | None, contact: str |
             own[category.strip()] = float(hours)
         except ValueError:
             raise click.ClickException(_("--limit {item}: write CATEGORY=HOURS", item=item)) from None
-    data = {"code": code or depts.next_code(engine()), "name": name, "categories": categories,
+    data = {"code": code, "name": name, "categories": categories,
             "contact": contact, "limits": own, "default_for": default_for or []}
     try:
-        saved, new = depts.save_department(engine(), data, incidents.categories(engine()), actor="cli")
+        saved, new = departments.save_department(engine(), data, actor="cli")
     except GridplanError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(_("department {code} {name}: {categories}", code=saved["code"], name=saved["name"],

@@ -19,10 +19,9 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from datetime import date, datetime
 from pathlib import Path
 
-from flask import Blueprint, Response, after_this_request, current_app, render_template, request, send_file
+from flask import Blueprint, after_this_request, current_app, render_template, request, send_file
 
 from geodata import audit, audit_words, jobs
 from geodata import crs as crs_mod
@@ -31,12 +30,15 @@ from geodata.errors import NotFound, Refused
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
 from geodata.i18n import N_, _
 from geodata.layer_info import code_exists, code_names, layer_overview
+from layers import worker
 from layers.onboarding import imports
-from layers.onboarding.imports import KIND, MODES, read_progress
-from webmap.api import start_job, visible_job
+from layers.onboarding.imports import MODES
+from webmap import params as parse
+from webmap.api import job_started, job_state, start_job, visible_job
 from webmap.auth import current_account, require
 from webmap.errors import problem
 from webmap.extensions import engine
+from webmap.responses import json_answer as _json
 
 bp = Blueprint("layers", __name__)
 
@@ -47,18 +49,6 @@ FORMAT_LABELS = {"shp": "Shapefile (zip)", "gpkg": "GeoPackage", "geojson": "Geo
 MODE_LABELS = {"append": N_("Append: add new features; codes already stored are refused"),
                "replace": N_("Replace: the file replaces the whole layer"),
                "update": N_("Update: change the features with these codes; unknown codes are refused")}
-
-
-def _json(body, status: int = 200) -> Response:
-    """A JSON answer that is strict JSON: no NaN or Infinity ever leaves."""
-    return Response(json.dumps(body, ensure_ascii=False, allow_nan=False, default=_default), status=status,
-                    mimetype="application/json")
-
-
-def _default(v):
-    if isinstance(v, datetime | date):
-        return v.isoformat(timespec="seconds") if isinstance(v, datetime) else v.isoformat()
-    raise TypeError(f"{type(v).__name__} is not JSON")
 
 
 @bp.errorhandler(413)
@@ -232,9 +222,7 @@ def api_import(layer: str):
     source_layer, force}`` → 202 and the address where its progress is followed. ``force`` imports
     units exported before boundary changes they would undo (the command line's ``--force``)."""
     _spec(layer)
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise Refused(_("send a JSON object {upload, mode, crs, mapping}"))
+    data = parse.body("{upload, mode, crs, mapping}")
     actor = current_account().name
     folder, meta = _open_upload(data.get("upload"), actor)
     mode = data.get("mode") or "append"
@@ -250,9 +238,9 @@ def api_import(layer: str):
     params = imports.import_params(layer, folder, meta, mode=mode, crs=crs_text, mapping=mapping,
                                    district=district, actor=actor, source_layer=source_layer, force=force,
                                    max_unzipped_bytes=current_app.config["MAX_UNZIPPED_BYTES"])
-    job_id = start_job(KIND, params)
+    job_id = start_job(worker.LAYER_IMPORT, params)
     imports.mark_queued(folder, meta, job_id)
-    return _json({"job_id": job_id, "status": "queued", "url": f"/api/layers/imports/{job_id}"}, 202)
+    return job_started(job_id)
 
 
 @bp.get("/api/layers/imports/<int:job_id>")
@@ -261,24 +249,10 @@ def api_import_status(job_id: int):
     """An import's state: ``queued running done failed``, progress 0–1, the phase (checking,
     writing ``done``/``total``) and, when done, the report or (``refused``) every problem."""
     try:  # an import is its author's and the administrators' alone (JOB_READERS names no readers)
-        job = visible_job(current_account(), job_id, KIND)
+        job = visible_job(current_account(), job_id, worker.LAYER_IMPORT)
     except NotFound:
         raise NotFound(_("no import {job_id}", job_id=job_id)) from None
-    state = {"id": job_id, "status": job["status"], "layer": job["params"]["layer"],
-             "file": job["params"]["file"], "mode": job["params"]["mode"], "progress": 0.0, "phase": "queued",
-             "message": job["message"], "result": job["result"]}
-    if job["status"] == "running":
-        seen = read_progress(Path(job["params"]["folder"])) or {"phase": "checking"}
-        state["phase"] = seen.get("phase", "checking")
-        if state["phase"] == "writing" and seen.get("total"):
-            state["done"], state["total"] = int(seen["done"]), int(seen["total"])
-            state["progress"] = 0.1 + 0.85 * state["done"] / state["total"]
-        else:
-            state["progress"] = 0.05
-    elif job["status"] in ("done", "failed"):
-        state["phase"] = job["status"]
-        state["progress"] = 1.0
-    return _json(state)
+    return _json(job_state(current_account(), job))
 
 
 # --- export -------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from sqlalchemy import make_url
 from geodata.code_table import apply_code_table
 from geodata.crs import to_wgs84
 from geodata.errors import GridplanError, Refused
+from geodata.i18n import _
 from geodata.migrate import upgrade
 from geodata.standards import seed_settings
 from layers.onboarding.boundaries import MAX_SLIVER_M2, clean_stored, stored_topology
@@ -69,7 +70,7 @@ def api_topology():
     with the totals as a ``summary`` member."""
     street = request.args.get("street") or None
     if street is not None and not (street.isdigit() and len(street) == 9):
-        raise Refused(f"street {street!r} is not a 9-digit code")
+        raise Refused(_("street {street} is not a 9-digit code", street=repr(street)))
     found = stored_topology(engine(), street)
     layer = json.loads(found.layer().to_json(drop_id=True))
     summary = {k: v for k, v in found.summary().items() if k != "findings"}

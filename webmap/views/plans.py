@@ -5,7 +5,6 @@ answered by :mod:`webmap.errors`."""
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import tempfile
@@ -19,17 +18,18 @@ from geodata.catalog import is_code
 from geodata.errors import Refused
 from geodata.i18n import N_, _
 from geodata.store import read_layer
+from layers import worker
 from layers.plans import adoption
 from layers.plans import documents as plan_documents
 from layers.plans import edits as plan_edits
 from layers.plans import workflow as plan_workflow
 from layers.plans.communities import bounds
 from webmap import params as parse
-from webmap.api import start_job, started_job, visible_job
+from webmap.api import job_started, start_job
 from webmap.auth import current_account, require
 from webmap.extensions import engine, plans
 from webmap.maps import build_map, render_map
-from webmap.responses import conditional
+from webmap.responses import conditional, json_answer
 from webmap.security import body_limit
 
 bp = Blueprint("plans", __name__)
@@ -45,22 +45,9 @@ PLAN_EDIT_LIMIT_KB = 2048
 MAX_HOUSEHOLDS = 1_000_000
 
 
-def _finite(value):
-    """``value`` with every NaN or infinity replaced by ``None`` (JSON has neither)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def jsonify(*args, **kwargs):
-    """Strict JSON (no NaN, no Infinity), compressed with an ETag when large."""
-    data = args[0] if args else kwargs
-    return conditional(json.dumps(_finite(data), ensure_ascii=False, allow_nan=False, default=str),
-                       headers={"Content-Type": "application/json"})
+    """Strict JSON (:func:`webmap.responses.json_answer`), compressed with an ETag when large."""
+    return json_answer(args[0] if args else kwargs, cached=True)
 
 
 def _created(data: dict):
@@ -69,17 +56,10 @@ def _created(data: dict):
     return response
 
 
-def _body() -> dict:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise Refused("send a JSON object")
-    return data
-
-
 def _version(data: dict) -> int:
     version = data.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise Refused("version (the plan version the change starts from) is required")
+        raise Refused(_("version (the plan version the change starts from) is required"))
     return version
 
 
@@ -103,10 +83,10 @@ def _filters() -> dict:
     """The plan list's filters from the query string: status, author, street."""
     status = request.args.get("status") or None
     if status and status not in STATUSES:
-        raise Refused(f"status is one of {', '.join(STATUSES)}")
+        raise Refused(_("status is one of {choices}", choices=', '.join(STATUSES)))
     street = request.args.get("street") or None
     if street and not (street.isdigit() and len(street) == 9):
-        raise Refused("street is a 9-digit code")
+        raise Refused(_("street is a 9-digit code"))
     return {"status": status, "author": request.args.get("author") or None, "street": street}
 
 
@@ -147,45 +127,30 @@ def api_list():
 @require(*EDITORS, api=True)
 def api_create():
     """An automatic plan: one street at once (201), the whole district in the background (202)."""
-    data = _body()
+    data = parse.body()
     name = str(data.get("name") or "").strip()
     if not name:
-        raise Refused("name is required")
+        raise Refused(_("name is required"))
     params = {k: data[k] for k in ("street", "minimum", "maximum", "target", "fresh", "seed") if data.get(k)}
     for key, high in (("minimum", MAX_HOUSEHOLDS), ("maximum", MAX_HOUSEHOLDS), ("target", MAX_HOUSEHOLDS),
                       ("seed", 2**32 - 1)):
         if key in params:
             params[key] = parse.whole(params[key], key, 1, high)
     if not isinstance(params.get("fresh", False), bool):
-        raise Refused("fresh is true or false")
+        raise Refused(_("fresh is true or false"))
     limits = bounds(engine())  # the city's bounds stand in for the one not given
     low, high = params.get("minimum", limits.minimum), params.get("maximum", limits.maximum)
     if low > high:
         raise Refused(_("minimum {low} is above maximum {high}", low=low, high=high))
     street = params.get("street")
     if street is not None and not (isinstance(street, str) and is_code(street, 9)):
-        raise Refused("street is a 9-digit code")
+        raise Refused(_("street is a 9-digit code"))
     author = current_account().name
     if params.get("street"):
         plan_id, result = plan_workflow.auto_plan(plans(), name, author, **params)
         return _created({"plan_id": plan_id, "scores": result.scores(),
                          "url": url_for("plans.plan_page", plan_id=plan_id)})
-    job_id = start_job("auto_plan", {"name": name, "author": author, **params})
-    response = jsonify(job_id=job_id, status="queued", url=url_for("plans.api_job", job_id=job_id))
-    response.status_code = 202
-    return response
-
-
-@bp.get("/api/jobs/<int:job_id>")
-@require(api=True)
-def api_job(job_id: int):
-    account = current_account()
-    job = visible_job(account, job_id)
-    if account.role != "admin" and not started_job(account, job):
-        # a job's parameters (a server folder, who started it) are for its author and admins
-        job = {k: v for k, v in job.items() if k not in ("params", "worker")}
-    return jsonify({k: (v.isoformat(timespec="seconds") if hasattr(v, "isoformat") else v)
-                    for k, v in job.items()})
+    return job_started(start_job(worker.AUTO_PLAN, {"name": name, "author": author, **params}))
 
 
 @bp.get("/api/plans/<int:plan_id>")
@@ -206,7 +171,8 @@ def api_plan(plan_id: int):
 def api_delete(plan_id: int):
     """Delete a draft (its author or an admin), naming the version it was seen at."""
     account = current_account()
-    return jsonify(plan_documents.delete(plans(), plan_id, _version(_body()), account.name, account.role))
+    data = parse.body()
+    return jsonify(plan_documents.delete(plans(), plan_id, _version(data), account.name, account.role))
 
 
 def _view() -> tuple[tuple[float, float, float, float] | None, float | None]:
@@ -216,12 +182,12 @@ def _view() -> tuple[tuple[float, float, float, float] | None, float | None]:
         box = tuple(float(v) for v in bbox.split(",")) if bbox else None
         level = float(zoom) if zoom else None
     except ValueError:
-        raise Refused("bbox is west,south,east,north in degrees and zoom a number") from None
+        raise Refused(_("bbox is west,south,east,north in degrees and zoom a number")) from None
     if box is not None and (len(box) != 4 or not all(map(math.isfinite, box)) or box[0] > box[2]
                             or box[1] > box[3]):
-        raise Refused("bbox is west,south,east,north in degrees")
+        raise Refused(_("bbox is west,south,east,north in degrees"))
     if level is not None and not 0 <= level <= 24:
-        raise Refused("zoom is between 0 and 24")
+        raise Refused(_("zoom is between 0 and 24"))
     return box, level
 
 
@@ -260,7 +226,7 @@ def api_timeline(plan_id: int):
 @bp.post("/api/plans/<int:plan_id>/rename")
 @require(*EDITORS, api=True)
 def api_rename(plan_id: int):
-    data = _body()
+    data = parse.body()
     account = current_account()
     return jsonify(plan_documents.rename(plans(), plan_id, str(data.get("name") or ""), _version(data),
                                          account.name, account.role))
@@ -269,9 +235,7 @@ def api_rename(plan_id: int):
 @bp.post("/api/plans/<int:plan_id>/duplicate")
 @require(*EDITORS, api=True)
 def api_duplicate(plan_id: int):
-    data = request.get_json(silent=True) or {}
-    if not isinstance(data, dict):
-        raise Refused("send a JSON object")
+    data = parse.body(optional=True)
     copied = plan_documents.duplicate(plans(), plan_id, data.get("name"), current_account().name)
     return _created({**copied, "url": url_for("plans.plan_page", plan_id=copied["plan_id"])})
 
@@ -279,7 +243,7 @@ def api_duplicate(plan_id: int):
 @bp.post("/api/plans/<int:plan_id>/communities/<code>/name")
 @require(*EDITORS, api=True)
 def api_name(plan_id: int, code: str):
-    data = _body()
+    data = parse.body()
     named = plan_documents.name_community(plans(), plan_id, code, str(data.get("name") or ""),
                                           _version(data), current_account().name)
     # naming is a step of the plan's history too: the page's undo and redo follow it
@@ -290,10 +254,10 @@ def api_name(plan_id: int, code: str):
 @body_limit(PLAN_EDIT_LIMIT_KB)
 @require(*EDITORS, api=True)
 def api_moves(plan_id: int):
-    data = _body()
+    data = parse.body()
     units, to = data.get("units"), data.get("to")
     if not isinstance(units, list) or not all(isinstance(u, str) for u in units) or not isinstance(to, str):
-        raise Refused("send units (a list of unit codes) and to (a community code or \"new\")")
+        raise Refused(_("send units (a list of unit codes) and to (a community code or \"new\")"))
     return jsonify(plan_edits.move_units(plans(), plan_id, units, to, _version(data), current_account().name))
 
 
@@ -301,13 +265,13 @@ def api_moves(plan_id: int):
 @body_limit(PLAN_EDIT_LIMIT_KB)
 @require(*EDITORS, api=True)
 def api_split(plan_id: int):
-    data = _body()
+    data = parse.body()
     line = data.get("line")
     if line is not None:
         try:
             line = shapely.LineString([(float(x), float(y)) for x, y in line])
         except (TypeError, ValueError, shapely.errors.GEOSException):
-            raise Refused("line is a list of at least two [lon, lat] points") from None
+            raise Refused(_("line is a list of at least two [lon, lat] points")) from None
     return jsonify(plan_edits.split_community(plans(), plan_id, str(data.get("community", "")),
                                               _version(data), current_account().name, line))
 
@@ -315,7 +279,7 @@ def api_split(plan_id: int):
 @bp.post("/api/plans/<int:plan_id>/merge")
 @require(*EDITORS, api=True)
 def api_merge(plan_id: int):
-    data = _body()
+    data = parse.body()
     return jsonify(plan_edits.merge_communities(plans(), plan_id, str(data.get("keep", "")),
                                                 str(data.get("merge", "")), _version(data),
                                                 current_account().name))
@@ -326,7 +290,7 @@ def api_merge(plan_id: int):
 def api_undo(plan_id: int):
     """Take back the plan's newest edit (any kind); 409 when the version is stale or nothing
     is left to undo."""
-    return jsonify(plan_edits.replay(plans(), plan_id, _version(_body()), current_account().name,
+    return jsonify(plan_edits.replay(plans(), plan_id, _version(parse.body()), current_account().name,
                                      backwards=True))
 
 
@@ -334,14 +298,14 @@ def api_undo(plan_id: int):
 @require(*EDITORS, api=True)
 def api_redo(plan_id: int):
     """Make the edit undone last again; 409 when the version is stale or nothing is undone."""
-    return jsonify(plan_edits.replay(plans(), plan_id, _version(_body()), current_account().name,
+    return jsonify(plan_edits.replay(plans(), plan_id, _version(parse.body()), current_account().name,
                                      backwards=False))
 
 
 @bp.post("/api/plans/<int:plan_id>/status")
 @require(*EDITORS, api=True)
 def api_status(plan_id: int):
-    data = _body()
+    data = parse.body()
     account = current_account()
     return jsonify(plan_workflow.change_status(plans(), plan_id, str(data.get("action", "")), _version(data),
                                                account.name, account.role, data.get("comment"),
@@ -366,16 +330,14 @@ def api_regenerate_cells(plan_id: int):
     if plan["status"] != "adopted":
         raise Refused(_("plan {plan_id} is {status}: cells are regenerated after adoption",
                         plan_id=plan_id, status=plan["status"]))
-    job_id = start_job(adoption.JOB_KIND, {"plan_id": plan_id, "author": current_account().name})
-    response = jsonify(job_id=job_id, status="queued", url=url_for("plans.api_job", job_id=job_id))
-    response.status_code = 202
-    return response
+    return job_started(start_job(worker.REGENERATE_CELLS,
+                                 {"plan_id": plan_id, "author": current_account().name}))
 
 
 @bp.post("/api/plans/<int:plan_id>/rebase")
 @require(*EDITORS, api=True)
 def api_rebase(plan_id: int):
-    data = _body()
+    data = parse.body()
     return jsonify(plan_workflow.rebase(plans(), plan_id, _version(data), current_account().name))
 
 
@@ -385,7 +347,7 @@ def api_compare(plan_id: int):
     other = request.args.get("with", "current")
     # ASCII digits, as many as an id can have (``isdigit`` would let "²" and 30 digits through)
     if other != "current" and not (other.isascii() and other.isdigit() and len(other) <= 18):
-        raise Refused("with is current or another plan's id")
+        raise Refused(_("with is current or another plan's id"))
     return jsonify(plan_edits.compare(plans(), plan_id, None if other == "current" else int(other)))
 
 

@@ -65,7 +65,7 @@ window.gridplanAdmin = (function () {
 
   async function loadCells(community) {
     if (!cellsOf.has(community)) {
-      cellsOf.set(community, call("GET", `/api/collections/grid_cells/items?f=json&limit=1000&community_code=${encodeURIComponent(community)}`)
+      cellsOf.set(community, call("GET", `/api/collections/grid_cells/items?f=records&limit=1000&community_code=${encodeURIComponent(community)}`)
         .then((answer) => (answer.ok ? answer.body.items.map((c) => c.code).sort() : [])));
     }
     return cellsOf.get(community);

@@ -167,7 +167,7 @@
       const answer = await getJSON(`/api/coverage/report?${params()}`);
       if (!answer.job) return answer;
       for (;;) {
-        const job = await getJSON(answer.href);
+        const job = await getJSON(answer.url);
         if (job.status === "failed") throw new Error(job.message || t("the computation failed"));
         if (job.status === "done") break;
         status(t("Computing the coverage in the background… {share}", { share: gpLocale.percent(job.progress || 0, 0) }));
@@ -344,7 +344,7 @@
       if (!answer.job) { showSites(answer, box); return; }
       // a city: the worker chooses; its greedy answer is shown as soon as it is found
       for (let asked = 0; ; asked++) {
-        const job = await window.gp.getJSON(answer.href);
+        const job = await window.gp.getJSON(answer.url);
         if (job.status === "failed") throw new Error(job.message || t("the computation failed"));
         if (job.sites) showSites(job.sites, box); else box.replaceChildren();
         if (job.status === "done") return;

@@ -312,7 +312,7 @@ window.gridplanLayers = (function () {
         updateStart();
         return;
       }
-      state.job = answer.body.job_id;
+      state.job = answer.body.job;
       bar.hidden = false;
       bar.value = 0;
       follow(answer.body.url, Date.now());
