@@ -632,20 +632,78 @@ def nearby_open(engine: Engine, account: Account, category: str, lon: float, lat
     ]
 
 
-def add_note(engine: Engine, account: Account, code: str, data: dict, *, now: datetime | None = None) -> dict:
+def note_fingerprint(code: str, note: str | None) -> str:
+    """What a note says (case, text), as a hash: the same ``client_id`` sent with another note
+    or to another case is refused, not taken for the first."""
+    return _fingerprint("note", code, note)
+
+
+def earlier_note(engine: Engine | Connection, account: Account, code: str, client_id: str,
+                 fingerprint: str) -> bool:
+    """Whether ``account`` added this very note (``client_id``) to case ``code`` before; refused,
+    naming the case, when the id came with a note to another case or with another note."""
+    found = rows.steps_by_client_id(engine, client_id)
+    mine = [r for r in found if r["actor"] == account.name]
+    if not mine:
+        if found:
+            raise ClientIdReused(_("client_id {client_id} was already used by another account: "
+                                   "make a new one", client_id=client_id))
+        return False
+    if mine[0]["code"] != code:
+        raise ClientIdReused(
+            _("client_id {client_id} was sent before with a note to case {code}: a note to "
+              "another case needs a new id", client_id=client_id, code=mine[0]["code"]),
+            code_of_first=mine[0]["code"])
+    if mine[0]["client_hash"] != fingerprint:
+        raise ClientIdReused(_("client_id {client_id} was sent before with another step: "
+                               "a new step needs a new id", client_id=client_id))
+    return True
+
+
+def add_note(engine: Engine, account: Account, code: str, data: dict, *, now: datetime | None = None,
+             photo: tuple | None = None) -> dict:
     """Add a note to case ``code`` without changing its status or version (a 网格员 who finds the
-    case already reported adds what they saw to it: "this is the same case"). Returns the case."""
+    case already reported adds what they saw to it: "this is the same case"), with the photo
+    they took (``photo``: prepared, as for a step) in the same transaction. With ``client_id``
+    (made by the phone, which may send it twice when the signal comes and goes) the note is
+    stored once: the same request again returns the case marked ``replayed``. Returns the case."""
     if not isinstance(data, dict):
         raise Refused(_("send a JSON object"))
     note = _text(data.get("note"), "note", NOTE_LENGTH, required=True)
+    client_id = client_key(data.get("client_id"))
     case = visible_case(engine, account, code)
     if account.role not in REPORTERS:
         raise Forbidden(_("role {role} may not add notes", role=account.role))
+    fingerprint = note_fingerprint(code, note) if client_id else None
+    if client_id and earlier_note(engine, account, code, client_id, fingerprint):
+        return {**case, "replayed": True}
     if case["status"] not in OPEN:
         raise IllegalTransition(_("case {code} is {status}: a note goes to an open case",
                                   code=code, status=_(STATUS_LABELS.get(case["status"], case["status"]))))
-    with engine.begin() as conn:
-        rows.add_step(conn, case["id"], "noted", now or datetime.now(), account.name, note)
+    stored = None
+    if photo is not None:
+        photo[2].mkdir(parents=True, exist_ok=True)
+        stored = photo[2] / (uuid.uuid4().hex + ".jpg")
+        stored.write_bytes(photo[0].jpeg)
+    try:
+        with engine.begin() as conn:
+            step_id = rows.add_step(conn, case["id"], "noted", now or datetime.now(), account.name, note,
+                                    client_id=client_id, client_hash=fingerprint)
+            if stored is not None:
+                rows.add_photo(conn, case["id"], stored_name=stored.name, content_type="image/jpeg",
+                               size=len(photo[0].jpeg), step="noted", uploaded_by=account.name,
+                               original_name=plain_text(photo[1] or "")[:200] or None, step_id=step_id)
+    except IntegrityError:
+        if stored is not None:
+            stored.unlink(missing_ok=True)
+        # the same note arriving twice at once: the other copy was stored (the id is unique per actor)
+        if client_id and earlier_note(engine, account, code, client_id, fingerprint):
+            return {**case, "replayed": True}
+        raise
+    except Exception:
+        if stored is not None:
+            stored.unlink(missing_ok=True)
+        raise
     return case
 
 

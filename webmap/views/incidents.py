@@ -261,10 +261,29 @@ def api_basemap():
 @bp.post("/api/incidents/<code>/notes")
 @require(*incidents.REPORTERS, api=True)
 def api_note(code: str):
-    """``{"note": …}``: add a note to an open case (the same case seen again), its status and
-    version unchanged; answers the case with its history."""
-    incidents.add_note(engine(), current_account(), code, _json())
-    return api_case(code)
+    """``{"note": …, "client_id": …}``: add a note to an open case (the same case seen again),
+    its status and version unchanged; or a form with the same fields and the ``photo`` seen,
+    stored with the note. Answers the case with its history; the same ``client_id`` again
+    stores nothing and answers the same (``"replayed": true``)."""
+    photo = None
+    if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        data: dict = {k: v for k, v in request.form.items() if k != "csrf_token"}
+        upload = _photo_upload()
+        if upload is not None:  # refused before anything is written
+            incidents.visible_case(engine(), current_account(), code)
+            if len(upload[0]) > incidents.photo_limit(engine()):
+                raise incidents.PhotoTooLarge(f"the photo is {len(upload[0]) / 1048576:.1f} MB; too big")
+            if not upload[0]:
+                raise Refused(_("the photo is empty"))
+            photo = (incidents.prepare_photo(upload[0]), upload[1], photo_folder())
+    else:
+        data = _json()
+    replayed = bool(incidents.add_note(engine(), current_account(), code, data, photo=photo).get("replayed"))
+    case, steps, photos = incidents.history(engine(), current_account(), code)
+    for p in photos:
+        p["url"] = url_for("incidents.api_photo", code=code, photo_id=p["id"])
+    extra = {"replayed": True} if replayed else {}
+    return _case_answer(case, steps=steps, photos=photos, place=_case_place(case), **extra)
 
 
 @bp.get("/api/incidents/<code>")
