@@ -359,3 +359,45 @@ def test_the_same_case_offline_is_kept_named_in_the_current_language_and_stored_
     assert _totals(live) == (before[0], before[1] + 1, before[2] + 1)
     assert page.errors == []
     context.close()
+
+
+def test_the_grid_map_of_ones_own_cells_reads_offline_and_says_from_when(phone, live):
+    """The 网格员's grid map (/supervisor) opened once with a signal opens again without one:
+    their cells, who holds them and their cases from what the phone kept, and the page says it
+    is showing saved data, and from when."""
+    page, context = phone
+    SHOTS.mkdir(exist_ok=True)
+    base = live["base"]
+    new_case(live)
+    page.goto(f"{base}/cases")
+    ready(page)
+    page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+    page.reload()
+    ready(page)
+    assert page.evaluate("navigator.serviceWorker.controller !== null")
+    page.goto(f"{base}/supervisor")
+    ready(page)
+    online = page.evaluate("[window.gridplan.state.cells, window.gridplan.state.incidents.length]")
+    assert online[0] > 0 and online[1] > 0
+    assert page.is_hidden("#offline-note")
+
+    context.set_offline(True)
+    page.reload()
+    ready(page)
+    assert page.evaluate("[window.gridplan.state.cells, window.gridplan.state.incidents.length]") == online
+    note = page.inner_text("#offline-note")
+    assert page.is_visible("#offline-note")
+    assert note.startswith("Offline: showing the grid cells and cases saved")
+    saved = page.evaluate("window.gridplan.state.offline")
+    assert saved and page.evaluate("(iso) => gpLocale.date(iso)", saved) in note
+    assert page.evaluate("window.gridplan.layers.cells.getLayers().length") == online[0]  # drawn (canvas)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 361
+    page.screenshot(path=str(SHOTS / "grid-map-offline.png"))
+    page.screenshot(path=str(SHOTS / "grid-map-offline-full.png"), full_page=True)
+    # a filter never asked for with a signal: said, and the kept data stays on the map
+    page.select_option("#filters select[name=status]", "cancelled")
+    page.tap("#filters button[type=submit]")
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('not saved')")
+    assert page.evaluate("window.gridplan.state.incidents.length") == online[1]
+    context.set_offline(False)
+    assert page.errors == []

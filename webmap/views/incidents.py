@@ -563,7 +563,12 @@ OFFLINE_ASSETS = ("css/gridplan.css", "css/cases.css", "js/i18n.js", "js/cases.j
 OFFLINE_IF_PRESENT = ("js/case_map.js", "vendor/leaflet/leaflet.js", "vendor/leaflet/leaflet.css",
                       # the pin's icon (Leaflet takes it from beside its CSS, the 2x on most phones)
                       "vendor/leaflet/images/marker-icon.png", "vendor/leaflet/images/marker-icon-2x.png",
-                      "vendor/leaflet/images/marker-shadow.png")
+                      "vendor/leaflet/images/marker-shadow.png",
+                      # the 网格员's grid map (/supervisor), readable offline too
+                      "js/common.js", "js/supervisor.js", "vendor/heat/leaflet-heat.js",
+                      "vendor/markercluster/leaflet.markercluster.js",
+                      "vendor/markercluster/MarkerCluster.css",
+                      "vendor/markercluster/MarkerCluster.Default.css")
 
 
 @functools.cache

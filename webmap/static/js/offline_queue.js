@@ -306,11 +306,12 @@
     if (reporter && "serviceWorker" in navigator) {
       const first = !navigator.serviceWorker.controller;
       navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(() => {});
-      if (first && document.querySelector("main.cases")) {
+      const grid = location.pathname === "/supervisor";  // the 网格员's grid map is kept too
+      if (first && (document.querySelector("main.cases") || grid)) {
         // the first visit went past the service worker: it keeps the case pages now, so that
         // they open without a signal (and without a round trip) from the next time on
         navigator.serviceWorker.ready.then((registration) => {
-          const paths = ["/cases", "/cases/new"];
+          const paths = grid ? ["/cases", "/cases/new", "/supervisor"] : ["/cases", "/cases/new"];
           if (/^\/cases\/[^/]+$/.test(location.pathname) && !paths.includes(location.pathname)) paths.push(location.pathname);
           if (registration.active) registration.active.postMessage({ type: "keep", paths });
         }).catch(() => {});
