@@ -89,7 +89,8 @@ def _describe(cases: list[dict]) -> list[dict]:
 def _case_answer(case: dict, status: int = 200, **extra) -> tuple[Response, int]:
     described = _describe([case])[0]
     if any(a["action"] == "dispatch" for a in described["actions"]):  # whom it may go to, default first
-        described["department_choices"] = incidents.dispatch_choices(engine(), case["category"])
+        described["department_choices"] = incidents.dispatch_choices(
+            engine(), case["category"], incidents.sent_back_by(engine(), case["id"]))
     described["after_photo_required"] = case["category"] in incidents.loop_rules(engine()).after_photo
     return jsonify({**described, **extra}), status
 
