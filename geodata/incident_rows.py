@@ -975,3 +975,72 @@ def incident_counts(
             stmt = stmt.where(T.c.department_code == department)
         total, opened, overdue = conn.execute(stmt).one()
     return {"total": int(total), "open": int(opened), "overdue": int(overdue)}
+
+
+# --- the rates per department (处置部门) ---------------------------------------------------------
+
+
+def department_sums(
+    engine: Engine | Connection, since: datetime, until: datetime, now: datetime,
+    open_statuses: Sequence[str], prefix: str | None = None,
+) -> dict[str, dict]:
+    """Per department code, over the period ``since``–``until``: ``dispatched`` (cases
+    dispatched to it then), of those still its own ``handled``, ``handled_on_time`` (by their
+    deadline) and ``overdue`` (handled late, or open past their deadline at ``now``),
+    ``returned`` (cases it sent back to the 指挥中心 then: 退回) and ``supervised`` (督办 given then
+    while a case was its own). ``prefix``: cases of one district, street, community or cell."""
+    out: dict[str, dict] = {}
+
+    def row(code: str) -> dict:
+        return out.setdefault(code, {"dispatched": 0, "handled": 0, "handled_on_time": 0, "overdue": 0,
+                                     "returned": 0, "supervised": 0})
+
+    in_period = and_(STEPS.c.at >= since, STEPS.c.at <= until)
+    if prefix:
+        in_period = and_(in_period, _rate_levels()[_level(prefix)].startswith(prefix, autoescape=True))
+    base = STEPS.join(T, T.c.id == STEPS.c.incident_id)
+    with _conn(engine) as conn:
+        dispatched = conn.execute(
+            select(STEPS.c.detail, T.c.department_code, T.c.status, T.c.handled_at, T.c.due_at)
+            .select_from(base)
+            .where(STEPS.c.step == "dispatched", STEPS.c.detail.is_not(None), in_period)
+            .distinct()
+        ).mappings().all()
+        for r in dispatched:
+            counts = row(r["detail"])
+            counts["dispatched"] += 1
+            if r["department_code"] != r["detail"]:
+                continue  # sent back since: the department's part ended with it (counted as returned)
+            if r["handled_at"] is not None:
+                counts["handled"] += 1
+                late = r["due_at"] is not None and r["handled_at"] > r["due_at"]
+                counts["handled_on_time" if not late else "overdue"] += 1
+            elif r["status"] in open_statuses and r["due_at"] is not None and r["due_at"] < now:
+                counts["overdue"] += 1
+        returned = conn.execute(
+            select(STEPS.c.detail, func.count().label("n")).select_from(base)
+            .where(STEPS.c.step == "sent_back", STEPS.c.detail.is_not(None), in_period)
+            .group_by(STEPS.c.detail)
+        ).all()
+        for code, n in returned:
+            row(code)["returned"] += int(n)
+        # a 督办 counts for the department the case was dispatched to last before it
+        chased = conn.execute(
+            select(STEPS.c.incident_id, STEPS.c.at).select_from(base)
+            .where(STEPS.c.step == "supervised", in_period)
+        ).all()
+        if chased:
+            ids = sorted({c[0] for c in chased})
+            sent: dict[int, list] = {}
+            for i in range(0, len(ids), BATCH):
+                for incident_id, at, detail in conn.execute(
+                    select(STEPS.c.incident_id, STEPS.c.at, STEPS.c.detail)
+                    .where(STEPS.c.step == "dispatched", STEPS.c.incident_id.in_(ids[i:i + BATCH]))
+                    .order_by(STEPS.c.at, STEPS.c.id)
+                ):
+                    sent.setdefault(incident_id, []).append((at, detail))
+            for incident_id, at in chased:
+                before = [d for when, d in sent.get(incident_id, []) if when <= at and d]
+                if before:
+                    row(before[-1])["supervised"] += 1
+    return out

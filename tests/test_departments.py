@@ -218,6 +218,30 @@ def test_a_department_sends_a_case_back_and_the_centre_dispatches_it_elsewhere(s
     # a case that is not dispatched cannot be sent back
     admin = client_of(site["app"], "admin")
     assert act(admin, report(site, inspector), "send_back", note="x").status_code == 409
+    # the rates by department: HW had it and sent it back; JD has it and handles it in time
+    assert act(client_of(site["app"], "supervisor"), code, "handle", note="已处理").status_code == 200
+    today = datetime.now().date()
+    period = f"from={today - timedelta(days=7)}&to={today}"
+    answer = centre.get(f"/api/rates?by=department&{period}")
+    assert answer.status_code == 200 and answer.json["by"] == "department"
+    rows = {r["code"]: r for r in answer.json["rows"]}
+    assert list(rows) == ["HW", "JD", "SZ"] and rows["HW"]["name"] == "区环境卫生管理站"
+    pick = ("dispatched", "handled", "handled_on_time", "overdue", "returned", "supervised")
+    assert [rows["HW"][k] for k in pick] == [1, 0, 0, 0, 1, 0]
+    assert [rows["JD"][k] for k in pick] == [1, 1, 1, 0, 0, 0] and rows["JD"]["on_time_rate"] == 1.0
+    assert rows["SZ"]["dispatched"] == 0 and rows["SZ"]["on_time_rate"] is None
+    assert answer.json["total"]["dispatched"] == 2 and answer.json["total"]["returned"] == 1
+    assert answer.json["labels"]["returned"] == "sent back"
+    csv = centre.get(f"/api/rates?by=department&{period}&format=csv")
+    assert csv.status_code == 200 and csv.mimetype == "text/csv"
+    lines = csv.get_data(as_text=True).lstrip("\ufeff").splitlines()
+    assert lines[0].startswith("code,department,cases dispatched") and "sent back" in lines[0]
+    assert lines[1].startswith("HW,区环境卫生管理站,1,0,0,0,1,0")
+    assert lines[-1].startswith(",Total,2,1,1,0,1,0")
+    wrong = centre.get(f"/api/rates?by=departments&{period}")
+    assert wrong.status_code == 400 and "department" in wrong.json["detail"]
+    # a department reads its own cases, not the city's rates
+    assert hw.get(f"/api/rates?by=department&{period}").status_code == 403
 
 
 def test_nobody_verifies_their_own_handling_while_separation_is_on(site):
@@ -278,6 +302,11 @@ def test_chasing_an_overdue_case(site):
     today = datetime.now().date()
     rows = leader.get(f"/api/rates?by=community&from={today - timedelta(days=30)}&to={today}").json["rows"]
     assert sum(r["supervised"] for r in rows) == 1
+    # by department: both dispatched to HW, the late one open past its deadline, chased twice
+    rows = {r["code"]: r for r in centre.get(f"/api/rates?by=department&from={today - timedelta(days=30)}"
+                                              f"&to={today}").json["rows"]}
+    assert (rows["HW"]["dispatched"], rows["HW"]["overdue"], rows["HW"]["supervised"]) == (2, 1, 2)
+    assert rows["HW"]["below_target"] == ["on_time_rate"] and rows["JD"]["dispatched"] == 0
 
 
 def test_a_department_time_limit_sets_the_due_time(site):

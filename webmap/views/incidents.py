@@ -386,8 +386,8 @@ def api_assign():
 def _rates_args():
     args = request.args
     by = args.get("by", "community")
-    if by not in rates.LEVELS:
-        raise Refused(f"by must be one of {', '.join(rates.LEVELS)}")
+    if by not in rates.LEVELS and by != "department":
+        raise Refused(f"by must be one of {', '.join(rates.LEVELS)}, department")
     for key in ("from", "to"):  # the days themselves, before rates counts whole months from them
         if args.get(key):
             params.day(args[key], key)
@@ -401,13 +401,23 @@ def _rates_args():
 @require(*CITY_READERS, api=True)
 def api_rates():
     """结案率 and the other rates per ``by`` (cell, community, street, district) for ``from``–``to``;
-    ``every=month`` adds the series over time; ``format=csv`` for a spreadsheet."""
+    ``every=month`` adds the series over time; ``format=csv`` for a spreadsheet. ``by=department``:
+    per 处置部门 the cases dispatched to it, handled, on time, overdue, sent back and chased."""
     by, since, until, prefix = _rates_args()
     if request.args.get("every") == "month" and request.args.get("series") == "only":
         # the chart's months alone: the page asks for them beside the table, not after it
         series = rates.monthly(engine(), since, until, prefix=prefix)
         answer = {"by": by, "from": since.date().isoformat(), "to": until.date().isoformat(),
                   "targets": rates.targets(engine()), "series": series}
+        return conditional(json.dumps(answer, ensure_ascii=False),
+                           headers={"Content-Type": "application/json"})
+    if by == "department":  # the 处置部门: dispatched, on time, overdue, sent back, 督办
+        table = rates.department_rates(engine(), since, until, prefix=prefix, open_statuses=incidents.OPEN)
+        if request.args.get("format") == "csv":
+            name = f"rates-department-{since:%Y%m%d}-{until:%Y%m%d}.csv"
+            return Response(rates.department_csv(table), mimetype="text/csv",
+                            headers={"Content-Disposition": f"attachment; filename={name}"})
+        answer = rates.department_json(table, since, until, rates.targets(engine()))
         return conditional(json.dumps(answer, ensure_ascii=False),
                            headers={"Content-Type": "application/json"})
     table = rates.rates(engine(), by, since, until, prefix=prefix)
