@@ -1000,10 +1000,12 @@ def department_sums(
         in_period = and_(in_period, _rate_levels()[_level(prefix)].startswith(prefix, autoescape=True))
     base = STEPS.join(T, T.c.id == STEPS.c.incident_id)
     with _conn(engine) as conn:
+        # a step from before departments names none: the case's own department is meant
+        to = func.coalesce(STEPS.c.detail, T.c.department_code)
         dispatched = conn.execute(
-            select(STEPS.c.detail, T.c.department_code, T.c.status, T.c.handled_at, T.c.due_at)
+            select(T.c.id, to.label("detail"), T.c.department_code, T.c.status, T.c.handled_at, T.c.due_at)
             .select_from(base)
-            .where(STEPS.c.step == "dispatched", STEPS.c.detail.is_not(None), in_period)
+            .where(STEPS.c.step == "dispatched", to.is_not(None), in_period)
             .distinct()
         ).mappings().all()
         for r in dispatched:
