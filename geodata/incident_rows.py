@@ -210,15 +210,24 @@ def cells_extent(engine: Engine, prefix: str | None, codes: Sequence[str] | None
 # --- cases ----------------------------------------------------------------------------------
 
 
+def case_number(day: date | datetime | str, number: int) -> str:
+    """A case's number (案件编号) as every new case gets it, from the app or the demo:
+    ``YYYYMMDD-NNNN``, the day it was reported and its number (at least four digits, more when
+    it needs them). Numbers stored before are kept as they are."""
+    stamp = day if isinstance(day, str) else day.strftime("%Y%m%d")
+    return f"{stamp}-{int(number):04d}"
+
+
 def insert_incident(conn: Connection, values: dict, lon: float, lat: float, code_prefix: str) -> dict:
-    """Store a new case (its code: ``code_prefix-<id>``) and return it."""
+    """Store a new case (its code: :func:`case_number` of ``code_prefix``, the day, and its id)
+    and return it."""
     marker = f"new-{uuid.uuid4().hex[:20]}"  # unique until the id gives the case its code
     new_id = conn.execute(
         insert(T)
         .values(code=marker, geom=_point(lon, lat), version=1, rework_count=0, **values)
         .returning(T.c.id)
     ).scalar_one()
-    code = f"{code_prefix}-{new_id}"
+    code = case_number(code_prefix, new_id)
     conn.execute(update(T).where(T.c.id == new_id).values(code=code))
     return get_incident(conn, code)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 import uuid
 from pathlib import Path
@@ -71,6 +72,9 @@ def test_a_report_sent_twice_is_stored_once(site):
     again = client.post("/api/incidents", json=body(site, client_id=client_id), headers=bearer(site))
     assert again.status_code == 200, again.json
     assert again.json["code"] == first.json["code"] and again.json["replayed"] is True
+    # one case-number format for every new case (the demo's too): YYYYMMDD-NNNN
+    assert re.fullmatch(r"\d{8}-\d{4,}", first.json["code"])
+    assert first.json["code"][:8] == first.json["reported_at"][:10].replace("-", "")
     assert stored_with(site["engine"], client_id) == (1, 0)
     assert total(site["engine"]) == (before[0] + 1, before[1] + 1)  # one case, one "reported" step
     # a number sent as text (a form) is the same report
