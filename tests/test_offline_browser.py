@@ -295,6 +295,13 @@ def test_the_cache_is_named_by_the_build_keeps_only_the_case_list_and_goes_at_si
     assert api(live, "GET", f"/api/incidents/{case['code']}").json()["version"] == 1  # the step never went
 
 
+def in_english(page) -> None:
+    """The signed-in user's pages in English (an earlier test may have switched them to Chinese)."""
+    page.evaluate("""async () => { const token = document.querySelector('meta[name=csrf-token]').content;
+        await fetch('/locale', {method: 'POST', headers: {'X-CSRFToken': token,
+          'Content-Type': 'application/x-www-form-urlencoded'}, body: 'locale=en'}); }""")
+
+
 def test_the_same_case_offline_is_kept_named_in_the_current_language_and_stored_once(browser, live, tmp_path):
     """"This is the same case" without a signal: the note and its photo wait on the phone, the
     box names the item in the interface's language (made in English, read in Chinese after the
@@ -315,6 +322,7 @@ def test_the_same_case_offline_is_kept_named_in_the_current_language_and_stored_
     page.fill("input[name=password]", PASSWORD)
     page.tap("form.login button[type=submit]")
     page.wait_for_url(lambda url: "/login" not in url)
+    in_english(page)
     page.goto(f"{base}/cases/new")
     page.wait_for_function("() => window.gridplan.pin && window.gridplan.pin.place !== null", timeout=30_000)
     page.select_option("select[name=category]", "E01-01")
@@ -369,6 +377,7 @@ def test_the_grid_map_of_ones_own_cells_reads_offline_and_says_from_when(phone, 
     SHOTS.mkdir(exist_ok=True)
     base = live["base"]
     new_case(live)
+    in_english(page)
     page.goto(f"{base}/cases")
     ready(page)
     page.evaluate("navigator.serviceWorker.ready.then(() => true)")
