@@ -211,15 +211,24 @@ def cells_extent(engine: Engine, prefix: str | None, codes: Sequence[str] | None
 # --- cases ----------------------------------------------------------------------------------
 
 
+def case_number(day: date | datetime | str, number: int) -> str:
+    """A case's number (案件编号) as every new case gets it, from the app or the demo:
+    ``YYYYMMDD-NNNN``, the day it was reported and its number (at least four digits, more when
+    it needs them). Numbers stored before are kept as they are."""
+    stamp = day if isinstance(day, str) else day.strftime("%Y%m%d")
+    return f"{stamp}-{int(number):04d}"
+
+
 def insert_incident(conn: Connection, values: dict, lon: float, lat: float, code_prefix: str) -> dict:
-    """Store a new case (its code: ``code_prefix-<id>``) and return it."""
+    """Store a new case (its code: :func:`case_number` of ``code_prefix``, the day, and its id)
+    and return it."""
     marker = f"new-{uuid.uuid4().hex[:20]}"  # unique until the id gives the case its code
     new_id = conn.execute(
         insert(T)
         .values(code=marker, geom=_point(lon, lat), version=1, rework_count=0, **values)
         .returning(T.c.id)
     ).scalar_one()
-    code = f"{code_prefix}-{new_id}"
+    code = case_number(code_prefix, new_id)
     conn.execute(update(T).where(T.c.id == new_id).values(code=code))
     return get_incident(conn, code)
 
@@ -1012,3 +1021,74 @@ def case_groups(
     return [{"code": r["code"], "total": int(r["total"]), "open": int(r["open"]),
              "overdue": int(r["overdue"]), "lon": round(float(r["lon"]), 6), "lat": round(float(r["lat"]), 6)}
             for r in rows]
+
+
+# --- the rates per department (处置部门) ---------------------------------------------------------
+
+
+def department_sums(
+    engine: Engine | Connection, since: datetime, until: datetime, now: datetime,
+    open_statuses: Sequence[str], prefix: str | None = None,
+) -> dict[str, dict]:
+    """Per department code, over the period ``since``–``until``: ``dispatched`` (cases
+    dispatched to it then), of those still its own ``handled``, ``handled_on_time`` (by their
+    deadline) and ``overdue`` (handled late, or open past their deadline at ``now``),
+    ``returned`` (cases it sent back to the 指挥中心 then: 退回) and ``supervised`` (督办 given then
+    while a case was its own). ``prefix``: cases of one district, street, community or cell."""
+    out: dict[str, dict] = {}
+
+    def row(code: str) -> dict:
+        return out.setdefault(code, {"dispatched": 0, "handled": 0, "handled_on_time": 0, "overdue": 0,
+                                     "returned": 0, "supervised": 0})
+
+    in_period = and_(STEPS.c.at >= since, STEPS.c.at <= until)
+    if prefix:
+        in_period = and_(in_period, _rate_levels()[_level(prefix)].startswith(prefix, autoescape=True))
+    base = STEPS.join(T, T.c.id == STEPS.c.incident_id)
+    with _conn(engine) as conn:
+        # a step from before departments names none: the case's own department is meant
+        to = func.coalesce(STEPS.c.detail, T.c.department_code)
+        dispatched = conn.execute(
+            select(T.c.id, to.label("detail"), T.c.department_code, T.c.status, T.c.handled_at, T.c.due_at)
+            .select_from(base)
+            .where(STEPS.c.step == "dispatched", to.is_not(None), in_period)
+            .distinct()
+        ).mappings().all()
+        for r in dispatched:
+            counts = row(r["detail"])
+            counts["dispatched"] += 1
+            if r["department_code"] != r["detail"]:
+                continue  # sent back since: the department's part ended with it (counted as returned)
+            if r["handled_at"] is not None:
+                counts["handled"] += 1
+                late = r["due_at"] is not None and r["handled_at"] > r["due_at"]
+                counts["handled_on_time" if not late else "overdue"] += 1
+            elif r["status"] in open_statuses and r["due_at"] is not None and r["due_at"] < now:
+                counts["overdue"] += 1
+        returned = conn.execute(
+            select(STEPS.c.detail, func.count().label("n")).select_from(base)
+            .where(STEPS.c.step == "sent_back", STEPS.c.detail.is_not(None), in_period)
+            .group_by(STEPS.c.detail)
+        ).all()
+        for code, n in returned:
+            row(code)["returned"] += int(n)
+        # a 督办 counts for the department the case was dispatched to last before it
+        chased = conn.execute(
+            select(STEPS.c.incident_id, STEPS.c.at).select_from(base)
+            .where(STEPS.c.step == "supervised", in_period)
+        ).all()
+        if chased:
+            ids = sorted({c[0] for c in chased})
+            sent: dict[int, list] = {}
+            for i in range(0, len(ids), BATCH):
+                for incident_id, at, detail in conn.execute(
+                    select(STEPS.c.incident_id, STEPS.c.at, STEPS.c.detail)
+                    .where(STEPS.c.step == "dispatched", STEPS.c.incident_id.in_(ids[i:i + BATCH]))
+                    .order_by(STEPS.c.at, STEPS.c.id)
+                ):
+                    sent.setdefault(incident_id, []).append((at, detail))
+            for incident_id, at in chased:
+                before = [d for when, d in sent.get(incident_id, []) if when <= at and d]
+                if before:
+                    row(before[-1])["supervised"] += 1
+    return out

@@ -151,6 +151,9 @@ def test_incidents_run_a_year_with_overdue_cases(district_demo):
     times = closed[steps]
     assert (times.diff(axis=1).iloc[:, 1:] >= pd.Timedelta(0)).all().all()
     assert set(incidents["grid_code"]) <= set(district_demo.layers["grid_cells"]["code"])
+    # the case numbers the app gives (YYYYMMDD-NNNN): the day reported, then the number
+    assert incidents["code"].str.fullmatch(r"\d{8}-\d{4,}").all() and incidents["code"].is_unique
+    assert (incidents["code"].str[:8] == incidents["reported_at"].dt.strftime("%Y%m%d")).all()
 
 
 def test_rook_pairs_ignore_corner_touches():

@@ -170,6 +170,80 @@ def test_the_whole_loop_with_separate_accounts(site):
     assert listed[0]["agency_responsible"] == "区环境卫生管理站"
 
 
+def test_a_department_sends_a_case_back_and_the_centre_dispatches_it_elsewhere(site):
+    """退回 and 改派: HW does not handle this one; it sends it back with a reason, the 指挥中心
+    dispatches it to JD (not back to HW while JD has not refused it), JD handles it; the history
+    shows both dispatches and the sending back, naming the departments."""
+    engine = site["engine"]
+    inspector, centre = client_of(site["app"], "inspector"), client_of(site["app"], "dispatcher")
+    hw, sz = client_of(site["app"], "hw"), client_of(site["app"], "sz")
+    code = report(site, inspector)
+    act(centre, code, "file")
+    sent = act(centre, code, "dispatch")  # the default: HW
+    assert sent.json["department_code"] == "HW" and sent.json["due_at"]
+    assert "send_back" in [a["action"] for a in hw.get(f"/api/incidents/{code}").json["actions"]]
+    # refused, nothing written: without a reason; by another department (not theirs: 404); by
+    # the 指挥中心 or a 网格员 (a department's step); on a version that moved
+    before = counts(engine)
+    bare = act(hw, code, "send_back")
+    assert bare.status_code == 400 and "note" in bare.json["detail"]
+    version = sent.json["version"]
+    assert act(sz, code, "send_back", note="不归我们", version=version).status_code == 404
+    assert act(centre, code, "send_back", note="x").status_code == 403
+    assert act(inspector, code, "send_back", note="x").status_code == 403
+    assert act(hw, code, "send_back", note="x", version=1).status_code == 409
+    assert counts(engine) == before and incident_rows.get_incident(engine, code)["department_code"] == "HW"
+    back = act(hw, code, "send_back", note="该处为街道管辖，非环卫站职责")
+    assert back.status_code == 200, back.get_data(as_text=True)
+    assert back.json["status"] == "filed" and back.json["department_code"] is None
+    assert back.json["due_at"] is None and back.json["hours_left"] is None  # no clock until dispatched again
+    assert hw.get(f"/api/incidents/{code}").status_code == 404  # no longer the department's
+    # the 指挥中心 sees it again with HW left out of the choices; HW itself is refused, named
+    offered = centre.get(f"/api/incidents/{code}").json
+    assert "dispatch" in [a["action"] for a in offered["actions"]]
+    assert [d["code"] for d in offered["department_choices"]] == ["JD"]
+    again = act(centre, code, "dispatch", department="HW")
+    assert again.status_code == 400 and "sent this case back" in again.json["detail"]
+    assert "JD" in again.json["detail"] and "区环境卫生管理站" in again.json["detail"]
+    redone = act(centre, code, "dispatch", note="改派街道")  # the default now: JD
+    assert redone.status_code == 200 and redone.json["department_code"] == "JD" and redone.json["due_at"]
+    case = centre.get(f"/api/incidents/{code}").json
+    steps = [(s["step"], s["actor"], s["detail_label"]) for s in case["steps"]]
+    assert steps == [("reported", "inspector", None), ("filed", "dispatcher", None),
+                     ("dispatched", "dispatcher", "区环境卫生管理站"),
+                     ("sent_back", "hw", "区环境卫生管理站"),
+                     ("dispatched", "dispatcher", "街道办事处")]
+    assert case["steps"][3]["note"] == "该处为街道管辖，非环卫站职责"
+    assert case["steps"][3]["label"] == "was sent back to the command centre"
+    # a case that is not dispatched cannot be sent back
+    admin = client_of(site["app"], "admin")
+    assert act(admin, report(site, inspector), "send_back", note="x").status_code == 409
+    # the rates by department: HW had it and sent it back; JD has it and handles it in time
+    assert act(client_of(site["app"], "supervisor"), code, "handle", note="已处理").status_code == 200
+    today = datetime.now().date()
+    period = f"from={today - timedelta(days=7)}&to={today}"
+    answer = centre.get(f"/api/rates?by=department&{period}")
+    assert answer.status_code == 200 and answer.json["by"] == "department"
+    rows = {r["code"]: r for r in answer.json["rows"]}
+    assert list(rows) == ["HW", "JD", "SZ"] and rows["HW"]["name"] == "区环境卫生管理站"
+    pick = ("dispatched", "handled", "handled_on_time", "overdue", "returned", "supervised")
+    assert [rows["HW"][k] for k in pick] == [1, 0, 0, 0, 1, 0]
+    assert [rows["JD"][k] for k in pick] == [1, 1, 1, 0, 0, 0] and rows["JD"]["on_time_rate"] == 1.0
+    assert rows["SZ"]["dispatched"] == 0 and rows["SZ"]["on_time_rate"] is None
+    assert answer.json["total"]["dispatched"] == 2 and answer.json["total"]["returned"] == 1
+    assert answer.json["labels"]["returned"] == "sent back"
+    csv = centre.get(f"/api/rates?by=department&{period}&format=csv")
+    assert csv.status_code == 200 and csv.mimetype == "text/csv"
+    lines = csv.get_data(as_text=True).lstrip("\ufeff").splitlines()
+    assert lines[0].startswith("code,department,cases dispatched") and "sent back" in lines[0]
+    assert lines[1].startswith("HW,区环境卫生管理站,1,0,0,0,1,0")
+    assert lines[-1].startswith(",Total,2,1,1,0,1,0")
+    wrong = centre.get(f"/api/rates?by=departments&{period}")
+    assert wrong.status_code == 400 and "department" in wrong.json["detail"]
+    # a department reads its own cases, not the city's rates
+    assert hw.get(f"/api/rates?by=department&{period}").status_code == 403
+
+
 def test_nobody_verifies_their_own_handling_while_separation_is_on(site):
     engine = site["engine"]
     leader, inspector = client_of(site["app"], "supervisor"), client_of(site["app"], "inspector")
@@ -228,6 +302,11 @@ def test_chasing_an_overdue_case(site):
     today = datetime.now().date()
     rows = leader.get(f"/api/rates?by=community&from={today - timedelta(days=30)}&to={today}").json["rows"]
     assert sum(r["supervised"] for r in rows) == 1
+    # by department: both dispatched to HW, the late one open past its deadline, chased twice
+    rows = {r["code"]: r for r in centre.get(f"/api/rates?by=department&from={today - timedelta(days=30)}"
+                                              f"&to={today}").json["rows"]}
+    assert (rows["HW"]["dispatched"], rows["HW"]["overdue"], rows["HW"]["supervised"]) == (2, 1, 2)
+    assert rows["HW"]["below_target"] == ["on_time_rate"] and rows["JD"]["dispatched"] == 0
 
 
 def test_a_department_time_limit_sets_the_due_time(site):

@@ -190,7 +190,9 @@ STATUSES = ["reported", "filed", "dispatched", "handled", "closed", "evaluated",
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.sampled_from([a for a in TRANSITIONS if a != "supervise"]), min_size=1, max_size=9))
+# (督办 needs a case nearly due; 退回 is a department's step: tests/test_departments.py)
+@given(st.lists(st.sampled_from([a for a in TRANSITIONS if a not in ("supervise", "send_back")]),
+                min_size=1, max_size=9))
 def test_no_illegal_transition_succeeds(site, actions):
     """Any sequence of actions: each succeeds exactly when the table allows it from the
     current status, and only a success leaves a step and raises the version."""

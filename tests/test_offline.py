@@ -72,6 +72,9 @@ def test_a_report_sent_twice_is_stored_once(site):
     again = client.post("/api/incidents", json=body(site, client_id=client_id), headers=bearer(site))
     assert again.status_code == 200, again.json
     assert again.json["code"] == first.json["code"] and again.json["replayed"] is True
+    # one case-number format for every new case (the demo's too): YYYYMMDD-NNNN
+    assert re.fullmatch(r"\d{8}-\d{4,}", first.json["code"])
+    assert first.json["code"][:8] == first.json["reported_at"][:10].replace("-", "")
     assert stored_with(site["engine"], client_id) == (1, 0)
     assert total(site["engine"]) == (before[0] + 1, before[1] + 1)  # one case, one "reported" step
     # a number sent as text (a form) is the same report
@@ -203,6 +206,106 @@ def test_a_step_made_offline_on_a_version_that_moved_is_a_409_and_can_be_redone(
     done = client.post(f"/api/incidents/{code}/actions", json=redo, headers=bearer(site))
     assert done.status_code == 200 and done.json["status"] == "dispatched"
     assert stored_with(site["engine"], redo["client_id"]) == (0, 1)
+
+
+# --- "this is the same case": a note kept on the phone, sent when the signal returns ---------------
+
+
+def test_a_note_sent_twice_is_stored_once(site):
+    client = site["app"].test_client()
+    code = client.post("/api/incidents", json=body(site), headers=bearer(site)).json["code"]
+    client_id = str(uuid.uuid4())
+    note = {"note": "又看到了，更多了", "client_id": client_id}
+    first = client.post(f"/api/incidents/{code}/notes", json=note, headers=bearer(site))
+    assert first.status_code == 200 and "replayed" not in first.json
+    again = client.post(f"/api/incidents/{code}/notes", json=note, headers=bearer(site))
+    assert again.status_code == 200 and again.json["replayed"] is True
+    assert again.json["version"] == first.json["version"] == 1
+    assert [s["step"] for s in again.json["steps"]] == ["reported", "noted"]
+    assert stored_with(site["engine"], client_id) == (0, 1)
+    # the case closed meanwhile (cancelled): the note it already holds is still answered as stored
+    cancel = {"action": "cancel", "version": 1, "note": "重复"}
+    assert client.post(f"/api/incidents/{code}/actions", json=cancel, headers=bearer(site)).status_code == 200
+    late = client.post(f"/api/incidents/{code}/notes", json=note, headers=bearer(site))
+    assert late.status_code == 200 and late.json["replayed"] is True
+    assert stored_with(site["engine"], client_id) == (0, 1)
+
+
+def test_a_note_with_its_photo_sent_twice_keeps_one_photo(site):
+    client = site["app"].test_client()
+    code = client.post("/api/incidents", json=body(site), headers=bearer(site)).json["code"]
+    client_id = str(uuid.uuid4())
+
+    def send():
+        return client.post(f"/api/incidents/{code}/notes", headers=bearer(site),
+                           content_type="multipart/form-data",
+                           data={"note": "在同一地点再次发现", "client_id": client_id,
+                                 "photo": (io.BytesIO(JPEG), "again.jpg")})
+
+    first, again = send(), send()
+    assert (first.status_code, again.status_code) == (200, 200), again.json
+    assert again.json["replayed"] is True
+    assert len(again.json["photos"]) == 1 and again.json["photos"][0]["step"] == "noted"
+    assert again.json["photos"][0]["step_id"] == again.json["steps"][-1]["id"]
+    assert len(list(site["photos"].iterdir())) == 1 and stored_with(site["engine"], client_id) == (0, 1)
+
+
+def test_a_note_client_id_reused_for_another_case_is_refused_naming_it(site):
+    client = site["app"].test_client()
+    code = client.post("/api/incidents", json=body(site), headers=bearer(site)).json["code"]
+    code2 = client.post("/api/incidents", json=body(site, description="另一件"),
+                        headers=bearer(site)).json["code"]
+    client_id = str(uuid.uuid4())
+    note = {"note": "又看到了", "client_id": client_id}
+    assert client.post(f"/api/incidents/{code}/notes", json=note, headers=bearer(site)).status_code == 200
+    before = snapshot(site["url"], leave_out=("audit_log", "rate_limits"))
+    elsewhere = client.post(f"/api/incidents/{code2}/notes", json=note, headers=bearer(site))
+    assert elsewhere.status_code == 409 and elsewhere.mimetype == "application/problem+json"
+    assert elsewhere.json["code"] == "ClientIdReused" and code in elsewhere.json["detail"]
+    assert "note to case" in elsewhere.json["detail"]
+    other = client.post(f"/api/incidents/{code}/notes", json={**note, "note": "别的话"}, headers=bearer(site))
+    assert other.status_code == 409 and other.json["code"] == "ClientIdReused"
+    theirs = client.post(f"/api/incidents/{code}/notes", json=note, headers=bearer(site, "colleague_token"))
+    assert theirs.status_code == 409 and "another account" in theirs.json["detail"]
+    # a step's id is not a note's either
+    step = client.post(f"/api/incidents/{code}/actions",
+                       json={"action": "file", "version": 1, "client_id": client_id}, headers=bearer(site))
+    assert step.status_code == 409 and step.json["code"] == "ClientIdReused"
+    assert snapshot(site["url"], leave_out=("audit_log", "rate_limits")) == before
+
+
+@pytest.mark.parametrize("client_id", [["a-list"], 12345678, "short", "x" * 65, "has space 1234"])
+def test_a_note_with_a_malformed_client_id_is_refused(site, client_id):
+    client = site["app"].test_client()
+    code = client.post("/api/incidents", json=body(site), headers=bearer(site)).json["code"]
+    before = total(site["engine"])
+    answer = client.post(f"/api/incidents/{code}/notes", json={"note": "又看到了", "client_id": client_id},
+                         headers=bearer(site))
+    assert answer.status_code == 400 and "client_id must be 8 to 64" in answer.json["detail"]
+    assert total(site["engine"]) == before
+
+
+def test_the_same_note_sent_at_once_from_many_threads_is_stored_once(site):
+    app = site["app"]
+    code = app.test_client().post("/api/incidents", json=body(site), headers=bearer(site)).json["code"]
+    client_id = str(uuid.uuid4())
+    answers: list[int] = []
+    lock = threading.Lock()
+
+    def send():
+        answer = app.test_client().post(f"/api/incidents/{code}/notes",
+                                        json={"note": "又看到了", "client_id": client_id},
+                                        headers=bearer(site))
+        with lock:
+            answers.append(answer.status_code)
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert answers == [200] * 6, answers
+    assert stored_with(site["engine"], client_id) == (0, 1)
 
 
 def test_the_same_report_sent_at_once_from_many_threads_is_stored_once(site):

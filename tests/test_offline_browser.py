@@ -20,6 +20,7 @@ from sqlalchemy import text
 
 from geodata.db import get_engine
 from layers.sample_data.demo import write_demo
+from tests.images import JPEG
 from tests.webhelpers import PASSWORD, csrf_token, gunicorn_app, make_accounts
 from webmap import create_app
 
@@ -292,3 +293,120 @@ def test_the_cache_is_named_by_the_build_keeps_only_the_case_list_and_goes_at_si
     assert left["items"] == 0
     assert not {"gridplan-pages", "gridplan-data"} & set(left["names"])
     assert api(live, "GET", f"/api/incidents/{case['code']}").json()["version"] == 1  # the step never went
+
+
+def in_english(page) -> None:
+    """The signed-in user's pages in English (an earlier test may have switched them to Chinese)."""
+    page.evaluate("""async () => { const token = document.querySelector('meta[name=csrf-token]').content;
+        await fetch('/locale', {method: 'POST', headers: {'X-CSRFToken': token,
+          'Content-Type': 'application/x-www-form-urlencoded'}, body: 'locale=en'}); }""")
+
+
+def test_the_same_case_offline_is_kept_named_in_the_current_language_and_stored_once(browser, live, tmp_path):
+    """"This is the same case" without a signal: the note and its photo wait on the phone, the
+    box names the item in the interface's language (made in English, read in Chinese after the
+    switch), and when the signal returns the note is stored once with its photo."""
+    SHOTS.mkdir(exist_ok=True)
+    base, here = live["base"], live["here"]
+    first = new_case(live)
+    context = browser.new_context(viewport={"width": 360, "height": 740}, locale="en-US",
+                                  device_scale_factor=2, is_mobile=True, has_touch=True,
+                                  permissions=["geolocation"],
+                                  geolocation={"longitude": here.x, "latitude": here.y})
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(f"{base}/login")
+    page.fill("input[name=name]", "supervisor")
+    page.fill("input[name=password]", PASSWORD)
+    page.tap("form.login button[type=submit]")
+    page.wait_for_url(lambda url: "/login" not in url)
+    in_english(page)
+    page.goto(f"{base}/cases/new")
+    page.wait_for_function("() => window.gridplan.pin && window.gridplan.pin.place !== null", timeout=30_000)
+    page.select_option("select[name=category]", "E01-01")
+    page.wait_for_selector(f"#nearby:not([hidden]) li[data-code='{first['code']}']")
+    page.fill("textarea[name=description]", "又看到了，地下室")
+    photo = tmp_path / "again.jpg"
+    photo.write_bytes(JPEG)
+    page.set_input_files("input[name=photo]", str(photo))
+    before = _totals(live)
+    context.set_offline(True)  # the signal goes as the 网格员 taps
+    page.tap(f"#nearby-list button.same-case[data-code='{first['code']}']")
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('Kept on this')")
+    assert first["code"] in page.inner_text("#reported-text")
+    until(page, "async () => (await window.gpQueue.items()).length === 1")
+    (item,) = waiting(page)
+    assert item["kind"] == "note" and item["code"] == first["code"] and item["state"] == "waiting"
+    label = page.inner_text("#offline-items li .label")
+    assert label == f"The same case {first['code']}: 又看到了，地下室"
+    assert "1 waiting to be sent" in page.inner_text("#offline-summary")
+    page.screenshot(path=str(SHOTS / "same-case-offline.png"), full_page=True)
+    assert _totals(live) == before  # nothing reached the server
+    # back in range but the notes do not get through yet (a captive portal): the language is
+    # switched meanwhile, and the waiting item reads in Chinese
+    page.route("**/api/incidents/*/notes", lambda route: route.abort())
+    context.set_offline(False)
+    page.tap("#locale-zh")
+    page.wait_for_function("() => document.documentElement.lang === 'zh-CN'")
+    until(page, "async () => document.querySelectorAll('#offline-items li .label').length === 1")
+    label = page.inner_text("#offline-items li .label")
+    assert label == f"同一案件 {first['code']}：又看到了，地下室", label
+    assert "The same case" not in page.inner_text("#offline-panel")
+    page.screenshot(path=str(SHOTS / "same-case-offline-zh.png"), full_page=True)
+    assert _totals(live) == before
+    page.unroute("**/api/incidents/*/notes")
+    page.evaluate("window.gpQueue.flush()")
+    until(page, "async () => (await window.gpQueue.items()).length === 0")
+    assert counts(live, item["client_id"]) == (0, 1)
+    case = api(live, "GET", f"/api/incidents/{first['code']}").json()
+    assert case["version"] == first["version"]
+    assert case["steps"][-1]["step"] == "noted" and case["steps"][-1]["note"] == "又看到了，地下室"
+    assert [p["step"] for p in case["photos"]] == ["noted"]
+    assert _totals(live) == (before[0], before[1] + 1, before[2] + 1)
+    assert page.errors == []
+    context.close()
+
+
+def test_the_grid_map_of_ones_own_cells_reads_offline_and_says_from_when(phone, live):
+    """The 网格员's grid map (/supervisor) opened once with a signal opens again without one:
+    their cells, who holds them and their cases from what the phone kept, and the page says it
+    is showing saved data, and from when."""
+    page, context = phone
+    SHOTS.mkdir(exist_ok=True)
+    base = live["base"]
+    new_case(live)
+    in_english(page)
+    page.goto(f"{base}/cases")
+    ready(page)
+    page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+    page.reload()
+    ready(page)
+    assert page.evaluate("navigator.serviceWorker.controller !== null")
+    page.goto(f"{base}/supervisor")
+    ready(page)
+    online = page.evaluate("[window.gridplan.state.cells, window.gridplan.state.incidents.length]")
+    assert online[0] > 0 and online[1] > 0
+    assert page.is_hidden("#offline-note")
+
+    context.set_offline(True)
+    page.reload()
+    ready(page)
+    assert page.evaluate("[window.gridplan.state.cells, window.gridplan.state.incidents.length]") == online
+    note = page.inner_text("#offline-note")
+    assert page.is_visible("#offline-note")
+    assert note.startswith("Offline: showing the grid cells and cases saved")
+    saved = page.evaluate("window.gridplan.state.offline")
+    assert saved and page.evaluate("(iso) => gpLocale.date(iso)", saved) in note
+    assert page.evaluate("window.gridplan.layers.cells.getLayers().length") == online[0]  # drawn (canvas)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 361
+    page.screenshot(path=str(SHOTS / "grid-map-offline.png"))
+    page.screenshot(path=str(SHOTS / "grid-map-offline-full.png"), full_page=True)
+    # a filter never asked for with a signal: said, and the kept data stays on the map
+    page.select_option("#filters select[name=status]", "cancelled")
+    page.tap("#filters button[type=submit]")
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('not saved')")
+    assert page.evaluate("window.gridplan.state.incidents.length") == online[1]
+    context.set_offline(False)
+    assert page.errors == []

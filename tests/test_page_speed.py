@@ -26,7 +26,7 @@ from layers.coverage import cache as coverage_cache
 from layers.coverage import gaps as coverage
 from layers.coverage import siting
 from layers.plans import workflow as plan_workflow
-from layers.sample_data.demo import write_demo
+from layers.sample_data.demo import seed_departments, write_demo
 from tests.conftest import streets_of
 from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
 from webmap import create_app
@@ -303,6 +303,7 @@ def served(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     shutil.copy(spatialite_template, path)
     url = f"sqlite:///{path}"
     write_demo(get_engine(url), small_demo)
+    seed_departments(get_engine(url))  # the rates by department name them
     app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none"})
     make_accounts(app, small_demo)
     srv = make_server("127.0.0.1", 0, app, threaded=True)
@@ -351,5 +352,21 @@ def test_rates_on_a_360_px_phone(browser, served, small_demo, tmp_path, locale):
     # rates as percentages, labelled on the card itself
     first = page.locator("#rates-table tbody tr").first
     assert "%" in first.inner_text()
+    # by department (处置部门): the department's name beside its code, on the phone's width
+    page.select_option("#rates-form select[name=by]", "department")
+    page.click("#rates-form button[type=submit]")
+    page.wait_for_selector("#rates-table[data-by=department] tbody tr")
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(shots / f"rates-360-{locale}-department.png"), full_page=True)
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
+    widest = page.evaluate("""() => Math.max(...[...document.querySelectorAll('#rates-table td')]
+        .map((td) => td.getBoundingClientRect().right))""")
+    assert widest <= 360
+    places = page.locator("#rates-table td.place").all_inner_texts()
+    assert any("区环境卫生管理站" in p and "HW" in p for p in places)
+    labels = page.locator("#rates-table tbody tr").first.locator("td").evaluate_all(
+        "(tds) => tds.map((td) => td.dataset.label)")  # each figure labelled on its card
+    assert ("退回数" if locale == "zh-CN" else "sent back") in labels
+    assert "department" in page.locator("#rates-csv").get_attribute("href")
     assert not errors
     context.close()

@@ -78,6 +78,7 @@ STEP_LABELS = {
     "returned": N_("was returned for rework"), "closed": N_("was checked and closed"),
     "evaluated": N_("was evaluated"), "cancelled": N_("was cancelled"),
     "supervised": N_("was chased up"), "noted": N_("was seen again (a note added)"),
+    "sent_back": N_("was sent back to the command centre"),
 }
 DESCRIPTION_LENGTH = 2000
 NOTE_LENGTH = 1000
@@ -126,6 +127,12 @@ TRANSITIONS: dict[str, Transition] = {
     "supervise": Transition(
         ("dispatched",), "dispatched", CHASERS, "supervised", N_("Chase up"),
         "supervised_at", note_required=True, leader_only=True,
+    ),
+    # 退回: a department sends a case it does not handle back to the 指挥中心, saying why; the case
+    # is filed again, with no department and no clock, for the 指挥中心 to dispatch elsewhere
+    "send_back": Transition(
+        ("dispatched",), "filed", ("admin", "handler"), "sent_back", N_("Send back to the command centre"),
+        note_required=True,
     ),
 }
 #: the verifying steps (核查): with separation on, never by whoever handled the case
@@ -358,10 +365,14 @@ def department_table(engine: Engine) -> dict[str, dict]:
     return {d["code"]: d for d in depts.list_departments(engine)}
 
 
-def dispatch_choices(engine: Engine, category: str) -> list[dict]:
-    """The departments a case of ``category`` may be dispatched to, its default first."""
-    return [{"code": d["code"], "name": d["name"]} for d in depts.for_category(depts.list_departments(engine),
-                                                                              category)]
+def dispatch_choices(
+    engine: Engine, category: str, sent_back: set[str] | frozenset = frozenset()
+) -> list[dict]:
+    """The departments a case of ``category`` may be dispatched to, its default first (those
+    that sent the case back, ``sent_back``, left out while another remains)."""
+    handling = depts.for_category(depts.list_departments(engine), category)
+    remaining = [d for d in handling if d["code"] not in sent_back] or handling
+    return [{"code": d["code"], "name": d["name"]} for d in remaining]
 
 
 def my_cells(engine: Engine, account: Account) -> list[str] | None:
@@ -632,20 +643,78 @@ def nearby_open(engine: Engine, account: Account, category: str, lon: float, lat
     ]
 
 
-def add_note(engine: Engine, account: Account, code: str, data: dict, *, now: datetime | None = None) -> dict:
+def note_fingerprint(code: str, note: str | None) -> str:
+    """What a note says (case, text), as a hash: the same ``client_id`` sent with another note
+    or to another case is refused, not taken for the first."""
+    return _fingerprint("note", code, note)
+
+
+def earlier_note(engine: Engine | Connection, account: Account, code: str, client_id: str,
+                 fingerprint: str) -> bool:
+    """Whether ``account`` added this very note (``client_id``) to case ``code`` before; refused,
+    naming the case, when the id came with a note to another case or with another note."""
+    found = rows.steps_by_client_id(engine, client_id)
+    mine = [r for r in found if r["actor"] == account.name]
+    if not mine:
+        if found:
+            raise ClientIdReused(_("client_id {client_id} was already used by another account: "
+                                   "make a new one", client_id=client_id))
+        return False
+    if mine[0]["code"] != code:
+        raise ClientIdReused(
+            _("client_id {client_id} was sent before with a note to case {code}: a note to "
+              "another case needs a new id", client_id=client_id, code=mine[0]["code"]),
+            code_of_first=mine[0]["code"])
+    if mine[0]["client_hash"] != fingerprint:
+        raise ClientIdReused(_("client_id {client_id} was sent before with another step: "
+                               "a new step needs a new id", client_id=client_id))
+    return True
+
+
+def add_note(engine: Engine, account: Account, code: str, data: dict, *, now: datetime | None = None,
+             photo: tuple | None = None) -> dict:
     """Add a note to case ``code`` without changing its status or version (a 网格员 who finds the
-    case already reported adds what they saw to it: "this is the same case"). Returns the case."""
+    case already reported adds what they saw to it: "this is the same case"), with the photo
+    they took (``photo``: prepared, as for a step) in the same transaction. With ``client_id``
+    (made by the phone, which may send it twice when the signal comes and goes) the note is
+    stored once: the same request again returns the case marked ``replayed``. Returns the case."""
     if not isinstance(data, dict):
         raise Refused(_("send a JSON object"))
     note = _text(data.get("note"), "note", NOTE_LENGTH, required=True)
+    client_id = client_key(data.get("client_id"))
     case = visible_case(engine, account, code)
     if account.role not in REPORTERS:
         raise Forbidden(_("role {role} may not add notes", role=account.role))
+    fingerprint = note_fingerprint(code, note) if client_id else None
+    if client_id and earlier_note(engine, account, code, client_id, fingerprint):
+        return {**case, "replayed": True}
     if case["status"] not in OPEN:
         raise IllegalTransition(_("case {code} is {status}: a note goes to an open case",
                                   code=code, status=_(STATUS_LABELS.get(case["status"], case["status"]))))
-    with engine.begin() as conn:
-        rows.add_step(conn, case["id"], "noted", now or datetime.now(), account.name, note)
+    stored = None
+    if photo is not None:
+        photo[2].mkdir(parents=True, exist_ok=True)
+        stored = photo[2] / (uuid.uuid4().hex + ".jpg")
+        stored.write_bytes(photo[0].jpeg)
+    try:
+        with engine.begin() as conn:
+            step_id = rows.add_step(conn, case["id"], "noted", now or datetime.now(), account.name, note,
+                                    client_id=client_id, client_hash=fingerprint)
+            if stored is not None:
+                rows.add_photo(conn, case["id"], stored_name=stored.name, content_type="image/jpeg",
+                               size=len(photo[0].jpeg), step="noted", uploaded_by=account.name,
+                               original_name=plain_text(photo[1] or "")[:200] or None, step_id=step_id)
+    except IntegrityError:
+        if stored is not None:
+            stored.unlink(missing_ok=True)
+        # the same note arriving twice at once: the other copy was stored (the id is unique per actor)
+        if client_id and earlier_note(engine, account, code, client_id, fingerprint):
+            return {**case, "replayed": True}
+        raise
+    except Exception:
+        if stored is not None:
+            stored.unlink(missing_ok=True)
+        raise
     return case
 
 
@@ -845,7 +914,7 @@ def act(
         if category is None:
             raise Refused(_("category {category} is no longer in the catalogue", category=case['category']))
         department = _department_for(table, case["category"], current["category_name"],
-                                     data.get("department"))
+                                     data.get("department"), sent_back=sent_back_by(engine, case["id"]))
         values["department_code"] = detail = department["code"] if department else None
         hours = case_limit(category, case["category"], department, cal)
         values["due_at"] = _py(cal.add(np.datetime64(now, "s"), hours))
@@ -867,6 +936,10 @@ def act(
         values["verify_wh"] = _hours(cal, case["handled_at"], now)
     elif action == "return":
         values.update(handled_at=None, feedback_at=None, handler=None)
+    elif action == "send_back":
+        # the department that sends it back is the step's detail (the history and the rates name it)
+        detail = case.get("department_code")
+        values.update(department_code=None, due_at=None, dispatched_at=None, dispatch_wh=None)
     elif action == "evaluate":
         values["evaluation"] = detail = evaluation or "satisfied"
     stored = None
@@ -907,13 +980,34 @@ def act(
     return rows.get_incident(engine, code)
 
 
-def _department_for(table: dict[str, dict], category: str, category_name: str, given) -> dict | None:
+def sent_back_by(engine: Engine, incident_id: int) -> set[str]:
+    """The departments that sent a case back to the 指挥中心 (退回)."""
+    return {s["detail"] for s in rows.steps_of(engine, incident_id)
+            if s["step"] == "sent_back" and s["detail"]}
+
+
+def _department_for(table: dict[str, dict], category: str, category_name: str, given,
+                    sent_back: set[str] | frozenset = frozenset()) -> dict | None:
     """The department a case of ``category`` is dispatched to: the one ``given`` (refused, named,
-    when it does not handle the category), else the category's default; None when no department
-    handles it (the case stays with the 指挥中心 and the grid)."""
+    when it does not handle the category or sent this case back), else the category's default
+    among those that have not sent it back; None when no department handles it (the case stays
+    with the 指挥中心 and the grid)."""
     handling = depts.for_category(list(table.values()), category)
     if given is None or given == "":
-        return handling[0] if handling else None
+        # a case sent back goes by default to the next department handling its category
+        others = [d for d in handling if d["code"] not in sent_back]
+        if sent_back and not others and handling:
+            raise Refused(_("every department handling {category} has sent this case back: "
+                            "choose one to dispatch it to again", category=category_name),
+                          departments=[d["code"] for d in handling])
+        return others[0] if others else None
+    remaining = [d for d in handling if d["code"] not in sent_back]
+    if isinstance(given, str) and given in sent_back and given in table and remaining:
+        # back to the department that sent it back only once every other one has too
+        raise Refused(_("{name} ({code}) sent this case back; departments that have not: {others}",
+                        name=table[given]["name"], code=given,
+                        others=", ".join(f"{d['code']} {d['name']}" for d in remaining)),
+                      departments=[d["code"] for d in remaining])
     if not isinstance(given, str) or given not in table:
         raise Refused(_("no department {code}", code=repr(given)),
                       departments=[d["code"] for d in handling])
@@ -954,7 +1048,7 @@ def _detail_label(step: str, detail: str | None, table: dict[str, dict]) -> str 
     """What a step chose, in words: the department dispatched to, the evaluation, the 督办 level."""
     if not detail:
         return None
-    if step == "dispatched":
+    if step in ("dispatched", "sent_back"):
         return (table.get(detail) or {}).get("name", detail)
     if step == "evaluated":
         return _label(EVALUATION_LABELS, detail) or detail

@@ -36,6 +36,7 @@ from sqlalchemy import Engine, insert, select
 from geodata import topology
 from geodata.catalog import LAYERS
 from geodata.db import BATCH
+from geodata.incident_rows import case_number
 from geodata.models import IncidentStep, UnitAdjacency
 from geodata.revisions import raise_revision
 from geodata.standards import FACILITY_KINDS, INCIDENT_CATEGORIES, seed_settings
@@ -608,7 +609,8 @@ def _incidents(units, grid_cells, cell_of_unit, reference: date, rng):
     frame = frame.iloc[order].reset_index(drop=True)
     cat, grid_code, point = cat[order], grid_code[order], point.iloc[order].reset_index(drop=True)
     stamp = frame["reported"].dt.strftime("%Y%m%d").to_numpy()
-    codes = [f"{s}{i + 1:06d}" for i, s in enumerate(stamp)]
+    # the app's numbers (YYYYMMDD-NNNN): the day reported and the case's place in the year
+    codes = [case_number(s, i + 1) for i, s in enumerate(stamp)]
     incidents = gpd.GeoDataFrame({
         "code": codes, "category": cat,
         "description": [f"{g[-6:]}网格 {names[c]}" for g, c in zip(grid_code, cat, strict=True)],

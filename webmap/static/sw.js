@@ -9,7 +9,10 @@
      data comes from the API), in "gridplan-pages": the network's copy when it comes quickly,
      the kept one when the signal is bad or gone;
    - the answers of the case list (GET /api/incidents?…: the user's cases and cells), in
-     "gridplan-data": served when the network fails. No other API answer is ever kept; a case's
+     "gridplan-data": served when the network fails;
+   - the 网格员's grid map (/supervisor) the same way: its frame, and its grid cells and who
+     holds them (GET /api/collections/grid_cells/items, /api/grid/assignments) in "gridplan-data"
+     (the page says when its kept data is from). No other API answer is ever kept; a case's
      own page offline is made from the kept list.
    Signing out empties the last two (the page does it, and the server's Clear-Site-Data), and so
    does another user signing in on the same phone. Requests other than GET never pass through. */
@@ -32,13 +35,17 @@ self.addEventListener("activate", (event) => {
 });
 
 const CASE_PAGE = /^\/cases(\/new|\/[^/]+)?$/;
+// the grid map and its cells: kept like the case pages and the case list
+const GRID_PAGE = "/supervisor";
+const GRID_DATA = /^\/api\/(collections\/grid_cells\/items|grid\/assignments)$/;
+const keptPage = (path) => CASE_PAGE.test(path) || path === GRID_PAGE;
 
 self.addEventListener("message", (event) => {
   if (event.data && event.data.type === "forget") {  // signing out, or another user
     event.waitUntil(Promise.all([caches.delete(PAGES), caches.delete(DATA)]));
   }
   if (event.data && event.data.type === "keep") {  // the first visit, before this worker was in control
-    const paths = (event.data.paths || []).filter((p) => typeof p === "string" && CASE_PAGE.test(p));
+    const paths = (event.data.paths || []).filter((p) => typeof p === "string" && keptPage(p));
     event.waitUntil(Promise.all(paths.map((p) => {
       const url = new URL(p, self.location.origin);
       return fetchPage(new Request(url, { credentials: "same-origin" }), url).catch(() => {});
@@ -57,9 +64,9 @@ self.addEventListener("fetch", (event) => {
   if (url.origin !== self.location.origin) return;
   if (url.pathname.startsWith("/static/")) {
     event.respondWith(fromCacheFirst(request));
-  } else if (request.mode === "navigate" && CASE_PAGE.test(url.pathname)) {
+  } else if (request.mode === "navigate" && keptPage(url.pathname)) {
     event.respondWith(page(request, url));
-  } else if (url.pathname === "/api/incidents") {
+  } else if (url.pathname === "/api/incidents" || GRID_DATA.test(url.pathname)) {
     event.respondWith(caseList(request));
   } else if (CASE_API.test(url.pathname) && !NOT_A_CASE.has(CASE_API.exec(url.pathname)[1])) {
     event.respondWith(oneCase(request, decodeURIComponent(CASE_API.exec(url.pathname)[1])));

@@ -84,7 +84,8 @@ def _case_dict(case: dict, **extra) -> dict:
     """A case as the API answers it (and as its page carries it inline)."""
     described = _describe([case])[0]
     if any(a["action"] == "dispatch" for a in described["actions"]):  # whom it may go to, default first
-        described["department_choices"] = incidents.dispatch_choices(engine(), case["category"])
+        described["department_choices"] = incidents.dispatch_choices(
+            engine(), case["category"], incidents.sent_back_by(engine(), case["id"]))
     described["after_photo_required"] = case["category"] in incidents.loop_rules(engine()).after_photo
     return {**described, **extra}
 
@@ -307,10 +308,25 @@ def api_basemap():
 @bp.post("/api/incidents/<code>/notes")
 @require(*incidents.REPORTERS, api=True)
 def api_note(code: str):
-    """``{"note": …}``: add a note to an open case (the same case seen again), its status and
-    version unchanged; answers the case with its history."""
-    incidents.add_note(engine(), current_account(), code, params.body())
-    return api_case(code)
+    """``{"note": …, "client_id": …}``: add a note to an open case (the same case seen again),
+    its status and version unchanged; or a form with the same fields and the ``photo`` seen,
+    stored with the note. Answers the case with its history; the same ``client_id`` again
+    stores nothing and answers the same (``"replayed": true``)."""
+    photo = None
+    if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        data: dict = {k: v for k, v in request.form.items() if k != "csrf_token"}
+        upload = _photo_upload()
+        if upload is not None:  # refused before anything is written
+            incidents.visible_case(engine(), current_account(), code)
+            photo = (incidents.checked_photo(engine(), upload[0]), upload[1], photo_folder())
+    else:
+        data = params.body()
+    replayed = bool(incidents.add_note(engine(), current_account(), code, data, photo=photo).get("replayed"))
+    case, steps, photos = incidents.history(engine(), current_account(), code)
+    for p in photos:
+        p["url"] = url_for("incidents.api_photo", code=code, photo_id=p["id"])
+    extra = {"replayed": True} if replayed else {}
+    return _case_answer(case, steps=steps, photos=photos, place=_case_place(case), **extra)
 
 
 @bp.get("/api/incidents/<code>")
@@ -408,8 +424,8 @@ def api_assign():
 def _rates_args():
     args = request.args
     by = args.get("by", "community")
-    if by not in rates.LEVELS:
-        raise Refused(_("by must be one of {choices}", choices=', '.join(rates.LEVELS)))
+    if by not in rates.LEVELS and by != "department":
+        raise Refused(_("by must be one of {choices}", choices=", ".join((*rates.LEVELS, "department"))))
     for key in ("from", "to"):  # the days themselves, before rates counts whole months from them
         if args.get(key):
             params.day(args[key], key)
@@ -423,13 +439,23 @@ def _rates_args():
 @require(*CITY_READERS, api=True)
 def api_rates():
     """结案率 and the other rates per ``by`` (cell, community, street, district) for ``from``–``to``;
-    ``every=month`` adds the series over time; ``format=csv`` for a spreadsheet."""
+    ``every=month`` adds the series over time; ``format=csv`` for a spreadsheet. ``by=department``:
+    per 处置部门 the cases dispatched to it, handled, on time, overdue, sent back and chased."""
     by, since, until, prefix = _rates_args()
     if request.args.get("every") == "month" and request.args.get("series") == "only":
         # the chart's months alone: the page asks for them beside the table, not after it
         series = rates.monthly(engine(), since, until, prefix=prefix)
         answer = {"by": by, "from": since.date().isoformat(), "to": until.date().isoformat(),
                   "targets": rates.targets(engine()), "series": series}
+        return conditional(json.dumps(answer, ensure_ascii=False),
+                           headers={"Content-Type": "application/json"})
+    if by == "department":  # the 处置部门: dispatched, on time, overdue, sent back, 督办
+        table = rates.department_rates(engine(), since, until, prefix=prefix, open_statuses=incidents.OPEN)
+        if request.args.get("format") == "csv":
+            name = f"rates-department-{since:%Y%m%d}-{until:%Y%m%d}.csv"
+            return Response(rates.department_csv(table), mimetype="text/csv",
+                            headers={"Content-Disposition": f"attachment; filename={name}"})
+        answer = rates.department_json(table, since, until, rates.targets(engine()))
         return conditional(json.dumps(answer, ensure_ascii=False),
                            headers={"Content-Type": "application/json"})
     table = rates.rates(engine(), by, since, until, prefix=prefix)
@@ -649,7 +675,12 @@ OFFLINE_ASSETS = ("css/gridplan.css", "css/cases.css", "js/i18n.js", "js/cases.j
 OFFLINE_IF_PRESENT = ("js/case_map.js", "vendor/leaflet/leaflet.js", "vendor/leaflet/leaflet.css",
                       # the pin's icon (Leaflet takes it from beside its CSS, the 2x on most phones)
                       "vendor/leaflet/images/marker-icon.png", "vendor/leaflet/images/marker-icon-2x.png",
-                      "vendor/leaflet/images/marker-shadow.png")
+                      "vendor/leaflet/images/marker-shadow.png",
+                      # the 网格员's grid map (/supervisor), readable offline too
+                      "js/common.js", "js/supervisor.js", "vendor/heat/leaflet-heat.js",
+                      "vendor/markercluster/leaflet.markercluster.js",
+                      "vendor/markercluster/MarkerCluster.css",
+                      "vendor/markercluster/MarkerCluster.Default.css")
 
 
 @functools.cache

@@ -275,28 +275,33 @@
       }));
     }
 
+    /* "this is the same case": the note (and the photo, sent with it) is kept on the phone
+       first, then sent (js/offline_queue.js, with a client_id): no signal loses nothing and a
+       note sent twice is stored once */
     async function sameCase(d, button) {
       const description = form.elements.description.value.trim();
       const note = description || t("Seen again at the same place");
       button.disabled = true;
       status(t("Adding to case {code}…", { code: d.code }));
-      const answer = await post(`/api/incidents/${encodeURIComponent(d.code)}/notes`, { note });
-      if (!answer.ok) { button.disabled = false; status(t("Refused: {reason}", { reason: reason(answer) })); return; }
-      let photoText = "";
-      if (photo.files.length) {
-        const data = new FormData();
-        data.append("photo", photo.files[0]);
-        const sent = await post(`/api/incidents/${encodeURIComponent(d.code)}/photos`, data);
-        photoText = sent.ok ? " · " + t("Photo added") : " · " + t("Photo refused: {reason}", { reason: reason(sent) });
-      }
+      const sent = await window.gpQueue.send({ kind: "note", url: `/api/incidents/${encodeURIComponent(d.code)}/notes`,
+        body: { note }, photo: photo.files.length ? photo.files[0] : null, code: d.code });
+      if (sent.refused) { button.disabled = false; status(t("Refused: {reason}", { reason: sent.reason })); return; }
       const text = document.getElementById("reported-text");
       document.getElementById("reported").hidden = false;
       document.getElementById("duplicates").hidden = true;
-      text.replaceChildren(t("Added to case") + " ", el("a", d.code, { href: `/cases/${encodeURIComponent(d.code)}` }),
-        " · " + t("no new case was reported") + photoText);
+      const link = el("a", d.code, { href: `/cases/${encodeURIComponent(d.code)}` });
+      if (sent.kept) {
+        text.replaceChildren(t("Kept on this phone: it will be sent when the signal returns") + " · ", link,
+          " · " + t("no new case was reported"));
+      } else {
+        text.replaceChildren(t("Added to case") + " ", link, " · " + t("no new case was reported")
+          + (photo.files.length ? " · " + t("Photo added") : ""));
+      }
       form.reset();
+      clearPhoto();
       document.getElementById("photo-name").textContent = "";
-      status(t("Added to case {code}", { code: d.code }));
+      document.getElementById("nearby").hidden = true;
+      status(sent.kept ? t("Kept on this phone: it will be sent when the signal returns") : t("Added to case {code}", { code: d.code }));
       document.getElementById("reported").scrollIntoView({ block: "center" });
     }
 

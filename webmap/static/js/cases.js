@@ -177,7 +177,7 @@
     const afterPhoto = action === "handle" && photo && photo.files.length ? photo.files[0] : null;
     const named = (c.actions || []).find((a) => a.action === action);
     const sent = await window.gpQueue.send({ kind: "step", url: `/api/incidents/${encodeURIComponent(c.code)}/actions`,
-      body, photo: afterPhoto, code: c.code, label: `${named ? named.label : action} · ${c.code}` });
+      body, photo: afterPhoto, code: c.code });
     if (sent.kept) {
       if (page === "list") await loadList(); else await markWaiting();
       status(t("Kept on this phone: it will be sent when the signal returns"));
@@ -334,7 +334,7 @@
       status(t("Reporting…"));
       // kept on the phone first, then sent (js/offline_queue.js): a bad signal loses nothing
       const sent = await window.gpQueue.send({ kind: "report", url: "/api/incidents", fields, photo,
-        label: `${config.categories[fields.category] || fields.category || ""} · ${(fields.description || "").slice(0, 40)}` });
+        category_name: config.categories[fields.category] || "" });
       button.disabled = false;
       if (sent.kept) {
         form.reset();

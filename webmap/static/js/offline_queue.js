@@ -9,7 +9,9 @@
    user signing in does not see the previous user's kept pages or items.
 
    window.gpQueue: send(item) → {sent, kept, refused, answer}; items(); discard(id); redo(id);
-   flush(). An item: {client_id, kind: "report" | "step", url, label, fields | body, photo}. */
+   flush(). An item: {client_id, kind: "report" | "step" | "note", url, fields | body, photo,
+   code, category_name}; the list names it in the page's language when it is shown (label()),
+   not in the language it was made in. */
 "use strict";
 (function () {
   const script = document.currentScript;
@@ -174,6 +176,38 @@
     return node;
   }
 
+  /* The loop's actions, named in the page's language (the server's msgids: same catalogue). */
+  const ACTIONS = { file: t("File the case"), cancel: t("Cancel the case"), dispatch: t("Dispatch"),
+    handle: t("Mark as handled"), close: t("Check and close"), "return": t("Return for rework"),
+    evaluate: t("Evaluate"), supervise: t("Chase up"), send_back: t("Send back to the command centre") };
+
+  /* A category's name in the page's language when the page names the categories (the case
+     pages), else the name the item was made with (the catalogue's own words). */
+  function categoryName(item) {
+    const config = document.getElementById("gridplan-config");
+    let names = {};
+    try { names = config ? JSON.parse(config.textContent).categories || {} : {}; } catch (e) { names = {}; }
+    const code = (item.fields || {}).category || "";
+    return names[code] || item.category_name || code;
+  }
+
+  /* What an item is, in words of the page's language (an item made in Chinese reads in English
+     after the switch, and back). */
+  function label(item) {
+    if (item.kind === "report") {
+      return t("Report: {category} · {description}", { category: categoryName(item),
+        description: ((item.fields || {}).description || "").slice(0, 40) });
+    }
+    if (item.kind === "note") {
+      return t("The same case {code}: {note}", { code: item.code, note: ((item.body || {}).note || "").slice(0, 40) });
+    }
+    if (item.kind === "step") {
+      const action = (item.body || {}).action;
+      return t("{step} · case {code}", { step: ACTIONS[action] || action, code: item.code });
+    }
+    return item.label || "";
+  }
+
   function explain(item) {
     if (item.state !== "refused") return item.reason ? t("waiting: {reason}", { reason: item.reason }) : t("waiting");
     const c = item.current;
@@ -206,7 +240,7 @@
     const list = document.getElementById("offline-items");
     list.replaceChildren(...mine.map((item) => {
       const li = el("li", null, { class: "offline-item " + item.state, "data-client-id": item.client_id, "data-state": item.state });
-      li.append(el("div", item.label, { class: "label" }), el("div", explain(item), { class: "muted reason" }));
+      li.append(el("div", label(item), { class: "label" }), el("div", explain(item), { class: "muted reason" }));
       const buttons = el("div", null, { class: "action-buttons" });
       if (canRedo(item)) {
         const b = el("button", t("Redo on the current version"), { type: "button", class: "primary", "data-do": "redo" });
@@ -272,11 +306,12 @@
     if (reporter && "serviceWorker" in navigator) {
       const first = !navigator.serviceWorker.controller;
       navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(() => {});
-      if (first && document.querySelector("main.cases")) {
+      const grid = location.pathname === "/supervisor";  // the 网格员's grid map is kept too
+      if (first && (document.querySelector("main.cases") || grid)) {
         // the first visit went past the service worker: it keeps the case pages now, so that
         // they open without a signal (and without a round trip) from the next time on
         navigator.serviceWorker.ready.then((registration) => {
-          const paths = ["/cases", "/cases/new"];
+          const paths = grid ? ["/cases", "/cases/new", "/supervisor"] : ["/cases", "/cases/new"];
           if (/^\/cases\/[^/]+$/.test(location.pathname) && !paths.includes(location.pathname)) paths.push(location.pathname);
           if (registration.active) registration.active.postMessage({ type: "keep", paths });
         }).catch(() => {});

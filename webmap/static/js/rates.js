@@ -4,6 +4,9 @@
   const form = document.getElementById("rates-form");
   const COLUMNS = ["code", "reported", "filed", "closed", "due", "closed_rate", "on_time_rate", "rework_rate",
     "filing_hours", "dispatch_hours", "handling_hours", "verify_hours"];
+  // by 处置部门: dispatched to it, handled, on time, overdue, sent back (退回), 督办
+  const DEPARTMENT_COLUMNS = ["code", "dispatched", "handled", "handled_on_time", "overdue", "returned", "supervised",
+    "on_time_rate"];
   const RATES = new Set(["closed_rate", "on_time_rate", "rework_rate"]);
   let chart = null;
   window.gridplan = { ready: false };
@@ -37,13 +40,15 @@
     document.getElementById("rates-targets").textContent =
       `${gpLocale.date(answer.from, true)} – ${gpLocale.date(answer.to, true)} · ` + t("targets: closed rate ≥ {closed} · on-time rate ≥ {onTime}", { closed: gpLocale.percent(answer.targets.closed_rate, 0), onTime: gpLocale.percent(answer.targets.on_time_rate, 0) });
     const table = document.getElementById("rates-table");
+    const columns = answer.by === "department" ? DEPARTMENT_COLUMNS : COLUMNS;
+    table.dataset.by = answer.by;
     const head = el("tr");
-    for (const c of COLUMNS) head.append(el("th", answer.labels[c] || c));
+    for (const c of columns) head.append(el("th", answer.labels[c] || c));
     table.tHead.replaceChildren(head);
     const rows = answer.total ? [...answer.rows, { ...answer.total, code: null, total: true }] : answer.rows;
     table.tBodies[0].replaceChildren(...rows.map((r) => {
       const tr = el("tr", null, r.total ? { class: "total" } : {});
-      for (const c of COLUMNS) {
+      for (const c of columns) {
         const label = answer.labels[c] || c;
         // the place by its name, its code beside it; the totals row in words
         const text = c !== "code" ? show(c, r[c]) : r.total ? t("Total") : r.name ? `${r.name} ${r.code}` : r.code;

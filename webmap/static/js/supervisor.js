@@ -73,11 +73,30 @@
     [t("Open cases"), number(c.open)], [t("Overdue"), number(c.overdue), c.overdue ? "flag-above" : ""]]);
   }
 
+  /* Without a signal the phone's service worker answers with what it kept (marked
+     X-Gridplan-Offline): the page says so, and from when (the list's own time). */
+  function saidOffline(when) {
+    const note = document.getElementById("offline-note");
+    state.offline = when || null;
+    if (!note) return;
+    note.hidden = !when;
+    note.textContent = when ? t("Offline: showing the grid cells and cases saved on this phone at {when}", { when: gpLocale.date(when) }) : "";
+  }
+
   async function load() {
     const form = new FormData(document.getElementById("filters"));
     const query = new URLSearchParams({ limit: "20000" });
     for (const key of ["status", "category", "from", "to"]) if (form.get(key)) query.set(key, form.get(key));
-    const answer = await getJSON(`/api/incidents?${query}`);
+    let response;
+    try {
+      response = await fetch(`/api/incidents?${query}`, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    } catch (err) {  // no signal, and this filter's answer was never kept: what is shown stays
+      status(t("Offline: this filter's cases were not saved on this phone; the map shows what was"));
+      return;
+    }
+    if (!response.ok) throw new Error(`/api/incidents: HTTP ${response.status}`);
+    const answer = await response.json();
+    saidOffline(response.headers.get("X-Gridplan-Offline") ? answer.now : null);
     state.counts = answer.counts || null;
     state.incidents = answer.incidents.map((p) => ({ type: "Feature", properties: p, geometry: { type: "Point", coordinates: [p.lon, p.lat] } }));
     render();
