@@ -405,7 +405,7 @@ SETTING_TEXTS: dict[str, tuple[str, str, str]] = {
                              N_("Categories whose handling must come with a photo of the result"), ""),
     "session_hours": (N_("Sign-in lasts"),
                       N_("Hours after which a user signs in again, whatever they did in between "
-                         "(the environment variable GRIDPLAN_SESSION_HOURS overrides it)"), N_("hours")),
+                         "(the server's configuration may set it instead)"), N_("hours")),
     "unit_households_max": (N_("Import check: most households per unit"),
                             N_("An imported planning unit or building with more households is refused as "
                                "a typing or unit error"), N_("households")),

@@ -29,6 +29,8 @@ from flask import (
     redirect,
     request,
 )
+from jinja2 import pass_context
+from markupsafe import Markup
 from sqlalchemy.exc import SQLAlchemyError
 
 from geodata import i18n as domain_i18n
@@ -152,6 +154,21 @@ def switch():
     return response
 
 
+@pass_context
+def _template_text(context, message: str, **variables) -> str:
+    """A template's ``_("…")``: translated, its parameters filled in — ``{named}`` as everywhere
+    else in gridplan, ``%(named)s`` as Jinja's own gettext does; values are escaped."""
+    text = flask_babel.get_translations().ugettext(message)
+    if context.eval_ctx.autoescape:
+        text = Markup(text)
+    if variables and "{" in message and "%(" not in message:
+        try:
+            return text.format(**variables)
+        except (KeyError, IndexError, ValueError):  # a translation naming a parameter not given
+            return text
+    return text % variables
+
+
 def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_DEFAULT_LOCALE", "zh")
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS))
@@ -159,6 +176,7 @@ def init_app(app: Flask) -> None:
     domain_i18n.install(_domain_translator)
     app.register_blueprint(bp)
     app.jinja_env.filters.update(number=number, percent=percent, when=when)
+    app.jinja_env.globals.update(_=_template_text, gettext=_template_text)
 
     @app.context_processor
     def _locale_context():

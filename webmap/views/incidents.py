@@ -184,7 +184,7 @@ def api_map():
     set. Sent with an ETag: the same answer again costs a 304."""
     account = current_account()
     if not request.args.get("bbox"):
-        raise Refused("bbox is required: the map's view, minx,miny,maxx,maxy")
+        raise Refused(_("bbox is required: the map's view, minx,miny,maxx,maxy"))
     zoom = params.whole(request.args.get("zoom") or "0", "zoom", 0)
     filters = _case_filters(account, request.args)
     now = datetime.now()
@@ -546,15 +546,6 @@ def _time_left(case: dict) -> str:
     text = (_("{n} working days", n=number(hours / 8, 1)) if hours >= 8
             else _("{n} working hours", n=number(hours, 1)))
     return _("overdue by {time}", time=text) if case["overdue"] else _("{time} left", time=text)
-
-
-@bp.app_template_filter("fill")
-def _fill_filter(text: str, **params) -> str:
-    """``{{ _("due {when}")|fill(when=…) }}``: a translated message's ``{named}`` parameters
-    filled in (the templates' ``_`` fills only ``%(name)s``). Plain text: escaped on output."""
-    from geodata.i18n import fill
-
-    return fill(str(text), params)
 
 
 @bp.app_context_processor
