@@ -388,3 +388,15 @@ def test_the_switch_in_the_top_bar(browser, live):
         assert page.evaluate("document.documentElement.lang") == "zh-CN" and "考核" in page.inner_text("h1")
     finally:
         context.close()
+
+
+def test_a_templates_named_parameters_are_filled_in_both_styles(chinese_app):
+    """``{{ _("{name}: handles", name=…) }}`` reads "…：负责" — not the raw ``{name}`` the
+    department page's check boxes once read aloud; ``%(n)s`` still works; values are escaped."""
+    app, _secrets = chinese_app
+    with app.test_request_context("/", headers={"Accept-Language": "zh-CN"}):
+        render = app.jinja_env.from_string
+        braces = render('{{ _("{name}: handles", name=who) }}').render(who="<b>城管</b>")
+        percent = render('{{ _("%(total)s entries", total=7) }}').render()
+    assert "{name}" not in braces and "&lt;b&gt;城管&lt;/b&gt;" in braces and "<b>" not in braces
+    assert "7" in percent and "%(" not in percent
