@@ -1,8 +1,9 @@
-"""Grid cells in the web app (the ``grid`` command is in :mod:`webmap.commands.grid`): generate the cells of a community, a
-street or the district, and validate them (gaps, overlaps, cells outside their community,
-households in no cell); the grid page (``/grid?community=…`` or ``?street=…``), where a planner
-sees a community's or a street's cells on a map and in a table and generates, splits, merges and
-assigns them through the same API. Views parse the request and call :mod:`layers.grid.cells`."""
+"""Grid cells in the web app: generate the cells of a community, a street or the district, and
+validate them (gaps, overlaps, cells outside their community, households in no cell); the grid
+page (``/grid?community=…`` or ``?street=…``), where a planner sees a community's or a street's
+cells on a map and in a table and generates, splits, merges and assigns them through the same
+API. Views parse the request and call :mod:`layers.grid.cells`; the ``grid`` command is in
+:mod:`webmap.commands.grid`."""
 
 from __future__ import annotations
 
