@@ -10,19 +10,16 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
+from geodata.db import dispose_engines, get_engine
+from geodata.migrate import upgrade
+from geodata.standards import seed_settings
+from tests import pgcluster
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import pgcluster  # noqa: E402
-
-from geodata.db import dispose_engines, get_engine  # noqa: E402
-from geodata.migrate import upgrade  # noqa: E402
-from geodata.standards import seed_settings  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

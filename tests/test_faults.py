@@ -34,7 +34,6 @@ from pathlib import Path
 import geopandas as gpd
 import pytest
 import requests
-from pgcluster import free_port
 from sqlalchemy import text
 
 from geodata import jobs
@@ -42,6 +41,7 @@ from geodata.db import CONNECT_TIMEOUT_S, dispose_engines, get_engine
 from geodata.models import Base
 from layers.sample_data.demo import write_demo
 from tests.conftest import require
+from tests.pgcluster import free_port
 from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -398,7 +398,7 @@ def hammer(client_of, base_headers: dict, paths: list[str], stop: threading.Even
 
 
 def test_postgres_restarted_under_requests_gives_503s_then_answers_again(small_demo):
-    import pgcluster
+    from tests import pgcluster
 
     require(pgcluster.available(), "PostgreSQL 15 with PostGIS")
     from geodata.migrate import upgrade
