@@ -126,6 +126,27 @@ def stored(engine, small_demo):
     return engine
 
 
+def make_app(database_url: str, **config):
+    """The app the tests run: ``create_app`` on ``database_url`` with ``TESTING`` on and ``config``
+    (upper-case Flask settings: ``BASEMAP="none"``, ``PHOTO_DIR=…``) over the defaults — the one
+    way a test builds an app."""
+    from webmap import create_app
+
+    return create_app({"DATABASE_URL": database_url, "TESTING": True, **config})
+
+
+def demo_site(database_url: str, demo, **config):
+    """The usual site of a web test: ``demo`` written to the database at ``database_url``, an app
+    on it (:func:`make_app`) and one account of each kind (:func:`tests.webhelpers.make_accounts`);
+    returns the app and the accounts' secrets."""
+    from layers.sample_data.demo import write_demo
+    from tests.webhelpers import make_accounts
+
+    write_demo(get_engine(database_url), demo)
+    app = make_app(database_url, **config)
+    return app, make_accounts(app, demo)
+
+
 def streets_of(demo) -> list[str]:
     """A demo's street codes, in order."""
     return sorted(demo.layers["streets"]["code"])

@@ -11,8 +11,8 @@ from werkzeug.serving import make_server
 
 from geodata.db import get_engine
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.webhelpers import PASSWORD, make_accounts
-from webmap import create_app
 
 EVIL = "<img src=x onerror=alert(1)>"
 
@@ -30,7 +30,7 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     evil_code = small_demo.layers["communities"]["code"].iloc[0]
     with engine.begin() as conn:
         conn.execute(text("UPDATE communities SET name = :n WHERE code = :c"), {"n": EVIL, "c": evil_code})
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "osm"})
+    app = make_app(url, BASEMAP="osm")
     secrets = make_accounts(app, small_demo)
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)

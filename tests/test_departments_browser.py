@@ -17,8 +17,8 @@ from geodata.accounts import find_user
 from geodata.db import get_engine
 from layers.incidents import loop as incidents
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.webhelpers import PASSWORD, make_accounts
-from webmap import create_app
 from webmap.auth import add_user
 
 SHOTS = Path("/tmp/dept")
@@ -37,8 +37,7 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
                                       ("JD", "街道办事处", ["E01-01", "E04-01"], [])):
         depts.save_department(engine, {"code": code, "name": name, "categories": cats,
                                        "default_for": default}, catalogue, actor="test")
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none",
-                      "PHOTO_DIR": str(folder / "p")})
+    app = make_app(url, BASEMAP="none", PHOTO_DIR=str(folder / "p"))
     secrets = make_accounts(app, small_demo)
     with app.app_context():
         add_user("dispatcher", "dispatcher", PASSWORD)

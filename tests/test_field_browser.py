@@ -17,9 +17,9 @@ from werkzeug.serving import make_server
 from geodata.db import get_engine
 from geodata.models import Incident
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.images import JPEG
 from tests.webhelpers import PASSWORD, make_accounts
-from webmap import create_app
 
 SHOTS = Path("/tmp/field")
 
@@ -31,9 +31,7 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     shutil.copy(spatialite_template, path)
     url = f"sqlite:///{path}"
     write_demo(get_engine(url), small_demo)
-    app = create_app(
-        {"DATABASE_URL": url, "TESTING": True, "BASEMAP": "osm", "PHOTO_DIR": str(folder / "photos")}
-    )
+    app = make_app(url, BASEMAP="osm", PHOTO_DIR=str(folder / "photos"))
     secrets = make_accounts(app, small_demo)
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()

@@ -13,9 +13,9 @@ from werkzeug.serving import make_server
 from geodata.db import get_engine
 from geodata.settings import save_setting
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.images import JPEG
 from tests.webhelpers import PASSWORD, make_accounts
-from webmap import create_app
 
 EVIL = "<img src=x onerror=alert(1)>"
 
@@ -29,9 +29,7 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     write_demo(get_engine(url), small_demo)
     # one supervisor takes every step here: the separated loop is tests/test_departments.py's
     save_setting(get_engine(url), "incident_separation", False, actor="test")
-    app = create_app(
-        {"DATABASE_URL": url, "TESTING": True, "BASEMAP": "osm", "PHOTO_DIR": str(folder / "photos")}
-    )
+    app = make_app(url, BASEMAP="osm", PHOTO_DIR=str(folder / "photos"))
     secrets = make_accounts(app, small_demo)
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()

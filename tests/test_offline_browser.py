@@ -20,8 +20,8 @@ from sqlalchemy import text
 
 from geodata.db import get_engine
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.webhelpers import PASSWORD, csrf_token, gunicorn_app, make_accounts
-from webmap import create_app
 
 SHOTS = Path("/tmp/offline")
 
@@ -33,7 +33,7 @@ def live(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     shutil.copy(spatialite_template, path)
     url = f"sqlite:///{path}"
     write_demo(get_engine(url), small_demo)
-    app = create_app({"DATABASE_URL": url, "TESTING": True})
+    app = make_app(url)
     secrets = make_accounts(app, small_demo)
     with app.app_context():
         from webmap.auth import add_token
