@@ -199,3 +199,42 @@ def browser(chromium_path):
             "--disable-component-update", "--no-first-run"])
         yield browser
         browser.close()
+
+
+#: a supervisor's phone: 360 px wide, twice as dense, touch
+PHONE = {"viewport": {"width": 360, "height": 740}, "device_scale_factor": 2, "is_mobile": True,
+         "has_touch": True}
+
+
+@pytest.fixture
+def chromium_page(browser):
+    """Chromium pages for one test, each in its own context, closed after the test:
+    ``chromium_page(phone=False, dialogs=None, requests=False, no_tiles=False, **context_options)``.
+    Each page records its script errors in ``page.errors``; ``phone`` starts from :data:`PHONE`;
+    ``dialogs="dismiss"`` records dialogs in ``page.dialogs`` and dismisses them, ``"accept"``
+    accepts them; ``requests`` records the URLs asked for in ``page.requests``; ``no_tiles``
+    fails every tile request, as on an intranet with no way out."""
+    contexts = []
+
+    def open_page(*, phone: bool = False, dialogs: str | None = None, requests: bool = False,
+                  no_tiles: bool = False, **options):
+        context = browser.new_context(**((PHONE if phone else {}) | options))
+        contexts.append(context)
+        page = context.new_page()
+        page.errors = []
+        page.on("pageerror", lambda e: page.errors.append(str(e)))
+        if dialogs == "dismiss":
+            page.dialogs = []
+            page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+        elif dialogs == "accept":
+            page.on("dialog", lambda d: d.accept())
+        if requests:
+            page.requests = []
+            page.on("request", lambda r: page.requests.append(r.url))
+        if no_tiles:
+            page.route("**/tile.openstreetmap.org/**", lambda route: route.abort())
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()

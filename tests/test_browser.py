@@ -40,17 +40,9 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
 
 
 @pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    page.dialogs = []
-    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
+def page(chromium_page):
     # no network beyond this machine: every tile request fails, as on an intranet
-    page.route("**/tile.openstreetmap.org/**", lambda route: route.abort())
-    yield page
-    context.close()
+    return chromium_page(viewport={"width": 1400, "height": 900}, dialogs="dismiss", no_tiles=True)
 
 
 def sign_in(page, base: str, name: str) -> None:

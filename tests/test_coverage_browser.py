@@ -51,16 +51,10 @@ def served(tmp_path_factory, spatialite_template, small_demo, chromium_path):
 
 
 @pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, locale="zh-CN")
-    page = context.new_page()
-    page.dialogs = []
-    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    page.route("**/tile.openstreetmap.org/**", lambda route: route.abort())  # no network, as on an intranet
-    yield page
-    context.close()
+def page(chromium_page):
+    # no network, as on an intranet
+    return chromium_page(viewport={"width": 1400, "height": 900}, locale="zh-CN", dialogs="dismiss",
+                         no_tiles=True)
 
 
 def sign_in(page, base: str, name: str) -> None:

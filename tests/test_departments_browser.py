@@ -65,19 +65,14 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
 
 
 @pytest.fixture
-def phone(browser, server):
-    context = browser.new_context(viewport={"width": 360, "height": 740}, locale="zh-CN",
-                                  device_scale_factor=2, is_mobile=True, has_touch=True)
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
+def phone(chromium_page, server):
+    page = chromium_page(phone=True, locale="zh-CN")
     page.goto(f"{server['base']}/login")
     page.fill("input[name=name]", "dispatcher")
     page.fill("input[name=password]", PASSWORD)
     page.click("form.login button[type=submit]")
     page.wait_for_url(lambda url: "/login" not in url)
-    yield page
-    context.close()
+    return page
 
 
 def ready(page):

@@ -40,28 +40,21 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
 
 
 @pytest.fixture
-def phone(browser, server):
+def phone(chromium_page, server):
     here = server["cells"].iloc[0].geometry.representative_point()
-    context = browser.new_context(
-        viewport={"width": 360, "height": 740},
+    page = chromium_page(
+        phone=True,
         locale="zh-CN",  # a supervisor's phone in Chinese
-        device_scale_factor=2,
-        is_mobile=True,
-        has_touch=True,
         geolocation={"longitude": here.x, "latitude": here.y},
         permissions=["geolocation"],
+        no_tiles=True,
     )
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    page.route("**/tile.openstreetmap.org/**", lambda route: route.abort())
     page.goto(f"{server['base']}/login")
     page.fill("input[name=name]", "supervisor")
     page.fill("input[name=password]", PASSWORD)
     page.click("form.login button[type=submit]")
     page.wait_for_url(lambda url: "/login" not in url)
-    yield page
-    context.close()
+    return page
 
 
 def ready(page):

@@ -47,15 +47,8 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
 
 
 @pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, locale="en-US")
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    page.requests = []
-    page.on("request", lambda r: page.requests.append(r.url))
-    yield page
-    context.close()
+def page(chromium_page):
+    return chromium_page(viewport={"width": 1400, "height": 900}, locale="en-US", requests=True)
 
 
 def sign_in(page, base: str, name: str) -> None:

@@ -67,13 +67,8 @@ def counts(live, client_id: str) -> tuple[int, int]:
 
 
 @pytest.fixture
-def phone(browser, live):
-    context = browser.new_context(viewport={"width": 360, "height": 740}, locale="en-US",
-                                  device_scale_factor=2, is_mobile=True, has_touch=True)
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    page.on("dialog", lambda dialog: dialog.accept())
+def phone(chromium_page, live):
+    page = chromium_page(phone=True, locale="en-US", dialogs="accept")
     page.goto(f"{live['base']}/login")
     # a cache an earlier build left on the phone
     page.evaluate("caches.open('gridplan-static-0000oldbuild')"
@@ -82,8 +77,7 @@ def phone(browser, live):
     page.fill("input[name=password]", PASSWORD)
     page.tap("form.login button[type=submit]")
     page.wait_for_url(lambda url: "/login" not in url)
-    yield page, context
-    context.close()
+    return page, page.context
 
 
 def ready(page):
