@@ -57,14 +57,15 @@ def plan_command(minimum, maximum, target, street, seed, fresh, units_path, mapp
                                      "into the database with --all"))
     if units_path is None:
         ready()
+        unit_set = plans().units(street)  # refused here when there are none; kept for the plan
     else:
         unit_set = _units_of_file(units_path, mapping, crs, street)
     if output.suffix.lower() not in (".gpkg", ".zip"):
         raise click.ClickException(_("{file}: write the plan to a .gpkg or a .zip", file=output.name))
     rules = {"minimum": minimum, "maximum": maximum, "target": target, "fresh": fresh, "seed": seed}
-    with click.progressbar(length=1, label=_("planning"), file=sys.stderr) as bar:
-        def progress(done: int, total: int) -> None:
-            bar.length = total  # the streets: known once the units are read
+    streets = len(set(unit_set.graph.street))
+    with click.progressbar(length=streets, label=_("planning"), file=sys.stderr) as bar:
+        def progress(_done: int, _total: int) -> None:
             bar.update(1)
 
         if units_path is None:
