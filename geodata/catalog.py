@@ -1,7 +1,7 @@
 """The catalogue of layers that can be imported and exported: their fields, types and codes.
 
 Each :class:`LayerSpec` says what a file of that layer must carry, how codes are checked
-(the hierarchy of design.md §1: district 6 digits → street 9 → community 12 → grid cell 15),
+(the hierarchy of docs/domain.md §1: district 6 digits → street 9 → community 12 → grid cell 15),
 which geometry it takes, and the ASCII short name (at most 10 bytes) each field gets in a
 shapefile, with the Chinese label for the alias table.
 """

@@ -1,9 +1,9 @@
-"""SQLAlchemy 2 / GeoAlchemy2 models of every gridplan layer (design.md §3).
+"""SQLAlchemy 2 / GeoAlchemy2 models of every gridplan layer (docs/domain.md §3).
 
 Geometries are stored in EPSG:4326. Layers refer to each other by their official codes
 (``street_code``, ``community_code``, ``grid_code``) rather than row ids, so a layer can be
 replaced by a fresh import without breaking the others. Every large table carries
-``district_code`` so that it can later be distributed by district (design.md §5).
+``district_code`` so that it can later be distributed by district (docs/domain.md §5).
 """
 
 from __future__ import annotations

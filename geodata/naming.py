@@ -133,10 +133,5 @@ def next_codes(parent: str, taken: Iterable[str], count: int) -> list[str]:
     return out
 
 
-def is_provisional_sequence(code: str) -> bool:
-    """Whether the last three digits of ``code`` lie in the provisional ranges (700–999)."""
-    return len(code) >= 3 and code[-3:].isdigit() and int(code[-3:]) >= 700
-
-
 __all__ = ["COMMUNITY_SUFFIXES", "NameMatch", "PROVISIONAL_SEQUENCES", "STREET_SUFFIXES", "match_names",
            "next_codes", "normalise", "stem"]

@@ -1,4 +1,4 @@
-"""Per-city settings and standards, each with its source (design.md §1).
+"""Per-city settings and standards, each with its source (docs/domain.md §1).
 
 These are the defaults written into the ``settings`` table by ``init-db``; a city changes
 them there. Nothing here is a national number unless its source says so.

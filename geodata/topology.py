@@ -1,7 +1,7 @@
 """Topology of polygon layers: rook neighbours, gaps and overlaps.
 
 Two polygons are **neighbours** when they share an edge of positive length; touching at a
-corner does not count (design.md §3). Lengths are measured in a metric CRS chosen from the
+corner does not count (docs/domain.md §3). Lengths are measured in a metric CRS chosen from the
 data's centre.
 """
 

@@ -31,12 +31,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from benchvenv import anchor_venv  # noqa: E402
-from pgcluster import PostgisCluster, free_port  # noqa: E402
 
 from geodata.db import get_engine  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
 from geodata.store import layer_extent  # noqa: E402
 from layers.sample_data.demo import generate, write_demo  # noqa: E402
+from tests.pgcluster import PostgisCluster, free_port  # noqa: E402
 
 VENV = ROOT / "bench-out" / "venv-pygeoapi"
 WORKERS = 2

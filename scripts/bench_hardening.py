@@ -77,14 +77,12 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from pgcluster import PostgisCluster, free_port  # noqa: E402
 
 from geodata.db import dispose_engines, get_engine  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
 from geodata.standards import seed_settings  # noqa: E402
 from layers.sample_data.demo import generate, write_demo  # noqa: E402
+from tests.pgcluster import PostgisCluster, free_port  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PASSWORD = "correct horse 42"

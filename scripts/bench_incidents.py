@@ -55,9 +55,7 @@ import shapely
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from pgcluster import PostgisCluster, free_port  # noqa: E402
 from sqlalchemy import insert, literal, select, text  # noqa: E402
 
 from geodata import incident_rows  # noqa: E402
@@ -68,6 +66,7 @@ from geodata.standards import seed_settings  # noqa: E402
 from layers.incidents import rates  # noqa: E402
 from layers.incidents.working_time import add_working_hours  # noqa: E402
 from layers.sample_data.demo import generate, write_demo  # noqa: E402
+from tests.pgcluster import PostgisCluster, free_port  # noqa: E402
 
 WORKERS = 2
 

@@ -22,15 +22,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from pgcluster import PostgisCluster  # noqa: E402
 
 from geodata.db import get_engine  # noqa: E402
 from geodata.exporter import export_layer  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
 from layers.onboarding.imports import import_layer  # noqa: E402
 from layers.sample_data.demo import generate, write_demo  # noqa: E402
+from tests.pgcluster import PostgisCluster  # noqa: E402
 
 FORMATS = {"shp": ("ESRI Shapefile", "shp.zip"), "gpkg": ("GPKG", "gpkg"),
            "geojson": ("GeoJSON", "geojson"), "csv": ("CSV", "csv")}

@@ -23,7 +23,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
 from geodata.db import get_engine  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
@@ -87,7 +86,7 @@ def main() -> None:
     results["spatialite"] = _run(f"sqlite:///{tmp / 'city.sqlite'}", folder, args.plan)
     print(json.dumps(results["spatialite"], ensure_ascii=False), flush=True)
     if args.postgis:
-        import pgcluster
+        from tests import pgcluster
 
         cluster = pgcluster.PostgisCluster(dbname="bench_onboard")
         cluster.start()

@@ -32,9 +32,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import pgcluster  # noqa: E402
 
 from geodata import plan_rows  # noqa: E402
 from geodata.db import get_engine  # noqa: E402
@@ -43,6 +40,7 @@ from layers.plans.files import units_from_database  # noqa: E402
 from layers.plans.scale import DaskRunner, SerialRunner, plan_all  # noqa: E402
 from layers.sample_data.country import tile, write_country  # noqa: E402
 from layers.sample_data.demo import generate  # noqa: E402
+from tests import pgcluster  # noqa: E402
 
 LIMIT = 100_000
 

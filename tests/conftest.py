@@ -10,19 +10,16 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
+from geodata.db import dispose_engines, get_engine
+from geodata.migrate import upgrade
+from geodata.standards import seed_settings
+from tests import pgcluster
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import pgcluster  # noqa: E402
-
-from geodata.db import dispose_engines, get_engine  # noqa: E402
-from geodata.migrate import upgrade  # noqa: E402
-from geodata.standards import seed_settings  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -129,6 +126,27 @@ def stored(engine, small_demo):
     return engine
 
 
+def make_app(database_url: str, **config):
+    """The app the tests run: ``create_app`` on ``database_url`` with ``TESTING`` on and ``config``
+    (upper-case Flask settings: ``BASEMAP="none"``, ``PHOTO_DIR=…``) over the defaults — the one
+    way a test builds an app."""
+    from webmap import create_app
+
+    return create_app({"DATABASE_URL": database_url, "TESTING": True, **config})
+
+
+def demo_site(database_url: str, demo, **config):
+    """The usual site of a web test: ``demo`` written to the database at ``database_url``, an app
+    on it (:func:`make_app`) and one account of each kind (:func:`tests.webhelpers.make_accounts`);
+    returns the app and the accounts' secrets."""
+    from layers.sample_data.demo import write_demo
+    from tests.webhelpers import make_accounts
+
+    write_demo(get_engine(database_url), demo)
+    app = make_app(database_url, **config)
+    return app, make_accounts(app, demo)
+
+
 def streets_of(demo) -> list[str]:
     """A demo's street codes, in order."""
     return sorted(demo.layers["streets"]["code"])
@@ -181,3 +199,42 @@ def browser(chromium_path):
             "--disable-component-update", "--no-first-run"])
         yield browser
         browser.close()
+
+
+#: a supervisor's phone: 360 px wide, twice as dense, touch
+PHONE = {"viewport": {"width": 360, "height": 740}, "device_scale_factor": 2, "is_mobile": True,
+         "has_touch": True}
+
+
+@pytest.fixture
+def chromium_page(browser):
+    """Chromium pages for one test, each in its own context, closed after the test:
+    ``chromium_page(phone=False, dialogs=None, requests=False, no_tiles=False, **context_options)``.
+    Each page records its script errors in ``page.errors``; ``phone`` starts from :data:`PHONE`;
+    ``dialogs="dismiss"`` records dialogs in ``page.dialogs`` and dismisses them, ``"accept"``
+    accepts them; ``requests`` records the URLs asked for in ``page.requests``; ``no_tiles``
+    fails every tile request, as on an intranet with no way out."""
+    contexts = []
+
+    def open_page(*, phone: bool = False, dialogs: str | None = None, requests: bool = False,
+                  no_tiles: bool = False, **options):
+        context = browser.new_context(**((PHONE if phone else {}) | options))
+        contexts.append(context)
+        page = context.new_page()
+        page.errors = []
+        page.on("pageerror", lambda e: page.errors.append(str(e)))
+        if dialogs == "dismiss":
+            page.dialogs = []
+            page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+        elif dialogs == "accept":
+            page.on("dialog", lambda d: d.accept())
+        if requests:
+            page.requests = []
+            page.on("request", lambda r: page.requests.append(r.url))
+        if no_tiles:
+            page.route("**/tile.openstreetmap.org/**", lambda route: route.abort())
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()

@@ -23,8 +23,8 @@ from sqlalchemy import func, select
 from geodata.db import get_engine
 from geodata.models import AuditLog, Plan
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.webhelpers import csrf_token, make_accounts, sign_in, signed_in
-from webmap import create_app
 
 ROLES = ("admin", "planner", "supervisor", "viewer", "dispatcher", "handler")
 CALLERS = (*ROLES, "anonymous", "wrong_token", "revoked_token")
@@ -211,12 +211,9 @@ def matrix_site(url: str, demo) -> dict:
     write_demo(get_engine(url), demo)
     # every caller's empty sign-in counts against one (empty) name: the limits are
     # tests/test_sign_in_limits.py's, not the matrix's (nor the report limits)
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none",
-                      "LOGIN_LIMIT_PER_ACCOUNT": "1000 per minute",
-                      "LOGIN_LIMIT_PER_ADDRESS": "1000 per minute",
-                      # the injection tests send hundreds of reports: tests/test_bounds.py has the limits
-                      "REPORT_LIMIT_PER_ACCOUNT": "100000 per minute",
-                      "REPORT_LIMIT_PER_ADDRESS": "100000 per minute"})
+    app = make_app(url, BASEMAP="none", LOGIN_LIMIT_PER_ACCOUNT="1000 per minute",
+                   LOGIN_LIMIT_PER_ADDRESS="1000 per minute", REPORT_LIMIT_PER_ACCOUNT="100000 per minute",
+                   REPORT_LIMIT_PER_ADDRESS="100000 per minute")
     secrets = make_accounts(app, demo)
     from geodata.accounts import find_user, list_tokens, revoke_token
     from geodata.departments import save_department

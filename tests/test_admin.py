@@ -13,8 +13,8 @@ import pytest
 
 from geodata.audit import AuditFilter, search
 from geodata.settings import get_value
+from tests.conftest import make_app
 from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
-from webmap import create_app
 
 
 def strict(response) -> dict:
@@ -28,7 +28,7 @@ def strict(response) -> dict:
 
 @pytest.fixture
 def site(db_url, engine, small_demo):
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True})
+    app = make_app(db_url)
     secrets = make_accounts(app, small_demo)
     return app, secrets
 
@@ -259,7 +259,7 @@ def test_the_base_map_is_the_administrators_choice(site, engine, monkeypatch):
     assert admin.put("/api/admin/settings/basemap", headers=headers, json={"value": "osm"}).status_code == 200
     assert "tile.openstreetmap.org" in admin.get("/map").get_data(as_text=True)
     monkeypatch.setenv("GRIDPLAN_BASEMAP", "gaode")  # the environment still wins when set
-    overridden = create_app({"DATABASE_URL": app.config["DATABASE_URL"], "TESTING": True})
+    overridden = make_app(app.config["DATABASE_URL"])
     client = overridden.test_client()
     sign_in(client, "admin")
     assert "autonavi.com" in client.get("/map").get_data(as_text=True)
@@ -311,7 +311,7 @@ def served(tmp_path_factory, spatialite_template, small_demo, chromium_path):
 
     folder = tmp_path_factory.mktemp("admin_pages")
     shutil.copy(spatialite_template, folder / "gridplan.sqlite")
-    app = create_app({"DATABASE_URL": f"sqlite:///{folder / 'gridplan.sqlite'}", "TESTING": True})
+    app = make_app(f"sqlite:///{folder / 'gridplan.sqlite'}")
     secrets = make_accounts(app, small_demo)
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -500,7 +500,7 @@ def test_the_audit_page_names_the_servers_commands_in_words(site, engine, monkey
     assert "<td>cli</td>" not in page and "<td>demo-accounts</td>" not in page
     assert "cli" in admin.get("/admin/audit.csv?action=setting").get_data(as_text=True)
     monkeypatch.delenv("GRIDPLAN_LOCALE", raising=False)  # as installed: Chinese
-    chinese = create_app({"DATABASE_URL": app.config["DATABASE_URL"], "TESTING": True})
+    chinese = make_app(app.config["DATABASE_URL"])
     admin, _ = client_as(chinese, "admin")
     page = admin.get("/admin/audit?action=setting", headers={"Accept-Language": "zh-CN"})
     page = page.get_data(as_text=True)

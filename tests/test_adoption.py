@@ -25,7 +25,7 @@ from layers.plans import adoption
 from layers.plans import edits as plan_edits
 from layers.plans import workflow as plan_workflow
 from layers.plans.memory import PlanMemory
-from tests.conftest import streets_of
+from tests.conftest import make_app, streets_of
 
 REASON = "街道办事处会议决定保留现状社区，待人口普查后再调整"
 
@@ -256,9 +256,8 @@ def test_demo_cases_carry_the_community_of_their_cell(small_demo):
 @pytest.fixture
 def site(db_url, stored, small_demo):
     from tests.webhelpers import make_accounts
-    from webmap import create_app
 
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
+    app = make_app(db_url, BASEMAP="none")
     make_accounts(app, small_demo)
     return app
 

@@ -16,9 +16,9 @@ from geodata import jobs
 from geodata.db import get_engine
 from layers.plans import adoption
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.test_plan_page import Page, client_of
 from tests.webhelpers import make_accounts
-from webmap import create_app
 
 SHOTS = Path("/tmp/adopt")
 
@@ -33,7 +33,7 @@ def live(tmp_path_factory, spatialite_template, small_demo):
     shutil.copy(spatialite_template, path)
     url = f"sqlite:///{path}"
     write_demo(get_engine(url), small_demo)
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none"})
+    app = make_app(url, BASEMAP="none")
     make_accounts(app, small_demo)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -14,12 +14,12 @@ import pytest
 
 from geodata.db import dispose_engines, get_engine
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.webhelpers import csrf_token, make_accounts, sign_in, snapshot
-from webmap import create_app
 
 
 def cli(url: str):
-    runner = create_app({"DATABASE_URL": url, "TESTING": True}).test_cli_runner()
+    runner = make_app(url).test_cli_runner()
     return lambda *args: runner.invoke(args=list(args))
 
 
@@ -27,7 +27,7 @@ def cli(url: str):
 def used(db_url, small_demo):
     """A database in use: the demo, accounts and a token, a plan edited and a case acted on."""
     write_demo(get_engine(db_url), small_demo)
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True})
+    app = make_app(db_url)
     make_accounts(app, small_demo)
     client = app.test_client()
     sign_in(client, "admin")

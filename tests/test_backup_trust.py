@@ -23,14 +23,14 @@ from sqlalchemy import text
 
 from geodata.db import dispose_engines, get_engine
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.webhelpers import make_accounts, snapshot
-from webmap import create_app
 
 _n = itertools.count()
 
 
 def cli(url: str):
-    runner = create_app({"DATABASE_URL": url, "TESTING": True}).test_cli_runner()
+    runner = make_app(url).test_cli_runner()
     return lambda *args: runner.invoke(args=list(args))
 
 
@@ -219,7 +219,7 @@ def test_crafted_postgis_dumps_are_refused_by_name(postgis_server, small_demo, t
         with get_engine(source).begin() as conn:
             conn.exec_driver_sql(sql)
         if "CHECK" in sql:  # rows for the constraint to check as they are copied in
-            make_accounts(create_app({"DATABASE_URL": source, "TESTING": True}), small_demo)
+            make_accounts(make_app(source), small_demo)
         path = tmp_path / f"crafted{i}.dump"
         made = cli(source)("backup", "-o", str(path))
         assert made.exit_code == 0, made.output

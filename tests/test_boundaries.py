@@ -17,7 +17,7 @@ from geodata.models import CommunityHistory
 from geodata.revisions import current_revision
 from geodata.store import read_layer, write_layer
 from layers.onboarding.boundaries import clean, clean_stored, topology
-from webmap import create_app
+from tests.conftest import make_app
 
 METRIC = 4547  # CGCS2000 3-degree Gauss–Krüger CM 114E: what to_metric picks at 114.3E
 X0, Y0 = 530_000.0, 3_385_000.0
@@ -141,7 +141,7 @@ def test_clean_stored_keeps_history_and_raises_the_revision(engine):
 def test_cli_topology_and_clean_print_one_json_object(db_url, engine):
     communities, streets = constructed()
     _store(engine, communities, streets)
-    runner = create_app({"DATABASE_URL": db_url, "TESTING": True}).test_cli_runner()
+    runner = make_app(db_url).test_cli_runner()
     result = runner.invoke(args=["topology", "communities"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     found = json.loads(result.stdout)
@@ -162,7 +162,7 @@ def test_topology_api_is_a_geojson_layer(db_url, engine):
 
     communities, streets = constructed()
     _store(engine, communities, streets)
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True})
+    app = make_app(db_url)
     with app.app_context():
         add_user("planner", "planner", PASSWORD)
     client = app.test_client()

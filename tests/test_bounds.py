@@ -28,9 +28,9 @@ from geodata import jobs
 from geodata.db import dispose_engines, get_engine
 from geodata.models import Incident, Job
 from layers.sample_data.demo import write_demo
+from tests.conftest import demo_site, make_app
 from tests.test_faults import units_update_file
 from tests.webhelpers import csrf_token, make_accounts, sign_in, snapshot
-from webmap import create_app
 from webmap.security import MAX_JSON_DEPTH, _has_nul, json_depth
 
 
@@ -71,7 +71,7 @@ def site(tmp_path_factory, spatialite_template, small_demo):
     shutil.copy(spatialite_template, path)
     url = f"sqlite:///{path}"
     write_demo(get_engine(url), small_demo)
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none"})
+    app = make_app(url, BASEMAP="none")
     secrets = make_accounts(app, small_demo)
     yield {"app": app, "url": url, "token": secrets["token"], "demo": small_demo}
     dispose_engines()
@@ -194,8 +194,8 @@ def test_reports_past_the_limit_of_an_account_or_token_are_429_and_not_stored(db
     """On each database: the counters are rows of ``rate_limits``."""
     url, engine = db_url, get_engine(db_url)
     write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none",
-                      "REPORT_LIMIT_PER_ACCOUNT": "4 per minute", "REPORT_LIMIT_PER_ADDRESS": "6 per minute"})
+    app = make_app(url, BASEMAP="none", REPORT_LIMIT_PER_ACCOUNT="4 per minute",
+                   REPORT_LIMIT_PER_ADDRESS="6 per minute")
     make_accounts(app, small_demo)
     community = small_demo.layers["communities"]["code"].iloc[0]
     report = {"community": community, "category": "E01-01", "description": "路灯不亮"}
@@ -258,9 +258,7 @@ def test_reports_past_the_limit_of_an_account_or_token_are_429_and_not_stored(db
 
 def test_one_user_may_have_three_jobs_queued_or_running(db_url, small_demo):
     engine = get_engine(db_url)
-    write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
-    make_accounts(app, small_demo)
+    app = demo_site(db_url, small_demo, BASEMAP="none")[0]
     viewer, headers = browser(app, "viewer")
     started = [viewer.post("/api/coverage/jobs", json={"method": "straight"}, headers=headers)
                for _ in range(4)]
@@ -355,7 +353,7 @@ def test_a_bad_job_limit_neither_stops_the_worker_nor_job_creation(db_url, small
     assert job["result"]["pid"] not in (os.getpid(), None)
     assert "GRIDPLAN_JOB_TIME_LIMIT='10m'" in caplog.text
     assert worker.run_one(engine) is None
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
+    app = make_app(db_url, BASEMAP="none")
     make_accounts(app, small_demo)
     viewer, headers = browser(app, "viewer")
     assert [viewer.post("/api/coverage/jobs", json={"method": "straight"}, headers=headers).status_code

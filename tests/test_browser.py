@@ -11,8 +11,8 @@ from werkzeug.serving import make_server
 
 from geodata.db import get_engine
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.webhelpers import PASSWORD, make_accounts
-from webmap import create_app
 
 EVIL = "<img src=x onerror=alert(1)>"
 
@@ -30,7 +30,7 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     evil_code = small_demo.layers["communities"]["code"].iloc[0]
     with engine.begin() as conn:
         conn.execute(text("UPDATE communities SET name = :n WHERE code = :c"), {"n": EVIL, "c": evil_code})
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "osm"})
+    app = make_app(url, BASEMAP="osm")
     secrets = make_accounts(app, small_demo)
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
@@ -40,17 +40,9 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
 
 
 @pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    page.dialogs = []
-    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
+def page(chromium_page):
     # no network beyond this machine: every tile request fails, as on an intranet
-    page.route("**/tile.openstreetmap.org/**", lambda route: route.abort())
-    yield page
-    context.close()
+    return chromium_page(viewport={"width": 1400, "height": 900}, dialogs="dismiss", no_tiles=True)
 
 
 def sign_in(page, base: str, name: str) -> None:

@@ -17,8 +17,8 @@ from geodata import incident_rows
 from geodata.db import get_engine
 from layers.incidents import loop as incidents
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.webhelpers import PASSWORD, make_accounts, signed_in
-from webmap import create_app
 
 PINS = 100  # a small cap, so that the small demo's city view is drawn as groups
 
@@ -26,7 +26,7 @@ PINS = 100  # a small cap, so that the small demo's city view is drawn as groups
 @pytest.fixture
 def site(db_url, engine, small_demo):
     write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none", "CASE_MAP_PINS": PINS})
+    app = make_app(db_url, BASEMAP="none", CASE_MAP_PINS=PINS)
     secrets = make_accounts(app, small_demo)
     return {"app": app, "engine": engine, **secrets}
 
@@ -141,7 +141,7 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     shutil.copy(spatialite_template, path)
     url = f"sqlite:///{path}"
     write_demo(get_engine(url), small_demo)
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none", "CASE_MAP_PINS": PINS})
+    app = make_app(url, BASEMAP="none", CASE_MAP_PINS=PINS)
     make_accounts(app, small_demo)
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()

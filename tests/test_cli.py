@@ -8,12 +8,12 @@ import pyogrio
 import pytest
 
 from geodata.store import layer_counts, read_layer
-from webmap import create_app
+from tests.conftest import make_app
 
 
 @pytest.fixture
 def run(db_url):
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True})
+    app = make_app(db_url)
     runner = app.test_cli_runner()
 
     def invoke(*args: str):
@@ -104,7 +104,7 @@ def test_accounts_and_tokens_from_the_command_line(run, engine, db_url, tmp_path
     assert find_token(engine, hash_token(token)).name == "police"
     assert run("token", "add", "police").exit_code == 1  # names are unique
 
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True})
+    app = make_app(db_url)
     app.instance_path = str(tmp_path)
     runner = app.test_cli_runner()
     result = runner.invoke(args=["demo-accounts"])
@@ -124,7 +124,7 @@ def test_demo_supervisor_holds_the_cells_of_their_community(db_url, engine, tmp_
     Run again, nothing changes."""
     from tests.webhelpers import sign_in
 
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
+    app = make_app(db_url, BASEMAP="none")
     app.instance_path = str(tmp_path)
     runner = app.test_cli_runner()
     assert runner.invoke(args=["demo", "--units", "800", "--seed", "7"]).exit_code == 0

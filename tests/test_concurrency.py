@@ -31,7 +31,7 @@ from layers.onboarding.imports import ImportRefused, import_layer
 from layers.plans.memory import PlanMemory
 from layers.plans.workflow import auto_plan
 from layers.sample_data.demo import write_demo
-from webmap import create_app
+from tests.conftest import make_app
 from webmap.auth import add_token
 
 
@@ -72,7 +72,7 @@ class Caller:
 def two_processes(db_url, engine, small_demo):
     """Two apps on one database (two server processes), and callers of each role in each."""
     write_demo(engine, small_demo)
-    apps = [create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"}) for _ in range(2)]
+    apps = [make_app(db_url, BASEMAP="none") for _ in range(2)]
     community = small_demo.layers["communities"]["code"].iloc[0]
     callers = {}
     with apps[0].app_context():

@@ -18,8 +18,8 @@ from geodata.db import get_engine
 from geodata.standards import FACILITY_STANDARDS
 from layers.coverage import gaps as coverage
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.webhelpers import PASSWORD, make_accounts
-from webmap import create_app
 
 EVIL = "<img src=x onerror=alert(1)>"
 SHOTS = Path(os.environ.get("GRIDPLAN_SCREENSHOTS", "/tmp/gridplan-shots"))
@@ -41,7 +41,7 @@ def served(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     evil = missing[0]["community"]  # a community the findings list names
     with engine.begin() as conn:
         conn.execute(text("UPDATE communities SET name = :n WHERE code = :c"), {"n": EVIL, "c": evil})
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "osm"})
+    app = make_app(url, BASEMAP="osm")
     make_accounts(app, small_demo)
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
@@ -51,16 +51,10 @@ def served(tmp_path_factory, spatialite_template, small_demo, chromium_path):
 
 
 @pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, locale="zh-CN")
-    page = context.new_page()
-    page.dialogs = []
-    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    page.route("**/tile.openstreetmap.org/**", lambda route: route.abort())  # no network, as on an intranet
-    yield page
-    context.close()
+def page(chromium_page):
+    # no network, as on an intranet
+    return chromium_page(viewport={"width": 1400, "height": 900}, locale="zh-CN", dialogs="dismiss",
+                         no_tiles=True)
 
 
 def sign_in(page, base: str, name: str) -> None:

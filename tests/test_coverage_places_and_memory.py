@@ -23,9 +23,9 @@ from layers.coverage import gaps as coverage
 from layers.coverage import siting
 from layers.coverage.reach import RoadGraph
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.test_coverage import _grid_units
 from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
-from webmap import create_app
 
 SHOTS = Path(os.environ.get("GRIDPLAN_SCREENSHOTS", "/tmp/siting-speed"))
 
@@ -106,7 +106,7 @@ def test_road_coverage_by_windows_is_the_whole_graphs(radius):
 def site(db_url, small_demo):
     engine = get_engine(db_url)
     write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True})
+    app = make_app(db_url)
     make_accounts(app, small_demo)
     return app, engine
 
@@ -163,7 +163,7 @@ def test_the_memory_of_computed_scopes_is_the_apps_own(site, db_url):
     assert not hasattr(coverage_cache, "_MEMORY")  # no module global
     memory = app.extensions["gridplan.coverage"]
     assert isinstance(memory, coverage_cache.CoverageMemory) and len(memory) == 0
-    other = create_app({"DATABASE_URL": db_url, "TESTING": True})
+    other = make_app(db_url)
     planner, _ = client_as(app, "planner")
     first = planner.get("/api/coverage/report")
     assert first.status_code == 200 and len(memory) == 1
@@ -188,7 +188,7 @@ def served(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     shutil.copy(spatialite_template, path)
     url = f"sqlite:///{path}"
     write_demo(get_engine(url), small_demo)
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none"})
+    app = make_app(url, BASEMAP="none")
     make_accounts(app, small_demo)
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()

@@ -14,19 +14,15 @@ import pytest
 import shapely
 
 from geodata.db import get_engine
-from layers.sample_data.demo import write_demo
-from tests.webhelpers import csrf_token, make_accounts, sign_in
-from webmap import create_app
+from tests.conftest import demo_site
+from tests.webhelpers import csrf_token, sign_in
 
 REPORT_KEYS = {"reach", "missing", "facilities", "blind_spots", "cell_problems"}
 
 
 @pytest.fixture
 def site(db_url, small_demo):
-    engine = get_engine(db_url)
-    write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True})
-    secrets = make_accounts(app, small_demo)
+    app, secrets = demo_site(db_url, small_demo)
     return app, secrets
 
 

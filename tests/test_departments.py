@@ -18,9 +18,9 @@ from geodata.accounts import find_user
 from geodata.models import Department, IncidentPhoto, IncidentStep
 from layers.incidents import loop as incidents
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.images import JPEG
 from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
-from webmap import create_app
 from webmap.auth import add_user
 
 NO_CASE = "20990101-999999"
@@ -30,8 +30,7 @@ NO_CASE = "20990101-999999"
 def site(db_url, engine, small_demo, tmp_path):
     """The small demo with departments made through the API and one account of each kind."""
     write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none",
-                      "PHOTO_DIR": str(tmp_path / "photos")})
+    app = make_app(db_url, BASEMAP="none", PHOTO_DIR=str(tmp_path / "photos"))
     secrets = make_accounts(app, small_demo)  # supervisor: the 网格长 of the first community
     admin = client_of(app, "admin")
     for body in (

@@ -17,8 +17,8 @@ from geodata.accounts import find_user
 from geodata.db import get_engine
 from layers.incidents import loop as incidents
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.webhelpers import PASSWORD, make_accounts
-from webmap import create_app
 from webmap.auth import add_user
 
 SHOTS = Path("/tmp/dept")
@@ -37,8 +37,7 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
                                       ("JD", "街道办事处", ["E01-01", "E04-01"], [])):
         depts.save_department(engine, {"code": code, "name": name, "categories": cats,
                                        "default_for": default}, catalogue, actor="test")
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none",
-                      "PHOTO_DIR": str(folder / "p")})
+    app = make_app(url, BASEMAP="none", PHOTO_DIR=str(folder / "p"))
     secrets = make_accounts(app, small_demo)
     with app.app_context():
         add_user("dispatcher", "dispatcher", PASSWORD)
@@ -66,19 +65,14 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
 
 
 @pytest.fixture
-def phone(browser, server):
-    context = browser.new_context(viewport={"width": 360, "height": 740}, locale="zh-CN",
-                                  device_scale_factor=2, is_mobile=True, has_touch=True)
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
+def phone(chromium_page, server):
+    page = chromium_page(phone=True, locale="zh-CN")
     page.goto(f"{server['base']}/login")
     page.fill("input[name=name]", "dispatcher")
     page.fill("input[name=password]", PASSWORD)
     page.click("form.login button[type=submit]")
     page.wait_for_url(lambda url: "/login" not in url)
-    yield page
-    context.close()
+    return page
 
 
 def ready(page):

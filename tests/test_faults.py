@@ -34,15 +34,15 @@ from pathlib import Path
 import geopandas as gpd
 import pytest
 import requests
-from pgcluster import free_port
 from sqlalchemy import text
 
 from geodata import jobs
 from geodata.db import CONNECT_TIMEOUT_S, dispose_engines, get_engine
 from geodata.models import Base
 from layers.sample_data.demo import write_demo
-from tests.conftest import require
-from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in, snapshot
+from tests.conftest import demo_site, make_app, require
+from tests.pgcluster import free_port
+from tests.webhelpers import PASSWORD, csrf_token, sign_in, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -155,10 +155,9 @@ def open311_outcome(url: str, before: dict, n: int, prefix: str = "f") -> str:
 def approved_plan(url: str, demo, token_name: str = "faults-admin") -> tuple[int, int, str]:
     """A plan of the demo's first street with one unit moved, submitted and approved; its id,
     version and an administrator's API token."""
-    from webmap import create_app
     from webmap.auth import add_token
 
-    app = create_app({"DATABASE_URL": url, "TESTING": True})
+    app = make_app(url)
     with app.app_context():
         token = add_token(token_name, "admin")
     client = app.test_client()
@@ -267,9 +266,8 @@ def demo_db(db_url, small_demo):
 
 
 def cli(url: str):
-    from webmap import create_app
 
-    runner = create_app({"DATABASE_URL": url, "TESTING": True}).test_cli_runner()
+    runner = make_app(url).test_cli_runner()
     return lambda *args: runner.invoke(args=list(args))
 
 
@@ -398,12 +396,11 @@ def hammer(client_of, base_headers: dict, paths: list[str], stop: threading.Even
 
 
 def test_postgres_restarted_under_requests_gives_503s_then_answers_again(small_demo):
-    import pgcluster
+    from tests import pgcluster
 
     require(pgcluster.available(), "PostgreSQL 15 with PostGIS")
     from geodata.migrate import upgrade
     from geodata.standards import seed_settings
-    from webmap import create_app
     from webmap.auth import add_token
 
     cluster = pgcluster.PostgisCluster(dbname="restarted")
@@ -415,7 +412,7 @@ def test_postgres_restarted_under_requests_gives_503s_then_answers_again(small_d
         with engine.begin() as conn:
             seed_settings(conn)
         write_demo(engine, small_demo)
-        app = create_app({"DATABASE_URL": url, "TESTING": True})
+        app = make_app(url)
         with app.app_context():
             token = add_token("restart-viewer", "viewer")
         minx, miny, maxx, maxy = small_demo.layers["units"].total_bounds
@@ -473,7 +470,6 @@ def test_postgres_restarted_under_requests_gives_503s_then_answers_again(small_d
 
 def test_sqlite_on_a_full_disk_refuses_clearly_keeps_the_file_whole_and_recovers(
         spatialite_template, small_demo, tmp_path):
-    from webmap import create_app
 
     with small_disk(tmp_path / "disk", 40) as disk:
         if disk is None:
@@ -481,12 +477,9 @@ def test_sqlite_on_a_full_disk_refuses_clearly_keeps_the_file_whole_and_recovers
         path = disk / "gridplan.sqlite"
         path.write_bytes(spatialite_template.read_bytes())
         url = f"sqlite:///{path}"
-        engine = get_engine(url)
-        write_demo(engine, small_demo)
         # as in production, an error after the view (the sign-in limiter's count) is answered, not raised
-        app = create_app({"DATABASE_URL": url, "TESTING": True, "PROPAGATE_EXCEPTIONS": False,
-                          "UPLOAD_FOLDER": str(disk / "uploads")})
-        secrets = make_accounts(app, small_demo)
+        app, secrets = demo_site(url, small_demo, PROPAGATE_EXCEPTIONS=False,
+                                 UPLOAD_FOLDER=str(disk / "uploads"))
         plan_id, version, token = approved_plan(url, small_demo)
         with get_engine(url).connect() as conn:  # an empty WAL: every write needs new space
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -544,11 +537,10 @@ def test_each_database_failure_is_named_in_the_readers_language(tmp_path):
     from sqlalchemy.exc import OperationalError
 
     from geodata.db import database_trouble
-    from webmap import create_app
 
     # PostgreSQL not listening: unreachable, within the connect timeout, in Chinese and English
     closed = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gridplan"
-    app = create_app({"DATABASE_URL": closed, "TESTING": True})
+    app = make_app(closed)
     began = time.monotonic()
     answer = app.test_client().get("/api/layers", headers={"Authorization": "Bearer x",
                                                             "Accept-Language": "zh"})
@@ -561,7 +553,7 @@ def test_each_database_failure_is_named_in_the_readers_language(tmp_path):
     page = browser.post("/login", data=form, headers={"Accept-Language": "en"})
     assert page.status_code == 503 and "The database cannot be reached" in page.get_data(as_text=True)
     # a file without the schema: not ready, run init-db
-    empty = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite'}", "TESTING": True})
+    empty = make_app(f"sqlite:///{tmp_path / 'empty.sqlite'}")
     answer = empty.test_client().get("/api/layers", headers={"Authorization": "Bearer x"})
     assert answer.status_code == 503 and answer.json["code"] == "DatabaseNotReady"
     assert "init-db" in answer.json["detail"]

@@ -15,18 +15,13 @@ from sqlalchemy import func, select
 
 from geodata.models import Incident, IncidentStep
 from geodata.settings import save_setting
-from layers.sample_data.demo import write_demo
-from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
-from webmap import create_app
+from tests.conftest import demo_site
+from tests.webhelpers import PASSWORD, csrf_token, sign_in
 
 
 @pytest.fixture
 def site(db_url, engine, small_demo, tmp_path):
-    write_demo(engine, small_demo)
-    app = create_app(
-        {"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none", "PHOTO_DIR": str(tmp_path / "photos")}
-    )
-    secrets = make_accounts(app, small_demo)
+    app, secrets = demo_site(db_url, small_demo, BASEMAP="none", PHOTO_DIR=str(tmp_path / "photos"))
     cells = small_demo.layers["grid_cells"]
     mine = cells[cells["code"].str.startswith(secrets["scope"])]
     return {"app": app, "engine": engine, "demo": small_demo, "mine": mine, **secrets}

@@ -17,9 +17,9 @@ from werkzeug.serving import make_server
 from geodata.db import get_engine
 from geodata.models import Incident
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.images import JPEG
 from tests.webhelpers import PASSWORD, make_accounts
-from webmap import create_app
 
 SHOTS = Path("/tmp/field")
 
@@ -31,9 +31,7 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     shutil.copy(spatialite_template, path)
     url = f"sqlite:///{path}"
     write_demo(get_engine(url), small_demo)
-    app = create_app(
-        {"DATABASE_URL": url, "TESTING": True, "BASEMAP": "osm", "PHOTO_DIR": str(folder / "photos")}
-    )
+    app = make_app(url, BASEMAP="osm", PHOTO_DIR=str(folder / "photos"))
     secrets = make_accounts(app, small_demo)
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -44,19 +42,13 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     srv.shutdown()
 
 
-def phone_context(browser, here=None):
-    options = {"viewport": {"width": 360, "height": 740}, "locale": "zh-CN", "device_scale_factor": 2,
-               "is_mobile": True, "has_touch": True}
-    if here is not None:
-        options.update(geolocation={"longitude": here.x, "latitude": here.y}, permissions=["geolocation"])
-    context = browser.new_context(**options)
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
+def phone_context(chromium_page, here=None):
+    where = {} if here is None else {"geolocation": {"longitude": here.x, "latitude": here.y},
+                                     "permissions": ["geolocation"]}
+    page = chromium_page(phone=True, locale="zh-CN", no_tiles=True, **where)  # no signal for tiles
     # what the page's Content-Security-Policy blocks is an error too (tiles that fail are not)
     page.on("console", lambda m: page.errors.append(m.text) if "Content Security Policy" in m.text else None)
-    page.route("**/tile.openstreetmap.org/**", lambda route: route.abort())  # no signal for tiles
-    return context, page
+    return page.context, page
 
 
 def sign_in(page, server):
@@ -86,8 +78,8 @@ def no_sideways_scroll(page):
     assert page.evaluate("document.documentElement.scrollWidth") <= 360 + 1
 
 
-def test_signing_in_on_a_phone_lands_on_the_cases(browser, server):
-    context, page = phone_context(browser)
+def test_signing_in_on_a_phone_lands_on_the_cases(chromium_page, server):
+    context, page = phone_context(chromium_page)
     page.goto(f"{server['base']}/login")
     button = page.locator("form.login button[type=submit]").bounding_box()
     assert button["height"] >= 44 and button["width"] >= 120  # made for a thumb, not shrunk
@@ -104,11 +96,12 @@ def test_signing_in_on_a_phone_lands_on_the_cases(browser, server):
     context.close()
 
 
-def test_a_pin_by_tapping_the_map_duplicates_before_sending_and_the_same_case(browser, server, tmp_path):
+def test_a_pin_by_tapping_the_map_duplicates_before_sending_and_the_same_case(chromium_page, server,
+                                                                            tmp_path):
     cell = server["cells"].iloc[0]
     here = cell.geometry.representative_point()
     # without GPS: the map opens on the 网格员's own cells, the pin is placed by a tap
-    context, page = phone_context(browser)
+    context, page = phone_context(chromium_page)
     sign_in(page, server)
     page.goto(f"{server['base']}/cases/new")
     page.wait_for_function("() => window.gridplan.pin && window.gridplan.pin.ready")
@@ -145,7 +138,7 @@ def test_a_pin_by_tapping_the_map_duplicates_before_sending_and_the_same_case(br
     context.close()
 
     # another 网格员 with GPS a few metres away: the case is shown before sending
-    context, page = phone_context(browser, here)
+    context, page = phone_context(chromium_page, here)
     sign_in(page, server)
     page.goto(f"{server['base']}/cases/new")
     page.wait_for_function("() => window.gridplan.pin && window.gridplan.pin.place !== null")  # GPS pin
@@ -167,7 +160,7 @@ def test_a_pin_by_tapping_the_map_duplicates_before_sending_and_the_same_case(br
     context.close()
 
 
-def test_the_case_page_shows_where_to_go(browser, server):
+def test_the_case_page_shows_where_to_go(chromium_page, server):
     cell = server["cells"].iloc[-1]
     here = cell.geometry.representative_point()
     import requests
@@ -176,7 +169,7 @@ def test_the_case_page_shows_where_to_go(browser, server):
                          json={"lon": here.x, "lat": here.y, "category": "C01-01", "description": "井盖破损"},
                          headers={"Authorization": f"Bearer {server['supervisor_token']}"}, timeout=10).json()
     standing = type(here)(here.x + 0.003, here.y)  # the 网格员 about 300 m east
-    context, page = phone_context(browser, standing)
+    context, page = phone_context(chromium_page, standing)
     sign_in(page, server)
     page.goto(f"{server['base']}/cases/{made['code']}")
     page.wait_for_function("() => window.gridplan.ready && window.gridplan.pin.ready")
@@ -195,8 +188,8 @@ def test_the_case_page_shows_where_to_go(browser, server):
     context.close()
 
 
-def test_what_needs_me_counts_in_the_top_bar(browser, server):
-    context, page = phone_context(browser)
+def test_what_needs_me_counts_in_the_top_bar(chromium_page, server):
+    context, page = phone_context(chromium_page)
     sign_in(page, server)
     page.wait_for_selector("#attention")
     new = int(page.get_attribute("#attention .chip.new", "data-n"))
@@ -209,9 +202,9 @@ def test_what_needs_me_counts_in_the_top_bar(browser, server):
     context.close()
 
 
-def test_tapping_the_grid_map_offers_a_report_there(browser, server):
+def test_tapping_the_grid_map_offers_a_report_there(chromium_page, server):
     here = server["cells"].iloc[0].geometry.representative_point()
-    context, page = phone_context(browser)
+    context, page = phone_context(chromium_page)
     sign_in(page, server)
     page.goto(f"{server['base']}/supervisor")
     page.wait_for_function("() => window.gridplan && window.gridplan.ready")

@@ -28,11 +28,10 @@ from geodata.store import read_layer
 from layers.onboarding.imports import ImportRefused, import_layer
 from layers.plans import workflow as plan_workflow
 from layers.plans.memory import PlanMemory
-from layers.sample_data.demo import write_demo
 from layers.worker import run_one
 from tests import test_layers_page
-from tests.webhelpers import csrf_token, make_accounts, sign_in, snapshot
-from webmap import create_app
+from tests.conftest import demo_site
+from tests.webhelpers import csrf_token, sign_in, snapshot
 
 #: The layers page served in Chromium, as tests/test_layers_page.py serves it.
 served, page = test_layers_page.served, test_layers_page.page
@@ -44,10 +43,7 @@ TOUCHED = ("jobs", "audit_log", "rate_limits")
 @pytest.fixture
 def site(db_url, engine, small_demo, tmp_path):
     """The demo stored, an app on it with a planner signed in, its upload folder and a CLI runner."""
-    write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none",
-                      "UPLOAD_FOLDER": str(tmp_path / "uploads")})
-    make_accounts(app, small_demo)
+    app = demo_site(db_url, small_demo, BASEMAP="none", UPLOAD_FOLDER=str(tmp_path / "uploads"))[0]
     client = app.test_client()
     assert sign_in(client, "planner").status_code == 302
     client.environ_base["HTTP_X_CSRFTOKEN"] = csrf_token(client.get("/layers").get_data(as_text=True))

@@ -32,8 +32,8 @@ from layers.grid.cells import (
 from layers.plans.engine import Rules, make_plan
 from layers.plans.partition import Partition, UnitGraph, is_contiguous, single_parent
 from layers.sample_data.demo import generate, write_demo
-from tests.webhelpers import csrf_token, make_accounts, sign_in
-from webmap import create_app
+from tests.conftest import demo_site
+from tests.webhelpers import csrf_token, sign_in
 
 
 def check_cells(graph: UnitGraph, units, plan, rules: CellRules) -> None:
@@ -150,9 +150,7 @@ def test_stored_grid_regenerates_keeping_codes(engine, small_demo):
 
 
 def test_grid_command_and_api(db_url, engine, small_demo, tmp_path):
-    write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
-    make_accounts(app, small_demo)
+    app = demo_site(db_url, small_demo, BASEMAP="none")[0]
     runner = app.test_cli_runner()
     street = small_demo.layers["streets"]["code"].iloc[0]
     result = runner.invoke(args=["grid", "--street", street, "--min", "300", "--max", "500"])

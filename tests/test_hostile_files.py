@@ -21,9 +21,9 @@ from geodata.db import get_engine
 from geodata.store import layer_counts
 from layers.sample_data.demo import generate, write_demo
 from layers.worker import run_one
+from tests.conftest import make_app
 from tests.hostile_files import BOMB_LIMIT_MB, Case, corpus, fresh, import_in_process, million, undamaged
 from tests.webhelpers import csrf_token, make_accounts, sign_in, snapshot
-from webmap import create_app
 
 SEED = 12
 #: Tables a refused upload may rightly touch: the job that ran it, the audit log, sign-in counts.
@@ -66,9 +66,8 @@ def site(request, hostile, tmp_path_factory):
         url = server.url.rsplit("/", 1)[0] + "/test_hostile"
     engine = get_engine(url)
     write_demo(engine, demo)
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none",
-                      "UPLOAD_FOLDER": str(folder / "uploads"),
-                      "MAX_UNZIPPED_BYTES": BOMB_LIMIT_MB * 1024 * 1024})
+    app = make_app(url, BASEMAP="none", UPLOAD_FOLDER=str(folder / "uploads"),
+                   MAX_UNZIPPED_BYTES=BOMB_LIMIT_MB * 1024 * 1024)
     make_accounts(app, demo)
     yield {"app": app, "url": url, "engine": engine, "kind": request.param, "folder": folder}
     engine.dispose()

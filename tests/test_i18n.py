@@ -20,8 +20,8 @@ from geodata.catalog import LAYERS
 from geodata.db import get_engine
 from geodata.standards import FACILITY_KINDS
 from layers.sample_data.demo import write_demo
+from tests.conftest import demo_site, make_app
 from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
-from webmap import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOGUE = ROOT / "webmap" / "translations" / "zh" / "LC_MESSAGES" / "messages.po"
@@ -85,7 +85,7 @@ def chinese_app(spatialite_url, small_demo, monkeypatch):
     """An app as installed: nothing says which language (no GRIDPLAN_LOCALE)."""
     monkeypatch.delenv("GRIDPLAN_LOCALE", raising=False)
     write_demo(get_engine(spatialite_url), small_demo)
-    app = create_app({"DATABASE_URL": spatialite_url, "TESTING": True, "BASEMAP": "none"})
+    app = make_app(spatialite_url, BASEMAP="none")
     secrets = make_accounts(app, small_demo)
     return app, secrets
 
@@ -120,7 +120,7 @@ def test_with_no_preference_pages_problems_and_the_command_line_are_chinese(chin
 
 def test_the_command_line_speaks_english_with_gridplan_locale_en(spatialite_url, monkeypatch):
     monkeypatch.setenv("GRIDPLAN_LOCALE", "en")
-    app = create_app({"DATABASE_URL": spatialite_url, "TESTING": True})
+    app = make_app(spatialite_url)
     result = app.test_cli_runner().invoke(args=["user", "add", "x", "--role", "supervisor", "--password",
                                                 "long enough 1"])
     assert result.exit_code != 0 and "a supervisor needs a scope" in result.output
@@ -199,9 +199,7 @@ def live(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     shutil.copy(spatialite_template, path)
     url = f"sqlite:///{path}"
     engine = get_engine(url)
-    write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none", "DEFAULT_LOCALE": "zh"})
-    secrets = make_accounts(app, small_demo)
+    app, secrets = demo_site(url, small_demo, BASEMAP="none", DEFAULT_LOCALE="zh")
     street = small_demo.layers["streets"]["code"].iloc[0]
     plan_id, _result = auto_plan(PlanMemory(engine), "自动方案", "planner", street=street)
     with engine.connect() as conn:

@@ -25,10 +25,10 @@ from geodata.db import get_engine
 from geodata.settings import save_setting
 from geodata.store import read_layer
 from layers.onboarding.imports import ImportRefused, check_source, import_layer, read_source
-from layers.sample_data.demo import generate, write_demo
+from layers.sample_data.demo import generate
 from layers.worker import run_one
-from tests.webhelpers import csrf_token, make_accounts, sign_in, snapshot
-from webmap import create_app
+from tests.conftest import demo_site
+from tests.webhelpers import csrf_token, sign_in, snapshot
 
 #: Tables a refused upload may rightly touch: its job, the audit log, sign-in counts.
 TOUCHED = ("jobs", "audit_log", "rate_limits")
@@ -53,10 +53,7 @@ def site(request, demo, tmp_path_factory):
             conn.exec_driver_sql("CREATE DATABASE test_values TEMPLATE template_gridplan")
         url = server.url.rsplit("/", 1)[0] + "/test_values"
     engine = get_engine(url)
-    write_demo(engine, demo)
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none",
-                      "UPLOAD_FOLDER": str(folder / "uploads")})
-    make_accounts(app, demo)
+    app = demo_site(url, demo, BASEMAP="none", UPLOAD_FOLDER=str(folder / "uploads"))[0]
     yield {"app": app, "url": url, "engine": engine, "kind": request.param}
     engine.dispose()
 

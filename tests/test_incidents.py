@@ -26,9 +26,9 @@ from layers.incidents import rates
 from layers.incidents.loop import TRANSITIONS, IllegalTransition, VersionConflict
 from layers.incidents.working_time import WorkingCalendar
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.images import JPEG, PNG
 from tests.webhelpers import csrf_token, make_accounts, sign_in
-from webmap import create_app
 
 CITY = WorkingCalendar.from_setting(WORKING_CALENDAR)
 T0 = datetime(2026, 11, 2, 9, 0)  # a Monday morning
@@ -92,9 +92,7 @@ def site(db_url, engine, small_demo, tmp_path):
     write_demo(engine, small_demo)
     # one supervisor takes every step here: the separated loop is tests/test_departments.py's
     save_setting(engine, "incident_separation", False, actor="test")
-    app = create_app(
-        {"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none", "PHOTO_DIR": str(tmp_path / "photos")}
-    )
+    app = make_app(db_url, BASEMAP="none", PHOTO_DIR=str(tmp_path / "photos"))
     secrets = make_accounts(app, small_demo)
     cells = small_demo.layers["grid_cells"]
     mine = cells[cells["code"].str.startswith(secrets["scope"])]

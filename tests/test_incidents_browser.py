@@ -13,9 +13,9 @@ from werkzeug.serving import make_server
 from geodata.db import get_engine
 from geodata.settings import save_setting
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.images import JPEG
 from tests.webhelpers import PASSWORD, make_accounts
-from webmap import create_app
 
 EVIL = "<img src=x onerror=alert(1)>"
 
@@ -29,9 +29,7 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     write_demo(get_engine(url), small_demo)
     # one supervisor takes every step here: the separated loop is tests/test_departments.py's
     save_setting(get_engine(url), "incident_separation", False, actor="test")
-    app = create_app(
-        {"DATABASE_URL": url, "TESTING": True, "BASEMAP": "osm", "PHOTO_DIR": str(folder / "photos")}
-    )
+    app = make_app(url, BASEMAP="osm", PHOTO_DIR=str(folder / "photos"))
     secrets = make_accounts(app, small_demo)
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -42,28 +40,21 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
 
 
 @pytest.fixture
-def phone(browser, server):
+def phone(chromium_page, server):
     here = server["cells"].iloc[0].geometry.representative_point()
-    context = browser.new_context(
-        viewport={"width": 360, "height": 740},
+    page = chromium_page(
+        phone=True,
         locale="zh-CN",  # a supervisor's phone in Chinese
-        device_scale_factor=2,
-        is_mobile=True,
-        has_touch=True,
         geolocation={"longitude": here.x, "latitude": here.y},
         permissions=["geolocation"],
+        no_tiles=True,
     )
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    page.route("**/tile.openstreetmap.org/**", lambda route: route.abort())
     page.goto(f"{server['base']}/login")
     page.fill("input[name=name]", "supervisor")
     page.fill("input[name=password]", PASSWORD)
     page.click("form.login button[type=submit]")
     page.wait_for_url(lambda url: "/login" not in url)
-    yield page
-    context.close()
+    return page
 
 
 def ready(page):

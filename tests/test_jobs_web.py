@@ -4,15 +4,12 @@ the rule, scopes and supervisors, in tests/test_trust.py)."""
 
 from __future__ import annotations
 
-from layers.sample_data.demo import write_demo
-from tests.webhelpers import csrf_token, make_accounts, sign_in
-from webmap import create_app
+from tests.conftest import demo_site
+from tests.webhelpers import csrf_token, sign_in
 
 
 def test_a_job_is_shown_to_its_author_and_admins_only(db_url, engine, small_demo):
-    write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
-    make_accounts(app, small_demo)
+    app = demo_site(db_url, small_demo, BASEMAP="none")[0]
     clients = {}
     for role in ("planner", "admin", "viewer", "supervisor"):
         clients[role] = app.test_client()
@@ -42,10 +39,7 @@ def test_a_token_named_like_a_user_is_not_that_user_for_jobs(db_url, engine, sma
     from tests.webhelpers import signed_in
     from webmap.auth import add_token
 
-    write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none",
-                      "UPLOAD_FOLDER": str(tmp_path / "uploads")})
-    make_accounts(app, small_demo)
+    app = demo_site(db_url, small_demo, BASEMAP="none", UPLOAD_FOLDER=str(tmp_path / "uploads"))[0]
     with app.app_context():
         bearer = {"Authorization": f"Bearer {add_token('planner', 'planner')}"}
     user, headers = signed_in(app, "planner", "/layers")
@@ -86,10 +80,7 @@ def test_every_job_started_answers_one_shape_followed_at_one_address(db_url, eng
     from tests.test_layers_page import new_units, preview, shapefile_zip
     from tests.webhelpers import signed_in
 
-    write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none",
-                      "UPLOAD_FOLDER": str(tmp_path / "uploads")})
-    make_accounts(app, small_demo)
+    app, _secrets = demo_site(db_url, small_demo, BASEMAP="none", UPLOAD_FOLDER=str(tmp_path / "uploads"))
     user, headers = signed_in(app, "planner", "/layers")
     upload = preview(user, headers, "units", shapefile_zip(new_units(small_demo), tmp_path / "shp"),
                      "units.zip").json["upload"]

@@ -17,10 +17,9 @@ import pyogrio
 import pytest
 
 from geodata.store import layer_counts, read_layer
-from layers.sample_data.demo import write_demo
 from layers.worker import run_one
-from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
-from webmap import create_app
+from tests.conftest import demo_site
+from tests.webhelpers import PASSWORD, csrf_token, sign_in
 
 
 def strict(response) -> dict:
@@ -34,10 +33,7 @@ def strict(response) -> dict:
 
 @pytest.fixture
 def site(db_url, engine, small_demo, tmp_path):
-    write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none",
-                      "UPLOAD_FOLDER": str(tmp_path / "uploads")})
-    make_accounts(app, small_demo)
+    app = demo_site(db_url, small_demo, BASEMAP="none", UPLOAD_FOLDER=str(tmp_path / "uploads"))[0]
     return app
 
 
@@ -264,10 +260,7 @@ def served(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     shutil.copy(spatialite_template, folder / "gridplan.sqlite")
     url = f"sqlite:///{folder / 'gridplan.sqlite'}"
     engine = get_engine(url)
-    write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none",
-                      "UPLOAD_FOLDER": str(folder / "uploads")})
-    make_accounts(app, small_demo)
+    app = demo_site(url, small_demo, BASEMAP="none", UPLOAD_FOLDER=str(folder / "uploads"))[0]
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     stop = threading.Event()

@@ -24,8 +24,8 @@ from geodata.db import get_engine
 from geodata.store import read_layer
 from layers.grid.cells import cell_of_units, cell_table, grid_rules
 from layers.sample_data.demo import write_demo
-from tests.webhelpers import PASSWORD, make_accounts, signed_in
-from webmap import create_app
+from tests.conftest import demo_site
+from tests.webhelpers import PASSWORD, signed_in
 
 SHOTS = Path("/tmp/mapgrid")
 SPLIT_HERE = "420103001004"  # three cells in the small demo
@@ -38,9 +38,7 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     shutil.copy(spatialite_template, path)
     url = f"sqlite:///{path}"
     engine = get_engine(url)
-    write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none"})
-    secrets = make_accounts(app, small_demo)
+    app, secrets = demo_site(url, small_demo, BASEMAP="none")
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     SHOTS.mkdir(exist_ok=True)
@@ -49,15 +47,8 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
 
 
 @pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, locale="en-US")
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    page.requests = []
-    page.on("request", lambda r: page.requests.append(r.url))
-    yield page
-    context.close()
+def page(chromium_page):
+    return chromium_page(viewport={"width": 1400, "height": 900}, locale="en-US", requests=True)
 
 
 def sign_in(page, base: str, name: str) -> None:

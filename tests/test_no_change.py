@@ -21,9 +21,8 @@ from layers.onboarding.imports import import_layer
 from layers.plans import documents as plan_documents
 from layers.plans import workflow as plan_workflow
 from layers.plans.memory import PlanMemory
-from tests.conftest import streets_of
+from tests.conftest import make_app, streets_of
 from tests.webhelpers import make_accounts, signed_in, snapshot
-from webmap import create_app
 
 #: the tables an import that changes nothing leaves exactly as they were, row ids included
 BOUNDARIES = ("units", "communities", "community_history", "unit_adjacency", "revisions",
@@ -117,7 +116,7 @@ def test_a_changed_street_stales_only_the_plans_touching_it_and_names_what_chang
                                 reason="测试")  # the other street goes on
 
     # the page says it in Chinese, the API in the language asked for
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
+    app = make_app(db_url, BASEMAP="none")
     make_accounts(app, small_demo)
     client, _ = signed_in(app, "planner")
     english = client.get(f"/api/plans/{on_first}").json["stale"]

@@ -17,18 +17,14 @@ from sqlalchemy import text
 
 from geodata.db import get_engine
 from layers.sample_data.demo import write_demo
+from tests.conftest import demo_site, make_app
 from tests.images import JPEG
 from tests.webhelpers import make_accounts, snapshot
-from webmap import create_app
 
 
 @pytest.fixture
 def site(db_url, engine, small_demo, tmp_path):
-    write_demo(engine, small_demo)
-    app = create_app(
-        {"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none", "PHOTO_DIR": str(tmp_path / "photos")}
-    )
-    secrets = make_accounts(app, small_demo)
+    app, secrets = demo_site(db_url, small_demo, BASEMAP="none", PHOTO_DIR=str(tmp_path / "photos"))
     with app.app_context():
         from webmap.auth import add_token
 
@@ -337,7 +333,7 @@ def test_the_same_report_sent_at_once_from_many_threads_is_stored_once(site):
 
 @pytest.fixture
 def app(spatialite_url):
-    return create_app({"DATABASE_URL": spatialite_url, "TESTING": True, "BASEMAP": "none"})
+    return make_app(spatialite_url, BASEMAP="none")
 
 
 def test_the_service_worker_is_public_and_named_by_the_build(app, tmp_path):

@@ -20,9 +20,9 @@ from sqlalchemy import text
 
 from geodata.db import get_engine
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.images import JPEG
 from tests.webhelpers import PASSWORD, csrf_token, gunicorn_app, make_accounts
-from webmap import create_app
 
 SHOTS = Path("/tmp/offline")
 
@@ -34,7 +34,7 @@ def live(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     shutil.copy(spatialite_template, path)
     url = f"sqlite:///{path}"
     write_demo(get_engine(url), small_demo)
-    app = create_app({"DATABASE_URL": url, "TESTING": True})
+    app = make_app(url)
     secrets = make_accounts(app, small_demo)
     with app.app_context():
         from webmap.auth import add_token
@@ -68,13 +68,8 @@ def counts(live, client_id: str) -> tuple[int, int]:
 
 
 @pytest.fixture
-def phone(browser, live):
-    context = browser.new_context(viewport={"width": 360, "height": 740}, locale="en-US",
-                                  device_scale_factor=2, is_mobile=True, has_touch=True)
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    page.on("dialog", lambda dialog: dialog.accept())
+def phone(chromium_page, live):
+    page = chromium_page(phone=True, locale="en-US", dialogs="accept")
     page.goto(f"{live['base']}/login")
     # a cache an earlier build left on the phone
     page.evaluate("caches.open('gridplan-static-0000oldbuild')"
@@ -83,8 +78,7 @@ def phone(browser, live):
     page.fill("input[name=password]", PASSWORD)
     page.tap("form.login button[type=submit]")
     page.wait_for_url(lambda url: "/login" not in url)
-    yield page, context
-    context.close()
+    return page, page.context
 
 
 def ready(page):

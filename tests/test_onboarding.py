@@ -27,7 +27,7 @@ from layers.incidents import rates
 from layers.onboarding.folder import OnboardRefused, onboard
 from layers.onboarding.imports import ImportRefused, import_layer, parse_values
 from layers.sample_data.sample_city import sample_city, write_folder
-from webmap import create_app
+from tests.conftest import make_app
 
 DISTRICT = "420503"
 
@@ -265,7 +265,7 @@ def test_malformed_or_clashing_code_table_refuses_with_nothing_written(engine, c
 
 def test_cli_codes_apply_prints_the_result(db_url, engine, city, tmp_path):
     _import_city(engine, city, tmp_path)
-    runner = create_app({"DATABASE_URL": db_url, "TESTING": True}).test_cli_runner()
+    runner = make_app(db_url).test_cli_runner()
     table = tmp_path / "codes.csv"
     name = read_layer(engine, "streets").sort_values("code")["name"].iloc[0]
     table.write_text(f"code,name,parent\n420503005,{name},{DISTRICT}\n", encoding="utf-8")
@@ -345,7 +345,7 @@ def test_approximate_points_are_counted_in_their_community_and_placed_in_no_cell
 
 
 def test_cli_import_by_name_with_values(db_url, engine, city, tmp_path):
-    runner = create_app({"DATABASE_URL": db_url, "TESTING": True}).test_cli_runner()
+    runner = make_app(db_url).test_cli_runner()
     jd = _write(city.streets, tmp_path / "jd.geojson")
     sq = _write(city.communities, tmp_path / "sq.geojson")
     result = runner.invoke(args=["import", "streets", jd, "--district", DISTRICT, "--map", "JDMC=name"],
@@ -382,7 +382,7 @@ def test_onboard_a_city_from_names_roads_and_a_households_table_then_plan_it(db_
     elsewhere = tmp_path / "elsewhere.txt"
     elsewhere.write_text("not the report's\n", encoding="utf-8")
     (folder / "onboard-report.html").symlink_to(elsewhere)
-    runner = create_app({"DATABASE_URL": db_url, "TESTING": True}).test_cli_runner()
+    runner = make_app(db_url).test_cli_runner()
     result = runner.invoke(args=["onboard", str(folder), "--district", DISTRICT], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert elsewhere.read_text(encoding="utf-8") == "not the report's\n"
@@ -511,7 +511,7 @@ def test_onboarding_names_only_files_inside_its_folder(engine, small_city, tmp_p
 
 
 def test_a_folder_holding_the_apps_own_is_refused(db_url, small_city, tmp_path):
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True})
+    app = make_app(db_url)
     runner = app.test_cli_runner()
     own = Path(app.instance_path)
     for folder in (own.parent, own):

@@ -13,8 +13,8 @@ from geodata.settings import save_setting
 from layers.incidents import loop as incidents
 from layers.incidents import open311
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.webhelpers import make_accounts
-from webmap import create_app
 
 # the keys of a request in the spec's example answer to GET requests.json
 SPEC_REQUEST_KEYS = {
@@ -43,7 +43,7 @@ def site(db_url, engine, small_demo):
     write_demo(engine, small_demo)
     # one supervisor takes every step here: the separated loop is tests/test_departments.py's
     save_setting(engine, "incident_separation", False, actor="test")
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
+    app = make_app(db_url, BASEMAP="none")
     secrets = make_accounts(app, small_demo)
     cells = small_demo.layers["grid_cells"]
     here = cells[cells["code"].str.startswith(secrets["scope"])].iloc[0].geometry.representative_point()

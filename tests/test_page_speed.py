@@ -27,9 +27,8 @@ from layers.coverage import gaps as coverage
 from layers.coverage import siting
 from layers.plans import workflow as plan_workflow
 from layers.sample_data.demo import seed_departments, write_demo
-from tests.conftest import streets_of
+from tests.conftest import demo_site, make_app, streets_of
 from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
-from webmap import create_app
 
 STATIC = Path(__file__).resolve().parent.parent / "webmap" / "static"
 
@@ -37,9 +36,7 @@ STATIC = Path(__file__).resolve().parent.parent / "webmap" / "static"
 @pytest.fixture
 def site(db_url, small_demo):
     engine = get_engine(db_url)
-    write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True})
-    make_accounts(app, small_demo)
+    app = demo_site(db_url, small_demo)[0]
     return app, engine
 
 
@@ -50,7 +47,7 @@ def client_as(app, name: str):
 
 
 def test_static_assets_are_sent_gzipped_with_their_own_etag(spatialite_url):
-    client = create_app({"DATABASE_URL": spatialite_url, "TESTING": True}).test_client()
+    client = make_app(spatialite_url).test_client()
     for path in ("vendor/chartjs/chart.umd.js", "vendor/leaflet/leaflet.js", "js/coverage.js",
                  "css/cases.css"):
         plain = (STATIC / path).read_bytes()
@@ -80,8 +77,7 @@ def test_coverage_answers_are_cached_by_the_stored_revisions(site, small_demo):
     before = first["/api/coverage/report"].get_json()
     # another process (another app on the same database) adds a kindergarten where most
     # households of the district live: every answer changes, and this app sees it at once
-    other = create_app({"DATABASE_URL": str(engine.url.render_as_string(hide_password=False)),
-                        "TESTING": True})
+    other = make_app(str(engine.url.render_as_string(hide_password=False)))
     units = read_layer(engine, "units")
     busiest = units.sort_values("households").iloc[-1]
     point = shapely.point_on_surface(busiest.geometry)
@@ -304,7 +300,7 @@ def served(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     url = f"sqlite:///{path}"
     write_demo(get_engine(url), small_demo)
     seed_departments(get_engine(url))  # the rates by department name them
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none"})
+    app = make_app(url, BASEMAP="none")
     make_accounts(app, small_demo)
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()

@@ -17,8 +17,8 @@ from werkzeug.serving import make_server
 
 from geodata.db import get_engine
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.webhelpers import PASSWORD, make_accounts
-from webmap import create_app
 
 SHOTS = Path("/tmp/phone-speed")
 
@@ -30,7 +30,7 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     shutil.copy(spatialite_template, path)
     url = f"sqlite:///{path}"
     write_demo(get_engine(url), small_demo)
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "PHOTO_DIR": str(folder / "photos")})
+    app = make_app(url, PHOTO_DIR=str(folder / "photos"))
     secrets = make_accounts(app, small_demo)
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()

@@ -15,8 +15,8 @@ import pytest
 import shapely
 
 from layers.sample_data.demo import write_demo
+from tests.conftest import demo_site, make_app
 from tests.webhelpers import csrf_token, make_accounts, sign_in
-from webmap import create_app
 
 
 def strict(text: str):
@@ -28,9 +28,7 @@ def strict(text: str):
 
 @pytest.fixture
 def site(db_url, engine, small_demo):
-    write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
-    make_accounts(app, small_demo)
+    app = demo_site(db_url, small_demo, BASEMAP="none")[0]
     return app
 
 
@@ -231,7 +229,7 @@ def live(tmp_path_factory, spatialite_template, small_demo):
     shutil.copy(spatialite_template, path)
     url = f"sqlite:///{path}"
     write_demo(get_engine(url), small_demo)
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none"})
+    app = make_app(url, BASEMAP="none")
     make_accounts(app, small_demo)
     district_plan, _ = auto_plan(PlanMemory(get_engine(url)), "全区", "planner")
     server = make_server("127.0.0.1", 0, app, threaded=True)

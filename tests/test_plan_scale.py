@@ -36,8 +36,7 @@ from layers.plans.scale import (
 from layers.plans.workflow import auto_plan
 from layers.sample_data.country import tile, write_country
 from layers.sample_data.demo import write_demo
-from tests.conftest import streets_of
-from webmap import create_app
+from tests.conftest import make_app, streets_of
 
 
 def rows(engine, plan_id: int) -> pd.Series:
@@ -203,7 +202,7 @@ def test_a_worker_killed_mid_write_leaves_the_serial_rows(country, tmp_path, mon
 
 @pytest.fixture(scope="module")
 def run(city):
-    app = create_app({"DATABASE_URL": city[0], "TESTING": True})
+    app = make_app(city[0])
     runner = app.test_cli_runner()
     return lambda *args: runner.invoke(args=list(args), catch_exceptions=False)
 

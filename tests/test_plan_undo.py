@@ -16,8 +16,8 @@ from layers.plans import documents as plan_documents
 from layers.plans import edits as plan_edits
 from layers.plans import workflow as plan_workflow
 from layers.plans.memory import PlanMemory
+from tests.conftest import make_app
 from tests.webhelpers import make_accounts, signed_in
-from webmap import create_app
 
 #: the demo's smallest street (four current communities)
 STREET = "420103003"
@@ -166,7 +166,7 @@ def test_an_official_code_outlives_a_new_one_whichever_way_round(stored, small_d
 
 
 def test_undo_and_redo_over_http(stored, db_url, small_demo):
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
+    app = make_app(db_url, BASEMAP="none")
     make_accounts(app, small_demo)
     planner, headers = signed_in(app, "planner")
     plan_id = planner.post("/api/plans", json={"name": "网页撤销", "street": STREET},
@@ -187,7 +187,7 @@ def test_undo_and_redo_over_http(stored, db_url, small_demo):
     assert viewer.post(f"/api/plans/{plan_id}/undo", json={"version": 2},
                        headers=viewer_headers).status_code == 403
     # another tab (another client, another process's memory) undoes it
-    other_app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
+    other_app = make_app(db_url, BASEMAP="none")
     other, other_headers = signed_in(other_app, "planner")
     undone = other.post(f"/api/plans/{plan_id}/undo", json={"version": 2}, headers=other_headers)
     assert undone.status_code == 200 and undone.json["version"] == 3

@@ -12,6 +12,7 @@ from geodata.store import read_layer
 from layers.plans import edits as plan_edits
 from layers.plans import workflow as plan_workflow
 from layers.plans.memory import PlanMemory
+from tests.conftest import make_app
 
 
 @pytest.fixture
@@ -165,7 +166,6 @@ def test_adoption_keeps_provisional_codes_flagged_until_the_code_table(stored, m
     from geodata.code_table import apply_code_table
     from geodata.exporter import export_layer
     from tests.webhelpers import make_accounts, sign_in
-    from webmap import create_app
 
     street = first_street(small_demo)
     with stored.begin() as conn:
@@ -188,7 +188,7 @@ def test_adoption_keeps_provisional_codes_flagged_until_the_code_table(stored, m
     assert created in set(here["code"]) and here["provisional"].all()
     assert not communities.loc[communities["street_code"] != street, "provisional"].any()
     # the API
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
+    app = make_app(db_url, BASEMAP="none")
     make_accounts(app, small_demo)
     client = app.test_client()
     assert sign_in(client, "planner").status_code == 302

@@ -12,15 +12,13 @@ import shapely
 
 from layers.sample_data.demo import write_demo
 from layers.worker import run_one
+from tests.conftest import demo_site, make_app
 from tests.webhelpers import csrf_token, make_accounts, sign_in
-from webmap import create_app
 
 
 @pytest.fixture
 def site(db_url, engine, small_demo):
-    write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
-    make_accounts(app, small_demo)
+    app = demo_site(db_url, small_demo, BASEMAP="none")[0]
     return app
 
 
@@ -108,7 +106,7 @@ def test_plan_page_select_move_and_undo(spatialite_url, chromium_path, small_dem
     from geodata.db import get_engine
 
     write_demo(get_engine(spatialite_url), small_demo)
-    site = create_app({"DATABASE_URL": spatialite_url, "TESTING": True, "BASEMAP": "none"})
+    site = make_app(spatialite_url, BASEMAP="none")
     make_accounts(site, small_demo)
     client, headers = browser_client(site, "planner")
     street = small_demo.layers["streets"]["code"].iloc[0]

@@ -16,9 +16,8 @@ from geodata.db import get_engine
 from geodata.exporter import export_layer
 from layers.plans.memory import PlanMemory
 from layers.plans.workflow import auto_plan
-from layers.sample_data.demo import write_demo
-from tests.webhelpers import BIN, ROOT, gunicorn_app, make_accounts
-from webmap import create_app
+from tests.conftest import demo_site
+from tests.webhelpers import BIN, ROOT, gunicorn_app
 
 
 @pytest.fixture
@@ -26,9 +25,7 @@ def served(db_url, small_demo, tmp_path):
     """gunicorn (2 workers, as ``make run`` starts them: plan memory warmed in the background)
     and the job worker on a demo database; bearer tokens per role."""
     engine = get_engine(db_url)
-    write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True})
-    make_accounts(app, small_demo)
+    app = demo_site(db_url, small_demo)[0]
     from webmap.auth import add_token
 
     with app.app_context():

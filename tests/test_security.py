@@ -15,8 +15,8 @@ from werkzeug.serving import make_server
 
 from geodata.db import get_engine
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
-from webmap import create_app
 
 # a 1×1 PNG, answered for every tile request
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
@@ -24,7 +24,7 @@ PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001
 
 
 def _app(url: str, **config):
-    return create_app({"DATABASE_URL": url, "TESTING": True, **config})
+    return make_app(url, **config)
 
 
 def _policy(header: str) -> dict[str, list[str]]:

@@ -10,9 +10,9 @@ import requests
 
 from geodata.db import get_engine
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.images import decode, encode, picture
 from tests.webhelpers import PASSWORD, csrf_token, gunicorn_app, make_accounts
-from webmap import create_app
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def served(db_url, small_demo, tmp_path):
     """gunicorn (2 workers) on a demo database with an account of each role; its address, a
     point in the supervisor's community and the photo folder."""
     write_demo(get_engine(db_url), small_demo)
-    secrets = make_accounts(create_app({"DATABASE_URL": db_url, "TESTING": True}), small_demo)
+    secrets = make_accounts(make_app(db_url), small_demo)
     cells = small_demo.layers["grid_cells"]
     here = cells[cells["code"].str.startswith(secrets["scope"])].geometry.iloc[0].representative_point()
     photos = tmp_path / "photos"

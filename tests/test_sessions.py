@@ -18,9 +18,9 @@ import requests
 from sqlalchemy import text
 
 from geodata.db import get_engine
+from tests.conftest import make_app
 from tests.test_processes import every_process
 from tests.webhelpers import PASSWORD, csrf_token, gunicorn_app, sign_in
-from webmap import create_app
 
 HOME = "/"
 #: ``next`` values that must never send the browser off the site (as typed in the address)
@@ -44,10 +44,10 @@ def _accounts(app) -> dict[str, str]:
 
 @pytest.fixture
 def site(db_url):
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
+    app = make_app(db_url, BASEMAP="none")
     secrets = _accounts(app)
     # a second app on the same database: another process, as gunicorn runs several
-    other = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
+    other = make_app(db_url, BASEMAP="none")
     return {"app": app, "other": other, "engine": get_engine(db_url), **secrets}
 
 
@@ -122,8 +122,7 @@ def test_the_administrator_sets_how_long_sessions_last(site):
     _age_session(planner, 0.6)
     assert _inside(planner) == 401
     # the environment's GRIDPLAN_SESSION_HOURS (here the configuration) overrides the setting
-    longer = create_app({"DATABASE_URL": site["app"].config["DATABASE_URL"], "TESTING": True,
-                         "SESSION_HOURS": 12})
+    longer = make_app(site["app"].config["DATABASE_URL"], SESSION_HOURS=12)
     assert _inside(_copy(planner, longer)) == 200
     assert longer.config["PERMANENT_SESSION_LIFETIME"] == timedelta(hours=12)
 
@@ -131,9 +130,9 @@ def test_the_administrator_sets_how_long_sessions_last(site):
 def test_a_bad_session_hours_in_the_environment_stops_the_app_naming_it(db_url, monkeypatch):
     monkeypatch.setenv("GRIDPLAN_SESSION_HOURS", "0")
     with pytest.raises(ValueError, match="GRIDPLAN_SESSION_HOURS"):
-        create_app({"DATABASE_URL": db_url, "TESTING": True})
+        make_app(db_url)
     monkeypatch.setenv("GRIDPLAN_SESSION_HOURS", "2")
-    assert create_app({"DATABASE_URL": db_url, "TESTING": True}).config["PERMANENT_SESSION_LIFETIME"] \
+    assert make_app(db_url).config["PERMANENT_SESSION_LIFETIME"] \
         == timedelta(hours=2)
 
 
@@ -203,7 +202,7 @@ def test_a_session_cookie_from_before_this_version_is_signed_out_once(site):
 def test_two_gunicorn_processes_refuse_a_cookie_after_sign_out(db_url, tmp_path):
     """``make run``'s two processes: a cookie works in both, and after signing out through
     either, a copy of it is refused by both (a per-process memory of sessions would let it in)."""
-    _accounts(create_app({"DATABASE_URL": db_url, "TESTING": True}))
+    _accounts(make_app(db_url))
     with gunicorn_app(db_url, tmp_path, GRIDPLAN_WARM_PLANS="0") as (base, _env):
         browser = requests.Session()
         token = csrf_token(browser.get(f"{base}/login", timeout=30).text)
@@ -311,7 +310,7 @@ def test_sign_ins_refusals_and_sign_outs_are_in_the_audit_log(site):
 
 @pytest.mark.parametrize("db_url", ["spatialite"], indirect=True)
 def test_behind_a_proxy_the_log_has_the_clients_address(site):
-    app = create_app({"DATABASE_URL": site["app"].config["DATABASE_URL"], "TESTING": True, "PROXY_HOPS": 1})
+    app = make_app(site["app"].config["DATABASE_URL"], PROXY_HOPS=1)
     client = app.test_client()
     client.environ_base["REMOTE_ADDR"] = "127.0.0.1"
     page = client.get("/login", headers={"X-Forwarded-For": "203.0.113.7"})
@@ -423,6 +422,6 @@ def test_a_signed_in_request_while_the_database_is_not_there_is_a_503(site, tmp_
     """The cookie's expiry needs ``session_hours`` from the database, after the answer is made:
     with no database the answer stays the 503 that names it, never a 500."""
     client = _signed_in(site["app"], "planner")
-    empty = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite'}", "TESTING": True})
+    empty = make_app(f"sqlite:///{tmp_path / 'empty.sqlite'}")
     answer = _copy(client, empty).get("/api/collections")
     assert answer.status_code == 503 and answer.json["code"] == "DatabaseNotReady"

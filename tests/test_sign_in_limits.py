@@ -15,16 +15,16 @@ from sqlalchemy import text
 
 from geodata.db import get_engine
 from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 from tests.test_processes import every_process
 from tests.webhelpers import PASSWORD, csrf_token, gunicorn_app, make_accounts
-from webmap import create_app
 
 
 @pytest.fixture
 def site(db_url, small_demo):
     write_demo(get_engine(db_url), small_demo)
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "LOGIN_LIMIT_PER_ACCOUNT": "3 per minute",
-                      "LOGIN_LIMIT_PER_ADDRESS": "6 per minute; 8 per hour"})
+    app = make_app(db_url, LOGIN_LIMIT_PER_ACCOUNT="3 per minute",
+                   LOGIN_LIMIT_PER_ADDRESS="6 per minute; 8 per hour")
     secrets = make_accounts(app, small_demo)
     return app, secrets
 
@@ -139,7 +139,7 @@ def test_every_gunicorn_process_sees_the_same_count(db_url, small_demo, tmp_path
     """``make run``'s two processes: four failures in all, wherever they landed, and then every
     process refuses (counters kept in one process's memory would let more through)."""
     write_demo(get_engine(db_url), small_demo)
-    make_accounts(create_app({"DATABASE_URL": db_url, "TESTING": True}), small_demo)
+    make_accounts(make_app(db_url), small_demo)
     with gunicorn_app(db_url, tmp_path, GRIDPLAN_LOGIN_LIMIT_PER_ACCOUNT="4 per minute",
                       GRIDPLAN_WARM_PLANS="0") as (base, _env):
         browser = requests.Session()

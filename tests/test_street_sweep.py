@@ -31,8 +31,8 @@ from layers.plans.partition import Partition, UnitGraph, is_contiguous
 from layers.sample_data.demo import write_demo
 from layers.sample_data.sample_city import DISTRICT, sample_city, write_folder
 from layers.worker import run_one
+from tests.conftest import make_app
 from tests.webhelpers import PASSWORD, signed_in
-from webmap import create_app
 
 HOUSEHOLD_COLUMNS = {"community": "社区", "households": "户数", "population": "人口"}
 
@@ -48,7 +48,7 @@ def fresh_database(template: Path, folder: Path) -> str:
 
 
 def site_for(url: str):
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none"})
+    app = make_app(url, BASEMAP="none")
     from webmap.auth import add_user
 
     with app.app_context():

@@ -12,11 +12,10 @@ import shutil
 import pytest
 from sqlalchemy import text
 
-from layers.sample_data.demo import write_demo
+from tests.conftest import demo_site
 from tests.images import JPEG
 from tests.test_access_matrix import ACCESS, routes
-from tests.webhelpers import csrf_token, make_accounts, sign_in, signed_in, snapshot
-from webmap import create_app
+from tests.webhelpers import csrf_token, sign_in, signed_in, snapshot
 
 #: tables a refused request may rightly write: who asked is recorded, sign-ins are counted
 NOISE = ("audit_log", "rate_limits")
@@ -32,10 +31,7 @@ def site(tmp_path_factory, spatialite_template, small_demo):
     from geodata.db import get_engine
 
     engine = get_engine(url)
-    write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none",
-                      "PHOTO_DIR": str(folder / "photos")})
-    secrets = make_accounts(app, small_demo)
+    app, secrets = demo_site(url, small_demo, BASEMAP="none", PHOTO_DIR=str(folder / "photos"))
     scope = secrets["scope"]
     with engine.connect() as conn:
         # a cell's code begins with its community's (15 digits = 12 + 3)

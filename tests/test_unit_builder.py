@@ -27,7 +27,7 @@ from layers.onboarding.units import (
     match_totals,
     raster_sums,
 )
-from webmap import create_app
+from tests.conftest import make_app
 
 METRIC = 4547
 X0, Y0 = 530_000.0, 3_385_000.0
@@ -180,7 +180,7 @@ def test_build_stored_replaces_units_with_adjacency_and_raises_the_revision(engi
 def test_cli_units_build_and_its_refusals(db_url, engine, tmp_path):
     streets, communities, roads = grid()
     _store(engine, streets, communities, None)
-    runner = create_app({"DATABASE_URL": db_url, "TESTING": True}).test_cli_runner()
+    runner = make_app(db_url).test_cli_runner()
     # no roads stored: the streets are tessellated instead of refused, and the report says so
     result = runner.invoke(args=["units", "build", "--shape", "square", "--cell-m2", "2500"])
     assert result.exit_code == 0, result.output

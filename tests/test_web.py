@@ -9,16 +9,13 @@ import pandas as pd
 import pytest
 import shapely
 
-from layers.sample_data.demo import write_demo
-from tests.webhelpers import make_accounts, sign_in
-from webmap import create_app
+from tests.conftest import demo_site, make_app
+from tests.webhelpers import sign_in
 
 
 @pytest.fixture
 def site(db_url, engine, small_demo):
-    write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
-    secrets = make_accounts(app, small_demo)
+    app, secrets = demo_site(db_url, small_demo, BASEMAP="none")
     return app, secrets
 
 
@@ -241,7 +238,7 @@ def test_search_and_household_statistics(site, small_demo):
 
 
 def test_database_without_a_schema_says_what_to_run(tmp_path):
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite'}", "TESTING": True})
+    app = make_app(f"sqlite:///{tmp_path / 'empty.sqlite'}")
     response = sign_in(app.test_client(), "planner")
     assert response.status_code == 503
     assert "flask --app webmap init-db" in response.get_data(as_text=True)

@@ -17,9 +17,8 @@ from sqlalchemy import text
 
 from geodata.db import get_engine
 from geodata.settings import get_value
-from layers.sample_data.demo import write_demo
-from tests.webhelpers import csrf_token, make_accounts, sign_in
-from webmap import create_app
+from tests.conftest import demo_site
+from tests.webhelpers import csrf_token, sign_in
 
 
 @pytest.fixture
@@ -32,9 +31,7 @@ def site(db_url, small_demo, monkeypatch):
 
     monkeypatch.delenv("GRIDPLAN_LOCALE", raising=False)
     engine = get_engine(db_url)
-    write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": db_url, "TESTING": True, "BASEMAP": "none"})
-    secrets = make_accounts(app, small_demo)
+    app, secrets = demo_site(db_url, small_demo, BASEMAP="none")
     street = sorted(small_demo.layers["streets"]["code"])[0]
     memory = PlanMemory(engine)
     plan_id, _result = auto_plan(memory, "东区调整", "planner", street=street)

@@ -21,10 +21,9 @@ from sqlalchemy import text
 from werkzeug.serving import make_server
 
 from geodata.db import get_engine
-from layers.sample_data.demo import write_demo
+from tests.conftest import demo_site
 from tests.test_i18n import CJK, PLACEHOLDERS, VISIBLE_TEXT, _english_msgids
-from tests.webhelpers import PASSWORD, make_accounts
-from webmap import create_app
+from tests.webhelpers import PASSWORD
 
 ROLES = ("admin", "planner", "supervisor", "viewer", "dispatcher", "handler")
 #: a programmer's key: lower-case words joined by underscores (outside data)
@@ -57,9 +56,7 @@ def walk(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     shutil.copy(spatialite_template, path)
     url = f"sqlite:///{path}"
     engine = get_engine(url)
-    write_demo(engine, small_demo)
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none", "DEFAULT_LOCALE": "zh"})
-    secrets = make_accounts(app, small_demo)
+    app, secrets = demo_site(url, small_demo, BASEMAP="none", DEFAULT_LOCALE="zh")
     from layers.sample_data.demo import seed_departments
     from webmap.auth import add_user
 

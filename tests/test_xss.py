@@ -20,11 +20,10 @@ import pytest
 from markupsafe import escape
 
 from geodata.db import get_engine
-from layers.sample_data.demo import write_demo
 from layers.worker import run_one
+from tests.conftest import demo_site
 from tests.hostile_text import SPREADSHEET, XSS, unescaped
-from tests.webhelpers import PASSWORD, make_accounts, signed_in
-from webmap import create_app
+from tests.webhelpers import PASSWORD, signed_in
 
 #: the pages a payload may reach, as (role, path); ``{plan}``, ``{case}``, ``{street}`` filled in
 PAGES = (("planner", "/map"), ("planner", "/plans"), ("planner", "/plans/{plan}"), ("planner", "/layers"),
@@ -37,10 +36,7 @@ PAGES = (("planner", "/map"), ("planner", "/plans"), ("planner", "/plans/{plan}"
 def plant(url: str, demo, upload_folder, payloads=XSS, spreadsheet=SPREADSHEET) -> dict:
     """The demo at ``url`` with ``payloads`` stored through every way in; what was stored where."""
     engine = get_engine(url)
-    write_demo(engine, demo)
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "BASEMAP": "none",
-                      "UPLOAD_FOLDER": str(upload_folder)})
-    secrets = make_accounts(app, demo)
+    app, secrets = demo_site(url, demo, BASEMAP="none", UPLOAD_FOLDER=str(upload_folder))
     texts = [*payloads, *spreadsheet]
     planner, p_headers = signed_in(app, "planner")
     admin, a_headers = signed_in(app, "admin")

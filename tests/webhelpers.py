@@ -87,7 +87,7 @@ def gunicorn_app(db_url: str, log_folder: Path, *, worker: bool = False, **setti
     """``webmap.wsgi:app`` under gunicorn with two workers on a free loopback port, as ``make run``
     serves it (with the job worker beside it when ``worker``), answering: (its address, the
     environment it runs with). ``settings`` are extra environment variables (``GRIDPLAN_…``)."""
-    from pgcluster import free_port
+    from tests.pgcluster import free_port
 
     port = free_port()
     env = {**os.environ, "DATABASE_URL": db_url, "SECRET_KEY": "test", "GRIDPLAN_BASEMAP": "none",

@@ -44,7 +44,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.from_mapping(test_config)
 
-    from webmap import api, auth, cli, errors, i18n, maps
+    from webmap import api, auth, commands, errors, i18n, maps
     from webmap.security import init_app as init_security
     from webmap.security import limit_sign_in
     from webmap.views import admin as admin_views
@@ -79,7 +79,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from webmap.responses import compress_static, init_static
     app.after_request(compress_static)  # Leaflet, Chart.js and the pages' scripts sent gzipped
     init_static(app)  # versioned static addresses, kept a year by the browser
-    cli.register(app)
+    commands.register(app)  # the command line: webmap/commands/, one module per capability
 
     if os.environ.get("GRIDPLAN_EXPOSE_PROCESS"):  # tests: which gunicorn worker answered
         app.after_request(lambda response: response.headers.update(

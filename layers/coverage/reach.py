@@ -1,7 +1,7 @@
 """Reach (服务半径覆盖): how far every household lives from the nearest facility of each kind.
 
 GB 50180-2018 sizes its life circles (生活圈) by walking distance: 5 minutes ≈ 300 m, 10 minutes
-≈ 500 m, 15 minutes ≈ 800–1,000 m. Two measures, both in the metric CRS of design.md (a CGCS2000
+≈ 500 m, 15 minutes ≈ 800–1,000 m. Two measures, both in the metric CRS of docs/domain.md §1 (a CGCS2000
 Gauss–Krüger zone chosen from the data's centre):
 
 - **straight** — straight-line distance: one ``scipy.spatial.cKDTree`` query per facility kind
@@ -74,7 +74,7 @@ def to_lonlat(xy: np.ndarray, crs: CRS) -> np.ndarray:
 
 
 def metric_of(units: gpd.GeoDataFrame) -> CRS:
-    """The metric CRS of design.md for these units (chosen from their centre)."""
+    """The metric CRS of docs/domain.md §1 for these units (chosen from their centre)."""
     return metric_crs_for(units) if len(units) else CRS.from_epsg(4547)
 
 

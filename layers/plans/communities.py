@@ -51,9 +51,3 @@ def numbers(engine: Engine, codes: list[str], geoms: np.ndarray) -> pd.DataFrame
     out["area_m2"] = np.round(np.asarray(area, dtype=float), 1)
     out["bounds_status"] = bounds(engine).status(out["households"].to_numpy())
     return out
-
-
-def with_numbers(engine: Engine, communities: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """``communities`` with the columns of :func:`numbers`."""
-    extra = numbers(engine, list(communities["code"]), np.asarray(communities.geometry.values))
-    return communities.assign(**{c: extra[c].to_numpy() for c in extra.columns if c != "code"})

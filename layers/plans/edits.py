@@ -159,20 +159,6 @@ def describe(memory: PlanMemory, plan_id: int) -> dict:
                           "target": loaded.rules.aim}}
 
 
-def units_geojson(memory: PlanMemory, plan_id: int) -> str:
-    """The plan's units as GeoJSON: each with its community in the plan and the current one
-    (``null`` for a blind spot), and a point inside it (for lasso selection)."""
-    loaded = memory.plan(plan_id)
-    with loaded.lock:
-        units = loaded.units[["code", "households", "street_code", "land_use", "geometry"]].copy()
-        units["community_code"] = loaded.partition.labels  # units are in graph order
-        units["current_code"] = loaded.graph.current
-    inside = shapely.point_on_surface(units.geometry.values)
-    units["lon"] = np.round(shapely.get_x(inside), 7)
-    units["lat"] = np.round(shapely.get_y(inside), 7)
-    return units.to_json(drop_id=True, to_wgs84=True)
-
-
 def export(memory: PlanMemory, plan_id: int, fmt: str, folder: Path) -> Path:
     """Write the plan into ``folder`` as a GeoPackage (``gpkg``) or a shapefile zip (``shp``)."""
     if fmt not in ("gpkg", "shp"):

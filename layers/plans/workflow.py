@@ -22,8 +22,9 @@ from geodata.i18n import N_, _
 from geodata.revisions import changes_since
 from geodata.store import community_codes_ever
 from layers.plans import adoption
-from layers.plans.engine import PlanResult, current_labels, make_plan
-from layers.plans.memory import PlanMemory, plan_rules
+from layers.plans.communities import Bounds, bounds
+from layers.plans.engine import PlanResult, Rules, current_labels, make_plan
+from layers.plans.memory import PlanMemory, UnitSet, plan_rules
 
 #: action → (statuses it starts from, status it leads to, roles allowed)
 TRANSITIONS = {
@@ -68,25 +69,43 @@ def allowed_actions(plan: dict, role: str, stale: bool = False) -> list[str]:
     return actions
 
 
+def draw_plan(unit_set: UnitSet, params: dict, limits: Bounds, *, retired: set[str] | frozenset = frozenset(),
+              progress=None) -> tuple[Rules, PlanResult]:
+    """The automatic plan of ``unit_set`` under the rules ``params`` say (``minimum maximum target
+    fresh seed``; ``limits`` where they say nothing), never giving a ``retired`` code: the one
+    way a plan is made, whether stored as a draft (:func:`auto_plan`) or written to a file
+    (``flask plan``)."""
+    rules = Rules.from_params(params, limits.minimum, limits.maximum)
+    return rules, make_plan(unit_set.graph, rules, retired=retired, progress=progress, home=unit_set.home)
+
+
+def draw_stored_plan(memory: PlanMemory, *, street: str | None = None, minimum: int | None = None,
+                     maximum: int | None = None, target: int | None = None, fresh: bool = False,
+                     seed: int = 0, progress=None) -> tuple[UnitSet, Rules, PlanResult]:
+    """The automatic plan of the stored units of one street (or every street) under the city's
+    household bounds where the rules say nothing, never reusing a code used before; not stored.
+    Refused when there are no such units."""
+    params = {"minimum": minimum, "maximum": maximum, "target": target, "fresh": fresh, "seed": seed}
+    unit_set = memory.units(street)
+    rules, result = draw_plan(unit_set, params, bounds(memory.engine),
+                              retired=community_codes_ever(memory.engine), progress=progress)
+    return unit_set, rules, result
+
+
 def auto_plan(memory: PlanMemory, name: str, author: str, *, street: str | None = None,
               minimum: int | None = None, maximum: int | None = None, target: int | None = None,
               fresh: bool = False, seed: int = 0, progress=None) -> tuple[int, PlanResult]:
     """Make an automatic plan of one street (or every street) and store it as a draft, with the
     boundary revision it was made from."""
-    params = {"street": street, "minimum": minimum, "maximum": maximum, "target": target,
+    unit_set, rules, result = draw_stored_plan(memory, street=street, minimum=minimum, maximum=maximum,
+                                               target=target, fresh=fresh, seed=seed, progress=progress)
+    params = {"street": street, "minimum": rules.minimum, "maximum": rules.maximum, "target": target,
               "fresh": fresh, "seed": seed}
-    rules = plan_rules(memory.engine, params)
-    revision = memory.revision()
-    unit_set = memory.units(street, revision)
-    if not len(unit_set.units):
-        raise Refused("no units to plan" + (f" in street {street}" if street else ""))
-    result = make_plan(unit_set.graph, rules, retired=community_codes_ever(memory.engine), progress=progress,
-                       home=unit_set.home)
-    params |= {"minimum": rules.minimum, "maximum": rules.maximum}
     plan_id = plan_rows.create_plan(memory.engine, name, author, result.assignment, params=params,
                                     scores=result.scores(),
                                     district_code=unit_set.units["district_code"].iloc[0],
-                                    base_revision=revision, streets=sorted(set(unit_set.graph.street)))
+                                    base_revision=unit_set.revision,
+                                    streets=sorted(set(unit_set.graph.street)))
     return plan_id, result
 
 

@@ -1,4 +1,4 @@
-"""Coverage gaps (覆盖缺口) in the web app and on the command line: the gap report (page, printable
+"""Coverage gaps (覆盖缺口) in the web app: the gap report (page, printable
 report, JSON API), the gap layers (map and export as shapefile, GeoPackage, GeoJSON or CSV),
 proposed facilities and where to build next. Views parse the request and call
 :mod:`layers.coverage.gaps` and :mod:`layers.coverage.siting`.
@@ -14,8 +14,7 @@ API (readers: admin, planner, viewer):
 - ``POST /api/coverage/sites`` ``{kind, k, radius?, street?, method?, solver?, candidates?}`` —
   where to build next, as GeoJSON.
 
-Command line: ``flask --app webmap coverage [--street CODE] -o report.json`` and
-``flask --app webmap site KIND K [--street CODE] [--candidates PATH] -o sites.geojson``.
+Command line (``coverage``, ``site``): :mod:`webmap.commands.coverage`.
 """
 
 from __future__ import annotations
@@ -27,12 +26,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import click
 import geopandas as gpd
 import pandas as pd
 from flask import Blueprint, Response, after_this_request, render_template, request, send_file
 
-from geodata.errors import GridplanError, NotFound, Refused
+from geodata.errors import NotFound, Refused
 from geodata.exporter import FORMATS, ExportError, write_frame
 from geodata.i18n import _
 from geodata.standards import FACILITY_KINDS
@@ -49,7 +47,7 @@ from webmap.i18n import facility_kind_name, life_circle
 from webmap.maps import build_map, render_map
 from webmap.responses import json_answer as _json
 
-bp = Blueprint("coverage", __name__, cli_group=None)
+bp = Blueprint("coverage", __name__)
 READERS = ("admin", "planner", "viewer")
 EXTENSIONS = {"shp": "zip", "gpkg": "gpkg", "geojson": "geojson", "csv": "csv"}
 MAX_PROPOSED = 200
@@ -443,69 +441,3 @@ def api_sites_job(job_id: int):
     """A siting job: its status and progress, the greedy answer as soon as it is found
     (``stage: greedy``), and the final answer with its bound once done."""
     return _json(job_state(current_account(), visible_job(current_account(), job_id, worker.COVERAGE_SITES)))
-
-
-# --- command line -------------------------------------------------------------------------------
-
-METHOD = click.Choice(["auto", "straight", "roads"])
-
-
-@bp.cli.command("coverage")
-@click.option("--street", help="only this street (9-digit code)")
-@click.option("--method", type=METHOD, default="auto", show_default=True,
-              help="distance: along the roads when loaded (auto), straight-line, or roads")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="report.json")
-def coverage_command(street, method, output: Path) -> None:
-    """Write the whole gap report (reach, missing kinds, facilities, blind spots, cell problems)
-    as JSON; print a one-line summary."""
-    try:
-        report = coverage.report_for(engine(), street, method)
-    except GridplanError as exc:
-        raise click.ClickException(str(exc)) from None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, ensure_ascii=False, indent=1, default=_plain), encoding="utf-8")
-    worst = min(report["reach"], key=lambda r: r["share"], default=None)
-    lowest = f"lowest reach {worst['kind']} {worst['radius_m']:g} m {worst['share']:.1%}; " if worst else ""
-    click.echo(f"{report['households']:,} households, method {report['method']}: " + lowest
-               + f"{len(report['missing'])} communities missing a kind, "
-               f"{len(report['facilities'])} facilities under standard, "
-               f"{report['blind_spots']['units']} blind-spot units, "
-               f"{len(report['cell_problems']['findings'])} cell findings → {output}")
-
-
-@bp.cli.command("site")
-@click.argument("kind")
-@click.argument("k")
-@click.option("--street", help="only this street (9-digit code)")
-@click.option("--radius", type=float, help="reach in metres (default: the kind's in the standards table)")
-@click.option("--candidates", "candidates_path", type=click.Path(path_type=Path),
-              help="candidate sites (points file); default: every unit's representative point")
-@click.option("--crs", help="CRS of --candidates when its file does not say")
-@click.option("--method", type=METHOD, default="auto", show_default=True, help="distance measure")
-@click.option("--solver", type=click.Choice(["auto", "exact", "greedy"]), default="auto", show_default=True)
-@click.option("--time-limit", type=float, default=60.0, show_default=True,
-              help="seconds for the exact solver")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="sites.geojson")
-def site_command(kind, k, street, radius, candidates_path, crs, method, solver, time_limit, output) -> None:
-    """Choose K sites for facilities of KIND that bring the most uncovered households within
-    reach; write them as GeoJSON (order, households_added, households_covered_after)."""
-    try:
-        k = siting.check_k(k)
-        if radius is not None and not (math.isfinite(radius) and radius > 0):
-            raise Refused(_("--radius must be above 0"))
-        candidates = siting.read_candidates(candidates_path, crs) if candidates_path else None
-        standards = coverage.load_standards(engine())
-        inputs = coverage.load_inputs(engine(), street, standards)
-        run = coverage.compute_reach(inputs, standards, method)
-        result, used, radius = siting.site_for(run, kind, k, radius_m=radius, candidates=candidates,
-                                               units=inputs.units, method=solver, time_limit=time_limit)
-    except GridplanError as exc:
-        raise click.ClickException(str(exc)) from None
-    body = sites_geojson(result, used, kind, radius, k, run.method)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(body, ensure_ascii=False, default=_plain), encoding="utf-8")
-    p = body["properties"]
-    click.echo(f"{len(body['features'])} sites for {kind} ({radius:g} m, {run.method}): "
-               f"+{p['households_added']:,} households, {p['households_covered_after']:,} of "
-               f"{p['households']:,} within reach; {'optimal' if p['optimal'] else 'bound'} "
-               f"{p['bound_households_added']:,} (gap {p['gap']:.2%}, {p['solver']}) → {output}")

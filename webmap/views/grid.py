@@ -1,19 +1,19 @@
-"""Grid cells in the web app and on the command line: generate the cells of a community, a
-street or the district, and validate them (gaps, overlaps, cells outside their community,
-households in no cell); the grid page (``/grid?community=…`` or ``?street=…``), where a planner
-sees a community's or a street's cells on a map and in a table and generates, splits, merges and
-assigns them through the same API. Views parse the request and call :mod:`layers.grid.cells`."""
+"""Grid cells in the web app: generate the cells of a community, a street or the district, and
+validate them (gaps, overlaps, cells outside their community, households in no cell); the grid
+page (``/grid?community=…`` or ``?street=…``), where a planner sees a community's or a street's
+cells on a map and in a table and generates, splits, merges and assigns them through the same
+API. Views parse the request and call :mod:`layers.grid.cells`; the ``grid`` command is in
+:mod:`webmap.commands.grid`."""
 
 from __future__ import annotations
 
 import json
 
-import click
 import shapely
 from flask import Blueprint, Response, jsonify, request
 
 from geodata.accounts import Account, list_users
-from geodata.errors import Forbidden, GridplanError, NotFound, Refused
+from geodata.errors import Forbidden, NotFound, Refused
 from geodata.i18n import _
 from geodata.store import read_layer
 from layers.grid.cells import (
@@ -29,7 +29,7 @@ from webmap import params
 from webmap.auth import current_account, require
 from webmap.extensions import engine
 
-bp = Blueprint("grid", __name__, cli_group=None)
+bp = Blueprint("grid", __name__)
 
 
 def _scope(values) -> dict:
@@ -221,22 +221,3 @@ def api_cells():
                        "findings": report["findings"][:200]}, ensure_ascii=False)
     body = f'{{"type":"FeatureCollection","features":[{",".join(features)}],{head[1:]}'
     return Response(body, mimetype="application/geo+json")
-
-
-@bp.cli.command("grid")
-@click.option("--community", help="only this community (12-digit code)")
-@click.option("--street", help="only this street (9-digit code)")
-@click.option("--min", "minimum", type=int, help="households per cell, at least (default: settings)")
-@click.option("--max", "maximum", type=int, help="households per cell, at most (default: settings)")
-@click.option("--area", "area_m2", type=float, help="aim at cells of this area (m²) instead")
-def grid_command(community, street, minimum, maximum, area_m2) -> None:
-    """Generate and store grid cells (网格); print one JSON object of what was made."""
-    try:
-        scope = _scope({"community": community, "street": street})
-        for name, value in (("--min", minimum), ("--max", maximum), ("--area", area_m2)):
-            if value is not None and value <= 0:
-                raise Refused(_("{name} must be above 0", name=name))
-        answer = generate_grid(engine(), grid_rules(engine(), minimum, maximum, area_m2), **scope)
-    except GridplanError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(json.dumps(answer, ensure_ascii=False))

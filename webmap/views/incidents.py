@@ -1,6 +1,6 @@
 """Incidents in the web app: the supervisor's case list, case page and report form (made for a
 phone), the incident API (report, act, photos, duplicates nearby, supervisors' cells), rates,
-exports, and the ``rates`` / ``incidents-export`` / ``open311-import`` commands.
+exports (the commands are in :mod:`webmap.commands.incidents`).
 
 Views parse the request and call :mod:`layers.incidents.loop`, :mod:`layers.incidents.rates` and
 :mod:`layers.incidents.open311`; refusals are raised and answered by :mod:`webmap.errors` (problem
@@ -19,7 +19,6 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
-import click
 from flask import (
     Blueprint,
     Response,
@@ -31,23 +30,21 @@ from flask import (
     send_file,
     url_for,
 )
-from flask.cli import AppGroup
 from flask_login import current_user
 
 from geodata import departments as depts
 from geodata import incident_rows
-from geodata.errors import Forbidden, GridplanError, Refused
+from geodata.errors import Forbidden, Refused
 from geodata.i18n import _, in_language
 from layers.incidents import departments, exports, rates
 from layers.incidents import loop as incidents
 from webmap import params
 from webmap.auth import current_account, require
-from webmap.cli import database_errors
 from webmap.extensions import engine
 from webmap.responses import compressed_page, conditional
 from webmap.security import rate_limited
 
-bp = Blueprint("incidents", __name__, cli_group=None)
+bp = Blueprint("incidents", __name__)
 
 READERS = ("admin", "planner", "supervisor", "viewer", "dispatcher", "handler")
 #: who works cases: the list of cases is theirs
@@ -702,93 +699,3 @@ def service_worker():
     response = conditional(body, headers={"Content-Type": "text/javascript; charset=utf-8"})
     response.headers["Cache-Control"] = "no-cache"  # a new build is found at the next page
     return response
-
-
-# --- command line ---------------------------------------------------------------------------
-
-
-@bp.cli.command("rates")
-@click.option("--by", type=click.Choice(rates.LEVELS), default="community", show_default=True)
-@click.option("--from", "since", help="first day, YYYY-MM-DD (default: a year before --to)")
-@click.option("--to", "until", help="last day, YYYY-MM-DD (default: today)")
-@click.option("--scope", help="only under this code (district, street, community)")
-def rates_command(by: str, since: str | None, until: str | None, scope: str | None) -> None:
-    """Print the rates (结案率, 按期结案率, 返工率 …) per cell, community, street or district as JSON."""
-    try:
-        first, last = rates.period(since, until)
-        table = rates.rates(engine(), by, first, last, prefix=scope)
-    except GridplanError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(json.dumps(rates.as_json(table, by, first, last, rates.targets(engine())), ensure_ascii=False))
-
-
-departments_cli = AppGroup("departments", help="处置部门: the departments cases are dispatched to.")
-bp.cli.add_command(departments_cli)
-
-
-@departments_cli.command("add")
-@click.argument("name")
-@click.option("--categories", required=True, help="the category codes it handles, comma-separated")
-@click.option("--code", help="its code (default: the next free D01, D02 …); an existing code is changed")
-@click.option("--contact", help="whom to call")
-@click.option("--limit", "limits", multiple=True, metavar="CATEGORY=HOURS",
-              help="its own time limit for a category, in working hours")
-@click.option("--default", "default_for", help="categories it is the default department for, comma-separated")
-@database_errors
-def departments_add(name: str, categories: str, code: str | None, contact: str | None,
-                    limits: tuple[str, ...], default_for: str | None) -> None:
-    """Add the department NAME handling --categories (or change the one with --code)."""
-    own: dict = {}
-    for item in limits:
-        category, _sep, hours = item.partition("=")
-        try:
-            own[category.strip()] = float(hours)
-        except ValueError:
-            raise click.ClickException(_("--limit {item}: write CATEGORY=HOURS", item=item)) from None
-    data = {"code": code, "name": name, "categories": categories,
-            "contact": contact, "limits": own, "default_for": default_for or []}
-    try:
-        saved, new = departments.save_department(engine(), data, actor="cli")
-    except GridplanError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(_("department {code} {name}: {categories}", code=saved["code"], name=saved["name"],
-                 categories=", ".join(saved["categories"])))
-
-
-@departments_cli.command("list")
-@database_errors
-def departments_list() -> None:
-    """Print the departments as JSON."""
-    click.echo(json.dumps(depts.list_departments(engine()), ensure_ascii=False))
-
-
-@bp.cli.command("incidents-export")
-@click.argument("layer", type=click.Choice(["incidents", "grid_cells"]))
-@click.option("--format", "fmt", type=click.Choice(exports.FORMATS), default="gpkg", show_default=True)
-@click.option("--scope", help="only under this code")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="a folder")
-def export_command(layer: str, fmt: str, scope: str | None, output: Path) -> None:
-    """Export cells (with their supervisors) or incidents with their history."""
-    output.mkdir(parents=True, exist_ok=True)
-    click.echo(str(exports.export(engine(), layer, fmt, output, prefix=scope)))
-
-
-@bp.cli.command("open311-import")
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--kind", type=click.Choice(["boston", "nyc", "open311"]), required=True)
-@click.option("--default-category", help="catalogue code for service types the mapping does not know")
-@click.option(
-    "--district", default="000000", show_default=True, help="district code for cases outside every area"
-)
-@database_errors
-def open311_import(path: Path, kind: str, default_category: str | None, district: str) -> None:
-    """Import 311 requests (Boston or NYC open data CSV, or Open311 JSON) into the loop."""
-    from layers.incidents import open311
-
-    try:
-        result = open311.import_file(
-            engine(), path, kind, default_category=default_category, district=district
-        )
-    except GridplanError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(json.dumps(result, ensure_ascii=False))

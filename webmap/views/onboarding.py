@@ -1,67 +1,21 @@
-"""A real city's data as it arrives: the commands and pages that load, clean, code and build it.
-
-Command line (``flask --app webmap …``):
-
-- ``topology communities`` — overlaps, gaps inside streets, parts outside the street (one JSON object);
-- ``clean communities [--max-sliver 50]`` — resolve the small ones, print the same object and ``changed``;
-- ``codes apply TABLE.csv`` — the official code table replaces provisional codes (one transaction);
-- ``units build [--street CODE] [--households TABLE.csv] [--raster FILE.tif] [--shape hex|square]
-  [--cell-m2 M2]`` — blocks from roads, or a tessellation where no roads are stored;
-- ``onboard FOLDER --district CODE`` — all of it for a folder of whatever the city has.
-
-API: ``GET /api/topology/communities`` (the findings as GeoJSON, for the map).
-Views and commands parse their input and call :mod:`layers`; nothing else happens here.
+"""A real city's data as it arrives, on a page: ``GET /api/topology/communities`` (the overlaps,
+gaps and outside pieces of the communities as GeoJSON, for the map). The commands that load,
+clean, code and build it are in :mod:`webmap.commands.onboarding`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
-import tempfile
-from pathlib import Path
 
-import click
-from flask import Blueprint, Response, current_app, render_template, request
-from flask.cli import AppGroup
-from sqlalchemy import make_url
+from flask import Blueprint, Response, request
 
-from geodata.code_table import apply_code_table
-from geodata.crs import to_wgs84
-from geodata.errors import GridplanError, Refused
+from geodata.errors import Refused
 from geodata.i18n import _
-from geodata.migrate import upgrade
-from geodata.standards import seed_settings
-from layers.onboarding.boundaries import MAX_SLIVER_M2, clean_stored, stored_topology
-from layers.onboarding.folder import STEPS, onboard
-from layers.onboarding.imports import read_source
-from layers.onboarding.units import CELL_M2, MIN_BLOCK_M2, SHAPES, build_stored, residential_points
+from layers.onboarding.boundaries import stored_topology
 from webmap.auth import require
 from webmap.extensions import engine
 
-bp = Blueprint("onboarding", __name__, cli_group=None)
-
-BOUNDARY_LAYERS = click.Choice(["communities"])
-
-
-def _ready():
-    """The app's engine with the newest schema and the default settings."""
-    eng = engine()
-    upgrade(eng)
-    with eng.begin() as conn:
-        seed_settings(conn)
-    return eng
-
-
-def _echo_json(value: dict) -> None:
-    click.echo(json.dumps(value, ensure_ascii=False))
-
-
-def _street(value: str | None) -> str | None:
-    if value is not None and not (value.isdigit() and len(value) == 9):
-        raise click.BadParameter(f"{value!r} is not a 9-digit street code", param_hint="--street")
-    return value
-
+bp = Blueprint("onboarding", __name__)
 
 @bp.get("/api/topology/communities")
 @require("admin", "planner", "viewer", api=True)
@@ -78,161 +32,4 @@ def api_topology():
     return Response(json.dumps(body, ensure_ascii=False), mimetype="application/geo+json")
 
 
-@bp.cli.command("topology")
-@click.argument("layer", type=BOUNDARY_LAYERS)
-@click.option("--street", help="only this street (9-digit code)")
-def topology_command(layer: str, street: str | None) -> None:
-    """Report the overlaps, gaps and parts outside their street of LAYER as one JSON object."""
-    eng = _ready()
-    _echo_json(stored_topology(eng, _street(street)).summary())
-
-
-@bp.cli.command("clean")
-@click.argument("layer", type=BOUNDARY_LAYERS)
-@click.option("--max-sliver", type=float, default=MAX_SLIVER_M2, show_default=True,
-              help="resolve overlaps, gaps and outside pieces up to this area (m²)")
-@click.option("--street", help="only this street (9-digit code)")
-def clean_command(layer: str, max_sliver: float, street: str | None) -> None:
-    """Resolve the small overlaps, gaps and outside pieces of LAYER; print the topology after and
-    what changed (the old polygons are kept in the history)."""
-    eng = _ready()
-    if max_sliver < 0:
-        raise click.BadParameter("an area in m² cannot be negative", param_hint="--max-sliver")
-    try:
-        result = clean_stored(eng, max_sliver, street=_street(street))
-    except (GridplanError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
-    _echo_json(result.summary())
-    print(f"{len(result.changed)} changes, {len(result.communities)} communities redrawn", file=sys.stderr)
-
-
-
-
-
-codes = AppGroup("codes", help="The official code table (统计用区划代码) and provisional codes.")
-units = AppGroup("units", help="Planning units where the city has none: blocks from the roads, "
-                                "or a tessellation without them.")
-bp.cli.add_command(codes)
-bp.cli.add_command(units)
-
-
-@codes.command("apply")
-@click.argument("table", type=click.Path(path_type=Path))
-@click.option("--dry-run", is_flag=True, help="report what would change, write nothing")
-def codes_apply(table: Path, dry_run: bool) -> None:
-    """Replace provisional codes by the official ones of TABLE (CSV: code, name, parent) everywhere,
-    in one transaction; print what matched, what did not and what was ambiguous (one JSON object)."""
-    eng = _ready()
-    try:
-        result = apply_code_table(eng, table, actor="cli", dry_run=dry_run)
-    except GridplanError as exc:
-        raise click.ClickException(f"code table refused, nothing written: {exc}") from None
-    _echo_json(result.summary())
-
-
-@units.command("build")
-@click.option("--street", help="only this street (9-digit code)")
-@click.option("--households", "households", type=click.Path(path_type=Path),
-              help="CSV of community name or code, households, population: totals honoured exactly")
-@click.option("--raster", type=click.Path(path_type=Path),
-              help="population GeoTIFF in EPSG:4326 (WorldPop …)")
-@click.option("--pois", type=click.Path(path_type=Path),
-              help="points of interest; residential ones weigh households")
-@click.option("--category", help="the column of --pois holding the category (住宅小区 …)")
-@click.option("--min-block", type=float, default=MIN_BLOCK_M2, show_default=True,
-              help="blocks smaller than this (m²) are merged into a neighbour")
-@click.option("--shape", type=click.Choice(SHAPES),
-              help="tessellate into cells of this shape instead of blocks (the default, hex, when no "
-                   "roads are stored)")
-@click.option("--cell-m2", type=float,
-              help=f"tessellated cells of about this area (m²; default {CELL_M2:,.0f})")
-def units_build(street, households, raster, pois, category, min_block, shape, cell_m2) -> None:
-    """Cut the streets into blocks along the roads and community boundaries — or, where no roads
-    are stored (or --shape/--cell-m2 ask for it), tessellate them into cells cut by the community
-    boundaries — estimate their households, and replace the streets' units (one transaction);
-    print one JSON object."""
-    eng = _ready()
-    try:
-        points = None
-        if pois is not None:
-            with tempfile.TemporaryDirectory(prefix="gridplan-pois-") as tmp:
-                points = to_wgs84(read_source(pois, workdir=Path(tmp)))
-            points = residential_points(points, category)
-        with click.progressbar(length=1, label="building units", file=sys.stderr) as bar:
-            def tick(done: int, total: int) -> None:
-                bar.length = total
-                bar.update(done - bar.pos)
-
-            result = build_stored(eng, street=_street(street), households=households, raster=raster,
-                                  pois=points, min_block_m2=min_block, progress=tick, shape=shape,
-                                  cell_m2=cell_m2)
-    except (GridplanError, ValueError) as exc:
-        raise click.ClickException(f"units not built, nothing written: {exc}") from None
-    _echo_json(result.summary())
-
-
-@bp.cli.command("onboard")
-@click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--district", help="the district the city's streets lie in (6 digits)")
-@click.option("--report", "report_dir", type=click.Path(path_type=Path),
-              help="where to write onboard-report.json and .html (default: FOLDER)")
-def onboard_command(folder: Path, district: str | None, report_dir: Path | None) -> None:
-    """Load a whole city from FOLDER (streets, communities, roads, households table, buildings or
-    POIs, facilities, incidents, code table; onboard.toml says what their fields mean) and write a
-    report of what was loaded, estimated, provisional, cleaned and left for the planner."""
-    eng = _ready()
-    with click.progressbar(length=len(STEPS), label="onboarding", file=sys.stderr,
-                           item_show_func=lambda name: name) as bar:
-        def tick(name: str, index: int, _total: int) -> None:
-            bar.update(index - bar.pos, name)
-
-        try:
-            report = onboard(eng, folder, district, progress=tick, private=_own_paths())
-        except GridplanError as exc:
-            raise click.ClickException(f"onboarding stopped: {exc}") from None
-        bar.update(len(STEPS) - bar.pos)
-    out = report_dir or folder
-    out.mkdir(parents=True, exist_ok=True)
-    data = report.as_dict()
-    _write_new(out / "onboard-report.json", json.dumps(data, ensure_ascii=False, indent=2, default=str))
-    _write_new(out / "onboard-report.html", render_report(data))
-    figures = data["steps"].get("report", {})
-    click.echo(f"onboarded {figures.get('communities', 0)} communities in {figures.get('streets', 0)} "
-               "streets "
-               f"({figures.get('provisional_communities', 0)} provisional codes), {figures.get('units', 0)} "
-               f"units, {figures.get('households', 0):,} households; {data['total_seconds']} s")
-    click.echo(f"report: {out / 'onboard-report.html'}")
-
-
-
-
-def _own_paths() -> tuple[Path, ...]:
-    """What an onboarding folder may not be, hold or lie in: the instance folder (the secret key)
-    and the SpatiaLite database file, wherever DATABASE_URL puts it."""
-    own = [Path(current_app.instance_path)]
-    url = make_url(current_app.config["DATABASE_URL"])
-    if url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
-        own.append(Path(url.database))
-    return tuple(own)
-
-
-def _write_new(path: Path, content: str) -> None:
-    """Write ``path`` as a new file: a link of that name in the department's folder is replaced,
-    never followed (it could point at any file this user may write)."""
-    fd, temporary = tempfile.mkstemp(prefix=".onboard-report-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(content)
-        os.chmod(temporary, 0o644)  # a report to share, as write_text would have left it
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
-def render_report(data: dict) -> str:
-    """The onboarding report as an HTML page (``templates/onboard_report.html``, values escaped)."""
-    return render_template("onboard_report.html", **data)
-
-
-__all__ = ["bp", "render_report"]
+__all__ = ["bp"]

@@ -6,7 +6,7 @@ user in a folder it owns, listening on 127.0.0.1 and a free port. Use as a conte
     with PostgisCluster() as url:
         ...  # url = "postgresql+psycopg://postgres@127.0.0.1:PORT/gridplan"
 
-or from the shell: ``python scripts/pgcluster.py`` prints a URL and keeps the cluster up until
+or from the shell: ``python -m tests.pgcluster`` prints a URL and keeps the cluster up until
 interrupted.
 """
 

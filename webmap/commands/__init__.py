@@ -1,0 +1,109 @@
+"""The command line: ``flask --app webmap …``, one module per capability named like :mod:`layers`
+(and like :mod:`webmap.views`): :mod:`.admin` (database, backups, accounts, tokens, the worker),
+:mod:`.layers` (import, export), :mod:`.plans`, :mod:`.coverage`, :mod:`.grid`, :mod:`.incidents`,
+:mod:`.onboarding` and :mod:`.sample_data`.
+
+Every command is made by :func:`command` (or on a :func:`group`), which wraps it in
+:func:`one_line`: a domain refusal (:mod:`geodata.errors`) or a database failure ends the
+command with one line on stderr and exit status 1, never a traceback — the command-line twin of
+:mod:`webmap.errors`. Each module lists its commands in ``COMMANDS``; :func:`register` adds
+them all to the app's CLI.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from importlib import import_module
+
+import click
+from flask import Flask
+from flask.cli import AppGroup, with_appcontext
+from sqlalchemy import Engine
+
+from geodata.db import DATABASE_ERRORS, database_trouble
+from geodata.errors import GridplanError
+from geodata.i18n import _
+from geodata.migrate import upgrade
+from geodata.standards import seed_settings
+from webmap.extensions import engine
+
+#: the modules holding the commands (``flask --help`` lists the commands by name)
+MODULES = ("admin", "layers", "sample_data", "plans", "incidents", "coverage", "grid", "onboarding")
+
+
+def one_line(function: Callable, refused: str | None = None,
+             also: tuple[type[Exception], ...] = ()) -> Callable:
+    """``function`` ending with one line and exit status 1 when the domain refuses (a
+    :class:`~geodata.errors.GridplanError`, or one of ``also``) or the database fails (down,
+    busy, its disk full: the transaction was rolled back). ``refused`` words a refusal with a
+    ``{reason}`` placeholder ("import refused, nothing written: {reason}"); a database failure is
+    worded as the web's 503 words it."""
+
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except DATABASE_ERRORS as exc:
+            raise click.ClickException(str(database_trouble(exc))) from None
+        except (GridplanError, *also) as exc:
+            raise click.ClickException(_(refused, reason=exc) if refused else str(exc)) from None
+
+    return run
+
+
+def command(name: str, *, group: click.Group | None = None, refused: str | None = None,
+            also: tuple[type[Exception], ...] = ()) -> Callable[[Callable], click.Command]:
+    """A command ``name`` (a sub-command of ``group`` when given) run in the app's context, its
+    refusals and database failures answered by :func:`one_line`. Put it above the options."""
+
+    def make(function: Callable) -> click.Command:
+        wrapped = one_line(function, refused, also)
+        if group is not None:
+            return group.command(name)(wrapped)
+        return click.command(name)(with_appcontext(wrapped))
+
+    return make
+
+
+def group(name: str, help: str) -> AppGroup:
+    """A group of commands (``user add``, ``codes apply`` …) run in the app's context."""
+    return AppGroup(name, help=help)
+
+
+def ready() -> Engine:
+    """The app's engine with the newest schema and the default settings (idempotent, fast)."""
+    eng = engine()
+    upgrade(eng)
+    with eng.begin() as conn:
+        seed_settings(conn)
+    return eng
+
+
+def plain(value):
+    """JSON for what :mod:`json` does not know: numpy scalars and dates."""
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def echo_json(value) -> None:
+    """Print ``value`` as one line of JSON (Chinese as it is)."""
+    click.echo(json.dumps(value, ensure_ascii=False))
+
+
+def street_code(value: str | None) -> str | None:
+    """``--street`` checked to be a 9-digit code (None: every street)."""
+    if value is not None and not (value.isdigit() and len(value) == 9):
+        raise click.BadParameter(f"{value!r} is not a 9-digit street code", param_hint="--street")
+    return value
+
+
+def register(app: Flask) -> None:
+    """Add every module's commands to ``app``'s CLI."""
+    for name in MODULES:
+        for cmd in import_module(f"{__name__}.{name}").COMMANDS:
+            app.cli.add_command(cmd)

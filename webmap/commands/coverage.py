@@ -1,0 +1,79 @@
+"""Coverage gaps (覆盖缺口) on the command line: ``coverage [--street CODE] -o report.json`` (the
+whole gap report) and ``site KIND K [--street CODE] [--candidates PATH] -o sites.geojson`` (where
+to build next)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import click
+
+from geodata.errors import Refused
+from geodata.i18n import _
+from layers.coverage import gaps as coverage
+from layers.coverage import siting
+from webmap.commands import command, plain
+from webmap.extensions import engine
+from webmap.views.coverage import sites_geojson
+
+METHOD = click.Choice(["auto", "straight", "roads"])
+
+
+@command("coverage")
+@click.option("--street", help="only this street (9-digit code)")
+@click.option("--method", type=METHOD, default="auto", show_default=True,
+              help="distance: along the roads when loaded (auto), straight-line, or roads")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="report.json")
+def coverage_command(street, method, output: Path) -> None:
+    """Write the whole gap report (reach, missing kinds, facilities, blind spots, cell problems)
+    as JSON; print a one-line summary."""
+    report = coverage.report_for(engine(), street, method)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, ensure_ascii=False, indent=1, default=plain), encoding="utf-8")
+    worst = min(report["reach"], key=lambda r: r["share"], default=None)
+    lowest = f"lowest reach {worst['kind']} {worst['radius_m']:g} m {worst['share']:.1%}; " if worst else ""
+    click.echo(f"{report['households']:,} households, method {report['method']}: " + lowest
+               + f"{len(report['missing'])} communities missing a kind, "
+               f"{len(report['facilities'])} facilities under standard, "
+               f"{report['blind_spots']['units']} blind-spot units, "
+               f"{len(report['cell_problems']['findings'])} cell findings → {output}")
+
+
+@command("site")
+@click.argument("kind")
+@click.argument("k")
+@click.option("--street", help="only this street (9-digit code)")
+@click.option("--radius", type=float, help="reach in metres (default: the kind's in the standards table)")
+@click.option("--candidates", "candidates_path", type=click.Path(path_type=Path),
+              help="candidate sites (points file); default: every unit's representative point")
+@click.option("--crs", help="CRS of --candidates when its file does not say")
+@click.option("--method", type=METHOD, default="auto", show_default=True, help="distance measure")
+@click.option("--solver", type=click.Choice(["auto", "exact", "greedy"]), default="auto", show_default=True)
+@click.option("--time-limit", type=float, default=60.0, show_default=True,
+              help="seconds for the exact solver")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="sites.geojson")
+def site_command(kind, k, street, radius, candidates_path, crs, method, solver, time_limit, output) -> None:
+    """Choose K sites for facilities of KIND that bring the most uncovered households within
+    reach; write them as GeoJSON (order, households_added, households_covered_after)."""
+    k = siting.check_k(k)
+    if radius is not None and not (math.isfinite(radius) and radius > 0):
+        raise Refused(_("--radius must be above 0"))
+    candidates = siting.read_candidates(candidates_path, crs) if candidates_path else None
+    standards = coverage.load_standards(engine())
+    inputs = coverage.load_inputs(engine(), street, standards)
+    run = coverage.compute_reach(inputs, standards, method)
+    result, used, radius = siting.site_for(run, kind, k, radius_m=radius, candidates=candidates,
+                                           units=inputs.units, method=solver, time_limit=time_limit)
+    body = sites_geojson(result, used, kind, radius, k, run.method)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(body, ensure_ascii=False, default=plain), encoding="utf-8")
+    p = body["properties"]
+    click.echo(f"{len(body['features'])} sites for {kind} ({radius:g} m, {run.method}): "
+               f"+{p['households_added']:,} households, {p['households_covered_after']:,} of "
+               f"{p['households']:,} within reach; {'optimal' if p['optimal'] else 'bound'} "
+               f"{p['bound_households_added']:,} (gap {p['gap']:.2%}, {p['solver']}) → {output}")
+
+
+COMMANDS = (coverage_command, site_command)
