@@ -437,16 +437,22 @@ def step_fingerprint(code: str, data: dict) -> str:
                         data.get("evaluation"))
 
 
+def _own_uses(found: list[dict], by: str, account: Account, client_id: str) -> list[dict]:
+    """The earlier uses of ``client_id`` (``found``) made by ``account`` (their ``by`` field);
+    refused when only another account used it (whose case is not named)."""
+    mine = [r for r in found if r[by] == account.name]
+    if found and not mine:
+        raise ClientIdReused(_("client_id {client_id} was already used by another account: "
+                               "make a new one", client_id=client_id))
+    return mine
+
+
 def earlier_report(engine: Engine, account: Account, client_id: str, fingerprint: str) -> dict | None:
     """The case ``account`` reported with ``client_id`` before (marked ``replayed``), None when
     there is none; refused when the id came with another report, or from another account (whose
     case is not named)."""
-    found = rows.reports_by_client_id(engine, client_id)
-    mine = [r for r in found if r["reporter"] == account.name]
+    mine = _own_uses(rows.reports_by_client_id(engine, client_id), "reporter", account, client_id)
     if not mine:
-        if found:
-            raise ClientIdReused(_("client_id {client_id} was already used by another account: "
-                                   "make a new one", client_id=client_id))
         return None
     if mine[0]["client_hash"] != fingerprint:
         raise ClientIdReused(
@@ -462,12 +468,8 @@ def earlier_step(
 ) -> bool:
     """Whether ``account`` took this very step (``client_id``) on case ``code`` before; refused
     when the id came with another step or case, or from another account."""
-    found = rows.steps_by_client_id(engine, client_id)
-    mine = [r for r in found if r["actor"] == account.name]
+    mine = _own_uses(rows.steps_by_client_id(engine, client_id), "actor", account, client_id)
     if not mine:
-        if found:
-            raise ClientIdReused(_("client_id {client_id} was already used by another account: "
-                                   "make a new one", client_id=client_id))
         return False
     if mine[0]["code"] != code or mine[0]["client_hash"] != fingerprint:
         raise ClientIdReused(_("client_id {client_id} was sent before with another step: "
@@ -653,12 +655,8 @@ def earlier_note(engine: Engine | Connection, account: Account, code: str, clien
                  fingerprint: str) -> bool:
     """Whether ``account`` added this very note (``client_id``) to case ``code`` before; refused,
     naming the case, when the id came with a note to another case or with another note."""
-    found = rows.steps_by_client_id(engine, client_id)
-    mine = [r for r in found if r["actor"] == account.name]
+    mine = _own_uses(rows.steps_by_client_id(engine, client_id), "actor", account, client_id)
     if not mine:
-        if found:
-            raise ClientIdReused(_("client_id {client_id} was already used by another account: "
-                                   "make a new one", client_id=client_id))
         return False
     if mine[0]["code"] != code:
         raise ClientIdReused(

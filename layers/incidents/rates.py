@@ -190,7 +190,12 @@ def targets(engine: Engine) -> dict:
 
 def _records(frame: pd.DataFrame) -> list[dict]:
     columns = COLUMNS + [c for c in NAME_COLUMNS if c in frame.columns]
-    out = frame[columns].astype(object).where(frame[columns].notna(), None).to_dict("records")
+    return _plain_records(frame[columns])
+
+
+def _plain_records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as JSON takes them: missing values None, numbers plain, rates to 4 places."""
+    out = frame.astype(object).where(frame.notna(), None).to_dict("records")
     for row in out:
         for key, value in row.items():
             if isinstance(value, float):
@@ -308,20 +313,10 @@ def _department_total(frame: pd.DataFrame) -> dict:
             "on_time_rate": round(sums["handled_on_time"] / bottom, 4) if bottom else None}
 
 
-def _department_records(frame: pd.DataFrame) -> list[dict]:
-    out = frame.astype(object).where(frame.notna(), None).to_dict("records")
-    for row in out:
-        for key, value in row.items():
-            if isinstance(value, float):
-                row[key] = round(value, 4)
-            elif isinstance(value, np.integer):
-                row[key] = int(value)
-    return out
-
 
 def department_json(frame: pd.DataFrame, since: datetime, until: datetime, goal: dict) -> dict:
     """The rates by department as one JSON-ready object (rows below the on-time target named)."""
-    rows = _department_records(frame)
+    rows = _plain_records(frame)
     for row in rows:
         rate = row.get("on_time_rate")
         row["below_target"] = ["on_time_rate"] if rate is not None and rate < goal["on_time_rate"] else []

@@ -27,7 +27,7 @@ from geodata.i18n import _
 from layers.plans.edits import describe as describe_plan
 from layers.plans.edits import name_figure
 from layers.plans.memory import LoadedPlan, PlanMemory
-from layers.plans.workflow import EDITABLE, WorkflowError
+from layers.plans.workflow import WorkflowError, editable_plan
 
 #: how many colours the page has; a planar map needs at most four, a greedy colouring a few more
 PALETTE_SIZE = 10
@@ -56,7 +56,7 @@ def name_community(memory: PlanMemory, plan_id: int, code: str, name: str, versi
         raise Refused(_("a community needs a name"))
     if len(name) > NAME_MAX:
         raise Refused(_("a community's name has at most {NAME_MAX} characters", NAME_MAX=NAME_MAX))
-    plan = _editable(memory, plan_id, version)
+    plan = editable_plan(memory.engine, plan_id, version)
     loaded = memory.plan(plan_id, plan)
     if code not in loaded.partition:
         raise Refused(_("no community {code} in this plan", code=repr(code)))
@@ -68,14 +68,6 @@ def name_community(memory: PlanMemory, plan_id: int, code: str, name: str, versi
     memory.saved(loaded, new_version)
     return {"version": new_version, "community_code": code, "name": name}
 
-
-def _editable(memory: PlanMemory, plan_id: int, version: int) -> dict:
-    plan = plan_rows.get_plan(memory.engine, plan_id)
-    plan_rows.require_version(plan, version, memory.engine)  # first: a stale edit is a conflict
-    if plan["status"] not in EDITABLE:
-        raise WorkflowError(_("plan {plan_id} is {status}: only drafts can be edited",
-                              plan_id=plan_id, status=plan['status']))
-    return plan
 
 
 # --- the plan as a document -----------------------------------------------------------------

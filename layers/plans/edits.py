@@ -39,7 +39,7 @@ from layers.plans.engine import PlanResult, assign_codes, split_in_two, summary
 from layers.plans.files import export_plan
 from layers.plans.memory import LoadedPlan, PlanMemory
 from layers.plans.partition import Partition
-from layers.plans.workflow import EDITABLE, WorkflowError
+from layers.plans.workflow import editable_plan
 
 
 def community_adjacency(loaded: LoadedPlan) -> dict[str, list[str]]:
@@ -198,14 +198,6 @@ def _target(loaded: LoadedPlan, memory: PlanMemory, positions: list[int], to: st
     return to
 
 
-def _editable_plan(memory: PlanMemory, plan_id: int, version: int) -> dict:
-    plan = plan_rows.get_plan(memory.engine, plan_id)
-    plan_rows.require_version(plan, version, memory.engine)  # first: a stale edit is a conflict
-    if plan["status"] not in EDITABLE:
-        raise WorkflowError(_("plan {plan_id} is {status}: only drafts can be edited",
-                              plan_id=plan_id, status=plan['status']))
-    return plan
-
 
 def _save(memory: PlanMemory, loaded: LoadedPlan, positions: np.ndarray, labels: np.ndarray,
           save: Callable[[dict], int]) -> tuple[int, dict, list[dict], list[str]]:
@@ -238,7 +230,7 @@ def move_units(memory: PlanMemory, plan_id: int, unit_codes: list[str], to: str,
     unused code of their street). Allowed even when it breaks a rule: the answer names the
     violations. Memory changes only once the save has committed. The edit is one step of the
     plan's history (``kind``: move, split, merge; a move to a new community is ``new``)."""
-    plan = _editable_plan(memory, plan_id, version)
+    plan = editable_plan(memory.engine, plan_id, version)
     loaded = memory.plan(plan_id, plan)
     with loaded.lock:
         g, p = loaded.graph, loaded.partition
@@ -267,7 +259,7 @@ def replay(memory: PlanMemory, plan_id: int, version: int, actor: str, *, backwa
     plan itself gave up comes back with its units. Answers the new version, every unit that
     changed with its community, the names that changed, the figures of the communities touched,
     the plan's scores and what can be undone and redone now."""
-    plan = _editable_plan(memory, plan_id, version)
+    plan = editable_plan(memory.engine, plan_id, version)
     step = plan_rows.next_step(memory.engine, plan_id, backwards=backwards)
     if step is None:
         raise plan_rows.nothing_to_replay(plan_id, backwards)

@@ -43,6 +43,17 @@ class WorkflowError(Forbidden):
     """An action the plan's status or the user's role does not allow."""
 
 
+def editable_plan(engine, plan_id: int, version: int) -> dict:
+    """Plan ``plan_id`` as stored, when a hand edit at ``version`` may change it: the version
+    first (a stale edit is a conflict), then its status (only drafts and rejected plans)."""
+    plan = plan_rows.get_plan(engine, plan_id)
+    plan_rows.require_version(plan, version, engine)
+    if plan["status"] not in EDITABLE:
+        raise WorkflowError(_("plan {plan_id} is {status}: only drafts can be edited",
+                              plan_id=plan_id, status=plan["status"]))
+    return plan
+
+
 class StalePlan(Conflict):
     """The boundaries of the plan's streets changed since it was made."""
 

@@ -207,18 +207,18 @@ def api_create_user():
     return _json(user, 201)
 
 
+def _grant_changes(data: dict, *fields: str) -> dict:
+    """What a change of an account or a token sets among ``fields`` (role, scope, department);
+    a scope or department given empty is cleared."""
+    return {f: _text(data, f) if f == "role" else (_text(data, f) or None) for f in fields if f in data}
+
+
 @bp.patch("/api/admin/users/<int:user_id>")
 @require("admin", api=True)
 def api_update_user(user_id: int):
     """Any of ``role scope_code department_code disabled password``; the rest stays."""
     data = params.body()
-    changes: dict = {}
-    if "role" in data:
-        changes["role"] = _text(data, "role")
-    if "scope_code" in data:
-        changes["scope_code"] = _text(data, "scope_code") or None
-    if "department_code" in data:
-        changes["department_code"] = _text(data, "department_code") or None
+    changes = _grant_changes(data, "role", "scope_code", "department_code")
     if "disabled" in data:
         if not isinstance(data["disabled"], bool):
             raise Refused(_("disabled is true or false"))
@@ -259,12 +259,7 @@ def api_create_token():
 @bp.patch("/api/admin/tokens/<int:token_id>")
 @require("admin", api=True)
 def api_update_token(token_id: int):
-    data = params.body()
-    changes: dict = {}
-    if "role" in data:
-        changes["role"] = _text(data, "role")
-    if "scope_code" in data:
-        changes["scope_code"] = _text(data, "scope_code") or None
+    changes = _grant_changes(params.body(), "role", "scope_code")
     return _json(administration.update_token(engine(), actor=_actor(), token_id=token_id, **changes))
 
 
