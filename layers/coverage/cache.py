@@ -379,19 +379,6 @@ def finding_points(findings: list[dict], kind_key: str = "kind") -> gpd.GeoDataF
 SITES_JOB = "coverage_sites"
 
 
-def sites_answer(result, candidates, kind: str, radius: float, k: int, method: str,
-                 engine: Engine | None = None) -> dict:
-    """The chosen sites as a GeoJSON FeatureCollection whose properties state the bound (with
-    ``engine``: each site with where it lies in words, its community, street and road)."""
-    from layers.coverage import siting
-
-    frame = siting.sites_frame(result, candidates, kind, radius)
-    if engine is not None:
-        frame = siting.with_places(engine, frame)
-    body = json.loads(frame.to_json(drop_id=True, na="null"))
-    body["properties"] = siting.collection_properties(result, kind, radius, k, method)
-    return json.loads(json.dumps(body, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
-
 
 #: Where the worker keeps the siting models of a city (``GRIDPLAN_SITING_CACHE``, default a folder
 #: in the system's temporary directory): each job runs in a process of its own, so what one job
@@ -547,16 +534,17 @@ def sites_for(prepared_run: coverage.ReachRun, units: gpd.GeoDataFrame, params: 
     if on_greedy is None:  # nobody to show a first answer to: one pass
         best, used, radius = siting.site_for(prepared_run, kind, k, radius_m=radius, units=units,
                                              method=solver, time_limit=time_limit, models=models)
-        return sites_answer(best, used, kind, radius, k, prepared_run.method, engine)
+        return siting.sites_answer(best, used, kind, radius, k, prepared_run.method, engine)
     first, used, radius = siting.site_for(prepared_run, kind, k, radius_m=radius, units=units,
                                           method="greedy", models=models)
     if solver == "greedy" or first.optimal:
-        return sites_answer(first, used, kind, radius, k, prepared_run.method, engine)
+        return siting.sites_answer(first, used, kind, radius, k, prepared_run.method, engine)
     if on_greedy:  # shown at once: the places in words come with the final answer
-        on_greedy(sites_answer(first, used, kind, radius, k, prepared_run.method) | {"stage": "greedy"})
+        greedy = siting.sites_answer(first, used, kind, radius, k, prepared_run.method)
+        on_greedy(greedy | {"stage": "greedy"})
     best, used, radius = siting.site_for(prepared_run, kind, k, radius_m=radius, units=units, method=solver,
                                          time_limit=time_limit, models=models)
-    return sites_answer(best, used, kind, radius, k, prepared_run.method, engine)
+    return siting.sites_answer(best, used, kind, radius, k, prepared_run.method, engine)
 
 
 def run_sites_job(engine: Engine, job: dict) -> dict:
@@ -594,11 +582,12 @@ def run_sites_job(engine: Engine, job: dict) -> dict:
         need = {"covered_before": entry["covered_before"], "demand": entry["demand"]}
         first = siting.solve_model(entry["model"], k, method="greedy", **need)
         if solver == "greedy" or first.optimal:
-            return sites_answer(first, entry["candidates"], kind, float(radius), k, entry["method"], engine)
-        on_greedy(sites_answer(first, entry["candidates"], kind, float(radius), k, entry["method"])
+            return siting.sites_answer(first, entry["candidates"], kind, float(radius), k, entry["method"],
+                                       engine)
+        on_greedy(siting.sites_answer(first, entry["candidates"], kind, float(radius), k, entry["method"])
                   | {"stage": "greedy"})
         best = siting.solve_model(entry["model"], k, method=solver, time_limit=time_limit, **need)
-        return sites_answer(best, entry["candidates"], kind, float(radius), k, entry["method"], engine)
+        return siting.sites_answer(best, entry["candidates"], kind, float(radius), k, entry["method"], engine)
     jobs.report(engine, job["id"], 0.05, _("reading the layers"))
     inputs = coverage.load_inputs(engine, params.get("street"), standards)
     jobs.report(engine, job["id"], 0.3, _("computing the reach"))

@@ -21,6 +21,7 @@ demand; a household point within ``r`` of no candidate cannot be helped and is l
 from __future__ import annotations
 
 import heapq
+import json
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -594,3 +595,15 @@ def candidates_from_frame(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
              else np.array([f"C{i + 1:05d}" for i in range(len(frame))], dtype=object))
     return gpd.GeoDataFrame({"code": codes[good]}, geometry=shapely.point_on_surface(geoms[good]),
                             crs=4326).reset_index(drop=True)
+
+
+def sites_answer(result, candidates, kind: str, radius: float, k: int, method: str,
+                 engine: Engine | None = None) -> dict:
+    """The chosen sites as a GeoJSON FeatureCollection whose properties state the bound (with
+    ``engine``: each site with where it lies in words, its community, street and road)."""
+    frame = sites_frame(result, candidates, kind, radius)
+    if engine is not None:
+        frame = with_places(engine, frame)
+    body = json.loads(frame.to_json(drop_id=True, na="null"))
+    body["properties"] = collection_properties(result, kind, radius, k, method)
+    return json.loads(json.dumps(body, default=lambda v: v.item() if hasattr(v, "item") else str(v)))

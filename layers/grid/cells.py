@@ -294,6 +294,19 @@ def _finding(kind: str, codes: list[str], geometry, crs) -> dict:
             "lon": round(point.x, 7), "lat": round(point.y, 7)}
 
 
+def grid_scope(values) -> dict:
+    """Where a grid request applies: ``community`` (12 digits) or ``street`` (9 digits), not
+    both; nothing given, the whole database."""
+    community, street = values.get("community") or None, values.get("street") or None
+    if community and street:
+        raise Refused(_("give a community or a street, not both"))
+    if community and not (str(community).isdigit() and len(str(community)) == 12):
+        raise Refused(_("community {community} is not a 12-digit code", community=repr(community)))
+    if street and not (str(street).isdigit() and len(str(street)) == 9):
+        raise Refused(_("street {street} is not a 9-digit code", street=repr(street)))
+    return {"community": community, "street": street}
+
+
 def grid_rules(engine: Engine, minimum: int | None = None, maximum: int | None = None,
                area_m2: float | None = None, seed: int = 0) -> CellRules:
     """The cell rules the city's settings say (``grid_households``), overridden where given."""

@@ -16,7 +16,6 @@ from layers.coverage import gaps as coverage
 from layers.coverage import siting
 from webmap.commands import command, plain
 from webmap.extensions import engine
-from webmap.views.coverage import sites_geojson
 
 METHOD = click.Choice(["auto", "straight", "roads"])
 
@@ -66,7 +65,7 @@ def site_command(kind, k, street, radius, candidates_path, crs, method, solver, 
     run = coverage.compute_reach(inputs, standards, method)
     result, used, radius = siting.site_for(run, kind, k, radius_m=radius, candidates=candidates,
                                            units=inputs.units, method=solver, time_limit=time_limit)
-    body = sites_geojson(result, used, kind, radius, k, run.method)
+    body = siting.sites_answer(result, used, kind, radius, k, run.method, engine())
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(body, ensure_ascii=False, default=plain), encoding="utf-8")
     p = body["properties"]

@@ -8,10 +8,9 @@ import click
 
 from geodata.errors import Refused
 from geodata.i18n import _
-from layers.grid.cells import generate_grid, grid_rules
+from layers.grid.cells import generate_grid, grid_rules, grid_scope
 from webmap.commands import command
 from webmap.extensions import engine
-from webmap.views.grid import _scope
 
 
 @command("grid")
@@ -22,7 +21,7 @@ from webmap.views.grid import _scope
 @click.option("--area", "area_m2", type=float, help="aim at cells of this area (m²) instead")
 def grid_command(community, street, minimum, maximum, area_m2) -> None:
     """Generate and store grid cells (网格); print one JSON object of what was made."""
-    scope = _scope({"community": community, "street": street})
+    scope = grid_scope({"community": community, "street": street})
     for name, value in (("--min", minimum), ("--max", maximum), ("--area", area_m2)):
         if value is not None and value <= 0:
             raise Refused(_("{name} must be above 0", name=name))

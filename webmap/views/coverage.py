@@ -383,13 +383,6 @@ def api_proposal():
     return _json(coverage.coverage_change(run, after, kind, radius))
 
 
-def sites_geojson(result: siting.Siting, candidates, kind: str, radius: float, k: int, method: str) -> dict:
-    """The chosen sites as a GeoJSON FeatureCollection whose properties state the bound."""
-    frame = siting.with_places(engine(), siting.sites_frame(result, candidates, kind, radius))
-    body = json.loads(frame.to_json(drop_id=True, na="null"))
-    body["properties"] = siting.collection_properties(result, kind, radius, k, method)
-    return body
-
 
 @bp.post("/api/coverage/sites")
 @require(*READERS, api=True)
@@ -432,7 +425,8 @@ def api_sites():
     inputs, run = _run(data)
     result, used, radius = siting.site_for(run, kind, k, radius_m=_radius(data), candidates=candidates,
                                            units=inputs.units, method=solver, time_limit=30.0)
-    return _json(sites_geojson(result, used, kind, radius, k, run.method), mimetype="application/geo+json")
+    return _json(siting.sites_answer(result, used, kind, radius, k, run.method, engine()),
+                 mimetype="application/geo+json")
 
 
 @bp.get("/api/coverage/sites/jobs/<int:job_id>")

@@ -20,6 +20,7 @@ from layers.grid.cells import (
     cell_table,
     generate_grid,
     grid_rules,
+    grid_scope,
     merge_cells,
     move_to_cell,
     split_cell,
@@ -31,16 +32,6 @@ from webmap.extensions import engine
 
 bp = Blueprint("grid", __name__)
 
-
-def _scope(values) -> dict:
-    community, street = values.get("community") or None, values.get("street") or None
-    if community and street:
-        raise Refused(_("give a community or a street, not both"))
-    if community and not (str(community).isdigit() and len(str(community)) == 12):
-        raise Refused(_("community {community} is not a 12-digit code", community=repr(community)))
-    if street and not (str(street).isdigit() and len(str(street)) == 9):
-        raise Refused(_("street {street} is not a 9-digit code", street=repr(street)))
-    return {"community": community, "street": street}
 
 
 #: the largest household bound and cell area (m²) a request may ask for: past these no cell
@@ -63,7 +54,7 @@ def api_generate():
     """Generate and store the cells of a community, a street or the district."""
     data = params.body()
     rules = grid_rules(engine(), _whole(data, "minimum"), _whole(data, "maximum"), _whole(data, "area_m2"))
-    answer = generate_grid(engine(), rules, **_scope(data))
+    answer = generate_grid(engine(), rules, **grid_scope(data))
     return jsonify(answer | {"by": current_account().name})
 
 
@@ -102,7 +93,7 @@ def api_merge():
 @require("admin", "planner", "viewer", api=True)
 def api_problems():
     """The validation of the stored cells of a community, a street or the district."""
-    scope = {k: v for k, v in _scope(request.args).items() if v}
+    scope = {k: v for k, v in grid_scope(request.args).items() if v}
     return jsonify(validate_cells(read_layer(engine(), "communities", **scope),
                                   read_layer(engine(), "grid_cells", **scope),
                                   read_layer(engine(), "units", **scope)))
@@ -114,7 +105,7 @@ def api_problems():
 def _page_scope(account: Account) -> dict:
     """The community or street the grid page shows: the one asked for, else (a supervisor) their
     own scope, else the first street. A supervisor may look only at what overlaps their scope."""
-    scope = _scope(request.args)
+    scope = grid_scope(request.args)
     if not scope["community"] and not scope["street"]:
         own = account.scope_code if account.role == "supervisor" else None
         if own:
@@ -191,7 +182,7 @@ def api_cells():
     (gaps, overlaps, households in no cell) and the household range. A supervisor gets only the
     cells within their scope."""
     account = current_account()
-    scope = _scope(request.args)
+    scope = grid_scope(request.args)
     if not scope["community"] and not scope["street"]:
         raise Refused(_("give a community (12 digits) or a street (9 digits)"))
     asked = scope["community"] or scope["street"]
