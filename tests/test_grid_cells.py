@@ -214,7 +214,12 @@ def test_cells_edited_by_hand(engine, small_demo):
     units = read_layer(engine, "units", community=community)
     unit = units["code"].iloc[0]
     moved = move_to_cell(engine, [unit], "new", grid_rules(engine))
-    assert any("outside the range" in c["violations"] for c in moved["cells"])
+    rules = grid_rules(engine)
+    lone = next(c for c in moved["cells"] if c["units"] == 1)  # the new cell of one unit
+    assert {"rule": "below_minimum", "cell_code": lone["code"], "limit": rules.minimum,
+            "value": lone["households"]} in lone["violations"]
+    assert all(v["rule"] in ("below_minimum", "above_maximum", "not_contiguous")
+               for c in moved["cells"] for v in c["violations"])
     other = small_demo.layers["units"].query("community_code != @community and community_code.notna()")
     with pytest.raises(ValueError, match="one community"):
         move_to_cell(engine, [unit, other["code"].iloc[0]], keep, grid_rules(engine))

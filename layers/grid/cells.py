@@ -405,9 +405,25 @@ def edit_cells(engine: Engine, community: str, labels_of: Callable[[UnitGraph, P
     contiguous = {c: is_contiguous(partition, c) for c in names}
     return {"community": community, "moved": len(moves), "cells": [
         {**row, "contiguous": contiguous[row["code"]],
-         "violations": ([] if row["in_range"] else ["outside the range"])
-         + ([] if contiguous[row["code"]] else ["not contiguous"])}
+         "violations": cell_violations(row, contiguous[row["code"]], engine_rules, rules)}
         for row in frame.to_dict("records")]}
+
+
+def cell_violations(row: dict, contiguous: bool, engine_rules: Rules, rules: CellRules) -> list[dict]:
+    """The rules a cell breaks, as data worded at the edge (as a plan's are):
+    ``{"rule": "below_minimum" | "above_maximum", "cell_code", "limit", "value"}`` (households, or
+    m² when the cells are sized by area) and ``{"rule": "not_contiguous", "cell_code"}``."""
+    weight = row["area_m2"] if rules.area_m2 else row["households"]
+    found: list[dict] = []
+    if weight < engine_rules.minimum:
+        found.append({"rule": "below_minimum", "cell_code": row["code"], "limit": engine_rules.minimum,
+                      "value": weight})
+    elif weight > engine_rules.maximum:
+        found.append({"rule": "above_maximum", "cell_code": row["code"], "limit": engine_rules.maximum,
+                      "value": weight})
+    if not contiguous:
+        found.append({"rule": "not_contiguous", "cell_code": row["code"]})
+    return found
 
 
 def move_to_cell(engine: Engine, unit_codes: list[str], to: str, rules: CellRules) -> dict:
