@@ -41,6 +41,7 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     secrets = make_accounts(app, small_demo)
     with app.app_context():
         add_user("dispatcher", "dispatcher", PASSWORD)
+        add_user("hw", "handler", PASSWORD, department="HW")
     cells = small_demo.layers["grid_cells"]
     here = cells[cells["code"].str.startswith(secrets["scope"])].iloc[0].geometry.representative_point()
     supervisor = find_user(engine, name="supervisor")
@@ -57,22 +58,27 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
 
     fresh = new_case(datetime.now(), dispatch=False)
     late = new_case(datetime.now() - timedelta(days=14), dispatch=True)
+    wrong = new_case(datetime.now(), dispatch=True)  # sent to HW, which will send it back
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield {"base": f"http://127.0.0.1:{srv.server_port}", "fresh": fresh, "late": late}
+    yield {"base": f"http://127.0.0.1:{srv.server_port}", "fresh": fresh, "late": late, "wrong": wrong}
     srv.shutdown()
     engine.dispose()
 
 
-@pytest.fixture
-def phone(chromium_page, server):
+def signed_in_phone(chromium_page, server, name: str):
     page = chromium_page(phone=True, locale="zh-CN")
     page.goto(f"{server['base']}/login")
-    page.fill("input[name=name]", "dispatcher")
+    page.fill("input[name=name]", name)
     page.fill("input[name=password]", PASSWORD)
     page.click("form.login button[type=submit]")
     page.wait_for_url(lambda url: "/login" not in url)
     return page
+
+
+@pytest.fixture
+def phone(chromium_page, server):
+    return signed_in_phone(chromium_page, server, "dispatcher")
 
 
 def ready(page):
@@ -116,4 +122,20 @@ def test_dispatch_to_a_department_and_chase_an_overdue_case(phone, server):
     assert "已超期，请今日处置" in step and "红牌" in step
     assert page.evaluate("document.documentElement.scrollWidth") <= 361
     page.screenshot(path=str(SHOTS / "supervise.png"), full_page=True)
+    assert page.errors == []
+
+
+def test_a_department_sends_back_a_case_and_lands_on_its_list(chromium_page, server):
+    """退回: the handler's case page is no longer theirs once sent back, so the phone goes back
+    to the list and says what was done (not a 404 on reload)."""
+    page = signed_in_phone(chromium_page, server, "hw")
+    page.goto(f"{server['base']}/cases/{server['wrong']}")
+    ready(page)
+    back = page.locator("#action-buttons button[data-action=send_back]")
+    page.fill("#case-note", "该处为街道管辖，非环卫站职责")
+    back.click()
+    page.wait_for_url(lambda url: url.endswith("/cases"))
+    ready(page)
+    page.wait_for_function(f"() => document.getElementById('status').textContent.includes('{server['wrong']}')")
+    assert server["wrong"] not in page.text_content("#case-list")
     assert page.errors == []

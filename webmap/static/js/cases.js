@@ -132,6 +132,8 @@
       t("{n} cases · {late} overdue", { n: gpLocale.number(answer.body.incidents.length), late: gpLocale.number(late) }) + (answer.body.cells ? " · " + t("grid cells {cells}", { cells: answer.body.cells.join(", ") }) : "");
     status(answer.offline ? t("Offline: the list as it was at {when}", { when: when(answer.body.now) })
       : t("Updated {when}", { when: when(answer.body.now) }));
+    const handedOver = sessionStorage.getItem("gp-said");  // said on a case page that is gone
+    if (handedOver) { sessionStorage.removeItem("gp-said"); status(handedOver); }
     if (answer.inline && !answer.offline) keepList(url, answer.body).catch(() => {});
     if (stale(answer)) { loadList(); return; }  // a kept copy: shown at once, then afresh
     if (!answer.offline && query.get("status") !== "open") {
@@ -194,6 +196,12 @@
       const detail = answer.body ? answer.body.detail : `HTTP ${answer.status}`;
       const text = answer.status === 409 ? t("Someone acted first; the case is shown afresh: {reason}", { reason: detail }) : detail;
       if (conflict) { conflict.textContent = text; conflict.hidden = false; } else said = text;
+    }
+    if (answer.ok && action === "send_back" && page !== "list") {
+      // the case is no longer this department's: its page would answer 404, so back to the list
+      sessionStorage.setItem("gp-said", said);
+      window.location.assign("/cases");
+      return answer;
     }
     if (page === "list") await loadList(); else await loadCase();
     if (said) status(said);
