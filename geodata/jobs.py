@@ -26,11 +26,10 @@ from geodata.errors import GridplanError
 from geodata.i18n import N_, _
 from geodata.models import Job
 
-#: seconds a job of each kind may run before the worker kills it (a city's import takes a few
-#: minutes, a city-wide plan or coverage report up to a quarter of an hour on the bench);
+#: seconds a job may run before the worker kills it, unless its kind says otherwise (the kinds and
+#: their limits are the domain's: :data:`layers.worker.TIME_LIMITS`);
 #: ``GRIDPLAN_JOB_TIME_LIMIT_<KIND>`` (e.g. ``…_IMPORT_LAYER=900``) or ``GRIDPLAN_JOB_TIME_LIMIT``
 #: (every kind) change them
-TIME_LIMITS = {"import_layer": 600, "auto_plan": 1800, "coverage_report": 1800}
 DEFAULT_TIME_LIMIT = 1800
 #: jobs one user may have queued or running at once (``GRIDPLAN_JOBS_PER_USER``; 0: no limit)
 JOBS_PER_USER = 3
@@ -49,11 +48,12 @@ class TooManyJobs(GridplanError):
     retry_after = 30
 
 
-def time_limit(kind: str) -> float:
-    """Seconds a job of ``kind`` may run (see :data:`TIME_LIMITS`); a value of the environment
+def time_limit(kind: str, default: float = DEFAULT_TIME_LIMIT) -> float:
+    """Seconds a job of ``kind`` may run: ``default`` (its kind's limit) unless the environment
+    says otherwise; a value of the environment
     that is not a positive number of seconds (``10m``) is logged and the default used: the worker
     asks for it after it has taken the job, where a crash would leave the job running."""
-    default = float(TIME_LIMITS.get(kind, DEFAULT_TIME_LIMIT))
+    default = float(default)
     for variable in (f"GRIDPLAN_JOB_TIME_LIMIT_{kind.upper()}", "GRIDPLAN_JOB_TIME_LIMIT"):
         value = os.environ.get(variable)
         if value:

@@ -33,10 +33,12 @@ def create_user(engine: Engine, name: str, role: str, password_hash: str, scope_
                                 department_code=department_code)
 
 
-def update_user(engine: Engine, *, actor: str, user_id: int, **changes) -> dict:
-    """Change an account: only what ``changes`` names (``name``, ``role``, ``scope_code``,
-    ``disabled``, ``password_hash``, ``department_code``); the last enabled administrator stays."""
-    return accounts.update_user(engine, actor=actor, user_id=user_id, **changes)
+def update_user(engine: Engine, *, actor: str, user_id: int | None = None, name: str | None = None,
+                **changes) -> dict:
+    """Change the account ``user_id`` (or named ``name``, as the command line names it): only what
+    ``changes`` names (``role``, ``scope_code``, ``disabled``, ``password_hash``,
+    ``department_code``); the last enabled administrator stays."""
+    return accounts.update_user(engine, actor=actor, user_id=user_id, name=name, **changes)
 
 
 def save_token(engine: Engine, name: str, role: str, token_sha256: str, scope_code: str | None = None,
@@ -51,9 +53,9 @@ def update_token(engine: Engine, *, actor: str, token_id: int, **changes) -> dic
     return accounts.update_token(engine, actor=actor, token_id=token_id, **changes)
 
 
-def revoke_token(engine: Engine, *, actor: str, token_id: int) -> dict:
-    """Revoke a token: it stops working at once."""
-    return accounts.revoke_token(engine, actor=actor, token_id=token_id)
+def revoke_token(engine: Engine, *, actor: str, token_id: int | None = None, name: str | None = None) -> dict:
+    """Revoke the token ``token_id`` (or named ``name``): it stops working at once."""
+    return accounts.revoke_token(engine, actor=actor, token_id=token_id, name=name)
 
 
 def save_setting(engine: Engine, key: str, value, *, actor: str, source: str | None = None) -> dict:

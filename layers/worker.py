@@ -47,6 +47,12 @@ COVERAGE_SITES = coverage_cache.SITES_JOB
 #: the grid cells of the communities an adopted plan touched (:mod:`layers.plans.adoption`)
 REGENERATE_CELLS = adoption.JOB_KIND
 
+#: seconds a job of each kind may run before the worker kills it (a city's import takes a few
+#: minutes, a city-wide plan or coverage report up to a quarter of an hour on the bench); the
+#: environment may change them (:func:`geodata.jobs.time_limit`)
+TIME_LIMITS = {LAYER_IMPORT: 600, AUTO_PLAN: 1800, COVERAGE_REPORT: 1800, COVERAGE_SITES: 1800,
+               REGENERATE_CELLS: 1800}
+
 
 def queue(engine: Engine, kind: str, params: dict) -> int:
     """Queue a job of ``kind`` (one of the kinds above) with ``params`` for the worker; its id.
@@ -152,9 +158,11 @@ def run_one(engine: Engine, *, time_limit: float | None = None) -> dict | None:
     job = jobs.claim_next(engine)
     if job is None:
         return None
-    limit = jobs.time_limit(job["kind"]) if time_limit is None else time_limit
-    # not daemonic: a job may start processes of its own (unit_builder's pool); the parent-death
-    # signal and the kill at the time limit end it, and so does the worker leaving (below)
+    limit = (jobs.time_limit(job["kind"], TIME_LIMITS.get(job["kind"], jobs.DEFAULT_TIME_LIMIT))
+             if time_limit is None else time_limit)
+    # not daemonic: a job may start processes of its own (the units builder's pool in
+    # layers/onboarding/units.py); the parent-death signal and the kill at the time limit end
+    # it, and so does the worker leaving (below)
     process = multiprocessing.get_context("fork").Process(target=_run_child, args=(engine, job, os.getpid()),
                                                           name=f"gridplan-job-{job['id']}", daemon=False)
     process.start()

@@ -322,11 +322,11 @@ def test_a_job_limit_of_the_environment_that_is_no_number_falls_back_to_the_defa
                                                                                    caplog):
     monkeypatch.setenv("GRIDPLAN_JOB_TIME_LIMIT", value)
     monkeypatch.setenv("GRIDPLAN_JOBS_PER_USER", value)
-    assert jobs.time_limit("import_layer") == jobs.TIME_LIMITS["import_layer"]
+    assert jobs.time_limit("import_layer", 600) == 600
     assert jobs.jobs_per_user() == jobs.JOBS_PER_USER or value == "0"
     assert "GRIDPLAN_JOB_TIME_LIMIT=" in caplog.text
     monkeypatch.setenv("GRIDPLAN_JOB_TIME_LIMIT_IMPORT_LAYER", "900")  # a good value still counts
-    assert jobs.time_limit("import_layer") == 900
+    assert jobs.time_limit("import_layer", 600) == 900
 
 
 def _pool_job(engine, job: dict) -> dict:

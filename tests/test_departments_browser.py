@@ -136,6 +136,7 @@ def test_a_department_sends_back_a_case_and_lands_on_its_list(chromium_page, ser
     back.click()
     page.wait_for_url(lambda url: url.endswith("/cases"))
     ready(page)
-    page.wait_for_function(f"() => document.getElementById('status').textContent.includes('{server['wrong']}')")
+    said = f"() => document.getElementById('status').textContent.includes('{server['wrong']}')"
+    page.wait_for_function(said)
     assert server["wrong"] not in page.text_content("#case-list")
     assert page.errors == []

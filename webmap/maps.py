@@ -50,7 +50,7 @@ def basemap_name() -> str:
     return current_app.config.get("BASEMAP") or get_value(engine(), "basemap", "none")
 
 
-def _basemap() -> tuple[str, str | None, str, str]:
+def basemap() -> tuple[str, str | None, str, str]:
     """(name, tile URL or None, attribution, coordinates) of the base map in use."""
     name = basemap_name()
     if name not in BASEMAPS:
@@ -73,7 +73,7 @@ def build_map(extent) -> folium.Map:
                    control_scale=False, max_zoom=19)
     m.default_js = [("leaflet", url_for("static", filename="vendor/leaflet/leaflet.js"))]
     m.default_css = [("leaflet_css", url_for("static", filename="vendor/leaflet/leaflet.css"))]
-    name, url, attribution, _ = _basemap()
+    name, url, attribution, _ = basemap()
     if url:
         subdomains = "1234" if name in ("gaode", "tianditu") else "abc"
         folium.TileLayer(url, attr=attribution, name=name, max_zoom=19, subdomains=subdomains).add_to(m)
@@ -94,7 +94,7 @@ def _with_nonce(html: str) -> str:
 
 
 def render_map(template: str, m: folium.Map, config: dict, **context):
-    name, url, _attribution, coords = _basemap()
+    name, url, _attribution, coords = basemap()
     root = m.get_root()
     root.render()
     return render_template(template, map_header=Markup(_with_nonce(root.header.render())),

@@ -21,7 +21,7 @@ def conditional(body: bytes | str, status: int = 200, headers: dict | None = Non
     if isinstance(body, str):
         body = body.encode()
     response = Response(body, status=status, headers=headers)
-    response.headers["Cache-Control"] = "private, no-cache"
+    response.headers["Cache-Control"] = "private"
     response.vary.add("Authorization")
     response.vary.add("Cookie")
     if status == 200:
@@ -77,7 +77,39 @@ def json_answer(data: Any, status: int = 200, mimetype: str = "application/json"
 #: Static files sent gzipped (text); images and fonts already compressed are sent as they are.
 COMPRESSIBLE = ("text/", "application/javascript", "application/json", "image/svg+xml",
                 "application/manifest+json", "application/geo+json")
-_GZIPPED: dict[tuple[str, float, int], bytes] = {}
+
+
+class StaticFiles:
+    """What one app keeps of its static files, made by ``create_app`` (:func:`init_static`): each
+    file's gzipped bytes and its version (a hash of its bytes), one entry per file, for the bytes
+    it holds now (its modification time and size): a file changed is read afresh."""
+
+    def __init__(self) -> None:
+        self._gzipped: dict[str, tuple[tuple[float, int], bytes]] = {}
+        self._versions: dict[str, tuple[tuple[float, int], str]] = {}
+
+    @staticmethod
+    def _kept(table: dict, path, make):
+        stat = path.stat()
+        stamp = (stat.st_mtime, stat.st_size)
+        kept = table.get(str(path))
+        if kept is None or kept[0] != stamp:
+            kept = table[str(path)] = (stamp, make(path.read_bytes()))
+        return kept[1]
+
+    def gzipped(self, path) -> bytes:
+        return self._kept(self._gzipped, path, lambda data: gzip.compress(data, compresslevel=9, mtime=0))
+
+    def version(self, path) -> str:
+        import hashlib
+
+        return self._kept(self._versions, path, lambda data: hashlib.sha256(data).hexdigest()[:12])
+
+
+def _static_files() -> StaticFiles:
+    from flask import current_app
+
+    return current_app.extensions["gridplan.static"]
 
 
 def compress_static(response: Response) -> Response:
@@ -93,12 +125,7 @@ def compress_static(response: Response) -> Response:
     path = _static_path(request.view_args or {})
     if path is None:
         return response
-    stat = path.stat()
-    key = (str(path), stat.st_mtime, stat.st_size)
-    body = _GZIPPED.get(key)
-    if body is None:
-        body = gzip.compress(path.read_bytes(), compresslevel=9, mtime=0)
-        _GZIPPED[key] = body
+    body = _static_files().gzipped(path)
     response.direct_passthrough = False
     response.set_data(body)
     response.headers["Content-Encoding"] = "gzip"
@@ -127,23 +154,13 @@ def _static_path(view_args: dict):
 
 #: a year: a versioned address never changes its bytes (a new build is a new address)
 LONG_LIVED = "public, max-age=31536000, immutable"
-_VERSIONS: dict[tuple[str, float, int], str] = {}
 
 
 def static_version(filename: str) -> str | None:
     """The version of the static file ``filename``: a hash of its bytes (None when there is no
-    such file). Kept per path, modification time and size, so each file is hashed once."""
-    import hashlib
-
+    such file), hashed once per change of the file (:class:`StaticFiles`)."""
     path = _static_path({"filename": filename})
-    if path is None:
-        return None
-    stat = path.stat()
-    key = (str(path), stat.st_mtime, stat.st_size)
-    version = _VERSIONS.get(key)
-    if version is None:
-        version = _VERSIONS[key] = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    return version
+    return None if path is None else _static_files().version(path)
 
 
 def inline_static(filename: str):
@@ -161,6 +178,7 @@ def init_static(app) -> None:
     for under its current version is sent with a year's ``Cache-Control`` (immutable): a phone
     asks for it once per build. Asked for under another version (a page of an older build), it
     stays ``no-cache``."""
+    app.extensions["gridplan.static"] = StaticFiles()
 
     @app.url_defaults
     def _versioned(endpoint: str, values: dict) -> None:
@@ -182,9 +200,14 @@ def init_static(app) -> None:
 
 def compressed_page(html: str) -> Response:
     """A page (the 网格员's case pages) gzipped when the client accepts it: on a slow signal its
-    bytes are most of the wait. Only a request without a query string is compressed: nothing the
-    asker wrote then comes back in the page beside its CSRF token (BREACH needs both)."""
+    bytes are most of the wait. Only a request without a query string is compressed, so the
+    request itself never comes back in the page beside its CSRF token. Stored text other users
+    wrote (a case's description, notes) does: BREACH could at most read the token's fixed part,
+    which forges nothing without the server's key (each page's token is signed afresh). The
+    page is a signed-in user's own: ``private``, varying by cookie."""
     response = Response(html, mimetype="text/html")
+    response.headers["Cache-Control"] = "private"
+    response.vary.add("Cookie")
     body = response.get_data()
     if (request.query_string or len(body) < GZIP_MIN_BYTES
             or "gzip" not in request.headers.get("Accept-Encoding", "")):

@@ -298,7 +298,7 @@ def check_row(prepared: Prepared, kind: str, radius_m: float | None) -> float:
     """The radius asked for ``kind`` (default: the kind's first row of the standards table),
     refused when the kind is not in the table or the radius beyond its largest reach."""
     if prepared.whole:
-        return coverage._rows_for(prepared.run, kind, radius_m)[0][1]
+        return coverage.reach_rows_for(prepared.run, kind, radius_m)[0][1]
     rows = [r for r in prepared.report["standards"] if r["kind"] == kind]
     if not rows:
         kinds = ", ".join(dict.fromkeys(r["kind"] for r in prepared.report["standards"]))

@@ -634,7 +634,7 @@ def gap_layer(name: str, inputs: CoverageInputs, run: ReachRun, *, kind: str | N
     if name not in GAP_LAYERS:
         raise NotFound(_("no gap layer {name}; layers are: {p2}", name=repr(name), p2=', '.join(GAP_LAYERS)))
     columns = [f.name for f in GAP_LAYERS[name][1]]
-    rows = _rows_for(run, kind, radius_m) if name in ("uncovered", "reach") else []
+    rows = reach_rows_for(run, kind, radius_m) if name in ("uncovered", "reach") else []
     if name == "uncovered":
         parts = [uncovered_units(run, inputs.units, k, r) for k, r in rows]
         frame = pd.concat(parts, ignore_index=True) if parts else None
@@ -665,7 +665,9 @@ def gap_layer(name: str, inputs: CoverageInputs, run: ReachRun, *, kind: str | N
     return frame[columns + ["geometry"]].reset_index(drop=True)
 
 
-def _rows_for(run: ReachRun, kind: str | None, radius_m: float | None) -> list[tuple[str, float]]:
+def reach_rows_for(run: ReachRun, kind: str | None, radius_m: float | None) -> list[tuple[str, float]]:
+    """The (kind, reach in metres) pairs a gap layer shows: every standard's, one kind's, or one
+    kind at ``radius_m`` (checked against the kind's largest reach)."""
     if kind is not None and kind not in run.nearest:
         raise Refused(_("unknown facility kind {kind}; kinds: {p2}",
                         kind=repr(kind), p2=', '.join(run.nearest)))

@@ -480,7 +480,9 @@ def earlier_step(
 # --- reporting ------------------------------------------------------------------------------
 
 
-def _number(value, what: str, low: float, high: float) -> float:
+def checked_number(value, what: str, low: float, high: float) -> float:
+    """``value`` (a JSON number or text) as a finite number from ``low`` to ``high``, refused
+    naming ``what`` (a report's ``lon``/``lat``, a pin's)."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise Refused(_("{what} must be a number", what=what))
     try:
@@ -796,8 +798,8 @@ def report(
                     _("lon and lat are required (or a community or street code for a case located only "
                       "approximately)")
                 )
-            lon = _number(data.get("lon"), "lon", -180, 180)
-            lat = _number(data.get("lat"), "lat", -90, 90)
+            lon = checked_number(data.get("lon"), "lon", -180, 180)
+            lat = checked_number(data.get("lat"), "lat", -90, 90)
             place = rows.locate(conn, lon, lat)
             if place["grid_code"] is None:
                 raise outside_cells(engine, account, lon, lat)

@@ -35,6 +35,7 @@ from geodata.i18n import N_, _
 from geodata.models import Community, District, GridCell, Street
 from geodata.spreadsheet import frame_cells
 from geodata.standards import get_setting
+from layers.incidents.loop import OPEN
 
 LEVELS = ("cell", "community", "street", "district")
 STEPS = ("filing", "dispatch", "handling", "verify")
@@ -288,12 +289,12 @@ DEPARTMENT_LABELS = {
 
 def department_rates(
     engine: Engine, since: datetime, until: datetime, *, prefix: str | None = None,
-    now: datetime | None = None, open_statuses: tuple[str, ...] = ("reported", "filed", "dispatched",
-                                                                      "handled", "feedback"),
+    now: datetime | None = None, open_statuses: tuple[str, ...] = OPEN,
 ) -> pd.DataFrame:
     """One row per department (every department, by code, its name beside it; a code no longer
     in the list after them) with the counts of :func:`geodata.incident_rows.department_sums`
-    and the on-time rate (handled on time ÷ dispatched to it and still its own)."""
+    and the on-time rate (handled on time ÷ those handled or overdue: the cases whose time with it
+    has been judged)."""
     sums = incident_rows.department_sums(engine, since, until, now or datetime.now(), open_statuses, prefix)
     named = {d["code"]: d["name"] for d in depts.list_departments(engine)}
     codes = list(named) + sorted(c for c in sums if c not in named)

@@ -8,9 +8,10 @@ from pathlib import Path
 import click
 from flask import current_app
 
-from geodata.accounts import ROLES, parse_expiry, revoke_token, update_user
+from geodata.accounts import ROLES, parse_expiry
 from geodata.backup import backup, restore
-from geodata.i18n import _
+from geodata.i18n import N_, _
+from layers import administration
 from webmap.auth import add_token, add_user
 from webmap.commands import command, group, ready
 from webmap.extensions import engine
@@ -23,7 +24,7 @@ def init_db() -> None:
     click.echo(_("database ready"))
 
 
-@command("backup", refused="backup failed: {reason}")
+@command("backup", refused=N_("backup failed: {reason}"))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="the backup file (SpatiaLite: a SQLite file; PostGIS: a pg_dump -Fc archive)")
 def backup_command(output: Path) -> None:
@@ -33,7 +34,7 @@ def backup_command(output: Path) -> None:
     click.echo(f"{done['kind']} backup written to {done['path']} ({done['bytes']:,} bytes)")
 
 
-@command("restore", refused="restore refused: {reason}")
+@command("restore", refused=N_("restore refused: {reason}"))
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--replace", is_flag=True, help="replace a database that holds data already")
 @click.option("--role", help="PostGIS: create everything as this role (no superuser rights), "
@@ -98,7 +99,7 @@ def token_add(name: str, role: str, scope: str | None, expires: str | None) -> N
 
 def _set_disabled(name: str, disabled: bool) -> None:
     ready()
-    account = update_user(engine(), actor="cli", name=name, disabled=disabled)
+    account = administration.update_user(engine(), actor="cli", name=name, disabled=disabled)
     click.echo(_("account {name}: disabled", name=account["name"]) if account["disabled"]
                else _("account {name}: enabled", name=account["name"]))
 
@@ -122,7 +123,7 @@ def user_enable(name: str) -> None:
 def token_revoke(name: str) -> None:
     """Revoke the API token NAME: it stops working at once."""
     ready()
-    revoked = revoke_token(engine(), actor="cli", name=name)
+    revoked = administration.revoke_token(engine(), actor="cli", name=name)
     click.echo(_("token {name} revoked", name=revoked["name"]))
 
 

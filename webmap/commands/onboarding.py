@@ -24,6 +24,7 @@ from sqlalchemy import make_url
 
 from geodata.code_table import apply_code_table
 from geodata.crs import to_wgs84
+from geodata.i18n import N_
 from layers.onboarding.boundaries import MAX_SLIVER_M2, clean_stored, stored_topology
 from layers.onboarding.folder import STEPS, onboard
 from layers.onboarding.imports import read_source
@@ -63,7 +64,7 @@ units = group("units", help="Planning units where the city has none: blocks from
                             "or a tessellation without them.")
 
 
-@command("apply", group=codes, refused="code table refused, nothing written: {reason}")
+@command("apply", group=codes, refused=N_("code table refused, nothing written: {reason}"))
 @click.argument("table", type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="report what would change, write nothing")
 def codes_apply(table: Path, dry_run: bool) -> None:
@@ -74,7 +75,7 @@ def codes_apply(table: Path, dry_run: bool) -> None:
     echo_json(result.summary())
 
 
-@command("build", group=units, refused="units not built, nothing written: {reason}",
+@command("build", group=units, refused=N_("units not built, nothing written: {reason}"),
          also=(ValueError,))
 @click.option("--street", help="only this street (9-digit code)")
 @click.option("--households", "households", type=click.Path(path_type=Path),
@@ -113,7 +114,7 @@ def units_build(street, households, raster, pois, category, min_block, shape, ce
     echo_json(result.summary())
 
 
-@command("onboard", refused="onboarding stopped: {reason}")
+@command("onboard", refused=N_("onboarding stopped: {reason}"))
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--district", help="the district the city's streets lie in (6 digits)")
 @click.option("--report", "report_dir", type=click.Path(path_type=Path),

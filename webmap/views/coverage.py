@@ -321,7 +321,7 @@ def api_layer(name: str):
 @require(*READERS, api=True)
 def api_start_job():
     """Compute the report in the background worker (a city's report): ``{street?, method?}`` →
-    202 with the job's id; follow it at ``GET /api/coverage/jobs/<id>``."""
+    202 with the job's id; follow it at ``GET /api/jobs/<id>`` (its ``url``)."""
     data = params.body(optional=True)
     street, method = _text(data, "street"), _text(data, "method")
     coverage.check_street(engine(), street)

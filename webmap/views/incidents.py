@@ -257,8 +257,8 @@ def api_duplicates():
     category = args.get("category")
     if category not in incidents.categories(engine()):
         raise Refused(_("unknown category {category}", category=repr(category)))
-    lon = incidents._number(args.get("lon"), "lon", -180, 180)
-    lat = incidents._number(args.get("lat"), "lat", -90, 90)
+    lon = incidents.checked_number(args.get("lon"), "lon", -180, 180)
+    lat = incidents.checked_number(args.get("lat"), "lat", -90, 90)
     return jsonify(
         likely_duplicates=incidents.likely_duplicates(engine(), category, lon, lat, account=current_account())
     )
@@ -272,8 +272,8 @@ def api_place():
     user's scope), and with ``category`` the open cases of that category nearby."""
     args = request.args
     account = current_account()
-    lon = incidents._number(args.get("lon"), "lon", -180, 180)
-    lat = incidents._number(args.get("lat"), "lat", -90, 90)
+    lon = incidents.checked_number(args.get("lon"), "lon", -180, 180)
+    lat = incidents.checked_number(args.get("lat"), "lat", -90, 90)
     found = incidents.place(engine(), lon, lat)
     refusal = None
     if not found["inside"]:
@@ -593,7 +593,7 @@ def _map_config() -> dict:
     cells = incidents.my_cells(engine(), account)
     prefix = account.scope_code if account.role == "supervisor" else None
     extent = incident_rows.cells_extent(engine(), prefix, cells)
-    name, url, attribution, coords = maps._basemap()
+    name, url, attribution, coords = maps.basemap()
     tiles = None
     if url and coords == "wgs84":  # pins are WGS 84; shifted (GCJ-02) tiles would mislead
         subdomains = "1234" if name in ("gaode", "tianditu") else "abc"

@@ -166,7 +166,7 @@
     for (;;) {
       const answer = await getJSON(`/api/coverage/report?${params()}`);
       if (!answer.job) return answer;
-      for (;;) {
+      for (let asked = 0; ; asked++) {
         const job = await getJSON(answer.url);
         if (job.status === "failed") throw new Error(job.message || t("the computation failed"));
         if (job.status === "done") break;

@@ -636,10 +636,13 @@
     u.layer.setStyle(unitStyle(u.feature));
     stroke.dirty.add(from); stroke.dirty.add(stroke.target);
   }
+  // the household bounds re-read as a stroke goes (as data, worded by ruleText like the server's);
+  // the other rules wait for the save's answer
   function localRules(c) {
-    const rest = (c.violations || []).filter((v) => !/minimum|maximum/.test(v));
-    if (c.households < state.rules.minimum) rest.unshift(`below the minimum of ${state.rules.minimum} households`);
-    if (c.households > state.rules.maximum) rest.unshift(`above the maximum of ${state.rules.maximum} households`);
+    const rest = (c.violations || []).filter((v) => v.rule !== "below_minimum" && v.rule !== "above_maximum");
+    const own = { community_code: c.code, community_name: c.name, value: c.households };
+    if (c.households < state.rules.minimum) rest.unshift({ rule: "below_minimum", limit: state.rules.minimum, ...own });
+    if (c.households > state.rules.maximum) rest.unshift({ rule: "above_maximum", limit: state.rules.maximum, ...own });
     return rest;
   }
   function paintAlong(from, to) {
