@@ -543,6 +543,12 @@ def test_a_paint_stroke_moves_units_as_the_brush_goes_and_is_one_undo_step(as_ro
     page.wait_for_function("() => window.gridplan.lastFigures && window.gridplan.lastFigures.units >= 2")
     during = p.js(HOUSEHOLDS, target["community_code"])
     assert during > before  # the figures follow the brush before the stroke is saved
+    # the bounds re-read during the stroke are data as the server gives them, worded on the page
+    rules = p.js("[...window.gridplan.state.communities.values()].flatMap((c) => c.violations || [])"
+                 ".map((v) => typeof v === 'object' ? v.rule : 'text')")
+    assert set(rules) <= {"below_minimum", "above_maximum", "not_contiguous", "crosses_street"}
+    flags = p.js("[...document.querySelectorAll('#communities-table .flag-above')].map((e) => e.textContent)")
+    assert all(text.strip() for text in flags)
     assert p.js("window.gridplan.state.version") == 1
     page.mouse.up()
     page.wait_for_function("() => window.gridplan.state.version === 2")
