@@ -536,6 +536,9 @@ def test_a_paint_stroke_moves_units_as_the_brush_goes_and_is_one_undo_step(as_ro
     # a stroke across the source community, through the inside points of its units
     points = p.js(SCREEN_POINTS, source)
     before = p.js(HOUSEHOLDS, target["community_code"])
+    # a floor no community meets: every community the brush touches is re-read as below it
+    minimum = p.js("window.gridplan.state.rules.minimum")
+    p.js("window.gridplan.state.rules.minimum = 1e9")
     page.mouse.move(*points[0])
     page.mouse.down()
     for x, y in points[1:]:
@@ -546,7 +549,9 @@ def test_a_paint_stroke_moves_units_as_the_brush_goes_and_is_one_undo_step(as_ro
     # the bounds re-read during the stroke are data as the server gives them, worded on the page
     rules = p.js("[...window.gridplan.state.communities.values()].flatMap((c) => c.violations || [])"
                  ".map((v) => typeof v === 'object' ? v.rule : 'text')")
+    assert "below_minimum" in rules
     assert set(rules) <= {"below_minimum", "above_maximum", "not_contiguous", "crosses_street"}
+    p.js(f"window.gridplan.state.rules.minimum = {minimum}")
     flags = p.js("[...document.querySelectorAll('#communities-table .flag-above')].map((e) => e.textContent)")
     assert all(text.strip() for text in flags)
     assert p.js("window.gridplan.state.version") == 1
