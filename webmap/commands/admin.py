@@ -31,7 +31,8 @@ def backup_command(output: Path) -> None:
     """Back up the whole database (every layer, plan, case, history row, account and setting)
     while the app keeps serving."""
     done = backup(current_app.config["DATABASE_URL"], output)
-    click.echo(f"{done['kind']} backup written to {done['path']} ({done['bytes']:,} bytes)")
+    click.echo(_("{kind} backup written to {path} ({bytes} bytes)", kind=done["kind"], path=done["path"],
+                 bytes=f"{done['bytes']:,}"))
 
 
 @command("restore", refused=N_("restore refused: {reason}"))
@@ -46,7 +47,7 @@ def restore_command(path: Path, replace: bool, role: str | None) -> None:
     --replace is refused and nothing is written."""
     done = restore(path, current_app.config["DATABASE_URL"], replace=replace, role=role)
     ready()  # a backup from an older version gets the newer migrations
-    click.echo(f"{done['kind']} database restored from {done['path']}")
+    click.echo(_("{kind} database restored from {path}", kind=done["kind"], path=done["path"]))
 
 
 @command("worker")

@@ -13,7 +13,7 @@ from flask import current_app
 
 from geodata import incident_rows
 from geodata.accounts import Account, find_user
-from geodata.i18n import N_, _
+from geodata.i18n import N_, _, speaks_english
 from geodata.store import count_layer, read_layer
 from layers.incidents.loop import OPEN, assign_cells
 from layers.sample_data.demo import generate, seed_departments, write_demo
@@ -48,8 +48,17 @@ def demo(units: int, seed: int, reference, if_empty: bool) -> None:
             last[layer] = done
 
         write_demo(eng, data, progress=tick)
-    counts = ", ".join(f"{len(v):,} {k}" for k, v in data.layers.items())
+    counts = (", " if speaks_english() else "、").join(
+        _(LAYER_COUNTS.get(k, "{n} " + k), n=f"{len(v):,}") for k, v in data.layers.items())
     click.echo(_("demo written: {counts}", counts=counts))
+
+
+#: how many features of a layer the demo wrote, as a person reads it
+LAYER_COUNTS = {"districts": N_("{n} districts"), "streets": N_("{n} streets"),
+                "communities": N_("{n} communities"), "units": N_("{n} units"),
+                "buildings": N_("{n} buildings"), "facilities": N_("{n} facilities"),
+                "grid_cells": N_("{n} grid_cells"), "roads": N_("{n} roads"),
+                "incidents": N_("{n} incidents")}
 
 
 @command("demo-accounts")
@@ -75,8 +84,9 @@ def demo_accounts() -> None:
             department = kind if role == "handler" else None
             password = secrets.token_urlsafe(9)
             add_user(name, role, password, own, department=department)
-            where = f", community {own}" if kind == "community" else f", cell {own}" if kind == "cell" \
-                else f", department {department}" if department else ""
+            where = _(", community {code}", code=own) if kind == "community" \
+                else _(", cell {code}", code=own) if kind == "cell" \
+                else _(", department {code}", code=department) if department else ""
             lines.append(f"{name:<11} {password}  {_(DEMO_KINDS[name])} ({role}{where})")
         logins.write_text("\n".join(lines) + "\n", encoding="utf-8")
         logins.chmod(0o600)
