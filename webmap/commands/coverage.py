@@ -32,12 +32,14 @@ def coverage_command(street, method, output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, ensure_ascii=False, indent=1, default=plain), encoding="utf-8")
     worst = min(report["reach"], key=lambda r: r["share"], default=None)
-    lowest = f"lowest reach {worst['kind']} {worst['radius_m']:g} m {worst['share']:.1%}; " if worst else ""
-    click.echo(f"{report['households']:,} households, method {report['method']}: " + lowest
-               + f"{len(report['missing'])} communities missing a kind, "
-               f"{len(report['facilities'])} facilities under standard, "
-               f"{report['blind_spots']['units']} blind-spot units, "
-               f"{len(report['cell_problems']['findings'])} cell findings → {output}")
+    lowest = _("lowest reach {kind} {radius} m {share}; ", kind=worst["kind"],
+               radius=f"{worst['radius_m']:g}", share=f"{worst['share']:.1%}") if worst else ""
+    click.echo(_("{households} households, method {method}: {lowest}{missing} communities missing a kind, "
+                 "{facilities} facilities under standard, {blind} blind-spot units, {findings} cell findings "
+                 "→ {output}", households=f"{report['households']:,}", method=report["method"],
+                 lowest=lowest, missing=len(report["missing"]), facilities=len(report["facilities"]),
+                 blind=report["blind_spots"]["units"], findings=len(report["cell_problems"]["findings"]),
+                 output=output))
 
 
 @command("site")
@@ -69,10 +71,15 @@ def site_command(kind, k, street, radius, candidates_path, crs, method, solver, 
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(body, ensure_ascii=False, default=plain), encoding="utf-8")
     p = body["properties"]
-    click.echo(f"{len(body['features'])} sites for {kind} ({radius:g} m, {run.method}): "
-               f"+{p['households_added']:,} households, {p['households_covered_after']:,} of "
-               f"{p['households']:,} within reach; {'optimal' if p['optimal'] else 'bound'} "
-               f"{p['bound_households_added']:,} (gap {p['gap']:.2%}, {p['solver']}) → {output}")
+    click.echo(_("{n} sites for {kind} ({radius} m, {method}): +{added} households, {covered} of "
+                 "{households} within reach; {bound} (gap {gap}, {solver}) → {output}",
+                 n=len(body["features"]), kind=kind, radius=f"{radius:g}", method=run.method,
+                 added=f"{p['households_added']:,}", covered=f"{p['households_covered_after']:,}",
+                 households=f"{p['households']:,}",
+                 bound=_("optimal {n}", n=f"{p['bound_households_added']:,}") if p["optimal"]
+                 else _("bound {n}", n=f"{p['bound_households_added']:,}"),
+                 gap=f"{p['gap']:.2%}", solver=p["solver"],
+                 output=output))
 
 
 COMMANDS = (coverage_command, site_command)

@@ -24,7 +24,7 @@ from sqlalchemy import make_url
 
 from geodata.code_table import apply_code_table
 from geodata.crs import to_wgs84
-from geodata.i18n import N_
+from geodata.i18n import N_, _
 from layers.onboarding.boundaries import MAX_SLIVER_M2, clean_stored, stored_topology
 from layers.onboarding.folder import STEPS, onboard
 from layers.onboarding.imports import read_source
@@ -53,10 +53,11 @@ def clean_command(layer: str, max_sliver: float, street: str | None) -> None:
     what changed (the old polygons are kept in the history)."""
     eng = ready()
     if max_sliver < 0:
-        raise click.BadParameter("an area in m² cannot be negative", param_hint="--max-sliver")
+        raise click.BadParameter(_("an area in m² cannot be negative"), param_hint="--max-sliver")
     result = clean_stored(eng, max_sliver, street=street_code(street))
     echo_json(result.summary())
-    print(f"{len(result.changed)} changes, {len(result.communities)} communities redrawn", file=sys.stderr)
+    click.echo(_("{changes} changes, {communities} communities redrawn", changes=len(result.changed),
+                 communities=len(result.communities)), err=True)
 
 
 codes = group("codes", help="The official code table (统计用区划代码) and provisional codes.")
@@ -103,7 +104,7 @@ def units_build(street, households, raster, pois, category, min_block, shape, ce
         with tempfile.TemporaryDirectory(prefix="gridplan-pois-") as tmp:
             points = to_wgs84(read_source(pois, workdir=Path(tmp)))
         points = residential_points(points, category)
-    with click.progressbar(length=1, label="building units", file=sys.stderr) as bar:
+    with click.progressbar(length=1, label=_("building units"), file=sys.stderr) as bar:
         def tick(done: int, total: int) -> None:
             bar.length = total
             bar.update(done - bar.pos)
@@ -124,8 +125,9 @@ def onboard_command(folder: Path, district: str | None, report_dir: Path | None)
     POIs, facilities, incidents, code table; onboard.toml says what their fields mean) and write a
     report of what was loaded, estimated, provisional, cleaned and left for the planner."""
     eng = ready()
-    with click.progressbar(length=len(STEPS), label="onboarding", file=sys.stderr,
-                           item_show_func=lambda name: name) as bar:
+    with click.progressbar(length=len(STEPS), label=_("onboarding"), file=sys.stderr,
+                           item_show_func=lambda name: _(ONBOARD_STEPS[name]) if name in ONBOARD_STEPS
+                           else name) as bar:
         def tick(name: str, index: int, _total: int) -> None:
             bar.update(index - bar.pos, name)
 
@@ -137,11 +139,19 @@ def onboard_command(folder: Path, district: str | None, report_dir: Path | None)
     _write_new(out / "onboard-report.json", json.dumps(data, ensure_ascii=False, indent=2, default=str))
     _write_new(out / "onboard-report.html", render_report(data))
     figures = data["steps"].get("report", {})
-    click.echo(f"onboarded {figures.get('communities', 0)} communities in {figures.get('streets', 0)} "
-               "streets "
-               f"({figures.get('provisional_communities', 0)} provisional codes), {figures.get('units', 0)} "
-               f"units, {figures.get('households', 0):,} households; {data['total_seconds']} s")
-    click.echo(f"report: {out / 'onboard-report.html'}")
+    click.echo(_("onboarded {communities} communities in {streets} streets ({provisional} provisional "
+                 "codes), {units} units, {households} households; {seconds} s",
+                 communities=figures.get("communities", 0), streets=figures.get("streets", 0),
+                 provisional=figures.get("provisional_communities", 0), units=figures.get("units", 0),
+                 households=f"{figures.get('households', 0):,}", seconds=data["total_seconds"]))
+    click.echo(_("report: {path}", path=out / "onboard-report.html"))
+
+
+#: the steps of an onboarding as its progress bar names them
+ONBOARD_STEPS = {"streets": N_("streets"), "communities": N_("communities"), "clean": N_("cleaning boundaries"),
+                 "roads": N_("roads"), "buildings": N_("buildings"), "units": N_("planning units"),
+                 "facilities": N_("facilities"), "incidents": N_("incidents"), "codes": N_("code table"),
+                 "report": N_("report")}
 
 
 def _own_paths() -> tuple[Path, ...]:
