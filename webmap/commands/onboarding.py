@@ -148,8 +148,9 @@ def onboard_command(folder: Path, district: str | None, report_dir: Path | None)
 
 
 #: the steps of an onboarding as its progress bar names them
-ONBOARD_STEPS = {"streets": N_("streets"), "communities": N_("communities"), "clean": N_("cleaning boundaries"),
-                 "roads": N_("roads"), "buildings": N_("buildings"), "units": N_("planning units"),
+ONBOARD_STEPS = {"streets": N_("streets"), "communities": N_("communities"),
+                 "clean": N_("cleaning boundaries"), "roads": N_("roads"), "buildings": N_("buildings"),
+                 "units": N_("planning units"),
                  "facilities": N_("facilities"), "incidents": N_("incidents"), "codes": N_("code table"),
                  "report": N_("report")}
 
