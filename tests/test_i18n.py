@@ -152,6 +152,22 @@ def test_the_command_lines_summaries_are_chinese_by_default(spatialite_url, tmp_
                                                    export.output), export.output
 
 
+def test_the_command_lines_help_is_chinese_by_default(spatialite_url, monkeypatch):
+    """``--help`` of a command, of its options and of a group speaks the command line's language."""
+    monkeypatch.delenv("GRIDPLAN_LOCALE", raising=False)
+    runner = make_app(spatialite_url).test_cli_runner()
+    demo = runner.invoke(args=["demo", "--help"])
+    assert demo.exit_code == 0 and "用生成的演示区县替换所有图层。" in demo.output, demo.output
+    assert "随机种子" in demo.output and "random seed" not in demo.output
+    user = runner.invoke(args=["user", "--help"])
+    assert "添加账户 NAME" in user.output and "Add the account" not in user.output, user.output
+    monkeypatch.setenv("GRIDPLAN_LOCALE", "en")
+    demo = make_app(spatialite_url).test_cli_runner().invoke(args=["demo", "--help"])
+    assert "Replace every layer with a generated demo district." in demo.output
+    assert "random seed" in demo.output
+    assert not CJK.search(demo.output.replace("≈", "")), demo.output
+
+
 def test_the_command_line_speaks_english_with_gridplan_locale_en(spatialite_url, monkeypatch):
     monkeypatch.setenv("GRIDPLAN_LOCALE", "en")
     app = make_app(spatialite_url)

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from geodata.errors import Refused
-from geodata.i18n import _
+from geodata.i18n import N_, _
 from layers.coverage import gaps as coverage
 from layers.coverage import siting
 from webmap.commands import command, plain
@@ -20,14 +20,14 @@ from webmap.extensions import engine
 METHOD = click.Choice(["auto", "straight", "roads"])
 
 
-@command("coverage")
-@click.option("--street", help="only this street (9-digit code)")
+@command("coverage", help=N_(
+    "Write the whole gap report (reach, missing kinds, facilities, blind spots, cell problems) as JSON; "
+    "print a one-line summary."))
+@click.option("--street", help=N_("only this street (9-digit code)"))
 @click.option("--method", type=METHOD, default="auto", show_default=True,
-              help="distance: along the roads when loaded (auto), straight-line, or roads")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="report.json")
+              help=N_("distance: along the roads when loaded (auto), straight-line, or roads"))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help=N_("report.json"))
 def coverage_command(street, method, output: Path) -> None:
-    """Write the whole gap report (reach, missing kinds, facilities, blind spots, cell problems)
-    as JSON; print a one-line summary."""
     report = coverage.report_for(engine(), street, method)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, ensure_ascii=False, indent=1, default=plain), encoding="utf-8")
@@ -42,22 +42,23 @@ def coverage_command(street, method, output: Path) -> None:
                  output=output))
 
 
-@command("site")
+@command("site", help=N_(
+    "Choose K sites for facilities of KIND that bring the most uncovered households within reach; write "
+    "them as GeoJSON (order, households_added, households_covered_after)."))
 @click.argument("kind")
 @click.argument("k")
-@click.option("--street", help="only this street (9-digit code)")
-@click.option("--radius", type=float, help="reach in metres (default: the kind's in the standards table)")
+@click.option("--street", help=N_("only this street (9-digit code)"))
+@click.option("--radius", type=float, help=N_("reach in metres (default: the kind's in the standards "
+                                              "table)"))
 @click.option("--candidates", "candidates_path", type=click.Path(path_type=Path),
-              help="candidate sites (points file); default: every unit's representative point")
-@click.option("--crs", help="CRS of --candidates when its file does not say")
-@click.option("--method", type=METHOD, default="auto", show_default=True, help="distance measure")
+              help=N_("candidate sites (points file); default: every unit's representative point"))
+@click.option("--crs", help=N_("CRS of --candidates when its file does not say"))
+@click.option("--method", type=METHOD, default="auto", show_default=True, help=N_("distance measure"))
 @click.option("--solver", type=click.Choice(["auto", "exact", "greedy"]), default="auto", show_default=True)
 @click.option("--time-limit", type=float, default=60.0, show_default=True,
-              help="seconds for the exact solver")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="sites.geojson")
+              help=N_("seconds for the exact solver"))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help=N_("sites.geojson"))
 def site_command(kind, k, street, radius, candidates_path, crs, method, solver, time_limit, output) -> None:
-    """Choose K sites for facilities of KIND that bring the most uncovered households within
-    reach; write them as GeoJSON (order, households_added, households_covered_after)."""
     k = siting.check_k(k)
     if radius is not None and not (math.isfinite(radius) and radius > 0):
         raise Refused(_("--radius must be above 0"))

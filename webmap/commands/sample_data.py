@@ -21,14 +21,14 @@ from webmap.auth import add_user
 from webmap.commands import command, ready
 
 
-@command("demo")
-@click.option("--units", default=4000, show_default=True, help="planning units (200000 ≈ a city)")
-@click.option("--seed", default=1, show_default=True, help="random seed")
+@command("demo", help=N_(
+    "Replace every layer with a generated demo district."))
+@click.option("--units", default=4000, show_default=True, help=N_("planning units (200000 ≈ a city)"))
+@click.option("--seed", default=1, show_default=True, help=N_("random seed"))
 @click.option("--reference", type=click.DateTime(["%Y-%m-%d"]), default="2026-11-01",
-              show_default=True, help="last day of the year of incidents")
-@click.option("--if-empty", is_flag=True, help="only when the database holds no units yet")
+              show_default=True, help=N_("last day of the year of incidents"))
+@click.option("--if-empty", is_flag=True, help=N_("only when the database holds no units yet"))
 def demo(units: int, seed: int, reference, if_empty: bool) -> None:
-    """Replace every layer with a generated demo district."""
     eng = ready()
     if if_empty:
         if count_layer(eng, "units"):
@@ -61,9 +61,9 @@ LAYER_COUNTS = {"districts": N_("{n} districts"), "streets": N_("{n} streets"),
                 "incidents": N_("{n} incidents")}
 
 
-@command("demo-accounts")
+@command("demo-accounts", help=N_(
+    "Create one demo account per role (once) and print their logins."))
 def demo_accounts() -> None:
-    """Create one demo account per role (once) and print their logins."""
     eng = ready()
     departments = seed_departments(eng)
     logins = Path(current_app.instance_path) / "demo_accounts.txt"
