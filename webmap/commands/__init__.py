@@ -161,7 +161,8 @@ def echo_json(value) -> None:
 def street_code(value: str | None) -> str | None:
     """``--street`` checked to be a 9-digit code (None: every street)."""
     if value is not None and not (value.isdigit() and len(value) == 9):
-        raise click.BadParameter(f"{value!r} is not a 9-digit street code", param_hint="--street")
+        raise click.BadParameter(_("{value} is not a 9-digit street code", value=repr(value)),
+                                 param_hint="--street")
     return value
 
 
