@@ -42,7 +42,7 @@ from geodata.catalog import (
     is_code_field,
 )
 from geodata.db import BATCH, pause_for_fault_tests
-from geodata.i18n import _
+from geodata.i18n import N_, _, speaks_english
 from geodata.models import AuditLog, Community, CommunityHistory, Unit, UnitAdjacency
 from geodata.revisions import changes_since, lock_revision, raise_revision
 from geodata.sources import ImportRefused
@@ -65,6 +65,8 @@ MAX_VERTICES = 250_000
 #: A repaired polygon may change its area by less than this share.
 MAX_REPAIR_AREA_CHANGE = 0.01
 MODES = ("append", "replace", "update")
+#: the modes as a summary names them
+MODE_WORDS = {"append": N_("appended"), "replace": N_("replacing the layer"), "update": N_("updated")}
 #: What an import does with rows whose value has no mapping: refuse the file, or leave them out.
 UNMAPPED = ("refuse", "skip")
 #: Fields a file may carry beyond the layer's own, resolved into codes before the checks:
@@ -111,8 +113,11 @@ class ImportReport:
 
     def summary(self) -> str:
         """What the import did, in lines for a person (the command line's summary)."""
-        lines = [_("{layer}: {written} features written ({mode}) from {source}", layer=self.layer,
-                   written=self.written, mode=self.mode, source=self.source)]
+        # the layer by its Chinese name (区县, 社区 …) for a Chinese reader, by its key for an English one
+        layer = self.layer if speaks_english() else get_layer(self.layer).label
+        mode = self.mode if speaks_english() else _(MODE_WORDS.get(self.mode, self.mode))
+        lines = [_("{layer}: {written} features written ({mode}) from {source}", layer=layer,
+                   written=self.written, mode=mode, source=self.source)]
         if self.deleted:
             lines.append("  " + _("{n} features replaced", n=self.deleted))
         if self.adjacency_pairs is not None:

@@ -122,7 +122,7 @@ def test_with_no_preference_pages_problems_and_the_command_line_are_chinese(chin
 ENGLISH_WORD = re.compile(r"\b[A-Za-z]{2,}\b")
 
 
-def _words_outside(output: str, *paths: Path) -> list[str]:
+def _words_outside(output: str, *paths: Path | str) -> list[str]:
     """The English words of ``output`` once ``paths`` (data the user named) are taken out."""
     for path in paths:
         output = output.replace(str(path), "")
@@ -144,6 +144,9 @@ def test_the_command_lines_summaries_are_chinese_by_default(spatialite_url, tmp_
     export = runner.invoke(args=["export", "streets", "--format", "geojson", "-o", str(out)])
     assert export.exit_code == 0 and out.exists(), export.output
     assert "个要素" in export.output and not _words_outside(export.output, out), export.output
+    again = runner.invoke(args=["import", "streets", str(out), "--mode", "update"])
+    assert again.exit_code == 0 and "街道：" in again.output and "（更新）" in again.output, again.output
+    assert not _words_outside(again.output, out, out.name), again.output
     # the same command in English, as the tests and scripts read it
     monkeypatch.setenv("GRIDPLAN_LOCALE", "en")
     export = make_app(spatialite_url).test_cli_runner().invoke(

@@ -9,7 +9,7 @@ from flask import current_app
 
 from geodata.catalog import LAYERS
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
-from geodata.i18n import N_, _
+from geodata.i18n import N_, _, speaks_english
 from layers.onboarding.boundaries import stored_topology
 from layers.onboarding.imports import MODES, UNMAPPED, import_layer, parse_values
 from webmap.commands import command, ready
@@ -52,7 +52,8 @@ def import_command(layer: str, path: Path, mode: str, crs: str | None, mapping: 
                    district: str | None, values: tuple[str, ...], unmapped: str, source_layer: str | None,
                    force: bool) -> None:
     eng = ready()
-    with click.progressbar(length=1, label=_("importing {layer}", layer=layer)) as bar:
+    named = layer if speaks_english() else LAYERS[layer].label  # 社区 … for a Chinese reader
+    with click.progressbar(length=1, label=_("importing {layer}", layer=named)) as bar:
 
         def tick(done: int, total: int) -> None:
             bar.length = total  # known once the file has been read and checked
