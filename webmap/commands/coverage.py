@@ -11,13 +11,25 @@ from pathlib import Path
 import click
 
 from geodata.errors import Refused
-from geodata.i18n import N_, _
+from geodata.i18n import N_, _, speaks_english
 from layers.coverage import gaps as coverage
 from layers.coverage import siting
 from webmap.commands import command, plain
 from webmap.extensions import engine
+from webmap.i18n import facility_kind_name
 
 METHOD = click.Choice(["auto", "straight", "roads"])
+#: a distance measure and a solver as a Chinese summary names them (an English one: by their keys)
+WORDS = {"roads": N_("walking along the roads"), "straight": N_("straight-line"),
+         "exact": N_("exact solver"), "greedy": N_("greedy solver")}
+
+
+def worded(key: str, kind: bool = False) -> str:
+    """``key`` (a distance measure, a solver or, with ``kind``, a facility kind) as the summary's
+    reader reads it: the key itself in English (scripts read it), its name in Chinese."""
+    if speaks_english():
+        return key
+    return facility_kind_name(key) if kind else _(WORDS[key]) if key in WORDS else key
 
 
 @command("coverage", help=N_(
@@ -32,11 +44,11 @@ def coverage_command(street, method, output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, ensure_ascii=False, indent=1, default=plain), encoding="utf-8")
     worst = min(report["reach"], key=lambda r: r["share"], default=None)
-    lowest = _("lowest reach {kind} {radius} m {share}; ", kind=worst["kind"],
+    lowest = _("lowest reach {kind} {radius} m {share}; ", kind=worded(worst["kind"], kind=True),
                radius=f"{worst['radius_m']:g}", share=f"{worst['share']:.1%}") if worst else ""
     click.echo(_("{households} households, method {method}: {lowest}{missing} communities missing a kind, "
                  "{facilities} facilities under standard, {blind} blind-spot units, {findings} cell findings "
-                 "→ {output}", households=f"{report['households']:,}", method=report["method"],
+                 "→ {output}", households=f"{report['households']:,}", method=worded(report["method"]),
                  lowest=lowest, missing=len(report["missing"]), facilities=len(report["facilities"]),
                  blind=report["blind_spots"]["units"], findings=len(report["cell_problems"]["findings"]),
                  output=output))
@@ -74,12 +86,13 @@ def site_command(kind, k, street, radius, candidates_path, crs, method, solver, 
     p = body["properties"]
     click.echo(_("{n} sites for {kind} ({radius} m, {method}): +{added} households, {covered} of "
                  "{households} within reach; {bound} (gap {gap}, {solver}) → {output}",
-                 n=len(body["features"]), kind=kind, radius=f"{radius:g}", method=run.method,
+                 n=len(body["features"]), kind=worded(kind, kind=True), radius=f"{radius:g}",
+                 method=worded(run.method),
                  added=f"{p['households_added']:,}", covered=f"{p['households_covered_after']:,}",
                  households=f"{p['households']:,}",
                  bound=_("optimal {n}", n=f"{p['bound_households_added']:,}") if p["optimal"]
                  else _("bound {n}", n=f"{p['bound_households_added']:,}"),
-                 gap=f"{p['gap']:.2%}", solver=p["solver"],
+                 gap=f"{p['gap']:.2%}", solver=worded(p["solver"]),
                  output=output))
 
 
