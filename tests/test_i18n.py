@@ -147,6 +147,8 @@ def test_the_command_lines_summaries_are_chinese_by_default(spatialite_url, tmp_
     again = runner.invoke(args=["import", "streets", str(out), "--mode", "update"])
     assert again.exit_code == 0 and "街道：" in again.output and "（更新）" in again.output, again.output
     assert not _words_outside(again.output, out, out.name), again.output
+    account = runner.invoke(args=["user", "add", "clerk", "--role", "viewer", "--password", "long enough 1"])
+    assert account.exit_code == 0 and account.output == "账户 clerk：查看人员\n", account.output
     # the same command in English, as the tests and scripts read it
     monkeypatch.setenv("GRIDPLAN_LOCALE", "en")
     export = make_app(spatialite_url).test_cli_runner().invoke(

@@ -10,11 +10,12 @@ from flask import current_app
 
 from geodata.accounts import ROLES, parse_expiry
 from geodata.backup import backup, restore
-from geodata.i18n import N_, _
+from geodata.i18n import N_, _, speaks_english
 from layers import administration
 from webmap.auth import add_token, add_user
 from webmap.commands import command, group, ready
 from webmap.extensions import engine
+from webmap.i18n import role_names
 
 
 @command("init-db", help=N_(
@@ -81,9 +82,10 @@ def user_add(name: str, role: str, scope: str | None, password: str | None, depa
     if len(password) < 8:
         raise click.ClickException(_("a password needs at least {n} characters", n=8))
     account = add_user(name, role, password, scope, department=department)
-    click.echo(_("account {name}: {role}, scope {scope}",
-                 name=account.name, role=account.role, scope=scope) if scope
-               else _("account {name}: {role}", name=account.name, role=account.role))
+    # the role by its key in English (what --role takes), by its name in Chinese
+    named = account.role if speaks_english() else role_names().get(account.role, account.role)
+    click.echo(_("account {name}: {role}, scope {scope}", name=account.name, role=named, scope=scope)
+               if scope else _("account {name}: {role}", name=account.name, role=named))
 
 
 @command("add", help=N_(
