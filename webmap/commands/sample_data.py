@@ -19,6 +19,7 @@ from layers.incidents.loop import OPEN, assign_cells
 from layers.sample_data.demo import generate, seed_departments, write_demo
 from webmap.auth import add_user
 from webmap.commands import command, ready
+from webmap.i18n import role_names
 
 
 @command("demo", help=N_(
@@ -87,7 +88,8 @@ def demo_accounts() -> None:
             where = _(", community {code}", code=own) if kind == "community" \
                 else _(", cell {code}", code=own) if kind == "cell" \
                 else _(", department {code}", code=department) if department else ""
-            lines.append(f"{name:<11} {password}  {_(DEMO_KINDS[name])} ({role}{where})")
+            named = role if speaks_english() else role_names().get(role, role)
+            lines.append(f"{name:<11} {password}  {_(DEMO_KINDS[name])} ({named}{where})")
         logins.write_text("\n".join(lines) + "\n", encoding="utf-8")
         logins.chmod(0o600)
     held = _demo_supervisor_cells(eng)
