@@ -61,10 +61,11 @@ class ExportReport:
     truncated: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        text = f"{self.features} features written to {self.path}"
+        """What the export wrote, in lines for a person (the command line's summary)."""
+        text = _("{n} features written to {path}", n=self.features, path=self.path)
         if self.truncated:
-            text += f"\n  {len(self.truncated)} values cut at {DBF_TEXT_BYTES} bytes: " + "; ".join(
-                self.truncated[:10])
+            text += "\n  " + _("{n} values cut at {limit} bytes: {values}", n=len(self.truncated),
+                                limit=DBF_TEXT_BYTES, values="; ".join(self.truncated[:10]))
         return text
 
 

@@ -42,7 +42,7 @@ from geodata.catalog import (
     is_code_field,
 )
 from geodata.db import BATCH, pause_for_fault_tests
-from geodata.i18n import _
+from geodata.i18n import N_, _, speaks_english
 from geodata.models import AuditLog, Community, CommunityHistory, Unit, UnitAdjacency
 from geodata.revisions import changes_since, lock_revision, raise_revision
 from geodata.sources import ImportRefused
@@ -65,6 +65,8 @@ MAX_VERTICES = 250_000
 #: A repaired polygon may change its area by less than this share.
 MAX_REPAIR_AREA_CHANGE = 0.01
 MODES = ("append", "replace", "update")
+#: the modes as a summary names them
+MODE_WORDS = {"append": N_("appended"), "replace": N_("replacing the layer"), "update": N_("updated")}
 #: What an import does with rows whose value has no mapping: refuse the file, or leave them out.
 UNMAPPED = ("refuse", "skip")
 #: Fields a file may carry beyond the layer's own, resolved into codes before the checks:
@@ -110,35 +112,43 @@ class ImportReport:
     people_per_household: float | None = None
 
     def summary(self) -> str:
-        lines = [f"{self.layer}: {self.written} features written ({self.mode}) from {self.source}"]
+        """What the import did, in lines for a person (the command line's summary)."""
+        # the layer by its Chinese name (区县, 社区 …) for a Chinese reader, by its key for an English one
+        layer = self.layer if speaks_english() else get_layer(self.layer).label
+        mode = self.mode if speaks_english() else _(MODE_WORDS.get(self.mode, self.mode))
+        lines = [_("{layer}: {written} features written ({mode}) from {source}", layer=layer,
+                   written=self.written, mode=mode, source=self.source)]
         if self.deleted:
-            lines.append(f"  {self.deleted} features replaced")
+            lines.append("  " + _("{n} features replaced", n=self.deleted))
         if self.adjacency_pairs is not None:
-            lines.append(f"  {self.adjacency_pairs} neighbouring unit pairs stored")
+            lines.append("  " + _("{n} neighbouring unit pairs stored", n=self.adjacency_pairs))
         if self.repaired:
-            lines.append(f"  {len(self.repaired)} invalid geometries repaired: "
-                         + "; ".join(self.repaired[:10]))
+            lines.append("  " + _("{n} invalid geometries repaired: {which}", n=len(self.repaired),
+                                  which="; ".join(self.repaired[:10])))
         if self.ignored_fields:
-            lines.append("  fields not in the layer, ignored: " + ", ".join(self.ignored_fields))
+            lines.append("  " + _("fields not in the layer, ignored: {fields}",
+                                  fields=", ".join(self.ignored_fields)))
         if self.provisional:
-            lines.append(f"  {len(self.provisional)} provisional codes given (临时代码, replaced by "
-                         "`codes apply`): " + ", ".join(self.provisional[:10])
-                         + (" …" if len(self.provisional) > 10 else ""))
+            lines.append("  " + _("{n} provisional codes given (replaced by `codes apply`): {codes}",
+                                  n=len(self.provisional),
+                                  codes=", ".join(self.provisional[:10])
+                                  + (" …" if len(self.provisional) > 10 else "")))
         if self.matched_by_stem:
-            lines.append("  names matched without their suffix: " + ", ".join(
-                f"{k} → {v}" for k, v in list(self.matched_by_stem.items())[:10]))
+            lines.append("  " + _("names matched without their suffix: {names}", names=", ".join(
+                f"{k} → {v}" for k, v in list(self.matched_by_stem.items())[:10])))
         if self.placed_by_area:
-            lines.append(f"  {self.placed_by_area} features placed in the street holding most of their area")
+            lines.append("  " + _("{n} features placed in the street holding most of their area",
+                                  n=self.placed_by_area))
         for name, counts in self.skipped.items():
-            lines.append(f"  rows left out, {name} has no mapping: " + ", ".join(
-                f"{v} ({n})" for v, n in counts.items()))
+            lines.append("  " + _("rows left out, {field} has no mapping: {values}", field=name,
+                                  values=", ".join(f"{v} ({n})" for v, n in counts.items())))
         if self.estimated_population:
             lines.append("  " + _("population estimated for {n} features as households × {pph} (setting "
                                   "people_per_household): the file gives none for them",
                                   n=self.estimated_population, pph=self.people_per_household))
         if self.approximate:
-            lines.append(f"  {self.approximate} approximate locations (counted in their community, "
-                         "placed in no cell)")
+            lines.append("  " + _("{n} approximate locations (counted in their community, placed in no cell)",
+                                  n=self.approximate))
         return "\n".join(lines)
 # --- checking ------------------------------------------------------------------------------
 

@@ -118,6 +118,61 @@ def test_with_no_preference_pages_problems_and_the_command_line_are_chinese(chin
     assert result.exit_code != 0 and "密码至少需要 8 个字符" in result.output
 
 
+#: an English word of two letters or more (a path, a code or a number is not one)
+ENGLISH_WORD = re.compile(r"\b[A-Za-z]{2,}\b")
+
+
+def _words_outside(output: str, *paths: Path | str) -> list[str]:
+    """The English words of ``output`` once ``paths`` (data the user named) are taken out."""
+    for path in paths:
+        output = output.replace(str(path), "")
+    return ENGLISH_WORD.findall(output)
+
+
+def test_the_command_lines_summaries_are_chinese_by_default(spatialite_url, tmp_path, monkeypatch):
+    """``demo`` and ``export`` print their counts in Chinese (no English word outside the paths the
+    user named), numbers with thousands separators; with GRIDPLAN_LOCALE=en, in English."""
+    monkeypatch.delenv("GRIDPLAN_LOCALE", raising=False)
+    runner = make_app(spatialite_url).test_cli_runner()
+    demo = runner.invoke(args=["demo", "--units", "1200", "--seed", "3"])
+    assert demo.exit_code == 0, demo.output
+    summary = demo.output.strip().splitlines()[-1]
+    assert summary.startswith("演示数据已写入：") and "个区县" in summary and "个网格" in summary, summary
+    assert re.search(r"\d,\d{3} 个规划单元", summary), summary
+    assert not _words_outside(demo.output), demo.output
+    out = tmp_path / "streets.geojson"
+    export = runner.invoke(args=["export", "streets", "--format", "geojson", "-o", str(out)])
+    assert export.exit_code == 0 and out.exists(), export.output
+    assert "个要素" in export.output and not _words_outside(export.output, out), export.output
+    again = runner.invoke(args=["import", "streets", str(out), "--mode", "update"])
+    assert again.exit_code == 0 and "街道：" in again.output and "（更新）" in again.output, again.output
+    assert not _words_outside(again.output, out, out.name), again.output
+    account = runner.invoke(args=["user", "add", "clerk", "--role", "viewer", "--password", "long enough 1"])
+    assert account.exit_code == 0 and account.output == "账户 clerk：查看人员\n", account.output
+    # the same command in English, as the tests and scripts read it
+    monkeypatch.setenv("GRIDPLAN_LOCALE", "en")
+    export = make_app(spatialite_url).test_cli_runner().invoke(
+        args=["export", "streets", "--format", "geojson", "-o", str(out)])
+    assert export.exit_code == 0 and re.fullmatch(rf"\d+ features written to {re.escape(str(out))}\n",
+                                                   export.output), export.output
+
+
+def test_the_command_lines_help_is_chinese_by_default(spatialite_url, monkeypatch):
+    """``--help`` of a command, of its options and of a group speaks the command line's language."""
+    monkeypatch.delenv("GRIDPLAN_LOCALE", raising=False)
+    runner = make_app(spatialite_url).test_cli_runner()
+    demo = runner.invoke(args=["demo", "--help"])
+    assert demo.exit_code == 0 and "用生成的演示区县替换所有图层。" in demo.output, demo.output
+    assert "随机种子" in demo.output and "random seed" not in demo.output
+    user = runner.invoke(args=["user", "--help"])
+    assert "添加账户 NAME" in user.output and "Add the account" not in user.output, user.output
+    monkeypatch.setenv("GRIDPLAN_LOCALE", "en")
+    demo = make_app(spatialite_url).test_cli_runner().invoke(args=["demo", "--help"])
+    assert "Replace every layer with a generated demo district." in demo.output
+    assert "random seed" in demo.output
+    assert not CJK.search(demo.output.replace("≈", "")), demo.output
+
+
 def test_the_command_line_speaks_english_with_gridplan_locale_en(spatialite_url, monkeypatch):
     monkeypatch.setenv("GRIDPLAN_LOCALE", "en")
     app = make_app(spatialite_url)

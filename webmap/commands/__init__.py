@@ -12,14 +12,16 @@ them all to the app's CLI.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from importlib import import_module
 
 import click
-from flask import Flask
-from flask.cli import AppGroup, with_appcontext
+from flask import Flask, has_app_context
+from flask.cli import AppGroup, ScriptInfo, with_appcontext
 from sqlalchemy import Engine
 
 from geodata.db import DATABASE_ERRORS, database_trouble
@@ -29,6 +31,7 @@ from geodata.migrate import upgrade
 from geodata.standards import seed_settings
 from webmap.extensions import engine
 
+_CJK = re.compile(r"[\u3400-\u9fff]")
 #: the modules holding the commands (``flask --help`` lists the commands by name)
 MODULES = ("admin", "layers", "sample_data", "plans", "incidents", "coverage", "grid", "onboarding")
 
@@ -53,23 +56,83 @@ def one_line(function: Callable, refused: str | None = None,
     return run
 
 
-def command(name: str, *, group: click.Group | None = None, refused: str | None = None,
+@contextlib.contextmanager
+def _help_translated(cmd: click.Command) -> Iterator[None]:
+    """While ``cmd``'s help is shown: its help and its options' help (English msgids, marked with
+    ``N_``) in the command line's language (``GRIDPLAN_LOCALE``). Click keeps help as plain
+    strings, so they are translated when shown and put back after."""
+    kept = [(cmd, cmd.help)] + [(p, p.help) for p in cmd.params if isinstance(p, click.Option)]
+    with contextlib.ExitStack() as stack:
+        context = click.get_current_context(silent=True)
+        if not has_app_context() and context is not None:  # `flask` pushes one, a test's runner does not
+            stack.enter_context(context.ensure_object(ScriptInfo).load_app().app_context())
+        try:
+            for holder, text in kept:
+                if text:
+                    holder.help = _(text)
+            yield
+        finally:
+            for holder, text in kept:
+                holder.help = text
+
+
+def _short(cmd: click.Command, limit: int) -> str:
+    """A command's help in the list of commands: Click's shortening (at a sentence's end, else at
+    ``limit`` by words) for English; Chinese, which has no spaces between words, up to its first
+    full stop or semicolon."""
+    text = cmd.help or ""
+    if not _CJK.search(text):
+        return click.Command.get_short_help_str(cmd, limit)
+    for i, char in enumerate(text):
+        if char in "。；":
+            return text[:i] + "。"
+    return text
+
+
+class Worded(click.Command):
+    """A command whose ``--help`` speaks the command line's language."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with _help_translated(self):
+            super().format_help(ctx, formatter)
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        with _help_translated(self):
+            return _short(self, limit)
+
+
+class WordedGroup(AppGroup):
+    """A group of commands whose ``--help`` speaks the command line's language."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with _help_translated(self):
+            super().format_help(ctx, formatter)
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        with _help_translated(self):
+            return _short(self, limit)
+
+
+def command(name: str, *, help: str, group: click.Group | None = None, refused: str | None = None,
             also: tuple[type[Exception], ...] = ()) -> Callable[[Callable], click.Command]:
     """A command ``name`` (a sub-command of ``group`` when given) run in the app's context, its
-    refusals and database failures answered by :func:`one_line`. Put it above the options."""
+    refusals and database failures answered by :func:`one_line`; ``help`` is its ``--help``, an
+    English msgid marked with ``N_`` (options' ``help`` too: both are shown translated). Put it
+    above the options."""
 
     def make(function: Callable) -> click.Command:
         wrapped = one_line(function, refused, also)
         if group is not None:
-            return group.command(name)(wrapped)
-        return click.command(name)(with_appcontext(wrapped))
+            return group.command(name, cls=Worded, help=help)(wrapped)
+        return click.command(name, cls=Worded, help=help)(with_appcontext(wrapped))
 
     return make
 
 
 def group(name: str, help: str) -> AppGroup:
-    """A group of commands (``user add``, ``codes apply`` …) run in the app's context."""
-    return AppGroup(name, help=help)
+    """A group of commands (``user add``, ``codes apply`` …) run in the app's context; ``help``
+    as for :func:`command`."""
+    return WordedGroup(name, help=help)
 
 
 def ready() -> Engine:
@@ -98,7 +161,8 @@ def echo_json(value) -> None:
 def street_code(value: str | None) -> str | None:
     """``--street`` checked to be a 9-digit code (None: every street)."""
     if value is not None and not (value.isdigit() and len(value) == 9):
-        raise click.BadParameter(f"{value!r} is not a 9-digit street code", param_hint="--street")
+        raise click.BadParameter(_("{value} is not a 9-digit street code", value=repr(value)),
+                                 param_hint="--street")
     return value
 
 

@@ -10,49 +10,51 @@ from flask import current_app
 
 from geodata.accounts import ROLES, parse_expiry
 from geodata.backup import backup, restore
-from geodata.i18n import N_, _
+from geodata.i18n import N_, _, speaks_english
 from layers import administration
 from webmap.auth import add_token, add_user
 from webmap.commands import command, group, ready
 from webmap.extensions import engine
+from webmap.i18n import role_names
 
 
-@command("init-db")
+@command("init-db", help=N_(
+    "Create or upgrade the database schema and seed the default settings."))
 def init_db() -> None:
-    """Create or upgrade the database schema and seed the default settings."""
     ready()
     click.echo(_("database ready"))
 
 
-@command("backup", refused=N_("backup failed: {reason}"))
+@command("backup", help=N_(
+    "Back up the whole database (every layer, plan, case, history row, account and setting) while the app"
+    " keeps serving."), refused=N_("backup failed: {reason}"))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="the backup file (SpatiaLite: a SQLite file; PostGIS: a pg_dump -Fc archive)")
+              help=N_("the backup file (SpatiaLite: a SQLite file; PostGIS: a pg_dump -Fc archive)"))
 def backup_command(output: Path) -> None:
-    """Back up the whole database (every layer, plan, case, history row, account and setting)
-    while the app keeps serving."""
     done = backup(current_app.config["DATABASE_URL"], output)
-    click.echo(f"{done['kind']} backup written to {done['path']} ({done['bytes']:,} bytes)")
+    click.echo(_("{kind} backup written to {path} ({bytes} bytes)", kind=done["kind"], path=done["path"],
+                 bytes=f"{done['bytes']:,}"))
 
 
-@command("restore", refused=N_("restore refused: {reason}"))
+@command("restore", help=N_(
+    "Restore the database from the backup PATH (made by ``backup`` from a database of the same kind). A "
+    "damaged file, a file of the other kind, one whose schema is not gridplan's (a function, trigger, "
+    "view, rule or policy of someone else's), or a database in use without --replace is refused and "
+    "nothing is written."), refused=N_("restore refused: {reason}"))
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--replace", is_flag=True, help="replace a database that holds data already")
-@click.option("--role", help="PostGIS: create everything as this role (no superuser rights), "
-              "not as the user of DATABASE_URL")
+@click.option("--replace", is_flag=True, help=N_("replace a database that holds data already"))
+@click.option("--role", help=N_("PostGIS: create everything as this role (no superuser rights), not as "
+                                "the user of DATABASE_URL"))
 def restore_command(path: Path, replace: bool, role: str | None) -> None:
-    """Restore the database from the backup PATH (made by ``backup`` from a database of the same
-    kind). A damaged file, a file of the other kind, one whose schema is not gridplan's (a
-    function, trigger, view, rule or policy of someone else's), or a database in use without
-    --replace is refused and nothing is written."""
     done = restore(path, current_app.config["DATABASE_URL"], replace=replace, role=role)
     ready()  # a backup from an older version gets the newer migrations
-    click.echo(f"{done['kind']} database restored from {done['path']}")
+    click.echo(_("{kind} database restored from {path}", kind=done["kind"], path=done["path"]))
 
 
-@command("worker")
-@click.option("--once", is_flag=True, help="run the queued jobs, then stop")
+@command("worker", help=N_(
+    "Run background jobs (city-wide plans) as they are queued."))
+@click.option("--once", is_flag=True, help=N_("run the queued jobs, then stop"))
 def worker_command(once: bool) -> None:
-    """Run background jobs (city-wide plans) as they are queued."""
     from layers.worker import work
 
     eng = ready()
@@ -60,39 +62,40 @@ def worker_command(once: bool) -> None:
     work(eng, once=once)
 
 
-user = group("user", help="Accounts: admin, planner, supervisor (scoped), viewer, dispatcher, handler "
-                          "(of a department).")
-token = group("token", help="API tokens for other departments' systems.")
+user = group("user", help=N_("Accounts: admin, planner, supervisor (scoped), viewer, dispatcher, handler "
+                             "(of a department)."))
+token = group("token", help=N_("API tokens for other departments' systems."))
 ROLE = click.Choice(ROLES)
 
 
-@command("add", group=user, also=(ValueError,))
+@command("add", help=N_(
+    "Add the account NAME, or change its role, scope and password."), group=user, also=(ValueError,))
 @click.argument("name")
 @click.option("--role", type=ROLE, required=True)
-@click.option("--scope", help="supervisors: their grid cell, community or street code")
-@click.option("--password", help="asked for when not given")
-@click.option("--department", help="handlers: the code of their department")
+@click.option("--scope", help=N_("supervisors: their grid cell, community or street code"))
+@click.option("--password", help=N_("asked for when not given"))
+@click.option("--department", help=N_("handlers: the code of their department"))
 def user_add(name: str, role: str, scope: str | None, password: str | None, department: str | None) -> None:
-    """Add the account NAME, or change its role, scope and password."""
     ready()
     if password is None:
         password = click.prompt(_("password"), hide_input=True, confirmation_prompt=True)
     if len(password) < 8:
         raise click.ClickException(_("a password needs at least {n} characters", n=8))
     account = add_user(name, role, password, scope, department=department)
-    click.echo(_("account {name}: {role}, scope {scope}",
-                 name=account.name, role=account.role, scope=scope) if scope
-               else _("account {name}: {role}", name=account.name, role=account.role))
+    # the role by its key in English (what --role takes), by its name in Chinese
+    named = account.role if speaks_english() else role_names().get(account.role, account.role)
+    click.echo(_("account {name}: {role}, scope {scope}", name=account.name, role=named, scope=scope)
+               if scope else _("account {name}: {role}", name=account.name, role=named))
 
 
-@command("add", group=token, also=(ValueError,))
+@command("add", help=N_(
+    "Create an API token NAME and print it (it is shown only this once)."), group=token, also=(ValueError,))
 @click.argument("name")
 @click.option("--role", type=ROLE, default="viewer", show_default=True)
-@click.option("--scope", help="limit the token to this grid cell, community or street")
-@click.option("--expires", help="valid through this day (YYYY-MM-DD) or until this time (YYYY-MM-DDTHH:MM); "
-                                "default: until revoked")
+@click.option("--scope", help=N_("limit the token to this grid cell, community or street"))
+@click.option("--expires", help=N_("valid through this day (YYYY-MM-DD) or until this time "
+                                   "(YYYY-MM-DDTHH:MM); default: until revoked"))
 def token_add(name: str, role: str, scope: str | None, expires: str | None) -> None:
-    """Create an API token NAME and print it (it is shown only this once)."""
     ready()
     click.echo(add_token(name, role, scope, expires_at=parse_expiry(expires)))
 
@@ -104,24 +107,25 @@ def _set_disabled(name: str, disabled: bool) -> None:
                else _("account {name}: enabled", name=account["name"]))
 
 
-@command("disable", group=user, also=(ValueError,))
+@command("disable", help=N_(
+    "Disable the account NAME: it cannot sign in, and its sessions stop working."),
+         group=user, also=(ValueError,))
 @click.argument("name")
 def user_disable(name: str) -> None:
-    """Disable the account NAME: it cannot sign in, and its sessions stop working."""
     _set_disabled(name, True)
 
 
-@command("enable", group=user, also=(ValueError,))
+@command("enable", help=N_(
+    "Enable the account NAME again."), group=user, also=(ValueError,))
 @click.argument("name")
 def user_enable(name: str) -> None:
-    """Enable the account NAME again."""
     _set_disabled(name, False)
 
 
-@command("revoke", group=token, also=(ValueError,))
+@command("revoke", help=N_(
+    "Revoke the API token NAME: it stops working at once."), group=token, also=(ValueError,))
 @click.argument("name")
 def token_revoke(name: str) -> None:
-    """Revoke the API token NAME: it stops working at once."""
     ready()
     revoked = administration.revoke_token(engine(), actor="cli", name=name)
     click.echo(_("token {name} revoked", name=revoked["name"]))

@@ -11,51 +11,66 @@ from pathlib import Path
 import click
 
 from geodata.errors import Refused
-from geodata.i18n import _
+from geodata.i18n import N_, _, speaks_english
 from layers.coverage import gaps as coverage
 from layers.coverage import siting
 from webmap.commands import command, plain
 from webmap.extensions import engine
+from webmap.i18n import facility_kind_name
 
 METHOD = click.Choice(["auto", "straight", "roads"])
+#: a distance measure and a solver as a Chinese summary names them (an English one: by their keys)
+WORDS = {"roads": N_("walking along the roads"), "straight": N_("straight-line"),
+         "exact": N_("exact solver"), "greedy": N_("greedy solver")}
 
 
-@command("coverage")
-@click.option("--street", help="only this street (9-digit code)")
+def worded(key: str, kind: bool = False) -> str:
+    """``key`` (a distance measure, a solver or, with ``kind``, a facility kind) as the summary's
+    reader reads it: the key itself in English (scripts read it), its name in Chinese."""
+    if speaks_english():
+        return key
+    return facility_kind_name(key) if kind else _(WORDS[key]) if key in WORDS else key
+
+
+@command("coverage", help=N_(
+    "Write the whole gap report (reach, missing kinds, facilities, blind spots, cell problems) as JSON; "
+    "print a one-line summary."))
+@click.option("--street", help=N_("only this street (9-digit code)"))
 @click.option("--method", type=METHOD, default="auto", show_default=True,
-              help="distance: along the roads when loaded (auto), straight-line, or roads")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="report.json")
+              help=N_("distance: along the roads when loaded (auto), straight-line, or roads"))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help=N_("report.json"))
 def coverage_command(street, method, output: Path) -> None:
-    """Write the whole gap report (reach, missing kinds, facilities, blind spots, cell problems)
-    as JSON; print a one-line summary."""
     report = coverage.report_for(engine(), street, method)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, ensure_ascii=False, indent=1, default=plain), encoding="utf-8")
     worst = min(report["reach"], key=lambda r: r["share"], default=None)
-    lowest = f"lowest reach {worst['kind']} {worst['radius_m']:g} m {worst['share']:.1%}; " if worst else ""
-    click.echo(f"{report['households']:,} households, method {report['method']}: " + lowest
-               + f"{len(report['missing'])} communities missing a kind, "
-               f"{len(report['facilities'])} facilities under standard, "
-               f"{report['blind_spots']['units']} blind-spot units, "
-               f"{len(report['cell_problems']['findings'])} cell findings → {output}")
+    lowest = _("lowest reach {kind} {radius} m {share}; ", kind=worded(worst["kind"], kind=True),
+               radius=f"{worst['radius_m']:g}", share=f"{worst['share']:.1%}") if worst else ""
+    click.echo(_("{households} households, method {method}: {lowest}{missing} communities missing a kind, "
+                 "{facilities} facilities under standard, {blind} blind-spot units, {findings} cell findings "
+                 "→ {output}", households=f"{report['households']:,}", method=worded(report["method"]),
+                 lowest=lowest, missing=len(report["missing"]), facilities=len(report["facilities"]),
+                 blind=report["blind_spots"]["units"], findings=len(report["cell_problems"]["findings"]),
+                 output=output))
 
 
-@command("site")
+@command("site", help=N_(
+    "Choose K sites for facilities of KIND that bring the most uncovered households within reach; write "
+    "them as GeoJSON (order, households_added, households_covered_after)."))
 @click.argument("kind")
 @click.argument("k")
-@click.option("--street", help="only this street (9-digit code)")
-@click.option("--radius", type=float, help="reach in metres (default: the kind's in the standards table)")
+@click.option("--street", help=N_("only this street (9-digit code)"))
+@click.option("--radius", type=float, help=N_("reach in metres (default: the kind's in the standards "
+                                              "table)"))
 @click.option("--candidates", "candidates_path", type=click.Path(path_type=Path),
-              help="candidate sites (points file); default: every unit's representative point")
-@click.option("--crs", help="CRS of --candidates when its file does not say")
-@click.option("--method", type=METHOD, default="auto", show_default=True, help="distance measure")
+              help=N_("candidate sites (points file); default: every unit's representative point"))
+@click.option("--crs", help=N_("CRS of --candidates when its file does not say"))
+@click.option("--method", type=METHOD, default="auto", show_default=True, help=N_("distance measure"))
 @click.option("--solver", type=click.Choice(["auto", "exact", "greedy"]), default="auto", show_default=True)
 @click.option("--time-limit", type=float, default=60.0, show_default=True,
-              help="seconds for the exact solver")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="sites.geojson")
+              help=N_("seconds for the exact solver"))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help=N_("sites.geojson"))
 def site_command(kind, k, street, radius, candidates_path, crs, method, solver, time_limit, output) -> None:
-    """Choose K sites for facilities of KIND that bring the most uncovered households within
-    reach; write them as GeoJSON (order, households_added, households_covered_after)."""
     k = siting.check_k(k)
     if radius is not None and not (math.isfinite(radius) and radius > 0):
         raise Refused(_("--radius must be above 0"))
@@ -69,10 +84,16 @@ def site_command(kind, k, street, radius, candidates_path, crs, method, solver, 
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(body, ensure_ascii=False, default=plain), encoding="utf-8")
     p = body["properties"]
-    click.echo(f"{len(body['features'])} sites for {kind} ({radius:g} m, {run.method}): "
-               f"+{p['households_added']:,} households, {p['households_covered_after']:,} of "
-               f"{p['households']:,} within reach; {'optimal' if p['optimal'] else 'bound'} "
-               f"{p['bound_households_added']:,} (gap {p['gap']:.2%}, {p['solver']}) → {output}")
+    click.echo(_("{n} sites for {kind} ({radius} m, {method}): +{added} households, {covered} of "
+                 "{households} within reach; {bound} (gap {gap}, {solver}) → {output}",
+                 n=len(body["features"]), kind=worded(kind, kind=True), radius=f"{radius:g}",
+                 method=worded(run.method),
+                 added=f"{p['households_added']:,}", covered=f"{p['households_covered_after']:,}",
+                 households=f"{p['households']:,}",
+                 bound=_("optimal {n}", n=f"{p['bound_households_added']:,}") if p["optimal"]
+                 else _("bound {n}", n=f"{p['bound_households_added']:,}"),
+                 gap=f"{p['gap']:.2%}", solver=worded(p["solver"]),
+                 output=output))
 
 
 COMMANDS = (coverage_command, site_command)

@@ -9,7 +9,7 @@ from flask import current_app
 
 from geodata.catalog import LAYERS
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
-from geodata.i18n import N_, _
+from geodata.i18n import N_, _, speaks_english
 from layers.onboarding.boundaries import stored_topology
 from layers.onboarding.imports import MODES, UNMAPPED, import_layer, parse_values
 from webmap.commands import command, ready
@@ -28,30 +28,32 @@ def parse_mapping(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-@command("import", refused=N_("import refused, nothing written: {reason}"))
+@command("import", help=N_(
+    "Import LAYER from PATH (shapefile zip, .gpkg, .geojson or .csv with lon/lat)."),
+         refused=N_("import refused, nothing written: {reason}"))
 @click.argument("layer", type=LAYER)
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--mode", type=click.Choice(MODES), default="append", show_default=True)
-@click.option("--crs", help="source CRS over the file's own: EPSG:4490, EPSG:4326, GCJ02 …")
-@click.option("--map", "mapping", multiple=True, metavar="SRC=DST", help="rename a source field")
-@click.option("--district", help="streets and communities without codes lie in this district (6 digits): "
-              "they get provisional codes under it")
+@click.option("--crs", help=N_("source CRS over the file's own: EPSG:4490, EPSG:4326, GCJ02 …"))
+@click.option("--map", "mapping", multiple=True, metavar="SRC=DST", help=N_("rename a source field"))
+@click.option("--district", help=N_("streets and communities without codes lie in this district (6 "
+                                    "digits): they get provisional codes under it"))
 @click.option("--values", "values", multiple=True, metavar="FIELD:SRC=DST,…|FIELD=TABLE.csv",
-              help="map the source's values of a field to gridplan's (e.g. 'kind:幼儿园=kindergarten')")
+              help=N_("map the source's values of a field to gridplan's (e.g. 'kind:nursery=kindergarten')"))
 @click.option("--unmapped", type=click.Choice(UNMAPPED), default="refuse", show_default=True,
-              help="rows whose value has no mapping: refuse the file, or leave them out")
+              help=N_("rows whose value has no mapping: refuse the file, or leave them out"))
 @click.option("--layer", "source_layer", metavar="NAME",
-              help="the layer of a GeoPackage holding several to import (without it such a file is "
-                   "refused, its layers listed)")
+              help=N_("the layer of a GeoPackage holding several to import (without it such a file is "
+                      "refused, its layers listed)"))
 @click.option("--force", is_flag=True,
-              help="import units exported before later boundary changes (an adoption) although the file "
-                   "would undo them")
+              help=N_("import units exported before later boundary changes (an adoption) although the "
+                      "file would undo them"))
 def import_command(layer: str, path: Path, mode: str, crs: str | None, mapping: tuple[str, ...],
                    district: str | None, values: tuple[str, ...], unmapped: str, source_layer: str | None,
                    force: bool) -> None:
-    """Import LAYER from PATH (shapefile zip, .gpkg, .geojson or .csv with lon/lat)."""
     eng = ready()
-    with click.progressbar(length=1, label=_("importing {layer}", layer=layer)) as bar:
+    named = layer if speaks_english() else LAYERS[layer].label  # 社区 … for a Chinese reader
+    with click.progressbar(length=1, label=_("importing {layer}", layer=named)) as bar:
 
         def tick(done: int, total: int) -> None:
             bar.length = total  # known once the file has been read and checked
@@ -73,18 +75,19 @@ def import_command(layer: str, path: Path, mode: str, crs: str | None, mapping: 
                              outside_m2=f"{found['outside_street_m2']:,.0f}"))
 
 
-@command("export", refused=N_("export failed: {reason}"), also=(ExportError, ValueError))
+@command("export", help=N_(
+    "Export LAYER as a shapefile zip, GeoPackage, GeoJSON or CSV."),
+         refused=N_("export failed: {reason}"), also=(ExportError, ValueError))
 @click.argument("layer", type=LAYER)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
 @click.option("--encoding", type=click.Choice(list(ENCODINGS)), default="utf-8", show_default=True,
-              help="text encoding of shapefile and CSV")
-@click.option("--crs", help="EPSG:4326 (default), EPSG:4490 or a projected EPSG code")
-@click.option("--street", help="only this street (9-digit code)")
-@click.option("--community", help="only this community (12-digit code)")
+              help=N_("text encoding of shapefile and CSV"))
+@click.option("--crs", help=N_("EPSG:4326 (default), EPSG:4490 or a projected EPSG code"))
+@click.option("--street", help=N_("only this street (9-digit code)"))
+@click.option("--community", help=N_("only this community (12-digit code)"))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
 def export_command(layer: str, fmt: str, encoding: str, crs: str | None, street: str | None,
                    community: str | None, output: Path) -> None:
-    """Export LAYER as a shapefile zip, GeoPackage, GeoJSON or CSV."""
     eng = ready()
     report = export_layer(eng, layer, fmt, output, encoding=encoding, crs=crs, street=street,
                           community=community)

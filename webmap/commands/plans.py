@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from geodata.i18n import _
+from geodata.i18n import N_, _
 from layers.onboarding.imports import ImportRefused
 from layers.plans.communities import Bounds
 from layers.plans.files import export_plan, units_from_file
@@ -23,29 +23,32 @@ from webmap.commands.layers import parse_mapping
 from webmap.extensions import plans
 
 
-@command("plan", also=(ValueError,))
-@click.option("--min", "minimum", type=int, default=None, help="households, at least (default: settings)")
-@click.option("--max", "maximum", type=int, default=None, help="households, at most (default: settings)")
-@click.option("--target", type=int, help="preferred households per community")
-@click.option("--street", help="only this street (9-digit code)")
+@command("plan", help=N_(
+    "Make an automatic plan; print its scores as one JSON object on stdout."), also=(ValueError,))
+@click.option("--min", "minimum", type=int, default=None, help=N_("households, at least (default: "
+                                                                  "settings)"))
+@click.option("--max", "maximum", type=int, default=None, help=N_("households, at most (default: "
+                                                                  "settings)"))
+@click.option("--target", type=int, help=N_("preferred households per community"))
+@click.option("--street", help=N_("only this street (9-digit code)"))
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--fresh", is_flag=True, help="redraw every community, not only those breaking the rules")
+@click.option("--fresh", is_flag=True, help=N_("redraw every community, not only those breaking the rules"))
 @click.option("--units", "units_path", type=click.Path(path_type=Path),
-              help="plan units from this file instead of the database")
-@click.option("--map", "mapping", multiple=True, metavar="SRC=DST", help="rename a column of --units")
-@click.option("--crs", help="CRS of --units when its file does not say")
+              help=N_("plan units from this file instead of the database"))
+@click.option("--map", "mapping", multiple=True, metavar="SRC=DST", help=N_("rename a column of --units"))
+@click.option("--crs", help=N_("CRS of --units when its file does not say"))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help=".gpkg or .zip (shapefiles); needed unless --all")
+              help=N_(".gpkg or .zip (shapefiles); needed unless --all"))
 @click.option("--all", "every_district", is_flag=True,
-              help="plan every district of the database, one task per district, into a draft plan")
+              help=N_("plan every district of the database, one task per district, into a draft plan"))
 @click.option("--cluster", metavar="tcp://HOST:8786",
-              help="with --all: the dask scheduler (default GRIDPLAN_DASK_SCHEDULER, else this machine)")
+              help=N_("with --all: the dask scheduler (default GRIDPLAN_DASK_SCHEDULER, else this "
+                      "machine)"))
 @click.option("--workers", type=click.IntRange(min=1),
-              help="with --all and no cluster: processes (default: cores)")
-@click.option("--name", "plan_name", help="with --all: the plan's name")
+              help=N_("with --all and no cluster: processes (default: cores)"))
+@click.option("--name", "plan_name", help=N_("with --all: the plan's name"))
 def plan_command(minimum, maximum, target, street, seed, fresh, units_path, mapping, crs, output,
                  every_district, cluster, workers, plan_name) -> None:
-    """Make an automatic plan; print its scores as one JSON object on stdout."""
     if every_district:
         if street or units_path:
             raise click.ClickException(_("--all plans every district of the database: leave out --street "

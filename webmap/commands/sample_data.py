@@ -13,22 +13,23 @@ from flask import current_app
 
 from geodata import incident_rows
 from geodata.accounts import Account, find_user
-from geodata.i18n import N_, _
+from geodata.i18n import N_, _, speaks_english
 from geodata.store import count_layer, read_layer
 from layers.incidents.loop import OPEN, assign_cells
 from layers.sample_data.demo import generate, seed_departments, write_demo
 from webmap.auth import add_user
 from webmap.commands import command, ready
+from webmap.i18n import role_names
 
 
-@command("demo")
-@click.option("--units", default=4000, show_default=True, help="planning units (200000 ≈ a city)")
-@click.option("--seed", default=1, show_default=True, help="random seed")
+@command("demo", help=N_(
+    "Replace every layer with a generated demo district."))
+@click.option("--units", default=4000, show_default=True, help=N_("planning units (200000 ≈ a city)"))
+@click.option("--seed", default=1, show_default=True, help=N_("random seed"))
 @click.option("--reference", type=click.DateTime(["%Y-%m-%d"]), default="2026-11-01",
-              show_default=True, help="last day of the year of incidents")
-@click.option("--if-empty", is_flag=True, help="only when the database holds no units yet")
+              show_default=True, help=N_("last day of the year of incidents"))
+@click.option("--if-empty", is_flag=True, help=N_("only when the database holds no units yet"))
 def demo(units: int, seed: int, reference, if_empty: bool) -> None:
-    """Replace every layer with a generated demo district."""
     eng = ready()
     if if_empty:
         if count_layer(eng, "units"):
@@ -48,13 +49,22 @@ def demo(units: int, seed: int, reference, if_empty: bool) -> None:
             last[layer] = done
 
         write_demo(eng, data, progress=tick)
-    counts = ", ".join(f"{len(v):,} {k}" for k, v in data.layers.items())
+    counts = (", " if speaks_english() else "、").join(
+        _(LAYER_COUNTS.get(k, "{n} " + k), n=f"{len(v):,}") for k, v in data.layers.items())
     click.echo(_("demo written: {counts}", counts=counts))
 
 
-@command("demo-accounts")
+#: how many features of a layer the demo wrote, as a person reads it
+LAYER_COUNTS = {"districts": N_("{n} districts"), "streets": N_("{n} streets"),
+                "communities": N_("{n} communities"), "units": N_("{n} units"),
+                "buildings": N_("{n} buildings"), "facilities": N_("{n} facilities"),
+                "grid_cells": N_("{n} grid_cells"), "roads": N_("{n} roads"),
+                "incidents": N_("{n} incidents")}
+
+
+@command("demo-accounts", help=N_(
+    "Create one demo account per role (once) and print their logins."))
 def demo_accounts() -> None:
-    """Create one demo account per role (once) and print their logins."""
     eng = ready()
     departments = seed_departments(eng)
     logins = Path(current_app.instance_path) / "demo_accounts.txt"
@@ -75,9 +85,11 @@ def demo_accounts() -> None:
             department = kind if role == "handler" else None
             password = secrets.token_urlsafe(9)
             add_user(name, role, password, own, department=department)
-            where = f", community {own}" if kind == "community" else f", cell {own}" if kind == "cell" \
-                else f", department {department}" if department else ""
-            lines.append(f"{name:<11} {password}  {_(DEMO_KINDS[name])} ({role}{where})")
+            where = _(", community {code}", code=own) if kind == "community" \
+                else _(", cell {code}", code=own) if kind == "cell" \
+                else _(", department {code}", code=department) if department else ""
+            named = role if speaks_english() else role_names().get(role, role)
+            lines.append(f"{name:<11} {password}  {_(DEMO_KINDS[name])} ({named}{where})")
         logins.write_text("\n".join(lines) + "\n", encoding="utf-8")
         logins.chmod(0o600)
     held = _demo_supervisor_cells(eng)
