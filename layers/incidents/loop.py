@@ -575,12 +575,16 @@ def place(engine: Engine, lon: float, lat: float) -> dict:
         found = rows.locate(conn, lon, lat)
         name = place_rows.community_name(conn, found["community_code"])
         road = place_rows.nearest_road(conn, lon, lat)
+    from layers.incidents.rates import cell_names  # here: rates reads this module's statuses
+
+    # the cell as a person reads it (its community and number), else the community alone
+    cell = cell_names(engine, [found["grid_code"]]).get(found["grid_code"]) if found["grid_code"] else None
     parts = []
-    if name or found["community_code"]:
-        parts.append(name or found["community_code"])
+    if cell or name or found["community_code"]:
+        parts.append(cell or name or found["community_code"])
     if road is not None:
         parts.append(_("near {road} ({metres} m)", road=road[0], metres=round(road[1])))
-    if found["grid_code"]:
+    if found["grid_code"] and not cell:
         parts.append(_("grid cell {code}", code=found["grid_code"]))
     return {
         **found,
