@@ -34,6 +34,7 @@ from flask_login import current_user
 
 from geodata import departments as depts
 from geodata import incident_rows
+from geodata.accounts import find_user
 from geodata.errors import Forbidden, Refused
 from geodata.i18n import _, in_language
 from layers.incidents import departments, exports, rates
@@ -72,8 +73,8 @@ def _date(value: str | None, what: str, end: bool = False) -> datetime | None:
 
 def _describe(cases: list[dict]) -> list[dict]:
     account = current_account()
-    described = incidents.describe(cases, account, incidents.calendar(engine()), incidents.categories(engine()),
-                                   rules=incidents.loop_rules(engine()),
+    described = incidents.describe(cases, account, incidents.calendar(engine()),
+                                   incidents.categories(engine()), rules=incidents.loop_rules(engine()),
                                    departments=incidents.department_table(engine()))
     # each case's cell as a person reads it (its community and number), beside the code
     names = rates.cell_names(engine(), [c.get("grid_code") for c in described])
@@ -326,6 +327,7 @@ def api_note(code: str):
         data = params.body()
     replayed = bool(incidents.add_note(engine(), current_account(), code, data, photo=photo).get("replayed"))
     case, steps, photos = incidents.history(engine(), current_account(), code)
+    steps = _named_steps(steps)
     for p in photos:
         p["url"] = url_for("incidents.api_photo", code=code, photo_id=p["id"])
     extra = {"replayed": True} if replayed else {}
@@ -336,9 +338,24 @@ def api_note(code: str):
 @require(*READERS, api=True)
 def api_case(code: str):
     case, steps, photos = incidents.history(engine(), current_account(), code)
+    steps = _named_steps(steps)
     for p in photos:
         p["url"] = url_for("incidents.api_photo", code=code, photo_id=p["id"])
     return _case_answer(case, steps=steps, photos=photos, place=_case_place(case))
+
+
+def _named_steps(steps: list[dict]) -> list[dict]:
+    """The steps with ``actor_label``: who took each, as "name（role word）" for an account
+    ("supervisor（网格员）"), else as stored (the demo's steps record a role word)."""
+    from webmap.i18n import role_names
+
+    words = role_names()
+    labels: dict[str, str] = {}
+    for actor in {s.get("actor") for s in steps if s.get("actor")}:
+        account = find_user(engine(), name=actor)
+        labels[actor] = (_("{name} ({role})", name=actor, role=words.get(account.role, account.role))
+                         if account else actor)
+    return [{**s, "actor_label": labels.get(s.get("actor") or "", s.get("actor"))} for s in steps]
 
 
 def _case_place(case: dict) -> dict | None:
@@ -632,6 +649,7 @@ def case_new():
 @require(*READERS)
 def case_page(code: str):
     case, steps, photos = incidents.history(engine(), current_account(), code)
+    steps = _named_steps(steps)
     for p in photos:
         p["url"] = url_for("incidents.api_photo", code=case["code"], photo_id=p["id"])
     # the case as GET /api/incidents/<code> answers it, drawn by the server and inline for the script

@@ -263,7 +263,7 @@
     document.getElementById("case-actions").hidden = !c.actions.length;
     const history = document.getElementById("case-history");
     history.replaceChildren(...c.steps.map((s) => {
-      const li = el("li", `${when(s.at)} ${s.label || STEPS[s.step] || s.step}${s.actor ? " · " + s.actor : ""}`,
+      const li = el("li", `${when(s.at)} ${s.label || STEPS[s.step] || s.step}${s.actor ? " · " + (s.actor_label || s.actor) : ""}`,
         { "data-step": s.step });
       if (s.detail_label) li.append(el("div", s.detail_label, { class: "detail" }));
       if (s.note) li.append(el("div", s.note, { class: "muted" }));
