@@ -218,7 +218,12 @@ def test_a_department_sends_a_case_back_and_the_centre_dispatches_it_elsewhere(s
     admin = client_of(site["app"], "admin")
     assert act(admin, report(site, inspector), "send_back", note="x").status_code == 409
     # the rates by department: HW had it and sent it back; JD has it and handles it in time
-    assert act(client_of(site["app"], "supervisor"), code, "handle", note="已处理").status_code == 200
+    # a case with a department is its handler's (or an administrator's) to handle, not a 网格员's
+    supervisor = client_of(site["app"], "supervisor")
+    refused = act(supervisor, code, "handle", note="已处理")
+    assert refused.status_code == 403 and "JD" in refused.json["detail"]
+    assert "handle" not in [a["action"] for a in supervisor.get(f"/api/incidents/{code}").json["actions"]]
+    assert act(admin, code, "handle", note="已处理").status_code == 200
     today = datetime.now().date()
     period = f"from={today - timedelta(days=7)}&to={today}"
     answer = centre.get(f"/api/rates?by=department&{period}")
@@ -245,10 +250,11 @@ def test_a_department_sends_a_case_back_and_the_centre_dispatches_it_elsewhere(s
 
 def test_nobody_verifies_their_own_handling_while_separation_is_on(site):
     engine = site["engine"]
-    leader, inspector = client_of(site["app"], "supervisor"), client_of(site["app"], "inspector")
-    admin = client_of(site["app"], "admin")
+    # an administrator (who may handle a department's case) verifies no case they handled
+    leader, inspector = client_of(site["app"], "admin"), client_of(site["app"], "inspector")
+    admin = leader
     code = report(site, inspector)
-    for action in ("file", "dispatch", "handle"):  # a supervisor may still take these
+    for action in ("file", "dispatch", "handle"):  # an administrator may still take these
         assert act(leader, code, action).status_code == 200
     case = leader.get(f"/api/incidents/{code}").json
     assert not {"close", "return"} & {a["action"] for a in case["actions"]}
@@ -257,7 +263,7 @@ def test_nobody_verifies_their_own_handling_while_separation_is_on(site):
     assert own.status_code == 403 and "yourself" in own.json["detail"] and code in own.json["detail"]
     assert act(leader, code, "return", note="返工").status_code == 403
     assert counts(engine) == before and incident_rows.get_incident(engine, code)["status"] == "handled"
-    # the separation is a setting: off, a small town's one supervisor closes their own
+    # the separation is a setting: off, a small town's one administrator closes their own
     assert admin.put("/api/admin/settings/incident_separation", json={"value": False}).status_code == 200
     assert act(leader, code, "close").status_code == 200
 

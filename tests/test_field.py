@@ -53,7 +53,10 @@ def test_a_pin_in_words_and_the_cases_nearby_before_sending(site):
     assert place["community_name"] == communities.loc[cell["community_code"], "name"]
     roads = site["demo"].layers["roads"].to_crs(4326)
     assert place["road"] in set(roads["name"])  # the demo's blocks are cut by roads: one is near
-    assert place["community_name"] in place["words"] and cell["code"] in place["words"]
+    # the cell as a person reads it (its community's name and number), not its 15-digit code
+    number = cell["code"][-3:].lstrip("0")
+    assert f"{place['community_name']} cell {number}" in place["words"]
+    assert cell["code"] not in place["words"]
     assert place["road"] in place["words"]
     assert body["likely_duplicates"] == []
     # a case reported here; a second 网格员's pin a few metres away sees it before sending

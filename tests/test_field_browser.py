@@ -16,7 +16,7 @@ from werkzeug.serving import make_server
 
 from geodata.db import get_engine
 from geodata.models import Incident
-from layers.sample_data.demo import write_demo
+from layers.sample_data.demo import seed_departments, write_demo
 from tests.conftest import make_app
 from tests.images import JPEG
 from tests.webhelpers import PASSWORD, make_accounts
@@ -33,6 +33,12 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     write_demo(get_engine(url), small_demo)
     app = make_app(url, BASEMAP="osm", PHOTO_DIR=str(folder / "photos"))
     secrets = make_accounts(app, small_demo)
+    seed_departments(get_engine(url))
+    with app.app_context():  # the 指挥中心 and a department's handler
+        from webmap.auth import add_user
+
+        add_user("dispatcher", "dispatcher", PASSWORD)
+        add_user("handler", "handler", PASSWORD, department="SZ")
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     cells = small_demo.layers["grid_cells"]
@@ -51,9 +57,9 @@ def phone_context(chromium_page, here=None):
     return page.context, page
 
 
-def sign_in(page, server):
+def sign_in(page, server, name: str = "supervisor"):
     page.goto(f"{server['base']}/login")
-    page.fill("input[name=name]", "supervisor")
+    page.fill("input[name=name]", name)
     page.fill("input[name=password]", PASSWORD)
     page.tap("form.login button[type=submit]")
     page.wait_for_url(lambda url: "/login" not in url)
@@ -114,7 +120,8 @@ def test_a_pin_by_tapping_the_map_duplicates_before_sending_and_the_same_case(ch
     tap_at(page, "#pin-map", here.x, here.y)
     page.wait_for_function("() => window.gridplan.pin.place !== null")
     words = page.text_content("#place-words")
-    assert cell["code"] in words and "网格" in words
+    # the cell as a person reads it (community and number), not its 15-digit code
+    assert f"第 {int(cell['code'][-3:])} 网格" in words and cell["code"] not in words
     assert page.evaluate("window.gridplan.pin.place.community_name") in words
     assert page.evaluate("window.gridplan.pin.place.road") in words
     lon = float(page.input_value("input[name=lon]"))
@@ -173,7 +180,13 @@ def test_the_case_page_shows_where_to_go(chromium_page, server):
     sign_in(page, server)
     page.goto(f"{server['base']}/cases/{made['code']}")
     page.wait_for_function("() => window.gridplan.ready && window.gridplan.pin.ready")
-    assert cell["code"] in page.text_content("#case-place")
+    # the cell as a person reads it: its community's name and its number, not the 15-digit code
+    named = f"第 {int(cell['code'][-3:])} 网格"
+    for where in ("#case-place", "#case-figures"):
+        assert named in page.text_content(where) and cell["code"] not in page.text_content(where)
+    # a hidden control stays hidden (no native file chooser beside the styled photo button)
+    assert page.evaluate("() => [...document.querySelectorAll('[hidden]')]"
+                         ".every((e) => getComputedStyle(e).display === 'none')")
     assert page.locator("#case-map .leaflet-marker-icon").count() == 1
     page.wait_for_function("() => document.querySelectorAll('#case-map svg path').length > 0")  # cells, roads
     href = page.get_attribute("#geo-link", "href")
@@ -232,4 +245,55 @@ def test_tapping_the_grid_map_offers_a_report_there(chromium_page, server):
     assert page.evaluate("window.gridplan.pin.place.lon") == pytest.approx(tapped[0], abs=1e-6)
     assert page.evaluate("window.gridplan.pin.place.lat") == pytest.approx(tapped[1], abs=1e-6)
     assert page.errors == []
+    context.close()
+
+
+def test_each_role_sees_only_what_it_may_use_and_names_beside_codes(chromium_page, server):
+    """A department's handler is offered no report, map, rates or "my cells" (403 pages for
+    them); the 网格员's top bar names their community (the code in a title); the 指挥中心's top
+    bar has the grid map and the new reports waiting for them."""
+    context, page = phone_context(chromium_page)
+    sign_in(page, server, "handler")
+    page.goto(f"{server['base']}/cases")
+    bar = page.text_content(".case-bar")
+    assert "上报" not in bar and "地图" not in bar and "考核" not in bar
+    assert page.locator("input[name=mine]").count() == 0
+    offered = page.eval_on_selector_all("main a.big-button, .topbar nav a", "els => els.map((e) => e.href)")
+    for href in offered:
+        assert page.request.get(href).status == 200, href  # every link offered opens
+    no_sideways_scroll(page)
+    page.screenshot(path=str(SHOTS / "handler_cases.png"), full_page=True)
+    context.close()
+
+    context, page = phone_context(chromium_page)
+    sign_in(page, server)
+    page.goto(f"{server['base']}/cases")
+    scope = page.locator(".topbar .who .scope")
+    assert scope.get_attribute("title") == server["scope"]
+    assert scope.text_content().strip().endswith("社区") and server["scope"] not in scope.text_content()
+    count = page.text_content("#case-count")
+    assert server["scope"] not in count
+    first = page.locator("#case-list li .muted").first.text_content()
+    assert "第 " in first and server["scope"] not in first  # a card names its cell
+    page.wait_for_function("() => window.gridplan.ready")  # redrawn by the script: still names
+    assert server["scope"] not in page.text_content("#case-list")
+    assert page.locator("input[name=mine]").count() == 1
+    # who took a step: the login name and the role word (as the demo's steps name a role)
+    base = server["base"]
+    listed = page.request.get(f"{base}/api/incidents?status=open").json()["incidents"]
+    steps = {c["code"]: page.request.get(f"{base}/api/incidents/{c['code']}").json()["steps"] for c in listed}
+    mine = next(code for code, done in steps.items() if any(s["actor"] == "supervisor" for s in done))
+    page.goto(f"{base}/cases/{mine}")
+    assert "supervisor（网格员）" in page.text_content("#case-history")
+    page.wait_for_function("() => window.gridplan.ready")  # redrawn by the script: the same words
+    assert "supervisor（网格员）" in page.text_content("#case-history")
+    context.close()
+
+    context, page = phone_context(chromium_page)
+    sign_in(page, server, "dispatcher")
+    page.goto(f"{server['base']}/cases")
+    assert page.locator(".topbar nav a", has_text="网格地图").count() == 1
+    assert int(page.get_attribute("#attention .chip.new", "data-n")) >= 1  # new reports are theirs
+    assert page.locator(".case-bar a", has_text="上报").count() == 1
+    page.screenshot(path=str(SHOTS / "dispatcher_cases.png"))
     context.close()

@@ -137,6 +137,15 @@ TRANSITIONS: dict[str, Transition] = {
 }
 #: the verifying steps (核查): with separation on, never by whoever handled the case
 VERIFY = ("close", "return")
+#: who handles (处置) a case dispatched to a department (GB/T 30428: the 专业部门 handles, the
+#: 监督员 verifies): the department's handler, or an administrator; a supervisor handles only a
+#: case dispatched to no department (a town without departments)
+DEPARTMENT_HANDLERS = ("admin", "handler")
+
+
+def handles_here(account: Account, case: dict) -> bool:
+    """Whether ``account``'s role may handle ``case`` given whether it went to a department."""
+    return not case.get("department_code") or account.role in DEPARTMENT_HANDLERS
 
 
 @dataclass(frozen=True)
@@ -264,6 +273,8 @@ def allowed_actions(
         if action in VERIFY and rules.separation and case.get("handler") == account.name:
             continue
         if action == "supervise" and not chaseable:
+            continue
+        if action == "handle" and not handles_here(account, case):
             continue
         out.append(action)
     return out
@@ -575,12 +586,16 @@ def place(engine: Engine, lon: float, lat: float) -> dict:
         found = rows.locate(conn, lon, lat)
         name = place_rows.community_name(conn, found["community_code"])
         road = place_rows.nearest_road(conn, lon, lat)
+    from layers.incidents.rates import cell_names  # here: rates reads this module's statuses
+
+    # the cell as a person reads it (its community and number), else the community alone
+    cell = cell_names(engine, [found["grid_code"]]).get(found["grid_code"]) if found["grid_code"] else None
     parts = []
-    if name or found["community_code"]:
-        parts.append(name or found["community_code"])
+    if cell or name or found["community_code"]:
+        parts.append(cell or name or found["community_code"])
     if road is not None:
         parts.append(_("near {road} ({metres} m)", road=road[0], metres=round(road[1])))
-    if found["grid_code"]:
+    if found["grid_code"] and not cell:
         parts.append(_("grid cell {code}", code=found["grid_code"]))
     return {
         **found,
@@ -879,6 +894,9 @@ def act(
                           "of duties is on)", code=code))
     if t.leader_only and account.role == "supervisor" and len(account.scope_code or "") > 12:
         raise Forbidden(_("only a community's or street's grid leader may {action} a case", action=action))
+    if action == "handle" and not handles_here(account, case):
+        raise Forbidden(_("case {code} went to department {department}: its handler handles it, "
+                          "a supervisor checks it", code=code, department=case.get("department_code")))
     now = now or datetime.now()
     cal = calendar(engine)
     catalogue = categories(engine)

@@ -141,16 +141,46 @@ def with_names(engine: Engine, by: str, frame: pd.DataFrame) -> pd.DataFrame:
             if by == "community":
                 names = communities
             else:
-                cells = conn.execute(select(GridCell.code, GridCell.community_code)
-                                     .where(GridCell.code.in_(codes))).all()
-                names = {code: _("{community} cell {number}", community=communities.get(community, community),
-                                 number=code[-3:].lstrip("0") or "0")
-                         for code, community in cells}
+                names = _cell_names(conn, codes, communities)
     frame = frame.copy()
     frame["name"] = [names.get(str(c)) for c in frame["code"]]
     frame["street_name"] = [streets.get(str(c)[:9]) if by in ("cell", "community") else None
                             for c in frame["code"]]
     return frame
+
+
+def _cell_names(conn, codes: list[str], communities: dict[str, str]) -> dict[str, str]:
+    cells = conn.execute(select(GridCell.code, GridCell.community_code)
+                         .where(GridCell.code.in_(codes))).all()
+    return {code: _("{community} cell {number}", community=communities.get(community, community),
+                    number=code[-3:].lstrip("0") or "0")
+            for code, community in cells}
+
+
+def cell_names(engine: Engine, codes) -> dict[str, str]:
+    """How a person reads each grid cell of ``codes``: its community's name and its number in it
+    ("精武社区 第 6 网格"), the way the rates name cells; unknown codes are left out."""
+    codes = sorted({str(c) for c in codes if c})
+    if not codes:
+        return {}
+    with engine.connect() as conn:
+        communities = dict(conn.execute(select(Community.code, Community.name)
+                                        .where(Community.code.in_({c[:12] for c in codes}))).all())
+        return _cell_names(conn, codes, communities)
+
+
+def place_name(engine: Engine, code: str | None) -> str | None:
+    """The name of the district, street, community or grid cell ``code`` (6, 9, 12 or 15
+    digits), as a person reads it; None when unknown."""
+    if not code:
+        return None
+    if len(code) == 15:
+        return cell_names(engine, [code]).get(code)
+    table = {6: District, 9: Street, 12: Community}.get(len(code))
+    if table is None:
+        return None
+    with engine.connect() as conn:
+        return conn.execute(select(table.name).where(table.code == code)).scalar()
 
 
 def finish(frame: pd.DataFrame) -> pd.DataFrame:

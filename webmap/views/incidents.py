@@ -34,6 +34,7 @@ from flask_login import current_user
 
 from geodata import departments as depts
 from geodata import incident_rows
+from geodata.accounts import find_user
 from geodata.errors import Forbidden, Refused
 from geodata.i18n import _, in_language
 from layers.incidents import departments, exports, rates
@@ -72,9 +73,14 @@ def _date(value: str | None, what: str, end: bool = False) -> datetime | None:
 
 def _describe(cases: list[dict]) -> list[dict]:
     account = current_account()
-    return incidents.describe(cases, account, incidents.calendar(engine()), incidents.categories(engine()),
-                              rules=incidents.loop_rules(engine()),
-                              departments=incidents.department_table(engine()))
+    described = incidents.describe(cases, account, incidents.calendar(engine()),
+                                   incidents.categories(engine()), rules=incidents.loop_rules(engine()),
+                                   departments=incidents.department_table(engine()))
+    # each case's cell as a person reads it (its community and number), beside the code
+    names = rates.cell_names(engine(), [c.get("grid_code") for c in described])
+    for c in described:
+        c["grid_name"] = names.get(c.get("grid_code") or "")
+    return described
 
 
 def _case_dict(case: dict, **extra) -> dict:
@@ -160,6 +166,7 @@ def _list_answer(args) -> dict:
         "numberMatched": counts["total"],
         "counts": counts,
         "cells": filters["cells"],
+        "cell_names": rates.cell_names(engine(), filters["cells"] or []),
         "now": datetime.now().isoformat(timespec="seconds"),
     }
 
@@ -320,6 +327,7 @@ def api_note(code: str):
         data = params.body()
     replayed = bool(incidents.add_note(engine(), current_account(), code, data, photo=photo).get("replayed"))
     case, steps, photos = incidents.history(engine(), current_account(), code)
+    steps = _named_steps(steps)
     for p in photos:
         p["url"] = url_for("incidents.api_photo", code=code, photo_id=p["id"])
     extra = {"replayed": True} if replayed else {}
@@ -330,9 +338,24 @@ def api_note(code: str):
 @require(*READERS, api=True)
 def api_case(code: str):
     case, steps, photos = incidents.history(engine(), current_account(), code)
+    steps = _named_steps(steps)
     for p in photos:
         p["url"] = url_for("incidents.api_photo", code=code, photo_id=p["id"])
     return _case_answer(case, steps=steps, photos=photos, place=_case_place(case))
+
+
+def _named_steps(steps: list[dict]) -> list[dict]:
+    """The steps with ``actor_label``: who took each, as "name（role word）" for an account
+    ("supervisor（网格员）"), else as stored (the demo's steps record a role word)."""
+    from webmap.i18n import role_names
+
+    words = role_names()
+    labels: dict[str, str] = {}
+    for actor in {s.get("actor") for s in steps if s.get("actor")}:
+        account = find_user(engine(), name=actor)
+        labels[actor] = (_("{name} ({role})", name=actor, role=words.get(account.role, account.role))
+                         if account else actor)
+    return [{**s, "actor_label": labels.get(s.get("actor") or "", s.get("actor"))} for s in steps]
 
 
 def _case_place(case: dict) -> dict | None:
@@ -505,12 +528,25 @@ def _page_config(**extra) -> dict:
 
 
 @bp.app_context_processor
+def scope_words() -> dict:
+    """``scope_name``: the name of the signed-in account's scope (community, street, cell) for
+    the top bar, beside its code (None when it has none or the database cannot say)."""
+    if not getattr(current_user, "is_authenticated", False) or not current_user.account.scope_code:
+        return {"scope_name": None}
+    try:
+        return {"scope_name": rates.place_name(engine(), current_user.account.scope_code)}
+    except Exception:  # noqa: BLE001 — the database down: the page (an error page perhaps) still renders
+        return {"scope_name": None}
+
+
+@bp.app_context_processor
 def attention_count() -> dict:
-    """``attention``: the new, returned and overdue cases of the signed-in 网格员 or
-    administrator, for the top bar of every page (None for other roles and visitors)."""
+    """``attention``: the new, returned and overdue cases of the signed-in 网格员, 指挥中心
+    (dispatcher: new reports are theirs to file and dispatch) or administrator, for the top bar
+    of every page (None for other roles and visitors)."""
     if not getattr(current_user, "is_authenticated", False):
         return {"attention": None}
-    if current_user.account.role not in ("admin", "supervisor"):
+    if current_user.account.role not in ("admin", "supervisor", "dispatcher"):
         return {"attention": None}
     try:
         return {"attention": incidents.attention(engine(), current_user.account)}
@@ -577,6 +613,7 @@ def case_list():
     first = _list_answer(query)
     return compressed_page(render_template(
         "cases.html", config=_page_config(), title=_("My cases"), status=status, mine=mine, first=first,
+        cells_named=", ".join(first["cell_names"].get(c, c) for c in first["cells"] or []),
         first_url=f"/api/incidents?{urlencode(query)}", page_script_messages=_page_messages(LIST_SCRIPTS)))
 
 
@@ -612,6 +649,7 @@ def case_new():
 @require(*READERS)
 def case_page(code: str):
     case, steps, photos = incidents.history(engine(), current_account(), code)
+    steps = _named_steps(steps)
     for p in photos:
         p["url"] = url_for("incidents.api_photo", code=case["code"], photo_id=p["id"])
     # the case as GET /api/incidents/<code> answers it, drawn by the server and inline for the script

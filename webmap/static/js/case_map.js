@@ -338,7 +338,7 @@
       if (shown === c.code) return;
       shown = c.code;
       const place = c.place || {};
-      document.getElementById("case-place").textContent = place.words || c.grid_code || "";
+      document.getElementById("case-place").textContent = place.words || c.grid_name || c.grid_code || "";
       const link = document.getElementById("geo-link");
       link.href = `geo:${c.lat.toFixed(7)},${c.lon.toFixed(7)}?q=${c.lat.toFixed(7)},${c.lon.toFixed(7)}(${encodeURIComponent(c.code)})`;
       link.hidden = false;

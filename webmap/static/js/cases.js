@@ -97,7 +97,7 @@
     head.append(el("a", c.code, { class: "code", href: `/cases/${encodeURIComponent(c.code)}` }),
       el("span", c.status_label));
     li.append(head, el("div", c.category_name), el("div", c.description || "", { class: "desc" }),
-      el("div", [c.grid_code || (c.community_code ? t("{code} (approximate location)", { code: c.community_code }) : ""),
+      el("div", [c.grid_name || c.grid_code || (c.community_code ? t("{code} (approximate location)", { code: c.community_code }) : ""),
         t("due {when}", { when: when(c.due_at) })].join(" · "), { class: "muted" }),
       el("div", left(c), { class: "left" }));
     if (c.department_name) li.append(el("div", t("department {name}", { name: c.department_name }), { class: "muted" }));
@@ -129,7 +129,7 @@
     await markWaiting();
     const late = answer.body.incidents.filter((c) => c.overdue).length;
     document.getElementById("case-count").textContent =
-      t("{n} cases · {late} overdue", { n: gpLocale.number(answer.body.incidents.length), late: gpLocale.number(late) }) + (answer.body.cells ? " · " + t("grid cells {cells}", { cells: answer.body.cells.join(", ") }) : "");
+      t("{n} cases · {late} overdue", { n: gpLocale.number(answer.body.incidents.length), late: gpLocale.number(late) }) + (answer.body.cells ? " · " + t("grid cells {cells}", { cells: answer.body.cells.map((code) => (answer.body.cell_names || {})[code] || code).join(", ") }) : "");
     status(answer.offline ? t("Offline: the list as it was at {when}", { when: when(answer.body.now) })
       : t("Updated {when}", { when: when(answer.body.now) }));
     const handedOver = sessionStorage.getItem("gp-said");  // said on a case page that is gone
@@ -223,7 +223,7 @@
     const dl = document.getElementById("case-figures");
     dl.replaceChildren();
     for (const [label, value] of [[t("Status"), c.status_label], [t("Version"), c.version],
-      [t("Description"), c.description || "—"], [t("Grid cell"), c.grid_code || t("— (approximate location)")],
+      [t("Description"), c.description || "—"], [t("Grid cell"), c.grid_name || c.grid_code || t("— (approximate location)")],
       [t("Community"), [c.place && c.place.community_name, c.community_code].filter(Boolean).join(" · ")], [t("Reported"), `${when(c.reported_at)} ${c.reporter || ""}`],
       [t("Dispatched"), when(c.dispatched_at)], [t("Department"), c.department_name],
       [t("Due"), when(c.due_at)], [t("Closed"), when(c.closed_at)],
@@ -263,7 +263,7 @@
     document.getElementById("case-actions").hidden = !c.actions.length;
     const history = document.getElementById("case-history");
     history.replaceChildren(...c.steps.map((s) => {
-      const li = el("li", `${when(s.at)} ${s.label || STEPS[s.step] || s.step}${s.actor ? " · " + s.actor : ""}`,
+      const li = el("li", `${when(s.at)} ${s.label || STEPS[s.step] || s.step}${s.actor ? " · " + (s.actor_label || s.actor) : ""}`,
         { "data-step": s.step });
       if (s.detail_label) li.append(el("div", s.detail_label, { class: "detail" }));
       if (s.note) li.append(el("div", s.note, { class: "muted" }));
@@ -356,7 +356,7 @@
       document.getElementById("reported").hidden = false;
       const text = document.getElementById("reported-text");
       text.replaceChildren(t("Reported:") + " ", el("a", c.code, { href: `/cases/${encodeURIComponent(c.code)}` }),
-        " · " + t("grid cell {code}", { code: c.grid_code || "—" }));
+        " · " + (c.grid_name || t("grid cell {code}", { code: c.grid_code || "—" })));
       const dups = c.likely_duplicates || [];
       document.getElementById("duplicates").hidden = !dups.length;
       document.getElementById("duplicate-list").replaceChildren(...dups.map((d) => {

@@ -131,9 +131,8 @@
     const rows = [[t("Cases"), number(c.total)], [t("Open cases"), number(c.open)],
       [t("Overdue"), number(c.overdue), c.overdue ? "flag-above" : ""]];
     for (const [code, n] of Object.entries(c.by_status || {})) rows.push([answer.status_labels[code] || code, number(n)]);
-    rows.push([t("In this view"), answer.groups
-      ? t("{n} cases: zoom in to see each one", { n: number(answer.view.total) })
-      : number(answer.view.total)]);
+    // the figure only: the status line below says to zoom in (once, not twice)
+    rows.push([t("In this view"), number(answer.view.total)]);
     figures(document.getElementById("summary"), rows);
   }
   // the page is ready (and a test or a user reads its figures) once the latest view asked is drawn
