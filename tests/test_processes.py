@@ -110,7 +110,7 @@ def test_every_process_plans_from_the_adopted_boundaries(served, small_demo):
     # the job worker plans the district from the same boundaries
     job = call(base, planner, "POST", "/api/plans", json={"name": "全区"}).json()
     for _ in range(300):
-        state = call(base, planner, "GET", f"/api/jobs/{job['job_id']}").json()
+        state = call(base, planner, "GET", f"/api/jobs/{job['job']}").json()
         if state["status"] in ("done", "failed"):
             break
         time.sleep(0.5)
