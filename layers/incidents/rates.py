@@ -35,6 +35,7 @@ from geodata.i18n import N_, _
 from geodata.models import Community, District, GridCell, Street
 from geodata.spreadsheet import frame_cells
 from geodata.standards import get_setting
+from layers.grid.cells import cell_label
 from layers.incidents.loop import OPEN
 
 LEVELS = ("cell", "community", "street", "district")
@@ -143,8 +144,7 @@ def with_names(engine: Engine, by: str, frame: pd.DataFrame) -> pd.DataFrame:
             else:
                 cells = conn.execute(select(GridCell.code, GridCell.community_code)
                                      .where(GridCell.code.in_(codes))).all()
-                names = {code: _("{community} cell {number}", community=communities.get(community, community),
-                                 number=code[-3:].lstrip("0") or "0")
+                names = {code: cell_label(code, communities.get(community, community))
                          for code, community in cells}
     frame = frame.copy()
     frame["name"] = [names.get(str(c)) for c in frame["code"]]
