@@ -36,7 +36,7 @@
 
   function tip(rows) {
     const box = el("div");
-    for (const [label, value] of rows) box.append(el("div", `${label}: ${value ?? "—"}`));
+    for (const [label, value] of rows) box.append(el("div", label + t(": ") + (value ?? "—")));
     return box;
   }
 
@@ -193,10 +193,10 @@
     for (const f of report.blind_spots.findings) items.push([f.kind, `${f.codes.join(" ")}${placeText(f)}${f.households ? " · " + t("{n} households", { n: number(f.households) }) : ""}${f.area_m2 ? ` · ${number(Math.round(f.area_m2))} m²` : ""}`, f]);
     // each cell or unit by its name beside its code (a cell as /rates names it, a unit by its community)
     for (const f of report.cell_problems.findings) items.push([f.kind, f.codes.map((c, i) => (f.names && f.names[i] && f.names[i] !== c ? `${f.names[i]} ${c}` : c)).join(" · "), f]);
-    for (const m of report.missing) items.push(["missing", `${m.name} ${m.community}: ${kindsText(m.kinds)}`, m]);
-    for (const f of report.facilities) items.push(["facility", `${f.name} ${kindName(f.kind)} (${problemText(f.problem)})`, f]);
+    for (const m of report.missing) items.push(["missing", `${m.name} ${m.community}` + t(": ") + kindsText(m.kinds), m]);
+    for (const f of report.facilities) items.push(["facility", t("{name} {kind} ({problem})", { name: f.name, kind: kindName(f.kind), problem: problemText(f.problem) }), f]);
     for (const [kind, text, f] of items.slice(0, 500)) {
-      const li = el("li", `${FINDING_LABEL[kind] || kind}: ${text}`, { "data-kind": kind });
+      const li = el("li", (FINDING_LABEL[kind] || kind) + t(": ") + text, { "data-kind": kind });
       li.addEventListener("click", () => map.flyTo([f.lat, f.lon], 17, { duration: 0.5 }));
       list.append(li);
     }
