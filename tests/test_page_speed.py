@@ -367,7 +367,8 @@ def test_rates_on_a_360_px_phone(browser, served, small_demo, tmp_path, locale):
     # the first column headed by the grouping, not "code"; the chart the departments' own rate
     zh = locale == "zh-CN"
     assert page.inner_text("#rates-table thead th >> nth=0") == ("处置部门" if zh else "department")
-    assert page.inner_text("#rates-chart-title") == ("各部门按期处置率" if zh else "On-time handling rate by department")
+    title = "各部门按期处置率" if zh else "On-time handling rate by department"
+    assert page.inner_text("#rates-chart-title") == title
     bars = page.evaluate("() => Chart.getChart('rates-chart').data.labels")
     assert "区环境卫生管理站" in bars
     # the grouping chosen reads whole in its dropdown on the phone
