@@ -359,7 +359,10 @@ def api_start_job():
 @require(*READERS, api=True)
 def api_job(job_id: int):
     """A report job: its status and progress, and the report once done."""
-    return _json(job_state(current_account(), visible_job(current_account(), job_id, worker.COVERAGE_REPORT)))
+    state = job_state(current_account(), visible_job(current_account(), job_id, worker.COVERAGE_REPORT))
+    if isinstance(state.get("report"), dict):  # named as /api/coverage/report names it
+        state = {**state, "report": _cell_problems_named(state["report"])}
+    return _json(state)
 
 
 def _proposed(data: dict, kind: str) -> gpd.GeoDataFrame:
