@@ -250,7 +250,7 @@ window.gridplanLayers = (function () {
       const mapped = new Set(Object.values(p.mapping).filter(Boolean));
       const missing = p.fields.filter((f) => f.required && !mapped.has(f.name) && f.name !== "district_code");
       document.getElementById("missing-fields").textContent = missing.length && !p.ok
-        ? t("Required fields no column fills:") + " " + missing.map((f) => f.label).join("、")
+        ? t("Required fields no column fills:") + " " + missing.map((f) => f.label).join(t(", "))
         : "";
       // first rows
       const head = document.querySelector("#preview-rows thead");
