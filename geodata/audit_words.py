@@ -93,6 +93,13 @@ ACTORS: dict[str, str] = {
 
 MAX_LISTED = 10
 
+#: The fields whose values are codes of something with a name, and which table of ``names`` (see
+#: :func:`describe`) names them: a category code reads "市容环境 E01-01", a scope its place.
+NAMED_FIELDS: dict[str, str] = {
+    "categories": "categories", "default_for": "categories", "scope_code": "places",
+    "department_code": "departments",
+}
+
 
 def action_name(action: str) -> str:
     """An audit action in the interface's language (an action this module does not know is
@@ -151,9 +158,31 @@ def _field(key) -> str:
     return _(FIELDS[key]) if key in FIELDS else str(key)
 
 
-def describe(action: str, detail) -> str:
+def _named(value, table: dict[str, str]):
+    """A code (or a list of codes) with its name before it, where ``table`` knows the name."""
+    if isinstance(value, list | tuple):
+        return [_named(v, table) for v in value]
+    if isinstance(value, str) and table.get(value):
+        return f"{table[value]} {value}"
+    return value
+
+
+def named_codes(detail) -> dict[str, set[str]]:
+    """The codes a row's detail holds that have names (table → codes), so that a page names only
+    those it shows."""
+    found: dict[str, set[str]] = {}
+    if isinstance(detail, dict):
+        for key, table in NAMED_FIELDS.items():
+            value = detail.get(key)
+            values = value if isinstance(value, list | tuple) else [value]
+            found.setdefault(table, set()).update(str(v) for v in values if isinstance(v, str) and v)
+    return found
+
+
+def describe(action: str, detail, names: dict[str, dict[str, str]] | None = None) -> str:
     """A row's detail as a sentence in the interface's language: its fields by name and their
-    values in words (a setting's change as "setting: before → after")."""
+    values in words (a setting's change as "setting: before → after"); codes ``names`` knows
+    (``{"categories"|"places"|"departments": {code: name}}``) with their names beside them."""
     if detail is None or detail == {}:
         return ""
     if not isinstance(detail, dict):
@@ -182,9 +211,11 @@ def describe(action: str, detail) -> str:
         if key == "name" and action.startswith(("plan:", "user:", "token:")):
             parts.append(f"“{value}”")
             continue
+        if key in NAMED_FIELDS and names:
+            value = _named(value, names.get(NAMED_FIELDS[key]) or {})
         parts.append(f"{_field(key)} {_value(value)}")
     return _("; ").join(parts)
 
 
 __all__ = ["ACTIONS", "ACTORS", "LAYERS", "STEPS", "action_name", "actor_name", "describe", "layer_name",
-           "step_name"]
+           "named_codes", "step_name"]

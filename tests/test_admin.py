@@ -505,3 +505,28 @@ def test_the_audit_page_names_the_servers_commands_in_words(site, engine, monkey
     page = admin.get("/admin/audit?action=setting", headers={"Accept-Language": "zh-CN"})
     page = page.get_data(as_text=True)
     assert "服务器命令行" in page and "演示账号设置" in page and "<td>cli</td>" not in page
+
+
+def test_the_audit_page_names_codes_and_users_beside_them(site, engine):
+    """A scope, a department and case categories read with their names beside their codes, and a
+    sign-in's object is the user's name, not only their number (the stored rows keep the codes)."""
+    from geodata.departments import save_department
+    from layers.incidents.loop import categories
+
+    app, secrets = site
+    catalogue = categories(engine)
+    first = sorted(catalogue)[0]
+    save_department(engine, {"code": "HW", "name": "环卫所", "categories": [first]}, catalogue, actor="admin")
+    admin, _ = client_as(app, "admin")
+    page = admin.get("/admin/audit?action=department").get_data(as_text=True)
+    assert "环卫所" in page
+    from geodata.i18n import in_language
+    with app.test_request_context():
+        assert f"{in_language(catalogue[first].get('name', first))} {first}" in page
+    from geodata.audit_words import describe
+    scope = secrets["scope"]
+    with app.test_request_context():
+        said = describe("user:create", {"scope_code": scope}, {"places": {scope: "水果湖社区"}})
+    assert said == f"scope 水果湖社区 {scope}"
+    page = admin.get("/admin/audit?action=sign-in").get_data(as_text=True)
+    assert "admin (no. " in page

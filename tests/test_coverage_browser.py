@@ -90,6 +90,14 @@ def test_coverage_page_layers_findings_proposal_and_sites(page, served):
     findings = page.locator("#findings li")
     assert findings.count() > 0
     assert any(EVIL in t for t in page.locator("#findings li[data-kind=missing]").all_inner_texts())
+    # a grid cell's finding names its cells and units beside their codes, as /rates names cells
+    cell_findings = report["cell_problems"]["findings"]
+    assert cell_findings, "the demo's grid has findings"
+    assert all(all(f["names"]) for f in cell_findings), cell_findings
+    named = cell_findings
+    shown = " ".join(page.locator("#findings li").all_inner_texts())
+    for finding in named[:5] + named[-5:]:  # overlaps and gaps first, units in no cell last
+        assert f"{finding['names'][0]} {finding['codes'][0]}" in shown, finding
     # a finding flies the map to it
     first = report["blind_spots"]["findings"][0]
     page.locator("#findings li").first.click()
@@ -126,6 +134,12 @@ def test_coverage_page_layers_findings_proposal_and_sites(page, served):
     assert page.locator("#sites-table tr").count() == 4  # a header and three sites
     assert page.evaluate("window.gridplan.layers.sites.getLayers().length") == 3
     assert "已证明最优" in page.inner_text("#sites-result")
+    # each site where it lies in words (its community and street) beside its unit's code
+    sites = page.evaluate("window.gridplan.state.sites")["features"]
+    rows = page.locator("#sites-table tr").all_inner_texts()[1:]
+    for site, row in zip(sites, rows, strict=True):
+        q = site["properties"]
+        assert q["code"] in row and q["community_name"] and q["community_name"] in row, row
     page.screenshot(path=str(SHOTS / "coverage-sites.png"))
     assert page.dialogs == [] and page.errors == []
 

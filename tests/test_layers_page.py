@@ -458,3 +458,33 @@ def test_communities_by_name_import_in_chromium(page, served, small_demo, tmp_pa
     stored = read_layer(served["engine"], "communities").set_index("name").loc[names]
     assert stored["provisional"].all() and (stored["street_code"] == street).all()
     assert page.errors == []
+
+
+def test_the_preview_names_fields_and_facility_kinds_and_the_table_names_commands(page, served, small_demo,
+                                                                                  tmp_path):
+    """The field mapping offers the layer's fields by their labels (the key only in the option's
+    value and tooltip), a file's facility kinds read by their names, and a change a server command
+    made is credited to it in words."""
+    import re
+
+    from geodata.audit import record
+
+    with served["engine"].begin() as conn:
+        record(conn, "demo-accounts", "grid:assign", layer="grid_cells")
+    facilities = small_demo.layers["facilities"].iloc[:5]
+    path = tmp_path / "fac.geojson"
+    facilities.to_file(path, driver="GeoJSON")
+    browser_sign_in(page, served["base"], "planner")
+    page.goto(f"{served['base']}/layers")
+    change = page.inner_text("tr[data-layer=grid_cells] .change")
+    assert "demo accounts setup" in change and "demo-accounts" not in change
+    page.click("tr[data-layer=facilities] .pick-import")
+    page.set_input_files("#import-form input[name=file]", str(path))
+    page.wait_for_selector("#preview:not([hidden])")
+    options = page.eval_on_selector_all("#mapping option", "os => os.map(o => o.textContent)")
+    assert options and not [o for o in options if re.search(r"[a-z]+_[a-z]+", o)], options
+    kinds = page.inner_text("#mapping tbody") + page.inner_text("#preview-rows tbody")
+    assert "community service centre" in kinds or "community health centre" in kinds
+    assert not re.search(r"\b(service|health)_(centre|station)\b|police_post|elderly_care", kinds)
+    page.screenshot(path=str(served["folder"] / "layers-facilities.png"), full_page=True)
+    assert page.errors == []

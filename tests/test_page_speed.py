@@ -364,5 +364,19 @@ def test_rates_on_a_360_px_phone(browser, served, small_demo, tmp_path, locale):
         "(tds) => tds.map((td) => td.dataset.label)")  # each figure labelled on its card
     assert ("退回数" if locale == "zh-CN" else "sent back") in labels
     assert "department" in page.locator("#rates-csv").get_attribute("href")
+    # the first column headed by the grouping, not "code"; the chart the departments' own rate
+    zh = locale == "zh-CN"
+    assert page.inner_text("#rates-table thead th >> nth=0") == ("处置部门" if zh else "department")
+    title = "各部门按期处置率" if zh else "On-time handling rate by department"
+    assert page.inner_text("#rates-chart-title") == title
+    bars = page.evaluate("() => Chart.getChart('rates-chart').data.labels")
+    assert "区环境卫生管理站" in bars
+    # the grouping chosen reads whole in its dropdown on the phone
+    fits = page.evaluate("""() => { const s = document.querySelector('#rates-form select[name=by]');
+        const probe = document.createElement('span'); probe.style.font = getComputedStyle(s).font;
+        probe.textContent = s.selectedOptions[0].textContent; document.body.append(probe);
+        const room = s.clientWidth - 28; const need = probe.getBoundingClientRect().width; probe.remove();
+        return need <= room; }""")
+    assert fits
     assert not errors
     context.close()

@@ -538,6 +538,16 @@ def cell_problems(communities: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, units:
     for i, (lon, lat) in zip(twice, xy, strict=True):
         report["findings"].append({"kind": "household_in_two_cells", "codes": [lived["code"].iloc[i]],
                                    "area_m2": 0.0, "lon": float(lon), "lat": float(lat)})
+    # where each code lies (its community; a unit in none: its street), so that a page names a
+    # cell or a unit beside its code
+    where = {str(c): c for c in communities["code"]}  # a gap names its community
+    for frame, columns in ((units, ("street_code", "community_code")), (cells, ("community_code",))):
+        for column in columns:  # the community, where known, over the street
+            if column in frame:
+                where.update((str(c), p) for c, p in zip(frame["code"], frame[column], strict=True)
+                             if isinstance(p, str) and p)
+    for finding in report["findings"]:
+        finding["places"] = [where.get(str(c)) for c in finding["codes"]]
     return report
 
 

@@ -223,6 +223,14 @@ def cell_of_units(units: gpd.GeoDataFrame, cells: gpd.GeoDataFrame) -> pd.Series
     return pd.Series(hits["code"].to_numpy(), index=hits["unit"].to_numpy(), dtype=object)
 
 
+def cell_label(code: str, community_name: str | None) -> str:
+    """A grid cell as people name it: its community's name and its number in it ("民权社区 网格 3"),
+    in the interface's language (the community's code when it has no name)."""
+    code = str(code)
+    return _("{community} cell {number}", community=community_name or code[:12],
+             number=code[-3:].lstrip("0") or "0")
+
+
 def validate_cells(communities: gpd.GeoDataFrame, cells: gpd.GeoDataFrame,
                    units: gpd.GeoDataFrame) -> dict:
     """What breaks "every household in exactly one cell, cells tiling their community": gaps

@@ -35,6 +35,7 @@ from geodata.i18n import N_, _
 from geodata.models import Community, District, GridCell, Street
 from geodata.spreadsheet import frame_cells
 from geodata.standards import get_setting
+from layers.grid.cells import cell_label
 from layers.incidents.loop import OPEN
 
 LEVELS = ("cell", "community", "street", "district")
@@ -152,9 +153,7 @@ def with_names(engine: Engine, by: str, frame: pd.DataFrame) -> pd.DataFrame:
 def _cell_names(conn, codes: list[str], communities: dict[str, str]) -> dict[str, str]:
     cells = conn.execute(select(GridCell.code, GridCell.community_code)
                          .where(GridCell.code.in_(codes))).all()
-    return {code: _("{community} cell {number}", community=communities.get(community, community),
-                    number=code[-3:].lstrip("0") or "0")
-            for code, community in cells}
+    return {code: cell_label(code, communities.get(community, community)) for code, community in cells}
 
 
 def cell_names(engine: Engine, codes) -> dict[str, str]:

@@ -134,18 +134,57 @@ def audit_page():
     query = f.query_string()
     pages = {"prev": max(0, offset - AUDIT_PAGE) if offset > 0 else None,
              "next": offset + AUDIT_PAGE if offset + AUDIT_PAGE < total else None}
+    names = _audit_names(rows)
     page = _page("admin/audit.html", "audit", _("Audit log"), rows=rows, total=total, offset=offset,
                  filters=f, query=query, pages=pages, error=error, known=known_values(engine()),
-                 show=lambda detail, action="": audit_words.describe(action, detail),
+                 show=lambda detail, action="": audit_words.describe(action, detail, names),
                  action_name=audit_words.action_name, actor_name=audit_words.actor_name,
-                 layer_name=audit_words.layer_name, object_name=_object_name)
+                 layer_name=audit_words.layer_name,
+                 object_name=lambda layer, code: _object_name(layer, code, names["users"]))
     return page, 400 if error else 200
 
 
-def _object_name(layer: str | None, code: str | None) -> str:
-    """What an audit row names: a setting by its name, anything else by its code or number."""
+def _audit_names(rows) -> dict[str, dict[str, str]]:
+    """The names of the codes a page of the audit log shows: case categories, departments, the
+    places users are scoped to (a cell as /rates names it) and the users by their number."""
+    from geodata.departments import list_departments
+    from geodata.plan_rows import place_names
+    from layers.incidents.loop import categories
+
+    wanted: dict[str, set[str]] = {"categories": set(), "places": set(), "departments": set()}
+    for r in rows:
+        for table, codes in audit_words.named_codes(r["detail"]).items():
+            wanted[table] |= codes
+    names: dict[str, dict[str, str]] = {"categories": {}, "places": {}, "departments": {}, "users": {}}
+    eng = engine()
+    if wanted["categories"]:
+        names["categories"] = {k: in_language(v.get("name", k)) for k, v in categories(eng).items()}
+    if wanted["departments"]:
+        names["departments"] = {d["code"]: d["name"] for d in list_departments(eng)}
+    places = wanted["places"]
+    if places:
+        streets, communities = place_names(eng, {c for c in places if len(c) == 9},
+                                           {c for c in places if len(c) == 12})
+        names["places"] = {**streets, **communities}
+        cells = [c for c in places if len(c) == 15]
+        if cells:
+            import pandas as pd
+
+            from layers.incidents.rates import with_names
+            named = with_names(eng, "cell", pd.DataFrame({"code": cells}))
+            names["places"].update({c: n for c, n in zip(named["code"], named["name"], strict=True) if n})
+    if any(r["layer"] == "users" for r in rows):
+        names["users"] = {str(u["id"]): u["name"] for u in accounts.list_users(eng)}
+    return names
+
+
+def _object_name(layer: str | None, code: str | None, users: dict[str, str] | None = None) -> str:
+    """What an audit row names: a setting by its name, a user by their name beside their number,
+    anything else by its code or number."""
     if layer == "settings" and code:
         return settings_rows.setting_label(code)
+    if layer == "users" and code and (users or {}).get(code):
+        return _("{name} (no. {number})", name=users[code], number=code)
     return code or ""
 
 

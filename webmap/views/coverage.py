@@ -43,7 +43,7 @@ from webmap import params
 from webmap.api import job_started, job_state, start_job, visible_job
 from webmap.auth import current_account, require
 from webmap.extensions import coverage_memory, engine
-from webmap.i18n import facility_kind_name, life_circle
+from webmap.i18n import current_locale, facility_kind_name, life_circle
 from webmap.maps import build_map, render_map
 from webmap.responses import json_answer as _json
 
@@ -179,14 +179,38 @@ def api_report():
     """The whole gap report as JSON (see :func:`layers.coverage.gaps.gap_report`); cached by the
     state of the data (ETag); a city's is computed by the worker (202 with the job meanwhile)."""
     key, street, method = _etag_key(request.args)
-    etag = f"report-{key}"
+    etag = f"report-{key}-{current_locale()}"  # the cells' names are in the reader's language
     unchanged = _not_modified(etag)
     if unchanged is not None:
         return unchanged
     prepared = _prepared(key, street, method)
     if isinstance(prepared, Response):
         return prepared
-    return _cached_json(prepared.report, etag)
+    return _cached_json(_cell_problems_named(prepared.report), etag)
+
+
+def _cell_problems_named(report: dict) -> dict:
+    """The report with each grid-cell finding's codes named (``names`` beside ``codes``): a cell
+    as /rates names it (its community and its number), a unit or a gap by its community (a unit
+    in none by its street). The computed report, shared by every reader, is left as it is."""
+    from geodata.plan_rows import place_names
+    from layers.grid.cells import cell_label
+
+    findings = (report.get("cell_problems") or {}).get("findings") or []
+    wanted = {c for f in findings for c in f.get("places") or [] if c}
+    if not wanted:
+        return report
+    streets, communities = place_names(engine(), {c for c in wanted if len(c) == 9},
+                                       {c for c in wanted if len(c) == 12})
+    known = {**streets, **communities}
+    named = []
+    for f in findings:
+        names = []
+        for code, place in zip(f["codes"], f.get("places") or [None] * len(f["codes"]), strict=True):
+            name = known.get(place) if place else None
+            names.append(cell_label(code, name) if len(str(code)) == 15 and name else name)
+        named.append({**f, "names": names})
+    return {**report, "cell_problems": {**report["cell_problems"], "findings": named}}
 
 
 def _view_args(values) -> tuple:
@@ -335,7 +359,10 @@ def api_start_job():
 @require(*READERS, api=True)
 def api_job(job_id: int):
     """A report job: its status and progress, and the report once done."""
-    return _json(job_state(current_account(), visible_job(current_account(), job_id, worker.COVERAGE_REPORT)))
+    state = job_state(current_account(), visible_job(current_account(), job_id, worker.COVERAGE_REPORT))
+    if isinstance(state.get("report"), dict):  # named as /api/coverage/report names it
+        state = {**state, "report": _cell_problems_named(state["report"])}
+    return _json(state)
 
 
 def _proposed(data: dict, kind: str) -> gpd.GeoDataFrame:

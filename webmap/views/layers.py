@@ -30,6 +30,7 @@ from geodata.errors import NotFound, Refused
 from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
 from geodata.i18n import N_, _
 from geodata.layer_info import code_exists, code_names, layer_overview
+from geodata.standards import FACILITY_KIND_LABELS
 from layers import worker
 from layers.onboarding import imports
 from layers.onboarding.imports import MODES
@@ -38,6 +39,7 @@ from webmap.api import job_started, job_state, start_job, visible_job
 from webmap.auth import current_account, require
 from webmap.errors import problem
 from webmap.extensions import engine
+from webmap.i18n import facility_kind_name
 from webmap.responses import json_answer as _json
 
 bp = Blueprint("layers", __name__)
@@ -76,23 +78,28 @@ def layer_list():
         "maxUpload": current_app.config.get("MAX_CONTENT_LENGTH"),
         "maxUploadText": _megabytes(current_app.config.get("MAX_CONTENT_LENGTH") or 0),
         "layers": {row["name"]: {"label": row["label"], "fields": row["fields"]} for row in overview},
+        # a file's facility kinds (service_centre …) shown by their names in the preview
+        "facilityKinds": {kind: facility_kind_name(kind) for kind in FACILITY_KIND_LABELS},
     }
     districts = code_names(engine(), "districts")
     return render_template("layers.html", layers=overview, config=config,
                            modes={k: _(v) for k, v in MODE_LABELS.items()}, formats=FORMAT_LABELS,
                            encodings=list(ENCODINGS), districts=districts, title=_("Layers"),
-                           layer_name=audit_words.layer_name, action_name=audit_words.action_name)
+                           layer_name=audit_words.layer_name, action_name=audit_words.action_name,
+                           actor_name=audit_words.actor_name)
 
 
 @bp.get("/api/layers")
 @require(*READERS, api=True)
 def api_layers():
-    """Every layer's count, extent (degrees) and last change (``at actor action``)."""
+    """Every layer's count, extent (degrees) and last change (``at actor action``, with the actor
+    and the action also in words)."""
     rows = layer_overview(engine())
-    for row in rows:  # the action in words beside its key
+    for row in rows:  # the action and the actor in words beside their keys
         if row.get("last_change"):
             row["last_change"] = {**row["last_change"],
-                                  "action_name": audit_words.action_name(row["last_change"]["action"])}
+                                  "action_name": audit_words.action_name(row["last_change"]["action"]),
+                                  "actor_name": audit_words.actor_name(row["last_change"]["actor"])}
     return _json({"layers": [{k: v for k, v in row.items() if k != "fields"} for row in rows]})
 
 

@@ -36,7 +36,7 @@
 
   function tip(rows) {
     const box = el("div");
-    for (const [label, value] of rows) box.append(el("div", `${label}: ${value ?? "—"}`));
+    for (const [label, value] of rows) box.append(el("div", label + t(": ") + (value ?? "—")));
     return box;
   }
 
@@ -191,11 +191,12 @@
     list.replaceChildren();
     const items = [];
     for (const f of report.blind_spots.findings) items.push([f.kind, `${f.codes.join(" ")}${placeText(f)}${f.households ? " · " + t("{n} households", { n: number(f.households) }) : ""}${f.area_m2 ? ` · ${number(Math.round(f.area_m2))} m²` : ""}`, f]);
-    for (const f of report.cell_problems.findings) items.push([f.kind, f.codes.join(" · "), f]);
-    for (const m of report.missing) items.push(["missing", `${m.name} ${m.community}: ${kindsText(m.kinds)}`, m]);
-    for (const f of report.facilities) items.push(["facility", `${f.name} ${kindName(f.kind)} (${problemText(f.problem)})`, f]);
+    // each cell or unit by its name beside its code (a cell as /rates names it, a unit by its community)
+    for (const f of report.cell_problems.findings) items.push([f.kind, f.codes.map((c, i) => (f.names && f.names[i] && f.names[i] !== c ? `${f.names[i]} ${c}` : c)).join(" · "), f]);
+    for (const m of report.missing) items.push(["missing", `${m.name} ${m.community}` + t(": ") + kindsText(m.kinds), m]);
+    for (const f of report.facilities) items.push(["facility", t("{name} {kind} ({problem})", { name: f.name, kind: kindName(f.kind), problem: problemText(f.problem) }), f]);
     for (const [kind, text, f] of items.slice(0, 500)) {
-      const li = el("li", `${FINDING_LABEL[kind] || kind}: ${text}`, { "data-kind": kind });
+      const li = el("li", (FINDING_LABEL[kind] || kind) + t(": ") + text, { "data-kind": kind });
       li.addEventListener("click", () => map.flyTo([f.lat, f.lon], 17, { duration: 0.5 }));
       list.append(li);
     }
@@ -369,7 +370,12 @@
       for (const f of data.features) {
         const q = f.properties;
         const tr = el("tr");
-        tr.append(el("td", q.order), el("td", q.code), el("td", number(q.households_added)),
+        // where the site lies in words beside its unit's code: community, street, the road it is by
+        const place = [q.community_name, q.street_name, q.road_name ? t("by {road}", { road: q.road_name }) : null].filter(Boolean).join(" · ");
+        const where = el("td", null, { class: "site-place" });
+        if (place) where.append(el("span", place), el("br"));
+        where.append(el("span", q.code, { class: "muted" }));
+        tr.append(el("td", q.order), where, el("td", number(q.households_added)),
           el("td", number(q.households_covered_after)));
         tr.addEventListener("click", () => map.flyTo([f.geometry.coordinates[1], f.geometry.coordinates[0]], 17));
         table.append(tr);

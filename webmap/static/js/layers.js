@@ -60,7 +60,7 @@ window.gridplanLayers = (function () {
 
   function changeText(change) {
     if (!change) return "—";
-    return `${change.at.replace("T", " ").slice(0, 16)} · ${change.actor} · ${change.action_name || change.action}`;
+    return `${change.at.replace("T", " ").slice(0, 16)} · ${change.actor_name || change.actor} · ${change.action_name || change.action}`;
   }
 
   async function refreshTable() {
@@ -197,6 +197,12 @@ window.gridplanLayers = (function () {
       render(answer.body);
     }
 
+    // a value of the file as people read it: a facility kind (service_centre) by its name
+    function shown(column) {
+      const kinds = importForm.elements.layer.value === "facilities" && (state.preview?.mapping || {})[column] === "kind";
+      return (v) => (kinds && config.facilityKinds[v]) || v;
+    }
+
     function render(p) {
       preview.hidden = false;
       const types = Object.entries(p.geometry_types).map(([k, v]) => `${k} ${number(v)}`).join(", ");
@@ -229,21 +235,22 @@ window.gridplanLayers = (function () {
         const select = el("select", null, { "data-column": column, "aria-label": `${column} →` });
         select.append(el("option", t("— not imported"), { value: "" }));
         for (const f of p.fields) {
-          select.append(el("option", `${f.label} ${f.name}${f.required ? " *" : ""}`, { value: f.name }));
+          // the field by its label; its key stays in the value and the tooltip
+          select.append(el("option", `${f.label}${f.required ? " *" : ""}`, { value: f.name, title: f.name }));
         }
         select.value = p.mapping[column] || "";
         select.addEventListener("change", () => runPreview(true));
         const td = el("td");
         td.append(select);
         tr.append(td);
-        const sample = p.rows.map((r) => r[i]).filter((v) => v !== null && v !== "").slice(0, 3).join(" · ");
+        const sample = p.rows.map((r) => r[i]).filter((v) => v !== null && v !== "").slice(0, 3).map(shown(column)).join(" · ");
         tr.append(el("td", sample, { class: "muted" }));
         body.append(tr);
       });
       const mapped = new Set(Object.values(p.mapping).filter(Boolean));
       const missing = p.fields.filter((f) => f.required && !mapped.has(f.name) && f.name !== "district_code");
       document.getElementById("missing-fields").textContent = missing.length && !p.ok
-        ? t("Required fields no column fills:") + " " + missing.map((f) => `${f.label} ${f.name}`).join(", ")
+        ? t("Required fields no column fills:") + " " + missing.map((f) => f.label).join(t(", "))
         : "";
       // first rows
       const head = document.querySelector("#preview-rows thead");
@@ -255,7 +262,7 @@ window.gridplanLayers = (function () {
       head.append(tr);
       for (const r of p.rows) {
         const row = el("tr");
-        for (const v of r) row.append(el("td", v === null ? "" : v, { title: v === null ? "" : String(v) }));
+        r.forEach((v, i) => row.append(el("td", v === null ? "" : shown(p.columns[i])(v), { title: v === null ? "" : String(v) })));
         rows.append(row);
       }
       if (p.ok) {

@@ -9,6 +9,8 @@
     "on_time_rate"];
   const RATES = new Set(["closed_rate", "on_time_rate", "rework_rate"]);
   let chart = null;
+  const chartTitle = document.getElementById("rates-chart-title");
+  const monthTitle = chartTitle.textContent;
   window.gridplan = { ready: false };
 
   function el(tag, text, attrs) {
@@ -32,8 +34,9 @@
     const months = new URLSearchParams(query);
     months.set("every", "month");
     months.set("series", "only");
-    const seriesAnswer = fetch(`/api/rates?${months}`, { credentials: "same-origin" })
-      .then((r) => (r.ok ? r.json() : null)).catch(() => null);
+    // by department the chart is the departments' own figure (no months are asked)
+    const seriesAnswer = query.get("by") === "department" ? Promise.resolve(null)
+      : fetch(`/api/rates?${months}`, { credentials: "same-origin" }).then((r) => (r.ok ? r.json() : null)).catch(() => null);
     const response = await fetch(`/api/rates?${query}`, { credentials: "same-origin" });
     const answer = await response.json();
     if (!response.ok) { document.getElementById("status").textContent = answer.detail; return; }
@@ -42,14 +45,17 @@
     const table = document.getElementById("rates-table");
     const columns = answer.by === "department" ? DEPARTMENT_COLUMNS : COLUMNS;
     table.dataset.by = answer.by;
+    // the first column is headed by the grouping (处置部门, 社区 …): it holds a name and its code
+    const byOption = form.querySelector(`select[name=by] option[value="${answer.by}"]`);
+    const labels = { ...answer.labels, code: byOption ? byOption.textContent : answer.labels.code };
     const head = el("tr");
-    for (const c of columns) head.append(el("th", answer.labels[c] || c));
+    for (const c of columns) head.append(el("th", labels[c] || c));
     table.tHead.replaceChildren(head);
     const rows = answer.total ? [...answer.rows, { ...answer.total, code: null, total: true }] : answer.rows;
     table.tBodies[0].replaceChildren(...rows.map((r) => {
       const tr = el("tr", null, r.total ? { class: "total" } : {});
       for (const c of columns) {
-        const label = answer.labels[c] || c;
+        const label = labels[c] || c;
         // the place by its name, its code beside it; the totals row in words
         const text = c !== "code" ? show(c, r[c]) : r.total ? t("Total") : r.name ? `${r.name} ${r.code}` : r.code;
         const td = el("td", text, { class: (r.below_target || []).includes(c) ? "below count" : c === "code" ? "place" : "count",
@@ -60,7 +66,33 @@
     }));
     document.getElementById("status").textContent = t("{n} rows", { n: gpLocale.number(answer.rows.length) });
     window.gridplan.tableAt = performance.now();
-    const monthly = await seriesAnswer;
+    if (chart) chart.destroy();
+    chart = null;
+    if (answer.by === "department") {
+      departmentChart(answer);
+    } else {
+      chartTitle.textContent = monthTitle;
+      monthChart(answer, await seriesAnswer);
+    }
+    document.getElementById("status").textContent = t("{n} rows", { n: gpLocale.number(answer.rows.length) });
+  }
+
+  // each department's on-time handling rate (按期处置率): what the department grouping measures
+  function departmentChart(answer) {
+    chartTitle.textContent = t("On-time handling rate by department");
+    if (!window.Chart) return;
+    const percent = (v) => gpLocale.percent(v, 0);
+    chart = new Chart(document.getElementById("rates-chart"), { type: "bar",
+      data: { labels: answer.rows.map((r) => r.name || r.code),
+        datasets: [{ label: answer.labels.on_time_rate || t("on-time rate"), data: answer.rows.map((r) => r.on_time_rate),
+          backgroundColor: "#33a02c" }] },
+      options: { animation: false, responsive: true, maintainAspectRatio: false, indexAxis: "y",
+        scales: { x: { min: 0, max: 1, ticks: { callback: percent } } },
+        plugins: { legend: { labels: { boxWidth: 14, font: { size: 11 } } },
+          tooltip: { callbacks: { label: (c) => c.dataset.label + t(": ") + (c.parsed.x === null ? "—" : gpLocale.percent(c.parsed.x, 1)) } } } } });
+  }
+
+  function monthChart(answer, monthly) {
     const series = (monthly && monthly.series) || [];
     const data = {
       labels: series.map((s) => s.code),
@@ -72,16 +104,14 @@
         { label: t("target: on-time rate"), data: series.map(() => answer.targets.on_time_rate), borderDash: [6, 4], borderColor: "#33a02c", pointRadius: 0 },
       ],
     };
-    if (chart) chart.destroy();
     if (window.Chart) {
       const percent = (v) => gpLocale.percent(v, 0);
       chart = new Chart(document.getElementById("rates-chart"), { type: "line", data,
         options: { animation: false, responsive: true, maintainAspectRatio: false,
           scales: { y: { min: 0, max: 1, ticks: { callback: percent } } },
           plugins: { legend: { labels: { boxWidth: 14, font: { size: 11 } } },
-            tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${c.parsed.y === null ? "—" : gpLocale.percent(c.parsed.y, 1)}` } } } } });
+            tooltip: { callbacks: { label: (c) => c.dataset.label + t(": ") + (c.parsed.y === null ? "—" : gpLocale.percent(c.parsed.y, 1)) } } } } });
     }
-    document.getElementById("status").textContent = t("{n} rows", { n: gpLocale.number(answer.rows.length) });
   }
   form.addEventListener("submit", (e) => { e.preventDefault(); load(); });
   load().then(() => { window.gridplan.ready = true; window.gridplan.readyAt = performance.now(); })
