@@ -51,7 +51,17 @@ def test_nothing_outside_storage_takes_a_private_name_of_it():
 def test_the_import_goes_through_the_service():
     """The page, the command line, the onboarding folder and the worker import through
     ``layers.onboarding.imports``, never the storage modules' import directly."""
-    callers = ("webmap/views/layers.py", "webmap/cli.py", "layers/onboarding/folder.py", "layers/worker.py")
+    callers = ("webmap/views/layers.py", "webmap/commands/layers.py", "webmap/commands/onboarding.py",
+               "webmap/commands/plans.py", "layers/onboarding/folder.py", "layers/worker.py")
     direct = [f"{f}:{n} {m}" for folder in ("webmap", "layers") for f, n, m, _names in _imports(folder)
               if f in callers and m in ("geodata.importer", "geodata.sources")]
     assert not direct, direct
+
+
+def test_commands_and_views_do_not_import_each_other():
+    """The command line and the pages are two doors onto the domain: neither reaches into the
+    other (a command that needs what a view computes finds it in ``layers/``)."""
+    crossing = [f"{f}:{n} {m}" for f, n, m, _names in _imports("webmap")
+                if (f.startswith("webmap/commands/") and m.startswith("webmap.views"))
+                or (f.startswith("webmap/views/") and m.startswith("webmap.commands"))]
+    assert not crossing, crossing
