@@ -38,6 +38,7 @@ from geodata import crs as crs_mod
 from geodata.errors import Refused
 from geodata.exporter import REVISION_COLUMN, REVISION_KEY, REVISION_MEMBER, REVISION_SIDECAR
 from geodata.i18n import _
+from geodata.text_tables import decode_text
 
 #: An archive may not expand past this (zip bombs); callers may lower it.
 MAX_UNZIPPED_BYTES = 4 * 1024**3
@@ -397,13 +398,8 @@ def _shapefile_encoding(dbf: Path, cpg: Path | None) -> str:
 def _read_csv(path: Path) -> gpd.GeoDataFrame:
     _check_file_size(path)
     raw = path.read_bytes()
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            text = raw.decode(encoding)
-            break
-        except UnicodeDecodeError:
-            continue
-    else:
+    text = decode_text(raw)
+    if text is None:
         raise ImportRefused(_("{name} is neither UTF-8 nor GBK text", name=path.name))
     reader = csv.reader(StringIO(text), strict=True)
     try:

@@ -13,6 +13,17 @@ import pandas as pd
 MAX_TABLE_MB = 50
 
 
+
+def decode_text(raw: bytes) -> str | None:
+    """A table's bytes as text: UTF-8 (with or without a BOM) or GBK/GB 18030, as Chinese offices
+    write CSV; None when it is neither."""
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return None
+
 def read_text_table(path: str | Path, refusal: type[Exception], *, missing: str, label: str = "",
                     header: bool = True) -> pd.DataFrame:
     """``path`` as a frame of text cells (UTF-8, with or without BOM, or GBK/GB18030).
@@ -27,13 +38,8 @@ def read_text_table(path: str | Path, refusal: type[Exception], *, missing: str,
         raise refusal(f"{label}{path.name} is {size / 1024**2:,.0f} MB, over the limit of {MAX_TABLE_MB} MB "
                       "for such a table")
     raw = path.read_bytes()
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            text = raw.decode(encoding)
-            break
-        except UnicodeDecodeError:
-            continue
-    else:
+    text = decode_text(raw)
+    if text is None:
         raise refusal(f"{label}{path.name} is neither UTF-8 nor GBK text")
     try:
         return pd.read_csv(StringIO(text), dtype=str, keep_default_na=False, header=0 if header else None)
