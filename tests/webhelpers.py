@@ -102,10 +102,13 @@ def gunicorn_app(db_url: str, log_folder: Path, *, worker: bool = False, **setti
                                           stderr=(log_folder / "worker.log").open("w")))
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(150):
+        # both workers answering, not just the first: on a busy machine the second may still be
+        # importing the app while the first serves a test's quick requests
+        answered: set[str] = set()
+        deadline = time.monotonic() + 120
+        while len(answered) < 2 and time.monotonic() < deadline:
             try:
-                requests.get(f"{base}/login", timeout=10)
-                break
+                answered.add(requests.get(f"{base}/login", timeout=10).headers["X-Gridplan-Process"])
             except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.2)
         yield base, env
