@@ -158,7 +158,7 @@ def page_figures(base: str, user: str, password: str) -> dict:
         html = page.request.get(f"{base}/map").body()
         start = time.perf_counter()
         page.goto(f"{base}/map")
-        page.wait_for_function("window.gridplan && window.gridplan.communitiesDrawnAt", timeout=60_000)
+        page.wait_for_function("() => window.gridplan && window.gridplan.communitiesDrawnAt", timeout=60_000)
         drawn = time.perf_counter() - start
         in_page = page.evaluate("window.gridplan.communitiesDrawnAt") / 1000
         count = page.evaluate("window.gridplan.layers.communities.getLayers().length")

@@ -148,9 +148,13 @@ NEW_REACH_JS = """async () => {
     headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrf },
     body: JSON.stringify({ kind: row.kind, radius, k: 5, solver: "auto" }) });
   let answer = await response.json();
+  const follow = answer.url || answer.href;  // the job resource (``href`` in older code)
   for (let asked = 0; answer.job && !answer.sites; asked++) {
+    if (performance.now() - started > 900000) return { failed: "no answer in 15 min" };
     await new Promise((resolve) => setTimeout(resolve, Math.min(1500, 250 * (asked + 1))));
-    const job = await (await fetch(answer.href, accept)).json();
+    const polled = await fetch(follow, accept);
+    if (!polled.ok) return { failed: `${follow}: HTTP ${polled.status}` };
+    const job = await polled.json();
     if (job.status === "failed") return { failed: job.message };
     if (job.sites) answer = job;
   }
@@ -159,6 +163,11 @@ NEW_REACH_JS = """async () => {
   return { kind: row.kind, radius_m: radius, first_answer_s: Math.round(first * 1000) / 1000,
            stage: answer.stage || "final", households_added: sites.properties.households_added };
 }"""
+
+def _step(what: str) -> None:
+    """What the benchmark is doing now, on stderr (a city's steps take minutes)."""
+    print(f"{time.strftime('%H:%M:%S')} {what}", file=sys.stderr, flush=True)
+
 
 def _signed_in(browser, base: str, name: str):
     context = browser.new_context(viewport={"width": 1400, "height": 900})
@@ -183,6 +192,7 @@ def measure_case_map(browser, base: str) -> dict:
     context, page, moved = _signed_in(browser, base, "bench-admin")
     out: dict = {}
     for attempt in ("first_open", "second_open"):
+        _step(f"case map, {attempt}")
         moved["bytes"] = 0
         started = time.perf_counter()
         page.goto(f"{base}/supervisor")
@@ -223,6 +233,7 @@ def measure(browser, base: str, no_sites: bool = False) -> dict:
     out: dict = {}
     for name, path in (("coverage", "/coverage"), ("rates", "/rates")):
         for attempt in ("first_open", "second_open"):
+            _step(f"{name}, {attempt}")
             moved["bytes"] = 0
             started = time.perf_counter()
             page.goto(f"{base}{path}")
@@ -247,6 +258,7 @@ def measure(browser, base: str, no_sites: bool = False) -> dict:
                                            "transferred_bytes": moved["bytes"]}
             if no_sites:
                 continue
+            _step("where to build next, k = 5")
             started = time.perf_counter()
             page.fill("#sites-k", "5")
             page.click("#sites-form button[type=submit]")
@@ -258,6 +270,7 @@ def measure(browser, base: str, no_sites: bool = False) -> dict:
                                         "text": page.inner_text("#sites-result")[:200]}
             # a reach no model was kept for (0.8 of the first row's): asked as the page asks,
             # polled as it polls, until the first answer (greedy) is there
+            _step("where to build next, a reach not kept")
             out["coverage_sites_k5_new_reach"] = page.evaluate(NEW_REACH_JS)
     context.close()
     return out
@@ -300,6 +313,7 @@ def main() -> None:
                 stop = threading.Event()
                 worker_once(url, stop)
                 if warmed and warmed["how"] == "queued":  # a city: the worker computes its report
+                    _step(f"{name}: the coverage report job")
                     warmed["job_s"] = wait_for_jobs(url)
                 try:
                     results[name] = {"warm_up": warmed}
