@@ -40,6 +40,11 @@ def test_init_demo_export_import(run, engine, tmp_path):
     assert (exported["strt_code"] == street).all()
     with zipfile.ZipFile(out) as zf:
         assert "units.cpg" in zf.namelist()
+    # recorded as the page's exports are: who took which part of which layer, in what format
+    from geodata.audit import AuditFilter, search
+    rows, total = search(engine, AuditFilter(action="export"))
+    assert total == 1 and rows[0]["actor"] == "cli" and rows[0]["object_code"] == street
+    assert rows[0]["detail"]["format"] == "shp" and rows[0]["detail"]["features"] == len(exported)
 
     result = run("import", "units", str(out), "--mode", "update")
     assert result.exit_code == 0, result.output

@@ -8,8 +8,9 @@ import click
 from flask import current_app
 
 from geodata.catalog import LAYERS
-from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
+from geodata.exporter import ENCODINGS, FORMATS, ExportError
 from geodata.i18n import N_, _, speaks_english
+from layers.exports import export_recorded
 from layers.onboarding.boundaries import stored_topology
 from layers.onboarding.imports import MODES, UNMAPPED, import_layer, parse_values
 from webmap.commands import command, ready
@@ -89,8 +90,8 @@ def import_command(layer: str, path: Path, mode: str, crs: str | None, mapping: 
 def export_command(layer: str, fmt: str, encoding: str, crs: str | None, street: str | None,
                    community: str | None, output: Path) -> None:
     eng = ready()
-    report = export_layer(eng, layer, fmt, output, encoding=encoding, crs=crs, street=street,
-                          community=community)
+    report = export_recorded(eng, "cli", layer, fmt, output, encoding=encoding, crs=crs, street=street,
+                             community=community)
     click.echo(report.summary())
 
 

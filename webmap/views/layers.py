@@ -23,15 +23,16 @@ from pathlib import Path
 
 from flask import Blueprint, after_this_request, current_app, render_template, request, send_file
 
-from geodata import audit, audit_words, jobs
+from geodata import audit_words, jobs
 from geodata import crs as crs_mod
 from geodata.catalog import LAYERS, get_layer
 from geodata.errors import NotFound, Refused
-from geodata.exporter import ENCODINGS, FORMATS, ExportError, export_layer
+from geodata.exporter import ENCODINGS, FORMATS, ExportError
 from geodata.i18n import N_, _
 from geodata.layer_info import code_exists, code_names, layer_overview
 from geodata.standards import FACILITY_KIND_LABELS
 from layers import worker
+from layers.exports import export_recorded
 from layers.onboarding import imports
 from layers.onboarding.imports import MODES
 from webmap import params as parse
@@ -302,14 +303,11 @@ def api_export(layer: str):
     out_dir = Path(tempfile.mkdtemp(prefix="export-", dir=_upload_root()))
     name = f"{layer}{'-' + part if part else ''}.{EXTENSIONS[fmt]}"
     try:
-        report = export_layer(engine(), layer, fmt, out_dir / name, encoding=encoding, crs=crs,
-                              street=street, community=community)
+        report = export_recorded(engine(), current_account().name, layer, fmt, out_dir / name,
+                                 encoding=encoding, crs=crs, street=street, community=community)
     except (ExportError, ValueError) as exc:
         shutil.rmtree(out_dir, ignore_errors=True)
         raise Refused(_("export failed: {reason}", reason=exc)) from None
-    audit.log(engine(), current_account().name, "export", layer=layer, object_code=part,
-              detail={"format": fmt, "encoding": encoding, "crs": crs, "street": street,
-                      "community": community, "features": report.features})
 
     @after_this_request
     def _clean(response):
