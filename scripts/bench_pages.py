@@ -217,19 +217,7 @@ def measure_case_map(browser, base: str) -> dict:
 
 
 def measure(browser, base: str, no_sites: bool = False) -> dict:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    page.goto(f"{base}/login")
-    page.fill("input[name=name]", "bench-planner")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.login button[type=submit]")
-    page.wait_for_url(lambda u: "/login" not in u)
-    page.goto("about:blank")
-    cdp = context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    moved = {"bytes": 0}
-    cdp.on("Network.loadingFinished",
-           lambda e: moved.__setitem__("bytes", moved["bytes"] + e["encodedDataLength"]))
+    context, page, moved = _signed_in(browser, base, "bench-planner")
     out: dict = {}
     for name, path in (("coverage", "/coverage"), ("rates", "/rates")):
         for attempt in ("first_open", "second_open"):
