@@ -58,7 +58,6 @@ def _resolve_streets(engine: Engine, district: str | None, frame: pd.DataFrame, 
     if not missing.any() or "name" not in frame.columns:
         return
     parent = frame["district_code"].fillna(district) if district else frame["district_code"]
-    rows = np.arange(1, len(frame) + 1)
     orphan = missing & parent.isna().to_numpy()
     if orphan.any():
         problems.append(f"{int(orphan.sum())} streets have no code and no district to give them a "
@@ -68,12 +67,23 @@ def _resolve_streets(engine: Engine, district: str | None, frame: pd.DataFrame, 
     taken = set(stored["code"]) | set(frame["code"].dropna())
     known = {(d, naming.normalise(n)): (c, bool(p)) for c, n, d, p in zip(
         stored["code"], stored["name"], stored["district_code"], stored["provisional"], strict=True)}
+    _fill_codes(frame, missing, parent, known, taken, problems, report)
+    frame["district_code"] = frame["district_code"].fillna(parent)
+
+
+def _fill_codes(frame: pd.DataFrame, missing: np.ndarray, parent: pd.Series, known: dict, taken: set[str],
+                problems: list[str], report: ImportReport) -> None:
+    """Give each row of ``missing`` its code: the stored one of the same name under the same parent
+    (``known``: (parent, normalised name) → (code, provisional)), else the next free provisional
+    code under its parent (recorded in ``report.provisional``). A row without a name is left to the
+    required-field check."""
+    rows = np.arange(1, len(frame) + 1)
     codes = frame["code"].to_numpy(dtype=object).copy()
     flags = frame["provisional"].to_numpy(dtype=object).copy()
     for i in np.flatnonzero(missing):
         name = naming.normalise(frame["name"].iloc[i])
         if name is None:
-            continue  # the required-field check names it
+            continue
         hit = known.get((parent.iloc[i], name))
         if hit and hit[0] not in codes:
             codes[i], flags[i] = hit
@@ -87,7 +97,6 @@ def _resolve_streets(engine: Engine, district: str | None, frame: pd.DataFrame, 
         codes[i], flags[i] = code, True
         report.provisional.append(code)
     frame["code"], frame["provisional"] = codes, flags
-    frame["district_code"] = frame["district_code"].fillna(parent)
 
 
 def street_by_area(geoms: np.ndarray, streets: gpd.GeoDataFrame) -> np.ndarray:
@@ -161,25 +170,7 @@ def _resolve_communities(engine: Engine, district: str | None, frame: pd.DataFra
     taken = set(stored["code"]) | retired | set(frame["code"].dropna())
     known = {(s, naming.normalise(n)): (c, bool(p)) for c, n, s, p in zip(
         stored["code"], stored["name"], stored["street_code"], stored["provisional"], strict=True)}
-    codes = frame["code"].to_numpy(dtype=object).copy()
-    flags = frame["provisional"].to_numpy(dtype=object).copy()
-    for i in np.flatnonzero(missing):
-        street, name = frame["street_code"].iloc[i], naming.normalise(frame["name"].iloc[i])
-        if name is None:
-            continue
-        hit = known.get((street, name))
-        if hit and hit[0] not in codes:
-            codes[i], flags[i] = hit
-            continue
-        try:
-            (code,) = naming.next_codes(street, taken, 1)
-        except ValueError as exc:
-            problems.append(f"row {rows[i]}: {exc}")
-            continue
-        taken.add(code)
-        codes[i], flags[i] = code, True
-        report.provisional.append(code)
-    frame["code"], frame["provisional"] = codes, flags
+    _fill_codes(frame, missing, frame["street_code"], known, taken, problems, report)
 
 
 def community_at(engine: Engine | Connection, points: np.ndarray) -> np.ndarray:
