@@ -89,28 +89,25 @@ def _short(cmd: click.Command, limit: int) -> str:
     return text
 
 
-class Worded(click.Command):
+class _WordedHelp:
+    """``--help`` and the one-line summary in the command line's language (mixed into a click
+    command or group)."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with _help_translated(self):
+            super().format_help(ctx, formatter)
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        with _help_translated(self):
+            return _short(self, limit)
+
+
+class Worded(_WordedHelp, click.Command):
     """A command whose ``--help`` speaks the command line's language."""
 
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        with _help_translated(self):
-            super().format_help(ctx, formatter)
 
-    def get_short_help_str(self, limit: int = 45) -> str:
-        with _help_translated(self):
-            return _short(self, limit)
-
-
-class WordedGroup(AppGroup):
+class WordedGroup(_WordedHelp, AppGroup):
     """A group of commands whose ``--help`` speaks the command line's language."""
-
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        with _help_translated(self):
-            super().format_help(ctx, formatter)
-
-    def get_short_help_str(self, limit: int = 45) -> str:
-        with _help_translated(self):
-            return _short(self, limit)
 
 
 def command(name: str, *, help: str, group: click.Group | None = None, refused: str | None = None,
