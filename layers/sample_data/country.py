@@ -100,4 +100,55 @@ def write_country(engine: Engine, country: Country) -> None:
             conn.execute(insert(UnitAdjacency.__table__), records[start:start + BATCH])
 
 
-__all__ = ["Country", "district_codes", "tile", "write_country"]
+def split_district(demo: Demo, code: str, streets: list[str] | None = None) -> Demo:
+    """``demo`` as a city of two districts sharing a boundary: ``streets`` (default: the second
+    half of its streets) and everything under them — communities, units and their adjacency,
+    grid cells, facilities, roads (by where they lie) — moved under district ``code``, so that
+    households near the new boundary are served across it. Incidents are left out."""
+    old = str(demo.layers["districts"]["code"].iloc[0])
+    all_streets = sorted(demo.layers["streets"]["code"])
+    moved = sorted(streets if streets is not None else all_streets[len(all_streets) // 2:])
+    layers = {name: frame.copy() for name, frame in demo.layers.items()}
+    under = tuple(moved)
+
+    def recode(values: pd.Series) -> pd.Series:
+        text = values.astype(object)
+        hit = text.notna() & text.astype(str).str.startswith(under)
+        return text.where(~hit, code + text.astype(str).str.slice(len(old)))
+
+    area = shapely.union_all(layers["streets"].loc[layers["streets"]["code"].isin(moved)].geometry.values)
+    for name, frame in layers.items():
+        if name in ("districts", "incidents"):
+            continue
+        # a feature's district: its street's, else its community's, else where it lies
+        parent = pd.Series(shapely.within(shapely.point_on_surface(frame.geometry.values), area),
+                           index=frame.index)
+        for column in ("community_code", "street_code"):
+            if column in frame:
+                codes = frame[column].astype(object)
+                parent = parent.where(codes.isna(), codes.fillna("").astype(str).str.startswith(under))
+        if name == "streets":
+            parent = frame["code"].isin(moved)
+        for column in ("code", "street_code", "community_code"):
+            if column in frame and (column != "code" or name not in ("roads", "facilities")):
+                frame[column] = recode(frame[column])
+        if "district_code" in frame:
+            frame["district_code"] = frame["district_code"].where(~parent, code)
+        layers[name] = frame
+    districts = layers["districts"]
+    streets = layers["streets"]
+    rest = shapely.union_all(streets.loc[~streets["code"].str.startswith(code)].geometry.values)
+    second = districts.copy()
+    second["code"], second["name"] = code, districts["name"].astype(str) + "二"
+    districts["geometry"], second["geometry"] = [rest], [area]
+    layers["districts"] = gpd.GeoDataFrame(pd.concat([districts, second], ignore_index=True),
+                                           crs=districts.crs)
+    layers["incidents"] = layers["incidents"].iloc[0:0]
+    adjacency = demo.adjacency.copy()
+    for column in ("unit_a", "unit_b"):
+        adjacency[column] = recode(adjacency[column])
+    adjacency["district_code"] = adjacency["unit_a"].str.slice(0, 6)
+    return Demo(layers, adjacency, demo.steps.iloc[0:0], dict(demo.facts))
+
+
+__all__ = ["Country", "district_codes", "split_district", "tile", "write_country"]
