@@ -112,9 +112,11 @@ _engine_pid: dict[str, int] = {}
 
 
 def _engine(url: str) -> Engine:
-    """This process's engine for ``url``; a forked worker drops the connections it inherited."""
+    """This process's engine for ``url``; a forked worker drops the connections it inherited.
+    The first use in a process drops them too: the engine may have been made (and connected) by
+    the process this one was forked from before that process ever called here."""
     engine = get_engine(url)
-    if _engine_pid.setdefault(url, os.getpid()) != os.getpid():
+    if _engine_pid.get(url) != os.getpid():
         engine.dispose(close=False)
         _engine_pid[url] = os.getpid()
     return engine
