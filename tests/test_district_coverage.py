@@ -7,8 +7,10 @@ scheduler that cannot be reached is refused with nothing written; siting scoped 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 
 import geopandas as gpd
 import numpy as np
@@ -215,3 +217,35 @@ def test_site_scoped_by_district(run, city, tmp_path):
         result = run("site", "service_centre", "2", *args, "-o", str(tmp_path / "x.geojson"))
         assert result.exit_code == 1 and words in result.output, result.output
     assert np.isfinite(body["properties"]["households_covered_after"])
+
+
+def test_a_district_reads_its_own_rows_and_its_halo_by_box(city):
+    from sqlalchemy import event
+
+    from layers.coverage.districts import CoverageTask, report_district, whole_crs
+
+    url, engine, _whole = city
+    rows = [dataclasses.asdict(s) for s in gaps.load_standards(engine)]
+    task = CoverageTask(url, SECOND, "roads", int(whole_crs(engine).to_epsg()), rows)
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    report_district(task)  # the task's engine is made (or its inherited connections dropped) first
+    from layers.plans.scale import _engine
+
+    event.listen(_engine(url), "before_cursor_execute", record)
+    try:
+        report_district(task)
+    finally:
+        event.remove(_engine(url), "before_cursor_execute", record)
+    reads = [s for s in statements if LARGE.search(s)]
+    assert len(reads) >= 8, statements
+    # every read of a large table names the district, or is a read of the halo by box (the index)
+    loose = [s for s in reads if "district_code" not in s.split("WHERE", 1)[-1]
+             and "SpatialIndex" not in s and "&&" not in s and "community_code IN" not in s]
+    assert not loose, loose
+
+
+LARGE = re.compile(r"\bFROM (units|streets|communities|grid_cells|facilities|roads|buildings)\b")

@@ -115,6 +115,14 @@ class CoverageOutcome:
         return self.read_s + self.work_s
 
 
+@dataclass
+class DistrictInputs(CoverageInputs):
+    """What a district's report reads (:func:`district_inputs`): its own layers, the facilities,
+    roads and buildings of its halo, and ``nearby``, the communities of its halo."""
+
+    nearby: gpd.GeoDataFrame | None = None
+
+
 def halo_m(standards: list[Standard]) -> tuple[float, float]:
     """How far beyond a district's box (metres) its facilities and communities, and its roads,
     are read (see the module's docstring)."""
@@ -129,11 +137,11 @@ def _bounds(*frames: gpd.GeoDataFrame) -> tuple[float, float, float, float] | No
     return (boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max())
 
 
-def district_inputs(engine: Engine, district: str, standards: list[Standard]) -> CoverageInputs:
+def district_inputs(engine: Engine, district: str, standards: list[Standard]) -> DistrictInputs:
     """What the report of ``district`` reads: its units, streets, communities and cells (every
     statement names ``district_code``), and the facilities, roads and buildings of its box
     widened by the halo (:func:`halo_m`), with the facilities its communities name wherever they
-    are. ``communities`` are the district's own; those of the halo are in ``inputs.nearby``."""
+    are. ``communities`` are the district's own; those of the halo are ``nearby``."""
     where = {"district_code": district}
     units = read_layer(engine, "units", where=where)
     streets = read_layer(engine, "streets", where=where)
@@ -143,9 +151,7 @@ def district_inputs(engine: Engine, district: str, standards: list[Standard]) ->
     if box is None:
         facilities = read_layer(engine, "facilities", where=where)
         roads = read_layer(engine, "roads", where=where)
-        inputs = CoverageInputs(units, facilities, communities, streets, cells, roads)
-        inputs.nearby = communities
-        return inputs
+        return DistrictInputs(units, facilities, communities, streets, cells, roads, nearby=communities)
     near, far = halo_m(standards)
     area = _widen(box, near)
     facilities = read_layer(engine, "facilities", bbox=area)
@@ -154,10 +160,10 @@ def district_inputs(engine: Engine, district: str, standards: list[Standard]) ->
         facilities = pd.concat([facilities, named], ignore_index=True).drop_duplicates("id")
         facilities = gpd.GeoDataFrame(facilities.sort_values("id").reset_index(drop=True), crs=4326)
     roads = read_layer(engine, "roads", bbox=_widen(box, far))
-    buildings = read_layer(engine, "buildings", bbox=area) if count_layer(engine, "buildings") else None
-    inputs = CoverageInputs(units, facilities, communities, streets, cells, roads, buildings)
-    inputs.nearby = read_layer(engine, "communities", bbox=area)  # a blind spot may lie by them
-    return inputs
+    buildings = read_layer(engine, "buildings", bbox=area)  # by box: no count of the whole table
+    buildings = buildings if len(buildings) else None
+    nearby = read_layer(engine, "communities", bbox=area)  # a blind spot may lie in or by them
+    return DistrictInputs(units, facilities, communities, streets, cells, roads, buildings, nearby=nearby)
 
 
 def report_district(task: CoverageTask) -> CoverageOutcome:
@@ -404,5 +410,5 @@ def check_district(engine: Engine, district: str | None) -> None:
         raise NotFound(_("no district {district}", district=district))
 
 
-__all__ = ["CoverageOutcome", "CoverageTask", "ProvinceReport", "check_district", "district_inputs",
-           "halo_m", "merge_report", "report_all", "report_district", "whole_crs"]
+__all__ = ["CoverageOutcome", "CoverageTask", "DistrictInputs", "ProvinceReport", "check_district",
+           "district_inputs", "halo_m", "merge_report", "report_all", "report_district", "whole_crs"]
