@@ -14,6 +14,7 @@ import re
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 from shapely.geometry import box
 from sqlalchemy import delete, func, select
@@ -249,3 +250,26 @@ def test_a_district_reads_its_own_rows_and_its_halo_by_box(city):
 
 
 LARGE = re.compile(r"\bFROM (units|streets|communities|grid_cells|facilities|roads|buildings)\b")
+
+
+def test_households_at_their_buildings_are_counted_as_in_one_piece(city):
+    # last in the module: it adds buildings (households then sit at their buildings, not at their
+    # unit's inside point) to the shared city
+    _url, engine, _whole = city
+    units = read_layer(engine, "units")
+    lived = units[units["households"] > 0].iloc[::3]  # every third unit with households: two buildings
+    parts = []
+    for half, share in ((0, 0.6), (1, 0.4)):
+        part = lived[["code", "district_code"]].rename(columns={"code": "unit_code"})
+        part["code"] = part["unit_code"] + f"B{half}"
+        part["households"] = (lived["households"] * share).round().astype(int)
+        part["population"] = 0
+        cells = lived.geometry.apply(lambda g, half=half: box(*g.bounds).intersection(g).centroid.buffer(
+            0.00005 * (half + 1)))
+        parts.append(gpd.GeoDataFrame(part, geometry=cells.values, crs=4326))
+    with engine.begin() as conn:
+        write_layer(conn, "buildings", gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs=4326),
+                    mode="append")
+    whole = gaps.report_for(engine)
+    made = report_all(engine, runner=SerialRunner())
+    assert as_json(made.report) == as_json(whole)
