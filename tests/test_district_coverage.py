@@ -273,3 +273,17 @@ def test_households_at_their_buildings_are_counted_as_in_one_piece(city):
     whole = gaps.report_for(engine)
     made = report_all(engine, runner=SerialRunner())
     assert as_json(made.report) == as_json(whole)
+
+
+def test_a_worker_killed_mid_write_of_its_cells_leaves_the_cells_of_one_piece(two_cities, tmp_path,
+                                                                             monkeypatch):
+    serial, districts = two_cities
+    rules = grid_rules(serial)
+    generate_grid(serial, rules)
+    marker = tmp_path / "died"
+    monkeypatch.setenv("GRIDPLAN_TEST_DIE_IN_DISTRICT", f"{SECOND}:{marker}")
+    pool = PoolRunner(2)
+    made = grid_all(districts, rules, runner=pool)
+    assert marker.exists(), "the worker did not die where the test wanted it to"
+    assert pool.restarts == 1 and made.districts == ["420103", SECOND]
+    assert cells_of(districts).equals(cells_of(serial))
