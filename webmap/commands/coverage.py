@@ -73,6 +73,7 @@ def _report_every_district(method, cluster, workers) -> dict:
     """``coverage --all``: the report district by district (:mod:`layers.coverage.districts`);
     districts without units named on stderr, the districts and workers after the summary."""
     from layers.coverage.districts import report_all
+    from layers.plans.scale import DistrictFailed
 
     with click.progressbar(length=1, label=_("reporting districts"), file=sys.stderr) as bar:
         def progress(done: int, total: int, outcome) -> None:
@@ -82,7 +83,10 @@ def _report_every_district(method, cluster, workers) -> dict:
                 click.echo(_("district {district} has no units: skipped", district=outcome.district),
                            err=True)
 
-        made = report_all(engine(), method, cluster=cluster, workers=workers, progress=progress)
+        try:
+            made = report_all(engine(), method, cluster=cluster, workers=workers, progress=progress)
+        except DistrictFailed as exc:  # the pool's workers kept dying
+            raise click.ClickException(str(exc)) from None
     click.echo(_("{districts} districts on {workers} workers in {seconds} s; skipped: {skipped}",
                  districts=len(made.districts), workers=made.workers, seconds=f"{made.seconds:.1f}",
                  skipped=", ".join(made.skipped) or "-"), err=True)

@@ -49,6 +49,7 @@ def _grid_every_district(rules, cluster, workers) -> dict:
     """``grid --all``: a task per district (:mod:`layers.grid.districts`); districts without
     units named on stderr."""
     from layers.grid.districts import grid_all
+    from layers.plans.scale import DistrictFailed
 
     with click.progressbar(length=1, label=_("generating districts' cells"), file=sys.stderr) as bar:
         def progress(done: int, total: int, outcome) -> None:
@@ -58,7 +59,10 @@ def _grid_every_district(rules, cluster, workers) -> dict:
                 click.echo(_("district {district} has no units: skipped", district=outcome.district),
                            err=True)
 
-        return grid_all(engine(), rules, cluster=cluster, workers=workers, progress=progress).summary()
+        try:
+            return grid_all(engine(), rules, cluster=cluster, workers=workers, progress=progress).summary()
+        except DistrictFailed as exc:  # the pool's workers kept dying
+            raise click.ClickException(str(exc)) from None
 
 
 COMMANDS = (grid_command,)
