@@ -167,6 +167,9 @@ def peak_memory_mb() -> float:
 
 
 # --- where the tasks run ---------------------------------------------------------------------
+# ``run(tasks, work)`` calls ``work`` (default :func:`plan_district`) on each task: the same runners
+# carry the coverage report (:mod:`layers.coverage.districts`) and the grid
+# (:mod:`layers.grid.districts`) district by district; a task names its dask key (``task.key``)
 
 
 class SerialRunner:
