@@ -13,6 +13,12 @@ workers − the tasks' own time, per task, and as a share of a task's time), per
 time, peak memory per worker (the largest resident set a task's process reached), write-back
 time, and whether the plan is identical, row for row, to the serial one.
 
+Then the **grid** (every district's cells generated from nothing, ``layers.grid.districts``) and
+the **coverage report** (``layers.coverage.districts``, with the halo) the same way: serially and on
+a ``LocalCluster`` of 1 and 2 workers, each checked against the serial result (the same cells, cell
+for cell; the same report as the single-process :func:`layers.coverage.gaps.report_for`, timed too).
+``--no-plan`` leaves the plans out.
+
 This is a shared 2-core machine: the script refuses countries above 100,000 units unless
 ``--large`` is given, and its figures carry the load average seen while it ran.
 
@@ -36,6 +42,10 @@ sys.path.insert(0, str(ROOT))
 from geodata import plan_rows  # noqa: E402
 from geodata.db import get_engine  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
+from layers.coverage import gaps  # noqa: E402
+from layers.coverage.districts import report_all  # noqa: E402
+from layers.grid.cells import grid_rules  # noqa: E402
+from layers.grid.districts import grid_all  # noqa: E402
 from layers.plans.files import units_from_database  # noqa: E402
 from layers.plans.scale import DaskRunner, SerialRunner, plan_all  # noqa: E402
 from layers.sample_data.country import tile, write_country  # noqa: E402
@@ -85,6 +95,96 @@ def run_plan(engine, label: str, runner, workers: int, fixed_s: float = 0.0) -> 
     }
 
 
+def _cells(engine) -> list:
+    from geodata.store import read_layer
+
+    cells = read_layer(engine, "grid_cells").sort_values("code")
+    return list(zip(cells["code"], cells.geometry.to_wkt(rounding_precision=7), strict=True))
+
+
+def _clear_cells(engine) -> None:
+    from sqlalchemy import delete
+
+    from geodata.models import GridCell
+
+    with engine.begin() as conn:
+        conn.execute(delete(GridCell))
+
+
+def _figures(label: str, workers: int, wall: float, outcomes, seconds, units: int, load: float) -> dict:
+    done = [o for o in outcomes if not o.skipped]
+    task_s = sum(seconds(o) for o in done)
+    overhead = max(0.0, wall * workers - task_s) / max(len(done), 1)
+    return {"runner": label, "workers": workers, "districts": len(done), "units": units,
+            "wall_s": round(wall, 2), "tasks_s": round(task_s, 2),
+            "units_per_core_s": round(units / (wall * workers), 1),
+            "overhead_per_task_ms": round(overhead * 1000, 1),
+            "overhead_share": round(overhead / (task_s / max(len(done), 1)), 3) if task_s else None,
+            "peak_mb_per_worker": round(max(o.peak_mb for o in done), 1),
+            "processes": len({o.pid for o in done}), "load_average": round(load, 1)}
+
+
+def run_grid(engine, label: str, runner, workers: int, units: int) -> tuple[dict, list]:
+    """Every district's cells, generated from nothing on ``runner``; the figures and the cells."""
+    _clear_cells(engine)
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    made = grid_all(engine, grid_rules(engine), runner=runner)
+    wall = time.perf_counter() - started
+    figures = _figures(label, workers, wall, made.outcomes, lambda o: o.seconds, units, load)
+    figures["cells"] = made.answer["cells"]
+    return figures, _cells(engine)
+
+
+def run_coverage(engine, label: str, runner, workers: int, units: int) -> tuple[dict, dict]:
+    """The gap report district by district on ``runner``; the figures and the report."""
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    made = report_all(engine, runner=runner)
+    wall = time.perf_counter() - started
+    figures = _figures(label, workers, wall, made.outcomes, lambda o: o.seconds, units, load)
+    done = [o for o in made.outcomes if not o.skipped]
+    figures["read_s_per_district"] = round(statistics.mean(o.read_s for o in done), 3)
+    figures["work_s_per_district"] = round(statistics.mean(o.work_s for o in done), 3)
+    return figures, json.loads(json.dumps(made.report, default=_plain))
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def grid_and_coverage(engine, units: int, worker_counts: list[int]) -> dict:
+    """The grid and the coverage report of the loaded country, serially and on LocalClusters."""
+    from distributed import Client, LocalCluster
+
+    from layers.plans.scale import DaskRunner
+
+    out: dict = {"grid": [], "coverage": []}
+    serial, reference_cells = run_grid(engine, "serial", SerialRunner(), 1, units)
+    out["grid"].append(serial)
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    whole = json.loads(json.dumps(gaps.report_for(engine), default=_plain))
+    out["coverage"].append({"runner": "single process (report_for)", "workers": 1, "units": units,
+                            "wall_s": round(time.perf_counter() - started, 2),
+                            "load_average": round(load, 1)})
+    figures, report = run_coverage(engine, "serial", SerialRunner(), 1, units)
+    figures["identical_to_single_process"] = report == whole
+    out["coverage"].append(figures)
+    for workers in worker_counts:
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as local, Client(local) as client:
+            client.run(lambda: (__import__("layers.grid.districts"), __import__("layers.coverage.districts")))
+            figures, cells = run_grid(engine, f"LocalCluster×{workers}", DaskRunner(client), workers, units)
+            figures["identical_to_serial"] = cells == reference_cells
+            out["grid"].append(figures)
+            figures, report = run_coverage(engine, f"LocalCluster×{workers}", DaskRunner(client), workers,
+                                           units)
+            figures["identical_to_single_process"] = report == whole
+            out["coverage"].append(figures)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--district-units", type=int, default=4000, help="units of the generated district")
@@ -94,6 +194,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument("--profile", action="store_true",
                         help="keep dask's statistical profiler on in the workers (default: off)")
+    parser.add_argument("--no-plan", action="store_true", help="only the grid and the coverage report")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if max(sizes) > LIMIT and not args.large:
@@ -118,7 +219,7 @@ def main() -> None:
         for number, size in enumerate(sizes):
             copies = max(1, round(size / per_district))
             started = time.perf_counter()
-            country = tile(demo, copies)
+            country = tile(demo, copies, full=True)  # facilities, cells, roads: the report reads them
             tiled_s = time.perf_counter() - started
             engine = get_engine(fresh_database(cluster, f"country_{number}"))
             started = time.perf_counter()
@@ -132,11 +233,13 @@ def main() -> None:
             entry = {"districts": copies, "units": len(country.layers["units"]),
                      "tiled_s": round(tiled_s, 2), "loaded_s": round(loaded_s, 1),
                      "read_s_per_district_alone": round(statistics.median(reads), 3), "runs": []}
-            serial = run_plan(engine, "serial", SerialRunner(), 1)
-            fixed = serial["outside_tasks_s"]
-            entry["runs"].append(serial)
-            reference = plan_rows.plan_assignment(engine, serial["plan_id"]).sort_index()
-            for workers in (int(w) for w in args.workers.split(",")):
+            worker_counts = [int(w) for w in args.workers.split(",")]
+            if not args.no_plan:
+                serial = run_plan(engine, "serial", SerialRunner(), 1)
+                fixed = serial["outside_tasks_s"]
+                entry["runs"].append(serial)
+                reference = plan_rows.plan_assignment(engine, serial["plan_id"]).sort_index()
+            for workers in worker_counts if not args.no_plan else []:
                 with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as local, Client(local) as client:
                     # workers up, with the code imported, before the clock starts
@@ -145,6 +248,7 @@ def main() -> None:
                 got = plan_rows.plan_assignment(engine, run["plan_id"]).sort_index()
                 run["identical_to_serial"] = bool(got.equals(reference))
                 entry["runs"].append(run)
+            entry |= grid_and_coverage(engine, entry["units"], worker_counts)
             report["countries"].append(entry)
             print(json.dumps(entry, ensure_ascii=False), flush=True)
             engine.dispose()

@@ -215,7 +215,9 @@ def test_cells_edited_by_hand(engine, small_demo):
     unit = units["code"].iloc[0]
     moved = move_to_cell(engine, [unit], "new", grid_rules(engine))
     rules = grid_rules(engine)
-    lone = next(c for c in moved["cells"] if c["units"] == 1)  # the new cell of one unit
+    before = {c["code"] for c in split["cells"]}
+    lone = next(c for c in moved["cells"] if c["code"] not in before)  # the new cell of one unit
+    assert lone["units"] == 1
     assert {"rule": "below_minimum", "cell_code": lone["code"], "limit": rules.minimum,
             "value": lone["households"]} in lone["violations"]
     assert all(v["rule"] in ("below_minimum", "above_maximum", "not_contiguous")

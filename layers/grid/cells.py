@@ -27,10 +27,11 @@ from sqlalchemy import Engine
 from geodata.crs import to_metric
 from geodata.errors import NotFound, Refused
 from geodata.i18n import _
+from geodata.plan_parts import _die_for_fault_tests
 from geodata.standards import get_setting
 from geodata.store import read_layer, replace_cells
 from geodata.topology import dissolve
-from layers.plans.engine import NEW, Infeasible, Rules, plan_street, split_in_two
+from layers.plans.engine import NEW, Infeasible, Rules, plan_street, split_in_two, street_seed
 from layers.plans.files import units_from_database
 from layers.plans.partition import Partition, UnitGraph, is_contiguous
 
@@ -95,7 +96,6 @@ def plan_cells(graph: UnitGraph, rules: CellRules, *, communities: list[str] | N
     by_community = pd.Series(np.arange(len(graph))).groupby(
         pd.Series(community, dtype=object).fillna("")).indices
     todo = sorted(c for c in by_community if c) if communities is None else list(communities)
-    rng = np.random.default_rng(rules.seed)
     labels = np.full(len(graph), None, dtype=object)
     weights = np.round(graph.area).astype(np.int64) if rules.area_m2 else graph.households
     kept: list[str] = []
@@ -114,7 +114,11 @@ def plan_cells(graph: UnitGraph, rules: CellRules, *, communities: list[str] | N
                          None, before).astype(object)
         sub = replace(graph.subgraph(positions), street=np.full(len(positions), code, dtype=object),
                       current=start, households=weights[positions])
-        cells, found = plan_street(sub, start, engine_rules, np.random.default_rng(rng.integers(1 << 32)))
+        # each community draws from its own generator (seeded from the rules' seed and its code),
+        # so its cells do not depend on which communities were divided before it: a district's
+        # grid made alone (``grid --all``, a task per district) is the grid made in one piece
+        rng = np.random.default_rng(street_seed(rules.seed, code))
+        cells, found = plan_street(sub, start, engine_rules, rng)
         labels[positions] = _codes(code, cells, before, graph.xy[positions], graph.area[positions], kept)
         final = dict(zip(cells.tolist(), labels[positions].tolist(), strict=True))
         problems += [cell_problem(replace(f, community=final.get(f.community, f.community)), code, rules)
@@ -324,20 +328,23 @@ def grid_rules(engine: Engine, minimum: int | None = None, maximum: int | None =
 
 
 def generate_grid(engine: Engine, rules: CellRules, *, community: str | None = None,
-                  street: str | None = None) -> dict:
-    """Generate and store the cells of one community, one street or the whole district, starting
-    from the stored cells (a cell that still meets the rules keeps its units and code). Returns
-    the cells' figures and the validation of the result."""
+                  street: str | None = None, district: str | None = None) -> dict:
+    """Generate and store the cells of one community, one street, one district (every statement
+    naming it) or the whole database, starting from the stored cells (a cell that still meets the
+    rules keeps its units and code). Returns the cells' figures and the validation of the result."""
     if rules.minimum > rules.maximum or rules.minimum <= 0:
         raise Refused(_("household range {minimum}–{maximum} is not 0 < minimum ≤ maximum",
                         minimum=rules.minimum, maximum=rules.maximum))
-    scope = {"community": community} if community else {"street": street} if street else {}
-    units, adjacency = units_from_database(engine, street or (community[:9] if community else None))
+    scope = ({"community": community} if community else {"street": street} if street
+             else {"where": {"district_code": district}} if district else {})
+    units, adjacency = units_from_database(engine, street or (community[:9] if community else None),
+                                           district=district if not (street or community) else None)
     if community:
         units = units[units["community_code"] == community].reset_index(drop=True)
     if units.empty:
         raise NotFound(_("no units in community {community}", community=community) if community
                        else _("no units in street {street}", street=street) if street
+                       else _("district {district} has no units: skipped", district=district) if district
                        else _("no units: import or generate units first"))
     graph = UnitGraph.from_units(units, adjacency)
     communities = sorted({c for c in graph.current if c})
@@ -355,10 +362,13 @@ def generate_grid(engine: Engine, rules: CellRules, *, community: str | None = N
     polygons = cell_polygons(plan, units)
     with engine.begin() as conn:
         replace_cells(conn, communities, polygons[["code", "community_code", "district_code", "geometry"]])
+        if district:  # a worker of ``grid --all`` dying half-way through its write, for the tests
+            _die_for_fault_tests(district)
     report = validate_cells(read_layer(engine, "communities", **scope),
                             read_layer(engine, "grid_cells", **scope), units)
     return {"cells": len(plan.cells), "communities": len(communities),
-            "in_range_share": round(plan.in_range_share, 4), "kept": len(plan.kept),
+            "in_range_share": round(plan.in_range_share, 4), "in_range": int(plan.cells["in_range"].sum()),
+            "kept": len(plan.kept),
             "gaps": report["gaps"], "overlaps": report["overlaps"],
             "outside_community": report["outside_community"],
             "households_in_no_cell": report["households_in_no_cell"],

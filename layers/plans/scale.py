@@ -112,9 +112,11 @@ _engine_pid: dict[str, int] = {}
 
 
 def _engine(url: str) -> Engine:
-    """This process's engine for ``url``; a forked worker drops the connections it inherited."""
+    """This process's engine for ``url``; a forked worker drops the connections it inherited.
+    The first use in a process drops them too: the engine may have been made (and connected) by
+    the process this one was forked from before that process ever called here."""
     engine = get_engine(url)
-    if _engine_pid.setdefault(url, os.getpid()) != os.getpid():
+    if _engine_pid.get(url) != os.getpid():
         engine.dispose(close=False)
         _engine_pid[url] = os.getpid()
     return engine
@@ -165,6 +167,9 @@ def peak_memory_mb() -> float:
 
 
 # --- where the tasks run ---------------------------------------------------------------------
+# ``run(tasks, work)`` calls ``work`` (default :func:`plan_district`) on each task: the same runners
+# carry the coverage report (:mod:`layers.coverage.districts`) and the grid
+# (:mod:`layers.grid.districts`) district by district; a task names its dask key (``task.key``)
 
 
 class SerialRunner:
@@ -172,9 +177,10 @@ class SerialRunner:
 
     workers = 1
 
-    def run(self, tasks: list[DistrictTask]) -> Iterator[DistrictOutcome]:
+    def run(self, tasks: list, work: Callable | None = None) -> Iterator:
+        work = work or plan_district
         for task in tasks:
-            yield plan_district(task)
+            yield work(task)
 
     def close(self) -> None:
         pass
@@ -190,12 +196,13 @@ class PoolRunner:
         self.workers, self.attempts = workers, attempts
         self.restarts = 0
 
-    def run(self, tasks: list[DistrictTask]) -> Iterator[DistrictOutcome]:
+    def run(self, tasks: list, work: Callable | None = None) -> Iterator:
+        work = work or plan_district
         pending = {task.district: task for task in tasks}
         while pending:
             context = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(self.workers, mp_context=context) as pool:
-                futures = {pool.submit(plan_district, task): d for d, task in pending.items()}
+                futures = {pool.submit(work, task): d for d, task in pending.items()}
                 broken = False
                 while futures and not broken:
                     done, _running = wait(futures, return_when=FIRST_COMPLETED)
@@ -227,11 +234,14 @@ class DaskRunner:
         self.client, self.cluster = client, cluster
         self.workers = max(1, len(client.scheduler_info().get("workers", {})))
 
-    def run(self, tasks: list[DistrictTask]) -> Iterator[DistrictOutcome]:
+    def run(self, tasks: list, work: Callable | None = None) -> Iterator:
         from distributed import as_completed
 
-        futures = [self.client.submit(plan_district, task,
-                                      key=f"gridplan-plan-{task.plan_id}-{task.district}")
+        work = work or plan_district
+        # a plan's task is named by its plan; another kind of task (a district's coverage report,
+        # its grid) carries its own ``key``, unique to its run
+        futures = [self.client.submit(work, task, key=getattr(task, "key", None)
+                                      or f"gridplan-plan-{task.plan_id}-{task.district}")
                    for task in tasks]
         try:
             for future in as_completed(futures, loop=self.client.loop):  # not the default client's

@@ -1,11 +1,13 @@
-"""Coverage gaps (覆盖缺口) on the command line: ``coverage [--street CODE] -o report.json`` (the
-whole gap report) and ``site KIND K [--street CODE] [--candidates PATH] -o sites.geojson`` (where
-to build next)."""
+"""Coverage gaps (覆盖缺口) on the command line: ``coverage [--street CODE | --all] -o report.json``
+(the whole gap report; ``--all``: district by district, on a dask cluster or this machine's
+cores) and ``site KIND K [--street CODE | --district CODE] [--candidates PATH] -o sites.geojson``
+(where to build next)."""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import click
@@ -39,8 +41,21 @@ def worded(key: str, kind: bool = False) -> str:
 @click.option("--method", type=METHOD, default="auto", show_default=True,
               help=N_("distance: along the roads when loaded (auto), straight-line, or roads"))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help=N_("report.json"))
-def coverage_command(street, method, output: Path) -> None:
-    report = coverage.report_for(engine(), street, method)
+@click.option("--all", "every_district", is_flag=True,
+              help=N_("the whole database, one task per district (facilities and roads across a district's "
+                      "edge counted)"))
+@click.option("--cluster", metavar="tcp://HOST:8786",
+              help=N_("with --all: the dask scheduler (default GRIDPLAN_DASK_SCHEDULER, else this "
+                      "machine)"))
+@click.option("--workers", type=click.IntRange(min=1),
+              help=N_("with --all and no cluster: processes (default: cores)"))
+def coverage_command(street, method, output: Path, every_district, cluster, workers) -> None:
+    if every_district:
+        if street:
+            raise Refused(_("--all reports every district of the database: leave out --street"))
+        report = _report_every_district(method, cluster, workers)
+    else:
+        report = coverage.report_for(engine(), street, method)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, ensure_ascii=False, indent=1, default=plain), encoding="utf-8")
     worst = min(report["reach"], key=lambda r: r["share"], default=None)
@@ -54,12 +69,38 @@ def coverage_command(street, method, output: Path) -> None:
                  output=output))
 
 
+def _report_every_district(method, cluster, workers) -> dict:
+    """``coverage --all``: the report district by district (:mod:`layers.coverage.districts`);
+    districts without units named on stderr, the districts and workers after the summary."""
+    from layers.coverage.districts import report_all
+    from layers.plans.scale import DistrictFailed
+
+    with click.progressbar(length=1, label=_("reporting districts"), file=sys.stderr) as bar:
+        def progress(done: int, total: int, outcome) -> None:
+            bar.length = total
+            bar.update(1)
+            if outcome.skipped:
+                click.echo(_("district {district} has no units: skipped", district=outcome.district),
+                           err=True)
+
+        try:
+            made = report_all(engine(), method, cluster=cluster, workers=workers, progress=progress)
+        except DistrictFailed as exc:  # the pool's workers kept dying
+            raise click.ClickException(str(exc)) from None
+    click.echo(_("{districts} districts on {workers} workers in {seconds} s; skipped: {skipped}",
+                 districts=len(made.districts), workers=made.workers, seconds=f"{made.seconds:.1f}",
+                 skipped=", ".join(made.skipped) or "-"), err=True)
+    return made.report
+
+
 @command("site", help=N_(
     "Choose K sites for facilities of KIND that bring the most uncovered households within reach; write "
     "them as GeoJSON (order, households_added, households_covered_after)."))
 @click.argument("kind")
 @click.argument("k")
 @click.option("--street", help=N_("only this street (9-digit code)"))
+@click.option("--district", help=N_("only this district (6-digit code; facilities and roads across its "
+                                    "edge counted)"))
 @click.option("--radius", type=float, help=N_("reach in metres (default: the kind's in the standards "
                                               "table)"))
 @click.option("--candidates", "candidates_path", type=click.Path(path_type=Path),
@@ -70,13 +111,22 @@ def coverage_command(street, method, output: Path) -> None:
 @click.option("--time-limit", type=float, default=60.0, show_default=True,
               help=N_("seconds for the exact solver"))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help=N_("sites.geojson"))
-def site_command(kind, k, street, radius, candidates_path, crs, method, solver, time_limit, output) -> None:
+def site_command(kind, k, street, district, radius, candidates_path, crs, method, solver, time_limit,
+                 output) -> None:
     k = siting.check_k(k)
+    if street and district:
+        raise Refused(_("give a street or a district, not both"))
     if radius is not None and not (math.isfinite(radius) and radius > 0):
         raise Refused(_("--radius must be above 0"))
     candidates = siting.read_candidates(candidates_path, crs) if candidates_path else None
     standards = coverage.load_standards(engine())
-    inputs = coverage.load_inputs(engine(), street, standards)
+    if district:
+        from layers.coverage.districts import check_district, district_inputs
+
+        check_district(engine(), district)
+        inputs = district_inputs(engine(), district, standards)
+    else:
+        inputs = coverage.load_inputs(engine(), street, standards)
     run = coverage.compute_reach(inputs, standards, method)
     result, used, radius = siting.site_for(run, kind, k, radius_m=radius, candidates=candidates,
                                            units=inputs.units, method=solver, time_limit=time_limit)

@@ -1,8 +1,10 @@
-"""Grid cells (网格) on the command line: ``grid [--community CODE | --street CODE]``."""
+"""Grid cells (网格) on the command line: ``grid [--community CODE | --street CODE | --all]``
+(``--all``: a task per district, on a dask cluster or this machine's cores)."""
 
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -20,13 +22,47 @@ from webmap.extensions import engine
 @click.option("--min", "minimum", type=int, help=N_("households per cell, at least (default: settings)"))
 @click.option("--max", "maximum", type=int, help=N_("households per cell, at most (default: settings)"))
 @click.option("--area", "area_m2", type=float, help=N_("aim at cells of this area (m²) instead"))
-def grid_command(community, street, minimum, maximum, area_m2) -> None:
+@click.option("--all", "every_district", is_flag=True,
+              help=N_("every district of the database, one task per district"))
+@click.option("--cluster", metavar="tcp://HOST:8786",
+              help=N_("with --all: the dask scheduler (default GRIDPLAN_DASK_SCHEDULER, else this "
+                      "machine)"))
+@click.option("--workers", type=click.IntRange(min=1),
+              help=N_("with --all and no cluster: processes (default: cores)"))
+def grid_command(community, street, minimum, maximum, area_m2, every_district, cluster, workers) -> None:
     scope = grid_scope({"community": community, "street": street})
     for name, value in (("--min", minimum), ("--max", maximum), ("--area", area_m2)):
         if value is not None and value <= 0:
             raise Refused(_("{name} must be above 0", name=name))
-    answer = generate_grid(engine(), grid_rules(engine(), minimum, maximum, area_m2), **scope)
+    rules = grid_rules(engine(), minimum, maximum, area_m2)
+    if every_district:
+        if community or street:
+            raise Refused(_("--all generates every district of the database: leave out --community and "
+                            "--street"))
+        click.echo(json.dumps(_grid_every_district(rules, cluster, workers), ensure_ascii=False))
+        return
+    answer = generate_grid(engine(), rules, **scope)
     click.echo(json.dumps(answer, ensure_ascii=False))
+
+
+def _grid_every_district(rules, cluster, workers) -> dict:
+    """``grid --all``: a task per district (:mod:`layers.grid.districts`); districts without
+    units named on stderr."""
+    from layers.grid.districts import grid_all
+    from layers.plans.scale import DistrictFailed
+
+    with click.progressbar(length=1, label=_("generating districts' cells"), file=sys.stderr) as bar:
+        def progress(done: int, total: int, outcome) -> None:
+            bar.length = total
+            bar.update(1)
+            if outcome.skipped:
+                click.echo(_("district {district} has no units: skipped", district=outcome.district),
+                           err=True)
+
+        try:
+            return grid_all(engine(), rules, cluster=cluster, workers=workers, progress=progress).summary()
+        except DistrictFailed as exc:  # the pool's workers kept dying
+            raise click.ClickException(str(exc)) from None
 
 
 COMMANDS = (grid_command,)

@@ -1,0 +1,289 @@
+"""Coverage, grid cells and siting district by district (issue 19, item 3): on a generated city of
+two districts sharing a boundary (households near it served by facilities across it), the gap
+report made a task per district — serially, on the process pool, on a LocalCluster of two
+processes — is the single-process report, household for household; the cells generated a task
+per district are those generated in one piece; a district with no units is skipped and named; a
+scheduler that cannot be reached is refused with nothing written; siting scoped by district."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+from shapely.geometry import box
+from sqlalchemy import delete, func, select
+
+from geodata.db import get_engine
+from geodata.models import GridCell
+from geodata.store import read_layer, write_layer
+from layers.coverage import gaps
+from layers.coverage.districts import report_all
+from layers.grid.cells import generate_grid, grid_rules
+from layers.grid.districts import grid_all
+from layers.plans.scale import PoolRunner, SerialRunner, dask_available
+from layers.sample_data.country import split_district
+from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
+from tests.test_plan_scale import module_database
+
+SECOND = "420199"
+
+
+@pytest.fixture(scope="module")
+def two_districts(small_demo):
+    """The small demo with its last two streets moved into district 420199."""
+    return split_district(small_demo, SECOND)
+
+
+@pytest.fixture(scope="module", params=["spatialite", "postgis"])
+def city(request, tmp_path_factory, two_districts):
+    """The two-district city in a database of each kind, and its single-process gap report
+    (along the roads): (url, engine, report)."""
+    url = module_database(request, tmp_path_factory)
+    engine = get_engine(url)
+    write_demo(engine, two_districts)
+    return url, engine, gaps.report_for(engine)
+
+
+def as_json(report: dict) -> dict:
+    """The report as a client reads it (numpy scalars as numbers, tuples as lists)."""
+    return json.loads(json.dumps(report, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def test_the_city_has_households_served_across_the_district_boundary(city):
+    _url, engine, whole = city
+    # the test means something only if the halo matters: some households of one district are
+    # reached only by a facility of the other (reports of a district read alone miss them)
+    units = read_layer(engine, "units")
+    assert set(units["district_code"]) == {"420103", SECOND}
+    alone = sum(gaps.gap_report(district_alone(engine, d), gaps.load_standards(engine))["reach"][0]
+                ["households_covered"] for d in ("420103", SECOND))
+    assert alone < whole["reach"][0]["households_covered"]
+
+
+def district_alone(engine, district):
+    """A district's layers with nothing across its edge (what a task without a halo would see)."""
+    where = {"where": {"district_code": district}}
+    return gaps.CoverageInputs(*(read_layer(engine, name, **where) for name in
+                                 ("units", "facilities", "communities", "streets", "grid_cells", "roads")))
+
+
+@pytest.mark.parametrize("method", ["auto", "straight"])
+def test_the_report_district_by_district_is_the_single_process_report(city, method):
+    _url, engine, whole = city
+    if method != "auto":
+        whole = gaps.report_for(engine, method=method)
+    made = report_all(engine, method, runner=SerialRunner())
+    assert made.districts == ["420103", SECOND] and made.skipped == []
+    assert as_json(made.report) == as_json(whole)
+    assert whole["facilities"] and whole["blind_spots"]["findings"] and whole["missing"]  # not vacuous
+
+
+def test_the_process_pool_reports_as_the_single_process(city):
+    _url, engine, whole = city
+    made = report_all(engine, runner=PoolRunner(2))
+    assert all(o.pid != os.getpid() for o in made.outcomes)
+    assert as_json(made.report) == as_json(whole)
+
+
+needs_dask = pytest.mark.skipif(not dask_available() and os.environ.get("CI") != "true",
+                                reason="dask.distributed is not installed")
+
+
+@needs_dask
+@pytest.mark.parametrize("city", ["postgis"], indirect=True)  # the workers share one PostGIS
+def test_a_local_cluster_of_two_processes_reports_as_the_single_process(city):
+    import dask
+    from distributed import Client, LocalCluster
+
+    from layers.plans.scale import DaskRunner
+
+    _url, engine, whole = city
+    with dask.config.set({"distributed.worker.profile.enabled": False}):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    with cluster, Client(cluster) as client:
+        made = report_all(engine, runner=DaskRunner(client))
+        assert {o.pid for o in made.outcomes} <= set(client.run(os.getpid).values())
+    assert as_json(made.report) == as_json(whole)
+
+
+@pytest.fixture(scope="module")
+def run(city):
+    app = make_app(city[0])
+    runner = app.test_cli_runner()
+    return lambda *args: runner.invoke(args=list(args), catch_exceptions=False)
+
+
+def test_coverage_all_on_the_command_line_names_a_district_without_units(run, city, tmp_path):
+    _url, engine, whole = city
+    empty = gpd.GeoDataFrame({"code": ["420198"], "name": ["空区"]}, crs=4326,
+                             geometry=[box(120.0, 30.0, 120.01, 30.01)])
+    with engine.begin() as conn:  # a district the code table knows, with nothing imported yet
+        write_layer(conn, "districts", empty, mode="append")
+    result = run("coverage", "--all", "--workers", "1", "-o", str(tmp_path / "all.json"))
+    assert result.exit_code == 0, result.output
+    assert "district 420198 has no units: skipped" in result.output
+    assert "2 districts on 1 workers" in result.output and "skipped: 420198" in result.output
+    assert json.loads((tmp_path / "all.json").read_text(encoding="utf-8")) == as_json(whole)
+    one = run("coverage", "-o", str(tmp_path / "one.json"))  # the single-process command, same file
+    assert one.exit_code == 0
+    assert json.loads((tmp_path / "one.json").read_text(encoding="utf-8")) == as_json(whole)
+
+
+def test_an_unreachable_scheduler_is_refused_with_nothing_written(run, city, tmp_path, monkeypatch):
+    _url, engine, _whole = city
+    monkeypatch.setenv("GRIDPLAN_DASK_CONNECT_TIMEOUT", "1")
+    for args in (("coverage", "--all", "--cluster", "tcp://127.0.0.1:9", "-o", str(tmp_path / "r.json")),
+                 ("grid", "--all", "--cluster", "tcp://127.0.0.1:9")):
+        before = cells_of(engine)
+        result = run(*args)
+        assert result.exit_code == 1, result.output
+        lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert len(lines) == 1 and "tcp://127.0.0.1:9" in lines[0], result.output
+        assert "Traceback" not in result.output
+        assert cells_of(engine).equals(before)
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_all_with_a_street_is_refused(run, tmp_path):
+    result = run("coverage", "--all", "--street", "420103001", "-o", str(tmp_path / "r.json"))
+    assert result.exit_code == 1 and "--street" in result.output and not (tmp_path / "r.json").exists()
+    result = run("grid", "--all", "--street", "420103001")
+    assert result.exit_code == 1 and "--street" in result.output
+
+
+def cells_of(engine) -> gpd.GeoDataFrame:
+    cells = read_layer(engine, "grid_cells").sort_values("code").reset_index(drop=True)
+    cells["wkt"] = cells.geometry.to_wkt(rounding_precision=7)
+    return cells[["code", "community_code", "district_code", "wkt"]]
+
+
+@pytest.fixture(params=["spatialite", "postgis"])
+def two_cities(request, tmp_path_factory, two_districts):
+    """Two databases holding the two-district city without grid cells (each generates from nothing)."""
+    engines = []
+    for _ in range(2):
+        engine = get_engine(module_database(request, tmp_path_factory))
+        write_demo(engine, two_districts)
+        with engine.begin() as conn:
+            conn.execute(delete(GridCell))
+        engines.append(engine)
+    return engines
+
+
+def test_cells_generated_district_by_district_are_those_of_one_piece(two_cities):
+    serial, districts = two_cities
+    rules = grid_rules(serial)
+    whole = generate_grid(serial, rules)
+    made = grid_all(districts, rules, runner=PoolRunner(2))
+    assert made.districts == ["420103", SECOND]
+    assert len(cells_of(serial)) == whole["cells"] > 50
+    assert cells_of(districts).equals(cells_of(serial))
+    assert {k: made.answer[k] for k in ("cells", "communities", "in_range_share", "kept", "gaps", "overlaps",
+                                        "outside_community", "households_in_no_cell")} == \
+        {k: whole[k] for k in ("cells", "communities", "in_range_share", "kept", "gaps", "overlaps",
+                               "outside_community", "households_in_no_cell")}
+    again = grid_all(districts, rules, runner=SerialRunner())  # run again: the same cells, kept
+    assert cells_of(districts).equals(cells_of(serial)) and again.answer["kept"] == whole["cells"]
+
+
+def test_grid_all_on_the_command_line(run, city):
+    _url, engine, _whole = city
+    result = run("grid", "--all", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answer["districts"] == 2 and answer["workers"] == 1
+    with engine.connect() as conn:
+        assert answer["cells"] == conn.execute(select(func.count()).select_from(GridCell)).scalar_one()
+
+
+def test_site_scoped_by_district(run, city, tmp_path):
+    _url, engine, _whole = city
+    out = tmp_path / "sites.geojson"
+    result = run("site", "service_centre", "2", "--district", SECOND, "--method", "straight", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    body = json.loads(out.read_text(encoding="utf-8"))
+    units = read_layer(engine, "units", where={"district_code": SECOND})
+    mine = gaps.households_from_layers(units).households.sum()
+    assert body["properties"]["households"] == mine and 1 <= len(body["features"]) <= 2
+    for args, words in ((("--district", "4201"), "not a 6-digit code"),
+                        (("--district", "429999"), "no district"),
+                        (("--district", SECOND, "--street", "420103001"), "not both")):
+        result = run("site", "service_centre", "2", *args, "-o", str(tmp_path / "x.geojson"))
+        assert result.exit_code == 1 and words in result.output, result.output
+    assert np.isfinite(body["properties"]["households_covered_after"])
+
+
+def test_a_district_reads_its_own_rows_and_its_halo_by_box(city):
+    from sqlalchemy import event
+
+    from layers.coverage.districts import CoverageTask, report_district, whole_crs
+
+    url, engine, _whole = city
+    rows = [dataclasses.asdict(s) for s in gaps.load_standards(engine)]
+    task = CoverageTask(url, SECOND, "roads", int(whole_crs(engine).to_epsg()), rows)
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    report_district(task)  # the task's engine is made (or its inherited connections dropped) first
+    from layers.plans.scale import _engine
+
+    event.listen(_engine(url), "before_cursor_execute", record)
+    try:
+        report_district(task)
+    finally:
+        event.remove(_engine(url), "before_cursor_execute", record)
+    reads = [s for s in statements if LARGE.search(s)]
+    assert len(reads) >= 8, statements
+    # every read of a large table names the district, or is a read of the halo by box (the index)
+    loose = [s for s in reads if "district_code" not in s.split("WHERE", 1)[-1]
+             and "SpatialIndex" not in s and "&&" not in s and "community_code IN" not in s]
+    assert not loose, loose
+
+
+LARGE = re.compile(r"\bFROM (units|streets|communities|grid_cells|facilities|roads|buildings)\b")
+
+
+def test_households_at_their_buildings_are_counted_as_in_one_piece(city):
+    # last in the module: it adds buildings (households then sit at their buildings, not at their
+    # unit's inside point) to the shared city
+    _url, engine, _whole = city
+    units = read_layer(engine, "units")
+    lived = units[units["households"] > 0].iloc[::3]  # every third unit with households: two buildings
+    parts = []
+    for half, share in ((0, 0.6), (1, 0.4)):
+        part = lived[["code", "district_code"]].rename(columns={"code": "unit_code"})
+        part["code"] = part["unit_code"] + f"B{half}"
+        part["households"] = (lived["households"] * share).round().astype(int)
+        part["population"] = 0
+        cells = lived.geometry.apply(lambda g, half=half: box(*g.bounds).intersection(g).centroid.buffer(
+            0.00005 * (half + 1)))
+        parts.append(gpd.GeoDataFrame(part, geometry=cells.values, crs=4326))
+    with engine.begin() as conn:
+        write_layer(conn, "buildings", gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs=4326),
+                    mode="append")
+    whole = gaps.report_for(engine)
+    made = report_all(engine, runner=SerialRunner())
+    assert as_json(made.report) == as_json(whole)
+
+
+def test_a_worker_killed_mid_write_of_its_cells_leaves_the_cells_of_one_piece(two_cities, tmp_path,
+                                                                             monkeypatch):
+    serial, districts = two_cities
+    rules = grid_rules(serial)
+    generate_grid(serial, rules)
+    marker = tmp_path / "died"
+    monkeypatch.setenv("GRIDPLAN_TEST_DIE_IN_DISTRICT", f"{SECOND}:{marker}")
+    pool = PoolRunner(2)
+    made = grid_all(districts, rules, runner=pool)
+    assert marker.exists(), "the worker did not die where the test wanted it to"
+    assert pool.restarts == 1 and made.districts == ["420103", SECOND]
+    assert cells_of(districts).equals(cells_of(serial))
