@@ -6,6 +6,7 @@ raises both; a write whose districts cannot be known raises every district's."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import geopandas as gpd
 import pandas as pd
@@ -24,8 +25,11 @@ from layers.onboarding.imports import import_layer
 from layers.plans import workflow as plan_workflow
 from layers.plans.memory import PlanMemory
 from layers.sample_data.country import tile, write_country
+from tests.conftest import make_app
 from tests.test_plan_revisions import adopt
 from tests.test_plan_scale import module_database
+from tests.test_processes import call, every_process
+from tests.webhelpers import BIN, ROOT, gunicorn_app
 
 A, B = "421001", "421002"
 #: how far district B is moved east (degrees, about 10 km): no street of A is within reach of it
@@ -58,7 +62,7 @@ def country(request, tmp_path_factory, small_demo):
     write_country(engine, made)
     with engine.begin() as conn:
         write_layer(conn, "facilities", made.layers["facilities"], mode="append")
-    return engine, made.layers
+    return engine, made.layers, url
 
 
 def streets(layers, district: str) -> list[str]:
@@ -75,7 +79,7 @@ def counters(engine) -> dict[str, int]:
 def warm(country):
     """A process's memory holding a plan of a street of each district, and its coverage answer of
     both streets: (engine, memory, coverage memory, {district: (street, plan id, coverage key)})."""
-    engine, layers = country
+    engine, layers, _url = country
     memory = PlanMemory(engine)
     kept = coverage_cache.CoverageMemory(engine)
     held = {}
@@ -114,7 +118,7 @@ def changed_file(engine, tmp_path, layer: str, changed: list[str], street: str |
 
 
 def test_a_street_coverage_reads_only_its_own_district(country):
-    engine, layers = country
+    engine, layers, _url = country
     with engine.connect() as conn:
         standards = coverage_cache.get_setting(conn, "facility_standards")
         assert coverage_cache.scope_districts(conn, streets(layers, A)[0], standards) == {A}
@@ -190,3 +194,34 @@ def test_a_write_whose_districts_are_unknown_raises_every_district(warm):
     memory.plan(held[A][1])
     memory.plan(held[B][1])
     assert memory.loads == loads + 2
+
+
+def test_every_process_sees_a_change_in_its_district_and_keeps_the_others(country, tmp_path):
+    """gunicorn (two workers, memory warmed in the background) on the two-district city: units of
+    a street of B replaced from the command line — every process plans that street from the new
+    units, and keeps its coverage answer of a street of A (same ETag: nothing computed again)."""
+    from webmap.auth import add_token
+
+    engine, layers, url = country
+    with make_app(url).app_context():
+        token = add_token("planner-districts", "planner")
+    a_street, b_street = streets(layers, A)[0], streets(layers, B)[0]
+
+    def b_plan():
+        r = call(base, token, "POST", "/api/plans", json={"name": "p", "street": b_street})
+        return r, r.json()["scores"]["households"]
+
+    def a_coverage():
+        r = call(base, token, "GET", "/api/coverage/report",
+                 params={"street": a_street, "method": "straight"})
+        return r, r.headers["ETag"]
+
+    with gunicorn_app(url, tmp_path, GRIDPLAN_WARM_EVERY="1") as (base, env):
+        planned, etags = every_process(b_plan), every_process(a_coverage)
+        assert len(set(planned.values())) == 1 and len(set(etags.values())) == 1
+        path = changed_file(engine, tmp_path, "units", [b_street])
+        command = ["import", "units", str(path), "--mode", "replace"]
+        subprocess.run([str(BIN / "flask"), "--app", "webmap", *command], cwd=ROOT, env=env, check=True,
+                       capture_output=True)
+        assert set(every_process(b_plan).values()) == {next(iter(planned.values())) + 7}
+        assert every_process(a_coverage) == etags
