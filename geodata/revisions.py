@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, insert, select, union, update
+from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from geodata.models import BoundaryChange, Revision, Street, Unit
@@ -34,6 +34,8 @@ from geodata.models import BoundaryChange, Revision, Street, Unit
 BOUNDARIES = "boundaries"
 #: the district part of a counter that stands for every district (a write whose districts are unknown)
 EVERY = "*"
+#: codes asked for in one ``IN (…)``
+BATCH_CODES = 500
 
 
 def current_revision(engine: Engine | Connection) -> int:
@@ -89,46 +91,42 @@ def _district_names(base: str, districts: Iterable[str] | None) -> list[str]:
 
 def _bump(conn: Connection, name: str) -> int:
     """Raise counter ``name`` by one on the caller's transaction (made at 1 when missing) and
-    return its value. An upsert, so two writers making the same district's counter for the first
-    time queue on its key instead of one failing on a duplicate."""
+    return its value. An upsert (both databases have ``ON CONFLICT``), so two writers making the
+    same district's counter for the first time queue on its key instead of one failing."""
     table = Revision.__table__
-    if conn.dialect.name == "postgresql":
-        stmt = postgresql.insert(table).values(name=name, value=1)
-    elif conn.dialect.name == "sqlite":
-        stmt = sqlite.insert(table).values(name=name, value=1)
-    else:  # another database: update, then insert when there was nothing to update
-        raised = conn.execute(update(table).where(table.c.name == name).values(value=table.c.value + 1)
-                              .returning(table.c.value)).scalar_one_or_none()
-        if raised is None:
-            conn.execute(insert(table).values(name=name, value=1))
-        return int(raised or 1)
-    stmt = stmt.on_conflict_do_update(index_elements=[table.c.name], set_={"value": table.c.value + 1})
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table).values(name=name, value=1).on_conflict_do_update(
+        index_elements=[table.c.name], set_={"value": table.c.value + 1})
     return int(conn.execute(stmt.returning(table.c.value)).scalar_one())
 
 
 def districts_of_streets(conn: Connection, streets: Iterable[str] | None) -> set[str] | None:
-    """The districts of ``streets`` as ``conn``'s transaction sees them (the streets table, and
-    the units of streets it does not name); ``None`` when they cannot all be placed (or
+    """The districts of ``streets`` as ``conn``'s transaction sees them (the streets table; for a
+    street it lacks, the street's units; for a nine-digit code neither has any more — a code table
+    renamed it — its first six digits, codes nest); ``None`` when they cannot all be placed (or
     ``streets`` is None: any street may have changed) — the caller then raises every district."""
     if streets is None:
         return None
     wanted = sorted({str(s) for s in streets})
     found: dict[str, set[str]] = {}
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start:start + 500]
-        rows = conn.execute(union(
-            select(Street.code.label("street_code"), Street.district_code).where(Street.code.in_(chunk)),
-            select(Unit.street_code, Unit.district_code).where(Unit.street_code.in_(chunk))
-            .group_by(Unit.street_code, Unit.district_code))).all()
-        for street, district in rows:
-            if district:
-                found.setdefault(street, set()).add(district)
-    for street in set(wanted) - set(found):  # gone from both tables (a code table renamed it):
-        if len(street) == 9 and street.isdigit():  # a nine-digit street code nests in its district's
+    for start in range(0, len(wanted), BATCH_CODES):
+        chunk = wanted[start:start + BATCH_CODES]
+        for street, district in conn.execute(select(Street.code, Street.district_code)
+                                             .where(Street.code.in_(chunk))):
+            found.setdefault(street, set()).add(district)
+    missing = [s for s in wanted if s not in found]
+    for start in range(0, len(missing), BATCH_CODES):
+        chunk = missing[start:start + BATCH_CODES]
+        for street, district in conn.execute(select(Unit.street_code, Unit.district_code).distinct()
+                                             .where(Unit.street_code.in_(chunk))):
+            found.setdefault(street, set()).add(district)
+    for street in wanted:
+        if street not in found and len(street) == 9 and street.isdigit():
             found[street] = {street[:6]}
-    if set(found) != set(wanted):
+    districts = set().union(*found.values()) if found else set()
+    if len(found) != len(wanted) or None in districts or "" in districts:
         return None
-    return set().union(*found.values()) if found else set()
+    return districts
 
 
 def raise_revision(conn: Connection, action: str, *, actor: str | None = None,

@@ -191,6 +191,12 @@ def test_a_write_whose_districts_are_unknown_raises_every_district(warm):
     with engine.begin() as conn:
         raise_revision(conn, "test", actor="test")  # streets None: any street may have changed
     assert district_revision(engine, A) == before[0] + 1 and district_revision(engine, B) == before[1] + 1
+    with engine.begin() as conn:  # a street no table places, and a code that does not nest
+        raise_revision(conn, "test", actor="test", streets=[held[A][0], "东区-7"])
+    assert district_revision(engine, A) == before[0] + 2 and district_revision(engine, B) == before[1] + 2
+    with engine.begin() as conn:  # a nine-digit code gone from every table: under its district's
+        raise_revision(conn, "test", actor="test", streets=[B + "999"])
+    assert district_revision(engine, A) == before[0] + 2 and district_revision(engine, B) == before[1] + 3
     memory.plan(held[A][1])
     memory.plan(held[B][1])
     assert memory.loads == loads + 2
