@@ -19,7 +19,7 @@ from geodata.db import get_engine
 from geodata.exporter import export_layer
 from geodata.models import Revision
 from geodata.revisions import district_revision, raise_revision
-from geodata.store import write_layer
+from geodata.store import read_layer, write_layer
 from layers.coverage import cache as coverage_cache
 from layers.onboarding.imports import import_layer
 from layers.plans import workflow as plan_workflow
@@ -123,6 +123,34 @@ def test_a_street_coverage_reads_only_its_own_district(country):
         standards = coverage_cache.get_setting(conn, "facility_standards")
         assert coverage_cache.scope_districts(conn, streets(layers, A)[0], standards) == {A}
         assert coverage_cache.scope_districts(conn, None, standards) is None  # a city: every district
+
+
+def test_a_district_within_reach_of_a_street_is_read_with_it(country):
+    """A district whose outline comes within reach of a street (its facilities serve the street's
+    households across the edge) is part of the street's scope; written in a transaction undone."""
+    engine, layers, _url = country
+    street = layers["streets"].set_index("code").loc[streets(layers, A)[0]]
+    minx, miny, maxx, maxy = street.geometry.bounds
+    near = gpd.GeoDataFrame({"code": ["421003"], "name": ["邻区"]},
+                            geometry=[shapely.box(maxx + 0.002, miny, maxx + 0.02, maxy)], crs=4326)
+    with engine.connect() as conn, conn.begin() as transaction:
+        write_layer(conn, "districts", near, mode="append")
+        standards = coverage_cache.get_setting(conn, "facility_standards")
+        assert coverage_cache.scope_districts(conn, streets(layers, A)[0], standards) == {A, "421003"}
+        transaction.rollback()
+
+
+def test_a_layer_written_in_one_district_moves_only_its_keys(warm):
+    engine, _memory, _kept, held = warm
+    (a_street, _, a_key), (b_street, _, b_key) = held[A], held[B]
+    where = read_layer(engine, "units", street=b_street).geometry.iloc[0].representative_point()
+    facilities = gpd.GeoDataFrame(
+        {"code": ["new-school"], "kind": ["school"], "name": ["新学校"], "district_code": [B]},
+        geometry=[where], crs=4326)
+    with engine.begin() as conn:
+        write_layer(conn, "facilities", facilities, mode="append")
+    assert coverage_cache.state_key(engine, a_street, "straight") == a_key
+    assert coverage_cache.state_key(engine, b_street, "straight") != b_key
 
 
 @pytest.mark.parametrize(("layer", "mode"), [("units", "replace"), ("communities", "update")])
