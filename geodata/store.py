@@ -27,7 +27,7 @@ from geodata.db import BATCH
 from geodata.errors import Conflict
 from geodata.i18n import _
 from geodata.models import SRID, Community, CommunityHistory, UnitAdjacency
-from geodata.revisions import raise_layer_revision
+from geodata.revisions import CACHED_LAYERS, raise_layer_revision
 
 Progress = Callable[[int], None]
 
@@ -216,7 +216,8 @@ def write_layer(
     table = spec.table
     columns = [c for c in spec.field_names if c in gdf.columns]
     # the districts whose cached answers this write makes stale: read before the delete
-    touched = written_districts(conn, layer, gdf, mode) if len(gdf) or mode == "replace" else set()
+    touched = written_districts(conn, layer, gdf, mode) \
+        if layer in CACHED_LAYERS and (len(gdf) or mode == "replace") else set()
     if mode == "replace":
         conn.execute(delete(table))
     geom = {"geom": dialect.geom_from_wkb()}
@@ -425,7 +426,7 @@ def write_changes(conn: Connection, layer: str, gdf: gpd.GeoDataFrame, changes: 
     table = get_layer(layer).table
     rows = gdf[changes.changed]
     gone = changes.removed + rows.loc[changes.stored[changes.changed], "code"].astype(str).tolist()
-    if changes.any:  # the districts of the rows deleted or changed, read before they go
+    if changes.any and layer in CACHED_LAYERS:  # the districts of the rows deleted or changed, before they go
         before = stored_districts(conn, layer, gone if mode == "replace" else rows["code"].astype(str))
         after = written_districts(conn, layer, rows, "append")
         raise_layer_revision(conn, layer, None if before is None or after is None else before | after)
