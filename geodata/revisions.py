@@ -58,12 +58,12 @@ def lock_revision(conn: Connection, districts: Iterable[str] | None = ()) -> int
     writer checks against the boundaries (a plan's streets unchanged) holds until it commits.
 
     ``districts``: the districts' own counters are locked too, after the whole database's and in
-    code order (``None``: every district's, through ``…@*``). Every writer takes the counters in
-    that one order — ``boundaries``, then ``boundaries@…`` sorted, then the layers' counters
-    sorted (:func:`raise_revision`, :func:`raise_layer_revision`) — so no two writers can each
-    hold a counter the other waits for. (While every boundary writer also raises the whole
-    database's counter, writers of different districts still queue behind each other: the log
-    needs one order. What the district counters change is what readers invalidate.)"""
+    code order (``None``: every district's, through ``…@*``). A district's ``boundaries@…`` is
+    only ever raised by a writer already holding ``boundaries`` (:func:`raise_revision` raises it
+    first, then the districts' in code order), so the district counters add no deadlock; and as
+    every boundary writer raises the whole database's counter, writers of different districts
+    still queue behind each other — the log needs one order. What the district counters change
+    is what readers invalidate, not how writers queue."""
     table = Revision.__table__
     value = conn.execute(update(table).where(table.c.name == BOUNDARIES).values(value=table.c.value)
                          .returning(table.c.value)).scalar_one_or_none()
