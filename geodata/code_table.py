@@ -43,7 +43,7 @@ from geodata.models import (
     UnitAdjacency,
     User,
 )
-from geodata.revisions import raise_revision
+from geodata.revisions import lock_revision, raise_revision
 from geodata.text_tables import read_text_table
 
 CODE_NAMES = ("code", "统计用区划代码", "区划代码", "代码", "编码")
@@ -261,6 +261,8 @@ def apply_code_table(engine: Engine, path: str | Path, *, actor: str = "cli",
     a code that is already taken."""
     table = read_code_table(path)
     with engine.begin() as conn:
+        # the boundary counters' lock first, as every boundary writer takes it (one lock order)
+        lock_revision(conn)
         result = plan_code_table(conn, table)
         _check(conn, result)
         if dry_run or not (result.streets or result.communities):

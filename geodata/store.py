@@ -27,7 +27,7 @@ from geodata.db import BATCH
 from geodata.errors import Conflict
 from geodata.i18n import _
 from geodata.models import SRID, Community, CommunityHistory, UnitAdjacency
-from geodata.revisions import raise_layer_revision
+from geodata.revisions import CACHED_LAYERS, raise_layer_revision
 
 Progress = Callable[[int], None]
 
@@ -215,6 +215,9 @@ def write_layer(
     spec = get_layer(layer)
     table = spec.table
     columns = [c for c in spec.field_names if c in gdf.columns]
+    # the districts whose cached answers this write makes stale: read before the delete
+    touched = written_districts(conn, layer, gdf, mode) \
+        if layer in CACHED_LAYERS and (len(gdf) or mode == "replace") else set()
     if mode == "replace":
         conn.execute(delete(table))
     geom = {"geom": dialect.geom_from_wkb()}
@@ -228,7 +231,7 @@ def write_layer(
         stmt = insert(table).values({c: bindparam(c) for c in columns} | geom)
     written = 0
     if len(gdf) or mode == "replace":  # answers cached on this layer (coverage) are stale now
-        raise_layer_revision(conn, layer)
+        raise_layer_revision(conn, layer, touched)
     for start in range(0, len(gdf), BATCH):
         records = _records(spec, gdf.iloc[start:start + BATCH], columns)
         if mode == "update":
@@ -239,6 +242,43 @@ def write_layer(
         if progress:
             progress(len(records))
     return written
+
+
+def _district_column(table) -> str | None:
+    """The column naming a row's district (the districts layer: its own code), if any."""
+    if "district_code" in table.c:
+        return "district_code"
+    return "code" if table.name == "districts" else None
+
+
+def stored_districts(conn: Connection, layer: str, codes: Iterable[str] | None = None) -> set[str] | None:
+    """The districts of ``layer``'s stored rows (of ``codes`` only, when given), read on the
+    caller's transaction; ``None`` when the layer does not say (no district column)."""
+    table = get_layer(layer).table
+    column = _district_column(table)
+    if column is None:
+        return None
+    stmt = select(table.c[column]).distinct()
+    if codes is None:
+        return {d for (d,) in conn.execute(stmt) if d}
+    codes = list(dict.fromkeys(str(c) for c in codes))
+    found: set[str] = set()
+    for start in range(0, len(codes), BATCH):
+        found |= {d for (d,) in conn.execute(stmt.where(table.c.code.in_(codes[start:start + BATCH]))) if d}
+    return found
+
+
+def written_districts(conn: Connection, layer: str, gdf: gpd.GeoDataFrame, mode: str) -> set[str] | None:
+    """The districts a write of ``gdf`` into ``layer`` touches: those of its rows, and of the
+    stored rows it deletes (``replace``: the whole layer) or updates (a row may move to another
+    district); ``None`` — every district — when a row's district cannot be known (the layer or
+    the file has no district column, or a row leaves it empty)."""
+    column = _district_column(get_layer(layer).table)
+    if column is None or column not in gdf.columns or gdf[column].isna().any():
+        return None
+    before = stored_districts(conn, layer, None if mode == "replace" else
+                              gdf["code"].astype(str).tolist() if mode == "update" else [])
+    return None if before is None else before | set(gdf[column].astype(str))
 
 
 #: Two geometries closer than this (degrees, about a centimetre) are the same: a layer exported as
@@ -385,10 +425,12 @@ def write_changes(conn: Connection, layer: str, gdf: gpd.GeoDataFrame, changes: 
     their row and id). Returns the number of rows written."""
     table = get_layer(layer).table
     rows = gdf[changes.changed]
-    if changes.any:
-        raise_layer_revision(conn, layer)
+    gone = changes.removed + rows.loc[changes.stored[changes.changed], "code"].astype(str).tolist()
+    if changes.any and layer in CACHED_LAYERS:  # the districts of the rows deleted or changed, before they go
+        before = stored_districts(conn, layer, gone if mode == "replace" else rows["code"].astype(str))
+        after = written_districts(conn, layer, rows, "append")
+        raise_layer_revision(conn, layer, None if before is None or after is None else before | after)
     if mode == "replace":
-        gone = changes.removed + rows.loc[changes.stored[changes.changed], "code"].astype(str).tolist()
         for start in range(0, len(gone), BATCH):
             conn.execute(delete(table).where(table.c.code.in_(gone[start:start + BATCH])))
         written = write_layer(conn, layer, rows, mode="append", progress=progress)
@@ -490,7 +532,13 @@ def replace_cells(conn: Connection, communities: list[str], cells: gpd.GeoDataFr
     supervisor. Returns the number of cells written."""
     table = get_layer("grid_cells").table
     supervisors: dict[str, str] = {}
-    raise_layer_revision(conn, "grid_cells")  # even when no cell is written back
+    # even when no cell is written back: the districts of the cells deleted and of those written
+    gone: set[str] = set()
+    for start in range(0, len(communities), BATCH):
+        gone |= {d for (d,) in conn.execute(select(table.c.district_code).distinct().where(
+            table.c.community_code.in_(communities[start:start + BATCH]))) if d}
+    written = written_districts(conn, "grid_cells", cells, "append") if len(cells) else set()
+    raise_layer_revision(conn, "grid_cells", None if written is None else gone | written)
     for start in range(0, len(communities), BATCH):
         chunk = communities[start:start + BATCH]
         scope = table.c.community_code.in_(chunk)

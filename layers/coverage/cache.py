@@ -5,6 +5,9 @@ the standards table; its answer changes only when one of them does. :func:`state
 state from what the database stores (the boundary revision, each layer's own revision raised by
 every write, the standards setting), never from what a process remembers, so that two gunicorn
 workers and the job worker agree; the key is the answers' ETag (an unchanged answer costs a 304).
+A street's key names only the revisions of the districts its answer is read from (its own, and
+those within reach of it: :func:`scope_districts`), so an import in another district leaves its
+kept answer current; a city's names every revision.
 
 A scope of up to :data:`SYNC_UNITS` units (a street, the demo district) is computed in the web
 request (well under a second) and kept under its key by the app's :class:`CoverageMemory`. A larger scope
@@ -31,12 +34,13 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
+from geodata.dialect import bbox_filter, bounds_columns
 from geodata.errors import Refused
 from geodata.i18n import _
-from geodata.models import Job
-from geodata.revisions import all_revisions
+from geodata.models import District, Job, Street
+from geodata.revisions import CACHED_LAYERS, all_revisions, district_revisions
 from geodata.standards import get_setting
 from geodata.store import count_layer, read_layer
 from layers.coverage import gaps as coverage
@@ -53,12 +57,42 @@ CACHE_KEYS = ("key", "uncovered_by_unit", "uncovered_by_community")
 GRID = 1e-6
 
 
+def scope_districts(conn: Connection, street: str | None, standards: list | None) -> set[str] | None:
+    """The districts a coverage answer of ``street`` is read from: the street's own, and every
+    district whose outline comes within the largest reach of the street's box (its facilities,
+    roads and buildings serve households across the edge: :func:`layers.coverage.gaps.load_inputs`
+    reads them in the street's box widened so). ``None`` — every district — for a city, or when
+    the database cannot say (a street without an outline, no district outlines stored)."""
+    if street is None:
+        return None
+    table = Street.__table__
+    found = conn.execute(select(*bounds_columns(conn, table.c.geom), table.c.district_code)
+                         .where(table.c.code == street)).first()
+    if found is None or any(v is None for v in found):
+        return None
+    reach = max(coverage.reach_limits(coverage.standards_from_rows(standards)).values(), default=1000.0)
+    minx, miny, maxx, maxy = (float(v) for v in found[:4])
+    # the box load_inputs reads, a little wider (the street's outline holds its units)
+    metres = 1.5 * reach + 200.0
+    dlat = metres / 111_320.0
+    dlon = metres / (111_320.0 * max(math.cos(math.radians((miny + maxy) / 2)), 0.1))
+    districts = District.__table__
+    near = {c for (c,) in conn.execute(select(districts.c.code).where(
+        bbox_filter(conn, districts, (minx - dlon, miny - dlat, maxx + dlon, maxy + dlat))))}
+    if not near:  # no outlines to judge by: what lies within reach cannot be told apart
+        return None
+    return near | {str(found[4])}
+
+
 def state_key(engine: Engine, street: str | None, method: str | None) -> str:
     """The name of what a coverage answer of ``street`` by ``method`` is computed from: the
-    database, its revisions and the standards table. Equal keys, equal answers."""
-    revisions = all_revisions(engine)
+    database, its revisions (a street's: those of the districts within its reach) and the
+    standards table. Equal keys, equal answers."""
     with engine.connect() as conn:
         standards = get_setting(conn, "facility_standards")
+        districts = scope_districts(conn, street, standards)
+        revisions = all_revisions(conn) if districts is None else \
+            {"districts": sorted(districts), **district_revisions(conn, districts, CACHED_LAYERS)}
     # the database, not the connection's options (the worker names its sessions after the job)
     where = engine.url.set(query={}).render_as_string(hide_password=True)
     blob = json.dumps([where, revisions, standards,

@@ -27,7 +27,7 @@ from sqlalchemy import Engine
 
 from geodata.crs import WGS84, metric_crs_for
 from geodata.i18n import _
-from geodata.revisions import raise_revision
+from geodata.revisions import lock_revision, raise_revision
 from geodata.store import keep_community_history, read_layer, write_layer
 
 #: Pieces smaller than this (m²) are floating-point noise, not findings.
@@ -309,6 +309,7 @@ def clean_stored(engine: Engine, max_sliver: float = MAX_SLIVER_M2, *, street: s
         codes = result.communities["code"].tolist()
         touched = set(communities.loc[communities["code"].isin(codes), "street_code"])
         with engine.begin() as conn:
+            lock_revision(conn)  # the boundary counters first, as every boundary writer (one lock order)
             keep_community_history(conn, codes=codes)
             write_layer(conn, "communities", result.communities, mode="update")
             raise_revision(conn, "clean:communities", actor=actor, streets=touched, communities=codes)

@@ -47,7 +47,7 @@ from geodata.crs import WGS84, metric_crs_for
 from geodata.errors import Refused
 from geodata.i18n import _
 from geodata.importer import store_adjacency
-from geodata.revisions import raise_revision
+from geodata.revisions import lock_revision, raise_revision
 from geodata.standards import get_setting
 from geodata.store import read_layer
 from geodata.text_tables import read_text_table
@@ -555,6 +555,7 @@ def build_stored(engine: Engine, *, street: str | None = None, households: str |
                          shape=shape, cell_m2=CELL_M2 if cell_m2 is None else cell_m2)
     result.unmatched_totals = unmatched
     with engine.begin() as conn:
+        lock_revision(conn)  # the boundary counters first, as every boundary writer (one lock order)
         replace_street_units(conn, result.streets, result.units)
         store_adjacency(conn, result.units, full=False)
         result.revision = raise_revision(conn, "units:build", actor=actor, streets=result.streets)

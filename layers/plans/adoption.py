@@ -32,7 +32,7 @@ from geodata.errors import Refused
 from geodata.i18n import _
 from geodata.models import GridCell
 from geodata.revisions import raise_layer_revision
-from geodata.store import read_layer, replace_cells
+from geodata.store import read_layer, replace_cells, stored_districts
 from layers.grid.cells import cell_of_units, cell_polygons, grid_rules, plan_cells
 from layers.incidents.loop import OPEN, rederive_places
 from layers.plans.communities import bounds
@@ -413,10 +413,12 @@ def _codes(items) -> list[str]:
 
 def _delete_cells(conn: Connection, codes: list[str]) -> None:
     table = GridCell.__table__
+    # the districts of the cells deleted, read before they go: only their answers are stale
+    districts = stored_districts(conn, "grid_cells", codes) if codes else set()
     for start in range(0, len(codes), 500):
         conn.execute(table.delete().where(table.c.code.in_(codes[start:start + 500])))
     if codes:  # answers cached by the cells' revision (coverage, grid problems) are stale now
-        raise_layer_revision(conn, "grid_cells")
+        raise_layer_revision(conn, "grid_cells", districts)
 
 
 def _summary(conn: Connection, detail: dict, streets: list[str]) -> dict:

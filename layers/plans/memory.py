@@ -4,9 +4,11 @@ Building the unit graph of a city and a plan's partition takes seconds; a hand e
 milliseconds. So each process keeps recent unit graphs and loaded plans in a :class:`PlanMemory`
 — one object, made by ``create_app`` (``app.extensions["gridplan.plans"]``) or by the job
 worker, never a module global. Everything in it is keyed to the boundary revision stored in the
-database (:mod:`geodata.revisions`): on every use the stored revision is read (one small query),
-and a graph or plan built from another revision is rebuilt, so a process never answers from
-boundaries another process has since replaced. A loaded plan is also keyed to the plan's stored
+database (:mod:`geodata.revisions`) of the district it covers: on every use that district's
+revision is read (one small query), and a graph or plan built from another revision of it is
+rebuilt, so a process never answers from boundaries another process has since replaced — while
+an import or an adoption in another district leaves it as it is (a city-wide graph or plan is
+keyed to the whole database's revision). A loaded plan is also keyed to the plan's stored
 version: an edit saved by another process is caught up on by applying the rows it changed (each
 row records the version that last changed it), so two server processes can share one planner's
 edits without reading the whole plan again.
@@ -34,10 +36,10 @@ from sqlalchemy import Engine
 from geodata import plan_rows
 from geodata.errors import Refused
 from geodata.i18n import _
-from geodata.revisions import current_revision
+from geodata.revisions import current_revision, district_revision
 from layers.plans.communities import bounds
 from layers.plans.engine import Rules
-from layers.plans.files import home_streets_of_district, units_from_database
+from layers.plans.files import district_of, home_streets_of_district, units_from_database
 from layers.plans.partition import Partition, UnitGraph
 
 
@@ -45,6 +47,8 @@ from layers.plans.partition import Partition, UnitGraph
 class UnitSet:
     """The stored units of one street (or all), their graph, and the revision they were read at."""
 
+    #: the whole database's boundary revision when they were read (what a plan made of them
+    #: records as its base: the log is judged from it)
     revision: int
     street: str | None
     units: gpd.GeoDataFrame
@@ -52,6 +56,8 @@ class UnitSet:
     #: community code → home street, from the street's whole district (None: from ``graph``);
     #: see :func:`layers.plans.engine.current_labels`
     home: pd.Series | None = None
+    #: what they stay valid by: the street's district's revision (all: the whole database's)
+    stamp: int | None = None
 
 
 #: a version of a plan and a zoom rounded to a tenth (None: not simplified)
@@ -90,6 +96,7 @@ class LoadedPlan:
     """
 
     plan: dict
+    #: the whole database's boundary revision its units were read at
     revision: int
     units: gpd.GeoDataFrame
     graph: UnitGraph
@@ -97,6 +104,8 @@ class LoadedPlan:
     rules: Rules
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     caches: PlanCaches = field(default_factory=PlanCaches, repr=False)
+    #: what it stays valid by: its units' district's revision (:attr:`UnitSet.stamp`)
+    stamp: int | None = None
 
     @property
     def plan_id(self) -> int:
@@ -116,24 +125,47 @@ class PlanMemory:
         self._units: OrderedDict[str | None, UnitSet] = OrderedDict()
         self._plans: OrderedDict[int, LoadedPlan] = OrderedDict()
         self._lock = threading.RLock()
+        #: street → its district (codes do not move between districts: a code table gives a
+        #: street a new code, not a new district)
+        self._districts: dict[str, str | None] = {}
+        #: how many times units were read from the database (what tests and benchmarks count)
+        self.loads = 0
 
     def revision(self) -> int:
-        """The boundary revision stored now."""
+        """The whole database's boundary revision stored now."""
         return current_revision(self.engine)
 
+    def district(self, street: str | None) -> str | None:
+        """The district of ``street`` (None: all, or a street no table places)."""
+        if street is None:
+            return None
+        if street not in self._districts:
+            self._districts[street] = district_of(self.engine, street)
+        return self._districts[street]
+
+    def stamp(self, street: str | None) -> int:
+        """The revision the units of ``street`` are kept by: its district's (one small query),
+        which another district's change leaves as it is; all streets: the whole database's."""
+        district = self.district(street)
+        return self.revision() if district is None else district_revision(self.engine, district)
+
     def units(self, street: str | None = None, revision: int | None = None) -> UnitSet:
-        """The stored units of ``street`` (or all) with their graph, as of the stored revision."""
-        revision = self.revision() if revision is None else revision
+        """The stored units of ``street`` (or all) with their graph, as of the stored revision of
+        the street's district; ``revision``: the whole database's revision the caller read (what
+        units read now are recorded at; default: read here)."""
+        stamp = self.stamp(street)  # first: a change after it makes the units look older, never newer
         with self._lock:
             found = self._units.get(street)
-            if found is None or found.revision != revision:
+            if found is None or found.stamp != stamp:
+                revision = self.revision() if revision is None else revision
                 units, adjacency = units_from_database(self.engine, street)
+                self.loads += 1
                 if not len(units):  # an unknown street: refused, and nothing kept for it
                     raise Refused(_("no units to plan in street {street}", street=street) if street
                                   else _("no units to plan"))
                 home = home_streets_of_district(self.engine, str(units["district_code"].iloc[0])) \
                     if street is not None else None
-                found = UnitSet(revision, street, units, UnitGraph.from_units(units, adjacency), home)
+                found = UnitSet(revision, street, units, UnitGraph.from_units(units, adjacency), home, stamp)
                 self._units[street] = found
             self._units.move_to_end(street)
             while len(self._units) > self.capacity:
@@ -144,29 +176,30 @@ class PlanMemory:
         """Plan ``plan_id`` at its stored version on the stored boundaries (rebuilt when either
         moved); ``row`` is its stored row when the caller has just read it."""
         row = row or plan_rows.get_plan(self.engine, plan_id)
-        revision = self.revision()
+        stamp = self.stamp((row["params"] or {}).get("street"))
         with self._lock:
             found = self._plans.get(plan_id)
-            if found is not None and found.revision == revision and found.version < row["version"]:
+            if found is not None and found.stamp == stamp and found.version < row["version"]:
                 found = self._catch_up(found, row)
-            if found is None or found.version != row["version"] or found.revision != revision:
-                found = self._load(row, revision)
+            if found is None or found.version != row["version"] or found.stamp != stamp:
+                found = self._load(row)
                 self._plans[plan_id] = found
             self._plans.move_to_end(plan_id)
             while len(self._plans) > self.capacity:
                 self._plans.popitem(last=False)
             return found
 
-    def _load(self, row: dict, revision: int) -> LoadedPlan:
+    def _load(self, row: dict) -> LoadedPlan:
         params = row["params"] or {}
-        unit_set = self.units(params.get("street"), revision)
+        unit_set = self.units(params.get("street"))
         graph = unit_set.graph
         assignment = plan_rows.plan_assignment(self.engine, row["id"])
         labels = assignment.reindex(graph.codes).to_numpy(dtype=object)
         labels = np.where(pd.isna(labels), graph.current, labels)  # units the plan never saw keep theirs
         partition = Partition(graph, labels)
         partition.broken()  # contiguity of every community now, in one pass, not on the first edit
-        return LoadedPlan(row, revision, unit_set.units, graph, partition, plan_rules(self.engine, params))
+        return LoadedPlan(row, unit_set.revision, unit_set.units, graph, partition,
+                          plan_rules(self.engine, params), stamp=unit_set.stamp)
 
     def _catch_up(self, loaded: LoadedPlan, row: dict) -> LoadedPlan | None:
         """Apply to ``loaded`` the units another process moved since its version (None when
