@@ -59,9 +59,7 @@ def country(request, tmp_path_factory, small_demo):
         in_b = frame["district_code" if "district_code" in frame else "code"].astype(str) == B
         moved = shapely.transform(frame.geometry.values[in_b.to_numpy()], lambda xy: xy + (APART, 0.0))
         frame.loc[in_b, "geometry"] = gpd.GeoSeries(moved, index=frame.index[in_b], crs=4326)
-    write_country(engine, made)
-    with engine.begin() as conn:
-        write_layer(conn, "facilities", made.layers["facilities"], mode="append")
+    write_country(engine, made)  # the facilities too: a country's layers carry them when given
     return engine, made.layers, url
 
 
