@@ -9,7 +9,10 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from geodata import incident_rows
+from geodata import incident_rows, partitions
+from geodata.db import dispose_engines, get_engine
+from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
 
 T0 = datetime(2026, 11, 2, 9, 0)
 #: two districts, one case place each (a point, a community, a street)
@@ -17,9 +20,10 @@ PLACES = {"420102": (114.30, 30.60, "420102001001", "420102001"),
           "420103": (114.40, 30.50, "420103002001", "420103002")}
 
 
-def report(conn, district: str, at: datetime) -> dict:
-    """A case reported in ``district`` at ``at``, with its report step (the loop's writers)."""
-    lon, lat, community, street = PLACES[district]
+def report(conn, district: str, at: datetime, place: tuple | None = None) -> dict:
+    """A case reported in ``district`` at ``at`` (at ``place``: lon, lat, community, street), with
+    its report step (the loop's writers)."""
+    lon, lat, community, street = place or PLACES[district]
     case = incident_rows.insert_incident(conn, {
         "category": "E01-01", "status": "reported", "reported_at": at, "district_code": district,
         "community_code": community, "street_code": street}, lon, lat, at.strftime("%Y%m%d"))
@@ -103,3 +107,149 @@ def test_postgresql_keeps_the_sums_with_row_triggers(engine):
             "ORDER BY tgname")).all()
     events = ("delete", "insert", "update")
     assert [tuple(t) for t in triggers] == [(f"incident_sums_{e}", True, True) for e in events]
+
+
+# --- PostgreSQL partitioned by district ---------------------------------------------------------
+
+
+def cli(url: str):
+    runner = make_app(url).test_cli_runner()
+    return lambda *args: runner.invoke(args=list(args))
+
+
+def test_partitioning_is_refused_on_spatialite_in_one_line(tmp_path):
+    path = tmp_path / "gridplan.sqlite"
+    done = cli(f"sqlite:///{path}")("init-db", "--partition-by-district")
+    assert done.exit_code == 1
+    assert done.output.strip().splitlines() == [
+        "Error: init-db refused: --partition-by-district is for PostgreSQL: a SpatiaLite database is one "
+        "file and is not partitioned"]
+    assert not path.exists() or "units" not in sqlite_tables(path)
+
+
+def sqlite_tables(path) -> set[str]:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def partitioned_tables(engine) -> dict[str, list[str]]:
+    """Each table partitioned by district and its partitions' names."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT p.relname, c.relname FROM pg_partitioned_table t JOIN pg_class p ON p.oid = t.partrelid "
+            "LEFT JOIN pg_inherits i ON i.inhparent = p.oid LEFT JOIN pg_class c ON c.oid = i.inhrelid "
+            "ORDER BY 1, 2")).all()
+    out: dict[str, list[str]] = {}
+    for parent, child in rows:
+        out.setdefault(parent, []).append(child)
+    return out
+
+
+def counts(engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in partitions.LARGE}
+
+
+def all_sums(engine) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(r) for t in ("incident_days", "incident_months")
+                for r in conn.execute(text(f"SELECT * FROM {t} ORDER BY 1, 2, 3, 4, 5"))]
+
+
+def test_init_db_partitions_every_large_table_by_district(postgis_url):
+    run = cli(postgis_url)
+    done = run("init-db", "--partition-by-district")
+    assert done.exit_code == 0, done.output
+    assert "14 tables partitioned by district" in done.output
+    engine = get_engine(postgis_url)
+    made = partitioned_tables(engine)
+    assert sorted(made) == sorted(partitions.LARGE)
+    assert all(f"{t}_default" in made[t] for t in partitions.LARGE)
+    assert run("init-db", "--partition-by-district").exit_code == 0  # again: nothing to do
+    with engine.connect() as conn:
+        keys = dict(conn.execute(text(
+            "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conname IN ('units_pkey', 'incident_steps_incident_id_fkey') AND conparentid = 0")).all())
+    assert keys == {"units": "PRIMARY KEY (id, district_code)",
+                    "incident_steps": "FOREIGN KEY (incident_id, district_code) REFERENCES "
+                                      "incidents(id, district_code) ON DELETE CASCADE"}
+
+
+def test_a_database_holding_rows_is_not_partitioned(postgis_url, small_demo):
+    engine = get_engine(postgis_url)
+    if partitions_of(engine):
+        pytest.skip("the test databases are partitioned already (GRIDPLAN_TEST_PARTITIONED)")
+    write_demo(engine, small_demo)
+    before = counts(engine)
+    done = cli(postgis_url)("init-db", "--partition-by-district")
+    assert done.exit_code == 1
+    assert "the database holds rows already (units, unit_adjacency" in done.output
+    assert partitioned_tables(engine) == {} and counts(engine) == before
+
+
+def partitions_of(engine) -> bool:
+    with engine.connect() as conn:
+        return partitions.is_partitioned(conn)
+
+
+def test_each_district_gets_its_partition_and_keeps_its_rows_and_sums(postgis_url, small_demo):
+    """The demo written into the DEFAULT partitions, then ``partition-districts``: every row and
+    every sum where it was, now in its district's partition; a case reported afterwards lands
+    there and the sums still equal a scan of the cases."""
+    engine = get_engine(postgis_url)
+    partitions.partition_by_district(engine)
+    write_demo(engine, small_demo)
+    before, sums = counts(engine), all_sums(engine)
+    districts = sorted(small_demo.layers["districts"]["code"]) if "districts" in small_demo.layers \
+        else sorted(set(small_demo.layers["units"]["district_code"]))
+    done = cli(postgis_url)("partition-districts")
+    assert done.exit_code == 0, done.output
+    for code in districts:
+        assert code in done.output
+    assert counts(engine) == before and all_sums(engine) == sums
+    with engine.connect() as conn:
+        for t in partitions.LARGE:
+            assert conn.execute(text(f"SELECT count(*) FROM {t}_default WHERE district_code IS NOT NULL "
+                                     "AND district_code <> ''")).scalar_one() == 0, t
+        in_own = conn.execute(text(f"SELECT count(*) FROM units_d{districts[0]}")).scalar_one()
+    assert in_own > 0
+    assert "districts given their own partitions: -" in cli(postgis_url)("partition-districts").output
+    # the loop writes into the partitions as before; the sums follow
+    with engine.begin() as conn:
+        district = districts[0]
+        place = conn.execute(text("SELECT ST_X(ST_PointOnSurface(geom)), ST_Y(ST_PointOnSurface(geom)), "
+                                  "code, street_code FROM communities WHERE district_code = :d LIMIT 1"),
+                             {"d": district}).one()
+        case = report(conn, district, T0 + timedelta(days=4), tuple(place))
+    with engine.connect() as conn:
+        where = conn.execute(text("SELECT tableoid::regclass::text FROM incident_steps "
+                                  "WHERE incident_id = :i"), {"i": case["id"]}).scalar_one()
+    assert where == f"incident_steps_d{district}"
+    since, until = T0 - timedelta(days=400), T0 + timedelta(days=400)
+    for by in ("district", "street", "community"):
+        assert incident_rows.rate_sums(engine, by, since, until, T0, None) == \
+            incident_rows.rate_sums_scan(engine, by, since, until, T0, None)
+
+
+def test_a_partitioned_database_backs_up_and_restores(postgis_url, postgis_server, small_demo, tmp_path):
+    """Its dump passes the schema trust check (compared with a scratch database partitioned alike)
+    and restores into a fresh database with every row and partition."""
+    engine = get_engine(postgis_url)
+    partitions.partition_by_district(engine)
+    write_demo(engine, small_demo)
+    partitions.split_districts(engine)
+    before, made = counts(engine), partitioned_tables(engine)
+    backup = tmp_path / "partitioned.backup"
+    done = cli(postgis_url)("backup", "-o", str(backup))
+    assert done.exit_code == 0, done.output
+    server = postgis_server.url.rsplit("/", 1)[0]
+    with get_engine(server + "/postgres").connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("CREATE DATABASE partitioned_restored TEMPLATE template_gridplan")
+    target = f"{server}/partitioned_restored"
+    done = cli(target)("restore", str(backup))
+    assert done.exit_code == 0, done.output
+    dispose_engines()
+    restored = get_engine(target)
+    assert counts(restored) == before and partitioned_tables(restored) == made
