@@ -643,10 +643,16 @@ def _partitioned(entries: list[TocEntry]) -> tuple[str, ...] | None:
 def _pg_restore(path: Path, url: str, entries: list[TocEntry], role: str | None) -> None:
     # PostGIS is the database's own (created by init-db or its administrator); every other entry
     # was checked against gridplan's schema and is restored over what is there, in one transaction
+    engine = get_engine(url)
+    with engine.connect() as conn:
+        if partitions.is_partitioned(conn):
+            # pg_restore --clean cannot drop a partition's inherited keys: it would fail half-way
+            raise BackupRefused(_("this database is partitioned by district: restore into a new, empty "
+                                  "database (CREATE DATABASE …), not over partitioned tables; nothing was "
+                                  "written"))
     fd, listing = tempfile.mkstemp(suffix=".list")
     with os.fdopen(fd, "w") as f:
         f.write("".join(f"{e.dump_id};\n" for e in entries))
-    engine = get_engine(url)
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS postgis")

@@ -253,3 +253,9 @@ def test_a_partitioned_database_backs_up_and_restores(postgis_url, postgis_serve
     dispose_engines()
     restored = get_engine(target)
     assert counts(restored) == before and partitioned_tables(restored) == made
+    # over partitioned tables: refused (pg_restore --clean cannot drop a partition's keys), unchanged
+    again = cli(target)("restore", "--replace", str(backup))
+    assert again.exit_code == 1 and "this database is partitioned by district: restore into a new, empty " \
+        "database" in again.output
+    dispose_engines()
+    assert counts(get_engine(target)) == before
