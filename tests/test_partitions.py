@@ -235,7 +235,8 @@ def test_each_district_gets_its_partition_and_keeps_its_rows_and_sums(postgis_ur
 
 def test_a_partitioned_database_backs_up_and_restores(postgis_url, postgis_server, small_demo, tmp_path):
     """Its dump passes the schema trust check (compared with a scratch database partitioned alike)
-    and restores into a fresh database with every row and partition."""
+    and restores into a new, empty database with every row and partition; over partitioned tables
+    a restore is refused up front."""
     engine = get_engine(postgis_url)
     partitions.partition_by_district(engine)
     write_demo(engine, small_demo)
@@ -246,7 +247,7 @@ def test_a_partitioned_database_backs_up_and_restores(postgis_url, postgis_serve
     assert done.exit_code == 0, done.output
     server = postgis_server.url.rsplit("/", 1)[0]
     with get_engine(server + "/postgres").connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql("CREATE DATABASE partitioned_restored TEMPLATE template_gridplan")
+        conn.exec_driver_sql("CREATE DATABASE partitioned_restored")  # new and empty: no schema at all
     target = f"{server}/partitioned_restored"
     done = cli(target)("restore", str(backup))
     assert done.exit_code == 0, done.output
