@@ -380,8 +380,8 @@ class PlanAssignment(Base):
     edited: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     #: the plan version that last changed this row: other processes catch up on edits from it
     changed_in: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    #: the unit's district, for plans made district by district (:mod:`layers.plans.scale`); NULL
-    #: in plans made in one piece
+    #: the unit's district, set by every writer (plans made district by district,
+    #: :mod:`layers.plans.scale`, and in one piece); NULL only in rows stored before that
     district_code: Mapped[str | None] = mapped_column(String(6))
 
     __table_args__ = (Index("ix_plan_assignments_changes", "plan_id", "changed_in"),

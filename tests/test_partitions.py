@@ -260,3 +260,23 @@ def test_a_partitioned_database_backs_up_and_restores(postgis_url, postgis_serve
         "database" in again.output
     dispose_engines()
     assert counts(get_engine(target)) == before
+
+
+def test_a_plan_made_in_one_piece_carries_its_units_districts(engine, small_demo):
+    """A street's plan (made in one piece, not district by district) and its copy: each
+    assignment row carries its unit's district (on a store split by district, its partition)."""
+    from geodata import plan_rows
+
+    write_demo(engine, small_demo)
+    units = small_demo.layers["units"]
+    street = units["street_code"].iloc[0]
+    mine = units[units["street_code"] == street]
+    plan_id = plan_rows.create_plan(engine, "一片方案", "tester",
+                                    mine.set_index("code")["community_code"], streets=[street])
+    copy_id = plan_rows.duplicate_plan(engine, plan_id, "副本", "tester")
+    expected = dict(zip(mine["code"], mine["district_code"], strict=True))
+    with engine.connect() as conn:
+        for pid in (plan_id, copy_id):
+            rows = dict(conn.execute(text("SELECT unit_code, district_code FROM plan_assignments "
+                                          "WHERE plan_id = :p"), {"p": pid}).all())
+            assert rows == expected
