@@ -40,6 +40,7 @@ from sqlalchemy import Engine, create_engine, inspect, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from geodata import partitions
 from geodata.db import dispose_engines, get_engine
 from geodata.errors import Refused, excerpt
 from geodata.i18n import _
@@ -474,9 +475,10 @@ def _compare_pg(path: Path, entries: list[TocEntry], reference: list[TocEntry]) 
     _refuse_schema(path, foreign, altered, missing)
 
 
-def _pg_reference(url: str, revisions: list[str]) -> list[TocEntry]:
+def _pg_reference(url: str, revisions: list[str], districts: tuple[str, ...] | None = None) -> list[TocEntry]:
     """The table of contents of a dump of a scratch database that gridplan's migrations bring to
-    ``revisions`` on the same server (made, dumped and dropped here; kept for the process)."""
+    ``revisions`` on the same server (made, dumped and dropped here; kept for the process) —
+    partitioned by district with a partition for each of ``districts`` when not None."""
     u = make_url(url)
     # a user without superuser rights cannot create PostGIS in a new database, but may copy a
     # template that has it (and nothing else): GRIDPLAN_RESTORE_TEMPLATE names one
@@ -494,9 +496,9 @@ def _pg_reference(url: str, revisions: list[str]) -> list[TocEntry]:
         server = ()  # the scratch database's creation below names the problem
     finally:
         admin.dispose()
-    key = (u.host, u.port, u.username, template, tuple(sorted(set(revisions))), server)
+    key = (u.host, u.port, u.username, template, tuple(sorted(set(revisions))), server, districts)
     if key not in _PG_REFERENCES:
-        _PG_REFERENCES[key] = _pg_schema_made(url, template, key[4])
+        _PG_REFERENCES[key] = _pg_schema_made(url, template, key[4], districts)
     return list(_PG_REFERENCES[key])
 
 
@@ -506,7 +508,8 @@ def _pg_reference(url: str, revisions: list[str]) -> list[TocEntry]:
 _PG_REFERENCES: dict[tuple, tuple[TocEntry, ...]] = {}
 
 
-def _pg_schema_made(url: str, template: str, revisions: tuple[str, ...]) -> tuple[TocEntry, ...]:
+def _pg_schema_made(url: str, template: str, revisions: tuple[str, ...],
+                    districts: tuple[str, ...] | None = None) -> tuple[TocEntry, ...]:
     """:func:`_pg_reference`'s dump of a scratch database made, dumped and dropped."""
     u = make_url(url)
     name = f"gridplan_check_{secrets.token_hex(6)}"
@@ -528,6 +531,9 @@ def _pg_schema_made(url: str, template: str, revisions: tuple[str, ...]) -> tupl
             try:
                 for revision in revisions:
                     upgrade(engine, revision)
+                if districts is not None:  # a partitioned database: made as init-db makes it
+                    partitions.partition_by_district(engine)
+                    partitions.split_districts(engine, list(districts))
             finally:
                 engine.dispose()
             with tempfile.TemporaryDirectory(prefix="gridplan-schema-") as folder:
@@ -617,17 +623,36 @@ def _check_pg_file(path: Path, url: str, shown: Path | None = None) -> list[TocE
                             f"(no table {', '.join(missing)})")
     revisions = _pg_revisions(path, shown)
     _check_revisions(shown, revisions)
-    _compare_pg(shown, entries, _pg_reference(url, revisions))
+    _compare_pg(shown, entries, _pg_reference(url, revisions, _partitioned(entries)))
     return [e for e in entries if not _ignored(e) and e.desc not in PG_SETUP]
+
+
+def _partitioned(entries: list[TocEntry]) -> tuple[str, ...] | None:
+    """A dump of a database partitioned by district (``init-db --partition-by-district``): the
+    districts its ``units`` table has partitions for; None for tables made whole. Anything else
+    about its partitions is compared with the reference like every other entry."""
+    units = [e for e in entries if e.desc == "TABLE" and e.namespace == "public" and e.tag == "units"]
+    if not units or "PARTITION BY LIST" not in units[0].defn:
+        return None
+    found = (re.fullmatch(r"ALTER TABLE ONLY public\.units ATTACH PARTITION public\.units_d[0-9a-z]{1,12} "
+                          r"FOR VALUES IN \('([0-9A-Za-z]{1,12})'\);\n", e.defn)
+             for e in entries if e.desc == "TABLE ATTACH" and e.namespace == "public")
+    return tuple(sorted({m.group(1) for m in found if m}))
 
 
 def _pg_restore(path: Path, url: str, entries: list[TocEntry], role: str | None) -> None:
     # PostGIS is the database's own (created by init-db or its administrator); every other entry
     # was checked against gridplan's schema and is restored over what is there, in one transaction
+    engine = get_engine(url)
+    with engine.connect() as conn:
+        if partitions.is_partitioned(conn):
+            # pg_restore --clean cannot drop a partition's inherited keys: it would fail half-way
+            raise BackupRefused(_("this database is partitioned by district: restore into a new, empty "
+                                  "database (CREATE DATABASE …), not over partitioned tables; nothing was "
+                                  "written"))
     fd, listing = tempfile.mkstemp(suffix=".list")
     with os.fdopen(fd, "w") as f:
         f.write("".join(f"{e.dump_id};\n" for e in entries))
-    engine = get_engine(url)
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS postgis")

@@ -288,17 +288,24 @@ def add_step(
     actor: str | None,
     note: str | None = None,
     detail: str | None = None,
-    *, client_id: str | None = None, client_hash: str | None = None,
+    *, client_id: str | None = None, client_hash: str | None = None, district_code: str | None = None,
 ) -> int:
     """Record a step of a case's history (``detail``: what it chose — a department, an
     evaluation, a 督办 level; ``client_id``/``client_hash``: the phone-made id it was sent with);
-    returns the step's id (photos taken with it refer to it)."""
+    returns the step's id (photos taken with it refer to it). The step carries its case's
+    district (looked up when ``district_code`` is not given)."""
     return conn.execute(
         insert(STEPS)
         .values(incident_id=incident_id, step=step, at=at, actor=actor, note=note, detail=detail,
-                client_id=client_id, client_hash=client_hash)
+                client_id=client_id, client_hash=client_hash,
+                district_code=district_code or district_of(conn, incident_id))
         .returning(STEPS.c.id)
     ).scalar_one()
+
+
+def district_of(conn: Connection, incident_id: int) -> str | None:
+    """The district of a case: its steps and photos are stored with it (the same partition)."""
+    return conn.execute(select(T.c.district_code).where(T.c.id == incident_id)).scalar_one_or_none()
 
 
 def latest_step_id(conn: Connection, incident_id: int) -> int | None:
@@ -819,6 +826,9 @@ def assignments(
 
 
 def add_photo(conn: Connection, incident_id: int, **values) -> int:
+    """Record a photo of a case (stored with its case's district); returns its id."""
+    values.setdefault("district_code", None)
+    values["district_code"] = values["district_code"] or district_of(conn, incident_id)
     return conn.execute(
         insert(PHOTOS)
         .values(incident_id=incident_id, uploaded_at=datetime.now(), **values)

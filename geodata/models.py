@@ -241,6 +241,9 @@ class IncidentStep(Base):
     __tablename__ = "incident_steps"
     id: Mapped[int] = mapped_column(primary_key=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    #: the case's district (migration district_incident_rows): a step lives where its case does
+    #: (the same partition or shard); NOT NULL on PostgreSQL, set by every writer
+    district_code: Mapped[str | None] = mapped_column(String(6), index=True)
     step: Mapped[str] = mapped_column(String(16))
     at: Mapped[datetime] = mapped_column(DateTime)
     actor: Mapped[str | None] = mapped_column(String(50))
@@ -258,8 +261,9 @@ class _IncidentSums:
     """The sums the rates are made of, per cell (community, street, district) and period: cases
     reported, filed, closed and due then, and the step hours of the steps taken then. Kept current
     by triggers on ``incidents`` in the same transaction as every write, whoever makes it
-    (migration 0008). A case in no cell has ``grid_code`` ``''``; its community and street are those
-    the rates use (a cell's community and street when the case has none)."""
+    (migration 0008; row triggers on both databases since district_incident_rows, each writing
+    only its own row's district's sums). A case in no cell has ``grid_code`` ``''``; its
+    community and street are those the rates use (a cell's community and street when the case has none)."""
 
     district_code: Mapped[str] = mapped_column(String(6), primary_key=True)
     street_code: Mapped[str] = mapped_column(String(9), primary_key=True)
@@ -313,6 +317,8 @@ class IncidentPhoto(Base):
     __tablename__ = "incident_photos"
     id: Mapped[int] = mapped_column(primary_key=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    #: the case's district (migration district_incident_rows), as for steps
+    district_code: Mapped[str | None] = mapped_column(String(6), index=True)
     stored_name: Mapped[str] = mapped_column(String(64), unique=True)
     content_type: Mapped[str] = mapped_column(String(32))
     size: Mapped[int] = mapped_column(Integer)
@@ -374,8 +380,8 @@ class PlanAssignment(Base):
     edited: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     #: the plan version that last changed this row: other processes catch up on edits from it
     changed_in: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    #: the unit's district, for plans made district by district (:mod:`layers.plans.scale`); NULL
-    #: in plans made in one piece
+    #: the unit's district, set by every writer (plans made district by district,
+    #: :mod:`layers.plans.scale`, and in one piece); NULL only in rows stored before that
     district_code: Mapped[str | None] = mapped_column(String(6))
 
     __table_args__ = (Index("ix_plan_assignments_changes", "plan_id", "changed_in"),

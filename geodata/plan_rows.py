@@ -147,7 +147,13 @@ def _insert_assignment(conn: Connection, plan_id: int, assignment: pd.Series,
              "changed_in": version}
             for u, c in zip(assignment.index, assignment.to_numpy(), strict=True)]
     for start in range(0, len(rows), BATCH):
-        conn.execute(insert(PlanAssignment), rows[start:start + BATCH])
+        batch = rows[start:start + BATCH]
+        # each row carries its unit's district: on a store split by district it lives there
+        districts = dict(conn.execute(select(Unit.code, Unit.district_code).where(
+            Unit.code.in_([r["unit_code"] for r in batch]))).all())
+        for r in batch:
+            r["district_code"] = districts.get(r["unit_code"])
+        conn.execute(insert(PlanAssignment), batch)
 
 
 def get_plan(engine: Engine | Connection, plan_id: int) -> dict:
@@ -288,9 +294,10 @@ def duplicate_plan(engine: Engine, plan_id: int, name: str, author: str) -> int:
             params=plan["params"], scores=plan["scores"], created_at=now, updated_at=now,
             base_revision=plan["base_revision"], streets=plan["streets"]).returning(Plan.id)).scalar_one()
         rows = conn.execute(select(PlanAssignment.unit_code, PlanAssignment.community_code,
-                                   PlanAssignment.edited).where(PlanAssignment.plan_id == plan_id)).all()
+                                   PlanAssignment.edited, PlanAssignment.district_code)
+                            .where(PlanAssignment.plan_id == plan_id)).all()
         copied = [{"plan_id": new_id, "unit_code": u, "community_code": c, "edited": bool(e),
-                   "changed_in": 1} for u, c, e in rows]
+                   "changed_in": 1, "district_code": d} for u, c, e, d in rows]
         for start in range(0, len(copied), BATCH):
             conn.execute(insert(PlanAssignment), copied[start:start + BATCH])
         names = conn.execute(select(PlanCommunity.code, PlanCommunity.name)

@@ -22,6 +22,8 @@ from tests import pgcluster
 ROOT = Path(__file__).resolve().parent.parent
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+#: GRIDPLAN_TEST_PARTITIONED=1: the PostGIS databases are made with ``init-db --partition-by-district``
+PARTITIONED = os.environ.get("GRIDPLAN_TEST_PARTITIONED", "").lower() in ("1", "true", "yes")
 
 # The tests that read messages read them in English: their apps and command lines speak English
 # when the request names no language (GRIDPLAN_LOCALE), and their browsers ask for English.
@@ -67,6 +69,10 @@ def postgis_server():
     upgrade(engine)
     with engine.begin() as conn:
         seed_settings(conn)
+    if PARTITIONED:  # every PostGIS test on tables split by district (docs/scale.md)
+        from geodata.partitions import partition_by_district
+
+        partition_by_district(engine)
     engine.dispose()
     dispose_engines()
     yield cluster

@@ -234,7 +234,7 @@ OWN_BY_APP = """
         CREATE ROLE gridplan_app LOGIN CREATEDB NOSUPERUSER;
       END IF;
       FOR r IN SELECT c.oid::regclass AS name FROM pg_class c
-                WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND NOT EXISTS (
+                WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') AND NOT EXISTS (
                       SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') LOOP
         EXECUTE 'ALTER TABLE ' || r.name || ' OWNER TO gridplan_app';
       END LOOP;

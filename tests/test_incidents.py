@@ -4,6 +4,7 @@ SpatiaLite and PostGIS."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import zipfile
@@ -490,7 +491,9 @@ def test_migration_fills_the_daily_sums_from_the_cases_already_stored(kind, requ
     try:
         for head in ("0004", "0005", "0006", "0007"):  # every head but the daily sums
             upgrade(engine, head)
-        write_demo(engine, small_demo)
+        # the cases without their steps: the steps' district (district_incident_rows, after 0008)
+        # is not there yet for today's writer to fill
+        write_demo(engine, dataclasses.replace(small_demo, steps=small_demo.steps.iloc[0:0]))
         upgrade(engine)
         with engine.connect() as conn:
             for table in ("incident_days", "incident_months"):

@@ -662,9 +662,12 @@ def write_demo(engine: Engine, demo: Demo, progress: Callable[[str, int, int], N
             conn.execute(insert(adj), records[start:start + BATCH])
         inc = LAYERS["incidents"].table
         ids = dict(conn.execute(select(inc.c.code, inc.c.id)).all())
-        steps = demo.steps.assign(incident_id=demo.steps["code"].map(ids))
+        districts = dict(conn.execute(select(inc.c.code, inc.c.district_code)).all())
+        # a step carries its case's district (stored with it)
+        steps = demo.steps.assign(incident_id=demo.steps["code"].map(ids),
+                                  district_code=demo.steps["code"].map(districts))
         steps["at"] = steps["at"].dt.to_pydatetime()
-        records = steps[["incident_id", "step", "at", "actor"]].to_dict("records")
+        records = steps[["incident_id", "district_code", "step", "at", "actor"]].to_dict("records")
         conn.execute(IncidentStep.__table__.delete())
         for start in range(0, len(records), BATCH):
             conn.execute(insert(IncidentStep.__table__), records[start:start + BATCH])

@@ -19,10 +19,31 @@ from webmap.i18n import role_names
 
 
 @command("init-db", help=N_(
-    "Create or upgrade the database schema and seed the default settings."))
-def init_db() -> None:
-    ready()
+    "Create or upgrade the database schema and seed the default settings."),
+    refused=N_("init-db refused: {reason}"))
+@click.option("--partition-by-district", "partition", is_flag=True, help=N_(
+    "PostgreSQL: make the large tables partitioned by district (a fresh database; see docs/scale.md)"))
+def init_db(partition: bool) -> None:
+    from geodata.partitions import partition_by_district, refuse_sqlite
+
+    if partition:
+        refuse_sqlite(engine())  # before anything is made
+    eng = ready()
+    if partition:
+        done = partition_by_district(eng)
+        click.echo(_("{tables} tables partitioned by district ({districts} districts with their own "
+                     "partition)", tables=done["tables"], districts=len(done["districts"])))
     click.echo(_("database ready"))
+
+
+@command("partition-districts", help=N_(
+    "PostgreSQL partitioned by district: give every district (of the code table, or with rows in the DEFAULT "
+    "partitions) its own partition, moving its rows there."), refused=N_("partitioning refused: {reason}"))
+def partition_districts() -> None:
+    from geodata.partitions import split_districts
+
+    done = split_districts(ready())
+    click.echo(_("districts given their own partitions: {codes}", codes=", ".join(done) or "-"))
 
 
 @command("backup", help=N_(
@@ -131,4 +152,4 @@ def token_revoke(name: str) -> None:
     click.echo(_("token {name} revoked", name=revoked["name"]))
 
 
-COMMANDS = (init_db, backup_command, restore_command, worker_command, user, token)
+COMMANDS = (init_db, partition_districts, backup_command, restore_command, worker_command, user, token)

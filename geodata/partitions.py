@@ -1,0 +1,264 @@
+"""PostgreSQL's tables split by district: declarative partitioning ``PARTITION BY LIST
+(district_code)`` of every large table (issue 19, item 4; ``init-db --partition-by-district``).
+
+The small shared tables (districts, streets, settings, users, tokens, plans, jobs, revisions …)
+stay whole. Each large table becomes a partitioned table with a ``DEFAULT`` partition
+(``units_default``), which takes the rows of a district that has no partition of its own yet
+(never an insert refused), and one partition per district (``units_d420102``), made by
+:func:`split_districts` for every district of the ``districts`` table and every district found
+in a DEFAULT partition — the rows moved out of the DEFAULT partition in the same transaction.
+
+PostgreSQL requires every primary key and unique constraint of a partitioned table to include
+the partition key: ``district_code`` is appended to each (``units (id, district_code)``,
+``UNIQUE (code, district_code)``; last, so a lookup by id alone still uses the index in each
+partition), and the foreign keys between large tables follow it (``incident_steps
+(incident_id, district_code) → incidents (id, district_code)``). A code is then unique within its
+district — every code gridplan makes starts with its district's (a street's 9 digits with the
+district's 6), so nothing changes in practice. ``plan_assignments.district_code`` is NULL in plans
+made in one piece: its key is ``UNIQUE NULLS NOT DISTINCT (plan_id, unit_code, district_code)``
+and such rows live in the DEFAULT partition.
+
+The schema is made by the migrations first, then converted here, table by table, in one
+transaction — on a database without rows in those tables (a fresh ``init-db``; a database in use
+is refused: dump its data and load it into a freshly partitioned one). Later migrations (plain
+``ADD COLUMN``, ``CREATE INDEX``) apply to partitioned tables as they are.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import Connection, Engine, text
+
+from geodata.errors import Refused, excerpt
+from geodata.i18n import _
+
+#: the large tables, parents before children (the order their rows are inserted in)
+LARGE = ("units", "unit_adjacency", "communities", "community_history", "buildings", "facilities", "roads",
+         "grid_cells", "incidents", "incident_steps", "incident_photos", "incident_days", "incident_months",
+         "plan_assignments")
+KEY = "district_code"
+#: a district code as it may appear in a partition's name (the official six digits; provisional
+#: codes are digits too)
+DISTRICT = re.compile(r"[0-9A-Za-z]{1,12}")
+#: set in a transaction that moves rows between partitions: the incident sums' triggers skip it
+#: (the sums rows move with the cases)
+MOVING = "SET LOCAL gridplan.moving_rows = 'on'"
+
+
+def partition_name(table: str, district: str) -> str:
+    """The partition of ``table`` holding ``district``'s rows."""
+    return f"{table}_d{district.lower()}"
+
+
+def is_partitioned(conn: Connection) -> bool:
+    """Whether this database's large tables are partitioned by district."""
+    if conn.dialect.name != "postgresql":
+        return False
+    return bool(conn.execute(text(
+        "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass('public.units'))"
+    )).scalar_one())
+
+
+def partitions(conn: Connection) -> dict[str, set[str]]:
+    """The district partitions there are: table → district codes (lower case, from the names)."""
+    rows = conn.execute(text(
+        "SELECT p.relname, c.relname FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
+        "JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = p.relnamespace "
+        "WHERE n.nspname = 'public' AND p.relname = ANY(:tables)"), {"tables": list(LARGE)}).all()
+    out: dict[str, set[str]] = {t: set() for t in LARGE}
+    for parent, child in rows:
+        if child.startswith(f"{parent}_d"):
+            out[parent].add(child[len(parent) + 2:])
+    return out
+
+
+def refuse_sqlite(conn: Connection | Engine) -> None:
+    """Partitioning is PostgreSQL's: refused, in one line, on SpatiaLite."""
+    if conn.dialect.name != "postgresql":
+        raise Refused(_("--partition-by-district is for PostgreSQL: a SpatiaLite database is one file "
+                        "and is not partitioned"))
+
+
+def partition_by_district(engine: Engine) -> dict:
+    """Make the large tables of a freshly migrated PostgreSQL database partitioned by district,
+    with a DEFAULT partition and one per district known (idempotent: a partitioned database only
+    gets the partitions it lacks). Returns ``{"tables", "districts"}``."""
+    with engine.begin() as conn:
+        refuse_sqlite(conn)
+        if not is_partitioned(conn):
+            full = [t for t in LARGE if conn.execute(text(f"SELECT EXISTS (SELECT 1 FROM {t})")).scalar_one()]
+            if full:
+                raise Refused(_("the database holds rows already ({tables}): partition a fresh database, "
+                                "then load the data into it", tables=", ".join(full)))
+            _convert(conn)
+    added = split_districts(engine)
+    return {"tables": len(LARGE), "districts": added}
+
+
+def _convert(conn: Connection) -> None:
+    """Every large table rebuilt as a partitioned one with the same columns, defaults, sequences,
+    indexes, triggers and keys (``district_code`` added), and its DEFAULT partition."""
+    conn.exec_driver_sql("LOCK TABLE " + ", ".join(LARGE) + " IN ACCESS EXCLUSIVE MODE")
+    shape = {t: _shape(conn, t) for t in LARGE}
+    for t in LARGE:  # foreign keys between large tables go first (they are made again below)
+        for name, _kind, _definition in shape[t]["foreign"]:
+            conn.exec_driver_sql(f'ALTER TABLE {t} DROP CONSTRAINT "{name}"')
+    foreign = [(name, kind) for t in LARGE for name, kind, _ in _referencing(conn, t)]
+    if foreign:  # a small table pointing at a large one (none today): it would need the district too
+        raise Refused(_("cannot partition: {keys} refer to a table split by district",
+                        keys=excerpt(", ".join(n for n, _ in foreign))))
+    for t in LARGE:
+        s = shape[t]
+        conn.exec_driver_sql(f"CREATE TABLE {t}__split (LIKE {t} INCLUDING DEFAULTS INCLUDING STORAGE "
+                             f"INCLUDING COMMENTS) PARTITION BY LIST ({KEY})")
+        for sequence, column in s["sequences"]:
+            conn.exec_driver_sql(f'ALTER SEQUENCE "{sequence}" OWNED BY {t}__split."{column}"')
+        conn.exec_driver_sql(f"DROP TABLE {t}")
+        conn.exec_driver_sql(f"ALTER TABLE {t}__split RENAME TO {t}")
+        for name, kind, definition in s["keys"]:
+            conn.exec_driver_sql(f'ALTER TABLE {t} ADD CONSTRAINT "{name}" '
+                                 f"{_with_key(kind, definition, nullable=s['nullable'])}")
+        for definition in s["indexes"]:
+            conn.exec_driver_sql(definition)
+        for definition in s["triggers"]:
+            conn.exec_driver_sql(definition)
+        conn.exec_driver_sql(f"CREATE TABLE {t}_default PARTITION OF {t} DEFAULT")
+    for t in LARGE:
+        for name, _kind, definition in shape[t]["foreign"]:
+            conn.exec_driver_sql(f'ALTER TABLE {t} ADD CONSTRAINT "{name}" {_foreign_with_key(definition)}')
+
+
+def _shape(conn: Connection, table: str) -> dict:
+    """What a table is made of besides its columns, as SQL to make it again."""
+    oid = conn.execute(text("SELECT to_regclass(:t)::oid"), {"t": f"public.{table}"}).scalar_one()
+    constraints = conn.execute(text(
+        "SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = :o "
+        "ORDER BY contype, conname"), {"o": oid}).all()
+    indexes = conn.execute(text(
+        "SELECT pg_get_indexdef(indexrelid), indisunique FROM pg_index WHERE indrelid = :o AND NOT EXISTS "
+        "(SELECT 1 FROM pg_constraint c WHERE c.conindid = indexrelid AND c.conrelid = :o) "
+        "ORDER BY indexrelid"),
+        {"o": oid}).all()
+    triggers = conn.execute(text(
+        "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = :o AND NOT tgisinternal "
+        "ORDER BY tgname"),
+        {"o": oid}).scalars().all()
+    sequences = conn.execute(text(
+        "SELECT s.relname, a.attname FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' "
+        "JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid "
+        "WHERE d.refobjid = :o AND d.deptype IN ('a', 'i')"), {"o": oid}).all()
+    nullable = conn.execute(text(
+        "SELECT NOT attnotnull FROM pg_attribute WHERE attrelid = :o AND attname = :k"),
+        {"o": oid, "k": KEY}).scalar_one_or_none()
+    if nullable is None:
+        raise Refused(_("cannot partition: {table} has no {key}", table=table, key=KEY))
+    return {
+        "keys": [(n, k, d) for n, k, d in constraints if k in ("p", "u", "c")],
+        "foreign": [(n, k, d) for n, k, d in constraints if k == "f"],
+        "indexes": [_index_with_key(d) if unique else d for d, unique in indexes],
+        "triggers": list(triggers),
+        "sequences": [tuple(s) for s in sequences],
+        "nullable": bool(nullable),
+    }
+
+
+def _referencing(conn: Connection, table: str) -> list[tuple]:
+    """Foreign keys of other (small) tables pointing at ``table``."""
+    return conn.execute(text(
+        "SELECT conname, conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE contype = 'f' AND confrelid = to_regclass(:t) "
+        "AND NOT (conrelid::regclass::text = ANY(:large))"),
+        {"t": f"public.{table}", "large": list(LARGE)}).all()
+
+
+def _columns(listing: str) -> list[str]:
+    return [c.strip() for c in listing.split(",")]
+
+
+def _with_key(kind: str, definition: str, *, nullable: bool) -> str:
+    """A primary key or unique constraint with ``district_code`` appended (a CHECK as it is)."""
+    m = re.fullmatch(r"(PRIMARY KEY|UNIQUE(?: NULLS NOT DISTINCT)?) \((.*)\)(.*)", definition)
+    if kind == "c" or not m:
+        return definition
+    columns = _columns(m.group(2))
+    if KEY not in columns:
+        columns.append(KEY)
+    head = m.group(1)
+    if head == "PRIMARY KEY" and nullable:  # a key column may not be NULL: unique, NULLs alike
+        head = "UNIQUE NULLS NOT DISTINCT"
+    return f"{head} ({', '.join(columns)}){m.group(3)}"
+
+
+def _index_with_key(definition: str) -> str:
+    """A unique index with ``district_code`` appended to its columns."""
+    m = re.fullmatch(r"(CREATE UNIQUE INDEX .* USING \w+ )\((.*?)\)((?: NULLS NOT DISTINCT)?(?: WHERE .*)?)",
+                     definition)
+    if not m:
+        raise Refused(_("cannot partition: unexpected index {index}", index=excerpt(definition)))
+    columns = _columns(m.group(2))
+    if KEY not in columns:
+        columns.append(KEY)
+    return f"{m.group(1)}({', '.join(columns)}){m.group(3)}"
+
+
+def _foreign_with_key(definition: str) -> str:
+    """A foreign key between large tables through the district too (to a small one: as it was)."""
+    m = re.fullmatch(r"FOREIGN KEY \((.*?)\) REFERENCES (\S+)\((.*?)\)(.*)", definition)
+    if not m:
+        raise Refused(_("cannot partition: unexpected foreign key {key}", key=excerpt(definition)))
+    if m.group(2).removeprefix("public.") not in LARGE:
+        return definition
+    return f"FOREIGN KEY ({m.group(1)}, {KEY}) REFERENCES {m.group(2)}({m.group(3)}, {KEY}){m.group(4)}"
+
+
+def split_districts(engine: Engine, districts: list[str] | None = None) -> list[str]:
+    """Give each district its own partition of every large table: ``districts``, or every
+    district of the ``districts`` table and every one with rows in a DEFAULT partition. Rows
+    already in the DEFAULT partition move into it, sums and all (the sums' triggers skip the
+    move). One transaction; run again, it does nothing. Returns the districts given partitions."""
+    with engine.begin() as conn:
+        refuse_sqlite(conn)
+        if not is_partitioned(conn):
+            raise Refused(_("this database is not partitioned by district (init-db --partition-by-district)"))
+        if districts is None:
+            wanted = set(conn.execute(text("SELECT code FROM districts")).scalars())
+            for t in LARGE:
+                wanted |= set(conn.execute(text(
+                    f"SELECT DISTINCT {KEY} FROM {t}_default "
+                    f"WHERE {KEY} IS NOT NULL AND {KEY} <> ''")).scalars())
+        else:
+            wanted = set(districts)
+        bad = sorted(d for d in wanted if not DISTRICT.fullmatch(d or ""))
+        if bad:
+            raise Refused(_("{codes} cannot name a partition (a district code is letters and digits)",
+                            codes=excerpt(", ".join(map(repr, bad)))))
+        have = partitions(conn)
+        todo = sorted(d for d in wanted if any(d.lower() not in have[t] for t in LARGE))
+        if not todo:
+            return []
+        conn.exec_driver_sql(MOVING)
+        for district in todo:
+            _split(conn, district, have)
+    return todo
+
+
+def _split(conn: Connection, district: str, have: dict[str, set[str]]) -> None:
+    """One district's partitions made, its rows moved out of the DEFAULT partitions: children
+    out first (a case's deletion would take its steps with it), parents in first (the keys)."""
+    value = {"d": district}
+    held = {}
+    for t in reversed(LARGE):
+        if district.lower() in have[t]:
+            continue
+        held[t] = f"moving_{t}"
+        conn.execute(text(f"CREATE TEMPORARY TABLE {held[t]} AS "
+                          f"SELECT * FROM {t}_default WHERE {KEY} = :d"), value)
+        conn.execute(text(f"DELETE FROM {t}_default WHERE {KEY} = :d"), value)
+    for t in LARGE:
+        if t not in held:
+            continue
+        name = partition_name(t, district)
+        conn.exec_driver_sql(f"CREATE TABLE {name} PARTITION OF {t} FOR VALUES IN ('{district}')")
+        conn.exec_driver_sql(f"INSERT INTO {name} SELECT * FROM {held[t]}")
+        conn.exec_driver_sql(f"DROP TABLE {held[t]}")

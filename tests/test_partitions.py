@@ -1,0 +1,282 @@
+"""Storage split by district (issue 19, item 4): incident steps and photos carry their case's
+district, the incident sums are kept by row triggers writing only their own district's rows, and
+PostgreSQL's tables can be partitioned by district — on SpatiaLite and PostGIS."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from geodata import incident_rows, partitions
+from geodata.db import dispose_engines, get_engine
+from layers.sample_data.demo import write_demo
+from tests.conftest import make_app
+
+T0 = datetime(2026, 11, 2, 9, 0)
+#: two districts, one case place each (a point, a community, a street)
+PLACES = {"420102": (114.30, 30.60, "420102001001", "420102001"),
+          "420103": (114.40, 30.50, "420103002001", "420103002")}
+
+
+def report(conn, district: str, at: datetime, place: tuple | None = None) -> dict:
+    """A case reported in ``district`` at ``at`` (at ``place``: lon, lat, community, street), with
+    its report step (the loop's writers)."""
+    lon, lat, community, street = place or PLACES[district]
+    case = incident_rows.insert_incident(conn, {
+        "category": "E01-01", "status": "reported", "reported_at": at, "district_code": district,
+        "community_code": community, "street_code": street}, lon, lat, at.strftime("%Y%m%d"))
+    incident_rows.add_step(conn, case["id"], "reported", at, "tester")
+    return case
+
+
+def sums_of(conn, district: str) -> dict[str, list[tuple]]:
+    """Every row of the incident sums of ``district`` (on PostgreSQL with the transaction that
+    last wrote it: a row rewritten with the same numbers is touched too)."""
+    version = ", xmin::text" if conn.dialect.name == "postgresql" else ""
+    return {table: [tuple(r) for r in conn.execute(text(
+        f"SELECT *{version} FROM {table} WHERE district_code = :d ORDER BY 1, 2, 3, 4, 5"), {"d": district})]
+        for table in ("incident_days", "incident_months")}
+
+
+@pytest.fixture
+def two_districts(engine):
+    """Cases in two districts, written and stepped by the loop's writers."""
+    cases = {}
+    with engine.begin() as conn:
+        for d, district in enumerate(PLACES):
+            cases[district] = [report(conn, district, T0 + timedelta(days=d * 3 + i, hours=i))
+                               for i in range(3)]
+    return cases
+
+
+def test_steps_and_photos_carry_their_case_district(engine, two_districts):
+    with engine.begin() as conn:
+        case = two_districts["420103"][1]
+        step_id = incident_rows.add_step(conn, case["id"], "filed", T0 + timedelta(days=9), "tester")
+        incident_rows.add_photo(conn, case["id"], step_id=step_id, stored_name="a" * 32 + ".jpg",
+                                content_type="image/jpeg", size=10)
+    with engine.connect() as conn:
+        steps = conn.execute(text("SELECT s.district_code, i.district_code FROM incident_steps s "
+                                  "JOIN incidents i ON i.id = s.incident_id")).all()
+        photo = conn.execute(text("SELECT district_code FROM incident_photos")).scalar_one()
+    assert len(steps) == 7 and all(mine == theirs for mine, theirs in steps)
+    assert photo == "420103"
+
+
+def test_a_change_in_one_district_touches_only_its_sums(engine, two_districts):
+    """Reporting, stepping, re-timing and deleting cases of district 420102 leaves every sums row
+    of 420103 as it was (on PostgreSQL not even rewritten); the sums still equal a scan."""
+    with engine.connect() as conn:
+        before = sums_of(conn, "420103")
+        mine = sums_of(conn, "420102")
+    assert before["incident_days"] and mine["incident_days"]
+    a = two_districts["420102"]
+    with engine.begin() as conn:
+        report(conn, "420102", T0 + timedelta(days=1, hours=5))
+        conn.execute(text("UPDATE incidents SET filed_at = :t, status = 'filed', filing_wh = 1.5 "
+                          "WHERE id = :i"),
+                     {"t": T0 + timedelta(days=1, hours=6), "i": a[0]["id"]})
+        incident_rows.set_step_hours(conn, [{"id": a[1]["id"], "filing_wh": 2.0}])
+        conn.execute(text("DELETE FROM incident_steps WHERE incident_id = :i"), {"i": a[2]["id"]})
+        conn.execute(text("DELETE FROM incidents WHERE id = :i"), {"i": a[2]["id"]})
+    with engine.connect() as conn:
+        assert sums_of(conn, "420103") == before
+        assert sums_of(conn, "420102") != mine
+        for district in PLACES:
+            reported = conn.execute(text("SELECT sum(reported) FROM incident_months "
+                                         "WHERE district_code = :d"), {"d": district}).scalar_one()
+            cases = conn.execute(text("SELECT count(*) FROM incidents WHERE district_code = :d"),
+                                 {"d": district}).scalar_one()
+            assert reported == cases
+        filed = conn.execute(text("SELECT sum(filed), sum(filing_sum), sum(filing_n) FROM incident_days "
+                                  "WHERE district_code = '420102'")).one()
+        assert tuple(filed) == (1, pytest.approx(1.5), 1)
+
+
+def test_postgresql_keeps_the_sums_with_row_triggers(engine):
+    """No statement trigger over transition tables is left (Citus refuses them; they cannot be
+    split by district): every trigger on incidents is a row trigger."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's triggers were always row triggers")
+    with engine.connect() as conn:
+        triggers = conn.execute(text(
+            "SELECT tgname, (tgtype & 1) = 1 AS per_row, tgoldtable IS NULL AND tgnewtable IS NULL "
+            "FROM pg_trigger WHERE tgrelid = 'incidents'::regclass AND NOT tgisinternal "
+            "ORDER BY tgname")).all()
+    events = ("delete", "insert", "update")
+    assert [tuple(t) for t in triggers] == [(f"incident_sums_{e}", True, True) for e in events]
+
+
+# --- PostgreSQL partitioned by district ---------------------------------------------------------
+
+
+def cli(url: str):
+    runner = make_app(url).test_cli_runner()
+    return lambda *args: runner.invoke(args=list(args))
+
+
+def test_partitioning_is_refused_on_spatialite_in_one_line(tmp_path):
+    path = tmp_path / "gridplan.sqlite"
+    done = cli(f"sqlite:///{path}")("init-db", "--partition-by-district")
+    assert done.exit_code == 1
+    assert done.output.strip().splitlines() == [
+        "Error: init-db refused: --partition-by-district is for PostgreSQL: a SpatiaLite database is one "
+        "file and is not partitioned"]
+    assert not path.exists() or "units" not in sqlite_tables(path)
+
+
+def sqlite_tables(path) -> set[str]:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def partitioned_tables(engine) -> dict[str, list[str]]:
+    """Each table partitioned by district and its partitions' names."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT p.relname, c.relname FROM pg_partitioned_table t JOIN pg_class p ON p.oid = t.partrelid "
+            "LEFT JOIN pg_inherits i ON i.inhparent = p.oid LEFT JOIN pg_class c ON c.oid = i.inhrelid "
+            "ORDER BY 1, 2")).all()
+    out: dict[str, list[str]] = {}
+    for parent, child in rows:
+        out.setdefault(parent, []).append(child)
+    return out
+
+
+def counts(engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in partitions.LARGE}
+
+
+def all_sums(engine) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(r) for t in ("incident_days", "incident_months")
+                for r in conn.execute(text(f"SELECT * FROM {t} ORDER BY 1, 2, 3, 4, 5"))]
+
+
+def test_init_db_partitions_every_large_table_by_district(postgis_url):
+    run = cli(postgis_url)
+    done = run("init-db", "--partition-by-district")
+    assert done.exit_code == 0, done.output
+    assert "14 tables partitioned by district" in done.output
+    engine = get_engine(postgis_url)
+    made = partitioned_tables(engine)
+    assert sorted(made) == sorted(partitions.LARGE)
+    assert all(f"{t}_default" in made[t] for t in partitions.LARGE)
+    assert run("init-db", "--partition-by-district").exit_code == 0  # again: nothing to do
+    with engine.connect() as conn:
+        keys = dict(conn.execute(text(
+            "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conname IN ('units_pkey', 'incident_steps_incident_id_fkey') AND conparentid = 0")).all())
+    assert keys == {"units": "PRIMARY KEY (id, district_code)",
+                    "incident_steps": "FOREIGN KEY (incident_id, district_code) REFERENCES "
+                                      "incidents(id, district_code) ON DELETE CASCADE"}
+
+
+def test_a_database_holding_rows_is_not_partitioned(postgis_url, small_demo):
+    engine = get_engine(postgis_url)
+    if partitions_of(engine):
+        pytest.skip("the test databases are partitioned already (GRIDPLAN_TEST_PARTITIONED)")
+    write_demo(engine, small_demo)
+    before = counts(engine)
+    done = cli(postgis_url)("init-db", "--partition-by-district")
+    assert done.exit_code == 1
+    assert "the database holds rows already (units, unit_adjacency" in done.output
+    assert partitioned_tables(engine) == {} and counts(engine) == before
+
+
+def partitions_of(engine) -> bool:
+    with engine.connect() as conn:
+        return partitions.is_partitioned(conn)
+
+
+def test_each_district_gets_its_partition_and_keeps_its_rows_and_sums(postgis_url, small_demo):
+    """The demo written into the DEFAULT partitions, then ``partition-districts``: every row and
+    every sum where it was, now in its district's partition; a case reported afterwards lands
+    there and the sums still equal a scan of the cases."""
+    engine = get_engine(postgis_url)
+    partitions.partition_by_district(engine)
+    write_demo(engine, small_demo)
+    before, sums = counts(engine), all_sums(engine)
+    districts = sorted(small_demo.layers["districts"]["code"]) if "districts" in small_demo.layers \
+        else sorted(set(small_demo.layers["units"]["district_code"]))
+    done = cli(postgis_url)("partition-districts")
+    assert done.exit_code == 0, done.output
+    for code in districts:
+        assert code in done.output
+    assert counts(engine) == before and all_sums(engine) == sums
+    with engine.connect() as conn:
+        for t in partitions.LARGE:
+            assert conn.execute(text(f"SELECT count(*) FROM {t}_default WHERE district_code IS NOT NULL "
+                                     "AND district_code <> ''")).scalar_one() == 0, t
+        in_own = conn.execute(text(f"SELECT count(*) FROM units_d{districts[0]}")).scalar_one()
+    assert in_own > 0
+    assert "districts given their own partitions: -" in cli(postgis_url)("partition-districts").output
+    # the loop writes into the partitions as before; the sums follow
+    with engine.begin() as conn:
+        district = districts[0]
+        place = conn.execute(text("SELECT ST_X(ST_PointOnSurface(geom)), ST_Y(ST_PointOnSurface(geom)), "
+                                  "code, street_code FROM communities WHERE district_code = :d LIMIT 1"),
+                             {"d": district}).one()
+        case = report(conn, district, T0 + timedelta(days=4), tuple(place))
+    with engine.connect() as conn:
+        where = conn.execute(text("SELECT tableoid::regclass::text FROM incident_steps "
+                                  "WHERE incident_id = :i"), {"i": case["id"]}).scalar_one()
+    assert where == f"incident_steps_d{district}"
+    since, until = T0 - timedelta(days=400), T0 + timedelta(days=400)
+    for by in ("district", "street", "community"):
+        assert incident_rows.rate_sums(engine, by, since, until, T0, None) == \
+            incident_rows.rate_sums_scan(engine, by, since, until, T0, None)
+
+
+def test_a_partitioned_database_backs_up_and_restores(postgis_url, postgis_server, small_demo, tmp_path):
+    """Its dump passes the schema trust check (compared with a scratch database partitioned alike)
+    and restores into a new, empty database with every row and partition; over partitioned tables
+    a restore is refused up front."""
+    engine = get_engine(postgis_url)
+    partitions.partition_by_district(engine)
+    write_demo(engine, small_demo)
+    partitions.split_districts(engine)
+    before, made = counts(engine), partitioned_tables(engine)
+    backup = tmp_path / "partitioned.backup"
+    done = cli(postgis_url)("backup", "-o", str(backup))
+    assert done.exit_code == 0, done.output
+    server = postgis_server.url.rsplit("/", 1)[0]
+    with get_engine(server + "/postgres").connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("CREATE DATABASE partitioned_restored")  # new and empty: no schema at all
+    target = f"{server}/partitioned_restored"
+    done = cli(target)("restore", str(backup))
+    assert done.exit_code == 0, done.output
+    dispose_engines()
+    restored = get_engine(target)
+    assert counts(restored) == before and partitioned_tables(restored) == made
+    # over partitioned tables: refused (pg_restore --clean cannot drop a partition's keys), unchanged
+    again = cli(target)("restore", "--replace", str(backup))
+    assert again.exit_code == 1 and "this database is partitioned by district: restore into a new, empty " \
+        "database" in again.output
+    dispose_engines()
+    assert counts(get_engine(target)) == before
+
+
+def test_a_plan_made_in_one_piece_carries_its_units_districts(engine, small_demo):
+    """A street's plan (made in one piece, not district by district) and its copy: each
+    assignment row carries its unit's district (on a store split by district, its partition)."""
+    from geodata import plan_rows
+
+    write_demo(engine, small_demo)
+    units = small_demo.layers["units"]
+    street = units["street_code"].iloc[0]
+    mine = units[units["street_code"] == street]
+    plan_id = plan_rows.create_plan(engine, "一片方案", "tester",
+                                    mine.set_index("code")["community_code"], streets=[street])
+    copy_id = plan_rows.duplicate_plan(engine, plan_id, "副本", "tester")
+    expected = dict(zip(mine["code"], mine["district_code"], strict=True))
+    with engine.connect() as conn:
+        for pid in (plan_id, copy_id):
+            rows = dict(conn.execute(text("SELECT unit_code, district_code FROM plan_assignments "
+                                          "WHERE plan_id = :p"), {"p": pid}).all())
+            assert rows == expected
