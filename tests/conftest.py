@@ -214,21 +214,29 @@ PHONE = {"viewport": {"width": 360, "height": 740}, "device_scale_factor": 2, "i
 
 @pytest.fixture
 def chromium_page(browser):
-    """Chromium pages for one test, each in its own context, closed after the test:
-    ``chromium_page(phone=False, dialogs=None, requests=False, no_tiles=False, **context_options)``.
-    Each page records its script errors in ``page.errors``; ``phone`` starts from :data:`PHONE`;
-    ``dialogs="dismiss"`` records dialogs in ``page.dialogs`` and dismisses them, ``"accept"``
-    accepts them; ``requests`` records the URLs asked for in ``page.requests``; ``no_tiles``
-    fails every tile request, as on an intranet with no way out."""
+    """Chromium pages for one test, each in its own context, closed after the test — the one way a
+    test opens a page: ``chromium_page(phone=False, dialogs=None, requests=False, no_tiles=False,
+    console=False, init_script=None, **context_options)``.
+    Each page records its script errors in ``page.errors`` (``console``: the console's errors
+    too); ``phone`` starts from :data:`PHONE`; ``dialogs="dismiss"`` records dialogs in
+    ``page.dialogs`` and dismisses them, ``"accept"`` accepts them; ``requests`` records the URLs
+    asked for in ``page.requests``; ``no_tiles`` fails every tile request, as on an intranet with
+    no way out; ``init_script`` runs in every document before the page's own scripts. The
+    page's context is ``page.context`` (to go offline, or open a second page in it)."""
     contexts = []
 
     def open_page(*, phone: bool = False, dialogs: str | None = None, requests: bool = False,
-                  no_tiles: bool = False, **options):
+                  no_tiles: bool = False, console: bool = False, init_script: str | None = None,
+                  **options):
         context = browser.new_context(**((PHONE if phone else {}) | options))
         contexts.append(context)
+        if init_script:
+            context.add_init_script(init_script)
         page = context.new_page()
         page.errors = []
         page.on("pageerror", lambda e: page.errors.append(str(e)))
+        if console:
+            page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
         if dialogs == "dismiss":
             page.dialogs = []
             page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))

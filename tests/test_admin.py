@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import threading
 from datetime import date, timedelta
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from geodata.audit import AuditFilter, search
 from geodata.settings import get_value
 from tests.conftest import make_app
-from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
+from tests.webhelpers import PASSWORD, csrf_token, make_accounts, served_copy, sign_in, sign_in_page
 
 
 def strict(response) -> dict:
@@ -307,42 +306,21 @@ def test_audit_log_search_and_csv(site, engine):
 def served(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     import shutil
 
-    from werkzeug.serving import make_server
-
     folder = tmp_path_factory.mktemp("admin_pages")
     shutil.copy(spatialite_template, folder / "gridplan.sqlite")
     app = make_app(f"sqlite:///{folder / 'gridplan.sqlite'}")
     secrets = make_accounts(app, small_demo)
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield {"base": f"http://127.0.0.1:{srv.server_port}", "folder": folder, **secrets}
-    srv.shutdown()
+    with served_copy(app) as base:
+        yield {"base": base, "folder": folder, **secrets}
 
 
 @pytest.fixture
-def page(served, chromium_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.errors = []
-        page.on("pageerror", lambda e: page.errors.append(str(e)))
-        page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
-        yield page
-        browser.close()
+def page(served, chromium_page):
+    return chromium_page(viewport={"width": 1400, "height": 1000}, console=True)
 
 
-def browser_sign_in(page, base: str, name: str, password: str = PASSWORD) -> None:
-    page.goto(f"{base}/login")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", password)
-    page.click("form.login button[type=submit]")
-    page.wait_for_url(lambda url: "/login" not in url)
-
-
-def test_users_page_in_chromium(page, served):
-    browser_sign_in(page, served["base"], "admin")
+def test_users_page_in_chromium(page, served, chromium_page):
+    sign_in_page(page, served["base"], "admin")
     page.click("text=Administration")
     page.wait_for_selector("#admin[data-ready]")
     assert page.locator("#users tbody tr").count() == 4
@@ -380,7 +358,7 @@ def test_users_page_in_chromium(page, served):
     page.screenshot(path=str(served["folder"] / "admin-users.png"), full_page=True)
     assert [e for e in page.errors if "409" not in e and "400" not in e] == []
 
-    other = page.context.browser.new_page()
+    other = chromium_page()  # another browser
     other.goto(f"{served['base']}/login")
     other.fill("input[name=name]", "planner")
     other.fill("input[name=password]", PASSWORD)
@@ -391,7 +369,7 @@ def test_users_page_in_chromium(page, served):
 def test_tokens_page_in_chromium(page, served):
     import urllib.request
 
-    browser_sign_in(page, served["base"], "admin")
+    sign_in_page(page, served["base"], "admin")
     page.goto(f"{served['base']}/admin/tokens")
     page.wait_for_selector("#admin[data-ready]")
     page.fill("#new-token input[name=name]", "公安分局")
@@ -428,7 +406,7 @@ def test_tokens_page_in_chromium(page, served):
 
 
 def test_settings_page_in_chromium(page, served):
-    browser_sign_in(page, served["base"], "admin")
+    sign_in_page(page, served["base"], "admin")
     page.goto(f"{served['base']}/admin/settings")
     page.wait_for_selector("#admin[data-ready]")
     card = '#settings section[data-key="households_max"]'

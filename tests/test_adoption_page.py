@@ -7,7 +7,6 @@ did appeared afterwards as bare 15-digit codes with nothing to do about them."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from layers.plans import adoption
 from layers.sample_data.demo import write_demo
 from tests.conftest import make_app
 from tests.test_plan_page import Page, client_of
-from tests.webhelpers import make_accounts
+from tests.webhelpers import make_accounts, served_copy
 
 SHOTS = Path("/tmp/adopt")
 
@@ -27,18 +26,14 @@ SHOTS = Path("/tmp/adopt")
 def live(tmp_path_factory, spatialite_template, small_demo):
     import shutil
 
-    from werkzeug.serving import make_server
-
     path = tmp_path_factory.mktemp("adoption-page") / "gridplan.sqlite"
     shutil.copy(spatialite_template, path)
     url = f"sqlite:///{path}"
     write_demo(get_engine(url), small_demo)
     app = make_app(url, BASEMAP="none")
     make_accounts(app, small_demo)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield {"app": app, "base": f"http://127.0.0.1:{server.server_port}", "url": url}
-    server.shutdown()
+    with served_copy(app) as base:
+        yield {"app": app, "base": base, "url": url}
 
 
 def wait_dialog(page):
@@ -47,7 +42,7 @@ def wait_dialog(page):
     return page.inner_text("#adoption-dialog")
 
 
-def test_the_confirmation_names_what_changes_and_asks_for_a_reason(browser, live, small_demo):
+def test_the_confirmation_names_what_changes_and_asks_for_a_reason(chromium_page, live, small_demo):
     SHOTS.mkdir(exist_ok=True)
     client, headers = client_of(live["app"], "planner")
     street = small_demo.layers["streets"]["code"].iloc[2]
@@ -60,7 +55,7 @@ def test_the_confirmation_names_what_changes_and_asks_for_a_reason(browser, live
     client.post(f"/api/plans/{plan_id}/communities/{moved['to']}/name",
                 json={"name": "长江社区", "version": 2}, headers=headers)
 
-    planner = Page(browser, live, "planner")
+    planner = Page(chromium_page, live, "planner")
     page = planner.open(plan_id)
     page.click("[data-action=submit]")
     shown = wait_dialog(page)
@@ -92,7 +87,7 @@ def test_the_confirmation_names_what_changes_and_asks_for_a_reason(browser, live
     approved = admin_client.post(f"/api/plans/{plan_id}/status",
                                  json={"action": "approve", "version": v, "reason": "同意"}, headers=ah)
     assert approved.status_code == 200
-    admin = Page(browser, live, "admin")
+    admin = Page(chromium_page, live, "admin")
     page = admin.open(plan_id)
     page.click("[data-action=adopt]")
     shown = wait_dialog(page)

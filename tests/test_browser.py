@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import shapely
 from sqlalchemy import text
-from werkzeug.serving import make_server
 
 from geodata.db import get_engine
 from layers.sample_data.demo import write_demo
 from tests.conftest import make_app
-from tests.webhelpers import PASSWORD, make_accounts
+from tests.webhelpers import PASSWORD, make_accounts, served_copy, sign_in_page
 
 EVIL = "<img src=x onerror=alert(1)>"
 
@@ -32,25 +29,14 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
         conn.execute(text("UPDATE communities SET name = :n WHERE code = :c"), {"n": EVIL, "c": evil_code})
     app = make_app(url, BASEMAP="osm")
     secrets = make_accounts(app, small_demo)
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield {"base": f"http://127.0.0.1:{srv.server_port}", "evil": evil_code, **secrets}
-    srv.shutdown()
+    with served_copy(app) as base:
+        yield {"base": base, "evil": evil_code, **secrets}
 
 
 @pytest.fixture
 def page(chromium_page):
     # no network beyond this machine: every tile request fails, as on an intranet
     return chromium_page(viewport={"width": 1400, "height": 900}, dialogs="dismiss", no_tiles=True)
-
-
-def sign_in(page, base: str, name: str) -> None:
-    page.goto(f"{base}/login")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.login button[type=submit]")
-    page.wait_for_url(lambda url: "/login" not in url)
 
 
 def open_map(page, base: str, path: str) -> None:
@@ -75,7 +61,7 @@ def click_at(page, lon: float, lat: float) -> None:
 
 
 def test_planner_map_shows_every_community_and_a_click_shows_its_households(page, server, small_demo):
-    sign_in(page, server["base"], "planner")
+    sign_in_page(page, server["base"], "planner")
     open_map(page, server["base"], "/map")
     communities = small_demo.layers["communities"]
     assert page.evaluate("window.gridplan.layers.communities.getLayers().length") == len(communities)
@@ -95,7 +81,7 @@ def test_planner_map_shows_every_community_and_a_click_shows_its_households(page
 
 
 def test_toggling_a_layer_hides_it(page, server):
-    sign_in(page, server["base"], "viewer")
+    sign_in_page(page, server["base"], "viewer")
     open_map(page, server["base"], "/map")
     assert page.evaluate("window.gridplan.map.hasLayer(window.gridplan.layers.facilities)")
     page.get_by_label("Facilities").uncheck()
@@ -105,7 +91,7 @@ def test_toggling_a_layer_hides_it(page, server):
 
 
 def test_text_from_the_database_is_shown_as_text(page, server, small_demo):
-    sign_in(page, server["base"], "planner")
+    sign_in_page(page, server["base"], "planner")
     open_map(page, server["base"], "/map")
     page.get_by_label("Facilities").uncheck()
     evil = small_demo.layers["communities"].set_index("code").loc[server["evil"]]
@@ -132,7 +118,7 @@ def test_text_from_the_database_is_shown_as_text(page, server, small_demo):
 
 
 def test_supervisor_sees_only_the_incidents_of_their_cells(page, server, small_demo):
-    sign_in(page, server["base"], "supervisor")
+    sign_in_page(page, server["base"], "supervisor")
     open_map(page, server["base"], "/supervisor")
     scope = server["scope"]
     incidents = small_demo.layers["incidents"]
@@ -152,7 +138,7 @@ def test_supervisor_sees_only_the_incidents_of_their_cells(page, server, small_d
 def test_the_map_works_with_tiles_cut_off(page, server):
     failed = []
     page.on("requestfailed", lambda r: failed.append(r.url))
-    sign_in(page, server["base"], "planner")  # a planner lands on the map
+    sign_in_page(page, server["base"], "planner")  # a planner lands on the map
     page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=30_000)
     assert page.url.endswith("/map")
     assert any("tile.openstreetmap.org" in url for url in failed)  # the base map did fail …
@@ -162,23 +148,19 @@ def test_the_map_works_with_tiles_cut_off(page, server):
     assert external == []
 
 
-def test_a_supervisor_signs_in_on_a_phone(browser, server):
+def test_a_supervisor_signs_in_on_a_phone(chromium_page, server):
     """360 px, touch: the sign-in page is laid out at the phone's width (not a 980 px page
     shrunk), its fields span it and the button is a thumb's size; signing in lands on the cases."""
-    context = browser.new_context(viewport={"width": 360, "height": 740}, is_mobile=True, has_touch=True,
-                                  locale="zh-CN")
-    page = context.new_page()
-    try:
-        page.goto(f"{server['base']}/login")
-        assert page.evaluate("() => window.innerWidth") == 360  # no shrunk desktop layout
-        field = page.locator("input[name=name]").bounding_box()
-        button = page.locator("form.login button[type=submit]").bounding_box()
-        assert field["width"] >= 300 and button["height"] >= 44 and button["width"] >= 100, (field, button)
-        assert page.locator("h1").inner_text() == "登录"
-        page.fill("input[name=name]", "supervisor")
-        page.fill("input[name=password]", PASSWORD)
-        page.tap("form.login button[type=submit]")
-        page.wait_for_url(lambda url: "/login" not in url)
-        assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
-    finally:
-        context.close()
+    page = chromium_page(viewport={"width": 360, "height": 740}, is_mobile=True, has_touch=True,
+                         locale="zh-CN")
+    page.goto(f"{server['base']}/login")
+    assert page.evaluate("() => window.innerWidth") == 360  # no shrunk desktop layout
+    field = page.locator("input[name=name]").bounding_box()
+    button = page.locator("form.login button[type=submit]").bounding_box()
+    assert field["width"] >= 300 and button["height"] >= 44 and button["width"] >= 100, (field, button)
+    assert page.locator("h1").inner_text() == "登录"
+    page.fill("input[name=name]", "supervisor")
+    page.fill("input[name=password]", PASSWORD)
+    page.tap("form.login button[type=submit]")
+    page.wait_for_url(lambda url: "/login" not in url)
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 360

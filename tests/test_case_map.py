@@ -6,19 +6,17 @@ never as a silently cut set."""
 from __future__ import annotations
 
 import shutil
-import threading
 from datetime import datetime
 
 import pytest
 from sqlalchemy import update
-from werkzeug.serving import make_server
 
 from geodata import incident_rows
 from geodata.db import get_engine
 from layers.incidents import loop as incidents
 from layers.sample_data.demo import write_demo
 from tests.conftest import make_app
-from tests.webhelpers import PASSWORD, make_accounts, signed_in
+from tests.webhelpers import make_accounts, served_copy, sign_in_page, signed_in
 
 PINS = 100  # a small cap, so that the small demo's city view is drawn as groups
 
@@ -143,25 +141,17 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     write_demo(get_engine(url), small_demo)
     app = make_app(url, BASEMAP="none", CASE_MAP_PINS=PINS)
     make_accounts(app, small_demo)
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield {"base": f"http://127.0.0.1:{srv.server_port}", "app": app}
-    srv.shutdown()
+    with served_copy(app) as base:
+        yield {"base": base, "app": app}
 
 
-def test_the_admins_map_loads_by_view(browser, server, tmp_path_factory):
+def test_the_admins_map_loads_by_view(chromium_page, server, tmp_path_factory):
     base = server["base"]
-    context = browser.new_context(viewport={"width": 1200, "height": 800})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    page = chromium_page(viewport={"width": 1200, "height": 800})
+    errors = page.errors
     asked: list[str] = []
     page.on("request", lambda r: asked.append(r.url) if "/api/incidents" in r.url else None)
-    page.goto(f"{base}/login")
-    page.fill("input[name=name]", "admin")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.login button[type=submit]")
-    page.wait_for_url(lambda u: "/login" not in u)
+    sign_in_page(page, base, "admin")
     page.goto(f"{base}/supervisor")
     page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=30_000)
     assert not any("limit=20000" in u for u in asked)  # never the whole city in one download
@@ -199,4 +189,3 @@ def test_the_admins_map_loads_by_view(browser, server, tmp_path_factory):
     assert f"{counts['total']:,}" in page.inner_text("#summary")  # the scope's figures unchanged
     page.screenshot(path=str(folder / "pins.png"))
     assert errors == []
-    context.close()

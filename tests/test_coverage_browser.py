@@ -7,19 +7,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from werkzeug.serving import make_server
 
 from geodata.db import get_engine
 from geodata.standards import FACILITY_STANDARDS
 from layers.coverage import gaps as coverage
 from layers.sample_data.demo import write_demo
 from tests.conftest import make_app
-from tests.webhelpers import PASSWORD, make_accounts
+from tests.webhelpers import make_accounts, served_copy, sign_in_page
 
 EVIL = "<img src=x onerror=alert(1)>"
 SHOTS = Path(os.environ.get("GRIDPLAN_SCREENSHOTS", "/tmp/gridplan-shots"))
@@ -43,11 +41,8 @@ def served(tmp_path_factory, spatialite_template, small_demo, chromium_path):
         conn.execute(text("UPDATE communities SET name = :n WHERE code = :c"), {"n": EVIL, "c": evil})
     app = make_app(url, BASEMAP="osm")
     make_accounts(app, small_demo)
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield {"base": f"http://127.0.0.1:{srv.server_port}", "evil": evil}
-    srv.shutdown()
+    with served_copy(app) as base:
+        yield {"base": base, "evil": evil}
 
 
 @pytest.fixture
@@ -57,21 +52,13 @@ def page(chromium_page):
                          no_tiles=True)
 
 
-def sign_in(page, base: str, name: str) -> None:
-    page.goto(f"{base}/login")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.login button[type=submit]")
-    page.wait_for_url(lambda url: "/login" not in url)
-
-
 def open_coverage(page, base: str) -> None:
     page.goto(f"{base}/coverage")
     page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=60_000)
 
 
 def test_coverage_page_layers_findings_proposal_and_sites(page, served):
-    sign_in(page, served["base"], "planner")
+    sign_in_page(page, served["base"], "planner")
     open_coverage(page, served["base"])
     report = page.evaluate("window.gridplan.state.report")
     assert page.evaluate("window.gridplan.layers.uncovered.getLayers().length") > 0
@@ -145,7 +132,7 @@ def test_coverage_page_layers_findings_proposal_and_sites(page, served):
 
 
 def test_printable_report_with_charts(page, served):
-    sign_in(page, served["base"], "viewer")
+    sign_in_page(page, served["base"], "viewer")
     page.goto(f"{served['base']}/coverage/report?method=straight")
     page.wait_for_function("() => window.coverageReportReady === true")
     rows = page.locator("#reach-table tbody tr")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import geopandas as gpd
@@ -15,7 +14,6 @@ import pytest
 import shapely
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
-from werkzeug.serving import make_server
 
 from geodata.db import get_engine
 from layers.coverage import cache as coverage_cache
@@ -25,7 +23,7 @@ from layers.coverage.reach import RoadGraph
 from layers.sample_data.demo import write_demo
 from tests.conftest import make_app
 from tests.test_coverage import _grid_units
-from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
+from tests.webhelpers import csrf_token, make_accounts, served_copy, sign_in, sign_in_page
 
 SHOTS = Path(os.environ.get("GRIDPLAN_SCREENSHOTS", "/tmp/siting-speed"))
 
@@ -190,22 +188,14 @@ def served(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     write_demo(get_engine(url), small_demo)
     app = make_app(url, BASEMAP="none")
     make_accounts(app, small_demo)
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_port}"
-    srv.shutdown()
+    with served_copy(app) as base:
+        yield base
 
 
-def test_the_page_lists_blind_spots_with_names(browser, served, small_demo):
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, locale="zh-CN")
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{served}/login")
-    page.fill("input[name=name]", "planner")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.login button[type=submit]")
-    page.wait_for_url(lambda url: "/login" not in url)
+def test_the_page_lists_blind_spots_with_names(chromium_page, served, small_demo):
+    page = chromium_page(viewport={"width": 1400, "height": 900}, locale="zh-CN")
+    errors = page.errors
+    sign_in_page(page, served, "planner")
     page.goto(f"{served}/coverage")
     page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=60_000)
     report = page.evaluate("() => fetch('/api/coverage/report').then((r) => r.json())")
@@ -219,4 +209,3 @@ def test_the_page_lists_blind_spots_with_names(browser, served, small_demo):
     item.scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "blind-spot-names.png"), full_page=False)
     assert not errors
-    context.close()

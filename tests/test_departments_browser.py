@@ -5,12 +5,10 @@ case with a note; the case shows the department, the 督办 and the history says
 from __future__ import annotations
 
 import shutil
-import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from geodata import departments as depts
 from geodata.accounts import find_user
@@ -18,7 +16,7 @@ from geodata.db import get_engine
 from layers.incidents import loop as incidents
 from layers.sample_data.demo import write_demo
 from tests.conftest import make_app
-from tests.webhelpers import PASSWORD, make_accounts
+from tests.webhelpers import PASSWORD, make_accounts, served_copy, sign_in_page
 from webmap.auth import add_user
 
 SHOTS = Path("/tmp/dept")
@@ -59,20 +57,14 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     fresh = new_case(datetime.now(), dispatch=False)
     late = new_case(datetime.now() - timedelta(days=14), dispatch=True)
     wrong = new_case(datetime.now(), dispatch=True)  # sent to HW, which will send it back
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield {"base": f"http://127.0.0.1:{srv.server_port}", "fresh": fresh, "late": late, "wrong": wrong}
-    srv.shutdown()
+    with served_copy(app) as base:
+        yield {"base": base, "fresh": fresh, "late": late, "wrong": wrong}
     engine.dispose()
 
 
 def signed_in_phone(chromium_page, server, name: str):
     page = chromium_page(phone=True, locale="zh-CN")
-    page.goto(f"{server['base']}/login")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.login button[type=submit]")
-    page.wait_for_url(lambda url: "/login" not in url)
+    sign_in_page(page, server["base"], name)
     return page
 
 

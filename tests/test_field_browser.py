@@ -7,19 +7,17 @@ count of what needs me in the top bar. Screenshots go to /tmp/field/."""
 from __future__ import annotations
 
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
-from werkzeug.serving import make_server
 
 from geodata.db import get_engine
 from geodata.models import Incident
 from layers.sample_data.demo import seed_departments, write_demo
 from tests.conftest import make_app
 from tests.images import JPEG
-from tests.webhelpers import PASSWORD, make_accounts
+from tests.webhelpers import PASSWORD, make_accounts, served_copy, sign_in_page
 
 SHOTS = Path("/tmp/field")
 
@@ -39,13 +37,11 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
 
         add_user("dispatcher", "dispatcher", PASSWORD)
         add_user("handler", "handler", PASSWORD, department="SZ")
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
     cells = small_demo.layers["grid_cells"]
     mine = cells[cells["code"].str.startswith(secrets["scope"])]
     SHOTS.mkdir(parents=True, exist_ok=True)
-    yield {"base": f"http://127.0.0.1:{srv.server_port}", "cells": mine, "engine": get_engine(url), **secrets}
-    srv.shutdown()
+    with served_copy(app) as base:
+        yield {"base": base, "cells": mine, "engine": get_engine(url), **secrets}
 
 
 def phone_context(chromium_page, here=None):
@@ -55,14 +51,6 @@ def phone_context(chromium_page, here=None):
     # what the page's Content-Security-Policy blocks is an error too (tiles that fail are not)
     page.on("console", lambda m: page.errors.append(m.text) if "Content Security Policy" in m.text else None)
     return page.context, page
-
-
-def sign_in(page, server, name: str = "supervisor"):
-    page.goto(f"{server['base']}/login")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", PASSWORD)
-    page.tap("form.login button[type=submit]")
-    page.wait_for_url(lambda url: "/login" not in url)
 
 
 def cases(server) -> int:
@@ -92,7 +80,7 @@ def test_signing_in_on_a_phone_lands_on_the_cases(chromium_page, server):
     assert page.locator("input[name=name]").bounding_box()["width"] >= 280
     no_sideways_scroll(page)
     page.screenshot(path=str(SHOTS / "login.png"))
-    sign_in(page, server)
+    sign_in_page(page, server["base"], "supervisor", tap=True)
     assert page.url.endswith("/cases")
     page.wait_for_function("() => window.gridplan && window.gridplan.ready")
     assert page.locator("h1, #case-list, #case-filters").count() >= 1
@@ -108,7 +96,7 @@ def test_a_pin_by_tapping_the_map_duplicates_before_sending_and_the_same_case(ch
     here = cell.geometry.representative_point()
     # without GPS: the map opens on the 网格员's own cells, the pin is placed by a tap
     context, page = phone_context(chromium_page)
-    sign_in(page, server)
+    sign_in_page(page, server["base"], "supervisor", tap=True)
     page.goto(f"{server['base']}/cases/new")
     page.wait_for_function("() => window.gridplan.pin && window.gridplan.pin.ready")
     page.wait_for_function("() => document.querySelectorAll('#pin-map svg path').length > 0")  # the base
@@ -146,7 +134,7 @@ def test_a_pin_by_tapping_the_map_duplicates_before_sending_and_the_same_case(ch
 
     # another 网格员 with GPS a few metres away: the case is shown before sending
     context, page = phone_context(chromium_page, here)
-    sign_in(page, server)
+    sign_in_page(page, server["base"], "supervisor", tap=True)
     page.goto(f"{server['base']}/cases/new")
     page.wait_for_function("() => window.gridplan.pin && window.gridplan.pin.place !== null")  # GPS pin
     page.select_option("select[name=category]", "E01-01")
@@ -177,7 +165,7 @@ def test_the_case_page_shows_where_to_go(chromium_page, server):
                          headers={"Authorization": f"Bearer {server['supervisor_token']}"}, timeout=10).json()
     standing = type(here)(here.x + 0.003, here.y)  # the 网格员 about 300 m east
     context, page = phone_context(chromium_page, standing)
-    sign_in(page, server)
+    sign_in_page(page, server["base"], "supervisor", tap=True)
     page.goto(f"{server['base']}/cases/{made['code']}")
     page.wait_for_function("() => window.gridplan.ready && window.gridplan.pin.ready")
     # the cell as a person reads it: its community's name and its number, not the 15-digit code
@@ -203,7 +191,7 @@ def test_the_case_page_shows_where_to_go(chromium_page, server):
 
 def test_what_needs_me_counts_in_the_top_bar(chromium_page, server):
     context, page = phone_context(chromium_page)
-    sign_in(page, server)
+    sign_in_page(page, server["base"], "supervisor", tap=True)
     page.wait_for_selector("#attention")
     new = int(page.get_attribute("#attention .chip.new", "data-n"))
     assert new >= 1  # the cases reported above are new
@@ -218,7 +206,7 @@ def test_what_needs_me_counts_in_the_top_bar(chromium_page, server):
 def test_tapping_the_grid_map_offers_a_report_there(chromium_page, server):
     here = server["cells"].iloc[0].geometry.representative_point()
     context, page = phone_context(chromium_page)
-    sign_in(page, server)
+    sign_in_page(page, server["base"], "supervisor", tap=True)
     page.goto(f"{server['base']}/supervisor")
     page.wait_for_function("() => window.gridplan && window.gridplan.ready")
     page.evaluate("([lat, lon]) => window.gridplan.map.setView([lat, lon], 17, { animate: false })",
@@ -253,7 +241,7 @@ def test_each_role_sees_only_what_it_may_use_and_names_beside_codes(chromium_pag
     them); the 网格员's top bar names their community (the code in a title); the 指挥中心's top
     bar has the grid map and the new reports waiting for them."""
     context, page = phone_context(chromium_page)
-    sign_in(page, server, "handler")
+    sign_in_page(page, server["base"], "handler", tap=True)
     page.goto(f"{server['base']}/cases")
     bar = page.text_content(".case-bar")
     assert "上报" not in bar and "地图" not in bar and "考核" not in bar
@@ -266,7 +254,7 @@ def test_each_role_sees_only_what_it_may_use_and_names_beside_codes(chromium_pag
     context.close()
 
     context, page = phone_context(chromium_page)
-    sign_in(page, server)
+    sign_in_page(page, server["base"], "supervisor", tap=True)
     page.goto(f"{server['base']}/cases")
     scope = page.locator(".topbar .who .scope")
     assert scope.get_attribute("title") == server["scope"]
@@ -290,7 +278,7 @@ def test_each_role_sees_only_what_it_may_use_and_names_beside_codes(chromium_pag
     context.close()
 
     context, page = phone_context(chromium_page)
-    sign_in(page, server, "dispatcher")
+    sign_in_page(page, server["base"], "dispatcher", tap=True)
     page.goto(f"{server['base']}/cases")
     assert page.locator(".topbar nav a", has_text="网格地图").count() == 1
     assert int(page.get_attribute("#attention .chip.new", "data-n")) >= 1  # new reports are theirs

@@ -7,21 +7,19 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 from babel.messages.frontend import CommandLineInterface
 from babel.messages.pofile import read_po
 from sqlalchemy import text
-from werkzeug.serving import make_server
 
 from geodata.catalog import LAYERS
 from geodata.db import get_engine
 from geodata.standards import FACILITY_KINDS
 from layers.sample_data.demo import write_demo
 from tests.conftest import demo_site, make_app
-from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
+from tests.webhelpers import PASSWORD, csrf_token, make_accounts, served_copy, sign_in, sign_in_page
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOGUE = ROOT / "webmap" / "translations" / "zh" / "LC_MESSAGES" / "messages.po"
@@ -276,13 +274,10 @@ def live(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     data |= {spec.label for spec in LAYERS.values()}
     data |= {f.label for spec in LAYERS.values() for f in spec.fields}
     data |= {name for name, _reach in FACILITY_KINDS.values()}
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     # English words that are data too: account names, layer names, the settings' texts
     words = {"admin", "planner", "supervisor", "viewer", "police", "grid-app"} | set(LAYERS) | settings_text
-    yield {"base": f"http://127.0.0.1:{server.server_port}", "plan": plan_id, "case": case, "data": data,
-           "words": words}
-    server.shutdown()
+    with served_copy(app) as base:
+        yield {"base": base, "plan": plan_id, "case": case, "data": data, "words": words}
 
 
 VISIBLE_TEXT = """() => {
@@ -328,18 +323,12 @@ PAGES = [  # (who, path, what shows the page is drawn)
 ]
 
 
-def _signed_in(browser, live, who: str | None, locale: str):
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, locale=locale)
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+def _signed_in(chromium_page, live, who: str | None, locale: str):
+    """A page whose browser asks for ``locale``, signed in as ``who`` (no one: signed out)."""
+    page = chromium_page(viewport={"width": 1400, "height": 900}, locale=locale)
     if who:
-        page.goto(f"{live['base']}/login")
-        page.fill("input[name=name]", who)
-        page.fill("input[name=password]", PASSWORD)
-        page.click("form.login button[type=submit]")
-        page.wait_for_url(lambda url: "/login" not in url)
-    return context, page
+        sign_in_page(page, live["base"], who)
+    return page
 
 
 def _visit(page, live, path: str, ready: str | None) -> list[str]:
@@ -371,76 +360,63 @@ def _english_msgids() -> set[str]:
 
 
 @pytest.mark.parametrize("who,path,ready", PAGES, ids=[p[1] for p in PAGES])
-def test_each_page_in_chinese_shows_no_english_from_the_catalogue(browser, live, who, path, ready):
+def test_each_page_in_chinese_shows_no_english_from_the_catalogue(chromium_page, live, who, path, ready):
     english = _english_msgids()
     plain = {m for m in english if not PLACEHOLDERS.search(m)}
     long_ones = {m for m in plain if len(m.split()) >= 3}
-    context, page = _signed_in(browser, live, who, "zh-CN")
-    try:
-        texts = _visit(page, live, path, ready)
-        assert page.evaluate("document.documentElement.lang") == "zh-CN"
-        texts = [t for t in texts if t not in live["words"]]
-        shown = [t for t in texts if t in plain or any(m in t for m in long_ones)]
-        assert not shown, f"{path} in Chinese shows English: {shown}"
-        assert not page.errors, page.errors
-    finally:
-        context.close()
+    page = _signed_in(chromium_page, live, who, "zh-CN")
+    texts = _visit(page, live, path, ready)
+    assert page.evaluate("document.documentElement.lang") == "zh-CN"
+    texts = [t for t in texts if t not in live["words"]]
+    shown = [t for t in texts if t in plain or any(m in t for m in long_ones)]
+    assert not shown, f"{path} in Chinese shows English: {shown}"
+    assert not page.errors, page.errors
 
 
 @pytest.mark.parametrize("who,path,ready", PAGES, ids=[p[1] for p in PAGES])
-def test_each_page_in_english_shows_chinese_only_in_data(browser, live, who, path, ready):
+def test_each_page_in_english_shows_chinese_only_in_data(chromium_page, live, who, path, ready):
     data = sorted(live["data"], key=len, reverse=True)
-    context, page = _signed_in(browser, live, who, "en-US")
-    try:
-        texts = _visit(page, live, path, ready)
-        assert page.evaluate("document.documentElement.lang") == "en"
-        left = []
-        for t in texts:
-            if not CJK.search(t):
-                continue
-            rest = t
-            for value in data:
-                if value in rest:
-                    rest = rest.replace(value, " ")
-            if CJK.search(rest):
-                left.append(t)
-        assert not left, f"{path} in English shows Chinese that is not data: {left}"
-        assert not page.errors, page.errors
-    finally:
-        context.close()
+    page = _signed_in(chromium_page, live, who, "en-US")
+    texts = _visit(page, live, path, ready)
+    assert page.evaluate("document.documentElement.lang") == "en"
+    left = []
+    for t in texts:
+        if not CJK.search(t):
+            continue
+        rest = t
+        for value in data:
+            if value in rest:
+                rest = rest.replace(value, " ")
+        if CJK.search(rest):
+            left.append(t)
+    assert not left, f"{path} in English shows Chinese that is not data: {left}"
+    assert not page.errors, page.errors
 
 
-def test_the_switch_in_the_top_bar(browser, live):
+def test_the_switch_in_the_top_bar(chromium_page, live):
     """Signed out: the choice is a cookie; signed in: it is the user's setting, and it stays
     when the browser asks for the other language."""
-    context = browser.new_context(locale="zh-CN")
-    page = context.new_page()
-    try:
-        page.goto(f"{live['base']}/login")
-        assert page.inner_text("h1") == "登录" and page.get_attribute("#locale-zh", "aria-pressed") == "true"
-        page.click("#locale-en")
-        page.wait_for_function("() => document.documentElement.lang === 'en'")
-        assert page.inner_text("h1") == "Sign in"
-        page.fill("input[name=name]", "viewer")  # the other tests' users keep no setting
-        page.fill("input[name=password]", PASSWORD)
-        page.click("form.login button[type=submit]")
-        page.wait_for_url(lambda url: "/login" not in url)
-        page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=30_000)
-        assert "Planning map" in page.inner_text("header.topbar")
-        # the script's text follows: the histogram's heading is drawn by planner.js
-        page.click("#locale-zh")
-        page.wait_for_function("() => document.documentElement.lang === 'zh-CN'")
-        page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=30_000)
-        assert "规划" in page.inner_text("header.topbar") and "社区" in page.inner_text("#status")
-    finally:
-        context.close()
+    page = chromium_page(locale="zh-CN")
+    page.goto(f"{live['base']}/login")
+    assert page.inner_text("h1") == "登录" and page.get_attribute("#locale-zh", "aria-pressed") == "true"
+    page.click("#locale-en")
+    page.wait_for_function("() => document.documentElement.lang === 'en'")
+    assert page.inner_text("h1") == "Sign in"
+    page.fill("input[name=name]", "viewer")  # the other tests' users keep no setting
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form.login button[type=submit]")
+    page.wait_for_url(lambda url: "/login" not in url)
+    page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=30_000)
+    assert "Planning map" in page.inner_text("header.topbar")
+    # the script's text follows: the histogram's heading is drawn by planner.js
+    page.click("#locale-zh")
+    page.wait_for_function("() => document.documentElement.lang === 'zh-CN'")
+    page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=30_000)
+    assert "规划" in page.inner_text("header.topbar") and "社区" in page.inner_text("#status")
     # another browser asking for English: the planner's setting (Chinese) wins
-    context, page = _signed_in(browser, live, "viewer", "en-US")
-    try:
-        page.goto(f"{live['base']}/rates")
-        assert page.evaluate("document.documentElement.lang") == "zh-CN" and "考核" in page.inner_text("h1")
-    finally:
-        context.close()
+    page = _signed_in(chromium_page, live, "viewer", "en-US")
+    page.goto(f"{live['base']}/rates")
+    assert page.evaluate("document.documentElement.lang") == "zh-CN" and "考核" in page.inner_text("h1")
 
 
 def test_a_templates_named_parameters_are_filled_in_both_styles(chinese_app):

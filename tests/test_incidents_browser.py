@@ -5,17 +5,15 @@ see a version conflict answered with the current state; the map opens on the sup
 from __future__ import annotations
 
 import shutil
-import threading
 
 import pytest
-from werkzeug.serving import make_server
 
 from geodata.db import get_engine
 from geodata.settings import save_setting
 from layers.sample_data.demo import write_demo
 from tests.conftest import make_app
 from tests.images import JPEG
-from tests.webhelpers import PASSWORD, make_accounts
+from tests.webhelpers import make_accounts, served_copy, sign_in_page
 
 EVIL = "<img src=x onerror=alert(1)>"
 
@@ -31,12 +29,10 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     save_setting(get_engine(url), "incident_separation", False, actor="test")
     app = make_app(url, BASEMAP="osm", PHOTO_DIR=str(folder / "photos"))
     secrets = make_accounts(app, small_demo)
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
     cells = small_demo.layers["grid_cells"]
     mine = cells[cells["code"].str.startswith(secrets["scope"])]
-    yield {"base": f"http://127.0.0.1:{srv.server_port}", "cells": mine, "folder": folder, **secrets}
-    srv.shutdown()
+    with served_copy(app) as base:
+        yield {"base": base, "cells": mine, "folder": folder, **secrets}
 
 
 @pytest.fixture
@@ -49,11 +45,7 @@ def phone(chromium_page, server):
         permissions=["geolocation"],
         no_tiles=True,
     )
-    page.goto(f"{server['base']}/login")
-    page.fill("input[name=name]", "supervisor")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.login button[type=submit]")
-    page.wait_for_url(lambda url: "/login" not in url)
+    sign_in_page(page, server["base"], "supervisor")
     return page
 
 
@@ -115,7 +107,7 @@ def test_a_case_through_every_step_on_a_phone(phone, server, tmp_path):
     assert code
 
 
-def test_a_conflict_shows_the_current_state(phone, server, browser):
+def test_a_conflict_shows_the_current_state(phone, server):
     page = phone
     page.goto(f"{server['base']}/cases/new")
     ready(page)
@@ -154,17 +146,12 @@ def test_the_case_list_puts_overdue_first(phone, server):
     page.screenshot(path=str(server["folder"] / "list.png"), full_page=True)
 
 
-def test_the_map_opens_on_the_supervisors_cells_every_time(browser, server):
+def test_the_map_opens_on_the_supervisors_cells_every_time(chromium_page, server):
     cells = server["cells"]
     minx, miny, maxx, maxy = cells.total_bounds
     for _ in range(4):
-        context = browser.new_context(viewport={"width": 1200, "height": 800})
-        page = context.new_page()
-        page.route("**/tile.openstreetmap.org/**", lambda route: route.abort())
-        page.goto(f"{server['base']}/login")
-        page.fill("input[name=name]", "supervisor")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("form.login button[type=submit]")
+        page = chromium_page(viewport={"width": 1200, "height": 800}, no_tiles=True)
+        sign_in_page(page, server["base"], "supervisor")
         page.wait_for_url(lambda url: "/cases" in url)  # a 网格员 lands on their cases
         page.goto(f"{server['base']}/supervisor")
         ready(page)
@@ -175,4 +162,4 @@ def test_the_map_opens_on_the_supervisors_cells_every_time(browser, server):
         )
         width = maxx - minx
         assert bounds[0] <= minx and bounds[2] >= maxx and (bounds[2] - bounds[0]) < 4 * width + 0.01
-        context.close()
+        page.context.close()  # the next time is a new browser

@@ -19,7 +19,7 @@ import pytest
 from geodata.store import layer_counts, read_layer
 from layers.worker import run_one
 from tests.conftest import demo_site
-from tests.webhelpers import PASSWORD, csrf_token, sign_in
+from tests.webhelpers import csrf_token, served_copy, sign_in, sign_in_page
 
 
 def strict(response) -> dict:
@@ -252,8 +252,6 @@ def test_export_with_options(site, engine, small_demo):
 def served(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     import shutil
 
-    from werkzeug.serving import make_server
-
     from geodata.db import get_engine
 
     folder = tmp_path_factory.mktemp("layers_page")
@@ -261,8 +259,6 @@ def served(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     url = f"sqlite:///{folder / 'gridplan.sqlite'}"
     engine = get_engine(url)
     app = demo_site(url, small_demo, BASEMAP="none", UPLOAD_FOLDER=str(folder / "uploads"))[0]
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
     stop = threading.Event()
 
     def worker():  # the background worker beside the app, as `make run` starts it
@@ -270,42 +266,24 @@ def served(tmp_path_factory, spatialite_template, small_demo, chromium_path):
             if run_one(engine) is None:
                 stop.wait(0.2)
 
-    thread = threading.Thread(target=worker, daemon=True)
-    thread.start()
-    yield {"base": f"http://127.0.0.1:{srv.server_port}", "engine": engine, "folder": folder}
-    stop.set()
-    thread.join(5)
-    srv.shutdown()
+    with served_copy(app) as base:
+        thread = threading.Thread(target=worker, daemon=True)
+        thread.start()
+        yield {"base": base, "engine": engine, "folder": folder}
+        stop.set()
+        thread.join(5)
 
 
 @pytest.fixture
-def page(served, chromium_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path, args=["--no-sandbox", "--disable-gpu"])
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-        page = context.new_page()
-        page.errors = []
-        page.on("pageerror", lambda e: page.errors.append(str(e)))
-        page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
-        yield page
-        browser.close()
-
-
-def browser_sign_in(page, base: str, name: str) -> None:
-    page.goto(f"{base}/login")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.login button[type=submit]")
-    page.wait_for_url(lambda url: "/login" not in url)
+def page(served, chromium_page):
+    return chromium_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True, console=True)
 
 
 def test_upload_preview_mapping_and_import_in_chromium(page, served, small_demo, tmp_path):
     units = new_units(small_demo, 30).rename(columns={"households": "HH"})
     path = tmp_path / "新的单元.zip"
     path.write_bytes(shapefile_zip(units, tmp_path / "shp"))
-    browser_sign_in(page, served["base"], "planner")
+    sign_in_page(page, served["base"], "planner")
     page.goto(f"{served['base']}/layers")
     page.click("tr[data-layer=units] .pick-import")
     page.set_input_files("#import-form input[name=file]", str(path))
@@ -334,7 +312,7 @@ def test_upload_preview_mapping_and_import_in_chromium(page, served, small_demo,
 def test_a_refused_file_is_explained_where_the_planner_looks(page, served, small_demo, tmp_path):
     path = tmp_path / "没有prj.zip"
     path.write_bytes(shapefile_zip(new_units(small_demo, 5), tmp_path / "shp", prj=False))
-    browser_sign_in(page, served["base"], "planner")
+    sign_in_page(page, served["base"], "planner")
     page.goto(f"{served['base']}/layers")
     page.select_option("#import-form select[name=layer]", "units")
     page.set_input_files("#import-form input[name=file]", str(path))
@@ -351,7 +329,7 @@ def test_a_refused_file_is_explained_where_the_planner_looks(page, served, small
 
 
 def test_export_options_in_chromium(page, served, small_demo):
-    browser_sign_in(page, served["base"], "viewer")
+    sign_in_page(page, served["base"], "viewer")
     page.goto(f"{served['base']}/layers")
     assert page.locator("#import-panel").count() == 0
     page.wait_for_selector("#export-form[data-ready]")
@@ -442,7 +420,7 @@ def test_communities_by_name_import_in_chromium(page, served, small_demo, tmp_pa
     data, street, names = communities_by_name(small_demo, 2, columns=("name", "街道"))
     path = tmp_path / "按名称社区.geojson"
     path.write_bytes(data)
-    browser_sign_in(page, served["base"], "planner")
+    sign_in_page(page, served["base"], "planner")
     page.goto(f"{served['base']}/layers")
     page.select_option("#import-form select[name=layer]", "communities")
     assert page.is_visible("#district-field")  # the only district, filled in
@@ -474,7 +452,7 @@ def test_the_preview_names_fields_and_facility_kinds_and_the_table_names_command
     facilities = small_demo.layers["facilities"].iloc[:5]
     path = tmp_path / "fac.geojson"
     facilities.to_file(path, driver="GeoJSON")
-    browser_sign_in(page, served["base"], "planner")
+    sign_in_page(page, served["base"], "planner")
     page.goto(f"{served['base']}/layers")
     change = page.inner_text("tr[data-layer=grid_cells] .change")
     assert "demo accounts setup" in change and "demo-accounts" not in change

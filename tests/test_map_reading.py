@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import re
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 import shapely
 from sqlalchemy import text
-from werkzeug.serving import make_server
 
 from geodata.db import get_engine
 from geodata.store import read_layer
 from layers.grid.cells import cell_of_units, cell_table, grid_rules
 from layers.sample_data.demo import write_demo
 from tests.conftest import demo_site
-from tests.webhelpers import PASSWORD, signed_in
+from tests.webhelpers import served_copy, sign_in_page, signed_in
 
 SHOTS = Path("/tmp/mapgrid")
 SPLIT_HERE = "420103001004"  # three cells in the small demo
@@ -39,24 +37,14 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     url = f"sqlite:///{path}"
     engine = get_engine(url)
     app, secrets = demo_site(url, small_demo, BASEMAP="none")
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
     SHOTS.mkdir(exist_ok=True)
-    yield {"base": f"http://127.0.0.1:{srv.server_port}", "engine": engine, "app": app, **secrets}
-    srv.shutdown()
+    with served_copy(app) as base:
+        yield {"base": base, "engine": engine, "app": app, **secrets}
 
 
 @pytest.fixture
 def page(chromium_page):
     return chromium_page(viewport={"width": 1400, "height": 900}, locale="en-US", requests=True)
-
-
-def sign_in(page, base: str, name: str) -> None:
-    page.goto(f"{base}/login")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.login button[type=submit]")
-    page.wait_for_url(lambda url: "/login" not in url)
 
 
 def open_page(page, base: str, path: str) -> None:
@@ -85,7 +73,7 @@ LABEL_RECTS = """(cls) => [...document.querySelectorAll(`.leaflet-tooltip.${cls}
 
 
 def test_community_outlines_are_heavier_than_units_and_drawn_above_them(page, server, small_demo):
-    sign_in(page, server["base"], "planner")
+    sign_in_page(page, server["base"], "planner")
     open_map = open_page
     open_map(page, server["base"], "/map")
     page.get_by_label("Facilities").uncheck()
@@ -110,7 +98,7 @@ def test_community_outlines_are_heavier_than_units_and_drawn_above_them(page, se
 
 
 def test_community_names_from_zoom_14_never_one_over_another(page, server, small_demo):
-    sign_in(page, server["base"], "viewer")
+    sign_in_page(page, server["base"], "viewer")
     open_page(page, server["base"], "/map")
     centre = small_demo.layers["communities"].union_all().centroid
     view(page, centre.x, centre.y, 13)
@@ -130,7 +118,7 @@ def test_community_names_from_zoom_14_never_one_over_another(page, server, small
 
 
 def test_roads_and_water_are_the_base_with_road_names_at_street_zoom(page, server, small_demo):
-    sign_in(page, server["base"], "planner")
+    sign_in_page(page, server["base"], "planner")
     open_page(page, server["base"], "/map")
     page.get_by_label("Facilities").uncheck()
     assert any("/api/basemap?" in u for u in page.requests)
@@ -161,7 +149,7 @@ def test_roads_and_water_are_the_base_with_road_names_at_street_zoom(page, serve
 
 
 def test_the_legend_folds_and_stays_folded_and_the_scale_is_metric(page, server):
-    sign_in(page, server["base"], "planner")
+    sign_in_page(page, server["base"], "planner")
     open_page(page, server["base"], "/map")
     legend = page.locator("details.legend")
     assert legend.evaluate("d => d.open")
@@ -186,7 +174,7 @@ def test_the_plan_page_legend_folds_too(page, server):
 
     street = "420103001"
     plan_id, _ = auto_plan(PlanMemory(server["engine"]), "legend", "planner", street=street)
-    sign_in(page, server["base"], "planner")
+    sign_in_page(page, server["base"], "planner")
     open_page(page, server["base"], f"/plans/{plan_id}")
     assert page.locator(".leaflet-control-scale-line").count() == 1
     page.click("details.legend > summary")
@@ -195,7 +183,7 @@ def test_the_plan_page_legend_folds_too(page, server):
 
 
 def test_the_grid_cells_are_not_downloaded_while_their_layer_is_off(page, server, small_demo):
-    sign_in(page, server["base"], "planner")
+    sign_in_page(page, server["base"], "planner")
     open_page(page, server["base"], "/map")
     page.wait_for_load_state("networkidle")
     asked = lambda: [u for u in page.requests if "/api/collections/grid_cells/" in u]  # noqa: E731
@@ -223,7 +211,7 @@ def _table(page) -> list[str]:
 
 def test_the_grid_page_generates_splits_merges_and_assigns(page, server):
     engine = server["engine"]
-    sign_in(page, server["base"], "planner")
+    sign_in_page(page, server["base"], "planner")
     open_page(page, server["base"], f"/grid?community={SPLIT_HERE}")
     assert _table(page) == _cells(engine, SPLIT_HERE)
     assert "420103001004" in page.inner_text("#grid-title")
@@ -264,7 +252,7 @@ def test_the_grid_page_generates_splits_merges_and_assigns(page, server):
 
 
 def test_the_grid_page_assigns_a_supervisor_in_scope(page, server):
-    sign_in(page, server["base"], "admin")
+    sign_in_page(page, server["base"], "admin")
     open_page(page, server["base"], f"/grid?street={SCOPE[:9]}")
     cell = _cells(server["engine"], SCOPE)[0]
     page.click(f"#cells-table tr[data-code='{cell}']")
@@ -282,14 +270,14 @@ def test_the_grid_page_assigns_a_supervisor_in_scope(page, server):
 
 
 def test_viewers_read_the_grid_page_and_supervisors_see_their_scope(page, server):
-    sign_in(page, server["base"], "viewer")
+    sign_in_page(page, server["base"], "viewer")
     open_page(page, server["base"], f"/grid?community={SPLIT_HERE}")
     assert _table(page) == _cells(server["engine"], SPLIT_HERE)
     assert page.locator("#generate").is_hidden()
     page.click("#cells-table tbody tr[data-code]")
     assert page.locator("#split").is_hidden() and page.locator("#assign").is_hidden()
     page.context.clear_cookies()
-    sign_in(page, server["base"], "supervisor")
+    sign_in_page(page, server["base"], "supervisor")
     open_page(page, server["base"], "/grid")
     assert _table(page) == _cells(server["engine"], SCOPE)
     assert page.locator("#generate").is_hidden()

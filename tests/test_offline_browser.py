@@ -22,7 +22,7 @@ from geodata.db import get_engine
 from layers.sample_data.demo import write_demo
 from tests.conftest import make_app
 from tests.images import JPEG
-from tests.webhelpers import PASSWORD, csrf_token, gunicorn_app, make_accounts
+from tests.webhelpers import PASSWORD, csrf_token, gunicorn_app, make_accounts, sign_in_page
 
 SHOTS = Path("/tmp/offline")
 
@@ -296,26 +296,18 @@ def in_english(page) -> None:
           'Content-Type': 'application/x-www-form-urlencoded'}, body: 'locale=en'}); }""")
 
 
-def test_the_same_case_offline_is_kept_named_in_the_current_language_and_stored_once(browser, live, tmp_path):
+def test_the_same_case_offline_is_kept_named_in_the_current_language_and_stored_once(chromium_page, live,
+                                                                                    tmp_path):
     """"This is the same case" without a signal: the note and its photo wait on the phone, the
     box names the item in the interface's language (made in English, read in Chinese after the
     switch), and when the signal returns the note is stored once with its photo."""
     SHOTS.mkdir(exist_ok=True)
     base, here = live["base"], live["here"]
     first = new_case(live)
-    context = browser.new_context(viewport={"width": 360, "height": 740}, locale="en-US",
-                                  device_scale_factor=2, is_mobile=True, has_touch=True,
-                                  permissions=["geolocation"],
-                                  geolocation={"longitude": here.x, "latitude": here.y})
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    page.on("dialog", lambda dialog: dialog.accept())
-    page.goto(f"{base}/login")
-    page.fill("input[name=name]", "supervisor")
-    page.fill("input[name=password]", PASSWORD)
-    page.tap("form.login button[type=submit]")
-    page.wait_for_url(lambda url: "/login" not in url)
+    page = chromium_page(phone=True, locale="en-US", dialogs="accept", permissions=["geolocation"],
+                         geolocation={"longitude": here.x, "latitude": here.y})
+    context = page.context
+    sign_in_page(page, base, "supervisor", tap=True)
     in_english(page)
     page.goto(f"{base}/cases/new")
     page.wait_for_function("() => window.gridplan.pin && window.gridplan.pin.place !== null", timeout=30_000)
@@ -360,7 +352,6 @@ def test_the_same_case_offline_is_kept_named_in_the_current_language_and_stored_
     assert [p["step"] for p in case["photos"]] == ["noted"]
     assert _totals(live) == (before[0], before[1] + 1, before[2] + 1)
     assert page.errors == []
-    context.close()
 
 
 def test_the_grid_map_of_ones_own_cells_reads_offline_and_says_from_when(phone, live):

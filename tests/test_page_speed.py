@@ -10,14 +10,12 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-import threading
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
-from werkzeug.serving import make_server
 
 from geodata.db import get_engine
 from geodata.revisions import all_revisions
@@ -28,7 +26,7 @@ from layers.coverage import siting
 from layers.plans import workflow as plan_workflow
 from layers.sample_data.demo import seed_departments, write_demo
 from tests.conftest import demo_site, make_app, streets_of
-from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
+from tests.webhelpers import csrf_token, make_accounts, served_copy, sign_in, sign_in_page
 
 STATIC = Path(__file__).resolve().parent.parent / "webmap" / "static"
 
@@ -302,24 +300,15 @@ def served(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     seed_departments(get_engine(url))  # the rates by department name them
     app = make_app(url, BASEMAP="none")
     make_accounts(app, small_demo)
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_port}"
-    srv.shutdown()
+    with served_copy(app) as base:
+        yield base
 
 
 @pytest.mark.parametrize("locale", ["zh-CN", "en"])
-def test_rates_on_a_360_px_phone(browser, served, small_demo, tmp_path, locale):
-    context = browser.new_context(viewport={"width": 360, "height": 740}, locale=locale,
-                                  device_scale_factor=2, is_mobile=True, has_touch=True)
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{served}/login")
-    page.fill("input[name=name]", "viewer")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.login button[type=submit]")
-    page.wait_for_url(lambda url: "/login" not in url)
+def test_rates_on_a_360_px_phone(chromium_page, served, small_demo, tmp_path, locale):
+    page = chromium_page(phone=True, locale=locale)  # 360 × 740, twice as dense, touch
+    errors = page.errors
+    sign_in_page(page, served, "viewer")
     if locale == "en":
         page.evaluate("""async () => { const token = document.querySelector('meta[name=csrf-token]').content;
             await fetch('/locale', {method: 'POST', headers: {'X-CSRFToken': token,
@@ -379,4 +368,3 @@ def test_rates_on_a_360_px_phone(browser, served, small_demo, tmp_path, locale):
         return need <= room; }""")
     assert fits
     assert not errors
-    context.close()

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import re
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from geodata.db import get_engine
 from layers.sample_data.demo import write_demo
 from tests.conftest import make_app
-from tests.webhelpers import PASSWORD, make_accounts
+from tests.webhelpers import make_accounts, served_copy, sign_in_page
 
 SHOTS = Path("/tmp/phone-speed")
 
@@ -32,41 +30,29 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     write_demo(get_engine(url), small_demo)
     app = make_app(url, PHOTO_DIR=str(folder / "photos"))
     secrets = make_accounts(app, small_demo)
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{srv.server_port}"
-    cells = small_demo.layers["grid_cells"]
-    here = cells[cells["code"].str.startswith(secrets["scope"])].iloc[0].geometry.representative_point()
-    headers = {"Authorization": f"Bearer {secrets['supervisor_token']}"}
-    made = [requests.post(f"{base}/api/incidents", headers=headers, timeout=30,
-                          json={"lon": here.x, "lat": here.y, "category": "E01-01",
-                                "description": f"井盖缺失 {n}"}).json() for n in range(2)]
-    # one of them filed: it is open, no longer new
-    requests.post(f"{base}/api/incidents/{made[1]['code']}/actions", headers=headers, timeout=30,
-                  json={"action": "file", "version": made[1]["version"]})
-    yield {"base": base, "made": made}
-    srv.shutdown()
+    with served_copy(app) as base:
+        cells = small_demo.layers["grid_cells"]
+        here = cells[cells["code"].str.startswith(secrets["scope"])].iloc[0].geometry.representative_point()
+        headers = {"Authorization": f"Bearer {secrets['supervisor_token']}"}
+        made = [requests.post(f"{base}/api/incidents", headers=headers, timeout=30,
+                              json={"lon": here.x, "lat": here.y, "category": "E01-01",
+                                    "description": f"井盖缺失 {n}"}).json() for n in range(2)]
+        # one of them filed: it is open, no longer new
+        requests.post(f"{base}/api/incidents/{made[1]['code']}/actions", headers=headers, timeout=30,
+                      json={"action": "file", "version": made[1]["version"]})
+        yield {"base": base, "made": made}
 
 
-def phone_context(browser, *, scripts: bool):
-    return browser.new_context(viewport={"width": 360, "height": 740}, locale="en-US", device_scale_factor=2,
-                               is_mobile=True, has_touch=True, java_script_enabled=scripts)
+def phone_page(chromium_page, *, scripts: bool):
+    """A page on a supervisor's phone (:data:`tests.conftest.PHONE`) asking for English, its
+    scripts on or off; the URLs it asks for recorded in ``page.requests``."""
+    return chromium_page(phone=True, locale="en-US", java_script_enabled=scripts, requests=True)
 
 
-def sign_in(page, base: str) -> None:
-    page.goto(f"{base}/login")
-    page.fill("input[name=name]", "supervisor")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.login button[type=submit]")
-    page.wait_for_url(lambda url: "/login" not in url)
-
-
-def test_the_list_and_a_case_read_with_scripts_blocked(browser, server):
-    context = phone_context(browser, scripts=False)
-    page = context.new_page()
-    asked: list[str] = []
-    page.on("request", lambda r: asked.append(r.url))
-    sign_in(page, server["base"])
+def test_the_list_and_a_case_read_with_scripts_blocked(chromium_page, server):
+    page = phone_page(chromium_page, scripts=False)
+    asked = page.requests
+    sign_in_page(page, server["base"], "supervisor")
     page.goto(f"{server['base']}/cases")
     new, filed = server["made"]
     # the list opens on what needs me: the new case is there, its description and time left in words
@@ -97,17 +83,13 @@ def test_the_list_and_a_case_read_with_scripts_blocked(browser, server):
     page.screenshot(path=str(SHOTS / "case-no-scripts.png"), full_page=True)
     # no page asked the API for its data, nor fetched the map's code
     assert not [u for u in asked if "/api/" in u]
-    context.close()
 
 
-def test_with_scripts_the_pages_work_and_fetch_the_map_only_to_show_one(browser, server):
-    context = phone_context(browser, scripts=True)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    asked: list[str] = []
-    page.on("request", lambda r: asked.append(r.url))
-    sign_in(page, server["base"])
+def test_with_scripts_the_pages_work_and_fetch_the_map_only_to_show_one(chromium_page, server):
+    page = phone_page(chromium_page, scripts=True)
+    errors = page.errors
+    asked = page.requests
+    sign_in_page(page, server["base"], "supervisor")
     new, _filed = server["made"]
     asked.clear()
     page.goto(f"{server['base']}/cases")
@@ -125,7 +107,6 @@ def test_with_scripts_the_pages_work_and_fetch_the_map_only_to_show_one(browser,
     assert page.locator("#case-map .leaflet-marker-icon").count() >= 1
     assert page.locator("#action-buttons button[data-action=file]").is_visible()
     assert not errors
-    context.close()
 
 
 def test_static_files_come_under_versioned_addresses_kept_a_year(server):

@@ -9,14 +9,13 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import threading
 
 import pytest
 import shapely
 
 from layers.sample_data.demo import write_demo
 from tests.conftest import demo_site, make_app
-from tests.webhelpers import csrf_token, make_accounts, sign_in
+from tests.webhelpers import csrf_token, make_accounts, served_copy, sign_in, sign_in_page
 
 
 def strict(text: str):
@@ -219,8 +218,6 @@ def live(tmp_path_factory, spatialite_template, small_demo):
     test makes its own plans), and a district plan made as the worker makes it."""
     import shutil
 
-    from werkzeug.serving import make_server
-
     from geodata.db import get_engine
     from layers.plans.memory import PlanMemory
     from layers.plans.workflow import auto_plan
@@ -232,28 +229,21 @@ def live(tmp_path_factory, spatialite_template, small_demo):
     app = make_app(url, BASEMAP="none")
     make_accounts(app, small_demo)
     district_plan, _ = auto_plan(PlanMemory(get_engine(url)), "全区", "planner")
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield {"app": app, "base": f"http://127.0.0.1:{server.server_port}", "district_plan": district_plan}
-    server.shutdown()
+    with served_copy(app) as base:
+        yield {"app": app, "base": base, "district_plan": district_plan}
 
 
 class Page:
     """A signed-in Chromium page that records what would show in the console."""
 
-    def __init__(self, browser, live, role):
-        self.context = browser.new_context(viewport={"width": 1500, "height": 950}, locale="zh-CN")
-        self.page = self.context.new_page()
+    def __init__(self, chromium_page, live, role):
+        self.page = chromium_page(viewport={"width": 1500, "height": 950}, locale="zh-CN")
         self.problems: list[str] = []
         self.page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
         self.page.on("console", lambda msg: self.problems.append(msg.text) if msg.type == "error"
                      and "Failed to load resource" not in msg.text else None)
         self.base = live["base"]
-        self.page.goto(f"{self.base}/login")
-        self.page.fill("input[name=name]", role)
-        self.page.fill("input[name=password]", "correct horse 42")
-        self.page.click("form.login button[type=submit]")
-        self.page.wait_for_url(lambda url: "/login" not in url)
+        sign_in_page(self.page, self.base, role)
 
     def open(self, plan_id: int):
         self.page.goto(f"{self.base}/plans/{plan_id}")
@@ -265,15 +255,15 @@ class Page:
 
     def close(self):
         assert not self.problems, self.problems  # nothing left unhandled in the console
-        self.context.close()
+        self.page.context.close()
 
 
 @pytest.fixture
-def as_role(browser, live):
+def as_role(chromium_page, live):
     pages = []
 
     def open_as(role):
-        pages.append(Page(browser, live, role))
+        pages.append(Page(chromium_page, live, role))
         return pages[-1]
 
     yield open_as

@@ -13,7 +13,7 @@ import shapely
 from layers.sample_data.demo import write_demo
 from layers.worker import run_one
 from tests.conftest import demo_site, make_app
-from tests.webhelpers import csrf_token, make_accounts, sign_in
+from tests.webhelpers import csrf_token, make_accounts, served_copy, sign_in, sign_in_page
 
 
 @pytest.fixture
@@ -97,12 +97,7 @@ def test_approval_by_role_comparison_and_export(site, small_demo):
     assert "straddling_cells" in adopted.json
 
 
-def test_plan_page_select_move_and_undo(spatialite_url, chromium_path, small_demo):
-    import threading
-
-    from playwright.sync_api import sync_playwright
-    from werkzeug.serving import make_server
-
+def test_plan_page_select_move_and_undo(spatialite_url, chromium_page, small_demo):
     from geodata.db import get_engine
 
     write_demo(get_engine(spatialite_url), small_demo)
@@ -112,52 +107,41 @@ def test_plan_page_select_move_and_undo(spatialite_url, chromium_path, small_dem
     street = small_demo.layers["streets"]["code"].iloc[0]
     answer = client.post("/api/plans", json={"name": "浏览器", "street": street}, headers=headers)
     plan_id = answer.json["plan_id"]
-    server = make_server("127.0.0.1", 0, site, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_port}"
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium_path, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"{base}/login")
-            page.fill("input[name=name]", "planner")
-            page.fill("input[name=password]", "correct horse 42")
-            page.click("form.login button[type=submit]")
-            page.goto(f"{base}/plans/{plan_id}")
-            page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=30_000)
-            code = page.evaluate("[...window.gridplan.state.units.keys()][0]")
-            community = f"window.gridplan.state.units.get('{code}').feature.properties.community_code"
-            before = page.evaluate(community)
-            page.evaluate(f"() => {{ window.gridplan.state.units.get('{code}').layer.fire('click'); }}")
-            assert "1" in page.inner_text("#selection")
-            page.select_option("#move-to", "new")
-            page.click("#move")
-            page.wait_for_function("() => window.gridplan.state.version === 2")
-            after = page.evaluate(community)
-            assert after != before and after.startswith(street)
-            assert "below the minimum" in page.inner_text("#violations")
-            page.click("#undo")
-            page.wait_for_function("() => window.gridplan.state.version === 3")
-            assert page.evaluate(community) == before
-            # lasso: a loop round part of the street selects the units whose inside point it holds
-            units = small_demo.layers["units"].query("street_code == @street")
-            minx, miny, maxx, maxy = units.total_bounds
-            ring = [[minx, miny], [(minx + maxx) / 2, miny], [(minx + maxx) / 2, (miny + maxy) / 2],
-                    [minx, (miny + maxy) / 2]]
-            page.click("#clear")
-            page.evaluate("(ring) => window.gridplan.selectWithin(ring)", ring)
-            expected = shapely.contains_xy(shapely.Polygon(ring), *np.array(
-                [(p.x, p.y) for p in units.geometry.representative_point()]).T).sum()
-            assert page.evaluate("window.gridplan.state.selected.size") == expected > 0
-            # comparison with the current boundaries: a table of scores, changed units counted
-            page.click("#compare")
-            page.wait_for_selector("#compare-table:not([hidden])")
-            table = page.inner_text("#compare-table")
-            assert "Outside the bounds" in table and "outside_bounds" not in table  # names, not keys
-            assert "units change community" in page.inner_text("#compare-summary")
-            browser.close()
-    finally:
-        server.shutdown()
+    with served_copy(site) as base:
+        page = chromium_page(viewport={"width": 1400, "height": 900})
+        sign_in_page(page, base, "planner")
+        page.goto(f"{base}/plans/{plan_id}")
+        page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=30_000)
+        code = page.evaluate("[...window.gridplan.state.units.keys()][0]")
+        community = f"window.gridplan.state.units.get('{code}').feature.properties.community_code"
+        before = page.evaluate(community)
+        page.evaluate(f"() => {{ window.gridplan.state.units.get('{code}').layer.fire('click'); }}")
+        assert "1" in page.inner_text("#selection")
+        page.select_option("#move-to", "new")
+        page.click("#move")
+        page.wait_for_function("() => window.gridplan.state.version === 2")
+        after = page.evaluate(community)
+        assert after != before and after.startswith(street)
+        assert "below the minimum" in page.inner_text("#violations")
+        page.click("#undo")
+        page.wait_for_function("() => window.gridplan.state.version === 3")
+        assert page.evaluate(community) == before
+        # lasso: a loop round part of the street selects the units whose inside point it holds
+        units = small_demo.layers["units"].query("street_code == @street")
+        minx, miny, maxx, maxy = units.total_bounds
+        ring = [[minx, miny], [(minx + maxx) / 2, miny], [(minx + maxx) / 2, (miny + maxy) / 2],
+                [minx, (miny + maxy) / 2]]
+        page.click("#clear")
+        page.evaluate("(ring) => window.gridplan.selectWithin(ring)", ring)
+        expected = shapely.contains_xy(shapely.Polygon(ring), *np.array(
+            [(p.x, p.y) for p in units.geometry.representative_point()]).T).sum()
+        assert page.evaluate("window.gridplan.state.selected.size") == expected > 0
+        # comparison with the current boundaries: a table of scores, changed units counted
+        page.click("#compare")
+        page.wait_for_selector("#compare-table:not([hidden])")
+        table = page.inner_text("#compare-table")
+        assert "Outside the bounds" in table and "outside_bounds" not in table  # names, not keys
+        assert "units change community" in page.inner_text("#compare-summary")
 
 
 def test_split_along_a_drawn_line(site, small_demo):

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import re
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from geodata.db import get_engine
 from layers.sample_data.demo import write_demo
 from tests.conftest import make_app
-from tests.webhelpers import PASSWORD, csrf_token, make_accounts, sign_in
+from tests.webhelpers import PASSWORD, csrf_token, make_accounts, served_copy, sign_in, sign_in_page
 
 # a 1×1 PNG, answered for every tile request
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
@@ -214,19 +212,13 @@ def served(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     plan = client.post("/api/plans", json={"name": "p", "street": street}, headers=headers)
     assert plan.status_code == 201, plan.get_data(as_text=True)
     case = client.get("/api/incidents?limit=1").json
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield {"base": f"http://127.0.0.1:{srv.server_port}", "plan": plan.json["plan_id"],
-           "case": case["incidents"][0]["code"]}
-    srv.shutdown()
+    with served_copy(app) as base:
+        yield {"base": base, "plan": plan.json["plan_id"], "case": case["incidents"][0]["code"]}
 
 
 @pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    context.add_init_script(VIOLATIONS)
-    page = context.new_page()
+def page(chromium_page):
+    page = chromium_page(viewport={"width": 1400, "height": 900}, init_script=VIOLATIONS)
     page.problems = []
     page.on("pageerror", lambda e: page.problems.append(f"error: {e}"))
     page.on("console", lambda m: page.problems.append(f"console: {m.text}")
@@ -236,16 +228,7 @@ def page(browser):
     page.route("**/tile.openstreetmap.org/**", lambda route: (
         page.tiles.append(route.request.url), route.fulfill(status=200, content_type="image/png", body=PNG)))
     page.on("dialog", lambda d: d.dismiss())
-    yield page
-    context.close()
-
-
-def _sign_in(page, base: str, name: str) -> None:
-    page.goto(f"{base}/login")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.login button[type=submit]")
-    page.wait_for_url(lambda url: "/login" not in url)
+    return page
 
 
 def _violations(page) -> list[str]:
@@ -267,7 +250,7 @@ def test_no_page_reports_a_csp_violation(page, served):
     page.goto(f"{base}/login")
     page.wait_for_load_state("networkidle")
     assert _violations(page) == [], "/login"
-    _sign_in(page, base, "admin")
+    sign_in_page(page, base, "admin")
     ready = {"/map": "() => window.gridplan && window.gridplan.ready",
              "/supervisor": "() => window.gridplan && window.gridplan.ready",
              f"/plans/{served['plan']}": "() => window.gridplan && window.gridplan.ready",

@@ -14,16 +14,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import threading
 
 import pytest
 from sqlalchemy import text
-from werkzeug.serving import make_server
 
 from geodata.db import get_engine
 from tests.conftest import demo_site
 from tests.test_i18n import CJK, PLACEHOLDERS, VISIBLE_TEXT, _english_msgids
-from tests.webhelpers import PASSWORD
+from tests.webhelpers import PASSWORD, served_copy, sign_in_page
 
 ROLES = ("admin", "planner", "supervisor", "viewer", "dispatcher", "handler")
 #: a programmer's key: lower-case words joined by underscores (outside data)
@@ -76,12 +74,9 @@ def walk(tmp_path_factory, spatialite_template, small_demo, chromium_path):
         data |= {r[0] for r in conn.execute(text("SELECT description FROM incidents")) if r[0]}
         data |= {r[0] for r in conn.execute(text("SELECT note FROM incident_steps")) if r[0]}
         data |= {r[0] for r in conn.execute(text("SELECT actor FROM incident_steps")) if r[0]}
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     walked = pages(app) + [f"/plans/{plan_id}", f"/cases/{case}"]
-    yield {"base": f"http://127.0.0.1:{server.server_port}", "pages": walked,
-           "data": sorted(data, key=len, reverse=True)}
-    server.shutdown()
+    with served_copy(app) as base:
+        yield {"base": base, "pages": walked, "data": sorted(data, key=len, reverse=True)}
     engine.dispose()
 
 
@@ -115,66 +110,50 @@ def _problems(texts: list[str], locale: str, english: set[str]) -> list[str]:
 
 @pytest.mark.parametrize("locale", ["zh-CN", "en-US"])
 @pytest.mark.parametrize("role", ROLES)
-def test_every_page_speaks_the_users_language(browser, walk, role, locale):
+def test_every_page_speaks_the_users_language(chromium_page, walk, role, locale):
     english = _english_msgids()
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, locale=locale)
-    page = context.new_page()
+    page = chromium_page(viewport={"width": 1400, "height": 900}, locale=locale)
     failures: list[str] = []
-    try:
-        page.goto(f"{walk['base']}/login")
-        page.fill("input[name=name]", role)
-        page.fill("input[name=password]", PASSWORD)
-        page.click("form.login button[type=submit]")
-        page.wait_for_url(lambda url: "/login" not in url)
-        for path in walk["pages"]:
-            answer = page.goto(walk["base"] + path)
-            if answer is None or answer.status in (401, 403) or "/login" in page.url:
-                continue  # not this role's page: the access matrix tests say who may
-            try:
-                page.wait_for_load_state("networkidle", timeout=15_000)
-            except Exception:  # noqa: BLE001 - a page that keeps polling is still read as it stands
-                pass
-            page.wait_for_timeout(300)
-            if os.environ.get("GRIDPLAN_SCREENSHOTS"):  # to look at the pages: a folder to keep them in
-                slug = re.sub(r"\W+", "-", path).strip("-") or "home"
-                page.screenshot(path=f"{os.environ['GRIDPLAN_SCREENSHOTS']}/{role}-{locale}-{slug}.png",
-                                full_page=True)
-            texts = _without_data(page.evaluate(VISIBLE_TEXT), walk["data"])
-            found = _problems(texts, locale, english)
-            if found:
-                failures.append(f"{path}: " + "; ".join(sorted(set(found))[:8]))
-    finally:
-        context.close()
+    sign_in_page(page, walk["base"], role)
+    for path in walk["pages"]:
+        answer = page.goto(walk["base"] + path)
+        if answer is None or answer.status in (401, 403) or "/login" in page.url:
+            continue  # not this role's page: the access matrix tests say who may
+        try:
+            page.wait_for_load_state("networkidle", timeout=15_000)
+        except Exception:  # noqa: BLE001 - a page that keeps polling is still read as it stands
+            pass
+        page.wait_for_timeout(300)
+        if os.environ.get("GRIDPLAN_SCREENSHOTS"):  # to look at the pages: a folder to keep them in
+            slug = re.sub(r"\W+", "-", path).strip("-") or "home"
+            page.screenshot(path=f"{os.environ['GRIDPLAN_SCREENSHOTS']}/{role}-{locale}-{slug}.png",
+                            full_page=True)
+        texts = _without_data(page.evaluate(VISIBLE_TEXT), walk["data"])
+        found = _problems(texts, locale, english)
+        if found:
+            failures.append(f"{path}: " + "; ".join(sorted(set(found))[:8]))
     assert not failures, f"{role} in {locale}:\n" + "\n".join(failures)
 
 
-def test_a_users_scope_is_chosen_by_name(browser, walk):
+def test_a_users_scope_is_chosen_by_name(chromium_page, walk):
     """The users page: the supervisor's scope reads as names (street › community), and choosing a
     grid cell by name stores its 15-digit code."""
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, locale="zh-CN")
-    page = context.new_page()
-    try:
-        page.goto(f"{walk['base']}/login")
-        page.fill("input[name=name]", "admin")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("form.login button[type=submit]")
-        page.wait_for_url(lambda url: "/login" not in url)
-        page.goto(f"{walk['base']}/admin/users")
-        page.wait_for_selector("#admin[data-ready]")
-        scope = '#users tr[data-user="supervisor"] .scope-picker'
-        shown = page.eval_on_selector(f"{scope} select.community", "s => s.selectedOptions[0].textContent")
-        code = page.input_value(f"{scope} select.community")
-        assert len(code) == 12 and shown.endswith(code) and shown != code  # a name beside the code
-        page.wait_for_function(f"() => document.querySelector('{scope} select.cell').options.length > 1")
-        cell = page.eval_on_selector(f"{scope} select.cell", "s => s.options[1].value")
-        assert len(cell) == 15 and "网格" in page.eval_on_selector(f"{scope} select.cell",
-                                                                  "s => s.options[1].textContent")
-        page.select_option(f"{scope} select.cell", cell)
-        page.click('#users tr[data-user="supervisor"] button.save')
-        row = "#users tr[data-user=\\\"supervisor\\\"]"
-        page.wait_for_function(f"() => document.querySelector('{row} td.message').classList.contains('ok')")
-        page.screenshot(path="/tmp/words/admin-users.png", full_page=True)
-        answer = page.evaluate("() => fetch('/api/admin/users').then((r) => r.json())")
-        assert next(u for u in answer["users"] if u["name"] == "supervisor")["scope_code"] == cell
-    finally:
-        context.close()
+    page = chromium_page(viewport={"width": 1400, "height": 900}, locale="zh-CN")
+    sign_in_page(page, walk["base"], "admin")
+    page.goto(f"{walk['base']}/admin/users")
+    page.wait_for_selector("#admin[data-ready]")
+    scope = '#users tr[data-user="supervisor"] .scope-picker'
+    shown = page.eval_on_selector(f"{scope} select.community", "s => s.selectedOptions[0].textContent")
+    code = page.input_value(f"{scope} select.community")
+    assert len(code) == 12 and shown.endswith(code) and shown != code  # a name beside the code
+    page.wait_for_function(f"() => document.querySelector('{scope} select.cell').options.length > 1")
+    cell = page.eval_on_selector(f"{scope} select.cell", "s => s.options[1].value")
+    assert len(cell) == 15 and "网格" in page.eval_on_selector(f"{scope} select.cell",
+                                                              "s => s.options[1].textContent")
+    page.select_option(f"{scope} select.cell", cell)
+    page.click('#users tr[data-user="supervisor"] button.save')
+    row = "#users tr[data-user=\\\"supervisor\\\"]"
+    page.wait_for_function(f"() => document.querySelector('{row} td.message').classList.contains('ok')")
+    page.screenshot(path="/tmp/words/admin-users.png", full_page=True)
+    answer = page.evaluate("() => fetch('/api/admin/users').then((r) => r.json())")
+    assert next(u for u in answer["users"] if u["name"] == "supervisor")["scope_code"] == cell

@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import shutil
-import threading
 
 import geopandas as gpd
 import pytest
@@ -23,7 +22,7 @@ from geodata.db import get_engine
 from layers.worker import run_one
 from tests.conftest import demo_site
 from tests.hostile_text import SPREADSHEET, XSS, unescaped
-from tests.webhelpers import PASSWORD, signed_in
+from tests.webhelpers import PASSWORD, served_copy, sign_in_page, signed_in
 
 #: the pages a payload may reach, as (role, path); ``{plan}``, ``{case}``, ``{street}`` filled in
 PAGES = (("planner", "/map"), ("planner", "/plans"), ("planner", "/plans/{plan}"), ("planner", "/layers"),
@@ -194,15 +193,11 @@ def _number(text: str) -> bool:
 
 @pytest.fixture(scope="module")
 def live(site):
-    from werkzeug.serving import make_server
-
-    srv = make_server("127.0.0.1", 0, site["app"], threaded=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_port}"
-    srv.shutdown()
+    with served_copy(site["app"]) as base:
+        yield base
 
 
-def injected_in_chromium(browser, base: str, targets: list[tuple[str, str]]) -> list[str]:
+def injected_in_chromium(chromium_page, base: str, targets: list[tuple[str, str]]) -> list[str]:
     """Each page of ``targets`` (role, path) opened in Chromium: the dialogs that opened and the
     elements a payload made (ids starting with ``xss``)."""
     found: list[str] = []
@@ -210,15 +205,10 @@ def injected_in_chromium(browser, base: str, targets: list[tuple[str, str]]) -> 
     for role, path in targets:
         by_role.setdefault(role, []).append(path)
     for role, paths in by_role.items():
-        context = browser.new_context(viewport={"width": 1200, "height": 900})
-        page = context.new_page()
+        page = chromium_page(viewport={"width": 1200, "height": 900})
         page.on("dialog", lambda d, page=page, found=found: (
             found.append(f"{page.url}: dialog {d.message!r}"), d.dismiss()))
-        page.goto(f"{base}/login")
-        page.fill("input[name=name]", role)
-        page.fill("input[name=password]", PASSWORD)
-        page.click("form.login button[type=submit]")
-        page.wait_for_url(lambda url: "/login" not in url)
+        sign_in_page(page, base, role)
         for path in paths:
             page.goto(f"{base}{path}")
             page.wait_for_load_state("networkidle")
@@ -227,28 +217,22 @@ def injected_in_chromium(browser, base: str, targets: list[tuple[str, str]]) -> 
                 (p, i) => { if (i < 200) p.dispatchEvent(new MouseEvent('mouseover', {bubbles: true})); })""")
             made = page.evaluate("() => [...document.querySelectorAll('[id^=xss]')].map(e => e.outerHTML)")
             found += [f"{path}: {m}" for m in made]
-        context.close()
+        page.context.close()  # this role's pages are read: their memory goes now, not at the end
     return found
 
 
-def test_no_payload_runs_in_chromium(site, live, browser):
+def test_no_payload_runs_in_chromium(site, live, chromium_page):
     """The pages that show the payloads, in Chromium: no dialog opens, no element a payload
     would make exists — in the pages, the map's tooltips and popups, the tables the scripts
     build."""
-    assert injected_in_chromium(browser, live, pages(site)[:len(PAGES) + 3]) == []
+    assert injected_in_chromium(chromium_page, live, pages(site)[:len(PAGES) + 3]) == []
     # the detector sees what it looks for: a case page shows its payload as text, and a
     # payload put into the page as HTML is found
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(f"{live}/login")
-    page.fill("input[name=name]", "admin")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.login button[type=submit]")
-    page.wait_for_url(lambda url: "/login" not in url)
+    page = chromium_page()
+    sign_in_page(page, live, "admin")
     page.goto(f"{live}/cases/{site['cases'][1]}")
     page.wait_for_load_state("networkidle")
     assert site["texts"][1] in page.inner_text("body")  # shown as the text it is
     page.evaluate("(html) => { const d = document.createElement('div'); d.innerHTML = html;"
                   " document.body.append(d); }", XSS[1])
     assert page.evaluate("() => document.querySelector('[id^=xss]') !== null")
-    context.close()

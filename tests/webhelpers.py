@@ -1,4 +1,5 @@
-"""Helpers for the web tests: accounts of each role and signing in as a browser does."""
+"""Helpers for the web tests: accounts of each role, signing in (a test client or a Chromium page)
+as a browser does, and a site served for Chromium (:func:`served_copy`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +16,7 @@ from pathlib import Path
 import requests
 from geoalchemy2 import Geometry
 from sqlalchemy import func, select, text
+from werkzeug.serving import make_server
 
 from geodata.db import get_engine
 from geodata.models import Base
@@ -54,6 +57,36 @@ def sign_in(client, name: str, password: str = PASSWORD):
     page = client.get("/login")
     return client.post("/login", data={"name": name, "password": password,
                                        "csrf_token": csrf_token(page.get_data(as_text=True))})
+
+
+def sign_in_page(page, base: str, name: str, password: str = PASSWORD, *, tap: bool = False) -> None:
+    """Sign in as ``name`` in a Chromium ``page`` the way a person does — the form at ``/login``
+    filled in and sent (``tap``: with a finger, on a touch screen) — and wait until the site has
+    let the page through (it has left ``/login``)."""
+    page.goto(f"{base}/login")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", password)
+    if tap:
+        page.tap("form.login button[type=submit]")
+    else:
+        page.click("form.login button[type=submit]")
+    page.wait_for_url(lambda url: "/login" not in url)
+
+
+@contextmanager
+def served_copy(app) -> Iterator[str]:
+    """``app`` served by werkzeug in a thread on a free loopback port, for Chromium to open: the
+    served copy of a test site. Yields its address (``http://127.0.0.1:<port>``); the server stops
+    when the block ends."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 #: columns that note a use, not a change: a refused request by a valid token still notes its use
