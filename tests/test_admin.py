@@ -530,3 +530,50 @@ def test_the_audit_page_names_codes_and_users_beside_them(site, engine):
     assert said == f"scope 水果湖社区 {scope}"
     page = admin.get("/admin/audit?action=sign-in").get_data(as_text=True)
     assert "admin (no. " in page
+
+
+def test_the_audit_page_words_every_detail_of_a_plans_workflow(db_url, engine, small_demo, monkeypatch):
+    """A plan made, edited, named, renamed, undone and redone, submitted and approved although it
+    breaks rules: every row of the audit page reads in words, in Chinese — no stored
+    key (``broken_rules``, ``not_contiguous``, ``community_code``, an edit's kind ``name``) — and a
+    broken rule reads as the plan page words it, the community's name beside its code."""
+    import re
+
+    from tests.conftest import demo_site
+    from tests.test_plans_web import browser_client
+
+    app = demo_site(db_url, small_demo, BASEMAP="none")[0]
+    planner, ph = browser_client(app, "planner")
+    admin, ah = browser_client(app, "admin")
+    street = small_demo.layers["streets"]["code"].iloc[0]
+    plan_id = planner.post("/api/plans", json={"name": "东区调整", "street": street},
+                           headers=ph).json["plan_id"]
+    unit = small_demo.layers["units"].query("street_code == @street")["code"].iloc[0]
+    moved = planner.post(f"/api/plans/{plan_id}/moves", json={"units": [unit], "to": "new", "version": 1},
+                         headers=ph).json  # a community of one unit: below the minimum
+    v = planner.post(f"/api/plans/{plan_id}/communities/{moved['to']}/name",
+                     json={"name": "青年社区", "version": moved["version"]}, headers=ph).json["version"]
+    v = planner.post(f"/api/plans/{plan_id}/rename", json={"name": "东区调整二", "version": v},
+                     headers=ph).json["version"]
+    v = planner.post(f"/api/plans/{plan_id}/undo", json={"version": v}, headers=ph).json["version"]
+    v = planner.post(f"/api/plans/{plan_id}/redo", json={"version": v}, headers=ph).json["version"]
+    answer = planner.post(f"/api/plans/{plan_id}/status",
+                          json={"action": "submit", "version": v, "reason": "测试"}, headers=ph)
+    assert answer.status_code == 200, answer.json
+    admin.post(f"/api/plans/{plan_id}/status",
+               json={"action": "approve", "version": answer.json["version"], "reason": "测试"}, headers=ah)
+    monkeypatch.delenv("GRIDPLAN_LOCALE", raising=False)  # as installed: Chinese
+    chinese = make_app(app.config["DATABASE_URL"])
+    client, _ = client_as(chinese, "admin")
+    page = client.get("/admin/audit", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    details = re.findall(r'<td class="detail">(.*?)</td>', page, flags=re.S)
+    actions = set(re.findall(r'<td data-action="([^"]+)"', page))
+    assert {"plan:create", "plan:name", "plan:rename", "plan:undo", "plan:redo", "plan:submitted",
+            "plan:approved"} <= actions
+    keys = [d for d in details if re.search(r"[a-z]+_[a-z_]+", d)]
+    assert keys == []
+    assert not [d for d in details if re.search(r"(类型|kind) (name|move|paint|split|merge|new)\b", d)]
+    ruled = [d for d in details if "原因 测试" in d]
+    assert len(ruled) == 2, details
+    # the community by its name beside its code, the rule in words, as the plan page says it
+    assert all(f"青年社区 · {moved['to']}" in d and "低于下限" in d for d in ruled), ruled
