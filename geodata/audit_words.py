@@ -106,6 +106,10 @@ NAMED_FIELDS: dict[str, str] = {
     "department_code": "departments",
 }
 
+#: The settings whose values are codes of something with a name (a list of case categories), and
+#: which table of ``names`` names them: their change reads "道路破损 C02-01 …", not bare codes.
+NAMED_SETTINGS: dict[str, str] = {"incident_after_photo": "categories"}
+
 
 def action_name(action: str) -> str:
     """An audit action in the interface's language (an action this module does not know is
@@ -206,6 +210,11 @@ def named_codes(detail) -> dict[str, set[str]]:
     those it shows."""
     found: dict[str, set[str]] = {}
     if isinstance(detail, dict):
+        if detail.get("key") in NAMED_SETTINGS:
+            codes = [v for side in ("before", "after") if isinstance(detail.get(side), list)
+                     for v in detail[side]]
+            found.setdefault(NAMED_SETTINGS[detail["key"]], set()).update(
+                str(v) for v in codes if isinstance(v, str) and v)
         for key, table in NAMED_FIELDS.items():
             value = detail.get(key)
             values = value if isinstance(value, list | tuple) else [value]
@@ -228,8 +237,12 @@ def describe(action: str, detail, names: dict[str, dict[str, str]] | None = None
             k = str(k)
             return _(FIELD_LABELS[k]) if k in FIELD_LABELS else _(VALUE_LABELS[k]) if k in VALUE_LABELS else k
 
+        before, after = detail.get("before"), detail.get("after")
+        if detail["key"] in NAMED_SETTINGS and names:
+            table = names.get(NAMED_SETTINGS[detail["key"]]) or {}
+            before, after = _named(before, table), _named(after, table)
         text = _("{setting}: {before} → {after}", setting=setting_label(detail["key"]),
-                 before=_value(detail.get("before"), words), after=_value(detail.get("after"), words))
+                 before=_value(before, words), after=_value(after, words))
         if detail.get("source"):
             text += _("; ") + _("source: {source}", source=detail["source"])
         return text

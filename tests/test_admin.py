@@ -463,6 +463,51 @@ def test_settings_page_in_chromium(page, served):
     assert [e for e in page.errors if "400" not in e] == []
 
 
+def test_settings_name_categories_in_one_language_and_pick_them_by_name(page, served):
+    """The case categories read in the reader's language only (a bilingual stored name is kept
+    whole when not edited), their first column is the code; the categories needing an
+    after-photo are ticked by name, and the audit log names them beside their codes."""
+    from geodata.db import get_engine
+
+    engine = get_engine(f"sqlite:///{served['folder'] / 'gridplan.sqlite'}")
+    stored = get_value(engine, "incident_categories")
+    browser_sign_in(page, served["base"], "admin")
+    page.goto(f"{served['base']}/admin/settings")
+    page.wait_for_selector("#admin[data-ready]")
+    table = '#settings section[data-key="incident_categories"]'
+    assert page.inner_text(f"{table} tr:first-child th:first-child") == "Code"
+    assert page.input_value(f"{table} tr:nth-child(2) input[data-field=name]") == "manhole cover damaged"
+    for code in ("C01-01", "E01-02", "E03-02"):  # standard entries, stored in both languages
+        name = page.input_value(f'{table} tr:has(td[data-entry="{code}"]) input[data-field=name]')
+        assert name and not any("\u4e00" <= c <= "\u9fff" for c in name), name
+    # wide enough for what it holds
+    assert page.evaluate(f"""() => [...document.querySelectorAll('{table} input[data-field=name]')]
+        .every((e) => e.scrollWidth <= e.clientWidth)""")
+    page.fill(f"{table} tr:nth-child(3) input[data-field=limit_hours]", "12")
+    page.click(f"{table} > button")
+    page.wait_for_function(f"() => document.querySelector('{table} .message').classList.contains('ok')")
+    saved = get_value(engine, "incident_categories")
+    assert saved["C01-02"]["limit_hours"] == 12 and saved["C01-02"]["name"] == stored["C01-02"]["name"]
+    assert all(saved[k]["name"] == v["name"] for k, v in stored.items())  # both languages kept
+
+    photo = '#settings section[data-key="incident_after_photo"]'
+    before = get_value(engine, "incident_after_photo")
+    assert page.locator(f"{photo} input[type=text]").count() == 0
+    labels = page.inner_text(photo)
+    assert "C02-01 · road surface damaged" in labels and "E05-01 · flooded road" in labels
+    assert page.is_checked(f"{photo} input[value='C02-01']")
+    page.check(f"{photo} input[value='E05-01']")
+    page.click(f"{photo} button.save")
+    page.wait_for_function(f"() => document.querySelector('{photo} .message').classList.contains('ok')")
+    assert get_value(engine, "incident_after_photo") == [*before, "E05-01"]
+    page.screenshot(path=str(served["folder"] / "admin-settings-categories.png"), full_page=True)
+    page.goto(f"{served['base']}/admin/audit?action=setting:update")
+    said = page.inner_text("#audit tbody")
+    assert "After-photo required: road surface damaged C02-01" in said and "flooded road E05-01" in said
+    # (a base map chosen by another test loads no tiles on this machine)
+    assert [e for e in page.errors if "400" not in e and "net::ERR_NAME_NOT_RESOLVED" not in e] == []
+
+
 def test_disable_and_revoke_from_the_command_line(site, engine):
     from geodata.accounts import find_user
 
