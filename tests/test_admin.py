@@ -508,6 +508,28 @@ def test_settings_name_categories_in_one_language_and_pick_them_by_name(page, se
     assert [e for e in page.errors if "400" not in e and "net::ERR_NAME_NOT_RESOLVED" not in e] == []
 
 
+def test_a_refused_sign_in_is_said_by_the_form_and_keeps_the_name(page, served):
+    """A wrong password: the message stands in the form, just above the fields (not at the top
+    left of the page), the user name stays filled in and the password box takes the cursor."""
+    page.set_viewport_size({"width": 360, "height": 740})
+    page.goto(f"{served['base']}/login")
+    page.fill("input[name=name]", "planner")
+    page.fill("input[name=password]", "not the password")
+    page.click("form.login button[type=submit]")
+    page.wait_for_selector("form.login #login-refused")
+    assert page.inner_text("form.login #login-refused") == "Wrong name or password"
+    assert page.input_value("input[name=name]") == "planner"
+    assert page.evaluate("document.activeElement.name") == "password"
+    said = page.locator("#login-refused").bounding_box()
+    field = page.locator("input[name=name]").bounding_box()
+    assert 0 <= field["y"] - (said["y"] + said["height"]) < 60 and abs(said["x"] - field["x"]) < 4
+    page.screenshot(path=str(served["folder"] / "login-refused.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form.login button[type=submit]")
+    page.wait_for_url(lambda url: "/login" not in url)
+
+
 def test_disable_and_revoke_from_the_command_line(site, engine):
     from geodata.accounts import find_user
 
