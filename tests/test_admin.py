@@ -513,12 +513,12 @@ def test_a_refused_sign_in_is_said_by_the_form_and_keeps_the_name(page, served):
     left of the page), the user name stays filled in and the password box takes the cursor."""
     page.set_viewport_size({"width": 360, "height": 740})
     page.goto(f"{served['base']}/login")
-    page.fill("input[name=name]", "planner")
+    page.fill("input[name=name]", "admin")
     page.fill("input[name=password]", "not the password")
     page.click("form.login button[type=submit]")
     page.wait_for_selector("form.login #login-refused")
     assert page.inner_text("form.login #login-refused") == "Wrong name or password"
-    assert page.input_value("input[name=name]") == "planner"
+    assert page.input_value("input[name=name]") == "admin"
     assert page.evaluate("document.activeElement.name") == "password"
     said = page.locator("#login-refused").bounding_box()
     field = page.locator("input[name=name]").bounding_box()
