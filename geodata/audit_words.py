@@ -85,6 +85,12 @@ VALUES: dict[str, str] = {
     "dispatcher": N_("command centre (dispatcher)"), "handler": N_("department handler"),
 }
 
+#: The kinds of a plan's edit steps (``kind`` of an undo or redo), as the plan page names them.
+KINDS: dict[str, str] = {
+    "move": N_("move"), "edit": N_("edit"), "paint": N_("paint stroke"), "merge": N_("merge"),
+    "split": N_("split"), "new": N_("new community"), "name": N_("naming a community"),
+}
+
 #: The actors that are no one's account: what the server's commands record as having acted.
 ACTORS: dict[str, str] = {
     "cli": N_("server command line"), "demo-accounts": N_("demo accounts setup"),
@@ -99,6 +105,10 @@ NAMED_FIELDS: dict[str, str] = {
     "categories": "categories", "default_for": "categories", "scope_code": "places",
     "department_code": "departments",
 }
+
+#: The settings whose values are codes of something with a name (a list of case categories), and
+#: which table of ``names`` names them: their change reads "道路破损 C02-01 …", not bare codes.
+NAMED_SETTINGS: dict[str, str] = {"incident_after_photo": "categories"}
 
 
 def action_name(action: str) -> str:
@@ -167,11 +177,44 @@ def _named(value, table: dict[str, str]):
     return value
 
 
+def rule_sentence(rule) -> str:
+    """One rule a plan breaks (an entry of ``broken_rules``, as :func:`layers.plans.adoption.broken_rules`
+    stores it) as the plan page words it: the community by its name beside its code, the rule in
+    words, the households and the limit as numbers."""
+    if not isinstance(rule, dict):
+        return _value(rule)
+    code, name = rule.get("community_code") or rule.get("cell_code") or "", rule.get("community_name")
+    who = f"{name} · {code}" if name else str(code)
+
+    def number(key: str) -> str:
+        value = rule.get(key)
+        return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else "—"
+
+    kind = rule.get("rule")
+    if kind == "not_contiguous":
+        return _("{community} is not contiguous ({pieces} separate pieces)", community=who,
+                 pieces=number("value"))
+    if kind == "below_minimum":
+        return _("{community} holds {households} households, below the minimum of {limit}", community=who,
+                 households=number("value"), limit=number("limit"))
+    if kind == "above_maximum":
+        return _("{community} holds {households} households, above the maximum of {limit}", community=who,
+                 households=number("value"), limit=number("limit"))
+    if kind == "crosses_street":
+        return _("{community} lies in {streets} streets", community=who, streets=number("value"))
+    return _("{community} breaks a rule", community=who)
+
+
 def named_codes(detail) -> dict[str, set[str]]:
     """The codes a row's detail holds that have names (table → codes), so that a page names only
     those it shows."""
     found: dict[str, set[str]] = {}
     if isinstance(detail, dict):
+        if detail.get("key") in NAMED_SETTINGS:
+            codes = [v for side in ("before", "after") if isinstance(detail.get(side), list)
+                     for v in detail[side]]
+            found.setdefault(NAMED_SETTINGS[detail["key"]], set()).update(
+                str(v) for v in codes if isinstance(v, str) and v)
         for key, table in NAMED_FIELDS.items():
             value = detail.get(key)
             values = value if isinstance(value, list | tuple) else [value]
@@ -194,8 +237,12 @@ def describe(action: str, detail, names: dict[str, dict[str, str]] | None = None
             k = str(k)
             return _(FIELD_LABELS[k]) if k in FIELD_LABELS else _(VALUE_LABELS[k]) if k in VALUE_LABELS else k
 
+        before, after = detail.get("before"), detail.get("after")
+        if detail["key"] in NAMED_SETTINGS and names:
+            table = names.get(NAMED_SETTINGS[detail["key"]]) or {}
+            before, after = _named(before, table), _named(after, table)
         text = _("{setting}: {before} → {after}", setting=setting_label(detail["key"]),
-                 before=_value(detail.get("before"), words), after=_value(detail.get("after"), words))
+                 before=_value(before, words), after=_value(after, words))
         if detail.get("source"):
             text += _("; ") + _("source: {source}", source=detail["source"])
         return text
@@ -211,11 +258,20 @@ def describe(action: str, detail, names: dict[str, dict[str, str]] | None = None
         if key == "name" and action.startswith(("plan:", "user:", "token:")):
             parts.append(f"“{value}”")
             continue
+        if key == "broken_rules" and isinstance(value, list):
+            shown = [rule_sentence(r) for r in value[:MAX_LISTED]]
+            if len(value) > MAX_LISTED:
+                shown.append(_("and {n} more", n=len(value) - MAX_LISTED))
+            parts.append(_("rules broken: {rules}", rules=_("; ").join(shown)))
+            continue
+        if key == "kind" and isinstance(value, str):
+            parts.append(f"{_field(key)} {_(KINDS[value]) if value in KINDS else value}")
+            continue
         if key in NAMED_FIELDS and names:
             value = _named(value, names.get(NAMED_FIELDS[key]) or {})
         parts.append(f"{_field(key)} {_value(value)}")
     return _("; ").join(parts)
 
 
-__all__ = ["ACTIONS", "ACTORS", "LAYERS", "STEPS", "action_name", "actor_name", "describe", "layer_name",
-           "named_codes", "step_name"]
+__all__ = ["ACTIONS", "ACTORS", "KINDS", "LAYERS", "STEPS", "action_name", "actor_name", "describe",
+           "layer_name", "named_codes", "rule_sentence", "step_name"]

@@ -993,6 +993,16 @@ class StaleFile(ImportRefused):
         self.communities = communities
 
 
+class CodesRefused(ImportRefused):
+    """An import refused for its codes in its mode: an append whose codes are stored already, or an
+    update whose codes are not. The message speaks the command line (``--mode``); ``layer``,
+    ``mode`` and ``codes`` (sorted) let a page word it as the page offers the modes."""
+
+    def __init__(self, problems: list[str] | str, layer: str, mode: str, codes: list[str]) -> None:
+        super().__init__(problems)
+        self.layer, self.mode, self.codes = layer, mode, codes
+
+
 def stale_units(conn: Connection, units: gpd.GeoDataFrame, revision: int | None) -> StaleFile | None:
     """Whether the units of a file exported at boundary ``revision`` would undo later changes:
     units whose community in the file is not their stored one, in streets a change after
@@ -1078,16 +1088,18 @@ def write_import(
         if mode == "append":
             clash = existing_codes(conn, layer, codes)
             if clash:
-                raise ImportRefused(_("{n_clash} codes already stored in {layer} (use --mode update or "
-                                      "replace): {p3}",
-                                      n_clash=len(clash), layer=layer, p3=', '.join(sorted(clash)[:20])))
+                raise CodesRefused(_("{n_clash} codes already stored in {layer} (use --mode update or "
+                                     "replace): {p3}",
+                                     n_clash=len(clash), layer=layer, p3=', '.join(sorted(clash)[:20])),
+                                   layer, mode, sorted(clash))
         elif mode == "update":
             known = existing_codes(conn, layer, codes)
             unknown = [c for c in codes if c not in known]
             if unknown:
-                raise ImportRefused(_("{n_unknown} codes are not stored in {layer}, so there is nothing to "
-                                      "update: {p3}",
-                                      n_unknown=len(unknown), layer=layer, p3=', '.join(unknown[:20])))
+                raise CodesRefused(_("{n_unknown} codes are not stored in {layer}, so there is nothing to "
+                                     "update: {p3}",
+                                     n_unknown=len(unknown), layer=layer, p3=', '.join(unknown[:20])),
+                                   layer, mode, sorted(unknown))
         done = [0]
 
         def tick(k: int) -> None:
@@ -1149,6 +1161,7 @@ def _write_differences(conn: Connection, layer: str, gdf: gpd.GeoDataFrame, mode
                                      communities=communities)
 
 
-__all__ = ["ImportRefused", "ImportReport", "MODES", "NAME_FIELDS", "Resolver", "StaleFile", "UNMAPPED",
+__all__ = ["CodesRefused", "ImportRefused", "ImportReport", "MODES", "NAME_FIELDS", "Resolver", "StaleFile",
+           "UNMAPPED",
            "check_source", "mapped_columns", "parse_values", "prepare", "retired_communities", "stale_units",
            "store_adjacency", "write_import"]

@@ -441,6 +441,73 @@ def test_settings_page_in_chromium(page, served):
     assert [e for e in page.errors if "400" not in e] == []
 
 
+def test_settings_name_categories_in_one_language_and_pick_them_by_name(page, served):
+    """The case categories read in the reader's language only (a bilingual stored name is kept
+    whole when not edited), their first column is the code; the categories needing an
+    after-photo are ticked by name, and the audit log names them beside their codes."""
+    from geodata.db import get_engine
+
+    engine = get_engine(f"sqlite:///{served['folder'] / 'gridplan.sqlite'}")
+    stored = get_value(engine, "incident_categories")
+    browser_sign_in(page, served["base"], "admin")
+    page.goto(f"{served['base']}/admin/settings")
+    page.wait_for_selector("#admin[data-ready]")
+    table = '#settings section[data-key="incident_categories"]'
+    assert page.inner_text(f"{table} tr:first-child th:first-child") == "Code"
+    assert page.input_value(f"{table} tr:nth-child(2) input[data-field=name]") == "manhole cover damaged"
+    for code in ("C01-01", "E01-02", "E03-02"):  # standard entries, stored in both languages
+        name = page.input_value(f'{table} tr:has(td[data-entry="{code}"]) input[data-field=name]')
+        assert name and not any("\u4e00" <= c <= "\u9fff" for c in name), name
+    # wide enough for what it holds
+    assert page.evaluate(f"""() => [...document.querySelectorAll('{table} input[data-field=name]')]
+        .every((e) => e.scrollWidth <= e.clientWidth)""")
+    page.fill(f"{table} tr:nth-child(3) input[data-field=limit_hours]", "12")
+    page.click(f"{table} > button")
+    page.wait_for_function(f"() => document.querySelector('{table} .message').classList.contains('ok')")
+    saved = get_value(engine, "incident_categories")
+    assert saved["C01-02"]["limit_hours"] == 12 and saved["C01-02"]["name"] == stored["C01-02"]["name"]
+    assert all(saved[k]["name"] == v["name"] for k, v in stored.items())  # both languages kept
+
+    photo = '#settings section[data-key="incident_after_photo"]'
+    before = get_value(engine, "incident_after_photo")
+    assert page.locator(f"{photo} input[type=text]").count() == 0
+    labels = page.inner_text(photo)
+    assert "C02-01 · road surface damaged" in labels and "E05-01 · flooded road" in labels
+    assert page.is_checked(f"{photo} input[value='C02-01']")
+    page.check(f"{photo} input[value='E05-01']")
+    page.click(f"{photo} button.save")
+    page.wait_for_function(f"() => document.querySelector('{photo} .message').classList.contains('ok')")
+    assert get_value(engine, "incident_after_photo") == [*before, "E05-01"]
+    page.screenshot(path=str(served["folder"] / "admin-settings-categories.png"), full_page=True)
+    page.goto(f"{served['base']}/admin/audit?action=setting:update")
+    said = page.inner_text("#audit tbody")
+    assert "After-photo required: road surface damaged C02-01" in said and "flooded road E05-01" in said
+    # (a base map chosen by another test loads no tiles on this machine)
+    assert [e for e in page.errors if "400" not in e and "net::ERR_NAME_NOT_RESOLVED" not in e] == []
+
+
+def test_a_refused_sign_in_is_said_by_the_form_and_keeps_the_name(page, served):
+    """A wrong password: the message stands in the form, just above the fields (not at the top
+    left of the page), the user name stays filled in and the password box takes the cursor."""
+    page.set_viewport_size({"width": 360, "height": 740})
+    page.goto(f"{served['base']}/login")
+    page.fill("input[name=name]", "admin")
+    page.fill("input[name=password]", "not the password")
+    page.click("form.login button[type=submit]")
+    page.wait_for_selector("form.login #login-refused")
+    assert page.inner_text("form.login #login-refused") == "Wrong name or password"
+    assert page.input_value("input[name=name]") == "admin"
+    assert page.evaluate("document.activeElement.name") == "password"
+    said = page.locator("#login-refused").bounding_box()
+    field = page.locator("input[name=name]").bounding_box()
+    assert 0 <= field["y"] - (said["y"] + said["height"]) < 60 and abs(said["x"] - field["x"]) < 4
+    page.screenshot(path=str(served["folder"] / "login-refused.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form.login button[type=submit]")
+    page.wait_for_url(lambda url: "/login" not in url)
+
+
 def test_disable_and_revoke_from_the_command_line(site, engine):
     from geodata.accounts import find_user
 
@@ -508,3 +575,50 @@ def test_the_audit_page_names_codes_and_users_beside_them(site, engine):
     assert said == f"scope 水果湖社区 {scope}"
     page = admin.get("/admin/audit?action=sign-in").get_data(as_text=True)
     assert "admin (no. " in page
+
+
+def test_the_audit_page_words_every_detail_of_a_plans_workflow(db_url, engine, small_demo, monkeypatch):
+    """A plan made, edited, named, renamed, undone and redone, submitted and approved although it
+    breaks rules: every row of the audit page reads in words, in Chinese — no stored
+    key (``broken_rules``, ``not_contiguous``, ``community_code``, an edit's kind ``name``) — and a
+    broken rule reads as the plan page words it, the community's name beside its code."""
+    import re
+
+    from tests.conftest import demo_site
+    from tests.test_plans_web import browser_client
+
+    app = demo_site(db_url, small_demo, BASEMAP="none")[0]
+    planner, ph = browser_client(app, "planner")
+    admin, ah = browser_client(app, "admin")
+    street = small_demo.layers["streets"]["code"].iloc[0]
+    plan_id = planner.post("/api/plans", json={"name": "东区调整", "street": street},
+                           headers=ph).json["plan_id"]
+    unit = small_demo.layers["units"].query("street_code == @street")["code"].iloc[0]
+    moved = planner.post(f"/api/plans/{plan_id}/moves", json={"units": [unit], "to": "new", "version": 1},
+                         headers=ph).json  # a community of one unit: below the minimum
+    v = planner.post(f"/api/plans/{plan_id}/communities/{moved['to']}/name",
+                     json={"name": "青年社区", "version": moved["version"]}, headers=ph).json["version"]
+    v = planner.post(f"/api/plans/{plan_id}/rename", json={"name": "东区调整二", "version": v},
+                     headers=ph).json["version"]
+    v = planner.post(f"/api/plans/{plan_id}/undo", json={"version": v}, headers=ph).json["version"]
+    v = planner.post(f"/api/plans/{plan_id}/redo", json={"version": v}, headers=ph).json["version"]
+    answer = planner.post(f"/api/plans/{plan_id}/status",
+                          json={"action": "submit", "version": v, "reason": "测试"}, headers=ph)
+    assert answer.status_code == 200, answer.json
+    admin.post(f"/api/plans/{plan_id}/status",
+               json={"action": "approve", "version": answer.json["version"], "reason": "测试"}, headers=ah)
+    monkeypatch.delenv("GRIDPLAN_LOCALE", raising=False)  # as installed: Chinese
+    chinese = make_app(app.config["DATABASE_URL"])
+    client, _ = client_as(chinese, "admin")
+    page = client.get("/admin/audit", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    details = re.findall(r'<td class="detail">(.*?)</td>', page, flags=re.S)
+    actions = set(re.findall(r'<td data-action="([^"]+)"', page))
+    assert {"plan:create", "plan:name", "plan:rename", "plan:undo", "plan:redo", "plan:submitted",
+            "plan:approved"} <= actions
+    keys = [d for d in details if re.search(r"[a-z]+_[a-z_]+", d)]
+    assert keys == []
+    assert not [d for d in details if re.search(r"(类型|kind) (name|move|paint|split|merge|new)\b", d)]
+    ruled = [d for d in details if "原因 测试" in d]
+    assert len(ruled) == 2, details
+    # the community by its name beside its code, the rule in words, as the plan page says it
+    assert all(f"青年社区 · {moved['to']}" in d and "低于下限" in d for d in ruled), ruled

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 
 import pyogrio
@@ -119,6 +120,10 @@ def test_accounts_and_tokens_from_the_command_line(run, engine, db_url, tmp_path
     # no grid cells yet: no supervisor; the 指挥中心 and a department's handler
     assert set(logins) == {"admin", "planner", "viewer", "dispatcher", "handler"}
     assert "HW" in result.output and "区环境卫生管理站" in result.output  # the demo's departments
+    # names beside codes: the handler's department, the categories it handles
+    assert "department 区环境卫生管理站 (HW)" in next(line for line in accounts.splitlines()
+                                                 if line.startswith("handler "))
+    assert "E01-01 exposed rubbish" in result.output
     again = runner.invoke(args=["demo-accounts"])
     assert again.output == result.output  # created once, then only shown
 
@@ -138,7 +143,11 @@ def test_demo_supervisor_holds_the_cells_of_their_community(db_url, engine, tmp_
     lines = result.output.splitlines()
     password = next(line.split()[1] for line in lines if line.startswith("supervisor "))
     held = lines[-1].removeprefix("supervisor holds cells ").split(", ")
-    scope = next(line for line in lines if line.startswith("supervisor ")).split("community ")[1].rstrip(")")
+    said = next(line for line in lines if line.startswith("supervisor "))
+    scope = re.search(r"community (\S+) \((\d{12})\)\)$", said)  # its name beside its code
+    assert scope, said
+    name, scope = scope.groups()
+    assert read_layer(engine, "communities", isin={"code": [scope]})["name"].tolist() == [name]
     cells = read_layer(engine, "grid_cells", community=scope)["code"]
     assert sorted(held) == sorted(cells) and len(held) >= 1
     again = runner.invoke(args=["demo-accounts"])

@@ -127,7 +127,18 @@ def test_refused_in_the_job_writes_nothing(site, engine, small_demo):
                                                                                 "mode": "append"})
     assert run_one(engine)["status"] == "done"
     result = strict(client.get(queued.json["url"]))["result"]
-    assert result["refused"] and "5 codes already stored in facilities" in result["problems"][0]
+    # in the page's words: the layer by its name, the modes as the page names them, no --mode flag
+    assert result["refused"] and result["problems"][0].startswith(
+        "5 codes of the file are stored in the layer facilities already, so they cannot be added: "
+        "choose the mode “Update” or “Replace”: ")
+    assert "--mode" not in result["problems"][0]
+    assert layer_counts(engine) == before
+    # the command line keeps its flag
+    folder = Path(site.config["UPLOAD_FOLDER"]).parent / "cli"
+    folder.mkdir()
+    (folder / "facilities.geojson").write_bytes(data)
+    said = site.test_cli_runner().invoke(args=["import", "facilities", str(folder / "facilities.geojson")])
+    assert said.exit_code != 0 and "use --mode update or replace" in said.output, said.output
     assert layer_counts(engine) == before
 
 
@@ -326,6 +337,49 @@ def test_a_refused_file_is_explained_where_the_planner_looks(page, served, small
     page.wait_for_function("() => document.querySelector('#import-message').classList.contains('ok')")
     assert page.is_hidden("#import-problems")
     assert [e for e in page.errors if "400" not in e] == []  # the refused preview's 400, nothing else
+
+
+def test_a_mode_that_will_be_refused_is_not_offered_and_a_refusal_says_why(page, served, small_demo,
+                                                                           tmp_path):
+    """The preview counted the file's codes stored already: append is not offered for them (the
+    page says why and which modes to choose, by their names); and when codes come to be stored
+    between the preview and the import, the refusal says why right after its colon."""
+    from layers.onboarding.imports import import_layer
+
+    stored = tmp_path / "stored.geojson"
+    stored.write_text(small_demo.layers["facilities"].iloc[:5].to_json(), encoding="utf-8")
+    browser_sign_in(page, served["base"], "planner")
+    page.goto(f"{served['base']}/layers")
+    page.select_option("#import-form select[name=layer]", "facilities")
+    page.set_input_files("#import-form input[name=file]", str(stored))
+    page.wait_for_selector("#mode-warning:not([hidden])")
+    warning = page.inner_text("#mode-warning")
+    assert "5 codes of the file are stored in this layer already" in warning
+    assert "“Update” or “Replace”" in warning and "--mode" not in warning
+    assert page.is_disabled("#import-start")
+    page.screenshot(path=str(served["folder"] / "layers-append-refused.png"), full_page=True)
+    page.check("#import-form input[name=mode][value=update]")
+    page.wait_for_function("() => !document.querySelector('#import-start').disabled")
+    assert page.is_hidden("#mode-warning")
+
+    fresh = small_demo.layers["facilities"].iloc[:3].copy()
+    fresh["code"] = fresh["code"] + "X"
+    path = tmp_path / "new.geojson"
+    path.write_text(fresh.to_json(), encoding="utf-8")
+    page.goto(f"{served['base']}/layers")
+    page.select_option("#import-form select[name=layer]", "facilities")
+    page.set_input_files("#import-form input[name=file]", str(path))
+    page.wait_for_function("() => !document.querySelector('#import-start').disabled")
+    import_layer(served["engine"], "facilities", path, mode="append", actor="planner")  # meanwhile
+    page.click("#import-start")
+    page.wait_for_function("() => document.querySelector('#import-result').classList.contains('bad')",
+                           timeout=30_000)
+    said = page.inner_text("#import-result")
+    assert said.startswith("The import was refused; nothing was written: 3 codes of the file are stored "
+                           "in the layer facilities already"), said
+    assert "--mode" not in said
+    page.screenshot(path=str(served["folder"] / "layers-import-refused.png"), full_page=True)
+    assert [e for e in page.errors if "400" not in e] == []
 
 
 def test_export_options_in_chromium(page, served, small_demo):

@@ -33,7 +33,6 @@ from flask import (
     Blueprint,
     abort,
     current_app,
-    flash,
     g,
     redirect,
     render_template,
@@ -295,8 +294,8 @@ def login():
             if account.disabled:
                 record_sign_in(engine(), name, address=client_address(), user_id=account.id,
                                refused="disabled")
-                flash(_("This account is disabled: ask an administrator"))
-                return render_template("login.html"), 403
+                refused = _("This account is disabled: ask an administrator")
+                return render_template("login.html", refused=refused, name=name), 403
             session.clear()  # nothing of an earlier visitor's session carries over
             session.permanent = True  # the cookie expires when the session ends (SessionInterface)
             session[SIGNED_IN_AT] = int(time.time())
@@ -308,8 +307,8 @@ def login():
             return redirect(landing(account) if target == url_for("maps.home") else target)
         record_sign_in(engine(), name, address=client_address(), user_id=account.id if account else None,
                        refused="wrong password" if account else "unknown name")
-        flash(_("Wrong name or password"))
-        return render_template("login.html"), 401
+        # said by the form, the name kept: the user retypes the password only
+        return render_template("login.html", refused=_("Wrong name or password"), name=name), 401
     return render_template("login.html")
 
 

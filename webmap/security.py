@@ -23,7 +23,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import numpy as np
-from flask import Flask, Request, Response, current_app, flash, g, make_response, render_template, request
+from flask import Flask, Request, Response, current_app, g, make_response, render_template, request
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_talisman import Talisman
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, Unauthorized
@@ -318,8 +318,8 @@ def _refusal(limit) -> Response:
     if wants_json():
         response = problem(429, "Too Many Requests", message, "TooManySignIns")
     else:
-        flash(message)
-        response = make_response(render_template("login.html"), 429)
+        response = make_response(render_template("login.html", refused=message,
+                                                 name=request.form.get("name", "").strip()), 429)
     response.headers["Retry-After"] = str(wait)
     return response
 

@@ -42,6 +42,7 @@ from sqlalchemy import Engine
 
 from geodata import crs as crs_mod
 from geodata import jobs
+from geodata.audit_words import layer_name
 from geodata.catalog import get_layer
 from geodata.errors import Conflict, NotFound, Refused
 from geodata.i18n import N_, _
@@ -49,6 +50,7 @@ from geodata.importer import (
     MODES,
     NAME_FIELDS,
     UNMAPPED,
+    CodesRefused,
     ImportReport,
     StaleFile,
     mapped_columns,
@@ -411,6 +413,19 @@ def read_progress(folder: Path) -> dict | None:
         return None
 
 
+def codes_problem(exc: CodesRefused) -> str:
+    """A refusal for the file's codes as the import page words it: the layer by its name and the
+    modes as the page names them (the command line's message says ``--mode``)."""
+    shown = ", ".join(exc.codes[:20]) + (" …" if len(exc.codes) > 20 else "")
+    if exc.mode == "update":
+        return _("{n} codes of the file are not stored in the layer {layer}, so there is nothing to update: "
+                 "choose the mode “Append” or “Replace”: {codes}", n=f"{len(exc.codes):,}",
+                 layer=layer_name(exc.layer), codes=shown)
+    return _("{n} codes of the file are stored in the layer {layer} already, so they cannot be added: "
+             "choose the mode “Update” or “Replace”: {codes}", n=f"{len(exc.codes):,}",
+             layer=layer_name(exc.layer), codes=shown)
+
+
 def run_import(engine: Engine, job: dict) -> dict:
     """Run one queued import. A refused file is a finished job whose result says ``refused``
     and lists every problem (nothing was written); the folder is deleted in every case."""
@@ -430,6 +445,8 @@ def run_import(engine: Engine, job: dict) -> dict:
                                   progress=tick, source_layer=params.get("source_layer") or None,
                                   force=bool(params.get("force")),
                                   max_unzipped_bytes=params.get("max_unzipped_bytes") or MAX_UNZIPPED_BYTES)
+        except CodesRefused as exc:  # the page's words for its modes, not the command line's flag
+            return {"refused": True, "problems": [codes_problem(exc)], "count": 1}
         except ImportRefused as exc:
             return {"refused": True, "problems": exc.problems[:MAX_PROBLEMS], "count": len(exc.problems)}
         return {"refused": False, "layer": report.layer, "mode": report.mode, "source": report.source,

@@ -708,4 +708,21 @@ def seed_departments(engine: Engine) -> list[dict]:
             defaults.update(dict.fromkeys(cats, code))
     with engine.begin() as conn:
         incident_rows.give_departments(conn, defaults)
+    _photo_after_handling(engine, catalogue)
     return depts.list_departments(engine)
+
+
+#: the demo's categories whose handling needs a photo of the result, beside the city's default ones:
+#: a damaged bin (环卫 HW) replaced is shown, so the demo's handler meets the rule
+DEMO_AFTER_PHOTO = ("C03-01",)
+
+
+def _photo_after_handling(engine: Engine, catalogue: dict) -> None:
+    """Add the demo's after-photo categories to the setting ``incident_after_photo`` (once, with
+    the demo's departments; the categories it holds already stay)."""
+    from geodata.settings import get_value, save_setting
+
+    wanted = get_value(engine, "incident_after_photo") or []
+    added = [c for c in DEMO_AFTER_PHOTO if c in catalogue and c not in wanted]
+    if added:
+        save_setting(engine, "incident_after_photo", [*wanted, *added], actor="demo")

@@ -80,14 +80,19 @@ def demo_accounts() -> None:
     if not listed or any(n not in listed for n, *_rest in wanted) \
             or any(find_user(eng, name=n) is None for n in listed):
         lines = []
+        place = _place_names(eng, scope, cell)
+        department_names = {d["code"]: d["name"] for d in departments}
         for name, role, kind in wanted:
             own = {"community": scope, "cell": cell}.get(kind)
             department = kind if role == "handler" else None
             password = secrets.token_urlsafe(9)
             add_user(name, role, password, own, department=department)
-            where = _(", community {code}", code=own) if kind == "community" \
-                else _(", cell {code}", code=own) if kind == "cell" \
-                else _(", department {code}", code=department) if department else ""
+            # names beside codes: 青年社区 (420103003002), 区环境卫生管理站 (HW)
+            where = _(", community {name} ({code})", name=place.get(own) or "—", code=own) \
+                if kind == "community" \
+                else _(", cell {name} ({code})", name=place.get(own) or "—", code=own) if kind == "cell" \
+                else _(", department {name} ({code})", name=department_names.get(department) or "—",
+                       code=department) if department else ""
             named = role if speaks_english() else role_names().get(role, role)
             lines.append(f"{name:<11} {password}  {_(DEMO_KINDS[name])} ({named}{where})")
         logins.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -96,8 +101,10 @@ def demo_accounts() -> None:
     click.echo(_("demo accounts (name, password):"))
     click.echo(logins.read_text(encoding="utf-8"), nl=False)
     click.echo(_("departments:"))
+    categories = _category_names(eng)
     for d in departments:
-        click.echo(f"  {d['code']:<4} {d['name']}  {', '.join(d['categories'])}")
+        handled = ", ".join(f"{c} {categories.get(c) or ''}".strip() for c in d["categories"])
+        click.echo(f"  {d['code']:<4} {d['name']}  {handled}")
     if held:
         click.echo(_("supervisor holds cells {cells}", cells=", ".join(held)))
 
@@ -118,6 +125,29 @@ DEMO_KINDS = {"admin": N_("administrator"), "planner": N_("planner"),
               "dispatcher": N_("command centre: files, dispatches, chases up"),
               "handler": N_("department: handles the sanitation station's cases"),
               "viewer": N_("viewer")}
+
+
+def _place_names(eng, community: str | None, cell: str | None) -> dict[str, str]:
+    """The names of the demo supervisor's community and the demo inspector's cell (a cell: its
+    community's name and its number), by code."""
+    import pandas as pd
+
+    from geodata.plan_rows import place_names
+    from layers.incidents.rates import with_names
+
+    names = dict(place_names(eng, [], [community] if community else [])[1])
+    if cell:
+        named = with_names(eng, "cell", pd.DataFrame({"code": [cell]}))
+        names.update({c: n for c, n in zip(named["code"], named["name"], strict=True) if n})
+    return names
+
+
+def _category_names(eng) -> dict[str, str]:
+    """The case categories' names in the command line's language, by code."""
+    from geodata.i18n import in_language
+    from layers.incidents.loop import categories
+
+    return {k: in_language(v.get("name") or k) for k, v in categories(eng).items()}
 
 
 def _demo_cell(eng, community: str | None) -> str | None:

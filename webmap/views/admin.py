@@ -319,9 +319,18 @@ def _fixed_keys() -> dict[str, list[str]]:
 @bp.get("/api/admin/settings")
 @require("admin", api=True)
 def api_settings():
+    from layers.incidents.loop import categories
+
     override = current_app.config.get("BASEMAP")
+    # the case categories by name in the reader's language: a list of codes is picked by name,
+    # and a bilingual name (井盖破损 (manhole cover damaged)) reads in one language only
+    named = {k: in_language(v.get("name") or k) for k, v in sorted(categories(engine()).items())}
     return _json({
         "settings": [settings_rows.setting_texts(row) for row in settings_rows.list_settings(engine())],
+        "categories": named,
+        "pickers": dict(audit_words.NAMED_SETTINGS),
+        "entry_labels": {"incident_categories": _("Code")},
+        "shown_names": {"incident_categories": named},
         # what the form calls the fields of records and tables and the names among their values
         "fields": {k: _(v) for k, v in settings_rows.FIELD_LABELS.items()},
         "values": {k: _(v) for k, v in settings_rows.VALUE_LABELS.items()},

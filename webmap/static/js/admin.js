@@ -323,11 +323,14 @@ window.gridplanAdmin = (function () {
   const fieldName = (k) => FIELDS[k] || k;
   const valueName = (v) => VALUES[v] || FIELDS[v] || v;
 
+  /* How many character widths a text takes in a box: a Chinese character takes two. */
+  const textWidth = (text) => [...text].reduce((n, c) => n + (/[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef]/.test(c) ? 2 : 1), 0);
+
   /* An editor for ``value``: {node, read(path)} where read returns the edited value or throws
      an Error naming what is wrong. ``blank`` makes the inputs empty (a new entry); ``field`` is
      the record field or table column the value stands in (its key); ``unit`` follows a number. */
   function editor(value, opts) {
-    const { blank, choices, labels, label, field, unit } = opts || {};
+    const { blank, choices, labels, label, field, unit, display } = opts || {};
     const named = { "aria-label": label || t("Value") };
     if (field) named["data-field"] = field;
     const group = typeof value === "string" ? GROUPS.find((g) => g.includes(value)) : null;
@@ -356,11 +359,17 @@ window.gridplanAdmin = (function () {
       } };
     }
     if (value === null || typeof value === "string") {
-      const long = typeof value === "string" && value.length > 60;
+      // ``display``: the stored text as the reader reads it (a bilingual name in their language);
+      // left unchanged, the stored text is kept whole
+      const text = blank || value === null ? "" : (display || value);
+      const long = text.length > 60;
       const input = el(long ? "textarea" : "input", null, named);
-      if (long) input.rows = 2; else input.size = Math.min(40, Math.max(10, (value || "").length + 2));
-      input.value = blank || value === null ? "" : value;
-      return { node: input, read: () => (value === null && input.value.trim() === "" ? null : input.value) };
+      if (long) input.rows = 2; else input.size = Math.min(40, Math.max(10, textWidth(text) + 2));
+      input.value = text;
+      return { node: input, read: () => {
+        if (value === null && input.value.trim() === "") return null;
+        return !blank && display && input.value === display ? value : input.value;
+      } };
     }
     if (isPair(value)) {
       const low = editor(value[0], { blank, label: t("{label} min", { label: label || "" }) });
@@ -398,11 +407,11 @@ window.gridplanAdmin = (function () {
 
   /* Rows of a table (``{entry: value}``) or a list: existing rows, removable unless fixed, and
      an "add" button making a blank row shaped like the first. */
-  function rowsEditor(entries, template, keyed, fixed, unit) {
+  function rowsEditor(entries, template, keyed, fixed, unit, shown) {
     const records = isRecords(entries.map(([, v]) => v)) ? Object.keys(template) : null;
     const table = el("table", null, { class: "rows" });
     const head = el("tr");
-    if (keyed) head.append(el("th", t("Entry")));
+    if (keyed) head.append(el("th", (shown && shown.entryLabel) || t("Entry")));
     if (records) for (const k of records) head.append(el("th", fieldName(k))); else head.append(el("th", t("Value")));
     head.append(el("th"));
     table.append(head);
@@ -421,7 +430,8 @@ window.gridplanAdmin = (function () {
       }
       const rowName = key ? valueName(key) : t("New entry");
       if (records) {
-        row.parts = records.map((k) => editor(value[k], { blank: isNew, label: `${rowName} ${fieldName(k)}`, field: k }));
+        row.parts = records.map((k) => editor(value[k], { blank: isNew, label: `${rowName} ${fieldName(k)}`, field: k,
+                                                          display: k === "name" && key && shown ? (shown.names || {})[key] : undefined }));
         for (const part of row.parts) tr.append(cell(part.node));
       } else {
         row.parts = [editor(value, { blank: isNew, label: rowName, unit })];
@@ -456,7 +466,7 @@ window.gridplanAdmin = (function () {
   function tableEditor(value, opts) {
     const fixed = new Set((opts && opts.fixed) || []);
     const entries = Object.entries(value);
-    const ed = rowsEditor(entries, entries[0][1], true, fixed, opts && opts.unit);
+    const ed = rowsEditor(entries, entries[0][1], true, fixed, opts && opts.unit, opts && opts.shown);
     return { node: ed.node, read: (path) => {
       const out = {};
       for (const row of ed.rows) {
@@ -618,8 +628,29 @@ window.gridplanAdmin = (function () {
     if (s.key === "working_calendar" && isObject(value) && Array.isArray(value.holidays)) {
       return workingCalendarEditor(value);
     }
+    const pick = (meta.pickers || {})[s.key];
+    if (pick && Array.isArray(value) && value.every((v) => typeof v === "string")) {
+      return codePicker(value, meta[pick] || {}, s.label || s.key);
+    }
     return editor(value, { choices: meta.choices[s.key], labels: meta.labels[s.key], fixed: meta.fixed[s.key],
-                           label: s.label || s.key, unit: s.unit });
+                           label: s.label || s.key, unit: s.unit,
+                           shown: { entryLabel: (meta.entry_labels || {})[s.key], names: (meta.shown_names || {})[s.key] } });
+  }
+
+  /* A list of codes (case categories) chosen by ticking them, each "code · name"; a stored code
+     the catalogue no longer holds stays listed, ticked, so that nothing is dropped unseen. */
+  function codePicker(value, names, label) {
+    const box = el("div", null, { class: "picker", role: "group", "aria-label": label });
+    const codes = [...Object.keys(names), ...value.filter((c) => !(c in names))];
+    const boxes = codes.map((code) => {
+      const line = el("label", null, { class: "pick" });
+      const check = el("input", null, { type: "checkbox", value: code });
+      check.checked = value.includes(code);
+      line.append(check, " " + (names[code] ? `${code} · ${names[code]}` : code));
+      box.append(line);
+      return check;
+    });
+    return { node: box, read: () => boxes.filter((b) => b.checked).map((b) => b.value) };
   }
 
   function settingCard(s, meta) {

@@ -25,6 +25,10 @@ window.gridplanLayers = (function () {
     const input = document.querySelector(`input[name=mode][value="${mode}"]`);
     return input ? input.parentNode.textContent.trim() : mode;
   }
+  /* an import mode's name alone (追加, 替换, 更新), as its radio button begins */
+  function modeWord(mode) {
+    return modeName(mode).split(/[:：]/)[0].trim();
+  }
 
   /* A fetch whose failures become one sentence a planner understands. */
   async function call(url, options) {
@@ -108,6 +112,7 @@ window.gridplanLayers = (function () {
     const confirmBox = document.getElementById("replace-confirm");
     const forceBox = document.getElementById("force-confirm");
     const staleWarning = document.getElementById("stale-warning");
+    const modeWarning = document.getElementById("mode-warning");
     const layerField = document.getElementById("source-layer-field");
     const layerSelect = importForm.elements.source_layer;
 
@@ -290,7 +295,26 @@ window.gridplanLayers = (function () {
         document.getElementById("replace-count").textContent = tr ? tr.textContent : "?";
       }
       const confirmed = !replacing || confirmBox.querySelector("input").checked;
-      startButton.disabled = !(p && p.ok && confirmed && forced && !state.busy && !state.job);
+      // the preview counted the file's codes already stored: a mode that will refuse them is not offered
+      const refusal = modeRefusal(p);
+      modeWarning.hidden = !refusal;
+      modeWarning.textContent = refusal;
+      startButton.disabled = !(p && p.ok && confirmed && forced && !refusal && !state.busy && !state.job);
+    }
+
+    /* Why the chosen mode will refuse the previewed file, in the page's words; "" when it will not. */
+    function modeRefusal(p) {
+      if (!p || !p.stored) return "";
+      const { already, in_file: inFile } = p.stored;
+      if (mode() === "append" && already > 0) {
+        return t("{n} codes of the file are stored in this layer already: adding them would be refused. Choose “{update}” or “{replace}” above.",
+                 { n: number(already), update: modeWord("update"), replace: modeWord("replace") });
+      }
+      if (mode() === "update" && already < inFile) {
+        return t("{n} codes of the file are not in this layer: updating would refuse them. Choose “{append}” or “{replace}” above.",
+                 { n: number(inFile - already), append: modeWord("append"), replace: modeWord("replace") });
+      }
+      return "";
     }
 
     importForm.addEventListener("submit", (event) => { event.preventDefault(); runPreview(false); });
@@ -345,8 +369,9 @@ window.gridplanLayers = (function () {
       } else if (job.status === "done") {
         const r = job.result;
         if (r.refused) {
-          say(result, t("The import was refused; nothing was written:"), "bad");
-          showProblems(problems, r.problems, r.count);
+          // the reason right after the colon, by the button; several reasons listed as well
+          say(result, t("The import was refused; nothing was written: {reason}", { reason: r.problems[0] || "—" }), "bad");
+          showProblems(problems, r.count > 1 ? r.problems : [], r.count);
         } else {
           say(result, t("Imported: {n} features written ({mode})", { n: number(r.written), mode: modeName(r.mode) }) +
             (r.deleted ? t(", {n} replaced", { n: number(r.deleted) }) : "") +
