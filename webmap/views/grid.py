@@ -203,7 +203,12 @@ def api_cells():
     texts = shapely.to_geojson(shapely.transform(geoms, lambda xy: xy.round(7))) if len(cells) else []
     features = []
     for record, geometry in zip(cells.drop(columns="geometry").to_dict("records"), texts, strict=True):
-        record["supervisors"] = held.get(record["code"], [])
+        # the 网格员 named on the cell (imported or generated with the grid) first, then the
+        # accounts assigned to it: either makes the cell one "with a supervisor"
+        named = record.pop("supervisor", None)
+        assigned = held.get(record["code"], [])
+        record["supervisors"] = ([named] if isinstance(named, str) and named.strip() and named not in assigned
+                                 else []) + assigned
         features.append(f'{{"type":"Feature","id":{json.dumps(record["code"])},"geometry":{geometry},'
                         f'"properties":{json.dumps(record, ensure_ascii=False, default=int)}}}')
     summary = {k: report[k] for k in ("cells", "gaps", "overlaps", "outside_community",
