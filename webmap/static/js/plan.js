@@ -786,7 +786,14 @@
 
   get("/api/plans").then((data) => {
     const select = $("compare-with");
-    for (const p of data.plans) if (p.id !== planId) select.append(el("option", `#${p.id} ${p.name}`, { value: p.id }));
+    // only plans of the same streets: against another street's plan every unit "changes community"
+    const streets = (p) => JSON.stringify([...(p.streets || [])].sort());
+    const mine = data.plans.find((p) => p.id === planId);
+    for (const p of data.plans) {
+      if (p.id !== planId && (!mine || !mine.streets.length || streets(p) === streets(mine))) {
+        select.append(el("option", `#${p.id} ${p.name}`, { value: p.id }));
+      }
+    }
   }).catch((err) => showError(err, $("compare")));
   $("compare").addEventListener("click", (e) => act(e.currentTarget, async () => {
     const other = $("compare-with").value;

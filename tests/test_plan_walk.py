@@ -1,0 +1,40 @@
+"""The planner pages as a tester walking issue 17 found them: comparing plans of different
+streets refused (not "192 units change community"), on SpatiaLite and PostGIS."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import demo_site
+from tests.webhelpers import signed_in
+
+
+@pytest.fixture
+def site(db_url, small_demo):
+    return demo_site(db_url, small_demo, BASEMAP="none")[0]
+
+
+def _plan(client, headers, street: str, name: str) -> int:
+    answer = client.post("/api/plans", json={"name": name, "street": street}, headers=headers)
+    assert answer.status_code == 201, answer.get_data(as_text=True)
+    return answer.json["plan_id"]
+
+
+def test_plans_of_different_streets_are_not_compared(site, small_demo):
+    streets = small_demo.layers["streets"].sort_values("code")
+    (first, first_name), (second, second_name) = list(zip(streets["code"], streets["name"], strict=True))[:2]
+    client, headers = signed_in(site, "planner", "/plans")
+    mine = _plan(client, headers, first, "甲")
+    same = _plan(client, headers, first, "乙")
+    other = _plan(client, headers, second, "丙")
+    answer = client.get(f"/api/plans/{mine}/compare?with={same}")
+    assert answer.status_code == 200 and answer.json["other"] == same
+    refused = client.get(f"/api/plans/{mine}/compare?with={other}")
+    assert refused.status_code == 400
+    assert refused.mimetype == "application/problem+json"
+    detail = refused.json["detail"]
+    assert f"{first_name} ({first})" in detail and f"{second_name} ({second})" in detail
+    assert f"#{mine}" in detail and f"#{other}" in detail and "same streets" in detail
+    # the list the page offers carries each plan's streets, so it can offer the same ones only
+    listed = {p["id"]: p["streets"] for p in client.get("/api/plans").json["plans"]}
+    assert listed[mine] == listed[same] == [first] and listed[other] == [second]
