@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from layers.plans.adoption import _named_reason
 from tests.conftest import demo_site
 from tests.webhelpers import signed_in
 
@@ -38,3 +39,13 @@ def test_plans_of_different_streets_are_not_compared(site, small_demo):
     # the list the page offers carries each plan's streets, so it can offer the same ones only
     listed = {p["id"]: p["streets"] for p in client.get("/api/plans").json["plans"]}
     assert listed[mine] == listed[same] == [first] and listed[other] == [second]
+
+
+def test_a_regenerated_cells_problem_names_its_community_beside_the_code():
+    problem = {"kind": "cut_off", "community": "420103006003", "reason":
+               "2 units with 120 households are cut off from the rest of community 420103006003 (by the "
+               "river or its edge); cell 420103006003002 too"}
+    named = _named_reason(problem, {"420103006003": "桥口社区"})
+    assert "community 桥口社区 · 420103006003 (by" in named["reason"]
+    assert "cell 420103006003002 too" in named["reason"]  # a cell code is left alone
+    assert _named_reason(problem, {}) == problem

@@ -1023,7 +1023,10 @@
       ...section(t("Communities"), r.communities.map((c) => named(c.code, c.name))),
       ...section(t("Supervisors passed to successor cells"), [...r.assignments.map((x) => `${x.user}：${cell(x.from)} → ${cell(x.to)}`),
         ...r.scopes.map((x) => `${x.name}：${x.from} → ${cell(x.to)}`)]),
-      el("p", t("Open cases placed again: {moved} of {open}", { moved: number(r.cases.moved), open: number(r.cases.open) })),
+      // every open case of the plan's streets is placed again, not only the ones the preview listed
+      // (those in the changed cells): say which count is which, so 4 before and "3 of 5" after agree
+      el("p", t("Open cases in the plan's streets checked again: {open}; {moved} of them now in another cell or community",
+        { moved: number(r.cases.moved), open: number(r.cases.open) })),
       ...section(t("Cells outside the rules"), r.problems || []));
   }
   if (config.regenerate) {
