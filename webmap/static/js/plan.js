@@ -281,13 +281,15 @@
     if (key === "households") return c.households;
     return (c.violations || []).length;
   }
+  function byTheSort(a, b) {
+    const { key, up } = state.sort;
+    const x = sortValue(a, key), y = sortValue(b, key);
+    const order = typeof x === "number" ? x - y : String(x).localeCompare(String(y), "zh-CN");
+    return (up ? 1 : -1) * (order || a.community_code.localeCompare(b.community_code));
+  }
   function drawTable() {
     const { key, up } = state.sort;
-    const rows = [...state.communities.values()].sort((a, b) => {
-      const x = sortValue(a, key), y = sortValue(b, key);
-      const order = typeof x === "number" ? x - y : String(x).localeCompare(String(y), "zh-CN");
-      return (up ? 1 : -1) * (order || a.community_code.localeCompare(b.community_code));
-    });
+    const rows = [...state.communities.values()].sort(byTheSort);
     $("communities-table").tBodies[0].replaceChildren(...rows.map(tableRow));
     $("communities-count").textContent = t("{n} · {bad} with problems", { n: number(rows.length), bad: number(rows.filter((c) => (c.violations || []).length).length) });
     for (const th of document.querySelectorAll("#communities-table th")) {
@@ -299,7 +301,11 @@
     for (const code of codes) {
       const old = body.querySelector(`tr[data-code="${CSS.escape(code)}"]`);
       const c = community(code);
-      if (old && c) old.replaceWith(tableRow(c)); else if (old) old.remove(); else if (c) body.append(tableRow(c));
+      if (old) old.remove();
+      if (!c) continue;
+      // a changed or restored community goes where the table's sort puts it, not last
+      const next = [...body.rows].find((r) => community(r.dataset.code) && byTheSort(c, community(r.dataset.code)) < 0);
+      body.insertBefore(tableRow(c), next || null);
     }
   }
   for (const th of document.querySelectorAll("#communities-table th")) {
