@@ -133,8 +133,10 @@ def _supervisors() -> list[dict]:
     community, or a cell's community) beside its code: the page offers a cell only those whose
     scope holds it."""
     people = [u for u in list_users(engine()) if u["role"] == "supervisor" and not u["disabled"]]
-    names = dict(zip(*(lambda f: (f["code"], f["name"]))(read_layer(engine(), "streets")), strict=True))
-    names |= dict(zip(*(lambda f: (f["code"], f["name"]))(read_layer(engine(), "communities")), strict=True))
+    names: dict[str, str] = {}
+    for layer in ("streets", "communities"):
+        frame = read_layer(engine(), layer)
+        names |= dict(zip(frame["code"], frame["name"], strict=True))
 
     def scope_name(scope: str | None) -> str | None:
         return names.get(scope[:12] if len(scope) > 12 else scope) if scope else None
