@@ -449,7 +449,7 @@ def test_settings_name_categories_in_one_language_and_pick_them_by_name(page, se
 
     engine = get_engine(f"sqlite:///{served['folder'] / 'gridplan.sqlite'}")
     stored = get_value(engine, "incident_categories")
-    browser_sign_in(page, served["base"], "admin")
+    sign_in_page(page, served["base"], "admin")
     page.goto(f"{served['base']}/admin/settings")
     page.wait_for_selector("#admin[data-ready]")
     table = '#settings section[data-key="incident_categories"]'

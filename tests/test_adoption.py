@@ -9,6 +9,8 @@ a plan with a non-contiguous community and six outside the household range witho
 
 from __future__ import annotations
 
+import re
+
 import geopandas as gpd
 import numpy as np
 import pytest
@@ -225,6 +227,11 @@ def test_regeneration_puts_cells_supervisors_and_cases_right(stored, small_demo)
             if found["grid_code"]:
                 assert found["community_code"] == found["grid_code"][:12]
     assert plan_rows.get_plan(stored, plan_id)["adoption"]["regenerated"]["cells"] == done["cells"]
+    # a cell rule the regeneration could not meet names its community beside the code
+    names = dict(zip(communities["code"], communities["name"], strict=True))
+    for reason in done["problems"]:
+        for code in re.findall(r"(?<!\d)\d{12}(?!\d)", reason):
+            assert f"{names[code]} · {code}" in reason, reason
 
 
 def shapely_points_in(frame, n: int = 60) -> list[tuple[float, float]]:

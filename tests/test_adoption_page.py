@@ -7,6 +7,7 @@ did appeared afterwards as bare 15-digit codes with nothing to do about them."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,28 @@ def test_the_confirmation_names_what_changes_and_asks_for_a_reason(chromium_page
     page.wait_for_function("() => document.querySelector('#regenerated').textContent"
                            ".includes('已重新生成网格')", timeout=15_000)
     said = page.inner_text("#regenerated")
-    assert "长江社区 · " in said and "重新归属的未结案件" in said
+    assert "长江社区 · " in said and "方案所涉街道的未结案件已重新核对" in said
+    # a cell problem names its community beside the code (it said "社区 420103006003" alone)
+    names = dict(zip(small_demo.layers["communities"]["code"], small_demo.layers["communities"]["name"],
+                     strict=True)) | {moved["to"]: "长江社区"}
+    for code in re.findall(r"(?<![\d·] )(?<!\d)\d{12}(?!\d)", said):
+        assert f"{names.get(code)} · {code}" in said, code
     page.screenshot(path=str(SHOTS / "regenerated.png"), full_page=True)
     admin.close()
+
+    # in English the dialog's headings take plain brackets (they showed "Rules this plan breaks（2）")
+    other = client.post("/api/plans", json={"name": "English", "street": street},
+                        headers=headers).json["plan_id"]
+    unit = client.get(f"/api/plans/{other}/units").json["features"][0]["properties"]["code"]
+    client.post(f"/api/plans/{other}/moves", json={"units": [unit], "to": "new", "version": 1},
+                headers=headers)
+    planner = Page(chromium_page, live, "planner")
+    page = planner.open(other)
+    with page.expect_navigation():
+        page.click("#locale-en")
+    page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=30_000)
+    page.click("[data-action=submit]")
+    shown = wait_dialog(page)
+    assert re.search(r"Rules this plan breaks \(\d+\)", shown), shown
+    assert "（" not in shown and "：" not in shown
+    planner.close()

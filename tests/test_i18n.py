@@ -263,6 +263,8 @@ def live(tmp_path_factory, spatialite_template, small_demo, chromium_path):
             data |= {r[0] for r in conn.execute(text(f"SELECT name FROM {table}")) if r[0]}
         data |= {r[0] for r in conn.execute(text("SELECT description FROM incidents")) if r[0]}
         data |= {r[0] for r in conn.execute(text("SELECT actor FROM incident_steps")) if r[0]}
+        # the 网格员 named on each cell: a person's name, shown on the grid page in either language
+        data |= {r[0] for r in conn.execute(text("SELECT supervisor FROM grid_cells")) if r[0]}
         settings = [json.loads(v) if isinstance(v, str) else v
                     for (v,) in conn.execute(text("SELECT value FROM settings"))]
         rows = conn.execute(text("SELECT description, source FROM settings"))

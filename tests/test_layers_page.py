@@ -348,7 +348,7 @@ def test_a_mode_that_will_be_refused_is_not_offered_and_a_refusal_says_why(page,
 
     stored = tmp_path / "stored.geojson"
     stored.write_text(small_demo.layers["facilities"].iloc[:5].to_json(), encoding="utf-8")
-    browser_sign_in(page, served["base"], "planner")
+    sign_in_page(page, served["base"], "planner")
     page.goto(f"{served['base']}/layers")
     page.select_option("#import-form select[name=layer]", "facilities")
     page.set_input_files("#import-form input[name=file]", str(stored))

@@ -237,13 +237,12 @@ def test_the_grid_page_generates_splits_merges_and_assigns(page, server):
     page.click("#merge")
     page.wait_for_function("(n) => window.gridplan.loads > n", arg=loads)
     assert _cells(engine, SPLIT_HERE) == before and _table(page) == before
-    # a supervisor outside their scope: the API refuses, the page says why in its words
+    # a supervisor outside the cell's scope is not offered (the API would refuse them): here no
+    # supervisor's scope holds the cell, and the list says so
     page.click(f"#cells-table tr[data-code='{before[0]}']")
-    page.select_option("#assign-who", "supervisor")
-    page.click("#assign")
-    page.wait_for_selector("#cell .banner")
-    banner = page.inner_text("#cell .banner")
-    assert "outside" in banner and SCOPE in banner
+    offered = page.eval_on_selector_all("#assign-who option", "os => os.map((o) => [o.value, o.textContent])")
+    assert offered == [["", "No supervisor's scope holds this cell"]]
+    assert page.locator("#assign").is_disabled() and page.locator("#unassign").is_disabled()
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM grid_assignments WHERE cell_code = :c"),
                             {"c": before[0]}).scalar_one() == 0
@@ -256,6 +255,10 @@ def test_the_grid_page_assigns_a_supervisor_in_scope(page, server):
     open_page(page, server["base"], f"/grid?street={SCOPE[:9]}")
     cell = _cells(server["engine"], SCOPE)[0]
     page.click(f"#cells-table tr[data-code='{cell}']")
+    # only the supervisors whose scope holds the cell, their scope named beside its code
+    offered = page.eval_on_selector_all("#assign-who option", "os => os.map((o) => [o.value, o.textContent])")
+    name = read_layer(server["engine"], "communities", community=SCOPE)["name"].iloc[0]
+    assert offered == [["supervisor", f"supervisor · {name} · {SCOPE}"]]
     page.select_option("#assign-who", "supervisor")
     loads = page.evaluate("window.gridplan.loads")
     page.click("#assign")

@@ -366,6 +366,8 @@ def test_merge_says_which_community_survives_and_undo_brings_the_other_back(as_r
         assert page.inner_text("#merge") == f"合并，保留 {names[selected]} · {selected}"
     page.select_option("#merge-with", into)
     assert page.inner_text("#merge") == f"合并，保留 {names[into]} · {into}"
+    # the table sorts by 代码 ▲ (its first sort)
+    assert page.get_attribute("#communities-table th[data-sort=code]", "aria-sort") == "ascending"
     page.click("#merge")
     page.wait_for_function("() => window.gridplan.state.version === 2")
     assert not p.js("(c) => window.gridplan.state.communities.has(c)", selected)
@@ -374,6 +376,9 @@ def test_merge_says_which_community_survives_and_undo_brings_the_other_back(as_r
     page.click("#undo")
     page.wait_for_function("() => window.gridplan.state.version === 3")
     assert page.inner_text(f"#communities-table tr[data-code='{selected}'] td:first-child") == names[selected]
+    # the restored community takes its place in the table's sort (it was appended last)
+    order = p.js("[...document.querySelectorAll('#communities-table tbody tr')].map((r) => r.dataset.code)")
+    assert selected in order and order == sorted(order)
     shown = p.js("[...window.gridplan.state.units.values()].map((u) => u.feature.properties.community_code)")
     units = {c: shown.count(c) for c in (selected, into)}
     stored = client.get(f"/api/plans/{plan_id}/units").json["features"]

@@ -74,6 +74,8 @@ def walk(tmp_path_factory, spatialite_template, small_demo, chromium_path):
         data |= {r[0] for r in conn.execute(text("SELECT description FROM incidents")) if r[0]}
         data |= {r[0] for r in conn.execute(text("SELECT note FROM incident_steps")) if r[0]}
         data |= {r[0] for r in conn.execute(text("SELECT actor FROM incident_steps")) if r[0]}
+        # the 网格员 named on each cell: a person's name, shown on the grid page in either language
+        data |= {r[0] for r in conn.execute(text("SELECT supervisor FROM grid_cells")) if r[0]}
     walked = pages(app) + [f"/plans/{plan_id}", f"/cases/{case}"]
     with served_copy(app) as base:
         yield {"base": base, "pages": walked, "data": sorted(data, key=len, reverse=True)}

@@ -510,6 +510,8 @@ def cell_table(engine: Engine, rules: CellRules, *, community: str | None = None
     metric = to_metric(cells) if len(cells) else cells
     out = cells[["code", "community_code", "geometry"]].copy()
     out["community_name"] = [names.get(c) for c in out["community_code"]]
+    # the 网格员 named on the cell (the grid_cells column), beside any accounts assigned to it
+    out["supervisor"] = cells["supervisor"].to_numpy() if "supervisor" in cells else None
     out["households"] = out["code"].map(figures["households"]).fillna(0).astype("int64")
     out["units"] = out["code"].map(figures["units"]).fillna(0).astype("int64")
     out["area_m2"] = np.round(np.asarray(metric.area if len(cells) else [], dtype=float), 1)

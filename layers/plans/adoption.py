@@ -17,6 +17,7 @@ transaction.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import geopandas as gpd
@@ -332,6 +333,7 @@ def regenerate_cells(engine: Engine, plan_id: int, actor: str) -> dict:
         todo |= {c for c in odd["community_code"] if c in live}
         todo |= {c for c in odd["code"].str[:12] if c in live}
     todo = sorted(todo)
+    community_name = dict(zip(communities["code"], communities["name"], strict=True))
     rules = grid_rules(engine)
     old_of_unit: dict[str, str] = {}
     new_of_unit: dict[str, str] = {}
@@ -352,7 +354,7 @@ def regenerate_cells(engine: Engine, plan_id: int, actor: str) -> dict:
         planned = plan_cells(graph, rules, communities=mine, current=old)
         new_of_unit.update(planned.cell_of_unit.to_dict())
         new_cells.append(cell_polygons(planned, units))
-        problems += planned.problems
+        problems += [_named_reason(p, community_name) for p in planned.problems]
     polygons = (gpd.GeoDataFrame(pd.concat(new_cells, ignore_index=True), crs=new_cells[0].crs) if new_cells
                 else None)
     new_codes = set(polygons["code"]) if polygons is not None else set()
@@ -405,6 +407,17 @@ def regenerate_cells(engine: Engine, plan_id: int, actor: str) -> dict:
                                                              "cases": placed["moved"]})
         plan_rows.keep_regeneration(conn, plan_id, _summary(conn, detail, streets))
     return plan_rows.get_plan(engine, plan_id)["adoption"]["regenerated"]
+
+
+def _named_reason(problem: dict, names: dict[str, str]) -> dict:
+    """``problem`` (a rule a community's cells cannot meet) with its community named beside its
+    code in the reason: a bare 12-digit code told the planner nothing. Cell codes (the community's
+    code and three more digits) are left as they are."""
+    code, name = problem.get("community"), names.get(problem.get("community") or "")
+    if not (code and name):
+        return problem
+    reason = re.sub(rf"(?<!\d){code}(?!\d)", lambda _m: f"{name} · {code}", problem["reason"])
+    return {**problem, "reason": reason}
 
 
 def _codes(items) -> list[str]:

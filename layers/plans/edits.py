@@ -362,6 +362,22 @@ def merge_communities(memory: PlanMemory, plan_id: int, keep: str, merge: str, v
     return {**answer, "retired": retired}
 
 
+def _same_streets(memory: PlanMemory, plan_id: int, mine: LoadedPlan, other: int, them: LoadedPlan) -> None:
+    """Refuse to compare plans of different streets: every unit of one would "change community"
+    against the other, a count with no meaning (e.g. 192 units, 9,558 households)."""
+    ours, theirs = sorted(set(mine.graph.street)), sorted(set(them.graph.street))
+    if ours == theirs:
+        return
+    names = plan_rows.street_names(memory.engine)
+
+    def named(streets: list[str]) -> str:
+        return "、".join(f"{names.get(s) or s} ({s})" for s in streets) or "—"
+
+    raise Refused(_("plan {plan} covers {streets} and plan {other} covers {other_streets}: only plans of the "
+                    "same streets can be compared", plan=f"#{plan_id}", streets=named(ours),
+                    other=f"#{other}", other_streets=named(theirs)))
+
+
 def compare(memory: PlanMemory, plan_id: int, other: int | None = None) -> dict:
     """The units whose community differs between a plan and the current boundaries (or another
     plan), and the difference of their scores. A blind spot's community is ``None``."""
@@ -374,6 +390,7 @@ def compare(memory: PlanMemory, plan_id: int, other: int | None = None) -> dict:
         other_scores = PlanResult(g, Partition(g, blind), mine_plan.rules).scores()
     else:
         them = memory.plan(other)
+        _same_streets(memory, plan_id, mine_plan, other, them)
         theirs = pd.Series(them.partition.labels, index=them.graph.codes, dtype=object).reindex(mine.index)
         other_scores = plan_scores(them)
     theirs = theirs.astype(object).where(theirs.notna(), None)

@@ -129,8 +129,20 @@ def _named(frame) -> list[dict]:
 
 
 def _supervisors() -> list[dict]:
-    return [{"name": u["name"], "scope": u["scope_code"]} for u in list_users(engine())
-            if u["role"] == "supervisor" and not u["disabled"]]
+    """The supervisor accounts a planner may assign, each with the name of their scope (street,
+    community, or a cell's community) beside its code: the page offers a cell only those whose
+    scope holds it."""
+    people = [u for u in list_users(engine()) if u["role"] == "supervisor" and not u["disabled"]]
+    names: dict[str, str] = {}
+    for layer in ("streets", "communities"):
+        frame = read_layer(engine(), layer)
+        names |= dict(zip(frame["code"], frame["name"], strict=True))
+
+    def scope_name(scope: str | None) -> str | None:
+        return names.get(scope[:12] if len(scope) > 12 else scope) if scope else None
+
+    return [{"name": u["name"], "scope": u["scope_code"], "scope_name": scope_name(u["scope_code"])}
+            for u in people]
 
 
 #: who reads the grid page and its cells: not a department's handler, who reads its own cases
@@ -203,7 +215,13 @@ def api_cells():
     texts = shapely.to_geojson(shapely.transform(geoms, lambda xy: xy.round(7))) if len(cells) else []
     features = []
     for record, geometry in zip(cells.drop(columns="geometry").to_dict("records"), texts, strict=True):
-        record["supervisors"] = held.get(record["code"], [])
+        # the 网格员 named on the cell (imported or generated with the grid) first, then the
+        # accounts assigned to it: either makes the cell one "with a supervisor"
+        named = record.pop("supervisor", None)
+        assigned = held.get(record["code"], [])
+        record["supervisors"] = ([named] if isinstance(named, str) and named.strip() and named not in assigned
+                                 else []) + assigned
+        record["assigned"] = assigned  # the accounts alone: those a planner can take off the cell
         features.append(f'{{"type":"Feature","id":{json.dumps(record["code"])},"geometry":{geometry},'
                         f'"properties":{json.dumps(record, ensure_ascii=False, default=int)}}}')
     summary = {k: report[k] for k in ("cells", "gaps", "overlaps", "outside_community",

@@ -209,14 +209,20 @@
     if (others.some((o) => o.code === keep)) $("merge-into").value = keep;
     $("merge").disabled = !others.length || state.busy > 0;
     $("split").disabled = state.busy > 0;
-    // supervisors whose scope holds the cell first; the API says no to the others, in words
+    // only supervisors whose scope holds the cell (the API refuses the others), and those who hold
+    // it already (to take them off); each with their scope's name beside its code
     const fits = (s) => s.scope && p.code.startsWith(s.scope);
+    const assigned = p.assigned || [];
     const who = $("assign-who").value;
-    const people = [...config.supervisors].sort((a, b) => Number(fits(b)) - Number(fits(a)) || a.name.localeCompare(b.name));
-    $("assign-who").replaceChildren(...people.map((s) => el("option", `${s.name}${s.scope ? ` · ${s.scope}` : ""}`, { value: s.name })));
+    const people = config.supervisors.filter((s) => fits(s) || assigned.includes(s.name))
+      .sort((a, b) => a.name.localeCompare(b.name));
+    const label = (s) => [s.name, s.scope_name, s.scope].filter(Boolean).join(" · ");
+    $("assign-who").replaceChildren(...(people.length ? people.map((s) => el("option", label(s), { value: s.name }))
+      : [el("option", t("No supervisor's scope holds this cell"), { value: "", disabled: "" })]));
     if (people.some((s) => s.name === who)) $("assign-who").value = who;
-    $("assign").disabled = !people.length || state.busy > 0;
-    $("unassign").disabled = !p.supervisors.length || state.busy > 0;
+    const chosen = $("assign-who").value;
+    $("assign").disabled = !people.some((s) => s.name === chosen && fits(s)) || state.busy > 0;
+    $("unassign").disabled = !assigned.includes(chosen) || state.busy > 0;
   }
 
   // --- loading -----------------------------------------------------------------------------------
@@ -265,6 +271,7 @@
     status(t("Cell {merge} merged into {keep}", { merge, keep }));
     window.gridplan.lastAnswer = answer;
   }));
+  $("assign-who").addEventListener("change", () => showCell());  // assign or take off: who is chosen
   for (const [id, remove] of [["assign", false], ["unassign", true]]) {
     $(id).addEventListener("click", (e) => act(e.currentTarget, async () => {
       const cell = state.selected, user = $("assign-who").value;

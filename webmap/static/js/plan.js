@@ -281,13 +281,15 @@
     if (key === "households") return c.households;
     return (c.violations || []).length;
   }
+  function byTheSort(a, b) {
+    const { key, up } = state.sort;
+    const x = sortValue(a, key), y = sortValue(b, key);
+    const order = typeof x === "number" ? x - y : String(x).localeCompare(String(y), "zh-CN");
+    return (up ? 1 : -1) * (order || a.community_code.localeCompare(b.community_code));
+  }
   function drawTable() {
     const { key, up } = state.sort;
-    const rows = [...state.communities.values()].sort((a, b) => {
-      const x = sortValue(a, key), y = sortValue(b, key);
-      const order = typeof x === "number" ? x - y : String(x).localeCompare(String(y), "zh-CN");
-      return (up ? 1 : -1) * (order || a.community_code.localeCompare(b.community_code));
-    });
+    const rows = [...state.communities.values()].sort(byTheSort);
     $("communities-table").tBodies[0].replaceChildren(...rows.map(tableRow));
     $("communities-count").textContent = t("{n} · {bad} with problems", { n: number(rows.length), bad: number(rows.filter((c) => (c.violations || []).length).length) });
     for (const th of document.querySelectorAll("#communities-table th")) {
@@ -299,7 +301,11 @@
     for (const code of codes) {
       const old = body.querySelector(`tr[data-code="${CSS.escape(code)}"]`);
       const c = community(code);
-      if (old && c) old.replaceWith(tableRow(c)); else if (old) old.remove(); else if (c) body.append(tableRow(c));
+      if (old) old.remove();
+      if (!c) continue;
+      // a changed or restored community goes where the table's sort puts it, not last
+      const next = [...body.rows].find((r) => community(r.dataset.code) && byTheSort(c, community(r.dataset.code)) < 0);
+      body.insertBefore(tableRow(c), next || null);
     }
   }
   for (const th of document.querySelectorAll("#communities-table th")) {
@@ -786,7 +792,14 @@
 
   get("/api/plans").then((data) => {
     const select = $("compare-with");
-    for (const p of data.plans) if (p.id !== planId) select.append(el("option", `#${p.id} ${p.name}`, { value: p.id }));
+    // only plans of the same streets: against another street's plan every unit "changes community"
+    const streets = (p) => JSON.stringify([...(p.streets || [])].sort());
+    const mine = data.plans.find((p) => p.id === planId);
+    for (const p of data.plans) {
+      if (p.id !== planId && (!mine || !mine.streets.length || streets(p) === streets(mine))) {
+        select.append(el("option", `#${p.id} ${p.name}`, { value: p.id }));
+      }
+    }
   }).catch((err) => showError(err, $("compare")));
   $("compare").addEventListener("click", (e) => act(e.currentTarget, async () => {
     const other = $("compare-with").value;
@@ -874,7 +887,8 @@
     const list = el("ul", null, cls ? { class: cls } : undefined);
     list.append(...items.slice(0, LISTED).map((text) => el("li", text)));
     if (items.length > LISTED) list.append(el("li", t("and {n} more", { n: number(items.length - LISTED) }), { class: "more" }));
-    return [el("h3", `${title}（${number(items.length)}）`), list];
+    // the brackets are the language's: full-width in Chinese, plain in English
+    return [el("h3", t("{title} ({n})", { title, n: number(items.length) })), list];
   }
   function brokenRuleText(r) {
     const who = named(r.community_code, r.community_name);
@@ -891,21 +905,23 @@
       ...section(t("Communities retired"), p.retired.map((c) => (c.successor
         ? t("{community}: {households} households, mostly to {successor}", { community: named(c.code, c.name), households: number(c.households), successor: named(c.successor.code, c.successor.name) })
         : t("{community}: {households} households", { community: named(c.code, c.name), households: number(c.households) })))),
-      ...section(t("Communities renamed"), p.renamed.map((c) => `${c.code}：${c.name_before} → ${c.name_after}`)),
+      ...section(t("Communities renamed"), p.renamed.map((c) => said(c.code, `${c.name_before} → ${c.name_after}`))),
       ...section(t("Communities changed"), p.changed.map((c) => t("{community}: {before} → {after} households", { community: named(c.code, c.name), before: number(c.households_before), after: number(c.households_after) }))),
       el("p", t("Households that change community: {households} (in {units} units)", { households: number(p.households_moved), units: number(p.units_moved) })),
-      ...section(t("Grid cells that would straddle two communities"), p.straddling_cells.map((c) => `${c.code}：`
-        + c.communities.map((x) => `${named(x.code, x.name)} ${gpLocale.percent(x.share, 0)}`).join("，"))),
+      ...section(t("Grid cells that would straddle two communities"), p.straddling_cells.map((c) => said(c.code,
+        c.communities.map((x) => `${named(x.code, x.name)} ${gpLocale.percent(x.share, 0)}`).join(t(", "))))),
       ...section(t("Grid cells that would carry a retired code"), p.cells_with_retired_code.map((c) => t("{cell}: code of {retired}, now in {community}", { cell: c.code, retired: named(c.retired.code, c.retired.name), community: named(c.community.code, c.community.name) }))),
       ...section(t("Supervisors whose cells change"), p.supervisors.map((s) => supervisorText(s, cellName))),
-      ...section(t("Open cases in those cells"), p.open_cases.listed.map((c) => `${c.code}（${c.grid_code || c.community_code ? cellName(c.grid_code || c.community_code) : "—"}）`)),
+      ...section(t("Open cases in those cells"), p.open_cases.listed.map((c) => t("{title} ({n})", { title: c.code, n: c.grid_code || c.community_code ? cellName(c.grid_code || c.community_code) : "—" }))),
       ...(p.open_cases.count > p.open_cases.listed.length ? [el("p", t("{n} open cases in all", { n: number(p.open_cases.count) }), { class: "muted" })] : []),
     ];
   }
+  // "label: text" with the language's colon (full-width in Chinese only)
+  function said(label, text) { return t("{label}: {text}", { label, text }); }
   function supervisorText(s, cellName) {
-    const held = s.cells.map(cellName).join("、");
+    const held = s.cells.map(cellName).join(t(", "));
     const scope = s.scope_code ? t("scope {scope}", { scope: cellName(s.scope_code) }) : "";
-    return `${s.name}：${[held, scope].filter(Boolean).join("；") || "—"}`;
+    return said(s.name, [held, scope].filter(Boolean).join(t("; ")) || "—");
   }
   const TITLES = { submit: t("Submit plan “{name}”"), approve: t("Approve plan “{name}”"), adopt: t("Adopt plan “{name}”") };
   function confirmStep(action, label) {
@@ -970,8 +986,8 @@
       const item = el("li", null, { "data-action": s.action });
       const step = s.label || STEP[s.action] || t("changed");  // the server names the step
       const what = `${step}${s.count > 1 ? ` ×${s.count}` : ""}`
-        + (s.action === "rename" && s.detail.name ? `：${s.detail.name}` : "")
-        + (s.action === "name" && s.detail.name ? `：${s.detail.community} ${s.detail.name}` : "");
+        + (s.action === "rename" && s.detail.name ? said("", s.detail.name) : "")
+        + (s.action === "name" && s.detail.name ? said("", `${s.detail.community} ${s.detail.name}`) : "");
       item.append(el("time", gpLocale.date(s.at)), " ", el("strong", s.actor), " ", el("span", what));
       if (s.comment) item.append(el("q", s.comment));
       if (s.detail && s.detail.reason) item.append(" ", el("q", t("Reason: {reason}", { reason: s.detail.reason }), { class: "reason" }));
@@ -1014,9 +1030,12 @@
         at: gpLocale.date(r.at), communities: number(r.communities.length), cells: number(r.cells),
         kept: number(r.kept), new: number(r.new.length), removed: number(r.removed.length) })),
       ...section(t("Communities"), r.communities.map((c) => named(c.code, c.name))),
-      ...section(t("Supervisors passed to successor cells"), [...r.assignments.map((x) => `${x.user}：${cell(x.from)} → ${cell(x.to)}`),
-        ...r.scopes.map((x) => `${x.name}：${x.from} → ${cell(x.to)}`)]),
-      el("p", t("Open cases placed again: {moved} of {open}", { moved: number(r.cases.moved), open: number(r.cases.open) })),
+      ...section(t("Supervisors passed to successor cells"), [...r.assignments.map((x) => said(x.user, `${cell(x.from)} → ${cell(x.to)}`)),
+        ...r.scopes.map((x) => said(x.name, `${x.from} → ${cell(x.to)}`))]),
+      // every open case of the plan's streets is placed again, not only the ones the preview listed
+      // (those in the changed cells): say which count is which, so 4 before and "3 of 5" after agree
+      el("p", t("Open cases in the plan's streets checked again: {open}; {moved} of them now in another cell or community",
+        { moved: number(r.cases.moved), open: number(r.cases.open) })),
       ...section(t("Cells outside the rules"), r.problems || []));
   }
   if (config.regenerate) {
