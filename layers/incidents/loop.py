@@ -43,7 +43,7 @@ from sqlalchemy.exc import IntegrityError
 from geodata import departments as depts
 from geodata import incident_rows as rows
 from geodata import place_rows
-from geodata.accounts import Account, find_user
+from geodata.accounts import Account, find_user, role_word
 from geodata.audit import record
 from geodata.errors import Conflict, Forbidden, NotFound, Refused
 from geodata.i18n import N_, _, in_language
@@ -141,6 +141,29 @@ VERIFY = ("close", "return")
 #: 监督员 verifies): the department's handler, or an administrator; a supervisor handles only a
 #: case dispatched to no department (a town without departments)
 DEPARTMENT_HANDLERS = ("admin", "handler")
+
+
+#: with separation on (岗位分离, GB/T 30428) the 指挥中心's steps: a 监督员 reports and verifies,
+#: a 网格长 evaluates and chases, neither files, cancels nor dispatches
+CENTRE_STEPS = ("file", "cancel", "dispatch")
+#: who takes the 指挥中心's steps with separation on: its 受理员 and 值班长, or an administrator
+CENTRE_STAFF = ("admin", "dispatcher")
+
+
+def who(account: Account) -> str:
+    """``account``'s role in words (监督员, 网格长, 处置部门人员 …), for messages."""
+    return role_word(account.role, account.scope_code)
+
+
+def step_word(action: str) -> str:
+    """A step of the loop in words (立案, 核查结案 …), as its button names it."""
+    t = TRANSITIONS.get(action)
+    return _(t.label) if t else action
+
+
+def separated(account: Account, action: str, rules: LoopRules) -> bool:
+    """Whether separation of duties keeps ``account`` from the 指挥中心's step ``action``."""
+    return rules.separation and action in CENTRE_STEPS and account.role not in CENTRE_STAFF
 
 
 def handles_here(account: Account, case: dict) -> bool:
@@ -271,6 +294,8 @@ def allowed_actions(
         if t.leader_only and account.role == "supervisor" and len(account.scope_code or "") > 12:
             continue
         if action in VERIFY and rules.separation and case.get("handler") == account.name:
+            continue
+        if separated(account, action, rules):
             continue
         if action == "supervise" and not chaseable:
             continue
@@ -699,7 +724,7 @@ def add_note(engine: Engine, account: Account, code: str, data: dict, *, now: da
     client_id = client_key(data.get("client_id"))
     case = visible_case(engine, account, code)
     if account.role not in REPORTERS:
-        raise Forbidden(_("role {role} may not add notes", role=account.role))
+        raise Forbidden(_("a {role} may not add notes", role=who(account)))
     fingerprint = note_fingerprint(code, note) if client_id else None
     if client_id and earlier_note(engine, account, code, client_id, fingerprint):
         return {**case, "replayed": True}
@@ -772,7 +797,7 @@ def report(
     stored case and the open cases of its category nearby (likely duplicates, found before it
     was stored)."""
     if account.role not in REPORTERS:
-        raise Forbidden(_("role {role} may not report incidents", role=account.role))
+        raise Forbidden(_("a {role} may not report incidents", role=who(account)))
     if not isinstance(data, dict):
         raise Refused(_("send a JSON object"))
     # sent again from a phone (the signal came back): the case stored the first time
@@ -887,8 +912,13 @@ def act(
     if client_id and earlier_step(engine, account, code, client_id, fingerprint):
         return {**rows.get_incident(engine, code), "replayed": True}
     if account.role not in t.roles:
-        raise Forbidden(_("role {role} may not {action} a case", role=account.role, action=action))
+        raise Forbidden(_("a {role} may not take the step “{step}”", role=who(account),
+                          step=step_word(action)))
     rules = loop_rules(engine)
+    if separated(account, action, rules):
+        raise Forbidden(_("separation of duties is on: a {role} may not take the step “{step}”; the "
+                          "command centre files, cancels and dispatches cases", role=who(account),
+                          step=step_word(action)))
     if action in VERIFY and rules.separation and case.get("handler") == account.name:
         raise Forbidden(_("you handled case {code} yourself: another supervisor verifies it (separation "
                           "of duties is on)", code=code))
@@ -963,7 +993,7 @@ def act(
     stored = None
     if photo is not None:
         if account.role not in PHOTOGRAPHERS:
-            raise Forbidden(_("role {role} may not add photos", role=account.role))
+            raise Forbidden(_("a {role} may not add photos", role=who(account)))
         photo[2].mkdir(parents=True, exist_ok=True)
         stored = photo[2] / (uuid.uuid4().hex + ".jpg")
         stored.write_bytes(photo[0].jpeg)
@@ -1274,7 +1304,7 @@ def add_photo(
     as :func:`prepare_photo` makes it (``data`` the upload, or a photo prepared already)."""
     case = visible_case(engine, account, code)
     if account.role not in PHOTOGRAPHERS:
-        raise Forbidden(_("role {role} may not add photos", role=account.role))
+        raise Forbidden(_("a {role} may not add photos", role=who(account)))
     if not isinstance(data, Photo):
         data = checked_photo(engine, data)
     folder.mkdir(parents=True, exist_ok=True)
@@ -1322,14 +1352,14 @@ def assign_cells(
     """Assign supervisor ``user`` to ``cells`` (or take them away): an administrator or planner
     does it; a cell must exist and lie within the user's scope. Returns the user's cells."""
     if actor.role not in ("admin", "planner"):
-        raise Forbidden(_("role {role} may not assign supervisors", role=actor.role))
+        raise Forbidden(_("a {role} may not assign supervisors", role=who(actor)))
     if not isinstance(user, str) or not user.strip():  # a list here reached the database (503)
         raise Refused(_("user is the name of a supervisor"))
     target = find_user(engine, name=user)
     if target is None:
         raise NotFound(_("no user {user}", user=repr(user)))
     if target.role != "supervisor":
-        raise Refused(_("{user} is a {role}, not a supervisor", user=user, role=target.role))
+        raise Refused(_("{user} is a {role}, not a supervisor", user=user, role=who(target)))
     if not isinstance(cells, list) or not cells or not all(isinstance(c, str) for c in cells):
         raise Refused(_("cells is a list of 15-digit cell codes"))
     with engine.begin() as conn:

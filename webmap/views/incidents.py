@@ -346,15 +346,12 @@ def api_case(code: str):
 
 def _named_steps(steps: list[dict]) -> list[dict]:
     """The steps with ``actor_label``: who took each, as "name（role word）" for an account
-    ("supervisor（网格员）"), else as stored (the demo's steps record a role word)."""
-    from webmap.i18n import role_names
-
-    words = role_names()
+    ("inspector（监督员）"), else as stored (the demo's steps record a role word)."""
     labels: dict[str, str] = {}
     for actor in {s.get("actor") for s in steps if s.get("actor")}:
         account = find_user(engine(), name=actor)
-        labels[actor] = (_("{name} ({role})", name=actor, role=words.get(account.role, account.role))
-                         if account else actor)
+        # each by their own role: a 监督员 (a cell) is not a 网格长 (a community or street)
+        labels[actor] = _("{name} ({role})", name=actor, role=incidents.who(account)) if account else actor
     return [{**s, "actor_label": labels.get(s.get("actor") or "", s.get("actor"))} for s in steps]
 
 
@@ -387,7 +384,7 @@ def api_act(code: str):
             account = current_account()
             incidents.visible_case(engine(), account, code)
             if account.role not in incidents.PHOTOGRAPHERS:
-                raise Forbidden(_("role {role} may not add photos", role=account.role))
+                raise Forbidden(_("a {role} may not add photos", role=incidents.who(account)))
             photo = (incidents.checked_photo(engine(), upload[0]), upload[1], photo_folder())
     else:
         data = params.body()
