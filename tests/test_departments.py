@@ -268,6 +268,64 @@ def test_nobody_verifies_their_own_handling_while_separation_is_on(site):
     assert act(leader, code, "close").status_code == 200
 
 
+def test_separation_keeps_filing_cancelling_and_dispatching_with_the_centre(site):
+    """岗位分离 (GB/T 30428): the 监督员 reports and verifies, the 指挥中心 files, cancels and
+    dispatches; neither the 监督员 nor the 网格长 is offered those steps or may take them (403
+    naming the step and the role in words, nothing written) — and with the setting off, they may."""
+    engine = site["engine"]
+    inspector, leader = client_of(site["app"], "inspector"), client_of(site["app"], "supervisor")
+    centre, admin = client_of(site["app"], "dispatcher"), client_of(site["app"], "admin")
+    code = report(site, inspector)
+
+    def offered(caller):
+        return {a["action"] for a in caller.get(f"/api/incidents/{code}").json["actions"]}
+
+    for caller, word in ((inspector, "grid inspector"), (leader, "grid leader")):
+        assert not {"file", "cancel"} & offered(caller)
+        before = counts(engine)
+        for action, step in (("file", "File the case"), ("cancel", "Cancel the case")):
+            refused = act(caller, code, action, note="自己立案")
+            assert refused.status_code == 403, refused.get_data(as_text=True)
+            assert f"a {word} may not take the step “{step}”" in refused.json["detail"]
+            assert "separation of duties" in refused.json["detail"]
+        assert counts(engine) == before and incident_rows.get_incident(engine, code)["status"] == "reported"
+    assert {"file", "cancel"} <= offered(centre)
+    assert act(centre, code, "file").status_code == 200
+    for caller in (inspector, leader):
+        assert not {"dispatch", "cancel"} & offered(caller)
+        before = counts(engine)
+        assert act(caller, code, "dispatch").status_code == 403
+        assert act(caller, code, "cancel", note="作废").status_code == 403
+        assert counts(engine) == before and incident_rows.get_incident(engine, code)["status"] == "filed"
+    assert act(centre, code, "dispatch").status_code == 200
+    # the history names each by their own role: the 监督员 is not the 网格长
+    steps = {s["step"]: s["actor_label"] for s in leader.get(f"/api/incidents/{code}").json["steps"]}
+    assert steps["reported"] == "inspector (grid inspector)"
+    assert steps["filed"] == "dispatcher (command centre (dispatcher))"
+    # off (one office takes every step): the 监督员 files and dispatches their own report
+    assert admin.put("/api/admin/settings/incident_separation", json={"value": False}).status_code == 200
+    other = report(site, inspector)
+    assert {"file", "cancel"} <= {a["action"] for a in inspector.get(f"/api/incidents/{other}").json["actions"]}
+    assert act(inspector, other, "file").status_code == 200
+    assert act(inspector, other, "dispatch").status_code == 200
+
+
+def test_refusals_name_the_role_and_the_step_in_words(site):
+    """A 403 says who may not do what in words (处置部门人员, 核查结案), never a role or action key."""
+    inspector, centre = client_of(site["app"], "inspector"), client_of(site["app"], "dispatcher")
+    hw = client_of(site["app"], "hw")
+    code = report(site, inspector)
+    act(centre, code, "file")
+    act(centre, code, "dispatch")
+    assert act_with_photo(hw, code, "handle", incident_rows.get_incident(site["engine"], code)["version"],
+                          "已清理").status_code == 200
+    closing = act(hw, code, "close", note="x")
+    assert closing.status_code == 403
+    assert closing.json["detail"] == "a department handler may not take the step “Check and close”"
+    settings = hw.get("/api/admin/users")
+    assert settings.status_code == 403 and settings.json["detail"] == "a department handler may not do this"
+
+
 # --- 督办 ---------------------------------------------------------------------------------------
 
 
