@@ -326,6 +326,24 @@ def test_refusals_name_the_role_and_the_step_in_words(site):
     assert settings.status_code == 403 and settings.json["detail"] == "a department handler may not do this"
 
 
+def test_a_handlers_top_bar_counts_what_needs_them(site):
+    """A department's handler sees in the top bar the cases newly dispatched to them (and their
+    returned and overdue ones), like the grid and the 指挥中心; the list opens on them."""
+    inspector, centre = client_of(site["app"], "inspector"), client_of(site["app"], "dispatcher")
+    hw = client_of(site["app"], "hw")
+    assert 'id="attention"' not in hw.get("/cases").get_data(as_text=True)  # nothing yet
+    code = report(site, inspector)
+    act(centre, code, "file")
+    act(centre, code, "dispatch", department="HW")
+    page = hw.get("/cases").get_data(as_text=True)
+    assert 'id="attention"' in page and 'data-kind="new" data-n="1"' in page
+    assert 'data-kind="overdue"' not in page
+    listed = hw.get("/api/incidents?status=needs").json
+    assert [c["code"] for c in listed["incidents"]] == [code]
+    # the other department has nothing to do
+    assert 'id="attention"' not in client_of(site["app"], "sz").get("/cases").get_data(as_text=True)
+
+
 # --- 督办 ---------------------------------------------------------------------------------------
 
 

@@ -760,14 +760,15 @@ def add_note(engine: Engine, account: Account, code: str, data: dict, *, now: da
 
 def attention(engine: Engine, account: Account, now: datetime | None = None) -> dict[str, int]:
     """What needs ``account``: the new, returned and overdue cases in a 网格员's cells (else their
-    scope), everyone else's in the whole city; with their ``total``."""
+    scope), a department handler's in their department (new: dispatched to it, to handle),
+    everyone else's in the whole city; with their ``total``."""
     cells = my_cells(engine, account)
     prefix = (account.scope_code or "\0") if account.role == "supervisor" else None
     # a handler: their department's cases only ("\0": none, for a handler without one)
     department = (account.department_code or "\0") if account.role == "handler" else None
     with engine.connect() as conn:
         counts = place_rows.attention_counts(conn, now or datetime.now(), OPEN, prefix=prefix, cells=cells,
-                                             department=department)
+                                             department=department, new_status=new_status(account))
     return {**counts, "total": sum(counts.values())}
 
 
@@ -783,9 +784,16 @@ def base_layers(engine: Engine, account: Account, bbox: tuple[float, float, floa
         return place_rows.base_features(conn, bbox, prefix, roads=small)
 
 
-def needs_attention(case: dict) -> bool:
+def new_status(account: Account) -> str:
+    """The status of a case new to ``account``: dispatched for a department's handler (theirs
+    to handle), reported for everyone else (to file, or in their cells)."""
+    return "dispatched" if account.role == "handler" else "reported"
+
+
+def needs_attention(case: dict, account: Account | None = None) -> bool:
     """Whether a described case is new, returned for rework or overdue (what the top bar counts)."""
-    return bool(case["status"] == "reported" or case["overdue"]
+    new = new_status(account) if account is not None else "reported"
+    return bool(case["status"] == new or case["overdue"]
                 or (case["status"] == "dispatched" and (case.get("rework_count") or 0) > 0))
 
 

@@ -131,6 +131,7 @@ def _case_filters(account, args) -> dict:
         "overdue_at": now if status == "overdue" else None,
         "needs_at": now if status == "needs" else None,
         "open_statuses": incidents.OPEN,
+        "new_status": incidents.new_status(account),
     }
 
 
@@ -539,11 +540,12 @@ def scope_words() -> dict:
 @bp.app_context_processor
 def attention_count() -> dict:
     """``attention``: the new, returned and overdue cases of the signed-in 网格员, 指挥中心
-    (dispatcher: new reports are theirs to file and dispatch) or administrator, for the top bar
+    (dispatcher: new reports are theirs to file and dispatch), department handler (new: the
+    cases dispatched to them) or administrator, for the top bar
     of every page (None for other roles and visitors)."""
     if not getattr(current_user, "is_authenticated", False):
         return {"attention": None}
-    if current_user.account.role not in ("admin", "supervisor", "dispatcher"):
+    if current_user.account.role not in ("admin", "supervisor", "dispatcher", "handler"):
         return {"attention": None}
     try:
         return {"attention": incidents.attention(engine(), current_user.account)}
