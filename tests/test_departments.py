@@ -344,6 +344,29 @@ def test_a_handlers_top_bar_counts_what_needs_them(site):
     assert 'id="attention"' not in client_of(site["app"], "sz").get("/cases").get_data(as_text=True)
 
 
+def test_a_handlers_case_map_shows_the_cases_cell(site):
+    """The case page's map draws the case's cell for every role that may see the case: a
+    department's handler gets the cell of their case (and no other cell); another department
+    asking with that case gets the same 404 as for no case."""
+    inspector, centre = client_of(site["app"], "inspector"), client_of(site["app"], "dispatcher")
+    hw, sz = client_of(site["app"], "hw"), client_of(site["app"], "sz")
+    code = report(site, inspector)
+    act(centre, code, "file")
+    act(centre, code, "dispatch", department="HW")
+    cell = incident_rows.get_incident(site["engine"], code)["grid_code"]
+    here = site["here"]
+    bbox = f"{here.x - 0.01:.6f},{here.y - 0.01:.6f},{here.x + 0.01:.6f},{here.y + 0.01:.6f}"
+    plain = hw.get(f"/api/incidents/basemap?bbox={bbox}")
+    assert plain.status_code == 200 and plain.json["cells"]["features"] == []  # not the city's grid
+    mine = hw.get(f"/api/incidents/basemap?bbox={bbox}&case={code}")
+    assert mine.status_code == 200
+    assert [f["properties"]["code"] for f in mine.json["cells"]["features"]] == [cell]
+    seen = centre.get(f"/api/incidents/basemap?bbox={bbox}&case={code}").json["cells"]["features"]
+    assert cell in [f["properties"]["code"] for f in seen]  # the 指挥中心: every cell, as before
+    assert sz.get(f"/api/incidents/basemap?bbox={bbox}&case={code}").status_code == 404
+    assert sz.get(f"/api/incidents/basemap?bbox={bbox}&case={NO_CASE}").status_code == 404
+
+
 # --- 督办 ---------------------------------------------------------------------------------------
 
 

@@ -772,13 +772,21 @@ def attention(engine: Engine, account: Account, now: datetime | None = None) -> 
     return {**counts, "total": sum(counts.values())}
 
 
-def base_layers(engine: Engine, account: Account, bbox: tuple[float, float, float, float]) -> dict:
+def base_layers(engine: Engine, account: Account, bbox: tuple[float, float, float, float],
+                case_code: str | None = None) -> dict:
     """The grid cells ``account`` may see and the roads within ``bbox`` (GeoJSON features), drawn
     under a pin as the base of the case pages' maps: they work with no base map at all. Roads
-    only on a view under about 10 km across (a whole city's roads would swamp a phone)."""
-    prefix = (account.scope_code or "\0") if account.role == "supervisor" else None
+    only on a view under about 10 km across (a whole city's roads would swamp a phone).
+    ``case_code``: a case ``account`` may see (else :class:`NotFound`), whose cell is drawn
+    too — a department's handler sees the cell of their case and no other."""
+    # "-" begins no cell code (digits): no cells; never a NUL, which PostgreSQL's text refuses
+    prefix = (account.scope_code or "-") if account.role == "supervisor" else None
     if account.role == "handler":
-        prefix = "\0"  # a department's handler: the roads only, not the city's grid
+        prefix = "-"  # a department's handler: the roads only, not the city's grid
+    if case_code is not None:
+        case = visible_case(engine, account, case_code)
+        if prefix is not None and case.get("grid_code") and not case["grid_code"].startswith(prefix):
+            prefix = case["grid_code"]  # the reader's scope does not hold it: that cell alone
     small = (bbox[2] - bbox[0]) < 0.1 and (bbox[3] - bbox[1]) < 0.1
     with engine.connect() as conn:
         return place_rows.base_features(conn, bbox, prefix, roads=small)

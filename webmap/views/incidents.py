@@ -299,14 +299,16 @@ def api_place():
 @require(*READERS, api=True)
 def api_basemap():
     """The grid cells (a supervisor's within their scope) and roads in ``bbox`` as GeoJSON: the
-    base the case pages draw under a pin, with or without tiles."""
+    base the case pages draw under a pin, with or without tiles; ``case``: a case the reader may
+    see, whose cell comes too (a department's handler sees no other cell)."""
     bbox = request.args.get("bbox", "").split(",")
     if len(bbox) != 4:
         raise Refused(_("bbox is four numbers minx,miny,maxx,maxy"))
     minx, miny, maxx, maxy = (params.number(v, "bbox", -180, 180) for v in bbox)
     if minx >= maxx or miny >= maxy or maxx - minx > 1 or maxy - miny > 1:
         raise Refused(_("bbox must have minx < maxx and miny < maxy, at most one degree across"))
-    found = incidents.base_layers(engine(), current_account(), (minx, miny, maxx, maxy))
+    found = incidents.base_layers(engine(), current_account(), (minx, miny, maxx, maxy),
+                                  case_code=request.args.get("case") or None)
     return jsonify({k: {"type": "FeatureCollection", "features": v} for k, v in found.items()})
 
 
