@@ -163,6 +163,12 @@
     }
   }
 
+  /* Why a step kept on the phone was not taken, when it was sent (409: someone acted first). */
+  function refusedText(item) {
+    return item.status === 409 ? t("Someone acted first; the case is shown afresh: {reason}", { reason: item.reason })
+      : t("refused: {reason}", { reason: item.reason });
+  }
+
   /* --- acting (list and case page) -------------------------------------------------------- */
 
   async function act(c, action, note, button) {
@@ -379,10 +385,22 @@
     const show = document.getElementById("case-filters-show");
     if (show) show.hidden = true;
     filters.addEventListener("submit", (e) => { e.preventDefault(); loadList(); });
-    document.addEventListener("gridplan:flushed", () => loadList());  // what waited was sent
+    document.addEventListener("gridplan:flushed", async (e) => {  // what waited was sent, or refused
+      await loadList();
+      const refused = (e.detail && e.detail.refused) || [];
+      if (refused.length) status(refusedText(refused[refused.length - 1]));
+    });
     return loadList();
   } : page === "case" ? () => {
-    document.addEventListener("gridplan:flushed", () => loadCase());
+    document.addEventListener("gridplan:flushed", async (e) => {
+      await loadCase();  // the case as it is now
+      const mine = ((e.detail && e.detail.refused) || []).filter((i) => i.code === config.code);
+      if (!mine.length) return;
+      const text = refusedText(mine[mine.length - 1]);
+      const conflict = document.getElementById("conflict");
+      if (conflict) { conflict.textContent = text; conflict.hidden = false; }
+      status(text);
+    });
     return startCase();
   } : startNew;
   // the scripts are deferred: the queue (js/offline_queue.js, after this one) is there once the
