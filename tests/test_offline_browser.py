@@ -64,7 +64,8 @@ def new_case(live, *steps: str) -> dict:
     case = api(live, "POST", "/api/incidents", json={"lon": here.x, "lat": here.y, "category": "E01-01",
                                                       "description": "离线测试"}).json()
     for action in steps:
-        answer = api(live, "POST", f"/api/incidents/{case['code']}/actions", BY.get(action, "supervisor_token"),
+        by = BY.get(action, "supervisor_token")
+        answer = api(live, "POST", f"/api/incidents/{case['code']}/actions", by,
                      json={"action": action, "version": case["version"], "note": "ok"})
         assert answer.status_code == 200, answer.text
         case = answer.json()
