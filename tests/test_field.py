@@ -136,6 +136,9 @@ def test_a_pin_outside_every_cell_is_refused_naming_the_nearest_cell(site, role)
     assert answer.headers["Content-Type"].startswith("application/problem+json")
     assert "outside every grid cell" in answer.json["detail"]
     assert expected in answer.json["detail"]
+    # named as people name it, the code beside: its community and its number
+    community = site["demo"].layers["communities"].set_index("code").loc[expected[:12], "name"]
+    assert f"{community} cell {int(expected[-3:])} ({expected})" in answer.json["detail"]
     assert answer.json["nearest_cell"] == expected
     assert counts(site["engine"]) == before
     place = client.get(f"/api/incidents/place?lon={x}&lat={y}").json

@@ -644,6 +644,14 @@ def nearest_cell_of(engine: Engine, account: Account, lon: float, lat: float) ->
         return place_rows.nearest_cell(conn, lon, lat)
 
 
+def cell_words(engine: Engine, code: str) -> str:
+    """A grid cell as people name it, its code beside ("鹦鹉社区 网格 1（420103001001001）")."""
+    from layers.incidents.rates import cell_names  # here: rates reads this module's statuses
+
+    name = cell_names(engine, [code]).get(code)
+    return _("{name} ({code})", name=name, code=code) if name else code
+
+
 def outside_cells(engine: Engine, account: Account, lon: float, lat: float) -> Refused:
     """The refusal of a pin outside every grid cell, naming the nearest cell of the user's scope."""
     nearest = nearest_cell_of(engine, account, lon, lat)
@@ -653,7 +661,8 @@ def outside_cells(engine: Engine, account: Account, lon: float, lat: float) -> R
     return Refused(
         _("the point ({lon}, {lat}) lies outside every grid cell; the nearest of yours is {cell}, "
           "{metres} m away: move the pin into it",
-          lon=format(lon, ".6f"), lat=format(lat, ".6f"), cell=nearest[0], metres=round(nearest[1])),
+          lon=format(lon, ".6f"), lat=format(lat, ".6f"), cell=cell_words(engine, nearest[0]),
+          metres=round(nearest[1])),
         nearest_cell=nearest[0],
         nearest_cell_m=round(nearest[1], 1),
     )
@@ -666,7 +675,7 @@ def outside_scope(engine: Engine, account: Account, lon: float, lat: float) -> F
         return Forbidden(_("this location is outside your cells"))
     return Forbidden(
         _("this location is outside your cells; the nearest of yours is {cell}, {metres} m away",
-          cell=nearest[0], metres=round(nearest[1])),
+          cell=cell_words(engine, nearest[0]), metres=round(nearest[1])),
         nearest_cell=nearest[0],
         nearest_cell_m=round(nearest[1], 1),
     )
