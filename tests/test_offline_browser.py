@@ -267,7 +267,7 @@ def test_the_cache_is_named_by_the_build_keeps_only_the_case_list_and_goes_at_si
     worker = requests.get(f"{base}/sw.js", timeout=30)
     assert worker.status_code == 200 and worker.headers["Cache-Control"] == "no-cache"
     build = re.search(r'const BUILD = "([0-9a-f]{16})"', worker.text)[1]
-    case = new_case(live)
+    case = new_case(live, "file", "dispatch", "handle")  # for the phone's 网格长 to check and close
     page.goto(f"{base}/cases")
     ready(page)
     page.evaluate("navigator.serviceWorker.ready.then(() => true)")
@@ -288,10 +288,10 @@ def test_the_cache_is_named_by_the_build_keeps_only_the_case_list_and_goes_at_si
     assert set(kept["gridplan-pages"]) <= {"/cases", "/cases/new", f"/cases/{case['code']}"}
     # something waits (offline), then signing out asks, and empties the kept pages and the queue
     context.set_offline(True)
-    page.reload()
+    page.goto(f"{base}/cases/{case['code']}")
     ready(page)
-    page.tap(f".case-item[data-code='{case['code']}'] button[data-action=file]")
-    page.wait_for_selector(f".case-item[data-code='{case['code']}'] .waiting-note")
+    page.tap("#action-buttons button[data-action=close]")
+    page.wait_for_selector("#case-actions .waiting-note")
     assert len(waiting(page)) == 1, page.evaluate(DUMP)
     page.route("**/api/incidents/*/actions", lambda route: route.abort())  # still not sent
     context.set_offline(False)
