@@ -338,6 +338,7 @@ def test_a_handlers_top_bar_counts_what_needs_them(site):
     act(centre, code, "dispatch", department="HW")
     page = hw.get("/cases").get_data(as_text=True)
     assert 'id="attention"' in page and 'data-kind="new" data-n="1"' in page
+    assert "newly dispatched 1" in page  # new to a department: dispatched to it, not reported
     assert 'data-kind="overdue"' not in page
     listed = hw.get("/api/incidents?status=needs").json
     assert [c["code"] for c in listed["incidents"]] == [code]
