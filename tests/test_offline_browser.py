@@ -309,7 +309,8 @@ def test_the_cache_is_named_by_the_build_keeps_only_the_case_list_and_goes_at_si
     }""")
     assert left["items"] == 0
     assert not {"gridplan-pages", "gridplan-data"} & set(left["names"])
-    assert api(live, "GET", f"/api/incidents/{case['code']}").json()["version"] == case["version"]  # the step never went
+    # the step never went
+    assert api(live, "GET", f"/api/incidents/{case['code']}").json()["version"] == case["version"]
 
 
 def in_english(page) -> None:
