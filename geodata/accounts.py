@@ -30,6 +30,12 @@ from geodata.models import ApiToken, User
 #: street), ``dispatcher`` the 指挥中心's 受理员, 派遣员 and 值班长, ``handler`` a 处置部门's staff
 #: (their account names the department)
 ROLES = ("admin", "planner", "supervisor", "viewer", "dispatcher", "handler")
+#: each role as people read it (a supervisor by their scope: :func:`role_word`)
+ROLE_WORDS = {
+    "admin": N_("administrator"), "planner": N_("planner"), "supervisor": N_("grid supervisor"),
+    "viewer": N_("viewer"), "dispatcher": N_("command centre (dispatcher)"),
+    "handler": N_("department handler"),
+}
 LOCALES = ("zh", "en")  # the languages of the web pages and the command line
 NAME_LENGTH = 50
 #: a token's last use is written at most this often (one write a minute, not one a request)
@@ -65,6 +71,16 @@ class Account:
     session_generation: int = 0
     #: the 处置部门 a handler works for
     department_code: str | None = None
+
+
+def role_word(role: str, scope_code: str | None = None) -> str:
+    """A role in words in the reader's language, never its key: a supervisor scoped to a grid
+    cell is a 监督员 (grid inspector), one scoped to a community, street or district a 网格长
+    (grid leader); an unknown role is given as it is."""
+    if role == "supervisor" and scope_code:
+        return _("grid inspector") if len(scope_code) > 12 else _("grid leader")
+    word = ROLE_WORDS.get(role)
+    return _(word) if word else role
 
 
 def _check(role: str, scope_code: str | None, department_code: str | None = None) -> None:

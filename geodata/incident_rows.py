@@ -403,13 +403,15 @@ def case_filters(
     overdue_at: datetime | None = None,
     needs_at: datetime | None = None,
     open_statuses: Sequence[str] = (),
+    new_status: str = "reported",
 ) -> list:
     """The conditions that select the cases of a list, a map and their counts — one builder, so
     a count is always of the cases the list shows: the scope (``prefix`` or exactly ``cells``),
     ``statuses``, ``category``, reported between ``since`` and ``until``, within ``bbox``,
     dispatched to ``department``; ``overdue_at``: only open cases past their due time then;
     ``needs_at``: only those that need someone then (new, returned for rework, or overdue).
-    ``open_statuses``: what is open (needed by the last two)."""
+    ``open_statuses``: what is open (needed by the last two); ``new_status``: what is new for
+    the reader (a report for the grid and the 指挥中心, a dispatched case for a department)."""
     where = [scope_clause(prefix, cells) if (prefix or cells) else literal(True)]
     if department:
         where.append(T.c.department_code == department)
@@ -429,7 +431,7 @@ def case_filters(
     if needs_at is not None:
         # as loop.needs_attention: new, returned for rework (dispatched again), or overdue
         where.append(and_(is_open, or_(
-            T.c.status == "reported",
+            T.c.status == new_status,
             and_(T.c.status == "dispatched", T.c.rework_count > 0),
             and_(T.c.due_at.is_not(None), T.c.due_at < needs_at))))
     return where

@@ -106,13 +106,18 @@ def attention_counts(
     prefix: str | None = None,
     cells: Sequence[str] | None = None,
     department: str | None = None,
+    new_status: str = "reported",
 ) -> dict[str, int]:
     """How many cases in a scope need someone: ``new`` (reported, not yet filed), ``returned``
     (sent back for rework and not handled again) and ``overdue`` (open past their due time);
-    ``department``: only the cases dispatched to it (a handler's)."""
+    ``department``: only the cases dispatched to it (a handler's); ``new_status``: what is new
+    for the reader — for a department a case dispatched to it, neither returned nor overdue."""
     t = Incident.__table__
+    new = t.c.status == new_status
+    if new_status != "reported":  # not counted twice: a returned or an overdue case is that
+        new = new & (t.c.rework_count == 0) & (t.c.due_at.is_(None) | (t.c.due_at >= now))
     stmt = select(
-        func.coalesce(func.sum(case((t.c.status == "reported", 1), else_=0)), 0),
+        func.coalesce(func.sum(case((new, 1), else_=0)), 0),
         func.coalesce(func.sum(case(((t.c.status == "dispatched") & (t.c.rework_count > 0), 1), else_=0)), 0),
         func.coalesce(func.sum(case((t.c.due_at < now, 1), else_=0)), 0),
     ).where(t.c.status.in_(list(open_statuses)))

@@ -268,6 +268,107 @@ def test_nobody_verifies_their_own_handling_while_separation_is_on(site):
     assert act(leader, code, "close").status_code == 200
 
 
+def test_separation_keeps_filing_cancelling_and_dispatching_with_the_centre(site):
+    """岗位分离 (GB/T 30428): the 监督员 reports and verifies, the 指挥中心 files, cancels and
+    dispatches; neither the 监督员 nor the 网格长 is offered those steps or may take them (403
+    naming the step and the role in words, nothing written) — and with the setting off, they may."""
+    engine = site["engine"]
+    inspector, leader = client_of(site["app"], "inspector"), client_of(site["app"], "supervisor")
+    centre, admin = client_of(site["app"], "dispatcher"), client_of(site["app"], "admin")
+    code = report(site, inspector)
+
+    def offered(caller):
+        return {a["action"] for a in caller.get(f"/api/incidents/{code}").json["actions"]}
+
+    for caller, word in ((inspector, "grid inspector"), (leader, "grid leader")):
+        assert not {"file", "cancel"} & offered(caller)
+        before = counts(engine)
+        for action, step in (("file", "File the case"), ("cancel", "Cancel the case")):
+            refused = act(caller, code, action, note="自己立案")
+            assert refused.status_code == 403, refused.get_data(as_text=True)
+            assert f"a {word} may not take the step “{step}”" in refused.json["detail"]
+            assert "separation of duties" in refused.json["detail"]
+        assert counts(engine) == before and incident_rows.get_incident(engine, code)["status"] == "reported"
+    assert {"file", "cancel"} <= offered(centre)
+    assert act(centre, code, "file").status_code == 200
+    for caller in (inspector, leader):
+        assert not {"dispatch", "cancel"} & offered(caller)
+        before = counts(engine)
+        assert act(caller, code, "dispatch").status_code == 403
+        assert act(caller, code, "cancel", note="作废").status_code == 403
+        assert counts(engine) == before and incident_rows.get_incident(engine, code)["status"] == "filed"
+    assert act(centre, code, "dispatch").status_code == 200
+    # the history names each by their own role: the 监督员 is not the 网格长
+    steps = {s["step"]: s["actor_label"] for s in leader.get(f"/api/incidents/{code}").json["steps"]}
+    assert steps["reported"] == "inspector (grid inspector)"
+    assert steps["filed"] == "dispatcher (command centre (dispatcher))"
+    # off (one office takes every step): the 监督员 files and dispatches their own report
+    assert admin.put("/api/admin/settings/incident_separation", json={"value": False}).status_code == 200
+    other = report(site, inspector)
+    mine = inspector.get(f"/api/incidents/{other}").json
+    assert {"file", "cancel"} <= {a["action"] for a in mine["actions"]}
+    assert act(inspector, other, "file").status_code == 200
+    assert act(inspector, other, "dispatch").status_code == 200
+
+
+def test_refusals_name_the_role_and_the_step_in_words(site):
+    """A 403 says who may not do what in words (处置部门人员, 核查结案), never a role or action key."""
+    inspector, centre = client_of(site["app"], "inspector"), client_of(site["app"], "dispatcher")
+    hw = client_of(site["app"], "hw")
+    code = report(site, inspector)
+    act(centre, code, "file")
+    act(centre, code, "dispatch")
+    assert act_with_photo(hw, code, "handle", incident_rows.get_incident(site["engine"], code)["version"],
+                          "已清理").status_code == 200
+    closing = act(hw, code, "close", note="x")
+    assert closing.status_code == 403
+    assert closing.json["detail"] == "a department handler may not take the step “Check and close”"
+    settings = hw.get("/api/admin/users")
+    assert settings.status_code == 403 and settings.json["detail"] == "a department handler may not do this"
+
+
+def test_a_handlers_top_bar_counts_what_needs_them(site):
+    """A department's handler sees in the top bar the cases newly dispatched to them (and their
+    returned and overdue ones), like the grid and the 指挥中心; the list opens on them."""
+    inspector, centre = client_of(site["app"], "inspector"), client_of(site["app"], "dispatcher")
+    hw = client_of(site["app"], "hw")
+    assert 'id="attention"' not in hw.get("/cases").get_data(as_text=True)  # nothing yet
+    code = report(site, inspector)
+    act(centre, code, "file")
+    act(centre, code, "dispatch", department="HW")
+    page = hw.get("/cases").get_data(as_text=True)
+    assert 'id="attention"' in page and 'data-kind="new" data-n="1"' in page
+    assert "newly dispatched 1" in page  # new to a department: dispatched to it, not reported
+    assert 'data-kind="overdue"' not in page
+    listed = hw.get("/api/incidents?status=needs").json
+    assert [c["code"] for c in listed["incidents"]] == [code]
+    # the other department has nothing to do
+    assert 'id="attention"' not in client_of(site["app"], "sz").get("/cases").get_data(as_text=True)
+
+
+def test_a_handlers_case_map_shows_the_cases_cell(site):
+    """The case page's map draws the case's cell for every role that may see the case: a
+    department's handler gets the cell of their case (and no other cell); another department
+    asking with that case gets the same 404 as for no case."""
+    inspector, centre = client_of(site["app"], "inspector"), client_of(site["app"], "dispatcher")
+    hw, sz = client_of(site["app"], "hw"), client_of(site["app"], "sz")
+    code = report(site, inspector)
+    act(centre, code, "file")
+    act(centre, code, "dispatch", department="HW")
+    cell = incident_rows.get_incident(site["engine"], code)["grid_code"]
+    here = site["here"]
+    bbox = f"{here.x - 0.01:.6f},{here.y - 0.01:.6f},{here.x + 0.01:.6f},{here.y + 0.01:.6f}"
+    plain = hw.get(f"/api/incidents/basemap?bbox={bbox}")
+    assert plain.status_code == 200 and plain.json["cells"]["features"] == []  # not the city's grid
+    mine = hw.get(f"/api/incidents/basemap?bbox={bbox}&case={code}")
+    assert mine.status_code == 200
+    assert [f["properties"]["code"] for f in mine.json["cells"]["features"]] == [cell]
+    seen = centre.get(f"/api/incidents/basemap?bbox={bbox}&case={code}").json["cells"]["features"]
+    assert cell in [f["properties"]["code"] for f in seen]  # the 指挥中心: every cell, as before
+    assert sz.get(f"/api/incidents/basemap?bbox={bbox}&case={code}").status_code == 404
+    assert sz.get(f"/api/incidents/basemap?bbox={bbox}&case={NO_CASE}").status_code == 404
+
+
 # --- 督办 ---------------------------------------------------------------------------------------
 
 

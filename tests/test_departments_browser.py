@@ -132,3 +132,18 @@ def test_a_department_sends_back_a_case_and_lands_on_its_list(chromium_page, ser
     page.wait_for_function(said)
     assert server["wrong"] not in page.text_content("#case-list")
     assert page.errors == []
+
+
+def test_a_handlers_case_page_draws_the_cell_and_the_top_bar_counts_what_needs_them(chromium_page, server):
+    """A department's handler sees the case's cell outlined on its map (as the 指挥中心 does), and
+    the top bar counts what needs them (the overdue case dispatched to them)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = signed_in_phone(chromium_page, server, "hw")
+    badge = page.locator("#attention [data-kind=overdue]")
+    assert badge.count() == 1 and int(badge.get_attribute("data-n")) >= 1
+    page.goto(f"{server['base']}/cases/{server['late']}")
+    ready(page)
+    outlined = "() => document.querySelectorAll('#case-map path[stroke=\"#d7191c\"]').length === 1"
+    page.wait_for_function(outlined, timeout=15_000)  # the case's cell, in the highlight colour
+    page.screenshot(path=str(SHOTS / "handler-case.png"), full_page=True)
+    assert page.errors == []

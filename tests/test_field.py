@@ -84,12 +84,14 @@ def test_a_pin_in_words_and_the_cases_nearby_before_sending(site):
     code = made.json["code"]
     version = client.get(f"/api/incidents/{code}").json["version"]
     cancel = {"action": "cancel", "version": version, "note": "重复"}
-    assert client.post(f"/api/incidents/{code}/actions", json=cancel, headers=headers).status_code == 200
+    # cancelling (作废) is the 指挥中心's step (separation of duties): an administrator's here
+    admin, admin_headers = client_of(site, "admin")
+    assert client.post(f"/api/incidents/{code}/actions", json=cancel, headers=headers).status_code == 403
+    assert admin.post(f"/api/incidents/{code}/actions", json=cancel, headers=admin_headers).status_code == 200
     late = client.post(f"/api/incidents/{code}/notes", json={"note": "又看到了"}, headers=headers)
     assert late.status_code == 409 and made.json["code"] in late.json["detail"]
     cells = site["demo"].layers["grid_cells"]
     there = cells[~cells["code"].str.startswith(site["scope"])].iloc[0].geometry.representative_point()
-    admin, admin_headers = client_of(site, "admin")
     elsewhere = admin.post("/api/incidents", json={"lon": there.x, "lat": there.y, "category": "E01-01"},
                            headers=admin_headers).json["code"]
     # a pin in another 网格员's cell: refused (403), naming the nearest of one's own
@@ -134,6 +136,9 @@ def test_a_pin_outside_every_cell_is_refused_naming_the_nearest_cell(site, role)
     assert answer.headers["Content-Type"].startswith("application/problem+json")
     assert "outside every grid cell" in answer.json["detail"]
     assert expected in answer.json["detail"]
+    # named as people name it, the code beside: its community and its number
+    community = site["demo"].layers["communities"].set_index("code").loc[expected[:12], "name"]
+    assert f"{community} cell {int(expected[-3:])} ({expected})" in answer.json["detail"]
     assert answer.json["nearest_cell"] == expected
     assert counts(site["engine"]) == before
     place = client.get(f"/api/incidents/place?lon={x}&lat={y}").json

@@ -65,7 +65,7 @@ PARAMETERS: dict[str, dict[str, str]] = {
                                "to": OPTION, "mine": OPTION, "bbox": OPTION, "zoom": OPTION,
                                "department": FILTER},
     "GET /api/incidents/place": {"category": FILTER, "lon": OPTION, "lat": OPTION},
-    "GET /api/incidents/basemap": {"bbox": OPTION},
+    "GET /api/incidents/basemap": {"bbox": OPTION, "case": FILTER},
     "GET /cases": {"status": FILTER, "mine": OPTION},
     "GET /api/departments": {"category": FILTER},
     "GET /api/incidents/duplicates": {"category": FILTER, "lon": OPTION, "lat": OPTION},

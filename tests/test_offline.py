@@ -30,6 +30,9 @@ def site(db_url, engine, small_demo, tmp_path):
 
         # a second supervisor of the same community (another phone, another account)
         secrets["colleague_token"] = add_token("grid-app-2", "supervisor", secrets["scope"])
+        # the 指挥中心's two desks: with separation of duties on, they file, dispatch and cancel
+        secrets["centre_token"] = add_token("centre-1", "dispatcher")
+        secrets["centre2_token"] = add_token("centre-2", "dispatcher")
     cells = small_demo.layers["grid_cells"]
     mine = cells[cells["code"].str.startswith(secrets["scope"])]
     here = mine.iloc[0].geometry.representative_point()
@@ -164,23 +167,24 @@ def test_a_step_sent_twice_is_taken_once(site):
     code = client.post("/api/incidents", json=body(site), headers=bearer(site)).json["code"]
     client_id = str(uuid.uuid4())
     step = {"action": "file", "version": 1, "note": "立案", "client_id": client_id}
-    first = client.post(f"/api/incidents/{code}/actions", json=step, headers=bearer(site))
+    centre = bearer(site, "centre_token")  # the 指挥中心 files (separation of duties)
+    first = client.post(f"/api/incidents/{code}/actions", json=step, headers=centre)
     assert first.status_code == 200 and first.json["version"] == 2
     # the answer was lost on the way: the phone sends it again, on the version it knew
-    again = client.post(f"/api/incidents/{code}/actions", json=step, headers=bearer(site))
+    again = client.post(f"/api/incidents/{code}/actions", json=step, headers=centre)
     assert again.status_code == 200 and again.json["version"] == 2 and again.json["replayed"] is True
     assert stored_with(site["engine"], client_id) == (0, 1)
     case = client.get(f"/api/incidents/{code}", headers=bearer(site)).json
     assert [s["step"] for s in case["steps"]] == ["reported", "filed"]
     # the same id for another step, or on another case: refused, nothing taken
     other = client.post(f"/api/incidents/{code}/actions", json={**step, "action": "dispatch", "version": 2},
-                        headers=bearer(site))
+                        headers=centre)
     assert other.status_code == 409 and other.json["code"] == "ClientIdReused"
     code2 = client.post("/api/incidents", json=body(site), headers=bearer(site)).json["code"]
-    elsewhere = client.post(f"/api/incidents/{code2}/actions", json=step, headers=bearer(site))
+    elsewhere = client.post(f"/api/incidents/{code2}/actions", json=step, headers=centre)
     assert elsewhere.status_code == 409 and elsewhere.json["code"] == "ClientIdReused"
     assert code not in elsewhere.json["detail"]
-    theirs = client.post(f"/api/incidents/{code}/actions", json=step, headers=bearer(site, "colleague_token"))
+    theirs = client.post(f"/api/incidents/{code}/actions", json=step, headers=bearer(site, "centre2_token"))
     assert theirs.status_code == 409 and "another account" in theirs.json["detail"]
     assert client.get(f"/api/incidents/{code2}", headers=bearer(site)).json["version"] == 1
     assert stored_with(site["engine"], client_id) == (0, 1)
@@ -189,17 +193,17 @@ def test_a_step_sent_twice_is_taken_once(site):
 def test_a_step_made_offline_on_a_version_that_moved_is_a_409_and_can_be_redone(site):
     client = site["app"].test_client()
     code = client.post("/api/incidents", json=body(site), headers=bearer(site)).json["code"]
-    # the phone, offline, queues "file" on version 1; meanwhile a colleague files it
+    # the 指挥中心's laptop, offline, queues "file" on version 1; meanwhile a colleague files it
     queued = {"action": "file", "version": 1, "client_id": str(uuid.uuid4())}
     assert client.post(f"/api/incidents/{code}/actions", json={"action": "file", "version": 1},
-                       headers=bearer(site, "colleague_token")).status_code == 200
-    late = client.post(f"/api/incidents/{code}/actions", json=queued, headers=bearer(site))
+                       headers=bearer(site, "centre2_token")).status_code == 200
+    late = client.post(f"/api/incidents/{code}/actions", json=queued, headers=bearer(site, "centre_token"))
     assert late.status_code == 409 and late.json["code"] == "VersionConflict"
     assert late.json["current"]["version"] == 2 and late.json["current"]["status"] == "filed"
     assert stored_with(site["engine"], queued["client_id"]) == (0, 0)
     # redone on the case as it is now (the phone's "redo": the next step, the current version)
     redo = {"action": "dispatch", "version": late.json["current"]["version"], "client_id": str(uuid.uuid4())}
-    done = client.post(f"/api/incidents/{code}/actions", json=redo, headers=bearer(site))
+    done = client.post(f"/api/incidents/{code}/actions", json=redo, headers=bearer(site, "centre_token"))
     assert done.status_code == 200 and done.json["status"] == "dispatched"
     assert stored_with(site["engine"], redo["client_id"]) == (0, 1)
 
@@ -221,7 +225,8 @@ def test_a_note_sent_twice_is_stored_once(site):
     assert stored_with(site["engine"], client_id) == (0, 1)
     # the case closed meanwhile (cancelled): the note it already holds is still answered as stored
     cancel = {"action": "cancel", "version": 1, "note": "重复"}
-    assert client.post(f"/api/incidents/{code}/actions", json=cancel, headers=bearer(site)).status_code == 200
+    assert client.post(f"/api/incidents/{code}/actions", json=cancel,
+                       headers=bearer(site, "centre_token")).status_code == 200
     late = client.post(f"/api/incidents/{code}/notes", json=note, headers=bearer(site))
     assert late.status_code == 200 and late.json["replayed"] is True
     assert stored_with(site["engine"], client_id) == (0, 1)

@@ -40,6 +40,10 @@ def live(tmp_path_factory, spatialite_template, small_demo, chromium_path):
         from webmap.auth import add_token
 
         secrets["colleague"] = add_token("colleague", "supervisor", secrets["scope"])
+        # separation of duties: the 指挥中心 files and dispatches; in a town without departments
+        # another 网格员 handles, and the phone's 网格长 checks and closes
+        secrets["centre"] = add_token("centre", "dispatcher")
+        secrets["fixer"] = add_token("fixer", "supervisor", secrets["scope"])
     cells = small_demo.layers["grid_cells"]
     here = cells[cells["code"].str.startswith(secrets["scope"])].iloc[0].geometry.representative_point()
     with gunicorn_app(url, folder, GRIDPLAN_PHOTO_DIR=str(folder / "photos")) as (base, _env):
@@ -51,13 +55,20 @@ def api(live, method, path, token="supervisor_token", **kwargs):
                             timeout=30, **kwargs)
 
 
+#: who takes each step in these tests (separation of duties is on)
+BY = {"file": "centre", "dispatch": "centre", "cancel": "centre", "handle": "fixer"}
+
+
 def new_case(live, *steps: str) -> dict:
     here = live["here"]
     case = api(live, "POST", "/api/incidents", json={"lon": here.x, "lat": here.y, "category": "E01-01",
                                                       "description": "离线测试"}).json()
     for action in steps:
-        case = api(live, "POST", f"/api/incidents/{case['code']}/actions",
-                   json={"action": action, "version": case["version"], "note": "ok"}).json()
+        by = BY.get(action, "supervisor_token")
+        answer = api(live, "POST", f"/api/incidents/{case['code']}/actions", by,
+                     json={"action": action, "version": case["version"], "note": "ok"})
+        assert answer.status_code == 200, answer.text
+        case = answer.json()
     return case
 
 
@@ -115,9 +126,10 @@ def test_offline_reports_and_steps_are_stored_once_when_the_signal_returns(phone
     page, context = phone
     SHOTS.mkdir(exist_ok=True)
     base = live["base"]
-    a = new_case(live)  # the phone files it offline; its answer is lost on the way once
-    b = new_case(live)  # the phone files it offline; a colleague files it first
-    c = new_case(live, "file", "dispatch", "handle")  # the phone closes it; a colleague returns it first
+    loop = ("file", "dispatch", "handle")  # the 指挥中心 files and dispatches, another 网格员 handles
+    a = new_case(live, *loop)  # the phone closes it offline; its answer is lost on the way once
+    b = new_case(live, *loop)  # the phone closes it offline; a colleague closes it first
+    c = new_case(live, *loop)  # the phone closes it; a colleague returns it first, it is handled again
     # online: the service worker installs, the pages are kept as they are opened
     page.goto(f"{base}/cases")
     ready(page)
@@ -127,8 +139,9 @@ def test_offline_reports_and_steps_are_stored_once_when_the_signal_returns(phone
     assert page.evaluate("navigator.serviceWorker.controller !== null")
     page.goto(f"{base}/cases/new")
     ready(page)
-    page.goto(f"{base}/cases/{c['code']}")
-    ready(page)
+    for case in (a, b, c):
+        page.goto(f"{base}/cases/{case['code']}")
+        ready(page)
     page.goto(f"{base}/cases")
     ready(page)
 
@@ -138,15 +151,6 @@ def test_offline_reports_and_steps_are_stored_once_when_the_signal_returns(phone
     assert "Offline" in page.inner_text("#status")
     assert page.is_visible("#offline-panel") and "Offline" in page.inner_text("#offline-summary")
     before = _totals(live)
-    for code in (a["code"], b["code"]):
-        page.tap(f".case-item[data-code='{code}'] button[data-action=file]")
-        page.wait_for_selector(f".case-item[data-code='{code}'] .waiting-note")
-    # the case page opens offline from the kept list; the step waits there too
-    page.goto(f"{base}/cases/{c['code']}")
-    ready(page)
-    assert "Offline" in page.inner_text("#status")
-    page.tap("#action-buttons button[data-action=close]")
-    page.wait_for_selector("#case-actions .waiting-note")
     # a report with a photo, made offline
     page.goto(f"{base}/cases/new")
     ready(page)
@@ -166,17 +170,25 @@ def test_offline_reports_and_steps_are_stored_once_when_the_signal_returns(phone
     # tests/test_served_photos.py)
     page.tap("#report-form button[type=submit]")
     page.wait_for_function("() => document.getElementById('status').textContent.includes('Kept on this')")
+    # the case pages open offline from what was kept; the 网格长 checks and closes each there
+    for case in (a, b, c):
+        page.goto(f"{base}/cases/{case['code']}")
+        ready(page)
+        assert "Offline" in page.inner_text("#status")
+        page.tap("#action-buttons button[data-action=close]")
+        page.wait_for_selector("#case-actions .waiting-note")
+    assert "Kept on this phone" in page.inner_text("#status")
     assert "4 waiting to be sent" in page.inner_text("#offline-summary")
     page.screenshot(path=str(SHOTS / "offline-waiting.png"), full_page=True)
     assert _totals(live) == before  # nothing reached the server
     queued = {(i["kind"], i.get("code")): i for i in waiting(page)}
-    # meanwhile: the colleague files b, returns c for rework and handles it again
-    api(live, "POST", f"/api/incidents/{b['code']}/actions", "colleague",
-        json={"action": "file", "version": 1})
+    # meanwhile: the colleague closes b, returns c for rework, and c is handled again
+    assert api(live, "POST", f"/api/incidents/{b['code']}/actions", "colleague",
+               json={"action": "close", "version": b["version"]}).status_code == 200
     c_now = api(live, "POST", f"/api/incidents/{c['code']}/actions", "colleague",
                 json={"action": "return", "version": c["version"], "note": "redo"}).json()
-    api(live, "POST", f"/api/incidents/{c['code']}/actions", "colleague",
-        json={"action": "handle", "version": c_now["version"]})
+    c_now = api(live, "POST", f"/api/incidents/{c['code']}/actions", "fixer",
+                json={"action": "handle", "version": c_now["version"]}).json()
     # … and a's step reached the server once already, its answer lost on the way
     step_a = queued[("step", a["code"])]
     browser = requests.Session()
@@ -187,10 +199,21 @@ def test_offline_reports_and_steps_are_stored_once_when_the_signal_returns(phone
                       browser.get(f"{base}/cases", timeout=30).text)[1]
     lost = browser.post(f"{base}/api/incidents/{a['code']}/actions", headers={"X-CSRFToken": token},
                         json={**step_a["body"], "client_id": step_a["client_id"]}, timeout=30)
-    assert lost.status_code == 200 and lost.json()["status"] == "filed"
+    assert lost.status_code == 200 and lost.json()["status"] == "closed"
 
     context.set_offline(False)  # the signal returns: what waits is sent, oldest first
     until(page, "async () => (await window.gpQueue.items()).every((x) => x.state === 'refused')")
+    # still on c's page, without a reload: the 409 is said there at once with the case as it is
+    # now — no "kept on this phone" left over, the version the colleague's steps reached
+    page.wait_for_selector("#conflict:not([hidden])", timeout=5_000)
+    assert "Someone acted first" in page.inner_text("#conflict") and c["code"] in page.inner_text("#conflict")
+    assert "Kept on this phone" not in page.inner_text("#status")
+    assert f"at version {c_now['version']}" in page.inner_text("#status")
+    figures = page.inner_text("#case-figures")
+    assert str(c_now["version"]) in figures and "handled, to check" in figures
+    assert "was not taken" in page.inner_text("#case-actions .waiting-note")
+    assert page.locator("#action-buttons button[data-action=close]").is_enabled()  # to be redone
+    page.screenshot(path=str(SHOTS / "offline-refused-on-the-case.png"), full_page=True)
     page.goto(f"{base}/cases")
     ready(page)
     left = waiting(page)
@@ -199,8 +222,8 @@ def test_offline_reports_and_steps_are_stored_once_when_the_signal_returns(phone
     assert "2 not taken" in page.inner_text("#offline-summary")
     item = "#offline-items li[data-client-id='{}']".format
     conflict_b = page.locator(item(queued[("step", b["code"])]["client_id"]))
-    assert "changed meanwhile" in conflict_b.inner_text() and "filed" in conflict_b.inner_text()
-    assert conflict_b.locator("button[data-do=redo]").count() == 0  # filing is no longer a step b can take
+    assert "changed meanwhile" in conflict_b.inner_text() and "closed" in conflict_b.inner_text()
+    assert conflict_b.locator("button[data-do=redo]").count() == 0  # closing is no longer a step b can take
     page.screenshot(path=str(SHOTS / "offline-conflicts.png"), full_page=True)
     # every report and step stored exactly once
     report = queued[("report", None)]
@@ -211,8 +234,8 @@ def test_offline_reports_and_steps_are_stored_once_when_the_signal_returns(phone
         code = conn.execute(text("SELECT code FROM incidents WHERE client_id = :c"),
                             {"c": report["client_id"]}).scalar_one()
     assert api(live, "GET", f"/api/incidents/{code}").json()["description"] == "地下室漏水"
-    assert api(live, "GET", f"/api/incidents/{a['code']}").json()["version"] == 2
-    # c's close is redone on the case as it is now; b's file is discarded
+    assert api(live, "GET", f"/api/incidents/{a['code']}").json()["version"] == a["version"] + 1
+    # c's close is redone on the case as it is now; b's close is discarded
     conflict_c = page.locator(item(queued[("step", c["code"])]["client_id"]))
     conflict_c.locator("button[data-do=redo]").tap()
     until(page, f"async () => !(await window.gpQueue.items()).some((x) => x.code === '{c['code']}')")
@@ -244,7 +267,7 @@ def test_the_cache_is_named_by_the_build_keeps_only_the_case_list_and_goes_at_si
     worker = requests.get(f"{base}/sw.js", timeout=30)
     assert worker.status_code == 200 and worker.headers["Cache-Control"] == "no-cache"
     build = re.search(r'const BUILD = "([0-9a-f]{16})"', worker.text)[1]
-    case = new_case(live)
+    case = new_case(live, "file", "dispatch", "handle")  # for the phone's 网格长 to check and close
     page.goto(f"{base}/cases")
     ready(page)
     page.evaluate("navigator.serviceWorker.ready.then(() => true)")
@@ -265,10 +288,10 @@ def test_the_cache_is_named_by_the_build_keeps_only_the_case_list_and_goes_at_si
     assert set(kept["gridplan-pages"]) <= {"/cases", "/cases/new", f"/cases/{case['code']}"}
     # something waits (offline), then signing out asks, and empties the kept pages and the queue
     context.set_offline(True)
-    page.reload()
+    page.goto(f"{base}/cases/{case['code']}")
     ready(page)
-    page.tap(f".case-item[data-code='{case['code']}'] button[data-action=file]")
-    page.wait_for_selector(f".case-item[data-code='{case['code']}'] .waiting-note")
+    page.tap("#action-buttons button[data-action=close]")
+    page.wait_for_selector("#case-actions .waiting-note")
     assert len(waiting(page)) == 1, page.evaluate(DUMP)
     page.route("**/api/incidents/*/actions", lambda route: route.abort())  # still not sent
     context.set_offline(False)
@@ -286,7 +309,8 @@ def test_the_cache_is_named_by_the_build_keeps_only_the_case_list_and_goes_at_si
     }""")
     assert left["items"] == 0
     assert not {"gridplan-pages", "gridplan-data"} & set(left["names"])
-    assert api(live, "GET", f"/api/incidents/{case['code']}").json()["version"] == 1  # the step never went
+    # the step never went
+    assert api(live, "GET", f"/api/incidents/{case['code']}").json()["version"] == case["version"]
 
 
 def in_english(page) -> None:

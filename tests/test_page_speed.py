@@ -337,6 +337,9 @@ def test_rates_on_a_360_px_phone(chromium_page, served, small_demo, tmp_path, lo
     # rates as percentages, labelled on the card itself
     first = page.locator("#rates-table tbody tr").first
     assert "%" in first.inner_text()
+    # 督办数 on the card too, as the CSV has it
+    card = first.locator("td").evaluate_all("(tds) => tds.map((td) => td.dataset.label)")
+    assert ("督办数" if locale == "zh-CN" else "cases chased up") in card
     # by department (处置部门): the department's name beside its code, on the phone's width
     page.select_option("#rates-form select[name=by]", "department")
     page.click("#rates-form button[type=submit]")

@@ -50,6 +50,7 @@ from geodata.accounts import (
     TokenExpired,
     find_token,
     find_user,
+    role_word,
 )
 from geodata.db import DATABASE_ERRORS
 from geodata.errors import Refused
@@ -272,7 +273,9 @@ def require(*roles: str, api: bool = False):
                 return login_manager.unauthorized()
             if roles and account.role not in roles:
                 if api:
-                    raise Forbidden(_("the role {role} may not do this", role=account.role))
+                    # the role in words (处置人员, 查看人员), never its key
+                    role = role_word(account.role, account.scope_code)
+                    raise Forbidden(_("a {role} may not do this", role=role))
                 abort(403)
             return view(*args, **kwargs)
 

@@ -43,7 +43,7 @@ from sqlalchemy.exc import IntegrityError
 from geodata import departments as depts
 from geodata import incident_rows as rows
 from geodata import place_rows
-from geodata.accounts import Account, find_user
+from geodata.accounts import Account, find_user, role_word
 from geodata.audit import record
 from geodata.errors import Conflict, Forbidden, NotFound, Refused
 from geodata.i18n import N_, _, in_language
@@ -141,6 +141,29 @@ VERIFY = ("close", "return")
 #: 监督员 verifies): the department's handler, or an administrator; a supervisor handles only a
 #: case dispatched to no department (a town without departments)
 DEPARTMENT_HANDLERS = ("admin", "handler")
+
+
+#: with separation on (岗位分离, GB/T 30428) the 指挥中心's steps: a 监督员 reports and verifies,
+#: a 网格长 evaluates and chases, neither files, cancels nor dispatches
+CENTRE_STEPS = ("file", "cancel", "dispatch")
+#: who takes the 指挥中心's steps with separation on: its 受理员 and 值班长, or an administrator
+CENTRE_STAFF = ("admin", "dispatcher")
+
+
+def who(account: Account) -> str:
+    """``account``'s role in words (监督员, 网格长, 处置部门人员 …), for messages."""
+    return role_word(account.role, account.scope_code)
+
+
+def step_word(action: str) -> str:
+    """A step of the loop in words (立案, 核查结案 …), as its button names it."""
+    t = TRANSITIONS.get(action)
+    return _(t.label) if t else action
+
+
+def separated(account: Account, action: str, rules: LoopRules) -> bool:
+    """Whether separation of duties keeps ``account`` from the 指挥中心's step ``action``."""
+    return rules.separation and action in CENTRE_STEPS and account.role not in CENTRE_STAFF
 
 
 def handles_here(account: Account, case: dict) -> bool:
@@ -271,6 +294,8 @@ def allowed_actions(
         if t.leader_only and account.role == "supervisor" and len(account.scope_code or "") > 12:
             continue
         if action in VERIFY and rules.separation and case.get("handler") == account.name:
+            continue
+        if separated(account, action, rules):
             continue
         if action == "supervise" and not chaseable:
             continue
@@ -619,6 +644,14 @@ def nearest_cell_of(engine: Engine, account: Account, lon: float, lat: float) ->
         return place_rows.nearest_cell(conn, lon, lat)
 
 
+def cell_words(engine: Engine, code: str) -> str:
+    """A grid cell as people name it, its code beside ("鹦鹉社区 网格 1（420103001001001）")."""
+    from layers.incidents.rates import cell_names  # here: rates reads this module's statuses
+
+    name = cell_names(engine, [code]).get(code)
+    return _("{name} ({code})", name=name, code=code) if name else code
+
+
 def outside_cells(engine: Engine, account: Account, lon: float, lat: float) -> Refused:
     """The refusal of a pin outside every grid cell, naming the nearest cell of the user's scope."""
     nearest = nearest_cell_of(engine, account, lon, lat)
@@ -628,7 +661,8 @@ def outside_cells(engine: Engine, account: Account, lon: float, lat: float) -> R
     return Refused(
         _("the point ({lon}, {lat}) lies outside every grid cell; the nearest of yours is {cell}, "
           "{metres} m away: move the pin into it",
-          lon=format(lon, ".6f"), lat=format(lat, ".6f"), cell=nearest[0], metres=round(nearest[1])),
+          lon=format(lon, ".6f"), lat=format(lat, ".6f"), cell=cell_words(engine, nearest[0]),
+          metres=round(nearest[1])),
         nearest_cell=nearest[0],
         nearest_cell_m=round(nearest[1], 1),
     )
@@ -641,7 +675,7 @@ def outside_scope(engine: Engine, account: Account, lon: float, lat: float) -> F
         return Forbidden(_("this location is outside your cells"))
     return Forbidden(
         _("this location is outside your cells; the nearest of yours is {cell}, {metres} m away",
-          cell=nearest[0], metres=round(nearest[1])),
+          cell=cell_words(engine, nearest[0]), metres=round(nearest[1])),
         nearest_cell=nearest[0],
         nearest_cell_m=round(nearest[1], 1),
     )
@@ -699,7 +733,7 @@ def add_note(engine: Engine, account: Account, code: str, data: dict, *, now: da
     client_id = client_key(data.get("client_id"))
     case = visible_case(engine, account, code)
     if account.role not in REPORTERS:
-        raise Forbidden(_("role {role} may not add notes", role=account.role))
+        raise Forbidden(_("a {role} may not add notes", role=who(account)))
     fingerprint = note_fingerprint(code, note) if client_id else None
     if client_id and earlier_note(engine, account, code, client_id, fingerprint):
         return {**case, "replayed": True}
@@ -735,32 +769,48 @@ def add_note(engine: Engine, account: Account, code: str, data: dict, *, now: da
 
 def attention(engine: Engine, account: Account, now: datetime | None = None) -> dict[str, int]:
     """What needs ``account``: the new, returned and overdue cases in a 网格员's cells (else their
-    scope), everyone else's in the whole city; with their ``total``."""
+    scope), a department handler's in their department (new: dispatched to it, to handle),
+    everyone else's in the whole city; with their ``total``."""
     cells = my_cells(engine, account)
     prefix = (account.scope_code or "\0") if account.role == "supervisor" else None
     # a handler: their department's cases only ("\0": none, for a handler without one)
     department = (account.department_code or "\0") if account.role == "handler" else None
     with engine.connect() as conn:
         counts = place_rows.attention_counts(conn, now or datetime.now(), OPEN, prefix=prefix, cells=cells,
-                                             department=department)
+                                             department=department, new_status=new_status(account))
     return {**counts, "total": sum(counts.values())}
 
 
-def base_layers(engine: Engine, account: Account, bbox: tuple[float, float, float, float]) -> dict:
+def base_layers(engine: Engine, account: Account, bbox: tuple[float, float, float, float],
+                case_code: str | None = None) -> dict:
     """The grid cells ``account`` may see and the roads within ``bbox`` (GeoJSON features), drawn
     under a pin as the base of the case pages' maps: they work with no base map at all. Roads
-    only on a view under about 10 km across (a whole city's roads would swamp a phone)."""
-    prefix = (account.scope_code or "\0") if account.role == "supervisor" else None
+    only on a view under about 10 km across (a whole city's roads would swamp a phone).
+    ``case_code``: a case ``account`` may see (else :class:`NotFound`), whose cell is drawn
+    too — a department's handler sees the cell of their case and no other."""
+    # "-" begins no cell code (digits): no cells; never a NUL, which PostgreSQL's text refuses
+    prefix = (account.scope_code or "-") if account.role == "supervisor" else None
     if account.role == "handler":
-        prefix = "\0"  # a department's handler: the roads only, not the city's grid
+        prefix = "-"  # a department's handler: the roads only, not the city's grid
+    if case_code is not None:
+        case = visible_case(engine, account, case_code)
+        if prefix is not None and case.get("grid_code") and not case["grid_code"].startswith(prefix):
+            prefix = case["grid_code"]  # the reader's scope does not hold it: that cell alone
     small = (bbox[2] - bbox[0]) < 0.1 and (bbox[3] - bbox[1]) < 0.1
     with engine.connect() as conn:
         return place_rows.base_features(conn, bbox, prefix, roads=small)
 
 
-def needs_attention(case: dict) -> bool:
+def new_status(account: Account) -> str:
+    """The status of a case new to ``account``: dispatched for a department's handler (theirs
+    to handle), reported for everyone else (to file, or in their cells)."""
+    return "dispatched" if account.role == "handler" else "reported"
+
+
+def needs_attention(case: dict, account: Account | None = None) -> bool:
     """Whether a described case is new, returned for rework or overdue (what the top bar counts)."""
-    return bool(case["status"] == "reported" or case["overdue"]
+    new = new_status(account) if account is not None else "reported"
+    return bool(case["status"] == new or case["overdue"]
                 or (case["status"] == "dispatched" and (case.get("rework_count") or 0) > 0))
 
 
@@ -772,7 +822,7 @@ def report(
     stored case and the open cases of its category nearby (likely duplicates, found before it
     was stored)."""
     if account.role not in REPORTERS:
-        raise Forbidden(_("role {role} may not report incidents", role=account.role))
+        raise Forbidden(_("a {role} may not report incidents", role=who(account)))
     if not isinstance(data, dict):
         raise Refused(_("send a JSON object"))
     # sent again from a phone (the signal came back): the case stored the first time
@@ -887,8 +937,13 @@ def act(
     if client_id and earlier_step(engine, account, code, client_id, fingerprint):
         return {**rows.get_incident(engine, code), "replayed": True}
     if account.role not in t.roles:
-        raise Forbidden(_("role {role} may not {action} a case", role=account.role, action=action))
+        raise Forbidden(_("a {role} may not take the step “{step}”", role=who(account),
+                          step=step_word(action)))
     rules = loop_rules(engine)
+    if separated(account, action, rules):
+        raise Forbidden(_("separation of duties is on: a {role} may not take the step “{step}”; the "
+                          "command centre files, cancels and dispatches cases", role=who(account),
+                          step=step_word(action)))
     if action in VERIFY and rules.separation and case.get("handler") == account.name:
         raise Forbidden(_("you handled case {code} yourself: another supervisor verifies it (separation "
                           "of duties is on)", code=code))
@@ -963,7 +1018,7 @@ def act(
     stored = None
     if photo is not None:
         if account.role not in PHOTOGRAPHERS:
-            raise Forbidden(_("role {role} may not add photos", role=account.role))
+            raise Forbidden(_("a {role} may not add photos", role=who(account)))
         photo[2].mkdir(parents=True, exist_ok=True)
         stored = photo[2] / (uuid.uuid4().hex + ".jpg")
         stored.write_bytes(photo[0].jpeg)
@@ -1274,7 +1329,7 @@ def add_photo(
     as :func:`prepare_photo` makes it (``data`` the upload, or a photo prepared already)."""
     case = visible_case(engine, account, code)
     if account.role not in PHOTOGRAPHERS:
-        raise Forbidden(_("role {role} may not add photos", role=account.role))
+        raise Forbidden(_("a {role} may not add photos", role=who(account)))
     if not isinstance(data, Photo):
         data = checked_photo(engine, data)
     folder.mkdir(parents=True, exist_ok=True)
@@ -1322,14 +1377,14 @@ def assign_cells(
     """Assign supervisor ``user`` to ``cells`` (or take them away): an administrator or planner
     does it; a cell must exist and lie within the user's scope. Returns the user's cells."""
     if actor.role not in ("admin", "planner"):
-        raise Forbidden(_("role {role} may not assign supervisors", role=actor.role))
+        raise Forbidden(_("a {role} may not assign supervisors", role=who(actor)))
     if not isinstance(user, str) or not user.strip():  # a list here reached the database (503)
         raise Refused(_("user is the name of a supervisor"))
     target = find_user(engine, name=user)
     if target is None:
         raise NotFound(_("no user {user}", user=repr(user)))
     if target.role != "supervisor":
-        raise Refused(_("{user} is a {role}, not a supervisor", user=user, role=target.role))
+        raise Refused(_("{user} is a {role}, not a supervisor", user=user, role=who(target)))
     if not isinstance(cells, list) or not cells or not all(isinstance(c, str) for c in cells):
         raise Refused(_("cells is a list of 15-digit cell codes"))
     with engine.begin() as conn:

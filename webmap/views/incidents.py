@@ -131,6 +131,7 @@ def _case_filters(account, args) -> dict:
         "overdue_at": now if status == "overdue" else None,
         "needs_at": now if status == "needs" else None,
         "open_statuses": incidents.OPEN,
+        "new_status": incidents.new_status(account),
     }
 
 
@@ -298,14 +299,16 @@ def api_place():
 @require(*READERS, api=True)
 def api_basemap():
     """The grid cells (a supervisor's within their scope) and roads in ``bbox`` as GeoJSON: the
-    base the case pages draw under a pin, with or without tiles."""
+    base the case pages draw under a pin, with or without tiles; ``case``: a case the reader may
+    see, whose cell comes too (a department's handler sees no other cell)."""
     bbox = request.args.get("bbox", "").split(",")
     if len(bbox) != 4:
         raise Refused(_("bbox is four numbers minx,miny,maxx,maxy"))
     minx, miny, maxx, maxy = (params.number(v, "bbox", -180, 180) for v in bbox)
     if minx >= maxx or miny >= maxy or maxx - minx > 1 or maxy - miny > 1:
         raise Refused(_("bbox must have minx < maxx and miny < maxy, at most one degree across"))
-    found = incidents.base_layers(engine(), current_account(), (minx, miny, maxx, maxy))
+    found = incidents.base_layers(engine(), current_account(), (minx, miny, maxx, maxy),
+                                  case_code=request.args.get("case") or None)
     return jsonify({k: {"type": "FeatureCollection", "features": v} for k, v in found.items()})
 
 
@@ -346,15 +349,12 @@ def api_case(code: str):
 
 def _named_steps(steps: list[dict]) -> list[dict]:
     """The steps with ``actor_label``: who took each, as "name（role word）" for an account
-    ("supervisor（网格员）"), else as stored (the demo's steps record a role word)."""
-    from webmap.i18n import role_names
-
-    words = role_names()
+    ("inspector（监督员）"), else as stored (the demo's steps record a role word)."""
     labels: dict[str, str] = {}
     for actor in {s.get("actor") for s in steps if s.get("actor")}:
         account = find_user(engine(), name=actor)
-        labels[actor] = (_("{name} ({role})", name=actor, role=words.get(account.role, account.role))
-                         if account else actor)
+        # each by their own role: a 监督员 (a cell) is not a 网格长 (a community or street)
+        labels[actor] = _("{name} ({role})", name=actor, role=incidents.who(account)) if account else actor
     return [{**s, "actor_label": labels.get(s.get("actor") or "", s.get("actor"))} for s in steps]
 
 
@@ -387,7 +387,7 @@ def api_act(code: str):
             account = current_account()
             incidents.visible_case(engine(), account, code)
             if account.role not in incidents.PHOTOGRAPHERS:
-                raise Forbidden(_("role {role} may not add photos", role=account.role))
+                raise Forbidden(_("a {role} may not add photos", role=incidents.who(account)))
             photo = (incidents.checked_photo(engine(), upload[0]), upload[1], photo_folder())
     else:
         data = params.body()
@@ -542,11 +542,12 @@ def scope_words() -> dict:
 @bp.app_context_processor
 def attention_count() -> dict:
     """``attention``: the new, returned and overdue cases of the signed-in 网格员, 指挥中心
-    (dispatcher: new reports are theirs to file and dispatch) or administrator, for the top bar
+    (dispatcher: new reports are theirs to file and dispatch), department handler (new: the
+    cases dispatched to them) or administrator, for the top bar
     of every page (None for other roles and visitors)."""
     if not getattr(current_user, "is_authenticated", False):
         return {"attention": None}
-    if current_user.account.role not in ("admin", "supervisor", "dispatcher"):
+    if current_user.account.role not in ("admin", "supervisor", "dispatcher", "handler"):
         return {"attention": None}
     try:
         return {"attention": incidents.attention(engine(), current_user.account)}

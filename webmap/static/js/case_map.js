@@ -50,7 +50,7 @@
 
   /* --- the map and its base: the user's cells and the roads ------------------------------ */
 
-  function makeMap(id, highlight) {
+  function makeMap(id, highlight, caseCode) {
     const map = L.map(id, { maxZoom: 19, zoomSnap: 1, attributionControl: Boolean(config.tiles), tap: true });
     if (config.tiles) {
       L.tileLayer(config.tiles.url, { subdomains: config.tiles.subdomains, attribution: config.tiles.attribution, maxZoom: 19 })
@@ -76,7 +76,9 @@
       asking = b;
       let answer;
       try {
-        answer = await call(`/api/incidents/basemap?bbox=${box.map((v) => v.toFixed(6)).join(",")}`);
+        // on a case page the case's own cell comes too, whoever reads it (a department's handler)
+        const ofCase = caseCode ? `&case=${encodeURIComponent(caseCode)}` : "";
+        answer = await call(`/api/incidents/basemap?bbox=${box.map((v) => v.toFixed(6)).join(",")}${ofCase}`);
       } finally {
         asking = null;  // no signal: asked again when the map moves
       }
@@ -329,7 +331,7 @@
       if (c.lon === null || c.lon === undefined) return;
       const at = L.latLng(c.lat, c.lon);
       if (!base) {
-        base = makeMap("case-map", () => c.grid_code);
+        base = makeMap("case-map", () => c.grid_code, c.code);
         state.map = base.map;
         base.map.setView(at, 17, { animate: false });
         base.loadBase().catch(() => {});

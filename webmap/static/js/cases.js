@@ -128,8 +128,9 @@
     list.replaceChildren(...answer.body.incidents.map(item));
     await markWaiting();
     const late = answer.body.incidents.filter((c) => c.overdue).length;
-    document.getElementById("case-count").textContent =
-      t("{n} cases · {late} overdue", { n: gpLocale.number(answer.body.incidents.length), late: gpLocale.number(late) }) + (answer.body.cells ? " · " + t("grid cells {cells}", { cells: answer.body.cells.map((code) => (answer.body.cell_names || {})[code] || code).join(", ") }) : "");
+    const many = { n: gpLocale.number(answer.body.incidents.length), late: gpLocale.number(late) };
+    document.getElementById("case-count").textContent =  // one case is not "1 cases"
+      (answer.body.incidents.length === 1 ? t("{n} case · {late} overdue", many) : t("{n} cases · {late} overdue", many)) + (answer.body.cells ? " · " + t("grid cells {cells}", { cells: answer.body.cells.map((code) => (answer.body.cell_names || {})[code] || code).join(", ") }) : "");
     status(answer.offline ? t("Offline: the list as it was at {when}", { when: when(answer.body.now) })
       : t("Updated {when}", { when: when(answer.body.now) }));
     const handedOver = sessionStorage.getItem("gp-said");  // said on a case page that is gone
@@ -161,6 +162,17 @@
       node.append(el("p", t("A step of this case waits on this phone to be sent"), { class: "waiting-note muted" }));
       for (const b of node.querySelectorAll("button[data-action]")) b.disabled = true;
     }
+  }
+
+  /* A photo's size as people read it: kB under 1 MB (a 9 kB photo is not "0.0 MB"). */
+  function fileSize(bytes) {
+    return bytes < 1048576 ? `${Math.max(1, Math.round(bytes / 1024))} kB` : `${(bytes / 1048576).toFixed(1)} MB`;
+  }
+
+  /* Why a step kept on the phone was not taken, when it was sent (409: someone acted first). */
+  function refusedText(item) {
+    return item.status === 409 ? t("Someone acted first; the case is shown afresh: {reason}", { reason: item.reason })
+      : t("refused: {reason}", { reason: item.reason });
   }
 
   /* --- acting (list and case page) -------------------------------------------------------- */
@@ -290,7 +302,7 @@
     const after = document.getElementById("case-after-photo");
     after.addEventListener("change", () => {  // shown before it is sent with the handling
       const f = after.files[0];
-      document.getElementById("case-after-photo-name").textContent = f ? `${f.name} · ${(f.size / 1048576).toFixed(1)} MB` : "";
+      document.getElementById("case-after-photo-name").textContent = f ? `${f.name} · ${fileSize(f.size)}` : "";
     });
     const input = document.querySelector("#photo-form input[type=file]");
     input.addEventListener("change", async () => {
@@ -328,7 +340,7 @@
     });
     form.elements.photo.addEventListener("change", () => {
       const f = form.elements.photo.files[0];
-      document.getElementById("photo-name").textContent = f ? `${f.name} · ${(f.size / 1048576).toFixed(1)} MB` : "";
+      document.getElementById("photo-name").textContent = f ? `${f.name} · ${fileSize(f.size)}` : "";
     });
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
@@ -379,10 +391,22 @@
     const show = document.getElementById("case-filters-show");
     if (show) show.hidden = true;
     filters.addEventListener("submit", (e) => { e.preventDefault(); loadList(); });
-    document.addEventListener("gridplan:flushed", () => loadList());  // what waited was sent
+    document.addEventListener("gridplan:flushed", async (e) => {  // what waited was sent, or refused
+      await loadList();
+      const refused = (e.detail && e.detail.refused) || [];
+      if (refused.length) status(refusedText(refused[refused.length - 1]));
+    });
     return loadList();
   } : page === "case" ? () => {
-    document.addEventListener("gridplan:flushed", () => loadCase());
+    document.addEventListener("gridplan:flushed", async (e) => {
+      await loadCase();  // the case as it is now
+      const mine = ((e.detail && e.detail.refused) || []).filter((i) => i.code === config.code);
+      if (!mine.length) return;
+      const text = refusedText(mine[mine.length - 1]);
+      const conflict = document.getElementById("conflict");
+      if (conflict) { conflict.textContent = text; conflict.hidden = false; }
+      status(text);
+    });
     return startCase();
   } : startNew;
   // the scripts are deferred: the queue (js/offline_queue.js, after this one) is there once the

@@ -135,6 +135,7 @@
     if (flushing) return flushing;
     flushing = (async () => {
       let sent = 0;
+      const refused = [];
       for (const item of await items()) {
         if (item.state !== "waiting") continue;
         const got = await attempt(item);
@@ -144,12 +145,16 @@
           sent += 1;
           announce("gridplan:sent", { item, answer: got.answer });
         } else {
-          await put({ ...item, state: "refused", status: got.status, reason: got.reason,
-            current: got.answer && got.answer.current ? got.answer.current : null });
+          const kept = { ...item, state: "refused", status: got.status, reason: got.reason,
+            current: got.answer && got.answer.current ? got.answer.current : null };
+          await put(kept);
+          refused.push(kept);
         }
       }
       await render();
-      if (sent) announce("gridplan:flushed", { sent });
+      // a refusal too: the page shows the case as it is now and why the step was not taken, at
+      // once (not the "kept on this phone" of before, until a reload)
+      if (sent || refused.length) announce("gridplan:flushed", { sent, refused });
       return sent;
     })().finally(() => { flushing = null; });
     return flushing;

@@ -2,7 +2,8 @@
 "use strict";
 (function () {
   const form = document.getElementById("rates-form");
-  const COLUMNS = ["code", "reported", "filed", "closed", "due", "closed_rate", "on_time_rate", "rework_rate",
+  // 督办数 too, as the CSV has it (the phone's cards show these columns only)
+  const COLUMNS = ["code", "reported", "filed", "closed", "due", "supervised", "closed_rate", "on_time_rate", "rework_rate",
     "filing_hours", "dispatch_hours", "handling_hours", "verify_hours"];
   // by 处置部门: dispatched to it, handled, on time, overdue, sent back (退回), 督办
   const DEPARTMENT_COLUMNS = ["code", "dispatched", "handled", "handled_on_time", "overdue", "returned", "supervised",
