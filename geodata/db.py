@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import threading
 import time
@@ -187,3 +188,20 @@ def pause_for_fault_tests(point: str) -> None:
     if os.environ.get("GRIDPLAN_TEST_PAUSE_AT") == point:
         print(f"paused at {point}", file=sys.stderr, flush=True)
         time.sleep(600)
+
+
+def die_for_fault_tests(district: str) -> None:
+    """Inert unless ``GRIDPLAN_TEST_DIE_IN_DISTRICT`` is ``district:marker-file`` and the marker
+    file does not exist yet: then create it and kill this process (SIGKILL) inside the open
+    transaction, once — a worker dying half-way through its write, for the tests."""
+    spec = os.environ.get("GRIDPLAN_TEST_DIE_IN_DISTRICT", "")
+    target, _, marker = spec.partition(":")
+    if target != district or not marker:
+        return
+    try:
+        with open(marker, "x") as flag:
+            flag.write(str(os.getpid()))
+    except FileExistsError:
+        return
+    print(f"dying in district {district}", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)

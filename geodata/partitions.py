@@ -14,9 +14,10 @@ the partition key: ``district_code`` is appended to each (``units (id, district_
 partition), and the foreign keys between large tables follow it (``incident_steps
 (incident_id, district_code) → incidents (id, district_code)``). A code is then unique within its
 district — every code gridplan makes starts with its district's (a street's 9 digits with the
-district's 6), so nothing changes in practice. ``plan_assignments.district_code`` is NULL in plans
-made in one piece: its key is ``UNIQUE NULLS NOT DISTINCT (plan_id, unit_code, district_code)``
-and such rows live in the DEFAULT partition.
+district's 6), so nothing changes in practice. Every writer of ``plan_assignments`` gives a row its
+unit's district; only rows of units deleted since, and rows stored before that, hold NULL: the
+key is ``UNIQUE NULLS NOT DISTINCT (plan_id, unit_code, district_code)`` and such rows live in
+the DEFAULT partition.
 
 The schema is made by the migrations first, then converted here, table by table, in one
 transaction — on a database without rows in those tables (a fresh ``init-db``; a database in use
@@ -237,6 +238,9 @@ def split_districts(engine: Engine, districts: list[str] | None = None) -> list[
         todo = sorted(d for d in wanted if any(d.lower() not in have[t] for t in LARGE))
         if not todo:
             return []
+        # writers wait for the short move (readers go on): a row written between a copy and its
+        # delete would be lost, an update made there undone, and the sums counted twice
+        conn.exec_driver_sql(f"LOCK TABLE {', '.join(LARGE)} IN SHARE ROW EXCLUSIVE MODE")
         conn.exec_driver_sql(MOVING)
         for district in todo:
             _split(conn, district, have)

@@ -10,33 +10,13 @@ a store split by district it stays in that district's part.
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
 from datetime import datetime
 
 import pandas as pd
 from sqlalchemy import Engine, delete, func, insert, select, update
 
-from geodata.db import BATCH
+from geodata.db import BATCH, die_for_fault_tests
 from geodata.models import AuditLog, Plan, PlanAssignment
-
-
-def _die_for_fault_tests(district: str) -> None:
-    """Inert unless ``GRIDPLAN_TEST_DIE_IN_DISTRICT`` is ``district:marker-file`` and the marker
-    file does not exist yet: then create it and kill this process (SIGKILL) inside the open
-    transaction, once — a worker dying half-way through its write, for the tests."""
-    spec = os.environ.get("GRIDPLAN_TEST_DIE_IN_DISTRICT", "")
-    target, _, marker = spec.partition(":")
-    if target != district or not marker:
-        return
-    try:
-        with open(marker, "x") as flag:
-            flag.write(str(os.getpid()))
-    except FileExistsError:
-        return
-    print(f"dying in district {district}", file=sys.stderr, flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def write_district(engine: Engine, plan_id: int, district: str, assignment: pd.Series, *,
@@ -52,7 +32,7 @@ def write_district(engine: Engine, plan_id: int, district: str, assignment: pd.S
         for start in range(0, len(rows), BATCH):
             conn.execute(table.insert(), rows[start:start + BATCH])
             if start == 0:
-                _die_for_fault_tests(district)
+                die_for_fault_tests(district)
     return len(rows)
 
 

@@ -394,9 +394,10 @@ SETTING_TEXTS: dict[str, tuple[str, str, str]] = {
     "photo_max_mb": (N_("Largest photo of a case"),
                      N_("The largest photo accepted with a case; JPEG, PNG or WebP"), "MB"),
     "incident_separation": (N_("Separation of duties"),
-                            N_("The grid supervisor who verifies a case is never the one who handled it, "
-                               "and only a grid supervisor verifies; off, one person may take every step "
-                               "(a small town's office)"), ""),
+                            N_("Grid supervisors report and verify, and the one who verifies a case is never "
+                               "the one who handled it; the command centre files, cancels and dispatches "
+                               "cases (a grid supervisor or grid leader may not); off, one person may take "
+                               "every step (a small town's office)"), ""),
     "supervise_rule": (N_("Chasing up"),
                        N_("A case may be chased up once this share of its time limit has run; it is a "
                           "yellow warning at its limit and a red one at this many times its limit"),

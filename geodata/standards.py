@@ -155,8 +155,9 @@ DEFAULT_SETTINGS: list[dict] = [
      "source": "a working day; 等保 2.0 asks that sessions end"},
 
     {"key": "incident_separation", "value": True,
-     "description": "岗位分离 the 监督员 who verifies (核查) a case is never the one who handled it, and "
-                    "only a 监督员 verifies; off: one person may take every step (a small town's office)",
+     "description": "岗位分离 监督员 report and verify (核查), never a case they handled; the 指挥中心 "
+                    "files (立案), cancels (作废) and dispatches (派遣), not a 监督员 or 网格长; off: one "
+                    "person may take every step (a small town's office)",
      "source": "GB/T 30428, CJJ/T 106 (监督中心 and 指挥中心 separate)"},
     {"key": "supervise_rule", "value": {"from": 0.8, "yellow": 1.0, "red": 2.0},
      "description": "督办 a case may be chased once this share of its time limit has run (from); it "

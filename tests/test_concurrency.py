@@ -76,7 +76,7 @@ def two_processes(db_url, engine, small_demo):
     community = small_demo.layers["communities"]["code"].iloc[0]
     callers = {}
     with apps[0].app_context():
-        for role in ("planner", "admin", "supervisor"):
+        for role in ("planner", "admin", "supervisor", "dispatcher"):
             for i, app in enumerate(apps):
                 callers[role, i] = Caller(app, add_token(f"{role}-{i}", role,
                                                          community if role == "supervisor" else None))
@@ -164,13 +164,16 @@ def test_two_planners_saving_the_same_version_one_wins_the_other_is_told_what_ch
     assert plan_rows.get_plan(engine, plan_id)["version"] >= len(rounds)
 
 
-def test_two_supervisors_acting_on_one_case_one_wins_and_one_step_is_recorded(two_processes, engine):
+def test_two_dispatchers_acting_on_one_case_one_wins_and_one_step_is_recorded(two_processes, engine):
+    """The command centre's steps (filing, cancelling, dispatching: theirs alone with separation of
+    duties on) raced by two of its accounts in two processes, or one of them and an administrator."""
     _, callers, community = two_processes
-    first, second, admin = callers["supervisor", 0], callers["supervisor", 1], callers["admin", 1]
+    reporter = callers["supervisor", 0]
+    first, second, admin = callers["dispatcher", 0], callers["dispatcher", 1], callers["admin", 1]
     for pair in ([("file", first), ("cancel", second)], [("file", first), ("file", second)],
                  [("dispatch", second), ("dispatch", admin)]):
-        case = first.post("/api/incidents", {"community": community, "category": "E01-01",
-                                             "description": "井盖缺失"})
+        case = reporter.post("/api/incidents", {"community": community, "category": "E01-01",
+                                                "description": "井盖缺失"})
         assert case.status_code == 201
         code = case.get_json()["code"]
         if pair[0][0] == "dispatch":  # filed first, then raced

@@ -31,11 +31,10 @@ from layers.plans.memory import PlanMemory
 from layers.worker import run_one
 from tests import test_layers_page
 from tests.conftest import demo_site
-from tests.webhelpers import csrf_token, sign_in, snapshot
+from tests.webhelpers import csrf_token, sign_in, sign_in_page, snapshot
 
 #: The layers page served in Chromium, as tests/test_layers_page.py serves it.
 served, page = test_layers_page.served, test_layers_page.page
-browser_sign_in = test_layers_page.browser_sign_in
 #: Tables a refused upload may rightly touch: the job that ran it, the audit log, sign-in counts.
 TOUCHED = ("jobs", "audit_log", "rate_limits")
 
@@ -443,7 +442,7 @@ def test_the_page_offers_the_layers_and_asks_before_undoing_an_adoption(page, se
     units = read_layer(engine, "units").iloc[:4]
     pyogrio.write_dataframe(units, two, layer="a_units", driver="GPKG")
     pyogrio.write_dataframe(units.iloc[:3], two, layer="b_units", driver="GPKG", append=True)
-    browser_sign_in(page, served["base"], "planner")
+    sign_in_page(page, served["base"], "planner")
     page.goto(f"{served['base']}/layers")
     page.select_option("#import-form select[name=layer]", "units")
     assert page.is_hidden("#source-layer-field")

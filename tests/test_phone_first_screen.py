@@ -16,7 +16,8 @@ import requests
 from geodata.db import get_engine
 from layers.sample_data.demo import write_demo
 from tests.conftest import make_app
-from tests.webhelpers import make_accounts, served_copy, sign_in_page
+from tests.webhelpers import PASSWORD, make_accounts, served_copy, sign_in_page
+from webmap.auth import add_token, add_user
 
 SHOTS = Path("/tmp/phone-speed")
 
@@ -30,6 +31,9 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     write_demo(get_engine(url), small_demo)
     app = make_app(url, PHOTO_DIR=str(folder / "photos"))
     secrets = make_accounts(app, small_demo)
+    with app.app_context():  # the command centre files cases (separation of duties)
+        add_user("centre", "dispatcher", PASSWORD)
+        centre = {"Authorization": f"Bearer {add_token('centre-app', 'dispatcher')}"}
     with served_copy(app) as base:
         cells = small_demo.layers["grid_cells"]
         here = cells[cells["code"].str.startswith(secrets["scope"])].iloc[0].geometry.representative_point()
@@ -38,8 +42,9 @@ def server(tmp_path_factory, spatialite_template, small_demo, chromium_path):
                               json={"lon": here.x, "lat": here.y, "category": "E01-01",
                                     "description": f"井盖缺失 {n}"}).json() for n in range(2)]
         # one of them filed: it is open, no longer new
-        requests.post(f"{base}/api/incidents/{made[1]['code']}/actions", headers=headers, timeout=30,
-                      json={"action": "file", "version": made[1]["version"]})
+        filed = requests.post(f"{base}/api/incidents/{made[1]['code']}/actions", headers=centre, timeout=30,
+                              json={"action": "file", "version": made[1]["version"]})
+        assert filed.status_code == 200, filed.text
         yield {"base": base, "made": made}
 
 
@@ -89,7 +94,7 @@ def test_with_scripts_the_pages_work_and_fetch_the_map_only_to_show_one(chromium
     page = phone_page(chromium_page, scripts=True)
     errors = page.errors
     asked = page.requests
-    sign_in_page(page, server["base"], "supervisor")
+    sign_in_page(page, server["base"], "centre")  # the command centre: filing is its step
     new, _filed = server["made"]
     asked.clear()
     page.goto(f"{server['base']}/cases")

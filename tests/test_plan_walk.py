@@ -4,15 +4,13 @@ streets refused (not "192 units change community"), on SpatiaLite and PostGIS.""
 from __future__ import annotations
 
 import shutil
-import threading
 
 import pytest
-from werkzeug.serving import make_server
 
 from layers.plans.adoption import _named_reason
 from tests.conftest import demo_site
 from tests.test_plan_page import Page
-from tests.webhelpers import signed_in
+from tests.webhelpers import served_copy, signed_in
 
 
 @pytest.fixture
@@ -61,18 +59,16 @@ def live(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     path = tmp_path_factory.mktemp("planwalk") / "gridplan.sqlite"
     shutil.copy(spatialite_template, path)
     app = demo_site(f"sqlite:///{path}", small_demo, BASEMAP="none")[0]
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield {"app": app, "base": f"http://127.0.0.1:{srv.server_port}"}
-    srv.shutdown()
+    with served_copy(app) as base:
+        yield {"app": app, "base": base}
 
 
-def test_the_plan_page_offers_only_plans_of_the_same_streets_to_compare(browser, live, small_demo):
+def test_the_plan_page_offers_only_plans_of_the_same_streets_to_compare(chromium_page, live, small_demo):
     streets = sorted(small_demo.layers["streets"]["code"])
     client, headers = signed_in(live["app"], "planner", "/plans")
     mine, same = _plan(client, headers, streets[0], "甲"), _plan(client, headers, streets[0], "乙")
     other = _plan(client, headers, streets[1], "丙")
-    planner = Page(browser, live, "planner")
+    planner = Page(chromium_page, live, "planner")
     page = planner.open(mine)
     page.wait_for_function("() => document.querySelectorAll('#compare-with option').length > 1")
     offered = page.eval_on_selector_all("#compare-with option", "os => os.map((o) => o.value)")

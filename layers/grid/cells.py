@@ -25,9 +25,9 @@ import shapely
 from sqlalchemy import Engine
 
 from geodata.crs import to_metric
+from geodata.db import die_for_fault_tests
 from geodata.errors import NotFound, Refused
 from geodata.i18n import _
-from geodata.plan_parts import _die_for_fault_tests
 from geodata.standards import get_setting
 from geodata.store import read_layer, replace_cells
 from geodata.topology import dissolve
@@ -363,7 +363,7 @@ def generate_grid(engine: Engine, rules: CellRules, *, community: str | None = N
     with engine.begin() as conn:
         replace_cells(conn, communities, polygons[["code", "community_code", "district_code", "geometry"]])
         if district:  # a worker of ``grid --all`` dying half-way through its write, for the tests
-            _die_for_fault_tests(district)
+            die_for_fault_tests(district)
     report = validate_cells(read_layer(engine, "communities", **scope),
                             read_layer(engine, "grid_cells", **scope), units)
     return {"cells": len(plan.cells), "communities": len(communities),
