@@ -12,7 +12,7 @@ import geopandas as gpd
 import pandas as pd
 import pytest
 import shapely
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from geodata import plan_rows
 from geodata.db import get_engine
@@ -149,6 +149,24 @@ def test_a_layer_written_in_one_district_moves_only_its_keys(warm):
         write_layer(conn, "facilities", facilities, mode="append")
     assert coverage_cache.state_key(engine, a_street, "straight") == a_key
     assert coverage_cache.state_key(engine, b_street, "straight") != b_key
+
+
+def test_a_facility_kept_by_another_district_sited_within_reach_changes_the_street_key(warm):
+    """A station administered by district B but standing in district A's street serves A's
+    households: its coming (and its going) changes A's street key, though no counter of A moved."""
+    engine, _memory, _kept, held = warm
+    a_street, _, a_key = held[A]
+    where = read_layer(engine, "units", street=a_street).geometry.iloc[0].representative_point()
+    facilities = gpd.GeoDataFrame(
+        {"code": ["b-kept-station"], "kind": ["health_station"], "name": ["乙区所属卫生站"],
+         "district_code": [B]}, geometry=[where], crs=4326)
+    with engine.begin() as conn:
+        write_layer(conn, "facilities", facilities, mode="append")
+    added = coverage_cache.state_key(engine, a_street, "straight")
+    assert added != a_key
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM facilities WHERE code = 'b-kept-station'"))
+    assert coverage_cache.state_key(engine, a_street, "straight") == a_key  # gone: as before it came
 
 
 @pytest.mark.parametrize(("layer", "mode"), [("units", "replace"), ("communities", "update")])

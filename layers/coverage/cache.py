@@ -39,7 +39,7 @@ from sqlalchemy import Connection, Engine, select
 from geodata.dialect import bbox_filter, bounds_columns
 from geodata.errors import Refused
 from geodata.i18n import _
-from geodata.models import District, Job, Street
+from geodata.models import Building, District, Facility, Job, Road, Street
 from geodata.revisions import CACHED_LAYERS, all_revisions, district_revisions
 from geodata.standards import get_setting
 from geodata.store import count_layer, read_layer
@@ -76,11 +76,19 @@ def scope_districts(conn: Connection, street: str | None, standards: list | None
     metres = 1.5 * reach + 200.0
     dlat = metres / 111_320.0
     dlon = metres / (111_320.0 * max(math.cos(math.radians((miny + maxy) / 2)), 0.1))
+    box = (minx - dlon, miny - dlat, maxx + dlon, maxy + dlat)
     districts = District.__table__
-    near = {c for (c,) in conn.execute(select(districts.c.code).where(
-        bbox_filter(conn, districts, (minx - dlon, miny - dlat, maxx + dlon, maxy + dlat))))}
+    if conn.execute(select(districts.c.code).where(districts.c.geom.is_(None)).limit(1)).first():
+        return None  # a district without an outline may lie within reach: it cannot be told
+    near = {c for (c,) in conn.execute(select(districts.c.code).where(bbox_filter(conn, districts, box)))}
     if not near:  # no outlines to judge by: what lies within reach cannot be told apart
         return None
+    # what serves the street's households is read by place, whichever district keeps it: a
+    # facility (road, building) of another district sited within reach counts that district in,
+    # so its change — or its coming and going — changes this key
+    for table in (Facility.__table__, Road.__table__, Building.__table__):
+        near |= {str(c) for (c,) in conn.execute(select(table.c.district_code).distinct().where(
+            bbox_filter(conn, table, box))) if c}
     return near | {str(found[4])}
 
 
