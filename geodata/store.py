@@ -230,8 +230,6 @@ def write_layer(
     else:
         stmt = insert(table).values({c: bindparam(c) for c in columns} | geom)
     written = 0
-    if len(gdf) or mode == "replace":  # answers cached on this layer (coverage) are stale now
-        raise_layer_revision(conn, layer, touched)
     for start in range(0, len(gdf), BATCH):
         records = _records(spec, gdf.iloc[start:start + BATCH], columns)
         if mode == "update":
@@ -241,6 +239,11 @@ def write_layer(
         written += len(records)
         if progress:
             progress(len(records))
+    # answers cached on this layer (coverage) are stale now; raised last, so that the counters'
+    # row locks are held only from here to the commit, not through the writing: writers of
+    # different districts (a grid task each) then write side by side
+    if len(gdf) or mode == "replace":
+        raise_layer_revision(conn, layer, touched)
     return written
 
 
@@ -538,7 +541,6 @@ def replace_cells(conn: Connection, communities: list[str], cells: gpd.GeoDataFr
         gone |= {d for (d,) in conn.execute(select(table.c.district_code).distinct().where(
             table.c.community_code.in_(communities[start:start + BATCH]))) if d}
     written = written_districts(conn, "grid_cells", cells, "append") if len(cells) else set()
-    raise_layer_revision(conn, "grid_cells", None if written is None else gone | written)
     for start in range(0, len(communities), BATCH):
         chunk = communities[start:start + BATCH]
         scope = table.c.community_code.in_(chunk)
@@ -550,7 +552,10 @@ def replace_cells(conn: Connection, communities: list[str], cells: gpd.GeoDataFr
     if clash:
         raise Conflict(_("cell codes {p1} belong to cells of other communities: regenerate those "
                          "communities too", p1=', '.join(sorted(clash)[:10])))
-    return write_layer(conn, "grid_cells", cells, mode="append")
+    count = write_layer(conn, "grid_cells", cells, mode="append")
+    # even when no cell is written back; last, as write_layer raises its own (see there)
+    raise_layer_revision(conn, "grid_cells", None if written is None else gone | written)
+    return count
 
 
 def search_layer(engine: Engine, layer: str, text: str, limit: int = 20) -> list[dict]:

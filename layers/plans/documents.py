@@ -21,6 +21,7 @@ import numpy as np
 import shapely
 
 from geodata import plan_rows
+from geodata.accounts import role_word
 from geodata.audit_words import step_name
 from geodata.errors import Forbidden, Refused
 from geodata.i18n import _
@@ -80,7 +81,7 @@ def rename(memory: PlanMemory, plan_id: int, name: str, version: int, actor: str
         raise Refused(_("a plan's name has 1 to 200 characters"))
     plan = plan_rows.get_plan(memory.engine, plan_id)
     if role not in ("planner", "admin"):
-        raise WorkflowError(_("a {role} may not rename a plan", role=role))
+        raise WorkflowError(_("a {role} may not rename a plan", role=role_word(role)))
     plan_rows.require_version(plan, version, memory.engine)
     if plan["status"] == "adopted":
         raise WorkflowError(_("plan {plan_id} is adopted: its name is part of the record", plan_id=plan_id))

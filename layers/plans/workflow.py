@@ -17,6 +17,7 @@ import pandas as pd
 from sqlalchemy import Connection
 
 from geodata import plan_rows
+from geodata.accounts import role_word
 from geodata.errors import Conflict, Forbidden, Refused
 from geodata.i18n import N_, _
 from geodata.revisions import changes_since
@@ -33,6 +34,9 @@ TRANSITIONS = {
     "reject": ({"submitted"}, "rejected", {"admin"}),
     "adopt": ({"approved"}, "adopted", {"admin"}),
 }
+#: the steps in words, for a refusal that names one
+STEP_WORDS = {"submit": N_("submit for approval"), "approve": N_("approve"), "reject": N_("reject"),
+              "adopt": N_("adopt")}
 EDITABLE = {"draft", "rejected"}
 EDITORS = {"planner", "admin"}
 #: the actions refused on a plan whose boundaries changed since it was made
@@ -194,7 +198,8 @@ def change_status(memory: PlanMemory, plan_id: int, action: str, version: int, a
     sources, target, roles = TRANSITIONS[action]
     plan = plan_rows.get_plan(memory.engine, plan_id)
     if role not in roles:
-        raise WorkflowError(_("a {role} may not {action} a plan", role=role, action=action))
+        raise WorkflowError(_("a {role} may not take the step “{step}” on a plan", role=role_word(role),
+                              step=_(STEP_WORDS[action])))
     # a change that starts from an older version is a conflict (with what changed since), even
     # when that change also moved the status: the caller acted on what it saw
     plan_rows.require_version(plan, version, memory.engine)
