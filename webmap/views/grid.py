@@ -12,6 +12,7 @@ import json
 import shapely
 from flask import Blueprint, Response, jsonify, request
 
+from geodata import plan_rows
 from geodata.accounts import Account, list_users
 from geodata.errors import Forbidden, NotFound, Refused
 from geodata.i18n import _
@@ -133,10 +134,11 @@ def _supervisors() -> list[dict]:
     community, or a cell's community) beside its code: the page offers a cell only those whose
     scope holds it."""
     people = [u for u in list_users(engine()) if u["role"] == "supervisor" and not u["disabled"]]
-    names: dict[str, str] = {}
-    for layer in ("streets", "communities"):
-        frame = read_layer(engine(), layer)
-        names |= dict(zip(frame["code"], frame["name"], strict=True))
+    # the names of their scopes alone (a city's every outline is not read for a few names)
+    scopes = {u["scope_code"] for u in people if u["scope_code"]}
+    streets, communities = plan_rows.place_names(
+        engine(), {s for s in scopes if len(s) == 9}, {s[:12] for s in scopes if len(s) >= 12})
+    names = streets | communities
 
     def scope_name(scope: str | None) -> str | None:
         return names.get(scope[:12] if len(scope) > 12 else scope) if scope else None
