@@ -416,7 +416,7 @@ def _named_reason(problem: dict, names: dict[str, str]) -> dict:
     code, name = problem.get("community"), names.get(problem.get("community") or "")
     if not (code and name):
         return problem
-    reason = re.sub(rf"(?<!\d){code}(?!\d)", lambda _m: f"{name} · {code}", problem["reason"])
+    reason = re.sub(rf"(?<!\d){re.escape(code)}(?!\d)", lambda _m: f"{name} · {code}", problem["reason"])
     return {**problem, "reason": reason}
 
 
