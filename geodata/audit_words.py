@@ -6,6 +6,7 @@ as stored: they are for programs); this is what the audit page and the plan time
 
 from __future__ import annotations
 
+from geodata.accounts import ROLE_WORDS
 from geodata.i18n import N_, _
 
 #: Each action as the audit page names it (past tense: what the user did).
@@ -77,12 +78,10 @@ FIELDS: dict[str, str] = {
 #: Stored words inside details that have names of their own.
 VALUES: dict[str, str] = {
     "set": N_("set"), "wrong password": N_("wrong password"), "unknown name": N_("unknown user name"),
-    "disabled": N_("account disabled"), "admin": N_("administrator"), "planner": N_("planner"),
-    "supervisor": N_("grid supervisor"), "viewer": N_("viewer"), "draft": N_("draft"),
+    "disabled": N_("account disabled"), **ROLE_WORDS, "draft": N_("draft"),
     "submitted": N_("submitted"), "approved": N_("approved"), "rejected": N_("rejected"),
     "adopted": N_("adopted"), "edit": N_("edit"), "move": N_("move"), "paint": N_("paint stroke"),
     "merge": N_("merge"), "split": N_("split"), "new": N_("new community"),
-    "dispatcher": N_("command centre (dispatcher)"), "handler": N_("department handler"),
 }
 
 #: The kinds of a plan's edit steps (``kind`` of an undo or redo), as the plan page names them.

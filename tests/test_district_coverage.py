@@ -234,13 +234,13 @@ def test_a_district_reads_its_own_rows_and_its_halo_by_box(city):
         statements.append(statement)
 
     report_district(task)  # the task's engine is made (or its inherited connections dropped) first
-    from layers.plans.scale import _engine
+    from layers.plans.scale import process_engine
 
-    event.listen(_engine(url), "before_cursor_execute", record)
+    event.listen(process_engine(url), "before_cursor_execute", record)
     try:
         report_district(task)
     finally:
-        event.remove(_engine(url), "before_cursor_execute", record)
+        event.remove(process_engine(url), "before_cursor_execute", record)
     reads = [s for s in statements if LARGE.search(s)]
     assert len(reads) >= 8, statements
     # every read of a large table names the district, or is a read of the halo by box (the index)

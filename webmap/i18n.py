@@ -34,7 +34,7 @@ from markupsafe import Markup
 from sqlalchemy.exc import SQLAlchemyError
 
 from geodata import i18n as domain_i18n
-from geodata.accounts import LOCALES
+from geodata.accounts import LOCALES, ROLE_WORDS, role_word
 from geodata.i18n import N_
 from geodata.standards import FACILITY_KIND_LABELS, FACILITY_PROBLEM_LABELS
 from layers.administration import set_locale
@@ -183,6 +183,7 @@ def init_app(app: Flask) -> None:
         locale = current_locale()
         return {"locale": locale, "html_lang": HTML_LANG[locale], "locale_labels": LABELS,
                 "script_messages": script_messages(locale), "role_names": role_names(),
+                "role_word": role_word,
                 "plan_statuses": plan_statuses(), "facility_kind_name": facility_kind_name,
                 "life_circle": life_circle, "catalogue_text": catalogue_text,
                 "facility_problem": facility_problem}
@@ -221,7 +222,4 @@ def life_circle(level: str) -> str:
 
 def role_names() -> dict[str, str]:
     """The roles as the pages name them."""
-    return {"admin": flask_babel.gettext("administrator"), "planner": flask_babel.gettext("planner"),
-            "supervisor": flask_babel.gettext("grid supervisor"), "viewer": flask_babel.gettext("viewer"),
-            "dispatcher": flask_babel.gettext("command centre (dispatcher)"),
-            "handler": flask_babel.gettext("department handler")}
+    return {role: flask_babel.gettext(word) for role, word in ROLE_WORDS.items()}

@@ -50,20 +50,20 @@ from layers.coverage.gaps import (
     CoverageInputs,
     ReachRun,
     Standard,
-    _lonlat_of,
-    _widen,
     cell_problems,
     choose_method,
     find_blind_spots,
     load_standards,
+    lonlat_of,
     missing_kinds,
     primary_standards,
     reach_limits,
     reach_rows,
     standards_from_rows,
+    widen_box,
 )
 from layers.coverage.reach import Facilities, households_from_layers, nearest_by_kind, road_graph
-from layers.plans.scale import _engine, districts_of, peak_memory_mb, runner_for
+from layers.plans.scale import districts_of, peak_memory_mb, process_engine, runner_for
 
 #: the order of the kinds of cell findings in the single-process report (validate_cells, then
 #: cell_problems' households in two cells)
@@ -153,13 +153,13 @@ def district_inputs(engine: Engine, district: str, standards: list[Standard]) ->
         roads = read_layer(engine, "roads", where=where)
         return DistrictInputs(units, facilities, communities, streets, cells, roads, nearby=communities)
     near, far = halo_m(standards)
-    area = _widen(box, near)
+    area = widen_box(box, near)
     facilities = read_layer(engine, "facilities", bbox=area)
     if len(communities):  # a facility counts for the community its community_code names
         named = read_layer(engine, "facilities", isin={"community_code": communities["code"].tolist()})
         facilities = pd.concat([facilities, named], ignore_index=True).drop_duplicates("id")
         facilities = gpd.GeoDataFrame(facilities.sort_values("id").reset_index(drop=True), crs=4326)
-    roads = read_layer(engine, "roads", bbox=_widen(box, far))
+    roads = read_layer(engine, "roads", bbox=widen_box(box, far))
     buildings = read_layer(engine, "buildings", bbox=area)  # by box: no count of the whole table
     buildings = buildings if len(buildings) else None
     nearby = read_layer(engine, "communities", bbox=area)  # a blind spot may lie in or by them
@@ -169,7 +169,7 @@ def district_inputs(engine: Engine, district: str, standards: list[Standard]) ->
 def report_district(task: CoverageTask) -> CoverageOutcome:
     """One district's part of the gap report (see :class:`CoverageOutcome`); a district without
     units is skipped (nothing of it in the report)."""
-    engine = _engine(task.url)
+    engine = process_engine(task.url)
     out = CoverageOutcome(task.district, pid=os.getpid())
     started = time.perf_counter()
     standards = standards_from_rows(task.standards)
@@ -196,7 +196,7 @@ def report_district(task: CoverageTask) -> CoverageOutcome:
         sums = np.bincount(near.facility[by], weights=households.households[by], minlength=len(ids))
         out.served[kind] = {int(ids[i]): float(sums[i]) for i in np.flatnonzero(sums)}
     own = inputs.facilities[inputs.facilities["district_code"] == task.district]
-    lonlat = _lonlat_of(own.geometry.values)
+    lonlat = lonlat_of(own.geometry.values)
     out.own_facilities = [
         {"id": int(i), "code": c, "kind": k, "name": n, "community_code": cc, "floor_area_m2": a,
          "lon": float(xy[0]), "lat": float(xy[1])}

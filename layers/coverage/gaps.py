@@ -150,7 +150,7 @@ class CoverageInputs:
         return metric_of(self.units if len(self.units) else self.streets)
 
 
-def _widen(bounds, metres: float) -> tuple[float, float, float, float]:
+def widen_box(bounds, metres: float) -> tuple[float, float, float, float]:
     minx, miny, maxx, maxy = bounds
     dlat = metres / 111_320.0
     dlon = metres / (111_320.0 * max(math.cos(math.radians((miny + maxy) / 2)), 0.1))
@@ -179,7 +179,7 @@ def load_inputs(engine: Engine, street: str | None = None, standards: list[Stand
     area = {}
     if street and len(units):
         reach = max(reach_limits(standards or load_standards(engine)).values(), default=1000.0)
-        area = {"bbox": _widen(units.total_bounds, 1.2 * reach + 100.0)}
+        area = {"bbox": widen_box(units.total_bounds, 1.2 * reach + 100.0)}
     buildings = read_layer(engine, "buildings", **area) if count_layer(engine, "buildings") else None
     return CoverageInputs(
         units=units, facilities=read_layer(engine, "facilities", **area),
@@ -298,7 +298,7 @@ def uncovered_units(run: ReachRun, units: gpd.GeoDataFrame, kind: str, radius_m:
 # --- missing kinds, facility standards ----------------------------------------------------------
 
 
-def _lonlat_of(geoms) -> np.ndarray:
+def lonlat_of(geoms) -> np.ndarray:
     geoms = np.asarray(geoms, dtype=object)
     if not len(geoms):
         return np.empty((0, 2))
@@ -321,7 +321,7 @@ def missing_kinds(communities: gpd.GeoDataFrame, facilities: gpd.GeoDataFrame,
         have = pd.concat([have, pd.DataFrame({"community": codes[comm],
                                               "kind": facilities["kind"].to_numpy(dtype=object)[fac]})])
     present = set(zip(have["community"], have["kind"], strict=True))
-    lonlat = _lonlat_of(communities.geometry.values)
+    lonlat = lonlat_of(communities.geometry.values)
     names = communities["name"].to_numpy(dtype=object)
     out = []
     for i, code in enumerate(codes):
@@ -337,7 +337,7 @@ def facility_problems(run: ReachRun, scope_codes: set[str] | None = None) -> lis
     within its kind's reach (the kind's first row) whose nearest facility of the kind it is."""
     frame = run.facility_frame
     out = []
-    lonlat = _lonlat_of(frame.geometry.values)
+    lonlat = lonlat_of(frame.geometry.values)
     area = pd.to_numeric(frame["floor_area_m2"], errors="coerce").to_numpy(dtype=float)
     codes = frame["code"].to_numpy(dtype=object)
     comm = frame["community_code"].to_numpy(dtype=object)
@@ -481,7 +481,7 @@ def find_blind_spots(units: gpd.GeoDataFrame, communities: gpd.GeoDataFrame, str
                          "area_m2": None, "lon": float(lon), "lat": float(lat)})
     land = _uncovered_land(communities, streets, crs)
     for street, area, (lon, lat) in zip(land["street_code"], land["area_m2"],
-                                        _lonlat_of(land.geometry.values), strict=True):
+                                        lonlat_of(land.geometry.values), strict=True):
         findings.append({"kind": "land", "codes": [street], "street": street, "households": None,
                          "area_m2": float(area), "lon": float(lon), "lat": float(lat)})
     names = place_names(shapely.points([[f["lon"], f["lat"]] for f in findings]) if findings

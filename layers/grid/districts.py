@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from geodata.errors import NotFound, Refused
 from geodata.i18n import _
 from layers.grid.cells import CellRules, generate_grid
-from layers.plans.scale import _engine, districts_of, peak_memory_mb, runner_for
+from layers.plans.scale import districts_of, peak_memory_mb, process_engine, runner_for
 
 #: the figures of a district's answer that add up over districts
 ADDITIVE = ("cells", "communities", "in_range", "kept", "gaps", "overlaps", "outside_community",
@@ -54,7 +54,7 @@ class GridOutcome:
 
 def grid_district(task: GridTask) -> GridOutcome:
     """Generate and store the cells of one district (skipped when it has no units)."""
-    engine = _engine(task.url)
+    engine = process_engine(task.url)
     out = GridOutcome(task.district, pid=os.getpid())
     started = time.perf_counter()
     try:

@@ -111,7 +111,7 @@ ADDITIVE = ("communities", "units", "households", "outside_bounds", "non_contigu
 _engine_pid: dict[str, int] = {}
 
 
-def _engine(url: str) -> Engine:
+def process_engine(url: str) -> Engine:
     """This process's engine for ``url``; a forked worker drops the connections it inherited.
     The first use in a process drops them too: the engine may have been made (and connected) by
     the process this one was forked from before that process ever called here."""
@@ -125,7 +125,7 @@ def _engine(url: str) -> Engine:
 def plan_district(task: DistrictTask) -> DistrictOutcome:
     """Plan every street of one district and write its part of the plan (one transaction,
     replacing that district's rows). A district without units is skipped (nothing written)."""
-    engine = _engine(task.url)
+    engine = process_engine(task.url)
     out = DistrictOutcome(task.district, pid=os.getpid())
     cpu = time.process_time()
     started = time.perf_counter()

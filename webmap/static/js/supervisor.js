@@ -52,6 +52,8 @@
     }
   }
 
+  // "1 case", not "1 cases" (Chinese has one form)
+  function loaded(n) { return n === 1 ? t("{n} case loaded", { n: number(n) }) : t("{n} cases loaded", { n: number(n) }); }
   function render() {
     const shown = state.incidents;
     layers.clusters.clearLayers();
@@ -100,7 +102,7 @@
     state.counts = answer.counts || null;
     state.incidents = answer.incidents.map((p) => ({ type: "Feature", properties: p, geometry: { type: "Point", coordinates: [p.lon, p.lat] } }));
     render();
-    status(t("{n} cases loaded", { n: number(state.incidents.length) }));
+    status(loaded(state.incidents.length));
   }
   /* The city-wide map (an administrator's): the cases of the map's view, asked again after each
      pan or zoom. A view holding more cases than the server pins gets them counted per community
@@ -170,7 +172,7 @@
     summaryByView(answer);
     state.viewLoads += 1;
     status(state.groups ? t("{n} cases in this view: zoom in to see each one", { n: number(answer.view.total) })
-      : t("{n} cases loaded", { n: number(state.incidents.length) }));
+      : loaded(state.incidents.length));
   }
   let moved = null;
   function followView() {  // after the first view is set: each pan or zoom asks for its cases
