@@ -298,12 +298,12 @@ def add_step(
         insert(STEPS)
         .values(incident_id=incident_id, step=step, at=at, actor=actor, note=note, detail=detail,
                 client_id=client_id, client_hash=client_hash,
-                district_code=district_code or district_of(conn, incident_id))
+                district_code=district_code or case_district(conn, incident_id))
         .returning(STEPS.c.id)
     ).scalar_one()
 
 
-def district_of(conn: Connection, incident_id: int) -> str | None:
+def case_district(conn: Connection, incident_id: int) -> str | None:
     """The district of a case: its steps and photos are stored with it (the same partition)."""
     return conn.execute(select(T.c.district_code).where(T.c.id == incident_id)).scalar_one_or_none()
 
@@ -830,7 +830,7 @@ def assignments(
 def add_photo(conn: Connection, incident_id: int, **values) -> int:
     """Record a photo of a case (stored with its case's district); returns its id."""
     values.setdefault("district_code", None)
-    values["district_code"] = values["district_code"] or district_of(conn, incident_id)
+    values["district_code"] = values["district_code"] or case_district(conn, incident_id)
     return conn.execute(
         insert(PHOTOS)
         .values(incident_id=incident_id, uploaded_at=datetime.now(), **values)
