@@ -520,3 +520,21 @@ def test_the_preview_names_fields_and_facility_kinds_and_the_table_names_command
     assert not re.search(r"\b(service|health)_(centre|station)\b|police_post|elderly_care", kinds)
     page.screenshot(path=str(served["folder"] / "layers-facilities.png"), full_page=True)
     assert page.errors == []
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_the_import_mapping_names_every_layer_and_field_in_the_readers_language(site, language):
+    """The field mapping's choices: the catalogue's Chinese labels on a Chinese page, English words
+    on an English one (a tester found 代码 * among the English page's choices)."""
+    import re
+
+    client, _ = client_as(site, "planner")
+    html = client.get("/layers", headers={"Accept-Language": language}).get_data(as_text=True)
+    config = json.loads(re.search(r'id="layers-config">(.*?)</script>', html, re.S)[1])
+    labels = [layer["label"] for layer in config["layers"].values()] + [
+        f["label"] for layer in config["layers"].values() for f in layer["fields"]]
+    chinese = [label for label in labels if re.search(r"[\u4e00-\u9fff]", label)]
+    if language == "en":
+        assert not chinese and "community code" in labels and "_" not in "".join(labels)
+    else:
+        assert len(chinese) == len(labels)

@@ -28,7 +28,7 @@ from geodata import crs as crs_mod
 from geodata.catalog import LAYERS, get_layer
 from geodata.errors import NotFound, Refused
 from geodata.exporter import ENCODINGS, FORMATS, ExportError
-from geodata.i18n import N_, _
+from geodata.i18n import N_, _, speaks_english
 from geodata.layer_info import code_exists, code_names, layer_overview
 from geodata.standards import FACILITY_KIND_LABELS
 from layers import worker
@@ -69,6 +69,16 @@ def _megabytes(n: int) -> str:
 # --- the page -----------------------------------------------------------------------------------
 
 
+def _worded(layer: dict) -> dict:
+    """A layer's name and fields as the page's reader names them: the catalogue's Chinese labels
+    (the shapefile's alias table), or in English the layer's English name and each field's name
+    in words (``community code``)."""
+    if not speaks_english():
+        return {"label": layer["label"], "fields": layer["fields"]}
+    return {"label": audit_words.layer_name(layer["name"]),
+            "fields": [f | {"label": f["name"].replace("_", " ")} for f in layer["fields"]]}
+
+
 @bp.get("/layers")
 @require(*READERS)
 def layer_list():
@@ -78,7 +88,7 @@ def layer_list():
         "canImport": account.role in EDITORS,
         "maxUpload": current_app.config.get("MAX_CONTENT_LENGTH"),
         "maxUploadText": _megabytes(current_app.config.get("MAX_CONTENT_LENGTH") or 0),
-        "layers": {row["name"]: {"label": row["label"], "fields": row["fields"]} for row in overview},
+        "layers": {row["name"]: _worded(row) for row in overview},
         # a file's facility kinds (service_centre …) shown by their names in the preview
         "facilityKinds": {kind: facility_kind_name(kind) for kind in FACILITY_KIND_LABELS},
     }
