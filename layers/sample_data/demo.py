@@ -614,7 +614,9 @@ def _incidents(units, grid_cells, cell_of_unit, reference: date, rng):
     codes = [case_number(s, i + 1) for i, s in enumerate(stamp)]
     incidents = gpd.GeoDataFrame({
         "code": codes, "category": cat,
-        "description": [f"{g[-6:]}网格 {names[c]}" for g, c in zip(grid_code, cat, strict=True)],
+        # as a 监督员 writes one: what, and where within the community (the cell's number)
+        "description": [f"{names[c]}，第 {int(str(g)[-3:])} 网格内"
+                        for g, c in zip(grid_code, cat, strict=True)],
         "status": status[order],
         "reported_at": frame["reported"], "filed_at": frame["filed"],
         "dispatched_at": frame["dispatched"], "handled_at": frame["handled"],
