@@ -195,6 +195,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="keep dask's statistical profiler on in the workers (default: off)")
     parser.add_argument("--no-plan", action="store_true", help="only the grid and the coverage report")
+    parser.add_argument("--plan-only", action="store_true", help="only the plans (no grid, no report)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if max(sizes) > LIMIT and not args.large:
@@ -248,7 +249,8 @@ def main() -> None:
                 got = plan_rows.plan_assignment(engine, run["plan_id"]).sort_index()
                 run["identical_to_serial"] = bool(got.equals(reference))
                 entry["runs"].append(run)
-            entry |= grid_and_coverage(engine, entry["units"], worker_counts)
+            if not args.plan_only:
+                entry |= grid_and_coverage(engine, entry["units"], worker_counts)
             report["countries"].append(entry)
             print(json.dumps(entry, ensure_ascii=False), flush=True)
             engine.dispose()
