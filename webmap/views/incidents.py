@@ -606,8 +606,10 @@ def case_list():
     if status not in ("open", "needs", "overdue", "closed", "cancelled"):
         # the list opens on what needs me when anything does
         status = "needs" if incidents.attention(engine(), current_account())["total"] else "open"
-    # "my cells" is on unless a sent filter form left it off (the form without scripts)
-    mine = request.args.get("mine") == "1" if "status" in request.args else True
+    # "my cells" is on unless a sent filter form left it off (the form without scripts); only a
+    # 网格员 holds cells and has the box, so for anyone else the page asks as its form will
+    mine = current_account().role == "supervisor" and (
+        request.args.get("mine") == "1" if "status" in request.args else True)
     query = {"status": status, "limit": "500", **({"mine": "1"} if mine else {})}
     # the first screen in the page itself: the list as the API answers it, drawn by the server,
     # and the same answer inline for the script (no second round trip on a slow signal)
