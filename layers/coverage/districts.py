@@ -63,7 +63,7 @@ from layers.coverage.gaps import (
     widen_box,
 )
 from layers.coverage.reach import Facilities, households_from_layers, nearest_by_kind, road_graph
-from layers.plans.scale import districts_of, peak_memory_mb, process_engine, runner_for
+from layers.plans.scale import districts_of, peak_memory_mb, process_engine, run_every_district
 
 #: the order of the kinds of cell findings in the single-process report (validate_cells, then
 #: cell_problems' households in two cells)
@@ -374,29 +374,20 @@ def report_all(engine: Engine, method: str | None = None, *, runner=None, cluste
     if not districts:
         raise NotFound(_("no units: import or generate units first"))
     crs = whole_crs(engine)
-    own_runner = runner is None
-    runner = runner or runner_for(cluster, workers, len(districts))
     started = time.perf_counter()
     url = engine.url.render_as_string(hide_password=False)
     run_id = uuid.uuid4().hex[:12]
     rows = [asdict(row) for row in standards]
     tasks = [CoverageTask(url, d, method, int(crs.to_epsg()), rows, f"gridplan-coverage-{run_id}-{d}")
              for d in districts]
-    outcomes: list[CoverageOutcome] = []
-    try:
-        for outcome in runner.run(tasks, report_district):
-            outcomes.append(outcome)
-            if progress:
-                progress(len(outcomes), len(tasks), outcome)
-    finally:
-        if own_runner:
-            runner.close()
+    outcomes, ran_on = run_every_district(tasks, report_district, runner=runner, cluster=cluster,
+                                          workers=workers, progress=progress)
     reported = sorted(o.district for o in outcomes if not o.skipped)
     if not reported:
         raise NotFound(_("no units: import or generate units first"))
     return ProvinceReport(merge_report(outcomes, standards, method, crs), reported,
                           sorted(o.district for o in outcomes if o.skipped),
-                          sorted(outcomes, key=lambda o: o.district), runner.workers,
+                          sorted(outcomes, key=lambda o: o.district), ran_on,
                           time.perf_counter() - started)
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from geodata.errors import NotFound, Refused
 from geodata.i18n import _
 from layers.grid.cells import CellRules, generate_grid
-from layers.plans.scale import districts_of, peak_memory_mb, process_engine, runner_for
+from layers.plans.scale import districts_of, peak_memory_mb, process_engine, run_every_district
 
 #: the figures of a district's answer that add up over districts
 ADDITIVE = ("cells", "communities", "in_range", "kept", "gaps", "overlaps", "outside_community",
@@ -106,26 +106,17 @@ def grid_all(engine: Engine, rules: CellRules, *, runner=None, cluster: str | No
     districts = districts_of(engine)
     if not districts:
         raise NotFound(_("no units: import or generate units first"))
-    own_runner = runner is None
-    runner = runner or runner_for(cluster, workers, len(districts))
     started = time.perf_counter()
     url = engine.url.render_as_string(hide_password=False)
     run_id = uuid.uuid4().hex[:12]
     tasks = [GridTask(url, d, asdict(rules), f"gridplan-grid-{run_id}-{d}") for d in districts]
-    outcomes: list[GridOutcome] = []
-    try:
-        for outcome in runner.run(tasks, grid_district):
-            outcomes.append(outcome)
-            if progress:
-                progress(len(outcomes), len(tasks), outcome)
-    finally:
-        if own_runner:
-            runner.close()
+    outcomes, ran_on = run_every_district(tasks, grid_district, runner=runner, cluster=cluster,
+                                          workers=workers, progress=progress)
     done = sorted(o.district for o in outcomes if not o.skipped)
     if not done:
         raise NotFound(_("no units: import or generate units first"))
     return ProvinceGrid(combine(outcomes, rules), done, sorted(o.district for o in outcomes if o.skipped),
-                        sorted(outcomes, key=lambda o: o.district), runner.workers,
+                        sorted(outcomes, key=lambda o: o.district), ran_on,
                         time.perf_counter() - started)
 
 

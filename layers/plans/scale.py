@@ -306,6 +306,26 @@ def runner_for(cluster: str | None = None, workers: int | None = None, districts
 # --- the plan of every district --------------------------------------------------------------
 
 
+def run_every_district(tasks: list, work: Callable, *, runner=None, cluster: str | None = None,
+                       workers: int | None = None, progress: Callable | None = None) -> tuple[list, int]:
+    """Run ``work`` on each district's task on ``runner`` (by default one made for ``cluster`` and
+    ``workers`` by :func:`runner_for`, closed after), telling ``progress(done, total, outcome)``
+    as each ends: the outcomes in the order they ended, and how many workers ran them. What the
+    grid and the coverage report by district share (a plan's run also writes and discards)."""
+    own_runner = runner is None
+    runner = runner or runner_for(cluster, workers, len(tasks))
+    outcomes: list = []
+    try:
+        for outcome in runner.run(tasks, work):
+            outcomes.append(outcome)
+            if progress:
+                progress(len(outcomes), len(tasks), outcome)
+    finally:
+        if own_runner:
+            runner.close()
+    return outcomes, runner.workers
+
+
 def districts_of(engine: Engine) -> list[str]:
     """Every district the database knows (districts, and the districts of its streets)."""
     stmt = union(select(District.code), select(Street.district_code))
@@ -405,4 +425,4 @@ def plan_all(engine: Engine, name: str, author: str, *, minimum: int | None = No
 
 __all__ = ["ClusterUnavailable", "DistrictFailed", "DistrictOutcome", "DistrictTask", "PoolRunner",
            "ProvincePlan", "SerialRunner", "DaskRunner", "combine_scores", "districts_of", "plan_all",
-           "plan_district", "runner_for"]
+           "plan_district", "run_every_district", "runner_for"]

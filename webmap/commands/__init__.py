@@ -16,6 +16,7 @@ import contextlib
 import functools
 import json
 import re
+import sys
 from collections.abc import Callable, Iterator
 from importlib import import_module
 
@@ -139,6 +140,27 @@ def ready() -> Engine:
     with eng.begin() as conn:
         seed_settings(conn)
     return eng
+
+
+@contextlib.contextmanager
+def every_district(label: str) -> Iterator[Callable]:
+    """A ``--all`` run's progress on stderr: a bar over the districts and the callback that moves
+    it, naming each district skipped (no units); a district task that kept failing (its workers
+    dying) ends the command in one line."""
+    from layers.plans.scale import DistrictFailed
+
+    with click.progressbar(length=1, label=label, file=sys.stderr) as bar:
+        def progress(done: int, total: int, outcome) -> None:
+            bar.length = total
+            bar.update(1)
+            if outcome.skipped:
+                click.echo(_("district {district} has no units: skipped", district=outcome.district),
+                           err=True)
+
+        try:
+            yield progress
+        except DistrictFailed as exc:
+            raise click.ClickException(str(exc)) from None
 
 
 def plain(value):

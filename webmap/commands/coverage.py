@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import click
@@ -16,7 +15,7 @@ from geodata.errors import Refused
 from geodata.i18n import N_, _, speaks_english
 from layers.coverage import gaps as coverage
 from layers.coverage import siting
-from webmap.commands import command, plain
+from webmap.commands import command, every_district, plain
 from webmap.extensions import engine
 from webmap.i18n import facility_kind_name
 
@@ -73,20 +72,9 @@ def _report_every_district(method, cluster, workers) -> dict:
     """``coverage --all``: the report district by district (:mod:`layers.coverage.districts`);
     districts without units named on stderr, the districts and workers after the summary."""
     from layers.coverage.districts import report_all
-    from layers.plans.scale import DistrictFailed
 
-    with click.progressbar(length=1, label=_("reporting districts"), file=sys.stderr) as bar:
-        def progress(done: int, total: int, outcome) -> None:
-            bar.length = total
-            bar.update(1)
-            if outcome.skipped:
-                click.echo(_("district {district} has no units: skipped", district=outcome.district),
-                           err=True)
-
-        try:
-            made = report_all(engine(), method, cluster=cluster, workers=workers, progress=progress)
-        except DistrictFailed as exc:  # the pool's workers kept dying
-            raise click.ClickException(str(exc)) from None
+    with every_district(_("reporting districts")) as progress:
+        made = report_all(engine(), method, cluster=cluster, workers=workers, progress=progress)
     click.echo(_("{districts} districts on {workers} workers in {seconds} s; skipped: {skipped}",
                  districts=len(made.districts), workers=made.workers, seconds=f"{made.seconds:.1f}",
                  skipped=", ".join(made.skipped) or "-"), err=True)

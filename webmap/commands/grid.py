@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
 from geodata.errors import Refused
 from geodata.i18n import N_, _
 from layers.grid.cells import generate_grid, grid_rules, grid_scope
-from webmap.commands import command
+from webmap.commands import command, every_district
 from webmap.extensions import engine
 
 
@@ -49,20 +48,9 @@ def _grid_every_district(rules, cluster, workers) -> dict:
     """``grid --all``: a task per district (:mod:`layers.grid.districts`); districts without
     units named on stderr."""
     from layers.grid.districts import grid_all
-    from layers.plans.scale import DistrictFailed
 
-    with click.progressbar(length=1, label=_("generating districts' cells"), file=sys.stderr) as bar:
-        def progress(done: int, total: int, outcome) -> None:
-            bar.length = total
-            bar.update(1)
-            if outcome.skipped:
-                click.echo(_("district {district} has no units: skipped", district=outcome.district),
-                           err=True)
-
-        try:
-            return grid_all(engine(), rules, cluster=cluster, workers=workers, progress=progress).summary()
-        except DistrictFailed as exc:  # the pool's workers kept dying
-            raise click.ClickException(str(exc)) from None
+    with every_district(_("generating districts' cells")) as progress:
+        return grid_all(engine(), rules, cluster=cluster, workers=workers, progress=progress).summary()
 
 
 COMMANDS = (grid_command,)

@@ -18,7 +18,7 @@ from layers.plans.files import export_plan, units_from_file
 from layers.plans.memory import UnitSet
 from layers.plans.partition import UnitGraph
 from layers.plans.workflow import draw_plan, draw_stored_plan
-from webmap.commands import command, ready
+from webmap.commands import command, every_district, ready
 from webmap.commands.layers import parse_mapping
 from webmap.extensions import plans
 
@@ -96,23 +96,13 @@ def _units_of_file(path: Path, mapping: tuple[str, ...], crs: str | None, street
 def _plan_every_district(minimum, maximum, target, seed, fresh, cluster, workers, plan_name) -> None:
     """``plan --all``: every district as a task (:mod:`layers.plans.scale`), stored as a draft plan;
     skipped districts named on stderr, the plan's id and scores as JSON on stdout."""
-    from layers.plans.scale import DistrictFailed, plan_all
+    from layers.plans.scale import plan_all
 
     eng = ready()
     name = plan_name or _("plan of every district, {day}", day=date.today().isoformat())
-    with click.progressbar(length=1, label=_("planning districts"), file=sys.stderr) as bar:
-        def progress(done: int, total: int, outcome) -> None:
-            bar.length = total
-            bar.update(1)
-            if outcome.skipped:
-                click.echo(_("district {district} has no units: skipped", district=outcome.district),
-                           err=True)
-
-        try:
-            made = plan_all(eng, name, "cli", minimum=minimum, maximum=maximum, target=target, fresh=fresh,
-                            seed=seed, cluster=cluster, workers=workers, progress=progress)
-        except DistrictFailed as exc:
-            raise click.ClickException(str(exc)) from None
+    with every_district(_("planning districts")) as progress:
+        made = plan_all(eng, name, "cli", minimum=minimum, maximum=maximum, target=target, fresh=fresh,
+                        seed=seed, cluster=cluster, workers=workers, progress=progress)
     click.echo(json.dumps(made.summary(), ensure_ascii=False))
 
 
