@@ -201,9 +201,10 @@ def test_each_district_gets_its_partition_and_keeps_its_rows_and_sums(postgis_ur
     engine = get_engine(postgis_url)
     partitions.partition_by_district(engine)
     write_demo(engine, small_demo)
-    before, sums = counts(engine), all_sums(engine)
     districts = sorted(small_demo.layers["districts"]["code"]) if "districts" in small_demo.layers \
         else sorted(set(small_demo.layers["units"]["district_code"]))
+    into_default(engine, districts)  # the demo made its partitions as it was written: as before that
+    before, sums = counts(engine), all_sums(engine)
     done = cli(postgis_url)("partition-districts")
     assert done.exit_code == 0, done.output
     for code in districts:
@@ -231,6 +232,23 @@ def test_each_district_gets_its_partition_and_keeps_its_rows_and_sums(postgis_ur
     for by in ("district", "street", "community"):
         assert incident_rows.rate_sums(engine, by, since, until, T0, None) == \
             incident_rows.rate_sums_scan(engine, by, since, until, T0, None)
+
+
+def into_default(engine, districts: list[str]) -> None:
+    """Rows of ``districts`` put back into the DEFAULT partitions and their partitions dropped, as a
+    database written before partitions were made on writing holds them (sums moved, not counted)."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(partitions.MOVING)
+        for district in districts:
+            for t in reversed(partitions.LARGE):  # children first: a case's partition goes after its steps'
+                name = partitions.partition_name(t, district)
+                conn.exec_driver_sql(f"CREATE TEMPORARY TABLE held_{t} AS SELECT * FROM {name}")
+                conn.exec_driver_sql(f"ALTER TABLE {t} DETACH PARTITION {name}")
+                conn.exec_driver_sql(f"DROP TABLE {name}")
+            for t in partitions.LARGE:
+                conn.exec_driver_sql(f"INSERT INTO {t} SELECT * FROM held_{t}")
+                conn.exec_driver_sql(f"DROP TABLE held_{t}")
+        assert conn.execute(text("SELECT count(*) FROM units_default")).scalar_one() > 0
 
 
 def test_a_partitioned_database_backs_up_and_restores(postgis_url, postgis_server, small_demo, tmp_path):
@@ -280,3 +298,148 @@ def test_a_plan_made_in_one_piece_carries_its_units_districts(engine, small_demo
             rows = dict(conn.execute(text("SELECT unit_code, district_code FROM plan_assignments "
                                           "WHERE plan_id = :p"), {"p": pid}).all())
             assert rows == expected
+
+
+# --- partitions made as a district's rows arrive ------------------------------------------------
+
+
+def where_rows_are(engine, table: str) -> dict[str, int]:
+    """The partitions holding ``table``'s rows, and how many each."""
+    with engine.connect() as conn:
+        return dict(conn.execute(text(f"SELECT tableoid::regclass::text, count(*) FROM {table} "
+                                      "GROUP BY 1")).all())
+
+
+def relations(engine) -> int:
+    """How many tables, indexes and sequences the database holds (a partition made adds some)."""
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM pg_class c JOIN pg_namespace n "
+                                 "ON n.oid = c.relnamespace WHERE n.nspname = 'public'")).scalar_one()
+
+
+@pytest.fixture
+def partitioned(postgis_url, small_demo, tmp_path):
+    """A fresh database partitioned by district with no district's partition yet, the demo's
+    district, and files of two of its streets' units and of its facilities."""
+    import pyogrio
+
+    engine = get_engine(postgis_url)
+    partitions.partition_by_district(engine)
+    units = small_demo.layers["units"]
+    streets = sorted(units["street_code"].unique())
+    files = {}
+    for i, street in enumerate(streets[:2]):
+        files[f"units{i}"] = tmp_path / f"units{i}.gpkg"
+        pyogrio.write_dataframe(units[units["street_code"] == street].iloc[:80].reset_index(drop=True),
+                                files[f"units{i}"])
+    files["facilities"] = tmp_path / "facilities.gpkg"
+    pyogrio.write_dataframe(small_demo.layers["facilities"].iloc[:20], files["facilities"])
+    district = str(units["district_code"].iloc[0])
+    with engine.connect() as conn:
+        assert all(district not in made for made in partitions.partitions(conn).values())
+    return engine, district, files
+
+
+def test_an_import_of_a_new_district_makes_its_partitions(partitioned):
+    """The first import of a district makes its partitions in every large table and its rows
+    land there (DEFAULT stays empty); a second import of the district makes nothing new."""
+    from layers.onboarding.imports import import_layer
+
+    engine, district, files = partitioned
+    report = import_layer(engine, "units", files["units0"])
+    assert report.written == 80 and report.adjacency_pairs > 0
+    assert where_rows_are(engine, "units") == {f"units_d{district}": 80}
+    assert where_rows_are(engine, "unit_adjacency") == {f"unit_adjacency_d{district}": report.adjacency_pairs}
+    with engine.connect() as conn:
+        made = partitions.partitions(conn)
+        assert all(made[t] == {district} for t in partitions.LARGE), made
+        for t in partitions.LARGE:
+            assert conn.execute(text(f"SELECT count(*) FROM {t}_default")).scalar_one() == 0, t
+    before = relations(engine)
+    assert import_layer(engine, "units", files["units1"]).written == 80
+    assert import_layer(engine, "facilities", files["facilities"]).written == 20
+    assert relations(engine) == before  # nothing made the second time
+    assert where_rows_are(engine, "units") == {f"units_d{district}": 160}
+    assert where_rows_are(engine, "facilities") == {f"facilities_d{district}": 20}
+    with engine.connect() as conn:
+        assert partitions.partitions(conn) == made
+    assert cli(engine.url.render_as_string(hide_password=False))("partition-districts").output.strip() \
+        == "districts given their own partitions: -"
+
+
+def test_a_failed_import_leaves_no_partition_behind(partitioned, monkeypatch):
+    """An import failing after its district's partitions were made (the disk full on its fourth
+    batch of units) rolls them back with its rows: the database is as it was."""
+    from sqlalchemy import event
+
+    import geodata.store
+    from layers.onboarding.imports import import_layer
+
+    engine, district, files = partitioned
+    before = relations(engine)
+    monkeypatch.setattr(geodata.store, "BATCH", 20)
+    calls = []
+
+    def fail_on_the_fourth_insert(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO UNITS "):
+            calls.append(statement)
+            if len(calls) == 4:
+                raise RuntimeError("disk full (simulated)")
+
+    event.listen(engine, "before_cursor_execute", fail_on_the_fourth_insert)
+    try:
+        with pytest.raises(RuntimeError, match="disk full"):
+            import_layer(engine, "units", files["units0"])
+    finally:
+        event.remove(engine, "before_cursor_execute", fail_on_the_fourth_insert)
+    assert len(calls) == 4  # three batches went into the new partition before the failure
+    with engine.connect() as conn:
+        assert all(district not in made for made in partitions.partitions(conn).values())
+        assert conn.execute(text("SELECT count(*) FROM units")).scalar_one() == 0
+    assert relations(engine) == before
+
+
+def test_a_district_code_that_cannot_name_a_partition_is_refused(partitioned, small_demo):
+    """A writer bringing a district code that cannot name a partition is refused, the code named,
+    before anything is made or written — the good district beside it gets no partition either."""
+    from geodata.errors import Refused
+    from geodata.store import write_layer
+
+    engine, district, _files = partitioned
+    before = relations(engine)
+    facilities = small_demo.layers["facilities"].iloc[:4].copy()
+    facilities["district_code"] = [district, district, "4201-3", "x" * 13]
+    with pytest.raises(Refused) as refused, engine.begin() as conn:
+        write_layer(conn, "facilities", facilities)
+    assert str(refused.value) == "'4201-3', 'xxxxxxxxxxxxx' cannot name a partition (a district code is " \
+        "letters and digits)"
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM facilities")).scalar_one() == 0
+        assert all(district not in made for made in partitions.partitions(conn).values())
+    assert relations(engine) == before
+
+
+def test_a_new_district_waits_for_the_tables_at_most_its_timeout(partitioned, monkeypatch):
+    """A long read holding the tables: the import of a new district waits for its lock only so
+    long (not queueing every query behind it), then is refused as busy, naming the district;
+    nothing made or written. Once the read ends, the same import goes through."""
+    from geodata.errors import DatabaseTrouble
+    from layers.onboarding.imports import import_layer
+
+    engine, district, files = partitioned
+    monkeypatch.setattr(partitions, "LOCK_TIMEOUT_MS", 1000)
+    reader = engine.connect()
+    try:
+        reader.execute(text("SELECT count(*) FROM communities")).scalar_one()  # its lock held to its end
+        with pytest.raises(DatabaseTrouble) as busy:
+            import_layer(engine, "units", files["units0"])
+    finally:
+        reader.rollback()
+        reader.close()
+    assert busy.value.code == "DatabaseBusy" and busy.value.retry_after == 1
+    assert str(busy.value) == f"district {district} needs its own partitions, and the tables split by " \
+        "district stayed in use for 1 s (a long report or import): nothing was written; try again in a moment"
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM units")).scalar_one() == 0
+        assert all(district not in made for made in partitions.partitions(conn).values())
+    assert import_layer(engine, "units", files["units0"]).written == 80
