@@ -83,7 +83,7 @@ def partitions(conn: Connection) -> dict[str, set[str]]:
         "WHERE n.nspname = 'public' AND p.relname = ANY(:tables)"), {"tables": list(LARGE)}).all()
     out: dict[str, set[str]] = {t: set() for t in LARGE}
     for parent, child in rows:
-        if child.startswith(f"{parent}_d"):
+        if child.startswith(f"{parent}_d") and child != f"{parent}_default":
             out[parent].add(child[len(parent) + 2:])
     return out
 
