@@ -57,6 +57,8 @@ MOVED = "SET LOCAL gridplan.moving_rows = 'off'"
 LOCK_TIMEOUT_MS = 10_000
 #: PostgreSQL's codes for a lock not had in time (lock_timeout) and a deadlock
 LOCK_NOT_HAD = ("55P03", "40P01")
+#: PostgreSQL's code for its lock table full ("out of shared memory")
+OUT_OF_LOCKS = "53200"
 
 
 def partition_name(table: str, district: str) -> str:
@@ -289,8 +291,11 @@ def ensure_districts(conn: Connection, codes: Iterable[str | None]) -> list[str]
     for at most :data:`LOCK_TIMEOUT_MS` (a long report reading the tables holds it off; waiting
     longer would queue every new query behind this one); then the write is refused as busy
     (:class:`DatabaseTrouble`, 503, ``Retry-After``), nothing written. A write bringing many new
-    districts at once makes 14 tables (with their indexes) for each in one transaction: PostgreSQL's
-    ``max_locks_per_transaction`` must hold their locks (docs/scale.md)."""
+    districts at once makes 14 tables (with their indexes) for each in one transaction, each
+    holding a lock to the commit (≈ 224 a district): more than PostgreSQL's lock table holds
+    (``max_locks_per_transaction`` × connections, and spare shared memory: with the defaults
+    a write gave out at 80 districts) is refused,
+    saying so, nothing written (docs/scale.md)."""
     if conn.dialect.name != "postgresql":
         return []
     wanted = {str(c) for c in codes if isinstance(c, str | int) and str(c) != ""}
@@ -316,10 +321,28 @@ def ensure_districts(conn: Connection, codes: Iterable[str | None]) -> list[str]
     have = partitions(conn)  # again, holding the lock: another writer may have made them meanwhile
     todo = _lacking(wanted, have)
     conn.exec_driver_sql(MOVING)
-    for district in todo:
-        _split(conn, district, have)
+    try:
+        for district in todo:
+            _split(conn, district, have)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != OUT_OF_LOCKS:
+            raise
+        # each table, index and TOAST table made holds a lock to the commit: too many districts at once
+        raise Refused(_("{n} new districts at once need their own partitions, more than the database's lock "
+                        "table holds (max_locks_per_transaction = {most}): nothing was written; import them "
+                        "a few districts at a time, or raise max_locks_per_transaction",
+                        n=len(todo), most=_setting(conn, "max_locks_per_transaction"))) from None
     conn.exec_driver_sql(MOVED)  # the writer's own rows, written next, count in the sums
     return todo
+
+
+def _setting(conn: Connection, name: str) -> str:
+    """A server setting, read on a connection of its own (the writer's transaction has failed)."""
+    try:
+        with conn.engine.connect() as other:
+            return str(other.execute(text("SELECT current_setting(:n)"), {"n": name}).scalar_one())
+    except DBAPIError:
+        return "?"
 
 
 def _lacking(wanted: set[str], have: dict[str, set[str]]) -> list[str]:

@@ -443,3 +443,30 @@ def test_a_new_district_waits_for_the_tables_at_most_its_timeout(partitioned, mo
         assert conn.execute(text("SELECT count(*) FROM units")).scalar_one() == 0
         assert all(district not in made for made in partitions.partitions(conn).values())
     assert import_layer(engine, "units", files["units0"]).written == 80
+
+
+def test_more_new_districts_than_the_lock_table_holds_are_refused_in_one_line(partitioned, small_demo):
+    """Each district's partitions hold their locks to the commit: a write bringing more new
+    districts than the server's lock table holds is refused, saying so, nothing made or written."""
+    from geodata.errors import Refused
+    from geodata.store import write_layer
+
+    engine, _district, _files = partitioned
+    with engine.connect() as conn:
+        slots = int(conn.execute(text("SHOW max_locks_per_transaction")).scalar_one()) * int(
+            conn.execute(text("SHOW max_connections")).scalar_one())
+    # ≈ 224 locks a district; the lock table takes spare shared memory too (with 64 × 100 it
+    # gave out at 80 districts): four times its nominal size
+    many = slots * 4 // 224
+    before = relations(engine)
+    one = small_demo.layers["facilities"].iloc[:1]
+    facilities = one.loc[one.index.repeat(many)].reset_index(drop=True)
+    facilities["code"] = [f"F9{i:05d}" for i in range(many)]
+    facilities["district_code"] = [f"43{i:04d}" for i in range(many)]
+    with pytest.raises(Refused) as refused, engine.begin() as conn:
+        write_layer(conn, "facilities", facilities)
+    assert str(refused.value).startswith(f"{many} new districts at once need their own partitions, more than "
+                                         "the database's lock table holds (max_locks_per_transaction = ")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM facilities")).scalar_one() == 0
+    assert relations(engine) == before
