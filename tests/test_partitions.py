@@ -470,3 +470,36 @@ def test_more_new_districts_than_the_lock_table_holds_are_refused_in_one_line(pa
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM facilities")).scalar_one() == 0
     assert relations(engine) == before
+
+
+def test_two_writers_of_one_new_district_at_once_make_its_partitions_once(partitioned, small_demo):
+    """Two transactions writing a new district's first rows at the same moment: one makes the
+    partitions, the other waits for its lock, finds them made and writes into them."""
+    import threading
+
+    from geodata.store import write_layer
+
+    engine, _district, _files = partitioned
+    barrier = threading.Barrier(2)
+    outcomes: list = []
+
+    def write(code: str) -> None:
+        rows = small_demo.layers["facilities"].iloc[:1].assign(code=code, district_code="420188",
+                                                                community_code=None)
+        try:
+            with engine.begin() as conn:
+                barrier.wait()
+                write_layer(conn, "facilities", rows)
+            outcomes.append("done")
+        except Exception as exc:  # noqa: BLE001 - the test reports whatever went wrong
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=write, args=(code,)) for code in ("F8000001", "F8000002")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert outcomes == ["done", "done"]
+    assert where_rows_are(engine, "facilities") == {"facilities_d420188": 2}
+    with engine.connect() as conn:
+        assert all(made == {"420188"} for made in partitions.partitions(conn).values())
