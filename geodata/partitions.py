@@ -246,9 +246,12 @@ def split_districts(engine: Engine, districts: list[str] | None = None) -> list[
                     f"WHERE {KEY} IS NOT NULL AND {KEY} <> ''")).scalars())
         else:
             wanted = set(districts)
-        _refuse_unnamable(wanted)
+        bad = sorted(d for d in wanted if not DISTRICT.fullmatch(d or ""))
+        if bad:
+            raise Refused(_("{codes} cannot name a partition (a district code is letters and digits)",
+                            codes=excerpt(", ".join(map(repr, bad)))))
         have = partitions(conn)
-        todo = _lacking(wanted, have)
+        todo = sorted(d for d in wanted if any(d.lower() not in have[t] for t in LARGE))
         if not todo:
             return []
         # writers wait for the short move (readers go on): a row written between a copy and its
