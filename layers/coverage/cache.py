@@ -288,6 +288,21 @@ def job_result(engine: Engine, street: str | None, method: str | None) -> dict:
             "uncovered_by_community": uncovered_by(run, communities)}
 
 
+def districts_job_result(engine: Engine, method: str | None, *, runner=None, progress=None) -> dict:
+    """What the worker stores for a city's report job, made district by district
+    (:func:`layers.coverage.districts.report_all` on ``runner``; ``progress`` as each district
+    finishes): the same report, state key and households out of reach by unit and community as
+    :func:`job_result`, so the pages answer from it as they did. No siting model is kept (that
+    needs the city's households in one process): the first siting job of this state computes
+    its own, and keeps it for the next (:func:`run_sites_job`)."""
+    from layers.coverage.districts import report_all
+
+    key = state_key(engine, None, method)  # before reading: a change meanwhile makes it stale
+    made = report_all(engine, method, runner=runner, progress=progress, uncovered=True)
+    return {**made.report, "key": key, "uncovered_by_unit": made.uncovered("unit"),
+            "uncovered_by_community": made.uncovered("community")}
+
+
 # --- layers by view ---------------------------------------------------------------------------
 
 
@@ -638,4 +653,6 @@ def run_sites_job(engine: Engine, job: dict) -> dict:
     models: dict = {}
     answer = sites_for(run, inputs.units, params, models=models, on_greedy=on_greedy, engine=engine)
     save_models(key, run, models)
+    if "units" in models and not _basis_path(key).exists():  # a question at another reach: no reading
+        save_basis(key, run, models["units"])
     return answer
