@@ -111,7 +111,8 @@ def _plan_every_district(engine: Engine, job: dict, name: str, author: str, para
                         **params)
     finally:
         runner.close()
-    return {"plan_id": made.plan_id, "scores": made.summary()["scores"], "skipped": made.skipped}
+    return {"plan_id": made.plan_id, "scores": made.summary()["scores"], "skipped": made.skipped,
+            "workers": made.workers}
 
 
 def _coverage_report(engine: Engine, job: dict) -> dict:
