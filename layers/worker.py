@@ -94,8 +94,10 @@ def _district_progress(engine: Engine, job: dict) -> Callable:
         if skipped:
             message = _("{progress} (no units, skipped: {districts})", progress=message,
                         districts=", ".join(skipped))
+        progress.message = message  # what the job says last (a later step adds to it)
         jobs.report(engine, job["id"], done / max(total, 1), message)
 
+    progress.message = ""
     return progress
 
 
@@ -122,14 +124,21 @@ def _coverage_report(engine: Engine, job: dict) -> dict:
     ``GRIDPLAN_DASK_SCHEDULER``, else one after the other in the job's process — as the
     district-wide plan job runs (:func:`layers.plans.scale.job_runner`) — the bar moving as
     districts finish; the same report and cache entry as before, so the pages read it as they
-    did. A scheduler that cannot be reached fails the job before anything is read."""
+    did (a city's siting models prepared after it, as before). A scheduler that cannot be reached
+    fails the job before anything is read."""
     params = job.get("params") or {}
     if params.get("street"):
         return coverage.run_report_job(engine, job)
     runner = job_runner(len(districts_of(engine)))
+    progress = _district_progress(engine, job)
+
+    def preparing() -> None:
+        jobs.report(engine, job["id"], 0.99, _("{progress}; preparing where to build next",
+                                               progress=progress.message))
+
     try:
         result = coverage_cache.districts_job_result(engine, params.get("method"), runner=runner,
-                                                     progress=_district_progress(engine, job))
+                                                     progress=progress, preparing=preparing)
     finally:
         runner.close()
     return json.loads(json.dumps(result, default=lambda v: v.item() if hasattr(v, "item") else str(v)))

@@ -185,12 +185,12 @@ def test_a_city_is_computed_by_the_worker_and_drawn_by_view(site, db_url, monkey
 
 
 def test_city_siting_jobs_read_and_walk_once_per_state_of_the_data(site, monkeypatch, tmp_path):
-    """A city's report job is made district by district (each task reads its own district, never
-    the city whole); the first siting job of a state of the data reads the layers and walks the
-    roads once, and keeps, by the stored revisions, its siting model (candidates and coverage
-    matrix) and what a model at any other reach is computed from: the next siting jobs read no
-    layer and walk no road. A change of the data makes the next job read again. (Each job runs in
-    a process of its own: what is kept lives in files.)"""
+    """A city's report job (made district by district) then keeps, by the stored revisions, the
+    siting model (candidates and coverage matrix) of every row of the standards table: a siting
+    job then reads no layer and walks no road. Another reach is computed once and kept too; a
+    change of the data makes the next job read again — the siting job keeps what a model at any
+    reach is computed from too. (Each job runs in a process of its own: what is kept lives in
+    files.)"""
     from layers.worker import run_one
 
     app, engine = site
@@ -222,14 +222,14 @@ def test_city_siting_jobs_read_and_walk_once_per_state_of_the_data(site, monkeyp
         return done["sites"]["properties"]
 
     assert planner.get("/api/coverage/report").status_code == 202
-    assert run_one(engine)["status"] == "done" and reads() == 0  # district by district
+    assert run_one(engine)["status"] == "done" and reads() == 1  # the siting models (districts: their own)
     first = sites(3)
     again = sites(2)
     assert reads() == 1 and first["optimal"] and again["households_added"] <= first["households_added"]
     assert first["households_covered_before"] + first["households_added"] == first["households_covered_after"]
     at_200 = sites(2, radius=200)
     sites(3, radius=200)
-    assert reads() == 1  # another reach: from what the first siting job kept, no layer read, then kept
+    assert reads() == 1  # another reach: from what the report job kept, no layer read, then kept
     standards = coverage.load_standards(engine)  # the same question computed from the layers
     inputs = load(engine, None, standards)
     expected, _, _ = siting.site_for(coverage.compute_reach(inputs, standards), "kindergarten", 2,
