@@ -246,11 +246,13 @@ def test_the_district_wide_job_plans_district_by_district(city):
     from layers import worker
 
     _url, engine = city
-    # one worker process: the LocalCluster path has a test of its own
-    params = {"name": "job", "author": "planner", "seed": 9, "workers": 1}
+    # no scheduler named: the districts one after the other in the job's process, never a
+    # LocalCluster forked beside the web server (layers.plans.scale.job_runner)
+    params = {"name": "job", "author": "planner", "seed": 9}
     job_id = jobs.create_job(engine, "auto_plan", params, per_user=0)
     job = worker.run_one(engine)
     assert job["id"] == job_id and job["status"] == "done", job
+    assert job["result"]["workers"] == 1, job["result"]
     assert re.match(r"(\d+)/\1 districts", job["message"]), job["message"]  # every district done
     serial_id, _ = auto_plan(PlanMemory(engine), "serial", "planner", seed=9)
     assert rows(engine, job["result"]["plan_id"]).equals(rows(engine, serial_id))

@@ -303,6 +303,23 @@ def runner_for(cluster: str | None = None, workers: int | None = None, districts
     return PoolRunner(count)
 
 
+def job_runner(districts: int | None = None, workers: int | None = None):
+    """Where the district tasks of a background job (``flask worker``: the district-wide plan,
+    a city's coverage report) run: on the scheduler of ``GRIDPLAN_DASK_SCHEDULER`` when it names
+    one (:class:`ClusterUnavailable` when it cannot be reached), else one after the other in the
+    job's own process — unless the job asks for ``workers`` processes itself (the command line's
+    ``--workers``, the tests).
+
+    Not a ``LocalCluster`` on the machine's cores as the command line starts: the job worker
+    runs beside the web server, which answers its readers from the same cores; a job forking a
+    cluster of processes (each importing the whole stack and reading its district) would take
+    them all for as long as it runs, and a second job would fork another. A machine meant to
+    carry the load runs a scheduler and names it."""
+    if os.environ.get(SCHEDULER_ENV) or (workers or 1) > 1:
+        return runner_for(None, workers, districts)
+    return SerialRunner()
+
+
 # --- the plan of every district --------------------------------------------------------------
 
 
@@ -424,5 +441,5 @@ def plan_all(engine: Engine, name: str, author: str, *, minimum: int | None = No
 
 
 __all__ = ["ClusterUnavailable", "DistrictFailed", "DistrictOutcome", "DistrictTask", "PoolRunner",
-           "ProvincePlan", "SerialRunner", "DaskRunner", "combine_scores", "districts_of", "plan_all",
-           "plan_district", "run_every_district", "runner_for"]
+           "ProvincePlan", "SerialRunner", "DaskRunner", "combine_scores", "districts_of", "job_runner",
+           "plan_all", "plan_district", "run_every_district", "runner_for"]
