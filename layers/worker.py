@@ -103,9 +103,9 @@ def _district_progress(engine: Engine, job: dict) -> Callable:
 
 def _plan_every_district(engine: Engine, job: dict, name: str, author: str, params: dict) -> dict:
     """The district-wide plan job: one task per district, on the scheduler of
-    ``GRIDPLAN_DASK_SCHEDULER`` or one after the other in the job's process
-    (:func:`layers.plans.scale.job_runner`: no cluster forked beside the web server); the
-    progress bar moves as districts finish, naming those skipped (no units)."""
+    ``GRIDPLAN_DASK_SCHEDULER`` or this machine's cores, as ``plan --all``
+    (:func:`layers.plans.scale.job_runner`; ``GRIDPLAN_JOB_WORKERS`` caps them); the progress
+    bar moves as districts finish, naming those skipped (no units)."""
     params.pop("street", None)
     runner = job_runner(len(districts_of(engine)), params.pop("workers", None))
     try:
@@ -121,8 +121,8 @@ def _coverage_report(engine: Engine, job: dict) -> dict:
     """The coverage report job. A street's: in the job's process
     (:func:`layers.coverage.gaps.run_report_job`). A city's (or a province's): a task per
     district (:func:`layers.coverage.cache.districts_job_result`) on the scheduler of
-    ``GRIDPLAN_DASK_SCHEDULER``, else one after the other in the job's process — as the
-    district-wide plan job runs (:func:`layers.plans.scale.job_runner`) — the bar moving as
+    ``GRIDPLAN_DASK_SCHEDULER``, else on this machine's cores — as the district-wide plan job
+    runs (:func:`layers.plans.scale.job_runner`) — the bar moving as
     districts finish; the same report and cache entry as before, so the pages read it as they
     did (a city's siting models prepared after it, as before). A scheduler that cannot be reached
     fails the job before anything is read."""

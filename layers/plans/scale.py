@@ -303,21 +303,29 @@ def runner_for(cluster: str | None = None, workers: int | None = None, districts
     return PoolRunner(count)
 
 
+#: the processes a background job may start on this machine when no scheduler is named (the
+#: default: its cores, as ``plan --all``; ``1``: every district in the job's own process)
+JOB_WORKERS_ENV = "GRIDPLAN_JOB_WORKERS"
+
+
 def job_runner(districts: int | None = None, workers: int | None = None):
     """Where the district tasks of a background job (``flask worker``: the district-wide plan,
     a city's coverage report) run: on the scheduler of ``GRIDPLAN_DASK_SCHEDULER`` when it names
-    one (:class:`ClusterUnavailable` when it cannot be reached), else one after the other in the
-    job's own process — unless the job asks for ``workers`` processes itself (the command line's
-    ``--workers``, the tests).
-
-    Not a ``LocalCluster`` on the machine's cores as the command line starts: the job worker
-    runs beside the web server, which answers its readers from the same cores; a job forking a
-    cluster of processes (each importing the whole stack and reading its district) would take
-    them all for as long as it runs, and a second job would fork another. A machine meant to
-    carry the load runs a scheduler and names it."""
-    if os.environ.get(SCHEDULER_ENV) or (workers or 1) > 1:
-        return runner_for(None, workers, districts)
-    return SerialRunner()
+    one (:class:`ClusterUnavailable` when it cannot be reached), else as ``plan --all`` runs them —
+    a ``LocalCluster`` on this machine's cores, one process per district at most, in the job's
+    own process for one district. ``workers`` (the command line's ``--workers``, the tests), else
+    ``GRIDPLAN_JOB_WORKERS``, caps those processes: ``1`` keeps every district in the job's own
+    process, for a machine whose web server needs its cores while a province is planned.
+    Raises :class:`~geodata.errors.Refused` for a ``GRIDPLAN_JOB_WORKERS`` that is no count."""
+    if os.environ.get(SCHEDULER_ENV):
+        return runner_for(None, None, districts)
+    if workers is None and os.environ.get(JOB_WORKERS_ENV):
+        value = os.environ[JOB_WORKERS_ENV].strip()
+        if not value.isdigit() or not 1 <= int(value) <= 1024:
+            raise Refused(_("{name} is “{value}”: a number of processes from 1 to 1024",
+                            name=JOB_WORKERS_ENV, value=value))
+        workers = int(value)
+    return runner_for(None, workers, districts)
 
 
 # --- the plan of every district --------------------------------------------------------------
