@@ -233,7 +233,8 @@ def split_districts(engine: Engine, districts: list[str] | None = None) -> list[
     """Give each district its own partition of every large table: ``districts``, or every
     district of the ``districts`` table and every one with rows in a DEFAULT partition. Rows
     already in the DEFAULT partition move into it, sums and all (the sums' triggers skip the
-    move). One transaction; run again, it does nothing. Returns the districts given partitions."""
+    move). One transaction per district; run again, it does nothing. Returns the districts given
+    partitions."""
     with engine.begin() as conn:
         refuse_sqlite(conn)
         if not is_partitioned(conn):
@@ -252,14 +253,20 @@ def split_districts(engine: Engine, districts: list[str] | None = None) -> list[
                             codes=excerpt(", ".join(map(repr, bad)))))
         have = partitions(conn)
         todo = sorted(d for d in wanted if any(d.lower() not in have[t] for t in LARGE))
-        if not todo:
-            return []
-        # writers wait for the short move (readers go on): a row written between a copy and its
-        # delete would be lost, an update made there undone, and the sums counted twice
-        conn.exec_driver_sql(f"LOCK TABLE {', '.join(LARGE)} IN SHARE ROW EXCLUSIVE MODE")
-        conn.exec_driver_sql(MOVING)
-        for district in todo:
-            _split(conn, district, have)
+    # One transaction per district: a province's hundred districts in one would hold a lock on
+    # every partition and index made (≈ 100 × 14 × 4), past PostgreSQL's shared lock table
+    # ("out of shared memory", max_locks_per_transaction); a failure keeps the districts already
+    # moved, each whole, and running it again goes on from there.
+    for district in todo:
+        with engine.begin() as conn:
+            # writers wait for the short move (readers go on): a row written between a copy and
+            # its delete would be lost, an update made there undone, and the sums counted twice
+            # ONLY the parents (every writer goes through them) and the DEFAULT partitions (read
+            # here): a plain LOCK TABLE would lock every district's partition of all 14 tables
+            only = ", ".join(f"ONLY {t}, ONLY {t}_default" for t in LARGE)
+            conn.exec_driver_sql(f"LOCK TABLE {only} IN SHARE ROW EXCLUSIVE MODE")
+            conn.exec_driver_sql(MOVING)
+            _split(conn, district, partitions(conn))
     return todo
 
 

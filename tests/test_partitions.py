@@ -300,6 +300,28 @@ def test_a_plan_made_in_one_piece_carries_its_units_districts(engine, small_demo
             assert rows == expected
 
 
+def test_a_province_of_districts_is_split_within_postgresqls_lock_table(postgis_server):
+    """``partition-districts`` on a province: 40 districts at once, on a server whose shared lock
+    table is small (``max_locks_per_transaction`` = 10: ≈ 1,100 locks in all). Every district
+    gets its 14 partitions; in one transaction (a lock on each partition and index made) the
+    split ran out of shared memory at about a hundred districts with the default setting."""
+    from geodata.migrate import upgrade
+    from tests import pgcluster
+
+    districts = [f"4{n:05d}" for n in range(1, 41)]
+    with pgcluster.PostgisCluster(dbname="small_locks", settings={"max_locks_per_transaction": 10}) as url:
+        engine = get_engine(url)
+        upgrade(engine)
+        partitions.partition_by_district(engine)
+        assert partitions.split_districts(engine, districts) == districts
+        with engine.connect() as conn:
+            made = partitions.partitions(conn)
+        assert all(made[t] == set(districts) for t in partitions.LARGE)
+        assert partitions.split_districts(engine, districts) == []
+        engine.dispose()
+        dispose_engines()
+
+
 # --- partitions made as a district's rows arrive ------------------------------------------------
 
 
