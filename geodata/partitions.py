@@ -59,6 +59,11 @@ LOCK_TIMEOUT_MS = 10_000
 LOCK_NOT_HAD = ("55P03", "40P01")
 #: PostgreSQL's code for its lock table full ("out of shared memory")
 OUT_OF_LOCKS = "53200"
+#: the most new districts one write makes partitions for: each holds ≈ 224 locks (its tables,
+#: indexes and TOAST tables) to the writer's commit, and PostgreSQL's default lock table holds
+#: 64 × 100 (it gave out at 80 districts). A write bringing more (a province's file) leaves their
+#: rows in DEFAULT, for ``partition-districts`` (a transaction per district)
+MAX_AT_ONCE = 16
 
 
 def partition_name(table: str, district: str) -> str:
@@ -302,10 +307,11 @@ def ensure_districts(conn: Connection, codes: Iterable[str | None]) -> list[str]
     longer would queue every new query behind this one); then the write is refused as busy
     (:class:`DatabaseTrouble`, 503, ``Retry-After``), nothing written. A write bringing many new
     districts at once makes 14 tables (with their indexes) for each in one transaction, each
-    holding a lock to the commit (≈ 224 a district): more than PostgreSQL's lock table holds
-    (``max_locks_per_transaction`` × connections, and spare shared memory: with the defaults
-    a write gave out at 80 districts) is refused,
-    saying so, nothing written (docs/scale.md)."""
+    holding a lock to the commit (≈ 224 a district): a write bringing more than
+    :data:`MAX_AT_ONCE` makes none and its rows land in DEFAULT (``partition-districts`` then
+    splits them a district per transaction); one that still finds PostgreSQL's lock table full
+    (``max_locks_per_transaction``, other sessions' locks) is refused, saying so, nothing
+    written (docs/scale.md)."""
     if conn.dialect.name != "postgresql":
         return []
     wanted = {str(c) for c in codes if isinstance(c, str | int) and str(c) != ""}
@@ -313,7 +319,7 @@ def ensure_districts(conn: Connection, codes: Iterable[str | None]) -> list[str]
         return []
     _refuse_unnamable(wanted)
     todo = _lacking(wanted, partitions(conn))
-    if not todo:
+    if not todo or len(todo) > MAX_AT_ONCE:
         return []
     before = conn.execute(text("SELECT current_setting('lock_timeout')")).scalar_one()
     try:

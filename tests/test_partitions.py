@@ -467,13 +467,16 @@ def test_a_new_district_waits_for_the_tables_at_most_its_timeout(partitioned, mo
     assert import_layer(engine, "units", files["units0"]).written == 80
 
 
-def test_more_new_districts_than_the_lock_table_holds_are_refused_in_one_line(partitioned, small_demo):
+def test_more_new_districts_than_the_lock_table_holds_are_refused_in_one_line(partitioned, small_demo,
+                                                                             monkeypatch):
     """Each district's partitions hold their locks to the commit: a write bringing more new
-    districts than the server's lock table holds is refused, saying so, nothing made or written."""
+    districts than the server's lock table holds (past MAX_AT_ONCE, here lifted) is refused,
+    saying so, nothing made or written."""
     from geodata.errors import Refused
     from geodata.store import write_layer
 
     engine, _district, _files = partitioned
+    monkeypatch.setattr(partitions, "MAX_AT_ONCE", 10_000)
     with engine.connect() as conn:
         slots = int(conn.execute(text("SHOW max_locks_per_transaction")).scalar_one()) * int(
             conn.execute(text("SHOW max_connections")).scalar_one())
@@ -525,3 +528,22 @@ def test_two_writers_of_one_new_district_at_once_make_its_partitions_once(partit
     assert where_rows_are(engine, "facilities") == {"facilities_d420188": 2}
     with engine.connect() as conn:
         assert all(made == {"420188"} for made in partitions.partitions(conn).values())
+
+
+def test_a_write_of_many_new_districts_leaves_them_to_partition_districts(partitioned, small_demo):
+    """More new districts than one write makes partitions for: their rows land in DEFAULT, as
+    before, and ``partition-districts`` then gives each its partitions (a transaction each)."""
+    from geodata.store import write_layer
+
+    engine, _district, _files = partitioned
+    many = partitions.MAX_AT_ONCE + 1
+    one = small_demo.layers["facilities"].iloc[:1]
+    facilities = one.loc[one.index.repeat(many)].reset_index(drop=True)
+    facilities["code"] = [f"F9{i:05d}" for i in range(many)]
+    codes = [f"43{i:04d}" for i in range(many)]
+    facilities["district_code"] = codes
+    with engine.begin() as conn:
+        write_layer(conn, "facilities", facilities)
+    assert where_rows_are(engine, "facilities") == {"facilities_default": many}
+    assert partitions.split_districts(engine) == codes
+    assert where_rows_are(engine, "facilities") == {f"facilities_d{c}": 1 for c in codes}
