@@ -31,7 +31,7 @@ from layers.coverage import gaps as coverage
 from layers.onboarding import imports as layer_import
 from layers.plans import adoption
 from layers.plans.memory import PlanMemory
-from layers.plans.scale import districts_of, job_runner, plan_all
+from layers.plans.scale import SCHEDULER_ENV, districts_of, job_runner, plan_all
 from layers.plans.workflow import auto_plan
 
 # The kinds of job the worker runs, named once: the views start jobs by these names and the
@@ -117,9 +117,30 @@ def _plan_every_district(engine: Engine, job: dict, name: str, author: str, para
             "workers": made.workers}
 
 
+#: a city's report job goes district by district on this machine above this many units (below,
+#: the report in one piece costs 0.6 times the processor time and shares its reading with the
+#: siting models: docs/scale.md); with a scheduler named, always
+BY_DISTRICT_UNITS = 400_000
+
+
+def _report_by_district(engine: Engine, districts: list[str]) -> bool:
+    """Whether a city's report job runs district by district: a scheduler is named or the city
+    is large — and every unit lies in a district the database knows (a city of units alone, a
+    census study without streets, is reported in one piece)."""
+    with engine.connect() as conn:
+        units = conn.execute(text("SELECT count(*) FROM units")).scalar_one()
+        if not units:
+            return False
+        if not (os.environ.get(SCHEDULER_ENV) or units > BY_DISTRICT_UNITS):
+            return False
+        held = set(conn.execute(text("SELECT DISTINCT district_code FROM units")).scalars())
+    return held <= set(districts)
+
+
 def _coverage_report(engine: Engine, job: dict) -> dict:
-    """The coverage report job. A street's: in the job's process
-    (:func:`layers.coverage.gaps.run_report_job`). A city's (or a province's): a task per
+    """The coverage report job. A street's, a city's of up to :data:`BY_DISTRICT_UNITS` units
+    with no scheduler named, and one of units alone: in the job's process
+    (:func:`layers.coverage.gaps.run_report_job`). A larger city's (or a province's): a task per
     district (:func:`layers.coverage.cache.districts_job_result`) on the scheduler of
     ``GRIDPLAN_DASK_SCHEDULER``, else on this machine's cores — as the district-wide plan job
     runs (:func:`layers.plans.scale.job_runner`) — the bar moving as
@@ -127,9 +148,10 @@ def _coverage_report(engine: Engine, job: dict) -> dict:
     did (a city's siting models prepared after it, as before). A scheduler that cannot be reached
     fails the job before anything is read."""
     params = job.get("params") or {}
-    if params.get("street"):
+    districts = districts_of(engine)
+    if params.get("street") or not _report_by_district(engine, districts):
         return coverage.run_report_job(engine, job)
-    runner = job_runner(len(districts_of(engine)))
+    runner = job_runner(len(districts))
     progress = _district_progress(engine, job)
 
     def preparing() -> None:

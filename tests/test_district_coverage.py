@@ -289,6 +289,7 @@ def test_the_city_report_job_is_made_district_by_district_as_the_single_process(
     url, engine, _whole = city
     whole = gaps.report_for(engine)  # as the city is now (an earlier test generated its cells again)
     monkeypatch.delenv("GRIDPLAN_DASK_SCHEDULER", raising=False)
+    monkeypatch.setattr(worker, "BY_DISTRICT_UNITS", 10)  # a province's job, on a test-sized city
     monkeypatch.setenv("GRIDPLAN_SITING_CACHE", str(tmp_path / "siting"))
     job_id = jobs.create_job(engine, worker.COVERAGE_REPORT, {"street": None, "method": None}, per_user=0)
     job = worker.run_one(engine)  # what `flask worker` does: the job in a process of its own
@@ -427,3 +428,42 @@ def test_a_worker_killed_mid_write_of_its_cells_leaves_the_cells_of_one_piece(tw
     assert marker.exists(), "the worker did not die where the test wanted it to"
     assert pool.restarts == 1 and made.districts == ["420103", SECOND]
     assert cells_of(districts).equals(cells_of(serial))
+
+
+def test_a_small_city_or_one_of_units_alone_is_reported_in_one_piece(city, tmp_path, monkeypatch):
+    """Below ``BY_DISTRICT_UNITS`` with no scheduler named, the city's report job makes the report
+    in one piece (cheaper, and it shares its reading with the siting models); a database of units
+    and facilities alone (no streets, no districts: a census study) is reported in one piece
+    whatever its size — by district it found no district and failed — with the single-process
+    numbers either way."""
+    from geodata import jobs
+    from geodata.db import get_engine as engine_of
+    from geodata.migrate import upgrade
+    from geodata.standards import seed_settings
+    from geodata.store import read_layer, write_layer
+    from layers import worker
+
+    _url, engine, _whole = city
+    monkeypatch.delenv("GRIDPLAN_DASK_SCHEDULER", raising=False)
+    monkeypatch.setenv("GRIDPLAN_SITING_CACHE", str(tmp_path / "siting"))
+    alone = engine_of(f"sqlite:///{tmp_path / 'units.sqlite'}")
+    upgrade(alone)
+    with alone.begin() as conn:
+        seed_settings(conn)
+        for layer in ("units", "facilities"):
+            write_layer(conn, layer, read_layer(engine, layer))
+    for db, threshold in ((engine, worker.BY_DISTRICT_UNITS), (alone, 10)):
+        monkeypatch.setattr(worker, "BY_DISTRICT_UNITS", threshold)
+        whole = as_json(gaps.report_for(db))
+        jobs.create_job(db, worker.COVERAGE_REPORT, {"street": None, "method": None}, per_user=0)
+        job = worker.run_one(db)
+        assert job["status"] == "done", job
+        assert "districts" not in (job["message"] or "")
+        assert {k: v for k, v in job["result"].items() if k not in cache_keys()} == whole
+    alone.dispose()
+
+
+def cache_keys():
+    from layers.coverage import cache
+
+    return cache.CACHE_KEYS
