@@ -30,7 +30,7 @@ from pyproj import Transformer
 from sqlalchemy import Connection, Engine, delete, insert, or_, select
 
 from geodata import crs as crs_mod
-from geodata import dialect, topology
+from geodata import dialect, partitions, topology
 from geodata.catalog import (
     LOCATION_PRECISIONS,
     LayerSpec,
@@ -1139,6 +1139,10 @@ def write_import(
     under ``actor``.
     """
     codes = gdf["code"].tolist()
+    if layer in partitions.LARGE and "district_code" in gdf.columns:
+        # a new district's partitions first, in short transactions of their own: made inside this
+        # one, their lock would stop every district's reads until the import commits
+        partitions.prepare_districts(engine, gdf["district_code"].dropna().unique())
     with engine.begin() as conn:
         # the boundary revision's lock first, before any read: imports queue behind an adoption
         # (and it behind them) instead of deadlocking on units' rows, and on SpatiaLite the

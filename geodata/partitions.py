@@ -262,17 +262,62 @@ def split_districts(engine: Engine, districts: list[str] | None = None) -> list[
     # every partition and index made (≈ 100 × 14 × 4), past PostgreSQL's shared lock table
     # ("out of shared memory", max_locks_per_transaction); a failure keeps the districts already
     # moved, each whole, and running it again goes on from there.
+    made = []
     for district in todo:
         with engine.begin() as conn:
-            # writers wait for the short move (readers go on): a row written between a copy and
-            # its delete would be lost, an update made there undone, and the sums counted twice
-            # ONLY the parents (every writer goes through them) and the DEFAULT partitions (read
-            # here): a plain LOCK TABLE would lock every district's partition of all 14 tables
-            only = ", ".join(f"ONLY {t}, ONLY {t}_default" for t in LARGE)
-            conn.exec_driver_sql(f"LOCK TABLE {only} IN SHARE ROW EXCLUSIVE MODE")
-            conn.exec_driver_sql(MOVING)
-            _split(conn, district, partitions(conn))
-    return todo
+            _lock_for_split(conn, [district])
+            have = partitions(conn)  # holding the lock: another writer may have made them meanwhile
+            if _lacking({district}, have):
+                conn.exec_driver_sql(MOVING)
+                _split(conn, district, have)
+                made.append(district)
+    return made
+
+
+def prepare_districts(engine: Engine, codes: Iterable[str | None]) -> list[str]:
+    """Before a writer's own transaction (an import): the partitions of each of ``codes`` that
+    lacks them, a district per short transaction of its own (:func:`split_districts`), so that
+    the writer's transaction takes no lock of the tables' own and holds none while its rows go
+    in. Nothing on SpatiaLite or on PostgreSQL not partitioned. A district made here whose
+    import is then refused keeps its empty partitions (harmless; made once). Returns the
+    districts given partitions."""
+    if engine.dialect.name != "postgresql":
+        return []
+    wanted = {str(c) for c in codes if isinstance(c, str | int) and str(c) != ""}
+    if not wanted:
+        return []
+    with engine.connect() as conn:
+        if not is_partitioned(conn):
+            return []
+        _refuse_unnamable(wanted)
+        todo = _lacking(wanted, partitions(conn))
+    return split_districts(engine, todo) if todo else []
+
+
+def _lock_for_split(conn: Connection, districts: list[str]) -> None:
+    """The locks a district's partitions are made under: ``CREATE TABLE … PARTITION OF`` needs
+    its parent ``ACCESS EXCLUSIVE``, taken here first for ONLY the 14 parents and their DEFAULT
+    partitions (every writer goes through the parents; a plain LOCK TABLE would lock every
+    district's partition too) in :data:`LARGE` order — taken at the start, not upgraded from a
+    weaker lock, so a writer that read the tables first cannot deadlock with it. Every read and
+    write of those tables waits until the caller commits: a short transaction, the district's
+    rows moved out of DEFAULT (none, for a district new to the database). Waited for at most
+    :data:`LOCK_TIMEOUT_MS`, then refused as busy (:class:`DatabaseTrouble`, 503, ``Retry-After``),
+    nothing made."""
+    before = conn.execute(text("SELECT current_setting('lock_timeout')")).scalar_one()
+    only = ", ".join(f"ONLY {t}, ONLY {t}_default" for t in LARGE)
+    try:
+        conn.execute(text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": f"{LOCK_TIMEOUT_MS}ms"})
+        conn.exec_driver_sql(f"LOCK TABLE {only} IN ACCESS EXCLUSIVE MODE")
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) not in LOCK_NOT_HAD:
+            raise
+        raise DatabaseTrouble(_("district {codes} needs its own partitions, and the tables split by district "
+                                "stayed in use for {seconds} s (a long report or import): nothing was "
+                                "written; try again in a moment", codes=excerpt(", ".join(districts)),
+                                seconds=LOCK_TIMEOUT_MS // 1000),
+                              code="DatabaseBusy", retry_after=LOCK_TIMEOUT_MS // 1000) from None
+    conn.execute(text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": before})
 
 
 def _refuse_unnamable(codes: Iterable[str]) -> None:
@@ -297,11 +342,13 @@ def ensure_districts(conn: Connection, codes: Iterable[str | None]) -> list[str]
     refused before anything is made, named (:class:`Refused`; the caller's transaction then
     rolls back, nothing written).
 
-    **Locks.** ``CREATE TABLE … PARTITION OF`` locks its parent ``ACCESS EXCLUSIVE``: taken here
-    for the 14 large tables at once (``LOCK TABLE ONLY``, in :data:`LARGE` order, so two such
-    writers queue rather than deadlock) and held to the writer's commit, they stop every read
-    and write of those tables — every district's units, communities, cases … — for the rest of
-    that transaction (the rest of an import: seconds for a district's units). That happens once
+    **Locks.** An import makes its districts' partitions before its own transaction
+    (:func:`prepare_districts`: short transactions of their own) and finds nothing to do here.
+    For the other writers (the demo, a generated country, units and cells built) this is the
+    fallback: ``CREATE TABLE … PARTITION OF`` locks its parent ``ACCESS EXCLUSIVE``, taken here
+    for the 14 large tables at once (:func:`_lock_for_split`) and held to the writer's commit, so
+    they stop every read and write of those tables — every district's units, communities, cases …
+    — for the rest of that transaction. That happens once
     per district: a later write finds the partitions and takes no lock here. The lock is waited
     for at most :data:`LOCK_TIMEOUT_MS` (a long report reading the tables holds it off; waiting
     longer would queue every new query behind this one); then the write is refused as busy
@@ -321,19 +368,7 @@ def ensure_districts(conn: Connection, codes: Iterable[str | None]) -> list[str]
     todo = _lacking(wanted, partitions(conn))
     if not todo or len(todo) > MAX_AT_ONCE:
         return []
-    before = conn.execute(text("SELECT current_setting('lock_timeout')")).scalar_one()
-    try:
-        conn.execute(text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": f"{LOCK_TIMEOUT_MS}ms"})
-        conn.exec_driver_sql(f"LOCK TABLE ONLY {', '.join(LARGE)} IN ACCESS EXCLUSIVE MODE")
-    except DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) not in LOCK_NOT_HAD:
-            raise
-        raise DatabaseTrouble(_("district {codes} needs its own partitions, and the tables split by district "
-                                "stayed in use for {seconds} s (a long report or import): nothing was "
-                                "written; try again in a moment", codes=excerpt(", ".join(todo)),
-                                seconds=LOCK_TIMEOUT_MS // 1000),
-                              code="DatabaseBusy", retry_after=LOCK_TIMEOUT_MS // 1000) from None
-    conn.execute(text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": before})
+    _lock_for_split(conn, todo)
     have = partitions(conn)  # again, holding the lock: another writer may have made them meanwhile
     todo = _lacking(wanted, have)
     conn.exec_driver_sql(MOVING)

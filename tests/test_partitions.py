@@ -389,16 +389,17 @@ def test_an_import_of_a_new_district_makes_its_partitions(partitioned):
         == "districts given their own partitions: -"
 
 
-def test_a_failed_import_leaves_no_partition_behind(partitioned, monkeypatch):
+def test_a_failed_import_leaves_its_partitions_empty(partitioned, monkeypatch):
     """An import failing after its district's partitions were made (the disk full on its fourth
-    batch of units) rolls them back with its rows: the database is as it was."""
+    batch of units): its rows are rolled back; the partitions, made before its transaction in
+    short ones of their own (so that the import held no lock of the tables while it wrote), stay,
+    empty, and the same import made again uses them."""
     from sqlalchemy import event
 
     import geodata.store
     from layers.onboarding.imports import import_layer
 
     engine, district, files = partitioned
-    before = relations(engine)
     monkeypatch.setattr(geodata.store, "BATCH", 20)
     calls = []
 
@@ -416,9 +417,44 @@ def test_a_failed_import_leaves_no_partition_behind(partitioned, monkeypatch):
         event.remove(engine, "before_cursor_execute", fail_on_the_fourth_insert)
     assert len(calls) == 4  # three batches went into the new partition before the failure
     with engine.connect() as conn:
-        assert all(district not in made for made in partitions.partitions(conn).values())
+        assert all(district in made for made in partitions.partitions(conn).values())
         assert conn.execute(text("SELECT count(*) FROM units")).scalar_one() == 0
-    assert relations(engine) == before
+    made = relations(engine)
+    import_layer(engine, "units", files["units0"])
+    assert relations(engine) == made
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT count(*) FROM units_d{district}")).scalar_one() > 0
+        assert conn.execute(text("SELECT count(*) FROM units_default")).scalar_one() == 0
+
+
+def test_an_import_of_a_new_district_holds_no_lock_of_the_tables_while_it_writes(partitioned, monkeypatch):
+    """While a new district's units go in, another session reads the units of the database
+    (every district) without waiting: the partitions were made before the import's transaction."""
+    from sqlalchemy import event
+
+    from layers.onboarding.imports import import_layer
+
+    engine, district, files = partitioned
+    waited: list[float] = []
+    other = get_engine(engine.url.render_as_string(hide_password=False))
+
+    def read_meanwhile(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO UNITS ") and not waited:
+            import time
+
+            with other.connect() as reader:
+                reader.execute(text("SET lock_timeout = '2s'"))
+                started = time.perf_counter()
+                reader.execute(text("SELECT count(*) FROM units")).scalar_one()
+                waited.append(time.perf_counter() - started)
+
+    event.listen(engine, "before_cursor_execute", read_meanwhile)
+    try:
+        import_layer(engine, "units", files["units0"])
+    finally:
+        event.remove(engine, "before_cursor_execute", read_meanwhile)
+        other.dispose()
+    assert waited and waited[0] < 2.0
 
 
 def test_a_district_code_that_cannot_name_a_partition_is_refused(partitioned, small_demo):

@@ -321,7 +321,7 @@ def job_runner(districts: int | None = None, workers: int | None = None):
         return runner_for(None, None, districts)
     if workers is None and os.environ.get(JOB_WORKERS_ENV):
         value = os.environ[JOB_WORKERS_ENV].strip()
-        if not value.isdigit() or not 1 <= int(value) <= 1024:
+        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 1024:
             raise Refused(_("{name} is “{value}”: a number of processes from 1 to 1024",
                             name=JOB_WORKERS_ENV, value=value))
         workers = int(value)
