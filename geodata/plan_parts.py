@@ -65,4 +65,18 @@ def discard_plan(engine: Engine, plan_id: int, actor: str, reason: str) -> None:
                                              detail={"reason": reason[:500]}))
 
 
-__all__ = ["discard_plan", "district_rows", "finish_plan", "write_district"]
+def discard_unfinished(engine: Engine, job_id: int, reason: str) -> list[int]:
+    """Delete the plans background job ``job_id`` began and never finished (its process killed
+    mid-plan: the time limit, the worker stopped or restarted, out of memory), with the districts'
+    rows written so far — a half-made draft in the plans list would look like any other. Their
+    ids. A plan is unfinished until :func:`finish_plan` records its scores."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(Plan.id, Plan.params, Plan.scores)).all()
+    unfinished = [i for i, params, scores in rows
+                  if isinstance(params, dict) and params.get("job") == job_id and not scores]
+    for plan_id in unfinished:
+        discard_plan(engine, plan_id, "worker", reason)
+    return unfinished
+
+
+__all__ = ["discard_plan", "discard_unfinished", "district_rows", "finish_plan", "write_district"]

@@ -43,7 +43,7 @@ from geodata.models import (
     Street,
     Unit,
 )
-from geodata.revisions import lock_revision, raise_revision
+from geodata.revisions import PLAN_NUMBERS, lock_revision, raise_revision
 from geodata.store import as_stored_type, keep_community_history
 
 
@@ -109,10 +109,6 @@ def create_plan(engine: Engine, name: str, author: str, assignment: pd.Series, *
         _insert_assignment(conn, plan_id, assignment, version=1)
         _audit(conn, author, "plan:create", str(plan_id), {"name": name, "units": len(assignment)})
     return plan_id
-
-
-#: the counter (in ``revisions``) of the plan numbers SQLite has given
-PLAN_NUMBERS = "plans"
 
 
 def _plan_number(conn: Connection) -> dict:

@@ -32,6 +32,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from geodata.models import BoundaryChange, Revision, Street, Unit
 
 BOUNDARIES = "boundaries"
+#: the counter that numbers new plans on SQLite (:mod:`geodata.plan_rows`), kept in this table but
+#: no revision of any data: a new plan must not look like a change of the boundaries or layers
+PLAN_NUMBERS = "plans"
 #: the district part of a counter that stands for every district (a write whose districts are unknown)
 EVERY = "*"
 #: codes asked for in one ``IN (…)``
@@ -215,10 +218,10 @@ def district_revision(engine: Engine | Connection, district: str) -> int:
 
 
 def all_revisions(engine: Engine | Connection) -> dict[str, int]:
-    """Every counter of the ``revisions`` table (the boundaries and each layer's own), read in one
+    """Every revision of the ``revisions`` table (the boundaries and each layer's own), read in one
     query: what a cache key is made of, so that a process never answers from what another process
     has changed since."""
-    stmt = select(Revision.name, Revision.value).order_by(Revision.name)
+    stmt = select(Revision.name, Revision.value).where(Revision.name != PLAN_NUMBERS).order_by(Revision.name)
     if isinstance(engine, Engine):
         with engine.connect() as conn:
             return {n: int(v) for n, v in conn.execute(stmt).all()}

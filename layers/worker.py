@@ -23,8 +23,9 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine, text
 
-from geodata import jobs
+from geodata import jobs, plan_parts
 from geodata.db import get_engine
+from geodata.errors import GridplanError
 from geodata.i18n import _
 from layers.coverage import cache as coverage_cache
 from layers.coverage import gaps as coverage
@@ -110,7 +111,7 @@ def _plan_every_district(engine: Engine, job: dict, name: str, author: str, para
     runner = job_runner(len(districts_of(engine)), params.pop("workers", None))
     try:
         made = plan_all(engine, name, author, runner=runner, progress=_district_progress(engine, job),
-                        **params)
+                        job_id=job["id"], **params)
     finally:
         runner.close()
     return {"plan_id": made.plan_id, "scores": made.summary()["scores"], "skipped": made.skipped,
@@ -196,7 +197,9 @@ def _run_child(engine: Engine, job: dict, worker_pid: int) -> None:
     try:
         jobs.finish(engine, job["id"], RUNNERS[job["kind"]](engine, job))
     except Exception as exc:  # a failed job is recorded, the worker goes on
-        jobs.fail(engine, job["id"], f"{type(exc).__name__}: {exc}")
+        # gridplan's own refusals are sentences for the page; anything else names its kind
+        message = str(exc) if isinstance(exc, GridplanError) else f"{type(exc).__name__}: {exc}"
+        jobs.fail(engine, job["id"], message)
         traceback.print_exc()
     finally:
         sys.stderr.flush()
@@ -235,15 +238,23 @@ def run_one(engine: Engine, *, time_limit: float | None = None) -> dict | None:
     try:
         process.join(limit)
     except BaseException:  # Ctrl-C or SystemExit of the worker: the job dies with it, not after it
-        _stop(engine, process, job["id"])
+        _stop(engine, process, job["id"])  # failed, and what it left removed, when a worker starts
         raise
     if process.is_alive():
         _stop(engine, process, job["id"])
         if jobs.fail_timed_out(engine, job["id"], limit):
-            layer_import.forget_job_upload(job)
+            _forget(engine, job)
     elif jobs.fail_vanished(engine, job["id"], process.exitcode):  # killed by the system, out of memory
-        layer_import.forget_job_upload(job)
+        _forget(engine, job)
     return jobs.get_job(engine, job["id"])
+
+
+def _forget(engine: Engine, job: dict) -> None:
+    """What a job killed mid-way leaves behind, removed: an import's upload, a plan's half-made
+    draft (its districts written so far) — "nothing of it was kept", as the job's message says."""
+    layer_import.forget_job_upload(job)
+    if job["kind"] == AUTO_PLAN:
+        plan_parts.discard_unfinished(engine, job["id"], _("the job making it stopped before it finished"))
 
 
 def fail_abandoned(engine: Engine) -> list[int]:
@@ -251,7 +262,7 @@ def fail_abandoned(engine: Engine) -> list[int]:
     imports among them; returns their ids."""
     abandoned = jobs.fail_abandoned(engine)
     for job in abandoned:
-        layer_import.forget_job_upload(job)
+        _forget(engine, job)
     return [job["id"] for job in abandoned]
 
 

@@ -304,3 +304,15 @@ def test_an_adoption_reads_only_what_lies_in_its_streets(warm):
     assert not unbounded, unbounded
     assert len(work.facility_communities) > 0
     assert all(str(code).endswith(f"-{A}") for code in work.facility_communities.index)
+
+
+def test_a_new_plan_leaves_the_coverage_keys(warm):
+    """A planner's new draft changes no boundary and no layer: every coverage key stays (on
+    SQLite plans are numbered by a counter kept beside the revisions; counted as one, each new
+    draft had every server's warm-up thread queue the city's whole report again)."""
+    engine, memory, _kept, held = warm
+    street, _plan, key = held[A]
+    city = coverage_cache.state_key(engine, None, "straight")
+    plan_workflow.auto_plan(memory, "one more draft", "planner", street=street)
+    assert coverage_cache.state_key(engine, street, "straight") == key
+    assert coverage_cache.state_key(engine, None, "straight") == city

@@ -380,3 +380,32 @@ def test_per_street_seeds_do_not_depend_on_the_order(small_demo):
     assert seeds == [street_seed(0, s) for s in streets[::-1]][::-1]
     assert street_seed(1, streets[0]) != seeds[0]
     assert np.all(np.array(seeds) < 2**64)
+
+
+def test_a_job_killed_mid_plan_leaves_no_half_made_draft(country):
+    """The district-wide plan job's process killed after one district's rows were written (the
+    worker stopped, restarted, out of memory): the worker that starts next fails the job and
+    discards the half-made plan with its rows — it was listed as an ordinary draft, covering a
+    third of the units — and leaves every finished plan as it was."""
+    from geodata import jobs, plan_parts
+    from layers import worker
+
+    engine, _made, serial, _kind = country
+    job_id = jobs.create_job(engine, "auto_plan", {"name": "half", "author": "planner"}, per_user=0)
+    with engine.begin() as conn:  # claimed, and its worker gone
+        conn.execute(text("UPDATE jobs SET status = 'running', worker = NULL WHERE id = :i"), {"i": job_id})
+    half = plan_rows.create_plan(engine, "half", "planner", pd.Series(dtype=object),
+                                 params={"street": None, "all": True, "job": job_id}, streets=[])
+    done = rows(engine, serial.plan_id)
+    assert plan_parts.write_district(engine, half, "421001", done[done.index.str.startswith("421001")]) > 0
+    kept = rows(engine, serial.plan_id)
+    assert worker.fail_abandoned(engine) == [job_id]
+    assert jobs.get_job(engine, job_id)["status"] == "failed"
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Plan).where(Plan.id == half)).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(PlanAssignment)
+                            .where(PlanAssignment.plan_id == half)).scalar_one() == 0
+        reason = conn.execute(text("SELECT detail FROM audit_log WHERE action = 'plan:discard' "
+                                   "AND object_code = :p"), {"p": str(half)}).scalar_one()
+    assert "stopped before it finished" in str(reason)
+    assert rows(engine, serial.plan_id).equals(kept)

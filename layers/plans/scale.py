@@ -22,6 +22,7 @@ Where the tasks run (:func:`runner_for`):
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import resource
@@ -280,10 +281,15 @@ def runner_for(cluster: str | None = None, workers: int | None = None, districts
         try:
             timeout = float(os.environ.get("GRIDPLAN_DASK_CONNECT_TIMEOUT") or CONNECT_TIMEOUT_S)
             client = Client(address, timeout=f"{timeout}s", set_as_default=False)
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise ClusterUnavailable(_("the dask scheduler {address} cannot be reached: {reason}",
-                                       address=address, reason=str(exc).splitlines()[0] if str(exc)
-                                       else type(exc).__name__)) from None
+        except ValueError as exc:
+            raise ClusterUnavailable(_("{address} is not the address of a dask scheduler (e.g. "
+                                       "tcp://scheduler:8786)", address=address)) from exc
+        except (OSError, TimeoutError) as exc:
+            # the library's own words (English, its internals) go to the log, not to the page
+            logging.getLogger(__name__).warning("dask scheduler %s: %s", address, exc)
+            raise ClusterUnavailable(_("the dask scheduler {address} cannot be reached (no answer within "
+                                       "{seconds} s): is it running, and is the address right?",
+                                       address=address, seconds=f"{timeout:g}")) from None
         return DaskRunner(client)
     count = workers or os.cpu_count() or 1
     if districts is not None:
@@ -402,13 +408,18 @@ def combine_scores(outcomes: list[DistrictOutcome], rules: Rules) -> dict:
 def plan_all(engine: Engine, name: str, author: str, *, minimum: int | None = None,
              maximum: int | None = None, target: int | None = None, fresh: bool = False, seed: int = 0,
              runner=None, cluster: str | None = None, workers: int | None = None,
-             progress: Callable[[int, int, DistrictOutcome], None] | None = None) -> ProvincePlan:
+             progress: Callable[[int, int, DistrictOutcome], None] | None = None,
+             job_id: int | None = None) -> ProvincePlan:
     """Plan every district of the database as one draft plan, a task per district on ``runner``
     (default :func:`runner_for` ``cluster``/``workers``); ``progress(done, total, outcome)`` as
     each district finishes. A district without units is skipped and named; when a district's task
-    fails the plan is discarded (nothing of it stays) and the error raised."""
+    fails the plan is discarded (nothing of it stays) and the error raised. ``job_id``: the
+    background job making it, kept with the plan so that a job killed mid-plan has it discarded
+    (:func:`geodata.plan_parts.discard_unfinished`)."""
     params = {"street": None, "minimum": minimum, "maximum": maximum, "target": target,
               "fresh": fresh, "seed": seed, "all": True}
+    if job_id is not None:
+        params["job"] = job_id
     rules = plan_rules(engine, params)  # refused before anything is written
     districts = districts_of(engine)
     if not districts:
