@@ -29,6 +29,11 @@ PARTITIONED = os.environ.get("GRIDPLAN_TEST_PARTITIONED", "").lower() in ("1", "
 # when the request names no language (GRIDPLAN_LOCALE), and their browsers ask for English.
 # tests/test_i18n.py proves that with no preference at all gridplan speaks Chinese.
 os.environ["GRIDPLAN_LOCALE"] = "en"
+# A background job run in the test process (``worker.run_one``) is forked from it, and this
+# process may hold dask's threads (a LocalCluster fixture): a LocalCluster started in such a
+# fork can hang on a lock a thread held. In-process jobs run their districts in the job's own
+# process; the test of the machine's cores runs a real ``flask worker`` (tests/test_plan_scale.py).
+os.environ.setdefault("GRIDPLAN_JOB_WORKERS", "1")
 
 
 def _compile_catalogues() -> None:
