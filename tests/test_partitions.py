@@ -279,7 +279,8 @@ def test_a_partitioned_database_backs_up_and_restores(postgis_url, postgis_serve
     # over partitioned tables holding rows, with --replace: every row replaced, sequences too
     with get_engine(target).begin() as conn:
         conn.exec_driver_sql("DELETE FROM incidents WHERE id IN (SELECT id FROM incidents LIMIT 3)")
-        conn.exec_driver_sql("UPDATE units SET population = population + 7 WHERE id IN (SELECT id FROM units LIMIT 5)")
+        conn.exec_driver_sql("UPDATE units SET population = population + 7 "
+                             "WHERE id IN (SELECT id FROM units LIMIT 5)")
     again = cli(target)("restore", "--replace", str(backup))
     assert again.exit_code == 0, again.output
     dispose_engines()
