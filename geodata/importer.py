@@ -30,7 +30,7 @@ from pyproj import Transformer
 from sqlalchemy import Connection, Engine, delete, insert, or_, select
 
 from geodata import crs as crs_mod
-from geodata import dialect, topology
+from geodata import dialect, partitions, topology
 from geodata.catalog import (
     LOCATION_PRECISIONS,
     LayerSpec,
@@ -44,6 +44,7 @@ from geodata.catalog import (
 from geodata.db import BATCH, pause_for_fault_tests
 from geodata.i18n import N_, _, speaks_english
 from geodata.models import AuditLog, Community, CommunityHistory, Unit, UnitAdjacency
+from geodata.naming import PROVISIONAL_SEQUENCES
 from geodata.revisions import changes_since, lock_revision, raise_revision
 from geodata.sources import ImportRefused
 from geodata.standards import DEFAULT_SETTINGS, FACILITY_KINDS, INCIDENT_CATEGORIES, get_setting
@@ -626,6 +627,69 @@ def _check_parents(engine: Engine, spec: LayerSpec, frame: pd.DataFrame, problem
                               n=len(missing), layer=parent, codes=_listed(sorted(missing))))
 
 
+#: The layers whose features lie in their street's district, by the field naming the street (a
+#: cell's community code begins with its street's nine digits).
+STREET_OF = {"units": "street_code", "communities": "street_code", "grid_cells": "community_code"}
+#: ``frame.attrs`` key: which rows' ``district_code`` the file itself gives
+DISTRICT_GIVEN = "district_given"
+
+
+def street_districts(conn: Connection, streets: set[str]) -> dict[str, str]:
+    """The district each of ``streets`` (nine-digit codes) lies in: the stored street's
+    ``district_code`` when the street is stored, else the first six digits of an official code
+    (a provisional one, sequence 700–999, was given under whatever district the import named and
+    says nothing); streets neither tells are left out."""
+    table = get_layer("streets").table
+    wanted = sorted(streets)
+    found: dict[str, str] = {}
+    for start in range(0, len(wanted), BATCH):
+        chunk = wanted[start:start + BATCH]
+        found.update({c: d for c, d in conn.execute(select(table.c.code, table.c.district_code)
+                                                    .where(table.c.code.in_(chunk))) if d})
+    for street in wanted:
+        if street not in found and is_code(street, 9) and int(street[6:]) not in PROVISIONAL_SEQUENCES:
+            found[street] = street[:6]
+    return found
+
+
+def _check_street_district(engine: Engine, spec: LayerSpec, frame: pd.DataFrame, problems: list[str]) -> None:
+    """A unit, community or cell whose ``district_code`` is not its street's district
+    (:func:`street_districts`), by row: it would be planned, counted and stored (on PostgreSQL
+    split by district: in the partition) under the wrong district. A district the file leaves
+    empty, taken from the codes, is put right from the stored street instead (a street moved to
+    another district keeps its code)."""
+    field = STREET_OF.get(spec.name)
+    if field is None or field not in frame.columns or "district_code" not in frame.columns or frame.empty:
+        return
+    digits = spec.field(field).digits
+    streets = np.array([c[:9] if isinstance(c, str) and is_code(c, digits) else None
+                        for c in frame[field].to_numpy(dtype=object)], dtype=object)
+    with engine.connect() as conn:
+        known = street_districts(conn, {s for s in streets if s is not None})
+    if not known:
+        return
+    district = frame["district_code"].to_numpy(dtype=object)
+    theirs = np.array([known.get(s) if s is not None else None for s in streets], dtype=object)
+    wrong = np.array([t is not None and isinstance(d, str) and is_code(d, 6) and d != t
+                      for d, t in zip(district, theirs, strict=True)], dtype=bool)
+    given = frame.attrs.get(DISTRICT_GIVEN)
+    given = np.ones(len(frame), dtype=bool) if given is None or len(given) != len(frame) else given
+    derived = wrong & ~given
+    if derived.any():  # the file named no district: the street's is the right one
+        values = district.copy()
+        values[derived] = theirs[derived]
+        frame["district_code"] = values
+    rows = np.flatnonzero(wrong & given)
+    codes = frame["code"].to_numpy(dtype=object) if "code" in frame.columns else np.full(len(frame), None)
+    for i in rows[:20]:
+        problems.append(_("row {row}: {code} has district_code {district}, but its street {street} lies in "
+                          "district {street_district}", row=i + 1, code=codes[i] or "-", district=district[i],
+                          street=streets[i], street_district=theirs[i]))
+    if len(rows) > 20:
+        problems.append(_("… and {n} more rows whose district_code is not their street's district",
+                          n=len(rows) - 20))
+
+
 @dataclass
 class Source:
     """A file's coordinates as it holds them and the system it says they are in, to name the
@@ -925,6 +989,10 @@ def prepare(spec: LayerSpec, gdf: gpd.GeoDataFrame, *, declared_crs=None,
     if resolve is not None:  # names into codes, so that what the checks say is about the codes
         resolve(frame, np.asarray(gdf.geometry.values, dtype=object), problems, report)
     frame = frame.drop(columns=[c for c in extra if c in frame.columns])
+    # which rows' district the file gives (the others' is taken from their codes, and may be put
+    # right from their stored street: _check_street_district)
+    frame.attrs[DISTRICT_GIVEN] = (frame["district_code"].notna().to_numpy()
+                                   if "district_code" in frame.columns else np.zeros(len(frame), dtype=bool))
     _derive_district(frame, spec)
     if district and "district_code" in frame.columns:
         frame["district_code"] = frame["district_code"].fillna(district)
@@ -932,6 +1000,7 @@ def prepare(spec: LayerSpec, gdf: gpd.GeoDataFrame, *, declared_crs=None,
     geoms = _check_geometry(spec, gdf, problems, report.repaired)
     if against is not None:
         against(frame, geoms, source, problems)
+    frame.attrs.pop(DISTRICT_GIVEN, None)  # not carried into the frame written
     if problems:
         raise ImportRefused(problems)
     if "households" in frame.columns and "population" in spec.field_names:
@@ -966,6 +1035,7 @@ def check_source(
 
     def against(frame: pd.DataFrame, geoms: np.ndarray, source: Source, problems: list[str]) -> None:
         _check_parents(engine, spec, frame, problems)
+        _check_street_district(engine, spec, frame, problems)
         known = len(problems)
         _check_place(engine, spec, geoms, source, limits, problems)
         if len(problems) == known:  # a file in the wrong place is named once, not row by row
@@ -1069,6 +1139,10 @@ def write_import(
     under ``actor``.
     """
     codes = gdf["code"].tolist()
+    if layer in partitions.LARGE and "district_code" in gdf.columns:
+        # a new district's partitions first, in short transactions of their own: made inside this
+        # one, their lock would stop every district's reads until the import commits
+        partitions.prepare_districts(engine, gdf["district_code"].dropna().unique())
     with engine.begin() as conn:
         # the boundary revision's lock first, before any read: imports queue behind an adoption
         # (and it behind them) instead of deadlocking on units' rows, and on SpatiaLite the

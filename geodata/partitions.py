@@ -7,6 +7,9 @@ stay whole. Each large table becomes a partitioned table with a ``DEFAULT`` part
 (never an insert refused), and one partition per district (``units_d420102``), made by
 :func:`split_districts` for every district of the ``districts`` table and every district found
 in a DEFAULT partition — the rows moved out of the DEFAULT partition in the same transaction.
+A writer of layers (:func:`geodata.store.write_layer`: imports, the demo, a country, cells, units
+built) gives a district its partitions as its first rows arrive (:func:`ensure_districts`), so
+the DEFAULT partitions stay empty.
 
 PostgreSQL requires every primary key and unique constraint of a partitioned table to include
 the partition key: ``district_code`` is appended to each (``units (id, district_code)``,
@@ -28,10 +31,12 @@ is refused: dump its data and load it into a freshly partitioned one). Later mig
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
-from geodata.errors import Refused, excerpt
+from geodata.errors import DatabaseTrouble, Refused, excerpt
 from geodata.i18n import _
 
 #: the large tables, parents before children (the order their rows are inserted in)
@@ -45,6 +50,20 @@ DISTRICT = re.compile(r"[0-9A-Za-z]{1,12}")
 #: set in a transaction that moves rows between partitions: the incident sums' triggers skip it
 #: (the sums rows move with the cases)
 MOVING = "SET LOCAL gridplan.moving_rows = 'on'"
+#: the same, once the rows have moved: the writer's own rows count in the sums again
+MOVED = "SET LOCAL gridplan.moving_rows = 'off'"
+#: how long a writer making a district's partitions waits for the tables' readers and writers
+#: before giving up (milliseconds): waiting longer would queue every new query behind it
+LOCK_TIMEOUT_MS = 10_000
+#: PostgreSQL's codes for a lock not had in time (lock_timeout) and a deadlock
+LOCK_NOT_HAD = ("55P03", "40P01")
+#: PostgreSQL's code for its lock table full ("out of shared memory")
+OUT_OF_LOCKS = "53200"
+#: the most new districts one write makes partitions for: each holds ≈ 224 locks (its tables,
+#: indexes and TOAST tables) to the writer's commit, and PostgreSQL's default lock table holds
+#: 64 × 100 (it gave out at 80 districts). A write bringing more (a province's file) leaves their
+#: rows in DEFAULT, for ``partition-districts`` (a transaction per district)
+MAX_AT_ONCE = 16
 
 
 def partition_name(table: str, district: str) -> str:
@@ -56,9 +75,11 @@ def is_partitioned(conn: Connection) -> bool:
     """Whether this database's large tables are partitioned by district."""
     if conn.dialect.name != "postgresql":
         return False
+    # the table named as a parameter: statement checks looking for reads of a large table that do
+    # not name their district (tests/test_plan_scale.py) must not take this for one
     return bool(conn.execute(text(
-        "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass('public.units'))"
-    )).scalar_one())
+        "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(:t))"),
+        {"t": "public.units"}).scalar_one())
 
 
 def partitions(conn: Connection) -> dict[str, set[str]]:
@@ -69,7 +90,7 @@ def partitions(conn: Connection) -> dict[str, set[str]]:
         "WHERE n.nspname = 'public' AND p.relname = ANY(:tables)"), {"tables": list(LARGE)}).all()
     out: dict[str, set[str]] = {t: set() for t in LARGE}
     for parent, child in rows:
-        if child.startswith(f"{parent}_d"):
+        if child.startswith(f"{parent}_d") and child != f"{parent}_default":
             out[parent].add(child[len(parent) + 2:])
     return out
 
@@ -217,7 +238,8 @@ def split_districts(engine: Engine, districts: list[str] | None = None) -> list[
     """Give each district its own partition of every large table: ``districts``, or every
     district of the ``districts`` table and every one with rows in a DEFAULT partition. Rows
     already in the DEFAULT partition move into it, sums and all (the sums' triggers skip the
-    move). One transaction; run again, it does nothing. Returns the districts given partitions."""
+    move). One transaction per district; run again, it does nothing. Returns the districts given
+    partitions."""
     with engine.begin() as conn:
         refuse_sqlite(conn)
         if not is_partitioned(conn):
@@ -236,15 +258,147 @@ def split_districts(engine: Engine, districts: list[str] | None = None) -> list[
                             codes=excerpt(", ".join(map(repr, bad)))))
         have = partitions(conn)
         todo = sorted(d for d in wanted if any(d.lower() not in have[t] for t in LARGE))
-        if not todo:
+    # One transaction per district: a province's hundred districts in one would hold a lock on
+    # every partition and index made (≈ 100 × 14 × 4), past PostgreSQL's shared lock table
+    # ("out of shared memory", max_locks_per_transaction); a failure keeps the districts already
+    # moved, each whole, and running it again goes on from there.
+    made = []
+    for district in todo:
+        with engine.begin() as conn:
+            _lock_for_split(conn, [district])
+            have = partitions(conn)  # holding the lock: another writer may have made them meanwhile
+            if _lacking({district}, have):
+                conn.exec_driver_sql(MOVING)
+                _split(conn, district, have)
+                made.append(district)
+    return made
+
+
+def prepare_districts(engine: Engine, codes: Iterable[str | None]) -> list[str]:
+    """Before a writer's own transaction (an import): the partitions of each of ``codes`` that
+    lacks them, a district per short transaction of its own (:func:`split_districts`), so that
+    the writer's transaction takes no lock of the tables' own and holds none while its rows go
+    in. Nothing on SpatiaLite or on PostgreSQL not partitioned. A district made here whose
+    import is then refused keeps its empty partitions (harmless; made once). Returns the
+    districts given partitions."""
+    if engine.dialect.name != "postgresql":
+        return []
+    wanted = {str(c) for c in codes if isinstance(c, str | int) and str(c) != ""}
+    if not wanted:
+        return []
+    with engine.connect() as conn:
+        if not is_partitioned(conn):
             return []
-        # writers wait for the short move (readers go on): a row written between a copy and its
-        # delete would be lost, an update made there undone, and the sums counted twice
-        conn.exec_driver_sql(f"LOCK TABLE {', '.join(LARGE)} IN SHARE ROW EXCLUSIVE MODE")
-        conn.exec_driver_sql(MOVING)
+        _refuse_unnamable(wanted)
+        todo = _lacking(wanted, partitions(conn))
+    return split_districts(engine, todo) if todo else []
+
+
+def _lock_for_split(conn: Connection, districts: list[str]) -> None:
+    """The locks a district's partitions are made under: ``CREATE TABLE … PARTITION OF`` needs
+    its parent ``ACCESS EXCLUSIVE``, taken here first for ONLY the 14 parents and their DEFAULT
+    partitions (every writer goes through the parents; a plain LOCK TABLE would lock every
+    district's partition too) in :data:`LARGE` order — taken at the start, not upgraded from a
+    weaker lock, so a writer that read the tables first cannot deadlock with it. Every read and
+    write of those tables waits until the caller commits: a short transaction, the district's
+    rows moved out of DEFAULT (none, for a district new to the database). Waited for at most
+    :data:`LOCK_TIMEOUT_MS`, then refused as busy (:class:`DatabaseTrouble`, 503, ``Retry-After``),
+    nothing made."""
+    before = conn.execute(text("SELECT current_setting('lock_timeout')")).scalar_one()
+    only = ", ".join(f"ONLY {t}, ONLY {t}_default" for t in LARGE)
+    try:
+        conn.execute(text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": f"{LOCK_TIMEOUT_MS}ms"})
+        conn.exec_driver_sql(f"LOCK TABLE {only} IN ACCESS EXCLUSIVE MODE")
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) not in LOCK_NOT_HAD:
+            raise
+        raise DatabaseTrouble(_("district {codes} needs its own partitions, and the tables split by district "
+                                "stayed in use for {seconds} s (a long report or import): nothing was "
+                                "written; try again in a moment", codes=excerpt(", ".join(districts)),
+                                seconds=LOCK_TIMEOUT_MS // 1000),
+                              code="DatabaseBusy", retry_after=LOCK_TIMEOUT_MS // 1000) from None
+    conn.execute(text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": before})
+
+
+def _refuse_unnamable(codes: Iterable[str]) -> None:
+    """District codes that cannot name a partition (``units_d…``), refused together, named."""
+    bad = sorted(str(d) for d in codes if not DISTRICT.fullmatch(str(d or "")))
+    if bad:
+        raise Refused(_("{codes} cannot name a partition (a district code is letters and digits)",
+                        codes=excerpt(", ".join(map(repr, bad)))))
+
+
+def ensure_districts(conn: Connection, codes: Iterable[str | None]) -> list[str]:
+    """Give each of ``codes`` (the districts of rows about to be written) that has none yet its
+    own partition of every large table, on the writer's transaction, before its rows go in: they
+    land in their district's partition and nothing has to move later (``partition-districts``).
+    Returns the districts given partitions, in code order; on SpatiaLite, on PostgreSQL not
+    partitioned, and for districts that have theirs, it does nothing (two catalogue reads).
+
+    Made as :func:`split_districts` makes them (the same statements, so a backup's schema check
+    finds the same partitions): rows of such a district already in a DEFAULT partition (written
+    before, or by a writer that does not come here) move into its partition with them, sums and
+    all. Empty codes are left to the DEFAULT partition; a code that cannot name a partition is
+    refused before anything is made, named (:class:`Refused`; the caller's transaction then
+    rolls back, nothing written).
+
+    **Locks.** An import makes its districts' partitions before its own transaction
+    (:func:`prepare_districts`: short transactions of their own) and finds nothing to do here.
+    For the other writers (the demo, a generated country, units and cells built) this is the
+    fallback: ``CREATE TABLE … PARTITION OF`` locks its parent ``ACCESS EXCLUSIVE``, taken here
+    for the 14 large tables at once (:func:`_lock_for_split`) and held to the writer's commit, so
+    they stop every read and write of those tables — every district's units, communities, cases …
+    — for the rest of that transaction. That happens once
+    per district: a later write finds the partitions and takes no lock here. The lock is waited
+    for at most :data:`LOCK_TIMEOUT_MS` (a long report reading the tables holds it off; waiting
+    longer would queue every new query behind this one); then the write is refused as busy
+    (:class:`DatabaseTrouble`, 503, ``Retry-After``), nothing written. A write bringing many new
+    districts at once makes 14 tables (with their indexes) for each in one transaction, each
+    holding a lock to the commit (≈ 224 a district): a write bringing more than
+    :data:`MAX_AT_ONCE` makes none and its rows land in DEFAULT (``partition-districts`` then
+    splits them a district per transaction); one that still finds PostgreSQL's lock table full
+    (``max_locks_per_transaction``, other sessions' locks) is refused, saying so, nothing
+    written (docs/scale.md)."""
+    if conn.dialect.name != "postgresql":
+        return []
+    wanted = {str(c) for c in codes if isinstance(c, str | int) and str(c) != ""}
+    if not wanted or not is_partitioned(conn):
+        return []
+    _refuse_unnamable(wanted)
+    todo = _lacking(wanted, partitions(conn))
+    if not todo or len(todo) > MAX_AT_ONCE:
+        return []
+    _lock_for_split(conn, todo)
+    have = partitions(conn)  # again, holding the lock: another writer may have made them meanwhile
+    todo = _lacking(wanted, have)
+    conn.exec_driver_sql(MOVING)
+    try:
         for district in todo:
             _split(conn, district, have)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != OUT_OF_LOCKS:
+            raise
+        # each table, index and TOAST table made holds a lock to the commit: too many districts at once
+        raise Refused(_("{n} new districts at once need their own partitions, more than the database's lock "
+                        "table holds (max_locks_per_transaction = {most}): nothing was written; import them "
+                        "a few districts at a time, or raise max_locks_per_transaction",
+                        n=len(todo), most=_setting(conn, "max_locks_per_transaction"))) from None
+    conn.exec_driver_sql(MOVED)  # the writer's own rows, written next, count in the sums
     return todo
+
+
+def _setting(conn: Connection, name: str) -> str:
+    """A server setting, read on a connection of its own (the writer's transaction has failed)."""
+    try:
+        with conn.engine.connect() as other:
+            return str(other.execute(text("SELECT current_setting(:n)"), {"n": name}).scalar_one())
+    except DBAPIError:
+        return "?"
+
+
+def _lacking(wanted: set[str], have: dict[str, set[str]]) -> list[str]:
+    """Of ``wanted``, the districts some large table has no partition for, in code order."""
+    return sorted(d for d in wanted if any(d.lower() not in have[t] for t in LARGE))
 
 
 def _split(conn: Connection, district: str, have: dict[str, set[str]]) -> None:

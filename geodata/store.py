@@ -27,6 +27,7 @@ from geodata.db import BATCH
 from geodata.errors import Conflict
 from geodata.i18n import _
 from geodata.models import SRID, Community, CommunityHistory, UnitAdjacency
+from geodata.partitions import LARGE, ensure_districts
 from geodata.revisions import CACHED_LAYERS, raise_layer_revision
 
 Progress = Callable[[int], None]
@@ -211,10 +212,15 @@ def write_layer(
     ``mode`` is ``append`` (insert), ``replace`` (delete the whole layer first) or ``update``
     (rows matched by ``code`` are updated). Runs on the caller's connection so that the caller
     decides the transaction: one import is one transaction. Returns the number of rows written.
+    On PostgreSQL partitioned by district, a district with no partition yet gets its own first
+    (:func:`geodata.partitions.ensure_districts`; the locks that takes are said there).
     """
     spec = get_layer(layer)
     table = spec.table
     columns = [c for c in spec.field_names if c in gdf.columns]
+    if table.name in LARGE and "district_code" in gdf.columns and len(gdf):
+        # before any row: each lands in its district's partition, none in DEFAULT to move later
+        ensure_districts(conn, [str(c) for c in gdf["district_code"].dropna().unique()])
     # the districts whose cached answers this write makes stale: read before the delete
     touched = written_districts(conn, layer, gdf, mode) \
         if layer in CACHED_LAYERS and (len(gdf) or mode == "replace") else set()

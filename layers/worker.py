@@ -12,6 +12,7 @@ the limit, and the worker goes on with the next one.
 from __future__ import annotations
 
 import ctypes
+import json
 import multiprocessing
 import os
 import signal
@@ -30,7 +31,7 @@ from layers.coverage import gaps as coverage
 from layers.onboarding import imports as layer_import
 from layers.plans import adoption
 from layers.plans.memory import PlanMemory
-from layers.plans.scale import plan_all
+from layers.plans.scale import SCHEDULER_ENV, districts_of, job_runner, plan_all
 from layers.plans.workflow import auto_plan
 
 # The kinds of job the worker runs, named once: the views start jobs by these names and the
@@ -40,7 +41,8 @@ from layers.plans.workflow import auto_plan
 AUTO_PLAN = "auto_plan"
 #: a layer imported from an uploaded file (:mod:`layers.onboarding.imports`)
 LAYER_IMPORT = layer_import.KIND
-#: a city's coverage gap report (:mod:`layers.coverage.gaps`)
+#: a city's coverage gap report (:mod:`layers.coverage.gaps`; a city's district by district,
+#: :mod:`layers.coverage.districts`)
 COVERAGE_REPORT = coverage.JOB_KIND
 #: where to build next, for a city (:mod:`layers.coverage.cache`)
 COVERAGE_SITES = coverage_cache.SITES_JOB
@@ -80,11 +82,9 @@ def _auto_plan(engine: Engine, job: dict) -> dict:
     return {"plan_id": plan_id, "scores": {k: v for k, v in result.scores().items() if k != "infeasible"}}
 
 
-def _plan_every_district(engine: Engine, job: dict, name: str, author: str, params: dict) -> dict:
-    """The district-wide plan job: one task per district, on the scheduler of
-    ``GRIDPLAN_DASK_SCHEDULER`` or this machine's cores; the progress bar moves as districts
-    finish, naming those skipped (no units)."""
-    params.pop("street", None)
+def _district_progress(engine: Engine, job: dict) -> Callable:
+    """The progress of a job made of district tasks: the bar moves as districts finish
+    ("3/13 districts"), naming those skipped (no units)."""
     skipped: list[str] = []
 
     def progress(done: int, total: int, outcome) -> None:
@@ -94,15 +94,81 @@ def _plan_every_district(engine: Engine, job: dict, name: str, author: str, para
         if skipped:
             message = _("{progress} (no units, skipped: {districts})", progress=message,
                         districts=", ".join(skipped))
+        progress.message = message  # what the job says last (a later step adds to it)
         jobs.report(engine, job["id"], done / max(total, 1), message)
 
-    made = plan_all(engine, name, author, progress=progress, **params)
-    return {"plan_id": made.plan_id, "scores": made.summary()["scores"], "skipped": made.skipped}
+    progress.message = ""
+    return progress
+
+
+def _plan_every_district(engine: Engine, job: dict, name: str, author: str, params: dict) -> dict:
+    """The district-wide plan job: one task per district, on the scheduler of
+    ``GRIDPLAN_DASK_SCHEDULER`` or this machine's cores, as ``plan --all``
+    (:func:`layers.plans.scale.job_runner`; ``GRIDPLAN_JOB_WORKERS`` caps them); the progress
+    bar moves as districts finish, naming those skipped (no units)."""
+    params.pop("street", None)
+    runner = job_runner(len(districts_of(engine)), params.pop("workers", None))
+    try:
+        made = plan_all(engine, name, author, runner=runner, progress=_district_progress(engine, job),
+                        **params)
+    finally:
+        runner.close()
+    return {"plan_id": made.plan_id, "scores": made.summary()["scores"], "skipped": made.skipped,
+            "workers": made.workers}
+
+
+#: a city's report job goes district by district on this machine above this many units (below,
+#: the report in one piece costs 0.6 times the processor time and shares its reading with the
+#: siting models: docs/scale.md); with a scheduler named, always
+BY_DISTRICT_UNITS = 400_000
+
+
+def _report_by_district(engine: Engine, districts: list[str]) -> bool:
+    """Whether a city's report job runs district by district: a scheduler is named or the city
+    is large — and every unit lies in a district the database knows (a city of units alone, a
+    census study without streets, is reported in one piece)."""
+    with engine.connect() as conn:
+        units = conn.execute(text("SELECT count(*) FROM units")).scalar_one()
+        if not units:
+            return False
+        if not (os.environ.get(SCHEDULER_ENV) or units > BY_DISTRICT_UNITS):
+            return False
+        held = set(conn.execute(text("SELECT DISTINCT district_code FROM units")).scalars())
+    return held <= set(districts)
+
+
+def _coverage_report(engine: Engine, job: dict) -> dict:
+    """The coverage report job. A street's, a city's of up to :data:`BY_DISTRICT_UNITS` units
+    with no scheduler named, and one of units alone: in the job's process
+    (:func:`layers.coverage.gaps.run_report_job`). A larger city's (or a province's): a task per
+    district (:func:`layers.coverage.cache.districts_job_result`) on the scheduler of
+    ``GRIDPLAN_DASK_SCHEDULER``, else on this machine's cores — as the district-wide plan job
+    runs (:func:`layers.plans.scale.job_runner`) — the bar moving as
+    districts finish; the same report and cache entry as before, so the pages read it as they
+    did (a city's siting models prepared after it, as before). A scheduler that cannot be reached
+    fails the job before anything is read."""
+    params = job.get("params") or {}
+    districts = districts_of(engine)
+    if params.get("street") or not _report_by_district(engine, districts):
+        return coverage.run_report_job(engine, job)
+    runner = job_runner(len(districts))
+    progress = _district_progress(engine, job)
+
+    def preparing() -> None:
+        jobs.report(engine, job["id"], 0.99, _("{progress}; preparing where to build next",
+                                               progress=progress.message))
+
+    try:
+        result = coverage_cache.districts_job_result(engine, params.get("method"), runner=runner,
+                                                     progress=progress, preparing=preparing)
+    finally:
+        runner.close()
+    return json.loads(json.dumps(result, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
 RUNNERS: dict[str, Callable[[Engine, dict], dict]] = {AUTO_PLAN: _auto_plan,
                                                      LAYER_IMPORT: layer_import.run_import,
-                                                     COVERAGE_REPORT: coverage.run_report_job,
+                                                     COVERAGE_REPORT: _coverage_report,
                                                      REGENERATE_CELLS: adoption.run_regeneration_job,
                                                      COVERAGE_SITES: coverage_cache.run_sites_job}
 

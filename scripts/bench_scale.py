@@ -3,7 +3,9 @@
 One district is generated (``--district-units`` units; generation costs 2–5 ms per unit) and
 copied side by side under new district codes (:mod:`layers.sample_data.country`: copying, not regenerating)
 until the country holds each of ``--sizes`` units; each country is loaded into a fresh PostGIS
-database (a throwaway cluster) and planned
+database (a throwaway cluster) — for each of ``--schemas``: ``plain`` tables, or tables
+``partitioned`` by district (``init-db --partition-by-district``, a partition per district made
+before the load) — and planned
 
 - serially (every district in this process: the serial engine),
 - on a dask ``LocalCluster`` of 1 worker process, then of 2,
@@ -42,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from geodata import plan_rows  # noqa: E402
 from geodata.db import get_engine  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
+from geodata.partitions import partition_by_district, split_districts  # noqa: E402
 from layers.coverage import gaps  # noqa: E402
 from layers.coverage.districts import report_all  # noqa: E402
 from layers.grid.cells import grid_rules  # noqa: E402
@@ -60,6 +63,24 @@ def fresh_database(cluster: pgcluster.PostgisCluster, name: str) -> str:
     with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE {cluster.dbname}")
     return cluster.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def census(country, spread: float) -> None:
+    """The households counted again: each unit's times a log-normal factor (seeded), so that
+    communities fall outside the bounds and the plan has households to move — the re-plan after a
+    census that the issue sizes, not a plan of boundaries already in bounds."""
+    import numpy as np
+
+    units = country.layers["units"]
+    factor = np.random.default_rng(2020).lognormal(0.0, spread, len(units))
+    units["households"] = np.maximum(0, np.rint(units["households"].to_numpy() * factor)).astype("int64")
+
+
+def drop_database(cluster: pgcluster.PostgisCluster, name: str) -> None:
+    """A country done with: its disk back before the next, larger one is loaded."""
+    admin = get_engine(cluster.url.rsplit("/", 1)[0] + "/postgres")
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def run_plan(engine, label: str, runner, workers: int, fixed_s: float = 0.0) -> dict:
@@ -92,6 +113,7 @@ def run_plan(engine, label: str, runner, workers: int, fixed_s: float = 0.0) -> 
         "peak_mb_per_worker": round(max(o.peak_mb for o in outcomes), 1),
         "processes": len({o.pid for o in outcomes}),
         "load_average": round(load, 1), "plan_id": made.plan_id,
+        "households_moved": made.scores["households_moved"], "outside_bounds": made.scores["outside_bounds"],
     }
 
 
@@ -194,10 +216,18 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument("--profile", action="store_true",
                         help="keep dask's statistical profiler on in the workers (default: off)")
+    parser.add_argument("--census", type=float, default=0.0,
+                        help="a census since the boundaries were drawn: each unit's households times a "
+                             "log-normal factor of this spread (0: as generated, every community in bounds)")
+    parser.add_argument("--schemas", default="plain",
+                        help="plain, partitioned or both (comma-separated): the tables loaded")
     parser.add_argument("--no-plan", action="store_true", help="only the grid and the coverage report")
     parser.add_argument("--plan-only", action="store_true", help="only the plans (no grid, no report)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    schemas = [s.strip() for s in args.schemas.split(",")]
+    if set(schemas) - {"plain", "partitioned"}:
+        parser.error("--schemas takes plain, partitioned or both")
     if max(sizes) > LIMIT and not args.large:
         parser.error(f"countries above {LIMIT:,} units need --large (a shared machine: say so first)")
     import dask
@@ -209,20 +239,30 @@ def main() -> None:
     demo = generate(units=args.district_units, seed=1)
     per_district = len(demo.layers["units"])
     report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+              "census": args.census,
               "district": {"units": per_district, "streets": len(demo.layers["streets"]),
                            "generated_s": round(time.perf_counter() - started, 1)},
               "countries": []}
-    cluster = pgcluster.PostgisCluster(dbname="gridplan_scale")
+    # a partitioned country of N districts has 14 × N partitions: a statement that is not pruned
+    # to one district locks each (and its indexes) — docs/scale.md sizes the setting
+    cluster = pgcluster.PostgisCluster(dbname="gridplan_scale", settings={"max_locks_per_transaction": 1024})
     cluster.start()
     try:
         upgrade(get_engine(cluster.url))
         get_engine(cluster.url).dispose()
-        for number, size in enumerate(sizes):
+        for number, (size, schema) in enumerate((z, s) for z in sizes for s in schemas):
             copies = max(1, round(size / per_district))
             started = time.perf_counter()
             country = tile(demo, copies, full=True)  # facilities, cells, roads: the report reads them
+            if args.census:
+                census(country, args.census)
             tiled_s = time.perf_counter() - started
             engine = get_engine(fresh_database(cluster, f"country_{number}"))
+            started = time.perf_counter()
+            if schema == "partitioned":  # a fresh database, split before the load (docs/scale.md)
+                partition_by_district(engine)
+                split_districts(engine, districts=list(country.districts))
+            partitioned_s = time.perf_counter() - started
             started = time.perf_counter()
             write_country(engine, country)
             loaded_s = time.perf_counter() - started
@@ -231,9 +271,11 @@ def main() -> None:
                 started = time.perf_counter()
                 units_from_database(engine, district=district)
                 reads.append(time.perf_counter() - started)
-            entry = {"districts": copies, "units": len(country.layers["units"]),
-                     "tiled_s": round(tiled_s, 2), "loaded_s": round(loaded_s, 1),
+            entry = {"schema": schema, "districts": copies, "units": len(country.layers["units"]),
+                     "tiled_s": round(tiled_s, 2), "partitions_made_s": round(partitioned_s, 1),
+                     "loaded_s": round(loaded_s, 1),
                      "read_s_per_district_alone": round(statistics.median(reads), 3), "runs": []}
+            del country
             worker_counts = [int(w) for w in args.workers.split(",")]
             if not args.no_plan:
                 serial = run_plan(engine, "serial", SerialRunner(), 1)
@@ -253,7 +295,11 @@ def main() -> None:
                 entry |= grid_and_coverage(engine, entry["units"], worker_counts)
             report["countries"].append(entry)
             print(json.dumps(entry, ensure_ascii=False), flush=True)
+            if args.json:  # each country as it finishes: a long run stopped early keeps what it measured
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(report, ensure_ascii=False, indent=2))
             engine.dispose()
+            drop_database(cluster, f"country_{number}")
     finally:
         cluster.stop()
     if args.json:

@@ -47,8 +47,11 @@ def available() -> bool:
 class PostgisCluster:
     """Start a fresh cluster with a ``gridplan`` database that has PostGIS; remove it on exit."""
 
-    def __init__(self, dbname: str = "gridplan") -> None:
+    def __init__(self, dbname: str = "gridplan", settings: dict[str, str | int] | None = None) -> None:
         self.dbname = dbname
+        #: server settings beyond the defaults (``max_locks_per_transaction`` for a province's
+        #: thousands of partitions), given to the server as ``-c name=value``
+        self.settings = settings or {}
         self.port = free_port()
         self.folder: Path | None = None
 
@@ -79,7 +82,9 @@ class PostgisCluster:
         subprocess.run(_as_postgres(
             str(PG_BIN / "pg_ctl"), "-D", str(self.folder / "data"), "-l", str(self.folder / "log"), "-w",
             "-o", f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off", "start"), check=True, capture_output=True)
+            "-c synchronous_commit=off -c full_page_writes=off"
+            + "".join(f" -c {name}={value}" for name, value in self.settings.items()), "start"),
+            check=True, capture_output=True)
 
     def stop_server(self, mode: str = "fast") -> None:
         """Stop the server and keep the cluster (a restart: :meth:`start_server`); ``fast`` ends

@@ -96,20 +96,26 @@ needs_dask = pytest.mark.skipif(not dask_available() and os.environ.get("CI") !=
                                 reason="dask.distributed is not installed")
 
 
-@needs_dask
-@pytest.mark.parametrize("city", ["postgis"], indirect=True)  # the workers share one PostGIS
-def test_a_local_cluster_of_two_processes_reports_as_the_single_process(city):
+@pytest.fixture(scope="module")
+def dask_client():
+    """A LocalCluster of two worker processes, shared by the dask tests of this module."""
     import dask
     from distributed import Client, LocalCluster
 
-    from layers.plans.scale import DaskRunner
-
-    _url, engine, whole = city
     with dask.config.set({"distributed.worker.profile.enabled": False}):
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     with cluster, Client(cluster) as client:
-        made = report_all(engine, runner=DaskRunner(client))
-        assert {o.pid for o in made.outcomes} <= set(client.run(os.getpid).values())
+        yield client
+
+
+@needs_dask
+@pytest.mark.parametrize("city", ["postgis"], indirect=True)  # the workers share one PostGIS
+def test_a_local_cluster_of_two_processes_reports_as_the_single_process(city, dask_client):
+    from layers.plans.scale import DaskRunner
+
+    _url, engine, whole = city
+    made = report_all(engine, runner=DaskRunner(dask_client))
+    assert {o.pid for o in made.outcomes} <= set(dask_client.run(os.getpid).values())
     assert as_json(made.report) == as_json(whole)
 
 
@@ -252,6 +258,141 @@ def test_a_district_reads_its_own_rows_and_its_halo_by_box(city):
 LARGE = re.compile(r"\bFROM (units|streets|communities|grid_cells|facilities|roads|buildings)\b")
 
 
+# --- the city's report job, through the worker -------------------------------------------------
+
+
+def test_the_report_job_fails_naming_a_scheduler_it_cannot_reach_and_keeps_nothing(city, tmp_path,
+                                                                                 monkeypatch):
+    from geodata import jobs
+    from layers import worker
+    from layers.coverage import cache
+
+    _url, engine, _whole = city
+    monkeypatch.setenv("GRIDPLAN_DASK_SCHEDULER", "tcp://127.0.0.1:9")
+    monkeypatch.setenv("GRIDPLAN_DASK_CONNECT_TIMEOUT", "1")
+    monkeypatch.setenv("GRIDPLAN_SITING_CACHE", str(tmp_path / "siting"))
+    jobs.create_job(engine, worker.COVERAGE_REPORT, {"street": None, "method": None}, per_user=0)
+    job = worker.run_one(engine)
+    assert job["status"] == "failed" and "tcp://127.0.0.1:9" in job["message"], job
+    assert "cannot be reached" in job["message"] and job["result"] is None
+    assert cache.from_jobs(engine, cache.state_key(engine, None, None), None) is None  # nothing to read
+    assert not (tmp_path / "siting").exists() or not any((tmp_path / "siting").iterdir())
+
+
+def test_the_city_report_job_is_made_district_by_district_as_the_single_process(city, two_districts,
+                                                                               tmp_path, monkeypatch):
+    from geodata import jobs
+    from layers import worker
+    from layers.coverage import cache
+    from tests.webhelpers import make_accounts, signed_in
+
+    url, engine, _whole = city
+    whole = gaps.report_for(engine)  # as the city is now (an earlier test generated its cells again)
+    monkeypatch.delenv("GRIDPLAN_DASK_SCHEDULER", raising=False)
+    monkeypatch.setattr(worker, "BY_DISTRICT_UNITS", 10)  # a province's job, on a test-sized city
+    monkeypatch.setenv("GRIDPLAN_SITING_CACHE", str(tmp_path / "siting"))
+    job_id = jobs.create_job(engine, worker.COVERAGE_REPORT, {"street": None, "method": None}, per_user=0)
+    job = worker.run_one(engine)  # what `flask worker` does: the job in a process of its own
+    assert job["id"] == job_id and job["status"] == "done", job
+    # the bar moved district by district (the single-process report says nothing of districts)
+    assert re.match(r"(\d+)/\1 districts", job["message"]), job["message"]
+    result = job["result"]
+    assert {k: v for k, v in result.items() if k not in cache.CACHE_KEYS} == as_json(whole)
+    # what the job kept for the pages is what the single-process job kept: key, households out of
+    # reach by unit and by community
+    single = as_json(cache.job_result(engine, None, None))
+    assert result == single
+    assert result["uncovered_by_unit"] and result["uncovered_by_community"]  # not vacuous
+    # the pages and the API answer from it, with the single-process report's numbers
+    found = cache.from_jobs(engine, cache.state_key(engine, None, None), None)
+    assert found is not None and found.report == as_json(whole)
+    monkeypatch.setattr(cache, "SYNC_UNITS", 10)  # the city is the worker's, not a request's
+    app = make_app(url)
+    make_accounts(app, two_districts)
+    planner, _headers = signed_in(app, "planner")
+    answer = planner.get("/api/coverage/report")
+    assert answer.status_code == 200, answer.get_json()
+    shown = answer.get_json()
+    for key in ("households", "units", "method", "reach", "missing", "facilities", "blind_spots"):
+        assert shown[key] == as_json(whole)[key], key
+    assert shown["cell_problems"]["cells"] == whole["cell_problems"]["cells"]
+
+
+# --- siting district by district -----------------------------------------------------------------
+
+
+def same_sites(district: str, every: dict, alone: dict) -> None:
+    """A district's sites in the collection of ``site --all`` are those of ``site --district``
+    run alone (the solver's timings aside)."""
+    mine = [{**f, "properties": {k: v for k, v in f["properties"].items() if k != "district_code"}}
+            for f in every["features"] if f["properties"]["district_code"] == district]
+    assert mine == alone["features"], district
+
+    def untimed(p):
+        return {k: v for k, v in p.items() if k != "seconds"}
+
+    assert untimed(every["properties"]["districts"][district]) == untimed(alone["properties"]), district
+
+
+@pytest.fixture(scope="module")
+def alone(run, city, tmp_path_factory):
+    """``site kindergarten 2 --district D`` run alone for each district: D → its collection."""
+    folder = tmp_path_factory.mktemp("alone")
+    out = {}
+    for district in ("420103", SECOND):
+        path = folder / f"{district}.geojson"
+        result = run("site", "kindergarten", "2", "--district", district, "-o", str(path))
+        assert result.exit_code == 0, result.output
+        out[district] = json.loads(path.read_text(encoding="utf-8"))
+    assert all(len(body["features"]) == 2 and body["properties"]["households_added"] > 0
+               for body in out.values())  # not vacuous: each district gains
+    return out
+
+
+def test_site_all_proposes_in_each_district_as_that_district_alone(run, alone, tmp_path):
+    path = tmp_path / "all.geojson"
+    result = run("site", "kindergarten", "2", "--all", "--workers", "1", "-o", str(path))
+    assert result.exit_code == 0, result.output
+    every = json.loads(path.read_text(encoding="utf-8"))
+    assert {"420103", SECOND} <= set(every["properties"]["districts"])
+    for district in ("420103", SECOND):
+        same_sites(district, every, alone[district])
+        line = rf"district {district}: 2 sites for kindergarten .* → "
+        assert re.search(line, result.stdout), result.stdout
+    assert "on 1 workers" in result.output
+
+
+@needs_dask
+@pytest.mark.parametrize("city", ["postgis"], indirect=True)  # the workers share one PostGIS
+def test_a_local_cluster_of_two_processes_sites_as_each_district_alone(city, alone, dask_client):
+    from layers.coverage.districts import site_all
+    from layers.plans.scale import DaskRunner
+
+    _url, engine, _whole = city
+    made = site_all(engine, "kindergarten", 2, runner=DaskRunner(dask_client))
+    assert made.workers == 2
+    every = made.collection()
+    for district in ("420103", SECOND):
+        same_sites(district, every, alone[district])
+
+
+def test_site_all_refuses_bad_input_in_one_line_with_nothing_written(run, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRIDPLAN_DASK_CONNECT_TIMEOUT", "1")
+    path = tmp_path / "x.geojson"
+    for args, words in ((("casino", "2"), "unknown facility kind"),
+                        (("kindergarten", "0"), "k must be a whole number above 0"),
+                        (("kindergarten", "x"), "k must"),
+                        (("kindergarten", "100000"), "at most 1,000"),
+                        (("kindergarten", "2", "--radius", "99999"), "radius"),
+                        (("kindergarten", "2", "--district", SECOND), "leave out --street and --district"),
+                        (("kindergarten", "2", "--cluster", "tcp://127.0.0.1:9"), "tcp://127.0.0.1:9")):
+        result = run("site", *args, "--all", "-o", str(path))
+        assert result.exit_code == 1, (args, result.output)
+        lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert len(lines) == 1 and words in lines[0], (args, result.output)
+        assert "Traceback" not in result.output and not path.exists(), args
+
+
 def test_households_at_their_buildings_are_counted_as_in_one_piece(city):
     # last in the module: it adds buildings (households then sit at their buildings, not at their
     # unit's inside point) to the shared city
@@ -287,3 +428,42 @@ def test_a_worker_killed_mid_write_of_its_cells_leaves_the_cells_of_one_piece(tw
     assert marker.exists(), "the worker did not die where the test wanted it to"
     assert pool.restarts == 1 and made.districts == ["420103", SECOND]
     assert cells_of(districts).equals(cells_of(serial))
+
+
+def test_a_small_city_or_one_of_units_alone_is_reported_in_one_piece(city, tmp_path, monkeypatch):
+    """Below ``BY_DISTRICT_UNITS`` with no scheduler named, the city's report job makes the report
+    in one piece (cheaper, and it shares its reading with the siting models); a database of units
+    and facilities alone (no streets, no districts: a census study) is reported in one piece
+    whatever its size — by district it found no district and failed — with the single-process
+    numbers either way."""
+    from geodata import jobs
+    from geodata.db import get_engine as engine_of
+    from geodata.migrate import upgrade
+    from geodata.standards import seed_settings
+    from geodata.store import read_layer, write_layer
+    from layers import worker
+
+    _url, engine, _whole = city
+    monkeypatch.delenv("GRIDPLAN_DASK_SCHEDULER", raising=False)
+    monkeypatch.setenv("GRIDPLAN_SITING_CACHE", str(tmp_path / "siting"))
+    alone = engine_of(f"sqlite:///{tmp_path / 'units.sqlite'}")
+    upgrade(alone)
+    with alone.begin() as conn:
+        seed_settings(conn)
+        for layer in ("units", "facilities"):
+            write_layer(conn, layer, read_layer(engine, layer))
+    for db, threshold in ((engine, worker.BY_DISTRICT_UNITS), (alone, 10)):
+        monkeypatch.setattr(worker, "BY_DISTRICT_UNITS", threshold)
+        whole = as_json(gaps.report_for(db))
+        jobs.create_job(db, worker.COVERAGE_REPORT, {"street": None, "method": None}, per_user=0)
+        job = worker.run_one(db)
+        assert job["status"] == "done", job
+        assert "districts" not in (job["message"] or "")
+        assert {k: v for k, v in job["result"].items() if k not in cache_keys()} == whole
+    alone.dispose()
+
+
+def cache_keys():
+    from layers.coverage import cache
+
+    return cache.CACHE_KEYS

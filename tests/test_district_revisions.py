@@ -275,3 +275,32 @@ def test_every_process_sees_a_change_in_its_district_and_keeps_the_others(countr
                        capture_output=True)
         assert set(every_process(b_plan).values()) == {next(iter(planned.values())) + 7}
         assert every_process(a_coverage) == etags
+
+
+def test_an_adoption_reads_only_what_lies_in_its_streets(warm):
+    """Working out an adoption in A reads the facilities within its communities' box and the
+    cells under its streets' codes — never every facility and cell of the province (B's among
+    them) — and still moves each facility of A to the community it stands in."""
+    from sqlalchemy import event
+
+    from layers.plans import adoption
+
+    engine, memory, _kept, held = warm
+    _street, a_plan, _key = held[A]
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        work = adoption.work_out(memory, a_plan)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")
+             and any(f"FROM {t}" in s for t in ("facilities", "grid_cells"))]
+    assert len(reads) >= 2, statements
+    unbounded = [s for s in reads if "WHERE" not in s and "LIMIT" not in s]  # LIMIT 0: columns only
+    assert not unbounded, unbounded
+    assert len(work.facility_communities) > 0
+    assert all(str(code).endswith(f"-{A}") for code in work.facility_communities.index)

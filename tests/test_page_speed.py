@@ -185,10 +185,12 @@ def test_a_city_is_computed_by_the_worker_and_drawn_by_view(site, db_url, monkey
 
 
 def test_city_siting_jobs_read_and_walk_once_per_state_of_the_data(site, monkeypatch, tmp_path):
-    """A city's report job keeps, by the stored revisions, the siting model (candidates and
-    coverage matrix) of every row of the standards table: a siting job then reads no layer and
-    walks no road. Another reach is computed once and kept too; a change of the data makes the
-    next job read again. (Each job runs in a process of its own: what is kept lives in files.)"""
+    """A city's report job (made district by district) then keeps, by the stored revisions, the
+    siting model (candidates and coverage matrix) of every row of the standards table: a siting
+    job then reads no layer and walks no road. Another reach is computed once and kept too; a
+    change of the data makes the next job read again — the siting job keeps what a model at any
+    reach is computed from too. (Each job runs in a process of its own: what is kept lives in
+    files.)"""
     from layers.worker import run_one
 
     app, engine = site
@@ -220,7 +222,7 @@ def test_city_siting_jobs_read_and_walk_once_per_state_of_the_data(site, monkeyp
         return done["sites"]["properties"]
 
     assert planner.get("/api/coverage/report").status_code == 202
-    assert run_one(engine)["status"] == "done" and reads() == 1
+    assert run_one(engine)["status"] == "done" and reads() == 1  # the siting models (districts: their own)
     first = sites(3)
     again = sites(2)
     assert reads() == 1 and first["optimal"] and again["households_added"] <= first["households_added"]

@@ -203,9 +203,10 @@ def test_each_district_gets_its_partition_and_keeps_its_rows_and_sums(postgis_ur
     engine = get_engine(postgis_url)
     partitions.partition_by_district(engine)
     write_demo(engine, small_demo)
-    before, sums = counts(engine), all_sums(engine)
     districts = sorted(small_demo.layers["districts"]["code"]) if "districts" in small_demo.layers \
         else sorted(set(small_demo.layers["units"]["district_code"]))
+    into_default(engine, districts)  # the demo made its partitions as it was written: as before that
+    before, sums = counts(engine), all_sums(engine)
     done = cli(postgis_url)("partition-districts")
     assert done.exit_code == 0, done.output
     for code in districts:
@@ -243,6 +244,23 @@ def new_partitioned(server_url: str) -> str:
 
 
 _n = itertools.count()
+
+
+def into_default(engine, districts: list[str]) -> None:
+    """Rows of ``districts`` put back into the DEFAULT partitions and their partitions dropped, as a
+    database written before partitions were made on writing holds them (sums moved, not counted)."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(partitions.MOVING)
+        for district in districts:
+            for t in reversed(partitions.LARGE):  # children first: a case's partition goes after its steps'
+                name = partitions.partition_name(t, district)
+                conn.exec_driver_sql(f"CREATE TEMPORARY TABLE held_{t} AS SELECT * FROM {name}")
+                conn.exec_driver_sql(f"ALTER TABLE {t} DETACH PARTITION {name}")
+                conn.exec_driver_sql(f"DROP TABLE {name}")
+            for t in partitions.LARGE:
+                conn.exec_driver_sql(f"INSERT INTO {t} SELECT * FROM held_{t}")
+                conn.exec_driver_sql(f"DROP TABLE held_{t}")
+        assert conn.execute(text("SELECT count(*) FROM units_default")).scalar_one() > 0
 
 
 def test_a_partitioned_database_backs_up_and_restores(postgis_url, postgis_server, small_demo, tmp_path):
@@ -341,3 +359,288 @@ def test_a_plan_made_in_one_piece_carries_its_units_districts(engine, small_demo
             rows = dict(conn.execute(text("SELECT unit_code, district_code FROM plan_assignments "
                                           "WHERE plan_id = :p"), {"p": pid}).all())
             assert rows == expected
+
+
+def test_a_province_of_districts_is_split_within_postgresqls_lock_table(postgis_server):
+    """``partition-districts`` on a province: 40 districts at once, on a server whose shared lock
+    table is small (``max_locks_per_transaction`` = 10: ≈ 1,100 locks in all). Every district
+    gets its 14 partitions; in one transaction (a lock on each partition and index made) the
+    split ran out of shared memory at about a hundred districts with the default setting."""
+    from geodata.migrate import upgrade
+    from tests import pgcluster
+
+    districts = [f"4{n:05d}" for n in range(1, 41)]
+    with pgcluster.PostgisCluster(dbname="small_locks", settings={"max_locks_per_transaction": 10}) as url:
+        engine = get_engine(url)
+        upgrade(engine)
+        partitions.partition_by_district(engine)
+        assert partitions.split_districts(engine, districts) == districts
+        with engine.connect() as conn:
+            made = partitions.partitions(conn)
+        assert all(made[t] == set(districts) for t in partitions.LARGE)
+        assert partitions.split_districts(engine, districts) == []
+        engine.dispose()
+        dispose_engines()
+
+
+# --- partitions made as a district's rows arrive ------------------------------------------------
+
+
+def where_rows_are(engine, table: str) -> dict[str, int]:
+    """The partitions holding ``table``'s rows, and how many each."""
+    with engine.connect() as conn:
+        return dict(conn.execute(text(f"SELECT tableoid::regclass::text, count(*) FROM {table} "
+                                      "GROUP BY 1")).all())
+
+
+def relations(engine) -> int:
+    """How many tables, indexes and sequences the database holds (a partition made adds some)."""
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM pg_class c JOIN pg_namespace n "
+                                 "ON n.oid = c.relnamespace WHERE n.nspname = 'public'")).scalar_one()
+
+
+@pytest.fixture
+def partitioned(postgis_url, small_demo, tmp_path):
+    """A fresh database partitioned by district with no district's partition yet, the demo's
+    district, and files of two of its streets' units and of its facilities."""
+    import pyogrio
+
+    engine = get_engine(postgis_url)
+    partitions.partition_by_district(engine)
+    units = small_demo.layers["units"]
+    streets = sorted(units["street_code"].unique())
+    files = {}
+    for i, street in enumerate(streets[:2]):
+        files[f"units{i}"] = tmp_path / f"units{i}.gpkg"
+        pyogrio.write_dataframe(units[units["street_code"] == street].iloc[:80].reset_index(drop=True),
+                                files[f"units{i}"])
+    files["facilities"] = tmp_path / "facilities.gpkg"
+    pyogrio.write_dataframe(small_demo.layers["facilities"].iloc[:20], files["facilities"])
+    district = str(units["district_code"].iloc[0])
+    with engine.connect() as conn:
+        assert all(district not in made for made in partitions.partitions(conn).values())
+    return engine, district, files
+
+
+def test_an_import_of_a_new_district_makes_its_partitions(partitioned):
+    """The first import of a district makes its partitions in every large table and its rows
+    land there (DEFAULT stays empty); a second import of the district makes nothing new."""
+    from layers.onboarding.imports import import_layer
+
+    engine, district, files = partitioned
+    report = import_layer(engine, "units", files["units0"])
+    assert report.written == 80 and report.adjacency_pairs > 0
+    assert where_rows_are(engine, "units") == {f"units_d{district}": 80}
+    assert where_rows_are(engine, "unit_adjacency") == {f"unit_adjacency_d{district}": report.adjacency_pairs}
+    with engine.connect() as conn:
+        made = partitions.partitions(conn)
+        assert all(made[t] == {district} for t in partitions.LARGE), made
+        for t in partitions.LARGE:
+            assert conn.execute(text(f"SELECT count(*) FROM {t}_default")).scalar_one() == 0, t
+    before = relations(engine)
+    assert import_layer(engine, "units", files["units1"]).written == 80
+    assert import_layer(engine, "facilities", files["facilities"]).written == 20
+    assert relations(engine) == before  # nothing made the second time
+    assert where_rows_are(engine, "units") == {f"units_d{district}": 160}
+    assert where_rows_are(engine, "facilities") == {f"facilities_d{district}": 20}
+    with engine.connect() as conn:
+        assert partitions.partitions(conn) == made
+    assert cli(engine.url.render_as_string(hide_password=False))("partition-districts").output.strip() \
+        == "districts given their own partitions: -"
+
+
+def test_a_failed_import_leaves_its_partitions_empty(partitioned, monkeypatch):
+    """An import failing after its district's partitions were made (the disk full on its fourth
+    batch of units): its rows are rolled back; the partitions, made before its transaction in
+    short ones of their own (so that the import held no lock of the tables while it wrote), stay,
+    empty, and the same import made again uses them."""
+    from sqlalchemy import event
+
+    import geodata.store
+    from layers.onboarding.imports import import_layer
+
+    engine, district, files = partitioned
+    monkeypatch.setattr(geodata.store, "BATCH", 20)
+    calls = []
+
+    def fail_on_the_fourth_insert(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO UNITS "):
+            calls.append(statement)
+            if len(calls) == 4:
+                raise RuntimeError("disk full (simulated)")
+
+    event.listen(engine, "before_cursor_execute", fail_on_the_fourth_insert)
+    try:
+        with pytest.raises(RuntimeError, match="disk full"):
+            import_layer(engine, "units", files["units0"])
+    finally:
+        event.remove(engine, "before_cursor_execute", fail_on_the_fourth_insert)
+    assert len(calls) == 4  # three batches went into the new partition before the failure
+    with engine.connect() as conn:
+        assert all(district in made for made in partitions.partitions(conn).values())
+        assert conn.execute(text("SELECT count(*) FROM units")).scalar_one() == 0
+    made = relations(engine)
+    import_layer(engine, "units", files["units0"])
+    assert relations(engine) == made
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT count(*) FROM units_d{district}")).scalar_one() > 0
+        assert conn.execute(text("SELECT count(*) FROM units_default")).scalar_one() == 0
+
+
+def test_an_import_of_a_new_district_holds_no_lock_of_the_tables_while_it_writes(partitioned, monkeypatch):
+    """While a new district's units go in, another session reads the units of the database
+    (every district) without waiting: the partitions were made before the import's transaction."""
+    from sqlalchemy import event
+
+    from layers.onboarding.imports import import_layer
+
+    engine, district, files = partitioned
+    waited: list[float] = []
+    other = get_engine(engine.url.render_as_string(hide_password=False))
+
+    def read_meanwhile(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO UNITS ") and not waited:
+            import time
+
+            with other.connect() as reader:
+                reader.execute(text("SET lock_timeout = '2s'"))
+                started = time.perf_counter()
+                reader.execute(text("SELECT count(*) FROM units")).scalar_one()
+                waited.append(time.perf_counter() - started)
+
+    event.listen(engine, "before_cursor_execute", read_meanwhile)
+    try:
+        import_layer(engine, "units", files["units0"])
+    finally:
+        event.remove(engine, "before_cursor_execute", read_meanwhile)
+        other.dispose()
+    assert waited and waited[0] < 2.0
+
+
+def test_a_district_code_that_cannot_name_a_partition_is_refused(partitioned, small_demo):
+    """A writer bringing a district code that cannot name a partition is refused, the code named,
+    before anything is made or written — the good district beside it gets no partition either."""
+    from geodata.errors import Refused
+    from geodata.store import write_layer
+
+    engine, district, _files = partitioned
+    before = relations(engine)
+    facilities = small_demo.layers["facilities"].iloc[:4].copy()
+    facilities["district_code"] = [district, district, "4201-3", "x" * 13]
+    with pytest.raises(Refused) as refused, engine.begin() as conn:
+        write_layer(conn, "facilities", facilities)
+    assert str(refused.value) == "'4201-3', 'xxxxxxxxxxxxx' cannot name a partition (a district code is " \
+        "letters and digits)"
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM facilities")).scalar_one() == 0
+        assert all(district not in made for made in partitions.partitions(conn).values())
+    assert relations(engine) == before
+
+
+def test_a_new_district_waits_for_the_tables_at_most_its_timeout(partitioned, monkeypatch):
+    """A long read holding the tables: the import of a new district waits for its lock only so
+    long (not queueing every query behind it), then is refused as busy, naming the district;
+    nothing made or written. Once the read ends, the same import goes through."""
+    from geodata.errors import DatabaseTrouble
+    from layers.onboarding.imports import import_layer
+
+    engine, district, files = partitioned
+    monkeypatch.setattr(partitions, "LOCK_TIMEOUT_MS", 1000)
+    reader = engine.connect()
+    try:
+        reader.execute(text("SELECT count(*) FROM communities")).scalar_one()  # its lock held to its end
+        with pytest.raises(DatabaseTrouble) as busy:
+            import_layer(engine, "units", files["units0"])
+    finally:
+        reader.rollback()
+        reader.close()
+    assert busy.value.code == "DatabaseBusy" and busy.value.retry_after == 1
+    assert str(busy.value) == f"district {district} needs its own partitions, and the tables split by " \
+        "district stayed in use for 1 s (a long report or import): nothing was written; try again in a moment"
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM units")).scalar_one() == 0
+        assert all(district not in made for made in partitions.partitions(conn).values())
+    assert import_layer(engine, "units", files["units0"]).written == 80
+
+
+def test_more_new_districts_than_the_lock_table_holds_are_refused_in_one_line(partitioned, small_demo,
+                                                                             monkeypatch):
+    """Each district's partitions hold their locks to the commit: a write bringing more new
+    districts than the server's lock table holds (past MAX_AT_ONCE, here lifted) is refused,
+    saying so, nothing made or written."""
+    from geodata.errors import Refused
+    from geodata.store import write_layer
+
+    engine, _district, _files = partitioned
+    monkeypatch.setattr(partitions, "MAX_AT_ONCE", 10_000)
+    with engine.connect() as conn:
+        slots = int(conn.execute(text("SHOW max_locks_per_transaction")).scalar_one()) * int(
+            conn.execute(text("SHOW max_connections")).scalar_one())
+    # ≈ 224 locks a district; the lock table takes spare shared memory too (with 64 × 100 it
+    # gave out at 80 districts): four times its nominal size
+    many = slots * 4 // 224
+    before = relations(engine)
+    one = small_demo.layers["facilities"].iloc[:1]
+    facilities = one.loc[one.index.repeat(many)].reset_index(drop=True)
+    facilities["code"] = [f"F9{i:05d}" for i in range(many)]
+    facilities["district_code"] = [f"43{i:04d}" for i in range(many)]
+    with pytest.raises(Refused) as refused, engine.begin() as conn:
+        write_layer(conn, "facilities", facilities)
+    assert str(refused.value).startswith(f"{many} new districts at once need their own partitions, more than "
+                                         "the database's lock table holds (max_locks_per_transaction = ")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM facilities")).scalar_one() == 0
+    assert relations(engine) == before
+
+
+def test_two_writers_of_one_new_district_at_once_make_its_partitions_once(partitioned, small_demo):
+    """Two transactions writing a new district's first rows at the same moment: one makes the
+    partitions, the other waits for its lock, finds them made and writes into them."""
+    import threading
+
+    from geodata.store import write_layer
+
+    engine, _district, _files = partitioned
+    barrier = threading.Barrier(2)
+    outcomes: list = []
+
+    def write(code: str) -> None:
+        rows = small_demo.layers["facilities"].iloc[:1].assign(code=code, district_code="420188",
+                                                                community_code=None)
+        try:
+            with engine.begin() as conn:
+                barrier.wait()
+                write_layer(conn, "facilities", rows)
+            outcomes.append("done")
+        except Exception as exc:  # noqa: BLE001 - the test reports whatever went wrong
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=write, args=(code,)) for code in ("F8000001", "F8000002")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert outcomes == ["done", "done"]
+    assert where_rows_are(engine, "facilities") == {"facilities_d420188": 2}
+    with engine.connect() as conn:
+        assert all(made == {"420188"} for made in partitions.partitions(conn).values())
+
+
+def test_a_write_of_many_new_districts_leaves_them_to_partition_districts(partitioned, small_demo):
+    """More new districts than one write makes partitions for: their rows land in DEFAULT, as
+    before, and ``partition-districts`` then gives each its partitions (a transaction each)."""
+    from geodata.store import write_layer
+
+    engine, _district, _files = partitioned
+    many = partitions.MAX_AT_ONCE + 1
+    one = small_demo.layers["facilities"].iloc[:1]
+    facilities = one.loc[one.index.repeat(many)].reset_index(drop=True)
+    facilities["code"] = [f"F9{i:05d}" for i in range(many)]
+    codes = [f"43{i:04d}" for i in range(many)]
+    facilities["district_code"] = codes
+    with engine.begin() as conn:
+        write_layer(conn, "facilities", facilities)
+    assert where_rows_are(engine, "facilities") == {"facilities_default": many}
+    assert partitions.split_districts(engine) == codes
+    assert where_rows_are(engine, "facilities") == {f"facilities_d{c}": 1 for c in codes}

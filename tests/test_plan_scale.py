@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from shapely.geometry import box
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 
 from geodata import plan_rows
 from geodata.db import get_engine
@@ -246,14 +246,46 @@ def test_the_district_wide_job_plans_district_by_district(city):
     from layers import worker
 
     _url, engine = city
-    # one worker process: the LocalCluster path has a test of its own
-    params = {"name": "job", "author": "planner", "seed": 9, "workers": 1}
+    # no scheduler named: on this machine's cores (where it runs: the test below)
+    params = {"name": "job", "author": "planner", "seed": 9}
     job_id = jobs.create_job(engine, "auto_plan", params, per_user=0)
     job = worker.run_one(engine)
     assert job["id"] == job_id and job["status"] == "done", job
     assert re.match(r"(\d+)/\1 districts", job["message"]), job["message"]  # every district done
     serial_id, _ = auto_plan(PlanMemory(engine), "serial", "planner", seed=9)
     assert rows(engine, job["result"]["plan_id"]).equals(rows(engine, serial_id))
+
+
+def test_a_job_runs_on_the_machines_cores_unless_capped(country, monkeypatch):
+    """The district-wide plan job of two districts, no scheduler named: a LocalCluster of this
+    machine's cores as ``plan --all`` (the issue's "without a scheduler, the machine's cores");
+    ``GRIDPLAN_JOB_WORKERS=1`` keeps it in the job's process; a value that is no count fails the
+    job naming it, no plan written. Every plan the serial engine's, row for row."""
+    from geodata import jobs
+    from layers import worker
+
+    engine, _made, serial, kind = country
+    monkeypatch.delenv("GRIDPLAN_DASK_SCHEDULER", raising=False)
+    cores = min(os.cpu_count() or 1, 2)
+    for cap, workers in ((None, cores), ("1", 1)):
+        if cap is None and kind == "spatialite":
+            continue  # the LocalCluster path on PostGIS (as the other dask tests); SpatiaLite capped
+        if cap:
+            monkeypatch.setenv("GRIDPLAN_JOB_WORKERS", cap)
+        params = {"name": f"job {cap}", "author": "planner"}
+        jobs.create_job(engine, "auto_plan", params, per_user=0)
+        job = worker.run_one(engine)
+        assert job["status"] == "done" and job["result"]["workers"] == workers, job
+        assert rows(engine, job["result"]["plan_id"]).equals(rows(engine, serial.plan_id))
+    with engine.connect() as conn:
+        plans = conn.execute(text("SELECT count(*) FROM plans")).scalar_one()
+    monkeypatch.setenv("GRIDPLAN_JOB_WORKERS", "lots")
+    jobs.create_job(engine, "auto_plan", {"name": "bad", "author": "planner"}, per_user=0)
+    job = worker.run_one(engine)
+    assert job["status"] == "failed" and "GRIDPLAN_JOB_WORKERS" in job["message"], job
+    assert "Traceback" not in job["message"]
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM plans")).scalar_one() == plans
 
 
 def test_the_job_fails_naming_a_scheduler_it_cannot_reach(city, monkeypatch):

@@ -288,6 +288,38 @@ def job_result(engine: Engine, street: str | None, method: str | None) -> dict:
             "uncovered_by_community": uncovered_by(run, communities)}
 
 
+#: A city's report job prepares the siting models (:func:`prepare_siting`, which reads the city
+#: whole in the job's process) up to this many units: a city (the 198,166-unit city's took 23 s
+#: beside its report), not a province, which a siting job could not hold either.
+PREPARE_SITING_UNITS = 400_000
+
+
+def districts_job_result(engine: Engine, method: str | None, *, runner=None, progress=None,
+                         preparing=None) -> dict:
+    """What the worker stores for a city's report job, made district by district
+    (:func:`layers.coverage.districts.report_all` on ``runner``; ``progress`` as each district
+    finishes): the same report, state key and households out of reach by unit and community as
+    :func:`job_result`, so the pages answer from it as they did. Then, for a city of up to
+    :data:`PREPARE_SITING_UNITS` units (``preparing()`` called first), the siting models of the
+    standards table's rows, as :func:`job_result` prepares them: "where to build next" from the
+    page starts from the solver."""
+    from layers.coverage.districts import report_all
+
+    key = state_key(engine, None, method)  # before reading: a change meanwhile makes it stale
+    made = report_all(engine, method, runner=runner, progress=progress, uncovered=True)
+    if made.report["units"] <= PREPARE_SITING_UNITS and not _basis_path(key).exists():
+        if preparing:
+            preparing()
+        try:  # the report stands whatever this does; a siting job computes its own
+            standards = coverage.load_standards(engine)
+            inputs = coverage.load_inputs(engine, None, standards)
+            prepare_siting(key, coverage.compute_reach(inputs, standards, method), inputs.units)
+        except (Refused, ValueError, MemoryError):
+            pass
+    return {**made.report, "key": key, "uncovered_by_unit": made.uncovered("unit"),
+            "uncovered_by_community": made.uncovered("community")}
+
+
 # --- layers by view ---------------------------------------------------------------------------
 
 
@@ -638,4 +670,6 @@ def run_sites_job(engine: Engine, job: dict) -> dict:
     models: dict = {}
     answer = sites_for(run, inputs.units, params, models=models, on_greedy=on_greedy, engine=engine)
     save_models(key, run, models)
+    if "units" in models and not _basis_path(key).exists():  # a question at another reach: no reading
+        save_basis(key, run, models["units"])
     return answer

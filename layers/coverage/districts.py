@@ -25,6 +25,11 @@ Why the halo is wide enough (``R`` = the largest reach of any standard):
 What stays per district (a difference only for data that break nesting): a grid cell is checked
 against its own district's communities and units (cells of two districts overlapping are not
 seen), and a district with no units is skipped whole (named).
+
+**Siting** district by district (:func:`site_all`, ``flask site KIND K --all``): a task per
+district (:func:`site_district`) proposes ``k`` sites in that district from the reads of
+``site KIND K --district CODE`` (its units, the facilities and roads of its halo), so each
+district's proposals are those of that command run alone.
 """
 
 from __future__ import annotations
@@ -84,6 +89,9 @@ class CoverageTask:
     epsg: int
     standards: list
     key: str = ""
+    #: also the households out of reach by unit and by community (what the report job keeps for
+    #: the coverage pages' layers: :func:`layers.coverage.cache.uncovered_by`)
+    uncovered: bool = False
 
 
 @dataclass
@@ -101,6 +109,8 @@ class CoverageOutcome:
     blind_land: list = field(default_factory=list)  # ((street id, part), finding, area m²)
     cells: dict = field(default_factory=dict)  # cell_problems' counts
     cell_findings: list = field(default_factory=list)  # (kind order, key, finding)
+    uncovered_by_unit: dict = field(default_factory=dict)  # row key → unit code → households
+    uncovered_by_community: dict = field(default_factory=dict)  # row key → community code → households
     read_s: float = 0.0
     work_s: float = 0.0
     pid: int = 0
@@ -231,6 +241,13 @@ def report_district(task: CoverageTask) -> CoverageOutcome:
         else:
             key = (int(unit_id[codes[0]]),)
         out.cell_findings.append((CELL_KINDS.index(kind), key, finding))
+    if task.uncovered:
+        from layers.coverage.cache import uncovered_by
+
+        # as layers.coverage.cache.job_result keeps them (households in no community under "")
+        communities = pd.Series(households.community, dtype=object).fillna("").to_numpy()
+        out.uncovered_by_unit = uncovered_by(run, households.unit)
+        out.uncovered_by_community = uncovered_by(run, communities)
     out.work_s = time.perf_counter() - started
     out.peak_mb = peak_memory_mb()
     return out
@@ -359,14 +376,30 @@ class ProvinceReport:
         return {"districts": len(self.districts), "skipped": self.skipped, "workers": self.workers,
                 "seconds": round(self.seconds, 2)}
 
+    def uncovered(self, by: str) -> dict[str, dict[str, int]]:
+        """Per row of the standards table, the households out of reach by ``unit`` or by
+        ``community`` over every district (asked with ``uncovered=True``): what
+        :func:`layers.coverage.cache.uncovered_by` gives of the whole database. A community's
+        households (and those in none, under "") add up over the districts they live in."""
+        out: dict[str, dict[str, int]] = {}
+        for outcome in self.outcomes:
+            for row, lost in getattr(outcome, f"uncovered_by_{by}").items():
+                merged = out.setdefault(row, {})
+                for code, households in lost.items():
+                    merged[code] = merged.get(code, 0) + int(households)
+        return {row: dict(sorted(lost.items())) for row, lost in out.items()}
+
 
 def report_all(engine: Engine, method: str | None = None, *, runner=None, cluster: str | None = None,
                workers: int | None = None,
-               progress: Callable[[int, int, CoverageOutcome], None] | None = None) -> ProvinceReport:
+               progress: Callable[[int, int, CoverageOutcome], None] | None = None,
+               uncovered: bool = False) -> ProvinceReport:
     """The gap report of every district, a task per district on ``runner`` (default
     :func:`layers.plans.scale.runner_for` ``cluster``/``workers``; the scheduler is reached
     before any task runs); ``progress(done, total, outcome)`` as each district finishes. A
-    district without units is skipped and named. Nothing is written."""
+    district without units is skipped and named. Nothing is written. ``uncovered``: the
+    outcomes also carry the households out of reach by unit and community
+    (:meth:`ProvinceReport.uncovered`)."""
     standards = load_standards(engine)
     roads = count_layer(engine, "roads")
     method = choose_method(method, range(min(roads, 1)))  # refused before a worker is asked
@@ -378,8 +411,8 @@ def report_all(engine: Engine, method: str | None = None, *, runner=None, cluste
     url = engine.url.render_as_string(hide_password=False)
     run_id = uuid.uuid4().hex[:12]
     rows = [asdict(row) for row in standards]
-    tasks = [CoverageTask(url, d, method, int(crs.to_epsg()), rows, f"gridplan-coverage-{run_id}-{d}")
-             for d in districts]
+    tasks = [CoverageTask(url, d, method, int(crs.to_epsg()), rows, f"gridplan-coverage-{run_id}-{d}",
+                          uncovered) for d in districts]
     outcomes, ran_on = run_every_district(tasks, report_district, runner=runner, cluster=cluster,
                                           workers=workers, progress=progress)
     reported = sorted(o.district for o in outcomes if not o.skipped)
@@ -389,6 +422,135 @@ def report_all(engine: Engine, method: str | None = None, *, runner=None, cluste
                           sorted(o.district for o in outcomes if o.skipped),
                           sorted(outcomes, key=lambda o: o.district), ran_on,
                           time.perf_counter() - started)
+
+
+# --- siting, district by district ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SitingTask:
+    """What a worker needs to site ``k`` facilities of ``kind`` in one district (plain values, and
+    the candidate sites given, if any): the question :func:`site_district` answers as
+    ``flask site KIND K --district CODE`` answers it alone."""
+
+    url: str
+    district: str
+    kind: str
+    k: int
+    standards: list
+    radius: float | None = None
+    method: str | None = None
+    solver: str = "auto"
+    time_limit: float = 60.0
+    candidates: gpd.GeoDataFrame | None = field(default=None, compare=False)
+    key: str = ""
+
+
+@dataclass
+class SitingOutcome:
+    """A district's proposals: the GeoJSON collection :func:`layers.coverage.siting.sites_answer`
+    makes (None: no units, skipped), and what it cost."""
+
+    district: str
+    units: int = 0
+    answer: dict | None = None
+    seconds: float = 0.0
+    pid: int = 0
+    peak_mb: float = 0.0
+
+    @property
+    def skipped(self) -> bool:
+        return self.units == 0
+
+
+def site_district(task: SitingTask) -> SitingOutcome:
+    """``k`` sites of ``kind`` for one district: its units, the facilities and roads of its halo
+    (:func:`district_inputs`), its reach measured in its own metric CRS — the reads and the
+    arithmetic of ``site KIND K --district CODE``, so a district's proposals are the same run
+    alone or with every other. A district without units is skipped."""
+    from layers.coverage import siting
+    from layers.coverage.gaps import compute_reach
+
+    started = time.perf_counter()
+    engine = process_engine(task.url)
+    out = SitingOutcome(task.district, pid=os.getpid())
+    standards = standards_from_rows(task.standards)
+    inputs = district_inputs(engine, task.district, standards)
+    if len(inputs.units):
+        run = compute_reach(inputs, standards, task.method)
+        result, used, radius = siting.site_for(run, task.kind, task.k, radius_m=task.radius,
+                                               candidates=task.candidates, units=inputs.units,
+                                               method=task.solver, time_limit=task.time_limit)
+        out.units = len(inputs.units)
+        out.answer = siting.sites_answer(result, used, task.kind, radius, task.k, run.method, engine)
+    out.seconds = time.perf_counter() - started
+    out.peak_mb = peak_memory_mb()
+    return out
+
+
+@dataclass
+class ProvinceSites:
+    """Proposals made district by district: each district's collection (by code), the districts
+    skipped (no units), the workers and how long it took."""
+
+    answers: dict[str, dict]
+    skipped: list[str]
+    workers: int
+    seconds: float
+
+    def collection(self) -> dict:
+        """Every district's sites as one GeoJSON collection: each feature carries its
+        ``district_code``; the properties hold each district's (bound, gap, households …) under
+        ``districts``, and the districts ``skipped``."""
+        features, districts = [], {}
+        for code in sorted(self.answers):
+            answer = self.answers[code]
+            features += [{**f, "properties": {"district_code": code, **f["properties"]}}
+                         for f in answer["features"]]
+            districts[code] = answer["properties"]
+        first = next(iter(districts.values()))
+        return {"type": "FeatureCollection", "features": features,
+                "properties": {"kind": first["kind"], "k": first["k"], "districts": districts,
+                               "skipped": self.skipped}}
+
+
+def site_all(engine: Engine, kind: str, k, *, radius: float | None = None, method: str | None = None,
+             solver: str = "auto", time_limit: float = 60.0, candidates: gpd.GeoDataFrame | None = None,
+             runner=None, cluster: str | None = None, workers: int | None = None,
+             progress: Callable[[int, int, SitingOutcome], None] | None = None) -> ProvinceSites:
+    """``k`` sites of ``kind`` in every district, a task per district (:func:`site_district`) on
+    ``runner`` (default :func:`layers.plans.scale.runner_for` ``cluster``/``workers``);
+    ``progress(done, total, outcome)`` as each district finishes. The kind, ``k`` and the radius
+    are refused before a worker is asked; a district without units is skipped and named.
+    Nothing is written."""
+    from layers.coverage import siting
+
+    k = siting.check_k(k)
+    standards = load_standards(engine)
+    limits = reach_limits(standards)
+    if kind not in limits:
+        raise Refused(_("unknown facility kind {kind}; kinds of the standards table: {p2}",
+                        kind=repr(kind), p2=', '.join(limits)))
+    if radius is not None and not 0 < float(radius) <= limits[kind]:
+        raise Refused(_("radius {radius_m} m: give 0 < radius ≤ {p2} m, the largest reach of {kind} in the "
+                        "standards table", radius_m=radius, p2=format(limits[kind], 'g'), kind=kind))
+    choose_method(method, range(min(count_layer(engine, "roads"), 1)))  # "roads" without roads
+    districts = districts_of(engine)
+    if not districts:
+        raise NotFound(_("no units: import or generate units first"))
+    started = time.perf_counter()
+    url = engine.url.render_as_string(hide_password=False)
+    run_id = uuid.uuid4().hex[:12]
+    rows = [asdict(row) for row in standards]
+    tasks = [SitingTask(url, d, kind, k, rows, radius, method, solver, time_limit, candidates,
+                        f"gridplan-siting-{run_id}-{d}") for d in districts]
+    outcomes, ran_on = run_every_district(tasks, site_district, runner=runner, cluster=cluster,
+                                          workers=workers, progress=progress)
+    answers = {o.district: o.answer for o in outcomes if not o.skipped}
+    if not answers:
+        raise NotFound(_("no units: import or generate units first"))
+    return ProvinceSites(answers, sorted(o.district for o in outcomes if o.skipped), ran_on,
+                         time.perf_counter() - started)
 
 
 def check_district(engine: Engine, district: str | None) -> None:
@@ -401,5 +563,6 @@ def check_district(engine: Engine, district: str | None) -> None:
         raise NotFound(_("no district {district}", district=district))
 
 
-__all__ = ["CoverageOutcome", "CoverageTask", "DistrictInputs", "ProvinceReport", "check_district",
-           "district_inputs", "halo_m", "merge_report", "report_all", "report_district", "whole_crs"]
+__all__ = ["CoverageOutcome", "CoverageTask", "DistrictInputs", "ProvinceReport", "ProvinceSites",
+           "SitingOutcome", "SitingTask", "check_district", "district_inputs", "halo_m", "merge_report",
+           "report_all", "report_district", "site_all", "site_district", "whole_crs"]

@@ -134,14 +134,21 @@ class AdoptionWork:
 
 
 def _cells_of_streets(engine: Engine, streets: list[str]) -> gpd.GeoDataFrame:
-    if len(streets) <= 20:
-        parts = [read_layer(engine, "grid_cells", prefix={"code": s}) for s in streets]
-        parts = [p for p in parts if len(p)]
-        if parts:
-            return gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs=parts[0].crs)
-        return read_layer(engine, "grid_cells", limit=0)
-    cells = read_layer(engine, "grid_cells")
-    return cells[cells["code"].str[:9].isin(set(streets))].reset_index(drop=True)
+    """The cells of ``streets`` (their codes start with the street's), street by street through
+    the code index — never the whole province's cells, wherever a cell lies."""
+    parts = [read_layer(engine, "grid_cells", prefix={"code": s}) for s in streets]
+    parts = [p for p in parts if len(p)]
+    if parts:
+        return gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs=parts[0].crs)
+    return read_layer(engine, "grid_cells", limit=0)
+
+
+def _area_bounds(area: gpd.GeoDataFrame) -> tuple[float, float, float, float] | None:
+    """The box of the plan's communities (degrees), a hair wider than their polygons, or None."""
+    if not len(area):
+        return None
+    minx, miny, maxx, maxy = (float(v) for v in area.total_bounds)
+    return (minx - 1e-6, miny - 1e-6, maxx + 1e-6, maxy + 1e-6)
 
 
 def _labelled(code: str, names: dict[str, str]) -> dict:
@@ -191,7 +198,10 @@ def work_out(memory: PlanMemory, plan_id: int) -> AdoptionWork:
 
     # facilities: the community their point lies in (those outside every polygon keep theirs)
     area = polygons[["code", "geometry"]]
-    facilities = read_layer(engine, "facilities")
+    # read within the plan's box (the spatial index), not every facility of the province
+    bounds = _area_bounds(area)
+    facilities = read_layer(engine, "facilities", bbox=bounds) if bounds else \
+        read_layer(engine, "facilities", limit=0)
     joined = gpd.sjoin(facilities[["code", "geometry"]], area.rename(columns={"code": "community"}),
                        how="inner", predicate="within")
     facility_communities = joined.drop_duplicates("code").set_index("code")["community"]

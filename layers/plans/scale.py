@@ -303,6 +303,31 @@ def runner_for(cluster: str | None = None, workers: int | None = None, districts
     return PoolRunner(count)
 
 
+#: the processes a background job may start on this machine when no scheduler is named (the
+#: default: its cores, as ``plan --all``; ``1``: every district in the job's own process)
+JOB_WORKERS_ENV = "GRIDPLAN_JOB_WORKERS"
+
+
+def job_runner(districts: int | None = None, workers: int | None = None):
+    """Where the district tasks of a background job (``flask worker``: the district-wide plan,
+    a city's coverage report) run: on the scheduler of ``GRIDPLAN_DASK_SCHEDULER`` when it names
+    one (:class:`ClusterUnavailable` when it cannot be reached), else as ``plan --all`` runs them —
+    a ``LocalCluster`` on this machine's cores, one process per district at most, in the job's
+    own process for one district. ``workers`` (the command line's ``--workers``, the tests), else
+    ``GRIDPLAN_JOB_WORKERS``, caps those processes: ``1`` keeps every district in the job's own
+    process, for a machine whose web server needs its cores while a province is planned.
+    Raises :class:`~geodata.errors.Refused` for a ``GRIDPLAN_JOB_WORKERS`` that is no count."""
+    if os.environ.get(SCHEDULER_ENV):
+        return runner_for(None, None, districts)
+    if workers is None and os.environ.get(JOB_WORKERS_ENV):
+        value = os.environ[JOB_WORKERS_ENV].strip()
+        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 1024:
+            raise Refused(_("{name} is “{value}”: a number of processes from 1 to 1024",
+                            name=JOB_WORKERS_ENV, value=value))
+        workers = int(value)
+    return runner_for(None, workers, districts)
+
+
 # --- the plan of every district --------------------------------------------------------------
 
 
@@ -424,5 +449,5 @@ def plan_all(engine: Engine, name: str, author: str, *, minimum: int | None = No
 
 
 __all__ = ["ClusterUnavailable", "DistrictFailed", "DistrictOutcome", "DistrictTask", "PoolRunner",
-           "ProvincePlan", "SerialRunner", "DaskRunner", "combine_scores", "districts_of", "plan_all",
-           "plan_district", "run_every_district", "runner_for"]
+           "ProvincePlan", "SerialRunner", "DaskRunner", "combine_scores", "districts_of", "job_runner",
+           "plan_all", "plan_district", "run_every_district", "runner_for"]

@@ -1,7 +1,7 @@
 """Coverage gaps (覆盖缺口) on the command line: ``coverage [--street CODE | --all] -o report.json``
 (the whole gap report; ``--all``: district by district, on a dask cluster or this machine's
-cores) and ``site KIND K [--street CODE | --district CODE] [--candidates PATH] -o sites.geojson``
-(where to build next)."""
+cores) and ``site KIND K [--street CODE | --district CODE | --all] [--candidates PATH] -o sites.geojson``
+(where to build next; ``--all``: K sites in each district, a task per district)."""
 
 from __future__ import annotations
 
@@ -99,14 +99,28 @@ def _report_every_district(method, cluster, workers) -> dict:
 @click.option("--time-limit", type=float, default=60.0, show_default=True,
               help=N_("seconds for the exact solver"))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help=N_("sites.geojson"))
+@click.option("--all", "every_district", is_flag=True,
+              help=N_("K sites in each district of the database, one task per district (each district's "
+                      "as --district gives it)"))
+@click.option("--cluster", metavar="tcp://HOST:8786",
+              help=N_("with --all: the dask scheduler (default GRIDPLAN_DASK_SCHEDULER, else this "
+                      "machine)"))
+@click.option("--workers", type=click.IntRange(min=1),
+              help=N_("with --all and no cluster: processes (default: cores)"))
 def site_command(kind, k, street, district, radius, candidates_path, crs, method, solver, time_limit,
-                 output) -> None:
+                 output, every_district, cluster, workers) -> None:
     k = siting.check_k(k)
     if street and district:
         raise Refused(_("give a street or a district, not both"))
+    if every_district and (street or district):
+        raise Refused(_("--all sites in every district of the database: leave out --street and --district"))
     if radius is not None and not (math.isfinite(radius) and radius > 0):
         raise Refused(_("--radius must be above 0"))
     candidates = siting.read_candidates(candidates_path, crs) if candidates_path else None
+    if every_district:
+        _site_every_district(kind, k, radius, candidates, method, solver, time_limit, output, cluster,
+                             workers)
+        return
     standards = coverage.load_standards(engine())
     if district:
         from layers.coverage.districts import check_district, district_inputs
@@ -121,17 +135,43 @@ def site_command(kind, k, street, district, radius, candidates_path, crs, method
     body = siting.sites_answer(result, used, kind, radius, k, run.method, engine())
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(body, ensure_ascii=False, default=plain), encoding="utf-8")
-    p = body["properties"]
-    click.echo(_("{n} sites for {kind} ({radius} m, {method}): +{added} households, {covered} of "
-                 "{households} within reach; {bound} (gap {gap}, {solver}) → {output}",
-                 n=len(body["features"]), kind=worded(kind, kind=True), radius=f"{radius:g}",
-                 method=worded(run.method),
-                 added=f"{p['households_added']:,}", covered=f"{p['households_covered_after']:,}",
-                 households=f"{p['households']:,}",
-                 bound=_("optimal {n}", n=f"{p['bound_households_added']:,}") if p["optimal"]
-                 else _("bound {n}", n=f"{p['bound_households_added']:,}"),
-                 gap=f"{p['gap']:.2%}", solver=worded(p["solver"]),
-                 output=output))
+    click.echo(_sites_line(len(body["features"]), body["properties"], output))
+
+
+def _sites_line(n: int, p: dict, output: Path) -> str:
+    """The one-line summary of ``n`` sites whose collection's properties are ``p``."""
+    return _("{n} sites for {kind} ({radius} m, {method}): +{added} households, {covered} of "
+             "{households} within reach; {bound} (gap {gap}, {solver}) → {output}",
+             n=n, kind=worded(p["kind"], kind=True), radius=f"{p['radius_m']:g}",
+             method=worded(p["distance"]),
+             added=f"{p['households_added']:,}", covered=f"{p['households_covered_after']:,}",
+             households=f"{p['households']:,}",
+             bound=_("optimal {n}", n=f"{p['bound_households_added']:,}") if p["optimal"]
+             else _("bound {n}", n=f"{p['bound_households_added']:,}"),
+             gap=f"{p['gap']:.2%}", solver=worded(p["solver"]),
+             output=output)
+
+
+def _site_every_district(kind, k, radius, candidates, method, solver, time_limit, output: Path, cluster,
+                         workers) -> None:
+    """``site KIND K --all``: K sites in each district, a task per district
+    (:func:`layers.coverage.districts.site_all`); every district's sites in one GeoJSON file
+    (each feature with its ``district_code``), a summary line per district, districts without
+    units named on stderr. Nothing is written when any district fails."""
+    from layers.coverage.districts import site_all
+
+    with every_district(_("siting districts")) as progress:
+        made = site_all(engine(), kind, k, radius=radius, method=method, solver=solver, time_limit=time_limit,
+                        candidates=candidates, cluster=cluster, workers=workers, progress=progress)
+    body = made.collection()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(body, ensure_ascii=False, default=plain), encoding="utf-8")
+    for code, answer in sorted(made.answers.items()):
+        click.echo(_("district {district}: {summary}", district=code,
+                     summary=_sites_line(len(answer["features"]), answer["properties"], output)))
+    click.echo(_("{districts} districts on {workers} workers in {seconds} s; skipped: {skipped}",
+                 districts=len(made.answers), workers=made.workers, seconds=f"{made.seconds:.1f}",
+                 skipped=", ".join(made.skipped) or "-"), err=True)
 
 
 COMMANDS = (coverage_command, site_command)
