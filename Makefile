@@ -1,5 +1,6 @@
 # gridplan: `make run` serves the app on the embedded SpatiaLite database with demo data;
-# `make test` runs the whole suite (SpatiaLite, a throwaway PostGIS cluster, headless Chromium).
+# `make test` runs the whole suite (SpatiaLite, a throwaway PostGIS cluster, headless Chromium), then
+# its PostGIS tests again on tables partitioned by district.
 
 PYTHON ?= /usr/bin/python3
 VENV ?= .venv
@@ -17,7 +18,7 @@ TEST_PACKAGES := $(RUN_PACKAGES) gdal-bin postgresql-15-postgis-3 chromium fonts
 # their compiled .mo (built here, not committed)
 CATALOGUES := $(patsubst %.po,%.mo,$(wildcard webmap/translations/*/LC_MESSAGES/messages.po))
 
-.PHONY: run dev test setup setup-test lint bench clean messages
+.PHONY: run dev test test-partitioned setup setup-test lint bench clean messages
 
 run: setup
 	$(FLASK) init-db
@@ -31,10 +32,20 @@ dev: setup  # Flask's reloading development server
 	$(FLASK) run --debug --host $(HOST) --port $(PORT)
 
 # one test process per core (each with its own PostGIS cluster and SpatiaLite template); a test
-# file stays on one process, so its module fixtures (a browser, a served demo) are made once
+# file stays on one process, so its module fixtures (a browser, a served demo) are made once.
+# `make test`: the whole suite, then the tests that touch PostGIS again on tables partitioned by
+# district (init-db --partition-by-district; docs/scale.md); both run, either failing fails it.
 TEST_PROCESSES ?= auto
+PYTEST := $(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile
 test: setup-test
-	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
+	status=0; \
+	$(PYTEST) $(PYTEST_ARGS) || status=$$?; \
+	echo "--- the PostGIS tests again, on tables partitioned by district (GRIDPLAN_TEST_PARTITIONED=1)"; \
+	GRIDPLAN_TEST_PARTITIONED=1 $(PYTEST) --postgis-only $(PYTEST_ARGS) || status=$$?; \
+	exit $$status
+
+test-partitioned: setup-test  # the second pass of `make test` alone
+	GRIDPLAN_TEST_PARTITIONED=1 $(PYTEST) --postgis-only $(PYTEST_ARGS)
 
 setup: $(VENV)/.run-installed $(CATALOGUES)
 setup-test: $(VENV)/.test-installed $(CATALOGUES)

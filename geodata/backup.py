@@ -22,6 +22,7 @@ is restored.
 from __future__ import annotations
 
 import functools
+import graphlib
 import os
 import re
 import secrets
@@ -34,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, inspect, make_url, text
@@ -480,12 +482,7 @@ def _pg_reference(url: str, revisions: list[str], districts: tuple[str, ...] | N
     ``revisions`` on the same server (made, dumped and dropped here; kept for the process) —
     partitioned by district with a partition for each of ``districts`` when not None."""
     u = make_url(url)
-    # a user without superuser rights cannot create PostGIS in a new database, but may copy a
-    # template that has it (and nothing else): GRIDPLAN_RESTORE_TEMPLATE names one
-    template = os.environ.get("GRIDPLAN_RESTORE_TEMPLATE") or "template0"
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", template):
-        raise BackupRefused(_("GRIDPLAN_RESTORE_TEMPLATE={template} is not a database name",
-                              template=excerpt(repr(template))))
+    template = _restore_template()
     admin = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:  # what the reference depends on: the server's versions too
@@ -511,6 +508,47 @@ _PG_REFERENCES: dict[tuple, tuple[TocEntry, ...]] = {}
 def _pg_schema_made(url: str, template: str, revisions: tuple[str, ...],
                     districts: tuple[str, ...] | None = None) -> tuple[TocEntry, ...]:
     """:func:`_pg_reference`'s dump of a scratch database made, dumped and dropped."""
+    try:
+        with _scratch_database(url, template) as scratch:
+            engine = create_engine(scratch, poolclass=NullPool)
+            try:
+                for revision in revisions:
+                    upgrade(engine, revision)
+                if districts is not None:  # a partitioned database: made as init-db makes it
+                    partitions.partition_by_district(engine)
+                    partitions.split_districts(engine, list(districts))
+            finally:
+                engine.dispose()
+            with tempfile.TemporaryDirectory(prefix="gridplan-schema-") as folder:
+                dump = Path(folder) / "reference.dump"
+                args, env = _pg_args(scratch)
+                _run([_pg_tool("pg_dump"), *PG_DUMP_OPTIONS, "-f", str(dump), *args], env, "pg_dump")
+                entries = tuple(read_toc(dump))
+    except SQLAlchemyError as exc:
+        problem = excerpt(str(getattr(exc, "orig", exc)).strip().splitlines()[0], 200)
+        raise BackupRefused(_("the backup cannot be checked against gridplan's schema: the user of "
+                              "DATABASE_URL must be able to create a scratch database with PostGIS on "
+                              "this server to compare it with (CREATEDB, and superuser rights or "
+                              "GRIDPLAN_RESTORE_TEMPLATE naming a template with PostGIS) ({problem}); "
+                              "nothing was written", problem=problem)) from None
+    return entries
+
+
+def _restore_template() -> str:
+    """The template a scratch database is copied from: ``template0``, or GRIDPLAN_RESTORE_TEMPLATE
+    (a user without superuser rights cannot create PostGIS in a new database, but may copy a
+    template that has it, and nothing else)."""
+    template = os.environ.get("GRIDPLAN_RESTORE_TEMPLATE") or "template0"
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", template):
+        raise BackupRefused(_("GRIDPLAN_RESTORE_TEMPLATE={template} is not a database name",
+                              template=excerpt(repr(template))))
+    return template
+
+
+@contextmanager
+def _scratch_database(url: str, template: str) -> Iterator[str]:
+    """A new database on the server of ``url``, copied from ``template`` (from ``template0``: with
+    the encoding and locale of the database at ``url``); its URL, dropped on exit."""
     u = make_url(url)
     name = f"gridplan_check_{secrets.token_hex(6)}"
     admin = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
@@ -526,34 +564,12 @@ def _pg_schema_made(url: str, template: str, revisions: tuple[str, ...],
             else:
                 conn.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE {template}")
         try:
-            scratch = u.set(database=name).render_as_string(hide_password=False)
-            engine = create_engine(scratch, poolclass=NullPool)
-            try:
-                for revision in revisions:
-                    upgrade(engine, revision)
-                if districts is not None:  # a partitioned database: made as init-db makes it
-                    partitions.partition_by_district(engine)
-                    partitions.split_districts(engine, list(districts))
-            finally:
-                engine.dispose()
-            with tempfile.TemporaryDirectory(prefix="gridplan-schema-") as folder:
-                dump = Path(folder) / "reference.dump"
-                args, env = _pg_args(scratch)
-                _run([_pg_tool("pg_dump"), *PG_DUMP_OPTIONS, "-f", str(dump), *args], env, "pg_dump")
-                entries = tuple(read_toc(dump))
+            yield u.set(database=name).render_as_string(hide_password=False)
         finally:
             with admin.connect() as conn:
                 conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    except SQLAlchemyError as exc:
-        problem = excerpt(str(getattr(exc, "orig", exc)).strip().splitlines()[0], 200)
-        raise BackupRefused(_("the backup cannot be checked against gridplan's schema: the user of "
-                              "DATABASE_URL must be able to create a scratch database with PostGIS on "
-                              "this server to compare it with (CREATEDB, and superuser rights or "
-                              "GRIDPLAN_RESTORE_TEMPLATE naming a template with PostGIS) ({problem}); "
-                              "nothing was written", problem=problem)) from None
     finally:
         admin.dispose()
-    return entries
 
 
 # --- PostGIS -----------------------------------------------------------------------------------
@@ -646,23 +662,133 @@ def _pg_restore(path: Path, url: str, entries: list[TocEntry], role: str | None)
     engine = get_engine(url)
     with engine.connect() as conn:
         if partitions.is_partitioned(conn):
-            # pg_restore --clean cannot drop a partition's inherited keys: it would fail half-way
-            raise BackupRefused(_("this database is partitioned by district: restore into a new, empty "
-                                  "database (CREATE DATABASE …), not over partitioned tables; nothing was "
-                                  "written"))
+            # pg_restore --clean cannot drop a partition's inherited keys (it would fail half-way):
+            # the rows are loaded into the partitioned tables instead
+            _pg_load(path, url, entries, role)
+            return
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS postgis")
+    dispose_engines()
+    _pg_restore_run(path, url, entries, role, clean=True)
+
+
+def _pg_restore_run(path: Path, url: str, entries: list[TocEntry], role: str | None, *, clean: bool) -> None:
+    """pg_restore of the checked ``entries`` of ``path`` into the database at ``url``, in one
+    transaction (``clean``: over what is there)."""
     fd, listing = tempfile.mkstemp(suffix=".list")
     with os.fdopen(fd, "w") as f:
         f.write("".join(f"{e.dump_id};\n" for e in entries))
     try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS postgis")
-        dispose_engines()
         args, env = _pg_args(url)
         as_role = [f"--role={role}"] if role else []
-        _run([_pg_tool("pg_restore"), "--clean", "--if-exists", "--no-owner", "--no-privileges", *as_role,
+        over = ["--clean", "--if-exists"] if clean else []
+        _run([_pg_tool("pg_restore"), *over, "--no-owner", "--no-privileges", *as_role,
               "--single-transaction", "--exit-on-error", "-L", listing, *args, str(path)], env, "pg_restore")
     finally:
         os.unlink(listing)
+
+
+def _pg_load(path: Path, url: str, entries: list[TocEntry], role: str | None) -> None:
+    """Restore into a database partitioned by district, keeping its partitioned tables: the backup
+    (checked like any other) is restored into a scratch database first, then, in one transaction
+    on the target, every gridplan table is emptied, the backup's district partitions the target
+    lacks are made, the rows are copied over (parents first; the incident sums come with the
+    backup, so their triggers skip the copy) and the sequences set. A backup of a database made
+    whole loads as well: its rows land in their districts' partitions (or the DEFAULT ones).
+    Refused, with nothing written, when the target's schema revision is not the backup's."""
+    wanted = sorted(set(_pg_revisions(path, path)))
+    target = get_engine(url)
+    districts = _partitioned(entries) or ()
+    try:
+        with target.connect() as conn:
+            have = sorted(set(conn.execute(text("SELECT version_num FROM alembic_version")).scalars()))
+        if have != wanted:
+            raise BackupRefused(_("this database is partitioned by district and its schema revision "
+                                  "({have}) is not the backup's ({wanted}): restore into a new, empty "
+                                  "database (CREATE DATABASE …); nothing was written",
+                                  have=", ".join(have) or "-", wanted=", ".join(wanted) or "-"))
+        with _scratch_database(url, _restore_template()) as scratch:
+            source_engine = create_engine(scratch, poolclass=NullPool)
+            try:
+                with source_engine.begin() as conn:
+                    conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS postgis")
+                # the role is the target's concern (the rows are written under it below); the
+                # scratch database is this user's own
+                _pg_restore_run(path, scratch, entries, None, clean=False)
+                with source_engine.connect() as source, target.begin() as dest:
+                    _copy_rows(source, dest, role, districts)
+            finally:
+                source_engine.dispose()
+    except (SQLAlchemyError, psycopg.Error) as exc:
+        problem = excerpt(str(getattr(exc, "orig", exc)).strip().splitlines()[0], 200)
+        raise BackupRefused(_("the backup could not be loaded into this partitioned database ({problem}); "
+                              "nothing was written", problem=problem)) from None
+    dispose_engines()
+
+
+def _ident(name: str) -> str:
+    """A PostgreSQL name, quoted."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _copy_rows(source, dest, role: str | None, districts: tuple[str, ...]) -> None:
+    """:func:`_pg_load`'s one transaction on the target (``dest``): gridplan's tables emptied, the
+    backup's district partitions made, every row of ``source`` copied in, the sequences set."""
+    if role:
+        dest.exec_driver_sql(f"SET LOCAL ROLE {_ident(role)}")
+    dest.exec_driver_sql(partitions.MOVING)
+    tables, theirs = _pg_tables(source), _pg_tables(dest)
+    differ = sorted(t for t in tables.keys() | theirs.keys()
+                    if set(tables.get(t, ())) != set(theirs.get(t, ())))
+    if differ:
+        raise BackupRefused(_("the tables of this database differ from the backup's ({tables}): restore "
+                              "into a new, empty database (CREATE DATABASE …); nothing was written",
+                              tables=_listed(differ)))
+    dest.exec_driver_sql("TRUNCATE " + ", ".join(f"public.{_ident(t)}" for t in theirs))
+    partitions.add_partitions(dest, list(districts))
+    raw_source, raw_dest = source.connection.driver_connection, dest.connection.driver_connection
+    for table in _parents_first(dest, list(theirs)):
+        columns = ", ".join(_ident(c) for c in tables[table])
+        name = f"public.{_ident(table)}"
+        with raw_source.cursor() as read, raw_dest.cursor() as write, \
+                read.copy(f"COPY (SELECT {columns} FROM {name}) TO STDOUT") as rows, \
+                write.copy(f"COPY {name} ({columns}) FROM STDIN") as into:
+            for block in rows:
+                into.write(block)
+    for sequence in source.execute(text(
+            "SELECT c.relname FROM pg_class c WHERE c.relkind = 'S' "
+            "AND c.relnamespace = 'public'::regnamespace AND NOT EXISTS "
+            "(SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') ORDER BY 1")).scalars():
+        name = f"public.{_ident(sequence)}"
+        value, called = source.execute(text(f"SELECT last_value, is_called FROM {name}")).one()
+        dest.execute(text("SELECT setval(CAST(:s AS regclass), :v, :c)"),
+                     {"s": name, "v": value, "c": called})
+
+
+def _pg_tables(conn) -> dict[str, list[str]]:
+    """gridplan's tables in a database (a partitioned table, not its partitions; not PostGIS's):
+    name → the columns a row is copied by (generated ones are made again, not copied)."""
+    rows = conn.execute(text(
+        "SELECT c.relname, a.attname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid "
+        "WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
+        "AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' AND NOT EXISTS "
+        "(SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') ORDER BY c.relname, a.attnum"))
+    out: dict[str, list[str]] = {}
+    for table, column in rows:
+        out.setdefault(table, []).append(column)
+    return out
+
+
+def _parents_first(conn, tables: list[str]) -> list[str]:
+    """``tables`` in an order where every table comes after those its foreign keys refer to."""
+    order = graphlib.TopologicalSorter({t: set() for t in tables})
+    for child, parent in conn.execute(text(
+            "SELECT c.relname, p.relname FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid "
+            "JOIN pg_class p ON p.oid = k.confrelid WHERE k.contype = 'f' AND k.conparentid = 0 "
+            "AND k.connamespace = 'public'::regnamespace")):
+        if child != parent and child in tables and parent in tables:  # a table's own rows: one COPY
+            order.add(child, parent)
+    return list(order.static_order())
 
 
 def _pg_revisions(path: Path, shown: Path) -> list[str]:

@@ -420,3 +420,19 @@ def _split(conn: Connection, district: str, have: dict[str, set[str]]) -> None:
         conn.exec_driver_sql(f"CREATE TABLE {name} PARTITION OF {t} FOR VALUES IN ('{district}')")
         conn.exec_driver_sql(f"INSERT INTO {name} SELECT * FROM {held[t]}")
         conn.exec_driver_sql(f"DROP TABLE {held[t]}")
+
+
+def add_partitions(conn: Connection, districts: list[str]) -> list[str]:
+    """In the caller's transaction on a partitioned database: give each of ``districts`` (codes
+    as a dump names them) the partitions it lacks, moving its rows out of the DEFAULT partitions
+    (a restore calls it on emptied tables, before loading the backup's rows). Returns the
+    districts given partitions."""
+    bad = sorted(d for d in districts if not DISTRICT.fullmatch(d or ""))
+    if bad:
+        raise Refused(_("{codes} cannot name a partition (a district code is letters and digits)",
+                        codes=excerpt(", ".join(map(repr, bad)))))
+    have = partitions(conn)
+    todo = sorted(d for d in set(districts) if any(d.lower() not in have[t] for t in LARGE))
+    for district in todo:
+        _split(conn, district, have)
+    return todo

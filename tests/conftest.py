@@ -3,6 +3,9 @@
 Storage tests take the ``engine`` fixture, which runs each test on SpatiaLite and on PostGIS
 (a throwaway PostgreSQL 15 cluster started once per session). With ``CI=true`` a missing
 PostGIS, Chromium or ``tests/data`` fails the run instead of skipping.
+
+``--postgis-only`` keeps the tests that touch PostGIS (:func:`touches_postgis`); ``make test``
+runs the whole suite, then those again with ``GRIDPLAN_TEST_PARTITIONED=1`` (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 #: GRIDPLAN_TEST_PARTITIONED=1: the PostGIS databases are made with ``init-db --partition-by-district``
 PARTITIONED = os.environ.get("GRIDPLAN_TEST_PARTITIONED", "").lower() in ("1", "true", "yes")
+#: the PostGIS test server's template databases: the tests' (partitioned or not, as above), and one
+#: always plain (made only when the first is partitioned)
+TEMPLATE, PLAIN_TEMPLATE = "template_gridplan", "template_plain"
 
 # The tests that read messages read them in English: their apps and command lines speak English
 # when the request names no language (GRIDPLAN_LOCALE), and their browsers ask for English.
@@ -65,21 +71,79 @@ def require(condition: bool, what: str) -> None:
     pytest.skip(f"{what} is missing")
 
 
+def pytest_addoption(parser) -> None:
+    parser.addoption("--postgis-only", action="store_true",
+                     help="run only the tests that touch PostGIS (with GRIDPLAN_TEST_PARTITIONED=1: the "
+                          "partitioned pass of `make test`)")
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "postgis: the test touches PostGIS in a way its fixtures do not "
+                                       "show (its own cluster): kept by --postgis-only")
+
+
+def touches_postgis(item) -> bool:
+    """Whether a test touches PostGIS, as ``--postgis-only`` selects: it asks for the test server
+    (``postgis_server``, or a fixture depending on it: ``postgis_url``, ``postgis_plain_url``);
+    one of its parameters is ``"postgis"`` (``db_url[postgis]``, ``engine``, ``stored``, and the
+    module fixtures parametrized ``["spatialite", "postgis"]`` that ask for the server by name);
+    or it is marked ``postgis``. :func:`_postgis_use_is_seen` checks the rule on every run."""
+    if item.get_closest_marker("postgis"):
+        return True
+    if "postgis_server" in getattr(item, "fixturenames", ()):
+        return True
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params.values() if callspec is not None else ()
+    return any(isinstance(value, str) and value == "postgis" for value in params)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if not config.getoption("--postgis-only"):
+        return
+    keep = [item for item in items if touches_postgis(item)]
+    dropped = [item for item in items if not touches_postgis(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    items[:] = keep
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    # `make test PYTEST_ARGS=tests/test_i18n.py`: none of those touches PostGIS, so the partitioned
+    # pass has nothing to run, which is no failure
+    if session.config.getoption("--postgis-only") and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.OK
+
+
+@pytest.fixture(autouse=True)
+def _postgis_use_is_seen(request):
+    """A test that reached the PostGIS test server although :func:`touches_postgis` does not see it
+    (``request.getfixturevalue("postgis_server")`` in a fixture not parametrized ``"postgis"``)
+    fails: the partitioned pass would leave it out. Mark it ``@pytest.mark.postgis``."""
+    yield
+    if "postgis_server" in request.fixturenames and not touches_postgis(request.node):
+        pytest.fail("this test uses the PostGIS test server, but --postgis-only would not select it: "
+                    "mark it @pytest.mark.postgis", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def postgis_server():
     require(pgcluster.available(), "PostgreSQL 15 with PostGIS (postgresql-15-postgis-3)")
-    cluster = pgcluster.PostgisCluster(dbname="template_gridplan")
+    cluster = pgcluster.PostgisCluster(dbname=TEMPLATE)
     cluster.start()
     engine = get_engine(cluster.url)
     upgrade(engine)
     with engine.begin() as conn:
         seed_settings(conn)
+    engine.dispose()
+    dispose_engines()
     if PARTITIONED:  # every PostGIS test on tables split by district (docs/scale.md)
         from geodata.partitions import partition_by_district
 
+        create_database(cluster.url, PLAIN_TEMPLATE, TEMPLATE)  # kept plain, for postgis_plain_url
+        engine = get_engine(cluster.url)
         partition_by_district(engine)
-    engine.dispose()
-    dispose_engines()
+        engine.dispose()
+        dispose_engines()
     yield cluster
     dispose_engines()
     cluster.stop()
@@ -106,13 +170,27 @@ def spatialite_url(spatialite_template, tmp_path) -> str:
     return f"sqlite:///{path}"
 
 
+def create_database(server_url: str, name: str, template: str) -> str:
+    """A new database ``name`` on the test server, copied from ``template``; its URL."""
+    server = server_url.rsplit("/", 1)[0]
+    admin = get_engine(server + "/postgres")
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE {template}")
+    return f"{server}/{name}"
+
+
 @pytest.fixture
 def postgis_url(postgis_server) -> str:
-    name = f"test_{next(_counter)}"
-    admin = get_engine(postgis_server.url.rsplit("/", 1)[0] + "/postgres")
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE template_gridplan")
-    return postgis_server.url.rsplit("/", 1)[0] + f"/{name}"
+    """A fresh, migrated PostGIS database (partitioned by district under GRIDPLAN_TEST_PARTITIONED)."""
+    return create_database(postgis_server.url, f"test_{next(_counter)}", TEMPLATE)
+
+
+@pytest.fixture
+def postgis_plain_url(postgis_server) -> str:
+    """A fresh, migrated PostGIS database whose tables are never partitioned, whatever
+    GRIDPLAN_TEST_PARTITIONED says: for the tests of partitioning a plain database."""
+    return create_database(postgis_server.url, f"plain_{next(_counter)}",
+                            PLAIN_TEMPLATE if PARTITIONED else TEMPLATE)
 
 
 @pytest.fixture(params=["spatialite", "postgis"])

@@ -39,8 +39,9 @@ from sqlalchemy import text
 from geodata import jobs
 from geodata.db import CONNECT_TIMEOUT_S, dispose_engines, get_engine
 from geodata.models import Base
+from geodata.partitions import partition_by_district
 from layers.sample_data.demo import write_demo
-from tests.conftest import demo_site, make_app, require
+from tests.conftest import PARTITIONED, demo_site, make_app, require
 from tests.pgcluster import free_port
 from tests.webhelpers import PASSWORD, csrf_token, sign_in, snapshot
 
@@ -395,6 +396,7 @@ def hammer(client_of, base_headers: dict, paths: list[str], stop: threading.Even
         time.sleep(0.02)
 
 
+@pytest.mark.postgis  # its own cluster, to restart it
 def test_postgres_restarted_under_requests_gives_503s_then_answers_again(small_demo):
     from tests import pgcluster
 
@@ -411,6 +413,8 @@ def test_postgres_restarted_under_requests_gives_503s_then_answers_again(small_d
         upgrade(engine)
         with engine.begin() as conn:
             seed_settings(conn)
+        if PARTITIONED:  # as the other PostGIS tests' databases
+            partition_by_district(engine)
         write_demo(engine, small_demo)
         app = make_app(url)
         with app.app_context():

@@ -4,6 +4,7 @@ PostgreSQL's tables can be partitioned by district — on SpatiaLite and PostGIS
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 
 import pytest
@@ -12,7 +13,8 @@ from sqlalchemy import text
 from geodata import incident_rows, partitions
 from geodata.db import dispose_engines, get_engine
 from layers.sample_data.demo import write_demo
-from tests.conftest import make_app
+from tests.conftest import TEMPLATE, create_database, make_app
+from tests.webhelpers import snapshot
 
 T0 = datetime(2026, 11, 2, 9, 0)
 #: two districts, one case place each (a point, a community, a street)
@@ -158,12 +160,13 @@ def all_sums(engine) -> list[tuple]:
                 for r in conn.execute(text(f"SELECT * FROM {t} ORDER BY 1, 2, 3, 4, 5"))]
 
 
-def test_init_db_partitions_every_large_table_by_district(postgis_url):
-    run = cli(postgis_url)
+def test_init_db_partitions_every_large_table_by_district(postgis_plain_url):
+    run = cli(postgis_plain_url)
+    engine = get_engine(postgis_plain_url)
+    assert partitioned_tables(engine) == {}  # a plain database, in the partitioned pass too
     done = run("init-db", "--partition-by-district")
     assert done.exit_code == 0, done.output
     assert "14 tables partitioned by district" in done.output
-    engine = get_engine(postgis_url)
     made = partitioned_tables(engine)
     assert sorted(made) == sorted(partitions.LARGE)
     assert all(f"{t}_default" in made[t] for t in partitions.LARGE)
@@ -177,13 +180,12 @@ def test_init_db_partitions_every_large_table_by_district(postgis_url):
                                       "incidents(id, district_code) ON DELETE CASCADE"}
 
 
-def test_a_database_holding_rows_is_not_partitioned(postgis_url, small_demo):
-    engine = get_engine(postgis_url)
-    if partitions_of(engine):
-        pytest.skip("the test databases are partitioned already (GRIDPLAN_TEST_PARTITIONED)")
+def test_a_database_holding_rows_is_not_partitioned(postgis_plain_url, small_demo):
+    engine = get_engine(postgis_plain_url)
+    assert not partitions_of(engine)
     write_demo(engine, small_demo)
     before = counts(engine)
-    done = cli(postgis_url)("init-db", "--partition-by-district")
+    done = cli(postgis_plain_url)("init-db", "--partition-by-district")
     assert done.exit_code == 1
     assert "the database holds rows already (units, unit_adjacency" in done.output
     assert partitioned_tables(engine) == {} and counts(engine) == before
@@ -234,6 +236,16 @@ def test_each_district_gets_its_partition_and_keeps_its_rows_and_sums(postgis_ur
             incident_rows.rate_sums_scan(engine, by, since, until, T0, None)
 
 
+def new_partitioned(server_url: str) -> str:
+    """A new database as ``init-db --partition-by-district`` leaves it: DEFAULT partitions only."""
+    url = create_database(server_url, f"partitioned_{next(_n)}", TEMPLATE)
+    partitions.partition_by_district(get_engine(url))
+    return url
+
+
+_n = itertools.count()
+
+
 def into_default(engine, districts: list[str]) -> None:
     """Rows of ``districts`` put back into the DEFAULT partitions and their partitions dropped, as a
     database written before partitions were made on writing holds them (sums moved, not counted)."""
@@ -253,31 +265,80 @@ def into_default(engine, districts: list[str]) -> None:
 
 def test_a_partitioned_database_backs_up_and_restores(postgis_url, postgis_server, small_demo, tmp_path):
     """Its dump passes the schema trust check (compared with a scratch database partitioned alike)
-    and restores into a new, empty database with every row and partition; over partitioned tables
-    a restore is refused up front."""
+    and restores with every row and partition: into a new, empty database; into a partitioned one
+    lacking the districts' partitions (made by the restore); over itself with ``--replace``. A
+    partitioned database of another schema revision is refused, unchanged."""
     engine = get_engine(postgis_url)
     partitions.partition_by_district(engine)
     write_demo(engine, small_demo)
     partitions.split_districts(engine)
     before, made = counts(engine), partitioned_tables(engine)
+    assert len(made["units"]) > 1  # the DEFAULT partition and the districts'
     backup = tmp_path / "partitioned.backup"
     done = cli(postgis_url)("backup", "-o", str(backup))
     assert done.exit_code == 0, done.output
+    source = snapshot(postgis_url)
     server = postgis_server.url.rsplit("/", 1)[0]
     with get_engine(server + "/postgres").connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("CREATE DATABASE partitioned_restored")  # new and empty: no schema at all
-    target = f"{server}/partitioned_restored"
+    empty = f"{server}/partitioned_restored"
+    done = cli(empty)("restore", str(backup))
+    assert done.exit_code == 0, done.output
+    dispose_engines()
+    assert counts(get_engine(empty)) == before and partitioned_tables(get_engine(empty)) == made
+    # into a partitioned database with DEFAULT partitions only: its districts' partitions are made
+    target = new_partitioned(postgis_server.url)
     done = cli(target)("restore", str(backup))
     assert done.exit_code == 0, done.output
     dispose_engines()
-    restored = get_engine(target)
-    assert counts(restored) == before and partitioned_tables(restored) == made
-    # over partitioned tables: refused (pg_restore --clean cannot drop a partition's keys), unchanged
+    assert partitioned_tables(get_engine(target)) == made and snapshot(target) == source
+    with get_engine(target).connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM units_default")).scalar_one() == 0
+    # over partitioned tables holding rows, with --replace: every row replaced, sequences too
+    with get_engine(target).begin() as conn:
+        conn.exec_driver_sql("DELETE FROM incidents WHERE id IN (SELECT id FROM incidents LIMIT 3)")
+        conn.exec_driver_sql("UPDATE units SET population = population + 7 "
+                             "WHERE id IN (SELECT id FROM units LIMIT 5)")
     again = cli(target)("restore", "--replace", str(backup))
-    assert again.exit_code == 1 and "this database is partitioned by district: restore into a new, empty " \
-        "database" in again.output
+    assert again.exit_code == 0, again.output
+    dispose_engines()
+    assert snapshot(target) == source and partitioned_tables(get_engine(target)) == made
+    with get_engine(target).connect() as conn, get_engine(postgis_url).connect() as original:
+        sequence = "SELECT last_value FROM incidents_id_seq"
+        assert conn.execute(text(sequence)).scalar_one() == original.execute(text(sequence)).scalar_one()
+    # another schema revision: refused before anything is written
+    with get_engine(target).begin() as conn:
+        conn.exec_driver_sql("INSERT INTO alembic_version VALUES ('0001')")
+    dispose_engines()
+    held = snapshot(target)
+    refused = cli(target)("restore", "--replace", str(backup))
+    assert refused.exit_code == 1
+    assert "this database is partitioned by district and its schema revision" in refused.output
+    assert "restore into a new, empty database" in refused.output
+    dispose_engines()
+    assert snapshot(target) == held
+
+
+def test_a_plain_backup_loads_into_a_partitioned_database(postgis_plain_url, postgis_server, small_demo,
+                                                          tmp_path):
+    """The way to partition a database in use: restore its backup into a partitioned one. Every
+    row arrives (in the DEFAULT partitions), ``partition-districts`` then splits them."""
+    write_demo(get_engine(postgis_plain_url), small_demo)
+    backup = tmp_path / "plain.backup"
+    assert cli(postgis_plain_url)("backup", "-o", str(backup)).exit_code == 0
+    target = new_partitioned(postgis_server.url)
+    done = cli(target)("restore", str(backup))
+    assert done.exit_code == 0, done.output
+    dispose_engines()
+    assert snapshot(target) == snapshot(postgis_plain_url)
+    engine = get_engine(target)
+    before = counts(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM units_default")).scalar_one() == before["units"] > 0
+    assert cli(target)("partition-districts").exit_code == 0
     dispose_engines()
     assert counts(get_engine(target)) == before
+    assert snapshot(target) == snapshot(postgis_plain_url)
 
 
 def test_a_plan_made_in_one_piece_carries_its_units_districts(engine, small_demo):
