@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import json
-import threading
+import os
+import signal
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pytest
 from geodata.store import layer_counts, read_layer
 from layers.worker import run_one
 from tests.conftest import demo_site
-from tests.webhelpers import csrf_token, served_copy, sign_in, sign_in_page
+from tests.webhelpers import BIN, ROOT, csrf_token, served_copy, sign_in, sign_in_page
 
 
 def strict(response) -> dict:
@@ -270,19 +272,20 @@ def served(tmp_path_factory, spatialite_template, small_demo, chromium_path):
     url = f"sqlite:///{folder / 'gridplan.sqlite'}"
     engine = get_engine(url)
     app = demo_site(url, small_demo, BASEMAP="none", UPLOAD_FOLDER=str(folder / "uploads"))[0]
-    stop = threading.Event()
-
-    def worker():  # the background worker beside the app, as `make run` starts it
-        while not stop.is_set():
-            if run_one(engine) is None:
-                stop.wait(0.2)
-
-    with served_copy(app) as base:
-        thread = threading.Thread(target=worker, daemon=True)
-        thread.start()
-        yield {"base": base, "engine": engine, "folder": folder}
-        stop.set()
-        thread.join(5)
+    # the background worker beside the app, as `make run` starts it: a process of its own (a job
+    # forked from this process, which holds the server's, the browser's and other tests' threads,
+    # could hang on a lock one of them held)
+    env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": "layers-page", "PYTHONPATH": str(ROOT)}
+    log = (folder / "worker.log").open("w")
+    worker = subprocess.Popen([str(BIN / "flask"), "--app", "webmap", "worker"], cwd=ROOT, env=env,
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with served_copy(app) as base:
+            yield {"base": base, "engine": engine, "folder": folder}
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(30)
+        log.close()
 
 
 @pytest.fixture
