@@ -922,9 +922,15 @@ def pass_assignments(conn: Connection, successors: dict[str, str], by: str) -> l
 
 
 def open_cases_in(
-    conn: Connection, statuses: Sequence[str], *, cells: Sequence[str] = (), communities: Sequence[str] = ()
+    conn: Connection,
+    statuses: Sequence[str],
+    *,
+    cells: Sequence[str] = (),
+    communities: Sequence[str] = (),
+    districts: Sequence[str] | None = None,
 ) -> list[dict]:
-    """The cases in ``statuses`` in one of ``cells`` or filed under one of ``communities``."""
+    """The cases in ``statuses`` in one of ``cells`` or filed under one of ``communities`` (of
+    ``districts`` when given: the cells' and communities')."""
     found: dict[str, dict] = {}
     for column, codes in ((T.c.grid_code, list(cells)), (T.c.community_code, list(communities))):
         for start in range(0, len(codes), BATCH):
@@ -933,18 +939,23 @@ def open_cases_in(
                 .where(T.c.status.in_(list(statuses)), column.in_(codes[start : start + BATCH]))
                 .order_by(T.c.code)
             )
+            if districts is not None:
+                stmt = stmt.where(T.c.district_code.in_(list(districts)))
             found.update({r["code"]: dict(r) for r in conn.execute(stmt).mappings()})
     return [found[c] for c in sorted(found)]
 
 
-def open_cases_of_streets(conn: Connection, statuses: Sequence[str], streets: Sequence[str]) -> list[dict]:
-    """The cases in ``statuses`` whose cell, community or street lies in one of ``streets``, with
-    their point (``lon``, ``lat``) and how precisely they are placed."""
+def open_cases_of_streets(
+    conn: Connection, statuses: Sequence[str], streets: Sequence[str], districts: Sequence[str] | None = None
+) -> list[dict]:
+    """The cases in ``statuses`` whose cell, community or street lies in one of ``streets`` (in
+    ``districts`` when given: the streets'), with their point (``lon``, ``lat``) and how
+    precisely they are placed."""
     out = []
     for street in streets:
         stmt = select(
             T.c.id, T.c.code, T.c.grid_code, T.c.community_code, T.c.street_code, T.c.location_precision,
-            func.ST_X(T.c.geom).label("lon"), func.ST_Y(T.c.geom).label("lat"),
+            T.c.district_code, func.ST_X(T.c.geom).label("lon"), func.ST_Y(T.c.geom).label("lat"),
         ).where(
             T.c.status.in_(list(statuses)),
             or_(
@@ -953,6 +964,8 @@ def open_cases_of_streets(conn: Connection, statuses: Sequence[str], streets: Se
                 T.c.street_code == street,
             ),
         )
+        if districts is not None:
+            stmt = stmt.where(T.c.district_code.in_(list(districts)))
         out += [dict(r) for r in conn.execute(stmt).mappings()]
     return out
 
@@ -961,22 +974,19 @@ def set_places(conn: Connection, places: Sequence[dict]) -> None:
     """Give each case (``id``) its ``grid_code``, ``community_code`` and ``street_code``."""
     if not places:
         return
-    stmt = (
-        update(T)
-        .where(T.c.id == bindparam("case_id"))
-        .values(
-            grid_code=bindparam("grid"),
-            community_code=bindparam("community"),
-            street_code=bindparam("street"),
-        )
-    )
-    rows = [
-        {"case_id": p["id"], "grid": p["grid_code"], "community": p["community_code"],
-         "street": p["street_code"]}
-        for p in places
-    ]
-    for start in range(0, len(rows), BATCH):
-        conn.execute(stmt, rows[start : start + BATCH])
+    values = {"grid_code": bindparam("grid"), "community_code": bindparam("community"),
+              "street_code": bindparam("street")}
+    # a case's district, when it has one, routes the change to its district's rows alone
+    in_district = update(T).where(T.c.id == bindparam("case_id"), T.c.district_code == bindparam("district"))
+    anywhere = update(T).where(T.c.id == bindparam("case_id"))
+    for stmt, wanted in ((in_district.values(values), True), (anywhere.values(values), False)):
+        rows = [
+            {"case_id": p["id"], "grid": p["grid_code"], "community": p["community_code"],
+             "street": p["street_code"]} | ({"district": p["district_code"]} if wanted else {})
+            for p in places if bool(p.get("district_code")) == wanted
+        ]
+        for start in range(0, len(rows), BATCH):
+            conn.execute(stmt, rows[start : start + BATCH])
 
 
 def incident_counts(

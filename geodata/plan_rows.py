@@ -16,7 +16,7 @@ others, on the server (:func:`replay_step`). Plan numbers are never given twice
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime
 
 import geopandas as gpd
@@ -195,10 +195,14 @@ def community_names(engine: Engine, plan_id: int) -> dict[str, str]:
     return {code: name for code, name in rows}
 
 
-def current_community_names(engine: Engine) -> dict[str, str]:
-    """The names of the current communities (code → name)."""
+def current_community_names(engine: Engine, districts: Iterable[str] | None = None) -> dict[str, str]:
+    """The names of the current communities (code → name): of ``districts`` (a plan's), else of
+    every district."""
+    stmt = select(Community.code, Community.name)
+    if districts is not None:
+        stmt = stmt.where(Community.district_code.in_(sorted(districts)))
     with engine.connect() as conn:
-        return {code: name for code, name in conn.execute(select(Community.code, Community.name)).all()}
+        return {code: name for code, name in conn.execute(stmt).all()}
 
 
 def street_names(engine: Engine) -> dict[str, str]:
@@ -249,10 +253,13 @@ def name_community(engine: Engine, plan_id: int, code: str, name: str, expected_
     return version
 
 
-def place_names(source: Engine | Connection, streets, communities) -> tuple[dict[str, str], dict[str, str]]:
+def place_names(source: Engine | Connection, streets, communities, districts: Iterable[str] | None = None
+                ) -> tuple[dict[str, str], dict[str, str]]:
     """The names of ``streets`` and ``communities`` (code → name): current ones, and for a
-    community no longer current the name it last had (from the community history)."""
+    community no longer current the name it last had (from the community history). Communities
+    are looked for in ``districts`` when given (those of a plan's streets), else everywhere."""
     streets, communities = list(streets), list(communities)
+    in_districts = sorted(districts) if districts is not None else None
 
     def read(conn: Connection) -> tuple[dict[str, str], dict[str, str]]:
         street_names, community_names = {}, {}
@@ -265,11 +272,14 @@ def place_names(source: Engine | Connection, streets, communities) -> tuple[dict
             chunk = communities[start:start + BATCH]
             if not chunk:
                 continue
-            past = conn.execute(select(CommunityHistory.code, CommunityHistory.name)
-                                .where(CommunityHistory.code.in_(chunk)).order_by(CommunityHistory.id)).all()
-            community_names.update(past)  # the latest history row last
-            community_names.update(conn.execute(select(Community.code, Community.name)
-                                                .where(Community.code.in_(chunk))).all())
+            past = select(CommunityHistory.code, CommunityHistory.name).where(
+                CommunityHistory.code.in_(chunk))
+            now = select(Community.code, Community.name).where(Community.code.in_(chunk))
+            if in_districts is not None:
+                past = past.where(CommunityHistory.district_code.in_(in_districts))
+                now = now.where(Community.district_code.in_(in_districts))
+            community_names.update(conn.execute(past.order_by(CommunityHistory.id)).all())  # latest last
+            community_names.update(conn.execute(now).all())
         return street_names, community_names
 
     if isinstance(source, Engine):
@@ -352,11 +362,15 @@ def plan_assignment(engine: Engine, plan_id: int, *, edited: bool = False) -> pd
     return pd.Series([r[1] for r in rows], index=[r[0] for r in rows], name="community_code", dtype=object)
 
 
-def assignment_changes(engine: Engine, plan_id: int, since: int) -> pd.Series:
+def assignment_changes(engine: Engine, plan_id: int, since: int,
+                       districts: Iterable[str] | None = None) -> pd.Series:
     """The units whose community the plan changed after version ``since`` (unit code → community
-    code): what a process holding the plan at ``since`` must apply to catch up."""
+    code): what a process holding the plan at ``since`` must apply to catch up. ``districts``:
+    those of the plan's units, when the caller knows them (the rows lie there alone)."""
     stmt = select(PlanAssignment.unit_code, PlanAssignment.community_code).where(
         PlanAssignment.plan_id == plan_id, PlanAssignment.changed_in > since)
+    if districts is not None:
+        stmt = stmt.where(PlanAssignment.district_code.in_(sorted(districts)))
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
     return pd.Series([r[1] for r in rows], index=[r[0] for r in rows], name="community_code", dtype=object)
@@ -531,30 +545,45 @@ def rename_plan(engine: Engine, plan_id: int, name: str, expected_version: int, 
     return version
 
 
-def revived_codes(conn: Connection, codes: set[str], streets: list[str]) -> set[str]:
+def revived_codes(conn: Connection, codes: set[str], streets: list[str],
+                  districts: Iterable[str] | None = None) -> set[str]:
     """Of ``codes``, those that would bring back a retired community (in history, not current in
-    ``streets``) or take a code that is current in another street."""
-    history = set(conn.execute(select(CommunityHistory.code).where(CommunityHistory.code.in_(codes)))
-                  .scalars()) if codes else set()
-    current = conn.execute(select(Community.code, Community.street_code)
-                           .where(Community.code.in_(codes))).all() if codes else []
-    live_here = {c for c, s in current if s in streets}
-    elsewhere = {c for c, s in current if s not in streets}
+    ``streets``) or take a code that is current in another street.
+
+    A community code is the nation's: it is looked up in every district — the one lookup of an
+    adoption not routed to its own ``districts`` (a code current or retired under another
+    district, even a row stored under the wrong one, must be found). A current row of
+    ``streets`` stored outside ``districts`` counts as elsewhere: the adoption, which replaces
+    its districts' rows only, would leave it beside the new one."""
+    if not codes:
+        return set()
+    history = set(conn.execute(select(CommunityHistory.code)
+                               .where(CommunityHistory.code.in_(codes))).scalars())
+    current = conn.execute(select(Community.code, Community.street_code, Community.district_code)
+                           .where(Community.code.in_(codes))).all()
+    ours = set(districts) if districts is not None else None
+    live_here = {c for c, s, d in current if s in streets and (ours is None or d in ours)}
+    elsewhere = {c for c, _s, _d in current} - live_here
     return (history - live_here) | elsewhere
 
 
 def adopt(engine: Engine, plan_id: int, expected_version: int, actor: str, communities: gpd.GeoDataFrame,
-          assignment: pd.Series, facility_communities: pd.Series, cell_communities: pd.Series,
+          assignment: pd.DataFrame, facility_communities: pd.DataFrame, cell_communities: pd.DataFrame,
           summary: dict, check: Callable[[Connection], None] | None = None,
           detail: dict | None = None) -> tuple[int, int]:
     """Make the plan's communities the current ones, in one transaction.
 
     ``communities``: code, name, street_code, district_code, geometry (EPSG:4326) of every
-    community of the streets the plan covers; ``assignment``: unit code → community code;
-    ``facility_communities`` and ``cell_communities``: code → community code, re-derived by
-    location; ``summary``: what the adoption changes, kept with the plan. The communities they
-    replace go to ``community_history`` with today's date. Refuses (:class:`~geodata.errors.Conflict`)
-    to bring back a retired code. Returns the plan's new version and the new boundary revision.
+    community of the streets the plan covers; ``assignment`` (the plan's units),
+    ``facility_communities`` and ``cell_communities`` (re-derived by location): ``code``,
+    ``district_code`` and the ``community_code`` each takes; ``summary``: what the adoption
+    changes, kept with the plan. The communities they replace go to ``community_history`` with
+    today's date. Refuses (:class:`~geodata.errors.Conflict`) to bring back a retired code.
+    Returns the plan's new version and the new boundary revision.
+
+    Every statement names the districts of the plan's units and communities (on a store split by
+    district it opens only their parts): a stored row lies in its street's district, as the
+    importer requires.
 
     The boundary revision is locked first (:func:`~geodata.revisions.lock_revision`) and then
     ``check(conn)`` runs (it raises to refuse): what it finds about the boundaries — that the
@@ -563,21 +592,23 @@ def adopt(engine: Engine, plan_id: int, expected_version: int, actor: str, commu
     """
     today = date.today()
     streets = sorted(set(communities["street_code"]))
+    districts = sorted(set(communities["district_code"]) | set(assignment["district_code"]))
     codes = set(communities["code"])
     with engine.begin() as conn:
         lock_revision(conn)
         version = _bump(conn, plan_id, expected_version, status="adopted", adoption=summary)
         if check is not None:
             check(conn)
-        revived = revived_codes(conn, codes, streets)
+        revived = revived_codes(conn, codes, streets, districts)
         if revived:
             raise Conflict(_("adopting plan {plan_id} would bring back retired or foreign community codes "
                              "{p2}: rebase the plan; nothing was changed",
                              plan_id=plan_id, p2=', '.join(sorted(revived))))
         current = Community.__table__
-        flags = _provisional_flags(conn, communities, assignment, streets)
-        keep_community_history(conn, streets=streets, plan_id=plan_id)
-        conn.execute(delete(current).where(current.c.street_code.in_(streets)))
+        flags = _provisional_flags(conn, communities, assignment, streets, districts)
+        keep_community_history(conn, streets=streets, districts=districts, plan_id=plan_id)
+        conn.execute(delete(current).where(current.c.street_code.in_(streets),
+                                           current.c.district_code.in_(districts)))
         geoms = as_stored_type(np.asarray(communities.geometry.values, dtype=object), "polygon")
         rows = [{"code": c, "name": n, "street_code": s, "district_code": d, "valid_from": today,
                  "provisional": flags[c], "geom_wkb": w}
@@ -586,11 +617,13 @@ def adopt(engine: Engine, plan_id: int, expected_version: int, actor: str, commu
         columns = ("code", "name", "street_code", "district_code", "valid_from", "provisional")
         stmt = insert(current).values({c: bindparam(c) for c in columns} | {"geom": dialect.geom_from_wkb()})
         conn.execute(stmt, rows)
-        for table, mapping in ((Unit.__table__, assignment), (Facility.__table__, facility_communities),
-                               (GridCell.__table__, cell_communities)):
-            stmt = update(table).where(table.c.code == bindparam("match")).values(
+        for table, moves in ((Unit.__table__, assignment), (Facility.__table__, facility_communities),
+                             (GridCell.__table__, cell_communities)):
+            stmt = update(table).where(table.c.code == bindparam("match"),
+                                       table.c.district_code == bindparam("district")).values(
                 community_code=bindparam("community"))
-            pairs = [{"match": k, "community": v} for k, v in mapping.items()]
+            pairs = [{"match": k, "district": d, "community": v} for k, d, v in zip(
+                moves["code"], moves["district_code"], moves["community_code"], strict=True)]
             for start in range(0, len(pairs), BATCH):
                 conn.execute(stmt, pairs[start:start + BATCH])
         changed = {c for key in ("created", "retired", "changed") for c in summary.get(key, [])}
@@ -603,19 +636,20 @@ def adopt(engine: Engine, plan_id: int, expected_version: int, actor: str, commu
     return version, revision
 
 
-def _provisional_flags(conn: Connection, communities: gpd.GeoDataFrame, assignment: pd.Series,
-                       streets: list[str]) -> dict[str, bool]:
+def _provisional_flags(conn: Connection, communities: gpd.GeoDataFrame, assignment: pd.DataFrame,
+                       streets: list[str], districts: list[str]) -> dict[str, bool]:
     """Whether each community the plan adopts has a provisional code (临时代码): a kept code keeps
     its flag; a new code is provisional when its street is, or when any of its units comes from a
     provisional community (the official code table will replace it, as it replaces theirs)."""
     current, street, unit = Community.__table__, Street.__table__, Unit.__table__
-    was = dict(conn.execute(select(current.c.code, current.c.provisional)
-                            .where(current.c.street_code.in_(streets))).all())
+    was = dict(conn.execute(select(current.c.code, current.c.provisional).where(
+        current.c.street_code.in_(streets), current.c.district_code.in_(districts))).all())
     provisional_streets = set(conn.execute(select(street.c.code).where(
         street.c.code.in_(streets), street.c.provisional.is_(True))).scalars())
-    came_from = dict(conn.execute(select(unit.c.code, unit.c.community_code)
-                                  .where(unit.c.street_code.in_(streets))).all())
-    from_provisional = {new for u, new in assignment.items() if was.get(came_from.get(u))}
+    came_from = dict(conn.execute(select(unit.c.code, unit.c.community_code).where(
+        unit.c.street_code.in_(streets), unit.c.district_code.in_(districts))).all())
+    from_provisional = {new for u, new in zip(assignment["code"], assignment["community_code"], strict=True)
+                        if was.get(came_from.get(u))}
     return {code: bool(was[code]) if code in was else (s in provisional_streets or code in from_provisional)
             for code, s in zip(communities["code"], communities["street_code"], strict=True)}
 

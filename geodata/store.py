@@ -19,7 +19,19 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from sqlalchemy import Connection, Engine, Integer, bindparam, delete, func, insert, literal, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 
 from geodata import dialect
 from geodata.catalog import LAYERS, LayerSpec, get_layer
@@ -515,9 +527,11 @@ def community_codes_ever(engine: Engine) -> set[str]:
 
 
 def keep_community_history(conn: Connection, *, codes: list[str] | None = None,
-                           streets: list[str] | None = None, plan_id: int | None = None) -> None:
+                           streets: list[str] | None = None, districts: list[str] | None = None,
+                           plan_id: int | None = None) -> None:
     """Copy the current boundaries of ``codes`` (or of the communities of ``streets``, or of every
-    community) into ``community_history``, ending today — before they are replaced."""
+    community) of ``districts`` (every district when None) into ``community_history``, ending
+    today — before they are replaced."""
     current = Community.__table__
     history = CommunityHistory.__table__
     columns = ["code", "name", "street_code", "district_code", "valid_from", "geom"]
@@ -532,24 +546,29 @@ def keep_community_history(conn: Connection, *, codes: list[str] | None = None,
                         literal(plan_id, Integer).label("plan_id"))
         if keys is not None:
             source = source.where(keys.in_(values[start:start + BATCH]))
+        if districts is not None:
+            source = source.where(current.c.district_code.in_(districts))
         conn.execute(insert(history).from_select([*columns, "valid_to", "plan_id"], source))
 
 
-def replace_cells(conn: Connection, communities: list[str], cells: gpd.GeoDataFrame) -> int:
-    """Replace the grid cells of ``communities`` by ``cells`` (code, community_code,
-    district_code, geometry) on the caller's transaction; a cell whose code stays keeps its
-    supervisor. Returns the number of cells written."""
+def replace_cells(conn: Connection, communities: list[str], cells: gpd.GeoDataFrame,
+                  districts: list[str] | None = None) -> int:
+    """Replace the grid cells of ``communities`` (of ``districts``, theirs, when given: every
+    statement then names them) by ``cells`` (code, community_code, district_code, geometry) on
+    the caller's transaction; a cell whose code stays keeps its supervisor. Returns the number
+    of cells written."""
     table = get_layer("grid_cells").table
     supervisors: dict[str, str] = {}
+    in_districts = [table.c.district_code.in_(districts)] if districts is not None else []
     # even when no cell is written back: the districts of the cells deleted and of those written
     gone: set[str] = set()
     for start in range(0, len(communities), BATCH):
         gone |= {d for (d,) in conn.execute(select(table.c.district_code).distinct().where(
-            table.c.community_code.in_(communities[start:start + BATCH]))) if d}
+            table.c.community_code.in_(communities[start:start + BATCH]), *in_districts)) if d}
     written = written_districts(conn, "grid_cells", cells, "append") if len(cells) else set()
     for start in range(0, len(communities), BATCH):
         chunk = communities[start:start + BATCH]
-        scope = table.c.community_code.in_(chunk)
+        scope = and_(table.c.community_code.in_(chunk), *in_districts)
         supervisors.update(conn.execute(select(table.c.code, table.c.supervisor).where(scope)).all())
         conn.execute(delete(table).where(scope))
     cells = cells.assign(supervisor=[supervisors.get(c) for c in cells["code"]])

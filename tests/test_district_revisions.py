@@ -6,6 +6,7 @@ raises both; a write whose districts cannot be known raises every district's."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import geopandas as gpd
@@ -303,7 +304,8 @@ def test_an_adoption_reads_only_what_lies_in_its_streets(warm):
     unbounded = [s for s in reads if "WHERE" not in s and "LIMIT" not in s]  # LIMIT 0: columns only
     assert not unbounded, unbounded
     assert len(work.facility_communities) > 0
-    assert all(str(code).endswith(f"-{A}") for code in work.facility_communities.index)
+    assert all(str(code).endswith(f"-{A}") for code in work.facility_communities["code"])
+    assert set(work.facility_communities["district_code"]) == {A}
 
 
 def test_a_new_plan_leaves_the_coverage_keys(warm):
@@ -316,3 +318,42 @@ def test_a_new_plan_leaves_the_coverage_keys(warm):
     plan_workflow.auto_plan(memory, "one more draft", "planner", street=street)
     assert coverage_cache.state_key(engine, street, "straight") == key
     assert coverage_cache.state_key(engine, None, "straight") == city
+
+
+#: the tables split by district (docs/scale.md): a statement on one of them names its district
+SPLIT = re.compile(r"\b(FROM|UPDATE|JOIN) (units|unit_adjacency|communities|community_history|facilities"
+                   r"|grid_cells|incidents|incident_steps|plan_assignments|buildings|roads)\b")
+
+
+def test_an_adoption_and_its_cells_name_their_district_in_every_statement(warm):
+    """Adopting a plan of district A and dividing its cells again: every statement reading,
+    changing or deleting rows of a table split by district says which district (on a store split
+    by district it goes to A's part alone; unpruned, it would open — and lock — every district's).
+    The one kind left: a code looked up alone — a community's or cell's code is the nation's, and
+    is refused when it is taken anywhere."""
+    from sqlalchemy import event
+
+    from layers.plans import adoption
+
+    engine, memory, _kept, held = warm
+    _street, a_plan, _key = held[A]
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        adopt(memory, a_plan)
+        adoption.regenerate_cells(engine, a_plan, "admin")
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    touching = [s for s in statements if SPLIT.search(s)]
+    assert len(touching) >= 10, statements
+    unscoped = [s for s in touching if "district_code" not in s.split("WHERE", 1)[-1]]
+    code_alone = re.compile(r"\s*\w+\.code IN \((?:[^()]|\([^()]*\))*\)\s*")  # PostgreSQL: %(code_1)s
+    by_code_alone = [s for s in unscoped if code_alone.fullmatch(s.split("WHERE", 1)[-1])]
+    assert len(by_code_alone) <= 3, by_code_alone  # taken, retired (communities); taken (cells)
+    unscoped = [s for s in unscoped if s not in by_code_alone]
+    assert not unscoped, "\n\n".join(unscoped)
+    assert len(touching) - len(by_code_alone) >= 20

@@ -736,3 +736,26 @@ def test_the_map_pages_json_is_strict_json(site, small_demo):
         answer = viewer.get(url)
         assert answer.status_code < 500, url
         strict(answer.get_data(as_text=True))
+
+
+def test_a_double_click_on_make_plan_makes_one_plan(as_role, live, small_demo):
+    """Defect from the walk: two quick clicks on "生成方案" made two plans of the same street."""
+    from geodata import plan_rows
+    from geodata.db import get_engine
+
+    engine = get_engine(live["app"].config["DATABASE_URL"])
+    street = str(small_demo.layers["streets"]["code"].iloc[2])
+    name = "双击方案"
+    p = as_role("planner")
+    page = p.page
+    posted: list[str] = []
+    page.on("request", lambda r: posted.append(r.url) if r.method == "POST" and r.url.endswith("/api/plans")
+            else None)
+    page.goto(f"{p.base}/plans")
+    page.fill("#new-plan input[name=name]", name)
+    page.select_option("#new-plan select[name=street]", street)
+    page.dblclick("#new-plan button[type=submit]")
+    page.wait_for_url(lambda url: url.rstrip("/").split("/")[-1].isdigit(), timeout=60_000)
+    assert len(posted) == 1, posted
+    made = [plan for plan in plan_rows.list_plans(engine) if plan["name"] == name]
+    assert len(made) == 1, made

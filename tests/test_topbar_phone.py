@@ -75,3 +75,31 @@ def test_every_roles_top_bar_is_one_line_on_a_phone(browser, live, locale):
                 page.screenshot(path=str(SHOTS / f"topbar_menu_{role}_{short}.png"))
         finally:
             context.close()
+
+
+def test_no_page_of_any_role_is_wider_than_a_phone(browser, live):
+    """Every page in each role's menu, at 360 px: the page itself never scrolls sideways (a wide
+    table scrolls inside itself). Defect from the walk: the plans list was 706 px wide."""
+    wide = []
+    for role in ROLES:
+        context = browser.new_context(**PHONE, locale="zh-CN")
+        try:
+            page = context.new_page()
+            page.goto(f"{live}/login")
+            page.fill("input[name=name]", role)
+            page.fill("input[name=password]", PASSWORD)
+            page.click("form.login button[type=submit]")
+            page.wait_for_url(lambda url: "/login" not in url)
+            links = page.evaluate(
+                "() => [...new Set([...document.querySelectorAll('header.topbar nav a')]"
+                ".map((a) => a.getAttribute('href')).filter((h) => h && h.startsWith('/')))]")
+            assert links, role
+            for href in links:
+                page.goto(f"{live}{href}")
+                page.wait_for_load_state("load")
+                width = page.evaluate("() => document.documentElement.scrollWidth")
+                if width > 361:
+                    wide.append((role, href, width))
+        finally:
+            context.close()
+    assert not wide, "; ".join(f"{r} {h} {w}" for r, h, w in wide)

@@ -1443,8 +1443,9 @@ def fill_step_hours(engine: Engine, cal: WorkingCalendar | None = None) -> int:
 # --- after an adoption: open cases placed again -------------------------------------------------
 
 
-def rederive_places(conn, streets: list[str]) -> dict:
-    """Place every open case of ``streets`` again in the stored cell and community holding its
+def rederive_places(conn, streets: list[str], districts: list[str] | None = None) -> dict:
+    """Place every open case of ``streets`` (of ``districts``, the streets', when given: every
+    statement then names them) again in the stored cell and community holding its
     point (on the caller's transaction, after the boundaries and cells changed): a case in a cell
     takes that cell and the cell's community; a case in no cell the community holding its point;
     a case placed only to a community or street (``approximate``) keeps its place unless that
@@ -1455,12 +1456,13 @@ def rederive_places(conn, streets: list[str]) -> dict:
 
     from geodata.store import read_layer
 
-    found = rows.open_cases_of_streets(conn, OPEN, streets)
+    found = rows.open_cases_of_streets(conn, OPEN, streets, districts)
     if not found:
         return {"open": 0, "moved": 0, "moves": []}
-    cells = gpd.GeoDataFrame(pd.concat([read_layer(conn, "grid_cells", prefix={"code": s}) for s in streets],
-                                       ignore_index=True), crs=4326)
-    communities = read_layer(conn, "communities", isin={"street_code": list(streets)})
+    in_districts = {"district_code": list(districts)} if districts is not None else {}
+    cells = gpd.GeoDataFrame(pd.concat([read_layer(conn, "grid_cells", prefix={"code": s}, isin=in_districts)
+                                        for s in streets], ignore_index=True), crs=4326)
+    communities = read_layer(conn, "communities", isin={"street_code": list(streets)} | in_districts)
     points = shapely.points([c["lon"] for c in found], [c["lat"] for c in found])
 
     def holder(frame, column: str) -> list[str | None]:
@@ -1494,7 +1496,7 @@ def rederive_places(conn, streets: list[str]) -> dict:
         if (grid, community, street) == (case["grid_code"], case["community_code"], case["street_code"]):
             continue
         changed.append({"id": case["id"], "grid_code": grid, "community_code": community,
-                        "street_code": street})
+                        "street_code": street, "district_code": case["district_code"]})
         if (grid, community) != (case["grid_code"], case["community_code"]):  # not only its street filled in
             moves.append({"code": case["code"], "from": [case["grid_code"], case["community_code"]],
                           "to": [grid, community]})

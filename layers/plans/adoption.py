@@ -32,8 +32,8 @@ from geodata.crs import to_metric
 from geodata.errors import Refused
 from geodata.i18n import _
 from geodata.models import GridCell
-from geodata.revisions import raise_layer_revision
-from geodata.store import read_layer, replace_cells, stored_districts
+from geodata.revisions import districts_of_streets, raise_layer_revision
+from geodata.store import read_layer, replace_cells
 from layers.grid.cells import cell_of_units, cell_polygons, grid_rules, plan_cells
 from layers.incidents.loop import OPEN, rederive_places
 from layers.plans.communities import bounds
@@ -73,7 +73,8 @@ def broken_rules(memory: PlanMemory, plan_id: int) -> list[dict]:
     loaded = memory.plan(plan_id)
     limits = bounds(memory.engine)
     engine = memory.engine
-    names = plan_rows.current_community_names(engine) | plan_rows.community_names(engine, plan_id)
+    names = plan_rows.current_community_names(engine, loaded.districts) | \
+        plan_rows.community_names(engine, plan_id)
     out = []
     with loaded.lock:
         p = loaded.partition
@@ -127,16 +128,20 @@ class AdoptionWork:
     and ``preview``, what the adoption changes as the page and the record show it."""
 
     polygons: gpd.GeoDataFrame
-    assignment: pd.Series
-    facility_communities: pd.Series
-    cell_communities: pd.Series
+    #: the plan's units, the facilities and the cells: ``code``, ``district_code`` and the
+    #: ``community_code`` each takes
+    assignment: pd.DataFrame
+    facility_communities: pd.DataFrame
+    cell_communities: pd.DataFrame
     preview: dict
 
 
-def _cells_of_streets(engine: Engine, streets: list[str]) -> gpd.GeoDataFrame:
-    """The cells of ``streets`` (their codes start with the street's), street by street through
-    the code index — never the whole province's cells, wherever a cell lies."""
-    parts = [read_layer(engine, "grid_cells", prefix={"code": s}) for s in streets]
+def _cells_of_streets(engine: Engine, streets: list[str], districts: list[str] | None) -> gpd.GeoDataFrame:
+    """The cells of ``streets`` (their codes start with the street's) in ``districts`` (the
+    streets'; None: wherever), street by street through the code index — never the whole
+    province's cells."""
+    in_districts = {"district_code": districts} if districts is not None else None
+    parts = [read_layer(engine, "grid_cells", prefix={"code": s}, isin=in_districts) for s in streets]
     parts = [p for p in parts if len(p)]
     if parts:
         return gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs=parts[0].crs)
@@ -167,16 +172,23 @@ def work_out(memory: PlanMemory, plan_id: int) -> AdoptionWork:
         unit_codes = np.asarray(loaded.graph.codes, dtype=object)
         after_households = {str(c): int(loaded.partition.households[c]) for c in loaded.partition.communities}
         polygons = community_polygons(result, loaded.units)
-        assignment = pd.Series(labels, index=unit_codes, name="community_code")
+        units = loaded.units
+        unit_district = dict(zip(units["code"].astype(str), units["district_code"], strict=True))
+        assignment = pd.DataFrame({"code": unit_codes, "community_code": labels,
+                                   "district_code": [unit_district[str(c)] for c in unit_codes]})
+        districts = loaded.districts
     streets = sorted(set(polygons["street_code"]))
-    stored = read_layer(engine, "communities", isin={"street_code": streets}) if streets else \
-        read_layer(engine, "communities", limit=0)
+    stored = read_layer(engine, "communities", isin={"street_code": streets, "district_code": districts}) \
+        if streets else read_layer(engine, "communities", limit=0)
     current_names = dict(zip(stored["code"], stored["name"], strict=True))
     plan_names = plan_rows.community_names(engine, plan_id)
     names = current_names | plan_names
     polygons["code"] = [str(c) for c in polygons["community_code"]]
     polygons["name"] = [names.get(c) or default_name(c) for c in polygons["code"]]
-    polygons["district_code"] = [c[:6] for c in polygons["code"]]
+    # a community lies in its street's district (its units'), whatever its code's first digits
+    street_district = dict(zip(units["street_code"], units["district_code"], strict=True))
+    polygons["district_code"] = [street_district.get(s, c[:6]) for s, c in zip(polygons["street_code"],
+                                                                             polygons["code"], strict=True)]
     after_names = dict(zip(polygons["code"], polygons["name"], strict=True))
     before = set(stored["code"])
     after = set(polygons["code"])
@@ -193,20 +205,21 @@ def work_out(memory: PlanMemory, plan_id: int) -> AdoptionWork:
             continue
         weight = pd.Series(households[mine] + 1).groupby(pd.Series(labels[mine], dtype=object)).sum()
         successors[code] = str(weight.idxmax())
-    street_names, history_names = plan_rows.place_names(engine, streets, retired)
+    street_names, history_names = plan_rows.place_names(engine, streets, retired, districts)
     all_names = history_names | after_names  # a retired code's name: its last one
 
     # facilities: the community their point lies in (those outside every polygon keep theirs)
     area = polygons[["code", "geometry"]]
     # read within the plan's box (the spatial index), not every facility of the province
     bounds = _area_bounds(area)
-    facilities = read_layer(engine, "facilities", bbox=bounds) if bounds else \
-        read_layer(engine, "facilities", limit=0)
-    joined = gpd.sjoin(facilities[["code", "geometry"]], area.rename(columns={"code": "community"}),
-                       how="inner", predicate="within")
-    facility_communities = joined.drop_duplicates("code").set_index("code")["community"]
+    facilities = read_layer(engine, "facilities", bbox=bounds, isin={"district_code": districts}) if bounds \
+        else read_layer(engine, "facilities", limit=0)
+    joined = gpd.sjoin(facilities[["code", "district_code", "geometry"]],
+                       area.rename(columns={"code": "community"}), how="inner", predicate="within")
+    facility_communities = joined.drop_duplicates("code")[["code", "district_code", "community"]].rename(
+        columns={"community": "community_code"}).reset_index(drop=True)
     # cells: the community holding most of their area; those in two or more straddle
-    cells = _cells_of_streets(engine, streets)
+    cells = _cells_of_streets(engine, streets, districts)
     straddling: list[dict] = []
     cell_communities = pd.Series(dtype=object)
     if len(cells):
@@ -232,7 +245,7 @@ def work_out(memory: PlanMemory, plan_id: int) -> AdoptionWork:
     affected_cells = sorted({c["code"] for c in straddling} | {c["code"] for c in with_retired}
                             | set(renumber))
     supervisors = _supervisors(engine, cells, affected_cells, retired_set)
-    cases = _open_cases(engine, affected_cells, retired_set)
+    cases = _open_cases(engine, affected_cells, retired_set, districts)
     rules = broken_rules(memory, plan_id)
     renamed = [{"code": c, "name_before": current_names[c], "name_after": plan_names[c]}
                for c in sorted(before & after) if c in plan_names and plan_names[c] != current_names.get(c)]
@@ -261,7 +274,10 @@ def work_out(memory: PlanMemory, plan_id: int) -> AdoptionWork:
         # the name of every community the preview names (a retired one: its last name)
         "names": {c: n for c, n in all_names.items() if n},
     }
-    return AdoptionWork(polygons, assignment, facility_communities, cell_communities, preview)
+    cell_district = dict(zip(cells["code"], cells["district_code"], strict=True)) if len(cells) else {}
+    cell_moves = pd.DataFrame({"code": list(cell_communities.index), "community_code": list(cell_communities),
+                               "district_code": [cell_district[c] for c in cell_communities.index]})
+    return AdoptionWork(polygons, assignment, facility_communities, cell_moves, preview)
 
 
 def _supervisors(engine: Engine, cells: gpd.GeoDataFrame, affected: list[str],
@@ -287,10 +303,12 @@ def _supervisors(engine: Engine, cells: gpd.GeoDataFrame, affected: list[str],
     return out
 
 
-def _open_cases(engine: Engine, cells: list[str], retired: set[str]) -> dict:
-    """The open cases in ``cells`` or filed under a retired community: how many, the first few."""
+def _open_cases(engine: Engine, cells: list[str], retired: set[str], districts: list[str]) -> dict:
+    """The open cases in ``cells`` or filed under a retired community (of ``districts``): how
+    many, the first few."""
     with engine.connect() as conn:
-        found = incident_rows.open_cases_in(conn, OPEN, cells=cells, communities=sorted(retired))
+        found = incident_rows.open_cases_in(conn, OPEN, cells=cells, communities=sorted(retired),
+                                            districts=districts)
     listed = [{"code": c["code"], "category": c["category"], "status": c["status"],
                "grid_code": c["grid_code"], "community_code": c["community_code"]}
               for c in found[:CASES_LISTED]]
@@ -324,9 +342,13 @@ def regenerate_cells(engine: Engine, plan_id: int, actor: str) -> dict:
     if not streets:
         raise Refused(_("plan {plan_id} records no streets: nothing to regenerate", plan_id=plan_id))
     successors = adoption.get("successors") or {}
-    communities = read_layer(engine, "communities", isin={"street_code": streets})
+    with engine.connect() as conn:
+        placed = districts_of_streets(conn, streets)
+    districts = sorted(placed) if placed is not None else None  # None: look in every district
+    in_districts = {"district_code": districts} if districts is not None else {}
+    communities = read_layer(engine, "communities", isin={"street_code": streets} | in_districts)
     live = set(communities["code"])
-    cells = _cells_of_streets(engine, streets)
+    cells = _cells_of_streets(engine, streets, districts)
     # the communities whose cells are divided again: those the plan created or changed, those of
     # cells that straddle, carry a code not their community's, or a retired one
     todo = {c for key in ("created", "changed") for c in _codes(adoption.get(key)) if c in live}
@@ -388,26 +410,30 @@ def regenerate_cells(engine: Engine, plan_id: int, actor: str) -> dict:
         home = dict(zip(cells["code"], cells["community_code"], strict=True)) if len(cells) else {}
         gone = sorted(c for c in before_codes if c not in new_codes and (
             home.get(c) in removed_communities or c[:12] not in live or home.get(c) not in live))
-        _delete_cells(conn, gone)
+        cell_district = dict(zip(cells["code"], cells["district_code"], strict=True)) if len(cells) else {}
+        _delete_cells(conn, {c: cell_district[c] for c in gone})
+        table = GridCell.__table__
         if polygons is not None:
             replace_cells(conn, removed_communities,
-                          polygons[["code", "community_code", "district_code", "geometry"]])
+                          polygons[["code", "community_code", "district_code", "geometry"]], districts)
             # a new cell takes the supervisor named on the old cell it holds most of
+            new_district = dict(zip(polygons["code"], polygons["district_code"], strict=True))
             for code in sorted(new_codes - before_codes):
                 name = stored_supervisor.get(predecessor.get(code))
                 if isinstance(name, str) and name:
-                    conn.execute(update(GridCell.__table__).where(GridCell.__table__.c.code == code)
+                    conn.execute(update(table).where(table.c.code == code,
+                                                     table.c.district_code == new_district[code])
                                  .values(supervisor=name))
         # the cells that are no more (those of communities left alone stay as they were)
-        table = GridCell.__table__
+        scope = [table.c.district_code.in_(districts)] if districts is not None else []
         after_codes = {c for s in streets for c in conn.execute(
-            select(table.c.code).where(table.c.code.startswith(s, autoescape=True))).scalars()}
+            select(table.c.code).where(table.c.code.startswith(s, autoescape=True), *scope)).scalars()}
         ended = sorted(before_codes - after_codes)
         passed = {c: successor[c] for c in ended if c in successor}
         assignments = incident_rows.pass_assignments(conn, passed, actor)
         scope_map = {**passed, **{k: v for k, v in successors.items() if isinstance(v, str)}}
         scopes = pass_scopes(conn, scope_map, actor)
-        placed = rederive_places(conn, streets)
+        placed = rederive_places(conn, streets, districts)
         detail = {"communities": todo, "cells": len(new_codes), "kept": sorted(new_codes & before_codes),
                   "new": sorted(new_codes - before_codes), "removed": ended, "successors": passed,
                   "assignments": assignments, "scopes": scopes, "cases": placed,
@@ -415,7 +441,7 @@ def regenerate_cells(engine: Engine, plan_id: int, actor: str) -> dict:
         record(conn, actor, "plan:regenerate", layer="plans", object_code=str(plan_id),
                detail={k: detail[k] for k in ("cells",)} | {"communities": len(todo), "removed": len(ended),
                                                              "cases": placed["moved"]})
-        plan_rows.keep_regeneration(conn, plan_id, _summary(conn, detail, streets))
+        plan_rows.keep_regeneration(conn, plan_id, _summary(conn, detail, streets, districts))
     return plan_rows.get_plan(engine, plan_id)["adoption"]["regenerated"]
 
 
@@ -434,19 +460,23 @@ def _codes(items) -> list[str]:
     return [i if isinstance(i, str) else i["code"] for i in items or []]
 
 
-def _delete_cells(conn: Connection, codes: list[str]) -> None:
+def _delete_cells(conn: Connection, cells: dict[str, str]) -> None:
+    """Delete ``cells`` (code → its district), district by district."""
     table = GridCell.__table__
-    # the districts of the cells deleted, read before they go: only their answers are stale
-    districts = stored_districts(conn, "grid_cells", codes) if codes else set()
-    for start in range(0, len(codes), 500):
-        conn.execute(table.delete().where(table.c.code.in_(codes[start:start + 500])))
-    if codes:  # answers cached by the cells' revision (coverage, grid problems) are stale now
-        raise_layer_revision(conn, "grid_cells", districts)
+    by_district: dict[str, list[str]] = {}
+    for code, district in sorted(cells.items()):
+        by_district.setdefault(district, []).append(code)
+    for district, codes in by_district.items():
+        for start in range(0, len(codes), 500):
+            conn.execute(table.delete().where(table.c.code.in_(codes[start:start + 500]),
+                                              table.c.district_code == district))
+    if cells:  # answers cached by the cells' revision (coverage, grid problems) are stale now
+        raise_layer_revision(conn, "grid_cells", {d for d in by_district if d})
 
 
-def _summary(conn: Connection, detail: dict, streets: list[str]) -> dict:
+def _summary(conn: Connection, detail: dict, streets: list[str], districts: list[str] | None) -> dict:
     """What the regeneration did, names beside codes, as kept with the plan."""
-    _, names = plan_rows.place_names(conn, [], detail["communities"])
+    _, names = plan_rows.place_names(conn, [], detail["communities"], districts)
     return {
         "communities": [{"code": c, "name": names.get(c)} for c in detail["communities"]],
         "cells": detail["cells"], "kept": len(detail["kept"]), "new": detail["new"],

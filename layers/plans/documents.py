@@ -47,7 +47,8 @@ def community_names(memory: PlanMemory, plan_id: int) -> dict[str, str]:
     """The name of every community the plan may show: the current communities' names, then the
     names the plan gives (new communities, renamed ones) over them."""
     engine = memory.engine
-    return plan_rows.current_community_names(engine) | plan_rows.community_names(engine, plan_id)
+    districts = memory.plan(plan_id).districts
+    return plan_rows.current_community_names(engine, districts) | plan_rows.community_names(engine, plan_id)
 
 
 def name_community(memory: PlanMemory, plan_id: int, code: str, name: str, version: int, actor: str) -> dict:

@@ -168,7 +168,8 @@ def export(memory: PlanMemory, plan_id: int, fmt: str, folder: Path) -> Path:
         result = PlanResult(loaded.graph, loaded.partition, loaded.rules)
         suffix = "zip" if fmt == "shp" else "gpkg"
         engine = memory.engine
-        names = plan_rows.current_community_names(engine) | plan_rows.community_names(engine, plan_id)
+        names = plan_rows.current_community_names(engine, loaded.districts) | \
+            plan_rows.community_names(engine, plan_id)
         return export_plan(result, loaded.units, folder / f"plan-{plan_id}.{suffix}", names=names,
                            street_names=plan_rows.street_names(memory.engine))
 

@@ -108,12 +108,14 @@ def bridge_links(units: gpd.GeoDataFrame, bridges: gpd.GeoDataFrame) -> pd.DataF
 
 
 def district_of(engine: Engine | Connection, street: str) -> str | None:
-    """The district of ``street``: its code's first six digits (codes nest), or — for a code that
-    does not nest — the one the streets table gives (None for an unknown street)."""
-    if is_code(street, 9):
-        return street[:6]
+    """The district of ``street``: the one the streets table gives (a street moved to another
+    district keeps its code, and its rows lie under the new district), else its code's first six
+    digits (codes nest); None for an unknown street whose code does not nest."""
     with nullcontext(engine) if isinstance(engine, Connection) else engine.connect() as conn:
-        return conn.execute(select(Street.district_code).where(Street.code == street)).scalar_one_or_none()
+        stored = conn.execute(select(Street.district_code).where(Street.code == street)).scalar_one_or_none()
+    if stored:
+        return stored
+    return street[:6] if is_code(street, 9) else None
 
 
 def units_from_database(engine: Engine, street: str | None = None, *, district: str | None = None

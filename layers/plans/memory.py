@@ -112,6 +112,11 @@ class LoadedPlan:
         return self.plan["id"]
 
     @property
+    def districts(self) -> list[str]:
+        """The districts of the plan's units (those every statement about the plan names)."""
+        return sorted({str(d) for d in self.units["district_code"].dropna()})
+
+    @property
     def version(self) -> int:
         return self.plan["version"]
 
@@ -204,7 +209,7 @@ class PlanMemory:
     def _catch_up(self, loaded: LoadedPlan, row: dict) -> LoadedPlan | None:
         """Apply to ``loaded`` the units another process moved since its version (None when
         that is most of the plan, as after a rebase: reading it whole is then cheaper)."""
-        changes = plan_rows.assignment_changes(self.engine, row["id"], loaded.version)
+        changes = plan_rows.assignment_changes(self.engine, row["id"], loaded.version, loaded.districts)
         g = loaded.graph
         if len(changes) > len(g) // 4 or not all(u in g.position for u in changes.index):
             return None

@@ -7,8 +7,13 @@
   const token = document.querySelector("meta[name=csrf-token]").content;
   const message = document.getElementById("plan-message");
   const JOB_STATUS = { queued: t("queued"), running: t("running"), done: t("done"), failed: t("failed") };
+  const button = form.querySelector("button[type=submit], button:not([type])");
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
+    // one plan per click: a second click (or Enter) while one is being made makes no second plan
+    if (form.dataset.busy) return;
+    form.dataset.busy = "1";
+    if (button) button.disabled = true;
     const data = new FormData(form);
     const body = { name: data.get("name") };
     if (data.get("street")) body.street = data.get("street");
@@ -16,7 +21,11 @@
     if (data.get("fresh")) body.fresh = true;
     message.className = "";
     message.textContent = t("Planning…");
-    const fail = (text) => { message.className = "banner"; message.textContent = text; };
+    const fail = (text) => {
+      message.className = "banner"; message.textContent = text;
+      delete form.dataset.busy;
+      if (button) button.disabled = false;
+    };
     try {
       const response = await fetch("/api/plans", { method: "POST", credentials: "same-origin",
         headers: { "Content-Type": "application/json", "X-CSRFToken": token }, body: JSON.stringify(body) });
