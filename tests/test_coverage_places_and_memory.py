@@ -209,3 +209,47 @@ def test_the_page_lists_blind_spots_with_names(chromium_page, served, small_demo
     item.scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "blind-spot-names.png"), full_page=False)
     assert not errors
+
+
+def test_a_failing_city_report_is_not_queued_again_every_half_minute(site, monkeypatch):
+    """The warm-up thread of every server process queues the city's report job when no answer
+    exists. Defect from the walk: with standards the job fails on, it queued it again every 30 s,
+    for ever. Now the same state is queued again after 10 minutes, 20 after a second failure…;
+    a change of state (the data or the standards) queues at once."""
+    from datetime import datetime, timedelta
+
+    from geodata import jobs
+    from geodata.models import Job
+
+    app, engine = site
+    monkeypatch.setattr(coverage_cache, "SYNC_UNITS", 10)  # this small district as a city
+    memory = coverage_cache.CoverageMemory(engine)
+    queued: list[int] = []
+
+    def queue(params: dict) -> int:
+        queued.append(jobs.create_job(engine, coverage_cache.coverage.JOB_KIND, params, per_user=0))
+        return queued[-1]
+
+    def fail_last(minutes_ago: float) -> None:
+        jobs.fail(engine, queued[-1], "standards refused")
+        with engine.begin() as conn:
+            conn.execute(Job.__table__.update().where(Job.id == queued[-1]).values(
+                finished_at=datetime.now() - timedelta(minutes=minutes_ago)))
+
+    assert memory.warm(start_job=queue) == "queued" and len(queued) == 1
+    assert memory.warm(start_job=queue) == "pending" and len(queued) == 1
+    fail_last(minutes_ago=1)
+    assert memory.warm(start_job=queue) == "failed" and len(queued) == 1  # not again at once
+    fail_last(minutes_ago=11)
+    assert memory.warm(start_job=queue) == "queued" and len(queued) == 2  # after 10 minutes
+    fail_last(minutes_ago=11)
+    assert memory.warm(start_job=queue) == "failed" and len(queued) == 2  # the second: 20 minutes
+    fail_last(minutes_ago=21)
+    assert memory.warm(start_job=queue) == "queued" and len(queued) == 3
+    fail_last(minutes_ago=1)
+    from geodata.store import read_layer, write_layer
+
+    added = read_layer(engine, "facilities").iloc[[0]].assign(code="F-one-more")
+    with engine.begin() as conn:  # the data changed: another state, queued at once
+        write_layer(conn, "facilities", added, mode="append")
+    assert memory.warm(start_job=queue) == "queued" and len(queued) == 4

@@ -28,6 +28,7 @@ import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import geopandas as gpd
@@ -238,7 +239,9 @@ class CoverageMemory:
             return "ready"
         if start_job is None or pending_job(self.engine, street, method) is not None:
             return "pending"
-        start_job({"street": street, "method": method, "by": "gridplan"})
+        if failed_lately(self.engine, street, method, key):
+            return "failed"
+        start_job({"street": street, "method": method, "by": "gridplan", "key": key})
         return "queued"
 
     def keep_warm(self, stop: threading.Event, every: float = 30.0) -> None:
@@ -255,6 +258,39 @@ class CoverageMemory:
             except Exception:  # noqa: BLE001 — a database not made yet, a bad standards table: try later
                 pass
             stop.wait(every)
+
+
+#: After a report job queued by the warm-up failed, the same state is queued again no sooner than
+#: this (seconds), doubling with each failure in a row up to :data:`RETRY_MOST`: a job failing on
+#: the data or the standards (as it will until they change, which changes the state) is not run
+#: again every half minute by every server process; one killed by a restart is, soon enough.
+RETRY_FAILED_AFTER = 600.0
+RETRY_MOST = 6 * 3600.0
+#: how many of the newest report jobs are looked at for the failures of a state
+RETRY_LOOKBACK = 50
+
+
+def failed_lately(engine: Engine, street: str | None, method: str | None, key: str,
+                  now: datetime | None = None) -> bool:
+    """Whether the warm-up's report jobs of this state (``key``) failed lately: the newest ended
+    failed, less than :data:`RETRY_FAILED_AFTER` × 2^(failures in a row − 1) ago."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(Job.status, Job.params, Job.finished_at).where(
+            Job.kind == coverage.JOB_KIND).order_by(Job.id.desc()).limit(RETRY_LOOKBACK)).all()
+    failures, last = 0, None
+    for status, params, finished in rows:
+        params = params or {}
+        if params.get("key") != key or params.get("street") != street \
+                or (params.get("method") or "auto") != (method or "auto"):
+            continue
+        if status != "failed":
+            break
+        failures += 1
+        last = last or finished
+    if not failures or last is None:
+        return False
+    wait = min(RETRY_FAILED_AFTER * 2 ** (failures - 1), RETRY_MOST)
+    return ((now or datetime.now()) - last).total_seconds() < wait
 
 
 def pending_job(engine: Engine, street: str | None, method: str | None) -> int | None:
