@@ -526,7 +526,8 @@ def place_candidates(engine: Engine, candidates: gpd.GeoDataFrame) -> np.ndarray
     districts — in both outlines, or within :data:`ON_OUTLINE_DEG` of them and in neither — goes
     to the one with the lowest code, so that it is offered once, to the same district by
     ``site --all`` and ``site --district``."""
-    points = np.asarray(candidates.to_crs(4326).geometry.values, dtype=object)
+    points = np.asarray((candidates if candidates.crs is None else candidates.to_crs(4326)).geometry.values,
+                        dtype=object)
     placed = np.full(len(points), None, dtype=object)
     if not len(points):
         return placed
