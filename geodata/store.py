@@ -38,7 +38,7 @@ from geodata.catalog import LAYERS, LayerSpec, get_layer
 from geodata.db import BATCH
 from geodata.errors import Conflict
 from geodata.i18n import _
-from geodata.models import SRID, Community, CommunityHistory, UnitAdjacency
+from geodata.models import SRID, Community, CommunityHistory, District, Street, UnitAdjacency
 from geodata.partitions import LARGE, ensure_districts
 from geodata.revisions import CACHED_LAYERS, raise_layer_revision
 
@@ -524,6 +524,22 @@ def community_codes_ever(engine: Engine) -> set[str]:
         current = set(conn.execute(select(Community.code)).scalars())
         past = set(conn.execute(select(CommunityHistory.code)).scalars())
     return current | past
+
+
+def known_districts(engine: Engine | Connection) -> list[str]:
+    """The district codes the database names: those of the districts table and of its streets
+    (sorted, empty codes left out)."""
+    stmt = select(District.code).union(select(Street.district_code))
+    with nullcontext(engine) if isinstance(engine, Connection) else engine.connect() as conn:
+        return sorted(c for c in conn.execute(stmt).scalars() if c)
+
+
+def unit_district_codes(engine: Engine | Connection) -> set[str | None]:
+    """The district codes the units carry, an empty or missing one included (a unit filed under
+    no district)."""
+    table = get_layer("units").table
+    with nullcontext(engine) if isinstance(engine, Connection) else engine.connect() as conn:
+        return set(conn.execute(select(table.c.district_code).distinct()).scalars())
 
 
 def keep_community_history(conn: Connection, *, codes: list[str] | None = None,

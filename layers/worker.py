@@ -27,6 +27,7 @@ from geodata import jobs, plan_parts
 from geodata.db import get_engine
 from geodata.errors import GridplanError
 from geodata.i18n import _
+from geodata.store import count_layer, unit_district_codes
 from layers.coverage import cache as coverage_cache
 from layers.coverage import gaps as coverage
 from layers.onboarding import imports as layer_import
@@ -126,21 +127,17 @@ BY_DISTRICT_UNITS = 400_000
 
 def _report_by_district(engine: Engine, districts: list[str]) -> bool:
     """Whether a city's report job runs district by district: a scheduler is named or the city
-    is large — and every unit lies in a district the database knows (a city of units alone, a
-    census study without streets, is reported in one piece)."""
-    with engine.connect() as conn:
-        units = conn.execute(text("SELECT count(*) FROM units")).scalar_one()
-        if not units:
-            return False
-        if not (os.environ.get(SCHEDULER_ENV) or units > BY_DISTRICT_UNITS):
-            return False
-        held = set(conn.execute(text("SELECT DISTINCT district_code FROM units")).scalars())
-    return held <= set(districts)
+    is large — and every unit lies in one of ``districts`` (:func:`districts_of`: a database of
+    units alone has its units' districts), so that none is left out of the report."""
+    units = count_layer(engine, "units")
+    if not units or not (os.environ.get(SCHEDULER_ENV) or units > BY_DISTRICT_UNITS):
+        return False
+    return unit_district_codes(engine) <= set(districts)
 
 
 def _coverage_report(engine: Engine, job: dict) -> dict:
-    """The coverage report job. A street's, a city's of up to :data:`BY_DISTRICT_UNITS` units
-    with no scheduler named, and one of units alone: in the job's process
+    """The coverage report job. A street's, and a city's of up to :data:`BY_DISTRICT_UNITS` units
+    with no scheduler named: in the job's process
     (:func:`layers.coverage.gaps.run_report_job`). A larger city's (or a province's): a task per
     district (:func:`layers.coverage.cache.districts_job_result`) on the scheduler of
     ``GRIDPLAN_DASK_SCHEDULER``, else on this machine's cores — as the district-wide plan job

@@ -16,6 +16,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import shapely
 from shapely.geometry import box
 from sqlalchemy import delete, func, select
 
@@ -376,6 +377,66 @@ def test_a_local_cluster_of_two_processes_sites_as_each_district_alone(city, alo
         same_sites(district, every, alone[district])
 
 
+def border_candidates(engine, path):
+    """A candidate-sites file on the two-district city: ``ON``, a vertex of the boundary the two
+    districts share (in both outlines); ``NEAR``, a few metres into the second district beside
+    it; ``FAR1``/``FAR2`` well inside each district; ``OUT`` in no district."""
+    outlines = read_layer(engine, "districts").set_index("code").geometry
+    first, second = outlines["420103"], outlines[SECOND]
+    shared = shapely.get_coordinates(shapely.intersection(first.boundary, second.boundary))
+    on = shapely.Point(shared[len(shared) * 50 // 138])  # one both districts gain from (checked)
+    near = next(p for p in (shapely.Point(on.x + dx, on.y + dy) for dx in (-4e-5, 0, 4e-5)
+                            for dy in (-4e-5, 0, 4e-5)) if second.contains(p) and not first.intersects(p))
+    far = [mine.difference(other.buffer(0.005)).representative_point()
+           for mine, other in ((first, second), (second, first))]
+    _x0, _y0, x1, y1 = outlines.total_bounds
+    points = gpd.GeoDataFrame({"code": ["ON", "NEAR", "FAR1", "FAR2", "OUT"]}, crs=4326,
+                              geometry=[on, near, *far, shapely.Point(x1 + 0.1, y1 + 0.1)])
+    assert first.covers(on) and second.covers(on)  # on the boundary exactly
+    points.to_file(path, driver="GeoJSON")
+    return points
+
+
+def test_a_candidate_on_a_district_boundary_is_offered_to_one_district(run, city, tmp_path):
+    from layers.coverage.districts import place_candidates
+
+    _url, engine, _whole = city
+    path = tmp_path / "candidates.geojson"
+    points = border_candidates(engine, path)
+    # the lowest code takes a site on the boundary; a site in no district is nobody's
+    assert place_candidates(engine, points).tolist() == ["420103", SECOND, "420103", SECOND, None]
+    every_path = tmp_path / "all.geojson"
+    result = run("site", "elderly_care", "2", "--all", "--workers", "1", "--candidates", str(path),
+                 "-o", str(every_path))
+    assert result.exit_code == 0, result.output
+    assert "1 of the 5 candidate sites lie in no district of the database: left out" in result.output
+    every = json.loads(every_path.read_text(encoding="utf-8"))
+    chosen = [(f["properties"]["code"], f["properties"]["district_code"]) for f in every["features"]]
+    codes = [code for code, _district in chosen]
+    assert len(codes) == len(set(codes)), chosen  # no site proposed twice (nor counted twice)
+    assert ("ON", "420103") in chosen and "OUT" not in codes, chosen  # not vacuous: the border site chosen
+    offered = every["properties"]["candidates"]
+    assert offered["given"] == 5 and offered["left_out"] == 1, offered
+    assert not {"420103", SECOND} & set(offered["districts_without"]), offered  # (an earlier test's 420198)
+    total = sum(p["households_added"] for p in every["properties"]["districts"].values())
+    assert total == sum(f["properties"]["households_added"] for f in every["features"])
+    for district, left in (("420103", 3), (SECOND, 3)):
+        alone_path = tmp_path / f"{district}.geojson"
+        result = run("site", "elderly_care", "2", "--district", district, "--candidates", str(path),
+                     "-o", str(alone_path))
+        assert result.exit_code == 0, result.output
+        assert f"{left} of the 5 candidate sites lie outside district {district}: left out" in result.output
+        same_sites(district, every, json.loads(alone_path.read_text(encoding="utf-8")))
+    # candidates in no district at all: refused in one line, nothing written
+    outside = tmp_path / "outside.geojson"
+    points[points["code"] == "OUT"].to_file(outside, driver="GeoJSON")
+    for args in (("--all",), ("--district", SECOND)):
+        written = tmp_path / "x.json"
+        result = run("site", "elderly_care", "2", *args, "--candidates", str(outside), "-o", str(written))
+        assert result.exit_code == 1 and "none of the 1 candidate sites lies in" in result.output, args
+        assert not written.exists()
+
+
 def test_site_all_refuses_bad_input_in_one_line_with_nothing_written(run, tmp_path, monkeypatch):
     monkeypatch.setenv("GRIDPLAN_DASK_CONNECT_TIMEOUT", "1")
     path = tmp_path / "x.geojson"
@@ -430,12 +491,12 @@ def test_a_worker_killed_mid_write_of_its_cells_leaves_the_cells_of_one_piece(tw
     assert cells_of(districts).equals(cells_of(serial))
 
 
-def test_a_small_city_or_one_of_units_alone_is_reported_in_one_piece(city, tmp_path, monkeypatch):
+def test_a_small_city_in_one_piece_and_one_of_units_alone_by_its_units_districts(city, tmp_path, monkeypatch):
     """Below ``BY_DISTRICT_UNITS`` with no scheduler named, the city's report job makes the report
-    in one piece (cheaper, and it shares its reading with the siting models); a database of units
-    and facilities alone (no streets, no districts: a census study) is reported in one piece
-    whatever its size — by district it found no district and failed — with the single-process
-    numbers either way."""
+    in one piece (cheaper, and it shares its reading with the siting models); a larger database of
+    units and facilities alone (no streets, no districts: a census study) is reported district by
+    district, its districts those its units carry (before: none found, so it went in one piece),
+    with the single-process numbers either way."""
     from geodata import jobs
     from geodata.db import get_engine as engine_of
     from geodata.migrate import upgrade
@@ -452,13 +513,14 @@ def test_a_small_city_or_one_of_units_alone_is_reported_in_one_piece(city, tmp_p
         seed_settings(conn)
         for layer in ("units", "facilities"):
             write_layer(conn, layer, read_layer(engine, layer))
-    for db, threshold in ((engine, worker.BY_DISTRICT_UNITS), (alone, 10)):
+    for db, threshold, by_district in ((engine, worker.BY_DISTRICT_UNITS, False), (alone, 10, True)):
         monkeypatch.setattr(worker, "BY_DISTRICT_UNITS", threshold)
         whole = as_json(gaps.report_for(db))
         jobs.create_job(db, worker.COVERAGE_REPORT, {"street": None, "method": None}, per_user=0)
         job = worker.run_one(db)
         assert job["status"] == "done", job
-        assert "districts" not in (job["message"] or "")
+        said = job["message"] or ""
+        assert re.match(r"2/2 districts", said) if by_district else "districts" not in said, said
         assert {k: v for k, v in job["result"].items() if k not in cache_keys()} == whole
     alone.dispose()
 

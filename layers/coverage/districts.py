@@ -29,27 +29,29 @@ seen), and a district with no units is skipped whole (named).
 **Siting** district by district (:func:`site_all`, ``flask site KIND K --all``): a task per
 district (:func:`site_district`) proposes ``k`` sites in that district from the reads of
 ``site KIND K --district CODE`` (its units, the facilities and roads of its halo), so each
-district's proposals are those of that command run alone.
+district's proposals are those of that command run alone. Candidate sites given are shared out:
+each is offered to the district it stands in (:func:`candidates_by_district`; one on a boundary to
+one district), so no site is proposed by two districts.
 """
 
 from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 from pyproj import CRS
 from sqlalchemy import Engine
 
 from geodata.crs import metric_crs
 from geodata.errors import NotFound, Refused
 from geodata.i18n import _
-from geodata.store import count_layer, layer_extent, read_layer
+from geodata.store import count_layer, existing_codes, layer_extent, read_layer
 from layers.coverage.gaps import (
     ROAD_NAME_M,
     CoverageInputs,
@@ -68,7 +70,7 @@ from layers.coverage.gaps import (
     widen_box,
 )
 from layers.coverage.reach import Facilities, households_from_layers, nearest_by_kind, road_graph
-from layers.plans.scale import districts_of, peak_memory_mb, process_engine, run_every_district
+from layers.plans.scale import TaskOutcome, districts_of, peak_memory_mb, process_engine, run_district_tasks
 
 #: the order of the kinds of cell findings in the single-process report (validate_cells, then
 #: cell_problems' households in two cells)
@@ -95,11 +97,9 @@ class CoverageTask:
 
 
 @dataclass
-class CoverageOutcome:
+class CoverageOutcome(TaskOutcome):
     """A district's part of the report (see :func:`report_district`) and what it cost."""
 
-    district: str
-    units: int = 0
     households: int = 0
     reach: list = field(default_factory=list)  # reach_rows of its households
     served: dict = field(default_factory=dict)  # kind → {facility id: households it serves here}
@@ -113,12 +113,6 @@ class CoverageOutcome:
     uncovered_by_community: dict = field(default_factory=dict)  # row key → community code → households
     read_s: float = 0.0
     work_s: float = 0.0
-    pid: int = 0
-    peak_mb: float = 0.0
-
-    @property
-    def skipped(self) -> bool:
-        return self.units == 0
 
     @property
     def seconds(self) -> float:
@@ -403,25 +397,15 @@ def report_all(engine: Engine, method: str | None = None, *, runner=None, cluste
     standards = load_standards(engine)
     roads = count_layer(engine, "roads")
     method = choose_method(method, range(min(roads, 1)))  # refused before a worker is asked
-    districts = districts_of(engine)
-    if not districts:
-        raise NotFound(_("no units: import or generate units first"))
     crs = whole_crs(engine)
     started = time.perf_counter()
-    url = engine.url.render_as_string(hide_password=False)
-    run_id = uuid.uuid4().hex[:12]
     rows = [asdict(row) for row in standards]
-    tasks = [CoverageTask(url, d, method, int(crs.to_epsg()), rows, f"gridplan-coverage-{run_id}-{d}",
-                          uncovered) for d in districts]
-    outcomes, ran_on = run_every_district(tasks, report_district, runner=runner, cluster=cluster,
-                                          workers=workers, progress=progress)
-    reported = sorted(o.district for o in outcomes if not o.skipped)
-    if not reported:
-        raise NotFound(_("no units: import or generate units first"))
-    return ProvinceReport(merge_report(outcomes, standards, method, crs), reported,
-                          sorted(o.district for o in outcomes if o.skipped),
-                          sorted(outcomes, key=lambda o: o.district), ran_on,
-                          time.perf_counter() - started)
+    made = run_district_tasks(
+        engine, "coverage", lambda url, d, key: CoverageTask(url, d, method, int(crs.to_epsg()), rows, key,
+                                                             uncovered),
+        report_district, runner=runner, cluster=cluster, workers=workers, progress=progress)
+    return ProvinceReport(merge_report(made.outcomes, standards, method, crs), made.done, made.skipped,
+                          made.outcomes, made.workers, time.perf_counter() - started)
 
 
 # --- siting, district by district ---------------------------------------------------------------
@@ -447,20 +431,12 @@ class SitingTask:
 
 
 @dataclass
-class SitingOutcome:
+class SitingOutcome(TaskOutcome):
     """A district's proposals: the GeoJSON collection :func:`layers.coverage.siting.sites_answer`
     makes (None: no units, skipped), and what it cost."""
 
-    district: str
-    units: int = 0
     answer: dict | None = None
     seconds: float = 0.0
-    pid: int = 0
-    peak_mb: float = 0.0
-
-    @property
-    def skipped(self) -> bool:
-        return self.units == 0
 
 
 def site_district(task: SitingTask) -> SitingOutcome:
@@ -491,17 +467,22 @@ def site_district(task: SitingTask) -> SitingOutcome:
 @dataclass
 class ProvinceSites:
     """Proposals made district by district: each district's collection (by code), the districts
-    skipped (no units), the workers and how long it took."""
+    skipped (no units), the workers and how long it took; with candidate sites given, how many
+    were given, how many lie in no district (left out) and the districts none lies in (no task)."""
 
     answers: dict[str, dict]
     skipped: list[str]
     workers: int
     seconds: float
+    candidates: int | None = None
+    left_out: int = 0
+    without_candidates: list[str] = field(default_factory=list)
 
     def collection(self) -> dict:
         """Every district's sites as one GeoJSON collection: each feature carries its
         ``district_code``; the properties hold each district's (bound, gap, households …) under
-        ``districts``, and the districts ``skipped``."""
+        ``districts``, and the districts ``skipped``; with candidate sites given, ``candidates``
+        says how many were given, ``left_out`` (in no district) and ``districts_without`` any."""
         features, districts = [], {}
         for code in sorted(self.answers):
             answer = self.answers[code]
@@ -509,9 +490,84 @@ class ProvinceSites:
                          for f in answer["features"]]
             districts[code] = answer["properties"]
         first = next(iter(districts.values()))
-        return {"type": "FeatureCollection", "features": features,
-                "properties": {"kind": first["kind"], "k": first["k"], "districts": districts,
-                               "skipped": self.skipped}}
+        properties = {"kind": first["kind"], "k": first["k"], "districts": districts, "skipped": self.skipped}
+        if self.candidates is not None:
+            properties["candidates"] = {"given": self.candidates, "left_out": self.left_out,
+                                        "districts_without": self.without_candidates}
+        return {"type": "FeatureCollection", "features": features, "properties": properties}
+
+
+#: how near an outline (degrees, ≈ 1 cm) a candidate site in no outline still counts as on it:
+#: a point of a shared boundary may fall a rounding error outside both outlines
+ON_OUTLINE_DEG = 1e-7
+
+
+def district_outlines(engine: Engine, bbox: tuple[float, float, float, float]) -> gpd.GeoDataFrame:
+    """The outline (``code``, ``geometry``, EPSG:4326) of each district coming into ``bbox``: the
+    districts table's, else the union of its streets', else of its units' (a database of units
+    alone)."""
+    shaped = read_layer(engine, "districts", bbox=bbox)
+    rows = [(c, g) for c, g in zip(shaped["code"], shaped.geometry.values, strict=True)
+            if g is not None and not g.is_empty]
+    with engine.connect() as conn:
+        listed = existing_codes(conn, "districts")
+    blank = set(read_layer(engine, "districts", empty=["geom"])["code"])
+    for code in sorted((set(districts_of(engine)) - listed) | blank):
+        for layer in ("streets", "units"):
+            parts = read_layer(engine, layer, where={"district_code": code}, bbox=bbox)
+            if len(parts):
+                rows.append((code, shapely.union_all(parts.geometry.values)))
+                break
+    return gpd.GeoDataFrame({"code": [c for c, _g in rows]}, geometry=[g for _c, g in rows], crs=4326)
+
+
+def place_candidates(engine: Engine, candidates: gpd.GeoDataFrame) -> np.ndarray:
+    """The district each candidate site stands in (None: in none). A site on the boundary of two
+    districts — in both outlines, or within :data:`ON_OUTLINE_DEG` of them and in neither — goes
+    to the one with the lowest code, so that it is offered once, to the same district by
+    ``site --all`` and ``site --district``."""
+    points = np.asarray((candidates if candidates.crs is None else candidates.to_crs(4326)).geometry.values,
+                        dtype=object)
+    placed = np.full(len(points), None, dtype=object)
+    if not len(points):
+        return placed
+    x0, y0, x1, y1 = shapely.total_bounds(points)
+    outlines = district_outlines(engine, (x0 - ON_OUTLINE_DEG, y0 - ON_OUTLINE_DEG, x1 + ON_OUTLINE_DEG,
+                                          y1 + ON_OUTLINE_DEG))
+    if not len(outlines):
+        return placed
+    outlines = outlines.sort_values("code", kind="stable").reset_index(drop=True)
+    codes = outlines["code"].to_numpy(dtype=object)
+    tree = shapely.STRtree(outlines.geometry.values)
+    for predicate, distance in (("intersects", None), ("dwithin", ON_OUTLINE_DEG)):
+        todo = np.flatnonzero(pd.isna(placed))
+        if not len(todo):
+            break
+        at, outline = tree.query(points[todo], predicate=predicate, distance=distance)
+        lowest = np.full(len(todo), len(codes))
+        np.minimum.at(lowest, at, outline)  # outlines in code order: the lowest code
+        hit = lowest < len(codes)
+        placed[todo[hit]] = codes[lowest[hit]]
+    return placed
+
+
+def candidates_by_district(engine: Engine, candidates: gpd.GeoDataFrame) -> dict[str, gpd.GeoDataFrame]:
+    """The candidate sites of each district they stand in (:func:`place_candidates`), in the
+    order given; those in no district are in none."""
+    placed = place_candidates(engine, candidates)
+    return {code: candidates[placed == code].reset_index(drop=True)
+            for code in sorted({c for c in placed if c is not None})}
+
+
+def candidates_of_district(engine: Engine, candidates: gpd.GeoDataFrame,
+                           district: str) -> tuple[gpd.GeoDataFrame, int]:
+    """The candidate sites standing in ``district`` (those ``site --all`` offers it), and how
+    many of the others were left out. Refused when none stands in it."""
+    mine = candidates_by_district(engine, candidates).get(district)
+    if mine is None:
+        raise Refused(_("none of the {total} candidate sites lies in district {district}",
+                        total=len(candidates), district=district))
+    return mine, len(candidates) - len(mine)
 
 
 def site_all(engine: Engine, kind: str, k, *, radius: float | None = None, method: str | None = None,
@@ -522,6 +578,9 @@ def site_all(engine: Engine, kind: str, k, *, radius: float | None = None, metho
     ``runner`` (default :func:`layers.plans.scale.runner_for` ``cluster``/``workers``);
     ``progress(done, total, outcome)`` as each district finishes. The kind, ``k`` and the radius
     are refused before a worker is asked; a district without units is skipped and named.
+    ``candidates`` given: each district is offered those standing in it
+    (:func:`candidates_by_district`: a site on a boundary to one district), so no site is
+    proposed twice; those in no district are left out, a district with none has no task.
     Nothing is written."""
     from layers.coverage import siting
 
@@ -536,21 +595,26 @@ def site_all(engine: Engine, kind: str, k, *, radius: float | None = None, metho
                         "standards table", radius_m=radius, p2=format(limits[kind], 'g'), kind=kind))
     choose_method(method, range(min(count_layer(engine, "roads"), 1)))  # "roads" without roads
     districts = districts_of(engine)
-    if not districts:
-        raise NotFound(_("no units: import or generate units first"))
+    shares, without = None, []
+    if candidates is not None:
+        shares = candidates_by_district(engine, candidates)
+        if not shares:
+            raise Refused(_("none of the {total} candidate sites lies in a district of the database",
+                            total=len(candidates)))
+        districts, without = [d for d in districts if d in shares], [d for d in districts if d not in shares]
     started = time.perf_counter()
-    url = engine.url.render_as_string(hide_password=False)
-    run_id = uuid.uuid4().hex[:12]
     rows = [asdict(row) for row in standards]
-    tasks = [SitingTask(url, d, kind, k, rows, radius, method, solver, time_limit, candidates,
-                        f"gridplan-siting-{run_id}-{d}") for d in districts]
-    outcomes, ran_on = run_every_district(tasks, site_district, runner=runner, cluster=cluster,
-                                          workers=workers, progress=progress)
-    answers = {o.district: o.answer for o in outcomes if not o.skipped}
-    if not answers:
-        raise NotFound(_("no units: import or generate units first"))
-    return ProvinceSites(answers, sorted(o.district for o in outcomes if o.skipped), ran_on,
-                         time.perf_counter() - started)
+
+    def task(url: str, district: str, key: str) -> SitingTask:
+        offered = candidates if shares is None else shares[district]
+        return SitingTask(url, district, kind, k, rows, radius, method, solver, time_limit, offered, key)
+
+    made = run_district_tasks(engine, "siting", task, site_district, districts=districts, runner=runner,
+                              cluster=cluster, workers=workers, progress=progress)
+    left_out = 0 if shares is None else len(candidates) - sum(len(f) for f in shares.values())
+    return ProvinceSites({o.district: o.answer for o in made.outcomes if not o.skipped}, made.skipped,
+                         made.workers, time.perf_counter() - started,
+                         None if candidates is None else len(candidates), left_out, without)
 
 
 def check_district(engine: Engine, district: str | None) -> None:
@@ -564,5 +628,6 @@ def check_district(engine: Engine, district: str | None) -> None:
 
 
 __all__ = ["CoverageOutcome", "CoverageTask", "DistrictInputs", "ProvinceReport", "ProvinceSites",
-           "SitingOutcome", "SitingTask", "check_district", "district_inputs", "halo_m", "merge_report",
-           "report_all", "report_district", "site_all", "site_district", "whole_crs"]
+           "SitingOutcome", "SitingTask", "candidates_by_district", "candidates_of_district",
+           "check_district", "district_inputs", "district_outlines", "halo_m", "merge_report",
+           "place_candidates", "report_all", "report_district", "site_all", "site_district", "whole_crs"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -20,7 +19,7 @@ from sqlalchemy import Engine
 from geodata.errors import NotFound, Refused
 from geodata.i18n import _
 from layers.grid.cells import CellRules, generate_grid
-from layers.plans.scale import districts_of, peak_memory_mb, process_engine, run_every_district
+from layers.plans.scale import TaskOutcome, peak_memory_mb, process_engine, run_district_tasks
 
 #: the figures of a district's answer that add up over districts
 ADDITIVE = ("cells", "communities", "in_range", "kept", "gaps", "overlaps", "outside_community",
@@ -38,14 +37,11 @@ class GridTask:
 
 
 @dataclass
-class GridOutcome:
+class GridOutcome(TaskOutcome):
     """A district's answer (:func:`generate_grid`'s; empty: no units, skipped) and its cost."""
 
-    district: str
     answer: dict = field(default_factory=dict)
     seconds: float = 0.0
-    pid: int = 0
-    peak_mb: float = 0.0
 
     @property
     def skipped(self) -> bool:
@@ -103,20 +99,11 @@ def grid_all(engine: Engine, rules: CellRules, *, runner=None, cluster: str | No
     :func:`layers.plans.scale.runner_for`: the scheduler is reached before anything is written);
     a district without units is skipped and named."""
     generate_grid_check(rules)
-    districts = districts_of(engine)
-    if not districts:
-        raise NotFound(_("no units: import or generate units first"))
     started = time.perf_counter()
-    url = engine.url.render_as_string(hide_password=False)
-    run_id = uuid.uuid4().hex[:12]
-    tasks = [GridTask(url, d, asdict(rules), f"gridplan-grid-{run_id}-{d}") for d in districts]
-    outcomes, ran_on = run_every_district(tasks, grid_district, runner=runner, cluster=cluster,
-                                          workers=workers, progress=progress)
-    done = sorted(o.district for o in outcomes if not o.skipped)
-    if not done:
-        raise NotFound(_("no units: import or generate units first"))
-    return ProvinceGrid(combine(outcomes, rules), done, sorted(o.district for o in outcomes if o.skipped),
-                        sorted(outcomes, key=lambda o: o.district), ran_on,
+    made = run_district_tasks(engine, "grid", lambda url, d, key: GridTask(url, d, asdict(rules), key),
+                              grid_district, runner=runner, cluster=cluster, workers=workers,
+                              progress=progress)
+    return ProvinceGrid(combine(made.outcomes, rules), made.done, made.skipped, made.outcomes, made.workers,
                         time.perf_counter() - started)
 
 

@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import resource
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -34,15 +35,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, select, union
+from sqlalchemy import Engine
 
 from geodata import plan_parts, plan_rows
 from geodata.db import get_engine
-from geodata.errors import Refused
+from geodata.errors import NotFound, Refused
 from geodata.i18n import _
-from geodata.models import District, Street
 from geodata.revisions import current_revision
-from geodata.store import community_codes_of_district
+from geodata.store import community_codes_of_district, known_districts, unit_district_codes
 from layers.plans.engine import Rules, make_plan
 from layers.plans.files import units_from_database
 from layers.plans.memory import plan_rules
@@ -77,13 +77,26 @@ class DistrictTask:
 
 
 @dataclass
-class DistrictOutcome:
-    """What a district's task did: its units and streets (none: skipped), its communities'
-    figures for the plan's scores, and how long each part took, in which process, with what
-    peak memory."""
+class TaskOutcome:
+    """What every district task (a plan's, the grid's, the coverage report's, siting's) tells
+    beside its answer: its district, the units it found there (none: the district is skipped),
+    and the process that ran it with that process's peak memory (MB)."""
 
     district: str
     units: int = 0
+    pid: int = 0
+    peak_mb: float = 0.0
+
+    @property
+    def skipped(self) -> bool:
+        return self.units == 0
+
+
+@dataclass
+class DistrictOutcome(TaskOutcome):
+    """What a district's task of a plan did: its units and streets (none: skipped), its
+    communities' figures for the plan's scores, and how long each part took."""
+
     streets: list[str] = field(default_factory=list)
     households: list[int] = field(default_factory=list)  # per community
     polsby_popper: list[float] = field(default_factory=list)  # per community
@@ -93,12 +106,6 @@ class DistrictOutcome:
     plan_s: float = 0.0
     write_s: float = 0.0
     cpu_s: float = 0.0  # the task's own processor time (reading, planning, writing)
-    pid: int = 0
-    peak_mb: float = 0.0
-
-    @property
-    def skipped(self) -> bool:
-        return self.units == 0
 
     @property
     def seconds(self) -> float:
@@ -358,10 +365,52 @@ def run_every_district(tasks: list, work: Callable, *, runner=None, cluster: str
 
 
 def districts_of(engine: Engine) -> list[str]:
-    """Every district the database knows (districts, and the districts of its streets)."""
-    stmt = union(select(District.code), select(Street.district_code))
-    with engine.connect() as conn:
-        return sorted(c for c in conn.execute(stmt).scalars() if c)
+    """Every district the database knows: those of the districts table and of its streets; when
+    both are empty (a database of units alone, a census study), those its units carry."""
+    return known_districts(engine) or sorted(c for c in unit_district_codes(engine) if c)
+
+
+@dataclass
+class DistrictRun:
+    """What the tasks of every district did (:func:`run_district_tasks`): their outcomes in
+    district order and how many workers ran them."""
+
+    outcomes: list
+    workers: int
+
+    @property
+    def done(self) -> list[str]:
+        """The districts answered."""
+        return [o.district for o in self.outcomes if not o.skipped]
+
+    @property
+    def skipped(self) -> list[str]:
+        """The districts skipped (no units)."""
+        return [o.district for o in self.outcomes if o.skipped]
+
+
+def run_district_tasks(engine: Engine, name: str, make: Callable[[str, str, str], object], work: Callable, *,
+                       districts: list[str] | None = None, runner=None, cluster: str | None = None,
+                       workers: int | None = None, progress: Callable | None = None) -> DistrictRun:
+    """A task per district, made by ``make(url, district, key)`` — ``url`` the database's
+    (password included: the task crosses processes and machines), ``key`` the task's dask key,
+    ``gridplan-<name>-<run>-<district>``, unique to this run — and run by ``work`` as
+    :func:`run_every_district` runs them; every district of the database (:func:`districts_of`)
+    unless ``districts`` are named. What the grid, the coverage report and siting by district
+    share. Raises :class:`~geodata.errors.NotFound` when there is no district, or no district
+    has units."""
+    districts = districts_of(engine) if districts is None else districts
+    if not districts:
+        raise NotFound(_("no units: import or generate units first"))
+    url = engine.url.render_as_string(hide_password=False)
+    run_id = uuid.uuid4().hex[:12]
+    tasks = [make(url, d, f"gridplan-{name}-{run_id}-{d}") for d in districts]
+    outcomes, ran_on = run_every_district(tasks, work, runner=runner, cluster=cluster, workers=workers,
+                                          progress=progress)
+    made = DistrictRun(sorted(outcomes, key=lambda o: o.district), ran_on)
+    if not made.done:
+        raise NotFound(_("no units: import or generate units first"))
+    return made
 
 
 @dataclass
@@ -459,6 +508,7 @@ def plan_all(engine: Engine, name: str, author: str, *, minimum: int | None = No
                         time.perf_counter() - started)
 
 
-__all__ = ["ClusterUnavailable", "DistrictFailed", "DistrictOutcome", "DistrictTask", "PoolRunner",
-           "ProvincePlan", "SerialRunner", "DaskRunner", "combine_scores", "districts_of", "job_runner",
-           "plan_all", "plan_district", "run_every_district", "runner_for"]
+__all__ = ["ClusterUnavailable", "DistrictFailed", "DistrictOutcome", "DistrictRun", "DistrictTask",
+           "PoolRunner", "ProvincePlan", "SerialRunner", "DaskRunner", "TaskOutcome", "combine_scores",
+           "districts_of", "job_runner", "plan_all", "plan_district", "run_district_tasks",
+           "run_every_district", "runner_for"]

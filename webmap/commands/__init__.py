@@ -27,7 +27,7 @@ from sqlalchemy import Engine
 
 from geodata.db import DATABASE_ERRORS, database_trouble
 from geodata.errors import GridplanError
-from geodata.i18n import _
+from geodata.i18n import N_, _
 from geodata.migrate import upgrade
 from geodata.standards import seed_settings
 from webmap.extensions import engine
@@ -140,6 +140,28 @@ def ready() -> Engine:
     with eng.begin() as conn:
         seed_settings(conn)
     return eng
+
+
+def district_options(every: str) -> Callable[[Callable], Callable]:
+    """The options of a command run district by district (``plan``, ``grid``, ``coverage``,
+    ``site``): ``--all`` (``every`` is its help, an English msgid marked with ``N_``: what the
+    command does with every district), ``--cluster`` and ``--workers``. Put it among the
+    command's options where they are to show."""
+    options = (
+        click.option("--all", "every_district", is_flag=True, help=every),
+        click.option("--cluster", metavar="tcp://HOST:8786",
+                     help=N_("with --all: the dask scheduler (default GRIDPLAN_DASK_SCHEDULER, else this "
+                             "machine)")),
+        click.option("--workers", type=click.IntRange(min=1),
+                     help=N_("with --all and no cluster: processes (default: cores)")),
+    )
+
+    def add(function: Callable) -> Callable:
+        for option in reversed(options):  # as if written one above the other, in this order
+            function = option(function)
+        return function
+
+    return add
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from geodata.errors import Refused
 from geodata.i18n import N_, _, speaks_english
 from layers.coverage import gaps as coverage
 from layers.coverage import siting
-from webmap.commands import command, every_district, plain
+from webmap.commands import command, district_options, every_district, plain
 from webmap.extensions import engine
 from webmap.i18n import facility_kind_name
 
@@ -40,14 +40,8 @@ def worded(key: str, kind: bool = False) -> str:
 @click.option("--method", type=METHOD, default="auto", show_default=True,
               help=N_("distance: along the roads when loaded (auto), straight-line, or roads"))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help=N_("report.json"))
-@click.option("--all", "every_district", is_flag=True,
-              help=N_("the whole database, one task per district (facilities and roads across a district's "
-                      "edge counted)"))
-@click.option("--cluster", metavar="tcp://HOST:8786",
-              help=N_("with --all: the dask scheduler (default GRIDPLAN_DASK_SCHEDULER, else this "
-                      "machine)"))
-@click.option("--workers", type=click.IntRange(min=1),
-              help=N_("with --all and no cluster: processes (default: cores)"))
+@district_options(N_("the whole database, one task per district (facilities and roads across a district's "
+                          "edge counted)"))
 def coverage_command(street, method, output: Path, every_district, cluster, workers) -> None:
     if every_district:
         if street:
@@ -99,14 +93,8 @@ def _report_every_district(method, cluster, workers) -> dict:
 @click.option("--time-limit", type=float, default=60.0, show_default=True,
               help=N_("seconds for the exact solver"))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help=N_("sites.geojson"))
-@click.option("--all", "every_district", is_flag=True,
-              help=N_("K sites in each district of the database, one task per district (each district's "
-                      "as --district gives it)"))
-@click.option("--cluster", metavar="tcp://HOST:8786",
-              help=N_("with --all: the dask scheduler (default GRIDPLAN_DASK_SCHEDULER, else this "
-                      "machine)"))
-@click.option("--workers", type=click.IntRange(min=1),
-              help=N_("with --all and no cluster: processes (default: cores)"))
+@district_options(N_("K sites in each district of the database, one task per district (each district's "
+                          "as --district gives it)"))
 def site_command(kind, k, street, district, radius, candidates_path, crs, method, solver, time_limit,
                  output, every_district, cluster, workers) -> None:
     k = siting.check_k(k)
@@ -123,9 +111,15 @@ def site_command(kind, k, street, district, radius, candidates_path, crs, method
         return
     standards = coverage.load_standards(engine())
     if district:
-        from layers.coverage.districts import check_district, district_inputs
+        from layers.coverage.districts import candidates_of_district, check_district, district_inputs
 
         check_district(engine(), district)
+        if candidates is not None:  # those standing in the district, as `site --all` offers them
+            candidates, left = candidates_of_district(engine(), candidates, district)
+            if left:
+                click.echo(_("{left} of the {total} candidate sites lie outside district {district}: "
+                             "left out", left=left, total=len(candidates) + left, district=district),
+                           err=True)
         inputs = district_inputs(engine(), district, standards)
     else:
         inputs = coverage.load_inputs(engine(), street, standards)
@@ -157,7 +151,9 @@ def _site_every_district(kind, k, radius, candidates, method, solver, time_limit
     """``site KIND K --all``: K sites in each district, a task per district
     (:func:`layers.coverage.districts.site_all`); every district's sites in one GeoJSON file
     (each feature with its ``district_code``), a summary line per district, districts without
-    units named on stderr. Nothing is written when any district fails."""
+    units named on stderr. Candidate sites given are offered each to the district it stands in
+    (one on a boundary to one district): those in no district are counted on stderr, a district
+    with none named on stdout. Nothing is written when any district fails."""
     from layers.coverage.districts import site_all
 
     with every_district(_("siting districts")) as progress:
@@ -169,6 +165,11 @@ def _site_every_district(kind, k, radius, candidates, method, solver, time_limit
     for code, answer in sorted(made.answers.items()):
         click.echo(_("district {district}: {summary}", district=code,
                      summary=_sites_line(len(answer["features"]), answer["properties"], output)))
+    for code in made.without_candidates:
+        click.echo(_("district {district}: no candidate site stands in it, no sites proposed", district=code))
+    if made.left_out:
+        click.echo(_("{left} of the {total} candidate sites lie in no district of the database: left out",
+                     left=made.left_out, total=made.candidates), err=True)
     click.echo(_("{districts} districts on {workers} workers in {seconds} s; skipped: {skipped}",
                  districts=len(made.answers), workers=made.workers, seconds=f"{made.seconds:.1f}",
                  skipped=", ".join(made.skipped) or "-"), err=True)

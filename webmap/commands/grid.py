@@ -10,7 +10,7 @@ import click
 from geodata.errors import Refused
 from geodata.i18n import N_, _
 from layers.grid.cells import generate_grid, grid_rules, grid_scope
-from webmap.commands import command, every_district
+from webmap.commands import command, district_options, every_district
 from webmap.extensions import engine
 
 
@@ -21,13 +21,7 @@ from webmap.extensions import engine
 @click.option("--min", "minimum", type=int, help=N_("households per cell, at least (default: settings)"))
 @click.option("--max", "maximum", type=int, help=N_("households per cell, at most (default: settings)"))
 @click.option("--area", "area_m2", type=float, help=N_("aim at cells of this area (m²) instead"))
-@click.option("--all", "every_district", is_flag=True,
-              help=N_("every district of the database, one task per district"))
-@click.option("--cluster", metavar="tcp://HOST:8786",
-              help=N_("with --all: the dask scheduler (default GRIDPLAN_DASK_SCHEDULER, else this "
-                      "machine)"))
-@click.option("--workers", type=click.IntRange(min=1),
-              help=N_("with --all and no cluster: processes (default: cores)"))
+@district_options(N_("every district of the database, one task per district"))
 def grid_command(community, street, minimum, maximum, area_m2, every_district, cluster, workers) -> None:
     scope = grid_scope({"community": community, "street": street})
     for name, value in (("--min", minimum), ("--max", maximum), ("--area", area_m2)):

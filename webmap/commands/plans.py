@@ -18,7 +18,7 @@ from layers.plans.files import export_plan, units_from_file
 from layers.plans.memory import UnitSet
 from layers.plans.partition import UnitGraph
 from layers.plans.workflow import draw_plan, draw_stored_plan
-from webmap.commands import command, every_district, ready
+from webmap.commands import command, district_options, every_district, ready
 from webmap.commands.layers import parse_mapping
 from webmap.extensions import plans
 
@@ -39,13 +39,7 @@ from webmap.extensions import plans
 @click.option("--crs", help=N_("CRS of --units when its file does not say"))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help=N_(".gpkg or .zip (shapefiles); needed unless --all"))
-@click.option("--all", "every_district", is_flag=True,
-              help=N_("plan every district of the database, one task per district, into a draft plan"))
-@click.option("--cluster", metavar="tcp://HOST:8786",
-              help=N_("with --all: the dask scheduler (default GRIDPLAN_DASK_SCHEDULER, else this "
-                      "machine)"))
-@click.option("--workers", type=click.IntRange(min=1),
-              help=N_("with --all and no cluster: processes (default: cores)"))
+@district_options(N_("plan every district of the database, one task per district, into a draft plan"))
 @click.option("--name", "plan_name", help=N_("with --all: the plan's name"))
 def plan_command(minimum, maximum, target, street, seed, fresh, units_path, mapping, crs, output,
                  every_district, cluster, workers, plan_name) -> None:
