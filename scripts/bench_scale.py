@@ -220,13 +220,17 @@ def grid_and_coverage(engine, units: int, worker_counts: list[int]) -> dict:
 
 # --- a district's read taken apart (--read-probe) ----------------------------------------------
 
-#: the phases of the probe: the state of the tables when it reads
-PROBE_PHASES = ("after_load", "after_analyze", "after_vacuum")
+#: the phases of the probe: the state of the tables when it reads — right after the load; while
+#: autovacuum works on the loaded tables (if it starts within :data:`AUTOVACUUM_WAIT_S`); after
+#: ``ANALYZE``; after ``VACUUM``
+PROBE_PHASES = ("after_load", "during_autovacuum", "after_analyze", "after_vacuum")
+AUTOVACUUM_WAIT_S = 90
 
 
 def district_statements(url: str, district: str) -> list[tuple[str, str, dict]]:
     """The statements :func:`units_from_database` sends for ``district``, as it sends them: (the
-    table read, the SQL, its parameters), in their order (units, adjacency, bridges)."""
+    table read, the SQL, its parameters), in their order (units, adjacency, bridges). It reads
+    the district: take one already read (:func:`for_district` gives another's)."""
     import re
 
     from sqlalchemy.pool import NullPool
@@ -243,6 +247,12 @@ def district_statements(url: str, district: str) -> list[tuple[str, str, dict]]:
     units_from_database(engine, district=district)
     engine.dispose()
     return sent
+
+
+def for_district(statements: list[tuple[str, str, dict]], old: str, new: str) -> list[tuple[str, str, dict]]:
+    """``statements`` of district ``old`` with district ``new`` bound instead."""
+    return [(table, sql, {k: new if v == old else v for k, v in params.items()})
+            for table, sql, params in statements]
 
 
 def _plan_nodes(node: dict) -> list[str]:
@@ -285,12 +295,11 @@ def _connect(url: str):
     return conn, round((time.perf_counter() - started) * 1000, 2)
 
 
-def probe_statements(url: str, district: str) -> dict:
+def probe_statements(url: str, district: str, statements: list[tuple[str, str, dict]]) -> dict:
     """The statements of ``district``'s read under EXPLAIN: ``fresh`` — on a new connection, the
     district's pages not read since the load; ``again`` — the same connection, the same
     statements; ``fresh_warm`` — another new connection (its catalogue read afresh, the pages now
     in the shared buffers)."""
-    statements = district_statements(url, district)
     out: dict = {"district": district}
     conn, out["connect_ms"] = _connect(url)
     with conn:
@@ -326,13 +335,18 @@ def probe_app_read(url: str, district: str) -> dict:
     return {"district": district, "units": len(units), "fresh_s": round(fresh, 4), "again_s": round(again, 4)}
 
 
+def _autovacuum(conn) -> list[str]:
+    """What autovacuum's workers are doing now ('autovacuum: VACUUM public.units' …)."""
+    return [row[0] for row in conn.execute("SELECT query FROM pg_stat_activity "
+                                           "WHERE backend_type = 'autovacuum worker'").fetchall()]
+
+
 def _table_state(url: str) -> dict:
     """What the server is doing and what it knows of the tables read: autovacuum workers at work,
     how many of the read tables (partitions counted) have been analysed and vacuumed, their size."""
     conn, _ = _connect(url)
     with conn:
-        workers = conn.execute("SELECT count(*) FROM pg_stat_activity "
-                               "WHERE backend_type = 'autovacuum worker'").fetchone()[0]
+        workers = _autovacuum(conn)
         analysed, vacuumed, tables = conn.execute(
             "SELECT count(*) FILTER (WHERE coalesce(last_analyze, last_autoanalyze) IS NOT NULL), "
             "count(*) FILTER (WHERE coalesce(last_vacuum, last_autovacuum) IS NOT NULL), count(*) "
@@ -342,7 +356,7 @@ def _table_state(url: str) -> dict:
             "substring(c.relname from '^(units|unit_adjacency|roads)(?:_d[0-9]+|_default)?$') AS t) n "
             "WHERE c.relkind = 'r' AND t IS NOT NULL GROUP BY t").fetchall())
         buffers = conn.execute("SHOW shared_buffers").fetchone()[0]
-    return {"autovacuum_workers": workers, "tables_analysed": analysed, "tables_vacuumed": vacuumed,
+    return {"autovacuum": workers, "tables_analysed": analysed, "tables_vacuumed": vacuumed,
             "tables": tables, "shared_buffers": buffers,
             "mb": {t: round(int(b) / 2**20, 1) for t, b in sizes.items()}}
 
@@ -372,36 +386,58 @@ def summarise(phase: dict) -> dict:
     return out
 
 
-def read_probe(engine, url: str, districts: list[str]) -> dict:
-    """A district's read taken apart (module docstring), in three states of the tables: right
-    after the load, after ``ANALYZE``, after ``VACUUM``; each phase on districts not read before
-    (their pages not yet in the shared buffers). Before anything: the read as the benchmark
-    measured it until now (on the loading process's engine)."""
+def probe_sets(districts: list[str]) -> list[list[str]]:
+    """Districts spread over the country in disjoint sets: the old measure's, the measure with the
+    country freed, then two a phase (the app's read, the statements) — each set read once only."""
     import numpy as np
 
-    count = 2 * len(PROBE_PHASES) + 1  # the old measure's set, then two sets a phase
+    count = 2 + 2 * len(PROBE_PHASES)
     per_set = max(1, min(5, len(districts) // count))
     spread = np.unique(np.linspace(0, len(districts) - 1, count * per_set).round().astype(int))
     picks = [districts[i] for i in spread]
-    sets = [picks[k::count] for k in range(count)]
-    out: dict = {"districts_per_set": per_set, "as_before": []}
-    for district in sets[0]:  # the old measure: the loader's engine, its connection kept in its pool
+    return [picks[k::count] for k in range(count)]
+
+
+def timed_reads(engine, districts: list[str]) -> list[float]:
+    """``units_from_database`` of each district on ``engine`` (seconds): the benchmark's old measure."""
+    out = []
+    for district in districts:
         started = time.perf_counter()
         units_from_database(engine, district=district)
-        out["as_before"].append(round(time.perf_counter() - started, 4))
-    out["as_before_median_ms"] = round(1000 * statistics.median(out["as_before"]), 1)
+        out.append(round(time.perf_counter() - started, 4))
+    return out
+
+
+def read_probe(engine, url: str, sets: list[list[str]]) -> dict:
+    """A district's read taken apart (module docstring), in each of :data:`PROBE_PHASES`, each
+    phase on districts not read before (their pages not yet in the shared buffers). First the
+    old measure again, in this process with the country freed (``sets[0]``)."""
+    import re
+
+    out: dict = {"districts_per_set": len(sets[0])}
+    out["as_before_freed"] = timed_reads(engine, sets[0])
+    out["as_before_freed_median_ms"] = round(1000 * statistics.median(out["as_before_freed"]), 1)
+    template = sets[0][0]  # read already: capturing its statements reads nothing new
+    statements = district_statements(url, template)
     admin, _ = _connect(url)
     with admin:
         for number, phase in enumerate(PROBE_PHASES):
             took = 0.0
-            if phase != "after_load":
-                started = time.perf_counter()
+            started = time.perf_counter()
+            if phase == "during_autovacuum":
+                ours = re.compile(r"\b(units|unit_adjacency|roads)(_|\b)")
+                while not any(ours.search(q) for q in _autovacuum(admin)) \
+                        and time.perf_counter() - started < AUTOVACUUM_WAIT_S:
+                    time.sleep(0.5)
+            elif phase != "after_load":
                 admin.execute("ANALYZE" if phase == "after_analyze" else "VACUUM")
-                took = round(time.perf_counter() - started, 1)
+            took = round(time.perf_counter() - started, 1)
             state = _table_state(url)
             app = [probe_app_read(url, d) for d in sets[1 + 2 * number]]
-            statements = [probe_statements(url, d) for d in sets[2 + 2 * number]]
-            out[phase] = {"took_s": took, "state": state, "app_read": app, "statements": statements}
+            probed = [probe_statements(url, d, for_district(statements, template, d))
+                      for d in sets[2 + 2 * number]]
+            out[phase] = {"took_s": took, "state": state, "app_read": app, "statements": probed,
+                          "autovacuum_after": _autovacuum(admin)}
             out[phase]["summary"] = summarise(out[phase])
             print(json.dumps({phase: out[phase]["summary"], "state": state}, ensure_ascii=False), flush=True)
     return out
@@ -477,12 +513,30 @@ def main() -> None:
             write_country(engine, country)
             loaded_s = time.perf_counter() - started
             if args.read_probe:
+                import gc
+
+                from layers.plans.scale import peak_memory_mb
+
                 entry = {"schema": schema, "districts": copies, "units": len(country.layers["units"]),
                          "loaded_s": round(loaded_s, 1), "load_average": round(os.getloadavg()[0], 1)}
-                districts = list(country.districts)
+                sets = probe_sets(list(country.districts))
+                # this process's first read costs more (statements compiled, PROJ's database
+                # opened): paid on a district of no set, so that no measure carries it
+                spare = [d for d in country.districts if all(d not in chosen for chosen in sets)]
+                entry["first_read_s"] = timed_reads(engine, spare[:1])
+                # the old measure as it was: this process still holding the whole tiled country
+                held = entry["as_before_held"] = timed_reads(engine, sets[0])
+                entry["as_before_held_median_ms"] = round(1000 * statistics.median(held), 1)
+                entry["held_objects"] = len(gc.get_objects())  # what the collector walks
+                started = time.perf_counter()
+                gc.collect()
+                entry["held_full_collection_s"] = round(time.perf_counter() - started, 2)
+                entry["held_peak_mb"] = round(peak_memory_mb())
                 del country
+                gc.collect()
+                entry["freed_objects"] = len(gc.get_objects())
                 url = engine.url.render_as_string(hide_password=False)
-                entry["probe"] = read_probe(engine, url, districts)
+                entry["probe"] = read_probe(engine, url, [sets[1]] + sets[2:])
                 report["countries"].append(entry)
                 if args.json:
                     args.json.parent.mkdir(parents=True, exist_ok=True)
