@@ -27,8 +27,10 @@ a fresh connection and again on the same one, and each of its statements (units,
 bridges) under ``EXPLAIN (ANALYZE, BUFFERS)``: connect time, planning and execution time, the
 shared buffers hit and read (planning's catalogue reads apart), on a fresh connection with the
 district's pages not yet read, on the same connection again, and on another fresh connection —
-right after the load, after ``ANALYZE``, and after ``VACUUM``. ``--pg-setting NAME=VALUE``
-(repeatable) starts the throwaway cluster with that server setting (``shared_buffers=2GB``).
+right after the load, while autovacuum works on the loaded tables, after ``ANALYZE``, and after
+``VACUUM``; first, the old measure in this process with the tiled country held, then freed.
+``--pg-setting NAME=VALUE`` (repeatable) starts the throwaway cluster with that server setting
+(``shared_buffers=2GB``).
 
 This is a shared 2-core machine: the script refuses countries above 100,000 units unless
 ``--large`` is given, and its figures carry the load average seen while it ran.
