@@ -6,6 +6,7 @@ names its district; a scheduler that cannot be reached fails with one line and w
 from __future__ import annotations
 
 import dataclasses
+import gc
 import itertools
 import json
 import os
@@ -23,7 +24,7 @@ from geodata import plan_rows
 from geodata.db import get_engine
 from geodata.models import Plan, PlanAssignment
 from geodata.store import write_layer
-from layers.plans.files import home_streets_of_district, units_from_database
+from layers.plans.files import collector_paused, home_streets_of_district, units_from_database
 from layers.plans.memory import PlanMemory, plan_rules
 from layers.plans.scale import (
     DistrictTask,
@@ -171,6 +172,45 @@ def test_every_statement_of_a_district_names_it(city, crossing_demo):
     assert len(touching) >= 8, statements
     unscoped = [s for s in touching if "district_code" not in s.split("WHERE", 1)[-1]]
     assert not unscoped, unscoped
+
+
+def test_a_district_read_sets_off_no_garbage_collection(city):
+    """The rows of a district's read are built with the cyclic collector paused: a full collection
+    set off by them walks every object of the worker (80–100 ms a few reads apart, docs/scale.md)."""
+    _url, engine = city
+    units_from_database(engine, district="420103")  # statements compiled, caches filled
+    started: list[int] = []
+
+    def count(phase, info):
+        if phase == "start":
+            started.append(info["generation"])
+
+    gc.collect()
+    gc.callbacks.append(count)
+    try:
+        units, adjacency = units_from_database(engine, district="420103")
+    finally:
+        gc.callbacks.remove(count)
+    assert len(units) > 500 and len(adjacency) > 500  # rows enough to set one off without the pause
+    # none while the rows are built; at most the youngest generation's, as the pause ends (the
+    # allocations counted meanwhile) — without the pause, dozens, and now and then a full one
+    assert started in ([], [0]), started
+    assert gc.isenabled()
+
+
+def test_the_collector_pause_nests_and_restores_what_it_found():
+    with collector_paused():
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()  # a process that turned it off itself keeps it off
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_two_workers_plan_two_districts_as_the_serial_engine(country):
