@@ -253,7 +253,11 @@ class DaskRunner:
                    for task in tasks]
         try:
             for future in as_completed(futures, loop=self.client.loop):  # not the default client's
-                yield future.result()
+                outcome = future.result()
+                # released at once: a finished district's outcome (a coverage report's findings)
+                # would otherwise stay in its worker's memory until every district is done
+                future.release()
+                yield outcome
         finally:
             for future in futures:
                 future.release()
