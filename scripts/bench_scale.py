@@ -188,15 +188,17 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else str(value)
 
 
-def grid_and_coverage(engine, units: int, worker_counts: list[int]) -> dict:
-    """The grid and the coverage report of the loaded country, serially and on LocalClusters."""
+def grid_and_coverage(engine, units: int, worker_counts: list[int], *, grid: bool = True) -> dict:
+    """The grid (unless ``grid`` is false) and the coverage report of the loaded country, serially
+    and on LocalClusters."""
     from distributed import Client, LocalCluster
 
     from layers.plans.scale import DaskRunner
 
     out: dict = {"grid": [], "coverage": []}
-    serial, reference_cells = run_grid(engine, "serial", SerialRunner(), 1, units)
-    out["grid"].append(serial)
+    if grid:
+        serial, reference_cells = run_grid(engine, "serial", SerialRunner(), 1, units)
+        out["grid"].append(serial)
     load = os.getloadavg()[0]
     started = time.perf_counter()
     whole = json.loads(json.dumps(gaps.report_for(engine), default=_plain))
@@ -210,9 +212,11 @@ def grid_and_coverage(engine, units: int, worker_counts: list[int]) -> dict:
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                           dashboard_address=None) as local, Client(local) as client:
             client.run(lambda: (__import__("layers.grid.districts"), __import__("layers.coverage.districts")))
-            figures, cells = run_grid(engine, f"LocalCluster×{workers}", DaskRunner(client), workers, units)
-            figures["identical_to_serial"] = cells == reference_cells
-            out["grid"].append(figures)
+            if grid:
+                figures, cells = run_grid(engine, f"LocalCluster×{workers}", DaskRunner(client), workers,
+                                          units)
+                figures["identical_to_serial"] = cells == reference_cells
+                out["grid"].append(figures)
             figures, report = run_coverage(engine, f"LocalCluster×{workers}", DaskRunner(client), workers,
                                            units)
             figures["identical_to_single_process"] = report == whole
@@ -461,6 +465,7 @@ def main() -> None:
                         help="plain, partitioned or both (comma-separated): the tables loaded")
     parser.add_argument("--no-plan", action="store_true", help="only the grid and the coverage report")
     parser.add_argument("--plan-only", action="store_true", help="only the plans (no grid, no report)")
+    parser.add_argument("--no-grid", action="store_true", help="no grid (with --no-plan: only the report)")
     parser.add_argument("--read-probe", action="store_true",
                         help="only a district's read, taken apart (no plans, grid or report)")
     parser.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE",
@@ -575,7 +580,7 @@ def main() -> None:
                 run["identical_to_serial"] = bool(got.equals(reference))
                 entry["runs"].append(run)
             if not args.plan_only:
-                entry |= grid_and_coverage(engine, entry["units"], worker_counts)
+                entry |= grid_and_coverage(engine, entry["units"], worker_counts, grid=not args.no_grid)
             report["countries"].append(entry)
             print(json.dumps(entry, ensure_ascii=False), flush=True)
             if args.json:  # each country as it finishes: a long run stopped early keeps what it measured
