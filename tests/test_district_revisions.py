@@ -5,6 +5,7 @@ raises both; a write whose districts cannot be known raises every district's."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -278,16 +279,11 @@ def test_every_process_sees_a_change_in_its_district_and_keeps_the_others(countr
         assert every_process(a_coverage) == etags
 
 
-def test_an_adoption_reads_only_what_lies_in_its_streets(warm):
-    """Working out an adoption in A reads the facilities within its communities' box and the
-    cells under its streets' codes — never every facility and cell of the province (B's among
-    them) — and still moves each facility of A to the community it stands in."""
+@contextlib.contextmanager
+def recorded(engine):
+    """Every statement SQLAlchemy sends on ``engine`` meanwhile, as a list filled as they go."""
     from sqlalchemy import event
 
-    from layers.plans import adoption
-
-    engine, memory, _kept, held = warm
-    _street, a_plan, _key = held[A]
     statements: list[str] = []
 
     def record(conn, cursor, statement, parameters, context, executemany):
@@ -295,9 +291,21 @@ def test_an_adoption_reads_only_what_lies_in_its_streets(warm):
 
     event.listen(engine, "before_cursor_execute", record)
     try:
-        work = adoption.work_out(memory, a_plan)
+        yield statements
     finally:
         event.remove(engine, "before_cursor_execute", record)
+
+
+def test_an_adoption_reads_only_what_lies_in_its_streets(warm):
+    """Working out an adoption in A reads the facilities within its communities' box and the
+    cells under its streets' codes — never every facility and cell of the province (B's among
+    them) — and still moves each facility of A to the community it stands in."""
+    from layers.plans import adoption
+
+    engine, memory, _kept, held = warm
+    _street, a_plan, _key = held[A]
+    with recorded(engine) as statements:
+        work = adoption.work_out(memory, a_plan)
     reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")
              and any(f"FROM {t}" in s for t in ("facilities", "grid_cells"))]
     assert len(reads) >= 2, statements
@@ -331,23 +339,13 @@ def test_an_adoption_and_its_cells_name_their_district_in_every_statement(warm):
     by district it goes to A's part alone; unpruned, it would open — and lock — every district's).
     The one kind left: a code looked up alone — a community's or cell's code is the nation's, and
     is refused when it is taken anywhere."""
-    from sqlalchemy import event
-
     from layers.plans import adoption
 
     engine, memory, _kept, held = warm
     _street, a_plan, _key = held[A]
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with recorded(engine) as statements:
         adopt(memory, a_plan)
         adoption.regenerate_cells(engine, a_plan, "admin")
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     touching = [s for s in statements if SPLIT.search(s)]
     assert len(touching) >= 10, statements
     unscoped = [s for s in touching if "district_code" not in s.split("WHERE", 1)[-1]]

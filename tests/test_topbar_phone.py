@@ -12,7 +12,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from tests.conftest import PHONE, demo_site
-from tests.webhelpers import PASSWORD
+from tests.webhelpers import PASSWORD, sign_in_page
 
 SHOTS = Path("/tmp/fix-plans")
 ROLES = ("admin", "planner", "viewer", "supervisor", "inspector", "dispatcher", "handler")
@@ -85,11 +85,7 @@ def test_no_page_of_any_role_is_wider_than_a_phone(browser, live):
         context = browser.new_context(**PHONE, locale="zh-CN")
         try:
             page = context.new_page()
-            page.goto(f"{live}/login")
-            page.fill("input[name=name]", role)
-            page.fill("input[name=password]", PASSWORD)
-            page.click("form.login button[type=submit]")
-            page.wait_for_url(lambda url: "/login" not in url)
+            sign_in_page(page, live, role)
             links = page.evaluate(
                 "() => [...new Set([...document.querySelectorAll('header.topbar nav a')]"
                 ".map((a) => a.getAttribute('href')).filter((h) => h && h.startsWith('/')))]")
