@@ -230,3 +230,41 @@ def test_cells_edited_by_hand(engine, small_demo):
     total = read_layer(engine, "grid_cells", community=community)
     report = validate_cells(read_layer(engine, "communities", community=community), total, units)
     assert report["gaps"] == 0 and report["overlaps"] == 0 and report["households_in_no_cell"] == 0
+
+
+def test_a_part_of_the_cells_measures_as_the_whole_in_the_whole_ones_crs(small_demo):
+    """A report made district by district measures each district's cells in the report's CRS:
+    measured in the zone of its own extent, a district east of 115.5°E (the 117°E Gauss–Krüger
+    zone) gave other areas and points than the whole country centred in the 114°E zone (found at
+    1.6 M units, docs/scale.md)."""
+    from geodata.crs import metric_crs
+
+    units, communities = small_demo.layers["units"], small_demo.layers["communities"]
+    graph = UnitGraph.from_units(units, small_demo.adjacency)
+    cells = cell_polygons(plan_cells(graph, CellRules()), units)
+    shifted = cells.iloc[[5]].copy()  # an overlap, to be measured
+    shifted["code"] = shifted["code"].str[:-3] + "999"
+    shifted["geometry"] = shifted.geometry.translate(0.0003, 0)
+    east = 1.35  # degrees: the demo (≈ 114.27°E) moved to ≈ 115.6°E
+
+    def elsewhere(frame):  # moved east, under other codes (another district's)
+        out = frame.assign(geometry=frame.geometry.translate(east, 0))
+        for column in ("code", "community_code", "street_code"):
+            if column in out:
+                out[column] = out[column].astype(object).where(
+                    out[column].isna(), "9" + out[column].astype(str).str[1:])
+        return out
+
+    far = [elsewhere(f) for f in (communities, pd.concat([cells, shifted], ignore_index=True), units)]
+    whole = metric_crs(114.9, 30.6)  # the centre of both: the 114°E zone
+    assert whole.to_epsg() == 4547 and metric_crs(115.6, 30.6).to_epsg() != 4547
+
+    def overlaps(report):
+        return [f for f in report["findings"] if f["kind"] == "overlap"]
+
+    alone, as_whole = validate_cells(*far), validate_cells(*far, crs=whole)
+    assert overlaps(as_whole) and len(overlaps(alone)) == len(overlaps(as_whole))
+    assert overlaps(alone) != overlaps(as_whole)  # measured in another zone: other areas and points
+    both = [pd.concat([a, b], ignore_index=True)
+            for a, b in zip((communities, cells, units), far, strict=True)]
+    assert overlaps(validate_cells(*both)) == overlaps(as_whole)  # the whole measures it so

@@ -219,7 +219,7 @@ def report_district(task: CoverageTask) -> CoverageOutcome:
         street = finding["street"]
         part[street] = part.get(street, -1) + 1
         out.blind_land.append(((int(street_id[street]), part[street]), finding, float(area)))
-    cells = cell_problems(inputs.communities, inputs.grid_cells, units)
+    cells = cell_problems(inputs.communities, inputs.grid_cells, units, crs)  # measured as the whole
     out.cells = {k: v for k, v in cells.items() if k != "findings"}
     cell_id = dict(zip(inputs.grid_cells["code"], inputs.grid_cells["id"], strict=True))
     for finding in cells["findings"]:

@@ -523,10 +523,12 @@ def _uncovered_land(communities: gpd.GeoDataFrame, streets: gpd.GeoDataFrame, cr
 # --- cell problems ------------------------------------------------------------------------------
 
 
-def cell_problems(communities: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, units: gpd.GeoDataFrame) -> dict:
+def cell_problems(communities: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, units: gpd.GeoDataFrame,
+                  crs: CRS | None = None) -> dict:
     """What breaks "every household in exactly one grid cell, cells tiling their community"
-    (:func:`layers.grid.cells.validate_cells`), with a finding for every unit in two cells too."""
-    report = validate_cells(communities, cells, units)
+    (:func:`layers.grid.cells.validate_cells`, measured in ``crs``: the report's), with a
+    finding for every unit in two cells too."""
+    report = validate_cells(communities, cells, units, crs)
     if cells.empty:
         return report
     lived = units[units["households"].fillna(0) > 0]
@@ -572,7 +574,7 @@ def gap_report(inputs: CoverageInputs, standards: list[Standard], method: str | 
         "missing": missing_kinds(inputs.communities, inputs.facilities, standards),
         "facilities": facility_problems(run, scope),
         "blind_spots": blind.summary(),
-        "cell_problems": cell_problems(inputs.communities, inputs.grid_cells, inputs.units),
+        "cell_problems": cell_problems(inputs.communities, inputs.grid_cells, inputs.units, inputs.crs),
     }
 
 
@@ -656,7 +658,7 @@ def gap_layer(name: str, inputs: CoverageInputs, run: ReachRun, *, kind: str | N
         land = blind.land.assign(kind="land", code=blind.land["street_code"], households=None)
         frame = pd.concat([units, land], ignore_index=True)
     elif name == "cell_problems":
-        found = cell_problems(inputs.communities, inputs.grid_cells, inputs.units)["findings"]
+        found = cell_problems(inputs.communities, inputs.grid_cells, inputs.units, inputs.crs)["findings"]
         frame = gpd.GeoDataFrame({"kind": [f["kind"] for f in found],
                                   "codes": [" ".join(f["codes"]) for f in found],
                                   "area_m2": [f["area_m2"] for f in found]},

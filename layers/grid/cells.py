@@ -22,6 +22,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+from pyproj import CRS
 from sqlalchemy import Engine
 
 from geodata.crs import to_metric
@@ -236,11 +237,13 @@ def cell_label(code: str, community_name: str | None) -> str:
 
 
 def validate_cells(communities: gpd.GeoDataFrame, cells: gpd.GeoDataFrame,
-                   units: gpd.GeoDataFrame) -> dict:
+                   units: gpd.GeoDataFrame, crs: CRS | None = None) -> dict:
     """What breaks "every household in exactly one cell, cells tiling their community": gaps
     between a community's cells (its land covered by none of them), overlaps between cells,
     cells reaching outside their community, households in no cell or in two. Areas in m², each
-    finding with a point (``lon``, ``lat``) the map can fly to."""
+    finding with a point (``lon``, ``lat``) the map can fly to. Measured in ``crs`` (a report's
+    metric CRS, so that a district's part measures as the whole does), else in the zone of the
+    cells' own extent."""
     findings: list[dict] = []
     tolerance = 1.0  # m²: below this, a difference is drawing noise
     if cells.empty:
@@ -248,7 +251,7 @@ def validate_cells(communities: gpd.GeoDataFrame, cells: gpd.GeoDataFrame,
         return {"cells": 0, "gaps": len(communities), "overlaps": 0, "outside_community": 0,
                 "households_in_no_cell": int(lived["households"].sum()), "households_in_two_cells": 0,
                 "findings": []}
-    metric_cells = to_metric(cells)
+    metric_cells = cells.to_crs(crs) if crs is not None else to_metric(cells)
     crs = metric_cells.crs
     metric_communities = communities.to_crs(crs) if len(communities) else communities
     # overlaps: pairs of cells sharing area
