@@ -181,6 +181,20 @@ def run_coverage(engine, label: str, runner, workers: int, units: int) -> tuple[
     done = [o for o in made.outcomes if not o.skipped]
     figures["read_s_per_district"] = round(statistics.mean(o.read_s for o in done), 3)
     figures["work_s_per_district"] = round(statistics.mean(o.work_s for o in done), 3)
+    # a district inside the country reads its neighbours' rows in its halo, one on the edge fewer:
+    # the read and the work per row read tell a slower read from a larger one
+    rows = [sum(o.rows_read.values()) for o in done]
+    figures["rows_read_per_district"] = {
+        layer: round(statistics.mean(o.rows_read.get(layer, 0) for o in done))
+        for layer in ("units", "facilities", "roads", "communities", "buildings")}
+    figures["read_ms_per_1000_rows"] = round(1000 * sum(o.read_s for o in done) / sum(rows) * 1000, 2)
+    figures["work_ms_per_1000_rows"] = round(1000 * sum(o.work_s for o in done) / sum(rows) * 1000, 2)
+    whole = max(rows)  # a district with neighbours on every side
+    inner = [o for o, n in zip(done, rows, strict=True) if n >= 0.97 * whole]
+    figures["inner_districts"] = len(inner)
+    figures["inner_units_per_task_s"] = round(sum(o.units for o in inner) / sum(o.seconds for o in inner), 1)
+    figures["inner_read_s_per_district"] = round(statistics.mean(o.read_s for o in inner), 3)
+    figures["inner_work_s_per_district"] = round(statistics.mean(o.work_s for o in inner), 3)
     return figures, json.loads(json.dumps(made.report, default=_plain))
 
 

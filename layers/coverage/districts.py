@@ -113,6 +113,9 @@ class CoverageOutcome(TaskOutcome):
     uncovered_by_community: dict = field(default_factory=dict)  # row key → community code → households
     read_s: float = 0.0
     work_s: float = 0.0
+    #: rows read of each layer, its halo's included (a district inside the country reads more of
+    #: its neighbours than one on its edge: what its read and work cost goes with these)
+    rows_read: dict = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
@@ -179,6 +182,9 @@ def report_district(task: CoverageTask) -> CoverageOutcome:
     standards = standards_from_rows(task.standards)
     inputs = district_inputs(engine, task.district, standards)
     out.read_s = time.perf_counter() - started
+    out.rows_read = {"units": len(inputs.units), "facilities": len(inputs.facilities),
+                     "roads": len(inputs.roads), "communities": len(inputs.nearby),
+                     "buildings": 0 if inputs.buildings is None else len(inputs.buildings)}
     started = time.perf_counter()
     units = inputs.units
     if not len(units):
