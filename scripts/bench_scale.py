@@ -193,6 +193,9 @@ def run_coverage(engine, label: str, runner, workers: int, units: int) -> tuple[
         for layer in ("units", "facilities", "roads", "communities", "buildings")}
     figures["read_ms_per_1000_rows"] = round(1000 * sum(o.read_s for o in done) / sum(rows) * 1000, 2)
     figures["work_ms_per_1000_rows"] = round(1000 * sum(o.work_s for o in done) / sum(rows) * 1000, 2)
+    figures["read_ms_by_layer"] = {
+        layer: round(1000 * statistics.mean(o.read_s_by_layer.get(layer, 0.0) for o in done), 1)
+        for layer in sorted({k for o in done for k in o.read_s_by_layer})}
     whole = max(rows)  # a district with neighbours on every side
     inner = [o for o, n in zip(done, rows, strict=True) if n >= 0.97 * whole]
     figures["inner_districts"] = len(inner)
@@ -206,9 +209,11 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else str(value)
 
 
-def grid_and_coverage(engine, units: int, worker_counts: list[int], *, grid: bool = True) -> dict:
+def grid_and_coverage(engine, units: int, worker_counts: list[int], *, grid: bool = True,
+                      whole_report: bool = True) -> dict:
     """The grid (unless ``grid`` is false) and the coverage report of the loaded country, serially
-    and on LocalClusters."""
+    and on LocalClusters; the report also in one piece and serially unless ``whole_report`` is
+    false (the LocalClusters' reports are then not checked)."""
     from distributed import Client, LocalCluster
 
     from layers.plans.scale import DaskRunner
@@ -217,15 +222,17 @@ def grid_and_coverage(engine, units: int, worker_counts: list[int], *, grid: boo
     if grid:
         serial, reference_cells = run_grid(engine, "serial", SerialRunner(), 1, units)
         out["grid"].append(serial)
-    load = os.getloadavg()[0]
-    started = time.perf_counter()
-    whole = json.loads(json.dumps(gaps.report_for(engine), default=_plain))
-    out["coverage"].append({"runner": "single process (report_for)", "workers": 1, "units": units,
-                            "wall_s": round(time.perf_counter() - started, 2),
-                            "load_average": round(load, 1)})
-    figures, report = run_coverage(engine, "serial", SerialRunner(), 1, units)
-    figures["identical_to_single_process"] = report == whole
-    out["coverage"].append(figures)
+    whole = None
+    if whole_report:
+        load = os.getloadavg()[0]
+        started = time.perf_counter()
+        whole = json.loads(json.dumps(gaps.report_for(engine), default=_plain))
+        out["coverage"].append({"runner": "single process (report_for)", "workers": 1, "units": units,
+                                "wall_s": round(time.perf_counter() - started, 2),
+                                "load_average": round(load, 1)})
+        figures, report = run_coverage(engine, "serial", SerialRunner(), 1, units)
+        figures["identical_to_single_process"] = report == whole
+        out["coverage"].append(figures)
     for workers in worker_counts:
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                           dashboard_address=None) as local, Client(local) as client:
@@ -237,7 +244,7 @@ def grid_and_coverage(engine, units: int, worker_counts: list[int], *, grid: boo
                 out["grid"].append(figures)
             figures, report = run_coverage(engine, f"LocalCluster×{workers}", DaskRunner(client), workers,
                                            units)
-            figures["identical_to_single_process"] = report == whole
+            figures["identical_to_single_process"] = None if whole is None else report == whole
             out["coverage"].append(figures)
     return out
 
@@ -484,6 +491,8 @@ def main() -> None:
     parser.add_argument("--no-plan", action="store_true", help="only the grid and the coverage report")
     parser.add_argument("--plan-only", action="store_true", help="only the plans (no grid, no report)")
     parser.add_argument("--no-grid", action="store_true", help="no grid (with --no-plan: only the report)")
+    parser.add_argument("--no-serial", action="store_true",
+                        help="the report on LocalClusters only (not in one piece, not serially, unchecked)")
     parser.add_argument("--no-vacuum", action="store_true",
                         help="no VACUUM (ANALYZE) after the load: measure the tables as loaded")
     parser.add_argument("--read-probe", action="store_true",
@@ -606,7 +615,8 @@ def main() -> None:
                 run["identical_to_serial"] = bool(got.equals(reference))
                 entry["runs"].append(run)
             if not args.plan_only:
-                entry |= grid_and_coverage(engine, entry["units"], worker_counts, grid=not args.no_grid)
+                entry |= grid_and_coverage(engine, entry["units"], worker_counts, grid=not args.no_grid,
+                                           whole_report=not args.no_serial)
             report["countries"].append(entry)
             print(json.dumps(entry, ensure_ascii=False), flush=True)
             if args.json:  # each country as it finishes: a long run stopped early keeps what it measured

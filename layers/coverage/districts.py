@@ -116,6 +116,8 @@ class CoverageOutcome(TaskOutcome):
     #: rows read of each layer, its halo's included (a district inside the country reads more of
     #: its neighbours than one on its edge: what its read and work cost goes with these)
     rows_read: dict = field(default_factory=dict)
+    #: seconds each of its reads took (:func:`district_inputs`)
+    read_s_by_layer: dict = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
@@ -144,32 +146,44 @@ def _bounds(*frames: gpd.GeoDataFrame) -> tuple[float, float, float, float] | No
     return (boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max())
 
 
-def district_inputs(engine: Engine, district: str, standards: list[Standard]) -> DistrictInputs:
+def district_inputs(engine: Engine, district: str, standards: list[Standard],
+                    seconds: dict[str, float] | None = None) -> DistrictInputs:
     """What the report of ``district`` reads: its units, streets, communities and cells (every
     statement names ``district_code``), and the facilities, roads and buildings of its box
     widened by the halo (:func:`halo_m`), with the facilities its communities name wherever they
-    are. ``communities`` are the district's own; those of the halo are ``nearby``."""
+    are. ``communities`` are the district's own; those of the halo are ``nearby``. ``seconds``,
+    when given, gets how long each read took (what the benchmark reports)."""
+    clock = {"at": time.perf_counter()}
+
+    def read(layer: str, name: str | None = None, **how) -> gpd.GeoDataFrame:
+        frame = read_layer(engine, layer, **how)
+        if seconds is not None:
+            now = time.perf_counter()
+            seconds[name or layer] = seconds.get(name or layer, 0.0) + now - clock["at"]
+            clock["at"] = now
+        return frame
+
     where = {"district_code": district}
-    units = read_layer(engine, "units", where=where)
-    streets = read_layer(engine, "streets", where=where)
-    communities = read_layer(engine, "communities", where=where)
-    cells = read_layer(engine, "grid_cells", where=where)
+    units = read("units", where=where)
+    streets = read("streets", where=where)
+    communities = read("communities", where=where)
+    cells = read("grid_cells", where=where)
     box = _bounds(units, streets, communities)
     if box is None:
-        facilities = read_layer(engine, "facilities", where=where)
-        roads = read_layer(engine, "roads", where=where)
+        facilities = read("facilities", where=where)
+        roads = read("roads", where=where)
         return DistrictInputs(units, facilities, communities, streets, cells, roads, nearby=communities)
     near, far = halo_m(standards)
     area = widen_box(box, near)
-    facilities = read_layer(engine, "facilities", bbox=area)
+    facilities = read("facilities", "facilities_halo", bbox=area)
     if len(communities):  # a facility counts for the community its community_code names
-        named = read_layer(engine, "facilities", isin={"community_code": communities["code"].tolist()})
+        named = read("facilities", "facilities_named", isin={"community_code": communities["code"].tolist()})
         facilities = pd.concat([facilities, named], ignore_index=True).drop_duplicates("id")
         facilities = gpd.GeoDataFrame(facilities.sort_values("id").reset_index(drop=True), crs=4326)
-    roads = read_layer(engine, "roads", bbox=widen_box(box, far))
-    buildings = read_layer(engine, "buildings", bbox=area)  # by box: no count of the whole table
+    roads = read("roads", "roads_halo", bbox=widen_box(box, far))
+    buildings = read("buildings", "buildings_halo", bbox=area)  # by box: no count of the whole table
     buildings = buildings if len(buildings) else None
-    nearby = read_layer(engine, "communities", bbox=area)  # a blind spot may lie in or by them
+    nearby = read("communities", "communities_halo", bbox=area)  # a blind spot may lie in or by them
     return DistrictInputs(units, facilities, communities, streets, cells, roads, buildings, nearby=nearby)
 
 
@@ -180,7 +194,7 @@ def report_district(task: CoverageTask) -> CoverageOutcome:
     out = CoverageOutcome(task.district, pid=os.getpid())
     started = time.perf_counter()
     standards = standards_from_rows(task.standards)
-    inputs = district_inputs(engine, task.district, standards)
+    inputs = district_inputs(engine, task.district, standards, out.read_s_by_layer)
     out.read_s = time.perf_counter() - started
     out.rows_read = {"units": len(inputs.units), "facilities": len(inputs.facilities),
                      "roads": len(inputs.roads), "communities": len(inputs.nearby),
