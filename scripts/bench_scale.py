@@ -19,7 +19,11 @@ Then the **grid** (every district's cells generated from nothing, ``layers.grid.
 the **coverage report** (``layers.coverage.districts``, with the halo) the same way: serially and on
 a ``LocalCluster`` of 1 and 2 workers, each checked against the serial result (the same cells, cell
 for cell; the same report as the single-process :func:`layers.coverage.gaps.report_for`, timed too).
-``--no-plan`` leaves the plans out.
+``--no-plan`` leaves the plans out. After each load the script runs ``VACUUM (ANALYZE)``, as
+PostgreSQL advises after a bulk load and as an operator would before planning a province (timed:
+``vacuumed_s``): without it the first runs met autovacuum working through the loaded tables on the
+same cores and every page's first read dirtying it (docs/scale.md); ``--no-vacuum`` measures
+that state instead.
 
 ``--read-probe`` loads each country and only takes a district's read apart (no plans, grid or
 report): for a sample of districts, the read as the app makes it (:func:`units_from_database`) on
@@ -480,6 +484,8 @@ def main() -> None:
     parser.add_argument("--no-plan", action="store_true", help="only the grid and the coverage report")
     parser.add_argument("--plan-only", action="store_true", help="only the plans (no grid, no report)")
     parser.add_argument("--no-grid", action="store_true", help="no grid (with --no-plan: only the report)")
+    parser.add_argument("--no-vacuum", action="store_true",
+                        help="no VACUUM (ANALYZE) after the load: measure the tables as loaded")
     parser.add_argument("--read-probe", action="store_true",
                         help="only a district's read, taken apart (no plans, grid or report)")
     parser.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE",
@@ -569,6 +575,12 @@ def main() -> None:
             entry = {"schema": schema, "districts": copies, "units": len(country.layers["units"]),
                      "tiled_s": round(tiled_s, 2), "partitions_made_s": round(partitioned_s, 1),
                      "loaded_s": round(loaded_s, 1), "runs": []}
+            if not args.no_vacuum:
+                started = time.perf_counter()
+                admin, _ = _connect(engine.url.render_as_string(hide_password=False))
+                with admin:
+                    admin.execute("VACUUM (ANALYZE)")
+                entry["vacuumed_s"] = round(time.perf_counter() - started, 1)
             # a district read alone as a new worker reads it: a fresh engine, in a process that does
             # not hold the tiled country (holding it, this process's reads were measured slower —
             # docs/scale.md); then again on that engine's kept connection
