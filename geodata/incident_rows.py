@@ -44,6 +44,7 @@ from geodata.models import (
     IncidentStep,
     Street,
 )
+from geodata.routing import districts_of_codes, districts_under, in_districts, starting
 
 T = Incident.__table__
 STEPS = IncidentStep.__table__
@@ -187,7 +188,8 @@ def cells_of(conn: Connection, codes: Iterable[str]) -> dict[str, str]:
         found.update(
             conn.execute(
                 select(cells.c.code, cells.c.community_code).where(
-                    cells.c.code.in_(codes[start : start + BATCH])
+                    cells.c.code.in_(codes[start : start + BATCH]),
+                    in_districts(cells, districts_of_codes(conn, codes[start : start + BATCH])),
                 )
             ).all()
         )
@@ -203,7 +205,8 @@ def cells_extent(engine: Engine, prefix: str | None, codes: Sequence[str] | None
         if codes:
             stmt = stmt.where(cells.c.code.in_(list(codes)))
         elif prefix:
-            stmt = stmt.where(cells.c.code.startswith(prefix, autoescape=True))
+            stmt = stmt.where(cells.c.code.startswith(prefix, autoescape=True),
+                              in_districts(cells, districts_under(conn, prefix)))
         row = conn.execute(stmt).one()
     return None if row[0] is None else tuple(float(v) for v in row)
 
@@ -413,6 +416,8 @@ def case_filters(
     ``open_statuses``: what is open (needed by the last two); ``new_status``: what is new for
     the reader (a report for the grid and the 指挥中心, a dispatched case for a department)."""
     where = [scope_clause(prefix, cells) if (prefix or cells) else literal(True)]
+    if prefix and not cells:
+        where.append(in_districts(T, districts_under(conn, prefix)))
     if department:
         where.append(T.c.department_code == department)
     if statuses:
@@ -527,7 +532,8 @@ def _month_after(day: date) -> date:
 
 
 def _stored_sums(
-    conn: Connection, group: str, first: date, last: date, prefix: str | None, names: Sequence[str] = SUMS
+    conn: Connection, group: str, first: date, last: date, prefix: str | None, names: Sequence[str] = SUMS,
+    districts: list[str] | None = None,
 ) -> dict[str, dict]:
     """The stored sums per code of ``group`` from ``first`` to ``last`` (days, both included):
     the whole months from ``incident_months``, the days before and after them from ``incident_days``."""
@@ -541,7 +547,7 @@ def _stored_sums(
         stmt = (select(key.label("code"), *[func.sum(table.c[n]).label(n) for n in names])
                 .where(key != "", or_(*[when.between(a, b) for a, b in ranges])).group_by(key))
         if prefix:
-            stmt = stmt.where(_starting(table.c[_SUM_CODES[_level(prefix)]], prefix))
+            stmt = stmt.where(_sums_under(table, prefix, districts))
         for row in conn.execute(stmt).mappings():
             into = out.setdefault(row["code"], dict.fromkeys(names, 0))
             for n in names:
@@ -557,15 +563,22 @@ def _whole_days(since: datetime, until: datetime) -> bool:
     return since.time() == time.min and until.time() == time.max
 
 
-def _starting(column, prefix: str):
-    """``column`` starts with ``prefix`` (codes are digits), as a range an index can serve."""
-    return and_(column >= prefix, column < prefix[:-1] + chr(ord(prefix[-1]) + 1))
-
-
 def _level(prefix: str) -> str:
     """The level of a code prefix (codes nest, so the level of the prefix is enough)."""
     n = len(prefix)
     return "district" if n <= 6 else "street" if n <= 9 else "community" if n <= 12 else "cell"
+
+
+def _sums_under(table, prefix: str, districts: list[str] | None):
+    """The rows of a sums table (``incident_days``/``incident_months``) under ``prefix``, in
+    ``districts``."""
+    return and_(starting(table.c[_SUM_CODES[_level(prefix)]], prefix), in_districts(table, districts))
+
+
+def _cases_under(prefix: str, districts: list[str] | None):
+    """The cases under ``prefix`` (at its level: :func:`_rate_levels`), in ``districts``."""
+    level = _rate_levels()[_level(prefix)]
+    return and_(level.startswith(prefix, autoescape=True), in_districts(T, districts))
 
 
 def rate_sums(
@@ -602,18 +615,20 @@ def rate_sums(
     months = IncidentMonth.__table__
     key = months.c[_SUM_CODES[group]]
     present = select(key).where(key != "").group_by(key).having(func.sum(months.c.reported) > 0).order_by(key)
-    if prefix:
-        present = present.where(_starting(months.c[_SUM_CODES[_level(prefix)]], prefix))
     with _conn(engine) as conn:
+        districts = districts_under(conn, prefix)
+        if prefix:
+            present = present.where(_sums_under(months, prefix, districts))
         codes = conn.execute(present).scalars().all()
-        sums = _stored_sums(conn, group, first, last, prefix)
+        sums = _stored_sums(conn, group, first, last, prefix, districts=districts)
         if due_last < last:  # deadlines after now are not due yet
-            later = _stored_sums(conn, group, max(first, due_last + timedelta(days=1)), last, prefix, DUE)
+            later = _stored_sums(conn, group, max(first, due_last + timedelta(days=1)), last, prefix, DUE,
+                                 districts)
             for code, row in later.items():
                 for n in DUE:
                     sums[code][n] -= row[n]
         if today is not None:
-            for row in _due_sums(conn, group, today[0], today[1], prefix):
+            for row in _due_sums(conn, group, today[0], today[1], prefix, districts):
                 into = sums.setdefault(row["code"], dict.fromkeys(SUMS, 0))
                 for n in DUE:
                     into[n] += row[n]
@@ -622,7 +637,8 @@ def rate_sums(
 
 
 def _stored_by_month(
-    conn: Connection, first: date, last: date, prefix: str | None, names: Sequence[str] = SUMS
+    conn: Connection, first: date, last: date, prefix: str | None, names: Sequence[str] = SUMS,
+    districts: list[str] | None = None,
 ) -> dict[date, dict]:
     """The stored district-wide sums per calendar month (its first day) from ``first`` to
     ``last`` (days, both included): the whole months in one query grouped by month on
@@ -637,7 +653,7 @@ def _stored_by_month(
                 .where(table.c.district_code != "", or_(*[when.between(a, b) for a, b in ranges]))
                 .group_by(when))
         if prefix:
-            stmt = stmt.where(_starting(table.c[_SUM_CODES[_level(prefix)]], prefix))
+            stmt = stmt.where(_sums_under(table, prefix, districts))
         for row in conn.execute(stmt).mappings():
             day = row["when"]
             day = date.fromisoformat(day[:10]) if isinstance(day, str) else day
@@ -665,32 +681,32 @@ def monthly_rate_sums(
     months = IncidentMonth.__table__
     present = select(months.c.district_code).where(months.c.district_code != "").group_by(
         months.c.district_code).having(func.sum(months.c.reported) > 0).limit(1)
-    if prefix:
-        present = present.where(_starting(months.c[_SUM_CODES[_level(prefix)]], prefix))
     end_due = min(until, now)
     due_last, today = last, None  # as in rate_sums: deadlines after now are not due yet
     if end_due < until:
         due_last = end_due.date() if end_due.time() == time.max else end_due.date() - timedelta(days=1)
         if end_due >= since and end_due.time() != time.max:
             today = (datetime.combine(end_due.date(), time.min), end_due)
-    levels = _rate_levels()
     chased = (select(T.c.dispatched_at)
               .where(T.c.supervise_count > 0, T.c.dispatched_at >= since, T.c.dispatched_at <= until,
                      T.c.district_code.is_not(None)))
-    if prefix:
-        chased = chased.where(levels[_level(prefix)].startswith(prefix, autoescape=True))
     with _conn(engine) as conn:
+        districts = districts_under(conn, prefix)
+        if prefix:
+            present = present.where(_sums_under(months, prefix, districts))
+            chased = chased.where(_cases_under(prefix, districts))
         if conn.execute(present).first() is None:
             return None
-        sums = _stored_by_month(conn, first, last, prefix)
+        sums = _stored_by_month(conn, first, last, prefix, districts=districts)
         if due_last < last:
-            later = _stored_by_month(conn, max(first, due_last + timedelta(days=1)), last, prefix, DUE)
+            later = _stored_by_month(conn, max(first, due_last + timedelta(days=1)), last, prefix, DUE,
+                                     districts)
             for month, row in later.items():
                 for n in DUE:
                     sums[month][n] -= row[n]
         if today is not None:
             into = sums.setdefault(today[0].date().replace(day=1), dict.fromkeys(SUMS, 0))
-            for row in _due_sums(conn, "district", today[0], today[1], prefix):
+            for row in _due_sums(conn, "district", today[0], today[1], prefix, districts):
                 for n in DUE:
                     into[n] += row[n] or 0
         supervised: dict[date, int] = {}
@@ -712,7 +728,8 @@ def _rate_levels():
     return {"cell": T.c.grid_code, "community": community, "street": street, "district": T.c.district_code}
 
 
-def _due_sums(conn: Connection, group: str, low: datetime, high: datetime, prefix: str | None) -> list[dict]:
+def _due_sums(conn: Connection, group: str, low: datetime, high: datetime, prefix: str | None,
+              districts: list[str] | None = None) -> list[dict]:
     """Cases due between ``low`` and ``high`` per ``group``: due, of those closed, closed on time."""
     levels = _rate_levels()
     key = levels[group]
@@ -730,7 +747,7 @@ def _due_sums(conn: Connection, group: str, low: datetime, high: datetime, prefi
         .group_by(key)
     )
     if prefix:
-        stmt = stmt.where(levels[_level(prefix)].startswith(prefix, autoescape=True))
+        stmt = stmt.where(_cases_under(prefix, districts))
     return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
@@ -782,9 +799,9 @@ def rate_sums_scan(
         columns.append(func.sum(case((inside, column), else_=0.0)).label(f"{step}_sum"))
         columns.append(count(inside).label(f"{step}_n"))
     stmt = select(*columns).where(key.is_not(None)).group_by(key).order_by(key)
-    if prefix:
-        stmt = stmt.where(levels[_level(prefix)].startswith(prefix, autoescape=True))
     with _conn(engine) as conn:
+        if prefix:
+            stmt = stmt.where(_cases_under(prefix, districts_under(conn, prefix)))
         return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
@@ -870,9 +887,9 @@ def supervised_counts(
                key.is_not(None))
         .group_by(key)
     )
-    if prefix and group != "department":
-        stmt = stmt.where(levels[_level(prefix)].startswith(prefix, autoescape=True))
     with _conn(engine) as conn:
+        if prefix and group != "department":
+            stmt = stmt.where(_cases_under(prefix, districts_under(conn, prefix)))
         return {r["code"]: {k: int(r[k] or 0) for k in ("supervised", "supervised_red", "supervise_count")}
                 for r in conn.execute(stmt).mappings()}
 
@@ -1064,10 +1081,11 @@ def department_sums(
                                      "returned": 0, "supervised": 0})
 
     in_period = and_(STEPS.c.at >= since, STEPS.c.at <= until)
-    if prefix:
-        in_period = and_(in_period, _rate_levels()[_level(prefix)].startswith(prefix, autoescape=True))
     base = STEPS.join(T, T.c.id == STEPS.c.incident_id)
     with _conn(engine) as conn:
+        districts = districts_under(conn, prefix)
+        if prefix:
+            in_period = and_(in_period, _cases_under(prefix, districts))
         # a step from before departments names none: the case's own department is meant
         to = func.coalesce(STEPS.c.detail, T.c.department_code)
         dispatched = conn.execute(
@@ -1105,7 +1123,8 @@ def department_sums(
             for i in range(0, len(ids), BATCH):
                 for incident_id, at, detail in conn.execute(
                     select(STEPS.c.incident_id, STEPS.c.at, STEPS.c.detail)
-                    .where(STEPS.c.step == "dispatched", STEPS.c.incident_id.in_(ids[i:i + BATCH]))
+                    .where(STEPS.c.step == "dispatched", STEPS.c.incident_id.in_(ids[i:i + BATCH]),
+                           in_districts(STEPS, districts))  # a step is stored with its case's district
                     .order_by(STEPS.c.at, STEPS.c.id)
                 ):
                     sent.setdefault(incident_id, []).append((at, detail))

@@ -19,7 +19,7 @@ import os
 import socket
 from datetime import datetime
 
-from sqlalchemy import Engine, insert, or_, select, text, update
+from sqlalchemy import Engine, func, insert, or_, select, text, update
 
 from geodata.accounts import Account
 from geodata.errors import GridplanError
@@ -36,6 +36,10 @@ JOBS_PER_USER = 3
 #: who asked for a job, by name for display, as each kind's params name it (plans: author,
 #: coverage: by, imports: actor); who it is, is its ``starter`` (:func:`starter`)
 OWNER_KEYS = ("author", "by", "actor")
+
+#: seconds a job may wait in the queue, with no job running, before its readers are told that no
+#: worker is taking jobs (an idle worker looks for one every second)
+IDLE_WORKER_S = 30
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +152,25 @@ def get_job(engine: Engine, job_id: int) -> dict | None:
     with engine.connect() as conn:
         row = conn.execute(select(Job.__table__).where(Job.id == job_id)).mappings().one_or_none()
     return dict(row) if row else None
+
+
+def waiting(engine: Engine, job: dict, now: datetime | None = None) -> str | None:
+    """Why queued ``job`` still waits, as its readers are told (None: it has only just been
+    queued): behind how many jobs while the workers are busy, or that no worker is taking jobs
+    — none running and it has waited :data:`IDLE_WORKER_S` (no worker started, or every one
+    stopped), which the page cannot tell from a slow job otherwise."""
+    with engine.connect() as conn:
+        running = conn.execute(select(func.count()).where(Job.status == "running")).scalar_one()
+        ahead = conn.execute(select(func.count())
+                             .where(Job.status == "queued", Job.id < job["id"])).scalar_one()
+    if running:
+        return _("waiting for the background worker: {running} running, {ahead} queued before it",
+                 running=running, ahead=ahead)
+    waited = ((now or datetime.now()) - job["created_at"]).total_seconds() if job.get("created_at") else 0.0
+    if waited < IDLE_WORKER_S:
+        return None
+    return _("queued for {minutes} min and no background worker is taking jobs: an administrator starts "
+             "it (make run, or flask --app webmap worker)", minutes=max(1, round(waited / 60)))
 
 
 def claim_next(engine: Engine) -> dict | None:

@@ -10,6 +10,7 @@ runs the whole suite, then those again with ``GRIDPLAN_TEST_PARTITIONED=1`` (doc
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -335,3 +336,20 @@ def chromium_page(browser):
     yield open_page
     for context in contexts:
         context.close()
+
+
+@contextlib.contextmanager
+def recorded(engine):
+    """Every statement SQLAlchemy sends on ``engine`` meanwhile, as a list filled as they go."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)

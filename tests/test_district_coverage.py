@@ -30,7 +30,7 @@ from layers.grid.districts import grid_all
 from layers.plans.scale import PoolRunner, SerialRunner, dask_available
 from layers.sample_data.country import split_district
 from layers.sample_data.demo import write_demo
-from tests.conftest import make_app
+from tests.conftest import make_app, recorded
 from tests.test_plan_scale import module_database
 
 SECOND = "420199"
@@ -228,26 +228,17 @@ def test_site_scoped_by_district(run, city, tmp_path):
 
 
 def test_a_district_reads_its_own_rows_and_its_halo_by_box(city):
-    from sqlalchemy import event
 
     from layers.coverage.districts import CoverageTask, report_district, whole_crs
 
     url, engine, _whole = city
     rows = [dataclasses.asdict(s) for s in gaps.load_standards(engine)]
     task = CoverageTask(url, SECOND, "roads", int(whole_crs(engine).to_epsg()), rows)
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
-
     report_district(task)  # the task's engine is made (or its inherited connections dropped) first
     from layers.plans.scale import process_engine
 
-    event.listen(process_engine(url), "before_cursor_execute", record)
-    try:
+    with recorded(process_engine(url)) as statements:
         report_district(task)
-    finally:
-        event.remove(process_engine(url), "before_cursor_execute", record)
     reads = [s for s in statements if LARGE.search(s)]
     assert len(reads) >= 8, statements
     # every read of a large table names the district, or is a read of the halo by box (the index)

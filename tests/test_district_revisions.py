@@ -5,7 +5,6 @@ raises both; a write whose districts cannot be known raises every district's."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import subprocess
@@ -27,7 +26,7 @@ from layers.onboarding.imports import import_layer
 from layers.plans import workflow as plan_workflow
 from layers.plans.memory import PlanMemory
 from layers.sample_data.country import tile, write_country
-from tests.conftest import make_app
+from tests.conftest import make_app, recorded
 from tests.test_plan_revisions import adopt
 from tests.test_plan_scale import module_database
 from tests.test_processes import call, every_process
@@ -277,23 +276,6 @@ def test_every_process_sees_a_change_in_its_district_and_keeps_the_others(countr
                        capture_output=True)
         assert set(every_process(b_plan).values()) == {next(iter(planned.values())) + 7}
         assert every_process(a_coverage) == etags
-
-
-@contextlib.contextmanager
-def recorded(engine):
-    """Every statement SQLAlchemy sends on ``engine`` meanwhile, as a list filled as they go."""
-    from sqlalchemy import event
-
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def test_an_adoption_reads_only_what_lies_in_its_streets(warm):

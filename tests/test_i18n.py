@@ -162,12 +162,19 @@ def test_the_command_lines_help_is_chinese_by_default(spatialite_url, monkeypatc
     demo = runner.invoke(args=["demo", "--help"])
     assert demo.exit_code == 0 and "用生成的演示区县替换所有图层。" in demo.output, demo.output
     assert "随机种子" in demo.output and "random seed" not in demo.output
+    # Click's own words too: the usage line, the sections, the help option, an option's default
+    assert demo.output.startswith("用法：") and "选项:" in demo.output and "[默认: 1]" in demo.output
+    assert "显示本帮助并退出。" in demo.output
     user = runner.invoke(args=["user", "--help"])
     assert "添加账户 NAME" in user.output and "Add the account" not in user.output, user.output
+    assert "命令:" in user.output
+    for english in ("Usage:", "Options:", "Commands:", "Show this message", "default:"):
+        assert english not in demo.output + user.output, english
     monkeypatch.setenv("GRIDPLAN_LOCALE", "en")
     demo = make_app(spatialite_url).test_cli_runner().invoke(args=["demo", "--help"])
     assert "Replace every layer with a generated demo district." in demo.output
-    assert "random seed" in demo.output
+    assert "random seed" in demo.output and "[default: 1]" in demo.output
+    assert demo.output.startswith("Usage: ") and "Show this message and exit." in demo.output
     assert not CJK.search(demo.output.replace("≈", "")), demo.output
 
 

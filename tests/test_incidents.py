@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 import zipfile
 from datetime import datetime, timedelta
 
@@ -27,7 +28,7 @@ from layers.incidents import rates
 from layers.incidents.loop import TRANSITIONS, IllegalTransition, VersionConflict
 from layers.incidents.working_time import WorkingCalendar
 from layers.sample_data.demo import write_demo
-from tests.conftest import make_app
+from tests.conftest import make_app, recorded
 from tests.images import JPEG, PNG
 from tests.webhelpers import csrf_token, make_accounts, sign_in
 
@@ -470,6 +471,84 @@ def test_monthly_series_in_grouped_queries_equals_the_month_by_month_tables(site
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert len(statements) <= 8  # not a round of queries per month (13 months: 60 and more)
+
+
+#: the incident loop's tables split by district (docs/scale.md)
+SPLIT = re.compile(r"\b(FROM|JOIN|UPDATE) "
+                   r"(incidents|incident_steps|incident_days|incident_months|grid_cells)\b")
+
+
+def scope_figures(engine, prefix: str) -> dict:
+    """What a leader of ``prefix`` reads of the loop: the rates at every level below a district
+    (from the sums and from a scan), the monthly chart, the departments' table, the list of
+    cases and the map's extent."""
+    now = datetime(2026, 6, 14, 10, 30)
+
+    out: dict = {}
+    for since, until in (rates.period("2025-11-01", "2026-11-30"),
+                         (datetime(2025, 11, 1, 8), datetime(2026, 11, 30, 18))):  # a scan
+        for by in ("cell", "community", "street"):
+            out[by, since] = rates.rates(engine, by, since, until, prefix=prefix, now=now).to_dict("records")
+        out["departments", since] = rates.department_rates(engine, since, until, prefix=prefix,
+                                                           now=now).to_dict("records")
+    out["monthly"] = rates.monthly(engine, *rates.period("2025-11-01", "2026-11-30"), prefix=prefix, now=now)
+    out["cases"] = [c["id"] for c in incident_rows.list_incidents(engine, prefix=prefix)]
+    out["extent"] = incident_rows.cells_extent(engine, prefix)
+    return out
+
+
+def same(a, b) -> bool:
+    """``a`` and ``b`` hold the same figures; hours summed in another order (the sums kept by
+    the database's triggers) may differ in their last bits."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return isinstance(b, list | tuple) and len(a) == len(b) and all(map(same, a, b))
+    if isinstance(a, float):
+        return b == pytest.approx(a, rel=1e-9)
+    return a == b
+
+
+def test_a_scopes_rates_and_cases_are_read_from_its_districts_alone(site):
+    """A street's or community's rates, chart, departments' table, cases and map extent: every
+    statement on a table split by district names the districts under the scope (on a store split
+    by district it goes to their parts alone). They are its street's districts, as stored — so a
+    street stored under another district than the one its code begins with (a provisional code)
+    keeps every figure."""
+    engine, scope = site["engine"], site["scope"]
+    with engine.begin() as conn:  # some cases chased, so the 督办 reads are made too
+        conn.execute(text("UPDATE incidents SET supervise_count = 1 WHERE dispatched_at IS NOT NULL "
+                          "AND id % 3 = 0"))
+    prefixes = (scope, scope[:9], scope[:6])
+    before = {}
+    for prefix in prefixes:
+        with recorded(engine) as statements:
+            before[prefix] = scope_figures(engine, prefix)
+        touching = [s for s in statements if SPLIT.search(s)]
+        assert len(touching) >= 20, statements
+        unscoped = [s for s in touching if "district_code" not in s.split("WHERE", 1)[-1]]
+        assert not unscoped, "\n\n".join(unscoped)
+    assert before[scope]["cases"] and before[scope]["monthly"] and before[scope]["extent"]
+    assert any(row["reported"] for row in before[scope]["street", datetime(2025, 11, 1, 8)])
+
+    street, elsewhere = scope[:9], "429999"
+    with engine.begin() as conn:  # the street, its cells and its cases stored under another district
+        conn.execute(text("UPDATE streets SET district_code = :d WHERE code = :s"),
+                     {"d": elsewhere, "s": street})
+        conn.execute(text("UPDATE grid_cells SET district_code = :d WHERE substr(code, 1, 9) = :s"),
+                     {"d": elsewhere, "s": street})
+        moved = conn.execute(text(
+            "UPDATE incidents SET district_code = :d WHERE "
+            "coalesce(street_code, substr(community_code, 1, 9), substr(grid_code, 1, 9)) = :s"),
+            {"d": elsewhere, "s": street}).rowcount
+        conn.execute(text("UPDATE incident_steps SET district_code = :d WHERE incident_id IN "
+                          "(SELECT id FROM incidents WHERE district_code = :d)"), {"d": elsewhere})
+    assert moved > 0
+    for prefix in (scope, street):
+        after = scope_figures(engine, prefix)
+        assert after.keys() == before[prefix].keys()
+        for key, figures in after.items():
+            assert same(figures, before[prefix][key]), (prefix, key)
 
 
 @pytest.mark.parametrize("kind", ["spatialite", "postgis"])

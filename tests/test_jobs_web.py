@@ -101,3 +101,40 @@ def test_every_job_started_answers_one_shape_followed_at_one_address(db_url, eng
         if kind in own:
             assert user.get(own[kind].format(body["job"])).json == followed
     assert user.get(started["import_layer"].json["url"]).json["phase"] == "queued"
+
+
+def test_a_queued_job_tells_why_it_waits_in_the_readers_language(db_url, engine, small_demo):
+    """A job that waits says why, in the language of whoever reads it: nothing just after it is
+    queued; behind how many jobs while the workers are busy; and, once it has waited with no job
+    running, that no background worker is taking jobs and how one is started — which the page
+    could not tell from a slow job before."""
+    from datetime import datetime, timedelta
+
+    from sqlalchemy import text
+
+    from geodata import jobs
+
+    app = demo_site(db_url, small_demo, BASEMAP="none")[0]
+    client = app.test_client()
+    sign_in(client, "planner")
+    headers = {"X-CSRFToken": csrf_token(client.get("/plans").get_data(as_text=True))}
+    url = client.post("/api/plans", json={"name": "全区"}, headers=headers).json["url"]
+    job_id = int(url.rsplit("/", 1)[1])
+    assert client.get(url).json["message"] is None  # only just queued
+
+    with engine.begin() as conn:  # queued two minutes ago, and no worker has taken it
+        conn.execute(text("UPDATE jobs SET created_at = :at WHERE id = :id"),
+                     {"at": datetime.now() - timedelta(minutes=2), "id": job_id})
+    chinese = client.get(url, headers={"Accept-Language": "zh-CN"}).json
+    assert chinese["status"] == "queued"
+    assert "后台任务进程" in chinese["message"] and "2" in chinese["message"]
+    assert "flask --app webmap worker" in chinese["message"]
+    english = client.get(url, headers={"Accept-Language": "en"}).json["message"]
+    assert "no background worker" in english and "2 min" in english
+
+    other = jobs.create_job(engine, "auto_plan", {"name": "another"}, per_user=0)  # taken by a worker
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET status = 'running', worker = 'elsewhere:1' WHERE id = :id"),
+                     {"id": other})
+    busy = client.get(url, headers={"Accept-Language": "en"}).json["message"]
+    assert "1 running" in busy and "0 queued before it" in busy

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from shapely.geometry import box
-from sqlalchemy import event, func, select, text
+from sqlalchemy import func, select, text
 
 from geodata import plan_rows
 from geodata.db import get_engine
@@ -37,7 +37,7 @@ from layers.plans.scale import (
 from layers.plans.workflow import auto_plan
 from layers.sample_data.country import tile, write_country
 from layers.sample_data.demo import write_demo
-from tests.conftest import make_app, streets_of
+from tests.conftest import make_app, recorded, streets_of
 
 
 def rows(engine, plan_id: int) -> pd.Series:
@@ -155,19 +155,11 @@ BY_DISTRICT = re.compile(r"\b(units|unit_adjacency|roads|communities|community_h
 def test_every_statement_of_a_district_names_it(city, crossing_demo):
     url, engine = city
     made = plan_all(engine, "first", "planner", runner=SerialRunner())
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)  # the task's engine in this process
-    try:
+    with recorded(engine) as statements:  # the task's engine in this process
         rules = dataclasses.asdict(plan_rules(engine, {}))
         plan_district(DistrictTask(url, made.plan_id, "420103", rules))
         units_from_database(engine, streets_of(crossing_demo[0])[0])  # a street's read too
         home_streets_of_district(engine, "420103")
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     touching = [s for s in statements if BY_DISTRICT.search(s)]
     assert len(touching) >= 8, statements
     unscoped = [s for s in touching if "district_code" not in s.split("WHERE", 1)[-1]]

@@ -174,6 +174,8 @@ def job_state(account: Account, job: dict) -> dict:
     state = {"job": job["id"], "kind": job["kind"], "status": job["status"],
              "progress": job.get("progress") or 0.0, "message": job.get("message"),
              "url": f"/api/jobs/{job['id']}", **job}
+    if job["status"] == "queued":  # told in the reader's language, as it stands now
+        state["message"] = jobs.waiting(engine(), job)
     if account.role != "admin" and not started_job(account, job):
         # a job's parameters (a server folder, who started it) are for its author and admins
         state = {k: v for k, v in state.items() if k not in ("params", "worker")}

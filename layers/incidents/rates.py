@@ -33,6 +33,7 @@ from geodata import incident_rows
 from geodata.errors import Refused
 from geodata.i18n import N_, _
 from geodata.models import Community, District, GridCell, Street
+from geodata.routing import districts_of_codes, in_districts
 from geodata.spreadsheet import frame_cells
 from geodata.standards import get_setting
 from layers.grid.cells import cell_label
@@ -137,8 +138,7 @@ def with_names(engine: Engine, by: str, frame: pd.DataFrame) -> pd.DataFrame:
         elif by == "street":
             names = streets
         else:
-            communities = dict(conn.execute(select(Community.code, Community.name)
-                                            .where(Community.code.in_({c[:12] for c in codes}))).all())
+            communities = _community_names(conn, codes)
             if by == "community":
                 names = communities
             else:
@@ -150,9 +150,18 @@ def with_names(engine: Engine, by: str, frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _community_names(conn, codes: list[str]) -> dict[str, str]:
+    """The names of the communities of ``codes`` (communities' or cells'), read from their districts."""
+    wanted = sorted({c[:12] for c in codes})
+    table = Community.__table__
+    return dict(conn.execute(select(table.c.code, table.c.name).where(
+        table.c.code.in_(wanted), in_districts(table, districts_of_codes(conn, wanted)))).all())
+
+
 def _cell_names(conn, codes: list[str], communities: dict[str, str]) -> dict[str, str]:
-    cells = conn.execute(select(GridCell.code, GridCell.community_code)
-                         .where(GridCell.code.in_(codes))).all()
+    table = GridCell.__table__
+    cells = conn.execute(select(table.c.code, table.c.community_code).where(
+        table.c.code.in_(codes), in_districts(table, districts_of_codes(conn, codes)))).all()
     return {code: cell_label(code, communities.get(community, community)) for code, community in cells}
 
 
@@ -163,9 +172,7 @@ def cell_names(engine: Engine, codes) -> dict[str, str]:
     if not codes:
         return {}
     with engine.connect() as conn:
-        communities = dict(conn.execute(select(Community.code, Community.name)
-                                        .where(Community.code.in_({c[:12] for c in codes}))).all())
-        return _cell_names(conn, codes, communities)
+        return _cell_names(conn, codes, _community_names(conn, codes))
 
 
 def place_name(engine: Engine, code: str | None) -> str | None:
@@ -175,7 +182,10 @@ def place_name(engine: Engine, code: str | None) -> str | None:
         return None
     if len(code) == 15:
         return cell_names(engine, [code]).get(code)
-    table = {6: District, 9: Street, 12: Community}.get(len(code))
+    if len(code) == 12:
+        with engine.connect() as conn:
+            return _community_names(conn, [code]).get(code)
+    table = {6: District, 9: Street}.get(len(code))
     if table is None:
         return None
     with engine.connect() as conn:

@@ -57,14 +57,63 @@ def one_line(function: Callable, refused: str | None = None,
     return run
 
 
+#: Click's own words in a help page, marked for our catalogue: Click translates them with the
+#: standard library's gettext, which knows neither our catalogue nor ``GRIDPLAN_LOCALE``
+_CLICK_SECTIONS = (N_("Options"), N_("Commands"), N_("Arguments"))
+_USAGE = N_("Usage:")
+_HELP_OPTION = N_("Show this message and exit.")
+#: the words of the ``[default: 1; required]`` Click puts after an option's help
+_EXTRA_WORDS = {"default": N_("default"), "env var": N_("env var"), "required": N_("required")}
+_EXTRA = re.compile(r"\[(?P<items>[^\[\]]*)\]$")
+
+
+def _worded_extra(text: str) -> str:
+    """An option's help with Click's ``[default: …; required]`` after it in the command line's
+    language."""
+    found = _EXTRA.search(text)
+    if found is None:
+        return text
+    items = []
+    for item in found["items"].split("; "):
+        word, colon, value = item.partition(": ")
+        if word in _EXTRA_WORDS:
+            items.append(f"{_(_EXTRA_WORDS[word])}{colon}{value}")
+        else:
+            items.append(item)
+    return f"{text[:found.start()]}[{'; '.join(items)}]"
+
+
+class _WordedFormatter(click.HelpFormatter):
+    """Click's formatter with its usage line, section titles and the defaults after options in
+    the command line's language."""
+
+    def write_usage(self, prog: str, args: str = "", prefix: str | None = None) -> None:
+        super().write_usage(prog, args, f"{_(_USAGE)} " if prefix is None else prefix)
+
+    def write_dl(self, rows, col_max: int = 30, col_spacing: int = 2) -> None:
+        super().write_dl([(term, _worded_extra(text)) for term, text in rows], col_max, col_spacing)
+
+    @contextlib.contextmanager
+    def section(self, name: str) -> Iterator[None]:
+        with super().section(_(name) if name in _CLICK_SECTIONS else name):
+            yield
+
+
+class _WordedContext(click.Context):
+    formatter_class = _WordedFormatter
+
+
 @contextlib.contextmanager
 def _help_translated(cmd: click.Command) -> Iterator[None]:
     """While ``cmd``'s help is shown: its help and its options' help (English msgids, marked with
     ``N_``) in the command line's language (``GRIDPLAN_LOCALE``). Click keeps help as plain
     strings, so they are translated when shown and put back after."""
     kept = [(cmd, cmd.help)] + [(p, p.help) for p in cmd.params if isinstance(p, click.Option)]
+    context = click.get_current_context(silent=True)
+    helping = cmd.get_help_option(context) if context is not None else None
+    if helping is not None and helping.help == _HELP_OPTION:  # Click's words, not ours
+        kept.append((helping, helping.help))
     with contextlib.ExitStack() as stack:
-        context = click.get_current_context(silent=True)
         if not has_app_context() and context is not None:  # `flask` pushes one, a test's runner does not
             stack.enter_context(context.ensure_object(ScriptInfo).load_app().app_context())
         try:
@@ -92,7 +141,9 @@ def _short(cmd: click.Command, limit: int) -> str:
 
 class _WordedHelp:
     """``--help`` and the one-line summary in the command line's language (mixed into a click
-    command or group)."""
+    command or group), Click's own words included."""
+
+    context_class = _WordedContext
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with _help_translated(self):

@@ -346,18 +346,16 @@ window.gridplanLayers = (function () {
       state.job = answer.body.job;
       bar.hidden = false;
       bar.value = 0;
-      follow(answer.body.url, Date.now());
+      follow(answer.body.url);
     });
 
-    async function follow(url, started) {
+    async function follow(url) {
       const answer = await call(url);
       if (!answer.ok) { say(result, answer.body.detail, "bad"); return; }
       const job = answer.body;
       bar.value = job.progress;
       if (job.status === "queued") {
-        const waited = (Date.now() - started) / 1000;
-        say(result, waited > 10 ? t("Queued: waiting for the background worker (flask --app webmap worker)")
-                                : t("Queued…"));
+        say(result, job.message || t("Queued…"));  // the server tells when no worker takes jobs
       } else if (job.status === "running") {
         say(result, job.phase === "writing"
           ? t("Writing {done} / {total}", { done: number(job.done), total: number(job.total) })
@@ -383,7 +381,7 @@ window.gridplanLayers = (function () {
         finish();
         return;
       }
-      setTimeout(() => follow(url, started), 500);
+      setTimeout(() => follow(url), 500);
     }
 
     function finish() {
