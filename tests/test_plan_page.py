@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+from datetime import datetime, timedelta
 
 import pytest
 import shapely
@@ -759,3 +760,31 @@ def test_a_double_click_on_make_plan_makes_one_plan(as_role, live, small_demo):
     assert len(posted) == 1, posted
     made = [plan for plan in plan_rows.list_plans(engine) if plan["name"] == name]
     assert len(made) == 1, made
+
+
+def test_a_whole_district_plan_with_no_worker_says_so_on_the_page(as_role, live):
+    """A district-wide plan runs in the background: with no worker taking jobs, the plans page
+    says so in Chinese, naming how to start one, instead of "排队中" for ever."""
+    from sqlalchemy import text
+
+    from geodata.db import get_engine
+
+    engine = get_engine(live["app"].config["DATABASE_URL"])
+    p = as_role("planner")
+    page = p.page
+    page.goto(f"{p.base}/plans")
+    page.fill("#new-plan input[name=name]", "无人处理的方案")
+    page.select_option("#new-plan select[name=street]", "")
+    page.click("#new-plan button[type=submit]")
+    page.wait_for_selector("#job-progress:not([hidden])")
+    try:
+        with engine.begin() as conn:  # queued three minutes ago; no worker runs beside these tests
+            conn.execute(text("UPDATE jobs SET created_at = :at WHERE status = 'queued'"),
+                         {"at": datetime.now() - timedelta(minutes=3)})
+        told = page.locator("#new-plan").get_by_text("没有后台任务进程在接收任务")
+        told.wait_for(timeout=10_000)
+        assert "已排队 3 分钟" in told.inner_text() and "flask --app webmap worker" in told.inner_text()
+        assert "排队中" not in told.inner_text()
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM jobs WHERE status = 'queued'"))

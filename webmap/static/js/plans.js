@@ -38,7 +38,9 @@
         try {
           const job = await (await fetch(answer.url, { credentials: "same-origin" })).json();
           bar.value = job.progress;
-          message.textContent = `${JOB_STATUS[job.status] || job.status} ${job.message || ""}`;
+          // a queued job's message says it all (why it waits), a running one's what it is doing
+          message.textContent = job.status === "queued" && job.message ? job.message
+            : `${JOB_STATUS[job.status] || job.status} ${job.message || ""}`;
           if (job.status === "done") window.location = `/plans/${job.result.plan_id}`;
           else if (job.status === "failed") fail(t("Failed: {reason}", { reason: job.message }));
           else setTimeout(poll, 1000);
