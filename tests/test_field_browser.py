@@ -17,7 +17,7 @@ from geodata.models import Incident
 from layers.sample_data.demo import seed_departments, write_demo
 from tests.conftest import make_app
 from tests.images import JPEG
-from tests.webhelpers import PASSWORD, make_accounts, served_copy, sign_in_page
+from tests.webhelpers import PASSWORD, csrf_token, make_accounts, served_copy, sign_in_page
 
 SHOTS = Path("/tmp/field")
 
@@ -256,6 +256,13 @@ def test_each_role_sees_only_what_it_may_use_and_names_beside_codes(chromium_pag
     context, page = phone_context(chromium_page)
     sign_in_page(page, server["base"], "supervisor", tap=True)
     page.goto(f"{server['base']}/cases")
+    # a case of their own to list, whichever tests ran before (or none)
+    here = server["cells"].iloc[0].geometry.representative_point()
+    case = {"lon": here.x, "lat": here.y, "category": "C01-01", "description": "井盖松动"}
+    reported = page.request.post(f"{server['base']}/api/incidents", data=case,
+                                 headers={"X-CSRFToken": csrf_token(page.content())})
+    assert reported.status == 201, reported.text()
+    page.reload()
     scope = page.locator(".topbar .who .scope")
     assert scope.get_attribute("title") == server["scope"]
     assert scope.text_content().strip().endswith("社区") and server["scope"] not in scope.text_content()
