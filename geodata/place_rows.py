@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import shapely
@@ -20,6 +20,7 @@ from sqlalchemy import Connection, case, func, select
 
 from geodata import dialect
 from geodata.models import Community, GridCell, Incident, Road
+from geodata.routing import districts_of_codes, in_districts
 
 #: metres per degree of latitude (and of longitude at the equator)
 METRES_PER_DEGREE = 111_320.0
@@ -48,12 +49,20 @@ def _nearest(rows: list, lon: float, lat: float) -> tuple[object, float] | None:
     return rows[best], float(away[best])
 
 
+def community_names(conn: Connection, codes: Iterable[str]) -> dict[str, str]:
+    """The names of the current communities of ``codes`` (communities' codes, or cells': a cell's
+    first 12 digits), read from their districts alone (:func:`geodata.routing.districts_of_codes`)."""
+    wanted = sorted({str(c)[:12] for c in codes if c})
+    if not wanted:
+        return {}
+    table = Community.__table__
+    return dict(conn.execute(select(table.c.code, table.c.name).where(
+        table.c.code.in_(wanted), in_districts(table, districts_of_codes(conn, wanted)))).all())
+
+
 def community_name(conn: Connection, code: str | None) -> str | None:
     """The name of community ``code`` (None when there is none)."""
-    if not code:
-        return None
-    table = Community.__table__
-    return conn.execute(select(table.c.name).where(table.c.code == code)).scalar()
+    return community_names(conn, [code]).get(code) if code else None
 
 
 def nearest_road(

@@ -29,11 +29,10 @@ import pandas as pd
 from sqlalchemy import Engine, select
 
 from geodata import departments as depts
-from geodata import incident_rows
+from geodata import incident_rows, place_rows
 from geodata.errors import Refused
 from geodata.i18n import N_, _
-from geodata.models import Community, District, GridCell, Street
-from geodata.routing import districts_of_codes, in_districts
+from geodata.models import District, Street
 from geodata.spreadsheet import frame_cells
 from geodata.standards import get_setting
 from layers.grid.cells import cell_label
@@ -138,7 +137,7 @@ def with_names(engine: Engine, by: str, frame: pd.DataFrame) -> pd.DataFrame:
         elif by == "street":
             names = streets
         else:
-            communities = _community_names(conn, codes)
+            communities = place_rows.community_names(conn, codes)
             if by == "community":
                 names = communities
             else:
@@ -150,19 +149,10 @@ def with_names(engine: Engine, by: str, frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _community_names(conn, codes: list[str]) -> dict[str, str]:
-    """The names of the communities of ``codes`` (communities' or cells'), read from their districts."""
-    wanted = sorted({c[:12] for c in codes})
-    table = Community.__table__
-    return dict(conn.execute(select(table.c.code, table.c.name).where(
-        table.c.code.in_(wanted), in_districts(table, districts_of_codes(conn, wanted)))).all())
-
-
 def _cell_names(conn, codes: list[str], communities: dict[str, str]) -> dict[str, str]:
-    table = GridCell.__table__
-    cells = conn.execute(select(table.c.code, table.c.community_code).where(
-        table.c.code.in_(codes), in_districts(table, districts_of_codes(conn, codes)))).all()
-    return {code: cell_label(code, communities.get(community, community)) for code, community in cells}
+    """How a person reads each stored cell of ``codes``: its community's name and its number."""
+    return {code: cell_label(code, communities.get(community, community))
+            for code, community in incident_rows.cells_of(conn, codes).items()}
 
 
 def cell_names(engine: Engine, codes) -> dict[str, str]:
@@ -172,7 +162,7 @@ def cell_names(engine: Engine, codes) -> dict[str, str]:
     if not codes:
         return {}
     with engine.connect() as conn:
-        return _cell_names(conn, codes, _community_names(conn, codes))
+        return _cell_names(conn, codes, place_rows.community_names(conn, codes))
 
 
 def place_name(engine: Engine, code: str | None) -> str | None:
@@ -184,7 +174,7 @@ def place_name(engine: Engine, code: str | None) -> str | None:
         return cell_names(engine, [code]).get(code)
     if len(code) == 12:
         with engine.connect() as conn:
-            return _community_names(conn, [code]).get(code)
+            return place_rows.community_name(conn, code)
     table = {6: District, 9: Street}.get(len(code))
     if table is None:
         return None

@@ -116,6 +116,8 @@ class DistrictOutcome(TaskOutcome):
 ADDITIVE = ("communities", "units", "households", "outside_bounds", "non_contiguous", "households_moved",
             "units_moved", "cut_edges", "crossing_street", "new_communities")
 
+#: the process that last dropped each engine's inherited connections: this process's own
+#: bookkeeping (a fork changes it), not a mirror of anything stored
 _engine_pid: dict[str, int] = {}
 
 
