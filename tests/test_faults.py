@@ -430,7 +430,11 @@ def test_postgres_restarted_under_requests_gives_503s_then_answers_again(small_d
         for t in threads:
             t.start()
         try:
-            time.sleep(1.0)
+            # stop only once each hammer has had an answer: on a busy machine the first requests
+            # (a cold app, four threads on two cores) took more than a fixed second
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and sum(1 for s in list(seen) if s[1] == 200) < len(threads):
+                time.sleep(0.1)
             down_at = time.monotonic()
             cluster.stop_server("fast")
             time.sleep(4.0)  # long enough to see answers while it is down, on a busy machine too
