@@ -427,6 +427,21 @@ class Revision(Base):
     value: Mapped[int] = mapped_column(Integer)
 
 
+class DistrictExtent(Base):
+    """Where one district's rows of a layer lie (区县图层范围): their bounding box, stamped with the
+    layer's revision counters of that district (:mod:`geodata.extents`). ``district_code`` ``*``
+    holds the every-district counter of the last pass over the whole layer; NULL bounds: no rows."""
+
+    __tablename__ = "district_extents"
+    layer: Mapped[str] = mapped_column(String(32), primary_key=True)
+    district_code: Mapped[str] = mapped_column(String(6), primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    minx: Mapped[float | None] = mapped_column(Float)
+    miny: Mapped[float | None] = mapped_column(Float)
+    maxx: Mapped[float | None] = mapped_column(Float)
+    maxy: Mapped[float | None] = mapped_column(Float)
+
+
 class BoundaryChange(Base):
     """What one boundary revision changed: which streets (``None``: possibly all) and communities."""
 

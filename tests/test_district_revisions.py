@@ -19,7 +19,7 @@ from geodata import plan_rows
 from geodata.db import get_engine
 from geodata.exporter import export_layer
 from geodata.models import Revision
-from geodata.revisions import district_revision, raise_revision
+from geodata.revisions import district_revision, raise_layer_revision, raise_revision
 from geodata.store import read_layer, write_layer
 from layers.coverage import cache as coverage_cache
 from layers.onboarding.imports import import_layer
@@ -40,7 +40,12 @@ APART = 0.1
 @pytest.fixture(scope="module", params=["spatialite", "postgis"])
 def country(request, tmp_path_factory, small_demo):
     """Two copies of the small demo, districts A and B, B moved well apart, with the demo's
-    facilities in each (what coverage reads), in a database of each kind: (engine, layers)."""
+    facilities in each (what coverage reads), in a database of each kind: (engine, layers, url)."""
+    return two_districts_apart(request, tmp_path_factory, small_demo)
+
+
+def two_districts_apart(request, tmp_path_factory, small_demo):
+    """What :func:`country` makes, for other modules' fixtures."""
     url = module_database(request, tmp_path_factory)
     engine = get_engine(url)
     made = tile(small_demo, 2, [A, B])
@@ -165,9 +170,11 @@ def test_a_facility_kept_by_another_district_sited_within_reach_changes_the_stre
         write_layer(conn, "facilities", facilities, mode="append")
     added = coverage_cache.state_key(engine, a_street, "straight")
     assert added != a_key
-    with engine.begin() as conn:
+    with engine.begin() as conn:  # deleted as every writer of a layer does: its district's counter raised
         conn.execute(text("DELETE FROM facilities WHERE code = 'b-kept-station'"))
-    assert coverage_cache.state_key(engine, a_street, "straight") == a_key  # gone: as before it came
+        raise_layer_revision(conn, "facilities", {B})
+    # gone: as before it came (B's extent of facilities measured again, far from A's street)
+    assert coverage_cache.state_key(engine, a_street, "straight") == a_key
 
 
 @pytest.mark.parametrize(("layer", "mode"), [("units", "replace"), ("communities", "update")])

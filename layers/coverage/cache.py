@@ -39,8 +39,9 @@ from sqlalchemy import Connection, Engine, select
 
 from geodata.dialect import bbox_filter, bounds_columns
 from geodata.errors import Refused
+from geodata.extents import district_extents, districts_meeting
 from geodata.i18n import _
-from geodata.models import Building, District, Facility, Job, Road, Street
+from geodata.models import District, Job, Street
 from geodata.revisions import CACHED_LAYERS, all_revisions, district_revisions
 from geodata.standards import get_setting
 from geodata.store import count_layer, read_layer
@@ -86,10 +87,10 @@ def scope_districts(conn: Connection, street: str | None, standards: list | None
         return None
     # what serves the street's households is read by place, whichever district keeps it: a
     # facility (road, building) of another district sited within reach counts that district in,
-    # so its change — or its coming and going — changes this key
-    for table in (Facility.__table__, Road.__table__, Building.__table__):
-        near |= {str(c) for (c,) in conn.execute(select(table.c.district_code).distinct().where(
-            bbox_filter(conn, table, box))) if c}
+    # so its change — or its coming and going — changes this key. Told by each district's extent
+    # of the layer (geodata.extents), not by a read of every district's rows in the box.
+    for layer in ("facilities", "roads", "buildings"):
+        near |= set(districts_meeting(conn, layer, box))
     return near | {str(found[4])}
 
 
@@ -97,6 +98,9 @@ def state_key(engine: Engine, street: str | None, method: str | None) -> str:
     """The name of what a coverage answer of ``street`` by ``method`` is computed from: the
     database, its revisions (a street's: those of the districts within its reach) and the
     standards table. Equal keys, equal answers."""
+    if street is not None:  # measured and kept before the read, which cannot keep them
+        for layer in ("facilities", "roads", "buildings"):
+            district_extents(engine, layer)
     with engine.connect() as conn:
         standards = get_setting(conn, "facility_standards")
         districts = scope_districts(conn, street, standards)

@@ -50,6 +50,7 @@ from sqlalchemy import Engine
 
 from geodata.crs import metric_crs
 from geodata.errors import NotFound, Refused
+from geodata.extents import read_by_place
 from geodata.i18n import _
 from geodata.store import count_layer, existing_codes, layer_extent, read_layer
 from layers.coverage.gaps import (
@@ -150,13 +151,14 @@ def district_inputs(engine: Engine, district: str, standards: list[Standard],
                     seconds: dict[str, float] | None = None) -> DistrictInputs:
     """What the report of ``district`` reads: its units, streets, communities and cells (every
     statement names ``district_code``), and the facilities, roads and buildings of its box
-    widened by the halo (:func:`halo_m`), with the facilities its communities name wherever they
-    are. ``communities`` are the district's own; those of the halo are ``nearby``. ``seconds``,
+    widened by the halo (:func:`halo_m`) — read from the districts whose rows can meet it
+    (:func:`geodata.extents.read_by_place`) — with the facilities its communities name wherever
+    they are. ``communities`` are the district's own; those of the halo are ``nearby``. ``seconds``,
     when given, gets how long each read took (what the benchmark reports)."""
     clock = {"at": time.perf_counter()}
 
-    def read(layer: str, name: str | None = None, **how) -> gpd.GeoDataFrame:
-        frame = read_layer(engine, layer, **how)
+    def read(layer: str, name: str | None = None, box=None, **how) -> gpd.GeoDataFrame:
+        frame = read_layer(engine, layer, **how) if box is None else read_by_place(engine, layer, box, **how)
         if seconds is not None:
             now = time.perf_counter()
             seconds[name or layer] = seconds.get(name or layer, 0.0) + now - clock["at"]
@@ -175,15 +177,15 @@ def district_inputs(engine: Engine, district: str, standards: list[Standard],
         return DistrictInputs(units, facilities, communities, streets, cells, roads, nearby=communities)
     near, far = halo_m(standards)
     area = widen_box(box, near)
-    facilities = read("facilities", "facilities_halo", bbox=area)
+    facilities = read("facilities", "facilities_halo", box=area)
     if len(communities):  # a facility counts for the community its community_code names
         named = read("facilities", "facilities_named", isin={"community_code": communities["code"].tolist()})
         facilities = pd.concat([facilities, named], ignore_index=True).drop_duplicates("id")
         facilities = gpd.GeoDataFrame(facilities.sort_values("id").reset_index(drop=True), crs=4326)
-    roads = read("roads", "roads_halo", bbox=widen_box(box, far))
-    buildings = read("buildings", "buildings_halo", bbox=area)  # by box: no count of the whole table
+    roads = read("roads", "roads_halo", box=widen_box(box, far))
+    buildings = read("buildings", "buildings_halo", box=area)  # by box: no count of the whole table
     buildings = buildings if len(buildings) else None
-    nearby = read("communities", "communities_halo", bbox=area)  # a blind spot may lie in or by them
+    nearby = read("communities", "communities_halo", box=area)  # a blind spot may lie in or by them
     return DistrictInputs(units, facilities, communities, streets, cells, roads, buildings, nearby=nearby)
 
 

@@ -36,6 +36,7 @@ from sqlalchemy import Engine
 
 from geodata.catalog import Field
 from geodata.errors import NotFound, Refused
+from geodata.extents import read_by_place
 from geodata.i18n import _
 from geodata.standards import FACILITY_KINDS, get_setting
 from geodata.store import count_layer, read_layer
@@ -176,16 +177,21 @@ def load_inputs(engine: Engine, street: str | None = None, standards: list[Stand
     scope = {"street": street} if street else {}
     units = read_layer(engine, "units", **scope)
     streets = read_layer(engine, "streets", **({"where": {"code": street}} if street else {}))
-    area = {}
-    if street and len(units):
+    if street and len(units):  # what serves it by place, from the districts it can lie in
         reach = max(reach_limits(standards or load_standards(engine)).values(), default=1000.0)
-        area = {"bbox": widen_box(units.total_bounds, 1.2 * reach + 100.0)}
-    buildings = read_layer(engine, "buildings", **area) if count_layer(engine, "buildings") else None
+        area = widen_box(units.total_bounds, 1.2 * reach + 100.0)
+
+        def read(layer: str) -> gpd.GeoDataFrame:
+            return read_by_place(engine, layer, area)
+    else:
+        def read(layer: str) -> gpd.GeoDataFrame:
+            return read_layer(engine, layer)
+    buildings = read("buildings")
     return CoverageInputs(
-        units=units, facilities=read_layer(engine, "facilities", **area),
+        units=units, facilities=read("facilities"),
         communities=read_layer(engine, "communities", **scope), streets=streets,
-        grid_cells=read_layer(engine, "grid_cells", **scope), roads=read_layer(engine, "roads", **area),
-        buildings=buildings, street=street)
+        grid_cells=read_layer(engine, "grid_cells", **scope), roads=read("roads"),
+        buildings=buildings if len(buildings) else None, street=street)
 
 
 # --- reach --------------------------------------------------------------------------------------
