@@ -60,6 +60,7 @@ from sqlalchemy import create_engine, event  # noqa: E402
 
 from geodata import plan_rows  # noqa: E402
 from geodata.db import get_engine  # noqa: E402
+from geodata.extents import refresh_extents  # noqa: E402
 from geodata.migrate import upgrade  # noqa: E402
 from geodata.partitions import partition_by_district, split_districts  # noqa: E402
 from layers.coverage import gaps  # noqa: E402
@@ -590,6 +591,14 @@ def main() -> None:
                 with admin:
                     admin.execute("VACUUM (ANALYZE)")
                 entry["vacuumed_s"] = round(time.perf_counter() - started, 1)
+            # where each district's rows lie, measured once after the load (what the first report
+            # after an import pays), then checked as every later report checks it
+            started = time.perf_counter()
+            refresh_extents(engine)
+            entry["extents_measured_s"] = round(time.perf_counter() - started, 2)
+            started = time.perf_counter()
+            refresh_extents(engine)
+            entry["extents_checked_ms"] = round(1000 * (time.perf_counter() - started), 1)
             # a district read alone as a new worker reads it: a fresh engine, in a process that does
             # not hold the tiled country (holding it, this process's reads were measured slower —
             # docs/scale.md); then again on that engine's kept connection

@@ -39,7 +39,7 @@ from sqlalchemy import Connection, Engine, select
 
 from geodata.dialect import bbox_filter, bounds_columns
 from geodata.errors import Refused
-from geodata.extents import district_extents, districts_meeting
+from geodata.extents import districts_meeting, refresh_extents
 from geodata.i18n import _
 from geodata.models import District, Job, Street
 from geodata.revisions import CACHED_LAYERS, all_revisions, district_revisions
@@ -99,8 +99,7 @@ def state_key(engine: Engine, street: str | None, method: str | None) -> str:
     database, its revisions (a street's: those of the districts within its reach) and the
     standards table. Equal keys, equal answers."""
     if street is not None:  # measured and kept before the read, which cannot keep them
-        for layer in ("facilities", "roads", "buildings"):
-            district_extents(engine, layer)
+        refresh_extents(engine, ("facilities", "roads", "buildings"))
     with engine.connect() as conn:
         standards = get_setting(conn, "facility_standards")
         districts = scope_districts(conn, street, standards)
