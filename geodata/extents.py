@@ -17,6 +17,11 @@ district by district (each measure names its district). A write whose districts 
 raises the every-district counter instead: the layer is then measured whole, in one pass grouped
 by district.
 
+A facility also counts for the community its ``community_code`` names, wherever it stands: each
+district's facilities are also summed up by the first six digits of the community codes they
+name, so the facilities a district's communities name are read from the districts whose
+facilities name codes like theirs (:func:`read_named`).
+
 The counters are read before the rows are measured: a write committed in between is measured
 under the older stamp and measured again by the next reader — never missed. An extent that only
 grew too wide (a row deleted) costs a district read for nothing until the next write measures it.
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import geopandas as gpd
 from sqlalchemy import Connection, Engine, delete, func, or_, select
@@ -44,6 +50,18 @@ PLACED_LAYERS = ("facilities", "roads", "buildings", "communities")
 #: the counters a layer's rows move with: a community's outline also changes in an adoption,
 #: which raises the boundaries' counters
 _COUNTERS = {"communities": (layer_revision_name("communities"), BOUNDARIES)}
+#: layers whose rows name a community: a facility counts for the community its code names
+#: wherever it stands and whichever district keeps it
+_NAMING = {"facilities": "community_code"}
+
+
+@dataclass(frozen=True)
+class Extent:
+    """One district's rows of a layer: their bounding box (None: no rows with a geometry) and the
+    first six digits of the community codes they name."""
+
+    bounds: Bounds | None
+    named: frozenset[str] = frozenset()
 
 
 def _bases(layer: str) -> tuple[str, ...]:
@@ -62,7 +80,7 @@ def _stamps(conn: Connection, layer: str) -> tuple[dict[str, int], int]:
     return dict(stamps), every
 
 
-def _kept(conn: Connection, layer: str) -> tuple[dict[str, Bounds], set[str] | None, dict[str, int], int]:
+def _kept(conn: Connection, layer: str) -> tuple[dict[str, Extent], set[str] | None, dict[str, int], int]:
     """What ``district_extents`` keeps of ``layer`` and is current (districts with rows only),
     the districts to measure again (``None``: the whole layer), and the stamps read."""
     stamps, every = _stamps(conn, layer)
@@ -73,33 +91,43 @@ def _kept(conn: Connection, layer: str) -> tuple[dict[str, Bounds], set[str] | N
         return {}, None, stamps, every
     stale = {d for d in stored.keys() | stamps.keys()
              if d not in stored or stored[d].revision != stamps.get(d, 0)}
-    kept = {d: (r.minx, r.miny, r.maxx, r.maxy) for d, r in stored.items()
-            if d not in stale and r.minx is not None}
-    return kept, stale, stamps, every
+    kept = {d: Extent(None if r.minx is None else (r.minx, r.miny, r.maxx, r.maxy),
+                      frozenset(filter(None, (r.named or "").split(","))))
+            for d, r in stored.items() if d not in stale}
+    return {d: e for d, e in kept.items() if e.bounds is not None or e.named}, stale, stamps, every
 
 
-def _measure(conn: Connection, layer: str, districts: Iterable[str] | None) -> dict[str, Bounds]:
+def _measure(conn: Connection, layer: str, districts: Iterable[str] | None) -> dict[str, Extent]:
     """The extent of each district's rows of ``layer`` (``districts``; ``None``: every one, in
     one pass grouped by district). A district without rows is absent."""
     table = get_layer(layer).table
+    wanted = None if districts is None else sorted(districts)
+
+    def chunks(stmt):  # the districts asked, a statement per batch of them
+        if wanted is None:
+            return [stmt]
+        return [stmt.where(table.c.district_code.in_(wanted[i:i + BATCH_CODES]))
+                for i in range(0, len(wanted), BATCH_CODES)]
+
     minx, miny, maxx, maxy = bounds_columns(conn, table.c.geom)
-    stmt = select(table.c.district_code, func.min(minx), func.min(miny), func.max(maxx), func.max(maxy)) \
-        .group_by(table.c.district_code)
-    if districts is None:
-        chunks = [stmt]
-    else:
-        wanted = sorted(districts)
-        chunks = [stmt.where(table.c.district_code.in_(wanted[i:i + BATCH_CODES]))
-                  for i in range(0, len(wanted), BATCH_CODES)]
-    found: dict[str, Bounds] = {}
-    for chunk in chunks:
-        for code, *bounds in conn.execute(chunk):
+    boxes: dict[str, Bounds] = {}
+    for stmt in chunks(select(table.c.district_code, func.min(minx), func.min(miny), func.max(maxx),
+                              func.max(maxy)).group_by(table.c.district_code)):
+        for code, *bounds in conn.execute(stmt):
             if code is not None and bounds[0] is not None:
-                found[str(code)] = tuple(float(v) for v in bounds)
-    return found
+                boxes[str(code)] = tuple(float(v) for v in bounds)
+    named: dict[str, set[str]] = defaultdict(set)
+    if layer in _NAMING:
+        prefix = func.substr(table.c[_NAMING[layer]], 1, 6)
+        for stmt in chunks(select(table.c.district_code, prefix).where(table.c[_NAMING[layer]].is_not(None))
+                           .group_by(table.c.district_code, prefix)):
+            for code, first in conn.execute(stmt):
+                if code is not None and first:
+                    named[str(code)].add(str(first))
+    return {d: Extent(boxes.get(d), frozenset(named.get(d, ()))) for d in sorted(set(boxes) | set(named))}
 
 
-def _store(conn: Connection, layer: str, measured: dict[str, Bounds], stale: set[str] | None,
+def _store(conn: Connection, layer: str, measured: dict[str, Extent], stale: set[str] | None,
            stamps: dict[str, int], every: int) -> None:
     """Keep what was measured under the stamps read before it (an upsert: two readers measuring
     at once both write the same)."""
@@ -108,24 +136,27 @@ def _store(conn: Connection, layer: str, measured: dict[str, Bounds], stale: set
     if stale is None:  # the whole layer: what is kept of districts now without rows goes
         conn.execute(delete(table).where(table.c.layer == layer,
                                          table.c.district_code.not_in(sorted(districts | {EVERY}))))
-    rows = [{"layer": layer, "district_code": d, "revision": stamps.get(d, 0),
-             **dict(zip(("minx", "miny", "maxx", "maxy"), measured.get(d, (None,) * 4), strict=True))}
-            for d in sorted(districts)]
+    empty = Extent(None)
+    rows = []
+    for d in sorted(districts):
+        extent = measured.get(d, empty)
+        rows.append({"layer": layer, "district_code": d, "revision": stamps.get(d, 0),
+                     **dict(zip(("minx", "miny", "maxx", "maxy"), extent.bounds or (None,) * 4, strict=True)),
+                     "named": ",".join(sorted(extent.named)) or None})
     if stale is None:
         rows.append({"layer": layer, "district_code": EVERY, "revision": every,
-                     "minx": None, "miny": None, "maxx": None, "maxy": None})
+                     "minx": None, "miny": None, "maxx": None, "maxy": None, "named": None})
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     for start in range(0, len(rows), BATCH_CODES):
         stmt = dialect.insert(table).values(rows[start:start + BATCH_CODES])
         conn.execute(stmt.on_conflict_do_update(
             index_elements=[table.c.layer, table.c.district_code],
-            set_={c: stmt.excluded[c] for c in ("revision", "minx", "miny", "maxx", "maxy")}))
+            set_={c: stmt.excluded[c] for c in ("revision", "minx", "miny", "maxx", "maxy", "named")}))
 
 
-def district_extents(bind: Engine | Connection, layer: str) -> dict[str, Bounds]:
-    """The extent (minx, miny, maxx, maxy in degrees) of each district's rows of ``layer``, for
-    the districts that have rows. Stale extents are measured again; on an engine they are kept
-    for the next reader (a transaction of their own), on a connection they are measured in the
+def _current(bind: Engine | Connection, layer: str) -> dict[str, Extent]:
+    """Each district's current extent of ``layer``: stale ones measured again — on an engine
+    kept for the next reader (a transaction of their own), on a connection measured in the
     caller's transaction and not kept (it may be a reader's, or be rolled back)."""
     if isinstance(bind, Connection):
         kept, stale, _stamps_read, _every = _kept(bind, layer)
@@ -142,18 +173,31 @@ def district_extents(bind: Engine | Connection, layer: str) -> dict[str, Bounds]
     return kept
 
 
+def district_extents(bind: Engine | Connection, layer: str) -> dict[str, Bounds]:
+    """The extent (minx, miny, maxx, maxy in degrees) of each district's rows of ``layer``, for
+    the districts that have rows (stale ones measured again: :func:`_current`)."""
+    return {d: e.bounds for d, e in _current(bind, layer).items() if e.bounds is not None}
+
+
 def refresh_extents(engine: Engine, layers: Iterable[str] = PLACED_LAYERS) -> None:
     """Measure and keep the stale extents of ``layers``: what a coordinator does once before its
     tasks read by place, so that they find them current instead of each measuring them."""
     for layer in layers:
-        district_extents(engine, layer)
+        _current(engine, layer)
 
 
-def _merged(kept: dict[str, Bounds], stale: set[str] | None,
-            measured: dict[str, Bounds]) -> dict[str, Bounds]:
+def _merged(kept: dict[str, Extent], stale: set[str] | None,
+            measured: dict[str, Extent]) -> dict[str, Extent]:
     if stale is None:
         return dict(measured)
-    return {**{d: b for d, b in kept.items() if d not in stale}, **measured}
+    return {**{d: e for d, e in kept.items() if d not in stale}, **measured}
+
+
+def districts_naming(bind: Engine | Connection, layer: str, communities: Iterable[str]) -> list[str]:
+    """The districts whose rows of ``layer`` can name one of ``communities`` (codes): those whose
+    rows name a community code with the same first six digits."""
+    firsts = {str(c)[:6] for c in communities}
+    return sorted(d for d, e in _current(bind, layer).items() if e.named & firsts)
 
 
 def districts_meeting(bind: Engine | Connection, layer: str, box: Bounds) -> list[str]:
@@ -172,4 +216,13 @@ def read_by_place(engine: Engine | Connection, layer: str, box: Bounds, **filter
                       **filters)
 
 
-__all__ = ["PLACED_LAYERS", "district_extents", "districts_meeting", "read_by_place", "refresh_extents"]
+def read_named(engine: Engine | Connection, layer: str, communities: list[str]) -> gpd.GeoDataFrame:
+    """The rows of ``layer`` that name one of ``communities``, whichever district keeps them —
+    read from the districts whose rows can name them only (:func:`districts_naming`)."""
+    column = _NAMING[layer]
+    return read_layer(engine, layer, isin={column: communities,
+                                           "district_code": districts_naming(engine, layer, communities)})
+
+
+__all__ = ["PLACED_LAYERS", "Extent", "district_extents", "districts_meeting", "districts_naming",
+           "read_by_place", "read_named", "refresh_extents"]

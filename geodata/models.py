@@ -440,6 +440,8 @@ class DistrictExtent(Base):
     miny: Mapped[float | None] = mapped_column(Float)
     maxx: Mapped[float | None] = mapped_column(Float)
     maxy: Mapped[float | None] = mapped_column(Float)
+    #: the first six digits of the community codes its rows name, comma-separated (facilities)
+    named: Mapped[str | None] = mapped_column(Text)
 
 
 class BoundaryChange(Base):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sqlalchemy import event, text
 
-from geodata.extents import PLACED_LAYERS, district_extents, districts_meeting
+from geodata.extents import PLACED_LAYERS, district_extents, districts_meeting, districts_naming
 from geodata.revisions import raise_layer_revision
 from geodata.store import read_layer, write_layer
 from layers.coverage import gaps
@@ -125,12 +125,30 @@ def test_a_districts_halo_is_read_from_the_districts_whose_rows_can_meet_it(coun
         with statements_with_parameters(process_engine(url)) as said:
             report_district(task)
         reads = [(s, p) for s, p in said if any(f in s for f in PLACED) and "district_extents" not in s]
-        assert len(reads) >= 4, said
-        return [(s, p) for s, p in reads if "community_code IN" not in s]  # those named by A's communities
+        assert len(reads) >= 5, said
+        return reads
 
     for statement, parameters in halo_reads():
         assert "district_code" in statement.split("WHERE", 1)[-1], statement
         assert B not in str(parameters), (statement, parameters)  # B, far east, is not read
+
+    # a station kept by B, standing in B, naming a community of A: read with A's named ones
+    a_community = sorted(layers["communities"].loc[layers["communities"]["district_code"] == A, "code"])[0]
+    named = station(engine, B, streets(layers, B)[0], "b-names-a")
+    named["community_code"] = a_community
+    with engine.begin() as conn:
+        write_layer(conn, "facilities", named, mode="append")
+    try:
+        assert districts_naming(engine, "facilities", [a_community]) == [A, B]
+        read = district_inputs(engine, A, gaps.load_standards(engine)).facilities
+        assert read.loc[read["code"] == "b-names-a", "community_code"].tolist() == [a_community]
+        assert as_json(report_all(engine, "straight", runner=SerialRunner()).report) == \
+            as_json(gaps.report_for(engine, method="straight"))
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM facilities WHERE code = 'b-names-a'"))
+            raise_layer_revision(conn, "facilities", {B})
+    assert districts_naming(engine, "facilities", [a_community]) == [A]
 
     # a station kept by B but standing in A's first street: read with A's halo, and counted
     before = covered(report_all(engine, "straight", runner=SerialRunner()).report)

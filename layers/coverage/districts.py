@@ -50,7 +50,7 @@ from sqlalchemy import Engine
 
 from geodata.crs import metric_crs
 from geodata.errors import NotFound, Refused
-from geodata.extents import read_by_place, refresh_extents
+from geodata.extents import read_by_place, read_named, refresh_extents
 from geodata.i18n import _
 from geodata.store import count_layer, existing_codes, layer_extent, read_layer
 from layers.coverage.gaps import (
@@ -157,35 +157,34 @@ def district_inputs(engine: Engine, district: str, standards: list[Standard],
     when given, gets how long each read took (what the benchmark reports)."""
     clock = {"at": time.perf_counter()}
 
-    def read(layer: str, name: str | None = None, box=None, **how) -> gpd.GeoDataFrame:
-        frame = read_layer(engine, layer, **how) if box is None else read_by_place(engine, layer, box, **how)
+    def timed(name: str, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:  # the read just made
         if seconds is not None:
             now = time.perf_counter()
-            seconds[name or layer] = seconds.get(name or layer, 0.0) + now - clock["at"]
+            seconds[name] = seconds.get(name, 0.0) + now - clock["at"]
             clock["at"] = now
         return frame
 
     where = {"district_code": district}
-    units = read("units", where=where)
-    streets = read("streets", where=where)
-    communities = read("communities", where=where)
-    cells = read("grid_cells", where=where)
+    units = timed("units", read_layer(engine, "units", where=where))
+    streets = timed("streets", read_layer(engine, "streets", where=where))
+    communities = timed("communities", read_layer(engine, "communities", where=where))
+    cells = timed("grid_cells", read_layer(engine, "grid_cells", where=where))
     box = _bounds(units, streets, communities)
     if box is None:
-        facilities = read("facilities", where=where)
-        roads = read("roads", where=where)
+        facilities = read_layer(engine, "facilities", where=where)
+        roads = read_layer(engine, "roads", where=where)
         return DistrictInputs(units, facilities, communities, streets, cells, roads, nearby=communities)
     near, far = halo_m(standards)
     area = widen_box(box, near)
-    facilities = read("facilities", "facilities_halo", box=area)
+    facilities = timed("facilities_halo", read_by_place(engine, "facilities", area))
     if len(communities):  # a facility counts for the community its community_code names
-        named = read("facilities", "facilities_named", isin={"community_code": communities["code"].tolist()})
+        named = timed("facilities_named", read_named(engine, "facilities", communities["code"].tolist()))
         facilities = pd.concat([facilities, named], ignore_index=True).drop_duplicates("id")
         facilities = gpd.GeoDataFrame(facilities.sort_values("id").reset_index(drop=True), crs=4326)
-    roads = read("roads", "roads_halo", box=widen_box(box, far))
-    buildings = read("buildings", "buildings_halo", box=area)  # by box: no count of the whole table
+    roads = timed("roads_halo", read_by_place(engine, "roads", widen_box(box, far)))
+    buildings = timed("buildings_halo", read_by_place(engine, "buildings", area))  # no count of the whole
     buildings = buildings if len(buildings) else None
-    nearby = read("communities", "communities_halo", box=area)  # a blind spot may lie in or by them
+    nearby = timed("communities_halo", read_by_place(engine, "communities", area))  # blind spots lie by them
     return DistrictInputs(units, facilities, communities, streets, cells, roads, buildings, nearby=nearby)
 
 

@@ -1,6 +1,7 @@
 """where each district's rows of a layer lie (their bounding box, stamped with the layer's
-revision counters of that district), so that a read by place names the districts whose rows
-can meet the place instead of reaching every district's part
+revision counters of that district) and which communities' districts its facilities name, so
+that a read by place, or of the facilities a community names, names the districts whose rows can
+answer it instead of reaching every district's part
 
 Revision ID: district_extents
 Revises: 0001
@@ -28,6 +29,7 @@ def upgrade() -> None:
         sa.Column('miny', sa.Float(), nullable=True),
         sa.Column('maxx', sa.Float(), nullable=True),
         sa.Column('maxy', sa.Float(), nullable=True),
+        sa.Column('named', sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint('layer', 'district_code'),
     )
 
