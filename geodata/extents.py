@@ -31,10 +31,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import geopandas as gpd
-from sqlalchemy import Connection, Engine, delete, func, or_, select
+from sqlalchemy import Connection, Engine, and_, delete, func, literal, or_, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 
 from geodata.catalog import get_layer
@@ -68,33 +68,52 @@ def _bases(layer: str) -> tuple[str, ...]:
     return _COUNTERS.get(layer, (layer_revision_name(layer),))
 
 
-def _stamps(conn: Connection, layer: str) -> tuple[dict[str, int], int]:
-    """Each district's stamp of ``layer`` (the sum of its counters: each only rises, so the sum
-    moves exactly when one does), and the every-district stamp."""
-    bases = _bases(layer)
-    names = or_(*[Revision.name.startswith(f"{b}@", autoescape=True) for b in bases])
-    stamps: dict[str, int] = defaultdict(int)
-    for name, value in conn.execute(select(Revision.name, Revision.value).where(names)):
-        stamps[name.rsplit("@", 1)[1]] += int(value or 0)
-    every = stamps.pop(EVERY, 0)
-    return dict(stamps), every
+def _stamps(layer: str):
+    """Each district's stamp of ``layer`` as a subquery (``district``, ``stamp``): the sum of its
+    counters (each only rises, so the sum moves exactly when one does); :data:`EVERY`'s too."""
+    parts = [select(func.substr(Revision.name, len(b) + 2).label("district"), Revision.value.label("value"))
+             .where(Revision.name.startswith(f"{b}@", autoescape=True)) for b in _bases(layer)]
+    counters = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
+    return select(counters.c.district, func.sum(counters.c.value).label("stamp")) \
+        .group_by(counters.c.district).subquery()
 
 
-def _kept(conn: Connection, layer: str) -> tuple[dict[str, Extent], set[str] | None, dict[str, int], int]:
-    """What ``district_extents`` keeps of ``layer`` and is current (districts with rows only),
-    the districts to measure again (``None``: the whole layer), and the stamps read."""
-    stamps, every = _stamps(conn, layer)
+@dataclass
+class _Check:
+    """What a reader finds of ``layer``'s kept extents: the districts whose stamp moved since they
+    were measured (district → its stamp now), or ``whole`` (measure the layer whole: never
+    measured, or the every-district counter moved), and the every-district stamp."""
+
+    stale: dict[str, int]
+    whole: bool
+    every: int
+
+
+def _check(conn: Connection, layer: str) -> _Check:
+    """Compare the kept stamps with the counters in the database, returning only what differs:
+    two statements on small tables, whose answer does not grow with the country."""
     table = DistrictExtent.__table__
-    stored = {r.district_code: r for r in conn.execute(select(table).where(table.c.layer == layer))}
-    whole = stored.pop(EVERY, None)
-    if whole is None or whole.revision != every:
-        return {}, None, stamps, every
-    stale = {d for d in stored.keys() | stamps.keys()
-             if d not in stored or stored[d].revision != stamps.get(d, 0)}
-    kept = {d: Extent(None if r.minx is None else (r.minx, r.miny, r.maxx, r.maxy),
-                      frozenset(filter(None, (r.named or "").split(","))))
-            for d, r in stored.items() if d not in stale}
-    return {d: e for d, e in kept.items() if e.bounds is not None or e.named}, stale, stamps, every
+    stamps = _stamps(layer)
+    moved = conn.execute(
+        select(stamps.c.district, stamps.c.stamp)
+        .select_from(stamps.outerjoin(table, and_(table.c.layer == layer,
+                                                  table.c.district_code == stamps.c.district)))
+        .where(or_(table.c.revision.is_(None), table.c.revision != stamps.c.stamp))).all()
+    stale = {str(d): int(s) for d, s in moved}
+    if EVERY in stale:
+        return _Check(stale, True, stale.pop(EVERY))
+    whole = conn.execute(select(table.c.revision).where(table.c.layer == layer,
+                                                        table.c.district_code == EVERY)).scalar_one_or_none()
+    return _Check(stale, whole is None, int(whole or 0))
+
+
+@dataclass
+class _Overlay:
+    """Extents measured but not kept (on a caller's connection): they stand for what is kept of
+    the districts ``over`` (``None``: of every district)."""
+
+    over: set[str] | None = field(default_factory=set)
+    measured: dict[str, Extent] = field(default_factory=dict)
 
 
 def _measure(conn: Connection, layer: str, districts: Iterable[str] | None) -> dict[str, Extent]:
@@ -127,13 +146,13 @@ def _measure(conn: Connection, layer: str, districts: Iterable[str] | None) -> d
     return {d: Extent(boxes.get(d), frozenset(named.get(d, ()))) for d in sorted(set(boxes) | set(named))}
 
 
-def _store(conn: Connection, layer: str, measured: dict[str, Extent], stale: set[str] | None,
-           stamps: dict[str, int], every: int) -> None:
+def _store(conn: Connection, layer: str, measured: dict[str, Extent], check: _Check,
+           stamps: dict[str, int]) -> None:
     """Keep what was measured under the stamps read before it (an upsert: two readers measuring
     at once both write the same)."""
     table = DistrictExtent.__table__
-    districts = set(measured) | set(stamps) if stale is None else set(stale)
-    if stale is None:  # the whole layer: what is kept of districts now without rows goes
+    districts = set(measured) | set(stamps) if check.whole else set(stamps)
+    if check.whole:  # what is kept of districts now without rows goes
         conn.execute(delete(table).where(table.c.layer == layer,
                                          table.c.district_code.not_in(sorted(districts | {EVERY}))))
     empty = Extent(None)
@@ -143,8 +162,8 @@ def _store(conn: Connection, layer: str, measured: dict[str, Extent], stale: set
         rows.append({"layer": layer, "district_code": d, "revision": stamps.get(d, 0),
                      **dict(zip(("minx", "miny", "maxx", "maxy"), extent.bounds or (None,) * 4, strict=True)),
                      "named": ",".join(sorted(extent.named)) or None})
-    if stale is None:
-        rows.append({"layer": layer, "district_code": EVERY, "revision": every,
+    if check.whole:
+        rows.append({"layer": layer, "district_code": EVERY, "revision": check.every,
                      "minx": None, "miny": None, "maxx": None, "maxy": None, "named": None})
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     for start in range(0, len(rows), BATCH_CODES):
@@ -154,57 +173,92 @@ def _store(conn: Connection, layer: str, measured: dict[str, Extent], stale: set
             set_={c: stmt.excluded[c] for c in ("revision", "minx", "miny", "maxx", "maxy", "named")}))
 
 
-def _current(bind: Engine | Connection, layer: str) -> dict[str, Extent]:
-    """Each district's current extent of ``layer``: stale ones measured again — on an engine
-    kept for the next reader (a transaction of their own), on a connection measured in the
-    caller's transaction and not kept (it may be a reader's, or be rolled back)."""
+def _refresh(bind: Engine | Connection, layer: str) -> _Overlay:
+    """Measure again the extents of ``layer`` whose stamps moved: on an engine they are kept for
+    the next reader (a transaction of their own); on a connection they are measured in the
+    caller's transaction and not kept (it may be a reader's, or be rolled back) — returned."""
     if isinstance(bind, Connection):
-        kept, stale, _stamps_read, _every = _kept(bind, layer)
-        if stale is None or stale:
-            kept = _merged(kept, stale, _measure(bind, layer, stale))
-        return kept
+        check = _check(bind, layer)
+        if check.whole:
+            return _Overlay(None, _measure(bind, layer, None))
+        return _Overlay(set(check.stale), _measure(bind, layer, check.stale)) if check.stale else _Overlay()
     with bind.connect() as conn:
-        kept, stale, stamps, every = _kept(conn, layer)
-    if stale is None or stale:
+        check = _check(conn, layer)
+        if check.whole:  # every district's stamp, to keep beside what is measured
+            stamps = {str(d): int(s) for d, s in conn.execute(select(*_stamps(layer).c)) if d != EVERY}
+        else:
+            stamps = check.stale
+    if check.whole or check.stale:
         with bind.begin() as conn:
-            measured = _measure(conn, layer, stale)
-            _store(conn, layer, measured, stale, stamps, every)
-        kept = _merged(kept, stale, measured)
-    return kept
+            _store(conn, layer, _measure(conn, layer, None if check.whole else stamps), check, stamps)
+    return _Overlay()
+
+
+def _kept_where(bind: Engine | Connection, layer: str, overlay: _Overlay, *where) -> set[str]:
+    """The districts whose kept extent of ``layer`` answers ``where`` (those the overlay stands for
+    left out)."""
+    if overlay.over is None:
+        return set()
+    table = DistrictExtent.__table__
+    stmt = select(table.c.district_code).where(table.c.layer == layer, table.c.district_code != EVERY, *where)
+    if isinstance(bind, Connection):
+        found = {str(d) for (d,) in bind.execute(stmt)}
+    else:
+        with bind.connect() as conn:
+            found = {str(d) for (d,) in conn.execute(stmt)}
+    return found - overlay.over
 
 
 def district_extents(bind: Engine | Connection, layer: str) -> dict[str, Bounds]:
     """The extent (minx, miny, maxx, maxy in degrees) of each district's rows of ``layer``, for
-    the districts that have rows (stale ones measured again: :func:`_current`)."""
-    return {d: e.bounds for d, e in _current(bind, layer).items() if e.bounds is not None}
+    the districts that have rows (stale ones measured again first)."""
+    overlay = _refresh(bind, layer)
+    table = DistrictExtent.__table__
+    kept = _kept_where(bind, layer, overlay, table.c.minx.is_not(None))
+    stmt = select(table.c.district_code, table.c.minx, table.c.miny, table.c.maxx, table.c.maxy) \
+        .where(table.c.layer == layer, table.c.district_code.in_(sorted(kept)))
+    if isinstance(bind, Connection):
+        rows = bind.execute(stmt).all()
+    else:
+        with bind.connect() as conn:
+            rows = conn.execute(stmt).all()
+    found = {str(d): tuple(float(v) for v in b) for d, *b in rows}
+    return found | {d: e.bounds for d, e in overlay.measured.items() if e.bounds is not None}
 
 
 def refresh_extents(engine: Engine, layers: Iterable[str] = PLACED_LAYERS) -> None:
     """Measure and keep the stale extents of ``layers``: what a coordinator does once before its
     tasks read by place, so that they find them current instead of each measuring them."""
     for layer in layers:
-        _current(engine, layer)
+        _refresh(engine, layer)
 
 
-def _merged(kept: dict[str, Extent], stale: set[str] | None,
-            measured: dict[str, Extent]) -> dict[str, Extent]:
-    if stale is None:
-        return dict(measured)
-    return {**{d: e for d, e in kept.items() if d not in stale}, **measured}
+def districts_meeting(bind: Engine | Connection, layer: str, box: Bounds) -> list[str]:
+    """The districts whose rows of ``layer`` can meet ``box`` (degrees): those whose extent does
+    (found by the database among the kept extents: the answer, not every district, comes back)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    overlay = _refresh(bind, layer)
+    table = DistrictExtent.__table__
+    found = _kept_where(bind, layer, overlay, table.c.minx <= x1, table.c.maxx >= x0,
+                        table.c.miny <= y1, table.c.maxy >= y0)
+    found |= {d for d, e in overlay.measured.items() if e.bounds is not None
+              and e.bounds[0] <= x1 and e.bounds[2] >= x0 and e.bounds[1] <= y1 and e.bounds[3] >= y0}
+    return sorted(found)
 
 
 def districts_naming(bind: Engine | Connection, layer: str, communities: Iterable[str]) -> list[str]:
     """The districts whose rows of ``layer`` can name one of ``communities`` (codes): those whose
     rows name a community code with the same first six digits."""
-    firsts = {str(c)[:6] for c in communities}
-    return sorted(d for d, e in _current(bind, layer).items() if e.named & firsts)
-
-
-def districts_meeting(bind: Engine | Connection, layer: str, box: Bounds) -> list[str]:
-    """The districts whose rows of ``layer`` can meet ``box`` (degrees): those whose extent does."""
-    x0, y0, x1, y1 = box
-    return sorted(d for d, (minx, miny, maxx, maxy) in district_extents(bind, layer).items()
-                  if minx <= x1 and maxx >= x0 and miny <= y1 and maxy >= y0)
+    firsts = sorted({str(c)[:6] for c in communities})
+    if not firsts:
+        return []
+    overlay = _refresh(bind, layer)
+    table = DistrictExtent.__table__
+    listed = literal(",") + table.c.named + literal(",")
+    names_one = or_(*[listed.contains(f",{f},", autoescape=True) for f in firsts])
+    found = _kept_where(bind, layer, overlay, names_one)
+    found |= {d for d, e in overlay.measured.items() if e.named & set(firsts)}
+    return sorted(found)
 
 
 def read_by_place(engine: Engine | Connection, layer: str, box: Bounds, **filters) -> gpd.GeoDataFrame:
