@@ -5,7 +5,8 @@ are also read by place: a district's coverage report reads those of its halo acr
 street's report those within reach of it. On a store split by district a read by box alone
 reaches every district's part (each partition's index, each Citus shard) — the cost grows with
 the country, not with the box. Naming the districts whose rows can meet the box keeps the read in
-their parts (:func:`read_by_place`).
+their parts (:func:`read_by_place`). On a whole table the spatial index alone answers a box best,
+and the read goes by box as before (:func:`split_by_district`).
 
 Which districts those are cannot be told from the districts' outlines: a row may be kept by a
 district it does not stand in (a station run by the next district, a road along the border kept
@@ -40,6 +41,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from geodata.catalog import get_layer
 from geodata.dialect import bounds_columns
 from geodata.models import DistrictExtent, Revision
+from geodata.partitions import is_partitioned
 from geodata.revisions import BATCH_CODES, BOUNDARIES, EVERY, layer_revision_name
 from geodata.store import read_layer
 
@@ -261,22 +263,40 @@ def districts_naming(bind: Engine | Connection, layer: str, communities: Iterabl
     return sorted(found)
 
 
+def split_by_district(bind: Engine | Connection) -> bool:
+    """Whether the large tables are split by district (PostgreSQL partitioned by
+    ``district_code``; Citus distributes those): only there does naming the districts keep a read
+    in their parts. On a whole table the spatial index alone answers a box best — naming the
+    districts there made the report 7–14 % slower (docs/scale.md, "Reads by place, measured")."""
+    if bind.dialect.name != "postgresql":
+        return False
+    if isinstance(bind, Connection):
+        return is_partitioned(bind)
+    with bind.connect() as conn:
+        return is_partitioned(conn)
+
+
 def read_by_place(engine: Engine | Connection, layer: str, box: Bounds, **filters) -> gpd.GeoDataFrame:
-    """The rows of ``layer`` in ``box`` (degrees), whichever district keeps them — read from the
-    districts whose rows can meet the box only (:func:`districts_meeting`): each statement names
-    them, so on a store split by district it reaches their parts alone."""
+    """The rows of ``layer`` in ``box`` (degrees), whichever district keeps them. On a store split
+    by district they are read from the districts whose rows can meet the box only
+    (:func:`districts_meeting`): each statement names them and reaches their parts alone."""
+    if not split_by_district(engine):
+        return read_layer(engine, layer, bbox=box, **filters)
     districts = districts_meeting(engine, layer, box)
     return read_layer(engine, layer, bbox=box, isin={**filters.pop("isin", {}), "district_code": districts},
                       **filters)
 
 
 def read_named(engine: Engine | Connection, layer: str, communities: list[str]) -> gpd.GeoDataFrame:
-    """The rows of ``layer`` that name one of ``communities``, whichever district keeps them —
-    read from the districts whose rows can name them only (:func:`districts_naming`)."""
+    """The rows of ``layer`` that name one of ``communities``, whichever district keeps them. On a
+    store split by district they are read from the districts whose rows can name them only
+    (:func:`districts_naming`)."""
     column = _NAMING[layer]
+    if not split_by_district(engine):
+        return read_layer(engine, layer, isin={column: communities})
     return read_layer(engine, layer, isin={column: communities,
                                            "district_code": districts_naming(engine, layer, communities)})
 
 
 __all__ = ["PLACED_LAYERS", "Extent", "district_extents", "districts_meeting", "districts_naming",
-           "read_by_place", "read_named", "refresh_extents"]
+           "read_by_place", "read_named", "refresh_extents", "split_by_district"]

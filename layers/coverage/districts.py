@@ -50,7 +50,7 @@ from sqlalchemy import Engine
 
 from geodata.crs import metric_crs
 from geodata.errors import NotFound, Refused
-from geodata.extents import read_by_place, read_named, refresh_extents
+from geodata.extents import read_by_place, read_named, refresh_extents, split_by_district
 from geodata.i18n import _
 from geodata.store import count_layer, existing_codes, layer_extent, read_layer
 from layers.coverage.gaps import (
@@ -420,7 +420,8 @@ def report_all(engine: Engine, method: str | None = None, *, runner=None, cluste
     method = choose_method(method, range(min(roads, 1)))  # refused before a worker is asked
     crs = whole_crs(engine)
     started = time.perf_counter()
-    refresh_extents(engine)  # once here, not by every task at once
+    if split_by_district(engine):  # once here, not by every task at once
+        refresh_extents(engine)
     rows = [asdict(row) for row in standards]
     made = run_district_tasks(
         engine, "coverage", lambda url, d, key: CoverageTask(url, d, method, int(crs.to_epsg()), rows, key,
@@ -625,7 +626,8 @@ def site_all(engine: Engine, kind: str, k, *, radius: float | None = None, metho
                             total=len(candidates)))
         districts, without = [d for d in districts if d in shares], [d for d in districts if d not in shares]
     started = time.perf_counter()
-    refresh_extents(engine)  # once here, not by every task at once
+    if split_by_district(engine):  # once here, not by every task at once
+        refresh_extents(engine)
     rows = [asdict(row) for row in standards]
 
     def task(url: str, district: str, key: str) -> SitingTask:
