@@ -196,6 +196,13 @@ def _refresh(bind: Engine | Connection, layer: str) -> _Overlay:
     return _Overlay()
 
 
+def _rows(bind: Engine | Connection, stmt) -> list:
+    if isinstance(bind, Connection):
+        return bind.execute(stmt).all()
+    with bind.connect() as conn:
+        return conn.execute(stmt).all()
+
+
 def _kept_where(bind: Engine | Connection, layer: str, overlay: _Overlay, *where) -> set[str]:
     """The districts whose kept extent of ``layer`` answers ``where`` (those the overlay stands for
     left out)."""
@@ -203,28 +210,19 @@ def _kept_where(bind: Engine | Connection, layer: str, overlay: _Overlay, *where
         return set()
     table = DistrictExtent.__table__
     stmt = select(table.c.district_code).where(table.c.layer == layer, table.c.district_code != EVERY, *where)
-    if isinstance(bind, Connection):
-        found = {str(d) for (d,) in bind.execute(stmt)}
-    else:
-        with bind.connect() as conn:
-            found = {str(d) for (d,) in conn.execute(stmt)}
-    return found - overlay.over
+    return {str(d) for (d,) in _rows(bind, stmt)} - overlay.over
 
 
 def district_extents(bind: Engine | Connection, layer: str) -> dict[str, Bounds]:
     """The extent (minx, miny, maxx, maxy in degrees) of each district's rows of ``layer``, for
     the districts that have rows (stale ones measured again first)."""
     overlay = _refresh(bind, layer)
-    table = DistrictExtent.__table__
-    kept = _kept_where(bind, layer, overlay, table.c.minx.is_not(None))
-    stmt = select(table.c.district_code, table.c.minx, table.c.miny, table.c.maxx, table.c.maxy) \
-        .where(table.c.layer == layer, table.c.district_code.in_(sorted(kept)))
-    if isinstance(bind, Connection):
-        rows = bind.execute(stmt).all()
-    else:
-        with bind.connect() as conn:
-            rows = conn.execute(stmt).all()
-    found = {str(d): tuple(float(v) for v in b) for d, *b in rows}
+    found: dict[str, Bounds] = {}
+    if overlay.over is not None:
+        table = DistrictExtent.__table__
+        stmt = select(table.c.district_code, table.c.minx, table.c.miny, table.c.maxx, table.c.maxy).where(
+            table.c.layer == layer, table.c.district_code != EVERY, table.c.minx.is_not(None))
+        found = {str(d): tuple(float(v) for v in b) for d, *b in _rows(bind, stmt) if d not in overlay.over}
     return found | {d: e.bounds for d, e in overlay.measured.items() if e.bounds is not None}
 
 

@@ -177,15 +177,14 @@ def load_inputs(engine: Engine, street: str | None = None, standards: list[Stand
     scope = {"street": street} if street else {}
     units = read_layer(engine, "units", **scope)
     streets = read_layer(engine, "streets", **({"where": {"code": street}} if street else {}))
-    if street and len(units):  # what serves it by place, from the districts it can lie in
+    area = None
+    if street and len(units):  # what serves it, by place, whichever district keeps it
         reach = max(reach_limits(standards or load_standards(engine)).values(), default=1000.0)
         area = widen_box(units.total_bounds, 1.2 * reach + 100.0)
 
-        def read(layer: str) -> gpd.GeoDataFrame:
-            return read_by_place(engine, layer, area)
-    else:
-        def read(layer: str) -> gpd.GeoDataFrame:
-            return read_layer(engine, layer)
+    def read(layer: str) -> gpd.GeoDataFrame:
+        return read_layer(engine, layer) if area is None else read_by_place(engine, layer, area)
+
     buildings = read("buildings")
     return CoverageInputs(
         units=units, facilities=read("facilities"),
