@@ -39,6 +39,7 @@ from sqlalchemy import Connection, Engine, and_, delete, func, literal, or_, sel
 from sqlalchemy.dialects import postgresql, sqlite
 
 from geodata.catalog import get_layer
+from geodata.citus import is_distributed
 from geodata.dialect import bounds_columns
 from geodata.models import DistrictExtent, Revision
 from geodata.partitions import is_partitioned
@@ -263,15 +264,15 @@ def districts_naming(bind: Engine | Connection, layer: str, communities: Iterabl
 
 def split_by_district(bind: Engine | Connection) -> bool:
     """Whether the large tables are split by district (PostgreSQL partitioned by
-    ``district_code``; Citus distributes those): only there does naming the districts keep a read
+    ``district_code``, or distributed by it over Citus): only there does naming the districts keep a read
     in their parts. On a whole table the spatial index alone answers a box best — naming the
     districts there made the report 7–14 % slower (docs/scale.md, "Reads by place, measured")."""
     if bind.dialect.name != "postgresql":
         return False
     if isinstance(bind, Connection):
-        return is_partitioned(bind)
+        return is_partitioned(bind) or is_distributed(bind)
     with bind.connect() as conn:
-        return is_partitioned(conn)
+        return is_partitioned(conn) or is_distributed(conn)
 
 
 def read_by_place(engine: Engine | Connection, layer: str, box: Bounds, **filters) -> gpd.GeoDataFrame:

@@ -113,14 +113,15 @@ def partition_by_district(engine: Engine) -> dict:
             if full:
                 raise Refused(_("the database holds rows already ({tables}): partition a fresh database, "
                                 "then load the data into it", tables=", ".join(full)))
-            _convert(conn)
+            rebuild_by_district(conn)
     added = split_districts(engine)
     return {"tables": len(LARGE), "districts": added}
 
 
-def _convert(conn: Connection) -> None:
-    """Every large table rebuilt as a partitioned one with the same columns, defaults, sequences,
-    indexes, triggers and keys (``district_code`` added), and its DEFAULT partition."""
+def rebuild_by_district(conn: Connection, *, partitioned: bool = True) -> None:
+    """Every large table rebuilt with the same columns, defaults, sequences, indexes, triggers and
+    keys, ``district_code`` added to its keys: partitioned by it with a DEFAULT partition, or
+    (``partitioned=False``) a plain table for Citus to distribute by it (:mod:`geodata.citus`)."""
     conn.exec_driver_sql("LOCK TABLE " + ", ".join(LARGE) + " IN ACCESS EXCLUSIVE MODE")
     shape = {t: _shape(conn, t) for t in LARGE}
     for t in LARGE:  # foreign keys between large tables go first (they are made again below)
@@ -132,8 +133,9 @@ def _convert(conn: Connection) -> None:
                         keys=excerpt(", ".join(n for n, _ in foreign))))
     for t in LARGE:
         s = shape[t]
+        split = f" PARTITION BY LIST ({KEY})" if partitioned else ""
         conn.exec_driver_sql(f"CREATE TABLE {t}__split (LIKE {t} INCLUDING DEFAULTS INCLUDING STORAGE "
-                             f"INCLUDING COMMENTS) PARTITION BY LIST ({KEY})")
+                             f"INCLUDING COMMENTS){split}")
         for sequence, column in s["sequences"]:
             conn.exec_driver_sql(f'ALTER SEQUENCE "{sequence}" OWNED BY {t}__split."{column}"')
         conn.exec_driver_sql(f"DROP TABLE {t}")
@@ -145,7 +147,8 @@ def _convert(conn: Connection) -> None:
             conn.exec_driver_sql(definition)
         for definition in s["triggers"]:
             conn.exec_driver_sql(definition)
-        conn.exec_driver_sql(f"CREATE TABLE {t}_default PARTITION OF {t} DEFAULT")
+        if partitioned:
+            conn.exec_driver_sql(f"CREATE TABLE {t}_default PARTITION OF {t} DEFAULT")
     for t in LARGE:
         for name, _kind, definition in shape[t]["foreign"]:
             conn.exec_driver_sql(f'ALTER TABLE {t} ADD CONSTRAINT "{name}" {_foreign_with_key(definition)}')

@@ -255,6 +255,43 @@ def test_a_district_reads_its_own_rows_and_its_halo_from_the_districts_meeting_i
 LARGE = re.compile(r"\bFROM (units|streets|communities|grid_cells|facilities|roads|buildings)\b")
 
 
+def test_a_districts_sites_and_cells_name_their_districts(engine, two_districts):
+    """Siting a district (its proposals named by the communities and roads near them) and dividing
+    its cells read and write the rows of the districts they name alone, on a store split by
+    district: there every statement on a large table names ``district_code`` — but for the cell
+    codes looked up alone (a cell code is the nation's: one stored under another district must
+    still be refused). On whole tables the places near a site are read by box, and the facilities
+    its communities name by their codes.
+    (On Citus: scripts/check_citus.py, each such statement routed to its districts' shards.)"""
+    from layers.coverage.districts import SitingTask, site_district
+    from layers.grid.districts import GridTask, grid_district
+    from layers.plans.scale import process_engine
+
+    write_demo(engine, two_districts)
+    url = engine.url.render_as_string(hide_password=False)
+    rows = [dataclasses.asdict(s) for s in gaps.load_standards(engine)]
+    site = SitingTask(url, SECOND, "health_station", 2, rows, method="straight")
+    grid = GridTask(url, SECOND, dataclasses.asdict(grid_rules(engine)))
+    site_district(site)  # the task's engine made first
+    with recorded(process_engine(url)) as statements:
+        sited = site_district(site)
+        grid_district(grid)
+    proposals = sited.answer["features"]
+    assert proposals and all(f["properties"]["community_code"] for f in proposals)
+    touching = [s for s in statements if SPLIT.search(s)]
+    assert len(touching) >= 10, statements
+    code_alone = re.compile(r"\s*grid_cells\.code IN \((?:[^()]|\([^()]*\))*\)\s*")
+    loose = [s for s in touching if "district_code" not in s.split("WHERE", 1)[-1]
+             and not code_alone.fullmatch(s.split("WHERE", 1)[-1])
+             and (split_by_district(engine)
+                  or ("&&" not in s and "SpatialIndex" not in s and "community_code IN" not in s))]
+    assert not loose, "\n\n".join(loose)
+
+
+#: the tables split by district read or written by a task (streets: a small shared table)
+SPLIT = re.compile(r"\bFROM (units|communities|grid_cells|facilities|roads|buildings)\b")
+
+
 # --- the city's report job, through the worker -------------------------------------------------
 
 

@@ -180,6 +180,70 @@ def test_init_db_partitions_every_large_table_by_district(postgis_plain_url):
                                       "incidents(id, district_code) ON DELETE CASCADE"}
 
 
+def test_distributing_needs_citus_and_changes_nothing_without_it(postgis_plain_url, tmp_path):
+    """``init-db --distribute-by-district`` on PostgreSQL without Citus, on SpatiaLite, and asked
+    with partitioning too: refused in one line naming why, the tables as they were (the Citus
+    cluster itself: scripts/check_citus.py, docs/scale.md)."""
+    engine = get_engine(postgis_plain_url)
+    cli(postgis_plain_url)("init-db")
+
+    def keys() -> list[str]:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                                     "WHERE conrelid = 'units'::regclass AND contype = 'p'")).scalars().all()
+
+    before = keys()
+    assert before == ["PRIMARY KEY (id)"]
+    done = cli(postgis_plain_url)("init-db", "--distribute-by-district")
+    assert done.exit_code == 1
+    assert done.output.strip().splitlines() == [
+        "Error: init-db refused: --distribute-by-district needs Citus: CREATE EXTENSION citus on the "
+        "coordinator and add its workers (citus_add_node) first (docs/scale.md)"]
+    assert keys() == before and partitioned_tables(engine) == {}
+    both = cli(postgis_plain_url)("init-db", "--partition-by-district", "--distribute-by-district")
+    assert both.exit_code == 1 and "choose one" in both.output
+    assert keys() == before and partitioned_tables(engine) == {}
+    path = tmp_path / "gridplan.sqlite"
+    on_file = cli(f"sqlite:///{path}")("init-db", "--distribute-by-district")
+    assert on_file.exit_code == 1 and "for PostgreSQL" in on_file.output
+    assert not path.exists() or "units" not in sqlite_tables(path)
+
+
+def test_the_tables_citus_distributes_keep_everything_with_the_district_in_their_keys(postgis_plain_url):
+    """What ``--distribute-by-district`` makes before Citus distributes the tables: the large tables
+    rebuilt plain (not partitioned) with ``district_code`` in every key, their indexes and the
+    incident sums' triggers kept, and the foreign key between cases and their steps through it."""
+    engine = get_engine(postgis_plain_url)
+    cli(postgis_plain_url)("init-db")
+
+    def shape() -> dict:
+        with engine.connect() as conn:
+            return {t: (conn.execute(text("SELECT count(*) FROM pg_index WHERE indrelid = to_regclass(:t)"),
+                                     {"t": t}).scalar_one(),
+                        sorted(conn.execute(text("SELECT tgname FROM pg_trigger "
+                                                 "WHERE tgrelid = to_regclass(:t) AND NOT tgisinternal"),
+                                            {"t": t}).scalars()))
+                    for t in partitions.LARGE}
+
+    before = shape()
+    with engine.begin() as conn:
+        partitions.rebuild_by_district(conn, partitioned=False)
+    assert shape() == before and partitioned_tables(engine) == {}
+    with engine.connect() as conn:
+        keys = dict(conn.execute(text(
+            "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conname IN ('units_pkey', 'incident_steps_incident_id_fkey')")).all())
+        unkeyed = conn.execute(text(
+            "SELECT conrelid::regclass::text || ' ' || pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE contype IN ('p', 'u') AND conrelid::regclass::text = ANY(:t) "
+            "AND pg_get_constraintdef(oid) NOT LIKE '%district_code%'"),
+            {"t": list(partitions.LARGE)}).scalars().all()
+    assert keys == {"units": "PRIMARY KEY (id, district_code)",
+                    "incident_steps": "FOREIGN KEY (incident_id, district_code) REFERENCES "
+                                      "incidents(id, district_code) ON DELETE CASCADE"}
+    assert unkeyed == []
+
+
 def test_a_database_holding_rows_is_not_partitioned(postgis_plain_url, small_demo):
     engine = get_engine(postgis_plain_url)
     assert not partitions_of(engine)

@@ -322,6 +322,14 @@ def grid_scope(values) -> dict:
     return {"community": community, "street": street}
 
 
+def districts_of_units(units: gpd.GeoDataFrame) -> list[str] | None:
+    """The districts ``units`` lie in — those of their communities' stored cells, a row lying in
+    its street's district — or None (every district) when a unit names none."""
+    if "district_code" not in units or units["district_code"].isna().any():
+        return None
+    return sorted({str(d) for d in units["district_code"]})
+
+
 def grid_rules(engine: Engine, minimum: int | None = None, maximum: int | None = None,
                area_m2: float | None = None, seed: int = 0) -> CellRules:
     """The cell rules the city's settings say (``grid_households``), overridden where given."""
@@ -363,8 +371,9 @@ def generate_grid(engine: Engine, rules: CellRules, *, community: str | None = N
                         "nest in communities, so they get none until a community takes them",
                         units=len(loose), households=int(graph.households[loose].sum()))})
     polygons = cell_polygons(plan, units)
-    with engine.begin() as conn:
-        replace_cells(conn, communities, polygons[["code", "community_code", "district_code", "geometry"]])
+    with engine.begin() as conn:  # the cells of the units' districts alone (a row lies in its street's)
+        replace_cells(conn, communities, polygons[["code", "community_code", "district_code", "geometry"]],
+                      districts=districts_of_units(units))
         if district:  # a worker of ``grid --all`` dying half-way through its write, for the tests
             die_for_fault_tests(district)
     report = validate_cells(read_layer(engine, "communities", **scope),
@@ -422,7 +431,8 @@ def edit_cells(engine: Engine, community: str, labels_of: Callable[[UnitGraph, P
     plan = CellPlan(pd.Series(partition.labels, index=graph.codes, name="grid_code"), frame)
     polygons = cell_polygons(plan, units)
     with engine.begin() as conn:
-        replace_cells(conn, [community], polygons[["code", "community_code", "district_code", "geometry"]])
+        replace_cells(conn, [community], polygons[["code", "community_code", "district_code", "geometry"]],
+                      districts=districts_of_units(units))
     contiguous = {c: is_contiguous(partition, c) for c in names}
     return {"community": community, "moved": len(moves), "cells": [
         {**row, "contiguous": contiguous[row["code"]],

@@ -639,8 +639,10 @@ def nearest_cell_of(engine: Engine, account: Account, lon: float, lat: float) ->
     (else their scope's), everyone else's among all; (code, metres) or None."""
     with engine.connect() as conn:
         if account.role == "supervisor":
-            return place_rows.nearest_cell(conn, lon, lat, prefix=account.scope_code or "\0",
-                                           codes=my_cells(engine, account))
+            mine = my_cells(engine, account)
+            if not mine and not account.scope_code:  # no cell and no scope: none is theirs
+                return None
+            return place_rows.nearest_cell(conn, lon, lat, prefix=account.scope_code, codes=mine)
         return place_rows.nearest_cell(conn, lon, lat)
 
 

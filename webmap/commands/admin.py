@@ -23,16 +23,29 @@ from webmap.i18n import role_names
     refused=N_("init-db refused: {reason}"))
 @click.option("--partition-by-district", "partition", is_flag=True, help=N_(
     "PostgreSQL: make the large tables partitioned by district (a fresh database; see docs/scale.md)"))
-def init_db(partition: bool) -> None:
+@click.option("--distribute-by-district", "distribute", is_flag=True, help=N_(
+    "Citus coordinator: distribute the large tables by district over its workers (a fresh database; "
+    "see docs/scale.md)"))
+def init_db(partition: bool, distribute: bool) -> None:
+    from geodata.citus import distribute_by_district
+    from geodata.errors import Refused
     from geodata.partitions import partition_by_district, refuse_sqlite
 
-    if partition:
+    if partition and distribute:
+        raise Refused(_("--partition-by-district and --distribute-by-district are two ways of splitting by "
+                        "district: choose one (on Citus, the shards split it)"))
+    if partition or distribute:
         refuse_sqlite(engine())  # before anything is made
     eng = ready()
     if partition:
         done = partition_by_district(eng)
         click.echo(_("{tables} tables partitioned by district ({districts} districts with their own "
                      "partition)", tables=done["tables"], districts=len(done["districts"])))
+    if distribute:
+        done = distribute_by_district(eng)
+        click.echo(_("{tables} tables distributed by district and {reference} reference tables over "
+                     "{workers} Citus workers", tables=len(done["tables"]), reference=len(done["reference"]),
+                     workers=len(done["workers"])))
     click.echo(_("database ready"))
 
 
