@@ -232,8 +232,9 @@ def insert_incident(conn: Connection, values: dict, lon: float, lat: float, code
         .returning(T.c.id)
     ).scalar_one()
     code = case_number(code_prefix, new_id)
-    conn.execute(update(T).where(T.c.id == new_id).values(code=code))
-    return get_incident(conn, code)
+    district = values.get("district_code")
+    conn.execute(update(T).where(T.c.id == new_id, *_in(district)).values(code=code))
+    return get_incident(conn, code, district)
 
 
 def change_code(conn: Connection, incident_id: int, code: str) -> None:
@@ -257,10 +258,17 @@ def last_steps(engine: Engine | Connection, incident_ids: Sequence[int]) -> dict
     return out
 
 
-def get_incident(engine: Engine | Connection, code: str) -> dict | None:
+def get_incident(engine: Engine | Connection, code: str, district: str | None = None) -> dict | None:
+    """The case ``code`` (in ``district`` when its district is known: the statement then goes to
+    that district's part alone — a case's code names no district)."""
     with _conn(engine) as conn:
-        row = conn.execute(_select().where(T.c.code == code)).mappings().first()
+        row = conn.execute(_select().where(T.c.code == code, *_in(district))).mappings().first()
     return dict(row) if row else None
+
+
+def _in(district: str | None, table=T) -> list:
+    """The condition naming a case's district, when it is known (none otherwise)."""
+    return [table.c.district_code == district] if district else []
 
 
 def change_incident(
@@ -271,13 +279,16 @@ def change_incident(
     values: dict,
     *,
     rework: bool = False,
+    district: str | None = None,
 ) -> bool:
     """Compare-and-set: apply ``values`` (and raise the version; count one more rework when
-    ``rework``) only when the case is still at ``version`` and in one of ``statuses``. Whether it was."""
+    ``rework``) only when the case is still at ``version`` and in one of ``statuses``. Whether it
+    was. ``district``: the case's, named in the statement."""
     extra = {"rework_count": T.c.rework_count + 1} if rework else {}
     stmt = (
         update(T)
-        .where(T.c.id == incident_id, T.c.version == version, T.c.status.in_(list(statuses)))
+        .where(T.c.id == incident_id, T.c.version == version, T.c.status.in_(list(statuses)),
+               *_in(district))
         .values(version=T.c.version + 1, **values, **extra)
     )
     return conn.execute(stmt).rowcount == 1
@@ -311,10 +322,10 @@ def case_district(conn: Connection, incident_id: int) -> str | None:
     return conn.execute(select(T.c.district_code).where(T.c.id == incident_id)).scalar_one_or_none()
 
 
-def latest_step_id(conn: Connection, incident_id: int) -> int | None:
+def latest_step_id(conn: Connection, incident_id: int, district: str | None = None) -> int | None:
     """The id of a case's latest step (what a photo added now is evidence of)."""
     return conn.execute(
-        select(STEPS.c.id).where(STEPS.c.incident_id == incident_id)
+        select(STEPS.c.id).where(STEPS.c.incident_id == incident_id, *_in(district, STEPS))
         .order_by(STEPS.c.at.desc(), STEPS.c.id.desc()).limit(1)
     ).scalar_one_or_none()
 
@@ -345,12 +356,12 @@ def steps_by_client_id(engine: Engine | Connection, client_id: str) -> list[dict
         return [dict(r) for r in found]
 
 
-def steps_of(engine: Engine | Connection, incident_id: int) -> list[dict]:
-    """The steps of a case, oldest first."""
+def steps_of(engine: Engine | Connection, incident_id: int, district: str | None = None) -> list[dict]:
+    """The steps of a case, oldest first (``district``: the case's, named in the statement)."""
     with _conn(engine) as conn:
         rows = conn.execute(
             select(STEPS.c.id, STEPS.c.step, STEPS.c.at, STEPS.c.actor, STEPS.c.note, STEPS.c.detail)
-            .where(STEPS.c.incident_id == incident_id)
+            .where(STEPS.c.incident_id == incident_id, *_in(district, STEPS))
             .order_by(STEPS.c.at, STEPS.c.id)
         ).mappings()
         return [dict(r) for r in rows]
@@ -894,10 +905,12 @@ def supervised_counts(
                 for r in conn.execute(stmt).mappings()}
 
 
-def photos_of(engine: Engine | Connection, incident_id: int) -> list[dict]:
+def photos_of(engine: Engine | Connection, incident_id: int, district: str | None = None) -> list[dict]:
+    """The photos of a case (``district``: the case's, named in the statement)."""
     with _conn(engine) as conn:
         rows = conn.execute(
-            select(PHOTOS).where(PHOTOS.c.incident_id == incident_id).order_by(PHOTOS.c.id)
+            select(PHOTOS).where(PHOTOS.c.incident_id == incident_id, *_in(district, PHOTOS))
+            .order_by(PHOTOS.c.id)
         ).mappings()
         return [dict(r) for r in rows]
 

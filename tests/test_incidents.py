@@ -186,6 +186,38 @@ def test_the_whole_loop_records_who_and_when(site):
     assert all(s["actor"] == "supervisor" and s["at"] for s in history)
 
 
+def test_a_case_is_read_by_its_code_once_and_then_named_by_its_district(site, tmp_path):
+    """A case's code names no district: its first read asks every district's part (on Citus every
+    shard). Every later statement of a step, a note, a photo and its history names the case's
+    district, so on a store split by district it goes to that part alone (docs/scale.md)."""
+    case = new_case(site)
+    unnamed = []
+    for what in ("file", "dispatch", "note", "photo", "history", "handle", "close"):
+        with recorded(site["engine"]) as statements:
+            if what == "note":
+                incidents.add_note(site["engine"], supervisor(site), case["code"], {"note": "又看到了"})
+            elif what == "photo":
+                incidents.add_photo(site["engine"], supervisor(site), case["code"], JPEG, "a.jpg",
+                                    tmp_path / "photos")
+            elif what == "history":
+                incidents.history(site["engine"], supervisor(site), case["code"])
+            else:
+                step(site, case, what, T0 + timedelta(hours=1))
+        touching = [s for s in statements if CASE_TABLES.search(s)]
+        assert touching, what
+        unnamed.append([s for s in touching if "district_code" not in s.split("WHERE", 1)[-1]])
+    for what, loose in zip(("file", "dispatch", "note", "photo", "history", "handle", "close"), unnamed,
+                           strict=True):
+        # the case read by its code (``step`` reads it once more before acting, as a client does)
+        by_code = [s for s in loose if re.search(r"WHERE incidents\.code = \S+\s*$", s.strip())]
+        assert by_code and len(by_code) == len(loose), (what, loose)
+        assert len(by_code) <= (2 if what in ("file", "dispatch", "handle", "close") else 1), (what, by_code)
+
+
+#: the tables of cases, written and read by a step
+CASE_TABLES = re.compile(r"\b(FROM|UPDATE|INTO) (incidents|incident_steps|incident_photos)\b")
+
+
 STATUSES = ["reported", "filed", "dispatched", "handled", "closed", "evaluated", "cancelled"]
 
 

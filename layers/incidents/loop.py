@@ -750,11 +750,13 @@ def add_note(engine: Engine, account: Account, code: str, data: dict, *, now: da
     try:
         with engine.begin() as conn:
             step_id = rows.add_step(conn, case["id"], "noted", now or datetime.now(), account.name, note,
-                                    client_id=client_id, client_hash=fingerprint)
+                                    client_id=client_id, client_hash=fingerprint,
+                                    district_code=case["district_code"])
             if stored is not None:
                 rows.add_photo(conn, case["id"], stored_name=stored.name, content_type="image/jpeg",
                                size=len(photo[0].jpeg), step="noted", uploaded_by=account.name,
-                               original_name=plain_text(photo[1] or "")[:200] or None, step_id=step_id)
+                               original_name=plain_text(photo[1] or "")[:200] or None, step_id=step_id,
+                               district_code=case["district_code"])
     except IntegrityError:
         if stored is not None:
             stored.unlink(missing_ok=True)
@@ -889,7 +891,8 @@ def report(
                 values.update(client_id=client_id, client_hash=fingerprint)
             case = rows.insert_incident(conn, values, lon, lat, now.strftime("%Y%m%d"))
             note = _text(data.get("source"), "source", 50)
-            rows.add_step(conn, case["id"], "reported", now, account.name, note)
+            rows.add_step(conn, case["id"], "reported", now, account.name, note,
+                          district_code=case["district_code"])
     except IntegrityError:
         # the same report sent twice at once: the other request stored it (unique per reporter)
         earlier = earlier_report(engine, account, client_id, fingerprint) if client_id else None
@@ -933,6 +936,8 @@ def act(
     if action == "evaluate" and evaluation is not None and evaluation not in EVALUATIONS:
         raise Refused(_("evaluation must be one of {p1}", p1=', '.join(EVALUATIONS)))
     case = visible_case(engine, account, code)
+    # read by its code (which names no district) once; every later statement names its district
+    district = case["district_code"]
     # sent again from a phone (the signal came back): taken once, answered with the case as it is
     client_id = client_key(data.get("client_id"))
     fingerprint = step_fingerprint(code, data) if client_id else None
@@ -989,7 +994,7 @@ def act(
         if category is None:
             raise Refused(_("category {category} is no longer in the catalogue", category=case['category']))
         department = _department_for(table, case["category"], current["category_name"],
-                                     data.get("department"), sent_back=sent_back_by(engine, case["id"]))
+                                     data.get("department"), sent_back=sent_back_by(engine, case["id"], district))
         values["department_code"] = detail = department["code"] if department else None
         hours = case_limit(category, case["category"], department, cal)
         values["due_at"] = _py(cal.add(np.datetime64(now, "s"), hours))
@@ -1027,14 +1032,14 @@ def act(
     try:
         with engine.begin() as conn:
             changed = rows.change_incident(conn, case["id"], version, t.sources, values,
-                                           rework=action == "return")
+                                           rework=action == "return", district=district)
             if not changed:
                 if client_id and earlier_step(conn, account, code, client_id, fingerprint):
                     # sent twice at once: the other copy was taken (and brought its own photo)
                     if stored is not None:
                         stored.unlink(missing_ok=True)
-                    return {**rows.get_incident(conn, code), "replayed": True}
-                latest = rows.get_incident(conn, code)
+                    return {**rows.get_incident(conn, code, district), "replayed": True}
+                latest = rows.get_incident(conn, code, district)
                 raise VersionConflict(
                     _("case {code} changed while you acted (now version {version})",
                       code=code, version=latest['version']),
@@ -1043,21 +1048,22 @@ def act(
                     version=latest["version"],
                 )
             step_id = rows.add_step(conn, case["id"], t.step, now, account.name, note, detail,
-                                    client_id=client_id, client_hash=fingerprint)
+                                    client_id=client_id, client_hash=fingerprint, district_code=district)
             if stored is not None:
                 rows.add_photo(conn, case["id"], stored_name=stored.name, content_type="image/jpeg",
                                size=len(photo[0].jpeg), step=t.step, uploaded_by=account.name,
-                               original_name=plain_text(photo[1] or "")[:200] or None, step_id=step_id)
+                               original_name=plain_text(photo[1] or "")[:200] or None, step_id=step_id,
+                               district_code=district)
     except Exception:
         if stored is not None:
             stored.unlink(missing_ok=True)
         raise
-    return rows.get_incident(engine, code)
+    return rows.get_incident(engine, code, district)
 
 
-def sent_back_by(engine: Engine, incident_id: int) -> set[str]:
+def sent_back_by(engine: Engine, incident_id: int, district: str | None = None) -> set[str]:
     """The departments that sent a case back to the 指挥中心 (退回)."""
-    return {s["detail"] for s in rows.steps_of(engine, incident_id)
+    return {s["detail"] for s in rows.steps_of(engine, incident_id, district)
             if s["step"] == "sent_back" and s["detail"]}
 
 
@@ -1101,7 +1107,7 @@ def history(engine: Engine, account: Account, code: str) -> tuple[dict, list[dic
     table = department_table(engine)
     steps = [{**s, "at": _iso(s["at"]), "detail_label": _detail_label(s["step"], s.get("detail"), table),
               "label": _(STEP_LABELS[s["step"]]) if s["step"] in STEP_LABELS else _("changed")}
-             for s in rows.steps_of(engine, case["id"])]
+             for s in rows.steps_of(engine, case["id"], case["district_code"])]
     photos = [
         {
             "id": p["id"],
@@ -1114,7 +1120,7 @@ def history(engine: Engine, account: Account, code: str) -> tuple[dict, list[dic
             "uploaded_by": p["uploaded_by"],
             "uploaded_at": _iso(p["uploaded_at"]),
         }
-        for p in rows.photos_of(engine, case["id"])
+        for p in rows.photos_of(engine, case["id"], case["district_code"])
     ]
     return case, steps, photos
 
@@ -1343,7 +1349,8 @@ def add_photo(
             photo_id = rows.add_photo(
                 conn,
                 case["id"],
-                step_id=rows.latest_step_id(conn, case["id"]),
+                step_id=rows.latest_step_id(conn, case["id"], case["district_code"]),
+                district_code=case["district_code"],
                 stored_name=stored,
                 content_type="image/jpeg",
                 size=len(data.jpeg),
