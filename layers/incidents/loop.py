@@ -993,8 +993,9 @@ def act(
         category = catalogue.get(case["category"])
         if category is None:
             raise Refused(_("category {category} is no longer in the catalogue", category=case['category']))
+        sent_back = sent_back_by(engine, case["id"], district)
         department = _department_for(table, case["category"], current["category_name"],
-                                     data.get("department"), sent_back=sent_back_by(engine, case["id"], district))
+                                     data.get("department"), sent_back=sent_back)
         values["department_code"] = detail = department["code"] if department else None
         hours = case_limit(category, case["category"], department, cal)
         values["due_at"] = _py(cal.add(np.datetime64(now, "s"), hours))
