@@ -275,23 +275,26 @@ def split_by_district(bind: Engine | Connection) -> bool:
         return is_partitioned(conn) or is_distributed(conn)
 
 
-def read_by_place(engine: Engine | Connection, layer: str, box: Bounds, **filters) -> gpd.GeoDataFrame:
+def read_by_place(engine: Engine | Connection, layer: str, box: Bounds, *, split: bool | None = None,
+                  **filters) -> gpd.GeoDataFrame:
     """The rows of ``layer`` in ``box`` (degrees), whichever district keeps them. On a store split
     by district they are read from the districts whose rows can meet the box only
-    (:func:`districts_meeting`): each statement names them and reaches their parts alone."""
-    if not split_by_district(engine):
+    (:func:`districts_meeting`): each statement names them and reaches their parts alone.
+    ``split``: :func:`split_by_district`, when the caller asked it already (several reads)."""
+    if not (split_by_district(engine) if split is None else split):
         return read_layer(engine, layer, bbox=box, **filters)
     districts = districts_meeting(engine, layer, box)
     return read_layer(engine, layer, bbox=box, isin={**filters.pop("isin", {}), "district_code": districts},
                       **filters)
 
 
-def read_named(engine: Engine | Connection, layer: str, communities: list[str]) -> gpd.GeoDataFrame:
+def read_named(engine: Engine | Connection, layer: str, communities: list[str], *,
+               split: bool | None = None) -> gpd.GeoDataFrame:
     """The rows of ``layer`` that name one of ``communities``, whichever district keeps them. On a
     store split by district they are read from the districts whose rows can name them only
-    (:func:`districts_naming`)."""
+    (:func:`districts_naming`). ``split``: as :func:`read_by_place`'s."""
     column = _NAMING[layer]
-    if not split_by_district(engine):
+    if not (split_by_district(engine) if split is None else split):
         return read_layer(engine, layer, isin={column: communities})
     return read_layer(engine, layer, isin={column: communities,
                                            "district_code": districts_naming(engine, layer, communities)})

@@ -10,17 +10,20 @@ same generated country of ``--districts`` districts into both; then on both
    the gap report (``report_all``, facilities and roads across district edges counted) and sites
    health stations per district (``site_all``), each task run in this process;
 2. adopts a district's plan (submit, approve, adopt) as a planner and an admin would;
-3. writes the demo (a year of incidents: the sums kept by row triggers) and takes one case
-   through the loop;
+3. writes the demo (a year of incidents: the sums kept by row triggers) with an account of each
+   role (the access matrix's site, tests/test_access_matrix.py), takes one case through the
+   loop, and calls every route of the app as every kind of caller;
 
 and prints, for each step, whether Citus's answer equals the single server's (the plan row for
-row, the cells, the report household for household, the sites, the incident rates), and the
-statements Citus ran on more than one shard: inside a district's task there must be none
-(``citus.multi_task_query_log_level`` tells every such statement); the coordinator's own steps
-(what districts there are, the national code lookups of an adoption) are listed.
+row, the cells, the report household for household, the sites, the incident rates and sums,
+every route's status), the server errors, and the statements Citus ran on more than one shard:
+inside a district's task none may name no district (``citus.multi_task_query_log_level`` tells
+every such statement); the coordinator's own (what districts there are, the national code
+lookups of an adoption, a case read by its code) are listed.
 
 Citus is not a Debian package: build it for PostgreSQL 15 first (docs/scale.md, "On Citus",
-says how). Exits 1 when an answer differs or a task's statement fanned out, 2 when Citus is missing.
+says how). Exits 1 when an answer differs, a route answered 5xx or a task's statement asked every
+shard, 2 when Citus is missing.
 
     .venv/bin/python scripts/check_citus.py --districts 4 --json citus.json
 """
@@ -59,8 +62,9 @@ from layers.plans import workflow as plan_workflow  # noqa: E402
 from layers.plans.memory import PlanMemory  # noqa: E402
 from layers.plans.scale import SerialRunner, plan_all  # noqa: E402
 from layers.sample_data.country import district_codes, tile, write_country  # noqa: E402
-from layers.sample_data.demo import generate, write_demo  # noqa: E402
+from layers.sample_data.demo import generate  # noqa: E402
 from tests import pgcluster  # noqa: E402
+from tests.test_access_matrix import CALLERS, matrix_site, try_routes  # noqa: E402
 
 CITUS_CONTROL = Path("/usr/share/postgresql/15/extension/citus.control")
 #: every server of the Citus cluster loads Citus; the lock table as for a province (docs/scale.md)
@@ -294,8 +298,10 @@ def main() -> int:
         first = data.layers["units"].iloc[0]
         where_case, case_street = first.geometry.representative_point(), str(first["street_code"])
         for where, engine in engines.items():
-            timed(results, "the demo written (a year of incidents)", where,
-                  lambda e=engine: write_demo(e, data))
+            # the access matrix's site: the demo, an account of each role, a plan
+            # (tests/test_access_matrix.py)
+            site = timed(results, "the demo written (a year of incidents), accounts, a plan", where,
+                         lambda e=engine: matrix_site(e.url.render_as_string(hide_password=False), data))
             timed(results, "a case through the loop", where,
                   lambda e=engine: one_case(e, where_case, case_street))
             year = rates.rates(engine, "community", datetime(2025, 11, 1), datetime(2026, 11, 3),
@@ -307,9 +313,22 @@ def main() -> int:
                     "returned "
                     "FROM incident_days WHERE reported + filed + closed + due + returned > 0 "
                     "ORDER BY 1, 2, 3"), conn)
+            # every route of the app as every kind of caller: the pages, the API, Open311
+            said = timed(results, "every route as each caller", where,
+                         lambda s=site: [line for caller in CALLERS for line in try_routes(s, caller)[0]])
+            answers[where]["routes"] = "\n".join(said)
+            results.setdefault("server_errors", {})[where] = [
+                line for line in said if re.search(r": 5\d\d \(", line)]
         print("incidents:", flush=True)
         compare("rates by community", answers["single"]["rates"], answers["citus"]["rates"], results)
         compare("the kept sums", answers["single"]["sums"], answers["citus"]["sums"], results)
+        print("the app:", flush=True)
+        compare("every route's answer to each caller", answers["single"]["routes"],
+                answers["citus"]["routes"], results)
+        for where, errors in results["server_errors"].items():
+            print(f"  server errors ({where}): {len(errors)}")
+            for line in errors:
+                print(f"    {line}")
 
     inside = watch.inside_tasks()
     coordinator = sorted({s for w, s in watch.fanned if w == "coordinator"})
@@ -330,7 +349,8 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
     differ = [n for n, s in results["steps"].items() if not s["identical"]]
-    return 1 if differ or inside["unrouted"] else 0
+    errors = [line for lines in results["server_errors"].values() for line in lines]
+    return 1 if differ or inside["unrouted"] or errors else 0
 
 
 if __name__ == "__main__":

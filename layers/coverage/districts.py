@@ -176,15 +176,18 @@ def district_inputs(engine: Engine, district: str, standards: list[Standard],
         return DistrictInputs(units, facilities, communities, streets, cells, roads, nearby=communities)
     near, far = halo_m(standards)
     area = widen_box(box, near)
-    facilities = timed("facilities_halo", read_by_place(engine, "facilities", area))
+    split = split_by_district(engine)  # once for the five reads by place
+    facilities = timed("facilities_halo", read_by_place(engine, "facilities", area, split=split))
     if len(communities):  # a facility counts for the community its community_code names
-        named = timed("facilities_named", read_named(engine, "facilities", communities["code"].tolist()))
+        named = timed("facilities_named", read_named(engine, "facilities", communities["code"].tolist(),
+                                                     split=split))
         facilities = pd.concat([facilities, named], ignore_index=True).drop_duplicates("id")
         facilities = gpd.GeoDataFrame(facilities.sort_values("id").reset_index(drop=True), crs=4326)
-    roads = timed("roads_halo", read_by_place(engine, "roads", widen_box(box, far)))
-    buildings = timed("buildings_halo", read_by_place(engine, "buildings", area))  # no count of the whole
+    roads = timed("roads_halo", read_by_place(engine, "roads", widen_box(box, far), split=split))
+    buildings = timed("buildings_halo", read_by_place(engine, "buildings", area, split=split))
     buildings = buildings if len(buildings) else None
-    nearby = timed("communities_halo", read_by_place(engine, "communities", area))  # blind spots lie by them
+    # the communities near: blind spots lie by them
+    nearby = timed("communities_halo", read_by_place(engine, "communities", area, split=split))
     return DistrictInputs(units, facilities, communities, streets, cells, roads, buildings, nearby=nearby)
 
 

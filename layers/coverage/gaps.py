@@ -36,7 +36,7 @@ from sqlalchemy import Engine
 
 from geodata.catalog import Field
 from geodata.errors import NotFound, Refused
-from geodata.extents import read_by_place
+from geodata.extents import read_by_place, split_by_district
 from geodata.i18n import _
 from geodata.standards import FACILITY_KINDS, get_setting
 from geodata.store import count_layer, read_layer
@@ -182,8 +182,10 @@ def load_inputs(engine: Engine, street: str | None = None, standards: list[Stand
         reach = max(reach_limits(standards or load_standards(engine)).values(), default=1000.0)
         area = widen_box(units.total_bounds, 1.2 * reach + 100.0)
 
+    split = split_by_district(engine) if area is not None else False
+
     def read(layer: str) -> gpd.GeoDataFrame:
-        return read_layer(engine, layer) if area is None else read_by_place(engine, layer, area)
+        return read_layer(engine, layer) if area is None else read_by_place(engine, layer, area, split=split)
 
     buildings = read("buildings")
     return CoverageInputs(

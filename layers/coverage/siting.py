@@ -401,7 +401,7 @@ def with_places(engine: Engine, frame: gpd.GeoDataFrame, crs: CRS | None = None)
     """The chosen sites with where they lie in words: ``community_code``, ``community_name``,
     ``street_name`` (from the communities and streets layers) and ``road_name``, the nearest
     named road within :data:`ROAD_NAME_M` (None without a roads layer or a named road near)."""
-    from geodata.extents import read_by_place
+    from geodata.extents import read_by_place, split_by_district
     from geodata.store import read_layer
 
     out = frame.copy()
@@ -412,7 +412,8 @@ def with_places(engine: Engine, frame: gpd.GeoDataFrame, crs: CRS | None = None)
     x0, y0, x1, y1 = out.total_bounds
     pad = 0.01  # degrees (≈ 1 km): the roads near the sites, not the city's
     bbox = (x0 - pad, y0 - pad, x1 + pad, y1 + pad)
-    communities = read_by_place(engine, "communities", bbox)  # from the districts near, on a split store
+    split = split_by_district(engine)
+    communities = read_by_place(engine, "communities", bbox, split=split)  # split: from the districts near
     streets = read_layer(engine, "streets", bbox=bbox)
     street_names = dict(zip(streets["code"], streets["name"], strict=False)) if len(streets) else {}
     if len(communities):
@@ -430,7 +431,7 @@ def with_places(engine: Engine, frame: gpd.GeoDataFrame, crs: CRS | None = None)
         inside = inside[~inside.index.duplicated(keep="first")].reindex(out.index)
         out["street_name"] = [s if isinstance(s, str) else (n if isinstance(n, str) else None)
                               for s, n in zip(out["street_name"], inside["name"], strict=True)]
-    roads = read_by_place(engine, "roads", bbox)
+    roads = read_by_place(engine, "roads", bbox, split=split)
     if len(roads) and "name" in roads:
         roads = roads[roads["name"].fillna("").str.strip() != ""]
     if len(roads):
