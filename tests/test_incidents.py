@@ -621,6 +621,32 @@ def test_migration_fills_the_daily_sums_from_the_cases_already_stored(kind, requ
         engine.dispose()
 
 
+def test_the_demo_written_over_other_cases_counts_its_sums_once(engine, small_demo):
+    """The demo writes a year of cases with the sums' row triggers paused on PostgreSQL and counts
+    every district's sums once at the end (SQLite's triggers count row by row): written over
+    another district's cases, only its own cases are in the sums, and the rates from the sums
+    equal those from a scan of the cases; a case reported after it counts as every later one."""
+    from layers.sample_data.country import split_district
+
+    write_demo(engine, split_district(small_demo, "420199"))  # cases in a second district too
+    write_demo(engine, small_demo)
+    district = str(small_demo.layers["districts"]["code"].iloc[0])
+    with engine.connect() as conn:
+        kept = dict(conn.execute(text("SELECT district_code, sum(reported) FROM incident_days "
+                                      "GROUP BY district_code")).all())
+    assert kept == {district: len(small_demo.layers["incidents"])}
+    scope = small_demo.layers["communities"]["code"].iloc[0]
+    assert same_sums_as_a_scan(engine, scope) > 0
+    cell = small_demo.layers["grid_cells"]
+    here = cell[cell["code"].str.startswith(scope)].geometry.iloc[0].representative_point()
+    incidents.report(engine, Account(id=0, name="s", role="supervisor", scope_code=scope),
+                     {"lon": here.x, "lat": here.y, "category": "E01-01", "description": "暴露垃圾"}, now=T0)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT sum(reported) FROM incident_days")).scalar_one() == \
+            len(small_demo.layers["incidents"]) + 1
+    assert same_sums_as_a_scan(engine, scope) > 0
+
+
 ACTIONS = ["file", "cancel", "dispatch", "handle", "close", "return", "evaluate"]
 CHANGES = st.one_of(
     st.tuples(st.just("report"), st.integers(0, 40), st.integers(0, 60), st.booleans()),

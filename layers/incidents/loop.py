@@ -1426,11 +1426,16 @@ def assign_cells(
 # --- keeping step hours ------------------------------------------------------------------------
 
 
-def fill_step_hours(engine: Engine, cal: WorkingCalendar | None = None) -> int:
+def fill_step_hours(engine: Engine, cal: WorkingCalendar | None = None, *,
+                    conn: Connection | None = None) -> int:
     """Work out the step hours of cases that have step times but no hours (the demo, imports),
-    vectorised. Returns how many cases were filled."""
-    cal = cal or calendar(engine)
-    found = rows.timing_rows(engine)
+    vectorised (on ``conn``'s transaction when given: the cases it wrote). Returns how many cases
+    were filled."""
+    if conn is None:
+        with engine.begin() as conn:
+            return fill_step_hours(engine, cal, conn=conn)
+    cal = cal or WorkingCalendar.from_setting(get_setting(conn, "working_calendar"))
+    found = rows.timing_rows(conn)
     if not found:
         return 0
     ids = np.array([r[0] for r in found])
@@ -1445,8 +1450,7 @@ def fill_step_hours(engine: Engine, cal: WorkingCalendar | None = None) -> int:
         {"id": int(i), **{k: (None if math.isnan(v[n]) else round(float(v[n]), 4)) for k, v in hours.items()}}
         for n, i in enumerate(ids)
     ]
-    with engine.begin() as conn:
-        rows.set_step_hours(conn, out)
+    rows.set_step_hours(conn, out)
     return len(out)
 
 

@@ -35,7 +35,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from sqlalchemy import Engine, insert, select
 
-from geodata import topology
+from geodata import incident_rows, topology
 from geodata.catalog import LAYERS
 from geodata.db import BATCH
 from geodata.incident_rows import case_number
@@ -644,10 +644,12 @@ WRITE_ORDER = ["districts", "streets", "communities", "units", "facilities", "gr
 
 
 def write_demo(engine: Engine, demo: Demo, progress: Callable[[str, int, int], None] | None = None) -> None:
-    """Replace every layer with the demo's, in one transaction."""
+    """Replace every layer with the demo's, in one transaction (the cases' step hours and the
+    rates' sums counted in it, once, after the rows are written)."""
     with engine.begin() as conn:
         seed_settings(conn)
         raise_revision(conn, "demo", actor="demo")  # every unit and community is new
+        paused = incident_rows.pause_sums(conn)  # a year of cases: counted once below
         for name in WRITE_ORDER:
             gdf = demo.layers[name]
             counter = {"done": 0}
@@ -674,7 +676,9 @@ def write_demo(engine: Engine, demo: Demo, progress: Callable[[str, int, int], N
         conn.execute(IncidentStep.__table__.delete())
         for start in range(0, len(records), BATCH):
             conn.execute(insert(IncidentStep.__table__), records[start:start + BATCH])
-    fill_step_hours(engine)  # the working hours each step took, for the rates
+        fill_step_hours(engine, conn=conn)  # the working hours each step took, for the rates
+        if paused:
+            incident_rows.recount_sums(conn)  # every layer replaced: every district's sums
 
 
 #: the demo's 处置部门: code, name, categories (each the default for those it lists first),
