@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 
 from geodata import dialect
+from geodata.citus import citus_installed
 from geodata.db import BATCH
 from geodata.models import (
     SRID,
@@ -493,21 +494,25 @@ def open_near(
 
 
 def set_step_hours(conn: Connection, rows: list[dict]) -> None:
-    """Store the working hours of steps: ``[{"id": …, "filing_wh": …, …}]``."""
+    """Store the working hours of steps: ``[{"id": …, "district_code": …, "filing_wh": …, …}]``
+    (each case by its id and district: on a store split by district, in its part alone)."""
     if not rows:
         return
-    keys = [k for k in rows[0] if k != "id"]
-    stmt = update(T).where(T.c.id == bindparam("match_id")).values({k: bindparam(k) for k in keys})
-    for start in range(0, len(rows), BATCH):
-        conn.execute(
-            stmt, [{"match_id": r["id"], **{k: r[k] for k in keys}} for r in rows[start : start + BATCH]]
-        )
+    keys = [k for k in rows[0] if k not in ("id", "district_code")]
+    by_id = update(T).where(T.c.id == bindparam("match_id")).values({k: bindparam(k) for k in keys})
+    in_district = by_id.where(T.c.district_code == bindparam("match_district"))
+    for stmt, some in ((in_district, [r for r in rows if r.get("district_code")]),
+                       (by_id, [r for r in rows if not r.get("district_code")])):  # a case with none
+        for start in range(0, len(some), BATCH):
+            conn.execute(stmt, [{"match_id": r["id"], "match_district": r.get("district_code"),
+                                 **{k: r[k] for k in keys}} for r in some[start:start + BATCH]])
 
 
 def timing_rows(engine: Engine | Connection, only_missing: bool = True) -> list[tuple]:
-    """``id reported filed dispatched handled closed`` of cases (those without step hours)."""
+    """``id reported filed dispatched handled closed district`` of cases (those without step hours)."""
     with _conn(engine) as conn:
-        stmt = select(T.c.id, T.c.reported_at, T.c.filed_at, T.c.dispatched_at, T.c.handled_at, T.c.closed_at)
+        stmt = select(T.c.id, T.c.reported_at, T.c.filed_at, T.c.dispatched_at, T.c.handled_at, T.c.closed_at,
+                      T.c.district_code)
         if only_missing:
             stmt = stmt.where(T.c.filing_wh.is_(None), T.c.filed_at.is_not(None))
         return conn.execute(stmt).all()
@@ -539,6 +544,8 @@ def pause_sums(conn: Connection) -> bool:
         return False
     if not conn.execute(text("SELECT to_regclass('incident_days') IS NOT NULL")).scalar_one():
         return False  # a database migrated before the sums (tests of that migration)
+    if citus_installed(conn):  # the triggers run on the workers' shards: tell them too
+        conn.exec_driver_sql("SET LOCAL citus.propagate_set_commands = 'local'")
     conn.exec_driver_sql(MOVING)
     return True
 

@@ -1447,7 +1447,8 @@ def fill_step_hours(engine: Engine, cal: WorkingCalendar | None = None, *,
         "verify_wh": cal.between(t[3], t[4]),
     }
     out = [
-        {"id": int(i), **{k: (None if math.isnan(v[n]) else round(float(v[n]), 4)) for k, v in hours.items()}}
+        {"id": int(i), "district_code": found[n][6],
+         **{k: (None if math.isnan(v[n]) else round(float(v[n]), 4)) for k, v in hours.items()}}
         for n, i in enumerate(ids)
     ]
     rows.set_step_hours(conn, out)
