@@ -550,39 +550,18 @@ def pause_sums(conn: Connection) -> bool:
     return True
 
 
-def recount_sums(conn: Connection, districts: Iterable[str] | None = None) -> None:
-    """Count the sums of ``districts`` (every district: None) again from their cases, in one
-    statement per table and district — each naming its district, so on Citus it runs on that
-    district's shard — and count the rows this transaction writes from now on again (the pause
-    of :func:`pause_sums` ends). The rows of a district deleted whole go with the sums: name it."""
+def recount_sums(conn: Connection) -> None:
+    """Count every sum again from the cases, as migration 0008 first filled them (its own
+    statement: on Citus the shards of each district count theirs, the tables co-located), and
+    count what this transaction writes from now on row by row again (the pause of
+    :func:`pause_sums` ends). For a writer that replaced every case (the demo)."""
     sql = _sums_sql()
-    dialect_name = conn.dialect.name
     for table, unit in sql.TABLES.items():
-        if districts is None:
-            conn.exec_driver_sql(f"DELETE FROM {table}")
-            sources = ["FROM incidents r"]
-        else:
-            sources = []
-            for district in sorted(set(districts)):
-                conn.execute(text(f"DELETE FROM {table} WHERE district_code = :d"), {"d": district})
-                sources.append(f"FROM (SELECT * FROM incidents WHERE {_district_is(district)}) r")
-        for source in sources:
-            # a fresh table's rows, as the migration fills it: no row of the sums is there to add to
-            parts = sql._parts(dialect_name, unit, "r.", "", source)
-            conn.exec_driver_sql(sql._apply(table, parts, upsert=False))
-    if dialect_name == "postgresql":
+        conn.exec_driver_sql(f"DELETE FROM {table}")
+        parts = sql._parts(conn.dialect.name, unit, "r.", "", "FROM incidents r")
+        conn.exec_driver_sql(sql._apply(table, parts, upsert=False))  # no row left to add to
+    if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(MOVED)
-
-
-def _district_is(district: str) -> str:
-    """``district_code`` equal to a district code, as SQL (a code is letters and digits; the
-    sums keep a case without a district under '')."""
-    if district == "":
-        return "(district_code IS NULL OR district_code = '')"
-    if not district.isalnum():
-        raise ValueError(f"not a district code: {district!r}")
-    return f"district_code = '{district}'"
-
 
 # --- rates ----------------------------------------------------------------------------------
 

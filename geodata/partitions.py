@@ -48,7 +48,8 @@ KEY = "district_code"
 #: codes are digits too)
 DISTRICT = re.compile(r"[0-9A-Za-z]{1,12}")
 #: set in a transaction that moves rows between partitions: the incident sums' triggers skip it
-#: (the sums rows move with the cases)
+#: (the sums rows move with the cases); also by a bulk writer that counts the sums once after
+#: (:func:`geodata.incident_rows.pause_sums`)
 MOVING = "SET LOCAL gridplan.moving_rows = 'on'"
 #: the same, once the rows have moved: the writer's own rows count in the sums again
 MOVED = "SET LOCAL gridplan.moving_rows = 'off'"
