@@ -1003,6 +1003,18 @@ def pass_assignments(conn: Connection, successors: dict[str, str], by: str) -> l
     return passed
 
 
+def hand_over_cells(conn: Connection, origins: dict[str, str | None], successors: dict[str, str | None],
+                    by: str) -> None:
+    """After a hand edit of cells: those holding a cell of ``origins`` (new code → the cell it was
+    cut from) hold the new cell too, and those holding a cell of ``successors`` (a code gone → the
+    cell its ground went to) hold that cell instead (:func:`pass_assignments`)."""
+    cut_from = {old: [new for new, o in origins.items() if o == old] for old in set(origins.values()) if old}
+    for row in assignments_of_cells(conn, sorted(cut_from)):
+        for new in cut_from[row["cell_code"]]:
+            assign(conn, row["user_name"], new, by)
+    pass_assignments(conn, {gone: to for gone, to in successors.items() if to}, by)
+
+
 def open_cases_in(
     conn: Connection,
     statuses: Sequence[str],

@@ -568,11 +568,12 @@ def keep_community_history(conn: Connection, *, codes: list[str] | None = None,
 
 
 def replace_cells(conn: Connection, communities: list[str], cells: gpd.GeoDataFrame,
-                  districts: list[str] | None = None) -> int:
+                  districts: list[str] | None = None, origins: dict[str, str] | None = None) -> int:
     """Replace the grid cells of ``communities`` (of ``districts``, theirs, when given: every
     statement then names them) by ``cells`` (code, community_code, district_code, geometry) on
-    the caller's transaction; a cell whose code stays keeps its supervisor. Returns the number
-    of cells written."""
+    the caller's transaction; a cell whose code stays keeps its supervisor, and a new cell cut
+    from another (``origins``: new code → old) takes that one's. Returns the number of cells
+    written."""
     table = get_layer("grid_cells").table
     supervisors: dict[str, str] = {}
     in_districts = [table.c.district_code.in_(districts)] if districts is not None else []
@@ -587,7 +588,9 @@ def replace_cells(conn: Connection, communities: list[str], cells: gpd.GeoDataFr
         scope = and_(table.c.community_code.in_(chunk), *in_districts)
         supervisors.update(conn.execute(select(table.c.code, table.c.supervisor).where(scope)).all())
         conn.execute(delete(table).where(scope))
-    cells = cells.assign(supervisor=[supervisors.get(c) for c in cells["code"]])
+    origins = origins or {}
+    cells = cells.assign(supervisor=[supervisors.get(c) or supervisors.get(origins.get(c))
+                                     for c in cells["code"]])
     # a stored cell of another community that carries one of the new codes would clash: refuse
     clash = existing_codes(conn, "grid_cells", cells["code"])
     if clash:

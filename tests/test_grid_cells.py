@@ -14,6 +14,7 @@ import pytest
 import shapely
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 
 from geodata.catalog import is_code
 from geodata.sources import read_source
@@ -230,6 +231,35 @@ def test_cells_edited_by_hand(engine, small_demo):
     total = read_layer(engine, "grid_cells", community=community)
     report = validate_cells(read_layer(engine, "communities", community=community), total, units)
     assert report["gaps"] == 0 and report["overlaps"] == 0 and report["households_in_no_cell"] == 0
+
+
+def test_a_cells_grid_supervisors_keep_its_ground_through_hand_edits(engine, small_demo):
+    """A 网格员 holding a cell (assigned, and named on it) still holds all of its ground after a
+    planner edits the cells: both halves of a split cell, and the cell a held one was merged into
+    — so no household drops out of "my cells" without anyone deciding it."""
+    from geodata import incident_rows
+
+    write_demo(engine, small_demo)
+    generate_grid(engine, grid_rules(engine))
+    cells = read_layer(engine, "grid_cells")
+    community = cells["community_code"].value_counts().index[0]
+    first, second = cells[cells["community_code"] == community].sort_values("code")["code"].iloc[:2]
+    with engine.begin() as conn:
+        incident_rows.assign(conn, "wang", first, "admin")
+        incident_rows.assign(conn, "li", second, "admin")
+        conn.execute(text("UPDATE grid_cells SET supervisor = '王网格员' WHERE code = :c"), {"c": first})
+
+    def held(user: str) -> set[str]:
+        with engine.connect() as conn:
+            return {r["cell_code"] for r in incident_rows.assignments(conn, user=user)}
+
+    split = split_cell(engine, first, grid_rules(engine), "planner")
+    new = ({c["code"] for c in split["cells"]} - set(cells["code"])).pop()
+    assert held("wang") == {first, new} and held("li") == {second}
+    stored = read_layer(engine, "grid_cells", community=community).set_index("code")["supervisor"]
+    assert stored[new] == stored[first] == "王网格员"  # the name on the map, as on the cell it was cut from
+    merge_cells(engine, first, second, grid_rules(engine), "planner")
+    assert held("li") == {first} and held("wang") == {first, new}
 
 
 def test_a_part_of_the_cells_measures_as_the_whole_in_the_whole_ones_crs(small_demo):

@@ -146,6 +146,20 @@ def test_the_case_list_puts_overdue_first(phone, server):
     page.screenshot(path=str(server["folder"] / "list.png"), full_page=True)
 
 
+def test_names_are_listed_as_each_language_lists_them(phone, chromium_page, server):
+    """Cells, supervisors, streets and fields one after another: "、" between them on a Chinese
+    page, ", " on an English one (``gpLocale.list``, every page's)."""
+    phone.goto(f"{server['base']}/cases")
+    ready(phone)
+    assert phone.evaluate("gpLocale.list(['鹦鹉社区 第 1 网格', '鹦鹉社区 第 2 网格'])") == \
+        "鹦鹉社区 第 1 网格、鹦鹉社区 第 2 网格"
+    page = chromium_page(locale="en-US", no_tiles=True)
+    sign_in_page(page, server["base"], "admin")
+    page.goto(f"{server['base']}/cases")
+    ready(page)
+    assert page.evaluate("gpLocale.list(['cell 1', 'cell 2'])") == "cell 1, cell 2"
+
+
 def test_the_map_opens_on_the_supervisors_cells_every_time(chromium_page, server):
     cells = server["cells"]
     minx, miny, maxx, maxy = cells.total_bounds

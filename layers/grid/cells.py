@@ -29,6 +29,7 @@ from geodata.crs import to_metric
 from geodata.db import die_for_fault_tests
 from geodata.errors import NotFound, Refused
 from geodata.i18n import _
+from geodata.incident_rows import hand_over_cells
 from geodata.standards import get_setting
 from geodata.store import read_layer, replace_cells
 from geodata.topology import dissolve
@@ -400,11 +401,14 @@ def _community_cells(engine: Engine, community: str) -> tuple[gpd.GeoDataFrame, 
 
 
 def edit_cells(engine: Engine, community: str, labels_of: Callable[[UnitGraph, Partition], dict[str, str]],
-               rules: CellRules) -> dict:
+               rules: CellRules, actor: str = "grid") -> dict:
     """Apply a hand edit to the stored cells of ``community``: ``labels_of(graph, partition)``
     says which units go to which cell (a stored code, or ``new``); the touched cells are dissolved
-    again and stored. Returns every cell's figures with the rules each breaks."""
+    again and stored. A cell's 网格员 keep its ground: a new cell is held by those who held the
+    cell most of its units came from, and a cell gone (merged) passes to the cell most of its units
+    went to (``actor`` assigns them). Returns every cell's figures with the rules each breaks."""
     units, graph, labels = _community_cells(engine, community)
+    before = labels.copy()
     partition = Partition(graph, labels)
     moves = labels_of(graph, partition)
     unknown = [u for u in moves if u not in graph.position]
@@ -430,14 +434,26 @@ def edit_cells(engine: Engine, community: str, labels_of: Callable[[UnitGraph, P
     frame["in_range"] = weight.between(engine_rules.minimum, engine_rules.maximum)
     plan = CellPlan(pd.Series(partition.labels, index=graph.codes, name="grid_code"), frame)
     polygons = cell_polygons(plan, units)
+    after = np.asarray(partition.labels, dtype=object)
+    stored = {c for c in before if isinstance(c, str)}
+    origins = {c: _most(before[after == c]) for c in names if c not in stored}
+    successors = {c: _most(after[before == c]) for c in stored if c not in set(names)}
     with engine.begin() as conn:
         replace_cells(conn, [community], polygons[["code", "community_code", "district_code", "geometry"]],
-                      districts=districts_of_units(units))
+                      districts=districts_of_units(units),
+                      origins={new: old for new, old in origins.items() if old})
+        hand_over_cells(conn, origins, successors, actor)
     contiguous = {c: is_contiguous(partition, c) for c in names}
     return {"community": community, "moved": len(moves), "cells": [
         {**row, "contiguous": contiguous[row["code"]],
          "violations": cell_violations(row, contiguous[row["code"]], engine_rules, rules)}
         for row in frame.to_dict("records")]}
+
+
+def _most(labels: np.ndarray) -> str | None:
+    """The cell code most of ``labels`` name (None when none names one)."""
+    named = pd.Series(labels, dtype=object).dropna()
+    return str(named.value_counts().idxmax()) if len(named) else None
 
 
 def cell_violations(row: dict, contiguous: bool, engine_rules: Rules, rules: CellRules) -> list[dict]:
@@ -457,26 +473,29 @@ def cell_violations(row: dict, contiguous: bool, engine_rules: Rules, rules: Cel
     return found
 
 
-def move_to_cell(engine: Engine, unit_codes: list[str], to: str, rules: CellRules) -> dict:
+def move_to_cell(engine: Engine, unit_codes: list[str], to: str, rules: CellRules,
+                 actor: str = "grid") -> dict:
     """Move units (of one community) to another of its cells, or to a new one (``to="new"``)."""
     if not unit_codes:
         raise Refused(_("no units to move"))
     communities = set(read_layer(engine, "units", isin={"code": unit_codes})["community_code"])
     if len(communities) != 1 or None in communities:
         raise Refused(_("choose units of one community: cells nest in their community"))
-    return edit_cells(engine, communities.pop(), lambda g, p: dict.fromkeys(unit_codes, to), rules)
+    return edit_cells(engine, communities.pop(), lambda g, p: dict.fromkeys(unit_codes, to), rules, actor)
 
 
-def split_cell(engine: Engine, cell: str, rules: CellRules) -> dict:
-    """Split a cell in two balanced, compact, contiguous parts; the smaller becomes a new cell."""
-    return edit_cells(engine, cell[:12], lambda g, p: dict.fromkeys(_halves(p, cell), "new"), rules)
+def split_cell(engine: Engine, cell: str, rules: CellRules, actor: str = "grid") -> dict:
+    """Split a cell in two balanced, compact, contiguous parts; the smaller becomes a new cell
+    (held by the cell's 网格员 too)."""
+    return edit_cells(engine, cell[:12], lambda g, p: dict.fromkeys(_halves(p, cell), "new"), rules, actor)
 
 
-def merge_cells(engine: Engine, keep: str, merge: str, rules: CellRules) -> dict:
-    """Merge cell ``merge`` into ``keep`` (same community; ``keep`` keeps its code)."""
+def merge_cells(engine: Engine, keep: str, merge: str, rules: CellRules, actor: str = "grid") -> dict:
+    """Merge cell ``merge`` into ``keep`` (same community; ``keep`` keeps its code, and those who
+    held ``merge`` hold ``keep``)."""
     if keep[:12] != merge[:12]:
         raise Refused(_("cells of two communities cannot be merged"))
-    return edit_cells(engine, keep[:12], lambda g, p: _all_of(g, p, merge, keep), rules)
+    return edit_cells(engine, keep[:12], lambda g, p: _all_of(g, p, merge, keep), rules, actor)
 
 
 def _halves(partition: Partition, cell: str) -> list[str]:

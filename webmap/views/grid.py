@@ -73,13 +73,15 @@ def api_move():
     units, to = data.get("units"), data.get("to")
     if not isinstance(units, list) or not all(isinstance(u, str) for u in units) or not isinstance(to, str):
         raise Refused(_("send units (a list of unit codes) and to (a cell code or \"new\")"))
-    return jsonify(move_to_cell(engine(), units, to if to == "new" else _cell(to), grid_rules(engine())))
+    return jsonify(move_to_cell(engine(), units, to if to == "new" else _cell(to), grid_rules(engine()),
+                                current_account().name))
 
 
 @bp.post("/api/grid/split")
 @require("admin", "planner", api=True)
 def api_split():
-    return jsonify(split_cell(engine(), _cell(params.body().get("cell")), grid_rules(engine())))
+    return jsonify(split_cell(engine(), _cell(params.body().get("cell")), grid_rules(engine()),
+                              current_account().name))
 
 
 @bp.post("/api/grid/merge")
@@ -87,7 +89,7 @@ def api_split():
 def api_merge():
     data = params.body()
     keep, merge = _cell(data.get("keep")), _cell(data.get("merge"))
-    return jsonify(merge_cells(engine(), keep, merge, grid_rules(engine())))
+    return jsonify(merge_cells(engine(), keep, merge, grid_rules(engine()), current_account().name))
 
 
 @bp.get("/api/grid/problems")

@@ -120,6 +120,13 @@
     let marker = null;
     let accuracy = null;
 
+    /* the place in words (or why it cannot be reported) brought into view above the send bar:
+       on a phone it would lie under the bar, or below the screen */
+    function revealPlace() {
+      const shown = refusal.hidden ? words : refusal;
+      if (shown.textContent) shown.scrollIntoView({ block: "nearest" });
+    }
+
     function showPlace(answer) {
       state.place = answer.place;
       state.reportable = answer.reportable;
@@ -128,6 +135,7 @@
       refusal.textContent = answer.reportable ? "" : answer.refusal.detail;
       showNearby(answer.likely_duplicates || []);
       base.restyle();
+      revealPlace();
     }
 
     const lookup = debounce(async () => {
@@ -162,7 +170,9 @@
         base.restyle();
         return;
       }
-      if (!answer.ok) { words.textContent = ""; refusal.hidden = false; refusal.textContent = reason(answer); return; }
+      if (!answer.ok) {
+        words.textContent = ""; refusal.hidden = false; refusal.textContent = reason(answer); revealPlace(); return;
+      }
       showPlace(answer.body);
     }, 200);
 

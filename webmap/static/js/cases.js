@@ -130,7 +130,7 @@
     const late = answer.body.incidents.filter((c) => c.overdue).length;
     const many = { n: gpLocale.number(answer.body.incidents.length), late: gpLocale.number(late) };
     document.getElementById("case-count").textContent =  // one case is not "1 cases"
-      (answer.body.incidents.length === 1 ? t("{n} case · {late} overdue", many) : t("{n} cases · {late} overdue", many)) + (answer.body.cells ? " · " + t("grid cells {cells}", { cells: answer.body.cells.map((code) => (answer.body.cell_names || {})[code] || code).join(", ") }) : "");
+      (answer.body.incidents.length === 1 ? t("{n} case · {late} overdue", many) : t("{n} cases · {late} overdue", many)) + (answer.body.cells ? " · " + t("grid cells {cells}", { cells: gpLocale.list(answer.body.cells.map((code) => (answer.body.cell_names || {})[code] || code)) }) : "");
     status(answer.offline ? t("Offline: the list as it was at {when}", { when: when(answer.body.now) })
       : t("Updated {when}", { when: when(answer.body.now) }));
     const handedOver = sessionStorage.getItem("gp-said");  // said on a case page that is gone

@@ -146,7 +146,7 @@
       hh.append(el("span", number(p.households)), bar(p));
       const problems = el("td");
       problems.append(...p.problems.map((text) => el("div", text, { class: "flag-above" })));
-      row.append(code, hh, el("td", p.supervisors.join("、") || "—"), problems);
+      row.append(code, hh, el("td", gpLocale.list(p.supervisors) || "—"), problems);
       row.addEventListener("click", () => select(p.code, true));
       return row;
     });
@@ -198,7 +198,7 @@
       [t("Households"), number(p.households), look(p) === "within" ? "" : "flag-above"],
       [t("Planning units"), number(p.units)],
       [t("Area"), `${number(Math.round(p.area_m2))} m²`],
-      [t("Grid supervisor"), p.supervisors.join("、") || "—"],
+      [t("Grid supervisor"), gpLocale.list(p.supervisors) || "—"],
     ]);
     $("cell-problems").replaceChildren(...p.problems.map((text) => el("li", text)));
     if (!config.editable) return;

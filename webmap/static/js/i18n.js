@@ -26,6 +26,10 @@
       return new Intl.NumberFormat(lang, { minimumFractionDigits: digits, maximumFractionDigits: digits })
         .format(Number(n));
     },
+    /* names one after another as the locale lists them: "、" between them in Chinese */
+    list(items) {
+      return items.join(lang.startsWith("zh") ? "、" : ", ");
+    },
     /* a share 0…1 as a percentage */
     percent(x, digits) {
       if (x === null || x === undefined) return "—";

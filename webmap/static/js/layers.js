@@ -229,7 +229,7 @@ window.gridplanLayers = (function () {
       if (p.provisional_count) {
         stored.textContent += (stored.textContent ? " · " : "") +
           t("{n} features given by name get provisional codes ({names})", { n: number(p.provisional_count),
-            names: p.provisional.slice(0, 5).join(", ") + (p.provisional_count > 5 ? " …" : "") });
+            names: gpLocale.list(p.provisional.slice(0, 5)) + (p.provisional_count > 5 ? " …" : "") });
       }
       // mapping: one row per source column, a select of the layer's fields
       const body = document.querySelector("#mapping tbody");
@@ -374,7 +374,7 @@ window.gridplanLayers = (function () {
           say(result, t("Imported: {n} features written ({mode})", { n: number(r.written), mode: modeName(r.mode) }) +
             (r.deleted ? t(", {n} replaced", { n: number(r.deleted) }) : "") +
             (r.repaired.length ? t(", {n} repaired", { n: number(r.repaired.length) }) : "") +
-            (r.ignored_fields.length ? " · " + t("fields not imported: {fields}", { fields: r.ignored_fields.join(", ") }) : ""), "ok");
+            (r.ignored_fields.length ? " · " + t("fields not imported: {fields}", { fields: gpLocale.list(r.ignored_fields) }) : ""), "ok");
           bar.value = 1;
           refreshTable();
         }

@@ -899,7 +899,7 @@
   function previewParts(p) {
     const cellName = (code) => named(code, p.names?.[code.slice(0, 12)]);
     return [
-      el("p", t("Streets: {streets}", { streets: p.streets.map((s) => named(s.code, s.name)).join("、") || "—" })),
+      el("p", t("Streets: {streets}", { streets: gpLocale.list(p.streets.map((s) => named(s.code, s.name))) || "—" })),
       ...section(t("Rules this plan breaks"), p.broken_rules.map(brokenRuleText), "rules"),
       ...section(t("Communities created"), p.created.map((c) => t("{community}: {households} households", { community: named(c.code, c.name), households: number(c.households) }))),
       ...section(t("Communities retired"), p.retired.map((c) => (c.successor
@@ -1016,7 +1016,7 @@
         [t("Communities created"), a.created], [t("Communities retired"), a.retired], [t("Communities changed"), a.changed],
         [t("Grid cells straddling two communities"), a.straddling_cells],
         [t("Grid cells carrying a retired code"), a.cells_with_retired_code],
-      ].map(([label, codes]) => el("li", `${label}: ${(codes || []).length ? codes.join(", ") : "—"}`)));
+      ].map(([label, codes]) => el("li", `${label}: ${(codes || []).length ? gpLocale.list(codes) : "—"}`)));
       list.replaceChildren(lines);
     }
     showRegenerated(a.regenerated);

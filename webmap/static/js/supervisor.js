@@ -18,7 +18,7 @@
   layers.cells = L.geoJSON(null, {
     style: (f) => ({ color: "#e6550d", weight: mine.has(f.properties.code) ? 4 : 2, fillOpacity: mine.has(f.properties.code) ? 0.1 : 0.03 }),
     onEachFeature: (f, layer) => layer.bindTooltip(() => el("div",
-      `${f.properties.code} · ${(holders[f.properties.code] || []).join(", ") || f.properties.supervisor || "—"}`)),
+      `${f.properties.code} · ${gpLocale.list(holders[f.properties.code] || []) || f.properties.supervisor || "—"}`)),
   }).addTo(map);
   layers.clusters = L.markerClusterGroup({ maxClusterRadius: 45 }).addTo(map);
   layers.heat = L.heatLayer([], { radius: 18, blur: 15, maxZoom: 17 });
