@@ -388,6 +388,20 @@ class PlanAssignment(Base):
                       Index("ix_plan_assignments_district", "plan_id", "district_code"))
 
 
+class PlanDistrictFigures(Base):
+    """One district's part of a plan made or edited district by district, in figures: each
+    community's households and compactness, and the district's additive scores (communities,
+    households moved, cut edges …). The plan's own scores are combined from these
+    (:func:`layers.plans.scale.combine_scores`), so that an edit of one district re-scores the
+    whole plan without reading any other district's units."""
+
+    __tablename__ = "plan_district_figures"
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"), primary_key=True)
+    district_code: Mapped[str] = mapped_column(String(6), primary_key=True)
+    #: ``households`` and ``polsby_popper`` (one per community), ``sums``, ``infeasible``
+    figures: Mapped[dict] = mapped_column(JSON)
+
+
 class PlanCommunity(Base):
     """The name a plan gives one of its communities (a new one, or an existing one renamed)."""
 

@@ -16,13 +16,15 @@ import pandas as pd
 from sqlalchemy import Engine, delete, func, insert, select, update
 
 from geodata.db import BATCH, die_for_fault_tests
-from geodata.models import AuditLog, Plan, PlanAssignment
+from geodata.models import AuditLog, Plan, PlanAssignment, PlanDistrictFigures
+from geodata.plan_rows import write_figures
 
 
 def write_district(engine: Engine, plan_id: int, district: str, assignment: pd.Series, *,
-                   version: int = 1) -> int:
+                   version: int = 1, figures: dict | None = None) -> int:
     """Replace plan ``plan_id``'s rows of ``district`` by ``assignment`` (unit code → community
-    code) in one transaction; returns the rows written."""
+    code), and its figures by ``figures`` (:func:`geodata.plan_rows.write_figures`), in one
+    transaction; returns the rows written."""
     table = PlanAssignment.__table__
     rows = [{"plan_id": plan_id, "unit_code": u, "community_code": c, "edited": False,
              "changed_in": version, "district_code": district}
@@ -33,6 +35,8 @@ def write_district(engine: Engine, plan_id: int, district: str, assignment: pd.S
             conn.execute(table.insert(), rows[start:start + BATCH])
             if start == 0:
                 die_for_fault_tests(district)
+        if figures is not None:
+            write_figures(conn, plan_id, {district: figures})
     return len(rows)
 
 
@@ -59,6 +63,7 @@ def discard_plan(engine: Engine, plan_id: int, actor: str, reason: str) -> None:
     table = PlanAssignment.__table__
     with engine.begin() as conn:
         conn.execute(delete(table).where(table.c.plan_id == plan_id))
+        conn.execute(delete(PlanDistrictFigures).where(PlanDistrictFigures.plan_id == plan_id))
         conn.execute(delete(Plan).where(Plan.id == plan_id))
         conn.execute(insert(AuditLog).values(at=datetime.now(), actor=actor, action="plan:discard",
                                              layer="plans", object_code=str(plan_id),

@@ -17,6 +17,7 @@ others, on the server (:func:`replay_step`). Plan numbers are never given twice
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from datetime import date, datetime
 
 import geopandas as gpd
@@ -33,11 +34,13 @@ from geodata.models import (
     AuditLog,
     Community,
     CommunityHistory,
+    District,
     Facility,
     GridCell,
     Plan,
     PlanAssignment,
     PlanCommunity,
+    PlanDistrictFigures,
     PlanStep,
     Revision,
     Street,
@@ -96,9 +99,10 @@ def changes_after(source: Engine | Connection, plan_id: int, version: int) -> li
 
 def create_plan(engine: Engine, name: str, author: str, assignment: pd.Series, *, params: dict | None = None,
                 scores: dict | None = None, district_code: str | None = None, base_revision: int = 0,
-                streets: list[str] | None = None) -> int:
+                streets: list[str] | None = None, figures: dict[str, dict] | None = None) -> int:
     """Store a new draft plan with ``assignment`` (unit code → community code), made from the
-    boundaries at ``base_revision`` and covering ``streets``; returns its id."""
+    boundaries at ``base_revision`` and covering ``streets``, with its districts' ``figures``
+    (:func:`write_figures`); returns its id."""
     now = datetime.now()
     with engine.begin() as conn:
         plan_id = conn.execute(insert(Plan).values(
@@ -107,6 +111,7 @@ def create_plan(engine: Engine, name: str, author: str, assignment: pd.Series, *
             params=params, scores=scores, created_at=now, updated_at=now, base_revision=base_revision,
             streets=sorted(streets) if streets is not None else None).returning(Plan.id)).scalar_one()
         _insert_assignment(conn, plan_id, assignment, version=1)
+        write_figures(conn, plan_id, figures or {})
         _audit(conn, author, "plan:create", str(plan_id), {"name": name, "units": len(assignment)})
     return plan_id
 
@@ -211,6 +216,12 @@ def street_names(engine: Engine) -> dict[str, str]:
         return {code: name for code, name in conn.execute(select(Street.code, Street.name)).all()}
 
 
+def district_names(engine: Engine) -> dict[str, str]:
+    """The names of the districts (code → name)."""
+    with engine.connect() as conn:
+        return {code: name for code, name in conn.execute(select(District.code, District.name)).all()}
+
+
 def names_for(engine: Engine, plan_id: int, codes) -> dict[str, str]:
     """The names the plan shows for ``codes``: the plan's own, else the current community's."""
     codes = list(codes)
@@ -310,6 +321,7 @@ def duplicate_plan(engine: Engine, plan_id: int, name: str, author: str) -> int:
                              .where(PlanCommunity.plan_id == plan_id)).all()
         if names:
             conn.execute(insert(PlanCommunity), [{"plan_id": new_id, "code": c, "name": n} for c, n in names])
+        write_figures(conn, new_id, district_figures(conn, plan_id))
         _audit(conn, author, "plan:create", str(new_id), {"name": name, "units": len(copied),
                                                           "duplicate_of": plan_id})
         _audit(conn, author, "plan:duplicate", str(plan_id), {"copy": new_id, "name": name})
@@ -329,6 +341,7 @@ def delete_plan(engine: Engine, plan_id: int, expected_version: int, actor: str)
         conn.execute(delete(PlanAssignment).where(PlanAssignment.plan_id == plan_id))
         conn.execute(delete(PlanCommunity).where(PlanCommunity.plan_id == plan_id))
         conn.execute(delete(PlanStep).where(PlanStep.plan_id == plan_id))
+        conn.execute(delete(PlanDistrictFigures).where(PlanDistrictFigures.plan_id == plan_id))
         conn.execute(delete(Plan).where(Plan.id == plan_id))
         _audit(conn, actor, "plan:delete", str(plan_id), {"name": plan["name"], "status": plan["status"],
                                                           "version": plan["version"]})
@@ -349,10 +362,14 @@ def plan_timeline(engine: Engine, plan_id: int) -> list[dict]:
             for at, actor, action, detail in rows]
 
 
-def plan_assignment(engine: Engine, plan_id: int, *, edited: bool = False) -> pd.Series:
-    """The plan's unit code → community code (only the units changed by hand when ``edited``)."""
+def plan_assignment(engine: Engine, plan_id: int, *, edited: bool = False,
+                    district: str | None = None) -> pd.Series:
+    """The plan's unit code → community code (only the units changed by hand when ``edited``;
+    only those of ``district`` when given: one district's part of a province's plan)."""
     stmt = select(PlanAssignment.unit_code, PlanAssignment.community_code).where(
         PlanAssignment.plan_id == plan_id)
+    if district is not None:
+        stmt = stmt.where(PlanAssignment.district_code == district)
     if edited:
         stmt = stmt.where(PlanAssignment.edited.is_(True))
     with engine.connect() as conn:
@@ -376,6 +393,49 @@ def assignment_changes(engine: Engine, plan_id: int, since: int,
     return pd.Series([r[1] for r in rows], index=[r[0] for r in rows], name="community_code", dtype=object)
 
 
+def write_figures(conn: Connection, plan_id: int, figures: dict[str, dict]) -> None:
+    """Keep each district's part of the plan in figures (district code → its figures: its
+    communities' households and compactness, its additive scores), replacing what was kept."""
+    for district, kept in sorted(figures.items()):
+        conn.execute(delete(PlanDistrictFigures).where(PlanDistrictFigures.plan_id == plan_id,
+                                                       PlanDistrictFigures.district_code == district))
+        conn.execute(insert(PlanDistrictFigures).values(plan_id=plan_id, district_code=district,
+                                                        figures=kept))
+
+
+def district_figures(source: Engine | Connection, plan_id: int, *, besides: str | None = None
+                     ) -> dict[str, dict]:
+    """Every district's part of the plan in figures (district code → figures), but ``besides``."""
+    stmt = select(PlanDistrictFigures.district_code, PlanDistrictFigures.figures).where(
+        PlanDistrictFigures.plan_id == plan_id)
+    if besides is not None:
+        stmt = stmt.where(PlanDistrictFigures.district_code != besides)
+    with nullcontext(source) if isinstance(source, Connection) else source.connect() as conn:
+        return {d: f for d, f in conn.execute(stmt).all()}
+
+
+def figure_districts(engine: Engine, plan_id: int) -> list[str]:
+    """The districts whose figures the plan keeps (:func:`write_figures`), in code order."""
+    with engine.connect() as conn:
+        return sorted(conn.execute(select(PlanDistrictFigures.district_code).where(
+            PlanDistrictFigures.plan_id == plan_id)).scalars())
+
+
+def plan_districts(engine: Engine, plan_id: int) -> list[str]:
+    """The districts the plan's units lie in (those of its stored rows)."""
+    with engine.connect() as conn:
+        return sorted(d for d in conn.execute(select(PlanAssignment.district_code).distinct().where(
+            PlanAssignment.plan_id == plan_id)).scalars() if d)
+
+
+def district_of_units(engine: Engine, plan_id: int, units: list[str]) -> str | None:
+    """The district the plan's rows of ``units`` lie in (the first of them found; None: none)."""
+    with engine.connect() as conn:
+        return conn.execute(select(PlanAssignment.district_code).where(
+            PlanAssignment.plan_id == plan_id, PlanAssignment.unit_code.in_(units[:BATCH]),
+            PlanAssignment.district_code.isnot(None)).limit(1)).scalar_one_or_none()
+
+
 def _bump(conn: Connection, plan_id: int, expected: int, **values) -> int:
     """Move the plan from version ``expected`` to the next one, or raise VersionConflict."""
     result = conn.execute(update(Plan).where(Plan.id == plan_id, Plan.version == expected)
@@ -390,39 +450,49 @@ def _bump(conn: Connection, plan_id: int, expected: int, **values) -> int:
 
 
 def save_moves(engine: Engine, plan_id: int, moves: dict[str, str], expected_version: int, actor: str,
-               *, scores: dict | None = None, status: str | None = None, kind: str = "move") -> int:
+               *, scores: dict | None = None, status: str | None = None, kind: str = "move",
+               district: str | None = None, figures: dict[str, dict] | None = None) -> int:
     """Give the units in ``moves`` their new community (a hand edit of ``kind``: move, split,
     merge, new); returns the new version. The edit is kept as the plan's newest step, so that it
-    can be undone, and the steps undone before it can no longer be redone."""
+    can be undone, and the steps undone before it can no longer be redone. ``district``: the
+    district the units lie in (every statement about them names it); ``figures``: those of the
+    districts the edit changed (:func:`write_figures`)."""
     with engine.begin() as conn:
         values = {"scores": scores} if scores is not None else {}
         if status:
             values["status"] = status
         version = _bump(conn, plan_id, expected_version, **values)
-        before = _assignment_of(conn, plan_id, list(moves))
-        _write_units(conn, plan_id, {u: (c, True) for u, c in moves.items()}, version)
+        before = _assignment_of(conn, plan_id, list(moves), district)
+        _write_units(conn, plan_id, {u: (c, True) for u, c in moves.items()}, version, district)
+        write_figures(conn, plan_id, figures or {})
         _record_step(conn, plan_id, kind, version, actor,
                      units={u: [before[u][0], c, before[u][1]] for u, c in moves.items() if u in before})
         _audit(conn, actor, "plan:edit", str(plan_id), {"units": len(moves), "version": version})
     return version
 
 
-def _assignment_of(conn: Connection, plan_id: int, units: list[str]) -> dict[str, tuple[str, bool]]:
-    """The stored community and hand-edit flag of ``units`` in the plan."""
+def _assignment_of(conn: Connection, plan_id: int, units: list[str],
+                   district: str | None = None) -> dict[str, tuple[str, bool]]:
+    """The stored community and hand-edit flag of ``units`` in the plan (in ``district``)."""
     out: dict[str, tuple[str, bool]] = {}
     for start in range(0, len(units), BATCH):
-        rows = conn.execute(select(PlanAssignment.unit_code, PlanAssignment.community_code,
-                                   PlanAssignment.edited)
-                            .where(PlanAssignment.plan_id == plan_id,
-                                   PlanAssignment.unit_code.in_(units[start:start + BATCH]))).all()
-        out.update({u: (c, bool(e)) for u, c, e in rows})
+        stmt = (select(PlanAssignment.unit_code, PlanAssignment.community_code, PlanAssignment.edited)
+                .where(PlanAssignment.plan_id == plan_id,
+                       PlanAssignment.unit_code.in_(units[start:start + BATCH])))
+        if district is not None:
+            stmt = stmt.where(PlanAssignment.district_code == district)
+        out.update({u: (c, bool(e)) for u, c, e in conn.execute(stmt).all()})
     return out
 
 
-def _write_units(conn: Connection, plan_id: int, units: dict[str, tuple[str, bool]], version: int) -> None:
-    """Give each unit its community and hand-edit flag, as changed in ``version``."""
-    stmt = (update(PlanAssignment)
-            .where(PlanAssignment.plan_id == plan_id, PlanAssignment.unit_code == bindparam("unit"))
+def _write_units(conn: Connection, plan_id: int, units: dict[str, tuple[str, bool]], version: int,
+                 district: str | None = None) -> None:
+    """Give each unit its community and hand-edit flag, as changed in ``version`` (the units of
+    ``district`` when given: the statement then stays in that district's part of the store)."""
+    where = [PlanAssignment.plan_id == plan_id, PlanAssignment.unit_code == bindparam("unit")]
+    if district is not None:
+        where.append(PlanAssignment.district_code == district)
+    stmt = (update(PlanAssignment).where(*where)
             .values(community_code=bindparam("community"), edited=bindparam("hand"), changed_in=version))
     rows = [{"unit": u, "community": c, "hand": e} for u, (c, e) in units.items()]
     for start in range(0, len(rows), BATCH):
@@ -487,7 +557,8 @@ def nothing_to_replay(plan_id: int, backwards: bool) -> Conflict:
 
 
 def replay_step(engine: Engine, plan_id: int, seq: int, expected_version: int, actor: str, *,
-                backwards: bool, scores: dict | None = None, status: str | None = None) -> int:
+                backwards: bool, scores: dict | None = None, status: str | None = None,
+                district: str | None = None, figures: dict[str, dict] | None = None) -> int:
     """Undo (``backwards``) or redo step ``seq`` of the plan: its units get back the community
     and hand-edit flag they had before it (or the ones it gave them), its names likewise; the
     plan moves to a new version (and to ``status`` when given: a rejected plan edited is a draft
@@ -502,7 +573,8 @@ def replay_step(engine: Engine, plan_id: int, seq: int, expected_version: int, a
         at = 0 if backwards else 1
         units = {u: ((v[0], bool(v[2])) if backwards else (v[1], True))
                  for u, v in (step["units"] or {}).items()}
-        _write_units(conn, plan_id, units, version)
+        _write_units(conn, plan_id, units, version, district)
+        write_figures(conn, plan_id, figures or {})
         _write_names(conn, plan_id, {c: v[at] for c, v in (step["names"] or {}).items()})
         conn.execute(update(PlanStep).where(PlanStep.plan_id == plan_id, PlanStep.seq == seq)
                      .values(undone=backwards))
@@ -513,14 +585,17 @@ def replay_step(engine: Engine, plan_id: int, seq: int, expected_version: int, a
 
 def replace_assignment(engine: Engine, plan_id: int, assignment: pd.Series, edited: set[str],
                        expected_version: int, actor: str, *, base_revision: int, scores: dict,
-                       detail: dict) -> int:
+                       detail: dict, figures: dict[str, dict] | None = None) -> int:
     """Give the plan a whole new assignment made from the boundaries at ``base_revision`` (a
-    rebase): it becomes a draft again; returns the new version."""
+    rebase): it becomes a draft again, with its districts' ``figures`` (:func:`write_figures`);
+    returns the new version."""
     with engine.begin() as conn:
         version = _bump(conn, plan_id, expected_version, status="draft", base_revision=base_revision,
                         scores=scores, comment=None)
         conn.execute(delete(PlanAssignment).where(PlanAssignment.plan_id == plan_id))
         _insert_assignment(conn, plan_id, assignment, edited, version=version)
+        conn.execute(delete(PlanDistrictFigures).where(PlanDistrictFigures.plan_id == plan_id))
+        write_figures(conn, plan_id, figures or {})
         # the steps were made on other boundaries: none can be undone or redone on these
         conn.execute(delete(PlanStep).where(PlanStep.plan_id == plan_id))
         _audit(conn, actor, "plan:rebase", str(plan_id), {**detail, "version": version})

@@ -250,8 +250,9 @@ def test_warming_reads_the_recent_plans_and_follows_the_boundaries(stored, small
         adopt(planner, plan_id)  # the boundaries change: the warm copies are rebuilt unasked
         revision = current_revision(stored)
         for _ in range(600):
+            warm = server._plans.get((second, None))  # the whole plan (no district's part)
             if all(u.revision == revision for u in server._units.values()) and \
-                    server._plans.get(second) is not None and server._plans[second].revision == revision:
+                    warm is not None and warm.revision == revision:
                 break
             time.sleep(0.05)
         else:

@@ -43,15 +43,16 @@ NAME_MAX = 50
 # --- names ----------------------------------------------------------------------------------
 
 
-def community_names(memory: PlanMemory, plan_id: int) -> dict[str, str]:
+def community_names(memory: PlanMemory, plan_id: int, district: str | None = None) -> dict[str, str]:
     """The name of every community the plan may show: the current communities' names, then the
     names the plan gives (new communities, renamed ones) over them."""
     engine = memory.engine
-    districts = memory.plan(plan_id).districts
+    districts = memory.plan(plan_id, district=district).districts
     return plan_rows.current_community_names(engine, districts) | plan_rows.community_names(engine, plan_id)
 
 
-def name_community(memory: PlanMemory, plan_id: int, code: str, name: str, version: int, actor: str) -> dict:
+def name_community(memory: PlanMemory, plan_id: int, code: str, name: str, version: int, actor: str,
+                   district: str | None = None) -> dict:
     """Give community ``code`` of a draft plan a name (unique among the plan's communities)."""
     name = " ".join(str(name or "").split())
     if not name:
@@ -59,10 +60,10 @@ def name_community(memory: PlanMemory, plan_id: int, code: str, name: str, versi
     if len(name) > NAME_MAX:
         raise Refused(_("a community's name has at most {NAME_MAX} characters", NAME_MAX=NAME_MAX))
     plan = editable_plan(memory.engine, plan_id, version)
-    loaded = memory.plan(plan_id, plan)
+    loaded = memory.plan(plan_id, plan, district)
     if code not in loaded.partition:
         raise Refused(_("no community {code} in this plan", code=repr(code)))
-    names = community_names(memory, plan_id)
+    names = community_names(memory, plan_id, district)
     taken = [c for c in loaded.partition.communities if c != code and names.get(c) == name]
     if taken:
         raise Refused(_("community {p1} of this plan is already called {name}", p1=taken[0], name=name))
@@ -70,6 +71,38 @@ def name_community(memory: PlanMemory, plan_id: int, code: str, name: str, versi
     memory.saved(loaded, new_version)
     return {"version": new_version, "community_code": code, "name": name}
 
+
+
+def districts(memory: PlanMemory, plan: dict) -> list[dict]:
+    """The districts a plan of every district is worked on by, its page opening one at a time
+    (:meth:`~layers.plans.memory.PlanMemory.parts`): each with its name and its part's
+    communities, how many are outside the bounds and not contiguous, from the figures kept
+    (:mod:`layers.plans.figures`); none for a plan worked on whole."""
+    parts = memory.parts(plan)
+    if not parts:
+        return []
+    kept = plan_rows.district_figures(memory.engine, plan["id"])
+    names = plan_rows.district_names(memory.engine)
+    out = []
+    for code in parts:
+        sums = (kept.get(code) or {}).get("sums", {})
+        out.append({"code": code, "name": names.get(code),
+                    **{k: sums.get(k) for k in ("communities", "outside_bounds", "non_contiguous")}})
+    return out
+
+
+def district_of_page(memory: PlanMemory, plan: dict, asked: str | None) -> str | None:
+    """The district a plan's page (and each request of it) works on: ``asked`` when the plan is
+    worked on district by district (refused when it is not one of the plan's), else its first
+    district; None for a plan worked on whole."""
+    parts = memory.parts(plan)
+    if not parts:
+        return None
+    if asked is None:
+        return parts[0]
+    if asked not in parts:
+        raise Refused(_("plan {plan_id} has no district {district}", plan_id=plan["id"], district=asked))
+    return asked
 
 
 # --- the plan as a document -----------------------------------------------------------------
@@ -141,18 +174,18 @@ def colour_communities(neighbours: dict[str, list[str]], palette: int = PALETTE_
     return colours
 
 
-def describe(memory: PlanMemory, plan_id: int) -> dict:
+def describe(memory: PlanMemory, plan_id: int, district: str | None = None) -> dict:
     """The plan with every community's figures, name, neighbours and colour, and how the page
     should load its units (all at once, or by view from ``unit_zoom``). Kept with the loaded
     plan for its version: a city's thousand communities are described once per edit, not per
     request."""
-    loaded = memory.plan(plan_id)
+    loaded = memory.plan(plan_id, district=district)
     cached = loaded.caches.described
     if cached is not None and cached[0] == loaded.version:
         return {**cached[1]}  # callers add the user's actions to their copy
     version = loaded.version
-    described = describe_plan(memory, plan_id)
-    names = community_names(memory, plan_id)
+    described = describe_plan(memory, plan_id, district)
+    names = community_names(memory, plan_id, district)
     colours = colour_communities({c["community_code"]: c["neighbours"] for c in described["communities"]})
     for c in described["communities"]:
         name_figure(c, names.get(c["community_code"]))
@@ -181,11 +214,11 @@ def _feature_collection(features: list[str]) -> str:
 
 
 def units_in_view(memory: PlanMemory, plan_id: int, bbox: tuple[float, float, float, float] | None = None,
-                  zoom: float | None = None) -> str:
+                  zoom: float | None = None, district: str | None = None) -> str:
     """The plan's units (within ``bbox`` when given) as GeoJSON, simplified to half a pixel of
     ``zoom``: each with its community in the plan, the current one (``null`` for a blind spot)
     and a point inside it (for lasso selection)."""
-    loaded = memory.plan(plan_id)
+    loaded = memory.plan(plan_id, district=district)
     with loaded.lock:
         units = loaded.units
         positions = np.arange(len(units)) if bbox is None else np.sort(units.sindex.query(shapely.box(*bbox)))
@@ -230,26 +263,26 @@ def _dissolved(loaded: LoadedPlan) -> dict[str, shapely.Geometry]:
     return {c: cache[c][1] for c in signature}
 
 
-def prepare(memory: PlanMemory, plan_id: int) -> None:
+def prepare(memory: PlanMemory, plan_id: int, district: str | None = None) -> None:
     """Work out now what a plan page asks for first — the plan described, its communities'
     outlines — so that warming a server's memory (:meth:`PlanMemory.warm`) leaves nothing slow
     for the first planner to open the plan."""
-    describe(memory, plan_id)
-    loaded = memory.plan(plan_id)
+    describe(memory, plan_id, district)
+    loaded = memory.plan(plan_id, district=district)
     with loaded.lock:
         _dissolved(loaded)
 
 
 def outlines(memory: PlanMemory, plan_id: int, zoom: float | None = None,
-             codes: list[str] | None = None) -> str:
+             codes: list[str] | None = None, district: str | None = None) -> str:
     """The plan's communities as GeoJSON outlines simplified for ``zoom`` (shared boundaries
     simplified once, so neighbours still meet), each with a point inside it for its label; the
     last few zooms' answers are kept with the loaded plan for its version. ``codes``: only these
     communities (those an edit changed: the page redraws them, not the whole plan)."""
-    whole = _outlines(memory, plan_id, zoom)
+    whole = _outlines(memory, plan_id, zoom, district)
     if codes is None:
         return whole
-    loaded = memory.plan(plan_id)
+    loaded = memory.plan(plan_id, district=district)
     key = (loaded.version, None if zoom is None else round(float(zoom), 1))
     with loaded.lock:
         by_code = loaded.caches.outline_features.get(key)
@@ -258,8 +291,9 @@ def outlines(memory: PlanMemory, plan_id: int, zoom: float | None = None,
     return _feature_collection([by_code[c] for c in codes if c in by_code])
 
 
-def _outlines(memory: PlanMemory, plan_id: int, zoom: float | None = None) -> str:
-    loaded = memory.plan(plan_id)
+def _outlines(memory: PlanMemory, plan_id: int, zoom: float | None = None,
+              district: str | None = None) -> str:
+    loaded = memory.plan(plan_id, district=district)
     key = (loaded.version, None if zoom is None else round(float(zoom), 1))
     with loaded.lock:
         answers = loaded.caches.outline_answers

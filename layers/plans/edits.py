@@ -36,6 +36,7 @@ from geodata.errors import Conflict, Refused
 from geodata.i18n import _
 from geodata.store import community_codes_ever
 from layers.plans.engine import PlanResult, assign_codes, split_in_two, summary
+from layers.plans.figures import combine, figures_by_district, part_figures
 from layers.plans.files import export_plan
 from layers.plans.memory import LoadedPlan, PlanMemory
 from layers.plans.partition import Partition
@@ -144,9 +145,10 @@ def plan_scores(loaded: LoadedPlan) -> dict:
     return summary(loaded.partition, loaded.rules, loaded.partition.broken())
 
 
-def describe(memory: PlanMemory, plan_id: int) -> dict:
-    """The plan's row, the figures of every community and the plan's scores."""
-    loaded = memory.plan(plan_id)
+def describe(memory: PlanMemory, plan_id: int, district: str | None = None) -> dict:
+    """The plan's row, the figures of every community and the plan's scores (``district``: of
+    that district's part, with the whole plan's scores beside them as ``plan_scores``)."""
+    loaded = memory.plan(plan_id, district=district)
     with loaded.lock:
         plan = loaded.plan
         return {**{k: v for k, v in plan.items() if k not in ("created_at", "updated_at")},
@@ -154,23 +156,73 @@ def describe(memory: PlanMemory, plan_id: int) -> dict:
                 "communities": community_figures(loaded, loaded.partition.communities,
                                                  community_adjacency(loaded), current_codes(memory, loaded)),
                 "history": plan_rows.step_counts(memory.engine, plan_id),
-                "scores": plan_scores(loaded), "units": len(loaded.graph),
+                "scores": plan_scores(loaded), "units": len(loaded.graph), "district": loaded.part,
+                "plan_scores": whole_scores(memory, loaded),
                 "rules": {"minimum": loaded.rules.minimum, "maximum": loaded.rules.maximum,
                           "target": loaded.rules.aim}}
 
 
-def export(memory: PlanMemory, plan_id: int, fmt: str, folder: Path) -> Path:
-    """Write the plan into ``folder`` as a GeoPackage (``gpkg``) or a shapefile zip (``shp``)."""
+def whole_scores(memory: PlanMemory, loaded: LoadedPlan) -> dict:
+    """The whole plan's scores: a district's part's plan's as stored (combined from every
+    district's figures at its last edit); a whole plan's, its own."""
+    if loaded.part is None:
+        return plan_scores(loaded)
+    fill_figures(memory, loaded.plan)
+    return {k: v for k, v in (plan_rows.get_plan(memory.engine, loaded.plan_id)["scores"] or {}).items()
+            if k != "infeasible"}
+
+
+def fill_figures(memory: PlanMemory, plan: dict) -> None:
+    """Keep the figures of every district of a plan of every district made before they were
+    kept (:mod:`layers.plans.figures`), reading its districts one at a time — once per plan."""
+    engine = memory.engine
+    if (plan["params"] or {}).get("street") or plan_rows.district_figures(engine, plan["id"]):
+        return
+    figures = {}
+    for district in plan_rows.plan_districts(engine, plan["id"]):
+        part = memory.plan(plan["id"], plan, district)
+        with part.lock:
+            figures[district] = part_figures(PlanResult(part.graph, part.partition, part.rules))
+    with engine.begin() as conn:
+        plan_rows.write_figures(conn, plan["id"], figures)
+
+
+def _scored(memory: PlanMemory, loaded: LoadedPlan, touched: np.ndarray
+            ) -> tuple[dict, dict, dict[str, dict]]:
+    """The scores of an edit tried on ``loaded`` (units at ``touched`` moved): those of the loaded
+    plan or part, the whole plan's, and the figures to keep of the districts it changed (a plan
+    of every district keeps them: :mod:`layers.plans.figures`; a street's plan none)."""
+    own = plan_scores(loaded)
+    if loaded.part is not None:
+        fill_figures(memory, loaded.plan)
+        mine = part_figures(PlanResult(loaded.graph, loaded.partition, loaded.rules))
+        others = plan_rows.district_figures(memory.engine, loaded.plan_id, besides=loaded.part)
+        figures = [others[d] for d in sorted(others)] + [mine]
+        return own, combine(figures, loaded.rules), {loaded.part: mine}
+    if (loaded.plan["params"] or {}).get("street"):
+        return own, own, {}
+    districts = loaded.units["district_code"].to_numpy(dtype=object)
+    inside = np.isin(districts, list(set(districts[touched].tolist())))
+    if not plan_rows.district_figures(memory.engine, loaded.plan_id):  # none kept yet: every district's
+        inside[:] = True
+    return own, own, figures_by_district(loaded.graph, loaded.partition, loaded.rules,
+                                         np.where(inside, districts, None))
+
+
+def export(memory: PlanMemory, plan_id: int, fmt: str, folder: Path, district: str | None = None) -> Path:
+    """Write the plan (``district``: that district's part) into ``folder`` as a GeoPackage
+    (``gpkg``) or a shapefile zip (``shp``)."""
     if fmt not in ("gpkg", "shp"):
         raise Refused(_("format is gpkg or shp"))
-    loaded = memory.plan(plan_id)
+    loaded = memory.plan(plan_id, district=district)
     with loaded.lock:
         result = PlanResult(loaded.graph, loaded.partition, loaded.rules)
         suffix = "zip" if fmt == "shp" else "gpkg"
         engine = memory.engine
         names = plan_rows.current_community_names(engine, loaded.districts) | \
             plan_rows.community_names(engine, plan_id)
-        return export_plan(result, loaded.units, folder / f"plan-{plan_id}.{suffix}", names=names,
+        stem = f"plan-{plan_id}" if loaded.part is None else f"plan-{plan_id}-{loaded.part}"
+        return export_plan(result, loaded.units, folder / f"{stem}.{suffix}", names=names,
                            street_names=plan_rows.street_names(memory.engine))
 
 
@@ -201,10 +253,11 @@ def _target(loaded: LoadedPlan, memory: PlanMemory, positions: list[int], to: st
 
 
 def _save(memory: PlanMemory, loaded: LoadedPlan, positions: np.ndarray, labels: np.ndarray,
-          save: Callable[[dict], int]) -> tuple[int, dict, list[dict], list[str]]:
+          save: Callable[[dict, dict[str, dict]], int]) -> tuple[int, dict, list[dict], list[str]]:
     """An edit as a trial on the partition: give the units at ``positions`` the communities
     ``labels``, read the plan's scores and the touched communities' figures, ``save`` (given the
-    scores; it returns the new version), and keep the edit only once that has committed — a save
+    whole plan's scores and the figures of the districts changed, :func:`_scored`; it returns
+    the new version), and keep the edit only once that has committed — a save
     that fails rolls the partition back exactly: memory never runs ahead of the database. Returns
     the new version, the plan's scores, the figures of the communities touched and their codes."""
     p = loaded.partition
@@ -214,9 +267,9 @@ def _save(memory: PlanMemory, loaded: LoadedPlan, positions: np.ndarray, labels:
     with p.trial() as trial:
         for label in dict.fromkeys(labels.tolist()):
             p.move(positions[labels == label], label)
-        scores = plan_scores(loaded)
+        scores, whole, kept = _scored(memory, loaded, positions)
         figures = community_figures(loaded, touched, codes=current_codes(memory, loaded))
-        new_version = save(scores)
+        new_version = save(whole, kept)
         trial.keep()
     memory.saved(loaded, new_version)
     names = plan_rows.names_for(memory.engine, loaded.plan_id, touched)
@@ -226,13 +279,13 @@ def _save(memory: PlanMemory, loaded: LoadedPlan, positions: np.ndarray, labels:
 
 
 def move_units(memory: PlanMemory, plan_id: int, unit_codes: list[str], to: str, version: int,
-               actor: str, *, kind: str = "move") -> dict:
+               actor: str, *, kind: str = "move", district: str | None = None) -> dict:
     """Move units to a community (an existing code, ``"new"`` for a new one in their street, or an
     unused code of their street). Allowed even when it breaks a rule: the answer names the
     violations. Memory changes only once the save has committed. The edit is one step of the
     plan's history (``kind``: move, split, merge; a move to a new community is ``new``)."""
     plan = editable_plan(memory.engine, plan_id, version)
-    loaded = memory.plan(plan_id, plan)
+    loaded = memory.plan(plan_id, plan, district)
     with loaded.lock:
         g, p = loaded.graph, loaded.partition
         unknown = [u for u in unit_codes if u not in g.position]
@@ -246,14 +299,25 @@ def move_units(memory: PlanMemory, plan_id: int, unit_codes: list[str], to: str,
         labels = np.array([to] * len(positions), dtype=object)
         new_version, scores, figures, _touched = _save(
             memory, loaded, positions, labels,
-            lambda scores: plan_rows.save_moves(
+            lambda scores, kept: plan_rows.save_moves(
                 memory.engine, plan_id, dict.fromkeys(unit_codes, to), version, actor, scores=scores,
-                kind=kind, status="draft" if plan["status"] == "rejected" else None))
+                kind=kind, status="draft" if plan["status"] == "rejected" else None, district=loaded.part,
+                figures=kept))
         return {"version": new_version, "to": to, "units": list(unit_codes), "communities": figures,
-                "plan": scores, "history": plan_rows.step_counts(memory.engine, plan_id)}
+                "plan": scores, "history": plan_rows.step_counts(memory.engine, plan_id),
+                **_whole(memory, loaded)}
 
 
-def replay(memory: PlanMemory, plan_id: int, version: int, actor: str, *, backwards: bool) -> dict:
+def _whole(memory: PlanMemory, loaded: LoadedPlan) -> dict:
+    """What an edit of a district's part answers beside its own scores: its district and the
+    whole plan's scores (as just saved)."""
+    if loaded.part is None:
+        return {}
+    return {"district": loaded.part, "plan_scores": whole_scores(memory, loaded)}
+
+
+def replay(memory: PlanMemory, plan_id: int, version: int, actor: str, *, backwards: bool,
+           district: str | None = None) -> dict:
     """Undo (``backwards``) the plan's newest step, or redo the step undone last: its units get
     back exactly the communities they had before it (or after it), its names likewise — whatever
     the step was (a move, a paint stroke, a split, a merge, a new community, a name). A code the
@@ -267,7 +331,9 @@ def replay(memory: PlanMemory, plan_id: int, version: int, actor: str, *, backwa
     at = 0 if backwards else 1
     moves = {u: v[at] for u, v in (step["units"] or {}).items()}
     names = {c: v[at] for c, v in (step["names"] or {}).items()}
-    loaded = memory.plan(plan_id, plan)
+    if district is not None and moves:  # a plan's steps are one history: the step's own district's part
+        district = plan_rows.district_of_units(memory.engine, plan_id, list(moves)) or district
+    loaded = memory.plan(plan_id, plan, district)
     with loaded.lock:
         g = loaded.graph
         gone = [u for u in moves if u not in g.position]
@@ -278,21 +344,21 @@ def replay(memory: PlanMemory, plan_id: int, version: int, actor: str, *, backwa
         labels = np.array(list(moves.values()), dtype=object)
         new_version, scores, figures, touched = _save(
             memory, loaded, positions, labels,
-            lambda scores: plan_rows.replay_step(memory.engine, plan_id, step["seq"], version, actor,
-                                                 backwards=backwards, scores=scores,
-                                                 status="draft" if plan["status"] == "rejected" else None))
+            lambda scores, kept: plan_rows.replay_step(
+                memory.engine, plan_id, step["seq"], version, actor, backwards=backwards, scores=scores,
+                status="draft" if plan["status"] == "rejected" else None, district=loaded.part, figures=kept))
         shown = plan_rows.names_for(memory.engine, plan_id, names)  # no name of the plan's: the current one
         names = {code: shown.get(code) for code in names}
         return {"version": new_version, "assignment": moves, "units": list(moves), "names": names,
                 "communities": figures, "plan": scores, "kind": step["kind"],
-                "history": plan_rows.step_counts(memory.engine, plan_id)}
+                "history": plan_rows.step_counts(memory.engine, plan_id), **_whole(memory, loaded)}
 
 
 def split_community(memory: PlanMemory, plan_id: int, code: str, version: int, actor: str,
-                    line: shapely.LineString | None = None) -> dict:
+                    line: shapely.LineString | None = None, district: str | None = None) -> dict:
     """Split a community of the plan in two: balanced, compact and contiguous parts, or along
     a line drawn across it (EPSG:4326); the part with fewer households becomes a new community."""
-    loaded = memory.plan(plan_id)
+    loaded = memory.plan(plan_id, district=district)
     p = loaded.partition
     if code not in p:
         raise Refused(_("no community {code} in this plan", code=repr(code)))
@@ -301,7 +367,7 @@ def split_community(memory: PlanMemory, plan_id: int, code: str, version: int, a
             raise Refused(_("community {code} has fewer than two land units: there is nothing to split",
                             code=code))
         return move_units(memory, plan_id, split_in_two(p, code, seed=version), "new", version, actor,
-                          kind="split")
+                          kind="split", district=district)
     members = loaded.units.iloc[p.members(code)]
     outline = shapely.union_all(members.geometry.values)
     pieces = shapely.get_parts(shapely.ops.split(outline, line)) if outline.intersects(line) else []
@@ -313,7 +379,7 @@ def split_community(memory: PlanMemory, plan_id: int, code: str, version: int, a
     moving = members["code"].astype(str).to_numpy()[side != int(np.argmax(households))].tolist()
     if not moving:
         raise Refused(_("the line leaves every unit of {code} on one side", code=code))
-    return move_units(memory, plan_id, moving, "new", version, actor, kind="split")
+    return move_units(memory, plan_id, moving, "new", version, actor, kind="split", district=district)
 
 
 def standing(memory: PlanMemory, loaded: LoadedPlan, code: str) -> int:
@@ -347,11 +413,11 @@ def merge_survivor(memory: PlanMemory, loaded: LoadedPlan, into: str, other: str
 
 
 def merge_communities(memory: PlanMemory, plan_id: int, keep: str, merge: str, version: int,
-                      actor: str) -> dict:
+                      actor: str, district: str | None = None) -> dict:
     """Merge community ``merge`` into ``keep``: ``keep`` survives with its code and name (the
     rule of :func:`merge_survivor` decides when only ``merge`` has an official code). The answer
     says which survived (``to``) and which was retired."""
-    loaded = memory.plan(plan_id)
+    loaded = memory.plan(plan_id, district=district)
     p = loaded.partition
     if keep not in p or merge not in p:
         raise Refused(_("both communities must be in the plan"))
@@ -359,7 +425,7 @@ def merge_communities(memory: PlanMemory, plan_id: int, keep: str, merge: str, v
         raise Refused(_("a community cannot be merged with itself"))
     survivor, retired = merge_survivor(memory, loaded, keep, merge)
     answer = move_units(memory, plan_id, loaded.graph.codes[p.members(retired)].tolist(), survivor, version,
-                        actor, kind="merge")
+                        actor, kind="merge", district=district)
     return {**answer, "retired": retired}
 
 
@@ -379,10 +445,10 @@ def _same_streets(memory: PlanMemory, plan_id: int, mine: LoadedPlan, other: int
                     other=f"#{other}", other_streets=named(theirs)))
 
 
-def compare(memory: PlanMemory, plan_id: int, other: int | None = None) -> dict:
+def compare(memory: PlanMemory, plan_id: int, other: int | None = None, district: str | None = None) -> dict:
     """The units whose community differs between a plan and the current boundaries (or another
     plan), and the difference of their scores. A blind spot's community is ``None``."""
-    mine_plan = memory.plan(plan_id)
+    mine_plan = memory.plan(plan_id, district=district)
     g = mine_plan.graph
     mine = pd.Series(mine_plan.partition.labels, index=g.codes)
     if other is None:
@@ -390,7 +456,7 @@ def compare(memory: PlanMemory, plan_id: int, other: int | None = None) -> dict:
         blind = np.array([c or "(blind spot)" for c in g.current], dtype=object)
         other_scores = PlanResult(g, Partition(g, blind), mine_plan.rules).scores()
     else:
-        them = memory.plan(other)
+        them = memory.plan(other, district=district)
         _same_streets(memory, plan_id, mine_plan, other, them)
         theirs = pd.Series(them.partition.labels, index=them.graph.codes, dtype=object).reindex(mine.index)
         other_scores = plan_scores(them)

@@ -45,7 +45,8 @@ from layers.plans.partition import Partition, UnitGraph
 
 @dataclass
 class UnitSet:
-    """The stored units of one street (or all), their graph, and the revision they were read at."""
+    """The stored units of one street, one district or all, their graph, and the revision they
+    were read at."""
 
     #: the whole database's boundary revision when they were read (what a plan made of them
     #: records as its base: the log is judged from it)
@@ -56,8 +57,11 @@ class UnitSet:
     #: community code → home street, from the street's whole district (None: from ``graph``);
     #: see :func:`layers.plans.engine.current_labels`
     home: pd.Series | None = None
-    #: what they stay valid by: the street's district's revision (all: the whole database's)
+    #: what they stay valid by: the street's (or the district's) district's revision (all: the
+    #: whole database's)
     stamp: int | None = None
+    #: the district they are (None: a street's, or all)
+    district: str | None = None
 
 
 #: a version of a plan and a zoom rounded to a tenth (None: not simplified)
@@ -88,7 +92,9 @@ class PlanCaches:
 
 @dataclass
 class LoadedPlan:
-    """A stored plan in memory: its row, its units and graph, its partition and rules.
+    """A stored plan in memory: its row, its units and graph, its partition and rules — the whole
+    plan, or one district's part of a plan of every district (``part``: a province's plan is
+    opened and edited district by district, :mod:`layers.plans.figures`).
 
     The partition keeps its own scores, contiguity included (re-checked lazily for the
     communities an edit touched). ``lock`` serialises edits within the process. ``caches`` holds
@@ -106,6 +112,8 @@ class LoadedPlan:
     caches: PlanCaches = field(default_factory=PlanCaches, repr=False)
     #: what it stays valid by: its units' district's revision (:attr:`UnitSet.stamp`)
     stamp: int | None = None
+    #: the district this is the part of (None: the whole plan)
+    part: str | None = None
 
     @property
     def plan_id(self) -> int:
@@ -127,8 +135,10 @@ class PlanMemory:
     def __init__(self, engine: Engine, capacity: int = 4) -> None:
         self.engine = engine
         self.capacity = capacity
-        self._units: OrderedDict[str | None, UnitSet] = OrderedDict()
-        self._plans: OrderedDict[int, LoadedPlan] = OrderedDict()
+        #: by (street, district): a street's units, a district's, or (None, None) all
+        self._units: OrderedDict[tuple[str | None, str | None], UnitSet] = OrderedDict()
+        #: by (plan, district): a whole plan (None), or one district's part of a plan of every district
+        self._plans: OrderedDict[tuple[int, str | None], LoadedPlan] = OrderedDict()
         self._lock = threading.RLock()
         #: street → its district (codes do not move between districts: a code table gives a
         #: street a new code, not a new district)
@@ -148,63 +158,85 @@ class PlanMemory:
             self._districts[street] = district_of(self.engine, street)
         return self._districts[street]
 
-    def stamp(self, street: str | None) -> int:
-        """The revision the units of ``street`` are kept by: its district's (one small query),
-        which another district's change leaves as it is; all streets: the whole database's."""
-        district = self.district(street)
+    def stamp(self, street: str | None, district: str | None = None) -> int:
+        """The revision the units of ``street`` (or of ``district``) are kept by: its district's
+        (one small query), which another district's change leaves as it is; all streets: the
+        whole database's."""
+        district = self.district(street) if street is not None else district
         return self.revision() if district is None else district_revision(self.engine, district)
 
-    def units(self, street: str | None = None, revision: int | None = None) -> UnitSet:
-        """The stored units of ``street`` (or all) with their graph, as of the stored revision of
-        the street's district; ``revision``: the whole database's revision the caller read (what
-        units read now are recorded at; default: read here)."""
-        stamp = self.stamp(street)  # first: a change after it makes the units look older, never newer
+    def units(self, street: str | None = None, revision: int | None = None, *,
+              district: str | None = None) -> UnitSet:
+        """The stored units of ``street`` (or of ``district``, or all) with their graph, as of the
+        stored revision of their district; ``revision``: the whole database's revision the caller
+        read (what units read now are recorded at; default: read here)."""
+        district = None if street is not None else district
+        key = (street, district)
+        # first: a change after it makes the units look older, never newer
+        stamp = self.stamp(street, district)
         with self._lock:
-            found = self._units.get(street)
+            found = self._units.get(key)
             if found is None or found.stamp != stamp:
                 revision = self.revision() if revision is None else revision
-                units, adjacency = units_from_database(self.engine, street)
+                units, adjacency = units_from_database(self.engine, street, district=district)
                 self.loads += 1
-                if not len(units):  # an unknown street: refused, and nothing kept for it
+                if not len(units):  # an unknown street or district: refused, and nothing kept for it
                     raise Refused(_("no units to plan in street {street}", street=street) if street
+                                  else _("no units in district {district}", district=district) if district
                                   else _("no units to plan"))
                 home = home_streets_of_district(self.engine, str(units["district_code"].iloc[0])) \
                     if street is not None else None
-                found = UnitSet(revision, street, units, UnitGraph.from_units(units, adjacency), home, stamp)
-                self._units[street] = found
-            self._units.move_to_end(street)
+                found = UnitSet(revision, street, units, UnitGraph.from_units(units, adjacency), home, stamp,
+                                district)
+                self._units[key] = found
+            self._units.move_to_end(key)
             while len(self._units) > self.capacity:
                 self._units.popitem(last=False)
             return found
 
-    def plan(self, plan_id: int, row: dict | None = None) -> LoadedPlan:
+    def parts(self, row: dict) -> list[str]:
+        """The districts a plan is opened by, one at a time: those of a plan of every district
+        when it has more than one (no process need hold a province); none for a plan worked on
+        whole (a street's, one district's)."""
+        if (row["params"] or {}).get("street"):
+            return []
+        districts = plan_rows.figure_districts(self.engine, row["id"]) or \
+            plan_rows.plan_districts(self.engine, row["id"])  # a plan made before figures were kept
+        return districts if len(districts) > 1 else []
+
+    def plan(self, plan_id: int, row: dict | None = None, district: str | None = None) -> LoadedPlan:
         """Plan ``plan_id`` at its stored version on the stored boundaries (rebuilt when either
-        moved); ``row`` is its stored row when the caller has just read it."""
+        moved); ``row`` is its stored row when the caller has just read it. ``district``: only
+        that district's part of a plan of every district (a street's plan is whole whatever it
+        names), kept by that district's revision — what a province's plan page works on."""
         row = row or plan_rows.get_plan(self.engine, plan_id)
-        stamp = self.stamp((row["params"] or {}).get("street"))
+        street = (row["params"] or {}).get("street")
+        part = None if street else district
+        stamp = self.stamp(street, part)
+        key = (plan_id, part)
         with self._lock:
-            found = self._plans.get(plan_id)
+            found = self._plans.get(key)
             if found is not None and found.stamp == stamp and found.version < row["version"]:
                 found = self._catch_up(found, row)
             if found is None or found.version != row["version"] or found.stamp != stamp:
-                found = self._load(row)
-                self._plans[plan_id] = found
-            self._plans.move_to_end(plan_id)
+                found = self._load(row, part)
+                self._plans[key] = found
+            self._plans.move_to_end(key)
             while len(self._plans) > self.capacity:
                 self._plans.popitem(last=False)
             return found
 
-    def _load(self, row: dict) -> LoadedPlan:
+    def _load(self, row: dict, part: str | None = None) -> LoadedPlan:
         params = row["params"] or {}
-        unit_set = self.units(params.get("street"))
+        unit_set = self.units(params.get("street"), district=part)
         graph = unit_set.graph
-        assignment = plan_rows.plan_assignment(self.engine, row["id"])
+        assignment = plan_rows.plan_assignment(self.engine, row["id"], district=part)
         labels = assignment.reindex(graph.codes).to_numpy(dtype=object)
         labels = np.where(pd.isna(labels), graph.current, labels)  # units the plan never saw keep theirs
         partition = Partition(graph, labels)
         partition.broken()  # contiguity of every community now, in one pass, not on the first edit
         return LoadedPlan(row, unit_set.revision, unit_set.units, graph, partition,
-                          plan_rules(self.engine, params), stamp=unit_set.stamp)
+                          plan_rules(self.engine, params), stamp=unit_set.stamp, part=part)
 
     def _catch_up(self, loaded: LoadedPlan, row: dict) -> LoadedPlan | None:
         """Apply to ``loaded`` the units another process moved since its version (None when
@@ -221,7 +253,8 @@ class PlanMemory:
             loaded.plan = row
         return loaded
 
-    def warm(self, plans: int | None = None, prepare: Callable[[PlanMemory, int], object] | None = None
+    def warm(self, plans: int | None = None,
+             prepare: Callable[[PlanMemory, int, str | None], object] | None = None
              ) -> list[int]:
         """Read the unit graph and the ``plans`` most recently changed plans (default: as many
         as this memory keeps) into memory now, and ``prepare`` each (e.g. its outlines); returns
@@ -230,16 +263,18 @@ class PlanMemory:
         warmed = []
         for row in recent[:self.capacity if plans is None else plans][::-1]:  # the newest is kept last
             try:
-                self.plan(row["id"])
+                stored = plan_rows.get_plan(self.engine, row["id"])
+                part = next(iter(self.parts(stored)), None)  # a province's plan: the district its page opens
+                self.plan(row["id"], stored, part)
                 if prepare is not None:
-                    prepare(self, row["id"])
+                    prepare(self, row["id"], part)
             except plan_rows.PlanNotFound:
                 continue
             warmed.append(row["id"])
         return warmed[::-1]
 
     def keep_warm(self, stop: threading.Event, every: float = 30.0,
-                  prepare: Callable[[PlanMemory, int], object] | None = None) -> None:
+                  prepare: Callable[[PlanMemory, int, str | None], object] | None = None) -> None:
         """Warm now, then again whenever the stored boundary revision or the set of recent plans
         moves, until ``stop`` is set — a server process's background thread."""
         seen = None
@@ -261,8 +296,10 @@ class PlanMemory:
         loaded.plan = {**loaded.plan, "version": version}
 
     def forget(self, plan_id: int) -> None:
+        """Drop plan ``plan_id`` (whole, and every district's part of it)."""
         with self._lock:
-            self._plans.pop(plan_id, None)
+            for key in [k for k in self._plans if k[0] == plan_id]:
+                del self._plans[key]
 
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,6 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
@@ -44,6 +43,7 @@ from geodata.i18n import _
 from geodata.revisions import current_revision
 from geodata.store import community_codes_of_district, known_districts, unit_district_codes
 from layers.plans.engine import Rules, make_plan
+from layers.plans.figures import combine, part_figures
 from layers.plans.files import units_from_database
 from layers.plans.memory import plan_rules
 from layers.plans.partition import UnitGraph
@@ -112,10 +112,6 @@ class DistrictOutcome(TaskOutcome):
         return self.read_s + self.plan_s + self.write_s
 
 
-#: the scores that add up over districts
-ADDITIVE = ("communities", "units", "households", "outside_bounds", "non_contiguous", "households_moved",
-            "units_moved", "cut_edges", "crossing_street", "new_communities")
-
 #: the process that last dropped each engine's inherited connections: this process's own
 #: bookkeeping (a fork changes it), not a mirror of anything stored
 _engine_pid: dict[str, int] = {}
@@ -146,16 +142,13 @@ def plan_district(task: DistrictTask) -> DistrictOutcome:
         started = time.perf_counter()
         graph = UnitGraph.from_units(units, adjacency)
         result = make_plan(graph, Rules(**task.rules), retired=taken)
-        scores = result.scores()
-        p = result.partition
+        figures = part_figures(result)
         out.units, out.streets = len(graph), sorted(set(graph.street.tolist()))
-        out.households = [int(p.households[c]) for c in p.communities]
-        out.polsby_popper = [float(p.polsby_popper(c)) for c in p.communities]
-        out.sums = {k: int(scores[k]) for k in ADDITIVE}
-        out.infeasible = scores["infeasible"]
+        out.households, out.polsby_popper = figures["households"], figures["polsby_popper"]
+        out.sums, out.infeasible = figures["sums"], figures["infeasible"]
         out.plan_s = time.perf_counter() - started
         started = time.perf_counter()
-        plan_parts.write_district(engine, task.plan_id, task.district, result.assignment)
+        plan_parts.write_district(engine, task.plan_id, task.district, result.assignment, figures=figures)
         out.write_s = time.perf_counter() - started
     out.peak_mb = peak_memory_mb()
     out.cpu_s = time.process_time() - cpu
@@ -439,25 +432,10 @@ class ProvincePlan:
 
 
 def combine_scores(outcomes: list[DistrictOutcome], rules: Rules) -> dict:
-    """The plan's scores from its districts' (the same keys as
-    :meth:`layers.plans.engine.PlanResult.scores`; ``cut_edges`` counts edges within districts)."""
+    """The plan's scores from its districts' outcomes (:func:`layers.plans.figures.combine`)."""
     done = sorted((o for o in outcomes if not o.skipped), key=lambda o: o.district)  # any finishing order
-    households = np.array([h for o in done for h in o.households] or [0])
-    pp = np.array([x for o in done for x in o.polsby_popper] or [0.0])
-    sums = {k: sum(o.sums.get(k, 0) for o in done) for k in ADDITIVE}
-    total = sums["households"]
-    return {
-        "communities": sums["communities"], "units": sums["units"], "households": total,
-        "outside_bounds": sums["outside_bounds"], "non_contiguous": sums["non_contiguous"],
-        "households_min": int(households.min()), "households_median": float(np.median(households)),
-        "households_max": int(households.max()), "households_moved": sums["households_moved"],
-        "units_moved": sums["units_moved"],
-        "households_moved_share": round(sums["households_moved"] / total, 4) if total else 0.0,
-        "pp_mean": round(float(pp.mean()), 4), "pp_min": round(float(pp.min()), 4),
-        "cut_edges": sums["cut_edges"], "bounds": [rules.minimum, rules.maximum],
-        "crossing_street": sums["crossing_street"], "new_communities": sums["new_communities"],
-        "infeasible": [i for o in done for i in o.infeasible],
-    }
+    return combine([{"households": o.households, "polsby_popper": o.polsby_popper, "sums": o.sums,
+                     "infeasible": o.infeasible} for o in done], rules)
 
 
 def plan_all(engine: Engine, name: str, author: str, *, minimum: int | None = None,

@@ -25,6 +25,7 @@ from geodata.store import community_codes_ever
 from layers.plans import adoption
 from layers.plans.communities import Bounds, bounds
 from layers.plans.engine import PlanResult, Rules, current_labels, make_plan
+from layers.plans.figures import figures_by_district
 from layers.plans.memory import PlanMemory, UnitSet, plan_rules
 
 #: action → (statuses it starts from, status it leads to, roles allowed)
@@ -120,8 +121,15 @@ def auto_plan(memory: PlanMemory, name: str, author: str, *, street: str | None 
                                     scores=result.scores(),
                                     district_code=unit_set.units["district_code"].iloc[0],
                                     base_revision=unit_set.revision,
-                                    streets=sorted(set(unit_set.graph.street)))
+                                    streets=sorted(set(unit_set.graph.street)),
+                                    figures=None if street else _figures(unit_set, result))
     return plan_id, result
+
+
+def _figures(unit_set: UnitSet, result: PlanResult) -> dict[str, dict]:
+    """Every district's part of a plan of every district in figures (:mod:`layers.plans.figures`)."""
+    return figures_by_district(result.graph, result.partition, result.rules,
+                               unit_set.units["district_code"].to_numpy(dtype=object))
 
 
 #: how many changed communities a stale plan's message names (then how many more there are)
@@ -313,7 +321,8 @@ def rebase(memory: PlanMemory, plan_id: int, version: int, actor: str) -> dict:
     detail = {"streets_replanned": changed, "edits_kept": len(kept_edits), "edits_dropped": dropped[:100]}
     new_version = plan_rows.replace_assignment(
         engine, plan_id, result.assignment, set(kept_edits), version, actor, base_revision=revision,
-        scores=result.scores(), detail=detail)
+        scores=result.scores(), detail=detail,
+        figures=None if params.get("street") else _figures(unit_set, result))
     memory.forget(plan_id)
     return {"version": new_version, "status": "draft", "base_revision": revision, **detail,
             "scores": {k: v for k, v in result.scores().items() if k != "infeasible"}}

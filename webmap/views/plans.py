@@ -95,7 +95,10 @@ def _filters() -> dict:
 def plan_page(plan_id: int):
     plan = plan_rows.get_plan(engine(), plan_id)
     street = (plan["params"] or {}).get("street")
-    outline = read_layer(engine(), "streets", where={"code": street} if street else None)
+    district = _district(plan_id)  # a plan of every district: the one district this page works on
+    outline = read_layer(engine(), "streets", where={"code": street}) if street else \
+        read_layer(engine(), "districts", where={"code": district}) if district else \
+        read_layer(engine(), "streets")
     m = build_map(tuple(outline.total_bounds) if len(outline) else None)
     account = current_account()
     stale = plan_workflow.stale_changes(plans(), plan) if plan["status"] != "adopted" else None
@@ -109,6 +112,7 @@ def plan_page(plan_id: int):
               "stale": stale,
               "adoption": plan.get("adoption"),
               "regenerate": plan["status"] == "adopted" and account.role in EDITORS,
+              "district": district, "districts": plan_documents.districts(plans(), plan),
               "reasonMax": adoption.REASON_MAX}
     return render_map("plan.html", m, config, plan=plan, title=_("Plan {name}", name=plan['name']))
 
@@ -157,7 +161,7 @@ def api_create():
 @require(*READERS, api=True)
 def api_plan(plan_id: int):
     """The plan, every community's figures, name, neighbours and colour, what the user may do."""
-    described = plan_documents.describe(plans(), plan_id)
+    described = plan_documents.describe(plans(), plan_id, _district(plan_id))
     stale = plan_workflow.stale_changes(plans(), described) if described["status"] != "adopted" else None
     account = current_account()
     described["stale"] = stale
@@ -173,6 +177,17 @@ def api_delete(plan_id: int):
     account = current_account()
     data = parse.body()
     return jsonify(plan_documents.delete(plans(), plan_id, _version(data), account.name, account.role))
+
+
+def _district(plan_id: int) -> str | None:
+    """The district of a plan of every district this request works on (``?district=``; by
+    default its first): such a plan is opened and edited one district at a time, so that no
+    page process holds a province (:func:`layers.plans.documents.district_of_page`). None for a
+    plan worked on whole."""
+    asked = request.args.get("district") or None
+    if asked is not None and not (asked.isascii() and asked.isalnum() and len(asked) <= 12):
+        raise Refused(_("district is a district's code"))
+    return plan_documents.district_of_page(plans(), plan_rows.get_plan(engine(), plan_id), asked)
 
 
 def _view() -> tuple[tuple[float, float, float, float] | None, float | None]:
@@ -197,7 +212,7 @@ def api_units(plan_id: int):
     """The plan's units as GeoJSON (within ``bbox``, simplified for ``zoom``, when given), each
     with its community in the plan and the current one; gzipped, with an ETag."""
     box, zoom = _view()
-    return conditional(plan_documents.units_in_view(plans(), plan_id, box, zoom),
+    return conditional(plan_documents.units_in_view(plans(), plan_id, box, zoom, _district(plan_id)),
                        headers={"Content-Type": "application/geo+json"})
 
 
@@ -213,7 +228,7 @@ def api_outlines(plan_id: int):
         wanted = [c.strip() for c in codes.split(",") if c.strip()]
         if len(wanted) > 5000 or any(len(c) > 32 for c in wanted):
             raise Refused(_("codes: at most 5000 community codes, separated by commas"))
-    return conditional(plan_documents.outlines(plans(), plan_id, zoom, wanted),
+    return conditional(plan_documents.outlines(plans(), plan_id, zoom, wanted, _district(plan_id)),
                        headers={"Content-Type": "application/geo+json"})
 
 
@@ -245,7 +260,7 @@ def api_duplicate(plan_id: int):
 def api_name(plan_id: int, code: str):
     data = parse.body()
     named = plan_documents.name_community(plans(), plan_id, code, str(data.get("name") or ""),
-                                          _version(data), current_account().name)
+                                          _version(data), current_account().name, _district(plan_id))
     # naming is a step of the plan's history too: the page's undo and redo follow it
     return jsonify({**named, "history": plan_rows.step_counts(engine(), plan_id)})
 
@@ -258,7 +273,8 @@ def api_moves(plan_id: int):
     units, to = data.get("units"), data.get("to")
     if not isinstance(units, list) or not all(isinstance(u, str) for u in units) or not isinstance(to, str):
         raise Refused(_("send units (a list of unit codes) and to (a community code or \"new\")"))
-    return jsonify(plan_edits.move_units(plans(), plan_id, units, to, _version(data), current_account().name))
+    return jsonify(plan_edits.move_units(plans(), plan_id, units, to, _version(data), current_account().name,
+                                         district=_district(plan_id)))
 
 
 @bp.post("/api/plans/<int:plan_id>/split")
@@ -273,7 +289,8 @@ def api_split(plan_id: int):
         except (TypeError, ValueError, shapely.errors.GEOSException):
             raise Refused(_("line is a list of at least two [lon, lat] points")) from None
     return jsonify(plan_edits.split_community(plans(), plan_id, str(data.get("community", "")),
-                                              _version(data), current_account().name, line))
+                                              _version(data), current_account().name, line,
+                                              _district(plan_id)))
 
 
 @bp.post("/api/plans/<int:plan_id>/merge")
@@ -282,7 +299,7 @@ def api_merge(plan_id: int):
     data = parse.body()
     return jsonify(plan_edits.merge_communities(plans(), plan_id, str(data.get("keep", "")),
                                                 str(data.get("merge", "")), _version(data),
-                                                current_account().name))
+                                                current_account().name, _district(plan_id)))
 
 
 @bp.post("/api/plans/<int:plan_id>/undo")
@@ -291,7 +308,7 @@ def api_undo(plan_id: int):
     """Take back the plan's newest edit (any kind); 409 when the version is stale or nothing
     is left to undo."""
     return jsonify(plan_edits.replay(plans(), plan_id, _version(parse.body()), current_account().name,
-                                     backwards=True))
+                                     backwards=True, district=_district(plan_id)))
 
 
 @bp.post("/api/plans/<int:plan_id>/redo")
@@ -299,7 +316,7 @@ def api_undo(plan_id: int):
 def api_redo(plan_id: int):
     """Make the edit undone last again; 409 when the version is stale or nothing is undone."""
     return jsonify(plan_edits.replay(plans(), plan_id, _version(parse.body()), current_account().name,
-                                     backwards=False))
+                                     backwards=False, district=_district(plan_id)))
 
 
 @bp.post("/api/plans/<int:plan_id>/status")
@@ -348,7 +365,8 @@ def api_compare(plan_id: int):
     # ASCII digits, as many as an id can have (``isdigit`` would let "²" and 30 digits through)
     if other != "current" and not (other.isascii() and other.isdigit() and len(other) <= 18):
         raise Refused(_("with is current or another plan's id"))
-    return jsonify(plan_edits.compare(plans(), plan_id, None if other == "current" else int(other)))
+    return jsonify(plan_edits.compare(plans(), plan_id, None if other == "current" else int(other),
+                                      _district(plan_id)))
 
 
 @bp.get("/api/plans/<int:plan_id>/export")
@@ -356,7 +374,8 @@ def api_compare(plan_id: int):
 def api_export(plan_id: int):
     folder = Path(tempfile.mkdtemp(prefix="gridplan-plan-"))
     try:
-        out = plan_edits.export(plans(), plan_id, request.args.get("format", "gpkg"), folder)
+        out = plan_edits.export(plans(), plan_id, request.args.get("format", "gpkg"), folder,
+                                _district(plan_id))
     except Exception:
         shutil.rmtree(folder, ignore_errors=True)
         raise

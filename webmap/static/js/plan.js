@@ -75,8 +75,15 @@
     try { clearErrors(); return await fn(); } catch (err) { showError(err, where); return undefined; } finally { state.busy -= 1; }
   }
 
+  // a plan of every district is worked on one district at a time: every request about it names
+  // the page's district
+  const scope = config.district ? `district=${encodeURIComponent(config.district)}` : "";
+  const ours = new RegExp(`^/api/plans/${planId}(?:[/?]|$)`);
+  const scoped = (url) => (scope && ours.test(url) ? `${url}${url.includes("?") ? "&" : "?"}${scope}` : url);
+
   async function request(method, url, body) {
     let response;
+    url = scoped(url);
     try {
       response = await fetch(url, { method, credentials: "same-origin",
         headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": token },
@@ -232,6 +239,37 @@
       [t("Compactness (Polsby–Popper mean)"), scores.pp_mean],
     ]);
     window.gridplan.scores = scores;
+  }
+  // a district's part: the whole plan's scores beside its own (combined from every district's)
+  function showWhole(scores) {
+    $("whole-box").hidden = !scores;
+    if (!scores) return;
+    figures($("whole-figures"), [
+      [t("Communities"), number(scores.communities)],
+      [t("Outside the bounds"), number(scores.outside_bounds), scores.outside_bounds ? "flag-above" : ""],
+      [t("Not contiguous"), number(scores.non_contiguous), scores.non_contiguous ? "flag-above" : ""],
+      [t("Households moved"), `${number(scores.households_moved)} (${gpLocale.percent(scores.households_moved_share || 0)})`],
+      [t("Households min / median / max"), `${number(scores.households_min)} / ${number(scores.households_median)} / ${number(scores.households_max)}`],
+    ]);
+    window.gridplan.wholeScores = scores;
+  }
+  // the districts of a plan of every district: choosing one opens the page on it
+  if ((config.districts || []).length) {
+    const select = $("district-select");
+    for (const d of config.districts) {
+      const problems = (d.outside_bounds || 0) + (d.non_contiguous || 0);
+      const name = d.name || t("unnamed {code}", { code: d.code });
+      const broken = problems ? t("{n} communities break a rule", { n: number(problems) }) : "";
+      const label = `${name} · ${d.code}` + (broken ? `（${broken}）` : "");
+      select.append(el("option", label, { value: d.code }));
+    }
+    select.value = config.district;
+    select.addEventListener("change", () => {
+      const url = new URL(window.location.href);
+      url.searchParams.set("district", select.value);
+      window.location.assign(url.toString());
+    });
+    $("district-box").hidden = false;
   }
 
   // a rule a community breaks ({rule, community_code, limit, value}: data from the server),
@@ -462,6 +500,7 @@
     }
     recolour(answer.communities.filter((c) => !c.removed).map((c) => c.community_code));
     showPlan(answer.plan);
+    if (answer.plan_scores) showWhole(answer.plan_scores);
     updateRows(touched);
     $("communities-count").textContent = t("{n} communities", { n: number(state.communities.size) });
     restyleUnits();
@@ -494,6 +533,13 @@
       $("undo").disabled = true; $("redo").disabled = true;
       try {
         const answer = await post(backwards ? "undo" : "redo", {});
+        if (answer.district && answer.district !== config.district) {
+          // the step was made in another district of the plan: show it there
+          const url = new URL(window.location.href);
+          url.searchParams.set("district", answer.district);
+          window.location.assign(url.toString());
+          return answer;
+        }
         apply({ ...answer, undone: backwards }, Object.keys(answer.assignment));
         return answer;
       } finally { this.set(); }
@@ -725,6 +771,7 @@
     state.version = plan.version;
     history.set(plan.history);
     showPlan(plan.scores);
+    showWhole(plan.district ? plan.plan_scores : null);
     drawTable();
   }
 
@@ -827,8 +874,8 @@
       + (state.byView ? "" : t(" ({n} households)", { n: number(households) }));
     window.gridplan.comparison = diff;
   }));
-  $("export-gpkg").href = `/api/plans/${planId}/export?format=gpkg`;
-  $("export-shp").href = `/api/plans/${planId}/export?format=shp`;
+  $("export-gpkg").href = scoped(`/api/plans/${planId}/export?format=gpkg`);
+  $("export-shp").href = scoped(`/api/plans/${planId}/export?format=shp`);
 
   // --- the plan as a document and its approval ----------------------------------------------------
 
@@ -1143,6 +1190,7 @@
     for (const c of plan.communities) state.communities.set(c.community_code, c);
     state.version = plan.version;
     showPlan(plan.scores);
+    showWhole(plan.district ? plan.plan_scores : null);
     drawTable();
     $("edit-tools").hidden = !config.editable;
     history.set(plan.history);
