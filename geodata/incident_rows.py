@@ -46,7 +46,7 @@ from geodata.models import (
     IncidentStep,
     Street,
 )
-from geodata.partitions import MOVED, MOVING
+from geodata.partitions import DISTRICT, MOVED, MOVING
 from geodata.routing import districts_of_codes, districts_under, in_districts, starting
 
 T = Incident.__table__
@@ -562,6 +562,27 @@ def recount_sums(conn: Connection) -> None:
         conn.exec_driver_sql(sql._apply(table, parts, upsert=False))  # no row left to add to
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(MOVED)
+
+def count_sums_of(conn: Connection, ids: Iterable[int], districts: Iterable[str] = ()) -> None:
+    """Add to the sums the cases ``ids``, written on this transaction while :func:`pause_sums`
+    held the row triggers off (a bulk import: one statement per table and batch instead of a
+    trigger's upserts per row), and count what this transaction writes from now on row by row
+    again. ``districts``: those the cases lie in (the statement then names them: on a store split
+    by district it reads their parts alone)."""
+    sql = _sums_sql()
+    ids = sorted({int(i) for i in ids})
+    named = sorted({str(d) for d in districts})
+    within = ""
+    if named and all(DISTRICT.fullmatch(d) for d in named):
+        within = "district_code IN (" + ", ".join(f"'{d}'" for d in named) + ") AND "
+    for start in range(0, len(ids), BATCH):
+        chosen = ", ".join(str(i) for i in ids[start:start + BATCH])  # integers: nothing to quote
+        source = f"FROM (SELECT * FROM incidents WHERE {within}id IN ({chosen})) r"
+        for table, unit in sql.TABLES.items():
+            conn.exec_driver_sql(sql._apply(table, sql._parts(conn.dialect.name, unit, "r.", "", source)))
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(MOVED)
+
 
 # --- rates ----------------------------------------------------------------------------------
 

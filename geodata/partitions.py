@@ -375,6 +375,8 @@ def ensure_districts(conn: Connection, codes: Iterable[str | None]) -> list[str]
     _lock_for_split(conn, todo)
     have = partitions(conn)  # again, holding the lock: another writer may have made them meanwhile
     todo = _lacking(wanted, have)
+    # a bulk writer may have paused the sums' triggers itself (:func:`geodata.incident_rows.pause_sums`)
+    paused = conn.execute(text("SELECT current_setting('gridplan.moving_rows', true)")).scalar() == "on"
     conn.exec_driver_sql(MOVING)
     try:
         for district in todo:
@@ -387,7 +389,8 @@ def ensure_districts(conn: Connection, codes: Iterable[str | None]) -> list[str]
                         "table holds (max_locks_per_transaction = {most}): nothing was written; import them "
                         "a few districts at a time, or raise max_locks_per_transaction",
                         n=len(todo), most=_setting(conn, "max_locks_per_transaction"))) from None
-    conn.exec_driver_sql(MOVED)  # the writer's own rows, written next, count in the sums
+    if not paused:
+        conn.exec_driver_sql(MOVED)  # the writer's own rows, written next, count in the sums
     return todo
 
 

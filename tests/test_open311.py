@@ -224,3 +224,57 @@ def test_hostile_311_files_are_refused_by_the_command_naming_the_problem(site, t
             wrong.append(f"{name}: exit {result.exit_code}: {result.output.strip()[-200:]!r}")
     assert wrong == []
     assert snapshot(site["app"].config["DATABASE_URL"]) == before
+
+
+def kept_sums(engine, recount: bool = False) -> dict[str, list[tuple]]:
+    """Every row of the incident sums as stored (``recount``: as a count from the cases gives
+    them, on a transaction rolled back after), floats rounded to a millionth."""
+    from sqlalchemy import text
+
+    from geodata import incident_rows
+
+    def rows(conn) -> dict[str, list[tuple]]:
+        return {t: sorted(tuple(round(v, 6) if isinstance(v, float) else v for v in r)
+                          for r in conn.execute(text(f"SELECT * FROM {t}")).all())
+                for t in ("incident_days", "incident_months")}
+
+    with engine.connect() as conn:
+        if not recount:
+            return rows(conn)
+        with conn.begin() as transaction:
+            incident_rows.recount_sums(conn)
+            out = rows(conn)
+            transaction.rollback()
+        return out
+
+
+def reported(engine) -> int:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT coalesce(sum(reported), 0) FROM incident_days")).scalar_one())
+
+
+def test_a_departments_file_of_cases_is_counted_in_the_sums_once(site, small_demo):
+    """An import of a department's cases counts them in the daily and monthly sums once (on
+    PostgreSQL paused row by row and counted once at the end; SQLite's triggers count each row):
+    the sums equal a count from the cases, open and closed, with and without a due time."""
+    cells = small_demo.layers["grid_cells"]
+    points = [g.representative_point() for g in cells.geometry.iloc[:12]]
+    requests = []
+    for i in range(36):
+        at = datetime(2026, 11, 3 + i % 20, 8 + i % 9, 15)
+        closed = i % 3 != 0
+        requests.append({
+            "service_request_id": f"B{i}", "service_name": "垃圾", "description": f"第 {i} 件",
+            "lat": points[i % 12].y, "long": points[i % 12].x, "requested_datetime": at,
+            "status": "closed" if closed else "open",
+            "updated_datetime": datetime(2026, 11, 25 + i % 4, 10) if closed else None,
+            "expected_datetime": datetime(2026, 11, 28) if i % 2 else None,
+        })
+    before = reported(site["engine"])
+    result = open311.import_requests(site["engine"], requests, source="311", default_category="E01-01")
+    assert result["imported"] == 36 and result["unplaced"] == 0
+    kept = kept_sums(site["engine"])
+    assert reported(site["engine"]) == before + 36  # each case once
+    assert kept == kept_sums(site["engine"], recount=True)

@@ -315,7 +315,10 @@ def import_requests(
         "defaulted": unknown,
     }
     actor = f"open311:{source}"[:50]
+    written: list[int] = []  # the cases stored, and their districts
+    places: set[str] = set()
     with engine.begin() as conn:
+        paused = rows.pause_sums(conn)  # a department's file of cases: its sums counted once below
         for r in requests:
             code = f"{source}-{r['service_request_id']}"[:24]
             if rows.get_incident(conn, code) is not None:
@@ -355,6 +358,8 @@ def import_requests(
             }
             case = rows.insert_incident(conn, values, r["long"], r["lat"], "tmp")
             rows.change_code(conn, case["id"], code)
+            written.append(case["id"])
+            places.add(place["district_code"])
             for step, at, note in (
                 ("reported", reported, r.get("source") or None),
                 ("filed", reported, None),
@@ -367,6 +372,8 @@ def import_requests(
             counts["imported"] += 1
             counts["closed" if closed else "open"] += 1
             counts["categories"][category] = counts["categories"].get(category, 0) + 1
+        if paused:
+            rows.count_sums_of(conn, written, places)
         pause_for_fault_tests("open311")
     return counts
 
