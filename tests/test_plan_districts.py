@@ -13,7 +13,10 @@ from sqlalchemy import delete
 from geodata import plan_rows
 from geodata.db import get_engine
 from geodata.models import PlanDistrictFigures
+from geodata.store import read_layer
+from layers.plans import adoption
 from layers.plans import edits as plan_edits
+from layers.plans import workflow as plan_workflow
 from layers.plans.memory import PlanMemory
 from layers.plans.scale import SerialRunner, plan_all
 from layers.sample_data.country import split_district
@@ -190,3 +193,31 @@ def test_the_page_of_a_plan_of_every_district_goes_district_by_district(city, si
         assert "全方案" in text
         assert not re.search(r"[A-Za-z]{2,}", page.locator("#district-box").inner_text())  # no English
         assert page.errors == []
+
+
+def test_a_plan_of_every_district_is_approved_and_adopted_a_district_at_a_time(city):
+    """Its rules, its adoption's preview and its adoption are worked out one district's part at a
+    time — never the whole plan in one process — and say and write what a whole reading does."""
+    url, engine, (first, second) = city
+    plan_id = plan_of_every_district(engine)
+    whole = PlanMemory(engine)
+    loaded = whole.plan(plan_id)  # the whole plan, read at once: what the districts must add up to
+    expected = adoption._work_out(whole, loaded).preview
+    memory = PlanMemory(engine)
+    preview = adoption.adoption_preview(memory, plan_id)
+    assert {k: v for k, v in preview.items() if k not in ("status", "version")} == expected
+    assert adoption.broken_rules(memory, plan_id) == adoption._broken_in(whole, loaded)
+    assert (plan_id, None) not in memory._plans and (None, None) not in memory._units
+
+    assignment = plan_rows.plan_assignment(engine, plan_id)
+    version = plan_rows.get_plan(engine, plan_id)["version"]
+    reason = {"reason": "逐区核对"} if preview["broken_rules"] else {}
+    for action, who in (("submit", "planner"), ("approve", "admin"), ("adopt", "admin")):
+        version = plan_workflow.change_status(memory, plan_id, action, version, who, who, **reason)["version"]
+    assert (plan_id, None) not in memory._plans
+    units = read_layer(engine, "units")
+    stored = units.set_index("code")["community_code"]
+    assert (stored.reindex(assignment.index) == assignment).all()  # every unit, both districts
+    communities = read_layer(engine, "communities")
+    assert set(communities["code"]) == set(assignment)
+    assert set(communities["district_code"]) == {first, second}

@@ -39,7 +39,7 @@ from layers.incidents.loop import OPEN, rederive_places
 from layers.plans.communities import bounds
 from layers.plans.engine import PlanResult
 from layers.plans.files import community_polygons, units_from_database
-from layers.plans.memory import PlanMemory
+from layers.plans.memory import LoadedPlan, PlanMemory
 from layers.plans.partition import UnitGraph
 
 #: the kind of the background job that regenerates an adopted plan's cells
@@ -70,11 +70,19 @@ def broken_rules(memory: PlanMemory, plan_id: int) -> list[dict]:
     city's household bound it misses, None for contiguity) and ``value`` (its households, or
     its number of separate pieces). The household range is the city's (settings
     ``households_min``/``households_max``), whatever range the plan was made with."""
-    loaded = memory.plan(plan_id)
+    plan = plan_rows.get_plan(memory.engine, plan_id)
+    out = []
+    for part in memory.parts(plan) or [None]:  # a plan of every district: a district at a time
+        out += _broken_in(memory, memory.plan(plan_id, plan, part))
+    return sorted(out, key=lambda r: (r["community_code"], r["rule"] != "not_contiguous"))
+
+
+def _broken_in(memory: PlanMemory, loaded: LoadedPlan) -> list[dict]:
+    """The rules the communities of ``loaded`` (a plan, or a district's part of one) break."""
     limits = bounds(memory.engine)
     engine = memory.engine
     names = plan_rows.current_community_names(engine, loaded.districts) | \
-        plan_rows.community_names(engine, plan_id)
+        plan_rows.community_names(engine, loaded.plan_id)
     out = []
     with loaded.lock:
         p = loaded.partition
@@ -161,9 +169,53 @@ def _labelled(code: str, names: dict[str, str]) -> dict:
 
 
 def work_out(memory: PlanMemory, plan_id: int) -> AdoptionWork:
-    """Work out what adopting plan ``plan_id`` would write and change, writing nothing."""
+    """Work out what adopting plan ``plan_id`` would write and change, writing nothing: a plan of
+    every district a district at a time (:meth:`~layers.plans.memory.PlanMemory.parts`: no
+    process holds a province's graphs), its districts' work put together (:func:`_together`)."""
+    plan = plan_rows.get_plan(memory.engine, plan_id)
+    parts = memory.parts(plan)
+    if not parts:
+        return _work_out(memory, memory.plan(plan_id, plan))
+    return _together([_work_out(memory, memory.plan(plan_id, plan, part)) for part in parts])
+
+
+def _together(works: list[AdoptionWork]) -> AdoptionWork:
+    """The work of a plan's districts as one adoption: what each writes, and one preview."""
+    first = works[0].preview
+    previews = [w.preview for w in works]
+    preview = {"plan_id": first["plan_id"]}
+    for key in ("streets", "created", "retired", "renamed", "changed", "straddling_cells",
+                "cells_with_retired_code"):  # in code order, as a whole plan's
+        preview[key] = sorted((item for p in previews for item in p[key]), key=lambda item: item["code"])
+    preview["cells_to_renumber"] = sorted(c for p in previews for c in p["cells_to_renumber"])
+    preview["broken_rules"] = sorted((r for p in previews for r in p["broken_rules"]),
+                                     key=lambda r: (r["community_code"], r["rule"] != "not_contiguous"))
+    for key in ("communities", "households_moved", "units_moved"):
+        preview[key] = sum(p[key] for p in previews)
+    for key in ("successors", "names"):
+        preview[key] = {k: v for p in previews for k, v in p[key].items()}
+    held: dict[str, dict] = {}
+    for supervisor in (s for p in previews for s in p["supervisors"]):
+        kept = held.setdefault(supervisor["name"], {"name": supervisor["name"], "cells": [],
+                                                    "scope_code": supervisor["scope_code"]})
+        kept["cells"] = sorted(set(kept["cells"]) | set(supervisor["cells"]))
+    preview["supervisors"] = [held[n] for n in sorted(held)]
+    listed = [c for p in previews for c in p["open_cases"]["listed"]]
+    preview["open_cases"] = {"count": sum(p["open_cases"]["count"] for p in previews),
+                             "listed": listed[:CASES_LISTED]}
+    polygons = pd.concat([w.polygons for w in works], ignore_index=True)
+    return AdoptionWork(
+        gpd.GeoDataFrame(polygons, crs=works[0].polygons.crs),
+        *(pd.concat([getattr(w, k) for w in works], ignore_index=True)
+          for k in ("assignment", "facility_communities", "cell_communities")),
+        preview)
+
+
+def _work_out(memory: PlanMemory, loaded: LoadedPlan) -> AdoptionWork:
+    """What adopting ``loaded`` (a plan, or one district's part of a plan of every district)
+    would write and change."""
     engine = memory.engine
-    loaded = memory.plan(plan_id)
+    plan_id = loaded.plan_id
     with loaded.lock:
         result = PlanResult(loaded.graph, loaded.partition, loaded.rules)
         labels = np.array(loaded.partition.labels, dtype=object)
@@ -246,7 +298,7 @@ def work_out(memory: PlanMemory, plan_id: int) -> AdoptionWork:
                             | set(renumber))
     supervisors = _supervisors(engine, cells, affected_cells, retired_set)
     cases = _open_cases(engine, affected_cells, retired_set, districts)
-    rules = broken_rules(memory, plan_id)
+    rules = _broken_in(memory, loaded)
     renamed = [{"code": c, "name_before": current_names[c], "name_after": plan_names[c]}
                for c in sorted(before & after) if c in plan_names and plan_names[c] != current_names.get(c)]
     preview = {
