@@ -13,12 +13,13 @@ from sqlalchemy import delete
 from geodata import plan_rows
 from geodata.db import get_engine
 from geodata.models import PlanDistrictFigures
-from geodata.store import read_layer
+from geodata.store import community_codes_ever, read_layer
 from layers.plans import adoption
 from layers.plans import edits as plan_edits
 from layers.plans import workflow as plan_workflow
-from layers.plans.memory import PlanMemory
+from layers.plans.memory import PlanMemory, plan_rules
 from layers.plans.scale import SerialRunner, plan_all
+from layers.plans.workflow import auto_plan
 from layers.sample_data.country import split_district
 from layers.sample_data.demo import write_demo
 from tests.conftest import make_app
@@ -221,3 +222,43 @@ def test_a_plan_of_every_district_is_approved_and_adopted_a_district_at_a_time(c
     communities = read_layer(engine, "communities")
     assert set(communities["code"]) == set(assignment)
     assert set(communities["district_code"]) == {first, second}
+
+
+def test_a_plan_of_every_district_is_rebased_a_district_at_a_time(city, two_districts):
+    """A rebase re-plans the changed streets district by district and keeps the hand edits it
+    can: the plan it stores is the one a whole reading makes, its scores a whole reading's."""
+    url, engine, (first, second) = city
+    plan_id = plan_of_every_district(engine)
+    memory = PlanMemory(engine)
+    version = 1
+    for district in (first, second):  # a hand edit in each district
+        part = plan_edits.describe(memory, plan_id, district)
+        code = max(part["communities"], key=lambda c: c["households"])["community_code"]
+        version = plan_edits.split_community(memory, plan_id, code, version, "planner",
+                                             district=district)["version"]
+    # the boundaries of one street of the second district change: a street's edited plan adopted
+    units = two_districts.layers["units"]
+    street = sorted(units.loc[units["district_code"] == second, "street_code"])[0]
+    other = PlanMemory(engine)
+    street_plan, _ = auto_plan(other, "街道调整", "planner", street=street)
+    described = plan_edits.describe(other, street_plan)
+    biggest = max(described["communities"], key=lambda c: c["households"])["community_code"]
+    v = plan_edits.split_community(other, street_plan, biggest, 1, "planner")["version"]
+    for action, who in (("submit", "planner"), ("approve", "admin"), ("adopt", "admin")):
+        v = plan_workflow.change_status(other, street_plan, action, v, who, who, reason="街道先行")["version"]
+
+    plan = plan_rows.get_plan(engine, plan_id)
+    stale = plan_workflow.stale_changes(memory, plan)
+    assert stale and street in stale["streets"]
+    whole = PlanMemory(engine)
+    expected, kept, _dropped, changed = plan_workflow._rebased(
+        whole.units(None), plan_rows.plan_assignment(engine, plan_id),
+        plan_rows.plan_assignment(engine, plan_id, edited=True), stale["streets"],
+        plan_rules(engine, plan["params"]), community_codes_ever(engine))
+    answer = plan_workflow.rebase(memory, plan_id, version, "planner")
+    assert answer["streets_replanned"] == changed == [street]
+    assert answer["edits_kept"] == len(kept) > 0
+    stored = plan_rows.plan_assignment(engine, plan_id)
+    assert stored.to_dict() == expected.assignment.to_dict()
+    assert (None, None) not in memory._units
+    assert stored_scores(engine, plan_id) == whole_scores(engine, plan_id)

@@ -21,11 +21,11 @@ from geodata.accounts import role_word
 from geodata.errors import Conflict, Forbidden, Refused
 from geodata.i18n import N_, _
 from geodata.revisions import changes_since
-from geodata.store import community_codes_ever
+from geodata.store import community_codes_ever, unit_district_codes
 from layers.plans import adoption
 from layers.plans.communities import Bounds, bounds
 from layers.plans.engine import PlanResult, Rules, current_labels, make_plan
-from layers.plans.figures import figures_by_district
+from layers.plans.figures import combine, figures_by_district, part_figures
 from layers.plans.memory import PlanMemory, UnitSet, plan_rules
 
 #: action → (statuses it starts from, status it leads to, roles allowed)
@@ -290,16 +290,51 @@ def rebase(memory: PlanMemory, plan_id: int, version: int, actor: str) -> dict:
                         plan_id=plan_id))
     params = plan["params"] or {}
     revision = memory.revision()
-    unit_set = memory.units(params.get("street"), revision)
+    rules = plan_rules(engine, params)
+    ever = community_codes_ever(engine)
+    parts = memory.parts(plan)
+    if not parts:
+        unit_set = memory.units(params.get("street"), revision)
+        result, kept_edits, dropped, changed = _rebased(
+            unit_set, plan_rows.plan_assignment(engine, plan_id),
+            plan_rows.plan_assignment(engine, plan_id, edited=True), stale["streets"], rules, ever)
+        assignment, scores = result.assignment, result.scores()
+        figures = None if params.get("street") else _figures(unit_set, result)
+    else:  # a plan of every district: a district at a time (its districts, and any new one)
+        pieces, figures, kept_edits, dropped, changed = [], {}, [], [], []
+        for district in sorted(set(parts) | {str(d) for d in unit_district_codes(engine) if d}):
+            unit_set = memory.units(None, revision, district=district)
+            result, kept, gone, again = _rebased(
+                unit_set, plan_rows.plan_assignment(engine, plan_id, district=district),
+                plan_rows.plan_assignment(engine, plan_id, edited=True, district=district),
+                stale["streets"], rules, ever)
+            pieces.append(result.assignment)
+            figures[district] = part_figures(result)
+            kept_edits, dropped, changed = kept_edits + kept, dropped + gone, changed + again
+        assignment = pd.concat(pieces)
+        scores = combine([figures[d] for d in sorted(figures)], rules)
+    detail = {"streets_replanned": sorted(changed), "edits_kept": len(kept_edits),
+              "edits_dropped": dropped[:100]}
+    new_version = plan_rows.replace_assignment(
+        engine, plan_id, assignment, set(kept_edits), version, actor, base_revision=revision,
+        scores=scores, detail=detail, figures=figures)
+    memory.forget(plan_id)
+    return {"version": new_version, "status": "draft", "base_revision": revision, **detail,
+            "scores": {k: v for k, v in scores.items() if k != "infeasible"}}
+
+
+def _rebased(unit_set: UnitSet, old: pd.Series, edited: pd.Series, stale_streets: list[str], rules: Rules,
+             ever: set[str]) -> tuple[PlanResult, list[str], list[str], list[str]]:
+    """``unit_set``'s plan on the current boundaries: its streets among ``stale_streets`` planned
+    again, the others as the plan had them (``old``), the hand edits (``edited``) re-applied where
+    their units and communities still exist. Returns the plan, the edits kept, those dropped and
+    the streets planned again."""
     graph = unit_set.graph
-    old = plan_rows.plan_assignment(engine, plan_id)
-    edited = plan_rows.plan_assignment(engine, plan_id, edited=True)
-    changed = sorted(set(stale["streets"]) & set(graph.street))
+    changed = sorted(set(stale_streets) & set(graph.street))
     again = np.isin(graph.street, changed)
     kept = old.reindex(graph.codes).to_numpy(dtype=object)
     start = np.where(again | pd.isna(kept), current_labels(graph, unit_set.home), kept)
-    ever = community_codes_ever(engine)
-    result = make_plan(graph, plan_rules(engine, params), retired=ever, streets=changed, start=start)
+    result = make_plan(graph, rules, retired=ever, streets=changed, start=start)
     p = result.partition
     kept_edits, dropped = [], []
     for unit, code in edited.items():
@@ -318,14 +353,7 @@ def rebase(memory: PlanMemory, plan_id: int, version: int, actor: str) -> dict:
             kept_edits.append(unit)
         else:
             dropped.append(unit)
-    detail = {"streets_replanned": changed, "edits_kept": len(kept_edits), "edits_dropped": dropped[:100]}
-    new_version = plan_rows.replace_assignment(
-        engine, plan_id, result.assignment, set(kept_edits), version, actor, base_revision=revision,
-        scores=result.scores(), detail=detail,
-        figures=None if params.get("street") else _figures(unit_set, result))
-    memory.forget(plan_id)
-    return {"version": new_version, "status": "draft", "base_revision": revision, **detail,
-            "scores": {k: v for k, v in result.scores().items() if k != "infeasible"}}
+    return result, kept_edits, dropped, changed
 
 
 def single_street_of(partition, code: str) -> str | None:
