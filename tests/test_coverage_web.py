@@ -74,6 +74,10 @@ def test_report_layers_exports_proposals_and_sites(site, small_demo, tmp_path):
         set(small_demo.facts["blind_spot_units"])
     reach = planner.get("/api/coverage/layers/reach?kind=service_station").get_json()
     assert reach["properties"]["method"] == "roads"
+    assert reach["properties"]["title"] == "reach of the facilities"  # the reader's language alone
+    chinese = planner.get("/api/coverage/layers/reach?kind=service_station",
+                          headers={"Accept-Language": "zh-CN"})
+    assert chinese.get_json()["properties"]["title"] == "设施服务范围"
     assert reach["features"][0]["geometry"]["type"] == "MultiLineString"
 
     # exports: shapefile zip, GeoPackage, CSV

@@ -37,7 +37,7 @@ from sqlalchemy import Engine
 from geodata.catalog import Field
 from geodata.errors import NotFound, Refused
 from geodata.extents import read_by_place, split_by_district
-from geodata.i18n import _
+from geodata.i18n import N_, _
 from geodata.standards import FACILITY_KINDS, get_setting
 from geodata.store import count_layer, read_layer
 from layers.coverage.reach import (
@@ -593,7 +593,7 @@ def report_for(engine: Engine, street: str | None = None, method: str | None = N
 
 def facility_point(lon: float, lat: float, kind: str, code: str = "proposed") -> gpd.GeoDataFrame:
     """A proposed facility as a one-row layer (EPSG:4326)."""
-    return gpd.GeoDataFrame({"code": [code], "kind": [kind], "name": ["拟建 proposed"],
+    return gpd.GeoDataFrame({"code": [code], "kind": [kind], "name": ["拟建设施"],
                              "floor_area_m2": [None], "community_code": [None]},
                             geometry=[shapely.Point(lon, lat)], crs=4326)
 
@@ -610,33 +610,34 @@ def _f(name: str, dtype: str, short: str, label: str) -> Field:
     return Field(name, dtype, short, label)
 
 
-#: The gap layers: name → (title, fields). Each can be drawn on the map and exported.
+#: The gap layers: name → (title, translated where it is shown; fields). Each can be drawn on the map
+#: and exported.
 GAP_LAYERS: dict[str, tuple[str, list[Field]]] = {
-    "uncovered": ("服务半径外的户 households out of reach", [
+    "uncovered": (N_("households out of reach"), [
         _f("code", "str", "code", "单元代码"), _f("kind", "str", "kind", "设施类型"),
         _f("radius_m", "float", "radius_m", "服务半径"), _f("households", "int", "households", "户数"),
         _f("uncovered", "int", "uncovered", "未覆盖户数"),
         _f("community_code", "str", "comm_code", "社区代码"),
         _f("street_code", "str", "strt_code", "街道代码")]),
-    "reach": ("服务范围 reach rings / isochrones", [
+    "reach": (N_("reach of the facilities"), [
         _f("code", "str", "code", "设施代码"), _f("kind", "str", "kind", "设施类型"),
         _f("radius_m", "float", "radius_m", "服务半径"), _f("method", "str", "method", "距离算法")]),
-    "blind_spots": ("社区盲点 blind spots", [
+    "blind_spots": (N_("blind spots"), [
         _f("kind", "str", "kind", "类型"), _f("code", "str", "code", "代码"),
         _f("street_code", "str", "strt_code", "街道代码"), _f("street_name", "str", "strt_name", "街道"),
         _f("near_community", "str", "near_comm", "最近社区代码"),
         _f("near_community_name", "str", "near_name", "最近社区"),
         _f("road_name", "str", "road_name", "附近道路"),
         _f("households", "int", "households", "户数"), _f("area_m2", "float", "area_m2", "面积")]),
-    "cell_problems": ("网格问题 cell problems", [
+    "cell_problems": (N_("cell problems"), [
         _f("kind", "str", "kind", "问题"), _f("codes", "str", "codes", "代码"),
         _f("area_m2", "float", "area_m2", "面积")]),
-    "facility_problems": ("设施不达标 facilities under standard", [
+    "facility_problems": (N_("facilities under the standard"), [
         _f("code", "str", "code", "设施代码"), _f("kind", "str", "kind", "设施类型"),
         _f("name", "str", "name", "名称"), _f("floor_area_m2", "float", "floor_area", "建筑面积"),
         _f("required_floor_area_m2", "float", "need_area", "应有面积"),
         _f("households_served", "int", "served", "服务户数"), _f("problem", "str", "problem", "问题")]),
-    "missing": ("缺少设施的社区 communities missing a kind", [
+    "missing": (N_("communities missing a kind of facility"), [
         _f("code", "str", "code", "社区代码"), _f("name", "str", "name", "名称"),
         _f("kinds", "str", "kinds", "缺少的设施")]),
 }

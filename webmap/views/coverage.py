@@ -308,7 +308,7 @@ def api_layer(name: str):
         frame, totals = _view_layer(name, prepared, kind, radius, bbox, zoom, outlines)
         body = json.loads(frame.to_json(drop_id=True, na="null")) if len(frame) else \
             {"type": "FeatureCollection", "features": []}
-        body["properties"] = {"layer": name, "title": coverage.GAP_LAYERS[name][0], "count": len(frame),
+        body["properties"] = {"layer": name, "title": _(coverage.GAP_LAYERS[name][0]), "count": len(frame),
                               "method": prepared.report["method"], "bbox": bbox, "totals": totals,
                               "whole": prepared.whole}
         return _cached_json(body, etag, "application/geo+json")
