@@ -462,13 +462,17 @@ def list_incidents(
     limit: int | None = None,
     offset: int = 0,
     order_due: bool = False,
+    newest_first: bool = False,
     **filters: Any,
 ) -> list[dict]:
     """Cases selected by :func:`case_filters` (``filters``: its keywords), at most ``limit``;
-    ``order_due``: the soonest due first."""
+    ``order_due``: the soonest due first; ``newest_first``: the last closed (or reported) first."""
     with _conn(engine) as conn:
         stmt = _select().where(*case_filters(conn, **filters))
-        stmt = stmt.order_by(*((T.c.due_at.is_(None), T.c.due_at) if order_due else ()), T.c.id)
+        if newest_first:
+            stmt = stmt.order_by(func.coalesce(T.c.closed_at, T.c.reported_at).desc(), T.c.id.desc())
+        else:
+            stmt = stmt.order_by(*((T.c.due_at.is_(None), T.c.due_at) if order_due else ()), T.c.id)
         rows = conn.execute(stmt.offset(offset or None).limit(limit)).mappings().all()
     return [dict(r) for r in rows]
 

@@ -764,6 +764,11 @@ def test_api_reports_and_acts_with_versions(site):
     assert code in [c["code"] for c in listed]
     left = [c["hours_left"] for c in listed if c["hours_left"] is not None]
     assert left == sorted(left)
+    # the cases done with: the last closed first (those of the supervisor's cells in the demo)
+    closed = client.get("/api/incidents?status=closed", headers=bearer(site)).json["incidents"]
+    assert len(closed) > 3
+    ends = [c["closed_at"] for c in closed]
+    assert ends == sorted(ends, reverse=True)
 
 
 @pytest.mark.parametrize(

@@ -152,7 +152,10 @@ def _list_answer(args) -> dict:
     status = args.get("status") or None
     limit = min(params.whole(args.get("limit") or "5000", "limit", 1), 20000)
     filters = _case_filters(account, args)
-    found = incident_rows.list_incidents(engine(), limit=limit, order_due=True, **filters)
+    # the cases done with, the last closed first; the others by working time left
+    ended = status in ("closed", "cancelled")
+    found = incident_rows.list_incidents(engine(), limit=limit, order_due=not ended, newest_first=ended,
+                                         **filters)
     described = _describe(found)
     if status in ("open", "overdue", "needs"):
         described = incidents.sort_for_supervisor(described)

@@ -245,7 +245,7 @@
     }
     const buttons = document.getElementById("action-buttons");
     buttons.replaceChildren();
-    document.getElementById("case-evaluation").hidden = !c.actions.some((a) => a.action === "evaluate");
+    document.getElementById("case-evaluation-label").hidden = !c.actions.some((a) => a.action === "evaluate");
     const department = document.getElementById("case-department");
     const dispatching = c.actions.some((a) => a.action === "dispatch") && (c.department_choices || []).length > 0;
     document.getElementById("case-department-label").hidden = !dispatching;
