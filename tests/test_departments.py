@@ -478,3 +478,20 @@ def test_departments_command(site):
                               "--limit", "E05-01"])
     assert bad.exit_code == 1 and "CATEGORY=HOURS" in bad.output
     assert "区电力局" not in runner.invoke(args=["departments", "list"]).output
+
+
+def test_a_reporter_adds_a_note_to_an_open_case_with_no_step_of_theirs(site):
+    """补充说明: the 监督员 who reported a case has no step on it once it is with the centre, yet
+    may add what they saw; a department's handler and a closed case may not."""
+    inspector, centre, hw = (client_of(site["app"], n) for n in ("inspector", "dispatcher", "hw"))
+    code = report(site, inspector)
+    assert act(centre, code, "file").status_code == 200
+    seen = inspector.get(f"/api/incidents/{code}").json
+    assert seen["actions"] == [] and seen["may_note"] is True
+    added = inspector.post(f"/api/incidents/{code}/notes", json={"note": "垃圾又多了两袋"})
+    assert added.status_code == 200, added.json
+    assert [s["note"] for s in added.json["steps"] if s["step"] == "noted"] == ["垃圾又多了两袋"]
+    assert added.json["version"] == seen["version"]  # a note takes no step
+    assert act(centre, code, "dispatch", department="HW").status_code == 200
+    assert hw.get(f"/api/incidents/{code}").json["may_note"] is False  # a handler acts, or sends back
+    assert centre.get(f"/api/incidents/{code}").json["may_note"] is True

@@ -135,6 +135,31 @@ def test_a_conflict_shows_the_current_state(phone, server):
     assert page.locator("#action-buttons button[data-action=dispatch]").count() == 1
 
 
+def test_a_note_is_added_on_the_cases_page(phone, server):
+    """补充说明 from the case's page on a phone: the note goes into the history, the case's
+    version and status stay."""
+    page = phone
+    page.goto(f"{server['base']}/cases/new")
+    ready(page)
+    page.click("#locate")
+    page.wait_for_function("() => document.querySelector('input[name=lon]').value !== ''")
+    page.click("form#report-form button[type=submit]")
+    page.wait_for_selector("#reported-text a")
+    code = page.text_content("#reported-text a")
+    page.goto(f"{server['base']}/cases/{code}")
+    ready(page)
+    button = page.locator("#action-buttons button[data-action=note]")
+    assert button.inner_text() == "补充说明"
+    button.click()  # nothing written yet: asked for, nothing sent
+    assert "请先写说明" in page.text_content("#status")
+    page.fill("#case-note", "又有人倒了两袋")
+    button.click()
+    page.wait_for_selector("#case-history li[data-step=noted]")
+    assert "又有人倒了两袋" in page.text_content("#case-history")
+    assert page.evaluate("window.gridplan.case.version") == 1
+    no_sideways_scroll(page)
+
+
 def test_the_case_list_puts_overdue_first(phone, server):
     page = phone
     page.goto(f"{server['base']}/cases")

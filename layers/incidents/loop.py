@@ -722,6 +722,12 @@ def earlier_note(engine: Engine | Connection, account: Account, code: str, clien
     return True
 
 
+def may_note(account: Account, case: dict) -> bool:
+    """Whether ``account`` may add a note (补充说明) to ``case`` (one it sees): a reporter's role,
+    the case still open — whether or not the account has a step to take on it."""
+    return account.role in REPORTERS and case["status"] in OPEN
+
+
 def add_note(engine: Engine, account: Account, code: str, data: dict, *, now: datetime | None = None,
              photo: tuple | None = None) -> dict:
     """Add a note to case ``code`` without changing its status or version (a 网格员 who finds the

@@ -90,6 +90,7 @@ def _case_dict(case: dict, **extra) -> dict:
         described["department_choices"] = incidents.dispatch_choices(
             engine(), case["category"], incidents.sent_back_by(engine(), case["id"]))
     described["after_photo_required"] = case["category"] in incidents.loop_rules(engine()).after_photo
+    described["may_note"] = incidents.may_note(current_account(), case)
     return {**described, **extra}
 
 

@@ -272,7 +272,24 @@
       });
       buttons.append(button);
     }
-    document.getElementById("case-actions").hidden = !c.actions.length;
+    if (c.may_note) {  // a note (补充说明) with no step taken: what was seen, for whoever acts next
+      const button = el("button", t("Add the note"), { type: "button", "data-action": "note" });
+      button.addEventListener("click", async () => {
+        const note = document.getElementById("case-note").value.trim();
+        if (!note) { status(t("Write the note first")); document.getElementById("case-note").focus(); return; }
+        button.disabled = true;
+        const sent = await window.gpQueue.send({ kind: "note", url: `/api/incidents/${encodeURIComponent(c.code)}/notes`,
+          body: { note }, photo: null, code: c.code });
+        button.disabled = false;
+        if (sent.refused) { status(t("Refused: {reason}", { reason: sent.reason })); return; }
+        document.getElementById("case-note").value = "";
+        if (sent.kept) { status(t("Kept on this phone: it will be sent when the signal returns")); return; }
+        await loadCase();
+        status(t("Note added to case {code}", { code: c.code }));
+      });
+      buttons.append(button);
+    }
+    document.getElementById("case-actions").hidden = !c.actions.length && !c.may_note;
     const history = document.getElementById("case-history");
     history.replaceChildren(...c.steps.map((s) => {
       const li = el("li", `${when(s.at)} ${s.label || STEPS[s.step] || s.step}${s.actor ? " · " + (s.actor_label || s.actor) : ""}`,
