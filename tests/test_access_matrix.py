@@ -135,6 +135,7 @@ ACCESS: dict[str, str] = {
     "GET /api/incidents/duplicates": REPORTERS,
     "GET /api/incidents/place": REPORTERS,
     "GET /api/incidents/basemap": ANY,
+    "GET /api/incidents/attention": ANY,  # null for a role nothing waits on
     "POST /api/incidents/<code>/notes": REPORTERS,
     "GET /api/incidents/<code>": ANY,
     "GET /api/incidents/<code>/history": ANY,

@@ -160,6 +160,31 @@ def test_a_note_is_added_on_the_cases_page(phone, server):
     no_sideways_scroll(page)
 
 
+def test_the_top_bars_count_follows_a_step_taken_on_the_page(phone, server):
+    """新上报 N in the top bar counts one case fewer as soon as the case is filed on its page."""
+    page = phone
+    page.goto(f"{server['base']}/cases/new")
+    ready(page)
+    page.click("#locate")
+    page.wait_for_function("() => document.querySelector('input[name=lon]').value !== ''")
+    page.click("form#report-form button[type=submit]")
+    page.wait_for_selector("#reported-text a")
+    code = page.text_content("#reported-text a")
+    page.goto(f"{server['base']}/cases/{code}")
+    ready(page)
+    chip = page.locator("#attention .chip[data-kind=new]")
+    before = int(chip.get_attribute("data-n"))
+    assert chip.inner_text() == f"新上报 {before}"
+    page.click("#action-buttons button[data-action=file]")
+    page.wait_for_function("() => window.gridplan.case.version === 2")
+    page.wait_for_function(f"""() => {{ const c = document.querySelector('#attention .chip[data-kind=new]');
+        return {before - 1} === 0 ? document.getElementById('attention').hidden || c.hidden
+          : c.dataset.n === '{before - 1}'; }}""")
+    if before > 1:
+        assert chip.inner_text() == f"新上报 {before - 1}"
+        assert f"新上报 {before - 1} 件" in page.get_attribute("#attention", "aria-label")
+
+
 def test_the_case_list_puts_overdue_first(phone, server):
     page = phone
     page.goto(f"{server['base']}/cases")

@@ -341,6 +341,14 @@ def api_note(code: str):
     return _case_answer(case, steps=steps, photos=photos, place=_case_place(case), **extra)
 
 
+@bp.get("/api/incidents/attention")
+@require(*READERS, api=True)
+def api_attention():
+    """What needs the caller, as the top bar counts it: ``{"new", "returned", "overdue",
+    "total"}`` (``null`` for a role nothing waits on) — what a page asks again after a step."""
+    return jsonify(attention_count()["attention"])
+
+
 @bp.get("/api/incidents/<code>")
 @require(*READERS, api=True)
 def api_case(code: str):

@@ -177,6 +177,30 @@
 
   /* --- acting (list and case page) -------------------------------------------------------- */
 
+  /* The top bar's "needs me" counts asked again after a step or a note: a case just filed,
+     dispatched or handled no longer waits on this account */
+  async function refreshAttention() {
+    const badge = document.getElementById("attention");
+    if (!badge) return;
+    let counts = null;
+    try {
+      const response = await fetch("/api/incidents/attention", { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (!response.ok) return;
+      counts = await response.json();
+    } catch (err) { return; }  // no signal: the counts stay as they were
+    badge.hidden = !counts || !counts.total;
+    if (badge.hidden) return;
+    for (const chip of badge.querySelectorAll(".chip[data-kind]")) {
+      const n = counts[chip.dataset.kind] || 0;
+      chip.hidden = !n;
+      chip.dataset.n = String(n);
+      chip.textContent = chip.textContent.replace(/[\d,]+$/, gpLocale.number(n));
+    }
+    badge.setAttribute("aria-label", t("Needs me: {new} new, {returned} returned, {overdue} overdue",
+      { new: counts.new, returned: counts.returned, overdue: counts.overdue }));
+  }
+  window.gridplan.refreshAttention = refreshAttention;
+
   async function act(c, action, note, button) {
     if (button) button.disabled = true;
     let body = { action, version: c.version };
@@ -202,6 +226,7 @@
     // what was done, in words, said after the list or case is shown afresh (which says "updated")
     let said = null;
     if (answer.ok) {
+      refreshAttention();
       said = t("{step}: case {code}", { step: named ? named.label : action, code: c.code }) + " ✓";
       if (conflict) conflict.hidden = true;
     } else {
@@ -285,6 +310,7 @@
         document.getElementById("case-note").value = "";
         if (sent.kept) { status(t("Kept on this phone: it will be sent when the signal returns")); return; }
         await loadCase();
+        refreshAttention();
         status(t("Note added to case {code}", { code: c.code }));
       });
       buttons.append(button);
