@@ -92,6 +92,19 @@ def test_coverage_page_layers_findings_proposal_and_sites(page, served):
     centre = page.evaluate("(() => { const c = window.gridplan.map.getCenter(); return [c.lng, c.lat]; })()")
     assert centre == pytest.approx([first["lon"], first["lat"]], abs=1e-3)
 
+    # choosing a street takes the map to it; the whole city takes it back
+    street = json.loads(page.evaluate("JSON.stringify(window.gp.config.streets.at(-1))"))
+    page.select_option("#scope", street["code"])
+    page.wait_for_function("() => window.gridplan.ready", timeout=60_000)
+    view = page.evaluate("(() => { const b = window.gridplan.map.getBounds(); "
+                         "return [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()]; })()")
+    west, south, east, north = street["bbox"]
+    assert view[0] <= west and view[1] <= south and view[2] >= east and view[3] >= north  # all of it
+    assert (view[2] - view[0]) < 4 * (east - west) or (view[3] - view[1]) < 4 * (north - south)  # and near
+    assert f"{street['name']} · {street['code']}" in page.inner_text("#scope")
+    page.select_option("#scope", "")
+    page.wait_for_function("() => window.gridplan.ready", timeout=60_000)
+
     # choose the kindergarten at 300 m, propose one in the biggest uncovered unit
     standards = json.loads(page.evaluate("JSON.stringify(window.gp.config.standards)"))
     index = next(i for i, r in enumerate(standards)

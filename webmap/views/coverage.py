@@ -103,8 +103,11 @@ def page():
     m = build_map(layer_extent(engine(), "communities") or layer_extent(engine(), "units"))
     names = {k: facility_kind_name(k) for k in FACILITY_KINDS} | {r["kind"]: r["name"] for r in rows}
     config = {"standards": rows, "roads": bool(layer_extent(engine(), "roads")), "kind_names": names,
-              "streets": [{"code": c, "name": n}
-                          for c, n in zip(streets["code"], streets["name"], strict=True)]}
+              # each street's box (none when it has no outline): choosing a street goes to it
+              "streets": [{"code": c, "name": n, "bbox": None if g is None or g.is_empty
+                           else [round(float(v), 6) for v in g.bounds]}
+                          for c, n, g in zip(streets["code"], streets["name"], streets.geometry,
+                                             strict=True)]}
     return render_map("coverage.html", m, config, title=_("Coverage gaps"))
 
 

@@ -390,7 +390,14 @@
 
   // --- controls ------------------------------------------------------------------------------------
   const scopeSelect = document.getElementById("scope");
-  for (const s of config.streets) scopeSelect.append(el("option", `${s.name} ${s.code}`, { value: s.code }));
+  for (const s of config.streets) scopeSelect.append(el("option", `${s.name} · ${s.code}`, { value: s.code }));
+  const cityView = map.getBounds();
+  // a street chosen: the map goes to it (the whole city: back to where the page opened)
+  scopeSelect.addEventListener("change", () => {
+    const street = config.streets.find((s) => s.code === scopeSelect.value);
+    if (street && street.bbox) map.fitBounds([[street.bbox[1], street.bbox[0]], [street.bbox[3], street.bbox[2]]], { animate: false });
+    else map.fitBounds(cityView, { animate: false });
+  });
   const kindSelect = document.getElementById("kind");
   config.standards.forEach((r, i) => kindSelect.append(el("option", `${r.name} · ${r.level} · ${r.radius} m`, { value: String(i) })));
   kindSelect.addEventListener("change", () => loadKind().then(exportsLinks).catch((err) => status(t("Failed: {reason}", { reason: err.message }))));
