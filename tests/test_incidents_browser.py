@@ -157,6 +157,7 @@ def test_a_note_is_added_on_the_cases_page(phone, server):
     page.wait_for_selector("#case-history li[data-step=noted]")
     assert "又有人倒了两袋" in page.text_content("#case-history")
     assert page.evaluate("window.gridplan.case.version") == 1
+    assert page.text_content("#case-figures").count("版本") == 0  # said once, in the status line
     no_sideways_scroll(page)
 
 

@@ -259,7 +259,7 @@
     clock.className = "clock" + (c.overdue ? " overdue-text" : "");
     const dl = document.getElementById("case-figures");
     dl.replaceChildren();
-    for (const [label, value] of [[t("Status"), c.status_label], [t("Version"), c.version],
+    for (const [label, value] of [[t("Status"), c.status_label],
       [t("Description"), c.description || "—"], [t("Grid cell"), c.grid_name || c.grid_code || t("— (approximate location)")],
       [t("Community"), [c.place && c.place.community_name, c.community_code].filter(Boolean).join(" · ")], [t("Reported"), `${when(c.reported_at)} ${c.reporter || ""}`],
       [t("Dispatched"), when(c.dispatched_at)], [t("Department"), c.department_name],
