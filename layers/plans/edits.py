@@ -176,7 +176,7 @@ def fill_figures(memory: PlanMemory, plan: dict) -> None:
     """Keep the figures of every district of a plan of every district made before they were
     kept (:mod:`layers.plans.figures`), reading its districts one at a time — once per plan."""
     engine = memory.engine
-    if (plan["params"] or {}).get("street") or plan_rows.district_figures(engine, plan["id"]):
+    if (plan["params"] or {}).get("street") or plan_rows.figure_districts(engine, plan["id"]):
         return
     figures = {}
     for district in plan_rows.plan_districts(engine, plan["id"]):
@@ -203,7 +203,7 @@ def _scored(memory: PlanMemory, loaded: LoadedPlan, touched: np.ndarray
         return own, own, {}
     districts = loaded.units["district_code"].to_numpy(dtype=object)
     inside = np.isin(districts, list(set(districts[touched].tolist())))
-    if not plan_rows.district_figures(memory.engine, loaded.plan_id):  # none kept yet: every district's
+    if not plan_rows.figure_districts(memory.engine, loaded.plan_id):  # none kept yet: every district's
         inside[:] = True
     return own, own, figures_by_district(loaded.graph, loaded.partition, loaded.rules,
                                          np.where(inside, districts, None))
