@@ -53,6 +53,20 @@ def ready(page):
     page.wait_for_function("() => window.gridplan && window.gridplan.ready", timeout=30_000)
 
 
+def report_here(page, server) -> str:
+    """Report a case at the phone's location with the form's defaults, and open its page; its code."""
+    page.goto(f"{server['base']}/cases/new")
+    ready(page)
+    page.click("#locate")
+    page.wait_for_function("() => document.querySelector('input[name=lon]').value !== ''")
+    page.click("form#report-form button[type=submit]")
+    page.wait_for_selector("#reported-text a")
+    code = page.text_content("#reported-text a")
+    page.goto(f"{server['base']}/cases/{code}")
+    ready(page)
+    return code
+
+
 def no_sideways_scroll(page):
     assert page.evaluate("document.documentElement.scrollWidth") <= 360 + 1
 
@@ -109,15 +123,7 @@ def test_a_case_through_every_step_on_a_phone(phone, server, tmp_path):
 
 def test_a_conflict_shows_the_current_state(phone, server):
     page = phone
-    page.goto(f"{server['base']}/cases/new")
-    ready(page)
-    page.click("#locate")
-    page.wait_for_function("() => document.querySelector('input[name=lon]').value !== ''")
-    page.click("form#report-form button[type=submit]")
-    page.wait_for_selector("#reported-text a")
-    code = page.text_content("#reported-text a")
-    page.goto(f"{server['base']}/cases/{code}")
-    ready(page)
+    code = report_here(page, server)
     # someone else files it meanwhile
     import requests
 
@@ -139,15 +145,7 @@ def test_a_note_is_added_on_the_cases_page(phone, server):
     """补充说明 from the case's page on a phone: the note goes into the history, the case's
     version and status stay."""
     page = phone
-    page.goto(f"{server['base']}/cases/new")
-    ready(page)
-    page.click("#locate")
-    page.wait_for_function("() => document.querySelector('input[name=lon]').value !== ''")
-    page.click("form#report-form button[type=submit]")
-    page.wait_for_selector("#reported-text a")
-    code = page.text_content("#reported-text a")
-    page.goto(f"{server['base']}/cases/{code}")
-    ready(page)
+    report_here(page, server)
     button = page.locator("#action-buttons button[data-action=note]")
     assert button.inner_text() == "补充说明"
     button.click()  # nothing written yet: asked for, nothing sent
@@ -164,23 +162,15 @@ def test_a_note_is_added_on_the_cases_page(phone, server):
 def test_the_top_bars_count_follows_a_step_taken_on_the_page(phone, server):
     """新上报 N in the top bar counts one case fewer as soon as the case is filed on its page."""
     page = phone
-    page.goto(f"{server['base']}/cases/new")
-    ready(page)
-    page.click("#locate")
-    page.wait_for_function("() => document.querySelector('input[name=lon]').value !== ''")
-    page.click("form#report-form button[type=submit]")
-    page.wait_for_selector("#reported-text a")
-    code = page.text_content("#reported-text a")
-    page.goto(f"{server['base']}/cases/{code}")
-    ready(page)
+    report_here(page, server)
     chip = page.locator("#attention .chip[data-kind=new]")
     before = int(chip.get_attribute("data-n"))
     assert chip.inner_text() == f"新上报 {before}"
     page.click("#action-buttons button[data-action=file]")
     page.wait_for_function("() => window.gridplan.case.version === 2")
-    page.wait_for_function(f"""() => {{ const c = document.querySelector('#attention .chip[data-kind=new]');
-        return {before - 1} === 0 ? document.getElementById('attention').hidden || c.hidden
-          : c.dataset.n === '{before - 1}'; }}""")
+    page.wait_for_function("(n) => { const c = document.querySelector('#attention .chip[data-kind=new]'); "
+                           "return n === 0 ? document.getElementById('attention').hidden || c.hidden "
+                           ": c.dataset.n === String(n); }", arg=before - 1)
     if before > 1:
         assert chip.inner_text() == f"新上报 {before - 1}"
         assert f"新上报 {before - 1} 件" in page.get_attribute("#attention", "aria-label")

@@ -194,7 +194,6 @@ def _scored(memory: PlanMemory, loaded: LoadedPlan, touched: np.ndarray
     of every district keeps them: :mod:`layers.plans.figures`; a street's plan none)."""
     own = plan_scores(loaded)
     if loaded.part is not None:
-        fill_figures(memory, loaded.plan)
         mine = part_figures(PlanResult(loaded.graph, loaded.partition, loaded.rules))
         others = plan_rows.district_figures(memory.engine, loaded.plan_id, besides=loaded.part)
         figures = [others[d] for d in sorted(others)] + [mine]
@@ -264,6 +263,8 @@ def _save(memory: PlanMemory, loaded: LoadedPlan, positions: np.ndarray, labels:
     positions = np.asarray(positions, dtype=np.int64)
     labels = np.asarray(labels, dtype=object)
     touched = sorted(set(p.labels[positions].tolist()) | set(labels.tolist()))
+    if loaded.part is not None:  # a plan stored before figures were kept: worked out first, not mid-trial
+        fill_figures(memory, loaded.plan)
     with p.trial() as trial:
         for label in dict.fromkeys(labels.tolist()):
             p.move(positions[labels == label], label)

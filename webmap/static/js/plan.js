@@ -228,29 +228,24 @@
 
   // --- figures, the table, the selected community ------------------------------------------------
 
+  // the figures of a plan (or a district's part, or the whole plan beside it), as rows
+  const scoreRows = (scores) => [
+    [t("Communities"), number(scores.communities)],
+    [t("Outside the bounds"), number(scores.outside_bounds), scores.outside_bounds ? "flag-above" : ""],
+    [t("Not contiguous"), number(scores.non_contiguous), scores.non_contiguous ? "flag-above" : ""],
+    [t("Households moved"), `${number(scores.households_moved)} (${gpLocale.percent(scores.households_moved_share || 0)})`],
+    [t("Households min / median / max"), `${number(scores.households_min)} / ${number(scores.households_median)} / ${number(scores.households_max)}`],
+  ];
   function showPlan(scores) {
     $("plan-title").textContent = planTitle();
-    figures($("plan-figures"), [
-      [t("Communities"), number(scores.communities)],
-      [t("Outside the bounds"), number(scores.outside_bounds), scores.outside_bounds ? "flag-above" : ""],
-      [t("Not contiguous"), number(scores.non_contiguous), scores.non_contiguous ? "flag-above" : ""],
-      [t("Households moved"), `${number(scores.households_moved)} (${gpLocale.percent(scores.households_moved_share || 0)})`],
-      [t("Households min / median / max"), `${number(scores.households_min)} / ${number(scores.households_median)} / ${number(scores.households_max)}`],
-      [t("Compactness (Polsby–Popper mean)"), scores.pp_mean],
-    ]);
+    figures($("plan-figures"), [...scoreRows(scores), [t("Compactness (Polsby–Popper mean)"), scores.pp_mean]]);
     window.gridplan.scores = scores;
   }
   // a district's part: the whole plan's scores beside its own (combined from every district's)
   function showWhole(scores) {
     $("whole-box").hidden = !scores;
     if (!scores) return;
-    figures($("whole-figures"), [
-      [t("Communities"), number(scores.communities)],
-      [t("Outside the bounds"), number(scores.outside_bounds), scores.outside_bounds ? "flag-above" : ""],
-      [t("Not contiguous"), number(scores.non_contiguous), scores.non_contiguous ? "flag-above" : ""],
-      [t("Households moved"), `${number(scores.households_moved)} (${gpLocale.percent(scores.households_moved_share || 0)})`],
-      [t("Households min / median / max"), `${number(scores.households_min)} / ${number(scores.households_median)} / ${number(scores.households_max)}`],
-    ]);
+    figures($("whole-figures"), scoreRows(scores));
     window.gridplan.wholeScores = scores;
   }
   // the districts of a plan of every district: choosing one opens the page on it
